@@ -1,0 +1,227 @@
+"""Typed, frozen settings built from a YAML config validated against one JSON Schema.
+
+The schema (``workflow/schemas/config.schema.yaml``) is the single source of truth for keys,
+types and defaults: Snakemake's ``validate`` uses it for the workflow and :func:`load_config`
+uses it here. Settings are plain frozen dataclasses passed explicitly to stage functions, so
+they pickle to Dask workers unchanged; there is no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEMO_CONFIG_PATH = REPO_ROOT / "configs" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """One region: a name and the OSM extract its road graph is built from."""
+
+    name: str
+    osm: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class RoadSettings:
+    """Which OSM highways become the road graph."""
+
+    network: str
+    highway_include: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SimulateSettings:
+    """Parameters of the dashcam fleet simulator (see ``pipeline.ingest.simulate``)."""
+
+    seed: int
+    devices: int
+    days: int
+    start: datetime
+    trips_per_device_day: float
+    sample_interval_s: float
+    noise_sigma_m: tuple[float, float]
+    outlier_rate: float
+    outlier_distance_m: float
+    dropout_rate_per_km: float
+    dropout_duration_s: float
+    stop_rate_per_km: float
+    stop_duration_s: float
+    home_radius_m: float
+    min_trip_m: float
+    max_trip_m: float
+    formats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a roadcover run is configured with."""
+
+    output_dir: Path
+    cache_dir: Path
+    regions: tuple[RegionSettings, ...]
+    roads: RoadSettings
+    simulate: SimulateSettings
+    source: str
+
+    def region(self, name: str) -> RegionSettings:
+        """Return the region called ``name``.
+
+        Raises
+        ------
+        ConfigError
+            If no region has that name; the message lists the configured ones.
+        """
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self.regions)
+        raise ConfigError(f"{self.source}: no region named {name!r}; configured regions: {known}")
+
+
+def load_config_schema() -> dict[str, Any]:
+    """Return the config JSON Schema as a dict."""
+    with CONFIG_SCHEMA_PATH.open(encoding="utf-8") as handle:
+        schema: dict[str, Any] = yaml.safe_load(handle)
+    return schema
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Read, validate and freeze a config file (the embedded demo config when ``path`` is None).
+
+    Parameters
+    ----------
+    path
+        A YAML config file.
+
+    Returns
+    -------
+    Settings
+        Frozen settings, schema defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or not YAML, or if it violates the schema; the message names
+        every offending key, its value and what is allowed.
+    """
+    config_path = Path(path) if path is not None else DEMO_CONFIG_PATH
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+    return settings_from_mapping(raw if raw is not None else {}, source=str(config_path))
+
+
+def settings_from_mapping(raw: Mapping[str, Any], source: str = "<config>") -> Settings:
+    """Validate a config mapping against the schema and build frozen settings from it."""
+    config = dict(raw) if isinstance(raw, Mapping) else raw
+    problems = list(_describe_schema_errors(config))
+    if problems:
+        raise ConfigError(f"{source}: invalid config:\n  - " + "\n  - ".join(problems))
+    return _build_settings(config, source)
+
+
+def _describe_schema_errors(config: Any) -> Iterator[str]:
+    schema = load_config_schema()
+    validator = _DefaultFillingValidator(schema, format_checker=jsonschema.FormatChecker())
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(allowed))
+            for name in unknown:
+                where = f"{key}.{name}" if error.absolute_path else name
+                yield f"key {where!r} is not allowed here; allowed keys: {', '.join(allowed)}"
+        else:
+            yield f"key {key!r} has value {error.instance!r}: {error.message}"
+
+
+def _fill_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """Set schema defaults on the instance while validating (the jsonschema FAQ recipe)."""
+    if isinstance(instance, dict):
+        for name, subschema in properties.items():
+            if "default" in subschema and name not in instance:
+                instance[name] = _copy(subschema["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](
+        validator, properties, instance, schema
+    )
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"properties": _fill_defaults}
+)
+
+
+def _build_settings(config: dict[str, Any], source: str) -> Settings:
+    roads = config["roads"]
+    sim = config["simulate"]
+    include = roads["highway_include"]
+    return Settings(
+        output_dir=Path(config["output_dir"]),
+        cache_dir=Path(config["cache_dir"]),
+        regions=tuple(
+            RegionSettings(name=r["name"], osm=r["osm"], sha256=r.get("sha256"))
+            for r in config["regions"]
+        ),
+        roads=RoadSettings(
+            network=roads["network"],
+            highway_include=tuple(include) if include is not None else None,
+        ),
+        simulate=SimulateSettings(
+            seed=sim["seed"],
+            devices=sim["devices"],
+            days=sim["days"],
+            start=_parse_utc(sim["start"], "simulate.start", source),
+            trips_per_device_day=float(sim["trips_per_device_day"]),
+            sample_interval_s=float(sim["sample_interval_s"]),
+            noise_sigma_m=(float(sim["noise_sigma_m"][0]), float(sim["noise_sigma_m"][1])),
+            outlier_rate=float(sim["outlier_rate"]),
+            outlier_distance_m=float(sim["outlier_distance_m"]),
+            dropout_rate_per_km=float(sim["dropout_rate_per_km"]),
+            dropout_duration_s=float(sim["dropout_duration_s"]),
+            stop_rate_per_km=float(sim["stop_rate_per_km"]),
+            stop_duration_s=float(sim["stop_duration_s"]),
+            home_radius_m=float(sim["home_radius_m"]),
+            min_trip_m=float(sim["min_trip_m"]),
+            max_trip_m=float(sim["max_trip_m"]),
+            formats=tuple(sim["formats"]),
+        ),
+        source=source,
+    )
+
+
+def _parse_utc(text: str, key: str, source: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{source}: key {key!r} has value {text!r}: not an ISO-8601 date-time "
+            "(write e.g. 2026-10-01T06:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ConfigError(
+            f"{source}: key {key!r} has value {text!r}: give a time zone (e.g. a trailing Z for UTC)"
+        )
+    return parsed

@@ -1,0 +1,213 @@
+"""Data contracts: the Arrow schema of every stage output, checked on write and on read.
+
+Each stage output is a GeoParquet 1.1 file whose Parquet key-value metadata carries, under the
+key ``roadcover``, the table name and its ``schema_version``. :func:`validate_table` compares a
+table with its contract and raises one :class:`~pipeline.errors.ContractError` that lists every
+problem at once. ``docs/data-contracts.md`` describes each table for humans; keep both in step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import ContractError
+
+METADATA_KEY = b"roadcover"
+UTC_MS = pa.timestamp("ms", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The promised shape of one stage output table.
+
+    Attributes
+    ----------
+    name
+        Table name, e.g. ``"edges"``; also the file stem.
+    version
+        ``schema_version`` written into the file metadata; bump it on any incompatible change.
+    schema
+        Arrow schema: column names, types and nullability. The geometry column is WKB binary.
+    key
+        Columns whose combined values are unique per row.
+    geometry_column
+        Name of the WKB geometry column, or None for a plain table.
+    """
+
+    name: str
+    version: int
+    schema: pa.Schema
+    key: tuple[str, ...]
+    geometry_column: str | None = "geometry"
+
+    def metadata(self) -> dict[bytes, bytes]:
+        """Return the Parquet key-value metadata that identifies this contract."""
+        value = {"table": self.name, "schema_version": self.version}
+        return {METADATA_KEY: json.dumps(value, sort_keys=True).encode()}
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+EDGES = Contract(
+    name="edges",
+    version=1,
+    key=("edge_id",),
+    schema=pa.schema(
+        [
+            _field("edge_id", pa.int64()),
+            _field("u", pa.int64()),
+            _field("v", pa.int64()),
+            _field("key", pa.int64()),
+            _field("osmid", pa.int64()),
+            _field("highway", pa.string()),
+            _field("oneway", pa.bool_()),
+            _field("reversed", pa.bool_()),
+            _field("name", pa.string(), nullable=True),
+            _field("maxspeed", pa.string(), nullable=True),
+            _field("length_m", pa.float64()),
+            _field("road_id", pa.int64()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+NODES = Contract(
+    name="nodes",
+    version=1,
+    key=("node_id",),
+    schema=pa.schema(
+        [
+            _field("node_id", pa.int64()),
+            _field("lon", pa.float64()),
+            _field("lat", pa.float64()),
+            _field("street_count", pa.int64()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+SIMULATED_ROUTES = Contract(
+    name="simulated_routes",
+    version=1,
+    key=("trace_id", "trip_id", "seq"),
+    schema=pa.schema(
+        [
+            _field("trace_id", pa.string()),
+            _field("trip_id", pa.string()),
+            _field("seq", pa.int32()),
+            _field("device_id", pa.string()),
+            _field("contributor_id", pa.string()),
+            _field("edge_id", pa.int64()),
+            _field("u", pa.int64()),
+            _field("v", pa.int64()),
+            _field("key", pa.int64()),
+            _field("length_m", pa.float64()),
+            _field("entered_at", UTC_MS),
+            _field("exited_at", UTC_MS),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+CONTRACTS: dict[str, Contract] = {c.name: c for c in (EDGES, NODES, SIMULATED_ROUTES)}
+
+
+def validate_table(table: pa.Table, contract: Contract, source: str = "<table>") -> None:
+    """Check a table against its contract.
+
+    Parameters
+    ----------
+    table
+        The table to check (extra columns are allowed only if the contract lists none of them).
+    contract
+        The contract it must satisfy.
+    source
+        What to call the table in the error, usually its file path.
+
+    Raises
+    ------
+    ContractError
+        Listing every missing column, wrong type, unexpected column, null in a non-nullable
+        column and duplicated key.
+    """
+    problems = list(_schema_problems(table.schema, contract))
+    if not problems:
+        problems += _null_problems(table, contract)
+        problems += _key_problems(table, contract)
+    if problems:
+        raise ContractError(
+            f"{source}: does not match the {contract.name!r} contract "
+            f"(schema_version {contract.version}):\n  - " + "\n  - ".join(problems)
+        )
+
+
+def read_contract_metadata(schema: pa.Schema) -> dict[str, Any] | None:
+    """Return the ``roadcover`` metadata of a Parquet file's schema, or None if absent."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else None
+
+
+def check_contract_metadata(schema: pa.Schema, contract: Contract, source: str) -> None:
+    """Raise ContractError unless a file says it holds ``contract``'s table at its version."""
+    found = read_contract_metadata(schema)
+    expected = {"table": contract.name, "schema_version": contract.version}
+    if found is None:
+        raise ContractError(
+            f"{source}: has no roadcover metadata; expected a {contract.name!r} table "
+            f"written by roadcover (schema_version {contract.version}). Re-run the stage that writes it."
+        )
+    if {k: found.get(k) for k in expected} != expected:
+        raise ContractError(
+            f"{source}: holds table {found.get('table')!r} schema_version "
+            f"{found.get('schema_version')}, expected {contract.name!r} schema_version "
+            f"{contract.version}. Re-run the stage that writes it with this roadcover version."
+        )
+
+
+def _schema_problems(schema: pa.Schema, contract: Contract) -> list[str]:
+    problems = []
+    for expected in contract.schema:
+        index = schema.get_field_index(expected.name)
+        if index < 0:
+            problems.append(f"missing column {expected.name!r} ({expected.type})")
+            continue
+        actual = schema.field(index)
+        if not actual.type.equals(expected.type):
+            problems.append(
+                f"column {expected.name!r} has type {actual.type}, expected {expected.type}"
+            )
+    extra = [name for name in schema.names if contract.schema.get_field_index(name) < 0]
+    problems.extend(f"unexpected column {name!r}" for name in extra)
+    return problems
+
+
+def _null_problems(table: pa.Table, contract: Contract) -> list[str]:
+    problems = []
+    for expected in contract.schema:
+        if expected.nullable:
+            continue
+        nulls = table.column(expected.name).null_count
+        if nulls:
+            problems.append(f"column {expected.name!r} has {nulls} null(s) but may not be null")
+    return problems
+
+
+def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
+    if table.num_rows == 0:
+        return []
+    counts = table.group_by(list(contract.key)).aggregate([([], "count_all")])
+    duplicated = counts.filter(pc.greater(counts.column("count_all"), 1))
+    if duplicated.num_rows == 0:
+        return []
+    example = {name: duplicated.column(name)[0].as_py() for name in contract.key}
+    return [
+        f"key ({', '.join(contract.key)}) is not unique: {duplicated.num_rows} value(s) repeat, "
+        f"e.g. {example}"
+    ]

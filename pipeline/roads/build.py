@@ -1,0 +1,110 @@
+"""The roads stage: OSM extract -> OSMnx graph, edge and node tables, and ``meta.json``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+
+from pipeline import __version__
+from pipeline.roads.extracts import file_sha256
+from pipeline.roads.graph import build_road_graph, edge_table, node_table
+from pipeline.roads.highways import highway_filter_for
+from pipeline.roads.osm import RoadWays, read_road_ways
+from pipeline.roads.store import write_roads
+
+log = logging.getLogger(__name__)
+
+
+def build_roads(
+    osm_path: str | Path,
+    roads_dir: str | Path,
+    network: str = "drive",
+    highway_include: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Build the road graph of a local OSM extract and write the roads folder.
+
+    Parameters
+    ----------
+    osm_path
+        A ``.osm``, ``.osm.gz``, ``.osm.bz2`` or ``.osm.pbf`` file.
+    roads_dir
+        Output folder (``edges.parquet``, ``nodes.parquet``, ``graph.pickle``, ``meta.json``).
+    network
+        ``drive``, ``drive_service`` or ``all`` (see :mod:`pipeline.roads.highways`).
+    highway_include
+        If given, keep exactly these highway classes.
+
+    Returns
+    -------
+    dict
+        The content of ``meta.json``.
+
+    Raises
+    ------
+    InputDataError
+        If the extract is missing, unreadable, or has no road of the network.
+    """
+    osm_path = Path(osm_path)
+    started = datetime.now(UTC)
+    ways = read_road_ways(osm_path, highway_filter_for(network, highway_include))
+    graph = build_road_graph(ways, str(osm_path))
+    edges = edge_table(graph)
+    nodes = node_table(graph)
+    meta = _roads_meta(osm_path, network, highway_include, ways, edges, nodes)
+    write_roads(Path(roads_dir), graph, edges, nodes, meta)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    log.info(
+        "roads: %s -> %s: %d nodes, %d edges, %.1f road km in %.1f s",
+        osm_path, roads_dir, len(nodes), len(edges), meta["road_km"], seconds,
+    )  # fmt: skip
+    return meta
+
+
+def road_length_km(edges: gpd.GeoDataFrame) -> tuple[float, float]:
+    """Return ``(road_km, directed_km)``: each physical road once, and each drivable direction once."""
+    directed_km = float(edges["length_m"].sum()) / 1000.0
+    road_km = float(edges.drop_duplicates("road_id")["length_m"].sum()) / 1000.0
+    return road_km, directed_km
+
+
+def _roads_meta(
+    osm_path: Path,
+    network: str,
+    highway_include: tuple[str, ...] | None,
+    ways: RoadWays,
+    edges: gpd.GeoDataFrame,
+    nodes: gpd.GeoDataFrame,
+) -> dict[str, Any]:
+    road_km, directed_km = road_length_km(edges)
+    by_class = {}
+    for highway, group in edges.groupby("highway", sort=True):
+        class_road_km, class_directed_km = road_length_km(group)
+        by_class[str(highway)] = {
+            "road_km": round(class_road_km, 6),
+            "directed_km": round(class_directed_km, 6),
+        }
+    return {
+        "source_file": str(osm_path),
+        "source_sha256": file_sha256(osm_path),
+        "osm_timestamp": ways.osm_timestamp,
+        "network": network,
+        "highway_include": list(highway_include) if highway_include is not None else None,
+        "node_count": len(nodes),
+        "edge_count": len(edges),
+        "road_count": int(edges["road_id"].nunique()),
+        "ways_kept": ways.ways_kept,
+        "ways_clipped": ways.ways_clipped,
+        "missing_node_refs": ways.missing_node_refs,
+        "bbox": [round(float(v), 7) for v in edges.total_bounds],
+        "road_km": round(road_km, 6),
+        "directed_km": round(directed_km, 6),
+        "by_highway": by_class,
+        "crs": "EPSG:4326",
+        "roadcover_version": __version__,
+        "osmnx_version": package_version("osmnx"),
+    }
