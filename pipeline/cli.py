@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,14 +37,15 @@ CONFIG_OPTION = click.option(
 @click.version_option(__version__, prog_name="roadcover")
 @click.option("-v", "--verbose", is_flag=True, help="Debug log output.")
 def cli(verbose: bool) -> None:
-    """Crowdsourced road coverage: dashcam traces to map-matched, H3-binned coverage.
+    r"""Crowdsourced road coverage: dashcam traces to map-matched, H3-binned coverage.
 
     \b
     Stages:  roads -> ingest -> snap -> coverage -> export
     Also:    simulate (a synthetic dashcam fleet), run (the whole workflow)
     """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -56,13 +58,25 @@ def roads() -> None:
 @roads.command("build")
 @click.argument("osm_file")
 @click.option(
-    "-o", "--out", "roads_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "-o",
+    "--out",
+    "roads_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
     help="Output roads folder.",
-)  # fmt: skip
-@click.option("--network", type=click.Choice(NETWORK_TYPES), default=None,
-              help="Which highways to keep (default: the config's, drive).")  # fmt: skip
-@click.option("--highway", "highways", multiple=True,
-              help="Keep exactly this highway class (repeatable); overrides --network's classes.")  # fmt: skip
+)
+@click.option(
+    "--network",
+    type=click.Choice(NETWORK_TYPES),
+    default=None,
+    help="Which highways to keep (default: the config's, drive).",
+)
+@click.option(
+    "--highway",
+    "highways",
+    multiple=True,
+    help="Keep exactly this highway class (repeatable); overrides --network.",
+)
 @click.option("--sha256", default=None, help="Expected sha256 of the extract.")
 @CONFIG_OPTION
 def roads_build(
@@ -91,16 +105,30 @@ def roads_build(
 
 
 @cli.command("simulate")
-@click.option("--roads", "roads_dir", required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Roads folder from `roadcover roads build`.")  # fmt: skip
-@click.option("-o", "--out", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")  # fmt: skip
+@click.option(
+    "--roads",
+    "roads_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Roads folder from `roadcover roads build`.",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder.",
+)
 @click.option("--devices", type=click.IntRange(min=1), default=None, help="Number of dashcams.")
 @click.option("--days", type=click.IntRange(min=1), default=None, help="Days of driving.")
-@click.option("--format", "formats", multiple=True,
-              type=click.Choice(["csv", "gpx", "nmea", "geojson", "parquet"]),
-              help="Trace file format (repeatable: devices take the formats in turn).")  # fmt: skip
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["csv", "gpx", "nmea", "geojson", "parquet"]),
+    help="Trace file format (repeatable: devices take the formats in turn).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
 @CONFIG_OPTION
 def simulate(
@@ -116,7 +144,12 @@ def simulate(
     from pipeline.ingest.simulate import simulate_fleet
 
     params = load_config(config_path).simulate
-    overrides = {"devices": devices, "days": days, "seed": seed, "formats": formats or None}
+    overrides: dict[str, Any] = {
+        "devices": devices,
+        "days": days,
+        "seed": seed,
+        "formats": formats or None,
+    }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
     summary = simulate_fleet(roads_dir, out_dir, params)
     click.echo(json.dumps(summary, indent=2, default=str))

@@ -222,6 +222,6 @@ def _parse_utc(text: str, key: str, source: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise ConfigError(
-            f"{source}: key {key!r} has value {text!r}: give a time zone (e.g. a trailing Z for UTC)"
+            f"{source}: key {key!r} has value {text!r}: give a time zone (e.g. Z for UTC)"
         )
     return parsed

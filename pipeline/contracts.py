@@ -161,7 +161,8 @@ def check_contract_metadata(schema: pa.Schema, contract: Contract, source: str) 
     if found is None:
         raise ContractError(
             f"{source}: has no roadcover metadata; expected a {contract.name!r} table "
-            f"written by roadcover (schema_version {contract.version}). Re-run the stage that writes it."
+            f"written by roadcover (schema_version {contract.version}); "
+            "re-run the stage that writes it"
         )
     if {k: found.get(k) for k in expected} != expected:
         raise ContractError(

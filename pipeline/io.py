@@ -128,10 +128,14 @@ def _conform_to_contract(table: pa.Table, contract: Contract, source: str) -> pa
             try:
                 column = column.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                problems.append(f"column {field.name!r} ({column.type}) cannot be {field.type}: {exc}")
+                problems.append(
+                    f"column {field.name!r} ({column.type}) cannot be {field.type}: {exc}"
+                )
         columns.append(column)
     if problems:
-        raise ContractError(f"{source}: cannot write {contract.name!r}:\n  - " + "\n  - ".join(problems))
+        raise ContractError(
+            f"{source}: cannot write {contract.name!r}:\n  - " + "\n  - ".join(problems)
+        )
     present = [f for f in contract.schema if f.name in data.column_names]
     extra = [name for name in data.column_names if contract.schema.get_field_index(name) < 0]
     conformed = pa.Table.from_arrays(columns, schema=pa.schema(present))

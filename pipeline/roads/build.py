@@ -66,7 +66,7 @@ def build_roads(
 
 
 def road_length_km(edges: gpd.GeoDataFrame) -> tuple[float, float]:
-    """Return ``(road_km, directed_km)``: each physical road once, and each drivable direction once."""
+    """Return ``(road_km, directed_km)``: each road once, and each drivable direction once."""
     directed_km = float(edges["length_m"].sum()) / 1000.0
     road_km = float(edges.drop_duplicates("road_id")["length_m"].sum()) / 1000.0
     return road_km, directed_km

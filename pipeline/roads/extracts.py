@@ -83,9 +83,9 @@ def _fetch_once(url: str, cache_dir: Path, sha256: str | None) -> Path:
             out.flush()
             if sha256 is not None:
                 _check_sha256(temp, sha256, url)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, InputDataError):
-            raise
+    except InputDataError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
         raise InputDataError(f"{url}: could not fetch the OSM extract: {exc}") from None
     return cached
 

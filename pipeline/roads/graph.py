@@ -127,5 +127,9 @@ def _first(value: object) -> object:
 def _optional_text(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame:
         return pd.Series([None] * len(frame), dtype="object")
-    values = frame[column].map(_first)
-    return values.where(values.notna(), None).map(lambda v: None if v is None else str(v))
+    texts = [None if _is_missing(v) else str(v) for v in frame[column].map(_first)]
+    return pd.Series(texts, dtype="object")
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

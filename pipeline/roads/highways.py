@@ -65,7 +65,9 @@ class HighwayFilter:
         return True
 
 
-def highway_filter_for(network: str, highway_include: tuple[str, ...] | None = None) -> HighwayFilter:
+def highway_filter_for(
+    network: str, highway_include: tuple[str, ...] | None = None
+) -> HighwayFilter:
     """Return the filter of an OSMnx-style network type.
 
     Parameters

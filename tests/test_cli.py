@@ -1,0 +1,61 @@
+"""The roadcover command line: help, version, stage commands and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import __version__
+from pipeline.cli import EXIT_ERROR, EXIT_NOT_BUILT, main
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("roads", "ingest", "snap", "coverage", "export", "simulate", "run"):
+        assert command in out
+
+
+@pytest.mark.parametrize("stage", ["ingest", "snap", "coverage", "export", "run"])
+def test_stages_not_built_yet_say_so_and_fail(
+    stage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([stage, "whatever", "--flag"]) == EXIT_NOT_BUILT
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_roads_build_writes_the_roads_folder(tiny_osm: Path, tmp_path: Path) -> None:
+    assert main(["roads", "build", str(tiny_osm), "-o", str(tmp_path / "roads")]) == 0
+    assert {p.name for p in (tmp_path / "roads").iterdir()} == {
+        "edges.parquet", "nodes.parquet", "graph.pickle", "meta.json"
+    }  # fmt: skip
+
+
+def test_bad_input_is_one_line_on_stderr_with_no_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.osm.pbf"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "roads", "build", str(missing), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.strip() == f"roadcover: error: {missing}: OSM extract not found"
+
+
+def test_bad_config_is_reported_with_the_key(tmp_path: Path, tiny_osm: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("regions: [{name: x, osm: x.osm}]\nroads: {network: boats}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "roads", "build", str(tiny_osm), "-o", str(tmp_path),
+         "--config", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == EXIT_ERROR
+    assert "'roads.network' has value 'boats'" in result.stderr
+    assert "Traceback" not in result.stderr

