@@ -1,0 +1,106 @@
+"""Benchmark the roads stage: build time and peak memory, and how fast the graph loads.
+
+Usage: ``python benchmarks/bench_roads.py [OSM_FILE] [--runs N]`` (default: Monaco 2016 PBF
+from ../shared/data). Each build runs in a fresh process so peak RSS is that build's own.
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_OSM = (
+    Path(os.environ.get("ROADCOVER_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+    / "osm"
+    / "monaco-2016.osm.pbf"
+)
+
+BUILD_ONE = """
+import resource, sys, time
+from pipeline.roads import build_roads
+started = time.perf_counter()
+build_roads(sys.argv[1], sys.argv[2])
+seconds = time.perf_counter() - started
+peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{seconds:.4f} {peak_mib:.1f}")
+"""
+
+
+def time_builds(osm_file: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Build the graph ``runs`` times, each in a new process; return seconds and peak MiB."""
+    seconds, peaks = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as out:
+            result = subprocess.run(
+                [sys.executable, "-c", BUILD_ONE, str(osm_file), out],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+        run_seconds, run_peak = result.stdout.split()[-2:]
+        seconds.append(float(run_seconds))
+        peaks.append(float(run_peak))
+    return seconds, peaks
+
+
+def time_loads(osm_file: Path, runs: int) -> dict[str, float]:
+    """Median seconds to load the built graph as pickle, from GeoParquet tables, and as GraphML."""
+    import osmnx as ox
+
+    from pipeline.roads import build_roads, read_edges, read_nodes
+    from pipeline.roads.store import graph_from_tables, load_road_graph
+
+    with tempfile.TemporaryDirectory() as folder:
+        roads_dir = Path(folder)
+        build_roads(osm_file, roads_dir)
+        graph = load_road_graph(roads_dir)
+        graphml = roads_dir / "graph.graphml"
+        ox.save_graphml(graph, graphml)
+        loaders = {
+            "graph.pickle (load_road_graph)": lambda: load_road_graph(roads_dir),
+            "edges+nodes GeoParquet (graph_from_gdfs)": lambda: graph_from_tables(
+                read_nodes(roads_dir), read_edges(roads_dir)
+            ),
+            "GraphML (ox.load_graphml)": lambda: ox.load_graphml(graphml),
+        }
+        medians = {}
+        for name, load in loaders.items():
+            samples = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                load()
+                samples.append(time.perf_counter() - started)
+            medians[name] = statistics.median(samples)
+    return medians
+
+
+def main() -> None:
+    """Run the benchmark and print the Markdown results."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("osm_file", nargs="?", type=Path, default=DEFAULT_OSM)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    seconds, peaks = time_builds(args.osm_file, args.runs)
+    loads = time_loads(args.osm_file, args.runs)
+    print(f"## roads build: {args.osm_file.name}\n")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {args.runs} runs each\n")  # fmt: skip
+    print("| measure | median | min | max |\n|---|---|---|---|")
+    print(f"| build seconds | {statistics.median(seconds):.2f} | {min(seconds):.2f} "
+          f"| {max(seconds):.2f} |")  # fmt: skip
+    print(f"| build peak RSS MiB | {statistics.median(peaks):.0f} | {min(peaks):.0f} "
+          f"| {max(peaks):.0f} |\n")  # fmt: skip
+    fastest = min(loads.values())
+    print("| graph load | median seconds | ratio to fastest |\n|---|---|---|")
+    for name, value in loads.items():
+        print(f"| {name} | {value:.3f} | {value / fastest:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
