@@ -42,6 +42,39 @@ class RoadSettings:
 
 
 @dataclass(frozen=True)
+class PrivacyZone:
+    """A circle inside which every fix is removed."""
+
+    name: str
+    lon: float
+    lat: float
+    radius_m: float
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Cleaning, trip splitting, privacy and plausibility thresholds of the ingest stage."""
+
+    max_hdop: float
+    max_speed_mps: float
+    max_accel_mps2: float
+    future_tolerance_s: float
+    trip_gap_s: float
+    trip_gap_m: float
+    min_trip_points: int
+    min_trip_m: float
+    privacy_trim_m: float
+    privacy_zones: tuple[PrivacyZone, ...]
+    pseudonym_key_env: str
+    pseudonym_key_file: str | None
+    contributors: tuple[tuple[str, str], ...]
+    csv_columns: tuple[tuple[str, str], ...]
+    csv_time_unit: str | None
+    partition_h3_res: int
+    workers: int
+
+
+@dataclass(frozen=True)
 class SimulateSettings:
     """Parameters of the dashcam fleet simulator (see ``pipeline.ingest.simulate``)."""
 
@@ -72,6 +105,7 @@ class Settings:
     cache_dir: Path
     regions: tuple[RegionSettings, ...]
     roads: RoadSettings
+    ingest: IngestSettings
     simulate: SimulateSettings
     source: str
 
@@ -177,6 +211,7 @@ _DefaultFillingValidator = jsonschema.validators.extend(
 def _build_settings(config: dict[str, Any], source: str) -> Settings:
     roads = config["roads"]
     sim = config["simulate"]
+    ingest = config["ingest"]
     include = roads["highway_include"]
     return Settings(
         output_dir=Path(config["output_dir"]),
@@ -188,6 +223,25 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         roads=RoadSettings(
             network=roads["network"],
             highway_include=tuple(include) if include is not None else None,
+        ),
+        ingest=IngestSettings(
+            max_hdop=float(ingest["max_hdop"]),
+            max_speed_mps=float(ingest["max_speed_mps"]),
+            max_accel_mps2=float(ingest["max_accel_mps2"]),
+            future_tolerance_s=float(ingest["future_tolerance_s"]),
+            trip_gap_s=float(ingest["trip_gap_s"]),
+            trip_gap_m=float(ingest["trip_gap_m"]),
+            min_trip_points=int(ingest["min_trip_points"]),
+            min_trip_m=float(ingest["min_trip_m"]),
+            privacy_trim_m=float(ingest["privacy_trim_m"]),
+            privacy_zones=tuple(PrivacyZone(**zone) for zone in ingest["privacy_zones"]),
+            pseudonym_key_env=ingest["pseudonym_key_env"],
+            pseudonym_key_file=ingest["pseudonym_key_file"],
+            contributors=tuple((c["pattern"], c["contributor_id"]) for c in ingest["contributors"]),
+            csv_columns=tuple(sorted(ingest["csv_columns"].items())),
+            csv_time_unit=ingest["csv_time_unit"],
+            partition_h3_res=int(ingest["partition_h3_res"]),
+            workers=int(ingest["workers"]),
         ),
         simulate=SimulateSettings(
             seed=sim["seed"],

@@ -116,7 +116,72 @@ SIMULATED_ROUTES = Contract(
     ),
 )
 
-CONTRACTS: dict[str, Contract] = {c.name: c for c in (EDGES, NODES, SIMULATED_ROUTES)}
+POINTS = Contract(
+    name="points",
+    version=1,
+    key=("trace_id", "observed_at"),
+    schema=pa.schema(
+        [
+            _field("trace_id", pa.string()),
+            _field("trip_id", pa.string()),
+            _field("contributor_id", pa.string()),
+            _field("device_id", pa.string()),
+            _field("observed_at", UTC_MS),
+            _field("lon", pa.float64()),
+            _field("lat", pa.float64()),
+            _field("hdop", pa.float64(), nullable=True),
+            _field("speed_mps", pa.float64(), nullable=True),
+            _field("heading_deg", pa.float64(), nullable=True),
+            _field("source_file", pa.string()),
+            _field("source_row", pa.int64()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+TRIPS = Contract(
+    name="trips",
+    version=1,
+    key=("trip_id",),
+    schema=pa.schema(
+        [
+            _field("trip_id", pa.string()),
+            _field("trace_id", pa.string()),
+            _field("contributor_id", pa.string()),
+            _field("device_id", pa.string()),
+            _field("started_at", UTC_MS),
+            _field("ended_at", UTC_MS),
+            _field("points", pa.int64()),
+            _field("length_m", pa.float64()),
+            _field("fingerprint", pa.string()),
+            _field("flags", pa.list_(pa.string())),
+            _field("trust_score", pa.float64()),
+            _field("plausible", pa.bool_()),
+            _field("batch_id", pa.string()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+REJECTS = Contract(
+    name="rejects",
+    version=1,
+    key=("source_file", "source_row", "reason"),
+    geometry_column=None,
+    schema=pa.schema(
+        [
+            _field("source_file", pa.string()),
+            _field("source_row", pa.int64()),
+            _field("reason", pa.string()),
+            _field("detail", pa.string()),
+            _field("batch_id", pa.string()),
+        ]
+    ),
+)
+
+CONTRACTS: dict[str, Contract] = {
+    c.name: c for c in (EDGES, NODES, SIMULATED_ROUTES, POINTS, TRIPS, REJECTS)
+}
 
 
 def validate_table(table: pa.Table, contract: Contract, source: str = "<table>") -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from geopandas.io.arrow import _arrow_to_geopandas, _geopandas_to_arrow
@@ -59,34 +59,39 @@ def write_json(data: Any, path: str | Path) -> None:
         temp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_geoparquet(frame: gpd.GeoDataFrame, path: str | Path, contract: Contract) -> None:
-    """Write a GeoDataFrame as GeoParquet 1.1 (WKB, covering bbox) after checking its contract.
+def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> None:
+    """Write a stage output after checking its contract.
 
-    Columns are put in contract order and safely cast to the contract's types (e.g. pandas'
-    ``large_string`` to ``string``); a column that cannot be cast is a contract problem.
+    A contract with a geometry column is written as GeoParquet 1.1 (WKB, covering bbox) from a
+    GeoDataFrame; one without as plain Parquet. Columns are put in contract order and safely
+    cast to the contract's types (e.g. pandas' ``large_string`` to ``string``); a column that
+    cannot be cast is a contract problem.
 
     Raises
     ------
     ContractError
         If the frame does not satisfy ``contract``.
     """
-    table = _geopandas_to_arrow(
-        frame, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True
-    )
+    if contract.geometry_column is None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    else:
+        table = _geopandas_to_arrow(
+            frame, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True
+        )
     table = _conform_to_contract(table, contract, str(path))
     with atomic_path(path) as temp:
         pq.write_table(table, temp, compression="zstd", row_group_size=64 * 1024)
 
 
-def read_geoparquet(
+def read_table(
     path: str | Path, contract: Contract, columns: list[str] | None = None
-) -> gpd.GeoDataFrame:
+) -> pd.DataFrame:
     """Read a stage output, checking its contract metadata, schema, nulls and keys.
 
     Parameters
     ----------
     path
-        A GeoParquet file written by :func:`write_geoparquet`.
+        A file written by :func:`write_table`.
     contract
         The contract the file must satisfy.
     columns
@@ -113,11 +118,13 @@ def read_geoparquet(
         table = table.drop_columns([COVERING_BBOX_COLUMN])
     if columns is None:
         validate_table(table, contract, source)
+    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
+        return table.to_pandas()
     return _arrow_to_geopandas(table)
 
 
 def _conform_to_contract(table: pa.Table, contract: Contract, source: str) -> pa.Table:
-    data = table.drop_columns([COVERING_BBOX_COLUMN])
+    data = table.drop_columns([c for c in [COVERING_BBOX_COLUMN] if c in table.column_names])
     problems: list[str] = []
     columns = []
     for field in contract.schema:
@@ -144,5 +151,7 @@ def _conform_to_contract(table: pa.Table, contract: Contract, source: str) -> pa
     validate_table(conformed, contract, source)
     metadata = {**(table.schema.metadata or {}), **contract.metadata()}
     metadata.pop(b"pandas", None)
-    conformed = conformed.append_column(COVERING_BBOX_COLUMN, table.column(COVERING_BBOX_COLUMN))
+    if COVERING_BBOX_COLUMN in table.column_names:
+        bbox = table.column(COVERING_BBOX_COLUMN)
+        conformed = conformed.append_column(COVERING_BBOX_COLUMN, bbox)
     return conformed.replace_schema_metadata(metadata)

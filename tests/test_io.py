@@ -12,7 +12,7 @@ from shapely.geometry import Point
 
 from pipeline.contracts import EDGES, NODES, validate_table
 from pipeline.errors import ContractError, InputDataError
-from pipeline.io import atomic_path, read_geoparquet, write_geoparquet
+from pipeline.io import atomic_path, read_table, write_table
 
 
 def nodes_frame(ids: list[int]) -> gpd.GeoDataFrame:
@@ -32,14 +32,14 @@ def test_written_file_is_geoparquet_1_1_with_covering_bbox_and_schema_version(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "nodes.parquet"
-    write_geoparquet(nodes_frame([1, 2, 3]), path, NODES)
+    write_table(nodes_frame([1, 2, 3]), path, NODES)
     metadata = pq.read_schema(path).metadata
     geo = json.loads(metadata[b"geo"])
     assert geo["version"] == "1.1.0"
     assert geo["columns"]["geometry"]["encoding"] == "WKB"
     assert geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
     assert json.loads(metadata[b"roadcover"]) == {"schema_version": 1, "table": "nodes"}
-    back = read_geoparquet(path, NODES)
+    back = read_table(path, NODES)
     assert back["node_id"].tolist() == [1, 2, 3]
     assert back.crs.to_epsg() == 4326
     assert "bbox" not in back.columns
@@ -48,8 +48,8 @@ def test_written_file_is_geoparquet_1_1_with_covering_bbox_and_schema_version(
 
 
 def test_same_data_gives_the_same_bytes(tmp_path: Path) -> None:
-    write_geoparquet(nodes_frame([1, 2]), tmp_path / "a.parquet", NODES)
-    write_geoparquet(nodes_frame([1, 2]), tmp_path / "b.parquet", NODES)
+    write_table(nodes_frame([1, 2]), tmp_path / "a.parquet", NODES)
+    write_table(nodes_frame([1, 2]), tmp_path / "b.parquet", NODES)
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
 
@@ -58,7 +58,7 @@ def test_contract_error_lists_every_problem_at_once(tmp_path: Path) -> None:
     frame["lat"] = ["north", "south"]
     frame["colour"] = "red"
     with pytest.raises(ContractError) as error:
-        write_geoparquet(frame, tmp_path / "nodes.parquet", NODES)
+        write_table(frame, tmp_path / "nodes.parquet", NODES)
     message = str(error.value)
     assert "column 'lat'" in message and "cannot be double" in message
     assert not (tmp_path / "nodes.parquet").exists()
@@ -87,17 +87,17 @@ def test_validation_reports_missing_extra_nulls_and_duplicate_keys() -> None:
 
 
 def test_reading_a_file_of_another_table_or_not_parquet_is_a_clear_error(tmp_path: Path) -> None:
-    write_geoparquet(nodes_frame([1]), tmp_path / "nodes.parquet", NODES)
+    write_table(nodes_frame([1]), tmp_path / "nodes.parquet", NODES)
     with pytest.raises(ContractError, match="holds table 'nodes'.*expected 'edges'"):
-        read_geoparquet(tmp_path / "nodes.parquet", EDGES)
+        read_table(tmp_path / "nodes.parquet", EDGES)
     nodes_frame([1]).to_parquet(tmp_path / "plain.parquet")
     with pytest.raises(ContractError, match="has no roadcover metadata"):
-        read_geoparquet(tmp_path / "plain.parquet", NODES)
+        read_table(tmp_path / "plain.parquet", NODES)
     (tmp_path / "text.parquet").write_text("not parquet")
     with pytest.raises(InputDataError, match="not a readable Parquet file"):
-        read_geoparquet(tmp_path / "text.parquet", NODES)
+        read_table(tmp_path / "text.parquet", NODES)
     with pytest.raises(InputDataError, match="file not found"):
-        read_geoparquet(tmp_path / "none.parquet", NODES)
+        read_table(tmp_path / "none.parquet", NODES)
 
 
 def test_atomic_path_leaves_nothing_behind_when_the_writer_fails(tmp_path: Path) -> None:

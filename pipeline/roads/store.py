@@ -20,7 +20,7 @@ import osmnx as ox
 
 from pipeline.contracts import EDGES, NODES
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_path, read_geoparquet, write_geoparquet, write_json
+from pipeline.io import atomic_path, read_table, write_json, write_table
 
 EDGES_FILE = "edges.parquet"
 NODES_FILE = "nodes.parquet"
@@ -37,8 +37,8 @@ def write_roads(
 ) -> None:
     """Write the four files of a roads folder, each atomically; ``meta.json`` last."""
     roads_dir.mkdir(parents=True, exist_ok=True)
-    write_geoparquet(edges, roads_dir / EDGES_FILE, EDGES)
-    write_geoparquet(nodes, roads_dir / NODES_FILE, NODES)
+    write_table(edges, roads_dir / EDGES_FILE, EDGES)
+    write_table(nodes, roads_dir / NODES_FILE, NODES)
     with atomic_path(roads_dir / GRAPH_FILE) as temp, temp.open("wb") as handle:
         pickle.dump(graph, handle, protocol=pickle.HIGHEST_PROTOCOL)
     write_json({**meta, "networkx_version": package_version("networkx")}, roads_dir / META_FILE)
@@ -64,12 +64,12 @@ def read_roads_meta(roads_dir: str | Path) -> dict[str, Any]:
 
 def read_edges(roads_dir: str | Path) -> gpd.GeoDataFrame:
     """Return the contract-checked ``edges`` table of a roads folder."""
-    return read_geoparquet(Path(roads_dir) / EDGES_FILE, EDGES)
+    return read_table(Path(roads_dir) / EDGES_FILE, EDGES)
 
 
 def read_nodes(roads_dir: str | Path) -> gpd.GeoDataFrame:
     """Return the contract-checked ``nodes`` table of a roads folder."""
-    return read_geoparquet(Path(roads_dir) / NODES_FILE, NODES)
+    return read_table(Path(roads_dir) / NODES_FILE, NODES)
 
 
 def load_road_graph(roads_dir: str | Path) -> nx.MultiDiGraph:

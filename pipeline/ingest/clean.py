@@ -1,0 +1,138 @@
+"""Cleaning fixes, vectorized: value checks, duplicates, and kinematic outliers.
+
+Every function takes the working frame of one or more traces, sorted by ``trace_id`` then
+``observed_at``, and fills the ``reason``/``detail`` columns of the rows it rejects; a row
+whose ``reason`` is null is still accepted. Nothing is dropped here, so the accounting
+"rows read = accepted + rejected" holds by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import IngestSettings
+from pipeline.geodesy import distances_m
+
+EARLIEST_TIME = pd.Timestamp("2000-01-01", tz="UTC")
+SPIKE_PASSES = 3
+MAX_SPIKE_RUN = 3
+
+
+def reject(
+    frame: pd.DataFrame, mask: np.ndarray | pd.Series, reason: str, detail: pd.Series | str
+) -> None:
+    """Set ``reason`` and ``detail`` on the still-accepted rows selected by ``mask``."""
+    selected = np.asarray(mask, dtype=bool) & frame["reason"].isna().to_numpy()
+    if not selected.any():
+        return
+    frame.loc[selected, "reason"] = reason
+    details = detail[selected] if isinstance(detail, pd.Series) else detail
+    frame.loc[selected, "detail"] = details
+
+
+def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
+    """Reject fixes with impossible coordinates, times or accuracy."""
+    lon, lat = frame["lon"], frame["lat"]
+    coords = "lon=" + lon.astype(str) + " lat=" + lat.astype(str)
+    finite = np.isfinite(lon) & np.isfinite(lat)
+    reject(frame, ~finite | (lat.abs() > 90) | (lon.abs() > 180), "out_of_range", coords)
+    reject(frame, (lon == 0) & (lat == 0), "null_island", coords)
+    times = "observed_at=" + frame["observed_at"].astype(str)
+    reject(frame, frame["observed_at"] < EARLIEST_TIME, "time_before_2000", times)
+    latest = now + pd.Timedelta(seconds=settings.future_tolerance_s)
+    reject(frame, frame["observed_at"] > latest, "time_in_future", times + f" > {latest}")
+    hdop = frame["hdop"]
+    reject(frame, hdop > settings.max_hdop, "high_hdop", "hdop=" + hdop.astype(str))
+
+
+def reject_duplicates(frame: pd.DataFrame) -> None:
+    """Reject exact repeats of a fix, and other fixes of a trace at an already-seen time."""
+    live = frame["reason"].isna()
+    exact = frame.duplicated(["trace_id", "observed_at", "lon", "lat"]) & live
+    first_row = frame.groupby(["trace_id", "observed_at", "lon", "lat"])["source_row"].transform(
+        "first"
+    )
+    reject(frame, exact, "duplicate", "same fix as row " + first_row.astype(str))
+    live = frame["reason"].isna()
+    live_frame = frame[live]
+    repeated = live_frame.duplicated(["trace_id", "observed_at"])
+    first = live_frame.groupby(["trace_id", "observed_at"])["source_row"].transform("first")
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[np.flatnonzero(live.to_numpy())[repeated.to_numpy()]] = True
+    detail = pd.Series("", index=frame.index, dtype=object)
+    detail[live] = "same time as row " + first.astype(str)
+    reject(frame, mask, "repeated_timestamp", detail)
+
+
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Seconds since 1970 of a UTC timestamp column, as float64."""
+    return times.dt.as_unit("ms").astype("int64").to_numpy() / 1000.0
+
+
+def reject_speed_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:
+    """Reject short runs of fixes that jump away from the trace and back.
+
+    A step between consecutive fixes is impossible when it implies a speed above
+    ``max_speed_mps``. A run of up to ``MAX_SPIKE_RUN`` fixes entered and left by impossible
+    steps, whose neighbours connect at a possible speed, is an outlier: a ``teleport`` when it
+    lies farther than ``trip_gap_m`` from the fix before it, an ``impossible_speed`` otherwise.
+    Repeated a few times, so that a spike hidden behind another is caught too.
+    """
+    for _ in range(SPIKE_PASSES):
+        live = np.flatnonzero(frame["reason"].isna().to_numpy())
+        sub = frame.iloc[live]
+        trace = sub["trace_id"].to_numpy()
+        seconds = epoch_seconds(sub["observed_at"])
+        lon, lat = sub["lon"].to_numpy(), sub["lat"].to_numpy()
+        step_m = distances_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
+        step_speed = step_m / np.maximum(np.diff(seconds), 1e-3)
+        bad = np.flatnonzero((step_speed > settings.max_speed_mps) & (trace[1:] == trace[:-1]))
+        found = False
+        for run in range(1, MAX_SPIKE_RUN + 1):
+            enter = bad[np.isin(bad + run, bad)]  # steps enter -> enter+1 and enter+run -> +run+1
+            if len(enter) == 0:
+                continue
+            before, after = enter, enter + run + 1
+            same = trace[before] == trace[after]
+            bridge_m = distances_m(lon[before], lat[before], lon[after], lat[after])
+            bridge_speed = bridge_m / np.maximum(seconds[after] - seconds[before], 1e-3)
+            outlier = same & (bridge_speed <= settings.max_speed_mps)
+            for first in enter[outlier]:
+                rows = live[first + 1 : first + run + 1]
+                jump_m = step_m[first]
+                reason = "teleport" if jump_m > settings.trip_gap_m else "impossible_speed"
+                detail = f"jump of {jump_m:.0f} m at {step_speed[first]:.0f} m/s and back"
+                mask = np.zeros(len(frame), dtype=bool)
+                mask[rows] = True
+                reject(frame, mask, reason, detail)
+                found = True
+        if not found:
+            return
+
+
+def reject_acceleration_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:
+    """Reject fixes whose reported speed jumps away and back faster than ``max_accel_mps2``."""
+    live = np.flatnonzero(frame["reason"].isna().to_numpy() & frame["speed_mps"].notna().to_numpy())
+    if len(live) < 3:
+        return
+    sub = frame.iloc[live]
+    trace = sub["trace_id"].to_numpy()
+    seconds = epoch_seconds(sub["observed_at"])
+    speed = sub["speed_mps"].to_numpy()
+    inner = np.arange(1, len(sub) - 1)
+    inner = inner[(trace[inner - 1] == trace[inner]) & (trace[inner + 1] == trace[inner])]
+    a_in = (speed[inner] - speed[inner - 1]) / np.maximum(seconds[inner] - seconds[inner - 1], 1e-3)
+    a_out = (speed[inner + 1] - speed[inner]) / np.maximum(
+        seconds[inner + 1] - seconds[inner], 1e-3
+    )
+    limit = settings.max_accel_mps2
+    spike = (np.abs(a_in) > limit) & (np.abs(a_out) > limit) & (np.sign(a_in) != np.sign(a_out))
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[live[inner[spike]]] = True
+    detail = pd.Series("", index=frame.index, dtype=object)
+    detail.iloc[live[inner[spike]]] = [
+        f"speed {speed[i]:.1f} m/s between {speed[i - 1]:.1f} and {speed[i + 1]:.1f}"
+        for i in inner[spike]
+    ]
+    reject(frame, mask, "impossible_acceleration", detail)

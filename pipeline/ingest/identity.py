@@ -1,0 +1,72 @@
+"""Who contributed a file, and the pseudonymous ids that replace the raw identifiers.
+
+Contributor, in order of precedence (the first that says wins):
+
+1. a sidecar ``<file>.meta.json`` written by the upload service, ``{"contributor_id": ...,
+   "device_id": ...}``: the authenticated uploader, the most trustworthy source;
+2. the config's ``ingest.contributors``: the first glob pattern that matches the file path
+   (for bulk imports, e.g. every file of a partner fleet);
+3. the file itself (a contributor column or GPX author), which the contributor controls;
+4. otherwise ``unknown``.
+
+Device: the sidecar, then the file itself (per row, so one CSV may hold several devices), then
+the file name without its extension.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import IngestSettings
+from pipeline.errors import InputDataError
+from pipeline.ingest.privacy import pseudonymize
+
+SIDECAR_SUFFIX = ".meta.json"
+UNKNOWN_CONTRIBUTOR = "unknown"
+
+
+def read_sidecar(path: Path) -> dict[str, str]:
+    """Return the contributor/device a file's sidecar names (empty when there is none)."""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.exists():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{sidecar}: not a readable JSON sidecar: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputDataError(f"{sidecar}: expected a JSON object with contributor_id/device_id")
+    return {k: str(data[k]) for k in ("contributor_id", "device_id") if data.get(k) is not None}
+
+
+def assign_identities(
+    fixes: pd.DataFrame, path: Path, file_sha256: str, settings: IngestSettings, key: bytes
+) -> pd.DataFrame:
+    """Add pseudonymous ``contributor_id``, ``device_id`` and ``trace_id`` to a file's fixes.
+
+    A trace is one device's fixes in one file: ``trace_id`` is the pseudonym of the file's
+    content hash and the raw device id, so re-reading the same file gives the same traces.
+    """
+    sidecar = read_sidecar(path)
+    configured = _configured_contributor(path, settings)
+    raw_device = pd.Series(sidecar.get("device_id"), index=fixes.index, dtype=object)
+    raw_device = raw_device.fillna(fixes["device_id"]).fillna(path.name.split(".")[0])
+    contributor = sidecar.get("contributor_id") or configured
+    raw_contributor = pd.Series(contributor, index=fixes.index, dtype=object)
+    raw_contributor = raw_contributor.fillna(fixes["contributor_id"]).fillna(UNKNOWN_CONTRIBUTOR)
+    identified = fixes.copy()
+    identified["contributor_id"] = pseudonymize(key, raw_contributor)
+    identified["device_id"] = pseudonymize(key, raw_device)
+    identified["trace_id"] = pseudonymize(key, f"trace:{file_sha256}:" + raw_device.astype(str))
+    return identified
+
+
+def _configured_contributor(path: Path, settings: IngestSettings) -> str | None:
+    for pattern, contributor in settings.contributors:
+        if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(path.name, pattern):
+            return contributor
+    return None

@@ -1,0 +1,200 @@
+"""Per-trip anti-spoofing and plausibility: flags with reasons and a trust score.
+
+Flags (a trip may carry several); each lowers the trust score by its weight,
+``trust = prod(1 - weight)``:
+
+``teleport`` (0.3)
+    The trip starts or ends at a jump faster than ``max_speed_mps`` within a trace.
+``robot_perfect`` (0.7)
+    Perfectly regular sampling and no GPS noise: the second differences of the positions are
+    below 5 cm, which no real receiver produces.
+``replay`` (0.8)
+    Same geometry fingerprint (the fix sequence rounded to about 1 m) as an earlier trip, from
+    another contributor or at another time: a copied trace.
+``device_in_two_places`` (0.6)
+    The same device has another trip at overlapping times more than ``trip_gap_m`` away.
+``shared_coordinates`` (0.6)
+    Fixes at coordinates identical to 1e-7 degrees (about 1 cm) to those of at least two other
+    devices: real receivers never agree that exactly.
+
+Flagged trips are kept, marked ``plausible = False``, and excluded from coverage by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import IngestSettings
+from pipeline.geodesy import distances_m, step_distances_m
+from pipeline.ingest.clean import epoch_seconds
+
+FLAG_WEIGHTS = {
+    "teleport": 0.3,
+    "robot_perfect": 0.7,
+    "replay": 0.8,
+    "device_in_two_places": 0.6,
+    "shared_coordinates": 0.6,
+}
+ROBOT_MAX_SECOND_DIFFERENCE_M = 0.05
+FINGERPRINT_DECIMALS = 5
+SHARED_COORDINATE_DECIMALS = 7
+SHARED_COORDINATE_MIN_DEVICES = 3
+METRES_PER_DEGREE = 111_320.0
+
+
+def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per trip: ids, times, fix count, length and geometry fingerprint."""
+    codes, _trip_ids = pd.factorize(points["trip_id"])
+    steps = step_distances_m(points["lon"].to_numpy(), points["lat"].to_numpy())
+    steps[np.r_[codes[1:] != codes[:-1], True]] = 0.0
+    grouped = points.assign(step_m=steps).groupby(codes, sort=False)
+    trips = grouped.agg(
+        trip_id=("trip_id", "first"),
+        trace_id=("trace_id", "first"),
+        contributor_id=("contributor_id", "first"),
+        device_id=("device_id", "first"),
+        started_at=("observed_at", "min"),
+        ended_at=("observed_at", "max"),
+        points=("observed_at", "size"),
+        length_m=("step_m", "sum"),
+    ).reset_index(drop=True)
+    trips["fingerprint"] = [_fingerprint(group) for _, group in grouped[["lon", "lat"]]]
+    return trips
+
+
+def flag_trips(
+    trips: pd.DataFrame,
+    points: pd.DataFrame,
+    earlier_trips: pd.DataFrame,
+    settings: IngestSettings,
+) -> pd.DataFrame:
+    """Add ``flags``, ``trust_score`` and ``plausible`` to the trips of a batch.
+
+    Parameters
+    ----------
+    trips
+        From :func:`summarize_trips`, for the batch's accepted points.
+    points
+        The batch's accepted points (with ``split_teleport``), sorted by trip then time.
+    earlier_trips
+        Trips of earlier batches (``trip_id``, ``contributor_id``, ``started_at``,
+        ``fingerprint``), to find replays of them.
+    settings
+        Ingest thresholds.
+    """
+    flags: dict[str, set[str]] = {trip: set() for trip in trips["trip_id"]}
+    for flag, flagged in (
+        ("teleport", _teleport_trips(points)),
+        ("robot_perfect", _robot_perfect_trips(points)),
+        ("replay", _replayed_trips(trips, earlier_trips)),
+        ("device_in_two_places", _trips_of_devices_in_two_places(trips, points, settings)),
+        ("shared_coordinates", _trips_with_shared_coordinates(points)),
+    ):
+        for trip in flagged:
+            flags[trip].add(flag)
+    flagged_trips = trips.copy()
+    flagged_trips["flags"] = [sorted(flags[trip]) for trip in trips["trip_id"]]
+    flagged_trips["trust_score"] = [
+        float(np.prod([1.0 - FLAG_WEIGHTS[f] for f in names])) for names in flagged_trips["flags"]
+    ]
+    flagged_trips["plausible"] = flagged_trips["flags"].map(len) == 0
+    return flagged_trips
+
+
+def _fingerprint(group: pd.DataFrame) -> str:
+    rounded = np.round(group[["lon", "lat"]].to_numpy(), FINGERPRINT_DECIMALS)
+    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:32]
+
+
+def _teleport_trips(points: pd.DataFrame) -> set[str]:
+    starts = points.loc[points["split_teleport"].astype(bool), ["trace_id", "trip_id"]]
+    flagged = set(starts["trip_id"])
+    for trace, trip in starts.itertuples(index=False):  # the trip before the jump too
+        same_trace = points.loc[points["trace_id"] == trace, "trip_id"].drop_duplicates().tolist()
+        position = same_trace.index(trip)
+        if position > 0:
+            flagged.add(same_trace[position - 1])
+    return flagged
+
+
+def _robot_perfect_trips(points: pd.DataFrame) -> set[str]:
+    x = points["lon"].to_numpy() * np.cos(np.radians(points["lat"].to_numpy())) * METRES_PER_DEGREE
+    y = points["lat"].to_numpy() * METRES_PER_DEGREE
+    frame = pd.DataFrame({"trip_id": points["trip_id"].to_numpy(), "x": x, "y": y})
+    frame["t"] = epoch_seconds(points["observed_at"])
+    grouped = frame.groupby("trip_id", sort=False)
+    dt = grouped["t"].diff()
+    second_x = grouped["x"].diff() - grouped["x"].shift(1).sub(grouped["x"].shift(2))
+    second_y = grouped["y"].diff() - grouped["y"].shift(1).sub(grouped["y"].shift(2))
+    frame["second_m"] = np.hypot(second_x, second_y)
+    frame["dt"] = dt
+    stats = frame.groupby("trip_id", sort=False).agg(
+        dt_spread=("dt", lambda s: s.max() - s.min()), second_m=("second_m", "median")
+    )
+    robotic = (stats["dt_spread"] == 0) & (stats["second_m"] < ROBOT_MAX_SECOND_DIFFERENCE_M)
+    return set(stats.index[robotic])
+
+
+def _replayed_trips(trips: pd.DataFrame, earlier_trips: pd.DataFrame) -> set[str]:
+    columns = ["trip_id", "contributor_id", "started_at", "fingerprint"]
+    history = pd.concat(
+        [earlier_trips[columns].assign(batch_order=0), trips[columns].assign(batch_order=1)],
+        ignore_index=True,
+    )  # the original is the trip ingested first, then the one that started first
+    history = history.sort_values(["batch_order", "started_at", "trip_id"], kind="stable")
+    first = history.groupby("fingerprint").head(1).set_index("fingerprint")
+    candidates = history[history.duplicated("fingerprint")]
+    original = first.loc[candidates["fingerprint"]]
+    copied = (candidates["contributor_id"].to_numpy() != original["contributor_id"].to_numpy()) | (
+        candidates["started_at"].to_numpy() != original["started_at"].to_numpy()
+    )
+    return set(candidates["trip_id"][copied]) & set(trips["trip_id"])
+
+
+def _trips_of_devices_in_two_places(
+    trips: pd.DataFrame, points: pd.DataFrame, settings: IngestSettings
+) -> set[str]:
+    flagged: set[str] = set()
+    by_device = trips.sort_values(["device_id", "started_at"])
+    for _, device_trips in by_device.groupby("device_id"):
+        if len(device_trips) < 2:
+            continue
+        rows = device_trips.to_dict("records")
+        for earlier, later in itertools.pairwise(rows):
+            if (
+                later["started_at"] > earlier["ended_at"]
+                or later["trace_id"] == earlier["trace_id"]
+            ):
+                continue
+            if (
+                _apart_at(points, earlier["trip_id"], later["trip_id"], later["started_at"])
+                > settings.trip_gap_m
+            ):
+                flagged |= {earlier["trip_id"], later["trip_id"]}
+    return flagged
+
+
+def _apart_at(points: pd.DataFrame, trip_a: str, trip_b: str, when: pd.Timestamp) -> float:
+    positions = []
+    for trip in (trip_a, trip_b):
+        fixes = points[points["trip_id"] == trip]
+        nearest = (fixes["observed_at"] - when).abs().idxmin()
+        positions.append((fixes.at[nearest, "lon"], fixes.at[nearest, "lat"]))
+    (lon1, lat1), (lon2, lat2) = positions
+    return float(
+        distances_m(np.array([lon1]), np.array([lat1]), np.array([lon2]), np.array([lat2]))[0]
+    )
+
+
+def _trips_with_shared_coordinates(points: pd.DataFrame) -> set[str]:
+    key = (
+        points["lon"].round(SHARED_COORDINATE_DECIMALS).astype(str)
+        + ","
+        + points["lat"].round(SHARED_COORDINATE_DECIMALS).astype(str)
+    )
+    devices = points.groupby(key)["device_id"].transform("nunique")
+    return set(points.loc[devices >= SHARED_COORDINATE_MIN_DEVICES, "trip_id"])

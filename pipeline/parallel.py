@@ -1,0 +1,52 @@
+"""The Dask client of a stage: a LocalCluster by default, or an existing scheduler.
+
+A scheduler address comes from the config (``dask.scheduler_address``, when the workflow passes
+one) or the ``DASK_SCHEDULER_ADDRESS`` environment variable; point it at a cluster started by
+dask-kubernetes or dask-jobqueue to scale out. Otherwise a LocalCluster of ``workers`` processes
+(one thread each) is started for the duration of the stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from dask.distributed import Client, LocalCluster
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler_address: str | None = None) -> Iterator[Client]:
+    """Yield a Dask client; a LocalCluster it started is closed on exit.
+
+    Parameters
+    ----------
+    workers
+        Worker processes of the LocalCluster (ignored when a scheduler address is given).
+    scheduler_address
+        An existing scheduler, e.g. ``tcp://scheduler:8786``; falls back to the
+        ``DASK_SCHEDULER_ADDRESS`` environment variable.
+    """
+    address = scheduler_address or os.environ.get(SCHEDULER_ENV)
+    if address:
+        with Client(address) as client:
+            log.info("dask: using scheduler %s (dashboard %s)", address, client.dashboard_link)
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.WARNING,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        log.info("dask: LocalCluster of %d worker(s), dashboard %s", workers, client.dashboard_link)
+        yield client
