@@ -75,6 +75,17 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class CoverageSettings:
+    """What counts as coverage, and the H3 grid it is binned on."""
+
+    h3_resolution: int
+    min_match_confidence: float
+    include_flagged_trips: bool
+    world_road_km: float
+    world_road_km_source: str
+
+
+@dataclass(frozen=True)
 class SimulateSettings:
     """Parameters of the dashcam fleet simulator (see ``pipeline.ingest.simulate``)."""
 
@@ -106,6 +117,7 @@ class Settings:
     regions: tuple[RegionSettings, ...]
     roads: RoadSettings
     ingest: IngestSettings
+    coverage: CoverageSettings
     simulate: SimulateSettings
     source: str
 
@@ -243,6 +255,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             partition_h3_res=int(ingest["partition_h3_res"]),
             workers=int(ingest["workers"]),
         ),
+        coverage=CoverageSettings(**config["coverage"]),
         simulate=SimulateSettings(
             seed=sim["seed"],
             devices=sim["devices"],

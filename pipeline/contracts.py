@@ -179,8 +179,126 @@ REJECTS = Contract(
     ),
 )
 
+MATCHED_SEGMENTS = Contract(
+    name="matched_segments",
+    version=1,
+    key=("trip_id", "seq"),
+    schema=pa.schema(
+        [
+            _field("trace_id", pa.string()),
+            _field("trip_id", pa.string()),
+            _field("seq", pa.int32()),
+            _field("contributor_id", pa.string()),
+            _field("edge_id", pa.int64()),
+            _field("u", pa.int64()),
+            _field("v", pa.int64()),
+            _field("key", pa.int64()),
+            _field("osmid", pa.int64()),
+            _field("from_offset_m", pa.float64()),
+            _field("to_offset_m", pa.float64()),
+            _field("entered_at", UTC_MS),
+            _field("exited_at", UTC_MS),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+MATCH_QUALITY = Contract(
+    name="match_quality",
+    version=1,
+    key=("trip_id",),
+    geometry_column=None,
+    schema=pa.schema(
+        [
+            _field("trace_id", pa.string()),
+            _field("trip_id", pa.string()),
+            _field("contributor_id", pa.string()),
+            _field("points", pa.int64()),
+            _field("matched_points", pa.int64()),
+            _field("breaks", pa.int64()),
+            _field("mean_distance_m", pa.float64(), nullable=True),
+            _field("p95_distance_m", pa.float64(), nullable=True),
+            _field("matched_km", pa.float64()),
+            _field("confidence", pa.float64()),
+            _field("plausible", pa.bool_()),
+            _field("trust_score", pa.float64()),
+        ]
+    ),
+)
+
+INTERVAL = pa.struct(
+    [
+        pa.field("from_m", pa.float64(), nullable=False),
+        pa.field("to_m", pa.float64(), nullable=False),
+        pa.field("first_seen", UTC_MS, nullable=False),
+        pa.field("last_seen", UTC_MS, nullable=False),
+    ]
+)
+
+EDGE_COVERAGE = Contract(
+    name="edge_coverage",
+    version=1,
+    key=("edge_id",),
+    schema=pa.schema(
+        [
+            _field("edge_id", pa.int64()),
+            _field("u", pa.int64()),
+            _field("v", pa.int64()),
+            _field("key", pa.int64()),
+            _field("osmid", pa.int64()),
+            _field("road_id", pa.int64()),
+            _field("highway", pa.string()),
+            _field("length_m", pa.float64()),
+            _field("covered_m", pa.float64()),
+            _field("passes", pa.int64()),
+            _field("contributors", pa.int64()),
+            _field("total_m", pa.float64()),
+            _field("first_seen", UTC_MS, nullable=True),
+            _field("last_seen", UTC_MS, nullable=True),
+            _field("age_days", pa.float64(), nullable=True),
+            _field("intervals", pa.list_(pa.field("item", INTERVAL, nullable=False))),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
+CELL_COVERAGE = Contract(
+    name="cell_coverage",
+    version=1,
+    key=("resolution", "cell"),
+    schema=pa.schema(
+        [
+            _field("resolution", pa.int32()),
+            _field("cell", pa.int64()),
+            _field("road_km", pa.float64()),
+            _field("unique_km", pa.float64()),
+            _field("coverage_pct", pa.float64()),
+            _field("total_km", pa.float64()),
+            _field("passes", pa.int64()),
+            _field("contributors", pa.int64()),
+            _field("last_seen", UTC_MS, nullable=True),
+            _field("age_days", pa.float64(), nullable=True),
+            _field("fresh_7d_km", pa.float64()),
+            _field("fresh_28d_km", pa.float64()),
+            _field("fresh_90d_km", pa.float64()),
+            _field("fresh_365d_km", pa.float64()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (EDGES, NODES, SIMULATED_ROUTES, POINTS, TRIPS, REJECTS)
+    c.name: c
+    for c in (
+        EDGES,
+        NODES,
+        SIMULATED_ROUTES,
+        POINTS,
+        TRIPS,
+        REJECTS,
+        MATCHED_SEGMENTS,
+        MATCH_QUALITY,
+    )
 }
 
 

@@ -1,0 +1,99 @@
+"""Edge and road coverage from matched segments.
+
+A matched segment says a trip drove ``[from_offset_m, to_offset_m]`` of a directed edge. An
+edge's covered length is the union of those intervals; a road's (both directions of a two-way
+street, see ``road_id`` in the edges contract) is the union of its edges' intervals mapped onto
+one orientation, so a road driven in one direction is fully unique-covered.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.coverage.intervals import to_mm, union_pieces
+
+
+def segment_pieces(segments: pd.DataFrame) -> pd.DataFrame:
+    """Turn matched segments into edge pieces (key = edge_id), times in epoch ms."""
+    low = np.minimum(segments["from_offset_m"], segments["to_offset_m"])
+    high = np.maximum(segments["from_offset_m"], segments["to_offset_m"])
+    return pd.DataFrame(
+        {
+            "key": segments["edge_id"].to_numpy(dtype="int64"),
+            "from_mm": to_mm(low),
+            "to_mm": to_mm(high),
+            "first_ms": _epoch_ms(segments["entered_at"]),
+            "last_ms": _epoch_ms(segments["exited_at"]),
+        }
+    )
+
+
+def edge_trip_rows(segments: pd.DataFrame) -> pd.DataFrame:
+    """One row per (edge, trip): passes, driven millimetres, first and last time."""
+    frame = pd.DataFrame(
+        {
+            "edge_id": segments["edge_id"].to_numpy(dtype="int64"),
+            "trip_id": segments["trip_id"].astype(str).to_numpy(),
+            "contributor_id": segments["contributor_id"].astype(str).to_numpy(),
+            "passes": 1,
+            "driven_mm": np.abs(to_mm(segments["to_offset_m"]) - to_mm(segments["from_offset_m"])),
+            "first_ms": _epoch_ms(segments["entered_at"]),
+            "last_ms": _epoch_ms(segments["exited_at"]),
+        }
+    )
+    return merge_edge_trips(frame)
+
+
+def merge_edge_trips(rows: pd.DataFrame) -> pd.DataFrame:
+    """Combine (edge, trip) rows of several batches: sums, earliest and latest times."""
+    return rows.groupby(["edge_id", "trip_id", "contributor_id"], as_index=False, sort=True).agg(
+        passes=("passes", "sum"),
+        driven_mm=("driven_mm", "sum"),
+        first_ms=("first_ms", "min"),
+        last_ms=("last_ms", "max"),
+    )
+
+
+def canonical_edges(edges: pd.DataFrame) -> pd.DataFrame:
+    """For every edge, its road's canonical edge (lowest edge_id) and whether it runs reversed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``edge_id``: ``canonical_id``, ``flip`` (runs against the canonical edge),
+        ``length_mm``.
+    """
+    canonical = edges.groupby("road_id")["edge_id"].transform("min")
+    lookup = edges.set_index("edge_id")
+    same_start = lookup.loc[canonical.to_numpy(), "u"].to_numpy() == edges["u"].to_numpy()
+    flip = (canonical.to_numpy() != edges["edge_id"].to_numpy()) & ~same_start
+    return pd.DataFrame(
+        {"canonical_id": canonical.to_numpy(), "flip": flip, "length_mm": to_mm(edges["length_m"])},
+        index=pd.Index(edges["edge_id"].to_numpy(), name="edge_id"),
+    )
+
+
+def road_pieces(edge_pieces: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
+    """Map directed edge pieces onto their road's canonical edge and merge them.
+
+    The result is keyed by the canonical edge id: its covered length is the road's unique
+    coverage, counted once whichever direction was driven.
+    """
+    info = canonical.loc[edge_pieces["key"].to_numpy()]
+    flip = info["flip"].to_numpy()
+    length = info["length_mm"].to_numpy()
+    mapped = edge_pieces.assign(
+        key=info["canonical_id"].to_numpy(),
+        from_mm=np.where(
+            flip, length - edge_pieces["to_mm"].to_numpy(), edge_pieces["from_mm"].to_numpy()
+        ),
+        to_mm=np.where(
+            flip, length - edge_pieces["from_mm"].to_numpy(), edge_pieces["to_mm"].to_numpy()
+        ),
+    )
+    return union_pieces(mapped)
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    return pd.to_datetime(times, utc=True).dt.as_unit("ms").astype("int64").to_numpy()

@@ -1,0 +1,133 @@
+"""The incremental coverage state: what every later number is computed from.
+
+Three tables, each merged batch by batch with associative, commutative operations (interval
+union with min/max times, sums, distinct sets), so applying batches one at a time in any order
+gives exactly the state of one computation over all of them:
+
+``edge_pieces``
+    Disjoint covered pieces of every directed edge, with first and last observation (ms).
+``edge_trips``
+    One row per (edge, trip): passes, driven millimetres, first and last observation.
+``cell_trips``
+    One row per (finest H3 cell, trip): driven millimetres and last observation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
+from pipeline.coverage.intervals import overlap_with_runs, union_pieces
+from pipeline.io import atomic_path, write_json
+
+STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
+CURRENT_FILE = "CURRENT.json"
+
+
+@dataclass
+class CoverageState:
+    """Coverage accumulated over the batches listed in ``batches``."""
+
+    edge_pieces: pd.DataFrame
+    edge_trips: pd.DataFrame
+    cell_trips: pd.DataFrame
+    batches: list[str] = field(default_factory=list)
+
+
+def state_of_batch(segments: pd.DataFrame, runs: pd.DataFrame, batch_id: str) -> CoverageState:
+    """Return the coverage state of one batch of matched segments alone.
+
+    Parameters
+    ----------
+    segments
+        Matched segments (contract ``matched_segments``), already filtered to the trips that
+        count, offsets clamped to their edges.
+    runs
+        H3 runs of the edges at the finest resolution (``edge_cell_runs``).
+    batch_id
+        Identifies the batch, so it is never applied twice.
+    """
+    pieces = segment_pieces(segments)
+    trip_pieces = pieces.assign(
+        trip_id=segments["trip_id"].astype(str).to_numpy(),
+        contributor_id=segments["contributor_id"].astype(str).to_numpy(),
+    )
+    per_cell = overlap_with_runs(trip_pieces, runs)
+    cell_trips = merge_cell_trips(
+        per_cell.rename(columns={"length_mm": "driven_mm"})[
+            ["cell", "trip_id", "contributor_id", "driven_mm", "last_ms"]
+        ]
+    )
+    return CoverageState(union_pieces(pieces), edge_trip_rows(segments), cell_trips, [batch_id])
+
+
+def merge_states(first: CoverageState, second: CoverageState) -> CoverageState:
+    """Merge two states (of disjoint batches)."""
+    return CoverageState(
+        edge_pieces=union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
+        edge_trips=merge_edge_trips(pd.concat([first.edge_trips, second.edge_trips])),
+        cell_trips=merge_cell_trips(pd.concat([first.cell_trips, second.cell_trips])),
+        batches=sorted(set(first.batches) | set(second.batches)),
+    )
+
+
+def merge_cell_trips(rows: pd.DataFrame) -> pd.DataFrame:
+    """Combine (cell, trip) rows: driven millimetres summed, latest time kept."""
+    return rows.groupby(["cell", "trip_id", "contributor_id"], as_index=False, sort=True).agg(
+        driven_mm=("driven_mm", "sum"), last_ms=("last_ms", "max")
+    )
+
+
+def empty_state() -> CoverageState:
+    """Return the state before any batch."""
+    segments = pd.DataFrame(
+        {
+            "edge_id": pd.Series(dtype="int64"),
+            "trip_id": pd.Series(dtype="str"),
+            "contributor_id": pd.Series(dtype="str"),
+            "from_offset_m": pd.Series(dtype="float64"),
+            "to_offset_m": pd.Series(dtype="float64"),
+            "entered_at": pd.Series(dtype="datetime64[ms, UTC]"),
+            "exited_at": pd.Series(dtype="datetime64[ms, UTC]"),
+        }
+    )
+    runs = pd.DataFrame({c: pd.Series(dtype="int64") for c in ("key", "from_mm", "to_mm", "cell")})
+    state = state_of_batch(segments, runs, "")
+    return CoverageState(state.edge_pieces, state.edge_trips, state.cell_trips, [])
+
+
+def write_state(state: CoverageState, state_root: Path) -> None:
+    """Write the state as a new version folder, then point ``CURRENT.json`` at it.
+
+    The pointer is replaced atomically after every table is written, so a run killed at any
+    moment leaves the previous state in force, and applying the batch again is safe.
+    """
+    version = hashlib.sha256("\n".join(state.batches).encode()).hexdigest()[:16]
+    folder = state_root / version
+    for name in STATE_TABLES:
+        table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
+        with atomic_path(folder / f"{name}.parquet") as temp:
+            pq.write_table(table, temp, compression="zstd")
+    write_json({"version": version, "batches": state.batches}, state_root / CURRENT_FILE)
+    for old in state_root.iterdir():
+        if old.is_dir() and old.name != version:
+            shutil.rmtree(old)
+
+
+def read_state(state_root: Path) -> CoverageState:
+    """Read the current state written by :func:`write_state`; none yet is the empty state."""
+    pointer = state_root / CURRENT_FILE
+    if not pointer.exists():
+        return empty_state()
+    current = json.loads(pointer.read_text())
+    folder = state_root / current["version"]
+    tables = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in STATE_TABLES}
+    return CoverageState(**tables, batches=current["batches"])

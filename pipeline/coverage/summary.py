@@ -1,0 +1,105 @@
+"""Region and world summary of coverage: the numbers a mapping network publishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pipeline.coverage.edges import road_pieces
+from pipeline.coverage.state import CoverageState
+from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
+
+WORLD_ROAD_KM = 64_285_009.0
+WORLD_ROAD_KM_SOURCE = "CIA World Factbook, Roadways: total (world), 64,285,009 km"
+SUMMED_KM = (
+    "road_km",
+    "directed_km",
+    "unique_km",
+    "directed_covered_km",
+    "total_km",
+    "weekly_driven_km",
+)
+
+
+def coverage_summary(
+    edge_table: pd.DataFrame,
+    state: CoverageState,
+    canonical: pd.DataFrame,
+    as_of_ms: int,
+    world_road_km: float = WORLD_ROAD_KM,
+    world_road_km_source: str = WORLD_ROAD_KM_SOURCE,
+) -> dict[str, Any]:
+    """Totals in km, shares and freshness, overall and by highway class.
+
+    ``road_km`` counts each physical road once and ``directed_km`` each drivable direction;
+    ``unique_km`` is road length covered at least once in either direction,
+    ``directed_covered_km`` covered length per direction, ``total_km`` all driven length with
+    repetition, ``weekly_driven_km`` what was driven in the 7 days before ``as_of``.
+    ``fresh_{N}d_km`` is unique length last observed within N days; the Region-Progress
+    indicator is the share of road km refreshed in the last 28 days.
+    """
+    roads = road_pieces(state.edge_pieces, canonical)
+    highway = edge_table.set_index("edge_id")["highway"]
+    roads["highway"] = highway.loc[roads["key"].to_numpy()].to_numpy()
+    trips = state.edge_trips.assign(
+        highway=highway.loc[state.edge_trips["edge_id"].to_numpy()].to_numpy()
+    )
+    parts = {"all": (edge_table, roads, trips)}
+    totals = _totals(*parts["all"], as_of_ms)
+    totals["by_highway"] = {
+        str(name): _totals(
+            group, roads[roads["highway"] == name], trips[trips["highway"] == name], as_of_ms
+        )
+        for name, group in edge_table.groupby("highway", sort=True)
+    }
+    totals["percent_of_world"] = 100.0 * totals["unique_km"] / world_road_km
+    totals["world_road_km"] = world_road_km
+    totals["world_road_km_source"] = world_road_km_source
+    return totals
+
+
+def combine_summaries(
+    summaries: dict[str, dict[str, Any]], world_road_km: float = WORLD_ROAD_KM
+) -> dict[str, Any]:
+    """Coverage of several regions together, from their summaries (km summed, shares recomputed)."""
+    keys = [*SUMMED_KM, *(f"fresh_{days}d_km" for days in FRESHNESS_DAYS)]
+    combined: dict[str, Any] = {k: sum(s[k] for s in summaries.values()) for k in keys}
+    _add_shares(combined)
+    combined["percent_of_world"] = 100.0 * combined["unique_km"] / world_road_km
+    combined["regions"] = sorted(summaries)
+    return combined
+
+
+def _totals(
+    edges: pd.DataFrame, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
+) -> dict[str, Any]:
+    covered_mm = roads["to_mm"] - roads["from_mm"]
+    recent = trips["last_ms"] >= as_of_ms - 7 * MS_PER_DAY
+    totals: dict[str, Any] = {
+        "road_km": float(edges.drop_duplicates("road_id")["length_m"].sum()) / 1000.0,
+        "directed_km": float(edges["length_m"].sum()) / 1000.0,
+        "unique_km": int(covered_mm.sum()) / 1e6,
+        "directed_covered_km": float(edges["covered_m"].sum()) / 1000.0,
+        "total_km": int(trips["driven_mm"].sum()) / 1e6,
+        "weekly_driven_km": int(trips.loc[recent, "driven_mm"].sum()) / 1e6,
+    }
+    for days in FRESHNESS_DAYS:
+        fresh = roads["last_ms"] >= as_of_ms - days * MS_PER_DAY
+        totals[f"fresh_{days}d_km"] = int(covered_mm[fresh].sum()) / 1e6
+    _add_shares(totals)
+    return totals
+
+
+def _add_shares(totals: dict[str, Any]) -> None:
+    road_km, directed_km = totals["road_km"], totals["directed_km"]
+    totals["coverage_pct"] = 100.0 * totals["unique_km"] / road_km if road_km else 0.0
+    totals["directed_coverage_pct"] = (
+        100.0 * totals["directed_covered_km"] / directed_km if directed_km else 0.0
+    )
+    for days in FRESHNESS_DAYS:
+        totals[f"fresh_{days}d_pct"] = (
+            100.0 * totals[f"fresh_{days}d_km"] / road_km if road_km else 0.0
+        )
+    totals["region_progress_28d_pct"] = totals["fresh_28d_pct"]
+    totals["weekly_driven_ratio"] = totals["weekly_driven_km"] / road_km if road_km else 0.0

@@ -1,0 +1,129 @@
+"""The coverage stage end to end on the tiny network, from matched batch folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+
+from pipeline.config import settings_from_mapping
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.coverage.stage import compute_coverage
+from pipeline.io import read_table, write_table
+from pipeline.roads import build_roads, read_edges
+
+SETTINGS = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).coverage
+
+
+@pytest.fixture(scope="module")
+def roads_dir(tiny_osm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("roads")
+    build_roads(tiny_osm, folder)
+    return folder
+
+
+def write_batch(
+    folder: Path, roads_dir: Path, trips: dict[str, tuple[int, int, float, bool]]
+) -> Path:
+    """trips: trip_id -> (u, v, confidence, plausible); each drives its edge fully."""
+    edges = read_edges(roads_dir).set_index(["u", "v"])
+    rows, quality = [], []
+    for trip, (u, v, confidence, plausible) in trips.items():
+        edge = edges.loc[(u, v)]
+        when = pd.Timestamp("2026-10-10T10:00:00Z")
+        rows.append(
+            {
+                "trace_id": "t",
+                "trip_id": trip,
+                "seq": 0,
+                "contributor_id": "c",
+                "edge_id": edge.edge_id,
+                "u": u,
+                "v": v,
+                "key": 0,
+                "osmid": edge.osmid,
+                "from_offset_m": 0.0,
+                "to_offset_m": edge.length_m + 0.004,  # a hair past the end: clamped
+                "entered_at": when,
+                "exited_at": when + pd.Timedelta(seconds=9),
+                "geometry": edge.geometry,
+            }
+        )
+        quality.append(
+            {
+                "trace_id": "t",
+                "trip_id": trip,
+                "contributor_id": "c",
+                "points": 10,
+                "matched_points": 10,
+                "breaks": 0,
+                "mean_distance_m": 3.0,
+                "p95_distance_m": 6.0,
+                "matched_km": edge.length_m / 1000,
+                "confidence": confidence,
+                "plausible": plausible,
+                "trust_score": 1.0 if plausible else 0.3,
+            }
+        )
+    write_table(
+        gpd.GeoDataFrame(rows, crs="EPSG:4326"),
+        folder / "matched_segments.parquet",
+        MATCHED_SEGMENTS,
+    )
+    write_table(pd.DataFrame(quality), folder / "match_quality.parquet", MATCH_QUALITY)
+    return folder
+
+
+def test_stage_counts_confident_plausible_trips_and_is_idempotent(
+    roads_dir: Path, tmp_path: Path
+) -> None:
+    batch = write_batch(
+        tmp_path / "m1",
+        roads_dir,
+        {"good": (1, 2, 0.9, True), "unsure": (2, 3, 0.1, True), "spoofed": (5, 9, 0.9, False)},
+    )
+    out = tmp_path / "coverage"
+    summary = compute_coverage(roads_dir, [batch], out, SETTINGS)
+    edges = read_table(out / "edges.parquet", EDGE_COVERAGE).set_index(["u", "v"])
+    assert edges.loc[(1, 2), "covered_m"] == pytest.approx(edges.loc[(1, 2), "length_m"], abs=1e-3)
+    assert edges.loc[(2, 3), "covered_m"] == 0 and edges.loc[(5, 9), "covered_m"] == 0
+    assert summary["unique_km"] == pytest.approx(edges.loc[(1, 2), "length_m"] / 1000, abs=1e-5)
+    assert summary["criteria"] == {
+        "min_match_confidence": 0.5,
+        "include_flagged_trips": False,
+        "h3_resolution": 9,
+    }
+    assert summary["as_of"] == "2026-10-10T10:00:09+00:00"
+    cells = read_table(out / "cells.parquet", CELL_COVERAGE)
+    assert shapely.contains(cells.geometry, shapely.Point(24.9405, 60.17)).any()
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    again = compute_coverage(roads_dir, [batch], out, SETTINGS)
+    assert again == summary
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
+    assert json.loads((out / "state" / "CURRENT.json").read_text())["batches"] == summary["batches"]
+
+
+def test_flagged_trips_count_when_configured(roads_dir: Path, tmp_path: Path) -> None:
+    batch = write_batch(tmp_path / "m1", roads_dir, {"spoofed": (5, 9, 0.9, False)})
+    settings = settings_from_mapping(
+        {"regions": [{"name": "t", "osm": "t.osm"}], "coverage": {"include_flagged_trips": True}}
+    ).coverage
+    summary = compute_coverage(roads_dir, [batch], tmp_path / "coverage", settings)
+    assert summary["unique_km"] > 0
+
+
+def test_a_second_batch_adds_to_the_first(roads_dir: Path, tmp_path: Path) -> None:
+    first = write_batch(tmp_path / "m1", roads_dir, {"a": (1, 2, 0.9, True)})
+    second = write_batch(
+        tmp_path / "m2", roads_dir, {"b": (2, 1, 0.9, True), "c": (2, 3, 0.9, True)}
+    )
+    out = tmp_path / "coverage"
+    compute_coverage(roads_dir, [first], out, SETTINGS)
+    incremental = compute_coverage(roads_dir, [second], out, SETTINGS)
+    together = compute_coverage(roads_dir, [first, second], tmp_path / "together", SETTINGS)
+    assert incremental == together
+    assert incremental["directed_covered_km"] > incremental["unique_km"]  # 1-2 both ways
