@@ -25,6 +25,7 @@ from pipeline.errors import ContractError, InputDataError
 
 GEOPARQUET_VERSION = "1.1.0"
 COVERING_BBOX_COLUMN = "bbox"
+OUTPUT_MODE = 0o644  # mkstemp creates 0600; outputs are meant to be shared
 
 
 @contextlib.contextmanager
@@ -48,6 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temp = Path(temp_name)
     try:
         yield temp
+        os.chmod(temp, OUTPUT_MODE)
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)

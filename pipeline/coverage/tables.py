@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) 
         first_ms=("first_ms", "min"),
         last_ms=("last_ms", "max"),
     )
-    intervals = pieces.groupby("key").apply(_interval_records, include_groups=False)
+    intervals = _interval_lists(pieces)
     ids = edges["edge_id"]
     table = edges[["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]].copy()
     table["covered_m"] = ids.map(covered_mm).fillna(0).to_numpy() / 1000.0
@@ -39,7 +41,7 @@ def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) 
     table["age_days"] = (
         as_of_ms - ids.map(trips["last_ms"]).to_numpy(dtype="float64")
     ) / MS_PER_DAY
-    table["intervals"] = [list(v) if isinstance(v, list) else [] for v in ids.map(intervals)]
+    table["intervals"] = [intervals.get(edge_id, []) for edge_id in ids]
     return gpd.GeoDataFrame(table, geometry=edges.geometry.to_numpy(), crs=edges.crs)
 
 
@@ -133,16 +135,21 @@ def _finish_cells(cells: pd.DataFrame, as_of_ms: int) -> gpd.GeoDataFrame:
     )
 
 
-def _interval_records(pieces: pd.DataFrame) -> list[dict[str, object]]:
-    return [
+def _interval_lists(pieces: pd.DataFrame) -> dict[int, list[dict[str, object]]]:
+    """Covered intervals of each edge as records, in metres and UTC times."""
+    frame = pd.DataFrame(
         {
-            "from_m": row.from_mm / 1000.0,
-            "to_m": row.to_mm / 1000.0,
-            "first_seen": pd.Timestamp(row.first_ms, unit="ms", tz="UTC"),
-            "last_seen": pd.Timestamp(row.last_ms, unit="ms", tz="UTC"),
+            "from_m": pieces["from_mm"].to_numpy() / 1000.0,
+            "to_m": pieces["to_mm"].to_numpy() / 1000.0,
+            "first_seen": _timestamps(pieces["first_ms"]),
+            "last_seen": _timestamps(pieces["last_ms"]),
         }
-        for row in pieces.itertuples(index=False)
-    ]
+    )
+    records = cast(list[dict[str, object]], frame.to_dict("records"))
+    by_edge: dict[int, list[dict[str, object]]] = {}
+    for key, record in zip(pieces["key"].tolist(), records, strict=True):
+        by_edge.setdefault(key, []).append(record)
+    return by_edge
 
 
 def _timestamps(epoch_ms: pd.Series) -> pd.Series:

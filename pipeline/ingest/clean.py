@@ -31,6 +31,15 @@ def reject(
     frame.loc[selected, "detail"] = details
 
 
+def reject_at(frame: pd.DataFrame, positions: np.ndarray, reason: str, details: list[str]) -> None:
+    """Reject the still-accepted rows at integer ``positions``, each with its own detail."""
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[positions] = True
+    detail = np.full(len(frame), "", dtype=object)
+    detail[positions] = details
+    reject(frame, mask, reason, pd.Series(detail, index=frame.index))
+
+
 def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
     """Reject fixes with impossible coordinates, times or accuracy."""
     lon, lat = frame["lon"], frame["lat"]
@@ -128,11 +137,8 @@ def reject_acceleration_spikes(frame: pd.DataFrame, settings: IngestSettings) ->
     )
     limit = settings.max_accel_mps2
     spike = (np.abs(a_in) > limit) & (np.abs(a_out) > limit) & (np.sign(a_in) != np.sign(a_out))
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[live[inner[spike]]] = True
-    detail = pd.Series("", index=frame.index, dtype=object)
-    detail.iloc[live[inner[spike]]] = [
+    details = [
         f"speed {speed[i]:.1f} m/s between {speed[i - 1]:.1f} and {speed[i + 1]:.1f}"
         for i in inner[spike]
     ]
-    reject(frame, mask, "impossible_acceleration", detail)
+    reject_at(frame, live[inner[spike]], "impossible_acceleration", details)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.config import IngestSettings
 from pipeline.geodesy import step_distances_m
-from pipeline.ingest.clean import epoch_seconds, reject
+from pipeline.ingest.clean import epoch_seconds, reject, reject_at
 from pipeline.ingest.privacy import privacy_zone_names, trip_end_mask
 
 
@@ -35,8 +35,8 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     trip_ids = pd.Series(trace).str.cat(pd.Series(number_in_trace).map("{:03d}".format), sep="-")
     frame["trip_id"] = None
     frame["split_teleport"] = False
-    frame.iloc[live, frame.columns.get_loc("trip_id")] = trip_ids.to_numpy()
-    frame.iloc[live, frame.columns.get_loc("split_teleport")] = teleport & starts
+    frame.loc[frame.index[live], "trip_id"] = trip_ids.to_numpy()
+    frame.loc[frame.index[live], "split_teleport"] = teleport & starts
 
 
 def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
@@ -74,10 +74,7 @@ def reject_short_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     length_m = grouped.transform("sum").to_numpy()
     count = grouped.transform("size").to_numpy()
     short = (count < settings.min_trip_points) | (length_m < settings.min_trip_m)
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[live[short]] = True
-    detail = pd.Series("", index=frame.index, dtype=object)
-    detail.iloc[live[short]] = [
+    details = [
         f"trip of {n} fixes, {m:.0f} m" for n, m in zip(count[short], length_m[short], strict=True)
     ]
-    reject(frame, mask, "short_trip", detail)
+    reject_at(frame, live[short], "short_trip", details)
