@@ -1,0 +1,387 @@
+"""A dashcam fleet simulator: realistic GPS traces on a real road graph, with their ground truth.
+
+``roadcover simulate`` gives demos, tests and benchmarks data whose right answer is known.
+Contributors live somewhere (a home node); each owns one or two dashcams. Every day a device
+makes a Poisson number of trips in daytime, most starting near home, each along the shortest
+route (by length, one-way streets respected) to a destination at a route distance between
+``min_trip_m`` and ``max_trip_m``. Vehicles drive at a speed set by the road class or its
+``maxspeed``, accelerate, brake for turns, stop now and then, and slow down at the trip ends.
+The dashcam logs a fix every ``sample_interval_s`` with temporally correlated GPS noise (an
+AR(1) process with the device's sigma), rare multipath outliers, and dropouts (tunnels) during
+which nothing is logged.
+
+``OUT_DIR`` layout::
+
+    traces/<device_id>.<csv|gpx|nmea|geojson|parquet>   one file per device (its upload)
+    truth.parquet                                        contract ``simulated_routes``
+    simulation.json                                      parameters, per-device counts, totals
+
+Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same seed on the same roads
+folder gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.config import SimulateSettings
+from pipeline.contracts import SIMULATED_ROUTES
+from pipeline.ingest.simulate_drive import TripDrive, drive_route
+from pipeline.ingest.simulate_roads import DrivingNetwork
+from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, GENERATOR, write_trace
+from pipeline.io import write_json, write_table
+from pipeline.roads.store import read_roads_meta
+
+log = logging.getLogger(__name__)
+
+TRACES_DIR = "traces"
+TRUTH_FILE = "truth.parquet"
+SUMMARY_FILE = "simulation.json"
+CONTRIBUTOR_SHARE = 0.8  # contributors per device; the rest own a second dashcam
+HOME_START_PROBABILITY = 0.7  # a trip starts near home, else where the last one ended
+DRIVING_WINDOW_S = 16 * 3600.0  # trips start within 16 h of each day's start
+MIN_PARKED_S = 600.0  # a vehicle is parked at least this long between trips
+_ROUTE_COLUMNS: dict[str, Any] = {
+    "trip_id": object,
+    "seq": "int32",
+    "edge": "int64",
+    "entered_ms": "int64",
+    "exited_ms": "int64",
+}
+_STALE_TRACE = re.compile(r"^dev-\d+\.(" + "|".join(FORMAT_EXTENSIONS.values()) + r")$")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One simulated dashcam."""
+
+    index: int
+    device_id: str
+    contributor_id: str
+    fmt: str
+    home_node: int
+    noise_sigma_m: float
+
+    @property
+    def file_name(self) -> str:
+        """Name of the device's trace file."""
+        return f"{self.device_id}.{FORMAT_EXTENSIONS[self.fmt]}"
+
+
+@dataclass
+class DeviceDrive:
+    """Everything one device did: its fixes (as logged), the true routes and counts.
+
+    ``fixes`` has the columns the trace writers take (``trip_id``, ``observed_at``, ``lon``,
+    ``lat``, ``elevation_m``, ``hdop``, ``speed_mps``, ``heading_deg``) plus the truth:
+    ``true_lon``, ``true_lat``, ``true_speed_mps`` and ``outlier``. ``routes`` has one row per
+    driven edge (``trip_id``, ``seq``, ``edge`` (network row), ``entered_ms``, ``exited_ms``).
+    """
+
+    device: Device
+    fixes: pd.DataFrame
+    routes: pd.DataFrame
+    trips: int
+    outliers: int
+    dropouts: int
+    stops: int
+    driven_m: float
+
+
+def simulate_fleet(
+    roads_dir: str | Path, out_dir: str | Path, params: SimulateSettings
+) -> dict[str, Any]:
+    """Simulate a dashcam fleet on a roads folder; write its traces and ground truth.
+
+    Parameters
+    ----------
+    roads_dir
+        A roads folder written by ``roadcover roads build``.
+    out_dir
+        Output folder: ``traces/``, ``truth.parquet`` and ``simulation.json``.
+    params
+        Simulator settings (``simulate`` in the config).
+
+    Returns
+    -------
+    dict
+        The content of ``simulation.json`` without the per-device list.
+
+    Raises
+    ------
+    InputDataError
+        If the roads folder is missing or has nothing drivable.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    roads_meta = read_roads_meta(roads_dir)
+    network = DrivingNetwork.from_roads_dir(roads_dir)
+    devices = plan_fleet(network, params)
+    traces_dir = out_dir / TRACES_DIR
+    traces_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_traces(traces_dir, {device.file_name for device in devices})
+
+    records: list[dict[str, Any]] = []
+    routes: list[pd.DataFrame] = []
+    for device in devices:
+        drive = drive_device(network, device, params)
+        write_trace(
+            drive.fixes, traces_dir / device.file_name, device.fmt,
+            device.device_id, device.contributor_id,
+        )  # fmt: skip
+        records.append(_device_record(drive))
+        routes.append(
+            drive.routes.assign(device_id=device.device_id, contributor_id=device.contributor_id)
+        )
+        log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
+    write_table(_truth_table(network, routes), out_dir / TRUTH_FILE, SIMULATED_ROUTES)
+    summary = _summary(params, roads_meta, records)
+    write_json(summary, out_dir / SUMMARY_FILE)
+    totals = summary["totals"]
+    log.info(
+        "simulate: %d devices, %d trips, %d fixes, %.1f km driven -> %s in %.1f s",
+        len(devices), totals["trips"], totals["fixes"], totals["driven_km"], out_dir,
+        time.perf_counter() - started,
+    )  # fmt: skip
+    return {key: value for key, value in summary.items() if key != "devices"}
+
+
+def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device]:
+    """Draw the fleet: contributors, their homes, devices, formats and noise levels."""
+    rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(0,)))
+    contributors = max(1, math.ceil(params.devices * CONTRIBUTOR_SHARE))
+    second = rng.choice(contributors, size=params.devices - contributors, replace=False)
+    owners = rng.permutation(np.concatenate([np.arange(contributors), second]))
+    numbering: dict[int, int] = {}
+    for owner in owners.tolist():  # contributors numbered in order of their first device
+        numbering.setdefault(owner, len(numbering) + 1)
+    homes = rng.integers(0, len(network.node_ids), size=contributors)
+    low, high = sorted(params.noise_sigma_m)
+    sigmas = rng.uniform(low, high, size=params.devices)
+    return [
+        Device(
+            index=i,
+            device_id=f"dev-{i + 1:04d}",
+            contributor_id=f"contrib-{numbering[int(owner)]:04d}",
+            fmt=params.formats[i % len(params.formats)],
+            home_node=int(homes[owner]),
+            noise_sigma_m=float(sigmas[i]),
+        )
+        for i, owner in enumerate(owners.tolist())
+    ]
+
+
+def drive_device(network: DrivingNetwork, device: Device, params: SimulateSettings) -> DeviceDrive:
+    """Simulate every trip of one device over the simulated days.
+
+    The device's random stream depends only on the seed and the device's index, so adding
+    devices does not change the existing ones.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, device.index)))
+    home_nodes = network.nodes_within(device.home_node, params.home_radius_m)
+    start_s = math.floor(params.start.astimezone(UTC).timestamp())
+    free_from_s = float(start_s) - 86_400.0
+    position: int | None = None
+    trips: list[tuple[str, int, TripDrive]] = []
+    routes: dict[str, list[np.ndarray]] = {key: [] for key in _ROUTE_COLUMNS}
+    counts = {"outliers": 0, "dropouts": 0, "stops": 0}
+    driven_m = 0.0
+    for day in range(params.days):
+        offsets = np.sort(
+            rng.uniform(0.0, DRIVING_WINDOW_S, rng.poisson(params.trips_per_device_day))
+        )
+        for offset in offsets:
+            parked_s = MIN_PARKED_S + rng.exponential(MIN_PARKED_S)
+            depart_s = max(
+                start_s + day * 86_400 + round(offset), math.ceil(free_from_s + parked_s)
+            )
+            if position is None or rng.random() < HOME_START_PROBABILITY:
+                origin = int(rng.choice(home_nodes))
+            else:
+                origin = position
+            destination, edges = _pick_destination(network, origin, params, rng)
+            trip = drive_route(network, network.route(edges), params, device.noise_sigma_m, rng)
+            trip_id = f"{device.device_id}-t{len(trips) + 1:04d}"
+            trips.append((trip_id, depart_s, trip))
+            routes["trip_id"].append(np.full(len(edges), trip_id, dtype=object))
+            routes["seq"].append(np.arange(len(edges), dtype="int32"))
+            routes["edge"].append(edges)
+            routes["entered_ms"].append(_to_ms(depart_s, trip.entered_s))
+            routes["exited_ms"].append(_to_ms(depart_s, trip.exited_s))
+            counts["outliers"] += int(trip.outlier.sum())
+            counts["dropouts"] += trip.dropouts
+            counts["stops"] += trip.stops
+            driven_m += float(network.edge_length_m[edges].sum())
+            free_from_s = depart_s + trip.duration_s
+            position = destination
+    route_table = pd.DataFrame(
+        {
+            key: np.concatenate(parts) if parts else np.array([], dtype=dtype)
+            for (key, parts), dtype in zip(routes.items(), _ROUTE_COLUMNS.values(), strict=True)
+        }
+    )
+    return DeviceDrive(
+        device=device,
+        fixes=_fixes_frame(network, trips),
+        routes=route_table,
+        trips=len(trips),
+        driven_m=driven_m,
+        **counts,
+    )
+
+
+def _pick_destination(
+    network: DrivingNetwork, origin: int, params: SimulateSettings, rng: np.random.Generator
+) -> tuple[int, np.ndarray]:
+    """Pick a destination at a route distance in [min_trip_m, max_trip_m] from ``origin``.
+
+    When the graph is too small for that, one of the farthest reachable nodes is taken; a
+    route is never empty.
+    """
+    distance, via_edge = network.shortest_paths(origin, params.max_trip_m)
+    reachable = np.flatnonzero(np.isfinite(distance) & (distance > 0))
+    if len(reachable) == 0:  # every edge out of origin is longer than max_trip_m
+        distance, via_edge = network.shortest_paths(origin, math.inf)
+        reachable = np.flatnonzero(np.isfinite(distance) & (distance > 0))
+    in_band = reachable[distance[reachable] >= params.min_trip_m]
+    if len(in_band):
+        destination = int(rng.choice(in_band))
+    else:
+        by_distance = reachable[np.argsort(distance[reachable], kind="stable")]
+        destination = int(rng.choice(by_distance[(3 * len(by_distance)) // 4 :]))
+    return destination, network.path_edges(via_edge, origin, destination)
+
+
+def _fixes_frame(network: DrivingNetwork, trips: list[tuple[str, int, TripDrive]]) -> pd.DataFrame:
+    """Return the logged fixes of a device's trips, rounded as a receiver writes them."""
+
+    def gather(name: str) -> np.ndarray:
+        parts = [getattr(trip, name) for _, _, trip in trips]
+        return np.concatenate(parts) if parts else np.empty((0, 2) if "xy" in name else 0)
+
+    noisy, true = gather("noisy_xy"), gather("true_xy")
+    lon, lat = network.to_lonlat(noisy[:, 0], noisy[:, 1])
+    true_lon, true_lat = network.to_lonlat(true[:, 0], true[:, 1])
+    counts = [len(trip.t_s) for _, _, trip in trips]
+    observed_ms = np.concatenate(
+        [_to_ms(depart_s, trip.t_s) for _, depart_s, trip in trips] or [np.empty(0, "int64")]
+    )
+    return pd.DataFrame(
+        {
+            "trip_id": np.repeat(np.array([t for t, _, _ in trips], dtype=object), counts),
+            "observed_at": _ms_times(observed_ms),
+            "lon": np.round(lon, 7),
+            "lat": np.round(lat, 7),
+            "elevation_m": np.round(gather("elevation_m"), 1),
+            "hdop": np.round(gather("hdop"), 1),
+            "speed_mps": np.round(gather("speed_mps"), 2),
+            "heading_deg": np.mod(np.round(gather("heading_deg"), 1), 360.0),
+            "true_lon": true_lon,
+            "true_lat": true_lat,
+            "true_speed_mps": gather("true_speed_mps"),
+            "outlier": gather("outlier").astype(bool),
+        }
+    )
+
+
+def _to_ms(depart_s: int, offsets_s: np.ndarray) -> np.ndarray:
+    return depart_s * 1000 + np.round(np.asarray(offsets_s) * 1000.0).astype("int64")
+
+
+def _device_record(drive: DeviceDrive) -> dict[str, Any]:
+    device = drive.device
+    return {
+        "device_id": device.device_id,
+        "contributor_id": device.contributor_id,
+        "format": device.fmt,
+        "file": f"{TRACES_DIR}/{device.file_name}",
+        "noise_sigma_m": round(device.noise_sigma_m, 3),
+        "fixes": len(drive.fixes),
+        "trips": drive.trips,
+        "outliers": drive.outliers,
+        "dropouts": drive.dropouts,
+        "stops": drive.stops,
+        "driven_km": round(drive.driven_m / 1000.0, 3),
+    }
+
+
+def _truth_table(network: DrivingNetwork, routes: list[pd.DataFrame]) -> gpd.GeoDataFrame:
+    """Build the ``simulated_routes`` table: one row per driven edge, in driving order."""
+    frame = pd.concat(routes, ignore_index=True)
+    edge = frame["edge"].to_numpy("int64")
+    return gpd.GeoDataFrame(
+        {
+            "trace_id": frame["device_id"].astype(str).to_numpy(),
+            "trip_id": frame["trip_id"].astype(str).to_numpy(),
+            "seq": frame["seq"].to_numpy("int32"),
+            "device_id": frame["device_id"].astype(str).to_numpy(),
+            "contributor_id": frame["contributor_id"].astype(str).to_numpy(),
+            "edge_id": network.edge_id[edge],
+            "u": network.node_ids[network.edge_u[edge]],
+            "v": network.node_ids[network.edge_v[edge]],
+            "key": network.edge_key[edge],
+            "length_m": network.edge_length_m[edge],
+            "entered_at": _ms_times(frame["entered_ms"].to_numpy("int64")),
+            "exited_at": _ms_times(frame["exited_ms"].to_numpy("int64")),
+        },
+        geometry=gpd.GeoSeries.from_wkb(network.edge_wkb[edge]).to_numpy(),
+        crs="EPSG:4326",
+    )
+
+
+def _ms_times(ms: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).as_unit("ms")
+
+
+def _summary(
+    params: SimulateSettings, roads_meta: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    settings = asdict(params)
+    settings["start"] = params.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    settings["noise_sigma_m"] = list(params.noise_sigma_m)
+    settings["formats"] = list(params.formats)
+    return {
+        "simulated": True,
+        "generator": GENERATOR,
+        "roadcover_version": __version__,
+        "seed": params.seed,
+        "params": settings,
+        "roads": {
+            "source_file": Path(str(roads_meta.get("source_file", ""))).name,
+            "source_sha256": roads_meta.get("source_sha256"),
+            "node_count": roads_meta.get("node_count"),
+            "edge_count": roads_meta.get("edge_count"),
+        },
+        "files": {"traces": TRACES_DIR, "truth": TRUTH_FILE},
+        "devices": records,
+        "totals": {
+            "devices": len(records),
+            "contributors": len({r["contributor_id"] for r in records}),
+            "fixes": sum(r["fixes"] for r in records),
+            "trips": sum(r["trips"] for r in records),
+            "driven_km": round(sum(r["driven_km"] for r in records), 3),
+            "outliers": sum(r["outliers"] for r in records),
+            "dropouts": sum(r["dropouts"] for r in records),
+            "stops": sum(r["stops"] for r in records),
+        },
+    }
+
+
+def _remove_stale_traces(traces_dir: Path, keep: set[str]) -> None:
+    """Delete trace files of an earlier, larger simulation into the same folder."""
+    for path in sorted(traces_dir.iterdir()):
+        if path.is_file() and _STALE_TRACE.match(path.name) and path.name not in keep:
+            log.info("simulate: removing %s, a trace of an earlier simulation", path)
+            path.unlink()
