@@ -10,20 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline import __version__
 from pipeline.config import load_config
-from pipeline.errors import PipelineError, StageNotBuiltError
+from pipeline.errors import InputDataError, PipelineError
+from pipeline.io import write_json
 from pipeline.roads.highways import NETWORK_TYPES
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EXIT_ERROR = 1
-EXIT_NOT_BUILT = 2
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -155,32 +159,271 @@ def simulate(
     click.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _not_built(stage: str, issue: int) -> click.Command:
-    @click.command(
-        stage,
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        help=f"Not available yet in roadcover {__version__} (tracked in issue #{issue}).",
+@cli.command("ingest")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", "traces_dir", required=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Traces dataset folder.",
+)  # fmt: skip
+@click.option("--strict", is_flag=True, help="Fail, writing nothing, if any row is rejected.")
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write the batch report (JSON) here.",
+)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers.")
+@CONFIG_OPTION
+def ingest(
+    inputs: tuple[Path, ...],
+    traces_dir: Path,
+    strict: bool,
+    report_path: Path | None,
+    workers: int | None,
+    config_path: Path | None,
+) -> None:
+    """Ingest dashcam traces (GPX, NMEA, CSV, GeoJSON, GeoParquet, frame JSON) as one batch.
+
+    INPUTS are files or folders (searched recursively). Files ingested before (same content)
+    are skipped.
+    """
+    from pipeline.ingest.stage import format_report, ingest_traces
+
+    settings = load_config(config_path).ingest
+    if workers is not None:
+        settings = replace(settings, workers=workers)
+    report = ingest_traces(list(inputs), traces_dir, settings, strict=strict)
+    if report_path is not None:
+        write_json(report, report_path)
+    click.echo(format_report(report), err=True)
+
+
+@cli.command("snap")
+@click.option(
+    "--roads", "roads_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Roads folder.",
+)  # fmt: skip
+@click.option(
+    "--traces", "traces_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Traces dataset (ingest).",
+)  # fmt: skip
+@click.option(
+    "-o", "--out", "matched_dir", required=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Output folder of this batch.",
+)  # fmt: skip
+@click.option("--batch", "batch_id", default=None, help="Ingest batch id (default: every batch).")
+@click.option(
+    "--batch-report", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="Ingest report JSON naming the batch (instead of --batch).",
+)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers.")
+@CONFIG_OPTION
+def snap(
+    roads_dir: Path,
+    traces_dir: Path,
+    matched_dir: Path,
+    batch_id: str | None,
+    batch_report: Path | None,
+    workers: int | None,
+    config_path: Path | None,
+) -> None:
+    """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
+    from pipeline.snap.stage import snap_traces
+
+    settings = load_config(config_path).snap
+    if workers is not None:
+        settings = replace(settings, workers=workers)
+    if batch_report is not None:
+        batch_id = json.loads(batch_report.read_text())["batch_id"]
+        if batch_id is None:
+            raise InputDataError(f"{batch_report}: the ingest found nothing new; no batch to match")
+    meta = snap_traces(roads_dir, traces_dir, matched_dir, settings, batch_id)
+    click.echo(
+        f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
+        f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",
+        err=True,
     )
-    def command() -> None:
-        raise StageNotBuiltError(
-            f"roadcover {stage}: this stage is not built yet in roadcover {__version__} "
-            f"(tracked in issue #{issue}); nothing was done"
-        )
-
-    return command
 
 
-for _stage, _issue in (("ingest", 3), ("snap", 4), ("coverage", 5), ("export", 6), ("run", 7)):
-    cli.add_command(_not_built(_stage, _issue))
+@cli.command("coverage")
+@click.option(
+    "--roads", "roads_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Roads folder.",
+)  # fmt: skip
+@click.option(
+    "--matched", "matched_dirs", required=True, multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output folder of `roadcover snap` (repeatable: one per batch).",
+)  # fmt: skip
+@click.option(
+    "-o", "--out", "coverage_dir", required=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Coverage folder (state and tables).",
+)  # fmt: skip
+@click.option("--as-of", "as_of", default=None, help="Measure freshness from this UTC time.")
+@click.option(
+    "--h3-res", "h3_res", type=click.IntRange(0, 15), default=None, help="Finest H3 resolution."
+)
+@CONFIG_OPTION
+def coverage(
+    roads_dir: Path,
+    matched_dirs: tuple[Path, ...],
+    coverage_dir: Path,
+    as_of: str | None,
+    h3_res: int | None,
+    config_path: Path | None,
+) -> None:
+    """Merge matched batches into the coverage state; write edge, H3 cell and region coverage."""
+    from pipeline.coverage.stage import compute_coverage, format_summary
+
+    settings = load_config(config_path).coverage
+    if h3_res is not None:
+        settings = replace(settings, h3_resolution=h3_res)
+    when = _parse_as_of(as_of) if as_of else None
+    summary = compute_coverage(roads_dir, list(matched_dirs), coverage_dir, settings, when)
+    click.echo(format_summary(summary), err=True)
+
+
+def _parse_as_of(text: str) -> pd.Timestamp:
+    import pandas as pd
+
+    try:
+        when = pd.Timestamp(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a date-time; write e.g. 2026-11-01T00:00:00Z"
+        ) from None
+    return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True})
+@CONFIG_OPTION
+@click.option("--cores", type=click.IntRange(min=1), default=2, help="Cores for Snakemake.")
+@click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
+def run(config_path: Path | None, cores: int, snakemake_args: tuple[str, ...]) -> None:
+    """Run the whole workflow (Snakemake) on a config; extra arguments go to snakemake.
+
+    Re-running a finished workflow does nothing; new trace batches in the config are ingested,
+    matched and merged into the coverage alone.
+    """
+    from pipeline.workflow import run_workflow
+
+    run_workflow(config_path, cores, list(snakemake_args))
+
+
+@cli.group("export")
+def export() -> None:
+    """Products of a coverage folder: vector tiles, rasters, the web map, data feeds."""
+
+
+@export.command("tiles")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--min-zoom", type=click.IntRange(0, 20), default=0, show_default=True)
+@click.option("--max-zoom", type=click.IntRange(0, 20), default=14, show_default=True)
+@click.option(
+    "--segments-min-zoom", type=click.IntRange(0, 20), default=10, show_default=True,
+    help="First zoom at which covered road segments are drawn.",
+)  # fmt: skip
+def export_tiles_command(
+    coverage_dir: Path, out_path: Path, min_zoom: int, max_zoom: int, segments_min_zoom: int
+) -> None:
+    """Write a PMTiles v3 archive of MVT tiles (layers cells and segments) with tippecanoe."""
+    from pipeline.export.tiles import write_coverage_tiles
+
+    if min_zoom > max_zoom:
+        raise click.BadParameter(f"--min-zoom {min_zoom} is above --max-zoom {max_zoom}")
+    result = write_coverage_tiles(coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom)
+    click.echo(f"{out_path}: {result['tiles']} tiles, {result['bytes']:,} bytes", err=True)
+
+
+@export.command("raster")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--zoom", type=click.IntRange(0, 22), default=None, help="Pixel grid of this zoom.")
+def export_raster_command(coverage_dir: Path, out_dir: Path, zoom: int | None) -> None:
+    """Write Cloud-Optimized GeoTIFFs (EPSG:3857) of coverage_pct and age_days."""
+    from pipeline.export.raster import write_coverage_rasters
+
+    result = write_coverage_rasters(coverage_dir, out_dir, zoom)
+    click.echo(json.dumps(result, indent=2, default=str), err=True)
+
+
+@export.command("viewer")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("tiles_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--title", default=None, help="Page title.")
+@click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 until interrupted.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+def export_viewer_command(
+    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None, serve: bool, port: int
+) -> None:
+    """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
+    from pipeline.export.server import serve_directory
+    from pipeline.export.viewer import write_viewer
+
+    index = write_viewer(coverage_dir, tiles_path, out_dir, title)
+    click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
+    if serve:
+        with serve_directory(out_dir, port=port) as url:
+            click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
+            threading.Event().wait()
+
+
+@export.command("feed")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--roads", "roads_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Roads folder the coverage was computed on.",
+)  # fmt: skip
+@click.option(
+    "-o", "--out", "releases_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Releases folder; the release goes to OUT/RELEASE_ID.",
+)  # fmt: skip
+@click.option("--release-id", default=None, help="Default: the coverage as-of time.")
+@click.option(
+    "--previous", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Previous release: also write delta/ against it.",
+)  # fmt: skip
+@click.option(
+    "--aoi", default=None, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="GeoJSON polygon to cut the release to.",
+)  # fmt: skip
+@click.option(
+    "--formats", default="geoparquet", show_default=True,
+    help="Comma-separated: geoparquet,csv,geojsonseq.",
+)  # fmt: skip
+@click.option(
+    "--partition-res", type=click.IntRange(0, 15), default=4, show_default=True,
+    help="H3 resolution of the h3_parent partitions.",
+)  # fmt: skip
+def export_feed_command(
+    coverage_dir: Path,
+    roads_dir: Path,
+    releases_dir: Path,
+    release_id: str | None,
+    previous: Path | None,
+    aoi: Path | None,
+    formats: str,
+    partition_res: int,
+) -> None:
+    """Write a B2B data feed release (segments, cells, manifest, STAC, delta)."""
+    from pipeline.export.feeds import export_feed
+
+    manifest = export_feed(
+        coverage_dir, roads_dir, releases_dir, release_id, previous, aoi,
+        tuple(formats.split(",")), partition_res,
+    )  # fmt: skip
+    click.echo(
+        f"release {manifest['release_id']}: {manifest['tables']['segments']['rows']:,} segments, "
+        f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
+        err=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status; user errors become one line on stderr."""
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except StageNotBuiltError as exc:
-        click.echo(f"roadcover: {exc}", err=True)
-        return EXIT_NOT_BUILT
     except PipelineError as exc:
         click.echo(f"roadcover: error: {exc}", err=True)
         return EXIT_ERROR

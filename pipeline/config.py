@@ -31,6 +31,8 @@ class RegionSettings:
     name: str
     osm: str
     sha256: str | None
+    simulated_fleet: bool
+    batches: tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,22 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class SnapSettings:
+    """Map-matcher parameters (see ``pipeline.snap.params.MatchParams``) and parallelism."""
+
+    sigma_m: float
+    beta_m: float
+    search_radius_m: float
+    max_search_radius_m: float
+    max_candidates: int
+    max_speed_mps: float
+    max_route_m: float
+    uturn_penalty: float | None
+    max_outlier_points: int
+    workers: int
+
+
+@dataclass(frozen=True)
 class CoverageSettings:
     """What counts as coverage, and the H3 grid it is binned on."""
 
@@ -114,9 +132,11 @@ class Settings:
 
     output_dir: Path
     cache_dir: Path
+    dask_scheduler_address: str | None
     regions: tuple[RegionSettings, ...]
     roads: RoadSettings
     ingest: IngestSettings
+    snap: SnapSettings
     coverage: CoverageSettings
     simulate: SimulateSettings
     source: str
@@ -228,8 +248,15 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
     return Settings(
         output_dir=Path(config["output_dir"]),
         cache_dir=Path(config["cache_dir"]),
+        dask_scheduler_address=config["dask"]["scheduler_address"],
         regions=tuple(
-            RegionSettings(name=r["name"], osm=r["osm"], sha256=r.get("sha256"))
+            RegionSettings(
+                name=r["name"],
+                osm=r["osm"],
+                sha256=r.get("sha256"),
+                simulated_fleet=r["simulated_fleet"],
+                batches=tuple((name, tuple(paths)) for name, paths in r["batches"].items()),
+            )
             for r in config["regions"]
         ),
         roads=RoadSettings(
@@ -255,6 +282,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             partition_h3_res=int(ingest["partition_h3_res"]),
             workers=int(ingest["workers"]),
         ),
+        snap=SnapSettings(**config["snap"]),
         coverage=CoverageSettings(**config["coverage"]),
         simulate=SimulateSettings(
             seed=sim["seed"],

@@ -203,6 +203,31 @@ MATCHED_SEGMENTS = Contract(
     ),
 )
 
+MATCHED_POINTS = Contract(
+    name="matched_points",
+    version=1,
+    key=("trace_id", "observed_at"),
+    schema=pa.schema(
+        [
+            _field("trace_id", pa.string()),
+            _field("trip_id", pa.string()),
+            _field("observed_at", UTC_MS),
+            _field("edge_id", pa.int64(), nullable=True),
+            _field("u", pa.int64(), nullable=True),
+            _field("v", pa.int64(), nullable=True),
+            _field("key", pa.int64(), nullable=True),
+            _field("offset_m", pa.float64(), nullable=True),
+            _field("distance_m", pa.float64(), nullable=True),
+            _field("run", pa.int64()),
+            _field("is_break", pa.bool_()),
+            _field("unmatched_reason", pa.string(), nullable=True),
+            _field("source_file", pa.string()),
+            _field("source_row", pa.int64()),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
 MATCH_QUALITY = Contract(
     name="match_quality",
     version=1,
@@ -286,6 +311,77 @@ CELL_COVERAGE = Contract(
         ]
     ),
 )
+
+# B2B feed tables: what data buyers receive. H3 cells are hex strings, contributor counts only
+# buckets, segments carry a stable id. In the partitioned files h3_parent lives in the path.
+_FEED_SEGMENT_FIELDS = [
+    _field("segment_id", pa.string()),
+    _field("osm_way_id", pa.int64()),
+    _field("osm_from_node", pa.int64()),
+    _field("osm_to_node", pa.int64()),
+    _field("edge_key", pa.int64()),
+    _field("highway", pa.string()),
+    _field("edge_length_m", pa.float64()),
+    _field("from_m", pa.float64()),
+    _field("to_m", pa.float64()),
+    _field("length_m", pa.float64()),
+    _field("first_seen", UTC_MS),
+    _field("last_seen", UTC_MS),
+    _field("passes", pa.int64()),
+    _field("contributors_bucket", pa.string()),
+    _field("freshness_bucket", pa.string()),
+    _field("match_confidence", pa.float64()),
+]
+
+_FEED_CELL_FIELDS = [
+    _field("cell_id", pa.string()),
+    _field("resolution", pa.int32()),
+    _field("road_km", pa.float64()),
+    _field("unique_km", pa.float64()),
+    _field("coverage_pct", pa.float64()),
+    _field("total_km", pa.float64()),
+    _field("passes", pa.int64()),
+    _field("contributors_bucket", pa.string()),
+    _field("last_seen", UTC_MS, nullable=True),
+    _field("age_days", pa.float64(), nullable=True),
+    _field("freshness_bucket", pa.string(), nullable=True),
+    _field("fresh_7d_km", pa.float64()),
+    _field("fresh_28d_km", pa.float64()),
+    _field("fresh_90d_km", pa.float64()),
+    _field("fresh_365d_km", pa.float64()),
+]
+
+_FEED_GEOMETRY = _field("geometry", pa.binary())
+_FEED_DELTA_FIELDS = [_field("h3_parent", pa.string()), _field("change_type", pa.string())]
+
+FEED_SEGMENTS = Contract(
+    name="feed_segments",
+    version=1,
+    key=("segment_id",),
+    schema=pa.schema([*_FEED_SEGMENT_FIELDS, _FEED_GEOMETRY]),
+)
+
+FEED_CELLS = Contract(
+    name="feed_cells",
+    version=1,
+    key=("cell_id",),
+    schema=pa.schema([*_FEED_CELL_FIELDS, _FEED_GEOMETRY]),
+)
+
+FEED_SEGMENTS_DELTA = Contract(
+    name="feed_segments_delta",
+    version=1,
+    key=("segment_id",),
+    schema=pa.schema([*_FEED_SEGMENT_FIELDS, *_FEED_DELTA_FIELDS, _FEED_GEOMETRY]),
+)
+
+FEED_CELLS_DELTA = Contract(
+    name="feed_cells_delta",
+    version=1,
+    key=("cell_id",),
+    schema=pa.schema([*_FEED_CELL_FIELDS, *_FEED_DELTA_FIELDS, _FEED_GEOMETRY]),
+)
+
 
 CONTRACTS: dict[str, Contract] = {
     c.name: c

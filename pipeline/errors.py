@@ -20,7 +20,3 @@ class ContractError(PipelineError, ValueError):
 
 class InputDataError(PipelineError, ValueError):
     """An input file is missing, corrupt or holds nothing usable."""
-
-
-class StageNotBuiltError(PipelineError, RuntimeError):
-    """A pipeline stage that this version of roadcover does not provide yet."""

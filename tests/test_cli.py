@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import __version__
-from pipeline.cli import EXIT_ERROR, EXIT_NOT_BUILT, main
+from pipeline.cli import EXIT_ERROR, main
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,14 +19,6 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("roads", "ingest", "snap", "coverage", "export", "simulate", "run"):
         assert command in out
-
-
-@pytest.mark.parametrize("stage", ["ingest", "snap", "coverage", "export", "run"])
-def test_stages_not_built_yet_say_so_and_fail(
-    stage: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main([stage, "whatever", "--flag"]) == EXIT_NOT_BUILT
-    assert "not built yet" in capsys.readouterr().err
 
 
 def test_roads_build_writes_the_roads_folder(tiny_osm: Path, tmp_path: Path) -> None:

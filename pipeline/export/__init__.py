@@ -1,0 +1,17 @@
+"""The export stage: products made from a coverage folder, for people to look at and to buy.
+
+Map products (each reads only the coverage folder's ``edges.parquet``, ``cells.parquet`` and
+``summary.json``, and writes atomically):
+
+- :func:`pipeline.export.tiles.write_coverage_tiles`: a PMTiles v3 archive of Mapbox Vector
+  Tiles with layers ``cells`` (H3 coverage, resolution chosen per zoom) and ``segments``
+  (the covered road intervals, coloured by freshness), built with tippecanoe.
+- :func:`pipeline.export.raster.write_coverage_rasters`: Cloud-Optimized GeoTIFFs in Web
+  Mercator of ``coverage_pct`` and ``age_days``.
+- :func:`pipeline.export.viewer.write_viewer`: a self-contained, offline static web map
+  (MapLibre GL JS and pmtiles, vendored in ``pipeline/export/static``) over the tiles.
+- :func:`pipeline.export.server.serve_directory`: a loopback HTTP server that answers Range
+  requests, to open the viewer locally.
+
+Data feeds for buyers live in :mod:`pipeline.export.feeds`.
+"""

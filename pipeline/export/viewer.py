@@ -1,0 +1,122 @@
+"""The web viewer: a self-contained static site over the coverage vector tiles.
+
+``write_viewer`` writes ``index.html`` (with the region summary and the data bounds inlined
+as JSON), ``app.js``, ``style.css``, the vendored MapLibre GL JS and pmtiles libraries with
+their licences (``vendor/``, see ``static/VENDORED.md``) and the PMTiles archive itself into
+one folder. No CDN and no basemap: it works offline, from any static HTTP server that answers
+Range requests (pmtiles needs them; ``file://`` does not work), for instance
+:func:`pipeline.export.server.serve_directory`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import shutil
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputDataError
+from pipeline.export.inputs import read_cells, read_summary
+from pipeline.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+STATIC_PACKAGE = "pipeline.export"
+STATIC_FOLDER = "static"
+SITE_FILES = ("app.js", "style.css")
+VENDOR_FOLDER = "vendor"
+SUMMARY_KEYS = (
+    "coverage_pct",
+    "fresh_28d_pct",
+    "unique_km",
+    "road_km",
+    "total_km",
+    "percent_of_world",
+    "as_of",
+    "world_road_km",
+)
+
+
+def static_files() -> Traversable:
+    """Return the folder of the viewer's static files inside the installed package."""
+    return resources.files(STATIC_PACKAGE).joinpath(STATIC_FOLDER)
+
+
+def write_viewer(
+    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None = None
+) -> Path:
+    """Write the static web viewer of a coverage folder and its tiles.
+
+    Parameters
+    ----------
+    coverage_dir
+        The coverage folder the tiles were made from (``summary.json``, ``cells.parquet``).
+    tiles_path
+        The PMTiles archive of :func:`pipeline.export.tiles.write_coverage_tiles`; copied into
+        ``out_dir`` unless it is already there.
+    out_dir
+        The site's folder (created); existing viewer files in it are replaced.
+    title
+        The page title; default ``"Road coverage"``.
+
+    Returns
+    -------
+    Path
+        The site's ``index.html``.
+
+    Raises
+    ------
+    InputDataError
+        If the tiles or the coverage folder's files are missing.
+    """
+    coverage_dir, tiles_path, out_dir = Path(coverage_dir), Path(tiles_path), Path(out_dir)
+    if not tiles_path.is_file():
+        raise InputDataError(f"{tiles_path}: no such tiles file; run `roadcover export tiles`")
+    summary = read_summary(coverage_dir)
+    cells = read_cells(coverage_dir)
+    finest = cells[cells["resolution"] == cells["resolution"].max()]
+    west, south, east, north = (round(float(v), 7) for v in finest.total_bounds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    site_tiles = out_dir / tiles_path.name
+    if not (site_tiles.exists() and os.path.samefile(site_tiles, tiles_path)):
+        with atomic_path(site_tiles) as temp:
+            shutil.copyfile(tiles_path, temp)
+    static = static_files()
+    for name in SITE_FILES:
+        _copy_resource(static.joinpath(name), out_dir / name)
+    for resource in static.joinpath(VENDOR_FOLDER).iterdir():
+        if resource.is_file():
+            _copy_resource(resource, out_dir / VENDOR_FOLDER / resource.name)
+
+    config: dict[str, Any] = {
+        "title": title or "Road coverage",
+        "tiles": tiles_path.name,
+        "bounds": [[west, south], [east, north]],
+        "summary": {key: summary.get(key) for key in SUMMARY_KEYS},
+    }
+    template = static.joinpath("index.html").read_text(encoding="utf-8")
+    page = template.replace("{{TITLE}}", html.escape(config["title"])).replace(
+        "{{CONFIG}}", _script_json(config)
+    )
+    index = out_dir / "index.html"
+    with atomic_path(index) as temp:
+        temp.write_text(page, encoding="utf-8")
+    log.info("export viewer: %s (serve the folder over HTTP with Range support)", index)
+    return index
+
+
+def _script_json(data: dict[str, Any]) -> str:
+    """Return JSON safe to inline in a ``<script>`` element."""
+    text = json.dumps(data, sort_keys=True, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _copy_resource(resource: Traversable, target: Path) -> None:
+    with atomic_path(target) as temp:
+        temp.write_bytes(resource.read_bytes())

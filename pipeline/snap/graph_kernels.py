@@ -1,0 +1,281 @@
+"""Compiled (numba) kernels on the network: spatial grid, candidate search, bounded Dijkstra.
+
+Every function here works on plain numpy arrays so that it compiles in nopython mode and is
+cached on disk (``cache=True``); the arrays come from :class:`pipeline.snap.network.MatchNetwork`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+INF = np.inf
+
+
+@njit(cache=True)
+def grid_cells_of_segments(
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    origin_x: float,
+    origin_y: float,
+    cell_m: float,
+    ncols: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(cell key, segment)`` pairs: every grid cell each segment's bbox touches."""
+    n = len(x0)
+    count = 0
+    for s in range(n):
+        ix0 = int((min(x0[s], x1[s]) - origin_x) // cell_m)
+        ix1 = int((max(x0[s], x1[s]) - origin_x) // cell_m)
+        iy0 = int((min(y0[s], y1[s]) - origin_y) // cell_m)
+        iy1 = int((max(y0[s], y1[s]) - origin_y) // cell_m)
+        count += (ix1 - ix0 + 1) * (iy1 - iy0 + 1)
+    keys = np.empty(count, dtype=np.int64)
+    segs = np.empty(count, dtype=np.int32)
+    k = 0
+    for s in range(n):
+        ix0 = int((min(x0[s], x1[s]) - origin_x) // cell_m)
+        ix1 = int((max(x0[s], x1[s]) - origin_x) // cell_m)
+        iy0 = int((min(y0[s], y1[s]) - origin_y) // cell_m)
+        iy1 = int((max(y0[s], y1[s]) - origin_y) // cell_m)
+        for iy in range(iy0, iy1 + 1):
+            for ix in range(ix0, ix1 + 1):
+                keys[k] = np.int64(iy) * ncols + ix
+                segs[k] = s
+                k += 1
+    return keys, segs
+
+
+@njit(cache=True, inline="always")
+def _project(
+    px: float, py: float, ax: float, ay: float, bx: float, by: float
+) -> tuple[float, float]:
+    """Return (distance, fraction along a->b) of the closest point of segment a-b to p."""
+    dx = bx - ax
+    dy = by - ay
+    den = dx * dx + dy * dy
+    f = 0.0
+    if den > 0.0:
+        f = ((px - ax) * dx + (py - ay) * dy) / den
+        f = min(max(f, 0.0), 1.0)
+    cx = ax + f * dx - px
+    cy = ay + f * dy - py
+    return np.sqrt(cx * cx + cy * cy), f
+
+
+@njit(cache=True)
+def search_candidates(
+    px: np.ndarray,
+    py: np.ndarray,
+    radius_m: np.ndarray,
+    max_radius_m: float,
+    max_candidates: int,
+    vert_x: np.ndarray,
+    vert_y: np.ndarray,
+    vert_off: np.ndarray,
+    seg_vert: np.ndarray,
+    seg_edge: np.ndarray,
+    grid_keys: np.ndarray,
+    grid_ptr: np.ndarray,
+    grid_seg: np.ndarray,
+    origin_x: float,
+    origin_y: float,
+    cell_m: float,
+    ncols: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Find, for each fix, the nearest edges within its radius (one candidate per edge).
+
+    A fix with no edge within its radius searches again with the radius doubled, while the
+    radius stays within ``max_radius_m``.
+
+    Returns
+    -------
+    tuple
+        ``ptr`` (CSR offsets per fix), candidate ``edge``, ``offset`` (m from u, metric),
+        and ``dist`` (m from the fix), nearest first within each fix.
+    """
+    n = len(px)
+    buf_cap = 4096
+    b_edge = np.empty(buf_cap, dtype=np.int32)
+    b_dist = np.empty(buf_cap, dtype=np.float64)
+    b_off = np.empty(buf_cap, dtype=np.float64)
+    out_edge = np.empty(n * max_candidates, dtype=np.int32)
+    out_off = np.empty(n * max_candidates, dtype=np.float64)
+    out_dist = np.empty(n * max_candidates, dtype=np.float64)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    k_out = 0
+    for i in range(n):
+        r = radius_m[i]
+        nb = 0
+        while nb == 0 and r <= max_radius_m and np.isfinite(px[i]) and np.isfinite(py[i]):
+            ix0 = int((px[i] - r - origin_x) // cell_m)
+            ix1 = int((px[i] + r - origin_x) // cell_m)
+            iy0 = int((py[i] - r - origin_y) // cell_m)
+            iy1 = int((py[i] + r - origin_y) // cell_m)
+            for iy in range(iy0, iy1 + 1):
+                for ix in range(ix0, ix1 + 1):
+                    if ix < 0 or iy < 0 or ix >= ncols:
+                        continue
+                    key = np.int64(iy) * ncols + ix
+                    c = np.searchsorted(grid_keys, key)
+                    if c >= len(grid_keys) or grid_keys[c] != key:
+                        continue
+                    for j in range(grid_ptr[c], grid_ptr[c + 1]):
+                        s = grid_seg[j]
+                        a = seg_vert[s]
+                        d, f = _project(
+                            px[i], py[i], vert_x[a], vert_y[a], vert_x[a + 1], vert_y[a + 1]
+                        )
+                        if d > r:
+                            continue
+                        e = seg_edge[s]
+                        off = vert_off[a] + f * (vert_off[a + 1] - vert_off[a])
+                        found = False
+                        for q in range(nb):
+                            if b_edge[q] == e:
+                                found = True
+                                if d < b_dist[q]:
+                                    b_dist[q] = d
+                                    b_off[q] = off
+                                break
+                        if not found and nb < buf_cap:
+                            b_edge[nb] = e
+                            b_dist[nb] = d
+                            b_off[nb] = off
+                            nb += 1
+            r *= 2.0
+        order = np.argsort(b_dist[:nb], kind="mergesort")
+        take = min(nb, max_candidates)
+        for q in range(take):
+            o = order[q]
+            out_edge[k_out] = b_edge[o]
+            out_off[k_out] = b_off[o]
+            out_dist[k_out] = b_dist[o]
+            k_out += 1
+        ptr[i + 1] = k_out
+    return ptr, out_edge[:k_out], out_off[:k_out], out_dist[:k_out]
+
+
+@njit(cache=True)
+def heap_push(heap_d: np.ndarray, heap_n: np.ndarray, size: int, d: float, node: int) -> int:
+    """Push ``(d, node)`` on a binary min-heap stored in two arrays; return the new size."""
+    i = size
+    heap_d[i] = d
+    heap_n[i] = node
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap_d[parent] <= heap_d[i]:
+            break
+        heap_d[i], heap_d[parent] = heap_d[parent], heap_d[i]
+        heap_n[i], heap_n[parent] = heap_n[parent], heap_n[i]
+        i = parent
+    return size + 1
+
+
+@njit(cache=True)
+def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, int, int]:
+    """Pop the smallest entry; return ``(d, node, new size)``."""
+    d = heap_d[0]
+    node = heap_n[0]
+    size -= 1
+    heap_d[0] = heap_d[size]
+    heap_n[0] = heap_n[size]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and heap_d[left + 1] < heap_d[left]:
+            child = left + 1
+        if heap_d[i] <= heap_d[child]:
+            break
+        heap_d[i], heap_d[child] = heap_d[child], heap_d[i]
+        heap_n[i], heap_n[child] = heap_n[child], heap_n[i]
+        i = child
+    return d, node, size
+
+
+@njit(cache=True)
+def new_workspace(n_nodes: int, n_edges: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(dist, pred_edge, touched)`` arrays: distances all inf, reused per search."""
+    dist = np.full(n_nodes, INF)
+    pred = np.full(n_nodes, -1, dtype=np.int32)
+    touched = np.empty(n_nodes, dtype=np.int32)
+    return dist, pred, touched
+
+
+@njit(cache=True)
+def dijkstra_to_targets(
+    src: int,
+    targets: np.ndarray,
+    n_targets: int,
+    limit: float,
+    out_ptr: np.ndarray,
+    out_edge: np.ndarray,
+    edge_v: np.ndarray,
+    edge_len: np.ndarray,
+    dist: np.ndarray,
+    pred: np.ndarray,
+    touched: np.ndarray,
+    heap_d: np.ndarray,
+    heap_n: np.ndarray,
+    result: np.ndarray,
+) -> int:
+    """Bounded one-to-many Dijkstra from ``src``; stops when every target is settled.
+
+    ``result[k]`` receives the distance to ``targets[k]`` (inf when farther than ``limit``).
+    ``dist``/``pred`` keep the search tree until :func:`reset_workspace` is called with the
+    returned number of touched nodes.
+    """
+    for k in range(n_targets):
+        result[k] = INF
+    remaining = 0
+    for k in range(n_targets):
+        first = True
+        for q in range(k):
+            if targets[q] == targets[k]:
+                first = False
+                break
+        if first:
+            remaining += 1
+    n_touched = 1
+    touched[0] = src
+    dist[src] = 0.0
+    pred[src] = -1
+    size = heap_push(heap_d, heap_n, 0, 0.0, src)
+    while size > 0 and remaining > 0:
+        d, node, size = heap_pop(heap_d, heap_n, size)
+        if d > dist[node]:
+            continue
+        if d > limit:
+            break
+        hit = False
+        for k in range(n_targets):
+            if targets[k] == node:
+                result[k] = d
+                hit = True
+        if hit:
+            remaining -= 1
+        for j in range(out_ptr[node], out_ptr[node + 1]):
+            e = out_edge[j]
+            w = edge_v[e]
+            nd = d + edge_len[e]
+            if nd < dist[w] and nd <= limit:
+                if dist[w] == INF:
+                    touched[n_touched] = w
+                    n_touched += 1
+                dist[w] = nd
+                pred[w] = e
+                size = heap_push(heap_d, heap_n, size, nd, w)
+    return n_touched
+
+
+@njit(cache=True)
+def reset_workspace(dist: np.ndarray, pred: np.ndarray, touched: np.ndarray, n: int) -> None:
+    """Set the touched nodes back to unvisited."""
+    for i in range(n):
+        dist[touched[i]] = INF
+        pred[touched[i]] = -1

@@ -1,0 +1,253 @@
+"""Match one trip's fixes to the road graph and describe the route it traversed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.snap.graph_kernels import search_candidates
+from pipeline.snap.hmm_kernels import MATCHED, NO_CANDIDATE, OUTLIER, decode_viterbi
+from pipeline.snap.network import MatchNetwork
+from pipeline.snap.params import MatchParams
+from pipeline.snap.route_kernels import FROM, SEG, T0, T1, TO, build_route_pieces, substring_coords
+
+UNMATCHED_REASONS = {MATCHED: None, NO_CANDIDATE: "no_candidate", OUTLIER: "outlier"}
+_REASONS = np.array([UNMATCHED_REASONS[k] for k in sorted(UNMATCHED_REASONS)], dtype=object)
+
+
+@dataclass(frozen=True, eq=False)
+class TripMatch:
+    """The result of matching one trip; per-fix arrays have the trip's length ``n``.
+
+    Attributes
+    ----------
+    edge
+        Matched edge index into the network (``-1`` when unmatched).
+    offset_m
+        Position along the edge from ``u`` (m, on the edge table's ``length_m`` scale).
+    lon, lat
+        The snapped position (NaN when unmatched).
+    distance_m
+        Distance from the raw fix to the snapped position (NaN when unmatched).
+    reason
+        ``None`` if matched, else ``"no_candidate"`` (no road within the search radius) or
+        ``"outlier"`` (no plausible route reaches it).
+    segment
+        Index of the HMM run the fix belongs to (``-1`` when unmatched).
+    is_break
+        True at the first matched fix of every run after the first: the route is split there
+        because no plausible route joins it to the previous run.
+    route
+        Traversed pieces of edges, in order: columns ``edge, from_offset_m, to_offset_m,
+        entered_at_s, exited_at_s, segment`` (edge indices; offsets on the ``length_m`` scale;
+        times in the unit of the input ``t_s``).
+    """
+
+    edge: np.ndarray
+    offset_m: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    distance_m: np.ndarray
+    reason: np.ndarray
+    segment: np.ndarray
+    is_break: np.ndarray
+    route: pd.DataFrame
+
+    @property
+    def matched_fraction(self) -> float:
+        """Share of fixes that were matched."""
+        return float((self.edge >= 0).mean()) if len(self.edge) else 0.0
+
+
+def match_trip(
+    net: MatchNetwork,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    t_s: np.ndarray,
+    params: MatchParams | None = None,
+    radius_m: np.ndarray | None = None,
+) -> TripMatch:
+    """Match a trip's fixes (time-ordered) to the road graph with the Newson & Krumm HMM.
+
+    Parameters
+    ----------
+    net
+        The match network of the roads folder.
+    lon, lat
+        Fixes in EPSG:4326.
+    t_s
+        Fix times in seconds (any epoch), non-decreasing.
+    params
+        Matcher settings; defaults of :class:`MatchParams` if omitted.
+    radius_m
+        Per-fix search radius (e.g. from hdop); ``params.search_radius_m`` if omitted.
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in length or the times decrease.
+    """
+    params = params or MatchParams()
+    lon, lat, t_s = (np.asarray(a, dtype="float64") for a in (lon, lat, t_s))
+    _check_trip(lon, lat, t_s)
+    x, y = net.transformer().transform(lon, lat)
+    x, y = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    radius = np.full(len(x), params.search_radius_m) if radius_m is None else radius_m
+    cand = search_candidates(
+        x, y, np.asarray(radius, dtype="float64"), params.max_search_radius_m,
+        params.max_candidates,
+        net.vert_x, net.vert_y, net.vert_off_m, net.seg_vert, net.seg_edge,
+        net.grid_keys, net.grid_ptr, net.grid_seg, float(net.grid_origin[0]),
+        float(net.grid_origin[1]), net.grid_cell_m, net.grid_ncols,
+    )  # fmt: skip
+    cand_point = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(cand[0]))
+    chosen, status, segment, kind = decode_viterbi(
+        x, y, t_s, cand, cand_point, net.routing_arrays(), net.ubodt_arrays(),
+        params.kernel_array(),
+    )  # fmt: skip
+    pieces = build_route_pieces(
+        chosen, segment, t_s, cand[1], cand[2], kind, net.routing_arrays(), net.ubodt_arrays(),
+        params.max_route_m,
+    )  # fmt: skip
+    return _trip_match(net, cand, chosen, status, segment, pieces)
+
+
+def _check_trip(lon: np.ndarray, lat: np.ndarray, t_s: np.ndarray) -> None:
+    if not len(lon) == len(lat) == len(t_s):
+        raise ValueError(
+            f"lon, lat and t_s differ in length ({len(lon)}, {len(lat)}, {len(t_s)}); "
+            "give one value per fix"
+        )
+    if len(t_s) > 1 and bool(np.any(np.diff(t_s) < 0)):
+        first = int(np.flatnonzero(np.diff(t_s) < 0)[0])
+        raise ValueError(
+            f"t_s decreases at fix {first + 1} ({t_s[first]} -> {t_s[first + 1]}); "
+            "sort the trip by time first"
+        )
+
+
+def _trip_match(
+    net: MatchNetwork,
+    cand: tuple[np.ndarray, ...],
+    chosen: np.ndarray,
+    status: np.ndarray,
+    segment: np.ndarray,
+    pieces: np.ndarray,
+) -> TripMatch:
+    ok = chosen >= 0
+    c = chosen[ok]
+    edge = np.full(len(chosen), -1, dtype=np.int64)
+    edge[ok] = cand[1][c]
+    offset = np.full(len(chosen), np.nan)
+    dist = np.full(len(chosen), np.nan)
+    dist[ok] = cand[3][c]
+    lon = np.full(len(chosen), np.nan)
+    lat = np.full(len(chosen), np.nan)
+    if ok.any():
+        e = edge[ok]
+        offset[ok] = cand[2][c] * _scale(net, e)
+        coords, _ = substring_coords(
+            e, cand[2][c], cand[2][c], net.edge_vert_ptr, net.vert_off_m, net.vert_lon,
+            net.vert_lat,
+        )  # fmt: skip
+        lon[ok], lat[ok] = coords[0::2, 0], coords[0::2, 1]
+    first_of_run = ok & (segment > 0) & (segment != _previous_matched(segment, ok))
+    return TripMatch(
+        edge=edge,
+        offset_m=offset,
+        lon=lon,
+        lat=lat,
+        distance_m=dist,
+        reason=_REASONS[status],
+        segment=segment.astype(np.int64),
+        is_break=first_of_run,
+        route=_route_frame(net, pieces),
+    )
+
+
+def _previous_matched(segment: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Segment of the previous matched fix, per fix (-1 before the first)."""
+    seg = pd.Series(np.where(ok, segment, np.nan)).ffill().shift(1).fillna(-1)
+    return seg.to_numpy("int64")
+
+
+def _scale(net: MatchNetwork, edge: np.ndarray) -> np.ndarray:
+    metric = net.edge_len_m[edge]
+    return np.divide(net.edge_length_m[edge], metric, out=np.ones(len(edge)), where=metric > 0)
+
+
+def _route_frame(net: MatchNetwork, pieces: np.ndarray) -> pd.DataFrame:
+    """Turn the kernel's piece table into a frame, dropping zero-length pieces."""
+    keep = pieces[:, TO] - pieces[:, FROM] > 1e-9
+    p = pieces[keep]
+    edge = p[:, 0].astype(np.int64)
+    scale = _scale(net, edge)
+    return pd.DataFrame(
+        {
+            "edge": edge,
+            "from_offset_m": p[:, FROM] * scale,
+            "to_offset_m": np.minimum(p[:, TO] * scale, net.edge_length_m[edge]),
+            "from_metric_m": p[:, FROM],
+            "to_metric_m": p[:, TO],
+            "entered_at_s": p[:, T0],
+            "exited_at_s": p[:, T1],
+            "segment": p[:, SEG].astype(np.int64),
+        }
+    )
+
+
+def traversed_segments(net: MatchNetwork, trip: TripMatch) -> gpd.GeoDataFrame:
+    """Return the traversed pieces of edges of a matched trip, with their exact geometry.
+
+    Columns: ``edge_id, u, v, key, osmid, from_offset_m, to_offset_m, entered_at, exited_at,
+    segment, geometry`` (LineString of exactly the traversed part, EPSG:4326). Times are UTC
+    timestamps when ``t_s`` was in Unix seconds.
+    """
+    route = trip.route
+    edge = route["edge"].to_numpy()
+    return gpd.GeoDataFrame(
+        {
+            "edge_id": net.edge_id[edge],
+            "u": net.edge_u_id[edge],
+            "v": net.edge_v_id[edge],
+            "key": net.edge_key[edge],
+            "osmid": net.edge_osmid[edge],
+            "from_offset_m": route["from_offset_m"].to_numpy(),
+            "to_offset_m": route["to_offset_m"].to_numpy(),
+            "entered_at": pd.to_datetime(route["entered_at_s"].to_numpy(), unit="s", utc=True),
+            "exited_at": pd.to_datetime(route["exited_at_s"].to_numpy(), unit="s", utc=True),
+            "segment": route["segment"].to_numpy(),
+        },
+        geometry=edge_substrings(
+            net, edge, route["from_metric_m"].to_numpy(), route["to_metric_m"].to_numpy()
+        ),
+        crs="EPSG:4326",
+    )
+
+
+def edge_substrings(
+    net: MatchNetwork, edge: np.ndarray, from_m: np.ndarray, to_m: np.ndarray
+) -> np.ndarray:
+    """Return LineStrings (EPSG:4326) of the parts of edges between metric offsets, vectorized.
+
+    Parameters
+    ----------
+    net
+        The match network.
+    edge
+        Edge indices.
+    from_m, to_m
+        Offsets from ``u`` in the network's metric projection (``edge_len_m`` scale).
+    """
+    if len(edge) == 0:
+        return np.empty(0, dtype=object)
+    coords, index = substring_coords(
+        np.asarray(edge, dtype=np.int64), np.asarray(from_m, dtype="float64"),
+        np.asarray(to_m, dtype="float64"), net.edge_vert_ptr, net.vert_off_m, net.vert_lon,
+        net.vert_lat,
+    )  # fmt: skip
+    return np.asarray(shapely.linestrings(coords, indices=index))

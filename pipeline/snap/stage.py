@@ -1,0 +1,271 @@
+"""The snap stage: clean points of a traces batch -> matched points, segments and quality.
+
+Trips are split into chunks of about equal size and matched on Dask workers; each worker loads
+the roads folder's match network (built once and cached as ``match_network.npz``) once, not per
+task. Matching a trip depends on nothing but the trip, so the outputs are the same with one
+worker or many. ``MATCHED_DIR`` holds ``matched_points.parquet``, ``matched_segments.parquet``,
+``match_quality.parquet`` (see docs/data-contracts.md) and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.config import SnapSettings
+from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
+from pipeline.errors import InputDataError
+from pipeline.io import read_table, write_json, write_table
+from pipeline.parallel import dask_client
+from pipeline.snap.match import TripMatch, match_trip, traversed_segments
+from pipeline.snap.network import MatchNetwork, prepare_match_network
+from pipeline.snap.params import MatchParams
+
+log = logging.getLogger(__name__)
+
+POINT_COLUMNS = ["trace_id", "trip_id", "contributor_id", "observed_at", "lon", "lat", "hdop",
+                 "source_file", "source_row"]  # fmt: skip
+TRIPS_PER_CHUNK = 64
+
+
+def match_params(settings: SnapSettings) -> MatchParams:
+    """Return the matcher parameters of the snap settings."""
+    return MatchParams(
+        sigma_m=settings.sigma_m,
+        beta_m=settings.beta_m,
+        search_radius_m=settings.search_radius_m,
+        max_search_radius_m=settings.max_search_radius_m,
+        max_candidates=settings.max_candidates,
+        max_speed_mps=settings.max_speed_mps,
+        max_route_m=settings.max_route_m,
+        uturn_penalty=settings.uturn_penalty,
+        max_outlier_points=settings.max_outlier_points,
+    )
+
+
+def snap_traces(
+    roads_dir: Path,
+    traces_dir: Path,
+    matched_dir: Path,
+    settings: SnapSettings,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    """Match every trip of a traces batch (or of all batches) to the road graph.
+
+    Parameters
+    ----------
+    roads_dir
+        Roads folder (``roadcover roads build``).
+    traces_dir
+        Traces dataset (``roadcover ingest``).
+    matched_dir
+        Output folder.
+    settings
+        Matcher settings and worker count.
+    batch_id
+        Only this ingest batch; all batches when None.
+
+    Returns
+    -------
+    dict
+        What ``meta.json`` holds: counts, timings and the batch.
+    """
+    started = time.perf_counter()
+    points = read_batch_points(traces_dir, batch_id)
+    trips = read_batch_trips(traces_dir, batch_id)
+    params = match_params(settings)
+    prepare_match_network(roads_dir)  # build and cache the network once, before the workers
+    chunks = _chunks(points)
+    if settings.workers <= 1 or len(chunks) <= 1:
+        results = [match_chunk(chunk, str(roads_dir), params) for chunk in chunks]
+    else:
+        with dask_client(settings.workers) as client:
+            futures = client.map(
+                match_chunk, chunks, roads_dir=str(roads_dir), params=params, pure=False
+            )
+            results = client.gather(futures)
+    matched_points = pd.concat([r[0] for r in results], ignore_index=True)
+    segments = pd.concat([r[1] for r in results], ignore_index=True)
+    quality = pd.concat([r[2] for r in results], ignore_index=True)
+    quality = quality.merge(
+        trips[["trip_id", "plausible", "trust_score"]], on="trip_id", how="left"
+    )
+    quality = quality.fillna({"plausible": False, "trust_score": 0.0})
+    _write_outputs(matched_dir, matched_points, segments, quality)
+    meta = {
+        "batch_id": batch_id,
+        "trips": len(quality),
+        "points": len(matched_points),
+        "matched_points": int(matched_points["edge_id"].notna().sum()),
+        "segments": len(segments),
+        "matched_km": float(quality["matched_km"].sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+        "params": params.__dict__,
+    }
+    write_json(meta, matched_dir / "meta.json")
+    return meta
+
+
+def read_batch_points(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
+    """Read the accepted points of one batch (all batches when None), sorted by trip and time."""
+    pattern = f"part-{batch_id}.parquet" if batch_id else "part-*.parquet"
+    files = sorted((traces_dir / "points").glob(f"date=*/h3=*/{pattern}"))
+    if not files:
+        raise InputDataError(
+            f"{traces_dir}: no points of batch {batch_id or '(any)'}; run roadcover ingest first"
+        )
+    frames = [pd.DataFrame(read_table(f, POINTS, columns=POINT_COLUMNS)) for f in files]
+    points = pd.concat(frames, ignore_index=True)
+    return points.sort_values(["trip_id", "observed_at"], ignore_index=True)
+
+
+def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
+    """Read the trips table of one batch (all batches when None)."""
+    pattern = f"part-{batch_id}.parquet" if batch_id else "part-*.parquet"
+    files = sorted((traces_dir / "trips").glob(pattern))
+    columns = ["trip_id", "plausible", "trust_score"]
+    return pd.concat(
+        [pd.DataFrame(read_table(f, TRIPS, columns=columns)) for f in files], ignore_index=True
+    )
+
+
+def match_chunk(
+    points: pd.DataFrame, roads_dir: str, params: MatchParams
+) -> tuple[pd.DataFrame, gpd.GeoDataFrame, pd.DataFrame]:
+    """Match the trips of a chunk; return matched points, segments and per-trip quality."""
+    net = _worker_network(roads_dir)
+    point_frames, segment_frames, quality_rows = [], [], []
+    for _, trip in points.groupby("trip_id", sort=True):
+        seconds = trip["observed_at"].dt.as_unit("ms").astype("int64").to_numpy() / 1000.0
+        result = match_trip(net, trip["lon"].to_numpy(), trip["lat"].to_numpy(), seconds, params)
+        point_frames.append(_matched_points(net, trip, result))
+        segments = traversed_segments(net, result)
+        segment_frames.append(_with_trip_columns(segments, trip))
+        quality_rows.append(_trip_quality(trip, result, segments, params))
+    return (
+        pd.concat(point_frames, ignore_index=True),
+        pd.concat(segment_frames, ignore_index=True),
+        pd.DataFrame(quality_rows),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_network(roads_dir: str) -> MatchNetwork:
+    """Return the match network, loaded once per worker process (a cache keyed by folder)."""
+    return prepare_match_network(roads_dir)
+
+
+def _matched_points(net: MatchNetwork, trip: pd.DataFrame, result: TripMatch) -> gpd.GeoDataFrame:
+    matched = result.edge >= 0
+    edge = np.where(matched, result.edge, 0)
+    snapped = shapely.points(
+        np.where(matched, result.lon, trip["lon"]), np.where(matched, result.lat, trip["lat"])
+    )
+    return gpd.GeoDataFrame(
+        {
+            "trace_id": trip["trace_id"].to_numpy(),
+            "trip_id": trip["trip_id"].to_numpy(),
+            "observed_at": trip["observed_at"].to_numpy(),
+            "edge_id": _where_matched(net.edge_id[edge], matched),
+            "u": _where_matched(net.edge_u_id[edge], matched),
+            "v": _where_matched(net.edge_v_id[edge], matched),
+            "key": _where_matched(net.edge_key[edge], matched),
+            "offset_m": np.where(matched, result.offset_m, np.nan),
+            "distance_m": result.distance_m,
+            "run": result.segment.astype("int64"),
+            "is_break": result.is_break.astype(bool),
+            "unmatched_reason": result.reason,
+            "source_file": trip["source_file"].to_numpy(),
+            "source_row": trip["source_row"].to_numpy(),
+        },
+        geometry=snapped,
+        crs="EPSG:4326",
+    )
+
+
+def _where_matched(ids: np.ndarray, matched: np.ndarray) -> pd.Series:
+    """Nullable int64 ids, null where the fix was not matched."""
+    return pd.Series(ids, dtype="Int64").where(matched)
+
+
+def _with_trip_columns(segments: gpd.GeoDataFrame, trip: pd.DataFrame) -> gpd.GeoDataFrame:
+    first = trip.iloc[0]
+    segments = segments.drop(columns=["segment"])
+    for column in ("entered_at", "exited_at"):  # interpolated times, kept to the millisecond
+        segments[column] = segments[column].dt.round("ms").dt.as_unit("ms")
+    segments.insert(0, "trace_id", first["trace_id"])
+    segments.insert(1, "trip_id", first["trip_id"])
+    segments.insert(2, "seq", np.arange(len(segments), dtype="int32"))
+    segments.insert(3, "contributor_id", first["contributor_id"])
+    return segments
+
+
+def _trip_quality(
+    trip: pd.DataFrame, result: TripMatch, segments: pd.DataFrame, params: MatchParams
+) -> dict[str, Any]:
+    distances = result.distance_m[result.edge >= 0]
+    breaks = int(result.is_break.sum())
+    mean = float(distances.mean()) if len(distances) else None
+    return {
+        "trace_id": trip["trace_id"].iloc[0],
+        "trip_id": trip["trip_id"].iloc[0],
+        "contributor_id": trip["contributor_id"].iloc[0],
+        "points": len(trip),
+        "matched_points": len(distances),
+        "breaks": breaks,
+        "mean_distance_m": mean,
+        "p95_distance_m": float(np.percentile(distances, 95)) if len(distances) else None,
+        "matched_km": float((segments["to_offset_m"] - segments["from_offset_m"]).abs().sum())
+        / 1000.0,
+        "confidence": match_confidence(
+            result.matched_fraction, breaks, mean, params.search_radius_m
+        ),
+    }
+
+
+def match_confidence(
+    matched_fraction: float, breaks: int, mean_distance_m: float | None, radius_m: float
+) -> float:
+    """Confidence in [0, 1] of a trip's match.
+
+    The share of matched fixes, halved for every break (each is a stretch where no plausible
+    route was found), and scaled down linearly as the mean fix-to-road distance approaches the
+    search radius.
+    """
+    if mean_distance_m is None:
+        return 0.0
+    closeness = max(0.0, 1.0 - mean_distance_m / radius_m)
+    return float(matched_fraction * 0.5**breaks * closeness)
+
+
+def _chunks(points: pd.DataFrame) -> list[pd.DataFrame]:
+    trip_codes = pd.factorize(points["trip_id"], sort=True)[0]
+    chunk_of_point = trip_codes // TRIPS_PER_CHUNK
+    return [chunk for _, chunk in points.groupby(chunk_of_point, sort=True)]
+
+
+def _write_outputs(
+    matched_dir: Path, points: pd.DataFrame, segments: pd.DataFrame, quality: pd.DataFrame
+) -> None:
+    points = points.sort_values(["trace_id", "observed_at"], ignore_index=True)
+    segments = segments.sort_values(["trip_id", "seq"], ignore_index=True)
+    quality = quality.sort_values("trip_id", ignore_index=True)
+    write_table(
+        gpd.GeoDataFrame(points, crs="EPSG:4326"),
+        matched_dir / "matched_points.parquet",
+        MATCHED_POINTS,
+    )
+    write_table(
+        gpd.GeoDataFrame(segments, crs="EPSG:4326"),
+        matched_dir / "matched_segments.parquet",
+        MATCHED_SEGMENTS,
+    )
+    write_table(quality, matched_dir / "match_quality.parquet", MATCH_QUALITY)

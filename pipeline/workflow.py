@@ -1,0 +1,40 @@
+"""``roadcover run``: the Snakemake workflow, then the summary a person wants to see."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import DEMO_CONFIG_PATH, REPO_ROOT, load_config
+from pipeline.coverage.stage import format_summary
+from pipeline.errors import PipelineError
+
+SNAKEFILE = REPO_ROOT / "Snakefile"
+
+
+def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) -> None:
+    """Run the workflow on a config with Snakemake, then print each region's summary.
+
+    Raises
+    ------
+    PipelineError
+        If Snakemake fails; its log under ``OUTPUT_DIR/logs`` says why.
+    """
+    config_file = Path(config_path) if config_path is not None else DEMO_CONFIG_PATH
+    settings = load_config(config_file)
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
+        "--configfile", str(config_file), "--cores", str(cores), "--rerun-incomplete",
+        *extra_args,
+    ]  # fmt: skip
+    if subprocess.run(command, check=False).returncode != 0:
+        raise PipelineError(
+            f"the workflow failed; see the rule's log under {settings.output_dir / 'logs'}"
+        )
+    for region in settings.regions:
+        summary_path = settings.output_dir / region.name / "coverage" / "summary.json"
+        if summary_path.exists():
+            print(f"\n{region.name}:", file=sys.stderr)
+            print(format_summary(json.loads(summary_path.read_text())), file=sys.stderr)

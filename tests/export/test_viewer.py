@@ -1,0 +1,153 @@
+"""The web viewer: its files, the Range-capable server, and a real render in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import h3
+import numpy as np
+import pytest
+
+from pipeline.contracts import CELL_COVERAGE
+from pipeline.export.server import serve_directory
+from pipeline.export.tiles import write_coverage_tiles
+from pipeline.export.viewer import static_files, write_viewer
+from pipeline.io import read_table
+from tests.export.browser import Browser, find_chromium
+from tests.export.coverage_builder import helsinki_coverage
+
+BACKGROUND = np.array([0x1B, 0x1F, 0x2A])
+PANEL_RIGHT_PX = 300  # the summary panel covers the left of the page
+
+
+@pytest.fixture(scope="module")
+def coverage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return helsinki_coverage(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def site(coverage_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tiles = tmp_path_factory.mktemp("tiles") / "coverage.pmtiles"
+    write_coverage_tiles(coverage_dir, tiles, min_zoom=0, max_zoom=13)
+    return write_viewer(coverage_dir, tiles, tmp_path_factory.mktemp("site"), title="Helsinki")
+
+
+def page_config(index: Path) -> dict:
+    text = index.read_text()
+    found = re.search(r'<script id="roadcover-config" type="application/json">(.*?)</script>', text)
+    assert found
+    return json.loads(found.group(1))
+
+
+def test_site_is_self_contained(site: Path, coverage_dir: Path) -> None:
+    folder = site.parent
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {
+        "index.html",
+        "app.js",
+        "style.css",
+        "coverage.pmtiles",
+        "vendor/maplibre-gl.js",
+        "vendor/maplibre-gl.css",
+        "vendor/pmtiles.js",
+        "vendor/LICENSE.maplibre-gl.txt",
+        "vendor/LICENSE.pmtiles.txt",
+    } <= names
+    for name in ("index.html", "app.js", "style.css"):
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", (folder / name).read_text())
+    config = page_config(site)
+    summary = json.loads((coverage_dir / "summary.json").read_text())
+    assert config["tiles"] == "coverage.pmtiles" and config["title"] == "Helsinki"
+    assert config["summary"]["coverage_pct"] == summary["coverage_pct"]
+    assert config["summary"]["fresh_28d_pct"] == summary["fresh_28d_pct"]
+    (west, south), (east, north) = config["bounds"]
+    assert 24.8 < west < east < 25.1 and 60.1 < south < north < 60.3
+
+
+def test_static_files_come_from_the_package() -> None:
+    static = static_files()
+    assert static.joinpath("vendor", "maplibre-gl.js").is_file()
+    assert "{{CONFIG}}" in static.joinpath("index.html").read_text()
+    assert "| maplibre-gl | 5." in static.joinpath("VENDORED.md").read_text()
+
+
+def test_writing_the_site_again_beside_its_tiles_keeps_them(site: Path, coverage_dir: Path) -> None:
+    tiles = site.parent / "coverage.pmtiles"
+    before = tiles.read_bytes()
+    assert write_viewer(coverage_dir, tiles, site.parent) == site
+    assert tiles.read_bytes() == before
+    assert not [p for p in site.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_server_answers_range_requests(site: Path) -> None:
+    size = (site.parent / "coverage.pmtiles").stat().st_size
+    with serve_directory(site.parent) as url:
+        request = urllib.request.Request(url + "coverage.pmtiles", headers={"Range": "bytes=0-6"})
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 206
+            assert answer.headers["Content-Range"] == f"bytes 0-6/{size}"
+            assert answer.read() == b"PMTiles"
+        request = urllib.request.Request(url + "coverage.pmtiles", headers={"Range": "bytes=-4"})
+        with urllib.request.urlopen(request) as answer:
+            assert len(answer.read()) == 4
+        with urllib.request.urlopen(url + "coverage.pmtiles") as answer:
+            assert answer.status == 200 and len(answer.read()) == size
+        bad = urllib.request.Request(url + "coverage.pmtiles", headers={"Range": f"bytes={size}-"})
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(bad)
+        assert error.value.code == 416
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip("no Chromium (/usr/bin/chromium): apt-get install chromium to run this test")
+    session = Browser(executable, tmp_path_factory.mktemp("chromium-profile"))
+    yield session
+    session.close()
+
+
+def test_viewer_renders_coverage_in_headless_chromium(
+    site: Path, coverage_dir: Path, browser: Browser
+) -> None:
+    with serve_directory(site.parent) as url:
+        browser.call("Page.navigate", url=url + "index.html")
+        assert browser.wait_for("window.roadcoverReady === true", 45), browser.errors()
+        rendered = browser.evaluate(
+            "[ 'cells', 'segments' ].map(l => roadcoverMap.queryRenderedFeatures({layers: [l]})"
+            ".length)"
+        )
+        assert rendered[0] > 10 and rendered[1] > 100, rendered
+        assert browser.evaluate("document.getElementById('summary').textContent").startswith(
+            "Coverage"
+        )
+        image = browser.screenshot()
+        map_part = image[:, PANEL_RIGHT_PX:].reshape(-1, 3).astype(int)
+        painted = np.abs(map_part - BACKGROUND).max(axis=1) > 40
+        assert painted.mean() > 0.15, f"only {painted.mean():.1%} of the map is painted"
+        red, blue = map_part[:, 0], map_part[:, 2]
+        segment_like = (blue > 200) & (blue > red + 60)  # the 7d / 28d / 90d blues and violet
+        assert segment_like.sum() > 500
+
+        cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+        cell = cells[cells["resolution"] == 9].sort_values("coverage_pct").iloc[len(cells) // 4]
+        hex_id = h3.int_to_str(int(cell["cell"]))
+        lat, lng = h3.cell_to_latlng(hex_id)
+        x, y = browser.evaluate(f"(p => [p.x, p.y])(roadcoverMap.project([{lng}, {lat}]))")
+        browser.click(x, y)
+        assert browser.wait_for("!!document.querySelector('.maplibregl-popup-content')", 10)
+        popup = browser.evaluate("document.querySelector('.maplibregl-popup-content').textContent")
+        if "H3 cell" in popup:
+            assert hex_id in popup and f"{cell['coverage_pct']:.1f} %" in popup
+        else:
+            assert "Interval" in popup and "Last seen" in popup
+        assert browser.errors() == []

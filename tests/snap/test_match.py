@@ -1,0 +1,235 @@
+"""The map matcher on hand-built networks with known answers, and on one real Kubicka drive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from pipeline.roads import build_roads, read_edges
+from pipeline.snap import (
+    MatchParams,
+    build_match_network,
+    load_match_network,
+    match_trip,
+    save_match_network,
+    traversed_segments,
+)
+
+LAT0, LON0 = 60.17, 24.94
+M_PER_DEG_LAT = 111_320.0
+M_PER_DEG_LON = M_PER_DEG_LAT * np.cos(np.radians(LAT0))
+
+# A grid of nodes 200 m apart: ids 1..9 as (col, row) for col, row in 0..2.
+#   7 - 8 - 9
+#   |   |   |
+#   4 - 5 - 6
+#   |   |   |
+#   1 - 2 - 3
+# Ways: bottom row 1-2-3 two-way; column 2-5-8 two-way; 4-5-6 one-way eastwards;
+# a two-way 4'-6' parallel to it 40 m north (nodes 10, 11); far node pair 20-21 (island).
+NODES = {i + 1: (i % 3 * 200.0, i // 3 * 200.0) for i in range(9)} | {
+    10: (0.0, 240.0), 11: (400.0, 240.0), 20: (3000.0, 3000.0), 21: (3200.0, 3000.0),
+}  # fmt: skip
+WAYS = [
+    (100, [1, 2, 3], False),
+    (101, [2, 5, 8], False),
+    (102, [4, 5, 6], True),
+    (103, [10, 11], False),
+    (104, [20, 21], False),
+    (105, [1, 4, 7], False),
+]
+
+
+def lonlat(x_m: np.ndarray, y_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return LON0 + np.asarray(x_m) / M_PER_DEG_LON, LAT0 + np.asarray(y_m) / M_PER_DEG_LAT
+
+
+def write_osm(path: Path) -> Path:
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="test">']
+    for node, (x, y) in NODES.items():
+        lon, lat = lonlat(np.array(x), np.array(y))
+        lines.append(f'<node id="{node}" version="1" lat="{lat:.8f}" lon="{lon:.8f}"/>')
+    for way, refs, oneway in WAYS:
+        lines.append(f'<way id="{way}" version="1">')
+        lines += [f'<nd ref="{r}"/>' for r in refs]
+        lines.append('<tag k="highway" v="residential"/>')
+        if oneway:
+            lines.append('<tag k="oneway" v="yes"/>')
+        lines.append("</way>")
+    lines.append("</osm>")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid_net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("snap_grid")
+    build_roads(write_osm(folder / "grid.osm"), folder / "roads")
+    edges = read_edges(folder / "roads")
+    return build_match_network(edges), edges
+
+
+def drive(
+    points_m: list[tuple[float, float]], step_m: float = 10.0, noise_m: float = 0.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixes every second along a polyline (metres), at ``step_m`` per second."""
+    line = shapely.LineString(points_m)
+    along = np.arange(0.0, line.length + 1e-9, step_m)
+    xy = shapely.get_coordinates(shapely.line_interpolate_point(line, along))
+    xy += np.random.default_rng(seed).normal(0.0, noise_m, xy.shape) if noise_m else 0.0
+    lon, lat = lonlat(xy[:, 0], xy[:, 1])
+    return lon, lat, np.arange(len(along), dtype="float64")
+
+
+def node_path(net, trip) -> list[int]:  # type: ignore[no-untyped-def]
+    """OSM node ids visited by the traversed route, in order, without repeats."""
+    seg = traversed_segments(net, trip)
+    nodes: list[int] = []
+    for u, v in zip(seg["u"], seg["v"], strict=True):
+        for n in (u, v):
+            if not nodes or nodes[-1] != n:
+                nodes.append(int(n))
+    return nodes
+
+
+def test_straight_trace_matches_its_road_with_increasing_offsets(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat, t = drive([(15, 0), (385, 0)], noise_m=3.0)
+    trip = match_trip(net, lon, lat, t)
+    assert (trip.edge >= 0).all()
+    assert set(net.edge_osmid[trip.edge]) == {100}
+    seg = traversed_segments(net, trip)
+    assert list(seg["u"]) == [1, 2] and list(seg["v"]) == [2, 3]
+    first = trip.edge == trip.edge[0]
+    assert np.all(np.diff(trip.offset_m[first]) > -5.0)
+    assert np.nanmax(trip.distance_m) < 15.0
+
+
+def test_turn_at_intersection_is_followed(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat, t = drive([(15, 0), (200, 0), (200, 385)], noise_m=3.0, seed=1)
+    trip = match_trip(net, lon, lat, t)
+    assert node_path(net, trip) == [1, 2, 5, 8]
+    assert not trip.is_break.any()
+
+
+def test_one_way_is_never_matched_against_its_direction(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat, t = drive([(385, 225), (15, 225)], noise_m=2.0, seed=2)
+    trip = match_trip(net, lon, lat, t)
+    matched = trip.edge[trip.edge >= 0]
+    assert len(matched) > 0
+    assert 102 not in set(net.edge_osmid[matched])
+    assert set(net.edge_osmid[matched]) == {103}
+    seg = traversed_segments(net, trip)
+    assert list(seg["u"]) == [11] and list(seg["v"]) == [10]
+
+
+def test_far_outlier_is_unmatched_and_does_not_derail(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat, t = drive([(15, 0), (385, 0)], noise_m=2.0, seed=3)
+    lon[20], lat[20] = lonlat(np.array(300.0), np.array(-900.0))
+    trip = match_trip(net, lon, lat, t)
+    assert trip.edge[20] == -1 and trip.reason[20] == "no_candidate"
+    assert (trip.edge[np.arange(len(lon)) != 20] >= 0).all()
+    assert node_path(net, trip) == [1, 2, 3]
+    assert not trip.is_break.any()
+
+
+def test_gap_without_route_creates_a_break(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    a = drive([(15, 0), (385, 0)], noise_m=1.0, seed=4)
+    b = drive([(3015, 3000), (3185, 3000)], noise_m=1.0, seed=5)
+    lon, lat = np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+    t = np.arange(len(lon), dtype="float64")
+    trip = match_trip(net, lon, lat, t)
+    assert trip.is_break.sum() == 1
+    first_b = len(a[0])
+    assert trip.is_break[first_b]
+    seg = traversed_segments(net, trip)
+    assert seg["segment"].nunique() == 2
+    assert set(seg.loc[seg["segment"] == 1, "osmid"]) == {104}
+    assert set(seg.loc[seg["segment"] == 0, "osmid"]) == {100}
+
+
+def test_traversed_segments_connect_and_sum_to_route_length(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, edges = grid_net
+    lon, lat, t = drive([(15, 5), (200, 0), (200, 385)], noise_m=3.0, seed=6)
+    trip = match_trip(net, lon, lat, t)
+    seg = traversed_segments(net, trip)
+    assert len(seg) >= 3
+    length = edges.set_index("edge_id")["length_m"]
+    for (_, a), (_, b) in zip(seg.iloc[:-1].iterrows(), seg.iloc[1:].iterrows(), strict=True):
+        assert a["v"] == b["u"]
+        assert a["to_offset_m"] == pytest.approx(length[a["edge_id"]])
+        assert b["from_offset_m"] == 0.0
+        assert a["exited_at"] <= b["entered_at"] + pd.Timedelta("1ms")
+    route_m = float((seg["to_offset_m"] - seg["from_offset_m"]).sum())
+    geo_m = float(seg.to_crs(net.crs).geometry.length.sum())
+    assert route_m == pytest.approx(geo_m, rel=0.01)
+    assert seg["from_offset_m"].iloc[0] == pytest.approx(trip.offset_m[0])
+    assert seg["to_offset_m"].iloc[-1] == pytest.approx(trip.offset_m[-1])
+    assert route_m == pytest.approx(185.0 + 200.0 + 185.0, abs=10.0)
+
+
+def test_stop_keeps_fixes_and_matching_is_deterministic(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat, t = drive([(15, 0), (385, 0)], noise_m=3.0, seed=7)
+    lon = np.concatenate([lon[:15], np.repeat(lon[15], 20) + 1e-6 * np.arange(20), lon[15:]])
+    lat = np.concatenate([lat[:15], np.repeat(lat[15], 20), lat[15:]])
+    t = np.arange(len(lon), dtype="float64")
+    first, again = match_trip(net, lon, lat, t), match_trip(net, lon, lat, t)
+    assert (first.edge >= 0).all()
+    assert np.array_equal(first.edge, again.edge)
+    assert np.array_equal(first.offset_m, again.offset_m)
+    pd.testing.assert_frame_equal(first.route, again.route)
+
+
+def test_match_network_roundtrip_and_ubodt_agree(grid_net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    net, edges = grid_net
+    with_table = build_match_network(edges, ubodt_delta_m=1000.0)
+    assert with_table.ubodt is not None and with_table.ubodt.entries > 0
+    save_match_network(with_table, tmp_path / "net.npz")
+    loaded = load_match_network(tmp_path / "net.npz")
+    assert loaded.ubodt is not None and loaded.ubodt.entries == with_table.ubodt.entries
+    lon, lat, t = drive([(15, 0), (200, 0), (200, 385)], noise_m=3.0, seed=8)
+    plain, tabled = match_trip(net, lon, lat, t), match_trip(loaded, lon, lat, t)
+    assert np.array_equal(plain.edge, tabled.edge)
+    assert np.allclose(plain.route["to_offset_m"], tabled.route["to_offset_m"])
+
+
+def test_bad_input_is_refused(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    with pytest.raises(ValueError, match="differ in length"):
+        match_trip(net, np.zeros(3), np.zeros(2), np.zeros(3))
+    with pytest.raises(ValueError, match="decreases"):
+        match_trip(net, np.zeros(2), np.zeros(2), np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="sigma_m"):
+        MatchParams(sigma_m=0)
+
+
+@pytest.mark.shared_data
+def test_kubicka_drive_0_route_mismatch_below_5_percent(shared_data: Path, tmp_path: Path) -> None:
+    drive_dir = shared_data / "mapmatch" / "kubicka-dev" / "00000000"
+    build_roads(drive_dir / "network.osm.bz2", tmp_path / "roads", network="all")
+    net = build_match_network(read_edges(tmp_path / "roads"))
+    trace = pd.read_csv(drive_dir / "trace.csv")
+    t = (
+        pd.to_datetime(trace["timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")
+    ).dt.total_seconds()
+    trip = match_trip(net, trace["lon"].to_numpy(), trace["lat"].to_numpy(), t.to_numpy())
+    truth = gpd.GeoSeries(
+        [shapely.geometry.shape(json.loads((drive_dir / "truth.geojson").read_text())["geometry"])],
+        crs="EPSG:4326",
+    ).to_crs(net.crs)[0]
+    matched = shapely.union_all(traversed_segments(net, trip).to_crs(net.crs).geometry.to_numpy())
+    rmf = (
+        matched.difference(truth.buffer(7.5)).length + truth.difference(matched.buffer(7.5)).length
+    ) / truth.length
+    assert rmf < 0.05

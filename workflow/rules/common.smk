@@ -1,0 +1,44 @@
+# Shared names: the output root, the regions and their batches, the config file to hand to the CLI.
+import json
+from pathlib import Path
+
+OUT = config["output_dir"]
+REGIONS = [region["name"] for region in config["regions"]]
+CONFIG_FILE = workflow.configfiles[-1]
+FLEET_BATCH = "fleet"
+
+
+def region_settings(name):
+    return next(region for region in config["regions"] if region["name"] == name)
+
+
+def batch_names(region):
+    """The region's batches in ingest order: the simulated fleet first, then the configured ones."""
+    settings = region_settings(region)
+    names = [FLEET_BATCH] if settings["simulated_fleet"] else []
+    return names + list(settings["batches"])
+
+
+def batch_inputs(wildcards):
+    """Files of a batch; the previous batch's report too, so a region's batches ingest in order."""
+    names = batch_names(wildcards.region)
+    position = names.index(wildcards.batch)
+    if wildcards.batch == FLEET_BATCH:
+        inputs = {"data": f"{OUT}/{wildcards.region}/fleet/simulation.json"}
+    else:
+        inputs = {"data": region_settings(wildcards.region)["batches"][wildcards.batch]}
+    if position > 0:
+        inputs["previous"] = f"{OUT}/{wildcards.region}/traces/reports/{names[position - 1]}.json"
+    return inputs
+
+
+def batch_paths(wildcards, input):
+    if wildcards.batch == FLEET_BATCH:
+        return str(Path(input.data).parent / "traces")
+    return " ".join(input.data)
+
+
+def matched_batches(wildcards):
+    return expand(
+        f"{OUT}/{wildcards.region}/matched/{{batch}}/meta.json", batch=batch_names(wildcards.region)
+    )

@@ -1,0 +1,23 @@
+rule compute_coverage:
+    input:
+        roads=rules.build_roads.output.meta,
+        matched=matched_batches,
+    output:
+        summary=f"{OUT}/{{region}}/coverage/summary.json",
+    params:
+        config_file=CONFIG_FILE,
+        roads=lambda wildcards, input: str(Path(input.roads).parent),
+        matched=lambda wildcards, input: " ".join(f"--matched {Path(m).parent}" for m in input.matched),
+        folder=lambda wildcards, output: str(Path(output.summary).parent),
+    log:
+        f"{OUT}/logs/{{region}}/compute_coverage.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/compute_coverage.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "roadcover coverage --roads {params.roads:q} {params.matched} -o {params.folder:q} "
+        "--config {params.config_file:q} > {log:q} 2>&1"

@@ -1,0 +1,21 @@
+rule ingest_traces:
+    input:
+        unpack(batch_inputs),
+    output:
+        report=f"{OUT}/{{region}}/traces/reports/{{batch}}.json",
+    params:
+        config_file=CONFIG_FILE,
+        paths=batch_paths,
+        traces=lambda wildcards: f"{OUT}/{wildcards.region}/traces",
+    log:
+        f"{OUT}/logs/{{region}}/ingest_traces/{{batch}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/ingest_traces/{{batch}}.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "roadcover ingest {params.paths} -o {params.traces:q} --report {output.report:q} "
+        "--workers {threads} --config {params.config_file:q} > {log:q} 2>&1"

@@ -1,0 +1,42 @@
+rule build_roads:
+    output:
+        meta=f"{OUT}/{{region}}/roads/meta.json",
+    params:
+        config_file=CONFIG_FILE,
+        osm=lambda wildcards: region_settings(wildcards.region)["osm"],
+        folder=lambda wildcards, output: str(Path(output.meta).parent),
+    log:
+        f"{OUT}/logs/{{region}}/build_roads.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/build_roads.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "roadcover roads build {params.osm:q} -o {params.folder:q} --config {params.config_file:q} "
+        "> {log:q} 2>&1"
+
+
+rule simulate_fleet:
+    input:
+        roads=rules.build_roads.output.meta,
+    output:
+        meta=f"{OUT}/{{region}}/fleet/simulation.json",
+    params:
+        config_file=CONFIG_FILE,
+        roads=lambda wildcards, input: str(Path(input.roads).parent),
+        folder=lambda wildcards, output: str(Path(output.meta).parent),
+    log:
+        f"{OUT}/logs/{{region}}/simulate_fleet.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/simulate_fleet.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --config {params.config_file:q} "
+        "> {log:q} 2>&1"
