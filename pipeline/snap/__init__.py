@@ -1,6 +1,12 @@
 """Map matching (the ``snap`` stage's core): Newson & Krumm HMM on a compiled match network."""
 
-from pipeline.snap.match import TripMatch, edge_substrings, match_trip, traversed_segments
+from pipeline.snap.match import (
+    TripMatch,
+    edge_substrings,
+    match_trip,
+    route_segments,
+    traversed_segments,
+)
 from pipeline.snap.network import (
     MatchNetwork,
     Ubodt,
@@ -23,6 +29,7 @@ __all__ = [
     "load_match_network",
     "match_trip",
     "prepare_match_network",
+    "route_segments",
     "save_match_network",
     "traversed_segments",
 ]

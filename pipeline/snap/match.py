@@ -203,11 +203,29 @@ def _route_frame(net: MatchNetwork, pieces: np.ndarray) -> pd.DataFrame:
 def traversed_segments(net: MatchNetwork, trip: TripMatch) -> gpd.GeoDataFrame:
     """Return the traversed pieces of edges of a matched trip, with their exact geometry.
 
-    Columns: ``edge_id, u, v, key, osmid, from_offset_m, to_offset_m, entered_at, exited_at,
-    segment, geometry`` (LineString of exactly the traversed part, EPSG:4326). Times are UTC
-    timestamps when ``t_s`` was in Unix seconds.
+    See :func:`route_segments`.
     """
-    route = trip.route
+    return route_segments(net, trip.route)
+
+
+def route_segments(net: MatchNetwork, route: pd.DataFrame) -> gpd.GeoDataFrame:
+    """Return traversed pieces of edges (of one trip or many), with their exact geometry.
+
+    Parameters
+    ----------
+    net
+        The match network.
+    route
+        ``TripMatch.route`` tables, possibly of several trips concatenated.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns ``edge_id, u, v, key, osmid, from_offset_m, to_offset_m, entered_at, exited_at,
+        segment, geometry`` (LineString of exactly the traversed part, EPSG:4326), one row per
+        row of ``route``, in its order. Times are UTC timestamps when ``t_s`` was in Unix
+        seconds.
+    """
     edge = route["edge"].to_numpy()
     return gpd.GeoDataFrame(
         {

@@ -10,6 +10,7 @@ worker or many. ``MATCHED_DIR`` holds ``matched_points.parquet``, ``matched_segm
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, 
 from pipeline.errors import InputDataError
 from pipeline.io import read_table, write_json, write_table
 from pipeline.parallel import dask_client
-from pipeline.snap.match import TripMatch, match_trip, traversed_segments
+from pipeline.snap.match import TripMatch, match_trip, route_segments
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
 
@@ -139,22 +140,28 @@ def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
 
 def match_chunk(
     points: pd.DataFrame, roads_dir: str, params: MatchParams
-) -> tuple[pd.DataFrame, gpd.GeoDataFrame, pd.DataFrame]:
-    """Match the trips of a chunk; return matched points, segments and per-trip quality."""
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame]:
+    """Match the trips of a chunk; return matched points, segments and per-trip quality.
+
+    ``points`` is sorted by trip, then time. Only the matching itself runs per trip; the
+    output tables are assembled once per chunk from the concatenated arrays.
+    """
     net = _worker_network(roads_dir)
-    point_frames, segment_frames, quality_rows = [], [], []
-    for _, trip in points.groupby("trip_id", sort=True):
-        seconds = trip["observed_at"].dt.as_unit("ms").astype("int64").to_numpy() / 1000.0
-        result = match_trip(net, trip["lon"].to_numpy(), trip["lat"].to_numpy(), seconds, params)
-        point_frames.append(_matched_points(net, trip, result))
-        segments = traversed_segments(net, result)
-        segment_frames.append(_with_trip_columns(segments, trip))
-        quality_rows.append(_trip_quality(trip, result, segments, params))
-    return (
-        pd.concat(point_frames, ignore_index=True),
-        pd.concat(segment_frames, ignore_index=True),
-        pd.DataFrame(quality_rows),
+    codes = pd.factorize(points["trip_id"], sort=False)[0]
+    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    seconds = points["observed_at"].dt.as_unit("ms").astype("int64").to_numpy() / 1000.0
+    lon, lat = points["lon"].to_numpy(), points["lat"].to_numpy()
+    results = [
+        match_trip(net, lon[a:b], lat[a:b], seconds[a:b], params)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    routes = pd.concat(
+        [r.route.assign(trip_index=i) for i, r in enumerate(results)], ignore_index=True
     )
+    firsts = points.iloc[bounds[:-1]].reset_index(drop=True)
+    segments = _segments(net, routes, firsts)
+    matched = _matched_points(net, points, results)
+    return matched, segments, _trip_quality(firsts, matched, segments, params)
 
 
 @functools.lru_cache(maxsize=2)
@@ -163,30 +170,32 @@ def _worker_network(roads_dir: str) -> MatchNetwork:
     return prepare_match_network(roads_dir)
 
 
-def _matched_points(net: MatchNetwork, trip: pd.DataFrame, result: TripMatch) -> gpd.GeoDataFrame:
-    matched = result.edge >= 0
-    edge = np.where(matched, result.edge, 0)
-    snapped = shapely.points(
-        np.where(matched, result.lon, trip["lon"]), np.where(matched, result.lat, trip["lat"])
-    )
+def _matched_points(
+    net: MatchNetwork, points: pd.DataFrame, results: list[TripMatch]
+) -> gpd.GeoDataFrame:
+    edge = np.concatenate([r.edge for r in results])
+    matched = edge >= 0
+    safe_edge = np.where(matched, edge, 0)
+    snapped_lon = np.where(matched, np.concatenate([r.lon for r in results]), points["lon"])
+    snapped_lat = np.where(matched, np.concatenate([r.lat for r in results]), points["lat"])
     return gpd.GeoDataFrame(
         {
-            "trace_id": trip["trace_id"].to_numpy(),
-            "trip_id": trip["trip_id"].to_numpy(),
-            "observed_at": trip["observed_at"].to_numpy(),
-            "edge_id": _where_matched(net.edge_id[edge], matched),
-            "u": _where_matched(net.edge_u_id[edge], matched),
-            "v": _where_matched(net.edge_v_id[edge], matched),
-            "key": _where_matched(net.edge_key[edge], matched),
-            "offset_m": np.where(matched, result.offset_m, np.nan),
-            "distance_m": result.distance_m,
-            "run": result.segment.astype("int64"),
-            "is_break": result.is_break.astype(bool),
-            "unmatched_reason": result.reason,
-            "source_file": trip["source_file"].to_numpy(),
-            "source_row": trip["source_row"].to_numpy(),
+            "trace_id": points["trace_id"].to_numpy(),
+            "trip_id": points["trip_id"].to_numpy(),
+            "observed_at": points["observed_at"].to_numpy(),
+            "edge_id": _where_matched(net.edge_id[safe_edge], matched),
+            "u": _where_matched(net.edge_u_id[safe_edge], matched),
+            "v": _where_matched(net.edge_v_id[safe_edge], matched),
+            "key": _where_matched(net.edge_key[safe_edge], matched),
+            "offset_m": np.where(matched, np.concatenate([r.offset_m for r in results]), np.nan),
+            "distance_m": np.concatenate([r.distance_m for r in results]),
+            "run": np.concatenate([r.segment for r in results]).astype("int64"),
+            "is_break": np.concatenate([r.is_break for r in results]).astype(bool),
+            "unmatched_reason": np.concatenate([r.reason for r in results]),
+            "source_file": points["source_file"].to_numpy(),
+            "source_row": points["source_row"].to_numpy(),
         },
-        geometry=snapped,
+        geometry=shapely.points(snapped_lon, snapped_lat),
         crs="EPSG:4326",
     )
 
@@ -196,39 +205,48 @@ def _where_matched(ids: np.ndarray, matched: np.ndarray) -> pd.Series:
     return pd.Series(ids, dtype="Int64").where(matched)
 
 
-def _with_trip_columns(segments: gpd.GeoDataFrame, trip: pd.DataFrame) -> gpd.GeoDataFrame:
-    first = trip.iloc[0]
-    segments = segments.drop(columns=["segment"])
+def _segments(net: MatchNetwork, routes: pd.DataFrame, firsts: pd.DataFrame) -> gpd.GeoDataFrame:
+    segments = route_segments(net, routes).drop(columns=["segment"])
+    trip_index = routes["trip_index"].to_numpy()
+    segments.insert(0, "trace_id", firsts["trace_id"].to_numpy()[trip_index])
+    segments.insert(1, "trip_id", firsts["trip_id"].to_numpy()[trip_index])
+    segments.insert(2, "seq", routes.groupby("trip_index").cumcount().to_numpy().astype("int32"))
+    segments.insert(3, "contributor_id", firsts["contributor_id"].to_numpy()[trip_index])
     for column in ("entered_at", "exited_at"):  # interpolated times, kept to the millisecond
         segments[column] = segments[column].dt.round("ms").dt.as_unit("ms")
-    segments.insert(0, "trace_id", first["trace_id"])
-    segments.insert(1, "trip_id", first["trip_id"])
-    segments.insert(2, "seq", np.arange(len(segments), dtype="int32"))
-    segments.insert(3, "contributor_id", first["contributor_id"])
     return segments
 
 
 def _trip_quality(
-    trip: pd.DataFrame, result: TripMatch, segments: pd.DataFrame, params: MatchParams
-) -> dict[str, Any]:
-    distances = result.distance_m[result.edge >= 0]
-    breaks = int(result.is_break.sum())
-    mean = float(distances.mean()) if len(distances) else None
-    return {
-        "trace_id": trip["trace_id"].iloc[0],
-        "trip_id": trip["trip_id"].iloc[0],
-        "contributor_id": trip["contributor_id"].iloc[0],
-        "points": len(trip),
-        "matched_points": len(distances),
-        "breaks": breaks,
-        "mean_distance_m": mean,
-        "p95_distance_m": float(np.percentile(distances, 95)) if len(distances) else None,
-        "matched_km": float((segments["to_offset_m"] - segments["from_offset_m"]).abs().sum())
-        / 1000.0,
-        "confidence": match_confidence(
-            result.matched_fraction, breaks, mean, params.search_radius_m
-        ),
-    }
+    firsts: pd.DataFrame, matched: pd.DataFrame, segments: pd.DataFrame, params: MatchParams
+) -> pd.DataFrame:
+    by_trip = matched.groupby("trip_id", sort=False)
+    distance = matched["distance_m"].where(matched["edge_id"].notna())
+    driven_m = (segments["to_offset_m"] - segments["from_offset_m"]).abs()
+    quality = pd.DataFrame(
+        {
+            "trace_id": firsts["trace_id"].to_numpy(),
+            "trip_id": firsts["trip_id"].to_numpy(),
+            "contributor_id": firsts["contributor_id"].to_numpy(),
+            "points": by_trip.size().to_numpy(),
+            "matched_points": by_trip["edge_id"].count().to_numpy(),
+            "breaks": by_trip["is_break"].sum().to_numpy().astype("int64"),
+            "mean_distance_m": distance.groupby(matched["trip_id"], sort=False).mean().to_numpy(),
+            "p95_distance_m": distance.groupby(matched["trip_id"], sort=False)
+            .quantile(0.95)
+            .to_numpy(),
+        }
+    )
+    km = driven_m.groupby(segments["trip_id"]).sum() / 1000.0
+    quality["matched_km"] = quality["trip_id"].map(km).fillna(0.0).to_numpy()
+    quality["confidence"] = [
+        match_confidence(m / n, b, d if np.isfinite(d) else None, params.search_radius_m)
+        for m, n, b, d in zip(
+            quality["matched_points"], quality["points"], quality["breaks"],
+            quality["mean_distance_m"], strict=True,
+        )
+    ]  # fmt: skip
+    return quality
 
 
 def match_confidence(
