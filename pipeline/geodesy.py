@@ -14,6 +14,17 @@ def step_distances_m(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return distances
 
 
+def step_distances_within_m(groups: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Distance (m) from each fix to the next fix of the same group; 0 at each group's last fix.
+
+    ``groups`` labels each fix (e.g. trip codes); fixes are sorted by group, then time.
+    """
+    steps = step_distances_m(lon, lat)
+    if len(steps):
+        steps[np.r_[groups[1:] != groups[:-1], True]] = 0.0
+    return steps
+
+
 def distances_m(
     lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray
 ) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
         "--configfile", str(config_file), "--cores", str(cores), "--rerun-incomplete",
         *extra_args,
     ]  # fmt: skip
-    if subprocess.run(command, check=False).returncode != 0:
+    # the rules call `roadcover`: find the one of this environment first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    if subprocess.run(command, check=False, env={**os.environ, "PATH": path}).returncode != 0:
         raise PipelineError(
             f"the workflow failed; see the rule's log under {settings.output_dir / 'logs'}"
         )

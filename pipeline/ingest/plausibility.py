@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import IngestSettings
-from pipeline.geodesy import distances_m, step_distances_m
+from pipeline.geodesy import distances_m, step_distances_within_m
 from pipeline.ingest.clean import epoch_seconds
 
 FLAG_WEIGHTS = {
@@ -49,8 +49,7 @@ METRES_PER_DEGREE = 111_320.0
 def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
     """Return one row per trip: ids, times, fix count, length and geometry fingerprint."""
     codes, _trip_ids = pd.factorize(points["trip_id"])
-    steps = step_distances_m(points["lon"].to_numpy(), points["lat"].to_numpy())
-    steps[np.r_[codes[1:] != codes[:-1], True]] = 0.0
+    steps = step_distances_within_m(codes, points["lon"].to_numpy(), points["lat"].to_numpy())
     grouped = points.assign(step_m=steps).groupby(codes, sort=False)
     trips = grouped.agg(
         trip_id=("trip_id", "first"),
@@ -97,7 +96,9 @@ def flag_trips(
         for trip in flagged:
             flags[trip].add(flag)
     flagged_trips = trips.copy()
-    flagged_trips["flags"] = [sorted(flags[trip]) for trip in trips["trip_id"]]
+    flagged_trips["flags"] = pd.Series(
+        [sorted(flags[trip]) for trip in trips["trip_id"]], index=trips.index, dtype=object
+    )
     flagged_trips["trust_score"] = [
         float(np.prod([1.0 - FLAG_WEIGHTS[f] for f in names])) for names in flagged_trips["flags"]
     ]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import IngestSettings
-from pipeline.geodesy import step_distances_m
+from pipeline.geodesy import step_distances_m, step_distances_within_m
 from pipeline.ingest.clean import epoch_seconds, reject, reject_at
 from pipeline.ingest.privacy import privacy_zone_names, trip_end_mask
 
@@ -22,7 +22,11 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     time or ``trip_gap_m`` in space. ``split_teleport`` is set on the first fix of a trip that
     starts with a jump faster than ``max_speed_mps`` (a teleport, flagged by plausibility).
     """
+    frame["trip_id"] = None
+    frame["split_teleport"] = False
     live = np.flatnonzero(frame["reason"].isna().to_numpy())
+    if len(live) == 0:
+        return
     sub = frame.iloc[live]
     trace = sub["trace_id"].to_numpy()
     seconds = epoch_seconds(sub["observed_at"])
@@ -33,8 +37,6 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     teleport = ~new_trace & (gap_m / np.maximum(gap_s, 1e-3) > settings.max_speed_mps)
     number_in_trace = pd.Series(starts.astype(int)).groupby(trace).cumsum().to_numpy()
     trip_ids = pd.Series(trace).str.cat(pd.Series(number_in_trace).map("{:03d}".format), sep="-")
-    frame["trip_id"] = None
-    frame["split_teleport"] = False
     frame.loc[frame.index[live], "trip_id"] = trip_ids.to_numpy()
     frame.loc[frame.index[live], "split_teleport"] = teleport & starts
 
@@ -49,10 +51,11 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
         frame, in_zone, "privacy", pd.Series(zones, index=frame.index).map("privacy zone {}".format)
     )
     live = np.flatnonzero(frame["reason"].isna().to_numpy())
+    if len(live) == 0:
+        return
     sub = frame.iloc[live]
     codes = pd.factorize(sub["trip_id"])[0]
-    steps = step_distances_m(sub["lon"].to_numpy(), sub["lat"].to_numpy())
-    steps[np.r_[codes[1:] != codes[:-1], True]] = 0.0
+    steps = step_distances_within_m(codes, sub["lon"].to_numpy(), sub["lat"].to_numpy())
     trimmed = np.zeros(len(frame), dtype=bool)
     trimmed[live] = trip_end_mask(codes, steps, settings.privacy_trim_m)
     reject(
@@ -66,10 +69,11 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
 def reject_short_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     """Reject every fix of trips with too few fixes or too little length to be matched."""
     live = np.flatnonzero(frame["reason"].isna().to_numpy())
+    if len(live) == 0:
+        return
     sub = frame.iloc[live]
     codes = pd.factorize(sub["trip_id"])[0]
-    steps = step_distances_m(sub["lon"].to_numpy(), sub["lat"].to_numpy())
-    steps[np.r_[codes[1:] != codes[:-1], True]] = 0.0
+    steps = step_distances_within_m(codes, sub["lon"].to_numpy(), sub["lat"].to_numpy())
     grouped = pd.Series(steps).groupby(codes)
     length_m = grouped.transform("sum").to_numpy()
     count = grouped.transform("size").to_numpy()

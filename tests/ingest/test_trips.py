@@ -63,3 +63,12 @@ def test_short_trips_are_rejected(n: int, speed: float, short: bool) -> None:
     reject_short_trips(frame, settings(min_trip_points=5, min_trip_m=100))
     assert (set(reasons(frame).values()) == {"short_trip"}) is short
     assert bool(frame["reason"].notna().all()) is short
+
+
+def test_every_step_copes_with_a_trace_whose_fixes_are_all_rejected() -> None:
+    frame = drive(3)
+    frame["reason"] = "high_hdop"
+    split_trips(frame, settings())
+    apply_privacy(frame, settings())
+    reject_short_trips(frame, settings())
+    assert set(frame["reason"]) == {"high_hdop"} and frame["trip_id"].isna().all()

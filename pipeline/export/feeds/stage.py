@@ -143,7 +143,7 @@ def export_feed(
         )
     as_of = pd.Timestamp(summary["as_of"]).tz_convert("UTC")
     as_of_ms = int(as_of.value // 1_000_000)
-    release_id = release_id or as_of.strftime("%Y%m%dT%H%M%SZ")
+    release_id = release_id or default_release_id(coverage_dir)
     fmts = _check_formats(formats)
     criteria = summary.get("criteria", {})
     _check_settings(release_id, partition_res, criteria)
@@ -238,6 +238,12 @@ def export_feed(
         raise
     log.info("feed: release %s written to %s", release_id, release_dir)
     return manifest
+
+
+def default_release_id(coverage_dir: str | Path) -> str:
+    """Return the default release id of a coverage folder: its as-of time (20261201T000000Z)."""
+    summary = _read_json(Path(coverage_dir) / "summary.json", "roadcover coverage")
+    return str(pd.Timestamp(summary["as_of"]).tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ"))
 
 
 def verify_release(release_dir: str | Path) -> list[str]:

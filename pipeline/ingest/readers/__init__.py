@@ -1,0 +1,93 @@
+"""Trace readers: every supported upload format -> one table of fixes and one of rejects.
+
+:func:`read_trace_file` reads GPX, NMEA 0183, CSV/TSV, GeoJSON, (Geo)Parquet and frame JSON
+(format from :func:`detect_format`) and returns a :class:`ReadResult`:
+
+* ``fixes`` (:data:`FIX_COLUMNS`): ``source_file`` (the path as given), ``source_row`` (int64,
+  meaning per format below), ``observed_at`` (``datetime64[ms, UTC]``, never NaT), ``lon`` and
+  ``lat`` (float64, never NaN; implausible values are passed on to cleaning), ``hdop``,
+  ``speed_mps``, ``heading_deg``, ``elevation_m`` (float64, NaN when absent), and
+  ``contributor_id``/``device_id`` (object: str, or None when the file does not say);
+* ``rejects`` (:data:`REJECT_COLUMNS`): one row per input row that could not be turned into a
+  fix, with a reason (``malformed_row``, ``bad_checksum``, ``invalid_fix``,
+  ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
+  ``unparseable_time``) and a detail saying what was found;
+* ``rows_read == len(fixes) + len(rejects)``, always.
+
+``source_row`` per format: CSV/TSV the 1-based line number (header = line 1); NMEA the line
+number of the fix's RMC sentence; GPX the 1-based ordinal of the ``<trkpt>``; GeoJSON the
+1-based ordinal of the Point feature or line vertex across the file; Parquet the 0-based row
+index + 1; frame JSON the 1-based ordinal of the frame (JSON Lines: the line number). Each
+reader module documents its format's details.
+
+A file that cannot be read at all (empty, binary, not in the encoding it claims, corrupt or
+truncated XML/JSON/Parquet, no position or time column) raises :class:`UnreadableFileError`,
+whose one-line message names the file, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.ingest.readers.base import (
+    FIX_COLUMNS,
+    REJECT_COLUMNS,
+    ReaderOptions,
+    ReadResult,
+    UnreadableFileError,
+)
+from pipeline.ingest.readers.delimited import read_csv
+from pipeline.ingest.readers.detect import FORMATS, detect_format
+from pipeline.ingest.readers.frames import read_frames
+from pipeline.ingest.readers.geojson import read_geojson
+from pipeline.ingest.readers.gpx import read_gpx
+from pipeline.ingest.readers.nmea import read_nmea
+from pipeline.ingest.readers.parquet import read_parquet
+
+__all__ = [
+    "FIX_COLUMNS",
+    "FORMATS",
+    "REJECT_COLUMNS",
+    "ReadResult",
+    "ReaderOptions",
+    "UnreadableFileError",
+    "detect_format",
+    "read_trace_file",
+]
+
+Reader = Callable[[Path, str, ReaderOptions], ReadResult]
+READERS: dict[str, Reader] = {
+    "gpx": read_gpx,
+    "nmea": read_nmea,
+    "csv": read_csv,
+    "geojson": read_geojson,
+    "parquet": read_parquet,
+    "framejson": read_frames,
+}
+
+
+def read_trace_file(path: Path, options: ReaderOptions = ReaderOptions()) -> ReadResult:  # noqa: B008
+    """Read one trace file into fixes and rejects.
+
+    Parameters
+    ----------
+    path
+        The file; its format is found by :func:`detect_format`. ``str(path)`` becomes the
+        ``source_file`` of every row.
+    options
+        How to read CSV files whose layout is not detected automatically.
+
+    Returns
+    -------
+    ReadResult
+        Fixes, rejects, the row count and the things ignored.
+
+    Raises
+    ------
+    UnreadableFileError
+        If the file as a whole cannot be read.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    return READERS[fmt](path, str(path), options)

@@ -1,0 +1,473 @@
+"""What every trace reader shares: the result types, value parsing and the final assembly.
+
+A reader turns each input row into a *candidate* (one row of :data:`FIX_COLUMNS`) or, when the
+row cannot even be split into fields, into a ``malformed_row`` reject. Candidates whose time or
+coordinates cannot be parsed are then rejected with the first problem found, in this order:
+``invalid_fix``, ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
+``unparseable_time``. Values that parse but are implausible (``lat=95``, ``(0, 0)``, a time in
+1970) are passed through: judging them is the job of cleaning.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+FIX_COLUMNS = [
+    "source_file",
+    "source_row",
+    "observed_at",
+    "lon",
+    "lat",
+    "hdop",
+    "speed_mps",
+    "heading_deg",
+    "elevation_m",
+    "contributor_id",
+    "device_id",
+]
+REJECT_COLUMNS = ["source_file", "source_row", "reason", "detail"]
+OPTIONAL_FLOATS = ("hdop", "speed_mps", "heading_deg", "elevation_m")
+IDENTITIES = ("contributor_id", "device_id")
+TIME_DTYPE = pd.DatetimeTZDtype(unit="ms", tz="UTC")
+
+MALFORMED_ROW = "malformed_row"
+BAD_CHECKSUM = "bad_checksum"
+MISSING_TIME = "missing_time"
+UNPARSEABLE_TIME = "unparseable_time"
+MISSING_COORDINATES = "missing_coordinates"
+UNPARSEABLE_COORDINATES = "unparseable_coordinates"
+INVALID_FIX = "invalid_fix"
+
+KMH_TO_MPS = 1.0 / 3.6
+KNOTS_TO_MPS = 1852.0 / 3600.0
+MAX_DETAIL_VALUE = 60  # characters of a raw value quoted in a reject's detail
+_MAX_EPOCH_MS = 1e15  # about year 33658: anything larger is not a time
+_EPOCH_MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+_DECIMAL_COMMA = r"[+-]?\d+,\d+"
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_PLAIN = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
+_NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})
+_DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
+
+
+class UnreadableFileError(InputDataError):
+    """A whole file cannot be read: empty, binary, corrupt, truncated or in an unknown format."""
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How to read files whose layout cannot be detected.
+
+    Parameters
+    ----------
+    csv_columns
+        Field name (``lat``, ``lon``, ``time``, ``hdop``, ``speed_mps``, ``heading_deg``,
+        ``elevation_m``, ``device_id``, ``contributor_id``) -> the CSV column holding it,
+        overriding auto-detection (config ``ingest.csv_columns``).
+    csv_time_unit
+        ``"s"`` or ``"ms"`` for epoch times in CSV files; None decides by magnitude.
+    """
+
+    csv_columns: Mapping[str, str] | None = None
+    csv_time_unit: str | None = None
+
+
+@dataclass
+class ReadResult:
+    """Everything read from one trace file.
+
+    Attributes
+    ----------
+    fixes
+        :data:`FIX_COLUMNS`, one row per parsed fix, in file order.
+    rejects
+        :data:`REJECT_COLUMNS`, one row per input row that could not be turned into a fix.
+    rows_read
+        Always ``len(fixes) + len(rejects)``.
+    format
+        ``gpx``, ``nmea``, ``csv``, ``geojson``, ``parquet`` or ``framejson``.
+    ignored
+        Counts of things in the file that are not rows (e.g. NMEA sentence types not used).
+    """
+
+    fixes: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_read: int
+    format: str
+    ignored: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Reject:
+    """One input row that could not be split into fields at all."""
+
+    source_row: int
+    reason: str
+    detail: str
+
+
+def quote(value: Any) -> str:
+    """Return ``repr(value)``, shortened to :data:`MAX_DETAIL_VALUE` characters."""
+    text = repr(value)
+    if len(text) > MAX_DETAIL_VALUE:
+        text = text[: MAX_DETAIL_VALUE - 3] + "..."
+    return text
+
+
+def unreadable(source: str, problem: str, fix: str) -> UnreadableFileError:
+    """Build the one-line error for a file that cannot be read."""
+    return UnreadableFileError(f"{source}: {problem}; {fix}")
+
+
+def read_bytes(path: Path, source: str) -> bytes:
+    """Read a whole file, refusing missing and empty files."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise unreadable(
+            source, f"cannot be read ({exc.strerror or exc})", "check the path"
+        ) from None
+    if not data.strip():
+        raise unreadable(source, "empty file, no trace data", "upload the trace file again")
+    return data
+
+
+def decode_text(data: bytes, source: str, fix: str) -> str:
+    """Decode UTF-8 text (with or without a byte-order mark), refusing binary data.
+
+    Parameters
+    ----------
+    data
+        The file's bytes.
+    source
+        The file, for the error message.
+    fix
+        What the user should do, e.g. ``"re-export the file as CSV in UTF-8"``.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise unreadable(source, "UTF-16 text is not supported", "re-save the file as UTF-8")
+    if b"\x00" in data:
+        raise unreadable(source, "binary data, not a text trace file", fix)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1].hex()
+        raise unreadable(
+            source,
+            f"not UTF-8 text (byte 0x{bad} at offset {exc.start})",
+            "re-save the file as UTF-8",
+        ) from None
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case a column/property name and turn punctuation into ``_`` (``Speed (km/h)``)."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def _scalars(raw: Sequence[Any] | np.ndarray | pd.Series) -> pd.Series:
+    """Raw values as a Series in which anything but a string, number or null is a string."""
+    if isinstance(raw, pd.Series):
+        series = raw.reset_index(drop=True)
+    elif isinstance(raw, np.ndarray):
+        series = pd.Series(raw)
+    else:
+        series = pd.Series(list(raw), dtype=object)
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in _PLAIN:
+        odd = series.map(lambda v: isinstance(v, bool | list | dict | tuple)).to_numpy(dtype=bool)
+        if odd.any():
+            series = series.copy()
+            series[odd] = series[odd].map(repr)
+    return series
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Values as stripped Arrow-backed strings (nulls stay null)."""
+    return series.astype("string[pyarrow]").str.strip()
+
+
+def _null_words(text: pd.Series) -> np.ndarray:
+    missing = text.isna().to_numpy(dtype=bool)
+    return missing | text.str.lower().isin(_NULL_WORDS).to_numpy(dtype=bool, na_value=False)
+
+
+def is_missing(values: pd.Series) -> np.ndarray:
+    """Flag absent raw values: None, NaN, blank, or a null word (``NaN``, ``null``)."""
+    if values.dtype.kind in "fiu":
+        return values.isna().to_numpy(dtype=bool)
+    return _null_words(_text(_scalars(values)))
+
+
+def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Parse raw values as float64, accepting a decimal comma (``60,17``).
+
+    Returns
+    -------
+    values
+        float64, NaN where absent or unparseable.
+    bad
+        True where a value is present but not a number.
+    """
+    series = _scalars(raw)
+    if series.dtype.kind in "fiu":
+        values = series.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+        return values, np.zeros(len(values), dtype=bool)
+    text = _text(series)
+    missing = _null_words(text)
+    values = np.full(len(text), np.nan)
+    present = text[~missing]
+    try:
+        parsed = pc.cast(pa.array(present, type=pa.string()), pa.float64())
+        values[~missing] = parsed.to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        comma = present.str.fullmatch(_DECIMAL_COMMA).fillna(False).astype(bool)
+        present = present.where(~comma, present.str.replace(",", ".", regex=False))
+        values[~missing] = pd.to_numeric(present, errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan
+        )
+    return values, np.isnan(values) & ~missing
+
+
+def to_optional_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+    """Parse optional numeric values as float64; absent or unparseable values become NaN."""
+    return to_float(raw)[0]
+
+
+def epoch_to_times(values: np.ndarray, unit: str | None) -> np.ndarray:
+    """Convert epoch numbers to ``datetime64[ms]`` (NaT where not finite or out of range).
+
+    Parameters
+    ----------
+    values
+        float64 epoch values.
+    unit
+        ``"s"``, ``"ms"``, ``"us"``, ``"ns"``, or None to decide per value by magnitude:
+        above 1e17 nanoseconds, above 1e14 microseconds, above 1e11 milliseconds, else seconds.
+    """
+    if unit is None:
+        magnitude = np.abs(values)
+        scale = np.select(
+            [magnitude > 1e17, magnitude > 1e14, magnitude > 1e11],
+            [_EPOCH_MS_PER_UNIT["ns"], _EPOCH_MS_PER_UNIT["us"], _EPOCH_MS_PER_UNIT["ms"]],
+            default=_EPOCH_MS_PER_UNIT["s"],
+        )
+    else:
+        scale = np.full(len(values), _EPOCH_MS_PER_UNIT[unit])
+    with np.errstate(invalid="ignore", over="ignore"):
+        millis = np.floor(values * scale)
+        good = np.isfinite(millis) & (np.abs(millis) < _MAX_EPOCH_MS)
+    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ms]")
+    out[good] = millis[good].astype("int64").astype("datetime64[ms]")
+    return out
+
+
+def parse_times(
+    raw: Sequence[Any] | np.ndarray | pd.Series, unit: str | None = None
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse raw times: ISO-8601 strings or epoch numbers, to UTC.
+
+    ISO-8601 times with ``Z`` or an offset are converted to UTC; naive ones are taken as UTC.
+    A date without a time of day is not a usable fix time. Numbers (and numeric strings) are
+    Unix epoch times in ``unit`` (see :func:`epoch_to_times`).
+
+    Returns
+    -------
+    times
+        ``datetime64[ms, UTC]`` with a RangeIndex, NaT where not usable.
+    reasons
+        ``missing_time``, ``unparseable_time`` or None, per value.
+    details
+        What was found, e.g. ``time='yesterday'``, or None.
+    """
+    series = _scalars(raw)
+    count = len(series)
+    out = np.full(count, np.datetime64("NaT"), dtype="datetime64[ms]")
+    if series.dtype.kind in "fiu":
+        numbers = series.to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(numbers)
+        out[~missing] = epoch_to_times(numbers[~missing], unit)
+    else:
+        text = _text(series)
+        missing = _null_words(text)
+        numeric = ~missing & text.str.fullmatch(_NUMBER).to_numpy(dtype=bool, na_value=False)
+        if numeric.any():
+            out[numeric] = epoch_to_times(to_float(text[numeric])[0], unit)
+        strings = ~missing & ~numeric
+        if strings.any():
+            chosen = text[strings]
+            parsed = pd.to_datetime(chosen, format="ISO8601", utc=True, errors="coerce")
+            values = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ms]")
+            date_only = chosen.str.fullmatch(_DATE_ONLY).to_numpy(dtype=bool, na_value=False)
+            values[date_only] = np.datetime64("NaT")
+            out[strings] = values
+    times = pd.Series(out).dt.tz_localize("UTC").astype(TIME_DTYPE)
+    reasons = np.full(count, None, dtype=object)
+    details = np.full(count, None, dtype=object)
+    bad = np.isnat(out) & ~missing
+    reasons[missing] = MISSING_TIME
+    details[missing] = "no time"
+    reasons[bad] = UNPARSEABLE_TIME
+    details[bad] = [f"time={quote(v)}" for v in series[bad]]
+    return times, reasons, details
+
+
+class Candidates:
+    """Columns of candidate fixes being built by a reader, with the first problem per row."""
+
+    def __init__(self, source_row: np.ndarray) -> None:
+        self.source_row = np.asarray(source_row, dtype="int64")
+        count = len(self.source_row)
+        self.columns: dict[str, Any] = {
+            "observed_at": pd.Series(np.full(count, np.datetime64("NaT"), "datetime64[ms]")),
+            "lon": np.full(count, np.nan),
+            "lat": np.full(count, np.nan),
+            **{name: np.full(count, np.nan) for name in OPTIONAL_FLOATS},
+            **{name: np.full(count, None, dtype=object) for name in IDENTITIES},
+        }
+        self.reason = np.full(count, None, dtype=object)
+        self.detail = np.full(count, None, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.source_row)
+
+    def reject(self, mask: np.ndarray, reason: str, detail: np.ndarray | str) -> None:
+        """Give ``reason`` to the rows in ``mask`` that have no problem yet."""
+        new = np.asarray(mask, dtype=bool) & pd.isna(self.reason)
+        if not new.any():
+            return
+        self.reason[new] = reason
+        self.detail[new] = detail if isinstance(detail, str) else np.asarray(detail)[new]
+
+    def set_reasons(self, reasons: np.ndarray, details: np.ndarray) -> None:
+        """Apply per-row reasons (None = fine), e.g. from :func:`parse_times`."""
+        for reason in pd.unique(reasons[pd.notna(reasons)]):
+            self.reject(reasons == reason, str(reason), details)
+
+    def set_coordinates(
+        self,
+        lon_raw: Any,
+        lat_raw: Any,
+        lon: np.ndarray | None = None,
+        lat: np.ndarray | None = None,
+    ) -> None:
+        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones."""
+        lon_values, lon_bad = to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
+        lat_values, lat_bad = to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
+        lon_missing = np.isnan(lon_values) & ~lon_bad
+        lat_missing = np.isnan(lat_values) & ~lat_bad
+        raw = None
+        if (lon_missing | lat_missing | lon_bad | lat_bad).any():
+            lons = pd.Series(lon_raw if lon is None else lon_values, dtype=object)
+            lats = pd.Series(lat_raw if lat is None else lat_values, dtype=object)
+            raw = np.array(
+                [f"lat={quote(a)}, lon={quote(o)}" for a, o in zip(lats, lons, strict=True)],
+                dtype=object,
+            )
+            self.reject(lon_missing | lat_missing, MISSING_COORDINATES, raw)
+            self.reject(lon_bad | lat_bad, UNPARSEABLE_COORDINATES, raw)
+        self.columns["lon"] = lon_values
+        self.columns["lat"] = lat_values
+
+    def set_times(self, raw: Any, unit: str | None = None) -> None:
+        """Parse raw times with :func:`parse_times`, rejecting absent or unparseable ones."""
+        times, reasons, details = parse_times(raw, unit)
+        self.columns["observed_at"] = times
+        self.set_reasons(reasons, details)
+
+    def set(self, name: str, values: Any) -> None:
+        """Set a column (optional floats and identities; parsed leniently)."""
+        if name in OPTIONAL_FLOATS:
+            self.columns[name] = to_optional_float(values)
+        elif name in IDENTITIES:
+            self.columns[name] = identity_values(values, len(self))
+        else:
+            self.columns[name] = values
+
+
+def identity_values(values: Any, count: int) -> np.ndarray:
+    """Turn raw ids (or one id for all rows) into an object array of str or None."""
+    if values is None or isinstance(values, str | int | float):
+        text = None if values is None or values != values else str(values).strip() or None
+        return np.full(count, text, dtype=object)
+    stripped = _text(_scalars(values))
+    stripped = stripped.mask(stripped == "")
+    return stripped.astype(object).where(stripped.notna(), None).to_numpy(dtype=object)
+
+
+def finish(
+    source: str,
+    fmt: str,
+    candidates: Candidates,
+    malformed: Sequence[Reject] = (),
+    ignored: Mapping[str, int] | None = None,
+) -> ReadResult:
+    """Split candidates into fixes and rejects and build the :class:`ReadResult`."""
+    columns = candidates.columns
+    ok = pd.isna(candidates.reason)
+    times = pd.Series(columns["observed_at"]).reset_index(drop=True)
+    if not isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_localize("UTC")
+    fixes = pd.DataFrame(
+        {
+            "source_file": pd.Series([source] * int(ok.sum()), dtype=object),
+            "source_row": candidates.source_row[ok],
+            "observed_at": times[ok].astype(TIME_DTYPE).reset_index(drop=True),
+            "lon": np.asarray(columns["lon"], dtype="float64")[ok],
+            "lat": np.asarray(columns["lat"], dtype="float64")[ok],
+            **{n: np.asarray(columns[n], dtype="float64")[ok] for n in OPTIONAL_FLOATS},
+            **{
+                n: pd.Series(np.asarray(columns[n], dtype=object)[ok], dtype=object)
+                for n in IDENTITIES
+            },
+        },
+        columns=FIX_COLUMNS,
+    )
+    bad = ~ok
+    rows = np.concatenate(
+        [candidates.source_row[bad], np.array([r.source_row for r in malformed], dtype="int64")]
+    )
+    rejects = pd.DataFrame(
+        {
+            "source_file": pd.Series([source] * len(rows), dtype=object),
+            "source_row": rows.astype("int64"),
+            "reason": pd.Series(
+                [*candidates.reason[bad], *(r.reason for r in malformed)], dtype=object
+            ),
+            "detail": pd.Series(
+                [*candidates.detail[bad], *(r.detail for r in malformed)], dtype=object
+            ),
+        },
+        columns=REJECT_COLUMNS,
+    )
+    rejects = rejects.sort_values("source_row", kind="stable", ignore_index=True)
+    result = ReadResult(
+        fixes=fixes,
+        rejects=rejects,
+        rows_read=len(fixes) + len(rejects),
+        format=fmt,
+        ignored={k: int(v) for k, v in sorted((ignored or {}).items()) if v},
+    )
+    log.debug(
+        "%s: %s, %d row(s), %d fix(es), %d reject(s)",
+        source,
+        fmt,
+        result.rows_read,
+        len(fixes),
+        len(rejects),
+    )
+    if result.rows_read == 0:
+        log.warning("%s: no trace rows found in this %s file", source, fmt)
+    return result

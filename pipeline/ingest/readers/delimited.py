@@ -1,0 +1,177 @@
+"""CSV and TSV trace logs: one fix per line, with a header naming the columns.
+
+The delimiter (comma, semicolon or tab) is the one most frequent in the header line. Columns are
+found by name (see :mod:`pipeline.ingest.readers.columns`; ``ReaderOptions.csv_columns``, from
+config ``ingest.csv_columns``, overrides that, and falls back to the automatic match for files
+without the named column).
+
+Rows and ``source_row``
+    Every non-blank line after the header is a row; ``source_row`` is its 1-based line number
+    in the file (the header is line 1, so the first data row is 2; for a record spanning lines
+    inside quotes, its first line). A row with a different number of fields than the header is
+    a ``malformed_row`` (extra trailing empty fields are tolerated).
+Time
+    ISO-8601 (``Z`` or an offset -> converted to UTC; naive times are taken as UTC), or Unix
+    epoch numbers: seconds or milliseconds as set by ``ReaderOptions.csv_time_unit`` or by a
+    column name such as ``timestamp_ms``, else by magnitude (> 1e11 -> milliseconds, > 1e14
+    microseconds, > 1e17 nanoseconds).
+Values
+    Numbers may use a decimal comma (``60,17`` in a semicolon file). Speeds are m/s unless the
+    column says ``speed_kmh``/``speed_kph`` or ``speed_knots``. Unparseable optional values
+    (hdop, speed, heading, elevation) become NaN and are counted in
+    ``ignored["unparseable_<field>"]``.
+Position
+    From latitude and longitude columns, or else from a column of WKT points
+    (``geometry``/``geom``/``wkt``/``the_geom``/``location``/``position`` holding
+    ``POINT (lon lat)``, as GIS tools export CSV); a value that is not a point is an
+    ``unparseable_coordinates`` reject.
+Contributor and device
+    From ``contributor_id``/``device_id`` columns (or their aliases), per row; None when absent.
+
+Whole-file errors: empty, binary or non-UTF-8 files, and files without a latitude, longitude
+or time column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ingest.readers.base import (
+    IDENTITIES,
+    MALFORMED_ROW,
+    OPTIONAL_FLOATS,
+    Candidates,
+    ReaderOptions,
+    ReadResult,
+    Reject,
+    decode_text,
+    finish,
+    read_bytes,
+    to_float,
+    unreadable,
+)
+from pipeline.ingest.readers.columns import REQUIRED, Column, find_columns
+
+FORMAT = "csv"
+DELIMITERS = (",", ";", "\t")
+WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "location", "position")
+WKT_POINT = r"^\s*POINT\s*Z?\s*\(\s*([-+0-9.eE]+)\s+([-+0-9.eE]+)(?:\s+[-+0-9.eE]+)?\s*\)\s*$"
+FIX_HINT = "re-export the trace as UTF-8 CSV with a header row"
+
+
+def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
+    """Read a CSV/TSV trace (see the module docstring for the rules)."""
+    text = decode_text(read_bytes(path, source), source, FIX_HINT)
+    header, records, starts = _split_records(text, source)
+    found = find_columns(header, options.csv_columns)
+    wkt_column = _wkt_point_column(header) if {"lat", "lon"} - set(found) else None
+    missing = [f for f in REQUIRED if f not in found and not (wkt_column and f in ("lat", "lon"))]
+    if missing:
+        raise unreadable(
+            source,
+            f"no {'/'.join(missing)} column among the columns {header}",
+            "name them lat, lon and time, or map them in the config (ingest.csv_columns)",
+        )
+    width = len(header)
+    rejects: list[Reject] = []
+    good, good_rows = records, starts
+    lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+    if (lengths != width).any():
+        good, good_rows = [], []
+        for record, start, length in zip(records, starts, lengths.tolist(), strict=True):
+            if length > width and not any(v.strip() for v in record[width:]):
+                record = record[:width]  # trailing empty fields, e.g. a trailing delimiter
+            elif length != width:
+                detail = f"{length} fields, the header has {width}"
+                rejects.append(Reject(start, MALFORMED_ROW, detail))
+                continue
+            good.append(record)
+            good_rows.append(start)
+    candidates = Candidates(np.array(good_rows, dtype="int64"))
+    ignored: Counter[str] = Counter()
+    if good:
+        columns = [np.array(c, dtype=object) for c in zip(*good, strict=True)]
+        _fill(candidates, columns, header, found, options, ignored, wkt_column)
+    return finish(source, FORMAT, candidates, rejects, ignored)
+
+
+def _wkt_point_column(header: list[str]) -> str | None:
+    """Return the column holding WKT points (``POINT (lon lat)``), if the header has one."""
+    return next((name for name in header if name.strip().lower() in WKT_COLUMNS), None)
+
+
+def _wkt_point_coordinates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split WKT ``POINT (lon lat)`` texts into lon and lat texts (empty where not a point)."""
+    parts = pd.Series(values, dtype=object).astype(str).str.extract(WKT_POINT, expand=True)
+    parts = parts.fillna("")
+    return parts[0].to_numpy(dtype=object), parts[1].to_numpy(dtype=object)
+
+
+def _split_records(text: str, source: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Return the header, the non-blank records and the line number each record starts on."""
+    first_line = next((line for line in io.StringIO(text) if line.strip()), "")
+    delimiter = max(DELIMITERS, key=first_line.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records: list[list[str]] = []
+    starts: list[int] = []
+    try:
+        if '"' not in text:  # no quoted line breaks: one record per line, read at C speed
+            numbered = enumerate(list(reader), start=1)
+            kept = [(n, r) for n, r in numbered if r and (len(r) > 1 or r[0].strip())]
+            starts = [n for n, _ in kept]
+            records = [r for _, r in kept]
+        else:
+            previous_end = 0
+            for record in reader:
+                if record and (len(record) > 1 or record[0].strip()):
+                    records.append(record)
+                    starts.append(previous_end + 1)
+                previous_end = reader.line_num
+    except csv.Error as exc:
+        problem = f"not valid CSV at line {reader.line_num} ({exc})"
+        raise unreadable(source, problem, FIX_HINT) from None
+    if not records:
+        raise unreadable(source, "no header row", FIX_HINT)
+    header = [name.strip() for name in records[0]]
+    return header, records[1:], starts[1:]
+
+
+def _fill(
+    candidates: Candidates,
+    columns: list[np.ndarray],
+    header: list[str],
+    found: dict[str, Column],
+    options: ReaderOptions,
+    ignored: Counter[str],
+    wkt_column: str | None,
+) -> None:
+    index = {name: i for i, name in reversed(list(enumerate(header)))}
+
+    def values(field: str) -> np.ndarray:
+        return columns[index[found[field].name]]
+
+    if wkt_column is not None:
+        lon, lat = _wkt_point_coordinates(columns[index[wkt_column]])
+        candidates.set_coordinates(lon, lat)
+    else:
+        candidates.set_coordinates(values("lon"), values("lat"))
+    scale = found["time"].scale
+    unit = options.csv_time_unit or (scale if isinstance(scale, str) else None)
+    candidates.set_times(values("time"), unit)
+    for field in OPTIONAL_FLOATS:
+        if field not in found:
+            continue
+        parsed, bad = to_float(values(field))
+        factor = found[field].scale
+        candidates.columns[field] = parsed * (factor if isinstance(factor, float) else 1.0)
+        if bad.any():
+            ignored[f"unparseable_{field}"] += int(bad.sum())
+    for field in IDENTITIES:
+        if field in found:
+            candidates.set(field, values(field))

@@ -1,0 +1,257 @@
+"""GeoJSON traces: Point features with a time each, or lines with per-vertex times.
+
+Accepted: a FeatureCollection, or a single Feature, of
+
+* ``Point`` features whose properties hold a time (``observed_at``, ``time``, ``timestamp``,
+  ``ts``, ``datetime``, ...) and optionally ``hdop``, a speed (``speed_mps``/``speed`` in m/s,
+  ``speed_kmh``), a heading (``heading_deg``, ``heading``, ``course``, ``bearing``) and an
+  elevation;
+* ``LineString``/``MultiLineString``/``MultiPoint`` features with per-vertex times in
+  ``properties.coordTimes`` or ``properties.times`` (togeojson, Strava; a list per line for a
+  MultiLineString, or one flat list), and optional per-vertex lists ``hdop``, ``speed_mps``,
+  ``heading_deg`` (lists of another length are ignored, counted in
+  ``ignored["property_length_mismatch"]``).
+
+Rows and ``source_row``
+    Each Point feature and each vertex is a row; ``source_row`` is its 1-based ordinal across
+    the file. A feature without geometry is one ``missing_coordinates`` row. If a line's time
+    list does not have one entry per vertex, every vertex of it is a ``missing_time`` reject
+    (pairing them up would be a guess). Other geometry types are counted in ``ignored``.
+Values
+    Coordinates ``[lon, lat(, ele)]``; times ISO-8601 (naive = UTC) or epoch s/ms by magnitude.
+Contributor and device
+    ``contributor_id``/``device_id`` (or ``contributor``, ``user_id``, ``device``,
+    ``camera_id``) in a feature's properties, else in the collection's top-level members or
+    ``properties``.
+
+Whole-file errors: not UTF-8, not JSON (e.g. truncated), or JSON that is not GeoJSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ingest.readers.base import (
+    MISSING_COORDINATES,
+    MISSING_TIME,
+    UNPARSEABLE_COORDINATES,
+    Candidates,
+    ReaderOptions,
+    ReadResult,
+    decode_text,
+    finish,
+    normalize_name,
+    quote,
+    read_bytes,
+    unreadable,
+)
+from pipeline.ingest.readers.columns import ALIASES
+
+FORMAT = "geojson"
+FIX_HINT = "re-export the trace as a GeoJSON FeatureCollection (UTF-8)"
+VERTEX_TIMES = ("coordTimes", "times", "coordinateTimes", "timestamps")
+VERTEX_LISTS = {
+    "hdop": ("hdop",),
+    "speed_mps": ("speed_mps", "speed"),
+    "heading_deg": (
+        "heading_deg",
+        "heading",
+        "course",
+    ),
+}
+_LINES = {"LineString": 1, "MultiPoint": 1, "MultiLineString": 2}
+
+
+class _Rows:
+    """Raw values of every row, in file order."""
+
+    def __init__(self) -> None:
+        self.time: list[Any] = []
+        self.lon: list[Any] = []
+        self.lat: list[Any] = []
+        self.coordinate_problem: list[str | None] = []
+        self.time_problem: list[str | None] = []
+        self.values: dict[str, list[Any]] = {
+            "elevation_m": [],
+            "hdop": [],
+            "speed_mps": [],
+            "heading_deg": [],
+            "contributor_id": [],
+            "device_id": [],
+        }
+
+    def add(
+        self,
+        coordinate: Any,
+        time: Any,
+        values: Mapping[str, Any],
+        time_problem: str | None = None,
+    ) -> None:
+        problem: str | None = None
+        lon = lat = ele = None
+        if coordinate is None or coordinate == []:
+            problem = MISSING_COORDINATES
+        elif not isinstance(coordinate, list) or len(coordinate) < 2:
+            problem = UNPARSEABLE_COORDINATES
+        else:
+            lon, lat = coordinate[0], coordinate[1]
+            ele = coordinate[2] if len(coordinate) > 2 else None
+            if any(isinstance(v, bool | list | dict) for v in (lon, lat)):
+                problem = UNPARSEABLE_COORDINATES
+        self.coordinate_problem.append(
+            None if problem is None else f"{problem}: coordinates={quote(coordinate)}"
+        )
+        self.lon.append(lon if problem is None else None)
+        self.lat.append(lat if problem is None else None)
+        self.time.append(time)
+        self.time_problem.append(time_problem)
+        for name, column in self.values.items():
+            value = values.get(name)
+            column.append(ele if name == "elevation_m" and ele is not None else value)
+
+
+def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
+    """Read a GeoJSON trace (see the module docstring for the rules)."""
+    text = decode_text(read_bytes(path, source), source, FIX_HINT)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise unreadable(
+            source, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})", FIX_HINT
+        ) from None
+    kind = document.get("type") if isinstance(document, dict) else None
+    if kind == "FeatureCollection" and isinstance(document.get("features"), list):
+        features = document["features"]
+    elif kind == "Feature":
+        features = [document]
+    else:
+        raise unreadable(
+            source, f"not a GeoJSON FeatureCollection or Feature (type={kind!r})", FIX_HINT
+        )
+    defaults: dict[str, Any] = {}
+    if kind == "FeatureCollection":
+        collection_properties = document.get("properties")
+        if isinstance(collection_properties, dict):
+            defaults = _identity(collection_properties)
+        defaults.update(_identity(document))
+    rows = _Rows()
+    ignored: Counter[str] = Counter()
+    for feature in features:
+        _read_feature(feature, defaults, rows, ignored)
+    candidates = Candidates(np.arange(1, len(rows.time) + 1, dtype="int64"))
+    problems = np.array(rows.coordinate_problem, dtype=object)
+    for reason in (MISSING_COORDINATES, UNPARSEABLE_COORDINATES):
+        mask = np.array([p is not None and p.startswith(reason) for p in problems], dtype=bool)
+        candidates.reject(
+            mask, reason, np.array([str(p).partition(": ")[2] for p in problems], dtype=object)
+        )
+    candidates.set_coordinates(rows.lon, rows.lat)
+    time_problems = np.array(rows.time_problem, dtype=object)
+    candidates.reject(pd.notna(time_problems), MISSING_TIME, time_problems)
+    candidates.set_times(rows.time)
+    for name, values in rows.values.items():
+        candidates.set(name, values)
+    return finish(source, FORMAT, candidates, (), ignored)
+
+
+def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    for field in ("contributor_id", "device_id"):
+        for alias in ALIASES[field]:
+            value = normal.get(alias)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                found[field] = value
+                break
+    return found
+
+
+def _point_values(properties: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    values: dict[str, Any] = {}
+    for field in ("hdop", "speed_mps", "heading_deg", "elevation_m"):
+        for alias, scale in ALIASES[field].items():
+            value = normal.get(alias)
+            if value is not None and not isinstance(value, list | dict | bool):
+                if isinstance(scale, float) and isinstance(value, int | float):
+                    value = value * scale
+                values[field] = value
+                break
+    time = next((normal[a] for a in ALIASES["time"] if normal.get(a) is not None), None)
+    return time, values
+
+
+def _read_feature(
+    feature: Any, defaults: Mapping[str, Any], rows: _Rows, ignored: Counter[str]
+) -> None:
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        ignored["not_a_feature"] += 1
+        return
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        properties = {}
+    identity = {**defaults, **_identity(properties)}
+    geometry = feature.get("geometry")
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    if geometry is None:
+        time, values = _point_values(properties)
+        rows.add(None, time, {**identity, **values})
+    elif kind == "Point":
+        time, values = _point_values(properties)
+        rows.add(geometry.get("coordinates"), time, {**identity, **values})
+    elif kind in _LINES:
+        _read_line(geometry, properties, identity, rows, ignored)
+    else:
+        ignored[str(kind)] += 1
+
+
+def _read_line(
+    geometry: dict[str, Any],
+    properties: dict[str, Any],
+    identity: Mapping[str, Any],
+    rows: _Rows,
+    ignored: Counter[str],
+) -> None:
+    coordinates = geometry.get("coordinates") or []
+    parts = coordinates if _LINES[geometry["type"]] == 2 else [coordinates]
+    parts = [p if isinstance(p, list) else [p] for p in parts]
+    vertices = [vertex for part in parts for vertex in part]
+    count = len(vertices)
+    times_raw = next((properties[k] for k in VERTEX_TIMES if k in properties), None)
+    times = _flatten(times_raw, parts)
+    problem = None
+    if times_raw is None:
+        problem = "no per-vertex times (properties.coordTimes or properties.times)"
+    elif times is None or len(times) != count:
+        length = len(times) if times is not None else "?"
+        problem = f"{length} per-vertex times for {count} vertices"
+    lists: dict[str, list[Any]] = {}
+    for field, keys in VERTEX_LISTS.items():
+        raw = next((properties[k] for k in keys if k in properties), None)
+        if isinstance(raw, list):
+            flat = _flatten(raw, parts)
+            if flat is not None and len(flat) == count:
+                lists[field] = flat
+            else:
+                ignored["property_length_mismatch"] += 1
+    for i, vertex in enumerate(vertices):
+        values = {**identity, **{field: column[i] for field, column in lists.items()}}
+        time = times[i] if problem is None and times is not None else None
+        rows.add(vertex, time, values, problem)
+
+
+def _flatten(values: Any, parts: list[list[Any]]) -> list[Any] | None:
+    """Flatten a per-vertex list that is either flat or nested like the line's parts."""
+    if not isinstance(values, list):
+        return None
+    nested = bool(values) and all(isinstance(v, list) for v in values)
+    if nested and len(values) == len(parts):
+        return [v for part in values for v in part]
+    return values

@@ -1,0 +1,149 @@
+"""Parquet and GeoParquet traces: one fix per row.
+
+Coordinates come from the geometry (GeoParquet ``geo`` metadata, read with geopandas and
+reprojected to EPSG:4326 if needed; or, without it, a binary ``geometry``/``geom`` column of
+WKB Points), else from latitude/longitude columns found by name as in CSV files
+(:mod:`pipeline.ingest.readers.columns`). A geometry that is not a Point is
+``unparseable_coordinates``; a null or empty one is ``missing_coordinates``.
+
+Rows and ``source_row``
+    Each table row is a row; ``source_row`` is its 0-based row index + 1.
+Time
+    A timestamp column (tz-aware -> UTC; naive = UTC), or strings (ISO-8601) or epoch numbers
+    (seconds or milliseconds by magnitude, or as the column name says, e.g. ``timestamp_ms``).
+Values and identities
+    As in CSV files: columns found by name; speeds in m/s unless named ``speed_kmh`` etc.
+    ``ReaderOptions.csv_columns`` does not apply to Parquet.
+
+Whole-file errors: not Parquet or corrupt, or no geometry/latitude/longitude or time column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from pipeline.ingest.readers.base import (
+    IDENTITIES,
+    MISSING_COORDINATES,
+    OPTIONAL_FLOATS,
+    TIME_DTYPE,
+    UNPARSEABLE_COORDINATES,
+    Candidates,
+    ReaderOptions,
+    ReadResult,
+    finish,
+    read_bytes,
+    to_optional_float,
+    unreadable,
+)
+from pipeline.ingest.readers.columns import find_columns
+
+FORMAT = "parquet"
+FIX_HINT = "re-export the trace as GeoParquet with Point geometry and a timestamp column"
+GEOMETRY_COLUMNS = ("geometry", "geom", "wkb_geometry", "the_geom")
+
+
+def read_parquet(path: Path, source: str, options: ReaderOptions) -> ReadResult:
+    """Read a (Geo)Parquet trace (see the module docstring for the rules)."""
+    read_bytes(path, source)  # refuses missing and empty files
+    try:
+        parquet_file = pq.ParquetFile(path)
+        table = parquet_file.read()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise unreadable(source, f"not a readable Parquet file ({exc})", FIX_HINT) from None
+    metadata = table.schema.metadata or {}
+    geometry: np.ndarray | None = None
+    if b"geo" in metadata:
+        frame, geometry = _geoparquet(path, source)
+    else:
+        frame = table.to_pandas()
+        name = next((c for c in GEOMETRY_COLUMNS if c in frame.columns), None)
+        if name is not None and pa.types.is_binary(table.schema.field(name).type):
+            geometry = shapely.from_wkb(frame.pop(name).to_numpy(), on_invalid="ignore")
+    found = find_columns([str(c) for c in frame.columns])
+    no_position = geometry is None and not {"lat", "lon"} <= found.keys()
+    if "time" not in found or no_position:
+        missing = [
+            n for n, gone in [("time", "time" not in found), ("lat/lon", no_position)] if gone
+        ]
+        raise unreadable(
+            source,
+            f"no {' or '.join(missing)} column among the columns {[str(c) for c in frame.columns]}",
+            "name them observed_at and geometry (or lat, lon), as in GeoParquet traces",
+        )
+    candidates = Candidates(np.arange(1, len(frame) + 1, dtype="int64"))
+    if geometry is not None:
+        _set_geometry(candidates, geometry)
+    else:
+        candidates.set_coordinates(
+            frame[found["lon"].name].to_numpy(dtype=object),
+            frame[found["lat"].name].to_numpy(dtype=object),
+        )
+    _set_times(candidates, frame[found["time"].name], found["time"].scale)
+    for field in OPTIONAL_FLOATS:
+        if field in found:
+            scale = found[field].scale
+            factor = scale if isinstance(scale, float) else 1.0
+            candidates.columns[field] = to_optional_float(frame[found[field].name]) * factor
+    if geometry is not None and "elevation_m" not in found:
+        has_z = shapely.has_z(geometry)
+        if has_z.any():
+            candidates.columns["elevation_m"] = np.where(has_z, shapely.get_z(geometry), np.nan)
+    for field in IDENTITIES:
+        if field in found:
+            candidates.set(field, frame[found[field].name].to_numpy(dtype=object))
+    return finish(source, FORMAT, candidates)
+
+
+def _geoparquet(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray]:
+    try:
+        frame = gpd.read_parquet(path)
+    except (ValueError, TypeError, OSError, pa.ArrowException) as exc:
+        raise unreadable(source, f"not a readable GeoParquet file ({exc})", FIX_HINT) from None
+    if (
+        frame.crs is not None
+        and not frame.crs.equals("EPSG:4326")
+        and not frame.crs.equals("OGC:CRS84")
+    ):
+        frame = frame.to_crs("EPSG:4326")
+    geometry = frame.geometry.to_numpy()
+    return pd.DataFrame(frame.drop(columns=frame.geometry.name)), geometry
+
+
+def _set_geometry(candidates: Candidates, geometry: np.ndarray) -> None:
+    missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    kinds = shapely.get_type_id(geometry)
+    not_point = ~missing & (kinds != shapely.GeometryType.POINT)
+    candidates.reject(missing, MISSING_COORDINATES, "no geometry")
+    if not_point.any():
+        names = np.array([None if g is None else g.geom_type for g in geometry], dtype=object)
+        candidates.reject(not_point, UNPARSEABLE_COORDINATES, "geometry is a " + names.astype(str))
+    points = ~missing & ~not_point
+    lon = np.full(len(geometry), np.nan)
+    lat = np.full(len(geometry), np.nan)
+    lon[points] = shapely.get_x(geometry[points])
+    lat[points] = shapely.get_y(geometry[points])
+    candidates.columns["lon"], candidates.columns["lat"] = lon, lat
+
+
+def _set_times(candidates: Candidates, column: pd.Series, scale: Any) -> None:
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        times = column.dt.tz_convert("UTC").astype(TIME_DTYPE)
+    elif pd.api.types.is_datetime64_dtype(column.dtype):
+        times = column.dt.tz_localize("UTC").astype(TIME_DTYPE)
+    else:
+        candidates.set_times(
+            column.to_numpy(dtype=object), scale if isinstance(scale, str) else None
+        )
+        return
+    times = times.reset_index(drop=True)
+    candidates.columns["observed_at"] = times
+    candidates.reject(times.isna().to_numpy(), "missing_time", "no time")

@@ -1,0 +1,181 @@
+"""The run report: one self-contained HTML page of plots (matplotlib) and tables per region.
+
+Coverage map thumbnail, coverage and freshness over time (as-of sweeps over the coverage
+state), freshness histogram, match-quality distribution, rejects by reason and stage timings.
+Images are embedded as base64 PNG, so the page is a single file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY
+from pipeline.coverage.edges import canonical_edges, road_pieces
+from pipeline.coverage.state import read_state
+from pipeline.io import atomic_path, read_table
+
+MS_PER_DAY = 86_400_000
+
+
+def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
+    """Write the HTML report of the given regions (name -> region output folder)."""
+    sections = [_region_section(name, folder) for name, folder in sorted(region_dirs.items())]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>roadcover report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 8px;text-align:right}section{margin-bottom:3em}</style></head><body>"
+        "<h1>roadcover report</h1>" + "".join(sections) + "</body></html>"
+    )
+    with atomic_path(out_path) as temp:
+        temp.write_text(page, encoding="utf-8")
+    return out_path
+
+
+def _region_section(name: str, folder: Path) -> str:
+    summary = json.loads((folder / "coverage" / "summary.json").read_text())
+    edges = read_table(folder / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    cells = read_table(folder / "coverage" / "cells.parquet", CELL_COVERAGE)
+    figures = [
+        ("Coverage map", _map_thumbnail(edges, cells)),
+        ("Coverage and freshness over time", _coverage_over_time(folder, edges)),
+        ("Age of the newest observation", _freshness_histogram(edges)),
+        ("Match quality", _match_quality(folder)),
+        ("Rejected input rows by reason", _rejects(folder)),
+        ("Stage timings", _timings(folder)),
+    ]
+    body = "".join(f"<h3>{html.escape(title)}</h3>{content}" for title, content in figures)
+    return f"<section><h2>{html.escape(name)}</h2>{_summary_table(summary)}{body}</section>"
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    rows = [
+        ("road km", summary["road_km"]), ("unique km", summary["unique_km"]),
+        ("total km", summary["total_km"]), ("coverage %", summary["coverage_pct"]),
+        ("fresh 28 days %", summary["fresh_28d_pct"]),
+        ("share of world %", summary["percent_of_world"]),
+    ]  # fmt: skip
+    cells = "".join(f"<tr><th>{k}</th><td>{v:,.4g}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table><p>as of {html.escape(summary['as_of'])}</p>"
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f"<img src='data:image/png;base64,{data}'>"
+
+
+def _map_thumbnail(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
+    figure, axis = plt.subplots(figsize=(7, 6))
+    finest = cells[cells["resolution"] == cells["resolution"].max()]
+    finest.plot(
+        ax=axis, column="coverage_pct", cmap="viridis", vmin=0, vmax=100, alpha=0.5, legend=True
+    )
+    edges[edges["covered_m"] == 0].plot(ax=axis, color="#bbbbbb", linewidth=0.5)
+    edges[edges["covered_m"] > 0].plot(ax=axis, column="age_days", cmap="autumn", linewidth=1.2)
+    axis.set_axis_off()
+    return _png(figure)
+
+
+def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
+    state = read_state(folder / "coverage" / "state")
+    if state.edge_pieces.empty:
+        return "<p>no coverage yet</p>"
+    roads = road_pieces(state.edge_pieces, canonical_edges(edges))
+    length = (roads["to_mm"] - roads["from_mm"]).to_numpy()
+    road_mm = edges.drop_duplicates("road_id")["length_m"].sum() * 1000
+    start, stop = int(roads["first_ms"].min()), int(roads["last_ms"].max())
+    days = np.linspace(start, stop, 60)
+    covered = [100 * length[roads["first_ms"].to_numpy() <= d].sum() / road_mm for d in days]
+    trips = state.edge_trips
+    fresh = [_edge_fresh_pct(trips, edges, d) for d in days]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    dates = pd.to_datetime(days, unit="ms")
+    axis.plot(dates, covered, label="covered at least once (%)")
+    axis.plot(dates, fresh, label="driven in the 28 days before (%, by edge)")
+    axis.set_ylim(0, 100)
+    axis.legend()
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
+def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, as_of_ms: float) -> float:
+    window = trips[
+        (trips["first_ms"] <= as_of_ms) & (trips["last_ms"] >= as_of_ms - 28 * MS_PER_DAY)
+    ]
+    driven = edges[edges["edge_id"].isin(window["edge_id"])]
+    return float(100 * driven["length_m"].sum() / edges["length_m"].sum())
+
+
+def _freshness_histogram(edges: pd.DataFrame) -> str:
+    ages = edges.loc[edges["covered_m"] > 0, "age_days"]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    axis.hist(ages, bins=30, weights=edges.loc[ages.index, "covered_m"] / 1000)
+    axis.set_xlabel("days since last observation")
+    axis.set_ylabel("covered km")
+    return _png(figure)
+
+
+def _match_quality(folder: Path) -> str:
+    files = sorted((folder / "matched").glob("*/match_quality.parquet"))
+    if not files:
+        return "<p>no matched batch</p>"
+    quality = pd.concat(
+        [pd.DataFrame(read_table(f, MATCH_QUALITY)) for f in files], ignore_index=True
+    )
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    left.hist(quality["confidence"], bins=20, range=(0, 1))
+    left.set_xlabel("match confidence per trip")
+    right.hist(quality["mean_distance_m"].dropna(), bins=30)
+    right.set_xlabel("mean fix-to-road distance (m)")
+    return _png(figure)
+
+
+def _rejects(folder: Path) -> str:
+    reports = sorted((folder / "traces" / "reports").glob("*.json"))
+    counts: dict[str, int] = {}
+    for report in reports:
+        for reason, count in json.loads(report.read_text()).get("rejected_by_reason", {}).items():
+            counts[reason] = counts.get(reason, 0) + count
+    if not counts:
+        return "<p>no rejected rows</p>"
+    figure, axis = plt.subplots(figsize=(7, 0.4 * len(counts) + 1))
+    names = sorted(counts, key=counts.__getitem__)
+    axis.barh(names, [counts[n] for n in names])
+    axis.set_xlabel("rows")
+    return _png(figure)
+
+
+def _timings(folder: Path) -> str:
+    root = folder.parent / "benchmarks" / folder.name
+    rows = []
+    for tsv in sorted(root.rglob("*.tsv")):
+        table = pd.read_csv(tsv, sep="\t")
+        rows.append(
+            (
+                str(tsv.relative_to(root).with_suffix("")),
+                float(table["s"].iloc[-1]),
+                float(table["max_rss"].iloc[-1]),
+            )
+        )
+    if not rows:
+        return "<p>no timings (run through Snakemake to record them)</p>"
+    body = "".join(
+        f"<tr><th>{html.escape(n)}</th><td>{s:.1f} s</td><td>{m:.0f} MB</td></tr>"
+        for n, s, m in rows
+    )
+    return f"<table><tr><th>step</th><th>time</th><th>peak memory</th></tr>{body}</table>"

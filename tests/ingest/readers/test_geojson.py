@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.ingest.readers import UnreadableFileError, read_trace_file
+from tests.ingest.readers.helpers import check_result, reasons
+
+
+def write(tmp_path: Path, document: Any, name: str = "trace.geojson") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+def point(coordinates: Any, **properties: Any) -> dict[str, Any]:
+    geometry = None if coordinates is None else {"type": "Point", "coordinates": coordinates}
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
+
+
+def test_point_features_with_properties(tmp_path: Path) -> None:
+    collection = {
+        "type": "FeatureCollection",
+        "device_id": "cam-9",
+        "features": [
+            point(
+                [24.94, 60.17, 12.0],
+                time="2024-05-01T10:00:00+02:00",
+                hdop=0.7,
+                speed=9.5,
+                heading=180,
+            ),
+            point(
+                [24.95, 60.18],
+                timestamp=1714550401000,
+                contributor_id="carol",
+                device_id="cam-10",
+                speed_kmh=36,
+            ),
+            point([24.96, 60.19]),
+            point(None, time="2024-05-01T08:00:03Z"),
+            point(["x", 60.2], time="2024-05-01T08:00:04Z"),
+            point([24.97, 60.21], observed_at="soon"),
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": []}},
+        ],
+    }
+    result = read_trace_file(write(tmp_path, collection))
+    check_result(result)
+    assert result.format == "geojson"
+    fixes = result.fixes
+    assert fixes["source_row"].tolist() == [1, 2]
+    assert fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T08:00:00Z"),
+        pd.Timestamp("2024-05-01T08:00:01Z"),
+    ]
+    np.testing.assert_allclose(fixes["elevation_m"], [12.0, np.nan])
+    np.testing.assert_allclose(fixes["hdop"], [0.7, np.nan])
+    np.testing.assert_allclose(fixes["speed_mps"], [9.5, 10.0])
+    np.testing.assert_allclose(fixes["heading_deg"], [180.0, np.nan])
+    assert fixes["device_id"].tolist() == ["cam-9", "cam-10"]
+    assert fixes["contributor_id"].tolist() == [None, "carol"]
+    assert reasons(result) == {
+        3: "missing_time",
+        4: "missing_coordinates",
+        5: "unparseable_coordinates",
+        6: "unparseable_time",
+    }
+    assert result.ignored == {"Polygon": 1}
+
+
+def test_linestring_with_coord_times_and_vertex_lists(tmp_path: Path) -> None:
+    line = {
+        "type": "Feature",
+        "geometry": {"type": "LineString", "coordinates": [[24.9, 60.1, 5.0], [24.91, 60.11, 6.0]]},
+        "properties": {
+            "coordTimes": ["2024-05-01T08:00:00Z", "2024-05-01T08:00:01.5Z"],
+            "hdop": [1.0, 1.5],
+            "speed_mps": [10.0, 11.0],
+            "heading_deg": [0.0, 5.0, 9.0],  # wrong length: ignored
+            "contributor_id": "dave",
+        },
+    }
+    multi = {
+        "type": "Feature",
+        "geometry": {
+            "type": "MultiLineString",
+            "coordinates": [[[25.0, 61.0], [25.1, 61.1]], [[25.2, 61.2]]],
+        },
+        "properties": {"times": [[1714550410, 1714550411], [1714550412]]},
+    }
+    mismatched = {
+        "type": "Feature",
+        "geometry": {"type": "LineString", "coordinates": [[1, 2], [3, 4]]},
+        "properties": {"coordTimes": ["2024-05-01T08:00:00Z"]},
+    }
+    collection = {"type": "FeatureCollection", "features": [line, multi, mismatched]}
+    result = read_trace_file(write(tmp_path, collection))
+    check_result(result)
+    fixes = result.fixes
+    assert fixes["source_row"].tolist() == [1, 2, 3, 4, 5]
+    assert fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T08:00:00Z"),
+        pd.Timestamp("2024-05-01T08:00:01.500Z"),
+        pd.Timestamp("2024-05-01T08:00:10Z"),
+        pd.Timestamp("2024-05-01T08:00:11Z"),
+        pd.Timestamp("2024-05-01T08:00:12Z"),
+    ]
+    np.testing.assert_allclose(fixes["lon"], [24.9, 24.91, 25.0, 25.1, 25.2])
+    np.testing.assert_allclose(fixes["elevation_m"], [5.0, 6.0, np.nan, np.nan, np.nan])
+    np.testing.assert_allclose(fixes["hdop"], [1.0, 1.5, np.nan, np.nan, np.nan])
+    np.testing.assert_allclose(fixes["speed_mps"], [10.0, 11.0, np.nan, np.nan, np.nan])
+    assert fixes["heading_deg"].isna().all()
+    assert fixes["contributor_id"].tolist() == ["dave", "dave", None, None, None]
+    assert reasons(result) == {6: "missing_time", 7: "missing_time"}
+    assert result.rejects["detail"].iloc[0] == "1 per-vertex times for 2 vertices"
+    assert result.ignored == {"property_length_mismatch": 1}
+
+
+def test_single_feature(tmp_path: Path) -> None:
+    result = read_trace_file(write(tmp_path, point([1, 2], time="2024-05-01T08:00:00Z")))
+    check_result(result)
+    assert len(result.fixes) == 1
+
+
+def test_truncated_geojson_is_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "cut.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": [{"type": "Fea')
+    with pytest.raises(UnreadableFileError, match=r"cut\.geojson: not valid JSON at line 1"):
+        read_trace_file(path)
+
+
+def test_json_that_is_not_geojson_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableFileError, match="not a GeoJSON FeatureCollection"):
+        read_trace_file(write(tmp_path, {"type": "Topology"}))

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ingest.readers import read_trace_file
+from tests.ingest.readers.helpers import check_result, nmea, reasons
+
+RMC = "GPRMC,081500.00,A,6010.2000,N,02456.4000,E,10.0,90.5,010524,,,A"
+GGA = "GPGGA,081500.00,6010.2000,N,02456.4000,E,1,09,0.8,15.3,M,18.0,M,,"
+GSA = "GPGSA,A,3,02,05,06,09,12,,,,,,,,1.5,1.1,1.0"
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "cam.nmea") -> Path:
+    path = tmp_path / name
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="ascii")
+    return path
+
+
+def test_plain_nmea_rmc_enriched_by_gga(tmp_path: Path) -> None:
+    lines = [
+        nmea("GPGSV,3,1,12,02,45,120,40,05,30,200,35,06,10,300,20,09,60,050,45"),
+        nmea(RMC),
+        nmea(GGA),
+        nmea("GPVTG,90.5,T,,M,10.0,N,18.5,K,A"),
+        nmea("GNRMC,081501.50,A,6010.2100,N,02456.4100,W,,,010524,,,A"),
+        nmea("GNGGA,081501.50,6010.2100,N,02456.4100,W,1,09,,16.0,M,18.0,M,,"),
+        nmea(GSA),
+    ]
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert result.format == "nmea"
+    fixes = result.fixes
+    assert fixes["source_row"].tolist() == [2, 5]
+    assert fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T08:15:00Z"),
+        pd.Timestamp("2024-05-01T08:15:01.500Z"),
+    ]
+    np.testing.assert_allclose(fixes["lat"], [60 + 10.2 / 60, 60 + 10.21 / 60])
+    np.testing.assert_allclose(fixes["lon"], [24 + 56.4 / 60, -(24 + 56.41 / 60)])
+    np.testing.assert_allclose(fixes["speed_mps"], [10.0 * 1852 / 3600, np.nan])
+    np.testing.assert_allclose(fixes["heading_deg"], [90.5, np.nan])
+    np.testing.assert_allclose(fixes["elevation_m"], [15.3, 16.0])
+    # GGA hdop first; the second GGA has none, so the GSA's HDOP (1.1) is used
+    np.testing.assert_allclose(fixes["hdop"], [0.8, 1.1])
+    assert fixes["device_id"].tolist() == [None, None]
+    assert result.ignored == {"GPGSV": 1, "GPVTG": 1}
+
+
+def test_blackvue_prefixed_lines_bad_rows_and_gga_before_rmc(tmp_path: Path) -> None:
+    broken_checksum = nmea(RMC.replace("081500", "081502"))[:-2] + "00"
+    lines = [
+        "[1714551300000]" + nmea(GGA),  # GGA first, then its RMC
+        "[1714551300000]" + nmea(RMC),
+        "[1714551301000]" + nmea(RMC.replace("081500.00,A", "081501.00,V")),
+        "[1714551302000]" + broken_checksum,
+        "[1714551303000]" + nmea(RMC.replace("081500", "081503").replace("010524", "")),
+        "[1714551304000]" + nmea("GPRMC,081504.00,A,6010.2000,N"),
+        "[1714551305000]" + nmea(RMC.replace("081500", "081505").replace("6010.2000", "")),
+        "[1714551306000]" + nmea(RMC.replace("081500", "0815xx")),
+        "[1714551307000]" + nmea(GGA.replace("081500", "081507")),  # no RMC
+        "[1714551308000]" + nmea(RMC.replace("081500", "081508")),
+        "[1714551308000]" + nmea(GGA.replace("081500", "081508").replace(",1,09,", ",0,00,")),
+        "[1714551309000]$GPRMC,081509.00,A,6010.2000,N,02456.4000,E,1.0,2.0,010524,,,A",
+        "not nmea",
+        "[1714551310000]$GPRMC,081510.00,A,60",  # truncated last line
+    ]
+    result = read_trace_file(write(tmp_path, lines, "blackvue.txt"))
+    check_result(result)
+    assert result.format == "nmea"
+    fixes = result.fixes
+    assert fixes["source_row"].tolist() == [2, 5, 12]
+    assert fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T08:15:00Z"),
+        # no RMC date: taken from the line prefix (2024-05-01T08:15:03Z)
+        pd.Timestamp("2024-05-01T08:15:03Z"),
+        pd.Timestamp("2024-05-01T08:15:09Z"),  # no checksum: accepted
+    ]
+    assert fixes["elevation_m"].iloc[0] == 15.3
+    assert reasons(result) == {
+        3: "invalid_fix",
+        4: "bad_checksum",
+        6: "malformed_row",
+        7: "missing_coordinates",
+        8: "unparseable_time",
+        10: "invalid_fix",  # its GGA says fix quality 0
+        14: "malformed_row",
+    }
+    details = dict(zip(result.rejects["source_row"], result.rejects["detail"], strict=True))
+    assert details[4].startswith("checksum *00, computed *")
+    assert details[8] == "time='0815xx.00', date='010524'"
+    assert result.ignored == {"GGA_without_RMC": 1, "not_a_sentence": 1}
+
+
+def test_rmc_date_two_digit_year_and_midnight_prefix(tmp_path: Path) -> None:
+    # no date, time of day just before midnight, camera clock just after: previous day
+    rmc = "GPRMC,235959.00,A,6010.2000,N,02456.4000,E,0.0,0.0,,,,A"
+    lines = ["[1714608001000]" + nmea(rmc), nmea(RMC.replace("010524", "311299"))]
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert result.fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T23:59:59Z"),
+        pd.Timestamp("2099-12-31T08:15:00Z"),
+    ]
+
+
+def test_rmc_without_date_or_prefix_is_missing_time(tmp_path: Path) -> None:
+    lines = [nmea(RMC.replace("010524", ""))]
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert reasons(result) == {1: "missing_time"}
+
+
+def test_nmea_throughput(tmp_path: Path) -> None:
+    n = 20_000
+    start = pd.Timestamp("2024-05-01T00:00:00Z")
+    lines = []
+    for i in range(n):
+        t = start + pd.Timedelta(seconds=i)
+        hms, dmy = t.strftime("%H%M%S"), t.strftime("%d%m%y")
+        lines.append(nmea(f"GPRMC,{hms}.00,A,6010.2000,N,02456.4000,E,10.0,90.5,{dmy},,,A"))
+        lines.append(nmea(f"GPGGA,{hms}.00,6010.2000,N,02456.4000,E,1,09,0.8,15.3,M,18.0,M,,"))
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert len(result.fixes) == n
+    assert result.fixes["observed_at"].is_monotonic_increasing
+    assert (result.fixes["hdop"] == 0.8).all()

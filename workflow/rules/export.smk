@@ -1,0 +1,87 @@
+rule export_tiles:
+    input:
+        summary=rules.compute_coverage.output.summary,
+    output:
+        tiles=f"{OUT}/{{region}}/export/coverage.pmtiles",
+    params:
+        coverage=lambda wildcards, input: str(Path(input.summary).parent),
+    log:
+        f"{OUT}/logs/{{region}}/export_tiles.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/export_tiles.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    shell:
+        "roadcover export tiles {params.coverage:q} {output.tiles:q} > {log:q} 2>&1"
+
+
+rule export_viewer:
+    input:
+        summary=rules.compute_coverage.output.summary,
+        tiles=rules.export_tiles.output.tiles,
+    output:
+        index=f"{OUT}/{{region}}/export/web/index.html",
+    params:
+        coverage=lambda wildcards, input: str(Path(input.summary).parent),
+        folder=lambda wildcards, output: str(Path(output.index).parent),
+    log:
+        f"{OUT}/logs/{{region}}/export_viewer.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/export_viewer.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "roadcover export viewer {params.coverage:q} {input.tiles:q} {params.folder:q} > {log:q} 2>&1"
+
+
+rule export_feed:
+    input:
+        summary=rules.compute_coverage.output.summary,
+        roads=rules.build_roads.output.meta,
+    output:
+        latest=f"{OUT}/{{region}}/export/releases/latest.json",
+    params:
+        coverage=lambda wildcards, input: str(Path(input.summary).parent),
+        roads=lambda wildcards, input: str(Path(input.roads).parent),
+        releases=lambda wildcards, output: str(Path(output.latest).parent),
+    log:
+        f"{OUT}/logs/{{region}}/export_feed.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/export_feed.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "roadcover export feed {params.coverage:q} --roads {params.roads:q} "
+        "-o {params.releases:q} --latest {output.latest:q} > {log:q} 2>&1"
+
+
+rule write_report:
+    input:
+        summaries=expand(f"{OUT}/{{region}}/coverage/summary.json", region=REGIONS),
+        viewers=expand(f"{OUT}/{{region}}/export/web/index.html", region=REGIONS),
+    output:
+        report=f"{OUT}/report.html",
+    params:
+        regions=lambda wildcards, input: " ".join(
+            str(Path(summary).parent.parent) for summary in input.summaries
+        ),
+    log:
+        f"{OUT}/logs/write_report.log",
+    benchmark:
+        f"{OUT}/benchmarks/write_report.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "roadcover report {params.regions} -o {output.report:q} > {log:q} 2>&1"
