@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 POINT_COLUMNS = ["trace_id", "trip_id", "contributor_id", "observed_at", "lon", "lat", "hdop",
                  "source_file", "source_row"]  # fmt: skip
 TRIPS_PER_CHUNK = 64
+BREAK_FACTOR = 0.8
 
 
 def match_params(settings: SnapSettings) -> MatchParams:
@@ -252,16 +253,16 @@ def _trip_quality(
 def match_confidence(
     matched_fraction: float, breaks: int, mean_distance_m: float | None, radius_m: float
 ) -> float:
-    """Confidence in [0, 1] of a trip's match.
+    """Return the confidence in [0, 1] of a trip's match.
 
-    The share of matched fixes, halved for every break (each is a stretch where no plausible
-    route was found), and scaled down linearly as the mean fix-to-road distance approaches the
-    search radius.
+    The share of matched fixes, times ``BREAK_FACTOR`` per break (a place where no plausible
+    route joins two runs: the runs themselves may be right, but the trip is less certain), and
+    scaled down linearly as the mean fix-to-road distance approaches the search radius.
     """
     if mean_distance_m is None:
         return 0.0
     closeness = max(0.0, 1.0 - mean_distance_m / radius_m)
-    return float(matched_fraction * 0.5**breaks * closeness)
+    return float(matched_fraction * BREAK_FACTOR**breaks * closeness)
 
 
 def _chunks(points: pd.DataFrame) -> list[pd.DataFrame]:
