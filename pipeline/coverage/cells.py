@@ -14,6 +14,7 @@ import h3.api.numpy_int as h3int
 import numpy as np
 import pandas as pd
 import shapely
+from h3ronpy.vector import coordinates_to_cells
 
 from pipeline.coverage.intervals import to_mm
 
@@ -30,9 +31,8 @@ def edge_cell_runs(edges: pd.DataFrame, resolution: int) -> pd.DataFrame:
     step_from = (rank * lengths) // steps[edge_index]
     step_to = ((rank + 1) * lengths) // steps[edge_index]
     fraction = (rank + 0.5) / steps[edge_index]
-    geometries = np.asarray(edges.geometry.to_numpy())[edge_index]
-    midpoints = shapely.line_interpolate_point(geometries, fraction, normalized=True)
-    cells = cells_of(shapely.get_x(midpoints), shapely.get_y(midpoints), resolution)
+    lon, lat = points_along(edges.geometry.to_numpy(), edge_index, fraction)
+    cells = cells_of(lon, lat, resolution)
     keys = edges["edge_id"].to_numpy(dtype="int64")[edge_index]
     new_run = np.r_[True, (keys[1:] != keys[:-1]) | (cells[1:] != cells[:-1])]
     run_id = np.cumsum(new_run) - 1
@@ -51,13 +51,45 @@ def edge_cell_runs(edges: pd.DataFrame, resolution: int) -> pd.DataFrame:
     )
 
 
+def points_along(
+    lines: np.ndarray, line_index: np.ndarray, fraction: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions at fractions of the length of lines, vectorized over all of them.
+
+    Parameters
+    ----------
+    lines
+        LineStrings (lon/lat).
+    line_index
+        For each wanted point, the line it lies on (non-decreasing).
+    fraction
+        For each wanted point, its position as a fraction of the line's length (0 to 1),
+        measured in locally scaled degrees (longitude times cos(latitude)), which is
+        proportional to metres along a line of a few kilometres.
+    """
+    coords, owner = shapely.get_coordinates(lines, return_index=True)
+    scale = np.cos(np.radians(coords[:, 1]))
+    step = np.hypot(np.diff(coords[:, 0]) * scale[1:], np.diff(coords[:, 1]))
+    step[owner[1:] != owner[:-1]] = 0.0
+    travelled = np.r_[0.0, np.cumsum(step)]
+    first_vertex = np.searchsorted(owner, np.arange(len(lines)))
+    start = travelled[first_vertex]
+    length = np.r_[travelled[first_vertex[1:] - 1], travelled[-1]] - start
+    target = start[line_index] + fraction * length[line_index]
+    # the segment of the line that holds each target: never past the line's last vertex
+    last_vertex = np.r_[first_vertex[1:] - 1, len(coords) - 1]
+    vertex = np.searchsorted(travelled, target, side="right") - 1
+    vertex = np.clip(vertex, first_vertex[line_index], last_vertex[line_index] - 1)
+    span = np.maximum(travelled[vertex + 1] - travelled[vertex], 1e-15)
+    t = np.clip((target - travelled[vertex]) / span, 0.0, 1.0)[:, None]
+    xy = coords[vertex] * (1 - t) + coords[vertex + 1] * t
+    return xy[:, 0], xy[:, 1]
+
+
 def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
-    """H3 cells (int64) of points."""
-    return np.fromiter(
-        (h3int.latlng_to_cell(y, x, resolution) for x, y in zip(lon, lat, strict=True)),
-        dtype="uint64",
-        count=len(lon),
-    ).astype("int64")
+    """H3 cells (int64) of points, vectorized with h3ronpy."""
+    cells = coordinates_to_cells(np.asarray(lat, "float64"), np.asarray(lon, "float64"), resolution)
+    return np.asarray(cells).astype("int64")
 
 
 def parent_cells(cells: np.ndarray, resolution: int) -> np.ndarray:
