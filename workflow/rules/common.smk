@@ -4,7 +4,10 @@ from pathlib import Path
 
 OUT = config["output_dir"]
 REGIONS = [region["name"] for region in config["regions"]]
-CONFIG_FILE = workflow.configfiles[-1]
+# The config file handed to every stage: the one given with --configfile (roadcover run passes it),
+# else the Snakefile's default. workflow.configfiles lists the command line's files first and the
+# Snakefile's `configfile:` last, so its [-1] would be the demo config whenever that exists.
+CONFIG_FILE = str((workflow.overwrite_configfiles or workflow.configfiles)[-1])
 FLEET_BATCH = "fleet"
 
 
@@ -28,7 +31,7 @@ def batch_inputs(wildcards):
     else:
         inputs = {"data": region_settings(wildcards.region)["batches"][wildcards.batch]}
     if position > 0:
-        inputs["previous"] = f"{OUT}/{wildcards.region}/traces/reports/{names[position - 1]}.json"
+        inputs["previous"] = f"{OUT}/{wildcards.region}/traces/batches/{names[position - 1]}.json"
     return inputs
 
 

@@ -45,7 +45,9 @@ rule export_feed:
         summary=rules.compute_coverage.output.summary,
         roads=rules.build_roads.output.meta,
     output:
-        latest=f"{OUT}/{{region}}/export/releases/latest.json",
+        # update(): Snakemake must not delete the pointer before the job runs, the stage reads it
+        # to find the previous release and write the delta against it
+        latest=update(f"{OUT}/{{region}}/export/releases/latest.json"),
     params:
         coverage=lambda wildcards, input: str(Path(input.summary).parent),
         roads=lambda wildcards, input: str(Path(input.roads).parent),

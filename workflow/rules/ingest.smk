@@ -2,7 +2,7 @@ rule ingest_traces:
     input:
         unpack(batch_inputs),
     output:
-        report=f"{OUT}/{{region}}/traces/reports/{{batch}}.json",
+        report=f"{OUT}/{{region}}/traces/batches/{{batch}}.json",
     params:
         config_file=CONFIG_FILE,
         paths=batch_paths,
