@@ -24,14 +24,27 @@ import pandas as pd
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY
 from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.state import read_state
-from pipeline.io import atomic_path, read_table
+from pipeline.coverage.summary import combine_summaries
+from pipeline.io import atomic_path, read_table, write_json
 
 MS_PER_DAY = 86_400_000
 
 
 def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
-    """Write the HTML report of the given regions (name -> region output folder)."""
+    """Write the HTML report of the given regions (name -> region output folder).
+
+    Beside it, ``summary.json`` holds every region's summary and their combination
+    (``all_regions``: km summed, shares recomputed).
+    """
+    summaries = {
+        name: json.loads((folder / "coverage" / "summary.json").read_text())
+        for name, folder in sorted(region_dirs.items())
+    }
+    combined = combine_summaries(summaries)
+    write_json({"regions": summaries, "all_regions": combined}, out_path.with_name("summary.json"))
     sections = [_region_section(name, folder) for name, folder in sorted(region_dirs.items())]
+    if len(summaries) > 1:
+        sections.insert(0, f"<section><h2>all regions</h2>{_summary_table(combined)}</section>")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>roadcover report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
@@ -68,7 +81,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
         ("share of world %", summary["percent_of_world"]),
     ]  # fmt: skip
     cells = "".join(f"<tr><th>{k}</th><td>{v:,.4g}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table><p>as of {html.escape(summary['as_of'])}</p>"
+    as_of = f"<p>as of {html.escape(summary['as_of'])}</p>" if "as_of" in summary else ""
+    return f"<table>{cells}</table>{as_of}"
 
 
 def _png(figure: Any) -> str:
