@@ -177,13 +177,15 @@ def _matched_points(
     edge = np.concatenate([r.edge for r in results])
     matched = edge >= 0
     safe_edge = np.where(matched, edge, 0)
-    snapped_lon = np.where(matched, np.concatenate([r.lon for r in results]), points["lon"])
-    snapped_lat = np.where(matched, np.concatenate([r.lat for r in results]), points["lat"])
+    raw_lon = points["lon"].to_numpy(dtype="float64")
+    raw_lat = points["lat"].to_numpy(dtype="float64")
+    snapped_lon = np.where(matched, np.concatenate([r.lon for r in results]), raw_lon)
+    snapped_lat = np.where(matched, np.concatenate([r.lat for r in results]), raw_lat)
     return gpd.GeoDataFrame(
         {
             "trace_id": points["trace_id"].to_numpy(),
             "trip_id": points["trip_id"].to_numpy(),
-            "observed_at": points["observed_at"].to_numpy(),
+            "observed_at": points["observed_at"].reset_index(drop=True),
             "edge_id": _where_matched(net.edge_id[safe_edge], matched),
             "u": _where_matched(net.edge_u_id[safe_edge], matched),
             "v": _where_matched(net.edge_v_id[safe_edge], matched),
