@@ -8,6 +8,8 @@ whose ``reason`` is null is still accepted. Nothing is dropped here, so the acco
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -19,14 +21,26 @@ SPIKE_PASSES = 3
 MAX_SPIKE_RUN = 3
 
 
+Detail = pd.Series | str
+
+
 def reject(
-    frame: pd.DataFrame, mask: np.ndarray | pd.Series, reason: str, detail: pd.Series | str
+    frame: pd.DataFrame,
+    mask: np.ndarray | pd.Series,
+    reason: str,
+    detail: Detail | Callable[[], Detail],
 ) -> None:
-    """Set ``reason`` and ``detail`` on the still-accepted rows selected by ``mask``."""
+    """Set ``reason`` and ``detail`` on the still-accepted rows selected by ``mask``.
+
+    ``detail`` may be a function returning the details of every row: it is called only when
+    some row is rejected (formatting every row's values is most of the cost otherwise).
+    """
     selected = np.asarray(mask, dtype=bool) & frame["reason"].isna().to_numpy()
     if not selected.any():
         return
     frame.loc[selected, "reason"] = reason
+    if callable(detail):
+        detail = detail()
     details = detail[selected] if isinstance(detail, pd.Series) else detail
     frame.loc[selected, "detail"] = details
 
@@ -43,29 +57,38 @@ def reject_at(frame: pd.DataFrame, positions: np.ndarray, reason: str, details: 
 def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
     """Reject fixes with impossible coordinates, times or accuracy."""
     lon, lat = frame["lon"], frame["lat"]
-    coords = "lon=" + lon.astype(str) + " lat=" + lat.astype(str)
+
+    def coords() -> pd.Series:
+        return "lon=" + lon.astype(str) + " lat=" + lat.astype(str)
+
+    def times() -> pd.Series:  # formatted as a whole: pandas picks one format per column
+        return "observed_at=" + frame["observed_at"].astype(str)
+
     finite = np.isfinite(lon) & np.isfinite(lat)
     reject(frame, ~finite | (lat.abs() > 90) | (lon.abs() > 180), "out_of_range", coords)
     reject(frame, (lon == 0) & (lat == 0), "null_island", coords)
-    times = "observed_at=" + frame["observed_at"].astype(str)
     reject(frame, frame["observed_at"] < EARLIEST_TIME, "time_before_2000", times)
     latest = now + pd.Timedelta(seconds=settings.future_tolerance_s)
-    reject(frame, frame["observed_at"] > latest, "time_in_future", times + f" > {latest}")
+    reject(frame, frame["observed_at"] > latest, "time_in_future", lambda: times() + f" > {latest}")
     hdop = frame["hdop"]
-    reject(frame, hdop > settings.max_hdop, "high_hdop", "hdop=" + hdop.astype(str))
+    reject(frame, hdop > settings.max_hdop, "high_hdop", lambda: "hdop=" + hdop.astype(str))
 
 
 def reject_duplicates(frame: pd.DataFrame) -> None:
     """Reject exact repeats of a fix, and other fixes of a trace at an already-seen time."""
     live = frame["reason"].isna()
     exact = frame.duplicated(["trace_id", "observed_at", "lon", "lat"]) & live
-    first_row = frame.groupby(["trace_id", "observed_at", "lon", "lat"])["source_row"].transform(
-        "first"
-    )
-    reject(frame, exact, "duplicate", "same fix as row " + first_row.astype(str))
+
+    def same_fix() -> pd.Series:
+        fix = ["trace_id", "observed_at", "lon", "lat"]
+        return "same fix as row " + frame.groupby(fix)["source_row"].transform("first").astype(str)
+
+    reject(frame, exact, "duplicate", same_fix)
     live = frame["reason"].isna()
     live_frame = frame[live]
     repeated = live_frame.duplicated(["trace_id", "observed_at"])
+    if not repeated.any():  # the common case: skip building the details
+        return
     first = live_frame.groupby(["trace_id", "observed_at"])["source_row"].transform("first")
     mask = np.zeros(len(frame), dtype=bool)
     mask[np.flatnonzero(live.to_numpy())[repeated.to_numpy()]] = True

@@ -61,8 +61,24 @@ def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
         points=("observed_at", "size"),
         length_m=("step_m", "sum"),
     ).reset_index(drop=True)
-    trips["fingerprint"] = [_fingerprint(group) for _, group in grouped[["lon", "lat"]]]
+    trips["fingerprint"] = _fingerprints(codes, points[["lon", "lat"]].to_numpy())
     return trips
+
+
+def _fingerprints(codes: np.ndarray, lonlat: np.ndarray) -> list[str]:
+    """:func:`_fingerprint` of every trip (code 0, 1, ...), without a DataFrame per trip."""
+    keep = codes >= 0  # as groupby, which leaves out rows without a trip
+    codes, lonlat = codes[keep], lonlat[keep]
+    if not len(codes):
+        return []
+    order = np.argsort(codes, kind="stable")  # each trip's fixes in their order
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    rounded = np.round(lonlat[order], FINGERPRINT_DECIMALS)
+    return [_hash(part) for part in np.split(rounded, bounds)]
+
+
+def _hash(rounded: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:32]
 
 
 def flag_trips(
@@ -107,8 +123,7 @@ def flag_trips(
 
 
 def _fingerprint(group: pd.DataFrame) -> str:
-    rounded = np.round(group[["lon", "lat"]].to_numpy(), FINGERPRINT_DECIMALS)
-    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:32]
+    return _hash(np.round(group[["lon", "lat"]].to_numpy(), FINGERPRINT_DECIMALS))
 
 
 def _teleport_trips(points: pd.DataFrame) -> set[str]:

@@ -48,7 +48,10 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
     )
     in_zone = pd.notna(zones)
     reject(
-        frame, in_zone, "privacy", pd.Series(zones, index=frame.index).map("privacy zone {}".format)
+        frame,
+        in_zone,
+        "privacy",
+        lambda: pd.Series(zones, index=frame.index).map("privacy zone {}".format),
     )
     live = np.flatnonzero(frame["reason"].isna().to_numpy())
     if len(live) == 0:

@@ -61,6 +61,7 @@ _DECIMAL_COMMA = r"[+-]?\d+,\d+"
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _PLAIN = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
 _NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})
+_NULL_WORDS_ARRAY = pa.array(sorted(_NULL_WORDS), type=pa.string())
 _DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
 
 
@@ -130,6 +131,7 @@ def quote(value: Any) -> str:
 
 def unreadable(source: str, problem: str, fix: str) -> UnreadableFileError:
     """Build the one-line error for a file that cannot be read."""
+    problem = re.sub(r"\s*[\r\n]+\s*", " ", problem).strip()  # e.g. multi-line Arrow errors
     return UnreadableFileError(f"{source}: {problem}; {fix}")
 
 
@@ -221,6 +223,9 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
     bad
         True where a value is present but not a number.
     """
+    fast = _to_float_arrow(raw)
+    if fast is not None:
+        return fast
     series = _scalars(raw)
     if series.dtype.kind in "fiu":
         values = series.to_numpy(dtype="float64", na_value=np.nan, copy=True)
@@ -238,6 +243,37 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
         values[~missing] = pd.to_numeric(present, errors="coerce").to_numpy(
             dtype="float64", na_value=np.nan
         )
+    return values, np.isnan(values) & ~missing
+
+
+def _to_float_arrow(
+    raw: Sequence[Any] | np.ndarray | pd.Series,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`to_float` for raw values that are all ``str`` (or None), in Arrow, at C speed.
+
+    The same steps as the general path (strip, null words, cast), without building pandas
+    string Series; returns None (use the general path) for anything else, or when some value
+    does not cast (e.g. a decimal comma).
+    """
+    if isinstance(raw, np.ndarray) and raw.dtype.kind != "O":
+        return None
+    if not isinstance(raw, list | np.ndarray):
+        return None
+    try:
+        array = pa.array(raw)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if not pa.types.is_string(array.type):  # only str and None (not bytes, numbers, ...)
+        return None
+    text = pc.utf8_trim_whitespace(array)
+    null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
+    missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
+    try:
+        parsed = pc.cast(text.filter(pa.array(~missing)), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    values = np.full(len(array), np.nan)
+    values[~missing] = parsed.to_numpy(zero_copy_only=False)
     return values, np.isnan(values) & ~missing
 
 

@@ -200,6 +200,8 @@ def _read_feature(
     identity = {**defaults, **_identity(properties)}
     geometry = feature.get("geometry")
     kind = geometry.get("type") if isinstance(geometry, dict) else None
+    if not isinstance(kind, str | None):  # e.g. "type": [] (not hashable)
+        kind = repr(kind)
     if geometry is None:
         time, values = _point_values(properties)
         rows.add(None, time, {**identity, **values})

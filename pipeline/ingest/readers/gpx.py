@@ -74,6 +74,8 @@ def read_gpx(path: Path, source: str, options: ReaderOptions) -> ReadResult:
                 elem.clear()
     except ET.ParseError as exc:
         raise unreadable(source, _parse_problem(exc, data), FIX_HINT) from None
+    except LookupError as exc:  # an XML declaration naming an encoding Python does not know
+        raise unreadable(source, f"XML declares an {exc}", FIX_HINT) from None
     root = events.root  # type: ignore[attr-defined]
     if _local(root.tag) != "gpx":
         raise unreadable(source, f"not a GPX file (root element <{_local(root.tag)}>)", FIX_HINT)
