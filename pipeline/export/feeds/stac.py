@@ -132,7 +132,7 @@ def write_stac(
         FileExtension.add_to(item)
         for record in sorted(records, key=lambda r: r["format"]):
             asset = pystac.Asset(
-                href=str(root / record["path"]),
+                href=str((root / record["path"]).resolve()),  # absolute: made relative below
                 media_type=record["media_type"],
                 roles=["data"],
                 title=f"{table_dir} ({record['format']})",
@@ -142,7 +142,7 @@ def write_stac(
             file_ext.size = int(record["size_bytes"])
             file_ext.checksum = multihash_sha256(record["sha256"])
         collection.add_item(item)
-    collection.normalize_hrefs(str(stac_root))
+    collection.normalize_hrefs(str(stac_root.resolve()))
     collection.make_all_asset_hrefs_relative()
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=AtomicStacIO())
     return sorted(stac_root.rglob("*.json"))
