@@ -5,7 +5,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "configs/demo.yaml"
+# the demo config only when none is given (--configfile): Snakemake would merge its keys in
+if not workflow.overwrite_configfiles:
+
+    configfile: "configs/demo.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)

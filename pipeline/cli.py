@@ -187,10 +187,14 @@ def ingest(
     """
     from pipeline.ingest.stage import format_report, ingest_traces
 
-    settings = load_config(config_path).ingest
+    config = load_config(config_path)
+    settings = config.ingest
     if workers is not None:
         settings = replace(settings, workers=workers)
-    report = ingest_traces(list(inputs), traces_dir, settings, strict=strict)
+    report = ingest_traces(
+        list(inputs), traces_dir, settings, strict=strict,
+        scheduler_address=config.dask_scheduler_address,
+    )  # fmt: skip
     if report_path is not None:
         write_json(report, report_path)
     click.echo(format_report(report), err=True)
@@ -228,14 +232,18 @@ def snap(
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
     from pipeline.snap.stage import snap_traces
 
-    settings = load_config(config_path).snap
+    config = load_config(config_path)
+    settings = config.snap
     if workers is not None:
         settings = replace(settings, workers=workers)
     if batch_report is not None:
         batch_id = json.loads(batch_report.read_text())["batch_id"]
         if batch_id is None:
             raise InputDataError(f"{batch_report}: the ingest found nothing new; no batch to match")
-    meta = snap_traces(roads_dir, traces_dir, matched_dir, settings, batch_id)
+    meta = snap_traces(
+        roads_dir, traces_dir, matched_dir, settings, batch_id,
+        scheduler_address=config.dask_scheduler_address,
+    )  # fmt: skip
     click.echo(
         f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
         f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",

