@@ -139,7 +139,7 @@ def test_header_only_csv_has_no_rows(tmp_path: Path) -> None:
     assert result.rows_read == 0
 
 
-def test_csv_throughput_is_reasonable(tmp_path: Path) -> None:
+def test_a_large_csv_reads_every_row(tmp_path: Path) -> None:
     n = 20_000
     times = pd.date_range("2024-05-01", periods=n, freq="s").strftime("%Y-%m-%dT%H:%M:%SZ")
     frame = pd.DataFrame({"timestamp": times, "lat": np.linspace(60, 61, n), "lon": 24.9})

