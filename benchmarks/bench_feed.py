@@ -1,7 +1,7 @@
 """Benchmark the feed export: seconds per release and rows per second.
 
 Usage: ``python benchmarks/bench_feed.py [COVERAGE_DIR ROADS_DIR] [--runs N] [--partition-res R]``
-(default: the demo coverage at /tmp/democov, made by ``python /tmp/democov/make.py``).
+(default: the demo's coverage and roads under results/demo/helsinki, made by ``make demo``).
 Times, as medians of N runs, an export in GeoParquet only, in all three formats, and in
 GeoParquet with a delta against a previous release. Prints a Markdown table for
 docs/benchmarks.md.
@@ -28,8 +28,9 @@ from pipeline.export.feeds.tables import covered_pieces, feed_segments
 from pipeline.export.feeds.writers import write_partitioned
 from pipeline.io import read_table
 
-DEFAULT_COVERAGE = Path("/tmp/democov/coverage")
-DEFAULT_ROADS = Path("/tmp/democov/roads")
+DEMO_REGION = Path(__file__).parents[1] / "results" / "demo" / "helsinki"
+DEFAULT_COVERAGE = DEMO_REGION / "coverage"
+DEFAULT_ROADS = DEMO_REGION / "roads"
 
 
 def time_exports(
@@ -66,9 +67,12 @@ def time_exports(
     return seconds, rows, size
 
 
-def time_segments_at_scale(coverage: Path, copies: int, partition_res: int) -> tuple[float, int]:
+def time_segments_at_scale(
+    coverage: Path, copies: int, partition_res: int
+) -> tuple[float, float, int]:
     """Build and write the segments of ``copies`` copies of the coverage's edges (distinct
-    way ids), the part of the export that grows with the data; return seconds and rows."""
+    way ids), the part of the export that grows with the data; return its seconds, the
+    seconds of writing the same table as one plain GeoParquet file (geopandas), and rows."""
     edges = read_table(coverage / "edges.parquet", EDGE_COVERAGE)
     intervals = pq.read_table(coverage / "edges.parquet", columns=["intervals"])["intervals"]
     step = int(edges["osmid"].max()) + 1
@@ -82,7 +86,10 @@ def time_segments_at_scale(coverage: Path, copies: int, partition_res: int) -> t
         pieces = covered_pieces(big, big_intervals)
         segments = feed_segments(big, pieces, as_of_ms, 0.5, partition_res)
         write_partitioned(segments, FEED_SEGMENTS, Path(folder), "segments", ("geoparquet",))
-        return time.perf_counter() - started, len(segments)
+        feed_s = time.perf_counter() - started
+        started = time.perf_counter()
+        segments.to_parquet(Path(folder) / "plain.parquet", write_covering_bbox=True)
+        return feed_s, time.perf_counter() - started, len(segments)
 
 
 def main() -> None:
@@ -115,10 +122,14 @@ def main() -> None:
             f"| {label} | {median:.3f} | {min(seconds):.3f} | {rows:,} | {rows / median:,.0f} "
             f"| {size / 2**20:.2f} |"
         )
-    scale_s, scale_rows = time_segments_at_scale(args.coverage, args.copies, args.partition_res)
+    scale_s, plain_s, scale_rows = time_segments_at_scale(
+        args.coverage, args.copies, args.partition_res
+    )
     print(
-        f"\nsegments only, {args.copies} copies of the edges: {scale_rows:,} segments in "
-        f"{scale_s:.2f} s = {scale_rows / scale_s:,.0f} segments/s"
+        f"\nsegments only, {args.copies} copies of the edges: {scale_rows:,} segments built and "
+        f"written in {scale_s:.2f} s = {scale_rows / scale_s:,.0f} segments/s; writing the "
+        f"finished table as one plain GeoParquet file (geopandas): {plain_s:.2f} s = "
+        f"{scale_rows / plain_s:,.0f} rows/s"
     )
 
 

@@ -1,7 +1,7 @@
 """Benchmark vector-tile building: tippecanoe against a pure-Python encoder, same features.
 
 Usage: ``python benchmarks/bench_tiles.py [COVERAGE_DIR] [--runs N] [--min-zoom Z] [--max-zoom Z]``
-(default: the demo coverage at /tmp/democov/coverage, made by ``python /tmp/democov/make.py``).
+(default: the demo's coverage, results/demo/helsinki/coverage, made by ``make demo``).
 
 Engines:
 
@@ -56,7 +56,7 @@ from pipeline.export.tiles import (
     write_coverage_tiles,
 )
 
-DEFAULT_COVERAGE = Path("/tmp/democov/coverage")
+DEFAULT_COVERAGE = Path(__file__).parents[1] / "results" / "demo" / "helsinki" / "coverage"
 HALF_WORLD_M = math.pi * 6_378_137.0
 EXTENT = 4096
 BUFFER = 5 / 256

@@ -41,3 +41,21 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
         if summary_path.exists():
             print(f"\n{region.name}:", file=sys.stderr)
             print(format_summary(json.loads(summary_path.read_text())), file=sys.stderr)
+    _print_where_to_look(settings.output_dir, [region.name for region in settings.regions])
+
+
+def _print_where_to_look(output_dir: Path, regions: list[str]) -> None:
+    """Print the web map of each region (and how to serve it) and the report."""
+    for name in regions:
+        region = output_dir / name
+        site = region / "export" / "web"
+        if (site / "index.html").exists():
+            print(
+                f"\n{name} web map: {site / 'index.html'}\n  serve it (HTTP Range requests): "
+                f"roadcover export viewer {region / 'coverage'} "
+                f"{region / 'export' / 'coverage.pmtiles'} {site} --serve",
+                file=sys.stderr,
+            )
+    report = output_dir / "report.html"
+    if report.exists():
+        print(f"report: {report}", file=sys.stderr)

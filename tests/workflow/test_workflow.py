@@ -259,6 +259,10 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     assert (results / "logs" / REGION / "ingest_traces" / "fleet.log").exists()
     assert (results / "logs" / REGION / "match_traces" / "fleet.log").exists()
     assert job_counts(reference.output)["match_traces"] == 1
+    # the run ends with the summary table and where to look
+    assert "unique km covered" in reference.output
+    assert f"{REGION} web map: results/{REGION}/export/web/index.html" in reference.output
+    assert "report: results/report.html" in reference.output
     print(f"reference run: {reference.seconds:.0f} s")
 
 
