@@ -131,6 +131,40 @@ def test_one_way_is_never_matched_against_its_direction(grid_net) -> None:  # ty
     assert list(seg["u"]) == [11] and list(seg["v"]) == [10]
 
 
+def test_parallel_roads_40_m_apart_are_told_apart(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    # eastwards 6 m from the one-way 4-5-6 (y=200), then 6 m from the two-way 10-11 (y=240)
+    for y, way in ((206.0, 102), (234.0, 103)):
+        lon, lat, t = drive([(15, y), (385, y)], noise_m=3.0, seed=int(y))
+        trip = match_trip(net, lon, lat, t)
+        assert set(net.edge_osmid[trip.edge[trip.edge >= 0]]) == {way}, f"y={y}"
+
+
+def test_u_turn_in_the_middle_of_a_road(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    # along the two-way bottom row to x=300 (half way between nodes 2 and 3), then back
+    lon, lat, t = drive([(15, 0), (300, 0), (15, 0)], noise_m=2.0, seed=9)
+    seg = traversed_segments(net, match_trip(net, lon, lat, t))
+    assert list(zip(seg["u"], seg["v"], strict=True)) == [(1, 2), (2, 3), (3, 2), (2, 1)]
+    turn = seg.iloc[1:3]
+    assert turn["to_offset_m"].iloc[0] == pytest.approx(100.0, abs=10.0)  # 100 m past node 2
+    assert turn["from_offset_m"].iloc[1] == pytest.approx(100.0, abs=10.0)  # 100 m before it
+    route_m = float((seg["to_offset_m"] - seg["from_offset_m"]).sum())
+    assert route_m == pytest.approx(2 * 285.0, abs=20.0)
+    # U-turns on a road forbidden: no route explains the turn, so the trip breaks there
+    # instead of inventing one
+    forbidden = traversed_segments(
+        net, match_trip(net, lon, lat, t, MatchParams(uturn_penalty=None))
+    )
+    assert list(zip(forbidden["u"], forbidden["v"], strict=True)) == [
+        (1, 2),
+        (2, 3),
+        (3, 2),
+        (2, 1),
+    ]
+    assert list(forbidden["segment"]) == [0, 0, 1, 1]
+
+
 def test_far_outlier_is_unmatched_and_does_not_derail(grid_net) -> None:  # type: ignore[no-untyped-def]
     net, _ = grid_net
     lon, lat, t = drive([(15, 0), (385, 0)], noise_m=2.0, seed=3)
