@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client, Future, LocalCluster, as_completed
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+Item = TypeVar("Item")
 
 
 @contextlib.contextmanager
@@ -50,3 +54,23 @@ def dask_client(workers: int, scheduler_address: str | None = None) -> Iterator[
     ):
         log.info("dask: LocalCluster of %d worker(s), dashboard %s", workers, client.dashboard_link)
         yield client
+
+
+def with_progress(
+    items: Iterable[Item], description: str, total: int | None = None
+) -> Iterator[Item]:
+    """Iterate over ``items`` with a progress bar on stderr (a stage's in-process path)."""
+    yield from tqdm(items, desc=description, total=total, file=sys.stderr, mininterval=1.0)
+
+
+def gather_with_progress(futures: list[Future], description: str) -> list[Any]:
+    """Results of Dask futures, in their order, with a progress bar on stderr as they finish.
+
+    Raises
+    ------
+    Exception
+        The first failed task's exception, as :meth:`Client.gather` would.
+    """
+    for _ in with_progress(as_completed(futures), description, total=len(futures)):
+        pass
+    return [future.result() for future in futures]

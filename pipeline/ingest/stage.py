@@ -51,7 +51,7 @@ from pipeline.ingest.readers import (
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
 from pipeline.io import read_table, write_json, write_table
-from pipeline.parallel import dask_client
+from pipeline.parallel import dask_client, gather_with_progress, with_progress
 from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,10 @@ def _process_files(
     scheduler_address: str | None = None,
 ) -> list[FileOutcome]:
     if settings.workers <= 1 or len(files) == 1:
-        return [ingest_file(p, hashes[p], settings, key, now) for p in files]
+        return [
+            ingest_file(p, hashes[p], settings, key, now)
+            for p in with_progress(files, "ingest files")
+        ]
     with dask_client(settings.workers, scheduler_address) as client:
         futures = client.map(
             ingest_file,
@@ -202,7 +205,7 @@ def _process_files(
             now=now,
             pure=False,
         )
-        results: list[FileOutcome] = client.gather(futures)
+        results: list[FileOutcome] = gather_with_progress(futures, "ingest files")
     return results
 
 

@@ -25,7 +25,7 @@ from pipeline.config import SnapSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
 from pipeline.errors import InputDataError
 from pipeline.io import read_table, write_json, write_table
-from pipeline.parallel import dask_client
+from pipeline.parallel import dask_client, gather_with_progress, with_progress
 from pipeline.snap.match import TripMatch, match_trip, route_segments
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
@@ -91,13 +91,16 @@ def snap_traces(
     prepare_match_network(roads_dir)  # build and cache the network once, before the workers
     chunks = _chunks(points)
     if settings.workers <= 1 or len(chunks) <= 1:
-        results = [match_chunk(chunk, str(roads_dir), params) for chunk in chunks]
+        results = [
+            match_chunk(chunk, str(roads_dir), params)
+            for chunk in with_progress(chunks, "match chunks")
+        ]
     else:
         with dask_client(settings.workers, scheduler_address) as client:
             futures = client.map(
                 match_chunk, chunks, roads_dir=str(roads_dir), params=params, pure=False
             )
-            results = client.gather(futures)
+            results = gather_with_progress(futures, "match chunks")
     matched_points = pd.concat([r[0] for r in results], ignore_index=True)
     segments = pd.concat([r[1] for r in results], ignore_index=True)
     quality = pd.concat([r[2] for r in results], ignore_index=True)

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from pipeline.ingest.readers.base import (
     IDENTITIES,
@@ -68,7 +70,7 @@ FIX_HINT = "re-export the trace as UTF-8 CSV with a header row"
 def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a CSV/TSV trace (see the module docstring for the rules)."""
     text = decode_text(read_bytes(path, source), source, FIX_HINT)
-    header, records, starts = _split_records(text, source)
+    header, columns, rows, rejects = _read_regular_lines(text) or _read_records(text, source)
     found = find_columns(header, options.csv_columns)
     wkt_column = _wkt_point_column(header) if {"lat", "lon"} - set(found) else None
     missing = [f for f in REQUIRED if f not in found and not (wkt_column and f in ("lat", "lon"))]
@@ -78,6 +80,66 @@ def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
             f"no {'/'.join(missing)} column among the columns {header}",
             "name them lat, lon and time, or map them in the config (ingest.csv_columns)",
         )
+    candidates = Candidates(rows)
+    ignored: Counter[str] = Counter()
+    if len(rows):
+        _fill(candidates, columns, header, found, options, ignored, wkt_column)
+    return finish(source, FORMAT, candidates, rejects, ignored)
+
+
+Columns = list[np.ndarray] | list[pd.Series]
+Records = tuple[list[str], Columns, np.ndarray, list[Reject]]
+
+
+def _read_regular_lines(text: str) -> Records | None:
+    """Parse, with Arrow's CSV reader, a file whose lines are all records of the header's width.
+
+    That is the common case: no quotes (so no quoted line breaks or delimiters), no blank lines
+    and every line with as many delimiters as the header; row ``i`` is then line ``i + 2``.
+    Returns None for any other file, which :func:`_read_records` reads line by line.
+    """
+    if '"' in text:
+        return None
+    data = text.encode("utf-8")
+    first_end = data.find(b"\n")
+    if first_end <= 0:
+        return None
+    first_line = data[:first_end].decode("utf-8")
+    delimiter = max(DELIMITERS, key=first_line.count)
+    width = first_line.count(delimiter) + 1
+    lines = _delimiters_per_line(data, delimiter)
+    if width < 2 or len(lines) < 2 or (lines != width - 1).any():
+        return None
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(
+            skip_rows=1, autogenerate_column_names=True, use_threads=False
+        ),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(width)},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    header = [name.strip() for name in first_line.rstrip("\r").split(delimiter)]
+    columns = [pd.Series(pd.arrays.ArrowStringArray(column)) for column in table.columns]
+    return header, columns, np.arange(2, table.num_rows + 2, dtype="int64"), []
+
+
+def _delimiters_per_line(data: bytes, delimiter: str) -> np.ndarray:
+    """Count the ``delimiter`` bytes on each line (a final empty line is not a line)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == ord("\n"))
+    if len(ends) == 0 or ends[-1] != len(raw) - 1:
+        ends = np.r_[ends, len(raw)]
+    positions = np.flatnonzero(raw == ord(delimiter))
+    return np.diff(np.searchsorted(positions, ends), prepend=0)
+
+
+def _read_records(text: str, source: str) -> Records:
+    """Read the file record by record (any quoting), setting aside malformed rows."""
+    header, records, starts = _split_records(text, source)
     width = len(header)
     rejects: list[Reject] = []
     good, good_rows = records, starts
@@ -93,12 +155,8 @@ def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
                 continue
             good.append(record)
             good_rows.append(start)
-    candidates = Candidates(np.array(good_rows, dtype="int64"))
-    ignored: Counter[str] = Counter()
-    if good:
-        columns = [np.array(c, dtype=object) for c in zip(*good, strict=True)]
-        _fill(candidates, columns, header, found, options, ignored, wkt_column)
-    return finish(source, FORMAT, candidates, rejects, ignored)
+    columns = [np.array(c, dtype=object) for c in zip(*good, strict=True)]
+    return header, columns, np.array(good_rows, dtype="int64"), rejects
 
 
 def _wkt_point_column(header: list[str]) -> str | None:
@@ -106,7 +164,7 @@ def _wkt_point_column(header: list[str]) -> str | None:
     return next((name for name in header if name.strip().lower() in WKT_COLUMNS), None)
 
 
-def _wkt_point_coordinates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _wkt_point_coordinates(values: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Split WKT ``POINT (lon lat)`` texts into lon and lat texts (empty where not a point)."""
     parts = pd.Series(values, dtype=object).astype(str).str.extract(WKT_POINT, expand=True)
     parts = parts.fillna("")
@@ -144,7 +202,7 @@ def _split_records(text: str, source: str) -> tuple[list[str], list[list[str]], 
 
 def _fill(
     candidates: Candidates,
-    columns: list[np.ndarray],
+    columns: Columns,
     header: list[str],
     found: dict[str, Column],
     options: ReaderOptions,
@@ -153,7 +211,7 @@ def _fill(
 ) -> None:
     index = {name: i for i, name in reversed(list(enumerate(header)))}
 
-    def values(field: str) -> np.ndarray:
+    def values(field: str) -> np.ndarray | pd.Series:
         return columns[index[found[field].name]]
 
     if wkt_column is not None:

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.ingest.readers import ReaderOptions, UnreadableFileError, read_trace_file
+from pipeline.ingest.readers.delimited import _read_regular_lines
 from tests.ingest.readers.helpers import check_result, reasons
 
 
@@ -149,3 +150,32 @@ def test_a_large_csv_reads_every_row(tmp_path: Path) -> None:
     check_result(result)
     assert len(result.fixes) == n
     assert result.fixes["source_row"].iloc[-1] == n + 1
+
+
+REGULAR_CSV = (
+    "device_id;timestamp;lat;lon;hdop;speed_mps\r\n"
+    "cam-1;2024-05-01T08:00:00Z;60,17;24,94;0.9;12.5\r\n"
+    "cam-1;1714550401;60.18;24.95;;13\r\n"
+    "cam-1;yesterday;60.19;24.96;1;x\r\n"
+    "cam-1;2024-05-01T08:00:03Z;;24.97;1;1\r\n"
+    " cam-2 ;2024-05-01T08:00:04+02:00;60.2;24.99;NaN;1"  # no final line break
+)
+
+
+def test_regular_and_record_by_record_parsing_agree(tmp_path: Path) -> None:
+    # Lines all of the header's width go through Arrow's CSV reader; a quote anywhere sends the
+    # file through the record-by-record reader. Both must give the same rows and rejects.
+    quoted_csv = REGULAR_CSV.replace("cam-1;1714550401", 'cam-1;"1714550401"')
+    assert _read_regular_lines(REGULAR_CSV) is not None
+    assert _read_regular_lines(quoted_csv) is None
+    regular = read_trace_file(write(tmp_path, REGULAR_CSV, "regular.csv"))
+    quoted = read_trace_file(write(tmp_path, quoted_csv, "quoted.csv"))
+    for result in (regular, quoted):
+        check_result(result)
+    assert regular.fixes["source_row"].tolist() == [2, 3, 6]
+    assert reasons(regular) == reasons(quoted) == {4: "unparseable_time", 5: "missing_coordinates"}
+    columns = ["source_row", "observed_at", "lon", "lat", "hdop", "speed_mps", "device_id"]
+    pd.testing.assert_frame_equal(regular.fixes[columns], quoted.fixes[columns])
+    assert regular.fixes["lat"].tolist() == [60.17, 60.18, 60.2]
+    assert regular.fixes["device_id"].tolist() == ["cam-1", "cam-1", "cam-2"]
+    assert regular.ignored == quoted.ignored == {"unparseable_speed_mps": 1}

@@ -1,0 +1,53 @@
+"""The Dask client of the stages: LocalCluster or an existing scheduler, and progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from dask.distributed import LocalCluster
+
+from pipeline.parallel import SCHEDULER_ENV, dask_client, gather_with_progress, with_progress
+
+
+def square(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * x
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as running:
+        yield running
+
+
+def test_an_existing_scheduler_is_used_from_the_environment(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SCHEDULER_ENV, cluster.scheduler_address)
+    with dask_client(workers=4) as client:  # workers are ignored: the cluster is not ours
+        assert client.scheduler.address == cluster.scheduler_address
+        assert len(client.scheduler_info()["workers"]) == 1
+
+
+def test_gathered_results_keep_their_order_and_show_progress(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with dask_client(1, cluster.scheduler_address) as client:
+        futures = client.map(square, range(20), pure=False)
+        assert gather_with_progress(futures, "squares") == [x * x for x in range(20)]
+    err = capsys.readouterr().err
+    assert "squares" in err and "20/20" in err
+
+
+def test_a_failed_task_raises_its_error(cluster: LocalCluster) -> None:
+    with dask_client(1, cluster.scheduler_address) as client:
+        futures = client.map(square, [1, -2, 3], pure=False)
+        with pytest.raises(ValueError, match="negative: -2"):
+            gather_with_progress(futures, "squares")
+
+
+def test_in_process_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    assert list(with_progress(iter([1, 2, 3]), "items", total=3)) == [1, 2, 3]
+    assert "items" in capsys.readouterr().err
