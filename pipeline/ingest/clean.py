@@ -130,17 +130,39 @@ def reject_speed_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:
             bridge_m = distances_m(lon[before], lat[before], lon[after], lat[after])
             bridge_speed = bridge_m / np.maximum(seconds[after] - seconds[before], 1e-3)
             outlier = same & (bridge_speed <= settings.max_speed_mps)
-            for first in enter[outlier]:
-                rows = live[first + 1 : first + run + 1]
-                jump_m = step_m[first]
-                reason = "teleport" if jump_m > settings.trip_gap_m else "impossible_speed"
-                detail = f"jump of {jump_m:.0f} m at {step_speed[first]:.0f} m/s and back"
-                mask = np.zeros(len(frame), dtype=bool)
-                mask[rows] = True
-                reject(frame, mask, reason, detail)
+            firsts = enter[outlier]
+            if len(firsts):
+                _reject_spike_runs(frame, live, firsts, run, step_m, step_speed, settings)
                 found = True
         if not found:
             return
+
+
+def _reject_spike_runs(
+    frame: pd.DataFrame,
+    live: np.ndarray,
+    firsts: np.ndarray,
+    run: int,
+    step_m: np.ndarray,
+    step_speed: np.ndarray,
+    settings: IngestSettings,
+) -> None:
+    """Reject the ``run`` fixes after each live position in ``firsts`` (all at once).
+
+    Where runs overlap, a fix takes the reason and detail of the first run that holds it.
+    """
+    positions = (firsts[:, None] + np.arange(1, run + 1)).ravel()
+    jump_m = np.repeat(step_m[firsts], run)
+    speed = np.repeat(step_speed[firsts], run)
+    positions, first_seen = np.unique(positions, return_index=True)
+    jump_m, speed = jump_m[first_seen], speed[first_seen]
+    teleport = jump_m > settings.trip_gap_m
+    for reason, chosen in (("teleport", teleport), ("impossible_speed", ~teleport)):
+        details = [
+            f"jump of {j:.0f} m at {v:.0f} m/s and back"
+            for j, v in zip(jump_m[chosen], speed[chosen], strict=True)
+        ]
+        reject_at(frame, live[positions[chosen]], reason, details)
 
 
 def reject_acceleration_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:

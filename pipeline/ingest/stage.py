@@ -58,19 +58,34 @@ log = logging.getLogger(__name__)
 
 REGISTRY_FILE = "ingested_files.json"
 WHOLE_FILE_ROW = 0
+# Files are read one by one but cleaned in chunks: every cleaning step works on many traces
+# at once, so its fixed cost is paid once per chunk instead of once per (often small) file.
+# Chunks depend on the files alone, never on the number of workers.
+CHUNK_FILES = 32
+CHUNK_BYTES = 32 * 2**20
 
 
 @dataclass
 class FileOutcome:
-    """What ingesting one file produced: all its rows, each accepted or with a reason."""
+    """What reading one file produced, besides its rows: counts and the reader's rejects."""
 
     path: str
     sha256: str
     format: str | None
     rows_read: int
-    rows: pd.DataFrame
     reader_rejects: pd.DataFrame
     ignored: dict[str, int]
+
+
+@dataclass
+class ChunkOutcome:
+    """What ingesting a chunk of files produced: its files, and all their cleaned rows.
+
+    Every row of ``rows`` is accepted (``reason`` null) or rejected with a reason.
+    """
+
+    files: list[FileOutcome]
+    rows: pd.DataFrame
 
 
 def find_trace_files(inputs: list[Path]) -> list[Path]:
@@ -124,11 +139,7 @@ def ingest_traces(
     registry = _read_registry(traces_dir)
     files = find_trace_files(inputs)
     hashes = {path: file_sha256(path) for path in files}
-    new_files = [
-        p
-        for p in files
-        if hashes[p] not in registry and hashes[p] not in {hashes[q] for q in files if q < p}
-    ]
+    new_files = _new_files(files, hashes, registry)
     skipped = [str(p) for p in files if p not in new_files]
     if not new_files:
         log.info("ingest: nothing new (%d file(s) already ingested)", len(skipped))
@@ -136,8 +147,9 @@ def ingest_traces(
     batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode()).hexdigest()[
         :16
     ]
-    outcomes = _process_files(new_files, hashes, settings, key, now, scheduler_address)
-    rows = pd.concat([o.rows for o in outcomes], ignore_index=True)
+    chunks = _process_chunks(new_files, hashes, settings, key, now, scheduler_address)
+    outcomes = [file for chunk in chunks for file in chunk.files]
+    rows = pd.concat([chunk.rows for chunk in chunks], ignore_index=True)
     accepted = rows[rows["reason"].isna()].reset_index(drop=True)
     trips = flag_trips(summarize_trips(accepted), accepted, _earlier_trips(traces_dir), settings)
     rejects = _rejects_table(outcomes, rows, batch_id)
@@ -182,37 +194,92 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _process_files(
+def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, Any]) -> list[Path]:
+    """Files whose content was not ingested before, nor seen earlier in this list."""
+    seen = set(registry)
+    new = []
+    for path in files:
+        if hashes[path] not in seen:
+            new.append(path)
+            seen.add(hashes[path])
+    return new
+
+
+def file_chunks(files: list[Path]) -> list[list[Path]]:
+    """Consecutive groups of at most ``CHUNK_FILES`` files and about ``CHUNK_BYTES`` bytes."""
+    chunks: list[list[Path]] = []
+    size = 0
+    for path in files:
+        if not chunks or len(chunks[-1]) >= CHUNK_FILES or size >= CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(path)
+        size += path.stat().st_size
+    return chunks
+
+
+def _process_chunks(
     files: list[Path],
     hashes: dict[Path, str],
     settings: IngestSettings,
     key: bytes,
     now: pd.Timestamp,
     scheduler_address: str | None = None,
-) -> list[FileOutcome]:
-    if settings.workers <= 1 or len(files) == 1:
+) -> list[ChunkOutcome]:
+    chunks = file_chunks(files)
+    chunk_hashes = [[hashes[p] for p in chunk] for chunk in chunks]
+    if settings.workers <= 1 or len(chunks) == 1:
         return [
-            ingest_file(p, hashes[p], settings, key, now)
-            for p in with_progress(files, "ingest files")
+            ingest_files(chunk, sha256s, settings, key, now)
+            for chunk, sha256s in with_progress(
+                zip(chunks, chunk_hashes, strict=True), "ingest file chunks", len(chunks)
+            )
         ]
     with dask_client(settings.workers, scheduler_address) as client:
         futures = client.map(
-            ingest_file,
-            files,
-            [hashes[p] for p in files],
+            ingest_files,
+            chunks,
+            chunk_hashes,
             settings=settings,
             pseudonym_key=key,
             now=now,
             pure=False,
         )
-        results: list[FileOutcome] = gather_with_progress(futures, "ingest files")
+        results: list[ChunkOutcome] = gather_with_progress(futures, "ingest file chunks")
     return results
 
 
-def ingest_file(
-    path: Path, sha256: str, settings: IngestSettings, pseudonym_key: bytes, now: pd.Timestamp
-) -> FileOutcome:
-    """Read, identify, clean, split and trim one file; every row ends accepted or rejected."""
+def ingest_files(
+    paths: list[Path],
+    sha256s: list[str],
+    settings: IngestSettings,
+    pseudonym_key: bytes,
+    now: pd.Timestamp,
+) -> ChunkOutcome:
+    """Read and identify each file, then clean, split and trim all their rows together.
+
+    Every row read ends accepted or rejected; a file that cannot be read is one
+    ``unreadable_file`` reject and the others go on.
+    """
+    read = [read_file(p, h, settings, pseudonym_key) for p, h in zip(paths, sha256s, strict=True)]
+    files = [outcome for outcome, _ in read]
+    readable = [file_rows for outcome, file_rows in read if outcome.format is not None]
+    if not readable:
+        return ChunkOutcome(files, _empty_rows())
+    rows = pd.concat(readable, ignore_index=True)
+    rows = rows.sort_values(
+        ["trace_id", "observed_at", "source_row"], kind="stable", ignore_index=True
+    )
+    rows["reason"] = pd.Series(None, index=rows.index, dtype=object)
+    rows["detail"] = pd.Series(None, index=rows.index, dtype=object)
+    clean_rows(rows, settings, now)
+    return ChunkOutcome(files, rows)
+
+
+def read_file(
+    path: Path, sha256: str, settings: IngestSettings, pseudonym_key: bytes
+) -> tuple[FileOutcome, pd.DataFrame]:
+    """Read one file; return what was read and its fixes with pseudonymous identities."""
     options = ReaderOptions(
         csv_columns=dict(settings.csv_columns) or None, csv_time_unit=settings.csv_time_unit
     )
@@ -230,22 +297,15 @@ def ingest_file(
                 }
             ]
         )
-        return FileOutcome(str(path), sha256, None, 1, _empty_rows(), whole_file, {})
+        return FileOutcome(str(path), sha256, None, 1, whole_file, {}), _empty_rows()
     rows = assign_identities(result.fixes, path, sha256, settings, pseudonym_key)
-    rows = rows.sort_values(
-        ["trace_id", "observed_at", "source_row"], kind="stable", ignore_index=True
-    )
-    rows["reason"] = pd.Series(None, index=rows.index, dtype=object)
-    rows["detail"] = pd.Series(None, index=rows.index, dtype=object)
-    clean_rows(rows, settings, now)
     reader_rejects = result.rejects[REJECT_COLUMNS]
-    return FileOutcome(
-        str(path), sha256, fmt, result.rows_read, rows, reader_rejects, result.ignored
-    )
+    outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, reader_rejects, result.ignored)
+    return outcome, rows
 
 
 def clean_rows(rows: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
-    """Run every cleaning, splitting and privacy step on one file's rows, in order."""
+    """Run every cleaning, splitting and privacy step on rows sorted by trace and time."""
     check_values(rows, settings, now)
     reject_duplicates(rows)
     reject_speed_spikes(rows, settings)

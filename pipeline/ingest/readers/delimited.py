@@ -65,12 +65,18 @@ DELIMITERS = (",", ";", "\t")
 WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "location", "position")
 WKT_POINT = r"^\s*POINT\s*Z?\s*\(\s*([-+0-9.eE]+)\s+([-+0-9.eE]+)(?:\s+[-+0-9.eE]+)?\s*\)\s*$"
 FIX_HINT = "re-export the trace as UTF-8 CSV with a header row"
+# the null words of :func:`pipeline.ingest.readers.base.to_float`, as Arrow spells them
+ARROW_NULL_WORDS = [
+    "", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE",
+    "na", "NA", "n/a", "N/A",
+]  # fmt: skip
 
 
 def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a CSV/TSV trace (see the module docstring for the rules)."""
     text = decode_text(read_bytes(path, source), source, FIX_HINT)
-    header, columns, rows, rejects = _read_regular_lines(text) or _read_records(text, source)
+    regular = _read_regular_lines(text, options)
+    header, columns, rows, rejects = regular or _read_records(text, source)
     found = find_columns(header, options.csv_columns)
     wkt_column = _wkt_point_column(header) if {"lat", "lon"} - set(found) else None
     missing = [f for f in REQUIRED if f not in found and not (wkt_column and f in ("lat", "lon"))]
@@ -91,11 +97,13 @@ Columns = list[np.ndarray] | list[pd.Series]
 Records = tuple[list[str], Columns, np.ndarray, list[Reject]]
 
 
-def _read_regular_lines(text: str) -> Records | None:
+def _read_regular_lines(text: str, options: ReaderOptions) -> Records | None:
     """Parse, with Arrow's CSV reader, a file whose lines are all records of the header's width.
 
     That is the common case: no quotes (so no quoted line breaks or delimiters), no blank lines
     and every line with as many delimiters as the header; row ``i`` is then line ``i + 2``.
+    Coordinate and other numeric columns are parsed as numbers by Arrow when every value is a
+    plain number or a null word, and kept as text (parsed like any other file's) otherwise.
     Returns None for any other file, which :func:`_read_records` reads line by line.
     """
     if '"' in text:
@@ -106,25 +114,43 @@ def _read_regular_lines(text: str) -> Records | None:
         return None
     first_line = data[:first_end].decode("utf-8")
     delimiter = max(DELIMITERS, key=first_line.count)
-    width = first_line.count(delimiter) + 1
+    header = [name.strip() for name in first_line.rstrip("\r").split(delimiter)]
     lines = _delimiters_per_line(data, delimiter)
-    if width < 2 or len(lines) < 2 or (lines != width - 1).any():
+    if len(header) < 2 or len(lines) < 2 or (lines != len(header) - 1).any():
         return None
-    table = pacsv.read_csv(
+    found = find_columns(header, options.csv_columns)
+    numeric = {found[f].name for f in ("lat", "lon", *OPTIONAL_FLOATS) if f in found}
+    types = {
+        f"f{i}": pa.float64() if name in numeric else pa.string() for i, name in enumerate(header)
+    }
+    try:
+        table = _arrow_csv(data, delimiter, types)
+    except pa.ArrowInvalid:  # some value is not a plain number: parse every column as text
+        table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
+    columns = [
+        pd.Series(pd.arrays.ArrowStringArray(column))
+        if column.type == pa.string()
+        else pd.Series(column.to_numpy(), dtype="float64")
+        for column in table.columns
+    ]
+    return header, columns, np.arange(2, table.num_rows + 2, dtype="int64"), []
+
+
+def _arrow_csv(data: bytes, delimiter: str, types: dict[str, pa.DataType]) -> pa.Table:
+    """Read CSV bytes after their header line, columns named f0, f1, ... typed by ``types``."""
+    return pacsv.read_csv(
         io.BytesIO(data),
         read_options=pacsv.ReadOptions(
             skip_rows=1, autogenerate_column_names=True, use_threads=False
         ),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={f"f{i}": pa.string() for i in range(width)},
+            column_types=types,
+            null_values=ARROW_NULL_WORDS,
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
     )
-    header = [name.strip() for name in first_line.rstrip("\r").split(delimiter)]
-    columns = [pd.Series(pd.arrays.ArrowStringArray(column)) for column in table.columns]
-    return header, columns, np.arange(2, table.num_rows + 2, dtype="int64"), []
 
 
 def _delimiters_per_line(data: bytes, delimiter: str) -> np.ndarray:

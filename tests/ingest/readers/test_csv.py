@@ -166,8 +166,8 @@ def test_regular_and_record_by_record_parsing_agree(tmp_path: Path) -> None:
     # Lines all of the header's width go through Arrow's CSV reader; a quote anywhere sends the
     # file through the record-by-record reader. Both must give the same rows and rejects.
     quoted_csv = REGULAR_CSV.replace("cam-1;1714550401", 'cam-1;"1714550401"')
-    assert _read_regular_lines(REGULAR_CSV) is not None
-    assert _read_regular_lines(quoted_csv) is None
+    assert _read_regular_lines(REGULAR_CSV, ReaderOptions()) is not None
+    assert _read_regular_lines(quoted_csv, ReaderOptions()) is None
     regular = read_trace_file(write(tmp_path, REGULAR_CSV, "regular.csv"))
     quoted = read_trace_file(write(tmp_path, quoted_csv, "quoted.csv"))
     for result in (regular, quoted):

@@ -5,7 +5,7 @@ hand) damaged by byte flips, truncations, duplicated/deleted/swapped lines and i
 garbage lines. A reader must either refuse the whole file with an :class:`UnreadableFileError`
 naming it, or account for every row (``rows_read == len(fixes) + len(rejects)``) with the
 documented dtypes, never NaN coordinates or NaT times; any other exception is a bug.
-``ingest_file`` must account for every row read too. Crashes found here are kept below as
+``ingest_files`` must account for every row read too. Crashes found here are kept below as
 explicit regression tests.
 """
 
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pipeline.config import load_config
 from pipeline.errors import InputDataError
 from pipeline.ingest.readers import ReadResult, UnreadableFileError, read_trace_file
-from pipeline.ingest.stage import ingest_file
+from pipeline.ingest.stage import ingest_files
 from pipeline.ingest.trace_writers import write_trace
 from tests.ingest.readers.helpers import check_result, nmea
 
@@ -348,12 +348,13 @@ def test_ingest_file_accounts_for_every_row(
     seed = data.draw(st.sampled_from(seeds(str(folder))[fmt]))
     path = write(folder, fmt, data.draw(mutated(seed)))
     settings_ = load_config().ingest
-    outcome = ingest_file(path, "0" * 64, settings_, pseudonym_key, NOW)
+    chunk = ingest_files([path], ["0" * 64], settings_, pseudonym_key, NOW)
+    [outcome] = chunk.files
     if outcome.format is None:  # the whole file is one unreadable_file reject
-        assert outcome.rows_read == 1 and len(outcome.rows) == 0
+        assert outcome.rows_read == 1 and len(chunk.rows) == 0
         assert outcome.reader_rejects["reason"].tolist() == ["unreadable_file"]
         return
-    rows, reader_rejects = outcome.rows, outcome.reader_rejects
+    rows, reader_rejects = chunk.rows, outcome.reader_rejects
     assert outcome.rows_read == len(rows) + len(reader_rejects)
     accepted = rows["reason"].isna()
     assert int(accepted.sum()) + int((~accepted).sum()) + len(reader_rejects) == outcome.rows_read
