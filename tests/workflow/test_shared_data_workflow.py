@@ -45,7 +45,9 @@ def test_example_config_on_real_data(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, "shared-data-test-key-not-a-secret")
     config = shared_data_config(shared_data, tmp_path)
-    assert main(["run", "--config", str(config), "--cores", "2"]) == 0
+    # one thread for ingest and matching: in-process, without a Dask LocalCluster to start
+    threads = ["--set-threads", "ingest_traces=1", "match_traces=1"]
+    assert main(["run", "--config", str(config), "--cores", "2", *threads]) == 0
     results = tmp_path / "results"
     combined = json.loads((results / "summary.json").read_text())
     assert set(combined["regions"]) == {"monaco", "kubicka-05", "kubicka-07"}
@@ -57,8 +59,8 @@ def test_example_config_on_real_data(
     for name in ("kubicka-05", "kubicka-07"):
         drive_dir = shared_data / "mapmatch" / "kubicka-dev" / f"0000000{name[-1]}"
         summary = regions[name]
-        # the whole drive is covered but for the privacy trims of its trips' ends (200 m each)
-        assert summary["unique_km"] <= truth_km(drive_dir) * 1.02
-        assert summary["unique_km"] >= truth_km(drive_dir) * 0.75
+        # the whole drive is covered but for the privacy trims of its trips' ends (200 m each):
+        # measured 30.05 of 30.88 km (00000005) and 21.52 of 22.17 km (00000007)
+        assert truth_km(drive_dir) * 0.93 <= summary["unique_km"] <= truth_km(drive_dir) * 1.02
         release = json.loads((results / name / "export/releases/latest.json").read_text())
         assert (Path(release["path"]) / "manifest.json").exists()  # absolute: so is output_dir
