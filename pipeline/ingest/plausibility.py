@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -176,6 +177,7 @@ def _trips_of_devices_in_two_places(
 ) -> set[str]:
     flagged: set[str] = set()
     by_device = trips.sort_values(["device_id", "started_at"])
+    fixes_of_trip: dict[Any, Any] = {}  # trip -> row positions, built on the first overlap
     for _, device_trips in by_device.groupby("device_id"):
         if len(device_trips) < 2:
             continue
@@ -186,20 +188,27 @@ def _trips_of_devices_in_two_places(
                 or later["trace_id"] == earlier["trace_id"]
             ):
                 continue
-            if (
-                _apart_at(points, earlier["trip_id"], later["trip_id"], later["started_at"])
-                > settings.trip_gap_m
-            ):
-                flagged |= {earlier["trip_id"], later["trip_id"]}
+            if not fixes_of_trip:
+                fixes_of_trip = dict(points.groupby("trip_id", sort=False).indices)
+            pair = (earlier["trip_id"], later["trip_id"])
+            if _apart_at(points, fixes_of_trip, pair, later["started_at"]) > settings.trip_gap_m:
+                flagged |= set(pair)
     return flagged
 
 
-def _apart_at(points: pd.DataFrame, trip_a: str, trip_b: str, when: pd.Timestamp) -> float:
+def _apart_at(
+    points: pd.DataFrame,
+    fixes_of_trip: dict[Any, Any],
+    trips: tuple[str, str],
+    when: pd.Timestamp,
+) -> float:
+    """Distance (m) between two trips' fixes nearest in time to ``when``."""
     positions = []
-    for trip in (trip_a, trip_b):
-        fixes = points[points["trip_id"] == trip]
-        nearest = (fixes["observed_at"] - when).abs().idxmin()
-        positions.append((fixes.at[nearest, "lon"], fixes.at[nearest, "lat"]))
+    times = points["observed_at"]
+    for trip in trips:
+        rows = fixes_of_trip[trip]
+        nearest = rows[int(np.argmin(np.abs((times.iloc[rows] - when).to_numpy())))]
+        positions.append((points["lon"].iat[nearest], points["lat"].iat[nearest]))
     (lon1, lat1), (lon2, lat2) = positions
     return float(
         distances_m(np.array([lon1]), np.array([lat1]), np.array([lon2]), np.array([lat2]))[0]
@@ -207,10 +216,10 @@ def _apart_at(points: pd.DataFrame, trip_a: str, trip_b: str, when: pd.Timestamp
 
 
 def _trips_with_shared_coordinates(points: pd.DataFrame) -> set[str]:
-    key = (
-        points["lon"].round(SHARED_COORDINATE_DECIMALS).astype(str)
-        + ","
-        + points["lat"].round(SHARED_COORDINATE_DECIMALS).astype(str)
-    )
-    devices = points.groupby(key)["device_id"].transform("nunique")
+    scale = 10.0**SHARED_COORDINATE_DECIMALS
+    key = [
+        np.round(points["lon"].to_numpy() * scale).astype("int64"),
+        np.round(points["lat"].to_numpy() * scale).astype("int64"),
+    ]
+    devices = points["device_id"].groupby(key).transform("nunique")
     return set(points.loc[devices >= SHARED_COORDINATE_MIN_DEVICES, "trip_id"])

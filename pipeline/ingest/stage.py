@@ -404,14 +404,14 @@ def _write_batch(
 
 
 def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple[str, str]]:
-    firsts = accepted.groupby("trip_id", sort=False).first()
-    return {
-        str(trip): (
-            row.observed_at.strftime("%Y-%m-%d"),
-            h3.latlng_to_cell(row.lat, row.lon, resolution),
-        )
-        for trip, row in firsts.iterrows()
-    }
+    """Each trip's partition: the date and coarse H3 cell of its first fix."""
+    firsts = accepted.groupby("trip_id", sort=False)[["observed_at", "lat", "lon"]].first()
+    days = firsts["observed_at"].dt.strftime("%Y-%m-%d")
+    cells = [
+        h3.latlng_to_cell(lat, lon, resolution)
+        for lat, lon in zip(firsts["lat"], firsts["lon"], strict=True)
+    ]
+    return dict(zip(firsts.index.astype(str), zip(days, cells, strict=True), strict=True))
 
 
 def _trip_lines(accepted: pd.DataFrame, trips: pd.DataFrame) -> gpd.GeoDataFrame:
