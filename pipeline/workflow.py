@@ -36,12 +36,23 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
         raise PipelineError(
             f"the workflow failed; see the rule's log under {settings.output_dir / 'logs'}"
         )
+    output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
     for region in settings.regions:
-        summary_path = settings.output_dir / region.name / "coverage" / "summary.json"
+        summary_path = output_dir / region.name / "coverage" / "summary.json"
         if summary_path.exists():
             print(f"\n{region.name}:", file=sys.stderr)
             print(format_summary(json.loads(summary_path.read_text())), file=sys.stderr)
-    _print_where_to_look(settings.output_dir, [region.name for region in settings.regions])
+    _print_where_to_look(output_dir, [region.name for region in settings.regions])
+
+
+def _working_directory(snakemake_args: list[str]) -> Path:
+    """Return the folder Snakemake runs in (``--directory``/``-d``): relative outputs go there."""
+    for i, arg in enumerate(snakemake_args):
+        if arg.startswith("--directory="):
+            return Path(arg.split("=", 1)[1])
+        if arg in ("--directory", "-d") and i + 1 < len(snakemake_args):
+            return Path(snakemake_args[i + 1])
+    return Path()
 
 
 def _print_where_to_look(output_dir: Path, regions: list[str]) -> None:

@@ -223,7 +223,7 @@ class _Captured:
 
 @contextlib.contextmanager
 def capture_fd2() -> Iterator[_Captured]:
-    """Capture file descriptor 2 (Snakemake, a child process, logs there) into a file."""
+    """Capture file descriptor 2 (Snakemake, a child process, logs there) and sys.stderr."""
     import tempfile
 
     sys.stderr.flush()
@@ -231,9 +231,13 @@ def capture_fd2() -> Iterator[_Captured]:
     with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as handle:
         path = Path(handle.name)
         os.dup2(handle.fileno(), 2)
+        # Python's own sys.stderr (replaced by pytest's capture) writes to fd 2 meanwhile too
+        stream = open(2, "w", closefd=False, encoding="utf-8")  # noqa: SIM115
         try:
-            yield _Captured(path)
+            with contextlib.redirect_stderr(stream):
+                yield _Captured(path)
         finally:
+            stream.flush()
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
@@ -261,8 +265,9 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     assert job_counts(reference.output)["match_traces"] == 1
     # the run ends with the summary table and where to look
     assert "unique km covered" in reference.output
-    assert f"{REGION} web map: results/{REGION}/export/web/index.html" in reference.output
-    assert "report: results/report.html" in reference.output
+    web_map = reference.workdir / "results" / REGION / "export" / "web" / "index.html"
+    assert f"{REGION} web map: {web_map}" in reference.output
+    assert f"report: {reference.workdir / 'results' / 'report.html'}" in reference.output
     print(f"reference run: {reference.seconds:.0f} s")
 
 

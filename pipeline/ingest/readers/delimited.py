@@ -123,10 +123,15 @@ def _read_regular_lines(text: str, options: ReaderOptions) -> Records | None:
     types = {
         f"f{i}": pa.float64() if name in numeric else pa.string() for i, name in enumerate(header)
     }
+    if not data.endswith(b"\n"):
+        data += b"\n"
     try:
         table = _arrow_csv(data, delimiter, types)
     except pa.ArrowInvalid:  # some value is not a plain number: parse every column as text
-        table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
+        try:
+            table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
+        except pa.ArrowInvalid:  # e.g. a stray carriage return: read it record by record
+            return None
     columns = [
         pd.Series(pd.arrays.ArrowStringArray(column))
         if column.type == pa.string()
