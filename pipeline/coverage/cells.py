@@ -11,6 +11,8 @@ at the same run boundaries, so covered length per cell never exceeds road length
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import h3.api.numpy_int as h3int
 import numpy as np
 import pandas as pd
@@ -80,10 +82,11 @@ def step_cells(
     """
     if not len(rank):
         return np.empty(0, dtype="int64")
+    polylines = Polylines.of(lines)
     last = np.r_[line_index[1:] != line_index[:-1], True]
     sampled = (rank % SAMPLE_EVERY == 0) | last
     samples = np.flatnonzero(sampled)
-    lon, lat, segment = points_along(lines, line_index[samples], fraction[samples])
+    lon, lat, segment = polylines.points_at(line_index[samples], fraction[samples])
     sample_cells = cells_of(lon, lat, resolution)
     cells = np.empty(len(rank), dtype="int64")
     cells[samples] = sample_cells
@@ -92,22 +95,21 @@ def step_cells(
     between = np.flatnonzero(~sampled)
     before = np.cumsum(sampled)[between] - 1
     cell = sample_cells[before]
+    vertex_cells = cells_of(polylines.coords[:, 0], polylines.coords[:, 1], resolution)
     settled = (cell == sample_cells[before + 1]) & _vertices_in_cell(
-        lines, segment[before] + 1, segment[before + 1], cell, resolution
+        vertex_cells, segment[before] + 1, segment[before + 1], cell
     )
     cells[between[settled]] = cell[settled]
     unsettled = between[~settled]
-    lon, lat, _ = points_along(lines, line_index[unsettled], fraction[unsettled])
+    lon, lat, _ = polylines.points_at(line_index[unsettled], fraction[unsettled])
     cells[unsettled] = cells_of(lon, lat, resolution)
     return cells
 
 
 def _vertices_in_cell(
-    lines: np.ndarray, first: np.ndarray, last: np.ndarray, cell: np.ndarray, resolution: int
+    vertex_cells: np.ndarray, first: np.ndarray, last: np.ndarray, cell: np.ndarray
 ) -> np.ndarray:
     """Whether the vertices ``first..last`` (global indices; none when last < first) are in cell."""
-    coords = shapely.get_coordinates(lines)
-    vertex_cells = cells_of(coords[:, 0], coords[:, 1], resolution)
     # changes[i]: how many times the cell changes from vertex 0 up to vertex i
     changes = np.r_[0, np.cumsum(vertex_cells[1:] != vertex_cells[:-1])]
     empty = last < first
@@ -119,42 +121,63 @@ def _vertices_in_cell(
 def points_along(
     lines: np.ndarray, line_index: np.ndarray, fraction: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions at fractions of the length of lines, vectorized over all of them.
+    """Positions at fractions of the length of lines: :meth:`Polylines.points_at`."""
+    return Polylines.of(lines).points_at(line_index, fraction)
 
-    Parameters
-    ----------
-    lines
-        LineStrings (lon/lat).
-    line_index
-        For each wanted point, the line it lies on (non-decreasing).
-    fraction
-        For each wanted point, its position as a fraction of the line's length (0 to 1),
-        measured in locally scaled degrees (longitude times cos(latitude)), which is
-        proportional to metres along a line of a few kilometres.
 
-    Returns
-    -------
-    lon, lat, segment
-        The points, and the segment of its line that holds each (the index of the segment's
-        first vertex among the vertices of all the lines).
+@dataclass(frozen=True)
+class Polylines:
+    """The vertices of many lines and the distance travelled along them, measured once.
+
+    Distances are in locally scaled degrees (longitude times cos(latitude)), which is
+    proportional to metres along a line of a few kilometres.
     """
-    coords, owner = shapely.get_coordinates(lines, return_index=True)
-    scale = np.cos(np.radians(coords[:, 1]))
-    step = np.hypot(np.diff(coords[:, 0]) * scale[1:], np.diff(coords[:, 1]))
-    step[owner[1:] != owner[:-1]] = 0.0
-    travelled = np.r_[0.0, np.cumsum(step)]
-    first_vertex = np.searchsorted(owner, np.arange(len(lines)))
-    start = travelled[first_vertex]
-    length = np.r_[travelled[first_vertex[1:] - 1], travelled[-1]] - start
-    target = start[line_index] + fraction * length[line_index]
-    # the segment of the line that holds each target: never past the line's last vertex
-    last_vertex = np.r_[first_vertex[1:] - 1, len(coords) - 1]
-    vertex = np.searchsorted(travelled, target, side="right") - 1
-    vertex = np.clip(vertex, first_vertex[line_index], last_vertex[line_index] - 1)
-    span = np.maximum(travelled[vertex + 1] - travelled[vertex], 1e-15)
-    t = np.clip((target - travelled[vertex]) / span, 0.0, 1.0)[:, None]
-    xy = coords[vertex] * (1 - t) + coords[vertex + 1] * t
-    return xy[:, 0], xy[:, 1], vertex
+
+    coords: np.ndarray
+    travelled: np.ndarray
+    first_vertex: np.ndarray
+    last_vertex: np.ndarray
+
+    @classmethod
+    def of(cls, lines: np.ndarray) -> Polylines:
+        """Measure LineStrings (lon/lat)."""
+        coords, owner = shapely.get_coordinates(lines, return_index=True)
+        scale = np.cos(np.radians(coords[:, 1]))
+        step = np.hypot(np.diff(coords[:, 0]) * scale[1:], np.diff(coords[:, 1]))
+        step[owner[1:] != owner[:-1]] = 0.0
+        first_vertex = np.searchsorted(owner, np.arange(len(lines)))
+        last_vertex = np.r_[first_vertex[1:] - 1, len(coords) - 1]
+        return cls(coords, np.r_[0.0, np.cumsum(step)], first_vertex, last_vertex)
+
+    def points_at(
+        self, line_index: np.ndarray, fraction: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions at fractions of the length of lines, vectorized over all of them.
+
+        Parameters
+        ----------
+        line_index
+            For each wanted point, the line it lies on (non-decreasing).
+        fraction
+            For each wanted point, its position as a fraction of the line's length (0 to 1).
+
+        Returns
+        -------
+        lon, lat, segment
+            The points, and the segment of its line that holds each (the index of the
+            segment's first vertex among the vertices of all the lines).
+        """
+        travelled = self.travelled
+        start = travelled[self.first_vertex]
+        length = travelled[self.last_vertex] - start
+        target = start[line_index] + fraction * length[line_index]
+        # the segment of the line that holds each target: never past the line's last vertex
+        vertex = np.searchsorted(travelled, target, side="right") - 1
+        vertex = np.clip(vertex, self.first_vertex[line_index], self.last_vertex[line_index] - 1)
+        span = np.maximum(travelled[vertex + 1] - travelled[vertex], 1e-15)
+        t = np.clip((target - travelled[vertex]) / span, 0.0, 1.0)[:, None]
+        xy = self.coords[vertex] * (1 - t) + self.coords[vertex + 1] * t
+        return xy[:, 0], xy[:, 1], vertex
 
 
 def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:

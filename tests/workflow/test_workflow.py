@@ -4,7 +4,8 @@ One module-scoped workflow run (``reference``) is shared: the tests that re-run 
 batch to it or compare against it run in file order (pytest keeps it, also under
 ``-n 2 --dist loadfile``). To save wall time the interrupted run of the reliability test
 (``interrupted``) starts at the same moment as the reference run, in its own folder, and is
-killed with SIGKILL (its whole process group) as soon as its map-matching stage has started.
+killed with SIGKILL (its whole process group) as soon as its map-matching stage has started
+matching (its progress bar appears in the rule's log).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ PROFILES = REPO_ROOT / "configs" / "profiles"
 KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"
 TEST_KEY = "workflow-test-key-not-a-secret-0123"
 REGION = "helsinki"
-# the snap command spends about 3.5 s of CPU importing and loading the graph, then matches for
-# about 3 s (4 devices, 2 days): kill it in between
-KILL_AFTER_CPU_S = 4.5
+# the map-matching stage writes its progress bar to its rule's log when matching starts, and
+# its outputs only at the end: kill the run as soon as the bar shows up
+MATCH_LOG = f"results/logs/{REGION}/match_traces/fleet.log"
+MATCH_STARTED = "match chunks"
 RUN_TIMEOUT_S = 600
 
 TINY_CONFIG = {
@@ -126,31 +128,20 @@ class Interrupted:
         self.thread.start()
 
     def _kill_when_matching(self) -> None:
-        """SIGKILL the run's process group once map matching has worked for a while."""
+        """SIGKILL the run's process group once map matching has started."""
         started = time.monotonic()
+        log = self.workdir / MATCH_LOG
         while time.monotonic() - started < RUN_TIMEOUT_S:
             if self.process.poll() is not None:
                 self.error = f"the run ended (status {self.process.returncode}) before matching"
                 return
-            if _matching_cpu_s(self.process.pid) >= KILL_AFTER_CPU_S:
+            if log.exists() and MATCH_STARTED in log.read_text(errors="replace"):
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 self.killed_at_s = time.monotonic() - started
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.error = f"map matching did not start within {RUN_TIMEOUT_S} s"
-
-
-def _matching_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by the ``roadcover snap`` process below ``pid`` (0 if none)."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                command = child.cmdline()
-                if "snap" in command and any(part.endswith("roadcover") for part in command):
-                    times = child.cpu_times()
-                    return float(times.user + times.system)
-    return 0.0
 
 
 @dataclass

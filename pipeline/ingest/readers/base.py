@@ -60,8 +60,8 @@ _EPOCH_MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _DECIMAL_COMMA = r"[+-]?\d+,\d+"
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _PLAIN = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
-_NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})
-_NULL_WORDS_ARRAY = pa.array(sorted(_NULL_WORDS), type=pa.string())
+NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})  # absent values, any case
+_NULL_WORDS_ARRAY = pa.array(sorted(NULL_WORDS), type=pa.string())
 _DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
 
 
@@ -203,7 +203,7 @@ def _text(series: pd.Series) -> pd.Series:
 
 def _null_words(text: pd.Series) -> np.ndarray:
     missing = text.isna().to_numpy(dtype=bool)
-    return missing | text.str.lower().isin(_NULL_WORDS).to_numpy(dtype=bool, na_value=False)
+    return missing | text.str.lower().isin(NULL_WORDS).to_numpy(dtype=bool, na_value=False)
 
 
 def is_missing(values: pd.Series) -> np.ndarray:

@@ -47,6 +47,7 @@ import pyarrow.csv as pacsv
 from pipeline.ingest.readers.base import (
     IDENTITIES,
     MALFORMED_ROW,
+    NULL_WORDS,
     OPTIONAL_FLOATS,
     Candidates,
     ReaderOptions,
@@ -65,11 +66,12 @@ DELIMITERS = (",", ";", "\t")
 WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "location", "position")
 WKT_POINT = r"^\s*POINT\s*Z?\s*\(\s*([-+0-9.eE]+)\s+([-+0-9.eE]+)(?:\s+[-+0-9.eE]+)?\s*\)\s*$"
 FIX_HINT = "re-export the trace as UTF-8 CSV with a header row"
-# the null words of :func:`pipeline.ingest.readers.base.to_float`, as Arrow spells them
-ARROW_NULL_WORDS = [
-    "", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE",
-    "na", "NA", "n/a", "N/A",
-]  # fmt: skip
+# the null words as Arrow's CSV reader matches them (exactly): their usual spellings; any other
+# spelling fails the numeric parse and goes through to_float, which ignores case
+ARROW_NULL_WORDS = sorted(
+    {spelling for word in NULL_WORDS for spelling in (word, word.upper(), word.capitalize())}
+    | {"NaN"}
+)
 
 
 def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
