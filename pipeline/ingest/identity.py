@@ -53,16 +53,21 @@ def assign_identities(
     """
     sidecar = read_sidecar(path)
     configured = _configured_contributor(path, settings)
-    raw_device = pd.Series(sidecar.get("device_id"), index=fixes.index, dtype=object)
-    raw_device = raw_device.fillna(fixes["device_id"]).fillna(path.name.split(".")[0])
+    raw_device = _first_given(sidecar.get("device_id"), fixes["device_id"], path.name.split(".")[0])
     contributor = sidecar.get("contributor_id") or configured
-    raw_contributor = pd.Series(contributor, index=fixes.index, dtype=object)
-    raw_contributor = raw_contributor.fillna(fixes["contributor_id"]).fillna(UNKNOWN_CONTRIBUTOR)
+    raw_contributor = _first_given(contributor, fixes["contributor_id"], UNKNOWN_CONTRIBUTOR)
     identified = fixes.copy()
     identified["contributor_id"] = pseudonymize(key, raw_contributor)
     identified["device_id"] = pseudonymize(key, raw_device)
-    identified["trace_id"] = pseudonymize(key, f"trace:{file_sha256}:" + raw_device.astype(str))
+    identified["trace_id"] = pseudonymize(key, raw_device, prefix=f"trace:{file_sha256}:")
     return identified
+
+
+def _first_given(file_wide: str | None, per_row: pd.Series, default: str) -> pd.Series:
+    """Per row: ``file_wide`` if given, else the row's own value, else ``default``."""
+    if file_wide is not None:
+        return pd.Series(file_wide, index=per_row.index, dtype=object)
+    return per_row.astype(object).fillna(default)
 
 
 def _configured_contributor(path: Path, settings: IngestSettings) -> str | None:

@@ -246,6 +246,39 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
     return values, np.isnan(values) & ~missing
 
 
+def _string_array(raw: Sequence[Any] | np.ndarray | pd.Series) -> pa.StringArray | None:
+    """``raw`` as an Arrow string array when every value is a ``str`` or None, else None.
+
+    Accepts lists, object arrays and Arrow-backed string Series (as the CSV reader gives).
+    """
+    if isinstance(raw, pd.Series):
+        backing = raw.array
+        if isinstance(backing, pd.arrays.ArrowStringArray):
+            return pa.array(backing)
+        raw = raw.to_numpy(dtype=object) if raw.dtype == object else raw.to_numpy()
+    if isinstance(raw, np.ndarray) and raw.dtype.kind != "O":
+        return None
+    if not isinstance(raw, list | np.ndarray):
+        return None
+    try:
+        array = pa.array(raw)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if pa.types.is_null(array.type):  # all None
+        return array.cast(pa.string())
+    if not pa.types.is_string(array.type):  # only str and None (not bytes, numbers, ...)
+        return None
+    return array
+
+
+def _present_text(array: pa.StringArray) -> tuple[pa.StringArray, np.ndarray]:
+    """Return the stripped text and the mask of absent values (null, blank, a null word)."""
+    text = pc.utf8_trim_whitespace(array)
+    null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
+    missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
+    return text, missing
+
+
 def _to_float_arrow(
     raw: Sequence[Any] | np.ndarray | pd.Series,
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -255,19 +288,10 @@ def _to_float_arrow(
     string Series; returns None (use the general path) for anything else, or when some value
     does not cast (e.g. a decimal comma).
     """
-    if isinstance(raw, np.ndarray) and raw.dtype.kind != "O":
+    array = _string_array(raw)
+    if array is None:
         return None
-    if not isinstance(raw, list | np.ndarray):
-        return None
-    try:
-        array = pa.array(raw)
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-    if not pa.types.is_string(array.type):  # only str and None (not bytes, numbers, ...)
-        return None
-    text = pc.utf8_trim_whitespace(array)
-    null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
-    missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
+    text, missing = _present_text(array)
     try:
         parsed = pc.cast(text.filter(pa.array(~missing)), pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -328,6 +352,9 @@ def parse_times(
     details
         What was found, e.g. ``time='yesterday'``, or None.
     """
+    fast = _parse_times_arrow(raw)
+    if fast is not None:
+        return fast
     series = _scalars(raw)
     count = len(series)
     out = np.full(count, np.datetime64("NaT"), dtype="datetime64[ms]")
@@ -349,15 +376,46 @@ def parse_times(
             date_only = chosen.str.fullmatch(_DATE_ONLY).to_numpy(dtype=bool, na_value=False)
             values[date_only] = np.datetime64("NaT")
             out[strings] = values
-    times = pd.Series(out).dt.tz_localize("UTC").astype(TIME_DTYPE)
+    bad = np.isnat(out) & ~missing
+    return _time_results(out, missing, bad, series[bad])
+
+
+def _parse_times_arrow(
+    raw: Sequence[Any] | np.ndarray | pd.Series,
+) -> tuple[pd.Series, np.ndarray, np.ndarray] | None:
+    """:func:`parse_times` for string times that all carry a zone (``Z`` or an offset).
+
+    Arrow parses them at C speed; returns None (use the general path) for anything else:
+    values that are not all strings, naive or date-only times, epoch numbers, or any value
+    Arrow cannot parse (the general path then finds which).
+    """
+    array = _string_array(raw)
+    if array is None:
+        return None
+    text, missing = _present_text(array)
+    try:
+        parsed = pc.cast(text.filter(pa.array(~missing)), pa.timestamp("ns", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    nanos = parsed.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    out = np.full(len(array), np.datetime64("NaT"), dtype="datetime64[ms]")
+    out[~missing] = (nanos // 1_000_000).astype("datetime64[ms]")  # floor, as the general path
+    return _time_results(out, missing, np.zeros(len(out), dtype=bool), [])
+
+
+def _time_results(
+    times: np.ndarray, missing: np.ndarray, bad: np.ndarray, bad_values: Sequence[Any]
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """:func:`parse_times`'s results from UTC ``datetime64[ms]`` and the missing/bad masks."""
+    count = len(times)
     reasons = np.full(count, None, dtype=object)
     details = np.full(count, None, dtype=object)
-    bad = np.isnat(out) & ~missing
     reasons[missing] = MISSING_TIME
     details[missing] = "no time"
     reasons[bad] = UNPARSEABLE_TIME
-    details[bad] = [f"time={quote(v)}" for v in series[bad]]
-    return times, reasons, details
+    details[bad] = [f"time={quote(v)}" for v in bad_values]
+    utc = pd.Series(pd.DatetimeIndex(times).tz_localize("UTC"), copy=False)
+    return utc, reasons, details
 
 
 class Candidates:
@@ -438,9 +496,22 @@ def identity_values(values: Any, count: int) -> np.ndarray:
     if values is None or isinstance(values, str | int | float):
         text = None if values is None or values != values else str(values).strip() or None
         return np.full(count, text, dtype=object)
+    array = _string_array(values)
+    if array is not None:  # at C speed: strip, blank -> None
+        text = pc.utf8_trim_whitespace(array)
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
     stripped = _text(_scalars(values))
     stripped = stripped.mask(stripped == "")
     return stripped.astype(object).where(stripped.notna(), None).to_numpy(dtype=object)
+
+
+def _utc_times(times: Any) -> pd.api.extensions.ExtensionArray:
+    """Return times (naive = UTC, or tz-aware) as a ``datetime64[ms, UTC]`` array."""
+    values = pd.Series(times).array
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = pd.Series(values).dt.tz_localize("UTC").array
+    return values.astype(TIME_DTYPE)
 
 
 def finish(
@@ -453,14 +524,11 @@ def finish(
     """Split candidates into fixes and rejects and build the :class:`ReadResult`."""
     columns = candidates.columns
     ok = pd.isna(candidates.reason)
-    times = pd.Series(columns["observed_at"]).reset_index(drop=True)
-    if not isinstance(times.dtype, pd.DatetimeTZDtype):
-        times = times.dt.tz_localize("UTC")
     fixes = pd.DataFrame(
         {
-            "source_file": pd.Series([source] * int(ok.sum()), dtype=object),
+            "source_file": pd.Series(np.full(int(ok.sum()), source), dtype=object),
             "source_row": candidates.source_row[ok],
-            "observed_at": times[ok].astype(TIME_DTYPE).reset_index(drop=True),
+            "observed_at": _utc_times(columns["observed_at"])[ok],
             "lon": np.asarray(columns["lon"], dtype="float64")[ok],
             "lat": np.asarray(columns["lat"], dtype="float64")[ok],
             **{n: np.asarray(columns[n], dtype="float64")[ok] for n in OPTIONAL_FLOATS},
@@ -470,6 +538,7 @@ def finish(
             },
         },
         columns=FIX_COLUMNS,
+        copy=False,
     )
     bad = ~ok
     rows = np.concatenate(
@@ -488,7 +557,8 @@ def finish(
         },
         columns=REJECT_COLUMNS,
     )
-    rejects = rejects.sort_values("source_row", kind="stable", ignore_index=True)
+    if (np.diff(rows) < 0).any():  # malformed rows come after the candidates
+        rejects = rejects.sort_values("source_row", kind="stable", ignore_index=True)
     result = ReadResult(
         fixes=fixes,
         rejects=rejects,

@@ -1,0 +1,71 @@
+"""The readers' shared value parsing: Arrow fast paths agree with the general paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ingest.readers.base import (
+    MISSING_TIME,
+    UNPARSEABLE_TIME,
+    _parse_times_arrow,
+    identity_values,
+    parse_times,
+    to_float,
+)
+
+ZONED = [
+    "2026-10-02T17:29:57.000Z",
+    " 2026-10-02T17:29:58Z ",
+    "2026-10-02T19:29:59+02:00",
+    "2026-10-02 17:30:00.1239Z",
+    "2026-10-02T17:30Z",
+]
+ZONED_UTC = [
+    "2026-10-02T17:29:57.000",
+    "2026-10-02T17:29:58.000",
+    "2026-10-02T17:29:59.000",
+    "2026-10-02T17:30:00.123",
+    "2026-10-02T17:30:00.000",
+]
+
+
+def test_zoned_times_parse_to_utc_milliseconds() -> None:
+    times, reasons, _ = parse_times([*ZONED, None, "null"])
+    assert str(times.dtype) == "datetime64[ms, UTC]"
+    expected = pd.to_datetime(ZONED_UTC).tz_localize("UTC")
+    assert times.iloc[:5].tolist() == expected.tolist()
+    assert times.iloc[5:].isna().all()
+    assert reasons.tolist() == [None] * 5 + [MISSING_TIME] * 2
+
+
+def test_fast_and_general_time_paths_agree() -> None:
+    # a naive time sends the whole column through the general (pandas) path
+    general, reasons, details = parse_times([*ZONED, "2026-10-02T17:31:00", "yesterday"])
+    fast, _, _ = parse_times(ZONED)
+    assert _parse_times_arrow(ZONED) is not None  # all zoned: Arrow parses them
+    assert _parse_times_arrow([*ZONED, "2026-10-02T17:31:00"]) is None
+    assert general.iloc[:5].tolist() == fast.tolist()
+    assert general.iloc[5] == pd.Timestamp("2026-10-02T17:31:00Z")
+    assert reasons[6] == UNPARSEABLE_TIME and details[6] == "time='yesterday'"
+
+
+def test_string_series_and_lists_parse_alike() -> None:
+    arrow_backed = pd.Series(ZONED, dtype="string[pyarrow]")
+    assert parse_times(arrow_backed)[0].tolist() == parse_times(ZONED)[0].tolist()
+    values, bad = to_float(pd.Series([" 1.5", "NaN", "x", None], dtype="string[pyarrow]"))
+    np.testing.assert_array_equal(values[:1], [1.5])
+    assert np.isnan(values[1:]).all()
+    assert bad.tolist() == [False, False, True, False]
+
+
+def test_identity_values_strip_and_blank_to_none() -> None:
+    assert identity_values([" cam-1 ", "", None, "cam-2"], 4).tolist() == [
+        "cam-1",
+        None,
+        None,
+        "cam-2",
+    ]
+    arrow_backed = pd.Series([" a", "  "], dtype="string[pyarrow]")
+    assert identity_values(arrow_backed, 2).tolist() == ["a", None]
+    assert identity_values("cam-9", 2).tolist() == ["cam-9", "cam-9"]
