@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,13 +83,20 @@ def _hash(rounded: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:32]
 
 
+Positions = Callable[[str], pd.DataFrame]
+"""A trip's fixes (``observed_at``, ``lon``, ``lat``) by trip id, read when a check needs them."""
+
+
 def flag_trips(
     trips: pd.DataFrame,
     points: pd.DataFrame,
     earlier_trips: pd.DataFrame,
     settings: IngestSettings,
 ) -> pd.DataFrame:
-    """Add ``flags``, ``trust_score`` and ``plausible`` to the trips of a batch.
+    """Add ``flags``, ``trust_score`` and ``plausible`` to the trips of a batch held in memory.
+
+    The same as the ingest stage does chunk by chunk: :func:`trace_flags` and
+    :func:`coordinate_keys` per chunk of fixes, then :func:`batch_flags` and :func:`score`.
 
     Parameters
     ----------
@@ -102,19 +110,92 @@ def flag_trips(
     settings
         Ingest thresholds.
     """
-    flags: dict[str, set[str]] = {trip: set() for trip in trips["trip_id"]}
-    for flag, flagged in (
-        ("teleport", _teleport_trips(points)),
-        ("robot_perfect", _robot_perfect_trips(points)),
-        ("replay", _replayed_trips(trips, earlier_trips)),
-        ("device_in_two_places", _trips_of_devices_in_two_places(trips, points, settings)),
-        ("shared_coordinates", _trips_with_shared_coordinates(points)),
-    ):
+    rows_of_trip: dict[Any, Any] = {}
+
+    def positions(trip: str) -> pd.DataFrame:
+        if not rows_of_trip:
+            rows_of_trip.update(points.groupby("trip_id", sort=False).indices)
+        return points.iloc[rows_of_trip[trip]]
+
+    flags = trace_flags(points)
+    later = batch_flags(trips, earlier_trips, coordinate_keys(points), positions, settings)
+    for flag, flagged in later.items():
+        flags[flag] = flags.get(flag, set()) | flagged
+    return score(trips, flags)
+
+
+def trace_flags(points: pd.DataFrame) -> dict[str, set[str]]:
+    """Find the flags that need only one trace's fixes: flag -> trip ids (teleports, robots)."""
+    return {"teleport": _teleport_trips(points), "robot_perfect": _robot_perfect_trips(points)}
+
+
+def coordinate_keys(points: pd.DataFrame) -> pd.DataFrame:
+    """Return each trip's distinct coordinate keys (1e-7 degrees), for shared coordinates.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``key`` (int64: rounded lon and lat in one number), ``device`` (int64: the device
+        pseudonym as a number) and ``trip_id``: compact enough to gather for a whole batch.
+    """
+    scale = 10.0**SHARED_COORDINATE_DECIMALS
+    lon_key = np.round(points["lon"].to_numpy() * scale).astype("int64") + 1_800_000_000
+    lat_key = np.round(points["lat"].to_numpy() * scale).astype("int64") + 900_000_000
+    device_codes, devices = pd.factorize(points["device_id"])
+    device_numbers = np.array([_number(d) for d in devices], dtype="int64")
+    keys = pd.DataFrame(
+        {
+            "key": (lon_key << 31) | lat_key,  # lon_key < 2**32, lat_key < 2**31
+            "device": device_numbers[device_codes],
+            "trip_id": points["trip_id"].to_numpy(),
+        }
+    )
+    return keys.drop_duplicates(["key", "trip_id"], ignore_index=True)
+
+
+def _number(text: str) -> int:
+    """Return a stable 60-bit number for an identifier (15 hex digits of its SHA-256)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
+def batch_flags(
+    trips: pd.DataFrame,
+    earlier_trips: pd.DataFrame,
+    keys: pd.DataFrame,
+    positions: Positions,
+    settings: IngestSettings,
+) -> dict[str, set[str]]:
+    """Find the flags that compare trips across the batch and with earlier batches.
+
+    Parameters
+    ----------
+    trips
+        The batch's trip summaries (:func:`summarize_trips`).
+    earlier_trips
+        Trips of earlier batches, for replays.
+    keys
+        :func:`coordinate_keys` of the whole batch.
+    positions
+        A trip's fixes, asked for only for the trips of one device that overlap in time.
+    settings
+        Ingest thresholds.
+    """
+    return {
+        "replay": _replayed_trips(trips, earlier_trips),
+        "device_in_two_places": _trips_of_devices_in_two_places(trips, positions, settings),
+        "shared_coordinates": _trips_with_shared_coordinates(keys),
+    }
+
+
+def score(trips: pd.DataFrame, flags: dict[str, set[str]]) -> pd.DataFrame:
+    """Return ``trips`` with their sorted ``flags``, ``trust_score`` and ``plausible``."""
+    of_trip: dict[str, set[str]] = {trip: set() for trip in trips["trip_id"]}
+    for flag, flagged in flags.items():
         for trip in flagged:
-            flags[trip].add(flag)
+            of_trip[trip].add(flag)
     flagged_trips = trips.copy()
     flagged_trips["flags"] = pd.Series(
-        [sorted(flags[trip]) for trip in trips["trip_id"]], index=trips.index, dtype=object
+        [sorted(of_trip[trip]) for trip in trips["trip_id"]], index=trips.index, dtype=object
     )
     flagged_trips["trust_score"] = [
         float(np.prod([1.0 - FLAG_WEIGHTS[f] for f in names])) for names in flagged_trips["flags"]
@@ -173,11 +254,10 @@ def _replayed_trips(trips: pd.DataFrame, earlier_trips: pd.DataFrame) -> set[str
 
 
 def _trips_of_devices_in_two_places(
-    trips: pd.DataFrame, points: pd.DataFrame, settings: IngestSettings
+    trips: pd.DataFrame, positions: Positions, settings: IngestSettings
 ) -> set[str]:
     flagged: set[str] = set()
     by_device = trips.sort_values(["device_id", "started_at"])
-    fixes_of_trip: dict[Any, Any] = {}  # trip -> row positions, built on the first overlap
     for _, device_trips in by_device.groupby("device_id"):
         if len(device_trips) < 2:
             continue
@@ -188,38 +268,26 @@ def _trips_of_devices_in_two_places(
                 or later["trace_id"] == earlier["trace_id"]
             ):
                 continue
-            if not fixes_of_trip:
-                fixes_of_trip = dict(points.groupby("trip_id", sort=False).indices)
             pair = (earlier["trip_id"], later["trip_id"])
-            if _apart_at(points, fixes_of_trip, pair, later["started_at"]) > settings.trip_gap_m:
+            if _apart_at(positions, pair, later["started_at"]) > settings.trip_gap_m:
                 flagged |= set(pair)
     return flagged
 
 
-def _apart_at(
-    points: pd.DataFrame,
-    fixes_of_trip: dict[Any, Any],
-    trips: tuple[str, str],
-    when: pd.Timestamp,
-) -> float:
+def _apart_at(positions: Positions, trips: tuple[str, str], when: pd.Timestamp) -> float:
     """Distance (m) between two trips' fixes nearest in time to ``when``."""
-    positions = []
-    times = points["observed_at"]
+    nearest = []
     for trip in trips:
-        rows = fixes_of_trip[trip]
-        nearest = rows[int(np.argmin(np.abs((times.iloc[rows] - when).to_numpy())))]
-        positions.append((points["lon"].iat[nearest], points["lat"].iat[nearest]))
-    (lon1, lat1), (lon2, lat2) = positions
+        fixes = positions(trip)
+        row = int(np.argmin(np.abs((fixes["observed_at"] - when).to_numpy())))
+        nearest.append((fixes["lon"].iat[row], fixes["lat"].iat[row]))
+    (lon1, lat1), (lon2, lat2) = nearest
     return float(
         distances_m(np.array([lon1]), np.array([lat1]), np.array([lon2]), np.array([lat2]))[0]
     )
 
 
-def _trips_with_shared_coordinates(points: pd.DataFrame) -> set[str]:
-    scale = 10.0**SHARED_COORDINATE_DECIMALS
-    key = [
-        np.round(points["lon"].to_numpy() * scale).astype("int64"),
-        np.round(points["lat"].to_numpy() * scale).astype("int64"),
-    ]
-    devices = points["device_id"].groupby(key).transform("nunique")
-    return set(points.loc[devices >= SHARED_COORDINATE_MIN_DEVICES, "trip_id"])
+def _trips_with_shared_coordinates(keys: pd.DataFrame) -> set[str]:
+    repeated = keys[keys.duplicated("key", keep=False)]  # most keys belong to one trip
+    devices = repeated.groupby("key")["device"].transform("nunique")
+    return set(repeated.loc[devices >= SHARED_COORDINATE_MIN_DEVICES, "trip_id"])

@@ -1,25 +1,35 @@
 """The ingest stage: raw trace files -> the clean, partitioned ``points`` dataset.
 
-Files are read, cleaned, split into trips and trimmed for privacy in parallel (one Dask task
-per file; every step is per trace, and a trace never spans files). Plausibility flags, which
-compare trips with each other and with earlier batches, are computed once the batch is in.
+Files are ingested in chunks (up to ``CHUNK_FILES`` files or about ``CHUNK_BYTES`` bytes; one
+Dask task per chunk when the batch has enough of them). A chunk's files are read, then all its
+fixes are cleaned, split into trips and trimmed for privacy together (every step is per trace,
+and a trace never spans files), and written to the batch's staging folder by the worker. What
+comes back to the stage process is small: per-file counts, rejects, one summary row (and line)
+per trip and a compact key per fix for the shared-coordinates check, so memory is bounded by
+the chunk, not the batch. The plausibility checks that compare trips across the batch then run
+on those summaries, and the staged files are moved into place.
 
 ``TRACES_DIR`` layout (every file written atomically; see docs/data-contracts.md)::
 
-    points/date=YYYY-MM-DD/h3=<cell>/part-<batch>.parquet   accepted fixes (contract points)
+    points/date=YYYY-MM-DD/h3=<cell>/part-<batch>-<chunk>.parquet   accepted fixes (points)
     trips/part-<batch>.parquet                                one row per trip (contract trips)
     rejects/part-<batch>.parquet                              every rejected row (contract rejects)
     reports/<batch>.json                                      rows read/accepted/rejected per file
     ingested_files.json                                       content sha256 of every ingested file
 
-A file whose content was ingested before is skipped, so re-running a batch adds nothing.
+A file whose content was ingested before is skipped, so re-running a batch adds nothing. A
+batch interrupted before it finished left only its staging folder (``.staging/<batch>``), which
+the next run of the batch removes; the registry is written last.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +50,13 @@ from pipeline.ingest.clean import (
     reject_speed_spikes,
 )
 from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities
-from pipeline.ingest.plausibility import flag_trips, summarize_trips
+from pipeline.ingest.plausibility import (
+    batch_flags,
+    coordinate_keys,
+    score,
+    summarize_trips,
+    trace_flags,
+)
 from pipeline.ingest.privacy import load_pseudonym_key
 from pipeline.ingest.readers import (
     REJECT_COLUMNS,
@@ -51,7 +67,7 @@ from pipeline.ingest.readers import (
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
 from pipeline.io import read_table, write_json, write_table
-from pipeline.parallel import dask_client, gather_with_progress, with_progress
+from pipeline.parallel import SCHEDULER_ENV, dask_client, gather_with_progress, with_progress
 from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
@@ -63,6 +79,10 @@ WHOLE_FILE_ROW = 0
 # Chunks depend on the files alone, never on the number of workers.
 CHUNK_FILES = 32
 CHUNK_BYTES = 32 * 2**20
+# a LocalCluster pays off from this many chunks per worker (it takes seconds to start)
+DASK_MIN_CHUNKS_PER_WORKER = 4
+STAGING_DIR = ".staging"
+POSITION_COLUMNS = ["observed_at", "lon", "lat"]
 
 
 @dataclass
@@ -79,13 +99,44 @@ class FileOutcome:
 
 @dataclass
 class ChunkOutcome:
-    """What ingesting a chunk of files produced: its files, and all their cleaned rows.
+    """What ingesting a chunk of files produced; its accepted fixes are in the staged files.
 
-    Every row of ``rows`` is accepted (``reason`` null) or rejected with a reason.
+    Attributes
+    ----------
+    files
+        What reading each file produced.
+    accepted_by_file
+        Accepted fixes per file (``source_file`` -> count).
+    rejects
+        The rows rejected by cleaning, splitting and privacy (:data:`REJECT_COLUMNS`).
+    trips
+        One row per trip: :func:`summarize_trips` with the trip's line as ``geometry``.
+    flags
+        The flags found within traces (flag -> trip ids).
+    keys
+        :func:`coordinate_keys` of the chunk's accepted fixes.
+    points_files
+        Trip id -> the staged points file holding its fixes (relative to the staging folder).
     """
 
     files: list[FileOutcome]
-    rows: pd.DataFrame
+    accepted_by_file: dict[str, int]
+    rejects: pd.DataFrame
+    trips: gpd.GeoDataFrame
+    flags: dict[str, set[str]]
+    keys: pd.DataFrame
+    points_files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One chunk of a batch to ingest: its files, and where the worker stages its points."""
+
+    index: int
+    paths: list[Path]
+    sha256s: list[str]
+    batch_id: str
+    staging_dir: Path
 
 
 def find_trace_files(inputs: list[Path]) -> list[Path]:
@@ -147,22 +198,32 @@ def ingest_traces(
     batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode()).hexdigest()[
         :16
     ]
-    chunks = _process_chunks(new_files, hashes, settings, key, now, scheduler_address)
+    staging = traces_dir / STAGING_DIR / batch_id
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run of this batch left
+    tasks = [
+        ChunkTask(i, chunk, [hashes[p] for p in chunk], batch_id, staging)
+        for i, chunk in enumerate(file_chunks(new_files))
+    ]
+    chunks = _process_chunks(tasks, settings, key, now, scheduler_address)
     outcomes = [file for chunk in chunks for file in chunk.files]
-    rows = pd.concat([chunk.rows for chunk in chunks], ignore_index=True)
-    accepted = rows[rows["reason"].isna()].reset_index(drop=True)
-    trips = flag_trips(summarize_trips(accepted), accepted, _earlier_trips(traces_dir), settings)
-    rejects = _rejects_table(outcomes, rows, batch_id)
-    report = _batch_report(batch_id, outcomes, rows, rejects, trips, skipped)
+    trips = _flag_batch_trips(chunks, traces_dir, staging, settings)
+    rejects = _rejects_table(outcomes, chunks, batch_id)
+    report = _batch_report(batch_id, outcomes, chunks, rejects, trips, skipped)
     if strict and len(rejects):
+        shutil.rmtree(staging, ignore_errors=True)
         raise InputDataError(
             f"--strict: {len(rejects)} row(s) rejected ({report['rejected_by_reason']}); "
             "nothing was written"
         )
-    _write_batch(traces_dir, batch_id, accepted, trips, rejects, settings)
+    _publish_points(staging, traces_dir)
+    write_table(
+        trips.assign(batch_id=batch_id), traces_dir / "trips" / f"part-{batch_id}.parquet", TRIPS
+    )
+    write_table(rejects, traces_dir / "rejects" / f"part-{batch_id}.parquet", REJECTS)
     write_json(report, traces_dir / "reports" / f"{batch_id}.json")
     registry.update({hashes[p]: {"file": str(p), "batch_id": batch_id} for p in new_files})
     write_json(registry, traces_dir / REGISTRY_FILE)
+    shutil.rmtree(traces_dir / STAGING_DIR / batch_id, ignore_errors=True)
     return report
 
 
@@ -219,34 +280,58 @@ def file_chunks(files: list[Path]) -> list[list[Path]]:
 
 
 def _process_chunks(
-    files: list[Path],
-    hashes: dict[Path, str],
+    tasks: list[ChunkTask],
     settings: IngestSettings,
     key: bytes,
     now: pd.Timestamp,
     scheduler_address: str | None = None,
 ) -> list[ChunkOutcome]:
-    chunks = file_chunks(files)
-    chunk_hashes = [[hashes[p] for p in chunk] for chunk in chunks]
-    if settings.workers <= 1 or len(chunks) == 1:
+    """Ingest every chunk: in this process, or on Dask workers for batches big enough.
+
+    A LocalCluster costs a few seconds to start (each worker imports the stack), so it is
+    started only when the batch has at least ``DASK_MIN_CHUNKS_PER_WORKER`` chunks per worker;
+    an existing scheduler (``scheduler_address`` or ``DASK_SCHEDULER_ADDRESS``) is always used.
+    """
+    address = scheduler_address or os.environ.get(SCHEDULER_ENV)
+    big_enough = len(tasks) >= DASK_MIN_CHUNKS_PER_WORKER * settings.workers
+    if settings.workers <= 1 or len(tasks) == 1 or not (address or big_enough):
         return [
-            ingest_files(chunk, sha256s, settings, key, now)
-            for chunk, sha256s in with_progress(
-                zip(chunks, chunk_hashes, strict=True), "ingest file chunks", len(chunks)
-            )
+            ingest_chunk(task, settings, key, now)
+            for task in with_progress(tasks, "ingest file chunks", len(tasks))
         ]
-    with dask_client(settings.workers, scheduler_address) as client:
+    with dask_client(settings.workers, address) as client:
         futures = client.map(
-            ingest_files,
-            chunks,
-            chunk_hashes,
-            settings=settings,
-            pseudonym_key=key,
-            now=now,
-            pure=False,
+            ingest_chunk, tasks, settings=settings, pseudonym_key=key, now=now, pure=False
         )
         results: list[ChunkOutcome] = gather_with_progress(futures, "ingest file chunks")
     return results
+
+
+def ingest_chunk(
+    task: ChunkTask, settings: IngestSettings, pseudonym_key: bytes, now: pd.Timestamp
+) -> ChunkOutcome:
+    """Ingest a chunk of files and stage its accepted fixes (run in a Dask worker or in-process).
+
+    Every row read ends accepted (in a staged points file) or rejected; a file that cannot
+    be read is one ``unreadable_file`` reject and the others go on.
+    """
+    files, rows = ingest_files(task.paths, task.sha256s, settings, pseudonym_key, now)
+    rejected = rows["reason"].notna().to_numpy()
+    rejects = rows.loc[rejected, REJECT_COLUMNS].reset_index(drop=True)
+    accepted = rows[~rejected].reset_index(drop=True)
+    if accepted.empty:
+        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, _empty_keys(), {})
+    return ChunkOutcome(
+        files=files,
+        accepted_by_file={
+            str(path): int(count) for path, count in accepted["source_file"].value_counts().items()
+        },
+        rejects=rejects,
+        trips=_trip_lines(accepted, summarize_trips(accepted)),
+        flags=trace_flags(accepted),
+        keys=coordinate_keys(accepted),
+        points_files=_stage_points(task, accepted, settings.partition_h3_res),
+    )
 
 
 def ingest_files(
@@ -255,17 +340,22 @@ def ingest_files(
     settings: IngestSettings,
     pseudonym_key: bytes,
     now: pd.Timestamp,
-) -> ChunkOutcome:
+) -> tuple[list[FileOutcome], pd.DataFrame]:
     """Read and identify each file, then clean, split and trim all their rows together.
 
-    Every row read ends accepted or rejected; a file that cannot be read is one
-    ``unreadable_file`` reject and the others go on.
+    Returns
+    -------
+    files
+        What reading each file produced.
+    rows
+        Every fix read, sorted by trace and time: accepted (``reason`` null, with a
+        ``trip_id``) or rejected with a reason.
     """
     read = [read_file(p, h, settings, pseudonym_key) for p, h in zip(paths, sha256s, strict=True)]
     files = [outcome for outcome, _ in read]
     readable = [file_rows for outcome, file_rows in read if outcome.format is not None]
     if not readable:
-        return ChunkOutcome(files, _empty_rows())
+        return files, _empty_rows()
     rows = pd.concat(readable, ignore_index=True)
     rows = rows.sort_values(
         ["trace_id", "observed_at", "source_row"], kind="stable", ignore_index=True
@@ -273,7 +363,7 @@ def ingest_files(
     rows["reason"] = pd.Series(None, index=rows.index, dtype=object)
     rows["detail"] = pd.Series(None, index=rows.index, dtype=object)
     clean_rows(rows, settings, now)
-    return ChunkOutcome(files, rows)
+    return files, rows
 
 
 def read_file(
@@ -319,10 +409,13 @@ def _empty_rows() -> pd.DataFrame:
     return pd.DataFrame(columns=["source_file", "source_row", "reason", "detail", "trip_id"])
 
 
-def _rejects_table(outcomes: list[FileOutcome], rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
-    cleaned = rows.loc[rows["reason"].notna(), REJECT_COLUMNS]
+def _rejects_table(
+    outcomes: list[FileOutcome], chunks: list[ChunkOutcome], batch_id: str
+) -> pd.DataFrame:
     read_failures = [o.reader_rejects for o in outcomes if len(o.reader_rejects)]
-    rejects = pd.concat([*read_failures, cleaned], ignore_index=True)
+    cleaned = [chunk.rejects for chunk in chunks if len(chunk.rejects)]
+    parts = [*read_failures, *cleaned]
+    rejects = pd.concat(parts, ignore_index=True) if parts else _empty_rows()[REJECT_COLUMNS]
     rejects["detail"] = rejects["detail"].fillna("").astype(str)
     rejects["source_row"] = rejects["source_row"].astype("int64")
     rejects["batch_id"] = batch_id
@@ -332,14 +425,16 @@ def _rejects_table(outcomes: list[FileOutcome], rows: pd.DataFrame, batch_id: st
 def _batch_report(
     batch_id: str,
     outcomes: list[FileOutcome],
-    rows: pd.DataFrame,
+    chunks: list[ChunkOutcome],
     rejects: pd.DataFrame,
     trips: pd.DataFrame,
     skipped: list[str],
 ) -> dict[str, Any]:
     per_file: list[dict[str, Any]] = []
+    accepted_by_file: Counter[str] = Counter()
+    for chunk in chunks:
+        accepted_by_file.update(chunk.accepted_by_file)
     # grouped once, not filtered per file (which is quadratic in the number of files)
-    accepted_by_file = rows.loc[rows["reason"].isna(), "source_file"].value_counts()
     reasons_by_file = {
         str(path): group.tolist()
         for path, group in rejects.groupby("source_file", sort=False)["reason"]
@@ -377,30 +472,73 @@ def _batch_report(
     }
 
 
-def _write_batch(
-    traces_dir: Path,
-    batch_id: str,
-    accepted: pd.DataFrame,
-    trips: pd.DataFrame,
-    rejects: pd.DataFrame,
-    settings: IngestSettings,
-) -> None:
+def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> dict[str, str]:
+    """Write a chunk's accepted fixes to its staged partitions; return trip -> file written.
+
+    Partitions are by the date and coarse H3 cell of each trip's first fix, so a trip never
+    spans partitions; the file names carry the batch and the chunk, so re-running the batch
+    writes the same files.
+    """
+    if accepted.empty:
+        return {}
     points = gpd.GeoDataFrame(
         accepted[[f.name for f in POINTS.schema if f.name != "geometry"]],
         geometry=shapely.points(accepted["lon"].to_numpy(), accepted["lat"].to_numpy()),
         crs="EPSG:4326",
     )
-    partition = _trip_partitions(accepted, settings.partition_h3_res)
+    partition = _trip_partitions(accepted, resolution)
+    name = f"part-{task.batch_id}-{task.index:05d}.parquet"
+    files: dict[str, str] = {}
     for (day, cell), part in points.groupby(points["trip_id"].map(partition), sort=True):
-        path = traces_dir / "points" / f"date={day}" / f"h3={cell}" / f"part-{batch_id}.parquet"
-        write_table(part.reset_index(drop=True), path, POINTS)
-    trip_lines = _trip_lines(accepted, trips)
-    write_table(
-        trip_lines.assign(batch_id=batch_id),
-        traces_dir / "trips" / f"part-{batch_id}.parquet",
-        TRIPS,
+        relative = f"points/date={day}/h3={cell}/{name}"
+        write_table(part.reset_index(drop=True), task.staging_dir / relative, POINTS)
+        files.update(dict.fromkeys(part["trip_id"].unique(), relative))
+    return files
+
+
+def _publish_points(staging: Path, traces_dir: Path) -> None:
+    """Move the batch's staged points files into the dataset (each an atomic rename)."""
+    for staged in sorted((staging / "points").rglob("*.parquet")):
+        final = traces_dir / staged.relative_to(staging)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
+
+def _flag_batch_trips(
+    chunks: list[ChunkOutcome], traces_dir: Path, staging: Path, settings: IngestSettings
+) -> gpd.GeoDataFrame:
+    """Trips of the batch with their flags, trust score and plausibility.
+
+    The batch-wide checks see trip summaries and coordinate keys; the fixes of a trip are read
+    back from its staged file only when a device has trips overlapping in time.
+    """
+    found = [c.trips for c in chunks if len(c.trips)]
+    trips = pd.concat(found, ignore_index=True) if found else _empty_trips()
+    keys = pd.concat([c.keys for c in chunks], ignore_index=True)
+    flags: dict[str, set[str]] = {}
+    for chunk in chunks:
+        for flag, flagged in chunk.flags.items():
+            flags[flag] = flags.get(flag, set()) | flagged
+    points_files = {trip: f for chunk in chunks for trip, f in chunk.points_files.items()}
+
+    @functools.lru_cache(maxsize=16)
+    def staged(relative: str) -> pd.DataFrame:
+        return read_table(staging / relative, POINTS, columns=["trip_id", *POSITION_COLUMNS])
+
+    def positions(trip: str) -> pd.DataFrame:
+        fixes = staged(points_files[trip])
+        return fixes[fixes["trip_id"] == trip]
+
+    later = batch_flags(trips, _earlier_trips(traces_dir), keys, positions, settings)
+    for flag, flagged in later.items():
+        flags[flag] = flags.get(flag, set()) | flagged
+    return gpd.GeoDataFrame(score(trips, flags), geometry="geometry", crs="EPSG:4326")
+
+
+def _empty_keys() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"key": pd.Series(dtype="int64"), "device": pd.Series(dtype="int64"), "trip_id": []}
     )
-    write_table(rejects, traces_dir / "rejects" / f"part-{batch_id}.parquet", REJECTS)
 
 
 def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple[str, str]]:
@@ -412,6 +550,12 @@ def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple
         for lat, lon in zip(firsts["lat"], firsts["lon"], strict=True)
     ]
     return dict(zip(firsts.index.astype(str), zip(days, cells, strict=True), strict=True))
+
+
+def _empty_trips() -> gpd.GeoDataFrame:
+    columns = [f.name for f in TRIPS.schema if f.name not in ("flags", "trust_score", "plausible")]
+    frame = pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
 
 
 def _trip_lines(accepted: pd.DataFrame, trips: pd.DataFrame) -> gpd.GeoDataFrame:

@@ -125,7 +125,7 @@ def snap_traces(
 
 def read_batch_points(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
     """Read the accepted points of one batch (all batches when None), sorted by trip and time."""
-    pattern = f"part-{batch_id}.parquet" if batch_id else "part-*.parquet"
+    pattern = f"part-{batch_id}-*.parquet" if batch_id else "part-*.parquet"
     files = sorted((traces_dir / "points").glob(f"date=*/h3=*/{pattern}"))
     if not files:
         raise InputDataError(

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -13,8 +14,9 @@ import pytest
 from pipeline.config import load_config, settings_from_mapping
 from pipeline.contracts import POINTS, REJECTS, TRIPS
 from pipeline.errors import InputDataError
+from pipeline.ingest import stage
 from pipeline.ingest.simulate import simulate_fleet
-from pipeline.ingest.stage import ingest_traces
+from pipeline.ingest.stage import STAGING_DIR, ingest_traces
 from pipeline.io import read_table
 from pipeline.roads import build_roads, resolve_extract
 
@@ -100,9 +102,94 @@ def test_trips_never_span_partitions_and_rerunning_adds_nothing(
     again = ingest_traces([fleet / "traces"], tmp_path, ingest_settings())
     assert again["batch_id"] is None and len(again["files_skipped"]) == len(first["files"])
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == files
+    assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
 
 
-def test_one_or_two_dask_workers_give_the_same_dataset(fleet: Path, tmp_path: Path) -> None:
+def test_chunks_of_files_change_nothing_but_file_names(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = ingest_traces([fleet / "traces"], tmp_path / "whole", ingest_settings())
+    monkeypatch.setattr(stage, "CHUNK_FILES", 1)
+    chunked = ingest_traces([fleet / "traces"], tmp_path / "chunked", ingest_settings())
+    assert len(list((tmp_path / "chunked").rglob("points/*/*/*.parquet"))) > len(
+        list((tmp_path / "whole").rglob("points/*/*/*.parquet"))
+    )
+    assert chunked == whole
+    keys = ["trace_id", "observed_at"]
+    for name, contract in (("points", POINTS), ("trips", TRIPS), ("rejects", REJECTS)):
+        one = read_all(tmp_path / "whole", name, contract)
+        many = read_all(tmp_path / "chunked", name, contract)
+        order = keys if name == "points" else list(contract.key)
+        one, many = (t.sort_values(order, ignore_index=True) for t in (one, many))
+        pd.testing.assert_frame_equal(pd.DataFrame(one), pd.DataFrame(many))
+
+
+def test_an_interrupted_batch_leaves_only_staging_which_the_rerun_replaces(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traces = tmp_path / "traces"
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed after the chunks were staged
+
+    monkeypatch.setattr(stage, "_publish_points", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_traces([fleet / "traces"], traces, ingest_settings())
+    assert any((traces / STAGING_DIR).rglob("*.parquet"))
+    assert not (traces / "points").exists() and not (traces / "ingested_files.json").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("ROADCOVER_PSEUDONYM_KEY", KEY)
+    report = ingest_traces([fleet / "traces"], traces, ingest_settings())
+    assert len(read_all(traces, "points", POINTS)) == report["accepted"] > 0
+    assert not any((traces / STAGING_DIR).rglob("*"))
+
+
+def drive_csv(device: str, start: str, north_m: float = 0.0) -> str:
+    """A 2-minute drive east at 10 m/s with a little GPS noise, as CSV."""
+    rng = np.random.default_rng([ord(c) for c in device + start])
+    times = pd.date_range(start, periods=120, freq="1s", tz="UTC")
+    east_m = np.arange(120) * 10.0 + rng.normal(0, 1.5, 120)
+    lat = 60.17 + (north_m + rng.normal(0, 1.5, 120)) / 111_320
+    lon = 24.94 + east_m / (111_320 * np.cos(np.radians(60.17)))
+    rows = zip(times, lat, lon, strict=True)
+    lines = [f"{device},{t.isoformat()},{a:.7f},{o:.7f}" for t, a, o in rows]
+    return "device_id,time,lat,lon\n" + "\n".join(lines) + "\n"
+
+
+def test_batch_wide_flags_see_trips_in_other_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stage, "CHUNK_FILES", 1)  # every file in its own chunk
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    # one device in two places at once, in two files
+    (uploads / "a.csv").write_text(drive_csv("cam-a", "2026-10-01T08:00:00Z"))
+    (uploads / "b.csv").write_text(drive_csv("cam-a", "2026-10-01T08:00:30Z", north_m=5_000))
+    # three devices at exactly the same coordinates, a day apart
+    shared = drive_csv("cam-x", "2026-10-02T08:00:00Z", north_m=20_000)
+    for device, day in (("cam-x", "02"), ("cam-y", "03"), ("cam-z", "04")):
+        text = shared.replace("cam-x", device).replace("2026-10-02", f"2026-10-{day}")
+        (uploads / f"{device}.csv").write_text(text)
+    report = ingest_traces([uploads], tmp_path / "traces", ingest_settings())
+    trips = read_all(tmp_path / "traces", "trips", TRIPS)
+    points = read_all(tmp_path / "traces", "points", POINTS).drop_duplicates("trip_id")
+    stems = points["source_file"].map(lambda f: Path(f).stem)
+    file_of_trip = dict(zip(points["trip_id"], stems, strict=True))
+    flags = {file_of_trip[t]: set(f) for t, f in zip(trips["trip_id"], trips["flags"], strict=True)}
+    assert report["trips"] == 5
+    assert "device_in_two_places" in flags["a"] and "device_in_two_places" in flags["b"]
+    for device in ("cam-x", "cam-y", "cam-z"):
+        assert "shared_coordinates" in flags[device]
+        assert "device_in_two_places" not in flags[device]
+    assert "shared_coordinates" not in flags["a"] | flags["b"]
+
+
+def test_one_or_two_dask_workers_give_the_same_dataset(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of 2 files, and Dask even for a batch this small
+    monkeypatch.setattr(stage, "CHUNK_FILES", 2)
+    monkeypatch.setattr(stage, "DASK_MIN_CHUNKS_PER_WORKER", 1)
     ingest_traces([fleet / "traces"], tmp_path / "one", ingest_settings(1))
     ingest_traces([fleet / "traces"], tmp_path / "two", ingest_settings(2))
     one = {

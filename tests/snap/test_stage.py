@@ -82,7 +82,9 @@ def traces(
 ) -> tuple[Path, list[list[int]]]:
     folder = tmp_path_factory.mktemp("traces")
     points, routes = drive_points(roads_dir, trips=4, seed=3)
-    write_table(points, folder / "points" / "date=2026-10-01" / "h3=x" / "part-b1.parquet", POINTS)
+    write_table(
+        points, folder / "points" / "date=2026-10-01" / "h3=x" / "part-b1-00000.parquet", POINTS
+    )
     trips = points.groupby("trip_id", as_index=False).agg(
         trace_id=("trace_id", "first"), contributor_id=("contributor_id", "first"),
         device_id=("device_id", "first"), started_at=("observed_at", "min"),

@@ -348,13 +348,12 @@ def test_ingest_file_accounts_for_every_row(
     seed = data.draw(st.sampled_from(seeds(str(folder))[fmt]))
     path = write(folder, fmt, data.draw(mutated(seed)))
     settings_ = load_config().ingest
-    chunk = ingest_files([path], ["0" * 64], settings_, pseudonym_key, NOW)
-    [outcome] = chunk.files
+    [outcome], rows = ingest_files([path], ["0" * 64], settings_, pseudonym_key, NOW)
     if outcome.format is None:  # the whole file is one unreadable_file reject
-        assert outcome.rows_read == 1 and len(chunk.rows) == 0
+        assert outcome.rows_read == 1 and len(rows) == 0
         assert outcome.reader_rejects["reason"].tolist() == ["unreadable_file"]
         return
-    rows, reader_rejects = chunk.rows, outcome.reader_rejects
+    reader_rejects = outcome.reader_rejects
     assert outcome.rows_read == len(rows) + len(reader_rejects)
     accepted = rows["reason"].isna()
     assert int(accepted.sum()) + int((~accepted).sum()) + len(reader_rejects) == outcome.rows_read
