@@ -23,7 +23,6 @@ Flagged trips are kept, marked ``plausible = False``, and excluded from coverage
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -220,21 +219,22 @@ def _teleport_trips(points: pd.DataFrame) -> set[str]:
 
 
 def _robot_perfect_trips(points: pd.DataFrame) -> set[str]:
+    """Trips sampled at perfectly regular times whose positions have no noise at all."""
+    codes, trip_ids = pd.factorize(points["trip_id"], sort=False)
     x = points["lon"].to_numpy() * np.cos(np.radians(points["lat"].to_numpy())) * METRES_PER_DEGREE
     y = points["lat"].to_numpy() * METRES_PER_DEGREE
-    frame = pd.DataFrame({"trip_id": points["trip_id"].to_numpy(), "x": x, "y": y})
-    frame["t"] = epoch_seconds(points["observed_at"])
-    grouped = frame.groupby("trip_id", sort=False)
-    dt = grouped["t"].diff()
-    second_x = grouped["x"].diff() - grouped["x"].shift(1).sub(grouped["x"].shift(2))
-    second_y = grouped["y"].diff() - grouped["y"].shift(1).sub(grouped["y"].shift(2))
-    frame["second_m"] = np.hypot(second_x, second_y)
-    frame["dt"] = dt
-    stats = frame.groupby("trip_id", sort=False).agg(
-        dt_spread=("dt", lambda s: s.max() - s.min()), second_m=("second_m", "median")
-    )
-    robotic = (stats["dt_spread"] == 0) & (stats["second_m"] < ROBOT_MAX_SECOND_DIFFERENCE_M)
-    return set(stats.index[robotic])
+    t = epoch_seconds(points["observed_at"])
+    # first and second differences within a trip (fixes of a trip are consecutive)
+    same_1 = np.r_[False, codes[1:] == codes[:-1]]
+    same_2 = same_1 & np.r_[False, same_1[:-1]]
+    dt = np.where(same_1, np.r_[np.nan, np.diff(t)], np.nan)
+    second_x = np.r_[np.nan, np.nan, np.diff(x, 2)]
+    second_y = np.r_[np.nan, np.nan, np.diff(y, 2)]
+    second_m = np.where(same_2, np.hypot(second_x, second_y), np.nan)
+    stats = pd.DataFrame({"dt": dt, "second_m": second_m}).groupby(codes, sort=False)
+    spread = stats["dt"].max() - stats["dt"].min()
+    robotic = (spread == 0) & (stats["second_m"].median() < ROBOT_MAX_SECOND_DIFFERENCE_M)
+    return {str(trip_ids[code]) for code in robotic.index[robotic.to_numpy()]}
 
 
 def _replayed_trips(trips: pd.DataFrame, earlier_trips: pd.DataFrame) -> set[str]:
@@ -256,21 +256,20 @@ def _replayed_trips(trips: pd.DataFrame, earlier_trips: pd.DataFrame) -> set[str
 def _trips_of_devices_in_two_places(
     trips: pd.DataFrame, positions: Positions, settings: IngestSettings
 ) -> set[str]:
+    """Trips of one device, from different traces, overlapping in time and far apart."""
+    by_device = trips.sort_values(["device_id", "started_at"], kind="stable", ignore_index=True)
+    device = by_device["device_id"].to_numpy()
+    trace = by_device["trace_id"].to_numpy()
+    starts = by_device["started_at"].to_numpy()
+    ends = by_device["ended_at"].to_numpy()
+    # each trip against the one before it of the same device (sorted by start)
+    overlaps = (device[1:] == device[:-1]) & (starts[1:] <= ends[:-1]) & (trace[1:] != trace[:-1])
+    trip_ids = by_device["trip_id"].to_numpy()
     flagged: set[str] = set()
-    by_device = trips.sort_values(["device_id", "started_at"])
-    for _, device_trips in by_device.groupby("device_id"):
-        if len(device_trips) < 2:
-            continue
-        rows = device_trips.to_dict("records")
-        for earlier, later in itertools.pairwise(rows):
-            if (
-                later["started_at"] > earlier["ended_at"]
-                or later["trace_id"] == earlier["trace_id"]
-            ):
-                continue
-            pair = (earlier["trip_id"], later["trip_id"])
-            if _apart_at(positions, pair, later["started_at"]) > settings.trip_gap_m:
-                flagged |= set(pair)
+    for later in (np.flatnonzero(overlaps) + 1).tolist():
+        pair = (str(trip_ids[later - 1]), str(trip_ids[later]))
+        if _apart_at(positions, pair, by_device["started_at"].iloc[later]) > settings.trip_gap_m:
+            flagged |= set(pair)
     return flagged
 
 
