@@ -42,18 +42,51 @@ def dask_client(workers: int, scheduler_address: str | None = None) -> Iterator[
             log.info("dask: using scheduler %s (dashboard %s)", address, client.dashboard_link)
             yield client
         return
-    with (
-        LocalCluster(
+    with _local_cluster(workers) as cluster, Client(cluster) as client:
+        log.info("dask: LocalCluster of %d worker(s), dashboard %s", workers, client.dashboard_link)
+        yield client
+
+
+@contextlib.contextmanager
+def shared_local_cluster(workers: int) -> Iterator[str]:
+    """Start a LocalCluster that several stages share; yield its scheduler address.
+
+    ``roadcover run`` starts one for the whole workflow and hands its address to every job
+    (``DASK_SCHEDULER_ADDRESS``), so no stage pays for starting workers and importing the
+    stack into them, and each worker keeps what it cached (e.g. the match network) between
+    stages and batches. The cluster and its workers stop when the block ends.
+    """
+    with _local_cluster(workers) as cluster:
+        log.info(
+            "dask: shared LocalCluster of %d worker(s) at %s, dashboard %s",
+            workers,
+            cluster.scheduler_address,
+            cluster.dashboard_link,
+        )
+        yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def _local_cluster(workers: int) -> Iterator[LocalCluster]:
+    """Start a LocalCluster of ``workers`` one-thread processes, quiet but for warnings.
+
+    Distributed's INFO logs (every worker and client coming and going, and the tracebacks of
+    connections closed on shutdown) would drown the stage's own messages.
+    """
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.WARNING,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        log.info("dask: LocalCluster of %d worker(s), dashboard %s", workers, client.dashboard_link)
-        yield client
+        ) as cluster:
+            yield cluster
+    finally:
+        logger.setLevel(level)
 
 
 def with_progress(

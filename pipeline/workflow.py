@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from pipeline.config import DEMO_CONFIG_PATH, REPO_ROOT, load_config
 from pipeline.coverage.stage import format_summary
 from pipeline.errors import PipelineError
+from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
 
@@ -32,7 +34,10 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
     ]  # fmt: skip
     # the rules call `roadcover`: find the one of this environment first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    if subprocess.run(command, check=False, env={**os.environ, "PATH": path}).returncode != 0:
+    with _stage_scheduler(settings.dask_scheduler_address, cores, extra_args) as address:
+        env = {**os.environ, "PATH": path, **({SCHEDULER_ENV: address} if address else {})}
+        status = subprocess.run(command, check=False, env=env).returncode
+    if status != 0:
         raise PipelineError(
             f"the workflow failed; see the rule's log under {settings.output_dir / 'logs'}"
         )
@@ -43,6 +48,37 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
             print(f"\n{region.name}:", file=sys.stderr)
             print(format_summary(json.loads(summary_path.read_text())), file=sys.stderr)
     _print_where_to_look(output_dir, [region.name for region in settings.regions])
+
+
+def _stage_scheduler(
+    configured: str | None, cores: int, snakemake_args: list[str]
+) -> contextlib.AbstractContextManager[str | None]:
+    """Return the Dask cluster the stages share: a LocalCluster of ``cores`` workers, or none.
+
+    None (each stage then uses the configured scheduler, or works in-process or starts its
+    own) when a scheduler is configured (``dask.scheduler_address`` or
+    ``DASK_SCHEDULER_ADDRESS``), for one core, for a dry run, and when the jobs run elsewhere
+    (``--executor``, or a profile other than ``configs/profiles/local``).
+    """
+    dry_run = any(arg in ("-n", "--dry-run", "--dryrun", "--lint") for arg in snakemake_args)
+    if configured or os.environ.get(SCHEDULER_ENV) or cores <= 1 or dry_run:
+        return contextlib.nullcontext(None)
+    if _runs_elsewhere(snakemake_args):
+        return contextlib.nullcontext(None)
+    return shared_local_cluster(cores)
+
+
+def _runs_elsewhere(snakemake_args: list[str]) -> bool:
+    """Whether Snakemake is told to run jobs through an executor (cluster) or such a profile."""
+    for i, arg in enumerate(snakemake_args):
+        name, _, value = arg.partition("=")
+        if name in ("--executor", "-e"):
+            return True
+        if name == "--profile":
+            profile = value or (snakemake_args[i + 1] if i + 1 < len(snakemake_args) else "")
+            if Path(profile).name != "local":
+                return True
+    return False
 
 
 def _working_directory(snakemake_args: list[str]) -> Path:

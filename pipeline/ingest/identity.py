@@ -44,14 +44,21 @@ def read_sidecar(path: Path) -> dict[str, str]:
 
 
 def assign_identities(
-    fixes: pd.DataFrame, path: Path, file_sha256: str, settings: IngestSettings, key: bytes
+    fixes: pd.DataFrame,
+    path: Path,
+    file_sha256: str,
+    settings: IngestSettings,
+    key: bytes,
+    location: Path | None = None,
 ) -> pd.DataFrame:
     """Add pseudonymous ``contributor_id``, ``device_id`` and ``trace_id`` to a file's fixes.
 
     A trace is one device's fixes in one file: ``trace_id`` is the pseudonym of the file's
     content hash and the raw device id, so re-reading the same file gives the same traces.
+    ``path`` is the file as given (matched against ``ingest.contributors``); its sidecar is
+    looked for beside ``location`` (default ``path``), where the file is opened.
     """
-    sidecar = read_sidecar(path)
+    sidecar = read_sidecar(location if location is not None else path)
     configured = _configured_contributor(path, settings)
     raw_device = _first_given(sidecar.get("device_id"), fixes["device_id"], path.name.split(".")[0])
     contributor = sidecar.get("contributor_id") or configured

@@ -130,13 +130,18 @@ class ChunkOutcome:
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk of a batch to ingest: its files, and where the worker stages its points."""
+    """One chunk of a batch to ingest: its files, and where the worker stages its points.
+
+    ``paths`` are as given (they name the rows' ``source_file``); relative ones are opened
+    from ``base_dir``, the stage's working folder, since a shared worker may run elsewhere.
+    """
 
     index: int
     paths: list[Path]
     sha256s: list[str]
     batch_id: str
     staging_dir: Path
+    base_dir: Path
 
 
 def find_trace_files(inputs: list[Path]) -> list[Path]:
@@ -198,10 +203,10 @@ def ingest_traces(
     batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode()).hexdigest()[
         :16
     ]
-    staging = traces_dir / STAGING_DIR / batch_id
+    staging = (traces_dir / STAGING_DIR / batch_id).absolute()
     shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run of this batch left
     tasks = [
-        ChunkTask(i, chunk, [hashes[p] for p in chunk], batch_id, staging)
+        ChunkTask(i, chunk, [hashes[p] for p in chunk], batch_id, staging, Path.cwd())
         for i, chunk in enumerate(file_chunks(new_files))
     ]
     chunks = _process_chunks(tasks, settings, key, now, scheduler_address)
@@ -315,7 +320,9 @@ def ingest_chunk(
     Every row read ends accepted (in a staged points file) or rejected; a file that cannot
     be read is one ``unreadable_file`` reject and the others go on.
     """
-    files, rows = ingest_files(task.paths, task.sha256s, settings, pseudonym_key, now)
+    files, rows = ingest_files(
+        task.paths, task.sha256s, settings, pseudonym_key, now, task.base_dir
+    )
     rejected = rows["reason"].notna().to_numpy()
     rejects = rows.loc[rejected, REJECT_COLUMNS].reset_index(drop=True)
     accepted = rows[~rejected].reset_index(drop=True)
@@ -340,8 +347,11 @@ def ingest_files(
     settings: IngestSettings,
     pseudonym_key: bytes,
     now: pd.Timestamp,
+    base_dir: Path | None = None,
 ) -> tuple[list[FileOutcome], pd.DataFrame]:
     """Read and identify each file, then clean, split and trim all their rows together.
+
+    Relative ``paths`` are opened from ``base_dir`` (default: the working folder).
 
     Returns
     -------
@@ -351,7 +361,11 @@ def ingest_files(
         Every fix read, sorted by trace and time: accepted (``reason`` null, with a
         ``trip_id``) or rejected with a reason.
     """
-    read = [read_file(p, h, settings, pseudonym_key) for p, h in zip(paths, sha256s, strict=True)]
+    base = base_dir if base_dir is not None else Path.cwd()
+    read = [
+        read_file(p, h, settings, pseudonym_key, base / p)
+        for p, h in zip(paths, sha256s, strict=True)
+    ]
     files = [outcome for outcome, _ in read]
     readable = [file_rows for outcome, file_rows in read if outcome.format is not None]
     if not readable:
@@ -367,15 +381,24 @@ def ingest_files(
 
 
 def read_file(
-    path: Path, sha256: str, settings: IngestSettings, pseudonym_key: bytes
+    path: Path,
+    sha256: str,
+    settings: IngestSettings,
+    pseudonym_key: bytes,
+    location: Path | None = None,
 ) -> tuple[FileOutcome, pd.DataFrame]:
-    """Read one file; return what was read and its fixes with pseudonymous identities."""
+    """Read one file; return what was read and its fixes with pseudonymous identities.
+
+    ``path`` names the file in the outputs; ``location`` is where to open it (default
+    ``path``).
+    """
+    location = location if location is not None else path
     options = ReaderOptions(
         csv_columns=dict(settings.csv_columns) or None, csv_time_unit=settings.csv_time_unit
     )
     try:
-        fmt = detect_format(path)
-        result = read_trace_file(path, options)
+        fmt = detect_format(location)
+        result = read_trace_file(location, options, source=str(path))
     except UnreadableFileError as exc:
         whole_file = pd.DataFrame(
             [
@@ -388,7 +411,7 @@ def read_file(
             ]
         )
         return FileOutcome(str(path), sha256, None, 1, whole_file, {}), _empty_rows()
-    rows = assign_identities(result.fixes, path, sha256, settings, pseudonym_key)
+    rows = assign_identities(result.fixes, path, sha256, settings, pseudonym_key, location)
     reader_rejects = result.rejects[REJECT_COLUMNS]
     outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, reader_rejects, result.ignored)
     return outcome, rows

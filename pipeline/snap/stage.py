@@ -98,7 +98,7 @@ def snap_traces(
     else:
         with dask_client(settings.workers, scheduler_address) as client:
             futures = client.map(
-                match_chunk, chunks, roads_dir=str(roads_dir), params=params, pure=False
+                match_chunk, chunks, roads_dir=str(roads_dir.absolute()), params=params, pure=False
             )
             results = gather_with_progress(futures, "match chunks")
     matched_points = pd.concat([r[0] for r in results], ignore_index=True)

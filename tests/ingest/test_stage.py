@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipeline.ingest import stage
 from pipeline.ingest.simulate import simulate_fleet
 from pipeline.ingest.stage import STAGING_DIR, ingest_traces
 from pipeline.io import read_table
+from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 from pipeline.roads import build_roads, resolve_extract
 
 KEY = "a-test-pseudonym-key-0123456789"
@@ -103,6 +105,29 @@ def test_trips_never_span_partitions_and_rerunning_adds_nothing(
     assert again["batch_id"] is None and len(again["files_skipped"]) == len(first["files"])
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == files
     assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
+
+
+def test_a_shared_cluster_elsewhere_reads_relative_paths_from_the_stages_folder(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As under ``roadcover run``: workers started in another folder, relative inputs."""
+    monkeypatch.setattr(stage, "CHUNK_FILES", 2)
+    uploads = tmp_path / "uploads"
+    shutil.copytree(fleet / "traces", uploads)
+    monkeypatch.chdir(tmp_path)
+    relative = Path("uploads")
+    alone = ingest_traces([relative], Path("alone"), ingest_settings(1))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with shared_local_cluster(2) as address:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv(SCHEDULER_ENV, address)
+        shared = ingest_traces([relative], Path("shared"), ingest_settings(2))
+    assert shared == alone
+    assert all(not Path(f["file"]).is_absolute() for f in shared["files"])
+    points = read_all(tmp_path / "shared", "points", POINTS)
+    assert len(points) == shared["accepted"] and not any(elsewhere.iterdir())
 
 
 def test_chunks_of_files_change_nothing_but_file_names(

@@ -67,16 +67,21 @@ READERS: dict[str, Reader] = {
 }
 
 
-def read_trace_file(path: Path, options: ReaderOptions = ReaderOptions()) -> ReadResult:  # noqa: B008
+def read_trace_file(
+    path: Path,
+    options: ReaderOptions = ReaderOptions(),  # noqa: B008
+    source: str | None = None,
+) -> ReadResult:
     """Read one trace file into fixes and rejects.
 
     Parameters
     ----------
     path
-        The file; its format is found by :func:`detect_format`. ``str(path)`` becomes the
-        ``source_file`` of every row.
+        The file; its format is found by :func:`detect_format`.
     options
         How to read CSV files whose layout is not detected automatically.
+    source
+        The ``source_file`` of every row, and the name in errors (default ``str(path)``).
 
     Returns
     -------
@@ -90,4 +95,4 @@ def read_trace_file(path: Path, options: ReaderOptions = ReaderOptions()) -> Rea
     """
     path = Path(path)
     fmt = detect_format(path)
-    return READERS[fmt](path, str(path), options)
+    return READERS[fmt](path, source if source is not None else str(path), options)
