@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -85,8 +86,61 @@ def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> No
         pq.write_table(table, temp, compression="zstd", row_group_size=64 * 1024)
 
 
+def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> None:
+    """Write the files ``parts`` (from :func:`write_table`, same contract) as one, in order.
+
+    Row groups are copied one at a time, so memory stays at one row group whatever the total;
+    the GeoParquet metadata's bounding box and geometry types are those of all the parts.
+
+    Raises
+    ------
+    ContractError
+        If a part was not written for ``contract`` or its columns differ from the first's.
+    """
+    files = [pq.ParquetFile(part) for part in parts]
+    if not files:
+        raise ContractError(f"{path}: no parts to concatenate")
+    schema = files[0].schema_arrow
+    for part, parquet_file in zip(parts, files, strict=True):
+        check_contract_metadata(parquet_file.schema_arrow, contract, str(part))
+        if not parquet_file.schema_arrow.remove_metadata().equals(schema.remove_metadata()):
+            raise ContractError(f"{part}: its columns differ from those of {parts[0]}")
+    metadata = dict(schema.metadata or {})
+    if b"geo" in metadata:
+        metadata[b"geo"] = _merged_geo_metadata([f.schema_arrow.metadata[b"geo"] for f in files])
+    schema = schema.with_metadata(metadata)
+    with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+        for parquet_file in files:
+            for index in range(parquet_file.num_row_groups):
+                writer.write_table(parquet_file.read_row_group(index).cast(schema))
+
+
+def _merged_geo_metadata(documents: list[bytes]) -> bytes:
+    """GeoParquet ``geo`` metadata covering every part: union of bounding boxes and types."""
+    geo = json.loads(documents[0])
+    for name, column in geo["columns"].items():
+        parts = [json.loads(document)["columns"][name] for document in documents]
+        boxes = [
+            part["bbox"]
+            for part in parts
+            if part.get("bbox") and all(math.isfinite(value) for value in part["bbox"])
+        ]
+        if boxes:
+            column["bbox"] = [
+                min(box[0] for box in boxes),
+                min(box[1] for box in boxes),
+                max(box[2] for box in boxes),
+                max(box[3] for box in boxes),
+            ]
+        column["geometry_types"] = sorted({t for part in parts for t in part["geometry_types"]})
+    return json.dumps(geo).encode()
+
+
 def read_table(
-    path: str | Path, contract: Contract, columns: list[str] | None = None
+    path: str | Path,
+    contract: Contract,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Read a stage output, checking its contract metadata, schema, nulls and keys.
 
@@ -98,6 +152,9 @@ def read_table(
         The contract the file must satisfy.
     columns
         Read only these columns (then only their types are checked).
+    filters
+        Read only the rows that pass these pyarrow filters, e.g. ``[("trip_id", "in", ids)]``
+        (row groups whose statistics exclude them are skipped; keys are then not checked).
 
     Raises
     ------
@@ -115,10 +172,13 @@ def read_table(
         raise InputDataError(f"{source}: not a readable Parquet file ({exc})") from None
     schema = parquet_file.schema_arrow
     check_contract_metadata(schema, contract, source)
-    table = parquet_file.read(columns=columns)
+    if filters is None:
+        table = parquet_file.read(columns=columns)
+    else:
+        table = pq.read_table(path, columns=columns, filters=filters, schema=schema)
     if COVERING_BBOX_COLUMN in table.column_names:
         table = table.drop_columns([COVERING_BBOX_COLUMN])
-    if columns is None:
+    if columns is None and filters is None:
         validate_table(table, contract, source)
     if contract.geometry_column is None or contract.geometry_column not in table.column_names:
         return table.to_pandas()

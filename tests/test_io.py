@@ -12,7 +12,7 @@ from shapely.geometry import Point
 
 from pipeline.contracts import EDGES, NODES, validate_table
 from pipeline.errors import ContractError, InputDataError
-from pipeline.io import atomic_path, read_table, write_table
+from pipeline.io import atomic_path, concat_tables, read_table, write_table
 
 
 def nodes_frame(ids: list[int]) -> gpd.GeoDataFrame:
@@ -45,6 +45,33 @@ def test_written_file_is_geoparquet_1_1_with_covering_bbox_and_schema_version(
     assert "bbox" not in back.columns
     # plain geopandas, as a user would read it
     assert len(gpd.read_parquet(path)) == 3
+
+
+def test_concatenated_parts_keep_their_rows_in_order_and_the_whole_bbox(
+    tmp_path: Path,
+) -> None:
+    parts = [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"]
+    for part, ids in zip(parts, ([1, 2], [30], [7, 5]), strict=True):
+        write_table(nodes_frame(ids), part, NODES)
+    concat_tables(parts, tmp_path / "all.parquet", NODES)
+    back = read_table(tmp_path / "all.parquet", NODES)  # contract, keys and nulls checked
+    assert back["node_id"].tolist() == [1, 2, 30, 7, 5]
+    geo = json.loads(pq.read_schema(tmp_path / "all.parquet").metadata[b"geo"])["columns"]
+    assert geo["geometry"]["bbox"] == pytest.approx([24.901, 60.1, 24.93, 60.1])
+    assert geo["geometry"]["geometry_types"] == ["Point"]
+    assert gpd.read_parquet(tmp_path / "all.parquet").total_bounds.tolist() == pytest.approx(
+        [24.901, 60.1, 24.93, 60.1]
+    )
+
+
+def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:
+    write_table(nodes_frame([1]), tmp_path / "nodes.parquet", NODES)
+    nodes_frame([2]).to_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(ContractError, match="plain.parquet.*has no roadcover metadata"):
+        concat_tables(
+            [tmp_path / "nodes.parquet", tmp_path / "plain.parquet"], tmp_path / "x", NODES
+        )
+    assert not (tmp_path / "x").exists()
 
 
 def test_same_data_gives_the_same_bytes(tmp_path: Path) -> None:

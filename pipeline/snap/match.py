@@ -41,10 +41,9 @@ class TripMatch:
     is_break
         True at the first matched fix of every run after the first: the route is split there
         because no plausible route joins it to the previous run.
-    route
-        Traversed pieces of edges, in order: columns ``edge, from_offset_m, to_offset_m,
-        entered_at_s, exited_at_s, segment`` (edge indices; offsets on the ``length_m`` scale;
-        times in the unit of the input ``t_s``).
+    route_columns
+        :attr:`route`'s columns as arrays (to join many trips' routes without a DataFrame
+        per trip).
     """
 
     edge: np.ndarray
@@ -55,7 +54,17 @@ class TripMatch:
     reason: np.ndarray
     segment: np.ndarray
     is_break: np.ndarray
-    route: pd.DataFrame
+    route_columns: dict[str, np.ndarray]
+
+    @property
+    def route(self) -> pd.DataFrame:
+        """Traversed pieces of edges, in order.
+
+        Columns ``edge, from_offset_m, to_offset_m, from_metric_m, to_metric_m, entered_at_s,
+        exited_at_s, segment`` (edge indices; offsets on the ``length_m`` scale, and on the
+        network's metric scale; times in the unit of the input ``t_s``).
+        """
+        return pd.DataFrame(self.route_columns)
 
     @property
     def matched_fraction(self) -> float:
@@ -165,14 +174,15 @@ def _trip_match(
         reason=_REASONS[status],
         segment=segment.astype(np.int64),
         is_break=first_of_run,
-        route=_route_frame(net, pieces),
+        route_columns=_route_columns(net, pieces),
     )
 
 
 def _previous_matched(segment: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Segment of the previous matched fix, per fix (-1 before the first)."""
-    seg = pd.Series(np.where(ok, segment, np.nan)).ffill().shift(1).fillna(-1)
-    return seg.to_numpy("int64")
+    last_matched = np.maximum.accumulate(np.where(ok, np.arange(len(ok)), -1))
+    previous = np.r_[-1, last_matched[:-1]]  # the last matched fix strictly before each fix
+    return np.where(previous >= 0, segment[np.maximum(previous, 0)], -1).astype("int64")
 
 
 def _scale(net: MatchNetwork, edge: np.ndarray) -> np.ndarray:
@@ -180,24 +190,22 @@ def _scale(net: MatchNetwork, edge: np.ndarray) -> np.ndarray:
     return np.divide(net.edge_length_m[edge], metric, out=np.ones(len(edge)), where=metric > 0)
 
 
-def _route_frame(net: MatchNetwork, pieces: np.ndarray) -> pd.DataFrame:
-    """Turn the kernel's piece table into a frame, dropping zero-length pieces."""
+def _route_columns(net: MatchNetwork, pieces: np.ndarray) -> dict[str, np.ndarray]:
+    """Turn the kernel's piece table into route columns, dropping zero-length pieces."""
     keep = pieces[:, TO] - pieces[:, FROM] > 1e-9
     p = pieces[keep]
     edge = p[:, 0].astype(np.int64)
     scale = _scale(net, edge)
-    return pd.DataFrame(
-        {
-            "edge": edge,
-            "from_offset_m": p[:, FROM] * scale,
-            "to_offset_m": np.minimum(p[:, TO] * scale, net.edge_length_m[edge]),
-            "from_metric_m": p[:, FROM],
-            "to_metric_m": p[:, TO],
-            "entered_at_s": p[:, T0],
-            "exited_at_s": p[:, T1],
-            "segment": p[:, SEG].astype(np.int64),
-        }
-    )
+    return {
+        "edge": edge,
+        "from_offset_m": p[:, FROM] * scale,
+        "to_offset_m": np.minimum(p[:, TO] * scale, net.edge_length_m[edge]),
+        "from_metric_m": p[:, FROM],
+        "to_metric_m": p[:, TO],
+        "entered_at_s": p[:, T0],
+        "exited_at_s": p[:, T1],
+        "segment": p[:, SEG].astype(np.int64),
+    }
 
 
 def traversed_segments(net: MatchNetwork, trip: TripMatch) -> gpd.GeoDataFrame:

@@ -1,10 +1,16 @@
 """The snap stage: clean points of a traces batch -> matched points, segments and quality.
 
-Trips are split into chunks of about equal size and matched on Dask workers; each worker loads
-the roads folder's match network (built once and cached as ``match_network.npz``) once, not per
-task. Matching a trip depends on nothing but the trip, so the outputs are the same with one
-worker or many. ``MATCHED_DIR`` holds ``matched_points.parquet``, ``matched_segments.parquet``,
-``match_quality.parquet`` (see docs/data-contracts.md) and ``meta.json``.
+The batch's trips, partition file by partition file, are cut into tasks of ``TRIPS_PER_TASK``
+trips. Each task (on a Dask worker, or in-process for a batch of one task or one worker) reads
+its trips' fixes from the partitions itself, matches them and writes its part of the outputs
+(sorted by trace and time, or trip and sequence) to a staging folder; only the per-trip
+quality rows come back. The parts are then concatenated in
+task order, a row group at a time, so no process ever holds the whole batch: memory is bounded
+by a task and a partition file. Each worker loads the roads folder's match network (built once
+and cached as ``match_network.npz``) once, not per task. Matching a trip depends on nothing
+but the trip, so the outputs are the same with one worker or many. ``MATCHED_DIR`` holds
+``matched_points.parquet``, ``matched_segments.parquet``, ``match_quality.parquet`` (see
+docs/data-contracts.md) and ``meta.json``.
 """
 
 from __future__ import annotations
@@ -12,19 +18,22 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import shapely
 
 from pipeline.config import SnapSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
 from pipeline.errors import InputDataError
-from pipeline.io import read_table, write_json, write_table
+from pipeline.io import concat_tables, read_table, write_json, write_table
 from pipeline.parallel import dask_client, gather_with_progress, with_progress
 from pipeline.snap.match import TripMatch, match_trip, route_segments
 from pipeline.snap.network import MatchNetwork, prepare_match_network
@@ -34,7 +43,10 @@ log = logging.getLogger(__name__)
 
 POINT_COLUMNS = ["trace_id", "trip_id", "contributor_id", "observed_at", "lon", "lat", "hdop",
                  "source_file", "source_row"]  # fmt: skip
-TRIPS_PER_CHUNK = 64
+TRIPS_PER_TASK = 64
+STAGING_DIR = ".staging"
+POINTS_FILE = "matched_points.parquet"
+SEGMENTS_FILE = "matched_segments.parquet"
 BREAK_FACTOR = 0.8
 
 
@@ -85,36 +97,32 @@ def snap_traces(
         What ``meta.json`` holds: counts, timings and the batch.
     """
     started = time.perf_counter()
-    points = read_batch_points(traces_dir, batch_id)
+    trip_files = batch_trip_files(traces_dir, batch_id)
     trips = read_batch_trips(traces_dir, batch_id)
     params = match_params(settings)
     prepare_match_network(roads_dir)  # build and cache the network once, before the workers
-    chunks = _chunks(points)
-    if settings.workers <= 1 or len(chunks) <= 1:
-        results = [
-            match_chunk(chunk, str(roads_dir), params)
-            for chunk in with_progress(chunks, "match chunks")
-        ]
+    staging = (matched_dir / STAGING_DIR).absolute()
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
+    tasks = _match_tasks(trip_files, staging)
+    roads = str(roads_dir.absolute())  # a shared worker may run in another folder
+    if settings.workers <= 1 or len(tasks) <= 1:
+        results = [match_task(task, roads, params) for task in with_progress(tasks, "match chunks")]
     else:
         with dask_client(settings.workers, scheduler_address) as client:
-            futures = client.map(
-                match_chunk, chunks, roads_dir=str(roads_dir.absolute()), params=params, pure=False
-            )
+            futures = client.map(match_task, tasks, roads_dir=roads, params=params, pure=False)
             results = gather_with_progress(futures, "match chunks")
-    matched_points = pd.concat([r[0] for r in results], ignore_index=True)
-    segments = pd.concat([r[1] for r in results], ignore_index=True)
-    quality = pd.concat([r[2] for r in results], ignore_index=True)
-    quality = quality.merge(
+    quality = pd.concat(results, ignore_index=True).merge(
         trips[["trip_id", "plausible", "trust_score"]], on="trip_id", how="left"
     )
     quality = quality.fillna({"plausible": False, "trust_score": 0.0})
-    _write_outputs(matched_dir, matched_points, segments, quality)
+    _write_outputs(matched_dir, tasks, quality)
+    shutil.rmtree(staging, ignore_errors=True)
     meta = {
         "batch_id": batch_id,
         "trips": len(quality),
-        "points": len(matched_points),
-        "matched_points": int(matched_points["edge_id"].notna().sum()),
-        "segments": len(segments),
+        "points": int(quality["points"].sum()),
+        "matched_points": int(quality["matched_points"].sum()),
+        "segments": int(pq.ParquetFile(matched_dir / SEGMENTS_FILE).metadata.num_rows),
         "matched_km": float(quality["matched_km"].sum()),
         "seconds": round(time.perf_counter() - started, 3),
         "params": params.__dict__,
@@ -123,17 +131,27 @@ def snap_traces(
     return meta
 
 
-def read_batch_points(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
-    """Read the accepted points of one batch (all batches when None), sorted by trip and time."""
+def batch_point_files(traces_dir: Path, batch_id: str | None) -> list[Path]:
+    """Return the points partition files of one batch (all batches when None)."""
     pattern = f"part-{batch_id}-*.parquet" if batch_id else "part-*.parquet"
     files = sorted((traces_dir / "points").glob(f"date=*/h3=*/{pattern}"))
     if not files:
         raise InputDataError(
             f"{traces_dir}: no points of batch {batch_id or '(any)'}; run roadcover ingest first"
         )
-    frames = [pd.DataFrame(read_table(f, POINTS, columns=POINT_COLUMNS)) for f in files]
-    points = pd.concat(frames, ignore_index=True)
-    return points.sort_values(["trip_id", "observed_at"], ignore_index=True)
+    return files
+
+
+def batch_trip_files(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
+    """Every trip of a batch and the partition file holding its fixes.
+
+    Reads only the ``trip_id`` column of each file (a trip never spans partitions).
+    """
+    frames = []
+    for path in batch_point_files(traces_dir, batch_id):
+        ids = read_table(path, POINTS, columns=["trip_id"])["trip_id"]
+        frames.append(pd.DataFrame({"trip_id": ids.unique(), "file": str(path.absolute())}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
@@ -144,6 +162,57 @@ def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
     return pd.concat(
         [pd.DataFrame(read_table(f, TRIPS, columns=columns)) for f in files], ignore_index=True
     )
+
+
+@dataclass(frozen=True)
+class MatchTask:
+    """Trips to match together: which partition files hold them, and where to stage outputs."""
+
+    index: int
+    trips_by_file: dict[str, list[str]]
+    staging_dir: Path
+
+    def part(self, output: str) -> Path:
+        """Return where the task stages its part of ``output`` (``matched_points.parquet``)."""
+        name = f"part-{self.index:05d}.parquet"
+        return self.staging_dir / output.removesuffix(".parquet") / name
+
+
+def _match_tasks(trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
+    """Cut the trips into tasks of at most ``TRIPS_PER_TASK``, taken file by file.
+
+    So each partition file is read by as few tasks as possible (by one, when it holds fewer
+    trips than that).
+    """
+    ordered = trip_files.sort_values(["file", "trip_id"], ignore_index=True)
+    tasks = []
+    for index, start in enumerate(range(0, len(ordered), TRIPS_PER_TASK)):
+        run = ordered.iloc[start : start + TRIPS_PER_TASK]
+        by_file = {str(f): group["trip_id"].tolist() for f, group in run.groupby("file")}
+        tasks.append(MatchTask(index, by_file, staging))
+    return tasks
+
+
+def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataFrame:
+    """Read, match and stage a task's trips; return their quality rows.
+
+    Run on a Dask worker (or in-process): the fixes are read here, from the partitions, and
+    the matched points and segments are written here, to the task's staged parts.
+    """
+    frames = [
+        pd.DataFrame(
+            read_table(Path(f), POINTS, columns=POINT_COLUMNS, filters=[("trip_id", "in", ids)])
+        )
+        for f, ids in task.trips_by_file.items()
+    ]
+    points = pd.concat(frames, ignore_index=True)
+    points = points.sort_values(["trip_id", "observed_at"], ignore_index=True)
+    matched, segments, quality = match_chunk(points, roads_dir, params)
+    matched = matched.sort_values(["trace_id", "observed_at"], ignore_index=True)
+    segments = segments.sort_values(["trip_id", "seq"], ignore_index=True)
+    write_table(gpd.GeoDataFrame(matched), task.part(POINTS_FILE), MATCHED_POINTS)
+    write_table(gpd.GeoDataFrame(segments), task.part(SEGMENTS_FILE), MATCHED_SEGMENTS)
+    return quality
 
 
 def match_chunk(
@@ -163,13 +232,20 @@ def match_chunk(
         match_trip(net, lon[a:b], lat[a:b], seconds[a:b], params)
         for a, b in itertools.pairwise(bounds)
     ]
-    routes = pd.concat(
-        [r.route.assign(trip_index=i) for i, r in enumerate(results)], ignore_index=True
-    )
+    routes = _concat_routes(results)
     firsts = points.iloc[bounds[:-1]].reset_index(drop=True)
     segments = _segments(net, routes, firsts)
     matched = _matched_points(net, points, results)
     return matched, segments, _trip_quality(firsts, matched, segments, params)
+
+
+def _concat_routes(results: list[TripMatch]) -> pd.DataFrame:
+    """Join the trips' routes into one table with ``trip_index``, by array concatenation."""
+    names = list(results[0].route_columns)
+    columns = {n: np.concatenate([r.route_columns[n] for r in results]) for n in names}
+    sizes = [len(r.route_columns["edge"]) for r in results]
+    columns["trip_index"] = np.repeat(np.arange(len(results), dtype="int64"), sizes)
+    return pd.DataFrame(columns)
 
 
 @functools.lru_cache(maxsize=2)
@@ -274,26 +350,11 @@ def match_confidence(
     return float(matched_fraction * BREAK_FACTOR**breaks * closeness)
 
 
-def _chunks(points: pd.DataFrame) -> list[pd.DataFrame]:
-    trip_codes = pd.factorize(points["trip_id"], sort=True)[0]
-    chunk_of_point = trip_codes // TRIPS_PER_CHUNK
-    return [chunk for _, chunk in points.groupby(chunk_of_point, sort=True)]
-
-
-def _write_outputs(
-    matched_dir: Path, points: pd.DataFrame, segments: pd.DataFrame, quality: pd.DataFrame
-) -> None:
-    points = points.sort_values(["trace_id", "observed_at"], ignore_index=True)
-    segments = segments.sort_values(["trip_id", "seq"], ignore_index=True)
+def _write_outputs(matched_dir: Path, tasks: list[MatchTask], quality: pd.DataFrame) -> None:
+    """Concatenate the tasks' staged parts, in task order, and write the quality table."""
+    concat_tables([t.part(POINTS_FILE) for t in tasks], matched_dir / POINTS_FILE, MATCHED_POINTS)
+    concat_tables(
+        [t.part(SEGMENTS_FILE) for t in tasks], matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS
+    )
     quality = quality.sort_values("trip_id", ignore_index=True)
-    write_table(
-        gpd.GeoDataFrame(points, crs="EPSG:4326"),
-        matched_dir / "matched_points.parquet",
-        MATCHED_POINTS,
-    )
-    write_table(
-        gpd.GeoDataFrame(segments, crs="EPSG:4326"),
-        matched_dir / "matched_segments.parquet",
-        MATCHED_SEGMENTS,
-    )
     write_table(quality, matched_dir / "match_quality.parquet", MATCH_QUALITY)

@@ -17,6 +17,7 @@ from pipeline.config import settings_from_mapping
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
 from pipeline.io import read_table, write_table
 from pipeline.roads import build_roads, load_road_graph, read_edges, resolve_extract
+from pipeline.snap import stage as snap_stage
 from pipeline.snap.stage import snap_traces
 
 SETTINGS = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]})
@@ -121,11 +122,27 @@ def test_snap_writes_contract_outputs_that_follow_the_driven_routes(
     assert quality["plausible"].all()
 
 
+OUTPUTS = (
+    ("matched_points.parquet", MATCHED_POINTS),
+    ("matched_segments.parquet", MATCHED_SEGMENTS),
+    ("match_quality.parquet", MATCH_QUALITY),
+)
+
+
 def test_one_or_two_workers_give_identical_files(
-    roads_dir: Path, traces: tuple[Path, list[list[int]]], tmp_path: Path
+    roads_dir: Path,
+    traces: tuple[Path, list[list[int]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     traces_dir, _ = traces
+    snap_traces(roads_dir, traces_dir, tmp_path / "whole", replace(SETTINGS.snap, workers=1))
+    monkeypatch.setattr(snap_stage, "TRIPS_PER_TASK", 1)  # 4 tasks, on 2 Dask workers
     snap_traces(roads_dir, traces_dir, tmp_path / "one", replace(SETTINGS.snap, workers=1))
     snap_traces(roads_dir, traces_dir, tmp_path / "two", replace(SETTINGS.snap, workers=2))
-    for name in ("matched_points.parquet", "matched_segments.parquet", "match_quality.parquet"):
+    for name, contract in OUTPUTS:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+        # tasks change the files' row groups, not their rows
+        whole = read_table(tmp_path / "whole" / name, contract)
+        pd.testing.assert_frame_equal(read_table(tmp_path / "one" / name, contract), whole)
+    assert not (tmp_path / "two" / snap_stage.STAGING_DIR).exists()
