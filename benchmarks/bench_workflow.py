@@ -1,24 +1,31 @@
 """End-to-end benchmark: the whole workflow on the demo region with growing simulated fleets.
 
 Usage: ``python benchmarks/bench_workflow.py [--scales 1 4 16] [--workers 1 2]``. For each fleet
-size (the demo's 40 devices over 21 days, times each scale) and Dask worker count, runs
-``roadcover run`` from scratch into a temporary folder and reports wall time, fixes read, fixes
-per second end to end, and each rule's time and peak memory from Snakemake's benchmark files.
+size (the demo's 40 devices over 21 days, times each scale) and worker count, runs
+``roadcover run --cores WORKERS`` from scratch into a temporary folder (the rules give their
+stages ``--workers {threads}``, and ``roadcover run`` shares one LocalCluster of ``WORKERS``
+Dask workers between them; one core means no Dask at all) and reports wall time, fixes read,
+fixes per second end to end, each rule's time and peak memory from Snakemake's benchmark files,
+and the peak RSS of any one Dask worker (sampled every 0.2 s: Snakemake's figures cover a
+rule's own processes, not the shared workers).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import yaml
 
 from pipeline.config import DEMO_CONFIG_PATH
@@ -35,6 +42,32 @@ class Run:
     seconds: float
     fixes: int
     rules: dict[str, tuple[float, float]]
+    worker_peak_rss: int
+
+
+class WorkerPeak:
+    """Peak RSS of any one Dask worker below a process (workers are multiprocessing children)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        self.pid, self.interval_s, self.peak = pid, interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "multiprocessing" in " ".join(child.cmdline()):
+                            self.peak = max(self.peak, child.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_once(scale: int, workers: int, folder: Path) -> Run:
@@ -42,16 +75,21 @@ def run_once(scale: int, workers: int, folder: Path) -> Run:
     config = yaml.safe_load(DEMO_CONFIG_PATH.read_text())
     config["output_dir"] = str(folder / "results")
     config["simulate"]["devices"] = 40 * scale
-    config["ingest"] = {"workers": workers}
-    config["snap"] = {"workers": workers}
     config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path),
+               "--cores", str(workers)]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path), "--cores", "2"],
-        check=True, cwd=folder, env={**os.environ, "ROADCOVER_PSEUDONYM_KEY": KEY},
-        capture_output=True,
+    process = subprocess.Popen(
+        command, cwd=folder, env={**os.environ, "ROADCOVER_PSEUDONYM_KEY": KEY},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    worker_peak = WorkerPeak(process.pid)
+    worker_peak.start()
+    _, stderr = process.communicate()
+    worker_peak.stop()
+    if process.returncode != 0:
+        raise RuntimeError(f"the workflow failed:\n{stderr.decode()[-3000:]}")
     seconds = time.perf_counter() - started
     region = folder / "results" / "helsinki"
     fixes = json.loads((region / "traces" / "batches" / "fleet.json").read_text())["rows_read"]
@@ -62,7 +100,7 @@ def run_once(scale: int, workers: int, folder: Path) -> Run:
         # helsinki/build_roads.tsv, helsinki/ingest_traces/fleet.tsv (per batch), write_report.tsv
         name = str(tsv.relative_to(benchmarks).with_suffix("")).removeprefix("helsinki/")
         rules[name] = (float(row["s"]), float(row["max_rss"]))
-    return Run(40 * scale, workers, seconds, fixes, rules)
+    return Run(40 * scale, workers, seconds, fixes, rules, worker_peak.peak)
 
 
 def main() -> None:
@@ -78,14 +116,16 @@ def main() -> None:
                 results.append(run_once(scale, workers, Path(folder)))
                 print(f"done: scale {scale}, {workers} worker(s)", file=sys.stderr)
     print(
-        "| fleet | workers | fixes | seconds | fixes/s end to end | without the simulator |\n"
-        "|---|---|---|---|---|---|"
+        "| fleet | cores (Dask workers) | fixes | seconds | fixes/s end to end "
+        "| without the simulator | peak RSS per worker MiB |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for r in results:
         simulate_s = r.rules.get("simulate_fleet", (0.0, 0.0))[0]
+        peak = f"{r.worker_peak_rss / 2**20:,.0f}" if r.worker_peak_rss else "- (no Dask)"
         print(
             f"| {r.devices} devices | {r.workers} | {r.fixes:,} | {r.seconds:.0f} | "
-            f"{r.fixes / r.seconds:,.0f} | {r.fixes / (r.seconds - simulate_s):,.0f} |"
+            f"{r.fixes / r.seconds:,.0f} | {r.fixes / (r.seconds - simulate_s):,.0f} | {peak} |"
         )
     names = sorted({name for r in results for name in r.rules})
     print(
