@@ -1,9 +1,26 @@
-"""Small vectorized geodesy shared by the stages: distances between consecutive fixes."""
+"""Small vectorized geodesy shared by the stages: distances between consecutive fixes.
+
+Distances are great-circle (haversine) distances on the sphere of OSMnx's
+``osmnx.distance.great_circle`` (radius 6,371,009 m), so they agree with the road graph's edge
+lengths; the formula is written out here because importing OSMnx costs about a second, paid by
+every stage that measures fixes (tests/test_geodesy.py checks the two agree).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from osmnx.distance import great_circle
+
+EARTH_RADIUS_M = 6_371_009.0
+
+
+def great_circle(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
+    """Haversine distance (m) between paired points, as OSMnx computes it."""
+    y1, y2 = np.deg2rad(lat1), np.deg2rad(lat2)
+    x1, x2 = np.deg2rad(lon1), np.deg2rad(lon2)
+    h = np.sin((y2 - y1) / 2) ** 2 + np.cos(y1) * np.cos(y2) * np.sin((x2 - x1) / 2) ** 2
+    return np.asarray(2 * np.arcsin(np.sqrt(np.minimum(1.0, h))) * EARTH_RADIUS_M)
 
 
 def step_distances_m(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -537,7 +537,7 @@ def _flag_batch_trips(
     """
     found = [c.trips for c in chunks if len(c.trips)]
     trips = pd.concat(found, ignore_index=True) if found else _empty_trips()
-    keys = pd.concat([c.keys for c in chunks], ignore_index=True)
+    keys = pd.concat([c.keys for c in chunks], ignore_index=True)  # trip ids: shared strings
     flags: dict[str, set[str]] = {}
     for chunk in chunks:
         for flag, flagged in chunk.flags.items():

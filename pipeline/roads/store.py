@@ -12,15 +12,16 @@ import json
 import pickle
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
-import networkx as nx
-import osmnx as ox
 
 from pipeline.contracts import EDGES, NODES
 from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, read_table, write_json, write_table
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 EDGES_FILE = "edges.parquet"
 NODES_FILE = "nodes.parquet"
@@ -93,4 +94,6 @@ def graph_from_tables(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame) -> nx.Mu
     gdf_nodes = nodes.rename(columns={"lon": "x", "lat": "y"}).set_index("node_id")
     gdf_nodes.index.name = "osmid"
     gdf_edges = edges.rename(columns={"length_m": "length"}).set_index(["u", "v", "key"])
+    import osmnx as ox  # here: importing it costs about a second, and few callers need it
+
     return ox.graph_from_gdfs(gdf_nodes, gdf_edges, graph_attrs={"crs": str(edges.crs)})

@@ -1,0 +1,27 @@
+"""Geodesy helpers: the haversine written out agrees with OSMnx's, which builds the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osmnx.distance import great_circle as osmnx_great_circle
+
+from pipeline.geodesy import distances_m, great_circle, step_distances_within_m
+
+
+def test_great_circle_agrees_with_osmnx() -> None:
+    rng = np.random.default_rng(7)
+    lat1, lat2 = rng.uniform(-89, 89, (2, 1000))
+    lon1, lon2 = rng.uniform(-180, 180, (2, 1000))
+    np.testing.assert_allclose(
+        great_circle(lat1, lon1, lat2, lon2), osmnx_great_circle(lat1, lon1, lat2, lon2), rtol=1e-12
+    )
+
+
+def test_a_degree_of_latitude_and_steps_within_groups() -> None:
+    one_degree = distances_m(np.array([24.9]), np.array([60.0]), np.array([24.9]), np.array([61.0]))
+    assert one_degree[0] == pytest.approx(np.radians(1.0) * 6_371_009.0, rel=1e-12)
+    steps = step_distances_within_m(
+        np.array([0, 0, 1, 1]), np.array([0.0, 0.001, 5.0, 5.0]), np.zeros(4)
+    )
+    assert steps[0] > 100 and steps[1] == 0.0 and steps[2] == 0.0 and steps[3] == 0.0
