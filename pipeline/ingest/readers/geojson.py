@@ -222,6 +222,8 @@ def _read_line(
     ignored: Counter[str],
 ) -> None:
     coordinates = geometry.get("coordinates") or []
+    if not isinstance(coordinates, list):  # e.g. true: one vertex that is not a position
+        coordinates = [coordinates]
     parts = coordinates if _LINES[geometry["type"]] == 2 else [coordinates]
     parts = [p if isinstance(p, list) else [p] for p in parts]
     vertices = [vertex for part in parts for vertex in part]

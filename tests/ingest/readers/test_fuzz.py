@@ -391,6 +391,18 @@ def test_geojson_geometry_type_that_is_not_a_string_is_ignored(folder: Path) -> 
         assert result.ignored == {"[]": 1, "{'a': 1}": 1}
 
 
+def test_geojson_line_coordinates_that_are_not_a_list_are_one_bad_vertex(folder: Path) -> None:
+    """Found by fuzzing: MultiLineString ``"coordinates": true`` raised ``TypeError``."""
+    for kind in ("LineString", "MultiLineString"):
+        document = {
+            "type": "Feature",
+            "geometry": {"type": kind, "coordinates": True},
+            "properties": {"coordTimes": ["2024-05-01T08:00:00Z"]},
+        }
+        result = check_read(write(folder, "geojson", json.dumps(document).encode()))
+        assert result is not None and result.rows_read == 1 and len(result.fixes) == 0
+
+
 def test_corrupt_parquet_page_header_gives_a_one_line_error(folder: Path) -> None:
     """Found by fuzzing: Arrow's multi-line message made the error span several lines."""
     data = seeds(str(folder))["parquet"][0]
