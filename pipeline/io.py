@@ -26,6 +26,8 @@ from pipeline.errors import ContractError, InputDataError
 
 GEOPARQUET_VERSION = "1.1.0"
 COVERING_BBOX_COLUMN = "bbox"
+# where a stage's tasks write their parts before the stage moves or joins them into place
+STAGING_DIR = ".staging"
 OUTPUT_MODE = 0o644  # mkstemp creates 0600; outputs are meant to be shared
 
 

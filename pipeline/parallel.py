@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from dask.distributed import Client, Future, LocalCluster, as_completed
@@ -22,6 +22,32 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def run_tasks(
+    function: Callable[..., Result],
+    tasks: list[Item],
+    description: str,
+    workers: int,
+    scheduler_address: str | None = None,
+    min_tasks: int = 2,
+    **arguments: Any,
+) -> list[Result]:
+    """Return ``function(task, **arguments)`` of every task, in order, with a progress bar.
+
+    The tasks run on Dask when there is more than one of them and ``workers`` > 1, and either
+    a scheduler is given (``scheduler_address``, else ``DASK_SCHEDULER_ADDRESS``: its workers
+    are running already) or there are at least ``min_tasks`` of them (a LocalCluster started
+    for the stage costs seconds, worth it only for that much work); else in this process.
+    """
+    address = scheduler_address or os.environ.get(SCHEDULER_ENV)
+    if workers <= 1 or len(tasks) <= 1 or not (address or len(tasks) >= min_tasks):
+        return [function(task, **arguments) for task in with_progress(tasks, description)]
+    with dask_client(workers, address) as client:
+        futures = client.map(function, tasks, pure=False, **arguments)
+        results: list[Result] = gather_with_progress(futures, description)
+    return results
 
 
 @contextlib.contextmanager
@@ -93,6 +119,8 @@ def with_progress(
     items: Iterable[Item], description: str, total: int | None = None
 ) -> Iterator[Item]:
     """Iterate over ``items`` with a progress bar on stderr (a stage's in-process path)."""
+    if total is None and isinstance(items, list):
+        total = len(items)
     yield from tqdm(items, desc=description, total=total, file=sys.stderr, mininterval=1.0)
 
 

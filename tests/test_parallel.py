@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from dask.distributed import LocalCluster
 
-from pipeline.parallel import SCHEDULER_ENV, dask_client, gather_with_progress, with_progress
+from pipeline.parallel import (
+    SCHEDULER_ENV,
+    dask_client,
+    gather_with_progress,
+    run_tasks,
+    with_progress,
+)
 
 
 def square(x: int) -> int:
@@ -51,3 +58,22 @@ def test_a_failed_task_raises_its_error(cluster: LocalCluster) -> None:
 def test_in_process_progress(capsys: pytest.CaptureFixture[str]) -> None:
     assert list(with_progress(iter([1, 2, 3]), "items", total=3)) == [1, 2, 3]
     assert "items" in capsys.readouterr().err
+
+
+def thread_of(x: int, offset: int) -> tuple[int, int]:
+    """``x + offset`` and the thread that computed it."""
+    return x + offset, threading.get_ident()
+
+
+def test_run_tasks_uses_dask_only_when_given_a_scheduler_or_enough_tasks(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    here = threading.get_ident()
+    alone = run_tasks(thread_of, [1, 2, 3], "t", workers=2, min_tasks=8, offset=10)
+    assert alone == [(11, here), (12, here), (13, here)]  # too few for a LocalCluster
+    one_worker = run_tasks(thread_of, [1, 2], "t", 1, cluster.scheduler_address, offset=0)
+    assert {ident for _, ident in one_worker} == {here}
+    shared = run_tasks(thread_of, [1, 2, 3], "t", 2, cluster.scheduler_address, 8, offset=10)
+    assert [value for value, _ in shared] == [11, 12, 13]  # in order
+    assert here not in {ident for _, ident in shared}  # on the cluster's worker threads

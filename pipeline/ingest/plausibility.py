@@ -116,11 +116,8 @@ def flag_trips(
             rows_of_trip.update(points.groupby("trip_id", sort=False).indices)
         return points.iloc[rows_of_trip[trip]]
 
-    flags = trace_flags(points)
     later = batch_flags(trips, earlier_trips, coordinate_keys(points), positions, settings)
-    for flag, flagged in later.items():
-        flags[flag] = flags.get(flag, set()) | flagged
-    return score(trips, flags)
+    return score(trips, trace_flags(points), later)
 
 
 def trace_flags(points: pd.DataFrame) -> dict[str, set[str]]:
@@ -134,28 +131,20 @@ def coordinate_keys(points: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``key`` (int64: rounded lon and lat in one number), ``device`` (int64: the device
-        pseudonym as a number) and ``trip_id`` (categorical): about 20 bytes per fix, compact
-        enough to gather for a whole batch.
+        ``key`` (int64: rounded lon and lat in one number), ``device`` and ``trip_id``
+        (categorical): about 20 bytes per fix, compact enough to gather for a whole batch.
     """
     scale = 10.0**SHARED_COORDINATE_DECIMALS
     lon_key = np.round(points["lon"].to_numpy() * scale).astype("int64") + 1_800_000_000
     lat_key = np.round(points["lat"].to_numpy() * scale).astype("int64") + 900_000_000
-    device_codes, devices = pd.factorize(points["device_id"])
-    device_numbers = np.array([_number(d) for d in devices], dtype="int64")
     keys = pd.DataFrame(
         {
             "key": (lon_key << 31) | lat_key,  # lon_key < 2**32, lat_key < 2**31
-            "device": device_numbers[device_codes],
-            "trip_id": pd.Categorical(points["trip_id"]),  # each trip's id stored once
+            "device": pd.Categorical(points["device_id"]),  # each id stored once
+            "trip_id": pd.Categorical(points["trip_id"]),
         }
     )
     return keys.drop_duplicates(["key", "trip_id"], ignore_index=True)
-
-
-def _number(text: str) -> int:
-    """Return a stable 60-bit number for an identifier (15 hex digits of its SHA-256)."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def batch_flags(
@@ -187,12 +176,17 @@ def batch_flags(
     }
 
 
-def score(trips: pd.DataFrame, flags: dict[str, set[str]]) -> pd.DataFrame:
-    """Return ``trips`` with their sorted ``flags``, ``trust_score`` and ``plausible``."""
+def score(trips: pd.DataFrame, *found: dict[str, set[str]]) -> pd.DataFrame:
+    """Return ``trips`` with their sorted ``flags``, ``trust_score`` and ``plausible``.
+
+    ``found`` are the checks' results (flag -> trip ids), e.g. :func:`trace_flags` of every
+    chunk and :func:`batch_flags`; a flag may come from several of them.
+    """
     of_trip: dict[str, set[str]] = {trip: set() for trip in trips["trip_id"]}
-    for flag, flagged in flags.items():
-        for trip in flagged:
-            of_trip[trip].add(flag)
+    for flags in found:
+        for flag, flagged in flags.items():
+            for trip in flagged:
+                of_trip[trip].add(flag)
     flagged_trips = trips.copy()
     flagged_trips["flags"] = pd.Series(
         [sorted(of_trip[trip]) for trip in trips["trip_id"]], index=trips.index, dtype=object

@@ -66,8 +66,8 @@ from pipeline.ingest.readers import (
     read_trace_file,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
-from pipeline.io import read_table, write_json, write_table
-from pipeline.parallel import SCHEDULER_ENV, dask_client, gather_with_progress, with_progress
+from pipeline.io import STAGING_DIR, read_table, write_json, write_table
+from pipeline.parallel import run_tasks
 from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ CHUNK_FILES = 32
 CHUNK_BYTES = 32 * 2**20
 # a LocalCluster pays off from this many chunks per worker (it takes seconds to start)
 DASK_MIN_CHUNKS_PER_WORKER = 4
-STAGING_DIR = ".staging"
 POSITION_COLUMNS = ["observed_at", "lon", "lat"]
 
 
@@ -209,7 +208,17 @@ def ingest_traces(
         ChunkTask(i, chunk, [hashes[p] for p in chunk], batch_id, staging, Path.cwd())
         for i, chunk in enumerate(file_chunks(new_files))
     ]
-    chunks = _process_chunks(tasks, settings, key, now, scheduler_address)
+    chunks: list[ChunkOutcome] = run_tasks(
+        ingest_chunk,
+        tasks,
+        "ingest file chunks",
+        settings.workers,
+        scheduler_address,
+        min_tasks=DASK_MIN_CHUNKS_PER_WORKER * settings.workers,
+        settings=settings,
+        pseudonym_key=key,
+        now=now,
+    )
     outcomes = [file for chunk in chunks for file in chunk.files]
     trips = _flag_batch_trips(chunks, traces_dir, staging, settings)
     rejects = _rejects_table(outcomes, chunks, batch_id)
@@ -228,7 +237,7 @@ def ingest_traces(
     write_json(report, traces_dir / "reports" / f"{batch_id}.json")
     registry.update({hashes[p]: {"file": str(p), "batch_id": batch_id} for p in new_files})
     write_json(registry, traces_dir / REGISTRY_FILE)
-    shutil.rmtree(traces_dir / STAGING_DIR / batch_id, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
@@ -282,34 +291,6 @@ def file_chunks(files: list[Path]) -> list[list[Path]]:
         chunks[-1].append(path)
         size += path.stat().st_size
     return chunks
-
-
-def _process_chunks(
-    tasks: list[ChunkTask],
-    settings: IngestSettings,
-    key: bytes,
-    now: pd.Timestamp,
-    scheduler_address: str | None = None,
-) -> list[ChunkOutcome]:
-    """Ingest every chunk: in this process, or on Dask workers for batches big enough.
-
-    A LocalCluster costs a few seconds to start (each worker imports the stack), so it is
-    started only when the batch has at least ``DASK_MIN_CHUNKS_PER_WORKER`` chunks per worker;
-    an existing scheduler (``scheduler_address`` or ``DASK_SCHEDULER_ADDRESS``) is always used.
-    """
-    address = scheduler_address or os.environ.get(SCHEDULER_ENV)
-    big_enough = len(tasks) >= DASK_MIN_CHUNKS_PER_WORKER * settings.workers
-    if settings.workers <= 1 or len(tasks) == 1 or not (address or big_enough):
-        return [
-            ingest_chunk(task, settings, key, now)
-            for task in with_progress(tasks, "ingest file chunks", len(tasks))
-        ]
-    with dask_client(settings.workers, address) as client:
-        futures = client.map(
-            ingest_chunk, tasks, settings=settings, pseudonym_key=key, now=now, pure=False
-        )
-        results: list[ChunkOutcome] = gather_with_progress(futures, "ingest file chunks")
-    return results
 
 
 def ingest_chunk(
@@ -502,8 +483,6 @@ def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> d
     spans partitions; the file names carry the batch and the chunk, so re-running the batch
     writes the same files.
     """
-    if accepted.empty:
-        return {}
     points = gpd.GeoDataFrame(
         accepted[[f.name for f in POINTS.schema if f.name != "geometry"]],
         geometry=shapely.points(accepted["lon"].to_numpy(), accepted["lat"].to_numpy()),
@@ -537,11 +516,7 @@ def _flag_batch_trips(
     """
     found = [c.trips for c in chunks if len(c.trips)]
     trips = pd.concat(found, ignore_index=True) if found else _empty_trips()
-    keys = pd.concat([c.keys for c in chunks], ignore_index=True)  # trip ids: shared strings
-    flags: dict[str, set[str]] = {}
-    for chunk in chunks:
-        for flag, flagged in chunk.flags.items():
-            flags[flag] = flags.get(flag, set()) | flagged
+    keys = pd.concat([c.keys for c in chunks], ignore_index=True)
     points_files = {trip: f for chunk in chunks for trip, f in chunk.points_files.items()}
 
     @functools.lru_cache(maxsize=16)
@@ -553,15 +528,12 @@ def _flag_batch_trips(
         return fixes[fixes["trip_id"] == trip]
 
     later = batch_flags(trips, _earlier_trips(traces_dir), keys, positions, settings)
-    for flag, flagged in later.items():
-        flags[flag] = flags.get(flag, set()) | flagged
-    return gpd.GeoDataFrame(score(trips, flags), geometry="geometry", crs="EPSG:4326")
+    flagged = score(trips, *(c.flags for c in chunks), later)
+    return gpd.GeoDataFrame(flagged, geometry="geometry", crs="EPSG:4326")
 
 
 def _empty_keys() -> pd.DataFrame:
-    return pd.DataFrame(
-        {"key": pd.Series(dtype="int64"), "device": pd.Series(dtype="int64"), "trip_id": []}
-    )
+    return pd.DataFrame({"key": pd.Series(dtype="int64"), "device": [], "trip_id": []})
 
 
 def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple[str, str]]:

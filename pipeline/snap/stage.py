@@ -33,8 +33,8 @@ import shapely
 from pipeline.config import SnapSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
 from pipeline.errors import InputDataError
-from pipeline.io import concat_tables, read_table, write_json, write_table
-from pipeline.parallel import dask_client, gather_with_progress, with_progress
+from pipeline.io import STAGING_DIR, concat_tables, read_table, write_json, write_table
+from pipeline.parallel import run_tasks
 from pipeline.snap.match import TripMatch, match_trip, route_segments
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 POINT_COLUMNS = ["trace_id", "trip_id", "contributor_id", "observed_at", "lon", "lat", "hdop",
                  "source_file", "source_row"]  # fmt: skip
 TRIPS_PER_TASK = 64
-STAGING_DIR = ".staging"
 POINTS_FILE = "matched_points.parquet"
 SEGMENTS_FILE = "matched_segments.parquet"
+QUALITY_FILE = "match_quality.parquet"
 BREAK_FACTOR = 0.8
 
 
@@ -105,12 +105,10 @@ def snap_traces(
     shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
     tasks = _match_tasks(trip_files, staging)
     roads = str(roads_dir.absolute())  # a shared worker may run in another folder
-    if settings.workers <= 1 or len(tasks) <= 1:
-        results = [match_task(task, roads, params) for task in with_progress(tasks, "match chunks")]
-    else:
-        with dask_client(settings.workers, scheduler_address) as client:
-            futures = client.map(match_task, tasks, roads_dir=roads, params=params, pure=False)
-            results = gather_with_progress(futures, "match chunks")
+    results = run_tasks(
+        match_task, tasks, "match chunks", settings.workers, scheduler_address,
+        roads_dir=roads, params=params,
+    )  # fmt: skip
     quality = pd.concat(results, ignore_index=True).merge(
         trips[["trip_id", "plausible", "trust_score"]], on="trip_id", how="left"
     )
@@ -357,4 +355,4 @@ def _write_outputs(matched_dir: Path, tasks: list[MatchTask], quality: pd.DataFr
         [t.part(SEGMENTS_FILE) for t in tasks], matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS
     )
     quality = quality.sort_values("trip_id", ignore_index=True)
-    write_table(quality, matched_dir / "match_quality.parquet", MATCH_QUALITY)
+    write_table(quality, matched_dir / QUALITY_FILE, MATCH_QUALITY)

@@ -271,32 +271,43 @@ def _string_array(raw: Sequence[Any] | np.ndarray | pd.Series) -> pa.StringArray
     return array
 
 
-def _present_text(array: pa.StringArray) -> tuple[pa.StringArray, np.ndarray]:
-    """Return the stripped text and the mask of absent values (null, blank, a null word)."""
+def _cast_strings(
+    raw: Sequence[Any] | np.ndarray | pd.Series, target: pa.DataType
+) -> tuple[np.ndarray, pa.Array] | None:
+    """Strip raw string values, find the absent ones and cast the others to ``target``, in Arrow.
+
+    The fast path of :func:`to_float` and :func:`parse_times`: the same steps as their general
+    paths (strip, null words, parse) at C speed.
+
+    Returns
+    -------
+    tuple or None
+        The mask of absent values (null, blank or a null word) and the cast present values;
+        None when the values are not all ``str`` or None, or when any of them does not cast:
+        a decimal comma, a naive or date-only time, an epoch number. The caller's general
+        path then reads every value, and says which ones are bad.
+    """
+    array = _string_array(raw)
+    if array is None:
+        return None
     text = pc.utf8_trim_whitespace(array)
     null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
     missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
-    return text, missing
+    try:
+        return missing, pc.cast(text.filter(pa.array(~missing)), target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _to_float_arrow(
     raw: Sequence[Any] | np.ndarray | pd.Series,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`to_float` for raw values that are all ``str`` (or None), in Arrow, at C speed.
-
-    The same steps as the general path (strip, null words, cast), without building pandas
-    string Series; returns None (use the general path) for anything else, or when some value
-    does not cast (e.g. a decimal comma).
-    """
-    array = _string_array(raw)
-    if array is None:
+    """:func:`to_float` for raw values that are all ``str`` (or None) and all cast."""
+    cast = _cast_strings(raw, pa.float64())
+    if cast is None:
         return None
-    text, missing = _present_text(array)
-    try:
-        parsed = pc.cast(text.filter(pa.array(~missing)), pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    values = np.full(len(array), np.nan)
+    missing, parsed = cast
+    values = np.full(len(missing), np.nan)
     values[~missing] = parsed.to_numpy(zero_copy_only=False)
     return values, np.isnan(values) & ~missing
 
@@ -389,16 +400,12 @@ def _parse_times_arrow(
     values that are not all strings, naive or date-only times, epoch numbers, or any value
     Arrow cannot parse (the general path then finds which).
     """
-    array = _string_array(raw)
-    if array is None:
+    cast = _cast_strings(raw, pa.timestamp("ns", tz="UTC"))
+    if cast is None:
         return None
-    text, missing = _present_text(array)
-    try:
-        parsed = pc.cast(text.filter(pa.array(~missing)), pa.timestamp("ns", tz="UTC"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    missing, parsed = cast
     nanos = parsed.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    out = np.full(len(array), np.datetime64("NaT"), dtype="datetime64[ms]")
+    out = np.full(len(missing), np.datetime64("NaT"), dtype="datetime64[ms]")
     out[~missing] = (nanos // 1_000_000).astype("datetime64[ms]")  # floor, as the general path
     return _time_results(out, missing, np.zeros(len(out), dtype=bool), [])
 
