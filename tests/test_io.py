@@ -12,7 +12,7 @@ from shapely.geometry import Point
 
 from pipeline.contracts import EDGES, NODES, validate_table
 from pipeline.errors import ContractError, InputDataError
-from pipeline.io import atomic_path, concat_tables, read_table, write_table
+from pipeline.io import atomic_path, concat_tables, read_table, write_points, write_table
 
 
 def nodes_frame(ids: list[int]) -> gpd.GeoDataFrame:
@@ -45,6 +45,42 @@ def test_written_file_is_geoparquet_1_1_with_covering_bbox_and_schema_version(
     assert "bbox" not in back.columns
     # plain geopandas, as a user would read it
     assert len(gpd.read_parquet(path)) == 3
+
+
+def test_points_written_from_coordinates_are_the_geoparquet_of_their_shapely_points(
+    tmp_path: Path,
+) -> None:
+    frame = nodes_frame([4, 1, 9])
+    write_table(frame, tmp_path / "shapely.parquet", NODES)
+    columns = frame.drop(columns="geometry")
+    write_points(
+        columns,
+        columns["lon"].to_numpy(),
+        columns["lat"].to_numpy(),
+        tmp_path / "wkb.parquet",
+        NODES,
+    )
+    expected, written = (
+        pq.read_table(tmp_path / "shapely.parquet"),
+        pq.read_table(tmp_path / "wkb.parquet"),
+    )
+    assert written.drop_columns("bbox").equals(expected.drop_columns("bbox"))  # same WKB bytes
+    assert written.column("bbox").to_pylist() == expected.column("bbox").to_pylist()
+    geo, expected_geo = (json.loads(t.schema.metadata[b"geo"]) for t in (written, expected))
+    assert geo["columns"] == expected_geo["columns"]  # bbox, types, CRS and covering
+    assert geo["creator"]["library"] == "roadcover"
+    back = read_table(tmp_path / "wkb.parquet", NODES)
+    assert back.geometry.x.tolist() == frame.geometry.x.tolist()
+
+
+def test_points_of_an_empty_table_have_no_bbox(tmp_path: Path) -> None:
+    columns = nodes_frame([]).drop(columns="geometry").astype({"node_id": "int64"})
+    write_points(
+        columns, columns["lon"].to_numpy(), columns["lat"].to_numpy(), tmp_path / "e", NODES
+    )
+    geo = json.loads(pq.read_schema(tmp_path / "e").metadata[b"geo"])["columns"]["geometry"]
+    assert "bbox" not in geo and geo["geometry_types"] == []
+    assert read_table(tmp_path / "e", NODES).empty
 
 
 def test_concatenated_parts_keep_their_rows_in_order_and_the_whole_bbox(

@@ -66,7 +66,7 @@ from pipeline.ingest.readers import (
     read_trace_file,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
-from pipeline.io import STAGING_DIR, read_table, write_json, write_table
+from pipeline.io import STAGING_DIR, read_table, write_json, write_points, write_table
 from pipeline.parallel import run_tasks
 from pipeline.roads.extracts import file_sha256
 
@@ -483,17 +483,20 @@ def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> d
     spans partitions; the file names carry the batch and the chunk, so re-running the batch
     writes the same files.
     """
-    points = gpd.GeoDataFrame(
-        accepted[[f.name for f in POINTS.schema if f.name != "geometry"]],
-        geometry=shapely.points(accepted["lon"].to_numpy(), accepted["lat"].to_numpy()),
-        crs="EPSG:4326",
-    )
+    points = accepted[[f.name for f in POINTS.schema if f.name != "geometry"]]
     partition = _trip_partitions(accepted, resolution)
     name = f"part-{task.batch_id}-{task.index:05d}.parquet"
     files: dict[str, str] = {}
     for (day, cell), part in points.groupby(points["trip_id"].map(partition), sort=True):
         relative = f"points/date={day}/h3={cell}/{name}"
-        write_table(part.reset_index(drop=True), task.staging_dir / relative, POINTS)
+        part = part.reset_index(drop=True)
+        write_points(
+            part,
+            part["lon"].to_numpy(),
+            part["lat"].to_numpy(),
+            task.staging_dir / relative,
+            POINTS,
+        )
         files.update(dict.fromkeys(part["trip_id"].unique(), relative))
     return files
 

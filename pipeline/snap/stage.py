@@ -28,12 +28,18 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import shapely
 
 from pipeline.config import SnapSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
 from pipeline.errors import InputDataError
-from pipeline.io import STAGING_DIR, concat_tables, read_table, write_json, write_table
+from pipeline.io import (
+    STAGING_DIR,
+    concat_tables,
+    read_table,
+    write_json,
+    write_points,
+    write_table,
+)
 from pipeline.parallel import run_tasks
 from pipeline.snap.match import TripMatch, match_trip, route_segments
 from pipeline.snap.network import MatchNetwork, prepare_match_network
@@ -208,18 +214,21 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
     matched, segments, quality = match_chunk(points, roads_dir, params)
     matched = matched.sort_values(["trace_id", "observed_at"], ignore_index=True)
     segments = segments.sort_values(["trip_id", "seq"], ignore_index=True)
-    write_table(gpd.GeoDataFrame(matched), task.part(POINTS_FILE), MATCHED_POINTS)
+    lon, lat = matched.pop("lon").to_numpy(), matched.pop("lat").to_numpy()
+    write_points(matched, lon, lat, task.part(POINTS_FILE), MATCHED_POINTS)
     write_table(gpd.GeoDataFrame(segments), task.part(SEGMENTS_FILE), MATCHED_SEGMENTS)
     return quality
 
 
 def match_chunk(
     points: pd.DataFrame, roads_dir: str, params: MatchParams
-) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, gpd.GeoDataFrame, pd.DataFrame]:
     """Match the trips of a chunk; return matched points, segments and per-trip quality.
 
-    ``points`` is sorted by trip, then time. Only the matching itself runs per trip; the
-    output tables are assembled once per chunk from the concatenated arrays.
+    ``points`` is sorted by trip, then time. The matched points' positions (snapped, or the
+    fix's own where it was not matched) are their ``lon`` and ``lat`` columns. Only the
+    matching itself runs per trip; the output tables are assembled once per chunk from the
+    concatenated arrays.
     """
     net = _worker_network(roads_dir)
     codes = pd.factorize(points["trip_id"], sort=False)[0]
@@ -254,15 +263,13 @@ def _worker_network(roads_dir: str) -> MatchNetwork:
 
 def _matched_points(
     net: MatchNetwork, points: pd.DataFrame, results: list[TripMatch]
-) -> gpd.GeoDataFrame:
+) -> pd.DataFrame:
     edge = np.concatenate([r.edge for r in results])
     matched = edge >= 0
     safe_edge = np.where(matched, edge, 0)
     raw_lon = points["lon"].to_numpy(dtype="float64")
     raw_lat = points["lat"].to_numpy(dtype="float64")
-    snapped_lon = np.where(matched, np.concatenate([r.lon for r in results]), raw_lon)
-    snapped_lat = np.where(matched, np.concatenate([r.lat for r in results]), raw_lat)
-    return gpd.GeoDataFrame(
+    return pd.DataFrame(
         {
             "trace_id": points["trace_id"].to_numpy(),
             "trip_id": points["trip_id"].to_numpy(),
@@ -278,9 +285,9 @@ def _matched_points(
             "unmatched_reason": np.concatenate([r.reason for r in results]),
             "source_file": points["source_file"].to_numpy(),
             "source_row": points["source_row"].to_numpy(),
-        },
-        geometry=shapely.points(snapped_lon, snapped_lat),
-        crs="EPSG:4326",
+            "lon": np.where(matched, np.concatenate([r.lon for r in results]), raw_lon),
+            "lat": np.where(matched, np.concatenate([r.lat for r in results]), raw_lat),
+        }
     )
 
 
