@@ -21,7 +21,12 @@ SPIKE_PASSES = 3
 MAX_SPIKE_RUN = 3
 
 
-Detail = pd.Series | str
+Detail = pd.Series | np.ndarray | str  # one per row of the frame, or one for all
+
+
+def live_positions(frame: pd.DataFrame) -> np.ndarray:
+    """Return the positions of the rows that no step has rejected yet."""
+    return np.flatnonzero(frame["reason"].isna().to_numpy())
 
 
 def reject(
@@ -41,7 +46,7 @@ def reject(
     frame.loc[selected, "reason"] = reason
     if callable(detail):
         detail = detail()
-    details = detail[selected] if isinstance(detail, pd.Series) else detail
+    details = np.asarray(detail, dtype=object)[selected] if not isinstance(detail, str) else detail
     frame.loc[selected, "detail"] = details
 
 
@@ -51,7 +56,7 @@ def reject_at(frame: pd.DataFrame, positions: np.ndarray, reason: str, details: 
     mask[positions] = True
     detail = np.full(len(frame), "", dtype=object)
     detail[positions] = details
-    reject(frame, mask, reason, pd.Series(detail, index=frame.index))
+    reject(frame, mask, reason, detail)
 
 
 def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
@@ -77,6 +82,8 @@ def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestam
 def reject_duplicates(frame: pd.DataFrame) -> None:
     """Reject exact repeats of a fix, and other fixes of a trace at an already-seen time."""
     live = frame["reason"].isna()
+    if not _repeats_a_time(frame, live.to_numpy()):  # the common case: nothing to compare
+        return
     exact = frame.duplicated(["trace_id", "observed_at", "lon", "lat"]) & live
 
     def same_fix() -> pd.Series:
@@ -97,6 +104,13 @@ def reject_duplicates(frame: pd.DataFrame) -> None:
     reject(frame, mask, "repeated_timestamp", detail)
 
 
+def _repeats_a_time(frame: pd.DataFrame, live: np.ndarray) -> bool:
+    """Whether two live fixes of a trace share a time (they are then next to each other)."""
+    trace = frame["trace_id"].to_numpy()[live]
+    times = epoch_seconds(frame["observed_at"])[live]
+    return bool(((trace[1:] == trace[:-1]) & (times[1:] == times[:-1])).any())
+
+
 def epoch_seconds(times: pd.Series) -> np.ndarray:
     """Seconds since 1970 of a UTC timestamp column, as float64."""
     return times.dt.as_unit("ms").astype("int64").to_numpy() / 1000.0
@@ -111,12 +125,12 @@ def reject_speed_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:
     lies farther than ``trip_gap_m`` from the fix before it, an ``impossible_speed`` otherwise.
     Repeated a few times, so that a spike hidden behind another is caught too.
     """
+    all_seconds = epoch_seconds(frame["observed_at"])
     for _ in range(SPIKE_PASSES):
-        live = np.flatnonzero(frame["reason"].isna().to_numpy())
-        sub = frame.iloc[live]
-        trace = sub["trace_id"].to_numpy()
-        seconds = epoch_seconds(sub["observed_at"])
-        lon, lat = sub["lon"].to_numpy(), sub["lat"].to_numpy()
+        live = live_positions(frame)
+        trace = frame["trace_id"].to_numpy()[live]
+        seconds = all_seconds[live]
+        lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
         step_m = distances_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
         step_speed = step_m / np.maximum(np.diff(seconds), 1e-3)
         bad = np.flatnonzero((step_speed > settings.max_speed_mps) & (trace[1:] == trace[:-1]))
@@ -170,11 +184,10 @@ def reject_acceleration_spikes(frame: pd.DataFrame, settings: IngestSettings) ->
     live = np.flatnonzero(frame["reason"].isna().to_numpy() & frame["speed_mps"].notna().to_numpy())
     if len(live) < 3:
         return
-    sub = frame.iloc[live]
-    trace = sub["trace_id"].to_numpy()
-    seconds = epoch_seconds(sub["observed_at"])
-    speed = sub["speed_mps"].to_numpy()
-    inner = np.arange(1, len(sub) - 1)
+    trace = frame["trace_id"].to_numpy()[live]
+    seconds = epoch_seconds(frame["observed_at"])[live]
+    speed = frame["speed_mps"].to_numpy()[live]
+    inner = np.arange(1, len(live) - 1)
     inner = inner[(trace[inner - 1] == trace[inner]) & (trace[inner + 1] == trace[inner])]
     a_in = (speed[inner] - speed[inner - 1]) / np.maximum(seconds[inner] - seconds[inner - 1], 1e-3)
     a_out = (speed[inner + 1] - speed[inner]) / np.maximum(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.config import IngestSettings
 from pipeline.geodesy import step_distances_m, step_distances_within_m
-from pipeline.ingest.clean import epoch_seconds, reject, reject_at
+from pipeline.ingest.clean import epoch_seconds, live_positions, reject, reject_at
 from pipeline.ingest.privacy import privacy_zone_names, trip_end_mask
 
 
@@ -21,24 +21,34 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     A new trip starts where consecutive fixes of a trace are more than ``trip_gap_s`` apart in
     time or ``trip_gap_m`` in space. ``split_teleport`` is set on the first fix of a trip that
     starts with a jump faster than ``max_speed_mps`` (a teleport, flagged by plausibility).
+    Trip ids are ``<trace_id>-<number of the trip in its trace, from 001>``.
     """
-    frame["trip_id"] = None
-    frame["split_teleport"] = False
-    live = np.flatnonzero(frame["reason"].isna().to_numpy())
-    if len(live) == 0:
-        return
-    sub = frame.iloc[live]
-    trace = sub["trace_id"].to_numpy()
-    seconds = epoch_seconds(sub["observed_at"])
-    gap_m = np.r_[0.0, step_distances_m(sub["lon"].to_numpy(), sub["lat"].to_numpy())[:-1]]
-    gap_s = np.r_[0.0, np.diff(seconds)]
-    new_trace = np.r_[True, trace[1:] != trace[:-1]]
-    starts = new_trace | (gap_s > settings.trip_gap_s) | (gap_m > settings.trip_gap_m)
-    teleport = ~new_trace & (gap_m / np.maximum(gap_s, 1e-3) > settings.max_speed_mps)
-    number_in_trace = pd.Series(starts.astype(int)).groupby(trace).cumsum().to_numpy()
-    trip_ids = pd.Series(trace).str.cat(pd.Series(number_in_trace).map("{:03d}".format), sep="-")
-    frame.loc[frame.index[live], "trip_id"] = trip_ids.to_numpy()
-    frame.loc[frame.index[live], "split_teleport"] = teleport & starts
+    trip_ids = np.full(len(frame), None, dtype=object)
+    split_teleport = np.zeros(len(frame), dtype=bool)
+    live = live_positions(frame)
+    if len(live):
+        trace = frame["trace_id"].to_numpy()[live]
+        seconds = epoch_seconds(frame["observed_at"])[live]
+        lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
+        gap_m = np.r_[0.0, step_distances_m(lon, lat)[:-1]]
+        gap_s = np.r_[0.0, np.diff(seconds)]
+        new_trace = np.r_[True, trace[1:] != trace[:-1]]
+        starts = new_trace | (gap_s > settings.trip_gap_s) | (gap_m > settings.trip_gap_m)
+        teleport = ~new_trace & (gap_m / np.maximum(gap_s, 1e-3) > settings.max_speed_mps)
+        trip_index = np.cumsum(starts) - 1
+        trace_first_trip = trip_index[new_trace][np.cumsum(new_trace) - 1]
+        number_in_trace = trip_index - trace_first_trip + 1
+        first_fixes = np.flatnonzero(starts)
+        names = [
+            f"{trace_id}-{number:03d}"
+            for trace_id, number in zip(
+                trace[first_fixes], number_in_trace[first_fixes].tolist(), strict=True
+            )
+        ]
+        trip_ids[live] = np.array(names, dtype=object)[trip_index]
+        split_teleport[live] = teleport & starts
+    frame["trip_id"] = trip_ids
+    frame["split_teleport"] = split_teleport
 
 
 def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
@@ -53,12 +63,10 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
         "privacy",
         lambda: pd.Series(zones, index=frame.index).map("privacy zone {}".format),
     )
-    live = np.flatnonzero(frame["reason"].isna().to_numpy())
+    live = live_positions(frame)
     if len(live) == 0:
         return
-    sub = frame.iloc[live]
-    codes = pd.factorize(sub["trip_id"])[0]
-    steps = step_distances_within_m(codes, sub["lon"].to_numpy(), sub["lat"].to_numpy())
+    codes, steps = _trip_steps(frame, live)
     trimmed = np.zeros(len(frame), dtype=bool)
     trimmed[live] = trip_end_mask(codes, steps, settings.privacy_trim_m)
     reject(
@@ -71,17 +79,26 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
 
 def reject_short_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     """Reject every fix of trips with too few fixes or too little length to be matched."""
-    live = np.flatnonzero(frame["reason"].isna().to_numpy())
+    live = live_positions(frame)
     if len(live) == 0:
         return
-    sub = frame.iloc[live]
-    codes = pd.factorize(sub["trip_id"])[0]
-    steps = step_distances_within_m(codes, sub["lon"].to_numpy(), sub["lat"].to_numpy())
-    grouped = pd.Series(steps).groupby(codes)
-    length_m = grouped.transform("sum").to_numpy()
-    count = grouped.transform("size").to_numpy()
+    codes, steps = _trip_steps(frame, live)
+    length_m = np.bincount(codes, weights=steps)[codes]
+    count = np.bincount(codes)[codes]
     short = (count < settings.min_trip_points) | (length_m < settings.min_trip_m)
     details = [
         f"trip of {n} fixes, {m:.0f} m" for n, m in zip(count[short], length_m[short], strict=True)
     ]
     reject_at(frame, live[short], "short_trip", details)
+
+
+def _trip_steps(frame: pd.DataFrame, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trip codes (0, 1, ... in order) of the fixes at ``live``, and each one's step to the next.
+
+    A trip's fixes are consecutive (the frame is sorted by trace and time), so its code is the
+    number of trip changes before it.
+    """
+    trip = frame["trip_id"].to_numpy()[live]
+    codes = np.cumsum(np.r_[False, trip[1:] != trip[:-1]])
+    lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
+    return codes, step_distances_within_m(codes, lon, lat)
