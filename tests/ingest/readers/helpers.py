@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from pipeline.ingest.readers import FIX_COLUMNS, REJECT_COLUMNS, ReadResult
+from pipeline.ingest.readers import (
+    FIX_COLUMNS,
+    REJECT_COLUMNS,
+    ReadResult,
+    UnreadableFileError,
+    gpx,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,3 +56,30 @@ def nmea(body: str) -> str:
     """A sentence with its correct checksum."""
     checksum = reduce(lambda a, b: a ^ b, body.encode("ascii"), 0)
     return f"${body}*{checksum:02X}"
+
+
+def values_of(points: gpx.Points) -> tuple[dict[str, list[str | None]], dict[str, Any], dict]:
+    """A reading's fields as lists (None for absent), its identity and ignored counts."""
+    fields, identity, ignored = points
+    listed = {
+        name: [None if pd.isna(value) else value for value in values]
+        for name, values in fields.items()
+    }
+    return listed, identity, dict(ignored)
+
+
+def assert_same_reading(data: bytes) -> bool:
+    """Check the tag reader gives the tree reader's points; return whether it read them.
+
+    A document the tree reader refuses must not be read by the tag reader either.
+    """
+    by_tags = gpx._points_by_tags(data)
+    try:
+        by_tree = gpx._points_by_tree(data, "doc.gpx")
+    except UnreadableFileError:
+        assert by_tags is None
+        return False
+    if by_tags is None:
+        return False
+    assert values_of(by_tags) == values_of(by_tree)
+    return True

@@ -30,7 +30,7 @@ from pipeline.errors import InputDataError
 from pipeline.ingest.readers import ReadResult, UnreadableFileError, read_trace_file
 from pipeline.ingest.stage import ingest_files
 from pipeline.ingest.trace_writers import write_trace
-from tests.ingest.readers.helpers import check_result, nmea
+from tests.ingest.readers.helpers import assert_same_reading, check_result, nmea
 
 KEY = "a-fuzz-pseudonym-key-0123456789"
 NOW = pd.Timestamp("2027-01-01T00:00Z")
@@ -322,6 +322,14 @@ def test_random_bytes(fmt: str, folder: Path, data: bytes) -> None:
 def test_mutated_files(fmt: str, folder: Path, data: st.DataObject) -> None:
     seed = data.draw(st.sampled_from(seeds(str(folder))[fmt]))
     check_read(write(folder, fmt, data.draw(mutated(seed))))
+
+
+@settings(FUZZ, max_examples=examples(150))
+@given(data=st.data())
+def test_mutated_gpx_is_read_by_tags_as_by_the_tree(folder: Path, data: st.DataObject) -> None:
+    """The GPX tag reader gives the ElementTree reader's points, or leaves the file to it."""
+    seed = data.draw(st.sampled_from(seeds(str(folder))["gpx"]))
+    assert_same_reading(data.draw(mutated(seed)))
 
 
 @pytest.mark.parametrize("fmt", ["geojson", "json", "framejson"])

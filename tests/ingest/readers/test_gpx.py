@@ -6,9 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.ingest.readers import UnreadableFileError, read_trace_file
-from tests.ingest.readers.helpers import DATA, check_result, reasons
+from pipeline.ingest.trace_writers import write_trace
+from tests.ingest.readers.helpers import DATA, assert_same_reading, check_result, reasons
 
 
 def test_gpx_1_1_with_garmin_extensions_and_bad_points() -> None:
@@ -105,3 +108,128 @@ def test_entity_declarations_are_refused(tmp_path: Path) -> None:
     path.write_text('<!DOCTYPE gpx [<!ENTITY a "aaaa">]><gpx>&a;</gpx>')
     with pytest.raises(UnreadableFileError, match="entity"):
         read_trace_file(path)
+
+
+# --- the tag reader (plain XML, arrays) gives what the ElementTree reader gives ---------------
+
+
+@pytest.mark.parametrize("name", ["garmin_1_1.gpx", "plain_1_0.gpx"])
+def test_tag_reader_reads_the_fixtures_as_the_tree_does(name: str) -> None:
+    assert assert_same_reading((DATA / name).read_bytes())
+
+
+def test_tag_reader_reads_the_fleet_simulators_gpx(tmp_path: Path) -> None:
+    times = pd.date_range("2024-05-01T08:00:00Z", periods=5, freq="1s", unit="ms")
+    fixes = pd.DataFrame(
+        {
+            "trace_id": "dev-1",
+            "trip_id": ["t1"] * 3 + ["t2"] * 2,
+            "observed_at": times,
+            "lon": np.linspace(24.9, 24.91, 5),
+            "lat": np.linspace(60.1, 60.11, 5),
+            "hdop": [0.9, 1.0, 1.1, np.nan, 1.2],
+            "speed_mps": [0.0, 5.5, np.nan, 7.0, 8.0],
+            "heading_deg": [90.0, 91.0, 92.0, np.nan, 94.0],
+            "elevation_m": [10.0, np.nan, 12.0, 13.0, 14.0],
+        }
+    )
+    write_trace(fixes, tmp_path / "dev-1.gpx", "gpx", "dev-1", "contrib-1")
+    assert assert_same_reading((tmp_path / "dev-1.gpx").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("case", "read_by_tags"),
+    [
+        ('<trkpt lat="1" lon="2"/>', True),  # self-closing
+        ("<trkpt lat='1' lon='2'><time>2024-05-01T08:00:00Z</time></trkpt>", True),
+        (
+            '<trkpt lat="1" lon="2"><speed>3</speed><extensions><speed>4</speed></extensions>'
+            "</trkpt>",
+            True,
+        ),  # the first candidate wins
+        (
+            '<trkpt lat="1" lon="2"><extensions><a><b><heading>7</heading></b></a></extensions>'
+            "<course>8</course></trkpt>",
+            True,
+        ),  # extension at any depth, before the child
+        ('<trkpt lat="1" lon="2"><speed/><speed></speed><speed>5</speed></trkpt>', True),
+        ('<trkpt lat="1" lon="2"><link><time>x</time></link><heading>3</heading></trkpt>', True),
+        ('<g:trkpt lat="1" lon="2" xmlns:g="urn:g"><g:time>t</g:time></g:trkpt>', True),
+        ('<trkpt lat="1" lon="2"><time>2024<!-- c -->-05</time></trkpt>', True),
+        ('<trkpt\r\n lat="1"\r\n lon="2"><ele>3\r\n</ele></trkpt>', True),  # CRLF
+        ('<trkpt desc="a lat=9" lat="1" lon="2"/>', True),  # lat= inside another value
+        ('<trkpt latitude="5" lon="2"/>', True),  # no lat
+        ('<trkpt lat = "1" lon="2"/>', False),  # spaces around =
+        ('<trkpt lat="1" lon="2" desc="it\'s"/>', False),  # both quotes in one tag
+        ('<trkpt lat="1\t" lon="2"/>', False),  # a tab in a value (a parser makes it a space)
+        ('<trkpt lat="1" lon="2"><time>a &amp; b</time></trkpt>', False),  # a reference
+        ('<trkpt lat="1" lon="2"><time><![CDATA[x]]></time></trkpt>', False),
+        ('<trkpt lat="1" lon="2"><desc>1 > 0</desc></trkpt>', False),  # ">" in text
+        ('<trkpt lat="1" lon="2"><trkpt lat="3" lon="4"/></trkpt>', False),  # nested points
+        ('<trkpt lat="1" lon="2">', False),  # not well-formed: the tree refuses it too
+    ],
+)
+def test_tag_reader_agrees_with_the_tree_or_leaves_the_file_to_it(
+    case: str, read_by_tags: bool
+) -> None:
+    document = f'<?xml version="1.0"?><gpx><trk><trkseg>{case}</trkseg></trk></gpx>'
+    assert assert_same_reading(document.encode()) is read_by_tags
+
+
+NAMES = st.sampled_from(
+    ["time", "ele", "hdop", "speed", "course", "heading", "bearing", "name", "sat", "x:speed"]
+)
+TEXTS = st.sampled_from(["", " ", "12.5", "2024-05-01T08:00:00Z", "-3", "nope", "\u00e9"])
+
+
+@st.composite
+def elements(draw: st.DrawFn, depth: int = 0) -> str:
+    """A child of a point: a leaf with text, an empty element or an element with children."""
+    name = draw(NAMES if depth == 0 else st.one_of(NAMES, st.just("extensions")))
+    if draw(st.booleans()) or depth >= 2:
+        return draw(st.sampled_from([f"<{name}>{draw(TEXTS)}</{name}>", f"<{name}/>"]))
+    inner = "".join(draw(st.lists(elements(depth + 1), max_size=3)))
+    return f"<{name}>{draw(TEXTS)}{inner}</{name}>"
+
+
+@st.composite
+def points(draw: st.DrawFn) -> str:
+    quote = draw(st.sampled_from(['"', "'"]))
+    attributes = "".join(
+        f" {name}={quote}{draw(st.sampled_from(['60.1', '-24.9', '', 'x']))}{quote}"
+        for name in draw(st.permutations(["lat", "lon", "foo"]))[: draw(st.integers(1, 3))]
+    )
+    children = draw(
+        st.lists(
+            st.one_of(elements(), elements(1).map("<extensions>{}</extensions>".format)), max_size=5
+        )
+    )
+    separator = draw(st.sampled_from(["", "\n", "\r\n", " <!-- c --> "]))
+    return f"<trkpt{attributes}>{separator.join(children)}</trkpt>"
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> bytes:
+    header = draw(
+        st.sampled_from(
+            [
+                "<metadata><name>cam-1</name><author><name>ann</name></author></metadata>",
+                "<name> dev-2 </name><author>bob</author>",
+                "<author><name>carl</name></author>",
+                "",
+            ]
+        )
+    )
+    extra = draw(st.sampled_from(["", '<wpt lat="1" lon="2"/>', "<rte><rtept/></rte>"]))
+    body = "".join(draw(st.lists(points(), max_size=6)))
+    root = '<gpx xmlns="http://www.topografix.com/GPX/1/1" xmlns:x="urn:x">'
+    text = f"{root}{header}{extra}<trk><trkseg>{body}</trkseg></trk></gpx>"
+    prefix = draw(st.sampled_from(["", '<?xml version="1.0" encoding="UTF-8"?>\n', "\ufeff"]))
+    return (prefix + text).encode()
+
+
+@given(documents())
+@settings(max_examples=300, deadline=None)
+def test_tag_reader_agrees_with_the_tree_on_generated_documents(document: bytes) -> None:
+    """Every generated document is plain XML, so the tag reader must read it, and alike."""
+    assert assert_same_reading(document)

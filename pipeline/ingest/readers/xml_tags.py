@@ -1,0 +1,256 @@
+"""The tags of a plain XML document as arrays, found at C speed (no object per element).
+
+Reading a large GPX file with ElementTree costs a Python object per element, most of the
+reading time. Most trace files are *plain* XML, for which the tags can be found with NumPy
+alone: every ``<`` opens a tag and the next ``>`` closes it. :func:`tokenize` returns the
+positions, kinds, nesting levels and local names of the tags of such a document, and None for
+any other document, which the caller then reads with a real XML parser. Plain means:
+
+* well-formed (checked first with expat, namespace-aware as ElementTree is);
+* encoded as UTF-8 (declared so, or not declared; a byte-order mark is allowed);
+* no CDATA sections, DOCTYPE, processing instructions (other than the XML declaration),
+  entity or character references (``&``), nor ``<`` or ``>`` inside text or attribute values.
+
+Comments are removed first, and line ends normalized, as an XML parser does; element text is
+then exactly what ElementTree gives as ``.text`` (the characters up to the first child or the
+end tag; None when there are none).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.parsers.expat
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+_BOM = b"\xef\xbb\xbf"
+_COMMENT = re.compile(rb"<!--.*?-->", re.S)
+_DECLARATION = re.compile(rb"<\?xml\b[^>]*\?>")
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[list(b" \t\n")] = True
+_KEY_BYTES = 8  # local names are compared by their first 8 bytes (as one integer) and length
+
+
+@dataclass(frozen=True)
+class Tags:
+    """The tags of a plain XML document, in document order.
+
+    Attributes
+    ----------
+    data
+        The document's bytes (comments removed, line ends normalized) as ``uint8``.
+    opens, closes
+        Position of each tag's ``<`` and ``>``.
+    is_end
+        ``</name>`` tags.
+    is_empty
+        ``<name .../>`` tags.
+    level
+        Nesting level of the element a tag opens or closes (the root element is 0).
+    name_start, name_end
+        Where each tag's local name (without a namespace prefix) starts and ends.
+    name_key
+        The first bytes of each local name as an integer, to compare names fast.
+    """
+
+    data: np.ndarray
+    opens: np.ndarray
+    closes: np.ndarray
+    is_end: np.ndarray
+    is_empty: np.ndarray
+    level: np.ndarray
+    name_start: np.ndarray
+    name_end: np.ndarray
+    name_key: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.opens)
+
+    def named(self, name: bytes) -> np.ndarray:
+        """Mark the tags whose local name is ``name``."""
+        key = int.from_bytes(name[:_KEY_BYTES], "little")
+        mask = (self.name_key == key) & ((self.name_end - self.name_start) == len(name))
+        for offset in range(_KEY_BYTES, len(name)):  # the rest of a long name
+            found = np.flatnonzero(mask)
+            mask[found] = self.data[self.name_start[found] + offset] == name[offset]
+        return mask
+
+    def attribute(self, tags: np.ndarray, name: bytes) -> pa.StringArray | None:
+        """Return the values of the attribute ``name`` of ``tags`` (null where absent).
+
+        ``tags`` are tag indices in document order. Handles the usual form ``name="value"``
+        (or single quotes); returns None when one of these tags writes it otherwise (spaces
+        around ``=``, a tab or line break in the value, both kinds of quote in one tag), for
+        the caller to use a real parser.
+        """
+        if len(tags) == 0:
+            return pa.array([], type=pa.string())
+        data, size = self.data, len(name)
+        double, single = np.flatnonzero(data == ord('"')), np.flatnonzero(data == ord("'"))
+        tag_start, tag_end = self.opens[tags], self.closes[tags]
+        if (
+            (_between(double, tag_start, tag_end) > 0) & (_between(single, tag_start, tag_end) > 0)
+        ).any():
+            return None  # a value holding the other kind of quote: let a parser read it
+        places = np.flatnonzero(data[: len(data) - size - 1] == name[0])
+        places = places[places > 0]
+        for offset in range(1, size):
+            places = places[data[places + offset] == name[offset]]
+        owner = np.maximum(np.searchsorted(self.opens, places, side="right") - 1, 0)
+        row = np.minimum(np.searchsorted(tags, owner), len(tags) - 1)
+        quotes_before = _between(double, self.opens[owner], places) + _between(
+            single, self.opens[owner], places
+        )
+        keep = (
+            (tags[row] == owner)
+            & (places > self.name_end[owner])
+            & (places < self.closes[owner])
+            & _WHITESPACE[data[places - 1]]
+            & (quotes_before % 2 == 0)  # not inside another attribute's value
+        )
+        places, row = places[keep], row[keep]
+        after = data[places + size]
+        if _WHITESPACE[after].any():
+            return None
+        places, row = places[after == ord("=")], row[after == ord("=")]
+        quote = data[places + size + 1]
+        if not ((quote == ord('"')) | (quote == ord("'"))).all():
+            return None
+        value_start = places + size + 2
+        value_end = np.empty_like(value_start)
+        for mark, marks in ((ord('"'), double), (ord("'"), single)):
+            quoted = quote == mark  # a value ends at the next quote of its kind
+            value_end[quoted] = marks[np.searchsorted(marks, value_start[quoted])]
+        breaks = np.flatnonzero((data == ord("\t")) | (data == ord("\n")))
+        if _between(breaks, value_start, value_end).any():
+            return None
+        starts, ends = np.full(len(tags), -1), np.full(len(tags), -1)
+        starts[row], ends[row] = value_start, value_end
+        return self.texts(starts, ends)
+
+    def text_bounds(self, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end of the text that follows each tag in ``tags`` (up to the next tag)."""
+        following = np.append(self.opens, len(self.data))[tags + 1]
+        return self.closes[tags] + 1, following
+
+    def texts(self, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
+        """Return the texts ``data[start:end]`` as Arrow strings, null where start is -1.
+
+        Positions of -1 mark an absent text; all the bytes are gathered in one NumPy step.
+        """
+        lengths = np.where(starts >= 0, ends - starts, 0)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("int32")
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        present = starts >= 0
+        return pa.StringArray.from_buffers(
+            len(starts),
+            pa.py_buffer(offsets),
+            pa.py_buffer(self.data[positions].tobytes()),
+            pa.py_buffer(np.packbits(present, bitorder="little")),
+            int((~present).sum()),
+        )
+
+    def text(self, tag: int) -> str | None:
+        """Return the stripped text of the element ``tag`` opens (None if it has none)."""
+        if self.is_empty[tag]:
+            return None
+        start, end = self.text_bounds(np.array([tag]))
+        return self.data[start[0] : end[0]].tobytes().decode("utf-8").strip() or None
+
+    def end_of(self, tag: int) -> int:
+        """Return the index of the tag that closes the element ``tag`` opens."""
+        if self.is_empty[tag]:
+            return tag
+        after = (self.level[tag + 1 :] == self.level[tag]) & self.is_end[tag + 1 :]
+        return tag + 1 + int(np.argmax(after))
+
+    def first_child(self, parent: int | None, name: bytes) -> int | None:
+        """Return the first child element of ``parent`` named ``name`` (local name), or None."""
+        if parent is None or self.is_empty[parent]:
+            return None
+        span = slice(parent + 1, self.end_of(parent))
+        found = np.flatnonzero(
+            (self.level[span] == self.level[parent] + 1)
+            & ~self.is_end[span]
+            & self.named(name)[span]
+        )
+        return parent + 1 + int(found[0]) if len(found) else None
+
+
+def tokenize(data: bytes) -> Tags | None:
+    """Find the tags of a plain XML document; None if it is not plain (see the module doc)."""
+    if not _well_formed(data):
+        return None
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    declaration = _DECLARATION.match(data)
+    if declaration is not None:
+        encoding = _ENCODING.search(declaration.group(0))
+        if encoding is not None and encoding.group(1).lower() not in (b"utf-8", b"utf8"):
+            return None
+        data = b" " * declaration.end() + data[declaration.end() :]
+    if b"<!--" in data:
+        data = _COMMENT.sub(b"", data)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"&" in data or b"<!" in data or b"<?" in data or b"\x00" in data:  # NUL: UTF-16
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    opens = np.flatnonzero(raw == ord("<"))
+    closes = np.flatnonzero(raw == ord(">"))
+    if len(opens) != len(closes) or len(opens) == 0:
+        return None
+    if (closes < opens).any() or (opens[1:] < closes[:-1]).any():
+        return None
+    return _tags(raw, opens, closes)
+
+
+def _tags(raw: np.ndarray, opens: np.ndarray, closes: np.ndarray) -> Tags:
+    is_end = raw[opens + 1] == ord("/")
+    is_empty = (raw[closes - 1] == ord("/")) & ~is_end
+    delta = (~is_end & ~is_empty).astype("int64") - is_end
+    after = np.cumsum(delta)
+    level = np.where(is_end, after, after - delta)
+    name_start = opens + 1 + is_end
+    delimiters = np.flatnonzero(
+        (raw == ord(" "))
+        | (raw == ord("\n"))
+        | (raw == ord("\t"))
+        | (raw == ord("/"))
+        | (raw == ord(">"))
+    )
+    name_end = delimiters[np.searchsorted(delimiters, name_start)]
+    colons = np.flatnonzero(raw == ord(":"))
+    if len(colons):
+        last = colons[np.maximum(np.searchsorted(colons, name_end) - 1, 0)]
+        name_start = np.where((last >= name_start) & (last < name_end), last + 1, name_start)
+    keys = _name_keys(raw, name_start, name_end)
+    return Tags(raw, opens, closes, is_end, is_empty, level, name_start, name_end, keys)
+
+
+def _name_keys(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Return the first ``_KEY_BYTES`` bytes of each name ``raw[start:end]`` as integers."""
+    padded = np.concatenate([raw, np.zeros(_KEY_BYTES, dtype=np.uint8)])
+    # every byte offset read as a little-endian 8-byte integer (a view, nothing copied)
+    windows = np.ndarray((len(raw),), dtype="<u8", buffer=padded, strides=(1,))
+    lengths = np.minimum(ends - starts, _KEY_BYTES - 1).astype(np.uint64)
+    low_bytes = (np.uint64(1) << (np.uint64(8) * lengths)) - np.uint64(1)
+    keep = np.where(ends - starts >= _KEY_BYTES, np.uint64(2**64 - 1), low_bytes)
+    return windows[starts] & keep
+
+
+def _between(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Count the sorted ``positions`` in each range ``[start, end)``."""
+    return np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+
+
+def _well_formed(data: bytes) -> bool:
+    parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
+    try:
+        parser.Parse(data, True)
+    except (xml.parsers.expat.ExpatError, ValueError, LookupError):
+        return False
+    return True
