@@ -12,7 +12,15 @@ from shapely.geometry import Point
 
 from pipeline.contracts import EDGES, NODES, validate_table
 from pipeline.errors import ContractError, InputDataError
-from pipeline.io import atomic_path, concat_tables, read_table, write_points, write_table
+from pipeline.io import (
+    _parsed_crs,
+    arrow_to_geodataframe,
+    atomic_path,
+    concat_tables,
+    read_table,
+    write_points,
+    write_table,
+)
 
 
 def nodes_frame(ids: list[int]) -> gpd.GeoDataFrame:
@@ -71,6 +79,24 @@ def test_points_written_from_coordinates_are_the_geoparquet_of_their_shapely_poi
     assert geo["creator"]["library"] == "roadcover"
     back = read_table(tmp_path / "wkb.parquet", NODES)
     assert back.geometry.x.tolist() == frame.geometry.x.tolist()
+
+
+def test_geoparquet_is_read_as_geopandas_reads_it_with_each_crs_parsed_once(
+    tmp_path: Path,
+) -> None:
+    frame = nodes_frame([1, 2]).to_crs("EPSG:3067")
+    frame[["lon", "lat"]] = frame.get_coordinates().to_numpy()
+    write_table(frame, tmp_path / "a.parquet", NODES)
+    table = pq.read_table(tmp_path / "a.parquet")
+    first = arrow_to_geodataframe(table)
+    hits = _parsed_crs.cache_info().hits
+    second = arrow_to_geodataframe(table)
+    assert _parsed_crs.cache_info().hits == hits + 1  # the CRS was not parsed again
+    expected = gpd.read_parquet(tmp_path / "a.parquet")
+    assert first.crs == second.crs == expected.crs and first.crs.to_epsg() == 3067
+    assert first.geometry.geom_equals(expected.geometry).all()
+    with pytest.raises(ValueError, match="geo metadata"):
+        arrow_to_geodataframe(table.replace_schema_metadata({}))
 
 
 def test_points_of_an_empty_table_have_no_bbox(tmp_path: Path) -> None:

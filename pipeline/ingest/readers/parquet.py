@@ -1,6 +1,6 @@
 """Parquet and GeoParquet traces: one fix per row.
 
-Coordinates come from the geometry (GeoParquet ``geo`` metadata, read with geopandas and
+Coordinates come from the geometry (GeoParquet ``geo`` metadata, read as geopandas reads it and
 reprojected to EPSG:4326 if needed; or, without it, a binary ``geometry``/``geom`` column of
 WKB Points), else from latitude/longitude columns found by name as in CSV files
 (:mod:`pipeline.ingest.readers.columns`). A geometry that is not a Point is
@@ -23,11 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyproj
 import shapely
 
 from pipeline.ingest.readers.base import (
@@ -45,6 +45,7 @@ from pipeline.ingest.readers.base import (
     unreadable,
 )
 from pipeline.ingest.readers.columns import find_columns
+from pipeline.io import arrow_to_geodataframe
 
 FORMAT = "parquet"
 FIX_HINT = "re-export the trace as GeoParquet with Point geometry and a timestamp column"
@@ -62,7 +63,7 @@ def read_parquet(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     metadata = table.schema.metadata or {}
     geometry: np.ndarray | None = None
     if b"geo" in metadata:
-        frame, geometry = _geoparquet(path, source)
+        frame, geometry = _geoparquet(table, source)
     else:
         frame = table.to_pandas()
         name = next((c for c in GEOMETRY_COLUMNS if c in frame.columns), None)
@@ -103,10 +104,10 @@ def read_parquet(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     return finish(source, FORMAT, candidates)
 
 
-def _geoparquet(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray]:
+def _geoparquet(table: pa.Table, source: str) -> tuple[pd.DataFrame, np.ndarray]:
     try:
-        frame = gpd.read_parquet(path)
-    except (ValueError, TypeError, OSError, pa.ArrowException) as exc:
+        frame = arrow_to_geodataframe(table)
+    except (ValueError, TypeError, pa.ArrowException, pyproj.exceptions.CRSError) as exc:
         raise unreadable(source, f"not a readable GeoParquet file ({exc})", FIX_HINT) from None
     if (
         frame.crs is not None
