@@ -99,7 +99,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> No
 
 
 def write_points(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | pa.Table,
     lon: np.ndarray,
     lat: np.ndarray,
     path: str | Path,
@@ -115,7 +115,7 @@ def write_points(
     Parameters
     ----------
     frame
-        Every column of ``contract`` but its geometry.
+        Every column of ``contract`` but its geometry (a DataFrame, or an Arrow table).
     lon, lat
         The points' coordinates, one per row of ``frame``.
     path
@@ -134,7 +134,9 @@ def write_points(
         raise ContractError(f"{path}: {contract.name!r} has no geometry column to write points to")
     lon = np.ascontiguousarray(lon, dtype="float64")
     lat = np.ascontiguousarray(lat, dtype="float64")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
     table = table.append_column(contract.geometry_column, wkb_points(lon, lat))
     table = table.append_column(
         COVERING_BBOX_COLUMN,

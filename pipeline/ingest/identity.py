@@ -19,6 +19,7 @@ import fnmatch
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import IngestSettings
@@ -63,18 +64,32 @@ def assign_identities(
     raw_device = _first_given(sidecar.get("device_id"), fixes["device_id"], path.name.split(".")[0])
     contributor = sidecar.get("contributor_id") or configured
     raw_contributor = _first_given(contributor, fixes["contributor_id"], UNKNOWN_CONTRIBUTOR)
-    identified = fixes.copy()
-    identified["contributor_id"] = pseudonymize(key, raw_contributor)
-    identified["device_id"] = pseudonymize(key, raw_device)
-    identified["trace_id"] = pseudonymize(key, raw_device, prefix=f"trace:{file_sha256}:")
+    count = len(fixes)
+    identified = fixes.copy(deep=False)  # whole columns are replaced: the caller's stay as read
+    columns = {
+        "contributor_id": pseudonymize(key, raw_contributor, count),
+        "device_id": pseudonymize(key, raw_device, count),
+        "trace_id": pseudonymize(key, raw_device, count, prefix=f"trace:{file_sha256}:"),
+    }
+    for name, values in columns.items():  # kept as objects, as the readers give ids
+        identified[name] = pd.Series(values, index=fixes.index, dtype=object, copy=False)
     return identified
 
 
-def _first_given(file_wide: str | None, per_row: pd.Series, default: str) -> pd.Series:
-    """Per row: ``file_wide`` if given, else the row's own value, else ``default``."""
+def _first_given(file_wide: str | None, per_row: pd.Series, default: str) -> str | np.ndarray:
+    """Per row: ``file_wide`` if given, else the row's own value, else ``default``.
+
+    One ``str`` when every row gets the same (the common case), else one value per row.
+    """
     if file_wide is not None:
-        return pd.Series(file_wide, index=per_row.index, dtype=object)
-    return per_row.astype(object).fillna(default)
+        return file_wide
+    values = per_row.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    if missing.all():
+        return default
+    if not missing.any() and (values == values[0]).all():
+        return str(values[0])
+    return np.where(missing, default, values)
 
 
 def _configured_contributor(path: Path, settings: IngestSettings) -> str | None:

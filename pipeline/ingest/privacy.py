@@ -60,14 +60,17 @@ def pseudonym(key: bytes, value: str) -> str:
     return digest[:PSEUDONYM_HEX_DIGITS]
 
 
-def pseudonymize(key: bytes, values: pd.Series, prefix: str = "") -> pd.Series:
+def pseudonymize(key: bytes, values: np.ndarray | str, count: int, prefix: str = "") -> np.ndarray:
     """Replace each identifier by the pseudonym of ``prefix + identifier``.
 
-    Computed once per distinct value, so a file's thousands of fixes cost a few HMACs.
+    ``values`` is one identifier per row, or one ``str`` for all ``count`` rows. Computed once
+    per distinct value, so a file's thousands of fixes cost a few HMACs.
     """
-    codes, uniques = pd.factorize(values, sort=False, use_na_sentinel=False)
+    if isinstance(values, str):
+        return np.full(count, pseudonym(key, prefix + values), dtype=object)
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
     mapped = np.array([pseudonym(key, prefix + str(value)) for value in uniques], dtype=object)
-    return pd.Series(mapped[codes], index=values.index, dtype=object)
+    return mapped[codes]
 
 
 def trip_end_mask(trip_codes: np.ndarray, step_m: np.ndarray, trim_m: float) -> np.ndarray:

@@ -37,7 +37,9 @@ from typing import Any
 
 import geopandas as gpd
 import h3
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 
 from pipeline.config import IngestSettings
@@ -483,21 +485,20 @@ def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> d
     spans partitions; the file names carry the batch and the chunk, so re-running the batch
     writes the same files.
     """
-    points = accepted[[f.name for f in POINTS.schema if f.name != "geometry"]]
+    columns = [f.name for f in POINTS.schema if f.name != "geometry"]
+    table = pa.Table.from_pandas(accepted[columns], preserve_index=False)
+    lon, lat = accepted["lon"].to_numpy(), accepted["lat"].to_numpy()
+    trip_codes, trip_ids = pd.factorize(accepted["trip_id"])
     partition = _trip_partitions(accepted, resolution)
+    folders = np.array([f"points/date={partition[t][0]}/h3={partition[t][1]}" for t in trip_ids])
+    row_folders = folders[trip_codes]
     name = f"part-{task.batch_id}-{task.index:05d}.parquet"
     files: dict[str, str] = {}
-    for (day, cell), part in points.groupby(points["trip_id"].map(partition), sort=True):
-        relative = f"points/date={day}/h3={cell}/{name}"
-        part = part.reset_index(drop=True)
-        write_points(
-            part,
-            part["lon"].to_numpy(),
-            part["lat"].to_numpy(),
-            task.staging_dir / relative,
-            POINTS,
-        )
-        files.update(dict.fromkeys(part["trip_id"].unique(), relative))
+    for folder in np.unique(folders):  # sorted, so files are written in a stable order
+        rows = np.flatnonzero(row_folders == folder)
+        relative = f"{folder}/{name}"
+        write_points(table.take(rows), lon[rows], lat[rows], task.staging_dir / relative, POINTS)
+        files.update(dict.fromkeys(trip_ids[np.unique(trip_codes[rows])], relative))
     return files
 
 

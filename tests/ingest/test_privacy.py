@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 import pytest
 
 from pipeline.config import settings_from_mapping
@@ -19,13 +19,14 @@ def ingest_settings(**ingest: object) -> object:
 
 
 def test_pseudonyms_are_stable_per_key_and_hide_the_raw_value() -> None:
-    values = pd.Series(["alice", "bob", "alice"])
-    first = pseudonymize(KEY, values)
+    values = np.array(["alice", "bob", "alice"], dtype=object)
+    first = pseudonymize(KEY, values, 3)
     assert first[0] == first[2] != first[1]
-    assert first.tolist() == pseudonymize(KEY, values).tolist()
-    assert pseudonymize(b"another-secret-key-123", values)[0] != first[0]
+    assert first.tolist() == pseudonymize(KEY, values, 3).tolist()
+    assert pseudonymize(b"another-secret-key-123", values, 3)[0] != first[0]
     assert all(len(p) == 16 and "alice" not in p for p in first)
     assert first[0] == pseudonym(KEY, "alice")
+    assert pseudonymize(KEY, "alice", 2).tolist() == [first[0]] * 2  # one id for every row
 
 
 def test_key_from_environment_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
