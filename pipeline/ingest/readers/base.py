@@ -224,6 +224,8 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
         True where a value is present but not a number.
     """
     fast = _to_float_arrow(raw)
+    if fast is None:
+        fast = _numbers_to_float(raw)
     if fast is not None:
         return fast
     series = _scalars(raw)
@@ -310,6 +312,24 @@ def _to_float_arrow(
     values = np.full(len(missing), np.nan)
     values[~missing] = parsed.to_numpy(zero_copy_only=False)
     return values, np.isnan(values) & ~missing
+
+
+def _numbers_to_float(
+    raw: Sequence[Any] | np.ndarray | pd.Series,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`to_float` for raw values that are all numbers (not bools) or None, as in JSON."""
+    if not isinstance(raw, list) and not (isinstance(raw, np.ndarray) and raw.dtype == object):
+        return None
+    if any(isinstance(value, bool | np.bool_) for value in raw):  # Arrow takes True as 1.0
+        return None
+    try:
+        array = pa.array(raw, from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
+        return None
+    values = array.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    return values, np.zeros(len(values), dtype=bool)
 
 
 def to_optional_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:

@@ -116,6 +116,45 @@ class _Rows:
             value = values.get(name)
             column.append(ele if name == "elevation_m" and ele is not None else value)
 
+    def add_positions(
+        self,
+        coordinates: list[Any],
+        times: list[Any],
+        values: Mapping[str, Any],
+        time_problem: str | None,
+    ) -> bool:
+        """Add many vertices at once, as :meth:`add` would one by one, if all are positions.
+
+        ``values`` holds, per column, one value for every vertex or a list of one per
+        vertex. Returns False, adding nothing, unless every coordinate is a list of two or
+        three numbers (the rows then have no coordinate problem): :meth:`add` judges others.
+        """
+        numbers = (int, float)
+        if not all(
+            type(c) is list
+            and 2 <= len(c) <= 3
+            and type(c[0]) in numbers
+            and type(c[1]) in numbers
+            and (len(c) == 2 or type(c[2]) in numbers)
+            for c in coordinates
+        ):
+            return False
+        count = len(coordinates)
+        self.lon.extend(c[0] for c in coordinates)
+        self.lat.extend(c[1] for c in coordinates)
+        self.time.extend(times)
+        self.time_problem.extend([time_problem] * count)
+        self.coordinate_problem.extend([None] * count)
+        for name, column in self.values.items():
+            value = values.get(name)
+            per_vertex = value if isinstance(value, list) else [value] * count
+            if name == "elevation_m":
+                per_vertex = [
+                    c[2] if len(c) > 2 else v for c, v in zip(coordinates, per_vertex, strict=True)
+                ]
+            column.extend(per_vertex)
+        return True
+
 
 def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a GeoJSON trace (see the module docstring for the rules)."""
@@ -245,10 +284,12 @@ def _read_line(
                 lists[field] = flat
             else:
                 ignored["property_length_mismatch"] += 1
+    vertex_times = times if problem is None and times is not None else [None] * count
+    if rows.add_positions(vertices, vertex_times, {**identity, **lists}, problem):
+        return
     for i, vertex in enumerate(vertices):
         values = {**identity, **{field: column[i] for field, column in lists.items()}}
-        time = times[i] if problem is None and times is not None else None
-        rows.add(vertex, time, values, problem)
+        rows.add(vertex, vertex_times[i], values, problem)
 
 
 def _flatten(values: Any, parts: list[list[Any]]) -> list[Any] | None:

@@ -8,6 +8,7 @@ import pandas as pd
 from pipeline.ingest.readers.base import (
     MISSING_TIME,
     UNPARSEABLE_TIME,
+    _numbers_to_float,
     _parse_times_arrow,
     identity_values,
     parse_times,
@@ -57,6 +58,18 @@ def test_string_series_and_lists_parse_alike() -> None:
     np.testing.assert_array_equal(values[:1], [1.5])
     assert np.isnan(values[1:]).all()
     assert bad.tolist() == [False, False, True, False]
+
+
+def test_json_numbers_parse_as_their_text_does() -> None:
+    numbers = [1.5, -3, None, float("nan"), 1e308, float("inf")]
+    assert _numbers_to_float(numbers) is not None  # the Arrow path takes them
+    values, bad = to_float(numbers)
+    text_values, text_bad = to_float([None if v is None else repr(v) for v in numbers])
+    np.testing.assert_array_equal(values, text_values)
+    assert not bad.any() and not text_bad.any()
+    for mixed in ([1.0, True], [1.0, "2"], [1.0, [2.0]], [10**30], [0.5, 2**60 + 1]):
+        assert _numbers_to_float(mixed) is None  # left to the general path
+    assert to_float([1.0, True])[1].tolist() == [False, True]
 
 
 def test_identity_values_strip_and_blank_to_none() -> None:

@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.ingest.readers import UnreadableFileError, read_trace_file
+from pipeline.ingest.readers import UnreadableFileError, geojson, read_trace_file
 from tests.ingest.readers.helpers import check_result, reasons
 
 
@@ -137,3 +139,37 @@ def test_truncated_geojson_is_unreadable(tmp_path: Path) -> None:
 def test_json_that_is_not_geojson_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(UnreadableFileError, match="not a GeoJSON FeatureCollection"):
         read_trace_file(write(tmp_path, {"type": "Topology"}))
+
+
+VERTICES = st.lists(
+    st.one_of(
+        st.lists(st.floats(-200, 200) | st.integers(-200, 200), min_size=2, max_size=3),
+        st.sampled_from([None, [], [1.0], [True, 2.0], ["24.9", "60.1"], [1, 2, 3, 4], 7]),
+    ),
+    max_size=8,
+)
+
+
+@given(vertices=VERTICES, with_times=st.booleans(), with_speeds=st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_a_line_read_at_once_reads_as_vertex_by_vertex(
+    tmp_path_factory: pytest.TempPathFactory,
+    vertices: list[Any],
+    with_times: bool,
+    with_speeds: bool,
+) -> None:
+    """Lines of plain positions are added at once; the result is that of one by one."""
+    properties: dict[str, Any] = {"device_id": "cam-1"}
+    if with_times:
+        properties["coordTimes"] = [f"2024-05-01T08:00:{i:02d}Z" for i in range(len(vertices))]
+    if with_speeds:
+        properties["speed"] = [float(i) for i in range(len(vertices))]
+    line = {"type": "Feature", "geometry": {"type": "LineString", "coordinates": vertices}}
+    path = write(tmp_path_factory.mktemp("line"), {**line, "properties": properties})
+    at_once = read_trace_file(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(geojson._Rows, "add_positions", lambda *_: False)
+        one_by_one = read_trace_file(path)
+    check_result(at_once)
+    pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
+    pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
