@@ -332,6 +332,40 @@ def _numbers_to_float(
     return values, np.zeros(len(values), dtype=bool)
 
 
+def string_buffers(strings: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the offsets (int64, one more than the strings) and UTF-8 bytes of an array.
+
+    String ``i`` is ``data[offsets[i]:offsets[i + 1]]``; nulls are empty.
+    """
+    _, offsets_buffer, data_buffer = strings.buffers()
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)
+    offsets = offsets[strings.offset : strings.offset + len(strings) + 1].astype(np.int64)
+    if data_buffer is None:
+        return offsets, np.zeros(0, dtype=np.uint8)
+    return offsets, np.frombuffer(data_buffer, dtype=np.uint8)
+
+
+def strings_from_slices(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, valid: np.ndarray | None = None
+) -> pa.StringArray:
+    """Gather ``data[start:end]`` (UTF-8 bytes) for each pair as Arrow strings, in one step.
+
+    Rows where ``valid`` is False are null. The slices must cut ``data`` at character bounds.
+    """
+    valid = np.ones(len(starts), dtype=bool) if valid is None else valid
+    lengths = np.where(valid, ends - starts, 0)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("int32")
+    positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return pa.StringArray.from_buffers(
+        len(starts),
+        pa.py_buffer(offsets),
+        pa.py_buffer(data[positions].tobytes()),
+        pa.py_buffer(np.packbits(valid, bitorder="little")),
+        int((~valid).sum()),
+    )
+
+
 def to_optional_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
     """Parse optional numeric values as float64; absent or unparseable values become NaN."""
     return to_float(raw)[0]

@@ -63,6 +63,8 @@ from pipeline.ingest.readers.base import (
     epoch_to_times,
     finish,
     read_bytes,
+    string_buffers,
+    strings_from_slices,
     to_float,
     to_optional_float,
     unreadable,
@@ -76,7 +78,6 @@ _FIELD_COUNTS = {  # min, max number of comma-separated fields including the typ
     "GSA": (18, 20),
 }
 _HEX = np.array([f"{value:02X}" for value in range(256)], dtype=object)
-_PADDING = "," * 20  # so that every field index used exists in every sentence
 _NOT_DIGITS = re.compile(r"\D")
 _MS_PER_DAY = 86_400_000
 
@@ -147,13 +148,10 @@ def _check_checksums(
 
 def _xor_checksums(bodies: pa.Array) -> np.ndarray:
     """XOR of the bytes of each body (empty bodies give 0), vectorized over the Arrow buffer."""
-    _, offsets_buffer, data_buffer = bodies.buffers()
-    offset_type = np.int64 if pa.types.is_large_string(bodies.type) else np.int32
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)
-    offsets = offsets[bodies.offset : bodies.offset + len(bodies) + 1].astype(np.int64)
-    if data_buffer is None or not len(bodies):
+    offsets, data = string_buffers(bodies)
+    if not len(data) or not len(bodies):
         return np.zeros(len(bodies), dtype=np.int64)
-    data = np.append(np.frombuffer(data_buffer, dtype=np.uint8), np.uint8(0))
+    data = np.append(data, np.uint8(0))
     # reduce over [start, end) of every body: interleave the bounds, keep the even results
     bounds = np.empty(2 * len(bodies), dtype=np.int64)
     bounds[0::2], bounds[1::2] = offsets[:-1], offsets[1:]
@@ -163,15 +161,33 @@ def _xor_checksums(bodies: pa.Array) -> np.ndarray:
 
 
 class _Fields:
-    """The comma-separated fields of sentences, by position ("" where a sentence is shorter)."""
+    """The comma-separated fields of sentences, by position ("" where a sentence is shorter).
+
+    Found from the positions of the commas in the bodies' bytes (splitting every body into
+    a list costs Arrow many times more). ``bodies`` hold no nulls (they are what follows "$").
+    """
 
     def __init__(self, bodies: pa.Array) -> None:
-        self.count = pc.add(pc.count_substring(bodies, ","), 1).to_numpy(zero_copy_only=False)
-        padded = pc.binary_join_element_wise(bodies, _PADDING, "")
-        self.lists = pc.split_pattern(padded, ",")
+        self.offsets, self.data = string_buffers(bodies)
+        # comma positions, then one past the bytes: field ends never index out of range
+        self.commas = np.append(np.flatnonzero(self.data == ord(",")), len(self.data))
+        self.first = np.searchsorted(self.commas, self.offsets[:-1])  # a body's first comma
+        self.end = np.searchsorted(self.commas, self.offsets[1:])  # past its last comma
+        self.count = self.end - self.first + 1
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return pc.list_element(self.lists, index).to_numpy(zero_copy_only=False)
+        last = len(self.commas) - 1
+        if index == 0:
+            starts = self.offsets[:-1]
+        else:
+            starts = self.commas[np.minimum(self.first + index - 1, last)] + 1
+        own = self.first + index
+        ends = np.where(own < self.end, self.commas[np.minimum(own, last)], self.offsets[1:])
+        present = self.count > index
+        fields = strings_from_slices(
+            self.data, np.where(present, starts, 0), np.where(present, ends, 0)
+        )
+        return fields.to_numpy(zero_copy_only=False)
 
 
 def _parse_sentences(

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipeline.ingest.readers.base import strings_from_slices
+
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"<!--.*?-->", re.S)
 _DECLARATION = re.compile(rb"<\?xml\b[^>]*\?>")
@@ -137,21 +139,8 @@ class Tags:
         return self.closes[tags] + 1, following
 
     def texts(self, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
-        """Return the texts ``data[start:end]`` as Arrow strings, null where start is -1.
-
-        Positions of -1 mark an absent text; all the bytes are gathered in one NumPy step.
-        """
-        lengths = np.where(starts >= 0, ends - starts, 0)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("int32")
-        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        present = starts >= 0
-        return pa.StringArray.from_buffers(
-            len(starts),
-            pa.py_buffer(offsets),
-            pa.py_buffer(self.data[positions].tobytes()),
-            pa.py_buffer(np.packbits(present, bitorder="little")),
-            int((~present).sum()),
-        )
+        """Return the texts ``data[start:end]`` as Arrow strings, null where start is -1."""
+        return strings_from_slices(self.data, starts, ends, starts >= 0)
 
     def text(self, tag: int) -> str | None:
         """Return the stripped text of the element ``tag`` opens (None if it has none)."""

@@ -4,7 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline.ingest.readers import nmea as nmea_reader
 from pipeline.ingest.readers import read_trace_file
 from tests.ingest.readers.helpers import check_result, nmea, reasons
 
@@ -127,3 +131,18 @@ def test_a_long_nmea_log_reads_every_fix(tmp_path: Path) -> None:
     assert len(result.fixes) == n
     assert result.fixes["observed_at"].is_monotonic_increasing
     assert (result.fixes["hdop"] == 0.8).all()
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("GPRMC,0123.*é "), max_size=30), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_fields_by_position_are_those_of_splitting_at_commas(bodies: list[str]) -> None:
+    array = pa.array(bodies, type=pa.string())
+    for fields in (
+        nmea_reader._Fields(array),
+        nmea_reader._Fields(array.slice(1)),
+    ):  # also an offset array
+        expected = [body.split(",") for body in bodies[len(bodies) - len(fields.count) :]]
+        assert fields.count.tolist() == [len(parts) for parts in expected]
+        for index in range(4):
+            column = [parts[index] if index < len(parts) else "" for parts in expected]
+            assert fields[index].tolist() == column
