@@ -199,10 +199,25 @@ def _projjson(crs: str) -> dict[str, Any]:
     return document
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Return how roadcover writes Parquet: zstd, 64k-row groups, dictionaries for text only.
+
+    Dictionary encoding pays for ids and names (few distinct values, many rows); for
+    coordinates, times and WKB it only costs: writing the points tables takes half the time
+    without it, and the files are smaller.
+    """
+    text = [
+        field.name
+        for field in schema
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+    ]
+    return {"compression": "zstd", "row_group_size": 64 * 1024, "use_dictionary": text}
+
+
 def _write_conformed(table: pa.Table, path: str | Path, contract: Contract) -> None:
     table = _conform_to_contract(table, contract, str(path))
     with atomic_path(path) as temp:
-        pq.write_table(table, temp, compression="zstd", row_group_size=64 * 1024)
+        pq.write_table(table, temp, **parquet_options(table.schema))
 
 
 def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> None:
@@ -228,7 +243,9 @@ def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> No
     if b"geo" in metadata:
         metadata[b"geo"] = _merged_geo_metadata([f.schema_arrow.metadata[b"geo"] for f in files])
     schema = schema.with_metadata(metadata)
-    with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+    options = parquet_options(schema)
+    del options["row_group_size"]  # the parts' row groups are copied as they are
+    with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, **options) as writer:
         for parquet_file in files:
             for index in range(parquet_file.num_row_groups):
                 writer.write_table(parquet_file.read_row_group(index).cast(schema))

@@ -26,7 +26,7 @@ from pipeline.coverage.edges import canonical_edges
 from pipeline.coverage.state import merge_states, read_state, state_of_batch, write_state
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
-from pipeline.io import atomic_path, read_table, write_json, write_table
+from pipeline.io import atomic_path, parquet_options, read_table, write_json, write_table
 from pipeline.roads import read_edges, read_roads_meta
 from pipeline.roads.extracts import file_sha256
 
@@ -154,7 +154,7 @@ def _cached_runs(
     table = pa.Table.from_pandas(runs, preserve_index=False)
     table = table.replace_schema_metadata({b"roads_sha256": roads_sha.encode()})
     with atomic_path(path) as temp:
-        pq.write_table(table, temp)
+        pq.write_table(table, temp, **parquet_options(table.schema))
     return runs
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
 CURRENT_FILE = "CURRENT.json"
@@ -115,7 +115,7 @@ def write_state(state: CoverageState, state_root: Path) -> None:
     for name in STATE_TABLES:
         table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
         with atomic_path(folder / f"{name}.parquet") as temp:
-            pq.write_table(table, temp, compression="zstd")
+            pq.write_table(table, temp, **parquet_options(table.schema))
     write_json({"version": version, "batches": state.batches}, state_root / CURRENT_FILE)
     for old in state_root.iterdir():
         if old.is_dir() and old.name != version:

@@ -58,9 +58,12 @@ def read_parquet(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     try:
         parquet_file = pq.ParquetFile(path)
         table = parquet_file.read()
+        table.validate(full=True)  # e.g. text that is not UTF-8, which pages do not check
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise unreadable(source, f"not a readable Parquet file ({exc})", FIX_HINT) from None
-    metadata = table.schema.metadata or {}
+    # pandas' metadata only restores an index and dtypes; a damaged one must not stop the read
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    table = table.replace_schema_metadata(metadata)
     geometry: np.ndarray | None = None
     if b"geo" in metadata:
         frame, geometry = _geoparquet(table, source)

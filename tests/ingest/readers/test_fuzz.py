@@ -420,6 +420,24 @@ def test_corrupt_parquet_page_header_gives_a_one_line_error(folder: Path) -> Non
     assert "\n" not in str(info.value) and str(info.value).startswith(f"{path}: ")
 
 
+def test_parquet_with_damaged_pandas_metadata_is_read(folder: Path) -> None:
+    """Found by fuzzing: a flipped byte in pandas' metadata raised ``KeyError: numpy_type``."""
+    data = seeds(str(folder))["parquet"][0]
+    damaged = data.replace(b'"numpy_type"', b'" umpy_type"', 1)
+    assert damaged != data
+    result = check_read(write(folder, "parquet", damaged))
+    assert result is not None and len(result.fixes) == 6
+
+
+def test_parquet_text_that_is_not_utf8_is_unreadable(folder: Path) -> None:
+    """Found by fuzzing: invalid UTF-8 in a string page failed late, in ``to_numpy``."""
+    data = seeds(str(folder))["parquet"][0]
+    damaged = data.replace(b"contrib-1", b"\xffontrib-1", 1)
+    assert damaged != data
+    with pytest.raises(UnreadableFileError, match="not a readable Parquet file"):
+        read_trace_file(write(folder, "parquet", damaged))
+
+
 def test_gpx_with_an_unknown_xml_encoding_is_unreadable(folder: Path) -> None:
     """Found by fuzzing: ``encoding="TF-8"`` raised ``LookupError: unknown encoding``."""
     data = seeds(str(folder))["gpx"][0].replace(b'encoding="UTF-8"', b'encoding="TF-8"', 1)
