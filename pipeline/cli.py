@@ -134,6 +134,7 @@ def roads_build(
     help="Trace file format (repeatable: devices take the formats in turn).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Dask workers.")
 @CONFIG_OPTION
 def simulate(
     roads_dir: Path,
@@ -142,12 +143,14 @@ def simulate(
     days: int | None,
     formats: tuple[str, ...],
     seed: int | None,
+    workers: int,
     config_path: Path | None,
 ) -> None:
     """Simulate a dashcam fleet driving on a road graph, with its ground-truth routes."""
     from pipeline.ingest.simulate import simulate_fleet
 
-    params = load_config(config_path).simulate
+    config = load_config(config_path)
+    params = config.simulate
     overrides: dict[str, Any] = {
         "devices": devices,
         "days": days,
@@ -155,7 +158,9 @@ def simulate(
         "formats": formats or None,
     }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    summary = simulate_fleet(roads_dir, out_dir, params)
+    summary = simulate_fleet(
+        roads_dir, out_dir, params, workers, scheduler_address=config.dask_scheduler_address
+    )
     click.echo(json.dumps(summary, indent=2, default=str))
 
 

@@ -22,6 +22,7 @@ folder gives byte-identical files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -42,6 +43,7 @@ from pipeline.ingest.simulate_drive import TripDrive, drive_route
 from pipeline.ingest.simulate_roads import DrivingNetwork
 from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, GENERATOR, write_trace
 from pipeline.io import write_json, write_table
+from pipeline.parallel import run_tasks
 from pipeline.roads.store import read_roads_meta
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ CONTRIBUTOR_SHARE = 0.8  # contributors per device; the rest own a second dashca
 HOME_START_PROBABILITY = 0.7  # a trip starts near home, else where the last one ended
 DRIVING_WINDOW_S = 16 * 3600.0  # trips start within 16 h of each day's start
 MIN_PARKED_S = 600.0  # a vehicle is parked at least this long between trips
+DEVICES_PER_TASK = 8
+# a LocalCluster started for the stage pays off from this many tasks per worker
+DASK_MIN_TASKS_PER_WORKER = 4
 _ROUTE_COLUMNS: dict[str, Any] = {
     "trip_id": object,
     "seq": "int32",
@@ -101,9 +106,17 @@ class DeviceDrive:
 
 
 def simulate_fleet(
-    roads_dir: str | Path, out_dir: str | Path, params: SimulateSettings
+    roads_dir: str | Path,
+    out_dir: str | Path,
+    params: SimulateSettings,
+    workers: int = 1,
+    scheduler_address: str | None = None,
 ) -> dict[str, Any]:
     """Simulate a dashcam fleet on a roads folder; write its traces and ground truth.
+
+    Devices are driven ``DEVICES_PER_TASK`` at a time, on Dask workers when there are enough
+    of them (see :func:`pipeline.parallel.run_tasks`); every device has its own random stream,
+    so the outputs are the same however many workers drive them.
 
     Parameters
     ----------
@@ -113,6 +126,11 @@ def simulate_fleet(
         Output folder: ``traces/``, ``truth.parquet`` and ``simulation.json``.
     params
         Simulator settings (``simulate`` in the config).
+    workers
+        Dask workers (1: drive every device in this process).
+    scheduler_address
+        An existing Dask scheduler (config ``dask.scheduler_address``); default: the
+        ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
 
     Returns
     -------
@@ -127,26 +145,22 @@ def simulate_fleet(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     roads_meta = read_roads_meta(roads_dir)
-    network = DrivingNetwork.from_roads_dir(roads_dir)
-    devices = plan_fleet(network, params)
-    traces_dir = out_dir / TRACES_DIR
+    roads = str(Path(roads_dir).absolute())  # a shared worker may run in another folder
+    devices = plan_fleet(_network(roads), params)
+    traces_dir = (out_dir / TRACES_DIR).absolute()
     traces_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_traces(traces_dir, {device.file_name for device in devices})
-
-    records: list[dict[str, Any]] = []
-    routes: list[pd.DataFrame] = []
-    for device in devices:
-        drive = drive_device(network, device, params)
-        write_trace(
-            drive.fixes, traces_dir / device.file_name, device.fmt,
-            device.device_id, device.contributor_id,
-        )  # fmt: skip
-        records.append(_device_record(drive))
-        routes.append(
-            drive.routes.assign(device_id=device.device_id, contributor_id=device.contributor_id)
-        )
-        log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
-    write_table(_truth_table(network, routes), out_dir / TRUTH_FILE, SIMULATED_ROUTES)
+    tasks = [
+        DeviceTask(roads, traces_dir, devices[start : start + DEVICES_PER_TASK])
+        for start in range(0, len(devices), DEVICES_PER_TASK)
+    ]
+    driven = run_tasks(
+        drive_devices, tasks, "simulate devices", workers, scheduler_address,
+        min_tasks=DASK_MIN_TASKS_PER_WORKER * workers, params=params,
+    )  # fmt: skip
+    records = [record for task_records, _ in driven for record in task_records]
+    routes = [route for _, task_routes in driven for route in task_routes]
+    write_table(_truth_table(_network(roads), routes), out_dir / TRUTH_FILE, SIMULATED_ROUTES)
     summary = _summary(params, roads_meta, records)
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
@@ -156,6 +170,45 @@ def simulate_fleet(
         time.perf_counter() - started,
     )  # fmt: skip
     return {key: value for key, value in summary.items() if key != "devices"}
+
+
+@dataclass(frozen=True)
+class DeviceTask:
+    """Devices to drive in one task, and where to write their traces."""
+
+    roads_dir: str
+    traces_dir: Path
+    devices: list[Device]
+
+
+def drive_devices(
+    task: DeviceTask, params: SimulateSettings
+) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Drive a task's devices and write their traces (in a Dask worker or in-process).
+
+    Returns each device's summary record and ground-truth route table.
+    """
+    network = _network(task.roads_dir)
+    records: list[dict[str, Any]] = []
+    routes: list[pd.DataFrame] = []
+    for device in task.devices:
+        drive = drive_device(network, device, params)
+        write_trace(
+            drive.fixes, task.traces_dir / device.file_name, device.fmt,
+            device.device_id, device.contributor_id,
+        )  # fmt: skip
+        records.append(_device_record(drive))
+        routes.append(
+            drive.routes.assign(device_id=device.device_id, contributor_id=device.contributor_id)
+        )
+        log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
+    return records, routes
+
+
+@functools.lru_cache(maxsize=2)
+def _network(roads_dir: str) -> DrivingNetwork:
+    """Return the driving network of a roads folder, loaded once per process."""
+    return DrivingNetwork.from_roads_dir(roads_dir)
 
 
 def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device]:

@@ -311,8 +311,16 @@ def _segments(net: MatchNetwork, routes: pd.DataFrame, firsts: pd.DataFrame) -> 
 def _trip_quality(
     firsts: pd.DataFrame, matched: pd.DataFrame, segments: pd.DataFrame, params: MatchParams
 ) -> pd.DataFrame:
-    by_trip = matched.groupby("trip_id", sort=False)
-    distance = matched["distance_m"].where(matched["edge_id"].notna())
+    # trips are grouped by integer code (in order of appearance, as in ``firsts``)
+    trip = pd.factorize(matched["trip_id"], sort=False)[0]
+    per_fix = pd.DataFrame(
+        {
+            "matched": matched["edge_id"].notna().to_numpy(),
+            "is_break": matched["is_break"].to_numpy(),
+            "distance": matched["distance_m"].where(matched["edge_id"].notna()).to_numpy(),
+        }
+    )
+    by_trip = per_fix.groupby(trip, sort=False)
     driven_m = (segments["to_offset_m"] - segments["from_offset_m"]).abs()
     quality = pd.DataFrame(
         {
@@ -320,12 +328,10 @@ def _trip_quality(
             "trip_id": firsts["trip_id"].to_numpy(),
             "contributor_id": firsts["contributor_id"].to_numpy(),
             "points": by_trip.size().to_numpy(),
-            "matched_points": by_trip["edge_id"].count().to_numpy(),
+            "matched_points": by_trip["matched"].sum().to_numpy().astype("int64"),
             "breaks": by_trip["is_break"].sum().to_numpy().astype("int64"),
-            "mean_distance_m": distance.groupby(matched["trip_id"], sort=False).mean().to_numpy(),
-            "p95_distance_m": distance.groupby(matched["trip_id"], sort=False)
-            .quantile(0.95)
-            .to_numpy(),
+            "mean_distance_m": by_trip["distance"].mean().to_numpy(),
+            "p95_distance_m": by_trip["distance"].quantile(0.95).to_numpy(),
         }
     )
     km = driven_m.groupby(segments["trip_id"]).sum() / 1000.0

@@ -22,6 +22,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.geodesy import distances_m
+from pipeline.ingest import simulate
 from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
 from pipeline.ingest.simulate_drive import ar1_noise
 from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
@@ -285,6 +286,17 @@ def test_same_seed_gives_identical_files(roads_dir: Path, params: Any, tmp_path:
     assert first == second
     assert set(first) == set(other)
     assert all(first[name] != other[name] for name in first)
+
+
+def test_devices_driven_on_two_dask_workers_give_the_same_files(
+    roads_dir: Path, params: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simulate, "DEVICES_PER_TASK", 1)  # a task per device
+    monkeypatch.setattr(simulate, "DASK_MIN_TASKS_PER_WORKER", 1)
+    settings = replace(params, days=1)
+    simulate_fleet(roads_dir, tmp_path / "alone", settings)
+    simulate_fleet(roads_dir, tmp_path / "dask", settings, workers=2)
+    assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "dask")
 
 
 # --- file formats ------------------------------------------------------------------------

@@ -34,9 +34,9 @@ rule simulate_fleet:
         f"{OUT}/benchmarks/{{region}}/simulate_fleet.tsv"
     conda:
         "../envs/roadcover.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=2000,
     shell:
-        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --config {params.config_file:q} "
-        "> {log:q} 2>&1"
+        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --workers {threads} "
+        "--config {params.config_file:q} > {log:q} 2>&1"
