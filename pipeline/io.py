@@ -38,6 +38,7 @@ GEOPARQUET_VERSION = "1.1.0"
 COVERING_BBOX_COLUMN = "bbox"
 # where a stage's tasks write their parts before the stage moves or joins them into place
 STAGING_DIR = ".staging"
+ROW_GROUP_ROWS = 64 * 1024
 OUTPUT_MODE = 0o644  # mkstemp creates 0600; outputs are meant to be shared
 # ISO 19125 WKB of a 2D point: byte order (1 = little endian), geometry type (1 = Point), x, y
 WKB_POINT = np.dtype([("byte_order", "u1"), ("geometry_type", "<u4"), ("x", "<f8"), ("y", "<f8")])
@@ -200,7 +201,7 @@ def _projjson(crs: str) -> dict[str, Any]:
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Return how roadcover writes Parquet: zstd, 64k-row groups, dictionaries for text only.
+    """Return how roadcover writes Parquet: zstd, with dictionaries for text columns only.
 
     Dictionary encoding pays for ids and names (few distinct values, many rows); for
     coordinates, times and WKB it only costs: writing the points tables takes half the time
@@ -211,13 +212,13 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
         for field in schema
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
     ]
-    return {"compression": "zstd", "row_group_size": 64 * 1024, "use_dictionary": text}
+    return {"compression": "zstd", "use_dictionary": text}
 
 
 def _write_conformed(table: pa.Table, path: str | Path, contract: Contract) -> None:
     table = _conform_to_contract(table, contract, str(path))
     with atomic_path(path) as temp:
-        pq.write_table(table, temp, **parquet_options(table.schema))
+        pq.write_table(table, temp, row_group_size=ROW_GROUP_ROWS, **parquet_options(table.schema))
 
 
 def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> None:
@@ -243,8 +244,7 @@ def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> No
     if b"geo" in metadata:
         metadata[b"geo"] = _merged_geo_metadata([f.schema_arrow.metadata[b"geo"] for f in files])
     schema = schema.with_metadata(metadata)
-    options = parquet_options(schema)
-    del options["row_group_size"]  # the parts' row groups are copied as they are
+    options = parquet_options(schema)  # the parts' row groups are copied as they are
     with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, **options) as writer:
         for parquet_file in files:
             for index in range(parquet_file.num_row_groups):

@@ -123,19 +123,20 @@ def _points_by_tags(data: bytes) -> Points | None:
     tags = xml_tags.tokenize(data)
     if tags is None or tags.is_end[0] or not tags.named(b"gpx")[0]:
         return None
-    opening = ~tags.is_end
-    starts = np.flatnonzero(opening & tags.named(b"trkpt"))
+    opening, is_point = ~tags.is_end, tags.named(b"trkpt")
+    starts = np.flatnonzero(opening & is_point)
     ends = starts.copy()
-    closing = np.flatnonzero(tags.is_end & tags.named(b"trkpt"))
+    closing = np.flatnonzero(tags.is_end & is_point)
     if len(closing) != int((~tags.is_empty[starts]).sum()):
         return None
     ends[~tags.is_empty[starts]] = closing
     if (ends < starts).any() or (starts[1:] < ends[:-1]).any():  # a point inside a point
         return None
-    lat, lon = tags.attribute(starts, b"lat"), tags.attribute(starts, b"lon")
-    if lat is None or lon is None:
+    coordinates = tags.attributes(starts, (b"lat", b"lon"))
+    if coordinates is None:
         return None
-    fields = {"lat": lat, "lon": lon, **_point_fields(tags, starts, ends)}
+    fields = {"lat": coordinates[b"lat"], "lon": coordinates[b"lon"]}
+    fields.update(_point_fields(tags, starts, ends))
     points = {
         name: pd.Series(pd.arrays.ArrowStringArray(values)) for name, values in fields.items()
     }
@@ -168,8 +169,8 @@ def _point_fields(
         code[in_extensions & with_text & tags.named(name.encode())] = names.index(field)
     candidates = np.flatnonzero(code >= 0)
     text_start, text_end = tags.text_bounds(candidates)
-    candidates = candidates[text_end > text_start]
-    text_start, text_end = tags.text_bounds(candidates)
+    with_text = text_end > text_start
+    candidates, text_start, text_end = (a[with_text] for a in (candidates, text_start, text_end))
     key = owner[candidates] * len(names) + code[candidates]
     _, first = np.unique(key, return_index=True)
     fields = {}
@@ -186,18 +187,13 @@ def _identity_from_tags(tags: xml_tags.Tags) -> dict[str, str | None]:
     """Device and contributor, by the rules of :func:`_identity`."""
     metadata = tags.first_child(0, b"metadata")
     if metadata is not None:  # GPX 1.1
-        name = tags.first_child(metadata, b"name")
-        author_name = tags.first_child(tags.first_child(metadata, b"author"), b"name")
-        device = tags.text(name) if name is not None else None
-        contributor = tags.text(author_name) if author_name is not None else None
+        device = tags.text(tags.first_child(metadata, b"name"))
+        author = tags.first_child(metadata, b"author")
+        contributor = tags.text(tags.first_child(author, b"name"))
     else:  # GPX 1.0
-        name = tags.first_child(0, b"name")
+        device = tags.text(tags.first_child(0, b"name"))
         author = tags.first_child(0, b"author")
-        author_name = tags.first_child(author, b"name")
-        device = tags.text(name) if name is not None else None
-        contributor = (tags.text(author) if author is not None else None) or (
-            tags.text(author_name) if author_name is not None else None
-        )
+        contributor = tags.text(author) or tags.text(tags.first_child(author, b"name"))
     return {"device_id": device, "contributor_id": contributor}
 
 

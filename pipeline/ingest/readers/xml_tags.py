@@ -80,8 +80,10 @@ class Tags:
             mask[found] = self.data[self.name_start[found] + offset] == name[offset]
         return mask
 
-    def attribute(self, tags: np.ndarray, name: bytes) -> pa.StringArray | None:
-        """Return the values of the attribute ``name`` of ``tags`` (null where absent).
+    def attributes(
+        self, tags: np.ndarray, names: tuple[bytes, ...]
+    ) -> dict[bytes, pa.StringArray] | None:
+        """Return the values of the attributes ``names`` of ``tags`` (null where absent).
 
         ``tags`` are tag indices in document order. Handles the usual form ``name="value"``
         (or single quotes); returns None when one of these tags writes it otherwise (spaces
@@ -89,14 +91,33 @@ class Tags:
         the caller to use a real parser.
         """
         if len(tags) == 0:
-            return pa.array([], type=pa.string())
-        data, size = self.data, len(name)
+            return {name: pa.array([], type=pa.string()) for name in names}
+        data = self.data
         double, single = np.flatnonzero(data == ord('"')), np.flatnonzero(data == ord("'"))
         tag_start, tag_end = self.opens[tags], self.closes[tags]
         if (
             (_between(double, tag_start, tag_end) > 0) & (_between(single, tag_start, tag_end) > 0)
         ).any():
             return None  # a value holding the other kind of quote: let a parser read it
+        breaks = np.flatnonzero((data == ord("\t")) | (data == ord("\n")))
+        found = {}
+        for name in names:
+            values = self._attribute(tags, name, double, single, breaks)
+            if values is None:
+                return None
+            found[name] = values
+        return found
+
+    def _attribute(
+        self,
+        tags: np.ndarray,
+        name: bytes,
+        double: np.ndarray,
+        single: np.ndarray,
+        breaks: np.ndarray,
+    ) -> pa.StringArray | None:
+        """One attribute of :meth:`attributes`, given the positions of quotes and breaks."""
+        data, size = self.data, len(name)
         places = np.flatnonzero(data[: len(data) - size - 1] == name[0])
         places = places[places > 0]
         for offset in range(1, size):
@@ -126,7 +147,6 @@ class Tags:
         for mark, marks in ((ord('"'), double), (ord("'"), single)):
             quoted = quote == mark  # a value ends at the next quote of its kind
             value_end[quoted] = marks[np.searchsorted(marks, value_start[quoted])]
-        breaks = np.flatnonzero((data == ord("\t")) | (data == ord("\n")))
         if _between(breaks, value_start, value_end).any():
             return None
         starts, ends = np.full(len(tags), -1), np.full(len(tags), -1)
@@ -142,9 +162,9 @@ class Tags:
         """Return the texts ``data[start:end]`` as Arrow strings, null where start is -1."""
         return strings_from_slices(self.data, starts, ends, starts >= 0)
 
-    def text(self, tag: int) -> str | None:
-        """Return the stripped text of the element ``tag`` opens (None if it has none)."""
-        if self.is_empty[tag]:
+    def text(self, tag: int | None) -> str | None:
+        """Return the stripped text of the element ``tag`` opens (None if none, or no tag)."""
+        if tag is None or self.is_empty[tag]:
             return None
         start, end = self.text_bounds(np.array([tag]))
         return self.data[start[0] : end[0]].tobytes().decode("utf-8").strip() or None

@@ -31,8 +31,10 @@ def test_attributes_in_either_quotes_and_absent() -> None:
     tags = tokenize(b'<r><p lat="1.5" lon="2"/><p lon=\'3\' xlat=\'9\'/><p lat=""/></r>')
     assert tags is not None
     points = np.flatnonzero(tags.named(b"p") & ~tags.is_end)
-    assert tags.attribute(points, b"lat").to_pylist() == ["1.5", None, ""]
-    assert tags.attribute(points, b"lon").to_pylist() == ["2", "3", None]
+    found = tags.attributes(points, (b"lat", b"lon"))
+    assert found is not None
+    assert found[b"lat"].to_pylist() == ["1.5", None, ""]
+    assert found[b"lon"].to_pylist() == ["2", "3", None]
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,7 @@ def test_attributes_in_either_quotes_and_absent() -> None:
 def test_attributes_written_unusually_are_left_to_a_parser(tag: bytes) -> None:
     tags = tokenize(b"<r>" + tag + b"</r>")
     if tags is not None:  # (an unquoted value is not even well-formed)
-        assert tags.attribute(np.array([1]), b"lat") is None
+        assert tags.attributes(np.array([1]), (b"lat",)) is None
 
 
 def test_texts_gather_ranges_and_nulls() -> None:
