@@ -9,7 +9,6 @@ small Dijkstra over compact arrays whose results are cached per origin.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import re
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from pyproj import Transformer
 
 from pipeline.errors import InputDataError
 from pipeline.roads.store import load_road_graph, read_edges
+from pipeline.snap.graph_kernels import shortest_path_tree
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class DrivingNetwork:
         order = np.lexsort((np.arange(len(table)), self.edge_u))
         self._adj_start = np.searchsorted(self.edge_u[order], np.arange(len(self.node_ids) + 1))
         self._adj_edges = order
-        self._paths: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._paths: OrderedDict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         log.debug(
             "driving network: %d of %d nodes, %d edges in the largest strongly connected "
             "component", len(self.node_ids), graph.number_of_nodes(), len(table),
@@ -165,32 +165,14 @@ class DrivingNetwork:
         via_edge
             The edge row by which each node is reached on its shortest path (-1: none).
         """
-        cached = self._paths.get(origin)
+        cached = self._paths.get((origin, cutoff_m))
         if cached is not None:
-            self._paths.move_to_end(origin)
+            self._paths.move_to_end((origin, cutoff_m))
             return cached
-        n = len(self.node_ids)
-        distance = np.full(n, np.inf)
-        via_edge = np.full(n, -1, dtype="int64")
-        done = np.zeros(n, dtype=bool)
-        distance[origin] = 0.0
-        heap: list[tuple[float, int]] = [(0.0, origin)]
-        adj_start, adj_edges = self._adj_start, self._adj_edges
-        edge_v, lengths = self.edge_v, self.edge_length_m
-        while heap:
-            d, node = heapq.heappop(heap)
-            if done[node]:
-                continue
-            done[node] = True
-            for edge in adj_edges[adj_start[node] : adj_start[node + 1]]:
-                target = edge_v[edge]
-                candidate = d + lengths[edge]
-                if candidate < distance[target] and candidate <= cutoff_m:
-                    distance[target] = candidate
-                    via_edge[target] = edge
-                    heapq.heappush(heap, (candidate, int(target)))
-        result = (distance, via_edge)
-        self._paths[origin] = result
+        result = shortest_path_tree(
+            origin, cutoff_m, self._adj_start, self._adj_edges, self.edge_v, self.edge_length_m
+        )
+        self._paths[(origin, cutoff_m)] = result
         if len(self._paths) > _CACHE_SIZE:
             self._paths.popitem(last=False)
         return result

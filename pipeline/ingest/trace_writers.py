@@ -165,39 +165,73 @@ def nmea_checksum(body: str) -> str:
     return f"{value:02X}"
 
 
+# one template per sentence body, filled from whole columns at once
+_RMC = "GPRMC,%s,A,%s,%.2f,%.1f,%s,,,A"
+_GGA = "GPGGA,%s,%s,1,%02d,%.1f,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"
+_GSA = "GPGSA,A,3,%s,%.1f,%.1f,%.1f"
+_LINE = "[%d]$%s*%02X\n"
+# the GSA satellite list for 0..12 satellites in view: 12 PRN fields, the unused ones empty
+_PRN_FIELDS = [",".join([f"{p:02d}" for p in _SATELLITES[:n]] + [""] * (12 - n)) for n in range(13)]
+
+
 def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
     """Write a BlackVue-style NMEA log: ``[unix_ms]$GPRMC…``, ``$GPGGA…``, ``$GPGSA…`` per fix."""
-    stamps = fixes["observed_at"].dt.tz_convert("UTC")
-    unix_ms = stamps.dt.tz_localize(None).to_numpy("datetime64[ms]").astype("int64")
-    hms = stamps.dt.strftime("%H%M%S").to_numpy() if len(fixes) else np.array([], dtype=str)
-    dmy = stamps.dt.strftime("%d%m%y").to_numpy() if len(fixes) else np.array([], dtype=str)
+    unix_ms = _unix_ms(fixes["observed_at"])
+    times, dates = _nmea_times(unix_ms)
     lat_text, lat_hemi = _nmea_degrees(fixes["lat"].to_numpy(), 2, "N", "S")
     lon_text, lon_hemi = _nmea_degrees(fixes["lon"].to_numpy(), 3, "E", "W")
+    positions = [",".join(p) for p in zip(lat_text, lat_hemi, lon_text, lon_hemi, strict=True)]
     hdop = fixes["hdop"].to_numpy("float64")
     knots = fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS
     course = fixes["heading_deg"].to_numpy("float64")
     elevation = fixes["elevation_m"].to_numpy("float64")
-    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int)
-    bodies: list[str] = []
-    for i in range(len(fixes)):
-        time = f"{hms[i]}.{unix_ms[i] % 1000:03d}"
-        position = f"{lat_text[i]},{lat_hemi[i]},{lon_text[i]},{lon_hemi[i]}"
-        prns = [f"{p:02d}" for p in _SATELLITES[: satellites[i]]]
-        prns += [""] * (12 - len(prns))
-        bodies += [
-            f"GPRMC,{time},A,{position},{knots[i]:.2f},{course[i]:.1f},{dmy[i]},,,A",
-            f"GPGGA,{time},{position},1,{satellites[i]:02d},{hdop[i]:.1f},"
-            f"{elevation[i]:.1f},M,{GEOID_SEPARATION_M:.1f},M,,",
-            f"GPGSA,A,3,{','.join(prns)},{hdop[i] * 1.4:.1f},{hdop[i]:.1f},{hdop[i] * 1.1:.1f}",
-        ]
-    stamps_out = np.repeat(unix_ms, 3).tolist()
-    checksums = _xor_checksums(bodies)
-    text = "".join(
-        f"[{stamp}]${body}*{checksum:02X}\n"
-        for stamp, body, checksum in zip(stamps_out, bodies, checksums, strict=True)
-    )
+    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int).tolist()
+    hdops = hdop.tolist()
+    rmc = [
+        _RMC % row
+        for row in zip(times, positions, knots.tolist(), course.tolist(), dates, strict=True)
+    ]
+    gga = [
+        _GGA % row
+        for row in zip(times, positions, satellites, hdops, elevation.tolist(), strict=True)
+    ]
+    gsa = [
+        _GSA % (_PRN_FIELDS[n], pdop, h, vdop)
+        for n, pdop, h, vdop in zip(
+            satellites, (hdop * 1.4).tolist(), hdops, (hdop * 1.1).tolist(), strict=True
+        )
+    ]
+    bodies = [body for sentences in zip(rmc, gga, gsa, strict=True) for body in sentences]
+    stamps = np.repeat(unix_ms, 3).tolist()
+    lines = zip(stamps, bodies, _xor_checksums(bodies), strict=True)
     with atomic_path(path) as temp:
-        temp.write_text(text, encoding="ascii")
+        temp.write_text("".join([_LINE % line for line in lines]), encoding="ascii")
+
+
+def _unix_ms(observed_at: pd.Series) -> np.ndarray:
+    """Milliseconds since the Unix epoch of tz-aware times."""
+    naive = observed_at.dt.tz_convert("UTC").dt.tz_localize(None)
+    return naive.to_numpy("datetime64[ms]").astype("int64")
+
+
+def _nmea_times(unix_ms: np.ndarray) -> tuple[list[str], list[str]]:
+    """NMEA UTC times (``hhmmss.sss``) and dates (``ddmmyy``) of Unix milliseconds."""
+    seconds, millis = np.divmod(unix_ms, 1000)
+    days, second_of_day = np.divmod(seconds, 86_400)
+    hours, rest = np.divmod(second_of_day, 3600)
+    minutes, secs = np.divmod(rest, 60)
+    times = [
+        f"{h:02d}{m:02d}{s:02d}.{ms:03d}"
+        for h, m, s, ms in zip(
+            hours.tolist(), minutes.tolist(), secs.tolist(), millis.tolist(), strict=True
+        )
+    ]
+    calendar = pd.DatetimeIndex(days.astype("datetime64[D]"))
+    dates = [
+        f"{d:02d}{m:02d}{y:02d}"
+        for d, m, y in zip(calendar.day, calendar.month, calendar.year % 100, strict=True)
+    ]
+    return times, dates
 
 
 def write_geojson_trace(
@@ -252,7 +286,7 @@ def write_parquet_trace(
         {
             "device_id": pd.Series([device_id] * len(fixes), dtype="object"),
             "contributor_id": pd.Series([contributor_id] * len(fixes), dtype="object"),
-            "observed_at": fixes["observed_at"].astype("datetime64[ms, UTC]").to_numpy(),
+            "observed_at": fixes["observed_at"].astype("datetime64[ms, UTC]").array,
             "lat": fixes["lat"].to_numpy("float64"),
             "lon": fixes["lon"].to_numpy("float64"),
             "hdop": fixes["hdop"].to_numpy("float64"),
@@ -261,9 +295,6 @@ def write_parquet_trace(
         },
         geometry=gpd.points_from_xy(fixes["lon"].to_numpy(), fixes["lat"].to_numpy()),
         crs="EPSG:4326",
-    )
-    frame["observed_at"] = pd.to_datetime(frame["observed_at"], utc=True).astype(
-        "datetime64[ms, UTC]"
     )
     table = _geopandas_to_arrow(frame, index=False, schema_version="1.1.0")
     label = json.dumps({"generator": GENERATOR, "simulated": True}, sort_keys=True).encode()
@@ -286,16 +317,17 @@ def _trips(fixes: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
 
 def _nmea_degrees(
     values: np.ndarray, degree_digits: int, positive: str, negative: str
-) -> tuple[list[str], np.ndarray]:
+) -> tuple[list[str], list[str]]:
     """Format degrees as NMEA ``(d)ddmm.mmmm`` and hemisphere letters."""
     ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
     degrees, rest = np.divmod(ten_thousandths, 600_000)
     minutes, fraction = np.divmod(rest, 10_000)
+    template = f"%0{degree_digits}d%02d.%04d"
     text = [
-        f"{d:0{degree_digits}d}{m:02d}.{f:04d}"
-        for d, m, f in zip(degrees.tolist(), minutes.tolist(), fraction.tolist(), strict=True)
+        template % dmf
+        for dmf in zip(degrees.tolist(), minutes.tolist(), fraction.tolist(), strict=True)
     ]
-    return text, np.where(values >= 0, positive, negative)
+    return text, np.where(values >= 0, positive, negative).tolist()
 
 
 def _xor_checksums(bodies: list[str]) -> list[int]:

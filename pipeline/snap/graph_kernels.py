@@ -274,6 +274,48 @@ def dijkstra_to_targets(
 
 
 @njit(cache=True)
+def shortest_path_tree(
+    src: int,
+    limit: float,
+    out_ptr: np.ndarray,
+    out_edge: np.ndarray,
+    edge_v: np.ndarray,
+    edge_len: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Single-source Dijkstra from ``src`` over every node within ``limit``.
+
+    Returns
+    -------
+    tuple
+        ``dist`` (route distance to every node, inf beyond ``limit``) and ``pred`` (the edge by
+        which each node is reached on its shortest path, -1 for ``src`` and unreached nodes).
+        Of two equally short paths the one found first is kept.
+    """
+    n_nodes = len(out_ptr) - 1
+    dist = np.full(n_nodes, INF)
+    pred = np.full(n_nodes, -1, dtype=np.int64)
+    done = np.zeros(n_nodes, dtype=np.bool_)
+    heap_d = np.empty(len(edge_v) + 1)
+    heap_n = np.empty(len(edge_v) + 1, dtype=np.int64)
+    dist[src] = 0.0
+    size = heap_push(heap_d, heap_n, 0, 0.0, src)
+    while size > 0:
+        d, node, size = heap_pop(heap_d, heap_n, size)
+        if done[node]:
+            continue
+        done[node] = True
+        for j in range(out_ptr[node], out_ptr[node + 1]):
+            e = out_edge[j]
+            w = edge_v[e]
+            nd = d + edge_len[e]
+            if nd < dist[w] and nd <= limit:
+                dist[w] = nd
+                pred[w] = e
+                size = heap_push(heap_d, heap_n, size, nd, w)
+    return dist, pred
+
+
+@njit(cache=True)
 def reset_workspace(dist: np.ndarray, pred: np.ndarray, touched: np.ndarray, n: int) -> None:
     """Set the touched nodes back to unvisited."""
     for i in range(n):

@@ -426,3 +426,14 @@ def test_cli_simulate(roads_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     # a smaller re-run into the same folder removes the traces it no longer writes
     assert main([*args, "--devices", "1", "--days", "1", "--seed", "7"]) == 0
     assert sorted(p.name for p in (out / "traces").iterdir()) == ["dev-0001.csv"]
+
+
+def test_shortest_paths_are_cached_per_cutoff(network: DrivingNetwork) -> None:
+    """A search cut off short must not answer a later search without a cutoff."""
+    near, _ = network.shortest_paths(0, 50.0)
+    full, via_edge = network.shortest_paths(0, math.inf)
+    assert np.isfinite(full).sum() == len(network.node_ids)  # one strongly connected component
+    assert np.isfinite(near).sum() < np.isfinite(full).sum()
+    destination = int(np.argmax(full))
+    edges = network.path_edges(via_edge, 0, destination)
+    assert network.edge_length_m[edges].sum() == pytest.approx(full[destination])

@@ -1,0 +1,53 @@
+"""The compiled graph kernels, checked against networkx on random directed multigraphs."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.snap.graph_kernels import shortest_path_tree
+
+
+def adjacency(edge_u: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(out_ptr, out_edge)``: each node's outgoing edge rows, as the kernels take them."""
+    order = np.argsort(edge_u, kind="stable")
+    return np.searchsorted(edge_u[order], np.arange(n_nodes + 1)), order
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_nodes=st.integers(1, 30),
+    n_edges=st.integers(0, 120),
+    seed=st.integers(0, 2**32 - 1),
+    limit=st.sampled_from([0.0, 5.0, 40.0, math.inf]),
+)
+def test_shortest_path_tree_matches_networkx(
+    n_nodes: int, n_edges: int, seed: int, limit: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    edge_u = rng.integers(0, n_nodes, n_edges)
+    edge_v = rng.integers(0, n_nodes, n_edges)
+    edge_len = np.round(rng.uniform(0.0, 20.0, n_edges), 1)  # with zero lengths and ties
+    out_ptr, out_edge = adjacency(edge_u, n_nodes)
+    dist, pred = shortest_path_tree(0, limit, out_ptr, out_edge, edge_v, edge_len)
+
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(range(n_nodes))
+    for e, (u, v, length) in enumerate(zip(edge_u, edge_v, edge_len, strict=True)):
+        graph.add_edge(int(u), int(v), key=e, length=float(length))
+    expected = nx.single_source_dijkstra_path_length(graph, 0, cutoff=limit, weight="length")
+    reached = np.flatnonzero(np.isfinite(dist))
+    assert {int(n): float(dist[n]) for n in reached} == pytest.approx(expected)
+    for node in reached:  # every predecessor edge ends the node's shortest path
+        if node == 0:
+            assert pred[node] == -1
+            continue
+        edge = pred[node]
+        assert edge_v[edge] == node
+        assert dist[edge_u[edge]] + edge_len[edge] == pytest.approx(dist[node])
+    assert (pred[~np.isfinite(dist)] == -1).all()
