@@ -314,13 +314,16 @@ def _to_float_arrow(
     return values, np.isnan(values) & ~missing
 
 
+_BOOL_TYPES = frozenset({bool, np.bool_})
+
+
 def _numbers_to_float(
     raw: Sequence[Any] | np.ndarray | pd.Series,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`to_float` for raw values that are all numbers (not bools) or None, as in JSON."""
     if not isinstance(raw, list) and not (isinstance(raw, np.ndarray) and raw.dtype == object):
         return None
-    if any(isinstance(value, bool | np.bool_) for value in raw):  # Arrow takes True as 1.0
+    if not _BOOL_TYPES.isdisjoint(map(type, raw)):  # Arrow takes True as 1.0 after a float
         return None
     try:
         array = pa.array(raw, from_pandas=True)

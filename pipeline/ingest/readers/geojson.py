@@ -156,6 +156,20 @@ class _Rows:
         return True
 
 
+def _reject_coordinate_problems(candidates: Candidates, problems: list[str | None]) -> None:
+    """Reject the rows with a coordinate problem (``"<reason>: <detail>"``) for that reason."""
+    rows = np.flatnonzero(pd.notna(np.array(problems, dtype=object)))
+    for reason in (MISSING_COORDINATES, UNPARSEABLE_COORDINATES):
+        hits = [row for row in rows if str(problems[row]).startswith(reason)]
+        if not hits:
+            continue
+        mask = np.zeros(len(candidates), dtype=bool)
+        mask[hits] = True
+        details = np.full(len(candidates), None, dtype=object)
+        details[hits] = [str(problems[row]).partition(": ")[2] for row in hits]
+        candidates.reject(mask, reason, details)
+
+
 def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a GeoJSON trace (see the module docstring for the rules)."""
     text = decode_text(read_bytes(path, source), source, FIX_HINT)
@@ -185,12 +199,7 @@ def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     for feature in features:
         _read_feature(feature, defaults, rows, ignored)
     candidates = Candidates(np.arange(1, len(rows.time) + 1, dtype="int64"))
-    problems = np.array(rows.coordinate_problem, dtype=object)
-    for reason in (MISSING_COORDINATES, UNPARSEABLE_COORDINATES):
-        mask = np.array([p is not None and p.startswith(reason) for p in problems], dtype=bool)
-        candidates.reject(
-            mask, reason, np.array([str(p).partition(": ")[2] for p in problems], dtype=object)
-        )
+    _reject_coordinate_problems(candidates, rows.coordinate_problem)
     candidates.set_coordinates(rows.lon, rows.lat)
     time_problems = np.array(rows.time_problem, dtype=object)
     candidates.reject(pd.notna(time_problems), MISSING_TIME, time_problems)
