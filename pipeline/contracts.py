@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -480,7 +481,7 @@ def _null_problems(table: pa.Table, contract: Contract) -> list[str]:
 
 
 def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
-    if table.num_rows == 0:
+    if table.num_rows == 0 or _strictly_increasing(table, contract.key):
         return []
     counts = table.group_by(list(contract.key)).aggregate([([], "count_all")])
     duplicated = counts.filter(pc.greater(counts.column("count_all"), 1))
@@ -491,3 +492,19 @@ def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
         f"key ({', '.join(contract.key)}) is not unique: {duplicated.num_rows} value(s) repeat, "
         f"e.g. {example}"
     ]
+
+
+def _strictly_increasing(table: pa.Table, key: tuple[str, ...]) -> bool:
+    """Whether every row's key comes strictly after the previous row's (so keys are unique).
+
+    Stages write their tables sorted by key, so this one pass over neighbouring rows usually
+    settles uniqueness without grouping; False (also for nulls) leaves it to the grouping.
+    """
+    after = pa.array(np.zeros(table.num_rows - 1, dtype=bool))
+    tied = pa.array(np.ones(table.num_rows - 1, dtype=bool))
+    for name in key:
+        column = table.column(name)
+        previous, following = column.slice(0, table.num_rows - 1), column.slice(1)
+        after = pc.or_(after, pc.and_(tied, pc.fill_null(pc.greater(following, previous), False)))
+        tied = pc.and_(tied, pc.fill_null(pc.equal(following, previous), False))
+    return bool(pc.all(after, min_count=0).as_py())
