@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyarrow as pa
 import pytest
 from hypothesis import given
@@ -37,8 +39,8 @@ def visits(keys: list[tuple[str, int]]) -> pa.Table:
 
 
 @given(st.lists(KEYS, max_size=12), st.booleans())
-def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], order: bool) -> None:
-    keys = sorted(keys) if order else keys
+def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], sort: bool) -> None:
+    keys = sorted(keys) if sort else keys
     repeats = len(set(keys)) < len(keys)
     if repeats:
         with pytest.raises(ContractError, match=r"key \(trace, at\) is not unique"):
@@ -49,5 +51,5 @@ def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], 
 
 @given(st.lists(KEYS, min_size=1, max_size=12))
 def test_sorted_unique_keys_are_settled_without_grouping(keys: list[tuple[str, int]]) -> None:
-    increasing = all(a < b for a, b in zip(keys, keys[1:], strict=False))
+    increasing = all(a < b for a, b in itertools.pairwise(keys))
     assert _strictly_increasing(visits(keys), VISITS.key) == increasing  # UTF-8 byte order
