@@ -6,7 +6,7 @@ import itertools
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.contracts import Contract, _strictly_increasing, validate_table
@@ -38,6 +38,7 @@ def visits(keys: list[tuple[str, int]]) -> pa.Table:
     )
 
 
+@settings(deadline=None)  # the first call also warms up Arrow's compute functions
 @given(st.lists(KEYS, max_size=12), st.booleans())
 def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], sort: bool) -> None:
     keys = sorted(keys) if sort else keys
@@ -49,6 +50,7 @@ def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], 
         validate_table(visits(keys), VISITS)
 
 
+@settings(deadline=None)
 @given(st.lists(KEYS, min_size=1, max_size=12))
 def test_sorted_unique_keys_are_settled_without_grouping(keys: list[tuple[str, int]]) -> None:
     increasing = all(a < b for a, b in itertools.pairwise(keys))
