@@ -42,6 +42,8 @@ ROW_GROUP_ROWS = 64 * 1024
 OUTPUT_MODE = 0o644  # mkstemp creates 0600; outputs are meant to be shared
 # ISO 19125 WKB of a 2D point: byte order (1 = little endian), geometry type (1 = Point), x, y
 WKB_POINT = np.dtype([("byte_order", "u1"), ("geometry_type", "<u4"), ("x", "<f8"), ("y", "<f8")])
+# ... and the head of a 2D LineString's: byte order, geometry type (2 = LineString), vertex count
+WKB_LINE_HEAD = np.dtype([("byte_order", "u1"), ("geometry_type", "<u4"), ("count", "<u4")])
 
 
 @contextlib.contextmanager
@@ -143,7 +145,73 @@ def write_points(
         COVERING_BBOX_COLUMN,
         pa.StructArray.from_arrays([lon, lat, lon, lat], names=["xmin", "ymin", "xmax", "ymax"]),
     )
-    geo = _point_geo_metadata(contract.geometry_column, lon, lat, crs)
+    geo = _geo_metadata(contract.geometry_column, "Point", lon, lat, crs)
+    metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
+    _write_conformed(table.replace_schema_metadata(metadata), path, contract)
+
+
+def write_lines(
+    frame: pd.DataFrame | pa.Table,
+    coords: np.ndarray,
+    offsets: np.ndarray,
+    path: str | Path,
+    contract: Contract,
+    crs: str = "EPSG:4326",
+) -> None:
+    """Write a table of LineStrings, their geometry encoded straight from the vertices.
+
+    The file is the same GeoParquet 1.1 as :func:`write_table` writes for a GeoDataFrame of
+    those lines, without making a shapely object per line (see :func:`write_points`).
+
+    Parameters
+    ----------
+    frame
+        Every column of ``contract`` but its geometry (a DataFrame, or an Arrow table).
+    coords
+        The vertices of all the lines, ``(n, 2)`` x/y, line after line.
+    offsets
+        Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are rows.
+    path
+        Where to write (atomically).
+    contract
+        The table's contract; it must have a geometry column.
+    crs
+        The coordinates' reference system.
+
+    Raises
+    ------
+    ContractError
+        If the frame does not satisfy ``contract``.
+    ValueError
+        If ``offsets`` does not describe lines of at least two vertices each, one per row.
+    """
+    if contract.geometry_column is None:
+        raise ContractError(f"{path}: {contract.name!r} has no geometry column to write lines to")
+    coords = np.ascontiguousarray(coords, dtype="<f8").reshape(-1, 2)
+    offsets = np.asarray(offsets, dtype="int64")
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
+    if (
+        len(offsets) != table.num_rows + 1
+        or offsets[-1] != len(coords)
+        or (np.diff(offsets) < 2).any()
+    ):
+        raise ValueError(
+            f"{path}: offsets must give {table.num_rows} line(s) of 2 or more of the "
+            f"{len(coords)} vertices"
+        )
+    table = table.append_column(contract.geometry_column, wkb_linestrings(coords, offsets))
+    starts = offsets[:-1]
+    lows = [np.minimum.reduceat(coords[:, axis], starts) for axis in (0, 1)]
+    highs = [np.maximum.reduceat(coords[:, axis], starts) for axis in (0, 1)]
+    if not len(starts):
+        lows = highs = [np.empty(0), np.empty(0)]
+    table = table.append_column(
+        COVERING_BBOX_COLUMN,
+        pa.StructArray.from_arrays([*lows, *highs], names=["xmin", "ymin", "xmax", "ymax"]),
+    )
+    geo = _geo_metadata(contract.geometry_column, "LineString", coords[:, 0], coords[:, 1], crs)
     metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
     _write_conformed(table.replace_schema_metadata(metadata), path, contract)
 
@@ -161,14 +229,40 @@ def wkb_points(lon: np.ndarray, lat: np.ndarray) -> pa.BinaryArray:
     )
 
 
-def _point_geo_metadata(column: str, lon: np.ndarray, lat: np.ndarray, crs: str) -> dict[str, Any]:
-    """Return the GeoParquet 1.1 ``geo`` metadata of a points column, as geopandas has it."""
+def wkb_linestrings(coords: np.ndarray, offsets: np.ndarray) -> pa.BinaryArray:
+    """Encode lines (vertices ``coords[offsets[i]:offsets[i + 1]]``) as WKB LineStrings.
+
+    What ``shapely.to_wkb`` gives for ``shapely.linestrings(coords, indices=...)``.
+    """
+    counts = np.diff(offsets)
+    heads = np.empty(len(counts), dtype=WKB_LINE_HEAD)
+    heads["byte_order"] = 1
+    heads["geometry_type"] = 2
+    heads["count"] = counts
+    value_offsets = WKB_LINE_HEAD.itemsize * np.arange(len(offsets)) + 16 * offsets
+    data = np.empty(int(value_offsets[-1]), dtype=np.uint8)
+    head_bytes = (value_offsets[:-1, None] + np.arange(WKB_LINE_HEAD.itemsize)).ravel()
+    is_head = np.zeros(len(data), dtype=bool)
+    is_head[head_bytes] = True
+    data[head_bytes] = heads.view(np.uint8)
+    data[~is_head] = np.ascontiguousarray(coords, dtype="<f8").view(np.uint8).ravel()
+    return pa.BinaryArray.from_buffers(
+        pa.binary(),
+        len(counts),
+        [None, pa.py_buffer(value_offsets.astype("int32")), pa.py_buffer(data)],
+    )
+
+
+def _geo_metadata(
+    column: str, geometry_type: str, x: np.ndarray, y: np.ndarray, crs: str
+) -> dict[str, Any]:
+    """Return the GeoParquet 1.1 ``geo`` metadata of a column of lines or points, as geopandas."""
     description: dict[str, Any] = {
         "encoding": "WKB",
         "crs": _projjson(crs),
-        "geometry_types": ["Point"] if len(lon) else [],
+        "geometry_types": [geometry_type] if len(x) else [],
     }
-    bbox = [np.min(lon), np.min(lat), np.max(lon), np.max(lat)] if len(lon) else []
+    bbox = [np.min(x), np.min(y), np.max(x), np.max(y)] if len(x) else []
     if bbox and np.isfinite(bbox).all():
         description["bbox"] = [float(value) for value in bbox]
     description["covering"] = {

@@ -6,11 +6,16 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point
 
-from pipeline.contracts import EDGES, NODES, validate_table
+from pipeline.contracts import EDGES, NODES, Contract, validate_table
 from pipeline.errors import ContractError, InputDataError
 from pipeline.io import (
     _parsed_crs,
@@ -18,8 +23,19 @@ from pipeline.io import (
     atomic_path,
     concat_tables,
     read_table,
+    wkb_linestrings,
+    write_lines,
     write_points,
     write_table,
+)
+
+LINES = Contract(
+    name="lines",
+    version=1,
+    schema=pa.schema(
+        [pa.field("line_id", pa.int64(), nullable=False), pa.field("geometry", pa.binary())]
+    ),
+    key=("line_id",),
 )
 
 
@@ -79,6 +95,39 @@ def test_points_written_from_coordinates_are_the_geoparquet_of_their_shapely_poi
     assert geo["creator"]["library"] == "roadcover"
     back = read_table(tmp_path / "wkb.parquet", NODES)
     assert back.geometry.x.tolist() == frame.geometry.x.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(2, 6), min_size=1, max_size=8),
+    st.floats(-180, 180, allow_nan=False),
+    st.floats(-90, 90, allow_nan=False),
+)
+def test_lines_written_from_vertices_are_the_geoparquet_of_their_shapely_lines(
+    tmp_path_factory: pytest.TempPathFactory, counts: list[int], x0: float, y0: float
+) -> None:
+    folder = tmp_path_factory.mktemp("lines")
+    offsets = np.r_[0, np.cumsum(counts, dtype="int64")]
+    rng = np.random.default_rng(len(counts))
+    coords = np.array([x0, y0]) + rng.normal(0, 0.01, (int(offsets[-1]), 2))
+    lines = shapely.linestrings(coords, indices=np.repeat(np.arange(len(counts)), counts))
+    assert wkb_linestrings(coords, offsets).to_pylist() == list(shapely.to_wkb(lines))
+    frame = gpd.GeoDataFrame({"line_id": np.arange(len(counts))}, geometry=lines, crs="EPSG:4326")
+    write_table(frame, folder / "shapely.parquet", LINES)
+    write_lines(frame.drop(columns="geometry"), coords, offsets, folder / "wkb.parquet", LINES)
+    expected, written = (pq.read_table(folder / f"{n}.parquet") for n in ("shapely", "wkb"))
+    assert written.equals(expected)  # WKB bytes and covering bboxes
+    geo, expected_geo = (json.loads(t.schema.metadata[b"geo"]) for t in (written, expected))
+    assert geo["columns"] == expected_geo["columns"]
+    with pytest.raises(ValueError, match="offsets must give"):
+        write_lines(frame.drop(columns="geometry"), coords, offsets[:-1], folder / "x", LINES)
+
+
+def test_no_lines_make_an_empty_geoparquet(tmp_path: Path) -> None:
+    frame = pa.table({"line_id": pa.array([], pa.int64())})
+    write_lines(frame, np.empty((0, 2)), np.zeros(1, "int64"), tmp_path / "empty.parquet", LINES)
+    back = read_table(tmp_path / "empty.parquet", LINES)
+    assert back.empty and back.crs == "EPSG:4326"
 
 
 def test_geoparquet_is_read_as_geopandas_reads_it_with_each_crs_parsed_once(

@@ -234,8 +234,25 @@ def route_segments(net: MatchNetwork, route: pd.DataFrame) -> gpd.GeoDataFrame:
         row of ``route``, in its order. Times are UTC timestamps when ``t_s`` was in Unix
         seconds.
     """
+    columns, coords, offsets = route_segment_lines(net, route)
+    lines = shapely.linestrings(coords, indices=np.repeat(np.arange(len(route)), np.diff(offsets)))
+    return gpd.GeoDataFrame(columns, geometry=np.asarray(lines), crs="EPSG:4326")
+
+
+def route_segment_lines(
+    net: MatchNetwork, route: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`route_segments` as columns and vertices, for writing without shapely objects.
+
+    Returns
+    -------
+    columns
+        Every column of :func:`route_segments` but the geometry.
+    coords, offsets
+        The pieces' vertices (lon, lat): piece ``i`` is ``coords[offsets[i]:offsets[i + 1]]``.
+    """
     edge = route["edge"].to_numpy()
-    return gpd.GeoDataFrame(
+    columns = pd.DataFrame(
         {
             "edge_id": net.edge_id[edge],
             "u": net.edge_u_id[edge],
@@ -247,12 +264,12 @@ def route_segments(net: MatchNetwork, route: pd.DataFrame) -> gpd.GeoDataFrame:
             "entered_at": pd.to_datetime(route["entered_at_s"].to_numpy(), unit="s", utc=True),
             "exited_at": pd.to_datetime(route["exited_at_s"].to_numpy(), unit="s", utc=True),
             "segment": route["segment"].to_numpy(),
-        },
-        geometry=edge_substrings(
-            net, edge, route["from_metric_m"].to_numpy(), route["to_metric_m"].to_numpy()
-        ),
-        crs="EPSG:4326",
+        }
     )
+    coords, offsets = substring_lines(
+        net, edge, route["from_metric_m"].to_numpy(), route["to_metric_m"].to_numpy()
+    )
+    return columns, coords, offsets
 
 
 def edge_substrings(
@@ -269,11 +286,23 @@ def edge_substrings(
     from_m, to_m
         Offsets from ``u`` in the network's metric projection (``edge_len_m`` scale).
     """
+    coords, offsets = substring_lines(net, edge, from_m, to_m)
+    indices = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return np.asarray(shapely.linestrings(coords, indices=indices), dtype=object)
+
+
+def substring_lines(
+    net: MatchNetwork, edge: np.ndarray, from_m: np.ndarray, to_m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`edge_substrings` as vertices (lon, lat) and each line's first vertex.
+
+    Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``, of two or more vertices.
+    """
     if len(edge) == 0:
-        return np.empty(0, dtype=object)
+        return np.empty((0, 2)), np.zeros(1, dtype=np.int64)
     coords, index = substring_coords(
         np.asarray(edge, dtype=np.int64), np.asarray(from_m, dtype="float64"),
         np.asarray(to_m, dtype="float64"), net.edge_vert_ptr, net.vert_off_m, net.vert_lon,
         net.vert_lat,
     )  # fmt: skip
-    return np.asarray(shapely.linestrings(coords, indices=index))
+    return coords, np.searchsorted(index, np.arange(len(edge) + 1))

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -37,11 +36,12 @@ from pipeline.io import (
     concat_tables,
     read_table,
     write_json,
+    write_lines,
     write_points,
     write_table,
 )
 from pipeline.parallel import run_tasks
-from pipeline.snap.match import TripMatch, match_trip, route_segments
+from pipeline.snap.match import TripMatch, match_trip, route_segment_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
 
@@ -213,16 +213,31 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
     points = points.sort_values(["trip_id", "observed_at"], ignore_index=True)
     matched, segments, quality = match_chunk(points, roads_dir, params)
     matched = matched.sort_values(["trace_id", "observed_at"], ignore_index=True)
-    segments = segments.sort_values(["trip_id", "seq"], ignore_index=True)
     lon, lat = matched.pop("lon").to_numpy(), matched.pop("lat").to_numpy()
     write_points(matched, lon, lat, task.part(POINTS_FILE), MATCHED_POINTS)
-    write_table(gpd.GeoDataFrame(segments), task.part(SEGMENTS_FILE), MATCHED_SEGMENTS)
+    write_lines(
+        segments.columns, segments.coords, segments.offsets, task.part(SEGMENTS_FILE),
+        MATCHED_SEGMENTS,
+    )  # fmt: skip
     return quality
+
+
+@dataclass
+class Segments:
+    """Matched segments: every column of ``matched_segments`` but the geometry, and its lines.
+
+    Segment ``i``'s line is ``coords[offsets[i]:offsets[i + 1]]`` (lon, lat); rows are in
+    ``(trip_id, seq)`` order.
+    """
+
+    columns: pd.DataFrame
+    coords: np.ndarray
+    offsets: np.ndarray
 
 
 def match_chunk(
     points: pd.DataFrame, roads_dir: str, params: MatchParams
-) -> tuple[pd.DataFrame, gpd.GeoDataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, Segments, pd.DataFrame]:
     """Match the trips of a chunk; return matched points, segments and per-trip quality.
 
     ``points`` is sorted by trip, then time. The matched points' positions (snapped, or the
@@ -296,8 +311,9 @@ def _where_matched(ids: np.ndarray, matched: np.ndarray) -> pd.Series:
     return pd.Series(ids, dtype="Int64").where(matched)
 
 
-def _segments(net: MatchNetwork, routes: pd.DataFrame, firsts: pd.DataFrame) -> gpd.GeoDataFrame:
-    segments = route_segments(net, routes).drop(columns=["segment"])
+def _segments(net: MatchNetwork, routes: pd.DataFrame, firsts: pd.DataFrame) -> Segments:
+    segments, coords, offsets = route_segment_lines(net, routes)
+    segments = segments.drop(columns=["segment"])
     trip_index = routes["trip_index"].to_numpy()
     segments.insert(0, "trace_id", firsts["trace_id"].to_numpy()[trip_index])
     segments.insert(1, "trip_id", firsts["trip_id"].to_numpy()[trip_index])
@@ -305,11 +321,11 @@ def _segments(net: MatchNetwork, routes: pd.DataFrame, firsts: pd.DataFrame) -> 
     segments.insert(3, "contributor_id", firsts["contributor_id"].to_numpy()[trip_index])
     for column in ("entered_at", "exited_at"):  # interpolated times, kept to the millisecond
         segments[column] = segments[column].dt.round("ms").dt.as_unit("ms")
-    return segments
+    return Segments(segments, coords, offsets)
 
 
 def _trip_quality(
-    firsts: pd.DataFrame, matched: pd.DataFrame, segments: pd.DataFrame, params: MatchParams
+    firsts: pd.DataFrame, matched: pd.DataFrame, segments: Segments, params: MatchParams
 ) -> pd.DataFrame:
     # trips are grouped by integer code (in order of appearance, as in ``firsts``)
     trip = pd.factorize(matched["trip_id"], sort=False)[0]
@@ -321,7 +337,8 @@ def _trip_quality(
         }
     )
     by_trip = per_fix.groupby(trip, sort=False)
-    driven_m = (segments["to_offset_m"] - segments["from_offset_m"]).abs()
+    pieces = segments.columns
+    driven_m = (pieces["to_offset_m"] - pieces["from_offset_m"]).abs()
     quality = pd.DataFrame(
         {
             "trace_id": firsts["trace_id"].to_numpy(),
@@ -334,7 +351,7 @@ def _trip_quality(
             "p95_distance_m": by_trip["distance"].quantile(0.95).to_numpy(),
         }
     )
-    km = driven_m.groupby(segments["trip_id"]).sum() / 1000.0
+    km = driven_m.groupby(pieces["trip_id"]).sum() / 1000.0
     quality["matched_km"] = quality["trip_id"].map(km).fillna(0.0).to_numpy()
     quality["confidence"] = [
         match_confidence(m / n, b, d if np.isfinite(d) else None, params.search_radius_m)
