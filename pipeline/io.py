@@ -133,21 +133,10 @@ def write_points(
     ContractError
         If the frame does not satisfy ``contract``.
     """
-    if contract.geometry_column is None:
-        raise ContractError(f"{path}: {contract.name!r} has no geometry column to write points to")
     lon = np.ascontiguousarray(lon, dtype="float64")
     lat = np.ascontiguousarray(lat, dtype="float64")
-    table = (
-        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    )
-    table = table.append_column(contract.geometry_column, wkb_points(lon, lat))
-    table = table.append_column(
-        COVERING_BBOX_COLUMN,
-        pa.StructArray.from_arrays([lon, lat, lon, lat], names=["xmin", "ymin", "xmax", "ymax"]),
-    )
-    geo = _geo_metadata(contract.geometry_column, "Point", lon, lat, crs)
-    metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
-    _write_conformed(table.replace_schema_metadata(metadata), path, contract)
+    bounds = (lon, lat, lon, lat)
+    _write_geometry(frame, wkb_points(lon, lat), bounds, "Point", path, contract, crs)
 
 
 def write_lines(
@@ -185,33 +174,52 @@ def write_lines(
     ValueError
         If ``offsets`` does not describe lines of at least two vertices each, one per row.
     """
-    if contract.geometry_column is None:
-        raise ContractError(f"{path}: {contract.name!r} has no geometry column to write lines to")
     coords = np.ascontiguousarray(coords, dtype="<f8").reshape(-1, 2)
     offsets = np.asarray(offsets, dtype="int64")
+    rows = len(frame) if isinstance(frame, pd.DataFrame) else frame.num_rows
+    if len(offsets) != rows + 1 or offsets[-1] != len(coords) or (np.diff(offsets) < 2).any():
+        raise ValueError(
+            f"{path}: offsets must give {rows} line(s) of 2 or more of the {len(coords)} vertices"
+        )
+    x, y, starts = coords[:, 0], coords[:, 1], offsets[:-1]
+    empty = np.empty(0)
+    bounds = (
+        np.minimum.reduceat(x, starts) if rows else empty,
+        np.minimum.reduceat(y, starts) if rows else empty,
+        np.maximum.reduceat(x, starts) if rows else empty,
+        np.maximum.reduceat(y, starts) if rows else empty,
+    )
+    geometry = wkb_linestrings(coords, offsets)
+    _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, coords)
+
+
+def _write_geometry(
+    frame: pd.DataFrame | pa.Table,
+    geometry: pa.BinaryArray,
+    bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    geometry_type: str,
+    path: str | Path,
+    contract: Contract,
+    crs: str,
+    vertices: np.ndarray | None = None,
+) -> None:
+    """Write ``frame`` with a WKB ``geometry`` column of one type and its covering bbox.
+
+    ``bounds`` are the rows' xmin, ymin, xmax, ymax; ``vertices`` (default: the bounds' lower
+    corners, which are the points themselves) give the file's bbox.
+    """
+    if contract.geometry_column is None:
+        raise ContractError(f"{path}: {contract.name!r} has no geometry column to write to")
     table = (
         frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     )
-    if (
-        len(offsets) != table.num_rows + 1
-        or offsets[-1] != len(coords)
-        or (np.diff(offsets) < 2).any()
-    ):
-        raise ValueError(
-            f"{path}: offsets must give {table.num_rows} line(s) of 2 or more of the "
-            f"{len(coords)} vertices"
-        )
-    table = table.append_column(contract.geometry_column, wkb_linestrings(coords, offsets))
-    starts = offsets[:-1]
-    lows = [np.minimum.reduceat(coords[:, axis], starts) for axis in (0, 1)]
-    highs = [np.maximum.reduceat(coords[:, axis], starts) for axis in (0, 1)]
-    if not len(starts):
-        lows = highs = [np.empty(0), np.empty(0)]
+    table = table.append_column(contract.geometry_column, geometry)
     table = table.append_column(
         COVERING_BBOX_COLUMN,
-        pa.StructArray.from_arrays([*lows, *highs], names=["xmin", "ymin", "xmax", "ymax"]),
+        pa.StructArray.from_arrays(list(bounds), names=["xmin", "ymin", "xmax", "ymax"]),
     )
-    geo = _geo_metadata(contract.geometry_column, "LineString", coords[:, 0], coords[:, 1], crs)
+    x, y = (vertices[:, 0], vertices[:, 1]) if vertices is not None else bounds[:2]
+    geo = _geo_metadata(contract.geometry_column, geometry_type, x, y, crs)
     metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
     _write_conformed(table.replace_schema_metadata(metadata), path, contract)
 
