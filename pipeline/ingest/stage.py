@@ -490,13 +490,15 @@ def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> d
     lon, lat = accepted["lon"].to_numpy(), accepted["lat"].to_numpy()
     trip_codes, trip_ids = pd.factorize(accepted["trip_id"])
     partition = _trip_partitions(accepted, resolution)
-    folders = np.array([f"points/date={partition[t][0]}/h3={partition[t][1]}" for t in trip_ids])
-    row_folders = folders[trip_codes]
+    trip_folders = [f"points/date={partition[t][0]}/h3={partition[t][1]}" for t in trip_ids]
+    folder_codes, folders = pd.factorize(np.array(trip_folders, dtype=object), sort=True)
+    row_folders = folder_codes[trip_codes]
+    by_folder = np.argsort(row_folders, kind="stable")  # each folder's rows, in order
+    ends = np.searchsorted(row_folders[by_folder], np.arange(len(folders)), side="right")
     name = f"part-{task.batch_id}-{task.index:05d}.parquet"
     files: dict[str, str] = {}
-    for folder in np.unique(folders):  # sorted, so files are written in a stable order
-        rows = np.flatnonzero(row_folders == folder)
-        relative = f"{folder}/{name}"
+    for folder, rows in zip(folders, np.split(by_folder, ends[:-1]), strict=True):
+        relative = f"{folder}/{name}"  # folders sorted, so files are written in a stable order
         write_points(table.take(rows), lon[rows], lat[rows], task.staging_dir / relative, POINTS)
         files.update(dict.fromkeys(trip_ids[np.unique(trip_codes[rows])], relative))
     return files
