@@ -4,6 +4,13 @@ A scheduler address comes from the config (``dask.scheduler_address``, when the 
 one) or the ``DASK_SCHEDULER_ADDRESS`` environment variable; point it at a cluster started by
 dask-kubernetes or dask-jobqueue to scale out. Otherwise a LocalCluster of ``workers`` processes
 (one thread each) is started for the duration of the stage.
+
+Its workers keep glibc's own memory tuning: Dask's nannies start workers with
+``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes glibc's mmap threshold, so that every NumPy
+or Arrow array over 128 KiB is mapped and unmapped anew, page faults included; the stages'
+array-heavy tasks ran 30 % slower so. Memory stays bounded by the task (see
+docs/benchmarks.md for the workers' peak RSS). Set ``MALLOC_TRIM_THRESHOLD_`` in the
+environment to have it anyway; for a cluster of your own, see docs/workflow.md.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import dask
 from dask.distributed import Client, Future, LocalCluster, as_completed
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+# None removes a variable from what Dask's nannies set before starting a worker process
+GLIBC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -103,13 +113,15 @@ def _local_cluster(workers: int) -> Iterator[LocalCluster]:
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        with LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.WARNING,
-        ) as cluster:
+        with dask.config.set(GLIBC_DEFAULTS):  # read as the nannies are made
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.WARNING,
+            )
+        with cluster:
             yield cluster
     finally:
         logger.setLevel(level)

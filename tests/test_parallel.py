@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
-from dask.distributed import LocalCluster
+from dask.distributed import Client, LocalCluster
 
 from pipeline.parallel import (
     SCHEDULER_ENV,
     dask_client,
     gather_with_progress,
     run_tasks,
+    shared_local_cluster,
     with_progress,
 )
 
@@ -77,3 +79,24 @@ def test_run_tasks_uses_dask_only_when_given_a_scheduler_or_enough_tasks(
     shared = run_tasks(thread_of, [1, 2, 3], "t", 2, cluster.scheduler_address, 8, offset=10)
     assert [value for value, _ in shared] == [11, 12, 13]  # in order
     assert here not in {ident for _, ident in shared}  # on the cluster's worker threads
+
+
+def worker_trim_thresholds(address: str) -> list[str | None]:
+    with Client(address) as client:
+        found = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    return list(found.values())
+
+
+def test_local_workers_keep_glibc_memory_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask's nannies would fix the trim threshold (and so glibc's mmap threshold)."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with shared_local_cluster(1) as address:
+        assert worker_trim_thresholds(address) == [None]
+
+
+def test_a_trim_threshold_in_the_environment_reaches_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    with shared_local_cluster(1) as address:
+        assert worker_trim_thresholds(address) == ["65536"]
