@@ -150,22 +150,15 @@ def write_lines(
     """Write a table of LineStrings, their geometry encoded straight from the vertices.
 
     The file is the same GeoParquet 1.1 as :func:`write_table` writes for a GeoDataFrame of
-    those lines, without making a shapely object per line (see :func:`write_points`).
+    those lines, without making a shapely object per line (see :func:`write_points`, whose
+    ``frame``, ``path``, ``contract`` and ``crs`` these are).
 
     Parameters
     ----------
-    frame
-        Every column of ``contract`` but its geometry (a DataFrame, or an Arrow table).
     coords
         The vertices of all the lines, ``(n, 2)`` x/y, line after line.
     offsets
         Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are rows.
-    path
-        Where to write (atomically).
-    contract
-        The table's contract; it must have a geometry column.
-    crs
-        The coordinates' reference system.
 
     Raises
     ------
@@ -181,14 +174,9 @@ def write_lines(
         raise ValueError(
             f"{path}: offsets must give {rows} line(s) of 2 or more of the {len(coords)} vertices"
         )
-    x, y, starts = coords[:, 0], coords[:, 1], offsets[:-1]
-    empty = np.empty(0)
-    bounds = (
-        np.minimum.reduceat(x, starts) if rows else empty,
-        np.minimum.reduceat(y, starts) if rows else empty,
-        np.maximum.reduceat(x, starts) if rows else empty,
-        np.maximum.reduceat(y, starts) if rows else empty,
-    )
+    low = np.minimum.reduceat(coords, offsets[:-1]) if rows else np.empty((0, 2))
+    high = np.maximum.reduceat(coords, offsets[:-1]) if rows else np.empty((0, 2))
+    bounds = (low[:, 0], low[:, 1], high[:, 0], high[:, 1])
     geometry = wkb_linestrings(coords, offsets)
     _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, coords)
 

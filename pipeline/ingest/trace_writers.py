@@ -92,7 +92,7 @@ def write_trace(
 
 def iso_times(observed_at: pd.Series) -> np.ndarray:
     """Format UTC times as ISO-8601 with milliseconds and ``Z``."""
-    naive = observed_at.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ms]")
+    naive = _unix_ms(observed_at).astype("datetime64[ms]")
     return np.char.add(np.datetime_as_string(naive, unit="ms"), "Z")
 
 

@@ -235,8 +235,7 @@ def route_segments(net: MatchNetwork, route: pd.DataFrame) -> gpd.GeoDataFrame:
         seconds.
     """
     columns, coords, offsets = route_segment_lines(net, route)
-    lines = shapely.linestrings(coords, indices=np.repeat(np.arange(len(route)), np.diff(offsets)))
-    return gpd.GeoDataFrame(columns, geometry=np.asarray(lines), crs="EPSG:4326")
+    return gpd.GeoDataFrame(columns, geometry=_linestrings(coords, offsets), crs="EPSG:4326")
 
 
 def route_segment_lines(
@@ -286,7 +285,11 @@ def edge_substrings(
     from_m, to_m
         Offsets from ``u`` in the network's metric projection (``edge_len_m`` scale).
     """
-    coords, offsets = substring_lines(net, edge, from_m, to_m)
+    return _linestrings(*substring_lines(net, edge, from_m, to_m))
+
+
+def _linestrings(coords: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Shapely LineStrings of lines ``coords[offsets[i]:offsets[i + 1]]``."""
     indices = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     return np.asarray(shapely.linestrings(coords, indices=indices), dtype=object)
 
