@@ -5,7 +5,7 @@ Usage::
     ROADCOVER_PSEUDONYM_KEY=bench-key-0123456789 \\
         python benchmarks/bench_ingest.py [--work DIR] [--sizes 40x7,160x7] [--runs 3]
         [--formats csv,gpx,nmea,geojson,parquet] [--workers 1,2] [--files 50,400]
-        [--profile FMT]
+        [--profile FMT] [--shared-cluster]
 
 Simulates fleets (``DEVICESxDAYS``) on the embedded Helsinki extract with the fleet simulator,
 writes every device's trace in every format (one file per device), then measures, as medians of
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import importlib
 import io
 import os
 import platform
@@ -46,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 import psutil
+from dask.distributed import Client
 
 from pipeline.config import IngestSettings, load_config
 from pipeline.ingest.readers import read_trace_file
@@ -53,6 +55,7 @@ from pipeline.ingest.simulate import drive_device, plan_fleet
 from pipeline.ingest.simulate_roads import DrivingNetwork
 from pipeline.ingest.stage import ingest_traces
 from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, write_trace
+from pipeline.parallel import shared_local_cluster
 from pipeline.roads import build_roads, resolve_extract
 
 FORMATS = ("csv", "gpx", "nmea", "geojson", "parquet")
@@ -186,11 +189,24 @@ def read_all(files: list[Path], pool: ProcessPoolExecutor | None) -> int:
     return sum(pool.map(read_one, files, chunksize=max(1, len(files) // 16)))
 
 
-def ingest_all(files: list[Path], settings: IngestSettings) -> int:
+def ingest_all(files: list[Path], settings: IngestSettings, scheduler: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
-        report = ingest_traces(files, Path(folder) / "traces", settings, now=NOW)
+        report = ingest_traces(
+            files, Path(folder) / "traces", settings, now=NOW, scheduler_address=scheduler
+        )
     assert report["rows_read"] == report["accepted"] + report["rejected"]
     return int(report["rows_read"])
+
+
+@contextlib.contextmanager
+def warm_cluster(workers: int) -> Iterator[str | None]:
+    """A shared LocalCluster of ``workers`` whose workers have imported the stack; None for 1."""
+    if workers <= 1:
+        yield None
+        return
+    with shared_local_cluster(workers) as address, Client(address) as client:
+        client.run(importlib.import_module, "pipeline.ingest.stage")
+        yield address
 
 
 def mib(value: int) -> str:
@@ -211,6 +227,11 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="format to profile (1-worker ingest)")
     parser.add_argument("--skip-readers", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument(
+        "--shared-cluster",
+        action="store_true",
+        help="ingest with 2+ workers on a warm LocalCluster started once (as roadcover run does)",
+    )
     args = parser.parse_args()
     os.environ.setdefault(KEY_ENV, "bench-pseudonym-key-0123456789")
     work: Path = args.work
@@ -264,9 +285,9 @@ def main() -> None:
                 folder = write_fleet(fixes, work / f"{fmt}-{devices}x{days}", fmt)
                 files = sorted(folder.iterdir())
                 for count in workers:
-                    t = median_run(
-                        partial(ingest_all, files, replace(base, workers=count)), args.runs
-                    )
+                    with warm_cluster(count if args.shared_cluster else 1) as scheduler:
+                        settings = replace(base, workers=count)
+                        t = median_run(partial(ingest_all, files, settings, scheduler), args.runs)
                     print(
                         f"| {fmt} | {devices}x{days} | {len(files)} | {t.points:,} | {count} | "
                         f"{t.row()} | {mib(t.memory.main_peak)} | "

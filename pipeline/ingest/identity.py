@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -45,45 +46,44 @@ def read_sidecar(path: Path) -> dict[str, str]:
 
 
 def assign_identities(
-    fixes: pd.DataFrame,
+    fixes: Mapping[str, np.ndarray],
     path: Path,
     file_sha256: str,
     settings: IngestSettings,
     key: bytes,
     location: Path | None = None,
-) -> pd.DataFrame:
-    """Add pseudonymous ``contributor_id``, ``device_id`` and ``trace_id`` to a file's fixes.
+) -> dict[str, np.ndarray]:
+    """Return a file's fix columns with pseudonymous contributor, device and ``trace_id``.
 
     A trace is one device's fixes in one file: ``trace_id`` is the pseudonym of the file's
     content hash and the raw device id, so re-reading the same file gives the same traces.
-    ``path`` is the file as given (matched against ``ingest.contributors``); its sidecar is
-    looked for beside ``location`` (default ``path``), where the file is opened.
+    ``fixes`` are the reader's columns (:attr:`~pipeline.ingest.readers.ReadResult.columns`);
+    the raw id columns are replaced, not changed. ``path`` is the file as given (matched
+    against ``ingest.contributors``); its sidecar is looked for beside ``location`` (default
+    ``path``), where the file is opened.
     """
     sidecar = read_sidecar(location if location is not None else path)
     configured = _configured_contributor(path, settings)
     raw_device = _first_given(sidecar.get("device_id"), fixes["device_id"], path.name.split(".")[0])
     contributor = sidecar.get("contributor_id") or configured
     raw_contributor = _first_given(contributor, fixes["contributor_id"], UNKNOWN_CONTRIBUTOR)
-    count = len(fixes)
-    identified = fixes.copy(deep=False)  # whole columns are replaced: the caller's stay as read
-    columns = {
+    count = len(fixes["source_row"])
+    return {
+        **fixes,
         "contributor_id": pseudonymize(key, raw_contributor, count),
         "device_id": pseudonymize(key, raw_device, count),
         "trace_id": pseudonymize(key, raw_device, count, prefix=f"trace:{file_sha256}:"),
     }
-    for name, values in columns.items():  # kept as objects, as the readers give ids
-        identified[name] = pd.Series(values, index=fixes.index, dtype=object, copy=False)
-    return identified
 
 
-def _first_given(file_wide: str | None, per_row: pd.Series, default: str) -> str | np.ndarray:
+def _first_given(file_wide: str | None, per_row: np.ndarray, default: str) -> str | np.ndarray:
     """Per row: ``file_wide`` if given, else the row's own value, else ``default``.
 
     One ``str`` when every row gets the same (the common case), else one value per row.
     """
     if file_wide is not None:
         return file_wide
-    values = per_row.to_numpy(dtype=object)
+    values = np.asarray(per_row, dtype=object)
     missing = pd.isna(values)
     if missing.all():
         return default

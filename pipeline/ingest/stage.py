@@ -65,6 +65,7 @@ from pipeline.ingest.readers import (
     ReaderOptions,
     UnreadableFileError,
     detect_format,
+    fix_frame,
     read_trace_file,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
@@ -197,7 +198,8 @@ def ingest_traces(
     files = find_trace_files(inputs)
     hashes = {path: file_sha256(path) for path in files}
     new_files = _new_files(files, hashes, registry)
-    skipped = [str(p) for p in files if p not in new_files]
+    to_ingest = set(new_files)  # a set: the batch may hold many thousand files
+    skipped = [str(p) for p in files if p not in to_ingest]
     if not new_files:
         log.info("ingest: nothing new (%d file(s) already ingested)", len(skipped))
         return {"batch_id": None, "files_skipped": skipped, "rows_read": 0}
@@ -350,17 +352,25 @@ def ingest_files(
         for p, h in zip(paths, sha256s, strict=True)
     ]
     files = [outcome for outcome, _ in read]
-    readable = [file_rows for outcome, file_rows in read if outcome.format is not None]
+    readable = [columns for _, columns in read if columns is not None]
     if not readable:
         return files, _empty_rows()
-    rows = pd.concat(readable, ignore_index=True)
-    rows = rows.sort_values(
-        ["trace_id", "observed_at", "source_row"], kind="stable", ignore_index=True
-    )
-    rows["reason"] = pd.Series(None, index=rows.index, dtype=object)
-    rows["detail"] = pd.Series(None, index=rows.index, dtype=object)
+    rows = _sorted_rows(readable)
     clean_rows(rows, settings, now)
     return files, rows
+
+
+def _sorted_rows(files: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Join the files' fix columns into one table sorted by trace and time, with no reasons yet.
+
+    The files' columns are joined and sorted as arrays, and the table built once for the chunk.
+    """
+    columns = {name: np.concatenate([file[name] for file in files]) for name in files[0]}
+    trace_codes = pd.factorize(columns["trace_id"], sort=True)[0]
+    order = np.lexsort((columns["source_row"], columns["observed_at"], trace_codes))
+    no_problem = np.full(len(order), None, dtype=object)
+    sorted_columns = {name: values[order] for name, values in columns.items()}
+    return fix_frame({**sorted_columns, "reason": no_problem, "detail": no_problem.copy()})
 
 
 def read_file(
@@ -369,11 +379,12 @@ def read_file(
     settings: IngestSettings,
     pseudonym_key: bytes,
     location: Path | None = None,
-) -> tuple[FileOutcome, pd.DataFrame]:
-    """Read one file; return what was read and its fixes with pseudonymous identities.
+) -> tuple[FileOutcome, dict[str, np.ndarray] | None]:
+    """Read one file; return what was read and its fix columns with pseudonymous identities.
 
-    ``path`` names the file in the outputs; ``location`` is where to open it (default
-    ``path``).
+    The columns are :data:`~pipeline.ingest.readers.FIX_COLUMNS` and ``trace_id``
+    (``observed_at`` naive UTC), None for a file that cannot be read. ``path`` names the file
+    in the outputs; ``location`` is where to open it (default ``path``).
     """
     location = location if location is not None else path
     options = ReaderOptions(
@@ -393,11 +404,11 @@ def read_file(
                 }
             ]
         )
-        return FileOutcome(str(path), sha256, None, 1, whole_file, {}), _empty_rows()
-    rows = assign_identities(result.fixes, path, sha256, settings, pseudonym_key, location)
-    reader_rejects = result.rejects[REJECT_COLUMNS]
-    outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, reader_rejects, result.ignored)
-    return outcome, rows
+        return FileOutcome(str(path), sha256, None, 1, whole_file, {}), None
+    columns = assign_identities(result.columns, path, sha256, settings, pseudonym_key, location)
+    columns["source_file"] = np.full(len(columns["source_row"]), str(path), dtype=object)
+    outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, result.rejects, result.ignored)
+    return outcome, columns
 
 
 def clean_rows(rows: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:

@@ -36,6 +36,7 @@ from pipeline.ingest.readers.base import (
     ReaderOptions,
     ReadResult,
     UnreadableFileError,
+    fix_frame,
 )
 from pipeline.ingest.readers.delimited import read_csv
 from pipeline.ingest.readers.detect import FORMATS, detect_format
@@ -53,6 +54,7 @@ __all__ = [
     "ReaderOptions",
     "UnreadableFileError",
     "detect_format",
+    "fix_frame",
     "read_trace_file",
 ]
 

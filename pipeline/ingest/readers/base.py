@@ -10,12 +10,13 @@ coordinates cannot be parsed are then rejected with the first problem found, in 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -93,8 +94,12 @@ class ReadResult:
 
     Attributes
     ----------
-    fixes
-        :data:`FIX_COLUMNS`, one row per parsed fix, in file order.
+    columns
+        The parsed fixes as arrays, in file order: :data:`FIX_COLUMNS` but ``source_file``,
+        with ``observed_at`` as naive UTC ``datetime64[ms]``. What the ingest stage gathers
+        for a chunk of files before it builds one table; ``fixes`` is the same as a table.
+    source
+        The ``source_file`` of every fix and reject.
     rejects
         :data:`REJECT_COLUMNS`, one row per input row that could not be turned into a fix.
     rows_read
@@ -105,11 +110,36 @@ class ReadResult:
         Counts of things in the file that are not rows (e.g. NMEA sentence types not used).
     """
 
-    fixes: pd.DataFrame
+    columns: dict[str, np.ndarray]
+    source: str
     rejects: pd.DataFrame
     rows_read: int
     format: str
     ignored: dict[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def fixes(self) -> pd.DataFrame:
+        """:data:`FIX_COLUMNS`, one row per parsed fix, in file order (built when asked for)."""
+        count = len(self.columns["source_row"])
+        return fix_frame({"source_file": np.full(count, self.source, dtype=object), **self.columns})
+
+
+def fix_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Build the fixes table from :data:`FIX_COLUMNS` arrays (``observed_at`` naive UTC).
+
+    Columns beyond :data:`FIX_COLUMNS` (e.g. ``trace_id``) follow them, in their order.
+    """
+    names = [*FIX_COLUMNS, *(name for name in columns if name not in FIX_COLUMNS)]
+    frame: dict[str, Any] = {}
+    for name in names:
+        values = columns[name]
+        if name == "observed_at":
+            frame[name] = pd.DatetimeIndex(values, copy=False).tz_localize("UTC")
+        elif values.dtype == object:  # ids stay objects (pandas would make them ``str``)
+            frame[name] = pd.Series(values, dtype=object, copy=False)
+        else:
+            frame[name] = values
+    return pd.DataFrame(frame, copy=False)
 
 
 @dataclass
@@ -180,10 +210,16 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
-def _scalars(raw: Sequence[Any] | np.ndarray | pd.Series) -> pd.Series:
+RawValues: TypeAlias = Sequence[Any] | np.ndarray | pd.Series | pa.Array
+"""A column of raw values as a reader found them: a list, an array, a Series or Arrow strings."""
+
+
+def _scalars(raw: RawValues) -> pd.Series:
     """Raw values as a Series in which anything but a string, number or null is a string."""
     if isinstance(raw, pd.Series):
         series = raw.reset_index(drop=True)
+    elif isinstance(raw, pa.Array):
+        series = raw.to_pandas()
     elif isinstance(raw, np.ndarray):
         series = pd.Series(raw)
     else:
@@ -206,14 +242,7 @@ def _null_words(text: pd.Series) -> np.ndarray:
     return missing | text.str.lower().isin(NULL_WORDS).to_numpy(dtype=bool, na_value=False)
 
 
-def is_missing(values: pd.Series) -> np.ndarray:
-    """Flag absent raw values: None, NaN, blank, or a null word (``NaN``, ``null``)."""
-    if values.dtype.kind in "fiu":
-        return values.isna().to_numpy(dtype=bool)
-    return _null_words(_text(_scalars(values)))
-
-
-def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def to_float(raw: RawValues) -> tuple[np.ndarray, np.ndarray]:
     """Parse raw values as float64, accepting a decimal comma (``60,17``).
 
     Returns
@@ -223,6 +252,8 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
     bad
         True where a value is present but not a number.
     """
+    if isinstance(raw, np.ndarray) and raw.dtype.kind == "f":  # parsed already, e.g. by Arrow
+        return raw.astype("float64", copy=False), np.zeros(len(raw), dtype=bool)
     fast = _to_float_arrow(raw)
     if fast is None:
         fast = _numbers_to_float(raw)
@@ -248,11 +279,15 @@ def to_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, n
     return values, np.isnan(values) & ~missing
 
 
-def _string_array(raw: Sequence[Any] | np.ndarray | pd.Series) -> pa.StringArray | None:
+def _string_array(raw: RawValues) -> pa.StringArray | None:
     """``raw`` as an Arrow string array when every value is a ``str`` or None, else None.
 
-    Accepts lists, object arrays and Arrow-backed string Series (as the CSV reader gives).
+    Accepts lists, object arrays, Arrow arrays (as the CSV reader gives) and Series.
     """
+    if isinstance(raw, pa.Array):
+        if pa.types.is_null(raw.type):
+            return raw.cast(pa.string())
+        return raw if pa.types.is_string(raw.type) else None
     if isinstance(raw, pd.Series):
         backing = raw.array
         if isinstance(backing, pd.arrays.ArrowStringArray):
@@ -273,12 +308,10 @@ def _string_array(raw: Sequence[Any] | np.ndarray | pd.Series) -> pa.StringArray
     return array
 
 
-def _cast_strings(
-    raw: Sequence[Any] | np.ndarray | pd.Series, target: pa.DataType
-) -> tuple[np.ndarray, pa.Array] | None:
+def _cast_strings(raw: RawValues, target: pa.DataType) -> tuple[np.ndarray, pa.Array] | None:
     """Strip raw string values, find the absent ones and cast the others to ``target``, in Arrow.
 
-    The fast path of :func:`to_float` and :func:`parse_times`: the same steps as their general
+    The fast path of :func:`to_float` and :func:`parse_utc_times`: the same steps as their general
     paths (strip, null words, parse) at C speed.
 
     Returns
@@ -302,7 +335,7 @@ def _cast_strings(
 
 
 def _to_float_arrow(
-    raw: Sequence[Any] | np.ndarray | pd.Series,
+    raw: RawValues,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`to_float` for raw values that are all ``str`` (or None) and all cast."""
     cast = _cast_strings(raw, pa.float64())
@@ -318,7 +351,7 @@ _BOOL_TYPES = frozenset({bool, np.bool_})
 
 
 def _numbers_to_float(
-    raw: Sequence[Any] | np.ndarray | pd.Series,
+    raw: RawValues,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`to_float` for raw values that are all numbers (not bools) or None, as in JSON."""
     if not isinstance(raw, list) and not (isinstance(raw, np.ndarray) and raw.dtype == object):
@@ -369,7 +402,7 @@ def strings_from_slices(
     )
 
 
-def to_optional_float(raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+def to_optional_float(raw: RawValues) -> np.ndarray:
     """Parse optional numeric values as float64; absent or unparseable values become NaN."""
     return to_float(raw)[0]
 
@@ -403,9 +436,20 @@ def epoch_to_times(values: np.ndarray, unit: str | None) -> np.ndarray:
 
 
 def parse_times(
-    raw: Sequence[Any] | np.ndarray | pd.Series, unit: str | None = None
+    raw: RawValues, unit: str | None = None
 ) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Parse raw times: ISO-8601 strings or epoch numbers, to UTC.
+
+    :func:`parse_utc_times`, with the times as a ``datetime64[ms, UTC]`` Series (RangeIndex).
+    """
+    times, reasons, details = parse_utc_times(raw, unit)
+    return pd.Series(pd.DatetimeIndex(times).tz_localize("UTC"), copy=False), reasons, details
+
+
+def parse_utc_times(
+    raw: RawValues, unit: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse raw times: ISO-8601 strings or epoch numbers, to naive UTC ``datetime64[ms]``.
 
     ISO-8601 times with ``Z`` or an offset are converted to UTC; naive ones are taken as UTC.
     A date without a time of day is not a usable fix time. Numbers (and numeric strings) are
@@ -414,7 +458,7 @@ def parse_times(
     Returns
     -------
     times
-        ``datetime64[ms, UTC]`` with a RangeIndex, NaT where not usable.
+        ``datetime64[ms]`` (UTC), NaT where not usable.
     reasons
         ``missing_time``, ``unparseable_time`` or None, per value.
     details
@@ -449,9 +493,9 @@ def parse_times(
 
 
 def _parse_times_arrow(
-    raw: Sequence[Any] | np.ndarray | pd.Series,
-) -> tuple[pd.Series, np.ndarray, np.ndarray] | None:
-    """:func:`parse_times` for string times that all carry a zone (``Z`` or an offset).
+    raw: RawValues,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`parse_utc_times` for string times that all carry a zone (``Z`` or an offset).
 
     Arrow parses them at C speed; returns None (use the general path) for anything else:
     values that are not all strings, naive or date-only times, epoch numbers, or any value
@@ -469,8 +513,8 @@ def _parse_times_arrow(
 
 def _time_results(
     times: np.ndarray, missing: np.ndarray, bad: np.ndarray, bad_values: Sequence[Any]
-) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """:func:`parse_times`'s results from UTC ``datetime64[ms]`` and the missing/bad masks."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`parse_utc_times`'s results from its times and the missing/bad masks."""
     count = len(times)
     reasons = np.full(count, None, dtype=object)
     details = np.full(count, None, dtype=object)
@@ -478,8 +522,7 @@ def _time_results(
     details[missing] = "no time"
     reasons[bad] = UNPARSEABLE_TIME
     details[bad] = [f"time={quote(v)}" for v in bad_values]
-    utc = pd.Series(pd.DatetimeIndex(times).tz_localize("UTC"), copy=False)
-    return utc, reasons, details
+    return times, reasons, details
 
 
 class Candidates:
@@ -489,7 +532,7 @@ class Candidates:
         self.source_row = np.asarray(source_row, dtype="int64")
         count = len(self.source_row)
         self.columns: dict[str, Any] = {
-            "observed_at": pd.Series(np.full(count, np.datetime64("NaT"), "datetime64[ms]")),
+            "observed_at": np.full(count, np.datetime64("NaT"), "datetime64[ms]"),  # UTC
             "lon": np.full(count, np.nan),
             "lat": np.full(count, np.nan),
             **{name: np.full(count, np.nan) for name in OPTIONAL_FLOATS},
@@ -510,8 +553,11 @@ class Candidates:
         self.detail[new] = detail if isinstance(detail, str) else np.asarray(detail)[new]
 
     def set_reasons(self, reasons: np.ndarray, details: np.ndarray) -> None:
-        """Apply per-row reasons (None = fine), e.g. from :func:`parse_times`."""
-        for reason in pd.unique(reasons[pd.notna(reasons)]):
+        """Apply per-row reasons (None = fine), e.g. from :func:`parse_utc_times`."""
+        given = pd.notna(reasons)
+        if not given.any():
+            return
+        for reason in pd.unique(reasons[given]):
             self.reject(reasons == reason, str(reason), details)
 
     def set_coordinates(
@@ -540,8 +586,8 @@ class Candidates:
         self.columns["lat"] = lat_values
 
     def set_times(self, raw: Any, unit: str | None = None) -> None:
-        """Parse raw times with :func:`parse_times`, rejecting absent or unparseable ones."""
-        times, reasons, details = parse_times(raw, unit)
+        """Parse raw times with :func:`parse_utc_times`, rejecting absent or unparseable ones."""
+        times, reasons, details = parse_utc_times(raw, unit)
         self.columns["observed_at"] = times
         self.set_reasons(reasons, details)
 
@@ -570,12 +616,24 @@ def identity_values(values: Any, count: int) -> np.ndarray:
     return stripped.astype(object).where(stripped.notna(), None).to_numpy(dtype=object)
 
 
-def _utc_times(times: Any) -> pd.api.extensions.ExtensionArray:
-    """Return times (naive = UTC, or tz-aware) as a ``datetime64[ms, UTC]`` array."""
-    values = pd.Series(times).array
-    if not isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = pd.Series(values).dt.tz_localize("UTC").array
-    return values.astype(TIME_DTYPE)
+def _utc_datetimes(times: Any) -> np.ndarray:
+    """Return times (naive = UTC, or tz-aware) as naive UTC ``datetime64[ms]``."""
+    if isinstance(times, np.ndarray) and times.dtype.kind == "M":
+        return times.astype("datetime64[ms]", copy=False)
+    values = times if isinstance(times, pd.Series) else pd.Series(times, copy=False)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert(None)
+    return values.to_numpy(dtype="datetime64[ms]")
+
+
+_NO_REJECTS = pd.DataFrame(
+    {
+        "source_file": pd.Series(dtype=object),
+        "source_row": pd.Series(dtype="int64"),
+        "reason": pd.Series(dtype=object),
+        "detail": pd.Series(dtype=object),
+    }
+)
 
 
 def finish(
@@ -588,22 +646,47 @@ def finish(
     """Split candidates into fixes and rejects and build the :class:`ReadResult`."""
     columns = candidates.columns
     ok = pd.isna(candidates.reason)
-    fixes = pd.DataFrame(
-        {
-            "source_file": pd.Series(np.full(int(ok.sum()), source), dtype=object),
-            "source_row": candidates.source_row[ok],
-            "observed_at": _utc_times(columns["observed_at"])[ok],
-            "lon": np.asarray(columns["lon"], dtype="float64")[ok],
-            "lat": np.asarray(columns["lat"], dtype="float64")[ok],
-            **{n: np.asarray(columns[n], dtype="float64")[ok] for n in OPTIONAL_FLOATS},
-            **{
-                n: pd.Series(np.asarray(columns[n], dtype=object)[ok], dtype=object)
-                for n in IDENTITIES
-            },
-        },
-        columns=FIX_COLUMNS,
-        copy=False,
+    all_ok = bool(ok.all())
+
+    def accepted(values: Any, dtype: str) -> np.ndarray:
+        array = np.asarray(values, dtype=dtype)
+        return array if all_ok else array[ok]
+
+    fixes = {
+        "source_row": accepted(candidates.source_row, "int64"),
+        "observed_at": accepted(_utc_datetimes(columns["observed_at"]), "datetime64[ms]"),
+        **{n: accepted(columns[n], "float64") for n in ("lon", "lat", *OPTIONAL_FLOATS)},
+        **{n: accepted(columns[n], "object") for n in IDENTITIES},
+    }
+    if all_ok and not malformed:
+        rejects = _NO_REJECTS.copy()
+    else:
+        rejects = _rejects(source, candidates, ok, malformed)
+    result = ReadResult(
+        columns=fixes,
+        source=source,
+        rejects=rejects,
+        rows_read=len(fixes["source_row"]) + len(rejects),
+        format=fmt,
+        ignored={k: int(v) for k, v in sorted((ignored or {}).items()) if v},
     )
+    log.debug(
+        "%s: %s, %d row(s), %d fix(es), %d reject(s)",
+        source,
+        fmt,
+        result.rows_read,
+        len(fixes["source_row"]),
+        len(rejects),
+    )
+    if result.rows_read == 0:
+        log.warning("%s: no trace rows found in this %s file", source, fmt)
+    return result
+
+
+def _rejects(
+    source: str, candidates: Candidates, ok: np.ndarray, malformed: Sequence[Reject]
+) -> pd.DataFrame:
+    """Return the rejects: candidates with a problem and malformed rows, by ``source_row``."""
     bad = ~ok
     rows = np.concatenate(
         [candidates.source_row[bad], np.array([r.source_row for r in malformed], dtype="int64")]
@@ -623,21 +706,4 @@ def finish(
     )
     if (np.diff(rows) < 0).any():  # malformed rows come after the candidates
         rejects = rejects.sort_values("source_row", kind="stable", ignore_index=True)
-    result = ReadResult(
-        fixes=fixes,
-        rejects=rejects,
-        rows_read=len(fixes) + len(rejects),
-        format=fmt,
-        ignored={k: int(v) for k, v in sorted((ignored or {}).items()) if v},
-    )
-    log.debug(
-        "%s: %s, %d row(s), %d fix(es), %d reject(s)",
-        source,
-        fmt,
-        result.rows_read,
-        len(fixes),
-        len(rejects),
-    )
-    if result.rows_read == 0:
-        log.warning("%s: no trace rows found in this %s file", source, fmt)
-    return result
+    return rejects

@@ -95,7 +95,7 @@ def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     return finish(source, FORMAT, candidates, rejects, ignored)
 
 
-Columns = list[np.ndarray] | list[pd.Series]
+Columns = list[np.ndarray] | list[np.ndarray | pa.Array]
 Records = tuple[list[str], Columns, np.ndarray, list[Reject]]
 
 
@@ -134,10 +134,8 @@ def _read_regular_lines(text: str, options: ReaderOptions) -> Records | None:
             table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
         except pa.ArrowInvalid:  # e.g. a stray carriage return: read it record by record
             return None
-    columns = [
-        pd.Series(pd.arrays.ArrowStringArray(column))
-        if column.type == pa.string()
-        else pd.Series(column.to_numpy(), dtype="float64")
+    columns = [  # Arrow strings and float64 arrays, which the value parsers take as they are
+        column.combine_chunks() if column.type == pa.string() else column.to_numpy()
         for column in table.columns
     ]
     return header, columns, np.arange(2, table.num_rows + 2, dtype="int64"), []
@@ -197,7 +195,7 @@ def _wkt_point_column(header: list[str]) -> str | None:
     return next((name for name in header if name.strip().lower() in WKT_COLUMNS), None)
 
 
-def _wkt_point_coordinates(values: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _wkt_point_coordinates(values: np.ndarray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Split WKT ``POINT (lon lat)`` texts into lon and lat texts (empty where not a point)."""
     parts = pd.Series(values, dtype=object).astype(str).str.extract(WKT_POINT, expand=True)
     parts = parts.fillna("")
@@ -244,7 +242,7 @@ def _fill(
 ) -> None:
     index = {name: i for i, name in reversed(list(enumerate(header)))}
 
-    def values(field: str) -> np.ndarray | pd.Series:
+    def values(field: str) -> np.ndarray | pa.Array:
         return columns[index[found[field].name]]
 
     if wkt_column is not None:

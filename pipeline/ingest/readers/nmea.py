@@ -340,7 +340,7 @@ def _set_rmc_times(
     ok = ~np.isnat(days) & ~np.isnan(millis) & ~tod_bad & ~date_bad
     out = np.full(count, np.datetime64("NaT"), dtype="datetime64[ms]")
     out[ok] = days[ok] + millis[ok].astype("int64").astype("timedelta64[ms]")
-    candidates.columns["observed_at"] = pd.Series(out).dt.tz_localize("UTC")
+    candidates.columns["observed_at"] = out  # UTC
     no_time = np.isnan(tod) & ~tod_bad
     if (no_time | tod_bad | date_bad).any():
         raw = _details(no_time | tod_bad | date_bad, "time='{}', date='{}'", time, date)
