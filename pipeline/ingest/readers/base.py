@@ -299,7 +299,7 @@ def _string_array(raw: RawValues) -> pa.StringArray | None:
         return None
     try:
         array = pa.array(raw)
-    except (pa.ArrowException, TypeError, ValueError):
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # e.g. an int over 2**63
         return None
     if pa.types.is_null(array.type):  # all None
         return array.cast(pa.string())

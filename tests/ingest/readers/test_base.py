@@ -51,6 +51,14 @@ def test_fast_and_general_time_paths_agree() -> None:
     assert reasons[6] == UNPARSEABLE_TIME and details[6] == "time='yesterday'"
 
 
+def test_epoch_integers_beyond_int64_take_the_general_path() -> None:
+    # JSON readers give Python ints; one over 2**63 - 1 does not fit Arrow's int64
+    times, reasons, _ = parse_times([1714550401000, 2**63, 10**30])
+    assert times.iloc[0] == pd.Timestamp("2024-05-01T08:00:01Z")
+    assert times.iloc[1] == pd.Timestamp("2262-04-11T23:47:16.854Z")  # taken as nanoseconds
+    assert pd.isna(times.iloc[2]) and reasons[2] == UNPARSEABLE_TIME  # beyond any date
+
+
 def test_string_series_and_lists_parse_alike() -> None:
     arrow_backed = pd.Series(ZONED, dtype="string[pyarrow]")
     assert parse_times(arrow_backed)[0].tolist() == parse_times(ZONED)[0].tolist()
