@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.config import IngestSettings
 from pipeline.geodesy import distances_m
+from pipeline.ingest.readers import repeated
 
 EARLIEST_TIME = pd.Timestamp("2000-01-01", tz="UTC")
 SPIKE_PASSES = 3
@@ -54,7 +55,7 @@ def reject_at(frame: pd.DataFrame, positions: np.ndarray, reason: str, details: 
     """Reject the still-accepted rows at integer ``positions``, each with its own detail."""
     mask = np.zeros(len(frame), dtype=bool)
     mask[positions] = True
-    detail = np.full(len(frame), "", dtype=object)
+    detail = repeated("", len(frame))
     detail[positions] = details
     reject(frame, mask, reason, detail)
 

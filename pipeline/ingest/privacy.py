@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.config import IngestSettings, PrivacyZone
 from pipeline.errors import ConfigError
 from pipeline.geodesy import distances_m
+from pipeline.ingest.readers import repeated
 
 PSEUDONYM_HEX_DIGITS = 16
 MIN_KEY_BYTES = 16
@@ -67,7 +68,7 @@ def pseudonymize(key: bytes, values: np.ndarray | str, count: int, prefix: str =
     per distinct value, so a file's thousands of fixes cost a few HMACs.
     """
     if isinstance(values, str):
-        return np.full(count, pseudonym(key, prefix + values), dtype=object)
+        return repeated(pseudonym(key, prefix + values), count)
     codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
     mapped = np.array([pseudonym(key, prefix + str(value)) for value in uniques], dtype=object)
     return mapped[codes]

@@ -67,6 +67,7 @@ from pipeline.ingest.readers import (
     detect_format,
     fix_frame,
     read_trace_file,
+    repeated,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
 from pipeline.io import STAGING_DIR, read_table, write_json, write_points, write_table
@@ -406,7 +407,7 @@ def read_file(
         )
         return FileOutcome(str(path), sha256, None, 1, whole_file, {}), None
     columns = assign_identities(result.columns, path, sha256, settings, pseudonym_key, location)
-    columns["source_file"] = np.full(len(columns["source_row"]), str(path), dtype=object)
+    columns["source_file"] = repeated(str(path), len(columns["source_row"]))
     outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, result.rejects, result.ignored)
     return outcome, columns
 

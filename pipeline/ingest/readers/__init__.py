@@ -37,6 +37,7 @@ from pipeline.ingest.readers.base import (
     ReadResult,
     UnreadableFileError,
     fix_frame,
+    repeated,
 )
 from pipeline.ingest.readers.delimited import read_csv
 from pipeline.ingest.readers.detect import FORMATS, detect_format
@@ -56,6 +57,7 @@ __all__ = [
     "detect_format",
     "fix_frame",
     "read_trace_file",
+    "repeated",
 ]
 
 Reader = Callable[[Path, str, ReaderOptions], ReadResult]

@@ -63,6 +63,7 @@ from pipeline.ingest.readers.base import (
     epoch_to_times,
     finish,
     read_bytes,
+    repeated,
     string_buffers,
     strings_from_slices,
     to_float,
@@ -263,7 +264,7 @@ def _rmc_candidates(
     has_gga = match >= 0
 
     def from_gga(index: int) -> np.ndarray:
-        out = np.full(len(rmc_lines), "", dtype=object)
+        out = repeated("", len(rmc_lines))
         out[has_gga] = gga[index][match[has_gga]]
         return out
 

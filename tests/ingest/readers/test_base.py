@@ -12,6 +12,7 @@ from pipeline.ingest.readers.base import (
     _parse_times_arrow,
     identity_values,
     parse_times,
+    repeated,
     to_float,
 )
 
@@ -90,3 +91,9 @@ def test_identity_values_strip_and_blank_to_none() -> None:
     arrow_backed = pd.Series([" a", "  "], dtype="string[pyarrow]")
     assert identity_values(arrow_backed, 2).tolist() == ["a", None]
     assert identity_values("cam-9", 2).tolist() == ["cam-9", "cam-9"]
+
+
+def test_repeated_ids_are_one_object() -> None:
+    ids = repeated("3f2a9c0d11b4e7a8", 4)
+    assert ids.dtype == object and ids.tolist() == ["3f2a9c0d11b4e7a8"] * 4
+    assert all(value is ids[0] for value in ids)  # not a new str per row, as np.full makes
