@@ -498,7 +498,7 @@ def _stage_points(task: ChunkTask, accepted: pd.DataFrame, resolution: int) -> d
     writes the same files.
     """
     columns = [f.name for f in POINTS.schema if f.name != "geometry"]
-    table = pa.Table.from_pandas(accepted[columns], preserve_index=False)
+    table = pa.Table.from_pandas(accepted[columns], preserve_index=False, nthreads=1)
     lon, lat = accepted["lon"].to_numpy(), accepted["lat"].to_numpy()
     trip_codes, trip_ids = pd.factorize(accepted["trip_id"])
     partition = _trip_partitions(accepted, resolution)
