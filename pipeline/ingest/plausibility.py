@@ -48,34 +48,58 @@ METRES_PER_DEGREE = 111_320.0
 
 
 def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
-    """Return one row per trip: ids, times, fix count, length and geometry fingerprint."""
-    codes, _trip_ids = pd.factorize(points["trip_id"])
-    steps = step_distances_within_m(codes, points["lon"].to_numpy(), points["lat"].to_numpy())
-    grouped = points.assign(step_m=steps).groupby(codes, sort=False)
-    trips = grouped.agg(
-        trip_id=("trip_id", "first"),
-        trace_id=("trace_id", "first"),
-        contributor_id=("contributor_id", "first"),
-        device_id=("device_id", "first"),
-        started_at=("observed_at", "min"),
-        ended_at=("observed_at", "max"),
-        points=("observed_at", "size"),
-        length_m=("step_m", "sum"),
-    ).reset_index(drop=True)
-    trips["fingerprint"] = _fingerprints(codes, points[["lon", "lat"]].to_numpy())
+    """Return one row per trip: ids, times, fix count, length and geometry fingerprint.
+
+    ``points`` are sorted by trip, then time (a trip's fixes are consecutive); fixes without
+    a trip are left out.
+
+    Raises
+    ------
+    ValueError
+        If a trip's fixes are not consecutive.
+    """
+    points = points[points["trip_id"].notna().to_numpy()]
+    codes, trip_ids = pd.factorize(points["trip_id"])
+    starts = np.flatnonzero(np.diff(codes, prepend=-1))  # where each trip's run begins
+    if len(starts) != len(trip_ids):
+        raise ValueError("summarize_trips: the fixes of each trip must be consecutive")
+    lon, lat = points["lon"].to_numpy(), points["lat"].to_numpy()
+    times = points["observed_at"].dt.tz_convert(None).to_numpy()
+    steps = step_distances_within_m(codes, lon, lat)
+    trips = pd.DataFrame(
+        {
+            **{name: _text(points[name].to_numpy(dtype=object)[starts]) for name in _TRIP_IDS},
+            "started_at": _utc(_per_run(np.minimum, times, starts)),
+            "ended_at": _utc(_per_run(np.maximum, times, starts)),
+            "points": np.diff(np.r_[starts, len(codes)]).astype("int64"),
+            "length_m": _per_run(np.add, steps, starts),
+        }
+    )
+    trips["fingerprint"] = _text(
+        _fingerprints(np.round(np.c_[lon, lat], FINGERPRINT_DECIMALS), starts)
+    )
     return trips
 
 
-def _fingerprints(codes: np.ndarray, lonlat: np.ndarray) -> list[str]:
-    """:func:`_fingerprint` of every trip (code 0, 1, ...), without a DataFrame per trip."""
-    keep = codes >= 0  # as groupby, which leaves out rows without a trip
-    codes, lonlat = codes[keep], lonlat[keep]
-    if not len(codes):
-        return []
-    order = np.argsort(codes, kind="stable")  # each trip's fixes in their order
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    rounded = np.round(lonlat[order], FINGERPRINT_DECIMALS)
-    return [_hash(part) for part in np.split(rounded, bounds)]
+_TRIP_IDS = ("trip_id", "trace_id", "contributor_id", "device_id")
+
+
+def _text(values: np.ndarray | list[str]) -> pd.Series:
+    return pd.Series(values, dtype="str")
+
+
+def _utc(naive: np.ndarray) -> pd.Series:
+    return pd.Series(pd.DatetimeIndex(naive).tz_localize("UTC"), copy=False)
+
+
+def _per_run(reduce: np.ufunc, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``reduce`` over each run of ``values``; the runs begin at ``starts``."""
+    return reduce.reduceat(values, starts) if len(starts) else values[:0]
+
+
+def _fingerprints(rounded: np.ndarray, starts: np.ndarray) -> list[str]:
+    """Geometry fingerprints: a hash of each run of rounded coordinates (runs begin at ``starts``)."""
+    return [_hash(part) for part in np.split(rounded, starts[1:])] if len(starts) else []
 
 
 def _hash(rounded: np.ndarray) -> str:
@@ -196,10 +220,6 @@ def score(trips: pd.DataFrame, *found: dict[str, set[str]]) -> pd.DataFrame:
     ]
     flagged_trips["plausible"] = flagged_trips["flags"].map(len) == 0
     return flagged_trips
-
-
-def _fingerprint(group: pd.DataFrame) -> str:
-    return _hash(np.round(group[["lon", "lat"]].to_numpy(), FINGERPRINT_DECIMALS))
 
 
 def _teleport_trips(points: pd.DataFrame) -> set[str]:
