@@ -47,7 +47,8 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
         ]
         trip_ids[live] = np.array(names, dtype=object)[trip_index]
         split_teleport[live] = teleport & starts
-    frame["trip_id"] = trip_ids
+    # objects: a trip's fixes share its name (pandas would copy every one into a str array)
+    frame["trip_id"] = pd.Series(trip_ids, index=frame.index, dtype=object, copy=False)
     frame["split_teleport"] = split_teleport
 
 
