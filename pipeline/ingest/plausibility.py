@@ -23,6 +23,7 @@ Flagged trips are kept, marked ``plausible = False``, and excluded from coverage
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -216,7 +217,8 @@ def score(trips: pd.DataFrame, *found: dict[str, set[str]]) -> pd.DataFrame:
         [sorted(of_trip[trip]) for trip in trips["trip_id"]], index=trips.index, dtype=object
     )
     flagged_trips["trust_score"] = [
-        float(np.prod([1.0 - FLAG_WEIGHTS[f] for f in names])) for names in flagged_trips["flags"]
+        math.prod((1.0 - FLAG_WEIGHTS[f] for f in names), start=1.0)
+        for names in flagged_trips["flags"]
     ]
     flagged_trips["plausible"] = flagged_trips["flags"].map(len) == 0
     return flagged_trips
