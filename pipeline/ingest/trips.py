@@ -21,9 +21,11 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     A new trip starts where consecutive fixes of a trace are more than ``trip_gap_s`` apart in
     time or ``trip_gap_m`` in space. ``split_teleport`` is set on the first fix of a trip that
     starts with a jump faster than ``max_speed_mps`` (a teleport, flagged by plausibility).
-    Trip ids are ``<trace_id>-<number of the trip in its trace, from 001>``.
+    Trip ids are ``<trace_id>-<number of the trip in its trace, from 001>`` (a categorical
+    column; rejected fixes have none).
     """
-    trip_ids = np.full(len(frame), None, dtype=object)
+    trip_codes = np.full(len(frame), -1, dtype=np.int64)  # -1: no trip (rejected)
+    names: list[str] = []
     split_teleport = np.zeros(len(frame), dtype=bool)
     live = live_positions(frame)
     if len(live):
@@ -45,10 +47,12 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
                 trace[first_fixes], number_in_trace[first_fixes].tolist(), strict=True
             )
         ]
-        trip_ids[live] = np.array(names, dtype=object)[trip_index]
+        trip_codes[live] = trip_index
         split_teleport[live] = teleport & starts
-    # objects: a trip's fixes share its name (pandas would copy every one into a str array)
-    frame["trip_id"] = pd.Series(trip_ids, index=frame.index, dtype=object, copy=False)
+    # categorical: each trip's name is stored once, and every later step's grouping by trip
+    # (pandas.factorize, groupby) reads the codes instead of hashing a string per fix
+    categories = pd.Index(names, dtype=object)
+    frame["trip_id"] = pd.Categorical.from_codes(trip_codes, categories=categories)
     frame["split_teleport"] = split_teleport
 
 
@@ -99,7 +103,7 @@ def _trip_steps(frame: pd.DataFrame, live: np.ndarray) -> tuple[np.ndarray, np.n
     A trip's fixes are consecutive (the frame is sorted by trace and time), so its code is the
     number of trip changes before it.
     """
-    trip = frame["trip_id"].to_numpy()[live]
+    trip = pd.factorize(frame["trip_id"])[0][live]
     codes = np.cumsum(np.r_[False, trip[1:] != trip[:-1]])
     lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
     return codes, step_distances_within_m(codes, lon, lat)
