@@ -76,9 +76,8 @@ def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
             "length_m": _per_run(np.add, steps, starts),
         }
     )
-    trips["fingerprint"] = _text(
-        _fingerprints(np.round(np.c_[lon, lat], FINGERPRINT_DECIMALS), starts)
-    )
+    rounded = np.round(np.column_stack([lon, lat]), FINGERPRINT_DECIMALS)
+    trips["fingerprint"] = _text(_fingerprints(rounded, starts))
     return trips
 
 
@@ -99,7 +98,7 @@ def _per_run(reduce: np.ufunc, values: np.ndarray, starts: np.ndarray) -> np.nda
 
 
 def _fingerprints(rounded: np.ndarray, starts: np.ndarray) -> list[str]:
-    """Geometry fingerprints: a hash of each run of rounded coordinates (runs begin at ``starts``)."""
+    """Return the geometry fingerprints: a hash of each run of rounded coordinates."""
     return [_hash(part) for part in np.split(rounded, starts[1:])] if len(starts) else []
 
 

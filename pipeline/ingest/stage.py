@@ -63,10 +63,10 @@ from pipeline.ingest.privacy import load_pseudonym_key
 from pipeline.ingest.readers import (
     REJECT_COLUMNS,
     ReaderOptions,
+    ReadResult,
     UnreadableFileError,
-    detect_format,
     fix_frame,
-    read_trace_file,
+    read_trace_files,
     repeated,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
@@ -348,10 +348,7 @@ def ingest_files(
         ``trip_id``) or rejected with a reason.
     """
     base = base_dir if base_dir is not None else Path.cwd()
-    read = [
-        read_file(p, h, settings, pseudonym_key, base / p)
-        for p, h in zip(paths, sha256s, strict=True)
-    ]
+    read = read_files(paths, sha256s, settings, pseudonym_key, [base / p for p in paths])
     files = [outcome for outcome, _ in read]
     readable = [columns for _, columns in read if columns is not None]
     if not readable:
@@ -374,41 +371,55 @@ def _sorted_rows(files: list[dict[str, np.ndarray]]) -> pd.DataFrame:
     return fix_frame({**sorted_columns, "reason": no_problem, "detail": no_problem.copy()})
 
 
-def read_file(
+def read_files(
+    paths: list[Path],
+    sha256s: list[str],
+    settings: IngestSettings,
+    pseudonym_key: bytes,
+    locations: list[Path],
+) -> list[tuple[FileOutcome, dict[str, np.ndarray] | None]]:
+    """Read files; per file, what was read and its fix columns with pseudonymous identities.
+
+    The columns are :data:`~pipeline.ingest.readers.FIX_COLUMNS` and ``trace_id``
+    (``observed_at`` naive UTC), None for a file that cannot be read. ``paths`` name the files
+    in the outputs; ``locations`` are where to open them.
+    """
+    options = ReaderOptions(
+        csv_columns=dict(settings.csv_columns) or None, csv_time_unit=settings.csv_time_unit
+    )
+    results = read_trace_files(locations, options, [str(p) for p in paths])
+    return [
+        _identified(result, path, sha256, settings, pseudonym_key, location)
+        for result, path, sha256, location in zip(results, paths, sha256s, locations, strict=True)
+    ]
+
+
+def _identified(
+    result: ReadResult | UnreadableFileError,
     path: Path,
     sha256: str,
     settings: IngestSettings,
     pseudonym_key: bytes,
-    location: Path | None = None,
+    location: Path,
 ) -> tuple[FileOutcome, dict[str, np.ndarray] | None]:
-    """Read one file; return what was read and its fix columns with pseudonymous identities.
-
-    The columns are :data:`~pipeline.ingest.readers.FIX_COLUMNS` and ``trace_id``
-    (``observed_at`` naive UTC), None for a file that cannot be read. ``path`` names the file
-    in the outputs; ``location`` is where to open it (default ``path``).
-    """
-    location = location if location is not None else path
-    options = ReaderOptions(
-        csv_columns=dict(settings.csv_columns) or None, csv_time_unit=settings.csv_time_unit
-    )
-    try:
-        fmt = detect_format(location)
-        result = read_trace_file(location, options, source=str(path))
-    except UnreadableFileError as exc:
+    """One file's outcome, and its columns with identities (None if it could not be read)."""
+    if isinstance(result, UnreadableFileError):
         whole_file = pd.DataFrame(
             [
                 {
                     "source_file": str(path),
                     "source_row": WHOLE_FILE_ROW,
                     "reason": "unreadable_file",
-                    "detail": str(exc),
+                    "detail": str(result),
                 }
             ]
         )
         return FileOutcome(str(path), sha256, None, 1, whole_file, {}), None
     columns = assign_identities(result.columns, path, sha256, settings, pseudonym_key, location)
     columns["source_file"] = repeated(str(path), len(columns["source_row"]))
-    outcome = FileOutcome(str(path), sha256, fmt, result.rows_read, result.rejects, result.ignored)
+    outcome = FileOutcome(
+        str(path), sha256, result.format, result.rows_read, result.rejects, result.ignored
+    )
     return outcome, columns
 
 

@@ -27,7 +27,7 @@ whose one-line message names the file, the problem and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.ingest.readers.base import (
@@ -39,7 +39,7 @@ from pipeline.ingest.readers.base import (
     fix_frame,
     repeated,
 )
-from pipeline.ingest.readers.delimited import read_csv
+from pipeline.ingest.readers.delimited import read_csv, read_csv_files
 from pipeline.ingest.readers.detect import FORMATS, detect_format
 from pipeline.ingest.readers.frames import read_frames
 from pipeline.ingest.readers.geojson import read_geojson
@@ -57,6 +57,7 @@ __all__ = [
     "detect_format",
     "fix_frame",
     "read_trace_file",
+    "read_trace_files",
     "repeated",
 ]
 
@@ -100,3 +101,33 @@ def read_trace_file(
     path = Path(path)
     fmt = detect_format(path)
     return READERS[fmt](path, source if source is not None else str(path), options)
+
+
+def read_trace_files(
+    paths: Sequence[Path],
+    options: ReaderOptions = ReaderOptions(),  # noqa: B008
+    sources: Sequence[str] | None = None,
+) -> list[ReadResult | UnreadableFileError]:
+    """Read many trace files: per file, what :func:`read_trace_file` returns or raises.
+
+    CSV files are read together (:func:`~pipeline.ingest.readers.delimited.read_csv_files`:
+    files with the same header are parsed as one), the others one by one. One file that
+    cannot be read does not stop the others.
+    """
+    names = list(sources) if sources is not None else [str(p) for p in paths]
+    results: dict[int, ReadResult | UnreadableFileError] = {}
+    csv_files: list[int] = []
+    for i, path in enumerate(paths):
+        try:
+            fmt = detect_format(Path(path))
+            if fmt == "csv":
+                csv_files.append(i)
+            else:
+                results[i] = READERS[fmt](Path(path), names[i], options)
+        except UnreadableFileError as exc:
+            results[i] = exc
+    read = read_csv_files(
+        [Path(paths[i]) for i in csv_files], [names[i] for i in csv_files], options
+    )
+    results.update(zip(csv_files, read, strict=True))
+    return [results[i] for i in range(len(paths))]

@@ -10,6 +10,7 @@ coordinates cannot be parsed are then rejected with the first problem found, in 
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import re
@@ -554,6 +555,15 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.source_row)
+
+    def rows(self, start: int, stop: int) -> Candidates:
+        """Return the candidates ``start`` to ``stop`` (their arrays are views of these)."""
+        part = copy.copy(self)
+        part.source_row = self.source_row[start:stop]
+        part.columns = {name: values[start:stop] for name, values in self.columns.items()}
+        part.reason = self.reason[start:stop]
+        part.detail = self.detail[start:stop]
+        return part
 
     def reject(self, mask: np.ndarray, reason: str, detail: np.ndarray | str) -> None:
         """Give ``reason`` to the rows in ``mask`` that have no problem yet."""

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ from pipeline.ingest.readers.base import (
     ReaderOptions,
     ReadResult,
     Reject,
+    UnreadableFileError,
     decode_text,
     finish,
     read_bytes,
@@ -76,37 +78,66 @@ ARROW_NULL_WORDS = sorted(
 
 def read_csv(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a CSV/TSV trace (see the module docstring for the rules)."""
-    text = decode_text(read_bytes(path, source), source, FIX_HINT)
-    regular = _read_regular_lines(text, options)
-    header, columns, rows, rejects = regular or _read_records(text, source)
-    found = find_columns(header, options.csv_columns)
-    wkt_column = _wkt_point_column(header) if {"lat", "lon"} - set(found) else None
-    missing = [f for f in REQUIRED if f not in found and not (wkt_column and f in ("lat", "lon"))]
-    if missing:
-        raise unreadable(
-            source,
-            f"no {'/'.join(missing)} column among the columns {header}",
-            "name them lat, lon and time, or map them in the config (ingest.csv_columns)",
-        )
-    candidates = Candidates(rows)
-    ignored: Counter[str] = Counter()
-    if len(rows):
-        _fill(candidates, columns, header, found, options, ignored, wkt_column)
-    return finish(source, FORMAT, candidates, rejects, ignored)
+    result = read_csv_files([path], [source], options)[0]
+    if isinstance(result, UnreadableFileError):
+        raise result
+    return result
+
+
+def read_csv_files(
+    paths: Sequence[Path], sources: Sequence[str], options: ReaderOptions
+) -> list[ReadResult | UnreadableFileError]:
+    """Read CSV/TSV traces: per file, what :func:`read_csv` returns or the error it raises.
+
+    Regular files (see :func:`_regular_lines`) with the same header line are read together:
+    their records joined, parsed by Arrow and their values checked in one pass, then split back
+    into files. Arrow's reader and every value check cost a fixed time per call, so a chunk of
+    small files costs about what one file of their size does.
+    """
+    results: dict[int, ReadResult | UnreadableFileError] = {}
+    same_header: dict[str, list[tuple[int, _Lines]]] = {}
+    for i, (path, source) in enumerate(zip(paths, sources, strict=True)):
+        try:
+            text = decode_text(read_bytes(path, source), source, FIX_HINT)
+        except UnreadableFileError as exc:
+            results[i] = exc
+            continue
+        lines = _regular_lines(text)
+        if lines is None:
+            results[i] = _read_records_or_error(text, source, options)
+        else:
+            same_header.setdefault(lines.header_line, []).append((i, lines))
+    for members in same_header.values():
+        files = [lines for _, lines in members]
+        read = _read_same_header(files, [sources[i] for i, _ in members], options)
+        for (i, _), result in zip(members, read, strict=True):
+            results[i] = result
+    return [results[i] for i in range(len(paths))]
 
 
 Columns = list[np.ndarray] | list[np.ndarray | pa.Array]
 Records = tuple[list[str], Columns, np.ndarray, list[Reject]]
 
 
-def _read_regular_lines(text: str, options: ReaderOptions) -> Records | None:
-    """Parse, with Arrow's CSV reader, a file whose lines are all records of the header's width.
+@dataclass(frozen=True)
+class _Lines:
+    """A regular file: its text, its bytes (ending with a line break) and its layout."""
+
+    text: str
+    data: bytes
+    header_line: str
+    delimiter: str
+    header: list[str]
+    records: int
+    body_start: int  # where the first record begins in ``data``
+
+
+def _regular_lines(text: str) -> _Lines | None:
+    """Return the layout of a file whose lines are all records of the header's width, or None.
 
     That is the common case: no quotes (so no quoted line breaks or delimiters), no blank lines
     and every line with as many delimiters as the header; row ``i`` is then line ``i + 2``.
-    Coordinate and other numeric columns are parsed as numbers by Arrow when every value is a
-    plain number or a null word, and kept as text (parsed like any other file's) otherwise.
-    Returns None for any other file, which :func:`_read_records` reads line by line.
+    Any other file is read record by record (:func:`_read_records`).
     """
     if '"' in text:
         return None
@@ -120,25 +151,97 @@ def _read_regular_lines(text: str, options: ReaderOptions) -> Records | None:
     lines = _delimiters_per_line(data, delimiter)
     if len(header) < 2 or len(lines) < 2 or (lines != len(header) - 1).any():
         return None
-    found = find_columns(header, options.csv_columns)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    return _Lines(text, data, first_line, delimiter, header, len(lines) - 1, first_end + 1)
+
+
+def _read_same_header(
+    files: list[_Lines], sources: list[str], options: ReaderOptions
+) -> list[ReadResult | UnreadableFileError]:
+    """Read regular files that share a header line, parsing their records as one."""
+    first = files[0]
+    found, wkt_column, missing = _fields(first.header, options)
+    if missing:
+        return [_no_columns(source, missing, first.header) for source in sources]
+    data = first.data[: first.body_start] + b"".join(f.data[f.body_start :] for f in files)
+    columns = _parse_regular(data, first.header, found, first.delimiter)
+    if columns is None:  # e.g. a stray carriage return: read each file record by record
+        return [
+            _read_records_or_error(f.text, s, options) for f, s in zip(files, sources, strict=True)
+        ]
+    counts = [f.records for f in files]
+    candidates = Candidates(np.concatenate([np.arange(2, n + 2, dtype="int64") for n in counts]))
+    unparseable = _fill(candidates, columns, first.header, found, options, wkt_column)
+    bounds = np.cumsum([0, *counts]).tolist()
+    results: list[ReadResult | UnreadableFileError] = []
+    for source, start, stop in zip(sources, bounds[:-1], bounds[1:], strict=True):
+        ignored = {name: int(bad[start:stop].sum()) for name, bad in unparseable.items()}
+        results.append(finish(source, FORMAT, candidates.rows(start, stop), (), ignored))
+    return results
+
+
+def _parse_regular(
+    data: bytes, header: list[str], found: dict[str, Column], delimiter: str
+) -> Columns | None:
+    """Parse regular CSV bytes (header line first) with Arrow's CSV reader; None if it fails.
+
+    Coordinate and other numeric columns are parsed as numbers by Arrow when every value is a
+    plain number or a null word, and kept as text (parsed like any other file's) otherwise.
+    """
     numeric = {found[f].name for f in ("lat", "lon", *OPTIONAL_FLOATS) if f in found}
     types = {
         f"f{i}": pa.float64() if name in numeric else pa.string() for i, name in enumerate(header)
     }
-    if not data.endswith(b"\n"):
-        data += b"\n"
     try:
         table = _arrow_csv(data, delimiter, types)
     except pa.ArrowInvalid:  # some value is not a plain number: parse every column as text
         try:
             table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
-        except pa.ArrowInvalid:  # e.g. a stray carriage return: read it record by record
+        except pa.ArrowInvalid:
             return None
-    columns = [  # Arrow strings and float64 arrays, which the value parsers take as they are
+    return [  # Arrow strings and float64 arrays, which the value parsers take as they are
         column.combine_chunks() if column.type == pa.string() else column.to_numpy()
         for column in table.columns
     ]
-    return header, columns, np.arange(2, table.num_rows + 2, dtype="int64"), []
+
+
+def _read_records_or_error(
+    text: str, source: str, options: ReaderOptions
+) -> ReadResult | UnreadableFileError:
+    """Read one file record by record (any quoting, malformed rows set aside)."""
+    try:
+        header, columns, rows, rejects = _read_records(text, source)
+    except UnreadableFileError as exc:
+        return exc
+    found, wkt_column, missing = _fields(header, options)
+    if missing:
+        return _no_columns(source, missing, header)
+    candidates = Candidates(rows)
+    unparseable = (
+        _fill(candidates, columns, header, found, options, wkt_column) if len(rows) else {}
+    )
+    ignored = {name: int(bad.sum()) for name, bad in unparseable.items()}
+    return finish(source, FORMAT, candidates, rejects, ignored)
+
+
+def _fields(
+    header: list[str], options: ReaderOptions
+) -> tuple[dict[str, Column], str | None, list[str]]:
+    """Find the fields' columns in a header: found, the WKT point column, required ones missing."""
+    found = find_columns(header, options.csv_columns)
+    wkt_column = _wkt_point_column(header) if {"lat", "lon"} - set(found) else None
+    missing = [f for f in REQUIRED if f not in found and not (wkt_column and f in ("lat", "lon"))]
+    return found, wkt_column, missing
+
+
+def _no_columns(source: str, missing: list[str], header: list[str]) -> UnreadableFileError:
+    """Return the error for a file without a latitude, longitude or time column."""
+    return unreadable(
+        source,
+        f"no {'/'.join(missing)} column among the columns {header}",
+        "name them lat, lon and time, or map them in the config (ingest.csv_columns)",
+    )
 
 
 def _arrow_csv(data: bytes, delimiter: str, types: dict[str, pa.DataType]) -> pa.Table:
@@ -237,9 +340,14 @@ def _fill(
     header: list[str],
     found: dict[str, Column],
     options: ReaderOptions,
-    ignored: Counter[str],
     wkt_column: str | None,
-) -> None:
+) -> dict[str, np.ndarray]:
+    """Parse the columns' values into the candidates; return the rows of each unparseable field.
+
+    Unparseable optional values (hdop, speed, ...) become NaN: the returned masks, by
+    ``unparseable_<field>``, are what the readers count in ``ignored``.
+    """
+    unparseable: dict[str, np.ndarray] = {}
     index = {name: i for i, name in reversed(list(enumerate(header)))}
 
     def values(field: str) -> np.ndarray | pa.Array:
@@ -259,8 +367,8 @@ def _fill(
         parsed, bad = to_float(values(field))
         factor = found[field].scale
         candidates.columns[field] = parsed * (factor if isinstance(factor, float) else 1.0)
-        if bad.any():
-            ignored[f"unparseable_{field}"] += int(bad.sum())
+        unparseable[f"unparseable_{field}"] = bad
     for field in IDENTITIES:
         if field in found:
             candidates.set(field, values(field))
+    return unparseable

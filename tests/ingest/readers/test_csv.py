@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.ingest.readers import ReaderOptions, UnreadableFileError, read_trace_file
-from pipeline.ingest.readers.delimited import _read_regular_lines
+from pipeline.ingest.readers import ReaderOptions, ReadResult, UnreadableFileError, read_trace_file
+from pipeline.ingest.readers.delimited import _regular_lines, read_csv_files
 from tests.ingest.readers.helpers import check_result, reasons
 
 
@@ -166,8 +166,8 @@ def test_regular_and_record_by_record_parsing_agree(tmp_path: Path) -> None:
     # Lines all of the header's width go through Arrow's CSV reader; a quote anywhere sends the
     # file through the record-by-record reader. Both must give the same rows and rejects.
     quoted_csv = REGULAR_CSV.replace("cam-1;1714550401", 'cam-1;"1714550401"')
-    assert _read_regular_lines(REGULAR_CSV, ReaderOptions()) is not None
-    assert _read_regular_lines(quoted_csv, ReaderOptions()) is None
+    assert _regular_lines(REGULAR_CSV) is not None
+    assert _regular_lines(quoted_csv) is None
     regular = read_trace_file(write(tmp_path, REGULAR_CSV, "regular.csv"))
     quoted = read_trace_file(write(tmp_path, quoted_csv, "quoted.csv"))
     for result in (regular, quoted):
@@ -179,3 +179,37 @@ def test_regular_and_record_by_record_parsing_agree(tmp_path: Path) -> None:
     assert regular.fixes["lat"].tolist() == [60.17, 60.18, 60.2]
     assert regular.fixes["device_id"].tolist() == ["cam-1", "cam-1", "cam-2"]
     assert regular.ignored == quoted.ignored == {"unparseable_speed_mps": 1}
+
+
+def test_files_read_together_give_what_each_file_gives_alone(tmp_path: Path) -> None:
+    # Regular files with one header are parsed as one; a decimal comma in one of them makes
+    # every column of the group text, and an unreadable file is its own error.
+    comma_header = "device_id,timestamp,lat,lon,hdop,speed_mps\n"
+    texts = {
+        "a.csv": REGULAR_CSV,  # decimal commas, bad time, missing coordinate, bad speed
+        "b.csv": REGULAR_CSV.split("\r\n", 1)[0] + "\r\ncam-3;1714550500;60.3;25.0;1;2\r\n",
+        "c.csv": comma_header + "cam-4,2024-05-01T09:00:00Z,60.4,25.1,1.5,3\n",
+        "d.csv": comma_header + "cam-5,2024-05-01T09:00:01Z,60.5,25.2,,abc\n",
+        "e.csv": comma_header + 'cam-6,"2024-05-01T09:00:02Z",60.6,25.3,1,1\n',  # quoted
+        "f.csv": "",  # empty
+        "g.csv": "device_id,timestamp,p,q\ncam-7,2024-05-01T09:00:03Z,1,2\n",  # no lat/lon
+        "h.csv": "device_id,timestamp,p,q\ncam-8,2024-05-01T09:00:04Z,3,4\n",
+    }
+    paths = [write(tmp_path, text, name) for name, text in texts.items()]
+    together = read_csv_files(paths, [p.name for p in paths], ReaderOptions())
+    for path, result in zip(paths, together, strict=True):
+        alone = read_csv_files([path], [path.name], ReaderOptions())[0]
+        if isinstance(alone, UnreadableFileError):
+            assert isinstance(result, UnreadableFileError) and str(result) == str(alone)
+            assert str(result).startswith(f"{path.name}: ")
+            continue
+        assert isinstance(result, ReadResult)
+        check_result(result)
+        pd.testing.assert_frame_equal(result.fixes, alone.fixes)
+        pd.testing.assert_frame_equal(result.rejects, alone.rejects)
+        assert (result.rows_read, result.ignored) == (alone.rows_read, alone.ignored)
+    assert [type(r).__name__ for r in together] == ["ReadResult"] * 5 + ["UnreadableFileError"] * 3
+    first = together[0]
+    assert isinstance(first, ReadResult) and first.ignored == {"unparseable_speed_mps": 1}
+    assert reasons(first) == {4: "unparseable_time", 5: "missing_coordinates"}
+    assert [len(r.fixes) for r in together[:5] if isinstance(r, ReadResult)] == [3, 1, 1, 1, 1]
