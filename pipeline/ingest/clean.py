@@ -41,14 +41,16 @@ def reject(
     ``detail`` may be a function returning the details of every row: it is called only when
     some row is rejected (formatting every row's values is most of the cost otherwise).
     """
-    selected = np.asarray(mask, dtype=bool) & frame["reason"].isna().to_numpy()
-    if not selected.any():
+    chosen = np.flatnonzero(np.asarray(mask, dtype=bool))  # usually few: only they are read
+    selected = chosen[pd.isna(frame["reason"].to_numpy()[chosen])]
+    if not len(selected):
         return
-    frame.loc[selected, "reason"] = reason
+    rows = frame.index[selected]
+    frame.loc[rows, "reason"] = reason
     if callable(detail):
         detail = detail()
     details = np.asarray(detail, dtype=object)[selected] if not isinstance(detail, str) else detail
-    frame.loc[selected, "detail"] = details
+    frame.loc[rows, "detail"] = details
 
 
 def reject_at(frame: pd.DataFrame, positions: np.ndarray, reason: str, details: list[str]) -> None:
@@ -81,35 +83,61 @@ def check_values(frame: pd.DataFrame, settings: IngestSettings, now: pd.Timestam
 
 
 def reject_duplicates(frame: pd.DataFrame) -> None:
-    """Reject exact repeats of a fix, and other fixes of a trace at an already-seen time."""
-    live = frame["reason"].isna()
-    if not _repeats_a_time(frame, live.to_numpy()):  # the common case: nothing to compare
-        return
-    exact = frame.duplicated(["trace_id", "observed_at", "lon", "lat"]) & live
+    """Reject exact repeats of a fix, and other fixes of a trace at an already-seen time.
 
-    def same_fix() -> pd.Series:
-        fix = ["trace_id", "observed_at", "lon", "lat"]
-        return "same fix as row " + frame.groupby(fix)["source_row"].transform("first").astype(str)
-
-    reject(frame, exact, "duplicate", same_fix)
-    live = frame["reason"].isna()
-    live_frame = frame[live]
-    repeated = live_frame.duplicated(["trace_id", "observed_at"])
-    if not repeated.any():  # the common case: skip building the details
+    Only fixes of a trace at a time that another fix of it has can be either; as the frame is
+    sorted by trace and time, they are found by comparing each fix with the next, and only
+    they are compared and grouped.
+    """
+    live = frame["reason"].isna().to_numpy()
+    if not len(_sharing_a_time(frame, live)):  # the common case: nothing to compare
         return
-    first = live_frame.groupby(["trace_id", "observed_at"])["source_row"].transform("first")
+    fix = ["trace_id", "observed_at", "lon", "lat"]
+    shared = _sharing_a_time(frame, np.ones(len(frame), dtype=bool))
+    group = frame.iloc[shared]
+    exact = np.zeros(len(frame), dtype=bool)
+    exact[shared] = group.duplicated(fix).to_numpy()
+
+    def same_fix() -> np.ndarray:
+        first = group.groupby(fix)["source_row"].transform("first")
+        return _at(len(frame), shared, "same fix as row " + first.astype(str))
+
+    reject(frame, exact & live, "duplicate", same_fix)
+    shared = _sharing_a_time(frame, frame["reason"].isna().to_numpy())
+    group = frame.iloc[shared]
+    repeats = group.duplicated(["trace_id", "observed_at"]).to_numpy()
+    if not repeats.any():  # the common case: skip building the details
+        return
+    first = group.groupby(["trace_id", "observed_at"])["source_row"].transform("first")
     mask = np.zeros(len(frame), dtype=bool)
-    mask[np.flatnonzero(live.to_numpy())[repeated.to_numpy()]] = True
-    detail = pd.Series("", index=frame.index, dtype=object)
-    detail[live] = "same time as row " + first.astype(str)
-    reject(frame, mask, "repeated_timestamp", detail)
+    mask[shared[repeats]] = True
+    reject(
+        frame,
+        mask,
+        "repeated_timestamp",
+        _at(len(frame), shared, "same time as row " + first.astype(str)),
+    )
 
 
-def _repeats_a_time(frame: pd.DataFrame, live: np.ndarray) -> bool:
-    """Whether two live fixes of a trace share a time (they are then next to each other)."""
-    trace = frame["trace_id"].to_numpy()[live]
-    times = epoch_seconds(frame["observed_at"])[live]
-    return bool(((trace[1:] == trace[:-1]) & (times[1:] == times[:-1])).any())
+def _sharing_a_time(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Positions of the ``rows`` (a mask) whose trace and time another of those rows has.
+
+    The frame is sorted by trace and time, so such rows are next to each other.
+    """
+    positions = np.flatnonzero(rows)
+    if len(positions) < 2:
+        return positions[:0]
+    trace = frame["trace_id"].to_numpy()[positions]
+    times = epoch_seconds(frame["observed_at"])[positions]
+    same = (trace[1:] == trace[:-1]) & (times[1:] == times[:-1])
+    return positions[np.r_[same, False] | np.r_[False, same]]
+
+
+def _at(count: int, positions: np.ndarray, values: pd.Series) -> np.ndarray:
+    """``values`` at ``positions`` of ``count`` rows, empty strings elsewhere (for details)."""
+    out = repeated("", count)
+    out[positions] = values.to_numpy(dtype=object)
+    return out
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -106,8 +106,26 @@ def _hash(rounded: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:32]
 
 
-Positions = Callable[[str], pd.DataFrame]
-"""A trip's fixes (``observed_at``, ``lon``, ``lat``) by trip id, read when a check needs them."""
+class TripFixes(NamedTuple):
+    """A trip's fixes in time order: ``times`` (naive UTC ``datetime64``), ``lon``, ``lat``."""
+
+    times: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+
+    @classmethod
+    def of(cls, points: pd.DataFrame) -> TripFixes:
+        """Return the fixes (``observed_at``, ``lon``, ``lat``) of ``points`` as arrays."""
+        times = points["observed_at"].dt.tz_convert(None).to_numpy()
+        return cls(times, points["lon"].to_numpy(), points["lat"].to_numpy())
+
+    def rows(self, rows: np.ndarray) -> TripFixes:
+        """Return the fixes at positions ``rows``."""
+        return TripFixes(self.times[rows], self.lon[rows], self.lat[rows])
+
+
+Positions = Callable[[str], TripFixes]
+"""A trip's fixes by trip id, read when a check needs them."""
 
 
 def flag_trips(
@@ -133,12 +151,13 @@ def flag_trips(
     settings
         Ingest thresholds.
     """
+    fixes = TripFixes.of(points)
     rows_of_trip: dict[Any, Any] = {}
 
-    def positions(trip: str) -> pd.DataFrame:
+    def positions(trip: str) -> TripFixes:
         if not rows_of_trip:
             rows_of_trip.update(points.groupby("trip_id", sort=False).indices)
-        return points.iloc[rows_of_trip[trip]]
+        return fixes.rows(rows_of_trip[trip])
 
     later = batch_flags(trips, earlier_trips, coordinate_keys(points), positions, settings)
     return score(trips, trace_flags(points), later)
@@ -273,33 +292,32 @@ def _trips_of_devices_in_two_places(
     trips: pd.DataFrame, positions: Positions, settings: IngestSettings
 ) -> set[str]:
     """Trips of one device, from different traces, overlapping in time and far apart."""
+    if len(trips) < 2:
+        return set()
     by_device = trips.sort_values(["device_id", "started_at"], kind="stable", ignore_index=True)
     device = by_device["device_id"].to_numpy()
     trace = by_device["trace_id"].to_numpy()
-    starts = by_device["started_at"].to_numpy()
-    ends = by_device["ended_at"].to_numpy()
+    starts = by_device["started_at"].dt.tz_convert(None).to_numpy()
+    ends = by_device["ended_at"].dt.tz_convert(None).to_numpy()
     # each trip against the one before it of the same device (sorted by start)
     overlaps = (device[1:] == device[:-1]) & (starts[1:] <= ends[:-1]) & (trace[1:] != trace[:-1])
     trip_ids = by_device["trip_id"].to_numpy()
     flagged: set[str] = set()
     for later in (np.flatnonzero(overlaps) + 1).tolist():
         pair = (str(trip_ids[later - 1]), str(trip_ids[later]))
-        if _apart_at(positions, pair, by_device["started_at"].iloc[later]) > settings.trip_gap_m:
+        if _apart_at(positions, pair, starts[later]) > settings.trip_gap_m:
             flagged |= set(pair)
     return flagged
 
 
-def _apart_at(positions: Positions, trips: tuple[str, str], when: pd.Timestamp) -> float:
-    """Distance (m) between two trips' fixes nearest in time to ``when``."""
-    nearest = []
-    for trip in trips:
+def _apart_at(positions: Positions, trips: tuple[str, str], when: np.datetime64) -> float:
+    """Distance (m) between two trips' fixes nearest in time to ``when`` (naive UTC)."""
+    lon, lat = np.empty(2), np.empty(2)
+    for i, trip in enumerate(trips):
         fixes = positions(trip)
-        row = int(np.argmin(np.abs((fixes["observed_at"] - when).to_numpy())))
-        nearest.append((fixes["lon"].iat[row], fixes["lat"].iat[row]))
-    (lon1, lat1), (lon2, lat2) = nearest
-    return float(
-        distances_m(np.array([lon1]), np.array([lat1]), np.array([lon2]), np.array([lat2]))[0]
-    )
+        row = int(np.argmin(np.abs(fixes.times - when)))
+        lon[i], lat[i] = fixes.lon[row], fixes.lat[row]
+    return float(distances_m(lon[:1], lat[:1], lon[1:], lat[1:])[0])
 
 
 def _trips_with_shared_coordinates(keys: pd.DataFrame) -> set[str]:
