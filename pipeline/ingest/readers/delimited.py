@@ -137,23 +137,25 @@ def _regular_lines(text: str) -> _Lines | None:
 
     That is the common case: no quotes (so no quoted line breaks or delimiters), no blank lines
     and every line with as many delimiters as the header; row ``i`` is then line ``i + 2``.
-    Any other file is read record by record (:func:`_read_records`).
+    Quotes and blank lines are looked for here; a line of another width makes Arrow's parse
+    fail (:func:`_parse_regular`). Any other file is read record by record
+    (:func:`_read_records`).
     """
     if '"' in text:
         return None
     data = text.encode("utf-8")
+    if not data.endswith(b"\n"):
+        data += b"\n"
     first_end = data.find(b"\n")
-    if first_end <= 0:
+    if first_end <= 0 or b"\n\n" in data or b"\n\r\n" in data:
         return None
     first_line = data[:first_end].decode("utf-8")
     delimiter = max(DELIMITERS, key=first_line.count)
     header = [name.strip() for name in first_line.rstrip("\r").split(delimiter)]
-    lines = _delimiters_per_line(data, delimiter)
-    if len(header) < 2 or len(lines) < 2 or (lines != len(header) - 1).any():
+    records = data.count(b"\n") - 1
+    if len(header) < 2 or records < 1:
         return None
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    return _Lines(text, data, first_line, delimiter, header, len(lines) - 1, first_end + 1)
+    return _Lines(text, data, first_line, delimiter, header, records, first_end + 1)
 
 
 def _read_same_header(
@@ -164,12 +166,13 @@ def _read_same_header(
     found, wkt_column, missing = _fields(first.header, options)
     if missing:
         return [_no_columns(source, missing, first.header) for source in sources]
-    data = first.data[: first.body_start] + b"".join(f.data[f.body_start :] for f in files)
-    columns = _parse_regular(data, first.header, found, first.delimiter)
-    if columns is None:  # e.g. a stray carriage return: read each file record by record
-        return [
-            _read_records_or_error(f.text, s, options) for f, s in zip(files, sources, strict=True)
-        ]
+    bodies = [memoryview(f.data)[f.body_start :] for f in files]
+    columns = _parse_regular(first.data[: first.body_start] + b"".join(bodies), first, found)
+    if columns is None and len(files) > 1:  # some file has an irregular line: each file alone
+        alone = zip(files, sources, strict=True)
+        return [result for f, s in alone for result in _read_same_header([f], [s], options)]
+    if columns is None:  # e.g. a line of another width: read the file record by record
+        return [_read_records_or_error(first.text, sources[0], options)]
     counts = [f.records for f in files]
     candidates = Candidates(np.concatenate([np.arange(2, n + 2, dtype="int64") for n in counts]))
     unparseable = _fill(candidates, columns, first.header, found, options, wkt_column)
@@ -181,23 +184,22 @@ def _read_same_header(
     return results
 
 
-def _parse_regular(
-    data: bytes, header: list[str], found: dict[str, Column], delimiter: str
-) -> Columns | None:
-    """Parse regular CSV bytes (header line first) with Arrow's CSV reader; None if it fails.
+def _parse_regular(data: bytes, layout: _Lines, found: dict[str, Column]) -> Columns | None:
+    """Parse CSV bytes of ``layout`` (its header line first) with Arrow; None if that fails.
 
     Coordinate and other numeric columns are parsed as numbers by Arrow when every value is a
     plain number or a null word, and kept as text (parsed like any other file's) otherwise.
     """
     numeric = {found[f].name for f in ("lat", "lon", *OPTIONAL_FLOATS) if f in found}
     types = {
-        f"f{i}": pa.float64() if name in numeric else pa.string() for i, name in enumerate(header)
+        f"f{i}": pa.float64() if name in numeric else pa.string()
+        for i, name in enumerate(layout.header)
     }
     try:
-        table = _arrow_csv(data, delimiter, types)
+        table = _arrow_csv(data, layout.delimiter, types)
     except pa.ArrowInvalid:  # some value is not a plain number: parse every column as text
         try:
-            table = _arrow_csv(data, delimiter, dict.fromkeys(types, pa.string()))
+            table = _arrow_csv(data, layout.delimiter, dict.fromkeys(types, pa.string()))
         except pa.ArrowInvalid:
             return None
     return [  # Arrow strings and float64 arrays, which the value parsers take as they are
@@ -245,12 +247,13 @@ def _no_columns(source: str, missing: list[str], header: list[str]) -> Unreadabl
 
 
 def _arrow_csv(data: bytes, delimiter: str, types: dict[str, pa.DataType]) -> pa.Table:
-    """Read CSV bytes after their header line, columns named f0, f1, ... typed by ``types``."""
+    """Read CSV bytes after their header line into the columns ``types`` names and types.
+
+    Every line must have that many fields: Arrow raises ``ArrowInvalid`` for one that has not.
+    """
     return pacsv.read_csv(
         io.BytesIO(data),
-        read_options=pacsv.ReadOptions(
-            skip_rows=1, autogenerate_column_names=True, use_threads=False
-        ),
+        read_options=pacsv.ReadOptions(skip_rows=1, column_names=list(types), use_threads=False),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
         convert_options=pacsv.ConvertOptions(
             column_types=types,
@@ -259,16 +262,6 @@ def _arrow_csv(data: bytes, delimiter: str, types: dict[str, pa.DataType]) -> pa
             quoted_strings_can_be_null=False,
         ),
     )
-
-
-def _delimiters_per_line(data: bytes, delimiter: str) -> np.ndarray:
-    """Count the ``delimiter`` bytes on each line (a final empty line is not a line)."""
-    raw = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(raw == ord("\n"))
-    if len(ends) == 0 or ends[-1] != len(raw) - 1:
-        ends = np.r_[ends, len(raw)]
-    positions = np.flatnonzero(raw == ord(delimiter))
-    return np.diff(np.searchsorted(positions, ends), prepend=0)
 
 
 def _read_records(text: str, source: str) -> Records:

@@ -183,13 +183,15 @@ def test_regular_and_record_by_record_parsing_agree(tmp_path: Path) -> None:
 
 def test_files_read_together_give_what_each_file_gives_alone(tmp_path: Path) -> None:
     # Regular files with one header are parsed as one; a decimal comma in one of them makes
-    # every column of the group text, and an unreadable file is its own error.
+    # every column of the group text, a short line sends its file alone to the record reader,
+    # and an unreadable file is its own error.
     comma_header = "device_id,timestamp,lat,lon,hdop,speed_mps\n"
     texts = {
         "a.csv": REGULAR_CSV,  # decimal commas, bad time, missing coordinate, bad speed
         "b.csv": REGULAR_CSV.split("\r\n", 1)[0] + "\r\ncam-3;1714550500;60.3;25.0;1;2\r\n",
         "c.csv": comma_header + "cam-4,2024-05-01T09:00:00Z,60.4,25.1,1.5,3\n",
         "d.csv": comma_header + "cam-5,2024-05-01T09:00:01Z,60.5,25.2,,abc\n",
+        "d2.csv": comma_header + "cam-9,2024-05-01T09:00:05Z,60.7,25.4,1,1\ncam-9,2024\n",  # short
         "e.csv": comma_header + 'cam-6,"2024-05-01T09:00:02Z",60.6,25.3,1,1\n',  # quoted
         "f.csv": "",  # empty
         "g.csv": "device_id,timestamp,p,q\ncam-7,2024-05-01T09:00:03Z,1,2\n",  # no lat/lon
@@ -208,8 +210,10 @@ def test_files_read_together_give_what_each_file_gives_alone(tmp_path: Path) -> 
         pd.testing.assert_frame_equal(result.fixes, alone.fixes)
         pd.testing.assert_frame_equal(result.rejects, alone.rejects)
         assert (result.rows_read, result.ignored) == (alone.rows_read, alone.ignored)
-    assert [type(r).__name__ for r in together] == ["ReadResult"] * 5 + ["UnreadableFileError"] * 3
+    assert [type(r).__name__ for r in together] == ["ReadResult"] * 6 + ["UnreadableFileError"] * 3
     first = together[0]
     assert isinstance(first, ReadResult) and first.ignored == {"unparseable_speed_mps": 1}
     assert reasons(first) == {4: "unparseable_time", 5: "missing_coordinates"}
-    assert [len(r.fixes) for r in together[:5] if isinstance(r, ReadResult)] == [3, 1, 1, 1, 1]
+    assert [len(r.fixes) for r in together[:6] if isinstance(r, ReadResult)] == [3, 1, 1, 1, 1, 1]
+    short = together[4]
+    assert isinstance(short, ReadResult) and reasons(short) == {3: "malformed_row"}
