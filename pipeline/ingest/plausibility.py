@@ -190,6 +190,29 @@ def coordinate_keys(points: pd.DataFrame) -> pd.DataFrame:
     return keys.drop_duplicates(["key", "trip_id"], ignore_index=True)
 
 
+def empty_keys() -> pd.DataFrame:
+    """Return a :func:`coordinate_keys` table of no fixes."""
+    return pd.DataFrame({"key": pd.Series(dtype="int64"), "device": [], "trip_id": []})
+
+
+def shared_keys(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Return the rows of several :func:`coordinate_keys` tables whose key is in two or more.
+
+    All that :func:`batch_flags` needs of a batch's keys, found from the key columns alone:
+    most keys belong to one trip, and their devices and trips are never joined.
+    """
+    if not parts:
+        return empty_keys()
+    keys = np.concatenate([part["key"].to_numpy() for part in parts])
+    repeated = pd.Series(keys, copy=False).duplicated(keep=False).to_numpy()
+    bounds = np.cumsum([0, *(len(part) for part in parts)])
+    kept = [
+        part[repeated[start:stop]]
+        for part, start, stop in zip(parts, bounds[:-1], bounds[1:], strict=True)
+    ]
+    return pd.concat(kept, ignore_index=True)
+
+
 def batch_flags(
     trips: pd.DataFrame,
     earlier_trips: pd.DataFrame,
@@ -206,7 +229,8 @@ def batch_flags(
     earlier_trips
         Trips of earlier batches, for replays.
     keys
-        :func:`coordinate_keys` of the whole batch.
+        :func:`coordinate_keys` of the whole batch, or only its rows whose key repeats
+        (:func:`shared_keys`).
     positions
         A trip's fixes, asked for only for the trips of one device that overlap in time.
     settings

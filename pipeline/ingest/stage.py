@@ -56,7 +56,9 @@ from pipeline.ingest.plausibility import (
     TripFixes,
     batch_flags,
     coordinate_keys,
+    empty_keys,
     score,
+    shared_keys,
     summarize_trips,
     trace_flags,
 )
@@ -314,7 +316,7 @@ def ingest_chunk(
     rejects = rows.loc[rejected, REJECT_COLUMNS].reset_index(drop=True)
     accepted = rows[~rejected].reset_index(drop=True)
     if accepted.empty:
-        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, _empty_keys(), {})
+        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, empty_keys(), {})
     return ChunkOutcome(
         files=files,
         accepted_by_file={
@@ -546,7 +548,7 @@ def _flag_batch_trips(
     """
     found = [c.trips for c in chunks if len(c.trips)]
     trips = pd.concat(found, ignore_index=True) if found else _empty_trips()
-    keys = pd.concat([c.keys for c in chunks], ignore_index=True)
+    keys = shared_keys([c.keys for c in chunks])
     points_files = {trip: f for chunk in chunks for trip, f in chunk.points_files.items()}
 
     @functools.lru_cache(maxsize=16)
@@ -561,10 +563,6 @@ def _flag_batch_trips(
     later = batch_flags(trips, _earlier_trips(traces_dir), keys, positions, settings)
     flagged = score(trips, *(c.flags for c in chunks), later)
     return gpd.GeoDataFrame(flagged, geometry="geometry", crs="EPSG:4326")
-
-
-def _empty_keys() -> pd.DataFrame:
-    return pd.DataFrame({"key": pd.Series(dtype="int64"), "device": [], "trip_id": []})
 
 
 def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple[str, str]]:

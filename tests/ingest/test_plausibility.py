@@ -5,7 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.config import settings_from_mapping
-from pipeline.ingest.plausibility import FLAG_WEIGHTS, flag_trips, summarize_trips
+from pipeline.ingest.plausibility import (
+    FLAG_WEIGHTS,
+    coordinate_keys,
+    flag_trips,
+    shared_keys,
+    summarize_trips,
+)
 from pipeline.ingest.trips import split_trips
 from tests.ingest.frames import drive
 
@@ -71,3 +77,19 @@ def test_trust_score_falls_with_each_flag() -> None:
     trips = flag_trips(summarize_trips(frame), frame, NO_HISTORY, SETTINGS)
     assert trips["trust_score"].item() == 1 - FLAG_WEIGHTS["robot_perfect"]
     assert not trips["plausible"].item()
+
+
+def test_shared_keys_keep_only_the_keys_of_several_rows() -> None:
+    frames = [drive(trace_id=f"t{i}", device_id=f"dev-{i}", seed=i) for i in range(3)]
+    frames[2][["lon", "lat"]] = frames[0][["lon", "lat"]].to_numpy()  # a copy of t0's positions
+    parts = []
+    for frame in frames:
+        split_trips(frame, SETTINGS)
+        parts.append(coordinate_keys(frame))
+    everything = pd.concat(parts, ignore_index=True)
+    shared = shared_keys(parts)
+    repeated = everything["key"].duplicated(keep=False)
+    assert len(shared) == repeated.sum() > 0
+    assert set(shared["trip_id"]) == {"t0-001", "t2-001"}
+    assert shared["key"].tolist() == everything.loc[repeated, "key"].tolist()
+    assert shared_keys([]).empty and list(shared_keys([]).columns) == list(everything.columns)
