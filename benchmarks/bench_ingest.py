@@ -12,9 +12,12 @@ writes every device's trace in every format (one file per device), then measures
 ``--runs`` runs:
 
 * the reader alone (``read_trace_file`` on every file; 1 core in-process, 2 cores in a warm
-  process pool);
+  process pool; the stage reads a chunk's CSV files together, which this does not);
 * the whole ingest (``ingest_traces``: read, identities, clean, trips, privacy, plausibility,
-  write) with ``IngestSettings.workers`` 1 and 2, into a fresh traces folder each run;
+  write) with ``IngestSettings.workers`` 1 and 2, into a fresh traces folder each run; with
+  ``--shared-cluster``, 2 or more workers are a LocalCluster started once and warmed up (its
+  workers have imported the stack), as ``roadcover run`` gives the stage one; without it the
+  stage starts its own cluster, for batches of at least 4 chunks per worker;
 * the peak RSS of the main process and of the sum of its child processes (Dask workers),
   sampled every 20 ms;
 * whether memory stays flat as the number of files grows: the largest CSV fleet re-split into
