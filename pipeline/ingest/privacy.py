@@ -80,7 +80,8 @@ def trip_end_mask(trip_codes: np.ndarray, step_m: np.ndarray, trim_m: float) -> 
     Parameters
     ----------
     trip_codes
-        Trip of each fix (integer codes), fixes sorted by trip then time.
+        Trip of each fix (integer codes), fixes sorted by trip then time (a trip's fixes are
+        consecutive).
     step_m
         Distance from each fix to the next fix of the same trip (0 at a trip's last fix).
     trim_m
@@ -88,8 +89,11 @@ def trip_end_mask(trip_codes: np.ndarray, step_m: np.ndarray, trim_m: float) -> 
     """
     if trim_m <= 0 or len(trip_codes) == 0:
         return np.zeros(len(trip_codes), dtype=bool)
-    travelled = pd.Series(step_m).groupby(trip_codes).cumsum().to_numpy() - step_m
-    total = pd.Series(step_m).groupby(trip_codes).transform("sum").to_numpy()
+    starts = np.flatnonzero(np.diff(trip_codes, prepend=trip_codes[0] - 1))  # trips' first fixes
+    run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(trip_codes)]))
+    before = np.cumsum(step_m) - step_m  # distance along the whole array up to each fix
+    travelled = before - before[starts][run]
+    total = np.add.reduceat(step_m, starts)[run]
     return (travelled < trim_m) | (total - travelled < trim_m)
 
 

@@ -466,13 +466,16 @@ def _batch_report(
     accepted_by_file: Counter[str] = Counter()
     for chunk in chunks:
         accepted_by_file.update(chunk.accepted_by_file)
-    # grouped once, not filtered per file (which is quadratic in the number of files)
-    reasons_by_file = {
-        str(path): group.tolist()
-        for path, group in rejects.groupby("source_file", sort=False)["reason"]
-    }
+    # counted once, not filtered per file (which is quadratic in the number of files); a
+    # file's reasons in the order they first appear in its rows
+    reasons_by_file: dict[str, dict[str, int]] = {}
+    counts = rejects.groupby(["source_file", "reason"], sort=False).size()
+    for path, reason, count in zip(
+        counts.index.get_level_values(0), counts.index.get_level_values(1), counts, strict=True
+    ):
+        reasons_by_file.setdefault(str(path), {})[str(reason)] = int(count)
     for outcome in outcomes:
-        file_reasons = reasons_by_file.get(outcome.path, [])
+        file_reasons = reasons_by_file.get(outcome.path, {})
         per_file.append(
             {
                 "file": outcome.path,
@@ -480,8 +483,8 @@ def _batch_report(
                 "format": outcome.format,
                 "rows_read": outcome.rows_read,
                 "accepted": int(accepted_by_file.get(outcome.path, 0)),
-                "rejected": len(file_reasons),
-                "rejected_by_reason": dict(Counter(file_reasons)),
+                "rejected": sum(file_reasons.values()),
+                "rejected_by_reason": file_reasons,
                 "ignored": outcome.ignored,
             }
         )
@@ -497,7 +500,9 @@ def _batch_report(
         "rows_read": sum(f["rows_read"] for f in per_file),
         "accepted": sum(f["accepted"] for f in per_file),
         "rejected": len(rejects),
-        "rejected_by_reason": dict(sorted(Counter(rejects["reason"]).items())),
+        "rejected_by_reason": {
+            str(k): int(v) for k, v in sorted(rejects["reason"].value_counts().items())
+        },
         "trips": len(trips),
         "trips_flagged": int((~trips["plausible"]).sum()) if len(trips) else 0,
         "flags": dict(sorted(flags.items())),
