@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from osmnx.distance import great_circle as osmnx_great_circle
 
-from pipeline.geodesy import distances_m, great_circle, step_distances_within_m
+from pipeline.geodesy import (
+    distances_m,
+    great_circle,
+    step_distances_m,
+    step_distances_within_m,
+)
 
 
 def test_great_circle_agrees_with_osmnx() -> None:
@@ -25,3 +30,11 @@ def test_a_degree_of_latitude_and_steps_within_groups() -> None:
         np.array([0, 0, 1, 1]), np.array([0.0, 0.001, 5.0, 5.0]), np.zeros(4)
     )
     assert steps[0] > 100 and steps[1] == 0.0 and steps[2] == 0.0 and steps[3] == 0.0
+
+
+def test_steps_are_the_great_circle_of_each_pair_exactly() -> None:
+    rng = np.random.default_rng(3)
+    lat, lon = rng.uniform(-89, 89, 500), rng.uniform(-180, 180, 500)
+    steps = step_distances_m(lon, lat)
+    np.testing.assert_array_equal(steps[:-1], great_circle(lat[:-1], lon[:-1], lat[1:], lon[1:]))
+    assert steps[-1] == 0.0 and step_distances_m(lon[:1], lat[:1]).tolist() == [0.0]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import IngestSettings
-from pipeline.geodesy import distances_m
+from pipeline.geodesy import distances_m, step_distances_m
 from pipeline.ingest.readers import repeated
 
 EARLIEST_TIME = pd.Timestamp("2000-01-01", tz="UTC")
@@ -160,7 +160,7 @@ def reject_speed_spikes(frame: pd.DataFrame, settings: IngestSettings) -> None:
         trace = frame["trace_id"].to_numpy()[live]
         seconds = all_seconds[live]
         lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
-        step_m = distances_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
+        step_m = step_distances_m(lon, lat)[:-1]
         step_speed = step_m / np.maximum(np.diff(seconds), 1e-3)
         bad = np.flatnonzero((step_speed > settings.max_speed_mps) & (trace[1:] == trace[:-1]))
         found = False

@@ -137,9 +137,9 @@ def _regular_lines(text: str) -> _Lines | None:
 
     That is the common case: no quotes (so no quoted line breaks or delimiters), no blank lines
     and every line with as many delimiters as the header; row ``i`` is then line ``i + 2``.
-    Quotes and blank lines are looked for here; a line of another width makes Arrow's parse
-    fail (:func:`_parse_regular`). Any other file is read record by record
-    (:func:`_read_records`).
+    Quotes are looked for here; Arrow's parse (:func:`_parse_regular`) fails on a line of
+    another width and skips blank ones, which a record count other than the line count tells.
+    Any other file is read record by record (:func:`_read_records`).
     """
     if '"' in text:
         return None
@@ -147,12 +147,12 @@ def _regular_lines(text: str) -> _Lines | None:
     if not data.endswith(b"\n"):
         data += b"\n"
     first_end = data.find(b"\n")
-    if first_end <= 0 or b"\n\n" in data or b"\n\r\n" in data:
+    if first_end <= 0:
         return None
     first_line = data[:first_end].decode("utf-8")
     delimiter = max(DELIMITERS, key=first_line.count)
     header = [name.strip() for name in first_line.rstrip("\r").split(delimiter)]
-    records = data.count(b"\n") - 1
+    records = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))) - 1
     if len(header) < 2 or records < 1:
         return None
     return _Lines(text, data, first_line, delimiter, header, records, first_end + 1)
@@ -167,13 +167,14 @@ def _read_same_header(
     if missing:
         return [_no_columns(source, missing, first.header) for source in sources]
     bodies = [memoryview(f.data)[f.body_start :] for f in files]
-    columns = _parse_regular(first.data[: first.body_start] + b"".join(bodies), first, found)
+    counts = [f.records for f in files]
+    data = first.data[: first.body_start] + b"".join(bodies)
+    columns = _parse_regular(data, first, found, sum(counts))
     if columns is None and len(files) > 1:  # some file has an irregular line: each file alone
         alone = zip(files, sources, strict=True)
         return [result for f, s in alone for result in _read_same_header([f], [s], options)]
     if columns is None:  # e.g. a line of another width: read the file record by record
         return [_read_records_or_error(first.text, sources[0], options)]
-    counts = [f.records for f in files]
     candidates = Candidates(np.concatenate([np.arange(2, n + 2, dtype="int64") for n in counts]))
     unparseable = _fill(candidates, columns, first.header, found, options, wkt_column)
     bounds = np.cumsum([0, *counts]).tolist()
@@ -184,8 +185,13 @@ def _read_same_header(
     return results
 
 
-def _parse_regular(data: bytes, layout: _Lines, found: dict[str, Column]) -> Columns | None:
-    """Parse CSV bytes of ``layout`` (its header line first) with Arrow; None if that fails.
+def _parse_regular(
+    data: bytes, layout: _Lines, found: dict[str, Column], records: int
+) -> Columns | None:
+    """Parse CSV bytes of ``layout`` (its header line first) into ``records`` rows, or None.
+
+    None when Arrow cannot parse them, or finds another number of records (it skips blank
+    lines, which the record-by-record reader then finds).
 
     Coordinate and other numeric columns are parsed as numbers by Arrow when every value is a
     plain number or a null word, and kept as text (parsed like any other file's) otherwise.
@@ -202,6 +208,8 @@ def _parse_regular(data: bytes, layout: _Lines, found: dict[str, Column]) -> Col
             table = _arrow_csv(data, layout.delimiter, dict.fromkeys(types, pa.string()))
         except pa.ArrowInvalid:
             return None
+    if table.num_rows != records:
+        return None
     return [  # Arrow strings and float64 arrays, which the value parsers take as they are
         column.combine_chunks() if column.type == pa.string() else column.to_numpy()
         for column in table.columns

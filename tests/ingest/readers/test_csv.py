@@ -192,6 +192,8 @@ def test_files_read_together_give_what_each_file_gives_alone(tmp_path: Path) -> 
         "c.csv": comma_header + "cam-4,2024-05-01T09:00:00Z,60.4,25.1,1.5,3\n",
         "d.csv": comma_header + "cam-5,2024-05-01T09:00:01Z,60.5,25.2,,abc\n",
         "d2.csv": comma_header + "cam-9,2024-05-01T09:00:05Z,60.7,25.4,1,1\ncam-9,2024\n",  # short
+        "d3.csv": comma_header + "cam-9,2024-05-01T09:00:06Z,60.7,25.4,1,1\n\n"  # a blank line
+        "cam-9,2024-05-01T09:00:07Z,60.8,25.5,1,1\n",
         "e.csv": comma_header + 'cam-6,"2024-05-01T09:00:02Z",60.6,25.3,1,1\n',  # quoted
         "f.csv": "",  # empty
         "g.csv": "device_id,timestamp,p,q\ncam-7,2024-05-01T09:00:03Z,1,2\n",  # no lat/lon
@@ -210,10 +212,19 @@ def test_files_read_together_give_what_each_file_gives_alone(tmp_path: Path) -> 
         pd.testing.assert_frame_equal(result.fixes, alone.fixes)
         pd.testing.assert_frame_equal(result.rejects, alone.rejects)
         assert (result.rows_read, result.ignored) == (alone.rows_read, alone.ignored)
-    assert [type(r).__name__ for r in together] == ["ReadResult"] * 6 + ["UnreadableFileError"] * 3
+    assert [type(r).__name__ for r in together] == ["ReadResult"] * 7 + ["UnreadableFileError"] * 3
     first = together[0]
     assert isinstance(first, ReadResult) and first.ignored == {"unparseable_speed_mps": 1}
     assert reasons(first) == {4: "unparseable_time", 5: "missing_coordinates"}
-    assert [len(r.fixes) for r in together[:6] if isinstance(r, ReadResult)] == [3, 1, 1, 1, 1, 1]
-    short = together[4]
+    assert [len(r.fixes) for r in together[:7] if isinstance(r, ReadResult)] == [
+        3,
+        1,
+        1,
+        1,
+        1,
+        2,
+        1,
+    ]
+    short, blank = together[4], together[5]
     assert isinstance(short, ReadResult) and reasons(short) == {3: "malformed_row"}
+    assert isinstance(blank, ReadResult) and blank.fixes["source_row"].tolist() == [2, 4]
