@@ -21,7 +21,7 @@ writes every device's trace in every format (one file per device), then measures
 * the peak RSS of the main process and of the sum of its child processes (Dask workers),
   sampled every 20 ms;
 * whether memory stays flat as the number of files grows: the largest CSV fleet re-split into
-  ``--files`` files of the same total size.
+  ``--files`` files of the same total size (``--files ""`` skips this).
 
 ``--profile FMT`` also runs cProfile over a 1-worker ingest of the largest fleet in that
 format and prints the top functions. Results print as Markdown (benchmarks/results/ingest.md).
@@ -225,7 +225,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="40x7,160x7", help="fleets, DEVICESxDAYS,...")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--files", default="50,400", help="file counts for the memory check")
+    parser.add_argument(
+        "--files", default="50,400", help='file counts for the memory check ("" skips it)'
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", default=None, help="format to profile (1-worker ingest)")
     parser.add_argument("--skip-readers", action="store_true")
@@ -242,6 +244,9 @@ def main() -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     formats = args.formats.split(",")
     workers = [int(w) for w in args.workers.split(",")]
+    file_counts = [int(n) for n in args.files.split(",") if n.strip()]
+    if any(n < 1 for n in file_counts):
+        parser.error("--files: counts of files must be 1 or more")
     base = load_config().ingest
 
     print(
@@ -299,6 +304,7 @@ def main() -> None:
                     )
         print()
 
+    if not args.skip_ingest and file_counts:
         devices, days = max(fleets, key=lambda s: s[0] * s[1])
         fixes = fleets[(devices, days)]
         print(f"## Memory vs number of files (CSV, fleet {devices}x{days} re-split)\n")
@@ -306,7 +312,7 @@ def main() -> None:
             f"| files | MiB | rows | workers | {cols} | peak RSS main MiB | peak RSS workers MiB |"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for count_files in [int(n) for n in args.files.split(",")]:
+        for count_files in file_counts:
             folder = work / f"csv-{devices}x{days}-{count_files}files"
             files = sorted(write_fleet(fixes, folder, "csv", files=count_files).iterdir())
             size = sum(p.stat().st_size for p in files)
