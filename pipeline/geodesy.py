@@ -19,7 +19,12 @@ def great_circle(
     """Haversine distance (m) between paired points, as OSMnx computes it."""
     y1, y2 = np.deg2rad(lat1), np.deg2rad(lat2)
     x1, x2 = np.deg2rad(lon1), np.deg2rad(lon2)
-    h = np.sin((y2 - y1) / 2) ** 2 + np.cos(y1) * np.cos(y2) * np.sin((x2 - x1) / 2) ** 2
+    return _haversine_m(y2 - y1, x2 - x1, np.cos(y1) * np.cos(y2))
+
+
+def _haversine_m(dy: np.ndarray, dx: np.ndarray, cos_product: np.ndarray) -> np.ndarray:
+    """Haversine distance (m) from latitude and longitude differences (radians) and cos·cos."""
+    h = np.sin(dy / 2) ** 2 + cos_product * np.sin(dx / 2) ** 2
     return np.asarray(2 * np.arcsin(np.sqrt(np.minimum(1.0, h))) * EARTH_RADIUS_M)
 
 
@@ -33,8 +38,7 @@ def step_distances_m(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     if len(lon) > 1:
         y, x = np.deg2rad(lat), np.deg2rad(lon)
         cos_y = np.cos(y)
-        h = np.sin(np.diff(y) / 2) ** 2 + cos_y[:-1] * cos_y[1:] * np.sin(np.diff(x) / 2) ** 2
-        distances[:-1] = 2 * np.arcsin(np.sqrt(np.minimum(1.0, h))) * EARTH_RADIUS_M
+        distances[:-1] = _haversine_m(np.diff(y), np.diff(x), cos_y[:-1] * cos_y[1:])
     return distances
 
 

@@ -95,28 +95,19 @@ def reject_duplicates(frame: pd.DataFrame) -> None:
     fix = ["trace_id", "observed_at", "lon", "lat"]
     shared = _sharing_a_time(frame, np.ones(len(frame), dtype=bool))
     group = frame.iloc[shared]
-    exact = np.zeros(len(frame), dtype=bool)
-    exact[shared] = group.duplicated(fix).to_numpy()
-
-    def same_fix() -> np.ndarray:
-        first = group.groupby(fix)["source_row"].transform("first")
-        return _at(len(frame), shared, "same fix as row " + first.astype(str))
-
-    reject(frame, exact & live, "duplicate", same_fix)
+    exact = group.duplicated(fix).to_numpy()
+    if exact.any():  # reject_at keeps only the rows still accepted
+        first = group.groupby(fix)["source_row"].transform("first")[exact]
+        reject_at(
+            frame, shared[exact], "duplicate", ("same fix as row " + first.astype(str)).tolist()
+        )
     shared = _sharing_a_time(frame, frame["reason"].isna().to_numpy())
     group = frame.iloc[shared]
     repeats = group.duplicated(["trace_id", "observed_at"]).to_numpy()
-    if not repeats.any():  # the common case: skip building the details
-        return
-    first = group.groupby(["trace_id", "observed_at"])["source_row"].transform("first")
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[shared[repeats]] = True
-    reject(
-        frame,
-        mask,
-        "repeated_timestamp",
-        _at(len(frame), shared, "same time as row " + first.astype(str)),
-    )
+    if repeats.any():
+        first = group.groupby(["trace_id", "observed_at"])["source_row"].transform("first")[repeats]
+        details = ("same time as row " + first.astype(str)).tolist()
+        reject_at(frame, shared[repeats], "repeated_timestamp", details)
 
 
 def _sharing_a_time(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -131,13 +122,6 @@ def _sharing_a_time(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     times = epoch_seconds(frame["observed_at"])[positions]
     same = (trace[1:] == trace[:-1]) & (times[1:] == times[:-1])
     return positions[np.r_[same, False] | np.r_[False, same]]
-
-
-def _at(count: int, positions: np.ndarray, values: pd.Series) -> np.ndarray:
-    """``values`` at ``positions`` of ``count`` rows, empty strings elsewhere (for details)."""
-    out = repeated("", count)
-    out[positions] = values.to_numpy(dtype=object)
-    return out
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:

@@ -59,13 +59,15 @@ def summarize_trips(points: pd.DataFrame) -> pd.DataFrame:
     ValueError
         If a trip's fixes are not consecutive.
     """
-    points = points[points["trip_id"].notna().to_numpy()]
+    has_trip = points["trip_id"].notna().to_numpy()
+    if not has_trip.all():  # the stage's accepted fixes all have one: no copy then
+        points = points[has_trip]
     codes, trip_ids = pd.factorize(points["trip_id"])
     starts = np.flatnonzero(np.diff(codes, prepend=-1))  # where each trip's run begins
     if len(starts) != len(trip_ids):
         raise ValueError("summarize_trips: the fixes of each trip must be consecutive")
     lon, lat = points["lon"].to_numpy(), points["lat"].to_numpy()
-    times = points["observed_at"].dt.tz_convert(None).to_numpy()
+    times = _naive_utc(points["observed_at"])
     steps = step_distances_within_m(codes, lon, lat)
     trips = pd.DataFrame(
         {
@@ -86,6 +88,10 @@ _TRIP_IDS = ("trip_id", "trace_id", "contributor_id", "device_id")
 
 def _text(values: np.ndarray | list[str]) -> pd.Series:
     return pd.Series(values, dtype="str")
+
+
+def _naive_utc(times: pd.Series) -> np.ndarray:
+    return times.dt.tz_convert(None).to_numpy()
 
 
 def _utc(naive: np.ndarray) -> pd.Series:
@@ -113,12 +119,6 @@ class TripFixes(NamedTuple):
     lon: np.ndarray
     lat: np.ndarray
 
-    @classmethod
-    def of(cls, points: pd.DataFrame) -> TripFixes:
-        """Return the fixes (``observed_at``, ``lon``, ``lat``) of ``points`` as arrays."""
-        times = points["observed_at"].dt.tz_convert(None).to_numpy()
-        return cls(times, points["lon"].to_numpy(), points["lat"].to_numpy())
-
     def rows(self, rows: np.ndarray) -> TripFixes:
         """Return the fixes at positions ``rows``."""
         return TripFixes(self.times[rows], self.lon[rows], self.lat[rows])
@@ -126,6 +126,25 @@ class TripFixes(NamedTuple):
 
 Positions = Callable[[str], TripFixes]
 """A trip's fixes by trip id, read when a check needs them."""
+
+
+def positions_in(points: pd.DataFrame) -> Positions:
+    """Return the :data:`Positions` of the trips in ``points`` (indexed by trip when first asked).
+
+    ``points`` have ``trip_id``, ``observed_at``, ``lon`` and ``lat``, a trip's fixes in time
+    order.
+    """
+    fixes = TripFixes(
+        _naive_utc(points["observed_at"]), points["lon"].to_numpy(), points["lat"].to_numpy()
+    )
+    rows_of_trip: dict[Any, Any] = {}
+
+    def positions(trip: str) -> TripFixes:
+        if not rows_of_trip:
+            rows_of_trip.update(points.groupby("trip_id", sort=False).indices)
+        return fixes.rows(rows_of_trip[trip])
+
+    return positions
 
 
 def flag_trips(
@@ -151,14 +170,7 @@ def flag_trips(
     settings
         Ingest thresholds.
     """
-    fixes = TripFixes.of(points)
-    rows_of_trip: dict[Any, Any] = {}
-
-    def positions(trip: str) -> TripFixes:
-        if not rows_of_trip:
-            rows_of_trip.update(points.groupby("trip_id", sort=False).indices)
-        return fixes.rows(rows_of_trip[trip])
-
+    positions = positions_in(points)
     later = batch_flags(trips, earlier_trips, coordinate_keys(points), positions, settings)
     return score(trips, trace_flags(points), later)
 
@@ -321,8 +333,7 @@ def _trips_of_devices_in_two_places(
     by_device = trips.sort_values(["device_id", "started_at"], kind="stable", ignore_index=True)
     device = by_device["device_id"].to_numpy()
     trace = by_device["trace_id"].to_numpy()
-    starts = by_device["started_at"].dt.tz_convert(None).to_numpy()
-    ends = by_device["ended_at"].dt.tz_convert(None).to_numpy()
+    starts, ends = _naive_utc(by_device["started_at"]), _naive_utc(by_device["ended_at"])
     # each trip against the one before it of the same device (sorted by start)
     overlaps = (device[1:] == device[:-1]) & (starts[1:] <= ends[:-1]) & (trace[1:] != trace[:-1])
     trip_ids = by_device["trip_id"].to_numpy()

@@ -53,10 +53,12 @@ from pipeline.ingest.clean import (
 )
 from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities
 from pipeline.ingest.plausibility import (
+    Positions,
     TripFixes,
     batch_flags,
     coordinate_keys,
     empty_keys,
+    positions_in,
     score,
     shared_keys,
     summarize_trips,
@@ -557,13 +559,13 @@ def _flag_batch_trips(
     points_files = {trip: f for chunk in chunks for trip, f in chunk.points_files.items()}
 
     @functools.lru_cache(maxsize=16)
-    def staged(relative: str) -> tuple[TripFixes, dict[Any, Any]]:
-        fixes = read_table(staging / relative, POINTS, columns=["trip_id", *POSITION_COLUMNS])
-        return TripFixes.of(fixes), fixes.groupby("trip_id", sort=False).indices
+    def staged(relative: str) -> Positions:
+        return positions_in(
+            read_table(staging / relative, POINTS, columns=["trip_id", *POSITION_COLUMNS])
+        )
 
     def positions(trip: str) -> TripFixes:
-        fixes, rows_of_trip = staged(points_files[trip])
-        return fixes.rows(rows_of_trip[trip])
+        return staged(points_files[trip])(trip)
 
     later = batch_flags(trips, _earlier_trips(traces_dir), keys, positions, settings)
     flagged = score(trips, *(c.flags for c in chunks), later)
