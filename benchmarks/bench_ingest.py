@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import importlib
 import io
 import os
 import platform
@@ -208,7 +207,7 @@ def warm_cluster(workers: int) -> Iterator[str | None]:
         yield None
         return
     with shared_local_cluster(workers) as address, Client(address) as client:
-        client.run(importlib.import_module, "pipeline.ingest.stage")
+        client.wait_for_workers(workers)  # they import the stages' modules as they start
         yield address
 
 

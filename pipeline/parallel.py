@@ -19,7 +19,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import dask
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # None removes a variable from what Dask's nannies set before starting a worker process
 GLIBC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# what the workers of the shared cluster import as they start: the modules of the stages'
+# tasks (the first task of each stage would import them otherwise)
+STAGE_MODULES = ("pipeline.ingest.simulate", "pipeline.ingest.stage", "pipeline.snap.stage")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -90,24 +94,47 @@ def shared_local_cluster(workers: int) -> Iterator[str]:
     ``roadcover run`` starts one for the whole workflow and hands its address to every job
     (``DASK_SCHEDULER_ADDRESS``), so no stage pays for starting workers and importing the
     stack into them, and each worker keeps what it cached (e.g. the match network) between
-    stages and batches. The cluster and its workers stop when the block ends.
+    stages and batches. The scheduler is up at once; the workers start in the background,
+    importing the stages' modules (:data:`STAGE_MODULES`) as they start, while the workflow
+    starts and runs its first jobs, which need no workers (a stage's tasks wait for them). The
+    cluster and its workers stop when the block ends.
     """
-    with _local_cluster(workers) as cluster:
+    with _local_cluster(0, preload=STAGE_MODULES) as cluster:
         log.info(
-            "dask: shared LocalCluster of %d worker(s) at %s, dashboard %s",
-            workers,
+            "dask: shared LocalCluster at %s (dashboard %s), starting %d worker(s)",
             cluster.scheduler_address,
             cluster.dashboard_link,
+            workers,
         )
+        starting = threading.Thread(
+            target=_add_workers, args=(cluster, workers), name="dask-workers", daemon=True
+        )
+        starting.start()
         yield cluster.scheduler_address
+        starting.join()
+
+
+def _add_workers(cluster: LocalCluster, workers: int) -> None:
+    """Scale a cluster up to ``workers``; close it if they fail to start, so its clients fail.
+
+    A client of a scheduler without workers would wait for them forever.
+    """
+    try:
+        with dask.config.set(GLIBC_DEFAULTS):  # read as the nannies are made
+            cluster.scale(workers)
+            cluster.wait_for_workers(workers)
+    except Exception:
+        log.exception("dask: the shared cluster's workers did not start; closing it")
+        cluster.close()
 
 
 @contextlib.contextmanager
-def _local_cluster(workers: int) -> Iterator[LocalCluster]:
+def _local_cluster(workers: int, preload: Sequence[str] = ()) -> Iterator[LocalCluster]:
     """Start a LocalCluster of ``workers`` one-thread processes, quiet but for warnings.
 
-    Distributed's INFO logs (every worker and client coming and going, and the tracebacks of
-    connections closed on shutdown) would drown the stage's own messages.
+    ``preload`` names modules every worker imports as it starts. Distributed's INFO logs
+    (every worker and client coming and going, and the tracebacks of connections closed on
+    shutdown) would drown the stage's own messages.
     """
     logger = logging.getLogger("distributed")
     level = logger.level
@@ -120,6 +147,7 @@ def _local_cluster(workers: int) -> Iterator[LocalCluster]:
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=logging.WARNING,
+                preload=list(preload),
             )
         with cluster:
             yield cluster

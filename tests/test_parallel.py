@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 from dask.distributed import Client, LocalCluster
+from distributed.core import Status
 
 from pipeline.parallel import (
     SCHEDULER_ENV,
+    STAGE_MODULES,
+    _add_workers,
     dask_client,
     gather_with_progress,
     run_tasks,
@@ -86,6 +90,7 @@ def test_run_tasks_uses_dask_only_when_given_a_scheduler_or_enough_tasks(
 
 def worker_trim_thresholds(address: str) -> list[str | None]:
     with Client(address) as client:
+        client.wait_for_workers(1)  # the shared cluster's workers start in the background
         found = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
     return list(found.values())
 
@@ -103,3 +108,28 @@ def test_a_trim_threshold_in_the_environment_reaches_the_workers(
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with shared_local_cluster(1) as address:
         assert worker_trim_thresholds(address) == ["65536"]
+
+
+def test_the_shared_clusters_workers_import_the_stages_modules_as_they_start() -> None:
+    with shared_local_cluster(2) as address, Client(address) as client:
+        client.wait_for_workers(2)
+        imported = client.run(lambda: [name in sys.modules for name in STAGE_MODULES])
+    assert list(imported.values()) == [[True] * len(STAGE_MODULES)] * 2
+
+
+def test_a_shared_cluster_whose_workers_fail_to_start_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its clients must fail rather than wait forever for workers."""
+
+    scale = LocalCluster.scale
+
+    def fail_to_add(self: LocalCluster, n: int) -> None:
+        if n > 0:
+            raise OSError("no more processes")
+        scale(self, n)  # closing scales to 0
+
+    monkeypatch.setattr(LocalCluster, "scale", fail_to_add)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        _add_workers(empty, 1)
+        assert empty.status == Status.closed
