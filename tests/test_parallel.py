@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -103,3 +105,17 @@ def test_a_trim_threshold_in_the_environment_reaches_the_workers(
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with shared_local_cluster(1) as address:
         assert worker_trim_thresholds(address) == ["65536"]
+
+
+def test_the_in_process_path_does_not_import_dask() -> None:
+    """Importing Dask costs about half a second, for nothing when the tasks run in-process."""
+    script = (
+        "import sys\n"
+        "from pipeline.parallel import run_tasks\n"
+        "assert run_tasks(abs, [-1, -2], 'in-process', workers=1) == [1, 2]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
