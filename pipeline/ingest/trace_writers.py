@@ -146,11 +146,17 @@ def format_rows(template: str, *columns: Iterable[Any]) -> list[str]:
 
 
 def _csv_numbers(values: np.ndarray) -> list[str]:
-    """Format numbers as ``DataFrame.to_csv`` does: numpy's ``str``, NaN as an empty field."""
-    text = values.astype(str)
-    if values.dtype.kind == "f":
-        text[np.isnan(values)] = ""
-    return text.tolist()
+    """Format numbers as ``DataFrame.to_csv`` does: numpy's ``str``, NaN as an empty field.
+
+    For floats that is the shortest repr, as Python's ``repr`` writes it (in less than half
+    the time).
+    """
+    if values.dtype.kind != "f":
+        return values.astype(str).tolist()
+    text = list(map(repr, values.tolist()))
+    for row in np.flatnonzero(np.isnan(values)).tolist():
+        text[row] = ""
+    return text
 
 
 def _csv_field(value: str) -> str:
