@@ -119,7 +119,7 @@ class DrivingNetwork:
         self.edge_id = table["edge_id"].to_numpy("int64")
         self.edge_key = table["key"].to_numpy("int64")
         self.edge_length_m = table["length_m"].to_numpy("float64")
-        self.edge_wkb = shapely.to_wkb(table.geometry.to_numpy())
+        self.edge_geometry = table.geometry.to_numpy()
         self.edge_speed_mps = edge_speeds_mps(table["highway"], table["maxspeed"])
         coords, owner = shapely.get_coordinates(table.geometry.to_numpy(), return_index=True)
         x, y = self.to_xy(coords[:, 0], coords[:, 1])

@@ -443,7 +443,7 @@ def test_route_polyline_joins_the_edges_geometries(network: DrivingNetwork) -> N
     _, via_edge = network.shortest_paths(0, math.inf)
     edges = network.path_edges(via_edge, 0, len(network.node_ids) - 1)
     route = network.route(edges)
-    shapes = [shapely.from_wkb(network.edge_wkb[edge]) for edge in edges]
+    shapes = network.edge_geometry[edges]
     pieces = [
         shapely.get_coordinates(shape)[0 if i == 0 else 1 :] for i, shape in enumerate(shapes)
     ]
