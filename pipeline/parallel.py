@@ -21,11 +21,12 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import dask
-from dask.distributed import Client, Future, LocalCluster, as_completed
 from tqdm import tqdm
+
+if TYPE_CHECKING:  # Dask is imported where it is used: the in-process path does without it
+    from dask.distributed import Client, Future, LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def dask_client(workers: int, scheduler_address: str | None = None) -> Iterator[
         An existing scheduler, e.g. ``tcp://scheduler:8786``; falls back to the
         ``DASK_SCHEDULER_ADDRESS`` environment variable.
     """
+    from dask.distributed import Client
+
     address = scheduler_address or os.environ.get(SCHEDULER_ENV)
     if address:
         with Client(address) as client:
@@ -119,6 +122,8 @@ def _add_workers(cluster: LocalCluster, workers: int) -> None:
 
     A client of a scheduler without workers would wait for them forever.
     """
+    import dask
+
     try:
         with dask.config.set(GLIBC_DEFAULTS):  # read as the nannies are made
             cluster.scale(workers)
@@ -136,6 +141,9 @@ def _local_cluster(workers: int, preload: Sequence[str] = ()) -> Iterator[LocalC
     (every worker and client coming and going, and the tracebacks of connections closed on
     shutdown) would drown the stage's own messages.
     """
+    import dask
+    from dask.distributed import LocalCluster
+
     logger = logging.getLogger("distributed")
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -172,6 +180,8 @@ def gather_with_progress(futures: list[Future], description: str) -> list[Any]:
     Exception
         The first failed task's exception, as :meth:`Client.gather` would.
     """
+    from dask.distributed import as_completed
+
     position = {future.key: i for i, future in enumerate(futures)}
     results: dict[int, Any] = {}
     # each result is fetched as its task ends, while the others run: 4 % off an ingest batch

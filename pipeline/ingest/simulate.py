@@ -389,7 +389,7 @@ def _truth_table(network: DrivingNetwork, routes: list[pd.DataFrame]) -> gpd.Geo
             "entered_at": _ms_times(frame["entered_ms"].to_numpy("int64")),
             "exited_at": _ms_times(frame["exited_ms"].to_numpy("int64")),
         },
-        geometry=gpd.GeoSeries.from_wkb(network.edge_wkb[edge]).to_numpy(),
+        geometry=network.edge_geometry[edge],
         crs="EPSG:4326",
     )
 

@@ -119,7 +119,7 @@ class DrivingNetwork:
         self.edge_id = table["edge_id"].to_numpy("int64")
         self.edge_key = table["key"].to_numpy("int64")
         self.edge_length_m = table["length_m"].to_numpy("float64")
-        self.edge_wkb = shapely.to_wkb(table.geometry.to_numpy())
+        self.edge_geometry = table.geometry.to_numpy()
         self.edge_speed_mps = edge_speeds_mps(table["highway"], table["maxspeed"])
         coords, owner = shapely.get_coordinates(table.geometry.to_numpy(), return_index=True)
         x, y = self.to_xy(coords[:, 0], coords[:, 1])
@@ -190,16 +190,17 @@ class DrivingNetwork:
         return np.array(edges[::-1], dtype="int64")
 
     def route(self, edges: np.ndarray) -> Route:
-        """Build the metric polyline of consecutive edges."""
-        pieces = []
-        for i, edge in enumerate(edges):
-            part = self._coords[self._coord_start[edge] : self._coord_start[edge + 1]]
-            pieces.append(part if i == 0 else part[1:])
-        xy = np.concatenate(pieces)
-        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-        counts = np.diff(self._coord_start)[edges] - 1  # segments per edge
+        """Build the metric polyline of consecutive edges.
+
+        Each edge after the first leaves out its first vertex (the previous edge's last).
+        """
+        first = self._coord_start[edges]
+        first[1:] += 1
+        counts = self._coord_start[edges + 1] - first
         ends = np.cumsum(counts)
-        edge_start = np.concatenate([[0.0], cum[ends]])
+        xy = self._coords[np.repeat(first - (ends - counts), counts) + np.arange(ends[-1])]
+        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+        edge_start = np.concatenate([[0.0], cum[ends - 1]])
         return Route(edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start)
 
 

@@ -24,8 +24,11 @@ bytes. Formats:
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -33,10 +36,12 @@ from xml.sax.saxutils import escape, quoteattr
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from geopandas.io.arrow import _geopandas_to_arrow
 
-from pipeline.io import atomic_path
+from pipeline.ingest.readers.nmea import xor_checksums
+from pipeline.io import GEOPARQUET_VERSION, atomic_path, wkb_points
 
 GENERATOR = "roadcover simulate"
 SIMULATED_NOTE = "simulated by roadcover"
@@ -50,6 +55,7 @@ FORMAT_EXTENSIONS = {
     "parquet": "parquet",
 }
 PARQUET_METADATA_KEY = b"roadcover_simulation"
+PARQUET_CRS = "EPSG:4326"
 KNOTS_PER_MPS = 3600.0 / 1852.0
 GEOID_SEPARATION_M = 18.0
 _SATELLITES = (2, 5, 6, 9, 12, 13, 15, 17, 19, 20, 24, 25)
@@ -97,21 +103,73 @@ def iso_times(observed_at: pd.Series) -> np.ndarray:
 
 
 def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
-    """Write a dashcam CSV log (the contributor is not in the file)."""
-    table = pd.DataFrame(
-        {
-            "device_id": device_id,
-            "timestamp": iso_times(fixes["observed_at"]),
-            "lat": fixes["lat"].to_numpy(),
-            "lon": fixes["lon"].to_numpy(),
-            "hdop": fixes["hdop"].to_numpy(),
-            "speed_mps": fixes["speed_mps"].to_numpy(),
-            "heading_deg": fixes["heading_deg"].to_numpy(),
-        },
-        columns=list(CSV_COLUMNS),
+    """Write a dashcam CSV log (the contributor is not in the file).
+
+    The text is what ``DataFrame.to_csv`` writes for these columns (numbers as numpy prints
+    them, NaN as an empty field, the device id quoted where the ``csv`` module quotes),
+    formatted a whole column at a time.
+    """
+    rows = format_rows(
+        "%s,%s,%s,%s,%s,%s,%s\n",
+        [_csv_field(device_id)] * len(fixes),
+        iso_times(fixes["observed_at"]).tolist(),
+        *(_csv_numbers(fixes[name].to_numpy()) for name in CSV_COLUMNS[2:]),
     )
     with atomic_path(path) as temp:
-        table.to_csv(temp, index=False, lineterminator="\n")
+        temp.write_text(",".join(CSV_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
+
+
+def format_rows(template: str, *columns: Iterable[Any]) -> list[str]:
+    """Fill ``template`` (``%``-style) once per row with the rows' values of ``columns``.
+
+    The same text as formatting row by row in a Python loop, without one: each row is a
+    single ``template % row`` called from C.
+
+    Parameters
+    ----------
+    template
+        A ``%`` format with one conversion per column.
+    *columns
+        Equally long sequences of values (Python lists format fastest).
+
+    Returns
+    -------
+    list of str
+        One formatted string per row.
+
+    Raises
+    ------
+    ValueError
+        If the columns are not equally long.
+    """
+    return list(map(template.__mod__, zip(*columns, strict=True)))
+
+
+def _csv_numbers(values: np.ndarray) -> list[str]:
+    """Format numbers as ``DataFrame.to_csv`` does: numpy's ``str``, NaN as an empty field.
+
+    For floats that is the shortest repr, as Python's ``repr`` writes it (in less than half
+    the time).
+    """
+    if values.dtype.kind != "f":
+        return values.astype(str).tolist()
+    text = list(map(repr, values.tolist()))
+    for row in np.flatnonzero(np.isnan(values)).tolist():
+        text[row] = ""
+    return text
+
+
+def _csv_field(value: str) -> str:
+    """Quote a text field as the ``csv`` module (and so ``DataFrame.to_csv``) does in a row."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([value, ""])
+    return buffer.getvalue()[:-2]  # drop the empty second field and the line's end
+
+
+_TRKPT = (
+    '   <trkpt lat="%.7f" lon="%.7f"><ele>%.1f</ele><time>%s</time><hdop>%.1f</hdop>'
+    "<extensions><speed>%.2f</speed><course>%.1f</course></extensions></trkpt>\n"
+)
 
 
 def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -133,23 +191,15 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
     if len(fixes):
         parts.append(f" <trk>\n  <name>{escape(device_id)}</name>\n")
         parts.append(f"  <src>{escape(GENERATOR)}</src>\n")
+        points = format_rows(
+            _TRKPT,
+            *(fixes[name].to_numpy().tolist() for name in ("lat", "lon", "elevation_m")),
+            times.tolist(),
+            *(fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")),
+        )
         for trip_id, rows in _trips(fixes):
             parts.append(f"  <trkseg><!-- trip {escape(trip_id)} -->\n")
-            parts.extend(
-                f'   <trkpt lat="{lat:.7f}" lon="{lon:.7f}"><ele>{ele:.1f}</ele>'
-                f"<time>{time}</time><hdop>{hdop:.1f}</hdop><extensions>"
-                f"<speed>{speed:.2f}</speed><course>{course:.1f}</course></extensions></trkpt>\n"
-                for lat, lon, ele, time, hdop, speed, course in zip(
-                    fixes["lat"].to_numpy()[rows],
-                    fixes["lon"].to_numpy()[rows],
-                    fixes["elevation_m"].to_numpy()[rows],
-                    times[rows],
-                    fixes["hdop"].to_numpy()[rows],
-                    fixes["speed_mps"].to_numpy()[rows],
-                    fixes["heading_deg"].to_numpy()[rows],
-                    strict=True,
-                )
-            )
+            parts.extend(points[rows])
             parts.append("  </trkseg>\n")
         parts.append(" </trk>\n")
     parts.append("</gpx>\n")
@@ -169,7 +219,9 @@ def nmea_checksum(body: str) -> str:
 _RMC = "GPRMC,%s,A,%s,%.2f,%.1f,%s,,,A"
 _GGA = "GPGGA,%s,%s,1,%02d,%.1f,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"
 _GSA = "GPGSA,A,3,%s,%.1f,%.1f,%.1f"
-_LINE = "[%d]$%s*%02X\n"
+_FIX_BODIES = _RMC + "\n" + _GGA + "\n" + _GSA + "\n"
+# a line's end after its body: "*", the checksum and the newline, for every checksum
+_CHECKSUM_ENDS = np.array([f"*{value:02X}\n" for value in range(256)], dtype=object)
 # the GSA satellite list for 0..12 satellites in view: 12 PRN fields, the unused ones empty
 _PRN_FIELDS = [",".join([f"{p:02d}" for p in _SATELLITES[:n]] + [""] * (12 - n)) for n in range(13)]
 
@@ -180,32 +232,35 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
     times, dates = _nmea_times(unix_ms)
     lat_text, lat_hemi = _nmea_degrees(fixes["lat"].to_numpy(), 2, "N", "S")
     lon_text, lon_hemi = _nmea_degrees(fixes["lon"].to_numpy(), 3, "E", "W")
-    positions = [",".join(p) for p in zip(lat_text, lat_hemi, lon_text, lon_hemi, strict=True)]
+    positions = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
     hdop = fixes["hdop"].to_numpy("float64")
-    knots = fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS
-    course = fixes["heading_deg"].to_numpy("float64")
-    elevation = fixes["elevation_m"].to_numpy("float64")
-    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int).tolist()
-    hdops = hdop.tolist()
-    rmc = [
-        _RMC % row
-        for row in zip(times, positions, knots.tolist(), course.tolist(), dates, strict=True)
-    ]
-    gga = [
-        _GGA % row
-        for row in zip(times, positions, satellites, hdops, elevation.tolist(), strict=True)
-    ]
-    gsa = [
-        _GSA % (_PRN_FIELDS[n], pdop, h, vdop)
-        for n, pdop, h, vdop in zip(
-            satellites, (hdop * 1.4).tolist(), hdops, (hdop * 1.1).tolist(), strict=True
-        )
-    ]
-    bodies = [body for sentences in zip(rmc, gga, gsa, strict=True) for body in sentences]
-    stamps = np.repeat(unix_ms, 3).tolist()
-    lines = zip(stamps, bodies, _xor_checksums(bodies), strict=True)
+    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int)
+    # the three sentence bodies of a fix, one per line
+    bodies = format_rows(
+        _FIX_BODIES,
+        times,
+        positions,
+        (fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS).tolist(),
+        fixes["heading_deg"].to_numpy("float64").tolist(),
+        dates,
+        times,
+        positions,
+        satellites.tolist(),
+        hdop.tolist(),
+        fixes["elevation_m"].to_numpy("float64").tolist(),
+        [_PRN_FIELDS[n] for n in satellites.tolist()],
+        (hdop * 1.4).tolist(),
+        hdop.tolist(),
+        (hdop * 1.1).tolist(),
+    )
+    sentences = "".join(bodies).split("\n")[:-1]
+    # each line: "[unix_ms]$", the body, "*" and the checksum; the prefix is made once per fix
+    pieces = np.empty((len(sentences), 3), dtype=object)
+    pieces[:, 0] = np.repeat(np.array(format_rows("[%d]$", unix_ms.tolist()), dtype=object), 3)
+    pieces[:, 1] = sentences
+    pieces[:, 2] = _CHECKSUM_ENDS[xor_checksums(pa.array(sentences, pa.string()))]
     with atomic_path(path) as temp:
-        temp.write_text("".join([_LINE % line for line in lines]), encoding="ascii")
+        temp.write_text("".join(pieces.ravel().tolist()), encoding="ascii")
 
 
 def _unix_ms(observed_at: pd.Series) -> np.ndarray:
@@ -220,54 +275,39 @@ def _nmea_times(unix_ms: np.ndarray) -> tuple[list[str], list[str]]:
     days, second_of_day = np.divmod(seconds, 86_400)
     hours, rest = np.divmod(second_of_day, 3600)
     minutes, secs = np.divmod(rest, 60)
-    times = [
-        f"{h:02d}{m:02d}{s:02d}.{ms:03d}"
-        for h, m, s, ms in zip(
-            hours.tolist(), minutes.tolist(), secs.tolist(), millis.tolist(), strict=True
-        )
-    ]
-    calendar = pd.DatetimeIndex(days.astype("datetime64[D]"))
-    dates = [
-        f"{d:02d}{m:02d}{y:02d}"
-        for d, m, y in zip(calendar.day, calendar.month, calendar.year % 100, strict=True)
-    ]
-    return times, dates
+    times = format_rows(
+        "%02d%02d%02d.%03d", hours.tolist(), minutes.tolist(), secs.tolist(), millis.tolist()
+    )
+    unique_days, day_of = np.unique(days, return_inverse=True)
+    calendar = pd.DatetimeIndex(unique_days.astype("datetime64[D]"))
+    day_dates = format_rows(
+        "%02d%02d%02d",
+        calendar.day.tolist(),
+        calendar.month.tolist(),
+        (calendar.year % 100).tolist(),
+    )
+    return times, [day_dates[i] for i in day_of.tolist()]
 
 
 def write_geojson_trace(
     fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str
 ) -> None:
     """Write a GeoJSON FeatureCollection, one LineString per trip with per-vertex properties."""
-    times = iso_times(fixes["observed_at"])
+    coords = fixes[["lon", "lat", "elevation_m"]].to_numpy("float64").tolist()
+    columns = {
+        "coordTimes": iso_times(fixes["observed_at"]).tolist(),
+        **{name: fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")},
+    }
     features: list[dict[str, Any]] = []
     for trip_id, rows in _trips(fixes):
-        coords = np.column_stack(
-            [
-                fixes["lon"].to_numpy()[rows],
-                fixes["lat"].to_numpy()[rows],
-                fixes["elevation_m"].to_numpy()[rows],
-            ]
-        ).tolist()
         geometry: dict[str, Any] = (
-            {"type": "LineString", "coordinates": coords}
-            if len(coords) > 1
-            else {"type": "Point", "coordinates": coords[0]}
+            {"type": "LineString", "coordinates": coords[rows]}
+            if rows.stop - rows.start > 1
+            else {"type": "Point", "coordinates": coords[rows.start]}
         )
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": geometry,
-                "properties": {
-                    "device_id": device_id,
-                    "contributor_id": contributor_id,
-                    "trip_id": trip_id,
-                    "coordTimes": times[rows].tolist(),
-                    "hdop": fixes["hdop"].to_numpy()[rows].tolist(),
-                    "speed_mps": fixes["speed_mps"].to_numpy()[rows].tolist(),
-                    "heading_deg": fixes["heading_deg"].to_numpy()[rows].tolist(),
-                },
-            }
-        )
+        properties = {"device_id": device_id, "contributor_id": contributor_id, "trip_id": trip_id}
+        properties.update({name: values[rows] for name, values in columns.items()})
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     collection = {
         "type": "FeatureCollection",
         "simulated": True,
@@ -281,22 +321,21 @@ def write_geojson_trace(
 def write_parquet_trace(
     fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str
 ) -> None:
-    """Write a GeoParquet 1.1 file of Point fixes, labelled simulated in its metadata."""
-    frame = gpd.GeoDataFrame(
-        {
-            "device_id": pd.Series([device_id] * len(fixes), dtype="object"),
-            "contributor_id": pd.Series([contributor_id] * len(fixes), dtype="object"),
-            "observed_at": fixes["observed_at"].astype("datetime64[ms, UTC]").array,
-            "lat": fixes["lat"].to_numpy("float64"),
-            "lon": fixes["lon"].to_numpy("float64"),
-            "hdop": fixes["hdop"].to_numpy("float64"),
-            "speed_mps": fixes["speed_mps"].to_numpy("float64"),
-            "heading_deg": fixes["heading_deg"].to_numpy("float64"),
-        },
-        geometry=gpd.points_from_xy(fixes["lon"].to_numpy(), fixes["lat"].to_numpy()),
-        crs="EPSG:4326",
-    )
-    table = _geopandas_to_arrow(frame, index=False, schema_version="1.1.0")
+    """Write a GeoParquet 1.1 file of Point fixes, labelled simulated in its metadata.
+
+    The file is what geopandas writes for a GeoDataFrame of the fixes (its ``geo`` and
+    ``pandas`` metadata, field metadata and all), with the points encoded straight from the
+    coordinates rather than through a shapely object each (geopandas itself when some are not
+    finite: it has its own ways with NaN).
+    """
+    lon = fixes["lon"].to_numpy("float64")
+    lat = fixes["lat"].to_numpy("float64")
+    attributes = _parquet_attributes(fixes, device_id, contributor_id)
+    if np.isfinite(lon).all() and np.isfinite(lat).all():
+        table = _points_table(attributes, lon, lat)
+    else:
+        frame = gpd.GeoDataFrame(attributes, geometry=gpd.points_from_xy(lon, lat), crs=PARQUET_CRS)
+        table = _geopandas_to_arrow(frame, index=False, schema_version=GEOPARQUET_VERSION)
     label = json.dumps({"generator": GENERATOR, "simulated": True}, sort_keys=True).encode()
     metadata = {**(table.schema.metadata or {}), PARQUET_METADATA_KEY: label}
     table = table.replace_schema_metadata(metadata)
@@ -304,15 +343,60 @@ def write_parquet_trace(
         pq.write_table(table, temp, compression="zstd")
 
 
-def _trips(fixes: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(trip_id, row positions)`` in file order."""
+def _parquet_attributes(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> dict[str, Any]:
+    """Return the columns of a GeoParquet trace but its geometry."""
+    return {
+        "device_id": pd.Series([device_id] * len(fixes), dtype="object"),
+        "contributor_id": pd.Series([contributor_id] * len(fixes), dtype="object"),
+        "observed_at": fixes["observed_at"].astype("datetime64[ms, UTC]").array,
+        "lat": fixes["lat"].to_numpy("float64"),
+        "lon": fixes["lon"].to_numpy("float64"),
+        "hdop": fixes["hdop"].to_numpy("float64"),
+        "speed_mps": fixes["speed_mps"].to_numpy("float64"),
+        "heading_deg": fixes["heading_deg"].to_numpy("float64"),
+    }
+
+
+def _points_table(attributes: dict[str, Any], lon: np.ndarray, lat: np.ndarray) -> pa.Table:
+    """Return the Arrow table geopandas makes of ``attributes`` and Points at ``lon, lat``.
+
+    The coordinates must be finite. As geopandas does: the attributes with a null
+    ``geometry`` column converted by pyarrow (which gives the ``pandas`` metadata), then the
+    WKB column and the ``geo`` metadata.
+    """
+    field, template = _points_geometry_template()
+    geo = json.loads(template)
+    table = pa.Table.from_pandas(
+        pd.DataFrame({**attributes, "geometry": None}), preserve_index=False
+    )
+    table = table.set_column(table.num_columns - 1, field, wkb_points(lon, lat))
+    column = geo["columns"]["geometry"]
+    if len(lon):
+        column["bbox"] = [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
+    else:
+        column["geometry_types"] = []
+        del column["bbox"]
+    metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode("utf-8")}
+    return table.replace_schema_metadata(metadata)
+
+
+@functools.cache
+def _points_geometry_template() -> tuple[pa.Field, bytes]:
+    """Return the geometry field and ``geo`` metadata geopandas writes for Points."""
+    frame = gpd.GeoDataFrame(geometry=gpd.points_from_xy([0.0], [0.0]), crs=PARQUET_CRS)
+    table = _geopandas_to_arrow(frame, index=False, schema_version=GEOPARQUET_VERSION)
+    return table.schema.field("geometry"), table.schema.metadata[b"geo"]
+
+
+def _trips(fixes: pd.DataFrame) -> Iterator[tuple[str, slice]]:
+    """Yield ``(trip_id, rows)`` in file order, ``rows`` the slice of the trip's rows."""
     trip_ids = fixes["trip_id"].to_numpy()
     if len(trip_ids) == 0:
         return
     starts = np.flatnonzero(np.concatenate([[True], trip_ids[1:] != trip_ids[:-1]]))
     ends = np.append(starts[1:], len(trip_ids))
-    for start, end in zip(starts, ends, strict=True):
-        yield str(trip_ids[start]), np.arange(start, end)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield str(trip_ids[start]), slice(start, end)
 
 
 def _nmea_degrees(
@@ -322,19 +406,7 @@ def _nmea_degrees(
     ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
     degrees, rest = np.divmod(ten_thousandths, 600_000)
     minutes, fraction = np.divmod(rest, 10_000)
-    template = f"%0{degree_digits}d%02d.%04d"
-    text = [
-        template % dmf
-        for dmf in zip(degrees.tolist(), minutes.tolist(), fraction.tolist(), strict=True)
-    ]
+    text = format_rows(
+        f"%0{degree_digits}d%02d.%04d", degrees.tolist(), minutes.tolist(), fraction.tolist()
+    )
     return text, np.where(values >= 0, positive, negative).tolist()
-
-
-def _xor_checksums(bodies: list[str]) -> list[int]:
-    """XOR of the bytes of each sentence body, vectorized over all sentences."""
-    if not bodies:
-        return []
-    encoded = [body.encode("ascii") for body in bodies]
-    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])[:-1]])
-    return [int(c) for c in np.bitwise_xor.reduceat(data, offsets)]

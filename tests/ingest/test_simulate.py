@@ -437,3 +437,19 @@ def test_shortest_paths_are_cached_per_cutoff(network: DrivingNetwork) -> None:
     destination = int(np.argmax(full))
     edges = network.path_edges(via_edge, 0, destination)
     assert network.edge_length_m[edges].sum() == pytest.approx(full[destination])
+
+
+def test_route_polyline_joins_the_edges_geometries(network: DrivingNetwork) -> None:
+    _, via_edge = network.shortest_paths(0, math.inf)
+    edges = network.path_edges(via_edge, 0, len(network.node_ids) - 1)
+    route = network.route(edges)
+    shapes = network.edge_geometry[edges]
+    pieces = [
+        shapely.get_coordinates(shape)[0 if i == 0 else 1 :] for i, shape in enumerate(shapes)
+    ]
+    lon, lat = network.to_lonlat(route.xy[:, 0], route.xy[:, 1])
+    assert np.allclose(np.column_stack([lon, lat]), np.concatenate(pieces), atol=1e-9)
+    # each edge starts where the previous one ended, at the previous edge's length further on
+    assert len(route.edge_start_m) == len(edges) + 1
+    assert route.edge_start_m[0] == 0.0 and route.edge_start_m[-1] == route.length_m
+    assert np.allclose(np.diff(route.edge_start_m), network.edge_length_m[edges], rtol=0.01)

@@ -1,13 +1,35 @@
-"""The simulator's trace writers: field formatting checked against the standard library."""
+"""The simulator's trace writers: field formatting checked against the standard library,
+pandas and geopandas, and the bytes of every format kept."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
 import numpy as np
 import pandas as pd
-from hypothesis import given
+import pyarrow.parquet as pq
+import pytest
+from geopandas.io.arrow import _geopandas_to_arrow
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.trace_writers import _nmea_degrees, _nmea_times
+from pipeline.ingest.trace_writers import (
+    CSV_COLUMNS,
+    GENERATOR,
+    PARQUET_METADATA_KEY,
+    _nmea_degrees,
+    _nmea_times,
+    format_rows,
+    iso_times,
+    nmea_checksum,
+    write_csv_trace,
+    write_parquet_trace,
+    write_trace,
+)
 
 # 1900-01-01 to 2099-12-31, in Unix milliseconds
 MILLIS = st.integers(-2_208_988_800_000, 4_102_444_799_999)
@@ -31,3 +53,116 @@ def test_nmea_degrees_read_back_to_the_coordinate(values: list[float]) -> None:
         sign = -1.0 if hemisphere == "W" else 1.0
         # 4 decimals of a minute: within half a ten-thousandth of a minute
         assert abs(sign * (degrees + minutes / 60.0) - value) <= 0.5e-4 / 60.0 + 1e-12
+
+
+def sample_fixes() -> pd.DataFrame:
+    """Two trips and a one-fix trip crossing midnight of a new year, in all four hemispheres."""
+    rng = np.random.default_rng(5)
+    n = 40
+    start = pd.Timestamp("2026-12-31T23:59:50.250Z")
+    return pd.DataFrame(
+        {
+            "trip_id": ["t1"] * 25 + ["t2"] * 14 + ["t3"],
+            "observed_at": pd.DatetimeIndex(start + pd.to_timedelta(np.arange(n) * 1.5, "s")),
+            "lon": np.round(rng.uniform(-180, 180, n), 7),
+            "lat": np.round(rng.uniform(-90, 90, n), 7),
+            "elevation_m": np.round(rng.normal(20, 30, n), 1),
+            "hdop": np.round(rng.uniform(0.6, 5, n), 1),
+            "speed_mps": np.round(rng.uniform(0, 40, n), 2),
+            "heading_deg": np.mod(np.round(rng.uniform(0, 360, n), 1), 360.0),
+        }
+    ).astype({"observed_at": "datetime64[ms, UTC]"})
+
+
+# sha256 of what the writers of 055bdd8 (row-by-row formatting, DataFrame.to_csv) wrote
+REFERENCE_SHA256 = {
+    "csv": "d1ae627cf8a1349e9c847c15d96d3e9f519d17f19c8f4be95e51b81d0a7559b7",
+    "gpx": "a140021a61ecf18a1caf28700b24ada15bdafdb3317018d192be76534794e13a",
+    "nmea": "916b5dfc1e3aac23336efc7d183e06e3655f78dc448376691f9c740a097ff613",
+    "geojson": "ba048dbe36ffb8d6990fcf76412408c1d3878cb3688454ea23f0fdb825b64527",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(REFERENCE_SHA256))
+def test_text_traces_keep_their_bytes(fmt: str, tmp_path: Path) -> None:
+    path = tmp_path / f"trace.{fmt}"
+    write_trace(sample_fixes(), path, fmt, 'cam "7", left', "contrib-<1>")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == REFERENCE_SHA256[fmt]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=20),
+    st.text(min_size=1, max_size=12),
+)
+@example([1.5, float("nan"), -0.0, 1e-7, 1e16], 'cam "7",\nleft')
+def test_csv_trace_is_what_pandas_to_csv_writes(values: list[float], device_id: str) -> None:
+    fixes = pd.DataFrame(
+        {
+            "observed_at": pd.to_datetime(np.arange(len(values)) * 1000, unit="ms", utc=True),
+            **{name: np.array(values, dtype="float64") for name in CSV_COLUMNS[2:]},
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "device_id": device_id,
+            "timestamp": iso_times(fixes["observed_at"]),
+            **{name: fixes[name].to_numpy() for name in CSV_COLUMNS[2:]},
+        },
+        columns=list(CSV_COLUMNS),
+    ).to_csv(index=False, lineterminator="\n")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trace.csv"
+        write_csv_trace(fixes, path, device_id, "contrib")
+        assert path.read_bytes() == expected.encode("utf-8")
+
+
+def geopandas_parquet_bytes(fixes: pd.DataFrame, path: Path) -> bytes:
+    """The GeoParquet trace as written through a GeoDataFrame (shapely points)."""
+    frame = gpd.GeoDataFrame(
+        {
+            "device_id": pd.Series(["cam-1"] * len(fixes), dtype="object"),
+            "contributor_id": pd.Series(["contrib-1"] * len(fixes), dtype="object"),
+            "observed_at": fixes["observed_at"].astype("datetime64[ms, UTC]").array,
+            **{
+                name: fixes[name].to_numpy("float64")
+                for name in ("lat", "lon", "hdop", "speed_mps", "heading_deg")
+            },
+        },
+        geometry=gpd.points_from_xy(fixes["lon"].to_numpy(), fixes["lat"].to_numpy()),
+        crs="EPSG:4326",
+    )
+    table = _geopandas_to_arrow(frame, index=False, schema_version="1.1.0")
+    label = json.dumps({"generator": GENERATOR, "simulated": True}, sort_keys=True).encode()
+    table = table.replace_schema_metadata({**table.schema.metadata, PARQUET_METADATA_KEY: label})
+    pq.write_table(table, path, compression="zstd")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("rows", ["all", "none", "one", "nan"])
+def test_parquet_trace_is_what_geopandas_writes(rows: str, tmp_path: Path) -> None:
+    fixes = sample_fixes()
+    fixes = {"all": fixes, "none": fixes.iloc[:0], "one": fixes.iloc[:1]}.get(
+        rows, fixes.assign(lon=np.where(np.arange(len(fixes)) == 3, np.nan, fixes["lon"]))
+    )
+    write_parquet_trace(fixes, tmp_path / "fast.parquet", "cam-1", "contrib-1")
+    expected = geopandas_parquet_bytes(fixes, tmp_path / "geopandas.parquet")
+    assert (tmp_path / "fast.parquet").read_bytes() == expected
+
+
+def test_nmea_lines_carry_their_checksums(tmp_path: Path) -> None:
+    path = tmp_path / "trace.nmea"
+    write_trace(sample_fixes(), path, "nmea", "cam-1", "contrib-1")
+    lines = path.read_text(encoding="ascii").splitlines()
+    assert len(lines) == 3 * len(sample_fixes())
+    for line in lines:
+        body, checksum = line.split("$", 1)[1].split("*")
+        assert checksum == nmea_checksum(body)
+
+
+def test_format_rows_fills_the_template_per_row() -> None:
+    rows = format_rows("%s=%.2f;%02d\n", ["a", "b"], [1.005, -0.125], [3, 12])
+    assert rows == ["a=1.00;03\n", "b=-0.12;12\n"]  # as f"{x:.2f}": the binary value rounded
+    assert format_rows("%d") == []
+    with pytest.raises(ValueError):
+        format_rows("%s%s", ["a", "b"], ["c"])

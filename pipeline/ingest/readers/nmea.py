@@ -132,7 +132,7 @@ def _check_checksums(
     sentences: _Sentences, has_checksum: np.ndarray, given: pa.Array
 ) -> list[Reject]:
     """Reject the sentences whose checksum is present and wrong; keep the others."""
-    computed = _xor_checksums(sentences.body)
+    computed = xor_checksums(sentences.body)
     given_text = pc.utf8_upper(pc.utf8_trim_whitespace(given)).to_numpy(zero_copy_only=False)
     bad = has_checksum & (given_text != _HEX[computed])
     rejects = [
@@ -147,7 +147,7 @@ def _check_checksums(
     return rejects
 
 
-def _xor_checksums(bodies: pa.Array) -> np.ndarray:
+def xor_checksums(bodies: pa.Array) -> np.ndarray:
     """XOR of the bytes of each body (empty bodies give 0), vectorized over the Arrow buffer."""
     offsets, data = string_buffers(bodies)
     if not len(data) or not len(bodies):
