@@ -11,7 +11,7 @@ rule export_tiles:
         f"{OUT}/benchmarks/{{region}}/export_tiles.tsv"
     conda:
         "../envs/roadcover.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
     shell:
