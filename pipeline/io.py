@@ -367,6 +367,7 @@ def read_table(
     contract: Contract,
     columns: list[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
+    decode_geometry: bool = True,
 ) -> pd.DataFrame:
     """Read a stage output, checking its contract metadata, schema, nulls and keys.
 
@@ -381,6 +382,9 @@ def read_table(
     filters
         Read only the rows that pass these pyarrow filters, e.g. ``[("trip_id", "in", ids)]``
         (row groups whose statistics exclude them are skipped; keys are then not checked).
+    decode_geometry
+        False: leave the geometry column out of the result, a plain DataFrame, after the same
+        checks (decoding WKB into shapely objects is most of the time of a full read).
 
     Raises
     ------
@@ -406,6 +410,8 @@ def read_table(
         table = table.drop_columns([COVERING_BBOX_COLUMN])
     if columns is None and filters is None:
         validate_table(table, contract, source)
+    if not decode_geometry and contract.geometry_column in table.column_names:
+        table = table.drop_columns([contract.geometry_column])
     if contract.geometry_column is None or contract.geometry_column not in table.column_names:
         return table.to_pandas()
     return arrow_to_geodataframe(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -246,3 +247,19 @@ def test_atomic_path_leaves_nothing_behind_when_the_writer_fails(tmp_path: Path)
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_reading_without_geometry_keeps_every_other_column_and_every_check(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nodes.parquet"
+    write_table(nodes_frame([3, 1, 2]), path, NODES)
+    decoded = read_table(path, NODES)
+    plain = read_table(path, NODES, decode_geometry=False)
+    assert not isinstance(plain, gpd.GeoDataFrame)
+    assert list(plain.columns) == [c for c in decoded.columns if c != "geometry"]
+    assert plain.equals(pd.DataFrame(decoded.drop(columns="geometry")))
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table]), path)  # same metadata, duplicated keys
+    with pytest.raises(ContractError, match="is not unique"):
+        read_table(path, NODES, decode_geometry=False)

@@ -4,8 +4,10 @@ Coverage of an edge is a set of disjoint pieces ``[from_mm, to_mm)``, each with 
 last time it was observed. Every merge (a new batch into the state, the two directions of a
 road into one) is the same operation, :func:`union_pieces`: it cuts all pieces of a key at
 every breakpoint and keeps, per elementary interval, the earliest ``first_ms`` and the latest
-``last_ms`` of the pieces covering it. Min and max are associative and commutative, so merging
-batches one by one, in any order, gives exactly the result of merging them all at once.
+``last_ms`` of the pieces covering it (computed by :func:`reduce_over_ranges`, without
+expanding each piece into the elementary intervals it covers). Min and max are associative
+and commutative, so merging batches one by one, in any order, gives exactly the result of
+merging them all at once.
 Integer millimetres keep lengths exact and sums order-independent.
 """
 
@@ -46,14 +48,63 @@ def union_pieces(pieces: pd.DataFrame) -> pd.DataFrame:
     end = (codes.astype("int64") << POSITION_BITS) | pieces["to_mm"].to_numpy()
     cuts = np.unique(np.concatenate([start, end]))
     first_cut, last_cut = np.searchsorted(cuts, start), np.searchsorted(cuts, end)
-    spans = last_cut - first_cut
-    elementary = np.repeat(first_cut, spans) + _ranks_within(spans)
-    first_ms = np.full(len(cuts), np.iinfo("int64").max, dtype="int64")
-    last_ms = np.full(len(cuts), np.iinfo("int64").min, dtype="int64")
-    np.minimum.at(first_ms, elementary, np.repeat(pieces["first_ms"].to_numpy(), spans))
-    np.maximum.at(last_ms, elementary, np.repeat(pieces["last_ms"].to_numpy(), spans))
-    covered = np.bincount(elementary, minlength=len(cuts)) > 0
+    size = len(cuts)
+    opened = np.bincount(first_cut, minlength=size) - np.bincount(last_cut, minlength=size)
+    covered = np.cumsum(opened) > 0  # a running count of the pieces open on each interval
+    first_ms = reduce_over_ranges(
+        first_cut, last_cut, pieces["first_ms"].to_numpy(), size, np.minimum
+    )
+    last_ms = reduce_over_ranges(
+        first_cut, last_cut, pieces["last_ms"].to_numpy(), size, np.maximum
+    )
     return _merge_adjacent(cuts, covered, first_ms, last_ms, np.asarray(keys))
+
+
+def reduce_over_ranges(
+    begin: np.ndarray, stop: np.ndarray, values: np.ndarray, size: int, ufunc: np.ufunc
+) -> np.ndarray:
+    """Reduce, at every index, the values of the ranges that contain it.
+
+    Each range ``[begin, stop)`` (non-empty, within ``[0, size)``) is covered by two possibly
+    overlapping blocks of the largest power-of-two length that fits in it; the blocks of each
+    length are then pushed down to the halves they consist of, longest first. This needs
+    ``O((ranges + size) * log(longest range))`` work instead of one step per (range, index).
+
+    Parameters
+    ----------
+    begin, stop
+        The ranges' first and past-the-end indices (int64), ``begin < stop <= size``.
+    values
+        One int64 value per range.
+    size
+        Length of the result.
+    ufunc
+        An idempotent, commutative reduction: ``np.minimum`` or ``np.maximum``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 of length ``size``: the reduction of the values of the ranges containing each
+        index; the reduction's identity (int64 max for minimum, min for maximum) where none does.
+    """
+    if ufunc is not np.minimum and ufunc is not np.maximum:
+        raise ValueError(f"ufunc must be np.minimum or np.maximum, not {ufunc!r}")
+    info = np.iinfo("int64")
+    identity = info.max if ufunc is np.minimum else info.min
+    level = np.frexp(stop - begin)[1].astype("int64") - 1  # floor(log2(length)), exact
+    order = np.argsort(level, kind="stable")
+    level, begin, stop, values = level[order], begin[order], stop[order], values[order]
+    bounds = np.searchsorted(level, np.arange(level[-1] + 2 if len(level) else 1))
+    result = np.full(size, identity, dtype="int64")
+    for k in range(len(bounds) - 2, -1, -1):
+        width, same = 1 << k, slice(bounds[k], bounds[k + 1])
+        blocks = np.full(size, identity, dtype="int64")
+        ufunc.at(blocks, begin[same], values[same])
+        ufunc.at(blocks, stop[same] - width, values[same])
+        ufunc(blocks, result, out=blocks)
+        ufunc(blocks[width:], result[: max(size - width, 0)], out=blocks[width:])
+        result = blocks
+    return result
 
 
 def covered_length_mm(pieces: pd.DataFrame) -> pd.Series:

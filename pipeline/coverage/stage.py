@@ -128,7 +128,7 @@ def counted_segments(
 
     Offsets are clamped to the edge, so coverage never exceeds road length.
     """
-    segments = read_table(matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS)
+    segments = read_table(matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, decode_geometry=False)
     quality = read_table(matched_dir / QUALITY_FILE, MATCH_QUALITY)
     counts = quality["confidence"] >= settings.min_match_confidence
     if not settings.include_flagged_trips:

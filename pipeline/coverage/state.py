@@ -70,7 +70,15 @@ def state_of_batch(segments: pd.DataFrame, runs: pd.DataFrame, batch_id: str) ->
 
 
 def merge_states(first: CoverageState, second: CoverageState) -> CoverageState:
-    """Merge two states (of disjoint batches)."""
+    """Merge two states (of disjoint batches).
+
+    A state's tables are always merged already (union and grouping are idempotent), so when
+    ``first`` has no rows at all, e.g. the state before the first batch, ``second``'s tables
+    are the result as they are.
+    """
+    if all(getattr(first, name).empty for name in STATE_TABLES):
+        batches = sorted(set(first.batches) | set(second.batches))
+        return CoverageState(second.edge_pieces, second.edge_trips, second.cell_trips, batches)
     return CoverageState(
         edge_pieces=union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
         edge_trips=merge_edge_trips(pd.concat([first.edge_trips, second.edge_trips])),

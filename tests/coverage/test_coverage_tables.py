@@ -9,8 +9,16 @@ import pandas as pd
 import pytest
 
 from pipeline.coverage.cells import edge_cell_runs
-from pipeline.coverage.edges import canonical_edges
-from pipeline.coverage.state import merge_states, read_state, state_of_batch, write_state
+from pipeline.coverage.edges import canonical_edges, merge_edge_trips
+from pipeline.coverage.intervals import union_pieces
+from pipeline.coverage.state import (
+    empty_state,
+    merge_cell_trips,
+    merge_states,
+    read_state,
+    state_of_batch,
+    write_state,
+)
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.roads import build_roads, read_edges
@@ -148,3 +156,26 @@ def test_batches_applied_one_by_one_in_any_order_equal_one_computation(
         expected = getattr(full, name).reset_index(drop=True)
         assert getattr(forward, name).reset_index(drop=True).equals(expected)
         assert getattr(backward, name).reset_index(drop=True).equals(expected)
+
+
+def test_merging_into_a_state_without_rows_equals_the_full_merge(
+    edges: gpd.GeoDataFrame, computed: dict, tmp_path: Path
+) -> None:
+    runs = computed["runs"]
+    batch = computed["state"]
+    no_rows = state_of_batch(segments(edges, DRIVES).iloc[:0], runs, "nothing-counted")
+    write_state(empty_state(), tmp_path)
+    merges = {
+        "edge_pieces": union_pieces,
+        "edge_trips": merge_edge_trips,
+        "cell_trips": merge_cell_trips,
+    }
+    for first in (empty_state(), read_state(tmp_path), no_rows):
+        for second in (batch, no_rows):
+            merged = merge_states(first, second)
+            assert merged.batches == sorted(set(first.batches) | set(second.batches))
+            for name, merge in merges.items():
+                expected = merge(pd.concat([getattr(first, name), getattr(second, name)]))
+                got = getattr(merged, name)
+                assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+                assert got.reset_index(drop=True).equals(expected.reset_index(drop=True))

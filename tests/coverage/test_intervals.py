@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.coverage.intervals import covered_length_mm, union_pieces
+from pipeline.coverage.intervals import (
+    PIECE_COLUMNS,
+    covered_length_mm,
+    reduce_over_ranges,
+    union_pieces,
+)
+
+INT64 = np.iinfo("int64")
 
 
 def pieces(*rows: tuple[int, int, int, int, int]) -> pd.DataFrame:
@@ -65,3 +74,82 @@ def test_incremental_union_in_any_order_equals_one_union(
             if k == key:
                 marks |= set(range(lo, hi))
         assert length == len(marks)
+
+
+def union_by_brute_force(rows: list[tuple[int, int, int, int, int]]) -> pd.DataFrame:
+    """Union of pieces one millimetre at a time: the semantics union_pieces must keep."""
+    times: dict[tuple[int, int], tuple[int, int]] = {}
+    for key, lo, hi, first, last in rows:
+        for mm in range(lo, hi):
+            old_first, old_last = times.get((key, mm), (first, last))
+            times[(key, mm)] = (min(old_first, first), max(old_last, last))
+    merged: list[list[int]] = []
+    for (key, mm), (first, last) in sorted(times.items()):
+        previous = merged[-1] if merged else None
+        if previous and previous[0] == key and previous[2] == mm and previous[3:] == [first, last]:
+            previous[2] = mm + 1
+        else:
+            merged.append([key, mm, mm + 1, first, last])
+    return pd.DataFrame(merged, columns=PIECE_COLUMNS, dtype="int64")
+
+
+timed_piece = st.tuples(
+    st.integers(0, 3),
+    st.integers(0, 300),
+    st.integers(0, 120),
+    st.integers(-50, 50),
+    st.integers(0, 60),
+).map(lambda t: (t[0], t[1], t[1] + t[2], t[3], t[3] + t[4]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(timed_piece, max_size=40))
+def test_union_keeps_earliest_first_and_latest_last_of_covering_pieces(
+    rows: list[tuple[int, int, int, int, int]],
+) -> None:
+    merged = union_pieces(pieces(*rows))
+    expected = union_by_brute_force(rows)
+    assert merged.reset_index(drop=True).equals(expected)
+
+
+def test_union_of_many_pieces_sharing_cuts() -> None:
+    # a long edge driven by many trips: every piece spans many elementary intervals
+    rows = [(5, 10 * i, 3000 - 7 * i, 1000 - i, 2000 + (i * 37) % 101) for i in range(120)]
+    assert union_pieces(pieces(*rows)).equals(union_by_brute_force(rows))
+
+
+ranges = st.integers(1, 70).flatmap(
+    lambda size: st.tuples(
+        st.just(size),
+        st.lists(
+            st.tuples(st.integers(0, size - 1), st.integers(1, size), st.integers(-99, 99)).map(
+                lambda t: (t[0], max(t[1], t[0] + 1), t[2])
+            ),
+            max_size=30,
+        ),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranges)
+def test_reduce_over_ranges_matches_a_loop_over_each_range(
+    case: tuple[int, list[tuple[int, int, int]]],
+) -> None:
+    size, rows = case
+    begin = np.array([r[0] for r in rows], dtype="int64")
+    stop = np.array([r[1] for r in rows], dtype="int64")
+    values = np.array([r[2] for r in rows], dtype="int64")
+    for ufunc, identity in ((np.minimum, INT64.max), (np.maximum, INT64.min)):
+        expected = np.full(size, identity, dtype="int64")
+        for lo, hi, value in rows:
+            expected[lo:hi] = ufunc(expected[lo:hi], value)
+        got = reduce_over_ranges(begin, stop, values, size, ufunc)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_reduce_over_ranges_refuses_other_reductions() -> None:
+    one = np.array([0], dtype="int64")
+    with pytest.raises(ValueError, match="np.minimum or np.maximum"):
+        reduce_over_ranges(one, one + 1, one, 1, np.add)
