@@ -36,6 +36,8 @@ GLIBC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 
 # what the workers of the shared cluster import as they start: the modules of the stages'
 # tasks (the first task of each stage would import them otherwise)
 STAGE_MODULES = ("pipeline.ingest.simulate", "pipeline.ingest.stage", "pipeline.snap.stage")
+# a worker that fails to start is only logged by Dask: waiting longer than this means failure
+WORKER_START_TIMEOUT_S = 120.0
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -120,14 +122,16 @@ def shared_local_cluster(workers: int) -> Iterator[str]:
 def _add_workers(cluster: LocalCluster, workers: int) -> None:
     """Scale a cluster up to ``workers``; close it if they fail to start, so its clients fail.
 
-    A client of a scheduler without workers would wait for them forever.
+    A client of a scheduler without workers would wait for them forever. Dask only logs a
+    worker that fails to start, so not all of them up within ``WORKER_START_TIMEOUT_S`` is
+    taken as failure.
     """
     import dask
 
     try:
         with dask.config.set(GLIBC_DEFAULTS):  # read as the nannies are made
             cluster.scale(workers)
-            cluster.wait_for_workers(workers)
+            cluster.wait_for_workers(workers, timeout=WORKER_START_TIMEOUT_S)
     except Exception:
         log.exception("dask: the shared cluster's workers did not start; closing it")
         cluster.close()
