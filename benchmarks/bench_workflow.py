@@ -1,13 +1,17 @@
 """End-to-end benchmark: the whole workflow on the demo region with growing simulated fleets.
 
-Usage: ``python benchmarks/bench_workflow.py [--scales 1 4 16] [--workers 1 2]``. For each fleet
-size (the demo's 40 devices over 21 days, times each scale) and worker count, runs
+Usage: ``python benchmarks/bench_workflow.py [--scales 1 4 16] [--workers 1 2] [--runs N]``.
+For each fleet size (the demo's 40 devices over 21 days, times each scale) and worker count, runs
 ``roadcover run --cores WORKERS`` from scratch into a temporary folder (the rules give their
 stages ``--workers {threads}``, and ``roadcover run`` shares one LocalCluster of ``WORKERS``
 Dask workers between them; one core means no Dask at all) and reports wall time, fixes read,
 fixes per second end to end, each rule's time and peak memory from Snakemake's benchmark files,
 and the peak RSS of any one Dask worker (sampled every 0.2 s: Snakemake's figures cover a
-rule's own processes, not the shared workers).
+rule's own processes, not the shared workers). With ``--runs N`` every combination runs N
+times, the rounds interleaved (so that the machine's drift falls on all of them alike), and
+the tables give medians (seconds, fixes/s and each rule's time; the peak RSS is the largest).
+To compare two versions side by side, run the script from each checkout in turn (e.g. with
+``PYTHONPATH`` on an old worktree); warm its Numba cache with a first run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,17 +109,48 @@ def run_once(scale: int, workers: int, folder: Path) -> Run:
 
 
 def main() -> None:
-    """Run every combination and print Markdown tables."""
+    """Run every combination (``--runs`` times, interleaved) and print Markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs", type=int, default=1, help="runs of each combination")
     args = parser.parse_args()
-    results = []
-    for scale in args.scales:
-        for workers in args.workers:
-            with tempfile.TemporaryDirectory() as folder:
-                results.append(run_once(scale, workers, Path(folder)))
-                print(f"done: scale {scale}, {workers} worker(s)", file=sys.stderr)
+    runs: dict[tuple[int, int], list[Run]] = {}
+    for round_ in range(args.runs):
+        for scale in args.scales:
+            for workers in args.workers:
+                with tempfile.TemporaryDirectory() as folder:
+                    runs.setdefault((scale, workers), []).append(
+                        run_once(scale, workers, Path(folder))
+                    )
+                print(
+                    f"done: round {round_ + 1}, scale {scale}, {workers} worker(s)", file=sys.stderr
+                )
+    print_tables([median_run(group) for group in runs.values()], args.runs)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """One run of medians: wall time, each rule's time and memory; the largest worker peak."""
+    names = {name for r in runs for name in r.rules}
+    return Run(
+        runs[0].devices,
+        runs[0].workers,
+        statistics.median(r.seconds for r in runs),
+        runs[0].fixes,
+        {
+            name: (
+                statistics.median(r.rules[name][0] for r in runs if name in r.rules),
+                statistics.median(r.rules[name][1] for r in runs if name in r.rules),
+            )
+            for name in names
+        },
+        max(r.worker_peak_rss for r in runs),
+    )
+
+
+def print_tables(results: list[Run], runs: int) -> None:
+    """Print the end-to-end table and the per-rule table (medians of ``runs`` runs)."""
+    print(f"medians of {runs} run(s)\n")
     print(
         "| fleet | cores (Dask workers) | fixes | seconds | fixes/s end to end "
         "| without the simulator | peak RSS per worker MiB |\n"
@@ -124,7 +160,7 @@ def main() -> None:
         simulate_s = r.rules.get("simulate_fleet", (0.0, 0.0))[0]
         peak = f"{r.worker_peak_rss / 2**20:,.0f}" if r.worker_peak_rss else "- (no Dask)"
         print(
-            f"| {r.devices} devices | {r.workers} | {r.fixes:,} | {r.seconds:.0f} | "
+            f"| {r.devices} devices | {r.workers} | {r.fixes:,} | {r.seconds:.1f} | "
             f"{r.fixes / r.seconds:,.0f} | {r.fixes / (r.seconds - simulate_s):,.0f} | {peak} |"
         )
     names = sorted({name for r in results for name in r.rules})
