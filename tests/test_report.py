@@ -6,9 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 
-from pipeline.report import write_report
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.io import read_table
+from pipeline.report import _map_thumbnail, _png, write_report
 from tests.export.coverage_builder import helsinki_coverage
 
 
@@ -31,3 +35,27 @@ def test_report_embeds_plots_and_combines_regions(
     assert summary["all_regions"]["road_km"] == pytest.approx(2 * one["road_km"])
     assert summary["all_regions"]["coverage_pct"] == pytest.approx(one["coverage_pct"])
     assert summary["all_regions"]["regions"] == ["north", "south"]
+
+
+def _plot_with_geopandas(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """The map as GeoDataFrame.plot draws it (what the report drew before)."""
+    figure, axis = plt.subplots(figsize=(7, 6))
+    finest = cells[cells["resolution"] == cells["resolution"].max()]
+    finest.plot(
+        ax=axis, column="coverage_pct", cmap="viridis", vmin=0, vmax=100, alpha=0.5, legend=True
+    )
+    edges[edges["covered_m"] == 0].plot(ax=axis, color="#bbbbbb", linewidth=0.5)
+    edges[edges["covered_m"] > 0].plot(ax=axis, column="age_days", cmap="autumn", linewidth=1.2)
+    axis.set_axis_off()
+    return _png(figure)
+
+
+@pytest.mark.filterwarnings("ignore:The GeoDataFrame you are attempting to plot is empty")
+def test_map_is_the_picture_geopandas_draws(tmp_path_factory: pytest.TempPathFactory) -> None:
+    coverage = helsinki_coverage(tmp_path_factory)
+    edges = read_table(coverage / "edges.parquet", EDGE_COVERAGE)
+    cells = read_table(coverage / "cells.parquet", CELL_COVERAGE)
+    assert (edges["covered_m"] == 0).any() and (edges["covered_m"] > 0).any()
+    assert _map_thumbnail(edges, cells) == _plot_with_geopandas(edges, cells)
+    undriven = edges[edges["covered_m"] == 0]
+    assert _map_thumbnail(undriven, cells) == _plot_with_geopandas(undriven, cells)
