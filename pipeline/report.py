@@ -35,6 +35,8 @@ from pipeline.coverage.summary import combine_summaries
 from pipeline.io import atomic_path, read_table, write_json
 
 MS_PER_DAY = 86_400_000
+STATE_COLUMNS = {"edge_trips": ["edge_id", "first_ms", "last_ms"], "cell_trips": []}
+"""What the report reads of the coverage state (and all of ``edge_pieces``)."""
 
 
 def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
@@ -184,7 +186,7 @@ def _set_lonlat_aspect(axis: Axes, geometry: np.ndarray) -> None:
 
 
 def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
-    state = read_state(folder / "coverage" / "state")
+    state = read_state(folder / "coverage" / "state", columns=STATE_COLUMNS)
     if state.edge_pieces.empty:
         return "<p>no coverage yet</p>"
     roads = road_pieces(state.edge_pieces, canonical_edges(edges))
@@ -193,8 +195,7 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     start, stop = int(roads["first_ms"].min()), int(roads["last_ms"].max())
     days = np.linspace(start, stop, 60)
     covered = [100 * length[roads["first_ms"].to_numpy() <= d].sum() / road_mm for d in days]
-    trips = state.edge_trips
-    fresh = [_edge_fresh_pct(trips, edges, d) for d in days]
+    fresh = _edge_fresh_pct(state.edge_trips, edges, days)
     figure, axis = plt.subplots(figsize=(7, 3))
     dates = pd.to_datetime(days, unit="ms")
     axis.plot(dates, covered, label="covered at least once (%)")
@@ -205,12 +206,33 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     return _png(figure)
 
 
-def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, as_of_ms: float) -> float:
-    window = trips[
-        (trips["first_ms"] <= as_of_ms) & (trips["last_ms"] >= as_of_ms - 28 * MS_PER_DAY)
-    ]
-    driven = edges[edges["edge_id"].isin(window["edge_id"])]
-    return float(100 * driven["length_m"].sum() / edges["length_m"].sum())
+def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, days: np.ndarray) -> list[float]:
+    """For each time (epoch ms), the % of edge length some trip drove in the 28 days before.
+
+    A trip makes its edge fresh at the times ``t`` with ``first_ms <= t`` and
+    ``last_ms >= t - 28 days``: a run of the sorted ``days``, found by binary search, so each
+    trip is looked at once whatever the number of times.
+
+    Parameters
+    ----------
+    trips
+        The coverage state's ``edge_trips``: ``edge_id``, ``first_ms``, ``last_ms``.
+    edges
+        The ``edge_coverage`` table (edge ids unique, as its contract keys them).
+    days
+        The times, ascending.
+    """
+    rows = pd.Index(edges["edge_id"]).get_indexer(trips["edge_id"])
+    known = rows >= 0
+    first = np.searchsorted(days, trips["first_ms"].to_numpy()[known], side="left")
+    stop = np.searchsorted(days - 28 * MS_PER_DAY, trips["last_ms"].to_numpy()[known], "right")
+    starts = np.zeros((len(edges), len(days) + 1), dtype="int64")
+    np.add.at(starts, (rows[known], first), 1)
+    np.add.at(starts, (rows[known], np.maximum(stop, first)), -1)
+    driven = np.cumsum(starts[:, :-1], axis=1) > 0
+    length = edges["length_m"].to_numpy(dtype="float64")
+    total = edges["length_m"].sum()
+    return [float(100 * length[driven[:, day]].sum() / total) for day in range(len(days))]
 
 
 def _freshness_histogram(edges: pd.DataFrame) -> str:
