@@ -3,6 +3,9 @@
 Each command parses its arguments, loads the config, calls the stage function and reports.
 Errors the user can fix (:class:`~pipeline.errors.PipelineError`) are printed as one line and
 exit with status 1; a stage that this version does not provide exits with status 2.
+
+A command imports what it uses (its stage, the config loader, I/O) when it runs, so that
+``roadcover --help`` and a light command do not pay for pandas, geopandas or jsonschema.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline import __version__
-from pipeline.config import load_config
 from pipeline.errors import InputDataError, PipelineError
-from pipeline.io import write_json
 from pipeline.roads.highways import NETWORK_TYPES
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def roads_build(
     config_path: Path | None,
 ) -> None:
     """Build the road graph of OSM_FILE (.osm, .osm.gz, .osm.bz2, .osm.pbf, a URL or package://)."""
+    from pipeline.config import load_config
     from pipeline.roads import build_roads, resolve_extract
 
     settings = load_config(config_path)
@@ -147,6 +149,7 @@ def simulate(
     config_path: Path | None,
 ) -> None:
     """Simulate a dashcam fleet driving on a road graph, with its ground-truth routes."""
+    from pipeline.config import load_config
     from pipeline.ingest.simulate import simulate_fleet
 
     config = load_config(config_path)
@@ -190,7 +193,9 @@ def ingest(
     INPUTS are files or folders (searched recursively). Files ingested before (same content)
     are skipped.
     """
+    from pipeline.config import load_config
     from pipeline.ingest.stage import format_report, ingest_traces
+    from pipeline.io import write_json
 
     config = load_config(config_path)
     settings = config.ingest
@@ -235,6 +240,7 @@ def snap(
     config_path: Path | None,
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
+    from pipeline.config import load_config
     from pipeline.snap.stage import snap_traces
 
     config = load_config(config_path)
@@ -284,6 +290,7 @@ def coverage(
     config_path: Path | None,
 ) -> None:
     """Merge matched batches into the coverage state; write edge, H3 cell and region coverage."""
+    from pipeline.config import load_config
     from pipeline.coverage.stage import compute_coverage, format_summary
 
     settings = load_config(config_path).coverage
@@ -440,6 +447,7 @@ def export_feed_command(
 ) -> None:
     """Write a B2B data feed release (segments, cells, manifest, STAC, delta)."""
     from pipeline.export.feeds import default_release_id, export_feed
+    from pipeline.io import write_json
 
     release_id = release_id or default_release_id(coverage_dir)
     latest = json.loads(latest_path.read_text()) if latest_path and latest_path.exists() else None

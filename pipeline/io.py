@@ -3,6 +3,9 @@
 Writing goes to a temporary file in the destination folder and is renamed into place, so a
 crashed or killed stage never leaves a half-written output, and readers never see one. The same
 data always gives the same bytes, so re-running a stage is idempotent.
+
+geopandas, pandas and pyproj are imported where a GeoDataFrame or a CRS is made, not with this
+module: a command that reads Arrow tables alone (:func:`read_arrow`) does without them.
 """
 
 from __future__ import annotations
@@ -15,24 +18,20 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyproj
-from geopandas.io.arrow import (
-    _arrow_to_geopandas,
-    _geopandas_to_arrow,
-    _remove_id_from_member_of_ensembles,
-    _validate_and_decode_metadata,
-)
 
 from pipeline import __version__
 from pipeline.contracts import Contract, check_contract_metadata, validate_table
 from pipeline.errors import ContractError, InputDataError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+    import pyproj
 
 GEOPARQUET_VERSION = "1.1.0"
 COVERING_BBOX_COLUMN = "bbox"
@@ -95,6 +94,8 @@ def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> No
     if contract.geometry_column is None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     else:
+        from geopandas.io.arrow import _geopandas_to_arrow
+
         table = _geopandas_to_arrow(
             frame, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True
         )
@@ -169,7 +170,7 @@ def write_lines(
     """
     coords = np.ascontiguousarray(coords, dtype="<f8").reshape(-1, 2)
     offsets = np.asarray(offsets, dtype="int64")
-    rows = len(frame) if isinstance(frame, pd.DataFrame) else frame.num_rows
+    rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
     if len(offsets) != rows + 1 or offsets[-1] != len(coords) or (np.diff(offsets) < 2).any():
         raise ValueError(
             f"{path}: offsets must give {rows} line(s) of 2 or more of the {len(coords)} vertices"
@@ -275,6 +276,9 @@ def _geo_metadata(
 @functools.lru_cache(maxsize=32)
 def _parsed_crs(document: str) -> pyproj.CRS | None:
     """Return the CRS a GeoParquet column's ``crs`` (JSON text) names; None for ``null``."""
+    import pyproj
+    from geopandas.io.arrow import _remove_id_from_member_of_ensembles
+
     value = json.loads(document)
     if value is None:
         return None
@@ -285,6 +289,9 @@ def _parsed_crs(document: str) -> pyproj.CRS | None:
 
 @functools.cache
 def _projjson(crs: str) -> dict[str, Any]:
+    import pyproj
+    from geopandas.io.arrow import _remove_id_from_member_of_ensembles
+
     document: dict[str, Any] = pyproj.CRS.from_user_input(crs).to_json_dict()
     _remove_id_from_member_of_ensembles(document)
     return document
@@ -371,6 +378,40 @@ def read_table(
 ) -> pd.DataFrame:
     """Read a stage output, checking its contract metadata, schema, nulls and keys.
 
+    The checks and parameters are those of :func:`read_arrow`; the table is returned as a
+    GeoDataFrame if it has its contract's geometry column, else as a DataFrame.
+
+    Parameters
+    ----------
+    path, contract, columns, filters
+        As for :func:`read_arrow`.
+    decode_geometry
+        False: leave the geometry column out of the result, a plain DataFrame, after the same
+        checks (decoding WKB into shapely objects is most of the time of a full read).
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract`` or does not satisfy it.
+    """
+    table = read_arrow(path, contract, columns, filters)
+    if not decode_geometry and contract.geometry_column in table.column_names:
+        table = table.drop_columns([contract.geometry_column])
+    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
+        return table.to_pandas()
+    return arrow_to_geodataframe(table)
+
+
+def read_arrow(
+    path: str | Path,
+    contract: Contract,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pa.Table:
+    """Read a stage output as an Arrow table (geometry as WKB), checking its contract.
+
     Parameters
     ----------
     path
@@ -382,9 +423,11 @@ def read_table(
     filters
         Read only the rows that pass these pyarrow filters, e.g. ``[("trip_id", "in", ids)]``
         (row groups whose statistics exclude them are skipped; keys are then not checked).
-    decode_geometry
-        False: leave the geometry column out of the result, a plain DataFrame, after the same
-        checks (decoding WKB into shapely objects is most of the time of a full read).
+
+    Returns
+    -------
+    pyarrow.Table
+        The file's columns but the covering bbox, with the file's schema metadata.
 
     Raises
     ------
@@ -410,11 +453,7 @@ def read_table(
         table = table.drop_columns([COVERING_BBOX_COLUMN])
     if columns is None and filters is None:
         validate_table(table, contract, source)
-    if not decode_geometry and contract.geometry_column in table.column_names:
-        table = table.drop_columns([contract.geometry_column])
-    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
-        return table.to_pandas()
-    return arrow_to_geodataframe(table)
+    return table
 
 
 def arrow_to_geodataframe(table: pa.Table) -> gpd.GeoDataFrame:
@@ -428,6 +467,8 @@ def arrow_to_geodataframe(table: pa.Table) -> gpd.GeoDataFrame:
     ValueError
         If the ``geo`` metadata is missing or invalid.
     """
+    from geopandas.io.arrow import _arrow_to_geopandas, _validate_and_decode_metadata
+
     geo = _validate_and_decode_metadata(table.schema.metadata)
     for column in geo["columns"].values():
         column["crs"] = _parsed_crs(json.dumps(column.get("crs", "OGC:CRS84"), sort_keys=True))

@@ -20,6 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import shapely
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.colors import Normalize
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path as DrawingPath
 
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY
 from pipeline.coverage.edges import canonical_edges, road_pieces
@@ -28,6 +35,8 @@ from pipeline.coverage.summary import combine_summaries
 from pipeline.io import atomic_path, read_table, write_json
 
 MS_PER_DAY = 86_400_000
+STATE_COLUMNS = {"edge_trips": ["edge_id", "first_ms", "last_ms"], "cell_trips": []}
+"""What the report reads of the coverage state (and all of ``edge_pieces``)."""
 
 
 def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
@@ -94,19 +103,90 @@ def _png(figure: Any) -> str:
 
 
 def _map_thumbnail(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """Return the map: the finest cells by coverage, roads over them (grey undriven, by age).
+
+    It is the picture ``GeoDataFrame.plot`` draws of these layers in lon/lat (the same collections,
+    aspect and colour bar), without the whole-figure draw it makes after each layer.
+    """
     figure, axis = plt.subplots(figsize=(7, 6))
     finest = cells[cells["resolution"] == cells["resolution"].max()]
-    finest.plot(
-        ax=axis, column="coverage_pct", cmap="viridis", vmin=0, vmax=100, alpha=0.5, legend=True
-    )
-    edges[edges["covered_m"] == 0].plot(ax=axis, color="#bbbbbb", linewidth=0.5)
-    edges[edges["covered_m"] > 0].plot(ax=axis, column="age_days", cmap="autumn", linewidth=1.2)
+    if len(finest):
+        _draw_cells(axis, finest["geometry"].to_numpy(), finest["coverage_pct"].to_numpy())
+    undriven = edges[edges["covered_m"] == 0]
+    if len(undriven):
+        _draw_lines(axis, undriven["geometry"].to_numpy(), color="#bbbbbb", linewidth=0.5)
+    driven = edges[edges["covered_m"] > 0]
+    if len(driven):
+        ages = driven["age_days"].to_numpy(dtype="float64")
+        _draw_lines(axis, driven["geometry"].to_numpy(), ages, "autumn", linewidth=1.2)
     axis.set_axis_off()
     return _png(figure)
 
 
+def _draw_cells(axis: Axes, polygons: np.ndarray, coverage_pct: np.ndarray) -> None:
+    """Draw polygons coloured by coverage (0-100 %, viridis, half transparent), a colour bar."""
+    _set_lonlat_aspect(axis, polygons)
+    known = ~np.isnan(coverage_pct)
+    patches = [PathPatch(_polygon_path(p)) for p in shapely.normalize(polygons[known])]
+    collection = PatchCollection(patches, alpha=0.5)
+    collection.set_cmap("viridis")
+    collection.set_array(coverage_pct[known])
+    collection.set_clim(0, 100)
+    axis.add_collection(collection, autolim=True)
+    axis.autoscale_view()
+    below, above = coverage_pct[known].min() < 0, coverage_pct[known].max() > 100
+    extend = "both" if below and above else "min" if below else "max" if above else "neither"
+    ratio = axis.get_position().height / axis.get_position(original=True).height
+    axis.figure.colorbar(
+        ScalarMappable(norm=Normalize(vmin=0, vmax=100), cmap="viridis"),
+        ax=axis,
+        extend=extend,
+        shrink=ratio,
+        aspect=ratio * 20,
+    )
+
+
+def _polygon_path(polygon: shapely.Geometry) -> DrawingPath:
+    """One path of every ring of a (multi)polygon, as matplotlib fills polygons with holes."""
+    rings = [r for part in shapely.get_parts(polygon) for r in (part.exterior, *part.interiors)]
+    return DrawingPath.make_compound_path(
+        *(DrawingPath(np.asarray(ring.coords)[:, :2], closed=True) for ring in rings)
+    )
+
+
+def _draw_lines(
+    axis: Axes,
+    lines: np.ndarray,
+    values: np.ndarray | None = None,
+    cmap: str = "viridis",
+    **style: Any,
+) -> None:
+    """Draw (multi)line strings as one collection, coloured by ``values`` (min to max) if given.
+
+    Lines whose value is NaN are left out; ``cmap`` colours the values.
+    """
+    _set_lonlat_aspect(axis, lines)
+    if values is not None:
+        known = ~np.isnan(values)
+        lines, values = lines[known], values[known]
+    parts, owner = shapely.get_parts(shapely.normalize(lines), return_index=True)
+    collection = LineCollection([np.array(part.coords)[:, :2] for part in parts], **style)
+    if values is not None and len(values):
+        collection.set_array(values[owner])
+        collection.set_cmap(cmap)
+        collection.set_clim(values.min(), values.max())
+    axis.add_collection(collection, autolim=True)
+    axis.autoscale_view()
+
+
+def _set_lonlat_aspect(axis: Axes, geometry: np.ndarray) -> None:
+    """Stretch lon/lat as geopandas does: 1 / cos(the data's middle latitude)."""
+    _, south, _, north = shapely.total_bounds(geometry)
+    axis.set_aspect(1 / np.cos(np.mean([south, north]) * np.pi / 180))
+
+
 def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
-    state = read_state(folder / "coverage" / "state")
+    state = read_state(folder / "coverage" / "state", columns=STATE_COLUMNS)
     if state.edge_pieces.empty:
         return "<p>no coverage yet</p>"
     roads = road_pieces(state.edge_pieces, canonical_edges(edges))
@@ -115,8 +195,7 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     start, stop = int(roads["first_ms"].min()), int(roads["last_ms"].max())
     days = np.linspace(start, stop, 60)
     covered = [100 * length[roads["first_ms"].to_numpy() <= d].sum() / road_mm for d in days]
-    trips = state.edge_trips
-    fresh = [_edge_fresh_pct(trips, edges, d) for d in days]
+    fresh = _edge_fresh_pct(state.edge_trips, edges, days)
     figure, axis = plt.subplots(figsize=(7, 3))
     dates = pd.to_datetime(days, unit="ms")
     axis.plot(dates, covered, label="covered at least once (%)")
@@ -127,12 +206,33 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     return _png(figure)
 
 
-def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, as_of_ms: float) -> float:
-    window = trips[
-        (trips["first_ms"] <= as_of_ms) & (trips["last_ms"] >= as_of_ms - 28 * MS_PER_DAY)
-    ]
-    driven = edges[edges["edge_id"].isin(window["edge_id"])]
-    return float(100 * driven["length_m"].sum() / edges["length_m"].sum())
+def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, days: np.ndarray) -> list[float]:
+    """For each time (epoch ms), the % of edge length some trip drove in the 28 days before.
+
+    A trip makes its edge fresh at the times ``t`` with ``first_ms <= t`` and
+    ``last_ms >= t - 28 days``: a run of the sorted ``days``, found by binary search, so each
+    trip is looked at once whatever the number of times.
+
+    Parameters
+    ----------
+    trips
+        The coverage state's ``edge_trips``: ``edge_id``, ``first_ms``, ``last_ms``.
+    edges
+        The ``edge_coverage`` table (edge ids unique, as its contract keys them).
+    days
+        The times, ascending.
+    """
+    rows = pd.Index(edges["edge_id"]).get_indexer(trips["edge_id"])
+    known = rows >= 0
+    first = np.searchsorted(days, trips["first_ms"].to_numpy()[known], side="left")
+    stop = np.searchsorted(days - 28 * MS_PER_DAY, trips["last_ms"].to_numpy()[known], "right")
+    starts = np.zeros((len(edges), len(days) + 1), dtype="int64")
+    np.add.at(starts, (rows[known], first), 1)
+    np.add.at(starts, (rows[known], np.maximum(stop, first)), -1)
+    driven = np.cumsum(starts[:, :-1], axis=1) > 0
+    length = edges["length_m"].to_numpy(dtype="float64")
+    total = edges["length_m"].sum()
+    return [float(100 * length[driven[:, day]].sum() / total) for day in range(len(days))]
 
 
 def _freshness_histogram(edges: pd.DataFrame) -> str:

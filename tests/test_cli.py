@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,18 @@ def test_bad_config_is_reported_with_the_key(tmp_path: Path, tiny_osm: Path) -> 
     assert result.returncode == EXIT_ERROR
     assert "'roads.network' has value 'boats'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_imports_no_data_library() -> None:
+    """A command imports its stage, the config loader and I/O itself; --help needs none."""
+    script = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        "assert main(['--help']) == 0\n"
+        "heavy = ('pandas', 'geopandas', 'pyarrow', 'shapely', 'jsonschema', 'yaml')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

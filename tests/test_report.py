@@ -6,9 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline.report import write_report
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.io import read_table
+from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, write_report
 from tests.export.coverage_builder import helsinki_coverage
 
 
@@ -31,3 +36,64 @@ def test_report_embeds_plots_and_combines_regions(
     assert summary["all_regions"]["road_km"] == pytest.approx(2 * one["road_km"])
     assert summary["all_regions"]["coverage_pct"] == pytest.approx(one["coverage_pct"])
     assert summary["all_regions"]["regions"] == ["north", "south"]
+
+
+def _plot_with_geopandas(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """The map as GeoDataFrame.plot draws it (what the report drew before)."""
+    figure, axis = plt.subplots(figsize=(7, 6))
+    finest = cells[cells["resolution"] == cells["resolution"].max()]
+    finest.plot(
+        ax=axis, column="coverage_pct", cmap="viridis", vmin=0, vmax=100, alpha=0.5, legend=True
+    )
+    edges[edges["covered_m"] == 0].plot(ax=axis, color="#bbbbbb", linewidth=0.5)
+    edges[edges["covered_m"] > 0].plot(ax=axis, column="age_days", cmap="autumn", linewidth=1.2)
+    axis.set_axis_off()
+    return _png(figure)
+
+
+@pytest.mark.filterwarnings("ignore:The GeoDataFrame you are attempting to plot is empty")
+def test_map_is_the_picture_geopandas_draws(tmp_path_factory: pytest.TempPathFactory) -> None:
+    coverage = helsinki_coverage(tmp_path_factory)
+    edges = read_table(coverage / "edges.parquet", EDGE_COVERAGE)
+    cells = read_table(coverage / "cells.parquet", CELL_COVERAGE)
+    assert (edges["covered_m"] == 0).any() and (edges["covered_m"] > 0).any()
+    assert _map_thumbnail(edges, cells) == _plot_with_geopandas(edges, cells)
+    undriven = edges[edges["covered_m"] == 0]
+    assert _map_thumbnail(undriven, cells) == _plot_with_geopandas(undriven, cells)
+
+
+def test_fresh_share_counts_edges_driven_in_the_28_days_before() -> None:
+    day = 86_400_000
+    edges = pd.DataFrame({"edge_id": [7, 3, 5], "length_m": [10.0, 30.0, 60.0]})
+    trips = pd.DataFrame(
+        {
+            "edge_id": [3, 3, 5, 9],  # 9 is no edge of the table
+            "first_ms": [0, 40 * day, 10 * day, 0],
+            "last_ms": [2 * day, 41 * day, 12 * day, 100 * day],
+        }
+    )
+    days = np.array([1, 30, 40, 41, 69, 70]) * float(day)
+    fresh = _edge_fresh_pct(trips, edges, days)
+    assert fresh == pytest.approx([30.0, 90.0, 90.0, 30.0, 30.0, 0.0])
+    assert _edge_fresh_pct(trips.iloc[:0], edges, days) == [0.0] * len(days)
+
+
+def test_fresh_share_is_the_share_of_edges_with_a_trip_in_the_window() -> None:
+    day = 86_400_000
+    rng = np.random.default_rng(3)
+    edges = pd.DataFrame({"edge_id": rng.permutation(50) * 7, "length_m": rng.uniform(1, 99, 50)})
+    first = rng.integers(0, 200, 2000) * day // 2
+    trips = pd.DataFrame(
+        {
+            "edge_id": rng.integers(0, 60, 2000) * 7,
+            "first_ms": first,
+            "last_ms": first + rng.integers(0, 10 * day, 2000),
+        }
+    )
+    days = np.linspace(0, 130 * day, 60)
+    expected = []
+    for as_of in days:
+        window = trips[(trips["first_ms"] <= as_of) & (trips["last_ms"] >= as_of - 28 * day)]
+        driven = edges[edges["edge_id"].isin(window["edge_id"])]
+        expected.append(float(100 * driven["length_m"].sum() / edges["length_m"].sum()))
+    assert _edge_fresh_pct(trips, edges, days) == expected

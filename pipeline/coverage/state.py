@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,12 +131,29 @@ def write_state(state: CoverageState, state_root: Path) -> None:
             shutil.rmtree(old)
 
 
-def read_state(state_root: Path) -> CoverageState:
-    """Read the current state written by :func:`write_state`; none yet is the empty state."""
+def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
+    """Read the current state written by :func:`write_state`; none yet is the empty state.
+
+    Parameters
+    ----------
+    state_root
+        The state folder (``CURRENT.json`` and the version folders).
+    columns
+        Read only these columns of the tables named (``[]``: none, the rows alone); the other
+        tables are read whole. A reader of a few columns of ``edge_trips`` then does without
+        decoding its trip and contributor ids.
+    """
+    wanted = dict(columns or {})
     pointer = state_root / CURRENT_FILE
     if not pointer.exists():
-        return empty_state()
+        empty = empty_state()
+        for name, names in wanted.items():
+            setattr(empty, name, getattr(empty, name)[names])
+        return empty
     current = json.loads(pointer.read_text())
     folder = state_root / current["version"]
-    tables = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in STATE_TABLES}
+    tables = {
+        name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
+        for name in STATE_TABLES
+    }
     return CoverageState(**tables, batches=current["batches"])

@@ -1,17 +1,24 @@
-"""Reading a coverage folder for export: the edge and cell tables and the summary."""
+"""Reading a coverage folder for export: the edge and cell tables and the summary.
+
+pandas and geopandas are imported by the functions that make their objects, so that an export
+that needs the cells as Arrow alone (:func:`read_cell_table`, the web viewer) does without them.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
-import pandas as pd
+import pyarrow as pa
 
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.errors import InputDataError
-from pipeline.io import read_table
+from pipeline.io import arrow_to_geodataframe, read_arrow, read_table
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
 
 EDGES_FILE = "edges.parquet"
 CELLS_FILE = "cells.parquet"
@@ -29,17 +36,37 @@ OLDER_BUCKET = "older"
 
 def read_cells(coverage_dir: Path) -> gpd.GeoDataFrame:
     """Return the ``cell_coverage`` table of a coverage folder (contract-checked)."""
-    cells = read_table(Path(coverage_dir) / CELLS_FILE, CELL_COVERAGE)
-    if len(cells) == 0:
+    import geopandas as gpd
+
+    cells = arrow_to_geodataframe(read_cell_table(coverage_dir))
+    return gpd.GeoDataFrame(cells, geometry="geometry", crs="EPSG:4326")
+
+
+def read_cell_table(coverage_dir: Path) -> pa.Table:
+    """Return the ``cell_coverage`` table of a coverage folder as Arrow, geometry as WKB.
+
+    Contract-checked as :func:`read_cells`' table is, without making pandas or shapely objects.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or holds no cells.
+    ContractError
+        If it breaks its contract.
+    """
+    cells = read_arrow(Path(coverage_dir) / CELLS_FILE, CELL_COVERAGE)
+    if cells.num_rows == 0:
         raise InputDataError(
             f"{Path(coverage_dir) / CELLS_FILE}: holds no cells; the roads folder the coverage "
             "was computed on has no roads. Check the extract and re-run `roadcover coverage`."
         )
-    return gpd.GeoDataFrame(cells, geometry="geometry", crs="EPSG:4326")
+    return cells
 
 
 def read_edge_coverage(coverage_dir: Path) -> gpd.GeoDataFrame:
     """Return the ``edge_coverage`` table of a coverage folder (contract-checked)."""
+    import geopandas as gpd
+
     edges = read_table(Path(coverage_dir) / EDGES_FILE, EDGE_COVERAGE)
     return gpd.GeoDataFrame(edges, geometry="geometry", crs="EPSG:4326")
 
@@ -60,6 +87,8 @@ def read_summary(coverage_dir: Path) -> dict[str, Any]:
 
 def as_of_of(summary: dict[str, Any]) -> pd.Timestamp:
     """Return the time freshness is measured from (``summary["as_of"]``), in UTC."""
+    import pandas as pd
+
     try:
         return pd.Timestamp(summary["as_of"]).tz_convert("UTC")
     except (KeyError, ValueError, TypeError) as exc:
@@ -75,6 +104,8 @@ def age_bucket(age_days: float | None) -> str:
     Ages are inclusive upper bounds (a segment seen exactly 7 days ago is ``"7d"``); a missing
     age (never seen) is ``"older"``.
     """
+    import pandas as pd
+
     if age_days is None or pd.isna(age_days):
         return OLDER_BUCKET
     for name, days in AGE_BUCKETS:
@@ -85,6 +116,8 @@ def age_bucket(age_days: float | None) -> str:
 
 def iso_utc(value: Any) -> str | None:
     """Return a timestamp as ``YYYY-MM-DDTHH:MM:SSZ``, or None if it is missing."""
+    import pandas as pd
+
     if value is None or pd.isna(value):
         return None
     return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")

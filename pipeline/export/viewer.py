@@ -20,8 +20,12 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+
 from pipeline.errors import InputDataError
-from pipeline.export.inputs import read_cells, read_summary
+from pipeline.export.inputs import read_cell_table, read_summary
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -78,9 +82,7 @@ def write_viewer(
     if not tiles_path.is_file():
         raise InputDataError(f"{tiles_path}: no such tiles file; run `roadcover export tiles`")
     summary = read_summary(coverage_dir)
-    cells = read_cells(coverage_dir)
-    finest = cells[cells["resolution"] == cells["resolution"].max()]
-    west, south, east, north = (round(float(v), 7) for v in finest.total_bounds)
+    west, south, east, north = finest_cell_bounds(read_cell_table(coverage_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     site_tiles = out_dir / tiles_path.name
@@ -109,6 +111,22 @@ def write_viewer(
         temp.write_text(page, encoding="utf-8")
     log.info("export viewer: %s (serve the folder over HTTP with Range support)", index)
     return index
+
+
+def finest_cell_bounds(cells: pa.Table) -> tuple[float, float, float, float]:
+    """Return west, south, east, north of the finest-resolution cells, rounded to 7 decimals.
+
+    Parameters
+    ----------
+    cells
+        A non-empty ``cell_coverage`` table as Arrow, from
+        :func:`~pipeline.export.inputs.read_cell_table`.
+    """
+    resolution = cells.column("resolution")
+    finest = cells.filter(pc.equal(resolution, pc.max(resolution)))
+    polygons = shapely.from_wkb(finest.column("geometry").to_numpy(zero_copy_only=False))
+    west, south, east, north = (round(float(v), 7) for v in shapely.total_bounds(polygons))
+    return west, south, east, north
 
 
 def _script_json(data: dict[str, Any]) -> str:

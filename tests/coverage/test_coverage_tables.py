@@ -179,3 +179,19 @@ def test_merging_into_a_state_without_rows_equals_the_full_merge(
                 got = getattr(merged, name)
                 assert got.dtypes.to_dict() == expected.dtypes.to_dict()
                 assert got.reset_index(drop=True).equals(expected.reset_index(drop=True))
+
+
+def test_reading_some_columns_of_the_state(computed: dict, tmp_path: Path) -> None:
+    full = computed["state"]
+    columns = {"edge_trips": ["edge_id", "last_ms"], "cell_trips": []}
+    write_state(full, tmp_path)
+    for root in (tmp_path, tmp_path / "none yet"):
+        state = read_state(root, columns=columns)
+        assert list(state.edge_trips.columns) == ["edge_id", "last_ms"]
+        assert list(state.cell_trips.columns) == []
+        assert list(state.edge_pieces.columns) == list(full.edge_pieces.columns)
+    state = read_state(tmp_path, columns=columns)
+    assert len(state.cell_trips) == len(full.cell_trips)
+    expected = full.edge_trips[["edge_id", "last_ms"]].reset_index(drop=True)
+    assert state.edge_trips.equals(expected)
+    assert state.edge_pieces.equals(full.edge_pieces.reset_index(drop=True))

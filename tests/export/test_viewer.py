@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,10 +17,12 @@ import numpy as np
 import pytest
 
 from pipeline.contracts import CELL_COVERAGE
+from pipeline.errors import InputDataError
+from pipeline.export.inputs import read_cell_table, read_cells
 from pipeline.export.server import serve_directory
 from pipeline.export.tiles import write_coverage_tiles
-from pipeline.export.viewer import static_files, write_viewer
-from pipeline.io import read_table
+from pipeline.export.viewer import finest_cell_bounds, static_files, write_viewer
+from pipeline.io import read_table, write_table
 from tests.export.browser import Browser, find_chromium
 from tests.export.coverage_builder import helsinki_coverage
 
@@ -68,6 +72,38 @@ def test_site_is_self_contained(site: Path, coverage_dir: Path) -> None:
     assert config["summary"]["fresh_28d_pct"] == summary["fresh_28d_pct"]
     (west, south), (east, north) = config["bounds"]
     assert 24.8 < west < east < 25.1 and 60.1 < south < north < 60.3
+
+
+def test_bounds_are_those_of_the_finest_cells(coverage_dir: Path) -> None:
+    cells = read_cells(coverage_dir)
+    finest = cells[cells["resolution"] == cells["resolution"].max()]
+    expected = tuple(round(float(v), 7) for v in finest.total_bounds)
+    assert finest_cell_bounds(read_cell_table(coverage_dir)) == expected
+    coarser = cells[cells["resolution"] < cells["resolution"].max()]
+    assert tuple(round(float(v), 7) for v in coarser.total_bounds) != expected
+
+
+def test_a_coverage_without_cells_is_refused(coverage_dir: Path, tmp_path: Path) -> None:
+    empty = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE).iloc[:0]
+    write_table(empty, tmp_path / "cells.parquet", CELL_COVERAGE)
+    with pytest.raises(InputDataError, match="holds no cells"):
+        read_cell_table(tmp_path)
+
+
+def test_the_viewer_does_without_geopandas(coverage_dir: Path, tmp_path: Path) -> None:
+    """The viewer needs the cells' bounds alone: no GeoDataFrame, CRS or pyproj to import."""
+    tiles = tmp_path / "coverage.pmtiles"
+    tiles.write_bytes(b"not read")
+    script = (
+        "import sys\n"
+        "from pipeline.export.viewer import write_viewer\n"
+        f"write_viewer({str(coverage_dir)!r}, {str(tiles)!r}, {str(tmp_path / 'site')!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('geopandas', 'pyproj')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_static_files_come_from_the_package() -> None:
