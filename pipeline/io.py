@@ -393,6 +393,29 @@ def read_table(
     ContractError
         If it was not written for ``contract`` or does not satisfy it.
     """
+    table = read_arrow(path, contract, columns, filters)
+    if not decode_geometry and contract.geometry_column in table.column_names:
+        table = table.drop_columns([contract.geometry_column])
+    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
+        return table.to_pandas()
+    return arrow_to_geodataframe(table)
+
+
+def read_arrow(
+    path: str | Path,
+    contract: Contract,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pa.Table:
+    """:func:`read_table` as an Arrow table (geometry left as WKB), with the same checks.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract`` or does not satisfy it.
+    """
     source = str(path)
     try:
         parquet_file = pq.ParquetFile(path)
@@ -410,11 +433,7 @@ def read_table(
         table = table.drop_columns([COVERING_BBOX_COLUMN])
     if columns is None and filters is None:
         validate_table(table, contract, source)
-    if not decode_geometry and contract.geometry_column in table.column_names:
-        table = table.drop_columns([contract.geometry_column])
-    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
-        return table.to_pandas()
-    return arrow_to_geodataframe(table)
+    return table
 
 
 def arrow_to_geodataframe(table: pa.Table) -> gpd.GeoDataFrame:
