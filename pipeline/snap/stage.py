@@ -157,11 +157,14 @@ def batch_trip_files(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
 
     Reads only the ``trip_id`` column of each file (a trip never spans partitions).
     """
-    frames = []
-    for path in batch_point_files(traces_dir, batch_id):
-        ids = read_table(path, POINTS, columns=["trip_id"])["trip_id"]
-        frames.append(pd.DataFrame({"trip_id": ids.unique(), "file": str(path.absolute())}))
-    return pd.concat(frames, ignore_index=True)
+    files = [str(path.absolute()) for path in batch_point_files(traces_dir, batch_id)]
+    ids = [pc.unique(read_arrow(f, POINTS, columns=["trip_id"])["trip_id"]) for f in files]
+    return pd.DataFrame(
+        {
+            "trip_id": pa.chunked_array(ids, type=pa.string()).to_numpy(),
+            "file": np.repeat(np.array(files, dtype=object), [len(i) for i in ids]),
+        }
+    )
 
 
 def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
