@@ -37,6 +37,8 @@ GEOPARQUET_VERSION = "1.1.0"
 COVERING_BBOX_COLUMN = "bbox"
 # where a stage's tasks write their parts before the stage moves or joins them into place
 STAGING_DIR = ".staging"
+# a path with this suffix is written as an Arrow IPC file: a staged part for concat_tables
+STAGED_SUFFIX = ".arrow"
 ROW_GROUP_ROWS = 64 * 1024
 OUTPUT_MODE = 0o644  # mkstemp creates 0600; outputs are meant to be shared
 # ISO 19125 WKB of a 2D point: byte order (1 = little endian), geometry type (1 = Point), x, y
@@ -313,39 +315,77 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
 
 
 def _write_conformed(table: pa.Table, path: str | Path, contract: Contract) -> None:
+    """Write a table after conforming it to its contract: as Parquet, or as Arrow IPC.
+
+    A path ending in :data:`STAGED_SUFFIX` gets an uncompressed Arrow IPC file of one record
+    batch: a staged part, for :func:`concat_tables` to write into the final Parquet file. It
+    costs next to nothing to write and to read, where a Parquet part would be encoded twice.
+    """
     table = _conform_to_contract(table, contract, str(path))
     with atomic_path(path) as temp:
-        pq.write_table(table, temp, row_group_size=ROW_GROUP_ROWS, **parquet_options(table.schema))
+        if Path(path).suffix == STAGED_SUFFIX:
+            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+                ipc.write_table(table.combine_chunks())
+        else:
+            options = parquet_options(table.schema)
+            pq.write_table(table, temp, row_group_size=ROW_GROUP_ROWS, **options)
 
 
 def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> None:
     """Write the files ``parts`` (from :func:`write_table`, same contract) as one, in order.
 
-    Row groups are copied one at a time, so memory stays at one row group whatever the total;
-    the GeoParquet metadata's bounding box and geometry types are those of all the parts.
+    Parts are Parquet files, or Arrow IPC files (staged parts, see :func:`write_table`), which
+    give the same file as the Parquet parts of the same rows would. Row groups are copied one
+    at a time (an IPC part is memory-mapped), so memory stays at one row group whatever the
+    total; the GeoParquet metadata's bounding box and geometry types are those of all the parts.
 
     Raises
     ------
     ContractError
         If a part was not written for ``contract`` or its columns differ from the first's.
     """
-    files = [pq.ParquetFile(part) for part in parts]
-    if not files:
+    schemas = [_part_schema(part) for part in parts]
+    if not schemas:
         raise ContractError(f"{path}: no parts to concatenate")
-    schema = files[0].schema_arrow
-    for part, parquet_file in zip(parts, files, strict=True):
-        check_contract_metadata(parquet_file.schema_arrow, contract, str(part))
-        if not parquet_file.schema_arrow.remove_metadata().equals(schema.remove_metadata()):
+    schema = schemas[0]
+    for part, part_schema in zip(parts, schemas, strict=True):
+        check_contract_metadata(part_schema, contract, str(part))
+        if not part_schema.remove_metadata().equals(schema.remove_metadata()):
             raise ContractError(f"{part}: its columns differ from those of {parts[0]}")
     metadata = dict(schema.metadata or {})
     if b"geo" in metadata:
-        metadata[b"geo"] = _merged_geo_metadata([f.schema_arrow.metadata[b"geo"] for f in files])
+        metadata[b"geo"] = _merged_geo_metadata([s.metadata[b"geo"] for s in schemas])
     schema = schema.with_metadata(metadata)
     options = parquet_options(schema)  # the parts' row groups are copied as they are
     with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, **options) as writer:
-        for parquet_file in files:
-            for index in range(parquet_file.num_row_groups):
-                writer.write_table(parquet_file.read_row_group(index).cast(schema))
+        for part in parts:
+            for row_group in _part_row_groups(part):
+                writer.write_table(row_group.cast(schema))
+
+
+def _part_schema(part: Path) -> pa.Schema:
+    """Return the Arrow schema of a part: a Parquet file, or an Arrow IPC file (staged part)."""
+    if part.suffix == STAGED_SUFFIX:
+        with pa.memory_map(str(part)) as source:
+            return pa.ipc.open_file(source).schema
+    return pq.read_schema(part)
+
+
+def _part_row_groups(part: Path) -> Iterator[pa.Table]:
+    """Yield a part's row groups: a Parquet file's own, or an IPC file's rows cut as Parquet.
+
+    An Arrow IPC part's rows are cut as :func:`write_table` would cut them into row groups
+    (:data:`ROW_GROUP_ROWS` rows; one empty row group if there are none).
+    """
+    if part.suffix != STAGED_SUFFIX:
+        parquet_file = pq.ParquetFile(part)
+        for index in range(parquet_file.num_row_groups):
+            yield parquet_file.read_row_group(index)
+        return
+    with pa.memory_map(str(part)) as source:
+        table = pa.ipc.open_file(source).read_all().combine_chunks()
+        for start in range(0, max(table.num_rows, 1), ROW_GROUP_ROWS):
+            yield table.slice(start, ROW_GROUP_ROWS)
 
 
 def _merged_geo_metadata(documents: list[bytes]) -> bytes:
@@ -428,6 +468,29 @@ def read_arrow(
     -------
     pyarrow.Table
         The file's columns but the covering bbox, with the file's schema metadata.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract`` or does not satisfy it.
+    """
+    table = read_arrow(path, contract, columns, filters)
+    if not decode_geometry and contract.geometry_column in table.column_names:
+        table = table.drop_columns([contract.geometry_column])
+    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
+        return table.to_pandas()
+    return arrow_to_geodataframe(table)
+
+
+def read_arrow(
+    path: str | Path,
+    contract: Contract,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pa.Table:
+    """:func:`read_table` as an Arrow table (geometry left as WKB), with the same checks.
 
     Raises
     ------

@@ -176,6 +176,26 @@ def test_concatenated_parts_keep_their_rows_in_order_and_the_whole_bbox(
     )
 
 
+@pytest.mark.parametrize("row_group_rows", [2, 64 * 1024])
+def test_staged_arrow_parts_concatenate_to_the_bytes_of_parquet_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row_group_rows: int
+) -> None:
+    monkeypatch.setattr("pipeline.io.ROW_GROUP_ROWS", row_group_rows)  # parts of many groups
+    rows = ([1, 2, 3, 4, 9], [], [30], [7, 5, 6])
+    for suffix in (".parquet", ".arrow"):
+        parts = [tmp_path / f"{index}{suffix}" for index in range(len(rows))]
+        for part, ids in zip(parts, rows, strict=True):
+            frame = nodes_frame(ids)
+            write_points(frame.drop(columns="geometry"), frame["lon"], frame["lat"], part, NODES)
+        concat_tables(parts, tmp_path / f"all{suffix}.parquet", NODES)
+    from_arrow = (tmp_path / "all.arrow.parquet").read_bytes()
+    assert from_arrow == (tmp_path / "all.parquet.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "all.arrow.parquet").num_row_groups > len(rows) - 1
+    assert read_table(tmp_path / "all.arrow.parquet", NODES)["node_id"].tolist() == [
+        1, 2, 3, 4, 9, 30, 7, 5, 6
+    ]  # fmt: skip
+
+
 def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:
     write_table(nodes_frame([1]), tmp_path / "nodes.parquet", NODES)
     nodes_frame([2]).to_parquet(tmp_path / "plain.parquet")

@@ -13,7 +13,16 @@ from pipeline.snap.graph_kernels import search_candidates
 from pipeline.snap.hmm_kernels import MATCHED, NO_CANDIDATE, OUTLIER, decode_viterbi
 from pipeline.snap.network import MatchNetwork
 from pipeline.snap.params import MatchParams
-from pipeline.snap.route_kernels import FROM, SEG, T0, T1, TO, build_route_pieces, substring_coords
+from pipeline.snap.route_kernels import (
+    FROM,
+    SEG,
+    T0,
+    T1,
+    TO,
+    build_route_pieces,
+    matched_fixes,
+    substring_coords,
+)
 
 UNMATCHED_REASONS = {MATCHED: None, NO_CANDIDATE: "no_candidate", OUTLIER: "outlier"}
 _REASONS = np.array([UNMATCHED_REASONS[k] for k in sorted(UNMATCHED_REASONS)], dtype=object)
@@ -147,24 +156,10 @@ def _trip_match(
     segment: np.ndarray,
     pieces: np.ndarray,
 ) -> TripMatch:
-    ok = chosen >= 0
-    c = chosen[ok]
-    edge = np.full(len(chosen), -1, dtype=np.int64)
-    edge[ok] = cand[1][c]
-    offset = np.full(len(chosen), np.nan)
-    dist = np.full(len(chosen), np.nan)
-    dist[ok] = cand[3][c]
-    lon = np.full(len(chosen), np.nan)
-    lat = np.full(len(chosen), np.nan)
-    if ok.any():
-        e = edge[ok]
-        offset[ok] = cand[2][c] * _scale(net, e)
-        coords, _ = substring_coords(
-            e, cand[2][c], cand[2][c], net.edge_vert_ptr, net.vert_off_m, net.vert_lon,
-            net.vert_lat,
-        )  # fmt: skip
-        lon[ok], lat[ok] = coords[0::2, 0], coords[0::2, 1]
-    first_of_run = ok & (segment > 0) & (segment != _previous_matched(segment, ok))
+    edge, offset, dist, lon, lat, is_break = matched_fixes(
+        chosen, segment, cand[1], cand[2], cand[3], net.edge_length_m, net.edge_len_m,
+        net.edge_vert_ptr, net.vert_off_m, net.vert_lon, net.vert_lat,
+    )  # fmt: skip
     return TripMatch(
         edge=edge,
         offset_m=offset,
@@ -173,16 +168,9 @@ def _trip_match(
         distance_m=dist,
         reason=_REASONS[status],
         segment=segment.astype(np.int64),
-        is_break=first_of_run,
+        is_break=is_break,
         route_columns=_route_columns(net, pieces),
     )
-
-
-def _previous_matched(segment: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Segment of the previous matched fix, per fix (-1 before the first)."""
-    last_matched = np.maximum.accumulate(np.where(ok, np.arange(len(ok)), -1))
-    previous = np.r_[-1, last_matched[:-1]]  # the last matched fix strictly before each fix
-    return np.where(previous >= 0, segment[np.maximum(previous, 0)], -1).astype("int64")
 
 
 def _scale(net: MatchNetwork, edge: np.ndarray) -> np.ndarray:

@@ -210,3 +210,46 @@ def _interpolate(
                 vert_lat[v] + f * (vert_lat[v + 1] - vert_lat[v]),
             )
     return vert_lon[v0], vert_lat[v0]
+
+
+@njit(cache=True)
+def matched_fixes(
+    chosen: np.ndarray,
+    segment: np.ndarray,
+    cand_edge: np.ndarray,
+    cand_off: np.ndarray,
+    cand_dist: np.ndarray,
+    edge_length_m: np.ndarray,
+    edge_len_m: np.ndarray,
+    edge_vert_ptr: np.ndarray,
+    vert_off: np.ndarray,
+    vert_lon: np.ndarray,
+    vert_lat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return each fix's edge, offset (``length_m`` scale), distance, lon, lat and break flag.
+
+    From its chosen candidate (``-1``: unmatched, giving edge ``-1``, NaN and no break). A
+    break is the first matched fix of a run (``segment``) after the first run.
+    """
+    n = len(chosen)
+    edge = np.full(n, -1, dtype=np.int64)
+    offset = np.full(n, np.nan)
+    dist = np.full(n, np.nan)
+    lon = np.full(n, np.nan)
+    lat = np.full(n, np.nan)
+    is_break = np.zeros(n, dtype=np.bool_)
+    last_segment = -1
+    for i in range(n):
+        c = chosen[i]
+        if c < 0:
+            continue
+        e = np.int64(cand_edge[c])
+        edge[i] = e
+        metric = edge_len_m[e]
+        offset[i] = cand_off[c] * (edge_length_m[e] / metric if metric > 0 else 1.0)
+        dist[i] = cand_dist[c]
+        v0, v1 = edge_vert_ptr[e], edge_vert_ptr[e + 1]
+        lon[i], lat[i] = _interpolate(v0, v1, cand_off[c], vert_off, vert_lon, vert_lat)
+        is_break[i] = segment[i] > 0 and segment[i] != last_segment
+        last_segment = segment[i]
+    return edge, offset, dist, lon, lat, is_break

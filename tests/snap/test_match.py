@@ -267,3 +267,22 @@ def test_kubicka_drive_0_route_mismatch_below_5_percent(shared_data: Path, tmp_p
         matched.difference(truth.buffer(7.5)).length + truth.difference(matched.buffer(7.5)).length
     ) / truth.length
     assert rmf < 0.05
+
+
+def test_matched_fixes_scale_offsets_place_fixes_and_flag_the_first_fix_of_later_runs() -> None:
+    from pipeline.snap.route_kernels import matched_fixes
+
+    # one edge of 2 vertices, 100 m metric and 110 m long; candidates at 0, 50 and 100 m
+    chosen = np.array([0, -1, 1, 2, -1, 0, 1])
+    segment = np.array([0, -1, 0, 1, -1, 1, 2], dtype=np.int32)
+    edge, offset, dist, lon, lat, is_break = matched_fixes(
+        chosen, segment, np.zeros(3, dtype=np.int32), np.array([0.0, 50.0, 100.0]),
+        np.array([1.0, 2.0, 3.0]), np.array([110.0]), np.array([100.0]), np.array([0, 2]),
+        np.array([0.0, 100.0]), np.array([24.0, 25.0]), np.array([60.0, 61.0]),
+    )  # fmt: skip
+    assert edge.tolist() == [0, -1, 0, 0, -1, 0, 0]
+    assert np.allclose(offset, [0, np.nan, 55, 110, np.nan, 0, 55], equal_nan=True)
+    assert np.allclose(dist, [1, np.nan, 2, 3, np.nan, 1, 2], equal_nan=True)
+    assert np.allclose(lon, [24, np.nan, 24.5, 25, np.nan, 24, 24.5], equal_nan=True)
+    assert np.allclose(lat, [60, np.nan, 60.5, 61, np.nan, 60, 60.5], equal_nan=True)
+    assert is_break.tolist() == [False, False, False, True, False, False, True]

@@ -10,8 +10,11 @@ import geopandas as gpd
 import networkx as nx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import settings_from_mapping
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
@@ -146,3 +149,21 @@ def test_one_or_two_workers_give_identical_files(
         whole = read_table(tmp_path / "whole" / name, contract)
         pd.testing.assert_frame_equal(read_table(tmp_path / "one" / name, contract), whole)
     assert not (tmp_path / "two" / snap_stage.STAGING_DIR).exists()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "b-1", "é", "ab"]), st.integers(0, 5)),
+        max_size=30,
+    )
+)
+def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> None:
+    frame = pd.DataFrame(rows, columns=["trip_id", "t"]).astype({"t": "int64"})
+    frame["row"] = np.arange(len(frame))  # where each row was: ties keep their order
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = snap_stage.sort_rows(table, ["trip_id", "t"])
+    expected = frame.sort_values(["trip_id", "t"], kind="stable", ignore_index=True)
+    assert result.to_pandas().equals(expected)
+    if frame.equals(expected):
+        assert result is table  # already sorted: taken as it is
