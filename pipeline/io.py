@@ -125,7 +125,8 @@ def write_points(
     lon, lat
         The points' coordinates, one per row of ``frame``.
     path
-        Where to write (atomically).
+        Where to write (atomically); a path ending in :data:`STAGED_SUFFIX` gets an Arrow
+        IPC file, a staged part for :func:`concat_tables` (see :func:`_write_conformed`).
     contract
         The table's contract; it must have a geometry column.
     crs
@@ -468,29 +469,6 @@ def read_arrow(
     -------
     pyarrow.Table
         The file's columns but the covering bbox, with the file's schema metadata.
-
-    Raises
-    ------
-    InputDataError
-        If the file is missing or not Parquet.
-    ContractError
-        If it was not written for ``contract`` or does not satisfy it.
-    """
-    table = read_arrow(path, contract, columns, filters)
-    if not decode_geometry and contract.geometry_column in table.column_names:
-        table = table.drop_columns([contract.geometry_column])
-    if contract.geometry_column is None or contract.geometry_column not in table.column_names:
-        return table.to_pandas()
-    return arrow_to_geodataframe(table)
-
-
-def read_arrow(
-    path: str | Path,
-    contract: Contract,
-    columns: list[str] | None = None,
-    filters: list[tuple[str, str, Any]] | None = None,
-) -> pa.Table:
-    """:func:`read_table` as an Arrow table (geometry left as WKB), with the same checks.
 
     Raises
     ------
