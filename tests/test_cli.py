@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from pipeline import __version__
 from pipeline.cli import EXIT_ERROR, main
+from tests.imports import modules_imported_by
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,14 +56,6 @@ def test_bad_config_is_reported_with_the_key(tmp_path: Path, tiny_osm: Path) -> 
 
 def test_help_imports_no_data_library() -> None:
     """A command imports its stage, the config loader and I/O itself; --help needs none."""
-    script = (
-        "import sys\n"
-        "from pipeline.cli import main\n"
-        "assert main(['--help']) == 0\n"
-        "heavy = ('pandas', 'geopandas', 'pyarrow', 'shapely', 'jsonschema', 'yaml')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    heavy = ("pandas", "geopandas", "pyarrow", "shapely", "jsonschema", "yaml")
+    code = "from pipeline.cli import main\nassert main(['--help']) == 0"
+    assert modules_imported_by(code, heavy) == []
