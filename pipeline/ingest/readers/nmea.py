@@ -79,154 +79,309 @@ _FIELD_COUNTS = {  # min, max number of comma-separated fields including the typ
     "GSA": (18, 20),
 }
 _HEX = np.array([f"{value:02X}" for value in range(256)], dtype=object)
+_HEX_VALUE = np.full(256, -1, dtype=np.int64)  # byte -> value of a hex digit, -1 for others
+for _value, _digit in enumerate(b"0123456789ABCDEF"):
+    _HEX_VALUE[_digit] = _HEX_VALUE[ord(chr(_digit).lower())] = _value
+_LINE_BREAK = np.zeros(256, dtype=bool)  # as str.splitlines; U+0085 (bytes c2 85) is handled apart
+_LINE_BREAK[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E]] = True
+_MAY_END_IN_SPACE = np.zeros(256, dtype=bool)  # last bytes of what rtrim may remove
+_MAY_END_IN_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_MAY_END_IN_SPACE[0x80:] = True  # the last byte of any non-ASCII character (U+0085, U+00A0, ...)
 _NOT_DIGITS = re.compile(r"\D")
 _MS_PER_DAY = 86_400_000
 
 
 def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
-    """Read an NMEA 0183 log (see the module docstring for the rules)."""
+    """Read an NMEA 0183 log (see the module docstring for the rules).
+
+    The lines, sentences and fields are found as positions in the file's bytes; only the
+    fields that are used become Arrow strings (no Python object per line or field).
+    """
     data = read_bytes(path, source)
     if b"\x00" in data:
         raise unreadable(source, "binary data, not an NMEA text log", FIX_HINT)
-    lines = pa.array(data.decode("latin-1").splitlines(), type=pa.string())
-    is_sentence = pc.greater_equal(pc.find_substring(lines, "$"), 0)
-    if not pc.any(is_sentence).as_py():
+    text = np.frombuffer(_latin1_as_utf8(data), dtype=np.uint8)
+    line_start, line_end = _line_bounds(text)
+    dollars = np.append(np.flatnonzero(text == ord("$")), len(text))
+    dollar = dollars[np.searchsorted(dollars, line_start)]  # the first "$" of each line
+    is_sentence = dollar < line_end
+    if not is_sentence.any():
         raise unreadable(source, "no NMEA sentences ($GPRMC, $GPGGA, ...) found", FIX_HINT)
     ignored: Counter[str] = Counter()
-    blank = pc.equal(pc.utf8_trim_whitespace(lines), "")
-    others = pc.sum(pc.and_(pc.invert(is_sentence), pc.invert(blank))).as_py()
-    ignored["not_a_sentence"] = int(others or 0)
-    prefix_rest = pc.split_pattern(lines.filter(is_sentence), "$", max_splits=1)
-    rest = pc.list_element(prefix_rest, 1)
-    has_checksum = pc.greater_equal(pc.find_substring(rest, "*"), 0)
-    rest = pc.if_else(has_checksum, rest, pc.binary_join_element_wise(rest, "*", ""))
-    body_checksum = pc.split_pattern(rest, "*", max_splits=1, reverse=True)
-    sentences = _Sentences(
-        line=np.flatnonzero(is_sentence.to_numpy(zero_copy_only=False)) + 1,
-        prefix=pc.list_element(prefix_rest, 0),
-        body=pc.list_element(body_checksum, 0),
+    others = strings_from_slices(text, line_start[~is_sentence], line_end[~is_sentence])
+    blank = pc.sum(pc.equal(pc.utf8_trim_whitespace(others), "")).as_py()
+    ignored["not_a_sentence"] = len(others) - int(blank or 0)
+    sentences = _Sentences.split(
+        text,
+        np.flatnonzero(is_sentence) + 1,
+        line_start[is_sentence],
+        dollar[is_sentence],
+        line_end[is_sentence],
     )
-    rejects = _check_checksums(
-        sentences,
-        has_checksum.to_numpy(zero_copy_only=False),
-        pc.list_element(body_checksum, 1),
-    )
+    rejects = _check_checksums(sentences)
     return _parse_sentences(source, sentences, rejects, ignored)
+
+
+def _latin1_as_utf8(data: bytes) -> bytes:
+    """Return the text of latin-1 ``data`` as UTF-8 bytes (ASCII data is both already)."""
+    return data if data.isascii() else data.decode("latin-1").encode("utf-8")
+
+
+def _line_bounds(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return where each line of ``text`` (UTF-8 bytes) starts and ends, as ``str.splitlines``.
+
+    Lines end at ``\n``, ``\r``, ``\r\n``, ``\v``, ``\f``, ``\x1c``, ``\x1d``, ``\x1e`` and
+    U+0085; a break at the very end of the text does not start another line.
+    """
+    breaks = np.flatnonzero(_LINE_BREAK[text])
+    after_cr = (text[breaks] == ord("\n")) & (text[np.maximum(breaks - 1, 0)] == ord("\r"))
+    breaks = breaks[~(after_cr & (breaks > 0))]  # "\r\n" is one break, at its "\r"
+    is_crlf = (text[breaks] == ord("\r")) & (breaks + 1 < len(text))
+    is_crlf[is_crlf] = text[breaks[is_crlf] + 1] == ord("\n")
+    sizes = np.where(is_crlf, 2, 1)
+    next_line = np.flatnonzero(text[1:] == 0x85)  # U+0085 is c2 85: find its c2
+    next_line = next_line[text[next_line] == 0xC2]
+    if len(next_line):
+        order = np.argsort(np.concatenate([breaks, next_line]), kind="stable")
+        breaks = np.concatenate([breaks, next_line])[order]
+        sizes = np.concatenate([sizes, np.full(len(next_line), 2)])[order]
+    starts = np.concatenate([[0], breaks + sizes])
+    ends = np.append(breaks, len(text))
+    if starts[-1] == len(text):  # the text ends with a line break
+        return starts[:-1], ends[:-1]
+    return starts, ends
 
 
 @dataclass
 class _Sentences:
-    """The sentences of a file: line numbers, line prefixes and bodies (between $ and *)."""
+    """The sentences of a file: their line numbers, and where their parts are in its text.
 
+    A sentence line is ``prefix$body*checksum``: the prefix runs from ``prefix_start`` to
+    ``body_start - 1`` (the ``$``), the body to ``body_end``, and the checksum from
+    ``body_end + 1`` to ``line_end`` where ``has_checksum`` (a ``*`` was found).
+    """
+
+    text: np.ndarray
     line: np.ndarray
-    prefix: pa.Array
-    body: pa.Array
+    prefix_start: np.ndarray
+    body_start: np.ndarray
+    body_end: np.ndarray
+    line_end: np.ndarray
+    has_checksum: np.ndarray
+
+    @classmethod
+    def split(
+        cls,
+        text: np.ndarray,
+        line: np.ndarray,
+        line_start: np.ndarray,
+        dollar: np.ndarray,
+        line_end: np.ndarray,
+    ) -> _Sentences:
+        """Split sentence lines at their first ``$`` and at the last ``*`` after it."""
+        stars = np.concatenate([[-1], np.flatnonzero(text == ord("*"))])
+        last_star = stars[np.searchsorted(stars, line_end) - 1]
+        has_checksum = last_star > dollar
+        body_end = np.where(has_checksum, last_star, line_end)
+        return cls(text, line, line_start, dollar + 1, body_end, line_end, has_checksum)
 
     def take(self, keep: np.ndarray) -> _Sentences:
-        """Return the sentences selected by the boolean ``keep``."""
-        chosen = pa.array(keep)
-        return _Sentences(self.line[keep], self.prefix.filter(chosen), self.body.filter(chosen))
+        """Return the sentences selected by ``keep`` (a boolean mask or indices)."""
+        return _Sentences(
+            self.text,
+            self.line[keep],
+            self.prefix_start[keep],
+            self.body_start[keep],
+            self.body_end[keep],
+            self.line_end[keep],
+            self.has_checksum[keep],
+        )
+
+    def prefixes(self) -> pa.StringArray:
+        """Return the text before each sentence's ``$``."""
+        return strings_from_slices(self.text, self.prefix_start, self.body_start - 1)
+
+    def bodies(self) -> pa.StringArray:
+        """Return the text between each sentence's ``$`` and ``*``."""
+        return strings_from_slices(self.text, self.body_start, self.body_end)
 
 
-def _check_checksums(
-    sentences: _Sentences, has_checksum: np.ndarray, given: pa.Array
-) -> list[Reject]:
-    """Reject the sentences whose checksum is present and wrong; keep the others."""
-    computed = xor_checksums(sentences.body)
+def _check_checksums(sentences: _Sentences) -> list[Reject]:
+    """Reject the sentences whose checksum is present and wrong; keep the others.
+
+    A checksum of two hex digits is compared as a number; any other (spaces, lower case,
+    wrong length) is compared as its stripped, upper-cased text, as given in the reject.
+    """
+    text = sentences.text
+    computed = _xor_of_slices(text, sentences.body_start, sentences.body_end)
+    given_start, given_end = sentences.body_end + 1, sentences.line_end
+    matches = np.zeros(len(computed), dtype=bool)
+    two_digits = np.flatnonzero(sentences.has_checksum & (given_end - given_start == 2))
+    high = _HEX_VALUE[text[given_start[two_digits]]]
+    low = _HEX_VALUE[text[given_start[two_digits] + 1]]
+    matches[two_digits] = (high >= 0) & (low >= 0) & (high * 16 + low == computed[two_digits])
+    doubtful = np.flatnonzero(sentences.has_checksum & ~matches)
+    given = strings_from_slices(text, given_start[doubtful], given_end[doubtful])
     given_text = pc.utf8_upper(pc.utf8_trim_whitespace(given)).to_numpy(zero_copy_only=False)
-    bad = has_checksum & (given_text != _HEX[computed])
+    wrong = given_text != _HEX[computed[doubtful]]
+    bad = doubtful[wrong]
     rejects = [
         Reject(int(line), BAD_CHECKSUM, f"checksum *{found}, computed *{_HEX[value]}")
         for line, found, value in zip(
-            sentences.line[bad], given_text[bad], computed[bad], strict=True
+            sentences.line[bad], given_text[wrong], computed[bad], strict=True
         )
     ]
-    if bad.any():
-        kept = sentences.take(~bad)
-        sentences.line, sentences.prefix, sentences.body = kept.line, kept.prefix, kept.body
+    if len(bad):
+        keep = np.ones(len(computed), dtype=bool)
+        keep[bad] = False
+        vars(sentences).update(vars(sentences.take(keep)))
     return rejects
 
 
 def xor_checksums(bodies: pa.Array) -> np.ndarray:
     """XOR of the bytes of each body (empty bodies give 0), vectorized over the Arrow buffer."""
     offsets, data = string_buffers(bodies)
-    if not len(data) or not len(bodies):
-        return np.zeros(len(bodies), dtype=np.int64)
+    return _xor_of_slices(data, offsets[:-1], offsets[1:])
+
+
+def _xor_of_slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """XOR of the bytes ``data[start:end]`` of each slice (empty slices give 0)."""
+    if not len(data) or not len(starts):
+        return np.zeros(len(starts), dtype=np.int64)
     data = np.append(data, np.uint8(0))
-    # reduce over [start, end) of every body: interleave the bounds, keep the even results
-    bounds = np.empty(2 * len(bodies), dtype=np.int64)
-    bounds[0::2], bounds[1::2] = offsets[:-1], offsets[1:]
+    # reduce over [start, end) of every slice: interleave the bounds, keep the even results
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
     out = np.bitwise_xor.reduceat(data, bounds)[0::2].astype(np.int64)
-    out[offsets[1:] == offsets[:-1]] = 0
+    out[ends == starts] = 0
     return out
 
 
 class _Fields:
     """The comma-separated fields of sentences, by position ("" where a sentence is shorter).
 
-    Found from the positions of the commas in the bodies' bytes (splitting every body into
-    a list costs Arrow many times more). ``bodies`` hold no nulls (they are what follows "$").
+    Found from the positions of the commas in the text's bytes (splitting every body into
+    a list costs Arrow many times more).
+
+    Parameters
+    ----------
+    text
+        UTF-8 bytes holding the bodies.
+    commas
+        Positions of every comma in ``text``, then ``len(text)``.
+    starts, ends
+        Where each body is in ``text``.
     """
 
-    def __init__(self, bodies: pa.Array) -> None:
-        self.offsets, self.data = string_buffers(bodies)
-        # comma positions, then one past the bytes: field ends never index out of range
-        self.commas = np.append(np.flatnonzero(self.data == ord(",")), len(self.data))
-        self.first = np.searchsorted(self.commas, self.offsets[:-1])  # a body's first comma
-        self.end = np.searchsorted(self.commas, self.offsets[1:])  # past its last comma
+    def __init__(
+        self, text: np.ndarray, commas: np.ndarray, starts: np.ndarray, ends: np.ndarray
+    ) -> None:
+        self.text, self.commas, self.starts, self.ends = text, commas, starts, ends
+        self.first = np.searchsorted(commas, starts)  # a body's first comma
+        self.end = np.searchsorted(commas, ends)  # past its last comma
         self.count = self.end - self.first + 1
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    @classmethod
+    def of_bodies(cls, bodies: pa.Array) -> _Fields:
+        """Return the fields of Arrow strings (without nulls)."""
+        offsets, data = string_buffers(bodies)
+        commas = np.append(np.flatnonzero(data == ord(",")), len(data))
+        return cls(data, commas, offsets[:-1], offsets[1:])
+
+    def take(self, keep: np.ndarray) -> _Fields:
+        """Return the fields of the bodies selected by ``keep``."""
+        return _Fields(self.text, self.commas, self.starts[keep], self.ends[keep])
+
+    def __getitem__(self, index: int) -> pa.StringArray:
+        return self.strings(index)
+
+    def strings(self, index: int, rows: np.ndarray | None = None) -> pa.StringArray:
+        """Return field ``index`` of each body, or of the bodies ``rows`` ("" for row -1)."""
         last = len(self.commas) - 1
         if index == 0:
-            starts = self.offsets[:-1]
+            starts = self.starts
         else:
             starts = self.commas[np.minimum(self.first + index - 1, last)] + 1
         own = self.first + index
-        ends = np.where(own < self.end, self.commas[np.minimum(own, last)], self.offsets[1:])
+        ends = np.where(own < self.end, self.commas[np.minimum(own, last)], self.ends)
         present = self.count > index
-        fields = strings_from_slices(
-            self.data, np.where(present, starts, 0), np.where(present, ends, 0)
+        if rows is not None and not len(present):  # no bodies: "" for every row
+            starts = ends = np.zeros(len(rows), dtype=np.int64)
+            present = np.zeros(len(rows), dtype=bool)
+        elif rows is not None:
+            starts, ends = starts[rows], ends[rows]
+            present = present[rows] & (rows >= 0)
+        return strings_from_slices(
+            self.text, np.where(present, starts, 0), np.where(present, ends, 0)
         )
-        return fields.to_numpy(zero_copy_only=False)
+
+
+def _equals(strings: pa.Array, value: str) -> np.ndarray:
+    """Mark the strings equal to ``value``."""
+    return pc.equal(strings, value).to_numpy(zero_copy_only=False)
+
+
+def _rtrimmed_ends(text: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Return the ends of the slices of ``text`` without their trailing whitespace.
+
+    Arrow trims the few slices whose last byte may be whitespace (its definition of
+    whitespace, non-ASCII included).
+    """
+    last = text[np.maximum(ends - 1, 0)]
+    doubtful = np.flatnonzero((ends > starts) & _MAY_END_IN_SPACE[last])
+    if not len(doubtful):
+        return ends
+    slices = strings_from_slices(text, starts[doubtful], ends[doubtful])
+    lengths = pc.binary_length(pc.utf8_rtrim_whitespace(slices)).to_numpy(zero_copy_only=False)
+    trimmed = ends.copy()
+    trimmed[doubtful] = starts[doubtful] + lengths
+    return trimmed
 
 
 def _parse_sentences(
     source: str, sentences: _Sentences, rejects: list[Reject], ignored: Counter[str]
 ) -> ReadResult:
-    body = pc.utf8_rtrim_whitespace(sentences.body)
-    type_array = pc.extract_regex(body, r"^(?P<t>[^,]*)").field("t")
-    types = type_array.to_numpy(zero_copy_only=False)
-    kinds = pc.utf8_slice_codeunits(type_array, 2).to_numpy(zero_copy_only=False)
-    kinds[pc.starts_with(type_array, "P").to_numpy(zero_copy_only=False)] = ""  # proprietary
+    text = sentences.text
+    sentences.body_end = _rtrimmed_ends(text, sentences.body_start, sentences.body_end)
+    commas = np.append(np.flatnonzero(text == ord(",")), len(text))
+    type_end = np.minimum(commas[np.searchsorted(commas, sentences.body_start)], sentences.body_end)
+    types = strings_from_slices(text, sentences.body_start, type_end)
+    kinds = pc.utf8_slice_codeunits(types, 2)
+    proprietary = pc.starts_with(types, "P").to_numpy(zero_copy_only=False)
     used = np.zeros(len(types), dtype=bool)
-    tables: dict[str, tuple[np.ndarray, _Fields, np.ndarray]] = {}
+    tables: dict[str, tuple[_Sentences, _Fields]] = {}
     for kind, (low, high) in _FIELD_COUNTS.items():
-        is_kind = kinds == kind
+        is_kind = _equals(kinds, kind) & ~proprietary
         used |= is_kind
-        fields = _Fields(body.filter(pa.array(is_kind)))
-        lines = sentences.line[is_kind]
+        chosen = sentences.take(is_kind)
+        fields = _Fields(text, commas, chosen.body_start, chosen.body_end)
         wrong = (fields.count < low) | (fields.count > high)
-        rejects.extend(
-            Reject(int(line), MALFORMED_ROW, f"{name} sentence with {count} fields")
-            for line, name, count in zip(
-                lines[wrong], types[is_kind][wrong], fields.count[wrong], strict=True
-            )
-        )
-        prefixes = sentences.prefix.filter(pa.array(is_kind)).to_numpy(zero_copy_only=False)
         if wrong.any():
-            keep = pa.array(~wrong)
-            fields = _Fields(body.filter(pa.array(is_kind)).filter(keep))
-            lines, prefixes = lines[~wrong], prefixes[~wrong]
-        tables[kind] = (lines, fields, prefixes)
-    for name, count in Counter(types[~used].tolist()).items():
+            names = types.filter(pa.array(is_kind)).filter(pa.array(wrong)).to_pylist()
+            rejects.extend(
+                Reject(int(line), MALFORMED_ROW, f"{name} sentence with {count} fields")
+                for line, name, count in zip(
+                    chosen.line[wrong], names, fields.count[wrong], strict=True
+                )
+            )
+            chosen, fields = chosen.take(~wrong), fields.take(~wrong)
+        tables[kind] = (chosen, fields)
+    for name, count in _value_counts(types.filter(pa.array(~used))).items():
         ignored[name or "empty_sentence"] += count
     candidates = _rmc_candidates(tables, ignored)
     return finish(source, FORMAT, candidates, rejects, ignored)
 
 
+def _value_counts(strings: pa.Array) -> dict[str, int]:
+    """Count each distinct string."""
+    counts = pc.value_counts(strings)
+    return dict(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    )
+
+
 def _match_gga(
-    rmc_lines: np.ndarray, rmc_times: np.ndarray, gga_lines: np.ndarray, gga_times: np.ndarray
+    rmc_lines: np.ndarray, rmc_times: pa.Array, gga_lines: np.ndarray, gga_times: pa.Array
 ) -> np.ndarray:
     """Index of the GGA enriching each RMC (-1 for none).
 
@@ -239,9 +394,9 @@ def _match_gga(
     after = np.searchsorted(rmc_lines, gga_lines)
     before = after - 1
     before_ok = before >= 0
-    before_ok[before_ok] = rmc_times[before[before_ok]] == gga_times[before_ok]
+    before_ok[before_ok] = _same(rmc_times, before[before_ok], gga_times, before_ok)
     after_ok = after < len(rmc_lines)
-    after_ok[after_ok] = rmc_times[after[after_ok]] == gga_times[after_ok]
+    after_ok[after_ok] = _same(rmc_times, after[after_ok], gga_times, after_ok)
     target = np.where(before_ok, before, np.where(after_ok, after, -1))
     gga_index = np.arange(len(gga_lines))
     matched = target >= 0
@@ -250,27 +405,33 @@ def _match_gga(
     return match
 
 
+def _same(left: pa.Array, rows: np.ndarray, right: pa.Array, mask: np.ndarray) -> np.ndarray:
+    """Compare ``left`` at ``rows`` with ``right`` where ``mask``, string by string."""
+    return _equal_arrays(left.take(pa.array(rows)), right.filter(pa.array(mask)))
+
+
+def _equal_arrays(left: pa.Array, right: pa.Array) -> np.ndarray:
+    return pc.equal(left, right).to_numpy(zero_copy_only=False)
+
+
 def _rmc_candidates(
-    tables: dict[str, tuple[np.ndarray, _Fields, np.ndarray]], ignored: Counter[str]
+    tables: dict[str, tuple[_Sentences, _Fields]], ignored: Counter[str]
 ) -> Candidates:
-    rmc_lines, rmc, prefixes = tables["RMC"]
-    gga_lines, gga, _ = tables["GGA"]
+    rmc_sentences, rmc = tables["RMC"]
+    gga_sentences, gga = tables["GGA"]
+    rmc_lines = rmc_sentences.line
     candidates = Candidates(rmc_lines)
-    gga_times = gga[1]
-    match = _match_gga(rmc_lines, rmc[1], gga_lines, gga_times)
-    ignored["GGA_without_RMC"] += len(gga_lines) - int((match >= 0).sum())
+    match = _match_gga(rmc_lines, rmc[1], gga_sentences.line, gga[1])
+    ignored["GGA_without_RMC"] += len(gga_sentences.line) - int((match >= 0).sum())
     if not len(rmc_lines):
         return candidates
-    has_gga = match >= 0
 
-    def from_gga(index: int) -> np.ndarray:
-        out = repeated("", len(rmc_lines))
-        out[has_gga] = gga[index][match[has_gga]]
-        return out
+    def from_gga(index: int) -> pa.StringArray:
+        return gga.strings(index, match)
 
-    candidates.reject(rmc[2] == "V", INVALID_FIX, "RMC status V (no valid fix)")
-    candidates.reject(rmc[12] == "N", INVALID_FIX, "RMC mode N (no valid fix)")
-    candidates.reject(from_gga(6) == "0", INVALID_FIX, "GGA fix quality 0 (no fix)")
+    candidates.reject(_equals(rmc[2], "V"), INVALID_FIX, "RMC status V (no valid fix)")
+    candidates.reject(_equals(rmc[12], "N"), INVALID_FIX, "RMC mode N (no valid fix)")
+    candidates.reject(_equals(from_gga(6), "0"), INVALID_FIX, "GGA fix quality 0 (no fix)")
     lat_text, lat_hemi, lon_text, lon_hemi = rmc[3], rmc[4], rmc[5], rmc[6]
     lat, lat_bad = _degrees(lat_text, lat_hemi, "N", "S")
     lon, lon_bad = _degrees(lon_text, lon_hemi, "E", "W")
@@ -278,47 +439,49 @@ def _rmc_candidates(
     bad = lat_bad | lon_bad
     missing = (np.isnan(lat) | np.isnan(lon)) & ~bad
     if (bad | missing).any():
-        lat_raw = np.char.add(lat_text.astype(str), lat_hemi.astype(str))
-        lon_raw = np.char.add(lon_text.astype(str), lon_hemi.astype(str))
+        lat_raw = pc.binary_join_element_wise(lat_text, lat_hemi, "")
+        lon_raw = pc.binary_join_element_wise(lon_text, lon_hemi, "")
         raw = _details(bad | missing, "lat='{}', lon='{}'", lat_raw, lon_raw)
         candidates.reject(missing, MISSING_COORDINATES, raw)
         candidates.reject(bad, UNPARSEABLE_COORDINATES, raw)
-    _set_rmc_times(candidates, rmc[1], rmc[9], prefixes)
+    _set_rmc_times(candidates, rmc[1], rmc[9], rmc_sentences)
     candidates.columns["speed_mps"] = to_optional_float(rmc[7]) * KNOTS_TO_MPS
     candidates.columns["heading_deg"] = to_optional_float(rmc[8])
     candidates.columns["elevation_m"] = to_optional_float(from_gga(9))
     hdop = to_optional_float(from_gga(8))
-    gsa_lines, gsa, _ = tables["GSA"]
-    if len(gsa_lines) and np.isnan(hdop).any():
-        hdop = _fill_from_gsa(hdop, rmc_lines, gsa_lines, to_optional_float(gsa[16]))
+    gsa_sentences, gsa = tables["GSA"]
+    if len(gsa_sentences.line) and np.isnan(hdop).any():
+        hdop = _fill_from_gsa(hdop, rmc_lines, gsa_sentences.line, to_optional_float(gsa[16]))
     candidates.columns["hdop"] = hdop
     return candidates
 
 
-def _details(mask: np.ndarray, template: str, *columns: np.ndarray) -> np.ndarray:
+def _details(mask: np.ndarray, template: str, *columns: pa.Array) -> np.ndarray:
     """Format ``template`` with the raw values of each row in ``mask`` (None elsewhere)."""
     out = np.full(len(mask), None, dtype=object)
-    rows = zip(*(c[mask] for c in columns), strict=True)
+    chosen = pa.array(mask)
+    rows = zip(*(c.filter(chosen).to_pylist() for c in columns), strict=True)
     out[mask] = [template.format(*(str(v) for v in values)) for values in rows]
     return out
 
 
 def _degrees(
-    value: np.ndarray, hemisphere: np.ndarray, positive: str, negative: str
+    value: pa.Array, hemisphere: pa.Array, positive: str, negative: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Convert NMEA ``(d)ddmm.mmmm`` + hemisphere to signed degrees; also flag bad values."""
     number, bad = to_float(value)
     degrees = np.trunc(number / 100.0)
     minutes = number - degrees * 100.0
-    signed = np.where(hemisphere == negative, -1.0, 1.0) * (degrees + minutes / 60.0)
+    signed = np.where(_equals(hemisphere, negative), -1.0, 1.0) * (degrees + minutes / 60.0)
     present = ~np.isnan(number)
     bad = bad | (present & ((minutes >= 60.0) | (number < 0)))
-    bad |= present & ~np.isin(hemisphere, [positive, negative])
+    known = pc.is_in(hemisphere, value_set=pa.array([positive, negative]))
+    bad |= present & ~known.to_numpy(zero_copy_only=False)
     return signed, bad
 
 
 def _set_rmc_times(
-    candidates: Candidates, time: np.ndarray, date: np.ndarray, prefixes: np.ndarray
+    candidates: Candidates, time: pa.Array, date: pa.Array, sentences: _Sentences
 ) -> None:
     count = len(time)
     tod, tod_bad = to_float(time)
@@ -327,8 +490,8 @@ def _set_rmc_times(
     tod_bad |= ~np.isnan(tod) & ((hours >= 24) | (minutes >= 60) | (seconds >= 61) | (tod < 0))
     millis = np.round((hours * 3600.0 + minutes * 60.0 + seconds) * 1000.0)
     day_number, date_bad = to_float(date)
-    date_text = pd.Series(date, dtype=object).str.strip()
-    date_bad |= ~np.isnan(day_number) & (date_text.str.len() != 6).to_numpy(dtype=bool)
+    date_length = pc.utf8_length(pc.utf8_trim_whitespace(date)).to_numpy(zero_copy_only=False)
+    date_bad |= ~np.isnan(day_number) & (date_length != 6)
     dd, rest = np.divmod(day_number, 10_000.0)
     mm, yy = np.divmod(rest, 100.0)
     days = pd.to_datetime(
@@ -337,6 +500,7 @@ def _set_rmc_times(
     date_bad |= ~np.isnan(day_number) & np.isnat(days)
     no_date = np.isnan(day_number) & ~date_bad
     if no_date.any():
+        prefixes = sentences.take(no_date).prefixes().to_pylist()
         days = _days_from_prefixes(days, no_date, millis, prefixes)
     ok = ~np.isnat(days) & ~np.isnan(millis) & ~tod_bad & ~date_bad
     out = np.full(count, np.datetime64("NaT"), dtype="datetime64[ms]")
@@ -351,10 +515,13 @@ def _set_rmc_times(
 
 
 def _days_from_prefixes(
-    days: np.ndarray, no_date: np.ndarray, millis: np.ndarray, prefixes: np.ndarray
+    days: np.ndarray, no_date: np.ndarray, millis: np.ndarray, prefixes: list[str]
 ) -> np.ndarray:
-    """Date of the fix from the line's epoch prefix: the day putting the fix nearest to it."""
-    digits = [_NOT_DIGITS.sub("", prefixes[i]) for i in np.flatnonzero(no_date)]
+    """Date of the fix from the line's epoch prefix: the day putting the fix nearest to it.
+
+    ``prefixes`` are those of the fixes in ``no_date``.
+    """
+    digits = [_NOT_DIGITS.sub("", prefix) for prefix in prefixes]
     stamps = epoch_to_times(np.array([float(d) if d else np.nan for d in digits]), None)
     stamp_ms = stamps.astype("int64").astype("float64")
     stamp_ms[np.isnat(stamps)] = np.nan
