@@ -64,9 +64,10 @@ from pipeline.ingest.readers.base import (
     finish,
     read_bytes,
     repeated,
+    ordered_slices,
     string_buffers,
     strings_from_slices,
-    to_float,
+    to_float_columns,
     to_optional_float,
     unreadable,
 )
@@ -82,11 +83,15 @@ _HEX = np.array([f"{value:02X}" for value in range(256)], dtype=object)
 _HEX_VALUE = np.full(256, -1, dtype=np.int64)  # byte -> value of a hex digit, -1 for others
 for _value, _digit in enumerate(b"0123456789ABCDEF"):
     _HEX_VALUE[_digit] = _HEX_VALUE[ord(chr(_digit).lower())] = _value
-_LINE_BREAK = np.zeros(256, dtype=bool)  # as str.splitlines; U+0085 (bytes c2 85) is handled apart
-_LINE_BREAK[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E]] = True
+_NEXT_LINE = 0x85  # U+0085, a line break (bytes c2 85): the kind of its delimiter
+_LINE_BREAK = np.zeros(256, dtype=bool)  # delimiter kinds that break lines, as str.splitlines
+_LINE_BREAK[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, _NEXT_LINE]] = True
 _MAY_END_IN_SPACE = np.zeros(256, dtype=bool)  # last bytes of what rtrim may remove
 _MAY_END_IN_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
 _MAY_END_IN_SPACE[0x80:] = True  # the last byte of any non-ASCII character (U+0085, U+00A0, ...)
+_RMC_NUMBERS = (1, 9, 3, 5, 7, 8)  # time, date, latitude, longitude, speed, course
+_RMC_TEXTS = (2, 4, 6, 12)  # status, N/S, E/W, mode
+_GGA_VALUES = (9, 8, 6)  # altitude, HDOP, fix quality
 _NOT_DIGITS = re.compile(r"\D")
 _MS_PER_DAY = 86_400_000
 
@@ -101,9 +106,12 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     if b"\x00" in data:
         raise unreadable(source, "binary data, not an NMEA text log", FIX_HINT)
     text = np.frombuffer(_latin1_as_utf8(data), dtype=np.uint8)
-    line_start, line_end = _line_bounds(text)
-    dollars = np.append(np.flatnonzero(text == ord("$")), len(text))
-    dollar = dollars[np.searchsorted(dollars, line_start)]  # the first "$" of each line
+    marks = _Delimiters(text)
+    line_start, line_end, line_end_mark = _line_bounds(marks)
+    dollar_mark = np.append(np.flatnonzero(marks.kind == ord("$")), len(marks.position))
+    dollars = np.append(marks.position, len(text))[dollar_mark]
+    first_dollar = np.searchsorted(dollars, line_start)
+    dollar, dollar_mark = dollars[first_dollar], dollar_mark[first_dollar]
     is_sentence = dollar < line_end
     if not is_sentence.any():
         raise unreadable(source, "no NMEA sentences ($GPRMC, $GPGGA, ...) found", FIX_HINT)
@@ -112,11 +120,11 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     blank = pc.sum(pc.equal(pc.utf8_trim_whitespace(others), "")).as_py()
     ignored["not_a_sentence"] = len(others) - int(blank or 0)
     sentences = _Sentences.split(
-        text,
+        marks,
         np.flatnonzero(is_sentence) + 1,
         line_start[is_sentence],
-        dollar[is_sentence],
-        line_end[is_sentence],
+        (dollar[is_sentence], dollar_mark[is_sentence]),
+        (line_end[is_sentence], line_end_mark[is_sentence]),
     )
     rejects = _check_checksums(sentences)
     return _parse_sentences(source, sentences, rejects, ignored)
@@ -127,29 +135,64 @@ def _latin1_as_utf8(data: bytes) -> bytes:
     return data if data.isascii() else data.decode("latin-1").encode("utf-8")
 
 
-def _line_bounds(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return where each line of ``text`` (UTF-8 bytes) starts and ends, as ``str.splitlines``.
+class _Delimiters:
+    """The bytes that structure an NMEA text: ``$``, ``*``, ``,`` and line breaks.
+
+    Found in one pass over the text (they are all at most ``,``), with U+0085 (a line break
+    for ``str.splitlines``, the bytes ``c2 85``) added where the text is not ASCII.
+
+    Attributes
+    ----------
+    position
+        Where each delimiter is in the text, in order.
+    kind
+        Its byte (:data:`_NEXT_LINE` for U+0085).
+    commas_before
+        The number of commas before each delimiter, then the number of commas.
+    commas
+        The positions of the commas, then the length of the text.
+    """
+
+    def __init__(self, text: np.ndarray) -> None:
+        position = np.flatnonzero(text <= ord(","))
+        kind = text[position]
+        next_line = np.flatnonzero(text[1:] == 0x85)  # U+0085 is c2 85: its c2
+        next_line = next_line[text[next_line] == 0xC2]
+        if len(next_line):
+            position = np.concatenate([position, next_line])
+            kind = np.concatenate([kind, np.full(len(next_line), _NEXT_LINE, dtype=np.uint8)])
+            order = np.argsort(position, kind="stable")
+            position, kind = position[order], kind[order]
+        is_comma = kind == ord(",")
+        self.position, self.kind = position, kind
+        self.commas_before = np.concatenate([[0], np.cumsum(is_comma)])
+        self.commas = np.append(position[is_comma], len(text))
+        self.text = text
+
+
+def _line_bounds(marks: _Delimiters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return where each line starts and ends, as ``str.splitlines`` cuts the text.
 
     Lines end at ``\n``, ``\r``, ``\r\n``, ``\v``, ``\f``, ``\x1c``, ``\x1d``, ``\x1e`` and
-    U+0085; a break at the very end of the text does not start another line.
+    U+0085; a break at the very end of the text does not start another line. Also returns
+    the delimiter that ends each line (the number of delimiters for the last line, if it
+    has no break).
     """
-    breaks = np.flatnonzero(_LINE_BREAK[text])
-    after_cr = (text[breaks] == ord("\n")) & (text[np.maximum(breaks - 1, 0)] == ord("\r"))
-    breaks = breaks[~(after_cr & (breaks > 0))]  # "\r\n" is one break, at its "\r"
-    is_crlf = (text[breaks] == ord("\r")) & (breaks + 1 < len(text))
-    is_crlf[is_crlf] = text[breaks[is_crlf] + 1] == ord("\n")
-    sizes = np.where(is_crlf, 2, 1)
-    next_line = np.flatnonzero(text[1:] == 0x85)  # U+0085 is c2 85: find its c2
-    next_line = next_line[text[next_line] == 0xC2]
-    if len(next_line):
-        order = np.argsort(np.concatenate([breaks, next_line]), kind="stable")
-        breaks = np.concatenate([breaks, next_line])[order]
-        sizes = np.concatenate([sizes, np.full(len(next_line), 2)])[order]
-    starts = np.concatenate([[0], breaks + sizes])
-    ends = np.append(breaks, len(text))
-    if starts[-1] == len(text):  # the text ends with a line break
-        return starts[:-1], ends[:-1]
-    return starts, ends
+    size = len(marks.text)
+    position, kind = marks.position, marks.kind
+    follows = np.zeros(len(position), dtype=bool)  # a delimiter right after another
+    follows[1:] = position[1:] == position[:-1] + 1
+    lf_of_crlf = follows & (kind == ord("\n"))
+    lf_of_crlf[1:] &= kind[:-1] == ord("\r")
+    breaks = np.flatnonzero(_LINE_BREAK[kind] & ~lf_of_crlf)  # "\r\n" is one, at its "\r"
+    is_crlf = np.append(lf_of_crlf[1:], False)[breaks]
+    sizes = np.where(is_crlf | (kind[breaks] == _NEXT_LINE), 2, 1)
+    starts = np.concatenate([[0], position[breaks] + sizes])
+    ends = np.append(position[breaks], size)
+    end_marks = np.append(breaks, len(position))
+    if starts[-1] == size:  # the text ends with a line break
+        return starts[:-1], ends[:-1], end_marks[:-1]
+    return starts, ends, end_marks
 
 
 @dataclass
@@ -158,43 +201,77 @@ class _Sentences:
 
     A sentence line is ``prefix$body*checksum``: the prefix runs from ``prefix_start`` to
     ``body_start - 1`` (the ``$``), the body to ``body_end``, and the checksum from
-    ``body_end + 1`` to ``line_end`` where ``has_checksum`` (a ``*`` was found).
+    ``body_end + 1`` to ``line_end`` where ``has_checksum`` (a ``*`` was found). The body
+    holds the commas ``first_comma`` to ``comma_end`` (indices in ``marks.commas``).
     """
 
-    text: np.ndarray
+    marks: _Delimiters
     line: np.ndarray
     prefix_start: np.ndarray
     body_start: np.ndarray
     body_end: np.ndarray
     line_end: np.ndarray
     has_checksum: np.ndarray
+    first_comma: np.ndarray
+    comma_end: np.ndarray
+
+    @property
+    def text(self) -> np.ndarray:
+        """The file's text (UTF-8 bytes)."""
+        return self.marks.text
 
     @classmethod
     def split(
         cls,
-        text: np.ndarray,
+        marks: _Delimiters,
         line: np.ndarray,
         line_start: np.ndarray,
-        dollar: np.ndarray,
-        line_end: np.ndarray,
+        dollar: tuple[np.ndarray, np.ndarray],
+        line_end: tuple[np.ndarray, np.ndarray],
     ) -> _Sentences:
-        """Split sentence lines at their first ``$`` and at the last ``*`` after it."""
-        stars = np.concatenate([[-1], np.flatnonzero(text == ord("*"))])
-        last_star = stars[np.searchsorted(stars, line_end) - 1]
-        has_checksum = last_star > dollar
-        body_end = np.where(has_checksum, last_star, line_end)
-        return cls(text, line, line_start, dollar + 1, body_end, line_end, has_checksum)
+        """Split sentence lines at their first ``$`` and at the last ``*`` after it.
+
+        ``dollar`` and ``line_end`` are positions in the text and indices of delimiters.
+        """
+        star_mark = np.concatenate([[-1], np.flatnonzero(marks.kind == ord("*"))])
+        stars = np.concatenate([[-1], marks.position[star_mark[1:]]])
+        last = np.searchsorted(stars, line_end[0]) - 1
+        has_checksum = stars[last] > dollar[0]
+        body_end = np.where(has_checksum, stars[last], line_end[0])
+        body_end_mark = np.where(has_checksum, star_mark[last], line_end[1])
+        return cls(
+            marks,
+            line,
+            line_start,
+            dollar[0] + 1,
+            body_end,
+            line_end[0],
+            has_checksum,
+            marks.commas_before[dollar[1]],
+            marks.commas_before[body_end_mark],
+        )
 
     def take(self, keep: np.ndarray) -> _Sentences:
         """Return the sentences selected by ``keep`` (a boolean mask or indices)."""
         return _Sentences(
-            self.text,
+            self.marks,
             self.line[keep],
             self.prefix_start[keep],
             self.body_start[keep],
             self.body_end[keep],
             self.line_end[keep],
             self.has_checksum[keep],
+            self.first_comma[keep],
+            self.comma_end[keep],
+        )
+
+    def fields(self) -> _Fields:
+        """Return the fields of the bodies."""
+        return _Fields(
+            self.text,
+            self.marks.commas,
+            (self.body_start, self.body_end),
+            (self.first_comma, self.comma_end),
         )
 
     def prefixes(self) -> pa.StringArray:
@@ -269,16 +346,22 @@ class _Fields:
         UTF-8 bytes holding the bodies.
     commas
         Positions of every comma in ``text``, then ``len(text)``.
-    starts, ends
-        Where each body is in ``text``.
+    bounds
+        Where each body starts and ends in ``text``.
+    comma_range
+        The index (in ``commas``) of each body's first comma, and of the comma after its last.
     """
 
     def __init__(
-        self, text: np.ndarray, commas: np.ndarray, starts: np.ndarray, ends: np.ndarray
+        self,
+        text: np.ndarray,
+        commas: np.ndarray,
+        bounds: tuple[np.ndarray, np.ndarray],
+        comma_range: tuple[np.ndarray, np.ndarray],
     ) -> None:
-        self.text, self.commas, self.starts, self.ends = text, commas, starts, ends
-        self.first = np.searchsorted(commas, starts)  # a body's first comma
-        self.end = np.searchsorted(commas, ends)  # past its last comma
+        self.text, self.commas = text, commas
+        self.starts, self.ends = bounds
+        self.first, self.end = comma_range
         self.count = self.end - self.first + 1
 
     @classmethod
@@ -286,17 +369,15 @@ class _Fields:
         """Return the fields of Arrow strings (without nulls)."""
         offsets, data = string_buffers(bodies)
         commas = np.append(np.flatnonzero(data == ord(",")), len(data))
-        return cls(data, commas, offsets[:-1], offsets[1:])
-
-    def take(self, keep: np.ndarray) -> _Fields:
-        """Return the fields of the bodies selected by ``keep``."""
-        return _Fields(self.text, self.commas, self.starts[keep], self.ends[keep])
+        starts, ends = offsets[:-1], offsets[1:]
+        comma_range = (np.searchsorted(commas, starts), np.searchsorted(commas, ends))
+        return cls(data, commas, (starts, ends), comma_range)
 
     def __getitem__(self, index: int) -> pa.StringArray:
-        return self.strings(index)
+        return self.table((index,))
 
-    def strings(self, index: int, rows: np.ndarray | None = None) -> pa.StringArray:
-        """Return field ``index`` of each body, or of the bodies ``rows`` ("" for row -1)."""
+    def bounds(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where field ``index`` of each body starts and ends (at the body's end if none)."""
         last = len(self.commas) - 1
         if index == 0:
             starts = self.starts
@@ -304,16 +385,41 @@ class _Fields:
             starts = self.commas[np.minimum(self.first + index - 1, last)] + 1
         own = self.first + index
         ends = np.where(own < self.end, self.commas[np.minimum(own, last)], self.ends)
-        present = self.count > index
-        if rows is not None and not len(present):  # no bodies: "" for every row
-            starts = ends = np.zeros(len(rows), dtype=np.int64)
-            present = np.zeros(len(rows), dtype=bool)
-        elif rows is not None:
-            starts, ends = starts[rows], ends[rows]
-            present = present[rows] & (rows >= 0)
-        return strings_from_slices(
-            self.text, np.where(present, starts, 0), np.where(present, ends, 0)
-        )
+        absent = self.count <= index
+        return np.where(absent, self.ends, starts), np.where(absent, self.ends, ends)
+
+    def table(self, indices: tuple[int, ...], rows: np.ndarray | None = None) -> pa.StringArray:
+        """Return the fields ``indices`` of each body, one column after another.
+
+        ``rows`` picks the bodies (-1 gives ""); all of them, in order, when None. The
+        fields are cut out of the text by Arrow in one step (see :func:`_split`).
+        """
+        width = len(indices)
+        in_order = sorted(indices)  # cut the fields in text order, body after body
+        starts = np.empty((len(self.starts), width), dtype=np.int64)
+        ends = np.empty_like(starts)
+        for column, index in enumerate(in_order):
+            starts[:, column], ends[:, column] = self.bounds(index)
+        rows = np.arange(len(self.starts)) if rows is None else rows
+        # field index of body r is piece r * width + its rank; -1 rows give negatives
+        ranks = np.array([in_order.index(index) for index in indices])
+        positions = (rows[np.newaxis, :] * width + ranks[:, np.newaxis]).ravel()
+        valid = positions >= 0
+        pieces = ordered_slices(self.text, starts.ravel(), ends.ravel())
+        if pieces is None:  # not expected: fields follow each other in the text
+            chosen = np.maximum(positions, 0)
+            strings = strings_from_slices(
+                self.text, starts.ravel()[chosen], ends.ravel()[chosen], valid
+            )
+        else:
+            strings = pieces.take(pa.array(2 * positions, mask=~valid))
+        return strings if valid.all() else strings.fill_null("")
+
+
+def _split(strings: pa.Array, width: int) -> list[pa.Array]:
+    """Split a table of :meth:`_Fields.table` into its ``width`` columns."""
+    count = len(strings) // width
+    return [strings.slice(column * count, count) for column in range(width)]
 
 
 def _equals(strings: pa.Array, value: str) -> np.ndarray:
@@ -342,9 +448,9 @@ def _parse_sentences(
     source: str, sentences: _Sentences, rejects: list[Reject], ignored: Counter[str]
 ) -> ReadResult:
     text = sentences.text
+    # trailing whitespace holds no comma: the bodies' commas stay the same
     sentences.body_end = _rtrimmed_ends(text, sentences.body_start, sentences.body_end)
-    commas = np.append(np.flatnonzero(text == ord(",")), len(text))
-    type_end = np.minimum(commas[np.searchsorted(commas, sentences.body_start)], sentences.body_end)
+    type_end = np.minimum(sentences.marks.commas[sentences.first_comma], sentences.body_end)
     types = strings_from_slices(text, sentences.body_start, type_end)
     kinds = pc.utf8_slice_codeunits(types, 2)
     proprietary = pc.starts_with(types, "P").to_numpy(zero_copy_only=False)
@@ -354,7 +460,7 @@ def _parse_sentences(
         is_kind = _equals(kinds, kind) & ~proprietary
         used |= is_kind
         chosen = sentences.take(is_kind)
-        fields = _Fields(text, commas, chosen.body_start, chosen.body_end)
+        fields = chosen.fields()
         wrong = (fields.count < low) | (fields.count > high)
         if wrong.any():
             names = types.filter(pa.array(is_kind)).filter(pa.array(wrong)).to_pylist()
@@ -364,7 +470,8 @@ def _parse_sentences(
                     chosen.line[wrong], names, fields.count[wrong], strict=True
                 )
             )
-            chosen, fields = chosen.take(~wrong), fields.take(~wrong)
+            chosen = chosen.take(~wrong)
+            fields = chosen.fields()
         tables[kind] = (chosen, fields)
     for name, count in _value_counts(types.filter(pa.array(~used))).items():
         ignored[name or "empty_sentence"] += count
@@ -425,16 +532,17 @@ def _rmc_candidates(
     ignored["GGA_without_RMC"] += len(gga_sentences.line) - int((match >= 0).sum())
     if not len(rmc_lines):
         return candidates
-
-    def from_gga(index: int) -> pa.StringArray:
-        return gga.strings(index, match)
-
-    candidates.reject(_equals(rmc[2], "V"), INVALID_FIX, "RMC status V (no valid fix)")
-    candidates.reject(_equals(rmc[12], "N"), INVALID_FIX, "RMC mode N (no valid fix)")
-    candidates.reject(_equals(from_gga(6), "0"), INVALID_FIX, "GGA fix quality 0 (no fix)")
-    lat_text, lat_hemi, lon_text, lon_hemi = rmc[3], rmc[4], rmc[5], rmc[6]
-    lat, lat_bad = _degrees(lat_text, lat_hemi, "N", "S")
-    lon, lon_bad = _degrees(lon_text, lon_hemi, "E", "W")
+    status, lat_hemi, lon_hemi, mode = _split(rmc.table(_RMC_TEXTS), len(_RMC_TEXTS))
+    from_gga = gga.table(_GGA_VALUES, match)  # "" where the RMC has no GGA
+    quality = _split(from_gga, len(_GGA_VALUES))[2]
+    numbers = pa.concat_arrays([rmc.table(_RMC_NUMBERS), from_gga.slice(0, 2 * len(match))])
+    time, date, lat_text, lon_text = _split(numbers, 8)[:4]
+    parsed = to_float_columns(numbers, 8)
+    candidates.reject(_equals(status, "V"), INVALID_FIX, "RMC status V (no valid fix)")
+    candidates.reject(_equals(mode, "N"), INVALID_FIX, "RMC mode N (no valid fix)")
+    candidates.reject(_equals(quality, "0"), INVALID_FIX, "GGA fix quality 0 (no fix)")
+    lat, lat_bad = _degrees(parsed[2], lat_hemi, "N", "S")
+    lon, lon_bad = _degrees(parsed[3], lon_hemi, "E", "W")
     candidates.columns["lon"], candidates.columns["lat"] = lon, lat
     bad = lat_bad | lon_bad
     missing = (np.isnan(lat) | np.isnan(lon)) & ~bad
@@ -444,11 +552,11 @@ def _rmc_candidates(
         raw = _details(bad | missing, "lat='{}', lon='{}'", lat_raw, lon_raw)
         candidates.reject(missing, MISSING_COORDINATES, raw)
         candidates.reject(bad, UNPARSEABLE_COORDINATES, raw)
-    _set_rmc_times(candidates, rmc[1], rmc[9], rmc_sentences)
-    candidates.columns["speed_mps"] = to_optional_float(rmc[7]) * KNOTS_TO_MPS
-    candidates.columns["heading_deg"] = to_optional_float(rmc[8])
-    candidates.columns["elevation_m"] = to_optional_float(from_gga(9))
-    hdop = to_optional_float(from_gga(8))
+    _set_rmc_times(candidates, (time, *parsed[0]), (date, *parsed[1]), rmc_sentences)
+    candidates.columns["speed_mps"] = parsed[4][0] * KNOTS_TO_MPS
+    candidates.columns["heading_deg"] = parsed[5][0]
+    candidates.columns["elevation_m"] = parsed[6][0]
+    hdop = parsed[7][0]
     gsa_sentences, gsa = tables["GSA"]
     if len(gsa_sentences.line) and np.isnan(hdop).any():
         hdop = _fill_from_gsa(hdop, rmc_lines, gsa_sentences.line, to_optional_float(gsa[16]))
@@ -466,10 +574,13 @@ def _details(mask: np.ndarray, template: str, *columns: pa.Array) -> np.ndarray:
 
 
 def _degrees(
-    value: pa.Array, hemisphere: pa.Array, positive: str, negative: str
+    value: tuple[np.ndarray, np.ndarray], hemisphere: pa.Array, positive: str, negative: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Convert NMEA ``(d)ddmm.mmmm`` + hemisphere to signed degrees; also flag bad values."""
-    number, bad = to_float(value)
+    """Convert NMEA ``(d)ddmm.mmmm`` + hemisphere to signed degrees; also flag bad values.
+
+    ``value`` is the number parsed by :func:`to_float` and its ``bad`` flags.
+    """
+    number, bad = value
     degrees = np.trunc(number / 100.0)
     minutes = number - degrees * 100.0
     signed = np.where(_equals(hemisphere, negative), -1.0, 1.0) * (degrees + minutes / 60.0)
@@ -481,17 +592,23 @@ def _degrees(
 
 
 def _set_rmc_times(
-    candidates: Candidates, time: pa.Array, date: pa.Array, sentences: _Sentences
+    candidates: Candidates,
+    time_field: tuple[pa.Array, np.ndarray, np.ndarray],
+    date_field: tuple[pa.Array, np.ndarray, np.ndarray],
+    sentences: _Sentences,
 ) -> None:
+    """Set the fix times from the RMC time and date fields: text, number and bad flags each."""
+    time, tod, tod_bad = time_field
+    date, day_number, date_bad = date_field
     count = len(time)
-    tod, tod_bad = to_float(time)
     hours, rest = np.divmod(tod, 10_000.0)
     minutes, seconds = np.divmod(rest, 100.0)
-    tod_bad |= ~np.isnan(tod) & ((hours >= 24) | (minutes >= 60) | (seconds >= 61) | (tod < 0))
+    tod_bad = tod_bad | ~np.isnan(tod) & (
+        (hours >= 24) | (minutes >= 60) | (seconds >= 61) | (tod < 0)
+    )
     millis = np.round((hours * 3600.0 + minutes * 60.0 + seconds) * 1000.0)
-    day_number, date_bad = to_float(date)
     date_length = pc.utf8_length(pc.utf8_trim_whitespace(date)).to_numpy(zero_copy_only=False)
-    date_bad |= ~np.isnan(day_number) & (date_length != 6)
+    date_bad = date_bad | (~np.isnan(day_number) & (date_length != 6))
     dd, rest = np.divmod(day_number, 10_000.0)
     mm, yy = np.divmod(rest, 100.0)
     days = pd.to_datetime(
