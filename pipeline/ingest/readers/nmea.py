@@ -62,9 +62,8 @@ from pipeline.ingest.readers.base import (
     Reject,
     epoch_to_times,
     finish,
-    read_bytes,
-    repeated,
     ordered_slices,
+    read_bytes,
     string_buffers,
     strings_from_slices,
     to_float_columns,
@@ -171,7 +170,7 @@ class _Delimiters:
 
 
 def _line_bounds(marks: _Delimiters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return where each line starts and ends, as ``str.splitlines`` cuts the text.
+    r"""Return where each line starts and ends, as ``str.splitlines`` cuts the text.
 
     Lines end at ``\n``, ``\r``, ``\r\n``, ``\v``, ``\f``, ``\x1c``, ``\x1d``, ``\x1e`` and
     U+0085; a break at the very end of the text does not start another line. Also returns
