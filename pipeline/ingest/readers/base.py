@@ -291,6 +291,9 @@ def to_float(raw: RawValues) -> tuple[np.ndarray, np.ndarray]:
     return values, np.isnan(values) & ~missing
 
 
+_NUMBER_TYPES = frozenset({int, float, bool})
+
+
 def _string_array(raw: RawValues) -> pa.StringArray | None:
     """``raw`` as an Arrow string array when every value is a ``str`` or None, else None.
 
@@ -309,6 +312,8 @@ def _string_array(raw: RawValues) -> pa.StringArray | None:
         return None
     if not isinstance(raw, list | np.ndarray):
         return None
+    if isinstance(raw, list) and raw and type(raw[0]) in _NUMBER_TYPES:
+        return None  # no string array starts with a number (as JSON values do)
     try:
         array = pa.array(raw)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):  # e.g. an int over 2**63
