@@ -185,7 +185,7 @@ def read_bytes(path: Path, source: str) -> bytes:
         raise unreadable(
             source, f"cannot be read ({exc.strerror or exc})", "check the path"
         ) from None
-    if not data.strip():
+    if not data or data.isspace():  # as `not data.strip()`, without copying the data
         raise unreadable(source, "empty file, no trace data", "upload the trace file again")
     return data
 

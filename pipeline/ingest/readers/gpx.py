@@ -154,7 +154,9 @@ def _point_fields(
     if len(starts) == 0:
         return {name: pa.array([], type=pa.string()) for name in names}
     index = np.arange(len(tags))
-    owner = np.maximum(np.searchsorted(starts, index, side="right") - 1, 0)
+    is_start = np.zeros(len(tags), dtype=np.int64)
+    is_start[starts] = 1
+    owner = np.maximum(np.cumsum(is_start) - 1, 0)  # the last point starting at or before
     inside = (index > starts[owner]) & (index < ends[owner])
     child_level = tags.level[starts][owner] + 1
     child = inside & (tags.level == child_level)
@@ -171,16 +173,26 @@ def _point_fields(
     text_start, text_end = tags.text_bounds(candidates)
     with_text = text_end > text_start
     candidates, text_start, text_end = (a[with_text] for a in (candidates, text_start, text_end))
-    key = owner[candidates] * len(names) + code[candidates]
-    _, first = np.unique(key, return_index=True)
     fields = {}
     for number, name in enumerate(names):
-        chosen = first[code[candidates[first]] == number]
+        chosen = _first_per_point(owner[candidates], code[candidates] == number)
         starts_of, ends_of = np.full(len(starts), -1), np.full(len(starts), -1)
         starts_of[owner[candidates[chosen]]] = text_start[chosen]
         ends_of[owner[candidates[chosen]]] = text_end[chosen]
         fields[name] = tags.texts(starts_of, ends_of)
     return fields
+
+
+def _first_per_point(owners: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return the indices of the first of the ``mask`` rows of each owner.
+
+    ``owners`` is in document order (never decreasing), so each owner's rows are together.
+    """
+    rows = np.flatnonzero(mask)
+    own = owners[rows]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = own[1:] != own[:-1]
+    return rows[first]
 
 
 def _identity_from_tags(tags: xml_tags.Tags) -> dict[str, str | None]:
