@@ -610,9 +610,7 @@ def _set_rmc_times(
     date_bad = date_bad | (~np.isnan(day_number) & (date_length != 6))
     dd, rest = np.divmod(day_number, 10_000.0)
     mm, yy = np.divmod(rest, 100.0)
-    days = pd.to_datetime(
-        pd.DataFrame({"year": 2000 + yy, "month": mm, "day": dd}), errors="coerce"
-    ).to_numpy(dtype="datetime64[ms]")
+    days = _dates(2000 + yy, mm, dd)
     date_bad |= ~np.isnan(day_number) & np.isnat(days)
     no_date = np.isnan(day_number) & ~date_bad
     if no_date.any():
@@ -628,6 +626,32 @@ def _set_rmc_times(
         candidates.reject(no_time, MISSING_TIME, raw)
         candidates.reject(tod_bad | date_bad, UNPARSEABLE_TIME, raw)
     candidates.reject(np.isnat(days), MISSING_TIME, "RMC has no date and the line no time prefix")
+
+
+def _dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Return the dates (``datetime64[ms]``) as ``pd.to_datetime`` of the parts gives them.
+
+    NaT where the parts are NaN or not a date (31 April). Computed with NumPy's calendar when
+    every given part is a whole number, the month 1 to 12 and the day 1 to 31 (as in any
+    RMC date); by pandas otherwise.
+    """
+    given = ~np.isnan(year) | ~np.isnan(month) | ~np.isnan(day)
+    parts = np.stack([year[given], month[given], day[given]])
+    simple = (
+        np.isfinite(parts).all()
+        and (parts == np.floor(parts)).all()
+        and ((parts[1] >= 1) & (parts[1] <= 12) & (parts[2] >= 1) & (parts[2] <= 31)).all()
+        and ((parts[0] >= 1970) & (parts[0] <= 9999)).all()
+    )
+    if not simple:
+        frame = pd.DataFrame({"year": year, "month": month, "day": day})
+        return pd.to_datetime(frame, errors="coerce").to_numpy(dtype="datetime64[ms]")
+    months = ((parts[0] - 1970) * 12 + parts[1] - 1).astype("int64").astype("datetime64[M]")
+    dates = months.astype("datetime64[D]") + (parts[2] - 1).astype("int64")
+    dates[dates.astype("datetime64[M]") != months] = np.datetime64("NaT")  # e.g. 31 April
+    out = np.full(len(year), np.datetime64("NaT"), dtype="datetime64[ms]")
+    out[given] = dates
+    return out
 
 
 def _days_from_prefixes(
