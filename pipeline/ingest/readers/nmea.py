@@ -3,7 +3,9 @@
 Accepted lines are plain sentences (``$GPRMC,...*hh``) or sentences after a prefix such as the
 BlackVue Unix time in milliseconds (``[1700000000123]$GPRMC,...``). Any talker is accepted
 (``GP``, ``GN``, ``GL``, ``GA``, ``BD``, ...). Parsing is done by hand (only three sentence types
-matter), with the checksums and the field conversions vectorized.
+matter), on positions in the file's bytes: lines, sentences and fields are found with NumPy,
+checksums computed and numbers parsed for all sentences at once, without a Python object per
+line or field.
 
 Rows and ``source_row``
     A fix is an RMC sentence; its ``source_row`` is the 1-based line number of that sentence.
@@ -37,6 +39,7 @@ line. Files with NUL bytes, or without any NMEA sentence, are unreadable.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -125,7 +128,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         (dollar[is_sentence], dollar_mark[is_sentence]),
         (line_end[is_sentence], line_end_mark[is_sentence]),
     )
-    rejects = _check_checksums(sentences)
+    sentences, rejects = _check_checksums(sentences)
     return _parse_sentences(source, sentences, rejects, ignored)
 
 
@@ -277,13 +280,9 @@ class _Sentences:
         """Return the text before each sentence's ``$``."""
         return strings_from_slices(self.text, self.prefix_start, self.body_start - 1)
 
-    def bodies(self) -> pa.StringArray:
-        """Return the text between each sentence's ``$`` and ``*``."""
-        return strings_from_slices(self.text, self.body_start, self.body_end)
 
-
-def _check_checksums(sentences: _Sentences) -> list[Reject]:
-    """Reject the sentences whose checksum is present and wrong; keep the others.
+def _check_checksums(sentences: _Sentences) -> tuple[_Sentences, list[Reject]]:
+    """Reject the sentences whose checksum is present and wrong; return the others too.
 
     A checksum of two hex digits is compared as a number; any other (spaces, lower case,
     wrong length) is compared as its stripped, upper-cased text, as given in the reject.
@@ -307,11 +306,11 @@ def _check_checksums(sentences: _Sentences) -> list[Reject]:
             sentences.line[bad], given_text[wrong], computed[bad], strict=True
         )
     ]
-    if len(bad):
-        keep = np.ones(len(computed), dtype=bool)
-        keep[bad] = False
-        vars(sentences).update(vars(sentences.take(keep)))
-    return rejects
+    if not len(bad):
+        return sentences, rejects
+    keep = np.ones(len(computed), dtype=bool)
+    keep[bad] = False
+    return sentences.take(keep), rejects
 
 
 def xor_checksums(bodies: pa.Array) -> np.ndarray:
@@ -448,7 +447,8 @@ def _parse_sentences(
 ) -> ReadResult:
     text = sentences.text
     # trailing whitespace holds no comma: the bodies' commas stay the same
-    sentences.body_end = _rtrimmed_ends(text, sentences.body_start, sentences.body_end)
+    body_end = _rtrimmed_ends(text, sentences.body_start, sentences.body_end)
+    sentences = dataclasses.replace(sentences, body_end=body_end)
     type_end = np.minimum(sentences.marks.commas[sentences.first_comma], sentences.body_end)
     types = strings_from_slices(text, sentences.body_start, type_end)
     kinds = pc.utf8_slice_codeunits(types, 2)
@@ -513,11 +513,8 @@ def _match_gga(
 
 def _same(left: pa.Array, rows: np.ndarray, right: pa.Array, mask: np.ndarray) -> np.ndarray:
     """Compare ``left`` at ``rows`` with ``right`` where ``mask``, string by string."""
-    return _equal_arrays(left.take(pa.array(rows)), right.filter(pa.array(mask)))
-
-
-def _equal_arrays(left: pa.Array, right: pa.Array) -> np.ndarray:
-    return pc.equal(left, right).to_numpy(zero_copy_only=False)
+    equal = pc.equal(left.take(pa.array(rows)), right.filter(pa.array(mask)))
+    return equal.to_numpy(zero_copy_only=False)
 
 
 def _rmc_candidates(
