@@ -639,10 +639,22 @@ class Candidates:
         lat_raw: Any,
         lon: np.ndarray | None = None,
         lat: np.ndarray | None = None,
+        parsed: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
-        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones."""
-        lon_values, lon_bad = to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
-        lat_values, lat_bad = to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
+        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones.
+
+        ``parsed`` is :func:`to_float` of ``lon_raw`` and of ``lat_raw``, when the caller
+        has it already.
+        """
+        if parsed is not None:
+            (lon_values, lon_bad), (lat_values, lat_bad) = parsed
+        else:
+            lon_values, lon_bad = (
+                to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
+            )
+            lat_values, lat_bad = (
+                to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
+            )
         lon_missing = np.isnan(lon_values) & ~lon_bad
         lat_missing = np.isnan(lat_values) & ~lat_bad
         raw = None
