@@ -185,7 +185,7 @@ def read_bytes(path: Path, source: str) -> bytes:
         raise unreadable(
             source, f"cannot be read ({exc.strerror or exc})", "check the path"
         ) from None
-    if not data.strip():
+    if not data or data.isspace():  # as `not data.strip()`, without copying the data
         raise unreadable(source, "empty file, no trace data", "upload the trace file again")
     return data
 
@@ -291,6 +291,9 @@ def to_float(raw: RawValues) -> tuple[np.ndarray, np.ndarray]:
     return values, np.isnan(values) & ~missing
 
 
+_NUMBER_TYPES = frozenset({int, float, bool})
+
+
 def _string_array(raw: RawValues) -> pa.StringArray | None:
     """``raw`` as an Arrow string array when every value is a ``str`` or None, else None.
 
@@ -309,6 +312,8 @@ def _string_array(raw: RawValues) -> pa.StringArray | None:
         return None
     if not isinstance(raw, list | np.ndarray):
         return None
+    if isinstance(raw, list) and raw and type(raw[0]) in _NUMBER_TYPES:
+        return None  # no string array starts with a number (as JSON values do)
     try:
         array = pa.array(raw)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):  # e.g. an int over 2**63
@@ -359,6 +364,23 @@ def _to_float_arrow(
     return values, np.isnan(values) & ~missing
 
 
+def to_float_columns(strings: pa.StringArray, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return :func:`to_float` of each of the ``width`` columns ``strings`` holds in turn.
+
+    All columns are parsed in one Arrow pass when every value casts (as :func:`to_float`
+    would parse each column); otherwise column by column, each exactly as :func:`to_float`.
+    """
+    count = len(strings) // width
+    parsed = _to_float_arrow(strings)
+    if parsed is None:
+        return [to_float(strings.slice(column * count, count)) for column in range(width)]
+    values, bad = parsed
+    return [
+        (values[column * count : (column + 1) * count], bad[column * count : (column + 1) * count])
+        for column in range(width)
+    ]
+
+
 _BOOL_TYPES = frozenset({bool, np.bool_})
 
 
@@ -400,8 +422,38 @@ def strings_from_slices(
     """Gather ``data[start:end]`` (UTF-8 bytes) for each pair as Arrow strings, in one step.
 
     Rows where ``valid`` is False are null. The slices must cut ``data`` at character bounds.
+    Slices in the order of ``data`` (as the fields of lines are) are cut out by Arrow, with
+    :func:`ordered_slices`; others are gathered with NumPy.
     """
     valid = np.ones(len(starts), dtype=bool) if valid is None else valid
+    pieces = ordered_slices(data, starts[valid], ends[valid])
+    if pieces is None:
+        return _gathered_slices(data, starts, ends, valid)
+    positions = np.zeros(len(starts), dtype=np.int64)
+    positions[valid] = np.arange(0, 2 * int(valid.sum()), 2)
+    return pieces.take(pa.array(positions, mask=~valid))
+
+
+def ordered_slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray | None:
+    """Return the slices ``data[start:end]`` and the gaps between them as one Arrow array.
+
+    Slice ``i`` is element ``2 * i`` (take them with ``pyarrow.compute.take``); ``data`` is
+    not copied. None unless every slice starts at or after the end of the one before, and
+    ``data`` fits 32-bit offsets.
+    """
+    bounds = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    bounds[0:-1:2], bounds[1:-1:2], bounds[-1] = starts, ends, len(data)
+    if len(data) >= 2**31 - 1 or (np.diff(bounds) < 0).any() or (len(starts) and starts[0] < 0):
+        return None
+    return pa.StringArray.from_buffers(
+        len(bounds) - 1, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(data)
+    )
+
+
+def _gathered_slices(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, valid: np.ndarray
+) -> pa.StringArray:
+    """:func:`strings_from_slices` for slices in any order, gathered with NumPy."""
     lengths = np.where(valid, ends - starts, 0)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("int32")
     positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
@@ -587,10 +639,22 @@ class Candidates:
         lat_raw: Any,
         lon: np.ndarray | None = None,
         lat: np.ndarray | None = None,
+        parsed: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
-        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones."""
-        lon_values, lon_bad = to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
-        lat_values, lat_bad = to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
+        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones.
+
+        ``parsed`` is :func:`to_float` of ``lon_raw`` and of ``lat_raw``, when the caller
+        has it already.
+        """
+        if parsed is not None:
+            (lon_values, lon_bad), (lat_values, lat_bad) = parsed
+        else:
+            lon_values, lon_bad = (
+                to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
+            )
+            lat_values, lat_bad = (
+                to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
+            )
         lon_missing = np.isnan(lon_values) & ~lon_bad
         lat_missing = np.isnan(lat_values) & ~lat_bad
         raw = None

@@ -48,12 +48,15 @@ from pipeline.ingest.readers.base import (
     ReadResult,
     finish,
     read_bytes,
+    to_float,
+    to_float_columns,
     unreadable,
 )
 
 FORMAT = "gpx"
 FIX_HINT = "re-export the file as GPX 1.1 (UTF-8)"
 _POINT_FIELDS = ("lat", "lon", "time", "ele", "hdop", "speed", "course")
+_NUMBER_FIELDS = ("lon", "lat", "ele", "hdop", "speed", "course")
 _EXTENSION_NAMES = {"speed": "speed", "course": "course", "heading": "course", "bearing": "course"}
 _ENCODING = re.compile(rb"""<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
@@ -75,15 +78,33 @@ def read_gpx(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     points, identity, ignored = read
     count = len(points["lat"])
     candidates = Candidates(np.arange(1, count + 1, dtype="int64"))
-    candidates.set_coordinates(points["lon"], points["lat"])
+    numbers = _numbers(points)
+    candidates.set_coordinates(
+        points["lon"], points["lat"], parsed=(numbers["lon"], numbers["lat"])
+    )
     candidates.set_times(points["time"])
-    candidates.set("elevation_m", points["ele"])
-    candidates.set("hdop", points["hdop"])
-    candidates.set("speed_mps", points["speed"])
-    candidates.set("heading_deg", points["course"])
+    for name, field in (
+        ("elevation_m", "ele"),
+        ("hdop", "hdop"),
+        ("speed_mps", "speed"),
+        ("heading_deg", "course"),
+    ):
+        candidates.columns[name] = numbers[field][0]  # as Candidates.set parses them
     for name, value in identity.items():
         candidates.set(name, value)
     return finish(source, FORMAT, candidates, (), ignored)
+
+
+def _numbers(points: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Return :func:`.base.to_float` of each numeric field of the points.
+
+    The fields read from the tags (Arrow strings) are parsed all in one Arrow pass.
+    """
+    columns = [points[name] for name in _NUMBER_FIELDS]
+    if not all(isinstance(column, pd.Series) for column in columns):  # read by the tree
+        return {name: to_float(points[name]) for name in _NUMBER_FIELDS}
+    strings = pa.concat_arrays([pa.array(column.array).cast(pa.string()) for column in columns])
+    return dict(zip(_NUMBER_FIELDS, to_float_columns(strings, len(columns)), strict=True))
 
 
 def _points_by_tree(data: bytes, source: str) -> Points:
@@ -154,7 +175,9 @@ def _point_fields(
     if len(starts) == 0:
         return {name: pa.array([], type=pa.string()) for name in names}
     index = np.arange(len(tags))
-    owner = np.maximum(np.searchsorted(starts, index, side="right") - 1, 0)
+    is_start = np.zeros(len(tags), dtype=np.int64)
+    is_start[starts] = 1
+    owner = np.maximum(np.cumsum(is_start) - 1, 0)  # the last point starting at or before
     inside = (index > starts[owner]) & (index < ends[owner])
     child_level = tags.level[starts][owner] + 1
     child = inside & (tags.level == child_level)
@@ -171,16 +194,26 @@ def _point_fields(
     text_start, text_end = tags.text_bounds(candidates)
     with_text = text_end > text_start
     candidates, text_start, text_end = (a[with_text] for a in (candidates, text_start, text_end))
-    key = owner[candidates] * len(names) + code[candidates]
-    _, first = np.unique(key, return_index=True)
     fields = {}
     for number, name in enumerate(names):
-        chosen = first[code[candidates[first]] == number]
+        chosen = _first_per_point(owner[candidates], code[candidates] == number)
         starts_of, ends_of = np.full(len(starts), -1), np.full(len(starts), -1)
         starts_of[owner[candidates[chosen]]] = text_start[chosen]
         ends_of[owner[candidates[chosen]]] = text_end[chosen]
         fields[name] = tags.texts(starts_of, ends_of)
     return fields
+
+
+def _first_per_point(owners: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return the indices of the first of the ``mask`` rows of each owner.
+
+    ``owners`` is in document order (never decreasing), so each owner's rows are together.
+    """
+    rows = np.flatnonzero(mask)
+    own = owners[rows]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = own[1:] != own[:-1]
+    return rows[first]
 
 
 def _identity_from_tags(tags: xml_tags.Tags) -> dict[str, str | None]:

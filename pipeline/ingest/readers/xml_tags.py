@@ -233,9 +233,11 @@ def _tags(raw: np.ndarray, opens: np.ndarray, closes: np.ndarray) -> Tags:
     )
     name_end = delimiters[np.searchsorted(delimiters, name_start)]
     colons = np.flatnonzero(raw == ord(":"))
-    if len(colons):
-        last = colons[np.maximum(np.searchsorted(colons, name_end) - 1, 0)]
-        name_start = np.where((last >= name_start) & (last < name_end), last + 1, name_start)
+    if len(colons):  # a prefix: the local name starts after the name's last colon
+        tag = np.searchsorted(opens, colons, side="right") - 1  # the tag holding each colon
+        in_name = (tag >= 0) & (colons >= name_start[tag]) & (colons < name_end[tag])
+        name_start = name_start.copy()
+        np.maximum.at(name_start, tag[in_name], colons[in_name] + 1)
     keys = _name_keys(raw, name_start, name_end)
     return Tags(raw, opens, closes, is_end, is_empty, level, name_start, name_end, keys)
 

@@ -138,11 +138,11 @@ def test_a_long_nmea_log_reads_every_fix(tmp_path: Path) -> None:
 def test_fields_by_position_are_those_of_splitting_at_commas(bodies: list[str]) -> None:
     array = pa.array(bodies, type=pa.string())
     for fields in (
-        nmea_reader._Fields(array),
-        nmea_reader._Fields(array.slice(1)),
+        nmea_reader._Fields.of_bodies(array),
+        nmea_reader._Fields.of_bodies(array.slice(1)),
     ):  # also an offset array
         expected = [body.split(",") for body in bodies[len(bodies) - len(fields.count) :]]
         assert fields.count.tolist() == [len(parts) for parts in expected]
         for index in range(4):
             column = [parts[index] if index < len(parts) else "" for parts in expected]
-            assert fields[index].tolist() == column
+            assert fields[index].to_pylist() == column
