@@ -65,12 +65,18 @@ class Route:
     edge_start_m
         Distance along the route where each edge starts; ``length_m`` where the route ends
         is appended, so the array has ``len(edges) + 1`` elements.
+    step
+        The polyline's segments as vectors (``np.diff(xy, axis=0)``), metres.
+    step_m
+        The segments' lengths, metres (0 between duplicate vertices).
     """
 
     edges: np.ndarray
     xy: np.ndarray
     cum_m: np.ndarray
     edge_start_m: np.ndarray
+    step: np.ndarray
+    step_m: np.ndarray
 
     @property
     def length_m(self) -> float:
@@ -199,9 +205,13 @@ class DrivingNetwork:
         counts = self._coord_start[edges + 1] - first
         ends = np.cumsum(counts)
         xy = self._coords[np.repeat(first - (ends - counts), counts) + np.arange(ends[-1])]
-        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+        step = np.diff(xy, axis=0)
+        step_m = np.hypot(step[:, 0], step[:, 1])
+        cum = np.concatenate([[0.0], np.cumsum(step_m)])
         edge_start = np.concatenate([[0.0], cum[ends - 1]])
-        return Route(edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start)
+        return Route(
+            edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start, step=step, step_m=step_m
+        )
 
 
 def edge_speeds_mps(highway: Iterable[object], maxspeed: Iterable[object]) -> np.ndarray:
