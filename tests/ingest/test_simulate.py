@@ -500,3 +500,11 @@ def test_speed_profile_helpers_match_numpy() -> None:
     assert knot_t.tobytes() == np.insert(arrival, stopped + 1, (arrival + dwell)[stopped]).tobytes()
     assert knot_s.tobytes() == np.insert(s, stopped + 1, s[stopped]).tobytes()
     assert knot_v.tobytes() == np.insert(v, stopped + 1, 0.0).tobytes()
+
+
+def test_fixes_without_truth_are_the_same_fixes(network: DrivingNetwork, params: Any) -> None:
+    device = plan_fleet(network, params)[0]
+    full = drive_device(network, device, params).fixes
+    bare = drive_device(network, device, params, truth=False).fixes
+    assert list(bare.columns) == list(full.columns[:8])  # the trace writers' columns
+    pd.testing.assert_frame_equal(bare, full[bare.columns])
