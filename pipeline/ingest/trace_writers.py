@@ -292,11 +292,32 @@ def _nmea_times(unix_ms: np.ndarray) -> tuple[list[str], list[str]]:
 def write_geojson_trace(
     fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str
 ) -> None:
-    """Write a GeoJSON FeatureCollection, one LineString per trip with per-vertex properties."""
-    coords = fixes[["lon", "lat", "elevation_m"]].to_numpy("float64").tolist()
+    """Write a GeoJSON FeatureCollection, one LineString per trip with per-vertex properties.
+
+    The text is ``json.dumps`` of the collection with sorted keys and compact separators;
+    when every number is a finite float it is put together from whole columns formatted at
+    once (:func:`_geojson_text`), the same bytes.
+    """
+    numbers = [fixes[name].to_numpy() for name in (*_GEOJSON_COORDINATES, *_GEOJSON_VALUES)]
+    if all(column.dtype == np.float64 and np.isfinite(column).all() for column in numbers):
+        text = _geojson_text(fixes, device_id, contributor_id)
+    else:  # NaN, infinities or other types: as json writes them
+        collection = _geojson_collection(fixes, device_id, contributor_id)
+        text = json.dumps(collection, sort_keys=True, separators=(",", ":"))
+    with atomic_path(path) as temp:
+        temp.write_text(text + "\n")
+
+
+_GEOJSON_COORDINATES = ("lon", "lat", "elevation_m")
+_GEOJSON_VALUES = ("hdop", "speed_mps", "heading_deg")
+
+
+def _geojson_collection(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> dict[str, Any]:
+    """Return a device's GeoJSON FeatureCollection as Python objects."""
+    coords = fixes[list(_GEOJSON_COORDINATES)].to_numpy("float64").tolist()
     columns = {
         "coordTimes": iso_times(fixes["observed_at"]).tolist(),
-        **{name: fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")},
+        **{name: fixes[name].to_numpy().tolist() for name in _GEOJSON_VALUES},
     }
     features: list[dict[str, Any]] = []
     for trip_id, rows in _trips(fixes):
@@ -308,14 +329,53 @@ def write_geojson_trace(
         properties = {"device_id": device_id, "contributor_id": contributor_id, "trip_id": trip_id}
         properties.update({name: values[rows] for name, values in columns.items()})
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    collection = {
+    return {
         "type": "FeatureCollection",
         "simulated": True,
         "generator": GENERATOR,
         "features": features,
     }
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(collection, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def _geojson_text(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> str:
+    """Return ``json.dumps`` of :func:`_geojson_collection` (sorted keys, compact), faster.
+
+    Every number must be a finite float (json writes those as ``repr`` does). Each row's
+    coordinates and values are formatted once, for all rows, then joined per trip.
+    """
+    coordinates = format_rows(
+        "[%r,%r,%r]", *(fixes[name].to_numpy().tolist() for name in _GEOJSON_COORDINATES)
+    )
+    times = format_rows('"%s"', iso_times(fixes["observed_at"]).tolist())
+    hdop, heading, speed = (
+        list(map(repr, fixes[name].to_numpy().tolist()))
+        for name in ("hdop", "heading_deg", "speed_mps")
+    )
+    contributor, device = json.dumps(contributor_id), json.dumps(device_id)
+    features = []
+    for trip_id, rows in _trips(fixes):
+        if rows.stop - rows.start > 1:
+            geometry = _GEOJSON_LINE % ",".join(coordinates[rows])
+        else:
+            geometry = _GEOJSON_POINT % coordinates[rows.start]
+        features.append(
+            _GEOJSON_FEATURE
+            % (
+                geometry, contributor, ",".join(times[rows]), device, ",".join(hdop[rows]),
+                ",".join(heading[rows]), ",".join(speed[rows]), json.dumps(trip_id),
+            )
+        )  # fmt: skip
+    return _GEOJSON_COLLECTION % (",".join(features), json.dumps(GENERATOR))
+
+
+# the JSON of a collection, a feature and its geometry, keys sorted as json.dumps sorts them
+_GEOJSON_COLLECTION = '{"features":[%s],"generator":%s,"simulated":true,"type":"FeatureCollection"}'
+_GEOJSON_FEATURE = (
+    '{"geometry":%s,"properties":{"contributor_id":%s,"coordTimes":[%s],"device_id":%s,'
+    '"hdop":[%s],"heading_deg":[%s],"speed_mps":[%s],"trip_id":%s},"type":"Feature"}'
+)
+_GEOJSON_LINE = '{"coordinates":[%s],"type":"LineString"}'
+_GEOJSON_POINT = '{"coordinates":%s,"type":"Point"}'
 
 
 def write_parquet_trace(

@@ -18,9 +18,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.trace_writers import (
+    _GEOJSON_VALUES,
     CSV_COLUMNS,
     GENERATOR,
     PARQUET_METADATA_KEY,
+    _geojson_collection,
+    _geojson_text,
     _nmea_degrees,
     _nmea_times,
     format_rows,
@@ -166,3 +169,25 @@ def test_format_rows_fills_the_template_per_row() -> None:
     assert format_rows("%d") == []
     with pytest.raises(ValueError):
         format_rows("%s%s", ["a", "b"], ["c"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=0, max_size=20),
+    st.text(min_size=1, max_size=12),
+)
+@example([1.5, -0.0, 1e-7, 1e16, 3.0], 'cam "7",\nléft')
+def test_geojson_text_is_what_json_dumps_writes(values: list[float], device_id: str) -> None:
+    fixes = pd.DataFrame(
+        {
+            "trip_id": [f"t{i // 3}" for i in range(len(values) - 1)] + ["last"] * bool(values),
+            "observed_at": pd.to_datetime(np.arange(len(values)) * 1500, unit="ms", utc=True),
+            **{
+                name: np.array(values[i:] + values[:i], dtype="float64")
+                for i, name in enumerate(("lon", "lat", "elevation_m", *_GEOJSON_VALUES))
+            },
+        }
+    )
+    collection = _geojson_collection(fixes, device_id, "contrib-<1>")
+    expected = json.dumps(collection, sort_keys=True, separators=(",", ":"))
+    assert _geojson_text(fixes, device_id, "contrib-<1>") == expected
