@@ -217,9 +217,8 @@ def nmea_checksum(body: str) -> str:
 
 # one template per sentence body, filled from whole columns at once
 _RMC = "GPRMC,%s,A,%s,%.2f,%.1f,%s,,,A"
-_GGA = "GPGGA,%s,%s,1,%02d,%.1f,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"
+_GGA = "GPGGA,%s,%s,1,%s,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"  # %s: sats,HDOP
 _GSA = "GPGSA,A,3,%s,%.1f,%.1f,%.1f"
-_FIX_BODIES = _RMC + "\n" + _GGA + "\n" + _GSA + "\n"
 # a line's end after its body: "*", the checksum and the newline, for every checksum
 _CHECKSUM_ENDS = np.array([f"*{value:02X}\n" for value in range(256)], dtype=object)
 # the GSA satellite list for 0..12 satellites in view: 12 PRN fields, the unused ones empty
@@ -233,34 +232,56 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
     lat_text, lat_hemi = _nmea_degrees(fixes["lat"].to_numpy(), 2, "N", "S")
     lon_text, lon_hemi = _nmea_degrees(fixes["lon"].to_numpy(), 3, "E", "W")
     positions = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
-    hdop = fixes["hdop"].to_numpy("float64")
-    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int)
-    # the three sentence bodies of a fix, one per line
-    bodies = format_rows(
-        _FIX_BODIES,
+    gga_quality, gsa_lines = _nmea_hdop_texts(fixes["hdop"].to_numpy("float64"))
+    rmc = format_rows(
+        _RMC,
         times,
         positions,
         (fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS).tolist(),
         fixes["heading_deg"].to_numpy("float64").tolist(),
         dates,
-        times,
-        positions,
-        satellites.tolist(),
-        hdop.tolist(),
-        fixes["elevation_m"].to_numpy("float64").tolist(),
-        [_PRN_FIELDS[n] for n in satellites.tolist()],
-        (hdop * 1.4).tolist(),
-        hdop.tolist(),
-        (hdop * 1.1).tolist(),
     )
-    sentences = "".join(bodies).split("\n")[:-1]
-    # each line: "[unix_ms]$", the body, "*" and the checksum; the prefix is made once per fix
-    pieces = np.empty((len(sentences), 3), dtype=object)
-    pieces[:, 0] = np.repeat(np.array(format_rows("[%d]$", unix_ms.tolist()), dtype=object), 3)
-    pieces[:, 1] = sentences
-    pieces[:, 2] = _CHECKSUM_ENDS[xor_checksums(pa.array(sentences, pa.string()))]
+    gga = format_rows(
+        _GGA, times, positions, gga_quality, fixes["elevation_m"].to_numpy("float64").tolist()
+    )
+    # each line: "[unix_ms]$", the body, "*", the checksum and the newline
+    prefixes = format_rows("[%d]$", unix_ms.tolist())
+    lines = format_rows(
+        "%s%s%s%s%s%s%s%s",
+        prefixes, rmc, _checksum_ends(rmc), prefixes, gga, _checksum_ends(gga), prefixes, gsa_lines,
+    )  # fmt: skip
     with atomic_path(path) as temp:
-        temp.write_text("".join(pieces.ravel().tolist()), encoding="ascii")
+        temp.write_text("".join(lines), encoding="ascii")
+
+
+def _checksum_ends(bodies: list[str]) -> list[str]:
+    """Return each sentence body's line end: ``*``, its checksum and the newline."""
+    ends: list[str] = _CHECKSUM_ENDS[xor_checksums(pa.array(bodies, pa.string()))].tolist()
+    return ends
+
+
+def _nmea_hdop_texts(hdop: np.ndarray) -> tuple[list[str], list[str]]:
+    """Return each fix's GGA satellites and HDOP fields and its GSA line, from its HDOP.
+
+    Both depend on the HDOP alone, so they are made once per distinct value (told apart by
+    their bits) and the GSA lines come with their checksums.
+    """
+    distinct, of_fix = np.unique(hdop.view("int64"), return_inverse=True)
+    values = distinct.view("float64")
+    satellites = np.clip(np.round(13.0 - 1.6 * values), 4, 12).astype(int)
+    quality = format_rows("%02d,%.1f", satellites.tolist(), values.tolist())
+    gsa = format_rows(
+        _GSA,
+        [_PRN_FIELDS[n] for n in satellites.tolist()],
+        (values * 1.4).tolist(),
+        values.tolist(),
+        (values * 1.1).tolist(),
+    )
+    gsa_lines = [body + end for body, end in zip(gsa, _checksum_ends(gsa), strict=True)]
+    return (
+        np.array(quality, dtype=object)[of_fix].tolist(),
+        np.array(gsa_lines, dtype=object)[of_fix].tolist(),
+    )
 
 
 def _unix_ms(observed_at: pd.Series) -> np.ndarray:

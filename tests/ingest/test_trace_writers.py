@@ -25,6 +25,7 @@ from pipeline.ingest.trace_writers import (
     _geojson_collection,
     _geojson_text,
     _nmea_degrees,
+    _nmea_hdop_texts,
     _nmea_times,
     format_rows,
     iso_times,
@@ -191,3 +192,15 @@ def test_geojson_text_is_what_json_dumps_writes(values: list[float], device_id: 
     collection = _geojson_collection(fixes, device_id, "contrib-<1>")
     expected = json.dumps(collection, sort_keys=True, separators=(",", ":"))
     assert _geojson_text(fixes, device_id, "contrib-<1>") == expected
+
+
+def test_nmea_hdop_texts_are_made_per_fix() -> None:
+    hdop = np.array([1.2, 0.6, 1.2, 5.0, 0.0, -0.0, 1.2])
+    quality, gsa_lines = _nmea_hdop_texts(hdop)
+    satellites = [int(np.clip(np.round(13.0 - 1.6 * h), 4, 12)) for h in hdop]
+    assert quality == [f"{n:02d},{h:.1f}" for n, h in zip(satellites, hdop, strict=True)]
+    assert gsa_lines[4] != gsa_lines[5]  # "0.0" and "-0.0"
+    for line, h in zip(gsa_lines, hdop, strict=True):
+        body, end = line.split("*")
+        assert body.endswith(f",{h * 1.4:.1f},{h:.1f},{h * 1.1:.1f}")
+        assert end == nmea_checksum(body) + "\n"
