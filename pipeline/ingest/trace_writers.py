@@ -96,10 +96,73 @@ def write_trace(
     writers[fmt](fixes, Path(path), device_id, contributor_id)
 
 
-def iso_times(observed_at: pd.Series) -> np.ndarray:
-    """Format UTC times as ISO-8601 with milliseconds and ``Z``."""
-    naive = _unix_ms(observed_at).astype("datetime64[ms]")
-    return np.char.add(np.datetime_as_string(naive, unit="ms"), "Z")
+def iso_times(observed_at: pd.Series) -> list[str]:
+    """Format UTC times as ISO-8601 with milliseconds and ``Z`` (``2026-05-04T08:12:33.250Z``).
+
+    The text of ``numpy.datetime_as_string``; in years 1 to 9999 (its four-digit years) the
+    digits are computed for all times at once.
+    """
+    unix_ms = _unix_ms(observed_at)
+    days, ms_of_day = np.divmod(unix_ms, 86_400_000)
+    if len(days) and not (days.min() >= _FIRST_ISO_DAY and days.max() <= _LAST_ISO_DAY):
+        naive = unix_ms.astype("datetime64[ms]")
+        return [text + "Z" for text in np.datetime_as_string(naive, unit="ms").tolist()]
+    year, month, day = _calendar(days)
+    text = np.empty((len(days), 24), dtype=np.uint8)
+    _put_digits(text, 0, year, 4)
+    _put_digits(text, 5, month, 2)
+    _put_digits(text, 8, day, 2)
+    _put_time_of_day(text, 11, ms_of_day, ":")
+    for column, character in ((4, "-"), (7, "-"), (10, "T"), (23, "Z")):
+        text[:, column] = ord(character)
+    return _ascii_rows(text)
+
+
+# the days (since 1970-01-01) of 0001-01-01 and 9999-12-31
+_FIRST_ISO_DAY, _LAST_ISO_DAY = -719_162, 2_932_896
+
+
+def _calendar(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the year, month and day of days since 1970-01-01 (each distinct day once)."""
+    distinct, of_time = np.unique(days, return_inverse=True)
+    calendar = pd.DatetimeIndex(distinct.astype("datetime64[D]"))
+    year, month, day = (
+        np.asarray(field, dtype="int64")[of_time]
+        for field in (calendar.year, calendar.month, calendar.day)
+    )
+    return year, month, day
+
+
+def _put_time_of_day(text: np.ndarray, column: int, ms_of_day: np.ndarray, colon: str) -> None:
+    """Write ``hh:mm:ss.sss`` (``colon`` between the fields, maybe empty) from ``column``."""
+    seconds, millis = np.divmod(ms_of_day, 1000)
+    minutes, secs = np.divmod(seconds, 60)
+    hours, mins = np.divmod(minutes, 60)
+    for value, separator in ((hours, colon), (mins, colon), (secs, ".")):
+        _put_digits(text, column, value, 2)
+        column += 2
+        for character in separator:
+            text[:, column] = ord(character)
+            column += 1
+    _put_digits(text, column, millis, 3)
+
+
+def _put_digits(text: np.ndarray, column: int, values: np.ndarray, width: int) -> None:
+    """Write non-negative integers as ``width`` zero-padded digits into columns of ``text``.
+
+    ``text`` holds one ASCII text per row; the digits go to ``column`` onwards.
+    """
+    for position in range(column + width - 1, column - 1, -1):
+        values, digit = np.divmod(values, 10)
+        text[:, position] = digit + ord("0")
+
+
+def _ascii_rows(text: np.ndarray) -> list[str]:
+    """Decode each row of ASCII bytes (no newline among them) into a string."""
+    lines = np.empty((text.shape[0], text.shape[1] + 1), dtype=np.uint8)
+    lines[:, :-1] = text
+    lines[:, -1] = ord("\n")
+    return lines.tobytes().decode("ascii").split("\n")[:-1]
 
 
 def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -112,7 +175,7 @@ def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
     rows = format_rows(
         "%s,%s,%s,%s,%s,%s,%s\n",
         [_csv_field(device_id)] * len(fixes),
-        iso_times(fixes["observed_at"]).tolist(),
+        iso_times(fixes["observed_at"]),
         *(_csv_numbers(fixes[name].to_numpy()) for name in CSV_COLUMNS[2:]),
     )
     with atomic_path(path) as temp:
@@ -194,7 +257,7 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         points = format_rows(
             _TRKPT,
             *(fixes[name].to_numpy().tolist() for name in ("lat", "lon", "elevation_m")),
-            times.tolist(),
+            times,
             *(fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")),
         )
         for trip_id, rows in _trips(fixes):
@@ -292,22 +355,14 @@ def _unix_ms(observed_at: pd.Series) -> np.ndarray:
 
 def _nmea_times(unix_ms: np.ndarray) -> tuple[list[str], list[str]]:
     """NMEA UTC times (``hhmmss.sss``) and dates (``ddmmyy``) of Unix milliseconds."""
-    seconds, millis = np.divmod(unix_ms, 1000)
-    days, second_of_day = np.divmod(seconds, 86_400)
-    hours, rest = np.divmod(second_of_day, 3600)
-    minutes, secs = np.divmod(rest, 60)
-    times = format_rows(
-        "%02d%02d%02d.%03d", hours.tolist(), minutes.tolist(), secs.tolist(), millis.tolist()
-    )
-    unique_days, day_of = np.unique(days, return_inverse=True)
-    calendar = pd.DatetimeIndex(unique_days.astype("datetime64[D]"))
-    day_dates = format_rows(
-        "%02d%02d%02d",
-        calendar.day.tolist(),
-        calendar.month.tolist(),
-        (calendar.year % 100).tolist(),
-    )
-    return times, [day_dates[i] for i in day_of.tolist()]
+    days, ms_of_day = np.divmod(unix_ms, 86_400_000)
+    times = np.empty((len(days), 10), dtype=np.uint8)
+    _put_time_of_day(times, 0, ms_of_day, "")
+    year, month, day = _calendar(days)
+    dates = np.empty((len(days), 6), dtype=np.uint8)
+    for column, value in ((0, day), (2, month), (4, year % 100)):
+        _put_digits(dates, column, value, 2)
+    return _ascii_rows(times), _ascii_rows(dates)
 
 
 def write_geojson_trace(
@@ -337,7 +392,7 @@ def _geojson_collection(fixes: pd.DataFrame, device_id: str, contributor_id: str
     """Return a device's GeoJSON FeatureCollection as Python objects."""
     coords = fixes[list(_GEOJSON_COORDINATES)].to_numpy("float64").tolist()
     columns = {
-        "coordTimes": iso_times(fixes["observed_at"]).tolist(),
+        "coordTimes": iso_times(fixes["observed_at"]),
         **{name: fixes[name].to_numpy().tolist() for name in _GEOJSON_VALUES},
     }
     features: list[dict[str, Any]] = []
@@ -367,7 +422,7 @@ def _geojson_text(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> s
     coordinates = format_rows(
         "[%r,%r,%r]", *(fixes[name].to_numpy().tolist() for name in _GEOJSON_COORDINATES)
     )
-    times = format_rows('"%s"', iso_times(fixes["observed_at"]).tolist())
+    times = format_rows('"%s"', iso_times(fixes["observed_at"]))
     hdop, heading, speed = (
         list(map(repr, fixes[name].to_numpy().tolist()))
         for name in ("hdop", "heading_deg", "speed_mps")

@@ -204,3 +204,16 @@ def test_nmea_hdop_texts_are_made_per_fix() -> None:
         body, end = line.split("*")
         assert body.endswith(f",{h * 1.4:.1f},{h:.1f},{h * 1.1:.1f}")
         assert end == nmea_checksum(body) + "\n"
+
+
+# years 1 to 9999 and a few beyond on either side, in Unix milliseconds
+ANY_MILLIS = st.integers(-62_135_596_800_000 - 10**12, 253_402_300_799_999 + 10**12)
+
+
+@given(st.lists(st.one_of(MILLIS, ANY_MILLIS), max_size=30))
+@example([-62_135_596_800_000, 253_402_300_799_999, -1, 0])
+def test_iso_times_are_those_of_numpy(unix_ms: list[int]) -> None:
+    stamps = np.array(unix_ms, dtype="int64").astype("datetime64[ms]")
+    observed_at = pd.Series(stamps).dt.tz_localize("UTC")
+    expected = [text + "Z" for text in np.datetime_as_string(stamps, unit="ms").tolist()]
+    assert iso_times(observed_at) == expected
