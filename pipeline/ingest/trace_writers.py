@@ -402,7 +402,11 @@ def _geojson_collection(fixes: pd.DataFrame, device_id: str, contributor_id: str
             if rows.stop - rows.start > 1
             else {"type": "Point", "coordinates": coords[rows.start]}
         )
-        properties = {"device_id": device_id, "contributor_id": contributor_id, "trip_id": trip_id}
+        properties: dict[str, Any] = {
+            "device_id": device_id,
+            "contributor_id": contributor_id,
+            "trip_id": trip_id,
+        }
         properties.update({name: values[rows] for name, values in columns.items()})
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     return {
