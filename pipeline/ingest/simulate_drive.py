@@ -85,7 +85,7 @@ def drive_route(
     noise = np.column_stack([error_x, error_y]) * noise_sigma_m
     noise += np.column_stack([np.sin(angle), np.cos(angle)]) * jump[:, None]
     vertical = error_vertical * noise_sigma_m * VERTICAL_NOISE_FACTOR
-    hdop_base = float(np.clip(noise_sigma_m / 5.0, 0.6, 5.0))
+    hdop_base = min(max(noise_sigma_m / 5.0, 0.6), 5.0)  # np.clip of a scalar, without numpy
     hdop = np.minimum(np.maximum(hdop_base * np.exp(0.15 * error_hdop), 0.6), 5.0)
     speed = np.maximum(0.0, true_speed + rng.normal(0.0, 0.1, n) * (1 + 0.02 * true_speed))
     heading_noise = rng.normal(0.0, 2.0, n) + rng.normal(0.0, 15.0, n) * (true_speed < 0.5)
@@ -220,7 +220,8 @@ def _speed_profile(
         -2 * DECEL_MPS2 * s + np.minimum.accumulate((cap**2 + 2 * DECEL_MPS2 * s)[::-1])[::-1]
     )
     v = np.sqrt(np.maximum(np.minimum(forward, backward), 0.0))
-    step_t = 2 * np.diff(s) / np.maximum(v[:-1] + v[1:], 1e-3)
+    # differences by slicing: np.diff's arithmetic without its Python overhead
+    step_t = 2 * (s[1:] - s[:-1]) / np.maximum(v[:-1] + v[1:], 1e-3)
     dwell = np.bincount(stop_index, weights=dwell_s, minlength=len(s))  # summed in order
     arrival = np.concatenate([[0.0], np.cumsum(step_t)]) + np.cumsum(dwell) - dwell
     knot_t, knot_s, knot_v = _with_departures(arrival, s, v, dwell)
@@ -272,7 +273,9 @@ def _turn_caps(route: Route) -> tuple[np.ndarray, np.ndarray]:
     if len(real) < 2:
         return np.empty(0), np.empty(0)
     bearing = np.arctan2(route.step[real, 0], route.step[real, 1])
-    turn_deg = np.degrees(np.abs(np.angle(np.exp(1j * np.diff(bearing)))))
+    # np.diff and np.angle's arithmetic without their Python overhead
+    turn = np.exp(1j * (bearing[1:] - bearing[:-1]))
+    turn_deg = np.degrees(np.abs(np.arctan2(turn.imag, turn.real)))
     sharp = turn_deg > TURN_MIN_DEG
     at_m = route.cum_m[real[1:][sharp]]
     cap = np.maximum(2.5, 14.0 * (1.0 - turn_deg[sharp] / 150.0))
