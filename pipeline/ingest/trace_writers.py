@@ -292,9 +292,7 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
     """Write a BlackVue-style NMEA log: ``[unix_ms]$GPRMC…``, ``$GPGGA…``, ``$GPGSA…`` per fix."""
     unix_ms = _unix_ms(fixes["observed_at"])
     times, dates = _nmea_times(unix_ms)
-    lat_text, lat_hemi = _nmea_degrees(fixes["lat"].to_numpy(), 2, "N", "S")
-    lon_text, lon_hemi = _nmea_degrees(fixes["lon"].to_numpy(), 3, "E", "W")
-    positions = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
+    positions = _nmea_positions(fixes["lat"].to_numpy(), fixes["lon"].to_numpy())
     gga_quality, gsa_lines = _nmea_hdop_texts(fixes["hdop"].to_numpy("float64"))
     rmc = format_rows(
         _RMC,
@@ -543,10 +541,50 @@ def _nmea_degrees(
     values: np.ndarray, degree_digits: int, positive: str, negative: str
 ) -> tuple[list[str], list[str]]:
     """Format degrees as NMEA ``(d)ddmm.mmmm`` and hemisphere letters."""
-    ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
-    degrees, rest = np.divmod(ten_thousandths, 600_000)
-    minutes, fraction = np.divmod(rest, 10_000)
+    degrees, minutes, fraction = _nmea_degree_parts(values)
     text = format_rows(
         f"%0{degree_digits}d%02d.%04d", degrees.tolist(), minutes.tolist(), fraction.tolist()
     )
     return text, np.where(values >= 0, positive, negative).tolist()
+
+
+def _nmea_degree_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole degrees, whole minutes and ten-thousandths of a minute of ``abs(values)``."""
+    ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
+    degrees, rest = np.divmod(ten_thousandths, 600_000)
+    minutes, fraction = np.divmod(rest, 10_000)
+    return degrees, minutes, fraction
+
+
+def _nmea_positions(lat: np.ndarray, lon: np.ndarray) -> list[str]:
+    """Return each fix's position fields, ``ddmm.mmmm,N,dddmm.mmmm,E``.
+
+    As :func:`_nmea_degrees` formats them; when every field has its fixed width (finite
+    coordinates below 100° of latitude and 1000° of longitude), written as digits of whole
+    columns into rows of bytes.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # the fallback warns, as before
+        lat_parts, lon_parts = _nmea_degree_parts(lat), _nmea_degree_parts(lon)
+    fixed_width = len(lat) == 0 or (
+        min(lat_parts[0].min(), lon_parts[0].min()) >= 0
+        and lat_parts[0].max() < 100
+        and lon_parts[0].max() < 1000
+    )
+    if not fixed_width:
+        lat_text, lat_hemi = _nmea_degrees(lat, 2, "N", "S")
+        lon_text, lon_hemi = _nmea_degrees(lon, 3, "E", "W")
+        return format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
+    text = np.empty((len(lat), 24), dtype=np.uint8)  # ddmm.mmmm,N,dddmm.mmmm,E
+    for column, parts, values, width, letters in (
+        (0, lat_parts, lat, 2, "NS"),
+        (12, lon_parts, lon, 3, "EW"),
+    ):
+        degrees, minutes, fraction = parts
+        _put_digits(text, column, degrees, width)
+        _put_digits(text, column + width, minutes, 2)
+        text[:, column + width + 2] = ord(".")
+        _put_digits(text, column + width + 3, fraction, 4)
+        text[:, column + width + 7] = ord(",")
+        text[:, column + width + 8] = np.where(values >= 0, ord(letters[0]), ord(letters[1]))
+    text[:, 11] = ord(",")
+    return _ascii_rows(text)

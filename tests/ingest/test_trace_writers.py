@@ -26,6 +26,7 @@ from pipeline.ingest.trace_writers import (
     _geojson_text,
     _nmea_degrees,
     _nmea_hdop_texts,
+    _nmea_positions,
     _nmea_times,
     format_rows,
     iso_times,
@@ -217,3 +218,21 @@ def test_iso_times_are_those_of_numpy(unix_ms: list[int]) -> None:
     observed_at = pd.Series(stamps).dt.tz_localize("UTC")
     expected = [text + "Z" for text in np.datetime_as_string(stamps, unit="ms").tolist()]
     assert iso_times(observed_at) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(-90.0, 90.0), st.floats(-180.0, 180.0))
+        | st.tuples(st.floats(), st.floats()),
+        max_size=30,
+    )
+)
+@example([(-0.0, 0.0), (89.99999999, -179.99999999), (12.5, 999.9), (float("nan"), 1.0)])
+def test_nmea_positions_are_the_degree_fields(points: list[tuple[float, float]]) -> None:
+    lat = np.array([p[0] for p in points], dtype="float64")
+    lon = np.array([p[1] for p in points], dtype="float64")
+    with np.errstate(invalid="ignore", over="ignore"):
+        lat_text, lat_hemi = _nmea_degrees(lat, 2, "N", "S")
+        lon_text, lon_hemi = _nmea_degrees(lon, 3, "E", "W")
+        expected = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
+        assert _nmea_positions(lat, lon) == expected
