@@ -504,8 +504,9 @@ def _points_table(attributes: dict[str, Any], lon: np.ndarray, lat: np.ndarray) 
     """
     field, template = _points_geometry_template()
     geo = json.loads(template)
+    # one thread: a device's columns are too small for pyarrow's pool to pay off
     table = pa.Table.from_pandas(
-        pd.DataFrame({**attributes, "geometry": None}), preserve_index=False
+        pd.DataFrame({**attributes, "geometry": None}), preserve_index=False, nthreads=1
     )
     table = table.set_column(table.num_columns - 1, field, wkb_points(lon, lat))
     column = geo["columns"]["geometry"]
