@@ -122,6 +122,7 @@ class DrivingNetwork:
         index = {int(n): i for i, n in enumerate(self.node_ids)}
         self.edge_u = np.array([index[int(n)] for n in table["u"]], dtype="int64")
         self.edge_v = np.array([index[int(n)] for n in table["v"]], dtype="int64")
+        self._edge_u_list: list[int] = self.edge_u.tolist()
         self.edge_id = table["edge_id"].to_numpy("int64")
         self.edge_key = table["key"].to_numpy("int64")
         self.edge_length_m = table["length_m"].to_numpy("float64")
@@ -185,14 +186,15 @@ class DrivingNetwork:
 
     def path_edges(self, via_edge: np.ndarray, origin: int, destination: int) -> np.ndarray:
         """Walk ``via_edge`` back from ``destination`` to ``origin``; edges in driving order."""
+        via, edge_u = via_edge.tolist(), self._edge_u_list  # Python ints: a faster walk
         edges: list[int] = []
         node = destination
         while node != origin:
-            edge = int(via_edge[node])
+            edge = via[node]
             if edge < 0:
                 raise ValueError(f"node index {destination} is not reachable from {origin}")
             edges.append(edge)
-            node = int(self.edge_u[edge])
+            node = edge_u[edge]
         return np.array(edges[::-1], dtype="int64")
 
     def route(self, edges: np.ndarray) -> Route:
