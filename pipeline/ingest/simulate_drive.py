@@ -203,7 +203,7 @@ def _speed_profile(
     """
     length_m = route.length_m
     turn_at_m, turn_cap = _turn_caps(route)
-    grid = np.linspace(0.0, length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
+    grid = _grid(length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
     s = _sorted_unique(np.concatenate([grid, route.edge_start_m, stop_at_m, turn_at_m]))
     edge_of = np.searchsorted(route.edge_start_m, s, side="right") - 1  # >= 0: s >= 0
     cap = edge_speed[np.minimum(edge_of, len(edge_speed) - 1)]
@@ -227,6 +227,20 @@ def _speed_profile(
     knot_t, knot_s, knot_v = _with_departures(arrival, s, v, dwell)
     boundary_t = arrival[np.searchsorted(s, route.edge_start_m)]
     return knot_t, knot_s, knot_v, boundary_t
+
+
+def _grid(length_m: float, points: int) -> np.ndarray:
+    """Return ``np.linspace(0.0, length_m, points)`` (``points >= 2``) with less overhead.
+
+    The same arithmetic: ``k * step`` with ``step = length_m / (points - 1)``, the last point
+    set to ``length_m``; numpy's own when the step is 0 (it divides first then).
+    """
+    step = length_m / (points - 1)
+    if step == 0.0:
+        return np.linspace(0.0, length_m, points)
+    grid = np.arange(points, dtype="float64") * step
+    grid[-1] = length_m
+    return grid
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:

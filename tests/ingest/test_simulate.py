@@ -25,6 +25,7 @@ from pipeline.geodesy import distances_m
 from pipeline.ingest import simulate
 from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
 from pipeline.ingest.simulate_drive import (
+    _grid,
     _sorted_unique,
     _with_departures,
     ar1_filter,
@@ -508,3 +509,10 @@ def test_fixes_without_truth_are_the_same_fixes(network: DrivingNetwork, params:
     bare = drive_device(network, device, params, truth=False).fixes
     assert list(bare.columns) == list(full.columns[:8])  # the trace writers' columns
     pd.testing.assert_frame_equal(bare, full[bare.columns])
+
+
+@pytest.mark.parametrize("length_m", [0.0, 1e-320, 0.3, 5.0, 123.456789, 4321.0, 98765.4321])
+def test_speed_profile_grid_is_numpys_linspace(length_m: float) -> None:
+    for points in (2, 3, max(2, math.ceil(length_m / 5.0) + 1)):
+        grid = _grid(length_m, points)
+        assert grid.tobytes() == np.linspace(0.0, length_m, points).tobytes()
