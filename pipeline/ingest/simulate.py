@@ -41,7 +41,12 @@ from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.ingest.simulate_drive import TripDrive, drive_route
 from pipeline.ingest.simulate_roads import DrivingNetwork
-from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, GENERATOR, write_trace
+from pipeline.ingest.trace_writers import (
+    FIX_DECIMALS,
+    FORMAT_EXTENSIONS,
+    GENERATOR,
+    write_trace,
+)
 from pipeline.io import write_json, write_table
 from pipeline.parallel import run_tasks
 from pipeline.roads.store import read_roads_meta
@@ -355,15 +360,16 @@ def _fixes_frame(
     observed_ms = np.concatenate(
         [_to_ms(depart_s, trip.t_s) for _, depart_s, trip in trips] or [np.empty(0, "int64")]
     )
+    places = FIX_DECIMALS  # the writers format numbers of these decimals fastest
     columns = {
         "trip_id": np.repeat(np.array([t for t, _, _ in trips], dtype=object), counts),
         "observed_at": _ms_times(observed_ms),
-        "lon": np.round(lon, 7),
-        "lat": np.round(lat, 7),
-        "elevation_m": np.round(gather("elevation_m"), 1),
-        "hdop": np.round(gather("hdop"), 1),
-        "speed_mps": np.round(gather("speed_mps"), 2),
-        "heading_deg": np.mod(np.round(gather("heading_deg"), 1), 360.0),
+        "lon": np.round(lon, places["lon"]),
+        "lat": np.round(lat, places["lat"]),
+        "elevation_m": np.round(gather("elevation_m"), places["elevation_m"]),
+        "hdop": np.round(gather("hdop"), places["hdop"]),
+        "speed_mps": np.round(gather("speed_mps"), places["speed_mps"]),
+        "heading_deg": np.mod(np.round(gather("heading_deg"), places["heading_deg"]), 360.0),
     }
     if truth:
         true_lon, true_lat = unproject("true_xy")

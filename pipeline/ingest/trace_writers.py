@@ -57,6 +57,9 @@ FORMAT_EXTENSIONS = {
 PARQUET_METADATA_KEY = b"roadcover_simulation"
 PARQUET_CRS = "EPSG:4326"
 KNOTS_PER_MPS = 3600.0 / 1852.0
+#: Decimal places the simulator rounds fixes to, as a receiver writes them. Writers format
+#: such values fastest (:func:`float_reprs`); any other values are written exactly as well.
+FIX_DECIMALS = {"lon": 7, "lat": 7, "elevation_m": 1, "hdop": 1, "speed_mps": 2, "heading_deg": 1}
 GEOID_SEPARATION_M = 18.0
 _SATELLITES = (2, 5, 6, 9, 12, 13, 15, 17, 19, 20, 24, 25)
 
@@ -176,7 +179,7 @@ def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         "%s,%s,%s,%s,%s,%s,%s\n",
         [_csv_field(device_id)] * len(fixes),
         iso_times(fixes["observed_at"]),
-        *(_csv_numbers(fixes[name].to_numpy()) for name in CSV_COLUMNS[2:]),
+        *(_csv_numbers(fixes[name].to_numpy(), FIX_DECIMALS[name]) for name in CSV_COLUMNS[2:]),
     )
     with atomic_path(path) as temp:
         temp.write_text(",".join(CSV_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
@@ -208,18 +211,73 @@ def format_rows(template: str, *columns: Iterable[Any]) -> list[str]:
     return list(map(template.__mod__, zip(*columns, strict=True)))
 
 
-def _csv_numbers(values: np.ndarray) -> list[str]:
+def _csv_numbers(values: np.ndarray, decimals: int) -> list[str]:
     """Format numbers as ``DataFrame.to_csv`` does: numpy's ``str``, NaN as an empty field.
 
     For floats that is the shortest repr, as Python's ``repr`` writes it (in less than half
-    the time).
+    the time; for doubles rounded to ``decimals`` places, see :func:`float_reprs`).
     """
     if values.dtype.kind != "f":
         return values.astype(str).tolist()
-    text = list(map(repr, values.tolist()))
+    if values.dtype == np.float64:
+        text = float_reprs(values, decimals)
+    else:
+        text = list(map(repr, values.tolist()))
     for row in np.flatnonzero(np.isnan(values)).tolist():
         text[row] = ""
     return text
+
+
+def float_reprs(values: np.ndarray, decimals: int) -> list[str]:
+    """Return ``repr`` of each float, computed for the whole array when it can be.
+
+    Floats that are the nearest doubles to decimals with at most ``decimals`` places (as
+    ``np.round(x, decimals)`` gives), where doubles are finer than those places, between
+    1e-4 and 1e16 in magnitude (or zero), have that decimal as their shortest repr: its digits
+    are written for all values at once. Any other array goes through ``repr`` value by value.
+
+    Parameters
+    ----------
+    values
+        Floats (``float64``).
+    decimals
+        Decimal places the values are rounded to (0 to 15).
+
+    Returns
+    -------
+    list of str
+        ``repr(float(value))`` of each value.
+    """
+    scale = 10.0**decimals
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        units = np.rint(values * scale)
+        exact = len(values) == 0 or (
+            bool(np.isfinite(values).all())
+            and float(np.spacing(magnitude.max())) < 1.0 / scale
+            and bool(((magnitude >= 1e-4) | (values == 0.0)).all())
+            and bool((units / scale == values).all())
+        )
+    if not exact:
+        return list(map(repr, values.tolist()))
+    whole, fraction = np.divmod(np.abs(units).astype("int64"), 10**decimals)
+    whole_digits = len(str(int(whole.max()))) if len(whole) else 1
+    kept = np.full(len(values), max(decimals, 1))  # fraction digits but trailing zeros, >= 1
+    for place in range(1, decimals):
+        kept -= fraction % 10**place == 0
+    # sign, whole digits (right-aligned), ".", fraction digits, newline; NUL where unused
+    text = np.zeros((len(values), whole_digits + max(decimals, 1) + 3), dtype=np.uint8)
+    text[:, 0] = np.where(np.signbit(values), ord("-"), 0)
+    for position in range(whole_digits, 0, -1):
+        text[:, position] = np.where(whole > 0, whole % 10 + ord("0"), 0)
+        whole //= 10
+    text[:, whole_digits] = np.maximum(text[:, whole_digits], ord("0"))  # "0.…"
+    text[:, whole_digits + 1] = ord(".")
+    for place in range(max(decimals, 1)):
+        digit = fraction // 10 ** (decimals - 1 - place) % 10 if decimals else 0
+        text[:, whole_digits + 2 + place] = np.where(place < kept, digit + ord("0"), 0)
+    text[:, -1] = ord("\n")
+    return text.tobytes().decode("ascii").replace("\0", "").split("\n")[:-1]
 
 
 def _csv_field(value: str) -> str:
@@ -422,11 +480,12 @@ def _geojson_text(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> s
     coordinates and values are formatted once, for all rows, then joined per trip.
     """
     coordinates = format_rows(
-        "[%r,%r,%r]", *(fixes[name].to_numpy().tolist() for name in _GEOJSON_COORDINATES)
+        "[%s,%s,%s]",
+        *(float_reprs(fixes[name].to_numpy(), FIX_DECIMALS[name]) for name in _GEOJSON_COORDINATES),
     )
     times = format_rows('"%s"', iso_times(fixes["observed_at"]))
     hdop, heading, speed = (
-        list(map(repr, fixes[name].to_numpy().tolist()))
+        float_reprs(fixes[name].to_numpy(), FIX_DECIMALS[name])
         for name in ("hdop", "heading_deg", "speed_mps")
     )
     contributor, device = json.dumps(contributor_id), json.dumps(device_id)

@@ -28,6 +28,7 @@ from pipeline.ingest.trace_writers import (
     _nmea_hdop_texts,
     _nmea_positions,
     _nmea_times,
+    float_reprs,
     format_rows,
     iso_times,
     nmea_checksum,
@@ -236,3 +237,19 @@ def test_nmea_positions_are_the_degree_fields(points: list[tuple[float, float]])
         lon_text, lon_hemi = _nmea_degrees(lon, 3, "E", "W")
         expected = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
         assert _nmea_positions(lat, lon) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30),
+    st.integers(0, 8),
+    st.booleans(),
+)
+@example([0.0, -0.0, 1e-4, 24.9443261, -60.1, 180.0, 1e-5], 7, True)
+@example([123456789.5, 0.25], 1, True)
+def test_float_reprs_are_python_reprs(values: list[float], decimals: int, rounded: bool) -> None:
+    array = np.array(values, dtype="float64")
+    if rounded:  # as the simulator rounds its fixes: the fast path
+        with np.errstate(invalid="ignore", over="ignore"):
+            array = np.round(array, decimals)
+    assert float_reprs(array, decimals) == list(map(repr, array.tolist()))
