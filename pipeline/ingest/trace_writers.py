@@ -234,7 +234,8 @@ def float_reprs(values: np.ndarray, decimals: int) -> list[str]:
     Floats that are the nearest doubles to decimals with at most ``decimals`` places (as
     ``np.round(x, decimals)`` gives), where doubles are finer than those places, between
     1e-4 and 1e16 in magnitude (or zero), have that decimal as their shortest repr: its digits
-    are written for all values at once. Any other array goes through ``repr`` value by value.
+    are written for all values at once (:func:`_decimal_texts`). Any other array goes through
+    ``repr`` value by value.
 
     Parameters
     ----------
@@ -248,6 +249,28 @@ def float_reprs(values: np.ndarray, decimals: int) -> list[str]:
     list of str
         ``repr(float(value))`` of each value.
     """
+    texts = _decimal_texts(values, decimals, shortest=True)
+    return list(map(repr, values.tolist())) if texts is None else texts
+
+
+def fixed_point_texts(values: np.ndarray, decimals: int) -> list[str]:
+    """Return ``"%.<decimals>f" % value`` of each float, for the whole array when it can be.
+
+    As :func:`float_reprs`, for floats rounded to ``decimals`` places (at least 1), whatever
+    their magnitude: the ``%f`` text is then the decimal itself.
+    """
+    texts = _decimal_texts(values, decimals, shortest=False)
+    return format_rows(f"%.{decimals}f", values.tolist()) if texts is None else texts
+
+
+def _decimal_texts(values: np.ndarray, decimals: int, shortest: bool) -> list[str] | None:
+    """Return the decimals ``values`` are the nearest doubles to, or None if they are not.
+
+    With ``shortest``, trailing zeros of the fraction are left out (but one) and magnitudes
+    must be 0 or in [1e-4, 1e16) (``repr`` writes others with an exponent); else every one
+    of the ``decimals`` places is written. None also when doubles are not finer than the
+    places at the largest magnitude (a shorter decimal might then give the same double).
+    """
     scale = 10.0**decimals
     magnitude = np.abs(values)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -255,25 +278,27 @@ def float_reprs(values: np.ndarray, decimals: int) -> list[str]:
         exact = len(values) == 0 or (
             bool(np.isfinite(values).all())
             and float(np.spacing(magnitude.max())) < 1.0 / scale
-            and bool(((magnitude >= 1e-4) | (values == 0.0)).all())
+            and (not shortest or bool(((magnitude >= 1e-4) | (values == 0.0)).all()))
             and bool((units / scale == values).all())
         )
     if not exact:
-        return list(map(repr, values.tolist()))
+        return None
+    places = max(decimals, 1)
     whole, fraction = np.divmod(np.abs(units).astype("int64"), 10**decimals)
     whole_digits = len(str(int(whole.max()))) if len(whole) else 1
-    kept = np.full(len(values), max(decimals, 1))  # fraction digits but trailing zeros, >= 1
-    for place in range(1, decimals):
-        kept -= fraction % 10**place == 0
+    kept = np.full(len(values), places)  # fraction digits written
+    if shortest:  # but trailing zeros, one digit at least
+        for place in range(1, decimals):
+            kept -= fraction % 10**place == 0
     # sign, whole digits (right-aligned), ".", fraction digits, newline; NUL where unused
-    text = np.zeros((len(values), whole_digits + max(decimals, 1) + 3), dtype=np.uint8)
+    text = np.zeros((len(values), whole_digits + places + 3), dtype=np.uint8)
     text[:, 0] = np.where(np.signbit(values), ord("-"), 0)
     for position in range(whole_digits, 0, -1):
         text[:, position] = np.where(whole > 0, whole % 10 + ord("0"), 0)
         whole //= 10
     text[:, whole_digits] = np.maximum(text[:, whole_digits], ord("0"))  # "0.…"
     text[:, whole_digits + 1] = ord(".")
-    for place in range(max(decimals, 1)):
+    for place in range(places):
         digit = fraction // 10 ** (decimals - 1 - place) % 10 if decimals else 0
         text[:, whole_digits + 2 + place] = np.where(place < kept, digit + ord("0"), 0)
     text[:, -1] = ord("\n")
@@ -287,10 +312,19 @@ def _csv_field(value: str) -> str:
     return buffer.getvalue()[:-2]  # drop the empty second field and the line's end
 
 
+# a track point, its numbers formatted beforehand (decimals in _TRKPT_DECIMALS)
 _TRKPT = (
-    '   <trkpt lat="%.7f" lon="%.7f"><ele>%.1f</ele><time>%s</time><hdop>%.1f</hdop>'
-    "<extensions><speed>%.2f</speed><course>%.1f</course></extensions></trkpt>\n"
+    '   <trkpt lat="%s" lon="%s"><ele>%s</ele><time>%s</time><hdop>%s</hdop>'
+    "<extensions><speed>%s</speed><course>%s</course></extensions></trkpt>\n"
 )
+_TRKPT_DECIMALS = {
+    "lat": 7,
+    "lon": 7,
+    "elevation_m": 1,
+    "hdop": 1,
+    "speed_mps": 2,
+    "heading_deg": 1,
+}
 
 
 def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -314,9 +348,9 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         parts.append(f"  <src>{escape(GENERATOR)}</src>\n")
         points = format_rows(
             _TRKPT,
-            *(fixes[name].to_numpy().tolist() for name in ("lat", "lon", "elevation_m")),
+            *(_fixed_point_column(fixes, name) for name in ("lat", "lon", "elevation_m")),
             times,
-            *(fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")),
+            *(_fixed_point_column(fixes, name) for name in ("hdop", "speed_mps", "heading_deg")),
         )
         for trip_id, rows in _trips(fixes):
             parts.append(f"  <trkseg><!-- trip {escape(trip_id)} -->\n")
@@ -328,6 +362,14 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         temp.write_text("".join(parts), encoding="utf-8")
 
 
+def _fixed_point_column(fixes: pd.DataFrame, name: str) -> list[str]:
+    """Format a GPX number column as ``%.<d>f`` does, ``d`` its places in the track points."""
+    values, decimals = fixes[name].to_numpy(), _TRKPT_DECIMALS[name]
+    if values.dtype == np.float64:
+        return fixed_point_texts(values, decimals)
+    return format_rows(f"%.{decimals}f", values.tolist())
+
+
 def nmea_checksum(body: str) -> str:
     """Return the NMEA checksum (two hex digits) of a sentence body between ``$`` and ``*``."""
     value = 0
@@ -337,8 +379,9 @@ def nmea_checksum(body: str) -> str:
 
 
 # one template per sentence body, filled from whole columns at once
-_RMC = "GPRMC,%s,A,%s,%.2f,%.1f,%s,,,A"
-_GGA = "GPGGA,%s,%s,1,%s,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"  # %s: sats,HDOP
+# (the course and the altitude formatted beforehand, with one decimal)
+_RMC = "GPRMC,%s,A,%s,%.2f,%s,%s,,,A"
+_GGA = "GPGGA,%s,%s,1,%s,%s,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"  # %s: sats,HDOP
 _GSA = "GPGSA,A,3,%s,%.1f,%.1f,%.1f"
 # a line's end after its body: "*", the checksum and the newline, for every checksum
 _CHECKSUM_ENDS = np.array([f"*{value:02X}\n" for value in range(256)], dtype=object)
@@ -357,11 +400,15 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
         times,
         positions,
         (fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS).tolist(),
-        fixes["heading_deg"].to_numpy("float64").tolist(),
+        fixed_point_texts(fixes["heading_deg"].to_numpy("float64"), 1),
         dates,
     )
     gga = format_rows(
-        _GGA, times, positions, gga_quality, fixes["elevation_m"].to_numpy("float64").tolist()
+        _GGA,
+        times,
+        positions,
+        gga_quality,
+        fixed_point_texts(fixes["elevation_m"].to_numpy("float64"), 1),
     )
     # each line: "[unix_ms]$", the body, "*", the checksum and the newline
     prefixes = format_rows("[%d]$", unix_ms.tolist())

@@ -28,6 +28,7 @@ from pipeline.ingest.trace_writers import (
     _nmea_hdop_texts,
     _nmea_positions,
     _nmea_times,
+    fixed_point_texts,
     float_reprs,
     format_rows,
     iso_times,
@@ -253,3 +254,19 @@ def test_float_reprs_are_python_reprs(values: list[float], decimals: int, rounde
         with np.errstate(invalid="ignore", over="ignore"):
             array = np.round(array, decimals)
     assert float_reprs(array, decimals) == list(map(repr, array.tolist()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30),
+    st.integers(1, 8),
+    st.booleans(),
+)
+@example([0.0, -0.0, 1e-9, 24.9443261, -60.1, 180.0, 1e300], 7, True)
+def test_fixed_point_texts_are_percent_f(values: list[float], decimals: int, rounded: bool) -> None:
+    array = np.array(values, dtype="float64")
+    if rounded:
+        with np.errstate(invalid="ignore", over="ignore"):
+            array = np.round(array, decimals)
+    expected = [f"%.{decimals}f" % value for value in array.tolist()]
+    assert fixed_point_texts(array, decimals) == expected
