@@ -41,7 +41,12 @@ from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.ingest.simulate_drive import TripDrive, drive_route
 from pipeline.ingest.simulate_roads import DrivingNetwork
-from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, GENERATOR, write_trace
+from pipeline.ingest.trace_writers import (
+    FIX_DECIMALS,
+    FORMAT_EXTENSIONS,
+    GENERATOR,
+    write_trace,
+)
 from pipeline.io import write_json, write_table
 from pipeline.parallel import run_tasks
 from pipeline.roads.store import read_roads_meta
@@ -90,8 +95,9 @@ class DeviceDrive:
     """Everything one device did: its fixes (as logged), the true routes and counts.
 
     ``fixes`` has the columns the trace writers take (``trip_id``, ``observed_at``, ``lon``,
-    ``lat``, ``elevation_m``, ``hdop``, ``speed_mps``, ``heading_deg``) plus the truth:
-    ``true_lon``, ``true_lat``, ``true_speed_mps`` and ``outlier``. ``routes`` has one row per
+    ``lat``, ``elevation_m``, ``hdop``, ``speed_mps``, ``heading_deg``) plus, when driven with
+    ``truth``, the truth: ``true_lon``, ``true_lat``, ``true_speed_mps`` and ``outlier``.
+    ``routes`` has one row per
     driven edge (``trip_id``, ``seq``, ``edge`` (network row), ``entered_ms``, ``exited_ms``).
     """
 
@@ -192,7 +198,7 @@ def drive_devices(
     records: list[dict[str, Any]] = []
     routes: list[pd.DataFrame] = []
     for device in task.devices:
-        drive = drive_device(network, device, params)
+        drive = drive_device(network, device, params, truth=False)  # the files have none
         write_trace(
             drive.fixes, task.traces_dir / device.file_name, device.fmt,
             device.device_id, device.contributor_id,
@@ -236,11 +242,25 @@ def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device
     ]
 
 
-def drive_device(network: DrivingNetwork, device: Device, params: SimulateSettings) -> DeviceDrive:
+def drive_device(
+    network: DrivingNetwork, device: Device, params: SimulateSettings, truth: bool = True
+) -> DeviceDrive:
     """Simulate every trip of one device over the simulated days.
 
     The device's random stream depends only on the seed and the device's index, so adding
     devices does not change the existing ones.
+
+    Parameters
+    ----------
+    network
+        The driving network.
+    device
+        The device (from :func:`plan_fleet`).
+    params
+        Simulator settings.
+    truth
+        Give the fixes the per-fix truth columns (``true_lon``, ``true_lat``,
+        ``true_speed_mps``, ``outlier``); without, the other columns are the same.
     """
     rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(1, device.index)))
     home_nodes = network.nodes_within(device.home_node, params.home_radius_m)
@@ -287,7 +307,7 @@ def drive_device(network: DrivingNetwork, device: Device, params: SimulateSettin
     )
     return DeviceDrive(
         device=device,
-        fixes=_fixes_frame(network, trips),
+        fixes=_fixes_frame(network, trips, truth),
         routes=route_table,
         trips=len(trips),
         driven_m=driven_m,
@@ -317,36 +337,49 @@ def _pick_destination(
     return destination, network.path_edges(via_edge, origin, destination)
 
 
-def _fixes_frame(network: DrivingNetwork, trips: list[tuple[str, int, TripDrive]]) -> pd.DataFrame:
-    """Return the logged fixes of a device's trips, rounded as a receiver writes them."""
+def _fixes_frame(
+    network: DrivingNetwork, trips: list[tuple[str, int, TripDrive]], truth: bool
+) -> pd.DataFrame:
+    """Return the logged fixes of a device's trips, rounded as a receiver writes them.
+
+    With ``truth``, also the true positions and speeds and the outlier flags.
+    """
 
     def gather(name: str) -> np.ndarray:
         parts = [getattr(trip, name) for _, _, trip in trips]
-        return np.concatenate(parts) if parts else np.empty((0, 2) if "xy" in name else 0)
+        return np.concatenate(parts) if parts else np.empty(0)
 
-    noisy, true = gather("noisy_xy"), gather("true_xy")
-    lon, lat = network.to_lonlat(noisy[:, 0], noisy[:, 1])
-    true_lon, true_lat = network.to_lonlat(true[:, 0], true[:, 1])
+    def unproject(name: str) -> tuple[np.ndarray, np.ndarray]:
+        parts = [getattr(trip, name) for _, _, trip in trips]
+        xy = np.concatenate(parts) if parts else np.empty((0, 2))
+        # one contiguous array per axis (pyproj copies strided ones)
+        return network.to_lonlat(np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]))
+
+    lon, lat = unproject("noisy_xy")
     counts = [len(trip.t_s) for _, _, trip in trips]
     observed_ms = np.concatenate(
         [_to_ms(depart_s, trip.t_s) for _, depart_s, trip in trips] or [np.empty(0, "int64")]
     )
-    return pd.DataFrame(
-        {
-            "trip_id": np.repeat(np.array([t for t, _, _ in trips], dtype=object), counts),
-            "observed_at": _ms_times(observed_ms),
-            "lon": np.round(lon, 7),
-            "lat": np.round(lat, 7),
-            "elevation_m": np.round(gather("elevation_m"), 1),
-            "hdop": np.round(gather("hdop"), 1),
-            "speed_mps": np.round(gather("speed_mps"), 2),
-            "heading_deg": np.mod(np.round(gather("heading_deg"), 1), 360.0),
-            "true_lon": true_lon,
-            "true_lat": true_lat,
-            "true_speed_mps": gather("true_speed_mps"),
-            "outlier": gather("outlier").astype(bool),
-        }
-    )
+    places = FIX_DECIMALS  # the writers format numbers of these decimals fastest
+    columns = {
+        "trip_id": np.repeat(np.array([t for t, _, _ in trips], dtype=object), counts),
+        "observed_at": _ms_times(observed_ms),
+        "lon": np.round(lon, places["lon"]),
+        "lat": np.round(lat, places["lat"]),
+        "elevation_m": np.round(gather("elevation_m"), places["elevation_m"]),
+        "hdop": np.round(gather("hdop"), places["hdop"]),
+        "speed_mps": np.round(gather("speed_mps"), places["speed_mps"]),
+        "heading_deg": np.mod(np.round(gather("heading_deg"), places["heading_deg"]), 360.0),
+    }
+    if truth:
+        true_lon, true_lat = unproject("true_xy")
+        columns.update(
+            true_lon=true_lon,
+            true_lat=true_lat,
+            true_speed_mps=gather("true_speed_mps"),
+            outlier=gather("outlier").astype(bool),
+        )
+    return pd.DataFrame(columns)
 
 
 def _to_ms(depart_s: int, offsets_s: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ route polyline with temporally correlated (AR(1)) GPS error. All of it is vector
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -71,24 +72,28 @@ def drive_route(
     n = len(t_s)
 
     rho = NOISE_CORRELATION_1S**step_s
-    noise = np.column_stack([ar1_noise(rng, n, rho), ar1_noise(rng, n, rho)]) * noise_sigma_m
+    # the white noise of the four AR(1) series is drawn in turn with the other draws, and
+    # the four are filtered together
+    white_x, white_y = rng.standard_normal(n), rng.standard_normal(n)
     outlier = rng.random(n) < params.outlier_rate
     angle = rng.uniform(0.0, 2 * np.pi, n)
     jump = params.outlier_distance_m * rng.uniform(0.7, 1.3, n) * outlier
+    white_vertical, white_hdop = rng.standard_normal(n), rng.standard_normal(n)
+    error_x, error_y, error_vertical, error_hdop = ar1_filter(
+        np.stack([white_x, white_y, white_vertical, white_hdop]), rho
+    )
+    noise = np.column_stack([error_x, error_y]) * noise_sigma_m
     noise += np.column_stack([np.sin(angle), np.cos(angle)]) * jump[:, None]
-    vertical = ar1_noise(rng, n, rho) * noise_sigma_m * VERTICAL_NOISE_FACTOR
-    hdop_base = float(np.clip(noise_sigma_m / 5.0, 0.6, 5.0))
-    hdop = np.clip(hdop_base * np.exp(0.15 * ar1_noise(rng, n, rho)), 0.6, 5.0)
+    vertical = error_vertical * noise_sigma_m * VERTICAL_NOISE_FACTOR
+    hdop_base = min(max(noise_sigma_m / 5.0, 0.6), 5.0)  # np.clip of a scalar, without numpy
+    hdop = np.minimum(np.maximum(hdop_base * np.exp(0.15 * error_hdop), 0.6), 5.0)
     speed = np.maximum(0.0, true_speed + rng.normal(0.0, 0.1, n) * (1 + 0.02 * true_speed))
     heading_noise = rng.normal(0.0, 2.0, n) + rng.normal(0.0, 15.0, n) * (true_speed < 0.5)
 
     n_dropouts = rng.poisson(length_m / 1000.0 * params.dropout_rate_per_km)
     dropout_start = rng.uniform(0.0, duration_s, n_dropouts)
     dropout_end = dropout_start + params.dropout_duration_s * rng.uniform(0.75, 1.25, n_dropouts)
-    inside = (t_s[:, None] >= dropout_start) & (t_s[:, None] < dropout_end)
-    lost: np.ndarray = np.asarray(inside.any(axis=1))
-    lost[[0, -1]] = False  # the camera logs the start and the end of every trip
-    keep = ~lost
+    keep = _kept_fixes(t_s, dropout_start, dropout_end)
     return TripDrive(
         t_s=t_s[keep],
         true_xy=true_xy[keep],
@@ -110,23 +115,81 @@ def drive_route(
 def ar1_noise(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
     """Return a stationary AR(1) series of unit variance and lag-1 correlation ``rho``.
 
-    ``e[0] ~ N(0, 1)`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]``, computed block-wise
-    with cumulative sums (no per-sample Python loop).
+    ``e[0] ~ N(0, 1)`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]`` (see
+    :func:`ar1_filter`).
     """
     white = rng.standard_normal(n)
     if n == 0 or rho <= 0.0:
         return white
+    filtered: np.ndarray = ar1_filter(white[np.newaxis, :], rho)[0]
+    return filtered
+
+
+def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
+    """Turn rows of white noise into AR(1) series of lag-1 correlation ``rho``.
+
+    Each row ``w`` gives ``e[0] = w[0]`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]``,
+    computed block-wise with cumulative sums along the rows (no per-sample Python loop); a
+    row gives the same numbers whatever rows it is filtered with.
+
+    Parameters
+    ----------
+    white
+        Standard normal draws, one series per row (shape ``(series, samples)``).
+    rho
+        Lag-1 correlation; at most 0 returns ``white`` itself.
+
+    Returns
+    -------
+    numpy.ndarray
+        The series, shaped like ``white``.
+    """
+    n = white.shape[1]
+    if n == 0 or rho <= 0.0:
+        return white
     innovations = white * math.sqrt(1.0 - rho * rho)
-    innovations[0] = white[0]
-    block = max(1, int(12.0 / -math.log10(rho)))  # keeps rho**-block below 1e12
-    out = np.empty(n)
-    carry = 0.0
+    innovations[:, 0] = white[:, 0]
+    all_powers = _ar1_powers(rho)
+    block = len(all_powers)
+    out = np.empty_like(innovations)
+    carry = np.zeros((len(white), 1))
     for start in range(0, n, block):
-        chunk = innovations[start : start + block]
-        powers = rho ** np.arange(len(chunk))
-        out[start : start + len(chunk)] = powers * (carry * rho + np.cumsum(chunk / powers))
-        carry = out[start + len(chunk) - 1]
+        stop = min(start + block, n)
+        powers = all_powers[: stop - start]
+        cumulative = np.cumsum(innovations[:, start:stop] / powers, axis=1)
+        out[:, start:stop] = powers * (carry * rho + cumulative)
+        carry = out[:, stop - 1 : stop]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _ar1_powers(rho: float) -> np.ndarray:
+    """Return ``rho ** k`` for the ``k`` of one block of :func:`ar1_filter` (read-only).
+
+    Blocks are short enough to keep ``rho ** -k`` below 1e12.
+    """
+    block = max(1, int(12.0 / -math.log10(rho)))
+    powers = rho ** np.arange(block)
+    powers.flags.writeable = False
+    return powers
+
+
+def _kept_fixes(
+    t_s: np.ndarray, dropout_start: np.ndarray, dropout_end: np.ndarray
+) -> slice | np.ndarray:
+    """Select the fixes the camera keeps: all but those in dropouts, always the first and last.
+
+    Returns
+    -------
+    slice or numpy.ndarray
+        A slice of every fix when there is no dropout, else a boolean mask.
+    """
+    if len(dropout_start) == 0:
+        return slice(None)
+    inside = (t_s[:, None] >= dropout_start) & (t_s[:, None] < dropout_end)
+    lost: np.ndarray = np.asarray(inside.any(axis=1))
+    lost[[0, -1]] = False  # the camera logs the start and the end of every trip
+    return ~lost
 
 
 def _speed_profile(
@@ -140,14 +203,15 @@ def _speed_profile(
     """
     length_m = route.length_m
     turn_at_m, turn_cap = _turn_caps(route)
-    grid = np.linspace(0.0, length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
-    s = np.unique(np.concatenate([grid, route.edge_start_m, stop_at_m, turn_at_m]))
-    edge_of = np.searchsorted(route.edge_start_m, s, side="right") - 1
-    cap = edge_speed[np.clip(edge_of, 0, len(edge_speed) - 1)]
+    grid = _grid(length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
+    s = _sorted_unique(np.concatenate([grid, route.edge_start_m, stop_at_m, turn_at_m]))
+    edge_of = np.searchsorted(route.edge_start_m, s, side="right") - 1  # >= 0: s >= 0
+    cap = edge_speed[np.minimum(edge_of, len(edge_speed) - 1)]
     cap = np.where(
         (s < END_ZONE_M) | (s > length_m - END_ZONE_M), np.minimum(cap, END_ZONE_SPEED_MPS), cap
     )
-    cap[np.searchsorted(s, turn_at_m)] = np.minimum(cap[np.searchsorted(s, turn_at_m)], turn_cap)
+    turn_index = np.searchsorted(s, turn_at_m)
+    cap[turn_index] = np.minimum(cap[turn_index], turn_cap)
     stop_index = np.searchsorted(s, stop_at_m)
     cap[stop_index] = 0.0
     cap[[0, -1]] = 0.0
@@ -156,27 +220,76 @@ def _speed_profile(
         -2 * DECEL_MPS2 * s + np.minimum.accumulate((cap**2 + 2 * DECEL_MPS2 * s)[::-1])[::-1]
     )
     v = np.sqrt(np.maximum(np.minimum(forward, backward), 0.0))
-    step_t = 2 * np.diff(s) / np.maximum(v[:-1] + v[1:], 1e-3)
-    dwell = np.zeros(len(s))
-    np.add.at(dwell, stop_index, dwell_s)
+    # differences by slicing: np.diff's arithmetic without its Python overhead
+    step_t = 2 * (s[1:] - s[:-1]) / np.maximum(v[:-1] + v[1:], 1e-3)
+    dwell = np.bincount(stop_index, weights=dwell_s, minlength=len(s))  # summed in order
     arrival = np.concatenate([[0.0], np.cumsum(step_t)]) + np.cumsum(dwell) - dwell
-    stopped = np.flatnonzero(dwell > 0)
-    knot_t = np.insert(arrival, stopped + 1, arrival[stopped] + dwell[stopped])
-    knot_s = np.insert(s, stopped + 1, s[stopped])
-    knot_v = np.insert(v, stopped + 1, 0.0)
+    knot_t, knot_s, knot_v = _with_departures(arrival, s, v, dwell)
     boundary_t = arrival[np.searchsorted(s, route.edge_start_m)]
     return knot_t, knot_s, knot_v, boundary_t
 
 
+def _grid(length_m: float, points: int) -> np.ndarray:
+    """Return ``np.linspace(0.0, length_m, points)`` (``points >= 2``) with less overhead.
+
+    The same arithmetic: ``k * step`` with ``step = length_m / (points - 1)``, the last point
+    set to ``length_m``; numpy's own when the step is 0 (it divides first then).
+    """
+    step = length_m / (points - 1)
+    if step == 0.0:
+        return np.linspace(0.0, length_m, points)
+    grid = np.arange(points, dtype="float64") * step
+    grid[-1] = length_m
+    return grid
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of floats without NaN or signed zeros, with less overhead."""
+    ordered = np.sort(values)
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
+def _with_departures(
+    arrival: np.ndarray, s: np.ndarray, v: np.ndarray, dwell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add a knot after each stop: where the vehicle leaves it, ``dwell`` later at speed 0.
+
+    Parameters
+    ----------
+    arrival, s, v
+        Time, distance and speed at each point of the profile.
+    dwell
+        Time stood at each point (0 where the vehicle does not stop).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The knots' times, distances and speeds.
+    """
+    stopped = np.flatnonzero(dwell > 0)
+    if len(stopped) == 0:
+        return arrival, s, v
+    source = np.repeat(np.arange(len(s)), np.where(dwell > 0, 2, 1))
+    departure = stopped + np.arange(1, len(stopped) + 1)  # each stop's second knot
+    knot_t = arrival[source]
+    knot_t[departure] += dwell[stopped]
+    knot_v = v[source]
+    knot_v[departure] = 0.0
+    return knot_t, s[source], knot_v
+
+
 def _turn_caps(route: Route) -> tuple[np.ndarray, np.ndarray]:
     """Where the route turns by more than TURN_MIN_DEG, and the speed cap there (m/s)."""
-    step = np.diff(route.xy, axis=0)
-    seg_len = np.hypot(step[:, 0], step[:, 1])
-    real = np.flatnonzero(seg_len > 1e-6)
+    real = np.flatnonzero(route.step_m > 1e-6)
     if len(real) < 2:
         return np.empty(0), np.empty(0)
-    bearing = np.arctan2(step[real, 0], step[real, 1])
-    turn_deg = np.degrees(np.abs(np.angle(np.exp(1j * np.diff(bearing)))))
+    bearing = np.arctan2(route.step[real, 0], route.step[real, 1])
+    # np.diff and np.angle's arithmetic without their Python overhead
+    turn = np.exp(1j * (bearing[1:] - bearing[:-1]))
+    turn_deg = np.degrees(np.abs(np.arctan2(turn.imag, turn.real)))
     sharp = turn_deg > TURN_MIN_DEG
     at_m = route.cum_m[real[1:][sharp]]
     cap = np.maximum(2.5, 14.0 * (1.0 - turn_deg[sharp] / 150.0))
@@ -185,9 +298,9 @@ def _turn_caps(route: Route) -> tuple[np.ndarray, np.ndarray]:
 
 def _position_along(route: Route, s_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position (metres) and bearing (degrees clockwise from north) at distances ``s_m``."""
-    step = np.diff(route.xy, axis=0)
-    seg_len = np.hypot(step[:, 0], step[:, 1])
-    seg = np.clip(np.searchsorted(route.cum_m, s_m, side="right") - 1, 0, len(step) - 1)
+    step, seg_len = route.step, route.step_m
+    seg = np.searchsorted(route.cum_m, s_m, side="right") - 1  # >= 0: s_m >= 0
+    seg = np.minimum(seg, len(step) - 1)
     fraction = np.clip(
         (s_m - route.cum_m[seg]) / np.where(seg_len[seg] > 0, seg_len[seg], 1.0), 0, 1
     )
@@ -196,8 +309,8 @@ def _position_along(route: Route, s_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     last_real = np.maximum.accumulate(np.where(real, np.arange(len(step)), -1))
     first_real = int(np.argmax(real)) if real.any() else 0
     source = np.where(last_real >= 0, last_real, first_real)
-    bearing = np.degrees(np.arctan2(step[source, 0], step[source, 1]))
-    return xy, np.mod(bearing[seg], 360.0)
+    heading = np.mod(np.degrees(np.arctan2(step[source, 0], step[source, 1])), 360.0)
+    return xy, heading[seg]
 
 
 def _terrain_m(xy: np.ndarray) -> np.ndarray:

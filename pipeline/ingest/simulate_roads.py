@@ -65,12 +65,18 @@ class Route:
     edge_start_m
         Distance along the route where each edge starts; ``length_m`` where the route ends
         is appended, so the array has ``len(edges) + 1`` elements.
+    step
+        The polyline's segments as vectors (``np.diff(xy, axis=0)``), metres.
+    step_m
+        The segments' lengths, metres (0 between duplicate vertices).
     """
 
     edges: np.ndarray
     xy: np.ndarray
     cum_m: np.ndarray
     edge_start_m: np.ndarray
+    step: np.ndarray
+    step_m: np.ndarray
 
     @property
     def length_m(self) -> float:
@@ -116,6 +122,7 @@ class DrivingNetwork:
         index = {int(n): i for i, n in enumerate(self.node_ids)}
         self.edge_u = np.array([index[int(n)] for n in table["u"]], dtype="int64")
         self.edge_v = np.array([index[int(n)] for n in table["v"]], dtype="int64")
+        self._edge_u_list: list[int] = self.edge_u.tolist()
         self.edge_id = table["edge_id"].to_numpy("int64")
         self.edge_key = table["key"].to_numpy("int64")
         self.edge_length_m = table["length_m"].to_numpy("float64")
@@ -179,14 +186,15 @@ class DrivingNetwork:
 
     def path_edges(self, via_edge: np.ndarray, origin: int, destination: int) -> np.ndarray:
         """Walk ``via_edge`` back from ``destination`` to ``origin``; edges in driving order."""
+        via, edge_u = via_edge.tolist(), self._edge_u_list  # Python ints: a faster walk
         edges: list[int] = []
         node = destination
         while node != origin:
-            edge = int(via_edge[node])
+            edge = via[node]
             if edge < 0:
                 raise ValueError(f"node index {destination} is not reachable from {origin}")
             edges.append(edge)
-            node = int(self.edge_u[edge])
+            node = edge_u[edge]
         return np.array(edges[::-1], dtype="int64")
 
     def route(self, edges: np.ndarray) -> Route:
@@ -199,9 +207,13 @@ class DrivingNetwork:
         counts = self._coord_start[edges + 1] - first
         ends = np.cumsum(counts)
         xy = self._coords[np.repeat(first - (ends - counts), counts) + np.arange(ends[-1])]
-        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+        step = np.diff(xy, axis=0)
+        step_m = np.hypot(step[:, 0], step[:, 1])
+        cum = np.concatenate([[0.0], np.cumsum(step_m)])
         edge_start = np.concatenate([[0.0], cum[ends - 1]])
-        return Route(edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start)
+        return Route(
+            edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start, step=step, step_m=step_m
+        )
 
 
 def edge_speeds_mps(highway: Iterable[object], maxspeed: Iterable[object]) -> np.ndarray:

@@ -57,6 +57,9 @@ FORMAT_EXTENSIONS = {
 PARQUET_METADATA_KEY = b"roadcover_simulation"
 PARQUET_CRS = "EPSG:4326"
 KNOTS_PER_MPS = 3600.0 / 1852.0
+#: Decimal places the simulator rounds fixes to, as a receiver writes them. Writers format
+#: such values fastest (:func:`float_reprs`); any other values are written exactly as well.
+FIX_DECIMALS = {"lon": 7, "lat": 7, "elevation_m": 1, "hdop": 1, "speed_mps": 2, "heading_deg": 1}
 GEOID_SEPARATION_M = 18.0
 _SATELLITES = (2, 5, 6, 9, 12, 13, 15, 17, 19, 20, 24, 25)
 
@@ -96,10 +99,73 @@ def write_trace(
     writers[fmt](fixes, Path(path), device_id, contributor_id)
 
 
-def iso_times(observed_at: pd.Series) -> np.ndarray:
-    """Format UTC times as ISO-8601 with milliseconds and ``Z``."""
-    naive = _unix_ms(observed_at).astype("datetime64[ms]")
-    return np.char.add(np.datetime_as_string(naive, unit="ms"), "Z")
+def iso_times(observed_at: pd.Series) -> list[str]:
+    """Format UTC times as ISO-8601 with milliseconds and ``Z`` (``2026-05-04T08:12:33.250Z``).
+
+    The text of ``numpy.datetime_as_string``; in years 1 to 9999 (its four-digit years) the
+    digits are computed for all times at once.
+    """
+    unix_ms = _unix_ms(observed_at)
+    days, ms_of_day = np.divmod(unix_ms, 86_400_000)
+    if len(days) and not (days.min() >= _FIRST_ISO_DAY and days.max() <= _LAST_ISO_DAY):
+        naive = unix_ms.astype("datetime64[ms]")
+        return [text + "Z" for text in np.datetime_as_string(naive, unit="ms").tolist()]
+    year, month, day = _calendar(days)
+    text = np.empty((len(days), 24), dtype=np.uint8)
+    _put_digits(text, 0, year, 4)
+    _put_digits(text, 5, month, 2)
+    _put_digits(text, 8, day, 2)
+    _put_time_of_day(text, 11, ms_of_day, ":")
+    for column, character in ((4, "-"), (7, "-"), (10, "T"), (23, "Z")):
+        text[:, column] = ord(character)
+    return _ascii_rows(text)
+
+
+# the days (since 1970-01-01) of 0001-01-01 and 9999-12-31
+_FIRST_ISO_DAY, _LAST_ISO_DAY = -719_162, 2_932_896
+
+
+def _calendar(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the year, month and day of days since 1970-01-01 (each distinct day once)."""
+    distinct, of_time = np.unique(days, return_inverse=True)
+    calendar = pd.DatetimeIndex(distinct.astype("datetime64[D]"))
+    year, month, day = (
+        np.asarray(field, dtype="int64")[of_time]
+        for field in (calendar.year, calendar.month, calendar.day)
+    )
+    return year, month, day
+
+
+def _put_time_of_day(text: np.ndarray, column: int, ms_of_day: np.ndarray, colon: str) -> None:
+    """Write ``hh:mm:ss.sss`` (``colon`` between the fields, maybe empty) from ``column``."""
+    seconds, millis = np.divmod(ms_of_day, 1000)
+    minutes, secs = np.divmod(seconds, 60)
+    hours, mins = np.divmod(minutes, 60)
+    for value, separator in ((hours, colon), (mins, colon), (secs, ".")):
+        _put_digits(text, column, value, 2)
+        column += 2
+        for character in separator:
+            text[:, column] = ord(character)
+            column += 1
+    _put_digits(text, column, millis, 3)
+
+
+def _put_digits(text: np.ndarray, column: int, values: np.ndarray, width: int) -> None:
+    """Write non-negative integers as ``width`` zero-padded digits into columns of ``text``.
+
+    ``text`` holds one ASCII text per row; the digits go to ``column`` onwards.
+    """
+    for position in range(column + width - 1, column - 1, -1):
+        values, digit = np.divmod(values, 10)
+        text[:, position] = digit + ord("0")
+
+
+def _ascii_rows(text: np.ndarray) -> list[str]:
+    """Decode each row of ASCII bytes (no newline among them) into a string."""
+    lines = np.empty((text.shape[0], text.shape[1] + 1), dtype=np.uint8)
+    lines[:, :-1] = text
+    lines[:, -1] = ord("\n")
+    return lines.tobytes().decode("ascii").split("\n")[:-1]
 
 
 def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -112,8 +178,8 @@ def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
     rows = format_rows(
         "%s,%s,%s,%s,%s,%s,%s\n",
         [_csv_field(device_id)] * len(fixes),
-        iso_times(fixes["observed_at"]).tolist(),
-        *(_csv_numbers(fixes[name].to_numpy()) for name in CSV_COLUMNS[2:]),
+        iso_times(fixes["observed_at"]),
+        *(_csv_numbers(fixes[name].to_numpy(), FIX_DECIMALS[name]) for name in CSV_COLUMNS[2:]),
     )
     with atomic_path(path) as temp:
         temp.write_text(",".join(CSV_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
@@ -145,18 +211,98 @@ def format_rows(template: str, *columns: Iterable[Any]) -> list[str]:
     return list(map(template.__mod__, zip(*columns, strict=True)))
 
 
-def _csv_numbers(values: np.ndarray) -> list[str]:
+def _csv_numbers(values: np.ndarray, decimals: int) -> list[str]:
     """Format numbers as ``DataFrame.to_csv`` does: numpy's ``str``, NaN as an empty field.
 
     For floats that is the shortest repr, as Python's ``repr`` writes it (in less than half
-    the time).
+    the time; for doubles rounded to ``decimals`` places, see :func:`float_reprs`).
     """
     if values.dtype.kind != "f":
         return values.astype(str).tolist()
-    text = list(map(repr, values.tolist()))
+    if values.dtype == np.float64:
+        text = float_reprs(values, decimals)
+    else:
+        text = list(map(repr, values.tolist()))
     for row in np.flatnonzero(np.isnan(values)).tolist():
         text[row] = ""
     return text
+
+
+def float_reprs(values: np.ndarray, decimals: int) -> list[str]:
+    """Return ``repr`` of each float, computed for the whole array when it can be.
+
+    Floats that are the nearest doubles to decimals with at most ``decimals`` places (as
+    ``np.round(x, decimals)`` gives), where doubles are finer than those places, between
+    1e-4 and 1e16 in magnitude (or zero), have that decimal as their shortest repr: its digits
+    are written for all values at once (:func:`_decimal_texts`). Any other array goes through
+    ``repr`` value by value.
+
+    Parameters
+    ----------
+    values
+        Floats (``float64``).
+    decimals
+        Decimal places the values are rounded to (0 to 15).
+
+    Returns
+    -------
+    list of str
+        ``repr(float(value))`` of each value.
+    """
+    texts = _decimal_texts(values, decimals, shortest=True)
+    return list(map(repr, values.tolist())) if texts is None else texts
+
+
+def fixed_point_texts(values: np.ndarray, decimals: int) -> list[str]:
+    """Return ``"%.<decimals>f" % value`` of each float, for the whole array when it can be.
+
+    As :func:`float_reprs`, for floats rounded to ``decimals`` places (at least 1), whatever
+    their magnitude: the ``%f`` text is then the decimal itself.
+    """
+    texts = _decimal_texts(values, decimals, shortest=False)
+    return format_rows(f"%.{decimals}f", values.tolist()) if texts is None else texts
+
+
+def _decimal_texts(values: np.ndarray, decimals: int, shortest: bool) -> list[str] | None:
+    """Return the decimals ``values`` are the nearest doubles to, or None if they are not.
+
+    With ``shortest``, trailing zeros of the fraction are left out (but one) and magnitudes
+    must be 0 or in [1e-4, 1e16) (``repr`` writes others with an exponent); else every one
+    of the ``decimals`` places is written. None also when doubles are not finer than the
+    places at the largest magnitude (a shorter decimal might then give the same double).
+    """
+    scale = 10.0**decimals
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        units = np.rint(values * scale)
+        exact = len(values) == 0 or (
+            bool(np.isfinite(values).all())
+            and float(np.spacing(magnitude.max())) < 1.0 / scale
+            and (not shortest or bool(((magnitude >= 1e-4) | (values == 0.0)).all()))
+            and bool((units / scale == values).all())
+        )
+    if not exact:
+        return None
+    places = max(decimals, 1)
+    whole, fraction = np.divmod(np.abs(units).astype("int64"), 10**decimals)
+    whole_digits = len(str(int(whole.max()))) if len(whole) else 1
+    kept = np.full(len(values), places)  # fraction digits written
+    if shortest:  # but trailing zeros, one digit at least
+        for place in range(1, decimals):
+            kept -= fraction % 10**place == 0
+    # sign, whole digits (right-aligned), ".", fraction digits, newline; NUL where unused
+    text = np.zeros((len(values), whole_digits + places + 3), dtype=np.uint8)
+    text[:, 0] = np.where(np.signbit(values), ord("-"), 0)
+    for position in range(whole_digits, 0, -1):
+        text[:, position] = np.where(whole > 0, whole % 10 + ord("0"), 0)
+        whole //= 10
+    text[:, whole_digits] = np.maximum(text[:, whole_digits], ord("0"))  # "0.…"
+    text[:, whole_digits + 1] = ord(".")
+    for place in range(places):
+        digit = fraction // 10 ** (decimals - 1 - place) % 10 if decimals else 0
+        text[:, whole_digits + 2 + place] = np.where(place < kept, digit + ord("0"), 0)
+    text[:, -1] = ord("\n")
+    return text.tobytes().decode("ascii").replace("\0", "").split("\n")[:-1]
 
 
 def _csv_field(value: str) -> str:
@@ -166,10 +312,19 @@ def _csv_field(value: str) -> str:
     return buffer.getvalue()[:-2]  # drop the empty second field and the line's end
 
 
+# a track point, its numbers formatted beforehand (decimals in _TRKPT_DECIMALS)
 _TRKPT = (
-    '   <trkpt lat="%.7f" lon="%.7f"><ele>%.1f</ele><time>%s</time><hdop>%.1f</hdop>'
-    "<extensions><speed>%.2f</speed><course>%.1f</course></extensions></trkpt>\n"
+    '   <trkpt lat="%s" lon="%s"><ele>%s</ele><time>%s</time><hdop>%s</hdop>'
+    "<extensions><speed>%s</speed><course>%s</course></extensions></trkpt>\n"
 )
+_TRKPT_DECIMALS = {
+    "lat": 7,
+    "lon": 7,
+    "elevation_m": 1,
+    "hdop": 1,
+    "speed_mps": 2,
+    "heading_deg": 1,
+}
 
 
 def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -193,9 +348,9 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         parts.append(f"  <src>{escape(GENERATOR)}</src>\n")
         points = format_rows(
             _TRKPT,
-            *(fixes[name].to_numpy().tolist() for name in ("lat", "lon", "elevation_m")),
-            times.tolist(),
-            *(fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")),
+            *(_fixed_point_column(fixes, name) for name in ("lat", "lon", "elevation_m")),
+            times,
+            *(_fixed_point_column(fixes, name) for name in ("hdop", "speed_mps", "heading_deg")),
         )
         for trip_id, rows in _trips(fixes):
             parts.append(f"  <trkseg><!-- trip {escape(trip_id)} -->\n")
@@ -207,6 +362,14 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
         temp.write_text("".join(parts), encoding="utf-8")
 
 
+def _fixed_point_column(fixes: pd.DataFrame, name: str) -> list[str]:
+    """Format a GPX number column as ``%.<d>f`` does, ``d`` its places in the track points."""
+    values, decimals = fixes[name].to_numpy(), _TRKPT_DECIMALS[name]
+    if values.dtype == np.float64:
+        return fixed_point_texts(values, decimals)
+    return format_rows(f"%.{decimals}f", values.tolist())
+
+
 def nmea_checksum(body: str) -> str:
     """Return the NMEA checksum (two hex digits) of a sentence body between ``$`` and ``*``."""
     value = 0
@@ -216,10 +379,10 @@ def nmea_checksum(body: str) -> str:
 
 
 # one template per sentence body, filled from whole columns at once
-_RMC = "GPRMC,%s,A,%s,%.2f,%.1f,%s,,,A"
-_GGA = "GPGGA,%s,%s,1,%02d,%.1f,%.1f,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"
+# (the course and the altitude formatted beforehand, with one decimal)
+_RMC = "GPRMC,%s,A,%s,%.2f,%s,%s,,,A"
+_GGA = "GPGGA,%s,%s,1,%s,%s,M," + f"{GEOID_SEPARATION_M:.1f}" + ",M,,"  # %s: sats,HDOP
 _GSA = "GPGSA,A,3,%s,%.1f,%.1f,%.1f"
-_FIX_BODIES = _RMC + "\n" + _GGA + "\n" + _GSA + "\n"
 # a line's end after its body: "*", the checksum and the newline, for every checksum
 _CHECKSUM_ENDS = np.array([f"*{value:02X}\n" for value in range(256)], dtype=object)
 # the GSA satellite list for 0..12 satellites in view: 12 PRN fields, the unused ones empty
@@ -230,37 +393,61 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
     """Write a BlackVue-style NMEA log: ``[unix_ms]$GPRMC…``, ``$GPGGA…``, ``$GPGSA…`` per fix."""
     unix_ms = _unix_ms(fixes["observed_at"])
     times, dates = _nmea_times(unix_ms)
-    lat_text, lat_hemi = _nmea_degrees(fixes["lat"].to_numpy(), 2, "N", "S")
-    lon_text, lon_hemi = _nmea_degrees(fixes["lon"].to_numpy(), 3, "E", "W")
-    positions = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
-    hdop = fixes["hdop"].to_numpy("float64")
-    satellites = np.clip(np.round(13.0 - 1.6 * hdop), 4, 12).astype(int)
-    # the three sentence bodies of a fix, one per line
-    bodies = format_rows(
-        _FIX_BODIES,
+    positions = _nmea_positions(fixes["lat"].to_numpy(), fixes["lon"].to_numpy())
+    gga_quality, gsa_lines = _nmea_hdop_texts(fixes["hdop"].to_numpy("float64"))
+    rmc = format_rows(
+        _RMC,
         times,
         positions,
         (fixes["speed_mps"].to_numpy("float64") * KNOTS_PER_MPS).tolist(),
-        fixes["heading_deg"].to_numpy("float64").tolist(),
+        fixed_point_texts(fixes["heading_deg"].to_numpy("float64"), 1),
         dates,
+    )
+    gga = format_rows(
+        _GGA,
         times,
         positions,
-        satellites.tolist(),
-        hdop.tolist(),
-        fixes["elevation_m"].to_numpy("float64").tolist(),
-        [_PRN_FIELDS[n] for n in satellites.tolist()],
-        (hdop * 1.4).tolist(),
-        hdop.tolist(),
-        (hdop * 1.1).tolist(),
+        gga_quality,
+        fixed_point_texts(fixes["elevation_m"].to_numpy("float64"), 1),
     )
-    sentences = "".join(bodies).split("\n")[:-1]
-    # each line: "[unix_ms]$", the body, "*" and the checksum; the prefix is made once per fix
-    pieces = np.empty((len(sentences), 3), dtype=object)
-    pieces[:, 0] = np.repeat(np.array(format_rows("[%d]$", unix_ms.tolist()), dtype=object), 3)
-    pieces[:, 1] = sentences
-    pieces[:, 2] = _CHECKSUM_ENDS[xor_checksums(pa.array(sentences, pa.string()))]
+    # each line: "[unix_ms]$", the body, "*", the checksum and the newline
+    prefixes = format_rows("[%d]$", unix_ms.tolist())
+    lines = format_rows(
+        "%s%s%s%s%s%s%s%s",
+        prefixes, rmc, _checksum_ends(rmc), prefixes, gga, _checksum_ends(gga), prefixes, gsa_lines,
+    )  # fmt: skip
     with atomic_path(path) as temp:
-        temp.write_text("".join(pieces.ravel().tolist()), encoding="ascii")
+        temp.write_text("".join(lines), encoding="ascii")
+
+
+def _checksum_ends(bodies: list[str]) -> list[str]:
+    """Return each sentence body's line end: ``*``, its checksum and the newline."""
+    ends: list[str] = _CHECKSUM_ENDS[xor_checksums(pa.array(bodies, pa.string()))].tolist()
+    return ends
+
+
+def _nmea_hdop_texts(hdop: np.ndarray) -> tuple[list[str], list[str]]:
+    """Return each fix's GGA satellites and HDOP fields and its GSA line, from its HDOP.
+
+    Both depend on the HDOP alone, so they are made once per distinct value (told apart by
+    their bits) and the GSA lines come with their checksums.
+    """
+    distinct, of_fix = np.unique(hdop.view("int64"), return_inverse=True)
+    values = distinct.view("float64")
+    satellites = np.clip(np.round(13.0 - 1.6 * values), 4, 12).astype(int)
+    quality = format_rows("%02d,%.1f", satellites.tolist(), values.tolist())
+    gsa = format_rows(
+        _GSA,
+        [_PRN_FIELDS[n] for n in satellites.tolist()],
+        (values * 1.4).tolist(),
+        values.tolist(),
+        (values * 1.1).tolist(),
+    )
+    gsa_lines = [body + end for body, end in zip(gsa, _checksum_ends(gsa), strict=True)]
+    return (
+        np.array(quality, dtype=object)[of_fix].tolist(),
+        np.array(gsa_lines, dtype=object)[of_fix].tolist(),
+    )
 
 
 def _unix_ms(observed_at: pd.Series) -> np.ndarray:
@@ -271,32 +458,45 @@ def _unix_ms(observed_at: pd.Series) -> np.ndarray:
 
 def _nmea_times(unix_ms: np.ndarray) -> tuple[list[str], list[str]]:
     """NMEA UTC times (``hhmmss.sss``) and dates (``ddmmyy``) of Unix milliseconds."""
-    seconds, millis = np.divmod(unix_ms, 1000)
-    days, second_of_day = np.divmod(seconds, 86_400)
-    hours, rest = np.divmod(second_of_day, 3600)
-    minutes, secs = np.divmod(rest, 60)
-    times = format_rows(
-        "%02d%02d%02d.%03d", hours.tolist(), minutes.tolist(), secs.tolist(), millis.tolist()
-    )
-    unique_days, day_of = np.unique(days, return_inverse=True)
-    calendar = pd.DatetimeIndex(unique_days.astype("datetime64[D]"))
-    day_dates = format_rows(
-        "%02d%02d%02d",
-        calendar.day.tolist(),
-        calendar.month.tolist(),
-        (calendar.year % 100).tolist(),
-    )
-    return times, [day_dates[i] for i in day_of.tolist()]
+    days, ms_of_day = np.divmod(unix_ms, 86_400_000)
+    times = np.empty((len(days), 10), dtype=np.uint8)
+    _put_time_of_day(times, 0, ms_of_day, "")
+    year, month, day = _calendar(days)
+    dates = np.empty((len(days), 6), dtype=np.uint8)
+    for column, value in ((0, day), (2, month), (4, year % 100)):
+        _put_digits(dates, column, value, 2)
+    return _ascii_rows(times), _ascii_rows(dates)
 
 
 def write_geojson_trace(
     fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str
 ) -> None:
-    """Write a GeoJSON FeatureCollection, one LineString per trip with per-vertex properties."""
-    coords = fixes[["lon", "lat", "elevation_m"]].to_numpy("float64").tolist()
+    """Write a GeoJSON FeatureCollection, one LineString per trip with per-vertex properties.
+
+    The text is ``json.dumps`` of the collection with sorted keys and compact separators;
+    when every number is a finite float it is put together from whole columns formatted at
+    once (:func:`_geojson_text`), the same bytes.
+    """
+    numbers = [fixes[name].to_numpy() for name in (*_GEOJSON_COORDINATES, *_GEOJSON_VALUES)]
+    if all(column.dtype == np.float64 and np.isfinite(column).all() for column in numbers):
+        text = _geojson_text(fixes, device_id, contributor_id)
+    else:  # NaN, infinities or other types: as json writes them
+        collection = _geojson_collection(fixes, device_id, contributor_id)
+        text = json.dumps(collection, sort_keys=True, separators=(",", ":"))
+    with atomic_path(path) as temp:
+        temp.write_text(text + "\n")
+
+
+_GEOJSON_COORDINATES = ("lon", "lat", "elevation_m")
+_GEOJSON_VALUES = ("hdop", "speed_mps", "heading_deg")
+
+
+def _geojson_collection(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> dict[str, Any]:
+    """Return a device's GeoJSON FeatureCollection as Python objects."""
+    coords = fixes[list(_GEOJSON_COORDINATES)].to_numpy("float64").tolist()
     columns = {
-        "coordTimes": iso_times(fixes["observed_at"]).tolist(),
-        **{name: fixes[name].to_numpy().tolist() for name in ("hdop", "speed_mps", "heading_deg")},
+        "coordTimes": iso_times(fixes["observed_at"]),
+        **{name: fixes[name].to_numpy().tolist() for name in _GEOJSON_VALUES},
     }
     features: list[dict[str, Any]] = []
     for trip_id, rows in _trips(fixes):
@@ -305,17 +505,61 @@ def write_geojson_trace(
             if rows.stop - rows.start > 1
             else {"type": "Point", "coordinates": coords[rows.start]}
         )
-        properties = {"device_id": device_id, "contributor_id": contributor_id, "trip_id": trip_id}
+        properties: dict[str, Any] = {
+            "device_id": device_id,
+            "contributor_id": contributor_id,
+            "trip_id": trip_id,
+        }
         properties.update({name: values[rows] for name, values in columns.items()})
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    collection = {
+    return {
         "type": "FeatureCollection",
         "simulated": True,
         "generator": GENERATOR,
         "features": features,
     }
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(collection, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def _geojson_text(fixes: pd.DataFrame, device_id: str, contributor_id: str) -> str:
+    """Return ``json.dumps`` of :func:`_geojson_collection` (sorted keys, compact), faster.
+
+    Every number must be a finite float (json writes those as ``repr`` does). Each row's
+    coordinates and values are formatted once, for all rows, then joined per trip.
+    """
+    coordinates = format_rows(
+        "[%s,%s,%s]",
+        *(float_reprs(fixes[name].to_numpy(), FIX_DECIMALS[name]) for name in _GEOJSON_COORDINATES),
+    )
+    times = format_rows('"%s"', iso_times(fixes["observed_at"]))
+    hdop, heading, speed = (
+        float_reprs(fixes[name].to_numpy(), FIX_DECIMALS[name])
+        for name in ("hdop", "heading_deg", "speed_mps")
+    )
+    contributor, device = json.dumps(contributor_id), json.dumps(device_id)
+    features = []
+    for trip_id, rows in _trips(fixes):
+        if rows.stop - rows.start > 1:
+            geometry = _GEOJSON_LINE % ",".join(coordinates[rows])
+        else:
+            geometry = _GEOJSON_POINT % coordinates[rows.start]
+        features.append(
+            _GEOJSON_FEATURE
+            % (
+                geometry, contributor, ",".join(times[rows]), device, ",".join(hdop[rows]),
+                ",".join(heading[rows]), ",".join(speed[rows]), json.dumps(trip_id),
+            )
+        )  # fmt: skip
+    return _GEOJSON_COLLECTION % (",".join(features), json.dumps(GENERATOR))
+
+
+# the JSON of a collection, a feature and its geometry, keys sorted as json.dumps sorts them
+_GEOJSON_COLLECTION = '{"features":[%s],"generator":%s,"simulated":true,"type":"FeatureCollection"}'
+_GEOJSON_FEATURE = (
+    '{"geometry":%s,"properties":{"contributor_id":%s,"coordTimes":[%s],"device_id":%s,'
+    '"hdop":[%s],"heading_deg":[%s],"speed_mps":[%s],"trip_id":%s},"type":"Feature"}'
+)
+_GEOJSON_LINE = '{"coordinates":[%s],"type":"LineString"}'
+_GEOJSON_POINT = '{"coordinates":%s,"type":"Point"}'
 
 
 def write_parquet_trace(
@@ -366,8 +610,9 @@ def _points_table(attributes: dict[str, Any], lon: np.ndarray, lat: np.ndarray) 
     """
     field, template = _points_geometry_template()
     geo = json.loads(template)
+    # one thread: a device's columns are too small for pyarrow's pool to pay off
     table = pa.Table.from_pandas(
-        pd.DataFrame({**attributes, "geometry": None}), preserve_index=False
+        pd.DataFrame({**attributes, "geometry": None}), preserve_index=False, nthreads=1
     )
     table = table.set_column(table.num_columns - 1, field, wkb_points(lon, lat))
     column = geo["columns"]["geometry"]
@@ -403,10 +648,50 @@ def _nmea_degrees(
     values: np.ndarray, degree_digits: int, positive: str, negative: str
 ) -> tuple[list[str], list[str]]:
     """Format degrees as NMEA ``(d)ddmm.mmmm`` and hemisphere letters."""
-    ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
-    degrees, rest = np.divmod(ten_thousandths, 600_000)
-    minutes, fraction = np.divmod(rest, 10_000)
+    degrees, minutes, fraction = _nmea_degree_parts(values)
     text = format_rows(
         f"%0{degree_digits}d%02d.%04d", degrees.tolist(), minutes.tolist(), fraction.tolist()
     )
     return text, np.where(values >= 0, positive, negative).tolist()
+
+
+def _nmea_degree_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole degrees, whole minutes and ten-thousandths of a minute of ``abs(values)``."""
+    ten_thousandths = np.round(np.abs(values) * 60.0 * 10_000).astype("int64")
+    degrees, rest = np.divmod(ten_thousandths, 600_000)
+    minutes, fraction = np.divmod(rest, 10_000)
+    return degrees, minutes, fraction
+
+
+def _nmea_positions(lat: np.ndarray, lon: np.ndarray) -> list[str]:
+    """Return each fix's position fields, ``ddmm.mmmm,N,dddmm.mmmm,E``.
+
+    As :func:`_nmea_degrees` formats them; when every field has its fixed width (finite
+    coordinates below 100° of latitude and 1000° of longitude), written as digits of whole
+    columns into rows of bytes.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # the fallback warns, as before
+        lat_parts, lon_parts = _nmea_degree_parts(lat), _nmea_degree_parts(lon)
+    fixed_width = len(lat) == 0 or (
+        min(lat_parts[0].min(), lon_parts[0].min()) >= 0
+        and lat_parts[0].max() < 100
+        and lon_parts[0].max() < 1000
+    )
+    if not fixed_width:
+        lat_text, lat_hemi = _nmea_degrees(lat, 2, "N", "S")
+        lon_text, lon_hemi = _nmea_degrees(lon, 3, "E", "W")
+        return format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
+    text = np.empty((len(lat), 24), dtype=np.uint8)  # ddmm.mmmm,N,dddmm.mmmm,E
+    for column, parts, values, width, letters in (
+        (0, lat_parts, lat, 2, "NS"),
+        (12, lon_parts, lon, 3, "EW"),
+    ):
+        degrees, minutes, fraction = parts
+        _put_digits(text, column, degrees, width)
+        _put_digits(text, column + width, minutes, 2)
+        text[:, column + width + 2] = ord(".")
+        _put_digits(text, column + width + 3, fraction, 4)
+        text[:, column + width + 7] = ord(",")
+        text[:, column + width + 8] = np.where(values >= 0, ord(letters[0]), ord(letters[1]))
+    text[:, 11] = ord(",")
+    return _ascii_rows(text)

@@ -24,7 +24,13 @@ from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.geodesy import distances_m
 from pipeline.ingest import simulate
 from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
-from pipeline.ingest.simulate_drive import ar1_noise
+from pipeline.ingest.simulate_drive import (
+    _grid,
+    _sorted_unique,
+    _with_departures,
+    ar1_filter,
+    ar1_noise,
+)
 from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
 from pipeline.ingest.trace_writers import nmea_checksum
 from pipeline.io import read_table
@@ -453,3 +459,60 @@ def test_route_polyline_joins_the_edges_geometries(network: DrivingNetwork) -> N
     assert len(route.edge_start_m) == len(edges) + 1
     assert route.edge_start_m[0] == 0.0 and route.edge_start_m[-1] == route.length_m
     assert np.allclose(np.diff(route.edge_start_m), network.edge_length_m[edges], rtol=0.01)
+
+
+def test_ar1_filter_gives_each_row_the_series_of_ar1_noise() -> None:
+    rng = np.random.default_rng(3)
+    white = rng.standard_normal((3, 700))  # several blocks of the filter
+    together = ar1_filter(white, 0.9)
+    for row, series in zip(white, together, strict=True):
+        alone = ar1_noise(FixedDraws(row), len(row), 0.9)
+        assert alone.tobytes() == series.tobytes()
+    # the recursion it stands for, to rounding
+    expected = np.empty(700)
+    expected[0] = white[0, 0]
+    for k in range(1, 700):
+        expected[k] = 0.9 * expected[k - 1] + math.sqrt(1 - 0.81) * white[0, k]
+    assert np.allclose(together[0], expected, atol=1e-9)
+
+
+class FixedDraws(np.random.Generator):
+    """A generator whose standard normal draws are given."""
+
+    def __init__(self, draws: np.ndarray) -> None:
+        super().__init__(np.random.PCG64(0))
+        self.draws = draws
+
+    def standard_normal(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:
+        assert size == len(self.draws)
+        return self.draws.copy()
+
+
+def test_speed_profile_helpers_match_numpy() -> None:
+    rng = np.random.default_rng(5)
+    values = np.round(rng.uniform(0.0, 50.0, 400), 0)  # many duplicates
+    assert _sorted_unique(values).tobytes() == np.unique(values).tobytes()
+    s = np.sort(rng.uniform(0, 100, 50))
+    arrival, v = np.cumsum(rng.uniform(0, 2, 50)), rng.uniform(0, 10, 50)
+    dwell = np.where(rng.random(50) < 0.2, rng.uniform(5, 20, 50), 0.0)
+    dwell[-1] = 7.0  # a stop at the last point too
+    stopped = np.flatnonzero(dwell > 0)
+    knot_t, knot_s, knot_v = _with_departures(arrival, s, v, dwell)
+    assert knot_t.tobytes() == np.insert(arrival, stopped + 1, (arrival + dwell)[stopped]).tobytes()
+    assert knot_s.tobytes() == np.insert(s, stopped + 1, s[stopped]).tobytes()
+    assert knot_v.tobytes() == np.insert(v, stopped + 1, 0.0).tobytes()
+
+
+def test_fixes_without_truth_are_the_same_fixes(network: DrivingNetwork, params: Any) -> None:
+    device = plan_fleet(network, params)[0]
+    full = drive_device(network, device, params).fixes
+    bare = drive_device(network, device, params, truth=False).fixes
+    assert list(bare.columns) == list(full.columns[:8])  # the trace writers' columns
+    pd.testing.assert_frame_equal(bare, full[bare.columns])
+
+
+@pytest.mark.parametrize("length_m", [0.0, 1e-320, 0.3, 5.0, 123.456789, 4321.0, 98765.4321])
+def test_speed_profile_grid_is_numpys_linspace(length_m: float) -> None:
+    for points in (2, 3, max(2, math.ceil(length_m / 5.0) + 1)):
+        grid = _grid(length_m, points)
+        assert grid.tobytes() == np.linspace(0.0, length_m, points).tobytes()

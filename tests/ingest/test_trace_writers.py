@@ -18,11 +18,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.trace_writers import (
+    _GEOJSON_VALUES,
     CSV_COLUMNS,
     GENERATOR,
     PARQUET_METADATA_KEY,
+    _geojson_collection,
+    _geojson_text,
     _nmea_degrees,
+    _nmea_hdop_texts,
+    _nmea_positions,
     _nmea_times,
+    fixed_point_texts,
+    float_reprs,
     format_rows,
     iso_times,
     nmea_checksum,
@@ -166,3 +173,100 @@ def test_format_rows_fills_the_template_per_row() -> None:
     assert format_rows("%d") == []
     with pytest.raises(ValueError):
         format_rows("%s%s", ["a", "b"], ["c"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=0, max_size=20),
+    st.text(min_size=1, max_size=12),
+)
+@example([1.5, -0.0, 1e-7, 1e16, 3.0], 'cam "7",\nléft')
+def test_geojson_text_is_what_json_dumps_writes(values: list[float], device_id: str) -> None:
+    fixes = pd.DataFrame(
+        {
+            "trip_id": [f"t{i // 3}" for i in range(len(values) - 1)] + ["last"] * bool(values),
+            "observed_at": pd.to_datetime(np.arange(len(values)) * 1500, unit="ms", utc=True),
+            **{
+                name: np.array(values[i:] + values[:i], dtype="float64")
+                for i, name in enumerate(("lon", "lat", "elevation_m", *_GEOJSON_VALUES))
+            },
+        }
+    )
+    collection = _geojson_collection(fixes, device_id, "contrib-<1>")
+    expected = json.dumps(collection, sort_keys=True, separators=(",", ":"))
+    assert _geojson_text(fixes, device_id, "contrib-<1>") == expected
+
+
+def test_nmea_hdop_texts_are_made_per_fix() -> None:
+    hdop = np.array([1.2, 0.6, 1.2, 5.0, 0.0, -0.0, 1.2])
+    quality, gsa_lines = _nmea_hdop_texts(hdop)
+    satellites = [int(np.clip(np.round(13.0 - 1.6 * h), 4, 12)) for h in hdop]
+    assert quality == [f"{n:02d},{h:.1f}" for n, h in zip(satellites, hdop, strict=True)]
+    assert gsa_lines[4] != gsa_lines[5]  # "0.0" and "-0.0"
+    for line, h in zip(gsa_lines, hdop, strict=True):
+        body, end = line.split("*")
+        assert body.endswith(f",{h * 1.4:.1f},{h:.1f},{h * 1.1:.1f}")
+        assert end == nmea_checksum(body) + "\n"
+
+
+# years 1 to 9999 and a few beyond on either side, in Unix milliseconds
+ANY_MILLIS = st.integers(-62_135_596_800_000 - 10**12, 253_402_300_799_999 + 10**12)
+
+
+@given(st.lists(st.one_of(MILLIS, ANY_MILLIS), max_size=30))
+@example([-62_135_596_800_000, 253_402_300_799_999, -1, 0])
+def test_iso_times_are_those_of_numpy(unix_ms: list[int]) -> None:
+    stamps = np.array(unix_ms, dtype="int64").astype("datetime64[ms]")
+    observed_at = pd.Series(stamps).dt.tz_localize("UTC")
+    expected = [text + "Z" for text in np.datetime_as_string(stamps, unit="ms").tolist()]
+    assert iso_times(observed_at) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(-90.0, 90.0), st.floats(-180.0, 180.0))
+        | st.tuples(st.floats(), st.floats()),
+        max_size=30,
+    )
+)
+@example([(-0.0, 0.0), (89.99999999, -179.99999999), (12.5, 999.9), (float("nan"), 1.0)])
+def test_nmea_positions_are_the_degree_fields(points: list[tuple[float, float]]) -> None:
+    lat = np.array([p[0] for p in points], dtype="float64")
+    lon = np.array([p[1] for p in points], dtype="float64")
+    with np.errstate(invalid="ignore", over="ignore"):
+        lat_text, lat_hemi = _nmea_degrees(lat, 2, "N", "S")
+        lon_text, lon_hemi = _nmea_degrees(lon, 3, "E", "W")
+        expected = format_rows("%s,%s,%s,%s", lat_text, lat_hemi, lon_text, lon_hemi)
+        assert _nmea_positions(lat, lon) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30),
+    st.integers(0, 8),
+    st.booleans(),
+)
+@example([0.0, -0.0, 1e-4, 24.9443261, -60.1, 180.0, 1e-5], 7, True)
+@example([123456789.5, 0.25], 1, True)
+def test_float_reprs_are_python_reprs(values: list[float], decimals: int, rounded: bool) -> None:
+    array = np.array(values, dtype="float64")
+    if rounded:  # as the simulator rounds its fixes: the fast path
+        with np.errstate(invalid="ignore", over="ignore"):
+            array = np.round(array, decimals)
+    assert float_reprs(array, decimals) == list(map(repr, array.tolist()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30),
+    st.integers(1, 8),
+    st.booleans(),
+)
+@example([0.0, -0.0, 1e-9, 24.9443261, -60.1, 180.0, 1e300], 7, True)
+def test_fixed_point_texts_are_percent_f(values: list[float], decimals: int, rounded: bool) -> None:
+    array = np.array(values, dtype="float64")
+    if rounded:
+        with np.errstate(invalid="ignore", over="ignore"):
+            array = np.round(array, decimals)
+    expected = [f"%.{decimals}f" % value for value in array.tolist()]
+    assert fixed_point_texts(array, decimals) == expected
