@@ -481,7 +481,7 @@ def _null_problems(table: pa.Table, contract: Contract) -> list[str]:
 
 
 def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
-    if table.num_rows == 0 or _strictly_increasing(table, contract.key):
+    if in_key_order(table, contract.key, strict=True):
         return []
     counts = table.group_by(list(contract.key)).aggregate([([], "count_all")])
     duplicated = counts.filter(pc.greater(counts.column("count_all"), 1))
@@ -494,12 +494,15 @@ def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
     ]
 
 
-def _strictly_increasing(table: pa.Table, key: tuple[str, ...]) -> bool:
-    """Whether every row's key comes strictly after the previous row's (so keys are unique).
+def in_key_order(table: pa.Table, key: tuple[str, ...] | list[str], strict: bool = False) -> bool:
+    """Whether every row's key comes after the previous row's (``strict``) or not before it.
 
-    Stages write their tables sorted by key, so this one pass over neighbouring rows usually
-    settles uniqueness without grouping; False (also for nulls) leaves it to the grouping.
+    One pass over neighbouring rows. Stages write their tables sorted by key, so with
+    ``strict`` it usually settles a key's uniqueness without grouping; a null in the key
+    gives False (leaving it to the grouping, or to a sort).
     """
+    if table.num_rows < 2:
+        return True
     after = pa.array(np.zeros(table.num_rows - 1, dtype=bool))
     tied = pa.array(np.ones(table.num_rows - 1, dtype=bool))
     for name in key:
@@ -507,4 +510,5 @@ def _strictly_increasing(table: pa.Table, key: tuple[str, ...]) -> bool:
         previous, following = column.slice(0, table.num_rows - 1), column.slice(1)
         after = pc.or_(after, pc.and_(tied, pc.fill_null(pc.greater(following, previous), False)))
         tied = pc.and_(tied, pc.fill_null(pc.equal(following, previous), False))
-    return bool(pc.all(after, min_count=0).as_py())
+    ordered = after if strict else pc.or_(after, tied)
+    return bool(pc.all(ordered, min_count=0).as_py())

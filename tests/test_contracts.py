@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.contracts import Contract, _strictly_increasing, validate_table
+from pipeline.contracts import Contract, in_key_order, validate_table
 from pipeline.errors import ContractError
 
 VISITS = Contract(
@@ -54,4 +54,4 @@ def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], 
 @given(st.lists(KEYS, min_size=1, max_size=12))
 def test_sorted_unique_keys_are_settled_without_grouping(keys: list[tuple[str, int]]) -> None:
     increasing = all(a < b for a, b in itertools.pairwise(keys))
-    assert _strictly_increasing(visits(keys), VISITS.key) == increasing  # UTF-8 byte order
+    assert in_key_order(visits(keys), VISITS.key, strict=True) == increasing  # UTF-8 byte order

@@ -347,11 +347,10 @@ def _fixes_frame(
 
     def gather(name: str) -> np.ndarray:
         parts = [getattr(trip, name) for _, _, trip in trips]
-        return np.concatenate(parts) if parts else np.empty(0)
+        return np.concatenate(parts) if parts else np.empty((0, 2) if "xy" in name else 0)
 
     def unproject(name: str) -> tuple[np.ndarray, np.ndarray]:
-        parts = [getattr(trip, name) for _, _, trip in trips]
-        xy = np.concatenate(parts) if parts else np.empty((0, 2))
+        xy = gather(name)
         # one contiguous array per axis (pyproj copies strided ones)
         return network.to_lonlat(np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]))
 

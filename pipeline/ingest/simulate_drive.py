@@ -112,19 +112,6 @@ def drive_route(
     )
 
 
-def ar1_noise(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
-    """Return a stationary AR(1) series of unit variance and lag-1 correlation ``rho``.
-
-    ``e[0] ~ N(0, 1)`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]`` (see
-    :func:`ar1_filter`).
-    """
-    white = rng.standard_normal(n)
-    if n == 0 or rho <= 0.0:
-        return white
-    filtered: np.ndarray = ar1_filter(white[np.newaxis, :], rho)[0]
-    return filtered
-
-
 def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
     """Turn rows of white noise into AR(1) series of lag-1 correlation ``rho``.
 

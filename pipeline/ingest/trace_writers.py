@@ -160,12 +160,16 @@ def _put_digits(text: np.ndarray, column: int, values: np.ndarray, width: int) -
         text[:, position] = digit + ord("0")
 
 
-def _ascii_rows(text: np.ndarray) -> list[str]:
-    """Decode each row of ASCII bytes (no newline among them) into a string."""
+def _ascii_rows(text: np.ndarray, padded: bool = False) -> list[str]:
+    """Decode each row of ASCII bytes (no newline among them) into a string.
+
+    With ``padded``, NUL bytes are padding, left out of the strings.
+    """
     lines = np.empty((text.shape[0], text.shape[1] + 1), dtype=np.uint8)
     lines[:, :-1] = text
     lines[:, -1] = ord("\n")
-    return lines.tobytes().decode("ascii").split("\n")[:-1]
+    decoded = lines.tobytes().decode("ascii")
+    return (decoded.replace("\0", "") if padded else decoded).split("\n")[:-1]
 
 
 def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -290,8 +294,8 @@ def _decimal_texts(values: np.ndarray, decimals: int, shortest: bool) -> list[st
     if shortest:  # but trailing zeros, one digit at least
         for place in range(1, decimals):
             kept -= fraction % 10**place == 0
-    # sign, whole digits (right-aligned), ".", fraction digits, newline; NUL where unused
-    text = np.zeros((len(values), whole_digits + places + 3), dtype=np.uint8)
+    # sign, whole digits (right-aligned), ".", fraction digits; NUL where unused
+    text = np.zeros((len(values), whole_digits + places + 2), dtype=np.uint8)
     text[:, 0] = np.where(np.signbit(values), ord("-"), 0)
     for position in range(whole_digits, 0, -1):
         text[:, position] = np.where(whole > 0, whole % 10 + ord("0"), 0)
@@ -301,8 +305,7 @@ def _decimal_texts(values: np.ndarray, decimals: int, shortest: bool) -> list[st
     for place in range(places):
         digit = fraction // 10 ** (decimals - 1 - place) % 10 if decimals else 0
         text[:, whole_digits + 2 + place] = np.where(place < kept, digit + ord("0"), 0)
-    text[:, -1] = ord("\n")
-    return text.tobytes().decode("ascii").replace("\0", "").split("\n")[:-1]
+    return _ascii_rows(text, padded=True)
 
 
 def _csv_field(value: str) -> str:
@@ -312,19 +315,11 @@ def _csv_field(value: str) -> str:
     return buffer.getvalue()[:-2]  # drop the empty second field and the line's end
 
 
-# a track point, its numbers formatted beforehand (decimals in _TRKPT_DECIMALS)
+# a track point, its numbers formatted beforehand (with their FIX_DECIMALS places)
 _TRKPT = (
     '   <trkpt lat="%s" lon="%s"><ele>%s</ele><time>%s</time><hdop>%s</hdop>'
     "<extensions><speed>%s</speed><course>%s</course></extensions></trkpt>\n"
 )
-_TRKPT_DECIMALS = {
-    "lat": 7,
-    "lon": 7,
-    "elevation_m": 1,
-    "hdop": 1,
-    "speed_mps": 2,
-    "heading_deg": 1,
-}
 
 
 def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor_id: str) -> None:
@@ -363,8 +358,8 @@ def write_gpx_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
 
 
 def _fixed_point_column(fixes: pd.DataFrame, name: str) -> list[str]:
-    """Format a GPX number column as ``%.<d>f`` does, ``d`` its places in the track points."""
-    values, decimals = fixes[name].to_numpy(), _TRKPT_DECIMALS[name]
+    """Format a GPX number column as ``%.<d>f`` does, ``d`` its places (:data:`FIX_DECIMALS`)."""
+    values, decimals = fixes[name].to_numpy(), FIX_DECIMALS[name]
     if values.dtype == np.float64:
         return fixed_point_texts(values, decimals)
     return format_rows(f"%.{decimals}f", values.tolist())

@@ -32,7 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import SnapSettings
-from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
+from pipeline.contracts import (
+    MATCH_QUALITY,
+    MATCHED_POINTS,
+    MATCHED_SEGMENTS,
+    POINTS,
+    TRIPS,
+    in_key_order,
+)
 from pipeline.errors import InputDataError
 from pipeline.io import (
     STAGED_SUFFIX,
@@ -232,16 +239,7 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
 
 def sort_rows(table: pa.Table, keys: list[str]) -> pa.Table:
     """Return ``table`` sorted by ``keys`` (ascending, stable); as it is if already sorted."""
-    if table.num_rows < 2:
-        return table
-    before, after = table.slice(0, table.num_rows - 1), table.slice(1)
-    ordered = pc.less_equal(before[keys[-1]], after[keys[-1]])
-    for key in reversed(keys[:-1]):
-        ordered = pc.or_(
-            pc.less(before[key], after[key]),
-            pc.and_(pc.equal(before[key], after[key]), ordered),
-        )
-    if pc.all(ordered).as_py():
+    if in_key_order(table, keys):
         return table
     return table.take(pc.sort_indices(table, [(key, "ascending") for key in keys]))
 

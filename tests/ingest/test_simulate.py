@@ -29,7 +29,6 @@ from pipeline.ingest.simulate_drive import (
     _sorted_unique,
     _with_departures,
     ar1_filter,
-    ar1_noise,
 )
 from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
 from pipeline.ingest.trace_writers import nmea_checksum
@@ -251,11 +250,17 @@ def test_dropouts_leave_gaps_only_when_configured(network: DrivingNetwork, param
     assert 0.75 * settings.dropout_duration_s <= typical <= 1.25 * settings.dropout_duration_s + 1
 
 
-def test_ar1_noise_is_stationary_with_the_given_correlation() -> None:
-    series = ar1_noise(np.random.default_rng(0), 200_000, 0.9)
+def ar1_series(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
+    """One AR(1) series of ``n`` samples from ``rng``'s standard normal draws."""
+    series: np.ndarray = ar1_filter(rng.standard_normal((1, n)), rho)[0]
+    return series
+
+
+def test_ar1_series_are_stationary_with_the_given_correlation() -> None:
+    series = ar1_series(np.random.default_rng(0), 200_000, 0.9)
     assert series.std() == pytest.approx(1.0, abs=0.03)
     assert np.corrcoef(series[:-1], series[1:])[0, 1] == pytest.approx(0.9, abs=0.01)
-    independent = ar1_noise(np.random.default_rng(0), 10_000, 0.0)
+    independent = ar1_series(np.random.default_rng(0), 10_000, 0.0)
     assert abs(np.corrcoef(independent[:-1], independent[1:])[0, 1]) < 0.05
 
 
@@ -461,12 +466,12 @@ def test_route_polyline_joins_the_edges_geometries(network: DrivingNetwork) -> N
     assert np.allclose(np.diff(route.edge_start_m), network.edge_length_m[edges], rtol=0.01)
 
 
-def test_ar1_filter_gives_each_row_the_series_of_ar1_noise() -> None:
+def test_ar1_filter_gives_each_row_the_series_it_gives_alone() -> None:
     rng = np.random.default_rng(3)
     white = rng.standard_normal((3, 700))  # several blocks of the filter
     together = ar1_filter(white, 0.9)
     for row, series in zip(white, together, strict=True):
-        alone = ar1_noise(FixedDraws(row), len(row), 0.9)
+        alone = ar1_filter(row[np.newaxis, :], 0.9)[0]
         assert alone.tobytes() == series.tobytes()
     # the recursion it stands for, to rounding
     expected = np.empty(700)
@@ -474,18 +479,6 @@ def test_ar1_filter_gives_each_row_the_series_of_ar1_noise() -> None:
     for k in range(1, 700):
         expected[k] = 0.9 * expected[k - 1] + math.sqrt(1 - 0.81) * white[0, k]
     assert np.allclose(together[0], expected, atol=1e-9)
-
-
-class FixedDraws(np.random.Generator):
-    """A generator whose standard normal draws are given."""
-
-    def __init__(self, draws: np.ndarray) -> None:
-        super().__init__(np.random.PCG64(0))
-        self.draws = draws
-
-    def standard_normal(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:
-        assert size == len(self.draws)
-        return self.draws.copy()
 
 
 def test_speed_profile_helpers_match_numpy() -> None:

@@ -637,30 +637,22 @@ class Candidates:
         self,
         lon_raw: Any,
         lat_raw: Any,
-        lon: np.ndarray | None = None,
-        lat: np.ndarray | None = None,
         parsed: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
-        """Parse raw coordinates (or take parsed ``lon``/``lat``), rejecting absent or bad ones.
+        """Parse raw coordinates, rejecting absent or bad ones.
 
         ``parsed`` is :func:`to_float` of ``lon_raw`` and of ``lat_raw``, when the caller
         has it already.
         """
-        if parsed is not None:
-            (lon_values, lon_bad), (lat_values, lat_bad) = parsed
-        else:
-            lon_values, lon_bad = (
-                to_float(lon_raw) if lon is None else (lon, np.zeros(len(lon), bool))
-            )
-            lat_values, lat_bad = (
-                to_float(lat_raw) if lat is None else (lat, np.zeros(len(lat), bool))
-            )
+        (lon_values, lon_bad), (lat_values, lat_bad) = (
+            parsed if parsed is not None else (to_float(lon_raw), to_float(lat_raw))
+        )
         lon_missing = np.isnan(lon_values) & ~lon_bad
         lat_missing = np.isnan(lat_values) & ~lat_bad
         raw = None
         if (lon_missing | lat_missing | lon_bad | lat_bad).any():
-            lons = pd.Series(lon_raw if lon is None else lon_values, dtype=object)
-            lats = pd.Series(lat_raw if lat is None else lat_values, dtype=object)
+            lons = pd.Series(lon_raw, dtype=object)
+            lats = pd.Series(lat_raw, dtype=object)
             raw = np.array(
                 [f"lat={quote(a)}, lon={quote(o)}" for a, o in zip(lats, lons, strict=True)],
                 dtype=object,
