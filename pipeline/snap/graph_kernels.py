@@ -274,6 +274,59 @@ def dijkstra_to_targets(
 
 
 @njit(cache=True)
+def distances_to_marked(
+    src: int,
+    limit: float,
+    n_marked: int,
+    out_ptr: np.ndarray,
+    out_edge: np.ndarray,
+    edge_v: np.ndarray,
+    edge_len: np.ndarray,
+    mark: np.ndarray,
+    dist: np.ndarray,
+    touched: np.ndarray,
+    heap_d: np.ndarray,
+    heap_n: np.ndarray,
+    row: np.ndarray,
+) -> None:
+    """Bounded one-to-many Dijkstra from ``src`` to the ``n_marked`` marked nodes.
+
+    ``mark[node]`` is the node's column in ``row`` (``-1`` for unmarked nodes; the columns
+    ``0 .. n_marked - 1`` each marked once). ``row[column]`` receives the route distance (inf
+    when farther than ``limit``); the search stops once every marked node is settled. ``dist``
+    (all inf) is left as it was found.
+    """
+    for k in range(n_marked):
+        row[k] = INF
+    remaining = n_marked
+    n_touched = 1
+    touched[0] = src
+    dist[src] = 0.0
+    size = heap_push(heap_d, heap_n, 0, 0.0, src)
+    while size > 0 and remaining > 0:
+        d, node, size = heap_pop(heap_d, heap_n, size)
+        if d > dist[node]:
+            continue
+        if d > limit:
+            break
+        if mark[node] >= 0:
+            row[mark[node]] = d
+            remaining -= 1
+        for j in range(out_ptr[node], out_ptr[node + 1]):
+            e = out_edge[j]
+            w = edge_v[e]
+            nd = d + edge_len[e]
+            if nd < dist[w] and nd <= limit:
+                if dist[w] == INF:
+                    touched[n_touched] = w
+                    n_touched += 1
+                dist[w] = nd
+                size = heap_push(heap_d, heap_n, size, nd, w)
+    for i in range(n_touched):
+        dist[touched[i]] = INF
+
+
+@njit(cache=True)
 def shortest_path_tree(
     src: int,
     limit: float,

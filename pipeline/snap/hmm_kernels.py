@@ -2,8 +2,10 @@
 
 States are candidates (edge, offset from u in metres). Emission: ``-0.5 (d / sigma)^2``;
 transition: ``-|route - straight| / beta`` where the route distance is ``o2 - o1`` on the same
-edge, ``len(e1) - o1 + d(v1, u2) + o2`` through the graph (bounded Dijkstra or UBODT lookup),
-or a penalised mid-edge U-turn onto the reverse twin. All in log space.
+edge, ``len(e1) - o1 + d(v1, u2) + o2`` through the graph, or a penalised mid-edge U-turn onto
+the reverse twin. All in log space. The route distances ``d(v1, u2)`` of one step come from one
+bounded Dijkstra (or UBODT lookups) per distinct end node ``v1`` of the previous fix's
+candidates, to the distinct start nodes ``u2`` of the current fix's candidates.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.snap.graph_kernels import dijkstra_to_targets, new_workspace, reset_workspace
+from pipeline.snap.graph_kernels import distances_to_marked
 from pipeline.snap.ubodt_kernels import ubodt_lookup
 
 INF = np.inf
@@ -28,37 +30,87 @@ _SIGMA, _BETA, _VMAX, _SLACK, _MAX_ROUTE, _UTURN, _TOL, _MAX_OUT, _BEAM = range(
 
 
 @njit(cache=True)
-def _graph_distances(
-    src: int,
-    tgt: np.ndarray,
-    nb: int,
-    budget: float,
-    net: tuple,
-    ub: tuple,
-    ws: tuple,
-    gd: np.ndarray,
-) -> None:
-    """Fill ``gd[:nb]`` with the route distance ``src -> tgt[k]`` (inf beyond ``budget``)."""
+def _mark_targets(
+    b0: int, nb: int, cand_edge: np.ndarray, edge_u: np.ndarray, mark: np.ndarray,
+    column: np.ndarray,
+) -> int:  # fmt: skip
+    """Mark the distinct start nodes of the candidates ``b0 .. b0 + nb - 1``; return their count.
+
+    ``column[k]`` receives the distance column of candidate ``b0 + k`` (candidates on edges
+    from the same node share one).
+    """
+    n_targets = 0
+    for k in range(nb):
+        node = edge_u[cand_edge[b0 + k]]
+        if mark[node] < 0:
+            mark[node] = n_targets
+            n_targets += 1
+        column[k] = mark[node]
+    return n_targets
+
+
+@njit(cache=True)
+def _plan_sources(
+    a0: int, a1: int, limit: float, score: np.ndarray, cand_edge: np.ndarray,
+    cand_off: np.ndarray, net: tuple, prm: np.ndarray, ws: tuple,
+) -> int:  # fmt: skip
+    """Group the previous column's live candidates by the node their edge ends at.
+
+    ``row[a - a0]`` receives the distance row of candidate ``a`` (``-1`` when beam-pruned);
+    each distinct node gets the largest route budget its candidates need. Returns the number
+    of distinct nodes.
+    """
+    edge_v, edge_len = net[3], net[4]
+    source_mark, source_node, source_budget, row = ws[6], ws[7], ws[8], ws[9]
+    n_sources = 0
+    for a in range(a0, a1):
+        row[a - a0] = -1
+        if score[a] < -prm[_BEAM]:
+            continue
+        ea = cand_edge[a]
+        src = edge_v[ea]
+        budget = limit - (edge_len[ea] - cand_off[a])
+        s = source_mark[src]
+        if s < 0:
+            s = n_sources
+            source_mark[src] = s
+            source_node[s] = src
+            source_budget[s] = budget
+            n_sources += 1
+        elif budget > source_budget[s]:
+            source_budget[s] = budget
+        row[a - a0] = s
+    return n_sources
+
+
+@njit(cache=True)
+def _source_distances(
+    n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_mark: np.ndarray,
+    target_node: np.ndarray,
+) -> None:  # fmt: skip
+    """Fill ``ws``' distance rows: each source node to each marked target within its budget.
+
+    A distance beyond a smaller budget that shares the row is filtered by the caller's
+    ``rem + d + ob <= limit``, so sharing one search per node changes no result.
+    """
     out_ptr, out_edge, _edge_u, edge_v, edge_len, _edge_twin = net
     ub_keys, ub_dist, _ub_first, ub_delta = ub
-    dist, pred, touched, heap_d, heap_n, result = ws
-    if budget < 0.0:
-        for k in range(nb):
-            gd[k] = INF
-        return
-    if len(ub_keys) > 0 and budget <= ub_delta:
-        n_nodes = len(out_ptr) - 1
-        for k in range(nb):
-            d, _ = ubodt_lookup(ub_keys, ub_dist, src, tgt[k], n_nodes)
-            gd[k] = d if d <= budget else INF
-        return
-    n_touched = dijkstra_to_targets(
-        src, tgt, nb, budget, out_ptr, out_edge, edge_v, edge_len,
-        dist, pred, touched, heap_d, heap_n, result,
-    )  # fmt: skip
-    reset_workspace(dist, pred, touched, n_touched)
-    for k in range(nb):
-        gd[k] = result[k]
+    dist, touched, heap_d, heap_n = ws[0], ws[2], ws[3], ws[4]
+    distances, source_mark, source_node, source_budget = ws[5], ws[6], ws[7], ws[8]
+    n_nodes = len(out_ptr) - 1
+    for s in range(n_sources):
+        src = source_node[s]
+        source_mark[src] = -1
+        budget = source_budget[s]
+        if len(ub_keys) > 0 and 0.0 <= budget <= ub_delta:
+            for k in range(n_targets):
+                d, _ = ubodt_lookup(ub_keys, ub_dist, src, target_node[k], n_nodes)
+                distances[s, k] = d if d <= budget else INF
+            continue
+        distances_to_marked(
+            src, budget, n_targets, out_ptr, out_edge, edge_v, edge_len, target_mark, dist,
+            touched, heap_d, heap_n, distances[s],
+        )  # fmt: skip
 
 
 @njit(cache=True)
@@ -76,12 +128,17 @@ def _step(
     score: np.ndarray,
     back: np.ndarray,
     kind: np.ndarray,
-    tgt: np.ndarray,
-    gd: np.ndarray,
+    column: np.ndarray,
+    target_node: np.ndarray,
 ) -> bool:
-    """Fill the Viterbi column of fix ``t`` from the column of ``prev``; False if unreachable."""
+    """Fill the Viterbi column of fix ``t`` from the column of ``prev``; False if unreachable.
+
+    Route distances come from one bounded search per distinct node the previous candidates'
+    edges end at, to the distinct nodes the current candidates' edges start from.
+    """
     cand_ptr, cand_edge, cand_off, cand_dist = cand
-    edge_u, edge_v, edge_len, edge_twin = net[2], net[3], net[4], net[5]
+    edge_u, edge_len, edge_twin = net[2], net[4], net[5]
+    target_mark, distances, row = ws[1], ws[5], ws[9]
     a0, a1 = cand_ptr[prev], cand_ptr[prev + 1]
     b0, b1 = cand_ptr[t], cand_ptr[t + 1]
     nb = b1 - b0
@@ -89,24 +146,23 @@ def _step(
     dt = max(ts[t] - ts[prev], 0.0)
     limit = min(prm[_MAX_ROUTE], max(prm[_VMAX] * dt, gc) + prm[_SLACK])
     beta, tol, uturn = prm[_BETA], prm[_TOL], prm[_UTURN]
+    n_targets = _mark_targets(b0, nb, cand_edge, edge_u, target_mark, column)
     for k in range(nb):
-        tgt[k] = edge_u[cand_edge[b0 + k]]
+        target_node[column[k]] = edge_u[cand_edge[b0 + k]]
         score[b0 + k] = -INF
         back[b0 + k] = -1
-    last_src = -1
-    last_budget = -INF
+    n_sources = _plan_sources(a0, a1, limit, score, cand_edge, cand_off, net, prm, ws)
+    _source_distances(n_sources, n_targets, net, ub, ws, target_mark, target_node)
+    for k in range(n_targets):
+        target_mark[target_node[k]] = -1
     for a in range(a0, a1):
-        sa = score[a]
-        if sa < -prm[_BEAM]:
+        s = row[a - a0]
+        if s < 0:
             continue
+        sa = score[a]
         ea = cand_edge[a]
         oa = cand_off[a]
         rem = edge_len[ea] - oa
-        src = edge_v[ea]
-        if src != last_src or limit - rem > last_budget:
-            _graph_distances(src, tgt, nb, limit - rem, net, ub, ws, gd)
-            last_src = src
-            last_budget = limit - rem
         for k in range(nb):
             b = b0 + k
             eb = cand_edge[b]
@@ -118,8 +174,9 @@ def _step(
                 lp = -(abs(max(ob - oa, 0.0) - gc) + max(oa - ob, 0.0)) / beta
                 kd = SAME_EDGE
             else:
-                if gd[k] < INF and rem + gd[k] + ob <= limit:
-                    lp = -abs(rem + gd[k] + ob - gc) / beta
+                gd = distances[s, column[k]]
+                if gd < INF and rem + gd + ob <= limit:
+                    lp = -abs(rem + gd + ob - gc) / beta
                 if uturn < INF and eb == edge_twin[ea]:
                     r2 = ob - (edge_len[eb] - oa)
                     if r2 >= -tol:
@@ -161,6 +218,23 @@ def _backtrack(
 
 
 @njit(cache=True)
+def _workspace(n_nodes: int, n_edges: int, kmax: int) -> tuple:
+    """Return the search arrays of :func:`_step`, reused from fix to fix.
+
+    ``(dist, target_mark, touched, heap_d, heap_n, distances, source_mark, source_node,
+    source_budget, row)``: node arrays all inf / -1 between steps, and per-step rows of
+    route distances from the previous candidates' end nodes.
+    """
+    return (
+        np.full(n_nodes, INF), np.full(n_nodes, -1, dtype=np.int64),
+        np.empty(n_nodes, dtype=np.int64), np.empty(n_edges + 1),
+        np.empty(n_edges + 1, dtype=np.int64), np.empty((kmax, kmax)),
+        np.full(n_nodes, -1, dtype=np.int64), np.empty(kmax, dtype=np.int64), np.empty(kmax),
+        np.empty(kmax, dtype=np.int64),
+    )  # fmt: skip
+
+
+@njit(cache=True)
 def decode_viterbi(
     px: np.ndarray,
     py: np.ndarray,
@@ -184,16 +258,12 @@ def decode_viterbi(
     n = len(px)
     ncand = cand_ptr[n]
     n_nodes = len(net[0]) - 1
-    dist, pred, touched = new_workspace(n_nodes, len(net[3]))
     kmax = 1
     for i in range(n):
         kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
-    ws = (
-        dist, pred, touched, np.empty(len(net[3]) + 1), np.empty(len(net[3]) + 1, dtype=np.int64),
-        np.empty(kmax),
-    )  # fmt: skip
-    tgt = np.empty(kmax, dtype=np.int64)
-    gd = np.empty(kmax)
+    ws = _workspace(n_nodes, len(net[3]), kmax)
+    column = np.empty(kmax, dtype=np.int64)
+    target_node = np.empty(kmax, dtype=np.int64)
     score = np.full(ncand, -INF)
     back = np.full(ncand, -1, dtype=np.int64)
     kind = np.zeros(ncand, dtype=np.int8)
@@ -224,7 +294,9 @@ def decode_viterbi(
             pending = 0
             t += 1
             continue
-        if _step(prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, tgt, gd):
+        if _step(
+            prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, column, target_node
+        ):
             status[t] = MATCHED
             segment[t] = seg
             prev = t

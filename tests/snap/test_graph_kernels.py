@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.snap.graph_kernels import shortest_path_tree
+from pipeline.snap.graph_kernels import distances_to_marked, shortest_path_tree
 
 
 def adjacency(edge_u: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,3 +51,36 @@ def test_shortest_path_tree_matches_networkx(
         assert edge_v[edge] == node
         assert dist[edge_u[edge]] + edge_len[edge] == pytest.approx(dist[node])
     assert (pred[~np.isfinite(dist)] == -1).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_nodes=st.integers(1, 30),
+    n_edges=st.integers(0, 120),
+    seed=st.integers(0, 2**32 - 1),
+    limit=st.sampled_from([-1.0, 0.0, 5.0, 40.0, math.inf]),
+)
+def test_distances_to_marked_equal_the_tree_within_the_limit(
+    n_nodes: int, n_edges: int, seed: int, limit: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    edge_u = rng.integers(0, n_nodes, n_edges)
+    edge_v = rng.integers(0, n_nodes, n_edges)
+    edge_len = np.round(rng.uniform(0.0, 20.0, n_edges), 1)
+    out_ptr, out_edge = adjacency(edge_u, n_nodes)
+    src = int(rng.integers(0, n_nodes))
+    targets = rng.permutation(n_nodes)[: int(rng.integers(1, n_nodes + 1))]
+    mark = np.full(n_nodes, -1, dtype=np.int64)
+    mark[targets] = np.arange(len(targets))
+    dist = np.full(n_nodes, np.inf)
+    row = np.full(len(targets), -7.0)
+    distances_to_marked(
+        src, limit, len(targets), out_ptr, out_edge, edge_v, edge_len, mark, dist,
+        np.empty(n_nodes, dtype=np.int64), np.empty(n_edges + 1),
+        np.empty(n_edges + 1, dtype=np.int64), row,
+    )  # fmt: skip
+
+    tree, _ = shortest_path_tree(src, math.inf, out_ptr, out_edge, edge_v, edge_len)
+    expected = np.where(tree[targets] <= limit, tree[targets], np.inf)
+    np.testing.assert_array_equal(row, expected)  # the same sums, to the bit
+    assert np.isinf(dist).all()  # the workspace is left as it was found
