@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from dask.distributed import Client, LocalCluster
@@ -117,6 +118,29 @@ def test_the_shared_clusters_workers_import_the_stages_modules_as_they_start() -
         client.wait_for_workers(2)
         imported = client.run(lambda: [name in sys.modules for name in STAGE_MODULES])
     assert list(imported.values()) == [[True] * len(STAGE_MODULES)] * 2
+
+
+def polling_ms(server: Any) -> dict[str, float]:
+    """The periodic callbacks of a Dask scheduler or worker: name -> interval in ms."""
+    return {name: pc.callback_time for name, pc in server.periodic_callbacks.items()}
+
+
+def worker_polling_ms(dask_worker: Any) -> dict[str, float]:
+    return polling_ms(dask_worker)
+
+
+def scheduler_polling_ms(dask_scheduler: Any) -> dict[str, float]:
+    return polling_ms(dask_scheduler)
+
+
+def test_the_shared_cluster_polls_at_the_slower_local_rates() -> None:
+    """An idle cluster at Dask's default rates took 18 % of a core from the stages."""
+    with shared_local_cluster(1) as address, Client(address) as client:
+        client.wait_for_workers(1)
+        (worker,) = client.run(worker_polling_ms).values()
+        scheduler = client.run_on_scheduler(scheduler_polling_ms)
+    assert (worker["tick"], worker["memory_monitor"], worker["profile"]) == (500, 500, 100)
+    assert (scheduler["tick"], scheduler["monitor"], scheduler["stealing"]) == (500, 1000, 500)
 
 
 @pytest.mark.parametrize("failure", ["raises", "only logged"])
