@@ -150,6 +150,7 @@ def write_lines(
     path: str | Path,
     contract: Contract,
     crs: str = "EPSG:4326",
+    index: np.ndarray | None = None,
 ) -> None:
     """Write a table of LineStrings, their geometry encoded straight from the vertices.
 
@@ -162,27 +163,40 @@ def write_lines(
     coords
         The vertices of all the lines, ``(n, 2)`` x/y, line after line.
     offsets
-        Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are rows.
+        Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are lines.
+    index
+        Row ``i`` has line ``index[i]``, for tables that repeat a few lines over many rows
+        (one row per driven edge): each line is encoded once. Default: row ``i`` has line
+        ``i``.
 
     Raises
     ------
     ContractError
         If the frame does not satisfy ``contract``.
     ValueError
-        If ``offsets`` does not describe lines of at least two vertices each, one per row.
+        If ``offsets`` does not describe lines of at least two vertices each, or the lines
+        (by ``index``) do not give one per row.
     """
     coords = np.ascontiguousarray(coords, dtype="<f8").reshape(-1, 2)
     offsets = np.asarray(offsets, dtype="int64")
     rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
-    if len(offsets) != rows + 1 or offsets[-1] != len(coords) or (np.diff(offsets) < 2).any():
+    lines = len(offsets) - 1
+    if (lines if index is None else len(index)) != rows:
+        raise ValueError(f"{path}: give one line per row ({rows}), or an index of one per row")
+    if lines < 0 or offsets[-1] != len(coords) or (np.diff(offsets) < 2).any():
         raise ValueError(
-            f"{path}: offsets must give {rows} line(s) of 2 or more of the {len(coords)} vertices"
+            f"{path}: offsets must give lines of 2 or more of the {len(coords)} vertices"
         )
-    low = np.minimum.reduceat(coords, offsets[:-1]) if rows else np.empty((0, 2))
-    high = np.maximum.reduceat(coords, offsets[:-1]) if rows else np.empty((0, 2))
-    bounds = (low[:, 0], low[:, 1], high[:, 0], high[:, 1])
+    if index is not None and len(index) and not 0 <= index.min() <= index.max() < lines:
+        raise ValueError(f"{path}: the index must name lines 0 to {lines - 1}")
+    low = np.minimum.reduceat(coords, offsets[:-1]) if lines else np.empty((0, 2))
+    high = np.maximum.reduceat(coords, offsets[:-1]) if lines else np.empty((0, 2))
     geometry = wkb_linestrings(coords, offsets)
-    _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, coords)
+    if index is not None:
+        geometry, low, high = geometry.take(pa.array(index)), low[index], high[index]
+    bounds = (low[:, 0], low[:, 1], high[:, 0], high[:, 1])
+    corners = np.concatenate([low, high])  # the file's bbox: that of all the vertices
+    _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, corners)
 
 
 def _write_geometry(

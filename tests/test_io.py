@@ -120,8 +120,37 @@ def test_lines_written_from_vertices_are_the_geoparquet_of_their_shapely_lines(
     assert written.equals(expected)  # WKB bytes and covering bboxes
     geo, expected_geo = (json.loads(t.schema.metadata[b"geo"]) for t in (written, expected))
     assert geo["columns"] == expected_geo["columns"]
-    with pytest.raises(ValueError, match="offsets must give"):
+    with pytest.raises(ValueError, match="one line per row"):
         write_lines(frame.drop(columns="geometry"), coords, offsets[:-1], folder / "x", LINES)
+    with pytest.raises(ValueError, match="offsets must give"):
+        write_lines(frame.drop(columns="geometry"), coords[:-1], offsets, folder / "x", LINES)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(2, 6), min_size=1, max_size=6),
+    st.lists(st.integers(0, 5), min_size=1, max_size=20),
+)
+def test_lines_taken_by_index_are_the_geoparquet_of_the_repeated_lines(
+    tmp_path_factory: pytest.TempPathFactory, counts: list[int], picks: list[int]
+) -> None:
+    folder = tmp_path_factory.mktemp("indexed")
+    offsets = np.r_[0, np.cumsum(counts, dtype="int64")]
+    coords = np.random.default_rng(len(picks)).normal(0, 1, (int(offsets[-1]), 2))
+    lines = shapely.linestrings(coords, indices=np.repeat(np.arange(len(counts)), counts))
+    index = np.array([p % len(counts) for p in picks], dtype="int64")
+    frame = gpd.GeoDataFrame({"line_id": np.arange(len(index))}, geometry=lines[index])
+    write_table(frame.set_crs("EPSG:4326"), folder / "shapely.parquet", LINES)
+    columns = frame.drop(columns="geometry")
+    write_lines(columns, coords, offsets, folder / "indexed.parquet", LINES, index=index)
+    expected, written = (pq.read_table(folder / f"{n}.parquet") for n in ("shapely", "indexed"))
+    assert written.equals(expected)  # each row's line and covering bbox
+    geo, expected_geo = (json.loads(t.schema.metadata[b"geo"]) for t in (written, expected))
+    assert geo["columns"] == expected_geo["columns"]  # the file's bbox too
+    with pytest.raises(ValueError, match="index must name"):
+        write_lines(columns, coords, offsets, folder / "x", LINES, index=index + len(counts))
+    with pytest.raises(ValueError, match="one line per row"):
+        write_lines(columns, coords, offsets, folder / "x", LINES, index=np.r_[index, 0])
 
 
 def test_no_lines_make_an_empty_geoparquet(tmp_path: Path) -> None:

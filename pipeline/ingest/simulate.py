@@ -32,9 +32,10 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import shapely
 
 from pipeline import __version__
 from pipeline.config import SimulateSettings
@@ -47,7 +48,7 @@ from pipeline.ingest.trace_writers import (
     GENERATOR,
     write_trace,
 )
-from pipeline.io import write_json, write_table
+from pipeline.io import write_json, write_lines
 from pipeline.parallel import run_tasks
 from pipeline.roads.store import read_roads_meta
 
@@ -166,7 +167,7 @@ def simulate_fleet(
     )  # fmt: skip
     records = [record for task_records, _ in driven for record in task_records]
     routes = [route for _, task_routes in driven for route in task_routes]
-    write_table(_truth_table(_network(roads), routes), out_dir / TRUTH_FILE, SIMULATED_ROUTES)
+    write_truth(_network(roads), routes, out_dir / TRUTH_FILE)
     summary = _summary(params, roads_meta, records)
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
@@ -402,28 +403,39 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
     }
 
 
-def _truth_table(network: DrivingNetwork, routes: list[pd.DataFrame]) -> gpd.GeoDataFrame:
-    """Build the ``simulated_routes`` table: one row per driven edge, in driving order."""
+def write_truth(network: DrivingNetwork, routes: list[pd.DataFrame], path: Path) -> None:
+    """Write the ``simulated_routes`` table: one row per driven edge, in driving order.
+
+    Each row's geometry is its edge's: every edge is encoded once and taken by the rows
+    (:func:`pipeline.io.write_lines`), not encoded again for every row from a shapely object.
+    """
     frame = pd.concat(routes, ignore_index=True)
     edge = frame["edge"].to_numpy("int64")
-    return gpd.GeoDataFrame(
+    device_id = pa.array(frame["device_id"], pa.string())
+    table = pa.table(
         {
-            "trace_id": frame["device_id"].astype(str).to_numpy(),
-            "trip_id": frame["trip_id"].astype(str).to_numpy(),
-            "seq": frame["seq"].to_numpy("int32"),
-            "device_id": frame["device_id"].astype(str).to_numpy(),
-            "contributor_id": frame["contributor_id"].astype(str).to_numpy(),
+            "trace_id": device_id,
+            "trip_id": pa.array(frame["trip_id"], pa.string()),
+            "seq": pa.array(frame["seq"], pa.int32()),
+            "device_id": device_id,
+            "contributor_id": pa.array(frame["contributor_id"], pa.string()),
             "edge_id": network.edge_id[edge],
             "u": network.node_ids[network.edge_u[edge]],
             "v": network.node_ids[network.edge_v[edge]],
             "key": network.edge_key[edge],
             "length_m": network.edge_length_m[edge],
-            "entered_at": _ms_times(frame["entered_ms"].to_numpy("int64")),
-            "exited_at": _ms_times(frame["exited_ms"].to_numpy("int64")),
-        },
-        geometry=network.edge_geometry[edge],
-        crs="EPSG:4326",
+            "entered_at": _utc_ms(frame["entered_ms"]),
+            "exited_at": _utc_ms(frame["exited_ms"]),
+        }
     )
+    edge_coords, owner = shapely.get_coordinates(network.edge_geometry, return_index=True)
+    edge_start = np.searchsorted(owner, np.arange(len(network.edge_geometry) + 1))
+    write_lines(table, edge_coords, edge_start, path, SIMULATED_ROUTES, index=edge)
+
+
+def _utc_ms(ms: pd.Series) -> pa.Array:
+    """Milliseconds since the epoch as an Arrow ``timestamp[ms, tz=UTC]`` column."""
+    return pa.array(ms.to_numpy("int64")).cast(pa.timestamp("ms", tz="UTC"))
 
 
 def _ms_times(ms: np.ndarray) -> pd.DatetimeIndex:
