@@ -205,10 +205,14 @@ def _match_tasks(trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
     trips than that).
     """
     ordered = trip_files.sort_values(["file", "trip_id"], ignore_index=True)
+    files = ordered["file"].to_numpy()
+    trip_ids = ordered["trip_id"].tolist()
+    file_starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
     tasks = []
     for index, start in enumerate(range(0, len(ordered), TRIPS_PER_TASK)):
-        run = ordered.iloc[start : start + TRIPS_PER_TASK]
-        by_file = {str(f): group["trip_id"].tolist() for f, group in run.groupby("file")}
+        stop = min(start + TRIPS_PER_TASK, len(ordered))
+        cuts = [start, *file_starts[(file_starts > start) & (file_starts < stop)], stop]
+        by_file = {str(files[a]): trip_ids[a:b] for a, b in itertools.pairwise(cuts)}
         tasks.append(MatchTask(index, by_file, staging))
     return tasks
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.config import settings_from_mapping
 from pipeline.ingest.plausibility import (
     FLAG_WEIGHTS,
+    _repeated,
     coordinate_keys,
     flag_trips,
     shared_keys,
@@ -93,3 +97,10 @@ def test_shared_keys_keep_only_the_keys_of_several_rows() -> None:
     assert set(shared["trip_id"]) == {"t0-001", "t2-001"}
     assert shared["key"].tolist() == everything.loc[repeated, "key"].tolist()
     assert shared_keys([]).empty and list(shared_keys([]).columns) == list(everything.columns)
+
+
+@given(st.lists(st.integers(-3, 3) | st.integers(-(2**62), 2**62), max_size=60))
+def test_repeated_values_are_marked_as_pandas_marks_duplicates(values: list[int]) -> None:
+    keys = np.array(values, dtype="int64")
+    expected = pd.Series(keys, dtype="int64").duplicated(keep=False).to_numpy()
+    np.testing.assert_array_equal(_repeated(keys), expected)
