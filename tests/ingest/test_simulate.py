@@ -23,13 +23,9 @@ from pipeline.config import load_config
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.geodesy import distances_m
 from pipeline.ingest import simulate
+from pipeline.ingest.drive_kernels import _grid, _sorted_unique, _with_departures
 from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
-from pipeline.ingest.simulate_drive import (
-    _grid,
-    _sorted_unique,
-    _with_departures,
-    ar1_filter,
-)
+from pipeline.ingest.simulate_drive import ar1_filter
 from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
 from pipeline.ingest.trace_writers import nmea_checksum
 from pipeline.io import read_table
