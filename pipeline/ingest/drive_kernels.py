@@ -435,3 +435,114 @@ def logged_fixes(
         heading = true_heading_deg[i] + (heading_error[i] + stopped_heading_error[i] * stopped)
         heading_deg[i] = _mod_360(heading)
     return noisy_xy, elevation_m, hdop, speed_mps, heading_deg
+
+
+@njit(cache=True)
+def walk_back(
+    via_edge: np.ndarray, edge_u: np.ndarray, origin: int, destination: int
+) -> tuple[np.ndarray, bool]:
+    """Return the edges of a shortest path tree's path from ``origin`` to ``destination``.
+
+    Parameters
+    ----------
+    via_edge
+        The edge by which each node is reached (-1: none), from a search from ``origin``.
+    edge_u
+        Each edge's start node.
+    origin, destination
+        Node indexes.
+
+    Returns
+    -------
+    edges
+        The path's edges in driving order (empty if there is none).
+    reached
+        Whether the tree reaches ``destination``.
+    """
+    count = 0
+    node = destination
+    while node != origin:
+        edge = via_edge[node]
+        if edge < 0:
+            return np.empty(0, dtype=np.int64), False
+        count += 1
+        node = edge_u[edge]
+    edges = np.empty(count, dtype=np.int64)
+    node = destination
+    for k in range(count - 1, -1, -1):
+        edges[k] = via_edge[node]
+        node = edge_u[edges[k]]
+    return edges, True
+
+
+@njit(cache=True)
+def route_vertices(
+    coords: np.ndarray, coord_start: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the polyline of consecutive edges, its segments and where each edge ends.
+
+    Each edge after the first leaves out its first vertex (the previous edge's last).
+
+    Parameters
+    ----------
+    coords
+        Every edge's vertices, edge after edge (metres, shape ``(n, 2)``).
+    coord_start
+        Where each edge's vertices start in ``coords``, and their count last.
+    edges
+        The edges, in driving order (at least one).
+
+    Returns
+    -------
+    xy
+        The polyline's vertices.
+    step
+        Its segments as vectors (``np.diff(xy, axis=0)``).
+    edge_end
+        The index in ``xy`` of each edge's last vertex.
+    """
+    edge_end = np.empty(len(edges), dtype=np.int64)
+    count = 0
+    for k in range(len(edges)):
+        count += coord_start[edges[k] + 1] - coord_start[edges[k]] - (1 if k else 0)
+        edge_end[k] = count - 1
+    xy = np.empty((count, 2))
+    row = 0
+    for k in range(len(edges)):
+        for source in range(coord_start[edges[k]] + (1 if k else 0), coord_start[edges[k] + 1]):
+            xy[row, 0], xy[row, 1] = coords[source, 0], coords[source, 1]
+            row += 1
+    step = np.empty((count - 1, 2))
+    for i in range(count - 1):
+        step[i, 0] = xy[i + 1, 0] - xy[i, 0]
+        step[i, 1] = xy[i + 1, 1] - xy[i, 1]
+    return xy, step, edge_end
+
+
+@njit(cache=True)
+def route_distances(step_m: np.ndarray, edge_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the distance along a polyline at each vertex and where each edge starts.
+
+    Parameters
+    ----------
+    step_m
+        The segments' lengths.
+    edge_end
+        The index of each edge's last vertex (:func:`route_vertices`).
+
+    Returns
+    -------
+    cum_m
+        ``concatenate([[0], cumsum(step_m)])``.
+    edge_start_m
+        0, then the distance at each edge's last vertex.
+    """
+    cum_m = np.empty(len(step_m) + 1)
+    cum_m[0] = 0.0
+    for i in range(len(step_m)):
+        cum_m[i + 1] = step_m[i] if i == 0 else cum_m[i] + step_m[i]
+    edge_start_m = np.empty(len(edge_end) + 1)
+    edge_start_m[0] = 0.0
+    for k in range(len(edge_end)):
+        edge_start_m[k + 1] = cum_m[edge_end[k]]
+    return cum_m, edge_start_m

@@ -301,3 +301,36 @@ def _position_along(route: Route, s_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _terrain_m(xy: np.ndarray) -> np.ndarray:
     """Return a smooth, fixed terrain height (m) for the ``ele`` fields (no DEM is used)."""
     return 25.0 + 12.0 * np.sin(xy[:, 0] / 1700.0) + 8.0 * np.cos(xy[:, 1] / 1100.0)
+
+
+# --- DrivingNetwork.path_edges and DrivingNetwork.route, on the network's arrays ----------
+
+
+def path_edges(
+    via_edge: np.ndarray, edge_u: np.ndarray, origin: int, destination: int
+) -> np.ndarray:
+    """Walk ``via_edge`` back from ``destination`` to ``origin``; edges in driving order."""
+    via, edge_u_list = via_edge.tolist(), edge_u.tolist()
+    edges: list[int] = []
+    node = destination
+    while node != origin:
+        edge = via[node]
+        if edge < 0:
+            raise ValueError(f"node index {destination} is not reachable from {origin}")
+        edges.append(edge)
+        node = edge_u_list[edge]
+    return np.array(edges[::-1], dtype="int64")
+
+
+def route(coords: np.ndarray, coord_start: np.ndarray, edges: np.ndarray) -> Route:
+    """Build the metric polyline of consecutive edges."""
+    first = coord_start[edges]
+    first[1:] += 1
+    counts = coord_start[edges + 1] - first
+    ends = np.cumsum(counts)
+    xy = coords[np.repeat(first - (ends - counts), counts) + np.arange(ends[-1])]
+    step = np.diff(xy, axis=0)
+    step_m = np.hypot(step[:, 0], step[:, 1])
+    cum = np.concatenate([[0.0], np.cumsum(step_m)])
+    edge_start = np.concatenate([[0.0], cum[ends - 1]])
+    return Route(edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start, step=step, step_m=step_m)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.config import load_config
 from pipeline.ingest.drive_kernels import _interp, _mod_360, fixes_along, speed_profile
 from pipeline.ingest.simulate_drive import GRID_STEP_M, _turns, ar1_filter, drive_route
-from pipeline.ingest.simulate_roads import Route
+from pipeline.ingest.simulate_roads import DrivingNetwork, Route
 from tests.ingest import drive_reference as reference
 
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -136,3 +136,40 @@ def test_drive_route_is_the_numpy_one(seed: int) -> None:
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
         else:
             assert a == b, name
+
+
+@EXAMPLES
+@given(st.integers(0, 2**32))
+def test_route_polyline_is_the_numpy_one(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vertex_counts = rng.integers(2, 8, 40)
+    coord_start = np.concatenate([[0], np.cumsum(vertex_counts)])
+    coords = rng.normal(0.0, 500.0, (int(coord_start[-1]), 2))
+    edges = rng.integers(0, 40, int(rng.integers(1, 12)))
+    got = DrivingNetwork.route(SimpleNamespace(_coords=coords, _coord_start=coord_start), edges)
+    expected = reference.route(coords, coord_start, edges)
+    for name in expected.__dataclass_fields__:
+        a, b = getattr(got, name), getattr(expected, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
+
+
+@EXAMPLES
+@given(st.integers(0, 2**32))
+def test_path_edges_are_the_walked_ones(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nodes = int(rng.integers(2, 30))
+    # a random tree from node 0: each other node reached by an edge from an earlier one
+    edge_u = np.array([int(rng.integers(0, v)) for v in range(1, nodes)], dtype="int64")
+    via_edge = np.concatenate([[-1], np.arange(nodes - 1)]).astype("int64")
+    unreached = int(rng.integers(1, nodes))
+    via_edge[unreached] = -1  # cut off: it and the nodes under it are not reached
+    network = SimpleNamespace(edge_u=edge_u)
+    for destination in range(nodes):
+        try:
+            expected = reference.path_edges(via_edge, edge_u, 0, destination)
+        except ValueError as error:
+            with pytest.raises(ValueError, match=str(error)):
+                DrivingNetwork.path_edges(network, via_edge, 0, destination)
+            continue
+        got = DrivingNetwork.path_edges(network, via_edge, 0, destination)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
