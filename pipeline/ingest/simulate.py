@@ -166,7 +166,8 @@ def simulate_fleet(
     )  # fmt: skip
     records = [record for task_records, _ in driven for record in task_records]
     routes = [route for _, task_routes in driven for route in task_routes]
-    write_table(_truth_table(_network(roads), routes), out_dir / TRUTH_FILE, SIMULATED_ROUTES)
+    truth = _truth_table(_network(roads), routes, records)
+    write_table(truth, out_dir / TRUTH_FILE, SIMULATED_ROUTES)
     summary = _summary(params, roads_meta, records)
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
@@ -192,7 +193,7 @@ def drive_devices(
 ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Drive a task's devices and write their traces (in a Dask worker or in-process).
 
-    Returns each device's summary record and ground-truth route table.
+    Returns each device's summary record and ground-truth route table (``DeviceDrive.routes``).
     """
     network = _network(task.roads_dir)
     records: list[dict[str, Any]] = []
@@ -204,9 +205,7 @@ def drive_devices(
             device.device_id, device.contributor_id,
         )  # fmt: skip
         records.append(_device_record(drive))
-        routes.append(
-            drive.routes.assign(device_id=device.device_id, contributor_id=device.contributor_id)
-        )
+        routes.append(drive.routes)
         log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
     return records, routes
 
@@ -418,17 +417,34 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
     }
 
 
-def _truth_table(network: DrivingNetwork, routes: list[pd.DataFrame]) -> gpd.GeoDataFrame:
-    """Build the ``simulated_routes`` table: one row per driven edge, in driving order."""
+def _truth_table(
+    network: DrivingNetwork, routes: list[pd.DataFrame], records: list[dict[str, Any]]
+) -> gpd.GeoDataFrame:
+    """Build the ``simulated_routes`` table: one row per driven edge, in driving order.
+
+    Parameters
+    ----------
+    network
+        The driving network.
+    routes
+        Each device's route table (``DeviceDrive.routes``).
+    records
+        Each device's summary record (its ``device_id`` and ``contributor_id``).
+    """
     frame = pd.concat(routes, ignore_index=True)
     edge = frame["edge"].to_numpy("int64")
+    rows = [len(table) for table in routes]
+    device_id, contributor_id = (
+        np.repeat(np.array([record[key] for record in records], dtype=object), rows)
+        for key in ("device_id", "contributor_id")
+    )
     return gpd.GeoDataFrame(
         {
-            "trace_id": frame["device_id"].astype(str).to_numpy(),
+            "trace_id": device_id,
             "trip_id": frame["trip_id"].astype(str).to_numpy(),
             "seq": frame["seq"].to_numpy("int32"),
-            "device_id": frame["device_id"].astype(str).to_numpy(),
-            "contributor_id": frame["contributor_id"].astype(str).to_numpy(),
+            "device_id": device_id,
+            "contributor_id": contributor_id,
             "edge_id": network.edge_id[edge],
             "u": network.node_ids[network.edge_u[edge]],
             "v": network.node_ids[network.edge_v[edge]],
