@@ -167,7 +167,7 @@ def simulate_fleet(
     )  # fmt: skip
     records = [record for task_records, _ in driven for record in task_records]
     routes = [route for _, task_routes in driven for route in task_routes]
-    write_truth(_network(roads), routes, out_dir / TRUTH_FILE)
+    write_truth(_network(roads), routes, records, out_dir / TRUTH_FILE)
     summary = _summary(params, roads_meta, records)
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
@@ -193,7 +193,7 @@ def drive_devices(
 ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Drive a task's devices and write their traces (in a Dask worker or in-process).
 
-    Returns each device's summary record and ground-truth route table.
+    Returns each device's summary record and ground-truth route table (``DeviceDrive.routes``).
     """
     network = _network(task.roads_dir)
     records: list[dict[str, Any]] = []
@@ -205,9 +205,7 @@ def drive_devices(
             device.device_id, device.contributor_id,
         )  # fmt: skip
         records.append(_device_record(drive))
-        routes.append(
-            drive.routes.assign(device_id=device.device_id, contributor_id=device.contributor_id)
-        )
+        routes.append(drive.routes)
         log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
     return records, routes
 
@@ -269,8 +267,7 @@ def drive_device(
     free_from_s = float(start_s) - 86_400.0
     position: int | None = None
     trips: list[tuple[str, int, TripDrive]] = []
-    routes: dict[str, list[np.ndarray]] = {key: [] for key in _ROUTE_COLUMNS}
-    counts = {"outliers": 0, "dropouts": 0, "stops": 0}
+    trip_edges: list[np.ndarray] = []
     driven_m = 0.0
     for day in range(params.days):
         offsets = np.sort(
@@ -282,37 +279,54 @@ def drive_device(
                 start_s + day * 86_400 + round(offset), math.ceil(free_from_s + parked_s)
             )
             if position is None or rng.random() < HOME_START_PROBABILITY:
-                origin = int(rng.choice(home_nodes))
+                origin = int(pick(rng, home_nodes))
             else:
                 origin = position
             destination, edges = _pick_destination(network, origin, params, rng)
             trip = drive_route(network, network.route(edges), params, device.noise_sigma_m, rng)
-            trip_id = f"{device.device_id}-t{len(trips) + 1:04d}"
-            trips.append((trip_id, depart_s, trip))
-            routes["trip_id"].append(np.full(len(edges), trip_id, dtype=object))
-            routes["seq"].append(np.arange(len(edges), dtype="int32"))
-            routes["edge"].append(edges)
-            routes["entered_ms"].append(_to_ms(depart_s, trip.entered_s))
-            routes["exited_ms"].append(_to_ms(depart_s, trip.exited_s))
-            counts["outliers"] += int(trip.outlier.sum())
-            counts["dropouts"] += trip.dropouts
-            counts["stops"] += trip.stops
+            trips.append((f"{device.device_id}-t{len(trips) + 1:04d}", depart_s, trip))
+            trip_edges.append(edges)
             driven_m += float(network.edge_length_m[edges].sum())
             free_from_s = depart_s + trip.duration_s
             position = destination
-    route_table = pd.DataFrame(
-        {
-            key: np.concatenate(parts) if parts else np.array([], dtype=dtype)
-            for (key, parts), dtype in zip(routes.items(), _ROUTE_COLUMNS.values(), strict=True)
-        }
-    )
     return DeviceDrive(
         device=device,
         fixes=_fixes_frame(network, trips, truth),
-        routes=route_table,
+        routes=_route_table(trips, trip_edges),
         trips=len(trips),
+        outliers=sum(int(np.count_nonzero(trip.outlier)) for _, _, trip in trips),
+        dropouts=sum(trip.dropouts for _, _, trip in trips),
+        stops=sum(trip.stops for _, _, trip in trips),
         driven_m=driven_m,
-        **counts,
+    )
+
+
+def pick(rng: np.random.Generator, values: np.ndarray) -> Any:
+    """Return ``rng.choice(values)``: the same draw (``rng.integers(len(values))``), faster."""
+    return values[rng.integers(len(values))]
+
+
+def _route_table(
+    trips: list[tuple[str, int, TripDrive]], trip_edges: list[np.ndarray]
+) -> pd.DataFrame:
+    """Return a device's driven edges: ``trip_id``, ``seq``, ``edge`` and edge times (ms)."""
+    if not trips:
+        return pd.DataFrame(
+            {key: np.array([], dtype=dtype) for key, dtype in _ROUTE_COLUMNS.items()}
+        )
+    edge_counts = [len(edges) for edges in trip_edges]
+    first_row = np.repeat(np.cumsum(edge_counts) - edge_counts, edge_counts)
+    depart_s = np.repeat(np.array([depart for _, depart, _ in trips], dtype="int64"), edge_counts)
+    return pd.DataFrame(
+        {
+            "trip_id": np.repeat(
+                np.array([trip_id for trip_id, _, _ in trips], object), edge_counts
+            ),
+            "seq": (np.arange(len(first_row)) - first_row).astype("int32"),
+            "edge": np.concatenate(trip_edges),
+            "entered_ms": _to_ms(depart_s, np.concatenate([t.entered_s for _, _, t in trips])),
+            "exited_ms": _to_ms(depart_s, np.concatenate([t.exited_s for _, _, t in trips])),
+        }
     )
 
 
@@ -331,10 +345,10 @@ def _pick_destination(
         reachable = np.flatnonzero(np.isfinite(distance) & (distance > 0))
     in_band = reachable[distance[reachable] >= params.min_trip_m]
     if len(in_band):
-        destination = int(rng.choice(in_band))
+        destination = int(pick(rng, in_band))
     else:
         by_distance = reachable[np.argsort(distance[reachable], kind="stable")]
-        destination = int(rng.choice(by_distance[(3 * len(by_distance)) // 4 :]))
+        destination = int(pick(rng, by_distance[(3 * len(by_distance)) // 4 :]))
     return destination, network.path_edges(via_edge, origin, destination)
 
 
@@ -382,7 +396,7 @@ def _fixes_frame(
     return pd.DataFrame(columns)
 
 
-def _to_ms(depart_s: int, offsets_s: np.ndarray) -> np.ndarray:
+def _to_ms(depart_s: int | np.ndarray, offsets_s: np.ndarray) -> np.ndarray:
     return depart_s * 1000 + np.round(np.asarray(offsets_s) * 1000.0).astype("int64")
 
 
@@ -403,22 +417,42 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
     }
 
 
-def write_truth(network: DrivingNetwork, routes: list[pd.DataFrame], path: Path) -> None:
+def write_truth(
+    network: DrivingNetwork,
+    routes: list[pd.DataFrame],
+    records: list[dict[str, Any]],
+    path: Path,
+) -> None:
     """Write the ``simulated_routes`` table: one row per driven edge, in driving order.
 
     Each row's geometry is its edge's: every edge is encoded once and taken by the rows
     (:func:`pipeline.io.write_lines`), not encoded again for every row from a shapely object.
+
+    Parameters
+    ----------
+    network
+        The driving network.
+    routes
+        Each device's route table (``DeviceDrive.routes``).
+    records
+        Each device's summary record (its ``device_id`` and ``contributor_id``).
+    path
+        The file to write.
     """
     frame = pd.concat(routes, ignore_index=True)
     edge = frame["edge"].to_numpy("int64")
-    device_id = pa.array(frame["device_id"], pa.string())
+    rows = [len(table) for table in routes]
+    device_id, contributor_id = (
+        pa.array(np.repeat(np.array([record[key] for record in records], dtype=object), rows))
+        for key in ("device_id", "contributor_id")
+    )
     table = pa.table(
         {
             "trace_id": device_id,
             "trip_id": pa.array(frame["trip_id"], pa.string()),
             "seq": pa.array(frame["seq"], pa.int32()),
             "device_id": device_id,
-            "contributor_id": pa.array(frame["contributor_id"], pa.string()),
+            "contributor_id": contributor_id,
             "edge_id": network.edge_id[edge],
             "u": network.node_ids[network.edge_u[edge]],
             "v": network.node_ids[network.edge_v[edge]],

@@ -2,7 +2,8 @@
 
 Speeds are capped by each edge's speed, by turns, near the trip ends and to 0 at stops, then
 limited by acceleration and braking. Fixes are logged every ``sample_interval_s`` along the
-route polyline with temporally correlated (AR(1)) GPS error. All of it is vectorized with numpy.
+route polyline with temporally correlated (AR(1)) GPS error. The random draws are numpy's;
+the arithmetic of a trip runs in a few compiled kernels (:mod:`pipeline.ingest.drive_kernels`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import SimulateSettings
+from pipeline.ingest.drive_kernels import (
+    ar1_series,
+    bearing_changes,
+    fixes_along,
+    logged_fixes,
+    speed_profile,
+)
 from pipeline.ingest.simulate_roads import DrivingNetwork, Route
 
-ACCEL_MPS2 = 1.2
-DECEL_MPS2 = 1.8
 GRID_STEP_M = 5.0  # resolution of the speed profile along the route
-END_ZONE_M = 40.0  # leaving / looking for a parking place...
-END_ZONE_SPEED_MPS = 5.0  # ...is done slowly
-TURN_MIN_DEG = 20.0
 NOISE_CORRELATION_1S = 0.9  # AR(1) correlation of GPS error between fixes 1 s apart
-VERTICAL_NOISE_FACTOR = 1.5
 
 
 @dataclass
@@ -59,50 +61,55 @@ def drive_route(
     edge_speed = network.edge_speed_mps[route.edges] * trip_factor
     edge_speed *= np.exp(rng.normal(0.0, 0.07, len(edge_speed)))
     n_stops = rng.poisson(length_m / 1000.0 * params.stop_rate_per_km) if length_m > 100 else 0
-    stop_at_m = np.sort(rng.uniform(0.05 * length_m, 0.95 * length_m, n_stops))
-    dwell_s = params.stop_duration_s * rng.uniform(0.5, 1.5, n_stops)
-    knot_t, knot_s, knot_v, boundary_t = _speed_profile(route, edge_speed, stop_at_m, dwell_s)
+    stop_at_m = np.sort(_uniform(rng, 0.05 * length_m, 0.95 * length_m, n_stops))
+    dwell_s = params.stop_duration_s * _uniform(rng, 0.5, 1.5, n_stops)
+    step_x, step_y = route.step.T.copy()  # contiguous, as numpy's fastest loops take them
+    bearing = np.arctan2(step_x, step_y)
+    knot_t, knot_s, knot_v, boundary_t = speed_profile(
+        route.edge_start_m, edge_speed, stop_at_m, dwell_s, *_turns(route, bearing),
+        max(2, math.ceil(length_m / GRID_STEP_M) + 1),
+    )  # fmt: skip
     duration_s = float(knot_t[-1])
 
     step_s = params.sample_interval_s
-    t_s = np.round(np.arange(int(duration_s // step_s) + 1) * step_s, 3)
-    s_m = np.interp(t_s, knot_t, knot_s)
-    true_speed = np.interp(t_s, knot_t, knot_v)
-    true_xy, heading = _position_along(route, s_m)
+    t_s, true_speed, true_xy, true_heading = fixes_along(
+        knot_t, knot_s, knot_v, int(duration_s // step_s) + 1, step_s,
+        route.xy, route.cum_m, bearing, route.step_m,
+    )  # fmt: skip
     n = len(t_s)
 
     rho = NOISE_CORRELATION_1S**step_s
-    # the white noise of the four AR(1) series is drawn in turn with the other draws, and
-    # the four are filtered together
-    white_x, white_y = rng.standard_normal(n), rng.standard_normal(n)
+    # the white noise of the four AR(1) series (x, y, height, HDOP) is drawn in turn with
+    # the other draws, and the four are filtered together
+    white = np.empty((4, n))
+    rng.standard_normal(out=white[:2])  # the same numbers as two draws of n
     outlier = rng.random(n) < params.outlier_rate
     angle = rng.uniform(0.0, 2 * np.pi, n)
     jump = params.outlier_distance_m * rng.uniform(0.7, 1.3, n) * outlier
-    white_vertical, white_hdop = rng.standard_normal(n), rng.standard_normal(n)
-    error_x, error_y, error_vertical, error_hdop = ar1_filter(
-        np.stack([white_x, white_y, white_vertical, white_hdop]), rho
-    )
-    noise = np.column_stack([error_x, error_y]) * noise_sigma_m
-    noise += np.column_stack([np.sin(angle), np.cos(angle)]) * jump[:, None]
-    vertical = error_vertical * noise_sigma_m * VERTICAL_NOISE_FACTOR
+    rng.standard_normal(out=white[2:])
+    error = ar1_filter(white, rho)
     hdop_base = min(max(noise_sigma_m / 5.0, 0.6), 5.0)  # np.clip of a scalar, without numpy
-    hdop = np.minimum(np.maximum(hdop_base * np.exp(0.15 * error_hdop), 0.6), 5.0)
-    speed = np.maximum(0.0, true_speed + rng.normal(0.0, 0.1, n) * (1 + 0.02 * true_speed))
-    heading_noise = rng.normal(0.0, 2.0, n) + rng.normal(0.0, 15.0, n) * (true_speed < 0.5)
+    speed_error = rng.normal(0.0, 0.1, n)
+    heading_error, stopped_heading_error = rng.normal(0.0, 2.0, n), rng.normal(0.0, 15.0, n)
+    noisy_xy, elevation_m, hdop, speed, heading = logged_fixes(
+        true_xy, true_speed, true_heading, error, np.exp(0.15 * error[3]), noise_sigma_m,
+        jump, np.sin(angle), np.cos(angle), *_terrain_waves(true_xy),
+        speed_error, heading_error, stopped_heading_error, hdop_base,
+    )  # fmt: skip
 
     n_dropouts = rng.poisson(length_m / 1000.0 * params.dropout_rate_per_km)
-    dropout_start = rng.uniform(0.0, duration_s, n_dropouts)
-    dropout_end = dropout_start + params.dropout_duration_s * rng.uniform(0.75, 1.25, n_dropouts)
+    dropout_start = _uniform(rng, 0.0, duration_s, n_dropouts)
+    dropout_end = dropout_start + params.dropout_duration_s * _uniform(rng, 0.75, 1.25, n_dropouts)
     keep = _kept_fixes(t_s, dropout_start, dropout_end)
     return TripDrive(
         t_s=t_s[keep],
         true_xy=true_xy[keep],
-        noisy_xy=(true_xy + noise)[keep],
-        elevation_m=(_terrain_m(true_xy) + vertical)[keep],
+        noisy_xy=noisy_xy[keep],
+        elevation_m=elevation_m[keep],
         hdop=hdop[keep],
         speed_mps=speed[keep],
         true_speed_mps=true_speed[keep],
-        heading_deg=np.mod(heading + heading_noise, 360.0)[keep],
+        heading_deg=heading[keep],
         outlier=outlier[keep],
         entered_s=boundary_t[:-1],
         exited_s=boundary_t[1:],
@@ -112,12 +119,41 @@ def drive_route(
     )
 
 
+def _turns(route: Route, bearing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the route may turn and by how much (radians in [-pi, pi], signed).
+
+    Parameters
+    ----------
+    route
+        The route.
+    bearing
+        Its segments' bearings, radians.
+    """
+    at_m, change = bearing_changes(bearing, route.step_m, route.cum_m)
+    turn = np.exp(1j * change)  # np.angle of it, without np.angle's overhead
+    return at_m, np.arctan2(turn.imag, turn.real)
+
+
+def _terrain_waves(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the two waves of the terrain height at ``xy`` (see ``logged_fixes``).
+
+    The terrain is smooth and fixed, for the ``ele`` fields (no DEM is used).
+    """
+    return np.sin(xy[:, 0] / 1700.0), np.cos(xy[:, 1] / 1100.0)
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
+    """Return ``rng.uniform(low, high, size)``; no call for no draw (it draws nothing)."""
+    return rng.uniform(low, high, size) if size else np.empty(0)
+
+
 def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
     """Turn rows of white noise into AR(1) series of lag-1 correlation ``rho``.
 
     Each row ``w`` gives ``e[0] = w[0]`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]``,
-    computed block-wise with cumulative sums along the rows (no per-sample Python loop); a
-    row gives the same numbers whatever rows it is filtered with.
+    computed block-wise with cumulative sums along the rows (in a kernel,
+    :func:`~pipeline.ingest.drive_kernels.ar1_series`); a row gives the same numbers whatever
+    rows it is filtered with.
 
     Parameters
     ----------
@@ -134,19 +170,8 @@ def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
     n = white.shape[1]
     if n == 0 or rho <= 0.0:
         return white
-    innovations = white * math.sqrt(1.0 - rho * rho)
-    innovations[:, 0] = white[:, 0]
-    all_powers = _ar1_powers(rho)
-    block = len(all_powers)
-    out = np.empty_like(innovations)
-    carry = np.zeros((len(white), 1))
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        powers = all_powers[: stop - start]
-        cumulative = np.cumsum(innovations[:, start:stop] / powers, axis=1)
-        out[:, start:stop] = powers * (carry * rho + cumulative)
-        carry = out[:, stop - 1 : stop]
-    return out
+    series: np.ndarray = ar1_series(white, rho, _ar1_powers(rho))
+    return series
 
 
 @functools.lru_cache(maxsize=8)
@@ -177,129 +202,3 @@ def _kept_fixes(
     lost: np.ndarray = np.asarray(inside.any(axis=1))
     lost[[0, -1]] = False  # the camera logs the start and the end of every trip
     return ~lost
-
-
-def _speed_profile(
-    route: Route, edge_speed: np.ndarray, stop_at_m: np.ndarray, dwell_s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return the time, distance and speed knots of a drive, and the time at each edge boundary.
-
-    Speeds are capped by each edge's speed, by turns, near the trip ends and to 0 at stops,
-    then limited by acceleration and braking (the forward/backward pass of a velocity
-    profile, vectorized with running minima of ``v² ∓ 2 a s``).
-    """
-    length_m = route.length_m
-    turn_at_m, turn_cap = _turn_caps(route)
-    grid = _grid(length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
-    s = _sorted_unique(np.concatenate([grid, route.edge_start_m, stop_at_m, turn_at_m]))
-    edge_of = np.searchsorted(route.edge_start_m, s, side="right") - 1  # >= 0: s >= 0
-    cap = edge_speed[np.minimum(edge_of, len(edge_speed) - 1)]
-    cap = np.where(
-        (s < END_ZONE_M) | (s > length_m - END_ZONE_M), np.minimum(cap, END_ZONE_SPEED_MPS), cap
-    )
-    turn_index = np.searchsorted(s, turn_at_m)
-    cap[turn_index] = np.minimum(cap[turn_index], turn_cap)
-    stop_index = np.searchsorted(s, stop_at_m)
-    cap[stop_index] = 0.0
-    cap[[0, -1]] = 0.0
-    forward = 2 * ACCEL_MPS2 * s + np.minimum.accumulate(cap**2 - 2 * ACCEL_MPS2 * s)
-    backward = (
-        -2 * DECEL_MPS2 * s + np.minimum.accumulate((cap**2 + 2 * DECEL_MPS2 * s)[::-1])[::-1]
-    )
-    v = np.sqrt(np.maximum(np.minimum(forward, backward), 0.0))
-    # differences by slicing: np.diff's arithmetic without its Python overhead
-    step_t = 2 * (s[1:] - s[:-1]) / np.maximum(v[:-1] + v[1:], 1e-3)
-    dwell = np.bincount(stop_index, weights=dwell_s, minlength=len(s))  # summed in order
-    arrival = np.concatenate([[0.0], np.cumsum(step_t)]) + np.cumsum(dwell) - dwell
-    knot_t, knot_s, knot_v = _with_departures(arrival, s, v, dwell)
-    boundary_t = arrival[np.searchsorted(s, route.edge_start_m)]
-    return knot_t, knot_s, knot_v, boundary_t
-
-
-def _grid(length_m: float, points: int) -> np.ndarray:
-    """Return ``np.linspace(0.0, length_m, points)`` (``points >= 2``) with less overhead.
-
-    The same arithmetic: ``k * step`` with ``step = length_m / (points - 1)``, the last point
-    set to ``length_m``; numpy's own when the step is 0 (it divides first then).
-    """
-    step = length_m / (points - 1)
-    if step == 0.0:
-        return np.linspace(0.0, length_m, points)
-    grid = np.arange(points, dtype="float64") * step
-    grid[-1] = length_m
-    return grid
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` of floats without NaN or signed zeros, with less overhead."""
-    ordered = np.sort(values)
-    first = np.empty(len(ordered), dtype=bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    return ordered[first]
-
-
-def _with_departures(
-    arrival: np.ndarray, s: np.ndarray, v: np.ndarray, dwell: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Add a knot after each stop: where the vehicle leaves it, ``dwell`` later at speed 0.
-
-    Parameters
-    ----------
-    arrival, s, v
-        Time, distance and speed at each point of the profile.
-    dwell
-        Time stood at each point (0 where the vehicle does not stop).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        The knots' times, distances and speeds.
-    """
-    stopped = np.flatnonzero(dwell > 0)
-    if len(stopped) == 0:
-        return arrival, s, v
-    source = np.repeat(np.arange(len(s)), np.where(dwell > 0, 2, 1))
-    departure = stopped + np.arange(1, len(stopped) + 1)  # each stop's second knot
-    knot_t = arrival[source]
-    knot_t[departure] += dwell[stopped]
-    knot_v = v[source]
-    knot_v[departure] = 0.0
-    return knot_t, s[source], knot_v
-
-
-def _turn_caps(route: Route) -> tuple[np.ndarray, np.ndarray]:
-    """Where the route turns by more than TURN_MIN_DEG, and the speed cap there (m/s)."""
-    real = np.flatnonzero(route.step_m > 1e-6)
-    if len(real) < 2:
-        return np.empty(0), np.empty(0)
-    bearing = np.arctan2(route.step[real, 0], route.step[real, 1])
-    # np.diff and np.angle's arithmetic without their Python overhead
-    turn = np.exp(1j * (bearing[1:] - bearing[:-1]))
-    turn_deg = np.degrees(np.abs(np.arctan2(turn.imag, turn.real)))
-    sharp = turn_deg > TURN_MIN_DEG
-    at_m = route.cum_m[real[1:][sharp]]
-    cap = np.maximum(2.5, 14.0 * (1.0 - turn_deg[sharp] / 150.0))
-    return at_m, cap
-
-
-def _position_along(route: Route, s_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position (metres) and bearing (degrees clockwise from north) at distances ``s_m``."""
-    step, seg_len = route.step, route.step_m
-    seg = np.searchsorted(route.cum_m, s_m, side="right") - 1  # >= 0: s_m >= 0
-    seg = np.minimum(seg, len(step) - 1)
-    fraction = np.clip(
-        (s_m - route.cum_m[seg]) / np.where(seg_len[seg] > 0, seg_len[seg], 1.0), 0, 1
-    )
-    xy = route.xy[seg] + step[seg] * fraction[:, None]
-    real = seg_len > 1e-6
-    last_real = np.maximum.accumulate(np.where(real, np.arange(len(step)), -1))
-    first_real = int(np.argmax(real)) if real.any() else 0
-    source = np.where(last_real >= 0, last_real, first_real)
-    heading = np.mod(np.degrees(np.arctan2(step[source, 0], step[source, 1])), 360.0)
-    return xy, heading[seg]
-
-
-def _terrain_m(xy: np.ndarray) -> np.ndarray:
-    """Return a smooth, fixed terrain height (m) for the ``ele`` fields (no DEM is used)."""
-    return 25.0 + 12.0 * np.sin(xy[:, 0] / 1700.0) + 8.0 * np.cos(xy[:, 1] / 1100.0)

@@ -23,6 +23,7 @@ import shapely
 from pyproj import Transformer
 
 from pipeline.errors import InputDataError
+from pipeline.ingest.drive_kernels import route_distances, route_vertices, walk_back
 from pipeline.roads.store import load_road_graph, read_edges
 from pipeline.snap.graph_kernels import shortest_path_tree
 
@@ -122,7 +123,6 @@ class DrivingNetwork:
         index = {int(n): i for i, n in enumerate(self.node_ids)}
         self.edge_u = np.array([index[int(n)] for n in table["u"]], dtype="int64")
         self.edge_v = np.array([index[int(n)] for n in table["v"]], dtype="int64")
-        self._edge_u_list: list[int] = self.edge_u.tolist()
         self.edge_id = table["edge_id"].to_numpy("int64")
         self.edge_key = table["key"].to_numpy("int64")
         self.edge_length_m = table["length_m"].to_numpy("float64")
@@ -186,31 +186,19 @@ class DrivingNetwork:
 
     def path_edges(self, via_edge: np.ndarray, origin: int, destination: int) -> np.ndarray:
         """Walk ``via_edge`` back from ``destination`` to ``origin``; edges in driving order."""
-        via, edge_u = via_edge.tolist(), self._edge_u_list  # Python ints: a faster walk
-        edges: list[int] = []
-        node = destination
-        while node != origin:
-            edge = via[node]
-            if edge < 0:
-                raise ValueError(f"node index {destination} is not reachable from {origin}")
-            edges.append(edge)
-            node = edge_u[edge]
-        return np.array(edges[::-1], dtype="int64")
+        edges, reached = walk_back(via_edge, self.edge_u, origin, destination)
+        if not reached:
+            raise ValueError(f"node index {destination} is not reachable from {origin}")
+        return edges
 
     def route(self, edges: np.ndarray) -> Route:
         """Build the metric polyline of consecutive edges.
 
         Each edge after the first leaves out its first vertex (the previous edge's last).
         """
-        first = self._coord_start[edges]
-        first[1:] += 1
-        counts = self._coord_start[edges + 1] - first
-        ends = np.cumsum(counts)
-        xy = self._coords[np.repeat(first - (ends - counts), counts) + np.arange(ends[-1])]
-        step = np.diff(xy, axis=0)
+        xy, step, edge_end = route_vertices(self._coords, self._coord_start, edges)
         step_m = np.hypot(step[:, 0], step[:, 1])
-        cum = np.concatenate([[0.0], np.cumsum(step_m)])
-        edge_start = np.concatenate([[0.0], cum[ends - 1]])
+        cum, edge_start = route_distances(step_m, edge_end)
         return Route(
             edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start, step=step, step_m=step_m
         )

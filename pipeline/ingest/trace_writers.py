@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -179,14 +180,34 @@ def write_csv_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributor
     them, NaN as an empty field, the device id quoted where the ``csv`` module quotes),
     formatted a whole column at a time.
     """
-    rows = format_rows(
-        "%s,%s,%s,%s,%s,%s,%s\n",
-        [_csv_field(device_id)] * len(fixes),
-        iso_times(fixes["observed_at"]),
-        *(_csv_numbers(fixes[name].to_numpy(), FIX_DECIMALS[name]) for name in CSV_COLUMNS[2:]),
-    )
+    fields: list[str | list[str]] = [_csv_field(device_id), ",", iso_times(fixes["observed_at"])]
+    for name in CSV_COLUMNS[2:]:
+        fields += [",", _csv_numbers(fixes[name].to_numpy(), FIX_DECIMALS[name])]
     with atomic_path(path) as temp:
-        temp.write_text(",".join(CSV_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
+        temp.write_text(",".join(CSV_COLUMNS) + "\n" + join_rows(*fields, "\n"), encoding="utf-8")
+
+
+def join_rows(*pieces: str | list[str]) -> str:
+    """Return the text of rows, each the ``pieces`` in turn: fixed texts and columns of texts.
+
+    ``"".join(format_rows("%s…%s", …))`` of texts, without the formatting: they are only
+    joined.
+
+    Parameters
+    ----------
+    *pieces
+        A text (the same in every row) or a list of texts (one per row, all equally long).
+
+    Raises
+    ------
+    ValueError
+        If the columns are not equally long.
+    """
+    rows = max((len(piece) for piece in pieces if not isinstance(piece, str)), default=0)
+    columns = [
+        itertools.repeat(piece, rows) if isinstance(piece, str) else piece for piece in pieces
+    ]
+    return "".join(itertools.chain.from_iterable(zip(*columns, strict=True)))
 
 
 def format_rows(template: str, *columns: Iterable[Any]) -> list[str]:
@@ -407,12 +428,11 @@ def write_nmea_trace(fixes: pd.DataFrame, path: Path, device_id: str, contributo
     )
     # each line: "[unix_ms]$", the body, "*", the checksum and the newline
     prefixes = format_rows("[%d]$", unix_ms.tolist())
-    lines = format_rows(
-        "%s%s%s%s%s%s%s%s",
+    text = join_rows(
         prefixes, rmc, _checksum_ends(rmc), prefixes, gga, _checksum_ends(gga), prefixes, gsa_lines,
     )  # fmt: skip
     with atomic_path(path) as temp:
-        temp.write_text("".join(lines), encoding="ascii")
+        temp.write_text(text, encoding="ascii")
 
 
 def _checksum_ends(bodies: list[str]) -> list[str]:

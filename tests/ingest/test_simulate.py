@@ -17,19 +17,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.geodesy import distances_m
 from pipeline.ingest import simulate
+from pipeline.ingest.drive_kernels import _grid, _sorted_unique, _with_departures
 from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
-from pipeline.ingest.simulate_drive import (
-    _grid,
-    _sorted_unique,
-    _with_departures,
-    ar1_filter,
-)
+from pipeline.ingest.simulate_drive import ar1_filter
 from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
 from pipeline.ingest.trace_writers import nmea_checksum
 from pipeline.io import read_table
@@ -509,3 +507,14 @@ def test_speed_profile_grid_is_numpys_linspace(length_m: float) -> None:
     for points in (2, 3, max(2, math.ceil(length_m / 5.0) + 1)):
         grid = _grid(length_m, points)
         assert grid.tobytes() == np.linspace(0.0, length_m, points).tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.integers(1, 5000), min_size=1, max_size=20))
+def test_pick_draws_what_choice_draws(seed: int, sizes: list[int]) -> None:
+    """The same values and the same stream after them, whatever the population sizes."""
+    mine, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
+    for size in sizes:
+        values = np.arange(size, dtype="int64") * 7
+        assert simulate.pick(mine, values) == numpys.choice(values)
+        assert mine.random() == numpys.random()

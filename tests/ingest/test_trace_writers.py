@@ -32,6 +32,7 @@ from pipeline.ingest.trace_writers import (
     float_reprs,
     format_rows,
     iso_times,
+    join_rows,
     nmea_checksum,
     write_csv_trace,
     write_parquet_trace,
@@ -270,3 +271,12 @@ def test_fixed_point_texts_are_percent_f(values: list[float], decimals: int, rou
             array = np.round(array, decimals)
     expected = [f"%.{decimals}f" % value for value in array.tolist()]
     assert fixed_point_texts(array, decimals) == expected
+
+
+@given(st.lists(st.tuples(st.text(), st.text()), max_size=20), st.text())
+def test_join_rows_is_the_formatted_rows_joined(rows: list[tuple[str, str]], fixed: str) -> None:
+    first, second = [a for a, _ in rows], [b for _, b in rows]
+    expected = "".join(format_rows("%s,%s%s\n", first, [fixed] * len(rows), second))
+    assert join_rows(first, ",", fixed, second, "\n") == expected
+    with pytest.raises(ValueError):
+        join_rows(first, ",", [*second, "x"])
