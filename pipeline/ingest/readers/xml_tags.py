@@ -195,25 +195,29 @@ def tokenize(data: bytes) -> Tags | None:
         return None
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
+    if b"<!--" in data:
+        data = _COMMENT.sub(b"", data)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"&" in data or b"\x00" in data:  # NUL: UTF-16
+        return None
+    body = 0  # where the document after its XML declaration starts
     declaration = _DECLARATION.match(data)
     if declaration is not None:
         encoding = _ENCODING.search(declaration.group(0))
         if encoding is not None and encoding.group(1).lower() not in (b"utf-8", b"utf8"):
             return None
-        data = b" " * declaration.end() + data[declaration.end() :]
-    if b"<!--" in data:
-        data = _COMMENT.sub(b"", data)
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if b"&" in data or b"<!" in data or b"<?" in data or b"\x00" in data:  # NUL: UTF-16
-        return None
-    raw = np.frombuffer(data, dtype=np.uint8)
+        body = declaration.end()
+    raw = np.frombuffer(data, dtype=np.uint8, offset=body)  # a view, nothing copied
     opens = np.flatnonzero(raw == ord("<"))
     closes = np.flatnonzero(raw == ord(">"))
     if len(opens) != len(closes) or len(opens) == 0:
         return None
     if (closes < opens).any() or (opens[1:] < closes[:-1]).any():
         return None
+    after_open = raw[opens + 1]  # a ``>`` follows each ``<``, so this is inside the data
+    if ((after_open == ord("!")) | (after_open == ord("?"))).any():
+        return None  # CDATA, DOCTYPE or a processing instruction
     return _tags(raw, opens, closes)
 
 
