@@ -38,6 +38,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,17 @@ import numpy as np
 import pandas as pd
 
 from pipeline.ingest.readers.base import (
+    IDENTITIES,
     MISSING_COORDINATES,
     MISSING_TIME,
+    OPTIONAL_FLOATS,
     UNPARSEABLE_COORDINATES,
     Candidates,
     ReaderOptions,
     ReadResult,
     decode_text,
     finish,
+    identity_values,
     normalize_name,
     quote,
     read_bytes,
@@ -84,23 +88,94 @@ _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One value on ``count`` rows in a row (e.g. a line's id on each of its vertices)."""
+
+    value: Any
+    count: int
+
+
+class _Column:
+    """Raw values of one column, in file order, kept in the chunks they were added in.
+
+    A chunk is a list of raw values, a float64 array of values that were all ``float``, or a
+    :class:`_Run`. When every chunk is an array (and no value is NaN), :meth:`values` is one
+    array and parsing the column has nothing left to do in Python; when every chunk is a
+    run, :meth:`identities` reads each run's value once.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[list[Any] | np.ndarray | _Run] = []
+
+    def append(self, value: Any) -> None:
+        last = self.chunks[-1] if self.chunks else None
+        if isinstance(last, list):
+            last.append(value)
+        else:
+            self.chunks.append([value])
+
+    def extend(self, values: list[Any]) -> None:
+        last = self.chunks[-1] if self.chunks else None
+        if isinstance(last, list):
+            last.extend(values)
+        else:
+            self.chunks.append(list(values))
+
+    def extend_floats(self, values: list[Any]) -> None:
+        """Add values, as an array if they are all ``float``."""
+        if values and set(map(type, values)) == _FLOAT:
+            self.chunks.append(np.array(values, dtype=np.float64))
+        else:
+            self.extend(values)
+
+    def repeat(self, value: Any, count: int) -> None:
+        if count:
+            self.chunks.append(_Run(value, count))
+
+    def values(self) -> list[Any] | np.ndarray:
+        """All values: a float64 array if every chunk is one, else a list of the raw values.
+
+        A NaN (``NaN`` in the file) makes it a list too: a reject's detail quotes raw values.
+        """
+        arrays = [chunk for chunk in self.chunks if isinstance(chunk, np.ndarray)]
+        if arrays and len(arrays) == len(self.chunks):
+            values = np.concatenate(arrays)
+            if not np.isnan(values).any():
+                return values
+        return self._raw_values()
+
+    def _raw_values(self) -> list[Any]:
+        values: list[Any] = []
+        for chunk in self.chunks:
+            if isinstance(chunk, _Run):
+                values.extend([chunk.value] * chunk.count)
+            elif isinstance(chunk, np.ndarray):
+                values.extend(chunk.tolist())  # the floats they were made from
+            else:
+                values.extend(chunk)
+        return values
+
+    def identities(self) -> np.ndarray:
+        """:func:`.base.identity_values` of the values (it reads each value on its own)."""
+        runs = [chunk for chunk in self.chunks if isinstance(chunk, _Run)]
+        if runs and len(runs) == len(self.chunks):
+            ids = identity_values([run.value for run in runs], len(runs))
+            return np.repeat(ids, [run.count for run in runs])
+        values = self.values()
+        return identity_values(values, len(values))
+
+
 class _Rows:
     """Raw values of every row, in file order."""
 
     def __init__(self) -> None:
         self.time: list[Any] = []
-        self.lon: list[Any] = []
-        self.lat: list[Any] = []
+        self.lon = _Column()
+        self.lat = _Column()
         self.coordinate_problem: list[str | None] = []
         self.time_problem: list[str | None] = []
-        self.values: dict[str, list[Any]] = {
-            "elevation_m": [],
-            "hdop": [],
-            "speed_mps": [],
-            "heading_deg": [],
-            "contributor_id": [],
-            "device_id": [],
-        }
+        self.values = {name: _Column() for name in (*OPTIONAL_FLOATS, *IDENTITIES)}
 
     def add(
         self,
@@ -144,11 +219,20 @@ class _Rows:
         vertex. Returns False, adding nothing, unless every coordinate is a list of two or
         three numbers (the rows then have no coordinate problem): :meth:`add` judges others.
         """
-        if not _are_positions(coordinates):
+        if not _are_lists_of_two_or_three(coordinates):
+            return False
+        ordinates = list(chain.from_iterable(coordinates))
+        kinds = set(map(type, ordinates))
+        if not kinds <= _NUMBER_TYPES:
             return False
         count = len(coordinates)
-        ordinates = list(chain.from_iterable(coordinates))
+        self.time.extend(times)
+        self.time_problem.extend([time_problem] * count)
+        self.coordinate_problem.extend([None] * count)
         all_three = len(ordinates) == 3 * count  # every vertex is [lon, lat, ele]
+        if count and kinds == _FLOAT and (all_three or len(ordinates) == 2 * count):
+            self._add_table(np.array(ordinates, dtype=np.float64).reshape(count, -1), values)
+            return True
         if all_three:
             lons, lats, eles = ordinates[0::3], ordinates[1::3], ordinates[2::3]
         else:
@@ -156,33 +240,49 @@ class _Rows:
             eles = [c[2] if len(c) > 2 else None for c in coordinates]
         self.lon.extend(lons)
         self.lat.extend(lats)
-        self.time.extend(times)
-        self.time_problem.extend([time_problem] * count)
-        self.coordinate_problem.extend([None] * count)
         for name, column in self.values.items():
             value = values.get(name)
-            per_vertex = value if isinstance(value, list) else [value] * count
             if name == "elevation_m" and all_three:
-                per_vertex = eles
+                column.extend(eles)
             elif name == "elevation_m":
-                per_vertex = [v if e is None else e for e, v in zip(eles, per_vertex, strict=True)]
-            column.extend(per_vertex)
+                per_vertex = value if isinstance(value, list) else [value] * count
+                column.extend(
+                    [v if e is None else e for e, v in zip(eles, per_vertex, strict=True)]
+                )
+            else:
+                _add_values(name, column, value, count)
         return True
+
+    def _add_table(self, table: np.ndarray, values: Mapping[str, Any]) -> None:
+        """Add vertices whose positions are the rows of ``table`` (lon, lat and maybe ele)."""
+        self.lon.chunks.append(table[:, 0])
+        self.lat.chunks.append(table[:, 1])
+        for name, column in self.values.items():
+            if name == "elevation_m" and table.shape[1] == 3:
+                column.chunks.append(table[:, 2])
+            else:
+                _add_values(name, column, values.get(name), len(table))
+
+
+def _add_values(name: str, column: _Column, value: Any, count: int) -> None:
+    """Add to a column a list of one value per vertex, or one value for all ``count``."""
+    if not isinstance(value, list):
+        column.repeat(value, count)
+    elif name in OPTIONAL_FLOATS:
+        column.extend_floats(value)
+    else:
+        column.extend(value)
 
 
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT = {float}
 
 
-def _are_positions(coordinates: list[Any]) -> bool:
-    """Whether every coordinate is a list of two or three numbers (ints or floats, not bools).
-
-    Checked on the types and lengths as sets, at C speed, rather than coordinate by coordinate.
-    """
+def _are_lists_of_two_or_three(coordinates: list[Any]) -> bool:
+    """Whether every coordinate is a list of two or three values (checked at C speed, as sets)."""
     if not coordinates:
         return True
-    if set(map(type, coordinates)) != {list} or not set(map(len, coordinates)) <= {2, 3}:
-        return False
-    return set(map(type, chain.from_iterable(coordinates))) <= _NUMBER_TYPES
+    return set(map(type, coordinates)) == {list} and set(map(len, coordinates)) <= {2, 3}
 
 
 def _reject_coordinate_problems(candidates: Candidates, problems: list[str | None]) -> None:
@@ -226,13 +326,16 @@ def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         _read_feature(feature, defaults, rows, ignored)
     candidates = Candidates(np.arange(1, len(rows.time) + 1, dtype="int64"))
     _reject_coordinate_problems(candidates, rows.coordinate_problem)
-    candidates.set_coordinates(rows.lon, rows.lat)
+    candidates.set_coordinates(rows.lon.values(), rows.lat.values())
     if rows.time_problem.count(None) != len(rows.time_problem):
         time_problems = np.array(rows.time_problem, dtype=object)
         candidates.reject(pd.notna(time_problems), MISSING_TIME, time_problems)
     candidates.set_times(rows.time)
-    for name, values in rows.values.items():
-        candidates.set(name, values)
+    for name, column in rows.values.items():
+        if name in IDENTITIES:
+            candidates.columns[name] = column.identities()  # as Candidates.set parses them
+        else:
+            candidates.set(name, column.values())
     return finish(source, FORMAT, candidates, (), ignored)
 
 

@@ -268,3 +268,44 @@ def test_documents_deeper_than_max_fast_depth_are_left_to_json(
     assert parse_or_error("[" * limit + "]" * limit) == "by msgspec"
     deeper = "[" * (limit + 1) + "]" * (limit + 1)
     assert parse_or_error(deeper) == json.loads(deeper)
+
+
+FLOAT_VERTICES = st.lists(
+    st.lists(
+        st.floats(-200, 200) | st.sampled_from([float("nan"), float("inf")]), min_size=2, max_size=3
+    )
+    | st.lists(st.integers(-200, 200), min_size=2, max_size=2),
+    max_size=5,
+)
+VERTEX_FLOATS = st.sampled_from([None, 2.5, float("nan"), 3, " 4 ", True])
+
+
+@given(
+    lines=st.lists(st.tuples(FLOAT_VERTICES, st.lists(VERTEX_FLOATS, max_size=5)), max_size=4),
+    device=st.sampled_from([None, " cam-1 ", "", 12]),
+)
+@settings(max_examples=150, deadline=None)
+def test_float_lines_read_at_once_read_as_vertex_by_vertex(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[tuple[list[Any], list[Any]]],
+    device: Any,
+) -> None:
+    """Lines of floats kept as arrays read as the same lines added vertex by vertex."""
+    features = []
+    for vertices, hdops in lines:
+        properties: dict[str, Any] = {
+            "coordTimes": [f"2024-05-01T08:00:{i:02d}Z" for i in range(len(vertices))],
+            "hdop": [float(i) for i in range(len(vertices))] if len(hdops) % 2 else hdops,
+            "device_id": device,
+        }
+        geometry = {"type": "LineString", "coordinates": vertices}
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    collection = {"type": "FeatureCollection", "features": features}
+    path = write(tmp_path_factory.mktemp("lines"), collection)
+    at_once = read_trace_file(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(geojson._Rows, "add_positions", lambda *_: False)
+        one_by_one = read_trace_file(path)
+    check_result(at_once)
+    pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
+    pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
