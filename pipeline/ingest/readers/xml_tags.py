@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.ingest.readers.base import strings_from_slices
+from pipeline.ingest.readers.base import string_buffers, strings_from_slices
 
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"<!--.*?-->", re.S)
@@ -92,6 +92,47 @@ class Tags:
         """
         if len(tags) == 0:
             return {name: pa.array([], type=pa.string()) for name in names}
+        return self._attributes_in_order(tags, names) or self._attributes_by_search(tags, names)
+
+    def _attributes_in_order(
+        self, tags: np.ndarray, names: tuple[bytes, ...]
+    ) -> dict[bytes, pa.StringArray] | None:
+        """:meth:`attributes` of tags all written ``<tag a="..." b="...">`` (or ``/>``).
+
+        That is: exactly the attributes ``names``, in that order, each after one space and in
+        double quotes, with no single quote, tab or line break in a value (values
+        :meth:`_attributes_by_search` leaves to a parser). None if a tag is written otherwise.
+        Found at fixed places after each tag's name, with no search of the whole document.
+        """
+        data, last = self.data, len(self.data) - 1
+        double = np.flatnonzero(data == ord('"'))
+        position = self.name_end[tags]
+        bounds = {}
+        for name in names:
+            prefix = b" " + name + b'="'
+            for offset, byte in enumerate(prefix):
+                if not (data[np.minimum(position + offset, last)] == byte).all():
+                    return None
+            start = position + len(prefix)
+            following = np.searchsorted(double, start)
+            if following.max() >= len(double):
+                return None
+            end = double[following]
+            bounds[name] = (start, end)
+            position = end + 1
+        closes = self.closes[tags]
+        at_slash = data[np.minimum(position, last)] == ord("/")
+        if not ((position == closes) | ((position + 1 == closes) & at_slash)).all():
+            return None
+        found = {name: self.texts(start, end) for name, (start, end) in bounds.items()}
+        if any(_holds_any(values, b"'\t\n") for values in found.values()):
+            return None
+        return found
+
+    def _attributes_by_search(
+        self, tags: np.ndarray, names: tuple[bytes, ...]
+    ) -> dict[bytes, pa.StringArray] | None:
+        """:meth:`attributes`, each name searched for in the whole document."""
         data = self.data
         double, single = np.flatnonzero(data == ord('"')), np.flatnonzero(data == ord("'"))
         tag_start, tag_end = self.opens[tags], self.closes[tags]
@@ -255,6 +296,13 @@ def _name_keys(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     low_bytes = (np.uint64(1) << (np.uint64(8) * lengths)) - np.uint64(1)
     keep = np.where(ends - starts >= _KEY_BYTES, np.uint64(2**64 - 1), low_bytes)
     return windows[starts] & keep
+
+
+def _holds_any(strings: pa.StringArray, characters: bytes) -> bool:
+    """Whether any of the strings holds any of the (ASCII) ``characters``."""
+    offsets, data = string_buffers(strings)
+    text = data[offsets[0] : offsets[-1]].tobytes()
+    return any(text.find(character) >= 0 for character in characters)
 
 
 def _between(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
