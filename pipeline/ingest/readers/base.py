@@ -343,12 +343,33 @@ def _cast_strings(raw: RawValues, target: pa.DataType) -> tuple[np.ndarray, pa.A
     if array is None:
         return None
     text = pc.utf8_trim_whitespace(array)
+    every_one = _cast_every_one(text, target)
+    if every_one is not None:
+        return every_one
     null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
     missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
     try:
         return missing, pc.cast(text.filter(pa.array(~missing)), target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _cast_every_one(
+    text: pa.StringArray, target: pa.DataType
+) -> tuple[np.ndarray, pa.Array] | None:
+    """:func:`_cast_strings` of stripped strings that all cast to ``target``, none to NaN.
+
+    Then no string is blank or a null word (of those, only ``nan`` casts, to NaN), so only the
+    nulls are absent, and the null words need not be looked for. None otherwise.
+    """
+    try:
+        parsed = pc.cast(text, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if pa.types.is_floating(target) and pc.any(pc.is_nan(parsed)).as_py():
+        return None
+    missing = parsed.is_null().to_numpy(zero_copy_only=False)
+    return missing, parsed.drop_null()
 
 
 def _to_float_arrow(
