@@ -80,6 +80,41 @@ class Tags:
             mask[found] = self.data[self.name_start[found] + offset] == name[offset]
         return mask
 
+    def between(self, start: int, stop: int) -> Tags:
+        """Return the tags ``start`` to ``stop`` (excluded) on their own, in the same data."""
+        span = slice(start, stop)
+        return Tags(
+            self.data,
+            self.opens[span],
+            self.closes[span],
+            self.is_end[span],
+            self.is_empty[span],
+            self.level[span],
+            self.name_start[span],
+            self.name_end[span],
+            self.name_key[span],
+        )
+
+    def alike(self, grid: np.ndarray) -> bool:
+        """Whether each row of tags in ``grid`` is like the first: the same names and kinds.
+
+        Tag ``grid[i, j]`` is compared with ``grid[0, j]``: the same local name, and both
+        opening, closing or empty (so rows of whole elements also nest alike).
+        """
+        first = grid[0]
+        lengths = self.name_end - self.name_start
+        for values in (self.name_key, lengths, self.is_end, self.is_empty):
+            if not (values[grid] == values[first]).all():
+                return False
+        for column in np.flatnonzero(lengths[first] > _KEY_BYTES):  # the rest of long names
+            name_starts = self.name_start[grid[:, column]]
+            for offset in range(_KEY_BYTES, int(lengths[first[column]])):
+                if not (
+                    self.data[name_starts + offset] == self.data[name_starts[0] + offset]
+                ).all():
+                    return False
+        return True
+
     def attributes(
         self, tags: np.ndarray, names: tuple[bytes, ...]
     ) -> dict[bytes, pa.StringArray] | None:

@@ -140,3 +140,17 @@ def test_attributes_in_order_read_plain_points() -> None:
     assert found is not None
     assert found[b"lat"].to_pylist() == ["1.5", ""]
     assert found[b"lon"].to_pylist() == ["-2", "3"]
+
+
+def test_rows_of_tags_alike_or_not() -> None:
+    tags = tokenize(
+        b"<r><p><a/></p><p><a/></p><p><b/></p><p><extensionsA/></p><p><extensionsB/></p>"
+        b"<p><a></a></p><p></p></r>"
+    )
+    assert tags is not None
+    rows = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12], [13, 14, 15]])
+    assert tags.alike(rows[[0, 1]])
+    assert not tags.alike(rows[[0, 2]])  # another name
+    assert not tags.alike(rows[[3, 4]])  # a long name differing past its first eight bytes
+    assert not tags.alike(np.array([[16, 17, 18], [19, 20, 21]]))  # <a></a></p> vs </p><p>
+    assert tags.between(4, 7).level.tolist() == [1, 2, 1]
