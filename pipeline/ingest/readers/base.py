@@ -65,6 +65,7 @@ _PLAIN = frozenset({"string", "empty", "floating", "integer", "mixed-integer-flo
 NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})  # absent values, any case
 _NULL_WORDS_ARRAY = pa.array(sorted(NULL_WORDS), type=pa.string())
 _DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
+_PUNCTUATION = re.compile(r"[^0-9a-z]+")
 
 
 class UnreadableFileError(InputDataError):
@@ -217,9 +218,10 @@ def decode_text(data: bytes, source: str, fix: str) -> str:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names, on every feature of a GeoJSON file
 def normalize_name(name: str) -> str:
     """Lower-case a column/property name and turn punctuation into ``_`` (``Speed (km/h)``)."""
-    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+    return _PUNCTUATION.sub("_", name.strip().lower()).strip("_")
 
 
 RawValues: TypeAlias = Sequence[Any] | np.ndarray | pd.Series | pa.Array
