@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -107,39 +107,48 @@ class _Column:
 
     def __init__(self) -> None:
         self.chunks: list[list[Any] | np.ndarray | _Run] = []
+        self._open_list()
 
-    def append(self, value: Any) -> None:
-        last = self.chunks[-1] if self.chunks else None
-        if isinstance(last, list):
-            last.append(value)
-        else:
-            self.chunks.append([value])
+    def _open_list(self) -> None:
+        """Start a list chunk, to which :meth:`append` and :meth:`extend` add."""
+        self._list: list[Any] = []
+        self.chunks.append(self._list)
+        #: add one value (the open list's own ``append``: no call in Python per row)
+        self.append: Callable[[Any], None] = self._list.append
+
+    def _add_other(self, chunk: np.ndarray | _Run) -> None:
+        self.chunks.append(chunk)
+        self._open_list()
 
     def extend(self, values: list[Any]) -> None:
-        last = self.chunks[-1] if self.chunks else None
-        if isinstance(last, list):
-            last.extend(values)
-        else:
-            self.chunks.append(list(values))
+        self._list.extend(values)
+
+    def _filled_chunks(self) -> list[list[Any] | np.ndarray | _Run]:
+        return [chunk for chunk in self.chunks if not isinstance(chunk, list) or chunk]
 
     def extend_floats(self, values: list[Any]) -> None:
         """Add values, as an array if they are all ``float``."""
         if values and set(map(type, values)) == _FLOAT:
-            self.chunks.append(np.array(values, dtype=np.float64))
+            self._add_other(np.array(values, dtype=np.float64))
         else:
             self.extend(values)
 
+    def add_floats(self, values: np.ndarray) -> None:
+        """Add float64 values (parsed from ``float`` values)."""
+        self._add_other(values)
+
     def repeat(self, value: Any, count: int) -> None:
         if count:
-            self.chunks.append(_Run(value, count))
+            self._add_other(_Run(value, count))
 
     def values(self) -> list[Any] | np.ndarray:
         """All values: a float64 array if every chunk is one, else a list of the raw values.
 
         A NaN (``NaN`` in the file) makes it a list too: a reject's detail quotes raw values.
         """
-        arrays = [chunk for chunk in self.chunks if isinstance(chunk, np.ndarray)]
-        if arrays and len(arrays) == len(self.chunks):
+        chunks = self._filled_chunks()
+        arrays = [chunk for chunk in chunks if isinstance(chunk, np.ndarray)]
+        if arrays and len(arrays) == len(chunks):
             values = np.concatenate(arrays)
             if not np.isnan(values).any():
                 return values
@@ -158,8 +167,9 @@ class _Column:
 
     def identities(self) -> np.ndarray:
         """:func:`.base.identity_values` of the values (it reads each value on its own)."""
-        runs = [chunk for chunk in self.chunks if isinstance(chunk, _Run)]
-        if runs and len(runs) == len(self.chunks):
+        chunks = self._filled_chunks()
+        runs = [chunk for chunk in chunks if isinstance(chunk, _Run)]
+        if runs and len(runs) == len(chunks):
             ids = identity_values([run.value for run in runs], len(runs))
             return np.repeat(ids, [run.count for run in runs])
         values = self.values()
@@ -255,11 +265,11 @@ class _Rows:
 
     def _add_table(self, table: np.ndarray, values: Mapping[str, Any]) -> None:
         """Add vertices whose positions are the rows of ``table`` (lon, lat and maybe ele)."""
-        self.lon.chunks.append(table[:, 0])
-        self.lat.chunks.append(table[:, 1])
+        self.lon.add_floats(table[:, 0])
+        self.lat.add_floats(table[:, 1])
         for name, column in self.values.items():
             if name == "elevation_m" and table.shape[1] == 3:
-                column.chunks.append(table[:, 2])
+                column.add_floats(table[:, 2])
             else:
                 _add_values(name, column, values.get(name), len(table))
 
