@@ -34,6 +34,7 @@ surrogates, malformed JSON) or that nests deeper than :data:`MAX_FAST_DEPTH` is 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -385,10 +386,10 @@ def _nesting_depth(data: bytes) -> int:
 
 def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    keys = tuple(properties)
     for field in ("contributor_id", "device_id"):
-        for alias in ALIASES[field]:
-            value = normal.get(alias)
+        for key, _ in _keys_of(keys, field):
+            value = properties[key]
             if isinstance(value, str | int) and not isinstance(value, bool):
                 found[field] = value
                 break
@@ -396,18 +397,31 @@ def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _point_values(properties: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    keys = tuple(properties)
     values: dict[str, Any] = {}
     for field in ("hdop", "speed_mps", "heading_deg", "elevation_m"):
-        for alias, scale in ALIASES[field].items():
-            value = normal.get(alias)
+        for key, scale in _keys_of(keys, field):
+            value = properties[key]
             if value is not None and not isinstance(value, list | dict | bool):
                 if isinstance(scale, float) and isinstance(value, int | float):
                     value = value * scale
                 values[field] = value
                 break
-    time = next((normal[a] for a in ALIASES["time"] if normal.get(a) is not None), None)
-    return time, values
+    times = (properties[key] for key, _ in _keys_of(keys, "time"))
+    return next((time for time in times if time is not None), None), values
+
+
+@functools.lru_cache(maxsize=1024)  # features of a file mostly share their property names
+def _keys_of(keys: tuple[str, ...], field: str) -> tuple[tuple[str, Any], ...]:
+    """Return the property keys naming ``field`` and their aliases' scales, in alias order.
+
+    As if the properties were a dict of normalized names: of keys with the same normalized
+    name, the last one.
+    """
+    key_of = {normalize_name(str(key)): key for key in keys}
+    return tuple(
+        (key_of[alias], scale) for alias, scale in ALIASES[field].items() if alias in key_of
+    )
 
 
 def _read_feature(

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.readers import UnreadableFileError, geojson, read_trace_file
+from pipeline.ingest.readers.base import normalize_name
+from pipeline.ingest.readers.columns import ALIASES
 from tests.ingest.readers.helpers import check_result, reasons
 
 
@@ -309,3 +311,44 @@ def test_float_lines_read_at_once_read_as_vertex_by_vertex(
     check_result(at_once)
     pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
     pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
+
+
+PROPERTY_NAMES = st.sampled_from(
+    [
+        "time", "Time", "TIME ", "timestamp", "ts_ms", "observed_at", "hdop", "HDOP", "gps-hdop",
+        "speed", "Speed (km/h)", "speed_kmh", "speed knots", "heading", "Course", "ele",
+        "Elevation", "alt", "device", "Device ID", "device_id", "camera", "user", "Contributor",
+        "x", "other",
+    ]
+)  # fmt: skip
+PROPERTY_VALUES: st.SearchStrategy[Any] = st.sampled_from(
+    [None, 1, 2.5, True, "a", " b ", [], {}, "2024-05-01T08:00:00Z", 1714550400000]
+)
+
+
+def normalized_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    return {normalize_name(key): value for key, value in properties.items()}
+
+
+@given(properties=st.dictionaries(PROPERTY_NAMES, PROPERTY_VALUES, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_properties_are_found_as_by_their_normalized_names(properties: dict[str, Any]) -> None:
+    """The keys found once per set of names give what normalizing every feature's names gives."""
+    normal = normalized_properties(properties)
+    expected_ids: dict[str, Any] = {}
+    for field in ("contributor_id", "device_id"):
+        found = [normal[a] for a in ALIASES[field] if isinstance(normal.get(a), str | int)]
+        found = [value for value in found if not isinstance(value, bool)]
+        if found:
+            expected_ids[field] = found[0]
+    assert geojson._identity(properties) == expected_ids
+    expected_values: dict[str, Any] = {}
+    for field in ("hdop", "speed_mps", "heading_deg", "elevation_m"):
+        for alias, scale in ALIASES[field].items():
+            value = normal.get(alias)
+            if value is not None and not isinstance(value, list | dict | bool):
+                scaled = isinstance(scale, float) and isinstance(value, int | float)
+                expected_values[field] = value * scale if scaled else value
+                break
+    time = next((normal[a] for a in ALIASES["time"] if normal.get(a) is not None), None)
+    assert geojson._point_values(properties) == (time, expected_values)
