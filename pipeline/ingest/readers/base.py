@@ -65,6 +65,7 @@ _PLAIN = frozenset({"string", "empty", "floating", "integer", "mixed-integer-flo
 NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})  # absent values, any case
 _NULL_WORDS_ARRAY = pa.array(sorted(NULL_WORDS), type=pa.string())
 _DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
+_PUNCTUATION = re.compile(r"[^0-9a-z]+")
 
 
 class UnreadableFileError(InputDataError):
@@ -217,9 +218,10 @@ def decode_text(data: bytes, source: str, fix: str) -> str:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names, on every feature of a GeoJSON file
 def normalize_name(name: str) -> str:
     """Lower-case a column/property name and turn punctuation into ``_`` (``Speed (km/h)``)."""
-    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+    return _PUNCTUATION.sub("_", name.strip().lower()).strip("_")
 
 
 RawValues: TypeAlias = Sequence[Any] | np.ndarray | pd.Series | pa.Array
@@ -343,12 +345,33 @@ def _cast_strings(raw: RawValues, target: pa.DataType) -> tuple[np.ndarray, pa.A
     if array is None:
         return None
     text = pc.utf8_trim_whitespace(array)
+    every_one = _cast_every_one(text, target)
+    if every_one is not None:
+        return every_one
     null_word = pc.is_in(pc.utf8_lower(text), value_set=_NULL_WORDS_ARRAY)  # false for nulls
     missing = pc.or_(pc.is_null(text), null_word).to_numpy(zero_copy_only=False).astype(bool)
     try:
         return missing, pc.cast(text.filter(pa.array(~missing)), target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _cast_every_one(
+    text: pa.StringArray, target: pa.DataType
+) -> tuple[np.ndarray, pa.Array] | None:
+    """:func:`_cast_strings` of stripped strings that all cast to ``target``, none to NaN.
+
+    Then no string is blank or a null word (of those, only ``nan`` casts, to NaN), so only the
+    nulls are absent, and the null words need not be looked for. None otherwise.
+    """
+    try:
+        parsed = pc.cast(text, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if pa.types.is_floating(target) and pc.any(pc.is_nan(parsed)).as_py():
+        return None
+    missing = parsed.is_null().to_numpy(zero_copy_only=False)
+    return missing, parsed.drop_null()
 
 
 def _to_float_arrow(

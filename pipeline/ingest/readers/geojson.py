@@ -25,29 +25,41 @@ Contributor and device
     ``properties``.
 
 Whole-file errors: not UTF-8, not JSON (e.g. truncated), or JSON that is not GeoJSON.
+
+The document is parsed by msgspec (about three times faster than :mod:`json`, to the same
+values); any document msgspec refuses (``NaN``, ``Infinity``, numbers out of range, lone
+surrogates, malformed JSON) or that nests deeper than :data:`MAX_FAST_DEPTH` is parsed by
+:mod:`json`, which then gives the same values or errors as always.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 
 from pipeline.ingest.readers.base import (
+    IDENTITIES,
     MISSING_COORDINATES,
     MISSING_TIME,
+    OPTIONAL_FLOATS,
     UNPARSEABLE_COORDINATES,
     Candidates,
     ReaderOptions,
     ReadResult,
     decode_text,
     finish,
+    identity_values,
     normalize_name,
     quote,
     read_bytes,
@@ -68,6 +80,101 @@ VERTEX_LISTS = {
     ),
 }
 _LINES = {"LineString": 1, "MultiPoint": 1, "MultiLineString": 2}
+#: documents nesting deeper are parsed by :mod:`json`, whose RecursionError depends on the stack
+MAX_FAST_DEPTH = 100
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))  # deleted to find the nesting
+_ESCAPE = re.compile(rb"\\.", re.S)
+_DEPTH_STEP = np.zeros(256, dtype=np.int64)
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One value on ``count`` rows in a row (e.g. a line's id on each of its vertices)."""
+
+    value: Any
+    count: int
+
+
+class _Column:
+    """Raw values of one column, in file order, kept in the chunks they were added in.
+
+    A chunk is a list of raw values, a float64 array of values that were all ``float``, or a
+    :class:`_Run`. When every chunk is an array (and no value is NaN), :meth:`values` is one
+    array and parsing the column has nothing left to do in Python; when every chunk is a
+    run, :meth:`identities` reads each run's value once.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[list[Any] | np.ndarray | _Run] = []
+        self._open_list()
+
+    def _open_list(self) -> None:
+        """Start a list chunk, to which :meth:`append` and :meth:`extend` add."""
+        self._list: list[Any] = []
+        self.chunks.append(self._list)
+        #: add one value (the open list's own ``append``: no call in Python per row)
+        self.append: Callable[[Any], None] = self._list.append
+
+    def _add_other(self, chunk: np.ndarray | _Run) -> None:
+        self.chunks.append(chunk)
+        self._open_list()
+
+    def extend(self, values: list[Any]) -> None:
+        self._list.extend(values)
+
+    def _filled_chunks(self) -> list[list[Any] | np.ndarray | _Run]:
+        return [chunk for chunk in self.chunks if not isinstance(chunk, list) or chunk]
+
+    def extend_floats(self, values: list[Any]) -> None:
+        """Add values, as an array if they are all ``float``."""
+        if values and set(map(type, values)) == _FLOAT:
+            self._add_other(np.array(values, dtype=np.float64))
+        else:
+            self.extend(values)
+
+    def add_floats(self, values: np.ndarray) -> None:
+        """Add float64 values (parsed from ``float`` values)."""
+        self._add_other(values)
+
+    def repeat(self, value: Any, count: int) -> None:
+        if count:
+            self._add_other(_Run(value, count))
+
+    def values(self) -> list[Any] | np.ndarray:
+        """All values: a float64 array if every chunk is one, else a list of the raw values.
+
+        A NaN (``NaN`` in the file) makes it a list too: a reject's detail quotes raw values.
+        """
+        chunks = self._filled_chunks()
+        arrays = [chunk for chunk in chunks if isinstance(chunk, np.ndarray)]
+        if arrays and len(arrays) == len(chunks):
+            values = np.concatenate(arrays)
+            if not np.isnan(values).any():
+                return values
+        return self._raw_values()
+
+    def _raw_values(self) -> list[Any]:
+        values: list[Any] = []
+        for chunk in self.chunks:
+            if isinstance(chunk, _Run):
+                values.extend([chunk.value] * chunk.count)
+            elif isinstance(chunk, np.ndarray):
+                values.extend(chunk.tolist())  # the floats they were made from
+            else:
+                values.extend(chunk)
+        return values
+
+    def identities(self) -> np.ndarray:
+        """:func:`.base.identity_values` of the values (it reads each value on its own)."""
+        chunks = self._filled_chunks()
+        runs = [chunk for chunk in chunks if isinstance(chunk, _Run)]
+        if runs and len(runs) == len(chunks):
+            ids = identity_values([run.value for run in runs], len(runs))
+            return np.repeat(ids, [run.count for run in runs])
+        values = self.values()
+        return identity_values(values, len(values))
 
 
 class _Rows:
@@ -75,18 +182,11 @@ class _Rows:
 
     def __init__(self) -> None:
         self.time: list[Any] = []
-        self.lon: list[Any] = []
-        self.lat: list[Any] = []
+        self.lon = _Column()
+        self.lat = _Column()
         self.coordinate_problem: list[str | None] = []
         self.time_problem: list[str | None] = []
-        self.values: dict[str, list[Any]] = {
-            "elevation_m": [],
-            "hdop": [],
-            "speed_mps": [],
-            "heading_deg": [],
-            "contributor_id": [],
-            "device_id": [],
-        }
+        self.values = {name: _Column() for name in (*OPTIONAL_FLOATS, *IDENTITIES)}
 
     def add(
         self,
@@ -130,11 +230,20 @@ class _Rows:
         vertex. Returns False, adding nothing, unless every coordinate is a list of two or
         three numbers (the rows then have no coordinate problem): :meth:`add` judges others.
         """
-        if not _are_positions(coordinates):
+        if not _are_lists_of_two_or_three(coordinates):
+            return False
+        ordinates = list(chain.from_iterable(coordinates))
+        kinds = set(map(type, ordinates))
+        if not kinds <= _NUMBER_TYPES:
             return False
         count = len(coordinates)
-        ordinates = list(chain.from_iterable(coordinates))
+        self.time.extend(times)
+        self.time_problem.extend([time_problem] * count)
+        self.coordinate_problem.extend([None] * count)
         all_three = len(ordinates) == 3 * count  # every vertex is [lon, lat, ele]
+        if count and kinds == _FLOAT and (all_three or len(ordinates) == 2 * count):
+            self._add_table(np.array(ordinates, dtype=np.float64).reshape(count, -1), values)
+            return True
         if all_three:
             lons, lats, eles = ordinates[0::3], ordinates[1::3], ordinates[2::3]
         else:
@@ -142,33 +251,49 @@ class _Rows:
             eles = [c[2] if len(c) > 2 else None for c in coordinates]
         self.lon.extend(lons)
         self.lat.extend(lats)
-        self.time.extend(times)
-        self.time_problem.extend([time_problem] * count)
-        self.coordinate_problem.extend([None] * count)
         for name, column in self.values.items():
             value = values.get(name)
-            per_vertex = value if isinstance(value, list) else [value] * count
             if name == "elevation_m" and all_three:
-                per_vertex = eles
+                column.extend(eles)
             elif name == "elevation_m":
-                per_vertex = [v if e is None else e for e, v in zip(eles, per_vertex, strict=True)]
-            column.extend(per_vertex)
+                per_vertex = value if isinstance(value, list) else [value] * count
+                column.extend(
+                    [v if e is None else e for e, v in zip(eles, per_vertex, strict=True)]
+                )
+            else:
+                _add_values(name, column, value, count)
         return True
+
+    def _add_table(self, table: np.ndarray, values: Mapping[str, Any]) -> None:
+        """Add vertices whose positions are the rows of ``table`` (lon, lat and maybe ele)."""
+        self.lon.add_floats(table[:, 0])
+        self.lat.add_floats(table[:, 1])
+        for name, column in self.values.items():
+            if name == "elevation_m" and table.shape[1] == 3:
+                column.add_floats(table[:, 2])
+            else:
+                _add_values(name, column, values.get(name), len(table))
+
+
+def _add_values(name: str, column: _Column, value: Any, count: int) -> None:
+    """Add to a column a list of one value per vertex, or one value for all ``count``."""
+    if not isinstance(value, list):
+        column.repeat(value, count)
+    elif name in OPTIONAL_FLOATS:
+        column.extend_floats(value)
+    else:
+        column.extend(value)
 
 
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT = {float}
 
 
-def _are_positions(coordinates: list[Any]) -> bool:
-    """Whether every coordinate is a list of two or three numbers (ints or floats, not bools).
-
-    Checked on the types and lengths as sets, at C speed, rather than coordinate by coordinate.
-    """
+def _are_lists_of_two_or_three(coordinates: list[Any]) -> bool:
+    """Whether every coordinate is a list of two or three values (checked at C speed, as sets)."""
     if not coordinates:
         return True
-    if set(map(type, coordinates)) != {list} or not set(map(len, coordinates)) <= {2, 3}:
-        return False
-    return set(map(type, chain.from_iterable(coordinates))) <= _NUMBER_TYPES
+    return set(map(type, coordinates)) == {list} and set(map(len, coordinates)) <= {2, 3}
 
 
 def _reject_coordinate_problems(candidates: Candidates, problems: list[str | None]) -> None:
@@ -189,13 +314,8 @@ def _reject_coordinate_problems(candidates: Candidates, problems: list[str | Non
 
 def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a GeoJSON trace (see the module docstring for the rules)."""
-    text = decode_text(read_bytes(path, source), source, FIX_HINT)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise unreadable(
-            source, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})", FIX_HINT
-        ) from None
+    data = read_bytes(path, source)
+    document = _parse_json(data, decode_text(data, source, FIX_HINT), source)
     kind = document.get("type") if isinstance(document, dict) else None
     if kind == "FeatureCollection" and isinstance(document.get("features"), list):
         features = document["features"]
@@ -217,22 +337,59 @@ def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         _read_feature(feature, defaults, rows, ignored)
     candidates = Candidates(np.arange(1, len(rows.time) + 1, dtype="int64"))
     _reject_coordinate_problems(candidates, rows.coordinate_problem)
-    candidates.set_coordinates(rows.lon, rows.lat)
+    candidates.set_coordinates(rows.lon.values(), rows.lat.values())
     if rows.time_problem.count(None) != len(rows.time_problem):
         time_problems = np.array(rows.time_problem, dtype=object)
         candidates.reject(pd.notna(time_problems), MISSING_TIME, time_problems)
     candidates.set_times(rows.time)
-    for name, values in rows.values.items():
-        candidates.set(name, values)
+    for name, column in rows.values.items():
+        if name in IDENTITIES:
+            candidates.columns[name] = column.identities()  # as Candidates.set parses them
+        else:
+            candidates.set(name, column.values())
     return finish(source, FORMAT, candidates, (), ignored)
+
+
+def _parse_json(data: bytes, text: str, source: str) -> Any:
+    """Return ``json.loads(text)`` (``text`` is ``data`` decoded), parsed by msgspec if it can.
+
+    Raises
+    ------
+    UnreadableFileError
+        If ``text`` is not JSON, with :mod:`json`'s account of where and why.
+    """
+    try:
+        document = msgspec.json.decode(text)
+    except (msgspec.MsgspecError, RecursionError):
+        pass  # json accepts some of these (NaN, 1e400, lone surrogates) and words the others
+    else:
+        if _nesting_depth(data) <= MAX_FAST_DEPTH:
+            return document
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise unreadable(
+            source, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})", FIX_HINT
+        ) from None
+
+
+def _nesting_depth(data: bytes) -> int:
+    """Return how deep the arrays and objects of a valid JSON document nest (0: a scalar)."""
+    if b"\\" in data:  # escapes: drop them, so that no escaped quote is left
+        data = _ESCAPE.sub(b"", data)
+    structure = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quotes = structure == ord('"')
+    outside = (np.cumsum(quotes) % 2 == 0) & ~quotes  # brackets in strings do not count
+    steps = np.where(outside, _DEPTH_STEP[structure], 0)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    keys = tuple(properties)
     for field in ("contributor_id", "device_id"):
-        for alias in ALIASES[field]:
-            value = normal.get(alias)
+        for key, _ in _keys_of(keys, field):
+            value = properties[key]
             if isinstance(value, str | int) and not isinstance(value, bool):
                 found[field] = value
                 break
@@ -240,18 +397,31 @@ def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _point_values(properties: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    normal = {normalize_name(str(k)): v for k, v in properties.items()}
+    keys = tuple(properties)
     values: dict[str, Any] = {}
     for field in ("hdop", "speed_mps", "heading_deg", "elevation_m"):
-        for alias, scale in ALIASES[field].items():
-            value = normal.get(alias)
+        for key, scale in _keys_of(keys, field):
+            value = properties[key]
             if value is not None and not isinstance(value, list | dict | bool):
                 if isinstance(scale, float) and isinstance(value, int | float):
                     value = value * scale
                 values[field] = value
                 break
-    time = next((normal[a] for a in ALIASES["time"] if normal.get(a) is not None), None)
-    return time, values
+    times = (properties[key] for key, _ in _keys_of(keys, "time"))
+    return next((time for time in times if time is not None), None), values
+
+
+@functools.lru_cache(maxsize=1024)  # features of a file mostly share their property names
+def _keys_of(keys: tuple[str, ...], field: str) -> tuple[tuple[str, Any], ...]:
+    """Return the property keys naming ``field`` and their aliases' scales, in alias order.
+
+    As if the properties were a dict of normalized names: of keys with the same normalized
+    name, the last one.
+    """
+    key_of = {normalize_name(str(key)): key for key in keys}
+    return tuple(
+        (key_of[alias], scale) for alias, scale in ALIASES[field].items() if alias in key_of
+    )
 
 
 def _read_feature(

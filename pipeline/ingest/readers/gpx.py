@@ -174,6 +174,53 @@ def _point_fields(
     names = _POINT_FIELDS[2:]
     if len(starts) == 0:
         return {name: pa.array([], type=pa.string()) for name in names}
+    bounds = _text_bounds_of_alike_points(tags, starts, ends)
+    if bounds is None:
+        bounds = _text_bounds_by_owner(tags, starts, ends)
+    return {name: tags.texts(*bounds[name]) for name in names}
+
+
+TextBounds = dict[str, tuple[np.ndarray, np.ndarray]]
+"""Field -> where each point's text of it starts and ends (-1 where the point has none)."""
+
+
+def _text_bounds_of_alike_points(
+    tags: xml_tags.Tags, starts: np.ndarray, ends: np.ndarray
+) -> TextBounds | None:
+    """:func:`_text_bounds_by_owner` when every point is written alike, as trace files are.
+
+    Alike: the same tags (names, kinds, nesting) in the same order; the candidates for each
+    field are then at the same places in every point, found once, in the first point. None
+    when the points differ.
+    """
+    width = int(ends[0] - starts[0]) + 1
+    if not (ends - starts + 1 == width).all():
+        return None
+    grid = starts[:, np.newaxis] + np.arange(width)  # each point's tags, in a row
+    if not tags.alike(grid):
+        return None
+    first = tags.between(int(starts[0]), int(ends[0]) + 1)
+    codes, _ = _field_codes(first, np.array([0]), np.array([width - 1]))
+    bounds: TextBounds = {}
+    for number, name in enumerate(_POINT_FIELDS[2:]):
+        starts_of, ends_of = np.full(len(starts), -1), np.full(len(starts), -1)
+        for place in np.flatnonzero(codes == number)[::-1]:  # the first one with text wins
+            text_start, text_end = tags.text_bounds(grid[:, place])
+            with_text = text_end > text_start
+            starts_of[with_text], ends_of[with_text] = text_start[with_text], text_end[with_text]
+        bounds[name] = (starts_of, ends_of)
+    return bounds
+
+
+def _field_codes(
+    tags: xml_tags.Tags, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return which field each tag is a candidate for (its number, or -1) and its point.
+
+    Candidates are the opening tags of direct children of a point named like a field, and of
+    elements named like an extension field anywhere inside a direct ``<extensions>`` child.
+    ``starts`` and ``ends`` are the points' opening and closing tags (points do not nest).
+    """
     index = np.arange(len(tags))
     is_start = np.zeros(len(tags), dtype=np.int64)
     is_start[starts] = 1
@@ -185,23 +232,30 @@ def _point_fields(
     marks = np.where(extensions & ~tags.is_end & ~tags.is_empty, 1, 0) - (extensions & tags.is_end)
     in_extensions = inside & (np.cumsum(marks) - marks > 0)
     with_text = ~tags.is_end & ~tags.is_empty
+    names = _POINT_FIELDS[2:]
     code = np.full(len(tags), -1)
     for number, name in enumerate(names):
         code[child & with_text & tags.named(name.encode())] = number
     for name, field in _EXTENSION_NAMES.items():
         code[in_extensions & with_text & tags.named(name.encode())] = names.index(field)
+    return code, owner
+
+
+def _text_bounds_by_owner(tags: xml_tags.Tags, starts: np.ndarray, ends: np.ndarray) -> TextBounds:
+    """Each field's text bounds: its first candidate (:func:`_field_codes`) with text."""
+    code, owner = _field_codes(tags, starts, ends)
     candidates = np.flatnonzero(code >= 0)
     text_start, text_end = tags.text_bounds(candidates)
     with_text = text_end > text_start
     candidates, text_start, text_end = (a[with_text] for a in (candidates, text_start, text_end))
-    fields = {}
-    for number, name in enumerate(names):
+    bounds: TextBounds = {}
+    for number, name in enumerate(_POINT_FIELDS[2:]):
         chosen = _first_per_point(owner[candidates], code[candidates] == number)
         starts_of, ends_of = np.full(len(starts), -1), np.full(len(starts), -1)
         starts_of[owner[candidates[chosen]]] = text_start[chosen]
         ends_of[owner[candidates[chosen]]] = text_end[chosen]
-        fields[name] = tags.texts(starts_of, ends_of)
-    return fields
+        bounds[name] = (starts_of, ends_of)
+    return bounds
 
 
 def _first_per_point(owners: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.ingest.readers.base import strings_from_slices
+from pipeline.ingest.readers.base import string_buffers, strings_from_slices
 
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"<!--.*?-->", re.S)
@@ -80,6 +80,41 @@ class Tags:
             mask[found] = self.data[self.name_start[found] + offset] == name[offset]
         return mask
 
+    def between(self, start: int, stop: int) -> Tags:
+        """Return the tags ``start`` to ``stop`` (excluded) on their own, in the same data."""
+        span = slice(start, stop)
+        return Tags(
+            self.data,
+            self.opens[span],
+            self.closes[span],
+            self.is_end[span],
+            self.is_empty[span],
+            self.level[span],
+            self.name_start[span],
+            self.name_end[span],
+            self.name_key[span],
+        )
+
+    def alike(self, grid: np.ndarray) -> bool:
+        """Whether each row of tags in ``grid`` is like the first: the same names and kinds.
+
+        Tag ``grid[i, j]`` is compared with ``grid[0, j]``: the same local name, and both
+        opening, closing or empty (so rows of whole elements also nest alike).
+        """
+        first = grid[0]
+        lengths = self.name_end - self.name_start
+        for values in (self.name_key, lengths, self.is_end, self.is_empty):
+            if not (values[grid] == values[first]).all():
+                return False
+        for column in np.flatnonzero(lengths[first] > _KEY_BYTES):  # the rest of long names
+            name_starts = self.name_start[grid[:, column]]
+            for offset in range(_KEY_BYTES, int(lengths[first[column]])):
+                if not (
+                    self.data[name_starts + offset] == self.data[name_starts[0] + offset]
+                ).all():
+                    return False
+        return True
+
     def attributes(
         self, tags: np.ndarray, names: tuple[bytes, ...]
     ) -> dict[bytes, pa.StringArray] | None:
@@ -92,6 +127,47 @@ class Tags:
         """
         if len(tags) == 0:
             return {name: pa.array([], type=pa.string()) for name in names}
+        return self._attributes_in_order(tags, names) or self._attributes_by_search(tags, names)
+
+    def _attributes_in_order(
+        self, tags: np.ndarray, names: tuple[bytes, ...]
+    ) -> dict[bytes, pa.StringArray] | None:
+        """:meth:`attributes` of tags all written ``<tag a="..." b="...">`` (or ``/>``).
+
+        That is: exactly the attributes ``names``, in that order, each after one space and in
+        double quotes, with no single quote, tab or line break in a value (values
+        :meth:`_attributes_by_search` leaves to a parser). None if a tag is written otherwise.
+        Found at fixed places after each tag's name, with no search of the whole document.
+        """
+        data, last = self.data, len(self.data) - 1
+        double = np.flatnonzero(data == ord('"'))
+        position = self.name_end[tags]
+        bounds = {}
+        for name in names:
+            prefix = b" " + name + b'="'
+            for offset, byte in enumerate(prefix):
+                if not (data[np.minimum(position + offset, last)] == byte).all():
+                    return None
+            start = position + len(prefix)
+            following = np.searchsorted(double, start)
+            if following.max() >= len(double):
+                return None
+            end = double[following]
+            bounds[name] = (start, end)
+            position = end + 1
+        closes = self.closes[tags]
+        at_slash = data[np.minimum(position, last)] == ord("/")
+        if not ((position == closes) | ((position + 1 == closes) & at_slash)).all():
+            return None
+        found = {name: self.texts(start, end) for name, (start, end) in bounds.items()}
+        if any(_holds_any(values, b"'\t\n") for values in found.values()):
+            return None
+        return found
+
+    def _attributes_by_search(
+        self, tags: np.ndarray, names: tuple[bytes, ...]
+    ) -> dict[bytes, pa.StringArray] | None:
+        """:meth:`attributes`, each name searched for in the whole document."""
         data = self.data
         double, single = np.flatnonzero(data == ord('"')), np.flatnonzero(data == ord("'"))
         tag_start, tag_end = self.opens[tags], self.closes[tags]
@@ -195,25 +271,29 @@ def tokenize(data: bytes) -> Tags | None:
         return None
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
+    if b"<!--" in data:
+        data = _COMMENT.sub(b"", data)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"&" in data or b"\x00" in data:  # NUL: UTF-16
+        return None
+    body = 0  # where the document after its XML declaration starts
     declaration = _DECLARATION.match(data)
     if declaration is not None:
         encoding = _ENCODING.search(declaration.group(0))
         if encoding is not None and encoding.group(1).lower() not in (b"utf-8", b"utf8"):
             return None
-        data = b" " * declaration.end() + data[declaration.end() :]
-    if b"<!--" in data:
-        data = _COMMENT.sub(b"", data)
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if b"&" in data or b"<!" in data or b"<?" in data or b"\x00" in data:  # NUL: UTF-16
-        return None
-    raw = np.frombuffer(data, dtype=np.uint8)
+        body = declaration.end()
+    raw = np.frombuffer(data, dtype=np.uint8, offset=body)  # a view, nothing copied
     opens = np.flatnonzero(raw == ord("<"))
     closes = np.flatnonzero(raw == ord(">"))
     if len(opens) != len(closes) or len(opens) == 0:
         return None
     if (closes < opens).any() or (opens[1:] < closes[:-1]).any():
         return None
+    after_open = raw[opens + 1]  # a ``>`` follows each ``<``, so this is inside the data
+    if ((after_open == ord("!")) | (after_open == ord("?"))).any():
+        return None  # CDATA, DOCTYPE or a processing instruction
     return _tags(raw, opens, closes)
 
 
@@ -251,6 +331,13 @@ def _name_keys(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     low_bytes = (np.uint64(1) << (np.uint64(8) * lengths)) - np.uint64(1)
     keep = np.where(ends - starts >= _KEY_BYTES, np.uint64(2**64 - 1), low_bytes)
     return windows[starts] & keep
+
+
+def _holds_any(strings: pa.StringArray, characters: bytes) -> bool:
+    """Whether any of the strings holds any of the (ASCII) ``characters``."""
+    offsets, data = string_buffers(strings)
+    text = data[offsets[0] : offsets[-1]].tobytes()
+    return any(text.find(character) >= 0 for character in characters)
 
 
 def _between(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

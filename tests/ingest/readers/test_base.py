@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline.ingest.readers import base
 from pipeline.ingest.readers.base import (
     MISSING_TIME,
     UNPARSEABLE_TIME,
@@ -97,3 +102,30 @@ def test_repeated_ids_are_one_object() -> None:
     ids = repeated("3f2a9c0d11b4e7a8", 4)
     assert ids.dtype == object and ids.tolist() == ["3f2a9c0d11b4e7a8"] * 4
     assert all(value is ids[0] for value in ids)  # not a new str per row, as np.full makes
+
+
+FIELD_TEXTS = st.sampled_from(
+    [
+        "", " ", "nan", " NaN ", "-nan", "+nan", "nan(1)", "null", "None", "na", "N/A", "inf",
+        "-Infinity", "1", " 2.5 ", "-0", "1e400", "60,17", "x", "2024-05-01T08:00:00Z",
+        "2024-05-01T10:00:00+02:00", "2024-05-01T08:00:00", "2024-05-01", "1700000000",
+    ]
+)  # fmt: skip
+
+
+@given(texts=st.lists(FIELD_TEXTS | st.none(), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_strings_that_all_cast_are_read_as_when_null_words_are_looked_for(
+    texts: list[str | None],
+) -> None:
+    """The quick cast (every string casts, none to NaN) equals looking for null words first."""
+    for target in (pa.float64(), pa.timestamp("ns", tz="UTC")):
+        quick = base._cast_strings(texts, target)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(base, "_cast_every_one", lambda *_: None)
+            full = base._cast_strings(texts, target)
+        assert (quick is None) == (full is None)
+        if quick is not None and full is not None:
+            assert quick[0].tolist() == full[0].tolist()
+            assert quick[1].type == full[1].type
+            assert repr(quick[1].to_pylist()) == repr(full[1].to_pylist())  # NaN equals NaN

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.readers import UnreadableFileError, read_trace_file
+from pipeline.ingest.readers import UnreadableFileError, gpx, read_trace_file, xml_tags
 from pipeline.ingest.trace_writers import write_trace
 from tests.ingest.readers.helpers import DATA, assert_same_reading, check_result, reasons
 
@@ -233,3 +234,29 @@ def documents(draw: st.DrawFn) -> bytes:
 def test_tag_reader_agrees_with_the_tree_on_generated_documents(document: bytes) -> None:
     """Every generated document is plain XML, so the tag reader must read it, and alike."""
     assert assert_same_reading(document)
+
+
+@given(point=points(), texts=st.lists(TEXTS, min_size=1, max_size=60), count=st.integers(1, 5))
+@settings(max_examples=300, deadline=None)
+def test_points_written_alike_are_read_as_any_points(
+    point: str, texts: list[str], count: int
+) -> None:
+    """Points with the same tags, texts aside, give the same fields as points read one by one."""
+    draws = iter(texts * 5 * count)
+    alike = "".join(
+        re.sub(r">[^<]*<", lambda _: f">{next(draws, '')}<", point) for _ in range(count)
+    )
+    root = '<gpx xmlns="http://www.topografix.com/GPX/1/1" xmlns:x="urn:x">'
+    document = f"{root}<trk><trkseg>{alike}</trkseg></trk></gpx>".encode()
+    assert assert_same_reading(document)
+    tags = xml_tags.tokenize(document)
+    assert tags is not None
+    is_point = tags.named(b"trkpt")
+    starts = np.flatnonzero(~tags.is_end & is_point)
+    ends = np.flatnonzero(tags.is_end & is_point)
+    by_place = gpx._text_bounds_of_alike_points(tags, starts, ends)
+    assert by_place is not None
+    by_owner = gpx._text_bounds_by_owner(tags, starts, ends)
+    for name, (text_starts, text_ends) in by_owner.items():
+        assert by_place[name][0].tolist() == text_starts.tolist()
+        assert by_place[name][1].tolist() == text_ends.tolist()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.ingest.readers.xml_tags import tokenize
 
@@ -80,3 +82,75 @@ def test_comments_and_line_ends_are_handled_as_a_parser_does() -> None:
 )
 def test_documents_that_are_not_plain_are_left_to_a_parser(document: bytes) -> None:
     assert tokenize(document) is None
+
+
+VALUE = st.text(alphabet=["1", ".", "-", " ", "'", "\t", "\n", "/", "=", "l", "a", "t"], max_size=4)
+ATTRIBUTE = st.tuples(
+    st.sampled_from([" ", "  ", "\t", "\n"]),
+    st.sampled_from(["lat", "lon", "xlat", "la"]),
+    st.sampled_from(["=", " = "]),
+    st.sampled_from(['"', "'"]),
+    VALUE,
+)
+IN_ORDER = st.tuples(
+    st.tuples(st.just(" "), st.just("lat"), st.just("="), st.just('"'), VALUE),
+    st.tuples(st.just(" "), st.just("lon"), st.just("="), st.just('"'), VALUE),
+).map(list)
+END = st.sampled_from(["/>", "></p>", " />", ">x</p>"])
+POINT = st.tuples(st.lists(ATTRIBUTE, max_size=3), END)
+
+
+@given(
+    points=st.lists(POINT, min_size=1, max_size=4)
+    | st.lists(st.tuples(IN_ORDER, END), min_size=1, max_size=4),
+    prefix=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_attributes_in_order_are_those_found_by_search(
+    points: list[tuple[list[tuple[str, str, str, str, str]], str]], prefix: bool
+) -> None:
+    """The fast reading of ``<p lat="..." lon="...">`` tags gives what the search gives."""
+    name = "g:p" if prefix else "p"
+    body = "".join(
+        f"<{name}"
+        + "".join(f"{s}{a}{e}{q}{v.replace(q, '')}{q}" for s, a, e, q, v in attributes)
+        + end.replace("</p>", f"</{name}>")
+        for attributes, end in points
+    )
+    tags = tokenize(f'<r xmlns:g="urn:g">{body}</r>'.encode())
+    if tags is None:
+        return  # not well-formed (e.g. an attribute twice)
+    starts = np.flatnonzero(tags.named(b"p") & ~tags.is_end)
+    names = (b"lat", b"lon")
+    fast, searched = tags.attributes(starts, names), tags._attributes_by_search(starts, names)
+    if searched is None:
+        assert fast is None
+    else:
+        assert fast is not None
+        assert {k: v.to_pylist() for k, v in fast.items()} == {
+            k: v.to_pylist() for k, v in searched.items()
+        }
+
+
+def test_attributes_in_order_read_plain_points() -> None:
+    tags = tokenize(b'<r><p lat="1.5" lon="-2"/><p lat="" lon="3"></p></r>')
+    assert tags is not None
+    starts = np.flatnonzero(tags.named(b"p") & ~tags.is_end)
+    found = tags._attributes_in_order(starts, (b"lat", b"lon"))
+    assert found is not None
+    assert found[b"lat"].to_pylist() == ["1.5", ""]
+    assert found[b"lon"].to_pylist() == ["-2", "3"]
+
+
+def test_rows_of_tags_alike_or_not() -> None:
+    tags = tokenize(
+        b"<r><p><a/></p><p><a/></p><p><b/></p><p><extensionsA/></p><p><extensionsB/></p>"
+        b"<p><a></a></p><p></p></r>"
+    )
+    assert tags is not None
+    rows = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12], [13, 14, 15]])
+    assert tags.alike(rows[[0, 1]])
+    assert not tags.alike(rows[[0, 2]])  # another name
+    assert not tags.alike(rows[[3, 4]])  # a long name differing past its first eight bytes
+    assert not tags.alike(np.array([[16, 17, 18], [19, 20, 21]]))  # <a></a></p> vs </p><p>
+    assert tags.between(4, 7).level.tolist() == [1, 2, 1]
