@@ -9,6 +9,7 @@ problem at once. ``docs/data-contracts.md`` describes each table for humans; kee
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,10 +418,42 @@ def validate_table(table: pa.Table, contract: Contract, source: str = "<table>")
         Listing every missing column, wrong type, unexpected column, null in a non-nullable
         column and duplicated key.
     """
-    problems = list(_schema_problems(table.schema, contract))
+    null_counts = {name: table.column(name).null_count for name in table.column_names}
+    validate_parts(table.schema, null_counts, table, contract, source)
+
+
+def validate_parts(
+    schema: pa.Schema,
+    null_counts: Mapping[str, int],
+    keys: pa.Table,
+    contract: Contract,
+    source: str = "<table>",
+) -> None:
+    """Check a table against its contract from its schema, null counts and key columns.
+
+    What :func:`validate_table` checks, for a table whose columns are not all at hand (e.g. a
+    Parquet file read in part: its schema and null counts are in its metadata).
+
+    Parameters
+    ----------
+    schema
+        The table's schema.
+    null_counts
+        The number of nulls in each column of ``schema``.
+    keys
+        The table's key columns (other columns are ignored).
+    contract, source
+        As for :func:`validate_table`.
+
+    Raises
+    ------
+    ContractError
+        As :func:`validate_table`.
+    """
+    problems = list(_schema_problems(schema, contract))
     if not problems:
-        problems += _null_problems(table, contract)
-        problems += _key_problems(table, contract)
+        problems += _null_problems(null_counts, contract)
+        problems += _key_problems(keys, contract)
     if problems:
         raise ContractError(
             f"{source}: does not match the {contract.name!r} contract "
@@ -469,19 +502,19 @@ def _schema_problems(schema: pa.Schema, contract: Contract) -> list[str]:
     return problems
 
 
-def _null_problems(table: pa.Table, contract: Contract) -> list[str]:
+def _null_problems(null_counts: Mapping[str, int], contract: Contract) -> list[str]:
     problems = []
     for expected in contract.schema:
         if expected.nullable:
             continue
-        nulls = table.column(expected.name).null_count
+        nulls = null_counts[expected.name]
         if nulls:
             problems.append(f"column {expected.name!r} has {nulls} null(s) but may not be null")
     return problems
 
 
 def _key_problems(table: pa.Table, contract: Contract) -> list[str]:
-    if in_key_order(table, contract.key, strict=True):
+    if in_key_order(table, contract.key, strict=True) or unique_in_blocks(table, contract.key):
         return []
     counts = table.group_by(list(contract.key)).aggregate([([], "count_all")])
     duplicated = counts.filter(pc.greater(counts.column("count_all"), 1))
@@ -503,12 +536,46 @@ def in_key_order(table: pa.Table, key: tuple[str, ...] | list[str], strict: bool
     """
     if table.num_rows < 2:
         return True
-    after = pa.array(np.zeros(table.num_rows - 1, dtype=bool))
-    tied = pa.array(np.ones(table.num_rows - 1, dtype=bool))
+    after, tied = _neighbour_order(table, key)
+    ordered = after if strict else pc.or_(after, tied)
+    return bool(pc.all(ordered, min_count=0).as_py())
+
+
+def unique_in_blocks(table: pa.Table, key: tuple[str, ...] | list[str]) -> bool:
+    """Whether a key is unique because its rows come in blocks of its first column's values.
+
+    True when the rows of each value of the key's first column are one block of neighbours,
+    in strictly increasing order of the key's other columns, and the blocks' first-column
+    values are distinct: then no two rows share the whole key. A stage's table of trips, each
+    trip's rows in order but the trips not sorted, passes with two neighbour comparisons and
+    a distinct count of its trips, where grouping every row costs several times more. False
+    does not mean a repeated key (e.g. a key of one column, or a null in it).
+    """
+    if len(key) < 2 or table.num_rows < 2:
+        return False
+    lead = table.column(key[0])
+    previous, following = lead.slice(0, table.num_rows - 1), lead.slice(1)
+    same_block = pc.fill_null(pc.equal(following, previous), False)
+    after, _ = _neighbour_order(table, key[1:])
+    if not pc.all(pc.or_(pc.invert(same_block), after), min_count=0).as_py():
+        return False
+    block_starts = pa.concat_arrays([pa.array([True]), pc.invert(same_block).combine_chunks()])
+    leads = lead.filter(block_starts)
+    return bool(pc.count_distinct(leads, mode="all").as_py() == len(leads))
+
+
+def _neighbour_order(
+    table: pa.Table, key: tuple[str, ...] | list[str]
+) -> tuple[pa.ChunkedArray | pa.Array, pa.ChunkedArray | pa.Array]:
+    """For each row after the first: whether its key comes after the previous row's, or ties.
+
+    A null compares as neither after nor tied.
+    """
+    after: pa.ChunkedArray | pa.Array = pa.array(np.zeros(table.num_rows - 1, dtype=bool))
+    tied: pa.ChunkedArray | pa.Array = pa.array(np.ones(table.num_rows - 1, dtype=bool))
     for name in key:
         column = table.column(name)
         previous, following = column.slice(0, table.num_rows - 1), column.slice(1)
         after = pc.or_(after, pc.and_(tied, pc.fill_null(pc.greater(following, previous), False)))
         tied = pc.and_(tied, pc.fill_null(pc.equal(following, previous), False))
-    ordered = after if strict else pc.or_(after, tied)
-    return bool(pc.all(ordered, min_count=0).as_py())
+    return after, tied

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
-from pipeline.contracts import Contract, check_contract_metadata, validate_table
+from pipeline.contracts import Contract, check_contract_metadata, validate_parts, validate_table
 from pipeline.errors import ContractError, InputDataError
 
 if TYPE_CHECKING:
@@ -430,6 +430,7 @@ def read_table(
     columns: list[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
     decode_geometry: bool = True,
+    check_all: bool = False,
 ) -> pd.DataFrame:
     """Read a stage output, checking its contract metadata, schema, nulls and keys.
 
@@ -438,7 +439,7 @@ def read_table(
 
     Parameters
     ----------
-    path, contract, columns, filters
+    path, contract, columns, filters, check_all
         As for :func:`read_arrow`.
     decode_geometry
         False: leave the geometry column out of the result, a plain DataFrame, after the same
@@ -451,7 +452,7 @@ def read_table(
     ContractError
         If it was not written for ``contract`` or does not satisfy it.
     """
-    table = read_arrow(path, contract, columns, filters)
+    table = read_arrow(path, contract, columns, filters, check_all)
     if not decode_geometry and contract.geometry_column in table.column_names:
         table = table.drop_columns([contract.geometry_column])
     if contract.geometry_column is None or contract.geometry_column not in table.column_names:
@@ -464,6 +465,7 @@ def read_arrow(
     contract: Contract,
     columns: list[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
+    check_all: bool = False,
 ) -> pa.Table:
     """Read a stage output as an Arrow table (geometry as WKB), checking its contract.
 
@@ -478,6 +480,11 @@ def read_arrow(
     filters
         Read only the rows that pass these pyarrow filters, e.g. ``[("trip_id", "in", ids)]``
         (row groups whose statistics exclude them are skipped; keys are then not checked).
+    check_all
+        With ``columns`` (and no ``filters``): check the whole file all the same, as if read
+        whole: every column's type, the nulls of the columns not read (counted in the row
+        groups' statistics, or read where the file has none) and the key (its columns are
+        read for the check).
 
     Returns
     -------
@@ -500,6 +507,8 @@ def read_arrow(
         raise InputDataError(f"{source}: not a readable Parquet file ({exc})") from None
     schema = parquet_file.schema_arrow
     check_contract_metadata(schema, contract, source)
+    if check_all and columns is not None and filters is None:
+        return _read_checked_columns(parquet_file, contract, columns, source)
     if filters is None:
         table = parquet_file.read(columns=columns)
     else:
@@ -509,6 +518,43 @@ def read_arrow(
     if columns is None and filters is None:
         validate_table(table, contract, source)
     return table
+
+
+def _read_checked_columns(
+    parquet_file: pq.ParquetFile, contract: Contract, columns: list[str], source: str
+) -> pa.Table:
+    """Read some columns of a file and check the whole file against its contract."""
+    schema = parquet_file.schema_arrow
+    if COVERING_BBOX_COLUMN in schema.names:
+        schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
+    names = schema.names
+    wanted = [name for name in dict.fromkeys([*columns, *contract.key]) if name in names]
+    table = parquet_file.read(columns=wanted)
+    null_counts = _statistics_null_counts(parquet_file, [n for n in names if n not in wanted])
+    for name in names:
+        if name in wanted:
+            null_counts[name] = table.column(name).null_count
+        elif name not in null_counts:  # no statistics to count them in
+            null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
+    validate_parts(schema, null_counts, table, contract, source)
+    return table.select(columns)
+
+
+def _statistics_null_counts(parquet_file: pq.ParquetFile, names: list[str]) -> dict[str, int]:
+    """Nulls of the flat columns ``names``, from the row groups' statistics where all have them."""
+    metadata = parquet_file.metadata
+    paths = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    counts = {}
+    for name in names:
+        if name not in paths:  # a nested column: not counted here
+            continue
+        statistics = [
+            metadata.row_group(group).column(paths[name]).statistics
+            for group in range(metadata.num_row_groups)
+        ]
+        if all(s is not None and s.has_null_count for s in statistics):
+            counts[name] = sum(s.null_count for s in statistics if s is not None)
+    return counts
 
 
 def arrow_to_geodataframe(table: pa.Table) -> gpd.GeoDataFrame:

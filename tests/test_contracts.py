@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.contracts import Contract, in_key_order, validate_table
+from pipeline.contracts import Contract, in_key_order, unique_in_blocks, validate_table
 from pipeline.errors import ContractError
 
 VISITS = Contract(
@@ -55,3 +55,46 @@ def test_a_key_is_reported_exactly_when_it_repeats(keys: list[tuple[str, int]], 
 def test_sorted_unique_keys_are_settled_without_grouping(keys: list[tuple[str, int]]) -> None:
     increasing = all(a < b for a, b in itertools.pairwise(keys))
     assert in_key_order(visits(keys), VISITS.key, strict=True) == increasing  # UTF-8 byte order
+
+
+@st.composite
+def blocked_keys(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """Keys in blocks per trace (blocks in any order), often spoilt by a swap or a copy."""
+    times = st.lists(st.integers(-3, 3), min_size=1, max_size=4, unique=True).map(sorted)
+    blocks = draw(st.dictionaries(st.sampled_from(["", "a", "ab", "b", "é"]), times, max_size=4))
+    order = draw(st.permutations(sorted(blocks)))
+    keys = [(trace, at) for trace in order for at in blocks[trace]]
+    if keys and draw(st.booleans()):
+        i, j = draw(st.integers(0, len(keys) - 1)), draw(st.integers(0, len(keys) - 1))
+        if draw(st.booleans()):
+            keys[i], keys[j] = keys[j], keys[i]
+        else:
+            keys.insert(j, keys[i])
+    return keys
+
+
+def in_blocks(keys: list[tuple[str, int]]) -> bool:
+    """Each trace's rows one block, times strictly increasing in it, at least two rows."""
+    runs = [list(run) for _, run in itertools.groupby(keys, key=lambda key: key[0])]
+    increasing = all(a[1] < b[1] for run in runs for a, b in itertools.pairwise(run))
+    return len(keys) >= 2 and len({run[0][0] for run in runs}) == len(runs) and increasing
+
+
+@settings(deadline=None)
+@given(blocked_keys())
+def test_keys_in_blocks_are_unique_and_spoilt_blocks_still_checked(
+    keys: list[tuple[str, int]],
+) -> None:
+    assert unique_in_blocks(visits(keys), VISITS.key) == in_blocks(keys)
+    if len(set(keys)) < len(keys):
+        with pytest.raises(ContractError, match=r"key \(trace, at\) is not unique"):
+            validate_table(visits(keys), VISITS)
+    else:
+        validate_table(visits(keys), VISITS)
+
+
+def test_blocks_need_a_key_of_two_columns_and_no_nulls() -> None:
+    one_column = pa.table({"trace": ["a", "b"]})
+    assert not unique_in_blocks(one_column, ["trace"])
+    nulls = pa.table({"trace": pa.array([None, None], pa.string()), "at": [1, 2]})
+    assert not unique_in_blocks(nulls, ["trace", "at"])

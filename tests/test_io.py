@@ -312,3 +312,47 @@ def test_reading_without_geometry_keeps_every_other_column_and_every_check(
     pq.write_table(pa.concat_tables([table, table]), path)  # same metadata, duplicated keys
     with pytest.raises(ContractError, match="is not unique"):
         read_table(path, NODES, decode_geometry=False)
+
+
+def raw_nodes(path: Path, ids: list[int], lons: list[float | None], statistics: bool) -> None:
+    """Write a nodes file as it comes, unchecked: row groups of two, statistics or none."""
+    table = pa.table(
+        {
+            "node_id": pa.array(ids, pa.int64()),
+            "lon": pa.array(lons, pa.float64()),
+            "lat": pa.array([60.0] * len(ids), pa.float64()),
+            "street_count": pa.array([3] * len(ids), pa.int64()),
+            "geometry": pa.array([b"x"] * len(ids), pa.binary()),
+        }
+    ).replace_schema_metadata(NODES.metadata())
+    pq.write_table(table, path, row_group_size=2, write_statistics=statistics)
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+@pytest.mark.parametrize(
+    ("ids", "lons"),
+    [
+        ([3, 1, 2], [1.0, 2.0, 3.0]),  # unsorted, valid
+        ([3, 1, 3], [1.0, 2.0, 3.0]),  # a repeated key, not neighbours
+        ([1, 2, 3, 4], [1.0, 2.0, None, 4.0]),  # a null in a column not read
+        ([2, 1, 2], [None, 2.0, 3.0]),  # both
+    ],
+)
+def test_reading_some_columns_checked_whole_finds_what_a_whole_read_finds(
+    tmp_path: Path, statistics: bool, ids: list[int], lons: list[float | None]
+) -> None:
+    from pipeline.io import read_arrow
+
+    path = tmp_path / "nodes.parquet"
+    raw_nodes(path, ids, lons, statistics)
+    try:
+        whole = read_arrow(path, NODES)
+    except ContractError as error:
+        with pytest.raises(ContractError) as part_error:
+            read_arrow(path, NODES, columns=["lat"], check_all=True)
+        assert str(part_error.value) == str(error)
+    else:
+        part = read_arrow(path, NODES, columns=["lat", "street_count"], check_all=True)
+        assert part.equals(whole.select(["lat", "street_count"]))
+        assert part.schema.metadata == whole.schema.metadata
+    read_arrow(path, NODES, columns=["lat"])  # unchecked, as before

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
+from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import to_mm, union_pieces
 
 
@@ -34,8 +36,8 @@ def edge_trip_rows(segments: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "edge_id": segments["edge_id"].to_numpy(dtype="int64"),
-            "trip_id": segments["trip_id"].astype(str).to_numpy(),
-            "contributor_id": segments["contributor_id"].astype(str).to_numpy(),
+            "trip_id": _text(segments["trip_id"]),
+            "contributor_id": _text(segments["contributor_id"]),
             "passes": 1,
             "driven_mm": np.abs(to_mm(segments["to_offset_m"]) - to_mm(segments["from_offset_m"])),
             "first_ms": _epoch_ms(segments["entered_at"]),
@@ -47,7 +49,9 @@ def edge_trip_rows(segments: pd.DataFrame) -> pd.DataFrame:
 
 def merge_edge_trips(rows: pd.DataFrame) -> pd.DataFrame:
     """Combine (edge, trip) rows of several batches: sums, earliest and latest times."""
-    return rows.groupby(["edge_id", "trip_id", "contributor_id"], as_index=False, sort=True).agg(
+    return aggregate_groups(
+        rows,
+        ["edge_id", "trip_id", "contributor_id"],
         passes=("passes", "sum"),
         driven_mm=("driven_mm", "sum"),
         first_ms=("first_ms", "min"),
@@ -93,6 +97,16 @@ def road_pieces(edge_pieces: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFr
         ),
     )
     return union_pieces(mapped)
+
+
+def _text(column: pd.Series) -> np.ndarray | ExtensionArray:
+    """Return a column's values as text for a new frame, typed as pandas types Python strings.
+
+    That is str, or object when there are no rows; the strings of a str column are not
+    copied out to Python objects.
+    """
+    text = column.astype(str)
+    return text.to_numpy() if text.empty else text.array
 
 
 def _epoch_ms(times: pd.Series) -> np.ndarray:

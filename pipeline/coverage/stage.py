@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
@@ -26,13 +27,31 @@ from pipeline.coverage.edges import canonical_edges
 from pipeline.coverage.state import merge_states, read_state, state_of_batch, write_state
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
-from pipeline.io import atomic_path, parquet_options, read_table, write_json, write_table
+from pipeline.io import (
+    atomic_path,
+    parquet_options,
+    read_arrow,
+    read_table,
+    write_json,
+    write_table,
+)
 from pipeline.roads import read_edges, read_roads_meta
 from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
 
 SEGMENTS_FILE = "matched_segments.parquet"
+# what coverage takes from the matched segments (the file is checked whole all the same)
+SEGMENT_COLUMNS = [
+    "trip_id",
+    "seq",
+    "contributor_id",
+    "edge_id",
+    "from_offset_m",
+    "to_offset_m",
+    "entered_at",
+    "exited_at",
+]
 QUALITY_FILE = "match_quality.parquet"
 
 
@@ -128,12 +147,15 @@ def counted_segments(
 
     Offsets are clamped to the edge, so coverage never exceeds road length.
     """
-    segments = read_table(matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, decode_geometry=False)
+    segments = read_arrow(
+        matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, SEGMENT_COLUMNS, check_all=True
+    )
     quality = read_table(matched_dir / QUALITY_FILE, MATCH_QUALITY)
     counts = quality["confidence"] >= settings.min_match_confidence
     if not settings.include_flagged_trips:
         counts &= quality["plausible"]
-    kept = segments[segments["trip_id"].isin(quality.loc[counts, "trip_id"])].copy()
+    counted_trips = pa.array(quality.loc[counts, "trip_id"], pa.string())
+    kept = segments.filter(pc.is_in(segments["trip_id"], value_set=counted_trips)).to_pandas()
     length = lengths.loc[kept["edge_id"].to_numpy()].to_numpy()
     for column in ("from_offset_m", "to_offset_m"):
         kept[column] = np.clip(kept[column].to_numpy(), 0.0, length)

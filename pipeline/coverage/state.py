@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
+from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
 from pipeline.io import atomic_path, parquet_options, write_json
 
@@ -90,8 +91,11 @@ def merge_states(first: CoverageState, second: CoverageState) -> CoverageState:
 
 def merge_cell_trips(rows: pd.DataFrame) -> pd.DataFrame:
     """Combine (cell, trip) rows: driven millimetres summed, latest time kept."""
-    return rows.groupby(["cell", "trip_id", "contributor_id"], as_index=False, sort=True).agg(
-        driven_mm=("driven_mm", "sum"), last_ms=("last_ms", "max")
+    return aggregate_groups(
+        rows,
+        ["cell", "trip_id", "contributor_id"],
+        driven_mm=("driven_mm", "sum"),
+        last_ms=("last_ms", "max"),
     )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from pipeline.coverage.cells import cell_polygons, parent_cells
 from pipeline.coverage.edges import road_pieces
+from pipeline.coverage.grouping import count_distinct
 from pipeline.coverage.intervals import overlap_with_runs
 from pipeline.coverage.state import CoverageState
 
@@ -77,9 +78,11 @@ def cell_coverage(
         )
     finest = finest.join(covered.groupby("cell")["last_ms"].max(), how="outer")
     finest = finest.fillna({c: 0 for c in finest.columns if c.endswith("_mm")}).reset_index()
-    levels = [
-        _rollup(finest, state.cell_trips, resolution, level) for level in range(resolution, -1, -1)
-    ]
+    cell_trips = state.cell_trips.assign(  # distinct counts need codes, not the ids
+        trip_id=pd.factorize(state.cell_trips["trip_id"])[0],
+        contributor_id=pd.factorize(state.cell_trips["contributor_id"])[0],
+    )
+    levels = [_rollup(finest, cell_trips, resolution, level) for level in range(resolution, -1, -1)]
     cells = pd.concat(levels, ignore_index=True)
     return _finish_cells(cells, as_of_ms)
 
@@ -99,10 +102,12 @@ def _rollup(
         if level == finest_res
         else parent_cells(cell_trips["cell"].to_numpy(), level)
     )
-    grouped = cell_trips.groupby(trip_parents)
-    sums = sums.join(grouped["driven_mm"].sum().rename("total_mm"), how="outer")
-    sums = sums.join(grouped["trip_id"].nunique().rename("passes"), how="outer")
-    sums = sums.join(grouped["contributor_id"].nunique().rename("contributors"), how="outer")
+    total_mm = cell_trips["driven_mm"].groupby(trip_parents).sum()
+    sums = sums.join(total_mm.rename("total_mm"), how="outer")
+    passes = count_distinct(trip_parents, cell_trips["trip_id"].to_numpy())
+    sums = sums.join(passes.rename("passes"), how="outer")
+    contributors = count_distinct(trip_parents, cell_trips["contributor_id"].to_numpy())
+    sums = sums.join(contributors.rename("contributors"), how="outer")
     sums.index.name = "cell"
     return sums.reset_index().assign(resolution=level)
 
