@@ -291,7 +291,8 @@ def coverage(
 ) -> None:
     """Merge matched batches into the coverage state; write edge, H3 cell and region coverage."""
     from pipeline.config import load_config
-    from pipeline.coverage.stage import compute_coverage, format_summary
+    from pipeline.coverage.stage import compute_coverage
+    from pipeline.coverage.text import format_summary
 
     settings = load_config(config_path).coverage
     if h3_res is not None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEMO_CONFIG_PATH, REPO_ROOT, load_config
-from pipeline.coverage.stage import format_summary
+from pipeline.coverage.text import format_summary
 from pipeline.errors import PipelineError
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 

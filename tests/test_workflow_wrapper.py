@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.coverage.text import format_summary
 from pipeline.parallel import SCHEDULER_ENV
 from pipeline.workflow import _stage_scheduler, _working_directory
+from tests.imports import modules_imported_by
 
 
 def shared(args: list[str], cores: int = 2, configured: str | None = None) -> bool:
@@ -56,3 +58,24 @@ def test_working_directory_follows_snakemakes_directory_option() -> None:
     assert _working_directory(["--directory", "/tmp/w"]) == Path("/tmp/w")
     assert _working_directory(["-d", "w", "-n"]) == Path("w")
     assert _working_directory(["--directory=/x"]) == Path("/x")
+
+
+def test_the_wrapper_starts_without_the_data_libraries() -> None:
+    """`roadcover run` starts Snakemake and the cluster first; the stages import pandas."""
+    assert modules_imported_by("import pipeline.workflow", ("pandas", "geopandas")) == []
+
+
+def test_the_summary_table_lists_the_coverage_figures() -> None:
+    summary = {
+        "road_km": 22.6, "directed_km": 33.3, "unique_km": 16.2, "directed_covered_km": 22.3,
+        "total_km": 1404.3, "coverage_pct": 71.7, "fresh_7d_pct": 69.0, "fresh_28d_pct": 71.7,
+        "fresh_90d_pct": 71.7, "fresh_365d_pct": 71.7, "weekly_driven_ratio": 21.65,
+        "percent_of_world": 0.000025, "as_of": "2026-10-21T21:37:32+00:00",
+    }  # fmt: skip
+    lines = format_summary(summary).splitlines()
+    assert lines[0].split() == ["road", "km", "(each", "road", "once)", "22.6"]
+    assert lines[5].split()[-2:] == ["71.7", "%"]
+    assert lines[6].endswith("69.0 / 71.7 / 71.7 / 71.7 %")
+    values = [line.split("  ")[-1].lstrip() for line in lines]  # labels have no double spaces
+    assert len({len(line) - len(value) for line, value in zip(lines, values, strict=True)}) == 1
+    assert values[-1] == "2026-10-21T21:37:32+00:00"
