@@ -199,82 +199,23 @@ def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, 
 
 
 @njit(cache=True)
-def new_workspace(n_nodes: int, n_edges: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(dist, pred_edge, touched)`` arrays: distances all inf, reused per search."""
+def new_workspace(n_nodes: int, n_edges: int) -> tuple:
+    """Return the arrays of :func:`dijkstra_to_marked`, reused from search to search.
+
+    ``(dist, pred_edge, touched, heap_d, heap_n, mark)``: distances all inf, predecessors
+    and marks all -1 between searches.
+    """
     dist = np.full(n_nodes, INF)
     pred = np.full(n_nodes, -1, dtype=np.int32)
     touched = np.empty(n_nodes, dtype=np.int32)
-    return dist, pred, touched
+    heap_d = np.empty(n_edges + 1)
+    heap_n = np.empty(n_edges + 1, dtype=np.int64)
+    mark = np.full(n_nodes, -1, dtype=np.int64)
+    return dist, pred, touched, heap_d, heap_n, mark
 
 
 @njit(cache=True)
-def dijkstra_to_targets(
-    src: int,
-    targets: np.ndarray,
-    n_targets: int,
-    limit: float,
-    out_ptr: np.ndarray,
-    out_edge: np.ndarray,
-    edge_v: np.ndarray,
-    edge_len: np.ndarray,
-    dist: np.ndarray,
-    pred: np.ndarray,
-    touched: np.ndarray,
-    heap_d: np.ndarray,
-    heap_n: np.ndarray,
-    result: np.ndarray,
-) -> int:
-    """Bounded one-to-many Dijkstra from ``src``; stops when every target is settled.
-
-    ``result[k]`` receives the distance to ``targets[k]`` (inf when farther than ``limit``).
-    ``dist``/``pred`` keep the search tree until :func:`reset_workspace` is called with the
-    returned number of touched nodes.
-    """
-    for k in range(n_targets):
-        result[k] = INF
-    remaining = 0
-    for k in range(n_targets):
-        first = True
-        for q in range(k):
-            if targets[q] == targets[k]:
-                first = False
-                break
-        if first:
-            remaining += 1
-    n_touched = 1
-    touched[0] = src
-    dist[src] = 0.0
-    pred[src] = -1
-    size = heap_push(heap_d, heap_n, 0, 0.0, src)
-    while size > 0 and remaining > 0:
-        d, node, size = heap_pop(heap_d, heap_n, size)
-        if d > dist[node]:
-            continue
-        if d > limit:
-            break
-        hit = False
-        for k in range(n_targets):
-            if targets[k] == node:
-                result[k] = d
-                hit = True
-        if hit:
-            remaining -= 1
-        for j in range(out_ptr[node], out_ptr[node + 1]):
-            e = out_edge[j]
-            w = edge_v[e]
-            nd = d + edge_len[e]
-            if nd < dist[w] and nd <= limit:
-                if dist[w] == INF:
-                    touched[n_touched] = w
-                    n_touched += 1
-                dist[w] = nd
-                pred[w] = e
-                size = heap_push(heap_d, heap_n, size, nd, w)
-    return n_touched
-
-
-@njit(cache=True)
-def distances_to_marked(
+def dijkstra_to_marked(
     src: int,
     limit: float,
     n_marked: int,
@@ -282,26 +223,25 @@ def distances_to_marked(
     out_edge: np.ndarray,
     edge_v: np.ndarray,
     edge_len: np.ndarray,
-    mark: np.ndarray,
-    dist: np.ndarray,
-    touched: np.ndarray,
-    heap_d: np.ndarray,
-    heap_n: np.ndarray,
+    workspace: tuple,
     row: np.ndarray,
-) -> None:
+) -> int:
     """Bounded one-to-many Dijkstra from ``src`` to the ``n_marked`` marked nodes.
 
-    ``mark[node]`` is the node's column in ``row`` (``-1`` for unmarked nodes; the columns
-    ``0 .. n_marked - 1`` each marked once). ``row[column]`` receives the route distance (inf
-    when farther than ``limit``); the search stops once every marked node is settled. ``dist``
-    (all inf) is left as it was found.
+    The workspace's ``mark[node]`` is the node's column in ``row`` (``-1`` for unmarked
+    nodes; the columns ``0 .. n_marked - 1`` each marked once). ``row[column]`` receives the
+    route distance (inf when farther than ``limit``); the search stops once every marked node
+    is settled. ``dist``/``pred`` keep the search tree until :func:`reset_workspace` is called
+    with the returned number of touched nodes.
     """
+    dist, pred, touched, heap_d, heap_n, mark = workspace
     for k in range(n_marked):
         row[k] = INF
     remaining = n_marked
     n_touched = 1
     touched[0] = src
     dist[src] = 0.0
+    pred[src] = -1
     size = heap_push(heap_d, heap_n, 0, 0.0, src)
     while size > 0 and remaining > 0:
         d, node, size = heap_pop(heap_d, heap_n, size)
@@ -321,9 +261,9 @@ def distances_to_marked(
                     touched[n_touched] = w
                     n_touched += 1
                 dist[w] = nd
+                pred[w] = e
                 size = heap_push(heap_d, heap_n, size, nd, w)
-    for i in range(n_touched):
-        dist[touched[i]] = INF
+    return n_touched
 
 
 @njit(cache=True)
@@ -369,8 +309,9 @@ def shortest_path_tree(
 
 
 @njit(cache=True)
-def reset_workspace(dist: np.ndarray, pred: np.ndarray, touched: np.ndarray, n: int) -> None:
-    """Set the touched nodes back to unvisited."""
+def reset_workspace(workspace: tuple, n: int) -> None:
+    """Set the ``n`` nodes a search touched back to unvisited."""
+    dist, pred, touched = workspace[0], workspace[1], workspace[2]
     for i in range(n):
         dist[touched[i]] = INF
         pred[touched[i]] = -1

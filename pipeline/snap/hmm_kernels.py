@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.snap.graph_kernels import distances_to_marked
+from pipeline.snap.graph_kernels import dijkstra_to_marked, new_workspace, reset_workspace
 from pipeline.snap.ubodt_kernels import ubodt_lookup
 
 INF = np.inf
@@ -61,7 +61,7 @@ def _plan_sources(
     of distinct nodes.
     """
     edge_v, edge_len = net[3], net[4]
-    source_mark, source_node, source_budget, row = ws[6], ws[7], ws[8], ws[9]
+    source_mark, source_node, source_budget, row = ws[2], ws[3], ws[4], ws[5]
     n_sources = 0
     for a in range(a0, a1):
         row[a - a0] = -1
@@ -85,9 +85,8 @@ def _plan_sources(
 
 @njit(cache=True)
 def _source_distances(
-    n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_mark: np.ndarray,
-    target_node: np.ndarray,
-) -> None:  # fmt: skip
+    n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_node: np.ndarray
+) -> None:
     """Fill ``ws``' distance rows: each source node to each marked target within its budget.
 
     A distance beyond a smaller budget that shares the row is filtered by the caller's
@@ -95,8 +94,7 @@ def _source_distances(
     """
     out_ptr, out_edge, _edge_u, edge_v, edge_len, _edge_twin = net
     ub_keys, ub_dist, _ub_first, ub_delta = ub
-    dist, touched, heap_d, heap_n = ws[0], ws[2], ws[3], ws[4]
-    distances, source_mark, source_node, source_budget = ws[5], ws[6], ws[7], ws[8]
+    search, distances, source_mark, source_node, source_budget = ws[0], ws[1], ws[2], ws[3], ws[4]
     n_nodes = len(out_ptr) - 1
     for s in range(n_sources):
         src = source_node[s]
@@ -107,10 +105,10 @@ def _source_distances(
                 d, _ = ubodt_lookup(ub_keys, ub_dist, src, target_node[k], n_nodes)
                 distances[s, k] = d if d <= budget else INF
             continue
-        distances_to_marked(
-            src, budget, n_targets, out_ptr, out_edge, edge_v, edge_len, target_mark, dist,
-            touched, heap_d, heap_n, distances[s],
-        )  # fmt: skip
+        n_touched = dijkstra_to_marked(
+            src, budget, n_targets, out_ptr, out_edge, edge_v, edge_len, search, distances[s]
+        )
+        reset_workspace(search, n_touched)
 
 
 @njit(cache=True)
@@ -138,7 +136,7 @@ def _step(
     """
     cand_ptr, cand_edge, cand_off, cand_dist = cand
     edge_u, edge_len, edge_twin = net[2], net[4], net[5]
-    target_mark, distances, row = ws[1], ws[5], ws[9]
+    target_mark, distances, row = ws[0][5], ws[1], ws[5]
     a0, a1 = cand_ptr[prev], cand_ptr[prev + 1]
     b0, b1 = cand_ptr[t], cand_ptr[t + 1]
     nb = b1 - b0
@@ -152,7 +150,7 @@ def _step(
         score[b0 + k] = -INF
         back[b0 + k] = -1
     n_sources = _plan_sources(a0, a1, limit, score, cand_edge, cand_off, net, prm, ws)
-    _source_distances(n_sources, n_targets, net, ub, ws, target_mark, target_node)
+    _source_distances(n_sources, n_targets, net, ub, ws, target_node)
     for k in range(n_targets):
         target_mark[target_node[k]] = -1
     for a in range(a0, a1):
@@ -221,14 +219,13 @@ def _backtrack(
 def _workspace(n_nodes: int, n_edges: int, kmax: int) -> tuple:
     """Return the search arrays of :func:`_step`, reused from fix to fix.
 
-    ``(dist, target_mark, touched, heap_d, heap_n, distances, source_mark, source_node,
-    source_budget, row)``: node arrays all inf / -1 between steps, and per-step rows of
-    route distances from the previous candidates' end nodes.
+    ``(search, distances, source_mark, source_node, source_budget, row)``: the Dijkstra
+    workspace (whose marks are the current candidates' start nodes), the per-step rows of
+    route distances from the previous candidates' end nodes, those nodes' marks (all -1
+    between steps), and each previous candidate's row.
     """
     return (
-        np.full(n_nodes, INF), np.full(n_nodes, -1, dtype=np.int64),
-        np.empty(n_nodes, dtype=np.int64), np.empty(n_edges + 1),
-        np.empty(n_edges + 1, dtype=np.int64), np.empty((kmax, kmax)),
+        new_workspace(n_nodes, n_edges), np.empty((kmax, kmax)),
         np.full(n_nodes, -1, dtype=np.int64), np.empty(kmax, dtype=np.int64), np.empty(kmax),
         np.empty(kmax, dtype=np.int64),
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.snap.graph_kernels import dijkstra_to_targets, new_workspace, reset_workspace
+from pipeline.snap.graph_kernels import dijkstra_to_marked, new_workspace, reset_workspace
 from pipeline.snap.hmm_kernels import SAME_EDGE, UTURN
 from pipeline.snap.ubodt_kernels import ubodt_lookup
 
@@ -57,19 +57,20 @@ def _shortest_path(
                 path.append(np.int64(e))
                 node = edge_v[e]
             return np.array(path, dtype=np.int64)
-    dist, pred, touched, heap_d, heap_n, result = ws
-    targets = np.array([tgt], dtype=np.int64)
-    n_touched = dijkstra_to_targets(
-        src, targets, 1, max_route, out_ptr, out_edge, edge_v, edge_len,
-        dist, pred, touched, heap_d, heap_n, result,
-    )  # fmt: skip
+    search, row = ws
+    pred, mark = search[1], search[5]
+    mark[tgt] = 0
+    n_touched = dijkstra_to_marked(
+        src, max_route, 1, out_ptr, out_edge, edge_v, edge_len, search, row
+    )
+    mark[tgt] = -1
     back = []
     node = tgt
     while node != src and pred[node] >= 0:
         e = pred[node]
         back.append(np.int64(e))
         node = edge_u[e]
-    reset_workspace(dist, pred, touched, n_touched)
+    reset_workspace(search, n_touched)
     n = len(back)
     path_arr = np.empty(n, dtype=np.int64)
     for i in range(n):
@@ -97,11 +98,7 @@ def build_route_pieces(
     """
     out_ptr, _out_edge, edge_u, edge_v, edge_len, _ = net
     n_nodes = len(out_ptr) - 1
-    dist, pred, touched = new_workspace(n_nodes, len(edge_v))
-    ws = (
-        dist, pred, touched, np.empty(len(edge_v) + 1), np.empty(len(edge_v) + 1, dtype=np.int64),
-        np.empty(1),
-    )  # fmt: skip
+    ws = (new_workspace(n_nodes, len(edge_v)), np.empty(1))
     buf = np.empty((max(16, 2 * len(chosen)), 6))
     m = 0
     cur_e = -1

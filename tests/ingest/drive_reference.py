@@ -1,47 +1,33 @@
 """The simulator's drive as numpy computed it before its kernels (pipeline.ingest.drive_kernels).
 
-Kept verbatim as the tests' oracle: the kernels must give the same numbers to the bit.
+Kept verbatim as the tests' oracle: the kernels must give the same numbers to the bit. What the
+kernels did not replace (the trip's record, the AR(1) block powers, the dropout mask, the
+constants) is imported from the simulator itself.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import SimulateSettings
+from pipeline.ingest.drive_kernels import (
+    ACCEL_MPS2,
+    DECEL_MPS2,
+    END_ZONE_M,
+    END_ZONE_SPEED_MPS,
+    TURN_MIN_DEG,
+    VERTICAL_NOISE_FACTOR,
+)
+from pipeline.ingest.simulate_drive import (
+    GRID_STEP_M,
+    NOISE_CORRELATION_1S,
+    TripDrive,
+    _ar1_powers,
+    _kept_fixes,
+)
 from pipeline.ingest.simulate_roads import DrivingNetwork, Route
-
-ACCEL_MPS2 = 1.2
-DECEL_MPS2 = 1.8
-GRID_STEP_M = 5.0  # resolution of the speed profile along the route
-END_ZONE_M = 40.0  # leaving / looking for a parking place...
-END_ZONE_SPEED_MPS = 5.0  # ...is done slowly
-TURN_MIN_DEG = 20.0
-NOISE_CORRELATION_1S = 0.9  # AR(1) correlation of GPS error between fixes 1 s apart
-VERTICAL_NOISE_FACTOR = 1.5
-
-
-@dataclass
-class TripDrive:
-    """One simulated trip: the fixes the camera kept (metric positions), edge times, counts."""
-
-    t_s: np.ndarray  # fix times from the trip start, kept fixes only
-    true_xy: np.ndarray
-    noisy_xy: np.ndarray
-    elevation_m: np.ndarray
-    hdop: np.ndarray
-    speed_mps: np.ndarray
-    true_speed_mps: np.ndarray
-    heading_deg: np.ndarray
-    outlier: np.ndarray
-    entered_s: np.ndarray
-    exited_s: np.ndarray
-    duration_s: float
-    stops: int
-    dropouts: int
 
 
 def drive_route(
@@ -145,36 +131,6 @@ def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
         out[:, start:stop] = powers * (carry * rho + cumulative)
         carry = out[:, stop - 1 : stop]
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _ar1_powers(rho: float) -> np.ndarray:
-    """Return ``rho ** k`` for the ``k`` of one block of :func:`ar1_filter` (read-only).
-
-    Blocks are short enough to keep ``rho ** -k`` below 1e12.
-    """
-    block = max(1, int(12.0 / -math.log10(rho)))
-    powers = rho ** np.arange(block)
-    powers.flags.writeable = False
-    return powers
-
-
-def _kept_fixes(
-    t_s: np.ndarray, dropout_start: np.ndarray, dropout_end: np.ndarray
-) -> slice | np.ndarray:
-    """Select the fixes the camera keeps: all but those in dropouts, always the first and last.
-
-    Returns
-    -------
-    slice or numpy.ndarray
-        A slice of every fix when there is no dropout, else a boolean mask.
-    """
-    if len(dropout_start) == 0:
-        return slice(None)
-    inside = (t_s[:, None] >= dropout_start) & (t_s[:, None] < dropout_end)
-    lost: np.ndarray = np.asarray(inside.any(axis=1))
-    lost[[0, -1]] = False  # the camera logs the start and the end of every trip
-    return ~lost
 
 
 def _speed_profile(

@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.snap.graph_kernels import distances_to_marked, shortest_path_tree
+from pipeline.snap.graph_kernels import (
+    dijkstra_to_marked,
+    new_workspace,
+    reset_workspace,
+    shortest_path_tree,
+)
 
 
 def adjacency(edge_u: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +65,7 @@ def test_shortest_path_tree_matches_networkx(
     seed=st.integers(0, 2**32 - 1),
     limit=st.sampled_from([-1.0, 0.0, 5.0, 40.0, math.inf]),
 )
-def test_distances_to_marked_equal_the_tree_within_the_limit(
+def test_distances_to_marked_nodes_equal_the_tree_within_the_limit(
     n_nodes: int, n_edges: int, seed: int, limit: float
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -70,17 +75,16 @@ def test_distances_to_marked_equal_the_tree_within_the_limit(
     out_ptr, out_edge = adjacency(edge_u, n_nodes)
     src = int(rng.integers(0, n_nodes))
     targets = rng.permutation(n_nodes)[: int(rng.integers(1, n_nodes + 1))]
-    mark = np.full(n_nodes, -1, dtype=np.int64)
-    mark[targets] = np.arange(len(targets))
-    dist = np.full(n_nodes, np.inf)
+    workspace = new_workspace(n_nodes, n_edges)
+    workspace[5][targets] = np.arange(len(targets))  # the marks
     row = np.full(len(targets), -7.0)
-    distances_to_marked(
-        src, limit, len(targets), out_ptr, out_edge, edge_v, edge_len, mark, dist,
-        np.empty(n_nodes, dtype=np.int64), np.empty(n_edges + 1),
-        np.empty(n_edges + 1, dtype=np.int64), row,
-    )  # fmt: skip
+    touched = dijkstra_to_marked(
+        src, limit, len(targets), out_ptr, out_edge, edge_v, edge_len, workspace, row
+    )
+    reset_workspace(workspace, touched)
 
     tree, _ = shortest_path_tree(src, math.inf, out_ptr, out_edge, edge_v, edge_len)
     expected = np.where(tree[targets] <= limit, tree[targets], np.inf)
     np.testing.assert_array_equal(row, expected)  # the same sums, to the bit
-    assert np.isinf(dist).all()  # the workspace is left as it was found
+    dist, pred = workspace[0], workspace[1]
+    assert np.isinf(dist).all() and (pred == -1).all()  # reset as it was found
