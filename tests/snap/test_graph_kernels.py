@@ -24,6 +24,16 @@ def adjacency(edge_u: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]
     return np.searchsorted(edge_u[order], np.arange(n_nodes + 1)), order
 
 
+def random_edges(
+    rng: np.random.Generator, n_nodes: int, n_edges: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edge_u, edge_v, edge_len)`` of a random directed multigraph, loops included."""
+    edge_u = rng.integers(0, n_nodes, n_edges)
+    edge_v = rng.integers(0, n_nodes, n_edges)
+    edge_len = np.round(rng.uniform(0.0, 20.0, n_edges), 1)  # with zero lengths and ties
+    return edge_u, edge_v, edge_len
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n_nodes=st.integers(1, 30),
@@ -35,9 +45,7 @@ def test_shortest_path_tree_matches_networkx(
     n_nodes: int, n_edges: int, seed: int, limit: float
 ) -> None:
     rng = np.random.default_rng(seed)
-    edge_u = rng.integers(0, n_nodes, n_edges)
-    edge_v = rng.integers(0, n_nodes, n_edges)
-    edge_len = np.round(rng.uniform(0.0, 20.0, n_edges), 1)  # with zero lengths and ties
+    edge_u, edge_v, edge_len = random_edges(rng, n_nodes, n_edges)
     out_ptr, out_edge = adjacency(edge_u, n_nodes)
     dist, pred = shortest_path_tree(0, limit, out_ptr, out_edge, edge_v, edge_len)
 
@@ -69,9 +77,7 @@ def test_distances_to_marked_nodes_equal_the_tree_within_the_limit(
     n_nodes: int, n_edges: int, seed: int, limit: float
 ) -> None:
     rng = np.random.default_rng(seed)
-    edge_u = rng.integers(0, n_nodes, n_edges)
-    edge_v = rng.integers(0, n_nodes, n_edges)
-    edge_len = np.round(rng.uniform(0.0, 20.0, n_edges), 1)
+    edge_u, edge_v, edge_len = random_edges(rng, n_nodes, n_edges)
     out_ptr, out_edge = adjacency(edge_u, n_nodes)
     src = int(rng.integers(0, n_nodes))
     targets = rng.permutation(n_nodes)[: int(rng.integers(1, n_nodes + 1))]

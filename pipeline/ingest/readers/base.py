@@ -366,8 +366,8 @@ def _cast_every_one(
     """
     try:
         parsed = pc.cast(text, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a blank, null word or bad value
+        return None  # the caller then looks for the null words, and casts the rest
     if pa.types.is_floating(target) and pc.any(pc.is_nan(parsed)).as_py():
         return None
     missing = parsed.is_null().to_numpy(zero_copy_only=False)

@@ -152,6 +152,17 @@ VERTICES = st.lists(
 )
 
 
+def assert_read_at_once_as_one_by_one(path: Path) -> None:
+    """A file's lines added at once read as the same fixes and rejects as vertex by vertex."""
+    at_once = read_trace_file(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(geojson._Rows, "add_positions", lambda *_: False)
+        one_by_one = read_trace_file(path)
+    check_result(at_once)
+    pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
+    pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
+
+
 @given(vertices=VERTICES, with_times=st.booleans(), with_speeds=st.booleans())
 @settings(max_examples=150, deadline=None)
 def test_a_line_read_at_once_reads_as_vertex_by_vertex(
@@ -168,13 +179,7 @@ def test_a_line_read_at_once_reads_as_vertex_by_vertex(
         properties["speed"] = [float(i) for i in range(len(vertices))]
     line = {"type": "Feature", "geometry": {"type": "LineString", "coordinates": vertices}}
     path = write(tmp_path_factory.mktemp("line"), {**line, "properties": properties})
-    at_once = read_trace_file(path)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(geojson._Rows, "add_positions", lambda *_: False)
-        one_by_one = read_trace_file(path)
-    check_result(at_once)
-    pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
-    pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
+    assert_read_at_once_as_one_by_one(path)
 
 
 JSON_VALUES = st.recursive(
@@ -304,13 +309,7 @@ def test_float_lines_read_at_once_read_as_vertex_by_vertex(
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     collection = {"type": "FeatureCollection", "features": features}
     path = write(tmp_path_factory.mktemp("lines"), collection)
-    at_once = read_trace_file(path)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(geojson._Rows, "add_positions", lambda *_: False)
-        one_by_one = read_trace_file(path)
-    check_result(at_once)
-    pd.testing.assert_frame_equal(at_once.fixes, one_by_one.fixes)
-    pd.testing.assert_frame_equal(at_once.rejects, one_by_one.rejects)
+    assert_read_at_once_as_one_by_one(path)
 
 
 PROPERTY_NAMES = st.sampled_from(
