@@ -18,7 +18,6 @@ the demo beyond it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -27,11 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from bench_workflow import KEY, demo_config, fixes_read, run_command
 
-from pipeline.config import DEMO_CONFIG_PATH
-
-KEY = "benchmark-key-not-a-secret-0123"
 # each rule of the demo, in the order of its critical path, and the module its stage imports
 RULE_MODULES = {
     "build_roads": "pipeline.roads.build",
@@ -71,18 +67,9 @@ def _median_import(code: str, runs: int) -> float:
 
 def finished_demo(folder: Path) -> tuple[Path, int]:
     """Run the demo once into ``folder``; return its config's path and the fixes it read."""
-    config = yaml.safe_load(DEMO_CONFIG_PATH.read_text())
-    config["output_dir"] = str(folder / "results")
-    config_path = folder / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    seconds_of(_run_command(config_path, cores=2), cwd=folder)
-    batch = folder / "results" / "helsinki" / "traces" / "batches" / "fleet.json"
-    return config_path, int(json.loads(batch.read_text())["rows_read"])
-
-
-def _run_command(config_path: Path, cores: int) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path),
-            "--cores", str(cores)]  # fmt: skip
+    config_path = demo_config(folder)
+    seconds_of(run_command(config_path, cores=2), cwd=folder)
+    return config_path, fixes_read(folder)
 
 
 def no_op_seconds(config_path: Path, runs: int) -> dict[int, list[float]]:
@@ -91,7 +78,7 @@ def no_op_seconds(config_path: Path, runs: int) -> dict[int, list[float]]:
     for _ in range(runs):
         for cores in seconds:
             seconds[cores].append(
-                seconds_of(_run_command(config_path, cores), cwd=config_path.parent)
+                seconds_of(run_command(config_path, cores), cwd=config_path.parent)
             )
     return seconds
 

@@ -75,15 +75,34 @@ class WorkerPeak:
         self._thread.join()
 
 
-def run_once(scale: int, workers: int, folder: Path) -> Run:
-    """Run the workflow once; return its measures."""
+def demo_config(folder: Path, scale: int = 1) -> Path:
+    """Write the demo's config, its fleet ``scale`` times larger, into ``folder``; return it.
+
+    Its outputs go to ``folder/results``.
+    """
     config = yaml.safe_load(DEMO_CONFIG_PATH.read_text())
     config["output_dir"] = str(folder / "results")
-    config["simulate"]["devices"] = 40 * scale
+    config["simulate"]["devices"] *= scale
     config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path),
-               "--cores", str(workers)]  # fmt: skip
+    return config_path
+
+
+def run_command(config_path: Path, cores: int) -> list[str]:
+    """The command that runs the workflow on a config (``roadcover run``)."""
+    return [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path),
+            "--cores", str(cores)]  # fmt: skip
+
+
+def fixes_read(folder: Path) -> int:
+    """The fixes the demo region's fleet batch read, in a run into ``folder/results``."""
+    batch = folder / "results" / "helsinki" / "traces" / "batches" / "fleet.json"
+    return int(json.loads(batch.read_text())["rows_read"])
+
+
+def run_once(scale: int, workers: int, folder: Path) -> Run:
+    """Run the workflow once; return its measures."""
+    command = run_command(demo_config(folder, scale), workers)
     started = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=folder, env={**os.environ, "ROADCOVER_PSEUDONYM_KEY": KEY},
@@ -96,8 +115,7 @@ def run_once(scale: int, workers: int, folder: Path) -> Run:
     if process.returncode != 0:
         raise RuntimeError(f"the workflow failed:\n{stderr.decode()[-3000:]}")
     seconds = time.perf_counter() - started
-    region = folder / "results" / "helsinki"
-    fixes = json.loads((region / "traces" / "batches" / "fleet.json").read_text())["rows_read"]
+    fixes = fixes_read(folder)
     rules = {}
     benchmarks = folder / "results" / "benchmarks"
     for tsv in sorted(benchmarks.rglob("*.tsv")):

@@ -97,24 +97,7 @@ def drive_route(
 
 
 def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
-    """Turn rows of white noise into AR(1) series of lag-1 correlation ``rho``.
-
-    Each row ``w`` gives ``e[0] = w[0]`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]``,
-    computed block-wise with cumulative sums along the rows (no per-sample Python loop); a
-    row gives the same numbers whatever rows it is filtered with.
-
-    Parameters
-    ----------
-    white
-        Standard normal draws, one series per row (shape ``(series, samples)``).
-    rho
-        Lag-1 correlation; at most 0 returns ``white`` itself.
-
-    Returns
-    -------
-    numpy.ndarray
-        The series, shaped like ``white``.
-    """
+    """NumPy's ``simulate_drive.ar1_filter``: block-wise cumulative sums along the rows."""
     n = white.shape[1]
     if n == 0 or rho <= 0.0:
         return white
@@ -136,12 +119,7 @@ def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
 def _speed_profile(
     route: Route, edge_speed: np.ndarray, stop_at_m: np.ndarray, dwell_s: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return the time, distance and speed knots of a drive, and the time at each edge boundary.
-
-    Speeds are capped by each edge's speed, by turns, near the trip ends and to 0 at stops,
-    then limited by acceleration and braking (the forward/backward pass of a velocity
-    profile, vectorized with running minima of ``v² ∓ 2 a s``).
-    """
+    """NumPy's ``drive_kernels.speed_profile``: knots and edge-boundary times of a drive."""
     length_m = route.length_m
     turn_at_m, turn_cap = _turn_caps(route)
     grid = _grid(length_m, max(2, math.ceil(length_m / GRID_STEP_M) + 1))
@@ -196,20 +174,7 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
 def _with_departures(
     arrival: np.ndarray, s: np.ndarray, v: np.ndarray, dwell: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Add a knot after each stop: where the vehicle leaves it, ``dwell`` later at speed 0.
-
-    Parameters
-    ----------
-    arrival, s, v
-        Time, distance and speed at each point of the profile.
-    dwell
-        Time stood at each point (0 where the vehicle does not stop).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        The knots' times, distances and speeds.
-    """
+    """NumPy's ``drive_kernels._with_departures``: a knot after each stop."""
     stopped = np.flatnonzero(dwell > 0)
     if len(stopped) == 0:
         return arrival, s, v
