@@ -133,6 +133,7 @@ class Settings:
     output_dir: Path
     cache_dir: Path
     dask_scheduler_address: str | None
+    lock_timeout_s: float
     regions: tuple[RegionSettings, ...]
     roads: RoadSettings
     ingest: IngestSettings
@@ -249,6 +250,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         output_dir=Path(config["output_dir"]),
         cache_dir=Path(config["cache_dir"]),
         dask_scheduler_address=config["dask"]["scheduler_address"],
+        lock_timeout_s=float(config["lock_timeout_s"]),
         regions=tuple(
             RegionSettings(
                 name=r["name"],

@@ -74,6 +74,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+def remove_leftover_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of killed writes (:func:`atomic_path`'s) under ``folder``.
+
+    Call it only while holding the folder's lock (:func:`pipeline.locking.folder_lock`): then
+    no write into the folder is under way, and every temporary file is a dead writer's.
+    Symbolic links are neither followed nor removed.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    for temp in sorted(folder.rglob(".*.tmp")):
+        if temp.is_file() and not temp.is_symlink():
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
 def write_json(data: Any, path: str | Path) -> None:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     with atomic_path(path) as temp:
