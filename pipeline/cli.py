@@ -477,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         click.echo(f"roadcover: error: {exc}", err=True)
         return EXIT_ERROR
+    except OSError as exc:  # a path the user gave cannot be read, written or bound
+        logging.getLogger(__name__).debug("operating system error", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"roadcover: error: {where}{exc.strerror or exc}", err=True)
+        return EXIT_ERROR
     except click.exceptions.Abort:
         click.echo("roadcover: aborted", err=True)
         return EXIT_ERROR

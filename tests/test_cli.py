@@ -41,6 +41,22 @@ def test_bad_input_is_one_line_on_stderr_with_no_traceback(tmp_path: Path) -> No
     assert result.stderr.strip() == f"roadcover: error: {missing}: OSM extract not found"
 
 
+def test_an_unwritable_output_is_one_line_naming_it(tiny_osm: Path) -> None:
+    # /dev/null is a file, so no folder can be made under it (root may write anywhere else)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "roads", "build", str(tiny_osm), "-o",
+         "/dev/null/roads"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.strip().splitlines()[-1] == (
+        "roadcover: error: /dev/null/roads: Not a directory"
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_config_is_reported_with_the_key(tmp_path: Path, tiny_osm: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("regions: [{name: x, osm: x.osm}]\nroads: {network: boats}\n")
