@@ -19,6 +19,7 @@ import pytest
 from pipeline.cli import EXIT_ERROR
 from pipeline.config import load_config
 from pipeline.contracts import POINTS, REJECTS, TRIPS
+from pipeline.errors import InputDataError
 from pipeline.ingest import stage
 from pipeline.ingest.stage import ingest_traces
 from pipeline.io import read_table
@@ -309,3 +310,14 @@ def test_symbolic_links_are_not_followed(tmp_path: Path) -> None:
     written = b"".join(dataset_files(traces).values())
     assert b"SECRET-LINE" not in written
     assert "passwd.csv" in stage.format_report(report)
+
+
+def test_a_sidecar_that_is_a_link_is_refused_not_followed(tmp_path: Path) -> None:
+    [drive] = write_drives(tmp_path / "uploads", 1)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"contributor_id": "someone-else"}')
+    Path(f"{drive}.meta.json").symlink_to(elsewhere)
+    traces = tmp_path / "traces"
+    with pytest.raises(InputDataError, match="symbolic link"):
+        ingest_traces([tmp_path / "uploads"], traces, load_config().ingest)
+    assert not list(traces.rglob("*.parquet")) and not list(traces.rglob("*.json"))
