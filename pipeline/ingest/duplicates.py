@@ -22,17 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.contracts import POINTS
 from pipeline.geodesy import distances_m
-from pipeline.ingest.clean import epoch_seconds, live_positions, reject_at
+from pipeline.ingest.clean import live_positions, reject_at
 from pipeline.io import read_arrow
 
 SAME_POSITION_M = 1.0
 EARLIER_BATCH_REASON = "duplicate_of_earlier_batch"
 EARLIER_FILE_REASON = "duplicate"
 KEY_COLUMNS = ["device_id", "observed_at", "lon", "lat"]
-MATCH_ON = ["device_id", "at_ms"]
+MS_PER_DAY = 86_400_000
+TIME_BITS = 42  # epoch milliseconds below 2**42: until the year 2109
+EPOCH = dt.date(1970, 1, 1)
 
 
 def fix_keys(rows: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
@@ -40,83 +43,98 @@ def fix_keys(rows: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
 
     ``row`` is the position in ``rows``.
     """
-    return _keys(rows.iloc[positions]).assign(row=positions)
-
-
-def _keys(fixes: pd.DataFrame) -> pd.DataFrame:
-    """Return ``device_id``, ``at_ms`` (``observed_at`` in epoch ms), ``lon`` and ``lat``."""
+    chosen = rows.iloc[positions]
     return pd.DataFrame(
         {
-            "device_id": fixes["device_id"].to_numpy(dtype=object),
-            "at_ms": np.round(epoch_seconds(fixes["observed_at"]) * 1000).astype("int64"),
-            "lon": fixes["lon"].to_numpy(dtype="float64"),
-            "lat": fixes["lat"].to_numpy(dtype="float64"),
+            "device_id": chosen["device_id"].to_numpy(dtype=object),
+            "at_ms": epoch_ms(chosen["observed_at"]),
+            "lon": chosen["lon"].to_numpy(dtype="float64"),
+            "lat": chosen["lat"].to_numpy(dtype="float64"),
+            "row": positions,
         }
     )
 
 
-def _no_keys() -> pd.DataFrame:
-    """Return :func:`_keys` of no fixes."""
-    return pd.DataFrame(
-        {
-            "device_id": pd.Series(dtype=object),
-            "at_ms": pd.Series(dtype="int64"),
-            "lon": pd.Series(dtype="float64"),
-            "lat": pd.Series(dtype="float64"),
-        }
-    )
+def epoch_ms(times: pd.Series) -> np.ndarray:
+    """Return milliseconds since 1970 of a UTC timestamp column, as int64."""
+    return times.dt.as_unit("ms").astype("int64").to_numpy()
 
 
-def copies(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
-    """Pairs of a new fix and a known copy of it (same device and time, within 1 m).
+def copies(new: pd.DataFrame, known: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pairs (position in ``new``, position in ``known``) of copies of one fix.
 
-    Both tables have :func:`fix_keys` columns but ``row`` (``known`` may have more); the
-    result has one row per pair, the known fix's columns suffixed ``_known`` where both have
-    them.
+    Both tables have ``device_id``, ``at_ms``, ``lon`` and ``lat``. Device and time are joined
+    as one int64 (device code above :data:`TIME_BITS` bits of time), then the positions
+    compared.
     """
-    pairs = new.merge(known, on=MATCH_ON, suffixes=("", "_known"))
-    close = distances_m(
-        pairs["lon"].to_numpy(),
-        pairs["lat"].to_numpy(),
-        pairs["lon_known"].to_numpy(),
-        pairs["lat_known"].to_numpy(),
+    devices = np.concatenate(
+        [new["device_id"].to_numpy(object), known["device_id"].to_numpy(object)]
     )
-    return pairs[close <= SAME_POSITION_M]
+    codes = pd.factorize(devices)[0].astype("int64") << TIME_BITS
+    new_keys = codes[: len(new)] | new["at_ms"].to_numpy()
+    known_keys = codes[len(new) :] | known["at_ms"].to_numpy()
+    pairs = pd.DataFrame({"key": new_keys, "new": np.arange(len(new))}).merge(
+        pd.DataFrame({"key": known_keys, "known": np.arange(len(known))}), on="key"
+    )
+    i, j = pairs["new"].to_numpy(), pairs["known"].to_numpy()
+    apart_m = distances_m(
+        new["lon"].to_numpy()[i],
+        new["lat"].to_numpy()[i],
+        known["lon"].to_numpy()[j],
+        known["lat"].to_numpy()[j],
+    )
+    close = apart_m <= SAME_POSITION_M
+    return i[close], j[close]
 
 
 def reject_fixes_of_earlier_batches(rows: pd.DataFrame, traces_dir: Path) -> None:
     """Reject the still-accepted rows of which the ``points`` dataset holds a copy."""
-    new = fix_keys(rows, live_positions(rows))
-    if new.empty:
+    live = live_positions(rows)
+    if not len(live):
         return
-    days = pd.to_datetime(new["at_ms"], unit="ms").dt.date.unique()
-    known = earlier_fixes(traces_dir, days, sorted(set(new["device_id"])))
-    found = copies(new, known).drop_duplicates("row")
-    if len(found):
-        details = ("same fix as one of batch " + found["batch"]).tolist()
-        reject_at(rows, found["row"].to_numpy(), EARLIER_BATCH_REASON, details)
+    days = np.unique(epoch_ms(rows["observed_at"].iloc[live]) // MS_PER_DAY)
+    files = partition_files(traces_dir, days)
+    if not files:  # nothing earlier on those days: the common case of a first batch
+        return
+    new = fix_keys(rows, live)
+    known = earlier_fixes(files, list(pd.unique(new["device_id"])))
+    i, j = copies(new, known)
+    if len(i):
+        first = np.unique(i, return_index=True)[1]  # one copy per new fix is enough
+        details = [f"same fix as one of batch {b}" for b in known["batch"].to_numpy()[j[first]]]
+        reject_at(rows, new["row"].to_numpy()[i[first]], EARLIER_BATCH_REASON, details)
 
 
-def earlier_fixes(traces_dir: Path, days: np.ndarray, devices: list[str]) -> pd.DataFrame:
-    """Return the fixes of ``devices`` in the points partitions of ``days`` and days before.
+def earlier_fixes(files: list[Path], devices: list[str]) -> pd.DataFrame:
+    """Return the fixes of ``devices`` in points ``files``.
 
-    Returns :func:`fix_keys` columns (without ``row``) and ``batch``, the batch that wrote them.
+    Columns ``device_id``, ``at_ms``, ``lon``, ``lat`` and ``batch`` (that wrote the fix).
     """
-    parts = [_no_keys().assign(batch=pd.Series(dtype=object))]
-    for path in partition_files(traces_dir, days):
+    tables, batches = [], []
+    for path in files:
         table = read_arrow(path, POINTS, KEY_COLUMNS, filters=[("device_id", "in", devices)])
-        if table.num_rows:
-            parts.append(_keys(table.to_pandas()).assign(batch=batch_of_part(path)))
-    return pd.concat(parts, ignore_index=True)
+        tables.append(table.select(KEY_COLUMNS))
+        batches.append(np.full(table.num_rows, batch_of_part(path), dtype=object))
+    table = pa.concat_tables(tables)
+    times = table.column("observed_at").cast(pa.timestamp("ms", "UTC")).cast(pa.int64())
+    return pd.DataFrame(
+        {
+            "device_id": table.column("device_id").to_numpy(zero_copy_only=False),
+            "at_ms": times.to_numpy(),
+            "lon": table.column("lon").to_numpy(),
+            "lat": table.column("lat").to_numpy(),
+            "batch": np.concatenate(batches),
+        }
+    )
 
 
 def partition_files(traces_dir: Path, days: np.ndarray) -> list[Path]:
-    """Return the points files of the partitions of ``days`` and of the day before each."""
-    wanted = {day - offset for day in days for offset in (dt.timedelta(0), dt.timedelta(days=1))}
+    """Return the points files of the partitions of ``days`` (since 1970) and the days before."""
+    wanted = sorted({int(day) - back for day in days for back in (0, 1)})
     files: list[Path] = []
-    for day in sorted(wanted):
-        folder = traces_dir / "points" / f"date={day.isoformat()}"
-        files += sorted(folder.glob("h3=*/part-*.parquet"))
+    for day in wanted:
+        date = EPOCH + dt.timedelta(days=day)
+        files += sorted((traces_dir / "points" / f"date={date.isoformat()}").glob("h3=*/part-*"))
     return files
 
 
@@ -141,29 +159,51 @@ def reject_fixes_of_earlier_files(
         (:func:`valid_fixes`); they come before every file of ``rows``.
     """
     live = live_positions(rows)
+    names, uniques = pd.factorize(rows["source_file"].to_numpy()[live])
+    files = np.array([file_order[name] for name in uniques], dtype="int64")[names]
+    if earlier is None or earlier.empty:
+        if not _a_device_in_two_files(rows["device_id"].to_numpy()[live], files):
+            return  # the common case: nothing to compare
+        earlier = valid_fixes(rows.iloc[:0])
     new = fix_keys(rows, live)
-    new["order"] = pd.Series(rows["source_file"].to_numpy()[live]).map(file_order).to_numpy()
-    known = new.rename(columns={"row": "row_known", "order": "order_known"}).assign(detail=None)
-    if earlier is not None and len(earlier):
-        known = pd.concat([earlier.assign(order_known=-1, row_known=-1), known], ignore_index=True)
-    if known["device_id"].nunique() == len(known.drop_duplicates(["device_id", "order_known"])):
-        return  # no device in two files: the common case, nothing to compare
-    found = copies(new, known)
-    found = found[found["order_known"] < found["order"]].drop_duplicates("row")
-    if len(found):
-        here = found["row_known"].to_numpy() >= 0
-        names = np.array(found["detail"], dtype=object)
-        names[here] = _row_names(rows, found["row_known"].to_numpy()[here])
+    known = pd.concat(
+        [earlier.assign(file=-1), new.assign(file=files, detail=None)], ignore_index=True
+    )
+    i, j = copies(new, known)
+    before = known["file"].to_numpy()[j] < files[i]
+    i, j = i[before], j[before]
+    if len(i):
+        first = np.unique(i, return_index=True)[1]
+        i, j = i[first], j[first]
+        names = known["detail"].to_numpy(dtype=object)[j]
+        here = pd.isna(names)  # a copy in ``rows``: named now, only the few that are copied
+        names[here] = _row_names(rows, known["row"].to_numpy()[j[here]].astype("int64"))
         details = [f"same fix as {name}" for name in names]
-        reject_at(rows, found["row"].to_numpy(), EARLIER_FILE_REASON, details)
+        reject_at(rows, new["row"].to_numpy()[i], EARLIER_FILE_REASON, details)
+
+
+def _a_device_in_two_files(devices: np.ndarray, files: np.ndarray) -> bool:
+    """Whether a device has fixes in two files (integer codes compared, not strings)."""
+    codes, uniques = pd.factorize(devices)
+    pairs = np.unique(codes.astype("int64") * (int(files.max(initial=0)) + 1) + files)
+    return len(pairs) > len(uniques)
 
 
 def valid_fixes(rows: pd.DataFrame) -> pd.DataFrame:
     """Return the still-accepted rows' :func:`fix_keys` and a ``detail`` naming their rows."""
     if rows.empty:
-        return _no_keys().assign(detail=pd.Series(dtype=object))
+        return pd.DataFrame(
+            {
+                "device_id": pd.Series(dtype=object),
+                "at_ms": pd.Series(dtype="int64"),
+                "lon": pd.Series(dtype="float64"),
+                "lat": pd.Series(dtype="float64"),
+                "row": pd.Series(dtype="int64"),
+                "detail": pd.Series(dtype=object),
+            }
+        )
     live = live_positions(rows)
-    return fix_keys(rows, live).drop(columns="row").assign(detail=_row_names(rows, live))
+    return fix_keys(rows, live).assign(detail=_row_names(rows, live))
 
 
 def _row_names(rows: pd.DataFrame, positions: np.ndarray) -> list[str]:
