@@ -511,6 +511,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _not_followed_lines(report: dict[str, Any]) -> list[str]:
     links = report.get("symlinks_not_followed", [])
+    if not links:
+        return []
     return [f"  symbolic links, not followed: {len(links)}", *(f"    {link}" for link in links)]
 
 

@@ -310,6 +310,10 @@ def test_symbolic_links_are_not_followed(tmp_path: Path) -> None:
     written = b"".join(dataset_files(traces).values())
     assert b"SECRET-LINE" not in written
     assert "passwd.csv" in stage.format_report(report)
+    again = ingest_traces([uploads], tmp_path / "other", load_config().ingest)
+    assert "symbolic links" in stage.format_report(again)
+    plain = ingest_traces([drive], tmp_path / "plain", load_config().ingest)
+    assert plain["symlinks_not_followed"] == [] and "symbolic" not in stage.format_report(plain)
 
 
 def test_a_sidecar_that_is_a_link_is_refused_not_followed(tmp_path: Path) -> None:
