@@ -6,8 +6,10 @@ fixes are cleaned, split into trips and trimmed for privacy together (every step
 and a trace never spans files), and written to the batch's staging folder by the worker. What
 comes back to the stage process is small: per-file counts, rejects, one summary row (and line)
 per trip and a compact key per fix for the shared-coordinates check, so memory is bounded by
-the chunk, not the batch. The plausibility checks that compare trips across the batch then run
-on those summaries, and the staged files are moved into place.
+the chunk, not the batch. Copies of fixes counted before (in the dataset, or in an earlier file
+of the batch) are rejected before trips are split (:mod:`pipeline.ingest.duplicates`). The
+plausibility checks that compare trips across the batch then run on those summaries, and the
+staged files are moved into place.
 
 ``TRACES_DIR`` layout (every file written atomically; see docs/data-contracts.md)::
 

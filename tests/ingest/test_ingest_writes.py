@@ -23,6 +23,7 @@ from pipeline.errors import InputDataError
 from pipeline.ingest import stage
 from pipeline.ingest.stage import ingest_traces
 from pipeline.io import read_table
+from pipeline.locking import LockTimeoutError
 
 KEY = "a-test-pseudonym-key-0123456789"
 OTHER_KEY = "another-pseudonym-key-9876543210"
@@ -325,3 +326,39 @@ def test_a_sidecar_that_is_a_link_is_refused_not_followed(tmp_path: Path) -> Non
     with pytest.raises(InputDataError, match="symbolic link"):
         ingest_traces([tmp_path / "uploads"], traces, load_config().ingest)
     assert not list(traces.rglob("*.parquet")) and not list(traces.rglob("*.json"))
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from pipeline.locking import folder_lock
+with folder_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_an_ingest_waits_for_the_folders_lock_and_gives_up_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    [drive] = write_drives(tmp_path / "uploads", 1)
+    traces = tmp_path / "traces"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(traces)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeoutError, match="lock_timeout_s"):
+            ingest_traces([drive], traces, load_config().ingest, lock_timeout_s=0.5)
+        config = tmp_path / "config.yaml"
+        config.write_text("regions: [{name: t, osm: t.osm}]\nlock_timeout_s: 0.5\n")
+        refused = run_cli(["ingest", str(drive), "-o", str(traces), "--config", str(config)], KEY)
+        assert refused.returncode == EXIT_ERROR
+        waited, error = refused.stderr.strip().splitlines()  # the waiting message, the error
+        assert "waiting for another writer" in waited and "Traceback" not in refused.stderr
+        assert error.startswith("roadcover: error:") and "gave up after 0.5 s" in error
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (traces / "reports").exists()
+    assert ingest_traces([drive], traces, load_config().ingest)["rows_read"] == FIXES_PER_DRIVE
