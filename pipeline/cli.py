@@ -191,7 +191,7 @@ def ingest(
     """Ingest dashcam traces (GPX, NMEA, CSV, GeoJSON, GeoParquet, frame JSON) as one batch.
 
     INPUTS are files or folders (searched recursively). Files ingested before (same content)
-    are skipped.
+    are skipped; symbolic links are not followed (listed in the report).
     """
     from pipeline.config import load_config
     from pipeline.ingest.stage import format_report, ingest_traces
@@ -203,7 +203,7 @@ def ingest(
         settings = replace(settings, workers=workers)
     report = ingest_traces(
         list(inputs), traces_dir, settings, strict=strict,
-        scheduler_address=config.dask_scheduler_address,
+        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
     )  # fmt: skip
     if report_path is not None:
         write_json(report, report_path)

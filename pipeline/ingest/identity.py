@@ -10,7 +10,8 @@ Contributor, in order of precedence (the first that says wins):
 4. otherwise ``unknown``.
 
 Device: the sidecar, then the file itself (per row, so one CSV may hold several devices), then
-the file name without its extension.
+the file name without its extension. A sidecar that is a symbolic link is refused, never
+followed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,18 @@ UNKNOWN_CONTRIBUTOR = "unknown"
 
 
 def read_sidecar(path: Path) -> dict[str, str]:
-    """Return the contributor/device a file's sidecar names (empty when there is none)."""
+    """Return the contributor/device a file's sidecar names (empty when there is none).
+
+    Raises
+    ------
+    InputDataError
+        If the sidecar is not a JSON object, or is a symbolic link (never followed).
+    """
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.is_symlink():
+        raise InputDataError(
+            f"{sidecar}: a symbolic link; links are not followed: put the sidecar file itself there"
+        )
     if not sidecar.exists():
         return {}
     try:

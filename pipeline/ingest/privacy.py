@@ -2,8 +2,10 @@
 
 Raw contributor and device identifiers never leave ingest: they are replaced by
 HMAC-SHA256 pseudonyms under a secret key that is read from the environment or a key file and
-never written anywhere. The same key gives the same pseudonym in every batch, so coverage can
-count distinct contributors over time; without the key, pseudonyms cannot be linked back.
+never written anywhere (only its fingerprint, :func:`key_fingerprint`, is kept with a traces
+dataset, to refuse a batch under another key). The same key gives the same pseudonym in every
+batch, so coverage can count distinct contributors over time; without the key, pseudonyms
+cannot be linked back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pipeline.ingest.readers import repeated
 
 PSEUDONYM_HEX_DIGITS = 16
 MIN_KEY_BYTES = 16
+# what the key fingerprint is the HMAC of: a fixed text, so it identifies the key, never an id
+KEY_FINGERPRINT_TEXT = b"roadcover pseudonym key fingerprint v1"
 
 
 def load_pseudonym_key(settings: IngestSettings) -> bytes:
@@ -53,6 +57,15 @@ def load_pseudonym_key(settings: IngestSettings) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"the pseudonym key from {source} is shorter than {MIN_KEY_BYTES} bytes")
     return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Return the fingerprint of a pseudonym key: HMAC-SHA256 of a fixed text, 64 hex digits.
+
+    Two keys have the same fingerprint only if they are the same; the key cannot be found from
+    it (as from any pseudonym).
+    """
+    return hmac.new(key, KEY_FINGERPRINT_TEXT, hashlib.sha256).hexdigest()
 
 
 def pseudonym(key: bytes, value: str) -> str:

@@ -6,33 +6,39 @@ fixes are cleaned, split into trips and trimmed for privacy together (every step
 and a trace never spans files), and written to the batch's staging folder by the worker. What
 comes back to the stage process is small: per-file counts, rejects, one summary row (and line)
 per trip and a compact key per fix for the shared-coordinates check, so memory is bounded by
-the chunk, not the batch. The plausibility checks that compare trips across the batch then run
-on those summaries, and the staged files are moved into place.
+the chunk, not the batch. Copies of fixes counted before (in the dataset, or in an earlier file
+of the batch) are rejected before trips are split (:mod:`pipeline.ingest.duplicates`). The
+plausibility checks that compare trips across the batch then run on those summaries, and the
+staged files are moved into place.
 
 ``TRACES_DIR`` layout (every file written atomically; see docs/data-contracts.md)::
 
     points/date=YYYY-MM-DD/h3=<cell>/part-<batch>-<chunk>.parquet   accepted fixes (points)
     trips/part-<batch>.parquet                                one row per trip (contract trips)
     rejects/part-<batch>.parquet                              every rejected row (contract rejects)
-    reports/<batch>.json                                      rows read/accepted/rejected per file
-    ingested_files.json                                       content sha256 of every ingested file
+    reports/<batch>.json                                      the batch's report: its commit record
+    pseudonym_key.json                                        fingerprint of the pseudonym key
 
-A file whose content was ingested before is skipped, so re-running a batch adds nothing. A
-batch interrupted before it finished left only its staging folder (``.staging/<batch>``), which
-the next run of the batch removes; the registry is written last.
+One ingest at a time updates a traces folder: the whole sequence, from finding which files are
+new to the last write, holds the folder's lock (:func:`~pipeline.locking.folder_lock`). A
+batch's report is written last and is what marks it applied: the files already ingested are
+those its reports list (by content sha256), and on taking the lock the parts of a batch with no
+report (what a killed ingest left) are removed, with every staging folder. So a file is counted
+in one batch or none, whenever a writer is killed, and re-running a batch adds nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +51,18 @@ import shapely
 
 from pipeline.config import IngestSettings
 from pipeline.contracts import POINTS, REJECTS, TRIPS
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.ingest.clean import (
     check_values,
     reject_acceleration_spikes,
     reject_duplicates,
     reject_speed_spikes,
+)
+from pipeline.ingest.duplicates import (
+    batch_of_part,
+    reject_fixes_of_earlier_batches,
+    reject_fixes_of_earlier_files,
+    valid_fixes,
 )
 from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities
 from pipeline.ingest.plausibility import (
@@ -65,7 +77,7 @@ from pipeline.ingest.plausibility import (
     summarize_trips,
     trace_flags,
 )
-from pipeline.ingest.privacy import load_pseudonym_key
+from pipeline.ingest.privacy import key_fingerprint, load_pseudonym_key
 from pipeline.ingest.readers import (
     REJECT_COLUMNS,
     ReaderOptions,
@@ -77,12 +89,15 @@ from pipeline.ingest.readers import (
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
 from pipeline.io import STAGING_DIR, read_table, write_json, write_points, write_table
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
 from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
 
-REGISTRY_FILE = "ingested_files.json"
+REPORTS_DIR = "reports"
+KEY_FILE = "pseudonym_key.json"
+BATCH_OUTPUTS = ("points", "trips", "rejects")  # a batch's parts, applied once its report is
 WHOLE_FILE_ROW = 0
 # Files are read one by one but cleaned in chunks: every cleaning step works on many traces
 # at once, so its fixed cost is paid once per chunk instead of once per (often small) file.
@@ -126,6 +141,9 @@ class ChunkOutcome:
         :func:`coordinate_keys` of the chunk's accepted fixes.
     points_files
         Trip id -> the staged points file holding its fixes (relative to the staging folder).
+    spans
+        Per file and device, the first and last time read (``source_file``, ``device_id``,
+        ``first``, ``last``): where another chunk may hold copies of its fixes.
     """
 
     files: list[FileOutcome]
@@ -135,6 +153,7 @@ class ChunkOutcome:
     flags: dict[str, set[str]]
     keys: pd.DataFrame
     points_files: dict[str, str]
+    spans: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,8 @@ class ChunkTask:
 
     ``paths`` are as given (they name the rows' ``source_file``); relative ones are opened
     from ``base_dir``, the stage's working folder, since a shared worker may run elsewhere.
+    Copies of fixes already in ``traces_dir`` (absolute) or read from ``earlier_paths``
+    (earlier files of the batch, in other chunks) are rejected.
     """
 
     index: int
@@ -151,19 +172,54 @@ class ChunkTask:
     batch_id: str
     staging_dir: Path
     base_dir: Path
+    traces_dir: Path
+    earlier_paths: tuple[Path, ...] = ()
+    earlier_sha256s: tuple[str, ...] = ()
 
 
-def find_trace_files(inputs: list[Path]) -> list[Path]:
-    """Expand folders into the trace files they hold (sidecars excluded), sorted."""
+def find_trace_files(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Expand folders into the trace files they hold (sidecars excluded); both lists sorted.
+
+    Symbolic links are never followed, neither inside the folders nor as inputs themselves:
+    they are returned apart, to be listed in the report.
+
+    Returns
+    -------
+    files
+        The regular files to ingest.
+    links
+        The symbolic links found (files or folders), not read.
+    """
     files: set[Path] = set()
+    links: set[Path] = set()
     for item in inputs:
-        if item.is_dir():
-            files |= {p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        if item.is_symlink():
+            links.add(item)
+        elif item.is_dir():
+            found, linked = _files_in(item)
+            files |= found
+            links |= linked
         elif item.exists():
             files.add(item)
         else:
             raise InputDataError(f"{item}: no such file or folder")
-    return sorted(p for p in files if not p.name.endswith(SIDECAR_SUFFIX))
+    return sorted(p for p in files if not p.name.endswith(SIDECAR_SUFFIX)), sorted(links)
+
+
+def _files_in(folder: Path) -> tuple[set[Path], set[Path]]:
+    """Return the regular, not hidden files under ``folder``, and the links there."""
+    files: set[Path] = set()
+    links: set[Path] = set()
+    for root, folders, names in os.walk(folder):  # os.walk does not enter linked folders
+        here = Path(root)
+        links |= {here / name for name in folders if (here / name).is_symlink()}
+        for name in names:
+            path = here / name
+            if path.is_symlink():
+                links.add(path)
+            elif not name.startswith(".") and path.is_file():
+                files.add(path)
+    return files, links
 
 
 def ingest_traces(
@@ -173,13 +229,14 @@ def ingest_traces(
     strict: bool = False,
     now: pd.Timestamp | None = None,
     scheduler_address: str | None = None,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Ingest trace files into ``traces_dir`` as one batch and return the batch report.
 
     Parameters
     ----------
     inputs
-        Trace files, or folders searched recursively.
+        Trace files, or folders searched recursively (symbolic links are not followed).
     traces_dir
         The traces dataset (created if needed); earlier batches are kept.
     settings
@@ -191,71 +248,244 @@ def ingest_traces(
     scheduler_address
         An existing Dask scheduler (config ``dask.scheduler_address``); default: the
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
+    lock_timeout_s
+        How long to wait for another ingest into ``traces_dir`` (config ``lock_timeout_s``).
 
     Raises
     ------
     InputDataError
         If an input does not exist, or ``strict`` and some row was rejected.
     ConfigError
-        If no pseudonym key is configured.
+        If no pseudonym key is configured, or ``traces_dir`` was started with another key.
+    LockTimeoutError
+        If another ingest held ``traces_dir`` for longer than ``lock_timeout_s``.
     """
     key = load_pseudonym_key(settings)
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    registry = _read_registry(traces_dir)
-    files = find_trace_files(inputs)
+    files, links = find_trace_files(inputs)
+    for link in links:
+        log.warning("%s: a symbolic link, not followed (give the file it links to)", link)
     hashes = _file_hashes(files)
-    new_files = _new_files(files, hashes, registry)
-    to_ingest = set(new_files)  # a set: the batch may hold many thousand files
-    skipped = [str(p) for p in files if p not in to_ingest]
-    if not new_files:
-        log.info("ingest: nothing new (%d file(s) already ingested)", len(skipped))
-        return {"batch_id": None, "files_skipped": skipped, "rows_read": 0}
-    batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode()).hexdigest()[
-        :16
-    ]
-    staging = (traces_dir / STAGING_DIR / batch_id).absolute()
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run of this batch left
-    tasks = [
-        ChunkTask(i, chunk, [hashes[p] for p in chunk], batch_id, staging, Path.cwd())
-        for i, chunk in enumerate(file_chunks(new_files))
-    ]
-    chunks: list[ChunkOutcome] = run_tasks(
-        ingest_chunk,
-        tasks,
-        "ingest file chunks",
-        settings.workers,
-        scheduler_address,
-        min_tasks=DASK_MIN_CHUNKS_PER_WORKER * settings.workers,
-        settings=settings,
-        pseudonym_key=key,
-        now=now,
-    )
-    outcomes = [file for chunk in chunks for file in chunk.files]
-    trips = _flag_batch_trips(chunks, traces_dir, staging, settings)
-    rejects = _rejects_table(outcomes, chunks, batch_id)
-    report = _batch_report(batch_id, outcomes, chunks, rejects, trips, skipped)
-    if strict and len(rejects):
-        shutil.rmtree(staging, ignore_errors=True)
-        raise InputDataError(
-            f"--strict: {len(rejects)} row(s) rejected ({report['rejected_by_reason']}); "
-            "nothing was written"
-        )
-    _publish_points(staging, traces_dir)
-    write_table(
-        trips.assign(batch_id=batch_id), traces_dir / "trips" / f"part-{batch_id}.parquet", TRIPS
-    )
-    write_table(rejects, traces_dir / "rejects" / f"part-{batch_id}.parquet", REJECTS)
-    write_json(report, traces_dir / "reports" / f"{batch_id}.json")
-    registry.update({hashes[p]: {"file": str(p), "batch_id": batch_id} for p in new_files})
-    write_json(registry, traces_dir / REGISTRY_FILE)
-    shutil.rmtree(staging, ignore_errors=True)
+    with folder_lock(traces_dir, lock_timeout_s):
+        roll_back_unfinished_batches(traces_dir)
+        check_pseudonym_key(traces_dir, key, settings)
+        new_files = _new_files(files, hashes, ingested_files(traces_dir))
+        to_ingest = set(new_files)  # a set: the batch may hold many thousand files
+        skipped = [str(p) for p in files if p not in to_ingest]
+        not_followed = [str(p) for p in links]
+        if not new_files:
+            log.info("ingest: nothing new (%d file(s) already ingested)", len(skipped))
+            return {
+                "batch_id": None,
+                "files_skipped": skipped,
+                "rows_read": 0,
+                "symlinks_not_followed": not_followed,
+            }
+        batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode())
+        batch = _BatchRun(batch_id.hexdigest()[:16], traces_dir.absolute(), settings, key, now)
+        trips, rejects, report = batch.ingest(new_files, hashes, scheduler_address)
+        report.update(files_skipped=skipped, symlinks_not_followed=not_followed)
+        if strict and len(rejects):
+            shutil.rmtree(batch.staging, ignore_errors=True)
+            raise InputDataError(
+                f"--strict: {len(rejects)} row(s) rejected ({report['rejected_by_reason']}); "
+                "nothing was written"
+            )
+        commit_batch(traces_dir, batch.staging, trips, rejects, report, key)
     return report
+
+
+@dataclass
+class _BatchRun:
+    """One batch being ingested: its id, where it stages, and what its chunks need."""
+
+    batch_id: str
+    traces_dir: Path
+    settings: IngestSettings
+    key: bytes
+    now: pd.Timestamp
+
+    @property
+    def staging(self) -> Path:
+        return self.traces_dir / STAGING_DIR / self.batch_id
+
+    def ingest(
+        self, files: list[Path], hashes: dict[Path, str], scheduler_address: str | None
+    ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, Any]]:
+        """Ingest and stage the batch's chunks; return its trips, rejects and report."""
+        tasks = [
+            ChunkTask(
+                i, chunk, [hashes[p] for p in chunk], self.batch_id, self.staging, Path.cwd(),
+                self.traces_dir,
+            )
+            for i, chunk in enumerate(file_chunks(files))
+        ]  # fmt: skip
+        chunks = self.run(tasks, scheduler_address)
+        rechecks = _rechecks(tasks, chunks, hashes)
+        if rechecks:  # chunks holding copies of fixes of other chunks' files: done again
+            for task in rechecks:
+                _remove_staged(self.staging, chunks[task.index])
+            for task, chunk in zip(rechecks, self.run(rechecks, scheduler_address), strict=True):
+                chunks[task.index] = chunk
+        outcomes = [file for chunk in chunks for file in chunk.files]
+        trips = _flag_batch_trips(chunks, self.traces_dir, self.staging, self.settings)
+        rejects = _rejects_table(outcomes, chunks, self.batch_id)
+        report = _batch_report(self.batch_id, outcomes, chunks, rejects, trips)
+        return trips.assign(batch_id=self.batch_id), rejects, report
+
+    def run(self, tasks: list[ChunkTask], scheduler_address: str | None) -> list[ChunkOutcome]:
+        chunks: list[ChunkOutcome] = run_tasks(
+            ingest_chunk,
+            tasks,
+            "ingest file chunks",
+            self.settings.workers,
+            scheduler_address,
+            min_tasks=DASK_MIN_CHUNKS_PER_WORKER * self.settings.workers,
+            settings=self.settings,
+            pseudonym_key=self.key,
+            now=self.now,
+        )
+        return chunks
+
+
+def _rechecks(
+    tasks: list[ChunkTask], chunks: list[ChunkOutcome], hashes: dict[Path, str]
+) -> list[ChunkTask]:
+    """Return the chunks to ingest again, each with the earlier files that may hold its fixes.
+
+    Those are the files of earlier chunks read with fixes of one of the chunk's devices in a
+    time span overlapping its own (the rare case of one drive uploaded twice in one batch).
+    """
+    spans = pd.concat(
+        [chunk.spans.assign(chunk=task.index) for task, chunk in zip(tasks, chunks, strict=True)],
+        ignore_index=True,
+    )
+    pairs = spans.merge(spans, on="device_id", suffixes=("", "_earlier"))
+    overlapping = pairs[
+        (pairs["chunk_earlier"] < pairs["chunk"])
+        & (pairs["first_earlier"] <= pairs["last"])
+        & (pairs["first"] <= pairs["last_earlier"])
+    ]
+    paths = {str(p): p for p in hashes}
+    rechecks = []
+    for index in sorted(set(overlapping["chunk"])):
+        found = overlapping[overlapping["chunk"] == index]
+        earlier = [paths[name] for name in sorted(set(found["source_file_earlier"]))]
+        rechecks.append(
+            replace(
+                tasks[index],
+                earlier_paths=tuple(earlier),
+                earlier_sha256s=tuple(hashes[p] for p in earlier),
+            )
+        )
+    return rechecks
+
+
+def _remove_staged(staging: Path, chunk: ChunkOutcome) -> None:
+    for relative in set(chunk.points_files.values()):
+        (staging / relative).unlink(missing_ok=True)
+
+
+def commit_batch(
+    traces_dir: Path,
+    staging: Path,
+    trips: gpd.GeoDataFrame,
+    rejects: pd.DataFrame,
+    report: dict[str, Any],
+    key: bytes,
+) -> None:
+    """Move a staged batch into the dataset; its report, written last, marks it applied.
+
+    Until the report is in place the batch's parts are not applied: a killed commit leaves
+    parts that the next ingest removes (:func:`roll_back_unfinished_batches`).
+    """
+    batch_id = report["batch_id"]
+    record_pseudonym_key(traces_dir, key)
+    _publish_points(staging, traces_dir)
+    write_table(trips, traces_dir / "trips" / f"part-{batch_id}.parquet", TRIPS)
+    write_table(rejects, traces_dir / "rejects" / f"part-{batch_id}.parquet", REJECTS)
+    write_json(report, traces_dir / REPORTS_DIR / f"{batch_id}.json")
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def roll_back_unfinished_batches(traces_dir: Path) -> list[Path]:
+    """Remove the parts of batches with no report, and every staging folder.
+
+    Call it holding the folder's lock: then no ingest is under way, and a part without a
+    report is a killed ingest's.
+
+    Returns
+    -------
+    list of Path
+        The part files removed.
+    """
+    shutil.rmtree(traces_dir / STAGING_DIR, ignore_errors=True)
+    applied = {path.stem for path in (traces_dir / REPORTS_DIR).glob("*.json")}
+    removed = []
+    for output in BATCH_OUTPUTS:
+        for part in sorted((traces_dir / output).rglob("part-*.parquet")):
+            if batch_of_part(part) not in applied:
+                part.unlink()
+                removed.append(part)
+                log.info("%s: removed %s, left by a killed ingest", traces_dir, part.name)
+    for folder in {part.parent for part in removed}:
+        for empty in (folder, folder.parent):
+            if empty != traces_dir and empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
+    return removed
+
+
+def ingested_files(traces_dir: Path) -> dict[str, str]:
+    """Return the content sha256 of every file the applied batches read -> their batch."""
+    ingested: dict[str, str] = {}
+    for path in sorted((traces_dir / REPORTS_DIR).glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+            ingested.update({entry["sha256"]: report["batch_id"] for entry in report["files"]})
+        except (ValueError, KeyError, TypeError):
+            raise InputDataError(
+                f"{path}: not a batch report of roadcover ingest; move it out of {path.parent}"
+            ) from None
+    return ingested
+
+
+def check_pseudonym_key(traces_dir: Path, key: bytes, settings: IngestSettings) -> None:
+    """Refuse a key other than the one ``traces_dir`` was started with.
+
+    Raises
+    ------
+    ConfigError
+        If the key's fingerprint differs from the dataset's.
+    """
+    path = traces_dir / KEY_FILE
+    if not path.exists():
+        return
+    try:
+        recorded = str(json.loads(path.read_text())["hmac_sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise InputDataError(
+            f"{path}: not a pseudonym key fingerprint written by roadcover ingest"
+        ) from None
+    if not hmac.compare_digest(recorded, key_fingerprint(key)):
+        raise ConfigError(
+            f"{traces_dir}: this traces dataset was started with another pseudonym key; set "
+            f"{settings.pseudonym_key_env} (or ingest.pseudonym_key_file) to the key it was "
+            "started with, or ingest into a new traces folder"
+        )
+
+
+def record_pseudonym_key(traces_dir: Path, key: bytes) -> None:
+    """Record the key's fingerprint in ``traces_dir`` if none is recorded yet."""
+    path = traces_dir / KEY_FILE
+    if not path.exists():
+        write_json({"hmac_sha256": key_fingerprint(key)}, path)
 
 
 def format_report(report: dict[str, Any]) -> str:
     """Return a short human summary of a batch report (for stderr)."""
     if report["batch_id"] is None:
-        return f"ingest: nothing new; {len(report['files_skipped'])} file(s) already ingested"
+        nothing = f"ingest: nothing new; {len(report['files_skipped'])} file(s) already ingested"
+        return "\n".join([nothing, *_not_followed_lines(report)])
     lines = [f"ingest batch {report['batch_id']}:"]
     width = max(len(Path(f["file"]).name) for f in report["files"])
     lines.append(f"  {'file':<{width}}  {'format':<9} {'read':>8} {'accepted':>9} {'rejected':>9}")
@@ -277,7 +507,15 @@ def format_report(report: dict[str, Any]) -> str:
     )
     if report["files_skipped"]:
         lines.append(f"  skipped (already ingested): {len(report['files_skipped'])} file(s)")
+    lines += _not_followed_lines(report)
     return "\n".join(lines)
+
+
+def _not_followed_lines(report: dict[str, Any]) -> list[str]:
+    links = report.get("symlinks_not_followed", [])
+    if not links:
+        return []
+    return [f"  symbolic links, not followed: {len(links)}", *(f"    {link}" for link in links)]
 
 
 def _file_hashes(files: list[Path]) -> dict[Path, str]:
@@ -286,7 +524,7 @@ def _file_hashes(files: list[Path]) -> dict[Path, str]:
         return dict(zip(files, pool.map(file_sha256, files), strict=True))
 
 
-def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, Any]) -> list[Path]:
+def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, str]) -> list[Path]:
     """Files whose content was not ingested before, nor seen earlier in this list."""
     seen = set(registry)
     new = []
@@ -318,14 +556,22 @@ def ingest_chunk(
     Every row read ends accepted (in a staged points file) or rejected; a file that cannot
     be read is one ``unreadable_file`` reject and the others go on.
     """
+    earlier = None
+    if task.earlier_paths:
+        earlier = read_valid_fixes(
+            list(task.earlier_paths), list(task.earlier_sha256s), settings, pseudonym_key, now,
+            task.base_dir,
+        )  # fmt: skip
     files, rows = ingest_files(
-        task.paths, task.sha256s, settings, pseudonym_key, now, task.base_dir
-    )
+        task.paths, task.sha256s, settings, pseudonym_key, now, task.base_dir,
+        task.traces_dir, earlier,
+    )  # fmt: skip
     rejected = rows["reason"].notna().to_numpy()
     rejects = rows.loc[rejected, REJECT_COLUMNS].reset_index(drop=True)
     accepted = rows[~rejected].reset_index(drop=True)
+    spans = _time_spans(rows)
     if accepted.empty:
-        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, empty_keys(), {})
+        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, empty_keys(), {}, spans)
     return ChunkOutcome(
         files=files,
         accepted_by_file={
@@ -336,7 +582,39 @@ def ingest_chunk(
         flags=trace_flags(accepted),
         keys=coordinate_keys(accepted),
         points_files=_stage_points(task, accepted, settings.partition_h3_res),
+        spans=spans,
     )
+
+
+def _time_spans(rows: pd.DataFrame) -> pd.DataFrame:
+    """Return per file and device the first and last time read (:attr:`ChunkOutcome.spans`)."""
+    if rows.empty:
+        return pd.DataFrame(
+            {
+                name: pd.Series(dtype=object)
+                for name in ("source_file", "device_id", "first", "last")
+            }
+        )
+    times = rows.groupby(["source_file", "device_id"], sort=True)["observed_at"]
+    return times.agg(first="min", last="max").reset_index()
+
+
+def read_valid_fixes(
+    paths: list[Path],
+    sha256s: list[str],
+    settings: IngestSettings,
+    pseudonym_key: bytes,
+    now: pd.Timestamp,
+    base_dir: Path,
+) -> pd.DataFrame:
+    """Return the fixes of files that pass the value checks (as ``duplicates.valid_fixes``)."""
+    read = read_files(paths, sha256s, settings, pseudonym_key, [base_dir / p for p in paths])
+    readable = [columns for _, columns in read if columns is not None]
+    if not readable:
+        return valid_fixes(_empty_rows())
+    rows = _sorted_rows(readable)
+    check_values(rows, settings, now)
+    return valid_fixes(rows)
 
 
 def ingest_files(
@@ -346,10 +624,14 @@ def ingest_files(
     pseudonym_key: bytes,
     now: pd.Timestamp,
     base_dir: Path | None = None,
+    traces_dir: Path | None = None,
+    earlier: pd.DataFrame | None = None,
 ) -> tuple[list[FileOutcome], pd.DataFrame]:
     """Read and identify each file, then clean, split and trim all their rows together.
 
-    Relative ``paths`` are opened from ``base_dir`` (default: the working folder).
+    Relative ``paths`` are opened from ``base_dir`` (default: the working folder). Copies of
+    fixes in ``traces_dir``, in ``earlier`` (valid fixes of earlier files of the batch) or in
+    an earlier one of ``paths`` are rejected (:mod:`pipeline.ingest.duplicates`).
 
     Returns
     -------
@@ -366,7 +648,8 @@ def ingest_files(
     if not readable:
         return files, _empty_rows()
     rows = _sorted_rows(readable)
-    clean_rows(rows, settings, now)
+    file_order = {str(path): position for position, path in enumerate(paths)}
+    clean_rows(rows, settings, now, traces_dir, file_order, earlier)
     return files, rows
 
 
@@ -435,9 +718,25 @@ def _identified(
     return outcome, columns
 
 
-def clean_rows(rows: pd.DataFrame, settings: IngestSettings, now: pd.Timestamp) -> None:
-    """Run every cleaning, splitting and privacy step on rows sorted by trace and time."""
+def clean_rows(
+    rows: pd.DataFrame,
+    settings: IngestSettings,
+    now: pd.Timestamp,
+    traces_dir: Path | None = None,
+    file_order: dict[str, int] | None = None,
+    earlier: pd.DataFrame | None = None,
+) -> None:
+    """Run every cleaning, splitting and privacy step on rows sorted by trace and time.
+
+    Copies of fixes counted before are rejected after the value checks: those in
+    ``traces_dir`` (if given), in ``earlier`` and in files earlier in ``file_order``
+    (``source_file`` -> position; default: no file before another).
+    """
     check_values(rows, settings, now)
+    if traces_dir is not None:
+        reject_fixes_of_earlier_batches(rows, traces_dir)
+    if file_order is not None:
+        reject_fixes_of_earlier_files(rows, file_order, earlier)
     reject_duplicates(rows)
     reject_speed_spikes(rows, settings)
     reject_acceleration_spikes(rows, settings)
@@ -469,7 +768,6 @@ def _batch_report(
     chunks: list[ChunkOutcome],
     rejects: pd.DataFrame,
     trips: pd.DataFrame,
-    skipped: list[str],
 ) -> dict[str, Any]:
     per_file: list[dict[str, Any]] = []
     accepted_by_file: Counter[str] = Counter()
@@ -504,7 +802,6 @@ def _batch_report(
     return {
         "batch_id": batch_id,
         "files": per_file,
-        "files_skipped": skipped,
         "files_unreadable": [f["file"] for f in per_file if f["format"] is None],
         "rows_read": sum(f["rows_read"] for f in per_file),
         "accepted": sum(f["accepted"] for f in per_file),
@@ -610,11 +907,3 @@ def _earlier_trips(traces_dir: Path) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     return pd.concat([read_table(p, TRIPS, columns=columns) for p in parts], ignore_index=True)
-
-
-def _read_registry(traces_dir: Path) -> dict[str, dict[str, str]]:
-    path = traces_dir / REGISTRY_FILE
-    if not path.exists():
-        return {}
-    registry: dict[str, dict[str, str]] = json.loads(path.read_text())
-    return registry

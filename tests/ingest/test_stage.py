@@ -161,7 +161,7 @@ def test_an_interrupted_batch_leaves_only_staging_which_the_rerun_replaces(
     with pytest.raises(KeyboardInterrupt):
         ingest_traces([fleet / "traces"], traces, ingest_settings())
     assert any((traces / STAGING_DIR).rglob("*.parquet"))
-    assert not (traces / "points").exists() and not (traces / "ingested_files.json").exists()
+    assert not (traces / "points").exists() and not (traces / "reports").exists()
     monkeypatch.undo()
     monkeypatch.setenv("ROADCOVER_PSEUDONYM_KEY", KEY)
     report = ingest_traces([fleet / "traces"], traces, ingest_settings())
