@@ -392,12 +392,12 @@ def export_viewer_command(
 ) -> None:
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
     from pipeline.export.server import serve_directory
-    from pipeline.export.viewer import write_viewer
+    from pipeline.export.viewer import viewer_files, write_viewer
 
     index = write_viewer(coverage_dir, tiles_path, out_dir, title)
     click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
     if serve:
-        with serve_directory(out_dir, port=port) as url:
+        with serve_directory(out_dir, port=port, files=viewer_files(tiles_path)) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
             threading.Event().wait()
 
