@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import EXIT_ERROR, main
-from pipeline.export.feeds import publish_release, verify_release
+from pipeline.export.feeds import export_feed, publish_release, verify_release
 from pipeline.locking import LockTimeoutError, folder_lock
 from tests.export.coverage_builder import helsinki_coverage
 
@@ -162,3 +162,40 @@ def test_a_killed_exports_temporary_folder_is_removed_by_the_next(
     publish_release(coverage, coverage.parent / "roads", releases, releases / "latest.json", "b")
     assert not (releases / ".a.k2j3.tmp").exists()
     assert verify_release(releases / "b") == []
+
+
+def file_bytes(release: Path) -> dict[str, bytes]:
+    return {p.relative_to(release).as_posix(): p.read_bytes() for p in release.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def test_an_export_stopped_before_moving_the_pointer_completes_when_run_again(
+    coverage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    releases, roads = tmp_path / "releases", coverage.parent / "roads"
+    assert main(feed_command(coverage, releases, "a")[3:]) == 0
+    # what a kill between renaming release b into place and writing the pointer leaves behind
+    export_feed(coverage, roads, releases, "b", previous=releases / "a")
+    before = file_bytes(releases / "b")
+    assert main(feed_command(coverage, releases, "b")[3:]) == 0, capsys.readouterr().err
+    latest = json.loads((releases / "latest.json").read_text())
+    assert latest == {"release_id": "b", "path": str(releases / "b")}
+    assert file_bytes(releases / "b") == before
+    assert sorted(p.name for p in releases.iterdir()) == [
+        ".roadcover.lock", "a", "b", "latest.json"
+    ]  # fmt: skip
+
+
+def test_another_release_under_the_same_id_is_refused(
+    coverage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    releases, roads = tmp_path / "releases", coverage.parent / "roads"
+    export_feed(coverage, roads, releases, "b", formats=("geoparquet", "csv"))
+    before = file_bytes(releases / "b")
+    assert main(feed_command(coverage, releases, "b")[3:]) == EXIT_ERROR
+    assert capsys.readouterr().err.strip() == (
+        f"roadcover: error: {releases / 'b'}: release 'b' already exists and is not the release "
+        "this export writes; releases are immutable, choose another --release-id"
+    )
+    assert file_bytes(releases / "b") == before
+    assert not (releases / "latest.json").exists()

@@ -6,7 +6,9 @@ holds the releases folder's lock (:func:`pipeline.locking.folder_lock`) from rea
 pointer, through writing the release, to rewriting the pointer (atomically), so two exports
 into one folder run one after the other: the second sees the first's release as the latest,
 writes its delta against it, and the pointer always names a complete release. Releases are
-never deleted, so none a pointer names can vanish.
+never deleted, so none a pointer names can vanish. An export stopped between renaming its
+release into place and moving the pointer is completed by running it again: the release it
+would write is already there, byte for byte, so only the pointer is written.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import shapely
 
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.export.feeds.stage import (
     DEFAULT_PARTITION_RES,
     MANIFEST_FILE,
     RELEASE_ID,
     default_release_id,
+    verify_release,
     write_release,
 )
 from pipeline.io import write_json
@@ -105,6 +110,9 @@ def publish_release(
 
     Raises
     ------
+    ConfigError
+        If ``release_id`` is already a release of the folder, other than the one this export
+        writes (an identical one, left by an export stopped before the pointer, is adopted).
     InputDataError
         For a malformed pointer (see :func:`read_latest_release`) or bad inputs.
     LockTimeoutError
@@ -119,11 +127,51 @@ def publish_release(
             return None
         if previous is None and latest is not None:
             previous = releases_dir / latest
-        manifest = write_release(
-            coverage_dir, roads_dir, releases_dir, release_id, previous, aoi, formats,
-            partition_res,
-        )  # fmt: skip
+
+        def write_into(folder: Path) -> dict[str, Any]:
+            return write_release(
+                coverage_dir, roads_dir, folder, release_id, previous, aoi, formats, partition_res
+            )
+
+        if (releases_dir / release_id).exists():
+            manifest = _adopt_unpublished_release(releases_dir, release_id, write_into)
+        else:
+            manifest = write_into(releases_dir)
         write_json({"release_id": release_id, "path": str(releases_dir / release_id)}, latest_path)
+    return manifest
+
+
+def _adopt_unpublished_release(
+    releases_dir: Path, release_id: str, write_into: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """Return the manifest of the existing release ``release_id`` if this export is that release.
+
+    An export killed after renaming its release into place and before moving the pointer leaves
+    a complete release that no pointer names. The export is written again in a scratch folder:
+    releases are byte-reproducible, so the same manifest (which holds every file's sha256) and
+    an intact existing release mean the export was done and only the pointer is missing.
+
+    Raises
+    ------
+    ConfigError
+        If the existing release is another one, or damaged.
+    """
+    existing = releases_dir / release_id
+    scratch = Path(
+        tempfile.mkdtemp(prefix=f".{release_id}.check.", suffix=".tmp", dir=releases_dir)
+    )
+    try:
+        manifest = write_into(scratch)
+        written = (scratch / release_id / MANIFEST_FILE).read_bytes()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    found = existing / MANIFEST_FILE
+    if not (found.is_file() and found.read_bytes() == written and not verify_release(existing)):
+        raise ConfigError(
+            f"{existing}: release {release_id!r} already exists and is not the release this "
+            "export writes; releases are immutable, choose another --release-id"
+        )
+    log.info("feed: %s was written by an export stopped before it moved the pointer", existing)
     return manifest
 
 
