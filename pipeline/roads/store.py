@@ -118,5 +118,9 @@ def graph_from_tables(nodes: gpd.GeoDataFrame, edges: gpd.GeoDataFrame) -> nx.Mu
     gdf_edges = edges.rename(columns={"length_m": "length"}).set_index(["u", "v", "key"])
     import osmnx as ox  # here: importing it costs about a second, and few callers need it
 
-    graph_attrs = {"crs": edges.crs.to_string().lower(), "simplified": True}
+    from pipeline.roads.graph import GRAPH_CRS  # the tables' CRS, by their contract
+
+    # not edges.crs.to_string(): pyproj would then answer "EPSG:4326" with the CRS read from the
+    # file for the rest of the process, changing the PROJJSON that later GeoParquet files carry
+    graph_attrs = {"crs": GRAPH_CRS, "simplified": True}
     return ox.graph_from_gdfs(gdf_nodes, gdf_edges, graph_attrs=graph_attrs)

@@ -134,3 +134,22 @@ def test_graph_from_parquet_equals_the_graph_osmnx_builds(
     assert nx.number_strongly_connected_components(
         loaded
     ) == nx.number_strongly_connected_components(built)
+
+
+ASK_PYPROJ = """
+import sys, pyproj
+if len(sys.argv) > 1:
+    from pipeline.roads import load_road_graph
+    load_road_graph(sys.argv[1])
+print(pyproj.CRS("EPSG:4326").to_json())
+"""
+
+
+def test_loading_the_graph_leaves_what_epsg_4326_means_to_pyproj_alone(tiny_roads: Path) -> None:
+    """GeoParquet files written after the load carry the CRS of a process that did not load."""
+    command = [sys.executable, "-c", ASK_PYPROJ]
+    fresh, after_load = (
+        subprocess.run(command + extra, capture_output=True, text=True, check=True, timeout=120)
+        for extra in ([], [str(tiny_roads)])
+    )
+    assert after_load.stdout == fresh.stdout
