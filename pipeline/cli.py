@@ -392,12 +392,12 @@ def export_viewer_command(
 ) -> None:
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
     from pipeline.export.server import serve_directory
-    from pipeline.export.viewer import write_viewer
+    from pipeline.export.viewer import viewer_files, write_viewer
 
     index = write_viewer(coverage_dir, tiles_path, out_dir, title)
     click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
     if serve:
-        with serve_directory(out_dir, port=port) as url:
+        with serve_directory(out_dir, port=port, files=viewer_files(tiles_path)) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
             threading.Event().wait()
 
@@ -435,6 +435,7 @@ def export_viewer_command(
     help="Pointer file to the latest release: its release is the default --previous, and it is "
     "updated after the export. Nothing is done if it already names this coverage's release.",
 )  # fmt: skip
+@CONFIG_OPTION
 def export_feed_command(
     coverage_dir: Path,
     roads_dir: Path,
@@ -445,29 +446,31 @@ def export_feed_command(
     formats: str,
     partition_res: int,
     latest_path: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Write a B2B data feed release (segments, cells, manifest, STAC, delta)."""
-    from pipeline.export.feeds import default_release_id, export_feed
-    from pipeline.io import write_json
+    from pipeline.config import load_config
+    from pipeline.export.feeds import export_feed, publish_release
 
-    release_id = release_id or default_release_id(coverage_dir)
-    latest = json.loads(latest_path.read_text()) if latest_path and latest_path.exists() else None
-    if latest is not None and latest["release_id"] == release_id:
-        click.echo(f"release {release_id} is already the latest; nothing to do", err=True)
-        return
-    if previous is None and latest is not None:
-        previous = releases_dir / latest["release_id"]
-    manifest = export_feed(
-        coverage_dir, roads_dir, releases_dir, release_id, previous, aoi,
-        tuple(formats.split(",")), partition_res,
-    )  # fmt: skip
+    lock_timeout_s = load_config(config_path).lock_timeout_s
+    options: dict[str, Any] = {
+        "release_id": release_id, "previous": previous, "aoi": aoi,
+        "formats": tuple(formats.split(",")), "partition_res": partition_res,
+        "lock_timeout_s": lock_timeout_s,
+    }  # fmt: skip
+    if latest_path is None:
+        manifest = export_feed(coverage_dir, roads_dir, releases_dir, **options)
+    else:
+        found = publish_release(coverage_dir, roads_dir, releases_dir, latest_path, **options)
+        if found is None:
+            click.echo(f"{latest_path} already names release {release_id}; nothing to do", err=True)
+            return
+        manifest = found
     click.echo(
         f"release {manifest['release_id']}: {manifest['tables']['segments']['rows']:,} segments, "
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
-    if latest_path is not None:
-        write_json({"release_id": release_id, "path": str(releases_dir / release_id)}, latest_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

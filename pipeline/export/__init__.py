@@ -10,8 +10,8 @@ Map products (each reads only the coverage folder's ``edges.parquet``, ``cells.p
   Mercator of ``coverage_pct`` and ``age_days``.
 - :func:`pipeline.export.viewer.write_viewer`: a self-contained, offline static web map
   (MapLibre GL JS and pmtiles, vendored in ``pipeline/export/static``) over the tiles.
-- :func:`pipeline.export.server.serve_directory`: a loopback HTTP server that answers Range
-  requests, to open the viewer locally.
+- :func:`pipeline.export.server.serve_directory`: a loopback HTTP server that sends only the
+  viewer's files (no links followed, no listing) and answers Range requests, to open it locally.
 
 Data feeds for buyers live in :mod:`pipeline.export.feeds`.
 """

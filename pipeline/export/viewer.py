@@ -92,9 +92,8 @@ def write_viewer(
     static = static_files()
     for name in SITE_FILES:
         _copy_resource(static.joinpath(name), out_dir / name)
-    for resource in static.joinpath(VENDOR_FOLDER).iterdir():
-        if resource.is_file():
-            _copy_resource(resource, out_dir / VENDOR_FOLDER / resource.name)
+    for resource in _vendor_files():
+        _copy_resource(resource, out_dir / VENDOR_FOLDER / resource.name)
 
     config: dict[str, Any] = {
         "title": title or "Road coverage",
@@ -111,6 +110,19 @@ def write_viewer(
         temp.write_text(page, encoding="utf-8")
     log.info("export viewer: %s (serve the folder over HTTP with Range support)", index)
     return index
+
+
+def viewer_files(tiles_path: Path) -> list[str]:
+    """Return the files :func:`write_viewer` writes for ``tiles_path``, relative to the site.
+
+    This is what :func:`pipeline.export.server.serve_directory` may send and nothing more.
+    """
+    vendor = [f"{VENDOR_FOLDER}/{resource.name}" for resource in _vendor_files()]
+    return ["index.html", *SITE_FILES, *vendor, Path(tiles_path).name]
+
+
+def _vendor_files() -> list[Traversable]:
+    return [r for r in static_files().joinpath(VENDOR_FOLDER).iterdir() if r.is_file()]
 
 
 def finest_cell_bounds(cells: pa.Table) -> tuple[float, float, float, float]:

@@ -33,7 +33,7 @@ def build_roads(
     osm_path
         A ``.osm``, ``.osm.gz``, ``.osm.bz2`` or ``.osm.pbf`` file.
     roads_dir
-        Output folder (``edges.parquet``, ``nodes.parquet``, ``graph.pickle``, ``meta.json``).
+        Output folder (``edges.parquet``, ``nodes.parquet``, ``meta.json``).
     network
         ``drive``, ``drive_service`` or ``all`` (see :mod:`pipeline.roads.highways`).
     highway_include

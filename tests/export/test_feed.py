@@ -410,4 +410,5 @@ def test_refuses_to_overwrite_and_leaves_nothing_half_written(world: dict, tmp_p
         export_feed(world["cov1"], world["roads"], tmp_path, "x", formats=("shapefile",))
     with pytest.raises(InputDataError, match="not a feed release"):
         export_feed(world["cov1"], world["roads"], tmp_path, "x", previous=tmp_path / "nope")
-    assert os.listdir(tmp_path) == []  # the temporary release folder was removed
+    # the temporary release folder was removed; only the folder's lock file is left
+    assert os.listdir(tmp_path) == [".roadcover.lock"]

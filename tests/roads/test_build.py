@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import itertools
-import json
 import shutil
 from pathlib import Path
 
@@ -131,19 +130,6 @@ def test_graph_loads_back_as_the_osmnx_graph_the_tables_describe(tiny_roads: Pat
     assert set(graph.nodes) == set(nodes["node_id"])
     assert graph.number_of_edges() == len(read_edges(tiny_roads))
     assert graph.nodes[2]["x"] == pytest.approx(24.941) and graph.nodes[2]["street_count"] == 3
-
-
-def test_graph_is_rebuilt_from_tables_when_the_pickle_is_from_another_networkx(
-    tiny_roads: Path, tmp_path: Path
-) -> None:
-    copy = tmp_path / "roads"
-    shutil.copytree(tiny_roads, copy)
-    meta = json.loads((copy / "meta.json").read_text())
-    (copy / "meta.json").write_text(json.dumps({**meta, "networkx_version": "0.0"}))
-    (copy / "graph.pickle").unlink()
-    graph = load_road_graph(copy)
-    assert graph.number_of_edges() == 10
-    assert graph.edges[2, 5, 0]["length"] == pytest.approx(metres(2, 4, 5))
 
 
 @pytest.mark.parametrize("suffix", [".osm", ".osm.gz", ".osm.bz2", ".osm.pbf"])

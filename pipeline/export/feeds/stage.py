@@ -11,8 +11,10 @@
 
 The release is built in a hidden temporary folder beside it and renamed into place at the end,
 so a half-written release never appears under its id; an existing release is never
-overwritten. The same inputs give byte-identical files: nothing depends on the wall clock
-unless ``created_at`` is passed.
+overwritten, and none is ever deleted. One export at a time writes into a releases folder: it
+holds the folder's lock (:func:`pipeline.locking.folder_lock`) for the whole export, and the
+next holder removes the temporary folders of killed exports. The same inputs give
+byte-identical files: nothing depends on the wall clock unless ``created_at`` is passed.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from pipeline.export.feeds.writers import (
     write_partitioned,
 )
 from pipeline.io import read_table, write_json
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_roads_meta
 
 log = logging.getLogger(__name__)
@@ -92,8 +95,40 @@ def export_feed(
     formats: Iterable[str] = ("geoparquet",),
     partition_res: int = DEFAULT_PARTITION_RES,
     created_at: str | None = None,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Export a coverage folder as a B2B feed release.
+    """Export a coverage folder as a B2B feed release, holding the releases folder's lock.
+
+    The parameters, result and errors are :func:`write_release`'s; ``lock_timeout_s`` is how
+    long to wait for another writer of ``releases_dir`` (config ``lock_timeout_s``).
+
+    Raises
+    ------
+    LockTimeoutError
+        If another process held the releases folder's lock for longer than ``lock_timeout_s``.
+    """
+    with folder_lock(Path(releases_dir), lock_timeout_s):
+        return write_release(
+            coverage_dir, roads_dir, releases_dir, release_id, previous, aoi, formats,
+            partition_res, created_at,
+        )  # fmt: skip
+
+
+def write_release(
+    coverage_dir: str | Path,
+    roads_dir: str | Path,
+    releases_dir: str | Path,
+    release_id: str | None = None,
+    previous: str | Path | None = None,
+    aoi: str | Path | shapely.Geometry | None = None,
+    formats: Iterable[str] = ("geoparquet",),
+    partition_res: int = DEFAULT_PARTITION_RES,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    """Export a coverage folder as a B2B feed release; the caller holds the folder's lock.
+
+    Temporary folders of killed exports (``.<release_id>.*.tmp``) are removed first: under the
+    lock no other export is under way.
 
     Parameters
     ----------
@@ -182,6 +217,7 @@ def export_feed(
         "cell_resolutions": f">= {partition_res}",
     }
     releases_dir.mkdir(parents=True, exist_ok=True)
+    remove_dead_release_folders(releases_dir)
     temp = Path(tempfile.mkdtemp(prefix=f".{release_id}.", suffix=".tmp", dir=releases_dir))
     try:
         manifest = _write_release(
@@ -238,6 +274,21 @@ def export_feed(
         raise
     log.info("feed: release %s written to %s", release_id, release_dir)
     return manifest
+
+
+def remove_dead_release_folders(releases_dir: Path) -> list[Path]:
+    """Remove the temporary release folders of killed exports; call it holding the lock.
+
+    Returns
+    -------
+    list of Path
+        The folders removed. Symbolic links are neither followed nor removed.
+    """
+    dead = [p for p in sorted(releases_dir.glob(".*.tmp")) if p.is_dir() and not p.is_symlink()]
+    for folder in dead:
+        shutil.rmtree(folder)
+        log.info("feed: removed %s, left by a killed export", folder)
+    return dead
 
 
 def default_release_id(coverage_dir: str | Path) -> str:
