@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -117,22 +118,48 @@ def empty_state() -> CoverageState:
     return CoverageState(state.edge_pieces, state.edge_trips, state.cell_trips, [])
 
 
-def write_state(state: CoverageState, state_root: Path) -> None:
+def write_state(
+    state: CoverageState, state_root: Path, roads: Mapping[str, Any] | None = None
+) -> None:
     """Write the state as a new version folder, then point ``CURRENT.json`` at it.
 
     The pointer is replaced atomically after every table is written, so a run killed at any
-    moment leaves the previous state in force, and applying the batch again is safe.
+    moment leaves the previous state in force, and applying the batch again is safe. The
+    version the pointer named before is kept (a reader that does not take the folder's lock
+    may have read that pointer and be reading its tables); only older versions are deleted.
+    Call it holding the coverage folder's lock (:func:`pipeline.locking.folder_lock`).
+
+    Parameters
+    ----------
+    state
+        The state to write.
+    state_root
+        The state folder (``CURRENT.json`` and the version folders).
+    roads
+        The identity of the roads the state was computed on
+        (:func:`pipeline.roads.identity.roads_identity`), recorded in the pointer.
     """
+    previous = current_pointer(state_root).get("version")
     version = hashlib.sha256("\n".join(state.batches).encode()).hexdigest()[:16]
     folder = state_root / version
     for name in STATE_TABLES:
         table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
         with atomic_path(folder / f"{name}.parquet") as temp:
             pq.write_table(table, temp, **parquet_options(table.schema))
-    write_json({"version": version, "batches": state.batches}, state_root / CURRENT_FILE)
+    pointer = {"version": version, "batches": state.batches, "roads": dict(roads or {})}
+    write_json(pointer, state_root / CURRENT_FILE)
     for old in state_root.iterdir():
-        if old.is_dir() and old.name != version:
+        if old.is_dir() and old.name not in {version, previous}:
             shutil.rmtree(old)
+
+
+def current_pointer(state_root: Path) -> dict[str, Any]:
+    """Return ``CURRENT.json`` of a state folder (version, batches, roads); ``{}`` if none."""
+    pointer = state_root / CURRENT_FILE
+    if not pointer.exists():
+        return {}
+    current: dict[str, Any] = json.loads(pointer.read_text())
+    return current
 
 
 def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
@@ -148,13 +175,12 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
         decoding its trip and contributor ids.
     """
     wanted = dict(columns or {})
-    pointer = state_root / CURRENT_FILE
-    if not pointer.exists():
+    current = current_pointer(state_root)
+    if not current:
         empty = empty_state()
         for name, names in wanted.items():
             setattr(empty, name, getattr(empty, name)[names])
         return empty
-    current = json.loads(pointer.read_text())
     folder = state_root / current["version"]
     tables = {
         name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
