@@ -10,7 +10,10 @@ by a task and a partition file. Each worker loads the roads folder's match netwo
 and cached as ``match_network.npz``) once, not per task. Matching a trip depends on nothing
 but the trip, so the outputs are the same with one worker or many. ``MATCHED_DIR`` holds
 ``matched_points.parquet``, ``matched_segments.parquet``, ``match_quality.parquet`` (see
-docs/data-contracts.md) and ``meta.json``.
+docs/data-contracts.md) and ``meta.json``, which is written last and records the roads the batch
+was matched on (:mod:`pipeline.roads.identity`). A run holds ``MATCHED_DIR``'s lock, and
+refuses, before writing its outputs, a batch whose fixes mostly lie farther than the search
+radius from every road (``snap.min_fixes_near_roads``).
 """
 
 from __future__ import annotations
