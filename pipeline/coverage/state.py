@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
+from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
@@ -173,6 +174,11 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
         Read only these columns of the tables named (``[]``: none, the rows alone); the other
         tables are read whole. A reader of a few columns of ``edge_trips`` then does without
         decoding its trip and contributor ids.
+
+    Raises
+    ------
+    InputDataError
+        If a table of the version ``CURRENT.json`` names is missing (a damaged folder).
     """
     wanted = dict(columns or {})
     current = current_pointer(state_root)
@@ -182,6 +188,13 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
             setattr(empty, name, getattr(empty, name)[names])
         return empty
     folder = state_root / current["version"]
+    missing = [name for name in STATE_TABLES if not (folder / f"{name}.parquet").is_file()]
+    if missing:
+        raise InputDataError(
+            f"{state_root / CURRENT_FILE} names version {current['version']}, whose "
+            f"{', '.join(missing)} table is missing: the coverage folder is damaged; compute "
+            "the coverage again into a new folder from all the matched batches"
+        )
     tables = {
         name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
         for name in STATE_TABLES

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -104,6 +105,19 @@ def test_a_folder_that_is_not_a_snap_output_is_refused_in_one_line(
     line = assert_refused(run_coverage(coverage_command(drive, [traces], tmp_path / "c")), traces)
     assert "not an output folder of `roadcover snap`" in line
     assert not (tmp_path / "c").exists()
+
+
+def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
+    two_roads: Path, tmp_path: Path
+) -> None:
+    drive, _ = two_roads
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
+    version = json.loads((out / "state" / "CURRENT.json").read_text())["version"]
+    shutil.rmtree(out / "state" / version)  # as the concurrent runs of an earlier version did
+    again = write_batch(drive, tmp_path / "m1", 1, 4)
+    line = assert_refused(run_coverage(coverage_command(drive, [again], out)), version)
+    assert "the coverage folder is damaged" in line
 
 
 def test_trips_matched_again_in_another_batch_count_once(
