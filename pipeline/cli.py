@@ -253,7 +253,7 @@ def snap(
             raise InputDataError(f"{batch_report}: the ingest found nothing new; no batch to match")
     meta = snap_traces(
         roads_dir, traces_dir, matched_dir, settings, batch_id,
-        scheduler_address=config.dask_scheduler_address,
+        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
     )  # fmt: skip
     click.echo(
         f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
@@ -294,11 +294,14 @@ def coverage(
     from pipeline.coverage.stage import compute_coverage
     from pipeline.coverage.text import format_summary
 
-    settings = load_config(config_path).coverage
+    config = load_config(config_path)
+    settings = config.coverage
     if h3_res is not None:
         settings = replace(settings, h3_resolution=h3_res)
     when = _parse_as_of(as_of) if as_of else None
-    summary = compute_coverage(roads_dir, list(matched_dirs), coverage_dir, settings, when)
+    summary = compute_coverage(
+        roads_dir, list(matched_dirs), coverage_dir, settings, when, config.lock_timeout_s
+    )
     click.echo(format_summary(summary), err=True)
 
 

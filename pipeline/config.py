@@ -90,6 +90,7 @@ class SnapSettings:
     uturn_penalty: float | None
     max_outlier_points: int
     workers: int
+    min_fixes_near_roads: float
 
 
 @dataclass(frozen=True)

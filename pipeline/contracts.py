@@ -205,9 +205,11 @@ MATCHED_SEGMENTS = Contract(
     ),
 )
 
+# no upload file name (``source_file``): file names often name a device or a person, and the
+# matched tables are products; (trace_id, observed_at) leads back to the fix in ``points``
 MATCHED_POINTS = Contract(
     name="matched_points",
-    version=1,
+    version=2,
     key=("trace_id", "observed_at"),
     schema=pa.schema(
         [
@@ -223,7 +225,6 @@ MATCHED_POINTS = Contract(
             _field("run", pa.int64()),
             _field("is_break", pa.bool_()),
             _field("unmatched_reason", pa.string(), nullable=True),
-            _field("source_file", pa.string()),
             _field("source_row", pa.int64()),
             _field("geometry", pa.binary()),
         ]

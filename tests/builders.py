@@ -1,15 +1,22 @@
-"""Builders of stage inputs for tests: matched batches as `roadcover snap` writes them."""
+"""Builders of stage inputs for tests: traces batches as ingest writes them, matched batches
+as `roadcover snap` writes them."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
+import networkx as nx
+import numpy as np
 import pandas as pd
+import shapely
 
-from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.io import write_table
+from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS, POINTS, TRIPS
+from pipeline.io import write_json, write_table
+from pipeline.roads import load_road_graph, read_edges
+from pipeline.roads.identity import roads_identity
 
 
 def write_matched_batch(
@@ -17,8 +24,10 @@ def write_matched_batch(
     edges: gpd.GeoDataFrame,
     drives: pd.DataFrame,
     quality: Mapping[str, tuple[float, bool]] | None = None,
+    *,
+    roads_dir: Path,
 ) -> Path:
-    """Write ``matched_segments.parquet`` and ``match_quality.parquet`` for drives on edges.
+    """Write a matched folder (segments, quality and ``meta.json``) for drives on edges.
 
     Parameters
     ----------
@@ -31,6 +40,8 @@ def write_matched_batch(
         to_offset_m, entered_at, exited_at`` (and optionally ``trace_id``), in driving order.
     quality
         Per trip ``(confidence, plausible)``; default ``(0.9, True)``.
+    roads_dir
+        The roads folder ``edges`` comes from, recorded in ``meta.json`` as snap records it.
     """
     lookup = edges.set_index("edge_id")
     on = lookup.loc[drives["edge_id"].to_numpy()]
@@ -76,4 +87,80 @@ def write_matched_batch(
     ]
     write_table(segments, folder / "matched_segments.parquet", MATCHED_SEGMENTS)
     write_table(pd.DataFrame(rows), folder / "match_quality.parquet", MATCH_QUALITY)
+    write_json({"roads": roads_identity(roads_dir)}, folder / "meta.json")
+    return folder
+
+
+def drive_points(
+    roads_dir: Path, trips: int, seed: int, first_trace: int = 0
+) -> tuple[gpd.GeoDataFrame, list[list[int]]]:
+    """Noisy fixes every 9 m along shortest paths between random nodes; also the edge routes.
+
+    Trip ``i`` is the only trip of trace ``trace{first_trace + i}``, on 2026-10-01.
+    """
+    graph = load_road_graph(roads_dir)
+    edges = read_edges(roads_dir).set_index(["u", "v", "key"])
+    rng = np.random.default_rng(seed)
+    nodes = sorted(max(nx.strongly_connected_components(graph), key=len))
+    frames, routes = [], []
+    for trip in range(first_trace, first_trace + trips):
+        path: list[int] = []
+        while len(path) <= 8:
+            a, b = rng.choice(nodes, 2, replace=False)
+            path = nx.shortest_path(graph, a, b, weight="length")
+        hops = list(itertools.pairwise(path))
+        keys = [min(graph[u][v], key=lambda k, u=u, v=v: graph[u][v][k]["length"]) for u, v in hops]
+        route = [edges.loc[(u, v, k)] for (u, v), k in zip(hops, keys, strict=True)]
+        routes.append([int(e.edge_id) for e in route])
+        line = shapely.line_merge(shapely.MultiLineString([e.geometry for e in route]))
+        metric = gpd.GeoSeries([line], crs=4326).to_crs(3067).iloc[0]
+        along = shapely.line_interpolate_point(metric, np.arange(0, metric.length, 9.0))
+        fixes = gpd.GeoSeries(along, crs=3067).to_crs(4326)
+        noise = rng.normal(0, 4e-5, (len(fixes), 2))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "trace_id": f"trace{trip}",
+                    "trip_id": f"trace{trip}-001",
+                    "contributor_id": "c1",
+                    "device_id": "d1",
+                    "observed_at": pd.date_range("2026-10-01T08:00Z", periods=len(fixes), freq="s"),
+                    "lon": fixes.x.to_numpy() + 2 * noise[:, 0],
+                    "lat": fixes.y.to_numpy() + noise[:, 1],
+                    "hdop": 1.0,
+                    "speed_mps": 9.0,
+                    "heading_deg": 0.0,
+                    "source_file": "sim.csv",
+                    "source_row": np.arange(len(fixes)) + 2,
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    return gpd.GeoDataFrame(
+        frame, geometry=shapely.points(frame["lon"], frame["lat"]), crs=4326
+    ), routes
+
+
+def write_traces_batch(folder: Path, points: gpd.GeoDataFrame, batch_id: str) -> Path:
+    """Write ``points`` as ingest batch ``batch_id`` of the traces dataset ``folder``.
+
+    One points partition file and the batch's trips table, every trip plausible.
+    """
+    partition = folder / "points" / "date=2026-10-01" / "h3=x"
+    write_table(points, partition / f"part-{batch_id}-00000.parquet", POINTS)
+    trips = points.groupby("trip_id", as_index=False).agg(
+        trace_id=("trace_id", "first"), contributor_id=("contributor_id", "first"),
+        device_id=("device_id", "first"), started_at=("observed_at", "min"),
+        ended_at=("observed_at", "max"), points=("lon", "size"),
+    )  # fmt: skip
+    trips = trips.assign(
+        length_m=1.0, fingerprint="f", flags=[[] for _ in range(len(trips))], trust_score=1.0,
+        plausible=True, batch_id=batch_id,
+    )  # fmt: skip
+    lines = [shapely.LineString(g[["lon", "lat"]].to_numpy()) for _, g in points.groupby("trip_id")]
+    write_table(
+        gpd.GeoDataFrame(trips, geometry=lines, crs=4326),
+        folder / "trips" / f"part-{batch_id}.parquet",
+        TRIPS,
+    )
     return folder

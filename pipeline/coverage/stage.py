@@ -4,12 +4,17 @@
 (the H3 runs of the road edges, a cache keyed by the roads' sha256), ``edges.parquet`` and
 ``cells.parquet`` (contracts ``edge_coverage`` and ``cell_coverage``) and ``summary.json``.
 Each matched folder is one batch: a batch already in the state is not applied again, so
-running the stage twice gives the same files.
+running the stage twice gives the same files, and a trip already in the state (matched again
+in another folder) is skipped, so it counts once. An update holds the folder's lock
+(``.roadcover.lock``, :func:`pipeline.locking.folder_lock`) from reading the state to writing
+the summary. The state and the matched folders record which roads they were made with
+(:mod:`pipeline.roads.identity`); other roads are refused before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,9 +29,17 @@ from pipeline.config import CoverageSettings
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
-from pipeline.coverage.state import merge_states, read_state, state_of_batch, write_state
+from pipeline.coverage.state import (
+    CoverageState,
+    current_pointer,
+    merge_states,
+    read_state,
+    state_of_batch,
+    write_state,
+)
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
+from pipeline.errors import InputDataError
 from pipeline.io import (
     atomic_path,
     parquet_options,
@@ -35,8 +48,9 @@ from pipeline.io import (
     write_json,
     write_table,
 )
-from pipeline.roads import read_edges, read_roads_meta
-from pipeline.roads.extracts import file_sha256
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
+from pipeline.roads import read_edges
+from pipeline.roads.identity import describe_roads, roads_identity, same_roads
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,7 @@ SEGMENT_COLUMNS = [
     "exited_at",
 ]
 QUALITY_FILE = "match_quality.parquet"
+META_FILE = "meta.json"
 
 
 def compute_coverage(
@@ -61,8 +76,15 @@ def compute_coverage(
     coverage_dir: Path,
     settings: CoverageSettings,
     as_of: pd.Timestamp | None = None,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Apply new matched batches to the coverage state and write every coverage output.
+
+    The whole update (reading the state, applying the batches, writing the state and the
+    tables) holds the coverage folder's lock, so concurrent runs into one folder apply their
+    batches one after the other. Every input is checked before anything is written: each
+    matched folder must be a snap output made with ``roads_dir``, and so must the coverage
+    folder's state.
 
     Parameters
     ----------
@@ -77,14 +99,42 @@ def compute_coverage(
     as_of
         The time freshness is measured from; default: the latest observation in the state, so
         that re-running gives the same numbers.
+    lock_timeout_s
+        How long to wait for another writer of ``coverage_dir`` (config ``lock_timeout_s``).
 
     Returns
     -------
     dict
         The summary, as written to ``summary.json``.
+
+    Raises
+    ------
+    InputDataError
+        If a matched folder is not a snap output, or it or the coverage folder was made with
+        other roads.
+    LockTimeoutError
+        If another writer held the coverage folder for longer than ``lock_timeout_s``.
     """
+    roads = roads_identity(roads_dir)
+    for matched_dir in matched_dirs:
+        check_matched_dir(matched_dir, roads_dir, roads)
+    check_coverage_roads(coverage_dir, roads_dir, roads)  # a refusal needs no lock
+    with folder_lock(coverage_dir, lock_timeout_s):
+        check_coverage_roads(coverage_dir, roads_dir, roads)  # what the last writer left
+        return _update_coverage(roads_dir, roads, matched_dirs, coverage_dir, settings, as_of)
+
+
+def _update_coverage(
+    roads_dir: Path,
+    roads: dict[str, Any],
+    matched_dirs: list[Path],
+    coverage_dir: Path,
+    settings: CoverageSettings,
+    as_of: pd.Timestamp | None,
+) -> dict[str, Any]:
+    """Apply the batches and write every output; the caller holds the folder's lock."""
     edges = read_edges(roads_dir)
-    runs = _cached_runs(edges, roads_dir, coverage_dir, settings.h3_resolution)
+    runs = _cached_runs(edges, roads["edges_sha256"], coverage_dir, settings.h3_resolution)
     state = read_state(coverage_dir / "state")
     lengths = edges.set_index("edge_id")["length_m"]
     for matched_dir in matched_dirs:
@@ -93,8 +143,9 @@ def compute_coverage(
             log.info("coverage: batch %s (%s) already applied", batch_id, matched_dir)
             continue
         counted = counted_segments(matched_dir, lengths, settings)
+        counted = unapplied_segments(counted, state, f"batch {batch_id} ({matched_dir})")
         state = merge_states(state, state_of_batch(counted, runs, batch_id))
-    write_state(state, coverage_dir / "state")
+    write_state(state, coverage_dir / "state", roads)
     as_of_ms = _as_of_ms(as_of, state.edge_trips)
     canonical = canonical_edges(edges)
     edge_table = edge_coverage(edges, state, as_of_ms)
@@ -116,9 +167,58 @@ def compute_coverage(
         "h3_resolution": settings.h3_resolution,
     }
     summary["batches"] = state.batches
-    summary["roads_sha256"] = read_roads_meta(roads_dir)["source_sha256"]
+    summary["roads_sha256"] = roads["source_sha256"]
+    summary["roads"] = roads
     write_json(summary, coverage_dir / "summary.json")
     return summary
+
+
+def check_matched_dir(matched_dir: Path, roads_dir: Path, roads: dict[str, Any]) -> None:
+    """Check that ``matched_dir`` is a complete snap output made with the roads ``roads``.
+
+    Raises
+    ------
+    InputDataError
+        If it is not (one line naming the folder, what it should be, or both roads).
+    """
+    meta_path = matched_dir / META_FILE
+    missing = [name for name in (SEGMENTS_FILE, QUALITY_FILE, META_FILE)
+               if not (matched_dir / name).is_file()]  # fmt: skip
+    if missing:
+        raise InputDataError(
+            f"{matched_dir}: not an output folder of `roadcover snap` (no {', '.join(missing)}); "
+            "pass the folder that `roadcover snap -o` wrote"
+        )
+    try:
+        made_with = json.loads(meta_path.read_text())["roads"]
+    except (ValueError, KeyError, TypeError):
+        raise InputDataError(
+            f"{meta_path}: does not say which roads the batch was matched on; match it again "
+            "with `roadcover snap`"
+        ) from None
+    if not same_roads(made_with, roads):
+        raise InputDataError(
+            f"{matched_dir} was matched on other roads ({describe_roads(made_with)}) than "
+            f"{roads_dir} ({describe_roads(roads)}); pass the roads folder it was matched on, "
+            "or match it again on these roads"
+        )
+
+
+def check_coverage_roads(coverage_dir: Path, roads_dir: Path, roads: dict[str, Any]) -> None:
+    """Check that the coverage folder's state (if any) was computed on the roads ``roads``.
+
+    Raises
+    ------
+    InputDataError
+        If it was computed on other roads (one line naming both).
+    """
+    made_with = current_pointer(coverage_dir / "state").get("roads")
+    if made_with is not None and not same_roads(made_with, roads):
+        raise InputDataError(
+            f"{coverage_dir} holds coverage of other roads ({describe_roads(made_with)}) than "
+            f"{roads_dir} ({describe_roads(roads)}); pass the roads folder it was made with, "
+            "or write to a new coverage folder"
+        )
 
 
 def counted_segments(
@@ -127,6 +227,11 @@ def counted_segments(
     """Return the batch's segments of trips that count: confident, plausible matches.
 
     Offsets are clamped to the edge, so coverage never exceeds road length.
+
+    Raises
+    ------
+    InputDataError
+        If a segment's edge is not one of the roads' edges.
     """
     segments = read_arrow(
         matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, SEGMENT_COLUMNS, check_all=True
@@ -137,6 +242,13 @@ def counted_segments(
         counts &= quality["plausible"]
     counted_trips = pa.array(quality.loc[counts, "trip_id"], pa.string())
     kept = segments.filter(pc.is_in(segments["trip_id"], value_set=counted_trips)).to_pandas()
+    unknown = ~kept["edge_id"].isin(lengths.index)
+    if unknown.any():
+        raise InputDataError(
+            f"{matched_dir}: {int(unknown.sum())} segments lie on edges the roads do not have "
+            f"(e.g. edge_id {kept.loc[unknown, 'edge_id'].iloc[0]}); match the batch again "
+            "on these roads"
+        )
     length = lengths.loc[kept["edge_id"].to_numpy()].to_numpy()
     for column in ("from_offset_m", "to_offset_m"):
         kept[column] = np.clip(kept[column].to_numpy(), 0.0, length)
@@ -144,10 +256,27 @@ def counted_segments(
     return kept
 
 
+def unapplied_segments(segments: pd.DataFrame, state: CoverageState, batch: str) -> pd.DataFrame:
+    """Return the segments of trips the state does not hold yet; log the trips skipped.
+
+    A trip already in the state (its id in ``edge_trips`` or ``cell_trips``) was applied with
+    an earlier batch, e.g. a snap of every batch after a snap of one: counting it again would
+    count its kilometres twice.
+    """
+    applied = pd.concat([state.edge_trips["trip_id"], state.cell_trips["trip_id"]]).unique()
+    again = segments["trip_id"].isin(applied)
+    if again.any():
+        log.warning(
+            "coverage: %s: %d of its %d counted trips were applied with an earlier batch; "
+            "skipped, so that they count once",
+            batch, segments.loc[again, "trip_id"].nunique(), segments["trip_id"].nunique(),
+        )  # fmt: skip
+    return segments.loc[~again].reset_index(drop=True)
+
+
 def _cached_runs(
-    edges: pd.DataFrame, roads_dir: Path, coverage_dir: Path, resolution: int
+    edges: pd.DataFrame, roads_sha: str, coverage_dir: Path, resolution: int
 ) -> pd.DataFrame:
-    roads_sha = file_sha256(roads_dir / "edges.parquet")
     path = coverage_dir / f"runs_r{resolution}.parquet"
     if path.exists():
         table = pq.read_table(path)

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
+from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
@@ -117,22 +119,48 @@ def empty_state() -> CoverageState:
     return CoverageState(state.edge_pieces, state.edge_trips, state.cell_trips, [])
 
 
-def write_state(state: CoverageState, state_root: Path) -> None:
+def write_state(
+    state: CoverageState, state_root: Path, roads: Mapping[str, Any] | None = None
+) -> None:
     """Write the state as a new version folder, then point ``CURRENT.json`` at it.
 
     The pointer is replaced atomically after every table is written, so a run killed at any
-    moment leaves the previous state in force, and applying the batch again is safe.
+    moment leaves the previous state in force, and applying the batch again is safe. The
+    version the pointer named before is kept (a reader that does not take the folder's lock
+    may have read that pointer and be reading its tables); only older versions are deleted.
+    Call it holding the coverage folder's lock (:func:`pipeline.locking.folder_lock`).
+
+    Parameters
+    ----------
+    state
+        The state to write.
+    state_root
+        The state folder (``CURRENT.json`` and the version folders).
+    roads
+        The identity of the roads the state was computed on
+        (:func:`pipeline.roads.identity.roads_identity`), recorded in the pointer.
     """
+    previous = current_pointer(state_root).get("version")
     version = hashlib.sha256("\n".join(state.batches).encode()).hexdigest()[:16]
     folder = state_root / version
     for name in STATE_TABLES:
         table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
         with atomic_path(folder / f"{name}.parquet") as temp:
             pq.write_table(table, temp, **parquet_options(table.schema))
-    write_json({"version": version, "batches": state.batches}, state_root / CURRENT_FILE)
+    pointer = {"version": version, "batches": state.batches, "roads": dict(roads or {})}
+    write_json(pointer, state_root / CURRENT_FILE)
     for old in state_root.iterdir():
-        if old.is_dir() and old.name != version:
+        if old.is_dir() and old.name not in {version, previous}:
             shutil.rmtree(old)
+
+
+def current_pointer(state_root: Path) -> dict[str, Any]:
+    """Return ``CURRENT.json`` of a state folder (version, batches, roads); ``{}`` if none."""
+    pointer = state_root / CURRENT_FILE
+    if not pointer.exists():
+        return {}
+    current: dict[str, Any] = json.loads(pointer.read_text())
+    return current
 
 
 def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
@@ -146,16 +174,27 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
         Read only these columns of the tables named (``[]``: none, the rows alone); the other
         tables are read whole. A reader of a few columns of ``edge_trips`` then does without
         decoding its trip and contributor ids.
+
+    Raises
+    ------
+    InputDataError
+        If a table of the version ``CURRENT.json`` names is missing (a damaged folder).
     """
     wanted = dict(columns or {})
-    pointer = state_root / CURRENT_FILE
-    if not pointer.exists():
+    current = current_pointer(state_root)
+    if not current:
         empty = empty_state()
         for name, names in wanted.items():
             setattr(empty, name, getattr(empty, name)[names])
         return empty
-    current = json.loads(pointer.read_text())
     folder = state_root / current["version"]
+    missing = [name for name in STATE_TABLES if not (folder / f"{name}.parquet").is_file()]
+    if missing:
+        raise InputDataError(
+            f"{state_root / CURRENT_FILE} names version {current['version']}, whose "
+            f"{', '.join(missing)} table is missing: the coverage folder is damaged; compute "
+            "the coverage again into a new folder from all the matched batches"
+        )
     tables = {
         name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
         for name in STATE_TABLES

@@ -10,7 +10,10 @@ by a task and a partition file. Each worker loads the roads folder's match netwo
 and cached as ``match_network.npz``) once, not per task. Matching a trip depends on nothing
 but the trip, so the outputs are the same with one worker or many. ``MATCHED_DIR`` holds
 ``matched_points.parquet``, ``matched_segments.parquet``, ``match_quality.parquet`` (see
-docs/data-contracts.md) and ``meta.json``.
+docs/data-contracts.md) and ``meta.json``, which is written last and records the roads the batch
+was matched on (:mod:`pipeline.roads.identity`). A run holds ``MATCHED_DIR``'s lock, and
+refuses, before writing its outputs, a batch whose fixes mostly lie farther than the search
+radius from every road (``snap.min_fixes_near_roads``).
 """
 
 from __future__ import annotations
@@ -52,20 +55,24 @@ from pipeline.io import (
     write_points,
     write_table,
 )
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
+from pipeline.roads.identity import describe_roads, roads_identity
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
-from pipeline.snap.match import TripMatch, match_trip, substring_lines
+from pipeline.snap.hmm_kernels import NO_CANDIDATE
+from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
 
 log = logging.getLogger(__name__)
 
 POINT_COLUMNS = ["trace_id", "trip_id", "contributor_id", "observed_at", "lon", "lat",
-                 "source_file", "source_row"]  # fmt: skip
+                 "source_row"]  # fmt: skip
 TRIPS_PER_TASK = 64
 POINTS_FILE = "matched_points.parquet"
 SEGMENTS_FILE = "matched_segments.parquet"
 QUALITY_FILE = "match_quality.parquet"
+META_FILE = "meta.json"
 BREAK_FACTOR = 0.8
 
 
@@ -91,8 +98,13 @@ def snap_traces(
     settings: SnapSettings,
     batch_id: str | None = None,
     scheduler_address: str | None = None,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Match every trip of a traces batch (or of all batches) to the road graph.
+
+    The whole run holds ``matched_dir``'s lock. ``meta.json``, which marks a complete output
+    and records the roads it was made with, is removed before the outputs are replaced and
+    written after them.
 
     Parameters
     ----------
@@ -109,43 +121,134 @@ def snap_traces(
     scheduler_address
         An existing Dask scheduler (config ``dask.scheduler_address``); default: the
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
+    lock_timeout_s
+        How long to wait for another writer of ``matched_dir`` (config ``lock_timeout_s``).
 
     Returns
     -------
     dict
-        What ``meta.json`` holds: counts, timings and the batch.
+        What ``meta.json`` holds: counts, timings, the batch and the roads.
+
+    Raises
+    ------
+    InputDataError
+        If the batch has no points, or fewer than ``settings.min_fixes_near_roads`` of its
+        fixes lie within ``settings.max_search_radius_m`` of a road (then nothing is written).
     """
     started = time.perf_counter()
     trip_files = batch_trip_files(traces_dir, batch_id)
     trips = read_batch_trips(traces_dir, batch_id)
-    params = match_params(settings)
-    prepare_match_network(roads_dir)  # build and cache the network once, before the workers
-    staging = (matched_dir / STAGING_DIR).absolute()
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
-    tasks = _match_tasks(trip_files, staging)
+    roads = roads_identity(roads_dir)
+    with folder_lock(matched_dir, lock_timeout_s):
+        params = match_params(settings)
+        prepare_match_network(roads_dir)  # build and cache the network once, before the workers
+        staging = (matched_dir / STAGING_DIR).absolute()
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
+        tasks = _match_tasks(trip_files, staging)
+        try:
+            quality = _match_batch(
+                tasks, trips, roads_dir, params, settings.workers, scheduler_address
+            )
+            check_near_roads(quality.pop("far_points"), quality["points"], trip_files,
+                             settings, (traces_dir, batch_id), (roads_dir, roads))  # fmt: skip
+            (matched_dir / META_FILE).unlink(missing_ok=True)  # incomplete until rewritten
+            _write_outputs(matched_dir, tasks, quality)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        meta = {
+            "batch_id": batch_id,
+            "trips": len(quality),
+            "points": int(quality["points"].sum()),
+            "matched_points": int(quality["matched_points"].sum()),
+            "segments": int(pq.ParquetFile(matched_dir / SEGMENTS_FILE).metadata.num_rows),
+            "matched_km": float(quality["matched_km"].sum()),
+            "seconds": round(time.perf_counter() - started, 3),
+            "params": params.__dict__,
+            "roads": roads,
+        }
+        write_json(meta, matched_dir / META_FILE)
+    return meta
+
+
+def _match_batch(
+    tasks: list[MatchTask],
+    trips: pd.DataFrame,
+    roads_dir: Path,
+    params: MatchParams,
+    workers: int,
+    scheduler_address: str | None,
+) -> pd.DataFrame:
+    """Run the match tasks; return the quality rows with the trips' ingest verdicts."""
     roads = str(roads_dir.absolute())  # a shared worker may run in another folder
     results = run_tasks(
-        match_task, tasks, "match chunks", settings.workers, scheduler_address,
+        match_task, tasks, "match chunks", workers, scheduler_address,
         roads_dir=roads, params=params,
     )  # fmt: skip
     quality = pd.concat(results, ignore_index=True).merge(
         trips[["trip_id", "plausible", "trust_score"]], on="trip_id", how="left"
     )
-    quality = quality.fillna({"plausible": False, "trust_score": 0.0})
-    _write_outputs(matched_dir, tasks, quality)
-    shutil.rmtree(staging, ignore_errors=True)
-    meta = {
-        "batch_id": batch_id,
-        "trips": len(quality),
-        "points": int(quality["points"].sum()),
-        "matched_points": int(quality["matched_points"].sum()),
-        "segments": int(pq.ParquetFile(matched_dir / SEGMENTS_FILE).metadata.num_rows),
-        "matched_km": float(quality["matched_km"].sum()),
-        "seconds": round(time.perf_counter() - started, 3),
-        "params": params.__dict__,
-    }
-    write_json(meta, matched_dir / "meta.json")
-    return meta
+    return quality.fillna({"plausible": False, "trust_score": 0.0})
+
+
+def check_near_roads(
+    far_points: pd.Series,
+    points: pd.Series,
+    trip_files: pd.DataFrame,
+    settings: SnapSettings,
+    traces: tuple[Path, str | None],
+    roads: tuple[Path, dict[str, Any]],
+) -> None:
+    """Refuse a batch whose fixes mostly lie farther than the search radius from every road.
+
+    Such fixes cannot be matched (``no_candidate``): the traces are of another region than
+    the roads, or the roads are of too small an extent. A result of the few fixes left would
+    look like a run that found little coverage, so it is an error instead.
+
+    Parameters
+    ----------
+    far_points, points
+        Per trip: fixes with no road within ``settings.max_search_radius_m``, and all fixes.
+    trip_files
+        The batch's partition files (:func:`batch_trip_files`), for the fixes' extent.
+    settings
+        ``min_fixes_near_roads`` (the share required) and ``max_search_radius_m``.
+    traces, roads
+        The traces folder and batch, the roads folder and its identity (for the message).
+
+    Raises
+    ------
+    InputDataError
+        If the share of fixes near a road is below ``settings.min_fixes_near_roads``.
+    """
+    total = int(points.sum())
+    near = total - int(far_points.sum())
+    if total == 0 or near >= settings.min_fixes_near_roads * total:
+        return
+    (traces_dir, batch_id), (roads_dir, identity) = traces, roads
+    extent = _fixes_extent(sorted(set(trip_files["file"])))
+    raise InputDataError(
+        f"{traces_dir} (batch {batch_id or '(all)'}): only {near} of {total} fixes "
+        f"({100 * near / total:.1f}%) lie within {settings.max_search_radius_m:g} m of a road "
+        f"of {roads_dir} ({describe_roads(identity)}); the fixes lie in {extent}; snap them "
+        "with the roads of their region (or lower snap.min_fixes_near_roads, now "
+        f"{settings.min_fixes_near_roads:g})"
+    )
+
+
+def _fixes_extent(files: list[str]) -> str:
+    """Return the fixes' bbox ``[xmin, ymin, xmax, ymax]`` from the files' column statistics."""
+    low, high = [np.inf, np.inf], [-np.inf, -np.inf]
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        names = metadata.schema.to_arrow_schema().names
+        for group in range(metadata.num_row_groups):
+            for axis, name in enumerate(("lon", "lat")):
+                stats = metadata.row_group(group).column(names.index(name)).statistics
+                if stats is None or not stats.has_min_max:
+                    return "an unknown extent"
+                low[axis] = min(low[axis], stats.min)
+                high[axis] = max(high[axis], stats.max)
+    return "[" + ", ".join(f"{value:.4f}" for value in (*low, *high)) + "]"
 
 
 def batch_point_files(traces_dir: Path, batch_id: str | None) -> list[Path]:
@@ -319,7 +422,6 @@ def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.nda
         "run": pa.array(fixes["segment"].astype("int64")),
         "is_break": pa.array(fixes["is_break"].astype(bool)),
         "unmatched_reason": pa.array(fixes["reason"], type=pa.string()),
-        "source_file": points.column("source_file"),
         "source_row": points.column("source_row"),
         "lon": pa.array(np.where(matched, fixes["lon"], raw_lon)),
         "lat": pa.array(np.where(matched, fixes["lat"], raw_lat)),
@@ -382,7 +484,7 @@ def _trip_quality(
     trip_bounds: np.ndarray,
     params: MatchParams,
 ) -> pd.DataFrame:
-    """Return the quality rows of the trips, one per trip.
+    """Return the quality rows of the trips, one per trip, and each trip's ``far_points``.
 
     Trip ``i``'s fixes are ``bounds[i]:bounds[i + 1]``, its segments
     ``trip_bounds[i]:trip_bounds[i + 1]``.
@@ -404,6 +506,10 @@ def _trip_quality(
             "mean_distance_m": group_means(distance, bounds),
             "p95_distance_m": group_quantiles(distance, bounds, 0.95),
             "matched_km": group_sums(driven_m, trip_bounds)[0] / 1000.0,
+            # fixes with no road within the largest search radius (not a column of the table)
+            "far_points": np.add.reduceat(
+                (fixes["reason"] == UNMATCHED_REASONS[NO_CANDIDATE]).astype("int64"), bounds[:-1]
+            ),
         }
     )
     quality["confidence"] = [

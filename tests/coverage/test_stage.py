@@ -50,7 +50,7 @@ def write_batch(
     quality = {
         trip: (confidence, plausible) for trip, (_, _, confidence, plausible) in trips.items()
     }
-    return write_matched_batch(folder, edges, drives, quality)
+    return write_matched_batch(folder, edges, drives, quality, roads_dir=roads_dir)
 
 
 def test_stage_counts_confident_plausible_trips_and_is_idempotent(

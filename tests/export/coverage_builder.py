@@ -19,7 +19,7 @@ AS_OF = pd.Timestamp("2026-12-01T00:00Z")
 _BUILT: dict[str, Path] = {}
 
 
-def _write_batch(edges: gpd.GeoDataFrame, folder: Path, seed: int) -> Path:
+def _write_batch(roads: Path, edges: gpd.GeoDataFrame, folder: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     pick = edges.sample(400, random_state=seed)
     when = pd.Timestamp("2026-10-01T08:00Z") + pd.to_timedelta(rng.integers(0, 60, len(pick)), "D")
@@ -34,7 +34,7 @@ def _write_batch(edges: gpd.GeoDataFrame, folder: Path, seed: int) -> Path:
             "exited_at": when + pd.Timedelta(seconds=5),
         }
     )
-    return write_matched_batch(folder, edges, drives)
+    return write_matched_batch(folder, edges, drives, roads_dir=roads)
 
 
 def helsinki_coverage(factory: pytest.TempPathFactory) -> Path:
@@ -44,7 +44,7 @@ def helsinki_coverage(factory: pytest.TempPathFactory) -> Path:
         roads = root / "roads"
         build_roads(resolve_extract(HELSINKI, root / "cache"), roads)
         edges = read_edges(roads)
-        batches = [_write_batch(edges, root / f"matched{seed}", seed) for seed in (0, 1)]
+        batches = [_write_batch(roads, edges, root / f"matched{seed}", seed) for seed in (0, 1)]
         settings = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).coverage
         compute_coverage(roads, batches, root / "coverage", settings, AS_OF)
         _BUILT["coverage"] = root / "coverage"

@@ -53,7 +53,9 @@ NEW_PSEUDONYM = "pseudo-newdriver9f3c"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 
-def _write_batch(folder: Path, edges: gpd.GeoDataFrame, seed: int, partial: bool) -> Path:
+def _write_batch(
+    folder: Path, roads: Path, edges: gpd.GeoDataFrame, seed: int, partial: bool
+) -> Path:
     rng = np.random.default_rng(seed)
     n = len(edges)
     when = AS_OF - pd.to_timedelta(rng.integers(1, 400, n), "D")
@@ -72,7 +74,7 @@ def _write_batch(folder: Path, edges: gpd.GeoDataFrame, seed: int, partial: bool
             "exited_at": when + pd.Timedelta(seconds=5),
         }
     )
-    return write_matched_batch(folder, edges, drives)
+    return write_matched_batch(folder, edges, drives, roads_dir=roads)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     driven = edges.sample(200, random_state=3)
     undriven = edges[~edges["edge_id"].isin(driven["edge_id"])]
     new_edge = undriven[undriven["length_m"] > 20].iloc[[0]]
-    first = _write_batch(base / "matched0", driven, seed=0, partial=True)
-    second = _write_batch(base / "matched1", new_edge, seed=1, partial=False)
+    first = _write_batch(base / "matched0", roads, driven, seed=0, partial=True)
+    second = _write_batch(base / "matched1", roads, new_edge, seed=1, partial=False)
     settings = load_config().coverage
     compute_coverage(roads, [first], base / "cov1", settings, AS_OF)
     compute_coverage(roads, [first, second], base / "cov2", settings, AS_OF)

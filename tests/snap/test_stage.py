@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from pathlib import Path
 
-import geopandas as gpd
-import networkx as nx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS, POINTS, TRIPS
-from pipeline.io import read_table, write_table
-from pipeline.roads import build_roads, load_road_graph, read_edges, resolve_extract
+from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS
+from pipeline.io import read_table
+from pipeline.roads import build_roads, resolve_extract
 from pipeline.snap import stage as snap_stage
 from pipeline.snap.stage import snap_traces
+from tests.builders import drive_points, write_traces_batch
 
 SETTINGS = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]})
 
@@ -33,77 +30,13 @@ def roads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def drive_points(
-    roads_dir: Path, trips: int, seed: int
-) -> tuple[gpd.GeoDataFrame, list[list[int]]]:
-    """Noisy fixes every 9 m along shortest paths between random nodes; also the edge routes."""
-    graph = load_road_graph(roads_dir)
-    edges = read_edges(roads_dir).set_index(["u", "v", "key"])
-    rng = np.random.default_rng(seed)
-    nodes = sorted(max(nx.strongly_connected_components(graph), key=len))
-    frames, routes = [], []
-    for trip in range(trips):
-        path: list[int] = []
-        while len(path) <= 8:
-            a, b = rng.choice(nodes, 2, replace=False)
-            path = nx.shortest_path(graph, a, b, weight="length")
-        hops = list(itertools.pairwise(path))
-        keys = [min(graph[u][v], key=lambda k, u=u, v=v: graph[u][v][k]["length"]) for u, v in hops]
-        route = [edges.loc[(u, v, k)] for (u, v), k in zip(hops, keys, strict=True)]
-        routes.append([int(e.edge_id) for e in route])
-        line = shapely.line_merge(shapely.MultiLineString([e.geometry for e in route]))
-        metric = gpd.GeoSeries([line], crs=4326).to_crs(3067).iloc[0]
-        along = shapely.line_interpolate_point(metric, np.arange(0, metric.length, 9.0))
-        fixes = gpd.GeoSeries(along, crs=3067).to_crs(4326)
-        noise = rng.normal(0, 4e-5, (len(fixes), 2))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "trace_id": f"trace{trip}",
-                    "trip_id": f"trace{trip}-001",
-                    "contributor_id": "c1",
-                    "device_id": "d1",
-                    "observed_at": pd.date_range("2026-10-01T08:00Z", periods=len(fixes), freq="s"),
-                    "lon": fixes.x.to_numpy() + 2 * noise[:, 0],
-                    "lat": fixes.y.to_numpy() + noise[:, 1],
-                    "hdop": 1.0,
-                    "speed_mps": 9.0,
-                    "heading_deg": 0.0,
-                    "source_file": "sim.csv",
-                    "source_row": np.arange(len(fixes)) + 2,
-                }
-            )
-        )
-    frame = pd.concat(frames, ignore_index=True)
-    return gpd.GeoDataFrame(
-        frame, geometry=shapely.points(frame["lon"], frame["lat"]), crs=4326
-    ), routes
-
-
 @pytest.fixture(scope="module")
 def traces(
     roads_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[list[int]]]:
     folder = tmp_path_factory.mktemp("traces")
     points, routes = drive_points(roads_dir, trips=4, seed=3)
-    write_table(
-        points, folder / "points" / "date=2026-10-01" / "h3=x" / "part-b1-00000.parquet", POINTS
-    )
-    trips = points.groupby("trip_id", as_index=False).agg(
-        trace_id=("trace_id", "first"), contributor_id=("contributor_id", "first"),
-        device_id=("device_id", "first"), started_at=("observed_at", "min"),
-        ended_at=("observed_at", "max"), points=("lon", "size"),
-    )  # fmt: skip
-    trips = trips.assign(
-        length_m=1.0, fingerprint="f", flags=[[] for _ in range(len(trips))], trust_score=1.0,
-        plausible=True, batch_id="b1",
-    )  # fmt: skip
-    lines = [shapely.LineString(g[["lon", "lat"]].to_numpy()) for _, g in points.groupby("trip_id")]
-    write_table(
-        gpd.GeoDataFrame(trips, geometry=lines, crs=4326),
-        folder / "trips" / "part-b1.parquet",
-        TRIPS,
-    )
+    write_traces_batch(folder, points, "b1")
     return folder, routes
 
 

@@ -1,0 +1,47 @@
+"""Which roads an output was made with: the identity snap and coverage record and compare.
+
+A matched folder (``meta.json``) and a coverage folder (``state/CURRENT.json``) record the
+identity of the roads folder they were made with; a stage given other roads refuses, before it
+writes anything, with one line naming both. Two roads folders are the same roads when their
+``edges.parquet`` files are byte for byte the same (their sha256): the edge ids, lengths and
+shapes every later number is computed from. The extract's sha256 and the edges' extent
+(``bbox``) are recorded too, so that the message says which extract and where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.roads.extracts import file_sha256
+from pipeline.roads.store import EDGES_FILE, read_roads_meta
+
+
+def roads_identity(roads_dir: Path) -> dict[str, Any]:
+    """Return the identity of a roads folder: ``edges_sha256``, ``source_sha256``, ``bbox``.
+
+    Raises
+    ------
+    InputDataError
+        If the folder was not written by ``roadcover roads build``.
+    """
+    meta = read_roads_meta(roads_dir)
+    return {
+        "edges_sha256": file_sha256(Path(roads_dir) / EDGES_FILE),
+        "source_sha256": meta["source_sha256"],
+        "bbox": meta["bbox"],
+    }
+
+
+def same_roads(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Return whether two identities (:func:`roads_identity`) are of the same roads."""
+    return bool(first.get("edges_sha256") == second.get("edges_sha256"))
+
+
+def describe_roads(identity: dict[str, Any]) -> str:
+    """Return a short description of roads for a message: hashes' prefixes and the extent."""
+    bbox = ", ".join(f"{value:.4f}" for value in identity.get("bbox") or [])
+    return (
+        f"edges sha256 {str(identity.get('edges_sha256'))[:12]}, extract sha256 "
+        f"{str(identity.get('source_sha256'))[:12]}, bbox [{bbox}]"
+    )

