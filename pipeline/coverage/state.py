@@ -128,6 +128,8 @@ def write_state(
     moment leaves the previous state in force, and applying the batch again is safe. The
     version the pointer named before is kept (a reader that does not take the folder's lock
     may have read that pointer and be reading its tables); only older versions are deleted.
+    A state of the same batches as the one in force is not written again, so a rerun that
+    applies nothing changes nothing.
     Call it holding the coverage folder's lock (:func:`pipeline.locking.folder_lock`).
 
     Parameters
@@ -140,8 +142,11 @@ def write_state(
         The identity of the roads the state was computed on
         (:func:`pipeline.roads.identity.roads_identity`), recorded in the pointer.
     """
-    previous = current_pointer(state_root).get("version")
+    current = current_pointer(state_root)
+    previous = current.get("version")
     version = hashlib.sha256("\n".join(state.batches).encode()).hexdigest()[:16]
+    if version == previous and current.get("roads") == dict(roads or {}):
+        return  # no batch applied: the version in force stays, and so do the ones kept with it
     folder = state_root / version
     for name in STATE_TABLES:
         table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
