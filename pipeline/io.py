@@ -74,6 +74,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+def batch_of_part(path: Path) -> str:
+    """Return the batch id in a traces part file's name (``part-<batch>[-<chunk>].parquet``)."""
+    return path.name.removeprefix("part-").split(".")[0].split("-")[0]
+
+
+def committed_batches(traces_dir: Path) -> set[str]:
+    """Return the batches of a traces dataset that are applied: those with a report.
+
+    An ingest writes a batch's report last (its commit record), so a reader that keeps to
+    the parts of these batches never sees a batch while it is being written or rolled back.
+    """
+    return {path.stem for path in (traces_dir / "reports").glob("*.json")}
+
+
 def remove_leftover_temporaries(folder: Path) -> list[Path]:
     """Remove the temporary files of killed writes (:func:`atomic_path`'s) under ``folder``.
 

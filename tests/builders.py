@@ -144,7 +144,8 @@ def drive_points(
 def write_traces_batch(folder: Path, points: gpd.GeoDataFrame, batch_id: str) -> Path:
     """Write ``points`` as ingest batch ``batch_id`` of the traces dataset ``folder``.
 
-    One points partition file and the batch's trips table, every trip plausible.
+    One points partition file, the batch's trips table (every trip plausible) and its report,
+    the record that commits the batch.
     """
     partition = folder / "points" / "date=2026-10-01" / "h3=x"
     write_table(points, partition / f"part-{batch_id}-00000.parquet", POINTS)
@@ -163,4 +164,5 @@ def write_traces_batch(folder: Path, points: gpd.GeoDataFrame, batch_id: str) ->
         folder / "trips" / f"part-{batch_id}.parquet",
         TRIPS,
     )
+    write_json({"batch_id": batch_id, "files": []}, folder / "reports" / f"{batch_id}.json")
     return folder

@@ -27,7 +27,7 @@ import pyarrow as pa
 from pipeline.contracts import POINTS
 from pipeline.geodesy import distances_m
 from pipeline.ingest.clean import live_positions, reject_at
-from pipeline.io import read_arrow
+from pipeline.io import batch_of_part, read_arrow
 
 SAME_POSITION_M = 1.0
 EARLIER_BATCH_REASON = "duplicate_of_earlier_batch"
@@ -136,11 +136,6 @@ def partition_files(traces_dir: Path, days: np.ndarray) -> list[Path]:
         date = EPOCH + dt.timedelta(days=day)
         files += sorted((traces_dir / "points" / f"date={date.isoformat()}").glob("h3=*/part-*"))
     return files
-
-
-def batch_of_part(path: Path) -> str:
-    """Return the batch id in a part file's name (``part-<batch>[-<chunk>].parquet``)."""
-    return path.name.removeprefix("part-").split(".")[0].split("-")[0]
 
 
 def reject_fixes_of_earlier_files(

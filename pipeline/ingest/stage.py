@@ -59,7 +59,6 @@ from pipeline.ingest.clean import (
     reject_speed_spikes,
 )
 from pipeline.ingest.duplicates import (
-    batch_of_part,
     reject_fixes_of_earlier_batches,
     reject_fixes_of_earlier_files,
     valid_fixes,
@@ -88,7 +87,15 @@ from pipeline.ingest.readers import (
     repeated,
 )
 from pipeline.ingest.trips import apply_privacy, reject_short_trips, split_trips
-from pipeline.io import STAGING_DIR, read_table, write_json, write_points, write_table
+from pipeline.io import (
+    STAGING_DIR,
+    batch_of_part,
+    committed_batches,
+    read_table,
+    write_json,
+    write_points,
+    write_table,
+)
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
 from pipeline.roads.extracts import file_sha256
@@ -420,7 +427,7 @@ def roll_back_unfinished_batches(traces_dir: Path) -> list[Path]:
         The part files removed.
     """
     shutil.rmtree(traces_dir / STAGING_DIR, ignore_errors=True)
-    applied = {path.stem for path in (traces_dir / REPORTS_DIR).glob("*.json")}
+    applied = committed_batches(traces_dir)
     removed = []
     for output in BATCH_OUTPUTS:
         for part in sorted((traces_dir / output).rglob("part-*.parquet")):

@@ -47,6 +47,8 @@ from pipeline.errors import InputDataError
 from pipeline.io import (
     STAGED_SUFFIX,
     STAGING_DIR,
+    batch_of_part,
+    committed_batches,
     concat_tables,
     read_arrow,
     read_table,
@@ -252,9 +254,15 @@ def _fixes_extent(files: list[str]) -> str:
 
 
 def batch_point_files(traces_dir: Path, batch_id: str | None) -> list[Path]:
-    """Return the points partition files of one batch (all batches when None)."""
+    """Return the points partition files of one batch (all batches when None).
+
+    Only the parts of committed batches (with a report, :func:`~pipeline.io.committed_batches`)
+    are taken: an ingest writing or rolling back a batch at the same time is not seen.
+    """
     pattern = f"part-{batch_id}-*.parquet" if batch_id else "part-*.parquet"
-    files = sorted((traces_dir / "points").glob(f"date=*/h3=*/{pattern}"))
+    committed = committed_batches(traces_dir)
+    found = sorted((traces_dir / "points").glob(f"date=*/h3=*/{pattern}"))
+    files = [path for path in found if batch_of_part(path) in committed]
     if not files:
         raise InputDataError(
             f"{traces_dir}: no points of batch {batch_id or '(any)'}; run roadcover ingest first"
@@ -280,7 +288,9 @@ def batch_trip_files(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
 def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
     """Read the trips table of one batch (all batches when None)."""
     pattern = f"part-{batch_id}.parquet" if batch_id else "part-*.parquet"
-    files = sorted((traces_dir / "trips").glob(pattern))
+    committed = committed_batches(traces_dir)
+    found = sorted((traces_dir / "trips").glob(pattern))
+    files = [path for path in found if batch_of_part(path) in committed]
     columns = ["trip_id", "plausible", "trust_score"]
     return pd.concat(
         [pd.DataFrame(read_table(f, TRIPS, columns=columns)) for f in files], ignore_index=True

@@ -125,3 +125,17 @@ def test_a_batch_is_refused_below_the_share_of_fixes_near_roads(
             check_near_roads(*args)
     else:
         check_near_roads(*args)
+
+
+def test_a_batch_without_its_report_is_not_read(roads_dir: Path, tmp_path: Path) -> None:
+    """An ingest commits a batch by writing its report last: until then snap must not see it."""
+    committed, _ = drive_points(roads_dir, trips=2, seed=3)
+    being_written, _ = drive_points(roads_dir, trips=3, seed=4)
+    being_written["trip_id"] = "b2-" + being_written["trip_id"].astype(str)
+    traces = write_traces_batch(tmp_path / "traces", committed, "b1")
+    write_traces_batch(traces, being_written, "b2")
+    (traces / "reports" / "b2.json").unlink()  # b2's parts are written, its report not yet
+    trips = batch_trip_files(traces, None)
+    assert set(trips["trip_id"]) == set(committed["trip_id"])
+    with pytest.raises(InputDataError, match="no points of batch b2"):
+        batch_trip_files(traces, "b2")
