@@ -36,9 +36,15 @@ def batch_inputs(wildcards):
 
 
 def batch_paths(wildcards, input):
+    """The files and folders to ingest, a list: the rule quotes each one for the shell."""
     if wildcards.batch == FLEET_BATCH:
-        return str(Path(input.data).parent / "traces")
-    return " ".join(input.data)
+        return [str(Path(input.data).parent / "traces")]
+    return list(input.data)
+
+
+def repeated_option(option, values):
+    """``[option, value, option, value, ...]``: a list the rule quotes element by element."""
+    return [item for value in values for item in (option, str(value))]
 
 
 def matched_batches(wildcards):

@@ -15,8 +15,8 @@ rule build_roads:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover roads build {params.osm:q} -o {params.folder:q} --config {params.config_file:q} "
-        "> {log:q} 2>&1"
+        "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
+        "-- {params.osm:q} > {log:q} 2>&1"
 
 
 rule simulate_fleet:
@@ -38,5 +38,5 @@ rule simulate_fleet:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --workers {threads} "
+        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --workers {threads:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"
