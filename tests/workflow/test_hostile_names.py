@@ -14,6 +14,8 @@ import itertools
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,17 @@ def test_every_shell_placeholder_is_quoted() -> None:
         fields = re.findall(r"\{[^{}]*\}", command)
         unquoted = [field for field in fields if not field.endswith(":q}")]
         assert unquoted == [], f"rule {rule}: {unquoted} reach the shell unquoted"
+
+
+def test_snakemake_validates_whole_names(tmp_path: Path) -> None:
+    """Snakemake's own ``validate`` (the Snakefile's) refuses a region name with a newline."""
+    config = tmp_path / "config.yaml"
+    region = {"name": "k5\n", "osm": "x.osm.pbf"}
+    config.write_text(yaml.safe_dump({"regions": [region]}), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile",
+         str(REPO_ROOT / "Snakefile"), "--configfile", str(config), "--directory", str(tmp_path)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "'k5\\n' does not match" in result.stdout + result.stderr
