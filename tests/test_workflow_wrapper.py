@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import DEMO_CONFIG_PATH
 from pipeline.coverage.text import format_summary
 from pipeline.parallel import SCHEDULER_ENV
 from pipeline.workflow import _stage_scheduler, _working_directory
@@ -34,6 +37,7 @@ def test_a_local_run_on_several_cores_shares_one_cluster() -> None:
     [
         ["-n"],
         ["--dry-run"],
+        ["--unlock"],
         ["--executor", "slurm"],
         ["--executor=kubernetes"],
         ["--profile", "configs/profiles/slurm"],
@@ -79,3 +83,17 @@ def test_the_summary_table_lists_the_coverage_figures() -> None:
     values = [line.split("  ")[-1].lstrip() for line in lines]  # labels have no double spaces
     assert len({len(line) - len(value) for line, value in zip(lines, values, strict=True)}) == 1
     assert values[-1] == "2026-10-21T21:37:32+00:00"
+
+
+def test_arguments_snakemake_refuses_end_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(DEMO_CONFIG_PATH),
+         "--cores", "1", "--no-such-option"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        "roadcover: error: snakemake refused its arguments '--no-such-option' (its message is "
+        "above); see `python -m snakemake --help`"
+    )

@@ -238,7 +238,9 @@ def test_killed_run_recovers_with_identical_release(
     with capture_fd2() as captured:
         status = main(run_args(workdir, config))
     assert status != 0
-    assert "--unlock" in captured.text()
+    last_line = captured.text().strip().splitlines()[-1]
+    assert "is locked by a workflow run that did not finish" in last_line, last_line
+    assert "--unlock && roadcover run" in last_line, last_line
     assert main(run_args(workdir, config, "--unlock")) == 0
 
     with capture_fd2() as captured:
