@@ -128,3 +128,20 @@ def test_patterns_match_whole_strings(key: str, good: str, tail: str) -> None:
 def test_paths_the_workflow_cannot_name_are_refused(key: str, bad: str) -> None:
     with pytest.raises(ConfigError, match=f"has value {re.escape(repr(bad))}"):
         settings_from_mapping(_with(key, bad))
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"regions: []\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a UTF-8 text file \(byte 12\)"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path)  # a folder
+
+
+def test_a_missing_key_is_named_without_the_whole_config() -> None:
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping({"output_dir": "out"}, source="c.yaml")
+    assert str(error.value) == (
+        "c.yaml: invalid config:\n  - key '(top level)': 'regions' is a required property"
+    )

@@ -14,15 +14,15 @@ KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"
 TEST_KEY = "workflow-test-key-not-a-secret-0123"
 
 
-def run_args(workdir: Path, config: Path, *extra: str) -> list[str]:
-    """``roadcover run`` arguments: the repo's Snakefile, run in ``workdir``.
+def run_args(workdir: Path, config: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
+    """``roadcover run`` arguments: the repo's Snakefile, run in ``workdir``, up to ``targets``.
 
     Ingest and map matching get one thread, so they work in-process instead of starting a
     Dask LocalCluster: on a tiny fleet the cluster's start and stop cost more than the work
     (the Dask path is tested by the stages' own tests and by ``make demo``).
     """
     return [
-        "run", "--config", str(config), "--cores", "2", "--directory", str(workdir),
+        "run", "--config", str(config), "--cores", "2", "--directory", str(workdir), *targets,
         "--set-threads", "ingest_traces=1", "match_traces=1", *extra,
     ]  # fmt: skip
 
