@@ -25,7 +25,7 @@ SNAKEFILE = REPO_ROOT / "Snakefile"
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
 ARGPARSE_ERROR = 2  # Snakemake's exit status when it refuses its command line
 # arguments after which Snakemake runs no job: no shared Dask cluster for them
-NO_JOB_ARGS = ("-n", "--dry-run", "--dryrun", "--lint", "--unlock")
+NO_JOB_ARGS = ("-n", "--dry-run", "--dryrun", "--lint", "--unlock", "--touch", "-t")
 
 
 def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) -> None:

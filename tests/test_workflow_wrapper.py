@@ -38,6 +38,7 @@ def test_a_local_run_on_several_cores_shares_one_cluster() -> None:
         ["-n"],
         ["--dry-run"],
         ["--unlock"],
+        ["--touch"],
         ["--executor", "slurm"],
         ["--executor=kubernetes"],
         ["--profile", "configs/profiles/slurm"],
