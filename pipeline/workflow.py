@@ -135,15 +135,16 @@ def _working_directory(snakemake_args: list[str]) -> Path:
 
 
 def _print_where_to_look(output_dir: Path, regions: list[str]) -> None:
-    """Print the web map of each region (and how to serve it) and the report."""
+    """Print the web map of each region (and how to serve it, quoted for a shell) and the report."""
     for name in regions:
         region = output_dir / name
         site = region / "export" / "web"
         if (site / "index.html").exists():
+            serve = ["roadcover", "export", "viewer", "--serve", "--"]
+            serve += [str(region / "coverage"), str(region / "export" / "coverage.pmtiles")]
             print(
                 f"\n{name} web map: {site / 'index.html'}\n  serve it (HTTP Range requests): "
-                f"roadcover export viewer {region / 'coverage'} "
-                f"{region / 'export' / 'coverage.pmtiles'} {site} --serve",
+                f"{shlex.join([*serve, str(site)])}",
                 file=sys.stderr,
             )
     report = output_dir / "report.html"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from pipeline.config import DEMO_CONFIG_PATH
 from pipeline.coverage.text import format_summary
 from pipeline.parallel import SCHEDULER_ENV
-from pipeline.workflow import _stage_scheduler, _working_directory
+from pipeline.workflow import _print_where_to_look, _stage_scheduler, _working_directory
 from tests.imports import modules_imported_by
 
 
@@ -98,3 +99,19 @@ def test_arguments_snakemake_refuses_end_in_one_line(tmp_path: Path) -> None:
         "roadcover: error: snakemake refused its arguments '--no-such-option' (its message is "
         "above); see `python -m snakemake --help`"
     )
+
+
+def test_the_serve_command_it_prints_is_quoted_for_a_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output_dir = tmp_path / "-out $(touch CANARY) 'q' ; `b` ü"
+    site = output_dir / "r1" / "export" / "web"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<html></html>", encoding="utf-8")
+    _print_where_to_look(output_dir, ["r1"])
+    line = capsys.readouterr().err.splitlines()[-1]
+    command = line.split("serve it (HTTP Range requests): ", 1)[1]
+    assert shlex.split(command) == [
+        "roadcover", "export", "viewer", "--serve", "--", f"{output_dir}/r1/coverage",
+        f"{output_dir}/r1/export/coverage.pmtiles", f"{output_dir}/r1/export/web",
+    ]  # fmt: skip
