@@ -115,7 +115,10 @@ def _failure(
             f"snakemake refused its arguments {shlex.join(snakemake_args)!r} (its message is "
             "above); see `python -m snakemake --help`"
         )
-    return PipelineError(f"the workflow failed; see the rule's log under {output_dir / 'logs'}")
+    return PipelineError(
+        "the workflow failed; Snakemake's message is above, and the rules' logs are under "
+        f"{workdir / output_dir / 'logs'}"
+    )
 
 
 def _lock_files(workdir: Path) -> list[Path]:

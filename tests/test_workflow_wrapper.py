@@ -115,3 +115,19 @@ def test_the_serve_command_it_prints_is_quoted_for_a_shell(
         "roadcover", "export", "viewer", "--serve", "--", f"{output_dir}/r1/coverage",
         f"{output_dir}/r1/export/coverage.pmtiles", f"{output_dir}/r1/export/web",
     ]  # fmt: skip
+
+
+def test_a_target_outside_the_config_has_no_rule(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(DEMO_CONFIG_PATH),
+         "--cores", "1", "-n", "results/demo/nowhere/coverage/summary.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "No rule to produce results/demo/nowhere/coverage/summary.json" in output
+    assert "StopIteration" not in output and "Traceback" not in output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "roadcover: error: the workflow failed; Snakemake's message is above, and the rules' "
+        "logs are under results/demo/logs"
+    )
