@@ -137,7 +137,7 @@ def simulate_monaco(cache: Path, devices: int, days: int) -> tuple[Path, Path, P
     sim = cache / f"monaco_sim_{devices}x{days}"
     trips_path = sim / "trips.parquet"
     if not trips_path.exists():
-        simulate_fleet(roads, sim, params)
+        simulate_fleet(roads, sim, params, overwrite=True)  # its own cache folder
         network = DrivingNetwork.from_roads_dir(roads)
         frames = []
         for device in plan_fleet(network, params):

@@ -1,8 +1,9 @@
 """The ``roadcover`` command line: one subcommand group per stage, thin wrappers only.
 
 Each command parses its arguments, loads the config, calls the stage function and reports.
-Errors the user can fix (:class:`~pipeline.errors.PipelineError`) are printed as one line and
-exit with status 1; a stage that this version does not provide exits with status 2.
+Errors the user can fix (:class:`~pipeline.errors.PipelineError`, and arguments click refuses)
+are printed as one line and exit with status 1; a stage that this version does not provide
+exits with status 2.
 
 A command imports what it uses (its stage, the config loader, I/O) when it runs, so that
 ``roadcover --help`` and a light command do not pay for pandas, geopandas or jsonschema.
@@ -137,6 +138,10 @@ def roads_build(
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Dask workers.")
+@click.option(
+    "--overwrite", is_flag=True,
+    help="Replace the simulation in OUT (default: OUT must be new or empty).",
+)  # fmt: skip
 @CONFIG_OPTION
 def simulate(
     roads_dir: Path,
@@ -146,6 +151,7 @@ def simulate(
     formats: tuple[str, ...],
     seed: int | None,
     workers: int,
+    overwrite: bool,
     config_path: Path | None,
 ) -> None:
     """Simulate a dashcam fleet driving on a road graph, with its ground-truth routes."""
@@ -162,8 +168,9 @@ def simulate(
     }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
     summary = simulate_fleet(
-        roads_dir, out_dir, params, workers, scheduler_address=config.dask_scheduler_address
-    )
+        roads_dir, out_dir, params, workers,
+        scheduler_address=config.dask_scheduler_address, overwrite=overwrite,
+    )  # fmt: skip
     click.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -491,10 +498,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("roadcover: aborted", err=True)
         return EXIT_ERROR
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # a group without its command: its help
+        return exc.exit_code
+    except click.UsageError as exc:
+        click.echo(f"roadcover: error: {_subcommand(exc.ctx)}{exc.format_message()}", err=True)
+        return EXIT_ERROR
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     return 0
+
+
+def _subcommand(ctx: click.Context | None) -> str:
+    """``"export tiles: "`` for the context of ``roadcover export tiles``; "" for the group's."""
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return f"{' '.join(names)}: " if names else ""
 
 
 if __name__ == "__main__":

@@ -189,6 +189,12 @@ def load_config(path: str | Path | None = None) -> Settings:
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{config_path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{config_path}: not a UTF-8 text file (byte {exc.start}); give a YAML config"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read the config file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
     return settings_from_mapping(raw if raw is not None else {}, source=str(config_path))
@@ -214,6 +220,8 @@ def _describe_schema_errors(config: Any) -> Iterator[str]:
             for name in unknown:
                 where = f"{key}.{name}" if error.absolute_path else name
                 yield f"key {where!r} is not allowed here; allowed keys: {', '.join(allowed)}"
+        elif error.validator == "required":  # the value is the whole enclosing mapping
+            yield f"key {key!r}: {error.message}"
         else:
             yield f"key {key!r} has value {error.instance!r}: {error.message}"
 

@@ -20,3 +20,7 @@ class ContractError(PipelineError, ValueError):
 
 class InputDataError(PipelineError, ValueError):
     """An input file is missing, corrupt or holds nothing usable."""
+
+
+class OutputExistsError(PipelineError, FileExistsError):
+    """An output folder already holds files that the command would replace."""

@@ -1,10 +1,16 @@
-"""``roadcover run``: the Snakemake workflow, then the summary a person wants to see."""
+"""``roadcover run``: the Snakemake workflow, then the summary a person wants to see.
+
+When Snakemake fails, the last line says how to go on: the rule's log, Snakemake's refusal of
+its arguments, or, when the working folder is still locked (its lock files in
+``.snakemake/locks``), how to unlock it after a run that was killed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +21,11 @@ from pipeline.errors import PipelineError
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
+# where Snakemake keeps the locks of a working folder while it runs (removed when it ends)
+SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
+ARGPARSE_ERROR = 2  # Snakemake's exit status when it refuses its command line
+# arguments after which Snakemake runs no job: no shared Dask cluster for them
+NO_JOB_ARGS = ("-n", "--dry-run", "--dryrun", "--lint", "--unlock", "--touch", "-t")
 
 
 def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) -> None:
@@ -23,7 +34,9 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
     Raises
     ------
     PipelineError
-        If Snakemake fails; its log under ``OUTPUT_DIR/logs`` says why.
+        If Snakemake fails: the message names the rule logs under ``OUTPUT_DIR/logs``, or, if
+        the working folder is locked by a run that was killed, the commands that unlock it and
+        run again.
     """
     config_file = Path(config_path) if config_path is not None else DEMO_CONFIG_PATH
     settings = load_config(config_file)
@@ -38,9 +51,10 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
         env = {**os.environ, "PATH": path, **({SCHEDULER_ENV: address} if address else {})}
         status = subprocess.run(command, check=False, env=env).returncode
     if status != 0:
-        raise PipelineError(
-            f"the workflow failed; see the rule's log under {settings.output_dir / 'logs'}"
-        )
+        raise _failure(status, settings.output_dir, config_path, cores, extra_args)
+    if "--unlock" in extra_args:
+        print(f"unlocked {_working_directory(extra_args).absolute()}", file=sys.stderr)
+        return
     output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
     for region in settings.regions:
         summary_path = output_dir / region.name / "coverage" / "summary.json"
@@ -60,7 +74,7 @@ def _stage_scheduler(
     ``DASK_SCHEDULER_ADDRESS``), for one core, for a dry run, and when the jobs run elsewhere
     (``--executor``, or a profile other than ``configs/profiles/local``).
     """
-    dry_run = any(arg in ("-n", "--dry-run", "--dryrun", "--lint") for arg in snakemake_args)
+    dry_run = any(arg in NO_JOB_ARGS for arg in snakemake_args)
     if configured or os.environ.get(SCHEDULER_ENV) or cores <= 1 or dry_run:
         return contextlib.nullcontext(None)
     if _runs_elsewhere(snakemake_args):
@@ -81,6 +95,38 @@ def _runs_elsewhere(snakemake_args: list[str]) -> bool:
     return False
 
 
+def _failure(
+    status: int, output_dir: Path, config_path: Path | None, cores: int, snakemake_args: list[str]
+) -> PipelineError:
+    """Return the error of a failed Snakemake run: one line saying how to go on."""
+    workdir = _working_directory(snakemake_args)
+    if _lock_files(workdir):
+        rerun = ["roadcover", "run"]
+        rerun += ["--config", str(config_path)] if config_path is not None else []
+        rerun += ["--cores", str(cores), *snakemake_args]
+        return PipelineError(
+            f"{(workdir / output_dir).absolute()} is locked by a workflow run that did not "
+            f"finish (killed) or is still running (Snakemake's lock in {workdir.absolute()}); "
+            "make sure no other roadcover run or snakemake is active there, then unlock and "
+            f"run again: {shlex.join([*rerun, '--unlock'])} && {shlex.join(rerun)}"
+        )
+    if status == ARGPARSE_ERROR:
+        return PipelineError(
+            f"snakemake refused its arguments {shlex.join(snakemake_args)!r} (its message is "
+            "above); see `python -m snakemake --help`"
+        )
+    return PipelineError(
+        "the workflow failed; Snakemake's message is above, and the rules' logs are under "
+        f"{workdir / output_dir / 'logs'}"
+    )
+
+
+def _lock_files(workdir: Path) -> list[Path]:
+    """Return Snakemake's lock files in a working folder (only a run not yet over leaves any)."""
+    locks = workdir / SNAKEMAKE_LOCKS
+    return sorted(locks.glob("*.lock")) if locks.is_dir() else []
+
+
 def _working_directory(snakemake_args: list[str]) -> Path:
     """Return the folder Snakemake runs in (``--directory``/``-d``): relative outputs go there."""
     for i, arg in enumerate(snakemake_args):
@@ -92,15 +138,16 @@ def _working_directory(snakemake_args: list[str]) -> Path:
 
 
 def _print_where_to_look(output_dir: Path, regions: list[str]) -> None:
-    """Print the web map of each region (and how to serve it) and the report."""
+    """Print the web map of each region (and how to serve it, quoted for a shell) and the report."""
     for name in regions:
         region = output_dir / name
         site = region / "export" / "web"
         if (site / "index.html").exists():
+            serve = ["roadcover", "export", "viewer", "--serve", "--"]
+            serve += [str(region / "coverage"), str(region / "export" / "coverage.pmtiles")]
             print(
                 f"\n{name} web map: {site / 'index.html'}\n  serve it (HTTP Range requests): "
-                f"roadcover export viewer {region / 'coverage'} "
-                f"{region / 'export' / 'coverage.pmtiles'} {site} --serve",
+                f"{shlex.join([*serve, str(site)])}",
                 file=sys.stderr,
             )
     report = output_dir / "report.html"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,67 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
 def test_start_without_time_zone_is_rejected() -> None:
     with pytest.raises(ConfigError, match="time zone"):
         settings_from_mapping({**MINIMAL, "simulate": {"start": "2026-01-01T00:00:00"}})
+
+
+def _with(key: str, value: object) -> dict[str, object]:
+    """MINIMAL with one value set: a top-level key, a region key, or a batch (name or file)."""
+    region: dict[str, object] = dict(MINIMAL["regions"][0])
+    config: dict[str, object] = {"regions": [region]}
+    if key == "batch_name":
+        region["batches"] = {value: ["uploads/"]}
+    elif key == "batch_file":
+        region["batches"] = {"b1": [value]}
+    elif key == "highway":
+        config["roads"] = {"highway_include": [value]}
+    elif key in ("name", "sha256"):
+        region[key] = value
+    else:
+        config[key] = value
+    return config
+
+
+# every pattern of the schema: a value it takes, and the value with what must not follow it
+SHA = "0" * 64
+PATTERNED = [
+    ("name", "k5"),
+    ("sha256", SHA),
+    ("batch_name", "2026-11-24.b"),
+    ("highway", "living_street"),
+    ("output_dir", "results/a b 'c' $(d) ; `e` ü"),
+    ("batch_file", "uploads/a b 'c' $(d) ; `e` ü.csv"),
+]
+
+
+@pytest.mark.parametrize(("key", "good"), PATTERNED)
+@pytest.mark.parametrize("tail", ["\n", "\r\n", "\x00", "\t"])
+def test_patterns_match_whole_strings(key: str, good: str, tail: str) -> None:
+    settings_from_mapping(_with(key, good))
+    with pytest.raises(
+        ConfigError, match=f"has value {re.escape(repr(good + tail))}: .* does not match"
+    ):
+        settings_from_mapping(_with(key, good + tail))
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"), [("output_dir", "out/{region}"), ("batch_file", "{x}.csv"), ("output_dir", "")]
+)
+def test_paths_the_workflow_cannot_name_are_refused(key: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=f"has value {re.escape(repr(bad))}"):
+        settings_from_mapping(_with(key, bad))
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"regions: []\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a UTF-8 text file \(byte 12\)"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path)  # a folder
+
+
+def test_a_missing_key_is_named_without_the_whole_config() -> None:
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping({"output_dir": "out"}, source="c.yaml")
+    assert str(error.value) == (
+        "c.yaml: invalid config:\n  - key '(top level)': 'regions' is a required property"
+    )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import DEMO_CONFIG_PATH
 from pipeline.coverage.text import format_summary
 from pipeline.parallel import SCHEDULER_ENV
-from pipeline.workflow import _stage_scheduler, _working_directory
+from pipeline.workflow import _print_where_to_look, _stage_scheduler, _working_directory
 from tests.imports import modules_imported_by
 
 
@@ -34,6 +38,8 @@ def test_a_local_run_on_several_cores_shares_one_cluster() -> None:
     [
         ["-n"],
         ["--dry-run"],
+        ["--unlock"],
+        ["--touch"],
         ["--executor", "slurm"],
         ["--executor=kubernetes"],
         ["--profile", "configs/profiles/slurm"],
@@ -79,3 +85,49 @@ def test_the_summary_table_lists_the_coverage_figures() -> None:
     values = [line.split("  ")[-1].lstrip() for line in lines]  # labels have no double spaces
     assert len({len(line) - len(value) for line, value in zip(lines, values, strict=True)}) == 1
     assert values[-1] == "2026-10-21T21:37:32+00:00"
+
+
+def test_arguments_snakemake_refuses_end_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(DEMO_CONFIG_PATH),
+         "--cores", "1", "--no-such-option"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        "roadcover: error: snakemake refused its arguments '--no-such-option' (its message is "
+        "above); see `python -m snakemake --help`"
+    )
+
+
+def test_the_serve_command_it_prints_is_quoted_for_a_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output_dir = tmp_path / "-out $(touch CANARY) 'q' ; `b` ü"
+    site = output_dir / "r1" / "export" / "web"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<html></html>", encoding="utf-8")
+    _print_where_to_look(output_dir, ["r1"])
+    line = capsys.readouterr().err.splitlines()[-1]
+    command = line.split("serve it (HTTP Range requests): ", 1)[1]
+    assert shlex.split(command) == [
+        "roadcover", "export", "viewer", "--serve", "--", f"{output_dir}/r1/coverage",
+        f"{output_dir}/r1/export/coverage.pmtiles", f"{output_dir}/r1/export/web",
+    ]  # fmt: skip
+
+
+def test_a_target_outside_the_config_has_no_rule(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(DEMO_CONFIG_PATH),
+         "--cores", "1", "-n", "results/demo/nowhere/coverage/summary.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "No rule to produce results/demo/nowhere/coverage/summary.json" in output
+    assert "StopIteration" not in output and "Traceback" not in output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "roadcover: error: the workflow failed; Snakemake's message is above, and the rules' "
+        "logs are under results/demo/logs"
+    )

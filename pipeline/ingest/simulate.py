@@ -18,6 +18,11 @@ which nothing is logged.
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same seed on the same roads
 folder gives byte-identical files.
+
+``OUT_DIR`` must be new or empty: a simulation never replaces files it finds there unless told
+to (``overwrite``, ``roadcover simulate --overwrite``), and then it replaces the files of the
+earlier simulation. Two simulations started into one folder at once cannot both write it: each
+claims the folder by creating ``traces/`` (an atomic ``mkdir``), and the loser is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import shapely
 from pipeline import __version__
 from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
+from pipeline.errors import OutputExistsError
 from pipeline.ingest.simulate_drive import TripDrive, drive_route
 from pipeline.ingest.simulate_roads import DrivingNetwork
 from pipeline.ingest.trace_writers import (
@@ -118,6 +124,7 @@ def simulate_fleet(
     params: SimulateSettings,
     workers: int = 1,
     scheduler_address: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate a dashcam fleet on a roads folder; write its traces and ground truth.
 
@@ -130,7 +137,8 @@ def simulate_fleet(
     roads_dir
         A roads folder written by ``roadcover roads build``.
     out_dir
-        Output folder: ``traces/``, ``truth.parquet`` and ``simulation.json``.
+        Output folder: ``traces/``, ``truth.parquet`` and ``simulation.json``. It must be new
+        or empty, unless ``overwrite``.
     params
         Simulator settings (``simulate`` in the config).
     workers
@@ -138,6 +146,9 @@ def simulate_fleet(
     scheduler_address
         An existing Dask scheduler (config ``dask.scheduler_address``); default: the
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
+    overwrite
+        Replace the simulation in ``out_dir``: its files are overwritten, and trace files of
+        devices this simulation does not have are removed.
 
     Returns
     -------
@@ -148,14 +159,15 @@ def simulate_fleet(
     ------
     InputDataError
         If the roads folder is missing or has nothing drivable.
+    OutputExistsError
+        If ``out_dir`` is a file, or holds anything and ``overwrite`` is false.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     roads_meta = read_roads_meta(roads_dir)
     roads = str(Path(roads_dir).absolute())  # a shared worker may run in another folder
     devices = plan_fleet(_network(roads), params)
-    traces_dir = (out_dir / TRACES_DIR).absolute()
-    traces_dir.mkdir(parents=True, exist_ok=True)
+    traces_dir = _claim_output(out_dir, overwrite)
     _remove_stale_traces(traces_dir, {device.file_name for device in devices})
     tasks = [
         DeviceTask(roads, traces_dir, devices[start : start + DEVICES_PER_TASK])
@@ -508,6 +520,33 @@ def _summary(
             "stops": sum(r["stops"] for r in records),
         },
     }
+
+
+def _claim_output(out_dir: Path, overwrite: bool) -> Path:
+    """Make ``out_dir/traces`` and return it (absolute); refuse a folder that holds anything.
+
+    Without ``overwrite`` the traces folder is created exclusively, so of two simulations
+    started into one empty folder at once, one is refused.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"{out_dir}: is a file; give a folder to simulate into")
+    held = sorted(path.name for path in out_dir.iterdir()) if out_dir.is_dir() else []
+    if held and not overwrite:
+        raise _not_empty(out_dir, held)
+    traces_dir = (out_dir / TRACES_DIR).absolute()
+    try:
+        traces_dir.mkdir(parents=True, exist_ok=overwrite)
+    except FileExistsError:  # another simulation claimed the folder since it was looked at
+        raise _not_empty(out_dir, [TRACES_DIR]) from None
+    return traces_dir
+
+
+def _not_empty(out_dir: Path, held: list[str]) -> OutputExistsError:
+    names = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    return OutputExistsError(
+        f"{out_dir}: the folder is not empty (it holds {names}); simulate into a new or empty "
+        "folder, or pass --overwrite to replace the simulation in it"
+    )
 
 
 def _remove_stale_traces(traces_dir: Path, keep: set[str]) -> None:

@@ -432,8 +432,8 @@ def test_cli_simulate(roads_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     ]  # fmt: skip
     assert (out / "truth.parquet").exists()
     assert summary_of(out)["params"]["seed"] == 7
-    # a smaller re-run into the same folder removes the traces it no longer writes
-    assert main([*args, "--devices", "1", "--days", "1", "--seed", "7"]) == 0
+    # a smaller re-run into the same folder (--overwrite) removes the traces it no longer writes
+    assert main([*args, "--devices", "1", "--days", "1", "--seed", "7", "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "traces").iterdir()) == ["dev-0001.csv"]
 
 

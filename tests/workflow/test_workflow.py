@@ -10,12 +10,10 @@ matching (its progress bar appears in the rule's log).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,11 +29,17 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.config import REPO_ROOT
+from tests.workflow.running import (
+    KEY_ENV,
+    TEST_KEY,
+    capture_fd2,
+    job_counts,
+    run_args,
+    subprocess_env,
+)
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
 PROFILES = REPO_ROOT / "configs" / "profiles"
-KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"
-TEST_KEY = "workflow-test-key-not-a-secret-0123"
 REGION = "helsinki"
 # the map-matching stage writes its progress bar to its rule's log when matching starts, and
 # its outputs only at the end: kill the run as soon as the bar shows up
@@ -61,24 +65,6 @@ def write_config(workdir: Path, **region_overrides: object) -> Path:
     return path
 
 
-def run_args(workdir: Path, config: Path, *extra: str) -> list[str]:
-    """``roadcover run`` arguments: the repo's Snakefile, run in ``workdir``.
-
-    Ingest and map matching get one thread, so they work in-process instead of starting a
-    Dask LocalCluster: on this tiny fleet the cluster's start and stop cost more than the work
-    (the Dask path is tested by the stages' own tests and by ``make demo``).
-    """
-    return [
-        "run", "--config", str(config), "--cores", "2", "--directory", str(workdir),
-        "--set-threads", "ingest_traces=1", "match_traces=1", *extra,
-    ]  # fmt: skip
-
-
-def subprocess_env() -> dict[str, str]:
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, KEY_ENV: os.environ.get(KEY_ENV) or TEST_KEY, "PATH": path}
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -91,15 +77,6 @@ def release_snapshot(workdir: Path) -> dict[str, str]:
     manifest = json.loads((release / "manifest.json").read_text())
     assert {f["path"]: f["sha256"] for f in manifest["files"]}.items() <= files.items()
     return files
-
-
-def job_counts(snakemake_output: str) -> dict[str, int]:
-    """The "Job stats" table Snakemake prints before it runs jobs ({} when nothing ran)."""
-    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\n\s*\n", snakemake_output, re.S)
-    if match is None:
-        return {}
-    rows = (line.split() for line in match.group(1).splitlines())
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0] != "total"}
 
 
 def outputs_mtimes(workdir: Path) -> dict[str, int]:
@@ -204,36 +181,6 @@ def reference(
     return Reference(workdir, config, seconds, captured.text(), release_snapshot(workdir))
 
 
-class _Captured:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def text(self) -> str:
-        return self.path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def capture_fd2() -> Iterator[_Captured]:
-    """Capture file descriptor 2 (Snakemake, a child process, logs there) and sys.stderr."""
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as handle:
-        path = Path(handle.name)
-        os.dup2(handle.fileno(), 2)
-        # Python's own sys.stderr (replaced by pytest's capture) writes to fd 2 meanwhile too
-        stream = open(2, "w", closefd=False, encoding="utf-8")  # noqa: SIM115
-        try:
-            with contextlib.redirect_stderr(stream):
-                yield _Captured(path)
-        finally:
-            stream.flush()
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def test_workflow_runs_end_to_end(reference: Reference) -> None:
     results = reference.workdir / "results"
     summary = json.loads((results / REGION / "coverage" / "summary.json").read_text())
@@ -291,7 +238,9 @@ def test_killed_run_recovers_with_identical_release(
     with capture_fd2() as captured:
         status = main(run_args(workdir, config))
     assert status != 0
-    assert "--unlock" in captured.text()
+    last_line = captured.text().strip().splitlines()[-1]
+    assert "is locked by a workflow run that did not finish" in last_line, last_line
+    assert "--unlock && roadcover run" in last_line, last_line
     assert main(run_args(workdir, config, "--unlock")) == 0
 
     with capture_fd2() as captured:

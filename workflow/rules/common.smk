@@ -1,5 +1,6 @@
 # Shared names: the output root, the regions and their batches, the config file to hand to the CLI.
 import json
+import re
 from pathlib import Path
 
 OUT = config["output_dir"]
@@ -9,6 +10,19 @@ REGIONS = [region["name"] for region in config["regions"]]
 # Snakefile's `configfile:` last, so its [-1] would be the demo config whenever that exists.
 CONFIG_FILE = str((workflow.overwrite_configfiles or workflow.configfiles)[-1])
 FLEET_BATCH = "fleet"
+
+
+def one_of(names):
+    """A regular expression matching exactly one of ``names``."""
+    return "|".join(re.escape(name) for name in sorted(set(names))) or "(?!)"
+
+
+# a target naming a region or batch the config does not have has no rule (not a traceback)
+wildcard_constraints:
+    region=one_of(REGIONS),
+    batch=one_of(
+        [FLEET_BATCH] + [name for region in config["regions"] for name in region["batches"]]
+    ),
 
 
 def region_settings(name):
@@ -36,9 +50,15 @@ def batch_inputs(wildcards):
 
 
 def batch_paths(wildcards, input):
+    """The files and folders to ingest, a list: the rule quotes each one for the shell."""
     if wildcards.batch == FLEET_BATCH:
-        return str(Path(input.data).parent / "traces")
-    return " ".join(input.data)
+        return [str(Path(input.data).parent / "traces")]
+    return list(input.data)
+
+
+def repeated_option(option, values):
+    """``[option, value, option, value, ...]``: a list the rule quotes element by element."""
+    return [item for value in values for item in (option, str(value))]
 
 
 def matched_batches(wildcards):

@@ -7,7 +7,9 @@ rule compute_coverage:
     params:
         config_file=CONFIG_FILE,
         roads=lambda wildcards, input: str(Path(input.roads).parent),
-        matched=lambda wildcards, input: " ".join(f"--matched {Path(m).parent}" for m in input.matched),
+        matched=lambda wildcards, input: repeated_option(
+            "--matched", [Path(meta).parent for meta in input.matched]
+        ),
         folder=lambda wildcards, output: str(Path(output.summary).parent),
     log:
         f"{OUT}/logs/{{region}}/compute_coverage.log",
@@ -19,5 +21,5 @@ rule compute_coverage:
     resources:
         mem_mb=4000,
     shell:
-        "roadcover coverage --roads {params.roads:q} {params.matched} -o {params.folder:q} "
+        "roadcover coverage --roads {params.roads:q} {params.matched:q} -o {params.folder:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"

@@ -15,7 +15,7 @@ rule export_tiles:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover export tiles {params.coverage:q} {output.tiles:q} > {log:q} 2>&1"
+        "roadcover export tiles -- {params.coverage:q} {output.tiles:q} > {log:q} 2>&1"
 
 
 rule export_viewer:
@@ -37,7 +37,8 @@ rule export_viewer:
     resources:
         mem_mb=1000,
     shell:
-        "roadcover export viewer {params.coverage:q} {input.tiles:q} {params.folder:q} > {log:q} 2>&1"
+        "roadcover export viewer -- {params.coverage:q} {input.tiles:q} {params.folder:q} "
+        "> {log:q} 2>&1"
 
 
 rule export_feed:
@@ -62,8 +63,8 @@ rule export_feed:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover export feed {params.coverage:q} --roads {params.roads:q} "
-        "-o {params.releases:q} --latest {output.latest:q} > {log:q} 2>&1"
+        "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
+        "--latest {output.latest:q} -- {params.coverage:q} > {log:q} 2>&1"
 
 
 rule write_report:
@@ -73,9 +74,9 @@ rule write_report:
     output:
         report=f"{OUT}/report.html",
     params:
-        regions=lambda wildcards, input: " ".join(
+        regions=lambda wildcards, input: [
             str(Path(summary).parent.parent) for summary in input.summaries
-        ),
+        ],
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:
@@ -86,4 +87,4 @@ rule write_report:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover report {params.regions} -o {output.report:q} > {log:q} 2>&1"
+        "roadcover report -o {output.report:q} -- {params.regions:q} > {log:q} 2>&1"

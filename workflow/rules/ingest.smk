@@ -17,5 +17,5 @@ rule ingest_traces:
     resources:
         mem_mb=4000,
     shell:
-        "roadcover ingest {params.paths} -o {params.traces:q} --report {output.report:q} "
-        "--workers {threads} --config {params.config_file:q} > {log:q} 2>&1"
+        "roadcover ingest -o {params.traces:q} --report {output.report:q} "
+        "--workers {threads:q} --config {params.config_file:q} -- {params.paths:q} > {log:q} 2>&1"

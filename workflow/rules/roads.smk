@@ -15,8 +15,8 @@ rule build_roads:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover roads build {params.osm:q} -o {params.folder:q} --config {params.config_file:q} "
-        "> {log:q} 2>&1"
+        "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
+        "-- {params.osm:q} > {log:q} 2>&1"
 
 
 rule simulate_fleet:
@@ -37,6 +37,7 @@ rule simulate_fleet:
     threads: 2
     resources:
         mem_mb=2000,
+    # --overwrite: the rule owns its fleet folder; a rerun replaces the earlier simulation
     shell:
-        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --workers {threads} "
-        "--config {params.config_file:q} > {log:q} 2>&1"
+        "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --overwrite "
+        "--workers {threads:q} --config {params.config_file:q} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule match_traces:
         mem_mb=4000,
     shell:
         "roadcover snap --roads {params.roads:q} --traces {params.traces:q} "
-        "--batch-report {input.report:q} -o {params.folder:q} --workers {threads} "
+        "--batch-report {input.report:q} -o {params.folder:q} --workers {threads:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"
