@@ -255,9 +255,14 @@ def snap(
     if workers is not None:
         settings = replace(settings, workers=workers)
     if batch_report is not None:
-        batch_id = json.loads(batch_report.read_text())["batch_id"]
+        report = json.loads(batch_report.read_text())
+        batch_id = report["batch_id"]
         if batch_id is None:
-            raise InputDataError(f"{batch_report}: the ingest found nothing new; no batch to match")
+            earlier = ", ".join(report.get("earlier_batches", [])) or "none"
+            raise InputDataError(
+                f"{batch_report}: the ingest found nothing new (its files are in earlier batches: "
+                f"{earlier}); match those with --batch ID"
+            )
     meta = snap_traces(
         roads_dir, traces_dir, matched_dir, settings, batch_id,
         scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,

@@ -276,14 +276,23 @@ def ingest_traces(
     with folder_lock(traces_dir, lock_timeout_s):
         roll_back_unfinished_batches(traces_dir)
         check_pseudonym_key(traces_dir, key, settings)
-        new_files = _new_files(files, hashes, ingested_files(traces_dir))
+        ingested = ingested_files(traces_dir)
+        new_files = _new_files(files, hashes, ingested)
         to_ingest = set(new_files)  # a set: the batch may hold many thousand files
         skipped = [str(p) for p in files if p not in to_ingest]
         not_followed = [str(p) for p in links]
         if not new_files:
             log.info("ingest: nothing new (%d file(s) already ingested)", len(skipped))
+            earlier = {ingested[hashes[path]] for path in files}
+            if len(earlier) == 1:  # the same batch again (e.g. a rerun of the workflow's rule)
+                (earlier_batch,) = earlier
+                earlier_report = json.loads(
+                    (traces_dir / REPORTS_DIR / f"{earlier_batch}.json").read_text()
+                )
+                return {**earlier_report, "files_skipped": skipped, "ingested_before": True}
             return {
                 "batch_id": None,
+                "earlier_batches": sorted(earlier),
                 "files_skipped": skipped,
                 "rows_read": 0,
                 "symlinks_not_followed": not_followed,
@@ -490,6 +499,12 @@ def record_pseudonym_key(traces_dir: Path, key: bytes) -> None:
 
 def format_report(report: dict[str, Any]) -> str:
     """Return a short human summary of a batch report (for stderr)."""
+    if report.get("ingested_before"):
+        nothing = (
+            f"ingest: nothing new; the {len(report['files_skipped'])} file(s) are batch "
+            f"{report['batch_id']}, ingested before"
+        )
+        return "\n".join([nothing, *_not_followed_lines(report)])
     if report["batch_id"] is None:
         nothing = f"ingest: nothing new; {len(report['files_skipped'])} file(s) already ingested"
         return "\n".join([nothing, *_not_followed_lines(report)])

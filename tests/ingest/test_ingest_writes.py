@@ -21,7 +21,7 @@ from pipeline.config import load_config
 from pipeline.contracts import POINTS, REJECTS, TRIPS
 from pipeline.errors import InputDataError
 from pipeline.ingest import stage
-from pipeline.ingest.stage import ingest_traces
+from pipeline.ingest.stage import format_report, ingest_traces
 from pipeline.io import read_table
 from pipeline.locking import LockTimeoutError
 
@@ -362,3 +362,32 @@ def test_an_ingest_waits_for_the_folders_lock_and_gives_up_after_the_timeout(
         holder.wait()
     assert not (traces / "reports").exists()
     assert ingest_traces([drive], traces, load_config().ingest)["rows_read"] == FIXES_PER_DRIVE
+
+
+def test_files_ingested_before_name_their_batch(tmp_path: Path) -> None:
+    """The same files again (a rerun of the workflow's rule) give that batch back, unchanged."""
+    files = write_drives(tmp_path / "uploads", 3)
+    traces = tmp_path / "traces"
+    first = ingest_traces(files[:2], traces, load_config().ingest)
+    second = ingest_traces(files[2:], traces, load_config().ingest)
+    dataset = dataset_files(traces)
+    again = ingest_traces(list(reversed(files[:2])), traces, load_config().ingest)
+    assert again["batch_id"] == first["batch_id"] and again["ingested_before"]
+    assert again["accepted"] == first["accepted"] and again["rows_read"] == first["rows_read"]
+    assert sorted(again["files_skipped"]) == sorted(map(str, files[:2]))
+    assert "batch " + first["batch_id"] + ", ingested before" in format_report(again)
+    mixed = ingest_traces(files[1:], traces, load_config().ingest)
+    assert mixed["batch_id"] is None
+    assert mixed["earlier_batches"] == sorted([first["batch_id"], second["batch_id"]])
+    assert dataset_files(traces) == dataset  # nothing written
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(mixed))
+    snap = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "snap", "--roads", str(tmp_path),
+         "--traces", str(traces), "--batch-report", str(report), "-o", str(tmp_path / "m")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert snap.returncode == 1
+    earlier = ", ".join(sorted([first["batch_id"], second["batch_id"]]))
+    last_line = snap.stderr.strip().splitlines()[-1]
+    assert last_line.endswith(f"earlier batches: {earlier}); match those with --batch ID")
