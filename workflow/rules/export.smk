@@ -53,6 +53,7 @@ rule export_feed:
         coverage=lambda wildcards, input: str(Path(input.summary).parent),
         roads=lambda wildcards, input: str(Path(input.roads).parent),
         releases=lambda wildcards, output: str(Path(output.latest).parent),
+        config_file=CONFIG_FILE,
     log:
         f"{OUT}/logs/{{region}}/export_feed.log",
     benchmark:
@@ -64,7 +65,8 @@ rule export_feed:
         mem_mb=2000,
     shell:
         "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
-        "--latest {output.latest:q} -- {params.coverage:q} > {log:q} 2>&1"
+        "--latest {output.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
+        "> {log:q} 2>&1"
 
 
 rule write_report:
