@@ -104,6 +104,7 @@ def roads_build(
         roads_dir,
         network=network or settings.roads.network,
         highway_include=highways or settings.roads.highway_include,
+        lock_timeout_s=settings.lock_timeout_s,
     )
     click.echo(
         f"{roads_dir}: {meta['node_count']} nodes, {meta['edge_count']} edges, "

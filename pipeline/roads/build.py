@@ -11,6 +11,7 @@ from typing import Any
 import geopandas as gpd
 
 from pipeline import __version__
+from pipeline.locking import DEFAULT_TIMEOUT_S
 from pipeline.roads.extracts import file_sha256
 from pipeline.roads.graph import build_road_graph, edge_table, node_table
 from pipeline.roads.highways import highway_filter_for
@@ -25,6 +26,7 @@ def build_roads(
     roads_dir: str | Path,
     network: str = "drive",
     highway_include: tuple[str, ...] | None = None,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Build the road graph of a local OSM extract and write the roads folder.
 
@@ -38,6 +40,8 @@ def build_roads(
         ``drive``, ``drive_service`` or ``all`` (see :mod:`pipeline.roads.highways`).
     highway_include
         If given, keep exactly these highway classes.
+    lock_timeout_s
+        How long to wait for another process writing ``roads_dir``.
 
     Returns
     -------
@@ -48,6 +52,8 @@ def build_roads(
     ------
     InputDataError
         If the extract is missing, unreadable, or has no road of the network.
+    LockTimeoutError
+        If another process held ``roads_dir`` for longer than ``lock_timeout_s``.
     """
     osm_path = Path(osm_path)
     started = datetime.now(UTC)
@@ -56,7 +62,7 @@ def build_roads(
     edges = edge_table(graph)
     nodes = node_table(graph)
     meta = _roads_meta(osm_path, network, highway_include, ways, edges, nodes)
-    write_roads(Path(roads_dir), graph, edges, nodes, meta)
+    write_roads(Path(roads_dir), graph, edges, nodes, meta, lock_timeout_s)
     seconds = (datetime.now(UTC) - started).total_seconds()
     log.info(
         "roads: %s -> %s: %d nodes, %d edges, %.1f road km in %.1f s",

@@ -20,6 +20,7 @@ import geopandas as gpd
 from pipeline.contracts import EDGES, NODES
 from pipeline.errors import InputDataError
 from pipeline.io import read_table, write_json, write_table
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -38,20 +39,25 @@ def write_roads(
     edges: gpd.GeoDataFrame,
     nodes: gpd.GeoDataFrame,
     meta: dict[str, Any],
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Write the three files of a roads folder, each atomically; ``meta.json`` last.
 
-    ``graph`` itself is not stored: :func:`load_road_graph` rebuilds it from the two tables. A
-    ``graph.pickle`` of an older roadcover in ``roads_dir`` is deleted.
+    The folder is locked (:func:`~pipeline.locking.folder_lock`) while it is written, and its
+    ``meta.json`` removed first: until the new one is written the folder is not a roads folder
+    (:func:`read_roads_meta` refuses it), so a build killed half-way never leaves one extract's
+    tables under another's record. ``graph`` itself is not stored: :func:`load_road_graph`
+    rebuilds it from the two tables. A ``graph.pickle`` of an older roadcover is deleted.
     """
-    roads_dir.mkdir(parents=True, exist_ok=True)
-    legacy = roads_dir / LEGACY_PICKLE_FILE
-    if legacy.exists() or legacy.is_symlink():
-        legacy.unlink()
-        log.info("%s: deleted (pickled graphs are no longer written or read)", legacy)
-    write_table(edges, roads_dir / EDGES_FILE, EDGES)
-    write_table(nodes, roads_dir / NODES_FILE, NODES)
-    write_json(meta, roads_dir / META_FILE)
+    with folder_lock(roads_dir, lock_timeout_s):
+        (roads_dir / META_FILE).unlink(missing_ok=True)
+        legacy = roads_dir / LEGACY_PICKLE_FILE
+        if legacy.exists() or legacy.is_symlink():
+            legacy.unlink()
+            log.info("%s: deleted (pickled graphs are no longer written or read)", legacy)
+        write_table(edges, roads_dir / EDGES_FILE, EDGES)
+        write_table(nodes, roads_dir / NODES_FILE, NODES)
+        write_json(meta, roads_dir / META_FILE)
 
 
 def read_roads_meta(roads_dir: str | Path) -> dict[str, Any]:

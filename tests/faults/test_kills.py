@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
+from pipeline.errors import InputDataError
 from pipeline.ingest.simulate import simulate_fleet
 from pipeline.locking import LOCK_FILE
-from pipeline.roads import build_roads, resolve_extract
+from pipeline.roads import build_roads, read_roads_meta, resolve_extract
 from tests.faults.killer import KILLED
 
 KEY = "a-fault-test-pseudonym-key-0123456789"
@@ -155,3 +156,30 @@ def test_coverage_killed_at_any_write_then_rerun_equals_a_clean_run(
         assert roadcover("coverage", *arguments, kill_at=kill_at) == KILLED
         roadcover("coverage", *arguments)
         assert_same_folder(coverage, matched["cov-ab"])
+
+
+def test_roads_rebuild_killed_at_any_write_leaves_no_mixed_folder(
+    tiny_osm: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """A roads folder rebuilt from another extract and killed half-way is refused, not mixed."""
+    monaco = shared_data / "osm" / "monaco-2012.osm.gz"
+    record = tmp_path / "writes.jsonl"
+    roadcover("roads", "build", monaco, "-o", tmp_path / "counted", record=record)
+    writes = len(record.read_text().splitlines())
+    assert writes == 3  # edges, nodes, meta.json
+    for kill_at in range(1, writes + 1):
+        roads = tmp_path / f"killed-{kill_at}"
+        roadcover("roads", "build", tiny_osm, "-o", roads)
+        status = roadcover("roads", "build", monaco, "-o", roads, kill_at=kill_at)
+        assert status == KILLED
+        with pytest.raises(InputDataError, match="roads build"):
+            read_roads_meta(roads)
+        roadcover("roads", "build", monaco, "-o", roads)
+        assert_same_tables(roads, tmp_path / "counted")
+
+
+def assert_same_tables(actual: Path, expected: Path) -> None:
+    """The same road tables (meta.json names the extract's path and build time, so not it)."""
+    for name in ("edges.parquet", "nodes.parquet"):
+        assert (actual / name).read_bytes() == (expected / name).read_bytes()
+    assert not list(actual.glob(".*.tmp"))
