@@ -25,7 +25,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_roads_build_writes_the_roads_folder(tiny_osm: Path, tmp_path: Path) -> None:
     assert main(["roads", "build", str(tiny_osm), "-o", str(tmp_path / "roads")]) == 0
     assert {p.name for p in (tmp_path / "roads").iterdir()} == {
-        "edges.parquet", "nodes.parquet", "meta.json"
+        "edges.parquet", "nodes.parquet", "meta.json", ".roadcover.lock"
     }  # fmt: skip
 
 

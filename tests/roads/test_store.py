@@ -60,7 +60,7 @@ def test_the_planted_payload_is_live(tmp_path: Path) -> None:
 
 def test_roads_build_writes_no_pickle(tiny_roads: Path) -> None:
     assert sorted(p.name for p in tiny_roads.iterdir()) == [
-        "edges.parquet", "meta.json", "nodes.parquet"
+        ".roadcover.lock", "edges.parquet", "meta.json", "nodes.parquet"
     ]  # fmt: skip
 
 
