@@ -102,7 +102,8 @@ def test_trips_never_span_partitions_and_rerunning_adds_nothing(
         for other in others:
             assert not trips & set(pq.read_table(other, columns=["trip_id"]).column(0).to_pylist())
     again = ingest_traces([fleet / "traces"], tmp_path, ingest_settings())
-    assert again["batch_id"] is None and len(again["files_skipped"]) == len(first["files"])
+    assert again["batch_id"] == first["batch_id"] and again["ingested_before"]
+    assert len(again["files_skipped"]) == len(first["files"])
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == files
     assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
 
