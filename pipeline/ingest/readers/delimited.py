@@ -98,7 +98,9 @@ def read_csv_files(
     same_header: dict[str, list[tuple[int, _Lines]]] = {}
     for i, (path, source) in enumerate(zip(paths, sources, strict=True)):
         try:
-            text = decode_text(read_bytes(path, source), source, FIX_HINT)
+            text = decode_text(
+                read_bytes(path, source, options.max_decoded_bytes), source, FIX_HINT
+            )
         except UnreadableFileError as exc:
             results[i] = exc
             continue

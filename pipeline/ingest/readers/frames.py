@@ -28,7 +28,9 @@ Contributor and device
     ``contributor_id``/``contributor``/``user_id`` and ``device``/``device_id``/``camera_id`` of
     the frame, else of the enclosing object; None when absent.
 
-Whole-file errors: not UTF-8, or (for a JSON array/object) not valid JSON, e.g. truncated.
+Whole-file errors: not UTF-8, or (for a JSON array/object) not valid JSON, e.g. truncated,
+or nesting deeper than :data:`~pipeline.ingest.readers.base.MAX_JSON_DEPTH` levels (in JSON
+Lines, such a line is a ``malformed_row``).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ import numpy as np
 from pipeline.ingest.readers.base import (
     KMH_TO_MPS,
     MALFORMED_ROW,
+    MAX_JSON_DEPTH,
     Candidates,
     ReaderOptions,
     ReadResult,
     Reject,
     decode_text,
     finish,
+    json_nesting_depth,
     quote,
     read_bytes,
     unreadable,
@@ -69,29 +73,25 @@ KEYS: dict[str, tuple[str, ...]] = {
     "contributor_id": ("contributor_id", "contributor", "user_id", "user"),
 }
 KMH_KEYS = ("speed_kmh", "speed_kph")
+TOO_DEEP = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
 
 
 def read_frames(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read frame JSON or JSON Lines (see the module docstring for the rules)."""
-    text = decode_text(read_bytes(path, source), source, FIX_HINT)
+    text = decode_text(read_bytes(path, source, options.max_decoded_bytes), source, FIX_HINT)
     frames: list[tuple[int, Any]]
     defaults: dict[str, Any] = {}
     rejects: list[Reject] = []
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         frames, rejects = _json_lines(text)
     else:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if not _first_line_is_object(text):
-                raise unreadable(
-                    source,
-                    f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})",
-                    FIX_HINT,
-                ) from None
+        document, problem = _parse_document(text)
+        if problem is None:
+            frames, defaults = _frames_of(document, source)
+        elif _first_line_is_object(text):
             frames, rejects = _json_lines(text)
         else:
-            frames, defaults = _frames_of(document, source)
+            raise unreadable(source, problem, FIX_HINT)
     rows: dict[str, list[Any]] = {name: [] for name in KEYS}
     numbers: list[int] = []
     for number, frame in frames:
@@ -109,8 +109,20 @@ def read_frames(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     return finish(source, FORMAT, candidates, rejects)
 
 
+def _parse_document(text: str) -> tuple[Any, str | None]:
+    """Parse a whole JSON document; return it, or None and what is wrong with it."""
+    if json_nesting_depth(text.encode()) > MAX_JSON_DEPTH:
+        return None, TOO_DEEP
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+
+
 def _first_line_is_object(text: str) -> bool:
     first = text.lstrip().partition("\n")[0]
+    if json_nesting_depth(first.encode()) > MAX_JSON_DEPTH:
+        return False
     try:
         return isinstance(json.loads(first), dict)
     except json.JSONDecodeError:
@@ -120,8 +132,12 @@ def _first_line_is_object(text: str) -> bool:
 def _json_lines(text: str) -> tuple[list[tuple[int, Any]], list[Reject]]:
     frames: list[tuple[int, Any]] = []
     rejects: list[Reject] = []
+    check_depth = json_nesting_depth(text.encode()) > MAX_JSON_DEPTH  # some line nests deep
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
+            continue
+        if check_depth and json_nesting_depth(line.encode()) > MAX_JSON_DEPTH:
+            rejects.append(Reject(number, MALFORMED_ROW, TOO_DEEP))
             continue
         try:
             frames.append((number, json.loads(line)))

@@ -104,7 +104,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     The lines, sentences and fields are found as positions in the file's bytes; only the
     fields that are used become Arrow strings (no Python object per line or field).
     """
-    data = read_bytes(path, source)
+    data = read_bytes(path, source, options.max_decoded_bytes)
     if b"\x00" in data:
         raise unreadable(source, "binary data, not an NMEA text log", FIX_HINT)
     text = np.frombuffer(_latin1_as_utf8(data), dtype=np.uint8)
