@@ -9,9 +9,10 @@
   ``speed_mps``, ``heading_deg``, ``elevation_m`` (float64, NaN when absent), and
   ``contributor_id``/``device_id`` (object: str, or None when the file does not say);
 * ``rejects`` (:data:`REJECT_COLUMNS`): one row per input row that could not be turned into a
-  fix, with a reason (``malformed_row``, ``bad_checksum``, ``invalid_fix``,
-  ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
-  ``unparseable_time``) and a detail saying what was found;
+  fix, with a reason (``malformed_row``, ``invalid_encoding``, ``bad_checksum``,
+  ``invalid_fix``, ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
+  ``unparseable_time``, or ``file_too_large`` for a whole file) and a detail saying what was
+  found;
 * ``rows_read == len(fixes) + len(rejects)``, always.
 
 ``source_row`` per format: CSV/TSV the 1-based line number (header = line 1); NMEA the line

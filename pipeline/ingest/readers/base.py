@@ -62,6 +62,7 @@ WHOLE_FILE_ROW = 0  # the ``source_row`` of a reject that stands for the whole f
 KMH_TO_MPS = 1.0 / 3.6
 KNOTS_TO_MPS = 1852.0 / 3600.0
 MAX_DETAIL_VALUE = 40  # characters of a raw value quoted in a reject's detail
+MAX_PROBLEM = 200  # characters of the problem in an unreadable file's message
 MB = 2**20  # the "MB" of ``ingest.max_decoded_mb``
 DEFAULT_MAX_FILE_ROWS = 2_000_000  # 23 days of 1 Hz fixes, 55 hours of 10 Hz
 DEFAULT_MAX_DECODED_MB = 256.0
@@ -247,8 +248,14 @@ def quote(value: Any) -> str:
 
 
 def unreadable(source: str, problem: str, fix: str) -> UnreadableFileError:
-    """Build the one-line error for a file that cannot be read."""
+    """Build the one-line error for a file that cannot be read.
+
+    The problem is cut to :data:`MAX_PROBLEM` characters: some come from a library's error
+    message, which may quote the file.
+    """
     problem = re.sub(r"\s*[\r\n]+\s*", " ", problem).strip()  # e.g. multi-line Arrow errors
+    if len(problem) > MAX_PROBLEM:
+        problem = problem[: MAX_PROBLEM - 3] + "..."
     return UnreadableFileError(f"{source}: {problem}; {fix}")
 
 
@@ -306,6 +313,56 @@ def decode_text(data: bytes, source: str, fix: str) -> str:
             f"not UTF-8 text (byte 0x{bad} at offset {exc.start})",
             "re-save the file as UTF-8",
         ) from None
+
+
+CSV_LINE_BREAK = re.compile("(\r\n|\r|\n)")  # where the csv module ends a line
+TEXT_LINE_BREAK = re.compile(  # where ``str.splitlines`` ends a line
+    "(\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029])"
+)
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte ``surrogateescape`` could not decode
+
+
+def decode_lines(
+    data: bytes, source: str, fix: str, line_break: re.Pattern[str] = CSV_LINE_BREAK
+) -> tuple[str, list[Reject]]:
+    """Decode UTF-8 text as :func:`decode_text`, except that a line that is not UTF-8 is a row.
+
+    Each such line is blanked (its line break kept, so lines keep their numbers) and becomes
+    an ``invalid_encoding`` reject naming its first bad byte and column, and none of its text.
+
+    Parameters
+    ----------
+    data, source, fix
+        As for :func:`decode_text`.
+    line_break
+        Where lines end (a pattern with one group), as the reader numbers them.
+
+    Raises
+    ------
+    UnreadableFileError
+        As :func:`decode_text`, and if the first line that is not blank (a header) is not
+        UTF-8.
+    """
+    try:
+        return decode_text(data, source, fix), []
+    except UnreadableFileError:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+            raise
+    pieces = line_break.split(data.decode("utf-8", "surrogateescape").removeprefix("\ufeff"))
+    rejects: list[Reject] = []
+    header_seen = False
+    for index in range(0, len(pieces), 2):  # lines; the breaks are between them
+        bad = _UNDECODED.search(pieces[index])
+        if bad is None:
+            header_seen = header_seen or bool(pieces[index].strip())
+            continue
+        number, column = index // 2 + 1, bad.start() + 1
+        problem = f"not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at column {column})"
+        if not header_seen:
+            raise unreadable(source, f"line {number} is {problem}", "re-save the file as UTF-8")
+        rejects.append(Reject(number, INVALID_ENCODING, f"{problem}; re-save the file as UTF-8"))
+        pieces[index] = ""
+    return "".join(pieces), rejects
 
 
 def json_nesting_depth(data: bytes) -> int:

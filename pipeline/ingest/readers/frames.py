@@ -21,7 +21,7 @@ Rows and ``source_row``
     Each frame is a row; ``source_row`` is its 1-based ordinal in the array, or for JSON Lines
     the 1-based line number (blank lines are not rows). A line that is not valid JSON, e.g. the
     cut-off last line of a truncated file, or an element that is not an object, is a
-    ``malformed_row``.
+    ``malformed_row``; a line that is not UTF-8 is an ``invalid_encoding`` reject.
 Time
     ISO-8601 (naive = UTC) or epoch numbers, seconds or milliseconds by magnitude (> 1e11 ms).
 Contributor and device
@@ -46,14 +46,14 @@ from pipeline.ingest.readers.base import (
     KMH_TO_MPS,
     MALFORMED_ROW,
     MAX_JSON_DEPTH,
+    TEXT_LINE_BREAK,
     Candidates,
     ReaderOptions,
     ReadResult,
     Reject,
-    decode_text,
+    decode_lines,
     finish,
     json_nesting_depth,
-    quote,
     read_bytes,
     unreadable,
 )
@@ -78,25 +78,31 @@ TOO_DEEP = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
 
 def read_frames(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read frame JSON or JSON Lines (see the module docstring for the rules)."""
-    text = decode_text(read_bytes(path, source, options.max_decoded_bytes), source, FIX_HINT)
+    data = read_bytes(path, source, options.max_decoded_bytes)
+    text, undecoded = decode_lines(data, source, FIX_HINT, TEXT_LINE_BREAK)
     frames: list[tuple[int, Any]]
     defaults: dict[str, Any] = {}
     rejects: list[Reject] = []
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         frames, rejects = _json_lines(text)
     else:
-        document, problem = _parse_document(text)
+        document, problem = _parse_document(text) if not undecoded else (None, "")
         if problem is None:
             frames, defaults = _frames_of(document, source)
         elif _first_line_is_object(text):
             frames, rejects = _json_lines(text)
+        elif undecoded:  # one JSON document: it cannot be read without its bad lines
+            first = undecoded[0].source_row
+            raise unreadable(source, f"line {first} is not UTF-8", "re-save the file as UTF-8")
         else:
             raise unreadable(source, problem, FIX_HINT)
+    rejects.extend(undecoded)
     rows: dict[str, list[Any]] = {name: [] for name in KEYS}
     numbers: list[int] = []
     for number, frame in frames:
         if not isinstance(frame, dict):
-            rejects.append(Reject(number, MALFORMED_ROW, f"not a JSON object: {quote(frame)}"))
+            kind = type(frame).__name__
+            rejects.append(Reject(number, MALFORMED_ROW, f"not a JSON object but a {kind}"))
             continue
         numbers.append(number)
         for name, value in _frame_values(frame, defaults).items():
@@ -142,9 +148,8 @@ def _json_lines(text: str) -> tuple[list[tuple[int, Any]], list[Reject]]:
         try:
             frames.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            rejects.append(
-                Reject(number, MALFORMED_ROW, f"invalid JSON ({exc.msg}): {quote(line)}")
-            )
+            detail = f"invalid JSON ({exc.msg} at column {exc.colno})"
+            rejects.append(Reject(number, MALFORMED_ROW, detail))
     return frames, rejects
 
 

@@ -83,6 +83,7 @@ VERTEX_LISTS = {
     ),
 }
 _LINES = {"LineString": 1, "MultiPoint": 1, "MultiLineString": 2}
+_GEOMETRY_TYPES = frozenset({"Polygon", "MultiPolygon", "GeometryCollection", None})
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,7 @@ def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         features = [document]
     else:
         raise unreadable(
-            source, f"not a GeoJSON FeatureCollection or Feature (type={kind!r})", FIX_HINT
+            source, f"not a GeoJSON FeatureCollection or Feature (type={quote(kind)})", FIX_HINT
         )
     defaults: dict[str, Any] = {}
     if kind == "FeatureCollection":
@@ -432,7 +433,7 @@ def _read_feature(
     elif kind in _LINES:
         _read_line(geometry, properties, identity, rows, ignored)
     else:
-        ignored[str(kind)] += 1
+        ignored[str(kind) if kind in _GEOMETRY_TYPES else "unknown_geometry_type"] += 1
 
 
 def _read_line(

@@ -53,7 +53,7 @@ from pipeline.ingest.readers.base import (
     to_optional_float,
     unreadable,
 )
-from pipeline.ingest.readers.columns import find_columns
+from pipeline.ingest.readers.columns import describe_header, find_columns
 from pipeline.io import arrow_to_geodataframe
 
 FORMAT = "parquet"
@@ -91,7 +91,7 @@ def read_parquet(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         ]
         raise unreadable(
             source,
-            f"no {' or '.join(missing)} column among the columns {[str(c) for c in frame.columns]}",
+            f"no {' or '.join(missing)} column ({describe_header(found, len(frame.columns))})",
             "name them observed_at and geometry (or lat, lon), as in GeoParquet traces",
         )
     candidates = Candidates(np.arange(1, len(frame) + 1, dtype="int64"))
