@@ -75,7 +75,7 @@ class IngestSettings:
     partition_h3_res: int
     workers: int
     max_file_rows: int = 2_000_000
-    max_decoded_mb: float = 256.0
+    max_decoded_mb: float = 128.0
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def test_parquet_of_long_repeated_values_is_refused_before_decoding(tmp_path: Pa
     report = read_in_child(path)
     row, reason, detail = only_reject(report)
     assert (row, reason) == (0, "file_too_large")
-    assert "more than 256 MB" in detail and "ingest.max_decoded_mb" in detail
+    assert "more than 128 MB" in detail and "ingest.max_decoded_mb" in detail
     assert_bounded(report)
 
 
@@ -279,3 +279,55 @@ def test_deeply_nested_json_line_is_one_malformed_row(tmp_path: Path) -> None:
 def test_too_large_error_is_an_unreadable_file_error_with_its_detail() -> None:
     error = FileTooLargeError.rows("a.csv", 10, 5)
     assert str(error) == f"a.csv: {error.detail}"
+
+
+def test_ingest_takes_the_limits_from_the_config_and_stays_bounded(tmp_path: Path) -> None:
+    """``roadcover ingest``: each bomb is one reject, in a process that stays under 1 GB."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    write_rows_parquet(uploads / "rows.parquet", row_groups=20, rows_per_group=1_000_000)
+    write_long_values_parquet(uploads / "long.parquet", rows=3, value_mb=1)  # 3 MB decoded
+    (uploads / "laughs.gpx").write_bytes(billion_laughs("UTF-16", "utf-16"))
+    (uploads / "four.csv").write_text(CSV_HEADER + "".join(CSV_ROW.format(s) for s in range(4)))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "regions: [{name: x, osm: x.osm}]\ningest: {max_file_rows: 3, max_decoded_mb: 2}\n"
+    )
+    measured = textwrap.dedent(
+        """
+        import resource, subprocess, sys
+        done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(done.returncode, peak_mb, done.stderr.replace(chr(10), " ")[-300:])
+        """
+    )
+    cli = [sys.executable, "-m", "pipeline.cli", "ingest", str(uploads)]
+    options = ["-o", str(tmp_path / "traces"), "--config", str(config), "--workers", "1"]
+    done = subprocess.run(
+        [sys.executable, "-c", measured, *cli, *options],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        env={**os.environ, "ROADCOVER_PSEUDONYM_KEY": "a-test-pseudonym-key-0123456789"},
+        check=True,
+    )
+    code, peak_mb, stderr = done.stdout.split(" ", 2)
+    assert code == "0", stderr
+    assert float(peak_mb) < PEAK_RSS_BOUND_MB
+    rejects = pq.read_table(tmp_path / "traces" / "rejects").to_pandas()
+    by_file = {
+        Path(f).name: (r, d) for f, r, d in rejects[["source_file", "reason", "detail"]].values
+    }
+    assert by_file["rows.parquet"] == (
+        "file_too_large",
+        "20,000,000 rows, more than one file may hold (ingest.max_file_rows = 3); "
+        "split the file, or raise ingest.max_file_rows",
+    )
+    assert by_file["four.csv"][0] == "file_too_large" and "4 rows" in by_file["four.csv"][1]
+    assert by_file["long.parquet"] == (
+        "file_too_large",
+        "values decoding to more than 2 MB, the most one file may decode to "
+        "(ingest.max_decoded_mb); split the file, or raise ingest.max_decoded_mb",
+    )
+    assert by_file["laughs.gpx"][0] == "unreadable_file"
+    assert len(rejects) == 4
