@@ -45,10 +45,12 @@ import pyarrow as pa
 
 from pipeline.ingest.readers import xml_tags
 from pipeline.ingest.readers.base import (
+    MAX_DETAIL_VALUE,
     Candidates,
     ReaderOptions,
     ReadResult,
     finish,
+    quote,
     read_bytes,
     to_float,
     to_float_columns,
@@ -169,7 +171,9 @@ def _points_by_tree(data: bytes, source: str) -> Points:
         raise unreadable(source, problem, FIX_HINT) from None
     root = events.root  # type: ignore[attr-defined]
     if _local(root.tag) != "gpx":
-        raise unreadable(source, f"not a GPX file (root element <{_local(root.tag)}>)", FIX_HINT)
+        root_name = _local(root.tag)
+        shown = f"<{root_name}>" if len(root_name) <= MAX_DETAIL_VALUE else quote(root_name)
+        raise unreadable(source, f"not a GPX file (root element {shown})", FIX_HINT)
     return dict(points), _identity(root), ignored
 
 

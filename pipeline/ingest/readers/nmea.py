@@ -502,8 +502,8 @@ def _parse_sentences(
         if wrong.any():
             names = types.filter(pa.array(is_kind)).filter(pa.array(wrong)).to_pylist()
             rejects.extend(
-                Reject(int(line), MALFORMED_ROW, f"{name} sentence with {count} fields")
-                for line, name, count in zip(
+                Reject(int(line), MALFORMED_ROW, f"{_shown_type(n)} sentence with {count} fields")
+                for line, n, count in zip(
                     chosen.line[wrong], names, fields.count[wrong], strict=True
                 )
             )
@@ -521,6 +521,11 @@ def _sentence_type(name: str) -> str:
     if not name:
         return "empty_sentence"
     return name if _SENTENCE_TYPE.fullmatch(name) else "unknown_sentence"
+
+
+def _shown_type(name: str) -> str:
+    """Return a sentence type as found if it is a name, else quoted (escaped)."""
+    return name if _SENTENCE_TYPE.fullmatch(name) else quote(name)
 
 
 def _value_counts(strings: pa.Array) -> dict[str, int]:

@@ -146,9 +146,26 @@ def test_nmea_junk_is_not_echoed(tmp_path: Path) -> None:
     path = tmp_path / "trace.nmea"
     good = nmea(b"GPRMC,080000.00,A,6010.2000,N,02456.4000,E,10.0,90.0,010524,,,A")
     junk = b"x" * 300
-    lines = [good, good[:-2] + b"\x1b" + junk, b"$" + junk, b"$GPRMC," + junk + b",A*00"]
+    lines = [
+        good,
+        good[:-2] + b"\x1b" + junk,  # a checksum of junk
+        b"$" + junk,  # a sentence type of junk
+        b"$GPRMC," + junk + b",A*00",  # a field of junk
+        b"$\x1b[RMC,1",  # a malformed RMC with a control character in its type
+    ]
     path.write_bytes(b"\r\n".join(lines) + b"\r\n")
     result = read_trace_file(path)
     said = everything_said([result])
     assert "x" * 41 not in said and "\x1b" not in said
     assert result.ignored == {"unknown_sentence": 1}
+    assert "'\\x1b[RMC' sentence with 2 fields" in said
+
+
+def test_gpx_root_element_of_junk_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "junk.gpx"
+    path.write_text(f"<{'x' * 300}/>")
+    with pytest.raises(UnreadableFileError) as error:
+        read_trace_file(path)
+    assert "x" * 41 not in str(error.value) and "not a GPX file (root element 'xxx" in str(
+        error.value
+    )
