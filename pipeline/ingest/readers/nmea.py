@@ -501,11 +501,14 @@ def _parse_sentences(
         wrong = (fields.count < low) | (fields.count > high)
         if wrong.any():
             names = types.filter(pa.array(is_kind)).filter(pa.array(wrong)).to_pylist()
+            counts = fields.count[wrong]
+            details = [
+                f"{_shown_type(name)} sentence with {count} fields"
+                for name, count in zip(names, counts, strict=True)
+            ]
             rejects.extend(
-                Reject(int(line), MALFORMED_ROW, f"{_shown_type(n)} sentence with {count} fields")
-                for line, n, count in zip(
-                    chosen.line[wrong], names, fields.count[wrong], strict=True
-                )
+                Reject(int(line), MALFORMED_ROW, detail)
+                for line, detail in zip(chosen.line[wrong], details, strict=True)
             )
             chosen = chosen.take(~wrong)
             fields = chosen.fields()
