@@ -41,7 +41,6 @@ from pathlib import Path
 
 from pipeline.ingest.readers.base import (
     FIX_COLUMNS,
-    MB,
     REJECT_COLUMNS,
     FileTooLargeError,
     ReaderOptions,
@@ -62,7 +61,6 @@ from pipeline.ingest.readers.parquet import read_parquet
 __all__ = [
     "FIX_COLUMNS",
     "FORMATS",
-    "MB",
     "REJECT_COLUMNS",
     "FileTooLargeError",
     "ReadResult",

@@ -148,7 +148,7 @@ def _read_table(path: Path, source: str, options: ReaderOptions) -> pa.Table:
     if stored > options.max_decoded_bytes:
         raise FileTooLargeError.decoded(source, "values stored in", options.max_decoded_bytes)
     schema = metadata.schema.to_arrow_schema()
-    texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+    texts = [field.name for field in schema if _is_text(field.type)]
     batches: list[pa.RecordBatch] = []
     decoded = rows = 0
     parquet_file = pq.ParquetFile(path, read_dictionary=texts)
@@ -175,10 +175,25 @@ def _decoded_size(column: pa.Array) -> int:
 def _decoded(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Return ``batch`` with its dictionary columns decoded, as ``schema`` types them."""
     columns = [
-        column.dictionary_decode() if isinstance(column, pa.DictionaryArray) else column
-        for column in batch.columns
+        column.dictionary_decode().cast(field.type)
+        if isinstance(column, pa.DictionaryArray)
+        else column
+        for column, field in zip(batch.columns, schema, strict=True)
     ]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    """Whether a column of this type is read as a dictionary (text and binary, also large)."""
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_binary,
+            pa.types.is_large_string,
+            pa.types.is_large_binary,
+        )
+    )
 
 
 def _geoparquet(table: pa.Table, source: str) -> tuple[pd.DataFrame, np.ndarray]:

@@ -30,6 +30,8 @@ PEAK_RSS_BOUND_MB = 1024  # importing the readers alone takes about 170 MB
 CHILD_TIMEOUT_S = 120
 TIME_UTC = pa.timestamp("ms", tz="UTC")
 EPOCH_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+TEXT = pa.string()
+LONG_ROWS_PER_GROUP = 20
 
 _CHILD = textwrap.dedent(
     """
@@ -87,20 +89,34 @@ def write_rows_parquet(path: Path, row_groups: int, rows_per_group: int) -> None
             writer.write_table(table)
 
 
-def write_long_values_parquet(path: Path, rows: int, value_mb: int) -> None:
-    """Write a Parquet trace whose ``device_id`` is one ``value_mb`` MB text on every row."""
-    device = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(rows, dtype="int32")), pa.array(["x" * (value_mb << 20)])
+def write_long_values_parquet(
+    path: Path, rows: int, value_mb: int, text: pa.DataType = TEXT
+) -> None:
+    """Write a Parquet trace whose ``device_id`` is one ``value_mb`` MB text on every row.
+
+    The column is plain text (as other tools write it), dictionary-encoded by the writer in
+    each row group of :data:`LONG_ROWS_PER_GROUP` rows: a few KB per MB of value.
+    """
+    value = "x" * (value_mb << 20)
+    schema = pa.schema(
+        [
+            ("observed_at", TIME_UTC),
+            ("lat", pa.float64()),
+            ("lon", pa.float64()),
+            ("device_id", text),
+        ]
     )
-    table = pa.table(
-        {
-            "observed_at": pa.array(EPOCH_MS + 1000 * np.arange(rows), pa.int64()).cast(TIME_UTC),
-            "lat": np.full(rows, 60.1),
-            "lon": np.full(rows, 24.9),
-            "device_id": device,
-        }
-    )
-    pq.write_table(table, path, compression="zstd")
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, rows, LONG_ROWS_PER_GROUP):
+            count = min(LONG_ROWS_PER_GROUP, rows - start)
+            seconds = start + np.arange(count)
+            group = {
+                "observed_at": pa.array(EPOCH_MS + 1000 * seconds, pa.int64()).cast(TIME_UTC),
+                "lat": np.full(count, 60.1),
+                "lon": np.full(count, 24.9),
+                "device_id": pa.array([value] * count, text),
+            }
+            writer.write_table(pa.table(group, schema=schema))
 
 
 def only_reject(report: dict[str, Any]) -> tuple[int, str, str]:
@@ -120,11 +136,14 @@ def test_parquet_of_20_million_rows_is_refused_from_its_metadata(tmp_path: Path)
     assert_bounded(report)
 
 
-def test_parquet_of_long_repeated_values_is_refused_before_decoding(tmp_path: Path) -> None:
-    """A 2 KB file whose one 1 MB device id on 600 rows decodes to 600 MB."""
+@pytest.mark.parametrize("text", [pa.string(), pa.large_string(), pa.large_binary()])
+def test_parquet_of_long_repeated_values_is_refused_before_decoding(
+    tmp_path: Path, text: pa.DataType
+) -> None:
+    """A 200 KB file whose one 1 MB device id on 600 rows decodes to 600 MB."""
     path = tmp_path / "long.parquet"
-    write_long_values_parquet(path, rows=600, value_mb=1)
-    assert path.stat().st_size < 10_000
+    write_long_values_parquet(path, rows=600, value_mb=1, text=text)
+    assert path.stat().st_size < 300_000
     report = read_in_child(path)
     row, reason, detail = only_reject(report)
     assert (row, reason) == (0, "file_too_large")
@@ -142,6 +161,22 @@ def test_parquet_within_the_limits_is_read_whole(tmp_path: Path) -> None:
     assert result.fixes["source_row"].tolist() == list(range(1, 150_001))
     assert result.fixes["observed_at"].iloc[-1].value // 1_000_000 == EPOCH_MS + 149_999_000
     assert result.fixes["device_id"].isna().all()  # "" is no id
+
+
+def test_parquet_large_text_within_the_limits_is_read_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "large.parquet"
+    table = pa.table(
+        {
+            "observed_at": pa.array([EPOCH_MS, EPOCH_MS + 1000], pa.int64()).cast(TIME_UTC),
+            "lat": [60.1, 60.2],
+            "lon": [24.9, 25.0],
+            "device_id": pa.array(["cam-1", "cam-2"], pa.large_string()),
+        }
+    )
+    pq.write_table(table, path)
+    result = read_trace_file(path)
+    check_result(result)
+    assert result.fixes["device_id"].tolist() == ["cam-1", "cam-2"]
 
 
 @pytest.mark.parametrize(("limit", "refused"), [(5, False), (4, True)])
