@@ -23,7 +23,8 @@ read from the file's metadata first, and a file over ``max_file_rows`` or
 record batches of :data:`BATCH_ROWS` rows, text and binary columns as dictionaries, so that
 what each batch decodes to (a dictionary's values repeated by its indices) is counted before
 it is decoded: a small file of a few long values repeated many times is refused as soon as
-its values would pass ``max_decoded_bytes``.
+its values would pass ``max_decoded_bytes``. Text nested in list or struct columns is counted
+once a batch is decoded (at most :data:`BATCH_ROWS` rows past the limit).
 """
 
 from __future__ import annotations
