@@ -74,6 +74,8 @@ class IngestSettings:
     csv_time_unit: str | None
     partition_h3_res: int
     workers: int
+    max_file_rows: int = 2_000_000
+    max_decoded_mb: float = 128.0
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,8 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             csv_time_unit=ingest["csv_time_unit"],
             partition_h3_res=int(ingest["partition_h3_res"]),
             workers=int(ingest["workers"]),
+            max_file_rows=int(ingest["max_file_rows"]),
+            max_decoded_mb=float(ingest["max_decoded_mb"]),
         ),
         snap=SnapSettings(**config["snap"]),
         coverage=CoverageSettings(**config["coverage"]),

@@ -702,7 +702,10 @@ def read_files(
     in the outputs; ``locations`` are where to open them.
     """
     options = ReaderOptions(
-        csv_columns=dict(settings.csv_columns) or None, csv_time_unit=settings.csv_time_unit
+        csv_columns=dict(settings.csv_columns) or None,
+        csv_time_unit=settings.csv_time_unit,
+        max_file_rows=settings.max_file_rows,
+        max_decoded_mb=settings.max_decoded_mb,
     )
     results = read_trace_files(locations, options, [str(p) for p in paths])
     return [

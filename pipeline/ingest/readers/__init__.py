@@ -9,9 +9,10 @@
   ``speed_mps``, ``heading_deg``, ``elevation_m`` (float64, NaN when absent), and
   ``contributor_id``/``device_id`` (object: str, or None when the file does not say);
 * ``rejects`` (:data:`REJECT_COLUMNS`): one row per input row that could not be turned into a
-  fix, with a reason (``malformed_row``, ``bad_checksum``, ``invalid_fix``,
-  ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
-  ``unparseable_time``) and a detail saying what was found;
+  fix, with a reason (``malformed_row``, ``invalid_encoding``, ``bad_checksum``,
+  ``invalid_fix``, ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
+  ``unparseable_time``, or ``file_too_large`` for a whole file) and a detail saying what was
+  found;
 * ``rows_read == len(fixes) + len(rejects)``, always.
 
 ``source_row`` per format: CSV/TSV the 1-based line number (header = line 1); NMEA the line
@@ -23,6 +24,14 @@ reader module documents its format's details.
 A file that cannot be read at all (empty, binary, not in the encoding it claims, corrupt or
 truncated XML/JSON/Parquet, no position or time column) raises :class:`UnreadableFileError`,
 whose one-line message names the file, the problem and the fix.
+
+Bounded by design: a file whose text is larger than ``ReaderOptions.max_decoded_bytes`` (read
+no further than that), a Parquet file whose row count or stored size (from its metadata) or
+decoded values are over the limits, and any file with more than
+``ReaderOptions.max_file_rows`` rows is one ``file_too_large`` reject (``source_row`` 0, the
+limit and the setting to raise in its detail), without fixes. A detail quotes at most
+:data:`~pipeline.ingest.readers.base.MAX_DETAIL_VALUE` characters of a value from the file,
+escaped, and never a whole line.
 """
 
 from __future__ import annotations
@@ -33,11 +42,13 @@ from pathlib import Path
 from pipeline.ingest.readers.base import (
     FIX_COLUMNS,
     REJECT_COLUMNS,
+    FileTooLargeError,
     ReaderOptions,
     ReadResult,
     UnreadableFileError,
     fix_frame,
     repeated,
+    too_large_result,
 )
 from pipeline.ingest.readers.delimited import read_csv, read_csv_files
 from pipeline.ingest.readers.detect import FORMATS, detect_format
@@ -51,6 +62,7 @@ __all__ = [
     "FIX_COLUMNS",
     "FORMATS",
     "REJECT_COLUMNS",
+    "FileTooLargeError",
     "ReadResult",
     "ReaderOptions",
     "UnreadableFileError",
@@ -84,14 +96,15 @@ def read_trace_file(
     path
         The file; its format is found by :func:`detect_format`.
     options
-        How to read CSV files whose layout is not detected automatically.
+        How to read CSV files whose layout is not detected automatically, and the limits.
     source
         The ``source_file`` of every row, and the name in errors (default ``str(path)``).
 
     Returns
     -------
     ReadResult
-        Fixes, rejects, the row count and the things ignored.
+        Fixes, rejects, the row count and the things ignored; for a file over a limit, one
+        ``file_too_large`` reject.
 
     Raises
     ------
@@ -100,7 +113,27 @@ def read_trace_file(
     """
     path = Path(path)
     fmt = detect_format(path)
-    return READERS[fmt](path, source if source is not None else str(path), options)
+    name = source if source is not None else str(path)
+    try:
+        result: ReadResult | UnreadableFileError = READERS[fmt](path, name, options)
+    except FileTooLargeError as exc:
+        result = exc
+    checked = _within_limits(result, name, fmt, options)
+    if isinstance(checked, UnreadableFileError):
+        raise checked
+    return checked
+
+
+def _within_limits(
+    result: ReadResult | UnreadableFileError, source: str, fmt: str, options: ReaderOptions
+) -> ReadResult | UnreadableFileError:
+    """Turn a file over a limit (an error, or too many rows read) into its one reject."""
+    if isinstance(result, FileTooLargeError):
+        return too_large_result(result, source, fmt)
+    if isinstance(result, ReadResult) and result.rows_read > options.max_file_rows:
+        error = FileTooLargeError.rows(source, result.rows_read, options.max_file_rows)
+        return too_large_result(error, source, fmt)
+    return result
 
 
 def read_trace_files(
@@ -112,14 +145,16 @@ def read_trace_files(
 
     CSV files are read together (:func:`~pipeline.ingest.readers.delimited.read_csv_files`:
     files with the same header are parsed as one), the others one by one. One file that
-    cannot be read does not stop the others.
+    cannot be read does not stop the others; one over a limit is one ``file_too_large``
+    reject, as in :func:`read_trace_file`.
     """
     names = list(sources) if sources is not None else [str(p) for p in paths]
     results: dict[int, ReadResult | UnreadableFileError] = {}
+    formats: dict[int, str] = {}
     csv_files: list[int] = []
     for i, path in enumerate(paths):
         try:
-            fmt = detect_format(Path(path))
+            formats[i] = fmt = detect_format(Path(path))
             if fmt == "csv":
                 csv_files.append(i)
             else:
@@ -130,4 +165,6 @@ def read_trace_files(
         [Path(paths[i]) for i in csv_files], [names[i] for i in csv_files], options
     )
     results.update(zip(csv_files, read, strict=True))
-    return [results[i] for i in range(len(paths))]
+    return [
+        _within_limits(results[i], names[i], formats.get(i, ""), options) for i in range(len(paths))
+    ]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +55,17 @@ UNPARSEABLE_TIME = "unparseable_time"
 MISSING_COORDINATES = "missing_coordinates"
 UNPARSEABLE_COORDINATES = "unparseable_coordinates"
 INVALID_FIX = "invalid_fix"
+INVALID_ENCODING = "invalid_encoding"
+FILE_TOO_LARGE = "file_too_large"
+WHOLE_FILE_ROW = 0  # the ``source_row`` of a reject that stands for the whole file
 
 KMH_TO_MPS = 1.0 / 3.6
 KNOTS_TO_MPS = 1852.0 / 3600.0
-MAX_DETAIL_VALUE = 60  # characters of a raw value quoted in a reject's detail
+MAX_DETAIL_VALUE = 40  # characters of a raw value quoted in a reject's detail
+MAX_PROBLEM = 200  # characters of the problem in an unreadable file's message
+MB = 2**20  # the "MB" of ``ingest.max_decoded_mb``
+DEFAULT_MAX_FILE_ROWS = 2_000_000  # 23 days of 1 Hz fixes, 55 hours of 10 Hz
+DEFAULT_MAX_DECODED_MB = 128.0
 _MAX_EPOCH_MS = 1e15  # about year 33658: anything larger is not a time
 _EPOCH_MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _DECIMAL_COMMA = r"[+-]?\d+,\d+"
@@ -66,10 +75,54 @@ NULL_WORDS = frozenset({"", "nan", "null", "none", "na", "n/a"})  # absent value
 _NULL_WORDS_ARRAY = pa.array(sorted(NULL_WORDS), type=pa.string())
 _DATE_ONLY = r"\d{4}-?\d{2}-?\d{2}"
 _PUNCTUATION = re.compile(r"[^0-9a-z]+")
+MAX_JSON_DEPTH = 64  # JSON nesting deeper than this is refused (a GeoJSON trace nests ~6)
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))  # deleted to find the nesting
+_ESCAPE = re.compile(rb"\\.", re.S)
+_DEPTH_STEP = np.zeros(256, dtype=np.int64)
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
 
 
 class UnreadableFileError(InputDataError):
     """A whole file cannot be read: empty, binary, corrupt, truncated or in an unknown format."""
+
+
+class FileTooLargeError(UnreadableFileError):
+    """A file holds more rows, or decodes to more bytes, than one file may.
+
+    The readers raise it as soon as a limit of :class:`ReaderOptions` is passed, before
+    decoding more; :func:`~pipeline.ingest.readers.read_trace_file` turns it into one
+    ``file_too_large`` reject for the file.
+
+    Parameters
+    ----------
+    source
+        The file.
+    detail
+        What was found and the limit, e.g. ``"20,000,000 rows, more than ..."``.
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail}")
+        self.detail = detail
+
+    @classmethod
+    def rows(cls, source: str, rows: int, limit: int) -> FileTooLargeError:
+        """Return the error for a file of ``rows`` rows, more than ``limit``."""
+        return cls(
+            source,
+            f"{rows:,} rows, more than one file may hold (ingest.max_file_rows = {limit:,}); "
+            "split the file, or raise ingest.max_file_rows",
+        )
+
+    @classmethod
+    def decoded(cls, source: str, what: str, limit_bytes: int) -> FileTooLargeError:
+        """Return the error for a file of ``what`` (``"text of"``) more than ``limit_bytes``."""
+        return cls(
+            source,
+            f"{what} more than {limit_bytes / MB:g} MB, the most one file may decode to "
+            "(ingest.max_decoded_mb); split the file, or raise ingest.max_decoded_mb",
+        )
 
 
 @dataclass(frozen=True)
@@ -84,10 +137,22 @@ class ReaderOptions:
         overriding auto-detection (config ``ingest.csv_columns``).
     csv_time_unit
         ``"s"`` or ``"ms"`` for epoch times in CSV files; None decides by magnitude.
+    max_file_rows
+        The most rows one file may hold (config ``ingest.max_file_rows``).
+    max_decoded_mb
+        The most one file may decode to, in MB (2^20 bytes): its text, or a Parquet file's
+        values (config ``ingest.max_decoded_mb``).
     """
 
     csv_columns: Mapping[str, str] | None = None
     csv_time_unit: str | None = None
+    max_file_rows: int = DEFAULT_MAX_FILE_ROWS
+    max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """:attr:`max_decoded_mb` in bytes."""
+        return int(self.max_decoded_mb * MB)
 
 
 @dataclass
@@ -164,28 +229,60 @@ class Reject:
     detail: str
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = MAX_DETAIL_VALUE
+_SHORT_REPR.maxlist = _SHORT_REPR.maxdict = _SHORT_REPR.maxtuple = 4
+_SHORT_REPR.maxlevel = 3
+
+
 def quote(value: Any) -> str:
-    """Return ``repr(value)``, shortened to :data:`MAX_DETAIL_VALUE` characters."""
-    text = repr(value)
+    """Return ``repr(value)`` (escaped), shortened to :data:`MAX_DETAIL_VALUE` characters.
+
+    Long strings and lists are cut before they are turned into text, so quoting a huge value
+    costs no more than quoting a short one.
+    """
+    text = _SHORT_REPR.repr(value)
     if len(text) > MAX_DETAIL_VALUE:
         text = text[: MAX_DETAIL_VALUE - 3] + "..."
     return text
 
 
 def unreadable(source: str, problem: str, fix: str) -> UnreadableFileError:
-    """Build the one-line error for a file that cannot be read."""
+    """Build the one-line error for a file that cannot be read.
+
+    The problem is cut to :data:`MAX_PROBLEM` characters: some come from a library's error
+    message, which may quote the file.
+    """
     problem = re.sub(r"\s*[\r\n]+\s*", " ", problem).strip()  # e.g. multi-line Arrow errors
+    if len(problem) > MAX_PROBLEM:
+        problem = problem[: MAX_PROBLEM - 3] + "..."
     return UnreadableFileError(f"{source}: {problem}; {fix}")
 
 
-def read_bytes(path: Path, source: str) -> bytes:
-    """Read a whole file, refusing missing and empty files."""
+def read_bytes(path: Path, source: str, limit: int) -> bytes:
+    """Read a whole file, refusing missing and empty files and files over ``limit`` bytes.
+
+    At most ``limit + 1`` bytes are read, whatever the file says its size is (a device file
+    such as ``/dev/zero`` says 0).
+
+    Raises
+    ------
+    FileTooLargeError
+        If the file holds more than ``limit`` bytes.
+    UnreadableFileError
+        If it cannot be read, or is empty.
+    """
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size > limit:
+                raise FileTooLargeError.decoded(source, "text of", limit)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise unreadable(
             source, f"cannot be read ({exc.strerror or exc})", "check the path"
         ) from None
+    if len(data) > limit:
+        raise FileTooLargeError.decoded(source, "text of", limit)
     if not data or data.isspace():  # as `not data.strip()`, without copying the data
         raise unreadable(source, "empty file, no trace data", "upload the trace file again")
     return data
@@ -216,6 +313,71 @@ def decode_text(data: bytes, source: str, fix: str) -> str:
             f"not UTF-8 text (byte 0x{bad} at offset {exc.start})",
             "re-save the file as UTF-8",
         ) from None
+
+
+CSV_LINE_BREAK = re.compile("(\r\n|\r|\n)")  # where the csv module ends a line
+TEXT_LINE_BREAK = re.compile(  # where ``str.splitlines`` ends a line
+    "(\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029])"
+)
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte ``surrogateescape`` could not decode
+
+
+def decode_lines(
+    data: bytes, source: str, fix: str, line_break: re.Pattern[str] = CSV_LINE_BREAK
+) -> tuple[str, list[Reject]]:
+    """Decode UTF-8 text as :func:`decode_text`, except that a line that is not UTF-8 is a row.
+
+    Each such line is blanked (its line break kept, so lines keep their numbers) and becomes
+    an ``invalid_encoding`` reject naming its first bad byte and column, and none of its text.
+
+    Parameters
+    ----------
+    data, source, fix
+        As for :func:`decode_text`.
+    line_break
+        Where lines end (a pattern with one group), as the reader numbers them.
+
+    Raises
+    ------
+    UnreadableFileError
+        As :func:`decode_text`, and if the first line that is not blank (a header) is not
+        UTF-8.
+    """
+    try:
+        return decode_text(data, source, fix), []
+    except UnreadableFileError:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+            raise
+    pieces = line_break.split(data.decode("utf-8", "surrogateescape").removeprefix("\ufeff"))
+    rejects: list[Reject] = []
+    header_seen = False
+    for index in range(0, len(pieces), 2):  # lines; the breaks are between them
+        bad = _UNDECODED.search(pieces[index])
+        if bad is None:
+            header_seen = header_seen or bool(pieces[index].strip())
+            continue
+        number, column = index // 2 + 1, bad.start() + 1
+        problem = f"not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at column {column})"
+        if not header_seen:
+            raise unreadable(source, f"line {number} is {problem}", "re-save the file as UTF-8")
+        rejects.append(Reject(number, INVALID_ENCODING, f"{problem}; re-save the file as UTF-8"))
+        pieces[index] = ""
+    return "".join(pieces), rejects
+
+
+def json_nesting_depth(data: bytes) -> int:
+    """Return how deep the arrays and objects of a JSON document nest (0: a scalar).
+
+    Brackets and braces outside strings are counted, so this is also the depth a parser
+    would reach in a document that is not valid JSON.
+    """
+    if b"\\" in data:  # escapes: drop them, so that no escaped quote is left
+        data = _ESCAPE.sub(b"", data)
+    structure = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quotes = structure == ord('"')
+    outside = (np.cumsum(quotes) % 2 == 0) & ~quotes  # brackets in strings do not count
+    steps = np.where(outside, _DEPTH_STEP[structure], 0)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 @functools.lru_cache(maxsize=4096)  # the same few names, on every feature of a GeoJSON file
@@ -807,3 +969,9 @@ def _rejects(
     if (np.diff(rows) < 0).any():  # malformed rows come after the candidates
         rejects = rejects.sort_values("source_row", kind="stable", ignore_index=True)
     return rejects
+
+
+def too_large_result(error: FileTooLargeError, source: str, fmt: str) -> ReadResult:
+    """Return the result of a file over a limit: one ``file_too_large`` reject, no fixes."""
+    whole_file = Reject(WHOLE_FILE_ROW, FILE_TOO_LARGE, error.detail)
+    return finish(source, fmt, Candidates(np.zeros(0, dtype="int64")), [whole_file])

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
-from pipeline.ingest.readers.base import KMH_TO_MPS, KNOTS_TO_MPS, normalize_name
+from pipeline.ingest.readers.base import KMH_TO_MPS, KNOTS_TO_MPS, normalize_name, quote
 
 REQUIRED = ("lat", "lon", "time")
 
@@ -119,3 +119,16 @@ def find_columns(
                 taken.add(match)
                 break
     return found
+
+
+def describe_header(found: Mapping[str, Column], count: int) -> str:
+    """Say what a header of ``count`` columns holds, naming only the columns of ``found``.
+
+    The other names are not quoted: the header of a file that is no trace (any text file
+    named ``.csv``) may be anything, e.g. the first line of a private file.
+    """
+    columns = f"{count} column{'s' if count != 1 else ''}"
+    if not found:
+        return f"{columns}, none named like a trace field"
+    named = ", ".join(f"{field}={quote(column.name)}" for field, column in found.items())
+    return f"{columns}; found {named}"

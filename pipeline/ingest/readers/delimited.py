@@ -28,8 +28,13 @@ Position
 Contributor and device
     From ``contributor_id``/``device_id`` columns (or their aliases), per row; None when absent.
 
-Whole-file errors: empty, binary or non-UTF-8 files, and files without a latitude, longitude
-or time column.
+Encoding
+    UTF-8 (with or without a byte-order mark). A line that is not UTF-8 is an
+    ``invalid_encoding`` reject at its line number (the rest of the file is read); a header
+    line that is not UTF-8 makes the file unreadable.
+
+Whole-file errors: empty, binary, UTF-16 files or a header that is not UTF-8, and files
+without a latitude, longitude or time column.
 """
 
 from __future__ import annotations
@@ -55,13 +60,13 @@ from pipeline.ingest.readers.base import (
     ReadResult,
     Reject,
     UnreadableFileError,
-    decode_text,
+    decode_lines,
     finish,
     read_bytes,
     to_float,
     unreadable,
 )
-from pipeline.ingest.readers.columns import REQUIRED, Column, find_columns
+from pipeline.ingest.readers.columns import REQUIRED, Column, describe_header, find_columns
 
 FORMAT = "csv"
 DELIMITERS = (",", ";", "\t")
@@ -98,13 +103,14 @@ def read_csv_files(
     same_header: dict[str, list[tuple[int, _Lines]]] = {}
     for i, (path, source) in enumerate(zip(paths, sources, strict=True)):
         try:
-            text = decode_text(read_bytes(path, source), source, FIX_HINT)
+            data = read_bytes(path, source, options.max_decoded_bytes)
+            text, undecoded = decode_lines(data, source, FIX_HINT)
         except UnreadableFileError as exc:
             results[i] = exc
             continue
-        lines = _regular_lines(text)
+        lines = None if undecoded else _regular_lines(text)
         if lines is None:
-            results[i] = _read_records_or_error(text, source, options)
+            results[i] = _read_records_or_error(text, source, options, undecoded)
         else:
             same_header.setdefault(lines.header_line, []).append((i, lines))
     for members in same_header.values():
@@ -165,7 +171,7 @@ def _read_same_header(
     first = files[0]
     found, wkt_column, missing = _fields(first.header, options)
     if missing:
-        return [_no_columns(source, missing, first.header) for source in sources]
+        return [_no_columns(source, missing, first.header, found) for source in sources]
     bodies = [memoryview(f.data)[f.body_start :] for f in files]
     counts = [f.records for f in files]
     data = first.data[: first.body_start] + b"".join(bodies)
@@ -217,22 +223,25 @@ def _parse_regular(
 
 
 def _read_records_or_error(
-    text: str, source: str, options: ReaderOptions
+    text: str, source: str, options: ReaderOptions, undecoded: Sequence[Reject] = ()
 ) -> ReadResult | UnreadableFileError:
-    """Read one file record by record (any quoting, malformed rows set aside)."""
+    """Read one file record by record (any quoting, malformed rows set aside).
+
+    ``undecoded`` are the rejects of the lines that were not UTF-8 (blank in ``text``).
+    """
     try:
         header, columns, rows, rejects = _read_records(text, source)
     except UnreadableFileError as exc:
         return exc
     found, wkt_column, missing = _fields(header, options)
     if missing:
-        return _no_columns(source, missing, header)
+        return _no_columns(source, missing, header, found)
     candidates = Candidates(rows)
     unparseable = (
         _fill(candidates, columns, header, found, options, wkt_column) if len(rows) else {}
     )
     ignored = {name: int(bad.sum()) for name, bad in unparseable.items()}
-    return finish(source, FORMAT, candidates, rejects, ignored)
+    return finish(source, FORMAT, candidates, [*rejects, *undecoded], ignored)
 
 
 def _fields(
@@ -245,11 +254,13 @@ def _fields(
     return found, wkt_column, missing
 
 
-def _no_columns(source: str, missing: list[str], header: list[str]) -> UnreadableFileError:
+def _no_columns(
+    source: str, missing: list[str], header: list[str], found: dict[str, Column]
+) -> UnreadableFileError:
     """Return the error for a file without a latitude, longitude or time column."""
     return unreadable(
         source,
-        f"no {'/'.join(missing)} column among the columns {header}",
+        f"no {'/'.join(missing)} column ({describe_header(found, len(header))})",
         "name them lat, lon and time, or map them in the config (ingest.csv_columns)",
     )
 

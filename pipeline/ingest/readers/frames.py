@@ -21,14 +21,16 @@ Rows and ``source_row``
     Each frame is a row; ``source_row`` is its 1-based ordinal in the array, or for JSON Lines
     the 1-based line number (blank lines are not rows). A line that is not valid JSON, e.g. the
     cut-off last line of a truncated file, or an element that is not an object, is a
-    ``malformed_row``.
+    ``malformed_row``; a line that is not UTF-8 is an ``invalid_encoding`` reject.
 Time
     ISO-8601 (naive = UTC) or epoch numbers, seconds or milliseconds by magnitude (> 1e11 ms).
 Contributor and device
     ``contributor_id``/``contributor``/``user_id`` and ``device``/``device_id``/``camera_id`` of
     the frame, else of the enclosing object; None when absent.
 
-Whole-file errors: not UTF-8, or (for a JSON array/object) not valid JSON, e.g. truncated.
+Whole-file errors: not UTF-8, or (for a JSON array/object) not valid JSON, e.g. truncated,
+or nesting deeper than :data:`~pipeline.ingest.readers.base.MAX_JSON_DEPTH` levels (in JSON
+Lines, such a line is a ``malformed_row``).
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ import numpy as np
 from pipeline.ingest.readers.base import (
     KMH_TO_MPS,
     MALFORMED_ROW,
+    MAX_JSON_DEPTH,
+    TEXT_LINE_BREAK,
     Candidates,
     ReaderOptions,
     ReadResult,
     Reject,
-    decode_text,
+    decode_lines,
     finish,
-    quote,
+    json_nesting_depth,
     read_bytes,
     unreadable,
 )
@@ -69,34 +73,36 @@ KEYS: dict[str, tuple[str, ...]] = {
     "contributor_id": ("contributor_id", "contributor", "user_id", "user"),
 }
 KMH_KEYS = ("speed_kmh", "speed_kph")
+TOO_DEEP = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
 
 
 def read_frames(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read frame JSON or JSON Lines (see the module docstring for the rules)."""
-    text = decode_text(read_bytes(path, source), source, FIX_HINT)
+    data = read_bytes(path, source, options.max_decoded_bytes)
+    text, undecoded = decode_lines(data, source, FIX_HINT, TEXT_LINE_BREAK)
     frames: list[tuple[int, Any]]
     defaults: dict[str, Any] = {}
     rejects: list[Reject] = []
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         frames, rejects = _json_lines(text)
     else:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if not _first_line_is_object(text):
-                raise unreadable(
-                    source,
-                    f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})",
-                    FIX_HINT,
-                ) from None
-            frames, rejects = _json_lines(text)
-        else:
+        document, problem = _parse_document(text) if not undecoded else (None, "")
+        if problem is None:
             frames, defaults = _frames_of(document, source)
+        elif _first_line_is_object(text):
+            frames, rejects = _json_lines(text)
+        elif undecoded:  # one JSON document: it cannot be read without its bad lines
+            first = undecoded[0].source_row
+            raise unreadable(source, f"line {first} is not UTF-8", "re-save the file as UTF-8")
+        else:
+            raise unreadable(source, problem, FIX_HINT)
+    rejects.extend(undecoded)
     rows: dict[str, list[Any]] = {name: [] for name in KEYS}
     numbers: list[int] = []
     for number, frame in frames:
         if not isinstance(frame, dict):
-            rejects.append(Reject(number, MALFORMED_ROW, f"not a JSON object: {quote(frame)}"))
+            kind = type(frame).__name__
+            rejects.append(Reject(number, MALFORMED_ROW, f"not a JSON object but a {kind}"))
             continue
         numbers.append(number)
         for name, value in _frame_values(frame, defaults).items():
@@ -109,8 +115,20 @@ def read_frames(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     return finish(source, FORMAT, candidates, rejects)
 
 
+def _parse_document(text: str) -> tuple[Any, str | None]:
+    """Parse a whole JSON document; return it, or None and what is wrong with it."""
+    if json_nesting_depth(text.encode()) > MAX_JSON_DEPTH:
+        return None, TOO_DEEP
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+
+
 def _first_line_is_object(text: str) -> bool:
     first = text.lstrip().partition("\n")[0]
+    if json_nesting_depth(first.encode()) > MAX_JSON_DEPTH:
+        return False
     try:
         return isinstance(json.loads(first), dict)
     except json.JSONDecodeError:
@@ -120,15 +138,18 @@ def _first_line_is_object(text: str) -> bool:
 def _json_lines(text: str) -> tuple[list[tuple[int, Any]], list[Reject]]:
     frames: list[tuple[int, Any]] = []
     rejects: list[Reject] = []
+    check_depth = json_nesting_depth(text.encode()) > MAX_JSON_DEPTH  # some line nests deep
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
+            continue
+        if check_depth and json_nesting_depth(line.encode()) > MAX_JSON_DEPTH:
+            rejects.append(Reject(number, MALFORMED_ROW, TOO_DEEP))
             continue
         try:
             frames.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            rejects.append(
-                Reject(number, MALFORMED_ROW, f"invalid JSON ({exc.msg}): {quote(line)}")
-            )
+            detail = f"invalid JSON ({exc.msg} at column {exc.colno})"
+            rejects.append(Reject(number, MALFORMED_ROW, detail))
     return frames, rejects
 
 

@@ -26,17 +26,18 @@ Contributor and device
 
 Whole-file errors: not UTF-8, not JSON (e.g. truncated), or JSON that is not GeoJSON.
 
-The document is parsed by msgspec (about three times faster than :mod:`json`, to the same
-values); any document msgspec refuses (``NaN``, ``Infinity``, numbers out of range, lone
-surrogates, malformed JSON) or that nests deeper than :data:`MAX_FAST_DEPTH` is parsed by
-:mod:`json`, which then gives the same values or errors as always.
+A document whose arrays and objects nest deeper than
+:data:`~pipeline.ingest.readers.base.MAX_JSON_DEPTH` levels is unreadable (a GeoJSON trace
+nests about 6). The document is parsed by msgspec (about three times faster than :mod:`json`,
+to the same values); any document msgspec refuses (``NaN``, ``Infinity``, numbers out of
+range, lone surrogates, malformed JSON) is parsed by :mod:`json`, which then gives the same
+values or errors as always.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ import pandas as pd
 
 from pipeline.ingest.readers.base import (
     IDENTITIES,
+    MAX_JSON_DEPTH,
     MISSING_COORDINATES,
     MISSING_TIME,
     OPTIONAL_FLOATS,
@@ -60,6 +62,7 @@ from pipeline.ingest.readers.base import (
     decode_text,
     finish,
     identity_values,
+    json_nesting_depth,
     normalize_name,
     quote,
     read_bytes,
@@ -80,13 +83,7 @@ VERTEX_LISTS = {
     ),
 }
 _LINES = {"LineString": 1, "MultiPoint": 1, "MultiLineString": 2}
-#: documents nesting deeper are parsed by :mod:`json`, whose RecursionError depends on the stack
-MAX_FAST_DEPTH = 100
-_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))  # deleted to find the nesting
-_ESCAPE = re.compile(rb"\\.", re.S)
-_DEPTH_STEP = np.zeros(256, dtype=np.int64)
-_DEPTH_STEP[list(b"[{")] = 1
-_DEPTH_STEP[list(b"]}")] = -1
+_GEOMETRY_TYPES = frozenset({"Polygon", "MultiPolygon", "GeometryCollection", None})
 
 
 @dataclass(frozen=True)
@@ -314,7 +311,7 @@ def _reject_coordinate_problems(candidates: Candidates, problems: list[str | Non
 
 def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a GeoJSON trace (see the module docstring for the rules)."""
-    data = read_bytes(path, source)
+    data = read_bytes(path, source, options.max_decoded_bytes)
     document = _parse_json(data, decode_text(data, source, FIX_HINT), source)
     kind = document.get("type") if isinstance(document, dict) else None
     if kind == "FeatureCollection" and isinstance(document.get("features"), list):
@@ -323,7 +320,7 @@ def read_geojson(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         features = [document]
     else:
         raise unreadable(
-            source, f"not a GeoJSON FeatureCollection or Feature (type={kind!r})", FIX_HINT
+            source, f"not a GeoJSON FeatureCollection or Feature (type={quote(kind)})", FIX_HINT
         )
     defaults: dict[str, Any] = {}
     if kind == "FeatureCollection":
@@ -356,32 +353,21 @@ def _parse_json(data: bytes, text: str, source: str) -> Any:
     Raises
     ------
     UnreadableFileError
-        If ``text`` is not JSON, with :mod:`json`'s account of where and why.
+        If ``text`` is not JSON, with :mod:`json`'s account of where and why, or nests
+        deeper than :data:`~pipeline.ingest.readers.base.MAX_JSON_DEPTH`.
     """
+    if json_nesting_depth(data) > MAX_JSON_DEPTH:
+        raise unreadable(source, f"JSON nests deeper than {MAX_JSON_DEPTH} levels", FIX_HINT)
     try:
-        document = msgspec.json.decode(text)
-    except (msgspec.MsgspecError, RecursionError):
+        return msgspec.json.decode(text)
+    except msgspec.MsgspecError:
         pass  # json accepts some of these (NaN, 1e400, lone surrogates) and words the others
-    else:
-        if _nesting_depth(data) <= MAX_FAST_DEPTH:
-            return document
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise unreadable(
             source, f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})", FIX_HINT
         ) from None
-
-
-def _nesting_depth(data: bytes) -> int:
-    """Return how deep the arrays and objects of a valid JSON document nest (0: a scalar)."""
-    if b"\\" in data:  # escapes: drop them, so that no escaped quote is left
-        data = _ESCAPE.sub(b"", data)
-    structure = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
-    quotes = structure == ord('"')
-    outside = (np.cumsum(quotes) % 2 == 0) & ~quotes  # brackets in strings do not count
-    steps = np.where(outside, _DEPTH_STEP[structure], 0)
-    return int(np.cumsum(steps).max(initial=0))
 
 
 def _identity(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -447,7 +433,7 @@ def _read_feature(
     elif kind in _LINES:
         _read_line(geometry, properties, identity, rows, ignored)
     else:
-        ignored[str(kind)] += 1
+        ignored[str(kind) if kind in _GEOMETRY_TYPES else "unknown_geometry_type"] += 1
 
 
 def _read_line(

@@ -25,7 +25,8 @@ Contributor and device
 Whole-file errors: XML that is not well-formed anywhere in the file (e.g. truncated, or not
 encoded as declared) makes the whole file unreadable, points before the error included, since a
 half-written file cannot be told from a complete one; so do a root element other than
-``<gpx>`` and entity declarations (which only serve XML bombs).
+``<gpx>`` and entity declarations (which only serve XML bombs such as "billion laughs"),
+looked for by expat in the document's own encoding (UTF-8, UTF-16, ...) before any parse.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,12 @@ import pyarrow as pa
 
 from pipeline.ingest.readers import xml_tags
 from pipeline.ingest.readers.base import (
+    MAX_DETAIL_VALUE,
     Candidates,
     ReaderOptions,
     ReadResult,
     finish,
+    quote,
     read_bytes,
     to_float,
     to_float_columns,
@@ -58,6 +62,7 @@ FIX_HINT = "re-export the file as GPX 1.1 (UTF-8)"
 _POINT_FIELDS = ("lat", "lon", "time", "ele", "hdop", "speed", "course")
 _NUMBER_FIELDS = ("lon", "lat", "ele", "hdop", "speed", "course")
 _EXTENSION_NAMES = {"speed": "speed", "course": "course", "heading": "course", "bearing": "course"}
+_PROLOG_PIECE = 1 << 16  # bytes given to expat at a time while looking for declarations
 _ENCODING = re.compile(rb"""<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
@@ -71,8 +76,8 @@ def _local(tag: str) -> str:
 
 def read_gpx(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     """Read a GPX file (see the module docstring for the rules)."""
-    data = read_bytes(path, source)
-    if b"<!ENTITY" in data:
+    data = read_bytes(path, source, options.max_decoded_bytes)
+    if _declares_entities(data):
         raise unreadable(source, "XML entity declarations are not allowed in GPX", FIX_HINT)
     read = _points_by_tags(data) or _points_by_tree(data, source)
     points, identity, ignored = read
@@ -107,6 +112,40 @@ def _numbers(points: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return dict(zip(_NUMBER_FIELDS, to_float_columns(strings, len(columns)), strict=True))
 
 
+class _PrologReadError(Exception):
+    """Raised by the expat handlers of :func:`_declares_entities` once it knows."""
+
+
+def _declares_entities(data: bytes) -> bool:
+    """Whether the document declares an XML entity, in whatever encoding it is written.
+
+    Declarations can only come before the root element, so expat parses the document only
+    up to the root element's start tag. A document expat cannot read that far is left to the
+    parser that reads it, which words the error.
+    """
+    parser = xml.parsers.expat.ParserCreate()
+    found = False
+
+    def entity(*_: Any) -> None:
+        nonlocal found
+        found = True
+        raise _PrologReadError
+
+    def root_element(*_: Any) -> None:
+        raise _PrologReadError
+
+    parser.EntityDeclHandler = entity
+    parser.StartElementHandler = root_element
+    try:
+        for start in range(0, len(data), _PROLOG_PIECE):
+            parser.Parse(data[start : start + _PROLOG_PIECE], False)
+    except _PrologReadError:
+        return found
+    except (xml.parsers.expat.ExpatError, ValueError, LookupError):
+        return False
+    return found
+
+
 def _points_by_tree(data: bytes, source: str) -> Points:
     """Read the points with ElementTree (any well-formed GPX); raise for any other file."""
     points: dict[str, list[str | None]] = {name: [] for name in _POINT_FIELDS}
@@ -127,9 +166,14 @@ def _points_by_tree(data: bytes, source: str) -> Points:
         raise unreadable(source, _parse_problem(exc, data), FIX_HINT) from None
     except LookupError as exc:  # an XML declaration naming an encoding Python does not know
         raise unreadable(source, f"XML declares an {exc}", FIX_HINT) from None
+    except ValueError as exc:  # one expat cannot read, e.g. "UTF-16-BE" ("multi-byte ...")
+        problem = f"XML declares an encoding expat cannot read ({exc})"
+        raise unreadable(source, problem, FIX_HINT) from None
     root = events.root  # type: ignore[attr-defined]
     if _local(root.tag) != "gpx":
-        raise unreadable(source, f"not a GPX file (root element <{_local(root.tag)}>)", FIX_HINT)
+        root_name = _local(root.tag)
+        shown = f"<{root_name}>" if len(root_name) <= MAX_DETAIL_VALUE else quote(root_name)
+        raise unreadable(source, f"not a GPX file (root element {shown})", FIX_HINT)
     return dict(points), _identity(root), ignored
 
 

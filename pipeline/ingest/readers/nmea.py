@@ -28,13 +28,16 @@ GGA
 GSA
     Gives ``hdop`` to the nearest RMC (by line) when its GGA did not.
 Other sentences
-    Counted by type in ``ignored`` (e.g. ``{"GPGSV": 12}``); lines without a ``$`` sentence are
-    counted as ``ignored["not_a_sentence"]``.
+    Counted by type in ``ignored`` (e.g. ``{"GPGSV": 12}``; a type that is not 2 to 10 capital
+    letters or digits as ``unknown_sentence``); lines without a ``$`` sentence are counted as
+    ``ignored["not_a_sentence"]``.
 Contributor and device
     NMEA names neither: both are None.
 
-Decoding: the file is read as bytes (NMEA is ASCII); a stray non-ASCII byte spoils only its
-line. Files with NUL bytes, or without any NMEA sentence, are unreadable.
+Decoding: the file is read as bytes (NMEA is ASCII); a sentence line holding a byte that is
+not ASCII is an ``invalid_encoding`` reject at its line number (the first such byte and its
+column in the detail), and the other lines are read. Files with NUL bytes, or without any
+NMEA sentence, are unreadable.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import pyarrow.compute as pc
 
 from pipeline.ingest.readers.base import (
     BAD_CHECKSUM,
+    INVALID_ENCODING,
     INVALID_FIX,
     KNOTS_TO_MPS,
     MALFORMED_ROW,
@@ -66,6 +70,7 @@ from pipeline.ingest.readers.base import (
     epoch_to_times,
     finish,
     ordered_slices,
+    quote,
     read_bytes,
     string_buffers,
     strings_from_slices,
@@ -95,6 +100,7 @@ _RMC_NUMBERS = (1, 9, 3, 5, 7, 8)  # time, date, latitude, longitude, speed, cou
 _RMC_TEXTS = (2, 4, 6, 12)  # status, N/S, E/W, mode
 _GGA_VALUES = (9, 8, 6)  # altitude, HDOP, fix quality
 _NOT_DIGITS = re.compile(r"\D")
+_SENTENCE_TYPE = re.compile(r"[A-Z0-9]{2,10}")  # GPGSV, PGRME, ...; others are not named
 _MS_PER_DAY = 86_400_000
 
 
@@ -104,7 +110,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     The lines, sentences and fields are found as positions in the file's bytes; only the
     fields that are used become Arrow strings (no Python object per line or field).
     """
-    data = read_bytes(path, source)
+    data = read_bytes(path, source, options.max_decoded_bytes)
     if b"\x00" in data:
         raise unreadable(source, "binary data, not an NMEA text log", FIX_HINT)
     text = np.frombuffer(_latin1_as_utf8(data), dtype=np.uint8)
@@ -117,6 +123,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
     is_sentence = dollar < line_end
     if not is_sentence.any():
         raise unreadable(source, "no NMEA sentences ($GPRMC, $GPGGA, ...) found", FIX_HINT)
+    is_sentence, not_ascii = _refuse_non_ascii(text, line_start, line_end, is_sentence)
     ignored: Counter[str] = Counter()
     others = strings_from_slices(text, line_start[~is_sentence], line_end[~is_sentence])
     blank = pc.sum(pc.equal(pc.utf8_trim_whitespace(others), "")).as_py()
@@ -129,7 +136,33 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         (line_end[is_sentence], line_end_mark[is_sentence]),
     )
     sentences, rejects = _check_checksums(sentences)
-    return _parse_sentences(source, sentences, rejects, ignored)
+    return _parse_sentences(source, sentences, [*not_ascii, *rejects], ignored)
+
+
+def _refuse_non_ascii(
+    text: np.ndarray, line_start: np.ndarray, line_end: np.ndarray, is_sentence: np.ndarray
+) -> tuple[np.ndarray, list[Reject]]:
+    """Reject the sentence lines holding a byte that is not ASCII (``invalid_encoding``).
+
+    ``text`` is the file read as latin-1, in UTF-8: a byte ``b`` >= 0x80 of the file is the
+    two bytes ``0xc0 | b >> 6``, ``0x80 | b & 0x3f``. Returns the sentence lines left.
+    """
+    high = np.flatnonzero(text >= 0x80)
+    if not len(high):
+        return is_sentence, []
+    line = np.searchsorted(line_start, high, side="right") - 1
+    high, line = high[high < line_end[line]], line[high < line_end[line]]  # not U+0085 breaks
+    lines, first = np.unique(line, return_index=True)
+    chosen = is_sentence[lines]
+    lines, at = lines[chosen], high[first[chosen]]
+    byte = ((text[at] & 0x03).astype(np.int64) << 6) | (text[at + 1] & 0x3F)
+    rejects = [
+        Reject(int(n) + 1, INVALID_ENCODING, f"not ASCII (byte 0x{b:02x} at column {c})")
+        for n, b, c in zip(lines, byte, at - line_start[lines] + 1, strict=True)
+    ]
+    left = is_sentence.copy()
+    left[lines] = False
+    return left, rejects
 
 
 def _latin1_as_utf8(data: bytes) -> bytes:
@@ -301,7 +334,7 @@ def _check_checksums(sentences: _Sentences) -> tuple[_Sentences, list[Reject]]:
     wrong = given_text != _HEX[computed[doubtful]]
     bad = doubtful[wrong]
     rejects = [
-        Reject(int(line), BAD_CHECKSUM, f"checksum *{found}, computed *{_HEX[value]}")
+        Reject(int(line), BAD_CHECKSUM, f"checksum *{_shown(found)}, computed *{_HEX[value]}")
         for line, found, value in zip(
             sentences.line[bad], given_text[wrong], computed[bad], strict=True
         )
@@ -311,6 +344,11 @@ def _check_checksums(sentences: _Sentences) -> tuple[_Sentences, list[Reject]]:
     keep = np.ones(len(computed), dtype=bool)
     keep[bad] = False
     return sentences.take(keep), rejects
+
+
+def _shown(checksum: str) -> str:
+    """Return a checksum as found, or quoted (escaped, cut short) if not a short word."""
+    return checksum if checksum.isalnum() and len(checksum) <= 4 else quote(checksum)
 
 
 def xor_checksums(bodies: pa.Array) -> np.ndarray:
@@ -463,19 +501,34 @@ def _parse_sentences(
         wrong = (fields.count < low) | (fields.count > high)
         if wrong.any():
             names = types.filter(pa.array(is_kind)).filter(pa.array(wrong)).to_pylist()
+            counts = fields.count[wrong]
+            details = [
+                f"{_shown_type(name)} sentence with {count} fields"
+                for name, count in zip(names, counts, strict=True)
+            ]
             rejects.extend(
-                Reject(int(line), MALFORMED_ROW, f"{name} sentence with {count} fields")
-                for line, name, count in zip(
-                    chosen.line[wrong], names, fields.count[wrong], strict=True
-                )
+                Reject(int(line), MALFORMED_ROW, detail)
+                for line, detail in zip(chosen.line[wrong], details, strict=True)
             )
             chosen = chosen.take(~wrong)
             fields = chosen.fields()
         tables[kind] = (chosen, fields)
     for name, count in _value_counts(types.filter(pa.array(~used))).items():
-        ignored[name or "empty_sentence"] += count
+        ignored[_sentence_type(name)] += count
     candidates = _rmc_candidates(tables, ignored)
     return finish(source, FORMAT, candidates, rejects, ignored)
+
+
+def _sentence_type(name: str) -> str:
+    """Return the key counting an unused sentence type in ``ignored``: its name, if one."""
+    if not name:
+        return "empty_sentence"
+    return name if _SENTENCE_TYPE.fullmatch(name) else "unknown_sentence"
+
+
+def _shown_type(name: str) -> str:
+    """Return a sentence type as found if it is a name, else quoted (escaped)."""
+    return name if _SENTENCE_TYPE.fullmatch(name) else quote(name)
 
 
 def _value_counts(strings: pa.Array) -> dict[str, int]:
@@ -545,7 +598,7 @@ def _rmc_candidates(
     if (bad | missing).any():
         lat_raw = pc.binary_join_element_wise(lat_text, lat_hemi, "")
         lon_raw = pc.binary_join_element_wise(lon_text, lon_hemi, "")
-        raw = _details(bad | missing, "lat='{}', lon='{}'", lat_raw, lon_raw)
+        raw = _details(bad | missing, "lat={}, lon={}", lat_raw, lon_raw)
         candidates.reject(missing, MISSING_COORDINATES, raw)
         candidates.reject(bad, UNPARSEABLE_COORDINATES, raw)
     _set_rmc_times(candidates, (time, *parsed[0]), (date, *parsed[1]), rmc_sentences)
@@ -561,11 +614,14 @@ def _rmc_candidates(
 
 
 def _details(mask: np.ndarray, template: str, *columns: pa.Array) -> np.ndarray:
-    """Format ``template`` with the raw values of each row in ``mask`` (None elsewhere)."""
+    """Format ``template`` with the quoted raw values of each row in ``mask`` (None elsewhere).
+
+    Each value is quoted by :func:`.base.quote`: escaped, and cut to a few dozen characters.
+    """
     out = np.full(len(mask), None, dtype=object)
     chosen = pa.array(mask)
     rows = zip(*(c.filter(chosen).to_pylist() for c in columns), strict=True)
-    out[mask] = [template.format(*(str(v) for v in values)) for values in rows]
+    out[mask] = [template.format(*(quote(str(v)) for v in values)) for values in rows]
     return out
 
 
@@ -619,7 +675,7 @@ def _set_rmc_times(
     candidates.columns["observed_at"] = out  # UTC
     no_time = np.isnan(tod) & ~tod_bad
     if (no_time | tod_bad | date_bad).any():
-        raw = _details(no_time | tod_bad | date_bad, "time='{}', date='{}'", time, date)
+        raw = _details(no_time | tod_bad | date_bad, "time={}, date={}", time, date)
         candidates.reject(no_time, MISSING_TIME, raw)
         candidates.reject(tod_bad | date_bad, UNPARSEABLE_TIME, raw)
     candidates.reject(np.isnat(days), MISSING_TIME, "RMC has no date and the line no time prefix")

@@ -82,10 +82,17 @@ def test_binary_garbage_gpx_and_parquet_are_unreadable(tmp_path: Path) -> None:
             read_trace_file(path)
 
 
-def test_latin1_csv_is_unreadable_with_the_fix(tmp_path: Path) -> None:
+def test_latin1_csv_row_is_rejected_and_a_latin1_header_is_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("time,lat,lon,user\n1,2,3,Jos\u00e9\n".encode("latin-1"))
-    with pytest.raises(UnreadableFileError, match=r"latin\.csv: not UTF-8 .* re-save the file"):
+    result = read_trace_file(path)
+    assert result.rejects[["source_row", "reason", "detail"]].values.tolist() == [
+        [2, "invalid_encoding", "not UTF-8 (byte 0xe9 at column 10); re-save the file as UTF-8"]
+    ]
+    path.write_bytes("time,lat,lon,s\u00e9\n1,2,3,a\n".encode("latin-1"))
+    with pytest.raises(
+        UnreadableFileError, match=r"latin\.csv: line 1 is not UTF-8 \(byte 0xe9 at column 15\)"
+    ):
         read_trace_file(path)
 
 

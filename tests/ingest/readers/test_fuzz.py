@@ -396,7 +396,7 @@ def test_geojson_geometry_type_that_is_not_a_string_is_ignored(folder: Path) -> 
     for fmt in ("geojson", "json"):
         result = check_read(write(folder, fmt, json.dumps(document).encode()))
         assert result is not None and result.rows_read == 0
-        assert result.ignored == {"[]": 1, "{'a': 1}": 1}
+        assert result.ignored == {"unknown_geometry_type": 2}  # no value of the file
 
 
 def test_geojson_line_coordinates_that_are_not_a_list_are_one_bad_vertex(folder: Path) -> None:

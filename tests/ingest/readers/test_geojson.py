@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.readers import UnreadableFileError, geojson, read_trace_file
-from pipeline.ingest.readers.base import normalize_name
+from pipeline.ingest.readers.base import MAX_JSON_DEPTH, json_nesting_depth, normalize_name
 from pipeline.ingest.readers.columns import ALIASES
 from tests.ingest.readers.helpers import check_result, reasons
 
@@ -232,7 +232,6 @@ def test_json_is_parsed_as_json_parses_it(value: Any, indent: int | None, ascii_
         "[18446744073709551616, -9223372036854775809, 18446744073709551615]",
         "[NaN, Infinity, -Infinity]",
         '["\\ud800", "\\ud83d\\ude00", "\\u00e9", "a\\"]]", "\\\\"]',
-        "[" * 150 + "]" * 150,  # deeper than MAX_FAST_DEPTH: json's way
     ],
 )
 def test_json_edge_cases_are_parsed_as_json_parses_them(text: str) -> None:
@@ -263,18 +262,16 @@ def depth(value: Any) -> int:
 @settings(max_examples=200, deadline=None)
 def test_nesting_depth(value: Any) -> None:
     text = json.dumps(value)
-    assert geojson._nesting_depth(text.encode()) == depth(value)
+    assert json_nesting_depth(text.encode()) == depth(value)
 
 
-def test_documents_deeper_than_max_fast_depth_are_left_to_json(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_documents_deeper_than_max_json_depth_are_unreadable() -> None:
     """Python's json raises RecursionError at a depth that depends on the caller's stack."""
-    monkeypatch.setattr(geojson.msgspec.json, "decode", lambda text: "by msgspec")
-    limit = geojson.MAX_FAST_DEPTH
-    assert parse_or_error("[" * limit + "]" * limit) == "by msgspec"
+    limit = MAX_JSON_DEPTH
+    deepest = "[" * limit + "]" * limit
+    assert same_json(parse_or_error(deepest), json.loads(deepest))
     deeper = "[" * (limit + 1) + "]" * (limit + 1)
-    assert parse_or_error(deeper) == json.loads(deeper)
+    assert parse_or_error(deeper) == f"f: JSON nests deeper than 64 levels; {geojson.FIX_HINT}"
 
 
 FLOAT_VERTICES = st.lists(

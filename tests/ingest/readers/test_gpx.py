@@ -260,3 +260,12 @@ def test_points_written_alike_are_read_as_any_points(
     for name, (text_starts, text_ends) in by_owner.items():
         assert by_place[name][0].tolist() == text_starts.tolist()
         assert by_place[name][1].tolist() == text_ends.tolist()
+
+
+def test_gpx_declaring_an_encoding_expat_cannot_read_is_unreadable(tmp_path: Path) -> None:
+    """``encoding="UTF-16-BE"`` made expat raise ``ValueError: multi-byte encodings ...``."""
+    path = tmp_path / "be.gpx"
+    text = '<?xml version="1.0" encoding="UTF-16-BE"?><gpx version="1.1"></gpx>'
+    path.write_bytes(text.encode("utf-16-be"))
+    with pytest.raises(UnreadableFileError, match="be.gpx: XML declares an encoding expat"):
+        read_trace_file(path)
