@@ -78,6 +78,7 @@ from pipeline.ingest.plausibility import (
 )
 from pipeline.ingest.privacy import key_fingerprint, load_pseudonym_key
 from pipeline.ingest.readers import (
+    FILE_TOO_LARGE,
     REJECT_COLUMNS,
     ReaderOptions,
     ReadResult,
@@ -106,6 +107,9 @@ REPORTS_DIR = "reports"
 KEY_FILE = "pseudonym_key.json"
 BATCH_OUTPUTS = ("points", "trips", "rejects")  # a batch's parts, applied once its report is
 WHOLE_FILE_ROW = 0
+UNREADABLE_FILE = "unreadable_file"
+# a file rejected for one of these reasons had none of its rows read: it may be given again
+WHOLE_FILE_REASONS = frozenset({UNREADABLE_FILE, FILE_TOO_LARGE})
 # Files are read one by one but cleaned in chunks: every cleaning step works on many traces
 # at once, so its fixed cost is paid once per chunk instead of once per (often small) file.
 # Chunks depend on the files alone, never on the number of workers.
@@ -299,6 +303,7 @@ def ingest_traces(
             }
         batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode())
         batch = _BatchRun(batch_id.hexdigest()[:16], traces_dir.absolute(), settings, key, now)
+        _withdraw_refused_batch(traces_dir, batch.batch_id)
         trips, rejects, report = batch.ingest(new_files, hashes, scheduler_address)
         report.update(files_skipped=skipped, symlinks_not_followed=not_followed)
         if strict and len(rejects):
@@ -452,17 +457,48 @@ def roll_back_unfinished_batches(traces_dir: Path) -> list[Path]:
 
 
 def ingested_files(traces_dir: Path) -> dict[str, str]:
-    """Return the content sha256 of every file the applied batches read -> their batch."""
+    """Return the content sha256 of every file the applied batches read -> their batch.
+
+    A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, or it was
+    over a reader's limit) is not counted as read: once the reader or the limit changes, giving
+    the file again reads it.
+    """
     ingested: dict[str, str] = {}
     for path in sorted((traces_dir / REPORTS_DIR).glob("*.json")):
         try:
             report = json.loads(path.read_text())
-            ingested.update({entry["sha256"]: report["batch_id"] for entry in report["files"]})
+            ingested.update(
+                {
+                    entry["sha256"]: report["batch_id"]
+                    for entry in report["files"]
+                    if not _refused_whole(entry)
+                }
+            )
         except (ValueError, KeyError, TypeError):
             raise InputDataError(
                 f"{path}: not a batch report of roadcover ingest; move it out of {path.parent}"
             ) from None
     return ingested
+
+
+def _withdraw_refused_batch(traces_dir: Path, batch_id: str) -> None:
+    """Withdraw an earlier run of this batch, every file of which was refused whole.
+
+    Only such a batch can come again under the same id (its files are new again), and its
+    report must go before its parts are written anew: a report over half-written parts would
+    commit them.
+    """
+    report = traces_dir / REPORTS_DIR / f"{batch_id}.json"
+    if report.exists():
+        log.info("ingest: batch %s was refused whole before; reading its files again", batch_id)
+        report.unlink()
+        roll_back_unfinished_batches(traces_dir)
+
+
+def _refused_whole(entry: dict[str, Any]) -> bool:
+    """Whether a report's file entry is a file none of whose rows was read."""
+    reasons = set(entry["rejected_by_reason"])
+    return entry["accepted"] == 0 and bool(reasons) and reasons <= WHOLE_FILE_REASONS
 
 
 def check_pseudonym_key(traces_dir: Path, key: bytes, settings: IngestSettings) -> None:
@@ -729,7 +765,7 @@ def _identified(
                 {
                     "source_file": str(path),
                     "source_row": WHOLE_FILE_ROW,
-                    "reason": "unreadable_file",
+                    "reason": UNREADABLE_FILE,
                     "detail": str(result),
                 }
             ]

@@ -183,3 +183,31 @@ def assert_same_tables(actual: Path, expected: Path) -> None:
     for name in ("edges.parquet", "nodes.parquet"):
         assert (actual / name).read_bytes() == (expected / name).read_bytes()
     assert not list(actual.glob(".*.tmp"))
+
+
+def test_a_refused_file_read_again_and_killed_commits_nothing(
+    batches: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """A batch refused whole comes again under its id: killed, it must not be half committed."""
+    upload = batches["A"][0]
+    small = tmp_path / "small.yaml"
+    small.write_text("regions: [{name: t, osm: t.osm}]\ningest: {max_file_rows: 10}\n")
+    refused = tmp_path / "refused"
+    roadcover("ingest", upload, "-o", refused, "--workers", "1", "--config", small)
+    (report,) = (refused / "reports").glob("*.json")
+    assert json.loads(report.read_text())["rejected_by_reason"] == {"file_too_large": 1}
+    clean = tmp_path / "clean"
+    shutil.copytree(refused, clean)
+    record = tmp_path / "writes.jsonl"
+    roadcover("ingest", upload, "-o", clean, "--workers", "1", record=record)
+    writes = len(record.read_text().splitlines())
+    for kill_at in kill_points(record)[:-1]:  # every kind of write but the report, written last
+        traces = tmp_path / f"killed-{kill_at}"
+        shutil.copytree(refused, traces)
+        assert (
+            roadcover("ingest", upload, "-o", traces, "--workers", "1", kill_at=kill_at) == KILLED
+        )
+        assert not (traces / "reports" / report.name).exists(), "half a batch was committed"
+        roadcover("ingest", upload, "-o", traces, "--workers", "1")
+        assert_same_folder(traces, clean)
+    assert writes >= 3

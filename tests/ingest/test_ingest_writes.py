@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,18 @@ def test_files_ingested_before_name_their_batch(tmp_path: Path) -> None:
     earlier = ", ".join(sorted([first["batch_id"], second["batch_id"]]))
     last_line = snap.stderr.strip().splitlines()[-1]
     assert last_line.endswith(f"earlier batches: {earlier}); match those with --batch ID")
+
+
+def test_a_file_refused_whole_is_read_once_the_limit_allows_it(tmp_path: Path) -> None:
+    """Over max_file_rows a file is one file_too_large reject; raised, the file is read."""
+    (upload,) = write_drives(tmp_path / "uploads", 1)
+    traces = tmp_path / "traces"
+    small = replace(load_config().ingest, max_file_rows=FIXES_PER_DRIVE - 1)
+    refused = ingest_traces([upload], traces, small)
+    assert refused["accepted"] == 0 and refused["rejected_by_reason"] == {"file_too_large": 1}
+    read = ingest_traces([upload], traces, load_config().ingest)
+    assert read["batch_id"] == refused["batch_id"] and not read.get("ingested_before")
+    assert read["rows_read"] == FIXES_PER_DRIVE and read["accepted"] > 0
+    assert len(read_all(traces, "points", POINTS)) == read["accepted"]
+    again = ingest_traces([upload], traces, load_config().ingest)
+    assert again["ingested_before"] and again["accepted"] == read["accepted"]

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.ingest.readers.base import (
+    FILE_TOO_LARGE,
     FIX_COLUMNS,
     REJECT_COLUMNS,
     FileTooLargeError,
@@ -59,6 +60,7 @@ from pipeline.ingest.readers.nmea import read_nmea
 from pipeline.ingest.readers.parquet import read_parquet
 
 __all__ = [
+    "FILE_TOO_LARGE",
     "FIX_COLUMNS",
     "FORMATS",
     "REJECT_COLUMNS",
