@@ -198,7 +198,10 @@ def load_config(path: str | Path | None = None) -> Settings:
     except OSError as exc:
         raise ConfigError(f"{config_path}: cannot read the config file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{config_path}: not valid YAML{where}: {problem}") from None
     return settings_from_mapping(raw if raw is not None else {}, source=str(config_path))
 
 

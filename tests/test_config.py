@@ -74,8 +74,10 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("regions: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
         load_config(broken)
+    assert "\n" not in str(caught.value)  # one line: the place and the problem
+    assert "(line 2, column 1)" in str(caught.value)
 
 
 def test_start_without_time_zone_is_rejected() -> None:

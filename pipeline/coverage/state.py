@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
 CURRENT_FILE = "CURRENT.json"
+VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version folder's name: a sha256 prefix
 
 
 @dataclass
@@ -160,12 +162,29 @@ def write_state(
 
 
 def current_pointer(state_root: Path) -> dict[str, Any]:
-    """Return ``CURRENT.json`` of a state folder (version, batches, roads); ``{}`` if none."""
+    """Return ``CURRENT.json`` of a state folder (version, batches, roads); ``{}`` if none.
+
+    Raises
+    ------
+    InputDataError
+        If the pointer is not JSON, or does not name a version folder of ``state_root`` by
+        its 16 hex digits (a damaged or planted pointer is never followed elsewhere).
+    """
     pointer = state_root / CURRENT_FILE
     if not pointer.exists():
         return {}
-    current: dict[str, Any] = json.loads(pointer.read_text())
-    return current
+    try:
+        current = json.loads(pointer.read_text(encoding="utf-8"))
+        valid = VERSION_PATTERN.fullmatch(current["version"]) is not None
+        valid &= isinstance(current["batches"], list)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise InputDataError(
+            f"{pointer}: not a coverage state pointer written by roadcover coverage; the "
+            "coverage folder is damaged: compute it again into a new folder"
+        )
+    return dict(current)
 
 
 def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:

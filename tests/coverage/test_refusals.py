@@ -120,6 +120,21 @@ def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
     assert "the coverage folder is damaged" in line
 
 
+@pytest.mark.parametrize(
+    "pointer", ['{"version": "../../elsewhere", "batches": []}', "not json", '{"batches": []}']
+)
+def test_a_pointer_that_is_not_ours_is_never_followed(
+    two_roads: Path, tmp_path: Path, pointer: str
+) -> None:
+    drive, _ = two_roads
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
+    (out / "state" / "CURRENT.json").write_text(pointer)
+    again = write_batch(drive, tmp_path / "m1", 1, 4)
+    line = assert_refused(run_coverage(coverage_command(drive, [again], out)), "CURRENT.json")
+    assert "not a coverage state pointer" in line
+
+
 def test_trips_matched_again_in_another_batch_count_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
