@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 export ROADCOVER_SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test lint pytest bench clean
+.PHONY: install demo test lint pytest bench mutation clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,27 @@ test: lint pytest
 
 bench: install
 	$(BIN)/python benchmarks/bench_roads.py
+
+# Mutation testing (docs/testing.md): mutmut mutates MUTATE and runs MUTATION_TESTS against each
+# mutant, in a copy of the tree under /tmp (mutmut writes its mutants/ beside the code), on
+# one core at the lowest priority; it prints the mutants that survived. mutmut runs, for a
+# mutant, the tests that reached its function, and counts a module-scoped fixture's calls for
+# the first test using it only: the copy's MUTATION_TESTS get function-scoped fixtures.
+MUTATE ?= pipeline/coverage/intervals.py
+MUTATION_TESTS ?= tests/coverage/test_intervals.py tests/coverage/test_overlap_with_runs.py \
+	tests/coverage/test_coverage_tables.py
+MUTMUT := $(abspath $(BIN))/mutmut
+
+mutation: install
+	@work=$$(mktemp -d) && cp -r pipeline tests pyproject.toml "$$work"/ && cd "$$work" && \
+	sed -i 's/@pytest.fixture(scope="module")/@pytest.fixture/' $(MUTATION_TESTS) && \
+	{ echo "[mutmut]"; echo "source_paths = pipeline"; echo "only_mutate = $(MUTATE)"; \
+	  echo "pytest_add_cli_args = -p no:cacheprovider -q"; \
+	  echo "pytest_add_cli_args_test_selection ="; for t in $(MUTATION_TESTS); do echo "    $$t"; done; \
+	} > setup.cfg && \
+	env -u PYTHONPATH nice -n 19 $(MUTMUT) run --max-children 1 >mutmut.log 2>&1; \
+	tail -c 200 mutmut.log | tr '\r' '\n' | tail -2; \
+	env -u PYTHONPATH $(MUTMUT) results; echo "mutants and log in $$work"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,16 @@
-"""Map-matching accuracy on a subset of the real Kubicka drives (needs ../shared/data).
+"""Map-matching accuracy on the real Kubicka drives (needs ../shared/data).
 
-The drives are those with the smallest road networks (fast to build; 00000013, ~300k arcs,
-is left to ``benchmarks/bench_snap_peers.py``), matched with roadcover's default
-:class:`MatchParams`. The score is the route mismatch fraction of Newson & Krumm measured
-geometrically (7.5 m buffer, in the match network's UTM zone), as in
-``benchmarks/bench_snap_kubicka.py``. The thresholds come from that benchmark
-(docs/benchmarks.md) with a margin.
+Every drive but the four with the largest networks (00000001, 00000013, 00000017, 00000019:
+76k-307k arcs, left to ``benchmarks/bench_snap_peers.py``) and 00000000 (tests/snap/
+test_match.py), matched with roadcover's default :class:`MatchParams`; among them the hard
+00000002 (a stretch of 200-550 m GPS error) and 00000008. The score is the route mismatch
+fraction of Newson & Krumm measured geometrically (7.5 m buffer, in the match network's UTM
+zone), as in ``benchmarks/bench_snap_kubicka.py``.
+
+The limits are 1.5 times what this test's ``match_drive`` measured (2026-12-06, matching is
+deterministic), per drive and for the mean, so a matcher half again as bad fails; a drive
+matched almost perfectly gets at least 0.003 (0.3 % of its route). The figures are listed in
+docs/testing.md.
 """
 
 from __future__ import annotations
@@ -23,11 +28,27 @@ from pipeline.roads import build_roads, read_edges
 from pipeline.snap import MatchNetwork, build_match_network, match_trip, traversed_segments
 
 BUFFER_M = 7.5
-# The five drives with the smallest networks (1.6k-8.3k arcs, 450-1,450 fixes each).
-DRIVES = ("00000005", "00000006", "00000007", "00000011", "00000014")
-# Measured with the defaults: mean 0.0098, worst drive 0.0228 (00000014); see docs/benchmarks.md.
-MEAN_RMF_MAX = 0.03
-DRIVE_RMF_MAX = 0.06
+# route mismatch fraction measured with the defaults, 2026-12-06 (docs/testing.md)
+MEASURED_RMF = {
+    "00000002": 0.1201,
+    "00000003": 0.0032,
+    "00000004": 0.0208,
+    "00000005": 0.0125,
+    "00000006": 0.0006,
+    "00000007": 0.0093,
+    "00000008": 0.0864,
+    "00000009": 0.0212,
+    "00000010": 0.0135,
+    "00000011": 0.0039,
+    "00000012": 0.0002,
+    "00000014": 0.0228,
+    "00000015": 0.0271,
+    "00000016": 0.0118,
+    "00000018": 0.0303,
+}
+MARGIN = 1.5
+FLOOR_RMF = 0.003
+MEAN_RMF_MAX = MARGIN * float(np.mean(list(MEASURED_RMF.values())))  # 1.5 x 0.0256
 
 
 def route_mismatch_fraction(
@@ -57,9 +78,16 @@ def match_drive(drive_dir: Path, roads_dir: Path) -> float:
 
 
 @pytest.mark.shared_data
-def test_kubicka_subset_mean_route_mismatch(shared_data: Path, tmp_path: Path) -> None:
+def test_kubicka_route_mismatch_within_half_again_of_the_measured(
+    shared_data: Path, tmp_path: Path
+) -> None:
     kubicka = shared_data / "mapmatch" / "kubicka-dev"
-    rmf = {drive: match_drive(kubicka / drive, tmp_path / drive) for drive in DRIVES}
+    rmf = {drive: match_drive(kubicka / drive, tmp_path / drive) for drive in MEASURED_RMF}
     summary = ", ".join(f"{drive} {value:.4f}" for drive, value in rmf.items())
+    worse = {
+        drive: value
+        for drive, value in rmf.items()
+        if value > max(MARGIN * MEASURED_RMF[drive], FLOOR_RMF)
+    }
+    assert not worse, f"drives matched worse than 1.5x the measured RMF: {worse}; all: {summary}"
     assert np.mean(list(rmf.values())) < MEAN_RMF_MAX, f"mean RMF too high: {summary}"
-    assert max(rmf.values()) < DRIVE_RMF_MAX, f"a drive's RMF is too high: {summary}"

@@ -249,7 +249,9 @@ def test_bad_input_is_refused(grid_net) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.shared_data
-def test_kubicka_drive_0_route_mismatch_below_5_percent(shared_data: Path, tmp_path: Path) -> None:
+def test_kubicka_drive_0_route_mismatch_within_half_again_of_the_measured(
+    shared_data: Path, tmp_path: Path
+) -> None:
     drive_dir = shared_data / "mapmatch" / "kubicka-dev" / "00000000"
     build_roads(drive_dir / "network.osm.bz2", tmp_path / "roads", network="all")
     net = build_match_network(read_edges(tmp_path / "roads"))
@@ -266,7 +268,8 @@ def test_kubicka_drive_0_route_mismatch_below_5_percent(shared_data: Path, tmp_p
     rmf = (
         matched.difference(truth.buffer(7.5)).length + truth.difference(matched.buffer(7.5)).length
     ) / truth.length
-    assert rmf < 0.05
+    # measured 0.0096 with the defaults (2026-12-06, docs/testing.md); the limit is 1.5 times that
+    assert rmf < 0.0144
 
 
 def test_matched_fixes_scale_offsets_place_fixes_and_flag_the_first_fix_of_later_runs() -> None:

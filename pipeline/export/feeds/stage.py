@@ -61,6 +61,7 @@ from pipeline.export.feeds.tables import (
 from pipeline.export.feeds.writers import (
     FORMATS,
     PARTITION_COLUMN,
+    count_rows,
     file_record,
     read_partitioned,
     write_formats,
@@ -303,8 +304,8 @@ def verify_release(release_dir: str | Path) -> list[str]:
     Returns
     -------
     list of str
-        One line per problem (missing file, wrong size or sha256, file not in the manifest);
-        empty if the release is intact.
+        One line per problem (missing file, wrong size or sha256, a data file whose row count
+        is not the manifest's, file not in the manifest); empty if the release is intact.
     """
     root = Path(release_dir)
     manifest = _read_json(root / MANIFEST_FILE, "roadcover export feed")
@@ -317,11 +318,14 @@ def verify_release(release_dir: str | Path) -> list[str]:
             problems.append(f"{record['path']}: missing")
             continue
         actual = file_record(root, path)
-        for field in ("size_bytes", "sha256"):
-            if actual[field] != record[field]:
-                problems.append(
-                    f"{record['path']}: {field} is {actual[field]}, manifest says {record[field]}"
-                )
+        fields = [field for field in ("size_bytes", "sha256") if actual[field] != record[field]]
+        if not fields and record.get("rows") is not None:  # intact bytes: the rows can be read
+            actual["rows"] = count_rows(path, record["format"])
+            fields = ["rows"] if actual["rows"] != record["rows"] else []
+        problems += [
+            f"{record['path']}: {field} is {actual[field]}, manifest says {record[field]}"
+            for field in fields
+        ]
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
         if path.is_file() and relative != MANIFEST_FILE and relative not in listed:

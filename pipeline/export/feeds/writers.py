@@ -7,6 +7,7 @@ milliseconds, full double precision coordinates), and no wall-clock time is writ
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -17,6 +18,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import shapely
 
 from pipeline.contracts import Contract
@@ -45,6 +47,20 @@ def file_record(root: Path, path: Path, **extra: Any) -> dict[str, Any]:
         "sha256": digest.hexdigest(),
         **extra,
     }
+
+
+def count_rows(path: Path, fmt: str) -> int:
+    """Return the number of rows of a feed file written in format ``fmt``.
+
+    GeoParquet from its footer; CSV by parsing it (quoted fields may hold line breaks), less the
+    header; a GeoJSON text sequence by its record separators.
+    """
+    if fmt == "geoparquet":
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    with path.open(encoding="utf-8", newline="") as handle:
+        if fmt == "csv":
+            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+        return sum(line.startswith(RECORD_SEPARATOR) for line in handle)
 
 
 def write_partitioned(
