@@ -47,7 +47,8 @@ def test_example_config_on_real_data(
     config = shared_data_config(shared_data, tmp_path)
     # one thread for ingest and matching: in-process, without a Dask LocalCluster to start
     threads = ["--set-threads", "ingest_traces=1", "match_traces=1"]
-    assert main(["run", "--config", str(config), "--cores", "2", *threads]) == 0
+    run = ["run", "--config", str(config), "--cores", "2", *threads, "--directory", str(tmp_path)]
+    assert main(run) == 0
     results = tmp_path / "results"
     combined = json.loads((results / "summary.json").read_text())
     assert set(combined["regions"]) == {"monaco", "kubicka-05", "kubicka-07"}
