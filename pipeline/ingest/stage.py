@@ -38,7 +38,7 @@ import os
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ from pipeline.ingest.duplicates import (
     reject_fixes_of_earlier_files,
     valid_fixes,
 )
-from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities
+from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities, log_date
 from pipeline.ingest.plausibility import (
     Positions,
     TripFixes,
@@ -79,6 +79,7 @@ from pipeline.ingest.plausibility import (
 from pipeline.ingest.privacy import key_fingerprint, load_pseudonym_key
 from pipeline.ingest.readers import (
     FILE_TOO_LARGE,
+    MISSING_DATE,
     REJECT_COLUMNS,
     ReaderOptions,
     ReadResult,
@@ -108,8 +109,9 @@ KEY_FILE = "pseudonym_key.json"
 BATCH_OUTPUTS = ("points", "trips", "rejects")  # a batch's parts, applied once its report is
 WHOLE_FILE_ROW = 0
 UNREADABLE_FILE = "unreadable_file"
-# a file rejected for one of these reasons had none of its rows read: it may be given again
-WHOLE_FILE_REASONS = frozenset({UNREADABLE_FILE, FILE_TOO_LARGE})
+# a file rejected for one of these reasons had none of its rows read (or dated): it may be
+# given again
+WHOLE_FILE_REASONS = frozenset({UNREADABLE_FILE, FILE_TOO_LARGE, MISSING_DATE})
 # Files are read one by one but cleaned in chunks: every cleaning step works on many traces
 # at once, so its fixed cost is paid once per chunk instead of once per (often small) file.
 # Chunks depend on the files alone, never on the number of workers.
@@ -130,6 +132,7 @@ class FileOutcome:
     rows_read: int
     reader_rejects: pd.DataFrame
     ignored: dict[str, int]
+    samples: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -459,9 +462,9 @@ def roll_back_unfinished_batches(traces_dir: Path) -> list[Path]:
 def ingested_files(traces_dir: Path) -> dict[str, str]:
     """Return the content sha256 of every file the applied batches read -> their batch.
 
-    A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, or it was
-    over a reader's limit) is not counted as read: once the reader or the limit changes, giving
-    the file again reads it.
+    A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, it was
+    over a reader's limit, or none of its fixes had a date) is not counted as read: once the
+    reader, the limit or the file's date changes, giving the file again reads it.
     """
     ingested: dict[str, str] = {}
     for path in sorted((traces_dir / REPORTS_DIR).glob("*.json")):
@@ -743,7 +746,8 @@ def read_files(
         max_file_rows=settings.max_file_rows,
         max_decoded_mb=settings.max_decoded_mb,
     )
-    results = read_trace_files(locations, options, [str(p) for p in paths])
+    dates = [log_date(p, settings, at) for p, at in zip(paths, locations, strict=True)]
+    results = read_trace_files(locations, options, [str(p) for p in paths], dates)
     return [
         _identified(result, path, sha256, settings, pseudonym_key, location)
         for result, path, sha256, location in zip(results, paths, sha256s, locations, strict=True)
@@ -774,8 +778,9 @@ def _identified(
     columns = assign_identities(result.columns, path, sha256, settings, pseudonym_key, location)
     columns["source_file"] = repeated(str(path), len(columns["source_row"]))
     outcome = FileOutcome(
-        str(path), sha256, result.format, result.rows_read, result.rejects, result.ignored
-    )
+        str(path), sha256, result.format, result.rows_read, result.rejects, result.ignored,
+        result.samples,
+    )  # fmt: skip
     return outcome, columns
 
 
@@ -854,6 +859,7 @@ def _batch_report(
                 "rejected": sum(file_reasons.values()),
                 "rejected_by_reason": file_reasons,
                 "ignored": outcome.ignored,
+                "ignored_samples": outcome.samples,
             }
         )
     unbalanced = [f["file"] for f in per_file if f["rows_read"] != f["accepted"] + f["rejected"]]

@@ -67,8 +67,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
-import operator
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -126,6 +124,7 @@ _CONTROL[[*range(0x20), 0x7F]] = True
 _CONTROL[[0x09, 0x0A, 0x0D]] = False
 _NOT_ASCII = re.compile(rb"[\x00\x80-\xff]")
 _SENTENCE_START = re.compile(rb"\$[A-Z0-9]{2,10},")
+_BLANKED = b"\x7f"  # what binary bytes become in the text read (DEL, never in a sentence)
 _CHECKED = re.compile(rb"\$[\x20-\x23\x25-\x29\x2b-\x7e]*\*[0-9A-Fa-f]{2}")  # $body*hh
 _NAME_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)[-_]?(\d\d)[-_]?(\d\d)(?:[T_-]?\d{4,6})?(?!\d)")
 _RMC_NUMBERS = (1, 9, 3, 5, 7, 8)  # time, date, latitude, longitude, speed, course
@@ -170,7 +169,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         ignored["binary_bytes"] = binary.skipped
     samples: dict[str, str] = {}
     others = strings_from_slices(text, line_start[~is_sentence], line_end[~is_sentence])
-    _count_unknown(pc.utf8_trim_whitespace(others), ignored, samples)
+    _count_unknown(others, ignored, samples)
     sentences = _Sentences.split(
         marks,
         line[is_sentence],
@@ -217,38 +216,72 @@ class _Binary:
         return np.searchsorted(self.newlines, line_start) + 1
 
 
-def _without_binary(data: bytes) -> tuple[bytes, _Binary]:
-    r"""Return the file's text with binary data (UBX, CASIC, ... frames) replaced by ``\n``.
+def _without_binary(data: bytes) -> tuple[bytearray, _Binary]:
+    r"""Return the file's text with binary data (UBX, CASIC, ... frames) blanked out.
 
     A line (up to a ``\n``) holding a byte that is not ASCII, or a NUL, keeps only its
-    sentences ``$...*hh`` of printable ASCII whose checksum matches; a line holding another
-    control byte (but tab and CR) and no ``$`` is all binary. The text returned has the
-    file's length, so positions in it are positions in the file. A line of binary whose
-    sentence (``$``, a type and a comma before its first byte that is not ASCII) has no
-    matching checksum is an ``invalid_encoding`` reject.
+    sentences ``$...*hh`` of printable ASCII whose checksum matches, each on a line of its
+    own; a line holding another control byte (but tab and CR) and no ``$`` is all binary.
+    Binary bytes become :data:`_BLANKED` (not a delimiter, and blank to
+    :func:`_count_unknown`), so the text has the file's length and positions in it are
+    positions in the file. A line of binary whose sentence (``$``, a type and a comma before
+    its first byte that is not ASCII) has no matching checksum is an ``invalid_encoding``
+    reject.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(raw == ord("\n"))
     starts, ends = np.concatenate([[0], newlines + 1]), np.append(newlines, len(raw))
-    out = bytearray(data)
-    binary = _Binary(newlines)
-    not_ascii = set(np.searchsorted(newlines, np.flatnonzero((raw >= 0x80) | (raw == 0))))
-    control = set(np.searchsorted(newlines, np.flatnonzero(_CONTROL[raw]))) - not_ascii
-    for line in sorted(not_ascii | control):
+    lines = starts[:-1] if starts[-1] == len(raw) else starts  # a last line, if not empty
+    # per line: whether it holds such bytes (each line's piece holds at least its break)
+    not_ascii = np.logical_or.reduceat((raw >= 0x80) | (raw == 0), lines)
+    control = np.logical_or.reduceat(_CONTROL[raw], lines) & ~not_ascii
+    bounds: dict[int, tuple[int, int]] = {}  # binary line -> its start and end (without CR)
+    for line in np.flatnonzero(not_ascii | control).tolist():
         start, end = int(starts[line]), int(ends[line])
         end -= end > start and data[end - 1] == ord("\r")
-        if line in control:
-            if b"$" in data[start:end]:
-                continue  # a sentence line with a control byte: read, and judged, as text
-            kept = []
-        else:
-            kept = [m.span() for m in _CHECKED.finditer(data, start, end) if _matches(m.group())]
-        if not kept and line in not_ascii and (reject := _not_ascii(data, start, end, line)):
+        if not (control[line] and b"$" in data[start:end]):  # else read, and judged, as text
+            bounds[line] = (start, end)
+    kept = _checked_sentences(data, [bounds[line] for line in bounds if not_ascii[line]])
+    binary, out = _Binary(newlines), bytearray(data)
+    for line, (start, end) in bounds.items():
+        spans = kept.get(start, [])
+        reject = not spans and not_ascii[line] and _not_ascii(data, start, end, line)
+        if reject:
             binary.rejects.append(reject)
         else:
-            binary.skipped += end - start - sum(stop - begin for begin, stop in kept)
-        _blank(out, start, end, kept)
-    return bytes(out), binary
+            binary.skipped += end - start - sum(stop - begin for begin, stop in spans)
+        out[start:end] = _BLANKED * (end - start)
+    for spans in kept.values():
+        for begin, stop in spans:
+            out[begin:stop] = data[begin:stop]
+        for begin, stop in spans:  # each on a line of its own: breaks in the blanked bytes
+            if begin and out[begin - 1] == _BLANKED[0]:
+                out[begin - 1] = ord("\n")
+            if stop < len(out) and out[stop] == _BLANKED[0]:
+                out[stop] = ord("\n")
+    return out, binary
+
+
+def _checked_sentences(
+    data: bytes, lines: list[tuple[int, int]]
+) -> dict[int, list[tuple[int, int]]]:
+    """Return the ``$...*hh`` spans whose checksum matches, by the start of their line."""
+    found = [
+        (start, *m.span()) for start, end in lines for m in _CHECKED.finditer(data, start, end)
+    ]
+    if not found:
+        return {}
+    line_start, begin, stop = np.array(found, dtype=np.int64).T
+    raw = np.frombuffer(data, dtype=np.uint8)
+    computed = _xor_of_slices(raw, begin + 1, stop - 3)
+    given = _HEX_VALUE[raw[stop - 2]] * 16 + _HEX_VALUE[raw[stop - 1]]
+    matches = computed == given
+    kept: dict[int, list[tuple[int, int]]] = {}
+    for start, first, last in zip(
+        line_start[matches].tolist(), begin[matches].tolist(), stop[matches].tolist(), strict=True
+    ):
+        kept.setdefault(start, []).append((first, last))
+    return kept
 
 
 def _not_ascii(data: bytes, start: int, end: int, line: int) -> Reject | None:
@@ -260,21 +293,12 @@ def _not_ascii(data: bytes, start: int, end: int, line: int) -> Reject | None:
     return Reject(line + 1, INVALID_ENCODING, f"not ASCII (byte 0x{byte:02x} at column {column})")
 
 
-def _blank(out: bytearray, start: int, end: int, kept: list[tuple[int, int]]) -> None:
-    r"""Replace the bytes of ``out[start:end]`` outside the ``kept`` spans by ``\n``."""
-    position = start
-    for begin, stop in [*kept, (end, end)]:
-        out[position:begin] = b"\n" * (begin - position)
-        position = stop
-
-
-def _matches(sentence: bytes) -> bool:
-    """Whether a ``$body*hh`` sentence's checksum is the XOR of its body's bytes."""
-    return functools.reduce(operator.xor, sentence[1:-3], 0) == int(sentence[-2:], 16)
-
-
 def _count_unknown(lines: pa.Array, ignored: Counter[str], samples: dict[str, str]) -> None:
-    """Count the lines that are not blank under ``not_a_sentence``; keep the first as sample."""
+    """Count the lines that are not blank under ``not_a_sentence``; keep the first as sample.
+
+    Bytes blanked out as binary (:data:`_BLANKED`) are blank, as whitespace is.
+    """
+    lines = pc.utf8_trim_whitespace(pc.utf8_trim(lines, _BLANKED.decode()))
     present = lines.filter(pc.not_equal(pc.binary_length(lines), 0))
     _add_unknown(present, ignored, samples)
 
