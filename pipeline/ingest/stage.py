@@ -109,9 +109,8 @@ KEY_FILE = "pseudonym_key.json"
 BATCH_OUTPUTS = ("points", "trips", "rejects")  # a batch's parts, applied once its report is
 WHOLE_FILE_ROW = 0
 UNREADABLE_FILE = "unreadable_file"
-# a file rejected for one of these reasons had none of its rows read (or dated): it may be
-# given again
-WHOLE_FILE_REASONS = frozenset({UNREADABLE_FILE, FILE_TOO_LARGE, MISSING_DATE})
+# a file rejected for one of these reasons had none of its rows read: it may be given again
+WHOLE_FILE_REASONS = frozenset({UNREADABLE_FILE, FILE_TOO_LARGE})
 # Files are read one by one but cleaned in chunks: every cleaning step works on many traces
 # at once, so its fixed cost is paid once per chunk instead of once per (often small) file.
 # Chunks depend on the files alone, never on the number of workers.
@@ -462,9 +461,10 @@ def roll_back_unfinished_batches(traces_dir: Path) -> list[Path]:
 def ingested_files(traces_dir: Path) -> dict[str, str]:
     """Return the content sha256 of every file the applied batches read -> their batch.
 
-    A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, it was
-    over a reader's limit, or none of its fixes had a date) is not counted as read: once the
-    reader, the limit or the file's date changes, giving the file again reads it.
+    A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, or it was
+    over a reader's limit), or whose fixes had no date (``missing_date``: a log without one,
+    nothing of it accepted) is not counted as read: once the reader, the limit or the file's
+    date changes, giving the file again reads it.
     """
     ingested: dict[str, str] = {}
     for path in sorted((traces_dir / REPORTS_DIR).glob("*.json")):
@@ -499,9 +499,11 @@ def _withdraw_refused_batch(traces_dir: Path, batch_id: str) -> None:
 
 
 def _refused_whole(entry: dict[str, Any]) -> bool:
-    """Whether a report's file entry is a file none of whose rows was read."""
+    """Whether a report's file entry is a file none of whose rows was read, or dated."""
     reasons = set(entry["rejected_by_reason"])
-    return entry["accepted"] == 0 and bool(reasons) and reasons <= WHOLE_FILE_REASONS
+    if entry["accepted"] or not reasons:
+        return False
+    return reasons <= WHOLE_FILE_REASONS or MISSING_DATE in reasons
 
 
 def check_pseudonym_key(traces_dir: Path, key: bytes, settings: IngestSettings) -> None:

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config, settings_from_mapping
-from pipeline.contracts import POINTS
+from pipeline.contracts import POINTS, REJECTS
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.ingest.stage import ingest_traces, ingested_files
 from pipeline.io import read_table
+from tests.ingest.readers.helpers import nmea
 
 LOG = "traces/nmea-receivers/gpsbabel__track_adddate.nmea"  # 500 GGA, 23:56:00 to 00:04:19
 
@@ -57,6 +58,29 @@ def test_undated_log_is_rejected_then_read_again_with_a_sidecar_date(
     assert times.min() >= pd.Timestamp("2024-05-01T23:56:00Z")
     assert times.max() <= pd.Timestamp("2024-05-02T00:04:19Z")
     assert (times.dt.date == datetime.date(2024, 5, 2)).any()  # past midnight: the next day
+
+
+def test_undated_log_with_void_fixes_is_read_again_with_a_date(tmp_path: Path) -> None:
+    """A GGA of fix quality 0 (invalid_fix) beside the undated ones: still read again."""
+    gga = "GPGGA,0815{:02d}.00,60{:07.4f},N,02456.4000,E,{},09,0.8,15.3,M,18.0,M,,"  # 37 m/s
+    lines = [nmea(gga.format(s, 10.2 + 0.02 * s, 0 if s == 3 else 1)) for s in range(60)]
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    upload = uploads / "logger.nmea"
+    upload.write_text("\r\n".join(lines) + "\r\n")
+    traces, settings = tmp_path / "traces", load_config().ingest
+    report = ingest_traces([upload], traces, settings)
+    assert report["rejected_by_reason"] == {"invalid_fix": 1, "missing_date": 59}
+    assert ingested_files(traces) == {}
+    upload.with_name(upload.name + ".meta.json").write_text('{"date": "2024-05-01"}')
+    again = ingest_traces([upload], traces, settings)
+    assert again["rows_read"] == 60 and "missing_date" not in again["rejected_by_reason"]
+    assert again["accepted"] > 0 and list(ingested_files(traces)) == [again["files"][0]["sha256"]]
+    rejects = pd.concat(
+        [pd.DataFrame(read_table(f, REJECTS)) for f in (traces / "rejects").rglob("*.parquet")]
+    )
+    assert "missing_date" not in set(rejects["reason"])  # the first batch was withdrawn
+    assert (rejects["reason"] == "invalid_fix").sum() == 1
 
 
 def test_config_dates_logs_by_pattern_and_the_sidecar_wins(upload: Path, tmp_path: Path) -> None:
