@@ -99,7 +99,6 @@ from pipeline.ingest.readers.base import (
     read_bytes,
     string_buffers,
     strings_from_slices,
-    to_float,
     to_float_columns,
     to_optional_float,
     unreadable,
@@ -129,7 +128,7 @@ _CHECKED = re.compile(rb"\$[\x20-\x23\x25-\x29\x2b-\x7e]*\*[0-9A-Fa-f]{2}")  # $
 _NAME_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)[-_]?(\d\d)[-_]?(\d\d)(?:[T_-]?\d{4,6})?(?!\d)")
 _RMC_NUMBERS = (1, 9, 3, 5, 7, 8)  # time, date, latitude, longitude, speed, course
 _RMC_TEXTS = (2, 4, 6, 12)  # status, N/S, E/W, mode
-_GGA_VALUES = (6, 9, 8)  # fix quality, altitude, HDOP
+_GGA_NUMBERS = (1, 9, 8, 6)  # time, altitude, HDOP, fix quality
 _PIVOT_YEAR = 80  # two-digit years 80-99 are 1980-1999, 00-79 are 2000-2079
 _NOT_DIGITS = re.compile(r"\D")
 _SENTENCE_TYPE = re.compile(r"[A-Z0-9]{2,10}")  # GPGSV, PGRME, ...; others are not named
@@ -169,7 +168,7 @@ def read_nmea(path: Path, source: str, options: ReaderOptions) -> ReadResult:
         ignored["binary_bytes"] = binary.skipped
     samples: dict[str, str] = {}
     others = strings_from_slices(text, line_start[~is_sentence], line_end[~is_sentence])
-    _count_unknown(others, ignored, samples)
+    _count_unknown(others, ignored, samples, binary.newlines is not None)
     sentences = _Sentences.split(
         marks,
         line[is_sentence],
@@ -293,12 +292,16 @@ def _not_ascii(data: bytes, start: int, end: int, line: int) -> Reject | None:
     return Reject(line + 1, INVALID_ENCODING, f"not ASCII (byte 0x{byte:02x} at column {column})")
 
 
-def _count_unknown(lines: pa.Array, ignored: Counter[str], samples: dict[str, str]) -> None:
+def _count_unknown(
+    lines: pa.Array, ignored: Counter[str], samples: dict[str, str], blanked: bool
+) -> None:
     """Count the lines that are not blank under ``not_a_sentence``; keep the first as sample.
 
-    Bytes blanked out as binary (:data:`_BLANKED`) are blank, as whitespace is.
+    Bytes blanked out as binary (:data:`_BLANKED`, if ``blanked``) are blank, as whitespace is.
     """
-    lines = pc.utf8_trim_whitespace(pc.utf8_trim(lines, _BLANKED.decode()))
+    if blanked:
+        lines = pc.utf8_trim(lines, _BLANKED.decode())
+    lines = pc.utf8_trim_whitespace(lines)
     present = lines.filter(pc.not_equal(pc.binary_length(lines), 0))
     _add_unknown(present, ignored, samples)
 
@@ -661,12 +664,15 @@ def _sentence_tables(
             fields = chosen.fields()
         tables[kind] = (chosen, fields)
     unused = types.filter(pa.array(~used))
-    named = pc.match_substring_regex(unused, f"^{_SENTENCE_TYPE.pattern}$")
-    named = named.to_numpy(zero_copy_only=False).astype(bool)
-    for name, count in _value_counts(unused.filter(pa.array(named))).items():
-        ignored[name] += count
-    if not named.all():
-        others = sentences.take(np.flatnonzero(~used)[~named])
+    not_names = []
+    for name, count in _value_counts(unused).items():
+        if _SENTENCE_TYPE.fullmatch(name):
+            ignored[name] += count
+        else:
+            not_names.append(name)
+    if not_names:
+        unknown = pc.is_in(unused, value_set=pa.array(not_names, pa.string()))
+        others = sentences.take(np.flatnonzero(~used)[unknown.to_numpy(zero_copy_only=False)])
         lines = strings_from_slices(text, others.prefix_start, others.line_end)
         _add_unknown(lines, ignored, samples)
     return tables
@@ -727,27 +733,37 @@ def _rmc_candidates(
     time, date, lat_text, lon_text = _split(rmc_numbers, len(_RMC_NUMBERS))[:4]
     parsed = to_float_columns(rmc_numbers, len(_RMC_NUMBERS))
     tod = _time_of_day(time, parsed[0])
-    gga_time = gga[1]
-    gga_tod = _time_of_day(gga_time, to_float(gga_time))
-    match = _match_gga(rmc_lines, tod.millis, gga_sentences.line, gga_tod.millis)
+    gga_numbers = gga.table(_GGA_NUMBERS)
+    gga_time = _split(gga_numbers, len(_GGA_NUMBERS))[0]
+    gga_tod, altitude, gga_hdop, quality = to_float_columns(gga_numbers, len(_GGA_NUMBERS))
+    match = _match_gga(
+        rmc_lines, tod.millis, gga_sentences.line, _time_of_day(gga_time, gga_tod).millis
+    )
     paired = np.zeros(len(gga_sentences.line), dtype=bool)
     paired[match[match >= 0]] = True
     ignored["GGA_without_RMC"] += int((~paired).sum())
-    quality, altitude, gga_hdop = _split(gga.table(_GGA_VALUES, match), len(_GGA_VALUES))
     candidates.reject(_equals(status, "V"), INVALID_FIX, "RMC status V (no valid fix)")
     candidates.reject(_equals(mode, "N"), INVALID_FIX, "RMC mode N (no valid fix)")
-    candidates.reject(_equals(quality, "0"), INVALID_FIX, "GGA fix quality 0 (no fix)")
+    no_fix = _taken(quality[0], match) == 0
+    candidates.reject(no_fix, INVALID_FIX, "GGA fix quality 0 (no fix)")
     _set_coordinates(candidates, (parsed[2], lat_text, lat_hemi), (parsed[3], lon_text, lon_hemi))
     _set_rmc_times(candidates, tod, (date, *parsed[1]), rmc_sentences)
     candidates.columns["speed_mps"] = parsed[4][0] * KNOTS_TO_MPS
     candidates.columns["heading_deg"] = parsed[5][0]
-    candidates.columns["elevation_m"] = to_optional_float(altitude)
-    hdop = to_optional_float(gga_hdop)
+    candidates.columns["elevation_m"] = _taken(altitude[0], match)
+    hdop = _taken(gga_hdop[0], match)
     gsa_sentences, gsa = tables["GSA"]
     if len(gsa_sentences.line) and np.isnan(hdop).any():
         hdop = _fill_from_gsa(hdop, rmc_lines, gsa_sentences.line, to_optional_float(gsa[16]))
     candidates.columns["hdop"] = hdop
     return candidates
+
+
+def _taken(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Return ``values`` at ``rows`` (NaN where a row is -1)."""
+    out = np.full(len(rows), np.nan)
+    out[rows >= 0] = values[rows[rows >= 0]]
+    return out
 
 
 def _set_coordinates(
