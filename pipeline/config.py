@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class IngestSettings:
     workers: int
     max_file_rows: int = 2_000_000
     max_decoded_mb: float = 128.0
+    log_dates: tuple[tuple[str, date], ...] = ()  # glob pattern -> date of the first fix
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             workers=int(ingest["workers"]),
             max_file_rows=int(ingest["max_file_rows"]),
             max_decoded_mb=float(ingest["max_decoded_mb"]),
+            log_dates=_log_dates(ingest["log_dates"], source),
         ),
         snap=SnapSettings(**config["snap"]),
         coverage=CoverageSettings(**config["coverage"]),
@@ -323,6 +325,20 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         ),
         source=source,
     )
+
+
+def _log_dates(entries: list[dict[str, str]], source: str) -> tuple[tuple[str, date], ...]:
+    """Return ``ingest.log_dates`` as (glob pattern, date) pairs."""
+    dates = []
+    for entry in entries:
+        try:
+            dates.append((entry["pattern"], date.fromisoformat(entry["date"])))
+        except ValueError:
+            raise ConfigError(
+                f"{source}: key 'ingest.log_dates' has date {entry['date']!r}: not a date "
+                "(write e.g. 2024-05-01)"
+            ) from None
+    return tuple(dates)
 
 
 def _parse_utc(text: str, key: str, source: str) -> datetime:

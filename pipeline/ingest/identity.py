@@ -16,6 +16,7 @@ followed.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import json
 from collections.abc import Mapping
@@ -30,10 +31,11 @@ from pipeline.ingest.privacy import pseudonymize
 
 SIDECAR_SUFFIX = ".meta.json"
 UNKNOWN_CONTRIBUTOR = "unknown"
+SIDECAR_KEYS = ("contributor_id", "device_id", "date")
 
 
 def read_sidecar(path: Path) -> dict[str, str]:
-    """Return the contributor/device a file's sidecar names (empty when there is none).
+    """Return the contributor, device and date a file's sidecar gives (empty when none).
 
     Raises
     ------
@@ -53,7 +55,45 @@ def read_sidecar(path: Path) -> dict[str, str]:
         raise InputDataError(f"{sidecar}: not a readable JSON sidecar: {exc}") from None
     if not isinstance(data, dict):
         raise InputDataError(f"{sidecar}: expected a JSON object with contributor_id/device_id")
-    return {k: str(data[k]) for k in ("contributor_id", "device_id") if data.get(k) is not None}
+    return {k: str(data[k]) for k in SIDECAR_KEYS if data.get(k) is not None}
+
+
+def log_date(
+    path: Path, settings: IngestSettings, location: Path | None = None
+) -> datetime.date | None:
+    """Return the UTC date of a file's first fix as its upload gives it, or None.
+
+    The sidecar's ``date`` (``YYYY-MM-DD``) wins, then the first of ``ingest.log_dates``
+    whose glob pattern matches the file path; readers use it for logs whose fixes carry no
+    date (NMEA GGA without RMC). ``path`` and ``location`` are as for
+    :func:`assign_identities`.
+
+    Raises
+    ------
+    InputDataError
+        If the sidecar's ``date`` is not a date ``YYYY-MM-DD``.
+    """
+    sidecar_path = location if location is not None else path
+    given = read_sidecar(sidecar_path).get("date")
+    if given is not None:
+        try:
+            return _iso_date(given)
+        except ValueError:
+            raise InputDataError(
+                f"{sidecar_path}{SIDECAR_SUFFIX}: date {given!r} is not a date YYYY-MM-DD; "
+                "write the UTC date of the file's first fix"
+            ) from None
+    for pattern, date in settings.log_dates:
+        if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(path.name, pattern):
+            return date
+    return None
+
+
+def _iso_date(text: str) -> datetime.date:
+    """Parse ``YYYY-MM-DD`` (no other form ``date.fromisoformat`` would take)."""
+    if len(text) != len("YYYY-MM-DD"):
+        raise ValueError(text)
+    return datetime.date.fromisoformat(text)
 
 
 def assign_identities(

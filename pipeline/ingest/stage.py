@@ -38,7 +38,7 @@ import os
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ from pipeline.ingest.duplicates import (
     reject_fixes_of_earlier_files,
     valid_fixes,
 )
-from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities
+from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities, log_date
 from pipeline.ingest.plausibility import (
     Positions,
     TripFixes,
@@ -79,6 +79,7 @@ from pipeline.ingest.plausibility import (
 from pipeline.ingest.privacy import key_fingerprint, load_pseudonym_key
 from pipeline.ingest.readers import (
     FILE_TOO_LARGE,
+    MISSING_DATE,
     REJECT_COLUMNS,
     ReaderOptions,
     ReadResult,
@@ -130,6 +131,7 @@ class FileOutcome:
     rows_read: int
     reader_rejects: pd.DataFrame
     ignored: dict[str, int]
+    samples: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -460,8 +462,9 @@ def ingested_files(traces_dir: Path) -> dict[str, str]:
     """Return the content sha256 of every file the applied batches read -> their batch.
 
     A file that was refused whole (:data:`WHOLE_FILE_REASONS`: it could not be read, or it was
-    over a reader's limit) is not counted as read: once the reader or the limit changes, giving
-    the file again reads it.
+    over a reader's limit), or whose fixes had no date (``missing_date``: a log without one,
+    nothing of it accepted) is not counted as read: once the reader, the limit or the file's
+    date changes, giving the file again reads it.
     """
     ingested: dict[str, str] = {}
     for path in sorted((traces_dir / REPORTS_DIR).glob("*.json")):
@@ -496,9 +499,11 @@ def _withdraw_refused_batch(traces_dir: Path, batch_id: str) -> None:
 
 
 def _refused_whole(entry: dict[str, Any]) -> bool:
-    """Whether a report's file entry is a file none of whose rows was read."""
+    """Whether a report's file entry is a file none of whose rows was read, or dated."""
     reasons = set(entry["rejected_by_reason"])
-    return entry["accepted"] == 0 and bool(reasons) and reasons <= WHOLE_FILE_REASONS
+    if entry["accepted"] or not reasons:
+        return False
+    return reasons <= WHOLE_FILE_REASONS or MISSING_DATE in reasons
 
 
 def check_pseudonym_key(traces_dir: Path, key: bytes, settings: IngestSettings) -> None:
@@ -743,7 +748,8 @@ def read_files(
         max_file_rows=settings.max_file_rows,
         max_decoded_mb=settings.max_decoded_mb,
     )
-    results = read_trace_files(locations, options, [str(p) for p in paths])
+    dates = [log_date(p, settings, at) for p, at in zip(paths, locations, strict=True)]
+    results = read_trace_files(locations, options, [str(p) for p in paths], dates)
     return [
         _identified(result, path, sha256, settings, pseudonym_key, location)
         for result, path, sha256, location in zip(results, paths, sha256s, locations, strict=True)
@@ -774,8 +780,9 @@ def _identified(
     columns = assign_identities(result.columns, path, sha256, settings, pseudonym_key, location)
     columns["source_file"] = repeated(str(path), len(columns["source_row"]))
     outcome = FileOutcome(
-        str(path), sha256, result.format, result.rows_read, result.rejects, result.ignored
-    )
+        str(path), sha256, result.format, result.rows_read, result.rejects, result.ignored,
+        result.samples,
+    )  # fmt: skip
     return outcome, columns
 
 
@@ -854,6 +861,7 @@ def _batch_report(
                 "rejected": sum(file_reasons.values()),
                 "rejected_by_reason": file_reasons,
                 "ignored": outcome.ignored,
+                "ignored_samples": outcome.samples,
             }
         )
     unbalanced = [f["file"] for f in per_file if f["rows_read"] != f["accepted"] + f["rejected"]]

@@ -11,15 +11,15 @@
 * ``rejects`` (:data:`REJECT_COLUMNS`): one row per input row that could not be turned into a
   fix, with a reason (``malformed_row``, ``invalid_encoding``, ``bad_checksum``,
   ``invalid_fix``, ``missing_coordinates``, ``unparseable_coordinates``, ``missing_time``,
-  ``unparseable_time``, or ``file_too_large`` for a whole file) and a detail saying what was
-  found;
+  ``unparseable_time``, ``missing_date`` (NMEA GGA of a log without a date), or
+  ``file_too_large`` for a whole file) and a detail saying what was found;
 * ``rows_read == len(fixes) + len(rejects)``, always.
 
 ``source_row`` per format: CSV/TSV the 1-based line number (header = line 1); NMEA the line
-number of the fix's RMC sentence; GPX the 1-based ordinal of the ``<trkpt>``; GeoJSON the
-1-based ordinal of the Point feature or line vertex across the file; Parquet the 0-based row
-index + 1; frame JSON the 1-based ordinal of the frame (JSON Lines: the line number). Each
-reader module documents its format's details.
+number (lines end at a line feed) of the fix's RMC sentence (GGA in a log without RMC); GPX the
+1-based ordinal of the ``<trkpt>``; GeoJSON the 1-based ordinal of the Point feature or line
+vertex across the file; Parquet the 0-based row index + 1; frame JSON the 1-based ordinal of
+the frame (JSON Lines: the line number). Each reader module documents its format's details.
 
 A file that cannot be read at all (empty, binary, not in the encoding it claims, corrupt or
 truncated XML/JSON/Parquet, no position or time column) raises :class:`UnreadableFileError`,
@@ -36,12 +36,15 @@ escaped, and never a whole line.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.ingest.readers.base import (
     FILE_TOO_LARGE,
     FIX_COLUMNS,
+    MISSING_DATE,
     REJECT_COLUMNS,
     FileTooLargeError,
     ReaderOptions,
@@ -63,6 +66,7 @@ __all__ = [
     "FILE_TOO_LARGE",
     "FIX_COLUMNS",
     "FORMATS",
+    "MISSING_DATE",
     "REJECT_COLUMNS",
     "FileTooLargeError",
     "ReadResult",
@@ -142,13 +146,15 @@ def read_trace_files(
     paths: Sequence[Path],
     options: ReaderOptions = ReaderOptions(),  # noqa: B008
     sources: Sequence[str] | None = None,
+    log_dates: Sequence[datetime.date | None] | None = None,
 ) -> list[ReadResult | UnreadableFileError]:
     """Read many trace files: per file, what :func:`read_trace_file` returns or raises.
 
     CSV files are read together (:func:`~pipeline.ingest.readers.delimited.read_csv_files`:
     files with the same header are parsed as one), the others one by one. One file that
     cannot be read does not stop the others; one over a limit is one ``file_too_large``
-    reject, as in :func:`read_trace_file`.
+    reject, as in :func:`read_trace_file`. ``log_dates`` gives each file its
+    :attr:`ReaderOptions.log_date` (the date of its upload), where not None.
     """
     names = list(sources) if sources is not None else [str(p) for p in paths]
     results: dict[int, ReadResult | UnreadableFileError] = {}
@@ -160,7 +166,8 @@ def read_trace_files(
             if fmt == "csv":
                 csv_files.append(i)
             else:
-                results[i] = READERS[fmt](Path(path), names[i], options)
+                dated = replace(options, log_date=log_dates[i]) if log_dates else options
+                results[i] = READERS[fmt](Path(path), names[i], dated)
         except UnreadableFileError as exc:
             results[i] = exc
     read = read_csv_files(

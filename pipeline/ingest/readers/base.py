@@ -11,6 +11,7 @@ coordinates cannot be parsed are then rejected with the first problem found, in 
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import logging
 import os
@@ -51,6 +52,7 @@ TIME_DTYPE = pd.DatetimeTZDtype(unit="ms", tz="UTC")
 MALFORMED_ROW = "malformed_row"
 BAD_CHECKSUM = "bad_checksum"
 MISSING_TIME = "missing_time"
+MISSING_DATE = "missing_date"
 UNPARSEABLE_TIME = "unparseable_time"
 MISSING_COORDINATES = "missing_coordinates"
 UNPARSEABLE_COORDINATES = "unparseable_coordinates"
@@ -142,12 +144,16 @@ class ReaderOptions:
     max_decoded_mb
         The most one file may decode to, in MB (2^20 bytes): its text, or a Parquet file's
         values (config ``ingest.max_decoded_mb``).
+    log_date
+        The UTC date of the file's first fix, from its upload (sidecar ``date``, config
+        ``ingest.log_dates``), for logs whose fixes carry no date (NMEA GGA without RMC).
     """
 
     csv_columns: Mapping[str, str] | None = None
     csv_time_unit: str | None = None
     max_file_rows: int = DEFAULT_MAX_FILE_ROWS
     max_decoded_mb: float = DEFAULT_MAX_DECODED_MB
+    log_date: datetime.date | None = None
 
     @property
     def max_decoded_bytes(self) -> int:
@@ -175,6 +181,9 @@ class ReadResult:
         ``gpx``, ``nmea``, ``csv``, ``geojson``, ``parquet`` or ``framejson``.
     ignored
         Counts of things in the file that are not rows (e.g. NMEA sentence types not used).
+    samples
+        For some keys of ``ignored``, the first such thing, quoted (e.g. a line of text that
+        is not an NMEA sentence).
     """
 
     columns: dict[str, np.ndarray]
@@ -183,6 +192,7 @@ class ReadResult:
     rows_read: int
     format: str
     ignored: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def fixes(self) -> pd.DataFrame:

@@ -26,6 +26,8 @@ BY_EXTENSION = {
 }
 SNIFF_BYTES = 1024
 _NMEA_LINE = re.compile(rb"^[^$\r\n]{0,32}\$(?:G[PNLABQ]|BD)[A-Z]{3},", re.MULTILINE)
+# a whole sentence with its checksum, anywhere: receiver dumps begin with binary frames
+_NMEA_SENTENCE = re.compile(rb"\$(?:G[PNLABQ]|BD)[A-Z]{3},[\x20-\x29\x2b-\x7e]{0,80}\*[0-9A-F]{2}")
 _GEOJSON = re.compile(rb'"type"\s*:\s*"(?:FeatureCollection|Feature)"|"features"\s*:\s*\[')
 _XML_GPX = re.compile(rb"<(?:\w+:)?gpx[\s>]")
 
@@ -36,8 +38,9 @@ def detect_format(path: Path) -> str:
     Known extensions decide (``.gpx``, ``.nmea``, ``.csv``, ``.tsv``, ``.geojson``,
     ``.parquet``, ``.geoparquet``, ``.jsonl``, ``.ndjson``); for others (``.json``, ``.txt``,
     ``.log``, none, ...) the first KiB is sniffed: Parquet magic, a ``<gpx`` element, NMEA
-    sentences, GeoJSON members (``"type": "FeatureCollection"``/``"Feature"``, ``"features"``)
-    versus other JSON (frames), or a delimited header naming a latitude column.
+    sentences (at the start of a line, or anywhere with their checksum), GeoJSON members
+    (``"type": "FeatureCollection"``/``"Feature"``, ``"features"``) versus other JSON
+    (frames), or a delimited header naming a latitude column.
 
     Raises
     ------
@@ -67,7 +70,7 @@ def sniff_format(head: bytes, source: str) -> str:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"<") and _XML_GPX.search(text):
         return "gpx"
-    if _NMEA_LINE.search(text):
+    if _NMEA_LINE.search(text) or _NMEA_SENTENCE.search(head):
         return "nmea"
     if text[:1] in (b"{", b"["):
         return "geojson" if _GEOJSON.search(text) else "framejson"

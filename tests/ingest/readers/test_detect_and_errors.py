@@ -32,6 +32,8 @@ from tests.ingest.readers.helpers import check_result, nmea
         ("j.GPX", "anything", "gpx"),
         ("k.ndjson", "{}", "framejson"),
         ("l.tsv", "x", "csv"),
+        # a receiver dump: binary frames (here 100 bytes, no line break) before a sentence
+        ("m.log", "\xb5b\x01\x07" * 25 + nmea("GNGGA,081500.00,,,,,0,00,,,M,,M,,"), "nmea"),
     ],
 )
 def test_detect_format_by_extension_and_sniffing(

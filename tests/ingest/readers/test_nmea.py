@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.ingest.readers import UnreadableFileError, read_trace_file
 from pipeline.ingest.readers import nmea as nmea_reader
-from pipeline.ingest.readers import read_trace_file
 from tests.ingest.readers.helpers import check_result, nmea, reasons
 
 RMC = "GPRMC,081500.00,A,6010.2000,N,02456.4000,E,10.0,90.5,010524,,,A"
@@ -101,12 +102,17 @@ def test_blackvue_prefixed_lines_bad_rows_and_gga_before_rmc(tmp_path: Path) -> 
 def test_rmc_date_two_digit_year_and_midnight_prefix(tmp_path: Path) -> None:
     # no date, time of day just before midnight, camera clock just after: previous day
     rmc = "GPRMC,235959.00,A,6010.2000,N,02456.4000,E,0.0,0.0,,,,A"
-    lines = ["[1714608001000]" + nmea(rmc), nmea(RMC.replace("010524", "311299"))]
+    # two-digit years: 80-99 are 19yy (GPSBabel's nmeadate.nmea has 1998), 00-79 are 20yy
+    years = ["311299", "010180", "311279", "010100"]
+    lines = ["[1714608001000]" + nmea(rmc), *(nmea(RMC.replace("010524", y)) for y in years)]
     result = read_trace_file(write(tmp_path, lines))
     check_result(result)
     assert result.fixes["observed_at"].tolist() == [
         pd.Timestamp("2024-05-01T23:59:59Z"),
-        pd.Timestamp("2099-12-31T08:15:00Z"),
+        pd.Timestamp("1999-12-31T08:15:00Z"),
+        pd.Timestamp("1980-01-01T08:15:00Z"),
+        pd.Timestamp("2079-12-31T08:15:00Z"),
+        pd.Timestamp("2000-01-01T08:15:00Z"),
     ]
 
 
@@ -146,3 +152,74 @@ def test_fields_by_position_are_those_of_splitting_at_commas(bodies: list[str]) 
         for index in range(4):
             column = [parts[index] if index < len(parts) else "" for parts in expected]
             assert fields[index].to_pylist() == column
+
+
+def test_rows_are_lines_split_at_line_feeds_only(tmp_path: Path) -> None:
+    """0x0B, 0x0C, 0x1C-0x1E and a lone CR are not line breaks (``str.splitlines`` says so)."""
+    path = tmp_path / "cam.nmea"
+    path.write_bytes(
+        b"\r\n".join(
+            [
+                nmea(RMC).encode(),
+                b"\x1c\x1d\x1e\x0b\x0c x",  # one line: binary bytes
+                nmea(RMC.replace("081500", "081501")).encode(),
+                nmea(RMC.replace("081500", "081502")).encode(),
+            ]
+        )
+        + b"\r\n"
+    )
+    result = read_trace_file(path)
+    check_result(result)
+    assert result.fixes["source_row"].tolist() == [1, 3, 4]
+    assert result.ignored == {"binary_bytes": 7}
+
+
+def test_binary_frames_between_sentences_are_skipped(tmp_path: Path) -> None:
+    """A UBX frame holding "$", "*" and "\\n" bytes, before a sentence on the same line."""
+    ubx = b"\xb5\x62\x01\x07\x04\x00$\n*\x00\x10\x20"  # 12 bytes, a line feed at the 8th
+    second = nmea(RMC.replace("081500", "081501")).encode()
+    path = tmp_path / "dump.log"
+    path.write_bytes(nmea(RMC).encode() + b"\r\n" + ubx + second + b"\r\n" + nmea(GGA).encode())
+    result = read_trace_file(path)
+    check_result(result)
+    # lines: 1 RMC, 2 "\xb5b...$", 3 "*...\x20" + RMC, 4 GGA (of the first RMC's time)
+    assert result.fixes["source_row"].tolist() == [1, 3]
+    assert result.fixes["elevation_m"].tolist()[0] == 15.3
+    assert result.ignored == {"binary_bytes": 11}  # 12, less the line feed
+    assert result.rejects.empty
+
+
+def test_gga_is_paired_with_the_rmc_of_its_time_anywhere(tmp_path: Path) -> None:
+    later = RMC.replace("081500", "081501")
+    lines = [nmea(RMC), nmea(later), nmea(GGA.replace("081500", "081501").replace("15.3", "16.0"))]
+    lines.append(nmea("GPGSV,3,1,12,02,45,120,40"))
+    lines.append(nmea(GGA))  # three lines after its RMC, after the other RMC's GGA
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert result.fixes["elevation_m"].tolist() == [15.3, 16.0]
+    assert "GGA_without_RMC" not in result.ignored
+
+
+def test_a_log_without_fix_sentences_is_unreadable(tmp_path: Path) -> None:
+    """Nothing to account for: not registered as ingested, read again once it can be."""
+    lines = [nmea("GPGSV,3,1,12,02,45,120,40"), nmea("GPVTG,90.5,T,,M,10.0,N,18.5,K,A")]
+    with pytest.raises(UnreadableFileError, match=r"cam\.nmea: no fixes \(no RMC or GGA"):
+        read_trace_file(write(tmp_path, lines))
+
+
+def test_gga_only_log_days_pass_at_midnight_and_zda_dates_them(tmp_path: Path) -> None:
+    """Without RMC, GGA are the fixes; the ZDA (of 2024-05-02) dates the fixes around it."""
+    times = ["235958.00", "235959.00", "000000.00", "000001.00"]
+    lines = [nmea(GGA.replace("081500.00", t)) for t in times]
+    lines.insert(3, nmea("GPZDA,000000.50,02,05,2024,00,00"))
+    result = read_trace_file(write(tmp_path, lines))
+    check_result(result)
+    assert result.fixes["source_row"].tolist() == [1, 2, 3, 5]
+    assert result.fixes["observed_at"].tolist() == [
+        pd.Timestamp("2024-05-01T23:59:58Z"),
+        pd.Timestamp("2024-05-01T23:59:59Z"),
+        pd.Timestamp("2024-05-02T00:00:00Z"),
+        pd.Timestamp("2024-05-02T00:00:01Z"),
+    ]
+    np.testing.assert_allclose(result.fixes["hdop"], 0.8)
+    np.testing.assert_allclose(result.fixes["elevation_m"], 15.3)

@@ -97,7 +97,7 @@ EXTENSIONS = ("", ".csv", ".tsv", ".txt", ".log", ".nmea", ".json", ".jsonl", ".
 
 
 def everything_said(results: list[ReadResult | UnreadableFileError]) -> str:
-    """Every error message, reject detail and ignored key of the results, as one text."""
+    """Every error message, reject detail, ignored key and sample of the results, as one text."""
     said = []
     for result in results:
         if isinstance(result, UnreadableFileError):
@@ -105,6 +105,7 @@ def everything_said(results: list[ReadResult | UnreadableFileError]) -> str:
         else:
             said.extend(result.rejects["detail"].astype(str))
             said.extend(result.ignored)
+            said.extend(result.samples.values())
     return "\n".join(said)
 
 
@@ -157,7 +158,10 @@ def test_nmea_junk_is_not_echoed(tmp_path: Path) -> None:
     result = read_trace_file(path)
     said = everything_said([result])
     assert "x" * 41 not in said and "\x1b" not in said
-    assert result.ignored == {"unknown_sentence": 1}
+    # a sentence type that is not a name is a line of unknown text: counted, a sample quoted
+    assert result.ignored == {"not_a_sentence": 1}
+    sample = result.samples["not_a_sentence"]
+    assert len(sample) <= 40 and sample.startswith("'$xxx") and "..." in sample
     assert "'\\x1b[RMC' sentence with 2 fields" in said
 
 
