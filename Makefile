@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make demo   set up .venv (first time) and run the main job on the embedded Helsinki demo
 #   make test   set up .venv (first time) and run lint, type checks and the test suite
+#   make wheel  build the wheel into dist/ (offline: this env's setuptools, no build isolation)
 # ROADCOVER_SHARED_DATA points the real-data tests at ../shared/data (skipped when absent).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/demo.yaml
+CONFIG ?= pipeline/configs/demo.yaml
 export ROADCOVER_SHARED_DATA ?= $(abspath ../shared/data)
 
 .PHONY: install demo test lint pytest bench mutation clean
@@ -36,6 +37,12 @@ pytest: install
 
 test: lint pytest
 
+# build/ removed first: setuptools would put the files left there by an earlier build in the wheel
+.PHONY: wheel
+wheel: install
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --no-index --quiet --wheel-dir dist .
+
 bench: install
 	$(BIN)/python benchmarks/bench_roads.py
 
@@ -61,4 +68,4 @@ mutation: install
 	env -u PYTHONPATH $(MUTMUT) results; echo "mutants and log in $$work"
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) results build dist .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +219,11 @@ def test_the_workflow_runs_from_an_empty_folder(installed: Installed, tmp_path: 
     summary = json.loads((region / "coverage" / "summary.json").read_text())
     assert summary["unique_km"] == pytest.approx(DRIVE_KM, abs=0.005), summary
     assert "unique km covered" in done.stderr
+
+
+def test_the_kubernetes_profile_names_the_image_the_dockerfile_builds() -> None:
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    image = f"roadcover:{version}"
+    profile = REPO_ROOT / "configs" / "profiles" / "kubernetes" / "config.yaml"
+    assert yaml.safe_load(profile.read_text())["container-image"] == image
+    assert f"docker build -t {image} ." in (REPO_ROOT / "Dockerfile").read_text()
