@@ -1,7 +1,6 @@
 # The two commands of the README:
 #   make demo   set up .venv (first time) and run the main job on the embedded Helsinki demo
 #   make test   set up .venv (first time) and run lint, type checks and the test suite
-#   make wheel  build the wheel into dist/ (offline: this env's setuptools, no build isolation)
 # ROADCOVER_SHARED_DATA points the real-data tests at ../shared/data (skipped when absent).
 
 PYTHON ?= python3
@@ -37,7 +36,8 @@ pytest: install
 
 test: lint pytest
 
-# build/ removed first: setuptools would put the files left there by an earlier build in the wheel
+# The wheel in dist/, built offline (this env's setuptools, no build isolation). build/ is removed
+# first: setuptools would put the files left there by an earlier build in the wheel.
 .PHONY: wheel
 wheel: install
 	rm -rf build dist
