@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/demo.yaml
+CONFIG ?= pipeline/configs/demo.yaml
 export ROADCOVER_SHARED_DATA ?= $(abspath ../shared/data)
 
 .PHONY: install demo test lint pytest bench mutation clean
@@ -36,6 +36,13 @@ pytest: install
 
 test: lint pytest
 
+# The wheel in dist/, built offline (this env's setuptools, no build isolation). build/ is removed
+# first: setuptools would put the files left there by an earlier build in the wheel.
+.PHONY: wheel
+wheel: install
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --no-index --quiet --wheel-dir dist .
+
 bench: install
 	$(BIN)/python benchmarks/bench_roads.py
 
@@ -61,4 +68,4 @@ mutation: install
 	env -u PYTHONPATH $(MUTMUT) results; echo "mutants and log in $$work"
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) results build dist .pytest_cache .mypy_cache .ruff_cache

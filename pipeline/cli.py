@@ -35,7 +35,7 @@ CONFIG_OPTION = click.option(
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML config (default: the embedded demo config, configs/demo.yaml).",
+    help="YAML config (default: the embedded demo config, pipeline/configs/demo.yaml).",
 )
 
 

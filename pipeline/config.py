@@ -1,9 +1,10 @@
 """Typed, frozen settings built from a YAML config validated against one JSON Schema.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single source of truth for keys,
-types and defaults: Snakemake's ``validate`` uses it for the workflow and :func:`load_config`
-uses it here. Settings are plain frozen dataclasses passed explicitly to stage functions, so
-they pickle to Dask workers unchanged; there is no module-level mutable state.
+The schema (``workflow_files/schemas/config.schema.yaml``, package data like the Snakefile and the
+demo config ``configs/demo.yaml``) is the single source of truth for keys, types and defaults:
+Snakemake's ``validate`` uses it for the workflow and :func:`load_config` uses it here. Settings
+are plain frozen dataclasses passed explicitly to stage functions, so they pickle to Dask workers
+unchanged; there is no module-level mutable state.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,13 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-DEMO_CONFIG_PATH = REPO_ROOT / "configs" / "demo.yaml"
+# Package data, found where the package is installed (a wheel is always installed unpacked, so
+# these are files on disk, as Snakemake needs them): the workflow (Snakefile, rules, schema) and
+# the demo config.
+PACKAGE_DIR = Path(str(files("pipeline")))
+WORKFLOW_DIR = PACKAGE_DIR / "workflow_files"
+CONFIG_SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
+DEMO_CONFIG_PATH = PACKAGE_DIR / "configs" / "demo.yaml"
 
 
 @dataclass(frozen=True)

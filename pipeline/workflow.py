@@ -15,12 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import DEMO_CONFIG_PATH, REPO_ROOT, load_config
+from pipeline.config import DEMO_CONFIG_PATH, WORKFLOW_DIR, load_config
 from pipeline.coverage.text import format_summary
 from pipeline.errors import PipelineError
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 
-SNAKEFILE = REPO_ROOT / "Snakefile"
+SNAKEFILE = WORKFLOW_DIR / "Snakefile"  # package data, also in an installed wheel
 # where Snakemake keeps the locks of a working folder while it runs (removed when it ends)
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
 ARGPARSE_ERROR = 2  # Snakemake's exit status when it refuses its command line

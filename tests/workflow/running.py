@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# the source checkout: its Snakefile (which includes the packaged one), configs/ and profiles
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"
 TEST_KEY = "workflow-test-key-not-a-secret-0123"
 

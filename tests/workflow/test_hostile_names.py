@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import REPO_ROOT
-from tests.workflow.running import capture_fd2, job_counts, run_args, subprocess_env
+from pipeline.config import WORKFLOW_DIR
+from tests.workflow.running import REPO_ROOT, capture_fd2, job_counts, run_args, subprocess_env
 
 REGION = "kubicka-05"
 CANARY = "CANARY"
@@ -92,7 +92,7 @@ def shell_commands(rules_dir: Path) -> dict[str, str]:
 
 
 def test_every_shell_placeholder_is_quoted() -> None:
-    commands = shell_commands(REPO_ROOT / "workflow" / "rules")
+    commands = shell_commands(WORKFLOW_DIR / "rules")
     assert len(commands) == 9 and all(commands.values()), commands
     for rule, command in commands.items():
         fields = re.findall(r"\{[^{}]*\}", command)

@@ -16,7 +16,7 @@ import shapely
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import REPO_ROOT
+from tests.workflow.running import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs" / "example-shared-data.yaml"
 KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"

@@ -29,12 +29,13 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import REPO_ROOT
 from pipeline.contracts import SIMULATED_ROUTES, TRIPS
 from pipeline.io import read_table
+from pipeline.workflow import SNAKEFILE as PACKAGED_SNAKEFILE
 from tests.truth import driven_truth_km
 from tests.workflow.running import (
     KEY_ENV,
+    REPO_ROOT,
     TEST_KEY,
     capture_fd2,
     job_counts,
@@ -324,11 +325,12 @@ def test_new_batch_is_processed_alone(reference: Reference, tmp_path: Path) -> N
     assert (workdir / latest["path"] / "delta").is_dir()
 
 
-def test_snakemake_lint_is_clean(tmp_path: Path) -> None:
-    demo = REPO_ROOT / "configs" / "demo.yaml"
+@pytest.mark.parametrize("snakefile", [SNAKEFILE, PACKAGED_SNAKEFILE], ids=["root", "packaged"])
+def test_snakemake_lint_is_clean(snakefile: Path, tmp_path: Path) -> None:
+    """Lint from another folder, with the Snakefile's own default config (the packaged demo)."""
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(SNAKEFILE),
-         "--configfile", str(demo), "--directory", str(tmp_path)],  # .snakemake/ goes there
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(snakefile),
+         "--directory", str(tmp_path)],  # .snakemake/ goes there
         cwd=tmp_path, capture_output=True, text=True, env=subprocess_env(), timeout=120,
     )  # fmt: skip
     output = result.stdout + result.stderr
