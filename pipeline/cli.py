@@ -358,6 +358,20 @@ def run(config_path: Path | None, cores: int, snakemake_args: tuple[str, ...]) -
     run_workflow(config_path, cores, list(snakemake_args))
 
 
+@cli.command("warmup")
+@CONFIG_OPTION
+def warmup(config_path: Path | None) -> None:
+    """Compile the stages' kernels into numba's cache (NUMBA_CACHE_DIR), so no stage compiles.
+
+    Runs the simulator and the matcher on a small street grid in a temporary folder.
+    """
+    from pipeline.config import load_config
+    from pipeline.warmup import warm_up
+
+    summary = warm_up(load_config(config_path))
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "by_kernel"}, indent=2))
+
+
 @cli.group("export")
 def export() -> None:
     """Products of a coverage folder: vector tiles, rasters, the web map, data feeds."""
