@@ -138,7 +138,10 @@ def roads_build(
     help="Trace file format (repeatable: devices take the formats in turn).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Dask workers.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="At most this many Dask workers (default: one per CPU the process may use).",
+)  # fmt: skip
 @click.option(
     "--overwrite", is_flag=True,
     help="Replace the simulation in OUT (default: OUT must be new or empty).",
@@ -151,7 +154,7 @@ def simulate(
     days: int | None,
     formats: tuple[str, ...],
     seed: int | None,
-    workers: int,
+    workers: int | None,
     overwrite: bool,
     config_path: Path | None,
 ) -> None:

@@ -73,7 +73,7 @@ class IngestSettings:
     csv_columns: tuple[tuple[str, str], ...]
     csv_time_unit: str | None
     partition_h3_res: int
-    workers: int
+    workers: int | None  # at most this many Dask workers; None: one per CPU
     max_file_rows: int = 2_000_000
     max_decoded_mb: float = 128.0
 
@@ -91,7 +91,7 @@ class SnapSettings:
     max_route_m: float
     uturn_penalty: float | None
     max_outlier_points: int
-    workers: int
+    workers: int | None  # at most this many Dask workers; None: one per CPU
     min_fixes_near_roads: float
 
 
@@ -296,11 +296,11 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             csv_columns=tuple(sorted(ingest["csv_columns"].items())),
             csv_time_unit=ingest["csv_time_unit"],
             partition_h3_res=int(ingest["partition_h3_res"]),
-            workers=int(ingest["workers"]),
+            workers=_workers(ingest["workers"]),
             max_file_rows=int(ingest["max_file_rows"]),
             max_decoded_mb=float(ingest["max_decoded_mb"]),
         ),
-        snap=SnapSettings(**config["snap"]),
+        snap=SnapSettings(**{**config["snap"], "workers": _workers(config["snap"]["workers"])}),
         coverage=CoverageSettings(**config["coverage"]),
         simulate=SimulateSettings(
             seed=sim["seed"],
@@ -323,6 +323,11 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         ),
         source=source,
     )
+
+
+def _workers(value: int | str) -> int | None:
+    """Return a ``workers`` setting's cap, or None for "auto" (one per CPU the process may use)."""
+    return None if value == "auto" else int(value)
 
 
 def _parse_utc(text: str, key: str, source: str) -> datetime:
