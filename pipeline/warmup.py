@@ -139,8 +139,9 @@ def kernel_signatures() -> dict[str, Any]:
 
     Returns
     -------
-    ``kernels`` (with at least one signature), ``signatures``, ``by_kernel`` (name to count)
-    and ``cache_dirs`` (the folders their caches are in).
+    ``kernels`` (with at least one signature), ``signatures``, ``by_kernel`` (name to count),
+    ``cache_dirs`` (the folders their caches are in), and ``cache_hits`` and ``cache_misses``
+    (signatures loaded from the cache, and compiled for want of a cache entry).
     """
     import importlib
 
@@ -148,17 +149,22 @@ def kernel_signatures() -> dict[str, Any]:
 
     by_kernel: dict[str, int] = {}
     cache_dirs: set[str] = set()
+    hits = misses = 0
     for module_name in KERNEL_MODULES:
         module = importlib.import_module(module_name)
         for name, value in vars(module).items():
             if isinstance(value, CPUDispatcher) and value.__module__ == module_name:
                 by_kernel[f"{module_name}.{name}"] = len(value.signatures)
+                hits += sum(value.stats.cache_hits.values())
+                misses += sum(value.stats.cache_misses.values())
                 cache_path = getattr(getattr(value, "_cache", None), "cache_path", None)
                 if value.signatures and cache_path:
-                    cache_dirs.add(str(Path(cache_path).parent))
+                    cache_dirs.add(str(cache_path))
     return {
         "kernels": sum(1 for count in by_kernel.values() if count),
         "signatures": sum(by_kernel.values()),
         "by_kernel": by_kernel,
         "cache_dirs": sorted(cache_dirs),
+        "cache_hits": hits,
+        "cache_misses": misses,
     }

@@ -7,17 +7,22 @@ they are read-only even to root; the test is skipped where namespaces are not al
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from dask.distributed import Client
 
 import pipeline
 from pipeline.config import load_config
-from pipeline.warmup import run_sample_stages
+from pipeline.ingest.simulate import simulate_fleet
+from pipeline.parallel import shared_local_cluster
+from pipeline.warmup import kernel_signatures, run_sample_stages
 
 ROADCOVER = [sys.executable, "-m", "pipeline.cli"]
 REPO = Path(pipeline.__file__).resolve().parent.parent
@@ -99,18 +104,26 @@ def _cache_files(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_after_warmup_first_snap_and_simulate_compile_nothing(
-    sample: dict[str, Path], tmp_path: Path
-) -> None:
-    """`roadcover warmup` into NUMBA_CACHE_DIR: fresh processes only load kernels from it."""
-    cache = tmp_path / "numba-cache"
-    env = _environment(NUMBA_CACHE_DIR=str(cache))
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A NUMBA_CACHE_DIR filled by `roadcover warmup` in a fresh process."""
+    cache = tmp_path_factory.mktemp("numba-cache")
     warm = subprocess.run(
-        [*ROADCOVER, "warmup"], env=env, cwd=tmp_path, capture_output=True, text=True,
-        timeout=TIMEOUT_S,
+        [*ROADCOVER, "warmup"], env=_environment(NUMBA_CACHE_DIR=str(cache)), cwd=cache.parent,
+        capture_output=True, text=True, timeout=TIMEOUT_S,
     )  # fmt: skip
     assert warm.returncode == 0, warm.stderr[-3000:]
-    warmed = _cache_files(cache)
+    cache_dirs = json.loads(warm.stdout)["cache_dirs"]
+    assert cache_dirs and all(Path(folder).is_relative_to(cache) for folder in cache_dirs)
+    return cache
+
+
+def test_after_warmup_first_snap_and_simulate_compile_nothing(
+    sample: dict[str, Path], warm_cache: Path, tmp_path: Path
+) -> None:
+    """`roadcover warmup` into NUMBA_CACHE_DIR: fresh processes only load kernels from it."""
+    env = _environment(NUMBA_CACHE_DIR=str(warm_cache))
+    warmed = _cache_files(warm_cache)
     assert any(name.endswith(".nbc") for name in warmed)
     debug = {**env, "NUMBA_DEBUG_CACHE": "1"}
     commands = {
@@ -129,4 +142,20 @@ def test_after_warmup_first_snap_and_simulate_compile_nothing(
         output = result.stdout + result.stderr
         assert "data loaded from" in output, f"{stage} loaded nothing from the cache"
         assert "data saved to" not in output, f"{stage} compiled a kernel the warm-up did not"
-    assert _cache_files(cache) == warmed
+    assert _cache_files(warm_cache) == warmed
+
+
+def test_a_fresh_dask_worker_loads_its_kernels_from_the_shared_cache(
+    sample: dict[str, Path], warm_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LocalCluster's worker inherits NUMBA_CACHE_DIR: its first tasks compile nothing."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(warm_cache))
+    warmed = _cache_files(warm_cache)
+    fleet = replace(load_config().simulate, devices=16, days=1, formats=("csv",))  # 2 tasks
+    with shared_local_cluster(1) as address, Client(address) as client:
+        client.wait_for_workers(1, timeout=TIMEOUT_S)
+        simulate_fleet(sample["roads"], tmp_path / "simulated", fleet, scheduler_address=address)
+        (worker,) = client.run(kernel_signatures).values()
+    assert all(Path(folder).is_relative_to(warm_cache) for folder in worker["cache_dirs"])
+    assert worker["cache_hits"] > 0 and worker["cache_misses"] == 0
+    assert _cache_files(warm_cache) == warmed
