@@ -157,7 +157,10 @@ def cgroup_cpu_quota(root: Path = ROOT) -> float | None:
         return None
     quotas: list[float] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)  # hierarchy-ID:controller-list:cgroup-path
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # cgroup v2 (alone, or the unified tree of a hybrid setup)
             for mount in ("sys/fs/cgroup", "sys/fs/cgroup/unified"):
                 quotas += _quotas(root / mount, path, _cpu_max)

@@ -249,6 +249,14 @@ CGROUP_V1 = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/d
             1.0,
         ),
         ({}, None),  # no /proc (not Linux)
+        # a line that is not hierarchy:controllers:path is skipped
+        (
+            {
+                "proc/self/cgroup": "garbage\n0::/\n",
+                "sys/fs/cgroup/cpu.max": "300000 100000\n",
+            },
+            3.0,
+        ),
     ],
 )
 def test_cgroup_cpu_quota_reads_v1_and_v2_files(
