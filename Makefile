@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   set up .venv (first time) and run the main job on the embedded Helsinki demo
 #   make test   set up .venv (first time) and run lint, type checks and the test suite
+# The install compiles the numba kernels into their cache (`roadcover warmup`; NUMBA_CACHE_DIR
+# chooses the folder), so the first stage does not.
 # ROADCOVER_SHARED_DATA points the real-data tests at ../shared/data (skipped when absent).
 
 PYTHON ?= python3
@@ -17,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	$(BIN)/roadcover warmup
 	touch $@
 
 # The demo's pseudonym key is not a secret; set ROADCOVER_PSEUDONYM_KEY to your own for real data.

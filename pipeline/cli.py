@@ -138,7 +138,10 @@ def roads_build(
     help="Trace file format (repeatable: devices take the formats in turn).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Dask workers.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="At most this many Dask workers (default: one per CPU the process may use).",
+)  # fmt: skip
 @click.option(
     "--overwrite", is_flag=True,
     help="Replace the simulation in OUT (default: OUT must be new or empty).",
@@ -151,7 +154,7 @@ def simulate(
     days: int | None,
     formats: tuple[str, ...],
     seed: int | None,
-    workers: int,
+    workers: int | None,
     overwrite: bool,
     config_path: Path | None,
 ) -> None:
@@ -356,6 +359,20 @@ def run(config_path: Path | None, cores: int, snakemake_args: tuple[str, ...]) -
     from pipeline.workflow import run_workflow
 
     run_workflow(config_path, cores, list(snakemake_args))
+
+
+@cli.command("warmup")
+@CONFIG_OPTION
+def warmup(config_path: Path | None) -> None:
+    """Compile the stages' kernels into numba's cache (NUMBA_CACHE_DIR), so no stage compiles.
+
+    Runs the simulator and the matcher on a small street grid in a temporary folder.
+    """
+    from pipeline.config import load_config
+    from pipeline.warmup import warm_up
+
+    summary = warm_up(load_config(config_path))
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "by_kernel"}, indent=2))
 
 
 @cli.group("export")

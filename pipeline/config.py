@@ -79,7 +79,7 @@ class IngestSettings:
     csv_columns: tuple[tuple[str, str], ...]
     csv_time_unit: str | None
     partition_h3_res: int
-    workers: int
+    workers: int | None  # at most this many Dask workers; None: one per CPU
     max_file_rows: int = 2_000_000
     max_decoded_mb: float = 128.0
     log_dates: tuple[tuple[str, date], ...] = ()  # glob pattern -> date of the first fix
@@ -98,7 +98,7 @@ class SnapSettings:
     max_route_m: float
     uturn_penalty: float | None
     max_outlier_points: int
-    workers: int
+    workers: int | None  # at most this many Dask workers; None: one per CPU
     min_fixes_near_roads: float
 
 
@@ -303,12 +303,12 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             csv_columns=tuple(sorted(ingest["csv_columns"].items())),
             csv_time_unit=ingest["csv_time_unit"],
             partition_h3_res=int(ingest["partition_h3_res"]),
-            workers=int(ingest["workers"]),
+            workers=_workers(ingest["workers"]),
             max_file_rows=int(ingest["max_file_rows"]),
             max_decoded_mb=float(ingest["max_decoded_mb"]),
             log_dates=_log_dates(ingest["log_dates"], source),
         ),
-        snap=SnapSettings(**config["snap"]),
+        snap=SnapSettings(**{**config["snap"], "workers": _workers(config["snap"]["workers"])}),
         coverage=CoverageSettings(**config["coverage"]),
         simulate=SimulateSettings(
             seed=sim["seed"],
@@ -345,6 +345,11 @@ def _log_dates(entries: list[dict[str, str]], source: str) -> tuple[tuple[str, d
                 "(write e.g. 2024-05-01)"
             ) from None
     return tuple(dates)
+
+
+def _workers(value: int | str) -> int | None:
+    """Return a ``workers`` setting's cap, or None for "auto" (one per CPU the process may use)."""
+    return None if value == "auto" else int(value)
 
 
 def _parse_utc(text: str, key: str, source: str) -> datetime:

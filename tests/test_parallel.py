@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,12 +16,17 @@ from dask.distributed import Client, LocalCluster
 from distributed.core import Status
 
 from pipeline import parallel
+from pipeline.config import settings_from_mapping
+from pipeline.errors import ConfigError
 from pipeline.parallel import (
     SCHEDULER_ENV,
     STAGE_MODULES,
     _add_workers,
+    available_cpus,
+    cgroup_cpu_quota,
     dask_client,
     gather_with_progress,
+    local_workers,
     run_tasks,
     shared_local_cluster,
     with_progress,
@@ -82,7 +90,7 @@ def test_run_tasks_uses_dask_only_when_given_a_scheduler_or_enough_tasks(
 ) -> None:
     monkeypatch.delenv(SCHEDULER_ENV, raising=False)
     here = threading.get_ident()
-    alone = run_tasks(thread_of, [1, 2, 3], "t", workers=2, min_tasks=8, offset=10)
+    alone = run_tasks(thread_of, [1, 2, 3], "t", workers=2, min_tasks_per_worker=4, offset=10)
     assert alone == [(11, here), (12, here), (13, here)]  # too few for a LocalCluster
     one_worker = run_tasks(thread_of, [1, 2], "t", 1, cluster.scheduler_address, offset=0)
     assert {ident for _, ident in one_worker} == {here}
@@ -173,3 +181,145 @@ def test_the_in_process_path_does_not_import_dask() -> None:
         "assert run_tasks(abs, [-1, -2], 'in-process', workers=1) == [1, 2]"
     )
     assert modules_imported_by(code, ("dask", "distributed")) == []
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (path under ``root`` -> text) as a fake /proc and /sys/fs/cgroup."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+ROOT_CGROUP = {"proc/self/cgroup": "0::/\n"}
+CGROUP_V2 = "0::/user.slice/job.scope\n"
+CGROUP_V1 = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        # cgroup v2: the parent's 1.5 CPUs bound the child's "max"
+        (
+            {
+                "proc/self/cgroup": CGROUP_V2,
+                "sys/fs/cgroup/cpu.max": "max 100000\n",
+                "sys/fs/cgroup/user.slice/cpu.max": "150000 100000\n",
+                "sys/fs/cgroup/user.slice/job.scope/cpu.max": "max 100000\n",
+            },
+            1.5,
+        ),
+        # cgroup v2: the child's quota below its parent's
+        (
+            {
+                "proc/self/cgroup": CGROUP_V2,
+                "sys/fs/cgroup/user.slice/cpu.max": "400000 100000\n",
+                "sys/fs/cgroup/user.slice/job.scope/cpu.max": "50000 50000\n",
+            },
+            1.0,
+        ),
+        # cgroup v2 without any quota
+        ({"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "max 100000\n"}, None),
+        # cgroup v1 in a container: its own cgroup is the mount (the host path is absent)
+        (
+            {
+                "proc/self/cgroup": CGROUP_V1,
+                "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "250000\n",
+                "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            2.5,
+        ),
+        # cgroup v1, quota -1: none
+        (
+            {
+                "proc/self/cgroup": "3:cpu:/\n",
+                "sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+                "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
+            },
+            None,
+        ),
+        # hybrid: v1 cpu controller, v2 tree without cpu.max
+        (
+            {
+                "proc/self/cgroup": "0::/\n3:cpu:/batch\n",
+                "sys/fs/cgroup/unified/cgroup.procs": "",
+                "sys/fs/cgroup/cpu/batch/cpu.cfs_quota_us": "100000\n",
+                "sys/fs/cgroup/cpu/batch/cpu.cfs_period_us": "100000\n",
+            },
+            1.0,
+        ),
+        ({}, None),  # no /proc (not Linux)
+        # a line that is not hierarchy:controllers:path is skipped
+        (
+            {
+                "proc/self/cgroup": "garbage\n0::/\n",
+                "sys/fs/cgroup/cpu.max": "300000 100000\n",
+            },
+            3.0,
+        ),
+    ],
+)
+def test_cgroup_cpu_quota_reads_v1_and_v2_files(
+    files: dict[str, str], cpus: float | None, tmp_path: Path
+) -> None:
+    assert cgroup_cpu_quota(write_files(tmp_path, files)) == cpus
+
+
+def test_workers_are_capped_by_the_quota_the_request_and_the_tasks(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    half = write_files(tmp_path / "half", {**ROOT_CGROUP, "sys/fs/cgroup/cpu.max": "50000 100000"})
+    assert available_cpus(half) == 1  # half a CPU is one worker
+    assert local_workers(None, 10, half) == 1 and local_workers(4, None, half) == 1
+    sixty_four = {**ROOT_CGROUP, "sys/fs/cgroup/cpu.max": "6400000 100000"}
+    many = write_files(tmp_path / "many", sixty_four)
+    assert available_cpus(many) == affinity  # 64 CPUs of quota: the affinity decides
+    assert local_workers(None, None, many) == affinity
+    assert local_workers(1, None, many) == 1
+    assert local_workers(None, 1, many) == 1
+
+
+def test_workers_setting_is_auto_by_default_and_an_integer_is_a_cap() -> None:
+    regions = [{"name": "tiny", "osm": "x.osm"}]
+    default = settings_from_mapping({"regions": regions})
+    assert default.ingest.workers is None and default.snap.workers is None
+    capped = settings_from_mapping(
+        {"regions": regions, "ingest": {"workers": 3}, "snap": {"workers": "auto"}}
+    )
+    assert capped.ingest.workers == 3 and capped.snap.workers is None
+    with pytest.raises(ConfigError, match="snap.workers"):
+        settings_from_mapping({"regions": regions, "snap": {"workers": 0}})
+
+
+@pytest.fixture(scope="module")
+def grid_roads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.roads import build_roads
+    from pipeline.warmup import write_grid_osm
+
+    folder = tmp_path_factory.mktemp("grid")
+    build_roads(write_grid_osm(folder / "grid.osm"), folder / "roads")
+    return folder / "roads"
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
+@pytest.mark.parametrize("cpus", ["0", "0,1"])
+def test_a_stage_pinned_to_one_cpu_runs_its_tasks_in_process(
+    cpus: str, grid_roads: Path, tmp_path: Path
+) -> None:
+    """`--workers 2` under `taskset -c 0`: no LocalCluster; with two CPUs, one of 2 workers."""
+    if len(cpus.split(",")) > len(os.sched_getaffinity(0)):
+        pytest.skip("this machine lets the tests use fewer CPUs")
+    command = [
+        *("taskset", "-c", cpus, sys.executable, "-m", "pipeline.cli", "simulate"),
+        *("--roads", str(grid_roads), "-o", str(tmp_path / "out")),
+        *("--devices", "72", "--days", "1", "--workers", "2"),  # 9 tasks of 8 devices
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(parallel.__file__).parent.parent)}
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    if cpus == "0":
+        assert "simulate devices: 9 task(s) in this process" in result.stderr
+        assert "LocalCluster" not in result.stderr
+    else:
+        assert "dask: LocalCluster of 2 worker(s)" in result.stderr

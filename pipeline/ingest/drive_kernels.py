@@ -6,7 +6,7 @@ no fast-math, running sums accumulated in numpy's order, and ``np.interp``'s, ``
 ``np.round``'s and ``np.maximum``'s own formulas. Transcendental functions (``exp``,
 ``sin``, ``arctan2``…) stay in numpy, whose implementations differ from the C library's on
 some CPUs: the kernels take their results as arguments. Every function works on plain numpy
-arrays and is cached on disk (``cache=True``).
+arrays and is cached on disk (:func:`pipeline.jit.cached_njit`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from pipeline.jit import cached_njit
 
 ACCEL_MPS2 = 1.2
 DECEL_MPS2 = 1.8
@@ -26,19 +27,19 @@ DEGREES_PER_RADIAN = 180.0 / math.pi  # what np.degrees multiplies by
 VERTICAL_NOISE_FACTOR = 1.5
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _maximum(a: float, b: float) -> float:
     """``np.maximum`` of two floats: NaN propagates, ``b`` when they are equal."""
     return a if (a != a or a > b) else b
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _minimum(a: float, b: float) -> float:
     """``np.minimum`` of two floats: NaN propagates, ``b`` when they are equal."""
     return a if (a != a or a < b) else b
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _mod_360(value: float) -> float:
     """``np.mod(value, 360.0)``: ``fmod``, moved into [0, 360) when negative."""
     mod = np.fmod(value, 360.0)
@@ -47,7 +48,7 @@ def _mod_360(value: float) -> float:
     return mod + 360.0 if mod < 0.0 else mod
 
 
-@njit(cache=True)
+@cached_njit
 def bearing_changes(
     bearing: np.ndarray, step_m: np.ndarray, cum_m: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +80,7 @@ def bearing_changes(
     return at_m, change
 
 
-@njit(cache=True)
+@cached_njit
 def speed_profile(
     edge_start_m: np.ndarray,
     edge_speed: np.ndarray,
@@ -144,7 +145,7 @@ def speed_profile(
     return knot_t, knot_s, knot_v, boundary_t
 
 
-@njit(cache=True)
+@cached_njit
 def _grid(length_m: float, points: int) -> np.ndarray:
     """Return ``np.linspace(0.0, length_m, points)`` (``points >= 2``): its arithmetic."""
     div = points - 1
@@ -156,7 +157,7 @@ def _grid(length_m: float, points: int) -> np.ndarray:
     return grid
 
 
-@njit(cache=True)
+@cached_njit
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
     """``np.unique`` of floats without NaN or signed zeros."""
     ordered = np.sort(values)
@@ -166,7 +167,7 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return ordered[first]
 
 
-@njit(cache=True)
+@cached_njit
 def _edge_caps(s: np.ndarray, edge_start_m: np.ndarray, edge_speed: np.ndarray) -> np.ndarray:
     """Speed cap at each of ``s``: its edge's speed, END_ZONE_SPEED_MPS near the ends."""
     length_m = edge_start_m[-1]
@@ -180,7 +181,7 @@ def _edge_caps(s: np.ndarray, edge_start_m: np.ndarray, edge_speed: np.ndarray) 
     return cap
 
 
-@njit(cache=True)
+@cached_njit
 def _reachable_speeds(s: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """Speeds within ``cap`` reached accelerating forwards and braking (running minima)."""
     n = len(s)
@@ -199,7 +200,7 @@ def _reachable_speeds(s: np.ndarray, cap: np.ndarray) -> np.ndarray:
     return v
 
 
-@njit(cache=True)
+@cached_njit
 def _arrival_times(s: np.ndarray, v: np.ndarray, dwell: np.ndarray) -> np.ndarray:
     """Time of arrival at each point: the driving time to it plus the earlier stops' dwell.
 
@@ -217,7 +218,7 @@ def _arrival_times(s: np.ndarray, v: np.ndarray, dwell: np.ndarray) -> np.ndarra
     return arrival
 
 
-@njit(cache=True)
+@cached_njit
 def _with_departures(
     arrival: np.ndarray, s: np.ndarray, v: np.ndarray, dwell: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +235,7 @@ def _with_departures(
     return knot_t, knot_s, knot_v
 
 
-@njit(cache=True)
+@cached_njit
 def fixes_along(
     knot_t: np.ndarray,
     knot_s: np.ndarray,
@@ -293,7 +294,7 @@ def fixes_along(
     return t_s, speed_mps, fix_xy, heading_deg
 
 
-@njit(cache=True)
+@cached_njit
 def _segment_headings(bearing: np.ndarray, step_m: np.ndarray) -> np.ndarray:
     """Heading (degrees in [0, 360)) along each segment; see :func:`fixes_along`."""
     first_real = 0
@@ -310,7 +311,7 @@ def _segment_headings(bearing: np.ndarray, step_m: np.ndarray) -> np.ndarray:
     return heading
 
 
-@njit(cache=True)
+@cached_njit
 def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     """``np.interp(x, xp, fp)``, with numpy's arithmetic (``xp`` non-decreasing)."""
     last = len(xp) - 1
@@ -338,7 +339,7 @@ def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@cached_njit
 def ar1_series(white: np.ndarray, rho: float, powers: np.ndarray) -> np.ndarray:
     """Turn rows of white noise into AR(1) series: the arithmetic of ``ar1_filter``.
 
@@ -372,7 +373,7 @@ def ar1_series(white: np.ndarray, rho: float, powers: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@cached_njit
 def logged_fixes(
     true_xy: np.ndarray,
     true_speed: np.ndarray,
@@ -437,7 +438,7 @@ def logged_fixes(
     return noisy_xy, elevation_m, hdop, speed_mps, heading_deg
 
 
-@njit(cache=True)
+@cached_njit
 def walk_back(
     via_edge: np.ndarray, edge_u: np.ndarray, origin: int, destination: int
 ) -> tuple[np.ndarray, bool]:
@@ -475,7 +476,7 @@ def walk_back(
     return edges, True
 
 
-@njit(cache=True)
+@cached_njit
 def route_vertices(
     coords: np.ndarray, coord_start: np.ndarray, edges: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -519,7 +520,7 @@ def route_vertices(
     return xy, step, edge_end
 
 
-@njit(cache=True)
+@cached_njit
 def route_distances(step_m: np.ndarray, edge_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the distance along a polyline at each vertex and where each edge starts.
 

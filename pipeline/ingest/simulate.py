@@ -122,7 +122,7 @@ def simulate_fleet(
     roads_dir: str | Path,
     out_dir: str | Path,
     params: SimulateSettings,
-    workers: int = 1,
+    workers: int | None = None,
     scheduler_address: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -142,7 +142,8 @@ def simulate_fleet(
     params
         Simulator settings (``simulate`` in the config).
     workers
-        Dask workers (1: drive every device in this process).
+        Cap of the Dask workers (1: drive every device in this process; None: one per CPU
+        this process may use).
     scheduler_address
         An existing Dask scheduler (config ``dask.scheduler_address``); default: the
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
@@ -175,7 +176,7 @@ def simulate_fleet(
     ]
     driven = run_tasks(
         drive_devices, tasks, "simulate devices", workers, scheduler_address,
-        min_tasks=DASK_MIN_TASKS_PER_WORKER * workers, params=params,
+        min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
     )  # fmt: skip
     records = [record for task_records, _ in driven for record in task_records]
     routes = [route for _, task_routes in driven for route in task_routes]

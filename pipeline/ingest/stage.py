@@ -363,7 +363,7 @@ class _BatchRun:
             "ingest file chunks",
             self.settings.workers,
             scheduler_address,
-            min_tasks=DASK_MIN_CHUNKS_PER_WORKER * self.settings.workers,
+            min_tasks_per_worker=DASK_MIN_CHUNKS_PER_WORKER,
             settings=self.settings,
             pseudonym_key=self.key,
             now=self.now,

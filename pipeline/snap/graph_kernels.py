@@ -1,18 +1,20 @@
 """Compiled (numba) kernels on the network: spatial grid, candidate search, bounded Dijkstra.
 
 Every function here works on plain numpy arrays so that it compiles in nopython mode and is
-cached on disk (``cache=True``); the arrays come from :class:`pipeline.snap.network.MatchNetwork`.
+cached on disk (:func:`pipeline.jit.cached_njit`); the arrays come from
+:class:`pipeline.snap.network.MatchNetwork`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pipeline.jit import cached_njit
 
 INF = np.inf
 
 
-@njit(cache=True)
+@cached_njit
 def grid_cells_of_segments(
     x0: np.ndarray,
     y0: np.ndarray,
@@ -48,7 +50,7 @@ def grid_cells_of_segments(
     return keys, segs
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _project(
     px: float, py: float, ax: float, ay: float, bx: float, by: float
 ) -> tuple[float, float]:
@@ -65,7 +67,7 @@ def _project(
     return np.sqrt(cx * cx + cy * cy), f
 
 
-@njit(cache=True)
+@cached_njit
 def search_candidates(
     px: np.ndarray,
     py: np.ndarray,
@@ -158,7 +160,7 @@ def search_candidates(
     return ptr, out_edge[:k_out], out_off[:k_out], out_dist[:k_out]
 
 
-@njit(cache=True)
+@cached_njit
 def heap_push(heap_d: np.ndarray, heap_n: np.ndarray, size: int, d: float, node: int) -> int:
     """Push ``(d, node)`` on a binary min-heap stored in two arrays; return the new size."""
     i = size
@@ -174,7 +176,7 @@ def heap_push(heap_d: np.ndarray, heap_n: np.ndarray, size: int, d: float, node:
     return size + 1
 
 
-@njit(cache=True)
+@cached_njit
 def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, int, int]:
     """Pop the smallest entry; return ``(d, node, new size)``."""
     d = heap_d[0]
@@ -198,7 +200,7 @@ def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, 
     return d, node, size
 
 
-@njit(cache=True)
+@cached_njit
 def new_workspace(n_nodes: int, n_edges: int) -> tuple:
     """Return the arrays of :func:`dijkstra_to_marked`, reused from search to search.
 
@@ -214,7 +216,7 @@ def new_workspace(n_nodes: int, n_edges: int) -> tuple:
     return dist, pred, touched, heap_d, heap_n, mark
 
 
-@njit(cache=True)
+@cached_njit
 def dijkstra_to_marked(
     src: int,
     limit: float,
@@ -266,7 +268,7 @@ def dijkstra_to_marked(
     return n_touched
 
 
-@njit(cache=True)
+@cached_njit
 def shortest_path_tree(
     src: int,
     limit: float,
@@ -308,7 +310,7 @@ def shortest_path_tree(
     return dist, pred
 
 
-@njit(cache=True)
+@cached_njit
 def reset_workspace(workspace: tuple, n: int) -> None:
     """Set the ``n`` nodes a search touched back to unvisited."""
     dist, pred, touched = workspace[0], workspace[1], workspace[2]

@@ -10,7 +10,8 @@ with ``numpy.add.reduceat`` (pairwise summation). Quantiles interpolate linearly
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pipeline.jit import cached_njit
 
 
 def group_sums(values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +31,7 @@ def group_sums(values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.n
     return sums, counts
 
 
-@njit(cache=True)
+@cached_njit
 def _kahan_sums(values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum the non-NaN values of each group, in order, with Kahan compensation."""
     groups = len(bounds) - 1

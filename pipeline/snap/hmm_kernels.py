@@ -11,8 +11,8 @@ candidates, to the distinct start nodes ``u2`` of the current fix's candidates.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pipeline.jit import cached_njit
 from pipeline.snap.graph_kernels import dijkstra_to_marked, new_workspace, reset_workspace
 from pipeline.snap.ubodt_kernels import ubodt_lookup
 
@@ -29,7 +29,7 @@ VIA_GRAPH = 2
 _SIGMA, _BETA, _VMAX, _SLACK, _MAX_ROUTE, _UTURN, _TOL, _MAX_OUT, _BEAM = range(9)
 
 
-@njit(cache=True)
+@cached_njit
 def _mark_targets(
     b0: int, nb: int, cand_edge: np.ndarray, edge_u: np.ndarray, mark: np.ndarray,
     column: np.ndarray,
@@ -49,7 +49,7 @@ def _mark_targets(
     return n_targets
 
 
-@njit(cache=True)
+@cached_njit
 def _plan_sources(
     a0: int, a1: int, limit: float, score: np.ndarray, cand_edge: np.ndarray,
     cand_off: np.ndarray, net: tuple, prm: np.ndarray, ws: tuple,
@@ -83,7 +83,7 @@ def _plan_sources(
     return n_sources
 
 
-@njit(cache=True)
+@cached_njit
 def _source_distances(
     n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_node: np.ndarray
 ) -> None:
@@ -111,7 +111,7 @@ def _source_distances(
         reset_workspace(search, n_touched)
 
 
-@njit(cache=True)
+@cached_njit
 def _step(
     prev: int,
     t: int,
@@ -199,7 +199,7 @@ def _step(
     return True
 
 
-@njit(cache=True)
+@cached_njit
 def _backtrack(
     last: int, cand_ptr: np.ndarray, cand_point: np.ndarray, score: np.ndarray,
     back: np.ndarray, chosen: np.ndarray,
@@ -215,7 +215,7 @@ def _backtrack(
         c = back[c]
 
 
-@njit(cache=True)
+@cached_njit
 def _workspace(n_nodes: int, n_edges: int, kmax: int) -> tuple:
     """Return the search arrays of :func:`_step`, reused from fix to fix.
 
@@ -231,7 +231,7 @@ def _workspace(n_nodes: int, n_edges: int, kmax: int) -> tuple:
     )  # fmt: skip
 
 
-@njit(cache=True)
+@cached_njit
 def decode_viterbi(
     px: np.ndarray,
     py: np.ndarray,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pipeline.jit import cached_njit
 from pipeline.snap.graph_kernels import dijkstra_to_marked, new_workspace, reset_workspace
 from pipeline.snap.hmm_kernels import SAME_EDGE, UTURN
 from pipeline.snap.ubodt_kernels import ubodt_lookup
@@ -14,7 +14,7 @@ INF = np.inf
 EDGE, FROM, TO, T0, T1, SEG = range(6)
 
 
-@njit(cache=True)
+@cached_njit
 def _append(
     buf: np.ndarray, m: int, edge: int, lo: float, hi: float, t0: float, t1: float, seg: int
 ) -> np.ndarray:
@@ -31,7 +31,7 @@ def _append(
     return buf
 
 
-@njit(cache=True)
+@cached_njit
 def _shortest_path(
     src: int,
     tgt: int,
@@ -78,7 +78,7 @@ def _shortest_path(
     return path_arr
 
 
-@njit(cache=True)
+@cached_njit
 def build_route_pieces(
     chosen: np.ndarray,
     segment: np.ndarray,
@@ -151,7 +151,7 @@ def build_route_pieces(
     return buf[:m]
 
 
-@njit(cache=True)
+@cached_njit
 def substring_coords(
     piece_edge: np.ndarray,
     piece_from: np.ndarray,
@@ -192,7 +192,7 @@ def substring_coords(
     return coords[:k], index[:k]
 
 
-@njit(cache=True)
+@cached_njit
 def _interpolate(
     v0: int, v1: int, off: float, vert_off: np.ndarray, vert_lon: np.ndarray,
     vert_lat: np.ndarray,
@@ -209,7 +209,7 @@ def _interpolate(
     return vert_lon[v0], vert_lat[v0]
 
 
-@njit(cache=True)
+@cached_njit
 def matched_fixes(
     chosen: np.ndarray,
     segment: np.ndarray,

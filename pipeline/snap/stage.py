@@ -177,7 +177,7 @@ def _match_batch(
     trips: pd.DataFrame,
     roads_dir: Path,
     params: MatchParams,
-    workers: int,
+    workers: int | None,
     scheduler_address: str | None,
 ) -> pd.DataFrame:
     """Run the match tasks; return the quality rows with the trips' ingest verdicts."""

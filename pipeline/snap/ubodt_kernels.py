@@ -10,21 +10,21 @@ rebuilt by following first edges.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pipeline.jit import cached_njit
 from pipeline.snap.graph_kernels import heap_pop, heap_push
 
 INF = np.inf
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _slot(key: np.int64, mask: np.int64) -> np.int64:
     h = np.uint64(key) * _GOLDEN
     return np.int64(h >> np.uint64(17)) & mask
 
 
-@njit(cache=True)
+@cached_njit
 def ubodt_lookup(
     keys: np.ndarray, dists: np.ndarray, src: int, tgt: int, n_nodes: int
 ) -> tuple[float, np.int64]:
@@ -43,7 +43,7 @@ def ubodt_lookup(
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@cached_njit
 def _bounded_rows(
     sources: np.ndarray,
     delta: float,
@@ -103,21 +103,21 @@ def _bounded_rows(
     return r_src[:m], r_tgt[:m], r_dist[:m], r_first[:m]
 
 
-@njit(cache=True)
+@cached_njit
 def _grow_i32(a: np.ndarray, cap: int) -> np.ndarray:
     b = np.empty(cap, dtype=np.int32)
     b[: len(a)] = a
     return b
 
 
-@njit(cache=True)
+@cached_njit
 def _grow_f64(a: np.ndarray, cap: int) -> np.ndarray:
     b = np.empty(cap, dtype=np.float64)
     b[: len(a)] = a
     return b
 
 
-@njit(cache=True)
+@cached_njit
 def _fill_table(
     r_src: np.ndarray, r_tgt: np.ndarray, r_dist: np.ndarray, r_first: np.ndarray, n_nodes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +140,7 @@ def _fill_table(
     return keys, dists, firsts
 
 
-@njit(cache=True)
+@cached_njit
 def build_ubodt_table(
     sources: np.ndarray,
     delta: float,

@@ -1,0 +1,170 @@
+"""``roadcover warmup``: compile every kernel the stages use into numba's cache, once.
+
+A kernel is compiled for the argument types it is called with, so the surest way to compile
+all the signatures the stages use is to run the stages: the warm-up builds a small street grid
+(:func:`write_grid_osm`), simulates a fleet on it, ingests and matches the traces, in a
+temporary folder and in this process. Afterwards a fresh process (a stage, a Dask worker)
+loads the machine code from the cache instead of compiling it (see :mod:`pipeline.jit` for
+where the cache is). ``make install`` and the container image run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Settings, load_config
+
+log = logging.getLogger(__name__)
+
+# the modules holding the stages' kernels (the UBODT builder is not used by the stages)
+KERNEL_MODULES = (
+    "pipeline.ingest.drive_kernels",
+    "pipeline.snap.graph_kernels",
+    "pipeline.snap.group_stats",
+    "pipeline.snap.hmm_kernels",
+    "pipeline.snap.route_kernels",
+    "pipeline.snap.ubodt_kernels",
+)
+GRID_SIZE = 8  # streets each way
+GRID_STEP_DEG = (0.0015, 0.003)  # (lat, lon): about 167 m each way at 60° N
+GRID_ORIGIN = (60.17, 24.94)
+PSEUDONYM_KEY = "warmup-key-not-a-secret-0123456789"
+
+
+def warm_up(config: Settings | None = None, work_dir: Path | None = None) -> dict[str, Any]:
+    """Run the kernels' stages on a small sample so numba compiles and caches them.
+
+    Parameters
+    ----------
+    config
+        Settings whose simulate, ingest and snap parameters are used (default: the demo's).
+    work_dir
+        Folder for the sample's files (default: a temporary folder, removed afterwards).
+
+    Returns
+    -------
+    ``kernels`` and ``signatures`` compiled or loaded, ``cache_dirs`` they are cached in
+    (empty when nothing is writable) and ``seconds``.
+    """
+    config = config or load_config()
+    start = time.perf_counter()
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="roadcover-warmup-") as folder:
+            run_sample_stages(Path(folder), config)
+    else:
+        run_sample_stages(work_dir, config)
+    summary = {**kernel_signatures(), "seconds": round(time.perf_counter() - start, 1)}
+    log.info(
+        "warmup: %d kernels, %d signatures, cached in %s, %.1f s",
+        summary["kernels"],
+        summary["signatures"],
+        ", ".join(summary["cache_dirs"]) or "nothing (no writable cache folder)",
+        summary["seconds"],
+    )
+    return summary
+
+
+def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:
+    """Build, simulate, ingest and match a small street grid in ``work_dir``; its folders.
+
+    Everything runs in this process (one worker), so its kernels are compiled here.
+    """
+    from pipeline.ingest.simulate import simulate_fleet
+    from pipeline.ingest.stage import ingest_traces
+    from pipeline.roads import build_roads
+    from pipeline.snap.stage import snap_traces
+
+    folders = {name: work_dir / name for name in ("roads", "simulated", "traces", "matched")}
+    osm_path = write_grid_osm(work_dir / "grid.osm")
+    build_roads(osm_path, folders["roads"], network="drive")
+    simulate = replace(
+        config.simulate, devices=4, days=1, trips_per_device_day=2.0, formats=("parquet",)
+    )
+    simulate_fleet(folders["roads"], folders["simulated"], simulate, workers=1, overwrite=True)
+    key_file = work_dir / "pseudonym.key"
+    key_file.write_text(PSEUDONYM_KEY)
+    ingest = replace(config.ingest, workers=1, pseudonym_key_file=str(key_file))
+    report = ingest_traces([folders["simulated"] / "traces"], folders["traces"], ingest)
+    snap = replace(config.snap, workers=1)
+    snap_traces(folders["roads"], folders["traces"], folders["matched"], snap, report["batch_id"])
+    compile_rare_paths()
+    return folders
+
+
+def compile_rare_paths() -> None:
+    """Call the kernels that only some data reach (a sample may miss them) as the stages do."""
+    from pipeline.snap.group_stats import group_sums
+
+    group_sums(np.array([1.0, np.nan, 2.0]), np.array([0, 2, 3]))  # a fix left unmatched
+
+
+def write_grid_osm(path: Path) -> Path:
+    """Write an OSM XML street grid of ``GRID_SIZE`` x ``GRID_SIZE`` two-way residential streets."""
+    size = GRID_SIZE
+    nodes = [
+        f'  <node id="{row * size + col + 1}" version="1" '
+        f'lat="{GRID_ORIGIN[0] + row * GRID_STEP_DEG[0]:.7f}" '
+        f'lon="{GRID_ORIGIN[1] + col * GRID_STEP_DEG[1]:.7f}"/>'
+        for row in range(size)
+        for col in range(size)
+    ]
+    rows = [[row * size + col + 1 for col in range(size)] for row in range(size)]
+    columns = [[row * size + col + 1 for row in range(size)] for col in range(size)]
+    ways = [
+        f'  <way id="{1000 + i}" version="1">'
+        + "".join(f'<nd ref="{node}"/>' for node in street)
+        + '<tag k="highway" v="residential"/><tag k="maxspeed" v="40"/></way>'
+        for i, street in enumerate(rows + columns)
+    ]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<osm version="0.6" generator="roadcover warmup">',
+        *nodes,
+        *ways,
+        "</osm>",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def kernel_signatures() -> dict[str, Any]:
+    """Count the kernels of :data:`KERNEL_MODULES` and their compiled signatures in this process.
+
+    Returns
+    -------
+    ``kernels`` (with at least one signature), ``signatures``, ``by_kernel`` (name to count),
+    ``cache_dirs`` (the folders their caches are in), and ``cache_hits`` and ``cache_misses``
+    (signatures loaded from the cache, and compiled for want of a cache entry).
+    """
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    by_kernel: dict[str, int] = {}
+    cache_dirs: set[str] = set()
+    hits = misses = 0
+    for module_name in KERNEL_MODULES:
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and value.__module__ == module_name:
+                by_kernel[f"{module_name}.{name}"] = len(value.signatures)
+                hits += sum(value.stats.cache_hits.values())
+                misses += sum(value.stats.cache_misses.values())
+                cache_path = getattr(getattr(value, "_cache", None), "cache_path", None)
+                if value.signatures and cache_path:
+                    cache_dirs.add(str(cache_path))
+    return {
+        "kernels": sum(1 for count in by_kernel.values() if count),
+        "signatures": sum(by_kernel.values()),
+        "by_kernel": by_kernel,
+        "cache_dirs": sorted(cache_dirs),
+        "cache_hits": hits,
+        "cache_misses": misses,
+    }
