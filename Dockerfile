@@ -20,6 +20,10 @@ FROM python:3.11-slim
 COPY --from=wheel /dist/ /tmp/dist/
 RUN python -m pip install --no-cache-dir "$(ls /tmp/dist/roadcover-*.whl)[cluster]" \
  && rm -rf /tmp/dist
+# the kernels compiled once, into a cache every container (and Dask worker) of the image reads:
+# a fresh process compiles nothing (docs/workflow.md, "The kernel cache")
+ENV NUMBA_CACHE_DIR=/opt/roadcover/numba-cache
+RUN mkdir -p "$NUMBA_CACHE_DIR" && roadcover warmup && chmod -R a+rX "$NUMBA_CACHE_DIR"
 RUN mkdir /tmp/empty && cd /tmp/empty \
  && roadcover --help \
  && roadcover run --cores 1 -n \
