@@ -21,9 +21,10 @@ COPY --from=wheel /dist/ /tmp/dist/
 RUN python -m pip install --no-cache-dir "$(ls /tmp/dist/roadcover-*.whl)[cluster]" \
  && rm -rf /tmp/dist
 # the kernels compiled once, into a cache every container (and Dask worker) of the image reads:
-# a fresh process compiles nothing (docs/workflow.md, "The kernel cache")
+# a fresh process compiles nothing (docs/workflow.md). numba reads only a cache folder it may
+# write to, so it is writable by whatever user the containers run as
 ENV NUMBA_CACHE_DIR=/opt/roadcover/numba-cache
-RUN mkdir -p "$NUMBA_CACHE_DIR" && roadcover warmup && chmod -R a+rX "$NUMBA_CACHE_DIR"
+RUN mkdir -p "$NUMBA_CACHE_DIR" && roadcover warmup && chmod -R a+rwX "$NUMBA_CACHE_DIR"
 RUN mkdir /tmp/empty && cd /tmp/empty \
  && roadcover --help \
  && roadcover run --cores 1 -n \
