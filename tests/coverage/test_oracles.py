@@ -152,7 +152,8 @@ def test_two_way_road_coverage_is_the_union_of_both_directions(
     roads_dir: Path, edges: gpd.GeoDataFrame, tmp_path: Path, way: int, case: str
 ) -> None:
     forward, backward = TWO_WAY_CASES[case]
-    batch = write_matched_batch(tmp_path / "m", edges, drives_of(edges, way, forward, backward))
+    drives = drives_of(edges, way, forward, backward)
+    batch = write_matched_batch(tmp_path / "m", edges, drives, roads_dir=roads_dir)
     summary = compute_coverage(roads_dir, [batch], tmp_path / "coverage", SETTINGS)
     road_m = directed_edge(edges, way, True)["length_m"]
     assert directed_edge(edges, way, False)["length_m"] == pytest.approx(road_m, abs=1e-6)
