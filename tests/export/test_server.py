@@ -73,8 +73,10 @@ def served(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
     assert port is not None, "the server did not start"
     plant_links(base, site)
     yield Served(site, port, process)
+    # after every test of the module: no request made the server log a traceback
     process.send_signal(signal.SIGINT)
-    process.wait(TIMEOUT_S)
+    _, rest = process.communicate(timeout=TIMEOUT_S)
+    assert "Traceback" not in rest and "Error" not in rest.replace("roadcover: aborted", "")
 
 
 def plant_links(base: Path, site: Path) -> None:
@@ -220,13 +222,6 @@ def test_malformed_requests_get_an_error_status(
     served: Served, request_bytes: bytes, status: int
 ) -> None:
     assert ask(served.port, request_bytes).status == status
-
-
-def test_zz_the_server_logged_no_traceback(served: Served) -> None:
-    """Runs after the module's other tests (pytest keeps file order): the log of them all."""
-    served.process.send_signal(signal.SIGINT)
-    _, rest = served.process.communicate(timeout=TIMEOUT_S)
-    assert "Traceback" not in rest and "Error" not in rest.replace("roadcover: aborted", "")
 
 
 def test_a_busy_port_is_one_line_naming_it_and_the_fix(
