@@ -85,3 +85,17 @@ def test_parents_and_polygons_are_the_cells_h3_gives() -> None:
         np.testing.assert_allclose(np.asarray(polygon.exterior.coords)[:-1], corners)
         lat, lng = h3.cell_to_latlng(h)
         assert polygon.contains(shapely.Point(lng, lat))
+
+
+def test_run_boundaries_lie_on_the_two_metre_steps(helsinki_edges: gpd.GeoDataFrame) -> None:
+    # an edge of L mm is walked in n = ceil(L / 2000) equal steps (at least one), so every
+    # run starts at floor(k * L / n) mm for some whole k
+    runs = edge_cell_runs(helsinki_edges, 12)
+    length_mm = np.round(helsinki_edges.set_index("edge_id")["length_m"] * 1000).astype("int64")
+    total = length_mm.loc[runs["key"]].to_numpy()
+    steps = np.maximum(-(-total // 2000), 1)
+    start = runs["from_mm"].to_numpy()
+    k = -(-start * steps // total)  # the first step boundary at or after the start
+    inner = start > 0
+    assert inner.sum() > 100
+    np.testing.assert_array_equal((k * total // steps)[inner], start[inner])
