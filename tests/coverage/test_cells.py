@@ -99,3 +99,29 @@ def test_run_boundaries_lie_on_the_two_metre_steps(helsinki_edges: gpd.GeoDataFr
     inner = start > 0
     assert inner.sum() > 100
     np.testing.assert_array_equal((k * total // steps)[inner], start[inner])
+
+
+def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples() -> None:
+    # out from the centre of cell A three quarters of the way to a neighbour's centre (a
+    # quarter past the boundary, into the neighbour) and back: the 1st and the 9th step (the
+    # first two samples) are in A, steps between them are not, and only the turning vertex
+    # says so
+    home = h3.latlng_to_cell(60.17, 24.94, 12)
+    away = sorted(h3.grid_ring(home, 1))[0]
+    (lat0, lng0), (lat1, lng1) = h3.cell_to_latlng(home), h3.cell_to_latlng(away)
+    turn = (lng0 + 0.75 * (lng1 - lng0), lat0 + 0.75 * (lat1 - lat0))
+    line = shapely.LineString([(lng0, lat0), turn, (lng0, lat0)])
+    steps = 12  # each leg is about 12 m at resolution 12: 2 m steps
+    rank = np.arange(steps)
+    fraction = (rank + 0.5) / steps
+    out = np.minimum(fraction, 1 - fraction) * 2  # share of the way to the turning point
+    expected = [
+        h3.str_to_int(
+            h3.latlng_to_cell(lat0 + s * (turn[1] - lat0), lng0 + s * (turn[0] - lng0), 12)
+        )
+        for s in out
+    ]
+    got = step_cells(np.array([line]), np.zeros(steps, dtype="int64"), rank, fraction, 12)
+    assert expected[0] == expected[8] == h3.str_to_int(home)
+    assert h3.str_to_int(away) in expected[1:8]
+    assert got.tolist() == expected
