@@ -102,26 +102,45 @@ def test_run_boundaries_lie_on_the_two_metre_steps(helsinki_edges: gpd.GeoDataFr
 
 
 def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples() -> None:
-    # out from the centre of cell A three quarters of the way to a neighbour's centre (a
-    # quarter past the boundary, into the neighbour) and back: the 1st and the 9th step (the
-    # first two samples) are in A, steps between them are not, and only the turning vertex
-    # says so
+    # out from the centre of cell A three quarters of the way to a neighbour B's centre (a
+    # quarter past the boundary) through a vertex a quarter of the way, and back: the 1st and
+    # the 9th step (the first two samples) are in A, steps between them are in B, and only the
+    # vertices between them say so. A short line at B's centre comes first, so that the first
+    # vertex of all is in B.
     home = h3.latlng_to_cell(60.17, 24.94, 12)
     away = sorted(h3.grid_ring(home, 1))[0]
     (lat0, lng0), (lat1, lng1) = h3.cell_to_latlng(home), h3.cell_to_latlng(away)
-    turn = (lng0 + 0.75 * (lng1 - lng0), lat0 + 0.75 * (lat1 - lat0))
-    line = shapely.LineString([(lng0, lat0), turn, (lng0, lat0)])
-    steps = 12  # each leg is about 12 m at resolution 12: 2 m steps
-    rank = np.arange(steps)
-    fraction = (rank + 0.5) / steps
-    out = np.minimum(fraction, 1 - fraction) * 2  # share of the way to the turning point
-    expected = [
-        h3.str_to_int(
-            h3.latlng_to_cell(lat0 + s * (turn[1] - lat0), lng0 + s * (turn[0] - lng0), 12)
-        )
-        for s in out
+
+    def towards_away(share: float) -> tuple[float, float]:
+        return lng0 + share * (lng1 - lng0), lat0 + share * (lat1 - lat0)
+
+    at_away = shapely.LineString([(lng1, lat1), (lng1 + 1e-6, lat1)])
+    line = shapely.LineString([(lng0, lat0), towards_away(0.25), towards_away(0.75), (lng0, lat0)])
+    steps = 12  # the way out is about 12 m at resolution 12: 2 m steps
+    rank = np.r_[0, np.arange(steps)]
+    fraction = np.r_[0.5, (np.arange(steps) + 0.5) / steps]
+    line_index = np.r_[0, np.ones(steps, dtype="int64")]
+    # share of the way to B's centre of each step's middle on the second line
+    out = 0.75 * 2 * np.minimum(fraction[1:], 1 - fraction[1:])
+    expected = [h3.str_to_int(away)] + [
+        h3.str_to_int(h3.latlng_to_cell(*towards_away(share)[::-1], 12)) for share in out
     ]
-    got = step_cells(np.array([line]), np.zeros(steps, dtype="int64"), rank, fraction, 12)
-    assert expected[0] == expected[8] == h3.str_to_int(home)
-    assert h3.str_to_int(away) in expected[1:8]
+    got = step_cells(np.array([at_away, line]), line_index, rank, fraction, 12)
+    assert expected[1] == expected[9] == h3.str_to_int(home)
+    assert h3.str_to_int(away) in expected[2:9]
     assert got.tolist() == expected
+
+
+def test_a_point_at_the_very_end_of_the_last_line() -> None:
+    lines = np.array([shapely.LineString([(24.0, 60.0), (24.001, 60.0), (24.001, 60.001)])])
+    lon, lat, segment = points_along(lines, np.array([0, 0]), np.array([0.0, 1.0]))
+    assert lon.tolist() == [24.0, 24.001] and lat.tolist() == [60.0, 60.001]
+    assert segment.tolist() == [0, 1]
+
+
+def test_one_edge_shorter_than_a_step_is_one_run() -> None:
+    line = shapely.LineString([(24.94, 60.17), (24.94002, 60.17)])  # about 1.1 m
+    edges = gpd.GeoDataFrame({"edge_id": [42], "length_m": [1.1]}, geometry=[line])
+    runs = edge_cell_runs(edges, 9)
+    middle = h3.str_to_int(h3.latlng_to_cell(60.17, 24.94001, 9))
+    assert runs.values.tolist() == [[42, 0, 1100, middle]]
