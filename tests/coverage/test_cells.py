@@ -68,7 +68,11 @@ def test_runs_tile_each_edge_and_change_cell_at_each_boundary(
 
 
 def test_no_edges_give_no_runs(helsinki_edges: gpd.GeoDataFrame) -> None:
-    assert edge_cell_runs(helsinki_edges.iloc[:0], 9).empty
+    runs = edge_cell_runs(helsinki_edges.iloc[:0], 9)
+    assert runs.empty and (runs.dtypes == "int64").all()
+    none = np.empty(0, dtype="int64")
+    cells = step_cells(helsinki_edges.geometry.to_numpy()[:0], none, none, none * 0.5, 9)
+    assert len(cells) == 0 and cells.dtype == "int64"
 
 
 def test_parents_and_polygons_are_the_cells_h3_gives() -> None:
@@ -101,11 +105,14 @@ def test_run_boundaries_lie_on_the_two_metre_steps(helsinki_edges: gpd.GeoDataFr
     np.testing.assert_array_equal((k * total // steps)[inner], start[inner])
 
 
-def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples() -> None:
+@pytest.mark.parametrize("vertex_on_the_way_out", [False, True])
+def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples(
+    vertex_on_the_way_out: bool,
+) -> None:
     # out from the centre of cell A three quarters of the way to a neighbour B's centre (a
-    # quarter past the boundary) through a vertex a quarter of the way, and back: the 1st and
-    # the 9th step (the first two samples) are in A, steps between them are in B, and only the
-    # vertices between them say so. A short line at B's centre comes first, so that the first
+    # quarter past the boundary; with or without a vertex a quarter of the way), and back:
+    # the 1st and the 9th step (the first two samples) are in A, steps between them are in B,
+    # and only the vertices between them say so. A short line at B's centre comes first, so that the first
     # vertex of all is in B.
     home = h3.latlng_to_cell(60.17, 24.94, 12)
     away = sorted(h3.grid_ring(home, 1))[0]
@@ -115,7 +122,8 @@ def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples() -> None:
         return lng0 + share * (lng1 - lng0), lat0 + share * (lat1 - lat0)
 
     at_away = shapely.LineString([(lng1, lat1), (lng1 + 1e-6, lat1)])
-    line = shapely.LineString([(lng0, lat0), towards_away(0.25), towards_away(0.75), (lng0, lat0)])
+    way_out = [towards_away(0.25)] if vertex_on_the_way_out else []
+    line = shapely.LineString([(lng0, lat0), *way_out, towards_away(0.75), (lng0, lat0)])
     steps = 12  # the way out is about 12 m at resolution 12: 2 m steps
     rank = np.r_[0, np.arange(steps)]
     fraction = np.r_[0.5, (np.arange(steps) + 0.5) / steps]
