@@ -112,8 +112,8 @@ def test_a_line_that_leaves_a_cell_and_comes_back_between_two_samples(
     # out from the centre of cell A three quarters of the way to a neighbour B's centre (a
     # quarter past the boundary; with or without a vertex a quarter of the way), and back:
     # the 1st and the 9th step (the first two samples) are in A, steps between them are in B,
-    # and only the vertices between them say so. A short line at B's centre comes first, so that the first
-    # vertex of all is in B.
+    # and only the vertices between them say so. A short line at B's centre comes first, so
+    # that the first vertex of all is in B.
     home = h3.latlng_to_cell(60.17, 24.94, 12)
     away = sorted(h3.grid_ring(home, 1))[0]
     (lat0, lng0), (lat1, lng1) = h3.cell_to_latlng(home), h3.cell_to_latlng(away)
