@@ -152,3 +152,25 @@ def test_one_edge_shorter_than_a_step_is_one_run() -> None:
     runs = edge_cell_runs(edges, 9)
     middle = h3.str_to_int(h3.latlng_to_cell(60.17, 24.94001, 9))
     assert runs.values.tolist() == [[42, 0, 1100, middle]]
+
+
+def test_the_first_step_of_all_is_looked_up_on_its_own() -> None:
+    # a line from 40 % to 100 % of the way from cell A's centre to a neighbour B's centre:
+    # its first step's middle (46 %) is in A, every later one in B
+    home = h3.latlng_to_cell(60.17, 24.94, 12)
+    away = sorted(h3.grid_ring(home, 1))[0]
+    (lat0, lng0), (lat1, lng1) = h3.cell_to_latlng(home), h3.cell_to_latlng(away)
+    line = shapely.LineString(
+        [(lng0 + 0.4 * (lng1 - lng0), lat0 + 0.4 * (lat1 - lat0)), (lng1, lat1)]
+    )
+    rank = np.arange(5)
+    fraction = (rank + 0.5) / 5
+    share = 0.4 + 0.6 * fraction
+    expected = [
+        h3.str_to_int(h3.latlng_to_cell(lat0 + s * (lat1 - lat0), lng0 + s * (lng1 - lng0), 12))
+        for s in share
+    ]
+    assert expected[0] == h3.str_to_int(home)
+    assert expected[1:] == [h3.str_to_int(away)] * 4
+    got = step_cells(np.array([line]), np.zeros(5, dtype="int64"), rank, fraction, 12)
+    assert got.tolist() == expected
