@@ -53,7 +53,8 @@ bench: install
 # mutant, in a copy of the tree under /tmp (mutmut writes its mutants/ beside the code), on
 # one core at the lowest priority; it prints the mutants that survived. mutmut runs, for a
 # mutant, the tests that reached its function, and counts a module-scoped fixture's calls for
-# the first test using it only: the copy's MUTATION_TESTS get function-scoped fixtures.
+# the first test using it only: the copy's MUTATION_TESTS get function-scoped fixtures (and
+# hypothesis, in the copy's conftest, is told that its tests may use them).
 MUTATE ?= pipeline/coverage/intervals.py
 MUTATION_TESTS ?= tests/coverage/test_intervals.py tests/coverage/test_overlap_with_runs.py \
 	tests/coverage/test_coverage_tables.py
@@ -62,6 +63,9 @@ MUTMUT := $(abspath $(BIN))/mutmut
 mutation: install
 	@work=$$(mktemp -d) && cp -r pipeline tests pyproject.toml "$$work"/ && cd "$$work" && \
 	sed -i 's/@pytest.fixture(scope="module")/@pytest.fixture/' $(MUTATION_TESTS) && \
+	sed -i -e 's/^from hypothesis import settings$$/from hypothesis import HealthCheck, settings/' \
+	  -e 's/database=database)/database=database, suppress_health_check=[HealthCheck.function_scoped_fixture])/' \
+	  tests/conftest.py && grep -q function_scoped_fixture tests/conftest.py && \
 	{ echo "[mutmut]"; echo "source_paths = pipeline"; echo "only_mutate = $(MUTATE)"; \
 	  echo "pytest_add_cli_args = -p no:cacheprovider -q"; \
 	  echo "pytest_add_cli_args_test_selection ="; for t in $(MUTATION_TESTS); do echo "    $$t"; done; \
