@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import shapely
 from pandas.api.extensions import ExtensionArray
 
 from pipeline.coverage.grouping import aggregate_groups
@@ -62,18 +63,28 @@ def merge_edge_trips(rows: pd.DataFrame) -> pd.DataFrame:
 def canonical_edges(edges: pd.DataFrame) -> pd.DataFrame:
     """For every edge, its road's canonical edge (lowest edge_id) and whether it runs reversed.
 
+    An edge runs reversed when it starts at another node than its road's canonical edge; the
+    two directions of a loop road start at the same node, and are told apart by their second
+    vertex (so ``edges`` needs its geometry when it holds a loop).
+
     Returns
     -------
     pandas.DataFrame
         Indexed by ``edge_id``: ``canonical_id``, ``flip`` (runs against the canonical edge),
         ``length_mm``.
     """
-    canonical = edges.groupby("road_id")["edge_id"].transform("min")
+    canonical = edges.groupby("road_id")["edge_id"].transform("min").to_numpy()
     lookup = edges.set_index("edge_id")
-    same_start = lookup.loc[canonical.to_numpy(), "u"].to_numpy() == edges["u"].to_numpy()
-    flip = (canonical.to_numpy() != edges["edge_id"].to_numpy()) & ~same_start
+    same_start = lookup.loc[canonical, "u"].to_numpy() == edges["u"].to_numpy()
+    # a loop's two directions start at the same node: there its second vertex tells them apart
+    loop = edges["u"].to_numpy() == edges["v"].to_numpy()
+    if loop.any():
+        second = shapely.get_coordinates(shapely.get_point(edges["geometry"].to_numpy(), 1))
+        of_canonical = second[pd.Index(edges["edge_id"]).get_indexer(canonical)]
+        same_start[loop] = (second[loop] == of_canonical[loop]).all(axis=1)
+    flip = (canonical != edges["edge_id"].to_numpy()) & ~same_start
     return pd.DataFrame(
-        {"canonical_id": canonical.to_numpy(), "flip": flip, "length_mm": to_mm(edges["length_m"])},
+        {"canonical_id": canonical, "flip": flip, "length_mm": to_mm(edges["length_m"])},
         index=pd.Index(edges["edge_id"].to_numpy(), name="edge_id"),
     )
 

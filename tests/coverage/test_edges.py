@@ -110,12 +110,6 @@ def test_canonical_edge_is_the_roads_lowest_id_and_flip_marks_the_other_directio
     pd.testing.assert_frame_equal(canonical_edges(chosen), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: canonical_edges flips an edge only when it starts at another node than its "
-    "road's canonical edge, so the reverse direction of a two-way loop (both start at the "
-    "loop's node) is mapped unflipped onto the canonical direction",
-)
 def test_both_directions_of_a_two_way_loop_cover_their_union(edges: gpd.GeoDataFrame) -> None:
     loop = edges[(edges["u"] == 3) & (edges["v"] == 3)]
     assert len(loop) == 2 and loop["road_id"].nunique() == 1
