@@ -199,6 +199,11 @@ def test_trip_end_mask_limits_and_empty_input() -> None:
     assert trip_end_mask(np.zeros(0, dtype=np.int64), np.zeros(0), 50.0).tolist() == []
     untrimmed = trip_end_mask(np.zeros(3, dtype=np.int64), np.array([1.0, 1, 0]), 0.0)
     assert untrimmed.dtype == bool and not untrimmed.any()  # a mask, to index rows with
+    # a trim of 0 trims nothing, also where the second trip's distance along the whole array
+    # (a running sum) exceeds its own total by a rounding error
+    steps = np.array([51.18216247002567, 95.04636963259352, 14.415961271963374, 0.0])
+    steps = np.r_[steps, 94.86494471372438, 31.183145201048546, 42.332644897257566, 0.0]
+    assert not trip_end_mask(np.repeat([0, 1], 4), steps, 0.0).any()
 
 
 def test_a_fix_in_two_zones_gets_the_first_zones_name_and_the_edge_is_inside() -> None:
