@@ -258,3 +258,50 @@ def test_acceleration_spikes_follow_the_rule(
     }
     assert got == expected
     assert {row: reasons(frame)[row] for row in before} == before  # earlier reasons stay
+
+
+def test_a_zigzag_of_four_spikes_is_caught_in_a_second_pass() -> None:
+    # fixes 10 and 12 are 2 km east, 11 and 13 are 2 km west: the first pass finds 11 and 12
+    # (their neighbours meet), the second then sees 10 and 13 as a run of two
+    frame = drive(20, noise_m=0)
+    frame.loc[[10, 12], "lon"] += 2000 / EAST_M_PER_DEGREE
+    frame.loc[[11, 13], "lon"] -= 2000 / EAST_M_PER_DEGREE
+    reject_speed_spikes(frame, SETTINGS)
+    assert reasons(frame) == dict.fromkeys(range(12, 16), "teleport")
+
+
+def test_a_fix_away_and_back_at_exactly_max_speed_is_kept() -> None:
+    frame = drive(3, noise_m=0)
+    frame.loc[1, "lon"] += 100 / EAST_M_PER_DEGREE
+    frame.loc[2, ["lon", "lat"]] = frame.loc[0, ["lon", "lat"]]  # back where it started
+    out_m, back_m = step_distances_m(frame["lon"].to_numpy(), frame["lat"].to_numpy())[:2]
+    assert out_m == back_m  # the same pair of points both ways
+    reject_speed_spikes(frame, ingest_settings(max_speed_mps=float(out_m)))  # 1 s apart
+    assert reasons(frame) == {}
+
+
+@pytest.mark.parametrize(
+    ("speeds", "seconds", "spikes"),
+    [
+        ([10, 20, 10], [0, 0.5, 1.0], [3]),  # ±20 m/s² over half seconds
+        ([10, 22, 9], [0, 1, 2], []),  # +12 (not above the limit), then -13
+        ([10, 23, 11], [0, 1, 2], []),  # +13, then -12
+        ([40, 10, 30, 10], [0, 1, 2, 3], [3, 4]),  # -30/+20 at fix 1, +20/-20 at fix 2
+    ],
+)
+def test_reported_speed_spikes_by_hand(
+    speeds: list[float], seconds: list[float], spikes: list[int]
+) -> None:
+    frame = at_seconds(drive(len(speeds), noise_m=0), seconds).assign(speed_mps=speeds)
+    reject_acceleration_spikes(frame, SETTINGS)
+    assert reasons(frame) == dict.fromkeys(spikes, "impossible_acceleration")
+
+
+def test_a_reported_speed_spike_at_a_later_traces_second_fix() -> None:
+    a = drive(3, trace_id="a", noise_m=0)
+    b = drive(4, trace_id="b", start="2026-10-01T08:00:10Z", noise_m=0).assign(
+        speed_mps=[10.0, 40.0, 10.0, 10.0], source_row=lambda f: f.source_row + 100
+    )
+    frame = pd.concat([a, b], ignore_index=True)
+    reject_acceleration_spikes(frame, SETTINGS)
+    assert reasons(frame) == {103: "impossible_acceleration"}
