@@ -61,12 +61,13 @@ MUTATION_TESTS ?= tests/coverage/test_intervals.py tests/coverage/test_overlap_w
 MUTMUT := $(abspath $(BIN))/mutmut
 
 mutation: install
-	@work=$$(mktemp -d) && cp -r pipeline tests pyproject.toml "$$work"/ && cd "$$work" && \
+	@work=$$(mktemp -d) && cp -r pipeline tests docs pyproject.toml "$$work"/ && cd "$$work" && \
 	sed -i 's/@pytest.fixture(scope="module")/@pytest.fixture/' $(MUTATION_TESTS) && \
 	sed -i -e 's/^from hypothesis import settings$$/from hypothesis import HealthCheck, settings/' \
 	  -e 's/database=database)/database=database, suppress_health_check=[HealthCheck.function_scoped_fixture])/' \
 	  tests/conftest.py && grep -q function_scoped_fixture tests/conftest.py && \
 	{ echo "[mutmut]"; echo "source_paths = pipeline"; echo "only_mutate = $(MUTATE)"; \
+	  echo "also_copy ="; echo "    docs"; \
 	  echo "pytest_add_cli_args = -p no:cacheprovider -q"; \
 	  echo "pytest_add_cli_args_test_selection ="; for t in $(MUTATION_TESTS); do echo "    $$t"; done; \
 	} > setup.cfg && \

@@ -89,11 +89,10 @@ def reject_duplicates(frame: pd.DataFrame) -> None:
     sorted by trace and time, they are found by comparing each fix with the next, and only
     they are compared and grouped.
     """
-    live = frame["reason"].isna().to_numpy()
-    if not len(_sharing_a_time(frame, live)):  # the common case: nothing to compare
+    shared = _sharing_a_time(frame, np.ones(len(frame), dtype=bool))
+    if not frame["reason"].iloc[shared].isna().any():  # the common case: nothing to reject
         return
     fix = ["trace_id", "observed_at", "lon", "lat"]
-    shared = _sharing_a_time(frame, np.ones(len(frame), dtype=bool))
     group = frame.iloc[shared]
     exact = group.duplicated(fix).to_numpy()
     if exact.any():  # reject_at keeps only the rows still accepted

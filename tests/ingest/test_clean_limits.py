@@ -92,11 +92,6 @@ def test_a_trace_of_two_identical_fixes_has_one_duplicate() -> None:
     assert reasons(frame) == {3: "duplicate"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reject_duplicates returns early when no two accepted fixes share a time, so a "
-    "copy of a rejected fix is a duplicate only if a third copy exists",
-)
 def test_a_copy_of_a_rejected_fix_is_a_duplicate_with_or_without_a_third_copy() -> None:
     # docs/ingest.md: `duplicate` is "the same time and position as an earlier row of the trace"
     for copies in (2, 3):
