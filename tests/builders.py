@@ -4,7 +4,7 @@ as `roadcover snap` writes them."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -166,3 +166,27 @@ def write_traces_batch(folder: Path, points: gpd.GeoDataFrame, batch_id: str) ->
     )
     write_json({"batch_id": batch_id, "files": []}, folder / "reports" / f"{batch_id}.json")
     return folder
+
+
+def write_osm_network(
+    path: Path,
+    nodes: Mapping[int, tuple[float, float]],
+    ways: Mapping[int, tuple[Sequence[int], str, bool]],
+) -> Path:
+    """Write a hand-made road network as OSM XML and return its path.
+
+    ``nodes``: node id -> (lat, lon); ``ways``: way id -> (node ids, highway, one-way).
+    """
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="tests">']
+    for node, (lat, lon) in nodes.items():
+        lines.append(f'  <node id="{node}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
+    for way, (refs, highway, oneway) in ways.items():
+        lines.append(f'  <way id="{way}" version="1">')
+        lines += [f'    <nd ref="{ref}"/>' for ref in refs]
+        lines.append(f'    <tag k="highway" v="{highway}"/>')
+        if oneway:
+            lines.append('    <tag k="oneway" v="yes"/>')
+        lines.append("  </way>")
+    lines.append("</osm>")
+    path.write_text("\n".join(lines) + "\n")
+    return path

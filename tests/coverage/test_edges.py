@@ -6,8 +6,6 @@ street (2-3) and a two-way loop (3-4-5-3) whose both directions start and end at
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import geopandas as gpd
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from pipeline.coverage.edges import canonical_edges, edge_trip_rows, road_pieces, segment_pieces
 from pipeline.coverage.intervals import union_pieces
 from pipeline.roads import build_roads, read_edges
+from tests.builders import write_osm_network
 
 WHEN = pd.Timestamp("2026-10-10T10:00:00Z")
 WHEN_MS = 1_791_626_400_000  # 2026-10-10T10:00:00Z: 20_736 days after 1970-01-01, plus 10 h
@@ -23,32 +22,16 @@ NODES = {
     4: (60.1710, 24.9450), 5: (60.1710, 24.9430),
 }  # fmt: skip
 WAYS = {
-    200: ([1, 2], False),
-    201: ([2, 3], True),
-    202: ([3, 4, 5, 3], False),
+    200: ([1, 2], "residential", False),
+    201: ([2, 3], "residential", True),
+    202: ([3, 4, 5, 3], "residential", False),
 }
-
-
-def write_osm(path: Path) -> Path:
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="tests">']
-    for node, (lat, lon) in NODES.items():
-        lines.append(f'  <node id="{node}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
-    for way, (refs, oneway) in WAYS.items():
-        lines.append(f'  <way id="{way}" version="1">')
-        lines += [f'    <nd ref="{ref}"/>' for ref in refs]
-        lines.append('    <tag k="highway" v="residential"/>')
-        if oneway:
-            lines.append('    <tag k="oneway" v="yes"/>')
-        lines.append("  </way>")
-    lines.append("</osm>")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
 def edges(tmp_path_factory: pytest.TempPathFactory) -> gpd.GeoDataFrame:
     folder = tmp_path_factory.mktemp("edges-roads")
-    build_roads(write_osm(folder / "net.osm"), folder / "roads")
+    build_roads(write_osm_network(folder / "net.osm", NODES, WAYS), folder / "roads")
     return read_edges(folder / "roads")
 
 

@@ -30,7 +30,7 @@ from pipeline.coverage.state import state_of_batch
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import edge_coverage
 from pipeline.roads import build_roads, read_edges
-from tests.builders import write_matched_batch
+from tests.builders import write_matched_batch, write_osm_network
 
 LAT0, LON0 = 60.17, 24.94
 METRES_PER_DEGREE = 111_195.0  # on the 6,371,009 m sphere; only used to place the nodes
@@ -51,29 +51,17 @@ WAYS = {
 }
 
 
-def write_osm(path: Path) -> Path:
-    """Write the module's hand-made network as OSM XML."""
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="tests">']
-    for node, (east, north) in NODES.items():
-        lat = LAT0 + north / METRES_PER_DEGREE
-        lon = LON0 + east / (METRES_PER_DEGREE * np.cos(np.radians(LAT0)))
-        lines.append(f'  <node id="{node}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
-    for way, (refs, highway, oneway) in WAYS.items():
-        lines.append(f'  <way id="{way}" version="1">')
-        lines += [f'    <nd ref="{ref}"/>' for ref in refs]
-        lines.append(f'    <tag k="highway" v="{highway}"/>')
-        if oneway:
-            lines.append('    <tag k="oneway" v="yes"/>')
-        lines.append("  </way>")
-    lines.append("</osm>")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def node_latlon(east: float, north: float) -> tuple[float, float]:
+    """The latitude and longitude of a point ``east`` and ``north`` metres from (LON0, LAT0)."""
+    lon = LON0 + east / (METRES_PER_DEGREE * np.cos(np.radians(LAT0)))
+    return LAT0 + north / METRES_PER_DEGREE, lon
 
 
 @pytest.fixture(scope="module")
 def roads_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("oracle-roads")
-    build_roads(write_osm(folder / "oracle.osm"), folder / "roads")
+    nodes = {node: node_latlon(east, north) for node, (east, north) in NODES.items()}
+    build_roads(write_osm_network(folder / "oracle.osm", nodes, WAYS), folder / "roads")
     return folder / "roads"
 
 

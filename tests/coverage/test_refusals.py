@@ -69,29 +69,23 @@ def two_roads(tiny_osm: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return base / "drive", base / "all"
 
 
-def test_a_batch_matched_on_other_roads_is_refused_before_writing(
-    two_roads: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("coverage_on", "message"),
+    [("drive", "matched on other roads"), ("every_way", "holds coverage of other roads")],
+)
+def test_other_roads_are_refused_before_writing(
+    two_roads: tuple[Path, Path], tmp_path: Path, coverage_on: str, message: str
 ) -> None:
+    """A batch matched on other roads, or a coverage folder of other roads: nothing written."""
     drive, every_way = two_roads
     out = tmp_path / "coverage"
     compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
     before = folder_bytes(out)
     other = write_batch(every_way, tmp_path / "m1", 1, 4)
-    line = assert_refused(run_coverage(coverage_command(drive, [other], out)), other, drive)
-    assert "matched on other roads" in line
-    assert folder_bytes(out) == before
-
-
-def test_a_coverage_folder_of_other_roads_is_refused_before_writing(
-    two_roads: Path, tmp_path: Path
-) -> None:
-    drive, every_way = two_roads
-    out = tmp_path / "coverage"
-    compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
-    before = folder_bytes(out)
-    other = write_batch(every_way, tmp_path / "m1", 1, 4)
-    line = assert_refused(run_coverage(coverage_command(every_way, [other], out)), out, every_way)
-    assert "holds coverage of other roads" in line
+    roads = drive if coverage_on == "drive" else every_way
+    named = (other, drive) if coverage_on == "drive" else (out, every_way)
+    line = assert_refused(run_coverage(coverage_command(roads, [other], out)), *named)
+    assert message in line
     assert folder_bytes(out) == before
 
 
