@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.io import (
     arrow_to_geodataframe,
     atomic_path,
     concat_tables,
+    file_sha256,
     read_table,
     wkb_linestrings,
     write_lines,
@@ -356,3 +358,12 @@ def test_reading_some_columns_checked_whole_finds_what_a_whole_read_finds(
         assert part.equals(whole.select(["lat", "street_count"]))
         assert part.schema.metadata == whole.schema.metadata
     read_arrow(path, NODES, columns=["lat"])  # unchecked, as before
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (5 << 19) + 3])
+def test_file_sha256_is_hashlib_of_the_whole_file(tmp_path: Path, size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(str(path)) == hashlib.sha256(data).hexdigest()

@@ -93,6 +93,7 @@ from pipeline.io import (
     STAGING_DIR,
     batch_of_part,
     committed_batches,
+    file_sha256,
     read_table,
     write_json,
     write_points,
@@ -100,7 +101,6 @@ from pipeline.io import (
 )
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
-from pipeline.roads.extracts import file_sha256
 
 log = logging.getLogger(__name__)
 

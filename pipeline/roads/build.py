@@ -11,8 +11,8 @@ from typing import Any
 import geopandas as gpd
 
 from pipeline import __version__
+from pipeline.io import file_sha256
 from pipeline.locking import DEFAULT_TIMEOUT_S
-from pipeline.roads.extracts import file_sha256
 from pipeline.roads.graph import build_road_graph, edge_table, node_table
 from pipeline.roads.highways import highway_filter_for
 from pipeline.roads.osm import RoadWays, read_road_ways

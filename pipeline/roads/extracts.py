@@ -15,18 +15,9 @@ from urllib.parse import urlparse
 import fsspec
 
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, file_sha256
 
 PACKAGE_SCHEME = "package://"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_extract(spec: str, cache_dir: str | Path, sha256: str | None = None) -> Path:

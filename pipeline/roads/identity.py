@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.roads.extracts import file_sha256
+from pipeline.io import file_sha256
 from pipeline.roads.store import EDGES_FILE, read_roads_meta
 
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 import pytest
 
 from pipeline.errors import InputDataError
-from pipeline.roads.extracts import file_sha256, resolve_extract
+from pipeline.io import file_sha256
+from pipeline.roads.extracts import resolve_extract
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
