@@ -53,12 +53,12 @@ from dask.distributed import Client
 
 from pipeline.config import IngestSettings, load_config
 from pipeline.ingest.readers import read_trace_file
-from pipeline.ingest.simulate import drive_device, plan_fleet
-from pipeline.ingest.simulate_roads import DrivingNetwork
 from pipeline.ingest.stage import ingest_traces
-from pipeline.ingest.trace_writers import FORMAT_EXTENSIONS, write_trace
 from pipeline.parallel import shared_local_cluster
 from pipeline.roads import build_roads, resolve_extract
+from pipeline.simulate.fleet import drive_device, plan_fleet
+from pipeline.simulate.network import DrivingNetwork
+from pipeline.simulate.trace_writers import FORMAT_EXTENSIONS, write_trace
 
 FORMATS = ("csv", "gpx", "nmea", "geojson", "parquet")
 KEY_ENV = "ROADCOVER_PSEUDONYM_KEY"

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.ingest import duplicates, stage
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.roads import build_roads, resolve_extract
+from pipeline.simulate.fleet import simulate_fleet
 
 
 class _Timed:

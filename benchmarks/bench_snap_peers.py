@@ -124,8 +124,8 @@ def write_markdown(cache: Path, name: str, text: str) -> None:
 def simulate_monaco(cache: Path, devices: int, days: int) -> tuple[Path, Path, Path]:
     """Roads, truth (simulate_fleet) and a trip_id,t,lon,lat table of the same fleet."""
     from pipeline.config import load_config
-    from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
-    from pipeline.ingest.simulate_roads import DrivingNetwork
+    from pipeline.simulate.fleet import drive_device, plan_fleet, simulate_fleet
+    from pipeline.simulate.network import DrivingNetwork
 
     roads = cache / "monaco_roads"
     if not (roads / "meta.json").exists():

@@ -31,7 +31,7 @@ from bench_workflow import KEY, demo_config, fixes_read, run_command
 # each rule of the demo, in the order of its critical path, and the module its stage imports
 RULE_MODULES = {
     "build_roads": "pipeline.roads.build",
-    "simulate_fleet": "pipeline.ingest.simulate",
+    "simulate_fleet": "pipeline.simulate.fleet",
     "ingest_traces": "pipeline.ingest.stage",
     "match_traces": "pipeline.snap.stage",
     "compute_coverage": "pipeline.coverage.stage",

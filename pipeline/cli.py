@@ -160,7 +160,7 @@ def simulate(
 ) -> None:
     """Simulate a dashcam fleet driving on a road graph, with its ground-truth routes."""
     from pipeline.config import load_config
-    from pipeline.ingest.simulate import simulate_fleet
+    from pipeline.simulate.fleet import simulate_fleet
 
     config = load_config(config_path)
     params = config.simulate

@@ -115,7 +115,7 @@ class CoverageSettings:
 
 @dataclass(frozen=True)
 class SimulateSettings:
-    """Parameters of the dashcam fleet simulator (see ``pipeline.ingest.simulate``)."""
+    """Parameters of the dashcam fleet simulator (see ``pipeline.simulate.fleet``)."""
 
     seed: int
     devices: int

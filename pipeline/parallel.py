@@ -56,7 +56,7 @@ LOCAL_POLLING = {
 LOCAL_CLUSTER_CONFIG = {**GLIBC_DEFAULTS, **LOCAL_POLLING}
 # what the workers of the shared cluster import as they start: the modules of the stages'
 # tasks (the first task of each stage would import them otherwise)
-STAGE_MODULES = ("pipeline.ingest.simulate", "pipeline.ingest.stage", "pipeline.snap.stage")
+STAGE_MODULES = ("pipeline.simulate.fleet", "pipeline.ingest.stage", "pipeline.snap.stage")
 # a worker that fails to start is only logged by Dask: waiting longer than this means failure
 WORKER_START_TIMEOUT_S = 120.0
 Item = TypeVar("Item")

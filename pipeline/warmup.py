@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # the modules holding the stages' kernels (the UBODT builder is not used by the stages)
 KERNEL_MODULES = (
-    "pipeline.ingest.drive_kernels",
+    "pipeline.simulate.drive_kernels",
     "pipeline.snap.graph_kernels",
     "pipeline.snap.group_stats",
     "pipeline.snap.hmm_kernels",
@@ -76,9 +76,9 @@ def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:
 
     Everything runs in this process (one worker), so its kernels are compiled here.
     """
-    from pipeline.ingest.simulate import simulate_fleet
     from pipeline.ingest.stage import ingest_traces
     from pipeline.roads import build_roads
+    from pipeline.simulate.fleet import simulate_fleet
     from pipeline.snap.stage import snap_traces
 
     folders = {name: work_dir / name for name in ("roads", "simulated", "traces", "matched")}

@@ -20,8 +20,8 @@ from dask.distributed import Client
 
 import pipeline
 from pipeline.config import load_config
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.parallel import shared_local_cluster
+from pipeline.simulate.fleet import simulate_fleet
 from pipeline.warmup import kernel_signatures, run_sample_stages
 
 ROADCOVER = [sys.executable, "-m", "pipeline.cli"]

@@ -1,1 +1,1 @@
-"""Ingest: raw dashcam traces -> clean, pseudonymous, trip-split points (and the simulator)."""
+"""Ingest: raw dashcam traces -> clean, pseudonymous, trip-split points."""

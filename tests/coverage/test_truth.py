@@ -14,10 +14,10 @@ import pytest
 from pipeline.config import settings_from_mapping
 from pipeline.contracts import SIMULATED_ROUTES, TRIPS
 from pipeline.coverage.stage import compute_coverage
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.ingest.stage import ingest_traces
 from pipeline.io import read_table
 from pipeline.roads import build_roads
+from pipeline.simulate.fleet import simulate_fleet
 from pipeline.snap.stage import snap_traces
 from tests.truth import driven_truth_km
 

@@ -23,9 +23,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import InputDataError
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.locking import LOCK_FILE
 from pipeline.roads import build_roads, read_roads_meta, resolve_extract
+from pipeline.simulate.fleet import simulate_fleet
 from tests.faults.killer import KILLED
 
 KEY = "a-fault-test-pseudonym-key-0123456789"

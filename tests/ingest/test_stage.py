@@ -16,11 +16,11 @@ from pipeline.config import load_config, settings_from_mapping
 from pipeline.contracts import POINTS, REJECTS, TRIPS
 from pipeline.errors import InputDataError
 from pipeline.ingest import stage
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.ingest.stage import STAGING_DIR, ingest_traces
 from pipeline.io import read_table
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 from pipeline.roads import build_roads, resolve_extract
+from pipeline.simulate.fleet import simulate_fleet
 
 KEY = "a-test-pseudonym-key-0123456789"
 

@@ -13,7 +13,7 @@ from pipeline.ingest.readers import (
     detect_format,
     read_trace_file,
 )
-from pipeline.ingest.trace_writers import write_trace
+from pipeline.simulate.trace_writers import write_trace
 from tests.ingest.readers.helpers import check_result, nmea
 
 

@@ -29,7 +29,7 @@ from pipeline.config import load_config
 from pipeline.errors import InputDataError
 from pipeline.ingest.readers import ReadResult, UnreadableFileError, read_trace_file
 from pipeline.ingest.stage import ingest_files
-from pipeline.ingest.trace_writers import write_trace
+from pipeline.simulate.trace_writers import write_trace
 from tests.ingest.readers.helpers import assert_same_reading, check_result, nmea
 
 KEY = "a-fuzz-pseudonym-key-0123456789"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.readers import UnreadableFileError, gpx, read_trace_file, xml_tags
-from pipeline.ingest.trace_writers import write_trace
+from pipeline.simulate.trace_writers import write_trace
 from tests.ingest.readers.helpers import DATA, assert_same_reading, check_result, reasons
 
 

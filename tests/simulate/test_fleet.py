@@ -24,14 +24,14 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.geodesy import distances_m
-from pipeline.ingest import simulate
-from pipeline.ingest.drive_kernels import _grid, _sorted_unique, _with_departures
-from pipeline.ingest.simulate import drive_device, plan_fleet, simulate_fleet
-from pipeline.ingest.simulate_drive import ar1_filter
-from pipeline.ingest.simulate_roads import DrivingNetwork, parse_maxspeed_mps
-from pipeline.ingest.trace_writers import nmea_checksum
 from pipeline.io import read_table
 from pipeline.roads import build_roads, load_road_graph, read_edges, resolve_extract
+from pipeline.simulate import fleet as fleet_module
+from pipeline.simulate.drive import ar1_filter
+from pipeline.simulate.drive_kernels import _grid, _sorted_unique, _with_departures
+from pipeline.simulate.fleet import drive_device, plan_fleet, simulate_fleet
+from pipeline.simulate.network import DrivingNetwork, parse_maxspeed_mps
+from pipeline.simulate.trace_writers import nmea_checksum
 
 GPX = "{http://www.topografix.com/GPX/1/1}"
 NMEA_LINE = re.compile(r"^\[(\d{13})\]\$(GP(RMC|GGA|GSA),[^*]*)\*([0-9A-F]{2})$")
@@ -300,8 +300,8 @@ def test_same_seed_gives_identical_files(roads_dir: Path, params: Any, tmp_path:
 def test_devices_driven_on_two_dask_workers_give_the_same_files(
     roads_dir: Path, params: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(simulate, "DEVICES_PER_TASK", 1)  # a task per device
-    monkeypatch.setattr(simulate, "DASK_MIN_TASKS_PER_WORKER", 1)
+    monkeypatch.setattr(fleet_module, "DEVICES_PER_TASK", 1)  # a task per device
+    monkeypatch.setattr(fleet_module, "DASK_MIN_TASKS_PER_WORKER", 1)
     settings = replace(params, days=1)
     simulate_fleet(roads_dir, tmp_path / "alone", settings)
     simulate_fleet(roads_dir, tmp_path / "dask", settings, workers=2)
@@ -516,5 +516,5 @@ def test_pick_draws_what_choice_draws(seed: int, sizes: list[int]) -> None:
     mine, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
     for size in sizes:
         values = np.arange(size, dtype="int64") * 7
-        assert simulate.pick(mine, values) == numpys.choice(values)
+        assert fleet_module.pick(mine, values) == numpys.choice(values)
         assert mine.random() == numpys.random()

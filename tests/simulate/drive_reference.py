@@ -1,4 +1,4 @@
-"""The simulator's drive as numpy computed it before its kernels (pipeline.ingest.drive_kernels).
+"""The simulator's drive as numpy computed it before its kernels (pipeline.simulate.drive_kernels).
 
 Kept verbatim as the tests' oracle: the kernels must give the same numbers to the bit. What the
 kernels did not replace (the trip's record, the AR(1) block powers, the dropout mask, the
@@ -12,7 +12,14 @@ import math
 import numpy as np
 
 from pipeline.config import SimulateSettings
-from pipeline.ingest.drive_kernels import (
+from pipeline.simulate.drive import (
+    GRID_STEP_M,
+    NOISE_CORRELATION_1S,
+    TripDrive,
+    _ar1_powers,
+    _kept_fixes,
+)
+from pipeline.simulate.drive_kernels import (
     ACCEL_MPS2,
     DECEL_MPS2,
     END_ZONE_M,
@@ -20,14 +27,7 @@ from pipeline.ingest.drive_kernels import (
     TURN_MIN_DEG,
     VERTICAL_NOISE_FACTOR,
 )
-from pipeline.ingest.simulate_drive import (
-    GRID_STEP_M,
-    NOISE_CORRELATION_1S,
-    TripDrive,
-    _ar1_powers,
-    _kept_fixes,
-)
-from pipeline.ingest.simulate_roads import DrivingNetwork, Route
+from pipeline.simulate.network import DrivingNetwork, Route
 
 
 def drive_route(

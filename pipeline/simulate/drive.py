@@ -3,7 +3,7 @@
 Speeds are capped by each edge's speed, by turns, near the trip ends and to 0 at stops, then
 limited by acceleration and braking. Fixes are logged every ``sample_interval_s`` along the
 route polyline with temporally correlated (AR(1)) GPS error. The random draws are numpy's;
-the arithmetic of a trip runs in a few compiled kernels (:mod:`pipeline.ingest.drive_kernels`).
+the arithmetic of a trip runs in a few compiled kernels (:mod:`pipeline.simulate.drive_kernels`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import SimulateSettings
-from pipeline.ingest.drive_kernels import (
+from pipeline.simulate.drive_kernels import (
     ar1_series,
     bearing_changes,
     fixes_along,
     logged_fixes,
     speed_profile,
 )
-from pipeline.ingest.simulate_roads import DrivingNetwork, Route
+from pipeline.simulate.network import DrivingNetwork, Route
 
 GRID_STEP_M = 5.0  # resolution of the speed profile along the route
 NOISE_CORRELATION_1S = 0.9  # AR(1) correlation of GPS error between fixes 1 s apart
@@ -152,7 +152,7 @@ def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
 
     Each row ``w`` gives ``e[0] = w[0]`` and ``e[k] = rho e[k-1] + sqrt(1 - rho²) w[k]``,
     computed block-wise with cumulative sums along the rows (in a kernel,
-    :func:`~pipeline.ingest.drive_kernels.ar1_series`); a row gives the same numbers whatever
+    :func:`~pipeline.simulate.drive_kernels.ar1_series`); a row gives the same numbers whatever
     rows it is filtered with.
 
     Parameters

@@ -12,8 +12,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import OutputExistsError
-from pipeline.ingest.simulate import simulate_fleet
 from pipeline.roads import build_roads, resolve_extract
+from pipeline.simulate.fleet import simulate_fleet
 
 SMALL = ["--devices", "2", "--days", "1", "--seed", "3"]
 REFUSAL = "the folder is not empty"

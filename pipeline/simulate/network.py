@@ -23,8 +23,8 @@ import shapely
 from pyproj import Transformer
 
 from pipeline.errors import InputDataError
-from pipeline.ingest.drive_kernels import route_distances, route_vertices, walk_back
 from pipeline.roads.store import load_road_graph, read_edges
+from pipeline.simulate.drive_kernels import route_distances, route_vertices, walk_back
 from pipeline.snap.graph_kernels import shortest_path_tree
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from geopandas.io.arrow import _geopandas_to_arrow
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.trace_writers import (
+from pipeline.simulate.trace_writers import (
     _GEOJSON_VALUES,
     CSV_COLUMNS,
     GENERATOR,

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import load_config
-from pipeline.ingest.drive_kernels import _interp, _mod_360, fixes_along, speed_profile
-from pipeline.ingest.simulate_drive import GRID_STEP_M, _turns, ar1_filter, drive_route
-from pipeline.ingest.simulate_roads import DrivingNetwork, Route
-from tests.ingest import drive_reference as reference
+from pipeline.simulate.drive import GRID_STEP_M, _turns, ar1_filter, drive_route
+from pipeline.simulate.drive_kernels import _interp, _mod_360, fixes_along, speed_profile
+from pipeline.simulate.network import DrivingNetwork, Route
+from tests.simulate import drive_reference as reference
 
 EXAMPLES = settings(max_examples=150, deadline=None)
 

@@ -46,17 +46,17 @@ from pipeline import __version__
 from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.errors import OutputExistsError
-from pipeline.ingest.simulate_drive import TripDrive, drive_route
-from pipeline.ingest.simulate_roads import DrivingNetwork
-from pipeline.ingest.trace_writers import (
+from pipeline.io import write_json, write_lines
+from pipeline.parallel import run_tasks
+from pipeline.roads.store import read_roads_meta
+from pipeline.simulate.drive import TripDrive, drive_route
+from pipeline.simulate.network import DrivingNetwork
+from pipeline.simulate.trace_writers import (
     FIX_DECIMALS,
     FORMAT_EXTENSIONS,
     GENERATOR,
     write_trace,
 )
-from pipeline.io import write_json, write_lines
-from pipeline.parallel import run_tasks
-from pipeline.roads.store import read_roads_meta
 
 log = logging.getLogger(__name__)
 
