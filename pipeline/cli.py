@@ -30,6 +30,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EXIT_ERROR = 1
+# "\b" (a backspace) alone on a line keeps click from rewrapping the paragraph after it
+CLI_HELP = """Crowdsourced road coverage: dashcam traces to map-matched, H3-binned coverage.
+
+\b
+Stages, in the order data flows through them:
+  roads     road graphs from OSM extracts
+  ingest    dashcam traces to clean, pseudonymous trips
+  snap      trips map-matched to the road graph
+  coverage  edge and H3 cell coverage, freshness, the summary
+  export    tiles, rasters, the web map, data feeds
+Also:
+  simulate  a synthetic dashcam fleet on a road graph
+  run       the whole workflow (Snakemake)
+"""
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -39,16 +53,11 @@ CONFIG_OPTION = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, help=CLI_HELP)
 @click.version_option(__version__, prog_name="roadcover")
 @click.option("-v", "--verbose", is_flag=True, help="Debug log output.")
 def cli(verbose: bool) -> None:
-    r"""Crowdsourced road coverage: dashcam traces to map-matched, H3-binned coverage.
-
-    \b
-    Stages:  roads -> ingest -> snap -> coverage -> export
-    Also:    simulate (a synthetic dashcam fleet), run (the whole workflow)
-    """
+    """Crowdsourced road coverage: dashcam traces to map-matched, H3-binned coverage."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -22,6 +22,21 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
+def test_help_lists_the_stages_one_per_line_in_data_order() -> None:
+    roadcover = Path(sys.executable).with_name("roadcover")
+    done = subprocess.run([roadcover, "--help"], capture_output=True, text=True, check=True)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert not [line for line in lines if "\\b" in line or "\b" in line]
+    stages, also = (
+        lines.index("  Stages, in the order data flows through them:"),
+        lines.index("  Also:"),
+    )
+    listed = [line.split()[0] for line in lines[stages + 1 : also]]
+    assert listed == ["roads", "ingest", "snap", "coverage", "export"]  # DESIGN.md's chain
+    tools = [line.split()[0] for line in lines[also + 1 : lines.index("Options:")]]
+    assert tools == ["simulate", "run"]
+
+
 def test_roads_build_writes_the_roads_folder(tiny_osm: Path, tmp_path: Path) -> None:
     assert main(["roads", "build", str(tiny_osm), "-o", str(tmp_path / "roads")]) == 0
     assert {p.name for p in (tmp_path / "roads").iterdir()} == {
