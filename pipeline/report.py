@@ -29,7 +29,8 @@ from matplotlib.patches import PathPatch
 from matplotlib.path import Path as DrawingPath
 
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY
-from pipeline.coverage.edges import canonical_edges, road_pieces
+from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
+from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import read_state
 from pipeline.coverage.summary import combine_summaries
 from pipeline.io import atomic_path, read_table, write_json
@@ -189,12 +190,7 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     state = read_state(folder / "coverage" / "state", columns=STATE_COLUMNS)
     if state.edge_pieces.empty:
         return "<p>no coverage yet</p>"
-    roads = road_pieces(state.edge_pieces, canonical_edges(edges))
-    length = (roads["to_mm"] - roads["from_mm"]).to_numpy()
-    road_mm = edges.drop_duplicates("road_id")["length_m"].sum() * 1000
-    start, stop = int(roads["first_ms"].min()), int(roads["last_ms"].max())
-    days = np.linspace(start, stop, 60)
-    covered = [100 * length[roads["first_ms"].to_numpy() <= d].sum() / road_mm for d in days]
+    days, covered = _covered_pct(state.edge_pieces, edges)
     fresh = _edge_fresh_pct(state.edge_trips, edges, days)
     figure, axis = plt.subplots(figsize=(7, 3))
     dates = pd.to_datetime(days, unit="ms")
@@ -204,6 +200,22 @@ def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
     axis.legend()
     figure.autofmt_xdate()
     return _png(figure)
+
+
+def _covered_pct(edge_pieces: pd.DataFrame, edges: pd.DataFrame) -> tuple[np.ndarray, list[float]]:
+    """Return 60 times (epoch ms) from the first observation to the last, and the % covered.
+
+    The share at each time is the road length first observed by then over the road length,
+    both in integer millimetres (:func:`~pipeline.coverage.edges.road_lengths_mm`), as in
+    ``summary.json``: a fully covered region ends at 100 %, never above.
+    """
+    canonical = canonical_edges(edges)
+    roads = road_pieces(edge_pieces, canonical)
+    length = (roads["to_mm"] - roads["from_mm"]).to_numpy()
+    road_mm = int(road_lengths_mm(canonical).sum())
+    days = np.linspace(int(roads["first_ms"].min()), int(roads["last_ms"].max()), 60)
+    first = roads["first_ms"].to_numpy()
+    return days, [float(100 * int(length[first <= day].sum()) / road_mm) for day in days]
 
 
 def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, days: np.ndarray) -> list[float]:
@@ -230,9 +242,9 @@ def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, days: np.ndarray) 
     np.add.at(starts, (rows[known], first), 1)
     np.add.at(starts, (rows[known], np.maximum(stop, first)), -1)
     driven = np.cumsum(starts[:, :-1], axis=1) > 0
-    length = edges["length_m"].to_numpy(dtype="float64")
-    total = edges["length_m"].sum()
-    return [float(100 * length[driven[:, day]].sum() / total) for day in range(len(days))]
+    length = to_mm(edges["length_m"])  # integer sums: a part never exceeds the whole
+    total = max(int(length.sum()), 1)
+    return [float(100 * int(length[driven[:, day]].sum()) / total) for day in range(len(days))]
 
 
 def _freshness_histogram(edges: pd.DataFrame) -> str:

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from pipeline.config import settings_from_mapping
 from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS, POINTS, TRIPS
+from pipeline.coverage.stage import compute_coverage
 from pipeline.io import write_json, write_table
-from pipeline.roads import load_road_graph, read_edges
+from pipeline.roads import build_roads, load_road_graph, read_edges
 from pipeline.roads.identity import roads_identity
 
 
@@ -190,3 +192,43 @@ def write_osm_network(
     lines.append("</osm>")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# a meridian step whose edges are 100.16453 m long: 100,165 mm rounded, 0.47 mm up
+ROUNDING_UP_STEP_DEG = 0.0009008
+
+
+def write_fully_covered_region(root: Path) -> tuple[Path, Path]:
+    """Build a hand-made network, drive every edge end to end, and compute its coverage.
+
+    Two chains of five edges along meridians near Vaduz, ``ROUNDING_UP_STEP_DEG`` apart: a
+    two-way residential street and a one-way primary. Every edge's length rounds *up* to the
+    millimetre, so a share computed from covered millimetres over unrounded metres would
+    read above 100 %. Returns the roads folder and the coverage folder.
+    """
+    lat, lon = 47.14, 9.52
+    nodes = {}
+    for i in range(6):
+        nodes[i + 1] = (lat + i * ROUNDING_UP_STEP_DEG, lon)
+        nodes[i + 11] = (lat + i * ROUNDING_UP_STEP_DEG, lon + 0.002)
+    ways = {100 + i: ([i + 1, i + 2], "residential", False) for i in range(5)}
+    ways |= {200 + i: ([i + 11, i + 12], "primary", True) for i in range(5)}
+    roads = root / "roads"
+    build_roads(write_osm_network(root / "region.osm", nodes, ways), roads)
+    edges = read_edges(roads)
+    when = pd.Timestamp("2026-10-01T08:00Z")
+    drives = pd.DataFrame(
+        {
+            "edge_id": edges["edge_id"].to_numpy(),
+            "trip_id": "trip0",
+            "contributor_id": "c0",
+            "from_offset_m": 0.0,
+            "to_offset_m": edges["length_m"].to_numpy(),
+            "entered_at": when,
+            "exited_at": when + pd.Timedelta(seconds=5),
+        }
+    )
+    matched = write_matched_batch(root / "matched", edges, drives, roads_dir=roads)
+    settings = settings_from_mapping({"regions": [{"name": "region", "osm": "region.osm"}]})
+    compute_coverage(roads, [matched], root / "coverage", settings.coverage)
+    return roads, root / "coverage"

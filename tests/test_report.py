@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.coverage.state import read_state
 from pipeline.io import read_table
-from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, write_report
+from pipeline.report import _covered_pct, _edge_fresh_pct, _map_thumbnail, _png, write_report
+from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
 
 
@@ -95,5 +97,23 @@ def test_fresh_share_is_the_share_of_edges_with_a_trip_in_the_window() -> None:
     for as_of in days:
         window = trips[(trips["first_ms"] <= as_of) & (trips["last_ms"] >= as_of - 28 * day)]
         driven = edges[edges["edge_id"].isin(window["edge_id"])]
-        expected.append(float(100 * driven["length_m"].sum() / edges["length_m"].sum()))
+        driven_mm = sum(round(metres * 1000) for metres in driven["length_m"])
+        expected.append(100 * driven_mm / sum(round(metres * 1000) for metres in edges["length_m"]))
     assert _edge_fresh_pct(trips, edges, days) == expected
+
+
+def test_shares_over_time_of_a_fully_covered_region_end_at_100_percent(tmp_path: Path) -> None:
+    write_fully_covered_region(tmp_path)
+    edges = read_table(tmp_path / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    state = read_state(tmp_path / "coverage" / "state")
+    days, covered = _covered_pct(state.edge_pieces, edges)
+    assert covered[-1] == 100.0 and max(covered) == 100.0  # every length rounds up to the mm
+    fresh = _edge_fresh_pct(state.edge_trips, edges, days)
+    assert fresh[-1] == 100.0 and max(fresh) == 100.0
+
+
+def test_fresh_share_is_of_lengths_rounded_to_the_millimetre() -> None:
+    edges = pd.DataFrame({"edge_id": [1, 2, 3], "length_m": [0.0004, 10.0006, 20.0006]})
+    trips = pd.DataFrame({"edge_id": [2, 3], "first_ms": [0, 0], "last_ms": [10, 10]})
+    # 10,001 + 20,001 of 0 + 10,001 + 20,001 mm: the 0.4 mm edge rounds to nothing
+    assert _edge_fresh_pct(trips, edges, np.array([5.0])) == [100.0]

@@ -93,21 +93,37 @@ def road_pieces(edge_pieces: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFr
     """Map directed edge pieces onto their road's canonical edge and merge them.
 
     The result is keyed by the canonical edge id: its covered length is the road's unique
-    coverage, counted once whichever direction was driven.
+    coverage, counted once whichever direction was driven. Pieces are clipped to the road's
+    length (its canonical edge's, :func:`road_lengths_mm`): a reverse edge a millimetre
+    longer cannot make a road more than fully covered.
     """
     info = canonical.loc[edge_pieces["key"].to_numpy()]
     flip = info["flip"].to_numpy()
     length = info["length_mm"].to_numpy()
+    road_mm = canonical.loc[info["canonical_id"].to_numpy(), "length_mm"].to_numpy()
+    start_mm = np.where(
+        flip, length - edge_pieces["to_mm"].to_numpy(), edge_pieces["from_mm"].to_numpy()
+    )
+    end_mm = np.where(
+        flip, length - edge_pieces["from_mm"].to_numpy(), edge_pieces["to_mm"].to_numpy()
+    )
     mapped = edge_pieces.assign(
         key=info["canonical_id"].to_numpy(),
-        from_mm=np.where(
-            flip, length - edge_pieces["to_mm"].to_numpy(), edge_pieces["from_mm"].to_numpy()
-        ),
-        to_mm=np.where(
-            flip, length - edge_pieces["from_mm"].to_numpy(), edge_pieces["to_mm"].to_numpy()
-        ),
+        from_mm=np.clip(start_mm, 0, road_mm),
+        to_mm=np.clip(end_mm, 0, road_mm),
     )
     return union_pieces(mapped)
+
+
+def road_lengths_mm(canonical: pd.DataFrame) -> pd.Series:
+    """Return every road's length in integer millimetres, indexed by its canonical edge id.
+
+    A road is as long as its canonical edge. Shares of road length are computed from these
+    rounded lengths and the covered millimetres, never from the unrounded ``length_m``: a
+    fully covered road is then exactly 100 % covered, and no road more.
+    """
+    is_canonical = canonical["canonical_id"].to_numpy() == canonical.index.to_numpy()
+    return canonical.loc[is_canonical, "length_mm"]
 
 
 def _text(column: pd.Series) -> np.ndarray | ExtensionArray:

@@ -7,8 +7,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline.coverage.edges import road_pieces
+from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import CoverageState
-from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
+from pipeline.coverage.tables import FRESHNESS_DAYS, MM_PER_KM, MS_PER_DAY
 
 WORLD_ROAD_KM = 64_285_009.0
 WORLD_ROAD_KM_SOURCE = "CIA World Factbook, Roadways: total (world), 64,285,009 km"
@@ -38,8 +39,19 @@ def coverage_summary(
     repetition, ``weekly_driven_km`` what was driven in the 7 days before ``as_of``.
     ``fresh_{N}d_km`` is unique length last observed within N days; the Region-Progress
     indicator is the share of road km refreshed in the last 28 days.
+
+    Every length is summed in integer millimetres, road and directed lengths too (each edge's
+    ``length_m`` rounded to the millimetre, a road's being its canonical edge's), so a share
+    is a covered part of the very figure it is divided by: a fully covered region reads
+    exactly 100 %, never more.
     """
     roads = road_pieces(state.edge_pieces, canonical)
+    edge_ids = edge_table["edge_id"].to_numpy()
+    edge_table = edge_table.assign(
+        length_mm=to_mm(edge_table["length_m"]),
+        covered_mm=to_mm(edge_table["covered_m"]),
+        is_road=canonical.loc[edge_ids, "canonical_id"].to_numpy() == edge_ids,
+    )
     highway = edge_table.set_index("edge_id")["highway"]
     roads["highway"] = highway.loc[roads["key"].to_numpy()].to_numpy()
     trips = state.edge_trips.assign(
@@ -77,16 +89,16 @@ def _totals(
     covered_mm = roads["to_mm"] - roads["from_mm"]
     recent = trips["last_ms"] >= as_of_ms - 7 * MS_PER_DAY
     totals: dict[str, Any] = {
-        "road_km": float(edges.drop_duplicates("road_id")["length_m"].sum()) / 1000.0,
-        "directed_km": float(edges["length_m"].sum()) / 1000.0,
-        "unique_km": int(covered_mm.sum()) / 1e6,
-        "directed_covered_km": float(edges["covered_m"].sum()) / 1000.0,
-        "total_km": int(trips["driven_mm"].sum()) / 1e6,
-        "weekly_driven_km": int(trips.loc[recent, "driven_mm"].sum()) / 1e6,
+        "road_km": int(edges.loc[edges["is_road"], "length_mm"].sum()) / MM_PER_KM,
+        "directed_km": int(edges["length_mm"].sum()) / MM_PER_KM,
+        "unique_km": int(covered_mm.sum()) / MM_PER_KM,
+        "directed_covered_km": int(edges["covered_mm"].sum()) / MM_PER_KM,
+        "total_km": int(trips["driven_mm"].sum()) / MM_PER_KM,
+        "weekly_driven_km": int(trips.loc[recent, "driven_mm"].sum()) / MM_PER_KM,
     }
     for days in FRESHNESS_DAYS:
         fresh = roads["last_ms"] >= as_of_ms - days * MS_PER_DAY
-        totals[f"fresh_{days}d_km"] = int(covered_mm[fresh].sum()) / 1e6
+        totals[f"fresh_{days}d_km"] = int(covered_mm[fresh].sum()) / MM_PER_KM
     _add_shares(totals)
     return totals
 

@@ -20,7 +20,10 @@ MM_PER_KM = 1_000_000
 
 
 def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) -> gpd.GeoDataFrame:
-    """One row per directed edge: covered length, passes, contributors, times, intervals."""
+    """One row per directed edge: covered length, passes, contributors, times, intervals.
+
+    ``covered_m`` is never more than ``length_m``.
+    """
     pieces = state.edge_pieces
     covered_mm = (pieces["to_mm"] - pieces["from_mm"]).groupby(pieces["key"]).sum()
     trips = state.edge_trips.groupby("edge_id").agg(
@@ -33,7 +36,10 @@ def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) 
     intervals = _interval_lists(pieces)
     ids = edges["edge_id"]
     table = edges[["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]].copy()
-    table["covered_m"] = ids.map(covered_mm).fillna(0).to_numpy() / 1000.0
+    # never longer than the edge: its pieces end at its length rounded to the millimetre
+    table["covered_m"] = np.minimum(
+        ids.map(covered_mm).fillna(0).to_numpy() / 1000.0, table["length_m"].to_numpy()
+    )
     table["passes"] = ids.map(trips["passes"]).fillna(0).astype("int64").to_numpy()
     table["contributors"] = ids.map(trips["contributors"]).fillna(0).astype("int64").to_numpy()
     table["total_m"] = ids.map(trips["driven_mm"]).fillna(0).to_numpy() / 1000.0

@@ -10,7 +10,13 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from pipeline.coverage.edges import canonical_edges, edge_trip_rows, road_pieces, segment_pieces
+from pipeline.coverage.edges import (
+    canonical_edges,
+    edge_trip_rows,
+    road_lengths_mm,
+    road_pieces,
+    segment_pieces,
+)
 from pipeline.coverage.intervals import union_pieces
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_osm_network
@@ -103,3 +109,20 @@ def test_both_directions_of_a_two_way_loop_cover_their_union(edges: gpd.GeoDataF
     roads = road_pieces(pieces, canonical_edges(edges))
     covered_m = float((roads["to_mm"] - roads["from_mm"]).sum()) / 1000
     assert covered_m == pytest.approx(0.6 * length_m, abs=0.002)
+
+
+def test_a_reverse_edge_longer_than_its_road_covers_the_road_once_and_no_more() -> None:
+    # road 10: canonical edge 1 of 100.000 m; its reverse, edge 2, measured 1 mm longer
+    canonical = pd.DataFrame(
+        {"canonical_id": [1, 1], "flip": [False, True], "length_mm": [100_000, 100_001]},
+        index=pd.Index([1, 2], name="edge_id"),
+    )
+    pieces = pd.DataFrame(
+        {"key": [2], "from_mm": [0], "to_mm": [100_001], "first_ms": [5], "last_ms": [9]}
+    )
+    roads = road_pieces(pieces, canonical)
+    # driven end to end against the road: all of road 10's 100,000 mm (not 100,001)
+    assert roads.to_dict("records") == [
+        {"key": 1, "from_mm": 0, "to_mm": 100_000, "first_ms": 5, "last_ms": 9}
+    ]
+    assert road_lengths_mm(canonical).to_dict() == {1: 100_000}

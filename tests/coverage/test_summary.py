@@ -8,11 +8,19 @@ its edge.
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.summary import combine_summaries, coverage_summary
+from pipeline.io import read_table
+from tests.builders import ROUNDING_UP_STEP_DEG, write_fully_covered_region
 
 DAY_MS = 86_400_000
 AS_OF_MS = 1_000 * DAY_MS
@@ -161,3 +169,34 @@ def test_regions_without_roads_have_shares_of_zero() -> None:
     shares = ["coverage_pct", "directed_coverage_pct", "weekly_driven_ratio"]
     shares += [f"fresh_{d}d_pct" for d in (7, 28, 90, 365)]
     assert {name: combined[name] for name in shares} == dict.fromkeys(shares, 0.0)
+
+
+SHARES = (
+    "coverage_pct",
+    "directed_coverage_pct",
+    *(f"fresh_{days}d_pct" for days in (7, 28, 90, 365)),
+    "region_progress_28d_pct",
+)
+
+
+def test_a_fully_covered_region_reads_exactly_100_percent_everywhere(tmp_path: Path) -> None:
+    write_fully_covered_region(tmp_path)
+    edges = read_table(tmp_path / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    exact_mm = edges["length_m"].to_numpy() * 1000
+    assert (np.rint(exact_mm) > exact_mm).all()  # the case: every length rounds up
+    summary = json.loads((tmp_path / "coverage" / "summary.json").read_text())
+    for totals in (summary, *summary["by_highway"].values()):
+        assert [totals[share] for share in SHARES] == [100.0] * len(SHARES)
+        assert totals["unique_km"] == totals["road_km"]
+        assert totals["directed_covered_km"] == totals["directed_km"]
+    # along a meridian an edge is R * dlat (OSMnx's R): 100,164.53 mm, 100,165 rounded
+    edge_mm = round(6_371_009 * math.radians(ROUNDING_UP_STEP_DEG) * 1000)
+    assert edge_mm == 100_165
+    assert summary["road_km"] == pytest.approx(10 * edge_mm / 1e6, abs=1e-12)  # 5 + 5 roads
+    assert summary["directed_km"] == pytest.approx(15 * edge_mm / 1e6, abs=1e-12)
+    combined = combine_summaries({"a": summary, "b": summary})
+    assert [combined[share] for share in SHARES] == [100.0] * len(SHARES)
+    assert (edges["covered_m"] <= edges["length_m"]).all()
+    assert edges["covered_m"].to_numpy() == pytest.approx(edges["length_m"].to_numpy(), abs=5e-4)
+    cells = read_table(tmp_path / "coverage" / "cells.parquet", CELL_COVERAGE)
+    assert (cells["coverage_pct"] == 100.0).all()

@@ -43,7 +43,7 @@ from pipeline.export.feeds import (
 from pipeline.export.feeds.tables import cut_lines
 from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges, read_roads_meta, resolve_extract
-from tests.builders import write_matched_batch
+from tests.builders import write_fully_covered_region, write_matched_batch
 
 AS_OF = pd.Timestamp("2026-12-01T00:00Z")
 PARTITION_RES = 8
@@ -414,3 +414,11 @@ def test_refuses_to_overwrite_and_leaves_nothing_half_written(world: dict, tmp_p
         export_feed(world["cov1"], world["roads"], tmp_path, "x", previous=tmp_path / "nope")
     # the temporary release folder was removed; only the folder's lock file is left
     assert os.listdir(tmp_path) == [".roadcover.lock"]
+
+
+def test_cells_of_a_fully_covered_region_read_exactly_100_percent(tmp_path: Path) -> None:
+    roads, coverage = write_fully_covered_region(tmp_path)  # every length rounds up to the mm
+    export_feed(coverage, roads, tmp_path / "releases", "full", partition_res=PARTITION_RES)
+    cells = read_release(tmp_path / "releases" / "full")["cells"]
+    assert len(cells) and (cells["coverage_pct"] == 100.0).all()
+    assert (cells["unique_km"] == cells["road_km"]).all()

@@ -14,6 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 from pipeline.contracts import CELL_COVERAGE
 from pipeline.export.raster import NODATA, raster_zoom_for_resolution, write_coverage_rasters
 from pipeline.io import read_table
+from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
 
 TO_MERCATOR = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
@@ -84,3 +85,12 @@ def test_rewriting_replaces_the_files(coverage_dir: Path, tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == ["age_days.tif", "coverage_pct.tif"]
     with rasterio.open(again["files"]["coverage_pct"]) as dataset:
         assert dataset.res[0] == pytest.approx(again["pixel_size_m"])
+
+
+def test_a_fully_covered_region_rasters_to_100_percent(tmp_path: Path) -> None:
+    _, coverage = write_fully_covered_region(tmp_path)  # every length rounds up to the mm
+    files = write_coverage_rasters(coverage, tmp_path / "raster", zoom=16)["files"]
+    with rasterio.open(files["coverage_pct"]) as dataset:
+        values = dataset.read(1)
+    covered = values[values != NODATA]
+    assert covered.size and (covered == 100.0).all()

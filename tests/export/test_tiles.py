@@ -25,6 +25,7 @@ from pipeline.export.tiles import (
     write_coverage_tiles,
 )
 from pipeline.io import read_table
+from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
 
 MAX_ZOOM = 13
@@ -173,3 +174,15 @@ def test_segments_are_the_covered_intervals_not_whole_edges(coverage_dir: Path) 
     partial = edges[(edges["covered_m"] > 0) & (edges["covered_m"] < edges["length_m"] - 1)]
     assert len(partial) and len(segments) > 0
     assert set(segments["age_bucket"]) <= {"7d", "28d", "90d", "365d", "older"}
+
+
+def test_cells_of_a_fully_covered_region_are_tiled_at_100_percent(tmp_path: Path) -> None:
+    _, coverage = write_fully_covered_region(tmp_path)  # every length rounds up to the mm
+    path = tmp_path / "coverage.pmtiles"
+    write_coverage_tiles(coverage, path, min_zoom=0, max_zoom=12)
+    shares = [
+        feature["properties"]["coverage_pct"]
+        for _, layers in every_tile(path)
+        for feature in layers["cells"]["features"]
+    ]
+    assert shares and set(shares) == {100.0}

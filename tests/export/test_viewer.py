@@ -21,6 +21,7 @@ from pipeline.export.server import serve_directory
 from pipeline.export.tiles import write_coverage_tiles
 from pipeline.export.viewer import finest_cell_bounds, static_files, write_viewer
 from pipeline.io import read_table, write_table
+from tests.builders import write_fully_covered_region
 from tests.export.browser import Browser, find_chromium
 from tests.export.coverage_builder import helsinki_coverage
 from tests.imports import modules_imported_by
@@ -181,3 +182,11 @@ def test_viewer_renders_coverage_in_headless_chromium(
         else:
             assert "Interval" in popup and "Last seen" in popup
         assert browser.errors() == []
+
+
+def test_the_page_of_a_fully_covered_region_reads_100_percent(tmp_path: Path) -> None:
+    _, coverage = write_fully_covered_region(tmp_path)  # every length rounds up to the mm
+    tiles = tmp_path / "tiles" / "coverage.pmtiles"
+    write_coverage_tiles(coverage, tiles, min_zoom=12, max_zoom=14)
+    summary = page_config(write_viewer(coverage, tiles, tmp_path / "site"))["summary"]
+    assert summary["coverage_pct"] == 100.0 and summary["fresh_28d_pct"] == 100.0
