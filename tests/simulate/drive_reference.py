@@ -97,7 +97,7 @@ def drive_route(
 
 
 def ar1_filter(white: np.ndarray, rho: float) -> np.ndarray:
-    """NumPy's ``simulate_drive.ar1_filter``: block-wise cumulative sums along the rows."""
+    """NumPy's ``drive.ar1_filter``: block-wise cumulative sums along the rows."""
     n = white.shape[1]
     if n == 0 or rho <= 0.0:
         return white
