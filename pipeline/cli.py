@@ -47,7 +47,7 @@ def cli(verbose: bool) -> None:
 
     \b
     Stages:  roads -> ingest -> snap -> coverage -> export
-    Also:    simulate (a synthetic dashcam fleet), run (the whole workflow)
+    Also:    simulate (a synthetic dashcam fleet), run (the whole workflow), serve (the HTTP API)
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -504,6 +504,21 @@ def export_feed_command(
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
+
+
+@cli.command("serve")
+@CONFIG_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Server processes (each with its own rate-limit buckets and metrics).",
+)  # fmt: skip
+def serve(config_path: Path | None, host: str, port: int, workers: int) -> None:
+    """Serve the keyed HTTP API over the config's regions' releases (docs/api.md)."""
+    from pipeline.serve.app import run_server
+
+    run_server(config_path, host=host, port=port, workers=workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
