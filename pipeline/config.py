@@ -137,6 +137,13 @@ class SimulateSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The keyed HTTP API (``roadcover serve``) and its accounts database."""
+
+    database_url: str | None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a roadcover run is configured with."""
 
@@ -151,6 +158,7 @@ class Settings:
     coverage: CoverageSettings
     simulate: SimulateSettings
     source: str
+    api: ApiSettings
 
     def region(self, name: str) -> RegionSettings:
         """Return the region called ``name``.
@@ -330,6 +338,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             formats=tuple(sim["formats"]),
         ),
         source=source,
+        api=ApiSettings(database_url=config["api"]["database_url"]),
     )
 
 
