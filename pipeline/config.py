@@ -151,6 +151,7 @@ class ServedRegion:
 class ApiSettings:
     """The keyed HTTP API (``roadcover serve``): what it serves, what it charges, its limits."""
 
+    database_url: str | None = None  # see pipeline.serve.accounts.database_url_from
     regions: tuple[ServedRegion, ...] = ()
     credits_per_km: Decimal = Decimal("1")
     rate_limit_per_s: float = 20.0
@@ -374,6 +375,7 @@ def _api_settings(config: dict[str, Any]) -> ApiSettings:
         for r in config["regions"]
     }
     return ApiSettings(
+        database_url=api["database_url"],
         regions=tuple(
             ServedRegion(
                 name=name,

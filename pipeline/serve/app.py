@@ -60,9 +60,10 @@ from pipeline.export.server import (
     parse_range,
 )
 from pipeline.serve.accounts import (
+    DATABASE_URL_ENV,
     Account,
-    AccountStore,
     AccountError,
+    AccountStore,
     AuthenticationError,
     Charge,
     IdempotencyConflict,
@@ -785,8 +786,13 @@ class ServeError(PipelineError, OSError):
     """The API server cannot listen on the address and port asked for."""
 
 
-def run_server(config_path: Path | None, host: str, port: int, workers: int) -> None:
+def run_server(
+    config_path: Path | None, database_url: str | None, host: str, port: int, workers: int
+) -> None:
     """Run the API with uvicorn until interrupted (``roadcover serve``).
+
+    The workers find the config in ``ROADCOVER_SERVE_CONFIG`` and the accounts database in
+    ``ROADCOVER_DATABASE_URL`` (set here from ``database_url`` when given).
 
     Raises
     ------
@@ -801,6 +807,9 @@ def run_server(config_path: Path | None, host: str, port: int, workers: int) -> 
             log.warning("region %s: no %s/latest.json yet", region.name, region.releases_dir)
     _check_bindable(host, port)
     os.environ[CONFIG_ENV] = str(config_path.resolve()) if config_path is not None else ""
+    url = database_url_from(settings, database_url)
+    os.environ[DATABASE_URL_ENV] = url
+    AccountStore(url).close()  # create the schema once, before the workers start
     uvicorn.run(
         "pipeline.serve.app:app_from_environment",
         factory=True,
