@@ -143,7 +143,7 @@ class AreaQuery(BaseModel):
 class SegmentsQuery(AreaQuery):
     """Body of ``POST /v1/segments``: ``area`` is required."""
 
-    area: dict[str, Any] = Field(  # type: ignore[assignment]
+    area: dict[str, Any] = Field(
         ..., description="GeoJSON Polygon or MultiPolygon (or a Feature of one), lon/lat."
     )
 
@@ -448,10 +448,10 @@ def _licensed_area(
     return area
 
 
-def _request_digest(endpoint: str, region: str, release_id: str, **parts: Any) -> str:
+def _request_digest(endpoint: str, region: str, release_id: str, query: dict[str, Any]) -> str:
     """Digest what a request asks for: the same request, retried, has the same digest."""
     canonical = json.dumps(
-        {"endpoint": endpoint, "region": region, "release_id": release_id, **parts},
+        {"endpoint": endpoint, "region": region, "release_id": release_id, "query": query},
         sort_keys=True,
         default=str,
         separators=(",", ":"),
@@ -505,7 +505,7 @@ def _v1_routes(state: ServiceState) -> APIRouter:
         served = _query_region(state, query, account)
         release = _latest_release(state, served.name)
         digest = _request_digest(
-            "coverage", served.name, release.release_id, **query.model_dump(mode="json")
+            "coverage", served.name, release.release_id, query.model_dump(mode="json")
         )
 
         def answer(deadline: Any) -> dict[str, Any]:
@@ -544,8 +544,8 @@ def _v1_routes(state: ServiceState) -> APIRouter:
         served = _query_region(state, query, account)
         release = _latest_release(state, served.name)
         digest = _request_digest(
-            "segments", served.name, release.release_id, format=media,
-            **query.model_dump(mode="json"),
+            "segments", served.name, release.release_id,
+            {**query.model_dump(mode="json"), "format": media},
         )  # fmt: skip
 
         def answer(deadline: Any) -> Response:
@@ -597,9 +597,9 @@ def _release_routes(router: APIRouter, state: ServiceState) -> None:
             )
         return {"regions": listed}
 
-    @router.api_route(
+    @router.head("/releases/{region}/{release_id}/{path:path}", include_in_schema=False)
+    @router.get(
         "/releases/{region}/{release_id}/{path:path}",
-        methods=["GET", "HEAD"],
         summary="A release's manifest.json, data files and STAC (HTTP Range supported)",
     )
     async def release_file(

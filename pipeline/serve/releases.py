@@ -237,4 +237,5 @@ def _open_archive(path: Path) -> tuple[Reader, dict[str, Any]]:
     def get_bytes(offset: int, length: int) -> bytes:
         return mapping[offset : offset + length]
 
-    return Reader(get_bytes), deserialize_header(get_bytes(0, 127))
+    header: dict[str, Any] = dict(deserialize_header(get_bytes(0, 127)))
+    return Reader(get_bytes), header
