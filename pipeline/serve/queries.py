@@ -1,0 +1,445 @@
+"""Exact coverage and segment answers from one feed release of one region.
+
+:class:`RegionRelease` opens a release (``roadcover export feed``) with the roads folder it was
+built from, once, and keeps in memory what every query needs, indexed by shapely STRtrees:
+
+* the region's roads, each physical road once (``edges.drop_duplicates("road_id")``, as
+  ``summary.json`` counts ``road_km``), for the road km of an area;
+* its covered road pieces: the feed's segments (covered intervals of *directed* edges) mapped
+  onto their road's canonical edge and merged, both directions into one (``road_pieces`` of the
+  coverage stage), for unique covered km and freshness;
+* the feed's segment rows, for :meth:`RegionRelease.segments`.
+
+Lengths follow :mod:`pipeline.serve.lines`: a line inside the area counts its stored length, a
+line crossing the boundary its length times the share of its haversine length inside. With no
+area the answer is the whole region, equal to the coverage stage's ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.contracts import FEED_SEGMENTS
+from pipeline.coverage.edges import canonical_edges, road_pieces
+from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
+from pipeline.errors import InputDataError
+from pipeline.export.feeds.tables import cut_lines
+from pipeline.io import read_table
+from pipeline.roads import read_edges, read_roads_meta
+from pipeline.serve.area import RequestError, parse_area
+from pipeline.serve.lines import LineIndex
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+FRESH_BUCKETS = tuple(f"{days}d" for days in FRESHNESS_DAYS)
+# OSM's highway values for roads and paths (wiki: Key:highway); a region's own values are added
+OSM_HIGHWAYS = frozenset(
+    {
+        "motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential",
+        "motorway_link", "trunk_link", "primary_link", "secondary_link", "tertiary_link",
+        "living_street", "service", "pedestrian", "track", "bus_guideway", "escape", "raceway",
+        "road", "busway", "footway", "bridleway", "steps", "corridor", "path", "cycleway",
+        "via_ferrata", "sidewalk", "crossing", "traffic_island",
+    }
+)  # fmt: skip
+
+__all__ = ["RegionRelease", "RequestError", "parse_area"]
+
+
+@dataclass(frozen=True)
+class _Lengths:
+    """Per-line lengths (m), highway class codes and last-seen times of one index."""
+
+    metres: np.ndarray
+    highway: np.ndarray
+    last_ms: np.ndarray  # epoch ms of the last observation (empty for roads)
+
+
+class RegionRelease:
+    """One release of one region, opened once and shared by the requests that use it.
+
+    Build it with :meth:`open`. It is read-only after that, so threads may query it at once.
+
+    Attributes
+    ----------
+    release_id
+        The release's id (its folder name, as in ``manifest.json``).
+    as_of
+        The coverage's as-of time (ISO 8601, UTC) that freshness is measured from.
+    manifest
+        The release's ``manifest.json``.
+    highways
+        The OSM ``highway`` classes of the region's roads, sorted.
+    """
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        roads: gpd.GeoDataFrame,
+        pieces: pd.DataFrame,
+        segments: gpd.GeoDataFrame,
+    ) -> None:
+        self.manifest = manifest
+        self.release_id = str(manifest["release_id"])
+        self.as_of = str(manifest["as_of"])
+        self.as_of_ms = int(pd.Timestamp(self.as_of).tz_convert("UTC").value // 1_000_000)
+        self.highways = tuple(sorted(set(roads["highway"])))
+        self._codes = {name: code for code, name in enumerate(self.highways)}
+        self._roads = roads
+        self._roads_index = LineIndex(roads.geometry.to_numpy())
+        self._road_lengths = _Lengths(
+            metres=roads["length_m"].to_numpy(dtype="float64"),
+            highway=self._code(roads["highway"]),
+            last_ms=np.zeros(0, dtype="int64"),
+        )
+        self._pieces = pieces
+        self._pieces_index = LineIndex(pieces["geometry"].to_numpy())
+        self._piece_lengths = _Lengths(
+            metres=(pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64") / 1000.0,
+            highway=self._code(pieces["highway"]),
+            last_ms=pieces["last_ms"].to_numpy(dtype="int64"),
+        )
+        self._segments = segments
+        self._segments_index = LineIndex(segments.geometry.to_numpy())
+        self._segment_last_ms = _epoch_ms(segments["last_seen"])
+        self._segment_highway = self._code(segments["highway"])
+
+    @classmethod
+    def open(cls, release_dir: Path, roads_dir: Path) -> RegionRelease:
+        """Open a feed release with the roads folder its coverage was computed on.
+
+        Parameters
+        ----------
+        release_dir
+            A release folder written by ``roadcover export feed`` (with ``manifest.json``).
+        roads_dir
+            The roads folder of the region (``roadcover roads build``).
+
+        Raises
+        ------
+        InputDataError
+            If the release has no readable manifest, the roads folder was built from another
+            OSM extract than the release, or a segment lies on no edge of the roads folder.
+        """
+        release_dir, roads_dir = Path(release_dir), Path(roads_dir)
+        manifest = _read_manifest(release_dir)
+        _check_same_extract(manifest, release_dir, roads_dir)
+        edges = read_edges(roads_dir)
+        segments = _read_segments(release_dir, manifest)
+        pieces = _covered_road_pieces(edges, segments, release_dir, roads_dir)
+        roads = edges.drop_duplicates("road_id")[["highway", "length_m", "geometry"]]
+        release = cls(manifest, roads.reset_index(drop=True), pieces, segments)
+        log.info(
+            "%s: release %s opened: %d roads, %d covered pieces, %d segments",
+            release_dir, release.release_id, len(roads), len(pieces), len(segments),
+        )  # fmt: skip
+        return release
+
+    def coverage(
+        self,
+        area: BaseGeometry | None,
+        *,
+        since: date | None = None,
+        highways: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Road km, unique covered km and fresh km in an area, overall and by highway class.
+
+        Parameters
+        ----------
+        area
+            A (Multi)Polygon in lon/lat (see :func:`parse_area`), or None for the whole region.
+        since
+            Count only coverage last seen on or after this day (00:00 UTC).
+        highways
+            Count only roads of these OSM ``highway`` classes.
+
+        Returns
+        -------
+        dict
+            ``release_id``, ``as_of``, ``road_km`` (each physical road once), ``covered_km``
+            (road length driven at least once in either direction), ``coverage_pct`` (at most
+            100), ``fresh_km`` (``{"7d": km, "28d": ..., "90d": ..., "365d": ...}``: covered km
+            last seen within so many days of ``as_of``) and ``by_highway`` (the same figures
+            per class present in the area).
+
+        Raises
+        ------
+        RequestError
+            For an unknown highway class or a ``since`` that is not a date.
+        """
+        road_mask = self._class_mask(self._road_lengths.highway, highways)
+        piece_mask = self._class_mask(self._piece_lengths.highway, highways)
+        since_ms = _since_ms(since)
+        if since_ms is not None:
+            piece_mask &= self._piece_lengths.last_ms >= since_ms
+        road_m = self._road_lengths.metres
+        piece_mm = self._piece_lengths.metres * 1000.0  # whole millimetres: sums stay exact
+        if area is None:
+            road_rows, piece_rows = np.flatnonzero(road_mask), np.flatnonzero(piece_mask)
+        else:
+            roads = self._roads_index.clip(area, road_mask)
+            pieces = self._pieces_index.clip(area, piece_mask)
+            road_rows, piece_rows = roads.rows, pieces.rows
+            road_m, piece_mm = np.zeros(len(road_m)), np.zeros(len(piece_mm))
+            road_m[road_rows] = self._road_lengths.metres[road_rows] * roads.share
+            piece_mm[piece_rows] = self._piece_lengths.metres[piece_rows] * 1000.0 * pieces.share
+        totals = self._totals(road_rows, road_m, piece_rows, piece_mm)
+        return {"release_id": self.release_id, "as_of": self.as_of, **totals}
+
+    def segments(
+        self,
+        area: BaseGeometry,
+        *,
+        since: date | None = None,
+        highways: Sequence[str] | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Return the feed's covered segments in an area, cut to it.
+
+        A segment inside the area is returned as in the feed. A segment crossing the boundary
+        is returned once per stretch of it inside the area, with the feed's ``segment_id`` and
+        columns, its geometry cut to the area, and ``from_m``/``to_m``/``length_m`` narrowed to
+        the stretch (positions in proportion to haversine length along the segment, to the
+        millimetre). So ``segment_id`` is unique only among uncut segments.
+
+        Parameters
+        ----------
+        area
+            A (Multi)Polygon in lon/lat (see :func:`parse_area`).
+        since
+            Only segments last seen on or after this day (00:00 UTC).
+        highways
+            Only segments of these OSM ``highway`` classes.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            The ``feed_segments`` columns and ``h3_parent``, sorted by ``h3_parent``,
+            ``segment_id`` and ``from_m``.
+        """
+        mask = self._class_mask(self._segment_highway, highways)
+        since_ms = _since_ms(since)
+        if since_ms is not None:
+            mask &= self._segment_last_ms >= since_ms
+        inside, crossing = self._segments_index.split(area, mask)
+        whole = self._segments.iloc[inside]
+        cut = self._cut_segments(area, crossing)
+        frame = pd.concat([whole, cut], ignore_index=True) if len(cut) else whole
+        frame = gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
+        return frame.sort_values(["h3_parent", "segment_id", "from_m"], ignore_index=True)
+
+    def _cut_segments(self, area: BaseGeometry, rows: np.ndarray) -> gpd.GeoDataFrame:
+        if not len(rows):
+            return self._segments.iloc[:0]
+        parts = self._segments_index.crossing_parts(area, rows)
+        cut = self._segments.iloc[parts.rows].reset_index(drop=True)
+        from_m = cut["from_m"].to_numpy(dtype="float64")
+        length_m = cut["length_m"].to_numpy(dtype="float64")
+        start = np.round(from_m + parts.start * length_m, 3)
+        end = np.round(from_m + parts.end * length_m, 3)
+        cut["from_m"], cut["to_m"], cut["length_m"] = start, end, np.round(end - start, 3)
+        cut["geometry"] = parts.parts
+        return cut[cut["length_m"] > 0]
+
+    def _totals(
+        self,
+        road_rows: np.ndarray,
+        road_m: np.ndarray,
+        piece_rows: np.ndarray,
+        piece_mm: np.ndarray,
+    ) -> dict[str, Any]:
+        size = len(self.highways)
+        road_by = np.bincount(
+            self._road_lengths.highway[road_rows], weights=road_m[road_rows], minlength=size
+        )
+        codes = self._piece_lengths.highway[piece_rows]
+        covered = piece_mm[piece_rows]
+        age_ms = self.as_of_ms - self._piece_lengths.last_ms[piece_rows]
+        fresh = {
+            label: np.where(age_ms <= days * MS_PER_DAY, covered, 0.0)
+            for days, label in zip(FRESHNESS_DAYS, FRESH_BUCKETS, strict=True)
+        }
+        overall = _figures(
+            float(road_m[road_rows].sum()) / 1000.0,
+            float(covered.sum()) / 1e6,
+            {label: float(mm.sum()) / 1e6 for label, mm in fresh.items()},
+        )
+        covered_by = np.bincount(codes, weights=covered, minlength=size)
+        fresh_by = {label: np.bincount(codes, mm, minlength=size) for label, mm in fresh.items()}
+        overall["by_highway"] = {
+            name: _figures(
+                float(road_by[code]) / 1000.0,
+                float(covered_by[code]) / 1e6,
+                {label: float(by[code]) / 1e6 for label, by in fresh_by.items()},
+            )
+            for code, name in enumerate(self.highways)
+            if road_by[code] > 0 or covered_by[code] > 0
+        }
+        return overall
+
+    def _class_mask(self, codes: np.ndarray, highways: Sequence[str] | None) -> np.ndarray:
+        if highways is None:
+            return np.ones(len(codes), dtype=bool)
+        wanted = self._highway_codes(highways)
+        return np.isin(codes, wanted)
+
+    def _highway_codes(self, highways: Sequence[str]) -> np.ndarray:
+        if isinstance(highways, str | bytes) or not isinstance(highways, Sequence):
+            raise RequestError(
+                "invalid_highway",
+                f"highway must be a list of OSM highway classes, not {highways!r:.60}",
+                "highway",
+            )
+        for i, name in enumerate(highways):
+            if not isinstance(name, str) or name not in OSM_HIGHWAYS | set(self.highways):
+                raise RequestError(
+                    "invalid_highway",
+                    f"{name!r:.60} is not an OSM highway class; use one of "
+                    f"{', '.join(self.highways)} (the classes of this region's roads)",
+                    f"highway[{i}]",
+                )
+        return np.array([self._codes[n] for n in highways if n in self._codes], dtype="int64")
+
+    def _code(self, names: pd.Series) -> np.ndarray:
+        return np.array([self._codes[n] for n in names.tolist()], dtype="int64")
+
+
+def _figures(road_km: float, covered_km: float, fresh_km: dict[str, float]) -> dict[str, Any]:
+    pct = min(100.0, 100.0 * covered_km / road_km) if road_km > 0 else 0.0
+    return {
+        "road_km": road_km,
+        "covered_km": covered_km,
+        "coverage_pct": pct,
+        "fresh_km": fresh_km,
+    }
+
+
+def _since_ms(since: date | None) -> int | None:
+    if since is None:
+        return None
+    if isinstance(since, datetime):
+        moment = since if since.tzinfo else since.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    if not isinstance(since, date):
+        raise RequestError(
+            "invalid_since", f"since must be a date (YYYY-MM-DD), not {since!r:.60}", "since"
+        )
+    return int(datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()) * 1000
+
+
+def _read_manifest(release_dir: Path) -> dict[str, Any]:
+    path = release_dir / MANIFEST_FILE
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputDataError(
+            f"{path}: not found; pass a release folder written by `roadcover export feed`"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputDataError(
+            f"{path}: not a JSON manifest ({error}); export the release again"
+        ) from None
+    if not isinstance(manifest, dict) or not {"release_id", "as_of", "files"} <= set(manifest):
+        raise InputDataError(f"{path}: lacks release_id, as_of or files; export the release again")
+    return manifest
+
+
+def _check_same_extract(manifest: dict[str, Any], release_dir: Path, roads_dir: Path) -> None:
+    release_sha = (manifest.get("source") or {}).get("osm_extract_sha256")
+    roads_sha = read_roads_meta(roads_dir).get("source_sha256")
+    if release_sha != roads_sha:
+        raise InputDataError(
+            f"{release_dir}: release was built from OSM extract sha256 {release_sha}, but "
+            f"{roads_dir} from {roads_sha}; pass the roads folder the release's coverage used"
+        )
+
+
+def _read_segments(release_dir: Path, manifest: dict[str, Any]) -> gpd.GeoDataFrame:
+    frames = []
+    for entry in manifest["files"]:
+        if entry.get("table") == FEED_SEGMENTS.name and entry.get("format") == "geoparquet":
+            frame = read_table(_inside(release_dir, str(entry["path"])), FEED_SEGMENTS)
+            frames.append(frame.assign(h3_parent=str(entry["h3_parent"])))
+    if not frames:
+        return _empty_segments()
+    segments = pd.concat(frames, ignore_index=True)
+    columns = [*(f.name for f in FEED_SEGMENTS.schema if f.name != "geometry"), "h3_parent"]
+    return gpd.GeoDataFrame(segments[[*columns, "geometry"]], geometry="geometry", crs="EPSG:4326")
+
+
+def _inside(release_dir: Path, relative: str) -> Path:
+    """Return ``release_dir / relative``, refusing a path that leads out of the release."""
+    path = (release_dir / relative).resolve()
+    if not path.is_relative_to(release_dir.resolve()):
+        raise InputDataError(
+            f"{release_dir / MANIFEST_FILE}: lists {relative!r}, outside the release; "
+            "export the release again"
+        )
+    return path
+
+
+def _empty_segments() -> gpd.GeoDataFrame:
+    """Return an empty ``feed_segments`` frame (with ``h3_parent``) for a release with none."""
+    columns = {
+        f.name: pd.Series(dtype=f.type.to_pandas_dtype())
+        for f in FEED_SEGMENTS.schema
+        if f.name != "geometry"
+    }
+    frame = pd.DataFrame({**columns, "h3_parent": pd.Series(dtype=object)})
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
+
+
+def _covered_road_pieces(
+    edges: gpd.GeoDataFrame, segments: gpd.GeoDataFrame, release_dir: Path, roads_dir: Path
+) -> pd.DataFrame:
+    """Merge the segments of both directions of each road into unique covered pieces.
+
+    Returns the pieces keyed by canonical edge id (``key``, ``from_mm``, ``to_mm``,
+    ``first_ms``, ``last_ms``) with the road's ``highway`` and the piece's ``geometry``.
+    """
+    lookup = pd.MultiIndex.from_arrays([edges["u"], edges["v"], edges["key"]])
+    found = lookup.get_indexer(
+        pd.MultiIndex.from_arrays(
+            [segments["osm_from_node"], segments["osm_to_node"], segments["edge_key"]]
+        )
+    )
+    if (found < 0).any():
+        bad = segments.iloc[int(np.flatnonzero(found < 0)[0])]
+        raise InputDataError(
+            f"{release_dir}: segment {bad['segment_id']} lies on edge "
+            f"{bad['osm_from_node']}->{bad['osm_to_node']} (key {bad['edge_key']}), which is not "
+            f"in {roads_dir}; pass the roads folder the release was built from"
+        )
+    directed = pd.DataFrame(
+        {
+            "key": edges["edge_id"].to_numpy()[found],
+            "from_mm": np.rint(segments["from_m"].to_numpy() * 1000.0).astype("int64"),
+            "to_mm": np.rint(segments["to_m"].to_numpy() * 1000.0).astype("int64"),
+            "first_ms": _epoch_ms(segments["first_seen"]),
+            "last_ms": _epoch_ms(segments["last_seen"]),
+        }
+    )
+    pieces = road_pieces(directed, canonical_edges(edges))
+    by_id = edges.set_index("edge_id")
+    owner = by_id.loc[pieces["key"].to_numpy()]
+    length_mm = np.rint(owner["length_m"].to_numpy(dtype="float64") * 1000.0)
+    length_mm = np.where(length_mm > 0, length_mm, 1.0)
+    start = np.clip(pieces["from_mm"].to_numpy() / length_mm, 0.0, 1.0)
+    end = np.clip(pieces["to_mm"].to_numpy() / length_mm, 0.0, 1.0)
+    geometry = cut_lines(np.asarray(owner.geometry.to_numpy()), start, end)
+    return pieces.assign(highway=owner["highway"].to_numpy(), geometry=geometry)
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    return pd.to_datetime(times, utc=True).dt.as_unit("ms").astype("int64").to_numpy()

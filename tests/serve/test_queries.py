@@ -1,0 +1,219 @@
+"""RegionRelease: exact coverage and segment answers from a real release of Helsinki.
+
+Oracles: the coverage stage's ``summary.json`` (whole region, and a coverage computed from only
+the drives since a date), and the feed's own segment and road geometries clipped with shapely
+and measured with pyproj.Geod on OSMnx's sphere (radius 6,371,009 m, the sphere of
+``pipeline.geodesy``) or on the WGS 84 ellipsoid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import pytest
+import shapely
+
+from pipeline.errors import InputDataError
+from pipeline.roads import read_edges
+from pipeline.serve.queries import RegionRelease, RequestError
+from tests.serve.release_builder import SINCE, BuiltRelease, helsinki_release
+
+SPHERE = pyproj.Geod(a=6_371_009.0, b=6_371_009.0)
+FRESH = {"7d": "fresh_7d_km", "28d": "fresh_28d_km", "90d": "fresh_90d_km", "365d": "fresh_365d_km"}
+KM = 1e-9  # km: sums of the same metres in another order
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltRelease:
+    return helsinki_release(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def release(built: BuiltRelease) -> RegionRelease:
+    return RegionRelease.open(built.release, built.roads)
+
+
+@pytest.fixture(scope="module")
+def feed(built: BuiltRelease) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(built.release / "segments")  # hive partitions: h3_parent column
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "summary.json").read_text()))
+
+
+def _geod_m(geometry: shapely.Geometry, geod: pyproj.Geod = SPHERE) -> float:
+    lines = [g for g in shapely.get_parts(geometry) if g.geom_type == "LineString"]
+    return float(sum(geod.geometry_length(g) for g in lines))
+
+
+def _city_area(feed: gpd.GeoDataFrame) -> shapely.Polygon:
+    """A polygon with holes and slanted sides across the middle of the covered roads."""
+    x0, y0, x1, y1 = feed.total_bounds
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    shell = [(cx - w * 0.8, cy - h * 0.3), (cx + w * 0.1, cy - h * 0.7), (cx + w * 0.6, cy),
+             (cx, cy + h * 0.6), (cx - w * 0.7, cy + h * 0.2)]  # fmt: skip
+    hole = shapely.Point(cx - w * 0.2, cy).buffer(min(w, h) * 0.15)
+    return shapely.Polygon(shell, [hole.exterior.coords[::-1]])
+
+
+def test_whole_region_equals_summary_json(release: RegionRelease, built: BuiltRelease) -> None:
+    summary = _summary(built.coverage)
+    answer = release.coverage(None)
+    assert answer["release_id"] == "r1"
+    assert pd.Timestamp(answer["as_of"]) == pd.Timestamp(summary["as_of"])
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
+    assert answer["covered_km"] < summary["directed_covered_km"]  # both directions counted once
+    assert answer["coverage_pct"] == pytest.approx(summary["coverage_pct"], abs=1e-9)
+    for bucket, key in FRESH.items():
+        assert answer["fresh_km"][bucket] == pytest.approx(summary[key], abs=KM)
+    assert set(answer["by_highway"]) == set(summary["by_highway"])
+    for name, figures in answer["by_highway"].items():
+        expected = summary["by_highway"][name]
+        assert figures["road_km"] == pytest.approx(expected["road_km"], abs=KM)
+        assert figures["covered_km"] == pytest.approx(expected["unique_km"], abs=KM)
+        assert figures["fresh_km"]["28d"] == pytest.approx(expected["fresh_28d_km"], abs=KM)
+
+
+def test_since_equals_coverage_of_the_drives_since(
+    release: RegionRelease, built: BuiltRelease
+) -> None:
+    summary = _summary(built.coverage_since)
+    answer = release.coverage(None, since=SINCE)
+    assert 0 < answer["covered_km"] < release.coverage(None)["covered_km"]
+    assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    for name, figures in answer["by_highway"].items():
+        assert figures["covered_km"] == pytest.approx(
+            summary["by_highway"][name]["unique_km"], abs=KM
+        )
+
+
+def test_highway_filter_equals_summary_by_class(
+    release: RegionRelease, built: BuiltRelease
+) -> None:
+    by_class = _summary(built.coverage)["by_highway"]
+    classes = ["residential", "primary"]
+    answer = release.coverage(None, highways=classes)
+    assert set(answer["by_highway"]) == set(classes)
+    road = sum(by_class[c]["road_km"] for c in classes)
+    covered = sum(by_class[c]["unique_km"] for c in classes)
+    assert answer["road_km"] == pytest.approx(road, abs=KM)
+    assert answer["covered_km"] == pytest.approx(covered, abs=KM)
+    assert release.coverage(None, highways=["motorway"])["road_km"] == 0.0  # known, absent here
+
+
+def test_polygon_road_km_equals_clipped_roads(release: RegionRelease, built: BuiltRelease) -> None:
+    area = _city_area(gpd.read_parquet(built.release / "segments"))
+    roads = read_edges(built.roads).drop_duplicates("road_id")
+    expected_m = sum(_geod_m(line.intersection(area)) for line in roads.geometry)
+    answer = release.coverage(area)
+    assert 0 < answer["road_km"] < release.coverage(None)["road_km"]
+    assert answer["road_km"] == pytest.approx(expected_m / 1000.0, rel=1e-7)
+
+
+def test_polygon_covered_km_equals_clipped_feed_segments(
+    release: RegionRelease, feed: gpd.GeoDataFrame
+) -> None:
+    """Both directions' clipped segments, merged with shapely, measured on the ellipsoid."""
+    area = _city_area(feed)
+    union = shapely.union_all(shapely.intersection(feed.geometry.to_numpy(), area), grid_size=1e-9)
+    expected_km = _geod_m(union, pyproj.Geod(ellps="WGS84")) / 1000.0
+    answer = release.coverage(area)
+    assert 0 < answer["covered_km"] < release.coverage(None)["covered_km"]
+    assert answer["covered_km"] == pytest.approx(expected_km, rel=0.01)
+    assert answer["coverage_pct"] <= 100.0
+
+
+def test_halves_add_up_to_the_region(release: RegionRelease, feed: gpd.GeoDataFrame) -> None:
+    x0, y0, x1, y1 = feed.total_bounds
+    cx = (x0 + x1) / 2 + 0.000123  # not on a vertex
+    big = 1.0
+    west = shapely.box(x0 - big, y0 - big, cx, y1 + big)
+    east = shapely.box(cx, y0 - big, x1 + big, y1 + big)
+    whole, halves = release.coverage(None), [release.coverage(a) for a in (west, east)]
+    for key in ("road_km", "covered_km"):
+        assert halves[0][key] > 0 and halves[1][key] > 0
+        assert halves[0][key] + halves[1][key] == pytest.approx(whole[key], rel=1e-9)
+    for bucket in FRESH:
+        total = halves[0]["fresh_km"][bucket] + halves[1]["fresh_km"][bucket]
+        assert total == pytest.approx(whole["fresh_km"][bucket], rel=1e-9)
+
+
+def test_segments_are_the_feed_rows_clipped(release: RegionRelease, feed: gpd.GeoDataFrame) -> None:
+    area = _city_area(feed)
+    got = release.segments(area)
+    meets = feed[shapely.length(shapely.intersection(feed.geometry.to_numpy(), area)) > 0]
+    inside = feed[shapely.covered_by(feed.geometry.to_numpy(), area)]
+    assert set(got["segment_id"]) == set(meets["segment_id"])
+    whole = got[got["segment_id"].isin(inside["segment_id"])].set_index("segment_id")
+    original = inside.set_index("segment_id").loc[whole.index]
+    assert (whole["from_m"] == original["from_m"]).all()
+    assert whole.geometry.geom_equals(original.geometry).all()
+    # a cut piece's length is its feed length times its share of the segment's geodesic length
+    by_id = feed.set_index("segment_id")
+    expected = sum(
+        row.length_m * _geod_m(row.geometry.intersection(area)) / _geod_m(row.geometry)
+        for row in by_id.loc[sorted(set(meets["segment_id"]))].itertuples()
+    )
+    assert got["length_m"].sum() == pytest.approx(expected, rel=1e-6, abs=0.01)
+    assert shapely.covered_by(got.geometry.to_numpy(), area.buffer(1e-9)).all()
+    assert (got["to_m"] - got["from_m"] - got["length_m"]).abs().max() < 1.5e-3
+
+
+def test_segments_since_and_highway(release: RegionRelease, feed: gpd.GeoDataFrame) -> None:
+    area = shapely.box(*feed.total_bounds).buffer(0.01)
+    since = pd.Timestamp(SINCE, tz="UTC")
+    got = release.segments(area, since=SINCE, highways=["residential"])
+    wanted = feed[(feed["last_seen"] >= since) & (feed["highway"] == "residential")]
+    assert len(wanted) > 0
+    assert sorted(got["segment_id"]) == sorted(wanted["segment_id"])
+
+
+@pytest.mark.parametrize(
+    ("highways", "field"),
+    [(["residential", "warp_lane"], "highway[1]"), ("residential", "highway"), ([3], "highway[0]")],
+)
+def test_unknown_highway_is_a_request_error(
+    release: RegionRelease, highways: Any, field: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        release.coverage(None, highways=highways)
+    assert caught.value.field == field and caught.value.code == "invalid_highway"
+
+
+def test_since_must_be_a_date(release: RegionRelease) -> None:
+    with pytest.raises(RequestError) as caught:
+        release.coverage(None, since="2026-11-10")  # type: ignore[arg-type]
+    assert caught.value.field == "since"
+
+
+def test_roads_of_another_extract_are_refused(built: BuiltRelease, tmp_path: Path) -> None:
+    roads = tmp_path / "roads"
+    roads.mkdir()
+    for name in ("edges.parquet", "nodes.parquet"):
+        (roads / name).write_bytes((built.roads / name).read_bytes())
+    meta = json.loads((built.roads / "meta.json").read_text())
+    (roads / "meta.json").write_text(json.dumps({**meta, "source_sha256": "0" * 64}))
+    with pytest.raises(InputDataError, match="pass the roads folder the release's coverage used"):
+        RegionRelease.open(built.release, roads)
+
+
+def test_a_folder_without_manifest_is_refused(built: BuiltRelease, tmp_path: Path) -> None:
+    with pytest.raises(InputDataError, match="manifest.json: not found"):
+        RegionRelease.open(tmp_path, built.roads)
+
+
+def test_empty_area_answers_zero(release: RegionRelease) -> None:
+    far = shapely.box(10.0, 10.0, 10.01, 10.01)
+    answer = release.coverage(far)
+    assert answer["road_km"] == 0.0 and answer["covered_km"] == 0.0 and answer["by_highway"] == {}
+    assert len(release.segments(far)) == 0
+    assert np.isfinite(answer["coverage_pct"])
