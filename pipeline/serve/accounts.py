@@ -56,6 +56,7 @@ import math
 import os
 import re
 import secrets
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -645,7 +646,9 @@ def parse_aoi(data: object, source: str = "AOI") -> Polygon | MultiPolygon:
     if geometry.get("type") not in ("Polygon", "MultiPolygon"):
         raise refuse(f"a {geometry.get('type')!r} geometry; give a Polygon or MultiPolygon")
     try:
-        area = shape(geometry)
+        with warnings.catch_warnings():  # NaN coordinates: refused below, with the reason
+            warnings.simplefilter("ignore", RuntimeWarning)
+            area = shape(geometry)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
         raise refuse(f"not a valid GeoJSON {geometry['type']} ({exc})") from None
     coords = shapely.get_coordinates(area)
