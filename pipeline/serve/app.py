@@ -16,6 +16,7 @@ never charged (:class:`~pipeline.serve.limits.Deadline`).
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import hashlib
 import io
 import json
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
+import uvicorn.config
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -819,7 +821,27 @@ def run_server(
         timeout_keep_alive=5,
         server_header=False,
         log_level="info",
+        log_config=_log_config(),
     )
+
+
+class DropQueryString(logging.Filter):
+    """Leave query strings out of uvicorn's access log (a pasted secret must not be logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the access record's path to the path alone; keep the record."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """Uvicorn's logging config with :class:`DropQueryString` on the access log."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["drop_query"] = {"()": DropQueryString}
+    config["handlers"]["access"]["filters"] = ["drop_query"]
+    return config
 
 
 def _check_bindable(host: str, port: int) -> None:
