@@ -160,6 +160,7 @@ class ApiSettings:
     max_vertices: int = 10_000
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
     history_page_size: int = 100
 
 
@@ -392,6 +393,7 @@ def _api_settings(config: dict[str, Any]) -> ApiSettings:
         max_vertices=int(api["max_vertices"]),
         max_body_bytes=int(api["max_body_bytes"]),
         request_timeout_s=float(api["request_timeout_s"]),
+        body_timeout_s=float(api["body_timeout_s"]),
         history_page_size=int(api["history_page_size"]),
     )
 

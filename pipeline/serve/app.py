@@ -103,6 +103,8 @@ STATUS_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
+    413: "body_too_large",
 }
 CONTENT_TYPES = {".parquet": GEOPARQUET, ".json": "application/json"}
 
@@ -269,7 +271,11 @@ def create_app(config: Settings, store: AccountStore | None = None) -> FastAPI:
     _add_error_handlers(app)
     app.include_router(_public_routes(state))
     app.include_router(_v1_routes(state))
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
 
@@ -296,8 +302,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        code = "body_too_large" if error.status_code == 413 else None
-        code = code or STATUS_CODES.get(error.status_code, f"http_{error.status_code}")
+        code = STATUS_CODES.get(error.status_code, f"http_{error.status_code}")
         headers = dict(error.headers or {})
         if error.status_code == 401:
             code, headers["WWW-Authenticate"] = "invalid_credentials", REALM
@@ -491,13 +496,16 @@ def _v1_routes(state: ServiceState) -> APIRouter:
             ]
         }
 
-    @router.get("/regions/{region}/summary", summary="A region's figures in its latest release")
+    @router.get(
+        "/regions/{region}/summary",
+        summary="A region's figures in its latest release (an AOI key: its AOI's figures)",
+    )
     async def region_summary(region: str, account: AccountDep) -> dict[str, Any]:
         served = _served_region(state, region, account)
         release = _latest_release(state, served.name)
 
         def answer(deadline: Any) -> dict[str, Any]:
-            summary = release.coverage(None, since=None, highways=None)
+            summary = release.coverage(account.aoi, since=None, highways=None)
             return {"region": served.name, **summary}
 
         return await state.run(answer)
@@ -591,7 +599,7 @@ def _release_routes(router: APIRouter, state: ServiceState) -> None:
         listed = []
         for name in _licensed_regions(state, account):
             try:
-                latest: str | None = state.registry.latest(name).release_id
+                latest: str | None = state.registry.latest_id(name)
             except NoReleaseError:
                 latest = None
             listed.append(

@@ -7,7 +7,8 @@
 - :class:`BodySizeLimit`: an ASGI middleware that refuses a body larger than
   ``api.max_body_bytes`` while it is being read: at once when ``Content-Length`` says so, and
   for a chunked body as soon as the bytes received pass the limit, so no oversized body is ever
-  held in memory whole.
+  held in memory whole; and a body still incomplete ``api.body_timeout_s`` after the request
+  began (a client trickling it in) with 408.
 - :class:`Deadline` and :func:`run_with_deadline`: run blocking work in a thread for at most
   ``api.request_timeout_s``; work that must not happen after the client was told "timeout" (a
   charge) calls :meth:`Deadline.commit` first, which fails once the request timed out.
@@ -71,12 +72,22 @@ class BodyTooLargeError(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes (api.max_body_bytes)")
 
 
-class BodySizeLimit:
-    """ASGI middleware: refuse request bodies above ``max_body_bytes`` while reading them."""
+class BodyTimeoutError(HTTPException):
+    """A request body still incomplete after the request timeout (408)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408, f"the request body did not arrive within {timeout_s:g} s (api.body_timeout_s)"
+        )
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse bodies over ``max_body_bytes`` or slower than ``body_timeout_s``."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with a ``receive`` that counts the body's bytes."""
@@ -88,10 +99,15 @@ class BodySizeLimit:
             await send_json(send, 413, error_body("body_too_large", self._message()))
             return
         received = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def counting_receive() -> Message:
             nonlocal received
-            message = await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+            except TimeoutError:
+                raise BodyTimeoutError(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:

@@ -84,7 +84,21 @@ class ReleaseRegistry:
         self._locks = {name: threading.Lock() for name in self.regions}
 
     def latest(self, region: str) -> ServedRelease:
-        """Return the open latest release of a served region.
+        """Return the open latest release of a served region (opened on first use).
+
+        Raises
+        ------
+        KeyError
+            If the region is not served.
+        NoReleaseError
+            If it has no latest.json yet, or the pointer is unreadable.
+        """
+        release_id = self.latest_id(region)
+        with self._locks[region]:
+            return self._opened(self.regions[region], release_id)
+
+    def latest_id(self, region: str) -> str:
+        """Return the id of the release the region's ``latest.json`` names (read when changed).
 
         Raises
         ------
@@ -110,7 +124,7 @@ class ReleaseRegistry:
                     raise NoReleaseError(f"region {region!r} has no release yet")
                 cached = _Pointer(stamp, release_id)
                 self._pointers[region] = cached
-            return self._opened(served, cached.release_id)
+            return cached.release_id
 
     def _opened(self, served: ServedRegion, release_id: str) -> ServedRelease:
         """Return an open release, opening it on first use (called holding the region's lock)."""

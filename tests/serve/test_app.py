@@ -325,11 +325,13 @@ def test_region_and_aoi_licences_are_enforced(
             "/v1/segments", json={"region": "helsinki", "area": geojson(area.buffer(0.01))}
         )
         licensed = http.post("/v1/coverage", json={"region": "helsinki"}).json()
+        summary = http.get("/v1/regions/helsinki/summary").json()
     assert inside.status_code == 200
     assert assert_error(outside, 403, "outside_aoi")["field"] == "area"
     assert store.balance(local.org_id) == Decimal(100)
     whole_region_km = json.loads((data.coverage / "summary.json").read_text())["road_km"]
     assert 0 < licensed["road_km"] < whole_region_km  # no area: the licensed area only
+    assert summary["road_km"] == licensed["road_km"]
 
 
 def test_rate_limit_answers_429_with_retry_after(data: ServedData, store: AccountStore) -> None:
@@ -416,6 +418,26 @@ def _stream_chunked(port: int, key: IssuedKey, chunk: bytes, most: int) -> tuple
     return int(reply.split(" ", 2)[1]), sent
 
 
+def test_body_trickled_in_past_the_timeout_gets_408(data: ServedData, store: AccountStore) -> None:
+    """A client that declares 100 bytes and sends 10 is answered, not waited for forever."""
+    import base64
+
+    settings = api_config(data, body_timeout_s=0.5)
+    key = new_key(store)
+    token = base64.b64encode(f"{key.org_id}:{key.secret}".encode()).decode()
+    with running_server(settings, store) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(
+                "POST /v1/coverage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Basic {token}\r\nContent-Length: 100\r\n\r\n"
+                '{"region":'.encode()
+            )
+            reply = sock.recv(4096).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 408")
+    assert json.loads(reply.split("\r\n\r\n", 1)[1])["code"] == "body_timeout"
+
+
 def test_traversal_ids_and_paths_get_404(url: str, store: AccountStore) -> None:
     targets = [
         "/v1/releases/helsinki/..%2f..%2froads/meta.json",
@@ -491,6 +513,7 @@ def test_release_files_with_ranges(url: str, store: AccountStore, data: ServedDa
         several = http.get(
             f"/v1/releases/helsinki/r1/{parquet}", headers={"Range": "bytes=0-1,5-6"}
         )
+        head = http.head(f"/v1/releases/helsinki/r1/{parquet}")
     assert listing[0] == {"region": "helsinki", "latest": "r1", "releases": ["r1"]}
     assert whole.content == (data.releases / "r1" / "manifest.json").read_bytes()
     assert part.status_code == 206 and part.content == on_disk[10:20]
@@ -500,6 +523,8 @@ def test_release_files_with_ranges(url: str, store: AccountStore, data: ServedDa
     assert_error(past, 416, "range_not_satisfiable")
     assert past.headers["Content-Range"] == f"bytes */{size}"
     assert several.status_code == 200 and several.content == on_disk
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["Content-Length"]) == size
 
 
 def test_tiles_as_stored_with_204_for_empty_and_404_outside(

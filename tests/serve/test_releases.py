@@ -80,6 +80,14 @@ def test_latest_follows_the_pointer_and_opens_each_release_once(served: ServedRe
     assert opener.opened == ["a", "b"]
 
 
+def test_latest_id_reads_the_pointer_without_opening(served: ServedRegion) -> None:
+    make_release(served.releases_dir, "a", [])
+    point_latest(served.releases_dir, "a")
+    opener = Opener()
+    assert ReleaseRegistry([served], opener).latest_id("r") == "a"
+    assert opener.opened == []
+
+
 def test_missing_or_broken_pointer_is_no_release(served: ServedRegion) -> None:
     registry = ReleaseRegistry([served], Opener())
     with pytest.raises(NoReleaseError, match="no release yet"):
