@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import shapely
+import sqlalchemy as sa
 from shapely.geometry import shape
 
 from pipeline.config import settings_from_mapping
@@ -38,6 +39,7 @@ from pipeline.serve.accounts import (
     InsufficientCredits,
     UnknownAccountError,
     database_url_from,
+    orgs,
     parse_aoi,
 )
 from tests.serve.postgres import PostgresServer, start_postgres
@@ -455,7 +457,7 @@ def test_concurrent_threads_never_overspend(database_url: str) -> None:
 
 def test_concurrent_processes_never_overspend(database_url: str) -> None:
     store, _, secret = _new_account(database_url, "100")
-    _check_no_overspend(store, _run_in_processes(database_url, secret, 6, 5, key=None))
+    _check_no_overspend(store, _run_in_processes(database_url, secret, 3, 10, key=None))
 
 
 def test_twenty_concurrent_identical_requests_in_threads_charge_once(database_url: str) -> None:
@@ -467,19 +469,26 @@ def test_twenty_concurrent_identical_requests_in_processes_charge_once(
     database_url: str,
 ) -> None:
     store, _, secret = _new_account(database_url, "100")
-    _check_charged_once(store, _run_in_processes(database_url, secret, 4, 5, key="retry-1"))
+    _check_charged_once(store, _run_in_processes(database_url, secret, 2, 10, key="retry-1"))
 
 
-def _open_store(url: str) -> int:
-    store = AccountStore(url)
-    store.close()
-    return 0
+def _open_store_after_barrier(url: str, barrier: Any) -> None:
+    barrier.wait(timeout=JOIN_TIMEOUT_S)
+    AccountStore(url).close()
 
 
 def test_processes_creating_the_schema_at_once_all_succeed(database_url: str) -> None:
     context = multiprocessing.get_context("spawn")
-    with context.Pool(4) as pool:
-        assert pool.map(_open_store, [database_url] * 4, chunksize=1) == [0] * 4
+    barrier = context.Barrier(3)
+    workers = [
+        context.Process(target=_open_store_after_barrier, args=(database_url, barrier))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=JOIN_TIMEOUT_S)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
     store = AccountStore(database_url)
     store.create_key("acme")
     assert len(store.list_keys()) == 1
@@ -562,3 +571,37 @@ def test_an_aoi_feature_collection_of_one_multipolygon_is_read() -> None:
     area = parse_aoi(json.loads(json.dumps(collection)))
     assert area.geom_type == "MultiPolygon"
     assert shapely.area(area) == pytest.approx(0.1 * 0.1)
+
+
+class _StoreWithoutRowLock(AccountStore):
+    """A store whose charges do not hold the org's row, and read it all at once.
+
+    Every charge reads the balance, then waits until all have read it: only the unique
+    (org, idempotency key) constraint is left to keep them from charging twice.
+    """
+
+    def __init__(self, url: str, concurrent: int) -> None:
+        super().__init__(url)
+        self.all_have_read = threading.Barrier(concurrent)
+
+    def _lock_org(self, conn: Any, org_id: str) -> Decimal | None:
+        value = conn.execute(sa.select(orgs.c.balance).where(orgs.c.org_id == org_id)).scalar()
+        self.all_have_read.wait(timeout=JOIN_TIMEOUT_S)
+        return None if value is None else Decimal(value)
+
+
+def test_the_unique_idempotency_constraint_alone_charges_once(postgres: PostgresServer) -> None:
+    url = postgres.create_database()
+    AccountStore(url).create_key("acme", credits=Decimal(100))
+    store = _StoreWithoutRowLock(url, concurrent=10)
+    account = Account("acme", store.list_keys()[0].key_id, None, None, None)
+
+    def charge(_: int) -> Charge:
+        return _charge(store, account, "7", key="retry-1", digest="same")
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(charge, range(10), timeout=JOIN_TIMEOUT_S))
+    assert len({result.charge_id for result in results}) == 1
+    assert sum(not result.replayed for result in results) == 1
+    assert store.balance("acme") == Decimal(93)
+    assert len(store.history("acme", limit=100, cursor=None).items) == 1
