@@ -358,54 +358,49 @@ def test_a_foreign_cursor_or_limit_is_refused(sqlite_url: str, cursor: str) -> N
 
 
 def _charge_after_barrier(
-    url: str, secret: str, barrier: Any, key: str | None, digest: str
+    store: AccountStore, account: Account, barrier: Any, key: str | None, digest: str
 ) -> tuple[str, Any]:
-    store = AccountStore(url)
-    account = store.authenticate("acme", secret)
     barrier.wait(timeout=JOIN_TIMEOUT_S)
     try:
         charge = _charge(store, account, "7", key=key, digest=digest)
     except InsufficientCredits:
         return ("refused", None)
+    return ("charged", (charge.charge_id, charge.credits_remaining, charge.replayed))
+
+
+def _charge_in_threads(
+    url: str, secret: str, barrier: Any, threads: int, key: str | None, label: str
+) -> list[tuple[str, Any]]:
+    """Charge 7 credits from ``threads`` threads sharing one store, all at once."""
+    store = AccountStore(url)
+    account = store.authenticate("acme", secret)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [
+                pool.submit(
+                    _charge_after_barrier,
+                    store,
+                    account,
+                    barrier,
+                    key,
+                    f"digest-{label}-{n}" if key is None else "same",
+                )
+                for n in range(threads)
+            ]
+            return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
     finally:
         store.close()
-    return ("charged", (charge.charge_id, charge.credits_remaining, charge.replayed))
 
 
 def _process_worker(
     url: str, secret: str, barrier: Any, key: str | None, threads: int, results: Any, index: int
 ) -> None:
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [
-            pool.submit(
-                _charge_after_barrier,
-                url,
-                secret,
-                barrier,
-                key,
-                f"digest-{index}-{n}" if key is None else "same",
-            )
-            for n in range(threads)
-        ]
-        for future in futures:
-            results.put(future.result())
+    for outcome in _charge_in_threads(url, secret, barrier, threads, key, str(index)):
+        results.put(outcome)
 
 
 def _run_in_threads(url: str, secret: str, count: int, key: str | None) -> list[tuple[str, Any]]:
-    barrier = threading.Barrier(count)
-    with ThreadPoolExecutor(count) as pool:
-        futures = [
-            pool.submit(
-                _charge_after_barrier,
-                url,
-                secret,
-                barrier,
-                key,
-                f"digest-{n}" if key is None else "same",
-            )
-            for n in range(count)
-        ]
-        return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
+    return _charge_in_threads(url, secret, threading.Barrier(count), count, key, "t")
 
 
 def _run_in_processes(
