@@ -48,6 +48,7 @@ it answers as the replay it is.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -214,8 +215,6 @@ class IssuedKey:
 
     def basic_auth_header(self) -> str:
         """Return the ``Authorization`` header value (Basic, ``org_id:secret`` in base64)."""
-        import base64
-
         token = base64.b64encode(f"{self.org_id}:{self.secret}".encode()).decode("ascii")
         return f"Basic {token}"
 
