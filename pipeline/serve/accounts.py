@@ -624,8 +624,12 @@ class AccountStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _database_errors(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        """Open a connection for one read statement (PostgreSQL: autocommit, no BEGIN/COMMIT)."""
+        with _database_errors(), self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                yield conn
 
 
 def parse_aoi(data: object, source: str = "AOI") -> Polygon | MultiPolygon:
