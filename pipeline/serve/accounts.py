@@ -89,6 +89,8 @@ SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
 MAX_HISTORY_PAGE = 1000
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 _SCHEMA_LOCK_ID = 0x52434143  # PostgreSQL advisory lock serialising schema creation ("RCAC")
 _DUMMY_SALT = secrets.token_bytes(SALT_BYTES)
 _DUMMY_HASH = secrets.token_bytes(32)
@@ -150,7 +152,7 @@ charges = sa.Table(
     sa.Column("km", sa.Float, nullable=False),
     sa.Column("credits", Credits(), nullable=False),
     sa.Column("balance_after", Credits(), nullable=True),  # NULL for free queries
-    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("idempotency_key", sa.String(MAX_IDEMPOTENCY_KEY), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("org_id", "idempotency_key", name="uq_charges_org_idempotency_key"),
     sa.Index("ix_charges_org_charge", "org_id", "charge_id"),
@@ -507,8 +509,13 @@ class AccountStore:
             If the balance is below ``credits``; nothing is charged or recorded.
         IdempotencyConflict
             If ``idempotency_key`` was used before by this organisation with another request.
+        AccountInputError
+            ``invalid_idempotency_key`` if the key is not 1-255 printable ASCII characters.
         """
         amount = _credit_amount(credits, "credits", allow_zero=True, round_half_up=True)
+        _check_km(km)
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
         try:
             return self._charge_once(
                 account, endpoint, request_digest, release_id, km, amount, idempotency_key
@@ -527,6 +534,7 @@ class AccountStore:
         self, account: Account, *, endpoint: str, request_digest: str, release_id: str, km: float
     ) -> None:
         """Record a free query in the history at cost 0."""
+        _check_km(km)
         with self._write() as conn:
             _insert_charge(
                 conn, account, endpoint, request_digest, release_id, km, Decimal(0), None, None
@@ -789,6 +797,20 @@ def _credit_amount(
     if amount != amount.quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP):
         raise AccountInputError("invalid_credits", f"{name} {value}: give at most 6 decimal places")
     return amount.quantize(CREDIT_QUANTUM)
+
+
+def _check_km(km: float) -> None:
+    if not (math.isfinite(km) and km >= 0):
+        raise AccountInputError("invalid_km", f"road km {km} must be a finite number >= 0")
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise AccountInputError(
+            "invalid_idempotency_key",
+            f"Idempotency-Key {key[:40]!r}: use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+            "(e.g. a UUID)",
+        )
 
 
 def _checked_balance(balance: Decimal) -> Decimal:

@@ -292,6 +292,38 @@ def test_an_idempotency_key_replays_its_charge_and_refuses_another_request(
     assert not _charge(store, other_account, "7", key="k-1").replayed
 
 
+@pytest.mark.parametrize("key", ["", "with space", "k" * 256, "cl\u00e9", "tab\t"])
+def test_a_malformed_idempotency_key_is_refused_and_nothing_charged(
+    database_url: str, key: str
+) -> None:
+    store, account, _ = _new_account(database_url, "10")
+    with pytest.raises(AccountInputError) as caught:
+        _charge(store, account, "1", key=key)
+    assert (caught.value.code, caught.value.http_status) == ("invalid_idempotency_key", 422)
+    assert store.balance("acme") == Decimal(10)
+    assert _charge(store, account, "1", key="k" * 255).credits_remaining == Decimal(9)
+
+
+@pytest.mark.parametrize("km", [float("nan"), float("inf"), -0.5])
+def test_road_km_that_is_not_a_length_is_refused(sqlite_url: str, km: float) -> None:
+    store, account, _ = _new_account(sqlite_url, "10")
+    with pytest.raises(AccountInputError, match="road km"):
+        store.charge(
+            account,
+            endpoint="/v1/segments",
+            request_digest="d",
+            release_id="r",
+            km=km,
+            credits=Decimal(1),
+            idempotency_key=None,
+        )
+    with pytest.raises(AccountInputError, match="road km"):
+        store.record_query(
+            account, endpoint="/v1/coverage", request_digest="d", release_id="r", km=km
+        )
+    assert store.history("acme", limit=10, cursor=None).items == []
+
+
 def test_adding_credits_to_an_unknown_org_or_a_non_positive_amount_is_refused(
     sqlite_url: str,
 ) -> None:
