@@ -85,6 +85,7 @@ MAX_BALANCE = Decimal(10) ** 12  # a balance fits a BIGINT of millionths with ro
 ORG_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 REGION_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 KEY_ID_PREFIX = "rk_"
+KEY_ID_PATTERN = re.compile(KEY_ID_PREFIX + "[0-9a-f]{16}")
 SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -146,9 +147,9 @@ charges = sa.Table(
     sa.Column("charge_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("org_id", sa.String(64), sa.ForeignKey("orgs.org_id"), nullable=False),
     sa.Column("key_id", sa.String(40), sa.ForeignKey("api_keys.key_id"), nullable=False),
-    sa.Column("endpoint", sa.String(200), nullable=False),
-    sa.Column("request_digest", sa.String(128), nullable=False),
-    sa.Column("release_id", sa.String(200), nullable=False),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("request_digest", sa.Text, nullable=False),
+    sa.Column("release_id", sa.Text, nullable=False),
     sa.Column("km", sa.Float, nullable=False),
     sa.Column("credits", Credits(), nullable=False),
     sa.Column("balance_after", Credits(), nullable=True),  # NULL for free queries
@@ -410,9 +411,11 @@ class AccountStore:
             If no key has that id.
         """
         with self._write() as conn:
-            found = conn.execute(
-                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
-            ).first()
+            found = None
+            if KEY_ID_PATTERN.fullmatch(key_id):
+                found = conn.execute(
+                    sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
+                ).first()
             if found is None:
                 raise UnknownAccountError(
                     "unknown_key_id", f"no key with id {key_id!r}; see roadcover keys list"
@@ -425,6 +428,7 @@ class AccountStore:
     def add_credits(self, org_id: str, credits: Decimal) -> Decimal:
         """Add ``credits`` (> 0) to an existing organisation's balance; return the new one."""
         amount = _credit_amount(credits, "credits", allow_zero=False)
+        _check_org_id(org_id)
         with self._write() as conn:
             balance = self._lock_org(conn, org_id)
             if balance is None:
@@ -455,8 +459,10 @@ class AccountStore:
             .join(orgs, orgs.c.org_id == api_keys.c.org_id)
             .where(api_keys.c.key_id == key_id, api_keys.c.org_id == org_id)
         )
-        with self._read() as conn:
-            row = conn.execute(query).first()
+        row = None
+        if ORG_ID_PATTERN.fullmatch(org_id) and KEY_ID_PATTERN.fullmatch(key_id):
+            with self._read() as conn:  # only well-formed ids reach the database
+                row = conn.execute(query).first()
         salt, stored = (_DUMMY_SALT, _DUMMY_HASH) if row is None else (row.salt, row.secret_hash)
         matches = hmac.compare_digest(_hash(salt, token), stored)
         if row is None or not matches:

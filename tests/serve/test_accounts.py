@@ -137,6 +137,9 @@ def test_every_wrong_credential_gets_the_same_code_and_message(database_url: str
         ("acme", f"{revoked.key_id}.{flipped}"),  # a revoked key, wrong secret: no hint
         ("acme", token),  # no key id
         ("acme", ""),
+        ("acme\x00", issued.secret),  # PostgreSQL refuses NUL in text: must not reach it
+        ("acme", f"rk_\x00.{token}"),
+        ("a" * 5000, issued.secret),
     ]
     answers = set()
     for org_id, secret in wrong:
