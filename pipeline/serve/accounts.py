@@ -48,6 +48,7 @@ it answers as the replay it is.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -84,10 +85,13 @@ MAX_BALANCE = Decimal(10) ** 12  # a balance fits a BIGINT of millionths with ro
 ORG_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 REGION_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 KEY_ID_PREFIX = "rk_"
+KEY_ID_PATTERN = re.compile(KEY_ID_PREFIX + "[0-9a-f]{16}")
 SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
 MAX_HISTORY_PAGE = 1000
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 _SCHEMA_LOCK_ID = 0x52434143  # PostgreSQL advisory lock serialising schema creation ("RCAC")
 _DUMMY_SALT = secrets.token_bytes(SALT_BYTES)
 _DUMMY_HASH = secrets.token_bytes(32)
@@ -143,13 +147,13 @@ charges = sa.Table(
     sa.Column("charge_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("org_id", sa.String(64), sa.ForeignKey("orgs.org_id"), nullable=False),
     sa.Column("key_id", sa.String(40), sa.ForeignKey("api_keys.key_id"), nullable=False),
-    sa.Column("endpoint", sa.String(200), nullable=False),
-    sa.Column("request_digest", sa.String(128), nullable=False),
-    sa.Column("release_id", sa.String(200), nullable=False),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("request_digest", sa.Text, nullable=False),
+    sa.Column("release_id", sa.Text, nullable=False),
     sa.Column("km", sa.Float, nullable=False),
     sa.Column("credits", Credits(), nullable=False),
     sa.Column("balance_after", Credits(), nullable=True),  # NULL for free queries
-    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("idempotency_key", sa.String(MAX_IDEMPOTENCY_KEY), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("org_id", "idempotency_key", name="uq_charges_org_idempotency_key"),
     sa.Index("ix_charges_org_charge", "org_id", "charge_id"),
@@ -214,8 +218,6 @@ class IssuedKey:
 
     def basic_auth_header(self) -> str:
         """Return the ``Authorization`` header value (Basic, ``org_id:secret`` in base64)."""
-        import base64
-
         token = base64.b64encode(f"{self.org_id}:{self.secret}".encode()).decode("ascii")
         return f"Basic {token}"
 
@@ -409,9 +411,11 @@ class AccountStore:
             If no key has that id.
         """
         with self._write() as conn:
-            found = conn.execute(
-                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
-            ).first()
+            found = None
+            if KEY_ID_PATTERN.fullmatch(key_id):
+                found = conn.execute(
+                    sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
+                ).first()
             if found is None:
                 raise UnknownAccountError(
                     "unknown_key_id", f"no key with id {key_id!r}; see roadcover keys list"
@@ -424,6 +428,7 @@ class AccountStore:
     def add_credits(self, org_id: str, credits: Decimal) -> Decimal:
         """Add ``credits`` (> 0) to an existing organisation's balance; return the new one."""
         amount = _credit_amount(credits, "credits", allow_zero=False)
+        _check_org_id(org_id)
         with self._write() as conn:
             balance = self._lock_org(conn, org_id)
             if balance is None:
@@ -454,8 +459,10 @@ class AccountStore:
             .join(orgs, orgs.c.org_id == api_keys.c.org_id)
             .where(api_keys.c.key_id == key_id, api_keys.c.org_id == org_id)
         )
-        with self._read() as conn:
-            row = conn.execute(query).first()
+        row = None
+        if ORG_ID_PATTERN.fullmatch(org_id) and KEY_ID_PATTERN.fullmatch(key_id):
+            with self._read() as conn:  # only well-formed ids reach the database
+                row = conn.execute(query).first()
         salt, stored = (_DUMMY_SALT, _DUMMY_HASH) if row is None else (row.salt, row.secret_hash)
         matches = hmac.compare_digest(_hash(salt, token), stored)
         if row is None or not matches:
@@ -508,8 +515,13 @@ class AccountStore:
             If the balance is below ``credits``; nothing is charged or recorded.
         IdempotencyConflict
             If ``idempotency_key`` was used before by this organisation with another request.
+        AccountInputError
+            ``invalid_idempotency_key`` if the key is not 1-255 printable ASCII characters.
         """
         amount = _credit_amount(credits, "credits", allow_zero=True, round_half_up=True)
+        _check_km(km)
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
         try:
             return self._charge_once(
                 account, endpoint, request_digest, release_id, km, amount, idempotency_key
@@ -528,6 +540,7 @@ class AccountStore:
         self, account: Account, *, endpoint: str, request_digest: str, release_id: str, km: float
     ) -> None:
         """Record a free query in the history at cost 0."""
+        _check_km(km)
         with self._write() as conn:
             _insert_charge(
                 conn, account, endpoint, request_digest, release_id, km, Decimal(0), None, None
@@ -625,8 +638,12 @@ class AccountStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _database_errors(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        """Open a connection for one read statement (PostgreSQL: autocommit, no BEGIN/COMMIT)."""
+        with _database_errors(), self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                yield conn
 
 
 def parse_aoi(data: object, source: str = "AOI") -> Polygon | MultiPolygon:
@@ -786,6 +803,20 @@ def _credit_amount(
     if amount != amount.quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP):
         raise AccountInputError("invalid_credits", f"{name} {value}: give at most 6 decimal places")
     return amount.quantize(CREDIT_QUANTUM)
+
+
+def _check_km(km: float) -> None:
+    if not (math.isfinite(km) and km >= 0):
+        raise AccountInputError("invalid_km", f"road km {km} must be a finite number >= 0")
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise AccountInputError(
+            "invalid_idempotency_key",
+            f"Idempotency-Key {key[:40]!r}: use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+            "(e.g. a UUID)",
+        )
 
 
 def _checked_balance(balance: Decimal) -> Decimal:

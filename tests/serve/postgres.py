@@ -62,8 +62,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_postgres(tmp_path: Path) -> Iterator[PostgresServer | str]:
-    """Run a PostgreSQL server for the block; yield it, or the reason it cannot start."""
+def start_postgres(tmp_path: Path, *, fsync: bool = False) -> Iterator[PostgresServer | str]:
+    """Run a PostgreSQL server for the block; yield it, or the reason it cannot start.
+
+    ``fsync`` off (the default, for tests) skips flushing commits to disk.
+    """
     bindir = _binaries()
     if bindir is None:
         yield "no PostgreSQL server binaries (pg_ctl) on PATH or in /usr/lib/postgresql"
@@ -82,7 +85,7 @@ def start_postgres(tmp_path: Path) -> Iterator[PostgresServer | str]:
             return
         run_as = "postgres"
     with _server_folder(tmp_path, run_as) as folder:
-        yield from _run_server(bindir, folder, run_as)
+        yield from _run_server(bindir, folder, run_as, fsync)
 
 
 @contextlib.contextmanager
@@ -98,7 +101,9 @@ def _server_folder(tmp_path: Path, run_as: str | None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_server(bindir: Path, folder: Path, run_as: str | None) -> Iterator[PostgresServer | str]:
+def _run_server(
+    bindir: Path, folder: Path, run_as: str | None, fsync: bool
+) -> Iterator[PostgresServer | str]:
     data, log = folder / "data", folder / "server.log"
     port = _free_port()
     user = "roadcover"
@@ -116,7 +121,8 @@ def _run_server(bindir: Path, folder: Path, run_as: str | None) -> Iterator[Post
     with (data / "postgresql.conf").open("a") as conf:
         conf.write(
             f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
-            f"unix_socket_directories = '{folder}'\nfsync = off\nmax_connections = 200\n"
+            f"unix_socket_directories = '{folder}'\nfsync = {'on' if fsync else 'off'}\n"
+            "max_connections = 200\n"
         )
     started = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start")
     if started.returncode != 0:

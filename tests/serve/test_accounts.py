@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import shapely
+import sqlalchemy as sa
 from shapely.geometry import shape
 
 from pipeline.config import settings_from_mapping
@@ -38,6 +39,7 @@ from pipeline.serve.accounts import (
     InsufficientCredits,
     UnknownAccountError,
     database_url_from,
+    orgs,
     parse_aoi,
 )
 from tests.serve.postgres import PostgresServer, start_postgres
@@ -135,6 +137,9 @@ def test_every_wrong_credential_gets_the_same_code_and_message(database_url: str
         ("acme", f"{revoked.key_id}.{flipped}"),  # a revoked key, wrong secret: no hint
         ("acme", token),  # no key id
         ("acme", ""),
+        ("acme\x00", issued.secret),  # PostgreSQL refuses NUL in text: must not reach it
+        ("acme", f"rk_\x00.{token}"),
+        ("a" * 5000, issued.secret),
     ]
     answers = set()
     for org_id, secret in wrong:
@@ -290,6 +295,38 @@ def test_an_idempotency_key_replays_its_charge_and_refuses_another_request(
     assert not _charge(store, other_account, "7", key="k-1").replayed
 
 
+@pytest.mark.parametrize("key", ["", "with space", "k" * 256, "cl\u00e9", "tab\t"])
+def test_a_malformed_idempotency_key_is_refused_and_nothing_charged(
+    database_url: str, key: str
+) -> None:
+    store, account, _ = _new_account(database_url, "10")
+    with pytest.raises(AccountInputError) as caught:
+        _charge(store, account, "1", key=key)
+    assert (caught.value.code, caught.value.http_status) == ("invalid_idempotency_key", 422)
+    assert store.balance("acme") == Decimal(10)
+    assert _charge(store, account, "1", key="k" * 255).credits_remaining == Decimal(9)
+
+
+@pytest.mark.parametrize("km", [float("nan"), float("inf"), -0.5])
+def test_road_km_that_is_not_a_length_is_refused(sqlite_url: str, km: float) -> None:
+    store, account, _ = _new_account(sqlite_url, "10")
+    with pytest.raises(AccountInputError, match="road km"):
+        store.charge(
+            account,
+            endpoint="/v1/segments",
+            request_digest="d",
+            release_id="r",
+            km=km,
+            credits=Decimal(1),
+            idempotency_key=None,
+        )
+    with pytest.raises(AccountInputError, match="road km"):
+        store.record_query(
+            account, endpoint="/v1/coverage", request_digest="d", release_id="r", km=km
+        )
+    assert store.history("acme", limit=10, cursor=None).items == []
+
+
 def test_adding_credits_to_an_unknown_org_or_a_non_positive_amount_is_refused(
     sqlite_url: str,
 ) -> None:
@@ -356,54 +393,49 @@ def test_a_foreign_cursor_or_limit_is_refused(sqlite_url: str, cursor: str) -> N
 
 
 def _charge_after_barrier(
-    url: str, secret: str, barrier: Any, key: str | None, digest: str
+    store: AccountStore, account: Account, barrier: Any, key: str | None, digest: str
 ) -> tuple[str, Any]:
-    store = AccountStore(url)
-    account = store.authenticate("acme", secret)
     barrier.wait(timeout=JOIN_TIMEOUT_S)
     try:
         charge = _charge(store, account, "7", key=key, digest=digest)
     except InsufficientCredits:
         return ("refused", None)
+    return ("charged", (charge.charge_id, charge.credits_remaining, charge.replayed))
+
+
+def _charge_in_threads(
+    url: str, secret: str, barrier: Any, threads: int, key: str | None, label: str
+) -> list[tuple[str, Any]]:
+    """Charge 7 credits from ``threads`` threads sharing one store, all at once."""
+    store = AccountStore(url)
+    account = store.authenticate("acme", secret)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [
+                pool.submit(
+                    _charge_after_barrier,
+                    store,
+                    account,
+                    barrier,
+                    key,
+                    f"digest-{label}-{n}" if key is None else "same",
+                )
+                for n in range(threads)
+            ]
+            return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
     finally:
         store.close()
-    return ("charged", (charge.charge_id, charge.credits_remaining, charge.replayed))
 
 
 def _process_worker(
     url: str, secret: str, barrier: Any, key: str | None, threads: int, results: Any, index: int
 ) -> None:
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [
-            pool.submit(
-                _charge_after_barrier,
-                url,
-                secret,
-                barrier,
-                key,
-                f"digest-{index}-{n}" if key is None else "same",
-            )
-            for n in range(threads)
-        ]
-        for future in futures:
-            results.put(future.result())
+    for outcome in _charge_in_threads(url, secret, barrier, threads, key, str(index)):
+        results.put(outcome)
 
 
 def _run_in_threads(url: str, secret: str, count: int, key: str | None) -> list[tuple[str, Any]]:
-    barrier = threading.Barrier(count)
-    with ThreadPoolExecutor(count) as pool:
-        futures = [
-            pool.submit(
-                _charge_after_barrier,
-                url,
-                secret,
-                barrier,
-                key,
-                f"digest-{n}" if key is None else "same",
-            )
-            for n in range(count)
-        ]
-        return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
+    return _charge_in_threads(url, secret, threading.Barrier(count), count, key, "t")
 
 
 def _run_in_processes(
@@ -455,7 +487,7 @@ def test_concurrent_threads_never_overspend(database_url: str) -> None:
 
 def test_concurrent_processes_never_overspend(database_url: str) -> None:
     store, _, secret = _new_account(database_url, "100")
-    _check_no_overspend(store, _run_in_processes(database_url, secret, 6, 5, key=None))
+    _check_no_overspend(store, _run_in_processes(database_url, secret, 3, 10, key=None))
 
 
 def test_twenty_concurrent_identical_requests_in_threads_charge_once(database_url: str) -> None:
@@ -467,19 +499,26 @@ def test_twenty_concurrent_identical_requests_in_processes_charge_once(
     database_url: str,
 ) -> None:
     store, _, secret = _new_account(database_url, "100")
-    _check_charged_once(store, _run_in_processes(database_url, secret, 4, 5, key="retry-1"))
+    _check_charged_once(store, _run_in_processes(database_url, secret, 2, 10, key="retry-1"))
 
 
-def _open_store(url: str) -> int:
-    store = AccountStore(url)
-    store.close()
-    return 0
+def _open_store_after_barrier(url: str, barrier: Any) -> None:
+    barrier.wait(timeout=JOIN_TIMEOUT_S)
+    AccountStore(url).close()
 
 
 def test_processes_creating_the_schema_at_once_all_succeed(database_url: str) -> None:
     context = multiprocessing.get_context("spawn")
-    with context.Pool(4) as pool:
-        assert pool.map(_open_store, [database_url] * 4, chunksize=1) == [0] * 4
+    barrier = context.Barrier(3)
+    workers = [
+        context.Process(target=_open_store_after_barrier, args=(database_url, barrier))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=JOIN_TIMEOUT_S)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
     store = AccountStore(database_url)
     store.create_key("acme")
     assert len(store.list_keys()) == 1
@@ -562,3 +601,37 @@ def test_an_aoi_feature_collection_of_one_multipolygon_is_read() -> None:
     area = parse_aoi(json.loads(json.dumps(collection)))
     assert area.geom_type == "MultiPolygon"
     assert shapely.area(area) == pytest.approx(0.1 * 0.1)
+
+
+class _StoreWithoutRowLock(AccountStore):
+    """A store whose charges do not hold the org's row, and read it all at once.
+
+    Every charge reads the balance, then waits until all have read it: only the unique
+    (org, idempotency key) constraint is left to keep them from charging twice.
+    """
+
+    def __init__(self, url: str, concurrent: int) -> None:
+        super().__init__(url)
+        self.all_have_read = threading.Barrier(concurrent)
+
+    def _lock_org(self, conn: Any, org_id: str) -> Decimal | None:
+        value = conn.execute(sa.select(orgs.c.balance).where(orgs.c.org_id == org_id)).scalar()
+        self.all_have_read.wait(timeout=JOIN_TIMEOUT_S)
+        return None if value is None else Decimal(value)
+
+
+def test_the_unique_idempotency_constraint_alone_charges_once(postgres: PostgresServer) -> None:
+    url = postgres.create_database()
+    AccountStore(url).create_key("acme", credits=Decimal(100))
+    store = _StoreWithoutRowLock(url, concurrent=10)
+    account = Account("acme", store.list_keys()[0].key_id, None, None, None)
+
+    def charge(_: int) -> Charge:
+        return _charge(store, account, "7", key="retry-1", digest="same")
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(charge, range(10), timeout=JOIN_TIMEOUT_S))
+    assert len({result.charge_id for result in results}) == 1
+    assert sum(not result.replayed for result in results) == 1
+    assert store.balance("acme") == Decimal(93)
+    assert len(store.history("acme", limit=100, cursor=None).items) == 1
