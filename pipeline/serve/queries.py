@@ -17,6 +17,7 @@ area the answer is the whole region, equal to the coverage stage's ``summary.jso
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -115,6 +116,8 @@ class RegionRelease:
         self._segments_index = LineIndex(segments.geometry.to_numpy())
         self._segment_last_ms = _epoch_ms(segments["last_seen"])
         self._segment_highway = self._code(segments["highway"])
+        self._whole_region: dict[str, Any] | None = None
+        self._whole_region = self.coverage(None)  # the most asked answer, computed once
 
     @classmethod
     def open(cls, release_dir: Path, roads_dir: Path) -> RegionRelease:
@@ -179,6 +182,8 @@ class RegionRelease:
         RequestError
             For an unknown highway class or a ``since`` that is not a date.
         """
+        if area is None and since is None and highways is None and self._whole_region:
+            return copy.deepcopy(self._whole_region)
         road_mask = self._class_mask(self._road_lengths.highway, highways)
         piece_mask = self._class_mask(self._piece_lengths.highway, highways)
         since_ms = _since_ms(since)
@@ -233,24 +238,24 @@ class RegionRelease:
         if since_ms is not None:
             mask &= self._segment_last_ms >= since_ms
         inside, crossing = self._segments_index.split(area, mask)
-        whole = self._segments.iloc[inside]
-        cut = self._cut_segments(area, crossing)
-        frame = pd.concat([whole, cut], ignore_index=True) if len(cut) else whole
-        frame = gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
-        return frame.sort_values(["h3_parent", "segment_id", "from_m"], ignore_index=True)
-
-    def _cut_segments(self, area: BaseGeometry, rows: np.ndarray) -> gpd.GeoDataFrame:
-        if not len(rows):
-            return self._segments.iloc[:0]
-        parts = self._segments_index.crossing_parts(area, rows)
-        cut = self._segments.iloc[parts.rows].reset_index(drop=True)
-        from_m = cut["from_m"].to_numpy(dtype="float64")
-        length_m = cut["length_m"].to_numpy(dtype="float64")
-        start = np.round(from_m + parts.start * length_m, 3)
-        end = np.round(from_m + parts.end * length_m, 3)
-        cut["from_m"], cut["to_m"], cut["length_m"] = start, end, np.round(end - start, 3)
-        cut["geometry"] = parts.parts
-        return cut[cut["length_m"] > 0]
+        parts = self._segments_index.crossing_parts(area, crossing)
+        from_m = self._segments["from_m"].to_numpy(dtype="float64")
+        length_m = self._segments["length_m"].to_numpy(dtype="float64")
+        begin = np.round(from_m[parts.rows] + parts.start * length_m[parts.rows], 3)
+        end = np.round(from_m[parts.rows] + parts.end * length_m[parts.rows], 3)
+        kept = end - begin >= 0.001
+        rows = np.concatenate([inside, parts.rows[kept]])
+        starts = np.concatenate([from_m[inside], begin[kept]])
+        ends = np.concatenate([self._segments["to_m"].to_numpy()[inside], end[kept]])
+        geometry = np.concatenate([self._segments_index.lines[inside], parts.parts[kept]])
+        order = np.lexsort((starts, rows))  # the frame is sorted by h3_parent, segment_id
+        frame = self._segments.iloc[rows[order]].reset_index(drop=True)
+        lengths = np.concatenate([length_m[inside], np.round(end - begin, 3)[kept]])
+        frame["from_m"], frame["to_m"], frame["length_m"] = (
+            starts[order], ends[order], lengths[order],
+        )  # fmt: skip
+        frame["geometry"] = geometry[order]
+        return frame
 
     def _totals(
         self,
@@ -375,7 +380,10 @@ def _read_segments(release_dir: Path, manifest: dict[str, Any]) -> gpd.GeoDataFr
         return _empty_segments()
     segments = pd.concat(frames, ignore_index=True)
     columns = [*(f.name for f in FEED_SEGMENTS.schema if f.name != "geometry"), "h3_parent"]
-    return gpd.GeoDataFrame(segments[[*columns, "geometry"]], geometry="geometry", crs="EPSG:4326")
+    segments = segments[[*columns, "geometry"]].sort_values(["h3_parent", "segment_id"])
+    for name in ("segment_id", "highway", "contributors_bucket", "freshness_bucket", "h3_parent"):
+        segments[name] = segments[name].astype(object)  # numpy takes rows faster than Arrow
+    return gpd.GeoDataFrame(segments, geometry="geometry", crs="EPSG:4326").reset_index(drop=True)
 
 
 def _inside(release_dir: Path, relative: str) -> Path:
