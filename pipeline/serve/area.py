@@ -137,7 +137,9 @@ def _polygon(rings: Any, prefix: str) -> Polygon:
         raise RequestError(
             "invalid_area", "a polygon needs at least its outer ring; none was sent", prefix
         )
-    return Polygon(checked[0], checked[1:])
+    polygon = Polygon(checked[0], checked[1:])
+    _check_valid(polygon, prefix)
+    return polygon
 
 
 def _ring(ring: Any, field: str) -> list[tuple[float, float]]:

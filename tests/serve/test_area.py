@@ -87,6 +87,18 @@ def test_bow_tie_is_refused_as_self_intersecting() -> None:
     assert error.field == "area.coordinates" and "Self-intersection" in error.message
 
 
+def test_a_bow_tie_in_a_multipolygon_names_its_part() -> None:
+    bow_tie = [[25.1, 60.1], [25.2, 60.2], [25.2, 60.1], [25.1, 60.2], [25.1, 60.1]]
+    error = _refused({"type": "MultiPolygon", "coordinates": [[SQUARE], [bow_tie]]})
+    assert error.field == "area.coordinates[1]" and "Self-intersection" in error.message
+
+
+def test_a_hole_outside_its_shell_is_refused() -> None:
+    outside = [[25.5, 60.5], [25.6, 60.5], [25.6, 60.6], [25.5, 60.5]]
+    error = _refused(_polygon(SQUARE, outside))
+    assert error.field == "area.coordinates" and error.code == "invalid_area"
+
+
 def test_overlapping_parts_of_a_multipolygon_are_refused() -> None:
     shifted = [[x + 0.05, y] for x, y in SQUARE]
     error = _refused({"type": "MultiPolygon", "coordinates": [[SQUARE], [shifted]]})

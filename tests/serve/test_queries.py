@@ -9,6 +9,7 @@ and measured with pyproj.Geod on OSMnx's sphere (radius 6,371,009 m, the sphere 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
+from shapely.ops import substring
 
 from pipeline.errors import InputDataError
 from pipeline.roads import read_edges
@@ -166,6 +168,19 @@ def test_segments_are_the_feed_rows_clipped(release: RegionRelease, feed: gpd.Ge
     assert got["length_m"].sum() == pytest.approx(expected, rel=1e-6, abs=0.01)
     assert shapely.covered_by(got.geometry.to_numpy(), area.buffer(1e-9)).all()
     assert (got["to_m"] - got["from_m"] - got["length_m"]).abs().max() < 1.5e-3
+    cut = got[~got["segment_id"].isin(inside["segment_id"])]
+    assert len(cut) > 0
+    for row in cut.itertuples():
+        whole_row = by_id.loc[row.segment_id]
+        ends = [
+            whole_row.from_m
+            + whole_row.length_m
+            * _geod_m(substring(whole_row.geometry, 0.0, whole_row.geometry.project(point)))
+            / _geod_m(whole_row.geometry)
+            for point in shapely.points([row.geometry.coords[0], row.geometry.coords[-1]])
+        ]
+        assert row.from_m == pytest.approx(min(ends), abs=2e-3)
+        assert row.to_m == pytest.approx(max(ends), abs=2e-3)
 
 
 def test_segments_since_and_highway(release: RegionRelease, feed: gpd.GeoDataFrame) -> None:
@@ -217,3 +232,53 @@ def test_empty_area_answers_zero(release: RegionRelease) -> None:
     assert answer["road_km"] == 0.0 and answer["covered_km"] == 0.0 and answer["by_highway"] == {}
     assert len(release.segments(far)) == 0
     assert np.isfinite(answer["coverage_pct"])
+
+
+def test_a_box_around_the_region_is_the_whole_region(
+    release: RegionRelease, built: BuiltRelease
+) -> None:
+    roads = read_edges(built.roads)
+    summary = _summary(built.coverage)
+    answer = release.coverage(shapely.box(*roads.total_bounds).buffer(0.001))
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
+    assert answer["fresh_km"]["7d"] == pytest.approx(summary["fresh_7d_km"], abs=KM)
+
+
+def test_multipolygon_road_km_equals_clipped_roads(
+    release: RegionRelease, built: BuiltRelease, feed: gpd.GeoDataFrame
+) -> None:
+    x0, y0, x1, y1 = feed.total_bounds
+    w, h = (x1 - x0) / 5, (y1 - y0) / 5
+    area = shapely.MultiPolygon(
+        [shapely.box(x0 + w, y0 + h, x0 + 2 * w, y0 + 3 * h),
+         shapely.Polygon([(x0 + 3 * w, y0), (x1, y0 + 2 * h), (x0 + 3 * w, y1)])]
+    )  # fmt: skip
+    roads = read_edges(built.roads).drop_duplicates("road_id")
+    expected_m = sum(_geod_m(line.intersection(area)) for line in roads.geometry)
+    answer = release.coverage(area)
+    assert answer["road_km"] == pytest.approx(expected_m / 1000.0, rel=1e-7)
+    parts = [release.coverage(part) for part in area.geoms]
+    assert answer["covered_km"] == pytest.approx(sum(p["covered_km"] for p in parts), rel=1e-12)
+
+
+def test_threads_sharing_a_release_get_the_answers_of_one_thread(
+    release: RegionRelease, feed: gpd.GeoDataFrame
+) -> None:
+    x0, y0, x1, y1 = feed.total_bounds
+    rng = np.random.default_rng(5)
+    areas = [
+        shapely.box(x, y, x + (x1 - x0) / 3, y + (y1 - y0) / 3)
+        for x, y in zip(rng.uniform(x0, x1, 24), rng.uniform(y0, y1, 24), strict=True)
+    ]
+    alone = [
+        (release.coverage(a), release.segments(a)["length_m"].sum()) for a in areas
+    ]  # fmt: skip
+
+    def ask(area: shapely.Polygon) -> tuple[dict[str, Any], float]:
+        area = shapely.from_wkb(shapely.to_wkb(area))  # each request parses its own area
+        return release.coverage(area), release.segments(area)["length_m"].sum()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(ask, areas, timeout=120))
+    assert together == alone
