@@ -93,7 +93,7 @@ class LineIndex:
         Parameters
         ----------
         area
-            A (Multi)Polygon in lon/lat; it is prepared in place for repeated predicates.
+            A (Multi)Polygon in lon/lat, prepared (see :func:`private_prepared`).
         candidates
             Boolean mask of the lines to consider (default all).
         """
@@ -139,7 +139,6 @@ class LineIndex:
         a line whose bounding box meets the area's but that meets no boundary edge lies wholly
         inside or wholly outside, which its first vertex tells.
         """
-        shapely.prepare(area)
         boxed = self.tree.query(area)
         near = np.unique(self.tree.query(boundary_edges(area), predicate="intersects")[1])
         away = np.setdiff1d(boxed, near, assume_unique=True)
@@ -152,6 +151,17 @@ class LineIndex:
             keep = candidates[rows]
             rows, crossing = rows[keep], crossing[keep]
         return rows, ~crossing, crossing
+
+
+def private_prepared(area: BaseGeometry) -> BaseGeometry:
+    """Return a prepared copy of ``area`` that no other thread holds.
+
+    GEOS builds parts of a prepared geometry lazily on first use, so one geometry is not
+    prepared and queried by several threads at once: each query works on its own copy.
+    """
+    copy = shapely.from_wkb(shapely.to_wkb(area))
+    shapely.prepare(copy)
+    return copy
 
 
 def boundary_edges(area: BaseGeometry) -> np.ndarray:

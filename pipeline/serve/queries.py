@@ -39,7 +39,7 @@ from pipeline.export.feeds.tables import cut_lines
 from pipeline.io import read_table
 from pipeline.roads import read_edges, read_roads_meta
 from pipeline.serve.area import RequestError, parse_area
-from pipeline.serve.lines import LineIndex
+from pipeline.serve.lines import LineIndex, private_prepared
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class RegionRelease:
         if area is None:
             road_rows, piece_rows = np.flatnonzero(road_mask), np.flatnonzero(piece_mask)
         else:
+            area = private_prepared(area)
             roads = self._roads_index.clip(area, road_mask)
             pieces = self._pieces_index.clip(area, piece_mask)
             road_rows, piece_rows = roads.rows, pieces.rows
@@ -237,6 +238,7 @@ class RegionRelease:
         since_ms = _since_ms(since)
         if since_ms is not None:
             mask &= self._segment_last_ms >= since_ms
+        area = private_prepared(area)
         inside, crossing = self._segments_index.split(area, mask)
         parts = self._segments_index.crossing_parts(area, crossing)
         from_m = self._segments["from_m"].to_numpy(dtype="float64")
