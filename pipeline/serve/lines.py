@@ -140,16 +140,16 @@ class LineIndex:
         inside or wholly outside, which its first vertex tells.
         """
         boxed = self.tree.query(area)
-        near = np.unique(self.tree.query(boundary_edges(area), predicate="intersects")[1])
-        away = np.setdiff1d(boxed, near, assume_unique=True)
-        start = self.first_xy[away]
-        rows = np.concatenate([near, away[shapely.contains_xy(area, start[:, 0], start[:, 1])]])
-        crossing = np.concatenate([np.ones(len(near), bool), np.zeros(len(rows) - len(near), bool)])
-        order = np.argsort(rows, kind="stable")
-        rows, crossing = rows[order], crossing[order]
         if candidates is not None:
-            keep = candidates[rows]
-            rows, crossing = rows[keep], crossing[keep]
+            boxed = boxed[candidates[boxed]]
+        near = np.zeros(len(self.lines), dtype=bool)
+        near[self.tree.query(boundary_edges(area), predicate="intersects")[1]] = True
+        crossing = near[boxed]
+        away = boxed[~crossing]
+        start = self.first_xy[away]
+        inside = shapely.contains_xy(area, start[:, 0], start[:, 1])
+        rows = np.concatenate([boxed[crossing], away[inside]])
+        crossing = np.arange(len(rows)) < int(crossing.sum())
         return rows, ~crossing, crossing
 
 

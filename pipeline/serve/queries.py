@@ -98,6 +98,7 @@ class RegionRelease:
         self.as_of_ms = int(pd.Timestamp(self.as_of).tz_convert("UTC").value // 1_000_000)
         self.highways = tuple(sorted(set(roads["highway"])))
         self._codes = {name: code for code, name in enumerate(self.highways)}
+        self._bucket_limits_ms = np.array([days * MS_PER_DAY for days in FRESHNESS_DAYS])
         self._roads = roads
         self._roads_index = LineIndex(roads.geometry.to_numpy())
         self._road_lengths = _Lengths(
@@ -107,6 +108,7 @@ class RegionRelease:
         )
         self._pieces = pieces
         self._pieces_index = LineIndex(pieces["geometry"].to_numpy())
+        self._piece_mm = (pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64")
         self._piece_lengths = _Lengths(
             metres=(pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64") / 1000.0,
             highway=self._code(pieces["highway"]),
@@ -189,18 +191,17 @@ class RegionRelease:
         since_ms = _since_ms(since)
         if since_ms is not None:
             piece_mask &= self._piece_lengths.last_ms >= since_ms
-        road_m = self._road_lengths.metres
-        piece_mm = self._piece_lengths.metres * 1000.0  # whole millimetres: sums stay exact
         if area is None:
             road_rows, piece_rows = np.flatnonzero(road_mask), np.flatnonzero(piece_mask)
+            road_m = self._road_lengths.metres[road_rows]
+            piece_mm = self._piece_mm[piece_rows]
         else:
             area = private_prepared(area)
             roads = self._roads_index.clip(area, road_mask)
             pieces = self._pieces_index.clip(area, piece_mask)
             road_rows, piece_rows = roads.rows, pieces.rows
-            road_m, piece_mm = np.zeros(len(road_m)), np.zeros(len(piece_mm))
-            road_m[road_rows] = self._road_lengths.metres[road_rows] * roads.share
-            piece_mm[piece_rows] = self._piece_lengths.metres[piece_rows] * 1000.0 * pieces.share
+            road_m = self._road_lengths.metres[road_rows] * roads.share
+            piece_mm = self._piece_mm[piece_rows] * pieces.share
         totals = self._totals(road_rows, road_m, piece_rows, piece_mm)
         return {"release_id": self.release_id, "as_of": self.as_of, **totals}
 
@@ -266,29 +267,32 @@ class RegionRelease:
         piece_rows: np.ndarray,
         piece_mm: np.ndarray,
     ) -> dict[str, Any]:
-        size = len(self.highways)
-        road_by = np.bincount(
-            self._road_lengths.highway[road_rows], weights=road_m[road_rows], minlength=size
-        )
-        codes = self._piece_lengths.highway[piece_rows]
-        covered = piece_mm[piece_rows]
+        """Sum lengths of the given roads (m) and covered pieces (mm) overall and by class.
+
+        Each piece falls in one freshness bucket (within 7, 28, 90, 365 days of as-of, or
+        older); one bincount over (class, bucket) gives every figure, cumulated over buckets.
+        Whole millimetres sum exactly in any order, so the whole region equals summary.json.
+        """
+        size, buckets = len(self.highways), len(FRESHNESS_DAYS) + 1
+        road_by = np.bincount(self._road_lengths.highway[road_rows], weights=road_m, minlength=size)
         age_ms = self.as_of_ms - self._piece_lengths.last_ms[piece_rows]
-        fresh = {
-            label: np.where(age_ms <= days * MS_PER_DAY, covered, 0.0)
-            for days, label in zip(FRESHNESS_DAYS, FRESH_BUCKETS, strict=True)
-        }
-        overall = _figures(
-            float(road_m[road_rows].sum()) / 1000.0,
-            float(covered.sum()) / 1e6,
-            {label: float(mm.sum()) / 1e6 for label, mm in fresh.items()},
+        bucket = np.searchsorted(self._bucket_limits_ms, age_ms, side="left")
+        cells = self._piece_lengths.highway[piece_rows] * buckets + bucket
+        by_bucket = np.bincount(cells, weights=piece_mm, minlength=size * buckets).reshape(
+            size, buckets
         )
-        covered_by = np.bincount(codes, weights=covered, minlength=size)
-        fresh_by = {label: np.bincount(codes, mm, minlength=size) for label, mm in fresh.items()}
+        fresh_by = np.cumsum(by_bucket, axis=1)[:, :-1]  # km seen within each limit
+        covered_by = by_bucket.sum(axis=1)
+        overall = _figures(
+            float(road_m.sum()) / 1000.0,
+            float(covered_by.sum()) / 1e6,
+            dict(zip(FRESH_BUCKETS, (fresh_by.sum(axis=0) / 1e6).tolist(), strict=True)),
+        )
         overall["by_highway"] = {
             name: _figures(
                 float(road_by[code]) / 1000.0,
                 float(covered_by[code]) / 1e6,
-                {label: float(by[code]) / 1e6 for label, by in fresh_by.items()},
+                dict(zip(FRESH_BUCKETS, (fresh_by[code] / 1e6).tolist(), strict=True)),
             )
             for code, name in enumerate(self.highways)
             if road_by[code] > 0 or covered_by[code] > 0
