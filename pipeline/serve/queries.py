@@ -21,7 +21,6 @@ import copy
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -59,15 +58,6 @@ OSM_HIGHWAYS = frozenset(
 __all__ = ["RegionRelease", "RequestError", "parse_area"]
 
 
-@dataclass(frozen=True)
-class _Lengths:
-    """Per-line lengths (m), highway class codes and last-seen times of one index."""
-
-    metres: np.ndarray
-    highway: np.ndarray
-    last_ms: np.ndarray  # epoch ms of the last observation (empty for roads)
-
-
 class RegionRelease:
     """One release of one region, opened once and shared by the requests that use it.
 
@@ -99,21 +89,13 @@ class RegionRelease:
         self.highways = tuple(sorted(set(roads["highway"])))
         self._codes = {name: code for code, name in enumerate(self.highways)}
         self._bucket_limits_ms = np.array([days * MS_PER_DAY for days in FRESHNESS_DAYS])
-        self._roads = roads
         self._roads_index = LineIndex(roads.geometry.to_numpy())
-        self._road_lengths = _Lengths(
-            metres=roads["length_m"].to_numpy(dtype="float64"),
-            highway=self._code(roads["highway"]),
-            last_ms=np.zeros(0, dtype="int64"),
-        )
-        self._pieces = pieces
+        self._road_m = roads["length_m"].to_numpy(dtype="float64")
+        self._road_highway = self._code(roads["highway"])
         self._pieces_index = LineIndex(pieces["geometry"].to_numpy())
         self._piece_mm = (pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64")
-        self._piece_lengths = _Lengths(
-            metres=(pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64") / 1000.0,
-            highway=self._code(pieces["highway"]),
-            last_ms=pieces["last_ms"].to_numpy(dtype="int64"),
-        )
+        self._piece_highway = self._code(pieces["highway"])
+        self._piece_last_ms = pieces["last_ms"].to_numpy(dtype="int64")
         self._segments = segments
         self._segments_index = LineIndex(segments.geometry.to_numpy())
         self._segment_last_ms = _epoch_ms(segments["last_seen"])
@@ -186,21 +168,21 @@ class RegionRelease:
         """
         if area is None and since is None and highways is None and self._whole_region:
             return copy.deepcopy(self._whole_region)
-        road_mask = self._class_mask(self._road_lengths.highway, highways)
-        piece_mask = self._class_mask(self._piece_lengths.highway, highways)
+        road_mask = self._class_mask(self._road_highway, highways)
+        piece_mask = self._class_mask(self._piece_highway, highways)
         since_ms = _since_ms(since)
         if since_ms is not None:
-            piece_mask &= self._piece_lengths.last_ms >= since_ms
+            piece_mask &= self._piece_last_ms >= since_ms
         if area is None:
             road_rows, piece_rows = np.flatnonzero(road_mask), np.flatnonzero(piece_mask)
-            road_m = self._road_lengths.metres[road_rows]
+            road_m = self._road_m[road_rows]
             piece_mm = self._piece_mm[piece_rows]
         else:
             area = private_prepared(area)
             roads = self._roads_index.clip(area, road_mask)
             pieces = self._pieces_index.clip(area, piece_mask)
             road_rows, piece_rows = roads.rows, pieces.rows
-            road_m = self._road_lengths.metres[road_rows] * roads.share
+            road_m = self._road_m[road_rows] * roads.share
             piece_mm = self._piece_mm[piece_rows] * pieces.share
         totals = self._totals(road_rows, road_m, piece_rows, piece_mm)
         return {"release_id": self.release_id, "as_of": self.as_of, **totals}
@@ -274,10 +256,10 @@ class RegionRelease:
         Whole millimetres sum exactly in any order, so the whole region equals summary.json.
         """
         size, buckets = len(self.highways), len(FRESHNESS_DAYS) + 1
-        road_by = np.bincount(self._road_lengths.highway[road_rows], weights=road_m, minlength=size)
-        age_ms = self.as_of_ms - self._piece_lengths.last_ms[piece_rows]
+        road_by = np.bincount(self._road_highway[road_rows], weights=road_m, minlength=size)
+        age_ms = self.as_of_ms - self._piece_last_ms[piece_rows]
         bucket = np.searchsorted(self._bucket_limits_ms, age_ms, side="left")
-        cells = self._piece_lengths.highway[piece_rows] * buckets + bucket
+        cells = self._piece_highway[piece_rows] * buckets + bucket
         by_bucket = np.bincount(cells, weights=piece_mm, minlength=size * buckets).reshape(
             size, buckets
         )
