@@ -82,7 +82,8 @@ class LineIndex:
         self.lines = np.asarray(lines, dtype=object)
         self.lengths_m = haversine_lengths_m(self.lines)
         self.tree = shapely.STRtree(self.lines)
-        self.first_xy = shapely.get_coordinates(shapely.get_point(self.lines, 0)).reshape(-1, 2)
+        coords, owner = shapely.get_coordinates(self.lines, return_index=True)
+        self.first_xy = coords[np.searchsorted(owner, np.arange(len(self.lines)))].reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.lines)

@@ -305,7 +305,7 @@ class RegionRelease:
         return np.array([self._codes[n] for n in highways if n in self._codes], dtype="int64")
 
     def _code(self, names: pd.Series) -> np.ndarray:
-        return np.array([self._codes[n] for n in names.tolist()], dtype="int64")
+        return np.asarray(pd.Index(self.highways).get_indexer(names), dtype="int64")
 
 
 def _figures(road_km: float, covered_km: float, fresh_km: dict[str, float]) -> dict[str, Any]:
