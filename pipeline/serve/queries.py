@@ -345,6 +345,14 @@ def _read_manifest(release_dir: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or not {"release_id", "as_of", "files"} <= set(manifest):
         raise InputDataError(f"{path}: lacks release_id, as_of or files; export the release again")
+    try:
+        if pd.isna(pd.Timestamp(manifest["as_of"]).tz_convert("UTC")):
+            raise ValueError("no time")
+    except (TypeError, ValueError):
+        raise InputDataError(
+            f"{path}: as_of {manifest['as_of']!r:.60} is not a time with a zone; "
+            "export the release again"
+        ) from None
     return manifest
 
 
@@ -360,10 +368,9 @@ def _check_same_extract(manifest: dict[str, Any], release_dir: Path, roads_dir: 
 
 def _read_segments(release_dir: Path, manifest: dict[str, Any]) -> gpd.GeoDataFrame:
     frames = []
-    for entry in manifest["files"]:
-        if entry.get("table") == FEED_SEGMENTS.name and entry.get("format") == "geoparquet":
-            frame = read_table(_inside(release_dir, str(entry["path"])), FEED_SEGMENTS)
-            frames.append(frame.assign(h3_parent=str(entry["h3_parent"])))
+    for entry in _segment_files(release_dir, manifest):
+        frame = read_table(_inside(release_dir, entry["path"]), FEED_SEGMENTS)
+        frames.append(frame.assign(h3_parent=entry["h3_parent"]))
     if not frames:
         return _empty_segments()
     segments = pd.concat(frames, ignore_index=True)
@@ -372,6 +379,29 @@ def _read_segments(release_dir: Path, manifest: dict[str, Any]) -> gpd.GeoDataFr
     for name in ("segment_id", "highway", "contributors_bucket", "freshness_bucket", "h3_parent"):
         segments[name] = segments[name].astype(object)  # numpy takes rows faster than Arrow
     return gpd.GeoDataFrame(segments, geometry="geometry", crs="EPSG:4326").reset_index(drop=True)
+
+
+def _segment_files(release_dir: Path, manifest: dict[str, Any]) -> list[dict[str, str]]:
+    """Return the manifest's GeoParquet segment partitions, each with its path and h3_parent."""
+    files = manifest["files"]
+    entries = [e for e in files if isinstance(e, dict)] if isinstance(files, list) else []
+    if not isinstance(files, list) or len(entries) < len(files):
+        raise InputDataError(
+            f"{release_dir / MANIFEST_FILE}: 'files' is not a list of objects; "
+            "export the release again"
+        )
+    wanted = [
+        e
+        for e in entries
+        if (e.get("table"), e.get("format")) == (FEED_SEGMENTS.name, "geoparquet")
+    ]
+    for entry in wanted:
+        if not isinstance(entry.get("path"), str) or not isinstance(entry.get("h3_parent"), str):
+            raise InputDataError(
+                f"{release_dir / MANIFEST_FILE}: a segments file entry lacks its path or "
+                f"h3_parent ({entry!r:.120}); export the release again"
+            )
+    return wanted
 
 
 def _inside(release_dir: Path, relative: str) -> Path:

@@ -282,3 +282,56 @@ def test_threads_sharing_a_release_get_the_answers_of_one_thread(
     with ThreadPoolExecutor(max_workers=8) as pool:
         together = list(pool.map(ask, areas, timeout=120))
     assert together == alone
+
+
+def _manifest_copy(built: BuiltRelease, folder: Path, files: Any) -> Path:
+    manifest = json.loads((built.release / "manifest.json").read_text())
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+    return folder
+
+
+def test_a_release_without_segments_has_roads_and_no_coverage(
+    built: BuiltRelease, tmp_path: Path
+) -> None:
+    empty = _manifest_copy(built, tmp_path / "r0", [])
+    answer = RegionRelease.open(empty, built.roads).coverage(None)
+    assert answer["road_km"] == pytest.approx(_summary(built.coverage)["road_km"], abs=KM)
+    assert answer["covered_km"] == 0.0 and answer["coverage_pct"] == 0.0
+
+
+def test_a_manifest_naming_a_file_outside_the_release_is_refused(
+    built: BuiltRelease, tmp_path: Path
+) -> None:
+    outside = {"path": "../../roads/edges.parquet", "table": "feed_segments", "h3_parent": "x"}
+    hostile = _manifest_copy(built, tmp_path / "r2", [{**outside, "format": "geoparquet"}])
+    with pytest.raises(InputDataError, match="outside the release"):
+        RegionRelease.open(hostile, built.roads)
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ("segments/", "'files' is not a list of objects"),
+        ([None], "'files' is not a list of objects"),
+        ([{"table": "feed_segments", "format": "geoparquet", "path": 3}], "lacks its path"),
+        ([{"table": "feed_segments", "format": "geoparquet", "path": "a"}], "lacks its path"),
+    ],
+)
+def test_a_corrupt_manifest_is_one_error(
+    built: BuiltRelease, tmp_path: Path, files: Any, words: str
+) -> None:
+    corrupt = _manifest_copy(built, tmp_path / "r3", files)
+    with pytest.raises(InputDataError, match=words):
+        RegionRelease.open(corrupt, built.roads)
+
+
+@pytest.mark.parametrize("as_of", ["yesterday", "2026-12-01T00:00:00", None])
+def test_a_manifest_without_a_zoned_as_of_is_refused(
+    built: BuiltRelease, tmp_path: Path, as_of: Any
+) -> None:
+    folder = _manifest_copy(built, tmp_path / "r4", [])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "as_of": as_of}))
+    with pytest.raises(InputDataError, match="is not a time with a zone"):
+        RegionRelease.open(folder, built.roads)
