@@ -335,3 +335,24 @@ def test_a_manifest_without_a_zoned_as_of_is_refused(
     (folder / "manifest.json").write_text(json.dumps({**manifest, "as_of": as_of}))
     with pytest.raises(InputDataError, match="is not a time with a zone"):
         RegionRelease.open(folder, built.roads)
+
+
+def test_an_area_and_its_complement_add_up_to_the_region(
+    release: RegionRelease, feed: gpd.GeoDataFrame
+) -> None:
+    """A concave star with a hole, and the rest of a box around the region: nothing is lost."""
+    x0, y0, x1, y1 = feed.total_bounds
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / 2
+    turns = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    radii = np.where(np.arange(24) % 2 == 0, r * 0.7, r * 0.25)
+    xy = np.column_stack([cx + radii * np.cos(turns), cy + radii * np.sin(turns)])
+    star = shapely.Polygon(xy)
+    star = star.difference(shapely.Point(cx, cy).buffer(r * 0.1))
+    rest = shapely.box(x0 - 1, y0 - 1, x1 + 1, y1 + 1).difference(star)
+    whole, parts = release.coverage(None), [release.coverage(a) for a in (star, rest)]
+    for key in ("road_km", "covered_km"):
+        assert 0 < parts[0][key] < whole[key]
+        assert parts[0][key] + parts[1][key] == pytest.approx(whole[key], rel=1e-9)
+    for name, figures in whole["by_highway"].items():
+        split = sum(p["by_highway"].get(name, {}).get("covered_km", 0.0) for p in parts)
+        assert split == pytest.approx(figures["covered_km"], rel=1e-9, abs=1e-12)
