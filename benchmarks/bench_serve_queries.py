@@ -10,7 +10,8 @@ The first form times an existing release (e.g. the demo's, under results/demo/he
 from OSM_FILE, one synthetic matched batch driving a random stretch of a share of the directed
 edges (``--covered``) at times spread over 120 days, coverage, and a feed release.
 
-Prints the medians of N runs of ``RegionRelease.open`` and, over Q city-sized polygons (circles
+Prints the medians of N runs of ``RegionRelease.open``, the time of a first ``segments`` query
+over the whole region (which reads every partition's rows), and, over Q city-sized polygons (circles
 of 64 vertices and ``--radius-km``, centred on random covered segments), the median and 90th
 percentile of ``coverage(area)``, ``coverage(None)`` and ``segments(area)`` in milliseconds, in
 one process on one thread.
@@ -99,6 +100,9 @@ def time_queries(release_dir: Path, roads: Path, runs: int, queries: int, radius
         started = time.perf_counter()
         release = RegionRelease.open(release_dir, roads)
         opens.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    release.segments(shapely.box(-180, -90, 180, 90))  # reads every partition: the cold cost
+    cold = time.perf_counter() - started
     areas = city_areas(release, queries, radius_km)
     region = release.coverage(None)
     timed: dict[str, list[float]] = {name: [] for name in ("coverage(area)", "segments(area)")}
@@ -118,11 +122,12 @@ def time_queries(release_dir: Path, roads: Path, runs: int, queries: int, radius
     km2 = statistics.median(abs(GEOD.geometry_area_perimeter(a)[0]) / 1e6 for a in areas)
     print(
         f"release {release.release_id}: {region['road_km']:.1f} road km, "
-        f"{region['covered_km']:.1f} covered km, {len(release._segments)} segments; "
+        f"{region['covered_km']:.1f} covered km, {release.segment_rows} segments; "
         f"{queries} circles of {km2:.1f} km², median {statistics.median(rows):.0f} segments each"
     )
     print("| measure | median / p90 (ms) |\n|---|---:|")
     print(f"| `RegionRelease.open` ({runs} runs) | {_ms(opens)} |")
+    print(f"| first `segments` of the whole region (reads every partition) | {1000 * cold:.1f} |")
     for name, seconds in timed.items():
         print(f"| `{name}` | {_ms(seconds)} |")
 

@@ -28,6 +28,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.contracts import FEED_SEGMENTS
@@ -35,10 +36,15 @@ from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
 from pipeline.errors import InputDataError
 from pipeline.export.feeds.tables import cut_lines
-from pipeline.io import read_table
 from pipeline.roads import read_edges, read_roads_meta
 from pipeline.serve.area import RequestError, parse_area
 from pipeline.serve.lines import LineIndex, private_prepared
+from pipeline.serve.partitions import (
+    LoadedPartition,
+    PartitionFile,
+    SegmentPartitions,
+    read_segment_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,8 @@ class RegionRelease:
         The release's ``manifest.json``.
     highways
         The OSM ``highway`` classes of the region's roads, sorted.
+    segment_rows
+        Rows of the release's segments table.
     """
 
     def __init__(
@@ -80,7 +88,8 @@ class RegionRelease:
         manifest: dict[str, Any],
         roads: gpd.GeoDataFrame,
         pieces: pd.DataFrame,
-        segments: gpd.GeoDataFrame,
+        partitions: SegmentPartitions,
+        segment_rows: int,
     ) -> None:
         self.manifest = manifest
         self.release_id = str(manifest["release_id"])
@@ -96,10 +105,8 @@ class RegionRelease:
         self._piece_mm = (pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64")
         self._piece_highway = self._code(pieces["highway"])
         self._piece_last_ms = pieces["last_ms"].to_numpy(dtype="int64")
-        self._segments = segments
-        self._segments_index = LineIndex(segments.geometry.to_numpy())
-        self._segment_last_ms = _epoch_ms(segments["last_seen"])
-        self._segment_highway = self._code(segments["highway"])
+        self._partitions = partitions
+        self.segment_rows = segment_rows
         self._whole_region: dict[str, Any] | None = None
         self._whole_region = self.coverage(None)  # the most asked answer, computed once
 
@@ -124,13 +131,16 @@ class RegionRelease:
         manifest = _read_manifest(release_dir)
         _check_same_extract(manifest, release_dir, roads_dir)
         edges = read_edges(roads_dir)
-        segments = _read_segments(release_dir, manifest)
-        pieces = _covered_road_pieces(edges, segments, release_dir, roads_dir)
+        files = _segment_files(release_dir, manifest)
+        keys = read_segment_keys(files)
+        edge_rows = _edge_rows(edges, keys, files, roads_dir)
+        pieces = _covered_road_pieces(edges, keys, edge_rows)
+        partitions = SegmentPartitions(files, _partition_boxes(edges, keys, edge_rows, len(files)))
         roads = edges.drop_duplicates("road_id")[["highway", "length_m", "geometry"]]
-        release = cls(manifest, roads.reset_index(drop=True), pieces, segments)
+        release = cls(manifest, roads.reset_index(drop=True), pieces, partitions, len(keys))
         log.info(
-            "%s: release %s opened: %d roads, %d covered pieces, %d segments",
-            release_dir, release.release_id, len(roads), len(pieces), len(segments),
+            "%s: release %s opened: %d roads, %d covered pieces, %d segments in %d partitions",
+            release_dir, release.release_id, len(roads), len(pieces), len(keys), len(files),
         )  # fmt: skip
         return release
 
@@ -217,30 +227,17 @@ class RegionRelease:
             The ``feed_segments`` columns and ``h3_parent``, sorted by ``h3_parent``,
             ``segment_id`` and ``from_m``.
         """
-        mask = self._class_mask(self._segment_highway, highways)
+        wanted = None if highways is None else self._highway_names(highways)
         since_ms = _since_ms(since)
-        if since_ms is not None:
-            mask &= self._segment_last_ms >= since_ms
         area = private_prepared(area)
-        inside, crossing = self._segments_index.split(area, mask)
-        parts = self._segments_index.crossing_parts(area, crossing)
-        from_m = self._segments["from_m"].to_numpy(dtype="float64")
-        length_m = self._segments["length_m"].to_numpy(dtype="float64")
-        begin = np.round(from_m[parts.rows] + parts.start * length_m[parts.rows], 3)
-        end = np.round(from_m[parts.rows] + parts.end * length_m[parts.rows], 3)
-        kept = end - begin >= 0.001
-        rows = np.concatenate([inside, parts.rows[kept]])
-        starts = np.concatenate([from_m[inside], begin[kept]])
-        ends = np.concatenate([self._segments["to_m"].to_numpy()[inside], end[kept]])
-        geometry = np.concatenate([self._segments_index.lines[inside], parts.parts[kept]])
-        order = np.lexsort((starts, rows))  # the frame is sorted by h3_parent, segment_id
-        frame = self._segments.iloc[rows[order]].reset_index(drop=True)
-        lengths = np.concatenate([length_m[inside], np.round(end - begin, 3)[kept]])
-        frame["from_m"], frame["to_m"], frame["length_m"] = (
-            starts[order], ends[order], lengths[order],
-        )  # fmt: skip
-        frame["geometry"] = geometry[order]
-        return frame
+        frames = [
+            _cut_to_area(self._partitions.load(position), area, wanted, since_ms)
+            for position in self._partitions.meeting(area)
+        ]
+        frames = [frame for frame in frames if len(frame)]
+        if not frames:
+            return self._partitions.empty()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _totals(
         self,
@@ -287,6 +284,10 @@ class RegionRelease:
         wanted = self._highway_codes(highways)
         return np.isin(codes, wanted)
 
+    def _highway_names(self, highways: Sequence[str]) -> list[str]:
+        self._highway_codes(highways)  # refuses what is not a list of known classes
+        return list(highways)
+
     def _highway_codes(self, highways: Sequence[str]) -> np.ndarray:
         if isinstance(highways, str | bytes) or not isinstance(highways, Sequence):
             raise RequestError(
@@ -306,6 +307,40 @@ class RegionRelease:
 
     def _code(self, names: pd.Series) -> np.ndarray:
         return np.asarray(pd.Index(self.highways).get_indexer(names), dtype="int64")
+
+
+def _cut_to_area(
+    partition: LoadedPartition,
+    area: BaseGeometry,
+    highways: list[str] | None,
+    since_ms: int | None,
+) -> gpd.GeoDataFrame:
+    """Return a partition's segments meeting ``area``, those crossing its boundary cut to it."""
+    mask = np.ones(len(partition.frame), dtype=bool)
+    if highways is not None:
+        mask &= np.isin(partition.highway, highways)
+    if since_ms is not None:
+        mask &= partition.last_ms >= since_ms
+    inside, crossing = partition.index.split(area, mask)
+    parts = partition.index.crossing_parts(area, crossing)
+    segments = partition.frame
+    from_m = segments["from_m"].to_numpy(dtype="float64")
+    length_m = segments["length_m"].to_numpy(dtype="float64")
+    begin = np.round(from_m[parts.rows] + parts.start * length_m[parts.rows], 3)
+    end = np.round(from_m[parts.rows] + parts.end * length_m[parts.rows], 3)
+    kept = end - begin >= 0.001
+    rows = np.concatenate([inside, parts.rows[kept]])
+    starts = np.concatenate([from_m[inside], begin[kept]])
+    ends = np.concatenate([segments["to_m"].to_numpy()[inside], end[kept]])
+    geometry = np.concatenate([partition.index.lines[inside], parts.parts[kept]])
+    order = np.lexsort((starts, rows))  # the frame is sorted by segment_id
+    frame = segments.iloc[rows[order]].reset_index(drop=True)
+    lengths = np.concatenate([length_m[inside], np.round(end - begin, 3)[kept]])
+    frame["from_m"], frame["to_m"], frame["length_m"] = (
+        starts[order], ends[order], lengths[order],
+    )  # fmt: skip
+    frame["geometry"] = geometry[order]
+    return frame
 
 
 def _figures(road_km: float, covered_km: float, fresh_km: dict[str, float]) -> dict[str, Any]:
@@ -366,22 +401,7 @@ def _check_same_extract(manifest: dict[str, Any], release_dir: Path, roads_dir: 
         )
 
 
-def _read_segments(release_dir: Path, manifest: dict[str, Any]) -> gpd.GeoDataFrame:
-    frames = []
-    for entry in _segment_files(release_dir, manifest):
-        frame = read_table(_inside(release_dir, entry["path"]), FEED_SEGMENTS)
-        frames.append(frame.assign(h3_parent=entry["h3_parent"]))
-    if not frames:
-        return _empty_segments()
-    segments = pd.concat(frames, ignore_index=True)
-    columns = [*(f.name for f in FEED_SEGMENTS.schema if f.name != "geometry"), "h3_parent"]
-    segments = segments[[*columns, "geometry"]].sort_values(["h3_parent", "segment_id"])
-    for name in ("segment_id", "highway", "contributors_bucket", "freshness_bucket", "h3_parent"):
-        segments[name] = segments[name].astype(object)  # numpy takes rows faster than Arrow
-    return gpd.GeoDataFrame(segments, geometry="geometry", crs="EPSG:4326").reset_index(drop=True)
-
-
-def _segment_files(release_dir: Path, manifest: dict[str, Any]) -> list[dict[str, str]]:
+def _segment_files(release_dir: Path, manifest: dict[str, Any]) -> list[PartitionFile]:
     """Return the manifest's GeoParquet segment partitions, each with its path and h3_parent."""
     files = manifest["files"]
     entries = [e for e in files if isinstance(e, dict)] if isinstance(files, list) else []
@@ -401,7 +421,7 @@ def _segment_files(release_dir: Path, manifest: dict[str, Any]) -> list[dict[str
                 f"{release_dir / MANIFEST_FILE}: a segments file entry lacks its path or "
                 f"h3_parent ({entry!r:.120}); export the release again"
             )
-    return wanted
+    return [PartitionFile(_inside(release_dir, e["path"]), e["h3_parent"]) for e in wanted]
 
 
 def _inside(release_dir: Path, relative: str) -> Path:
@@ -415,56 +435,63 @@ def _inside(release_dir: Path, relative: str) -> Path:
     return path
 
 
-def _empty_segments() -> gpd.GeoDataFrame:
-    """Return an empty ``feed_segments`` frame (with ``h3_parent``) for a release with none."""
-    columns = {
-        f.name: pd.Series(dtype=f.type.to_pandas_dtype())
-        for f in FEED_SEGMENTS.schema
-        if f.name != "geometry"
-    }
-    frame = pd.DataFrame({**columns, "h3_parent": pd.Series(dtype=object)})
-    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
+def _edge_rows(
+    edges: gpd.GeoDataFrame, keys: pd.DataFrame, files: list[PartitionFile], roads_dir: Path
+) -> np.ndarray:
+    """Return the row in ``edges`` of each segment's directed edge (u, v, key)."""
+    lookup = pd.MultiIndex.from_arrays([edges["u"], edges["v"], edges["key"]])
+    found = lookup.get_indexer(
+        pd.MultiIndex.from_arrays([keys["osm_from_node"], keys["osm_to_node"], keys["edge_key"]])
+    )
+    if (found < 0).any():
+        bad = keys.iloc[int(np.flatnonzero(found < 0)[0])]
+        raise InputDataError(
+            f"{files[int(bad['partition'])].path}: a segment lies on edge "
+            f"{bad['osm_from_node']}->{bad['osm_to_node']} (key {bad['edge_key']}), which is not "
+            f"in {roads_dir}; pass the roads folder the release was built from"
+        )
+    return np.asarray(found, dtype="int64")
 
 
 def _covered_road_pieces(
-    edges: gpd.GeoDataFrame, segments: gpd.GeoDataFrame, release_dir: Path, roads_dir: Path
+    edges: gpd.GeoDataFrame, keys: pd.DataFrame, edge_rows: np.ndarray
 ) -> pd.DataFrame:
     """Merge the segments of both directions of each road into unique covered pieces.
 
     Returns the pieces keyed by canonical edge id (``key``, ``from_mm``, ``to_mm``,
     ``first_ms``, ``last_ms``) with the road's ``highway`` and the piece's ``geometry``.
     """
-    lookup = pd.MultiIndex.from_arrays([edges["u"], edges["v"], edges["key"]])
-    found = lookup.get_indexer(
-        pd.MultiIndex.from_arrays(
-            [segments["osm_from_node"], segments["osm_to_node"], segments["edge_key"]]
-        )
-    )
-    if (found < 0).any():
-        bad = segments.iloc[int(np.flatnonzero(found < 0)[0])]
-        raise InputDataError(
-            f"{release_dir}: segment {bad['segment_id']} lies on edge "
-            f"{bad['osm_from_node']}->{bad['osm_to_node']} (key {bad['edge_key']}), which is not "
-            f"in {roads_dir}; pass the roads folder the release was built from"
-        )
     directed = pd.DataFrame(
         {
-            "key": edges["edge_id"].to_numpy()[found],
-            "from_mm": np.rint(segments["from_m"].to_numpy() * 1000.0).astype("int64"),
-            "to_mm": np.rint(segments["to_m"].to_numpy() * 1000.0).astype("int64"),
-            "first_ms": _epoch_ms(segments["first_seen"]),
-            "last_ms": _epoch_ms(segments["last_seen"]),
+            "key": edges["edge_id"].to_numpy()[edge_rows],
+            "from_mm": np.rint(keys["from_m"].to_numpy(dtype="float64") * 1000.0).astype("int64"),
+            "to_mm": np.rint(keys["to_m"].to_numpy(dtype="float64") * 1000.0).astype("int64"),
+            "first_ms": _epoch_ms(keys["first_seen"]),
+            "last_ms": _epoch_ms(keys["last_seen"]),
         }
     )
     pieces = road_pieces(directed, canonical_edges(edges))
-    by_id = edges.set_index("edge_id")
-    owner = by_id.loc[pieces["key"].to_numpy()]
+    owner = edges.set_index("edge_id").loc[pieces["key"].to_numpy()]
     length_mm = np.rint(owner["length_m"].to_numpy(dtype="float64") * 1000.0)
     length_mm = np.where(length_mm > 0, length_mm, 1.0)
     start = np.clip(pieces["from_mm"].to_numpy() / length_mm, 0.0, 1.0)
     end = np.clip(pieces["to_mm"].to_numpy() / length_mm, 0.0, 1.0)
     geometry = cut_lines(np.asarray(owner.geometry.to_numpy()), start, end)
     return pieces.assign(highway=owner["highway"].to_numpy(), geometry=geometry)
+
+
+def _partition_boxes(
+    edges: gpd.GeoDataFrame, keys: pd.DataFrame, edge_rows: np.ndarray, count: int
+) -> np.ndarray:
+    """Bounding box of each partition: of the edges its segments lie on (which hold them)."""
+    bounds = shapely.bounds(np.asarray(edges.geometry.to_numpy())[edge_rows])
+    boxes = np.zeros((count, 4))
+    frame = pd.DataFrame(bounds, columns=["x0", "y0", "x1", "y1"]).assign(p=keys["partition"])
+    grouped = frame.groupby("p").agg(
+        x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"), y1=("y1", "max")
+    )
+    boxes[grouped.index.to_numpy(dtype="int64")] = grouped.to_numpy()
+    return boxes
 
 
 def _epoch_ms(times: pd.Series) -> np.ndarray:

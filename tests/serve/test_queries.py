@@ -9,6 +9,7 @@ and measured with pyproj.Geod on OSMnx's sphere (radius 6,371,009 m, the sphere 
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -356,3 +357,25 @@ def test_an_area_and_its_complement_add_up_to_the_region(
     for name, figures in whole["by_highway"].items():
         split = sum(p["by_highway"].get(name, {}).get("covered_km", 0.0) for p in parts)
         assert split == pytest.approx(figures["covered_km"], rel=1e-9, abs=1e-12)
+
+
+def test_segments_read_only_the_partitions_the_area_meets(
+    built: BuiltRelease, feed: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    """Partitions with no segment in the area are deleted after open: they must not be read."""
+    copy = tmp_path / "r1"
+    shutil.copytree(built.release, copy)
+    opened = RegionRelease.open(copy, built.roads)
+    centre = feed.geometry.iloc[len(feed) // 2].interpolate(0.5, normalized=True)
+    area = centre.buffer(0.002)
+    meets = feed[shapely.length(shapely.intersection(feed.geometry.to_numpy(), area)) > 0]
+    needed = set(meets["h3_parent"])
+    others = [p for p in (copy / "segments").iterdir() if p.name.split("=")[1] not in needed]
+    assert len(others) > 0
+    for folder in others:
+        shutil.rmtree(folder)
+    got = opened.segments(area)
+    assert sorted(set(got["segment_id"])) == sorted(meets["segment_id"])
+    assert opened.coverage(None) == RegionRelease.open(built.release, built.roads).coverage(None)
+    with pytest.raises(InputDataError):  # an area over everything needs a deleted partition
+        opened.segments(shapely.box(*feed.total_bounds))
