@@ -8,7 +8,9 @@ built from, once, and keeps in memory what every query needs, indexed by shapely
 * its covered road pieces: the feed's segments (covered intervals of *directed* edges) mapped
   onto their road's canonical edge and merged, both directions into one (``road_pieces`` of the
   coverage stage), for unique covered km and freshness;
-* the feed's segment rows, for :meth:`RegionRelease.segments`.
+* the feed's segment partitions with their bounding boxes, for :meth:`RegionRelease.segments`,
+  which reads a partition's full rows when an area first meets it
+  (:mod:`pipeline.serve.partitions`).
 
 Lengths follow :mod:`pipeline.serve.lines`: a line inside the area counts its stored length, a
 line crossing the boundary its length times the share of its haversine length inside. With no
