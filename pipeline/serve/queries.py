@@ -153,7 +153,7 @@ class RegionRelease:
         since: date | None = None,
         highways: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """Road km, unique covered km and fresh km in an area, overall and by highway class.
+        """Return road km, unique covered km and fresh km in an area, overall and by class.
 
         Parameters
         ----------
