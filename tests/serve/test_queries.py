@@ -264,25 +264,27 @@ def test_multipolygon_road_km_equals_clipped_roads(
 
 
 def test_threads_sharing_a_release_get_the_answers_of_one_thread(
-    release: RegionRelease, feed: gpd.GeoDataFrame
+    release: RegionRelease, built: BuiltRelease, feed: gpd.GeoDataFrame
 ) -> None:
+    """8 threads on a freshly opened release: they also read its partitions at the same time."""
     x0, y0, x1, y1 = feed.total_bounds
     rng = np.random.default_rng(5)
     areas = [
         shapely.box(x, y, x + (x1 - x0) / 3, y + (y1 - y0) / 3)
         for x, y in zip(rng.uniform(x0, x1, 24), rng.uniform(y0, y1, 24), strict=True)
     ]
-    alone = [
-        (release.coverage(a), release.segments(a)["length_m"].sum()) for a in areas
-    ]  # fmt: skip
+    alone = [(release.coverage(a), release.segments(a).to_wkb()) for a in areas]
+    fresh = RegionRelease.open(built.release, built.roads)
 
-    def ask(area: shapely.Polygon) -> tuple[dict[str, Any], float]:
+    def ask(area: shapely.Polygon) -> tuple[dict[str, Any], pd.DataFrame]:
         area = shapely.from_wkb(shapely.to_wkb(area))  # each request parses its own area
-        return release.coverage(area), release.segments(area)["length_m"].sum()
+        return fresh.coverage(area), fresh.segments(area).to_wkb()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         together = list(pool.map(ask, areas, timeout=120))
-    assert together == alone
+    for (coverage, rows), (coverage_alone, rows_alone) in zip(together, alone, strict=True):
+        assert coverage == coverage_alone
+        pd.testing.assert_frame_equal(rows, rows_alone)
 
 
 def _manifest_copy(built: BuiltRelease, folder: Path, files: Any) -> Path:
