@@ -21,6 +21,7 @@ from pipeline.errors import PipelineError
 
 AREA_TYPES = ("Polygon", "MultiPolygon")
 _WGS84 = pyproj.Geod(ellps="WGS84")
+DENSIFY_DEG = 0.5
 
 
 class RequestError(PipelineError, ValueError):
@@ -92,8 +93,13 @@ def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float) -> Ba
 
 
 def geodesic_area_km2(area: BaseGeometry) -> float:
-    """Return the area of a lon/lat (Multi)Polygon on the WGS 84 ellipsoid, km²."""
-    value, _ = _WGS84.geometry_area_perimeter(area)
+    """Return the area of a lon/lat (Multi)Polygon on the WGS 84 ellipsoid, km².
+
+    Edges are first cut into pieces of at most ``DENSIFY_DEG`` degrees, so that the area
+    measured is that of the polygon as the queries read it (straight in lon/lat): an edge from
+    179° to -179° runs the long way round, as it does for shapely, not across the antimeridian.
+    """
+    value, _ = _WGS84.geometry_area_perimeter(shapely.segmentize(area, DENSIFY_DEG))
     return abs(float(value)) / 1e6
 
 
@@ -137,7 +143,9 @@ def _polygon(rings: Any, prefix: str) -> Polygon:
         raise RequestError(
             "invalid_area", "a polygon needs at least its outer ring; none was sent", prefix
         )
-    return Polygon(checked[0], checked[1:])
+    polygon = Polygon(checked[0], checked[1:])
+    _check_valid(polygon, prefix)
+    return polygon
 
 
 def _ring(ring: Any, field: str) -> list[tuple[float, float]]:

@@ -82,6 +82,8 @@ class LineIndex:
         self.lines = np.asarray(lines, dtype=object)
         self.lengths_m = haversine_lengths_m(self.lines)
         self.tree = shapely.STRtree(self.lines)
+        coords, owner = shapely.get_coordinates(self.lines, return_index=True)
+        self.first_xy = coords[np.searchsorted(owner, np.arange(len(self.lines)))].reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -92,7 +94,7 @@ class LineIndex:
         Parameters
         ----------
         area
-            A (Multi)Polygon in lon/lat; it is prepared in place for repeated predicates.
+            A (Multi)Polygon in lon/lat, prepared (see :func:`private_prepared`).
         candidates
             Boolean mask of the lines to consider (default all).
         """
@@ -106,6 +108,9 @@ class LineIndex:
 
     def crossing_parts(self, area: BaseGeometry, rows: np.ndarray) -> ClipParts:
         """Cut the given lines (which cross the area's boundary) to the area, part by part."""
+        if not len(rows):
+            empty = np.zeros(0)
+            return ClipParts(rows[:0], np.array([], dtype=object), empty, empty)
         cut = shapely.intersection(self.lines[rows], area)
         parts, owner = shapely.get_parts(cut, return_index=True)
         is_line = (shapely.get_type_id(parts) == LINESTRING) & ~shapely.is_empty(parts)
@@ -129,12 +134,44 @@ class LineIndex:
     def _split(
         self, area: BaseGeometry, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shapely.prepare(area)
-        rows = np.sort(self.tree.query(area, predicate="intersects"))
+        """Lines meeting the area, and which of them meet its boundary (the rest are inside).
+
+        Only lines near the boundary are tested against it (its edges are queried one by one);
+        a line whose bounding box meets the area's but that meets no boundary edge lies wholly
+        inside or wholly outside, which its first vertex tells.
+        """
+        boxed = self.tree.query(area)
         if candidates is not None:
-            rows = rows[candidates[rows]]
-        inside = shapely.covered_by(self.lines[rows], area)
-        return rows, inside, ~inside
+            boxed = boxed[candidates[boxed]]
+        near = np.zeros(len(self.lines), dtype=bool)
+        near[self.tree.query(boundary_edges(area), predicate="intersects")[1]] = True
+        crossing = near[boxed]
+        away = boxed[~crossing]
+        start = self.first_xy[away]
+        inside = shapely.contains_xy(area, start[:, 0], start[:, 1])
+        rows = np.concatenate([boxed[crossing], away[inside]])
+        crossing = np.arange(len(rows)) < int(crossing.sum())
+        return rows, ~crossing, crossing
+
+
+def private_prepared(area: BaseGeometry) -> BaseGeometry:
+    """Return a prepared copy of ``area`` that no other thread holds.
+
+    GEOS builds parts of a prepared geometry lazily on first use, so one geometry is not
+    prepared and queried by several threads at once: each query works on its own copy.
+    """
+    copy = shapely.from_wkb(shapely.to_wkb(area))
+    shapely.prepare(copy)
+    return copy
+
+
+def boundary_edges(area: BaseGeometry) -> np.ndarray:
+    """Return every edge (two-point LineString) of the rings of a (Multi)Polygon."""
+    rings = shapely.get_parts(shapely.boundary(area))
+    coords, owner = shapely.get_coordinates(rings, return_index=True)
+    same_ring = owner[1:] == owner[:-1]
+    pairs = np.stack([coords[:-1][same_ring], coords[1:][same_ring]], axis=1)
+    return np.asarray(shapely.linestrings(pairs), dtype=object)
 
 
 def _parts_lengths_m(geometries: np.ndarray) -> np.ndarray:
@@ -146,32 +183,32 @@ def _parts_lengths_m(geometries: np.ndarray) -> np.ndarray:
 
 
 def _haversine_to_m(lines: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Haversine length of each line from its start to the point (on it) closest to ``points``."""
-    where = shapely.line_locate_point(lines, points, normalized=True)
-    heads = shapely.line_interpolate_point(lines, where, normalized=True)
+    """Haversine length of each line from its start to the point (on it) closest to ``points``.
+
+    The point is located on the line (planar), then measured as the haversine length of the
+    line's vertices before it plus the great-circle step from the last of them to the point.
+    """
     coords, owner = shapely.get_coordinates(lines, return_index=True)
-    planar = np.hypot(np.diff(coords[:, 0]), np.diff(coords[:, 1]))
-    planar[owner[1:] != owner[:-1]] = 0.0
-    along = np.concatenate([[0.0], np.cumsum(planar)])
     first = np.searchsorted(owner, np.arange(len(lines)))
-    along -= along[first][owner]
+    planar = np.zeros(len(coords))
+    planar[1:] = np.hypot(np.diff(coords[:, 0]), np.diff(coords[:, 1]))
     steps = np.zeros(len(coords))
     steps[1:] = great_circle(coords[:-1, 1], coords[:-1, 0], coords[1:, 1], coords[1:, 0])
-    steps[1:][owner[1:] != owner[:-1]] = 0.0
-    cumulative = np.cumsum(steps)
-    cumulative -= cumulative[first][owner]
-    target = where * np.asarray(shapely.length(lines))
-    # the last vertex of each line at or before the located point
-    before = np.array(
-        [
-            first[i] + max(int(np.searchsorted(along[first[i] : end], target[i], "right")) - 1, 0)
-            for i, end in enumerate(np.r_[first[1:], len(coords)])
-        ],
-        dtype="int64",
+    planar[first] = steps[first] = 0.0
+    along, walked = np.cumsum(planar), np.cumsum(steps)
+    along -= along[first][owner]
+    walked -= walked[first][owner]
+    target = shapely.line_locate_point(lines, points)  # planar distance along the line
+    # the last vertex at or before the point: search (line, distance) pairs made monotone
+    stride = float(along.max(initial=0.0)) * 2.0 + 1.0
+    before = (
+        np.searchsorted(owner * stride + along, np.arange(len(lines)) * stride + target, "right")
+        - 1
     )
-    head_xy = shapely.get_coordinates(heads)
-    tail = great_circle(coords[before, 1], coords[before, 0], head_xy[:, 1], head_xy[:, 0])
-    return np.asarray(cumulative[before] + tail, dtype="float64")
+    before = np.maximum(before, first)
+    at = shapely.get_coordinates(shapely.line_interpolate_point(lines, target))
+    tail = great_circle(coords[before, 1], coords[before, 0], at[:, 1], at[:, 0])
+    return np.asarray(walked[before] + tail, dtype="float64")
 
 
 def _shares(part_m: np.ndarray, total_m: np.ndarray) -> np.ndarray:

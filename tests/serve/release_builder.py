@@ -55,7 +55,14 @@ def _drives(edges: gpd.GeoDataFrame, seed: int) -> pd.DataFrame:
     length = driven["length_m"].to_numpy()
     start = rng.uniform(0.0, 0.6, n) * length
     end = start + rng.uniform(0.2, 1.0, n) * (length - start)
-    when = AS_OF - pd.to_timedelta(rng.integers(0, 120 * 24, n), "h")
+    when = pd.Series(AS_OF - pd.to_timedelta(rng.integers(0, 120 * 24, n), "h"))
+    # drives last seen exactly 7 and 28 days before as-of (the freshness limits) and at SINCE
+    limits = [
+        AS_OF - pd.Timedelta(days=7),
+        AS_OF - pd.Timedelta(days=28),
+        pd.Timestamp(SINCE, tz="UTC"),
+    ]
+    when.iloc[:3] = pd.DatetimeIndex(limits) - pd.Timedelta(seconds=5)
     return pd.DataFrame(
         {
             "edge_id": driven["edge_id"].to_numpy(),

@@ -9,6 +9,8 @@ and measured with pyproj.Geod on OSMnx's sphere (radius 6,371,009 m, the sphere 
 from __future__ import annotations
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
+from shapely.ops import substring
 
 from pipeline.errors import InputDataError
 from pipeline.roads import read_edges
@@ -166,6 +169,19 @@ def test_segments_are_the_feed_rows_clipped(release: RegionRelease, feed: gpd.Ge
     assert got["length_m"].sum() == pytest.approx(expected, rel=1e-6, abs=0.01)
     assert shapely.covered_by(got.geometry.to_numpy(), area.buffer(1e-9)).all()
     assert (got["to_m"] - got["from_m"] - got["length_m"]).abs().max() < 1.5e-3
+    cut = got[~got["segment_id"].isin(inside["segment_id"])]
+    assert len(cut) > 0
+    for row in cut.itertuples():
+        whole_row = by_id.loc[row.segment_id]
+        ends = [
+            whole_row.from_m
+            + whole_row.length_m
+            * _geod_m(substring(whole_row.geometry, 0.0, whole_row.geometry.project(point)))
+            / _geod_m(whole_row.geometry)
+            for point in shapely.points([row.geometry.coords[0], row.geometry.coords[-1]])
+        ]
+        assert row.from_m == pytest.approx(min(ends), abs=2e-3)
+        assert row.to_m == pytest.approx(max(ends), abs=2e-3)
 
 
 def test_segments_since_and_highway(release: RegionRelease, feed: gpd.GeoDataFrame) -> None:
@@ -217,3 +233,151 @@ def test_empty_area_answers_zero(release: RegionRelease) -> None:
     assert answer["road_km"] == 0.0 and answer["covered_km"] == 0.0 and answer["by_highway"] == {}
     assert len(release.segments(far)) == 0
     assert np.isfinite(answer["coverage_pct"])
+
+
+def test_a_box_around_the_region_is_the_whole_region(
+    release: RegionRelease, built: BuiltRelease
+) -> None:
+    roads = read_edges(built.roads)
+    summary = _summary(built.coverage)
+    answer = release.coverage(shapely.box(*roads.total_bounds).buffer(0.001))
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
+    assert answer["fresh_km"]["7d"] == pytest.approx(summary["fresh_7d_km"], abs=KM)
+
+
+def test_multipolygon_road_km_equals_clipped_roads(
+    release: RegionRelease, built: BuiltRelease, feed: gpd.GeoDataFrame
+) -> None:
+    x0, y0, x1, y1 = feed.total_bounds
+    w, h = (x1 - x0) / 5, (y1 - y0) / 5
+    area = shapely.MultiPolygon(
+        [shapely.box(x0 + w, y0 + h, x0 + 2 * w, y0 + 3 * h),
+         shapely.Polygon([(x0 + 3 * w, y0), (x1, y0 + 2 * h), (x0 + 3 * w, y1)])]
+    )  # fmt: skip
+    roads = read_edges(built.roads).drop_duplicates("road_id")
+    expected_m = sum(_geod_m(line.intersection(area)) for line in roads.geometry)
+    answer = release.coverage(area)
+    assert answer["road_km"] == pytest.approx(expected_m / 1000.0, rel=1e-7)
+    parts = [release.coverage(part) for part in area.geoms]
+    assert answer["covered_km"] == pytest.approx(sum(p["covered_km"] for p in parts), rel=1e-12)
+
+
+def test_threads_sharing_a_release_get_the_answers_of_one_thread(
+    release: RegionRelease, built: BuiltRelease, feed: gpd.GeoDataFrame
+) -> None:
+    """8 threads on a freshly opened release: they also read its partitions at the same time."""
+    x0, y0, x1, y1 = feed.total_bounds
+    rng = np.random.default_rng(5)
+    areas = [
+        shapely.box(x, y, x + (x1 - x0) / 3, y + (y1 - y0) / 3)
+        for x, y in zip(rng.uniform(x0, x1, 24), rng.uniform(y0, y1, 24), strict=True)
+    ]
+    alone = [(release.coverage(a), release.segments(a).to_wkb()) for a in areas]
+    fresh = RegionRelease.open(built.release, built.roads)
+
+    def ask(area: shapely.Polygon) -> tuple[dict[str, Any], pd.DataFrame]:
+        area = shapely.from_wkb(shapely.to_wkb(area))  # each request parses its own area
+        return fresh.coverage(area), fresh.segments(area).to_wkb()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(ask, areas, timeout=120))
+    for (coverage, rows), (coverage_alone, rows_alone) in zip(together, alone, strict=True):
+        assert coverage == coverage_alone
+        pd.testing.assert_frame_equal(rows, rows_alone)
+
+
+def _manifest_copy(built: BuiltRelease, folder: Path, files: Any) -> Path:
+    manifest = json.loads((built.release / "manifest.json").read_text())
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+    return folder
+
+
+def test_a_release_without_segments_has_roads_and_no_coverage(
+    built: BuiltRelease, tmp_path: Path
+) -> None:
+    empty = _manifest_copy(built, tmp_path / "r0", [])
+    answer = RegionRelease.open(empty, built.roads).coverage(None)
+    assert answer["road_km"] == pytest.approx(_summary(built.coverage)["road_km"], abs=KM)
+    assert answer["covered_km"] == 0.0 and answer["coverage_pct"] == 0.0
+
+
+def test_a_manifest_naming_a_file_outside_the_release_is_refused(
+    built: BuiltRelease, tmp_path: Path
+) -> None:
+    outside = {"path": "../../roads/edges.parquet", "table": "feed_segments", "h3_parent": "x"}
+    hostile = _manifest_copy(built, tmp_path / "r2", [{**outside, "format": "geoparquet"}])
+    with pytest.raises(InputDataError, match="outside the release"):
+        RegionRelease.open(hostile, built.roads)
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ("segments/", "'files' is not a list of objects"),
+        ([None], "'files' is not a list of objects"),
+        ([{"table": "feed_segments", "format": "geoparquet", "path": 3}], "lacks its path"),
+        ([{"table": "feed_segments", "format": "geoparquet", "path": "a"}], "lacks its path"),
+    ],
+)
+def test_a_corrupt_manifest_is_one_error(
+    built: BuiltRelease, tmp_path: Path, files: Any, words: str
+) -> None:
+    corrupt = _manifest_copy(built, tmp_path / "r3", files)
+    with pytest.raises(InputDataError, match=words):
+        RegionRelease.open(corrupt, built.roads)
+
+
+@pytest.mark.parametrize("as_of", ["yesterday", "2026-12-01T00:00:00", None])
+def test_a_manifest_without_a_zoned_as_of_is_refused(
+    built: BuiltRelease, tmp_path: Path, as_of: Any
+) -> None:
+    folder = _manifest_copy(built, tmp_path / "r4", [])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "as_of": as_of}))
+    with pytest.raises(InputDataError, match="is not a time with a zone"):
+        RegionRelease.open(folder, built.roads)
+
+
+def test_an_area_and_its_complement_add_up_to_the_region(
+    release: RegionRelease, feed: gpd.GeoDataFrame
+) -> None:
+    """A concave star with a hole, and the rest of a box around the region: nothing is lost."""
+    x0, y0, x1, y1 = feed.total_bounds
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / 2
+    turns = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    radii = np.where(np.arange(24) % 2 == 0, r * 0.7, r * 0.25)
+    xy = np.column_stack([cx + radii * np.cos(turns), cy + radii * np.sin(turns)])
+    star = shapely.Polygon(xy)
+    star = star.difference(shapely.Point(cx, cy).buffer(r * 0.1))
+    rest = shapely.box(x0 - 1, y0 - 1, x1 + 1, y1 + 1).difference(star)
+    whole, parts = release.coverage(None), [release.coverage(a) for a in (star, rest)]
+    for key in ("road_km", "covered_km"):
+        assert 0 < parts[0][key] < whole[key]
+        assert parts[0][key] + parts[1][key] == pytest.approx(whole[key], rel=1e-9)
+    for name, figures in whole["by_highway"].items():
+        split = sum(p["by_highway"].get(name, {}).get("covered_km", 0.0) for p in parts)
+        assert split == pytest.approx(figures["covered_km"], rel=1e-9, abs=1e-12)
+
+
+def test_segments_read_only_the_partitions_the_area_meets(
+    built: BuiltRelease, feed: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    """Partitions with no segment in the area are deleted after open: they must not be read."""
+    copy = tmp_path / "r1"
+    shutil.copytree(built.release, copy)
+    opened = RegionRelease.open(copy, built.roads)
+    centre = feed.geometry.iloc[len(feed) // 2].interpolate(0.5, normalized=True)
+    area = centre.buffer(0.002)
+    meets = feed[shapely.length(shapely.intersection(feed.geometry.to_numpy(), area)) > 0]
+    needed = set(meets["h3_parent"])
+    others = [p for p in (copy / "segments").iterdir() if p.name.split("=")[1] not in needed]
+    assert len(others) > 0
+    for folder in others:
+        shutil.rmtree(folder)
+    got = opened.segments(area)
+    assert sorted(set(got["segment_id"])) == sorted(meets["segment_id"])
+    assert opened.coverage(None) == RegionRelease.open(built.release, built.roads).coverage(None)
+    with pytest.raises(InputDataError):  # an area over everything needs a deleted partition
+        opened.segments(shapely.box(*feed.total_bounds))
