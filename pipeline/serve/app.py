@@ -394,7 +394,9 @@ def _served_region(state: ServiceState, name: str, account: Account) -> ServedRe
     """Return the served region ``name`` if the account is licensed for it (else 404, 403)."""
     served = state.registry.regions.get(name)
     if served is None:
-        raise ApiError(404, "unknown_region", f"no region {name!r} is served; see GET /v1/regions")
+        raise ApiError(
+            404, "unknown_region", f"no region {name!r:.80} is served; see GET /v1/regions"
+        )
     if account.regions is not None and name not in account.regions:
         raise ApiError(
             403,
@@ -427,10 +429,12 @@ def _query_region(state: ServiceState, query: AreaQuery, account: Account) -> Se
     return state.registry.regions[licensed[0]]
 
 
-def _latest_release(state: ServiceState, region: str) -> RegionRelease:
+async def _latest_release(state: ServiceState, region: str) -> RegionRelease:
+    """Return the region's latest release, opened in a thread on first use (503 if none)."""
     try:
-        release = state.registry.latest(region)
-    except NoReleaseError as error:
+        release = await run_in_threadpool(state.registry.latest, region)
+    except PipelineError as error:  # no pointer yet, or a release that cannot be opened
+        log.warning("region %s: %s", region, error)
         raise ApiError(503, "no_release", str(error), headers={"Retry-After": "60"}) from None
     assert isinstance(release, RegionRelease)
     return release
@@ -502,7 +506,7 @@ def _v1_routes(state: ServiceState) -> APIRouter:
     )
     async def region_summary(region: str, account: AccountDep) -> dict[str, Any]:
         served = _served_region(state, region, account)
-        release = _latest_release(state, served.name)
+        release = await _latest_release(state, served.name)
 
         def answer(deadline: Any) -> dict[str, Any]:
             summary = release.coverage(account.aoi, since=None, highways=None)
@@ -513,7 +517,7 @@ def _v1_routes(state: ServiceState) -> APIRouter:
     @router.post("/coverage", summary="Road km and coverage in an area (free)")
     async def coverage(query: AreaQuery, account: AccountDep) -> dict[str, Any]:
         served = _query_region(state, query, account)
-        release = _latest_release(state, served.name)
+        release = await _latest_release(state, served.name)
         digest = _request_digest(
             "coverage", served.name, release.release_id, query.model_dump(mode="json")
         )
@@ -552,7 +556,7 @@ def _v1_routes(state: ServiceState) -> APIRouter:
                 "Idempotency-Key",
             )
         served = _query_region(state, query, account)
-        release = _latest_release(state, served.name)
+        release = await _latest_release(state, served.name)
         digest = _request_digest(
             "segments", served.name, release.release_id,
             {**query.model_dump(mode="json"), "format": media},

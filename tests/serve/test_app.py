@@ -174,7 +174,37 @@ def test_unknown_region_and_missing_region(url: str, store: AccountStore) -> Non
     assert body["field"] == "region"
 
 
+def test_region_without_a_release_yet_is_503_then_served(
+    data: ServedData, store: AccountStore, tmp_path: Path
+) -> None:
+    empty = tmp_path / "releases"
+    empty.mkdir()
+    settings = api_config(data, {"new": empty})
+    with running_server(settings, store) as base, client(base, new_key(store)) as http:
+        before = http.get("/v1/regions/new/summary")
+        listing = http.get("/v1/releases").json()["regions"]
+        publish_release(data.coverage, data.roads, empty, empty / "latest.json", "r1")
+        after = http.get("/v1/regions/new/summary")
+    assert_error(before, 503, "no_release")
+    assert listing == [{"region": "new", "latest": None, "releases": []}]
+    assert after.status_code == 200 and after.json()["release_id"] == "r1"
+
+
 # --- segments and billing ------------------------------------------------------------------------
+
+
+def test_segments_of_an_area_without_roads_are_empty_and_free(
+    url: str, store: AccountStore, feed: gpd.GeoDataFrame
+) -> None:
+    x0, y0, _, _ = feed.total_bounds
+    nowhere = shapely.box(x0 - 0.2, y0 - 0.2, x0 - 0.1, y0 - 0.1)  # open sea south-west
+    key = new_key(store, credits="5")
+    with client(url, key) as http:
+        response = http.post("/v1/segments", json={"region": "helsinki", "area": geojson(nowhere)})
+    assert response.status_code == 200, response.text
+    assert response.json()["features"] == []
+    assert response.headers["X-Credits-Used"] == "0.000000"
+    assert store.balance(key.org_id) == Decimal(5)
 
 
 def test_segments_geojson_are_charged_per_km(
