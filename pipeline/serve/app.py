@@ -164,6 +164,7 @@ class ServiceState:
     registry: ReleaseRegistry
     tiles: dict[str, TileArchive]
     limiter: RateLimiter
+    failures: RateLimiter
     executor: concurrent.futures.ThreadPoolExecutor
     metrics: Metrics
 
@@ -257,6 +258,7 @@ def create_app(config: Settings, store: AccountStore | None = None) -> FastAPI:
         registry=ReleaseRegistry(settings.regions, RegionRelease.open),
         tiles={r.name: TileArchive(r.tiles_path) for r in settings.regions if r.tiles_path},
         limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        failures=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         executor=concurrent.futures.ThreadPoolExecutor(QUERY_THREADS, "roadcover-query"),
         metrics=Metrics(),
     )
@@ -362,29 +364,32 @@ async def current_account(
         401 without credentials or with wrong, revoked or expired ones; 429 over the rate limit.
     """
     state = _service(request)
-    if credentials is None:
-        raise ApiError(
-            401,
-            "missing_credentials",
-            "give your org id and API key with HTTP Basic authentication",
-            headers={"WWW-Authenticate": REALM},
-        )
+    client = f"client:{request.client.host if request.client else '?'}"
+    _refuse_over_limit(state.failures.wait(client), "failed authentications from this address")
     try:
+        if credentials is None:
+            raise AuthenticationError(
+                "missing_credentials", "give your org id and API key with HTTP Basic authentication"
+            )
         account = await run_in_threadpool(
             state.store.authenticate, credentials.username, credentials.password
         )
     except AuthenticationError as error:
+        state.failures.acquire(client)
         raise ApiError(401, error.code, str(error), headers={"WWW-Authenticate": REALM}) from None
-    wait_s = state.limiter.acquire(account.key_id)
+    _refuse_over_limit(state.limiter.acquire(account.key_id), "requests with this key")
+    return account
+
+
+def _refuse_over_limit(wait_s: float, what: str) -> None:
+    """Raise 429 with ``Retry-After`` if a rate-limit bucket said to wait."""
     if wait_s > 0:
         raise ApiError(
             429,
             "rate_limited",
-            f"more than {state.settings.rate_limit_burst} requests at once or "
-            f"{state.settings.rate_limit_per_s:g} a second with this key; retry later",
+            f"too many {what} (api.rate_limit_per_s, api.rate_limit_burst); retry later",
             headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
         )
-    return account
 
 
 AccountDep = Annotated[Account, Depends(current_account)]

@@ -3,7 +3,9 @@
 - :class:`RateLimiter`: a token bucket per API key (``api.rate_limit_per_s`` tokens a second,
   at most ``api.rate_limit_burst`` saved up); a request finding the bucket empty is told how
   long to wait (429 with ``Retry-After``). Buckets live in the server process: with
-  ``--workers N`` each worker has its own, so a key may get up to N times the rate.
+  ``--workers N`` each worker has its own, so a key may get up to N times the rate. Failed
+  authentications take tokens from a bucket of the client's address, with the same settings;
+  an address whose bucket is empty gets 429 without its credentials being checked.
 - :class:`BodySizeLimit`: an ASGI middleware that refuses a body larger than
   ``api.max_body_bytes`` while it is being read: at once when ``Content-Length`` says so, and
   for a chunked body as soon as the bytes received pass the limit, so no oversized body is ever
@@ -51,6 +53,14 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at time)
         self._lock = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """Return 0 if ``key`` has a token now, else the seconds until it has; take nothing."""
+        with self._lock:
+            now = self._clock()
+            tokens, then = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate_per_s)
+            return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
 
     def acquire(self, key: str) -> float:
         """Take a token for ``key``; return 0, or the seconds until a token is available."""

@@ -377,6 +377,23 @@ def test_rate_limit_answers_429_with_retry_after(data: ServedData, store: Accoun
     assert limited.headers["Retry-After"] == "2"  # one token at 0.5 a second
 
 
+def test_failed_authentications_are_limited_per_address(
+    data: ServedData, store: AccountStore
+) -> None:
+    settings = api_config(data, rate_limit_per_s=0.5, rate_limit_burst=2)
+    key = new_key(store)
+    with running_server(settings, store) as base, client(base) as http:
+        failures = [
+            http.get("/v1/account", auth=(key.org_id, "wrong")).status_code for _ in range(2)
+        ]
+        locked_out = http.get("/v1/account", auth=(key.org_id, "wrong"))
+        right_key = http.get("/v1/account", auth=(key.org_id, key.secret))
+    assert failures == [401, 401]
+    assert_error(locked_out, 429, "rate_limited")
+    assert locked_out.headers["Retry-After"] == "2"
+    assert_error(right_key, 429, "rate_limited")  # the address waits, whatever it sends
+
+
 # --- hostile input -------------------------------------------------------------------------------
 
 

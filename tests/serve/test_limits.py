@@ -41,6 +41,17 @@ def test_bucket_never_saves_more_than_burst() -> None:
     assert [limiter.acquire("k") for _ in range(3)][2] == pytest.approx(0.1)
 
 
+def test_wait_tells_without_taking() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_s=2.0, burst=1, clock=clock)
+    assert limiter.wait("k") == 0.0
+    assert limiter.wait("k") == 0.0  # nothing taken
+    limiter.acquire("k")
+    assert limiter.wait("k") == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limiter.wait("k") == 0.0
+
+
 def test_buckets_are_per_key() -> None:
     limiter = RateLimiter(rate_per_s=1.0, burst=1, clock=FakeClock())
     assert limiter.acquire("a") == 0.0
