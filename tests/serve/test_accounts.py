@@ -524,6 +524,27 @@ def test_processes_creating_the_schema_at_once_all_succeed(database_url: str) ->
     assert len(store.list_keys()) == 1
 
 
+def test_a_database_locked_for_longer_than_the_busy_timeout_is_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "accounts.sqlite"
+    store = AccountStore(f"sqlite:///{database}", busy_timeout_s=0.2)
+    account = store.authenticate("acme", store.create_key("acme", credits=Decimal(5)).secret)
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        with pytest.raises(PipelineError) as caught:
+            _charge(store, account, "1")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    error = caught.value
+    assert (getattr(error, "code", None), getattr(error, "http_status", None)) == (
+        "database_unavailable",
+        503,
+    )
+    assert str(error) == "the accounts database is unavailable: database is locked"
+    assert _charge(store, account, "1").credits_remaining == Decimal(4)
+
+
 # -- database URL and AOI ------------------------------------------------------------------
 
 
