@@ -364,16 +364,19 @@ class AccountStore:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         salt = secrets.token_bytes(SALT_BYTES)
         now = _now()
+        licence: dict[str, Any] = {}
+        if regions is not None:
+            licence["regions"] = regions_json
+        if aoi is not None:
+            licence["aoi_geojson"] = aoi_json
         with self._write() as conn:
             self._ensure_org(conn, org_id, now)
             balance = self._lock_org(conn, org_id)
-            assert balance is not None
-            updates: dict[str, Any] = {"balance": _checked_balance(balance + amount)}
-            if regions is not None:
-                updates["regions"] = regions_json
-            if aoi is not None:
-                updates["aoi_geojson"] = aoi_json
-            conn.execute(orgs.update().where(orgs.c.org_id == org_id).values(**updates))
+            assert balance is not None  # the row exists: _ensure_org
+            new_balance = _checked_balance(balance + amount)
+            conn.execute(
+                orgs.update().where(orgs.c.org_id == org_id).values(balance=new_balance, **licence)
+            )
             conn.execute(
                 api_keys.insert().values(
                     key_id=key_id, org_id=org_id, salt=salt, secret_hash=_hash(salt, token),
