@@ -307,6 +307,9 @@ class AccountStore:
         ``postgresql+psycopg://user:password@host:port/db``. The schema is created if absent
         (idempotent, and safe when several processes start at once); the folder of a SQLite
         file is created.
+    busy_timeout_s
+        SQLite: how long a transaction waits for another process's write lock before it fails
+        with ``database_unavailable``.
 
     Raises
     ------
@@ -316,10 +319,10 @@ class AccountStore:
         If the database cannot be reached.
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
         url = _parse_url(database_url)
         self.dialect = url.get_backend_name()
-        self.engine = _create_engine(url)
+        self.engine = _create_engine(url, busy_timeout_s)
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
@@ -361,16 +364,19 @@ class AccountStore:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         salt = secrets.token_bytes(SALT_BYTES)
         now = _now()
+        licence: dict[str, Any] = {}
+        if regions is not None:
+            licence["regions"] = regions_json
+        if aoi is not None:
+            licence["aoi_geojson"] = aoi_json
         with self._write() as conn:
             self._ensure_org(conn, org_id, now)
             balance = self._lock_org(conn, org_id)
-            assert balance is not None
-            updates: dict[str, Any] = {"balance": _checked_balance(balance + amount)}
-            if regions is not None:
-                updates["regions"] = regions_json
-            if aoi is not None:
-                updates["aoi_geojson"] = aoi_json
-            conn.execute(orgs.update().where(orgs.c.org_id == org_id).values(**updates))
+            assert balance is not None  # the row exists: _ensure_org
+            new_balance = _checked_balance(balance + amount)
+            conn.execute(
+                orgs.update().where(orgs.c.org_id == org_id).values(balance=new_balance, **licence)
+            )
             conn.execute(
                 api_keys.insert().values(
                     key_id=key_id, org_id=org_id, salt=salt, secret_hash=_hash(salt, token),
@@ -703,14 +709,12 @@ def _parse_url(database_url: str) -> URL:
     return url
 
 
-def _create_engine(url: URL) -> Engine:
+def _create_engine(url: URL, busy_timeout_s: float) -> Engine:
     if url.get_backend_name() == "postgresql":
         return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(
-        url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}
-    )
+    engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": busy_timeout_s})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

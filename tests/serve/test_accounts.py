@@ -346,6 +346,7 @@ def test_adding_credits_to_an_unknown_org_or_a_non_positive_amount_is_refused(
 
 
 def test_history_pages_newest_first_with_free_queries_at_cost_zero(database_url: str) -> None:
+    started = datetime.now(UTC)
     store, account, _ = _new_account(database_url, "10")
     _charge(store, account, "1", key="a")
     store.record_query(
@@ -368,7 +369,10 @@ def test_history_pages_newest_first_with_free_queries_at_cost_zero(database_url:
         [("q3", Decimal(2)), ("q2", Decimal(0))],
         [("digest-1", Decimal(1))],
     ]
-    newest = store.history("acme", limit=1, cursor=None).items[0]
+    items = store.history("acme", limit=10, cursor=None).items
+    assert all(started <= i.created_at <= datetime.now(UTC) for i in items)
+    assert [i.created_at for i in items] == sorted((i.created_at for i in items), reverse=True)
+    newest = items[0]
     assert (newest.endpoint, newest.release_id, newest.km, newest.key_id) == (
         "/v1/segments",
         "r1",
@@ -502,6 +506,21 @@ def test_twenty_concurrent_identical_requests_in_processes_charge_once(
     _check_charged_once(store, _run_in_processes(database_url, secret, 2, 10, key="retry-1"))
 
 
+def test_keys_created_at_once_for_a_new_org_all_count(database_url: str) -> None:
+    store = AccountStore(database_url)
+    barrier = threading.Barrier(10)
+
+    def create(_: int) -> str:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        return store.create_key("new-org", credits=Decimal("2.5")).key_id
+
+    with ThreadPoolExecutor(10) as pool:
+        key_ids = list(pool.map(create, range(10), timeout=JOIN_TIMEOUT_S))
+    assert store.balance("new-org") == Decimal(25)  # 10 x 2.5
+    assert sorted(k.key_id for k in store.list_keys("new-org")) == sorted(key_ids)
+    assert len(set(key_ids)) == 10
+
+
 def _open_store_after_barrier(url: str, barrier: Any) -> None:
     barrier.wait(timeout=JOIN_TIMEOUT_S)
     AccountStore(url).close()
@@ -522,6 +541,27 @@ def test_processes_creating_the_schema_at_once_all_succeed(database_url: str) ->
     store = AccountStore(database_url)
     store.create_key("acme")
     assert len(store.list_keys()) == 1
+
+
+def test_a_database_locked_for_longer_than_the_busy_timeout_is_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "accounts.sqlite"
+    store = AccountStore(f"sqlite:///{database}", busy_timeout_s=0.2)
+    account = store.authenticate("acme", store.create_key("acme", credits=Decimal(5)).secret)
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        with pytest.raises(PipelineError) as caught:
+            _charge(store, account, "1")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    error = caught.value
+    assert (getattr(error, "code", None), getattr(error, "http_status", None)) == (
+        "database_unavailable",
+        503,
+    )
+    assert str(error) == "the accounts database is unavailable: database is locked"
+    assert _charge(store, account, "1").credits_remaining == Decimal(4)
 
 
 # -- database URL and AOI ------------------------------------------------------------------
