@@ -176,3 +176,10 @@ def test_the_area_limit_is_the_geodesic_area() -> None:
 def test_wrong_types_name_the_field(geojson: object, field: str) -> None:
     error = _refused(geojson)
     assert error.field == field and error.code == "invalid_area"
+
+
+def test_the_vertex_limit_counts_every_position_of_every_ring() -> None:
+    count = len(SQUARE) + len(HOLE)  # 9, the closing positions included
+    assert parse_area(_polygon(SQUARE, HOLE), max_vertices=count, max_area_km2=5000.0)
+    error = _refused(_polygon(SQUARE, HOLE), max_vertices=count - 1)
+    assert error.code == "too_many_vertices" and f"{count} vertices" in error.message

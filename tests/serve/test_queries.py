@@ -191,6 +191,21 @@ def test_segments_since_and_highway(release: RegionRelease, feed: gpd.GeoDataFra
     wanted = feed[(feed["last_seen"] >= since) & (feed["highway"] == "residential")]
     assert len(wanted) > 0
     assert sorted(got["segment_id"]) == sorted(wanted["segment_id"])
+    recent = release.segments(area, since=SINCE)
+    assert (recent["last_seen"] == since).any()  # the drive that ended at 00:00 that day
+    assert sorted(recent["segment_id"]) == sorted(feed[feed["last_seen"] >= since]["segment_id"])
+
+
+def test_segments_are_sorted_by_partition_id_and_position(
+    release: RegionRelease, feed: gpd.GeoDataFrame
+) -> None:
+    longest = feed.geometry.iloc[int(np.argmax(shapely.length(feed.geometry.to_numpy())))]
+    hole = longest.interpolate(0.5, normalized=True).buffer(longest.length * 0.2)
+    area = shapely.box(*feed.total_bounds).buffer(0.01).difference(hole)
+    got = release.segments(area)
+    assert got["h3_parent"].nunique() > 1 and got["segment_id"].duplicated().any()  # cut twice
+    keys = list(zip(got["h3_parent"], got["segment_id"], got["from_m"], strict=True))
+    assert keys == sorted(keys)
 
 
 @pytest.mark.parametrize(
