@@ -27,7 +27,12 @@ from pipeline.errors import InputDataError, PipelineError
 from pipeline.roads.highways import NETWORK_TYPES
 
 if TYPE_CHECKING:
+    from datetime import date
+    from decimal import Decimal
+
     import pandas as pd
+
+    from pipeline.serve.accounts import AccountStore
 
 EXIT_ERROR = 1
 # "\b" (a backspace) alone on a line keeps click from rewrapping the paragraph after it
@@ -43,6 +48,9 @@ Stages, in the order data flows through them:
 Also:
   simulate  a synthetic dashcam fleet on a road graph
   run       the whole workflow (Snakemake)
+  serve     the keyed HTTP API for data buyers
+  keys      API keys of the buyers' organisations
+  credits   the organisations' credits
 """
 CONFIG_OPTION = click.option(
     "--config",
@@ -513,6 +521,155 @@ def export_feed_command(
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
+
+
+DATABASE_URL_OPTION = click.option(
+    "--database-url", default=None,
+    help="Accounts database (default: $ROADCOVER_DATABASE_URL, the config's api.database_url, "
+    "or sqlite:///OUTPUT_DIR/api/accounts.sqlite).",
+)  # fmt: skip
+
+
+@cli.group("keys")
+def keys() -> None:
+    """Manage the API keys of the organisations that buy data (roadcover serve)."""
+
+
+@keys.command("create")
+@click.option("--org", "org_id", required=True, help="Organisation id (created if new).")
+@click.option("--credits", "credits_text", default="0", show_default=True,
+              help="Credits added to the organisation's balance.")  # fmt: skip
+@click.option("--regions", default=None, help="Licensed regions, comma-separated (default: all).")
+@click.option(
+    "--aoi", "aoi_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="GeoJSON (Multi)Polygon the organisation may query (default: anywhere).",
+)  # fmt: skip
+@click.option("--expires", default=None, help="Last day (UTC) the key works, YYYY-MM-DD.")
+@DATABASE_URL_OPTION
+@CONFIG_OPTION
+def keys_create(
+    org_id: str,
+    credits_text: str,
+    regions: str | None,
+    aoi_path: Path | None,
+    expires: str | None,
+    database_url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Issue an API key for an organisation; the secret is printed once and never again."""
+    from pipeline.serve.accounts import parse_aoi
+
+    aoi = parse_aoi(_read_geojson(aoi_path), str(aoi_path)) if aoi_path is not None else None
+    store = _account_store(database_url, config_path)
+    issued = store.create_key(
+        org_id, credits=_parse_credits(credits_text), aoi=aoi.__geo_interface__ if aoi else None,
+        regions=[r.strip() for r in regions.split(",")] if regions is not None else None,
+        expires=_parse_day(expires, "--expires") if expires is not None else None,
+    )  # fmt: skip
+    click.echo(f"org:        {issued.org_id}")
+    click.echo(f"key id:     {issued.key_id}")
+    click.echo(f"secret:     {issued.secret}")
+    click.echo(f"header:     Authorization: {issued.basic_auth_header()}")
+    click.echo(f"balance:    {store.balance(org_id)} credits")
+    click.echo("The secret is shown only now; store it safely.", err=True)
+
+
+@keys.command("list")
+@click.option("--org", "org_id", default=None, help="Only this organisation's keys.")
+@DATABASE_URL_OPTION
+@CONFIG_OPTION
+def keys_list(org_id: str | None, database_url: str | None, config_path: Path | None) -> None:
+    """List keys (never their secrets): id, organisation, status, created, expires."""
+    store = _account_store(database_url, config_path)
+    click.echo("key_id\torg\tstatus\tcreated_at\texpires")
+    for key in store.list_keys(org_id):
+        created = key.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(f"{key.key_id}\t{key.org_id}\t{key.status}\t{created}\t{key.expires or '-'}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@DATABASE_URL_OPTION
+@CONFIG_OPTION
+def keys_revoke(key_id: str, database_url: str | None, config_path: Path | None) -> None:
+    """Revoke KEY_ID: every later request with it gets 401 revoked_key."""
+    _account_store(database_url, config_path).revoke_key(key_id)
+    click.echo(f"revoked {key_id}")
+
+
+@cli.group("credits")
+def credits_group() -> None:
+    """Manage the credit balances of the organisations."""
+
+
+@credits_group.command("add", context_settings={"ignore_unknown_options": True})  # "-5"
+@click.option("--org", "org_id", required=True, help="Organisation id.")
+@click.argument("amount")
+@DATABASE_URL_OPTION
+@CONFIG_OPTION
+def credits_add(
+    org_id: str, amount: str, database_url: str | None, config_path: Path | None
+) -> None:
+    """Add AMOUNT credits (more than 0, at most 6 decimals) to an organisation's balance."""
+    balance = _account_store(database_url, config_path).add_credits(org_id, _parse_credits(amount))
+    click.echo(f"{org_id}: balance {balance} credits")
+
+
+def _account_store(database_url: str | None, config_path: Path | None) -> AccountStore:
+    from pipeline.config import load_config
+    from pipeline.serve.accounts import AccountStore, database_url_from
+
+    return AccountStore(database_url_from(load_config(config_path), database_url))
+
+
+def _parse_credits(text: str) -> Decimal:
+    from decimal import Decimal, InvalidOperation
+
+    from pipeline.serve.accounts import AccountInputError
+
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        raise AccountInputError(
+            "invalid_credits", f"credits {text!r} is not a number; write e.g. 100 or 12.5"
+        ) from None
+
+
+def _parse_day(text: str, option: str) -> date:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date; write YYYY-MM-DD, e.g. 2027-06-30",
+                                 param_hint=option) from None  # fmt: skip
+
+
+def _read_geojson(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: file not found; give a GeoJSON (Multi)Polygon") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputDataError(f"{path}: not valid GeoJSON ({exc})") from None
+
+
+@cli.command("serve")
+@DATABASE_URL_OPTION
+@CONFIG_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Server processes (each with its own rate-limit buckets and metrics).",
+)  # fmt: skip
+def serve(
+    database_url: str | None, config_path: Path | None, host: str, port: int, workers: int
+) -> None:
+    """Serve the keyed HTTP API over the config's regions' releases (docs/api.md)."""
+    from pipeline.serve.app import run_server
+
+    run_server(config_path, database_url, host=host, port=port, workers=workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

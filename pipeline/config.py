@@ -10,8 +10,9 @@ unchanged; there is no module-level mutable state.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,33 @@ class SimulateSettings:
 
 
 @dataclass(frozen=True)
+class ServedRegion:
+    """A region the API serves: its releases folder (with latest.json), roads and tiles."""
+
+    name: str
+    releases_dir: Path
+    roads_dir: Path
+    tiles_path: Path | None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The keyed HTTP API (``roadcover serve``): what it serves, what it charges, its limits."""
+
+    database_url: str | None = None  # see pipeline.serve.accounts.database_url_from
+    regions: tuple[ServedRegion, ...] = ()
+    credits_per_km: Decimal = Decimal("1")
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    max_area_km2: float = 2500.0
+    max_vertices: int = 10_000
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    history_page_size: int = 100
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a roadcover run is configured with."""
 
@@ -151,6 +179,7 @@ class Settings:
     coverage: CoverageSettings
     simulate: SimulateSettings
     source: str
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     def region(self, name: str) -> RegionSettings:
         """Return the region called ``name``.
@@ -330,6 +359,42 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             formats=tuple(sim["formats"]),
         ),
         source=source,
+        api=_api_settings(config),
+    )
+
+
+def _api_settings(config: dict[str, Any]) -> ApiSettings:
+    """Return the ``api`` section; its regions default to every region under ``output_dir``."""
+    api = config["api"]
+    out = Path(config["output_dir"])
+    served = api["regions"] or {
+        r["name"]: {
+            "releases": str(out / r["name"] / "export" / "releases"),
+            "roads": str(out / r["name"] / "roads"),
+            "tiles": str(out / r["name"] / "export" / "coverage.pmtiles"),
+        }
+        for r in config["regions"]
+    }
+    return ApiSettings(
+        database_url=api["database_url"],
+        regions=tuple(
+            ServedRegion(
+                name=name,
+                releases_dir=Path(paths["releases"]),
+                roads_dir=Path(paths["roads"]),
+                tiles_path=Path(paths["tiles"]) if paths.get("tiles") else None,
+            )
+            for name, paths in served.items()
+        ),
+        credits_per_km=Decimal(str(api["credits_per_km"])),
+        rate_limit_per_s=float(api["rate_limit_per_s"]),
+        rate_limit_burst=int(api["rate_limit_burst"]),
+        max_area_km2=float(api["max_area_km2"]),
+        max_vertices=int(api["max_vertices"]),
+        max_body_bytes=int(api["max_body_bytes"]),
+        request_timeout_s=float(api["request_timeout_s"]),
+        body_timeout_s=float(api["body_timeout_s"]),
+        history_page_size=int(api["history_page_size"]),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,29 @@ def test_a_missing_key_is_named_without_the_whole_config() -> None:
     assert str(error.value) == (
         "c.yaml: invalid config:\n  - key '(top level)': 'regions' is a required property"
     )
+
+
+def test_api_regions_default_to_output_dir_layout_and_may_be_named() -> None:
+    regions = [{"name": "a", "osm": "a.osm"}, {"name": "b", "osm": "b.osm"}]
+    derived = settings_from_mapping({"output_dir": "/srv/out", "regions": regions}).api
+    assert [(r.name, r.releases_dir, r.roads_dir, r.tiles_path) for r in derived.regions] == [
+        (name, Path(f"/srv/out/{name}/export/releases"), Path(f"/srv/out/{name}/roads"),
+         Path(f"/srv/out/{name}/export/coverage.pmtiles"))
+        for name in ("a", "b")
+    ]  # fmt: skip
+    named = settings_from_mapping(
+        {"regions": regions, "api": {"credits_per_km": 0.25,
+                                     "regions": {"x": {"releases": "/r", "roads": "/o"}}}}
+    ).api  # fmt: skip
+    assert [(r.name, r.releases_dir, r.tiles_path) for r in named.regions] == [
+        ("x", Path("/r"), None)
+    ]
+    assert named.credits_per_km == Decimal("0.25")
+
+
+def test_api_region_names_are_checked() -> None:
+    with pytest.raises(ConfigError, match="'../x' does not match"):
+        settings_from_mapping(
+            {"regions": [{"name": "a", "osm": "a.osm"}],
+             "api": {"regions": {"../x": {"releases": "/r", "roads": "/o"}}}}
+        )  # fmt: skip
