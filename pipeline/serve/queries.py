@@ -3,8 +3,9 @@
 :class:`RegionRelease` opens a release (``roadcover export feed``) with the roads folder it was
 built from, once, and keeps in memory what every query needs, indexed by shapely STRtrees:
 
-* the region's roads, each physical road once (``edges.drop_duplicates("road_id")``, as
-  ``summary.json`` counts ``road_km``), for the road km of an area;
+* the region's roads, each physical road once: its canonical edge (the lowest ``edge_id`` of
+  its ``road_id``), its length rounded to the millimetre, as ``summary.json`` counts
+  ``road_km``, for the road km of an area;
 * its covered road pieces: the feed's segments (covered intervals of *directed* edges) mapped
   onto their road's canonical edge and merged, both directions into one (``road_pieces`` of the
   coverage stage), for unique covered km and freshness;
@@ -35,6 +36,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.contracts import FEED_SEGMENTS
 from pipeline.coverage.edges import canonical_edges, road_pieces
+from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
 from pipeline.errors import InputDataError
 from pipeline.export.feeds.tables import cut_lines
@@ -101,7 +103,7 @@ class RegionRelease:
         self._codes = {name: code for code, name in enumerate(self.highways)}
         self._bucket_limits_ms = np.array([days * MS_PER_DAY for days in FRESHNESS_DAYS])
         self._roads_index = LineIndex(roads.geometry.to_numpy())
-        self._road_m = roads["length_m"].to_numpy(dtype="float64")
+        self._road_mm = to_mm(roads["length_m"]).astype("float64")  # whole mm: exact sums
         self._road_highway = self._code(roads["highway"])
         self._pieces_index = LineIndex(pieces["geometry"].to_numpy())
         self._piece_mm = (pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="float64")
@@ -136,9 +138,11 @@ class RegionRelease:
         files = _segment_files(release_dir, manifest)
         keys = read_segment_keys(files)
         edge_rows = _edge_rows(edges, keys, files, roads_dir)
-        pieces = _covered_road_pieces(edges, keys, edge_rows)
+        canonical = canonical_edges(edges)
+        pieces = _covered_road_pieces(edges, keys, edge_rows, canonical)
         partitions = SegmentPartitions(files, _partition_boxes(edges, keys, edge_rows, len(files)))
-        roads = edges.drop_duplicates("road_id")[["highway", "length_m", "geometry"]]
+        is_road = canonical["canonical_id"].to_numpy() == edges["edge_id"].to_numpy()
+        roads = edges.loc[is_road, ["highway", "length_m", "geometry"]]
         release = cls(manifest, roads.reset_index(drop=True), pieces, partitions, len(keys))
         log.info(
             "%s: release %s opened: %d roads, %d covered pieces, %d segments in %d partitions",
@@ -187,16 +191,16 @@ class RegionRelease:
             piece_mask &= self._piece_last_ms >= since_ms
         if area is None:
             road_rows, piece_rows = np.flatnonzero(road_mask), np.flatnonzero(piece_mask)
-            road_m = self._road_m[road_rows]
+            road_mm = self._road_mm[road_rows]
             piece_mm = self._piece_mm[piece_rows]
         else:
             area = private_prepared(area)
             roads = self._roads_index.clip(area, road_mask)
             pieces = self._pieces_index.clip(area, piece_mask)
             road_rows, piece_rows = roads.rows, pieces.rows
-            road_m = self._road_m[road_rows] * roads.share
+            road_mm = self._road_mm[road_rows] * roads.share
             piece_mm = self._piece_mm[piece_rows] * pieces.share
-        totals = self._totals(road_rows, road_m, piece_rows, piece_mm)
+        totals = self._totals(road_rows, road_mm, piece_rows, piece_mm)
         return {"release_id": self.release_id, "as_of": self.as_of, **totals}
 
     def segments(
@@ -244,18 +248,18 @@ class RegionRelease:
     def _totals(
         self,
         road_rows: np.ndarray,
-        road_m: np.ndarray,
+        road_mm: np.ndarray,
         piece_rows: np.ndarray,
         piece_mm: np.ndarray,
     ) -> dict[str, Any]:
-        """Sum lengths of the given roads (m) and covered pieces (mm) overall and by class.
+        """Sum lengths of the given roads and covered pieces (mm) overall and by class.
 
         Each piece falls in one freshness bucket (within 7, 28, 90, 365 days of as-of, or
         older); one bincount over (class, bucket) gives every figure, cumulated over buckets.
         Whole millimetres sum exactly in any order, so the whole region equals summary.json.
         """
         size, buckets = len(self.highways), len(FRESHNESS_DAYS) + 1
-        road_by = np.bincount(self._road_highway[road_rows], weights=road_m, minlength=size)
+        road_by = np.bincount(self._road_highway[road_rows], weights=road_mm, minlength=size)
         age_ms = self.as_of_ms - self._piece_last_ms[piece_rows]
         bucket = np.searchsorted(self._bucket_limits_ms, age_ms, side="left")
         cells = self._piece_highway[piece_rows] * buckets + bucket
@@ -265,13 +269,13 @@ class RegionRelease:
         fresh_by = np.cumsum(by_bucket, axis=1)[:, :-1]  # km seen within each limit
         covered_by = by_bucket.sum(axis=1)
         overall = _figures(
-            float(road_m.sum()) / 1000.0,
+            float(road_mm.sum()) / 1e6,
             float(covered_by.sum()) / 1e6,
             dict(zip(FRESH_BUCKETS, (fresh_by.sum(axis=0) / 1e6).tolist(), strict=True)),
         )
         overall["by_highway"] = {
             name: _figures(
-                float(road_by[code]) / 1000.0,
+                float(road_by[code]) / 1e6,
                 float(covered_by[code]) / 1e6,
                 dict(zip(FRESH_BUCKETS, (fresh_by[code] / 1e6).tolist(), strict=True)),
             )
@@ -456,7 +460,7 @@ def _edge_rows(
 
 
 def _covered_road_pieces(
-    edges: gpd.GeoDataFrame, keys: pd.DataFrame, edge_rows: np.ndarray
+    edges: gpd.GeoDataFrame, keys: pd.DataFrame, edge_rows: np.ndarray, canonical: pd.DataFrame
 ) -> pd.DataFrame:
     """Merge the segments of both directions of each road into unique covered pieces.
 
@@ -472,7 +476,7 @@ def _covered_road_pieces(
             "last_ms": _epoch_ms(keys["last_seen"]),
         }
     )
-    pieces = road_pieces(directed, canonical_edges(edges))
+    pieces = road_pieces(directed, canonical)
     owner = edges.set_index("edge_id").loc[pieces["key"].to_numpy()]
     length_mm = np.rint(owner["length_m"].to_numpy(dtype="float64") * 1000.0)
     length_mm = np.where(length_mm > 0, length_mm, 1.0)

@@ -47,6 +47,28 @@ def feed(built: BuiltRelease) -> gpd.GeoDataFrame:
     return gpd.read_parquet(built.release / "segments")  # hive partitions: h3_parent column
 
 
+def _roads(built: BuiltRelease) -> gpd.GeoDataFrame:
+    """Each road once, as its lowest edge_id, with its length in whole millimetres."""
+    edges = read_edges(built.roads).sort_values("edge_id").drop_duplicates("road_id")
+    return edges.assign(mm=np.rint(edges["length_m"].to_numpy() * 1000.0))
+
+
+def _rounding_km(built: BuiltRelease, highways: list[str] | None = None) -> float:
+    """Half a millimetre per road: how far road km summed unrounded may be from rounded."""
+    roads = _roads(built)
+    count = len(roads) if highways is None else int(roads["highway"].isin(highways).sum())
+    return count * 5e-7
+
+
+def _clipped_road_km(built: BuiltRelease, area: shapely.Geometry) -> float:
+    """Each road's whole-mm length times the share of its geodesic length inside the area."""
+    return sum(
+        mm / 1e6 * _geod_m(line.intersection(area)) / _geod_m(line)
+        for mm, line in zip(_roads(built)["mm"], _roads(built).geometry, strict=True)
+        if line.intersects(area)
+    )
+
+
 def _summary(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / "summary.json").read_text()))
 
@@ -71,16 +93,20 @@ def test_whole_region_equals_summary_json(release: RegionRelease, built: BuiltRe
     answer = release.coverage(None)
     assert answer["release_id"] == "r1"
     assert pd.Timestamp(answer["as_of"]) == pd.Timestamp(summary["as_of"])
-    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    # summary.json sums each road's length in whole millimetres (or, before that convention,
+    # unrounded): the same figure, to half a millimetre per road
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=_rounding_km(built))
+    assert answer["road_km"] == pytest.approx(_roads(built)["mm"].sum() / 1e6, abs=1e-12)
     assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
     assert answer["covered_km"] < summary["directed_covered_km"]  # both directions counted once
-    assert answer["coverage_pct"] == pytest.approx(summary["coverage_pct"], abs=1e-9)
+    assert answer["coverage_pct"] == pytest.approx(summary["coverage_pct"], rel=1e-6)
     for bucket, key in FRESH.items():
         assert answer["fresh_km"][bucket] == pytest.approx(summary[key], abs=KM)
     assert set(answer["by_highway"]) == set(summary["by_highway"])
     for name, figures in answer["by_highway"].items():
         expected = summary["by_highway"][name]
-        assert figures["road_km"] == pytest.approx(expected["road_km"], abs=KM)
+        rounding = _rounding_km(built, [name])
+        assert figures["road_km"] == pytest.approx(expected["road_km"], abs=rounding)
         assert figures["covered_km"] == pytest.approx(expected["unique_km"], abs=KM)
         assert figures["fresh_km"]["28d"] == pytest.approx(expected["fresh_28d_km"], abs=KM)
 
@@ -92,7 +118,7 @@ def test_since_equals_coverage_of_the_drives_since(
     answer = release.coverage(None, since=SINCE)
     assert 0 < answer["covered_km"] < release.coverage(None)["covered_km"]
     assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
-    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=_rounding_km(built))
     for name, figures in answer["by_highway"].items():
         assert figures["covered_km"] == pytest.approx(
             summary["by_highway"][name]["unique_km"], abs=KM
@@ -108,18 +134,16 @@ def test_highway_filter_equals_summary_by_class(
     assert set(answer["by_highway"]) == set(classes)
     road = sum(by_class[c]["road_km"] for c in classes)
     covered = sum(by_class[c]["unique_km"] for c in classes)
-    assert answer["road_km"] == pytest.approx(road, abs=KM)
+    assert answer["road_km"] == pytest.approx(road, abs=_rounding_km(built, classes))
     assert answer["covered_km"] == pytest.approx(covered, abs=KM)
     assert release.coverage(None, highways=["motorway"])["road_km"] == 0.0  # known, absent here
 
 
 def test_polygon_road_km_equals_clipped_roads(release: RegionRelease, built: BuiltRelease) -> None:
     area = _city_area(gpd.read_parquet(built.release / "segments"))
-    roads = read_edges(built.roads).drop_duplicates("road_id")
-    expected_m = sum(_geod_m(line.intersection(area)) for line in roads.geometry)
     answer = release.coverage(area)
     assert 0 < answer["road_km"] < release.coverage(None)["road_km"]
-    assert answer["road_km"] == pytest.approx(expected_m / 1000.0, rel=1e-7)
+    assert answer["road_km"] == pytest.approx(_clipped_road_km(built, area), rel=1e-7)
 
 
 def test_polygon_covered_km_equals_clipped_feed_segments(
@@ -256,7 +280,7 @@ def test_a_box_around_the_region_is_the_whole_region(
     roads = read_edges(built.roads)
     summary = _summary(built.coverage)
     answer = release.coverage(shapely.box(*roads.total_bounds).buffer(0.001))
-    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=KM)
+    assert answer["road_km"] == pytest.approx(summary["road_km"], abs=_rounding_km(built))
     assert answer["covered_km"] == pytest.approx(summary["unique_km"], abs=KM)
     assert answer["fresh_km"]["7d"] == pytest.approx(summary["fresh_7d_km"], abs=KM)
 
@@ -270,10 +294,8 @@ def test_multipolygon_road_km_equals_clipped_roads(
         [shapely.box(x0 + w, y0 + h, x0 + 2 * w, y0 + 3 * h),
          shapely.Polygon([(x0 + 3 * w, y0), (x1, y0 + 2 * h), (x0 + 3 * w, y1)])]
     )  # fmt: skip
-    roads = read_edges(built.roads).drop_duplicates("road_id")
-    expected_m = sum(_geod_m(line.intersection(area)) for line in roads.geometry)
     answer = release.coverage(area)
-    assert answer["road_km"] == pytest.approx(expected_m / 1000.0, rel=1e-7)
+    assert answer["road_km"] == pytest.approx(_clipped_road_km(built, area), rel=1e-7)
     parts = [release.coverage(part) for part in area.geoms]
     assert answer["covered_km"] == pytest.approx(sum(p["covered_km"] for p in parts), rel=1e-12)
 
@@ -314,7 +336,8 @@ def test_a_release_without_segments_has_roads_and_no_coverage(
 ) -> None:
     empty = _manifest_copy(built, tmp_path / "r0", [])
     answer = RegionRelease.open(empty, built.roads).coverage(None)
-    assert answer["road_km"] == pytest.approx(_summary(built.coverage)["road_km"], abs=KM)
+    road_km = _summary(built.coverage)["road_km"]
+    assert answer["road_km"] == pytest.approx(road_km, abs=_rounding_km(built))
     assert answer["covered_km"] == 0.0 and answer["coverage_pct"] == 0.0
 
 
