@@ -272,7 +272,7 @@ def recording_run(
     def write(sampler: TreeMemorySampler, finished: bool) -> None:
         record = command_record(argv, sampler.snapshot(), 0)
         del record["exit_status"]
-        write_json({**record, "finished": finished}, path)
+        write_json({**record, "output": None, "finished": finished}, path)
 
     with TreeMemorySampler(include_shared_cluster=False) as sampler:
         stop = threading.Event()
