@@ -122,14 +122,19 @@ COSTS: dict[str, Cost] = {
         worker_mb=385.0,
         worker_mb_per_edge=0.0007,
     ),
+    # 230 / 330 MiB at 56,344 / 237,968 segments (Helsinki), 388 / 1,085 at 76,425 / 307,392
+    # edges (Kubicka, a drive each)
     "compute_coverage": Cost(
-        base_mb=195.0, mb_per_edge=0.0025, mb_per_unit=0.00055, unit="segment"
+        base_mb=215.0, mb_per_edge=0.0028, mb_per_unit=0.00055, unit="segment"
     ),
-    # per MB of the coverage tables (edges, cells, runs); tippecanoe is counted
-    "export_tiles": Cost(base_mb=241.0, mb_per_unit=9.6, unit="input_mb"),
-    "export_viewer": Cost(base_mb=127.0, mb_per_unit=1.7, unit="input_mb"),
-    "export_feed": Cost(base_mb=178.0, mb_per_edge=0.001),
-    "write_report": Cost(base_mb=220.0, mb_per_unit=5.0, unit="input_mb"),
+    # per MB of the coverage tables beside the summary (edges, cells, runs): 243 MiB at 0.19
+    # MB, 290 at 5.0, 457 at 20.1; tippecanoe (about 77 MiB) included
+    "export_tiles": Cost(base_mb=241.0, mb_per_unit=10.7, unit="input_mb"),
+    "export_viewer": Cost(base_mb=127.0, mb_per_unit=0.85, unit="input_mb"),
+    # 180 / 253 / 442 MiB at 1,761 / 76,425 / 307,392 edges
+    "export_feed": Cost(base_mb=178.0, mb_per_edge=0.00086),
+    # every region's coverage tables: 219 MiB at 0.2 MB, 703 at 25.1 MB
+    "write_report": Cost(base_mb=220.0, mb_per_unit=19.3, unit="input_mb"),
 }
 """Each rule's cost, fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
 

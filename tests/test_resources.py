@@ -35,18 +35,29 @@ MEASURED = [
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
     ("match_traces", InputSizes(edges=1_761, fixes=199_955, trips=1_242), 2, 1072.7),
-    ("match_traces", InputSizes(edges=1_761, fixes=829_999, trips=5_033), 2, 1092.6),
+    ("match_traces", InputSizes(edges=1_761, fixes=829_999, trips=5_068), 2, 1092.6),
     ("match_traces", InputSizes(edges=76_425, fixes=1_297, trips=1), 1, 347.8),
     ("match_traces", InputSizes(edges=307_392, fixes=1_000, trips=1), 1, 558.4),
     ("compute_coverage", InputSizes(edges=1_761, segments=56_344), 1, 230.2),
     ("compute_coverage", InputSizes(edges=1_761, segments=237_968), 1, 330.2),
     ("compute_coverage", InputSizes(edges=76_425, segments=794), 1, 388.1),
+    ("compute_coverage", InputSizes(edges=307_392, segments=780), 1, 1084.6),
     ("export_tiles", InputSizes(input_bytes=round(0.19 * MIB)), 1, 243.2),
     ("export_tiles", InputSizes(input_bytes=round(5.0 * MIB)), 1, 289.8),
+    ("export_tiles", InputSizes(input_bytes=round(20.1 * MIB)), 1, 457.0),
     ("export_viewer", InputSizes(input_bytes=round(0.19 * MIB)), 1, 127.9),
     ("export_viewer", InputSizes(input_bytes=round(5.0 * MIB)), 1, 136.1),
+    ("export_viewer", InputSizes(input_bytes=round(20.1 * MIB)), 1, 144.8),
     ("export_feed", InputSizes(edges=1_761), 1, 180.2),
     ("export_feed", InputSizes(edges=76_425), 1, 253.0),
+    ("export_feed", InputSizes(edges=307_392), 1, 442.2),
+    ("write_report", InputSizes(input_bytes=round(0.2 * MIB)), 1, 219.4),
+    ("write_report", InputSizes(input_bytes=round(25.1 * MIB)), 1, 702.9),
+]
+# jobs the model overestimates: ingest of one small CSV (the readers of other formats are not
+# imported); declared, they still fit
+OVERESTIMATED = [
+    ("ingest_traces", InputSizes(input_bytes=round(0.1 * MIB)), 1, 170.2),
 ]
 
 
@@ -67,6 +78,13 @@ def test_the_model_is_near_the_measured_peak_and_declares_at_least_it(
     modelled = COSTS[rule].peak_mb(sizes.edges, units_of(rule, sizes), threads)
     assert modelled == pytest.approx(measured_mb, rel=0.2)
     assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= max(MIN_MEM_MB, 1.6 * measured_mb)
+
+
+@pytest.mark.parametrize(("rule", "sizes", "threads", "measured_mb"), OVERESTIMATED)
+def test_overestimated_jobs_still_declare_at_least_their_peak(
+    rule: str, sizes: InputSizes, threads: int, measured_mb: float
+) -> None:
+    assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= 2.5 * measured_mb
 
 
 def test_a_1_2_million_edge_build_asks_for_its_3_5_gb() -> None:
