@@ -520,12 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = [arg for arg in args if arg not in ("-v", "--verbose")]
     if not records or not words or words[0] in UNRECORDED or {"--help", "-h"} & set(args):
         return _main(args)
-    from pipeline.io import write_json
-    from pipeline.process_tree import TreeMemorySampler, command_record, record_path
+    from pipeline.process_tree import TreeMemorySampler, command_record, record_path, write_record
 
     with TreeMemorySampler() as sampler:
         status = _main(args)
-    write_json(command_record(args, sampler.snapshot(), status), record_path(Path(records), args))
+    write_record(command_record(args, sampler.snapshot(), status), record_path(Path(records), args))
     return status
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 RECORDS_ENV = "ROADCOVER_PROCESS_RECORDS"
 CLUSTER_OWNER_ENV = "ROADCOVER_CLUSTER_OWNER_PID"
@@ -267,12 +270,11 @@ def recording_run(
     run's last job, shows the run up to then) and once more when the block ends, with
     ``finished`` true.
     """
-    from pipeline.io import write_json
 
     def write(sampler: TreeMemorySampler, finished: bool) -> None:
         record = command_record(argv, sampler.snapshot(), 0)
         del record["exit_status"]
-        write_json({**record, "output": None, "finished": finished}, path)
+        write_record({**record, "output": None, "finished": finished}, path)
 
     with TreeMemorySampler(include_shared_cluster=False) as sampler:
         stop = threading.Event()
@@ -289,6 +291,16 @@ def recording_run(
             stop.set()
             writer.join()
     write(sampler, finished=True)
+
+
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """Write a record atomically; a record that cannot be written is a warning, not a failure."""
+    from pipeline.io import write_json
+
+    try:
+        write_json(record, path)
+    except OSError as exc:
+        log.warning("process record not written: %s: %s", path, exc.strerror or exc)
 
 
 def records_folder(output_dir: Path) -> Path:

@@ -162,3 +162,19 @@ def test_unreadable_records_are_skipped(tmp_path: Path) -> None:
     good = {"command": ["coverage", "-o", "cov"], "output": "cov", "cwd": str(tmp_path)}
     (tmp_path / "good.json").write_text(json.dumps(good))
     assert [r["label"] for r in read_command_records(tmp_path, tmp_path)] == ["coverage → cov"]
+
+
+def test_a_record_that_cannot_be_written_does_not_fail_the_stage(
+    tmp_path: Path, tiny_osm: Path
+) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    env = {**os.environ, RECORDS_ENV: str(blocker / "records"), "PYTHONPATH": str(REPO)}
+    argv = ["roads", "build", "-o", str(tmp_path / "roads"), "--", str(tiny_osm)]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "roads" / "meta.json").is_file()
+    assert f"process record not written: {blocker / 'records'}" in done.stderr
