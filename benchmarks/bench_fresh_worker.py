@@ -98,17 +98,20 @@ def one_run(sample: dict[str, Path], cache: Path, work: Path) -> dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warm-cache", type=Path, help="a folder `roadcover warmup` filled")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-fresh-worker-"))
-    warm = root / "warm-cache"
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(warm)}
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "warmup"], env=env, check=True)
+    warm = args.warm_cache or root / "warm-cache"
+    if args.warm_cache is None:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(warm)}
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "warmup"], env=env, check=True)
     os.environ["NUMBA_CACHE_DIR"] = str(warm)  # this process's sample stages: no compiling
+    (root / "sample").mkdir()
     sample = run_sample_stages(root / "sample", load_config())
     results: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
     for run in range(args.runs):
         for mode in ("cold", "warm"):
-            cache = root / f"cold-{run}" if mode == "cold" else warm
+            cache = root / f"empty-cache-{run}" if mode == "cold" else warm
             cache.mkdir(exist_ok=True)
             work = root / f"{mode}-{run}"
             work.mkdir()
