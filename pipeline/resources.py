@@ -3,9 +3,9 @@
 The rules (``workflow_files/rules/*.smk``) declare ``threads:`` and ``resources: mem_mb=``
 as calls of :func:`rule_threads` and :func:`rule_mem_mb` on their inputs, so that a cluster
 scheduler (SLURM, Kubernetes, or Snakemake's own ``--resources mem_mb=N``) places each job by
-what it will use. Snakemake evaluates them when a job is about to run, when its inputs exist;
-while it plans (inputs not written yet) memory is "to be decided" and threads an estimate
-from the config.
+what it will use. Snakemake evaluates them again when a job is about to run, when its inputs exist;
+while it plans (inputs not written yet) memory is ``resources.max_mem_mb`` (else
+:data:`UNKNOWN_SIZE_MB`) and threads an estimate from the config or ``max_threads``.
 
 The model: a job's peak memory is that of its whole process tree (the stage process, its Dask
 workers and their nannies, the tools it starts; :mod:`pipeline.process_tree` measures it):
@@ -38,6 +38,8 @@ from typing import Any
 
 MIB = 1024 * 1024
 MIN_MEM_MB = 256
+UNKNOWN_SIZE_MB = 8000
+"""A job's memory when its inputs' sizes are not known here and nothing caps it."""
 DEFAULT_HEADROOM = 1.25
 DEFAULT_MAX_THREADS = 16
 
@@ -263,16 +265,20 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
 
 
 def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[str, Any]) -> int:
-    """Return ``mem_mb`` of a job of ``rule`` with these input files (a rule's ``resources:``)."""
-    sizes = measure_inputs(inputs)
+    """Return ``mem_mb`` of a job of ``rule`` with these input files (a rule's ``resources:``).
+
+    Inputs not on this disk (not written yet while Snakemake plans, or in object storage
+    when the jobs run elsewhere) have no size here: the job then asks for
+    ``resources.max_mem_mb`` (:data:`UNKNOWN_SIZE_MB` without a cap).
+    """
+    try:
+        sizes = measure_inputs(inputs)
+    except FileNotFoundError:
+        return int(config.get("resources", {}).get("max_mem_mb") or UNKNOWN_SIZE_MB)
     if rule == "simulate_fleet":
         fleet = config["simulate"]
         sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
     return job_mem_mb(rule, sizes, threads, config.get("resources", {}))
-
-
-UNKNOWN_SIZE_MB = 8000
-"""``build_roads``'s memory when the extract's size is not known (a URL) and nothing caps it."""
 
 
 def build_roads_mem_mb(osm: str, config: Mapping[str, Any]) -> int:

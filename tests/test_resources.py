@@ -168,11 +168,14 @@ def test_a_coverage_summary_counts_the_tables_beside_it_not_the_state(tmp_path: 
     assert sizes.input_bytes == 3000 + 700 + summary.stat().st_size
 
 
-def test_an_input_not_written_yet_is_for_snakemake_to_decide_later(tmp_path: Path) -> None:
+def test_an_input_not_on_this_disk_asks_for_the_cap(tmp_path: Path) -> None:
     missing = str(tmp_path / "roads" / "meta.json")
     with pytest.raises(FileNotFoundError) as raised:
-        rule_mem_mb("match_traces", [missing], 2, {})
-    assert raised.value.filename == missing  # Snakemake's test for "<TBD>"
+        measure_inputs([missing])
+    assert raised.value.filename == missing
+    assert rule_mem_mb("match_traces", [missing], 2, {}) == UNKNOWN_SIZE_MB
+    capped = {"resources": {"max_mem_mb": 3000}}
+    assert rule_mem_mb("match_traces", [missing], 2, capped) == 3000
 
 
 def test_threads_are_the_workers_the_tasks_keep_busy(tmp_path: Path) -> None:
