@@ -31,10 +31,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.parallel import SCHEDULER_ENV
 
 MIB = 1024 * 1024
 MIN_MEM_MB = 256
@@ -269,12 +272,15 @@ def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[
 
     Inputs not on this disk (not written yet while Snakemake plans, or in object storage
     when the jobs run elsewhere) have no size here: the job then asks for
-    ``resources.max_mem_mb`` (:data:`UNKNOWN_SIZE_MB` without a cap).
+    ``resources.max_mem_mb`` (:data:`UNKNOWN_SIZE_MB` without a cap). On an existing Dask
+    cluster (:func:`uses_a_scheduler`) the workers are not the job's and are not counted.
     """
     try:
         sizes = measure_inputs(inputs)
     except FileNotFoundError:
         return int(config.get("resources", {}).get("max_mem_mb") or UNKNOWN_SIZE_MB)
+    if uses_a_scheduler(config):  # the workers are the cluster's, not the job's
+        threads = 1
     if rule == "simulate_fleet":
         fleet = config["simulate"]
         sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
@@ -311,13 +317,18 @@ def local_extract(osm: str) -> Path | None:
 def rule_threads(rule: str, inputs: Iterable[str], config: Mapping[str, Any]) -> int:
     """Return the threads of a job: the Dask workers its tasks keep busy, 1 for in-process.
 
-    Never raises: while Snakemake plans, inputs not written yet are estimated from the
-    config (a simulated fleet's devices and days), else the cap is taken.
+    A stage starts a LocalCluster only for enough tasks per worker (the simulator and ingest
+    want 4); on an existing Dask cluster (a scheduler address in the environment, as
+    ``roadcover run`` sets for its shared cluster, or in the config), more than one task is
+    enough, and a stage given one thread would keep its tasks in its own process. Never
+    raises: while Snakemake plans, inputs not written yet are estimated from the config (a
+    simulated fleet's devices and days), else the cap is taken.
     """
     cap = int(config.get("resources", {}).get("max_threads") or DEFAULT_MAX_THREADS)
+    per_worker = 1 if uses_a_scheduler(config) else None
     if rule == "simulate_fleet":
         tasks = math.ceil(config["simulate"]["devices"] / DEVICES_PER_TASK)
-        return _clamp(tasks // SIMULATE_MIN_TASKS_PER_WORKER, cap)
+        return _clamp(tasks // (per_worker or SIMULATE_MIN_TASKS_PER_WORKER), cap)
     try:
         sizes = measure_inputs(inputs)
     except FileNotFoundError:
@@ -326,10 +337,16 @@ def rule_threads(rule: str, inputs: Iterable[str], config: Mapping[str, Any]) ->
         chunks = max(
             math.ceil(sizes.input_bytes / CHUNK_BYTES), math.ceil(sizes.input_files / CHUNK_FILES)
         )
-        return _clamp(chunks // INGEST_MIN_CHUNKS_PER_WORKER, cap)
+        return _clamp(chunks // (per_worker or INGEST_MIN_CHUNKS_PER_WORKER), cap)
     if rule == "match_traces" and sizes.trips is not None:
         return _clamp(math.ceil(sizes.trips / TRIPS_PER_TASK), cap)
     return 1
+
+
+def uses_a_scheduler(config: Mapping[str, Any]) -> bool:
+    """Whether the stages send their tasks to an existing Dask cluster (env or config)."""
+    configured = config.get("dask", {}).get("scheduler_address")
+    return bool(os.environ.get(SCHEDULER_ENV) or configured)
 
 
 def _clamp(workers: int, cap: int) -> int:

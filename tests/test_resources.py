@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,8 +180,14 @@ def test_an_input_not_on_this_disk_asks_for_the_cap(tmp_path: Path) -> None:
     assert rule_mem_mb("match_traces", [missing], 2, capped) == 3000
 
 
-def test_threads_are_the_workers_the_tasks_keep_busy(tmp_path: Path) -> None:
-    config = {"simulate": {"devices": 40, "days": 21}, "resources": {"max_threads": 4}}
+def test_threads_are_the_workers_the_tasks_keep_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    config: dict[str, Any] = {
+        "simulate": {"devices": 40, "days": 21},
+        "resources": {"max_threads": 4},
+    }
     assert rule_threads("simulate_fleet", [], config) == 1  # 5 tasks: fewer than 4 per worker
     config["simulate"]["devices"] = 160  # 20 tasks: 5 workers' worth, capped at 4
     assert rule_threads("simulate_fleet", [], config) == 4
@@ -237,3 +245,26 @@ def test_build_roads_memory_of_an_extract_of_unknown_size(tmp_path: Path) -> Non
     extract.write_bytes(b"p" * 389 * 100_000)  # 100,000 edges at the densest PBF measured
     expected = 1.25 * (243 + 0.0026 * 100_000)
     assert build_roads_mem_mb(str(extract), {}) == pytest.approx(expected, abs=1)
+
+
+def test_on_an_existing_cluster_two_tasks_are_enough_and_workers_are_not_the_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``roadcover run``'s shared cluster: a stage given 1 thread would keep its tasks."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    config: dict[str, Any] = {"simulate": {"devices": 40, "days": 21}, "resources": {}}
+    assert rule_threads("simulate_fleet", [], config) == 1  # 5 tasks: in-process alone
+    roads = tmp_path / "meta.json"
+    roads.write_text(json.dumps({"edge_count": 1761}))
+    alone = rule_mem_mb("simulate_fleet", [str(roads)], 2, config)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
+    assert rule_threads("simulate_fleet", [], config) == 5  # one per task on the cluster
+    on_cluster = rule_mem_mb("simulate_fleet", [str(roads)], 2, config)
+    # 1.25 x (403 + 0.0026 x 1,761 + 0.009 x 840) MiB: the stage process, no workers
+    assert on_cluster == math.ceil(1.25 * (403 + 0.0026 * 1761 + 0.009 * 840))
+    assert alone == math.ceil(
+        1.25 * (403 + 0.0026 * 1761 + 0.009 * 840 + 2 * (448 + 0.0026 * 1761))
+    )
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    config["dask"] = {"scheduler_address": "tcp://10.0.0.1:8786"}
+    assert rule_threads("simulate_fleet", [], config) == 5
