@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ Also:
   keys      API keys of the buyers' organisations
   credits   the organisations' credits
 """
+# commands whose process tree is not recorded: the workflow records its own, the rest is light
+UNRECORDED = ("run", "warmup", "--version", "--help", "-h")
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -673,9 +676,28 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit status; user errors become one line on stderr."""
+    """Run the CLI and return its exit status; user errors become one line on stderr.
+
+    When ``ROADCOVER_PROCESS_RECORDS`` names a folder, a stage command also writes there the
+    peak memory of its whole process tree, workers included (:mod:`pipeline.process_tree`).
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    records = os.environ.get("ROADCOVER_PROCESS_RECORDS")
+    words = [arg for arg in args if arg not in ("-v", "--verbose")]
+    if not records or not words or words[0] in UNRECORDED or {"--help", "-h"} & set(args):
+        return _main(args)
+    from pipeline.process_tree import TreeMemorySampler, command_record, record_path, write_record
+
+    with TreeMemorySampler() as sampler:
+        status = _main(args)
+    write_record(command_record(args, sampler.snapshot(), status), record_path(Path(records), args))
+    return status
+
+
+def _main(args: list[str]) -> int:
+    """Run the CLI on ``args`` and return its exit status."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        cli.main(args=args, standalone_mode=False)
     except PipelineError as exc:
         click.echo(f"roadcover: error: {exc}", err=True)
         return EXIT_ERROR

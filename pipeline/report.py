@@ -34,6 +34,7 @@ from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import read_state
 from pipeline.coverage.summary import combine_summaries
 from pipeline.io import atomic_path, read_table, write_json
+from pipeline.process_tree import read_command_records, read_run_record, records_folder
 
 MS_PER_DAY = 86_400_000
 STATE_COLUMNS = {"edge_trips": ["edge_id", "first_ms", "last_ms"], "cell_trips": []}
@@ -53,6 +54,7 @@ def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
     combined = combine_summaries(summaries)
     write_json({"regions": summaries, "all_regions": combined}, out_path.with_name("summary.json"))
     sections = [_region_section(name, folder) for name, folder in sorted(region_dirs.items())]
+    sections.insert(0, _run_memory(out_path.parent))
     if len(summaries) > 1:
         sections.insert(0, f"<section><h2>all regions</h2>{_summary_table(combined)}</section>")
     page = (
@@ -78,6 +80,7 @@ def _region_section(name: str, folder: Path) -> str:
         ("Match quality", _match_quality(folder)),
         ("Rejected input rows by reason", _rejects(folder)),
         ("Stage timings", _timings(folder)),
+        ("Memory of each stage's whole process tree, workers included", _tree_memory(folder)),
     ]
     body = "".join(f"<h3>{html.escape(title)}</h3>{content}" for title, content in figures)
     return f"<section><h2>{html.escape(name)}</h2>{_summary_table(summary)}{body}</section>"
@@ -305,3 +308,46 @@ def _timings(folder: Path) -> str:
         for n, s, m in rows
     )
     return f"<table><tr><th>step</th><th>time</th><th>peak memory</th></tr>{body}</table>"
+
+
+MEMORY_COLUMNS = (
+    ("wall_s", "time", "{:.1f} s"),
+    ("peak_rss_mb", "tree peak RSS", "{:,.0f} MiB"),
+    ("peak_pss_mb", "tree peak PSS", "{:,.0f} MiB"),
+    ("peak_uss_mb", "tree peak USS", "{:,.0f} MiB"),
+    ("own_peak_rss_mb", "stage process", "{:,.0f} MiB"),
+    ("others_peak_rss_mb", "workers and tools", "{:,.0f} MiB"),
+    ("peak_processes", "processes", "{:.0f}"),
+)
+"""What the memory tables show of a process record: key, heading, format."""
+
+
+def _tree_memory(folder: Path) -> str:
+    """Tabulate the process-tree memory of the stage commands that wrote into the region."""
+    records = read_command_records(records_folder(folder.parent), folder)
+    if not records:
+        return "<p>no records (`roadcover run` records every stage's process tree)</p>"
+    return _memory_table(records)
+
+
+def _run_memory(output_dir: Path) -> str:
+    """Return the section of the whole run's process-tree memory, "" without a record."""
+    record = read_run_record(records_folder(output_dir))
+    if record is None:
+        return ""
+    record["label"] = "roadcover run" + ("" if record.get("finished") else " (up to this report)")
+    return f"<section><h2>the whole run's memory</h2>{_memory_table([record])}</section>"
+
+
+def _memory_table(records: list[dict[str, Any]]) -> str:
+    """Return an HTML table of process records: a row each, a cell per :data:`MEMORY_COLUMNS`."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in MEMORY_COLUMNS)
+    rows = []
+    for record in records:
+        cells = []
+        for key, _, form in MEMORY_COLUMNS:
+            value = record.get(key)
+            text = "n/a" if not isinstance(value, int | float) else form.format(value)
+            cells.append(f"<td>{html.escape(text)}</td>")
+        rows.append(f"<tr><th>{html.escape(str(record['label']))}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>command</th>{head}</tr>{''.join(rows)}</table>"

@@ -19,10 +19,13 @@ from pipeline.config import DEMO_CONFIG_PATH, WORKFLOW_DIR, load_config
 from pipeline.coverage.text import format_summary
 from pipeline.errors import PipelineError
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
+from pipeline.process_tree import CLUSTER_OWNER_ENV, RECORDS_ENV, RUN_RECORD, recording_run
 
 SNAKEFILE = WORKFLOW_DIR / "Snakefile"  # package data, also in an installed wheel
 # where Snakemake keeps the locks of a working folder while it runs (removed when it ends)
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
+# where the stages and the run record their process trees' memory, under OUTPUT_DIR
+PROCESS_RECORDS = Path("benchmarks") / "_process_tree"  # "_": no region has that name
 ARGPARSE_ERROR = 2  # Snakemake's exit status when it refuses its command line
 # arguments after which Snakemake runs no job: no shared Dask cluster for them
 NO_JOB_ARGS = ("-n", "--dry-run", "--dryrun", "--lint", "--unlock", "--touch", "-t")
@@ -47,21 +50,37 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
     ]  # fmt: skip
     # the rules call `roadcover`: find the one of this environment first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    with _stage_scheduler(settings.dask_scheduler_address, cores, extra_args) as address:
-        env = {**os.environ, "PATH": path, **({SCHEDULER_ENV: address} if address else {})}
+    output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
+    records = os.environ.get(RECORDS_ENV) or str(output_dir.absolute() / PROCESS_RECORDS)
+    run_argv = ["run", "--config", str(config_file), "--cores", str(cores), *extra_args]
+    with (
+        _recording(Path(records), extra_args, run_argv),
+        _stage_scheduler(settings.dask_scheduler_address, cores, extra_args) as address,
+    ):
+        env = {**os.environ, "PATH": path, RECORDS_ENV: records}
+        if address:
+            env |= {SCHEDULER_ENV: address, CLUSTER_OWNER_ENV: str(os.getpid())}
         status = subprocess.run(command, check=False, env=env).returncode
     if status != 0:
         raise _failure(status, settings.output_dir, config_path, cores, extra_args)
     if "--unlock" in extra_args:
         print(f"unlocked {_working_directory(extra_args).absolute()}", file=sys.stderr)
         return
-    output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
     for region in settings.regions:
         summary_path = output_dir / region.name / "coverage" / "summary.json"
         if summary_path.exists():
             print(f"\n{region.name}:", file=sys.stderr)
             print(format_summary(json.loads(summary_path.read_text())), file=sys.stderr)
     _print_where_to_look(output_dir, [region.name for region in settings.regions])
+
+
+def _recording(
+    folder: Path, snakemake_args: list[str], argv: list[str]
+) -> contextlib.AbstractContextManager[object]:
+    """Record the whole run's process tree memory in ``folder/run.json`` (not for dry runs)."""
+    if any(arg in NO_JOB_ARGS for arg in snakemake_args):
+        return contextlib.nullcontext()
+    return recording_run(folder / RUN_RECORD, argv)
 
 
 def _stage_scheduler(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -323,3 +324,77 @@ def test_a_stage_pinned_to_one_cpu_runs_its_tasks_in_process(
         assert "LocalCluster" not in result.stderr
     else:
         assert "dask: LocalCluster of 2 worker(s)" in result.stderr
+
+
+@contextlib.contextmanager
+def subprocess_cluster(folder: Path, workers: int, env: dict[str, str]) -> Iterator[str]:
+    """Start ``dask scheduler`` and ``dask worker`` as processes on localhost: a cluster.
+
+    Yields the scheduler's address once ``workers`` workers are connected; stops both after.
+    """
+    scheduler_file = folder / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    common = {"env": env, "cwd": folder, "stdout": subprocess.DEVNULL}
+    logs = [(folder / name).open("wb") for name in ("scheduler.log", "worker.log")]
+    scheduler = subprocess.Popen(
+        [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(scheduler_file)],
+        stderr=logs[0], **common,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [*dask, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", str(workers),
+         "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+        stderr=logs[1], **common,
+    )  # fmt: skip
+    try:
+        with Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=120)
+            yield client.scheduler.address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+        for process in (worker, scheduler):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+def test_a_stage_on_a_cluster_of_processes_writes_what_it_writes_alone(
+    grid_roads: Path, tmp_path: Path
+) -> None:
+    """A real ``dask scheduler`` and 2 ``dask worker`` processes: same files, byte for byte."""
+    env = {**os.environ, "PYTHONPATH": str(Path(parallel.__file__).parent.parent)}
+    env.pop(SCHEDULER_ENV, None)
+    simulate = [
+        *(sys.executable, "-m", "pipeline.cli", "simulate", "--roads", str(grid_roads)),
+        *("--devices", "24", "--days", "1", "--format", "parquet"),  # 3 tasks of 8 devices
+    ]
+    alone = subprocess.run(
+        [*simulate, "-o", str(tmp_path / "alone"), "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "3 task(s) in this process" in alone.stderr
+    (tmp_path / "cluster").mkdir()
+    with subprocess_cluster(tmp_path / "cluster", 2, env) as address:
+        on_cluster = subprocess.run(
+            [*simulate, "-o", str(tmp_path / "on_cluster"), "--workers", "2"],
+            env={**env, SCHEDULER_ENV: address}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    assert f"dask: using scheduler {address}" in on_cluster.stderr
+    assert "in this process" not in on_cluster.stderr
+    written = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*"))
+    assert written == sorted(
+        p.relative_to(tmp_path / "on_cluster") for p in (tmp_path / "on_cluster").rglob("*")
+    )
+    files = [name for name in written if (tmp_path / "alone" / name).is_file()]
+    assert len([name for name in files if name.suffix == ".parquet"]) >= 24  # traces + truth
+    for name in files:
+        assert (tmp_path / "alone" / name).read_bytes() == (
+            tmp_path / "on_cluster" / name
+        ).read_bytes(), name

@@ -117,3 +117,31 @@ def test_fresh_share_is_of_lengths_rounded_to_the_millimetre() -> None:
     trips = pd.DataFrame({"edge_id": [2, 3], "first_ms": [0, 0], "last_ms": [10, 10]})
     # 10,001 + 20,001 of 0 + 10,001 + 20,001 mm: the 0.4 mm edge rounds to nothing
     assert _edge_fresh_pct(trips, edges, np.array([5.0])) == [100.0]
+
+
+def test_report_shows_the_process_trees_memory(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ROADCOVER_PROCESS_RECORDS", raising=False)
+    coverage = helsinki_coverage(tmp_path_factory)
+    shutil.copytree(coverage, tmp_path / "north" / "coverage")
+    records = tmp_path / "benchmarks" / "_process_tree"
+    records.mkdir(parents=True)
+    figures = {
+        "wall_s": 12.34, "peak_rss_mb": 1536.4, "peak_pss_mb": 1200.0, "peak_uss_mb": None,
+        "own_peak_rss_mb": 400.0, "others_peak_rss_mb": 1136.4, "peak_processes": 5,
+    }  # fmt: skip
+    snap = {"command": ["snap", "-o", "north/matched/b1"], "output": "north/matched/b1"}
+    (records / "snap-1.json").write_text(json.dumps({**snap, "cwd": str(tmp_path), **figures}))
+    elsewhere = {**snap, "output": "south/matched/b1", "cwd": str(tmp_path)}
+    (records / "snap-2.json").write_text(json.dumps({**elsewhere, **figures, "wall_s": 99.0}))
+    run = {"command": ["run"], "output": None, "cwd": str(tmp_path), **figures}
+    (records / "run.json").write_text(json.dumps({**run, "peak_rss_mb": 13824.0}))
+    page = write_report({"north": tmp_path / "north"}, tmp_path / "report.html").read_text()
+    assert "<th>snap → matched/b1</th><td>12.3 s</td><td>1,536 MiB</td><td>1,200 MiB</td>" in page
+    assert "<td>n/a</td><td>400 MiB</td><td>1,136 MiB</td><td>5</td>" in page
+    assert "99.0 s" not in page  # the south region's record is not the north's
+    assert "<th>roadcover run (up to this report)</th><td>12.3 s</td><td>13,824 MiB</td>" in page
+    (records / "run.json").write_text(json.dumps({**run, "finished": True}))
+    page = write_report({"north": tmp_path / "north"}, tmp_path / "report.html").read_text()
+    assert "<th>roadcover run</th>" in page

@@ -211,6 +211,21 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     assert (results / "logs" / REGION / "ingest_traces" / "fleet.log").exists()
     assert (results / "logs" / REGION / "match_traces" / "fleet.log").exists()
     assert job_counts(reference.output)["match_traces"] == 1
+    # every stage command and the whole run recorded their process trees' peak memory
+    record_files = (results / "benchmarks" / "_process_tree").glob("*.json")
+    records = [json.loads(path.read_text()) for path in record_files]
+    stages = [r["command"][:2] for r in records if "finished" not in r]
+    assert sorted(" ".join(w for w in words if w.isidentifier()) for words in stages) == [
+        "coverage", "export feed", "export tiles", "export viewer", "ingest", "report",
+        "roads build", "simulate", "snap",
+    ]  # fmt: skip
+    assert all(r["peak_rss_mb"] >= r["own_peak_rss_mb"] > 50 for r in records)
+    (run,) = [r for r in records if "finished" in r]
+    assert run["finished"] and run["peak_processes"] >= 3  # roadcover run, snakemake, a job
+    assert max(r["own_peak_rss_mb"] for r in records) < run["peak_rss_mb"]
+    page = (results / "report.html").read_text()
+    assert "the whole run&#x27;s memory" in page or "the whole run's memory" in page
+    assert "snap → matched/fleet" in page
     # the run ends with the summary table and where to look
     assert "unique km covered" in reference.output
     web_map = reference.workdir / "results" / REGION / "export" / "web" / "index.html"

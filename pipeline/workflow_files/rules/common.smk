@@ -3,6 +3,8 @@ import json
 import re
 from pathlib import Path
 
+from pipeline.resources import build_roads_mem_mb, rule_mem_mb, rule_threads
+
 OUT = config["output_dir"]
 REGIONS = [region["name"] for region in config["regions"]]
 # The config file handed to every stage: the one given with --configfile (roadcover run passes it),

@@ -19,7 +19,7 @@ rule compute_coverage:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("compute_coverage", input, threads, config),
     shell:
         "roadcover coverage --roads {params.roads:q} {params.matched:q} -o {params.folder:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"

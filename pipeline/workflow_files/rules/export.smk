@@ -13,7 +13,7 @@ rule export_tiles:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_tiles", input, threads, config),
     shell:
         "roadcover export tiles -- {params.coverage:q} {output.tiles:q} > {log:q} 2>&1"
 
@@ -35,7 +35,7 @@ rule export_viewer:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_viewer", input, threads, config),
     shell:
         "roadcover export viewer -- {params.coverage:q} {input.tiles:q} {params.folder:q} "
         "> {log:q} 2>&1"
@@ -62,7 +62,7 @@ rule export_feed:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_feed", input, threads, config),
     shell:
         "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
         "--latest {output.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
@@ -87,6 +87,6 @@ rule write_report:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("write_report", input, threads, config),
     shell:
         "roadcover report -o {output.report:q} -- {params.regions:q} > {log:q} 2>&1"

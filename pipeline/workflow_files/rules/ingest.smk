@@ -13,9 +13,9 @@ rule ingest_traces:
         f"{OUT}/benchmarks/{{region}}/ingest_traces/{{batch}}.tsv"
     conda:
         "../envs/roadcover.yaml"
-    threads: 2
+    threads: lambda wildcards, input: rule_threads("ingest_traces", input, config)
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("ingest_traces", input, threads, config),
     shell:
         "roadcover ingest -o {params.traces:q} --report {output.report:q} "
         "--workers {threads:q} --config {params.config_file:q} -- {params.paths:q} > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule build_roads:
         "../envs/roadcover.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards: build_roads_mem_mb(region_settings(wildcards.region)["osm"], config),
     shell:
         "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
         "-- {params.osm:q} > {log:q} 2>&1"
@@ -34,9 +34,9 @@ rule simulate_fleet:
         f"{OUT}/benchmarks/{{region}}/simulate_fleet.tsv"
     conda:
         "../envs/roadcover.yaml"
-    threads: 2
+    threads: lambda wildcards, input: rule_threads("simulate_fleet", input, config)
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("simulate_fleet", input, threads, config),
     # --overwrite: the rule owns its fleet folder; a rerun replaces the earlier simulation
     shell:
         "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --overwrite "

