@@ -398,15 +398,26 @@ def export() -> None:
     "--segments-min-zoom", type=click.IntRange(0, 20), default=10, show_default=True,
     help="First zoom at which covered road segments are drawn.",
 )  # fmt: skip
+@click.option(
+    "--roads", "roads_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None, help="The roads folder of the coverage: road names for the roads layer.",
+)  # fmt: skip
 def export_tiles_command(
-    coverage_dir: Path, out_path: Path, min_zoom: int, max_zoom: int, segments_min_zoom: int
+    coverage_dir: Path,
+    out_path: Path,
+    min_zoom: int,
+    max_zoom: int,
+    segments_min_zoom: int,
+    roads_dir: Path | None,
 ) -> None:
-    """Write a PMTiles v3 archive of MVT tiles (layers cells and segments) with tippecanoe."""
+    """Write a PMTiles v3 archive of MVT tiles (layers cells, segments, roads) with tippecanoe."""
     from pipeline.export.tiles import write_coverage_tiles
 
     if min_zoom > max_zoom:
         raise click.BadParameter(f"--min-zoom {min_zoom} is above --max-zoom {max_zoom}")
-    result = write_coverage_tiles(coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom)
+    result = write_coverage_tiles(
+        coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom, roads_dir=roads_dir
+    )
     click.echo(f"{out_path}: {result['tiles']} tiles, {result['bytes']:,} bytes", err=True)
 
 
