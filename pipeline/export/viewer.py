@@ -6,6 +6,11 @@ their licences (``vendor/``, see ``static/VENDORED.md``) and the PMTiles archive
 one folder. No CDN and no basemap: it works offline, from any static HTTP server that answers
 Range requests (pmtiles needs them; ``file://`` does not work), for instance
 :func:`pipeline.export.server.serve_directory`.
+
+The page draws every road (the tiles' ``roads`` layer, grey, wider for larger classes), the
+covered pieces over them by freshness, and the H3 cells by coverage or by fresh 28-day share.
+A class filter hides road classes; a time slider shows the covered network as of the end of a
+past week (:func:`week_ends`): pieces first seen later are hidden, from the tiles alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from datetime import datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -24,11 +30,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from pipeline.contracts import EDGE_COVERAGE
 from pipeline.errors import InputDataError
-from pipeline.export.inputs import read_cell_table, read_summary
-from pipeline.io import atomic_path
+from pipeline.export.inputs import EDGES_FILE, read_cell_table, read_summary
+from pipeline.io import atomic_path, read_arrow
 
 log = logging.getLogger(__name__)
+
+SECONDS_PER_WEEK = 7 * 86_400
+MONDAY_EPOCH_S = 4 * 86_400
+"""1970-01-05T00:00Z, a Monday: weeks end on Mondays at 00:00 UTC (ISO weeks)."""
 
 STATIC_PACKAGE = "pipeline.export"
 STATIC_FOLDER = "static"
@@ -100,6 +111,7 @@ def write_viewer(
         "tiles": tiles_path.name,
         "bounds": [[west, south], [east, north]],
         "summary": {key: summary.get(key) for key in SUMMARY_KEYS},
+        "weeks": _weeks_of(coverage_dir, summary),
     }
     template = static.joinpath("index.html").read_text(encoding="utf-8")
     page = template.replace("{{TITLE}}", html.escape(config["title"])).replace(
@@ -110,6 +122,39 @@ def write_viewer(
         temp.write_text(page, encoding="utf-8")
     log.info("export viewer: %s (serve the folder over HTTP with Range support)", index)
     return index
+
+
+def week_ends(first_s: int, as_of_s: int) -> list[int]:
+    """Return the ends of the weeks from a first observation to ``as_of`` (epoch seconds).
+
+    Weeks are ISO weeks: each ends on a Monday at 00:00 UTC. The list holds every week end
+    after ``first_s`` and before ``as_of_s``, then ``as_of_s`` itself (the week in progress).
+
+    Parameters
+    ----------
+    first_s
+        The first observation, epoch seconds.
+    as_of_s
+        The coverage's ``as_of``, epoch seconds (not before ``first_s``).
+    """
+    weeks_before = (first_s - MONDAY_EPOCH_S) // SECONDS_PER_WEEK
+    end = MONDAY_EPOCH_S + (weeks_before + 1) * SECONDS_PER_WEEK
+    ends = []
+    while end < as_of_s:
+        ends.append(end)
+        end += SECONDS_PER_WEEK
+    return [*ends, as_of_s]
+
+
+def _weeks_of(coverage_dir: Path, summary: dict[str, Any]) -> list[int]:
+    """Return :func:`week_ends` of a coverage folder; empty if nothing was ever seen."""
+    first_seen = read_arrow(coverage_dir / EDGES_FILE, EDGE_COVERAGE, columns=["first_seen"])
+    first = pc.min(first_seen.column("first_seen").cast(pa.int64())).as_py()
+    as_of = summary.get("as_of")
+    if first is None or as_of is None:
+        return []
+    as_of_s = int(datetime.fromisoformat(str(as_of).replace("Z", "+00:00")).timestamp())
+    return week_ends(int(first) // 1000, max(as_of_s, int(first) // 1000))
 
 
 def viewer_files(tiles_path: Path) -> list[str]:

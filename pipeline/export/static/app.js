@@ -17,20 +17,139 @@
     ["28d", "#2f7dff", "within 28 days"],
     ["90d", "#b06cff", "within 90 days"],
     ["365d", "#ff5fa2", "within a year"],
-    ["older", "#9aa0ac", "longer ago"]
+    ["older", "#c9b8a0", "longer ago"]
   ];
-
-  function coverageColour() {
-    var expression = ["interpolate", ["linear"], ["coalesce", ["get", "coverage_pct"], 0]];
-    COVERAGE_STOPS.forEach(function (stop) { expression.push(stop[0], stop[1]); });
-    return expression;
-  }
+  var UNCOVERED = "#5f6675";
+  var ROAD_CLASSES = [
+    ["major", "motorway, trunk", ["motorway", "motorway_link", "trunk", "trunk_link"], 2.5],
+    ["primary", "primary", ["primary", "primary_link"], 2],
+    ["secondary", "secondary", ["secondary", "secondary_link"], 1.6],
+    ["tertiary", "tertiary", ["tertiary", "tertiary_link"], 1.3],
+    ["residential", "residential", ["residential", "living_street"], 1],
+    ["unclassified", "unclassified", ["unclassified"], 1],
+    ["service", "service", ["service"], 0.7],
+    ["other", "other", null, 0.7]
+  ];
 
   function freshnessColour() {
     var expression = ["match", ["get", "age_bucket"]];
     FRESHNESS.forEach(function (bucket) { expression.push(bucket[0], bucket[1]); });
-    expression.push("#9aa0ac");
+    expression.push("#c9b8a0");
     return expression;
+  }
+
+  /* Roads: every road of the graph, grey, wider for larger classes. */
+  function namedClasses() {
+    var names = [];
+    ROAD_CLASSES.forEach(function (c) { if (c[2]) { names = names.concat(c[2]); } });
+    return names;
+  }
+
+  function roadWidth() {
+    var factor = ["match", ["get", "highway"]];
+    ROAD_CLASSES.forEach(function (c) { if (c[2]) { factor.push(c[2], c[3]); } });
+    factor.push(0.7);
+    return ["interpolate", ["linear"], ["zoom"],
+      5, ["*", 0.4, factor], 12, ["*", 1, factor], 16, ["*", 4, factor]];
+  }
+
+  function addRoadsLayer(map) {
+    map.addLayer({
+      id: "roads", type: "line", source: "coverage", "source-layer": "roads",
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: { "line-color": UNCOVERED, "line-width": roadWidth() }
+    }, "segments");
+  }
+
+  /* The class filter: one checkbox per class, applied to roads and covered pieces. */
+  var hiddenClasses = {};
+
+  function classFilter() {
+    var shown = ["any"];
+    ROAD_CLASSES.forEach(function (c) {
+      if (hiddenClasses[c[0]]) { return; }
+      if (c[2]) {
+        shown.push(["in", ["get", "highway"], ["literal", c[2]]]);
+      } else {
+        shown.push(["!", ["in", ["get", "highway"], ["literal", namedClasses()]]]);
+      }
+    });
+    return shown;
+  }
+
+  function setupClassFilter(map) {
+    var box = document.getElementById("class-filter");
+    ROAD_CLASSES.forEach(function (c) {
+      var label = document.createElement("label");
+      var input = document.createElement("input");
+      input.type = "checkbox";
+      input.checked = true;
+      input.value = c[0];
+      input.addEventListener("change", function () {
+        hiddenClasses[c[0]] = !input.checked;
+        applyRoadFilters(map);
+      });
+      label.appendChild(input);
+      label.appendChild(document.createTextNode(" " + c[1]));
+      box.appendChild(label);
+    });
+  }
+
+  /* The time slider: the covered network as of the end of a past week. */
+  var weekIndex = null;
+
+  function timeFilter() {
+    var weeks = config.weeks || [];
+    if (weekIndex === null || weekIndex >= weeks.length - 1) { return null; }
+    return ["<", ["get", "first_seen_s"], weeks[weekIndex]];
+  }
+
+  function weekLabel(index) {
+    var weeks = config.weeks || [];
+    if (!weeks.length) { return "–"; }
+    var date = new Date(weeks[index] * 1000).toISOString().slice(0, 10);
+    return index >= weeks.length - 1 ? date + " (now)" : date;
+  }
+
+  function setupTimeSlider(map) {
+    var slider = document.getElementById("time-slider");
+    var weeks = config.weeks || [];
+    slider.max = String(Math.max(weeks.length - 1, 0));
+    slider.value = slider.max;
+    slider.disabled = weeks.length < 2;
+    document.getElementById("time-label").textContent = weekLabel(weeks.length - 1);
+    slider.addEventListener("input", function () {
+      weekIndex = Number(slider.value);
+      document.getElementById("time-label").textContent = weekLabel(weekIndex);
+      applyRoadFilters(map);
+    });
+  }
+
+  function applyRoadFilters(map) {
+    map.setFilter("roads", classFilter());
+    var time = timeFilter();
+    map.setFilter("segments", time ? ["all", classFilter(), time] : classFilter());
+  }
+
+  /* Cells: coloured by coverage or by the share of road driven in the last 28 days. */
+  function freshShare() {
+    return ["*", 100, ["/", ["coalesce", ["get", "fresh_28d_km"], 0],
+      ["max", ["coalesce", ["get", "road_km"], 0], 1e-9]]];
+  }
+
+  function cellColour(metric) {
+    var value = metric === "fresh" ? freshShare() : ["coalesce", ["get", "coverage_pct"], 0];
+    var expression = ["interpolate", ["linear"], value];
+    COVERAGE_STOPS.forEach(function (stop) { expression.push(stop[0], stop[1]); });
+    return expression;
+  }
+
+  function setupCellSwitch(map) {
+    document.querySelectorAll("input[name=cell-metric]").forEach(function (input) {
+      input.addEventListener("change", function () {
+        if (input.checked) { map.setPaintProperty("cells", "fill-color", cellColour(input.value)); }
+      });
+    });
   }
 
   function number(value, digits) {
@@ -65,7 +184,7 @@
     document.getElementById("coverage-ramp").style.background =
       "linear-gradient(to right, " + ramp.join(", ") + ")";
     var legend = document.getElementById("freshness-legend");
-    FRESHNESS.forEach(function (bucket) {
+    FRESHNESS.concat([["none", UNCOVERED, "never (uncovered)"]]).forEach(function (bucket) {
       var item = document.createElement("li");
       var swatch = document.createElement("span");
       swatch.className = "swatch";
@@ -89,6 +208,30 @@
       element.appendChild(tr);
     });
     return element;
+  }
+
+  function percent(value) {
+    return value === undefined || value === null ? "–" : number(value, 1) + " %";
+  }
+
+  function describeRoad(road, segment) {
+    var p = road.properties;
+    var rows = [
+      ["Name", p.name || "–"],
+      ["Class", p.highway],
+      ["Length", number(p.length_m, 0) + " m"],
+      ["Covered", percent(p.covered_pct)],
+      ["First seen", p.first_seen || "never"],
+      ["Last seen", p.last_seen || "never"],
+      ["Passes", number(p.passes, 0)],
+      ["Contributors", p.contributors_bucket]
+    ];
+    if (segment) {
+      var s = segment.properties;
+      rows.push(["Piece", number(s.from_m, 1) + "–" + number(s.to_m, 1) + " m"]);
+      rows.push(["Piece age", number(s.age_days, 1) + " days (" + s.age_bucket + ")"]);
+    }
+    return table(rows);
   }
 
   function describe(feature) {
@@ -141,7 +284,7 @@
         { id: "background", type: "background", paint: { "background-color": BACKGROUND } },
         {
           id: "cells", type: "fill", source: "coverage", "source-layer": "cells",
-          paint: { "fill-color": coverageColour(), "fill-opacity": 0.6 }
+          paint: { "fill-color": cellColour("coverage"), "fill-opacity": 0.6 }
         },
         {
           id: "cells-outline", type: "line", source: "coverage", "source-layer": "cells",
@@ -167,19 +310,26 @@
 
   map.on("click", function (event) {
     var box = [[event.point.x - 3, event.point.y - 3], [event.point.x + 3, event.point.y + 3]];
-    var features = map.queryRenderedFeatures(box, { layers: ["segments", "cells"] });
+    var features = map.queryRenderedFeatures(box, { layers: ["segments", "roads", "cells"] });
     if (!features.length) { return; }
+    var road = features.find(function (f) { return f.layer.id === "roads"; });
+    var segment = features.find(function (f) { return f.layer.id === "segments"; });
     new maplibregl.Popup({ maxWidth: "320px" })
       .setLngLat(event.lngLat)
-      .setDOMContent(describe(features[0]))
+      .setDOMContent(road ? describeRoad(road, segment) : describe(features[0]))
       .addTo(map);
   });
-  ["cells", "segments"].forEach(function (layer) {
+  ["cells", "segments", "roads"].forEach(function (layer) {
     map.on("mouseenter", layer, function () { map.getCanvas().style.cursor = "pointer"; });
     map.on("mouseleave", layer, function () { map.getCanvas().style.cursor = ""; });
   });
 
+  setupClassFilter(map);
+  setupTimeSlider(map);
+  setupCellSwitch(map);
+
   map.once("load", function () {
+    addRoadsLayer(map);
     map.once("idle", function () {
       window.roadcoverReady = true;
     });
