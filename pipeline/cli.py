@@ -506,6 +506,45 @@ def export_feed_command(
     )
 
 
+@export.command("priorities")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--roads", "roads_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Roads folder the coverage was computed on.",
+)  # fmt: skip
+@click.option(
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: roads.parquet, cells.geojson, tours.geojson, tours/*.gpx, summary.json.",
+)  # fmt: skip
+@click.option("--tours", type=click.IntRange(min=0), default=None, help="Tours to plan.")
+@CONFIG_OPTION
+def export_priorities_command(
+    coverage_dir: Path, roads_dir: Path, out_dir: Path, tours: int | None, config_path: Path | None
+) -> None:
+    """Rank roads and H3 cells by the value of driving them now; plan tours (GeoJSON, GPX)."""
+    from pipeline.config import load_config
+    from pipeline.export.priorities import export_priorities
+
+    settings = load_config(config_path)
+    priorities = settings.priorities if tours is None else replace(settings.priorities, tours=tours)
+    result = export_priorities(
+        coverage_dir, roads_dir, out_dir, priorities,
+        privacy_trim_m=settings.ingest.privacy_trim_m, lock_timeout_s=settings.lock_timeout_s,
+    )  # fmt: skip
+    click.echo(
+        f"{out_dir}: {result['new_km']:.1f} km never driven, {result['stale_km']:.1f} km stale "
+        f"in {result['cells']} cells; {len(result['tours'])} tours",
+        err=True,
+    )
+    for tour in result["tours"]:
+        click.echo(
+            f"  tour {tour['tour']}: {tour['length_km']:.1f} km, gains {tour['gain_km']:.2f} km "
+            f"({tour['gain_per_km']:.2f} per km driven) -> {out_dir / tour['gpx']}",
+            err=True,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status; user errors become one line on stderr."""
     try:
