@@ -305,10 +305,9 @@ def _tour_record(
     left_out: list[int],
 ) -> dict[str, Any]:
     """Return a tour's numbers: every road it drives counts, served on purpose or on the way."""
-    road_of = dict(
-        zip(zip(edges["u"], edges["v"], edges["key"], strict=True), edges["road_id"], strict=True)
-    )
-    driven_roads = {int(road_of[edge]) for edge in tour.edges}
+    keys = zip(edges["u"], edges["v"], edges["key"], strict=True)
+    ids = dict(zip(keys, zip(edges["edge_id"], edges["road_id"], strict=True), strict=True))
+    driven_roads = {int(ids[edge][1]) for edge in tour.edges}
     gained = roads[roads["road_id"].isin(driven_roads)]
     new_km = float(gained["new_m"].sum() / 1000.0)
     stale_km = float(gained["stale_m"].sum() / 1000.0)
@@ -325,6 +324,7 @@ def _tour_record(
         "roads": sorted(int(r) for r in gained["road_id"]),
         "unreachable_roads": len(left_out),
         "edges": [list(edge) for edge in tour.edges],
+        "edge_ids": [int(ids[edge][0]) for edge in tour.edges],
         "gpx": f"{TOURS_FOLDER}/tour-{number:02d}.gpx",
     }
 
@@ -374,7 +374,7 @@ def _summary(
         ],
         "tours": [
             {
-                **{k: v for k, v in tour.items() if k not in ("edges", "roads")},
+                **{k: v for k, v in tour.items() if k not in ("edges", "edge_ids", "roads")},
                 "roads": len(tour["roads"]),
             }
             for tour in tours
@@ -424,6 +424,7 @@ def _tours_geojson(tours: list[dict[str, Any]], lines: list[np.ndarray]) -> str:
             "properties": {
                 **{k: v for k, v in tour.items() if k not in ("edges", "roads")},
                 "roads": len(tour["roads"]),
+                "edge_ids": tour["edge_ids"],
             },
             "geometry": {"type": "LineString", "coordinates": np.round(line, 7).tolist()},
         }

@@ -10,6 +10,7 @@ import itertools
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import gpxpy
@@ -20,13 +21,19 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from pipeline.config import settings_from_mapping
+from pipeline.config import SimulateSettings, settings_from_mapping
 from pipeline.contracts import PRIORITY_ROADS
 from pipeline.coverage.stage import compute_coverage
 from pipeline.errors import InputDataError
 from pipeline.export.priorities import export_priorities
+from pipeline.ingest.simulate import _fixes_frame, simulate_fleet
+from pipeline.ingest.simulate_drive import drive_route
+from pipeline.ingest.simulate_roads import DrivingNetwork
+from pipeline.ingest.stage import ingest_traces
+from pipeline.ingest.trace_writers import write_csv_trace
 from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges
+from pipeline.snap.stage import snap_traces
 from tests.builders import write_matched_batch, write_osm_network
 
 AS_OF = pd.Timestamp("2026-11-01T12:00:00Z")
@@ -226,3 +233,74 @@ def test_command_line_writes_the_files_and_reports_in_one_line(
     )  # fmt: skip
     assert missing.returncode == 1
     assert missing.stderr.count("\n") == 1 and "summary.json" in missing.stderr
+
+
+MONACO_KEY = "priorities-test-key-0123456789"
+TOUR_PROMISE_TOLERANCE = 0.03  # see test_driving_the_top_tours_gains_what_they_promise
+
+
+def drive_tours(roads: Path, tours: list[dict], folder: Path, settings: SimulateSettings) -> None:
+    """Drive each tour's edges with the fleet simulator; one CSV trace per tour, a day apart."""
+    network = DrivingNetwork.from_roads_dir(roads)
+    row_of = {int(edge): row for row, edge in enumerate(network.edge_id)}
+    rng = np.random.default_rng(24)
+    folder.mkdir()
+    start_s = int(settings.start.timestamp()) + 3 * 86_400
+    for number, tour in enumerate(tours):
+        route = network.route(np.array([row_of[e] for e in tour["edge_ids"]], dtype="int64"))
+        trip = drive_route(network, route, settings, float(rng.uniform(3, 15)), rng)
+        fixes = _fixes_frame(network, [(f"tour{number}", start_s + number * 86_400, trip)], False)
+        write_csv_trace(fixes, folder / f"tour{number}.csv", f"tourcam{number}", "driver")
+
+
+@pytest.mark.shared_data
+def test_driving_the_top_tours_gains_what_they_promise(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Monaco: a small fleet's coverage, then the top tours driven, ingested, snapped, counted.
+
+    The promise is the never-driven length of the roads the tours drive (each road once). A
+    tour drives on past its start for twice the privacy trim, so the trimmed trip ends lose
+    none of it (the tours are driven without GPS dropouts, which would split a trip and trim
+    the new ends). What remains is the matcher: its misses cost coverage 1.2 % of the driven
+    length on 600 Monaco drives (issue 24), and its pieces beside the route add about 1 %
+    (tests/coverage/test_truth.py: +1.04 %). Measured here: 4.941 km gained of 4.883 km
+    promised (+1.2 %); the limit, ``TOUR_PROMISE_TOLERANCE``, is 2.5 times the larger of
+    the two.
+    """
+    monkeypatch.setenv("ROADCOVER_PSEUDONYM_KEY", MONACO_KEY)
+    settings = settings_from_mapping(
+        {
+            **CONFIG,
+            "ingest": {"workers": 1},
+            "snap": {"workers": 1},
+            "simulate": {"devices": 4, "days": 1, "seed": 5, "formats": ["csv"]},
+            "priorities": {"tours": 2, "max_tour_km": 6},
+        }
+    )
+    roads, traces, coverage = tmp_path / "roads", tmp_path / "traces", tmp_path / "coverage"
+    build_roads(shared_data / "osm/monaco-2016.osm.pbf", roads)
+    simulate_fleet(roads, tmp_path / "fleet", settings.simulate)
+    ingest_traces([tmp_path / "fleet/traces"], traces, settings.ingest)
+    snap_traces(roads, traces, tmp_path / "matched1", settings.snap)
+    before = compute_coverage(roads, [tmp_path / "matched1"], coverage, settings.coverage)
+
+    export_priorities(coverage, roads, tmp_path / "next", settings.priorities)
+    tours = [
+        f["properties"]
+        for f in json.loads((tmp_path / "next/tours.geojson").read_text())["features"]
+    ]
+    assert len(tours) == 2
+    ranked = read_table(tmp_path / "next/roads.parquet", PRIORITY_ROADS)
+    promised_km = ranked.loc[ranked["tour"].notna(), "new_m"].sum() / 1000
+    assert 2 < promised_km <= sum(t["new_km"] for t in tours) + 0.001 * len(tours)
+
+    drives = replace(settings.simulate, dropout_rate_per_km=0.0, outlier_rate=0.0)
+    drive_tours(roads, tours, tmp_path / "tour_traces", drives)
+    report = ingest_traces([tmp_path / "tour_traces"], traces, settings.ingest)
+    assert report["trips"] == 2 and report["trips_flagged"] == 0
+    snap_traces(roads, traces, tmp_path / "matched2", settings.snap, batch_id=report["batch_id"])
+    after = compute_coverage(roads, [tmp_path / "matched2"], coverage, settings.coverage)
+
+    gained_km = after["unique_km"] - before["unique_km"]
+    assert gained_km == pytest.approx(promised_km, rel=TOUR_PROMISE_TOLERANCE)

@@ -127,23 +127,31 @@ def test_required_streets_apart_are_joined_by_the_shortest_routes() -> None:
     assert tour.length_m <= 800.0 * (1 + MAX_GAP)
 
 
-def random_instance(seed: int) -> tuple[nx.MultiDiGraph, dict[int, list[EdgeKey]]]:
-    """A 4 x 4 grid of streets of random length, a third one-way, 3 to 9 required roads."""
+def random_instance(
+    seed: int, size: int = 4, required: tuple[int, int] = (3, 10)
+) -> tuple[nx.MultiDiGraph, dict[int, list[EdgeKey]]]:
+    """A size x size grid of streets of random length, a third one-way; some roads required.
+
+    Streets are 50 to 399 m, 15 % of the grid's streets are missing, and the number of
+    required roads is drawn from ``range(*required)``; the graph is strongly connected.
+    """
     rng = np.random.default_rng(seed)
     while True:
         streets = []
-        for row, col in itertools.product(range(4), range(4)):
-            node = 4 * row + col
-            for other in ((node + 1) if col < 3 else None, (node + 4) if row < 3 else None):
+        for row, col in itertools.product(range(size), range(size)):
+            node = size * row + col
+            right = node + 1 if col < size - 1 else None
+            down = node + size if row < size - 1 else None
+            for other in (right, down):
                 if other is None or rng.random() < 0.15:
                     continue
                 u, v = (node, other) if rng.random() < 0.5 else (other, node)
                 streets.append((u, v, float(rng.integers(50, 400)), bool(rng.random() < 0.33)))
         graph = street_graph(streets)
-        if graph.number_of_nodes() == 16 and nx.is_strongly_connected(graph):
+        if graph.number_of_nodes() == size * size and nx.is_strongly_connected(graph):
             break
     options = road_options(graph, streets)
-    picked = rng.choice(len(streets), size=int(rng.integers(3, 10)), replace=False)
+    picked = rng.choice(len(streets), size=int(rng.integers(*required)), replace=False)
     return graph, {int(i): options[int(i)] for i in sorted(picked)}
 
 
