@@ -420,17 +420,29 @@ def export_raster_command(coverage_dir: Path, out_dir: Path, zoom: int | None) -
 @click.option("--title", default=None, help="Page title.")
 @click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 until interrupted.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--priorities", "priorities_dir", default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output of `export priorities`: draw its cells and tours (where to drive next).",
+)  # fmt: skip
 def export_viewer_command(
-    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None, serve: bool, port: int
+    coverage_dir: Path,
+    tiles_path: Path,
+    out_dir: Path,
+    title: str | None,
+    serve: bool,
+    port: int,
+    priorities_dir: Path | None,
 ) -> None:
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
     from pipeline.export.server import serve_directory
     from pipeline.export.viewer import viewer_files, write_viewer
 
-    index = write_viewer(coverage_dir, tiles_path, out_dir, title)
+    index = write_viewer(coverage_dir, tiles_path, out_dir, title, priorities_dir)
     click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
     if serve:
-        with serve_directory(out_dir, port=port, files=viewer_files(tiles_path)) as url:
+        files = viewer_files(tiles_path, priorities=priorities_dir is not None)
+        with serve_directory(out_dir, port=port, files=files) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
             threading.Event().wait()
 
