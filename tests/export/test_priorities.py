@@ -10,6 +10,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from pipeline.ingest.simulate_roads import DrivingNetwork
 from pipeline.ingest.stage import ingest_traces
 from pipeline.ingest.trace_writers import write_csv_trace
 from pipeline.io import read_table
+from pipeline.locking import LockTimeoutError, folder_lock
 from pipeline.roads import build_roads, read_edges
 from pipeline.snap.stage import snap_traces
 from tests.builders import write_matched_batch, write_osm_network
@@ -304,3 +306,33 @@ def test_driving_the_top_tours_gains_what_they_promise(
 
     gained_km = after["unique_km"] - before["unique_km"]
     assert gained_km == pytest.approx(promised_km, rel=TOUR_PROMISE_TOLERANCE)
+
+
+def test_an_export_waits_for_the_folder_lock_and_gives_up_writing_nothing(
+    region: Path, tmp_path: Path
+) -> None:
+    settings = settings_from_mapping(CONFIG).priorities
+    out = tmp_path / "out"
+    with folder_lock(out, 1.0), pytest.raises(LockTimeoutError):
+        export_priorities(region / "coverage", region / "roads", out, settings, lock_timeout_s=0.3)
+    assert sorted(p.name for p in out.iterdir()) == [".roadcover.lock"]
+
+
+def test_two_exports_into_one_folder_leave_one_consistent_export(
+    region: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    threads = [
+        threading.Thread(target=export, args=(region, out), kwargs={"tours": tours})
+        for tours in (1, 2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    summary = json.loads((out / "summary.json").read_text())
+    features = json.loads((out / "tours.geojson").read_text())["features"]
+    gpx_files = sorted(p.relative_to(out).as_posix() for p in (out / "tours").iterdir())
+    assert len(features) == len(summary["tours"]) == len(gpx_files)
+    assert gpx_files == [tour["gpx"] for tour in summary["tours"]]
