@@ -38,6 +38,8 @@ from pipeline.export.viewer import week_ends
 from pipeline.io import atomic_path, read_table, write_json
 
 MS_PER_DAY = 86_400_000
+PRIORITIES_FOLDER = "priorities"
+"""Where the workflow writes ``roadcover export priorities`` in a region's ``export/``."""
 STATE_COLUMNS = {"edge_trips": ["edge_id", "first_ms", "last_ms"], "cell_trips": []}
 """What the report reads of the coverage state (and all of ``edge_pieces``)."""
 
@@ -82,6 +84,7 @@ def _region_section(name: str, folder: Path) -> str:
         ("Age of the newest observation", _freshness_histogram(edges)),
         ("Match quality", _match_quality(folder)),
         ("Rejected input rows by reason", _rejects(folder)),
+        ("Where to drive next", _priorities(folder)),
         ("Stage timings", _timings(folder)),
     ]
     body = "".join(f"<h3>{html.escape(title)}</h3>{content}" for title, content in figures)
@@ -347,6 +350,43 @@ def _rejects(folder: Path) -> str:
     axis.barh(names, [counts[n] for n in names])
     axis.set_xlabel("rows")
     return _png(figure)
+
+
+def _priorities(folder: Path) -> str:
+    """Return the where-to-drive-next section: km to gain per top cell, the tours' numbers.
+
+    It reads ``export/priorities/summary.json`` of the region folder (``roadcover export
+    priorities``).
+    """
+    path = folder / "export" / PRIORITIES_FOLDER / "summary.json"
+    if not path.is_file():
+        return "<p>no priorities (run <code>roadcover export priorities</code>)</p>"
+    summary = json.loads(path.read_text())
+    cells = summary["top_cells"]
+    figure, axis = plt.subplots(figsize=(7, 0.3 * len(cells) + 1))
+    names = [f"{c['rank']}. {c['h3']}" for c in cells][::-1]
+    axis.barh(names, [c["new_km"] for c in cells][::-1], label="never driven")
+    axis.barh(
+        names, [c["stale_km"] for c in cells][::-1], left=[c["new_km"] for c in cells][::-1],
+        label=f"stale (over {summary['settings']['freshness_target_days']:g} days)",
+    )  # fmt: skip
+    axis.set_xlabel("km to gain per H3 cell")
+    axis.legend()
+    rows = "".join(
+        f"<tr><td>{t['tour']}</td><td>{html.escape(t['h3'])}</td><td>{t['length_km']:.1f}</td>"
+        f"<td>{t['new_km']:.2f}</td><td>{t['stale_km']:.2f}</td><td>{t['gain_per_km']:.2f}</td>"
+        f"<td>{html.escape(t['gpx'])}</td></tr>"
+        for t in summary["tours"]
+    )
+    totals = (
+        f"<p>{summary['new_km']:,.1f} km never driven and {summary['stale_km']:,.1f} km stale "
+        f"in {summary['cells']:,} cells (as of {html.escape(summary['as_of'])})</p>"
+    )
+    tours = (
+        "<table><tr><th>tour</th><th>cell</th><th>length km</th><th>never driven km</th>"
+        f"<th>stale km</th><th>km gained per km driven</th><th>GPX</th></tr>{rows}</table>"
+    )
+    return totals + _png(figure) + tours
 
 
 def _timings(folder: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import settings_from_mapping
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.state import read_state
+from pipeline.export.priorities import export_priorities
 from pipeline.io import read_table
 from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, weekly_history, write_report
 from tests.builders import write_fully_covered_region
@@ -168,3 +171,31 @@ def test_fresh_share_is_of_lengths_rounded_to_the_millimetre() -> None:
     trips = pd.DataFrame({"edge_id": [2, 3], "first_ms": [0, 0], "last_ms": [10, 10]})
     # 10,001 + 20,001 of 0 + 10,001 + 20,001 mm: the 0.4 mm edge rounds to nothing
     assert _edge_fresh_pct(trips, edges, np.array([5.0])) == [100.0]
+
+
+def test_report_says_where_to_drive_next(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    coverage = helsinki_coverage(tmp_path_factory)
+    shutil.copytree(coverage, tmp_path / "north" / "coverage")
+    shutil.copytree(coverage, tmp_path / "south" / "coverage")
+    settings = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).priorities
+    out = tmp_path / "north" / "export" / "priorities"
+    summary = export_priorities(
+        coverage, coverage.parent / "roads", out, replace(settings, tours=2)
+    )
+    page = write_report(
+        {"north": tmp_path / "north", "south": tmp_path / "south"}, tmp_path / "r.html"
+    )
+    text = page.read_text()
+    north, south = text.split("<h2>south</h2>")
+    assert "Where to drive next" in north and f"{summary['new_km']:,.1f} km never driven" in north
+    assert north.count("data:image/png;base64,") == 4  # map, time series, ages, km to gain
+    for tour in summary["tours"]:
+        row = (
+            f"<tr><td>{tour['tour']}</td><td>{tour['h3']}</td><td>{tour['length_km']:.1f}</td>"
+            f"<td>{tour['new_km']:.2f}</td>"
+        )
+        assert row in north
+        assert tour["gain_per_km"] == pytest.approx(tour["gain_km"] / tour["length_km"], abs=1e-3)
+    assert "no priorities" in south

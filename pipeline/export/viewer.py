@@ -45,6 +45,8 @@ STATIC_PACKAGE = "pipeline.export"
 STATIC_FOLDER = "static"
 SITE_FILES = ("app.js", "style.css")
 VENDOR_FOLDER = "vendor"
+PRIORITY_FILES = (("cells", "priorities-cells.geojson"), ("tours", "priorities-tours.geojson"))
+"""The "where to drive next" layers: the priorities file (stem) and its copy in the site."""
 SUMMARY_KEYS = (
     "coverage_pct",
     "fresh_28d_pct",
@@ -63,7 +65,11 @@ def static_files() -> Traversable:
 
 
 def write_viewer(
-    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None = None
+    coverage_dir: Path,
+    tiles_path: Path,
+    out_dir: Path,
+    title: str | None = None,
+    priorities_dir: Path | None = None,
 ) -> Path:
     """Write the static web viewer of a coverage folder and its tiles.
 
@@ -78,6 +84,9 @@ def write_viewer(
         The site's folder (created); existing viewer files in it are replaced.
     title
         The page title; default ``"Road coverage"``.
+    priorities_dir
+        The output of ``roadcover export priorities`` for this coverage: its cells and tours
+        are copied into the site and drawn as the "where to drive next" layer.
 
     Returns
     -------
@@ -87,7 +96,7 @@ def write_viewer(
     Raises
     ------
     InputDataError
-        If the tiles or the coverage folder's files are missing.
+        If the tiles, the coverage folder's files or the priorities' files are missing.
     """
     coverage_dir, tiles_path, out_dir = Path(coverage_dir), Path(tiles_path), Path(out_dir)
     if not tiles_path.is_file():
@@ -105,6 +114,8 @@ def write_viewer(
         _copy_resource(static.joinpath(name), out_dir / name)
     for resource in _vendor_files():
         _copy_resource(resource, out_dir / VENDOR_FOLDER / resource.name)
+    if priorities_dir is not None:
+        _copy_priorities(Path(priorities_dir), out_dir)
 
     config: dict[str, Any] = {
         "title": title or "Road coverage",
@@ -112,6 +123,7 @@ def write_viewer(
         "bounds": [[west, south], [east, north]],
         "summary": {key: summary.get(key) for key in SUMMARY_KEYS},
         "weeks": _weeks_of(coverage_dir, summary),
+        "priorities": dict(PRIORITY_FILES) if priorities_dir is not None else None,
     }
     template = static.joinpath("index.html").read_text(encoding="utf-8")
     page = template.replace("{{TITLE}}", html.escape(config["title"])).replace(
@@ -157,13 +169,35 @@ def _weeks_of(coverage_dir: Path, summary: dict[str, Any]) -> list[int]:
     return week_ends(int(first) // 1000, max(as_of_s, int(first) // 1000))
 
 
-def viewer_files(tiles_path: Path) -> list[str]:
+def viewer_files(tiles_path: Path, priorities: bool = False) -> list[str]:
     """Return the files :func:`write_viewer` writes for ``tiles_path``, relative to the site.
 
-    This is what :func:`pipeline.export.server.serve_directory` may send and nothing more.
+    ``priorities``: the site was written with a priorities folder. This is what
+    :func:`pipeline.export.server.serve_directory` may send and nothing more.
     """
     vendor = [f"{VENDOR_FOLDER}/{resource.name}" for resource in _vendor_files()]
-    return ["index.html", *SITE_FILES, *vendor, Path(tiles_path).name]
+    layers = [name for _, name in PRIORITY_FILES] if priorities else []
+    return ["index.html", *SITE_FILES, *vendor, Path(tiles_path).name, *layers]
+
+
+def _copy_priorities(priorities_dir: Path, out_dir: Path) -> None:
+    """Copy the priorities' cells and tours (GeoJSON) into the site, tours without edge ids."""
+    for kind, name in PRIORITY_FILES:
+        source = priorities_dir / f"{kind}.geojson"
+        try:
+            collection = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputDataError(
+                f"{source}: file not found; run `roadcover export priorities` first"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputDataError(
+                f"{source}: not valid GeoJSON ({exc}); run `roadcover export priorities` again"
+            ) from None
+        for feature in collection.get("features", []):
+            feature.get("properties", {}).pop("edge_ids", None)
+        with atomic_path(out_dir / name) as temp:
+            temp.write_text(json.dumps(collection), encoding="utf-8")
 
 
 def _vendor_files() -> list[Traversable]:

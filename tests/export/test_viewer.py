@@ -8,6 +8,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,12 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import settings_from_mapping
 from pipeline.contracts import CELL_COVERAGE
 from pipeline.errors import InputDataError
 from pipeline.export.inputs import read_cell_table, read_cells, read_edge_coverage
+from pipeline.export.priorities import export_priorities
 from pipeline.export.server import serve_directory
 from pipeline.export.tiles import write_coverage_tiles
-from pipeline.export.viewer import finest_cell_bounds, static_files, week_ends, write_viewer
+from pipeline.export.viewer import (
+    finest_cell_bounds,
+    static_files,
+    viewer_files,
+    week_ends,
+    write_viewer,
+)
 from pipeline.io import read_table, write_table
 from tests.builders import write_fully_covered_region
 from tests.export.browser import Browser, find_chromium
@@ -326,4 +335,70 @@ def test_the_time_slider_hides_pieces_first_seen_after_the_week(
             browser, f"{slider}.value = {slider}.max; {slider}.dispatchEvent(new Event('input'))"
         )
         assert str(piece["edge_id"]) in rendered_at(browser, x, y, "segments", "edge_id")
+        assert browser.errors() == []
+
+
+@pytest.fixture(scope="module")
+def priorities_site(
+    site: Path, coverage_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The Helsinki site again, with the priorities of its coverage (two tours)."""
+    settings = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).priorities
+    out = tmp_path_factory.mktemp("priorities")
+    export_priorities(coverage_dir, coverage_dir.parent / "roads", out, replace(settings, tours=2))
+    folder = tmp_path_factory.mktemp("priorities-site")
+    return write_viewer(coverage_dir, site.parent / "coverage.pmtiles", folder, "Helsinki", out)
+
+
+def test_a_site_with_priorities_carries_their_cells_and_tours(priorities_site: Path) -> None:
+    folder = priorities_site.parent
+    config = page_config(priorities_site)
+    assert config["priorities"] == {
+        "cells": "priorities-cells.geojson",
+        "tours": "priorities-tours.geojson",
+    }
+    tours = json.loads((folder / "priorities-tours.geojson").read_text())["features"]
+    cells = json.loads((folder / "priorities-cells.geojson").read_text())["features"]
+    assert len(tours) == 2 and len(cells) >= 2
+    assert all("edge_ids" not in tour["properties"] for tour in tours)
+    served = set(viewer_files(folder / "coverage.pmtiles", priorities=True))
+    assert {"priorities-cells.geojson", "priorities-tours.geojson"} <= served
+    assert "priorities-tours.geojson" not in viewer_files(folder / "coverage.pmtiles")
+
+
+def test_a_missing_priorities_folder_is_one_clear_error(
+    coverage_dir: Path, site: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(InputDataError, match="cells.geojson: file not found"):
+        write_viewer(coverage_dir, site.parent / "coverage.pmtiles", tmp_path / "s", None, tmp_path)
+
+
+def test_viewer_draws_where_to_drive_next_in_headless_chromium(
+    priorities_site: Path, browser: Browser
+) -> None:
+    folder = priorities_site.parent
+    files = viewer_files(folder / "coverage.pmtiles", priorities=True)
+    with serve_directory(folder, files=files) as url:
+        browser.call("Page.navigate", url=url + "index.html")
+        assert browser.wait_for("window.roadcoverReady === true", 45), browser.errors()
+        rendered = browser.evaluate(
+            "['priority-cells', 'priority-tours'].map(l => "
+            "roadcoverMap.queryRenderedFeatures({layers: [l]}).length)"
+        )
+        assert rendered[0] >= 2 and rendered[1] >= 1, rendered
+        legend = browser.evaluate("document.querySelector('#panel .legend').textContent")
+        assert "Where to drive next" in legend
+        image = browser.screenshot()
+        map_part = image[:, PANEL_RIGHT_PX:].reshape(-1, 3).astype(int)
+        red, green, blue = map_part.T
+        magenta = (red > 200) & (blue > 200) & (green < 80)
+        assert magenta.sum() > 300, f"{magenta.sum()} tour pixels"
+
+        tour = json.loads((folder / "priorities-tours.geojson").read_text())["features"][0]
+        lng, lat = np.mean(tour["geometry"]["coordinates"][:2], axis=0)
+        x, y = browser.evaluate(f"(p => [p.x, p.y])(roadcoverMap.project([{lng}, {lat}]))")
+        browser.click(x, y)
+        assert browser.wait_for("!!document.querySelector('.maplibregl-popup-content')", 10)
+        popup = browser.evaluate("document.querySelector('.maplibregl-popup-content').textContent")
+        assert "Tour" in popup and "Gained per km driven" in popup, popup
         assert browser.errors() == []

@@ -31,6 +31,45 @@
     ["other", "other", null, 0.7]
   ];
 
+  var PRIORITY_CELL_STOPS = [[0, "#fdd49e"], [1, "#fc8d59"], [5, "#d7301f"]];
+  var TOUR_COLOUR = "#ff00ff";
+
+  function gainColour() {
+    var gain = ["+", ["coalesce", ["get", "new_km"], 0], ["coalesce", ["get", "stale_km"], 0]];
+    var expression = ["interpolate", ["linear"], gain];
+    PRIORITY_CELL_STOPS.forEach(function (stop) { expression.push(stop[0], stop[1]); });
+    return expression;
+  }
+
+  function fillPriorityLegend() {
+    var section = document.querySelector("#panel .legend");
+    var heading = document.createElement("h2");
+    heading.textContent = "Where to drive next";
+    var ramp = document.createElement("div");
+    ramp.id = "priority-ramp";
+    ramp.className = "ramp";
+    ramp.style.background = "linear-gradient(to right, " + PRIORITY_CELL_STOPS.map(function (stop) {
+      return stop[1];
+    }).join(", ") + ")";
+    var labels = document.createElement("div");
+    labels.className = "ramp-labels";
+    ["0", "1", "5+ km to gain"].forEach(function (text) {
+      var span = document.createElement("span");
+      span.textContent = text;
+      labels.appendChild(span);
+    });
+    var tours = document.createElement("ul");
+    tours.id = "tour-legend";
+    var item = document.createElement("li");
+    var swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = TOUR_COLOUR;
+    item.appendChild(swatch);
+    item.appendChild(document.createTextNode("tours (GPX in the priorities folder)"));
+    tours.appendChild(item);
+    [heading, ramp, labels, tours].forEach(function (element) { section.appendChild(element); });
+  }
+
   function freshnessColour() {
     var expression = ["match", ["get", "age_bucket"]];
     FRESHNESS.forEach(function (bucket) { expression.push(bucket[0], bucket[1]); });
@@ -53,12 +92,12 @@
       5, ["*", 0.4, factor], 12, ["*", 1, factor], 16, ["*", 4, factor]];
   }
 
-  function addRoadsLayer(map) {
-    map.addLayer({
+  function roadsLayer() {
+    return {
       id: "roads", type: "line", source: "coverage", "source-layer": "roads",
       layout: { "line-cap": "round", "line-join": "round" },
       paint: { "line-color": UNCOVERED, "line-width": roadWidth() }
-    }, "segments");
+    };
   }
 
   /* The class filter: one checkbox per class, applied to roads and covered pieces. */
@@ -236,6 +275,26 @@
 
   function describe(feature) {
     var p = feature.properties;
+    if (feature.layer.id === "priority-tours") {
+      return table([
+        ["Tour", p.tour],
+        ["Length", number(p.length_km, 1) + " km"],
+        ["Never driven", number(p.new_km, 2) + " km"],
+        ["Stale", number(p.stale_km, 2) + " km"],
+        ["Gained per km driven", number(p.gain_per_km, 2)],
+        ["GPX", p.gpx]
+      ]);
+    }
+    if (feature.layer.id === "priority-cells") {
+      return table([
+        ["H3 cell", p.h3],
+        ["Rank", p.rank],
+        ["Never driven", number(p.new_km, 2) + " km"],
+        ["Stale", number(p.stale_km, 2) + " km"],
+        ["Roads to drive", p.roads],
+        ["Tour", p.tour === null || p.tour === undefined ? "none" : p.tour]
+      ]);
+    }
     if (feature.layer.id === "segments") {
       return table([
         ["Road", p.highway],
@@ -266,40 +325,63 @@
   maplibregl.addProtocol("pmtiles", protocol.tile);
   var tilesUrl = new URL(config.tiles, window.location.href).href;
 
+  var sources = {
+    coverage: {
+      type: "vector",
+      url: "pmtiles://" + tilesUrl,
+      attribution: "© OpenStreetMap contributors"
+    }
+  };
+  var layers = [
+    { id: "background", type: "background", paint: { "background-color": BACKGROUND } },
+    {
+      id: "cells", type: "fill", source: "coverage", "source-layer": "cells",
+      paint: { "fill-color": cellColour("coverage"), "fill-opacity": 0.6 }
+    },
+    {
+      id: "cells-outline", type: "line", source: "coverage", "source-layer": "cells",
+      paint: { "line-color": "#ffffff", "line-opacity": 0.35, "line-width": 0.6 }
+    },
+    roadsLayer(),
+    {
+      id: "segments", type: "line", source: "coverage", "source-layer": "segments",
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: {
+        "line-color": freshnessColour(),
+        "line-width": ["interpolate", ["linear"], ["zoom"], 10, 1, 14, 3, 18, 8]
+      }
+    }
+  ];
+  var clickable = ["segments", "roads", "cells"];
+  if (config.priorities) {
+    sources.priorityCells = {
+      type: "geojson", data: new URL(config.priorities.cells, window.location.href).href
+    };
+    sources.priorityTours = {
+      type: "geojson", data: new URL(config.priorities.tours, window.location.href).href
+    };
+    layers.splice(3, 0, {
+      id: "priority-cells", type: "fill", source: "priorityCells",
+      paint: { "fill-color": gainColour(), "fill-opacity": 0.45, "fill-outline-color": "#ff8c00" }
+    });
+    layers.push({
+      id: "priority-tours", type: "line", source: "priorityTours",
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: {
+        "line-color": TOUR_COLOUR,
+        "line-width": ["interpolate", ["linear"], ["zoom"], 10, 1.5, 14, 3, 18, 6]
+      }
+    });
+    clickable = ["priority-tours", "segments", "roads", "priority-cells", "cells"];
+    fillPriorityLegend();
+  }
+
   var map = new maplibregl.Map({
     container: "map",
     bounds: config.bounds,
     fitBoundsOptions: { padding: { top: 40, bottom: 40, left: 290, right: 40 } },
     attributionControl: { compact: true },
-    style: {
-      version: 8,
-      sources: {
-        coverage: {
-          type: "vector",
-          url: "pmtiles://" + tilesUrl,
-          attribution: "© OpenStreetMap contributors"
-        }
-      },
-      layers: [
-        { id: "background", type: "background", paint: { "background-color": BACKGROUND } },
-        {
-          id: "cells", type: "fill", source: "coverage", "source-layer": "cells",
-          paint: { "fill-color": cellColour("coverage"), "fill-opacity": 0.6 }
-        },
-        {
-          id: "cells-outline", type: "line", source: "coverage", "source-layer": "cells",
-          paint: { "line-color": "#ffffff", "line-opacity": 0.35, "line-width": 0.6 }
-        },
-        {
-          id: "segments", type: "line", source: "coverage", "source-layer": "segments",
-          layout: { "line-cap": "round", "line-join": "round" },
-          paint: {
-            "line-color": freshnessColour(),
-            "line-width": ["interpolate", ["linear"], ["zoom"], 10, 1, 14, 3, 18, 8]
-          }
-        }
-      ]
-    }
+    style: { version: 8, sources: sources, layers: layers }
   });
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new maplibregl.ScaleControl(), "bottom-right");
@@ -310,16 +392,18 @@
 
   map.on("click", function (event) {
     var box = [[event.point.x - 3, event.point.y - 3], [event.point.x + 3, event.point.y + 3]];
-    var features = map.queryRenderedFeatures(box, { layers: ["segments", "roads", "cells"] });
+    var features = map.queryRenderedFeatures(box, { layers: clickable });
     if (!features.length) { return; }
+    var tour = features.find(function (f) { return f.layer.id === "priority-tours"; });
     var road = features.find(function (f) { return f.layer.id === "roads"; });
     var segment = features.find(function (f) { return f.layer.id === "segments"; });
+    var content = tour ? describe(tour) : road ? describeRoad(road, segment) : describe(features[0]);
     new maplibregl.Popup({ maxWidth: "320px" })
       .setLngLat(event.lngLat)
-      .setDOMContent(road ? describeRoad(road, segment) : describe(features[0]))
+      .setDOMContent(content)
       .addTo(map);
   });
-  ["cells", "segments", "roads"].forEach(function (layer) {
+  clickable.forEach(function (layer) {
     map.on("mouseenter", layer, function () { map.getCanvas().style.cursor = "pointer"; });
     map.on("mouseleave", layer, function () { map.getCanvas().style.cursor = ""; });
   });
@@ -329,7 +413,6 @@
   setupCellSwitch(map);
 
   map.once("load", function () {
-    addRoadsLayer(map);
     map.once("idle", function () {
       window.roadcoverReady = true;
     });
