@@ -402,3 +402,33 @@ def test_viewer_draws_where_to_drive_next_in_headless_chromium(
         popup = browser.evaluate("document.querySelector('.maplibregl-popup-content').textContent")
         assert "Tour" in popup and "Gained per km driven" in popup, popup
         assert browser.errors() == []
+
+
+def window_colour(image: np.ndarray, x: float, y: float, radius: int = 6) -> np.ndarray:
+    """The median colour around (x, y): a cell's fill, whatever thin road crosses it."""
+    ix, iy = round(x), round(y)
+    window = image[iy - radius : iy + radius + 1, ix - radius : ix + radius + 1]
+    return np.median(window.reshape(-1, 3).astype(int), axis=0)
+
+
+def test_the_cell_switch_colours_cells_by_fresh_share(
+    site: Path, coverage_dir: Path, browser: Browser
+) -> None:
+    cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+    finest = cells[cells["resolution"] == 9]
+    stale = finest[(finest["coverage_pct"] >= 90) & (finest["fresh_28d_km"] == 0)]
+    cell = stale.sort_values("road_km").iloc[-1]  # fully driven, but not in the last 28 days
+    lat, lng = h3.cell_to_latlng(h3.int_to_str(int(cell["cell"])))
+    with serve_directory(site.parent) as url:
+        browser.call("Page.navigate", url=url + "index.html")
+        assert browser.wait_for("window.roadcoverReady === true", 45), browser.errors()
+        x, y = road_at_zoom(browser, lng, lat, 14)
+        red, green, _ = window_colour(browser.screenshot(), x, y)
+        assert green > red + 30  # coverage ramp: 90-100 % is green
+        wait_rendered(browser, "document.querySelector('input[value=fresh]').click()")
+        red, green, _ = window_colour(browser.screenshot(), x, y)
+        assert red > green + 30  # fresh share 0 %: red
+        wait_rendered(browser, "document.querySelector('input[value=coverage]').click()")
+        red, green, _ = window_colour(browser.screenshot(), x, y)
+        assert green > red + 30
+        assert browser.errors() == []
