@@ -386,7 +386,7 @@ def warmup(config_path: Path | None) -> None:
 
 @cli.group("export")
 def export() -> None:
-    """Products of a coverage folder: vector tiles, rasters, the web map, data feeds."""
+    """Products of a coverage folder: vector tiles, rasters, the web map, data feeds, priorities."""
 
 
 @export.command("tiles")

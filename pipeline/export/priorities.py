@@ -47,7 +47,14 @@ from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.intervals import to_mm
 from pipeline.errors import InputDataError
 from pipeline.export.inputs import EDGES_FILE, as_of_of, read_summary
-from pipeline.export.tours import EdgeKey, Tour, extend_tour, plan_tour, reachable_roads
+from pipeline.export.tours import (
+    EdgeKey,
+    RouteFinder,
+    Tour,
+    extend_tour,
+    plan_tour,
+    reachable_roads,
+)
 from pipeline.io import atomic_path, read_arrow, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
@@ -270,6 +277,7 @@ def plan_cell_tours(
     ``extra_m`` (:func:`~pipeline.export.tours.extend_tour`).
     """
     options = _serving_edges(edges)
+    routes = RouteFinder(graph)
     tours: list[dict[str, Any]] = []
     for cell in cells["cell"].head(settings.tours):
         in_cell = roads[roads["cell"] == cell].sort_values("value", ascending=False)
@@ -277,10 +285,10 @@ def plan_cell_tours(
             graph, {int(r): options[int(r)] for r in in_cell["road_id"]}
         )
         ordered = [int(r) for r in in_cell["road_id"] if int(r) in required]
-        tour = plan_tour(graph, {r: required[r] for r in ordered})
+        tour = plan_tour(graph, {r: required[r] for r in ordered}, routes)
         while tour.length_m + extra_m > settings.max_tour_km * 1000 and len(ordered) > 1:
             ordered = ordered[: max(1, len(ordered) * 3 // 4)]
-            tour = plan_tour(graph, {r: required[r] for r in ordered})
+            tour = plan_tour(graph, {r: required[r] for r in ordered}, routes)
         if not tour.edges:
             continue
         driven = extend_tour(graph, tour, extra_m)

@@ -34,6 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
+
+from pipeline.snap.graph_kernels import shortest_path_tree
 
 EdgeKey = tuple[int, int, int]
 """A directed edge of the road graph: ``(u, v, key)``."""
@@ -41,6 +44,11 @@ INF = float("inf")
 LENGTH = "length_m"
 """The edge attribute tours are measured by, metres."""
 _FLOW_SCALE = 1000  # min-cost flow needs integer costs: millimetres
+MAX_MOVE_ROUNDS = 5
+"""Rounds of moves (each tries every service, run and reversal once) before each drop pass.
+
+Small tours settle in fewer; a tour of a few hundred roads keeps improving a little for many
+more rounds, each costing about a second (docs/priorities.md)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,11 @@ class Tour:
     served: Mapping[int, EdgeKey]
 
 
-def plan_tour(graph: nx.MultiDiGraph, required: Mapping[int, Sequence[EdgeKey]]) -> Tour:
+def plan_tour(
+    graph: nx.MultiDiGraph,
+    required: Mapping[int, Sequence[EdgeKey]],
+    routes: RouteFinder | None = None,
+) -> Tour:
     """Return a closed tour that drives at least one edge of every required road.
 
     Parameters
@@ -73,6 +85,8 @@ def plan_tour(graph: nx.MultiDiGraph, required: Mapping[int, Sequence[EdgeKey]])
         Road id -> the directed edges that serve it (one for a one-way road, its two
         directions for a two-way road). The roads must lie in one strongly connected part
         of ``graph`` (:func:`reachable_roads` keeps those that do).
+    routes
+        Shortest routes on ``graph``, shared between tours; default: a new finder.
 
     Returns
     -------
@@ -86,7 +100,7 @@ def plan_tour(graph: nx.MultiDiGraph, required: Mapping[int, Sequence[EdgeKey]])
     """
     if not required:
         return Tour(edges=(), length_m=0.0, served={})
-    routes = _RouteFinder(graph)
+    routes = routes if routes is not None else RouteFinder(graph)
     serving = {edge: road for road, options in required.items() for edge in options}
     best: list[EdgeKey] = []
     for orientation in (orient_roads(required), orient_along_circuit(required, routes)):
@@ -124,21 +138,22 @@ def _served(circuit: Sequence[EdgeKey], serving: Mapping[EdgeKey, int]) -> dict[
 def improve_services(
     services: list[tuple[int, EdgeKey]],
     required: Mapping[int, Sequence[EdgeKey]],
-    routes: _RouteFinder,
+    routes: RouteFinder,
 ) -> list[tuple[int, EdgeKey]]:
     """Improve a tour given as its services in order (road, edge driven), shortest routes between.
 
-    While the tour gets shorter: move one service elsewhere in the order, in either direction
-    of its road, or a run of two or three services (or-opt); drive a run of services
-    backwards (2-opt). Then drop each service whose road the routes between the others drive
-    anyway, if the tour gets shorter; and move again, unless the moves leave a dropped road
-    undriven. Until no service is dropped.
+    While the tour gets shorter, at most ``MAX_MOVE_ROUNDS`` rounds: move one service
+    elsewhere in the order, in either direction of its road, or a run of two or three
+    services (or-opt); drive a run of services backwards (2-opt). Then drop each service
+    whose road the routes between the others drive anyway, if the tour gets shorter; and move
+    again, unless the moves leave a dropped road undriven. Until no service is dropped.
     """
     dropped = True
     while dropped:
         before = list(services)
-        improved = True
-        while improved:
+        improved, rounds = True, 0
+        while improved and rounds < MAX_MOVE_ROUNDS:
+            rounds += 1
             improved = _move_services(services, required, routes)
             for block in (2, 3):
                 improved = _move_blocks(services, routes, block) or improved
@@ -157,7 +172,7 @@ def _drives_all(drive: list[EdgeKey], required: Mapping[int, Sequence[EdgeKey]])
 def _move_services(
     services: list[tuple[int, EdgeKey]],
     required: Mapping[int, Sequence[EdgeKey]],
-    routes: _RouteFinder,
+    routes: RouteFinder,
 ) -> bool:
     moved = False
     index = 0
@@ -187,7 +202,7 @@ def _move_services(
     return moved
 
 
-def _move_blocks(services: list[tuple[int, EdgeKey]], routes: _RouteFinder, size: int) -> bool:
+def _move_blocks(services: list[tuple[int, EdgeKey]], routes: RouteFinder, size: int) -> bool:
     """Move runs of ``size`` consecutive services elsewhere in the order, if that is shorter."""
     moved = False
     index = 0
@@ -212,7 +227,7 @@ def _move_blocks(services: list[tuple[int, EdgeKey]], routes: _RouteFinder, size
 def _reverse_runs(
     services: list[tuple[int, EdgeKey]],
     required: Mapping[int, Sequence[EdgeKey]],
-    routes: _RouteFinder,
+    routes: RouteFinder,
 ) -> bool:
     """Drive runs of services backwards, each two-way road the other way, if that is shorter.
 
@@ -250,7 +265,7 @@ def _reverse_runs(
 def _drop_services(
     services: list[tuple[int, EdgeKey]],
     required: Mapping[int, Sequence[EdgeKey]],
-    routes: _RouteFinder,
+    routes: RouteFinder,
 ) -> bool:
     dropped = False
     index = 0
@@ -258,9 +273,7 @@ def _drop_services(
         rest = services[:index] + services[index + 1 :]
         drive = _expand(rest, routes)
         serves_all = _drives_all(drive, required)
-        shorter = sum(routes.graph.edges[e][LENGTH] for e in drive) < _route_length(
-            services, routes
-        )
+        shorter = sum(routes.length(e) for e in drive) < _route_length(services, routes)
         if serves_all and shorter:
             services[:] = rest
             dropped = True
@@ -269,11 +282,11 @@ def _drop_services(
     return dropped
 
 
-def _route_length(services: list[tuple[int, EdgeKey]], routes: _RouteFinder) -> float:
-    return float(sum(routes.graph.edges[e][LENGTH] for e in _expand(services, routes)))
+def _route_length(services: list[tuple[int, EdgeKey]], routes: RouteFinder) -> float:
+    return float(sum(routes.length(e) for e in _expand(services, routes)))
 
 
-def _expand(services: list[tuple[int, EdgeKey]], routes: _RouteFinder) -> list[EdgeKey]:
+def _expand(services: list[tuple[int, EdgeKey]], routes: RouteFinder) -> list[EdgeKey]:
     """Return the closed drive through the services in order, shortest routes between them."""
     edges: list[EdgeKey] = []
     for position, (_, edge) in enumerate(services):
@@ -349,7 +362,7 @@ def orient_roads(required: Mapping[int, Sequence[EdgeKey]]) -> dict[int, EdgeKey
 
 
 def orient_along_circuit(
-    required: Mapping[int, Sequence[EdgeKey]], routes: _RouteFinder
+    required: Mapping[int, Sequence[EdgeKey]], routes: RouteFinder
 ) -> dict[int, EdgeKey]:
     """Orient two-way roads the way a tour of the roads as undirected streets drives them.
 
@@ -374,7 +387,7 @@ def orient_along_circuit(
     odd = [node for node, degree in streets.degree() if degree % 2]
     pairs = nx.Graph()
     for a, b in itertools.combinations(odd, 2):
-        cost = min(routes.distances(a).get(b, INF), routes.distances(b).get(a, INF))
+        cost = min(routes.distance(a, b), routes.distance(b, a))
         if cost < INF:
             pairs.add_edge(a, b, weight=cost)
     for a, b in nx.min_weight_matching(pairs):
@@ -397,7 +410,7 @@ def orient_along_circuit(
 
 
 def _deadhead_routes(
-    walk: Counter[EdgeKey], routes: _RouteFinder
+    walk: Counter[EdgeKey], routes: RouteFinder
 ) -> tuple[list[list[EdgeKey]], float]:
     """Return the connecting and balancing routes a walk needs, and their summed length.
 
@@ -408,15 +421,13 @@ def _deadhead_routes(
     plans = [_join_then_balance(walk, routes, [])]
     first = list(_balancing_routes(walk, routes))
     plans.append(_join_then_balance(walk + _counted(first), routes, first))
-    lengths = [
-        sum(routes.graph.edges[edge][LENGTH] for path in plan for edge in path) for plan in plans
-    ]
+    lengths = [sum(routes.length(edge) for path in plan for edge in path) for plan in plans]
     best = lengths.index(min(lengths))
     return plans[best], float(lengths[best])
 
 
 def _join_then_balance(
-    walk: Counter[EdgeKey], routes: _RouteFinder, done: list[list[EdgeKey]]
+    walk: Counter[EdgeKey], routes: RouteFinder, done: list[list[EdgeKey]]
 ) -> list[list[EdgeKey]]:
     connecting = list(_connecting_routes(walk, routes))
     balancing = list(_balancing_routes(walk + _counted(connecting), routes))
@@ -441,44 +452,66 @@ def _imbalance_change(balance: Counter[int], edge: EdgeKey) -> int:
     return (abs(balance[v] + 1) - abs(balance[v])) + (abs(balance[u] - 1) - abs(balance[u]))
 
 
-class _RouteFinder:
-    """Shortest routes by length between nodes of one graph, one Dijkstra per origin, cached."""
+class RouteFinder:
+    """Shortest routes by length between nodes of one graph: one Dijkstra per origin, cached.
+
+    The searches run in the compiled kernel the matcher uses
+    (:func:`pipeline.snap.graph_kernels.shortest_path_tree`). Share one finder between the
+    tours of a graph: its cache serves them all.
+    """
 
     def __init__(self, graph: nx.MultiDiGraph) -> None:
         self.graph = graph
-        self._from: dict[int, tuple[dict[int, float], dict[int, list[int]]]] = {}
+        self._index = {node: i for i, node in enumerate(graph.nodes)}
+        edges = [
+            (u, v, k, float(length)) for u, v, k, length in graph.edges(keys=True, data=LENGTH)
+        ]
+        self._keys: list[EdgeKey] = [(u, v, k) for u, v, k, _ in edges]
+        self._lengths = {(u, v, k): d for u, v, k, d in edges}
+        self._edge_u = np.array([self._index[u] for u, _, _, _ in edges], dtype=np.int64)
+        edge_v = np.array([self._index[v] for _, v, _, _ in edges], dtype=np.int64)
+        order = np.argsort(self._edge_u, kind="stable")
+        self._arrays = (
+            np.searchsorted(self._edge_u[order], np.arange(len(self._index) + 1)),
+            order.astype(np.int64),
+            edge_v,
+            np.array([length for _, _, _, length in edges], dtype=np.float64),
+        )
+        self._trees: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def distances(self, origin: int) -> dict[int, float]:
-        return self._tree(origin)[0]
+    def distance(self, origin: int, target: int) -> float:
+        """Return the length of the shortest route from ``origin`` to ``target`` (inf: none)."""
+        return float(self._tree(origin)[0][self._index[target]])
 
     def gap(self, edge: EdgeKey, following: EdgeKey) -> float:
-        """Length of the shortest route from the end of ``edge`` to the start of ``following``."""
-        return self.distances(edge[1]).get(following[0], INF)
+        """Return the shortest route's length from the end of ``edge`` to ``following``'s start."""
+        return self.distance(edge[1], following[0])
 
     def length(self, edge: EdgeKey) -> float:
-        return float(self.graph.edges[edge][LENGTH])
+        """Return an edge's length."""
+        return self._lengths[edge]
 
     def route(self, origin: int, target: int) -> list[EdgeKey]:
-        """Return the edges of a shortest route, each the shortest of its parallel edges."""
-        nodes = self._tree(origin)[1][target]
-        return [self._shortest_edge(a, b) for a, b in itertools.pairwise(nodes)]
+        """Return the edges of a shortest route from ``origin`` to ``target``, in order."""
+        via = self._tree(origin)[1]
+        path: list[EdgeKey] = []
+        node, start = self._index[target], self._index[origin]
+        while node != start:
+            edge = int(via[node])
+            if edge < 0:
+                raise ValueError(f"node {target} cannot be reached from node {origin}")
+            path.append(self._keys[edge])
+            node = int(self._edge_u[edge])
+        return path[::-1]
 
-    def _tree(self, origin: int) -> tuple[dict[int, float], dict[int, list[int]]]:
-        if origin not in self._from:
-            self._from[origin] = nx.single_source_dijkstra(self.graph, origin, weight=_length)
-        return self._from[origin]
-
-    def _shortest_edge(self, u: int, v: int) -> EdgeKey:
-        keys = self.graph[u][v]
-        key = min(keys, key=lambda k: keys[k][LENGTH])
-        return (u, v, key)
+    def _tree(self, origin: int) -> tuple[np.ndarray, np.ndarray]:
+        start = self._index[origin]
+        if start not in self._trees:
+            self._trees[start] = shortest_path_tree(start, np.inf, *self._arrays)
+        return self._trees[start]
 
 
-def _length(u: int, v: int, parallel: Mapping[int, Mapping[str, float]]) -> float:
-    return min(data[LENGTH] for data in parallel.values())
-
-
-def _connecting_routes(walk: Counter[EdgeKey], routes: _RouteFinder) -> Iterable[list[EdgeKey]]:
+def _connecting_routes(walk: Counter[EdgeKey], routes: RouteFinder) -> Iterable[list[EdgeKey]]:
     """Routes joining the pieces of ``walk`` along a minimum spanning tree of route lengths."""
     pieces = nx.MultiDiGraph(list(walk))
     components = [sorted(c) for c in nx.weakly_connected_components(pieces)]
@@ -497,19 +530,19 @@ def _connecting_routes(walk: Counter[EdgeKey], routes: _RouteFinder) -> Iterable
     return [routes.route(*data["ends"]) for _, _, data in tree.edges(data=True)]
 
 
-def _closest(first: list[int], second: list[int], routes: _RouteFinder) -> tuple[float, int, int]:
+def _closest(first: list[int], second: list[int], routes: RouteFinder) -> tuple[float, int, int]:
     """Return the shortest route between two node sets, either way: cost, origin, target."""
     best = (float("inf"), first[0], second[0])
     for origins, targets in ((first, second), (second, first)):
         for a in origins:
-            reach = routes.distances(a)
             for b in targets:
-                if reach.get(b, float("inf")) < best[0]:
-                    best = (reach[b], a, b)
+                distance = routes.distance(a, b)
+                if distance < best[0]:
+                    best = (distance, a, b)
     return best
 
 
-def _balancing_routes(walk: Counter[EdgeKey], routes: _RouteFinder) -> Iterable[list[EdgeKey]]:
+def _balancing_routes(walk: Counter[EdgeKey], routes: RouteFinder) -> Iterable[list[EdgeKey]]:
     """Routes from nodes with more ways in to nodes with more ways out, at minimum total length."""
     balance: Counter[int] = Counter()
     for edge, count in walk.items():
@@ -525,10 +558,10 @@ def _balancing_routes(walk: Counter[EdgeKey], routes: _RouteFinder) -> Iterable[
     for node in sinks:
         flow.add_node(("t", node), demand=-balance[node])
     for origin in sources:
-        reach = routes.distances(origin)
         for target in sinks:
-            if target in reach:
-                cost = round(reach[target] * _FLOW_SCALE)
+            distance = routes.distance(origin, target)
+            if distance < INF:
+                cost = round(distance * _FLOW_SCALE)
                 flow.add_edge(("s", origin), ("t", target), weight=cost)
     try:
         sent = nx.min_cost_flow(flow)
