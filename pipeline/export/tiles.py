@@ -68,7 +68,7 @@ import h3
 import numpy as np
 import pandas as pd
 import shapely
-from pmtiles.reader import MmapSource, Reader, all_tiles
+from pmtiles.reader import MmapSource, Reader
 from shapely.ops import substring
 
 from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
@@ -558,23 +558,6 @@ def read_pmtiles_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def tile_sizes(path: Path) -> dict[int, dict[str, int]]:
-    """Return, per zoom, the number of tiles and the bytes of the largest (as stored, gzipped).
-
-    Parameters
-    ----------
-    path
-        A PMTiles archive.
-    """
-    sizes: dict[int, dict[str, int]] = {}
-    with Path(path).open("rb") as handle:
-        for (zoom, _, _), data in all_tiles(MmapSource(handle)):
-            entry = sizes.setdefault(zoom, {"tiles": 0, "max_bytes": 0})
-            entry["tiles"] += 1
-            entry["max_bytes"] = max(entry["max_bytes"], len(data))
-    return dict(sorted(sizes.items()))
-
-
 def find_tool(name: str) -> str:
     """Return the path of a command-line tool, also looking beside the running Python.
 
@@ -621,6 +604,5 @@ __all__ = [
     "covered_segments",
     "road_features",
     "road_min_zoom",
-    "tile_sizes",
     "write_coverage_tiles",
 ]
