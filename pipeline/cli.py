@@ -397,7 +397,7 @@ def warmup(config_path: Path | None) -> None:
 
 @cli.group("export")
 def export() -> None:
-    """Products of a coverage folder: vector tiles, rasters, the web map, data feeds."""
+    """Products of a coverage folder: vector tiles, rasters, the web map, data feeds, priorities."""
 
 
 @export.command("tiles")
@@ -409,15 +409,26 @@ def export() -> None:
     "--segments-min-zoom", type=click.IntRange(0, 20), default=10, show_default=True,
     help="First zoom at which covered road segments are drawn.",
 )  # fmt: skip
+@click.option(
+    "--roads", "roads_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None, help="The roads folder of the coverage: road names for the roads layer.",
+)  # fmt: skip
 def export_tiles_command(
-    coverage_dir: Path, out_path: Path, min_zoom: int, max_zoom: int, segments_min_zoom: int
+    coverage_dir: Path,
+    out_path: Path,
+    min_zoom: int,
+    max_zoom: int,
+    segments_min_zoom: int,
+    roads_dir: Path | None,
 ) -> None:
-    """Write a PMTiles v3 archive of MVT tiles (layers cells and segments) with tippecanoe."""
+    """Write a PMTiles v3 archive of MVT tiles (layers cells, segments, roads) with tippecanoe."""
     from pipeline.export.tiles import write_coverage_tiles
 
     if min_zoom > max_zoom:
         raise click.BadParameter(f"--min-zoom {min_zoom} is above --max-zoom {max_zoom}")
-    result = write_coverage_tiles(coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom)
+    result = write_coverage_tiles(
+        coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom, roads_dir=roads_dir
+    )
     click.echo(f"{out_path}: {result['tiles']} tiles, {result['bytes']:,} bytes", err=True)
 
 
@@ -440,17 +451,29 @@ def export_raster_command(coverage_dir: Path, out_dir: Path, zoom: int | None) -
 @click.option("--title", default=None, help="Page title.")
 @click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 until interrupted.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--priorities", "priorities_dir", default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output of `export priorities`: draw its cells and tours (where to drive next).",
+)  # fmt: skip
 def export_viewer_command(
-    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None, serve: bool, port: int
+    coverage_dir: Path,
+    tiles_path: Path,
+    out_dir: Path,
+    title: str | None,
+    serve: bool,
+    port: int,
+    priorities_dir: Path | None,
 ) -> None:
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
     from pipeline.export.server import serve_directory
     from pipeline.export.viewer import viewer_files, write_viewer
 
-    index = write_viewer(coverage_dir, tiles_path, out_dir, title)
+    index = write_viewer(coverage_dir, tiles_path, out_dir, title, priorities_dir)
     click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
     if serve:
-        with serve_directory(out_dir, port=port, files=viewer_files(tiles_path)) as url:
+        files = viewer_files(tiles_path, priorities=priorities_dir is not None)
+        with serve_directory(out_dir, port=port, files=files) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
             threading.Event().wait()
 
@@ -524,6 +547,45 @@ def export_feed_command(
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
+
+
+@export.command("priorities")
+@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--roads", "roads_dir", required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Roads folder the coverage was computed on.",
+)  # fmt: skip
+@click.option(
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: roads.parquet, cells.geojson, tours.geojson, tours/*.gpx, summary.json.",
+)  # fmt: skip
+@click.option("--tours", type=click.IntRange(min=0), default=None, help="Tours to plan.")
+@CONFIG_OPTION
+def export_priorities_command(
+    coverage_dir: Path, roads_dir: Path, out_dir: Path, tours: int | None, config_path: Path | None
+) -> None:
+    """Rank roads and H3 cells by the value of driving them now; plan tours (GeoJSON, GPX)."""
+    from pipeline.config import load_config
+    from pipeline.export.priorities import export_priorities
+
+    settings = load_config(config_path)
+    priorities = settings.priorities if tours is None else replace(settings.priorities, tours=tours)
+    result = export_priorities(
+        coverage_dir, roads_dir, out_dir, priorities,
+        privacy_trim_m=settings.ingest.privacy_trim_m, lock_timeout_s=settings.lock_timeout_s,
+    )  # fmt: skip
+    click.echo(
+        f"{out_dir}: {result['new_km']:.1f} km never driven, {result['stale_km']:.1f} km stale "
+        f"in {result['cells']} cells; {len(result['tours'])} tours",
+        err=True,
+    )
+    for tour in result["tours"]:
+        click.echo(
+            f"  tour {tour['tour']}: {tour['length_km']:.1f} km, gains {tour['gain_km']:.2f} km "
+            f"({tour['gain_per_km']:.2f} per km driven) -> {out_dir / tour['gpx']}",
+            err=True,
+        )
 
 
 DATABASE_URL_OPTION = click.option(

@@ -115,6 +115,18 @@ class CoverageSettings:
 
 
 @dataclass(frozen=True)
+class PrioritySettings:
+    """Where to drive next: what is stale, what a km is worth, how cells and tours are made."""
+
+    freshness_target_days: float = 28.0
+    stale_weight: float = 0.25
+    class_weights: tuple[tuple[str, float], ...] = ()
+    h3_resolution: int = 8
+    tours: int = 5
+    max_tour_km: float = 30.0
+
+
+@dataclass(frozen=True)
 class SimulateSettings:
     """Parameters of the dashcam fleet simulator (see ``pipeline.simulate.fleet``)."""
 
@@ -180,6 +192,7 @@ class Settings:
     simulate: SimulateSettings
     source: str
     api: ApiSettings = field(default_factory=ApiSettings)
+    priorities: PrioritySettings = PrioritySettings()
 
     def region(self, name: str) -> RegionSettings:
         """Return the region called ``name``.
@@ -360,6 +373,12 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         ),
         source=source,
         api=_api_settings(config),
+        priorities=PrioritySettings(
+            **{
+                **config["priorities"],
+                "class_weights": tuple(sorted(config["priorities"]["class_weights"].items())),
+            }
+        ),
     )
 
 

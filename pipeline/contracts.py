@@ -317,6 +317,32 @@ CELL_COVERAGE = Contract(
 
 # B2B feed tables: what data buyers receive. H3 cells are hex strings, contributor counts only
 # buckets, segments carry a stable id. In the partitioned files h3_parent lives in the path.
+PRIORITY_ROADS = Contract(
+    name="priority_roads",
+    version=1,
+    key=("road_id",),
+    schema=pa.schema(
+        [
+            _field("road_id", pa.int64()),
+            _field("edge_id", pa.int64()),
+            _field("rank", pa.int64()),
+            _field("highway", pa.string()),
+            _field("name", pa.string(), nullable=True),
+            _field("oneway", pa.bool_()),
+            _field("length_m", pa.float64()),
+            _field("new_m", pa.float64()),
+            _field("stale_m", pa.float64()),
+            _field("age_days", pa.float64(), nullable=True),
+            _field("class_weight", pa.float64()),
+            _field("nearby_new_km", pa.float64()),
+            _field("value", pa.float64()),
+            _field("cell", pa.int64()),
+            _field("tour", pa.int32(), nullable=True),
+            _field("geometry", pa.binary()),
+        ]
+    ),
+)
+
 _FEED_SEGMENT_FIELDS = [
     _field("segment_id", pa.string()),
     _field("osm_way_id", pa.int64()),

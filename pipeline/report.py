@@ -1,7 +1,8 @@
 """The run report: one self-contained HTML page of plots (matplotlib) and tables per region.
 
-Coverage map thumbnail, coverage and freshness over time (as-of sweeps over the coverage
-state), freshness histogram, match-quality distribution, rejects by reason and stage timings.
+Coverage map thumbnail, coverage % and fresh km week by week (as-of sweeps over the coverage
+state, the weeks of the web map's time slider), freshness histogram, match-quality
+distribution, rejects by reason and stage timings.
 Images are embedded as base64 PNG, so the page is a single file that opens anywhere.
 """
 
@@ -33,10 +34,13 @@ from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_piece
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import read_state
 from pipeline.coverage.summary import combine_summaries
+from pipeline.export.viewer import week_ends
 from pipeline.io import atomic_path, read_table, write_json
 from pipeline.process_tree import read_command_records, read_run_record, records_folder
 
 MS_PER_DAY = 86_400_000
+PRIORITIES_FOLDER = "priorities"
+"""Where the workflow writes ``roadcover export priorities`` in a region's ``export/``."""
 STATE_COLUMNS = {"edge_trips": ["edge_id", "first_ms", "last_ms"], "cell_trips": []}
 """What the report reads of the coverage state (and all of ``edge_pieces``)."""
 
@@ -75,10 +79,14 @@ def _region_section(name: str, folder: Path) -> str:
     cells = read_table(folder / "coverage" / "cells.parquet", CELL_COVERAGE)
     figures = [
         ("Coverage map", _map_thumbnail(edges, cells)),
-        ("Coverage and freshness over time", _coverage_over_time(folder, edges)),
+        (
+            "Coverage and freshness, week by week",
+            _coverage_over_time(folder, edges, summary.get("as_of")),
+        ),
         ("Age of the newest observation", _freshness_histogram(edges)),
         ("Match quality", _match_quality(folder)),
         ("Rejected input rows by reason", _rejects(folder)),
+        ("Where to drive next", _priorities(folder)),
         ("Stage timings", _timings(folder)),
         ("Memory of each stage's whole process tree, workers included", _tree_memory(folder)),
     ]
@@ -189,36 +197,94 @@ def _set_lonlat_aspect(axis: Axes, geometry: np.ndarray) -> None:
     axis.set_aspect(1 / np.cos(np.mean([south, north]) * np.pi / 180))
 
 
-def _coverage_over_time(folder: Path, edges: pd.DataFrame) -> str:
+def _coverage_over_time(folder: Path, edges: pd.DataFrame, as_of: str | None) -> str:
     state = read_state(folder / "coverage" / "state", columns=STATE_COLUMNS)
-    if state.edge_pieces.empty:
+    if state.edge_pieces.empty or as_of is None:
         return "<p>no coverage yet</p>"
-    days, covered = _covered_pct(state.edge_pieces, edges)
-    fresh = _edge_fresh_pct(state.edge_trips, edges, days)
-    figure, axis = plt.subplots(figsize=(7, 3))
-    dates = pd.to_datetime(days, unit="ms")
-    axis.plot(dates, covered, label="covered at least once (%)")
-    axis.plot(dates, fresh, label="driven in the 28 days before (%, by edge)")
-    axis.set_ylim(0, 100)
-    axis.legend()
+    as_of_ms = pd.Timestamp(as_of).value // 1_000_000
+    history = weekly_history(state.edge_pieces, state.edge_trips, edges, as_of_ms)
+    figure, (share_axis, km_axis) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    dates = pd.to_datetime(history["week_end"], unit="ms")
+    share_axis.plot(dates, history["coverage_pct"], marker=".", label="covered at least once")
+    share_axis.plot(dates, history["fresh_edge_pct"], marker=".", label="edges driven in 28 days")
+    share_axis.set_ylim(0, 100)
+    share_axis.set_ylabel("% of road length")
+    share_axis.legend()
+    km_axis.plot(dates, history["fresh_km"], marker=".", color="tab:green")
+    km_axis.set_ylabel("fresh km (28 days)")
     figure.autofmt_xdate()
-    return _png(figure)
+    return _png(figure) + _history_table(history)
 
 
-def _covered_pct(edge_pieces: pd.DataFrame, edges: pd.DataFrame) -> tuple[np.ndarray, list[float]]:
-    """Return 60 times (epoch ms) from the first observation to the last, and the % covered.
+def weekly_history(
+    edge_pieces: pd.DataFrame, edge_trips: pd.DataFrame, edges: pd.DataFrame, as_of_ms: int
+) -> pd.DataFrame:
+    """Return coverage and freshness at the end of every week, from the coverage state.
 
-    The share at each time is the road length first observed by then over the road length,
-    both in integer millimetres (:func:`~pipeline.coverage.edges.road_lengths_mm`), as in
-    ``summary.json``: a fully covered region ends at 100 %, never above.
+    Weeks are those of :func:`pipeline.export.viewer.week_ends` (ISO weeks ending Mondays
+    00:00 UTC, the last entry ``as_of``): what the web map's time slider steps through. At each
+    end ``t`` (observations before ``t``; at or before it for ``as_of``):
+
+    - ``coverage_pct``: the road length first observed by then over the road length, in integer
+      millimetres (roads counted once whichever direction, as ``summary.json``);
+    - ``fresh_km``: of that covered length, the part on roads some trip drove (on either
+      direction) in the 28 days before ``t``;
+    - ``fresh_edge_pct``: the share of directed edge length a trip drove in those 28 days.
+
+    Parameters
+    ----------
+    edge_pieces, edge_trips
+        The coverage state's tables (``edge_trips``: ``edge_id``, ``first_ms``, ``last_ms``).
+    edges
+        The ``edge_coverage`` table.
+    as_of_ms
+        The coverage's ``as_of``, epoch milliseconds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``week_end`` (epoch ms), ``coverage_pct``, ``fresh_km``, ``fresh_edge_pct``.
     """
     canonical = canonical_edges(edges)
     roads = road_pieces(edge_pieces, canonical)
     length = (roads["to_mm"] - roads["from_mm"]).to_numpy()
-    road_mm = int(road_lengths_mm(canonical).sum())
-    days = np.linspace(int(roads["first_ms"].min()), int(roads["last_ms"].max()), 60)
     first = roads["first_ms"].to_numpy()
-    return days, [float(100 * int(length[first <= day].sum()) / road_mm) for day in days]
+    road_mm = max(int(road_lengths_mm(canonical).sum()), 1)
+    ends = np.array(week_ends(int(first.min()) // 1000, as_of_ms // 1000), dtype="int64") * 1000
+    ends[-1] = as_of_ms
+    times = np.append(ends[:-1] - 1, as_of_ms)  # before a week's end; as_of itself included
+    known = canonical.index.get_indexer(pd.Index(edge_trips["edge_id"])) >= 0
+    trips = edge_trips[known]
+    trip_road = canonical.loc[trips["edge_id"].to_numpy(), "canonical_id"].to_numpy()
+    coverage, fresh_km = [], []
+    for time in times:
+        seen = first <= time
+        window = (trips["first_ms"].to_numpy() <= time) & (
+            trips["last_ms"].to_numpy() >= time - 28 * MS_PER_DAY
+        )
+        fresh_roads = np.isin(roads["key"].to_numpy(), trip_road[window])
+        coverage.append(100 * int(length[seen].sum()) / road_mm)
+        fresh_km.append(int(length[seen & fresh_roads].sum()) / 1e6)
+    return pd.DataFrame(
+        {
+            "week_end": ends,
+            "coverage_pct": coverage,
+            "fresh_km": fresh_km,
+            "fresh_edge_pct": _edge_fresh_pct(edge_trips, edges, times.astype("float64")),
+        }
+    )
+
+
+def _history_table(history: pd.DataFrame) -> str:
+    dates = pd.to_datetime(history["week_end"], unit="ms").dt.strftime("%Y-%m-%d")
+    rows = "".join(
+        f"<tr><td>{date}</td><td>{pct:.2f}</td><td>{km:,.3f}</td></tr>"
+        for date, pct, km in zip(dates, history["coverage_pct"], history["fresh_km"], strict=True)
+    )
+    return (
+        "<table><tr><th>week ending</th><th>coverage %</th><th>fresh km (28 days)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _edge_fresh_pct(trips: pd.DataFrame, edges: pd.DataFrame, days: np.ndarray) -> list[float]:
@@ -287,6 +353,43 @@ def _rejects(folder: Path) -> str:
     axis.barh(names, [counts[n] for n in names])
     axis.set_xlabel("rows")
     return _png(figure)
+
+
+def _priorities(folder: Path) -> str:
+    """Return the where-to-drive-next section: km to gain per top cell, the tours' numbers.
+
+    It reads ``export/priorities/summary.json`` of the region folder (``roadcover export
+    priorities``).
+    """
+    path = folder / "export" / PRIORITIES_FOLDER / "summary.json"
+    if not path.is_file():
+        return "<p>no priorities (run <code>roadcover export priorities</code>)</p>"
+    summary = json.loads(path.read_text())
+    cells = summary["top_cells"]
+    figure, axis = plt.subplots(figsize=(7, 0.3 * len(cells) + 1))
+    names = [f"{c['rank']}. {c['h3']}" for c in cells][::-1]
+    axis.barh(names, [c["new_km"] for c in cells][::-1], label="never driven")
+    axis.barh(
+        names, [c["stale_km"] for c in cells][::-1], left=[c["new_km"] for c in cells][::-1],
+        label=f"stale (over {summary['settings']['freshness_target_days']:g} days)",
+    )  # fmt: skip
+    axis.set_xlabel("km to gain per H3 cell")
+    axis.legend()
+    rows = "".join(
+        f"<tr><td>{t['tour']}</td><td>{html.escape(t['h3'])}</td><td>{t['length_km']:.1f}</td>"
+        f"<td>{t['new_km']:.2f}</td><td>{t['stale_km']:.2f}</td><td>{t['gain_per_km']:.2f}</td>"
+        f"<td>{html.escape(t['gpx'])}</td></tr>"
+        for t in summary["tours"]
+    )
+    totals = (
+        f"<p>{summary['new_km']:,.1f} km never driven and {summary['stale_km']:,.1f} km stale "
+        f"in {summary['cells']:,} cells (as of {html.escape(summary['as_of'])})</p>"
+    )
+    tours = (
+        "<table><tr><th>tour</th><th>cell</th><th>length km</th><th>never driven km</th>"
+        f"<th>stale km</th><th>km gained per km driven</th><th>GPX</th></tr>{rows}</table>"
+    )
+    return totals + _png(figure) + tours
 
 
 def _timings(folder: Path) -> str:

@@ -174,3 +174,13 @@ def test_api_region_names_are_checked() -> None:
             {"regions": [{"name": "a", "osm": "a.osm"}],
              "api": {"regions": {"../x": {"releases": "/r", "roads": "/o"}}}}
         )  # fmt: skip
+
+
+def test_priorities_settings_have_defaults_and_refuse_bad_values() -> None:
+    priorities = settings_from_mapping(MINIMAL).priorities
+    assert priorities.h3_resolution == 8 and priorities.freshness_target_days == 28
+    assert dict(priorities.class_weights)["primary"] == 1.0
+    with pytest.raises(ConfigError, match="'priorities.h3_resolution' has value 9"):
+        settings_from_mapping({**MINIMAL, "priorities": {"h3_resolution": 9}})
+    with pytest.raises(ConfigError, match="'priorities.class_weights.primary' has value -1"):
+        settings_from_mapping({**MINIMAL, "priorities": {"class_weights": {"primary": -1}}})

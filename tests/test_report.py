@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import settings_from_mapping
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.state import read_state
+from pipeline.export.priorities import export_priorities
 from pipeline.io import read_table
-from pipeline.report import _covered_pct, _edge_fresh_pct, _map_thumbnail, _png, write_report
+from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, weekly_history, write_report
 from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
 
@@ -30,6 +33,8 @@ def test_report_embeds_plots_and_combines_regions(
     report = write_report(regions, tmp_path / "report.html")
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 2 * 3  # map, time series, ages, per region
+    assert page.count("<th>week ending</th>") == 2
+    assert "<td>2026-10-05</td>" in page  # the first Monday after the first drive (1 October)
     assert (
         "<h2>all regions</h2>" in page and "no matched batch" in page and "no rejected rows" in page
     )
@@ -106,10 +111,59 @@ def test_shares_over_time_of_a_fully_covered_region_end_at_100_percent(tmp_path:
     write_fully_covered_region(tmp_path)
     edges = read_table(tmp_path / "coverage" / "edges.parquet", EDGE_COVERAGE)
     state = read_state(tmp_path / "coverage" / "state")
-    days, covered = _covered_pct(state.edge_pieces, edges)
-    assert covered[-1] == 100.0 and max(covered) == 100.0  # every length rounds up to the mm
-    fresh = _edge_fresh_pct(state.edge_trips, edges, days)
-    assert fresh[-1] == 100.0 and max(fresh) == 100.0
+    as_of = int(state.edge_trips["last_ms"].max())
+    history = weekly_history(state.edge_pieces, state.edge_trips, edges, as_of)
+    covered, fresh = history["coverage_pct"], history["fresh_edge_pct"]
+    assert covered.iloc[-1] == 100.0 and covered.max() == 100.0  # every length rounds up
+    assert fresh.iloc[-1] == 100.0 and fresh.max() == 100.0
+
+
+DAY = 86_400_000
+MONDAY = int(pd.Timestamp("2026-11-02T00:00Z").value // 1_000_000)
+
+
+def test_weekly_history_by_hand() -> None:
+    """Road A: edges 1 and 2 (both directions, 100 m); road B: edge 3 (one-way, 60 m).
+
+    Covered: 40 m of A on day 2 (edge 1), 30 m of A's far end on day 3 (edge 2, reversed),
+    B's first 50 m on day 16, its last 10 m on day 21 at 00:00 (a week's end: counted in the
+    next week). As of day 32 (Friday 4 December). Roads 160 m; directed edges 260 m.
+    """
+    edges = pd.DataFrame(
+        {
+            "edge_id": [1, 2, 3],
+            "road_id": [100, 100, 200],
+            "u": [10, 11, 11],
+            "v": [11, 10, 12],
+            "length_m": [100.0, 100.0, 60.0],
+        }
+    )
+    pieces = pd.DataFrame(
+        {
+            "key": [1, 2, 3, 3],
+            "from_mm": [0, 0, 0, 50_000],
+            "to_mm": [40_000, 30_000, 50_000, 60_000],
+            "first_ms": [MONDAY + d * DAY for d in (2, 3, 16, 21)],
+            "last_ms": [MONDAY + d * DAY for d in (2, 3, 16, 21)],
+        }
+    )
+    trip_days = [2, 3, 16, 21]
+    trips = pd.DataFrame(
+        {
+            "edge_id": [1, 2, 3, 3],
+            "first_ms": [MONDAY + d * DAY for d in trip_days],
+            "last_ms": [MONDAY + d * DAY for d in trip_days],
+        }
+    )
+    history = weekly_history(pieces, trips, edges, MONDAY + 32 * DAY)
+    dates = [pd.Timestamp(t, unit="ms").strftime("%Y-%m-%d") for t in history["week_end"]]
+    assert dates == ["2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30", "2026-12-04"]
+    covered_m = [70, 70, 120, 130, 130]
+    assert list(history["coverage_pct"]) == pytest.approx([100 * m / 160 for m in covered_m])
+    # A's last trip (day 3) leaves the 28-day window on day 31; B's (day 21) stays in it
+    assert list(history["fresh_km"]) == pytest.approx([0.070, 0.070, 0.120, 0.130, 0.060])
+    fresh_edge_m = [200, 200, 260, 260, 60]
+    assert list(history["fresh_edge_pct"]) == pytest.approx([100 * m / 260 for m in fresh_edge_m])
 
 
 def test_fresh_share_is_of_lengths_rounded_to_the_millimetre() -> None:
@@ -145,3 +199,31 @@ def test_report_shows_the_process_trees_memory(
     (records / "run.json").write_text(json.dumps({**run, "finished": True}))
     page = write_report({"north": tmp_path / "north"}, tmp_path / "report.html").read_text()
     assert "<th>roadcover run</th>" in page
+
+
+def test_report_says_where_to_drive_next(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    coverage = helsinki_coverage(tmp_path_factory)
+    shutil.copytree(coverage, tmp_path / "north" / "coverage")
+    shutil.copytree(coverage, tmp_path / "south" / "coverage")
+    settings = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]}).priorities
+    out = tmp_path / "north" / "export" / "priorities"
+    summary = export_priorities(
+        coverage, coverage.parent / "roads", out, replace(settings, tours=2)
+    )
+    page = write_report(
+        {"north": tmp_path / "north", "south": tmp_path / "south"}, tmp_path / "r.html"
+    )
+    text = page.read_text()
+    north, south = text.split("<h2>south</h2>")
+    assert "Where to drive next" in north and f"{summary['new_km']:,.1f} km never driven" in north
+    assert north.count("data:image/png;base64,") == 4  # map, time series, ages, km to gain
+    for tour in summary["tours"]:
+        row = (
+            f"<tr><td>{tour['tour']}</td><td>{tour['h3']}</td><td>{tour['length_km']:.1f}</td>"
+            f"<td>{tour['new_km']:.2f}</td>"
+        )
+        assert row in north
+        assert tour["gain_per_km"] == pytest.approx(tour["gain_km"] / tour["length_km"], abs=1e-3)
+    assert "no priorities" in south

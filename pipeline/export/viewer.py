@@ -6,6 +6,11 @@ their licences (``vendor/``, see ``static/VENDORED.md``) and the PMTiles archive
 one folder. No CDN and no basemap: it works offline, from any static HTTP server that answers
 Range requests (pmtiles needs them; ``file://`` does not work), for instance
 :func:`pipeline.export.server.serve_directory`.
+
+The page draws every road (the tiles' ``roads`` layer, grey, wider for larger classes), the
+covered pieces over them by freshness, and the H3 cells by coverage or by fresh 28-day share.
+A class filter hides road classes; a time slider shows the covered network as of the end of a
+past week (:func:`week_ends`): pieces first seen later are hidden, from the tiles alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from datetime import datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -24,16 +30,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from pipeline.contracts import EDGE_COVERAGE
 from pipeline.errors import InputDataError
-from pipeline.export.inputs import read_cell_table, read_summary
-from pipeline.io import atomic_path
+from pipeline.export.inputs import EDGES_FILE, read_cell_table, read_summary
+from pipeline.io import atomic_path, read_arrow
 
 log = logging.getLogger(__name__)
+
+SECONDS_PER_WEEK = 7 * 86_400
+MONDAY_EPOCH_S = 4 * 86_400
+"""1970-01-05T00:00Z, a Monday: weeks end on Mondays at 00:00 UTC (ISO weeks)."""
 
 STATIC_PACKAGE = "pipeline.export"
 STATIC_FOLDER = "static"
 SITE_FILES = ("app.js", "style.css")
 VENDOR_FOLDER = "vendor"
+PRIORITY_FILES = (("cells", "priorities-cells.geojson"), ("tours", "priorities-tours.geojson"))
+"""The "where to drive next" layers: the priorities file (stem) and its copy in the site."""
 SUMMARY_KEYS = (
     "coverage_pct",
     "fresh_28d_pct",
@@ -52,7 +65,11 @@ def static_files() -> Traversable:
 
 
 def write_viewer(
-    coverage_dir: Path, tiles_path: Path, out_dir: Path, title: str | None = None
+    coverage_dir: Path,
+    tiles_path: Path,
+    out_dir: Path,
+    title: str | None = None,
+    priorities_dir: Path | None = None,
 ) -> Path:
     """Write the static web viewer of a coverage folder and its tiles.
 
@@ -67,6 +84,9 @@ def write_viewer(
         The site's folder (created); existing viewer files in it are replaced.
     title
         The page title; default ``"Road coverage"``.
+    priorities_dir
+        The output of ``roadcover export priorities`` for this coverage: its cells and tours
+        are copied into the site and drawn as the "where to drive next" layer.
 
     Returns
     -------
@@ -76,7 +96,7 @@ def write_viewer(
     Raises
     ------
     InputDataError
-        If the tiles or the coverage folder's files are missing.
+        If the tiles, the coverage folder's files or the priorities' files are missing.
     """
     coverage_dir, tiles_path, out_dir = Path(coverage_dir), Path(tiles_path), Path(out_dir)
     if not tiles_path.is_file():
@@ -94,12 +114,16 @@ def write_viewer(
         _copy_resource(static.joinpath(name), out_dir / name)
     for resource in _vendor_files():
         _copy_resource(resource, out_dir / VENDOR_FOLDER / resource.name)
+    if priorities_dir is not None:
+        _copy_priorities(Path(priorities_dir), out_dir)
 
     config: dict[str, Any] = {
         "title": title or "Road coverage",
         "tiles": tiles_path.name,
         "bounds": [[west, south], [east, north]],
         "summary": {key: summary.get(key) for key in SUMMARY_KEYS},
+        "weeks": _weeks_of(coverage_dir, summary),
+        "priorities": dict(PRIORITY_FILES) if priorities_dir is not None else None,
     }
     template = static.joinpath("index.html").read_text(encoding="utf-8")
     page = template.replace("{{TITLE}}", html.escape(config["title"])).replace(
@@ -112,13 +136,68 @@ def write_viewer(
     return index
 
 
-def viewer_files(tiles_path: Path) -> list[str]:
+def week_ends(first_s: int, as_of_s: int) -> list[int]:
+    """Return the ends of the weeks from a first observation to ``as_of`` (epoch seconds).
+
+    Weeks are ISO weeks: each ends on a Monday at 00:00 UTC. The list holds every week end
+    after ``first_s`` and before ``as_of_s``, then ``as_of_s`` itself (the week in progress).
+
+    Parameters
+    ----------
+    first_s
+        The first observation, epoch seconds.
+    as_of_s
+        The coverage's ``as_of``, epoch seconds (not before ``first_s``).
+    """
+    weeks_before = (first_s - MONDAY_EPOCH_S) // SECONDS_PER_WEEK
+    end = MONDAY_EPOCH_S + (weeks_before + 1) * SECONDS_PER_WEEK
+    ends = []
+    while end < as_of_s:
+        ends.append(end)
+        end += SECONDS_PER_WEEK
+    return [*ends, as_of_s]
+
+
+def _weeks_of(coverage_dir: Path, summary: dict[str, Any]) -> list[int]:
+    """Return :func:`week_ends` of a coverage folder; empty if nothing was ever seen."""
+    first_seen = read_arrow(coverage_dir / EDGES_FILE, EDGE_COVERAGE, columns=["first_seen"])
+    first = pc.min(first_seen.column("first_seen").cast(pa.int64())).as_py()
+    as_of = summary.get("as_of")
+    if first is None or as_of is None:
+        return []
+    as_of_s = int(datetime.fromisoformat(str(as_of).replace("Z", "+00:00")).timestamp())
+    return week_ends(int(first) // 1000, max(as_of_s, int(first) // 1000))
+
+
+def viewer_files(tiles_path: Path, priorities: bool = False) -> list[str]:
     """Return the files :func:`write_viewer` writes for ``tiles_path``, relative to the site.
 
-    This is what :func:`pipeline.export.server.serve_directory` may send and nothing more.
+    ``priorities``: the site was written with a priorities folder. This is what
+    :func:`pipeline.export.server.serve_directory` may send and nothing more.
     """
     vendor = [f"{VENDOR_FOLDER}/{resource.name}" for resource in _vendor_files()]
-    return ["index.html", *SITE_FILES, *vendor, Path(tiles_path).name]
+    layers = [name for _, name in PRIORITY_FILES] if priorities else []
+    return ["index.html", *SITE_FILES, *vendor, Path(tiles_path).name, *layers]
+
+
+def _copy_priorities(priorities_dir: Path, out_dir: Path) -> None:
+    """Copy the priorities' cells and tours (GeoJSON) into the site, tours without edge ids."""
+    for kind, name in PRIORITY_FILES:
+        source = priorities_dir / f"{kind}.geojson"
+        try:
+            collection = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputDataError(
+                f"{source}: file not found; run `roadcover export priorities` first"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputDataError(
+                f"{source}: not valid GeoJSON ({exc}); run `roadcover export priorities` again"
+            ) from None
+        for feature in collection.get("features", []):
+            feature.get("properties", {}).pop("edge_ids", None)
+        with atomic_path(out_dir / name) as temp:
+            temp.write_text(json.dumps(collection), encoding="utf-8")
 
 
 def _vendor_files() -> list[Traversable]:

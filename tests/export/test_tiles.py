@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import h3
 import mapbox_vector_tile
 import numpy as np
+import pandas as pd
 import pytest
 from pmtiles.reader import MmapSource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
 from pyproj import Geod
 
 from pipeline.contracts import CELL_COVERAGE
+from pipeline.errors import InputDataError
 from pipeline.export.inputs import as_of_of, read_edge_coverage, read_summary
 from pipeline.export.tiles import (
     cell_resolution_for_zoom,
@@ -39,7 +44,8 @@ def coverage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiles(coverage_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiles") / "coverage.pmtiles"
-    report = write_coverage_tiles(coverage_dir, out, min_zoom=0, max_zoom=MAX_ZOOM)
+    roads = coverage_dir.parent / "roads"
+    report = write_coverage_tiles(coverage_dir, out, min_zoom=0, max_zoom=MAX_ZOOM, roads_dir=roads)
     return out, report
 
 
@@ -186,3 +192,125 @@ def test_cells_of_a_fully_covered_region_are_tiled_at_100_percent(tmp_path: Path
         for feature in layers["cells"]["features"]
     ]
     assert shares and set(shares) == {100.0}
+
+
+def road_feature(path: Path, zoom: int, lon: float, lat: float, road_id: int) -> dict[str, Any]:
+    layer = decode(path, zoom, *tile_of(lon, lat, zoom)).get("roads", {"features": []})
+    found = [
+        f["properties"] for f in layer["features"] if f["properties"]["road_id"] == str(road_id)
+    ]
+    assert len(found) == 1, f"road {road_id} not in the z{zoom} tile of ({lon}, {lat})"
+    return found[0]
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of closed intervals, by a sweep written for this test."""
+    total, end = 0.0, -math.inf
+    for start, stop in sorted(intervals):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def road_union_pct(rows: pd.DataFrame, flip: bool) -> float:
+    """Covered % of a road: its directions' intervals on the first edge's axis, merged.
+
+    Lengths are rounded to the millimetre, as the intervals are (and as summary.json counts).
+    """
+    road_length = round(rows.iloc[0]["length_m"], 3)
+    intervals = []
+    for row in rows.itertuples():
+        for interval in row.intervals:
+            a, b = interval["from_m"], interval["to_m"]
+            if flip and row.u != rows.iloc[0]["u"]:  # the other direction: from the other end
+                a, b = round(row.length_m, 3) - b, round(row.length_m, 3) - a
+            intervals.append((max(a, 0.0), min(b, road_length)))
+    return 100 * union_length(intervals) / road_length
+
+
+def test_uncovered_roads_are_drawn_with_class_and_length(
+    tiles: tuple[Path, dict], coverage_dir: Path
+) -> None:
+    path, report = tiles
+    edges = read_edge_coverage(coverage_dir)
+    covered_roads = set(edges.loc[edges["covered_m"] > 0, "road_id"])
+    uncovered = edges[~edges["road_id"].isin(covered_roads) & (edges["highway"] == "residential")]
+    road = uncovered.sort_values("length_m").iloc[-1]
+    point = road.geometry.interpolate(0.5, normalized=True)
+    props = road_feature(path, MAX_ZOOM, point.x, point.y, road["road_id"])
+    assert props["highway"] == "residential"
+    assert props["covered_pct"] == 0 and props["passes"] == 0
+    assert props["contributors_bucket"] == "0"
+    assert "first_seen" not in props and "last_seen" not in props
+    geodesic = Geod(ellps="WGS84").geometry_length(road.geometry)
+    assert props["length_m"] == pytest.approx(geodesic, rel=0.01)
+    assert report["layers"]["roads"]["features"] == edges["road_id"].nunique()
+
+
+def test_a_roads_attributes_equal_the_coverage_tables(
+    tiles: tuple[Path, dict], coverage_dir: Path
+) -> None:
+    path, _ = tiles
+    edges = read_edge_coverage(coverage_dir)
+    # a two-way road driven in both directions, where measuring the reverse direction
+    # from the far end matters
+    candidates = []
+    for road_id, rows in edges.groupby("road_id"):
+        if len(rows) != 2 or not (rows["passes"] > 0).all():
+            continue
+        rows = rows.sort_values("edge_id")
+        expected_pct, flipped = road_union_pct(rows, flip=True), road_union_pct(rows, flip=False)
+        if abs(expected_pct - flipped) > 1:
+            candidates.append((rows["length_m"].iloc[0], road_id))
+    assert candidates, "no two-way road driven both ways in the fixture"
+    road_id = max(candidates)[1]
+    rows = edges[edges["road_id"] == road_id].sort_values("edge_id")
+    canonical = rows.iloc[0]
+    road_length = canonical["length_m"]
+    expected_pct = road_union_pct(rows, flip=True)
+    first = [i["first_seen"] for intervals in rows["intervals"] for i in intervals]
+    last = [i["last_seen"] for intervals in rows["intervals"] for i in intervals]
+    names = gpd.read_parquet(coverage_dir.parent / "roads" / "edges.parquet")
+    name = names.set_index("edge_id").loc[canonical["edge_id"], "name"]
+
+    point = canonical.geometry.interpolate(0.5, normalized=True)
+    props = road_feature(path, MAX_ZOOM, point.x, point.y, road_id)
+    assert props["covered_pct"] == pytest.approx(expected_pct, abs=0.01)
+    assert props["length_m"] == pytest.approx(road_length, abs=0.05)
+    assert props["passes"] == rows["passes"].sum()
+    assert props["contributors"] == rows["contributors"].max()
+    assert props["first_seen"] == min(first).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert props["last_seen"] == max(last).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert props["highway"] == canonical["highway"]
+    assert props.get("name") == (name if isinstance(name, str) else None)
+
+
+def test_road_classes_start_at_their_zoom(tiles: tuple[Path, dict]) -> None:
+    path, report = tiles
+    by_class = report["layers"]["roads"]["min_zoom_by_class"]
+    assert by_class["residential"] == 12 and by_class["primary"] == 7
+    seen: dict[str, int] = {}
+    for (z, _x, _y), layers in every_tile(path):
+        for feature in layers.get("roads", {"features": []})["features"]:
+            highway = feature["properties"]["highway"]
+            seen[highway] = min(seen.get(highway, 99), z)
+    assert seen["residential"] == 12 and seen["primary"] == 7
+    assert all(seen[h] == by_class[h] for h in seen)
+
+
+def test_segments_carry_their_first_observation(coverage_dir: Path) -> None:
+    edges = read_edge_coverage(coverage_dir)
+    segments = covered_segments(edges, as_of_of(read_summary(coverage_dir)))
+    firsts = [i["first_seen"] for ii in edges.loc[edges["covered_m"] > 0, "intervals"] for i in ii]
+    assert [pd.Timestamp(t).timestamp() for t in firsts] == list(segments["first_seen_s"])
+    assert (segments["first_seen"] <= segments["last_seen"]).all()
+
+
+def test_roads_of_another_extract_are_refused(coverage_dir: Path, tmp_path: Path) -> None:
+    roads = tmp_path / "roads"
+    shutil.copytree(coverage_dir.parent / "roads", roads)
+    meta = json.loads((roads / "meta.json").read_text())
+    (roads / "meta.json").write_text(json.dumps({**meta, "source_sha256": "0" * 64}))
+    with pytest.raises(InputDataError, match="pass the roads folder the coverage used"):
+        write_coverage_tiles(coverage_dir, tmp_path / "x.pmtiles", 10, 12, roads_dir=roads)

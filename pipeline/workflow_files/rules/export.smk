@@ -1,10 +1,12 @@
 rule export_tiles:
     input:
         summary=rules.compute_coverage.output.summary,
+        roads=rules.build_roads.output.meta,
     output:
         tiles=f"{OUT}/{{region}}/export/coverage.pmtiles",
     params:
         coverage=lambda wildcards, input: str(Path(input.summary).parent),
+        roads=lambda wildcards, input: str(Path(input.roads).parent),
     log:
         f"{OUT}/logs/{{region}}/export_tiles.log",
     benchmark:
@@ -15,7 +17,8 @@ rule export_tiles:
     resources:
         mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_tiles", input, threads, config),
     shell:
-        "roadcover export tiles -- {params.coverage:q} {output.tiles:q} > {log:q} 2>&1"
+        "roadcover export tiles --roads {params.roads:q} -- {params.coverage:q} {output.tiles:q} "
+        "> {log:q} 2>&1"
 
 
 rule export_viewer:
