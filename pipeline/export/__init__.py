@@ -13,5 +13,8 @@ Map products (each reads only the coverage folder's ``edges.parquet``, ``cells.p
 - :func:`pipeline.export.server.serve_directory`: a loopback HTTP server that sends only the
   viewer's files (no links followed, no listing) and answers Range requests, to open it locally.
 
-Data feeds for buyers live in :mod:`pipeline.export.feeds`.
+Data feeds for buyers live in :mod:`pipeline.export.feeds`. Where to drive next (roads and
+H3 cells ranked by what driving them gains, and tours of the top cells as GeoJSON and GPX; it
+also reads the roads folder) is :func:`pipeline.export.priorities.export_priorities`, its
+routes planned by :mod:`pipeline.export.tours`.
 """
