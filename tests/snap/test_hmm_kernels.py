@@ -350,3 +350,26 @@ def test_the_first_fixs_states_are_pruned_against_its_own_best() -> None:
     chosen, status, segment, _ = decode(CHAIN, trace, params_array(sigma_m=8.0, beam_log=10.0))
     assert chosen.tolist() == [0, 1]
     assert status.tolist() == [MATCHED, MATCHED] and segment.tolist() == [0, 0]
+
+
+def test_a_route_that_needs_the_whole_bound_is_found() -> None:
+    # edge 0: node 0 -> 1, 10 m, whose reverse is edge 40 (edges 3-39 join other nodes);
+    # edge 1: node 1 -> 2, 100 m; edge 2: node 2 -> 3, 10 m. From 0 m on edge 0 to 5 m on
+    # edge 2 is 10 + 100 + 5 = 115 m, exactly the bound 115 m/s * 1 s + 0 m: the search from
+    # node 1 must reach 115 - 10 = 105 m (100 m are needed), whatever the edges' indices.
+    dummies = range(3, 40)
+    graph = Graph(
+        n_nodes=4 + 2 * len(dummies),
+        u=[0, 1, 2, *(4 + 2 * i for i in range(len(dummies))), 1],
+        v=[1, 2, 3, *(5 + 2 * i for i in range(len(dummies))), 0],
+        length=[10.0, 100.0, 10.0, *(50.0 for _ in dummies), 10.0],
+        twin=[40, -1, -1, *(-1 for _ in dummies), 0],
+    )
+    trace = Trace(
+        x=[0.0, 100.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 0.0, 0.0)], [(2, 5.0, 0.0)]]
+    )
+    prm = params_array(max_speed_mps=115.0, route_slack_m=0.0)
+    chosen, status, _, kind = decode(graph, trace, prm)
+    assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
+    assert kind[1] == VIA_GRAPH
+    check_against_reference(graph, trace, prm)
