@@ -38,6 +38,7 @@ PREVIOUS = table(
         ("d", "p2", 6, np.nan, None, (3.0, 3.0)),  # age and last seen appear
         ("e", "p3", 7, 8.0, "2026-11-03", (4.0, 4.0)),  # removed
         ("f", "p1", 9, 1.0, "2026-11-04", (5.0, 5.0)),  # kept
+        ("i", "p1", 2, 1.0, "2026-11-04", (-0.0, 7.0)),  # changed: -0.0 is another WKB
     ]
 )
 CURRENT = table(
@@ -48,6 +49,8 @@ CURRENT = table(
         ("a", "p2", 1, np.nan, None, (0.0, 0.0)),
         ("d", "p2", 6, 2.0, "2026-11-05", (3.0, 3.0)),
         ("g", "p0", 1, 0.5, "2026-11-06", (6.0, 6.0)),  # added
+        ("h", "p9", 1, 0.5, "2026-11-06", (8.0, 8.0)),  # added, sorted after the others
+        ("i", "p1", 2, 1.0, "2026-11-04", (0.0, 7.0)),
     ]
 )
 
@@ -58,15 +61,17 @@ def test_added_changed_and_removed_keys_sorted_by_partition_and_key() -> None:
         ("p0", "g", "added"),
         ("p1", "b", "changed"),
         ("p1", "c", "changed"),
+        ("p1", "i", "changed"),
         ("p2", "d", "changed"),
         ("p3", "e", "removed"),
+        ("p9", "h", "added"),
     ]
-    assert list(delta.index) == [0, 1, 2, 3, 4]
+    assert list(delta.index) == list(range(7))
 
 
 def test_added_and_changed_rows_carry_the_new_values_removed_rows_the_previous() -> None:
     delta = table_delta(PREVIOUS, CURRENT, "cell_id").set_index("cell_id")
-    assert delta["passes"].to_dict() == {"g": 1, "b": 3, "c": 4, "d": 6, "e": 7}
+    assert delta["passes"].to_dict() == {"g": 1, "b": 3, "c": 4, "i": 2, "d": 6, "e": 7, "h": 1}
     assert delta.loc["d", "age_days"] == 2.0
     assert delta.loc["d", "last_seen"] == pd.Timestamp("2026-11-05", tz="UTC")
     assert delta.loc["c"].geometry.equals_exact(shapely.Point(2.0, 2.0 + 1e-12), 0.0)

@@ -312,6 +312,8 @@ def test_route_distances_from_the_ubodt_give_the_same_decoding() -> None:
 
 # edge 0: node 0 -> 1, 100 m; edge 2: node 1 -> 2, 10 m; edge 1: node 2 -> 3, 100 m
 CHAIN = Graph(4, u=[0, 2, 1], v=[1, 3, 2], length=[100.0, 100.0, 10.0], twin=[-1, -1, -1])
+# edge 0: node 0 -> 1, 10 m; edge 1: node 1 -> 2, 100 m
+CHAIN_OF_TWO = Graph(3, u=[0, 1], v=[1, 2], length=[10.0, 100.0], twin=[-1, -1])
 
 
 @pytest.mark.parametrize(("beam_log", "extended"), [(12.9, False), (13.0, True), (14.0, True)])
@@ -373,3 +375,51 @@ def test_a_route_that_needs_the_whole_bound_is_found() -> None:
     assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
     assert kind[1] == VIA_GRAPH
     check_against_reference(graph, trace, prm)
+
+
+@pytest.mark.parametrize(("seconds", "reached"), [(0.5, False), (0.75, True), (1.0, True)])
+def test_the_speed_bound_of_a_step_shorter_than_a_second(seconds: float, reached: bool) -> None:
+    # from 0 m on edge 0 (10 m) to 20 m on edge 1: a route of 30 m for 25 m straight; at
+    # 40 m/s without slack the bound is max(40 m/s * dt, 25 m): 25 m for half a second (too
+    # short), 30 m for 0.75 s
+    trace = Trace(
+        x=[0.0, 25.0],
+        y=[0.0, 0.0],
+        t=[0.0, seconds],
+        candidates=[[(0, 0.0, 0.0)], [(1, 20.0, 0.0)]],
+    )
+    prm = params_array(max_speed_mps=40.0, route_slack_m=0.0)
+    chosen, status, _, _ = decode(CHAIN_OF_TWO, trace, prm)
+    assert status.tolist() == [MATCHED, MATCHED if reached else OUTLIER]
+    assert chosen.tolist() == [0, 1 if reached else -1]
+
+
+# a two-way road: edge 0 from node 0 to node 1 and edge 1 back, 100 m each
+TWO_WAY = Graph(2, u=[0, 1], v=[1, 0], length=[100.0, 100.0], twin=[1, 0])
+
+
+@pytest.mark.parametrize(
+    ("offset", "uturn", "chosen"),
+    [
+        (50.0, 0.05, 1),  # standing still: 0, above the U-turn's -0.05
+        (46.0, 0.3, 2),  # 4 m back (tolerance 5 m): standing still, -4 / 10 for the step back
+        (54.0, 0.3, 2),  # 4 m ahead of a fix that did not move: -4 / 10
+        (54.0, 0.5, 1),
+        (44.0, 0.5, 2),  # 6 m back is beyond the tolerance: no route (the way round is 194 m)
+    ],
+)
+def test_standing_still_and_jitter_on_one_edge_against_a_u_turn(
+    offset: float, uturn: float, chosen: int
+) -> None:
+    # the fix does not move (straight distance 0); its candidates are on edge 0 at ``offset``
+    # and on the reverse edge 1 at 50 m, the same place: a U-turn on the spot, scoring
+    # -|0 - 0| / 10 - uturn. Both are on the road (no emission cost)
+    trace = Trace(
+        x=[0.0, 0.0],
+        y=[0.0, 0.0],
+        t=[0.0, 1.0],
+        candidates=[[(0, 50.0, 0.0)], [(0, offset, 0.0), (1, 50.0, 0.0)]],
+    )
+    got, status, _, kind = decode(TWO_WAY, trace, params_array(beta_m=10.0, uturn_penalty=uturn))
+    assert got.tolist() == [0, chosen] and status.tolist() == [MATCHED, MATCHED]
+    assert kind[chosen] == (SAME_EDGE if chosen == 1 else UTURN)
