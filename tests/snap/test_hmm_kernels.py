@@ -423,3 +423,19 @@ def test_standing_still_and_jitter_on_one_edge_against_a_u_turn(
     got, status, _, kind = decode(TWO_WAY, trace, params_array(beta_m=10.0, uturn_penalty=uturn))
     assert got.tolist() == [0, chosen] and status.tolist() == [MATCHED, MATCHED]
     assert kind[chosen] == (SAME_EDGE if chosen == 1 else UTURN)
+
+
+@pytest.mark.parametrize(("offset", "reached"), [(45.0, True), (44.5, False)])
+def test_a_u_turn_may_land_up_to_the_tolerance_behind_the_turn(
+    offset: float, reached: bool
+) -> None:
+    # turning at 50 m on edge 0 puts a car at 50 m on edge 1; 45 m is 5 m behind the turn,
+    # exactly the tolerance, 44.5 m beyond it (and no route goes round: 50 + 0 + 44.5 m is
+    # more than the bound of 40 m/s * 1 s + 30 m)
+    trace = Trace(
+        x=[0.0, 0.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 50.0, 0.0)], [(1, offset, 0.0)]]
+    )
+    chosen, status, _, kind = decode(TWO_WAY, trace, params_array(backward_tolerance_m=5.0))
+    assert status.tolist() == [MATCHED, MATCHED if reached else OUTLIER]
+    if reached:
+        assert chosen.tolist() == [0, 1] and kind[1] == UTURN
