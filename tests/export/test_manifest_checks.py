@@ -133,7 +133,8 @@ def test_a_folder_in_place_of_a_file_is_missing(release: Path) -> None:
 
 
 def test_a_folder_without_manifest_is_one_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(InputDataError, match="manifest.json: not found; it is written by"):
+    message = "manifest.json: not found; it is written by roadcover export feed$"
+    with pytest.raises(InputDataError, match=message):
         verify_release(tmp_path)
 
 

@@ -316,20 +316,21 @@ CHAIN = Graph(4, u=[0, 2, 1], v=[1, 3, 2], length=[100.0, 100.0, 10.0], twin=[-1
 CHAIN_OF_TWO = Graph(3, u=[0, 1], v=[1, 2], length=[10.0, 100.0], twin=[-1, -1])
 
 
-@pytest.mark.parametrize(("beam_log", "extended"), [(12.9, False), (13.0, True), (14.0, True)])
+@pytest.mark.parametrize(("beam_log", "extended"), [(12.4, False), (12.5, True), (14.0, True)])
 def test_a_state_more_than_the_beam_below_its_fixs_best_is_not_extended(
     beam_log: float, extended: bool
 ) -> None:
-    # fix 1: A on edge 0 at 10 m, exactly where the fix drove (log-probability 0); B on edge 1
-    # at 10 m, 16 m from the fix (emission -0.5 (16/8)^2 = -2) by a route of 90 + 10 + 10 m
-    # for 10 m straight (-(120 - 10) / 10 = -11): B is 13 below A. Fix 2 is on edge 1 at 20 m,
-    # 1 s later: from B 10 m along its edge; from A 90 + 10 + 20 = 120 m, beyond the bound of
-    # 40 m/s * 1 s + 30 m = 70 m. So fix 2 is reached only if B is extended.
+    # fix 1: A on edge 0 at 10 m, exactly where the fix drove, 8 m from the fix (emission
+    # -0.5 (8/8)^2 = -0.5); B on edge 1 at 10 m, 16 m from the fix (-0.5 (16/8)^2 = -2) by a
+    # route of 90 + 10 + 10 m for 10 m straight (-(120 - 10) / 10 = -11): B is 12.5 below A.
+    # Fix 2 is on edge 1 at 20 m, 1 s later: from B 10 m along its edge; from A
+    # 90 + 10 + 20 = 120 m, beyond the bound of 40 m/s * 1 s + 30 m = 70 m. So fix 2 is
+    # reached only if B is extended.
     trace = Trace(
         x=[0.0, 10.0, 20.0],
         y=[0.0, 0.0, 0.0],
         t=[0.0, 5.0, 6.0],
-        candidates=[[(0, 0.0, 0.0)], [(0, 10.0, 0.0), (1, 10.0, 16.0)], [(1, 20.0, 0.0)]],
+        candidates=[[(0, 0.0, 0.0)], [(0, 10.0, 8.0), (1, 10.0, 16.0)], [(1, 20.0, 0.0)]],
     )
     chosen, status, segment, kind = decode(
         CHAIN, trace, params_array(sigma_m=8.0, beta_m=10.0, beam_log=beam_log)
@@ -352,6 +353,23 @@ def test_the_first_fixs_states_are_pruned_against_its_own_best() -> None:
     chosen, status, segment, _ = decode(CHAIN, trace, params_array(sigma_m=8.0, beam_log=10.0))
     assert chosen.tolist() == [0, 1]
     assert status.tolist() == [MATCHED, MATCHED] and segment.tolist() == [0, 0]
+
+
+def test_a_run_after_a_break_is_pruned_against_its_own_first_fix() -> None:
+    # two roads no route joins: edge 0 (node 0 -> 1) and edge 1 (node 2 -> 3). Fix 1 cannot
+    # follow fix 0, and with no outlier allowed it starts a run; its only candidate is 40 m
+    # away (-12.5, beyond the beam of 10), but the best of its fix: fix 2 follows it
+    graph = Graph(4, u=[0, 2], v=[1, 3], length=[100.0, 100.0], twin=[-1, -1])
+    trace = Trace(
+        x=[0.0, 1000.0, 1010.0],
+        y=[0.0, 0.0, 0.0],
+        t=[0.0, 1.0, 2.0],
+        candidates=[[(0, 10.0, 0.0)], [(1, 10.0, 40.0)], [(1, 20.0, 0.0)]],
+    )
+    prm = params_array(sigma_m=8.0, beam_log=10.0, max_outlier_points=0)
+    chosen, status, segment, _ = decode(graph, trace, prm)
+    assert chosen.tolist() == [0, 1, 2] and status.tolist() == [MATCHED] * 3
+    assert segment.tolist() == [0, 1, 1]
 
 
 def test_a_route_that_needs_the_whole_bound_is_found() -> None:
