@@ -457,3 +457,14 @@ def test_a_u_turn_may_land_up_to_the_tolerance_behind_the_turn(
     assert status.tolist() == [MATCHED, MATCHED if reached else OUTLIER]
     if reached:
         assert chosen.tolist() == [0, 1] and kind[1] == UTURN
+
+
+def test_turning_at_the_end_node_is_a_route_through_the_graph_not_a_u_turn() -> None:
+    # from the end of edge 0 (100 m, at node 1) to 20 m on its reverse edge 1: through node 1
+    # the route is 0 + 0 + 20 m; as a U-turn 20 m past the turn. With no U-turn penalty both
+    # score -|20 - 20| / 10 = 0: a U-turn is taken only when it scores better (mid-edge)
+    trace = Trace(
+        x=[0.0, 20.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 100.0, 0.0)], [(1, 20.0, 0.0)]]
+    )
+    chosen, _, _, kind = decode(TWO_WAY, trace, params_array(uturn_penalty=0.0))
+    assert chosen.tolist() == [0, 1] and kind[1] == VIA_GRAPH
