@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +170,28 @@ def test_counts_of_files_in_each_format(tmp_path: Path) -> None:
         count_rows(header_only, "csv"),
         count_rows(seq, "geojsonseq"),
     ] == [5, 2, 0, 3]
+
+
+def test_rows_are_counted_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    # an ASCII locale without Python's UTF-8 mode (LC_ALL=C, PYTHONUTF8=0): the files are
+    # UTF-8 by the feed's definition, so a CSV and a GeoJSON text with "é" still count
+    csv = tmp_path / "c.csv"
+    csv.write_text('name\n"Rue d\u2019\u00e9t\u00e9"\n"b"\n', encoding="utf-8")
+    seq = tmp_path / "s.geojsonl"
+    seq.write_text(RS + '{"id":"\u00e9"}\n', encoding="utf-8")
+    code = (
+        "import sys; from pathlib import Path; "
+        "from pipeline.export.feeds.writers import count_rows; "
+        "print(count_rows(Path(sys.argv[1]), 'csv'), count_rows(Path(sys.argv[2]), 'geojsonseq'))"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(csv), str(seq)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "1"]
