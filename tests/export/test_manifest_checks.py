@@ -190,7 +190,7 @@ def test_rows_are_counted_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
