@@ -179,6 +179,8 @@ def test_rows_are_counted_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
     csv.write_text('name\n"Rue d\u2019\u00e9t\u00e9"\n"b"\n', encoding="utf-8")
     seq = tmp_path / "s.geojsonl"
     seq.write_text(RS + '{"id":"\u00e9"}\n', encoding="utf-8")
+    # in this process too, so that mutmut counts this test as one that reaches count_rows
+    assert [count_rows(csv, "csv"), count_rows(seq, "geojsonseq")] == [2, 1]
     code = (
         "import sys; from pathlib import Path; "
         "from pipeline.export.feeds.writers import count_rows; "
