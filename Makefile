@@ -54,24 +54,29 @@ bench: install
 # one core at the lowest priority; it prints the mutants that survived. mutmut runs, for a
 # mutant, the tests that reached its function, and counts a module-scoped fixture's calls for
 # the first test using it only: the copy's MUTATION_TESTS get function-scoped fixtures (and
-# hypothesis, in the copy's conftest, is told that its tests may use them).
+# hypothesis, in the copy's conftest, is told that its tests may use them). mutmut skips
+# decorated functions: the copy's MUTATE files lose their `@cached_njit` lines, so that their
+# numba kernels are mutated and run as Python. MUTANTS (optional) restricts the run to the
+# mutants whose names match its patterns, e.g. 'pipeline.export.feeds.stage.x_verify_release*'.
 MUTATE ?= pipeline/coverage/intervals.py
 MUTATION_TESTS ?= tests/coverage/test_intervals.py tests/coverage/test_overlap_with_runs.py \
 	tests/coverage/test_coverage_tables.py
+MUTANTS ?=
 MUTMUT := $(abspath $(BIN))/mutmut
 
 mutation: install
 	@work=$$(mktemp -d) && cp -r pipeline tests docs pyproject.toml "$$work"/ && cd "$$work" && \
 	sed -i 's/@pytest.fixture(scope="module")/@pytest.fixture/' $(MUTATION_TESTS) && \
+	sed -i '/^@cached_njit$$/d' $(MUTATE) && \
 	sed -i -e 's/^from hypothesis import settings$$/from hypothesis import HealthCheck, settings/' \
 	  -e 's/database=database)/database=database, suppress_health_check=[HealthCheck.function_scoped_fixture])/' \
 	  tests/conftest.py && grep -q function_scoped_fixture tests/conftest.py && \
-	{ echo "[mutmut]"; echo "source_paths = pipeline"; echo "only_mutate = $(MUTATE)"; \
+	{ echo "[mutmut]"; echo "source_paths = pipeline"; echo "only_mutate ="; for m in $(MUTATE); do echo "    $$m"; done; \
 	  echo "also_copy ="; echo "    docs"; \
 	  echo "pytest_add_cli_args = -p no:cacheprovider -q"; \
 	  echo "pytest_add_cli_args_test_selection ="; for t in $(MUTATION_TESTS); do echo "    $$t"; done; \
 	} > setup.cfg && \
-	env -u PYTHONPATH nice -n 19 $(MUTMUT) run --max-children 1 >mutmut.log 2>&1; \
+	env -u PYTHONPATH nice -n 19 $(MUTMUT) run --max-children 1 $(MUTANTS) >mutmut.log 2>&1; \
 	tail -c 200 mutmut.log | tr '\r' '\n' | tail -2; \
 	env -u PYTHONPATH $(MUTMUT) results; echo "mutants and log in $$work"
 

@@ -200,6 +200,24 @@ def _step(
 
 
 @cached_njit
+def _first_column(
+    b0: int, b1: int, cand_dist: np.ndarray, inv2s2: float, score: np.ndarray, back: np.ndarray
+) -> None:
+    """Score the candidates ``b0 .. b1 - 1`` of a run's first fix by their emission alone.
+
+    Like the columns :func:`_step` fills, the scores are relative to the fix's best state
+    (which scores 0), so that the beam prunes the states far below it and never all of them.
+    """
+    best = -INF
+    for b in range(b0, b1):
+        score[b] = -cand_dist[b] * cand_dist[b] * inv2s2
+        back[b] = -1
+        best = max(best, score[b])
+    for b in range(b0, b1):
+        score[b] -= best
+
+
+@cached_njit
 def _backtrack(
     last: int, cand_ptr: np.ndarray, cand_point: np.ndarray, score: np.ndarray,
     back: np.ndarray, chosen: np.ndarray,
@@ -282,9 +300,7 @@ def decode_viterbi(
             continue
         if prev < 0:
             seg += 1
-            for b in range(b0, b1):
-                score[b] = -cand[3][b] * cand[3][b] * inv2s2
-                back[b] = -1
+            _first_column(b0, b1, cand[3], inv2s2, score, back)
             status[t] = MATCHED
             segment[t] = seg
             prev = t

@@ -38,8 +38,12 @@ def _write_batch(roads: Path, edges: gpd.GeoDataFrame, folder: Path, seed: int) 
 
 
 def helsinki_coverage(factory: pytest.TempPathFactory) -> Path:
-    """Return a coverage folder on the Helsinki extract, built on first use in this session."""
-    if "coverage" not in _BUILT:
+    """Return a coverage folder on the Helsinki extract, built on first use in this session.
+
+    Built again when its folder is gone: a later pytest session in the same process (mutmut
+    runs several) may have removed the temporary folders of earlier ones.
+    """
+    if "coverage" not in _BUILT or not (_BUILT["coverage"] / "summary.json").is_file():
         root = factory.mktemp("helsinki")
         roads = root / "roads"
         build_roads(resolve_extract(HELSINKI, root / "cache"), roads)
