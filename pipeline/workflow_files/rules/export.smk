@@ -4,7 +4,7 @@ rule export_tiles:
     output:
         tiles=f"{OUT}/{{region}}/export/coverage.pmtiles",
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
     log:
         f"{OUT}/logs/{{region}}/export_tiles.log",
     benchmark:
@@ -25,8 +25,9 @@ rule export_viewer:
     output:
         index=f"{OUT}/{{region}}/export/web/index.html",
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
-        folder=lambda wildcards, output: str(Path(output.index).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        tiles=lambda wildcards: data(wildcards.region, "export", "coverage.pmtiles"),
+        folder=lambda wildcards: data(wildcards.region, "export", "web"),
     log:
         f"{OUT}/logs/{{region}}/export_viewer.log",
     benchmark:
@@ -37,8 +38,8 @@ rule export_viewer:
     resources:
         mem_mb=1000,
     shell:
-        "roadcover export viewer -- {params.coverage:q} {input.tiles:q} {params.folder:q} "
-        "> {log:q} 2>&1"
+        "roadcover export viewer -- {params.coverage:q} {params.tiles:q} {params.folder:q} "
+        "> {log:q} 2>&1" + fetch_record("{wildcards.region}", "export", "web", "index.html", output="index")
 
 
 rule export_feed:
@@ -50,9 +51,10 @@ rule export_feed:
         # to find the previous release and write the delta against it
         latest=update(f"{OUT}/{{region}}/export/releases/latest.json"),
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        releases=lambda wildcards, output: str(Path(output.latest).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        releases=lambda wildcards: data(wildcards.region, "export", "releases"),
+        latest=lambda wildcards: data(wildcards.region, "export", "releases", "latest.json"),
         config_file=CONFIG_FILE,
     log:
         f"{OUT}/logs/{{region}}/export_feed.log",
@@ -65,8 +67,9 @@ rule export_feed:
         mem_mb=2000,
     shell:
         "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
-        "--latest {output.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
+        "--latest {params.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
         "> {log:q} 2>&1"
+        + fetch_record("{wildcards.region}", "export", "releases", "latest.json", output="latest")
 
 
 rule write_report:
@@ -76,9 +79,7 @@ rule write_report:
     output:
         report=f"{OUT}/report.html",
     params:
-        regions=lambda wildcards, input: [
-            str(Path(summary).parent.parent) for summary in input.summaries
-        ],
+        regions=[data(region) for region in REGIONS],
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:

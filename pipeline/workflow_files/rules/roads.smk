@@ -4,7 +4,7 @@ rule build_roads:
     params:
         config_file=CONFIG_FILE,
         osm=lambda wildcards: region_settings(wildcards.region)["osm"],
-        folder=lambda wildcards, output: str(Path(output.meta).parent),
+        folder=lambda wildcards: data(wildcards.region, "roads"),
     log:
         f"{OUT}/logs/{{region}}/build_roads.log",
     benchmark:
@@ -16,7 +16,7 @@ rule build_roads:
         mem_mb=2000,
     shell:
         "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
-        "-- {params.osm:q} > {log:q} 2>&1"
+        "-- {params.osm:q} > {log:q} 2>&1" + fetch_record("{wildcards.region}", "roads", "meta.json", output="meta")
 
 
 rule simulate_fleet:
@@ -26,8 +26,8 @@ rule simulate_fleet:
         meta=f"{OUT}/{{region}}/fleet/simulation.json",
     params:
         config_file=CONFIG_FILE,
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        folder=lambda wildcards, output: str(Path(output.meta).parent),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        folder=lambda wildcards: data(wildcards.region, "fleet"),
     log:
         f"{OUT}/logs/{{region}}/simulate_fleet.log",
     benchmark:
@@ -41,3 +41,4 @@ rule simulate_fleet:
     shell:
         "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --overwrite "
         "--workers {threads:q} --config {params.config_file:q} > {log:q} 2>&1"
+        + fetch_record("{wildcards.region}", "fleet", "simulation.json", output="meta")
