@@ -241,10 +241,11 @@ def ingest(
     if workers is not None:
         settings = replace(settings, workers=workers)
     with _staging(config) as staging:
+        names, base_dir = _staged_inputs(staging, inputs)
         report = ingest_traces(
-            [staging.input_any(path) for path in inputs], staging.output_folder(traces_dir),
-            settings, strict=strict, scheduler_address=config.dask_scheduler_address,
-            lock_timeout_s=config.lock_timeout_s,
+            names, staging.output_folder(traces_dir), settings, strict=strict,
+            scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
+            base_dir=base_dir,
         )  # fmt: skip
         if report_path is not None:
             write_json(report, staging.output_file(report_path))
@@ -282,13 +283,33 @@ def snap(
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
     from pipeline.config import load_config
-    from pipeline.snap.stage import snap_traces
 
     config = load_config(config_path)
-    settings = config.snap
     if workers is not None:
-        settings = replace(settings, workers=workers)
-    staging = _staging(config)
+        config = replace(config, snap=replace(config.snap, workers=workers))
+    with _staging(config) as staging:
+        meta = _snap(staging, config, roads_dir, traces_dir, matched_dir, batch_id, batch_report)
+    click.echo(
+        f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
+        f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",
+        err=True,
+    )
+
+
+def _snap(
+    staging: Staging,
+    config: Settings,
+    roads_dir: Path | str,
+    traces_dir: Path | str,
+    matched_dir: Path | str,
+    batch_id: str | None,
+    batch_report: Path | str | None,
+) -> dict[str, Any]:
+    """Map-match a batch with staged locations; return the matched folder's ``meta.json``."""
+    from pipeline.snap.stage import snap_traces
+
+    settings = config.snap
+
     if batch_report is not None:
         report = json.loads(staging.input_file(batch_report).read_text())
         batch_id = report["batch_id"]
@@ -298,17 +319,12 @@ def snap(
                 f"{batch_report}: the ingest found nothing new (its files are in earlier batches: "
                 f"{earlier}); match those with --batch ID"
             )
-    with staging:
-        meta = snap_traces(
-            staging.input_folder(roads_dir), staging.input_folder(traces_dir),
-            staging.output_folder(matched_dir, keep_existing=False), settings, batch_id,
-            scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
-        )  # fmt: skip
-    click.echo(
-        f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
-        f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",
-        err=True,
-    )
+    meta: dict[str, Any] = snap_traces(
+        staging.input_folder(roads_dir), staging.input_folder(traces_dir),
+        staging.output_folder(matched_dir, keep_existing=False), settings, batch_id,
+        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
+    )  # fmt: skip
+    return meta
 
 
 @cli.command("coverage")
@@ -365,9 +381,13 @@ def coverage(
 def report(region_dirs: tuple[Path, ...], out_path: Path) -> None:
     """Write the HTML report of region output folders (plots of coverage, freshness, quality)."""
     from pipeline.report import write_report
+    from pipeline.storage import join
 
     with _staging(None) as staging:
         folders = {_name(folder): staging.input_folder(folder) for folder in region_dirs}
+        # the regions' summaries are written beside the report (summary.json), before it
+        parent = str(out_path)[: -len(Path(out_path).name)].rstrip("/") or "."
+        staging.output_file(join(parent, "summary.json"))
         write_report(folders, staging.output_file(out_path))
     click.echo(f"report: {out_path}", err=True)
 
@@ -598,6 +618,28 @@ def _staging(config: Settings | None) -> Staging:
     if config is None:
         return Staging()
     return Staging(config.storage, config.lock_timeout_s)
+
+
+def _staged_inputs(
+    staging: Staging, inputs: Sequence[Path | str]
+) -> tuple[list[Path], Path | None]:
+    """Return ingest's inputs as names and the folder they are in (None: the working folder).
+
+    With URLs among them, a URL's files are named by their place in the staging folder,
+    ``s3/BUCKET/KEY`` (the same on every run: no temporary folder in ``source_file``), and
+    local inputs by their absolute paths.
+    """
+    from pipeline.storage import is_url
+
+    if not any(is_url(location) for location in inputs):
+        return [Path(location) for location in inputs], None
+    names = [
+        staging.input_any(location).relative_to(staging.root)
+        if is_url(location)
+        else Path(location).absolute()
+        for location in inputs
+    ]
+    return names, staging.root
 
 
 def _name(location: Path | str) -> str:

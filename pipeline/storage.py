@@ -85,7 +85,8 @@ class LockLostError(PipelineError, RuntimeError):
 
 def is_url(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` names object storage (``s3://``, ``gs://``) rather than a path."""
-    return urlsplit(str(location)).scheme.lower() in URL_SCHEMES and "://" in str(location)
+    text = str(location)
+    return urlsplit(text).scheme.lower() in URL_SCHEMES and text.split("://", 1)[0].isalnum()
 
 
 def check_location(location: str) -> None:
@@ -97,8 +98,8 @@ def check_location(location: str) -> None:
         For e.g. ``ftp://host/x`` or ``s3://`` without a bucket.
     """
     parts = urlsplit(location)
-    if "://" not in location:
-        return
+    if "://" not in location or not parts.scheme or not location.split("://", 1)[0].isalnum():
+        return  # a path (a folder may be called "my data://x")
     if parts.scheme.lower() not in URL_SCHEMES:
         raise ConfigError(
             f"{location}: unsupported storage scheme {parts.scheme!r}; use a local path, s3:// "
@@ -416,6 +417,7 @@ class Staging:
         self.settings = settings or StorageSettings()
         self.lock_timeout_s = lock_timeout_s
         self._outputs: list[_Output] = []
+        self._local_outputs: list[Path] = []  # local outputs of a command with staged inputs
         self._stack = contextlib.ExitStack()
         self._scratch: Path | None = None
 
@@ -425,6 +427,8 @@ class Staging:
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
         try:
             if error is None:
+                for local in self._local_outputs:
+                    self._name_urls(local)
                 for output in self._outputs:
                     self._publish(output)
         finally:
@@ -432,14 +436,19 @@ class Staging:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def _local_copy(self, location: str) -> Path:
+    @property
+    def root(self) -> Path:
+        """The scratch folder: a URL ``s3://b/k`` is staged at ``root/s3/b/k``."""
         if self._scratch is None:
             base = self.settings.scratch_dir
             if base:
                 Path(base).mkdir(parents=True, exist_ok=True)
             self._scratch = Path(tempfile.mkdtemp(prefix="roadcover-stage-", dir=base))
+        return self._scratch
+
+    def _local_copy(self, location: str) -> Path:
         parts = urlsplit(location)
-        return self._scratch / parts.scheme / parts.netloc / parts.path.strip("/")
+        return self.root / parts.scheme / parts.netloc / parts.path.strip("/")
 
     def input_folder(self, location: str | Path) -> Path:
         """Return a local folder holding what ``location`` holds (downloaded if a URL).
@@ -487,6 +496,7 @@ class Staging:
         folder and the objects it does not write again are deleted when it is published.
         """
         if not is_url(location):
+            self._local_outputs.append(Path(location))
             return Path(location)
         location = str(location)
         fs, prefix = filesystem(location, self.settings)
@@ -505,6 +515,7 @@ class Staging:
     def output_file(self, location: str | Path) -> Path:
         """Return the local path a stage writes the file ``location`` to (uploaded at the end)."""
         if not is_url(location):
+            self._local_outputs.append(Path(location))
             return Path(location)
         fs, path = filesystem(str(location), self.settings)
         local = self._local_copy(str(location))
@@ -523,20 +534,24 @@ class Staging:
             output.before, output.lock,
         )  # fmt: skip
 
-    def _name_urls(self, local: Path) -> None:
-        """In the JSON files about to be published, replace staged paths by their URLs."""
-        if self._scratch is None:
+    def _name_urls(self, output: Path) -> None:
+        """In the JSON files of an output, name staged copies by their URLs (atomically)."""
+        from pipeline.io import atomic_path
+
+        if self._scratch is None or not output.exists():
             return
-        files = [local] if local.is_file() else list(local_files(local).values())
+        files = [output] if output.is_file() else list(local_files(output).values())
         staged = f"{self._scratch}{os.sep}"
         for path in files:
             if path.suffix != ".json":
                 continue
             text = path.read_text(encoding="utf-8")
-            if staged in text:
-                for scheme in URL_SCHEMES:
-                    text = text.replace(f"{staged}{scheme}{os.sep}", f"{scheme}://")
-                path.write_text(text, encoding="utf-8")
+            if staged not in text:
+                continue
+            for scheme in URL_SCHEMES:
+                text = text.replace(f"{staged}{scheme}{os.sep}", f"{scheme}://")
+            with atomic_path(path) as temporary:
+                temporary.write_text(text, encoding="utf-8")
 
 
 def _storage_call(location: str, function: Any, *args: Any) -> Any:

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,41 +32,12 @@ from pipeline.storage import (
     plan_publish,
     prefix_lock,
 )
+from tests import objectstore
+from tests.objectstore import sha256_objects, store
 
-moto_server = pytest.importorskip("moto.server")
-s3fs = pytest.importorskip("s3fs")
-
+s3_endpoint, bucket = objectstore.s3_endpoint, objectstore.bucket  # the fixtures
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free port of 127.0.0.1, for the module's tests."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new empty bucket; the AWS_* variables (inherited by child processes) point at moto."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
-    return name
-
-
-def store() -> s3fs.S3FileSystem:
-    return s3fs.S3FileSystem(skip_instance_cache=True)
 
 
 def sha256_tree(folder: Path) -> dict[str, str]:
@@ -76,14 +45,6 @@ def sha256_tree(folder: Path) -> dict[str, str]:
         path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != ".roadcover.lock"
-    }
-
-
-def sha256_objects(prefix: str) -> dict[str, str]:
-    fs = store()
-    return {
-        path[len(prefix) + 1 :]: hashlib.sha256(fs.cat_file(path)).hexdigest()
-        for path in sorted(fs.find(prefix))
     }
 
 

@@ -17,7 +17,12 @@ STORAGE_PREFIX = (
     if workflow.storage_settings.default_storage_provider
     else None
 )
-if "://" in config["output_dir"]:
+def is_url(location):
+    """Whether a location is object storage (pipeline.storage.URL_SCHEMES), not a path."""
+    return re.match(r"(s3|s3a|gs|gcs)://", location, re.IGNORECASE) is not None
+
+
+if is_url(config["output_dir"]):
     _url = urlsplit(config["output_dir"])
     OUT = _url.path.strip("/")
     if not OUT or STORAGE_PREFIX is None or STORAGE_PREFIX.rstrip("/") != f"{_url.scheme}://{_url.netloc}":
@@ -94,7 +99,7 @@ def batch_inputs(wildcards):
         inputs = {"data": f"{OUT}/{wildcards.region}/fleet/simulation.json"}
     else:
         paths = region_settings(wildcards.region)["batches"][wildcards.batch]
-        inputs = {"data": [local(path) for path in paths if "://" not in path]}
+        inputs = {"data": [local(path) for path in paths if not is_url(path)]}
     if position > 0:
         inputs["previous"] = f"{OUT}/{wildcards.region}/traces/batches/{names[position - 1]}.json"
     return inputs

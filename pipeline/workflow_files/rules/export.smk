@@ -80,6 +80,7 @@ rule write_report:
         report=f"{OUT}/report.html",
     params:
         regions=[data(region) for region in REGIONS],
+        report=data("report.html"),
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:
@@ -90,4 +91,5 @@ rule write_report:
     resources:
         mem_mb=2000,
     shell:
-        "roadcover report -o {output.report:q} -- {params.regions:q} > {log:q} 2>&1"
+        "roadcover report -o {params.report:q} -- {params.regions:q} > {log:q} 2>&1"
+        + fetch_record("report.html", output="report")
