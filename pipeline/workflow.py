@@ -55,7 +55,8 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
         env.update({SCHEDULER_ENV: address} if address else {})
         status = subprocess.run(command, check=False, env=env).returncode
     if status != 0:
-        raise _failure(status, settings.output_dir, config_path, cores, extra_args)
+        where = settings.output_location if is_url(settings.output_location) else None
+        raise _failure(status, where or settings.output_dir, config_path, cores, extra_args)
     if "--unlock" in extra_args:
         print(f"unlocked {_working_directory(extra_args).absolute()}", file=sys.stderr)
         return
@@ -150,7 +151,11 @@ def _runs_elsewhere(snakemake_args: list[str]) -> bool:
 
 
 def _failure(
-    status: int, output_dir: Path, config_path: Path | None, cores: int, snakemake_args: list[str]
+    status: int,
+    output_dir: Path | str,
+    config_path: Path | None,
+    cores: int,
+    snakemake_args: list[str],
 ) -> PipelineError:
     """Return the error of a failed Snakemake run: one line saying how to go on."""
     workdir = _working_directory(snakemake_args)
@@ -159,7 +164,7 @@ def _failure(
         rerun += ["--config", str(config_path)] if config_path is not None else []
         rerun += ["--cores", str(cores), *snakemake_args]
         return PipelineError(
-            f"{(workdir / output_dir).absolute()} is locked by a workflow run that did not "
+            f"{_where(workdir.absolute(), output_dir)} is locked by a workflow run that did not "
             f"finish (killed) or is still running (Snakemake's lock in {workdir.absolute()}); "
             "make sure no other roadcover run or snakemake is active there, then unlock and "
             f"run again: {shlex.join([*rerun, '--unlock'])} && {shlex.join(rerun)}"
@@ -171,8 +176,15 @@ def _failure(
         )
     return PipelineError(
         "the workflow failed; Snakemake's message is above, and the rules' logs are under "
-        f"{workdir / output_dir / 'logs'}"
+        f"{_where(workdir, output_dir, 'logs')}"
     )
+
+
+def _where(workdir: Path, output_dir: Path | str, *parts: str) -> str:
+    """Return a place under the output folder: its URL, or its path in ``workdir``."""
+    if is_url(str(output_dir)):
+        return "/".join([str(output_dir).rstrip("/"), *parts])
+    return str((workdir / output_dir).joinpath(*parts))
 
 
 def _lock_files(workdir: Path) -> list[Path]:

@@ -230,11 +230,14 @@ def committed_and_consistent(prefix: str) -> str | None:
 
 
 def kill_once_uploading(process: subprocess.Popen[bytes], prefix: str, before: int) -> None:
-    """SIGKILL ``process`` as soon as the prefix holds more objects than ``before``."""
+    """SIGKILL ``process`` once the prefix holds 20 objects more than ``before``.
+
+    The uploads run concurrently: by then some of the overwritten files have landed too.
+    """
     fs, deadline = store(), time.monotonic() + WAIT_S
     while time.monotonic() < deadline and process.poll() is None:
         fs.invalidate_cache()
-        if len(fs.find(prefix)) > before:
+        if len(fs.find(prefix)) >= before + 20:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)

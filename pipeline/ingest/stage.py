@@ -353,7 +353,7 @@ class _BatchRun:
                 i, chunk, [hashes[p] for p in chunk], self.batch_id, self.staging, self.base_dir,
                 self.traces_dir,
             )
-            for i, chunk in enumerate(file_chunks(files))
+            for i, chunk in enumerate(file_chunks(files, self.base_dir))
         ]  # fmt: skip
         chunks = self.run(tasks, scheduler_address)
         rechecks = _rechecks(tasks, chunks, hashes)
@@ -611,8 +611,12 @@ def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, s
     return new
 
 
-def file_chunks(files: list[Path]) -> list[list[Path]]:
-    """Consecutive groups of at most ``CHUNK_FILES`` files and about ``CHUNK_BYTES`` bytes."""
+def file_chunks(files: list[Path], base_dir: Path | None = None) -> list[list[Path]]:
+    """Consecutive groups of at most ``CHUNK_FILES`` files and about ``CHUNK_BYTES`` bytes.
+
+    Relative ``files`` are in ``base_dir`` (default: the working folder).
+    """
+    base = base_dir if base_dir is not None else Path()
     chunks: list[list[Path]] = []
     size = 0
     for path in files:
@@ -620,7 +624,7 @@ def file_chunks(files: list[Path]) -> list[list[Path]]:
             chunks.append([])
             size = 0
         chunks[-1].append(path)
-        size += path.stat().st_size
+        size += (base / path).stat().st_size
     return chunks
 
 
