@@ -302,7 +302,7 @@ class PrefixLock:
         return True
 
     def _try_take_over(self, stale_tag: str) -> bool:
-        if not self.fs.protocol or "s3" not in self.fs.protocol:
+        if "s3" not in self.fs.protocol:  # If-Match puts: S3's API only
             return False
         try:
             self.fs.pipe_file(self.path, self._body(), IfMatch=stale_tag)
@@ -337,9 +337,14 @@ class PrefixLock:
         self._renewer.start()
 
     def _renew(self) -> None:
+        # S3: only while the object is still this writer's (If-Match); other stores overwrite
+        conditional = "s3" in self.fs.protocol and self._tag is not None
         while not self._stop.wait(self.lease_s / 4):
             try:
-                self.fs.pipe_file(self.path, self._body(), IfMatch=self._tag)
+                if conditional:
+                    self.fs.pipe_file(self.path, self._body(), IfMatch=self._tag)
+                else:
+                    self.fs.pipe_file(self.path, self._body())
                 self._tag = self._tag_of_object()
             except (FileNotFoundError, OSError):
                 log.error("%s: the lock was taken over; nothing will be published", self.location)

@@ -173,6 +173,17 @@ def test_a_held_prefix_refuses_a_second_writer_naming_the_holder(bucket: str) ->
             second.__enter__()
 
 
+def test_a_held_lock_is_renewed_past_its_lease(bucket: str) -> None:
+    """A writer working longer than the lease keeps its lock: renewed every quarter lease."""
+    location, settings = f"s3://{bucket}/renewed", StorageSettings(lock_lease_s=2.0)
+    with prefix_lock(location, settings, timeout_s=0) as lock:
+        time.sleep(5.0)
+        second = prefix_lock(location, settings, timeout_s=0)
+        with pytest.raises(LockTimeoutError, match="another roadcover process"):
+            second.__enter__()
+        lock.check()  # not taken over
+
+
 def test_an_expired_lock_is_taken_over_once(bucket: str) -> None:
     """A killed writer's lock expires; of two writers taking it over (If-Match), one wins."""
     fs, prefix = filesystem(f"s3://{bucket}/stale", StorageSettings())
