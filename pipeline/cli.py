@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -444,13 +445,22 @@ def storage() -> None:
 @CONFIG_OPTION
 def storage_get(source: Path | str, destination: Path | str, config_path: Path | None) -> None:
     """Copy the file SOURCE to DESTINATION (either may be a URL); the copy appears whole."""
+    import tempfile
+
     from pipeline.config import load_config
-    from pipeline.io import atomic_path
 
     with _staging(load_config(config_path) if config_path else None) as staging:
         local_source = staging.input_file(source)
-        with atomic_path(staging.output_file(destination)) as temporary:
+        target = staging.output_file(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                             dir=target.parent)  # fmt: skip
+        os.close(handle)
+        try:
             shutil.copyfile(local_source, temporary)
+            os.replace(temporary, target)  # the copy appears whole or not at all
+        finally:
+            Path(temporary).unlink(missing_ok=True)
 
 
 @cli.group("export")

@@ -52,7 +52,6 @@ from urllib.parse import urlsplit
 
 from pipeline.config import StorageSettings
 from pipeline.errors import ConfigError, InputDataError, PipelineError
-from pipeline.locking import LOCK_FILE, LockTimeoutError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -60,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("s3", "s3a", "gs", "gcs")
+# pipeline.locking.LOCK_FILE, the name of a local folder's lock file (that module imports
+# pyarrow: not imported here, so that `roadcover storage get` starts fast)
+LOCK_FILE = ".roadcover.lock"
 POLL_S = 0.5
 # the commit records of every stage's output folder, as glob patterns of relative paths
 COMMIT_RECORDS = (
@@ -319,6 +321,8 @@ class PrefixLock:
         LockTimeoutError
             If another writer holds it (or an expired lock cannot be taken over) after the wait.
         """
+        from pipeline.locking import LockTimeoutError
+
         deadline = time.monotonic() + timeout_s
         said = False
         while not self._try_create():
@@ -541,8 +545,6 @@ class Staging:
 
     def _name_urls(self, output: Path) -> None:
         """In the JSON files of an output, name staged copies by their URLs (atomically)."""
-        from pipeline.io import atomic_path
-
         if self._scratch is None or not output.exists():
             return
         files = [output] if output.is_file() else list(local_files(output).values())
@@ -555,6 +557,8 @@ class Staging:
                 continue
             for scheme in URL_SCHEMES:
                 text = text.replace(f"{staged}{scheme}{os.sep}", f"{scheme}://")
+            from pipeline.io import atomic_path
+
             with atomic_path(path) as temporary:
                 temporary.write_text(text, encoding="utf-8")
 
