@@ -131,8 +131,12 @@ def filesystem(location: str, settings: StorageSettings) -> tuple[AbstractFileSy
     check_location(location)
     scheme = urlsplit(location).scheme.lower()
     options: dict[str, Any] = {}
-    if settings.endpoint_url:
-        options["endpoint_url"] = settings.endpoint_url
+    # the endpoint in the options (fsspec caches a file system by its options: one per endpoint)
+    endpoint = settings.endpoint_url
+    if endpoint is None and scheme.startswith("s3"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
     try:
         fs, path = fsspec.core.url_to_fs(location, **options)
     except ImportError:

@@ -48,12 +48,10 @@ def data(*parts):
     return str(Path(DATA, *parts))
 
 
-def fetch_record(*parts, output):
-    """Under a storage plugin: a shell command appending `roadcover storage get` of a stage's
-    commit record (DATA/parts) to the rule's declared output, so Snakemake sees it. Else ''."""
-    if not REMOTE:
-        return ""
-    return f" && roadcover storage get -- {shlex.quote(data(*parts))} {{output.{output}:q}}"
+def record(*parts):
+    """Under a storage plugin: the URL of a stage's commit record (DATA/parts), which the rule's
+    shell then copies to its declared output with `roadcover storage get`. Else '' (no copy)."""
+    return data(*parts) if REMOTE else ""
 
 
 REGIONS = [region["name"] for region in config["regions"]]

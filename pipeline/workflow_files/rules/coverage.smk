@@ -12,6 +12,7 @@ rule compute_coverage:
             [data(wildcards.region, "matched", name) for name in batch_names(wildcards.region)],
         ),
         folder=lambda wildcards: data(wildcards.region, "coverage"),
+        record=lambda wildcards: record(wildcards.region, "coverage", "summary.json"),
     log:
         f"{OUT}/logs/{{region}}/compute_coverage.log",
     benchmark:
@@ -24,4 +25,4 @@ rule compute_coverage:
     shell:
         "roadcover coverage --roads {params.roads:q} {params.matched:q} -o {params.folder:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"
-        + fetch_record("{wildcards.region}", "coverage", "summary.json", output="summary")
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.summary:q}; fi"

@@ -28,6 +28,7 @@ rule export_viewer:
         coverage=lambda wildcards: data(wildcards.region, "coverage"),
         tiles=lambda wildcards: data(wildcards.region, "export", "coverage.pmtiles"),
         folder=lambda wildcards: data(wildcards.region, "export", "web"),
+        record=lambda wildcards: record(wildcards.region, "export", "web", "index.html"),
     log:
         f"{OUT}/logs/{{region}}/export_viewer.log",
     benchmark:
@@ -39,7 +40,8 @@ rule export_viewer:
         mem_mb=1000,
     shell:
         "roadcover export viewer -- {params.coverage:q} {params.tiles:q} {params.folder:q} "
-        "> {log:q} 2>&1" + fetch_record("{wildcards.region}", "export", "web", "index.html", output="index")
+        "> {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.index:q}; fi"
 
 
 rule export_feed:
@@ -55,6 +57,7 @@ rule export_feed:
         roads=lambda wildcards: data(wildcards.region, "roads"),
         releases=lambda wildcards: data(wildcards.region, "export", "releases"),
         latest=lambda wildcards: data(wildcards.region, "export", "releases", "latest.json"),
+        record=lambda wildcards: record(wildcards.region, "export", "releases", "latest.json"),
         config_file=CONFIG_FILE,
     log:
         f"{OUT}/logs/{{region}}/export_feed.log",
@@ -69,7 +72,7 @@ rule export_feed:
         "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
         "--latest {params.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
         "> {log:q} 2>&1"
-        + fetch_record("{wildcards.region}", "export", "releases", "latest.json", output="latest")
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.latest:q}; fi"
 
 
 rule write_report:
@@ -81,6 +84,7 @@ rule write_report:
     params:
         regions=[data(region) for region in REGIONS],
         report=data("report.html"),
+        record=record("report.html"),
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:
@@ -92,4 +96,4 @@ rule write_report:
         mem_mb=2000,
     shell:
         "roadcover report -o {params.report:q} -- {params.regions:q} > {log:q} 2>&1"
-        + fetch_record("report.html", output="report")
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.report:q}; fi"

@@ -5,6 +5,7 @@ rule build_roads:
         config_file=CONFIG_FILE,
         osm=lambda wildcards: region_settings(wildcards.region)["osm"],
         folder=lambda wildcards: data(wildcards.region, "roads"),
+        record=lambda wildcards: record(wildcards.region, "roads", "meta.json"),
     log:
         f"{OUT}/logs/{{region}}/build_roads.log",
     benchmark:
@@ -16,7 +17,8 @@ rule build_roads:
         mem_mb=2000,
     shell:
         "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
-        "-- {params.osm:q} > {log:q} 2>&1" + fetch_record("{wildcards.region}", "roads", "meta.json", output="meta")
+        "-- {params.osm:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
 
 
 rule simulate_fleet:
@@ -28,6 +30,7 @@ rule simulate_fleet:
         config_file=CONFIG_FILE,
         roads=lambda wildcards: data(wildcards.region, "roads"),
         folder=lambda wildcards: data(wildcards.region, "fleet"),
+        record=lambda wildcards: record(wildcards.region, "fleet", "simulation.json"),
     log:
         f"{OUT}/logs/{{region}}/simulate_fleet.log",
     benchmark:
@@ -41,4 +44,4 @@ rule simulate_fleet:
     shell:
         "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --overwrite "
         "--workers {threads:q} --config {params.config_file:q} > {log:q} 2>&1"
-        + fetch_record("{wildcards.region}", "fleet", "simulation.json", output="meta")
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
