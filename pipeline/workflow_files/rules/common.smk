@@ -25,7 +25,8 @@ def is_url(location):
 if is_url(config["output_dir"]):
     _url = urlsplit(config["output_dir"])
     OUT = _url.path.strip("/")
-    if not OUT or STORAGE_PREFIX is None or STORAGE_PREFIX.rstrip("/") != f"{_url.scheme}://{_url.netloc}":
+    _bucket = f"{_url.scheme}://{_url.netloc}"
+    if not OUT or STORAGE_PREFIX is None or STORAGE_PREFIX.removesuffix("/") != _bucket:
         raise WorkflowError(
             f"output_dir {config['output_dir']} is a URL: run it with `roadcover run`, or give "
             f"snakemake --default-storage-provider {_url.scheme} --default-storage-prefix "

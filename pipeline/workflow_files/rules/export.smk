@@ -83,8 +83,8 @@ rule write_report:
         report=f"{OUT}/report.html",
     params:
         regions=[data(region) for region in REGIONS],
-        report=data("report.html"),
-        record=record("report.html"),
+        report=lambda wildcards: data("report.html"),
+        record=lambda wildcards: record("report.html"),
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:
