@@ -11,9 +11,11 @@ A command imports what it uses (its stage, the config loader, I/O) when it runs,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Sequence
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from pipeline.config import Settings
     from pipeline.serve.accounts import AccountStore
+    from pipeline.storage import Staging
 
 EXIT_ERROR = 1
 # "\b" (a backspace) alone on a line keeps click from rewrapping the paragraph after it
@@ -52,9 +56,31 @@ Also:
   serve     the keyed HTTP API for data buyers
   keys      API keys of the buyers' organisations
   credits   the organisations' credits
+  storage   files in object storage (s3://, gs://)
 """
 # commands whose process tree is not recorded: the workflow records its own, the rest is light
 UNRECORDED = ("run", "warmup", "--version", "--help", "-h")
+
+
+class Location(click.ParamType):
+    """A local path (checked like ``click.Path``) or an ``s3://``/``gs://`` URL (kept as text)."""
+
+    name = "path_or_url"
+
+    def __init__(self, **path_options: Any) -> None:
+        self.path = click.Path(path_type=Path, **path_options)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return a URL as it is (its scheme checked), anything else as ``click.Path`` would."""
+        from pipeline.storage import check_location, is_url
+
+        if isinstance(value, str) and "://" in value:
+            check_location(value)
+            if is_url(value):
+                return value
+        return self.path.convert(value, param, ctx)
+
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -88,7 +114,7 @@ def roads() -> None:
     "--out",
     "roads_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Location(file_okay=False),
     help="Output roads folder.",
 )
 @click.option(
@@ -119,13 +145,14 @@ def roads_build(
 
     settings = load_config(config_path)
     osm_path = resolve_extract(osm_file, settings.cache_dir, sha256)
-    meta = build_roads(
-        osm_path,
-        roads_dir,
-        network=network or settings.roads.network,
-        highway_include=highways or settings.roads.highway_include,
-        lock_timeout_s=settings.lock_timeout_s,
-    )
+    with _staging(settings) as staging:
+        meta = build_roads(
+            osm_path,
+            staging.output_folder(roads_dir, keep_existing=False),
+            network=network or settings.roads.network,
+            highway_include=highways or settings.roads.highway_include,
+            lock_timeout_s=settings.lock_timeout_s,
+        )
     click.echo(
         f"{roads_dir}: {meta['node_count']} nodes, {meta['edge_count']} edges, "
         f"{meta['road_km']:.1f} road km ({meta['directed_km']:.1f} directed km)"
@@ -137,7 +164,7 @@ def roads_build(
     "--roads",
     "roads_dir",
     required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=Location(file_okay=False, exists=True),
     help="Roads folder from `roadcover roads build`.",
 )
 @click.option(
@@ -145,7 +172,7 @@ def roads_build(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Location(file_okay=False),
     help="Output folder.",
 )
 @click.option("--devices", type=click.IntRange(min=1), default=None, help="Number of dashcams.")
@@ -191,22 +218,23 @@ def simulate(
         "formats": formats or None,
     }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    summary = simulate_fleet(
-        roads_dir, out_dir, params, workers,
-        scheduler_address=config.dask_scheduler_address, overwrite=overwrite,
-    )  # fmt: skip
+    with _staging(config) as staging:
+        summary = simulate_fleet(
+            staging.input_folder(roads_dir), staging.output_folder(out_dir), params, workers,
+            scheduler_address=config.dask_scheduler_address, overwrite=overwrite,
+        )  # fmt: skip
     click.echo(json.dumps(summary, indent=2, default=str))
 
 
 @cli.command("ingest")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=Location())
 @click.option(
     "-o", "--out", "traces_dir", required=True,
-    type=click.Path(file_okay=False, path_type=Path), help="Traces dataset folder.",
+    type=Location(file_okay=False), help="Traces dataset folder.",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Fail, writing nothing, if any row is rejected.")
 @click.option(
-    "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--report", "report_path", type=Location(dir_okay=False), default=None,
     help="Also write the batch report (JSON) here.",
 )  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers.")
@@ -232,31 +260,34 @@ def ingest(
     settings = config.ingest
     if workers is not None:
         settings = replace(settings, workers=workers)
-    report = ingest_traces(
-        list(inputs), traces_dir, settings, strict=strict,
-        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
-    )  # fmt: skip
-    if report_path is not None:
-        write_json(report, report_path)
+    with _staging(config) as staging:
+        names, base_dir = _staged_inputs(staging, inputs)
+        report = ingest_traces(
+            names, staging.output_folder(traces_dir), settings, strict=strict,
+            scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
+            base_dir=base_dir,
+        )  # fmt: skip
+        if report_path is not None:
+            write_json(report, staging.output_file(report_path))
     click.echo(format_report(report), err=True)
 
 
 @cli.command("snap")
 @click.option(
     "--roads", "roads_dir", required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Roads folder.",
+    type=Location(file_okay=False, exists=True), help="Roads folder.",
 )  # fmt: skip
 @click.option(
     "--traces", "traces_dir", required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Traces dataset (ingest).",
+    type=Location(file_okay=False, exists=True), help="Traces dataset (ingest).",
 )  # fmt: skip
 @click.option(
     "-o", "--out", "matched_dir", required=True,
-    type=click.Path(file_okay=False, path_type=Path), help="Output folder of this batch.",
+    type=Location(file_okay=False), help="Output folder of this batch.",
 )  # fmt: skip
 @click.option("--batch", "batch_id", default=None, help="Ingest batch id (default: every batch).")
 @click.option(
-    "--batch-report", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    "--batch-report", type=Location(dir_okay=False, exists=True), default=None,
     help="Ingest report JSON naming the batch (instead of --batch).",
 )  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers.")
@@ -272,25 +303,12 @@ def snap(
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
     from pipeline.config import load_config
-    from pipeline.snap.stage import snap_traces
 
     config = load_config(config_path)
-    settings = config.snap
     if workers is not None:
-        settings = replace(settings, workers=workers)
-    if batch_report is not None:
-        report = json.loads(batch_report.read_text())
-        batch_id = report["batch_id"]
-        if batch_id is None:
-            earlier = ", ".join(report.get("earlier_batches", [])) or "none"
-            raise InputDataError(
-                f"{batch_report}: the ingest found nothing new (its files are in earlier batches: "
-                f"{earlier}); match those with --batch ID"
-            )
-    meta = snap_traces(
-        roads_dir, traces_dir, matched_dir, settings, batch_id,
-        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
-    )  # fmt: skip
+        config = replace(config, snap=replace(config.snap, workers=workers))
+    with _staging(config) as staging:
+        meta = _snap(staging, config, roads_dir, traces_dir, matched_dir, batch_id, batch_report)
     click.echo(
         f"{matched_dir}: {meta['trips']} trips, {meta['matched_points']}/{meta['points']} fixes "
         f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",
@@ -298,19 +316,50 @@ def snap(
     )
 
 
+def _snap(
+    staging: Staging,
+    config: Settings,
+    roads_dir: Path | str,
+    traces_dir: Path | str,
+    matched_dir: Path | str,
+    batch_id: str | None,
+    batch_report: Path | str | None,
+) -> dict[str, Any]:
+    """Map-match a batch with staged locations; return the matched folder's ``meta.json``."""
+    from pipeline.snap.stage import snap_traces
+
+    settings = config.snap
+
+    if batch_report is not None:
+        report = json.loads(staging.input_file(batch_report).read_text())
+        batch_id = report["batch_id"]
+        if batch_id is None:
+            earlier = ", ".join(report.get("earlier_batches", [])) or "none"
+            raise InputDataError(
+                f"{batch_report}: the ingest found nothing new (its files are in earlier batches: "
+                f"{earlier}); match those with --batch ID"
+            )
+    meta: dict[str, Any] = snap_traces(
+        staging.input_folder(roads_dir), staging.input_folder(traces_dir),
+        staging.output_folder(matched_dir, keep_existing=False), settings, batch_id,
+        scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
+    )  # fmt: skip
+    return meta
+
+
 @cli.command("coverage")
 @click.option(
     "--roads", "roads_dir", required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path), help="Roads folder.",
+    type=Location(file_okay=False, exists=True), help="Roads folder.",
 )  # fmt: skip
 @click.option(
     "--matched", "matched_dirs", required=True, multiple=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=Location(file_okay=False, exists=True),
     help="Output folder of `roadcover snap` (repeatable: one per batch).",
 )  # fmt: skip
 @click.option(
     "-o", "--out", "coverage_dir", required=True,
-    type=click.Path(file_okay=False, path_type=Path), help="Coverage folder (state and tables).",
+    type=Location(file_okay=False), help="Coverage folder (state and tables).",
 )  # fmt: skip
 @click.option("--as-of", "as_of", default=None, help="Measure freshness from this UTC time.")
 @click.option(
@@ -335,22 +384,31 @@ def coverage(
     if h3_res is not None:
         settings = replace(settings, h3_resolution=h3_res)
     when = _parse_as_of(as_of) if as_of else None
-    summary = compute_coverage(
-        roads_dir, list(matched_dirs), coverage_dir, settings, when, config.lock_timeout_s
-    )
+    with _staging(config) as staging:
+        summary = compute_coverage(
+            staging.input_folder(roads_dir),
+            [staging.input_folder(folder) for folder in matched_dirs],
+            staging.output_folder(coverage_dir), settings, when, config.lock_timeout_s,
+        )  # fmt: skip
     click.echo(format_summary(summary), err=True)
 
 
 @cli.command("report")
 @click.argument("region_dirs", nargs=-1, required=True,
-                type=click.Path(file_okay=False, exists=True, path_type=Path))  # fmt: skip
+                type=Location(file_okay=False, exists=True))  # fmt: skip
 @click.option("-o", "--out", "out_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="HTML file.")  # fmt: skip
+              type=Location(dir_okay=False), help="HTML file.")  # fmt: skip
 def report(region_dirs: tuple[Path, ...], out_path: Path) -> None:
     """Write the HTML report of region output folders (plots of coverage, freshness, quality)."""
     from pipeline.report import write_report
+    from pipeline.storage import join
 
-    write_report({folder.name: folder for folder in region_dirs}, out_path)
+    with _staging(None) as staging:
+        folders = {_name(folder): staging.input_folder(folder) for folder in region_dirs}
+        # the regions' summaries are written beside the report (summary.json), before it
+        parent = str(out_path)[: -len(Path(out_path).name)].rstrip("/") or "."
+        staging.output_file(join(parent, "summary.json"))
+        write_report(folders, staging.output_file(out_path))
     click.echo(f"report: {out_path}", err=True)
 
 
@@ -395,14 +453,43 @@ def warmup(config_path: Path | None) -> None:
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "by_kernel"}, indent=2))
 
 
+@cli.group("storage")
+def storage() -> None:
+    """Object storage (s3://, gs://): copy a file, remove a stale prefix lock."""
+
+
+@storage.command("get")
+@click.argument("source", type=Location(dir_okay=False, exists=True))
+@click.argument("destination", type=Location(dir_okay=False))
+@CONFIG_OPTION
+def storage_get(source: Path | str, destination: Path | str, config_path: Path | None) -> None:
+    """Copy the file SOURCE to DESTINATION (either may be a URL); the copy appears whole."""
+    import tempfile
+
+    from pipeline.config import load_config
+
+    with _staging(load_config(config_path) if config_path else None) as staging:
+        local_source = staging.input_file(source)
+        target = staging.output_file(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                             dir=target.parent)  # fmt: skip
+        os.close(handle)
+        try:
+            shutil.copyfile(local_source, temporary)
+            os.replace(temporary, target)  # the copy appears whole or not at all
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+
 @cli.group("export")
 def export() -> None:
     """Products of a coverage folder: vector tiles, rasters, the web map, data feeds, priorities."""
 
 
 @export.command("tiles")
-@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("coverage_dir", type=Location(file_okay=False, exists=True))
+@click.argument("out_path", type=Location(dir_okay=False))
 @click.option("--min-zoom", type=click.IntRange(0, 20), default=0, show_default=True)
 @click.option("--max-zoom", type=click.IntRange(0, 20), default=14, show_default=True)
 @click.option(
@@ -410,7 +497,7 @@ def export() -> None:
     help="First zoom at which covered road segments are drawn.",
 )  # fmt: skip
 @click.option(
-    "--roads", "roads_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    "--roads", "roads_dir", type=Location(file_okay=False, exists=True),
     default=None, help="The roads folder of the coverage: road names for the roads layer.",
 )  # fmt: skip
 def export_tiles_command(
@@ -426,34 +513,40 @@ def export_tiles_command(
 
     if min_zoom > max_zoom:
         raise click.BadParameter(f"--min-zoom {min_zoom} is above --max-zoom {max_zoom}")
-    result = write_coverage_tiles(
-        coverage_dir, out_path, min_zoom, max_zoom, segments_min_zoom, roads_dir=roads_dir
-    )
+    with _staging(None) as staging:
+        result = write_coverage_tiles(
+            staging.input_folder(coverage_dir), staging.output_file(out_path),
+            min_zoom, max_zoom, segments_min_zoom,
+            roads_dir=staging.input_folder(roads_dir) if roads_dir is not None else None,
+        )  # fmt: skip
     click.echo(f"{out_path}: {result['tiles']} tiles, {result['bytes']:,} bytes", err=True)
 
 
 @export.command("raster")
-@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("coverage_dir", type=Location(file_okay=False, exists=True))
+@click.argument("out_dir", type=Location(file_okay=False))
 @click.option("--zoom", type=click.IntRange(0, 22), default=None, help="Pixel grid of this zoom.")
 def export_raster_command(coverage_dir: Path, out_dir: Path, zoom: int | None) -> None:
     """Write Cloud-Optimized GeoTIFFs (EPSG:3857) of coverage_pct and age_days."""
     from pipeline.export.raster import write_coverage_rasters
 
-    result = write_coverage_rasters(coverage_dir, out_dir, zoom)
+    with _staging(None) as staging:
+        result = write_coverage_rasters(
+            staging.input_folder(coverage_dir), staging.output_folder(out_dir, False), zoom
+        )
     click.echo(json.dumps(result, indent=2, default=str), err=True)
 
 
 @export.command("viewer")
-@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("tiles_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("coverage_dir", type=Location(file_okay=False, exists=True))
+@click.argument("tiles_path", type=Location(dir_okay=False, exists=True))
+@click.argument("out_dir", type=Location(file_okay=False))
 @click.option("--title", default=None, help="Page title.")
 @click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 until interrupted.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
     "--priorities", "priorities_dir", default=None,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=Location(file_okay=False, exists=True),
     help="Output of `export priorities`: draw its cells and tours (where to drive next).",
 )  # fmt: skip
 def export_viewer_command(
@@ -468,34 +561,51 @@ def export_viewer_command(
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
     from pipeline.export.server import serve_directory
     from pipeline.export.viewer import viewer_files, write_viewer
+    from pipeline.storage import is_url, join
 
-    index = write_viewer(coverage_dir, tiles_path, out_dir, title, priorities_dir)
-    click.echo(f"web map: {index} (open it through an HTTP server with Range support)", err=True)
+    if serve and any(
+        is_url(location) for location in (coverage_dir, tiles_path, out_dir, priorities_dir or "")
+    ):
+        raise click.BadParameter("--serve serves local folders; download the site first")
+    with _staging(None) as staging:
+        index = write_viewer(
+            staging.input_folder(coverage_dir),
+            staging.input_file(tiles_path),
+            staging.output_folder(out_dir, keep_existing=False),
+            title,
+            staging.input_folder(priorities_dir) if priorities_dir is not None else None,
+        )
+    click.echo(f"web map: {join(str(out_dir), index.name)} (open it through an HTTP server with "
+               "Range support)", err=True)  # fmt: skip
     if serve:
-        files = viewer_files(tiles_path, priorities=priorities_dir is not None)
-        with serve_directory(out_dir, port=port, files=files) as url:
+        assert isinstance(out_dir, Path) and isinstance(tiles_path, Path)
+        with serve_directory(
+            out_dir,
+            port=port,
+            files=viewer_files(tiles_path, priorities=priorities_dir is not None),
+        ) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
             threading.Event().wait()
 
 
 @export.command("feed")
-@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("coverage_dir", type=Location(file_okay=False, exists=True))
 @click.option(
     "--roads", "roads_dir", required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=Location(file_okay=False, exists=True),
     help="Roads folder the coverage was computed on.",
 )  # fmt: skip
 @click.option(
-    "-o", "--out", "releases_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "-o", "--out", "releases_dir", required=True, type=Location(file_okay=False),
     help="Releases folder; the release goes to OUT/RELEASE_ID.",
 )  # fmt: skip
 @click.option("--release-id", default=None, help="Default: the coverage as-of time.")
 @click.option(
-    "--previous", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
+    "--previous", default=None, type=Location(file_okay=False, exists=True),
     help="Previous release: also write delta/ against it.",
 )  # fmt: skip
 @click.option(
-    "--aoi", default=None, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    "--aoi", default=None, type=Location(dir_okay=False, exists=True),
     help="GeoJSON polygon to cut the release to.",
 )  # fmt: skip
 @click.option(
@@ -507,7 +617,7 @@ def export_viewer_command(
     help="H3 resolution of the h3_parent partitions.",
 )  # fmt: skip
 @click.option(
-    "--latest", "latest_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--latest", "latest_path", type=Location(dir_okay=False), default=None,
     help="Pointer file to the latest release: its release is the default --previous, and it is "
     "updated after the export. Nothing is done if it already names this coverage's release.",
 )  # fmt: skip
@@ -528,16 +638,25 @@ def export_feed_command(
     from pipeline.config import load_config
     from pipeline.export.feeds import export_feed, publish_release
 
-    lock_timeout_s = load_config(config_path).lock_timeout_s
-    options: dict[str, Any] = {
-        "release_id": release_id, "previous": previous, "aoi": aoi,
-        "formats": tuple(formats.split(",")), "partition_res": partition_res,
-        "lock_timeout_s": lock_timeout_s,
-    }  # fmt: skip
-    if latest_path is None:
-        manifest = export_feed(coverage_dir, roads_dir, releases_dir, **options)
-    else:
-        found = publish_release(coverage_dir, roads_dir, releases_dir, latest_path, **options)
+    config = load_config(config_path)
+    with _staging(config) as staging:
+        options: dict[str, Any] = {
+            "release_id": release_id, "aoi": aoi and staging.input_file(aoi),
+            "previous": previous and staging.input_folder(previous),
+            "formats": tuple(formats.split(",")), "partition_res": partition_res,
+            "lock_timeout_s": config.lock_timeout_s,
+        }  # fmt: skip
+        coverage_dir = staging.input_folder(coverage_dir)
+        roads_dir = staging.input_folder(roads_dir)
+        local_releases = staging.output_folder(releases_dir)
+        if latest_path is None:
+            manifest = export_feed(coverage_dir, roads_dir, local_releases, **options)
+        else:
+            local_latest = _latest_in(staging, releases_dir, local_releases, latest_path)
+            found = publish_release(
+                coverage_dir, roads_dir, local_releases, local_latest, **options
+            )
+    if latest_path is not None:
         if found is None:
             click.echo(f"{latest_path} already names release {release_id}; nothing to do", err=True)
             return
@@ -547,6 +666,63 @@ def export_feed_command(
         f"{manifest['tables']['cells']['rows']:,} cells, {len(manifest['files'])} files",
         err=True,
     )
+
+
+def _staging(config: Settings | None) -> Staging:
+    """Return the staging of a command's URL arguments, with the config's storage settings."""
+    from pipeline.storage import Staging
+
+    if config is None:
+        return Staging()
+    return Staging(config.storage, config.lock_timeout_s)
+
+
+def _staged_inputs(
+    staging: Staging, inputs: Sequence[Path | str]
+) -> tuple[list[Path], Path | None]:
+    """Return ingest's inputs as names and the folder they are in (None: the working folder).
+
+    With URLs among them, a URL's files are named by their place in the staging folder,
+    ``s3/BUCKET/KEY`` (the same on every run: no temporary folder in ``source_file``), and
+    local inputs by their absolute paths.
+    """
+    from pipeline.storage import is_url
+
+    if not any(is_url(location) for location in inputs):
+        return [Path(location) for location in inputs], None
+    names = [
+        staging.input_any(location).relative_to(staging.root)
+        if is_url(location)
+        else Path(location).absolute()
+        for location in inputs
+    ]
+    return names, staging.root
+
+
+def _name(location: Path | str) -> str:
+    """Return the last part of a folder's path or URL (a region folder's name: its region)."""
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _latest_in(
+    staging: Staging, releases_dir: Path | str, local_releases: Path, latest: Path | str
+) -> Path:
+    """Return the local path of the ``--latest`` pointer.
+
+    Inside the staged releases folder if it is there, else a staged file of its own
+    (downloaded first when it exists).
+    """
+    from pipeline.storage import is_url
+
+    if not is_url(latest):
+        return Path(latest)
+    inside = str(releases_dir).rstrip("/") + "/"
+    if str(latest).startswith(inside):
+        return local_releases / str(latest)[len(inside) :]
+    local = staging.output_file(latest)
+    with contextlib.suppress(InputDataError):
+        shutil.copyfile(staging.input_file(latest), local)
+    return local
 
 
 @export.command("priorities")

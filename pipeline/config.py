@@ -177,6 +177,26 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """The ``storage:`` section: how stages reach ``s3://``/``gs://`` locations (pipeline.storage).
+
+    Attributes
+    ----------
+    endpoint_url
+        An S3-compatible endpoint (MinIO, Ceph, moto) or a GCS emulator; None: the library's
+        default (``AWS_ENDPOINT_URL`` if set, else AWS or Google).
+    lock_lease_s
+        How long a prefix lock stays valid without renewal (renewed every quarter of it).
+    scratch_dir
+        Where staged copies are kept while a stage runs; None: the system's temporary folder.
+    """
+
+    endpoint_url: str | None = None
+    lock_lease_s: float = 120.0
+    scratch_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a roadcover run is configured with."""
 
@@ -193,6 +213,8 @@ class Settings:
     source: str
     api: ApiSettings = field(default_factory=ApiSettings)
     priorities: PrioritySettings = PrioritySettings()
+    storage: StorageSettings = StorageSettings()
+    output_location: str = "results"  # output_dir as written: a path or an s3:// / gs:// URL
 
     def region(self, name: str) -> RegionSettings:
         """Return the region called ``name``.
@@ -372,6 +394,12 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
             formats=tuple(sim["formats"]),
         ),
         source=source,
+        storage=StorageSettings(
+            endpoint_url=config["storage"]["endpoint_url"],
+            lock_lease_s=float(config["storage"]["lock_lease_s"]),
+            scratch_dir=config["storage"]["scratch_dir"],
+        ),
+        output_location=str(config["output_dir"]),
         api=_api_settings(config),
         priorities=PrioritySettings(
             **{

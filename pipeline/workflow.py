@@ -14,12 +14,14 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pipeline.config import DEMO_CONFIG_PATH, WORKFLOW_DIR, load_config
+from pipeline.config import DEMO_CONFIG_PATH, WORKFLOW_DIR, Settings, load_config
 from pipeline.coverage.text import format_summary
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.parallel import SCHEDULER_ENV, shared_local_cluster
 from pipeline.process_tree import CLUSTER_OWNER_ENV, RECORDS_ENV, RUN_RECORD, recording_run
+from pipeline.storage import is_url
 
 SNAKEFILE = WORKFLOW_DIR / "Snakefile"  # package data, also in an installed wheel
 # where Snakemake keeps the locks of a working folder while it runs (removed when it ends)
@@ -43,29 +45,40 @@ def run_workflow(config_path: Path | None, cores: int, extra_args: list[str]) ->
     """
     config_file = Path(config_path) if config_path is not None else DEMO_CONFIG_PATH
     settings = load_config(config_file)
+    storage_args, storage_env = object_storage_options(settings)
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
         "--configfile", str(config_file), "--cores", str(cores), "--rerun-incomplete",
-        *extra_args,
+        *storage_args, *extra_args,
     ]  # fmt: skip
     # the rules call `roadcover`: find the one of this environment first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
-    records = os.environ.get(RECORDS_ENV) or str(output_dir.absolute() / PROCESS_RECORDS)
+    # a run into a bucket keeps its process records on this machine, beside Snakemake's own
+    local_root = (
+        _working_directory(extra_args) / ".roadcover"
+        if is_url(settings.output_location)
+        else _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
+    )
+    records = os.environ.get(RECORDS_ENV) or str(local_root.absolute() / PROCESS_RECORDS)
     run_argv = ["run", "--config", str(config_file), "--cores", str(cores), *extra_args]
     with (
         _recording(Path(records), extra_args, run_argv),
         _stage_scheduler(settings.dask_scheduler_address, cores, extra_args) as address,
     ):
-        env = {**os.environ, "PATH": path, RECORDS_ENV: records}
+        env = {**os.environ, **storage_env, "PATH": path, RECORDS_ENV: records}
         if address:
             env |= {SCHEDULER_ENV: address, CLUSTER_OWNER_ENV: str(os.getpid())}
         status = subprocess.run(command, check=False, env=env).returncode
     if status != 0:
-        raise _failure(status, settings.output_dir, config_path, cores, extra_args)
+        where = settings.output_location if is_url(settings.output_location) else None
+        raise _failure(status, where or settings.output_dir, config_path, cores, extra_args)
     if "--unlock" in extra_args:
         print(f"unlocked {_working_directory(extra_args).absolute()}", file=sys.stderr)
         return
+    if is_url(settings.output_location):
+        _print_summaries_in_bucket(settings)
+        return
+    output_dir = _working_directory(extra_args) / settings.output_dir  # absolute stays absolute
     for region in settings.regions:
         summary_path = output_dir / region.name / "coverage" / "summary.json"
         if summary_path.exists():
@@ -81,6 +94,53 @@ def _recording(
     if any(arg in NO_JOB_ARGS for arg in snakemake_args):
         return contextlib.nullcontext()
     return recording_run(folder / RUN_RECORD, argv)
+
+
+def object_storage_options(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """Snakemake's options and the stages' environment for an ``output_dir`` in a bucket.
+
+    For ``s3://BUCKET/FOLDER``: Snakemake's S3 storage plugin keeps the files the rules declare
+    in the bucket (``--default-storage-provider s3 --default-storage-prefix s3://BUCKET``), and
+    the stages reach the bucket through s3fs; ``storage.endpoint_url`` goes to both (as
+    ``AWS_ENDPOINT_URL`` for the stages). No options for a local ``output_dir``.
+
+    Raises
+    ------
+    ConfigError
+        For a ``gs://`` output_dir (the workflow's storage plugin is S3's), or a URL that names
+        no folder in its bucket.
+    """
+    location = settings.output_location
+    if not is_url(location):
+        return [], {}
+    parts = urlsplit(location)
+    if parts.scheme not in ("s3", "s3a") or not parts.path.strip("/"):
+        raise ConfigError(
+            f"{settings.source}: output_dir {location}: `roadcover run` writes to s3://BUCKET/"
+            "FOLDER (Snakemake's S3 storage plugin; MinIO and other S3 APIs through "
+            "storage.endpoint_url); gs:// works with the stage commands"
+        )
+    args = ["--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{parts.netloc}"]
+    endpoint = settings.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        args += ["--storage-s3-endpoint-url", endpoint]
+        return args, {"AWS_ENDPOINT_URL": endpoint}
+    return args, {}
+
+
+def _print_summaries_in_bucket(settings: Settings) -> None:
+    """Print each region's summary, read from the bucket, and where its products are."""
+    from pipeline.storage import filesystem, join
+
+    for region in settings.regions:
+        summary_url = join(settings.output_location, region.name, "coverage", "summary.json")
+        fs, path = filesystem(summary_url, settings.storage)
+        with contextlib.suppress(FileNotFoundError):
+            print(f"\n{region.name}:", file=sys.stderr)
+            print(format_summary(json.loads(fs.cat_file(path))), file=sys.stderr)
+        web = join(settings.output_location, region.name, "export", "web", "index.html")
+        print(f"{region.name} web map: {web}", file=sys.stderr)
+    print(f"report: {join(settings.output_location, 'report.html')}", file=sys.stderr)
 
 
 def _stage_scheduler(
@@ -115,7 +175,11 @@ def _runs_elsewhere(snakemake_args: list[str]) -> bool:
 
 
 def _failure(
-    status: int, output_dir: Path, config_path: Path | None, cores: int, snakemake_args: list[str]
+    status: int,
+    output_dir: Path | str,
+    config_path: Path | None,
+    cores: int,
+    snakemake_args: list[str],
 ) -> PipelineError:
     """Return the error of a failed Snakemake run: one line saying how to go on."""
     workdir = _working_directory(snakemake_args)
@@ -124,7 +188,7 @@ def _failure(
         rerun += ["--config", str(config_path)] if config_path is not None else []
         rerun += ["--cores", str(cores), *snakemake_args]
         return PipelineError(
-            f"{(workdir / output_dir).absolute()} is locked by a workflow run that did not "
+            f"{_where(workdir.absolute(), output_dir)} is locked by a workflow run that did not "
             f"finish (killed) or is still running (Snakemake's lock in {workdir.absolute()}); "
             "make sure no other roadcover run or snakemake is active there, then unlock and "
             f"run again: {shlex.join([*rerun, '--unlock'])} && {shlex.join(rerun)}"
@@ -136,8 +200,15 @@ def _failure(
         )
     return PipelineError(
         "the workflow failed; Snakemake's message is above, and the rules' logs are under "
-        f"{workdir / output_dir / 'logs'}"
+        f"{_where(workdir, output_dir, 'logs')}"
     )
+
+
+def _where(workdir: Path, output_dir: Path | str, *parts: str) -> str:
+    """Return a place under the output folder: its URL, or its path in ``workdir``."""
+    if is_url(str(output_dir)):
+        return "/".join([str(output_dir).rstrip("/"), *parts])
+    return str((workdir / output_dir).joinpath(*parts))
 
 
 def _lock_files(workdir: Path) -> list[Path]:

@@ -34,7 +34,7 @@ def test_help_lists_the_stages_one_per_line_in_data_order() -> None:
     listed = [line.split()[0] for line in lines[stages + 1 : also]]
     assert listed == ["roads", "ingest", "snap", "coverage", "export"]  # DESIGN.md's chain
     tools = [line.split()[0] for line in lines[also + 1 : lines.index("Options:")]]
-    assert tools == ["simulate", "run", "serve", "keys", "credits"]
+    assert tools == ["simulate", "run", "serve", "keys", "credits", "storage"]
 
 
 def test_roads_build_writes_the_roads_folder(tiny_osm: Path, tmp_path: Path) -> None:

@@ -190,11 +190,14 @@ class ChunkTask:
     earlier_sha256s: tuple[str, ...] = ()
 
 
-def find_trace_files(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+def find_trace_files(
+    inputs: list[Path], base_dir: Path | None = None
+) -> tuple[list[Path], list[Path]]:
     """Expand folders into the trace files they hold (sidecars excluded); both lists sorted.
 
     Symbolic links are never followed, neither inside the folders nor as inputs themselves:
-    they are returned apart, to be listed in the report.
+    they are returned apart, to be listed in the report. Relative ``inputs`` are found in
+    ``base_dir`` (default: the working folder), and the files returned are named like them.
 
     Returns
     -------
@@ -205,14 +208,16 @@ def find_trace_files(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
     """
     files: set[Path] = set()
     links: set[Path] = set()
+    base = base_dir if base_dir is not None else Path()
     for item in inputs:
-        if item.is_symlink():
+        where = base / item
+        if where.is_symlink():
             links.add(item)
-        elif item.is_dir():
-            found, linked = _files_in(item)
-            files |= found
-            links |= linked
-        elif item.exists():
+        elif where.is_dir():
+            found, linked = _files_in(where)
+            files |= {item / path.relative_to(where) for path in found}
+            links |= {item / path.relative_to(where) for path in linked}
+        elif where.exists():
             files.add(item)
         else:
             raise InputDataError(f"{item}: no such file or folder")
@@ -243,6 +248,7 @@ def ingest_traces(
     now: pd.Timestamp | None = None,
     scheduler_address: str | None = None,
     lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Ingest trace files into ``traces_dir`` as one batch and return the batch report.
 
@@ -263,6 +269,9 @@ def ingest_traces(
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else a LocalCluster.
     lock_timeout_s
         How long to wait for another ingest into ``traces_dir`` (config ``lock_timeout_s``).
+    base_dir
+        Where relative ``inputs`` are (default: the working folder); the outputs name the files
+        as given (``source_file``, the report), e.g. relative to a staging folder's root.
 
     Raises
     ------
@@ -275,10 +284,11 @@ def ingest_traces(
     """
     key = load_pseudonym_key(settings)
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    files, links = find_trace_files(inputs)
+    base = (base_dir if base_dir is not None else Path.cwd()).absolute()
+    files, links = find_trace_files(inputs, base)
     for link in links:
         log.warning("%s: a symbolic link, not followed (give the file it links to)", link)
-    hashes = _file_hashes(files)
+    hashes = _file_hashes(files, base)
     with folder_lock(traces_dir, lock_timeout_s):
         roll_back_unfinished_batches(traces_dir)
         check_pseudonym_key(traces_dir, key, settings)
@@ -304,7 +314,8 @@ def ingest_traces(
                 "symlinks_not_followed": not_followed,
             }
         batch_id = hashlib.sha256("".join(sorted(hashes[p] for p in new_files)).encode())
-        batch = _BatchRun(batch_id.hexdigest()[:16], traces_dir.absolute(), settings, key, now)
+        batch_name = batch_id.hexdigest()[:16]
+        batch = _BatchRun(batch_name, traces_dir.absolute(), settings, key, now, base)
         _withdraw_refused_batch(traces_dir, batch.batch_id)
         trips, rejects, report = batch.ingest(new_files, hashes, scheduler_address)
         report.update(files_skipped=skipped, symlinks_not_followed=not_followed)
@@ -327,6 +338,7 @@ class _BatchRun:
     settings: IngestSettings
     key: bytes
     now: pd.Timestamp
+    base_dir: Path  # where the files' names are found
 
     @property
     def staging(self) -> Path:
@@ -338,10 +350,10 @@ class _BatchRun:
         """Ingest and stage the batch's chunks; return its trips, rejects and report."""
         tasks = [
             ChunkTask(
-                i, chunk, [hashes[p] for p in chunk], self.batch_id, self.staging, Path.cwd(),
+                i, chunk, [hashes[p] for p in chunk], self.batch_id, self.staging, self.base_dir,
                 self.traces_dir,
             )
-            for i, chunk in enumerate(file_chunks(files))
+            for i, chunk in enumerate(file_chunks(files, self.base_dir))
         ]  # fmt: skip
         chunks = self.run(tasks, scheduler_address)
         rechecks = _rechecks(tasks, chunks, hashes)
@@ -581,10 +593,11 @@ def _not_followed_lines(report: dict[str, Any]) -> list[str]:
     return [f"  symbolic links, not followed: {len(links)}", *(f"    {link}" for link in links)]
 
 
-def _file_hashes(files: list[Path]) -> dict[Path, str]:
+def _file_hashes(files: list[Path], base_dir: Path) -> dict[Path, str]:
     """Each file's sha256, on two threads (hashlib releases the GIL on large blocks)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(files, pool.map(file_sha256, files), strict=True))
+        digests = pool.map(file_sha256, [base_dir / path for path in files])
+        return dict(zip(files, digests, strict=True))
 
 
 def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, str]) -> list[Path]:
@@ -598,8 +611,12 @@ def _new_files(files: list[Path], hashes: dict[Path, str], registry: dict[str, s
     return new
 
 
-def file_chunks(files: list[Path]) -> list[list[Path]]:
-    """Consecutive groups of at most ``CHUNK_FILES`` files and about ``CHUNK_BYTES`` bytes."""
+def file_chunks(files: list[Path], base_dir: Path | None = None) -> list[list[Path]]:
+    """Consecutive groups of at most ``CHUNK_FILES`` files and about ``CHUNK_BYTES`` bytes.
+
+    Relative ``files`` are in ``base_dir`` (default: the working folder).
+    """
+    base = base_dir if base_dir is not None else Path()
     chunks: list[list[Path]] = []
     size = 0
     for path in files:
@@ -607,7 +624,7 @@ def file_chunks(files: list[Path]) -> list[list[Path]]:
             chunks.append([])
             size = 0
         chunks[-1].append(path)
-        size += path.stat().st_size
+        size += (base / path).stat().st_size
     return chunks
 
 

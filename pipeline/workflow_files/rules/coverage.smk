@@ -6,11 +6,13 @@ rule compute_coverage:
         summary=f"{OUT}/{{region}}/coverage/summary.json",
     params:
         config_file=CONFIG_FILE,
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        matched=lambda wildcards, input: repeated_option(
-            "--matched", [Path(meta).parent for meta in input.matched]
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        matched=lambda wildcards: repeated_option(
+            "--matched",
+            [data(wildcards.region, "matched", name) for name in batch_names(wildcards.region)],
         ),
-        folder=lambda wildcards, output: str(Path(output.summary).parent),
+        folder=lambda wildcards: data(wildcards.region, "coverage"),
+        record=lambda wildcards: record(wildcards.region, "coverage", "summary.json"),
     log:
         f"{OUT}/logs/{{region}}/compute_coverage.log",
     benchmark:
@@ -23,3 +25,4 @@ rule compute_coverage:
     shell:
         "roadcover coverage --roads {params.roads:q} {params.matched:q} -o {params.folder:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.summary:q}; fi"

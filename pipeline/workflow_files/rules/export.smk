@@ -5,8 +5,8 @@ rule export_tiles:
     output:
         tiles=f"{OUT}/{{region}}/export/coverage.pmtiles",
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
     log:
         f"{OUT}/logs/{{region}}/export_tiles.log",
     benchmark:
@@ -28,8 +28,10 @@ rule export_viewer:
     output:
         index=f"{OUT}/{{region}}/export/web/index.html",
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
-        folder=lambda wildcards, output: str(Path(output.index).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        tiles=lambda wildcards: data(wildcards.region, "export", "coverage.pmtiles"),
+        folder=lambda wildcards: data(wildcards.region, "export", "web"),
+        record=lambda wildcards: record(wildcards.region, "export", "web", "index.html"),
     log:
         f"{OUT}/logs/{{region}}/export_viewer.log",
     benchmark:
@@ -40,8 +42,9 @@ rule export_viewer:
     resources:
         mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_viewer", input, threads, config),
     shell:
-        "roadcover export viewer -- {params.coverage:q} {input.tiles:q} {params.folder:q} "
+        "roadcover export viewer -- {params.coverage:q} {params.tiles:q} {params.folder:q} "
         "> {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.index:q}; fi"
 
 
 rule export_feed:
@@ -53,9 +56,11 @@ rule export_feed:
         # to find the previous release and write the delta against it
         latest=update(f"{OUT}/{{region}}/export/releases/latest.json"),
     params:
-        coverage=lambda wildcards, input: str(Path(input.summary).parent),
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        releases=lambda wildcards, output: str(Path(output.latest).parent),
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        releases=lambda wildcards: data(wildcards.region, "export", "releases"),
+        latest=lambda wildcards: data(wildcards.region, "export", "releases", "latest.json"),
+        record=lambda wildcards: record(wildcards.region, "export", "releases", "latest.json"),
         config_file=CONFIG_FILE,
     log:
         f"{OUT}/logs/{{region}}/export_feed.log",
@@ -68,8 +73,9 @@ rule export_feed:
         mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_feed", input, threads, config),
     shell:
         "roadcover export feed --roads {params.roads:q} -o {params.releases:q} "
-        "--latest {output.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
+        "--latest {params.latest:q} --config {params.config_file:q} -- {params.coverage:q} "
         "> {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.latest:q}; fi"
 
 
 rule write_report:
@@ -79,9 +85,9 @@ rule write_report:
     output:
         report=f"{OUT}/report.html",
     params:
-        regions=lambda wildcards, input: [
-            str(Path(summary).parent.parent) for summary in input.summaries
-        ],
+        regions=[data(region) for region in REGIONS],
+        report=lambda wildcards: data("report.html"),
+        record=lambda wildcards: record("report.html"),
     log:
         f"{OUT}/logs/write_report.log",
     benchmark:
@@ -92,4 +98,5 @@ rule write_report:
     resources:
         mem_mb=lambda wildcards, input, threads: rule_mem_mb("write_report", input, threads, config),
     shell:
-        "roadcover report -o {output.report:q} -- {params.regions:q} > {log:q} 2>&1"
+        "roadcover report -o {params.report:q} -- {params.regions:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.report:q}; fi"

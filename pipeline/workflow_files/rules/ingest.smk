@@ -6,7 +6,7 @@ rule ingest_traces:
     params:
         config_file=CONFIG_FILE,
         paths=batch_paths,
-        traces=lambda wildcards: f"{OUT}/{wildcards.region}/traces",
+        traces=lambda wildcards: data(wildcards.region, "traces"),
     log:
         f"{OUT}/logs/{{region}}/ingest_traces/{{batch}}.log",
     benchmark:

@@ -4,7 +4,8 @@ rule build_roads:
     params:
         config_file=CONFIG_FILE,
         osm=lambda wildcards: region_settings(wildcards.region)["osm"],
-        folder=lambda wildcards, output: str(Path(output.meta).parent),
+        folder=lambda wildcards: data(wildcards.region, "roads"),
+        record=lambda wildcards: record(wildcards.region, "roads", "meta.json"),
     log:
         f"{OUT}/logs/{{region}}/build_roads.log",
     benchmark:
@@ -17,6 +18,7 @@ rule build_roads:
     shell:
         "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
         "-- {params.osm:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
 
 
 rule simulate_fleet:
@@ -26,8 +28,9 @@ rule simulate_fleet:
         meta=f"{OUT}/{{region}}/fleet/simulation.json",
     params:
         config_file=CONFIG_FILE,
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        folder=lambda wildcards, output: str(Path(output.meta).parent),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        folder=lambda wildcards: data(wildcards.region, "fleet"),
+        record=lambda wildcards: record(wildcards.region, "fleet", "simulation.json"),
     log:
         f"{OUT}/logs/{{region}}/simulate_fleet.log",
     benchmark:
@@ -41,3 +44,4 @@ rule simulate_fleet:
     shell:
         "roadcover simulate --roads {params.roads:q} -o {params.folder:q} --overwrite "
         "--workers {threads:q} --config {params.config_file:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"

@@ -6,9 +6,10 @@ rule match_traces:
         meta=f"{OUT}/{{region}}/matched/{{batch}}/meta.json",
     params:
         config_file=CONFIG_FILE,
-        roads=lambda wildcards, input: str(Path(input.roads).parent),
-        traces=lambda wildcards: f"{OUT}/{wildcards.region}/traces",
-        folder=lambda wildcards, output: str(Path(output.meta).parent),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        traces=lambda wildcards: data(wildcards.region, "traces"),
+        folder=lambda wildcards: data(wildcards.region, "matched", wildcards.batch),
+        record=lambda wildcards: record(wildcards.region, "matched", wildcards.batch, "meta.json"),
     log:
         f"{OUT}/logs/{{region}}/match_traces/{{batch}}.log",
     benchmark:
@@ -22,3 +23,4 @@ rule match_traces:
         "roadcover snap --roads {params.roads:q} --traces {params.traces:q} "
         "--batch-report {input.report:q} -o {params.folder:q} --workers {threads:q} "
         "--config {params.config_file:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
