@@ -10,7 +10,9 @@ are compared with the location swapped: the JSON as text, the Parquet row by row
 the rules' ``logs/`` and ``benchmarks/`` (timings) and ``report.html`` (it plots those
 timings). The map matching's cache of the road network (``roads/match_network.*``), which
 ``snap`` keeps beside a local roads folder, is not written back to roads at a URL (an input of
-``snap``): it is the one file a local run has and the bucket has not.
+``snap``), and the process-tree memory records (``benchmarks/_process_tree/``) stay on the
+machine that ran (``.roadcover/`` in the working folder): the files a local run has and the
+bucket has not.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ CONFIG = {
 }
 NOT_COMPARED = ("logs/", "benchmarks/", "report.html")
 LOCAL_ONLY = (f"{REGION}/roads/match_network.json", f"{REGION}/roads/match_network.npz")
+PROCESS_RECORDS = "benchmarks/_process_tree/"  # kept on the machine that ran
 LATEST = f"{REGION}/export/releases/latest.json"
 
 
@@ -116,6 +119,8 @@ def test_a_run_into_a_bucket_writes_the_files_of_a_local_run(bucket: str, tmp_pa
         if path.is_file() and path.name != ".roadcover.lock"  # the local flock files
     }
     assert all(local_files.pop(name) for name in LOCAL_ONLY)
+    records = [name for name in local_files if name.startswith(PROCESS_RECORDS)]
+    assert records and all(local_files.pop(name) for name in records)
     in_bucket = sha256_objects(f"{bucket}/run")
     assert in_bucket.keys() == local_files.keys()  # logs, benchmarks and report included
     differ = sorted(k for k, v in compared(local_files).items() if in_bucket[k] != v)
