@@ -10,8 +10,9 @@ who holds the lock, and gives up with a :class:`LockTimeoutError` naming the fol
 and the setting after ``timeout_s``.
 
 ``flock`` locks are honoured between processes on one machine and on most network file systems
-that support them (NFSv4, Lustre with ``flock`` mounted, CephFS); object storage has no locks,
-so a folder updated in place must live on a file system (docs/workflow.md, "Guarantees").
+that support them (NFSv4, Lustre with ``flock`` mounted, CephFS). A folder in object storage
+is locked by :mod:`pipeline.storage` instead, with a lock object created by a conditional put
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
