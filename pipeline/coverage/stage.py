@@ -50,7 +50,7 @@ from pipeline.io import (
 )
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
-from pipeline.roads.identity import describe_roads, roads_identity, same_roads
+from pipeline.roads.identity import refuse_other_roads, roads_identity
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +196,10 @@ def check_matched_dir(matched_dir: Path, roads_dir: Path, roads: dict[str, Any])
             f"{meta_path}: does not say which roads the batch was matched on; match it again "
             "with `roadcover snap`"
         ) from None
-    if not same_roads(made_with, roads):
-        raise InputDataError(
-            f"{matched_dir} was matched on other roads ({describe_roads(made_with)}) than "
-            f"{roads_dir} ({describe_roads(roads)}); pass the roads folder it was matched on, "
-            "or match it again on these roads"
-        )
+    refuse_other_roads(
+        made_with, roads, roads_dir, output=f"{matched_dir} was matched on",
+        fix="pass the roads folder it was matched on, or match it again on these roads",
+    )  # fmt: skip
 
 
 def check_coverage_roads(coverage_dir: Path, roads_dir: Path, roads: dict[str, Any]) -> None:
@@ -212,13 +210,11 @@ def check_coverage_roads(coverage_dir: Path, roads_dir: Path, roads: dict[str, A
     InputDataError
         If it was computed on other roads (one line naming both).
     """
-    made_with = current_pointer(coverage_dir / "state").get("roads")
-    if made_with is not None and not same_roads(made_with, roads):
-        raise InputDataError(
-            f"{coverage_dir} holds coverage of other roads ({describe_roads(made_with)}) than "
-            f"{roads_dir} ({describe_roads(roads)}); pass the roads folder it was made with, "
-            "or write to a new coverage folder"
-        )
+    refuse_other_roads(
+        current_pointer(coverage_dir / "state").get("roads"), roads, roads_dir,
+        output=f"{coverage_dir} holds coverage of",
+        fix="pass the roads folder it was made with, or write to a new coverage folder",
+    )  # fmt: skip
 
 
 def counted_segments(

@@ -45,7 +45,6 @@ from pipeline.contracts import EDGE_COVERAGE, PRIORITY_ROADS
 from pipeline.coverage.cells import cell_polygons, cells_of
 from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.intervals import to_mm
-from pipeline.errors import InputDataError
 from pipeline.export.inputs import EDGES_FILE, as_of_of, read_summary
 from pipeline.export.tours import (
     EdgeKey,
@@ -58,7 +57,7 @@ from pipeline.export.tours import (
 from pipeline.io import atomic_path, read_arrow, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
-from pipeline.roads.identity import describe_roads, roads_identity, same_roads
+from pipeline.roads.identity import refuse_other_roads, roads_identity
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +133,11 @@ def export_priorities(
 
 
 def _check_same_roads(coverage_dir: Path, roads_dir: Path, summary: Mapping[str, Any]) -> None:
-    made_with = summary.get("roads")
-    identity = roads_identity(roads_dir)
-    if made_with is not None and not same_roads(made_with, identity):
-        raise InputDataError(
-            f"{coverage_dir} holds coverage of other roads ({describe_roads(made_with)}) than "
-            f"{roads_dir} ({describe_roads(identity)}); pass the roads folder the coverage "
-            "was computed on"
-        )
+    refuse_other_roads(
+        summary.get("roads"), roads_identity(roads_dir), roads_dir,
+        output=f"{coverage_dir} holds coverage of",
+        fix="pass the roads folder the coverage was computed on",
+    )  # fmt: skip
 
 
 def _road_gains(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputDataError
 from pipeline.io import file_sha256
 from pipeline.roads.store import EDGES_FILE, read_roads_meta
 
@@ -36,6 +37,39 @@ def roads_identity(roads_dir: Path) -> dict[str, Any]:
 def same_roads(first: dict[str, Any], second: dict[str, Any]) -> bool:
     """Return whether two identities (:func:`roads_identity`) are of the same roads."""
     return bool(first.get("edges_sha256") == second.get("edges_sha256"))
+
+
+def refuse_other_roads(
+    made_with: dict[str, Any] | None,
+    roads: dict[str, Any],
+    roads_dir: str | Path,
+    *,
+    output: str,
+    fix: str,
+) -> None:
+    """Refuse an output made on other roads than ``roads`` (the identity of ``roads_dir``).
+
+    Parameters
+    ----------
+    made_with
+        The identity the output recorded (None: it recorded none, nothing to compare).
+    roads, roads_dir
+        The roads given with it, and their folder.
+    output
+        What the output is, to start the message: e.g. "FOLDER holds coverage of".
+    fix
+        What to do instead, to end the message.
+
+    Raises
+    ------
+    InputDataError
+        One line naming both roads.
+    """
+    if made_with is not None and not same_roads(made_with, roads):
+        raise InputDataError(
+            f"{output} other roads ({describe_roads(made_with)}) than {roads_dir} "
+            f"({describe_roads(roads)}); {fix}"
+        )
 
 
 def describe_roads(identity: dict[str, Any]) -> str:
