@@ -16,22 +16,21 @@ figures are the staging's cost (downloads, uploads, Snakemake's storage plugin),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import yaml
+
+from pipeline.process_tree import TreeMemorySampler
 
 KEY = "benchmark-key-not-a-secret-0123"
 REGION = "helsinki"
@@ -43,36 +42,8 @@ class Run:
 
     where: str
     seconds: float
-    peak_rss: int
+    peak_rss_mib: float
     rules: dict[str, float]
-
-
-class TreePeak:
-    """Peak summed RSS of a process and all its descendants, sampled in a thread."""
-
-    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
-        self.pid, self.interval_s, self.peak = pid, interval_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(self.pid)
-                total = 0
-                for process in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        total += process.memory_info().rss
-                self.peak = max(self.peak, total)
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> TreePeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def write_config(folder: Path, output_dir: str, devices: int, days: int) -> Path:
@@ -114,12 +85,17 @@ def run_once(
     ]  # fmt: skip
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with TreePeak(process.pid) as peak:
+    with TreeMemorySampler(process.pid, include_shared_cluster=False) as sampler:
         _, err = process.communicate()
     seconds = time.monotonic() - started
     if process.returncode != 0:
         raise SystemExit(f"{where} run failed:\n{err.decode()[-3000:]}")
-    return Run(where, seconds, peak.peak, rule_seconds(benchmark_records(output_dir, workdir)))
+    return Run(
+        where,
+        seconds,
+        sampler.snapshot().peak_rss_mb,
+        rule_seconds(benchmark_records(output_dir, workdir)),
+    )
 
 
 def benchmark_records(output_dir: str, workdir: Path) -> dict[str, bytes]:
@@ -170,7 +146,7 @@ def main() -> None:
                 ):
                     workdir = Path(scratch) / f"{round_}-{where.split()[0]}"
                     run = run_once(where, workdir, output_dir, env, args)
-                    rss_mib = run.peak_rss / 2**20
+                    rss_mib = run.peak_rss_mib
                     print(f"round {round_ + 1}: {where}: {run.seconds:.1f} s, {rss_mib:.0f} MiB")
                     runs.append(run)
     finally:
@@ -185,7 +161,7 @@ def print_tables(runs: list[Run]) -> None:
     for where in dict.fromkeys(run.where for run in runs):
         mine = [run for run in runs if run.where == where]
         walls = ", ".join(f"{run.seconds:.1f}" for run in mine)
-        peak = statistics.median(run.peak_rss for run in mine) / 2**20
+        peak = statistics.median(run.peak_rss_mib for run in mine)
         print(
             f"| {where} | {statistics.median(r.seconds for r in mine):.1f} | {walls} | {peak:.0f} |"
         )
