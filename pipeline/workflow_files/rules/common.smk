@@ -6,6 +6,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from pipeline.resources import build_roads_mem_mb, rule_mem_mb, rule_threads
+from pipeline.storage import is_url
 
 # Where the outputs go. OUT is the path Snakemake tracks; DATA is where the stages read and write
 # the folders: the same path on a file system, the URL of that path in the bucket when the
@@ -19,9 +20,6 @@ STORAGE_PREFIX = (
     if workflow.storage_settings.default_storage_provider
     else None
 )
-def is_url(location):
-    """Whether a location is object storage (pipeline.storage.URL_SCHEMES), not a path."""
-    return re.match(r"(s3|s3a|gs|gcs)://", location, re.IGNORECASE) is not None
 
 
 if is_url(config["output_dir"]):
