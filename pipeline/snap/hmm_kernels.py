@@ -234,18 +234,32 @@ def _backtrack(
 
 
 @cached_njit
-def _workspace(n_nodes: int, n_edges: int, kmax: int) -> tuple:
+def new_network_workspace(n_nodes: int, n_edges: int) -> tuple:
+    """Return the network-sized arrays of :func:`decode_viterbi`, allocated once per worker.
+
+    ``(search, source_mark)``: the Dijkstra workspace of
+    :func:`~pipeline.snap.graph_kernels.new_workspace` and the marks of the previous fix's end
+    nodes. Every kernel that uses them sets back only what it touched, so they are found as
+    they were made (distances inf, predecessors and marks -1) at the start of every trip, and a
+    trip costs what its own searches visit, whatever the network's size. Not to be shared by
+    two threads at once.
+    """
+    return new_workspace(n_nodes, n_edges), np.full(n_nodes, -1, dtype=np.int64)
+
+
+@cached_njit
+def _workspace(network_ws: tuple, kmax: int) -> tuple:
     """Return the search arrays of :func:`_step`, reused from fix to fix.
 
     ``(search, distances, source_mark, source_node, source_budget, row)``: the Dijkstra
-    workspace (whose marks are the current candidates' start nodes), the per-step rows of
-    route distances from the previous candidates' end nodes, those nodes' marks (all -1
-    between steps), and each previous candidate's row.
+    workspace (whose marks are the current candidates' start nodes) and the previous
+    candidates' end nodes' marks (all -1 between steps), both from ``network_ws``
+    (:func:`new_network_workspace`); the per-step rows of route distances from those nodes,
+    and each previous candidate's row, sized by the trip's most candidates per fix.
     """
     return (
-        new_workspace(n_nodes, n_edges), np.empty((kmax, kmax)),
-        np.full(n_nodes, -1, dtype=np.int64), np.empty(kmax, dtype=np.int64), np.empty(kmax),
-        np.empty(kmax, dtype=np.int64),
+        network_ws[0], np.empty((kmax, kmax)), network_ws[1], np.empty(kmax, dtype=np.int64),
+        np.empty(kmax), np.empty(kmax, dtype=np.int64),
     )  # fmt: skip
 
 
@@ -259,8 +273,12 @@ def decode_viterbi(
     net: tuple,
     ub: tuple,
     prm: np.ndarray,
+    network_ws: tuple,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode the most likely candidate sequence, skipping outliers and splitting at breaks.
+
+    ``network_ws`` is the worker's :func:`new_network_workspace` of ``net``: nothing sized to
+    the network is allocated or cleared per trip.
 
     Returns
     -------
@@ -272,11 +290,10 @@ def decode_viterbi(
     cand_ptr = cand[0]
     n = len(px)
     ncand = cand_ptr[n]
-    n_nodes = len(net[0]) - 1
     kmax = 1
     for i in range(n):
         kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
-    ws = _workspace(n_nodes, len(net[3]), kmax)
+    ws = _workspace(network_ws, kmax)
     column = np.empty(kmax, dtype=np.int64)
     target_node = np.empty(kmax, dtype=np.int64)
     score = np.full(ncand, -INF)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -10,7 +14,13 @@ import pandas as pd
 import shapely
 
 from pipeline.snap.graph_kernels import search_candidates
-from pipeline.snap.hmm_kernels import MATCHED, NO_CANDIDATE, OUTLIER, decode_viterbi
+from pipeline.snap.hmm_kernels import (
+    MATCHED,
+    NO_CANDIDATE,
+    OUTLIER,
+    decode_viterbi,
+    new_network_workspace,
+)
 from pipeline.snap.network import MatchNetwork
 from pipeline.snap.params import MatchParams
 from pipeline.snap.route_kernels import (
@@ -123,15 +133,51 @@ def match_trip(
         float(net.grid_origin[1]), net.grid_cell_m, net.grid_ncols,
     )  # fmt: skip
     cand_point = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(cand[0]))
-    chosen, status, segment, kind = decode_viterbi(
-        x, y, t_s, cand, cand_point, net.routing_arrays(), net.ubodt_arrays(),
-        params.kernel_array(),
-    )  # fmt: skip
-    pieces = build_route_pieces(
-        chosen, segment, t_s, cand[1], cand[2], kind, net.routing_arrays(), net.ubodt_arrays(),
-        params.max_route_m,
-    )  # fmt: skip
+    routing, ubodt = net.routing_arrays(), net.ubodt_arrays()
+    with _network_workspace(net) as workspace:
+        chosen, status, segment, kind = decode_viterbi(
+            x, y, t_s, cand, cand_point, routing, ubodt, params.kernel_array(), workspace
+        )
+        pieces = build_route_pieces(
+            chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
+            workspace[0],
+        )  # fmt: skip
     return _trip_match(net, cand, chosen, status, segment, pieces)
+
+
+class _NetworkWorkspaces(threading.local):
+    """Each thread's :func:`~pipeline.snap.hmm_kernels.new_network_workspace` per network.
+
+    Made at a thread's first trip on a network and reused by its later trips, so that no
+    trip allocates or clears arrays sized to the network; freed with the network.
+    """
+
+    def __init__(self) -> None:
+        self.by_network: weakref.WeakKeyDictionary[MatchNetwork, tuple] = (
+            weakref.WeakKeyDictionary()
+        )
+
+
+_WORKSPACES = _NetworkWorkspaces()
+
+
+@contextmanager
+def _network_workspace(net: MatchNetwork) -> Iterator[tuple]:
+    """Lend this thread's workspace of ``net``; forget it if a kernel fails while holding it.
+
+    A kernel that stopped half-way could leave marks or distances set, which the next trip
+    would read as its own: the workspace is dropped and the next trip makes a clean one.
+    """
+    workspaces = _WORKSPACES.by_network
+    workspace = workspaces.get(net)
+    if workspace is None:
+        workspace = new_network_workspace(net.n_nodes, net.n_edges)
+        workspaces[net] = workspace
+    try:
+        yield workspace
+    except BaseException:
+        workspaces.pop(net, None)
+        raise
 
 
 def _check_trip(lon: np.ndarray, lat: np.ndarray, t_s: np.ndarray) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.jit import cached_njit
-from pipeline.snap.graph_kernels import dijkstra_to_marked, new_workspace, reset_workspace
+from pipeline.snap.graph_kernels import dijkstra_to_marked, reset_workspace
 from pipeline.snap.hmm_kernels import SAME_EDGE, UTURN
 from pipeline.snap.ubodt_kernels import ubodt_lookup
 
@@ -89,16 +89,18 @@ def build_route_pieces(
     net: tuple,
     ub: tuple,
     max_route: float,
+    search: tuple,
 ) -> np.ndarray:
     """Return the traversed pieces ``[edge, from_m, to_m, t0, t1, segment]``, merged per edge.
 
     Between two consecutive matched fixes the vehicle stays on its edge (never moving
     backwards: jitter within the backward tolerance is treated as standing still), turns on
-    the reverse twin (U-turn), or follows the shortest path through the graph.
+    the reverse twin (U-turn), or follows the shortest path through the graph. ``search`` is
+    a Dijkstra workspace of the network (:func:`~pipeline.snap.graph_kernels.new_workspace`,
+    e.g. the worker's, reused from trip to trip), found and left with nothing marked.
     """
-    out_ptr, _out_edge, edge_u, edge_v, edge_len, _ = net
-    n_nodes = len(out_ptr) - 1
-    ws = (new_workspace(n_nodes, len(edge_v)), np.empty(1))
+    _out_ptr, _out_edge, edge_u, edge_v, edge_len, _ = net
+    ws = (search, np.empty(1))
     buf = np.empty((max(16, 2 * len(chosen)), 6))
     m = 0
     cur_e = -1

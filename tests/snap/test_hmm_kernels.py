@@ -28,6 +28,7 @@ from pipeline.snap.hmm_kernels import (
     UTURN,
     VIA_GRAPH,
     decode_viterbi,
+    new_network_workspace,
 )
 from pipeline.snap.ubodt_kernels import build_ubodt_table
 
@@ -103,14 +104,33 @@ def params_array(**settings: float | None) -> np.ndarray:
 def decode(
     graph: Graph, trace: Trace, prm: np.ndarray, ubodt_delta_m: float | None = None
 ) -> tuple[np.ndarray, ...]:
+    """Decode twice with one network workspace, as a worker reuses it from trip to trip.
+
+    The second decoding finds the workspace as the first left it: both must give the same
+    answer, and the workspace must be back as it was made (nothing marked, no distance set).
+    """
     cand, cand_point = trace.kernel_arrays()
     ub = NO_UBODT if ubodt_delta_m is None else graph.ubodt_arrays(ubodt_delta_m)
-    return tuple(
+    workspace = new_network_workspace(graph.n_nodes, len(graph.u))
+    results = [
         decode_viterbi(
             np.array(trace.x, dtype="float64"), np.array(trace.y, dtype="float64"),
             np.array(trace.t, dtype="float64"), cand, cand_point, graph.routing_arrays(), ub, prm,
+            workspace,
         )
-    )  # fmt: skip
+        for _ in range(2)
+    ]  # fmt: skip
+    for first, again in zip(*results, strict=True):
+        np.testing.assert_array_equal(first, again)
+    assert_workspace_is_clean(workspace)
+    return tuple(results[1])
+
+
+def assert_workspace_is_clean(workspace: tuple) -> None:
+    """The network workspace is as ``new_network_workspace`` made it (but the scratch heap)."""
+    (dist, pred, _touched, _heap_d, _heap_n, target_mark), source_mark = workspace
+    assert np.isinf(dist).all() and (pred == -1).all()
+    assert (target_mark == -1).all() and (source_mark == -1).all()
 
 
 # ---------------------------------------------------------------- the model, by enumeration

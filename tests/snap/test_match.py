@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,6 +21,7 @@ from pipeline.snap import (
     save_match_network,
     traversed_segments,
 )
+from pipeline.snap.match import _network_workspace
 
 LAT0, LON0 = 60.17, 24.94
 M_PER_DEG_LAT = 111_320.0
@@ -223,6 +225,72 @@ def test_stop_keeps_fixes_and_matching_is_deterministic(grid_net) -> None:  # ty
     assert np.array_equal(first.edge, again.edge)
     assert np.array_equal(first.offset_m, again.offset_m)
     pd.testing.assert_frame_equal(first.route, again.route)
+
+
+# (polyline, metres per fix): at 130 m a step can cross a whole edge, routed through the graph
+TRIPS_M = [
+    ([(15, 0), (200, 0), (200, 385)], 10.0),
+    ([(385, 0), (15, 0)], 10.0),
+    ([(15, 0), (15, 400), (385, 400), (385, 0), (15, 0)], 130.0),
+    ([(200, 385), (200, 15), (385, 0)], 130.0),
+]
+
+
+def match_in_threads(net, orders: list[list[int]]) -> list[list]:  # type: ignore[no-untyped-def]
+    """Match the trips of ``TRIPS_M`` in the given orders, one thread per order, at once."""
+    fixes = [
+        drive(points, step_m=step, noise_m=4.0, seed=i) for i, (points, step) in enumerate(TRIPS_M)
+    ]
+    results: list[list] = [[None] * len(TRIPS_M) for _ in orders]
+    clean = [False] * len(orders)
+
+    def run(slot: int) -> None:
+        for i in orders[slot]:
+            results[slot][i] = match_trip(net, *fixes[i])
+        with _network_workspace(net) as workspace:  # this thread's, as its trips left it
+            (dist, pred, _, _, _, target_mark), source_mark = workspace
+            clean[slot] = bool(
+                np.isinf(dist).all() and (pred == -1).all() and (target_mark == -1).all()
+                and (source_mark == -1).all()
+            )  # fmt: skip
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(orders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert all(clean)  # every search set back what it touched
+    return results
+
+
+def test_a_trip_matches_the_same_after_other_trips_and_beside_other_threads(grid_net) -> None:  # type: ignore[no-untyped-def]
+    """Workspaces are reused from trip to trip in a thread: nothing leaks from one to the next.
+
+    Each trip alone in a fresh thread (a fresh workspace) is the reference; three threads at
+    once, each matching every trip (in another order, twice over), must give the same.
+    """
+    net, _ = grid_net
+    alone = [match_in_threads(net, [[i]])[0][i] for i in range(len(TRIPS_M))]
+    assert node_path(net, alone[0]) == [1, 2, 5, 8]  # by hand: east along 1-2, north on 2-5-8
+    orders = [[0, 1, 2, 3] * 2, [3, 2, 1, 0] * 2, [1, 3, 0, 2] * 2]
+    for results in match_in_threads(net, orders):
+        for reference, trip in zip(alone, results, strict=True):
+            assert np.array_equal(reference.edge, trip.edge)
+            assert np.array_equal(reference.offset_m, trip.offset_m, equal_nan=True)
+            pd.testing.assert_frame_equal(reference.route, trip.route)
+
+
+def test_a_workspace_a_failure_may_have_left_dirty_is_not_lent_again(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    with pytest.raises(KeyboardInterrupt), _network_workspace(net) as workspace:
+        workspace[1][0] = 3  # a mark set, as a kernel stopped half-way would leave it
+        raise KeyboardInterrupt
+    with _network_workspace(net) as fresh:
+        assert fresh is not workspace
+        assert (fresh[1] == -1).all() and np.isinf(fresh[0][0]).all()
+    with _network_workspace(net) as again:
+        assert again is fresh  # reused while nothing fails
 
 
 def test_match_network_roundtrip_and_ubodt_agree(grid_net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
