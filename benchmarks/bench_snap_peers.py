@@ -5,6 +5,7 @@ Usage (Python 3.11 venv of the project; the peers run by subprocess under Python
     python benchmarks/bench_snap_peers.py monaco  [--runs 5] [--devices 20] [--days 3]
     python benchmarks/bench_snap_peers.py kubicka [--runs 3] [--drives 00000000 ...]
     python benchmarks/bench_snap_peers.py scale   [--drives ...]
+    python benchmarks/bench_snap_peers.py process [--runs 5] [--devices 40] [--days 10]
 
 The peers' venv (``--peers-python``, default ``/tmp/peers312/bin/python``)::
 
@@ -17,8 +18,11 @@ each fix keeps its trip id), the same trips matched by the three matchers, one t
 network preparation timed apart, median of ``--runs`` runs; RMF of every trip against the
 simulator's truth route (its driven edges). ``kubicka``: the 20 Kubicka drives, the three
 matchers side by side. ``scale``: per drive, in fresh processes, the roads build and the match
-network build times and the peak RSS of each. Every subcommand prints Markdown and writes it
-to ``--cache``/``<subcommand>.md``.
+network build times and the peak RSS of each. ``process``: the Monaco fleet ingested once, then
+``roadcover snap --workers 1`` timed as a whole process (start-up, reading, matching, writing;
+the match network cached in the roads folder, as after a first run), against OSRM's in-process
+matching (``tidy``) of the same clean fixes. Every subcommand prints Markdown and writes it to
+``--cache``/``<subcommand>.md``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ SHARED = KUBICKA.parents[1]
 MONACO_PBF = SHARED / "osm" / "monaco-2016.osm.pbf"
 PEERS_DIR = Path(__file__).parent / "peers"
 PEERS = {"osrm": "run_osrm.py", "valhalla": "run_valhalla.py"}
+ROADCOVER = str(Path(sys.executable).with_name("roadcover"))
 NAMES = {"roadcover": "roadcover", "osrm": "OSRM", "valhalla": "Valhalla"}
 
 
@@ -85,12 +90,13 @@ def rss_mib() -> float:
 
 def run_peer(
     peer: str, osm: Path, traces: Path, work: Path, out: Path, runs: int, peers_python: str,
-    sigma: float,
+    sigma: float, tidy: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Run a peer runner by subprocess; return its timing sidecar plus per-trip geometries."""
     cmd = [
         peers_python, str(PEERS_DIR / PEERS[peer]), "--osm", str(osm), "--traces", str(traces),
         "--work", str(work), "--out", str(out), "--runs", str(runs), "--sigma", str(sigma),
+        *(["--tidy"] if tidy else []),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -261,6 +267,98 @@ def monaco(args: argparse.Namespace) -> None:
         if res.get("errors"):
             lines.append(f"\n{NAMES[name]} failures: {res['errors']}")
     write_markdown(args.cache, "monaco", "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- process
+
+
+def ingest_monaco(cache: Path, devices: int, days: int) -> tuple[Path, Path, Path]:
+    """Roads, the fleet's traces ingested (once), and their clean fixes as trip_id,t,lon,lat."""
+    roads, _truth, _trips = simulate_monaco(cache, devices, days)
+    sim = cache / f"monaco_sim_{devices}x{days}"
+    traces = cache / f"monaco_traces_{devices}x{days}"
+    if not (traces / "points").exists():
+        subprocess.run(
+            [ROADCOVER, "ingest", str(sim / "traces"), "-o", str(traces), "--workers", "1"],
+            check=True, env=bench_env(),
+        )  # fmt: skip
+    clean = cache / f"monaco_clean_{devices}x{days}.parquet"
+    if not clean.exists():
+        columns = ["trip_id", "observed_at", "lon", "lat"]
+        points = pd.read_parquet(traces / "points", columns=columns)
+        points = points.sort_values(["trip_id", "observed_at"], kind="stable")
+        t_s = points["observed_at"].astype("datetime64[ms, UTC]").astype("int64") / 1000.0
+        pd.DataFrame(
+            {"trip_id": points["trip_id"].astype(str), "t": t_s.to_numpy(),
+             "lon": points["lon"].to_numpy(), "lat": points["lat"].to_numpy()}
+        ).to_parquet(clean, index=False)  # fmt: skip
+    return roads, traces, clean
+
+
+def bench_env() -> dict[str, str]:
+    """This environment with one numba thread (as the peers' one thread) and a pseudonym key."""
+    key = os.environ.get("ROADCOVER_PSEUDONYM_KEY", "bench-key-not-a-secret-0123456789abcdef")
+    return {**os.environ, "NUMBA_NUM_THREADS": "1", "ROADCOVER_PSEUDONYM_KEY": key}
+
+
+def time_snap_process(roads: Path, traces: Path, out: Path) -> dict[str, float]:
+    """Run ``roadcover snap --workers 1`` once; return its wall, user and system seconds."""
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(
+        [ROADCOVER, "snap", "--roads", str(roads), "--traces", str(traces), "-o", str(out),
+         "--workers", "1"],
+        check=True, env=bench_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": wall, "user": after.ru_utime - before.ru_utime,
+            "sys": after.ru_stime - before.ru_stime}  # fmt: skip
+
+
+def process(args: argparse.Namespace) -> None:
+    """``roadcover snap --workers 1`` as a whole process against OSRM's in-process matching."""
+    roads, traces, clean = ingest_monaco(args.cache, args.devices, args.days)
+    out = args.cache / f"monaco_matched_{args.devices}x{args.days}"
+    time_snap_process(roads, traces, out)  # caches the match network, loads the JIT cache
+    runs = [time_snap_process(roads, traces, out) for _ in range(args.runs)]
+    meta = json.loads((out / "meta.json").read_text())
+    wall = statistics.median(r["wall"] for r in runs)
+    cpu = statistics.median(r["user"] + r["sys"] for r in runs)
+    lines = [
+        f"Monaco 2016 (network `drive`), simulated fleet {args.devices} devices x {args.days} "
+        f"days (1 Hz, noise sigma 5-15 m, no outliers), ingested: {meta['trips']:,} trips, "
+        f"{meta['points']:,} clean fixes. `roadcover snap --workers 1`, a whole process, median "
+        f"of {args.runs} runs (after one that cached the match network).\n",
+        "| matcher | runs s | median s | fixes/s |",
+        "|---|---|---:|---:|",
+        f"| roadcover snap (process wall) | {[round(r['wall'], 2) for r in runs]} | {wall:.2f} | "
+        f"{meta['points'] / wall:,.0f} |",
+        f"| roadcover snap (process user+sys) | "
+        f"{[round(r['user'] + r['sys'], 2) for r in runs]} | {cpu:.2f} | "
+        f"{meta['points'] / cpu:,.0f} |",
+    ]
+    if "osrm" in args.peers:
+        res = run_peer(
+            "osrm", MONACO_PBF, clean, args.cache / "osrm_process",
+            args.cache / "osrm_process.parquet", args.runs, args.peers_python,
+            MatchParams().sigma_m, tidy=True,
+        )  # fmt: skip
+        if "error" in res:
+            lines.append(f"| OSRM | could not run: {res['error']} | | |")
+        else:
+            osrm_s = statistics.median(res["run_s"])
+            osrm_cpu = statistics.median(res["run_cpu_s"])
+            lines += [
+                f"| OSRM in-process `Match` (tidy) wall, {res['failed_trips']} failed trips | "
+                f"{[round(s, 2) for s in res['run_s']]} | {osrm_s:.2f} | "
+                f"{res['points'] / osrm_s:,.0f} |",
+                f"| OSRM in-process `Match` (tidy) CPU | "
+                f"{[round(s, 2) for s in res['run_cpu_s']]} | {osrm_cpu:.2f} | "
+                f"{res['points'] / osrm_cpu:,.0f} |",
+                f"\n**roadcover snap (whole process) / OSRM = {osrm_s / wall:.2f}x by wall time, "
+                f"{osrm_cpu / cpu:.2f}x by CPU time** (aims: >= 1.2x; >= 1.5x at 1 M fixes).",
+            ]
+    write_markdown(args.cache, f"process_{args.devices}x{args.days}", "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- kubicka
@@ -447,16 +545,20 @@ def main() -> None:
     k.add_argument("--drives", nargs="*", default=None)
     s = sub.add_parser("scale")
     s.add_argument("--drives", nargs="*", default=None)
+    p = sub.add_parser("process")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--devices", type=int, default=40)
+    p.add_argument("--days", type=int, default=10)
     one = sub.add_parser("scale-one")
     one.add_argument("drive")
     one.add_argument("phase", choices=["roads", "match"])
     args = parser.parse_args()
-    if not Path(args.peers_python).exists() and args.command in ("monaco", "kubicka"):
+    if not Path(args.peers_python).exists() and args.command in ("monaco", "kubicka", "process"):
         print(f"peers' python {args.peers_python} missing: running roadcover only")
         args.peers = []
-    {"monaco": monaco, "kubicka": kubicka, "scale": scale, "scale-one": scale_one}[args.command](
-        args
-    )
+    commands = {"monaco": monaco, "kubicka": kubicka, "scale": scale, "scale-one": scale_one,
+                "process": process}  # fmt: skip
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ in one process on one thread (timed per run) and writes:
 
 - ``OUT`` (Parquet): ``trip_id, points, status, error, wkt`` — the matched geometry of the last
   run as a WKT (Multi)LineString in EPSG:4326 (empty when nothing was matched);
-- ``OUT.json``: ``prepare_s`` (per build step), ``load_s``, ``run_s`` (list), ``points``,
+- ``OUT.json``: ``prepare_s`` (per build step), ``load_s``, ``run_s`` and ``run_cpu_s`` (wall
+  and CPU seconds, lists), ``points``,
   ``trips``, ``failed_trips``, the engine's version and its settings.
 """
 
@@ -33,6 +34,7 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=10.0, help="GPS accuracy (m)")
     parser.add_argument("--radius", type=float, default=50.0, help="search radius (m)")
+    parser.add_argument("--tidy", action="store_true", help="OSRM: tidy the trace first")
     return parser.parse_args()
 
 
@@ -73,13 +75,18 @@ def match_all(
     trips: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
     match: Callable[[np.ndarray, np.ndarray, np.ndarray], list[list[tuple[float, float]]]],
     runs: int,
+    cpu_s: list[float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[float]]:
-    """Match every trip ``runs`` times; return the last run's rows and each run's seconds."""
+    """Match every trip ``runs`` times; return the last run's rows and each run's seconds.
+
+    The seconds are wall times; each run's CPU seconds of this process (all its threads) are
+    appended to ``cpu_s`` when a list is given.
+    """
     run_s: list[float] = []
     rows: list[dict[str, Any]] = []
     for _ in range(max(runs, 1)):
         rows = []
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for trip_id, t, lon, lat in trips:
             try:
                 lines, status, error = match(t, lon, lat), "ok", ""
@@ -90,6 +97,8 @@ def match_all(
                  "lines": lines}
             )  # fmt: skip
         run_s.append(time.perf_counter() - started)
+        if cpu_s is not None:
+            cpu_s.append(time.process_time() - cpu_started)
     return rows, run_s
 
 
@@ -99,8 +108,9 @@ def match_and_write(
     info: dict[str, Any],
 ) -> None:
     """Match every trip of ``args.traces`` ``args.runs`` times and write ``args.out``."""
-    rows, run_s = match_all(read_trips(args.traces), match, args.runs)
-    write_outputs(args.out, rows, {**info, "run_s": run_s})
+    cpu_s: list[float] = []
+    rows, run_s = match_all(read_trips(args.traces), match, args.runs, cpu_s)
+    write_outputs(args.out, rows, {**info, "run_s": run_s, "run_cpu_s": cpu_s})
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ Run with the peers' Python 3.12: ``/tmp/peers312/bin/python benchmarks/peers/run
 Build: ``osrm-extract -p car.lua -t 1``, ``osrm-partition -t 1``, ``osrm-customize -t 1``
 (the binaries bundled in the wheel), each timed. Engine: ``OSRM(algorithm="MLD",
 use_shared_memory=False)``; one ``Match`` request per trip with timestamps, ``radiuses`` =
-``--sigma`` (OSRM's GPS standard deviation), ``gaps="split"``, ``tidy=False``,
+``--sigma`` (OSRM's GPS standard deviation), ``gaps="split"``, ``tidy`` as ``--tidy`` (off by
+default),
 ``overview="full"``, GeoJSON geometry; the geometries of all matchings of a trip are its route.
 """
 
@@ -70,7 +71,7 @@ def main() -> None:
         params = osrm.MatchParameters(
             coordinates=list(zip(lon.tolist(), lat.tolist(), strict=True)),
             timestamps=np.round(t - t[0]).astype(int).tolist(),
-            radiuses=[args.sigma] * len(t), gaps="split", tidy=False, overview="full",
+            radiuses=[args.sigma] * len(t), gaps="split", tidy=args.tidy, overview="full",
             geometries="geojson", generate_hints=False,
         )  # fmt: skip
         result = engine.Match(params)
@@ -89,7 +90,7 @@ def main() -> None:
             "engine": f"osrm-bindings {version('osrm-bindings')} (MLD, car.lua)",
             "prepare_s": prepare_s,
             "load_s": load_s,
-            "settings": {"radiuses_m": args.sigma, "gaps": "split", "tidy": False},
+            "settings": {"radiuses_m": args.sigma, "gaps": "split", "tidy": args.tidy},
         },
     )
 
