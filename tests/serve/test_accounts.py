@@ -506,6 +506,108 @@ def test_twenty_concurrent_identical_requests_in_processes_charge_once(
     _check_charged_once(store, _run_in_processes(database_url, secret, 2, 10, key="retry-1"))
 
 
+def _free_or_charged(store: AccountStore, account: Account, barrier: Any, task: str) -> str:
+    """Record the free query ``task`` ("free-...") or charge 7 credits for it ("paid-...")."""
+    barrier.wait(timeout=JOIN_TIMEOUT_S)
+    if task.startswith("free-"):
+        store.record_query(
+            account, endpoint="coverage", request_digest=task, release_id="r1", km=0.5
+        )
+        return "recorded"
+    try:
+        _charge(store, account, "7", digest=task)
+    except InsufficientCredits:
+        return "refused"
+    return "charged"
+
+
+def _mixed_in_threads(url: str, secret: str, tasks: list[str], barrier: Any) -> list[str]:
+    store = AccountStore(url)
+    account = store.authenticate("acme", secret)
+    try:
+        with ThreadPoolExecutor(len(tasks)) as pool:
+            futures = [
+                pool.submit(_free_or_charged, store, account, barrier, task) for task in tasks
+            ]
+            return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
+    finally:
+        store.close()
+
+
+def _mixed_process_worker(
+    url: str, secret: str, tasks: list[str], barrier: Any, results: Any
+) -> None:
+    results.put(_mixed_in_threads(url, secret, tasks, barrier))
+
+
+def test_concurrent_free_queries_are_each_recorded_once_beside_exact_charges(
+    database_url: str,
+) -> None:
+    # 2 processes x 20 threads at once: 30 free queries and 10 charges of 7 in each
+    store, _, secret = _new_account(database_url, "100")
+    halves = [
+        [f"free-{p}-{n}" for n in range(15)] + [f"paid-{p}-{n}" for n in range(5)] for p in range(2)
+    ]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(40), context.Queue()
+    workers = [
+        context.Process(
+            target=_mixed_process_worker, args=(database_url, secret, half, barrier, results)
+        )
+        for half in halves
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [o for _ in workers for o in results.get(timeout=JOIN_TIMEOUT_S)]
+    for worker in workers:
+        worker.join(timeout=JOIN_TIMEOUT_S)
+        assert worker.exitcode == 0
+    assert outcomes.count("recorded") == 30
+    # 100 credits and 10 charges of 7 all fit: 100 - 70 = 30 remain
+    assert outcomes.count("charged") == 10 and store.balance("acme") == Decimal(30)
+    items = store.history("acme", limit=1000, cursor=None).items
+    digests = sorted(item.request_digest for item in items)
+    assert digests == sorted(task for half in halves for task in half)
+    free = [item for item in items if item.endpoint == "coverage"]
+    assert {(item.credits, item.km) for item in free} == {(Decimal(0), 0.5)}
+
+
+def test_free_queries_alone_skip_the_disk_sync_on_sqlite(sqlite_url: str) -> None:
+    # PRAGMA synchronous: 2 = FULL (every commit synced), 1 = NORMAL (WAL synced later)
+    store, account, _ = _new_account(sqlite_url, "10")
+    seen: list[tuple[str, int]] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO charges"):
+            mode = conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0]
+            seen.append(("free" if "coverage" in str(args) else "paid", mode))
+
+    for engine in {store.engine, store._free_history_engine}:
+        sa.event.listen(engine, "before_cursor_execute", watch)
+    store.record_query(account, endpoint="coverage", request_digest="q", release_id="r", km=1.0)
+    _charge(store, account, "1")
+    assert seen == [("free", 1), ("paid", 2)]
+    raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("SELECT count(*) FROM charges").fetchone()[0] == 2
+    raw.close()
+
+
+def test_an_asynchronous_free_query_commit_leaves_charges_synchronous_on_postgresql(
+    postgres: PostgresServer,
+) -> None:
+    store, account, _ = _new_account(postgres.create_database(), "10")
+    # one connection in the pool: record_query's transaction and the next one share it
+    store.record_query(account, endpoint="coverage", request_digest="q", release_id="r", km=1.0)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    _charge(store, account, "1")
+    items = store.history("acme", limit=5, cursor=None).items
+    assert [(i.request_digest, i.credits) for i in items] == [
+        ("digest-1", Decimal(1)), ("q", Decimal(0)),
+    ]  # fmt: skip
+
+
 def test_keys_created_at_once_for_a_new_org_all_count(database_url: str) -> None:
     store = AccountStore(database_url)
     barrier = threading.Barrier(10)
