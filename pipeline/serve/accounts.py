@@ -79,6 +79,8 @@ import math
 import os
 import re
 import secrets
+import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +113,11 @@ KEY_ID_PATTERN = re.compile(KEY_ID_PREFIX + "[0-9a-f]{16}")
 SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# connections kept open per engine, and opened beyond them at busy times (closed after use):
+# enough for the API's query threads and its authentications at once, without reconnecting
+POOL_SIZE = 16
+POOL_OVERFLOW = 16
+KEYS_KEPT = 10_000  # key rows kept for AccountStore.cached_account
 MAX_HISTORY_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
@@ -345,7 +352,13 @@ class AccountStore:
     def __init__(self, database_url: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
         url = _parse_url(database_url)
         self.dialect = url.get_backend_name()
+        # SQLite has one writer at a time: this process's writers queue on a lock instead of
+        # in SQLite's busy handler, which sleeps up to 100 ms between tries
+        self._writer_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         self.engine = _create_engine(url, busy_timeout_s, synchronous="FULL")
+        self._keys = _KeyRows()
         # free-query history rows: the same database, committed without a disk sync
         self._free_history_engine = (
             _create_engine(url, busy_timeout_s, synchronous="NORMAL")
@@ -480,7 +493,9 @@ class AccountStore:
     # -- requests -------------------------------------------------------------------------
 
     def authenticate(self, org_id: str, secret: str) -> Account:
-        """Return the account of a valid, unrevoked, unexpired key.
+        """Return the account of a valid, unrevoked, unexpired key, read from the database.
+
+        The key's row is kept for :meth:`cached_account` (its salt and hash, never the secret).
 
         Raises
         ------
@@ -505,20 +520,29 @@ class AccountStore:
             raise AuthenticationError(
                 "unknown_key", "invalid credentials: check the organisation id and the API key"
             )
-        if row.revoked_at is not None:
-            raise AuthenticationError(
-                "revoked_key", f"API key {key_id} was revoked; ask for a new key"
-            )
-        if row.expires is not None and row.expires < _today():
-            raise AuthenticationError(
-                "expired_key", f"API key {key_id} expired on {row.expires}; ask for a new key"
-            )
-        return Account(
-            org_id=row.org_id, key_id=row.key_id,
-            regions=tuple(json.loads(row.regions)) if row.regions is not None else None,
-            aoi=_aoi_geometry(json.loads(row.aoi_geojson)) if row.aoi_geojson else None,
-            expires=row.expires,
-        )  # fmt: skip
+        key = _KeyRow.from_row(row, time.monotonic())
+        self._keys.put(key)
+        return key.account()
+
+    def cached_account(self, org_id: str, secret: str, max_age_s: float) -> Account | None:
+        """Return the account of a key read from the database less than ``max_age_s`` ago.
+
+        No I/O: the key's row as :meth:`authenticate` last read it, if that was within
+        ``max_age_s`` seconds and the secret matches its hash. So a key revoked, or a licence
+        changed, in the database is seen within ``max_age_s``. None when there is no such row
+        or the secret does not match it: then call :meth:`authenticate`, which answers every
+        wrong credential the same way.
+
+        Raises
+        ------
+        AuthenticationError
+            ``revoked_key`` or ``expired_key``, as :meth:`authenticate`.
+        """
+        key_id, _, token = secret.partition(".")
+        key = self._keys.get(org_id, key_id, max_age_s)
+        if key is None or not hmac.compare_digest(_hash(key.salt, token), key.secret_hash):
+            return None
+        return key.account()
 
     def balance(self, org_id: str) -> Decimal:
         """Return the organisation's balance in credits."""
@@ -677,7 +701,7 @@ class AccountStore:
 
         ``engine`` defaults to the durable one (every commit synced to disk).
         """
-        with _database_errors(), (engine or self.engine).connect() as conn:
+        with self._writer_lock, _database_errors(), (engine or self.engine).connect() as conn:
             conn = conn.execution_options(roadcover_write=True)
             with conn.begin():
                 yield conn
@@ -690,6 +714,71 @@ class AccountStore:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
+
+
+@dataclass(frozen=True)
+class _KeyRow:
+    """A key's row as read from the database at ``read_at`` (``time.monotonic``)."""
+
+    org_id: str
+    key_id: str
+    salt: bytes = field(repr=False)
+    secret_hash: bytes = field(repr=False)
+    revoked_at: datetime | None
+    expires: date | None
+    regions: tuple[str, ...] | None
+    aoi: Polygon | MultiPolygon | None
+    read_at: float
+
+    @classmethod
+    def from_row(cls, row: Any, read_at: float) -> _KeyRow:
+        """Return the key of a joined ``api_keys``/``orgs`` row."""
+        return cls(
+            org_id=row.org_id, key_id=row.key_id, salt=row.salt, secret_hash=row.secret_hash,
+            revoked_at=row.revoked_at, expires=row.expires,
+            regions=tuple(json.loads(row.regions)) if row.regions is not None else None,
+            aoi=_aoi_geometry(json.loads(row.aoi_geojson)) if row.aoi_geojson else None,
+            read_at=read_at,
+        )  # fmt: skip
+
+    def account(self) -> Account:
+        """Return the key's account (its secret already checked), or refuse a dead key."""
+        if self.revoked_at is not None:
+            raise AuthenticationError(
+                "revoked_key", f"API key {self.key_id} was revoked; ask for a new key"
+            )
+        if self.expires is not None and self.expires < _today():
+            raise AuthenticationError(
+                "expired_key", f"API key {self.key_id} expired on {self.expires}; ask for a new key"
+            )
+        return Account(
+            org_id=self.org_id, key_id=self.key_id, regions=self.regions, aoi=self.aoi,
+            expires=self.expires,
+        )  # fmt: skip
+
+
+class _KeyRows:
+    """The key rows :meth:`AccountStore.authenticate` read last, by (org id, key id)."""
+
+    def __init__(self, most: int = KEYS_KEPT) -> None:
+        self._most = most
+        self._rows: dict[tuple[str, str], _KeyRow] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: _KeyRow) -> None:
+        """Keep ``key``, forgetting the longest-kept row when there are too many."""
+        with self._lock:
+            self._rows.pop((key.org_id, key.key_id), None)
+            self._rows[(key.org_id, key.key_id)] = key
+            while len(self._rows) > self._most:
+                del self._rows[next(iter(self._rows))]
+
+    def get(self, org_id: str, key_id: str, max_age_s: float) -> _KeyRow | None:
+        """Return the row of the key if it was read less than ``max_age_s`` ago."""
+        key = self._rows.get((org_id, key_id))
+        if key is None or not time.monotonic() - key.read_at < max_age_s:
+            return None
+        return key
 
 
 def parse_aoi(data: object, source: str = "AOI") -> Polygon | MultiPolygon:
@@ -755,11 +844,16 @@ def _create_engine(url: URL, busy_timeout_s: float, synchronous: str) -> Engine:
     ``synchronous`` is ``"FULL"`` (every commit synced to disk) or ``"NORMAL"`` (under WAL,
     commits are not synced; the log is synced at the next FULL commit or checkpoint).
     """
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
+        return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, **pool)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": busy_timeout_s})
+    else:
+        pool = {}  # an in-memory database: SQLAlchemy's one connection per thread
+    engine = sa.create_engine(
+        url, hide_parameters=True, connect_args={"timeout": busy_timeout_s}, **pool
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

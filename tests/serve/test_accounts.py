@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -178,6 +179,30 @@ def test_revoked_and_expired_keys_are_refused_with_their_own_codes(tmp_path: Pat
         last_day_today.key_id: "active",
         expired.key_id: "expired",
     }
+
+
+def test_a_kept_key_row_answers_until_it_is_max_age_old(sqlite_url: str) -> None:
+    store = AccountStore(sqlite_url)
+    issued = store.create_key("acme", regions=["vaduz"])
+    assert store.cached_account("acme", issued.secret, 60.0) is None  # never read yet
+    account = store.authenticate("acme", issued.secret)
+    assert store.cached_account("acme", issued.secret, 60.0) == account
+    assert store.cached_account("acme", issued.secret + "x", 60.0) is None  # to the database
+    assert store.cached_account("other", issued.secret, 60.0) is None
+    assert store.cached_account("acme", issued.secret, 0.0) is None  # 0: never kept
+    store.revoke_key(issued.key_id)
+    # within the bound the row read before the revocation answers; after it, the database
+    assert store.cached_account("acme", issued.secret, 60.0) == account
+    time.sleep(0.25)
+    assert store.cached_account("acme", issued.secret, 0.2) is None
+    with pytest.raises(AuthenticationError) as refused:
+        store.authenticate("acme", issued.secret)
+    assert refused.value.code == "revoked_key"
+    with pytest.raises(AuthenticationError) as kept:  # the revoked row is kept too
+        store.cached_account("acme", issued.secret, 60.0)
+    assert kept.value.code == "revoked_key"
+    shown = repr(store._keys.get("acme", issued.key_id, 60.0))
+    assert issued.key_id in shown and "salt" not in shown and "secret" not in shown
 
 
 def test_the_secret_is_stored_only_as_a_salted_hmac(tmp_path: Path) -> None:
