@@ -59,13 +59,23 @@ fsync; the log is synced at the next FULL commit or checkpoint), on PostgreSQL w
 LOCAL synchronous_commit = off`` for that insert alone (the commit returns before the WAL
 flush; the server's WAL writer flushes it within ``3 x wal_writer_delay``, 0.6 s by default,
 and any later synchronous commit flushes it first). Atomicity, ordering and isolation are
-unchanged, and a process crash loses nothing (the row is in the log or the server). Only a
-power loss or OS crash may lose the free-query rows committed since the last sync, never a
-charge; the sync of a charge's commit also syncs every row committed before it (the log is
-sequential). A
-per-query fsync was 8.5 ms of wall time and commits are one at a time, which capped recorded
-free queries at about 115 a second per database; a batched writer thread would give the same
-durability with more code and a flush to get right at shutdown.
+unchanged, and a crash of the API's process loses nothing (the row is in the log or the
+server). Only a power loss, an OS crash or (PostgreSQL) a crash of the database server may
+lose the free-query rows committed since the last sync, never a charge; the sync of a
+charge's commit also syncs every row committed before it (the log is sequential). A synced
+commit takes about 10 ms of wall time and commits are one at a time, which would cap free
+queries at about 100 a second per database. A batched writer thread would avoid the sync
+too, but would lose its unwritten rows when the process is killed, and needs a flush at
+shutdown. On SQLite the writers of one
+process queue on a lock of the store rather than in SQLite's busy handler, which sleeps up to
+100 ms between tries.
+
+Keys kept
+---------
+:meth:`AccountStore.authenticate` keeps the row of each key it read (salt and hash, never the
+secret); :meth:`AccountStore.cached_account` answers from a row younger than the caller's
+bound (the API's ``api.auth_cache_s``) without reading the database, so a revocation or a new
+licence is in force within that bound.
 """
 
 from __future__ import annotations
