@@ -1,18 +1,23 @@
 """Benchmark the HTTP API: requests/s and p50/p99 latency of coverage queries and tiles.
 
 Usage: ``python benchmarks/bench_api.py REGION_DIR [REGION_DIR ...] [--workers 1 2]
-[--users 50] [--seconds 30] [--runs 3]``, each REGION_DIR in the workflow's layout
-(``roads/``, ``export/releases/latest.json``, ``export/coverage.pmtiles``), e.g.
-``results/demo/helsinki`` after ``make demo``; ``--build-osm EXTRACT`` first builds such a
-folder from an OSM extract with synthetic drives on 60 % of its edges (roads, coverage,
-tiles, one release).
+[--users 50] [--think 0.5-1.5 0] [--targets coverage tiles] [--seconds 30] [--runs 3]``,
+each REGION_DIR in the workflow's layout (``roads/``, ``export/releases/latest.json``,
+``export/coverage.pmtiles``), e.g. ``results/demo/helsinki`` after ``make demo``;
+``--build-osm EXTRACT`` first builds such a folder from an OSM extract with synthetic drives
+on 60 % of its edges (roads, coverage, tiles, one release).
 
 For each region and worker count it starts ``roadcover serve --workers N`` on a free port,
-and runs locust headless (``--users`` clients, no think time) for ``--seconds`` against
-``POST /v1/coverage`` with city-sized polygons (random boxes of 30 to 100 % of the region's
-extent, slanted), then against ``GET /v1/tiles`` (every tile of the archive, cycled); each
-``--runs`` times. Prints the medians as a Markdown table for docs/benchmarks.md. Locust runs
-on the same machine as the server, so both share its cores.
+and runs locust headless (``--users`` clients) for ``--seconds`` against ``POST /v1/coverage``
+with city-sized polygons (random boxes of 30 to 100 % of the region's extent, slanted), then
+against ``GET /v1/tiles`` (every tile of the archive, cycled); each ``--runs`` times, and for
+each ``--think`` time: ``0.5-1.5`` makes each client wait 0.5 to 1.5 s (uniform) between
+requests (50 clients then offer about 50 requests/s: latency at that load), ``0`` is a closed
+loop with no wait (the server's saturation: its most requests/s, and a latency that is
+clients / throughput by Little's law). Prints the medians as a Markdown table for
+docs/benchmarks.md, with the machine's 1-minute load average during the runs (their median of
+the mean of its value at the start and end of each run). Locust runs on the same machine as
+the server, so both share its cores.
 """
 
 from __future__ import annotations
@@ -109,14 +114,16 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 def run_locust(
     base: str, target: str, env: dict[str, str], users: int, seconds: int, folder: Path
 ) -> dict[str, float]:
-    """One headless locust run; return requests/s, p50, p99 (ms) and failures."""
+    """One headless locust run; return requests/s, p50, p99 (ms), failures and the load."""
     prefix = folder / f"locust-{target}"
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", base,
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"]  # fmt: skip
+    load_before = os.getloadavg()[0]
     subprocess.run(
         command, env={**env, "BENCH_API_TARGET": target}, check=False, capture_output=True
     )
+    load = (load_before + os.getloadavg()[0]) / 2
     with open(f"{prefix}_stats.csv", encoding="utf-8") as handle:
         row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
     return {
@@ -125,6 +132,7 @@ def run_locust(
         "p99": float(row["99%"]),
         "requests": float(row["Request Count"]),
         "failures": float(row["Failure Count"]),
+        "load": load,
     }
 
 
@@ -159,26 +167,34 @@ def bench_region(
             process, base = start_server(config, count, folder / f"serve-{count}.log")
             try:
                 for target, work in (("coverage", polygons), ("tiles", tiles)):
+                    if target not in args.targets:
+                        continue
                     env["BENCH_API_WORK"] = str(work)
-                    runs = [
-                        run_locust(base, target, env, args.users, args.seconds, folder)
-                        for _ in range(args.runs)
-                    ]
-                    rows.append(_row(name, road_km, count, target, runs))
-                    print(rows[-1], flush=True)
+                    for think in args.think:
+                        env["BENCH_API_THINK"] = think
+                        runs = [
+                            run_locust(base, target, env, args.users, args.seconds, folder)
+                            for _ in range(args.runs)
+                        ]
+                        rows.append(_row(name, road_km, count, target, think, runs))
+                        print(rows[-1], flush=True)
             finally:
                 stop_server(process)
     return rows
 
 
-def _row(name: str, road_km: float, workers: int, target: str, runs: list[dict[str, float]]) -> str:
+def _row(
+    name: str, road_km: float, workers: int, target: str, think: str, runs: list[dict[str, float]]
+) -> str:
     def median(key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
     failures = sum(run["failures"] for run in runs)
+    waits = "none" if think == "0" else f"{think} s"
     return (
-        f"| {name} ({road_km:,.0f} road km) | {target} | {workers} | {median('rps'):,.0f} | "
-        f"{median('p50'):.0f} | {median('p99'):.0f} | {failures:.0f} |"
+        f"| {name} ({road_km:,.0f} road km) | {target} | {workers} | {waits} | "
+        f"{median('rps'):,.0f} | {median('p50'):.0f} | {median('p99'):.0f} | {failures:.0f} | "
+        f"{median('load'):.1f} |"
     )
 
 
@@ -223,6 +239,11 @@ def main() -> None:
     parser.add_argument("--build-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench_api")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--users", type=int, default=50)
+    parser.add_argument(
+        "--think", nargs="+", default=["0.5-1.5", "0"],
+        help="Each client's wait between requests: MIN-MAX seconds, or 0 (none, saturation).",
+    )  # fmt: skip
+    parser.add_argument("--targets", nargs="+", default=["coverage", "tiles"])
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="Accounts in a local PostgreSQL.")
@@ -234,8 +255,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{machine}, {os.cpu_count()} CPUs, load {load:.1f}, {args.users} users, "
           f"{args.seconds} s x {args.runs}")  # fmt: skip
-    print("| region | requests | workers | requests/s | p50 ms | p99 ms | failures |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| region | requests | workers | think time | requests/s | p50 ms | p99 ms | failures "
+          "| load |")  # fmt: skip
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     with contextlib.ExitStack() as stack:
         database_url = None
         if args.postgres:

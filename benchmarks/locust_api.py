@@ -1,8 +1,10 @@
 """Locust users of benchmarks/bench_api.py: coverage queries or tile requests, one kind per run.
 
 Configured by environment variables set by bench_api.py: ``BENCH_API_TARGET`` ("coverage" or
-"tiles"), ``BENCH_API_ORG``/``BENCH_API_SECRET`` (a key), ``BENCH_API_REGION``, and
-``BENCH_API_WORK`` (a JSON file: the polygons, or the z/x/y of the tiles, to cycle through).
+"tiles"), ``BENCH_API_ORG``/``BENCH_API_SECRET`` (a key), ``BENCH_API_REGION``,
+``BENCH_API_WORK`` (a JSON file: the polygons, or the z/x/y of the tiles, to cycle through),
+and ``BENCH_API_THINK`` (each user's think time between requests: ``"0"``, none, the
+default, a closed loop measuring saturation; ``"0.5-1.5"``, uniform between 0.5 and 1.5 s).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, between, constant, task
 
 TARGET = os.environ["BENCH_API_TARGET"]
 REGION = os.environ["BENCH_API_REGION"]
@@ -20,12 +22,13 @@ AUTH = (os.environ["BENCH_API_ORG"], os.environ["BENCH_API_SECRET"])
 with open(os.environ["BENCH_API_WORK"], encoding="utf-8") as handle:
     WORK: list[Any] = json.load(handle)
 _NEXT = itertools.cycle(range(len(WORK)))
+_THINK = os.environ.get("BENCH_API_THINK", "0")
 
 
 class ApiUser(FastHttpUser):
-    """One client: one request after another, no think time."""
+    """One client: one request after another, with ``BENCH_API_THINK`` between them."""
 
-    wait_time = constant(0)
+    wait_time = constant(0) if _THINK == "0" else between(*(float(v) for v in _THINK.split("-")))
 
     def on_start(self) -> None:
         """Use HTTP Basic with the benchmark's key."""

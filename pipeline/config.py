@@ -174,6 +174,7 @@ class ApiSettings:
     request_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
     history_page_size: int = 100
+    auth_cache_s: float = 5.0  # bound on how long a revoked key may still be accepted
 
 
 @dataclass(frozen=True)
@@ -442,6 +443,7 @@ def _api_settings(config: dict[str, Any]) -> ApiSettings:
         request_timeout_s=float(api["request_timeout_s"]),
         body_timeout_s=float(api["body_timeout_s"]),
         history_page_size=int(api["history_page_size"]),
+        auth_cache_s=float(api["auth_cache_s"]),
     )
 
 

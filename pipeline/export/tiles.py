@@ -285,9 +285,11 @@ def read_road_names(roads_dir: Path, summary: dict[str, Any]) -> pd.Series:
     Raises
     ------
     InputDataError
-        If the roads folder is not the one the coverage was computed on.
+        If the roads folder is of another extract, or other roads of the same extract
+        (another ``edges.parquet``), than the coverage was computed on.
     """
     from pipeline.contracts import EDGES
+    from pipeline.roads.identity import refuse_other_roads, roads_identity
     from pipeline.roads.store import EDGES_FILE, read_roads_meta
 
     source = read_roads_meta(roads_dir).get("source_sha256")
@@ -296,6 +298,11 @@ def read_road_names(roads_dir: Path, summary: dict[str, Any]) -> pd.Series:
             f"{roads_dir}: built from OSM extract sha256 {source}, but the coverage was "
             f"computed on {summary.get('roads_sha256')}; pass the roads folder the coverage used"
         )
+    made_with = summary.get("roads")
+    refuse_other_roads(
+        made_with if isinstance(made_with, dict) else None, roads_identity(roads_dir), roads_dir,
+        output="the coverage was computed on", fix="pass the roads folder the coverage used",
+    )  # fmt: skip
     table = read_table(Path(roads_dir) / EDGES_FILE, EDGES, columns=["edge_id", "name"])
     return pd.Series(table["name"].to_numpy(), index=table["edge_id"].to_numpy())
 

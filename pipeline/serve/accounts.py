@@ -44,6 +44,38 @@ the idempotency key and the balance, decrements the balance and writes the histo
 commits: concurrent requests never spend more than the balance and never lose a charge. The
 unique ``(org_id, idempotency_key)`` constraint backs this up: a request that loses a race on
 it answers as the replay it is.
+
+Durability
+----------
+Every transaction that changes money (charges, credits added, keys, revocations) is durable
+when it returns: on SQLite its commit syncs the write-ahead log to disk (``PRAGMA
+synchronous=FULL`` under WAL), on PostgreSQL it waits for the WAL flush
+(``synchronous_commit`` as the server has it, ``on`` by default).
+
+The history row of a *free* query (:meth:`AccountStore.record_query`) is written without
+waiting for the disk: on SQLite through a second engine on the same file whose connections
+use ``PRAGMA synchronous=NORMAL`` (under WAL a commit is then an append to the log with no
+fsync; the log is synced at the next FULL commit or checkpoint), on PostgreSQL with ``SET
+LOCAL synchronous_commit = off`` for that insert alone (the commit returns before the WAL
+flush; the server's WAL writer flushes it within ``3 x wal_writer_delay``, 0.6 s by default,
+and any later synchronous commit flushes it first). Atomicity, ordering and isolation are
+unchanged, and a crash of the API's process loses nothing (the row is in the log or the
+server). Only a power loss, an OS crash or (PostgreSQL) a crash of the database server may
+lose the free-query rows committed since the last sync, never a charge; the sync of a
+charge's commit also syncs every row committed before it (the log is sequential). A synced
+commit takes about 10 ms of wall time and commits are one at a time, which would cap free
+queries at about 100 a second per database. A batched writer thread would avoid the sync
+too, but would lose its unwritten rows when the process is killed, and needs a flush at
+shutdown. On SQLite the writers of one
+process queue on a lock of the store rather than in SQLite's busy handler, which sleeps up to
+100 ms between tries.
+
+Keys kept
+---------
+:meth:`AccountStore.authenticate` keeps the row of each key it read (salt and hash, never the
+secret); :meth:`AccountStore.cached_account` answers from a row younger than the caller's
+bound (the API's ``api.auth_cache_s``) without reading the database, so a revocation or a new
+licence is in force within that bound.
 """
 
 from __future__ import annotations
@@ -57,6 +89,8 @@ import math
 import os
 import re
 import secrets
+import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,9 +123,15 @@ KEY_ID_PATTERN = re.compile(KEY_ID_PREFIX + "[0-9a-f]{16}")
 SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# connections kept open per engine, and opened beyond them at busy times (closed after use):
+# enough for the API's query threads and its authentications at once, without reconnecting
+POOL_SIZE = 16
+POOL_OVERFLOW = 16
+KEYS_KEPT = 10_000  # key rows kept for AccountStore.cached_account
 MAX_HISTORY_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
+SYNCHRONOUS_MODES = {"FULL": "FULL", "NORMAL": "NORMAL"}  # a fixed word, never user input
 _SCHEMA_LOCK_ID = 0x52434143  # PostgreSQL advisory lock serialising schema creation ("RCAC")
 _DUMMY_SALT = secrets.token_bytes(SALT_BYTES)
 _DUMMY_HASH = secrets.token_bytes(32)
@@ -322,7 +362,19 @@ class AccountStore:
     def __init__(self, database_url: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
         url = _parse_url(database_url)
         self.dialect = url.get_backend_name()
-        self.engine = _create_engine(url, busy_timeout_s)
+        # SQLite has one writer at a time: this process's writers queue on a lock instead of
+        # in SQLite's busy handler, which sleeps up to 100 ms between tries
+        self._writer_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+        self.engine = _create_engine(url, busy_timeout_s, synchronous="FULL")
+        self._keys = _KeyRows()
+        # free-query history rows: the same database, committed without a disk sync
+        self._free_history_engine = (
+            _create_engine(url, busy_timeout_s, synchronous="NORMAL")
+            if self.dialect == "sqlite"
+            else self.engine
+        )
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
@@ -334,6 +386,7 @@ class AccountStore:
     def close(self) -> None:
         """Close the database connections."""
         self.engine.dispose()
+        self._free_history_engine.dispose()
 
     # -- administration -------------------------------------------------------------------
 
@@ -450,7 +503,9 @@ class AccountStore:
     # -- requests -------------------------------------------------------------------------
 
     def authenticate(self, org_id: str, secret: str) -> Account:
-        """Return the account of a valid, unrevoked, unexpired key.
+        """Return the account of a valid, unrevoked, unexpired key, read from the database.
+
+        The key's row is kept for :meth:`cached_account` (its salt and hash, never the secret).
 
         Raises
         ------
@@ -475,20 +530,29 @@ class AccountStore:
             raise AuthenticationError(
                 "unknown_key", "invalid credentials: check the organisation id and the API key"
             )
-        if row.revoked_at is not None:
-            raise AuthenticationError(
-                "revoked_key", f"API key {key_id} was revoked; ask for a new key"
-            )
-        if row.expires is not None and row.expires < _today():
-            raise AuthenticationError(
-                "expired_key", f"API key {key_id} expired on {row.expires}; ask for a new key"
-            )
-        return Account(
-            org_id=row.org_id, key_id=row.key_id,
-            regions=tuple(json.loads(row.regions)) if row.regions is not None else None,
-            aoi=_aoi_geometry(json.loads(row.aoi_geojson)) if row.aoi_geojson else None,
-            expires=row.expires,
-        )  # fmt: skip
+        key = _KeyRow.from_row(row, time.monotonic())
+        self._keys.put(key)
+        return key.account()
+
+    def cached_account(self, org_id: str, secret: str, max_age_s: float) -> Account | None:
+        """Return the account of a key read from the database less than ``max_age_s`` ago.
+
+        No I/O: the key's row as :meth:`authenticate` last read it, if that was within
+        ``max_age_s`` seconds and the secret matches its hash. So a key revoked, or a licence
+        changed, in the database is seen within ``max_age_s``. None when there is no such row
+        or the secret does not match it: then call :meth:`authenticate`, which answers every
+        wrong credential the same way.
+
+        Raises
+        ------
+        AuthenticationError
+            ``revoked_key`` or ``expired_key``, as :meth:`authenticate`.
+        """
+        key_id, _, token = secret.partition(".")
+        key = self._keys.get(org_id, key_id, max_age_s)
+        if key is None or not hmac.compare_digest(_hash(key.salt, token), key.secret_hash):
+            return None
+        return key.account()
 
     def balance(self, org_id: str) -> Decimal:
         """Return the organisation's balance in credits."""
@@ -545,9 +609,16 @@ class AccountStore:
     def record_query(
         self, account: Account, *, endpoint: str, request_digest: str, release_id: str, km: float
     ) -> None:
-        """Record a free query in the history at cost 0."""
+        """Record a free query in the history at cost 0, without waiting for a disk sync.
+
+        The row is committed like any other (atomic, visible to every later read) but not
+        synced to disk before this returns (module docstring, Durability): a power loss may
+        lose the last free-query rows, never a charge.
+        """
         _check_km(km)
-        with self._write() as conn:
+        with self._write(self._free_history_engine) as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             _insert_charge(
                 conn, account, endpoint, request_digest, release_id, km, Decimal(0), None, None
             )
@@ -635,9 +706,12 @@ class AccountStore:
         )  # fmt: skip
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """Open a transaction that may write (SQLite: BEGIN IMMEDIATE, the write lock)."""
-        with _database_errors(), self.engine.connect() as conn:
+    def _write(self, engine: Engine | None = None) -> Iterator[Connection]:
+        """Open a transaction that may write (SQLite: BEGIN IMMEDIATE, the write lock).
+
+        ``engine`` defaults to the durable one (every commit synced to disk).
+        """
+        with self._writer_lock, _database_errors(), (engine or self.engine).connect() as conn:
             conn = conn.execution_options(roadcover_write=True)
             with conn.begin():
                 yield conn
@@ -650,6 +724,71 @@ class AccountStore:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
+
+
+@dataclass(frozen=True)
+class _KeyRow:
+    """A key's row as read from the database at ``read_at`` (``time.monotonic``)."""
+
+    org_id: str
+    key_id: str
+    salt: bytes = field(repr=False)
+    secret_hash: bytes = field(repr=False)
+    revoked_at: datetime | None
+    expires: date | None
+    regions: tuple[str, ...] | None
+    aoi: Polygon | MultiPolygon | None
+    read_at: float
+
+    @classmethod
+    def from_row(cls, row: Any, read_at: float) -> _KeyRow:
+        """Return the key of a joined ``api_keys``/``orgs`` row."""
+        return cls(
+            org_id=row.org_id, key_id=row.key_id, salt=row.salt, secret_hash=row.secret_hash,
+            revoked_at=row.revoked_at, expires=row.expires,
+            regions=tuple(json.loads(row.regions)) if row.regions is not None else None,
+            aoi=_aoi_geometry(json.loads(row.aoi_geojson)) if row.aoi_geojson else None,
+            read_at=read_at,
+        )  # fmt: skip
+
+    def account(self) -> Account:
+        """Return the key's account (its secret already checked), or refuse a dead key."""
+        if self.revoked_at is not None:
+            raise AuthenticationError(
+                "revoked_key", f"API key {self.key_id} was revoked; ask for a new key"
+            )
+        if self.expires is not None and self.expires < _today():
+            raise AuthenticationError(
+                "expired_key", f"API key {self.key_id} expired on {self.expires}; ask for a new key"
+            )
+        return Account(
+            org_id=self.org_id, key_id=self.key_id, regions=self.regions, aoi=self.aoi,
+            expires=self.expires,
+        )  # fmt: skip
+
+
+class _KeyRows:
+    """The key rows :meth:`AccountStore.authenticate` read last, by (org id, key id)."""
+
+    def __init__(self, most: int = KEYS_KEPT) -> None:
+        self._most = most
+        self._rows: dict[tuple[str, str], _KeyRow] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: _KeyRow) -> None:
+        """Keep ``key``, forgetting the longest-kept row when there are too many."""
+        with self._lock:
+            self._rows.pop((key.org_id, key.key_id), None)
+            self._rows[(key.org_id, key.key_id)] = key
+            while len(self._rows) > self._most:
+                del self._rows[next(iter(self._rows))]
+
+    def get(self, org_id: str, key_id: str, max_age_s: float) -> _KeyRow | None:
+        """Return the row of the key if it was read less than ``max_age_s`` ago."""
+        key = self._rows.get((org_id, key_id))
+        if key is None or not time.monotonic() - key.read_at < max_age_s:
+            return None
+        return key
 
 
 def parse_aoi(data: object, source: str = "AOI") -> Polygon | MultiPolygon:
@@ -709,12 +848,22 @@ def _parse_url(database_url: str) -> URL:
     return url
 
 
-def _create_engine(url: URL, busy_timeout_s: float) -> Engine:
+def _create_engine(url: URL, busy_timeout_s: float, synchronous: str) -> Engine:
+    """Return an engine on ``url``; on SQLite its connections use ``PRAGMA synchronous``.
+
+    ``synchronous`` is ``"FULL"`` (every commit synced to disk) or ``"NORMAL"`` (under WAL,
+    commits are not synced; the log is synced at the next FULL commit or checkpoint).
+    """
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
+        return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, **pool)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": busy_timeout_s})
+    else:
+        pool = {}  # an in-memory database: SQLAlchemy's one connection per thread
+    engine = sa.create_engine(
+        url, hide_parameters=True, connect_args={"timeout": busy_timeout_s}, **pool
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -722,6 +871,7 @@ def _create_engine(url: URL, busy_timeout_s: float) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+        cursor.execute(f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

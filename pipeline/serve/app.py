@@ -358,6 +358,11 @@ async def current_account(
 ) -> Account:
     """Authenticate the request's key (HTTP Basic: org id, secret) and take a rate-limit token.
 
+    A key whose row was read from the database less than ``api.auth_cache_s`` ago is checked
+    against that row (its salted hash, on the event loop, no I/O); any other key, and any
+    secret that does not match the row, is checked against the database in a thread. So a
+    revoked key, or a changed licence, takes effect within ``api.auth_cache_s`` seconds.
+
     Raises
     ------
     ApiError
@@ -371,14 +376,25 @@ async def current_account(
             raise AuthenticationError(
                 "missing_credentials", "give your org id and API key with HTTP Basic authentication"
             )
-        account = await run_in_threadpool(
-            state.store.authenticate, credentials.username, credentials.password
-        )
+        account = _cached_account(state, credentials)
+        if account is None:
+            account = await run_in_threadpool(
+                state.store.authenticate, credentials.username, credentials.password
+            )
     except AuthenticationError as error:
         state.failures.acquire(client)
         raise ApiError(401, error.code, str(error), headers={"WWW-Authenticate": REALM}) from None
     _refuse_over_limit(state.limiter.acquire(account.key_id), "requests with this key")
     return account
+
+
+def _cached_account(state: ServiceState, credentials: HTTPBasicCredentials) -> Account | None:
+    """Return the account of a key read from the database within ``api.auth_cache_s`` (no I/O)."""
+    if state.settings.auth_cache_s <= 0:
+        return None
+    return state.store.cached_account(
+        credentials.username, credentials.password, state.settings.auth_cache_s
+    )
 
 
 def _refuse_over_limit(wait_s: float, what: str) -> None:
@@ -436,8 +452,13 @@ def _query_region(state: ServiceState, query: AreaQuery, account: Account) -> Se
 
 async def _latest_release(state: ServiceState, region: str) -> RegionRelease:
     """Return the region's latest release, opened in a thread on first use (503 if none)."""
+    return await run_in_threadpool(_latest_release_now, state, region)
+
+
+def _latest_release_now(state: ServiceState, region: str) -> RegionRelease:
+    """Return the region's latest release, opening it on first use (blocking; 503 if none)."""
     try:
-        release = await run_in_threadpool(state.registry.latest, region)
+        release = state.registry.latest(region)
     except PipelineError as error:  # no pointer yet, or a release that cannot be opened
         log.warning("region %s: %s", region, error)
         raise ApiError(503, "no_release", str(error), headers={"Retry-After": "60"}) from None
@@ -519,15 +540,20 @@ def _v1_routes(state: ServiceState) -> APIRouter:
 
         return await state.run(answer)
 
-    @router.post("/coverage", summary="Road km and coverage in an area (free)")
-    async def coverage(query: AreaQuery, account: AccountDep) -> dict[str, Any]:
+    @router.post(
+        "/coverage",
+        summary="Road km and coverage in an area (free)",
+        response_class=JSONResponse,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    async def coverage(query: AreaQuery, account: AccountDep) -> JSONResponse:
         served = _query_region(state, query, account)
-        release = await _latest_release(state, served.name)
-        digest = _request_digest(
-            "coverage", served.name, release.release_id, query.model_dump(mode="json")
-        )
+        asked = query.model_dump(mode="json")
 
-        def answer(deadline: Any) -> dict[str, Any]:
+        def answer(deadline: Any) -> JSONResponse:
+            # one trip to a query thread: the release, the query and its history row
+            release = _latest_release_now(state, served.name)
+            digest = _request_digest("coverage", served.name, release.release_id, asked)
             area = _licensed_area(state, query.area, account)
             result = release.coverage(area, since=query.since, highways=query.highway)
             state.store.record_query(
@@ -537,7 +563,7 @@ def _v1_routes(state: ServiceState) -> APIRouter:
                 release_id=release.release_id,
                 km=float(result.get("covered_km", 0.0)),
             )
-            return {"region": served.name, **result}
+            return JSONResponse({"region": served.name, **result})
 
         return await state.run(answer)
 

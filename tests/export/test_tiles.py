@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +33,9 @@ from pipeline.export.tiles import (
     write_coverage_tiles,
 )
 from pipeline.io import read_table
+from pipeline.roads import build_roads, resolve_extract
 from tests.builders import write_fully_covered_region
-from tests.export.coverage_builder import helsinki_coverage
+from tests.export.coverage_builder import HELSINKI, helsinki_coverage
 
 MAX_ZOOM = 13
 
@@ -314,3 +318,33 @@ def test_roads_of_another_extract_are_refused(coverage_dir: Path, tmp_path: Path
     (roads / "meta.json").write_text(json.dumps({**meta, "source_sha256": "0" * 64}))
     with pytest.raises(InputDataError, match="pass the roads folder the coverage used"):
         write_coverage_tiles(coverage_dir, tmp_path / "x.pmtiles", 10, 12, roads_dir=roads)
+
+
+def test_other_roads_of_the_same_extract_are_refused_in_one_line(
+    coverage_dir: Path, tmp_path: Path
+) -> None:
+    """Every way of the extract, not its drivable roads: the same extract, other edges."""
+    other = tmp_path / "all-ways"
+    build_roads(resolve_extract(HELSINKI, coverage_dir.parent / "cache"), other, network="all")
+    drive = coverage_dir.parent / "roads"
+    same_extract = [
+        json.loads((r / "meta.json").read_text())["source_sha256"] for r in (drive, other)
+    ]
+    assert same_extract[0] == same_extract[1]
+    edges = [hashlib.sha256((r / "edges.parquet").read_bytes()).hexdigest() for r in (drive, other)]
+    assert edges[0] != edges[1]
+    out = tmp_path / "x.pmtiles"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "export", "tiles", str(coverage_dir), str(out),
+         "--roads", str(other), "--min-zoom", "10", "--max-zoom", "12"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert "other roads" in lines[0] and str(other) in lines[0]
+    assert (
+        f"edges sha256 {edges[0][:12]}" in lines[0] and f"edges sha256 {edges[1][:12]}" in lines[0]
+    )
+    assert "pass the roads folder the coverage used" in lines[0]
+    assert not out.exists()

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -178,6 +179,30 @@ def test_revoked_and_expired_keys_are_refused_with_their_own_codes(tmp_path: Pat
         last_day_today.key_id: "active",
         expired.key_id: "expired",
     }
+
+
+def test_a_kept_key_row_answers_until_it_is_max_age_old(sqlite_url: str) -> None:
+    store = AccountStore(sqlite_url)
+    issued = store.create_key("acme", regions=["vaduz"])
+    assert store.cached_account("acme", issued.secret, 60.0) is None  # never read yet
+    account = store.authenticate("acme", issued.secret)
+    assert store.cached_account("acme", issued.secret, 60.0) == account
+    assert store.cached_account("acme", issued.secret + "x", 60.0) is None  # to the database
+    assert store.cached_account("other", issued.secret, 60.0) is None
+    assert store.cached_account("acme", issued.secret, 0.0) is None  # 0: never kept
+    store.revoke_key(issued.key_id)
+    # within the bound the row read before the revocation answers; after it, the database
+    assert store.cached_account("acme", issued.secret, 60.0) == account
+    time.sleep(0.25)
+    assert store.cached_account("acme", issued.secret, 0.2) is None
+    with pytest.raises(AuthenticationError) as refused:
+        store.authenticate("acme", issued.secret)
+    assert refused.value.code == "revoked_key"
+    with pytest.raises(AuthenticationError) as kept:  # the revoked row is kept too
+        store.cached_account("acme", issued.secret, 60.0)
+    assert kept.value.code == "revoked_key"
+    shown = repr(store._keys.get("acme", issued.key_id, 60.0))
+    assert issued.key_id in shown and "salt" not in shown and "secret" not in shown
 
 
 def test_the_secret_is_stored_only_as_a_salted_hmac(tmp_path: Path) -> None:
@@ -504,6 +529,108 @@ def test_twenty_concurrent_identical_requests_in_processes_charge_once(
 ) -> None:
     store, _, secret = _new_account(database_url, "100")
     _check_charged_once(store, _run_in_processes(database_url, secret, 2, 10, key="retry-1"))
+
+
+def _free_or_charged(store: AccountStore, account: Account, barrier: Any, task: str) -> str:
+    """Record the free query ``task`` ("free-...") or charge 7 credits for it ("paid-...")."""
+    barrier.wait(timeout=JOIN_TIMEOUT_S)
+    if task.startswith("free-"):
+        store.record_query(
+            account, endpoint="coverage", request_digest=task, release_id="r1", km=0.5
+        )
+        return "recorded"
+    try:
+        _charge(store, account, "7", digest=task)
+    except InsufficientCredits:
+        return "refused"
+    return "charged"
+
+
+def _mixed_in_threads(url: str, secret: str, tasks: list[str], barrier: Any) -> list[str]:
+    store = AccountStore(url)
+    account = store.authenticate("acme", secret)
+    try:
+        with ThreadPoolExecutor(len(tasks)) as pool:
+            futures = [
+                pool.submit(_free_or_charged, store, account, barrier, task) for task in tasks
+            ]
+            return [future.result(timeout=JOIN_TIMEOUT_S) for future in futures]
+    finally:
+        store.close()
+
+
+def _mixed_process_worker(
+    url: str, secret: str, tasks: list[str], barrier: Any, results: Any
+) -> None:
+    results.put(_mixed_in_threads(url, secret, tasks, barrier))
+
+
+def test_concurrent_free_queries_are_each_recorded_once_beside_exact_charges(
+    database_url: str,
+) -> None:
+    # 2 processes x 20 threads at once: 30 free queries and 10 charges of 7 in each
+    store, _, secret = _new_account(database_url, "100")
+    halves = [
+        [f"free-{p}-{n}" for n in range(15)] + [f"paid-{p}-{n}" for n in range(5)] for p in range(2)
+    ]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(40), context.Queue()
+    workers = [
+        context.Process(
+            target=_mixed_process_worker, args=(database_url, secret, half, barrier, results)
+        )
+        for half in halves
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [o for _ in workers for o in results.get(timeout=JOIN_TIMEOUT_S)]
+    for worker in workers:
+        worker.join(timeout=JOIN_TIMEOUT_S)
+        assert worker.exitcode == 0
+    assert outcomes.count("recorded") == 30
+    # 100 credits and 10 charges of 7 all fit: 100 - 70 = 30 remain
+    assert outcomes.count("charged") == 10 and store.balance("acme") == Decimal(30)
+    items = store.history("acme", limit=1000, cursor=None).items
+    digests = sorted(item.request_digest for item in items)
+    assert digests == sorted(task for half in halves for task in half)
+    free = [item for item in items if item.endpoint == "coverage"]
+    assert {(item.credits, item.km) for item in free} == {(Decimal(0), 0.5)}
+
+
+def test_free_queries_alone_skip_the_disk_sync_on_sqlite(sqlite_url: str) -> None:
+    # PRAGMA synchronous: 2 = FULL (every commit synced), 1 = NORMAL (WAL synced later)
+    store, account, _ = _new_account(sqlite_url, "10")
+    seen: list[tuple[str, int]] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO charges"):
+            mode = conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0]
+            seen.append(("free" if "coverage" in str(args) else "paid", mode))
+
+    for engine in {store.engine, store._free_history_engine}:
+        sa.event.listen(engine, "before_cursor_execute", watch)
+    store.record_query(account, endpoint="coverage", request_digest="q", release_id="r", km=1.0)
+    _charge(store, account, "1")
+    assert seen == [("free", 1), ("paid", 2)]
+    raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("SELECT count(*) FROM charges").fetchone()[0] == 2
+    raw.close()
+
+
+def test_an_asynchronous_free_query_commit_leaves_charges_synchronous_on_postgresql(
+    postgres: PostgresServer,
+) -> None:
+    store, account, _ = _new_account(postgres.create_database(), "10")
+    # one connection in the pool: record_query's transaction and the next one share it
+    store.record_query(account, endpoint="coverage", request_digest="q", release_id="r", km=1.0)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    _charge(store, account, "1")
+    items = store.history("acme", limit=5, cursor=None).items
+    assert [(i.request_digest, i.credits) for i in items] == [
+        ("digest-1", Decimal(1)), ("q", Decimal(0)),
+    ]  # fmt: skip
 
 
 def test_keys_created_at_once_for_a_new_org_all_count(database_url: str) -> None:

@@ -338,6 +338,27 @@ def test_wrong_revoked_and_expired_keys_get_401(url: str, store: AccountStore) -
     assert_error(malformed, 401, "invalid_credentials")
 
 
+@pytest.mark.parametrize("auth_cache_s", [0.0, 1.0])
+def test_a_revoked_key_is_refused_within_auth_cache_s(
+    data: ServedData, tmp_path: Path, auth_cache_s: float
+) -> None:
+    store = AccountStore(f"sqlite:///{tmp_path / 'accounts.sqlite'}")
+    key = new_key(store)
+    settings = api_config(data, auth_cache_s=auth_cache_s)
+    with running_server(settings, store) as base, client(base, key) as http:
+        assert http.get("/v1/account").status_code == 200  # the key's row is read and kept
+        store.revoke_key(key.key_id)
+        revoked_at = time.monotonic()
+        first = http.get("/v1/account")
+        if auth_cache_s == 0:  # nothing kept: refused at once
+            assert_error(first, 401, "revoked_key")
+        time.sleep(max(0.0, revoked_at + auth_cache_s + 0.05 - time.monotonic()))
+        assert_error(http.get("/v1/account"), 401, "revoked_key")  # past the bound: refused
+        assert_error(
+            http.get("/v1/account", auth=(key.org_id, key.secret + "x")), 401, "unknown_key"
+        )
+
+
 def test_region_and_aoi_licences_are_enforced(
     url: str, store: AccountStore, feed: gpd.GeoDataFrame, data: ServedData
 ) -> None:

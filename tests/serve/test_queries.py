@@ -8,6 +8,7 @@ and measured with pyproj.Geod on OSMnx's sphere (radius 6,371,009 m, the sphere 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,9 @@ import shapely
 from shapely.ops import substring
 
 from pipeline.errors import InputDataError
-from pipeline.roads import read_edges
+from pipeline.roads import build_roads, read_edges, resolve_extract
 from pipeline.serve.queries import RegionRelease, RequestError
-from tests.serve.release_builder import SINCE, BuiltRelease, helsinki_release
+from tests.serve.release_builder import HELSINKI, SINCE, BuiltRelease, helsinki_release
 
 SPHERE = pyproj.Geod(a=6_371_009.0, b=6_371_009.0)
 FRESH = {"7d": "fresh_7d_km", "28d": "fresh_28d_km", "90d": "fresh_90d_km", "365d": "fresh_365d_km"}
@@ -259,6 +260,25 @@ def test_roads_of_another_extract_are_refused(built: BuiltRelease, tmp_path: Pat
     (roads / "meta.json").write_text(json.dumps({**meta, "source_sha256": "0" * 64}))
     with pytest.raises(InputDataError, match="pass the roads folder the release's coverage used"):
         RegionRelease.open(built.release, roads)
+
+
+def test_other_roads_of_the_same_extract_are_refused(built: BuiltRelease, tmp_path: Path) -> None:
+    """Every way of the extract, not its drivable roads: the same extract, other edges."""
+    other = tmp_path / "all-ways"
+    build_roads(resolve_extract(HELSINKI, built.roads.parent / "cache"), other, network="all")
+    metas = [json.loads((r / "meta.json").read_text()) for r in (built.roads, other)]
+    assert metas[0]["source_sha256"] == metas[1]["source_sha256"]
+    edges = [
+        hashlib.sha256((r / "edges.parquet").read_bytes()).hexdigest() for r in (built.roads, other)
+    ]
+    assert edges[0] != edges[1]
+    with pytest.raises(InputDataError) as refused:
+        RegionRelease.open(built.release, other)
+    message = str(refused.value)
+    assert "\n" not in message and "the release was made on other roads" in message
+    assert f"edges sha256 {edges[0][:12]}" in message and f"edges sha256 {edges[1][:12]}" in message
+    assert str(other) in message and "pass the roads folder the release's coverage used" in message
+    assert RegionRelease.open(built.release, built.roads).release_id  # its own roads: opened
 
 
 def test_a_folder_without_manifest_is_refused(built: BuiltRelease, tmp_path: Path) -> None:

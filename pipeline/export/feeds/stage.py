@@ -70,6 +70,7 @@ from pipeline.export.feeds.writers import (
 from pipeline.io import read_table, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_roads_meta
+from pipeline.roads.identity import refuse_other_roads, roads_identity
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,11 @@ def write_release(
             f"{summary.get('roads_sha256')}, but {roads_dir} was built from "
             f"{roads_meta.get('source_sha256')}; pass the roads folder the coverage used"
         )
+    roads = roads_identity(roads_dir)
+    refuse_other_roads(
+        summary.get("roads"), roads, roads_dir, output=f"{coverage_dir} holds coverage of",
+        fix="pass the roads folder the coverage was computed on",
+    )  # fmt: skip
     as_of = pd.Timestamp(summary["as_of"]).tz_convert("UTC")
     as_of_ms = int(as_of.value // 1_000_000)
     release_id = release_id or default_release_id(coverage_dir)
@@ -238,6 +244,7 @@ def write_release(
                 "source": {
                     "osm_extract": roads_meta.get("source_file"),
                     "osm_extract_sha256": roads_meta.get("source_sha256"),
+                    "roads": roads,
                     "coverage_batches": summary.get("batches", []),
                 },
                 "config": settings,
