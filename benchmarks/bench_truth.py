@@ -46,7 +46,7 @@ from pipeline.io import read_table
 from pipeline.roads import build_roads
 from pipeline.simulate.fleet import simulate_fleet
 from pipeline.snap.stage import snap_traces
-from tests.truth import device_pseudonym
+from tests.truth import located_fractions, true_fixes, true_routes
 
 SHARED = Path(os.environ.get("ROADCOVER_SHARED_DATA", Path(__file__).parents[2] / "shared/data"))
 KEY = "bench-truth-key-0123456789"
@@ -151,23 +151,40 @@ def _km(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) * CELL_M / 1000.0
 
 
-def true_pieces(truth: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+def true_pieces(
+    routes: gpd.GeoDataFrame, windows: pd.DataFrame, fixes: pd.DataFrame
+) -> pd.DataFrame:
     """The pieces of edges the devices drove within time windows (``device``, ``start``, ``stop``).
 
-    Within an edge, the vehicle's position is interpolated linearly in time between the moments
-    it entered and left it (as ``tests/truth.py`` does).
+    An edge driven at a window's start or stop is cut where the vehicle truly was then
+    (``fixes``, :func:`tests.truth.true_fixes`), else at the position interpolated linearly in
+    time within the edge (as ``tests/truth.py`` does).
     """
-    rows = windows.merge(truth, on="device")
+    where = fixes.rename(columns={"observed_at": "at"})
+    for side in ("start", "stop"):
+        named = where.rename(columns={"at": side, "true_lon": f"{side}_lon",
+                                      "true_lat": f"{side}_lat"})  # fmt: skip
+        windows = windows.merge(named, on=["device", side], how="left")
+    rows = windows.merge(pd.DataFrame(routes.drop(columns="geometry")).assign(
+        line=routes.geometry.to_numpy()), on="device")  # fmt: skip
     rows = rows[(rows["exited_at"] > rows["start"]) & (rows["entered_at"] < rows["stop"])]
     span = (rows["exited_at"] - rows["entered_at"]).dt.total_seconds().clip(lower=1e-3)
     begin = ((rows["start"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
     end = ((rows["stop"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
+    begin, end = begin.to_numpy(copy=True), end.to_numpy(copy=True)
+    for side, fraction in (("start", begin), ("stop", end)):
+        cut = ((rows["entered_at"] <= rows[side]) & (rows[side] < rows["exited_at"])
+               & rows[f"{side}_lon"].notna()).to_numpy()  # fmt: skip
+        fraction[cut] = located_fractions(
+            rows["line"].to_numpy()[cut], rows[f"{side}_lon"].to_numpy()[cut],
+            rows[f"{side}_lat"].to_numpy()[cut], routes.crs,
+        )  # fmt: skip
     return pd.DataFrame(
         {
             "trip_id": rows["trip_id"].to_numpy(),
             "edge_id": rows["edge_id"].to_numpy(),
-            "from_m": (begin * rows["length_m"]).to_numpy(),
-            "to_m": (end * rows["length_m"]).to_numpy(),
+            "from_m": begin * rows["length_m"].to_numpy(),
+            "to_m": end * rows["length_m"].to_numpy(),
         }
     )
 
@@ -204,9 +221,9 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
     """Compare the coverage in ``work`` with the simulator's truth."""
     summary = json.loads((work / "coverage/summary.json").read_text())
     trips = _read_trips(work)
-    truth = pd.DataFrame(read_table(work / "fleet/truth.parquet", SIMULATED_ROUTES))
-    truth["device"] = truth["device_id"].map(lambda d: device_pseudonym(KEY, d))
-    truth = truth.drop(columns=["trip_id", "geometry"])
+    truth = true_routes(read_table(work / "fleet/truth.parquet", SIMULATED_ROUTES), KEY)
+    truth = truth.drop(columns=["trip_id"])
+    fixes = true_fixes(work / "roads", settings.simulate, KEY)
     raster = RoadRaster(gpd.read_parquet(work / "roads/edges.parquet"))
     quality = read_table(work / "matched/match_quality.parquet", MATCH_QUALITY)
     counts = quality["confidence"] >= settings.coverage.min_match_confidence
@@ -222,7 +239,7 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
     kept = trips[["trip_id", "started_at", "ended_at"]].rename(
         columns={"started_at": "start", "ended_at": "stop"}
     )
-    pieces = true_pieces(truth, kept.assign(device=trips["device_id"]))
+    pieces = true_pieces(truth, kept.assign(device=trips["device_id"]), fixes)
     true_mask = raster.mask(pieces["edge_id"], pieces["from_m"], pieces["to_m"])
     covered = raster.mask(segments["edge_id"], segments["from_offset_m"], segments["to_offset_m"])
     missed = true_mask & ~covered
@@ -230,8 +247,8 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
     windows = fix_windows(trips[trips["trip_id"].isin(counted)], points)
     causes = {
         "trip not counted": pieces[~pieces["trip_id"].isin(counted)],
-        "trip ends": true_pieces(truth, windows[windows["kind"] == "ends"]),
-        "gaps between runs": true_pieces(truth, windows[windows["kind"] == "gaps"]),
+        "trip ends": true_pieces(truth, windows[windows["kind"] == "ends"], fixes),
+        "gaps between runs": true_pieces(truth, windows[windows["kind"] == "gaps"], fixes),
     }
     left = missed.copy()
     by_cause = {}
