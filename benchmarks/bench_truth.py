@@ -34,9 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
-import shapely
 
 from pipeline.config import Settings, settings_from_mapping
 from pipeline.contracts import MATCH_QUALITY, SIMULATED_ROUTES, TRIPS
@@ -46,11 +44,10 @@ from pipeline.io import read_table
 from pipeline.roads import build_roads
 from pipeline.simulate.fleet import simulate_fleet
 from pipeline.snap.stage import snap_traces
-from tests.truth import located_fractions, true_fixes, true_routes
+from tests.truth import RoadRaster, masked_km, true_fixes, true_pieces, true_routes
 
 SHARED = Path(os.environ.get("ROADCOVER_SHARED_DATA", Path(__file__).parents[2] / "shared/data"))
 KEY = "bench-truth-key-0123456789"
-CELL_M = 0.05  # resolution of the road masks
 END_S = pd.Timedelta(seconds=10)  # a trip's ends: up to its first matched fix and 10 s on
 
 
@@ -98,95 +95,6 @@ def run_pipeline(work: Path, settings: Settings, osm: Path) -> dict[str, float]:
 def _read_trips(work: Path) -> pd.DataFrame:
     files = sorted((work / "traces/trips").glob("*.parquet"))
     return pd.concat([pd.DataFrame(read_table(f, TRIPS)) for f in files], ignore_index=True)
-
-
-class RoadRaster:
-    """Every road of the roads folder cut into cells of ``CELL_M``: sets of road as masks.
-
-    Both directions of a two-way road (one ``road_id``) share their cells: a piece of an edge
-    is mapped onto the orientation of the road's first edge (the lowest ``edge_id``), reversed
-    when the edge's line starts where that one ends.
-    """
-
-    def __init__(self, edges: gpd.GeoDataFrame) -> None:
-        edges = edges.sort_values("edge_id")
-        first = edges.groupby("road_id")["edge_id"].transform("min")
-        reference = edges.set_index("edge_id").loc[first.to_numpy()]
-        starts = shapely.get_point(edges.geometry.to_numpy(), 0)
-        ref_starts = shapely.get_point(reference.geometry.to_numpy(), 0)
-        reverse = (first.to_numpy() != edges["edge_id"].to_numpy()) & ~shapely.equals(
-            starts, ref_starts
-        )
-        roads = edges.drop_duplicates("road_id")
-        cells = np.ceil(roads["length_m"].to_numpy() / CELL_M).astype(np.int64)
-        road_start = pd.Series(np.r_[0, np.cumsum(cells)[:-1]], index=roads["road_id"])
-        self.size = int(cells.sum())
-        self.by_edge = pd.DataFrame(
-            {
-                "start": road_start.loc[edges["road_id"].to_numpy()].to_numpy(),
-                "length_m": edges["length_m"].to_numpy(),
-                "reverse": reverse,
-            },
-            index=edges["edge_id"].to_numpy(),
-        )
-
-    def mask(self, edge_id: np.ndarray, from_m: np.ndarray, to_m: np.ndarray) -> np.ndarray:
-        """The cells whose centre lies within ``[from_m, to_m]`` (either order) of the edges."""
-        edge = self.by_edge.loc[np.asarray(edge_id)]
-        length = edge["length_m"].to_numpy()
-        low = np.clip(np.minimum(from_m, to_m), 0, length)
-        high = np.clip(np.maximum(from_m, to_m), 0, length)
-        flip = edge["reverse"].to_numpy()
-        low, high = np.where(flip, length - high, low), np.where(flip, length - low, high)
-        first = edge["start"].to_numpy() + np.ceil(low / CELL_M - 0.5).astype(np.int64)
-        stop = edge["start"].to_numpy() + np.ceil(high / CELL_M - 0.5).astype(np.int64)
-        keep = stop > first
-        change = np.zeros(self.size + 1, dtype=np.int64)
-        np.add.at(change, first[keep], 1)
-        np.add.at(change, stop[keep], -1)
-        return np.cumsum(change[:-1]) > 0
-
-
-def _km(mask: np.ndarray) -> float:
-    return float(np.count_nonzero(mask)) * CELL_M / 1000.0
-
-
-def true_pieces(
-    routes: gpd.GeoDataFrame, windows: pd.DataFrame, fixes: pd.DataFrame
-) -> pd.DataFrame:
-    """The pieces of edges the devices drove within time windows (``device``, ``start``, ``stop``).
-
-    An edge driven at a window's start or stop is cut where the vehicle truly was then
-    (``fixes``, :func:`tests.truth.true_fixes`), else at the position interpolated linearly in
-    time within the edge (as ``tests/truth.py`` does).
-    """
-    where = fixes.rename(columns={"observed_at": "at"})
-    for side in ("start", "stop"):
-        named = where.rename(columns={"at": side, "true_lon": f"{side}_lon",
-                                      "true_lat": f"{side}_lat"})  # fmt: skip
-        windows = windows.merge(named, on=["device", side], how="left")
-    rows = windows.merge(pd.DataFrame(routes.drop(columns="geometry")).assign(
-        line=routes.geometry.to_numpy()), on="device")  # fmt: skip
-    rows = rows[(rows["exited_at"] > rows["start"]) & (rows["entered_at"] < rows["stop"])]
-    span = (rows["exited_at"] - rows["entered_at"]).dt.total_seconds().clip(lower=1e-3)
-    begin = ((rows["start"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
-    end = ((rows["stop"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
-    begin, end = begin.to_numpy(copy=True), end.to_numpy(copy=True)
-    for side, fraction in (("start", begin), ("stop", end)):
-        cut = ((rows["entered_at"] <= rows[side]) & (rows[side] < rows["exited_at"])
-               & rows[f"{side}_lon"].notna()).to_numpy()  # fmt: skip
-        fraction[cut] = located_fractions(
-            rows["line"].to_numpy()[cut], rows[f"{side}_lon"].to_numpy()[cut],
-            rows[f"{side}_lat"].to_numpy()[cut], routes.crs,
-        )  # fmt: skip
-    return pd.DataFrame(
-        {
-            "trip_id": rows["trip_id"].to_numpy(),
-            "edge_id": rows["edge_id"].to_numpy(),
-            "from_m": begin * rows["length_m"].to_numpy(),
-            "to_m": end * rows["length_m"].to_numpy(),
-        }
-    )
 
 
 def fix_windows(trips: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -254,15 +162,15 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
     by_cause = {}
     for cause, part in causes.items():
         zone = raster.mask(part["edge_id"], part["from_m"], part["to_m"])
-        by_cause[cause] = round(_km(left & zone), 3)
+        by_cause[cause] = round(masked_km(left & zone), 3)
         left &= ~zone
-    by_cause["matched to another road"] = round(_km(left), 3)
+    by_cause["matched to another road"] = round(masked_km(left), 3)
     order = segments.sort_values(["trip_id", "seq"]).groupby("trip_id", sort=False)
     end_segments = pd.concat([order.head(1), order.tail(1)])
     ends = raster.mask(
         end_segments["edge_id"], end_segments["from_offset_m"], end_segments["to_offset_m"]
     )
-    truth_km = _km(true_mask)
+    truth_km = masked_km(true_mask)
     return {
         "drives": len(trips),
         "fixes": int(quality["points"].sum()),
@@ -271,14 +179,14 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
         "truth_km": round(truth_km, 3),
         "unique_km": summary["unique_km"],
         "ratio": round(summary["unique_km"] / truth_km, 4),
-        "recall": round(1 - _km(missed) / truth_km, 4),
-        "precision": round(1 - _km(beside) / _km(covered), 4),
-        "missed_km": round(_km(missed), 3),
+        "recall": round(1 - masked_km(missed) / truth_km, 4),
+        "precision": round(1 - masked_km(beside) / masked_km(covered), 4),
+        "missed_km": round(masked_km(missed), 3),
         "missed_by_cause_km": by_cause,
-        "beside_km": round(_km(beside), 3),
+        "beside_km": round(masked_km(beside), 3),
         "beside_by_place_km": {
-            "trip's first or last piece": round(_km(beside & ends), 3),
-            "elsewhere": round(_km(beside & ~ends), 3),
+            "trip's first or last piece": round(masked_km(beside & ends), 3),
+            "elsewhere": round(masked_km(beside & ~ends), 3),
         },
     }
 

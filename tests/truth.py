@@ -31,6 +31,7 @@ from pipeline.simulate.network import DrivingNetwork
 
 SPHERE = Geod(a=6_371_009.0, f=0.0)
 GRID_M = 0.001  # 1 mm: both directions' lines coincide
+CELL_M = 0.05  # resolution of the road masks
 
 
 def device_pseudonym(key: str, raw_id: str) -> str:
@@ -153,3 +154,93 @@ def driven_truth_km(
     routes = true_routes(truth, key)
     merged = shapely.union_all(list(trip_truth(routes, trips, fixes).values()), grid_size=GRID_M)
     return sphere_km(merged, routes.crs)
+
+
+class RoadRaster:
+    """Every road of the roads folder cut into cells of ``CELL_M``: sets of road as masks.
+
+    Both directions of a two-way road (one ``road_id``) share their cells: a piece of an edge
+    is mapped onto the orientation of the road's first edge (the lowest ``edge_id``), reversed
+    when the edge's line starts where that one ends.
+    """
+
+    def __init__(self, edges: gpd.GeoDataFrame) -> None:
+        edges = edges.sort_values("edge_id")
+        first = edges.groupby("road_id")["edge_id"].transform("min")
+        reference = edges.set_index("edge_id").loc[first.to_numpy()]
+        starts = shapely.get_point(edges.geometry.to_numpy(), 0)
+        ref_starts = shapely.get_point(reference.geometry.to_numpy(), 0)
+        reverse = (first.to_numpy() != edges["edge_id"].to_numpy()) & ~shapely.equals(
+            starts, ref_starts
+        )
+        roads = edges.drop_duplicates("road_id")
+        cells = np.ceil(roads["length_m"].to_numpy() / CELL_M).astype(np.int64)
+        road_start = pd.Series(np.r_[0, np.cumsum(cells)[:-1]], index=roads["road_id"])
+        self.size = int(cells.sum())
+        self.by_edge = pd.DataFrame(
+            {
+                "start": road_start.loc[edges["road_id"].to_numpy()].to_numpy(),
+                "length_m": edges["length_m"].to_numpy(),
+                "reverse": reverse,
+            },
+            index=edges["edge_id"].to_numpy(),
+        )
+
+    def mask(self, edge_id: np.ndarray, from_m: np.ndarray, to_m: np.ndarray) -> np.ndarray:
+        """The cells whose centre lies within ``[from_m, to_m]`` (either order) of the edges."""
+        edge = self.by_edge.loc[np.asarray(edge_id)]
+        length = edge["length_m"].to_numpy()
+        low = np.clip(np.minimum(from_m, to_m), 0, length)
+        high = np.clip(np.maximum(from_m, to_m), 0, length)
+        flip = edge["reverse"].to_numpy()
+        low, high = np.where(flip, length - high, low), np.where(flip, length - low, high)
+        first = edge["start"].to_numpy() + np.ceil(low / CELL_M - 0.5).astype(np.int64)
+        stop = edge["start"].to_numpy() + np.ceil(high / CELL_M - 0.5).astype(np.int64)
+        keep = stop > first
+        change = np.zeros(self.size + 1, dtype=np.int64)
+        np.add.at(change, first[keep], 1)
+        np.add.at(change, stop[keep], -1)
+        return np.cumsum(change[:-1]) > 0
+
+
+def masked_km(mask: np.ndarray) -> float:
+    """Length in km of the road cells of a mask."""
+    return float(np.count_nonzero(mask)) * CELL_M / 1000.0
+
+
+def true_pieces(
+    routes: gpd.GeoDataFrame, windows: pd.DataFrame, fixes: pd.DataFrame
+) -> pd.DataFrame:
+    """The pieces of edges the devices drove within time windows (``device``, ``start``, ``stop``).
+
+    An edge driven at a window's start or stop is cut where the vehicle truly was then
+    (``fixes``, :func:`tests.truth.true_fixes`), else at the position interpolated linearly in
+    time within the edge (as ``tests/truth.py`` does).
+    """
+    where = fixes.rename(columns={"observed_at": "at"})
+    for side in ("start", "stop"):
+        named = where.rename(columns={"at": side, "true_lon": f"{side}_lon",
+                                      "true_lat": f"{side}_lat"})  # fmt: skip
+        windows = windows.merge(named, on=["device", side], how="left")
+    rows = windows.merge(pd.DataFrame(routes.drop(columns="geometry")).assign(
+        line=routes.geometry.to_numpy()), on="device")  # fmt: skip
+    rows = rows[(rows["exited_at"] > rows["start"]) & (rows["entered_at"] < rows["stop"])]
+    span = (rows["exited_at"] - rows["entered_at"]).dt.total_seconds().clip(lower=1e-3)
+    begin = ((rows["start"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
+    end = ((rows["stop"] - rows["entered_at"]).dt.total_seconds() / span).clip(0, 1)
+    begin, end = begin.to_numpy(copy=True), end.to_numpy(copy=True)
+    for side, fraction in (("start", begin), ("stop", end)):
+        cut = ((rows["entered_at"] <= rows[side]) & (rows[side] < rows["exited_at"])
+               & rows[f"{side}_lon"].notna()).to_numpy()  # fmt: skip
+        fraction[cut] = located_fractions(
+            rows["line"].to_numpy()[cut], rows[f"{side}_lon"].to_numpy()[cut],
+            rows[f"{side}_lat"].to_numpy()[cut], routes.crs,
+        )  # fmt: skip
+    return pd.DataFrame(
+        {
+            "trip_id": rows["trip_id"].to_numpy(),
+            "edge_id": rows["edge_id"].to_numpy(),
+            "from_m": begin * rows["length_m"].to_numpy(),
+            "to_m": end * rows["length_m"].to_numpy(),
+        }
+    )
