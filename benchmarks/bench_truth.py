@@ -175,6 +175,7 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
         "drives": len(trips),
         "fixes": int(quality["points"].sum()),
         "unmatched_by_reason": points["unmatched_reason"].value_counts().to_dict(),
+        "breaks": int(quality["breaks"].sum()),
         "trips_not_counted": int(len(quality) - len(counted)),
         "truth_km": round(truth_km, 3),
         "unique_km": summary["unique_km"],
