@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings, settings_from_mapping
@@ -44,7 +45,7 @@ from pipeline.io import read_table
 from pipeline.roads import build_roads
 from pipeline.simulate.fleet import simulate_fleet
 from pipeline.snap.stage import snap_traces
-from tests.truth import RoadRaster, masked_km, true_fixes, true_pieces, true_routes
+from tests.truth import SPHERE, RoadRaster, masked_km, true_fixes, true_pieces, true_routes
 
 SHARED = Path(os.environ.get("ROADCOVER_SHARED_DATA", Path(__file__).parents[2] / "shared/data"))
 KEY = "bench-truth-key-0123456789"
@@ -95,6 +96,26 @@ def run_pipeline(work: Path, settings: Settings, osm: Path) -> dict[str, float]:
 def _read_trips(work: Path) -> pd.DataFrame:
     files = sorted((work / "traces/trips").glob("*.parquet"))
     return pd.concat([pd.DataFrame(read_table(f, TRIPS)) for f in files], ignore_index=True)
+
+
+def true_trimmed_m(trips: pd.DataFrame, fixes: pd.DataFrame) -> pd.Series:
+    """True metres driven before each kept trip's first fix and after its last (both ends).
+
+    Measured along the vehicles' true positions (``fixes``, every logged fix), from the start
+    of the simulated trip: what ingest's privacy trim, measured along the noisy fixes,
+    really removed.
+    """
+    fixes = fixes.sort_values(["device", "observed_at"], ignore_index=True)
+    lon, lat = fixes["true_lon"].to_numpy(), fixes["true_lat"].to_numpy()
+    step = np.r_[SPHERE.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])[2], 0.0]
+    step[np.r_[fixes["trip_id"].to_numpy()[1:] != fixes["trip_id"].to_numpy()[:-1], True]] = 0
+    by_trip = pd.Series(step).groupby(fixes["trip_id"].to_numpy())
+    fixes["before_m"] = by_trip.cumsum().to_numpy() - step
+    fixes["after_m"] = by_trip.transform("sum").to_numpy() - fixes["before_m"]
+    where = fixes.set_index(["device", "observed_at"])
+    first = where.loc[list(zip(trips["device_id"], trips["started_at"], strict=True)), "before_m"]
+    last = where.loc[list(zip(trips["device_id"], trips["ended_at"], strict=True)), "after_m"]
+    return pd.concat([first, last], ignore_index=True)
 
 
 def fix_windows(trips: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -171,6 +192,7 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
         end_segments["edge_id"], end_segments["from_offset_m"], end_segments["to_offset_m"]
     )
     truth_km = masked_km(true_mask)
+    trimmed = true_trimmed_m(trips, fixes)
     return {
         "drives": len(trips),
         "fixes": int(quality["points"].sum()),
@@ -185,6 +207,11 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
         "missed_km": round(masked_km(missed), 3),
         "missed_by_cause_km": by_cause,
         "beside_km": round(masked_km(beside), 3),
+        "true_m_trimmed_per_end": {
+            "median": round(float(trimmed.median()), 1),
+            "p5": round(float(trimmed.quantile(0.05)), 1),
+            "below_trim": round(float((trimmed < settings.ingest.privacy_trim_m).mean()), 3),
+        },
         "beside_by_place_km": {
             "trip's first or last piece": round(masked_km(beside & ends), 3),
             "elsewhere": round(masked_km(beside & ~ends), 3),

@@ -51,14 +51,14 @@ def true_fixes(roads_dir: Path, params: SimulateSettings, key: str) -> pd.DataFr
 
     The simulator is deterministic: driving the fleet again with ``truth`` gives the fixes of
     its files with their true positions. Columns ``device`` (pseudonym under ``key``),
-    ``observed_at``, ``true_lon``, ``true_lat``.
+    ``trip_id`` (the simulator's), ``observed_at``, ``true_lon``, ``true_lat``.
     """
     network = DrivingNetwork.from_roads_dir(roads_dir)
     frames = []
     for device in plan_fleet(network, params):
         fixes = drive_device(network, device, params, truth=True).fixes
         frames.append(
-            fixes[["observed_at", "true_lon", "true_lat"]].assign(
+            fixes[["trip_id", "observed_at", "true_lon", "true_lat"]].assign(
                 device=device_pseudonym(key, device.device_id)
             )
         )
@@ -217,7 +217,8 @@ def true_pieces(
     (``fixes``, :func:`tests.truth.true_fixes`), else at the position interpolated linearly in
     time within the edge (as ``tests/truth.py`` does).
     """
-    where = fixes.rename(columns={"observed_at": "at"})
+    where = fixes[["device", "observed_at", "true_lon", "true_lat"]]
+    where = where.rename(columns={"observed_at": "at"})
     for side in ("start", "stop"):
         named = where.rename(columns={"at": side, "true_lon": f"{side}_lon",
                                       "true_lat": f"{side}_lat"})  # fmt: skip
