@@ -2,8 +2,10 @@
 
 States are candidates (edge, offset from u in metres). Emission: ``-0.5 (d / sigma)^2``;
 transition: ``-|route - straight| / beta`` where the route distance is ``o2 - o1`` on the same
-edge, ``len(e1) - o1 + d(v1, u2) + o2`` through the graph, or a penalised mid-edge U-turn onto
-the reverse twin. All in log space. The route distances ``d(v1, u2)`` of one step come from one
+edge (a fix behind the previous one is standing still, paying ``(o1 - o2) / beta`` more),
+``len(e1) - o1 + d(v1, u2) + o2`` through the graph (also back onto the same edge, for a fix
+more than ``backward_tolerance_m`` behind), or a penalised mid-edge U-turn onto the reverse
+twin. All in log space. The route distances ``d(v1, u2)`` of one step come from one
 bounded Dijkstra (or UBODT lookups) per distinct end node ``v1`` of the previous fix's
 candidates, to the distinct start nodes ``u2`` of the current fix's candidates.
 """
@@ -167,14 +169,18 @@ def _step(
             ob = cand_off[b]
             lp = -INF
             kd = VIA_GRAPH
-            if eb == ea and ob >= oa - tol:
-                # forward, or jitter backwards: standing still, paying for the step back
+            if eb == ea:
+                # forward, or the fix drifting backwards: standing still, paying for the step back
                 lp = -(abs(max(ob - oa, 0.0) - gc) + max(oa - ob, 0.0)) / beta
                 kd = SAME_EDGE
-            else:
+            if eb != ea or ob < oa - tol:
+                # farther back than the tolerance, a loop through the graph may explain it better
                 gd = distances[s, column[k]]
                 if gd < INF and rem + gd + ob <= limit:
-                    lp = -abs(rem + gd + ob - gc) / beta
+                    lg = -abs(rem + gd + ob - gc) / beta
+                    if lg > lp:
+                        lp = lg
+                        kd = VIA_GRAPH
                 if uturn < INF and eb == edge_twin[ea]:
                     r2 = ob - (edge_len[eb] - oa)
                     if r2 >= -tol:

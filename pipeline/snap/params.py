@@ -36,8 +36,11 @@ class MatchParams:
         Log-probability cost of turning around in the middle of an edge onto its reverse twin;
         ``None`` forbids such U-turns.
     backward_tolerance_m
-        A fix up to this far behind the previous one on the same edge is treated as standing
-        still (GPS jitter at stops), not as driving backwards.
+        A fix up to this far behind the previous one on the same edge is standing still (GPS
+        jitter at stops). Farther behind, it is standing still while the fix drifts back or a
+        loop through the graph back onto the edge, whichever scores better: a stopped car's
+        fixes drift by more than any fixed tolerance (tens of metres at sigma 10-15 m), and
+        they must not break the trip.
     max_outlier_points
         A run of at most this many fixes that no route reaches is skipped as outliers; a longer
         run splits the trip (a break) and the HMM restarts at its first fix.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import pandas as pd
 import pytest
 
@@ -19,7 +20,14 @@ from pipeline.io import read_table
 from pipeline.roads import build_roads
 from pipeline.simulate.fleet import simulate_fleet
 from pipeline.snap.stage import snap_traces
-from tests.truth import driven_truth_km
+from tests.truth import (
+    RoadRaster,
+    driven_truth_km,
+    masked_km,
+    true_fixes,
+    true_pieces,
+    true_routes,
+)
 
 KEY = "truth-test-key-0123456789"
 
@@ -51,6 +59,76 @@ def test_unique_km_matches_the_driven_road_length_on_monaco(
     )
     true_km = driven_truth_km(truth, trips, KEY)
     assert true_km > 30
-    # measured 54.564 of 54.003 km (+1.04 %: the matcher's pieces beside the true route, less
+    # measured 54.434 of 54.100 km (+0.62 %: the matcher's pieces beside the true route, less
     # what it missed); the limit is 1.5 times that (docs/testing.md)
-    assert summary["unique_km"] == pytest.approx(true_km, rel=0.016)
+    assert summary["unique_km"] == pytest.approx(true_km, rel=0.0093)
+
+
+def _covered_on_truth(
+    roads: Path,
+    matched: Path,
+    truth: pd.DataFrame,
+    trips: pd.DataFrame,
+    fixes: pd.DataFrame,
+    min_confidence: float,
+) -> tuple[float, float]:
+    """Recall and precision of the counted trips' matched segments against the true routes."""
+    raster = RoadRaster(gpd.read_parquet(roads / "edges.parquet"))
+    windows = trips[["trip_id", "device_id", "started_at", "ended_at"]].set_axis(
+        ["trip_id", "device", "start", "stop"], axis=1
+    )
+    pieces = true_pieces(true_routes(truth, KEY).drop(columns="trip_id"), windows, fixes)
+    quality = pd.read_parquet(matched / "match_quality.parquet")
+    counted = quality.loc[(quality["confidence"] >= min_confidence) & quality["plausible"]]
+    segments = pd.read_parquet(matched / "matched_segments.parquet")
+    segments = segments[segments["trip_id"].isin(counted["trip_id"])]
+    true_mask = raster.mask(pieces["edge_id"], pieces["from_m"], pieces["to_m"])
+    covered = raster.mask(segments["edge_id"], segments["from_offset_m"], segments["to_offset_m"])
+    return (
+        masked_km(true_mask & covered) / masked_km(true_mask),
+        masked_km(true_mask & covered) / masked_km(covered),
+    )
+
+
+@pytest.mark.shared_data
+def test_sixty_drives_unique_km_recall_and_precision_against_the_road_truly_driven(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bench_truth.py's fleet (1 Hz, sigma 5-15 m, 1 trip a day), 6 devices for 10 days: 60
+    # drives. The trips' ends are cut where the vehicles truly were (tests/truth.py)
+    monkeypatch.setenv("ROADCOVER_PSEUDONYM_KEY", KEY)
+    simulate = {"devices": 6, "days": 10, "seed": 2460, "trips_per_device_day": 1.0,
+                "noise_sigma_m": [5.0, 15.0], "formats": ["csv"]}  # fmt: skip
+    settings = settings_from_mapping(
+        {
+            "regions": [{"name": "monaco", "osm": "monaco-2016.osm.pbf"}],
+            "ingest": {"workers": 1},
+            "snap": {"workers": 1},
+            "simulate": simulate,
+        }
+    )
+    roads = tmp_path / "roads"
+    build_roads(shared_data / "osm/monaco-2016.osm.pbf", roads)
+    simulate_fleet(roads, tmp_path / "fleet", settings.simulate, workers=1)
+    ingest_traces([tmp_path / "fleet/traces"], tmp_path / "traces", settings.ingest)
+    snap_traces(roads, tmp_path / "traces", tmp_path / "matched", settings.snap)
+    summary = compute_coverage(
+        roads, [tmp_path / "matched"], tmp_path / "coverage", settings.coverage
+    )
+    truth = read_table(tmp_path / "fleet/truth.parquet", SIMULATED_ROUTES)
+    trips = pd.concat(
+        [pd.DataFrame(read_table(p, TRIPS)) for p in (tmp_path / "traces/trips").glob("*.parquet")]
+    )
+    fixes = true_fixes(roads, settings.simulate, KEY)
+    true_km = driven_truth_km(truth, trips, KEY, fixes)
+    recall, precision = _covered_on_truth(
+        roads, tmp_path / "matched", truth, trips, fixes, settings.coverage.min_match_confidence
+    )
+    assert len(trips) == 55
+    # measured 91.470 of 90.381 km (+1.20 %), recall 0.9976, precision 0.9847; before stopped
+    # cars' drifting fixes were taken as standing still (snap), +1.33 % and precision 0.9836.
+    # The issue's 1 % is not reached: the excess is road matched beside the true route
+    # (parallel paths a few metres apart), which other drives' truth does not cover
+    assert summary["unique_km"] == pytest.approx(true_km, rel=0.018)  # 1.5 times the measured
+    assert recall >= 0.99
+    assert precision >= 0.9836

@@ -159,12 +159,15 @@ class Model:
         straight = math.hypot(tr.x[b[0]] - tr.x[a[0]], tr.y[b[0]] - tr.y[a[0]])
         elapsed = max(tr.t[b[0]] - tr.t[a[0]], 0.0)
         limit = min(self.max_route, max(self.vmax * elapsed, straight) + self.slack)
-        if eb == ea and ob >= oa - self.tol:  # ahead on the edge, or standing still (jitter)
-            return -(abs(max(ob - oa, 0.0) - straight) + max(oa - ob, 0.0)) / self.beta, SAME_EDGE
         best, kind = -math.inf, VIA_GRAPH
+        if eb == ea:  # ahead on the edge, or standing still while the fix drifts back
+            best = -(abs(max(ob - oa, 0.0) - straight) + max(oa - ob, 0.0)) / self.beta
+            kind = SAME_EDGE
+            if ob >= oa - self.tol:  # within the tolerance, nothing else is tried
+                return best, kind
         route = g.length[ea] - oa + self.dist[g.v[ea]].get(g.u[eb], math.inf) + ob
-        if route <= limit:
-            best = -abs(route - straight) / self.beta
+        if route <= limit and -abs(route - straight) / self.beta > best:
+            best, kind = -abs(route - straight) / self.beta, VIA_GRAPH
         if self.uturn < math.inf and eb == g.twin[ea]:
             back = ob - (g.length[eb] - oa)  # metres driven on the twin past the turn
             if back >= -self.tol:
@@ -443,7 +446,8 @@ TWO_WAY = Graph(2, u=[0, 1], v=[1, 0], length=[100.0, 100.0], twin=[1, 0])
         (46.0, 0.3, 2),  # 4 m back (tolerance 5 m): standing still, -4 / 10 for the step back
         (54.0, 0.3, 2),  # 4 m ahead of a fix that did not move: -4 / 10
         (54.0, 0.5, 1),
-        (44.0, 0.5, 2),  # 6 m back is beyond the tolerance: no route (the way round is 194 m)
+        (44.0, 0.5, 2),  # 6 m back (beyond the tolerance) standing still: -6 / 10, below -0.5
+        (40.0, 1.5, 1),  # 10 m back standing still, -10 / 10, beats a U-turn of -1.5
     ],
 )
 def test_standing_still_and_jitter_on_one_edge_against_a_u_turn(
@@ -488,3 +492,35 @@ def test_turning_at_the_end_node_is_a_route_through_the_graph_not_a_u_turn() -> 
     )
     chosen, _, _, kind = decode(TWO_WAY, trace, params_array(uturn_penalty=0.0))
     assert chosen.tolist() == [0, 1] and kind[1] == VIA_GRAPH
+
+
+def test_a_fix_drifting_back_farther_than_the_tolerance_is_standing_still_not_a_break() -> None:
+    # a one-way road (no twin, no way round): a stopped car's fixes drift 20 m back, four
+    # times the tolerance. Standing still costs -(20 + 20) / 10 for the step back; nothing
+    # else reaches the fix, which would otherwise start a new run (no outlier allowed)
+    trace = Trace(
+        x=[0.0, -20.0, -20.0],
+        y=[0.0, 0.0, 0.0],
+        t=[0.0, 1.0, 2.0],
+        candidates=[[(0, 50.0, 0.0)], [(0, 30.0, 0.0)], [(0, 30.0, 0.0)]],
+    )
+    prm = params_array(beta_m=10.0, backward_tolerance_m=5.0, max_outlier_points=0)
+    chosen, status, segment, kind = decode(CHAIN, trace, prm)
+    assert chosen.tolist() == [0, 1, 2] and status.tolist() == [MATCHED] * 3
+    assert segment.tolist() == [0, 0, 0] and kind[1] == SAME_EDGE
+    check_against_reference(CHAIN, trace, prm)
+
+
+def test_a_loop_back_onto_the_same_edge_beats_standing_still_when_it_fits_the_fixes() -> None:
+    # a ring of two one-way edges, 20 m each: from 15 m on edge 0 round the ring to 10 m on
+    # edge 0 is 5 + 20 + 10 = 35 m, the straight distance between the fixes: it scores 0,
+    # standing still -(35 + 5) / 10
+    ring = Graph(2, u=[0, 1], v=[1, 0], length=[20.0, 20.0], twin=[-1, -1])
+    trace = Trace(
+        x=[0.0, 35.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 15.0, 0.0)], [(0, 10.0, 0.0)]]
+    )
+    prm = params_array(beta_m=10.0, backward_tolerance_m=1.0)
+    chosen, status, _, kind = decode(ring, trace, prm)
+    assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
+    assert kind[1] == VIA_GRAPH
+    check_against_reference(ring, trace, prm)

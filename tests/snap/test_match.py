@@ -153,18 +153,16 @@ def test_u_turn_in_the_middle_of_a_road(grid_net) -> None:  # type: ignore[no-un
     assert turn["from_offset_m"].iloc[1] == pytest.approx(100.0, abs=10.0)  # 100 m before it
     route_m = float((seg["to_offset_m"] - seg["from_offset_m"]).sum())
     assert route_m == pytest.approx(2 * 285.0, abs=20.0)
-    # U-turns on a road forbidden: no route explains the turn, so the trip breaks there
-    # instead of inventing one
+    # U-turns on a road forbidden: no route explains the turn. The fixes coming back along
+    # (2, 3) are taken as the car standing at the turn (as a stopped car's drifting fixes
+    # are), and the trip breaks once they are on (2, 1): no road is invented, and the way
+    # back before the break is not counted
     forbidden = traversed_segments(
         net, match_trip(net, lon, lat, t, MatchParams(uturn_penalty=None))
     )
-    assert list(zip(forbidden["u"], forbidden["v"], strict=True)) == [
-        (1, 2),
-        (2, 3),
-        (3, 2),
-        (2, 1),
-    ]
-    assert list(forbidden["segment"]) == [0, 0, 1, 1]
+    assert list(zip(forbidden["u"], forbidden["v"], strict=True)) == [(1, 2), (2, 3), (2, 1)]
+    assert list(forbidden["segment"]) == [0, 0, 1]
+    assert forbidden["to_offset_m"].iloc[1] == pytest.approx(100.0, abs=10.0)  # at the turn
 
 
 def test_far_outlier_is_unmatched_and_does_not_derail(grid_net) -> None:  # type: ignore[no-untyped-def]
