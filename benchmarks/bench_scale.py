@@ -154,8 +154,8 @@ def bench_sharded(
     """Cut each factor's network into shards, build the shards two at a time, merge them.
 
     Every job (the cut, each shard, the merge) is its own process, measured alone. With
-    ``max_shards`` only that many shards are built (the first cells in the plan's order) and
-    the merge is skipped.
+    ``max_shards`` only that many shards are built (those with the largest extracts) and the
+    merge is skipped.
     """
     rows = []
     for factor in factors:
@@ -168,10 +168,13 @@ def bench_sharded(
         report("cut", factor, cut)
         if cut.exit_status != 0:
             sys.exit(f"cut of {osm} failed; see {networks}/cut.log")
-        cells = json.loads((out / "shards" / "plan.json").read_text())["cells"]
-        chosen = cells[:max_shards] if max_shards else cells
+        plan = json.loads((out / "shards" / "plan.json").read_text())
+        cells = plan["cells"]
+        chosen = largest_shards(out, cells, max_shards) if max_shards else cells
+        report("plan", factor, cut, cells=len(cells), core_ways=core_way_total(out, cells),
+               ways=plan["ways_kept"])  # fmt: skip
         started = time.perf_counter()
-        shards = build_shards_two_at_a_time(out, chosen, networks)
+        shards = build_shards_two_at_a_time(out, chosen, networks, factor)
         shards_wall = time.perf_counter() - started
         merged = None
         if merge and len(chosen) == len(cells):
@@ -183,8 +186,21 @@ def bench_sharded(
     print_sharded(rows, resolution)
 
 
+def largest_shards(out: Path, cells: list[str], count: int) -> list[str]:
+    """The ``count`` cells whose shard extracts are the largest files (the densest shards)."""
+    size = {cell: (out / "shards" / cell / "extract.osm.pbf").stat().st_size for cell in cells}
+    return sorted(cells, key=lambda cell: -size[cell])[:count]
+
+
+def core_way_total(out: Path, cells: list[str]) -> int:
+    """Core ways summed over the shards: each way counts once per shard that builds it."""
+    import numpy as np
+
+    return sum(len(np.load(out / "shards" / c / "core_ways.npy")) for c in cells)
+
+
 def build_shards_two_at_a_time(
-    out: Path, cells: list[str], networks: Path
+    out: Path, cells: list[str], networks: Path, factor: int
 ) -> list[tuple[str, Measure]]:
     """Build the shards of ``cells``, two processes at a time (the machine's two cores)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +211,7 @@ def build_shards_two_at_a_time(
         )
         if measure.exit_status != 0:
             sys.exit(f"shard {cell} of {out} failed; see {networks}/shard-{cell}.log")
+        report("shard", factor, measure, cell=cell)
         return cell, measure
 
     with ThreadPoolExecutor(max_workers=2) as pool:
