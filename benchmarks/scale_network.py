@@ -12,7 +12,7 @@ PBF); relations are left out (the roads stage reads ways only). The copies are n
 each other: N disconnected cities of the source's density in a row along its latitude.
 
 Reading Kubicka 00000013 takes about 11 s, writing each copy about 3 s (pyosmium, one core):
-the 32x file (4.96 M nodes, 9.84 M ways, about 80 MB) in about two minutes.
+the 32x file (4.96 M nodes, 9.84 M ways, about 80 MB) in about two minutes of CPU.
 """
 
 from __future__ import annotations
