@@ -115,6 +115,7 @@ class CoverageSettings:
     include_flagged_trips: bool
     world_road_km: float
     world_road_km_source: str
+    partition_resolution: int | str = "auto"
 
 
 @dataclass(frozen=True)

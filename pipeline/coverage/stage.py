@@ -1,8 +1,15 @@
 """The coverage stage: matched batches -> coverage state, edge and cell tables, and summary.
 
-``COVERAGE_DIR`` holds ``state/`` (see :mod:`pipeline.coverage.state`), ``runs_r{RES}.parquet``
-(the H3 runs of the road edges, a cache keyed by the roads' sha256), ``edges.parquet`` and
-``cells.parquet`` (contracts ``edge_coverage`` and ``cell_coverage``) and ``summary.json``.
+``COVERAGE_DIR`` holds ``state/`` (partitioned, with the region's rollup: see
+:mod:`pipeline.coverage.state` and :mod:`pipeline.coverage.rollup`), ``network/`` (what the
+roads alone decide, computed once per roads version: :mod:`pipeline.coverage.partitions`),
+``edges.parquet`` and ``cells.parquet`` (contracts ``edge_coverage`` and ``cell_coverage``),
+``summary.json`` and ``outputs.json`` (the state version and settings the outputs are of).
+An update reads and rewrites only the partitions its batches touch; a run with no new batch
+and the same settings finds its outputs current from ``CURRENT.json`` and ``outputs.json``
+alone and returns at once. A state of the unpartitioned format (before partitions) is
+partitioned on its first update, as is a state after ``coverage.partition_resolution``
+changes.
 Each matched folder is one batch: a batch already in the state is not applied again, so
 running the stage twice gives the same files, and a trip already in the state (matched again
 in another folder) is skipped, so it counts once. An update holds the folder's lock
@@ -16,38 +23,48 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
+from pipeline.coverage.partitions import Network, load_network
+from pipeline.coverage.rollup import (
+    ROLLUP_TABLES,
+    cell_rows,
+    cell_trips_of,
+    empty_rollup,
+    part_rows,
+    updated_rollup,
+)
 from pipeline.coverage.state import (
+    FORMAT,
     CoverageState,
+    commit_pointer,
     current_pointer,
+    empty_state,
     merge_states,
+    read_parts,
+    read_rollup,
     read_state,
+    split_state,
     state_of_batch,
-    write_state,
+    state_version,
+    write_parts,
+    write_rollup,
 )
-from pipeline.coverage.summary import coverage_summary
-from pipeline.coverage.tables import cell_coverage, edge_coverage
+from pipeline.coverage.summary import summary_of
+from pipeline.coverage.tables import cells_table, edge_table
 from pipeline.errors import InputDataError
-from pipeline.io import (
-    atomic_path,
-    parquet_options,
-    read_arrow,
-    read_table,
-    write_json,
-    write_table,
-)
+from pipeline.io import read_arrow, read_table, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
 from pipeline.roads.identity import refuse_other_roads, roads_identity
@@ -68,6 +85,9 @@ SEGMENT_COLUMNS = [
 ]
 QUALITY_FILE = "match_quality.parquet"
 META_FILE = "meta.json"
+SUMMARY_FILE = "summary.json"
+OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
+OUTPUT_FILES = ("edges.parquet", "cells.parquet", SUMMARY_FILE)
 
 
 def compute_coverage(
@@ -133,44 +153,120 @@ def _update_coverage(
     as_of: pd.Timestamp | None,
 ) -> dict[str, Any]:
     """Apply the batches and write every output; the caller holds the folder's lock."""
+    state_root = coverage_dir / "state"
+    pointer = current_pointer(state_root)
+    new_batches = _new_batches(matched_dirs, list(pointer.get("batches", [])))
+    outputs_key = _outputs_key(settings, as_of)
+    if not new_batches and _outputs_current(coverage_dir, pointer, outputs_key):
+        log.info("coverage: nothing new; the outputs of %s stand", coverage_dir)
+        return dict(json.loads((coverage_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
     edges = read_edges(roads_dir)
-    runs = _cached_runs(edges, roads["edges_sha256"], coverage_dir, settings.h3_resolution)
-    state = read_state(coverage_dir / "state")
-    lengths = edges.set_index("edge_id")["length_m"]
-    for matched_dir in matched_dirs:
-        batch_id = _batch_id(matched_dir)
-        if batch_id in state.batches:
-            log.info("coverage: batch %s (%s) already applied", batch_id, matched_dir)
-            continue
-        counted = counted_segments(matched_dir, lengths, settings)
-        counted = unapplied_segments(counted, state, f"batch {batch_id} ({matched_dir})")
-        state = merge_states(state, state_of_batch(counted, runs, batch_id))
-    write_state(state, coverage_dir / "state", roads)
-    as_of_ms = _as_of_ms(as_of, state.edge_trips)
+    network = load_network(
+        edges, roads["edges_sha256"], coverage_dir, settings.h3_resolution,
+        settings.partition_resolution,
+    )  # fmt: skip
     canonical = canonical_edges(edges)
-    edge_table = edge_coverage(edges, state, as_of_ms)
-    write_table(edge_table, coverage_dir / "edges.parquet", EDGE_COVERAGE)
-    cells = cell_coverage(edges, canonical, runs, state, as_of_ms, settings.h3_resolution)
-    write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
-    summary = coverage_summary(
-        edge_table,
-        state,
-        canonical,
-        as_of_ms,
-        settings.world_road_km,
-        settings.world_road_km_source,
-    )
-    summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
-    summary["criteria"] = {
-        "min_match_confidence": settings.min_match_confidence,
-        "include_flagged_trips": settings.include_flagged_trips,
-        "h3_resolution": settings.h3_resolution,
-    }
-    summary["batches"] = state.batches
+    batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
+    version = state_version(batches)
+    rebuild = not _partitioned_as(pointer, network)
+    if not rebuild:
+        rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
+        applied = set(rollup["trips"]["trip_id"])
+        batch = _batch_state(new_batches, applied, network, edges, settings)
+        parts = dict(pointer["parts"])
+    else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
+        whole = read_state(state_root)
+        rollup, parts = empty_rollup(network, canonical), {}
+        applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
+        batch = merge_states(whole, _batch_state(new_batches, applied, network, edges, settings))
+        pointer = {**pointer, "parts": {}}  # nothing of it is read again
+        for old_cache in coverage_dir.glob("runs_r*.parquet"):  # the unpartitioned format's
+            old_cache.unlink()
+    if new_batches or rebuild:
+        rollup = _apply(state_root, pointer, batch, rollup, parts, network, canonical, version)
+        commit_pointer(
+            state_root,
+            {"version": version, "batches": batches, "roads": roads, "parts": parts,
+             "partitioning": network.partition_resolution, "rollup": version},
+            current_pointer(state_root),
+        )  # fmt: skip
+    summary = _write_outputs(edges, canonical, network, rollup, coverage_dir, settings, as_of)
+    summary["batches"] = batches
     summary["roads_sha256"] = roads["source_sha256"]
     summary["roads"] = roads
-    write_json(summary, coverage_dir / "summary.json")
+    write_json(summary, coverage_dir / SUMMARY_FILE)
+    write_json({"version": version, "outputs": outputs_key}, coverage_dir / OUTPUTS_FILE)
     return summary
+
+
+def _new_batches(matched_dirs: list[Path], applied: list[str]) -> list[tuple[Path, str]]:
+    """Return the matched folders whose batch is not applied yet (each once), with their ids."""
+    seen, new = set(applied), []
+    for matched_dir in matched_dirs:
+        batch_id = _batch_id(matched_dir)
+        if batch_id in seen:
+            log.info("coverage: batch %s (%s) already applied", batch_id, matched_dir)
+            continue
+        seen.add(batch_id)
+        new.append((matched_dir, batch_id))
+    return new
+
+
+def _batch_state(
+    new_batches: list[tuple[Path, str]],
+    applied: set[str],
+    network: Network,
+    edges: pd.DataFrame,
+    settings: CoverageSettings,
+) -> CoverageState:
+    """Return the state of the new batches alone, without the trips ``applied`` before."""
+    lengths = edges.set_index("edge_id")["length_m"]
+    applied = set(applied)
+    batch = empty_state()
+    for matched_dir, batch_id in new_batches:
+        counted = counted_segments(matched_dir, lengths, settings)
+        counted = unapplied_segments(counted, applied, f"batch {batch_id} ({matched_dir})")
+        applied |= set(counted["trip_id"])
+        touched = set(network.edge_parts.loc[counted["edge_id"].to_numpy()])
+        runs = network.runs_of(touched)
+        batch = merge_states(batch, state_of_batch(counted, runs, batch_id))
+    return batch
+
+
+def _apply(
+    state_root: Path,
+    pointer: dict[str, Any],
+    batch: CoverageState,
+    rollup: dict[str, pd.DataFrame],
+    parts: dict[str, str],
+    network: Network,
+    canonical: pd.DataFrame,
+    version: str,
+) -> dict[str, pd.DataFrame]:
+    """Merge the batch into the partitions it touches; write them and the new rollup.
+
+    ``parts`` (partition -> generation) is updated in place with the partitions written.
+    """
+    cell_parts = network.cells["part"]
+    new_parts = split_state(batch, network.edge_parts, cell_parts)
+    old_parts = read_parts(state_root, pointer, set(new_parts)) if parts else {}
+    merged = {
+        key: merge_states(old_parts[key], part) if key in old_parts else part
+        for key, part in new_parts.items()
+    }
+    write_parts(state_root, version, merged)
+    parts.update(dict.fromkeys(merged, version))
+    edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
+        pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
+        pd.concat([part.edge_trips for part in merged.values()] or [batch.edge_trips]),
+        batch.cell_trips,
+    )
+    runs = network.runs_of(set(merged))
+    rows = part_rows(edge_tables, network, canonical, runs)
+    trips = batch.edge_trips["trip_id"].unique()
+    rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
+    write_rollup(state_root, version, rollup)
+    return rollup
 
 
 def check_matched_dir(matched_dir: Path, roads_dir: Path, roads: dict[str, Any]) -> None:
@@ -252,15 +348,13 @@ def counted_segments(
     return kept
 
 
-def unapplied_segments(segments: pd.DataFrame, state: CoverageState, batch: str) -> pd.DataFrame:
-    """Return the segments of trips the state does not hold yet; log the trips skipped.
+def unapplied_segments(segments: pd.DataFrame, applied: set[str], batch: str) -> pd.DataFrame:
+    """Return the segments of trips not ``applied`` yet; log the trips skipped.
 
-    A trip already in the state (its id in ``edge_trips`` or ``cell_trips``) was applied with
-    an earlier batch, e.g. a snap of every batch after a snap of one: counting it again would
-    count its kilometres twice.
+    A trip already in the state was applied with an earlier batch, e.g. a snap of every batch
+    after a snap of one: counting it again would count its kilometres twice.
     """
-    applied = pd.concat([state.edge_trips["trip_id"], state.cell_trips["trip_id"]]).unique()
-    again = segments["trip_id"].isin(applied)
+    again = segments["trip_id"].isin(list(applied))
     if again.any():
         log.warning(
             "coverage: %s: %d of its %d counted trips were applied with an earlier batch; "
@@ -270,20 +364,68 @@ def unapplied_segments(segments: pd.DataFrame, state: CoverageState, batch: str)
     return segments.loc[~again].reset_index(drop=True)
 
 
-def _cached_runs(
-    edges: pd.DataFrame, roads_sha: str, coverage_dir: Path, resolution: int
-) -> pd.DataFrame:
-    path = coverage_dir / f"runs_r{resolution}.parquet"
-    if path.exists():
-        table = pq.read_table(path)
-        if (table.schema.metadata or {}).get(b"roads_sha256", b"").decode() == roads_sha:
-            return table.to_pandas()
-    runs = edge_cell_runs(edges, resolution)
-    table = pa.Table.from_pandas(runs, preserve_index=False)
-    table = table.replace_schema_metadata({b"roads_sha256": roads_sha.encode()})
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, **parquet_options(table.schema))
-    return runs
+def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
+    """Whether the state is partitioned as the network's cache, with its rollup."""
+    return (
+        pointer.get("format") == FORMAT
+        and pointer.get("partitioning") == network.partition_resolution
+        and pointer.get("rollup") is not None
+    )
+
+
+def _outputs_key(settings: CoverageSettings, as_of: pd.Timestamp | None) -> str:
+    """Return a key of what the outputs depend on besides the state: settings, as-of time."""
+    asked = None if as_of is None else pd.Timestamp(as_of).tz_convert("UTC").isoformat()
+    record = json.dumps({"settings": asdict(settings), "as_of": asked}, sort_keys=True)
+    return hashlib.sha256(record.encode()).hexdigest()[:16]
+
+
+def _outputs_current(coverage_dir: Path, pointer: dict[str, Any], outputs_key: str) -> bool:
+    """Whether the outputs were written from the state in force, with these settings."""
+    try:
+        record = json.loads((coverage_dir / OUTPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and pointer.get("format") == FORMAT
+        and record.get("version") == pointer.get("version")
+        and record.get("outputs") == outputs_key
+        and all((coverage_dir / name).is_file() for name in OUTPUT_FILES)
+    )
+
+
+def _write_outputs(
+    edges: gpd.GeoDataFrame,
+    canonical: pd.DataFrame,
+    network: Network,
+    rollup: dict[str, pd.DataFrame],
+    coverage_dir: Path,
+    settings: CoverageSettings,
+    as_of: pd.Timestamp | None,
+) -> dict[str, Any]:
+    """Write the edge and cell tables from the rollup; return the summary (not written)."""
+    totals = rollup["edge_totals"].set_index("edge_id")
+    as_of_ms = _as_of_ms(as_of, totals["last_ms"])
+    edge_table_ = edge_table(edges, rollup["edge_pieces"], totals, as_of_ms)
+    write_table(edge_table_, coverage_dir / "edges.parquet", EDGE_COVERAGE)
+    road_mm = network.cells["road_mm"].dropna().astype("int64")
+    cells = cells_table(
+        road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
+        settings.h3_resolution, network.parents,
+    )  # fmt: skip
+    write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
+    summary = summary_of(
+        edge_table_, rollup["road_cover"], rollup["driven"], canonical, as_of_ms,
+        settings.world_road_km, settings.world_road_km_source,
+    )  # fmt: skip
+    summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
+    summary["criteria"] = {
+        "min_match_confidence": settings.min_match_confidence,
+        "include_flagged_trips": settings.include_flagged_trips,
+        "h3_resolution": settings.h3_resolution,
+    }
+    return summary
 
 
 def _batch_id(matched_dir: Path) -> str:
@@ -294,9 +436,9 @@ def _batch_id(matched_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _as_of_ms(as_of: pd.Timestamp | None, edge_trips: pd.DataFrame) -> int:
+def _as_of_ms(as_of: pd.Timestamp | None, last_ms: pd.Series) -> int:
     if as_of is not None:
         return int(pd.Timestamp(as_of).tz_convert("UTC").value // 1_000_000)
-    if len(edge_trips):
-        return int(edge_trips["last_ms"].max())
+    if len(last_ms):
+        return int(last_ms.max())
     return 0

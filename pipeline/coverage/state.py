@@ -10,6 +10,13 @@ gives exactly the state of one computation over all of them:
     One row per (edge, trip): passes, driven millimetres, first and last observation.
 ``cell_trips``
     One row per (finest H3 cell, trip): driven millimetres and last observation.
+
+On disk (``COVERAGE_DIR/state``) the tables are split into partitions
+(:mod:`pipeline.coverage.partitions`): ``parts/<key>/<generation>/<table>.parquet``, the edge
+tables by their edge's partition, ``cell_trips`` by its cell's. ``rollup/<generation>/`` holds
+the region's tables computed from them (:mod:`pipeline.coverage.rollup`). ``CURRENT.json``
+names the generation in force of every partition and of the rollup, with the batches applied
+and the roads; replacing it commits an update, which writes only the partitions it touches.
 """
 
 from __future__ import annotations
@@ -35,7 +42,12 @@ from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
 CURRENT_FILE = "CURRENT.json"
-VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version folder's name: a sha256 prefix
+VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version's name: a sha256 prefix
+PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (partitions.py)
+FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
+PARTS_DIR = "parts"
+ROLLUP_DIR = "rollup"
+WHOLE = "all"  # the one partition of a state written whole
 
 
 @dataclass
@@ -121,54 +133,151 @@ def empty_state() -> CoverageState:
     return CoverageState(state.edge_pieces, state.edge_trips, state.cell_trips, [])
 
 
-def write_state(
-    state: CoverageState, state_root: Path, roads: Mapping[str, Any] | None = None
-) -> None:
-    """Write the state as a new version folder, then point ``CURRENT.json`` at it.
+def split_state(
+    state: CoverageState, edge_parts: pd.Series, cell_parts: pd.Series
+) -> dict[str, CoverageState]:
+    """Split a state into partitions: edge tables by their edge's, cell rows by their cell's.
+
+    Parameters
+    ----------
+    state
+        The state to split.
+    edge_parts, cell_parts
+        The partition key of every edge (indexed by ``edge_id``) and finest cell.
+    """
+    keys = {
+        "edge_pieces": edge_parts.loc[state.edge_pieces["key"].to_numpy()].to_numpy(),
+        "edge_trips": edge_parts.loc[state.edge_trips["edge_id"].to_numpy()].to_numpy(),
+        "cell_trips": cell_parts.loc[state.cell_trips["cell"].to_numpy()].to_numpy(),
+    }
+    parts: dict[str, CoverageState] = {}
+    for key in sorted(set().union(*(set(k) for k in keys.values()))):
+        tables = {name: getattr(state, name)[keys[name] == key] for name in STATE_TABLES}
+        parts[str(key)] = CoverageState(
+            **{name: table.reset_index(drop=True) for name, table in tables.items()},
+            batches=list(state.batches),
+        )
+    return parts
+
+
+def write_parts(state_root: Path, generation: str, parts: Mapping[str, CoverageState]) -> None:
+    """Write partitions' tables into ``state_root/parts/<key>/<generation>/``.
+
+    Nothing reads them before :func:`commit_pointer` names them.
+    """
+    for key, part in parts.items():
+        folder = state_root / PARTS_DIR / key / generation
+        for name in STATE_TABLES:
+            _write_parquet(getattr(part, name), folder / f"{name}.parquet")
+
+
+def write_rollup(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
+    """Write the region's rollup tables into ``state_root/rollup/<generation>/``."""
+    for name, table in tables.items():
+        _write_parquet(table, state_root / ROLLUP_DIR / generation / f"{name}.parquet")
+
+
+def read_rollup(
+    state_root: Path, pointer: Mapping[str, Any], names: list[str]
+) -> dict[str, pd.DataFrame]:
+    """Read the rollup tables ``names`` of the version ``pointer`` names."""
+    folder = state_root / ROLLUP_DIR / str(pointer["rollup"])
+    missing = [name for name in names if not (folder / f"{name}.parquet").is_file()]
+    if missing:
+        raise _damaged(state_root, pointer, f"rollup table {', '.join(missing)}")
+    return {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in names}
+
+
+def commit_pointer(state_root: Path, pointer: dict[str, Any], previous: Mapping[str, Any]) -> None:
+    """Point ``CURRENT.json`` at a new version, then delete what neither it nor ``previous`` names.
 
     The pointer is replaced atomically after every table is written, so a run killed at any
-    moment leaves the previous state in force, and applying the batch again is safe. The
-    version the pointer named before is kept (a reader that does not take the folder's lock
-    may have read that pointer and be reading its tables); only older versions are deleted.
-    A state of the same batches as the one in force is not written again, so a rerun that
-    applies nothing changes nothing.
-    Call it holding the coverage folder's lock (:func:`pipeline.locking.folder_lock`).
+    moment leaves the previous state in force, and applying the batch again is safe. What the
+    previous pointer named is kept (a reader that does not take the folder's lock may have read
+    that pointer and be reading its tables); only older files are deleted. Call it holding the
+    coverage folder's lock (:func:`pipeline.locking.folder_lock`).
+    """
+    write_json({**pointer, "format": FORMAT}, state_root / CURRENT_FILE)
+    kept_parts = {
+        (key, generation)
+        for named in (pointer, previous)
+        for key, generation in dict(named.get("parts") or {}).items()
+    }
+    parts_root = state_root / PARTS_DIR
+    for key_folder in parts_root.iterdir() if parts_root.is_dir() else []:
+        for folder in key_folder.iterdir():
+            if (key_folder.name, folder.name) not in kept_parts:
+                shutil.rmtree(folder)
+        if not any(key_folder.iterdir()):
+            key_folder.rmdir()
+    kept_rollups = {named.get("rollup") for named in (pointer, previous)}
+    rollup_root = state_root / ROLLUP_DIR
+    for folder in rollup_root.iterdir() if rollup_root.is_dir() else []:
+        if folder.name not in kept_rollups:
+            shutil.rmtree(folder)
+    old_version = previous.get("version") if previous.get("format") != FORMAT else None
+    for folder in state_root.iterdir():  # version folders of the unpartitioned format
+        if VERSION_PATTERN.fullmatch(folder.name) and folder.name != old_version:
+            shutil.rmtree(folder)
+
+
+def state_version(batches: list[str]) -> str:
+    """Return the version of a state of ``batches``: a sha256 prefix of their sorted ids."""
+    return hashlib.sha256("\n".join(sorted(batches)).encode()).hexdigest()[:16]
+
+
+def write_state(
+    state: CoverageState,
+    state_root: Path,
+    roads: Mapping[str, Any] | None = None,
+    parts: Mapping[str, CoverageState] | None = None,
+) -> None:
+    """Write a whole state as a new version (one partition, ``all``, unless ``parts`` is given).
+
+    A state of the same batches as the one in force is not written again. The state has no
+    rollup tables: ``roadcover coverage`` computes them (and repartitions the state) the next
+    time it updates the folder. See :func:`commit_pointer` for what is kept.
 
     Parameters
     ----------
     state
         The state to write.
     state_root
-        The state folder (``CURRENT.json`` and the version folders).
+        The state folder (``CURRENT.json``, ``parts/``, ``rollup/``).
     roads
         The identity of the roads the state was computed on
         (:func:`pipeline.roads.identity.roads_identity`), recorded in the pointer.
+    parts
+        The state split into partitions (:func:`split_state`).
     """
-    current = current_pointer(state_root)
-    previous = current.get("version")
-    version = hashlib.sha256("\n".join(state.batches).encode()).hexdigest()[:16]
-    if version == previous and current.get("roads") == dict(roads or {}):
+    previous = current_pointer(state_root)
+    version = state_version(state.batches)
+    if version == previous.get("version") and previous.get("roads") == dict(roads or {}):
         return  # no batch applied: the version in force stays, and so do the ones kept with it
-    folder = state_root / version
-    for name in STATE_TABLES:
-        table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
-        with atomic_path(folder / f"{name}.parquet") as temp:
-            pq.write_table(table, temp, **parquet_options(table.schema))
-    pointer = {"version": version, "batches": state.batches, "roads": dict(roads or {})}
-    write_json(pointer, state_root / CURRENT_FILE)
-    for old in state_root.iterdir():
-        if old.is_dir() and old.name not in {version, previous}:
-            shutil.rmtree(old)
+    parts = dict(parts or {WHOLE: state})
+    write_parts(state_root, version, parts)
+    pointer = {
+        "version": version,
+        "batches": sorted(state.batches),
+        "roads": dict(roads or {}),
+        "parts": {key: version for key in parts},
+        "partitioning": WHOLE,
+        "rollup": None,
+    }
+    commit_pointer(state_root, pointer, previous)
 
 
 def current_pointer(state_root: Path) -> dict[str, Any]:
-    """Return ``CURRENT.json`` of a state folder (version, batches, roads); ``{}`` if none.
+    """Return ``CURRENT.json`` of a state folder (version, batches, roads, ...); ``{}`` if none.
+
+    A pointer of the unpartitioned format (one version folder of three tables) has no
+    ``format``; :func:`read_state` reads it and ``roadcover coverage`` migrates it.
 
     Raises
     ------
     InputDataError
-        If the pointer is not JSON, or does not name a version folder of ``state_root`` by
-        its 16 hex digits (a damaged or planted pointer is never followed elsewhere).
+        If the pointer is not JSON, or does not name a version and partitions by their hex
+        digits and keys (a damaged or planted pointer is never followed elsewhere).
     """
     pointer = state_root / CURRENT_FILE
     if not pointer.exists():
@@ -177,6 +286,8 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
         current = json.loads(pointer.read_text(encoding="utf-8"))
         valid = VERSION_PATTERN.fullmatch(current["version"]) is not None
         valid &= isinstance(current["batches"], list)
+        if "format" in current:
+            valid &= current["format"] == FORMAT and _valid_parts(current)
     except (ValueError, KeyError, TypeError):
         valid = False
     if not valid:
@@ -187,40 +298,115 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
     return dict(current)
 
 
-def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
-    """Read the current state written by :func:`write_state`; none yet is the empty state.
-
-    Parameters
-    ----------
-    state_root
-        The state folder (``CURRENT.json`` and the version folders).
-    columns
-        Read only these columns of the tables named (``[]``: none, the rows alone); the other
-        tables are read whole. A reader of a few columns of ``edge_trips`` then does without
-        decoding its trip and contributor ids.
+def read_parts(
+    state_root: Path,
+    pointer: Mapping[str, Any],
+    keys: set[str] | list[str],
+    columns: Mapping[str, list[str]] | None = None,
+) -> dict[str, CoverageState]:
+    """Read partitions ``keys`` of the version ``pointer`` names (those it names, of ``keys``).
 
     Raises
     ------
     InputDataError
-        If a table of the version ``CURRENT.json`` names is missing (a damaged folder).
+        If a table of a partition is missing (a damaged folder).
+    """
+    wanted = dict(columns or {})
+    named = dict(pointer.get("parts") or {})
+    parts = {}
+    for key in sorted(set(keys) & set(named)):
+        folder = state_root / PARTS_DIR / key / named[key]
+        missing = [name for name in STATE_TABLES if not (folder / f"{name}.parquet").is_file()]
+        if missing:
+            raise _damaged(state_root, pointer, f"partition {key}'s {', '.join(missing)} table")
+        tables = {
+            name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
+            for name in STATE_TABLES
+        }
+        parts[key] = CoverageState(**tables, batches=list(pointer["batches"]))
+    return parts
+
+
+def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
+    """Read the whole current state, every partition merged; none yet is the empty state.
+
+    Parameters
+    ----------
+    state_root
+        The state folder (``CURRENT.json``, ``parts/`` and ``rollup/``, or the version folders
+        of the unpartitioned format).
+    columns
+        Return only these columns of the tables named (``[]``: none, the rows alone).
+
+    Raises
+    ------
+    InputDataError
+        If a table the pointer names is missing (a damaged folder).
     """
     wanted = dict(columns or {})
     current = current_pointer(state_root)
     if not current:
+        state = empty_state()
+    elif current.get("format") != FORMAT:
+        state = _read_unpartitioned(state_root, current)
+    else:
+        parts = read_parts(state_root, current, set(current["parts"])).values()
+        state = merge_parts(list(parts), list(current["batches"]))
+    for name, names in wanted.items():
+        setattr(state, name, getattr(state, name)[names])
+    return state
+
+
+def merge_parts(parts: list[CoverageState], batches: list[str]) -> CoverageState:
+    """Merge partitions of one state (disjoint rows) into the state they were split from."""
+    if not parts:
         empty = empty_state()
-        for name, names in wanted.items():
-            setattr(empty, name, getattr(empty, name)[names])
-        return empty
+        return CoverageState(empty.edge_pieces, empty.edge_trips, empty.cell_trips, batches)
+    merged = CoverageState(
+        edge_pieces=union_pieces(pd.concat([part.edge_pieces for part in parts])),
+        edge_trips=merge_edge_trips(pd.concat([part.edge_trips for part in parts])),
+        cell_trips=merge_cell_trips(pd.concat([part.cell_trips for part in parts])),
+        batches=batches,
+    )
+    return merged
+
+
+def _read_unpartitioned(state_root: Path, current: Mapping[str, Any]) -> CoverageState:
     folder = state_root / current["version"]
     missing = [name for name in STATE_TABLES if not (folder / f"{name}.parquet").is_file()]
     if missing:
-        raise InputDataError(
-            f"{state_root / CURRENT_FILE} names version {current['version']}, whose "
-            f"{', '.join(missing)} table is missing: the coverage folder is damaged; compute "
-            "the coverage again into a new folder from all the matched batches"
+        raise _damaged(state_root, current, f"{', '.join(missing)} table")
+    tables = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in STATE_TABLES}
+    return CoverageState(**tables, batches=list(current["batches"]))
+
+
+def _valid_parts(current: Mapping[str, Any]) -> bool:
+    parts = current["parts"]
+    rollup = current["rollup"]
+    return (
+        isinstance(parts, dict)
+        and all(
+            isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None
+            and _is_version(gen)
+            for key, gen in parts.items()
         )
-    tables = {
-        name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
-        for name in STATE_TABLES
-    }
-    return CoverageState(**tables, batches=current["batches"])
+        and (rollup is None or (isinstance(rollup, str) and _is_version(rollup)))
+    )  # fmt: skip
+
+
+def _is_version(name: object) -> bool:
+    return isinstance(name, str) and VERSION_PATTERN.fullmatch(name) is not None
+
+
+def _damaged(state_root: Path, pointer: Mapping[str, Any], what: str) -> InputDataError:
+    return InputDataError(
+        f"{state_root / CURRENT_FILE} names version {pointer['version']}, whose {what} is "
+        "missing: the coverage folder is damaged; compute the coverage again into a new folder "
+        "from all the matched batches"
+    )
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp, **parquet_options(table.schema))

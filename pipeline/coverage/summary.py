@@ -46,6 +46,43 @@ def coverage_summary(
     exactly 100 %, never more.
     """
     roads = road_pieces(state.edge_pieces, canonical)
+    covered = pd.DataFrame(
+        {
+            "key": roads["key"].to_numpy(),
+            "length_mm": (roads["to_mm"] - roads["from_mm"]).to_numpy(),
+            "last_ms": roads["last_ms"].to_numpy(),
+        }
+    )
+    driven = state.edge_trips[["edge_id", "driven_mm", "last_ms"]]
+    return summary_of(
+        edge_table, covered, driven, canonical, as_of_ms, world_road_km, world_road_km_source
+    )
+
+
+def summary_of(
+    edge_table: pd.DataFrame,
+    covered: pd.DataFrame,
+    driven: pd.DataFrame,
+    canonical: pd.DataFrame,
+    as_of_ms: int,
+    world_road_km: float = WORLD_ROAD_KM,
+    world_road_km_source: str = WORLD_ROAD_KM_SOURCE,
+) -> dict[str, Any]:
+    """Return :func:`coverage_summary` from the roads' covered and the edges' driven mm.
+
+    Parameters
+    ----------
+    edge_table
+        The edge coverage table.
+    covered
+        Covered pieces of roads (any cut of them): ``key`` (canonical edge), ``length_mm``,
+        ``last_ms``.
+    driven
+        Driven length by edge and time: ``edge_id``, ``driven_mm``, ``last_ms`` (the rows of
+        ``edge_trips``, or their sums by edge and ``last_ms``).
+    canonical, as_of_ms, world_road_km, world_road_km_source
+        As for :func:`coverage_summary`.
+    """
     edge_ids = edge_table["edge_id"].to_numpy()
     edge_table = edge_table.assign(
         length_mm=to_mm(edge_table["length_m"]),
@@ -53,10 +90,8 @@ def coverage_summary(
         is_road=canonical.loc[edge_ids, "canonical_id"].to_numpy() == edge_ids,
     )
     highway = edge_table.set_index("edge_id")["highway"]
-    roads["highway"] = highway.loc[roads["key"].to_numpy()].to_numpy()
-    trips = state.edge_trips.assign(
-        highway=highway.loc[state.edge_trips["edge_id"].to_numpy()].to_numpy()
-    )
+    roads = covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy())
+    trips = driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy())
     parts = {"all": (edge_table, roads, trips)}
     totals = _totals(*parts["all"], as_of_ms)
     totals["by_highway"] = {
@@ -86,7 +121,7 @@ def combine_summaries(
 def _totals(
     edges: pd.DataFrame, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
 ) -> dict[str, Any]:
-    covered_mm = roads["to_mm"] - roads["from_mm"]
+    covered_mm = roads["length_mm"]
     recent = trips["last_ms"] >= as_of_ms - 7 * MS_PER_DAY
     totals: dict[str, Any] = {
         "road_km": int(edges.loc[edges["is_road"], "length_mm"].sum()) / MM_PER_KM,

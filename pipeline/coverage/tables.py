@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import geopandas as gpd
@@ -24,15 +26,29 @@ def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) 
 
     ``covered_m`` is never more than ``length_m``.
     """
-    pieces = state.edge_pieces
-    covered_mm = (pieces["to_mm"] - pieces["from_mm"]).groupby(pieces["key"]).sum()
-    trips = state.edge_trips.groupby("edge_id").agg(
+    return edge_table(edges, state.edge_pieces, edge_totals(state.edge_trips), as_of_ms)
+
+
+def edge_totals(edge_trips: pd.DataFrame) -> pd.DataFrame:
+    """Per edge driven (indexed by ``edge_id``): passes, contributors, driven_mm, first/last_ms.
+
+    Each edge's figures come from its own rows alone, so the totals of a partition's edges
+    are those of the whole state.
+    """
+    return edge_trips.groupby("edge_id").agg(
         passes=("passes", "sum"),
         contributors=("contributor_id", "nunique"),
         driven_mm=("driven_mm", "sum"),
         first_ms=("first_ms", "min"),
         last_ms=("last_ms", "max"),
     )
+
+
+def edge_table(
+    edges: gpd.GeoDataFrame, pieces: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
+) -> gpd.GeoDataFrame:
+    """Return the edge coverage table from the covered pieces and :func:`edge_totals`."""
+    covered_mm = (pieces["to_mm"] - pieces["from_mm"]).groupby(pieces["key"]).sum()
     intervals = _interval_lists(pieces)
     ids = edges["edge_id"]
     table = edges[["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]].copy()
@@ -52,6 +68,30 @@ def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) 
     return gpd.GeoDataFrame(table, geometry=edges.geometry.to_numpy(), crs=edges.crs)
 
 
+ParentsOf = Callable[[np.ndarray, int], np.ndarray]
+"""Maps finest cells to their parents at a resolution (:func:`parent_cells`, or a cache's)."""
+
+
+@dataclass
+class CellTrips:
+    """What the cell table needs of ``cell_trips``; each adds up over batches of other trips.
+
+    Attributes
+    ----------
+    total_mm
+        Per finest ``cell``: ``total_mm`` driven (summed over batches).
+    passes
+        Per ``resolution`` and ``cell`` at it: ``passes``, the distinct trips (a trip is in one
+        batch only, so the counts of batches add up).
+    contributors
+        The distinct (finest ``cell``, ``contributor_id``) pairs (the union over batches).
+    """
+
+    total_mm: pd.DataFrame
+    passes: pd.DataFrame
+    contributors: pd.DataFrame
+
+
 def cell_coverage(
     edges: gpd.GeoDataFrame,
     canonical: pd.DataFrame,
@@ -68,12 +108,61 @@ def cell_coverage(
     """
     is_canonical = canonical["canonical_id"].to_numpy() == canonical.index.to_numpy()
     road_runs = runs[runs["key"].isin(canonical.index[is_canonical])]
-    roads = road_pieces(state.edge_pieces, canonical)
-    covered = overlap_with_runs(roads, runs)
-    finest = pd.DataFrame(
-        {"cell": road_runs["cell"], "road_mm": road_runs["to_mm"] - road_runs["from_mm"]}
+    road_mm = (road_runs["to_mm"] - road_runs["from_mm"]).groupby(road_runs["cell"]).sum()
+    covered = overlap_with_runs(road_pieces(state.edge_pieces, canonical), runs)
+    trips = cell_trip_counts(state.cell_trips, resolution, parent_cells)
+    return cells_table(road_mm, covered, trips, as_of_ms, resolution, parent_cells)
+
+
+def cell_trip_counts(cell_trips: pd.DataFrame, resolution: int, parents: ParentsOf) -> CellTrips:
+    """Return the :class:`CellTrips` of ``cell_trips`` rows (of one batch, or of all)."""
+    total = cell_trips["driven_mm"].groupby(cell_trips["cell"].to_numpy()).sum()
+    trip_codes = pd.factorize(cell_trips["trip_id"])[0]
+    passes = []
+    for level in range(resolution, -1, -1):
+        cells = cell_trips["cell"].to_numpy()
+        at_level = cells if level == resolution else parents(cells, level)
+        counts = count_distinct(at_level, trip_codes)
+        passes.append(
+            pd.DataFrame(
+                {"resolution": level, "cell": counts.index.to_numpy(), "passes": counts.to_numpy()}
+            )
+        )
+    pairs = cell_trips[["cell", "contributor_id"]].drop_duplicates(ignore_index=True)
+    return CellTrips(
+        pd.DataFrame({"cell": total.index.to_numpy(), "total_mm": total.to_numpy("int64")}),
+        pd.concat(passes, ignore_index=True),
+        pairs.astype({"contributor_id": str}),
     )
-    finest = finest.groupby("cell").sum()
+
+
+def cells_table(
+    road_mm: pd.Series,
+    covered: pd.DataFrame,
+    trips: CellTrips,
+    as_of_ms: int,
+    resolution: int,
+    parents: ParentsOf,
+) -> gpd.GeoDataFrame:
+    """Return the cell coverage table of every resolution from finest-cell figures.
+
+    Parameters
+    ----------
+    road_mm
+        Road length (the canonical edges') in every finest cell that has roads.
+    covered
+        Covered road pieces cut at cell boundaries: ``cell``, ``length_mm``, ``last_ms``.
+    trips
+        What the table counts of ``cell_trips``.
+    as_of_ms
+        The time freshness is measured from.
+    resolution
+        The finest resolution.
+    parents
+        Maps finest cells to their parents.
+    """
+    finest = road_mm.rename("road_mm").to_frame()
+    finest.index.name = "cell"
     finest = finest.join(
         covered.groupby("cell")["length_mm"].sum().rename("unique_mm"), how="outer"
     )
@@ -84,36 +173,39 @@ def cell_coverage(
         )
     finest = finest.join(covered.groupby("cell")["last_ms"].max(), how="outer")
     finest = finest.fillna({c: 0 for c in finest.columns if c.endswith("_mm")}).reset_index()
-    cell_trips = state.cell_trips.assign(  # distinct counts need codes, not the ids
-        trip_id=pd.factorize(state.cell_trips["trip_id"])[0],
-        contributor_id=pd.factorize(state.cell_trips["contributor_id"])[0],
+    codes = trips.contributors.assign(
+        contributor_id=pd.factorize(trips.contributors["contributor_id"])[0]
     )
-    levels = [_rollup(finest, cell_trips, resolution, level) for level in range(resolution, -1, -1)]
+    levels = [
+        _rollup(finest, trips, codes, resolution, level, parents)
+        for level in range(resolution, -1, -1)
+    ]
     cells = pd.concat(levels, ignore_index=True)
     return _finish_cells(cells, as_of_ms)
 
 
 def _rollup(
-    finest: pd.DataFrame, cell_trips: pd.DataFrame, finest_res: int, level: int
+    finest: pd.DataFrame,
+    trips: CellTrips,
+    contributors: pd.DataFrame,
+    finest_res: int,
+    level: int,
+    parents: ParentsOf,
 ) -> pd.DataFrame:
-    parents = (
-        finest["cell"].to_numpy()
-        if level == finest_res
-        else parent_cells(finest["cell"].to_numpy(), level)
-    )
-    sums = finest.drop(columns=["cell", "last_ms"]).groupby(parents).sum()
-    sums["last_ms"] = finest["last_ms"].groupby(parents).max()
-    trip_parents = (
-        cell_trips["cell"].to_numpy()
-        if level == finest_res
-        else parent_cells(cell_trips["cell"].to_numpy(), level)
-    )
-    total_mm = cell_trips["driven_mm"].groupby(trip_parents).sum()
+    def at_level(cells: np.ndarray) -> np.ndarray:
+        return cells if level == finest_res else parents(cells, level)
+
+    parent_of = at_level(finest["cell"].to_numpy())
+    sums = finest.drop(columns=["cell", "last_ms"]).groupby(parent_of).sum()
+    sums["last_ms"] = finest["last_ms"].groupby(parent_of).max()
+    total_mm = trips.total_mm["total_mm"].groupby(at_level(trips.total_mm["cell"].to_numpy())).sum()
     sums = sums.join(total_mm.rename("total_mm"), how="outer")
-    passes = count_distinct(trip_parents, cell_trips["trip_id"].to_numpy())
+    passes = trips.passes[trips.passes["resolution"] == level].set_index("cell")["passes"]
     sums = sums.join(passes.rename("passes"), how="outer")
-    contributors = count_distinct(trip_parents, cell_trips["contributor_id"].to_numpy())
-    sums = sums.join(contributors.rename("contributors"), how="outer")
+    distinct = count_distinct(
+        at_level(contributors["cell"].to_numpy()), contributors["contributor_id"].to_numpy()
+    )
+    sums = sums.join(distinct.rename("contributors"), how="outer")
     sums.index.name = "cell"
     return sums.reset_index().assign(resolution=level)
 

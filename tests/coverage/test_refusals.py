@@ -101,16 +101,22 @@ def test_a_folder_that_is_not_a_snap_output_is_refused_in_one_line(
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("removed", ["rollup", "partition"])
 def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
-    two_roads: Path, tmp_path: Path
+    two_roads: Path, tmp_path: Path, removed: str
 ) -> None:
     drive, _ = two_roads
     out = tmp_path / "coverage"
     compute_coverage(drive, [write_batch(drive, tmp_path / "m0", 0, 4)], out, SETTINGS.coverage)
-    version = json.loads((out / "state" / "CURRENT.json").read_text())["version"]
-    shutil.rmtree(out / "state" / version)  # as the concurrent runs of an earlier version did
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    version = pointer["version"]
+    if removed == "rollup":
+        shutil.rmtree(out / "state" / "rollup" / version)
+    else:  # every partition: the next batch touches one of them
+        for key, generation in pointer["parts"].items():
+            shutil.rmtree(out / "state" / "parts" / key / generation)
     again = write_batch(drive, tmp_path / "m1", 1, 4)
-    line = assert_refused(run_coverage(coverage_command(drive, [again], out)), version)
+    line = assert_refused(run_coverage(coverage_command(drive, [again], out)), version, removed)
     assert "the coverage folder is damaged" in line
 
 

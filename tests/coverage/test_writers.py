@@ -166,11 +166,15 @@ def test_a_run_killed_before_any_write_leaves_what_a_rerun_completes(
 
 def test_the_version_a_pointer_named_before_is_kept(tiny_roads: Path, tmp_path: Path) -> None:
     out = tmp_path / "coverage"
-    versions = []
+    pointers = []
     for seed in range(3):
         batch = write_batch(tiny_roads, tmp_path / f"m{seed}", seed, 4)
         compute_coverage(tiny_roads, [batch], out, SETTINGS)
-        versions.append(json.loads((out / "state" / "CURRENT.json").read_text())["version"])
-    assert len(set(versions)) == 3
-    kept = sorted(p.name for p in (out / "state").iterdir() if p.is_dir())
-    assert kept == sorted(versions[1:])  # the current one and the one before; not older ones
+        pointers.append(json.loads((out / "state" / "CURRENT.json").read_text()))
+    assert len({pointer["version"] for pointer in pointers}) == 3
+    state = out / "state"
+    assert sorted(p.name for p in state.iterdir() if p.is_dir()) == ["parts", "rollup"]
+    rollups = sorted(p.name for p in (state / "rollup").iterdir())
+    assert rollups == sorted(p["version"] for p in pointers[1:])  # not older ones
+    parts = {(p.parent.name, p.name) for p in (state / "parts").glob("*/*")}
+    assert parts == {item for pointer in pointers[1:] for item in pointer["parts"].items()}

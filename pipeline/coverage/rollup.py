@@ -1,0 +1,152 @@
+"""The region's rollup: tables the coverage outputs are computed from, kept up to date.
+
+The edge, cell and summary tables need, for every edge and cell of the region, figures that
+the state's partitions hold. Rather than reading every partition, an update keeps these
+region-level tables, each of them small beside the state (they grow with the roads driven,
+the cells and the contributors, not with the number of trips):
+
+``edge_totals``, ``edge_pieces``, ``road_cover``, ``driven``
+    One row per driven edge (its :func:`~pipeline.coverage.tables.edge_totals`), per covered
+    piece of an edge, per covered piece of a road cut at H3 cell boundaries (``key``, ``cell``,
+    ``length_mm``, ``last_ms``) and per (edge, ``last_ms``) with the driven mm; each row has
+    the ``part`` of its edge. They are recomputed from the partitions an update touches and
+    replace those partitions' rows: every figure in them is of one edge or one road, and a
+    road's edges are in one partition, so this gives the rows of the whole state exactly.
+``cell_total``, ``cell_passes``, ``cell_contributors``
+    Driven mm per finest cell, distinct trips per cell at every resolution, distinct
+    (finest cell, contributor) pairs (:class:`~pipeline.coverage.tables.CellTrips`). A trip
+    is applied with one batch only, so the first two are sums over batches; the pairs are a
+    union. A batch's figures are added to them; no partition is read.
+``trips``
+    The id of every trip applied, so that a trip matched again in another batch counts once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.coverage.edges import road_pieces
+from pipeline.coverage.grouping import aggregate_groups
+from pipeline.coverage.intervals import PIECE_COLUMNS, overlap_with_runs
+from pipeline.coverage.partitions import Network
+from pipeline.coverage.state import CoverageState
+from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
+
+PART_TABLES = ("edge_totals", "edge_pieces", "road_cover", "driven")
+CELL_TABLES = ("cell_total", "cell_passes", "cell_contributors")
+ROLLUP_TABLES = (*PART_TABLES, *CELL_TABLES, "trips")
+
+
+def part_rows(
+    state: CoverageState, network: Network, canonical: pd.DataFrame, runs: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Return the rows of :data:`PART_TABLES` of the edges of some whole partitions.
+
+    Parameters
+    ----------
+    state
+        The edge tables of whole partitions (``cell_trips`` is not used).
+    network
+        The network's cache (every edge's partition).
+    canonical
+        :func:`pipeline.coverage.edges.canonical_edges` of the roads.
+    runs
+        H3 runs of at least the partitions' edges.
+    """
+    parts = network.edge_parts
+    totals = edge_totals(state.edge_trips).reset_index()
+    roads = road_pieces(state.edge_pieces, canonical)
+    cover = overlap_with_runs(roads, runs)[["key", "cell", "length_mm", "last_ms"]]
+    driven = aggregate_groups(
+        state.edge_trips[["edge_id", "last_ms", "driven_mm"]],
+        ["edge_id", "last_ms"],
+        driven_mm=("driven_mm", "sum"),
+    )
+    rows = {
+        "edge_totals": (totals, "edge_id"),
+        "edge_pieces": (state.edge_pieces[PIECE_COLUMNS].reset_index(drop=True), "key"),
+        "road_cover": (cover, "key"),
+        "driven": (driven, "edge_id"),
+    }
+    return {
+        name: frame.assign(part=parts.loc[frame[edge].to_numpy()].to_numpy().astype(str))
+        for name, (frame, edge) in rows.items()
+    }
+
+
+def cell_rows(cell_trips: pd.DataFrame, network: Network) -> dict[str, pd.DataFrame]:
+    """Return the rows of :data:`CELL_TABLES` of ``cell_trips`` (of new trips only)."""
+    counts = cell_trip_counts(cell_trips, network.resolution, network.parents)
+    return {
+        "cell_total": counts.total_mm,
+        "cell_passes": counts.passes,
+        "cell_contributors": counts.contributors,
+    }
+
+
+def updated_rollup(
+    rollup: dict[str, pd.DataFrame],
+    touched: set[str],
+    new_part_rows: dict[str, pd.DataFrame],
+    new_cell_rows: dict[str, pd.DataFrame],
+    new_trips: np.ndarray,
+) -> dict[str, pd.DataFrame]:
+    """Return the rollup with the rows of partitions ``touched`` replaced and a batch added.
+
+    Parameters
+    ----------
+    rollup
+        The rollup before the update (every table of :data:`ROLLUP_TABLES`).
+    touched
+        The partitions whose rows ``new_part_rows`` replaces.
+    new_part_rows
+        :func:`part_rows` of the partitions ``touched``, as they are after the update.
+    new_cell_rows
+        :func:`cell_rows` of the batch's trips.
+    new_trips
+        The ids of the batch's trips.
+    """
+    updated: dict[str, pd.DataFrame] = {}
+    for name in PART_TABLES:
+        kept = rollup[name][~rollup[name]["part"].isin(list(touched))]
+        updated[name] = _concat(kept, new_part_rows[name])
+    total = _concat(rollup["cell_total"], new_cell_rows["cell_total"])
+    updated["cell_total"] = total.groupby("cell", as_index=False, sort=True).agg(
+        total_mm=("total_mm", "sum")
+    )
+    passes = _concat(rollup["cell_passes"], new_cell_rows["cell_passes"])
+    by_cell = passes.groupby(["resolution", "cell"], as_index=False, sort=True)
+    updated["cell_passes"] = by_cell.agg(passes=("passes", "sum"))
+    pairs = _concat(rollup["cell_contributors"], new_cell_rows["cell_contributors"])
+    updated["cell_contributors"] = pairs.drop_duplicates(ignore_index=True)
+    trips = pd.DataFrame({"trip_id": np.asarray(new_trips, dtype=object).astype(str)})
+    updated["trips"] = _concat(rollup["trips"], trips)
+    return updated
+
+
+def empty_rollup(network: Network, canonical: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Return the rollup of the empty state."""
+    from pipeline.coverage.state import empty_state
+
+    empty = empty_state()
+    rows = part_rows(empty, network, canonical, network.runs_of(set()))
+    return {
+        **rows,
+        **cell_rows(empty.cell_trips, network),
+        "trips": pd.DataFrame({"trip_id": pd.Series(dtype=str)}),
+    }
+
+
+def cell_trips_of(rollup: dict[str, pd.DataFrame]) -> CellTrips:
+    """Return the :class:`CellTrips` the rollup holds."""
+    return CellTrips(rollup["cell_total"], rollup["cell_passes"], rollup["cell_contributors"])
+
+
+def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """Rows of both frames; the dtypes of ``first`` when ``second`` has no rows."""
+    if second.empty:
+        return first.reset_index(drop=True)
+    if first.empty:
+        return second.reset_index(drop=True)
+    return pd.concat([first, second], ignore_index=True)

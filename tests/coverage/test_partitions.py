@@ -1,0 +1,230 @@
+"""A partitioned coverage state gives exactly the answer of one computation over all batches.
+
+The expected files are written from the whole state (every batch's state merged in memory,
+then the edge, cell and summary tables of it), never from partitions or the rollup; an
+update must rewrite only the partitions its batch touches, and a rerun with nothing new must
+not read the state at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import load_config
+from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.coverage.cells import edge_cell_runs
+from pipeline.coverage.edges import canonical_edges
+from pipeline.coverage.stage import _batch_id, compute_coverage, counted_segments
+from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, state_of_batch
+from pipeline.coverage.summary import coverage_summary
+from pipeline.coverage.tables import cell_coverage, edge_coverage
+from pipeline.errors import ConfigError
+from pipeline.io import write_table
+from pipeline.roads import build_roads, read_edges
+from pipeline.roads.identity import roads_identity
+from tests.builders import write_matched_batch
+
+SETTINGS = load_config().coverage
+DAY = pd.Timedelta(days=1)
+
+
+def with_parts(resolution: int | str) -> object:
+    """The default coverage settings with ``partition_resolution``."""
+    return dataclasses.replace(SETTINGS, partition_resolution=resolution)
+
+
+@pytest.fixture(scope="module")
+def roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("monaco") / "roads"
+    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batches(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Four batches over 60 days: partial and repeated drives, shared contributors."""
+    edges = read_edges(roads)
+    rng = np.random.default_rng(22)
+    folders = []
+    for number in range(4):
+        pick = edges.iloc[rng.choice(len(edges), 300, replace=True)]
+        length = pick["length_m"].to_numpy()
+        start = rng.uniform(0, 0.5, len(pick)) * length
+        when = pd.Timestamp("2026-09-01T08:00Z") + number * 15 * DAY
+        when = when + pd.to_timedelta(rng.integers(0, 15 * 86_400, len(pick)), "s")
+        drives = pd.DataFrame(
+            {
+                "edge_id": pick["edge_id"].to_numpy(),
+                "trip_id": [f"b{number}-trip{i // 12}" for i in range(len(pick))],
+                "contributor_id": [f"c{(number + i // 12) % 5}" for i in range(len(pick))],
+                "from_offset_m": start,
+                "to_offset_m": np.where(rng.random(len(pick)) < 0.5, length, start + length / 3),
+                "entered_at": when,
+                "exited_at": when + pd.Timedelta(seconds=20),
+            }
+        )
+        folder = tmp_path_factory.mktemp(f"batch{number}")
+        folders.append(write_matched_batch(folder, edges, drives, roads_dir=roads))
+    return folders
+
+
+def expected_folder(roads: Path, batches: list[Path], folder: Path) -> dict:
+    """Write edges.parquet and cells.parquet of the whole state; return the summary's totals."""
+    edges = read_edges(roads)
+    runs = edge_cell_runs(edges, SETTINGS.h3_resolution)
+    lengths = edges.set_index("edge_id")["length_m"]
+    state = empty_state()
+    for number, batch in enumerate(batches):
+        counted = counted_segments(batch, lengths, SETTINGS)
+        state = merge_states(state, state_of_batch(counted, runs, f"b{number}"))
+    as_of = int(state.edge_trips["last_ms"].max())
+    table = edge_coverage(edges, state, as_of)
+    write_table(table, folder / "edges.parquet", EDGE_COVERAGE)
+    canonical = canonical_edges(edges)
+    cells = cell_coverage(edges, canonical, runs, state, as_of, SETTINGS.h3_resolution)
+    write_table(cells, folder / "cells.parquet", CELL_COVERAGE)
+    return coverage_summary(
+        table, state, canonical, as_of, SETTINGS.world_road_km, SETTINGS.world_road_km_source
+    )
+
+
+def assert_same_outputs(folder: Path, expected: Path, totals: dict) -> None:
+    for name in ("edges.parquet", "cells.parquet"):
+        assert (folder / name).read_bytes() == (expected / name).read_bytes(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {key: summary[key] for key in totals} == json.loads(json.dumps(totals))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("resolution", [0, 7, 9, "auto"])
+def test_a_partitioned_state_gives_the_answer_of_the_whole_state(
+    roads: Path, batches: list[Path], tmp_path: Path, resolution: int | str
+) -> None:
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    out = tmp_path / "coverage"
+    for batch in batches:  # one update per batch
+        compute_coverage(roads, [batch], out, with_parts(resolution))
+    assert_same_outputs(out, tmp_path / "expected", totals)
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    if resolution == 9:
+        assert len(pointer["parts"]) > 30  # many partitions, so the test means something
+
+
+@pytest.mark.shared_data
+def test_batch_order_and_repartitioning_do_not_change_the_answer(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    backward = tmp_path / "backward"
+    for batch in reversed(batches):
+        compute_coverage(roads, [batch], backward, with_parts(8))
+    assert_same_outputs(backward, tmp_path / "expected", totals)
+    repartitioned = tmp_path / "repartitioned"
+    compute_coverage(roads, batches[:2], repartitioned, with_parts(6))
+    compute_coverage(roads, batches[2:], repartitioned, with_parts(9))
+    assert_same_outputs(repartitioned, tmp_path / "expected", totals)
+    pointer = json.loads((repartitioned / "state" / "CURRENT.json").read_text())
+    assert pointer["partitioning"] == 9
+    assert all(key.startswith("r9-") for key in pointer["parts"])
+
+
+def part_files(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every partition file: its modification time (ns) and bytes."""
+    files = (out / "state" / "parts").rglob("*.parquet")
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+@pytest.mark.shared_data
+def test_an_update_rewrites_only_the_partitions_it_touches(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:3], out, with_parts(9))
+    before = json.loads((out / "state" / "CURRENT.json").read_text())["parts"]
+    files = part_files(out)
+    edges = read_edges(roads)
+    road = edges[edges["length_m"] < 30].iloc[0]  # one short edge: one or two partitions
+    drive = pd.DataFrame(
+        {
+            "edge_id": [road["edge_id"]],
+            "trip_id": ["one-more"],
+            "contributor_id": ["c9"],
+            "from_offset_m": [0.0],
+            "to_offset_m": [road["length_m"]],
+            "entered_at": [pd.Timestamp("2026-11-01T08:00Z")],
+            "exited_at": [pd.Timestamp("2026-11-01T08:00:05Z")],
+        }
+    )
+    small = write_matched_batch(tmp_path / "small", edges, drive, roads_dir=roads)
+    compute_coverage(roads, [small], out, with_parts(9))
+    after = json.loads((out / "state" / "CURRENT.json").read_text())["parts"]
+    changed = {key for key in after if before.get(key) != after[key]}
+    assert 1 <= len(changed) <= 3 < len(after)
+    for path, (mtime, content) in files.items():  # what the update did not touch is untouched
+        if path.split("/")[2] not in changed:
+            assert (out / path).stat().st_mtime_ns == mtime
+            assert (out / path).read_bytes() == content
+    totals = expected_folder(roads, [*batches[:3], small], tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_a_rerun_with_nothing_new_reads_no_state(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    summary = compute_coverage(roads, batches[:2], out, with_parts(8))
+    shutil.rmtree(out / "state" / "parts")  # not read when nothing is new: no error
+    shutil.rmtree(out / "network")
+    data = [p for p in out.rglob("*") if p.is_file() and p.name != ".roadcover.lock"]
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in data}
+    assert compute_coverage(roads, batches[:2], out, with_parts(8)) == summary
+    assert compute_coverage(roads, [batches[1]], out, with_parts(8)) == summary
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files
+    as_of = pd.Timestamp("2026-12-01T00:00Z")  # other outputs: from the rollup alone
+    later = compute_coverage(roads, batches[:2], out, with_parts(8), as_of=as_of)
+    assert later["as_of"] == as_of.isoformat() and later["unique_km"] == summary["unique_km"]
+
+
+@pytest.mark.shared_data
+def test_an_unpartitioned_state_is_partitioned_on_its_next_update(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    edges = read_edges(roads)
+    runs = edge_cell_runs(edges, SETTINGS.h3_resolution)
+    lengths = edges.set_index("edge_id")["length_m"]
+    state = empty_state()
+    ids = [_batch_id(batch) for batch in batches[:2]]
+    for batch, batch_id in zip(batches[:2], ids, strict=True):
+        counted = counted_segments(batch, lengths, SETTINGS)
+        state = merge_states(state, state_of_batch(counted, runs, batch_id))
+    old = tmp_path / "coverage" / "state"
+    version = "0123456789abcdef"
+    for name in STATE_TABLES:  # the unpartitioned format: one version folder, a pointer
+        (old / version).mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
+        pq.write_table(table, old / version / f"{name}.parquet")
+    pointer = {"version": version, "batches": sorted(ids), "roads": roads_identity(roads)}
+    (old / "CURRENT.json").write_text(json.dumps(pointer))
+    compute_coverage(roads, batches[2:], tmp_path / "coverage", with_parts(8))
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(tmp_path / "coverage", tmp_path / "expected", totals)
+    current = json.loads((old / "CURRENT.json").read_text())
+    assert current["format"] == 2 and current["partitioning"] == 8
+    assert (old / version).is_dir()  # what the pointer named before is kept one update
+
+
+def test_a_partition_resolution_finer_than_the_cells_is_refused(tmp_path: Path) -> None:
+    from pipeline.coverage.partitions import load_network
+
+    with pytest.raises(ConfigError, match="partition_resolution is 10, finer than"):
+        load_network(pd.DataFrame(), "0" * 64, tmp_path, 9, 10)
