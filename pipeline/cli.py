@@ -916,11 +916,14 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status; user errors become one line on stderr.
 
-    When ``ROADCOVER_PROCESS_RECORDS`` names a folder, a stage command also writes there the
-    peak memory of its whole process tree, workers included (:mod:`pipeline.process_tree`).
+    When :data:`pipeline.process_tree.RECORDS_ENV` names a folder, a stage command also writes
+    there the peak memory of its whole process tree, workers included
+    (:mod:`pipeline.process_tree`).
     """
+    from pipeline.process_tree import RECORDS_ENV
+
     args = list(argv) if argv is not None else sys.argv[1:]
-    records = os.environ.get("ROADCOVER_PROCESS_RECORDS")
+    records = os.environ.get(RECORDS_ENV)
     words = [arg for arg in args if arg not in ("-v", "--verbose")]
     if not records or not words or words[0] in UNRECORDED or {"--help", "-h"} & set(args):
         return _main(args)
