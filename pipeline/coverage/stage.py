@@ -8,7 +8,8 @@ running the stage twice gives the same files, and a trip already in the state (m
 in another folder) is skipped, so it counts once. An update holds the folder's lock
 (``.roadcover.lock``, :func:`pipeline.locking.folder_lock`) from reading the state to writing
 the summary. The state and the matched folders record which roads they were made with
-(:mod:`pipeline.roads.identity`); other roads are refused before anything is written.
+(:mod:`pipeline.roads.identity`); other roads are refused before anything is written, and
+so is a ``coverage.world_road_km`` shorter than the region's roads (a share above 100 %).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,7 +39,7 @@ from pipeline.coverage.state import (
     state_of_batch,
     write_state,
 )
-from pipeline.coverage.summary import coverage_summary
+from pipeline.coverage.summary import check_world_road_km, coverage_summary, region_road_km
 from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.errors import InputDataError
 from pipeline.io import (
@@ -112,6 +114,9 @@ def compute_coverage(
     InputDataError
         If a matched folder is not a snap output, or it or the coverage folder was made with
         other roads.
+    ConfigError
+        If ``settings.world_road_km`` is less than the region's road km (a share of the world
+        above 100 %).
     LockTimeoutError
         If another writer held the coverage folder for longer than ``lock_timeout_s``.
     """
@@ -119,21 +124,29 @@ def compute_coverage(
     for matched_dir in matched_dirs:
         check_matched_dir(matched_dir, roads_dir, roads)
     check_coverage_roads(coverage_dir, roads_dir, roads)  # a refusal needs no lock
+    edges = read_edges(roads_dir)
+    canonical = canonical_edges(edges)
+    check_world_road_km(region_road_km(canonical), settings.world_road_km, roads_dir)
     with folder_lock(coverage_dir, lock_timeout_s):
         check_coverage_roads(coverage_dir, roads_dir, roads)  # what the last writer left
-        return _update_coverage(roads_dir, roads, matched_dirs, coverage_dir, settings, as_of)
+        return _update_coverage(
+            (edges, canonical), roads, matched_dirs, coverage_dir, settings, as_of
+        )
 
 
 def _update_coverage(
-    roads_dir: Path,
+    road_tables: tuple[gpd.GeoDataFrame, pd.DataFrame],
     roads: dict[str, Any],
     matched_dirs: list[Path],
     coverage_dir: Path,
     settings: CoverageSettings,
     as_of: pd.Timestamp | None,
 ) -> dict[str, Any]:
-    """Apply the batches and write every output; the caller holds the folder's lock."""
-    edges = read_edges(roads_dir)
+    """Apply the batches and write every output; the caller holds the folder's lock.
+
+    ``road_tables``: the roads folder's edges and their :func:`canonical_edges`.
+    """
+    edges, canonical = road_tables
     runs = _cached_runs(edges, roads["edges_sha256"], coverage_dir, settings.h3_resolution)
     state = read_state(coverage_dir / "state")
     lengths = edges.set_index("edge_id")["length_m"]
@@ -147,7 +160,6 @@ def _update_coverage(
         state = merge_states(state, state_of_batch(counted, runs, batch_id))
     write_state(state, coverage_dir / "state", roads)
     as_of_ms = _as_of_ms(as_of, state.edge_trips)
-    canonical = canonical_edges(edges)
     edge_table = edge_coverage(edges, state, as_of_ms)
     write_table(edge_table, coverage_dir / "edges.parquet", EDGE_COVERAGE)
     cells = cell_coverage(edges, canonical, runs, state, as_of_ms, settings.h3_resolution)
