@@ -9,6 +9,7 @@ peaks::
 
     python benchmarks/bench_resources.py                        # demo at 40 and 160 devices,
                                                                 # two Kubicka networks
+    python benchmarks/bench_resources.py --runs s40 kub         # only some of them
     python benchmarks/bench_resources.py --collect-only WORKDIR  # tabulate an earlier run
 
 The Kubicka networks (76,425 and 307,392 edges) need the shared data (``ROADCOVER_SHARED_DATA``).
@@ -50,6 +51,7 @@ RULES = {
     "export tiles": "export_tiles",
     "export viewer": "export_viewer",
     "export feed": "export_feed",
+    "export priorities": "export_priorities",
     "report": "write_report",
 }
 
@@ -119,7 +121,7 @@ def rule_inputs(rule: str, command: list[str]) -> list[str]:
         ]
     if rule in ("export_tiles", "export_viewer"):
         return [f"{after[0]}/summary.json"]
-    if rule == "export_feed":
+    if rule in ("export_feed", "export_priorities"):
         return [f"{option('--roads')[0]}/meta.json", f"{after[0]}/summary.json"]
     if rule == "write_report":
         return [f"{region}/coverage/summary.json" for region in after]
@@ -187,6 +189,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collect-only", type=Path, help="tabulate the runs in this folder")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--runs", nargs="+", choices=("s40", "s160", "kub"), help="only these runs (default: all)"
+    )
     args = parser.parse_args()
     shared = Path(os.environ.get("ROADCOVER_SHARED_DATA", "../shared/data")).resolve()
     if args.collect_only:
@@ -194,7 +199,7 @@ def main() -> None:
         names = [p.stem for p in sorted(workdir.glob("*.yaml"))]
     else:
         workdir = Path(tempfile.mkdtemp(prefix="bench-resources-"))
-        names = write_configs(workdir, shared)
+        names = [n for n in write_configs(workdir, shared) if not args.runs or n in args.runs]
         for name in names:
             run(workdir, name, args.cores)
     rows = collect(workdir, names, args.cores)

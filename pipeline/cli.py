@@ -49,7 +49,7 @@ Stages, in the order data flows through them:
   ingest    dashcam traces to clean, pseudonymous trips
   snap      trips map-matched to the road graph
   coverage  edge and H3 cell coverage, freshness, the summary
-  export    tiles, rasters, the web map, data feeds
+  export    tiles, rasters, the web map, data feeds, priorities
 Also:
   simulate  a synthetic dashcam fleet on a road graph
   run       the whole workflow (Snakemake)
@@ -817,14 +817,13 @@ def _latest_in(
 
 
 @export.command("priorities")
-@click.argument("coverage_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("coverage_dir", type=Location(file_okay=False, exists=True))
 @click.option(
-    "--roads", "roads_dir", required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    "--roads", "roads_dir", required=True, type=Location(file_okay=False, exists=True),
     help="Roads folder the coverage was computed on.",
 )  # fmt: skip
 @click.option(
-    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "-o", "--out", "out_dir", required=True, type=Location(file_okay=False),
     help="Output folder: roads.parquet, cells.geojson, tours.geojson, tours/*.gpx, summary.json.",
 )  # fmt: skip
 @click.option("--tours", type=click.IntRange(min=0), default=None, help="Tours to plan.")
@@ -835,13 +834,16 @@ def export_priorities_command(
     """Rank roads and H3 cells by the value of driving them now; plan tours (GeoJSON, GPX)."""
     from pipeline.config import load_config
     from pipeline.export.priorities import export_priorities
+    from pipeline.storage import join
 
     settings = load_config(config_path)
     priorities = settings.priorities if tours is None else replace(settings.priorities, tours=tours)
-    result = export_priorities(
-        coverage_dir, roads_dir, out_dir, priorities,
-        privacy_trim_m=settings.ingest.privacy_trim_m, lock_timeout_s=settings.lock_timeout_s,
-    )  # fmt: skip
+    with _staging(settings) as staging:
+        result = export_priorities(
+            staging.input_folder(coverage_dir), staging.input_folder(roads_dir),
+            staging.output_folder(out_dir, keep_existing=False), priorities,
+            privacy_trim_m=settings.ingest.privacy_trim_m, lock_timeout_s=settings.lock_timeout_s,
+        )  # fmt: skip
     click.echo(
         f"{out_dir}: {result['new_km']:.1f} km never driven, {result['stale_km']:.1f} km stale "
         f"in {result['cells']} cells; {len(result['tours'])} tours",
@@ -850,7 +852,7 @@ def export_priorities_command(
     for tour in result["tours"]:
         click.echo(
             f"  tour {tour['tour']}: {tour['length_km']:.1f} km, gains {tour['gain_km']:.2f} km "
-            f"({tour['gain_per_km']:.2f} per km driven) -> {out_dir / tour['gpx']}",
+            f"({tour['gain_per_km']:.2f} per km driven) -> {join(str(out_dir), tour['gpx'])}",
             err=True,
         )
 
@@ -1007,11 +1009,14 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status; user errors become one line on stderr.
 
-    When ``ROADCOVER_PROCESS_RECORDS`` names a folder, a stage command also writes there the
-    peak memory of its whole process tree, workers included (:mod:`pipeline.process_tree`).
+    When :data:`pipeline.process_tree.RECORDS_ENV` names a folder, a stage command also writes
+    there the peak memory of its whole process tree, workers included
+    (:mod:`pipeline.process_tree`).
     """
+    from pipeline.process_tree import RECORDS_ENV
+
     args = list(argv) if argv is not None else sys.argv[1:]
-    records = os.environ.get("ROADCOVER_PROCESS_RECORDS")
+    records = os.environ.get(RECORDS_ENV)
     words = [arg for arg in args if arg not in ("-v", "--verbose")]
     if not records or not words or words[0] in UNRECORDED or {"--help", "-h"} & set(args):
         return _main(args)

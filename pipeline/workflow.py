@@ -228,13 +228,20 @@ def _working_directory(snakemake_args: list[str]) -> Path:
 
 
 def _print_where_to_look(output_dir: Path, regions: list[str]) -> None:
-    """Print the web map of each region (and how to serve it, quoted for a shell) and the report."""
+    """Print the web map of each region (and how to serve it, quoted for a shell) and the report.
+
+    The serve command writes the site again: with the region's priorities when it has them, so
+    that the served map keeps its "where to drive next" layers.
+    """
     for name in regions:
         region = output_dir / name
         site = region / "export" / "web"
         if (site / "index.html").exists():
-            serve = ["roadcover", "export", "viewer", "--serve", "--"]
-            serve += [str(region / "coverage"), str(region / "export" / "coverage.pmtiles")]
+            serve = ["roadcover", "export", "viewer", "--serve"]
+            priorities = region / "export" / "priorities"
+            if (priorities / "summary.json").exists():
+                serve += ["--priorities", str(priorities)]
+            serve += ["--", str(region / "coverage"), str(region / "export" / "coverage.pmtiles")]
             print(
                 f"\n{name} web map: {site / 'index.html'}\n  serve it (HTTP Range requests): "
                 f"{shlex.join([*serve, str(site)])}",

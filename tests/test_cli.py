@@ -33,6 +33,14 @@ def test_help_lists_the_stages_one_per_line_in_data_order() -> None:
     )
     listed = [line.split()[0] for line in lines[stages + 1 : also]]
     assert listed == ["roads", "ingest", "snap", "coverage", "export"]  # DESIGN.md's chain
+    # the export line names every export command
+    export_line = lines[stages + 1 + listed.index("export")]
+    commands = subprocess.run(
+        [roadcover, "export", "--help"], capture_output=True, text=True, check=True
+    )
+    exports = commands.stdout.split("Commands:", 1)[1].split()
+    for command in ("tiles", "feed", "priorities"):
+        assert command in exports and command in export_line, export_line
     tools = [line.split()[0] for line in lines[also + 1 : lines.index("Options:")]]
     assert tools == ["simulate", "run", "serve", "keys", "credits", "storage"]
 

@@ -53,6 +53,9 @@ MEASURED = [
     ("export_feed", InputSizes(edges=1_761), 1, 180.2),
     ("export_feed", InputSizes(edges=76_425), 1, 253.0),
     ("export_feed", InputSizes(edges=307_392), 1, 442.2),
+    # the stage process of the demo's export (roadcover run's shared workers not counted);
+    # docs/benchmarks.md, "Export: where to drive next in the workflow"
+    ("export_priorities", InputSizes(edges=1_761), 1, 306.9),
     ("write_report", InputSizes(input_bytes=round(0.2 * MIB)), 1, 219.4),
     ("write_report", InputSizes(input_bytes=round(25.1 * MIB)), 1, 702.9),
 ]

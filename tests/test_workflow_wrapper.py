@@ -115,6 +115,17 @@ def test_the_serve_command_it_prints_is_quoted_for_a_shell(
         "roadcover", "export", "viewer", "--serve", "--", f"{output_dir}/r1/coverage",
         f"{output_dir}/r1/export/coverage.pmtiles", f"{output_dir}/r1/export/web",
     ]  # fmt: skip
+    # with the region's priorities, the served site keeps their layers
+    (output_dir / "r1" / "export" / "priorities").mkdir()
+    (output_dir / "r1" / "export" / "priorities" / "summary.json").write_text("{}")
+    _print_where_to_look(output_dir, ["r1"])
+    line = capsys.readouterr().err.splitlines()[-1]
+    command = line.split("serve it (HTTP Range requests): ", 1)[1]
+    assert shlex.split(command) == [
+        "roadcover", "export", "viewer", "--serve", "--priorities",
+        f"{output_dir}/r1/export/priorities", "--", f"{output_dir}/r1/coverage",
+        f"{output_dir}/r1/export/coverage.pmtiles", f"{output_dir}/r1/export/web",
+    ]  # fmt: skip
 
 
 def test_a_target_outside_the_config_has_no_rule(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ running the stage twice gives the same files, and a trip already in the state (m
 in another folder) is skipped, so it counts once. An update holds the folder's lock
 (``.roadcover.lock``, :func:`pipeline.locking.folder_lock`) from reading the state to writing
 the summary. The state and the matched folders record which roads they were made with
-(:mod:`pipeline.roads.identity`); other roads are refused before anything is written.
+(:mod:`pipeline.roads.identity`); other roads are refused before anything is written, and
+so is a ``coverage.world_road_km`` shorter than the region's roads (a share above 100 %).
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ from pipeline.coverage.state import (
     write_parts,
     write_rollup,
 )
-from pipeline.coverage.summary import summary_of
+from pipeline.coverage.summary import check_world_road_km, summary_of
 from pipeline.coverage.tables import cells_table, edge_table
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
-from pipeline.roads import read_edges
+from pipeline.roads import read_edges, read_roads_meta
 from pipeline.roads.identity import refuse_other_roads, roads_identity
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ def compute_coverage(
     InputDataError
         If a matched folder is not a snap output, or it or the coverage folder was made with
         other roads.
+    ConfigError
+        If ``settings.world_road_km`` is less than the region's road km (a share of the world
+        above 100 %).
     LockTimeoutError
         If another writer held the coverage folder for longer than ``lock_timeout_s``.
     """
@@ -139,6 +143,8 @@ def compute_coverage(
     for matched_dir in matched_dirs:
         check_matched_dir(matched_dir, roads_dir, roads)
     check_coverage_roads(coverage_dir, roads_dir, roads)  # a refusal needs no lock
+    road_km = float(read_roads_meta(roads_dir)["road_km"])
+    check_world_road_km(road_km, settings.world_road_km, roads_dir)
     with folder_lock(coverage_dir, lock_timeout_s):
         check_coverage_roads(coverage_dir, roads_dir, roads)  # what the last writer left
         return _update_coverage(roads_dir, roads, matched_dirs, coverage_dir, settings, as_of)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,6 +11,7 @@ from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.tables import FRESHNESS_DAYS, MM_PER_KM, MS_PER_DAY
+from pipeline.errors import ConfigError
 
 WORLD_ROAD_KM = 64_285_009.0
 WORLD_ROAD_KM_SOURCE = "CIA World Factbook, Roadways: total (world), 64,285,009 km"
@@ -100,10 +102,27 @@ def summary_of(
         )
         for name, group in edge_table.groupby("highway", sort=True)
     }
-    totals["percent_of_world"] = 100.0 * totals["unique_km"] / world_road_km
+    totals["percent_of_world"] = percent(totals["unique_km"], world_road_km)
     totals["world_road_km"] = world_road_km
     totals["world_road_km_source"] = world_road_km_source
     return totals
+
+
+def check_world_road_km(road_km: float, world_road_km: float, roads_dir: Path | str) -> None:
+    """Refuse a world road length shorter than the region's roads (a share above 100 %).
+
+    Raises
+    ------
+    ConfigError
+        If ``world_road_km`` is less than ``road_km``; the message names the setting, both
+        lengths and the roads folder.
+    """
+    if world_road_km < road_km:
+        raise ConfigError(
+            f"coverage.world_road_km is {world_road_km:,.3f} km, less than the "
+            f"{road_km:,.3f} km of roads of {roads_dir} (its share of the world would exceed "
+            f"100 %): set it to the world's road length (default {WORLD_ROAD_KM:,.0f} km)"
+        )
 
 
 def combine_summaries(
@@ -113,7 +132,7 @@ def combine_summaries(
     keys = [*SUMMED_KM, *(f"fresh_{days}d_km" for days in FRESHNESS_DAYS)]
     combined: dict[str, Any] = {k: sum(s[k] for s in summaries.values()) for k in keys}
     _add_shares(combined)
-    combined["percent_of_world"] = 100.0 * combined["unique_km"] / world_road_km
+    combined["percent_of_world"] = percent(combined["unique_km"], world_road_km)
     combined["regions"] = sorted(summaries)
     return combined
 
@@ -138,15 +157,21 @@ def _totals(
     return totals
 
 
+def percent(part: float, whole: float) -> float:
+    """Return ``part`` as a percentage of ``whole`` (0 for a whole of 0), never above 100 % of it.
+
+    The quotient is taken first: a rounded ``part / whole`` is at most 1 whenever ``part`` is at
+    most ``whole``, and 100 times at most 1 is at most 100. (``100 * part / whole`` can read
+    100.00000000000001 for a part equal to the whole, e.g. 0.443632 km.)
+    """
+    return 100.0 * (part / whole) if whole else 0.0
+
+
 def _add_shares(totals: dict[str, Any]) -> None:
     road_km, directed_km = totals["road_km"], totals["directed_km"]
-    totals["coverage_pct"] = 100.0 * totals["unique_km"] / road_km if road_km else 0.0
-    totals["directed_coverage_pct"] = (
-        100.0 * totals["directed_covered_km"] / directed_km if directed_km else 0.0
-    )
+    totals["coverage_pct"] = percent(totals["unique_km"], road_km)
+    totals["directed_coverage_pct"] = percent(totals["directed_covered_km"], directed_km)
     for days in FRESHNESS_DAYS:
-        totals[f"fresh_{days}d_pct"] = (
-            100.0 * totals[f"fresh_{days}d_km"] / road_km if road_km else 0.0
-        )
+        totals[f"fresh_{days}d_pct"] = percent(totals[f"fresh_{days}d_km"], road_km)
     totals["region_progress_28d_pct"] = totals["fresh_28d_pct"]
     totals["weekly_driven_ratio"] = totals["weekly_driven_km"] / road_km if road_km else 0.0

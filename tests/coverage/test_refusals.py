@@ -16,14 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyproj
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from pipeline.contracts import EDGE_COVERAGE
 from pipeline.coverage.stage import compute_coverage
 from pipeline.io import read_table
 from pipeline.locking import LOCK_FILE
-from pipeline.roads import build_roads, resolve_extract
+from pipeline.roads import build_roads, read_edges, resolve_extract
 from pipeline.snap.stage import snap_traces
 from tests.builders import drive_points, write_traces_batch
 from tests.coverage.test_writers import coverage_command, roadcover_env, write_batch
@@ -165,3 +167,62 @@ def test_trips_matched_again_in_another_batch_count_once(
     )
     state = json.loads((both / "state" / "CURRENT.json").read_text())
     assert state["batches"] == summary["batches"]
+
+
+def geodesic_road_km(roads: Path) -> float:
+    """The roads' length on the WGS84 ellipsoid (pyproj), each road once (its first edge)."""
+    edges = read_edges(roads).sort_values("edge_id").drop_duplicates("road_id")
+    geod = pyproj.Geod(ellps="WGS84")
+    return sum(geod.geometry_length(line) for line in edges.geometry) / 1000.0
+
+
+def config_with_world_km(folder: Path, world_road_km: float) -> Path:
+    config = folder / f"world-{world_road_km}.yaml"
+    regions = [{"name": "t", "osm": "t.osm"}]
+    coverage = {"world_road_km": world_road_km}
+    config.write_text(yaml.safe_dump({"regions": regions, "coverage": coverage}))
+    return config
+
+
+def test_a_world_shorter_than_the_region_is_refused_before_writing(
+    two_roads: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A share of the world above 100 % is refused: one line naming the setting and road km."""
+    drive, _ = two_roads
+    road_km = geodesic_road_km(drive)  # 0.445 km
+    batch = write_batch(drive, tmp_path / "m0", 0, 4)
+    short = config_with_world_km(tmp_path, round(0.95 * road_km, 6))
+    new = tmp_path / "new"
+    args = [*coverage_command(drive, [batch], new), "--config", str(short)]
+    line = assert_refused(run_coverage(args), "coverage.world_road_km", drive)
+    assert not new.exists()
+    stated = re.search(r"less than the ([0-9.]+) km of roads of", line)
+    assert stated is not None, line
+    assert float(stated.group(1)) == pytest.approx(road_km, rel=0.01)
+
+    out = tmp_path / "coverage"
+    compute_coverage(drive, [batch], out, SETTINGS.coverage)
+    before = folder_bytes(out)
+    again = write_batch(drive, tmp_path / "m1", 1, 4)
+    assert_refused(
+        run_coverage([*coverage_command(drive, [again], out), "--config", str(short)]),
+        "coverage.world_road_km",
+    )
+    assert folder_bytes(out) == before
+
+
+def test_a_world_as_long_as_the_region_gives_at_most_100_percent(
+    two_roads: tuple[Path, Path], tmp_path: Path
+) -> None:
+    drive, _ = two_roads
+    edges = read_edges(drive)
+    every_edge = write_batch(drive, tmp_path / "m0", 0, len(edges))  # the whole region driven
+    world_km = round(1.01 * geodesic_road_km(drive), 6)
+    config = config_with_world_km(tmp_path, world_km)
+    out = tmp_path / "coverage"
+    done = run_coverage([*coverage_command(drive, [every_edge], out), "--config", str(config)])
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["coverage_pct"] == 100.0
+    assert summary["percent_of_world"] == pytest.approx(100 / 1.01, rel=0.01)
+    assert summary["percent_of_world"] <= 100.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import pytest
 
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.state import CoverageState
-from pipeline.coverage.summary import combine_summaries, coverage_summary
+from pipeline.coverage.summary import combine_summaries, coverage_summary, percent
+from pipeline.coverage.tables import MM_PER_KM
 from pipeline.io import read_table
 from tests.builders import ROUNDING_UP_STEP_DEG, write_fully_covered_region
 
@@ -200,3 +202,21 @@ def test_a_fully_covered_region_reads_exactly_100_percent_everywhere(tmp_path: P
     assert edges["covered_m"].to_numpy() == pytest.approx(edges["length_m"].to_numpy(), abs=5e-4)
     cells = read_table(tmp_path / "coverage" / "cells.parquet", CELL_COVERAGE)
     assert (cells["coverage_pct"] == 100.0).all()
+
+
+def test_a_share_never_exceeds_100_percent_of_its_whole() -> None:
+    """Shares of km summed in mm: at most 100 %, exactly 100 for the whole, else exact to 1e-12."""
+    assert 100.0 * 0.443632 / 0.443632 > 100.0  # the order of operations percent() avoids
+    assert percent(0.443632, 0.443632) == 100.0
+    rng = np.random.default_rng(24)
+    wholes = rng.integers(1, 10**13, 20_000)
+    parts = (wholes * rng.random(20_000)).astype(np.int64)
+    parts[::4] = wholes[::4]  # a quarter fully covered
+    for part_mm, whole_mm in zip(parts.tolist(), wholes.tolist(), strict=True):
+        share = percent(part_mm / MM_PER_KM, whole_mm / MM_PER_KM)
+        assert share <= 100.0
+        exact = Fraction(100 * part_mm, whole_mm)
+        assert abs(Fraction(share) - exact) <= Fraction(1, 10**12)
+        if part_mm == whole_mm:
+            assert share == 100.0
+    assert percent(0.0, 0.0) == 0.0

@@ -31,6 +31,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.contracts import SIMULATED_ROUTES, TRIPS
 from pipeline.io import read_table
+from pipeline.locking import LOCK_FILE
 from pipeline.workflow import SNAKEFILE as PACKAGED_SNAKEFILE
 from tests.truth import driven_truth_km
 from tests.workflow.running import (
@@ -205,7 +206,13 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     assert manifest["files"]
     assert "<html" in (results / "report.html").read_text().lower()
     # every rule logs and benchmarks
-    for rule in ("build_roads", "simulate_fleet", "compute_coverage", "export_feed"):
+    for rule in (
+        "build_roads",
+        "simulate_fleet",
+        "compute_coverage",
+        "export_feed",
+        "export_priorities",
+    ):
         assert (results / "logs" / REGION / f"{rule}.log").exists()
         assert (results / "benchmarks" / REGION / f"{rule}.tsv").exists()
     assert (results / "logs" / REGION / "ingest_traces" / "fleet.log").exists()
@@ -216,8 +223,8 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     records = [json.loads(path.read_text()) for path in record_files]
     stages = [r["command"][:2] for r in records if "finished" not in r]
     assert sorted(" ".join(w for w in words if w.isidentifier()) for words in stages) == [
-        "coverage", "export feed", "export tiles", "export viewer", "ingest", "report",
-        "roads build", "simulate", "snap",
+        "coverage", "export feed", "export priorities", "export tiles", "export viewer", "ingest",
+        "report", "roads build", "simulate", "snap",
     ]  # fmt: skip
     assert all(r["peak_rss_mb"] >= r["own_peak_rss_mb"] > 50 for r in records)
     (run,) = [r for r in records if "finished" in r]
@@ -232,6 +239,48 @@ def test_workflow_runs_end_to_end(reference: Reference) -> None:
     assert f"{REGION} web map: {web_map}" in reference.output
     assert f"report: {reference.workdir / 'results' / 'report.html'}" in reference.output
     print(f"reference run: {reference.seconds:.0f} s")
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a folder by relative path, but its lock file."""
+    return {
+        str(p.relative_to(folder)): sha256(p)
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != LOCK_FILE
+    }
+
+
+def test_the_runs_priorities_are_those_of_the_command(reference: Reference, tmp_path: Path) -> None:
+    """The run's priorities, web map layers and report section: `export priorities` by hand."""
+    region = reference.workdir / "results" / REGION
+    by_hand = tmp_path / "priorities"
+    assert main([
+        "export", "priorities", str(region / "coverage"), "--roads", str(region / "roads"),
+        "-o", str(by_hand), "--config", str(reference.config),
+    ]) == 0  # fmt: skip
+    run = folder_digests(region / "export" / "priorities")
+    assert "roads.parquet" in run and "tours/tour-01.gpx" in run, sorted(run)
+    assert run == folder_digests(by_hand)  # byte-identical, file for file
+    summary = json.loads((by_hand / "summary.json").read_text())
+    assert summary["new_km"] > 0 and summary["tours"]
+    # the web map draws them: its copies of the cells and tours are those of the export
+    site = region / "export" / "web"
+    cells = json.loads((site / "priorities-cells.geojson").read_text())
+    expected = json.loads((by_hand / "cells.geojson").read_text())
+    assert [f["properties"]["h3"] for f in cells["features"]] == [
+        f["properties"]["h3"] for f in expected["features"]
+    ]
+    tours = json.loads((site / "priorities-tours.geojson").read_text())
+    assert len(tours["features"]) == len(summary["tours"])
+    assert "priorities-tours.geojson" in (site / "index.html").read_text()
+    # the report's "Where to drive next" names every tour with its length
+    page = (reference.workdir / "results" / "report.html").read_text()
+    section = page.split("Where to drive next", 1)[1]
+    assert "no priorities" not in section.split("<h", 1)[0]
+    for tour in summary["tours"]:
+        assert f"{tour['length_km']:.1f}" in section
+    # and the serve command it prints keeps them
+    assert f"--priorities {region / 'export' / 'priorities'}" in reference.output
 
 
 def test_rerun_of_a_finished_workflow_does_nothing(reference: Reference) -> None:
@@ -321,7 +370,7 @@ def test_new_batch_is_processed_alone(reference: Reference, tmp_path: Path) -> N
     ran = job_counts(output)
     assert ran == {
         "ingest_traces": 1, "match_traces": 1, "compute_coverage": 1, "export_tiles": 1,
-        "export_viewer": 1, "export_feed": 1, "write_report": 1, "all": 1,
+        "export_priorities": 1, "export_viewer": 1, "export_feed": 1, "write_report": 1, "all": 1,
     }, output[-4000:]  # fmt: skip
     assert "batch=extra" in output
     assert {p: p.stat().st_mtime_ns for p in unchanged} == before

@@ -21,15 +21,47 @@ rule export_tiles:
         "> {log:q} 2>&1"
 
 
+rule export_priorities:
+    input:
+        summary=rules.compute_coverage.output.summary,
+        roads=rules.build_roads.output.meta,
+    output:
+        # summary.json is written last: the folder's commit record
+        summary=f"{OUT}/{{region}}/export/priorities/summary.json",
+    params:
+        coverage=lambda wildcards: data(wildcards.region, "coverage"),
+        roads=lambda wildcards: data(wildcards.region, "roads"),
+        folder=lambda wildcards: data(wildcards.region, "export", "priorities"),
+        record=lambda wildcards: record(wildcards.region, "export", "priorities", "summary.json"),
+        config_file=CONFIG_FILE,
+    log:
+        f"{OUT}/logs/{{region}}/export_priorities.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/export_priorities.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, threads: rule_mem_mb(
+            "export_priorities", input, threads, config
+        ),
+    shell:
+        "roadcover export priorities --roads {params.roads:q} -o {params.folder:q} "
+        "--config {params.config_file:q} -- {params.coverage:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.summary:q}; fi"
+
+
 rule export_viewer:
     input:
         summary=rules.compute_coverage.output.summary,
         tiles=rules.export_tiles.output.tiles,
+        priorities=rules.export_priorities.output.summary,
     output:
         index=f"{OUT}/{{region}}/export/web/index.html",
     params:
         coverage=lambda wildcards: data(wildcards.region, "coverage"),
         tiles=lambda wildcards: data(wildcards.region, "export", "coverage.pmtiles"),
+        priorities=lambda wildcards: data(wildcards.region, "export", "priorities"),
         folder=lambda wildcards: data(wildcards.region, "export", "web"),
         record=lambda wildcards: record(wildcards.region, "export", "web", "index.html"),
     log:
@@ -42,7 +74,8 @@ rule export_viewer:
     resources:
         mem_mb=lambda wildcards, input, threads: rule_mem_mb("export_viewer", input, threads, config),
     shell:
-        "roadcover export viewer -- {params.coverage:q} {params.tiles:q} {params.folder:q} "
+        "roadcover export viewer --priorities {params.priorities:q} "
+        "-- {params.coverage:q} {params.tiles:q} {params.folder:q} "
         "> {log:q} 2>&1"
         " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.index:q}; fi"
 
@@ -82,6 +115,7 @@ rule write_report:
     input:
         summaries=expand(f"{OUT}/{{region}}/coverage/summary.json", region=REGIONS),
         viewers=expand(f"{OUT}/{{region}}/export/web/index.html", region=REGIONS),
+        priorities=expand(f"{OUT}/{{region}}/export/priorities/summary.json", region=REGIONS),
     output:
         report=f"{OUT}/report.html",
     params:
