@@ -40,8 +40,9 @@ def test_trip_ends_are_trimmed_for_privacy() -> None:
     split_trips(frame, settings())
     apply_privacy(frame, settings(privacy_trim_m=200))
     trimmed = frame.loc[frame["reason"] == "privacy", "source_row"] - 2
-    # fixes 0..19 are < 200 m from the start, 80..99 < 200 m from the end
-    assert sorted(trimmed) == [*range(20), *range(80, 100)]
+    # privacy radius at HDOP 1: 200 + 4 x sqrt(5^2 + 5^2) = 228.3 m; fixes 0..22 are less
+    # than that from the first fix (220 m), 77..99 from the last
+    assert sorted(trimmed) == [*range(23), *range(77, 100)]
 
 
 def test_privacy_zones_remove_fixes_inside_the_circle() -> None:
