@@ -93,6 +93,9 @@ def pseudonymize(key: bytes, values: np.ndarray | str, count: int, prefix: str =
 UERE_M = 5.0
 NOISE_SIGMAS = 4.0
 HDOP_IF_UNKNOWN = 3.0
+# circles are drawn around each of a trip's first and last END_FIXES fixes, so that an outlier
+# at an end (a jump cleaning cannot see, having no fix before it) does not move the circle
+END_FIXES = 3
 
 
 def end_radius_m(trim_m: float, hdop: np.ndarray, end_hdop: np.ndarray) -> np.ndarray:
@@ -110,12 +113,12 @@ def end_radius_m(trim_m: float, hdop: np.ndarray, end_hdop: np.ndarray) -> np.nd
 def trip_end_mask(
     trip_codes: np.ndarray, lon: np.ndarray, lat: np.ndarray, hdop: np.ndarray, trim_m: float
 ) -> np.ndarray:
-    """Mark the fixes of each trip that lie within a privacy circle around its first or last fix.
+    """Mark the fixes of each trip that lie within a privacy circle around its start or end.
 
-    A fix is trimmed when its straight-line distance to its trip's first or last fix is less
-    than :func:`end_radius_m`: ``trim_m`` plus an allowance for the GPS error of both fixes,
-    wherever the fix is in the trip (a trip that comes back past its start loses those fixes
-    too), as privacy zones draw them around a home.
+    A fix is trimmed when its straight-line distance to one of its trip's first or last
+    ``END_FIXES`` fixes is less than :func:`end_radius_m`: ``trim_m`` plus an allowance for the
+    GPS error of both fixes, wherever the fix is in the trip (a trip that comes back past its
+    start loses those fixes too), as privacy zones draw them around a home.
 
     Why a circle and not a length along the trip: the length along noisy fixes grows with their
     zigzag, so trimming ``trim_m`` of it removed less road than promised (a median 163 m of 200
@@ -123,8 +126,10 @@ def trip_end_mask(
     along it back within ``trim_m`` of the end. The promise is about the place where a trip
     starts and ends, which is a straight-line distance; the allowance (four standard deviations
     of the difference of two errors of ``UERE_M`` x HDOP each) makes it hold for the vehicle's
-    true positions, not only the logged ones. The circle also trims at least ``trim_m`` along
-    the trip: no path between two fixes is shorter than the straight line between them.
+    true positions, not only the logged ones. Circles around the first three fixes, not the
+    first alone, keep it when the first fix is an outlier (a multipath jump that cleaning
+    cannot tell from a move, having no fix before it). The circles also trim at least
+    ``trim_m`` along the trip: no path between two fixes is shorter than the straight line.
 
     Parameters
     ----------
@@ -142,11 +147,13 @@ def trip_end_mask(
         return np.zeros(len(trip_codes), dtype=bool)
     starts = np.flatnonzero(np.diff(trip_codes, prepend=trip_codes[0] - 1))  # trips' first fixes
     run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(trip_codes)]))
+    first, last = starts[run], np.r_[starts[1:] - 1, len(trip_codes) - 1][run]
     hdop = np.asarray(hdop, dtype="float64")
     near = np.zeros(len(trip_codes), dtype=bool)
-    for end in (starts[run], np.r_[starts[1:] - 1, len(trip_codes) - 1][run]):
-        crow_m = distances_m(lon, lat, lon[end], lat[end])
-        near |= crow_m < end_radius_m(trim_m, hdop, hdop[end])
+    for offset in range(END_FIXES):
+        for centre in (np.minimum(first + offset, last), np.maximum(last - offset, first)):
+            crow_m = distances_m(lon, lat, lon[centre], lat[centre])
+            near |= crow_m < end_radius_m(trim_m, hdop, hdop[centre])
     return near
 
 

@@ -69,12 +69,14 @@ ALLOWANCE_HDOP_1_M = 4 * np.sqrt(50.0)  # 28.28 m
 
 
 def expected_trip_ends(steps_by_trip: list[list[float]], trim_m: float) -> np.ndarray:
-    """Per fix of northbound trips, whether it is within the privacy radius of an end."""
+    """Per fix of northbound trips, whether it is within the privacy radius of one of its
+    trip's first three or last three fixes."""
     marks = []
     for steps in steps_by_trip:
-        travelled = np.r_[0.0, np.cumsum(steps)]  # northbound: also the straight-line distance
-        radius_m = trim_m + ALLOWANCE_HDOP_1_M
-        marks.append((travelled < radius_m) | (travelled[-1] - travelled < radius_m))
+        north_m = np.r_[0.0, np.cumsum(steps)]  # northbound: distances are differences
+        centres = north_m[np.r_[0:3, -3:0] % len(north_m)]
+        apart_m = np.abs(north_m[:, None] - centres[None, :]).min(axis=1)
+        marks.append(apart_m < trim_m + ALLOWANCE_HDOP_1_M)
     return np.concatenate(marks) if trim_m > 0 else np.zeros(sum(map(len, marks)), dtype=bool)
 
 
@@ -146,11 +148,13 @@ def test_apply_privacy_trims_the_ends_of_every_trip_of_several_traces(
             trip["lat"].to_numpy()[1:],
         )
         travelled = np.r_[0.0, np.cumsum(step_m)]
-        remaining = travelled[-1] - travelled
-        # northbound at HDOP 1: the straight-line distance to an end is the distance along
+        # northbound at HDOP 1: straight-line distances are differences of distances along;
+        # circles around the first three and the last three fixes
         radius_m = trim_m + ALLOWANCE_HDOP_1_M
-        expected = ((travelled < radius_m) | (remaining < radius_m)) & (trim_m > 0)
-        clear = (np.abs(travelled - radius_m) > 1e-3) & (np.abs(remaining - radius_m) > 1e-3)
+        centres = travelled[np.r_[0:3, -3:0] % len(travelled)]
+        apart_m = np.abs(travelled[:, None] - centres[None, :]).min(axis=1)
+        expected = (apart_m < radius_m) & (trim_m > 0)
+        clear = np.abs(apart_m - radius_m) > 1e-3
         got = (trip["reason"] == "privacy").to_numpy()
         np.testing.assert_array_equal(got[clear], expected[clear])
 
@@ -210,26 +214,38 @@ def test_the_missing_key_message_says_how_to_make_one(monkeypatch: pytest.Monkey
 
 
 def test_trip_end_mask_limits_and_empty_input() -> None:
-    # fixes 0, 50, 100, 150, 200 m north: radius 50 + 28.28 m at HDOP 1
-    lon, lat = northbound(np.array([50.0, 50, 50, 50]))
-    one_trip = np.zeros(5, dtype=np.int64)
-    got = trip_end_mask(one_trip, lon, lat, np.ones(5), 50.0)
-    assert got.tolist() == [True, True, False, True, True]
-    # HDOP 0.5: radius 50 + 4 x sqrt(2.5^2 + 2.5^2) = 64.14 m, so 50 m from an end goes
-    # and 100 m stays; HDOP 4: 50 + 4 x sqrt(20^2 + 20^2) = 163.1 m, so every fix goes
-    assert trip_end_mask(one_trip, lon, lat, np.full(5, 0.5), 50.0).tolist() == [
-        True, True, False, True, True
+    # fixes 0, 50, ..., 500 m north; circles around 0, 50, 100 and 400, 450, 500 m
+    lon, lat = northbound(np.full(10, 50.0))
+    one_trip = np.zeros(11, dtype=np.int64)
+    # HDOP 1: radius 50 + 28.28 = 78.28 m: 150 m (50 from 100) goes, 200 m (100 from 100) stays
+    got = trip_end_mask(one_trip, lon, lat, np.ones(11), 50.0)
+    assert np.flatnonzero(~got).tolist() == [4, 5, 6]
+    # HDOP 0.5: 50 + 4 x sqrt(2.5^2 + 2.5^2) = 64.14 m, the same fixes
+    assert np.flatnonzero(~trip_end_mask(one_trip, lon, lat, np.full(11, 0.5), 50.0)).tolist() == [
+        4, 5, 6
     ]  # fmt: skip
-    assert trip_end_mask(one_trip, lon, lat, np.full(5, 4.0), 50.0).all()
-    # an unknown HDOP counts as 3: 50 + 4 x sqrt(15^2 + 15^2) = 134.9 m; 150 m from an end stays
-    lon, lat = northbound(np.full(6, 50.0))
-    unknown = trip_end_mask(np.zeros(7, dtype=np.int64), lon, lat, np.full(7, np.nan), 50.0)
-    assert unknown.tolist() == [True, True, True, False, True, True, True]
+    # unknown HDOP counts as 3: 50 + 4 x sqrt(15^2 + 15^2) = 134.85 m; only 250 m stays
+    unknown = trip_end_mask(one_trip, lon, lat, np.full(11, np.nan), 50.0)
+    assert np.flatnonzero(~unknown).tolist() == [5]
+    # HDOP 4: 50 + 4 x sqrt(20^2 + 20^2) = 163.1 m: every fix goes
+    assert trip_end_mask(one_trip, lon, lat, np.full(11, 4.0), 50.0).all()
     empty = np.zeros(0)
     assert trip_end_mask(np.zeros(0, dtype=np.int64), empty, empty, empty, 50.0).tolist() == []
-    lon, lat = northbound(np.array([1.0, 1.0]))
-    untrimmed = trip_end_mask(np.zeros(3, dtype=np.int64), lon, lat, np.ones(3), 0.0)
+    untrimmed = trip_end_mask(one_trip, lon, lat, np.ones(11), 0.0)
     assert untrimmed.dtype == bool and not untrimmed.any()  # a mask, to index rows with
+
+
+def test_an_outlier_first_fix_does_not_move_the_start_circle() -> None:
+    # a straight road north, a fix every 10 m (0..1000 m), HDOP 1; the first fix is logged
+    # 120 m south of its true place (a multipath jump). Its circle (radius 228.28 m) reaches
+    # only 108 m north, but the circle around the third fix (20 m) reaches 248.28 m: fixes up
+    # to 240 m go, the first kept is 250 m from the true start. The end: circles around
+    # 980-1000 m reach down to 751.7 m, so the last kept is 750 m.
+    frame = drive(101, speed_mps=10.0, noise_m=0.0)
+    frame.loc[0, "lat"] -= 120 / METRES_PER_DEGREE_LAT
+    split_trips(frame, TRIMS[200.0])
+    apply_privacy(frame, TRIMS[200.0])
+    assert frame.index[frame["reason"].isna()].tolist() == list(range(25, 76))
 
 
 def zigzag_trip(fixes: int, zag_m: float) -> pd.DataFrame:
@@ -245,22 +261,24 @@ def zigzag_trip(fixes: int, zag_m: float) -> pd.DataFrame:
 def test_a_zigzag_trace_keeps_no_fix_near_the_true_ends() -> None:
     # 101 fixes, 1,000 m of road, logged 20 m east and west in turn: each logged step is
     # sqrt(10^2 + 40^2) = 41.2 m, so 200 m along the fixes is only 50 m of road. Privacy
-    # radius at HDOP 1: 200 + 28.28 = 228.28 m from the first fix (20 m east of the road's
-    # start). Fix k is 10k m north of it (k even) or sqrt(40^2 + (10k)^2) m (k odd): within the
-    # radius up to k = 22 (220 m; k = 23 is 233.4 m, k = 24 240 m). By symmetry the last fix
-    # (k = 100, east too) trims k >= 78. Kept: fixes 23 to 77, 230 m or more from either true end.
+    # radius at HDOP 1: 200 + 28.28 = 228.28 m around fixes 0, 1, 2 and 98, 99, 100. Fix k
+    # (k even, east) is 10(k - 2) m from fix 2: within it up to k = 24 (220 m; k = 26: 240 m).
+    # Fix k (k odd, west) is 10(k - 1) m from fix 1: up to k = 23; k = 25 is 240 m from fix 1
+    # and sqrt(40^2 + 230^2) = 233.5 m from fix 2. By symmetry fixes 76 to 100 go. Kept:
+    # fixes 25 to 75, 250 m or more from either true end.
     frame = zigzag_trip(101, 20.0)
     split_trips(frame, TRIMS[200.0])
     apply_privacy(frame, TRIMS[200.0])
     kept = frame[frame["reason"].isna()]
-    assert kept.index.tolist() == list(range(23, 78))
+    assert kept.index.tolist() == list(range(25, 76))
     true_m = kept["true_north_m"]
     assert true_m.min() >= 200 and (1000 - true_m).min() >= 200
 
 
 def simulated_trip(rng: np.random.Generator, sigma_m: float) -> pd.DataFrame:
     """A 1 Hz trip on a winding road with AR(1) GPS noise (correlation 0.9 a second, as the
-    fleet simulator's), logged HDOP sigma / 5; true positions in ``true_x_m``, ``true_y_m``."""
+    fleet simulator's) and outliers at its ends, logged HDOP sigma / 5; true positions in
+    ``true_x_m``, ``true_y_m``."""
     n = int(rng.integers(80, 400))
     speed = rng.uniform(3.0, 15.0) * np.exp(np.cumsum(rng.normal(0, 0.05, n)))
     heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, rng.uniform(0.02, 0.4), n))
@@ -270,11 +288,16 @@ def simulated_trip(rng: np.random.Generator, sigma_m: float) -> pd.DataFrame:
     error[:, 0] = rng.normal(0, 1, 2)
     for i in range(1, n):
         error[:, i] = 0.9 * error[:, i - 1] + np.sqrt(1 - 0.81) * rng.normal(0, 1, 2)
+    # a multipath jump of 84-156 m (the simulator's outliers) at either end, one time in three
+    jump = np.zeros((2, n))
+    for end in (0, n - 1):
+        if rng.random() < 1 / 3:
+            angle = rng.uniform(0, 2 * np.pi)
+            jump[:, end] = 120 * rng.uniform(0.7, 1.3) * np.array([np.sin(angle), np.cos(angle)])
+    error = sigma_m * error + jump
     frame = drive(n, noise_m=0.0)
-    frame["lon"] = 24.94 + (true_x + sigma_m * error[0]) / (
-        METRES_PER_DEGREE_LAT * np.cos(np.radians(60.17))
-    )
-    frame["lat"] = 60.17 + (true_y + sigma_m * error[1]) / METRES_PER_DEGREE_LAT
+    frame["lon"] = 24.94 + (true_x + error[0]) / (METRES_PER_DEGREE_LAT * np.cos(np.radians(60.17)))
+    frame["lat"] = 60.17 + (true_y + error[1]) / METRES_PER_DEGREE_LAT
     frame["hdop"] = sigma_m / 5.0
     frame["true_x_m"], frame["true_y_m"] = true_x, true_y
     return frame
