@@ -130,6 +130,15 @@ def roads() -> None:
     help="Keep exactly this highway class (repeatable); overrides --network.",
 )
 @click.option("--sha256", default=None, help="Expected sha256 of the extract.")
+@click.option(
+    "--shard-resolution",
+    "shard_resolution",
+    default=None,
+    metavar="N|auto",
+    help="Build in shards: H3 cells at resolution N (0-15), each with a buffer of "
+    "roads.shard_buffer_m, under OUT/shards/<cell>/; OUT holds the whole region's tables as "
+    "without shards. auto: the coarsest resolution whose shards fit roads.shard_max_job_mem_mb.",
+)
 @CONFIG_OPTION
 def roads_build(
     osm_file: str,
@@ -137,25 +146,107 @@ def roads_build(
     network: str | None,
     highways: tuple[str, ...],
     sha256: str | None,
+    shard_resolution: str | None,
     config_path: Path | None,
 ) -> None:
     """Build the road graph of OSM_FILE (.osm, .osm.gz, .osm.bz2, .osm.pbf, a URL or package://)."""
     from pipeline.config import load_config
     from pipeline.roads import build_roads, resolve_extract
+    from pipeline.roads.shard_build import build_sharded_roads
+    from pipeline.roads.shards import check_resolution
 
     settings = load_config(config_path)
+    if shard_resolution is not None and shard_resolution != "auto":
+        check_resolution(shard_resolution)  # before any work
     osm_path = resolve_extract(osm_file, settings.cache_dir, sha256)
     with _staging(settings) as staging:
-        meta = build_roads(
-            osm_path,
-            staging.output_folder(roads_dir, keep_existing=False),
-            network=network or settings.roads.network,
-            highway_include=highways or settings.roads.highway_include,
-            lock_timeout_s=settings.lock_timeout_s,
-        )
+        out = staging.output_folder(roads_dir, keep_existing=False)
+        network = network or settings.roads.network
+        include = highways or settings.roads.highway_include
+        if shard_resolution is None:
+            meta = build_roads(osm_path, out, network, include, settings.lock_timeout_s)
+        else:
+            meta = build_sharded_roads(
+                osm_path, out, shard_resolution, network, include,
+                settings.roads.shard_buffer_m, settings.roads.shard_max_job_mem_mb,
+                settings.lock_timeout_s,
+            )  # fmt: skip
     click.echo(
         f"{roads_dir}: {meta['node_count']} nodes, {meta['edge_count']} edges, "
         f"{meta['road_km']:.1f} road km ({meta['directed_km']:.1f} directed km)"
+    )
+    if "shards" in meta:
+        shards = meta["shards"]
+        click.echo(
+            f"{roads_dir}: {len(shards['cells'])} shard(s) at resolution {shards['resolution']} "
+            f"under {roads_dir / shards['folder']}"
+        )
+
+
+@roads.command("cut")
+@click.argument("osm_file")
+@click.option("-o", "--out", "roads_dir", required=True, type=Location(file_okay=False),
+              help="The region's roads folder; shards go to OUT/shards/<cell>/.")  # fmt: skip
+@click.option("--shard-resolution", "shard_resolution", required=True, metavar="N|auto",
+              help="H3 resolution 0-15 of the shards, or auto.")  # fmt: skip
+@click.option("--network", type=click.Choice(NETWORK_TYPES), default=None,
+              help="Which highways to keep (default: the config's, drive).")  # fmt: skip
+@click.option("--sha256", default=None, help="Expected sha256 of the extract.")
+@CONFIG_OPTION
+def roads_cut(
+    osm_file: str,
+    roads_dir: Path,
+    shard_resolution: str,
+    network: str | None,
+    sha256: str | None,
+    config_path: Path | None,
+) -> None:
+    """Cut OSM_FILE into shard extracts (the first step of a sharded build, for the workflow)."""
+    from pipeline.config import load_config
+    from pipeline.roads import resolve_extract
+    from pipeline.roads.shards import check_resolution, cut_extract
+
+    settings = load_config(config_path)
+    if shard_resolution != "auto":
+        check_resolution(shard_resolution)
+    osm_path = resolve_extract(osm_file, settings.cache_dir, sha256)
+    plan = cut_extract(
+        osm_path, roads_dir, shard_resolution, network or settings.roads.network,
+        settings.roads.highway_include, settings.roads.shard_buffer_m,
+        settings.roads.shard_max_job_mem_mb, settings.lock_timeout_s,
+    )  # fmt: skip
+    click.echo(f"{roads_dir}: {len(plan['cells'])} shard(s) at resolution {plan['resolution']}")
+
+
+@roads.command("build-shard")
+@click.argument("roads_dir", type=Location(file_okay=False, exists=True))
+@click.argument("cell")
+@CONFIG_OPTION
+def roads_build_shard(roads_dir: Path, cell: str, config_path: Path | None) -> None:
+    """Build shard CELL of a region cut with `roadcover roads cut`."""
+    from pipeline.config import load_config
+    from pipeline.roads.shard_build import build_shard
+
+    settings = load_config(config_path)
+    meta = build_shard(roads_dir, cell, settings.lock_timeout_s)
+    click.echo(f"{roads_dir}: shard {cell}: {meta['edge_count']} edges, "
+               f"{meta['shard']['owned_edge_count']} owned")  # fmt: skip
+
+
+@roads.command("merge")
+@click.argument("roads_dir", type=Location(file_okay=False, exists=True))
+@CONFIG_OPTION
+def roads_merge(roads_dir: Path, config_path: Path | None) -> None:
+    """Write the region's tables of a sharded ROADS_DIR from its built shards' owned edges."""
+    from pipeline.config import load_config
+    from pipeline.roads.shard_build import merge_shards
+
+    settings = load_config(config_path)
+    meta = merge_shards(roads_dir, settings.lock_timeout_s)
+    click.echo(
+        f"{roads_dir}: {meta['node_count']} nodes, {meta['edge_count']} edges, "
+        f"{meta['road_km']:.1f} road km ({meta['directed_km']:.1f} directed km), "
+        f"{len(meta['shards']['cells'])} shard(s)"
     )
 
 

@@ -39,6 +39,7 @@ class RegionSettings:
     osm: str
     sha256: str | None
     simulated_fleet: bool
+    shards: int | str | None
     batches: tuple[tuple[str, tuple[str, ...]], ...]
 
 
@@ -48,6 +49,8 @@ class RoadSettings:
 
     network: str
     highway_include: tuple[str, ...] | None
+    shard_buffer_m: float = 1000.0
+    shard_max_job_mem_mb: float = 2048.0
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,7 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
                 osm=r["osm"],
                 sha256=r.get("sha256"),
                 simulated_fleet=r["simulated_fleet"],
+                shards=r.get("shards"),
                 batches=tuple((name, tuple(paths)) for name, paths in r["batches"].items()),
             )
             for r in config["regions"]
@@ -349,6 +353,8 @@ def _build_settings(config: dict[str, Any], source: str) -> Settings:
         roads=RoadSettings(
             network=roads["network"],
             highway_include=tuple(include) if include is not None else None,
+            shard_buffer_m=float(roads["shard_buffer_m"]),
+            shard_max_job_mem_mb=float(roads["shard_max_job_mem_mb"]),
         ),
         ingest=IngestSettings(
             max_hdop=float(ingest["max_hdop"]),

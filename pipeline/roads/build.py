@@ -85,6 +85,7 @@ def _roads_meta(
     ways: RoadWays,
     edges: gpd.GeoDataFrame,
     nodes: gpd.GeoDataFrame,
+    source_sha256: str | None = None,
 ) -> dict[str, Any]:
     road_km, directed_km = road_length_km(edges)
     by_class = {}
@@ -96,7 +97,7 @@ def _roads_meta(
         }
     return {
         "source_file": str(osm_path),
-        "source_sha256": file_sha256(osm_path),
+        "source_sha256": source_sha256 or file_sha256(osm_path),
         "osm_timestamp": ways.osm_timestamp,
         "network": network,
         "highway_include": list(highway_include) if highway_include is not None else None,

@@ -35,7 +35,7 @@ LEGACY_PICKLE_FILE = "graph.pickle"
 
 def write_roads(
     roads_dir: Path,
-    graph: nx.MultiDiGraph,
+    graph: nx.MultiDiGraph | None,
     edges: gpd.GeoDataFrame,
     nodes: gpd.GeoDataFrame,
     meta: dict[str, Any],

@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,13 @@ from pipeline.io import (
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
 from pipeline.roads.identity import describe_roads, roads_identity
+from pipeline.roads.shards import is_sharded
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
 from pipeline.snap.hmm_kernels import NO_CANDIDATE
 from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
+from pipeline.snap.shards import group_trips
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +145,9 @@ def snap_traces(
     roads = roads_identity(roads_dir)
     with folder_lock(matched_dir, lock_timeout_s):
         params = match_params(settings)
-        prepare_match_network(roads_dir)  # build and cache the network once, before the workers
         staging = (matched_dir / STAGING_DIR).absolute()
         shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
-        tasks = _match_tasks(trip_files, staging)
+        tasks = _tasks_on_networks(roads_dir, trip_files, staging)
         try:
             quality = _match_batch(
                 tasks, trips, roads_dir, params, settings.workers, scheduler_address
@@ -304,6 +305,8 @@ class MatchTask:
     index: int
     trips_by_file: dict[str, list[str]]
     staging_dir: Path
+    roads_dir: str | None = None
+    """The roads folder to match on, if not the stage's (a shard's, in a sharded region)."""
 
     def part(self, output: str) -> Path:
         """Return where the task stages its part of ``output`` (``matched_points.parquet``)."""
@@ -311,7 +314,25 @@ class MatchTask:
         return self.staging_dir / output.removesuffix(".parquet") / name
 
 
-def _match_tasks(trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
+def _tasks_on_networks(roads_dir: Path, trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
+    """Cut the batch into match tasks, and build (and cache) each task's match network first.
+
+    In a sharded region (:mod:`pipeline.snap.shards`) each task's trips share the shards they
+    are matched on, and the task names that roads folder.
+    """
+    if not is_sharded(roads_dir):
+        prepare_match_network(roads_dir)  # build and cache the network once, before the workers
+        return _match_tasks(trip_files, staging)
+    tasks: list[MatchTask] = []
+    for network, trips in group_trips(trip_files, roads_dir, staging):
+        prepare_match_network(network)
+        folder = str(network.absolute())
+        for task in _match_tasks(trips, staging, first_index=len(tasks)):
+            tasks.append(replace(task, roads_dir=folder))
+    return tasks
+
+
+def _match_tasks(trip_files: pd.DataFrame, staging: Path, first_index: int = 0) -> list[MatchTask]:
     """Cut the trips into tasks of at most ``TRIPS_PER_TASK``, taken file by file.
 
     So each partition file is read by as few tasks as possible (by one, when it holds fewer
@@ -326,7 +347,7 @@ def _match_tasks(trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
         stop = min(start + TRIPS_PER_TASK, len(ordered))
         cuts = [start, *file_starts[(file_starts > start) & (file_starts < stop)], stop]
         by_file = {str(files[a]): trip_ids[a:b] for a, b in itertools.pairwise(cuts)}
-        tasks.append(MatchTask(index, by_file, staging))
+        tasks.append(MatchTask(first_index + index, by_file, staging))
     return tasks
 
 
@@ -341,7 +362,7 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
         for f, ids in task.trips_by_file.items()
     ]
     points = sort_rows(pa.concat_tables(tables).combine_chunks(), ["trip_id", "observed_at"])
-    matched, segments, quality = match_chunk(points, roads_dir, params)
+    matched, segments, quality = match_chunk(points, task.roads_dir or roads_dir, params)
     matched = sort_rows(matched, ["trace_id", "observed_at"])
     lon, lat = (matched.column(c).to_numpy() for c in ("lon", "lat"))
     write_points(

@@ -76,6 +76,23 @@ wildcard_constraints:
     ),
 
 
+SHARDED = [r["name"] for r in config["regions"] if r.get("shards") is not None]
+UNSHARDED = [r["name"] for r in config["regions"] if r.get("shards") is None]
+NO_REGION = "(?!)"  # a pattern nothing matches
+
+
+def names_pattern(names):
+    """A wildcard constraint matching exactly these region names."""
+    return "|".join(re.escape(name) for name in names) or NO_REGION
+
+
+if SHARDED and REMOTE:
+    raise WorkflowError(
+        f"regions {', '.join(SHARDED)} are sharded (shards:): sharded regions are built on a "
+        "local or shared file system, not through a storage plugin; set their shards to null"
+    )
+
+
 def region_settings(name):
     return next(region for region in config["regions"] if region["name"] == name)
 
@@ -120,3 +137,10 @@ def matched_batches(wildcards):
     return expand(
         f"{OUT}/{wildcards.region}/matched/{{batch}}/meta.json", batch=batch_names(wildcards.region)
     )
+
+
+def shard_metas(wildcards):
+    """The meta.json of every shard the region's cut made (known once cut_roads has run)."""
+    plan = checkpoints.cut_roads.get(region=wildcards.region).output.plan
+    cells = json.loads(Path(plan).read_text())["cells"]
+    return [f"{OUT}/{wildcards.region}/roads/shards/{cell}/meta.json" for cell in cells]

@@ -1,6 +1,8 @@
 rule build_roads:
     output:
         meta=f"{OUT}/{{region}}/roads/meta.json",
+    wildcard_constraints:
+        region=names_pattern(UNSHARDED),
     params:
         config_file=CONFIG_FILE,
         osm=lambda wildcards: region_settings(wildcards.region)["osm"],
@@ -19,6 +21,80 @@ rule build_roads:
         "roadcover roads build -o {params.folder:q} --config {params.config_file:q} "
         "-- {params.osm:q} > {log:q} 2>&1"
         " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
+
+
+# A sharded region (its `shards:` set): cut the extract, build each shard in a job of its own,
+# then write the region's tables from the shards' owned edges (docs/workflow.md, "Sharded regions").
+checkpoint cut_roads:
+    output:
+        plan=f"{OUT}/{{region}}/roads/shards/plan.json",
+    wildcard_constraints:
+        region=names_pattern(SHARDED),
+    params:
+        config_file=CONFIG_FILE,
+        osm=lambda wildcards: region_settings(wildcards.region)["osm"],
+        resolution=lambda wildcards: region_settings(wildcards.region)["shards"],
+        folder=lambda wildcards: data(wildcards.region, "roads"),
+    log:
+        f"{OUT}/logs/{{region}}/cut_roads.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/cut_roads.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: int(config["roads"]["shard_max_job_mem_mb"]),
+    shell:
+        "roadcover roads cut -o {params.folder:q} --shard-resolution {params.resolution:q} "
+        "--config {params.config_file:q} -- {params.osm:q} > {log:q} 2>&1"
+
+
+rule build_road_shard:
+    input:
+        plan=rules.cut_roads.output.plan,
+    output:
+        meta=f"{OUT}/{{region}}/roads/shards/{{cell}}/meta.json",
+    wildcard_constraints:
+        region=names_pattern(SHARDED),
+        cell="[0-9a-f]{15}",
+    params:
+        config_file=CONFIG_FILE,
+        folder=lambda wildcards: data(wildcards.region, "roads"),
+    log:
+        f"{OUT}/logs/{{region}}/build_road_shard/{{cell}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/build_road_shard/{{cell}}.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: int(config["roads"]["shard_max_job_mem_mb"]),
+    shell:
+        "roadcover roads build-shard --config {params.config_file:q} "
+        "-- {params.folder:q} {wildcards.cell:q} > {log:q} 2>&1"
+
+
+rule merge_road_shards:
+    input:
+        shard_metas,
+    output:
+        meta=f"{OUT}/{{region}}/roads/meta.json",
+    wildcard_constraints:
+        region=names_pattern(SHARDED),
+    params:
+        config_file=CONFIG_FILE,
+        folder=lambda wildcards: data(wildcards.region, "roads"),
+    log:
+        f"{OUT}/logs/{{region}}/merge_road_shards.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{region}}/merge_road_shards.tsv"
+    conda:
+        "../envs/roadcover.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: int(config["roads"]["shard_max_job_mem_mb"]),
+    shell:
+        "roadcover roads merge --config {params.config_file:q} -- {params.folder:q} > {log:q} 2>&1"
 
 
 rule simulate_fleet:

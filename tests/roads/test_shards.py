@@ -1,0 +1,189 @@
+"""Sharded roads: the union of the shards' owned edges is the unsharded edge table, exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import h3
+import numpy as np
+import osmium
+import pandas as pd
+import pytest
+import shapely
+
+from pipeline.errors import ConfigError
+from pipeline.roads import build_roads, read_edges, read_nodes, read_roads_meta
+from pipeline.roads.shard_build import build_shard, build_sharded_roads
+from pipeline.roads.shards import SHARDS_DIR, check_resolution, read_owners, read_plan
+
+EQUIVALENCE_CASES = [
+    ("osm/monaco-2016.osm.pbf", 6),
+    ("osm/monaco-2016.osm.pbf", 7),
+    ("osm/monaco-2012.osm.gz", 8),
+    ("mapmatch/kubicka-dev/00000005/network.osm.bz2", 6),
+    ("mapmatch/kubicka-dev/00000005/network.osm.bz2", 7),
+    ("mapmatch/kubicka-dev/00000012/network.osm.bz2", 5),
+]
+
+
+@pytest.fixture(scope="module")
+def unsharded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """The unsharded roads folder of an extract, built once per extract."""
+    folders: dict[Path, Path] = {}
+
+    def roads_of(extract: Path) -> Path:
+        if extract not in folders:
+            folders[extract] = tmp_path_factory.mktemp("unsharded")
+            build_roads(extract, folders[extract])
+        return folders[extract]
+
+    return roads_of
+
+
+def way_refs(extract: Path) -> dict[int, list[int]]:
+    """Every way of an OSM file and its node references (read with pyosmium)."""
+    return {
+        w.id: [n.ref for n in w.nodes] for w in osmium.FileProcessor(str(extract), osmium.osm.WAY)
+    }
+
+
+def midpoint_cell(geometry: shapely.LineString, resolution: int) -> str:
+    """The H3 cell of the middle of a line, direction-free (computed with h3 and shapely)."""
+    line = shapely.normalize(shapely.set_precision(geometry, 1e-7))
+    middle = line.interpolate(0.5, normalized=True)
+    return str(h3.latlng_to_cell(middle.y, middle.x, resolution))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("extract", "resolution"), EQUIVALENCE_CASES)
+def test_owned_edges_of_all_shards_are_the_unsharded_edges(
+    extract: str,
+    resolution: int,
+    shared_data: Path,
+    tmp_path: Path,
+    unsharded: Callable[[Path], Path],
+) -> None:
+    source = shared_data / extract
+    whole = unsharded(source)
+    meta = build_sharded_roads(source, tmp_path / "sharded", resolution)
+    region = tmp_path / "sharded"
+    expected, got = pd.DataFrame(read_edges(whole)), pd.DataFrame(read_edges(region))
+    pd.testing.assert_frame_equal(got, expected)  # ids, lengths, geometry, every column
+    pd.testing.assert_frame_equal(pd.DataFrame(read_nodes(region)), pd.DataFrame(read_nodes(whole)))
+    whole_meta = read_roads_meta(whole)
+    same = ("road_km", "directed_km", "edge_count", "node_count", "road_count", "by_highway",
+            "ways_kept", "ways_clipped", "missing_node_refs", "source_sha256", "bbox")  # fmt: skip
+    for key in same:
+        assert meta[key] == whole_meta[key], key
+    cells = meta["shards"]["cells"]
+    assert len(cells) > 1
+    assert sum(c["owned_edge_count"] for c in cells) == len(expected)
+    assert sum(c["owned_road_km"] for c in cells) == pytest.approx(whole_meta["road_km"], abs=1e-5)
+
+
+@pytest.mark.shared_data
+def test_every_shard_edge_is_an_unsharded_edge_owned_by_one_shard(
+    shared_data: Path, tmp_path: Path, unsharded: Callable[[Path], Path]
+) -> None:
+    source = shared_data / "osm/monaco-2016.osm.pbf"
+    whole = read_edges(unsharded(source)).set_index("edge_id")
+    build_sharded_roads(source, tmp_path / "sharded", 7)
+    owners_seen: dict[int, set[str]] = {}
+    buffer_edges = 0
+    for cell in read_plan(tmp_path / "sharded")["cells"]:
+        shard = tmp_path / "sharded" / SHARDS_DIR / cell
+        edges = read_edges(shard).set_index("edge_id")
+        owners = read_owners(shard).set_index("edge_id").loc[edges.index]
+        # buffer edges too: same ids, the same line and length as in the unsharded graph
+        assert edges.index.isin(whole.index).all()
+        assert np.array_equal(edges["length_m"], whole.loc[edges.index, "length_m"])
+        assert shapely.equals_exact(
+            edges.geometry.values, whole.loc[edges.index].geometry.values, 0
+        ).all()
+        for edge_id, owned in owners["owned"].items():
+            if owned:
+                owners_seen.setdefault(edge_id, set()).add(cell)
+        buffer_edges += int((~owners["owned"]).sum())
+    assert set(owners_seen) == set(whole.index)
+    assert all(len(cells) == 1 for cells in owners_seen.values())
+    assert buffer_edges > 0
+    plan_cells = set(read_plan(tmp_path / "sharded")["cells"])
+    by_midpoint = [midpoint_cell(whole.loc[e].geometry, 7) for e in owners_seen]
+    owner = [next(iter(owners_seen[e])) for e in owners_seen]
+    in_shard = [m in plan_cells for m in by_midpoint]
+    assert np.mean(in_shard) > 0.99
+    assert all(o == m for o, m, inside in zip(owner, by_midpoint, in_shard, strict=True) if inside)
+
+
+def test_both_directions_of_a_road_have_one_owner(tiny_osm: Path, tmp_path: Path) -> None:
+    build_sharded_roads(tiny_osm, tmp_path, 12)
+    shards = read_plan(tmp_path)["cells"]
+    assert len(shards) > 1
+    owners = pd.concat(
+        [read_owners(tmp_path / SHARDS_DIR / c).query("owned") for c in shards], ignore_index=True
+    )
+    edges = read_edges(tmp_path).merge(owners, on="edge_id")
+    assert len(edges) == len(read_edges(tmp_path))
+    assert (edges.groupby("road_id")["owner_cell"].nunique() == 1).all()
+
+
+def test_a_shard_extract_holds_complete_ways(tiny_osm: Path, tmp_path: Path) -> None:
+    build_sharded_roads(tiny_osm, tmp_path, 12)
+    source_ways = {
+        w.id: [n.ref for n in w.nodes] for w in osmium.FileProcessor(str(tiny_osm), osmium.osm.WAY)
+    }
+    source_nodes = {node.id for node in osmium.FileProcessor(str(tiny_osm), osmium.osm.NODE)}
+    for cell in read_plan(tmp_path)["cells"]:
+        extract = tmp_path / SHARDS_DIR / cell / "extract.osm.pbf"
+        nodes = {node.id for node in osmium.FileProcessor(str(extract), osmium.osm.NODE)}
+        ways = {
+            w.id: [n.ref for n in w.nodes]
+            for w in osmium.FileProcessor(str(extract), osmium.osm.WAY)
+        }
+        assert ways
+        for way_id, refs in ways.items():
+            assert refs == source_ways[way_id]
+            assert set(refs) & source_nodes <= nodes  # every node the extract has
+
+
+@pytest.mark.parametrize("bad", ["16", "-1", "x", "7.5", ""])
+def test_a_resolution_that_is_not_one_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="integer 0-15 or auto"):
+        check_resolution(bad)
+
+
+def test_auto_gives_one_shard_when_the_extract_fits(tiny_osm: Path, tmp_path: Path) -> None:
+    meta = build_sharded_roads(tiny_osm, tmp_path, "auto")
+    assert meta["shards"]["resolution"] == 0
+    assert len(meta["shards"]["cells"]) == 1
+    assert len(read_edges(tmp_path)) == len(
+        read_edges(tmp_path / SHARDS_DIR / meta["shards"]["cells"][0]["cell"])
+    )
+
+
+def test_building_a_cell_that_is_not_a_shard_is_refused(tiny_osm: Path, tmp_path: Path) -> None:
+    build_sharded_roads(tiny_osm, tmp_path, 12)
+    with pytest.raises(Exception, match="not one of its"):
+        build_shard(tmp_path, "8c2a1072b59ffff")
+
+
+def test_cli_builds_a_sharded_region(tiny_osm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "roads"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "roads", "build", str(tiny_osm),
+         "--shard-resolution", "12", "-o", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "shard(s) at resolution 12" in done.stdout
+    assert read_roads_meta(out)["shards"]["resolution"] == 12
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "roads", "build", str(tiny_osm),
+         "--shard-resolution", "99", "-o", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].endswith("give an integer 0-15 or auto")
