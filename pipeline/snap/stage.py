@@ -60,13 +60,12 @@ from pipeline.io import (
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
 from pipeline.roads.identity import describe_roads, roads_identity
-from pipeline.roads.shards import is_sharded
+from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
 from pipeline.snap.hmm_kernels import NO_CANDIDATE
 from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
-from pipeline.snap.shards import group_trips
 
 log = logging.getLogger(__name__)
 
@@ -318,11 +317,14 @@ def _tasks_on_networks(roads_dir: Path, trip_files: pd.DataFrame, staging: Path)
     """Cut the batch into match tasks, and build (and cache) each task's match network first.
 
     In a sharded region (:mod:`pipeline.snap.shards`) each task's trips share the shards they
-    are matched on, and the task names that roads folder.
+    are matched on, and the task names that roads folder. The shards' modules (which import
+    geopandas, osmium and OSMnx) are imported only for a sharded region.
     """
-    if not is_sharded(roads_dir):
+    if "shards" not in read_roads_meta(roads_dir):  # as pipeline.roads.shards.is_sharded
         prepare_match_network(roads_dir)  # build and cache the network once, before the workers
         return _match_tasks(trip_files, staging)
+    from pipeline.snap.shards import group_trips
+
     tasks: list[MatchTask] = []
     for network, trips in group_trips(trip_files, roads_dir, staging):
         prepare_match_network(network)
