@@ -137,3 +137,17 @@ def test_the_snap_command_imports_no_heavy_module_it_does_not_use(
     modules = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
     assert "pipeline" in modules and (tmp_path / "m" / "meta.json").exists()
     assert sorted(modules & set(HEAVY_MODULES)) == []
+
+
+def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Path) -> None:
+    per_task = snap_stage.TRIPS_PER_TASK
+    a_ids = [f"a{i:03d}" for i in range(per_task + 6)]  # more trips than a task takes
+    trip_files = pd.DataFrame(
+        {"trip_id": [*a_ids, "b0", "b1", "c0"], "file": ["A"] * len(a_ids) + ["B", "B", "C"]}
+    )
+    # file C's other trip is matched on another network (a sharded region): C is not whole
+    tasks = snap_stage._match_tasks(trip_files, tmp_path, {"A": len(a_ids), "B": 2, "C": 2})
+    assert [task.trips_by_file for task in tasks] == [
+        {"A": a_ids[:per_task]},
+        {"A": a_ids[per_task:], "B": None, "C": ["c0"]},
+    ]
