@@ -206,6 +206,35 @@ def test_max_tour_km_leaves_out_roads(region: Path, tmp_path: Path) -> None:
     assert short["tours"][0]["roads"] < full["tours"][0]["roads"]
 
 
+def test_max_tour_roads_plans_the_most_valuable_roads_and_says_what_it_left_out(
+    region: Path, tmp_path: Path
+) -> None:
+    """With one road per tour the top cell's tour drives its most valuable road, 106, and back.
+
+    By hand (test_never_driven_roads_rank_first_then_stale_ones): 106 is worth most; the tour
+    of the whole cell goes round the block, the tour of 106 alone there and back (2 x 106).
+    """
+    full = export(region, tmp_path / "full", tours=1)
+    summary = export(region, tmp_path / "out", tours=1, max_tour_roads=1)
+    roads = read_table(tmp_path / "out" / "roads.parquet", PRIORITY_ROADS)
+    midpoints = shapely.line_interpolate_point(roads.geometry.to_numpy(), 0.5, normalized=True)
+    cells = pd.Series([h3.latlng_to_cell(p.y, p.x, 8) for p in midpoints])
+    tour = summary["tours"][0]
+    in_cell = int((cells == tour["h3"]).sum())
+    assert in_cell > 1
+    assert (tour["cell_roads"], tour["roads_over_limit"]) == (in_cell, in_cell - 1)
+    (note,) = summary["notes"]
+    assert f"{in_cell - 1} over priorities.max_tour_roads (1," in note and "tour 1" in note
+    assert full["notes"] == [] and full["tours"][0]["roads_over_limit"] == 0
+    (_, line), *_ = tour_lines(tmp_path / "out")
+    lon, lat = np.asarray(line.coords).T
+    drive_on_m = 2 * 200 + 50  # the privacy trims and margin (test_a_tour_drives_on_past_...)
+    assert GEOD.line_length(lon, lat) - drive_on_m == pytest.approx(
+        2 * way_length_m(106), abs=drive_on_m + 1
+    )
+    assert tour["length_km"] < full["tours"][0]["length_km"]
+
+
 def test_coverage_of_other_roads_is_refused(region: Path, tmp_path: Path) -> None:
     other = dict(WAYS)
     other[107] = ([2, 5], "residential", False)
