@@ -204,6 +204,10 @@ def test_max_tour_km_leaves_out_roads(region: Path, tmp_path: Path) -> None:
     short = export(region, tmp_path / "short", tours=1, max_tour_km=1.0)
     assert short["tours"][0]["length_km"] < full["tours"][0]["length_km"]
     assert short["tours"][0]["roads"] < full["tours"][0]["roads"]
+    left = short["tours"][0]["roads_over_max_km"]
+    assert left > 0 and full["tours"][0]["roads_over_max_km"] == 0
+    (note,) = short["notes"]
+    assert f"{left} to keep it within priorities.max_tour_km (1)" in note
 
 
 def test_max_tour_roads_plans_the_most_valuable_roads_and_says_what_it_left_out(
