@@ -16,6 +16,8 @@ kept (``tests/truth.py``: shapely and pyproj, no pipeline code). Reported:
   ``coverage.min_match_confidence`` or implausible), trip ends (the true road up to 10 s after
   a trip's first matched fix, and from 10 s before its last), gaps between the HMM's runs
   (breaks, skipped outliers) and the rest (matched to another road);
+* the true metres the privacy trim removed at each end (along the road), and the true
+  straight-line distance from each drive's true start and end to the nearest fix ingest kept;
 * the covered road beside the true road, by where it lies: on a trip's first or last matched
   piece, or elsewhere.
 
@@ -118,6 +120,30 @@ def true_trimmed_m(trips: pd.DataFrame, fixes: pd.DataFrame) -> pd.Series:
     return pd.concat([first, last], ignore_index=True)
 
 
+def true_end_clearance_m(kept: pd.DataFrame, fixes: pd.DataFrame) -> pd.Series:
+    """Straight-line true metres from each drive's true start and end to its nearest kept fix.
+
+    ``kept`` holds the ``device_id`` and ``observed_at`` of every fix ingest kept (its points);
+    a drive's start and end are the true positions of the simulated trip's first and last
+    logged fix. Two values per drive that kept a fix.
+    """
+    fixes = fixes.sort_values(["device", "observed_at"], ignore_index=True)
+    kept = fixes.merge(
+        kept.rename(columns={"device_id": "device"})[["device", "observed_at"]],
+        on=["device", "observed_at"],
+    )
+    by_drive = fixes.groupby("trip_id")[["true_lon", "true_lat"]]
+    clearance = []
+    for end in (by_drive.first(), by_drive.last()):
+        pairs = kept.join(end.add_suffix("_end"), on="trip_id")
+        _, _, crow_m = SPHERE.inv(
+            pairs["true_lon_end"].to_numpy(), pairs["true_lat_end"].to_numpy(),
+            pairs["true_lon"].to_numpy(), pairs["true_lat"].to_numpy(),
+        )  # fmt: skip
+        clearance.append(pd.Series(crow_m).groupby(pairs["trip_id"].to_numpy()).min())
+    return pd.concat(clearance, ignore_index=True)
+
+
 def fix_windows(trips: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Per trip, the time windows without a matched route: its ends and the gaps between runs.
 
@@ -193,6 +219,8 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
     )
     truth_km = masked_km(true_mask)
     trimmed = true_trimmed_m(trips, fixes)
+    kept = pd.read_parquet(work / "traces/points", columns=["device_id", "observed_at"])
+    clearance = true_end_clearance_m(kept, fixes)
     return {
         "drives": len(trips),
         "fixes": int(quality["points"].sum()),
@@ -211,6 +239,12 @@ def analyse(work: Path, settings: Settings) -> dict[str, Any]:
             "median": round(float(trimmed.median()), 1),
             "p5": round(float(trimmed.quantile(0.05)), 1),
             "below_trim": round(float((trimmed < settings.ingest.privacy_trim_m).mean()), 3),
+        },
+        "true_crow_m_to_nearest_kept_fix_per_end": {
+            "min": round(float(clearance.min()), 1),
+            "p5": round(float(clearance.quantile(0.05)), 1),
+            "median": round(float(clearance.median()), 1),
+            "below_trim": int((clearance < settings.ingest.privacy_trim_m).sum()),
         },
         "beside_by_place_km": {
             "trip's first or last piece": round(masked_km(beside & ends), 3),

@@ -338,24 +338,37 @@ def _geo_metadata(
 def _parsed_crs(document: str) -> pyproj.CRS | None:
     """Return the CRS a GeoParquet column's ``crs`` (JSON text) names; None for ``null``."""
     import pyproj
-    from geopandas.io.arrow import _remove_id_from_member_of_ensembles
 
     value = json.loads(document)
     if value is None:
         return None
     if isinstance(value, dict):
-        _remove_id_from_member_of_ensembles(value)
+        _drop_ensemble_member_ids(value)
     return pyproj.CRS.from_user_input(value)
 
 
 @functools.cache
 def _projjson(crs: str) -> dict[str, Any]:
     import pyproj
-    from geopandas.io.arrow import _remove_id_from_member_of_ensembles
 
     document: dict[str, Any] = pyproj.CRS.from_user_input(crs).to_json_dict()
-    _remove_id_from_member_of_ensembles(document)
+    _drop_ensemble_member_ids(document)
     return document
+
+
+def _drop_ensemble_member_ids(document: dict[str, Any]) -> None:
+    """Remove the ids of datum ensemble members from PROJJSON, in place, as geopandas does.
+
+    Older PROJ versions do not know the ids of members added later (GDAL does the same;
+    https://github.com/opengeospatial/geoparquet/discussions/110). Kept here so that writing
+    a table does not import geopandas.
+    """
+    for key, value in document.items():
+        if isinstance(value, dict):
+            _drop_ensemble_member_ids(value)
+        elif key == "members" and isinstance(value, list):
+            for member in value:
+                member.pop("id", None)
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:

@@ -184,3 +184,12 @@ def test_priorities_settings_have_defaults_and_refuse_bad_values() -> None:
         settings_from_mapping({**MINIMAL, "priorities": {"h3_resolution": 9}})
     with pytest.raises(ConfigError, match="'priorities.class_weights.primary' has value -1"):
         settings_from_mapping({**MINIMAL, "priorities": {"class_weights": {"primary": -1}}})
+
+
+def test_the_schema_reads_as_the_pure_python_safe_loader_reads_it() -> None:
+    import yaml
+
+    from pipeline.config import CONFIG_SCHEMA_PATH, load_config_schema
+
+    text = CONFIG_SCHEMA_PATH.read_text(encoding="utf-8")
+    assert load_config_schema() == yaml.load(text, Loader=yaml.SafeLoader)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,11 @@ from pipeline.export.tours import (
     EdgeKey,
     RouteFinder,
     Tour,
-    extend_tour,
+    approach_from_clear_node,
     plan_tour,
     reachable_roads,
 )
+from pipeline.ingest.privacy import end_radius_m
 from pipeline.io import atomic_path, read_arrow, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CLASS_WEIGHT = 0.5
 """Weight of a highway class that ``priorities.class_weights`` does not list."""
 TRIM_MARGIN_M = 50.0
-"""Tours are driven on past their start for twice the privacy trim plus this (see extend_tour)."""
+"""Metres beyond the privacy circle (trim plus GPS allowance) a tour starts and ends clear of."""
 MS_PER_DAY = 86_400_000
 GPX_NAMESPACE = "http://www.topografix.com/GPX/1/1"
 ROADS_FILE = "roads.parquet"
@@ -95,7 +96,8 @@ def export_priorities(
     settings
         ``priorities`` of the config.
     privacy_trim_m
-        ``ingest.privacy_trim_m``: each tour drives on past its start for twice this plus
+        ``ingest.privacy_trim_m``: each tour starts and ends at a node clear of its roads by
+        the privacy circle (this plus the GPS allowance of an unknown HDOP) and
         ``TRIM_MARGIN_M``, so that no road of the tour is lost to the trimmed trip ends.
     lock_timeout_s
         How long to wait for another writer of ``out_dir``.
@@ -118,7 +120,7 @@ def export_priorities(
     roads = rank_roads(_road_gains(coverage_dir, edges, as_of, settings), settings)
     cells = rank_cells(roads)
     graph = road_graph(edges)
-    extra_m = 2 * privacy_trim_m + TRIM_MARGIN_M
+    extra_m = _start_clearance_m(privacy_trim_m)
     tours = plan_cell_tours(graph, edges, roads, cells, settings, extra_m)
     roads["tour"] = _tour_of_roads(roads, tours)
     cells["tour"] = cells["cell"].map({t["cell"]: t["tour"] for t in tours}).astype("Int32")
@@ -132,6 +134,14 @@ def export_priorities(
         len(roads), result["new_km"], result["stale_km"], len(tours), out_dir,
     )  # fmt: skip
     return result
+
+
+def _start_clearance_m(privacy_trim_m: float) -> float:
+    """Return how far a tour starts and ends from its roads: 0 when ingest trims nothing."""
+    if privacy_trim_m <= 0:
+        return 0.0
+    no_hdop = np.array([np.nan])
+    return float(end_radius_m(privacy_trim_m, no_hdop, no_hdop)[0]) + TRIM_MARGIN_M
 
 
 def _check_same_roads(coverage_dir: Path, roads_dir: Path, summary: Mapping[str, Any]) -> None:
@@ -272,11 +282,11 @@ def plan_cell_tours(
 
     A tour is planned on the roads of its cell and the six cells around it (routes between
     its roads stay in that area), over at most ``max_tour_roads`` of the cell's roads, the
-    most valuable. A tour longer than ``max_tour_km`` leaves out its least valuable quarter
-    of roads and is planned again, until it fits. Each record counts the cell's roads left
-    out and why (``roads_over_limit``, ``roads_over_max_km``, ``unreachable_roads``). Each
-    tour is then driven on past its start for ``extra_m``
-    (:func:`~pipeline.export.tours.extend_tour`).
+    most valuable, and driven from and back to a node of that area ``extra_m`` clear of its
+    roads (:func:`~pipeline.export.tours.approach_from_clear_node`). A tour longer than
+    ``max_tour_km``, way in and out included, leaves out its least valuable quarter of roads
+    and is planned again, until it fits. Each record counts the cell's roads left out and why
+    (``roads_over_limit``, ``roads_over_max_km``, ``unreachable_roads``).
     """
     options = _serving_edges(edges)
     area_of_edge = _edge_cells(edges, settings.h3_resolution)
@@ -290,14 +300,13 @@ def plan_cell_tours(
         )
         ordered = [r for r in wanted if r in required]
         routes = RouteFinder(local)
-        tour = plan_tour(local, {r: required[r] for r in ordered}, routes)
+        driven = _planned_tour(local, required, ordered, routes, extra_m)
         planned = len(ordered)
-        while tour.length_m + extra_m > settings.max_tour_km * 1000 and len(ordered) > 1:
+        while driven.length_m > settings.max_tour_km * 1000 and len(ordered) > 1:
             ordered = ordered[: max(1, len(ordered) * 3 // 4)]
-            tour = plan_tour(local, {r: required[r] for r in ordered}, routes)
-        if not tour.edges:
+            driven = _planned_tour(local, required, ordered, routes, extra_m)
+        if not driven.edges:
             continue
-        driven = extend_tour(local, tour, extra_m)
         record = _tour_record(len(tours) + 1, int(cell), driven, roads, edges, left_out)
         record["cell_roads"] = len(wanted)
         record["roads_over_limit"] = max(0, len(wanted) - settings.max_tour_roads)
@@ -342,6 +351,18 @@ def tour_notes(tours: list[dict[str, Any]], settings: PrioritySettings) -> list[
     return notes
 
 
+def _planned_tour(
+    graph: nx.MultiDiGraph,
+    required: Mapping[int, Sequence[EdgeKey]],
+    ordered: list[int],
+    routes: RouteFinder,
+    clearance_m: float,
+) -> Tour:
+    """Return the tour of the ``ordered`` roads, with its way in and out clear of them."""
+    tour = plan_tour(graph, {r: required[r] for r in ordered}, routes)
+    return approach_from_clear_node(graph, tour, clearance_m, routes)
+
+
 def _serving_edges(edges: pd.DataFrame) -> dict[int, list[EdgeKey]]:
     """Road id -> its directed edges (u, v, key)."""
     serving: dict[int, list[EdgeKey]] = {}
@@ -358,11 +379,16 @@ def _tour_record(
     edges: pd.DataFrame,
     left_out: list[int],
 ) -> dict[str, Any]:
-    """Return a tour's numbers: every road it drives counts, served on purpose or on the way."""
+    """Return a tour's numbers: every road its circuit drives counts, served or on the way.
+
+    The way in and out does not count: its start lies in the trip's privacy circles.
+    """
     keys = zip(edges["u"], edges["v"], edges["key"], strict=True)
     ids = dict(zip(keys, zip(edges["edge_id"], edges["road_id"], strict=True), strict=True))
-    driven_roads = {int(ids[edge][1]) for edge in tour.edges}
+    driven_roads = {int(ids[edge][1]) for edge in tour.circuit}
     gained = roads[roads["road_id"].isin(driven_roads)]
+    on_the_way = {int(ids[edge][1]) for edge in tour.edges} - driven_roads
+    way_new_km = float(roads.loc[roads["road_id"].isin(on_the_way), "new_m"].sum() / 1000.0)
     new_km = float(gained["new_m"].sum() / 1000.0)
     stale_km = float(gained["stale_m"].sum() / 1000.0)
     length_km = tour.length_m / 1000.0
@@ -376,6 +402,7 @@ def _tour_record(
         "gain_km": round(new_km + stale_km, 3),
         "gain_per_km": round((new_km + stale_km) / length_km, 3) if length_km else 0.0,
         "roads": sorted(int(r) for r in gained["road_id"]),
+        "way_in_out_new_km": round(way_new_km, 3),
         "unreachable_roads": len(left_out),
         "edges": [list(edge) for edge in tour.edges],
         "edge_ids": [int(ids[edge][0]) for edge in tour.edges],
@@ -411,7 +438,7 @@ def _summary(
             "tours": settings.tours,
             "max_tour_km": settings.max_tour_km,
             "max_tour_roads": settings.max_tour_roads,
-            "drive_on_past_start_m": extra_m,
+            "start_clear_of_roads_m": extra_m,
         },
         "roads": len(roads),
         "cells": len(cells),

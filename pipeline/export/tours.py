@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+import pyproj
+import shapely
 
 from pipeline.snap.graph_kernels import shortest_path_tree
 
@@ -68,11 +70,21 @@ class Tour:
         Their summed length, metres.
     served
         The required roads driven (road id -> the edge that served it first).
+    way_in, way_out
+        How many of the first and last edges are the way in from, and out to, a start clear of
+        the tour's roads (:func:`approach_from_clear_node`); 0 for a bare circuit.
     """
 
     edges: tuple[EdgeKey, ...]
     length_m: float
     served: Mapping[int, EdgeKey]
+    way_in: int = 0
+    way_out: int = 0
+
+    @property
+    def circuit(self) -> tuple[EdgeKey, ...]:
+        """Return the edges of the closed drive without the way in and out."""
+        return self.edges[self.way_in : len(self.edges) - self.way_out]
 
 
 def plan_tour(
@@ -596,19 +608,55 @@ def _euler_circuit(walk: Counter[EdgeKey], start: int) -> list[EdgeKey]:
     ]
 
 
-def extend_tour(graph: nx.MultiDiGraph, tour: Tour, extra_m: float) -> Tour:
-    """Return the tour followed again from its start until at least ``extra_m`` more metres.
+def approach_from_clear_node(
+    graph: nx.MultiDiGraph, tour: Tour, clearance_m: float, routes: RouteFinder
+) -> Tour:
+    """Return the tour driven from, and back to, a node at least ``clearance_m`` clear of it.
 
-    A trace loses its first and last metres to privacy trimming (``ingest.privacy_trim_m``);
-    a closed tour driven on for twice that length keeps every road of the circuit in the
-    trace.
+    Privacy trimming (:func:`pipeline.ingest.privacy.trip_end_mask`) drops every fix of a trip
+    within a circle around its start and its end, wherever in the trip. A tour driven as a
+    trip of its own from its first road would lose its roads near that point; driven from a
+    node whose straight-line distance to every road of the tour is at least ``clearance_m``,
+    and back to it, it loses only the way in and out. The node is the one reached first from
+    the tour's start (shortest route) that is clear and from which the start can be reached.
+    Edges need a ``geometry`` (lon/lat line); the tour is returned as it is when no node is
+    clear (a region smaller than the circle).
     """
-    if not tour.edges or extra_m <= 0:
+    if not tour.edges or clearance_m <= 0:
         return tour
-    more: list[EdgeKey] = []
-    driven = 0.0
-    while driven < extra_m:
-        edge = tour.edges[len(more) % len(tour.edges)]
-        more.append(edge)
-        driven += graph.edges[edge][LENGTH]
-    return Tour(edges=tour.edges + tuple(more), length_m=tour.length_m + driven, served=tour.served)
+    start = tour.edges[0][0]
+    for node in _clear_nodes(graph, tour, clearance_m, routes):
+        way_back = routes.distance(node, start)
+        if way_back < INF:
+            way_in, way_out = routes.route(node, start), routes.route(start, node)
+            extra = sum(routes.length(edge) for edge in way_in + way_out)
+            return Tour(
+                edges=tuple(way_in) + tour.edges + tuple(way_out),
+                length_m=tour.length_m + extra,
+                served=tour.served,
+                way_in=len(way_in),
+                way_out=len(way_out),
+            )
+    return tour
+
+
+def _clear_nodes(
+    graph: nx.MultiDiGraph, tour: Tour, clearance_m: float, routes: RouteFinder
+) -> list[int]:
+    """Nodes reachable from the tour's start, nearest by route first, ``clearance_m`` clear."""
+    ends = {}
+    for u, v, line in graph.edges(data="geometry"):
+        ends[u], ends[v] = line.coords[0], line.coords[-1]
+    start = tour.edges[0][0]
+    lon0, lat0 = ends[start]
+    local = pyproj.Transformer.from_crs(
+        "EPSG:4326", f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +units=m", always_xy=True
+    )
+    lines = shapely.MultiLineString([graph.edges[e]["geometry"] for e in tour.edges])
+    shape = shapely.transform(lines, lambda xy: np.column_stack(local.transform(*xy.T)))
+    nodes = np.array(list(ends))
+    x, y = local.transform(*np.array([ends[n] for n in nodes]).T)
+    clear = shapely.distance(shapely.points(x, y), shape) >= clearance_m
+    by_route = np.array([routes.distance(start, int(n)) for n in nodes])
+    order = np.argsort(by_route, kind="stable")
+    return [int(nodes[i]) for i in order if clear[i] and by_route[i] < INF]

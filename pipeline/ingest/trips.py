@@ -57,7 +57,7 @@ def split_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
 
 
 def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
-    """Remove fixes inside privacy zones, then the first and last metres of every trip."""
+    """Remove fixes inside privacy zones, then every trip's ends (:func:`trip_end_mask`)."""
     zones = privacy_zone_names(
         frame["lon"].to_numpy(), frame["lat"].to_numpy(), settings.privacy_zones
     )
@@ -71,14 +71,16 @@ def apply_privacy(frame: pd.DataFrame, settings: IngestSettings) -> None:
     live = live_positions(frame)
     if len(live) == 0:
         return
-    codes, steps = _trip_steps(frame, live)
+    codes = _trip_codes(frame, live)
+    lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
+    hdop = frame["hdop"].to_numpy(dtype="float64", na_value=np.nan)[live]
     trimmed = np.zeros(len(frame), dtype=bool)
-    trimmed[live] = trip_end_mask(codes, steps, settings.privacy_trim_m)
+    trimmed[live] = trip_end_mask(codes, lon, lat, hdop, settings.privacy_trim_m)
     reject(
         frame,
         trimmed,
         "privacy",
-        f"within {settings.privacy_trim_m:g} m of the trip's start or end",
+        f"within {settings.privacy_trim_m:g} m and its GPS error of the trip's start or end",
     )
 
 
@@ -97,13 +99,18 @@ def reject_short_trips(frame: pd.DataFrame, settings: IngestSettings) -> None:
     reject_at(frame, live[short], "short_trip", details)
 
 
-def _trip_steps(frame: pd.DataFrame, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Trip codes (0, 1, ... in order) of the fixes at ``live``, and each one's step to the next.
+def _trip_codes(frame: pd.DataFrame, live: np.ndarray) -> np.ndarray:
+    """Trip codes (0, 1, ... in order) of the fixes at ``live``.
 
     A trip's fixes are consecutive (the frame is sorted by trace and time), so its code is the
     number of trip changes before it.
     """
     trip = pd.factorize(frame["trip_id"])[0][live]
-    codes = np.cumsum(np.r_[False, trip[1:] != trip[:-1]])
+    return np.cumsum(np.r_[False, trip[1:] != trip[:-1]])
+
+
+def _trip_steps(frame: pd.DataFrame, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trip codes of the fixes at ``live`` (:func:`_trip_codes`), and each one's next step."""
+    codes = _trip_codes(frame, live)
     lon, lat = frame["lon"].to_numpy()[live], frame["lat"].to_numpy()[live]
     return codes, step_distances_within_m(codes, lon, lat)

@@ -15,14 +15,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
-
 from pipeline.contracts import EDGES, NODES
 from pipeline.errors import InputDataError
 from pipeline.io import read_table, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import networkx as nx
 
 log = logging.getLogger(__name__)

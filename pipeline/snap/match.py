@@ -7,11 +7,9 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
-import shapely
 
 from pipeline.snap.graph_kernels import search_candidates
 from pipeline.snap.hmm_kernels import (
@@ -33,6 +31,10 @@ from pipeline.snap.route_kernels import (
     matched_fixes,
     substring_coords,
 )
+
+if TYPE_CHECKING:  # for the tables of one trip's route; matching itself uses neither
+    import geopandas as gpd
+    import pandas as pd
 
 UNMATCHED_REASONS = {MATCHED: None, NO_CANDIDATE: "no_candidate", OUTLIER: "outlier"}
 _REASONS = np.array([UNMATCHED_REASONS[k] for k in sorted(UNMATCHED_REASONS)], dtype=object)
@@ -83,6 +85,8 @@ class TripMatch:
         exited_at_s, segment`` (edge indices; offsets on the ``length_m`` scale, and on the
         network's metric scale; times in the unit of the input ``t_s``).
         """
+        import pandas as pd
+
         return pd.DataFrame(self.route_columns)
 
     @property
@@ -268,6 +272,8 @@ def route_segments(net: MatchNetwork, route: pd.DataFrame) -> gpd.GeoDataFrame:
         row of ``route``, in its order. Times are UTC timestamps when ``t_s`` was in Unix
         seconds.
     """
+    import geopandas as gpd
+
     columns, coords, offsets = route_segment_lines(net, route)
     return gpd.GeoDataFrame(columns, geometry=_linestrings(coords, offsets), crs="EPSG:4326")
 
@@ -284,6 +290,8 @@ def route_segment_lines(
     coords, offsets
         The pieces' vertices (lon, lat): piece ``i`` is ``coords[offsets[i]:offsets[i + 1]]``.
     """
+    import pandas as pd
+
     edge = route["edge"].to_numpy()
     columns = pd.DataFrame(
         {
@@ -324,6 +332,8 @@ def edge_substrings(
 
 def _linestrings(coords: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Shapely LineStrings of lines ``coords[offsets[i]:offsets[i + 1]]``."""
+    import shapely
+
     indices = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     return np.asarray(shapely.linestrings(coords, indices=indices), dtype=object)
 

@@ -18,18 +18,18 @@ import time
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pyproj
-import shapely
 
 from pipeline.errors import InputDataError
 from pipeline.io import atomic_path
 from pipeline.snap.graph_kernels import grid_cells_of_segments
 from pipeline.snap.ubodt_kernels import build_ubodt_table
+
+if TYPE_CHECKING:  # the build needs them; loading a network and matching do not
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ def build_match_network(
     InputDataError
         If the table is empty or lacks a column.
     """
+    import shapely
+
     _check_edges(edges)
     crs = edges.estimate_utm_crs()
     coords, index = shapely.get_coordinates(edges.geometry.to_numpy(), return_index=True)
@@ -345,6 +347,8 @@ def _node_index(edges: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _twins(edges: gpd.GeoDataFrame) -> np.ndarray:
     """Return, per edge, the index of the same road in the other direction, or -1."""
+    import pandas as pd
+
     frame = pd.DataFrame(
         {"u": edges["u"].to_numpy(), "v": edges["v"].to_numpy(), "road": edges["road_id"]}
     ).reset_index(names="i")

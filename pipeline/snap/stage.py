@@ -60,13 +60,12 @@ from pipeline.io import (
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
 from pipeline.roads.identity import describe_roads, roads_identity
-from pipeline.roads.shards import is_sharded
+from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
 from pipeline.snap.hmm_kernels import NO_CANDIDATE
 from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
-from pipeline.snap.shards import group_trips
 
 log = logging.getLogger(__name__)
 
@@ -300,10 +299,14 @@ def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class MatchTask:
-    """Trips to match together: which partition files hold them, and where to stage outputs."""
+    """Trips to match together: which partition files hold them, and where to stage outputs.
+
+    ``trips_by_file`` maps a file to the ids of the task's trips in it, or to None when the
+    task takes every trip of the file (then the file is read whole, without a row filter).
+    """
 
     index: int
-    trips_by_file: dict[str, list[str]]
+    trips_by_file: dict[str, list[str] | None]
     staging_dir: Path
     roads_dir: str | None = None
     """The roads folder to match on, if not the stage's (a shard's, in a sharded region)."""
@@ -318,25 +321,32 @@ def _tasks_on_networks(roads_dir: Path, trip_files: pd.DataFrame, staging: Path)
     """Cut the batch into match tasks, and build (and cache) each task's match network first.
 
     In a sharded region (:mod:`pipeline.snap.shards`) each task's trips share the shards they
-    are matched on, and the task names that roads folder.
+    are matched on, and the task names that roads folder. The shards' modules (which import
+    geopandas, osmium and OSMnx) are imported only for a sharded region.
     """
-    if not is_sharded(roads_dir):
+    trips_in_file = {str(f): int(n) for f, n in trip_files["file"].value_counts().items()}
+    if "shards" not in read_roads_meta(roads_dir):  # as pipeline.roads.shards.is_sharded
         prepare_match_network(roads_dir)  # build and cache the network once, before the workers
-        return _match_tasks(trip_files, staging)
+        return _match_tasks(trip_files, staging, trips_in_file)
+    from pipeline.snap.shards import group_trips
+
     tasks: list[MatchTask] = []
     for network, trips in group_trips(trip_files, roads_dir, staging):
         prepare_match_network(network)
         folder = str(network.absolute())
-        for task in _match_tasks(trips, staging, first_index=len(tasks)):
+        for task in _match_tasks(trips, staging, trips_in_file, first_index=len(tasks)):
             tasks.append(replace(task, roads_dir=folder))
     return tasks
 
 
-def _match_tasks(trip_files: pd.DataFrame, staging: Path, first_index: int = 0) -> list[MatchTask]:
+def _match_tasks(
+    trip_files: pd.DataFrame, staging: Path, trips_in_file: dict[str, int], first_index: int = 0
+) -> list[MatchTask]:
     """Cut the trips into tasks of at most ``TRIPS_PER_TASK``, taken file by file.
 
     So each partition file is read by as few tasks as possible (by one, when it holds fewer
-    trips than that).
+    trips than that). A task that takes all of a file's ``trips_in_file`` (the batch's trips
+    per file) names the file with None: it reads the file whole.
     """
     ordered = trip_files.sort_values(["file", "trip_id"], ignore_index=True)
     files = ordered["file"].to_numpy()
@@ -346,7 +356,10 @@ def _match_tasks(trip_files: pd.DataFrame, staging: Path, first_index: int = 0) 
     for index, start in enumerate(range(0, len(ordered), TRIPS_PER_TASK)):
         stop = min(start + TRIPS_PER_TASK, len(ordered))
         cuts = [start, *file_starts[(file_starts > start) & (file_starts < stop)], stop]
-        by_file = {str(files[a]): trip_ids[a:b] for a, b in itertools.pairwise(cuts)}
+        by_file = {
+            str(files[a]): None if b - a == trips_in_file[files[a]] else trip_ids[a:b]
+            for a, b in itertools.pairwise(cuts)
+        }
         tasks.append(MatchTask(first_index + index, by_file, staging))
     return tasks
 
@@ -358,9 +371,12 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
     the matched points and segments are written here, to the task's staged parts.
     """
     tables = [
-        read_arrow(Path(f), POINTS, columns=POINT_COLUMNS, filters=[("trip_id", "in", ids)])
+        read_arrow(
+            Path(f), POINTS, columns=POINT_COLUMNS,
+            filters=None if ids is None else [("trip_id", "in", ids)],
+        )
         for f, ids in task.trips_by_file.items()
-    ]
+    ]  # fmt: skip
     points = sort_rows(pa.concat_tables(tables).combine_chunks(), ["trip_id", "observed_at"])
     matched, segments, quality = match_chunk(points, task.roads_dir or roads_dir, params)
     matched = sort_rows(matched, ["trace_id", "observed_at"])

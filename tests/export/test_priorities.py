@@ -188,20 +188,17 @@ def test_tours_are_valid_gpx_1_1_tracks_of_their_lines(exported: Path) -> None:
         assert gpx.length_2d() / 1000 == pytest.approx(properties["length_km"], rel=5e-3)
 
 
-def test_a_tour_drives_on_past_its_start_for_the_privacy_trims(exported: Path) -> None:
-    """The drive repeats its first >= 2 x 200 + 50 m: no road is lost to the trimmed ends."""
-    for _, line in tour_lines(exported):
-        coords = np.asarray(line.coords)
-        start = coords[0]
-        back = np.flatnonzero(np.all(np.isclose(coords, start), axis=1))
-        assert len(back) >= 2
-        lon, lat = coords[back[1] :].T
-        assert GEOD.line_length(lon, lat) >= 450.0
-
-
 def test_max_tour_km_leaves_out_roads(region: Path, tmp_path: Path) -> None:
-    full = export(region, tmp_path / "full", tours=1)
-    short = export(region, tmp_path / "short", tours=1, max_tour_km=1.0)
+    """Without privacy trimming (no way in and out) a 1 km limit leaves out roads."""
+
+    def export_untrimmed(out: Path, **priorities: object) -> dict:
+        settings = settings_from_mapping({**CONFIG, "priorities": priorities}).priorities
+        return export_priorities(
+            region / "coverage", region / "roads", out, settings, privacy_trim_m=0.0
+        )
+
+    full = export_untrimmed(tmp_path / "full", tours=1)
+    short = export_untrimmed(tmp_path / "short", tours=1, max_tour_km=1.0)
     assert short["tours"][0]["length_km"] < full["tours"][0]["length_km"]
     assert short["tours"][0]["roads"] < full["tours"][0]["roads"]
     left = short["tours"][0]["roads_over_max_km"]
@@ -294,14 +291,15 @@ def test_driving_the_top_tours_gains_what_they_promise(
 ) -> None:
     """Monaco: a small fleet's coverage, then the top tours driven, ingested, snapped, counted.
 
-    The promise is the never-driven length of the roads the tours drive (each road once). A
-    tour drives on past its start for twice the privacy trim, so the trimmed trip ends lose
-    none of it (the tours are driven without GPS dropouts, which would split a trip and trim
-    the new ends). What remains is the matcher: its misses cost coverage 1.2 % of the driven
-    length on 600 Monaco drives (issue 24), and its pieces beside the route add about 1 %
-    (tests/coverage/test_truth.py: +1.04 %). Measured here: 4.941 km gained of 4.883 km
-    promised (+1.2 %); the limit, ``TOUR_PROMISE_TOLERANCE``, is 2.5 times the larger of
-    the two.
+    The promise is the never-driven length of the roads each tour's circuit drives (each road
+    once). A tour starts and ends at a node clear of its roads by the privacy circle, so the
+    trimmed trip ends lose none of it (the tours are driven without GPS dropouts, which would
+    split a trip and trim the new ends); the way in and out gains at most the never-driven
+    length of its roads (``way_in_out_new_km``), less what lies in the circles. What remains
+    is the matcher: its pieces beside the route add about 1.4 % of the driven length and its
+    misses cost about 0.6 % (docs/benchmarks.md, "Coverage truth"). Measured here: 5.573 km
+    gained, 5.013 km promised, 1.114 km on the way in and out; the limit,
+    ``TOUR_PROMISE_TOLERANCE``, is about twice the matcher's larger error.
     """
     monkeypatch.setenv("ROADCOVER_PSEUDONYM_KEY", MONACO_KEY)
     settings = settings_from_mapping(
@@ -338,7 +336,10 @@ def test_driving_the_top_tours_gains_what_they_promise(
     after = compute_coverage(roads, [tmp_path / "matched2"], coverage, settings.coverage)
 
     gained_km = after["unique_km"] - before["unique_km"]
-    assert gained_km == pytest.approx(promised_km, rel=TOUR_PROMISE_TOLERANCE)
+    on_the_way_km = sum(t["way_in_out_new_km"] for t in tours)  # partly in the privacy circles
+    assert on_the_way_km > 0
+    assert promised_km * (1 - TOUR_PROMISE_TOLERANCE) <= gained_km
+    assert gained_km <= (promised_km + on_the_way_km) * (1 + TOUR_PROMISE_TOLERANCE)
 
 
 def test_an_export_waits_for_the_folder_lock_and_gives_up_writing_nothing(

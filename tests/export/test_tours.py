@@ -9,8 +9,16 @@ from collections.abc import Mapping, Sequence
 import networkx as nx
 import numpy as np
 import pytest
+import shapely
 
-from pipeline.export.tours import EdgeKey, extend_tour, plan_tour, reachable_roads
+from pipeline.export.tours import (
+    EdgeKey,
+    RouteFinder,
+    Tour,
+    approach_from_clear_node,
+    plan_tour,
+    reachable_roads,
+)
 
 MAX_GAP = 0.10  # the issue's bound on the tour's length above the optimum
 
@@ -180,13 +188,33 @@ def test_roads_outside_the_main_component_are_left_out() -> None:
     assert sorted(kept) == [0, 1] and left_out == [2]
 
 
-def test_extending_a_tour_drives_its_start_again() -> None:
-    graph = street_graph(GRID)
-    tour = plan_tour(graph, {i: road_options(graph, GRID)[i] for i in (0, 1, 4, 5, 6, 7, 10, 11)})
-    longer = extend_tour(graph, tour, 250.0)
-    assert longer.edges[: len(tour.edges)] == tour.edges
-    assert longer.edges[len(tour.edges) :] == tour.edges[:3]  # 3 streets of 100 m >= 250 m
-    assert longer.length_m == pytest.approx(1100.0)
+def test_a_tour_is_driven_from_and_back_to_the_nearest_node_clear_of_its_roads() -> None:
+    """A 100 m grid (0.0009 degrees of latitude at the equator) with a road running west.
+
+    The tour is the grid's outer ring from node 0 (nodes 0-8 at x, y in 0..200 m); a road
+    0 -> 9 -> 10 -> 11 leads west 100 m a step. Clear of the ring by 250 m: node 11 (300 m
+    west of x = 0; node 10 is 200 m). The way in and out is 11 -> 10 -> 9 -> 0 and back: 600 m
+    more. No node is 350 m clear: the tour is returned as it is.
+    """
+    metre = 1 / 111_320  # degrees of longitude (and about of latitude) per metre at the equator
+    where = {n: ((n % 3) * 100 * metre, (n // 3) * 100 * metre) for n in range(9)}
+    where |= {9: (-100 * metre, 0.0), 10: (-200 * metre, 0.0), 11: (-300 * metre, 0.0)}
+    streets = [*GRID, (0, 9, 100.0, False), (9, 10, 100.0, False), (10, 11, 100.0, False)]
+    graph = street_graph(streets)
+    for u, v, k in graph.edges(keys=True):
+        graph.edges[u, v, k]["geometry"] = shapely.LineString([where[u], where[v]])
+    ring = [0, 1, 2, 5, 8, 7, 6, 3, 0]
+    tour = Tour(
+        edges=tuple((u, v, 0) for u, v in itertools.pairwise(ring)), length_m=800.0, served={}
+    )
+    driven = approach_from_clear_node(graph, tour, 250.0, RouteFinder(graph))
+    way_in, way_out = driven.edges[:3], driven.edges[-3:]
+    assert [e[:2] for e in way_in] == [(11, 10), (10, 9), (9, 0)]
+    assert [e[:2] for e in way_out] == [(0, 9), (9, 10), (10, 11)]
+    assert driven.edges[3:-3] == tour.edges
+    assert driven.length_m == pytest.approx(tour.length_m + 600.0)
+    assert driven.circuit == tour.edges
+    assert approach_from_clear_node(graph, tour, 350.0, RouteFinder(graph)) == tour  # none clear
 
 
 def test_nothing_required_is_an_empty_tour() -> None:

@@ -21,7 +21,7 @@ from pipeline.ingest.privacy import (
     trip_end_mask,
 )
 from pipeline.ingest.trips import apply_privacy, split_trips
-from tests.ingest.frames import drive
+from tests.ingest.frames import METRES_PER_DEGREE_LAT, drive
 
 KEY = b"0123456789abcdef-test-key"
 
@@ -64,13 +64,26 @@ def test_missing_or_short_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         load_pseudonym_key(ingest_settings())
 
 
+# the privacy radius at HDOP 1 for both fixes, by hand: trim + 4 x sqrt(5^2 + 5^2) m
+ALLOWANCE_HDOP_1_M = 4 * np.sqrt(50.0)  # 28.28 m
+
+
 def expected_trip_ends(steps_by_trip: list[list[float]], trim_m: float) -> np.ndarray:
-    """Per fix, whether it is within trim_m of its trip's start or end, one trip at a time."""
+    """Per fix of northbound trips, whether it is within the privacy radius of one of its
+    trip's first three or last three fixes."""
     marks = []
     for steps in steps_by_trip:
-        travelled = np.r_[0.0, np.cumsum(steps)]
-        marks.append((travelled < trim_m) | (travelled[-1] - travelled < trim_m))
+        north_m = np.r_[0.0, np.cumsum(steps)]  # northbound: distances are differences
+        centres = north_m[np.r_[0:3, -3:0] % len(north_m)]
+        apart_m = np.abs(north_m[:, None] - centres[None, :]).min(axis=1)
+        marks.append(apart_m < trim_m + ALLOWANCE_HDOP_1_M)
     return np.concatenate(marks) if trim_m > 0 else np.zeros(sum(map(len, marks)), dtype=bool)
+
+
+def northbound(steps: np.ndarray, lon: float = 24.94) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (lon, lat) of fixes along a meridian, ``steps`` metres apart."""
+    lat = 60.17 + np.r_[0.0, np.cumsum(steps)] / METRES_PER_DEGREE_LAT
+    return np.full_like(lat, lon), lat
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)  # the same examples every run
@@ -89,10 +102,14 @@ def test_every_trip_of_a_chunk_is_trimmed_at_its_own_ends(
     codes = np.concatenate(
         [np.full(len(s) + 1, c) for s, c in zip(steps_by_trip, codes_of_trips, strict=True)]
     )
-    step_m = np.concatenate([np.r_[s, 0.0] for s in steps_by_trip])  # 0 at each trip's last fix
-    # whole metres: sums are exact, so no fix sits a rounding error from the limit
-    got = trip_end_mask(codes, step_m, trim_m)
-    np.testing.assert_array_equal(got, expected_trip_ends(steps_by_trip, trim_m))
+    # each trip along its own meridian, 1 km apart: no trip is near another's ends
+    positions = [northbound(np.array(s), 24.94 + 0.02 * i) for i, s in enumerate(steps_by_trip)]
+    lon = np.concatenate([p[0] for p in positions])
+    lat = np.concatenate([p[1] for p in positions])
+    got = trip_end_mask(codes, lon, lat, np.ones(len(codes)), trim_m)
+    expected = expected_trip_ends(steps_by_trip, trim_m)
+    # whole metres from the ends, and the radius is not whole: no fix a rounding error from it
+    np.testing.assert_array_equal(got, expected)
 
 
 SPHERE = Geod(a=6_371_009.0, f=0.0)
@@ -131,9 +148,13 @@ def test_apply_privacy_trims_the_ends_of_every_trip_of_several_traces(
             trip["lat"].to_numpy()[1:],
         )
         travelled = np.r_[0.0, np.cumsum(step_m)]
-        remaining = travelled[-1] - travelled
-        expected = ((travelled < trim_m) | (remaining < trim_m)) & (trim_m > 0)
-        clear = (np.abs(travelled - trim_m) > 1e-3) & (np.abs(remaining - trim_m) > 1e-3)
+        # northbound at HDOP 1: straight-line distances are differences of distances along;
+        # circles around the first three and the last three fixes
+        radius_m = trim_m + ALLOWANCE_HDOP_1_M
+        centres = travelled[np.r_[0:3, -3:0] % len(travelled)]
+        apart_m = np.abs(travelled[:, None] - centres[None, :]).min(axis=1)
+        expected = (apart_m < radius_m) & (trim_m > 0)
+        clear = np.abs(apart_m - radius_m) > 1e-3
         got = (trip["reason"] == "privacy").to_numpy()
         np.testing.assert_array_equal(got[clear], expected[clear])
 
@@ -193,19 +214,113 @@ def test_the_missing_key_message_says_how_to_make_one(monkeypatch: pytest.Monkey
 
 
 def test_trip_end_mask_limits_and_empty_input() -> None:
-    # fixes 0, 50, 100, 150, 200 m along one trip: only those less than 50 m from an end go
-    got = trip_end_mask(np.zeros(5, dtype=np.int64), np.array([50.0, 50, 50, 50, 0]), 50.0)
-    assert got.tolist() == [True, False, False, False, True]
-    assert trip_end_mask(np.zeros(0, dtype=np.int64), np.zeros(0), 50.0).tolist() == []
-    one_metre = trip_end_mask(np.zeros(4, dtype=np.int64), np.array([1.0, 1, 1, 0]), 1.0)
-    assert one_metre.tolist() == [True, False, False, True]  # a trim of 1 m trims too
-    untrimmed = trip_end_mask(np.zeros(3, dtype=np.int64), np.array([1.0, 1, 0]), 0.0)
+    # fixes 0, 50, ..., 500 m north; circles around 0, 50, 100 and 400, 450, 500 m
+    lon, lat = northbound(np.full(10, 50.0))
+    one_trip = np.zeros(11, dtype=np.int64)
+    # HDOP 1: radius 50 + 28.28 = 78.28 m: 150 m (50 from 100) goes, 200 m (100 from 100) stays
+    got = trip_end_mask(one_trip, lon, lat, np.ones(11), 50.0)
+    assert np.flatnonzero(~got).tolist() == [4, 5, 6]
+    # HDOP 0.5: 50 + 4 x sqrt(2.5^2 + 2.5^2) = 64.14 m, the same fixes
+    assert np.flatnonzero(~trip_end_mask(one_trip, lon, lat, np.full(11, 0.5), 50.0)).tolist() == [
+        4, 5, 6
+    ]  # fmt: skip
+    # unknown HDOP counts as 3: 50 + 4 x sqrt(15^2 + 15^2) = 134.85 m; only 250 m stays
+    unknown = trip_end_mask(one_trip, lon, lat, np.full(11, np.nan), 50.0)
+    assert np.flatnonzero(~unknown).tolist() == [5]
+    # HDOP 4: 50 + 4 x sqrt(20^2 + 20^2) = 163.1 m: every fix goes
+    assert trip_end_mask(one_trip, lon, lat, np.full(11, 4.0), 50.0).all()
+    empty = np.zeros(0)
+    assert trip_end_mask(np.zeros(0, dtype=np.int64), empty, empty, empty, 50.0).tolist() == []
+    untrimmed = trip_end_mask(one_trip, lon, lat, np.ones(11), 0.0)
     assert untrimmed.dtype == bool and not untrimmed.any()  # a mask, to index rows with
-    # a trim of 0 trims nothing, also where the second trip's distance along the whole array
-    # (a running sum) exceeds its own total by a rounding error
-    steps = np.array([51.18216247002567, 95.04636963259352, 14.415961271963374, 0.0])
-    steps = np.r_[steps, 94.86494471372438, 31.183145201048546, 42.332644897257566, 0.0]
-    assert not trip_end_mask(np.repeat([0, 1], 4), steps, 0.0).any()
+
+
+def test_an_outlier_first_fix_does_not_move_the_start_circle() -> None:
+    # a straight road north, a fix every 10 m (0..1000 m), HDOP 1; the first fix is logged
+    # 120 m south of its true place (a multipath jump). Its circle (radius 228.28 m) reaches
+    # only 108 m north, but the circle around the third fix (20 m) reaches 248.28 m: fixes up
+    # to 240 m go, the first kept is 250 m from the true start. The end: circles around
+    # 980-1000 m reach down to 751.7 m, so the last kept is 750 m.
+    frame = drive(101, speed_mps=10.0, noise_m=0.0)
+    frame.loc[0, "lat"] -= 120 / METRES_PER_DEGREE_LAT
+    split_trips(frame, TRIMS[200.0])
+    apply_privacy(frame, TRIMS[200.0])
+    assert frame.index[frame["reason"].isna()].tolist() == list(range(25, 76))
+
+
+def zigzag_trip(fixes: int, zag_m: float) -> pd.DataFrame:
+    """A trip north along a straight road, a fix every 10 m, logged alternately ``zag_m`` east
+    and west of the road (true positions in ``true_north_m``, on the road)."""
+    frame = drive(fixes, speed_mps=10.0, noise_m=0.0)
+    east_m = np.where(np.arange(fixes) % 2 == 0, zag_m, -zag_m)
+    frame["lon"] += east_m / (METRES_PER_DEGREE_LAT * np.cos(np.radians(60.17)))
+    frame["true_north_m"] = np.arange(fixes) * 10.0
+    return frame
+
+
+def test_a_zigzag_trace_keeps_no_fix_near_the_true_ends() -> None:
+    # 101 fixes, 1,000 m of road, logged 20 m east and west in turn: each logged step is
+    # sqrt(10^2 + 40^2) = 41.2 m, so 200 m along the fixes is only 50 m of road. Privacy
+    # radius at HDOP 1: 200 + 28.28 = 228.28 m around fixes 0, 1, 2 and 98, 99, 100. Fix k
+    # (k even, east) is 10(k - 2) m from fix 2: within it up to k = 24 (220 m; k = 26: 240 m).
+    # Fix k (k odd, west) is 10(k - 1) m from fix 1: up to k = 23; k = 25 is 240 m from fix 1
+    # and sqrt(40^2 + 230^2) = 233.5 m from fix 2. By symmetry fixes 76 to 100 go. Kept:
+    # fixes 25 to 75, 250 m or more from either true end.
+    frame = zigzag_trip(101, 20.0)
+    split_trips(frame, TRIMS[200.0])
+    apply_privacy(frame, TRIMS[200.0])
+    kept = frame[frame["reason"].isna()]
+    assert kept.index.tolist() == list(range(25, 76))
+    true_m = kept["true_north_m"]
+    assert true_m.min() >= 200 and (1000 - true_m).min() >= 200
+
+
+def simulated_trip(rng: np.random.Generator, sigma_m: float) -> pd.DataFrame:
+    """A 1 Hz trip on a winding road with AR(1) GPS noise (correlation 0.9 a second, as the
+    fleet simulator's) and outliers at its ends, logged HDOP sigma / 5; true positions in
+    ``true_x_m``, ``true_y_m``."""
+    n = int(rng.integers(80, 400))
+    speed = rng.uniform(3.0, 15.0) * np.exp(np.cumsum(rng.normal(0, 0.05, n)))
+    heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, rng.uniform(0.02, 0.4), n))
+    true_x = np.r_[0.0, np.cumsum(speed * np.sin(heading))[:-1]]
+    true_y = np.r_[0.0, np.cumsum(speed * np.cos(heading))[:-1]]
+    error = np.empty((2, n))
+    error[:, 0] = rng.normal(0, 1, 2)
+    for i in range(1, n):
+        error[:, i] = 0.9 * error[:, i - 1] + np.sqrt(1 - 0.81) * rng.normal(0, 1, 2)
+    # a multipath jump of 84-156 m (the simulator's outliers) at either end, one time in three
+    jump = np.zeros((2, n))
+    for end in (0, n - 1):
+        if rng.random() < 1 / 3:
+            angle = rng.uniform(0, 2 * np.pi)
+            jump[:, end] = 120 * rng.uniform(0.7, 1.3) * np.array([np.sin(angle), np.cos(angle)])
+    error = sigma_m * error + jump
+    frame = drive(n, noise_m=0.0)
+    frame["lon"] = 24.94 + (true_x + error[0]) / (METRES_PER_DEGREE_LAT * np.cos(np.radians(60.17)))
+    frame["lat"] = 60.17 + (true_y + error[1]) / METRES_PER_DEGREE_LAT
+    frame["hdop"] = sigma_m / 5.0
+    frame["true_x_m"], frame["true_y_m"] = true_x, true_y
+    return frame
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sigma_m=st.floats(5.0, 15.0),
+    trim_m=st.sampled_from([50.0, 200.0]),
+)
+def test_no_kept_fix_is_truly_within_the_trim_of_a_true_end(
+    seed: int, sigma_m: float, trim_m: float
+) -> None:
+    frame = simulated_trip(np.random.default_rng(seed), sigma_m)
+    split_trips(frame, TRIMS[trim_m])
+    assert frame["trip_id"].nunique() == 1
+    apply_privacy(frame, TRIMS[trim_m])
+    kept = frame["reason"].isna().to_numpy()
+    x, y = frame["true_x_m"].to_numpy(), frame["true_y_m"].to_numpy()
+    for end in (0, len(frame) - 1):
+        true_crow_m = np.hypot(x[kept] - x[end], y[kept] - y[end])
+        assert (true_crow_m >= trim_m).all()
 
 
 def test_a_fix_in_two_zones_gets_the_first_zones_name_and_the_edge_is_inside() -> None:

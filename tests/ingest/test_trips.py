@@ -40,8 +40,10 @@ def test_trip_ends_are_trimmed_for_privacy() -> None:
     split_trips(frame, settings())
     apply_privacy(frame, settings(privacy_trim_m=200))
     trimmed = frame.loc[frame["reason"] == "privacy", "source_row"] - 2
-    # fixes 0..19 are < 200 m from the start, 80..99 < 200 m from the end
-    assert sorted(trimmed) == [*range(20), *range(80, 100)]
+    # privacy radius at HDOP 1: 200 + 4 x sqrt(5^2 + 5^2) = 228.3 m around the first three
+    # fixes (0-20 m) and the last three (970-990 m): fixes 0..24 are less than that from the
+    # third (240 - 20 m), 75..99 from the third last
+    assert sorted(trimmed) == [*range(25), *range(75, 100)]
 
 
 def test_privacy_zones_remove_fixes_inside_the_circle() -> None:

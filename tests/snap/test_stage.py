@@ -100,3 +100,54 @@ def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> No
     assert result.to_pandas().equals(expected)
     if frame.equals(expected):
         assert result is table  # already sorted: taken as it is
+
+
+# what `roadcover snap` must not import: it matches on the cached network's arrays and writes
+# GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's)
+HEAVY_MODULES = ("geopandas", "shapely", "osmnx", "networkx", "matplotlib", "osmium", "h3",
+                 "rasterio", "dask", "distributed", "snakemake", "fastapi")  # fmt: skip
+_RUN_AND_LIST_MODULES = """
+import json, sys
+from pipeline.cli import main
+sys.argv = ["roadcover", "snap", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_snap_command_imports_no_heavy_module_it_does_not_use(
+    roads_dir: Path, traces: tuple[Path, list[list[int]]], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.snap import prepare_match_network
+
+    prepare_match_network(roads_dir)  # cached, as after a first run (building it needs them)
+    args = ["--roads", str(roads_dir), "--traces", str(traces[0]), "-o", str(tmp_path / "m"),
+            "--workers", "1"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *args],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    modules = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    assert "pipeline" in modules and (tmp_path / "m" / "meta.json").exists()
+    assert sorted(modules & set(HEAVY_MODULES)) == []
+
+
+def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Path) -> None:
+    per_task = snap_stage.TRIPS_PER_TASK
+    a_ids = [f"a{i:03d}" for i in range(per_task + 6)]  # more trips than a task takes
+    trip_files = pd.DataFrame(
+        {"trip_id": [*a_ids, "b0", "b1", "c0"], "file": ["A"] * len(a_ids) + ["B", "B", "C"]}
+    )
+    # file C's other trip is matched on another network (a sharded region): C is not whole
+    tasks = snap_stage._match_tasks(trip_files, tmp_path, {"A": len(a_ids), "B": 2, "C": 2})
+    assert [task.trips_by_file for task in tasks] == [
+        {"A": a_ids[:per_task]},
+        {"A": a_ids[per_task:], "B": None, "C": ["c0"]},
+    ]
