@@ -855,6 +855,8 @@ def export_priorities_command(
             f"({tour['gain_per_km']:.2f} per km driven) -> {join(str(out_dir), tour['gpx'])}",
             err=True,
         )
+    for note in result["notes"]:
+        click.echo(f"  {note}", err=True)
 
 
 DATABASE_URL_OPTION = click.option(

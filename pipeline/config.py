@@ -128,6 +128,7 @@ class PrioritySettings:
     h3_resolution: int = 8
     tours: int = 5
     max_tour_km: float = 30.0
+    max_tour_roads: int = 250
 
 
 @dataclass(frozen=True)

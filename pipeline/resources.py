@@ -138,9 +138,9 @@ COSTS: dict[str, Cost] = {
     "export_viewer": Cost(base_mb=127.0, mb_per_unit=0.85, unit="input_mb"),
     # 180 / 253 / 442 MiB at 1,761 / 76,425 / 307,392 edges
     "export_feed": Cost(base_mb=178.0, mb_per_edge=0.00086),
-    # 307 MiB at 1,761 edges (the demo); at least 2,125 at 76,425 (Kubicka 17, still planning
-    # its tours after 32 min on a loaded machine): 25 KiB per edge, a fit to that lower bound
-    "export_priorities": Cost(base_mb=264.0, mb_per_edge=0.0244),
+    # 307 MiB at 1,761 edges (the demo), 630 at 76,425 (Kubicka 17; its tours bounded by
+    # priorities.max_tour_roads): 4.4 KiB per edge
+    "export_priorities": Cost(base_mb=299.3, mb_per_edge=0.00432),
     # every region's coverage tables: 219 MiB at 0.2 MB, 703 at 25.1 MB
     "write_report": Cost(base_mb=220.0, mb_per_unit=19.3, unit="input_mb"),
 }

@@ -56,6 +56,9 @@ MEASURED = [
     # the stage process of the demo's export (roadcover run's shared workers not counted);
     # docs/benchmarks.md, "Export: where to drive next in the workflow"
     ("export_priorities", InputSizes(edges=1_761), 1, 306.9),
+    # the Kubicka 17 export by hand (/usr/bin/time -v), docs/benchmarks.md "Export: where to
+    # drive next"
+    ("export_priorities", InputSizes(edges=76_425), 1, 629.6),
     ("write_report", InputSizes(input_bytes=round(0.2 * MIB)), 1, 219.4),
     ("write_report", InputSizes(input_bytes=round(25.1 * MIB)), 1, 702.9),
 ]

@@ -126,15 +126,50 @@ def check_world_road_km(road_km: float, world_road_km: float, roads_dir: Path | 
 
 
 def combine_summaries(
-    summaries: dict[str, dict[str, Any]], world_road_km: float = WORLD_ROAD_KM
+    summaries: dict[str, dict[str, Any]], world_road_km: float | None = None
 ) -> dict[str, Any]:
-    """Coverage of several regions together, from their summaries (km summed, shares recomputed)."""
+    """Coverage of several regions together, from their summaries (km summed, shares recomputed).
+
+    Parameters
+    ----------
+    summaries
+        Region name -> its coverage summary.
+    world_road_km
+        The world's road length the combined share is of; default: the one the summaries
+        record (``coverage.world_road_km`` of their runs), else ``WORLD_ROAD_KM``.
+
+    Raises
+    ------
+    ConfigError
+        If no length is given and the summaries record different world road lengths.
+    """
     keys = [*SUMMED_KM, *(f"fresh_{days}d_km" for days in FRESHNESS_DAYS)]
     combined: dict[str, Any] = {k: sum(s[k] for s in summaries.values()) for k in keys}
     _add_shares(combined)
-    combined["percent_of_world"] = percent(combined["unique_km"], world_road_km)
+    world_km = world_road_km if world_road_km is not None else recorded_world_road_km(summaries)
+    combined["percent_of_world"] = percent(combined["unique_km"], world_km)
+    combined["world_road_km"] = world_km
     combined["regions"] = sorted(summaries)
     return combined
+
+
+def recorded_world_road_km(summaries: dict[str, dict[str, Any]]) -> float:
+    """Return the world road length the summaries record (``WORLD_ROAD_KM`` if none does).
+
+    Raises
+    ------
+    ConfigError
+        If the summaries record different lengths (their shares of the world do not add up).
+    """
+    recorded = {name: s["world_road_km"] for name, s in summaries.items() if "world_road_km" in s}
+    lengths = set(recorded.values())
+    if len(lengths) > 1:
+        listed = ", ".join(f"{name}: {km:,.3f} km" for name, km in sorted(recorded.items()))
+        raise ConfigError(
+            f"the regions' coverage summaries record different coverage.world_road_km ({listed}); "
+            "run their coverage with one coverage.world_road_km"
+        )
+    return float(lengths.pop()) if lengths else WORLD_ROAD_KM
 
 
 def _totals(

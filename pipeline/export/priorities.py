@@ -125,6 +125,8 @@ def export_priorities(
     roads["tour"] = _tour_of_roads(roads, tours)
     cells["tour"] = cells["cell"].map({t["cell"]: t["tour"] for t in tours}).astype("Int32")
     result = _summary(roads, cells, tours, settings, as_of, extra_m)
+    for note in result["notes"]:
+        log.warning("export priorities: %s", note)
     with folder_lock(out_dir, lock_timeout_s):
         _write_outputs(out_dir, roads, cells, tours, graph, result)
     log.info(
@@ -276,30 +278,77 @@ def plan_cell_tours(
     settings: PrioritySettings,
     extra_m: float,
 ) -> list[dict[str, Any]]:
-    """Plan one tour per top cell over its roads with something to gain.
+    """Plan one tour per top cell over its most valuable roads with something to gain.
 
-    Each tour is driven from and back to a node ``extra_m`` clear of its roads
-    (:func:`~pipeline.export.tours.approach_from_clear_node`). A tour longer than
-    ``max_tour_km``, way in and out included, leaves out the cell's least valuable quarter of
-    roads and is planned again, until it fits.
+    A tour is planned on the roads of its cell and the six cells around it (routes between
+    its roads stay in that area), over at most ``max_tour_roads`` of the cell's roads, the
+    most valuable, and driven from and back to a node of that area ``extra_m`` clear of its
+    roads (:func:`~pipeline.export.tours.approach_from_clear_node`). A tour longer than
+    ``max_tour_km``, way in and out included, leaves out its least valuable quarter of roads
+    and is planned again, until it fits. Each record counts the cell's roads left out and why
+    (``roads_over_limit``, ``roads_over_max_km``, ``unreachable_roads``).
     """
     options = _serving_edges(edges)
-    routes = RouteFinder(graph)
+    area_of_edge = _edge_cells(edges, settings.h3_resolution)
     tours: list[dict[str, Any]] = []
     for cell in cells["cell"].head(settings.tours):
         in_cell = roads[roads["cell"] == cell].sort_values("value", ascending=False)
+        wanted = [int(r) for r in in_cell["road_id"]]
+        local = _area_graph(graph, edges, area_of_edge, int(cell))
         required, left_out = reachable_roads(
-            graph, {int(r): options[int(r)] for r in in_cell["road_id"]}
+            local, {r: options[r] for r in wanted[: settings.max_tour_roads]}
         )
-        ordered = [int(r) for r in in_cell["road_id"] if int(r) in required]
-        driven = _planned_tour(graph, required, ordered, routes, extra_m)
+        ordered = [r for r in wanted if r in required]
+        routes = RouteFinder(local)
+        driven = _planned_tour(local, required, ordered, routes, extra_m)
+        planned = len(ordered)
         while driven.length_m > settings.max_tour_km * 1000 and len(ordered) > 1:
             ordered = ordered[: max(1, len(ordered) * 3 // 4)]
-            driven = _planned_tour(graph, required, ordered, routes, extra_m)
+            driven = _planned_tour(local, required, ordered, routes, extra_m)
         if not driven.edges:
             continue
-        tours.append(_tour_record(len(tours) + 1, int(cell), driven, roads, edges, left_out))
+        record = _tour_record(len(tours) + 1, int(cell), driven, roads, edges, left_out)
+        record["cell_roads"] = len(wanted)
+        record["roads_over_limit"] = max(0, len(wanted) - settings.max_tour_roads)
+        record["roads_over_max_km"] = planned - len(ordered)
+        tours.append(record)
     return tours
+
+
+def _edge_cells(edges: pd.DataFrame, resolution: int) -> np.ndarray:
+    """Return the H3 cell of each edge's midpoint, in the order of ``edges``."""
+    midpoints = shapely.line_interpolate_point(edges.geometry.to_numpy(), 0.5, normalized=True)
+    return np.asarray(cells_of(shapely.get_x(midpoints), shapely.get_y(midpoints), resolution))
+
+
+def _area_graph(
+    graph: nx.MultiDiGraph, edges: pd.DataFrame, area_of_edge: np.ndarray, cell: int
+) -> nx.MultiDiGraph:
+    """Return the part of ``graph`` whose edges lie (by midpoint) in ``cell`` or around it."""
+    area = np.isin(area_of_edge, np.asarray(h3int.grid_disk(cell, 1), dtype=area_of_edge.dtype))
+    keys = zip(edges["u"][area], edges["v"][area], edges["key"][area], strict=True)
+    return graph.edge_subgraph((int(u), int(v), int(k)) for u, v, k in keys)
+
+
+def tour_notes(tours: list[dict[str, Any]], settings: PrioritySettings) -> list[str]:
+    """Return one line per tour that leaves roads of its cell out, saying how many and why."""
+    notes = []
+    for tour in tours:
+        reasons = [
+            f"{tour['roads_over_limit']:,} over priorities.max_tour_roads "
+            f"({settings.max_tour_roads:,}, the cell's most valuable planned)",
+            f"{tour['roads_over_max_km']:,} to keep it within priorities.max_tour_km "
+            f"({settings.max_tour_km:g})",
+            f"{tour['unreachable_roads']:,} not reachable from the others near the cell",
+        ]
+        counts = (tour["roads_over_limit"], tour["roads_over_max_km"], tour["unreachable_roads"])
+        left = [reason for reason, count in zip(reasons, counts, strict=True) if count]
+        if left:
+            notes.append(
+                f"tour {tour['tour']} (cell {tour['h3']}, {tour['cell_roads']:,} roads to gain) "
+                f"leaves out: {'; '.join(left)}"
+            )
+    return notes
 
 
 def _planned_tour(
@@ -388,6 +437,7 @@ def _summary(
             "h3_resolution": settings.h3_resolution,
             "tours": settings.tours,
             "max_tour_km": settings.max_tour_km,
+            "max_tour_roads": settings.max_tour_roads,
             "start_clear_of_roads_m": extra_m,
         },
         "roads": len(roads),
@@ -411,6 +461,7 @@ def _summary(
             }
             for tour in tours
         ],
+        "notes": tour_notes(tours, settings),
     }
 
 

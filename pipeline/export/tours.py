@@ -51,6 +51,11 @@ MAX_MOVE_ROUNDS = 5
 
 Small tours settle in fewer; a tour of a few hundred roads keeps improving a little for many
 more rounds, each costing about a second (docs/priorities.md)."""
+MAX_DROP_PASSES = 3
+"""Passes of drops (each followed by rounds of moves) before the tour is kept as it is.
+
+With ``MAX_MOVE_ROUNDS`` it bounds the local search of a tour of n roads to a fixed number of
+passes over its moves, each pass of order n squared; ``priorities.max_tour_roads`` bounds n."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,10 @@ def plan_tour(
     routes = routes if routes is not None else RouteFinder(graph)
     serving = {edge: road for road, options in required.items() for edge in options}
     best: list[EdgeKey] = []
-    for orientation in (orient_roads(required), orient_along_circuit(required, routes)):
+    orientations = [orient_roads(required)]
+    if any(len(options) > 1 for options in required.values()):  # one-way roads: one way only
+        orientations.append(orient_along_circuit(required, routes))
+    for orientation in orientations:
         walk: Counter[EdgeKey] = Counter(orientation.values())
         walk.update(edge for path in _deadhead_routes(walk, routes)[0] for edge in path)
         circuit = _euler_circuit(walk, start=next(iter(orientation.values()))[0])
@@ -158,10 +166,12 @@ def improve_services(
     elsewhere in the order, in either direction of its road, or a run of two or three
     services (or-opt); drive a run of services backwards (2-opt). Then drop each service
     whose road the routes between the others drive anyway, if the tour gets shorter; and move
-    again, unless the moves leave a dropped road undriven. Until no service is dropped.
+    again, unless the moves leave a dropped road undriven. Until no service is dropped, at
+    most ``MAX_DROP_PASSES`` times.
     """
-    dropped = True
-    while dropped:
+    dropped, passes = True, 0
+    while dropped and passes < MAX_DROP_PASSES:
+        passes += 1
         before = list(services)
         improved, rounds = True, 0
         while improved and rounds < MAX_MOVE_ROUNDS:

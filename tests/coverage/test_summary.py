@@ -21,6 +21,7 @@ from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.summary import combine_summaries, coverage_summary, percent
 from pipeline.coverage.tables import MM_PER_KM
+from pipeline.errors import ConfigError
 from pipeline.io import read_table
 from tests.builders import ROUNDING_UP_STEP_DEG, write_fully_covered_region
 
@@ -220,3 +221,23 @@ def test_a_share_never_exceeds_100_percent_of_its_whole() -> None:
         if part_mm == whole_mm:
             assert share == 100.0
     assert percent(0.0, 0.0) == 0.0
+
+
+def test_combined_regions_take_the_world_road_length_their_summaries_record() -> None:
+    """Two regions run with coverage.world_road_km: 120: 12 km of 120 km is 10 % by hand."""
+    summaries = {
+        "a": {**region(10, 4, (1, 2, 3, 4)), "world_road_km": 120.0},
+        "b": {**region(30, 8, (2, 4, 6, 8)), "world_road_km": 120.0},
+    }
+    combined = combine_summaries(summaries)
+    assert combined["percent_of_world"] == pytest.approx(10.0)
+    assert combined["world_road_km"] == 120.0
+
+
+def test_combined_regions_with_different_world_road_lengths_are_refused() -> None:
+    summaries = {
+        "a": {**region(10, 4, (1, 2, 3, 4)), "world_road_km": 120.0},
+        "b": {**region(30, 8, (2, 4, 6, 8)), "world_road_km": 240.0},
+    }
+    with pytest.raises(ConfigError, match=r"a: 120\.000 km, b: 240\.000 km"):
+        combine_summaries(summaries)

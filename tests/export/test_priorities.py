@@ -84,9 +84,12 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def export(region: Path, out: Path, **priorities: object) -> dict:
+def export(region: Path, out: Path, privacy_trim_m: float = 200.0, **priorities: object) -> dict:
+    """Export the region's priorities; ``privacy_trim_m=0``: tours without a way in and out."""
     settings = settings_from_mapping({**CONFIG, "priorities": priorities}).priorities
-    return export_priorities(region / "coverage", region / "roads", out, settings)
+    return export_priorities(
+        region / "coverage", region / "roads", out, settings, privacy_trim_m=privacy_trim_m
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +194,41 @@ def test_tours_are_valid_gpx_1_1_tracks_of_their_lines(exported: Path) -> None:
 def test_max_tour_km_leaves_out_roads(region: Path, tmp_path: Path) -> None:
     """Without privacy trimming (no way in and out) a 1 km limit leaves out roads."""
 
-    def export_untrimmed(out: Path, **priorities: object) -> dict:
-        settings = settings_from_mapping({**CONFIG, "priorities": priorities}).priorities
-        return export_priorities(
-            region / "coverage", region / "roads", out, settings, privacy_trim_m=0.0
-        )
-
-    full = export_untrimmed(tmp_path / "full", tours=1)
-    short = export_untrimmed(tmp_path / "short", tours=1, max_tour_km=1.0)
+    full = export(region, tmp_path / "full", privacy_trim_m=0.0, tours=1)
+    short = export(region, tmp_path / "short", privacy_trim_m=0.0, tours=1, max_tour_km=1.0)
     assert short["tours"][0]["length_km"] < full["tours"][0]["length_km"]
     assert short["tours"][0]["roads"] < full["tours"][0]["roads"]
+    left = short["tours"][0]["roads_over_max_km"]
+    assert left > 0 and full["tours"][0]["roads_over_max_km"] == 0
+    (note,) = short["notes"]
+    assert f"{left} to keep it within priorities.max_tour_km (1)" in note
+
+
+def test_max_tour_roads_plans_the_most_valuable_roads_and_says_what_it_left_out(
+    region: Path, tmp_path: Path
+) -> None:
+    """With one road per tour the top cell's tour drives its most valuable road, 106, and back.
+
+    Without privacy trimming, so without a way in and out.
+    By hand (test_never_driven_roads_rank_first_then_stale_ones): 106 is worth most; the tour
+    of the whole cell goes round the block, the tour of 106 alone there and back (2 x 106).
+    """
+    full = export(region, tmp_path / "full", privacy_trim_m=0.0, tours=1)
+    summary = export(region, tmp_path / "out", privacy_trim_m=0.0, tours=1, max_tour_roads=1)
+    roads = read_table(tmp_path / "out" / "roads.parquet", PRIORITY_ROADS)
+    midpoints = shapely.line_interpolate_point(roads.geometry.to_numpy(), 0.5, normalized=True)
+    cells = pd.Series([h3.latlng_to_cell(p.y, p.x, 8) for p in midpoints])
+    tour = summary["tours"][0]
+    in_cell = int((cells == tour["h3"]).sum())
+    assert in_cell > 1
+    assert (tour["cell_roads"], tour["roads_over_limit"]) == (in_cell, in_cell - 1)
+    (note,) = summary["notes"]
+    assert f"{in_cell - 1} over priorities.max_tour_roads (1," in note and "tour 1" in note
+    assert full["notes"] == [] and full["tours"][0]["roads_over_limit"] == 0
+    (_, line), *_ = tour_lines(tmp_path / "out")
+    lon, lat = np.asarray(line.coords).T
+    assert GEOD.line_length(lon, lat) == pytest.approx(2 * way_length_m(106), abs=1.0)
+    assert tour["length_km"] < full["tours"][0]["length_km"]
 
 
 def test_coverage_of_other_roads_is_refused(region: Path, tmp_path: Path) -> None:
