@@ -10,7 +10,8 @@ on 60 % of its edges (roads, coverage, tiles, one release).
 For each region and worker count it starts ``roadcover serve --workers N`` on a free port,
 and runs locust headless (``--users`` clients) for ``--seconds`` against ``POST /v1/coverage``
 with city-sized polygons (random boxes of 30 to 100 % of the region's extent, slanted), then
-against ``GET /v1/tiles`` (every tile of the archive, cycled); each ``--runs`` times, and for
+against ``GET /v1/tiles`` (every tile of the archive, cycled), after an unrecorded warm-up run
+(every worker opens the release on its first request); each ``--runs`` times, and for
 each ``--think`` time: ``0.5-1.5`` makes each client wait 0.5 to 1.5 s (uniform) between
 requests (50 clients then offer about 50 requests/s: latency at that load), ``0`` is a closed
 loop with no wait (the server's saturation: its most requests/s, and a latency that is
@@ -111,13 +112,26 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+SPAWN_RATE_PER_S = 10
+"""Clients started per second; statistics are reset once all run (steady state only)."""
+WARM_UP_S = 10
+"""Length of the unrecorded run that opens the release in every worker before the runs."""
+
+
 def run_locust(
     base: str, target: str, env: dict[str, str], users: int, seconds: int, folder: Path
 ) -> dict[str, float]:
-    """One headless locust run; return requests/s, p50, p99 (ms), failures and the load."""
+    """One headless locust run; return requests/s, p50, p99 (ms), failures and the load.
+
+    Clients start at ``SPAWN_RATE_PER_S`` and the statistics cover the run once all of them
+    are running (locust's ``--reset-stats``), for ``seconds``: a steady state, not the burst
+    of 50 first requests sent at once.
+    """
     prefix = folder / f"locust-{target}"
+    ramp_s = -(-users // SPAWN_RATE_PER_S)
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", base,
+               "-u", str(users), "-r", str(SPAWN_RATE_PER_S), "--reset-stats",
+               "-t", f"{seconds + ramp_s}s", "--host", base,
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"]  # fmt: skip
     load_before = os.getloadavg()[0]
     subprocess.run(
@@ -170,6 +184,8 @@ def bench_region(
                     if target not in args.targets:
                         continue
                     env["BENCH_API_WORK"] = str(work)
+                    env["BENCH_API_THINK"] = args.think[0]
+                    run_locust(base, target, env, args.users, WARM_UP_S, folder)  # unrecorded
                     for think in args.think:
                         env["BENCH_API_THINK"] = think
                         runs = [
