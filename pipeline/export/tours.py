@@ -505,6 +505,10 @@ class RouteFinder:
         """Return the length of the shortest route from ``origin`` to ``target`` (inf: none)."""
         return float(self._tree(origin)[0][self._index[target]])
 
+    def distances_from(self, origin: int) -> tuple[list[int], np.ndarray]:
+        """Return every node of the graph and the length of its shortest route from ``origin``."""
+        return list(self._index), self._tree(origin)[0]
+
     def gap(self, edge: EdgeKey, following: EdgeKey) -> float:
         """Return the shortest route's length from the end of ``edge`` to ``following``'s start."""
         return self.distance(edge[1], following[0])
@@ -654,9 +658,9 @@ def _clear_nodes(
     )
     lines = shapely.MultiLineString([graph.edges[e]["geometry"] for e in tour.edges])
     shape = shapely.transform(lines, lambda xy: np.column_stack(local.transform(*xy.T)))
-    nodes = np.array(list(ends))
-    x, y = local.transform(*np.array([ends[n] for n in nodes]).T)
+    nodes, by_route = routes.distances_from(start)
+    reachable = np.flatnonzero(by_route < INF)
+    x, y = local.transform(*np.array([ends[nodes[i]] for i in reachable]).T)
     clear = shapely.distance(shapely.points(x, y), shape) >= clearance_m
-    by_route = np.array([routes.distance(start, int(n)) for n in nodes])
-    order = np.argsort(by_route, kind="stable")
-    return [int(nodes[i]) for i in order if clear[i] and by_route[i] < INF]
+    nearest_first = reachable[clear][np.argsort(by_route[reachable[clear]], kind="stable")]
+    return [int(nodes[i]) for i in nearest_first]

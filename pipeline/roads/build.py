@@ -61,7 +61,7 @@ def build_roads(
     graph = build_road_graph(ways, str(osm_path))
     edges = edge_table(graph)
     nodes = node_table(graph)
-    meta = _roads_meta(osm_path, network, highway_include, ways, edges, nodes)
+    meta = roads_meta(osm_path, network, highway_include, ways, edges, nodes)
     write_roads(Path(roads_dir), graph, edges, nodes, meta, lock_timeout_s)
     seconds = (datetime.now(UTC) - started).total_seconds()
     log.info(
@@ -78,7 +78,7 @@ def road_length_km(edges: gpd.GeoDataFrame) -> tuple[float, float]:
     return road_km, directed_km
 
 
-def _roads_meta(
+def roads_meta(
     osm_path: Path,
     network: str,
     highway_include: tuple[str, ...] | None,
@@ -87,6 +87,10 @@ def _roads_meta(
     nodes: gpd.GeoDataFrame,
     source_sha256: str | None = None,
 ) -> dict[str, Any]:
+    """Return the ``meta.json`` of a roads folder built from ``osm_path`` (or a shard of it).
+
+    ``source_sha256``: the extract's sha256 when already known (a shard names its region's).
+    """
     road_km, directed_km = road_length_km(edges)
     by_class = {}
     for highway, group in edges.groupby("highway", sort=True):

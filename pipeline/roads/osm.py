@@ -57,9 +57,9 @@ def read_road_ways(osm_path: Path, highway_filter: HighwayFilter) -> RoadWays:
     InputDataError
         If the file is missing, has an unknown extension, or is not a readable OSM file.
     """
-    _check_osm_path(osm_path)
+    check_osm_path(osm_path)
     useful_tags = tuple(ox.settings.useful_tags_way)
-    ways = RoadWays(osm_timestamp=_header_timestamp(osm_path))
+    ways = RoadWays(osm_timestamp=header_timestamp(osm_path))
     processor = (
         osmium.FileProcessor(str(osm_path), osmium.osm.NODE | osmium.osm.WAY)
         .with_locations()
@@ -95,7 +95,8 @@ def _add_way(ways: RoadWays, way: Any, tags: dict[str, str]) -> None:
         ways.paths.append({"osmid": way.id, "nodes": run, **tags})
 
 
-def _check_osm_path(osm_path: Path) -> None:
+def check_osm_path(osm_path: Path) -> None:
+    """Refuse a missing extract, or one that is not a file, in one line."""
     if not osm_path.exists():
         raise InputDataError(f"{osm_path}: OSM extract not found")
     if not osm_path.is_file():
@@ -108,7 +109,11 @@ def _check_osm_path(osm_path: Path) -> None:
         raise InputDataError(f"{osm_path}: file is empty")
 
 
-def _header_timestamp(osm_path: Path) -> str | None:
+def header_timestamp(osm_path: Path) -> str | None:
+    """Return the extract header's replication timestamp or timestamp (None: neither).
+
+    Raises InputDataError, in one line, when the file is not readable as OSM.
+    """
     try:
         header = osmium.io.Reader(str(osm_path), osmium.osm.NOTHING).header()
     except RuntimeError as exc:

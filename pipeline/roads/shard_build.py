@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.errors import InputDataError
 from pipeline.locking import DEFAULT_TIMEOUT_S
-from pipeline.roads.build import _roads_meta, road_length_km
+from pipeline.roads.build import road_length_km, roads_meta
 from pipeline.roads.graph import build_road_graph, edge_table, node_table
 from pipeline.roads.highways import highway_filter_for
 from pipeline.roads.osm import RoadWays, read_road_ways
@@ -119,7 +119,7 @@ def build_shard(
     shard_cells = {cell_int(c) for c in plan["cells"]}
     owners = owner_cells(edges, plan["resolution"], shard_cells)
     owned = owners == cell_int(cell)
-    meta = _roads_meta(extract, plan["network"], include, ways, edges, nodes)
+    meta = roads_meta(extract, plan["network"], include, ways, edges, nodes)
     owned_road_km, owned_directed_km = road_length_km(edges[owned])
     meta["shard"] = {
         "cell": cell,
@@ -202,7 +202,7 @@ def _region_meta(
     )
     include = tuple(plan["highway_include"]) if plan["highway_include"] is not None else None
     source = Path(plan["source_file"])
-    meta = _roads_meta(source, plan["network"], include, ways, edges, nodes, plan["source_sha256"])
+    meta = roads_meta(source, plan["network"], include, ways, edges, nodes, plan["source_sha256"])
     meta["shards"] = {
         "resolution": plan["resolution"],
         "buffer_m": plan["buffer_m"],

@@ -50,7 +50,7 @@ from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import atomic_path, file_sha256, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads.highways import HighwayFilter, highway_filter_for
-from pipeline.roads.osm import _check_osm_path, _header_timestamp
+from pipeline.roads.osm import check_osm_path, header_timestamp
 from pipeline.roads.store import META_FILE
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def read_way_refs(osm_path: Path, highway_filter: HighwayFilter) -> WayRefs:
     InputDataError
         If the file is missing, has an unknown extension or is not a readable OSM file.
     """
-    _check_osm_path(osm_path)
+    check_osm_path(osm_path)
     way_ids: list[int] = []
     sizes: list[int] = []
     node_ids: list[int] = []
@@ -208,7 +208,8 @@ def core_pairs(touched: pd.DataFrame, rings: int) -> pd.DataFrame:
     """
     shards = set(touched["cell"].tolist())
     disks = {
-        cell: [c for c in _disk(cell, rings) if c in shards] for cell in touched["cell"].unique()
+        cell: [c for c in grid_disk(cell, rings) if c in shards]
+        for cell in touched["cell"].unique()
     }
     sizes = np.array([len(disks[c]) for c in touched["cell"].tolist()], dtype="int64")
     cells = np.fromiter(
@@ -218,7 +219,8 @@ def core_pairs(touched: pd.DataFrame, rings: int) -> pd.DataFrame:
     return pairs.drop_duplicates(ignore_index=True).sort_values(["cell", "way"], ignore_index=True)
 
 
-def _disk(cell: int, rings: int) -> list[int]:
+def grid_disk(cell: int, rings: int) -> list[int]:
+    """Return the cells within ``rings`` steps of ``cell`` (itself included), as int64."""
     hexes = h3.grid_disk(h3.int_to_str(int(np.int64(cell).view("uint64"))), rings)
     return [int(np.uint64(h3.str_to_int(c)).view("int64")) for c in hexes]
 
@@ -345,7 +347,7 @@ def cut_extract(
         "highway_include": list(highway_include) if highway_include is not None else None,
         "source_file": str(osm_path),
         "source_sha256": file_sha256(osm_path),
-        "osm_timestamp": _header_timestamp(osm_path),
+        "osm_timestamp": header_timestamp(osm_path),
         "cells": [cell_hex(c) for c in sorted(ways)],
         **_way_counts(refs),
     }

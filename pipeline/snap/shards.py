@@ -22,8 +22,7 @@ import pandas as pd
 
 from pipeline.contracts import POINTS
 from pipeline.io import read_arrow
-from pipeline.roads.shards import SHARDS_DIR, cell_int, cells_of, read_plan
-from pipeline.roads.shards import _disk as grid_disk
+from pipeline.roads.shards import SHARDS_DIR, cell_int, cells_of, grid_disk, read_plan
 from pipeline.roads.store import read_edges, read_nodes, read_roads_meta, write_roads
 
 NETWORKS_DIR = "shard-networks"
