@@ -73,7 +73,7 @@ from shapely.ops import substring
 
 from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
 from pipeline.coverage.intervals import PIECE_COLUMNS, to_mm
-from pipeline.errors import InputDataError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.export.feeds.tables import contributor_buckets
 from pipeline.export.inputs import (
     age_bucket,
@@ -290,18 +290,12 @@ def read_road_names(roads_dir: Path, summary: dict[str, Any]) -> pd.Series:
     """
     from pipeline.contracts import EDGES
     from pipeline.roads.identity import refuse_other_roads, roads_identity
-    from pipeline.roads.store import EDGES_FILE, read_roads_meta
+    from pipeline.roads.store import EDGES_FILE
 
-    source = read_roads_meta(roads_dir).get("source_sha256")
-    if summary.get("roads_sha256") != source:
-        raise InputDataError(
-            f"{roads_dir}: built from OSM extract sha256 {source}, but the coverage was "
-            f"computed on {summary.get('roads_sha256')}; pass the roads folder the coverage used"
-        )
-    made_with = summary.get("roads")
     refuse_other_roads(
-        made_with if isinstance(made_with, dict) else None, roads_identity(roads_dir), roads_dir,
+        summary.get("roads"), roads_identity(roads_dir), roads_dir,
         output="the coverage was computed on", fix="pass the roads folder the coverage used",
+        extract_sha256=summary.get("roads_sha256"),
     )  # fmt: skip
     table = read_table(Path(roads_dir) / EDGES_FILE, EDGES, columns=["edge_id", "name"])
     return pd.Series(table["name"].to_numpy(), index=table["edge_id"].to_numpy())

@@ -3,9 +3,10 @@
 A matched folder (``meta.json``) and a coverage folder (``state/CURRENT.json``) record the
 identity of the roads folder they were made with; a stage given other roads refuses, before it
 writes anything, with one line naming both. Two roads folders are the same roads when their
-``edges.parquet`` files are byte for byte the same (their sha256): the edge ids, lengths and
-shapes every later number is computed from. The extract's sha256 and the edges' extent
-(``bbox``) are recorded too, so that the message says which extract and where.
+``edges.parquet`` files are byte for byte the same (their sha256: the edge ids, lengths and
+shapes every later number is computed from) and were built from the same extract (its
+sha256). The edges' extent (``bbox``) is recorded too, so that the message says where. An
+output written before it recorded an identity is checked by the extract's sha256 alone.
 """
 
 from __future__ import annotations
@@ -35,40 +36,53 @@ def roads_identity(roads_dir: Path) -> dict[str, Any]:
 
 
 def same_roads(first: dict[str, Any], second: dict[str, Any]) -> bool:
-    """Return whether two identities (:func:`roads_identity`) are of the same roads."""
-    return bool(first.get("edges_sha256") == second.get("edges_sha256"))
+    """Return whether two identities (:func:`roads_identity`) are of the same roads.
+
+    The same roads are the same edge table built from the same extract: an edge table that
+    says it comes from another extract is not trusted to be these roads.
+    """
+    return all(first.get(key) == second.get(key) for key in ("edges_sha256", "source_sha256"))
 
 
 def refuse_other_roads(
-    made_with: dict[str, Any] | None,
+    made_with: object,
     roads: dict[str, Any],
     roads_dir: str | Path,
     *,
     output: str,
     fix: str,
+    extract_sha256: object = None,
 ) -> None:
     """Refuse an output made on other roads than ``roads`` (the identity of ``roads_dir``).
 
     Parameters
     ----------
     made_with
-        The identity the output recorded (None: it recorded none, nothing to compare).
+        The identity the output recorded (anything but a dict: it recorded none).
     roads, roads_dir
         The roads given with it, and their folder.
     output
         What the output is, to start the message: e.g. "FOLDER holds coverage of".
     fix
         What to do instead, to end the message.
+    extract_sha256
+        The sha256 of the extract the output recorded, compared when it recorded no
+        identity (outputs written before they recorded one).
 
     Raises
     ------
     InputDataError
         One line naming both roads.
     """
-    if made_with is not None and not same_roads(made_with, roads):
+    if isinstance(made_with, dict):
+        other = None if same_roads(made_with, roads) else describe_roads(made_with)
+    elif extract_sha256 is not None and extract_sha256 != roads.get("source_sha256"):
+        other = f"extract sha256 {str(extract_sha256)[:12]}"
+    else:
+        return
+    if other is not None:
         raise InputDataError(
-            f"{output} other roads ({describe_roads(made_with)}) than {roads_dir} "
-            f"({describe_roads(roads)}); {fix}"
+            f"{output} other roads ({other}) than {roads_dir} ({describe_roads(roads)}); {fix}"
         )
 
 

@@ -172,16 +172,11 @@ def write_release(
     coverage_dir, roads_dir, releases_dir = Path(coverage_dir), Path(roads_dir), Path(releases_dir)
     summary = _read_json(coverage_dir / "summary.json", "roadcover coverage")
     roads_meta = read_roads_meta(roads_dir)
-    if summary.get("roads_sha256") != roads_meta.get("source_sha256"):
-        raise InputDataError(
-            f"{coverage_dir}: coverage was computed on OSM extract sha256 "
-            f"{summary.get('roads_sha256')}, but {roads_dir} was built from "
-            f"{roads_meta.get('source_sha256')}; pass the roads folder the coverage used"
-        )
     roads = roads_identity(roads_dir)
     refuse_other_roads(
         summary.get("roads"), roads, roads_dir, output=f"{coverage_dir} holds coverage of",
         fix="pass the roads folder the coverage was computed on",
+        extract_sha256=summary.get("roads_sha256"),
     )  # fmt: skip
     as_of = pd.Timestamp(summary["as_of"]).tz_convert("UTC")
     as_of_ms = int(as_of.value // 1_000_000)
