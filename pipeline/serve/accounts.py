@@ -89,6 +89,7 @@ import math
 import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 import warnings
@@ -123,6 +124,7 @@ KEY_ID_PATTERN = re.compile(KEY_ID_PREFIX + "[0-9a-f]{16}")
 SALT_BYTES = 16
 TOKEN_BYTES = 32  # 256 bits
 SQLITE_BUSY_TIMEOUT_S = 30.0
+WAL_SWITCH_RETRY_S = 0.01
 # connections kept open per engine, and opened beyond them at busy times (closed after use):
 # enough for the API's query threads and its authentications at once, without reconnecting
 POOL_SIZE = 16
@@ -870,7 +872,7 @@ def _create_engine(url: URL, busy_timeout_s: float, synchronous: str) -> Engine:
         dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, issues BEGIN
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+        _use_wal(cursor, busy_timeout_s)  # readers do not wait for the writer
         cursor.execute(f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}")
         cursor.close()
 
@@ -880,6 +882,24 @@ def _create_engine(url: URL, busy_timeout_s: float, synchronous: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _use_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Put an SQLite database in WAL mode, waiting up to ``busy_timeout_s`` for other openers.
+
+    A database is switched to WAL once, with its exclusive lock; SQLite answers "database is
+    locked" at once, without its busy handler, to a connection asking while another holds
+    the lock (processes opening a new accounts database together), so this retries.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_S)
 
 
 @contextlib.contextmanager
