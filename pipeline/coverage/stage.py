@@ -28,16 +28,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import CoverageSettings
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.edges import canonical_edges
+from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
 from pipeline.coverage.partitions import Network, load_network
+from pipeline.coverage.region_tables import write_edge_coverage
 from pipeline.coverage.rollup import (
     ROLLUP_TABLES,
     cell_rows,
@@ -63,7 +62,7 @@ from pipeline.coverage.state import (
     write_rollup,
 )
 from pipeline.coverage.summary import check_world_road_km, summary_of
-from pipeline.coverage.tables import cells_table, edge_table
+from pipeline.coverage.tables import cells_table
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
@@ -166,25 +165,24 @@ def _update_coverage(
     if not new_batches and _outputs_current(coverage_dir, pointer, outputs_key):
         log.info("coverage: nothing new; the outputs of %s stand", coverage_dir)
         return dict(json.loads((coverage_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
-    edges = read_edges(roads_dir)
     network = load_network(
-        edges, roads["edges_sha256"], coverage_dir, settings.h3_resolution,
-        settings.partition_resolution,
+        lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
+        settings.h3_resolution, settings.partition_resolution,
     )  # fmt: skip
-    canonical = canonical_edges(edges)
+    canonical = network.canonical
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
     rebuild = not _partitioned_as(pointer, network)
     if not rebuild:
         rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
         applied = set(rollup["trips"]["trip_id"])
-        batch = _batch_state(new_batches, applied, network, edges, settings)
+        batch = _batch_state(new_batches, applied, network, settings)
         parts = dict(pointer["parts"])
     else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
         whole = read_state(state_root)
         rollup, parts = empty_rollup(network, canonical), {}
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
-        batch = merge_states(whole, _batch_state(new_batches, applied, network, edges, settings))
+        batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
         pointer = {**pointer, "parts": {}}  # nothing of it is read again
         for old_cache in coverage_dir.glob("runs_r*.parquet"):  # the unpartitioned format's
             old_cache.unlink()
@@ -196,7 +194,7 @@ def _update_coverage(
              "partitioning": network.partition_resolution, "rollup": version},
             current_pointer(state_root),
         )  # fmt: skip
-    summary = _write_outputs(edges, canonical, network, rollup, coverage_dir, settings, as_of)
+    summary = _write_outputs(network, rollup, coverage_dir, settings, as_of)
     summary["batches"] = batches
     summary["roads_sha256"] = roads["source_sha256"]
     summary["roads"] = roads
@@ -222,11 +220,10 @@ def _batch_state(
     new_batches: list[tuple[Path, str]],
     applied: set[str],
     network: Network,
-    edges: pd.DataFrame,
     settings: CoverageSettings,
 ) -> CoverageState:
     """Return the state of the new batches alone, without the trips ``applied`` before."""
-    lengths = edges.set_index("edge_id")["length_m"]
+    lengths = network.edge_lengths()
     applied = set(applied)
     batch = empty_state()
     for matched_dir, batch_id in new_batches:
@@ -402,8 +399,6 @@ def _outputs_current(coverage_dir: Path, pointer: dict[str, Any], outputs_key: s
 
 
 def _write_outputs(
-    edges: gpd.GeoDataFrame,
-    canonical: pd.DataFrame,
     network: Network,
     rollup: dict[str, pd.DataFrame],
     coverage_dir: Path,
@@ -413,8 +408,10 @@ def _write_outputs(
     """Write the edge and cell tables from the rollup; return the summary (not written)."""
     totals = rollup["edge_totals"].set_index("edge_id")
     as_of_ms = _as_of_ms(as_of, totals["last_ms"])
-    edge_table_ = edge_table(edges, rollup["edge_pieces"], totals, as_of_ms)
-    write_table(edge_table_, coverage_dir / "edges.parquet", EDGE_COVERAGE)
+    edge_table_ = write_edge_coverage(
+        network.fixed_edges(), rollup["edge_pieces"], totals, as_of_ms,
+        coverage_dir / "edges.parquet",
+    )  # fmt: skip
     road_mm = network.cells["road_mm"].dropna().astype("int64")
     cells = cells_table(
         road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
@@ -422,7 +419,7 @@ def _write_outputs(
     )  # fmt: skip
     write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
     summary = summary_of(
-        edge_table_, rollup["road_cover"], rollup["driven"], canonical, as_of_ms,
+        edge_table_, rollup["road_cover"], rollup["driven"], network.canonical, as_of_ms,
         settings.world_road_km, settings.world_road_km_source,
     )  # fmt: skip
     summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()

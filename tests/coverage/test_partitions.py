@@ -227,4 +227,37 @@ def test_a_partition_resolution_finer_than_the_cells_is_refused(tmp_path: Path) 
     from pipeline.coverage.partitions import load_network
 
     with pytest.raises(ConfigError, match="partition_resolution is 10, finer than"):
-        load_network(pd.DataFrame(), "0" * 64, tmp_path, 9, 10)
+        load_network(pd.DataFrame, "0" * 64, tmp_path, 9, 10)
+
+
+@pytest.mark.shared_data
+def test_an_update_reads_the_network_cache_not_the_roads_edge_table(
+    roads: Path, batches: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+
+    def refuse(roads_dir: Path) -> None:
+        raise AssertionError(f"read the edge table of {roads_dir}")
+
+    monkeypatch.setattr("pipeline.coverage.stage.read_edges", refuse)
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_a_network_cache_of_the_older_format_is_computed_again(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+    (cache,) = (out / "network").iterdir()
+    meta = json.loads((cache / "network.json").read_text())
+    (cache / "network.json").write_text(json.dumps({k: meta[k] for k in meta if k != "format"}))
+    (cache / "canonical.parquet").unlink()  # the older format had neither of these
+    (cache / "edges.parquet").unlink()
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    assert json.loads((cache / "network.json").read_text())["format"] == 2
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
