@@ -14,7 +14,8 @@ average at least :data:`TARGET_EDGES_PER_PART` edges.
 What depends on the network only is computed once per roads version (the sha256 of the roads'
 edge table) and kept in ``COVERAGE_DIR/network/``: the H3 runs of every edge (sorted by
 partition, so the runs of a few partitions are read alone), every edge's partition, every
-finest cell's road length, partition and parent cells, every edge's canonical edge
+finest cell's road length, partition and parent cells, the polygon of each of these cells,
+every edge's canonical edge
 (:func:`~pipeline.coverage.edges.canonical_edges`), and the columns of the edge coverage table
 that the roads alone decide (:data:`FIXED_EDGE_COLUMNS`, with the geometry encoded as the edge
 table's GeoParquet holds it), so that an update reads neither the roads' edge table nor their
@@ -35,9 +36,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
 from h3ronpy import change_resolution
 
-from pipeline.coverage.cells import edge_cell_runs
+from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
 from pipeline.errors import ConfigError
 from pipeline.io import GEOPARQUET_VERSION, atomic_path, parquet_options, write_json
@@ -50,7 +52,7 @@ TARGET_EDGES_PER_PART = 2_000
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
-NETWORK_FORMAT = 2  # 2: with the canonical edges and the fixed edge columns; older is rebuilt
+NETWORK_FORMAT = 3  # 3: with canonical edges, fixed edge columns, cell polygons; older: rebuilt
 FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
 """The columns of the edge coverage table that are the roads' own, in its order."""
 
@@ -91,6 +93,22 @@ class Network:
         for the edge coverage table's geometry (every edge is in that table).
         """
         return pq.read_table(self.folder / "edges.parquet")
+
+    def polygons(self, cells: np.ndarray) -> np.ndarray:
+        """Return the polygons (shapely) of cells of the network, at any of its resolutions.
+
+        A cell that is not the network's (no edge runs through it or its children) is made
+        with :func:`~pipeline.coverage.cells.cell_polygons`.
+        """
+        table = pq.read_table(self.folder / "cell_polygons.parquet")
+        known = pd.Index(table.column("cell").to_numpy())
+        at = known.get_indexer(pd.Index(cells))
+        shapes = np.empty(len(at), dtype=object)
+        found = at >= 0
+        wkb = table.column("wkb").take(pa.array(at[found])).to_numpy(zero_copy_only=False)
+        shapes[found] = shapely.from_wkb(wkb)
+        shapes[~found] = cell_polygons(np.asarray(cells)[~found])
+        return shapes
 
     def edge_lengths(self) -> pd.Series:
         """Return every edge's ``length_m``, indexed by ``edge_id``."""
@@ -232,8 +250,10 @@ def _write_network(
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
     _write(edge_parts, folder / "edge_parts.parquet")
     _write(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
-    _write(_network_cells(runs, canonical, resolution, level), folder / "cells.parquet")
+    cells = _network_cells(runs, canonical, resolution, level)
+    _write(cells, folder / "cells.parquet")
     _write(canonical.reset_index(), folder / "canonical.parquet")
+    _write(_cell_polygons(cells), folder / "cell_polygons.parquet")
     with atomic_path(folder / "edges.parquet") as temp:  # as write_table encodes the geometry
         edges[[*FIXED_EDGE_COLUMNS, "geometry"]].to_parquet(
             temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
@@ -268,6 +288,13 @@ def _network_cells(
         frame[f"p{level}"] = cells if level == resolution else parent_array(cells, level)
     frame["part"] = part_key(part_resolution, frame[f"p{part_resolution}"].to_numpy())
     return frame
+
+
+def _cell_polygons(cells: pd.DataFrame) -> pd.DataFrame:
+    """Return the WKB polygon of every cell of the network's and their parents (sorted)."""
+    levels = [column for column in cells.columns if column[1:].isdigit()]  # p0 .. p<res>
+    every = np.unique(cells[levels].to_numpy(dtype="int64").ravel())
+    return pd.DataFrame({"cell": every, "wkb": shapely.to_wkb(cell_polygons(every))})
 
 
 def _write(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:

@@ -415,7 +415,7 @@ def _write_outputs(
     road_mm = network.cells["road_mm"].dropna().astype("int64")
     cells = cells_table(
         road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
-        settings.h3_resolution, network.parents,
+        settings.h3_resolution, network.parents, network.polygons,
     )  # fmt: skip
     write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
     summary = summary_of(

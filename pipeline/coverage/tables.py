@@ -70,6 +70,8 @@ def edge_table(
 
 ParentsOf = Callable[[np.ndarray, int], np.ndarray]
 """Maps finest cells to their parents at a resolution (:func:`parent_cells`, or a cache's)."""
+PolygonsOf = Callable[[np.ndarray], np.ndarray]
+"""Maps cells to their shapely polygons (:func:`cell_polygons`, or a cache's)."""
 
 
 @dataclass
@@ -143,6 +145,7 @@ def cells_table(
     as_of_ms: int,
     resolution: int,
     parents: ParentsOf,
+    polygons: PolygonsOf = cell_polygons,
 ) -> gpd.GeoDataFrame:
     """Return the cell coverage table of every resolution from finest-cell figures.
 
@@ -160,6 +163,8 @@ def cells_table(
         The finest resolution.
     parents
         Maps finest cells to their parents.
+    polygons
+        Maps cells (of any resolution) to their polygons.
     """
     finest = road_mm.rename("road_mm").to_frame()
     finest.index.name = "cell"
@@ -181,7 +186,7 @@ def cells_table(
         for level in range(resolution, -1, -1)
     ]
     cells = pd.concat(levels, ignore_index=True)
-    return _finish_cells(cells, as_of_ms)
+    return _finish_cells(cells, as_of_ms, polygons)
 
 
 def _rollup(
@@ -210,7 +215,7 @@ def _rollup(
     return sums.reset_index().assign(resolution=level)
 
 
-def _finish_cells(cells: pd.DataFrame, as_of_ms: int) -> gpd.GeoDataFrame:
+def _finish_cells(cells: pd.DataFrame, as_of_ms: int, polygons: PolygonsOf) -> gpd.GeoDataFrame:
     counts = ["passes", "contributors"]
     lengths = [c for c in cells.columns if c.endswith("_mm")]
     cells[counts + lengths] = cells[counts + lengths].fillna(0).astype("int64")
@@ -233,9 +238,7 @@ def _finish_cells(cells: pd.DataFrame, as_of_ms: int) -> gpd.GeoDataFrame:
             **{f"fresh_{d}d_km": cells[f"fresh_{d}d_mm"] / MM_PER_KM for d in FRESHNESS_DAYS},
         }
     ).sort_values(["resolution", "cell"], ascending=[False, True], ignore_index=True)
-    return gpd.GeoDataFrame(
-        table, geometry=cell_polygons(table["cell"].to_numpy()), crs="EPSG:4326"
-    )
+    return gpd.GeoDataFrame(table, geometry=polygons(table["cell"].to_numpy()), crs="EPSG:4326")
 
 
 def _interval_lists(pieces: pd.DataFrame) -> dict[int, list[dict[str, object]]]:

@@ -18,11 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
 
 from pipeline.config import load_config
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
+from pipeline.coverage.partitions import NETWORK_FORMAT
 from pipeline.coverage.stage import _batch_id, compute_coverage, counted_segments
 from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, state_of_batch
 from pipeline.coverage.summary import coverage_summary
@@ -255,9 +257,25 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     (cache,) = (out / "network").iterdir()
     meta = json.loads((cache / "network.json").read_text())
     (cache / "network.json").write_text(json.dumps({k: meta[k] for k in meta if k != "format"}))
-    (cache / "canonical.parquet").unlink()  # the older format had neither of these
-    (cache / "edges.parquet").unlink()
+    for name in ("canonical", "edges", "cell_polygons"):  # the first format had none of these
+        (cache / f"{name}.parquet").unlink()
     compute_coverage(roads, batches[2:], out, with_parts(8))
-    assert json.loads((cache / "network.json").read_text())["format"] == 2
+    assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
     totals = expected_folder(roads, batches, tmp_path / "expected")
     assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_the_network_gives_each_cells_polygon_its_own_or_a_new_one(
+    roads: Path, tmp_path: Path
+) -> None:
+    from pipeline.coverage.cells import cell_polygons
+    from pipeline.coverage.partitions import load_network
+
+    sha256 = roads_identity(roads)["edges_sha256"]
+    network = load_network(lambda: read_edges(roads), sha256, tmp_path, 9, "auto")
+    ours = network.cells.index.to_numpy()[[0, -1]]
+    cells = np.array([*ours, network.parents(ours, 4)[0], 0x89283082803FFFF], dtype="int64")
+    assert cells[-1] not in network.cells.index  # a cell in California, not in Monaco
+    expected = shapely.to_wkb(cell_polygons(cells))
+    assert shapely.to_wkb(network.polygons(cells)).tolist() == expected.tolist()
