@@ -7,8 +7,12 @@ the order of their H3 cell (so a trip stays in one area), driven fully at 12 m/s
 second (a trip of L metres stands for L / 12 fixes), applied with ``roadcover coverage`` in
 batches of about 1 M fixes until the history holds each level (millions of fixes). At every
 level a copy of the coverage folder gets the same 6-trip batch, ``--runs`` times, each in a
-new process: the update's time (inside the process, without Python's start) and the process's
-peak RSS; then the same batch again ("nothing new"). Prints a Markdown table.
+new process: the update's wall and CPU time (inside the process, without Python's start and
+imports) and the process's peak RSS; then the same batch again ("nothing new"), inside the
+process and as a whole ``roadcover coverage`` command (Python's start and imports included).
+Prints a Markdown table.
+For the update's cost against the network's size, run it on roads of networks 1, 2 and 8 times
+Kubicka 00000013 (``benchmarks/scale_network.py``) with ``--levels 0.7``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +43,16 @@ import json, resource, sys, time
 from pathlib import Path
 from pipeline.config import load_config
 from pipeline.coverage.stage import compute_coverage
+import pipeline.coverage.update  # imported before the clock starts, as before it was lazy
 roads, batch, out = (Path(a) for a in sys.argv[1:4])
-started = time.perf_counter()
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+started, cpu_started = time.perf_counter(), cpu()
 compute_coverage(roads, [batch], out, load_config().coverage)
-seconds = time.perf_counter() - started
+seconds, cpu_seconds = time.perf_counter() - started, cpu() - cpu_started
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "peak_mib": peak_mib}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
 """
 
 
@@ -87,12 +96,23 @@ def trips_batch(
 
 
 def update(roads: Path, batch: Path, out: Path) -> dict[str, float]:
-    """Apply one batch in a new process; return its seconds and peak MiB."""
+    """Apply one batch in a new process; return its seconds, CPU seconds and peak MiB."""
     run = subprocess.run(
         [sys.executable, "-c", UPDATE_ONE, str(roads), str(batch), str(out)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def nothing_new_command(roads: Path, batch: Path, out: Path) -> float:
+    """Run ``roadcover coverage`` with a batch already applied; return its wall seconds."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "coverage", "--roads", str(roads),
+         "--matched", str(batch), "-o", str(out)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -111,8 +131,8 @@ def main() -> None:
     history, fixes, number = args.work / "history", 0, 0
     print(f"{len(edges):,} edges; ~{fixes_per_trip:,.0f} fixes a trip\n")
     print("| history fixes | history updates | small batch update s (median, runs) "
-          "| peak MiB | nothing new s |")  # fmt: skip
-    print("|---|---|---|---|---|")
+          "| CPU s | peak MiB | nothing new s | nothing new, command s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for level in args.levels:
         target = int(level * 1_000_000)
         while fixes < target:
@@ -122,19 +142,23 @@ def main() -> None:
             update(args.roads, folder, history)
             shutil.rmtree(folder)
             number += 1
-        seconds, peaks = [], []
+        seconds, cpus, peaks = [], [], []
         for _ in range(args.runs):
             copy = args.work / "copy"
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(history, copy)
             result = update(args.roads, small, copy)
             seconds.append(result["seconds"])
+            cpus.append(result["cpu_seconds"])
             peaks.append(result["peak_mib"])
         again = [update(args.roads, small, copy)["seconds"] for _ in range(args.runs)]
+        command = [nothing_new_command(args.roads, small, copy) for _ in range(args.runs)]
         runs = ", ".join(f"{s:.2f}" for s in seconds)
-        median, peak, nothing = (statistics.median(v) for v in (seconds, peaks, again))
-        print(f"| {fixes / 1e6:.2f} M | {number} | {median:.2f} ({runs}) | {peak:,.0f} "
-              f"| {nothing:.2f} |", flush=True)  # fmt: skip
+        median, cpu, peak, nothing, whole = (
+            statistics.median(v) for v in (seconds, cpus, peaks, again, command)
+        )
+        print(f"| {fixes / 1e6:.2f} M | {number} | {median:.2f} ({runs}) | {cpu:.2f} "
+              f"| {peak:,.0f} | {nothing:.2f} | {whole:.2f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -148,6 +148,22 @@ def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> No
     _write_conformed(table, path, contract)
 
 
+def write_arrow(table: pa.Table, path: str | Path, contract: Contract) -> None:
+    """Write an Arrow table as a stage output after checking its contract.
+
+    With a geometry column, ``table`` holds it as WKB with the covering bbox column and the
+    GeoParquet ``geo`` schema metadata, as :func:`write_table` makes them from a GeoDataFrame;
+    the same table gives the same file. Columns are put in contract order and cast as by
+    :func:`write_table`.
+
+    Raises
+    ------
+    ContractError
+        If the table does not satisfy ``contract``.
+    """
+    _write_conformed(table, path, contract)
+
+
 def write_points(
     frame: pd.DataFrame | pa.Table,
     lon: np.ndarray,

@@ -12,6 +12,7 @@ at the same run boundaries, so covered length per cell never exceeds road length
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import h3.api.numpy_int as h3int
 import numpy as np
@@ -198,11 +199,13 @@ def parent_cells(cells: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def cell_polygons(cells: np.ndarray) -> np.ndarray:
-    """Hexagon (or pentagon) polygons of cells, lon/lat."""
-    return np.array(
-        [
-            shapely.Polygon([(lng, lat) for lat, lng in h3int.cell_to_boundary(int(c))])
-            for c in cells
-        ],
-        dtype=object,
+    """Hexagon (or pentagon) polygons of cells, lon/lat (shapely, made in one call)."""
+    boundaries = [h3int.cell_to_boundary(int(cell)) for cell in cells]
+    if not boundaries:
+        return np.empty(0, dtype=object)
+    counts = np.fromiter(map(len, boundaries), dtype="int64", count=len(boundaries))
+    lat_lng = np.array(list(chain.from_iterable(boundaries)), dtype="float64")
+    rings = shapely.linearrings(
+        lat_lng[:, ::-1], indices=np.repeat(np.arange(len(boundaries)), counts)
     )
+    return np.asarray(shapely.polygons(rings), dtype=object)

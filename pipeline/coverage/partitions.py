@@ -13,35 +13,48 @@ average at least :data:`TARGET_EDGES_PER_PART` edges.
 
 What depends on the network only is computed once per roads version (the sha256 of the roads'
 edge table) and kept in ``COVERAGE_DIR/network/``: the H3 runs of every edge (sorted by
-partition, so the runs of a few partitions are read alone), every edge's partition, and every
-finest cell's road length, partition and parent cells.
+partition, so the runs of a few partitions are read alone), every edge's partition, every
+finest cell's road length, partition and parent cells, the polygon of each of these cells,
+every edge's canonical edge
+(:func:`~pipeline.coverage.edges.canonical_edges`), and the columns of the edge coverage table
+that the roads alone decide (:data:`FIXED_EDGE_COLUMNS`, with the geometry encoded as the edge
+table's GeoParquet holds it), so that an update reads neither the roads' edge table nor their
+geometry.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
 from h3ronpy import change_resolution
 
-from pipeline.coverage.cells import edge_cell_runs
+from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
 from pipeline.errors import ConfigError
-from pipeline.io import atomic_path, parquet_options, write_json
+from pipeline.io import GEOPARQUET_VERSION, atomic_path, parquet_options, write_json
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 AUTO = "auto"
 TARGET_EDGES_PER_PART = 2_000
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
+NETWORK_FORMAT = 3  # 3: with canonical edges, fixed edge columns, cell polygons; older: rebuilt
+FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
+"""The columns of the edge coverage table that are the roads' own, in its order."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,8 @@ class Network:
         Indexed by every finest cell an edge runs through: ``part``, ``road_mm`` (length of
         the roads' canonical edges in the cell; missing where none runs through it), and
         ``p0`` .. ``p{resolution}``, the cell's parent at each resolution.
+    canonical
+        :func:`~pipeline.coverage.edges.canonical_edges` of the roads.
     """
 
     folder: Path
@@ -69,6 +84,40 @@ class Network:
     partition_resolution: int
     edge_parts: pd.Series
     cells: pd.DataFrame
+    canonical: pd.DataFrame
+
+    def fixed_edges(self) -> pa.Table:
+        """Return the roads' :data:`FIXED_EDGE_COLUMNS`, ``geometry`` (WKB) and ``bbox``.
+
+        In the roads' edge order, with the GeoParquet ``geo`` metadata that geopandas writes
+        for the edge coverage table's geometry (every edge is in that table).
+        """
+        return pq.read_table(self.folder / "edges.parquet")
+
+    def polygons(self, cells: np.ndarray) -> np.ndarray:
+        """Return the polygons (shapely) of cells of the network, at any of its resolutions.
+
+        A cell that is not the network's (no edge runs through it or its children) is made
+        with :func:`~pipeline.coverage.cells.cell_polygons`.
+        """
+        table = pq.read_table(self.folder / "cell_polygons.parquet")
+        known = pd.Index(table.column("cell").to_numpy())
+        at = known.get_indexer(pd.Index(cells))
+        shapes = np.empty(len(at), dtype=object)
+        found = at >= 0
+        wkb = table.column("wkb").take(pa.array(at[found])).to_numpy(zero_copy_only=False)
+        shapes[found] = shapely.from_wkb(wkb)
+        shapes[~found] = cell_polygons(np.asarray(cells)[~found])
+        return shapes
+
+    def edge_lengths(self) -> pd.Series:
+        """Return every edge's ``length_m``, indexed by ``edge_id``."""
+        table = pq.read_table(self.folder / "edges.parquet", columns=["edge_id", "length_m"])
+        return pd.Series(
+            table.column("length_m").to_numpy(),
+            index=pd.Index(table.column("edge_id").to_numpy(), name="edge_id"),
+            name="length_m",
+        )
 
     def runs_of(self, parts: set[str] | None = None) -> pd.DataFrame:
         """Return the H3 runs (key, from_mm, to_mm, cell) of the edges of ``parts``; None: all."""
@@ -94,7 +143,7 @@ def part_key(resolution: int, cells: np.ndarray) -> np.ndarray:
 
 
 def load_network(
-    edges: pd.DataFrame,
+    edges_of: Callable[[], gpd.GeoDataFrame],
     edges_sha256: str,
     coverage_dir: Path,
     resolution: int,
@@ -107,8 +156,8 @@ def load_network(
 
     Parameters
     ----------
-    edges
-        The roads' edge table (with geometry), read only when the cache is computed.
+    edges_of
+        Returns the roads' edge table (with geometry); called only when the cache is computed.
     edges_sha256
         The sha256 of the roads' edge table, which names the cache.
     coverage_dir
@@ -130,21 +179,32 @@ def load_network(
         )
     name = f"{edges_sha256[:16]}-r{resolution}-p{partition_resolution}"
     folder = coverage_dir / NETWORK_DIR / name
-    if not (folder / NETWORK_META).is_file():
-        _write_network(edges, folder, resolution, partition_resolution)
+    if _network_format(folder) != NETWORK_FORMAT:
+        _write_network(edges_of(), folder, resolution, partition_resolution)
         for other in (coverage_dir / NETWORK_DIR).iterdir():
             if other.is_dir() and other.name != name:
                 shutil.rmtree(other)
     meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
     edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas()
     cells = pq.read_table(folder / "cells.parquet").to_pandas().set_index("cell")
+    canonical = pq.read_table(folder / "canonical.parquet").to_pandas().set_index("edge_id")
     return Network(
         folder,
         resolution,
         int(meta["partition_resolution"]),
         pd.Series(edge_parts["part"].to_numpy(), index=pd.Index(edge_parts["edge_id"])),
         cells,
+        canonical,
     )
+
+
+def _network_format(folder: Path) -> int | None:
+    """Return the format of the cache in ``folder``; None if there is none, or not complete."""
+    try:
+        meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
 
 
 def choose_partition_resolution(midpoint_cells: np.ndarray, resolution: int) -> int:
@@ -175,7 +235,7 @@ def parent_array(cells: np.ndarray, level: int) -> np.ndarray:
 
 
 def _write_network(
-    edges: pd.DataFrame, folder: Path, resolution: int, partition_resolution: int | str
+    edges: gpd.GeoDataFrame, folder: Path, resolution: int, partition_resolution: int | str
 ) -> None:
     runs = edge_cell_runs(edges, resolution)
     canonical = canonical_edges(edges)
@@ -190,8 +250,18 @@ def _write_network(
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
     _write(edge_parts, folder / "edge_parts.parquet")
     _write(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
-    _write(_network_cells(runs, canonical, resolution, level), folder / "cells.parquet")
-    meta: dict[str, Any] = {"resolution": resolution, "partition_resolution": level}
+    cells = _network_cells(runs, canonical, resolution, level)
+    _write(cells, folder / "cells.parquet")
+    _write(canonical.reset_index(), folder / "canonical.parquet")
+    _write(_cell_polygons(cells), folder / "cell_polygons.parquet")
+    with atomic_path(folder / "edges.parquet") as temp:  # as write_table encodes the geometry
+        edges[[*FIXED_EDGE_COLUMNS, "geometry"]].to_parquet(
+            temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
+            compression="zstd",
+        )  # fmt: skip
+    meta: dict[str, Any] = {
+        "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT
+    }  # fmt: skip
     write_json(meta, folder / NETWORK_META)  # last: the cache is complete
 
 
@@ -218,6 +288,13 @@ def _network_cells(
         frame[f"p{level}"] = cells if level == resolution else parent_array(cells, level)
     frame["part"] = part_key(part_resolution, frame[f"p{part_resolution}"].to_numpy())
     return frame
+
+
+def _cell_polygons(cells: pd.DataFrame) -> pd.DataFrame:
+    """Return the WKB polygon of every cell of the network's and their parents (sorted)."""
+    levels = [column for column in cells.columns if column[1:].isdigit()]  # p0 .. p<res>
+    every = np.unique(cells[levels].to_numpy(dtype="int64").ravel())
+    return pd.DataFrame({"cell": every, "wkb": shapely.to_wkb(cell_polygons(every))})
 
 
 def _write(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:

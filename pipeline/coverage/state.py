@@ -22,8 +22,6 @@ and the roads; replacing it commits an update, which writes only the partitions 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,14 +35,17 @@ import pyarrow.parquet as pq
 from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
+from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTERN: theirs, named here)
+    CURRENT_FILE,
+    FORMAT,
+    PART_PATTERN,
+    VERSION_PATTERN,
+    current_pointer,
+)
 from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, parquet_options, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
-CURRENT_FILE = "CURRENT.json"
-VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version's name: a sha256 prefix
-PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (partitions.py)
-FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
 PARTS_DIR = "parts"
 ROLLUP_DIR = "rollup"
 WHOLE = "all"  # the one partition of a state written whole
@@ -267,37 +268,6 @@ def write_state(
     commit_pointer(state_root, pointer, previous)
 
 
-def current_pointer(state_root: Path) -> dict[str, Any]:
-    """Return ``CURRENT.json`` of a state folder (version, batches, roads, ...); ``{}`` if none.
-
-    A pointer of the unpartitioned format (one version folder of three tables) has no
-    ``format``; :func:`read_state` reads it and ``roadcover coverage`` migrates it.
-
-    Raises
-    ------
-    InputDataError
-        If the pointer is not JSON, or does not name a version and partitions by their hex
-        digits and keys (a damaged or planted pointer is never followed elsewhere).
-    """
-    pointer = state_root / CURRENT_FILE
-    if not pointer.exists():
-        return {}
-    try:
-        current = json.loads(pointer.read_text(encoding="utf-8"))
-        valid = VERSION_PATTERN.fullmatch(current["version"]) is not None
-        valid &= isinstance(current["batches"], list)
-        if "format" in current:
-            valid &= current["format"] == FORMAT and _valid_parts(current)
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        raise InputDataError(
-            f"{pointer}: not a coverage state pointer written by roadcover coverage; the "
-            "coverage folder is damaged: compute it again into a new folder"
-        )
-    return dict(current)
-
-
 def read_parts(
     state_root: Path,
     pointer: Mapping[str, Any],
@@ -378,24 +348,6 @@ def _read_unpartitioned(state_root: Path, current: Mapping[str, Any]) -> Coverag
         raise _damaged(state_root, current, f"{', '.join(missing)} table")
     tables = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in STATE_TABLES}
     return CoverageState(**tables, batches=list(current["batches"]))
-
-
-def _valid_parts(current: Mapping[str, Any]) -> bool:
-    parts = current["parts"]
-    rollup = current["rollup"]
-    return (
-        isinstance(parts, dict)
-        and all(
-            isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None
-            and _is_version(gen)
-            for key, gen in parts.items()
-        )
-        and (rollup is None or (isinstance(rollup, str) and _is_version(rollup)))
-    )  # fmt: skip
-
-
-def _is_version(name: object) -> bool:
-    return isinstance(name, str) and VERSION_PATTERN.fullmatch(name) is not None
 
 
 def _damaged(state_root: Path, pointer: Mapping[str, Any], what: str) -> InputDataError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,10 +10,13 @@ from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.tables import FRESHNESS_DAYS, MM_PER_KM, MS_PER_DAY
+from pipeline.coverage.world import (  # noqa: F401 (check_world_road_km: named here too)
+    WORLD_ROAD_KM,
+    WORLD_ROAD_KM_SOURCE,
+    check_world_road_km,
+)
 from pipeline.errors import ConfigError
 
-WORLD_ROAD_KM = 64_285_009.0
-WORLD_ROAD_KM_SOURCE = "CIA World Factbook, Roadways: total (world), 64,285,009 km"
 SUMMED_KM = (
     "road_km",
     "directed_km",
@@ -106,23 +108,6 @@ def summary_of(
     totals["world_road_km"] = world_road_km
     totals["world_road_km_source"] = world_road_km_source
     return totals
-
-
-def check_world_road_km(road_km: float, world_road_km: float, roads_dir: Path | str) -> None:
-    """Refuse a world road length shorter than the region's roads (a share above 100 %).
-
-    Raises
-    ------
-    ConfigError
-        If ``world_road_km`` is less than ``road_km``; the message names the setting, both
-        lengths and the roads folder.
-    """
-    if world_road_km < road_km:
-        raise ConfigError(
-            f"coverage.world_road_km is {world_road_km:,.3f} km, less than the "
-            f"{road_km:,.3f} km of roads of {roads_dir} (its share of the world would exceed "
-            f"100 %): set it to the world's road length (default {WORLD_ROAD_KM:,.0f} km)"
-        )
 
 
 def combine_summaries(

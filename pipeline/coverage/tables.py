@@ -70,6 +70,8 @@ def edge_table(
 
 ParentsOf = Callable[[np.ndarray, int], np.ndarray]
 """Maps finest cells to their parents at a resolution (:func:`parent_cells`, or a cache's)."""
+PolygonsOf = Callable[[np.ndarray], np.ndarray]
+"""Maps cells to their shapely polygons (:func:`cell_polygons`, or a cache's)."""
 
 
 @dataclass
@@ -143,6 +145,7 @@ def cells_table(
     as_of_ms: int,
     resolution: int,
     parents: ParentsOf,
+    polygons: PolygonsOf = cell_polygons,
 ) -> gpd.GeoDataFrame:
     """Return the cell coverage table of every resolution from finest-cell figures.
 
@@ -160,6 +163,8 @@ def cells_table(
         The finest resolution.
     parents
         Maps finest cells to their parents.
+    polygons
+        Maps cells (of any resolution) to their polygons.
     """
     finest = road_mm.rename("road_mm").to_frame()
     finest.index.name = "cell"
@@ -173,21 +178,42 @@ def cells_table(
         )
     finest = finest.join(covered.groupby("cell")["last_ms"].max(), how="outer")
     finest = finest.fillna({c: 0 for c in finest.columns if c.endswith("_mm")}).reset_index()
-    codes = trips.contributors.assign(
-        contributor_id=pd.factorize(trips.contributors["contributor_id"])[0]
-    )
+    contributors = _contributors_by_level(trips.contributors, resolution, parents)
     levels = [
-        _rollup(finest, trips, codes, resolution, level, parents)
+        _rollup(finest, trips, contributors[level], resolution, level, parents)
         for level in range(resolution, -1, -1)
     ]
     cells = pd.concat(levels, ignore_index=True)
-    return _finish_cells(cells, as_of_ms)
+    return _finish_cells(cells, as_of_ms, polygons)
+
+
+def _contributors_by_level(
+    pairs: pd.DataFrame, resolution: int, parents: ParentsOf
+) -> dict[int, pd.Series]:
+    """Return the distinct contributors of every cell at ``resolution`` and each coarser level.
+
+    ``pairs`` are (finest ``cell``, ``contributor_id``) rows. Each level counts the distinct
+    (cell, contributor) pairs of the level below it, each kept with one finest cell of its own
+    (whose parent at the next level is its cell's), so a coarser level reads fewer rows.
+    """
+    finest = pairs["cell"].to_numpy(dtype="int64")
+    who = pd.factorize(pairs["contributor_id"])[0].astype("int64")
+    width = int(who.max(initial=-1)) + 1
+    counts = {}
+    for level in range(resolution, -1, -1):
+        cells = finest if level == resolution else parents(finest, level)
+        codes, uniques = pd.factorize(cells, sort=True)
+        _, first = np.unique(codes.astype("int64") * width + who, return_index=True)
+        finest, who = finest[first], who[first]
+        distinct = np.bincount(codes[first], minlength=len(uniques)).astype("int64")
+        counts[level] = pd.Series(distinct, index=pd.Index(uniques, dtype="int64"))
+    return counts
 
 
 def _rollup(
     finest: pd.DataFrame,
     trips: CellTrips,
-    contributors: pd.DataFrame,
+    contributors: pd.Series,
     finest_res: int,
     level: int,
     parents: ParentsOf,
@@ -202,15 +228,12 @@ def _rollup(
     sums = sums.join(total_mm.rename("total_mm"), how="outer")
     passes = trips.passes[trips.passes["resolution"] == level].set_index("cell")["passes"]
     sums = sums.join(passes.rename("passes"), how="outer")
-    distinct = count_distinct(
-        at_level(contributors["cell"].to_numpy()), contributors["contributor_id"].to_numpy()
-    )
-    sums = sums.join(distinct.rename("contributors"), how="outer")
+    sums = sums.join(contributors.rename("contributors"), how="outer")
     sums.index.name = "cell"
     return sums.reset_index().assign(resolution=level)
 
 
-def _finish_cells(cells: pd.DataFrame, as_of_ms: int) -> gpd.GeoDataFrame:
+def _finish_cells(cells: pd.DataFrame, as_of_ms: int, polygons: PolygonsOf) -> gpd.GeoDataFrame:
     counts = ["passes", "contributors"]
     lengths = [c for c in cells.columns if c.endswith("_mm")]
     cells[counts + lengths] = cells[counts + lengths].fillna(0).astype("int64")
@@ -233,9 +256,7 @@ def _finish_cells(cells: pd.DataFrame, as_of_ms: int) -> gpd.GeoDataFrame:
             **{f"fresh_{d}d_km": cells[f"fresh_{d}d_mm"] / MM_PER_KM for d in FRESHNESS_DAYS},
         }
     ).sort_values(["resolution", "cell"], ascending=[False, True], ignore_index=True)
-    return gpd.GeoDataFrame(
-        table, geometry=cell_polygons(table["cell"].to_numpy()), crs="EPSG:4326"
-    )
+    return gpd.GeoDataFrame(table, geometry=polygons(table["cell"].to_numpy()), crs="EPSG:4326")
 
 
 def _interval_lists(pieces: pd.DataFrame) -> dict[int, list[dict[str, object]]]:

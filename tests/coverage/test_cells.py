@@ -91,6 +91,20 @@ def test_parents_and_polygons_are_the_cells_h3_gives() -> None:
         assert polygon.contains(shapely.Point(lng, lat))
 
 
+def test_polygons_are_those_shapely_makes_of_each_cells_boundary() -> None:
+    # hexagons at two resolutions, a pentagon, and resolution-0 cells whose boundaries have
+    # more than six vertices (edges crossing icosahedron faces)
+    cells = [h3.latlng_to_cell(60.17, 24.94, 9), h3.latlng_to_cell(-33.9, 151.2, 4)]
+    cells += [h3.get_pentagons(5)[0], *h3.get_res0_cells()[:20]]
+    polygons = cell_polygons(np.array([h3.str_to_int(c) for c in cells], dtype="int64"))
+    one_by_one = [
+        shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells
+    ]
+    assert max(len(h3.cell_to_boundary(c)) for c in cells) > 6
+    assert shapely.to_wkb(polygons).tolist() == shapely.to_wkb(one_by_one).tolist()
+    assert len(cell_polygons(np.empty(0, dtype="int64"))) == 0
+
+
 def test_run_boundaries_lie_on_the_two_metre_steps(helsinki_edges: gpd.GeoDataFrame) -> None:
     # an edge of L mm is walked in n = ceil(L / 2000) equal steps (at least one), so every
     # run starts at floor(k * L / n) mm for some whole k

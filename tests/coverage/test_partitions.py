@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +21,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
 
 from pipeline.config import load_config
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
-from pipeline.coverage.stage import _batch_id, compute_coverage, counted_segments
+from pipeline.coverage.partitions import NETWORK_FORMAT
+from pipeline.coverage.stage import _batch_id, compute_coverage
 from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, state_of_batch
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
+from pipeline.coverage.update import counted_segments
 from pipeline.errors import ConfigError
 from pipeline.io import write_table
 from pipeline.roads import build_roads, read_edges
@@ -227,4 +233,83 @@ def test_a_partition_resolution_finer_than_the_cells_is_refused(tmp_path: Path) 
     from pipeline.coverage.partitions import load_network
 
     with pytest.raises(ConfigError, match="partition_resolution is 10, finer than"):
-        load_network(pd.DataFrame(), "0" * 64, tmp_path, 9, 10)
+        load_network(pd.DataFrame, "0" * 64, tmp_path, 9, 10)
+
+
+@pytest.mark.shared_data
+def test_an_update_reads_the_network_cache_not_the_roads_edge_table(
+    roads: Path, batches: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+
+    def refuse(roads_dir: Path) -> None:
+        raise AssertionError(f"read the edge table of {roads_dir}")
+
+    monkeypatch.setattr("pipeline.coverage.update.read_edges", refuse)
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_a_network_cache_of_the_older_format_is_computed_again(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+    (cache,) = (out / "network").iterdir()
+    meta = json.loads((cache / "network.json").read_text())
+    (cache / "network.json").write_text(json.dumps({k: meta[k] for k in meta if k != "format"}))
+    for name in ("canonical", "edges", "cell_polygons"):  # the first format had none of these
+        (cache / f"{name}.parquet").unlink()
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_the_network_gives_each_cells_polygon_its_own_or_a_new_one(
+    roads: Path, tmp_path: Path
+) -> None:
+    from pipeline.coverage.cells import cell_polygons
+    from pipeline.coverage.partitions import load_network
+
+    sha256 = roads_identity(roads)["edges_sha256"]
+    network = load_network(lambda: read_edges(roads), sha256, tmp_path, 9, "auto")
+    ours = network.cells.index.to_numpy()[[0, -1]]
+    cells = np.array([*ours, network.parents(ours, 4)[0], 0x89283082803FFFF], dtype="int64")
+    assert cells[-1] not in network.cells.index  # a cell in California, not in Monaco
+    expected = shapely.to_wkb(cell_polygons(cells))
+    assert shapely.to_wkb(network.polygons(cells)).tolist() == expected.tolist()
+
+
+NOTHING_NEW = """
+import dataclasses, json, sys
+from pathlib import Path
+from pipeline.config import load_config
+from pipeline.coverage.stage import compute_coverage
+roads, batch, out = (Path(a) for a in sys.argv[1:4])
+settings = dataclasses.replace(load_config().coverage, partition_resolution=8)
+summary = compute_coverage(roads, [batch], out, settings)
+libraries = ["pandas", "geopandas", "shapely", "h3", "h3ronpy"]
+print(json.dumps({"unique_km": summary["unique_km"],
+                  "imported": [name for name in libraries if name in sys.modules]}))
+"""
+
+
+@pytest.mark.shared_data
+def test_a_rerun_with_nothing_new_imports_no_data_library(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    summary = compute_coverage(roads, batches[:1], out, with_parts(8))
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", NOTHING_NEW, str(roads), str(batches[0]), str(out)],
+        capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert answer == {"unique_km": summary["unique_km"], "imported": []}

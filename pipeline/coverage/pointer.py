@@ -1,0 +1,71 @@
+"""The pointer of a coverage state (``state/CURRENT.json``), read without pandas.
+
+``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
+the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`). Reading
+it is all a run with nothing new needs of the state, so this module imports no data library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputDataError
+
+CURRENT_FILE = "CURRENT.json"
+VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version's name: a sha256 prefix
+PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (partitions.py)
+FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
+
+
+def current_pointer(state_root: Path) -> dict[str, Any]:
+    """Return ``CURRENT.json`` of a state folder (version, batches, roads, ...); ``{}`` if none.
+
+    A pointer of the unpartitioned format (one version folder of three tables) has no
+    ``format``; :func:`pipeline.coverage.state.read_state` reads it and ``roadcover coverage``
+    migrates it.
+
+    Raises
+    ------
+    InputDataError
+        If the pointer is not JSON, or does not name a version and partitions by their hex
+        digits and keys (a damaged or planted pointer is never followed elsewhere).
+    """
+    pointer = state_root / CURRENT_FILE
+    if not pointer.exists():
+        return {}
+    try:
+        current = json.loads(pointer.read_text(encoding="utf-8"))
+        valid = VERSION_PATTERN.fullmatch(current["version"]) is not None
+        valid &= isinstance(current["batches"], list)
+        if "format" in current:
+            valid &= current["format"] == FORMAT and _valid_parts(current)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise InputDataError(
+            f"{pointer}: not a coverage state pointer written by roadcover coverage; the "
+            "coverage folder is damaged: compute it again into a new folder"
+        )
+    return dict(current)
+
+
+def _valid_parts(current: Mapping[str, Any]) -> bool:
+    parts = current["parts"]
+    rollup = current["rollup"]
+    return (
+        isinstance(parts, dict)
+        and all(
+            isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None
+            and _is_version(gen)
+            for key, gen in parts.items()
+        )
+        and (rollup is None or (isinstance(rollup, str) and _is_version(rollup)))
+    )  # fmt: skip
+
+
+def _is_version(name: object) -> bool:
+    return isinstance(name, str) and VERSION_PATTERN.fullmatch(name) is not None

@@ -1,0 +1,287 @@
+"""A coverage update with work to do: apply new batches to the partitioned state, write outputs.
+
+:func:`pipeline.coverage.stage.compute_coverage` checks the inputs and whether anything is new
+without importing pandas; it imports this module only when there is work to do. An update reads
+and rewrites only the partitions its batches touch, updates the region's rollup
+(:mod:`pipeline.coverage.rollup`), and writes the edge and cell tables and the summary from the
+rollup and the network's cache (:mod:`pipeline.coverage.partitions`), never from the roads'
+edge table or the whole state.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import CoverageSettings
+from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.coverage.partitions import Network, load_network
+from pipeline.coverage.region_tables import write_edge_coverage
+from pipeline.coverage.rollup import (
+    ROLLUP_TABLES,
+    cell_rows,
+    cell_trips_of,
+    empty_rollup,
+    part_rows,
+    updated_rollup,
+)
+from pipeline.coverage.stage import (
+    OUTPUTS_FILE,
+    QUALITY_FILE,
+    SEGMENT_COLUMNS,
+    SEGMENTS_FILE,
+    SUMMARY_FILE,
+)
+from pipeline.coverage.state import (
+    FORMAT,
+    CoverageState,
+    commit_pointer,
+    current_pointer,
+    empty_state,
+    merge_states,
+    read_parts,
+    read_rollup,
+    read_state,
+    split_state,
+    state_of_batch,
+    state_version,
+    write_parts,
+    write_rollup,
+)
+from pipeline.coverage.summary import summary_of
+from pipeline.coverage.tables import cells_table
+from pipeline.errors import InputDataError
+from pipeline.io import read_arrow, read_table, write_json, write_table
+from pipeline.roads import read_edges
+
+log = logging.getLogger(__name__)
+
+
+def update_coverage(
+    roads_dir: Path,
+    roads: dict[str, Any],
+    new_batches: list[tuple[Path, str]],
+    coverage_dir: Path,
+    settings: CoverageSettings,
+    as_of: pd.Timestamp | None,
+    outputs_key: str,
+) -> dict[str, Any]:
+    """Apply the new batches and write every output; the caller holds the folder's lock.
+
+    Parameters
+    ----------
+    roads_dir, roads
+        The roads folder and its identity (:func:`pipeline.roads.identity.roads_identity`).
+    new_batches
+        The matched folders whose batches are not applied yet, with their ids.
+    coverage_dir, settings, as_of
+        As for :func:`pipeline.coverage.stage.compute_coverage`.
+    outputs_key
+        What the outputs depend on besides the state, recorded in ``outputs.json``.
+
+    Returns
+    -------
+    dict
+        The summary, as written to ``summary.json``.
+    """
+    state_root = coverage_dir / "state"
+    pointer = current_pointer(state_root)
+    network = load_network(
+        lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
+        settings.h3_resolution, settings.partition_resolution,
+    )  # fmt: skip
+    canonical = network.canonical
+    batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
+    version = state_version(batches)
+    rebuild = not _partitioned_as(pointer, network)
+    if not rebuild:
+        rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
+        applied = set(rollup["trips"]["trip_id"])
+        batch = _batch_state(new_batches, applied, network, settings)
+        parts = dict(pointer["parts"])
+    else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
+        whole = read_state(state_root)
+        rollup, parts = empty_rollup(network, canonical), {}
+        applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
+        batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
+        pointer = {**pointer, "parts": {}}  # nothing of it is read again
+        for old_cache in coverage_dir.glob("runs_r*.parquet"):  # the unpartitioned format's
+            old_cache.unlink()
+    if new_batches or rebuild:
+        rollup = _apply(state_root, pointer, batch, rollup, parts, network, canonical, version)
+        commit_pointer(
+            state_root,
+            {"version": version, "batches": batches, "roads": roads, "parts": parts,
+             "partitioning": network.partition_resolution, "rollup": version},
+            current_pointer(state_root),
+        )  # fmt: skip
+    summary = _write_outputs(network, rollup, coverage_dir, settings, as_of)
+    summary["batches"] = batches
+    summary["roads_sha256"] = roads["source_sha256"]
+    summary["roads"] = roads
+    write_json(summary, coverage_dir / SUMMARY_FILE)
+    write_json({"version": version, "outputs": outputs_key}, coverage_dir / OUTPUTS_FILE)
+    return summary
+
+
+def _batch_state(
+    new_batches: list[tuple[Path, str]],
+    applied: set[str],
+    network: Network,
+    settings: CoverageSettings,
+) -> CoverageState:
+    """Return the state of the new batches alone, without the trips ``applied`` before."""
+    lengths = network.edge_lengths()
+    applied = set(applied)
+    batch = empty_state()
+    for matched_dir, batch_id in new_batches:
+        counted = counted_segments(matched_dir, lengths, settings)
+        counted = unapplied_segments(counted, applied, f"batch {batch_id} ({matched_dir})")
+        applied |= set(counted["trip_id"])
+        touched = set(network.edge_parts.loc[counted["edge_id"].to_numpy()])
+        runs = network.runs_of(touched)
+        batch = merge_states(batch, state_of_batch(counted, runs, batch_id))
+    return batch
+
+
+def _apply(
+    state_root: Path,
+    pointer: dict[str, Any],
+    batch: CoverageState,
+    rollup: dict[str, pd.DataFrame],
+    parts: dict[str, str],
+    network: Network,
+    canonical: pd.DataFrame,
+    version: str,
+) -> dict[str, pd.DataFrame]:
+    """Merge the batch into the partitions it touches; write them and the new rollup.
+
+    ``parts`` (partition -> generation) is updated in place with the partitions written.
+    """
+    cell_parts = network.cells["part"]
+    new_parts = split_state(batch, network.edge_parts, cell_parts)
+    old_parts = read_parts(state_root, pointer, set(new_parts)) if parts else {}
+    merged = {
+        key: merge_states(old_parts[key], part) if key in old_parts else part
+        for key, part in new_parts.items()
+    }
+    write_parts(state_root, version, merged)
+    parts.update(dict.fromkeys(merged, version))
+    edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
+        pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
+        pd.concat([part.edge_trips for part in merged.values()] or [batch.edge_trips]),
+        batch.cell_trips,
+    )
+    runs = network.runs_of(set(merged))
+    rows = part_rows(edge_tables, network, canonical, runs)
+    trips = batch.edge_trips["trip_id"].unique()
+    rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
+    write_rollup(state_root, version, rollup)
+    return rollup
+
+
+def counted_segments(
+    matched_dir: Path, lengths: pd.Series, settings: CoverageSettings
+) -> pd.DataFrame:
+    """Return the batch's segments of trips that count: confident, plausible matches.
+
+    Offsets are clamped to the edge, so coverage never exceeds road length.
+
+    Raises
+    ------
+    InputDataError
+        If a segment's edge is not one of the roads' edges.
+    """
+    segments = read_arrow(
+        matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, SEGMENT_COLUMNS, check_all=True
+    )
+    quality = read_table(matched_dir / QUALITY_FILE, MATCH_QUALITY)
+    counts = quality["confidence"] >= settings.min_match_confidence
+    if not settings.include_flagged_trips:
+        counts &= quality["plausible"]
+    counted_trips = pa.array(quality.loc[counts, "trip_id"], pa.string())
+    kept = segments.filter(pc.is_in(segments["trip_id"], value_set=counted_trips)).to_pandas()
+    unknown = ~kept["edge_id"].isin(lengths.index)
+    if unknown.any():
+        raise InputDataError(
+            f"{matched_dir}: {int(unknown.sum())} segments lie on edges the roads do not have "
+            f"(e.g. edge_id {kept.loc[unknown, 'edge_id'].iloc[0]}); match the batch again "
+            "on these roads"
+        )
+    length = lengths.loc[kept["edge_id"].to_numpy()].to_numpy()
+    for column in ("from_offset_m", "to_offset_m"):
+        kept[column] = np.clip(kept[column].to_numpy(), 0.0, length)
+    log.info("coverage: %s: %d of %d trips count", matched_dir, int(counts.sum()), len(quality))
+    return kept
+
+
+def unapplied_segments(segments: pd.DataFrame, applied: set[str], batch: str) -> pd.DataFrame:
+    """Return the segments of trips not ``applied`` yet; log the trips skipped.
+
+    A trip already in the state was applied with an earlier batch, e.g. a snap of every batch
+    after a snap of one: counting it again would count its kilometres twice.
+    """
+    again = segments["trip_id"].isin(list(applied))
+    if again.any():
+        log.warning(
+            "coverage: %s: %d of its %d counted trips were applied with an earlier batch; "
+            "skipped, so that they count once",
+            batch, segments.loc[again, "trip_id"].nunique(), segments["trip_id"].nunique(),
+        )  # fmt: skip
+    return segments.loc[~again].reset_index(drop=True)
+
+
+def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
+    """Whether the state is partitioned as the network's cache, with its rollup."""
+    return (
+        pointer.get("format") == FORMAT
+        and pointer.get("partitioning") == network.partition_resolution
+        and pointer.get("rollup") is not None
+    )
+
+
+def _write_outputs(
+    network: Network,
+    rollup: dict[str, pd.DataFrame],
+    coverage_dir: Path,
+    settings: CoverageSettings,
+    as_of: pd.Timestamp | None,
+) -> dict[str, Any]:
+    """Write the edge and cell tables from the rollup; return the summary (not written)."""
+    totals = rollup["edge_totals"].set_index("edge_id")
+    as_of_ms = _as_of_ms(as_of, totals["last_ms"])
+    edge_table_ = write_edge_coverage(
+        network.fixed_edges(), rollup["edge_pieces"], totals, as_of_ms,
+        coverage_dir / "edges.parquet",
+    )  # fmt: skip
+    road_mm = network.cells["road_mm"].dropna().astype("int64")
+    cells = cells_table(
+        road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
+        settings.h3_resolution, network.parents, network.polygons,
+    )  # fmt: skip
+    write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
+    summary = summary_of(
+        edge_table_, rollup["road_cover"], rollup["driven"], network.canonical, as_of_ms,
+        settings.world_road_km, settings.world_road_km_source,
+    )  # fmt: skip
+    summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
+    summary["criteria"] = {
+        "min_match_confidence": settings.min_match_confidence,
+        "include_flagged_trips": settings.include_flagged_trips,
+        "h3_resolution": settings.h3_resolution,
+    }
+    return summary
+
+
+def _as_of_ms(as_of: pd.Timestamp | None, last_ms: pd.Series) -> int:
+    if as_of is not None:
+        return int(pd.Timestamp(as_of).tz_convert("UTC").value // 1_000_000)
+    if len(last_ms):
+        return int(last_ms.max())
+    return 0
