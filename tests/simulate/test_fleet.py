@@ -27,6 +27,7 @@ from pipeline.geodesy import distances_m
 from pipeline.io import read_table
 from pipeline.roads import build_roads, load_road_graph, read_edges, resolve_extract
 from pipeline.simulate import fleet as fleet_module
+from pipeline.simulate import network as network_module
 from pipeline.simulate.drive import ar1_filter
 from pipeline.simulate.drive_kernels import _grid, _sorted_unique, _with_departures
 from pipeline.simulate.fleet import drive_device, plan_fleet, simulate_fleet
@@ -306,6 +307,20 @@ def test_devices_driven_on_two_dask_workers_give_the_same_files(
     simulate_fleet(roads_dir, tmp_path / "alone", settings)
     simulate_fleet(roads_dir, tmp_path / "dask", settings, workers=2)
     assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "dask")
+
+
+def test_a_path_cache_of_one_tree_gives_the_same_files(
+    roads_dir: Path, params: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortest-path cache only saves time: with room for one tree, the same bytes."""
+    settings = replace(params, days=1)
+    simulate_fleet(roads_dir, tmp_path / "cached", settings)
+    fleet_module._network.cache_clear()  # a network built anew, with the small cache
+    monkeypatch.setattr(network_module, "PATH_CACHE_BYTES", 1)
+    simulate_fleet(roads_dir, tmp_path / "one", settings)
+    assert fleet_module._network(str(roads_dir.absolute())).path_cache_size == 1
+    fleet_module._network.cache_clear()
+    assert file_hashes(tmp_path / "cached") == file_hashes(tmp_path / "one")
 
 
 # --- file formats ------------------------------------------------------------------------
