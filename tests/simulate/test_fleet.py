@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -533,3 +534,34 @@ def test_pick_draws_what_choice_draws(seed: int, sizes: list[int]) -> None:
         values = np.arange(size, dtype="int64") * 7
         assert fleet_module.pick(mine, values) == numpys.choice(values)
         assert mine.random() == numpys.random()
+
+
+def cached_networks() -> int:
+    """The driving networks this process has cached (run on a Dask worker)."""
+    return fleet_module._network.cache_info().currsize
+
+
+def test_a_shared_clusters_workers_drop_the_network_after_the_stage(
+    roads_dir: Path,
+    params: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers of a cluster that outlives the stage keep no network once the stage ends."""
+    from dask.distributed import Client, LocalCluster
+
+    monkeypatch.setattr(fleet_module, "DEVICES_PER_TASK", 1)  # a task per device
+    settings = replace(params, days=1)
+    simulate_fleet(roads_dir, tmp_path / "alone", settings, workers=1)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+        caplog.at_level(logging.INFO, logger=fleet_module.__name__),
+    ):
+        simulate_fleet(roads_dir, tmp_path / "shared", settings, 2, cluster.scheduler_address)
+        held = client.run(cached_networks)
+    assert list(held.values()) == [0, 0]
+    released = re.search(r"simulate: (\d) worker\(s\) released", caplog.text)
+    assert released is not None and int(released.group(1)) >= 1  # they had loaded it
+    assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "shared")
