@@ -16,6 +16,11 @@ which nothing is logged.
     truth.parquet                                        contract ``simulated_routes``
     simulation.json                                      parameters, per-device counts, totals
 
+Every process that drives devices loads the driving network once and keeps it for the stage's
+later tasks; when the stage ran on an existing cluster (the one ``roadcover run`` shares
+between stages), its workers drop it at the end (:func:`release_network`), so that the later
+stages' tasks do not run beside it.
+
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same seed on the same roads
 folder gives byte-identical files.
 
@@ -27,9 +32,13 @@ claims the folder by creating ``traces/`` (an atomic ``mkdir``), and the loser i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -47,7 +56,7 @@ from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.errors import OutputExistsError
 from pipeline.io import write_json, write_lines
-from pipeline.parallel import run_tasks
+from pipeline.parallel import SCHEDULER_ENV, dask_client, run_tasks
 from pipeline.roads.store import read_roads_meta
 from pipeline.simulate.drive import TripDrive, drive_route
 from pipeline.simulate.network import DrivingNetwork
@@ -178,6 +187,7 @@ def simulate_fleet(
         drive_devices, tasks, "simulate devices", workers, scheduler_address,
         min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
     )  # fmt: skip
+    release_network_on_workers(workers, scheduler_address)
     records = [record for task_records, _ in driven for record in task_records]
     routes = [route for _, task_routes in driven for route in task_routes]
     write_truth(_network(roads), routes, records, out_dir / TRUTH_FILE)
@@ -227,6 +237,37 @@ def drive_devices(
 def _network(roads_dir: str) -> DrivingNetwork:
     """Return the driving network of a roads folder, loaded once per process."""
     return DrivingNetwork.from_roads_dir(roads_dir)
+
+
+def release_network() -> int:
+    """Drop this process's cached driving networks; return how many there were.
+
+    The freed arrays' memory is handed back to the system (glibc's ``malloc_trim``), not kept
+    in the process's heap for later tasks.
+    """
+    held = _network.cache_info().currsize
+    _network.cache_clear()
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    return held
+
+
+def release_network_on_workers(workers: int | None, scheduler_address: str | None) -> None:
+    """Have an existing cluster's workers drop the networks they loaded for this stage.
+
+    Only a cluster that outlives the stage (a scheduler address, given or from
+    ``DASK_SCHEDULER_ADDRESS``) keeps them; a LocalCluster of the stage's own is closed with it.
+    """
+    address = scheduler_address or os.environ.get(SCHEDULER_ENV)
+    if not address or workers == 1:
+        return
+    with dask_client(1, address) as client:
+        released = client.run(release_network)
+    log.info("simulate: %d worker(s) released the driving network", sum(released.values()))
 
 
 def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device]:

@@ -4,7 +4,13 @@
 graph (so every origin reaches every destination, one-way streets respected), every edge's
 geometry in a local azimuthal-equidistant projection (metres, centred on the graph), a typical
 driving speed per edge (from ``maxspeed`` when it parses, else from the road class), and a
-small Dijkstra over compact arrays whose results are cached per origin.
+small Dijkstra over compact arrays whose results are cached per origin, within a memory
+budget (:data:`PATH_CACHE_BYTES`).
+
+It is built from the roads folder's two tables, without the OSMnx graph: the strongly connected
+components come from a plain directed graph of the edges' end nodes (networkx), which holds a
+fraction of the memory of the attributed MultiDiGraph (at 307k edges the network loaded with a
+peak of about 1 GB through the OSMnx graph).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from pathlib import Path
 import geopandas as gpd
 import networkx as nx
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import Transformer
 
 from pipeline.errors import InputDataError
-from pipeline.roads.store import load_road_graph, read_edges
+from pipeline.roads.store import read_edges, read_nodes, read_roads_meta
 from pipeline.simulate.drive_kernels import route_distances, route_vertices, walk_back
 from pipeline.snap.graph_kernels import shortest_path_tree
 
@@ -49,6 +56,10 @@ MAXSPEED_FACTOR = 0.85  # drivers average below the posted limit
 MPH_MPS = 0.44704
 _MAXSPEED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mph|km/h|kmh|kph)?\s*$", re.IGNORECASE)
 _CACHE_SIZE = 4096
+#: Memory the cached shortest-path trees of a network may hold: a tree is two arrays of 8 bytes
+#: per node (16 B x 153k nodes = 2.5 MB at 307k edges, where 4,096 trees would hold 10 GB), so a
+#: large network keeps fewer trees. The cache only saves time: the routes are the same.
+PATH_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,8 @@ class DrivingNetwork:
 
     Parameters
     ----------
-    graph
-        The OSMnx MultiDiGraph (``load_road_graph``).
+    nodes
+        The ``nodes`` table (``read_nodes``: ``node_id``, ``lon``, ``lat``).
     edges
         The ``edges`` table (``read_edges``).
 
@@ -101,8 +112,12 @@ class DrivingNetwork:
         If the graph has no two nodes connected both ways (nothing to drive).
     """
 
-    def __init__(self, graph: nx.MultiDiGraph, edges: gpd.GeoDataFrame) -> None:
-        component: set[int] = max(nx.strongly_connected_components(graph), key=len, default=set())
+    def __init__(self, nodes: pd.DataFrame, edges: gpd.GeoDataFrame) -> None:
+        component = largest_strong_component(
+            nodes["node_id"].to_numpy("int64"),
+            edges["u"].to_numpy("int64"),
+            edges["v"].to_numpy("int64"),
+        )
         if len(component) < 2:
             raise InputDataError(
                 "the road graph has no two nodes connected in both directions, so there is "
@@ -111,8 +126,9 @@ class DrivingNetwork:
         in_component = edges["u"].isin(component) & edges["v"].isin(component)
         table = edges.loc[in_component].sort_values(["u", "v", "key"], ignore_index=True)
         self.node_ids = np.array(sorted(component), dtype="int64")
-        lon = np.array([graph.nodes[n]["x"] for n in self.node_ids], dtype="float64")
-        lat = np.array([graph.nodes[n]["y"] for n in self.node_ids], dtype="float64")
+        position = nodes.set_index("node_id").loc[self.node_ids]
+        lon = position["lon"].to_numpy("float64")
+        lat = position["lat"].to_numpy("float64")
         self.lon0 = float(np.round((lon.min() + lon.max()) / 2, 6))
         self.lat0 = float(np.round((lat.min() + lat.max()) / 2, 6))
         crs = f"+proj=aeqd +lat_0={self.lat0} +lon_0={self.lon0} +datum=WGS84 +units=m +no_defs"
@@ -137,15 +153,24 @@ class DrivingNetwork:
         self._adj_start = np.searchsorted(self.edge_u[order], np.arange(len(self.node_ids) + 1))
         self._adj_edges = order
         self._paths: OrderedDict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.path_cache_size = path_cache_size(len(self.node_ids))
         log.debug(
             "driving network: %d of %d nodes, %d edges in the largest strongly connected "
-            "component", len(self.node_ids), graph.number_of_nodes(), len(table),
+            "component", len(self.node_ids), len(nodes), len(table),
         )  # fmt: skip
 
     @classmethod
     def from_roads_dir(cls, roads_dir: str | Path) -> DrivingNetwork:
-        """Load the graph and edge table of a roads folder (``roadcover roads build``)."""
-        return cls(load_road_graph(roads_dir), read_edges(roads_dir))
+        """Load the node and edge tables of a roads folder (``roadcover roads build``).
+
+        Raises
+        ------
+        InputDataError
+            If the folder was not written by ``roadcover roads build``, or has nothing
+            drivable.
+        """
+        read_roads_meta(roads_dir)  # a clear error for a folder that is not a roads folder
+        return cls(read_nodes(roads_dir), read_edges(roads_dir))
 
     def to_xy(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project degrees to local metres (x east, y north)."""
@@ -180,7 +205,7 @@ class DrivingNetwork:
             origin, cutoff_m, self._adj_start, self._adj_edges, self.edge_v, self.edge_length_m
         )
         self._paths[(origin, cutoff_m)] = result
-        if len(self._paths) > _CACHE_SIZE:
+        if len(self._paths) > self.path_cache_size:
             self._paths.popitem(last=False)
         return result
 
@@ -202,6 +227,26 @@ class DrivingNetwork:
         return Route(
             edges=edges, xy=xy, cum_m=cum, edge_start_m=edge_start, step=step, step_m=step_m
         )
+
+
+def largest_strong_component(
+    node_ids: np.ndarray, edge_u: np.ndarray, edge_v: np.ndarray
+) -> set[int]:
+    """Return the nodes of the largest strongly connected component of a directed graph.
+
+    The graph is networkx's plain ``DiGraph`` of the nodes (in table order) and the edges' end
+    nodes, so the components come in the order that of the OSMnx graph of the same tables
+    gives (of two largest, the first found wins, as before).
+    """
+    graph = nx.DiGraph()
+    graph.add_nodes_from(node_ids.tolist())
+    graph.add_edges_from(zip(edge_u.tolist(), edge_v.tolist(), strict=True))
+    return max(nx.strongly_connected_components(graph), key=len, default=set())
+
+
+def path_cache_size(nodes: int) -> int:
+    """Shortest-path trees a network of ``nodes`` nodes caches: 4,096 within 64 MiB, at least 1."""
+    return max(1, min(_CACHE_SIZE, PATH_CACHE_BYTES // (16 * max(1, nodes))))
 
 
 def edge_speeds_mps(highway: Iterable[object], maxspeed: Iterable[object]) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -27,6 +28,7 @@ from pipeline.geodesy import distances_m
 from pipeline.io import read_table
 from pipeline.roads import build_roads, load_road_graph, read_edges, resolve_extract
 from pipeline.simulate import fleet as fleet_module
+from pipeline.simulate import network as network_module
 from pipeline.simulate.drive import ar1_filter
 from pipeline.simulate.drive_kernels import _grid, _sorted_unique, _with_departures
 from pipeline.simulate.fleet import drive_device, plan_fleet, simulate_fleet
@@ -308,6 +310,20 @@ def test_devices_driven_on_two_dask_workers_give_the_same_files(
     assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "dask")
 
 
+def test_a_path_cache_of_one_tree_gives_the_same_files(
+    roads_dir: Path, params: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortest-path cache only saves time: with room for one tree, the same bytes."""
+    settings = replace(params, days=1)
+    simulate_fleet(roads_dir, tmp_path / "cached", settings)
+    fleet_module._network.cache_clear()  # a network built anew, with the small cache
+    monkeypatch.setattr(network_module, "PATH_CACHE_BYTES", 1)
+    simulate_fleet(roads_dir, tmp_path / "one", settings)
+    assert fleet_module._network(str(roads_dir.absolute())).path_cache_size == 1
+    fleet_module._network.cache_clear()
+    assert file_hashes(tmp_path / "cached") == file_hashes(tmp_path / "one")
+
+
 # --- file formats ------------------------------------------------------------------------
 
 
@@ -518,3 +534,34 @@ def test_pick_draws_what_choice_draws(seed: int, sizes: list[int]) -> None:
         values = np.arange(size, dtype="int64") * 7
         assert fleet_module.pick(mine, values) == numpys.choice(values)
         assert mine.random() == numpys.random()
+
+
+def cached_networks() -> int:
+    """The driving networks this process has cached (run on a Dask worker)."""
+    return fleet_module._network.cache_info().currsize
+
+
+def test_a_shared_clusters_workers_drop_the_network_after_the_stage(
+    roads_dir: Path,
+    params: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers of a cluster that outlives the stage keep no network once the stage ends."""
+    from dask.distributed import Client, LocalCluster
+
+    monkeypatch.setattr(fleet_module, "DEVICES_PER_TASK", 1)  # a task per device
+    settings = replace(params, days=1)
+    simulate_fleet(roads_dir, tmp_path / "alone", settings, workers=1)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+        caplog.at_level(logging.INFO, logger=fleet_module.__name__),
+    ):
+        simulate_fleet(roads_dir, tmp_path / "shared", settings, 2, cluster.scheduler_address)
+        held = client.run(cached_networks)
+    assert list(held.values()) == [0, 0]
+    released = re.search(r"simulate: (\d) worker\(s\) released", caplog.text)
+    assert released is not None and int(released.group(1)) >= 1  # they had loaded it
+    assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "shared")
