@@ -63,7 +63,7 @@ from pipeline.roads.identity import describe_roads, roads_identity
 from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
 from pipeline.snap.hmm_kernels import NO_CANDIDATE
-from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
+from pipeline.snap.match import UNMATCHED_REASONS, TripsMatch, match_trips, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
 
@@ -425,14 +425,11 @@ def match_chunk(
     bounds = _run_bounds(points.column("trip_id"))
     seconds = points.column("observed_at").cast(pa.int64()).to_numpy() / 1000.0
     lon, lat = (points.column(c).to_numpy() for c in ("lon", "lat"))
-    results = [
-        match_trip(net, lon[a:b], lat[a:b], seconds[a:b], params)
-        for a, b in itertools.pairwise(bounds)
-    ]
-    fixes = {name: np.concatenate([getattr(r, name) for r in results]) for name in _FIX_FIELDS}
+    trips = match_trips(net, lon, lat, seconds, bounds, params)
+    fixes = {name: getattr(trips, name) for name in _FIX_FIELDS}
     firsts = points.take(bounds[:-1])
-    segments, trip_bounds = _segments(net, results, firsts)
-    quality = _trip_quality(firsts, bounds, fixes, segments, trip_bounds, params)
+    segments = _segments(net, trips, firsts)
+    quality = _trip_quality(firsts, bounds, fixes, segments, trips.route_bounds, params)
     return _matched_points(net, points, fixes), segments, quality
 
 
@@ -486,16 +483,11 @@ def _float_array(values: np.ndarray) -> pa.Array:
     return pa.array(values, from_pandas=True)
 
 
-def _segments(
-    net: MatchNetwork, results: list[TripMatch], firsts: pa.Table
-) -> tuple[Segments, np.ndarray]:
-    """Return the trips' traversed pieces as segments, and where each trip's segments start."""
-    route = {
-        n: np.concatenate([r.route_columns[n] for r in results]) for n in results[0].route_columns
-    }
-    sizes = np.array([len(r.route_columns["edge"]) for r in results], dtype=np.int64)
-    trip_bounds = np.r_[0, np.cumsum(sizes)]
-    trip_index = pa.array(np.repeat(np.arange(len(results)), sizes))
+def _segments(net: MatchNetwork, trips: TripsMatch, firsts: pa.Table) -> Segments:
+    """Return the trips' traversed pieces as segments (trip ``i``'s: ``trips.route_bounds``)."""
+    route, trip_bounds = trips.route_columns, trips.route_bounds
+    sizes = np.diff(trip_bounds)
+    trip_index = pa.array(np.repeat(np.arange(len(sizes)), sizes))
     edge = route["edge"]
     columns = {
         "trace_id": firsts.column("trace_id").take(trip_index),
@@ -515,7 +507,7 @@ def _segments(
         "exited_at": _utc_ms(route["exited_at_s"]),
     }
     coords, offsets = substring_lines(net, edge, route["from_metric_m"], route["to_metric_m"])
-    return Segments(pa.table(columns), coords, offsets), trip_bounds
+    return Segments(pa.table(columns), coords, offsets)
 
 
 def _utc_ms(seconds: np.ndarray) -> pa.Array:
