@@ -17,6 +17,15 @@ from pipeline.snap.graph_kernels import search_candidates
 from pipeline.snap.hmm_kernels import decode_viterbi
 from pipeline.snap.route_kernels import build_route_pieces, matched_fixes
 
+# the modules whose kernels match_trips_kernel compiles into its own machine code: its cache is
+# renewed when one of them changes (pipeline.jit)
+KERNELS_CALLED = (
+    "pipeline.snap.graph_kernels",
+    "pipeline.snap.hmm_kernels",
+    "pipeline.snap.route_kernels",
+    "pipeline.snap.ubodt_kernels",
+)
+
 
 @cached_njit
 def _candidate_points(ptr: np.ndarray) -> np.ndarray:
@@ -37,7 +46,7 @@ def _grow(pieces: np.ndarray, used: int, extra: int) -> np.ndarray:
     return bigger
 
 
-@cached_njit
+@cached_njit(depends_on=KERNELS_CALLED)
 def match_trips_kernel(
     x: np.ndarray,
     y: np.ndarray,
