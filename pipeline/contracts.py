@@ -586,7 +586,7 @@ def unique_in_blocks(table: pa.Table, key: tuple[str, ...] | list[str]) -> bool:
     after, _ = _neighbour_order(table, key[1:])
     if not pc.all(pc.or_(pc.invert(same_block), after), min_count=0).as_py():
         return False
-    block_starts = pa.concat_arrays([pa.array([True]), pc.invert(same_block).combine_chunks()])
+    block_starts = pa.concat_arrays([_booleans(True, 1), pc.invert(same_block).combine_chunks()])
     leads = lead.filter(block_starts)
     return bool(pc.count_distinct(leads, mode="all").as_py() == len(leads))
 
@@ -598,11 +598,18 @@ def _neighbour_order(
 
     A null compares as neither after nor tied.
     """
-    after: pa.ChunkedArray | pa.Array = pa.array(np.zeros(table.num_rows - 1, dtype=bool))
-    tied: pa.ChunkedArray | pa.Array = pa.array(np.ones(table.num_rows - 1, dtype=bool))
+    after: pa.ChunkedArray | pa.Array = _booleans(False, table.num_rows - 1)
+    tied: pa.ChunkedArray | pa.Array = _booleans(True, table.num_rows - 1)
+    false = _booleans(False, 1)[0]
     for name in key:
         column = table.column(name)
         previous, following = column.slice(0, table.num_rows - 1), column.slice(1)
-        after = pc.or_(after, pc.and_(tied, pc.fill_null(pc.greater(following, previous), False)))
-        tied = pc.and_(tied, pc.fill_null(pc.equal(following, previous), False))
+        after = pc.or_(after, pc.and_(tied, pc.fill_null(pc.greater(following, previous), false)))
+        tied = pc.and_(tied, pc.fill_null(pc.equal(following, previous), false))
     return after, tied
+
+
+def _booleans(value: bool, count: int) -> pa.Array:
+    """``count`` times ``value``, built from its bits (``pyarrow.array`` would import pandas)."""
+    bits = np.packbits(np.full(count, value), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), count, [None, pa.py_buffer(bits)])

@@ -124,20 +124,22 @@ def write_json(data: Any, path: str | Path) -> None:
         temp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_table(frame: pd.DataFrame, path: str | Path, contract: Contract) -> None:
+def write_table(frame: pd.DataFrame | pa.Table, path: str | Path, contract: Contract) -> None:
     """Write a stage output after checking its contract.
 
     A contract with a geometry column is written as GeoParquet 1.1 (WKB, covering bbox) from a
-    GeoDataFrame; one without as plain Parquet. Columns are put in contract order and safely
-    cast to the contract's types (e.g. pandas' ``large_string`` to ``string``); a column that
-    cannot be cast is a contract problem.
+    GeoDataFrame; one without as plain Parquet, from a DataFrame or an Arrow table. Columns are
+    put in contract order and safely cast to the contract's types (e.g. pandas'
+    ``large_string`` to ``string``); a column that cannot be cast is a contract problem.
 
     Raises
     ------
     ContractError
         If the frame does not satisfy ``contract``.
     """
-    if contract.geometry_column is None:
+    if isinstance(frame, pa.Table) and contract.geometry_column is None:
+        table = frame
+    elif contract.geometry_column is None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     else:
         from geopandas.io.arrow import _geopandas_to_arrow
@@ -253,7 +255,7 @@ def write_lines(
     high = np.maximum.reduceat(coords, offsets[:-1]) if lines else np.empty((0, 2))
     geometry = wkb_linestrings(coords, offsets)
     if index is not None:
-        geometry, low, high = geometry.take(pa.array(index)), low[index], high[index]
+        geometry, low, high = geometry.take(arrow_array(index)), low[index], high[index]
     bounds = (low[:, 0], low[:, 1], high[:, 0], high[:, 1])
     corners = np.concatenate([low, high])  # the file's bbox: that of all the vertices
     _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, corners)
@@ -282,12 +284,84 @@ def _write_geometry(
     table = table.append_column(contract.geometry_column, geometry)
     table = table.append_column(
         COVERING_BBOX_COLUMN,
-        pa.StructArray.from_arrays(list(bounds), names=["xmin", "ymin", "xmax", "ymax"]),
+        pa.StructArray.from_arrays(
+            [arrow_array(np.asarray(b, dtype="float64")) for b in bounds],
+            names=["xmin", "ymin", "xmax", "ymax"],
+        ),
     )
     x, y = (vertices[:, 0], vertices[:, 1]) if vertices is not None else bounds[:2]
     geo = _geo_metadata(contract.geometry_column, geometry_type, x, y, crs)
     metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
     _write_conformed(table.replace_schema_metadata(metadata), path, contract)
+
+
+def arrow_array(
+    values: np.ndarray, valid: np.ndarray | None = None, type: pa.DataType | None = None
+) -> pa.Array:
+    """Return an Arrow array of a numeric or boolean numpy array, built from its buffers.
+
+    The same array as ``pyarrow.array(values, mask=~valid)``, without the pandas import that
+    ``pyarrow.array`` makes on its first call (a quarter of a second at a stage's start).
+
+    Parameters
+    ----------
+    values
+        One-dimensional numbers or booleans.
+    valid
+        False where the value is null; default: none is.
+    type
+        The Arrow type of the values' bytes (e.g. a timestamp of int64s); default: that of
+        their numpy dtype.
+    """
+    values = np.ascontiguousarray(values)
+    count = len(values)
+    validity, nulls = None, 0
+    if valid is not None and not valid.all():
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        nulls = count - int(np.count_nonzero(valid))
+    if values.dtype == np.bool_:
+        data = pa.py_buffer(np.packbits(values, bitorder="little"))
+        arrow_type = type or pa.bool_()
+    else:
+        data = pa.py_buffer(values)
+        arrow_type = type or pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(arrow_type, count, [validity, data], null_count=nulls)
+
+
+def arrow_strings(values: list[str]) -> pa.Array:
+    """Return an Arrow string array of ``values``, built from its buffers (see arrow_array)."""
+    encoded = [value.encode() for value in values]
+    offsets = np.r_[0, np.cumsum([len(value) for value in encoded])].astype("int32")
+    return pa.Array.from_buffers(
+        pa.string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
+
+
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float64(): np.float64}
+
+
+def numpy_values(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Return the values of a column of int32, int64, float64, timestamps (int64) or booleans.
+
+    Read from the column's buffers: ``to_numpy`` would import pandas (see
+    :func:`arrow_array`). Null slots give whatever their buffer holds.
+
+    Raises
+    ------
+    TypeError
+        If the column is of another type.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    start, stop = array.offset, array.offset + len(array)
+    if pa.types.is_boolean(array.type):
+        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+        return np.unpackbits(bits, count=stop, bitorder="little")[start:].astype(bool)
+    value_type = pa.int64() if pa.types.is_timestamp(array.type) else array.type
+    if value_type not in _NUMPY_TYPES:
+        raise TypeError(f"numpy_values reads numbers, timestamps and booleans, not {array.type}")
+    if len(array) == 0:
+        return np.empty(0, dtype=_NUMPY_TYPES[value_type])
+    return np.frombuffer(array.buffers()[1], dtype=_NUMPY_TYPES[value_type])[start:stop]
 
 
 def wkb_points(lon: np.ndarray, lat: np.ndarray) -> pa.BinaryArray:

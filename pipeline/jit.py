@@ -14,16 +14,25 @@ When none is writable (a read-only image and HOME), numba's ``cache=True`` would
 (``RuntimeError: cannot cache function ... no locator available``); the kernels are then
 compiled without a cache instead, in every process, and one warning says how to fix it.
 ``roadcover warmup`` (:mod:`pipeline.warmup`) fills the cache at install time.
+
+Numba keeps a kernel's machine code until the source file of the kernel changes, not when a
+kernel it calls from another file does: a kernel that compiles others' code into its own (the
+snap stage's :func:`~pipeline.snap.batch_kernels.match_trips_kernel`) names those files with
+``depends_on``, and its cache is then also renewed when one of them changes.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from numba import njit
+from numba.core import caching
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +43,21 @@ NO_LOCATOR = "no locator available"
 Function = Callable[..., Any]
 
 
-def cached_njit(function: Function | None = None, /, **options: Any) -> Any:
+def cached_njit(
+    function: Function | None = None, /, depends_on: tuple[str, ...] = (), **options: Any
+) -> Any:
     """``numba.njit(cache=True, **options)``, or without the cache where none can be written.
 
-    Use as ``@cached_njit`` or ``@cached_njit(inline="always")``.
+    Use as ``@cached_njit``, ``@cached_njit(inline="always")`` or
+    ``@cached_njit(depends_on=("pipeline.snap.hmm_kernels",))``.
 
     Parameters
     ----------
     function
         The Python function to compile (given when used without parentheses).
+    depends_on
+        Modules (dotted names) whose kernels this one calls: the cached machine code is
+        renewed when their source changes too, not only the function's own file.
     **options
         Further options of :func:`numba.njit`.
 
@@ -53,14 +68,57 @@ def cached_njit(function: Function | None = None, /, **options: Any) -> Any:
 
     def decorate(py_func: Function) -> Any:
         try:
-            return njit(cache=True, **options)(py_func)
+            dispatcher = njit(cache=True, **options)(py_func)
         except RuntimeError as exc:
             if NO_LOCATOR not in str(exc):
                 raise
             _warn_uncached()
             return njit(cache=False, **options)(py_func)
+        if depends_on:
+            dispatcher._cache = _dependent_cache(py_func, depends_on)
+        return dispatcher
 
     return decorate if function is None else decorate(function)
+
+
+def _dependent_cache(py_func: Function, modules: tuple[str, ...]) -> caching.FunctionCache:
+    """Numba's cache of ``py_func``, whose source stamp also covers the modules' sources.
+
+    Numba stamps a kernel's cache index with a hash of the kernel's own source file and
+    disregards an index of another stamp; here the stamp is that hash and the hashes of the
+    modules' files, so an index written before one of them changed is disregarded too.
+    """
+    files = tuple(_module_file(name) for name in modules)
+
+    def stamped(locator: type[object]) -> type[object]:
+        class Stamped(locator):  # type: ignore[valid-type, misc]
+            def get_source_stamp(self) -> Any:
+                return (super().get_source_stamp(), *(_file_hash(file) for file in files))
+
+        return Stamped
+
+    class Impl(caching.CompileResultCacheImpl):
+        _locator_classes = [  # noqa: RUF012 (numba's own class attribute)
+            stamped(c) for c in caching.CompileResultCacheImpl._locator_classes
+        ]
+
+    class Cache(caching.FunctionCache):
+        _impl_class = Impl
+
+    return Cache(py_func)
+
+
+def _module_file(name: str) -> Path:
+    """Return the source file of a module, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"cached_njit(depends_on=...): no module {name!r}")
+    return Path(spec.origin)
+
+
+def _file_hash(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes (as numba stamps a kernel's own source file)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @functools.cache

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # the modules holding the stages' kernels (the UBODT builder is not used by the stages)
 KERNEL_MODULES = (
     "pipeline.simulate.drive_kernels",
+    "pipeline.snap.batch_kernels",
     "pipeline.snap.graph_kernels",
     "pipeline.snap.group_stats",
     "pipeline.snap.hmm_kernels",

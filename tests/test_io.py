@@ -21,10 +21,13 @@ from pipeline.contracts import EDGES, NODES, Contract, validate_table
 from pipeline.errors import ContractError, InputDataError
 from pipeline.io import (
     _parsed_crs,
+    arrow_array,
+    arrow_strings,
     arrow_to_geodataframe,
     atomic_path,
     concat_tables,
     file_sha256,
+    numpy_values,
     read_table,
     wkb_linestrings,
     write_lines,
@@ -367,3 +370,74 @@ def test_file_sha256_is_hashlib_of_the_whole_file(tmp_path: Path, size: int) -> 
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     assert file_sha256(str(path)) == hashlib.sha256(data).hexdigest()
+
+
+NUMPY_DTYPES = ["int32", "int64", "float64", "bool"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(NUMPY_DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(0, 40),
+    with_nulls=st.booleans(),
+)
+def test_arrow_array_is_the_array_pyarrow_makes_of_the_values(
+    dtype: str, seed: int, size: int, with_nulls: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 1e6, size) if dtype == "float64" else rng.integers(0, 2, size) * 7
+    values = values.astype(dtype)
+    valid = rng.random(size) > 0.3 if with_nulls else None
+    made = arrow_array(values, valid=valid)
+    expected = pa.array(values, mask=None if valid is None else ~valid)
+    assert made.type == expected.type and made.null_count == expected.null_count
+    assert made.to_pylist() == expected.to_pylist()
+
+
+def test_arrow_array_of_a_timestamp_type_and_strings_are_pyarrows() -> None:
+    ms = np.array([0, 1_700_000_000_123, -5], dtype="int64")
+    stamps = arrow_array(ms, valid=np.array([True, True, False]), type=pa.timestamp("ms", "UTC"))
+    expected = pa.array([0, 1_700_000_000_123, None], type=pa.int64()).cast(
+        pa.timestamp("ms", "UTC")
+    )
+    assert stamps.equals(expected)
+    names = ["no_candidate", "", "outlier", "é€"]
+    assert arrow_strings(names).equals(pa.array(names, type=pa.string()))
+    assert arrow_strings([]).equals(pa.array([], type=pa.string()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(NUMPY_DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.lists(st.integers(0, 20), min_size=0, max_size=4),
+    cut=st.integers(0, 5),
+)
+def test_numpy_values_of_chunked_and_sliced_columns_are_pyarrows(
+    dtype: str, seed: int, sizes: list[int], cut: int
+) -> None:
+    """Chunks and slices start at offsets inside their buffers (booleans: inside a byte)."""
+    rng = np.random.default_rng(seed)
+    chunks = [
+        pa.array((rng.normal(0, 1e6, n) if dtype == "float64" else rng.integers(-9, 9, n)) > 0)
+        if dtype == "bool"
+        else pa.array((rng.normal(0, 1e6, n) if dtype == "float64" else rng.integers(-9, 9, n))
+                      .astype(dtype))
+        for n in sizes
+    ]  # fmt: skip
+    column = pa.chunked_array(chunks, type=pa.from_numpy_dtype(np.dtype(dtype)))
+    column = column.slice(min(cut, len(column)))
+    values = numpy_values(column)
+    assert values.dtype == np.dtype(dtype)
+    assert values.tolist() == column.to_pylist()
+    for chunk in chunks:  # an array sliced: its values start inside its buffer
+        part = chunk.slice(min(cut, len(chunk)))
+        assert numpy_values(part).tolist() == part.to_pylist()
+
+
+def test_numpy_values_of_timestamps_are_their_int64s_and_other_types_are_refused() -> None:
+    stamps = pa.array([0, 1_700_000_000_123], type=pa.timestamp("ms", "UTC"))
+    assert numpy_values(stamps).tolist() == [0, 1_700_000_000_123]
+    with pytest.raises(TypeError, match="not string"):
+        numpy_values(pa.array(["a"]))

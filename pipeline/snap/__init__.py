@@ -2,8 +2,10 @@
 
 from pipeline.snap.match import (
     TripMatch,
+    TripsMatch,
     edge_substrings,
     match_trip,
+    match_trips,
     route_segments,
     traversed_segments,
 )
@@ -22,12 +24,14 @@ __all__ = [
     "MatchNetwork",
     "MatchParams",
     "TripMatch",
+    "TripsMatch",
     "Ubodt",
     "build_match_network",
     "build_ubodt",
     "edge_substrings",
     "load_match_network",
     "match_trip",
+    "match_trips",
     "prepare_match_network",
     "route_segments",
     "save_match_network",

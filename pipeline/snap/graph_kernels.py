@@ -67,6 +67,21 @@ def _project(
     return np.sqrt(cx * cx + cy * cy), f
 
 
+@cached_njit(inline="always")
+def _sort_by_distance(dist: np.ndarray, edge: np.ndarray, off: np.ndarray, n: int) -> None:
+    """Sort the first ``n`` candidates by distance, in place; equal distances keep their order.
+
+    An insertion sort: a fix has a few candidates, too few for a sort that allocates.
+    """
+    for i in range(1, n):
+        d, e, o = dist[i], edge[i], off[i]
+        j = i - 1
+        while j >= 0 and dist[j] > d:
+            dist[j + 1], edge[j + 1], off[j + 1] = dist[j], edge[j], off[j]
+            j -= 1
+        dist[j + 1], edge[j + 1], off[j + 1] = d, e, o
+
+
 @cached_njit
 def search_candidates(
     px: np.ndarray,
@@ -148,13 +163,12 @@ def search_candidates(
                             b_off[nb] = off
                             nb += 1
             r *= 2.0
-        order = np.argsort(b_dist[:nb], kind="mergesort")
+        _sort_by_distance(b_dist, b_edge, b_off, nb)
         take = min(nb, max_candidates)
         for q in range(take):
-            o = order[q]
-            out_edge[k_out] = b_edge[o]
-            out_off[k_out] = b_off[o]
-            out_dist[k_out] = b_dist[o]
+            out_edge[k_out] = b_edge[q]
+            out_off[k_out] = b_off[q]
+            out_dist[k_out] = b_dist[q]
             k_out += 1
         ptr[i + 1] = k_out
     return ptr, out_edge[:k_out], out_off[:k_out], out_dist[:k_out]

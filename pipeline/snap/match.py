@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.snap.batch_kernels import match_trips_kernel
 from pipeline.snap.graph_kernels import search_candidates
 from pipeline.snap.hmm_kernels import (
     MATCHED,
@@ -149,6 +150,125 @@ def match_trip(
     return _trip_match(net, cand, chosen, status, segment, pieces)
 
 
+@dataclass(frozen=True, eq=False)
+class TripsMatch:
+    """The results of matching many trips (:func:`match_trips`), concatenated trip after trip.
+
+    Attributes
+    ----------
+    edge, offset_m, lon, lat, distance_m, reason, segment, is_break
+        Per fix, as in :class:`TripMatch` (``segment`` counts each trip's runs from 0).
+    route_columns
+        The trips' :attr:`TripMatch.route_columns`, one after the other.
+    route_bounds
+        Trip ``i``'s rows of ``route_columns`` are ``route_bounds[i]:route_bounds[i + 1]``.
+    """
+
+    edge: np.ndarray
+    offset_m: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    distance_m: np.ndarray
+    reason: np.ndarray
+    segment: np.ndarray
+    is_break: np.ndarray
+    route_columns: dict[str, np.ndarray]
+    route_bounds: np.ndarray
+
+
+def match_trips(
+    net: MatchNetwork,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    t_s: np.ndarray,
+    bounds: np.ndarray,
+    params: MatchParams | None = None,
+) -> TripsMatch:
+    """Match many trips at once: trip ``i`` is fixes ``bounds[i]:bounds[i + 1]``.
+
+    Each trip's result is :func:`match_trip`'s of the trip alone (with the search radius
+    ``params.search_radius_m``), in one compiled call for all the trips instead of one call
+    per trip (:func:`~pipeline.snap.batch_kernels.match_trips_kernel`).
+
+    Parameters
+    ----------
+    net
+        The match network of the roads folder.
+    lon, lat
+        Fixes in EPSG:4326, trip after trip.
+    t_s
+        Fix times in seconds (any epoch), non-decreasing within each trip.
+    bounds
+        Where each trip starts, and the number of fixes: ``len(bounds) - 1`` trips.
+    params
+        Matcher settings; defaults of :class:`MatchParams` if omitted.
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in length, ``bounds`` does not cut them into trips, or the times
+        decrease within a trip.
+    """
+    params = params or MatchParams()
+    lon, lat, t_s = (np.asarray(a, dtype="float64") for a in (lon, lat, t_s))
+    bounds = np.asarray(bounds, dtype=np.int64)
+    _check_trips(lon, lat, t_s, bounds)
+    x, y = net.transformer().transform(lon, lat)
+    x, y = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    radius = np.full(len(x), float(params.search_radius_m))
+    search = (
+        float(params.max_search_radius_m), int(params.max_candidates), net.vert_x, net.vert_y,
+        net.vert_off_m, net.seg_vert, net.seg_edge, net.grid_keys, net.grid_ptr, net.grid_seg,
+        float(net.grid_origin[0]), float(net.grid_origin[1]), float(net.grid_cell_m),
+        int(net.grid_ncols),
+    )  # fmt: skip
+    geometry = (net.edge_length_m, net.edge_len_m, net.edge_vert_ptr, net.vert_lon, net.vert_lat)
+    with _network_workspace(net) as workspace:
+        fixes, pieces, piece_bounds = match_trips_kernel(
+            x, y, t_s, bounds, radius, search, geometry, net.routing_arrays(),
+            net.ubodt_arrays(), params.kernel_array(), float(params.max_route_m), workspace,
+        )  # fmt: skip
+    edge, offset, dist, snapped_lon, snapped_lat, is_break, status, segment = fixes
+    kept = _kept_pieces(pieces)
+    piece_trip = np.repeat(np.arange(len(bounds) - 1), np.diff(piece_bounds))
+    sizes = np.bincount(piece_trip[kept], minlength=len(bounds) - 1)
+    return TripsMatch(
+        edge=edge,
+        offset_m=offset,
+        lon=snapped_lon,
+        lat=snapped_lat,
+        distance_m=dist,
+        reason=_REASONS[status],
+        segment=segment.astype(np.int64),
+        is_break=is_break,
+        route_columns=_route_columns(net, pieces),
+        route_bounds=np.r_[0, np.cumsum(sizes)].astype(np.int64),
+    )
+
+
+def _check_trips(lon: np.ndarray, lat: np.ndarray, t_s: np.ndarray, bounds: np.ndarray) -> None:
+    """Check the arrays of :func:`match_trips` (as :func:`_check_trip` does one trip's)."""
+    if not len(lon) == len(lat) == len(t_s):
+        raise ValueError(
+            f"lon, lat and t_s differ in length ({len(lon)}, {len(lat)}, {len(t_s)}); "
+            "give one value per fix"
+        )
+    if len(bounds) < 1 or bounds[0] != 0 or bounds[-1] != len(t_s) or (np.diff(bounds) < 0).any():
+        raise ValueError(
+            f"bounds must rise from 0 to the number of fixes ({len(t_s)}); give where each "
+            "trip starts, then the number of fixes"
+        )
+    steps = np.diff(t_s) < 0
+    ends = bounds[1:-1] - 1  # a trip may start before the previous one ended
+    steps[ends[(ends >= 0) & (ends < len(steps))]] = False
+    if steps.any():
+        first = int(np.flatnonzero(steps)[0])
+        raise ValueError(
+            f"t_s decreases within a trip at fix {first + 1} ({t_s[first]} -> "
+            f"{t_s[first + 1]}); sort each trip by time first"
+        )
+
+
 class _NetworkWorkspaces(threading.local):
     """Each thread's :func:`~pipeline.snap.hmm_kernels.new_network_workspace` per network.
 
@@ -228,10 +348,15 @@ def _scale(net: MatchNetwork, edge: np.ndarray) -> np.ndarray:
     return np.divide(net.edge_length_m[edge], metric, out=np.ones(len(edge)), where=metric > 0)
 
 
+def _kept_pieces(pieces: np.ndarray) -> np.ndarray:
+    """Which rows of the kernel's piece table are kept in the route: those of some length."""
+    kept: np.ndarray = pieces[:, TO] - pieces[:, FROM] > 1e-9
+    return kept
+
+
 def _route_columns(net: MatchNetwork, pieces: np.ndarray) -> dict[str, np.ndarray]:
     """Turn the kernel's piece table into route columns, dropping zero-length pieces."""
-    keep = pieces[:, TO] - pieces[:, FROM] > 1e-9
-    p = pieces[keep]
+    p = pieces[_kept_pieces(pieces)]
     edge = p[:, 0].astype(np.int64)
     scale = _scale(net, edge)
     return {

@@ -23,13 +23,13 @@ import itertools
 import logging
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -47,11 +47,13 @@ from pipeline.errors import InputDataError
 from pipeline.io import (
     STAGED_SUFFIX,
     STAGING_DIR,
+    arrow_array,
+    arrow_strings,
     batch_of_part,
     committed_batches,
     concat_tables,
+    numpy_values,
     read_arrow,
-    read_table,
     write_json,
     write_lines,
     write_points,
@@ -63,9 +65,12 @@ from pipeline.roads.identity import describe_roads, roads_identity
 from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
 from pipeline.snap.hmm_kernels import NO_CANDIDATE
-from pipeline.snap.match import UNMATCHED_REASONS, TripMatch, match_trip, substring_lines
+from pipeline.snap.match import UNMATCHED_REASONS, TripsMatch, match_trips, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
+
+if TYPE_CHECKING:  # a sharded region's trips are grouped in a DataFrame; the stage uses Arrow
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,10 @@ SEGMENTS_FILE = "matched_segments.parquet"
 QUALITY_FILE = "match_quality.parquet"
 META_FILE = "meta.json"
 BREAK_FACTOR = 0.8
+NS_PER_S, NS_PER_MS = 1_000_000_000, 1_000_000
+
+TripFiles = dict[str, np.ndarray]
+"""The trips of a batch: ``trip_id`` and ``file`` (the partition holding its fixes), row by row."""
 
 
 def match_params(settings: SnapSettings) -> MatchParams:
@@ -151,19 +160,23 @@ def snap_traces(
             quality = _match_batch(
                 tasks, trips, roads_dir, params, settings.workers, scheduler_address
             )
-            check_near_roads(quality.pop("far_points"), quality["points"], trip_files,
-                             settings, (traces_dir, batch_id), (roads_dir, roads))  # fmt: skip
+            check_near_roads(
+                numpy_values(quality.column("far_points")),
+                numpy_values(quality.column("points")),
+                trip_files, settings, (traces_dir, batch_id), (roads_dir, roads),
+            )  # fmt: skip
+            quality = quality.drop_columns(["far_points"])
             (matched_dir / META_FILE).unlink(missing_ok=True)  # incomplete until rewritten
             _write_outputs(matched_dir, tasks, quality)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         meta = {
             "batch_id": batch_id,
-            "trips": len(quality),
-            "points": int(quality["points"].sum()),
-            "matched_points": int(quality["matched_points"].sum()),
+            "trips": quality.num_rows,
+            "points": int(numpy_values(quality.column("points")).sum()),
+            "matched_points": int(numpy_values(quality.column("matched_points")).sum()),
             "segments": int(pq.ParquetFile(matched_dir / SEGMENTS_FILE).metadata.num_rows),
-            "matched_km": float(quality["matched_km"].sum()),
+            "matched_km": float(numpy_values(quality.column("matched_km")).sum()),
             "seconds": round(time.perf_counter() - started, 3),
             "params": params.__dict__,
             "roads": roads,
@@ -174,28 +187,40 @@ def snap_traces(
 
 def _match_batch(
     tasks: list[MatchTask],
-    trips: pd.DataFrame,
+    trips: pa.Table,
     roads_dir: Path,
     params: MatchParams,
     workers: int | None,
     scheduler_address: str | None,
-) -> pd.DataFrame:
-    """Run the match tasks; return the quality rows with the trips' ingest verdicts."""
+) -> pa.Table:
+    """Run the match tasks; return the quality rows with the trips' ingest verdicts.
+
+    A trip the trips table lacks (or whose verdict is null) is implausible, of trust 0.
+    """
     roads = str(roads_dir.absolute())  # a shared worker may run in another folder
     results = run_tasks(
         match_task, tasks, "match chunks", workers, scheduler_address,
         roads_dir=roads, params=params,
     )  # fmt: skip
-    quality = pd.concat(results, ignore_index=True).merge(
-        trips[["trip_id", "plausible", "trust_score"]], on="trip_id", how="left"
-    )
-    return quality.fillna({"plausible": False, "trust_score": 0.0})
+    quality = pa.concat_tables(results)
+    verdicts = {
+        trip: (plausible or False, trust or 0.0)
+        for trip, plausible, trust in zip(
+            *(trips.column(name).to_pylist() for name in ("trip_id", "plausible", "trust_score")),
+            strict=True,
+        )
+    }
+    found = [verdicts.get(trip, (False, 0.0)) for trip in quality.column("trip_id").to_pylist()]
+    plausible = np.array([verdict[0] for verdict in found], dtype=bool)
+    trust = np.array([verdict[1] for verdict in found], dtype="float64")
+    quality = quality.append_column("plausible", arrow_array(plausible))
+    return quality.append_column("trust_score", arrow_array(trust))
 
 
 def check_near_roads(
-    far_points: pd.Series,
-    points: pd.Series,
-    trip_files: pd.DataFrame,
+    far_points: np.ndarray,
+    points: np.ndarray,
+    trip_files: TripFiles,
     settings: SnapSettings,
     traces: tuple[Path, str | None],
     roads: tuple[Path, dict[str, Any]],
@@ -227,7 +252,7 @@ def check_near_roads(
     if total == 0 or near >= settings.min_fixes_near_roads * total:
         return
     (traces_dir, batch_id), (roads_dir, identity) = traces, roads
-    extent = _fixes_extent(sorted(set(trip_files["file"])))
+    extent = _fixes_extent(sorted({str(file) for file in trip_files["file"]}))
     raise InputDataError(
         f"{traces_dir} (batch {batch_id or '(all)'}): only {near} of {total} fixes "
         f"({100 * near / total:.1f}%) lie within {settings.max_search_radius_m:g} m of a road "
@@ -270,31 +295,28 @@ def batch_point_files(traces_dir: Path, batch_id: str | None) -> list[Path]:
     return files
 
 
-def batch_trip_files(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
+def batch_trip_files(traces_dir: Path, batch_id: str | None) -> TripFiles:
     """Every trip of a batch and the partition file holding its fixes.
 
     Reads only the ``trip_id`` column of each file (a trip never spans partitions).
     """
     files = [str(path.absolute()) for path in batch_point_files(traces_dir, batch_id)]
     ids = [pc.unique(read_arrow(f, POINTS, columns=["trip_id"])["trip_id"]) for f in files]
-    return pd.DataFrame(
-        {
-            "trip_id": pa.chunked_array(ids, type=pa.string()).to_numpy(),
-            "file": np.repeat(np.array(files, dtype=object), [len(i) for i in ids]),
-        }
-    )
+    return {
+        "trip_id": np.array(pa.chunked_array(ids, type=pa.string()).to_pylist(), dtype=object),
+        "file": np.repeat(np.array(files, dtype=object), [len(i) for i in ids]),
+    }
 
 
-def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pd.DataFrame:
-    """Read the trips table of one batch (all batches when None)."""
+def read_batch_trips(traces_dir: Path, batch_id: str | None) -> pa.Table:
+    """Read the trips' ``trip_id, plausible, trust_score`` of one batch (all when None)."""
     pattern = f"part-{batch_id}.parquet" if batch_id else "part-*.parquet"
     committed = committed_batches(traces_dir)
     found = sorted((traces_dir / "trips").glob(pattern))
     files = [path for path in found if batch_of_part(path) in committed]
     columns = ["trip_id", "plausible", "trust_score"]
-    return pd.concat(
-        [pd.DataFrame(read_table(f, TRIPS, columns=columns)) for f in files], ignore_index=True
-    )
+    tables = [read_arrow(f, TRIPS, columns=columns) for f in files]
+    return pa.concat_tables(tables) if tables else TRIPS.schema.empty_table().select(columns)
 
 
 @dataclass(frozen=True)
@@ -317,21 +339,23 @@ class MatchTask:
         return self.staging_dir / output.removesuffix(".parquet") / name
 
 
-def _tasks_on_networks(roads_dir: Path, trip_files: pd.DataFrame, staging: Path) -> list[MatchTask]:
+def _tasks_on_networks(roads_dir: Path, trip_files: TripFiles, staging: Path) -> list[MatchTask]:
     """Cut the batch into match tasks, and build (and cache) each task's match network first.
 
     In a sharded region (:mod:`pipeline.snap.shards`) each task's trips share the shards they
     are matched on, and the task names that roads folder. The shards' modules (which import
     geopandas, osmium and OSMnx) are imported only for a sharded region.
     """
-    trips_in_file = {str(f): int(n) for f, n in trip_files["file"].value_counts().items()}
+    trips_in_file = dict(Counter(str(file) for file in trip_files["file"]))
     if "shards" not in read_roads_meta(roads_dir):  # as pipeline.roads.shards.is_sharded
         prepare_match_network(roads_dir)  # build and cache the network once, before the workers
         return _match_tasks(trip_files, staging, trips_in_file)
+    import pandas as pd
+
     from pipeline.snap.shards import group_trips
 
     tasks: list[MatchTask] = []
-    for network, trips in group_trips(trip_files, roads_dir, staging):
+    for network, trips in group_trips(pd.DataFrame(trip_files), roads_dir, staging):
         prepare_match_network(network)
         folder = str(network.absolute())
         for task in _match_tasks(trips, staging, trips_in_file, first_index=len(tasks)):
@@ -340,7 +364,10 @@ def _tasks_on_networks(roads_dir: Path, trip_files: pd.DataFrame, staging: Path)
 
 
 def _match_tasks(
-    trip_files: pd.DataFrame, staging: Path, trips_in_file: dict[str, int], first_index: int = 0
+    trip_files: TripFiles | pd.DataFrame,
+    staging: Path,
+    trips_in_file: dict[str, int],
+    first_index: int = 0,
 ) -> list[MatchTask]:
     """Cut the trips into tasks of at most ``TRIPS_PER_TASK``, taken file by file.
 
@@ -348,13 +375,14 @@ def _match_tasks(
     trips than that). A task that takes all of a file's ``trips_in_file`` (the batch's trips
     per file) names the file with None: it reads the file whole.
     """
-    ordered = trip_files.sort_values(["file", "trip_id"], ignore_index=True)
-    files = ordered["file"].to_numpy()
-    trip_ids = ordered["trip_id"].tolist()
+    files = np.asarray(trip_files["file"], dtype=object)
+    trip_ids = np.asarray(trip_files["trip_id"], dtype=object)
+    order = np.lexsort((trip_ids, files))
+    files, trip_ids = files[order], trip_ids[order].tolist()
     file_starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
     tasks = []
-    for index, start in enumerate(range(0, len(ordered), TRIPS_PER_TASK)):
-        stop = min(start + TRIPS_PER_TASK, len(ordered))
+    for index, start in enumerate(range(0, len(files), TRIPS_PER_TASK)):
+        stop = min(start + TRIPS_PER_TASK, len(files))
         cuts = [start, *file_starts[(file_starts > start) & (file_starts < stop)], stop]
         by_file = {
             str(files[a]): None if b - a == trips_in_file[files[a]] else trip_ids[a:b]
@@ -364,23 +392,17 @@ def _match_tasks(
     return tasks
 
 
-def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataFrame:
+def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pa.Table:
     """Read, match and stage a task's trips; return their quality rows.
 
     Run on a Dask worker (or in-process): the fixes are read here, from the partitions, and
     the matched points and segments are written here, to the task's staged parts.
     """
-    tables = [
-        read_arrow(
-            Path(f), POINTS, columns=POINT_COLUMNS,
-            filters=None if ids is None else [("trip_id", "in", ids)],
-        )
-        for f, ids in task.trips_by_file.items()
-    ]  # fmt: skip
+    tables = [_read_trips(Path(f), ids) for f, ids in task.trips_by_file.items()]
     points = sort_rows(pa.concat_tables(tables).combine_chunks(), ["trip_id", "observed_at"])
     matched, segments, quality = match_chunk(points, task.roads_dir or roads_dir, params)
     matched = sort_rows(matched, ["trace_id", "observed_at"])
-    lon, lat = (matched.column(c).to_numpy() for c in ("lon", "lat"))
+    lon, lat = (numpy_values(matched.column(c)) for c in ("lon", "lat"))
     write_points(
         matched.drop_columns(["lon", "lat"]), lon, lat, task.part(POINTS_FILE), MATCHED_POINTS
     )
@@ -389,6 +411,18 @@ def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pd.DataF
         MATCHED_SEGMENTS,
     )  # fmt: skip
     return quality
+
+
+def _read_trips(path: Path, trip_ids: list[str] | None) -> pa.Table:
+    """Read the fixes of some trips (all when None) of a partition file.
+
+    The file is read whole and filtered in Arrow (as a row filter on the read would, whose
+    expression would import pandas).
+    """
+    table = read_arrow(path, POINTS, columns=POINT_COLUMNS)
+    if trip_ids is None:
+        return table
+    return table.filter(pc.is_in(table.column("trip_id"), value_set=arrow_strings(trip_ids)))
 
 
 def sort_rows(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -413,7 +447,7 @@ class Segments:
 
 def match_chunk(
     points: pa.Table, roads_dir: str, params: MatchParams
-) -> tuple[pa.Table, Segments, pd.DataFrame]:
+) -> tuple[pa.Table, Segments, pa.Table]:
     """Match the trips of a chunk; return matched points, segments and per-trip quality.
 
     ``points`` is sorted by trip, then time. The matched points' positions (snapped, or the
@@ -423,16 +457,13 @@ def match_chunk(
     """
     net = _worker_network(roads_dir)
     bounds = _run_bounds(points.column("trip_id"))
-    seconds = points.column("observed_at").cast(pa.int64()).to_numpy() / 1000.0
-    lon, lat = (points.column(c).to_numpy() for c in ("lon", "lat"))
-    results = [
-        match_trip(net, lon[a:b], lat[a:b], seconds[a:b], params)
-        for a, b in itertools.pairwise(bounds)
-    ]
-    fixes = {name: np.concatenate([getattr(r, name) for r in results]) for name in _FIX_FIELDS}
-    firsts = points.take(bounds[:-1])
-    segments, trip_bounds = _segments(net, results, firsts)
-    quality = _trip_quality(firsts, bounds, fixes, segments, trip_bounds, params)
+    seconds = numpy_values(points.column("observed_at").cast(pa.int64())) / 1000.0
+    lon, lat = (numpy_values(points.column(c)) for c in ("lon", "lat"))
+    trips = match_trips(net, lon, lat, seconds, bounds, params)
+    fixes = {name: getattr(trips, name) for name in _FIX_FIELDS}
+    firsts = points.take(arrow_array(bounds[:-1]))
+    segments = _segments(net, trips, firsts)
+    quality = _trip_quality(firsts, bounds, fixes, segments, trips.route_bounds, params)
     return _matched_points(net, points, fixes), segments, quality
 
 
@@ -442,7 +473,7 @@ _FIX_FIELDS = ("edge", "offset_m", "lon", "lat", "distance_m", "reason", "segmen
 def _run_bounds(ids: pa.ChunkedArray) -> np.ndarray:
     """Where each run of equal ``ids`` starts, and the length: run ``i`` is ``[b[i], b[i+1])``."""
     changed = pc.not_equal(ids.slice(1), ids.slice(0, max(len(ids) - 1, 0)))
-    return np.flatnonzero(np.r_[True, changed.to_numpy(), True])
+    return np.flatnonzero(np.r_[True, numpy_values(changed), True])
 
 
 @functools.lru_cache(maxsize=2)
@@ -455,7 +486,7 @@ def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.nda
     """Build the matched points' columns, and their positions ``lon``, ``lat``, in trip order."""
     matched = fixes["edge"] >= 0
     safe_edge = np.where(matched, fixes["edge"], 0)
-    raw_lon, raw_lat = (points.column(c).to_numpy() for c in ("lon", "lat"))
+    raw_lon, raw_lat = (numpy_values(points.column(c)) for c in ("lon", "lat"))
     columns = {
         "trace_id": points.column("trace_id"),
         "trip_id": points.column("trip_id"),
@@ -466,61 +497,78 @@ def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.nda
         "key": _where_matched(net.edge_key[safe_edge], matched),
         "offset_m": _float_array(np.where(matched, fixes["offset_m"], np.nan)),
         "distance_m": _float_array(fixes["distance_m"]),
-        "run": pa.array(fixes["segment"].astype("int64")),
-        "is_break": pa.array(fixes["is_break"].astype(bool)),
-        "unmatched_reason": pa.array(fixes["reason"], type=pa.string()),
+        "run": arrow_array(fixes["segment"].astype("int64")),
+        "is_break": arrow_array(fixes["is_break"].astype(bool)),
+        "unmatched_reason": _reasons(fixes["reason"]),
         "source_row": points.column("source_row"),
-        "lon": pa.array(np.where(matched, fixes["lon"], raw_lon)),
-        "lat": pa.array(np.where(matched, fixes["lat"], raw_lat)),
+        "lon": arrow_array(np.where(matched, fixes["lon"], raw_lon)),
+        "lat": arrow_array(np.where(matched, fixes["lat"], raw_lat)),
     }
     return pa.table(columns)
 
 
 def _where_matched(ids: np.ndarray, matched: np.ndarray) -> pa.Array:
     """Nullable int64 ids, null where the fix was not matched."""
-    return pa.array(ids.astype("int64"), mask=~matched)
+    return arrow_array(ids.astype("int64"), valid=matched)
 
 
 def _float_array(values: np.ndarray) -> pa.Array:
     """Floats with NaN as null (as pandas' missing values are written)."""
-    return pa.array(values, from_pandas=True)
+    values = np.asarray(values, dtype="float64")
+    return arrow_array(values, valid=~np.isnan(values))
 
 
-def _segments(
-    net: MatchNetwork, results: list[TripMatch], firsts: pa.Table
-) -> tuple[Segments, np.ndarray]:
-    """Return the trips' traversed pieces as segments, and where each trip's segments start."""
-    route = {
-        n: np.concatenate([r.route_columns[n] for r in results]) for n in results[0].route_columns
-    }
-    sizes = np.array([len(r.route_columns["edge"]) for r in results], dtype=np.int64)
-    trip_bounds = np.r_[0, np.cumsum(sizes)]
-    trip_index = pa.array(np.repeat(np.arange(len(results)), sizes))
+def _reasons(reasons: np.ndarray) -> pa.Array:
+    """Return the fixes' unmatched reasons as strings, null where matched (reason None)."""
+    names = [name for name in UNMATCHED_REASONS.values() if name is not None]
+    codes = np.zeros(len(reasons), dtype=np.int32)
+    for code, name in enumerate(names):
+        codes[reasons == name] = code
+    return arrow_strings(names).take(arrow_array(codes, valid=np.isin(reasons, names)))
+
+
+def _segments(net: MatchNetwork, trips: TripsMatch, firsts: pa.Table) -> Segments:
+    """Return the trips' traversed pieces as segments (trip ``i``'s: ``trips.route_bounds``)."""
+    route, trip_bounds = trips.route_columns, trips.route_bounds
+    sizes = np.diff(trip_bounds)
+    trip_index = arrow_array(np.repeat(np.arange(len(sizes)), sizes))
     edge = route["edge"]
     columns = {
         "trace_id": firsts.column("trace_id").take(trip_index),
         "trip_id": firsts.column("trip_id").take(trip_index),
-        "seq": pa.array(
+        "seq": arrow_array(
             (np.arange(len(edge)) - np.repeat(trip_bounds[:-1], sizes)).astype("int32")
         ),
         "contributor_id": firsts.column("contributor_id").take(trip_index),
-        "edge_id": net.edge_id[edge],
-        "u": net.edge_u_id[edge],
-        "v": net.edge_v_id[edge],
-        "key": net.edge_key[edge],
-        "osmid": net.edge_osmid[edge],
+        "edge_id": arrow_array(net.edge_id[edge]),
+        "u": arrow_array(net.edge_u_id[edge]),
+        "v": arrow_array(net.edge_v_id[edge]),
+        "key": arrow_array(net.edge_key[edge]),
+        "osmid": arrow_array(net.edge_osmid[edge]),
         "from_offset_m": _float_array(route["from_offset_m"]),
         "to_offset_m": _float_array(route["to_offset_m"]),
         "entered_at": _utc_ms(route["entered_at_s"]),
         "exited_at": _utc_ms(route["exited_at_s"]),
     }
     coords, offsets = substring_lines(net, edge, route["from_metric_m"], route["to_metric_m"])
-    return Segments(pa.table(columns), coords, offsets), trip_bounds
+    return Segments(pa.table(columns), coords, offsets)
 
 
 def _utc_ms(seconds: np.ndarray) -> pa.Array:
-    """UTC timestamps of Unix seconds (interpolated times), kept to the millisecond."""
-    return pa.array(pd.to_datetime(seconds, unit="s", utc=True).round("ms").as_unit("ms"))
+    """UTC timestamps of Unix seconds (interpolated times), kept to the millisecond.
+
+    As pandas' ``to_datetime(seconds, unit="s", utc=True).round("ms")`` gives them: the
+    whole seconds and the fraction rounded to 9 decimals make nanoseconds, rounded to the
+    nearest millisecond, halves to even; NaN gives null.
+    """
+    seconds = np.asarray(seconds, dtype="float64")
+    known = np.isfinite(seconds)
+    finite = np.where(known, seconds, 0.0)
+    whole = finite.astype(np.int64)
+    nanoseconds = whole * NS_PER_S + (np.round(finite - whole, 9) * NS_PER_S).astype(np.int64)
+    ms, rest = np.divmod(nanoseconds, NS_PER_MS)
+    ms += (2 * rest > NS_PER_MS) | ((2 * rest == NS_PER_MS) & (ms % 2 == 1))
+    return arrow_array(ms, valid=known, type=pa.timestamp("ms", tz="UTC"))
 
 
 def _trip_quality(
@@ -530,7 +578,7 @@ def _trip_quality(
     segments: Segments,
     trip_bounds: np.ndarray,
     params: MatchParams,
-) -> pd.DataFrame:
+) -> pa.Table:
     """Return the quality rows of the trips, one per trip, and each trip's ``far_points``.
 
     Trip ``i``'s fixes are ``bounds[i]:bounds[i + 1]``, its segments
@@ -540,33 +588,35 @@ def _trip_quality(
     distance = np.where(matched, fixes["distance_m"], np.nan)
     pieces = segments.columns
     driven_m = np.abs(
-        pieces.column("to_offset_m").to_numpy() - pieces.column("from_offset_m").to_numpy()
+        numpy_values(pieces.column("to_offset_m")) - numpy_values(pieces.column("from_offset_m"))
     )
-    quality = pd.DataFrame(
-        {
-            "trace_id": firsts.column("trace_id").to_numpy(),
-            "trip_id": firsts.column("trip_id").to_numpy(),
-            "contributor_id": firsts.column("contributor_id").to_numpy(),
-            "points": np.diff(bounds).astype("int64"),
-            "matched_points": np.add.reduceat(matched.astype("int64"), bounds[:-1]),
-            "breaks": np.add.reduceat(fixes["is_break"].astype("int64"), bounds[:-1]),
-            "mean_distance_m": group_means(distance, bounds),
-            "p95_distance_m": group_quantiles(distance, bounds, 0.95),
-            "matched_km": group_sums(driven_m, trip_bounds)[0] / 1000.0,
-            # fixes with no road within the largest search radius (not a column of the table)
-            "far_points": np.add.reduceat(
-                (fixes["reason"] == UNMATCHED_REASONS[NO_CANDIDATE]).astype("int64"), bounds[:-1]
-            ),
-        }
-    )
-    quality["confidence"] = [
+    points = np.diff(bounds).astype("int64")
+    matched_points = np.add.reduceat(matched.astype("int64"), bounds[:-1])
+    breaks = np.add.reduceat(fixes["is_break"].astype("int64"), bounds[:-1])
+    mean_distance = group_means(distance, bounds)
+    confidence = [
         match_confidence(m / n, b, d if np.isfinite(d) else None, params.search_radius_m)
         for m, n, b, d in zip(
-            quality["matched_points"].tolist(), quality["points"].tolist(),
-            quality["breaks"].tolist(), quality["mean_distance_m"].tolist(), strict=True,
+            matched_points.tolist(), points.tolist(), breaks.tolist(), mean_distance.tolist(),
+            strict=True,
         )
     ]  # fmt: skip
-    return quality
+    far_points = (fixes["reason"] == UNMATCHED_REASONS[NO_CANDIDATE]).astype("int64")
+    columns = {
+        "trace_id": firsts.column("trace_id"),
+        "trip_id": firsts.column("trip_id"),
+        "contributor_id": firsts.column("contributor_id"),
+        "points": arrow_array(points),
+        "matched_points": arrow_array(matched_points),
+        "breaks": arrow_array(breaks),
+        "mean_distance_m": _float_array(mean_distance),
+        "p95_distance_m": _float_array(group_quantiles(distance, bounds, 0.95)),
+        "matched_km": _float_array(group_sums(driven_m, trip_bounds)[0] / 1000.0),
+        # fixes with no road within the largest search radius (not a column of the table)
+        "far_points": arrow_array(np.add.reduceat(far_points, bounds[:-1])),
+        "confidence": _float_array(np.array(confidence, dtype="float64")),
+    }
+    return pa.table(columns)
 
 
 def match_confidence(
@@ -584,7 +634,7 @@ def match_confidence(
     return float(matched_fraction * BREAK_FACTOR**breaks * closeness)
 
 
-def _write_outputs(matched_dir: Path, tasks: list[MatchTask], quality: pd.DataFrame) -> None:
+def _write_outputs(matched_dir: Path, tasks: list[MatchTask], quality: pa.Table) -> None:
     """Concatenate the tasks' staged parts, in task order, and write the quality table.
 
     The points and the segments are written side by side, on two threads (Parquet encoding
@@ -598,5 +648,4 @@ def _write_outputs(matched_dir: Path, tasks: list[MatchTask], quality: pd.DataFr
         ]
         for future in futures:
             future.result()
-    quality = quality.sort_values("trip_id", ignore_index=True)
-    write_table(quality, matched_dir / QUALITY_FILE, MATCH_QUALITY)
+    write_table(sort_rows(quality, ["trip_id"]), matched_dir / QUALITY_FILE, MATCH_QUALITY)

@@ -7,6 +7,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +15,10 @@ from pipeline.snap.graph_kernels import (
     dijkstra_to_marked,
     new_workspace,
     reset_workspace,
+    search_candidates,
     shortest_path_tree,
 )
+from pipeline.snap.network import _grid
 
 
 def adjacency(edge_u: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,3 +97,76 @@ def test_distances_to_marked_nodes_equal_the_tree_within_the_limit(
     np.testing.assert_array_equal(row, expected)  # the same sums, to the bit
     dist, pred = workspace[0], workspace[1]
     assert np.isinf(dist).all() and (pred == -1).all()  # reset as it was found
+
+
+def segment_network(
+    rng: np.random.Generator, n_edges: int, lattice: bool
+) -> tuple[np.ndarray, ...]:
+    """One straight segment per edge in a 200 m square: ``(x0, y0, x1, y1)`` per edge.
+
+    On a 10 m lattice (``lattice``) many distances tie exactly; otherwise none do.
+    """
+    shape = (n_edges, 4)
+    ends = rng.integers(0, 21, shape) * 10.0 if lattice else rng.uniform(0, 200, shape)
+    return tuple(ends.T)
+
+
+def candidates(
+    px: np.ndarray, py: np.ndarray, ends: tuple[np.ndarray, ...], cell_m: float, k: int
+) -> tuple[np.ndarray, ...]:
+    """The kernel's candidates of the fixes (radius 20 m, doubled up to 80 m)."""
+    x0, y0, x1, y1 = ends
+    n = len(x0)
+    vert_x, vert_y = np.column_stack([x0, x1]).ravel(), np.column_stack([y0, y1]).ravel()
+    vert_off = np.column_stack([np.zeros(n), np.hypot(x1 - x0, y1 - y0)]).ravel()
+    seg_vert, seg_edge = 2 * np.arange(n), np.arange(n)
+    grid = _grid(vert_x, vert_y, seg_vert, cell_m)
+    return search_candidates(
+        px, py, np.full(len(px), 20.0), 80.0, k, vert_x, vert_y, vert_off, seg_vert, seg_edge,
+        grid["grid_keys"], grid["grid_ptr"], grid["grid_seg"], float(grid["grid_origin"][0]),
+        float(grid["grid_origin"][1]), grid["grid_cell_m"], grid["grid_ncols"],
+    )  # fmt: skip
+
+
+def expected_candidates(
+    px: float, py: float, ends: tuple[np.ndarray, ...], k: int
+) -> tuple[list[int], list[float]]:
+    """By shapely: edges within 20 m (else 40, else 80), nearest first, ties by edge index."""
+    lines = shapely.linestrings(np.stack([np.column_stack(ends[:2]), np.column_stack(ends[2:])], 1))
+    dist = shapely.distance(shapely.Point(px, py), lines)
+    for radius in (20.0, 40.0, 80.0):
+        near = [e for e in np.argsort(dist, kind="stable") if dist[e] <= radius]
+        if near:
+            return [int(e) for e in near[:k]], [float(dist[e]) for e in near[:k]]
+    return [], []
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_edges=st.integers(1, 40), k=st.integers(1, 6))
+def test_candidates_are_the_nearest_edges_by_distance_in_one_grid_cell(
+    seed: int, n_edges: int, k: int
+) -> None:
+    """One cell holds every segment, so edges found at the same distance keep edge order."""
+    rng = np.random.default_rng(seed)
+    ends = segment_network(rng, n_edges, lattice=True)
+    px, py = rng.integers(-8, 29, 30) * 10.0, rng.integers(-8, 29, 30) * 10.0
+    ptr, edge, _off, dist = candidates(px, py, ends, 1000.0, k)
+    for i in range(len(px)):
+        edges, distances = expected_candidates(px[i], py[i], ends, k)
+        assert list(edge[ptr[i] : ptr[i + 1]]) == edges
+        assert np.allclose(dist[ptr[i] : ptr[i + 1]], distances, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_edges=st.integers(1, 40), k=st.integers(1, 6))
+def test_candidates_over_many_grid_cells_are_the_nearest_edges(
+    seed: int, n_edges: int, k: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    ends = segment_network(rng, n_edges, lattice=False)
+    px, py = rng.uniform(-80, 280, 30), rng.uniform(-80, 280, 30)
+    ptr, edge, _off, dist = candidates(px, py, ends, 15.0, k)
+    for i in range(len(px)):
+        edges, distances = expected_candidates(px[i], py[i], ends, k)
+        assert list(edge[ptr[i] : ptr[i + 1]]) == edges
+        assert np.allclose(dist[ptr[i] : ptr[i + 1]], distances, atol=1e-9)

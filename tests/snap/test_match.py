@@ -18,6 +18,7 @@ from pipeline.snap import (
     build_match_network,
     load_match_network,
     match_trip,
+    match_trips,
     save_match_network,
     traversed_segments,
 )
@@ -355,3 +356,58 @@ def test_matched_fixes_scale_offsets_place_fixes_and_flag_the_first_fix_of_later
     assert np.allclose(lon, [24, np.nan, 24.5, 25, np.nan, 24, 24.5], equal_nan=True)
     assert np.allclose(lat, [60, np.nan, 60.5, 61, np.nan, 60, 60.5], equal_nan=True)
     assert is_break.tolist() == [False, False, False, True, False, False, True]
+
+
+def trips_of_every_kind() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Trips with a turn, a U-turn, a far outlier, a break between islands and a single fix."""
+    outlier = drive([(15, 0), (385, 0)], noise_m=2.0, seed=3)
+    outlier[0][20], outlier[1][20] = lonlat(np.array(300.0), np.array(-900.0))
+    a = drive([(15, 0), (385, 0)], noise_m=1.0, seed=4)
+    b = drive([(3015, 3000), (3185, 3000)], noise_m=1.0, seed=5)
+    gap = (np.r_[a[0], b[0]], np.r_[a[1], b[1]], np.arange(len(a[0]) + len(b[0]), dtype=float))
+    single = drive([(15, 0), (16, 0)])
+    return [
+        drive([(15, 0), (200, 0), (200, 385)], noise_m=4.0, seed=0),
+        drive([(200, 385), (200, 15), (385, 0)], step_m=130.0, noise_m=4.0, seed=3),
+        outlier,
+        gap,
+        (single[0][:1], single[1][:1], single[2][:1] + 1000.0),  # starts after the gap trip
+        drive([(385, 0), (15, 0)], noise_m=4.0, seed=1),  # its times start again from 0
+    ]
+
+
+def test_trips_matched_together_are_each_as_matched_alone(grid_net) -> None:  # type: ignore[no-untyped-def]
+    """match_trips gives every trip match_trip's result (checked by hand in the tests above)."""
+    net, _ = grid_net
+    trips = trips_of_every_kind()
+    alone = [match_trip(net, *trip) for trip in trips]
+    assert node_path(net, alone[0]) == [1, 2, 5, 8]  # by hand: east along 1-2, north on 2-5-8
+    assert alone[2].reason[20] == "no_candidate" and alone[3].is_break.sum() == 1
+    bounds = np.r_[0, np.cumsum([len(trip[0]) for trip in trips])]
+    lon, lat, t = (np.concatenate(parts) for parts in zip(*trips, strict=True))
+    together = match_trips(net, lon, lat, t, bounds)
+    for name in ("edge", "offset_m", "lon", "lat", "distance_m", "segment", "is_break"):
+        expected = np.concatenate([getattr(trip, name) for trip in alone])
+        assert np.array_equal(getattr(together, name), expected, equal_nan=True), name
+    assert list(together.reason) == [r for trip in alone for r in trip.reason]
+    sizes = [len(trip.route_columns["edge"]) for trip in alone]
+    assert list(np.diff(together.route_bounds)) == sizes
+    for name, column in together.route_columns.items():
+        expected = np.concatenate([trip.route_columns[name] for trip in alone])
+        assert np.array_equal(column, expected), name
+
+
+def test_trips_matched_together_refuse_bad_input(grid_net) -> None:  # type: ignore[no-untyped-def]
+    net, _ = grid_net
+    lon, lat = np.zeros(4), np.zeros(4)
+    with pytest.raises(ValueError, match="differ in length"):
+        match_trips(net, lon, lat[:3], np.zeros(4), np.array([0, 4]))
+    with pytest.raises(ValueError, match="bounds must rise from 0 to the number of fixes"):
+        match_trips(net, lon, lat, np.zeros(4), np.array([0, 3]))
+    with pytest.raises(ValueError, match="bounds must rise"):
+        match_trips(net, lon, lat, np.zeros(4), np.array([0, 3, 2, 4]))
+    with pytest.raises(ValueError, match=r"within a trip at fix 2 \(1.0 -> 0.5\)"):
+        match_trips(net, lon, lat, np.array([0.0, 1.0, 0.5, 2.0]), np.array([0, 4]))
+    # the same times, cut into trips where they go back: accepted
+    fine = match_trips(net, lon, lat, np.array([0.0, 1.0, 0.5, 2.0]), np.array([0, 2, 4]))
+    assert len(fine.edge) == 4 and list(fine.route_bounds) == [0, 0, 0]

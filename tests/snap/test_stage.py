@@ -105,7 +105,7 @@ def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> No
 # what `roadcover snap` must not import: it matches on the cached network's arrays and writes
 # GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's)
 HEAVY_MODULES = ("geopandas", "shapely", "osmnx", "networkx", "matplotlib", "osmium", "h3",
-                 "rasterio", "dask", "distributed", "snakemake", "fastapi")  # fmt: skip
+                 "rasterio", "dask", "distributed", "snakemake", "fastapi", "pandas")  # fmt: skip
 _RUN_AND_LIST_MODULES = """
 import json, sys
 from pipeline.cli import main
@@ -151,3 +151,20 @@ def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Pa
         {"A": a_ids[:per_task]},
         {"A": a_ids[per_task:], "B": None, "C": ["c0"]},
     ]
+
+
+def test_interpolated_times_are_rounded_to_the_millisecond_as_pandas_rounds_them() -> None:
+    """pandas' to_datetime(unit="s").round("ms") is the reference, halves and NaN included."""
+    rng = np.random.default_rng(7)
+    seconds = np.concatenate([
+        rng.uniform(1.7e9, 1.8e9, 20_000),
+        np.round(rng.uniform(1.7e9, 1.8e9, 20_000), 3) + 0.0005,  # halves of a millisecond
+        np.round(rng.uniform(-1e6, 1e6, 20_000), 3) - 0.0005,
+        rng.uniform(0.0, 10.0, 20_000),
+        [np.nan, 0.0, 1.0005, 2.0015, -0.0005],
+    ])  # fmt: skip
+    expected = pd.Series(pd.to_datetime(seconds, unit="s", utc=True).round("ms").as_unit("ms"))
+    got = snap_stage._utc_ms(seconds)
+    assert got.type == pa.timestamp("ms", tz="UTC")
+    assert got.null_count == 1 and got.is_null().to_pylist()[-5] is True
+    assert pa.array(expected).cast(pa.timestamp("ms", tz="UTC")).equals(got)
