@@ -110,7 +110,7 @@ def match_trip(
     """Match a trip's fixes (time-ordered) to the road graph with the Newson & Krumm HMM.
 
     With ``params.estimate_beta`` the trip is decoded twice, the second time with the
-    transition scale fitted to the first decoding (:func:`fitted_beta_m`).
+    transition scale fitted to the first decoding (:func:`fitted_beta_m`, :func:`with_beta`).
 
     Parameters
     ----------
@@ -155,13 +155,28 @@ def match_trip(
 
         chosen, status, segment, kind, deviation = decode(used)
         if params.estimate_beta:
-            used = replace(params, beta_m=fitted_beta_m(params.beta_m, chosen, segment, deviation))
+            used = with_beta(params, fitted_beta_m(params.beta_m, chosen, segment, deviation))
             chosen, status, segment, kind, _ = decode(used)
         pieces = build_route_pieces(
             chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
             workspace[0],
         )  # fmt: skip
     return _trip_match(net, cand, chosen, status, segment, pieces, used.beta_m)
+
+
+def with_beta(params: MatchParams, beta_m: float) -> MatchParams:
+    """``params`` with the transition scale ``beta_m``, a U-turn costing the same metres.
+
+    A transition's log-probability is its metres charged over beta, less the U-turn penalty
+    for a U-turn: the penalty is scaled by ``params.beta_m / beta_m`` so that a U-turn still
+    costs as much as ``uturn_penalty * params.beta_m`` metres charged. (Kept in log units, a
+    smaller fitted scale would make turning around cheaper than standing still while a
+    stopped car's fixes drift back.)
+    """
+    uturn = params.uturn_penalty
+    if uturn is not None:
+        uturn *= params.beta_m / beta_m
+    return replace(params, beta_m=beta_m, uturn_penalty=uturn)
 
 
 def fitted_beta_m(

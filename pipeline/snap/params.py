@@ -35,7 +35,8 @@ class MatchParams:
         Hard cap of any transition's route length (the routing bound, like FMM's delta).
     uturn_penalty
         Log-probability cost of turning around in the middle of an edge onto its reverse twin;
-        ``None`` forbids such U-turns.
+        ``None`` forbids such U-turns. With ``estimate_beta`` it is scaled by ``beta_m`` over
+        the trip's scale: a U-turn costs as many metres charged as ``uturn_penalty * beta_m``.
     backward_tolerance_m
         A fix up to this far behind the previous one on the same edge is standing still (GPS
         jitter at stops). Farther behind, it is standing still while the fix drifts back or a

@@ -184,6 +184,31 @@ def test_a_trips_transition_scale_is_the_mean_of_what_its_transitions_charge(gri
     assert match_trip(net, lon, lat, t, MatchParams(estimate_beta=False)).beta_m == 10.0
 
 
+@pytest.mark.parametrize("drift_m", [10.0, 30.0])
+def test_a_stopped_cars_fixes_drifting_back_are_no_u_turn_with_the_fitted_scale(
+    grid_net,  # type: ignore[no-untyped-def]
+    drift_m: float,
+) -> None:
+    net, _ = grid_net
+    # eastwards along the bottom row (two-way), 10 m a second; at x = 150 the car stops for
+    # 8 s while its fixes drift back by drift_m and return, then it drives on to x = 385
+    x = np.concatenate(
+        [
+            np.arange(15.0, 150.0, 10.0),
+            150.0 - np.linspace(0.0, drift_m, 6)[1:],
+            np.linspace(150.0 - drift_m, 150.0, 4)[1:-1],
+            np.arange(150.0, 386.0, 10.0),
+        ]
+    )
+    lon, lat = lonlat(x, np.zeros_like(x))
+    t = np.arange(len(x), dtype="float64")
+    trip = match_trip(net, lon, lat, t)
+    assert trip.beta_m < 2.0  # the fixes lie on the road: the transitions charge little
+    seg = traversed_segments(net, trip)
+    # the car stood still: no U-turn onto (2, 1) and back
+    assert list(zip(seg["u"], seg["v"], strict=True)) == [(1, 2), (2, 3)]
+
+
 def test_a_path_beside_the_road_and_longer_is_not_taken_for_fixes_offset_towards_it(
     tmp_path: Path,
 ) -> None:
