@@ -1,7 +1,7 @@
 """Benchmark the map matcher on the 20 Kubicka drives: accuracy (RMF) and speed (points/s).
 
 Usage: ``python benchmarks/bench_snap_kubicka.py [--drives 00000000 ...] [--cache DIR]
-[--ubodt-delta M] [--sigma M] [--beta M] [--radius M] [--runs N]``
+[--ubodt-delta M] [--sigma M] [--beta M] [--fixed-beta] [--radius M] [--runs N]``
 
 For each drive: build the roads folder (cached in ``--cache``), build the match network (timed,
 optionally with a full UBODT), match the 1 Hz trace (best of ``--runs``, single thread) and
@@ -118,12 +118,16 @@ def main() -> None:
     parser.add_argument("--beam", type=float, default=MatchParams.beam_log)
     parser.add_argument("--max-radius", type=float, default=MatchParams.max_search_radius_m)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--fixed-beta", action="store_true", help="no per-trip fit of beta (estimate_beta=False)"
+    )
     args = parser.parse_args()
     params = MatchParams(
         sigma_m=args.sigma, beta_m=args.beta, search_radius_m=args.radius,
         uturn_penalty=None if args.uturn is not None and args.uturn < 0 else args.uturn,
         max_candidates=args.k, backward_tolerance_m=args.tol, route_slack_m=args.slack,
         max_speed_mps=args.vmax, beam_log=args.beam, max_search_radius_m=args.max_radius,
+        estimate_beta=not args.fixed_beta,
     )  # fmt: skip
     drives = args.drives or sorted(p.name for p in KUBICKA.iterdir() if p.is_dir())
     started = time.perf_counter()

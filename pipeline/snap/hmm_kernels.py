@@ -128,6 +128,7 @@ def _step(
     score: np.ndarray,
     back: np.ndarray,
     kind: np.ndarray,
+    deviation: np.ndarray,
     column: np.ndarray,
     target_node: np.ndarray,
 ) -> bool:
@@ -169,29 +170,34 @@ def _step(
             ob = cand_off[b]
             lp = -INF
             kd = VIA_GRAPH
+            dev = INF
             if eb == ea:
                 # forward, or the fix drifting backwards: standing still, paying for the step back
-                lp = -(abs(max(ob - oa, 0.0) - gc) + max(oa - ob, 0.0)) / beta
+                dev = abs(max(ob - oa, 0.0) - gc) + max(oa - ob, 0.0)
+                lp = -dev / beta
                 kd = SAME_EDGE
             if eb != ea or ob < oa - tol:
                 # farther back than the tolerance, a loop through the graph may explain it better
                 gd = distances[s, column[k]]
                 if gd < INF and rem + gd + ob <= limit:
-                    lg = -abs(rem + gd + ob - gc) / beta
-                    if lg > lp:
-                        lp = lg
+                    dg = abs(rem + gd + ob - gc)
+                    if -dg / beta > lp:
+                        lp = -dg / beta
                         kd = VIA_GRAPH
+                        dev = dg
                 if uturn < INF and eb == edge_twin[ea]:
                     r2 = ob - (edge_len[eb] - oa)
                     if r2 >= -tol:
-                        lp2 = -abs(max(r2, 0.0) - gc) / beta - uturn
-                        if lp2 > lp:
-                            lp = lp2
+                        du = abs(max(r2, 0.0) - gc)
+                        if -du / beta - uturn > lp:
+                            lp = -du / beta - uturn
                             kd = UTURN
+                            dev = du
             if lp > -INF and sa + lp > score[b]:
                 score[b] = sa + lp
                 back[b] = a
                 kind[b] = kd
+                deviation[b] = dev
     best = -INF
     inv2s2 = 0.5 / (prm[_SIGMA] * prm[_SIGMA])
     for b in range(b0, b1):
@@ -280,7 +286,7 @@ def decode_viterbi(
     ub: tuple,
     prm: np.ndarray,
     network_ws: tuple,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode the most likely candidate sequence, skipping outliers and splitting at breaks.
 
     ``network_ws`` is the worker's :func:`new_network_workspace` of ``net``: nothing sized to
@@ -290,8 +296,11 @@ def decode_viterbi(
     -------
     tuple
         ``chosen`` (global candidate index per fix, -1 if unmatched), ``status`` per fix
-        (MATCHED, NO_CANDIDATE, OUTLIER), ``segment`` per fix (HMM run, -1 if unmatched) and
-        ``kind`` per candidate (how it was reached from its predecessor).
+        (MATCHED, NO_CANDIDATE, OUTLIER), ``segment`` per fix (HMM run, -1 if unmatched),
+        ``kind`` per candidate (how it was reached from its predecessor) and ``deviation``
+        per candidate (the metres that transition charges: ``|route - straight|`` plus any
+        step back, its log-probability being ``-deviation / beta``, less the U-turn
+        penalty; meaningful for the candidates chosen after a run's first fix).
     """
     cand_ptr = cand[0]
     n = len(px)
@@ -305,6 +314,7 @@ def decode_viterbi(
     score = np.full(ncand, -INF)
     back = np.full(ncand, -1, dtype=np.int64)
     kind = np.zeros(ncand, dtype=np.int8)
+    deviation = np.zeros(ncand)
     chosen = np.full(n, -1, dtype=np.int64)
     status = np.zeros(n, dtype=np.int8)
     segment = np.full(n, -1, dtype=np.int32)
@@ -331,8 +341,9 @@ def decode_viterbi(
             t += 1
             continue
         if _step(
-            prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, column, target_node
-        ):
+            prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, deviation, column,
+            target_node,
+        ):  # fmt: skip
             status[t] = MATCHED
             segment[t] = seg
             prev = t
@@ -357,4 +368,4 @@ def decode_viterbi(
             segment[i] = -1
             if status[i] == MATCHED:
                 status[i] = OUTLIER
-    return chosen, status, segment, kind
+    return chosen, status, segment, kind, deviation

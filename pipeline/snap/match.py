@@ -6,7 +6,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +66,9 @@ class TripMatch:
     route_columns
         :attr:`route`'s columns as arrays (to join many trips' routes without a DataFrame
         per trip).
+    beta_m
+        The transition scale the trip was decoded with (fitted to the trip when
+        :attr:`MatchParams.estimate_beta`).
     """
 
     edge: np.ndarray
@@ -77,6 +80,7 @@ class TripMatch:
     segment: np.ndarray
     is_break: np.ndarray
     route_columns: dict[str, np.ndarray]
+    beta_m: float
 
     @property
     def route(self) -> pd.DataFrame:
@@ -105,6 +109,9 @@ def match_trip(
     radius_m: np.ndarray | None = None,
 ) -> TripMatch:
     """Match a trip's fixes (time-ordered) to the road graph with the Newson & Krumm HMM.
+
+    With ``params.estimate_beta`` the trip is decoded twice, the second time with the
+    transition scale fitted to the first decoding (:func:`fitted_beta_m`, :func:`with_beta`).
 
     Parameters
     ----------
@@ -139,15 +146,62 @@ def match_trip(
     )  # fmt: skip
     cand_point = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(cand[0]))
     routing, ubodt = net.routing_arrays(), net.ubodt_arrays()
+    used = params
     with _network_workspace(net) as workspace:
-        chosen, status, segment, kind = decode_viterbi(
-            x, y, t_s, cand, cand_point, routing, ubodt, params.kernel_array(), workspace
-        )
+
+        def decode(prm: MatchParams) -> tuple[np.ndarray, ...]:
+            return decode_viterbi(
+                x, y, t_s, cand, cand_point, routing, ubodt, prm.kernel_array(), workspace
+            )
+
+        chosen, status, segment, kind, deviation = decode(used)
+        if params.estimate_beta:
+            used = with_beta(params, fitted_beta_m(params.beta_m, chosen, segment, deviation))
+            chosen, status, segment, kind, _ = decode(used)
         pieces = build_route_pieces(
             chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
             workspace[0],
         )  # fmt: skip
-    return _trip_match(net, cand, chosen, status, segment, pieces)
+    return _trip_match(net, cand, chosen, status, segment, pieces, used.beta_m)
+
+
+def with_beta(params: MatchParams, beta_m: float) -> MatchParams:
+    """``params`` with the transition scale ``beta_m``, a U-turn costing the same metres.
+
+    A transition's log-probability is its metres charged over beta, less the U-turn penalty
+    for a U-turn: the penalty is scaled by ``params.beta_m / beta_m`` so that a U-turn still
+    costs as much as ``uturn_penalty * params.beta_m`` metres charged. (Kept in log units, a
+    smaller fitted scale would make turning around cheaper than standing still while a
+    stopped car's fixes drift back.)
+    """
+    uturn = params.uturn_penalty
+    if uturn is not None:
+        uturn *= params.beta_m / beta_m
+    return replace(params, beta_m=beta_m, uturn_penalty=uturn)
+
+
+def fitted_beta_m(
+    prior_m: float, chosen: np.ndarray, segment: np.ndarray, deviation_m: np.ndarray
+) -> float:
+    """Fit the transition scale to a decoded trip (maximum likelihood, with a prior).
+
+    The transition's log-probability is ``-deviation / beta``, an exponential of scale
+    ``beta``, whose maximum-likelihood scale is the mean deviation. ``prior_m`` counts as one
+    more transition, so that a trip of few fixes keeps close to it and the scale is never 0.
+
+    Parameters
+    ----------
+    prior_m
+        The configured scale (``MatchParams.beta_m``).
+    chosen, segment, deviation_m
+        Outputs of :func:`~pipeline.snap.hmm_kernels.decode_viterbi`: the metres charged by
+        the transition into each chosen candidate are ``deviation_m[chosen[t]]``, for every
+        matched fix ``t`` but the first of its run.
+    """
+    matched = np.flatnonzero(chosen >= 0)
+    later = matched[1:][segment[matched[1:]] == segment[matched[:-1]]]
+    charged = deviation_m[chosen[later]]
+    return float((prior_m + charged.sum()) / (len(charged) + 1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -325,6 +379,7 @@ def _trip_match(
     status: np.ndarray,
     segment: np.ndarray,
     pieces: np.ndarray,
+    beta_m: float,
 ) -> TripMatch:
     edge, offset, dist, lon, lat, is_break = matched_fixes(
         chosen, segment, cand[1], cand[2], cand[3], net.edge_length_m, net.edge_len_m,
@@ -340,6 +395,7 @@ def _trip_match(
         segment=segment.astype(np.int64),
         is_break=is_break,
         route_columns=_route_columns(net, pieces),
+        beta_m=beta_m,
     )
 
 

@@ -18,7 +18,8 @@ class MatchParams:
         Standard deviation of the GPS error: the emission is a Gaussian of the fix-to-road
         distance (Newson & Krumm estimated 4.07 m from the median distance).
     beta_m
-        Scale of the exponential transition on ``|route distance - straight distance|``.
+        Scale of the exponential transition on ``|route distance - straight distance|``; with
+        ``estimate_beta``, the prior of each trip's own scale.
     search_radius_m
         Roads farther than this from a fix are not candidates for it.
     max_search_radius_m
@@ -34,7 +35,8 @@ class MatchParams:
         Hard cap of any transition's route length (the routing bound, like FMM's delta).
     uturn_penalty
         Log-probability cost of turning around in the middle of an edge onto its reverse twin;
-        ``None`` forbids such U-turns.
+        ``None`` forbids such U-turns. With ``estimate_beta`` it is scaled by ``beta_m`` over
+        the trip's scale: a U-turn costs as many metres charged as ``uturn_penalty * beta_m``.
     backward_tolerance_m
         A fix up to this far behind the previous one on the same edge is standing still (GPS
         jitter at stops). Farther behind, it is standing still while the fix drifts back or a
@@ -47,6 +49,14 @@ class MatchParams:
     beam_log
         Beam pruning: states whose log-probability is more than this below the best state of
         their fix are not extended (their routes are not searched).
+    estimate_beta
+        Decode each trip twice: the second time with the transition scale fitted to the trip's
+        first decoding, by maximum likelihood of the exponential (the mean of the metres its
+        transitions charge, ``|route - straight|`` plus any step back), ``beta_m`` counting as
+        one more transition. How much a route may differ from the straight line between
+        fixes depends on the device's noise and its rate (Newson & Krumm fitted it to their
+        data); a fixed scale lets noisy fixes pull a trip onto a path a few metres beside
+        its road more cheaply than the route's length would allow.
     """
 
     sigma_m: float = 10.0
@@ -61,6 +71,7 @@ class MatchParams:
     backward_tolerance_m: float = 5.0
     max_outlier_points: int = 5
     beam_log: float = 1000.0
+    estimate_beta: bool = True
 
     def __post_init__(self) -> None:
         """Check that every setting is in range."""

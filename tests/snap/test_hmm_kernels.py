@@ -151,30 +151,36 @@ class Model:
         d = self.trace.candidates[c[0]][c[1]][2]
         return -0.5 * (d / self.sigma) ** 2
 
-    def transition(self, a: Candidate, b: Candidate) -> tuple[float, int]:
-        """``(log-probability, kind)`` of moving from candidate ``a`` to candidate ``b``."""
+    def transition(self, a: Candidate, b: Candidate) -> tuple[float, int, float]:
+        """``(log-probability, kind, metres charged)`` of moving from ``a`` to ``b``.
+
+        The metres charged are ``|route - straight|``, plus the step back of a fix behind
+        on the same edge: the log-probability is their negative over ``beta``, less the
+        U-turn penalty.
+        """
         tr, g = self.trace, self.graph
         ea, oa, _ = tr.candidates[a[0]][a[1]]
         eb, ob, _ = tr.candidates[b[0]][b[1]]
         straight = math.hypot(tr.x[b[0]] - tr.x[a[0]], tr.y[b[0]] - tr.y[a[0]])
         elapsed = max(tr.t[b[0]] - tr.t[a[0]], 0.0)
         limit = min(self.max_route, max(self.vmax * elapsed, straight) + self.slack)
-        best, kind = -math.inf, VIA_GRAPH
+        best, kind, charged = -math.inf, VIA_GRAPH, math.inf
         if eb == ea:  # ahead on the edge, or standing still while the fix drifts back
-            best = -(abs(max(ob - oa, 0.0) - straight) + max(oa - ob, 0.0)) / self.beta
-            kind = SAME_EDGE
+            charged = abs(max(ob - oa, 0.0) - straight) + max(oa - ob, 0.0)
+            best, kind = -charged / self.beta, SAME_EDGE
             if ob >= oa - self.tol:  # within the tolerance, nothing else is tried
-                return best, kind
+                return best, kind, charged
         route = g.length[ea] - oa + self.dist[g.v[ea]].get(g.u[eb], math.inf) + ob
         if route <= limit and -abs(route - straight) / self.beta > best:
-            best, kind = -abs(route - straight) / self.beta, VIA_GRAPH
+            charged = abs(route - straight)
+            best, kind = -charged / self.beta, VIA_GRAPH
         if self.uturn < math.inf and eb == g.twin[ea]:
             back = ob - (g.length[eb] - oa)  # metres driven on the twin past the turn
             if back >= -self.tol:
                 turn = -abs(max(back, 0.0) - straight) / self.beta - self.uturn
                 if turn > best:
-                    best, kind = turn, UTURN
-        return best, kind
+                    best, kind, charged = turn, UTURN, abs(max(back, 0.0) - straight)
+        return best, kind, charged
 
     def score(self, path: list[Candidate]) -> float:
         total = sum(self.emission(c) for c in path)
@@ -229,7 +235,7 @@ def check_against_reference(
     graph: Graph, trace: Trace, prm: np.ndarray, ubodt_delta_m: float | None = None
 ) -> None:
     """Assert that the kernel's decoding is an optimal one of the model."""
-    chosen, status, segment, kind = decode(graph, trace, prm, ubodt_delta_m)
+    chosen, status, segment, kind, charged = decode(graph, trace, prm, ubodt_delta_m)
     model = Model(graph, trace, prm)
     want_status, want_segment, runs = reference_decode(model)
     assert status.tolist() == want_status
@@ -241,7 +247,9 @@ def check_against_reference(
         assert all(0 <= k < len(trace.candidates[i]) for i, k in path)
         assert model.score(path) == pytest.approx(model.best_score(fixes), abs=1e-9, rel=1e-12)
         for a, b in itertools.pairwise(path):
-            assert kind[chosen[b[0]]] == model.transition(a, b)[1], (a, b)
+            _, want_kind, want_charged = model.transition(a, b)
+            assert kind[chosen[b[0]]] == want_kind, (a, b)
+            assert charged[chosen[b[0]]] == pytest.approx(want_charged, abs=1e-9), (a, b)
 
 
 # ---------------------------------------------------------------- random small problems
@@ -355,7 +363,7 @@ def test_a_state_more_than_the_beam_below_its_fixs_best_is_not_extended(
         t=[0.0, 5.0, 6.0],
         candidates=[[(0, 0.0, 0.0)], [(0, 10.0, 8.0), (1, 10.0, 16.0)], [(1, 20.0, 0.0)]],
     )
-    chosen, status, segment, kind = decode(
+    chosen, status, segment, kind, _ = decode(
         CHAIN, trace, params_array(sigma_m=8.0, beta_m=10.0, beam_log=beam_log)
     )
     if extended:
@@ -373,7 +381,7 @@ def test_the_first_fixs_states_are_pruned_against_its_own_best() -> None:
     trace = Trace(
         x=[0.0, 10.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 0.0, 40.0)], [(0, 10.0, 0.0)]]
     )
-    chosen, status, segment, _ = decode(CHAIN, trace, params_array(sigma_m=8.0, beam_log=10.0))
+    chosen, status, segment, _, _ = decode(CHAIN, trace, params_array(sigma_m=8.0, beam_log=10.0))
     assert chosen.tolist() == [0, 1]
     assert status.tolist() == [MATCHED, MATCHED] and segment.tolist() == [0, 0]
 
@@ -390,7 +398,7 @@ def test_a_run_after_a_break_is_pruned_against_its_own_first_fix() -> None:
         candidates=[[(0, 10.0, 0.0)], [(1, 10.0, 40.0)], [(1, 20.0, 0.0)]],
     )
     prm = params_array(sigma_m=8.0, beam_log=10.0, max_outlier_points=0)
-    chosen, status, segment, _ = decode(graph, trace, prm)
+    chosen, status, segment, _, _ = decode(graph, trace, prm)
     assert chosen.tolist() == [0, 1, 2] and status.tolist() == [MATCHED] * 3
     assert segment.tolist() == [0, 1, 1]
 
@@ -412,7 +420,7 @@ def test_a_route_that_needs_the_whole_bound_is_found() -> None:
         x=[0.0, 100.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 0.0, 0.0)], [(2, 5.0, 0.0)]]
     )
     prm = params_array(max_speed_mps=115.0, route_slack_m=0.0)
-    chosen, status, _, kind = decode(graph, trace, prm)
+    chosen, status, _, kind, _ = decode(graph, trace, prm)
     assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
     assert kind[1] == VIA_GRAPH
     check_against_reference(graph, trace, prm)
@@ -430,7 +438,7 @@ def test_the_speed_bound_of_a_step_shorter_than_a_second(seconds: float, reached
         candidates=[[(0, 0.0, 0.0)], [(1, 20.0, 0.0)]],
     )
     prm = params_array(max_speed_mps=40.0, route_slack_m=0.0)
-    chosen, status, _, _ = decode(CHAIN_OF_TWO, trace, prm)
+    chosen, status, _, _, _ = decode(CHAIN_OF_TWO, trace, prm)
     assert status.tolist() == [MATCHED, MATCHED if reached else OUTLIER]
     assert chosen.tolist() == [0, 1 if reached else -1]
 
@@ -462,7 +470,7 @@ def test_standing_still_and_jitter_on_one_edge_against_a_u_turn(
         t=[0.0, 1.0],
         candidates=[[(0, 50.0, 0.0)], [(0, offset, 0.0), (1, 50.0, 0.0)]],
     )
-    got, status, _, kind = decode(TWO_WAY, trace, params_array(beta_m=10.0, uturn_penalty=uturn))
+    got, status, _, kind, _ = decode(TWO_WAY, trace, params_array(beta_m=10.0, uturn_penalty=uturn))
     assert got.tolist() == [0, chosen] and status.tolist() == [MATCHED, MATCHED]
     assert kind[chosen] == (SAME_EDGE if chosen == 1 else UTURN)
 
@@ -477,7 +485,7 @@ def test_a_u_turn_may_land_up_to_the_tolerance_behind_the_turn(
     trace = Trace(
         x=[0.0, 0.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 50.0, 0.0)], [(1, offset, 0.0)]]
     )
-    chosen, status, _, kind = decode(TWO_WAY, trace, params_array(backward_tolerance_m=5.0))
+    chosen, status, _, kind, _ = decode(TWO_WAY, trace, params_array(backward_tolerance_m=5.0))
     assert status.tolist() == [MATCHED, MATCHED if reached else OUTLIER]
     if reached:
         assert chosen.tolist() == [0, 1] and kind[1] == UTURN
@@ -490,7 +498,7 @@ def test_turning_at_the_end_node_is_a_route_through_the_graph_not_a_u_turn() -> 
     trace = Trace(
         x=[0.0, 20.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 100.0, 0.0)], [(1, 20.0, 0.0)]]
     )
-    chosen, _, _, kind = decode(TWO_WAY, trace, params_array(uturn_penalty=0.0))
+    chosen, _, _, kind, _ = decode(TWO_WAY, trace, params_array(uturn_penalty=0.0))
     assert chosen.tolist() == [0, 1] and kind[1] == VIA_GRAPH
 
 
@@ -505,7 +513,7 @@ def test_a_fix_drifting_back_farther_than_the_tolerance_is_standing_still_not_a_
         candidates=[[(0, 50.0, 0.0)], [(0, 30.0, 0.0)], [(0, 30.0, 0.0)]],
     )
     prm = params_array(beta_m=10.0, backward_tolerance_m=5.0, max_outlier_points=0)
-    chosen, status, segment, kind = decode(CHAIN, trace, prm)
+    chosen, status, segment, kind, _ = decode(CHAIN, trace, prm)
     assert chosen.tolist() == [0, 1, 2] and status.tolist() == [MATCHED] * 3
     assert segment.tolist() == [0, 0, 0] and kind[1] == SAME_EDGE
     check_against_reference(CHAIN, trace, prm)
@@ -520,7 +528,7 @@ def test_a_loop_back_onto_the_same_edge_beats_standing_still_when_it_fits_the_fi
         x=[0.0, 35.0], y=[0.0, 0.0], t=[0.0, 1.0], candidates=[[(0, 15.0, 0.0)], [(0, 10.0, 0.0)]]
     )
     prm = params_array(beta_m=10.0, backward_tolerance_m=1.0)
-    chosen, status, _, kind = decode(ring, trace, prm)
+    chosen, status, _, kind, _ = decode(ring, trace, prm)
     assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
     assert kind[1] == VIA_GRAPH
     check_against_reference(ring, trace, prm)
