@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.jit import cached_njit
 from pipeline.snap.graph_kernels import search_candidates
-from pipeline.snap.hmm_kernels import decode_viterbi
+from pipeline.snap.hmm_kernels import BETA_INDEX, decode_viterbi, fitted_beta_m, with_beta
 from pipeline.snap.route_kernels import build_route_pieces, matched_fixes
 
 # the modules whose kernels match_trips_kernel compiles into its own machine code: its cache is
@@ -58,6 +58,7 @@ def match_trips_kernel(
     net: tuple,
     ub: tuple,
     prm: np.ndarray,
+    estimate_beta: bool,
     max_route: float,
     network_ws: tuple,
 ) -> tuple[tuple, np.ndarray, np.ndarray]:
@@ -81,6 +82,9 @@ def match_trips_kernel(
     net, ub, prm, network_ws
         The routing arrays, the UBODT arrays, the settings' kernel array and the worker's
         network workspace, as :func:`~pipeline.snap.hmm_kernels.decode_viterbi` takes them.
+    estimate_beta
+        ``MatchParams.estimate_beta``: decode each trip again with the transition scale
+        fitted to its first decoding, as :func:`~pipeline.snap.match.match_trip` does.
     max_route
         ``MatchParams.max_route_m``, for the route pieces.
 
@@ -115,9 +119,14 @@ def match_trips_kernel(
             seg_edge, grid_keys, grid_ptr, grid_seg, origin_x, origin_y, cell_m, ncols,
         )  # fmt: skip
         cand_point = _candidate_points(cand[0])
-        chosen, status, segment, kind = decode_viterbi(
+        chosen, status, segment, kind, deviation = decode_viterbi(
             px, py, pt, cand, cand_point, net, ub, prm, network_ws
         )
+        if estimate_beta:
+            fitted = with_beta(prm, fitted_beta_m(prm[BETA_INDEX], chosen, segment, deviation))
+            chosen, status, segment, kind, _ = decode_viterbi(
+                px, py, pt, cand, cand_point, net, ub, fitted, network_ws
+            )
         trip_pieces = build_route_pieces(
             chosen, segment, pt, cand[1], cand[2], kind, net, ub, max_route, network_ws[0]
         )

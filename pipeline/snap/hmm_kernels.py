@@ -29,6 +29,7 @@ VIA_GRAPH = 2
 
 # indices into MatchParams.kernel_array()
 _SIGMA, _BETA, _VMAX, _SLACK, _MAX_ROUTE, _UTURN, _TOL, _MAX_OUT, _BEAM = range(9)
+BETA_INDEX = _BETA  # where the transition scale is, for the callers that fit it
 
 
 @cached_njit
@@ -273,6 +274,52 @@ def _workspace(network_ws: tuple, kmax: int) -> tuple:
         network_ws[0], np.empty((kmax, kmax)), network_ws[1], np.empty(kmax, dtype=np.int64),
         np.empty(kmax), np.empty(kmax, dtype=np.int64),
     )  # fmt: skip
+
+
+@cached_njit
+def fitted_beta_m(
+    prior_m: float, chosen: np.ndarray, segment: np.ndarray, deviation_m: np.ndarray
+) -> float:
+    """Fit the transition scale to a decoded trip (maximum likelihood, with a prior).
+
+    The transition's log-probability is ``-deviation / beta``, an exponential of scale
+    ``beta``, whose maximum-likelihood scale is the mean deviation. ``prior_m`` counts as one
+    more transition, so that a trip of few fixes keeps close to it and the scale is never 0.
+
+    Parameters
+    ----------
+    prior_m
+        The configured scale (``MatchParams.beta_m``).
+    chosen, segment, deviation_m
+        Outputs of :func:`decode_viterbi`: the metres charged by the transition into each
+        chosen candidate are ``deviation_m[chosen[t]]``, for every matched fix ``t`` but the
+        first of its run.
+    """
+    total, count, previous = prior_m, 1, -1
+    for t in range(len(chosen)):
+        if chosen[t] < 0:
+            continue
+        if previous >= 0 and segment[t] == segment[previous]:
+            total += deviation_m[chosen[t]]
+            count += 1
+        previous = t
+    return total / count
+
+
+@cached_njit
+def with_beta(prm: np.ndarray, beta_m: float) -> np.ndarray:
+    """Return the kernel settings ``prm`` with the transition scale ``beta_m``.
+
+    A transition's log-probability is its metres charged over beta, less the U-turn penalty
+    for a U-turn: the penalty is scaled by the configured scale over ``beta_m`` so that a
+    U-turn still costs as many metres charged as ``uturn_penalty * beta`` configured. (Kept in
+    log units, a smaller fitted scale would make turning around cheaper than standing still
+    while a stopped car's fixes drift back.) A forbidden U-turn (infinite penalty) stays so.
+    """
+    fitted = prm.copy()
+    fitted[_UTURN] = prm[_UTURN] * (prm[_BETA] / beta_m)
+    fitted[_BETA] = beta_m
+    return fitted
 
 
 @cached_njit

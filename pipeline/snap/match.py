@@ -6,7 +6,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +18,9 @@ from pipeline.snap.hmm_kernels import (
     NO_CANDIDATE,
     OUTLIER,
     decode_viterbi,
+    fitted_beta_m,
     new_network_workspace,
+    with_beta,
 )
 from pipeline.snap.network import MatchNetwork
 from pipeline.snap.params import MatchParams
@@ -111,7 +113,8 @@ def match_trip(
     """Match a trip's fixes (time-ordered) to the road graph with the Newson & Krumm HMM.
 
     With ``params.estimate_beta`` the trip is decoded twice, the second time with the
-    transition scale fitted to the first decoding (:func:`fitted_beta_m`, :func:`with_beta`).
+    transition scale fitted to the first decoding (:func:`~pipeline.snap.hmm_kernels.fitted_beta_m`
+    and :func:`~pipeline.snap.hmm_kernels.with_beta`).
 
     Parameters
     ----------
@@ -146,62 +149,21 @@ def match_trip(
     )  # fmt: skip
     cand_point = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(cand[0]))
     routing, ubodt = net.routing_arrays(), net.ubodt_arrays()
-    used = params
+    prm, beta_m = params.kernel_array(), params.beta_m
     with _network_workspace(net) as workspace:
 
-        def decode(prm: MatchParams) -> tuple[np.ndarray, ...]:
-            return decode_viterbi(
-                x, y, t_s, cand, cand_point, routing, ubodt, prm.kernel_array(), workspace
-            )
+        def decode(prm: np.ndarray) -> tuple[np.ndarray, ...]:
+            return decode_viterbi(x, y, t_s, cand, cand_point, routing, ubodt, prm, workspace)
 
-        chosen, status, segment, kind, deviation = decode(used)
+        chosen, status, segment, kind, deviation = decode(prm)
         if params.estimate_beta:
-            used = with_beta(params, fitted_beta_m(params.beta_m, chosen, segment, deviation))
-            chosen, status, segment, kind, _ = decode(used)
+            beta_m = fitted_beta_m(params.beta_m, chosen, segment, deviation)
+            chosen, status, segment, kind, _ = decode(with_beta(prm, beta_m))
         pieces = build_route_pieces(
             chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
             workspace[0],
         )  # fmt: skip
-    return _trip_match(net, cand, chosen, status, segment, pieces, used.beta_m)
-
-
-def with_beta(params: MatchParams, beta_m: float) -> MatchParams:
-    """``params`` with the transition scale ``beta_m``, a U-turn costing the same metres.
-
-    A transition's log-probability is its metres charged over beta, less the U-turn penalty
-    for a U-turn: the penalty is scaled by ``params.beta_m / beta_m`` so that a U-turn still
-    costs as much as ``uturn_penalty * params.beta_m`` metres charged. (Kept in log units, a
-    smaller fitted scale would make turning around cheaper than standing still while a
-    stopped car's fixes drift back.)
-    """
-    uturn = params.uturn_penalty
-    if uturn is not None:
-        uturn *= params.beta_m / beta_m
-    return replace(params, beta_m=beta_m, uturn_penalty=uturn)
-
-
-def fitted_beta_m(
-    prior_m: float, chosen: np.ndarray, segment: np.ndarray, deviation_m: np.ndarray
-) -> float:
-    """Fit the transition scale to a decoded trip (maximum likelihood, with a prior).
-
-    The transition's log-probability is ``-deviation / beta``, an exponential of scale
-    ``beta``, whose maximum-likelihood scale is the mean deviation. ``prior_m`` counts as one
-    more transition, so that a trip of few fixes keeps close to it and the scale is never 0.
-
-    Parameters
-    ----------
-    prior_m
-        The configured scale (``MatchParams.beta_m``).
-    chosen, segment, deviation_m
-        Outputs of :func:`~pipeline.snap.hmm_kernels.decode_viterbi`: the metres charged by
-        the transition into each chosen candidate are ``deviation_m[chosen[t]]``, for every
-        matched fix ``t`` but the first of its run.
-    """
-    matched = np.flatnonzero(chosen >= 0)
-    later = matched[1:][segment[matched[1:]] == segment[matched[:-1]]]
-    charged = deviation_m[chosen[later]]
-    return float((prior_m + charged.sum()) / (len(charged) + 1))
+    return _trip_match(net, cand, chosen, status, segment, pieces, beta_m)
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,7 +242,8 @@ def match_trips(
     with _network_workspace(net) as workspace:
         fixes, pieces, piece_bounds = match_trips_kernel(
             x, y, t_s, bounds, radius, search, geometry, net.routing_arrays(),
-            net.ubodt_arrays(), params.kernel_array(), float(params.max_route_m), workspace,
+            net.ubodt_arrays(), params.kernel_array(), params.estimate_beta,
+            float(params.max_route_m), workspace,
         )  # fmt: skip
     edge, offset, dist, snapped_lon, snapped_lat, is_break, status, segment = fixes
     kept = _kept_pieces(pieces)
