@@ -8,12 +8,14 @@ roads folder like any other at its top level (``edges.parquet``, ``nodes.parquet
 How a shard is cut and built
     One streaming pass reads the road ways of the extract (the network's highway filter) with
     their node locations. Each way is sampled along its line every quarter of an H3 edge
-    length; the cells of the samples are the cells it *touches*. A way is a *core* way of every
-    shard within ``rings`` grid steps of a cell it touches (the buffer: at least 1 ring, more
-    for a wider ``buffer_m``). Every other road way that shares a node with a core way is
-    added too (the *ring* ways), so that each node of a core way has all its roads in the
-    shard and OSMnx's simplification ends and joins edges there exactly as in the whole
-    extract. The shard's ways, complete, and their nodes are written to
+    length; the cells of the samples are the cells it *touches*, and every touched cell is a
+    shard. A way is a *core* way of every shard whose hexagon its line passes within
+    ``buffer_m`` metres of (those it passes through included): each segment of its line is
+    measured against the hexagons of the shards near its samples (:func:`core_pairs`), so the
+    buffer is ``roads.shard_buffer_m`` whatever the resolution. Every other road way that
+    shares a node with a core way is added too (the *ring* ways), so that each node of a core
+    way has all its roads in the shard and OSMnx's simplification ends and joins edges there
+    exactly as in the whole extract. The shard's ways, complete, and their nodes are written to
     ``shards/<cell>/extract.osm.pbf`` (pyosmium), built with :func:`build_roads`, and the edges
     of ring ways dropped: every edge left in a shard is an edge of the unsharded graph, with
     the same ``u``, ``v``, ``key`` (so the same global ``edge_id``), geometry and length.
@@ -39,6 +41,7 @@ from typing import Any
 
 import geopandas as gpd
 import h3
+import h3.api.numpy_int as h3int
 import numpy as np
 import osmium
 import pandas as pd
@@ -61,7 +64,14 @@ OWNERS_FILE = "owners.parquet"
 PLAN_FILE = "plan.json"
 CORE_WAYS_FILE = "core_ways.npy"
 DEFAULT_BUFFER_M = 1000.0
-MIN_BUFFER_RINGS = 1
+EARTH_RADIUS_M = 6_371_008.8
+RING_GAP_EDGES = 0.5
+"""Average edge lengths a grid step is counted as, at least (:func:`search_rings`)."""
+ARC_POINTS = 16
+"""Points per hexagon edge (great-circle arc) where distances to a cell are measured."""
+BOUNDARY_TOLERANCE_M = 1.0
+"""Slack on distances to a hexagon, for its arcs drawn as chords (under 1 m at resolution 3)."""
+DISTANCE_CHUNK = 500_000
 DEFAULT_MAX_JOB_MEM_MB = 2048
 BYTES_PER_SEGMENT = 2700
 """Peak bytes of ``roads build`` per way segment (measured ~2.7 KB per edge; edges <= segments)."""
@@ -141,37 +151,62 @@ def read_way_refs(osm_path: Path, highway_filter: HighwayFilter) -> WayRefs:
     )
 
 
-def way_samples(refs: WayRefs, spacing_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points along every way's line at most ``spacing_m`` apart: ``(way index, lon, lat)``.
+@dataclass
+class Segments:
+    """The straight pieces of the ways' lines: two located consecutive nodes of a way each.
 
-    Each segment between two located consecutive nodes of a way is cut into equal steps no
-    longer than ``spacing_m`` (haversine length); its nodes are samples too.
+    A located node of a way that ends no such piece (its neighbours are missing from the
+    extract, or the way has one node) is a piece of length 0. Coordinates in degrees.
     """
+
+    way: np.ndarray
+    lon0: np.ndarray
+    lat0: np.ndarray
+    lon1: np.ndarray
+    lat1: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.way)
+
+
+def way_segments(refs: WayRefs) -> Segments:
+    """Return the segments of every way's line, in way order (:class:`Segments`)."""
     way = refs.way_of_ref
-    same_way = way[1:] == way[:-1]
     located = np.isfinite(refs.lon)
-    segment = np.flatnonzero(same_way & located[1:] & located[:-1])
-    lon0, lat0 = refs.lon[segment], refs.lat[segment]
-    lon1, lat1 = refs.lon[segment + 1], refs.lat[segment + 1]
-    lengths = _haversine_m(lon0, lat0, lon1, lat1)
+    start = np.flatnonzero((way[1:] == way[:-1]) & located[1:] & located[:-1])
+    ends = np.zeros(len(way), dtype=bool)
+    ends[start] = ends[start + 1] = True
+    lone = np.flatnonzero(located & ~ends)
+    first = np.r_[start, lone]
+    last = np.r_[start + 1, lone]
+    order = np.argsort(first, kind="stable")
+    first, last = first[order], last[order]
+    return Segments(way[first], refs.lon[first], refs.lat[first], refs.lon[last], refs.lat[last])
+
+
+def segment_samples(
+    segments: Segments, spacing_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points along every segment at most ``spacing_m`` apart: ``(segment index, lon, lat)``.
+
+    Each segment is cut into equal steps no longer than ``spacing_m`` (haversine length); both
+    its ends are samples. Every point of a segment is within ``spacing_m / 2`` of a sample.
+    """
+    lengths = _haversine_m(segments.lon0, segments.lat0, segments.lon1, segments.lat1)
     steps = np.maximum(1, np.ceil(lengths / spacing_m).astype("int64"))
-    rep = np.repeat(np.arange(len(segment)), steps)
-    fraction = (np.arange(len(rep)) - np.repeat(np.cumsum(steps) - steps, steps)) / steps[rep]
-    sample_lon = lon0[rep] + fraction * (lon1[rep] - lon0[rep])
-    sample_lat = lat0[rep] + fraction * (lat1[rep] - lat0[rep])
-    lone = np.flatnonzero(located)  # every located node (segment ends, single nodes)
-    return (
-        np.r_[way[segment][rep], way[lone]],
-        np.r_[sample_lon, refs.lon[lone]],
-        np.r_[sample_lat, refs.lat[lone]],
-    )
+    rep = np.repeat(np.arange(len(segments)), steps + 1)
+    fraction = np.arange(len(rep)) - np.repeat(np.cumsum(steps + 1) - steps - 1, steps + 1)
+    fraction = fraction / steps[rep]
+    lon = segments.lon0[rep] + fraction * (segments.lon1[rep] - segments.lon0[rep])
+    lat = segments.lat0[rep] + fraction * (segments.lat1[rep] - segments.lat0[rep])
+    return rep, lon, lat
 
 
 def _haversine_m(lon0: np.ndarray, lat0: np.ndarray, lon1: np.ndarray, lat1: np.ndarray) -> Any:
     phi0, phi1 = np.radians(lat0), np.radians(lat1)
     dphi, dlmb = phi1 - phi0, np.radians(lon1 - lon0)
     a = np.sin(dphi / 2) ** 2 + np.cos(phi0) * np.cos(phi1) * np.sin(dlmb / 2) ** 2
-    return 2 * 6_371_008.8 * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
 
 
 def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
@@ -180,43 +215,138 @@ def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
     return np.array([h3.str_to_int(c) for c in cells], dtype="uint64").view("int64")
 
 
-def buffer_rings(resolution: int, buffer_m: float) -> int:
-    """Grid steps around a shard's cell that its buffer covers: ``buffer_m``, at least 1.
+def sample_spacing_m(resolution: int) -> float:
+    """How far apart a way's samples are at ``resolution``: a quarter of an H3 edge length."""
+    return float(h3.average_hexagon_edge_length(resolution, "m")) / 4
 
-    One step is the distance between neighbouring cell centres, ``sqrt(3)`` edge lengths.
+
+def search_rings(resolution: int, distance_m: float) -> int:
+    """Grid steps around a cell within which every cell closer than ``distance_m`` lies.
+
+    A cell ``k + 1`` steps away is at least ``0.75 k`` average edge lengths from the centre
+    cell's hexagon (measured at resolutions 3-12 over the globe); half an edge per step is
+    used, a margin of 1.5.
     """
-    step_m = math.sqrt(3) * h3.average_hexagon_edge_length(resolution, "m")
-    return max(MIN_BUFFER_RINGS, math.ceil(buffer_m / step_m))
+    edge_m = float(h3.average_hexagon_edge_length(resolution, "m"))
+    return int(distance_m // (RING_GAP_EDGES * edge_m)) + 1
 
 
-def touched_cells(refs: WayRefs, resolution: int) -> pd.DataFrame:
-    """Return unique ``(way, cell)`` pairs: the cells each way's line passes through (sampled).
+def cells_within(
+    cell: int, distance_m: float, resolution: int, among: np.ndarray | None = None
+) -> np.ndarray:
+    """Return the cells (int64, sorted) whose hexagon is within ``distance_m`` of ``cell``'s.
 
-    Samples are a quarter of an edge length apart, so every point of a way lies in a touched
-    cell or a neighbour of one.
+    ``cell`` itself is one (if ``among`` has it). Distances are between the cells' boundaries,
+    in metres, in the local frame of ``cell`` (:func:`hexagon_distance_m`). ``among``: only
+    these cells (sorted int64) are considered.
     """
-    spacing = h3.average_hexagon_edge_length(resolution, "m") / 4
-    way, lon, lat = way_samples(refs, spacing)
-    pairs = pd.DataFrame({"way": way, "cell": cells_of(lon, lat, resolution)})
-    return pairs.drop_duplicates(ignore_index=True)
+    rings = search_rings(resolution, distance_m)
+    disk = _int64(np.asarray(h3int.grid_disk(int(_uint64(cell)), rings)))
+    if among is not None:
+        disk = disk[np.isin(disk, among)]
+    centre = _hexagon(cell, cell)
+    near = [shapely.distance(_hexagon(other, cell), centre) <= distance_m
+            for other in disk.tolist()]  # fmt: skip
+    return np.sort(disk[np.array(near, dtype=bool)])
 
 
-def core_pairs(touched: pd.DataFrame, rings: int) -> pd.DataFrame:
-    """Return unique ``(cell, way)`` pairs: shard ``cell`` holds ``way`` as a core way.
+def hexagon_distance_m(shapes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Distance in metres from each shape to the hexagon of the cell beside it (0 inside).
 
-    Only cells that some way touches are shards.
+    ``shapes`` are shapely geometries in the local frame of their cell (:func:`local_xy`):
+    metres east and north of the cell's centre on a sphere of the Earth's mean radius, at the
+    scale of the centre's latitude (an equirectangular projection: within 0.3 % of the
+    distance on the sphere over a cell and 1 km around it at resolution 5 and finer, where a
+    cell's latitudes span less than 0.2 degrees). The hexagon's edges are great-circle arcs
+    (as H3 draws them), each drawn with ``ARC_POINTS`` points.
     """
-    shards = set(touched["cell"].tolist())
-    disks = {
-        cell: [c for c in grid_disk(cell, rings) if c in shards]
-        for cell in touched["cell"].unique()
-    }
-    sizes = np.array([len(disks[c]) for c in touched["cell"].tolist()], dtype="int64")
-    cells = np.fromiter(
-        (c for cell in touched["cell"].tolist() for c in disks[cell]), "int64", int(sizes.sum())
+    unique, inverse = np.unique(cells, return_inverse=True)
+    hexagons = np.array([_hexagon(c, c) for c in unique.tolist()], dtype=object)
+    return np.asarray(shapely.distance(shapes, hexagons[inverse]))
+
+
+def _hexagon(cell: int, frame: int) -> shapely.Polygon:
+    """``cell``'s boundary as a polygon in the local frame of cell ``frame``."""
+    boundary = np.radians(np.array(h3int.cell_to_boundary(int(_uint64(cell)))))
+    xyz = np.column_stack(
+        [np.cos(boundary[:, 0]) * np.cos(boundary[:, 1]),
+         np.cos(boundary[:, 0]) * np.sin(boundary[:, 1]), np.sin(boundary[:, 0])]
+    )  # fmt: skip
+    step = np.arange(ARC_POINTS)[:, None] / ARC_POINTS
+    points = np.concatenate(
+        [(1 - step) * a + step * b for a, b in zip(xyz, np.roll(xyz, -1, axis=0), strict=True)]
+    )  # points on each edge's great circle (normalised chords)
+    lat = np.degrees(np.arcsin(points[:, 2] / np.linalg.norm(points, axis=1)))
+    lon = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
+    x, y = local_xy(lon, lat, np.full(len(lon), frame, dtype="int64"))
+    return shapely.Polygon(np.column_stack([x, y]))
+
+
+def local_xy(lon: np.ndarray, lat: np.ndarray, frames: np.ndarray) -> tuple[Any, Any]:
+    """Metres east and north of each point's frame cell's centre (equirectangular there)."""
+    unique, inverse = np.unique(frames, return_inverse=True)
+    centres = np.array([h3int.cell_to_latlng(int(c)) for c in _uint64(unique).tolist()])
+    lat0, lon0 = centres[inverse, 0], centres[inverse, 1]
+    east = (lon - lon0 + 180.0) % 360.0 - 180.0
+    scale = np.radians(EARTH_RADIUS_M)
+    return east * scale * np.cos(np.radians(lat0)), (lat - lat0) * scale
+
+
+def _uint64(cells: Any) -> Any:
+    return (
+        np.asarray(cells, dtype="int64").view("uint64")
+        if np.ndim(cells)
+        else np.int64(cells).view("uint64")
     )
-    pairs = pd.DataFrame({"cell": cells, "way": np.repeat(touched["way"].to_numpy(), sizes)})
+
+
+def _int64(cells: np.ndarray) -> np.ndarray:
+    """H3's uint64 cells as int64."""
+    return np.asarray(cells, dtype="uint64").view("int64")
+
+
+def core_pairs(refs: WayRefs, resolution: int, buffer_m: float) -> pd.DataFrame:
+    """Return unique ``(cell, way)`` pairs, sorted: shard ``cell`` holds ``way`` as a core way.
+
+    The shards are the cells the ways' samples fall in (:func:`segment_samples`, a quarter of
+    an edge length apart). A way is a core way of every shard whose hexagon its line passes
+    within ``buffer_m`` of (``BOUNDARY_TOLERANCE_M`` more, for the drawing of the hexagon),
+    those it passes through included: each of its segments is measured
+    (:func:`hexagon_distance_m`) against the shards within ``buffer_m`` plus half a sample
+    spacing of the cells its samples fall in (:func:`cells_within`), since every point of a
+    segment is that close to one of its samples.
+    """
+    segments = way_segments(refs)
+    spacing = sample_spacing_m(resolution)
+    segment, lon, lat = segment_samples(segments, spacing)
+    sampled = pd.DataFrame({"segment": segment, "cell": cells_of(lon, lat, resolution)})
+    sampled = sampled.drop_duplicates(ignore_index=True)
+    shards = np.sort(sampled["cell"].unique())
+    reach = buffer_m + spacing / 2
+    near = {cell: cells_within(cell, reach, resolution, among=shards) for cell in shards.tolist()}
+    sizes = np.array([len(near[c]) for c in sampled["cell"].tolist()], dtype="int64")
+    candidates = pd.DataFrame(
+        {"segment": np.repeat(sampled["segment"].to_numpy(), sizes),
+         "cell": np.concatenate([near[c] for c in sampled["cell"].tolist()])}
+    ).drop_duplicates(ignore_index=True)  # fmt: skip
+    near_enough = np.zeros(len(candidates), dtype=bool)
+    for start in range(0, len(candidates), DISTANCE_CHUNK):
+        part = candidates.iloc[start : start + DISTANCE_CHUNK]
+        distance = segment_distance_m(segments, part["segment"].to_numpy(), part["cell"].to_numpy())
+        near_enough[start : start + len(part)] = distance <= buffer_m + BOUNDARY_TOLERANCE_M
+    kept = candidates[near_enough]
+    pairs = pd.DataFrame(
+        {"cell": kept["cell"].to_numpy(), "way": segments.way[kept["segment"].to_numpy()]}
+    )
     return pairs.drop_duplicates(ignore_index=True).sort_values(["cell", "way"], ignore_index=True)
+
+
+def segment_distance_m(segments: Segments, index: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Distance in metres from each segment ``index[i]`` to the hexagon of ``cells[i]``."""
+    x0, y0 = local_xy(segments.lon0[index], segments.lat0[index], cells)
+    x1, y1 = local_xy(segments.lon1[index], segments.lat1[index], cells)
+    lines = shapely.linestrings(np.stack([x0, y0, x1, y1], axis=1).reshape(-1, 2, 2))
+    return hexagon_distance_m(lines, cells)
 
 
 def grid_disk(cell: int, rings: int) -> list[int]:
@@ -281,7 +411,7 @@ def auto_resolution(refs: WayRefs, max_job_mem_mb: float, buffer_m: float) -> in
     if segments_per_way.sum() <= budget:
         return None
     for resolution in AUTO_RESOLUTIONS:
-        cores = core_pairs(touched_cells(refs, resolution), buffer_rings(resolution, buffer_m))
+        cores = core_pairs(refs, resolution, buffer_m)
         load = pd.Series(segments_per_way[cores["way"].to_numpy()]).groupby(cores["cell"]).sum()
         if load.max() <= budget:
             return resolution
@@ -327,8 +457,7 @@ def cut_extract(
     if resolution == "auto":
         resolution = auto_resolution(refs, max_job_mem_mb, buffer_m) or 0
     resolution = check_resolution(resolution)
-    rings = buffer_rings(resolution, buffer_m)
-    ways = shard_ways(refs, core_pairs(touched_cells(refs, resolution), rings))
+    ways = shard_ways(refs, core_pairs(refs, resolution, buffer_m))
     shards_dir = out_dir / SHARDS_DIR
     with folder_lock(out_dir, lock_timeout_s):
         (out_dir / META_FILE).unlink(missing_ok=True)  # not a roads folder until merged
@@ -342,7 +471,7 @@ def cut_extract(
     plan = {
         "resolution": resolution,
         "buffer_m": buffer_m,
-        "buffer_rings": rings,
+        "buffer_rings": None,  # read by the merge; the buffer is buffer_m, in metres
         "network": network,
         "highway_include": list(highway_include) if highway_include is not None else None,
         "source_file": str(osm_path),
