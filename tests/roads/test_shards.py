@@ -15,8 +15,10 @@ import pyproj
 import pytest
 import shapely
 
+import pipeline.roads.shards as shards
 from pipeline.errors import ConfigError
 from pipeline.roads import build_roads, read_edges, read_nodes, read_roads_meta
+from pipeline.roads.highways import highway_filter_for
 from pipeline.roads.shard_build import build_shard, build_sharded_roads
 from pipeline.roads.shards import (
     CORE_WAYS_FILE,
@@ -298,3 +300,71 @@ def test_every_shard_holds_the_ways_within_its_buffer_on_a_real_extract(
     lines = {w: p for w, p in lines_of(source).items() if w in everything}
     assert len(plan["cells"]) > 10
     assert assert_cores_are_the_ways_within(tmp_path, lines, 300.0) > 0.9 * len(lines) * len(cores)
+
+
+def extract_content(extract: Path) -> tuple[list[tuple], list[tuple]]:
+    """The nodes (id, location, tags) and ways (id, refs, tags) of an OSM file, in file order."""
+    nodes = [
+        (n.id, n.location.lon, n.location.lat, dict(n.tags))
+        for n in osmium.FileProcessor(str(extract), osmium.osm.NODE)
+    ]
+    ways = [
+        (w.id, [r.ref for r in w.nodes], dict(w.tags))
+        for w in osmium.FileProcessor(str(extract), osmium.osm.WAY)
+    ]
+    return nodes, ways
+
+
+@pytest.mark.shared_data
+def test_a_shard_extract_holds_its_core_ways_the_roads_at_their_nodes_and_their_nodes(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    source = shared_data / "osm/monaco-2016.osm.pbf"
+    cut_extract(source, tmp_path, 7)
+    keeps = highway_filter_for("drive", None).keeps
+    roads = {
+        w.id: [r.ref for r in w.nodes]
+        for w in osmium.FileProcessor(str(source), osmium.osm.WAY)
+        if keeps(dict(w.tags))
+    }
+    source_nodes = {n.id for n in osmium.FileProcessor(str(source), osmium.osm.NODE)}
+    for cell, core in core_ways_of(tmp_path).items():
+        core_nodes = {ref for way in core for ref in roads[way]}
+        expected = core | {way for way, refs in roads.items() if core_nodes & set(refs)}
+        nodes, ways = extract_content(tmp_path / SHARDS_DIR / cell / "extract.osm.pbf")
+        assert {w[0] for w in ways} == expected
+        assert {n[0] for n in nodes} == {r for w in expected for r in roads[w]} & source_nodes
+
+
+@pytest.mark.shared_data
+def test_the_cut_is_the_same_in_small_chunks_and_many_passes(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = shared_data / "mapmatch/kubicka-dev/00000005/network.osm.bz2"
+    whole = cut_extract(source, tmp_path / "whole", 7)
+    monkeypatch.setattr(shards, "WAY_CHUNK", 100)  # many chunks of ways
+    monkeypatch.setattr(shards, "WRITERS_PER_PASS", 3)  # many passes over the extract
+    monkeypatch.setattr(shards, "CORE_WAYS_PER_PASS", 500)  # and passes of 1 shard
+    pieces = cut_extract(source, tmp_path / "pieces", 7)
+    assert len(whole["cells"]) > 6
+    assert {k: v for k, v in pieces.items() if k != "source_file"} == {
+        k: v for k, v in whole.items() if k != "source_file"
+    }
+    for cell in whole["cells"]:
+        one, other = (tmp_path / part / SHARDS_DIR / cell for part in ("whole", "pieces"))
+        assert extract_content(one / "extract.osm.pbf") == extract_content(
+            other / "extract.osm.pbf"
+        )
+        assert np.array_equal(np.load(one / CORE_WAYS_FILE), np.load(other / CORE_WAYS_FILE))
+
+
+def test_a_loop_of_length_0_has_an_owner(tmp_path: Path) -> None:
+    nodes = {1: (47.14, 9.52), 2: (47.141, 9.52), 3: (47.141, 9.521)}
+    ways = {100: ([1, 2, 3], "residential", False), 101: ([2, 2], "residential", False)}
+    extract = write_osm_network(tmp_path / "loop.osm", nodes, ways)
+    whole = build_roads(extract, tmp_path / "whole")
+    meta = build_sharded_roads(extract, tmp_path / "sharded", 11)
+    edges = pd.DataFrame(read_edges(tmp_path / "sharded"))
+    assert (edges["length_m"] == 0).any()  # the loop is an edge
+    pd.testing.assert_frame_equal(edges, pd.DataFrame(read_edges(tmp_path / "whole")))
+    assert meta["edge_count"] == whole["edge_count"]
