@@ -16,7 +16,7 @@ import pytest
 import shapely
 
 import pipeline.roads.shards as shards
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.roads import build_roads, read_edges, read_nodes, read_roads_meta
 from pipeline.roads.highways import highway_filter_for
 from pipeline.roads.shard_build import build_shard, build_sharded_roads
@@ -368,3 +368,15 @@ def test_a_loop_of_length_0_has_an_owner(tmp_path: Path) -> None:
     assert (edges["length_m"] == 0).any()  # the loop is an edge
     pd.testing.assert_frame_equal(edges, pd.DataFrame(read_edges(tmp_path / "whole")))
     assert meta["edge_count"] == whole["edge_count"]
+
+
+def test_an_extract_without_roads_of_the_network_is_refused(tmp_path: Path) -> None:
+    nodes = {1: (47.14, 9.52), 2: (47.141, 9.52)}
+    extract = write_osm_network(tmp_path / "paths.osm", nodes, {7: ([1, 2], "footway", False)})
+    with pytest.raises(InputDataError, match="no road of the chosen network"):
+        cut_extract(extract, tmp_path / "roads", 9)
+    broken = tmp_path / "broken.osm"
+    broken.write_text("<osm><node id='1' lat='x'")
+    with pytest.raises(InputDataError, match="broken.osm"):
+        cut_extract(broken, tmp_path / "roads", 9)
+    assert not (tmp_path / "roads" / SHARDS_DIR).exists()
