@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_scale.py unsharded --factors 1 2 4 8 [--runs N]
     python benchmarks/bench_scale.py sharded --factors 1 2 4 8 16 32 --shard-resolution R
+    python benchmarks/bench_scale.py cut --factors 1 2 4 8 16 --shard-resolution R [--runs N]
 
 The networks are ``benchmarks/scale_network.py``'s replicas of Kubicka 00000013 (307,392 edges
 per copy), written once into ``--networks`` (default ``/tmp/roadcover-scale``) and reused.
@@ -186,6 +187,38 @@ def bench_sharded(
     print_sharded(rows, resolution)
 
 
+def bench_cut(networks: Path, factors: list[int], resolution: int, runs: int) -> None:
+    """Only cut each factor's network into shards, ``runs`` times; print a Markdown table."""
+    rows = []
+    for factor in factors:
+        osm = network_file(networks, factor)
+        out = networks / f"cut-x{factor}-r{resolution}"
+        measures = []
+        for _ in range(runs):
+            shutil.rmtree(out, ignore_errors=True)
+            cut = measure_command(
+                python_code(CUT, str(osm), str(out), str(resolution)), networks / "cut.log"
+            )
+            if cut.exit_status != 0:
+                sys.exit(f"cut of {osm} failed; see {networks}/cut.log")
+            plan = json.loads((out / "shards" / "plan.json").read_text())
+            core = core_way_total(out, plan["cells"])
+            report("cut", factor, cut, cells=len(plan["cells"]), core_ways=core,
+                   ways=plan["ways_kept"])  # fmt: skip
+            measures.append(cut)
+        rows.append((factor, plan["ways_kept"], len(plan["cells"]), core, measures))
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\n## the cut at resolution {resolution}: {machine()}, median of {runs}\n")
+    print("| factor | ways | shards | core ways per way | cut CPU s | cut peak MiB (tree RSS) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for factor, ways, cells, core, measures in rows:
+        print(
+            f"| {factor}x | {ways:,} | {cells} | {core / ways:.2f} "
+            f"| {median(m.cpu_s for m in measures):.1f} "
+            f"| {median(m.peak_rss_mb for m in measures):,.0f} |"
+        )
+
+
 def largest_shards(out: Path, cells: list[str], count: int) -> list[str]:
     """The ``count`` cells whose shard extracts are the largest files (the densest shards)."""
     size = {cell: (out / "shards" / cell / "extract.osm.pbf").stat().st_size for cell in cells}
@@ -275,7 +308,7 @@ def machine() -> str:
 def main() -> None:
     """Parse the command line and run the chosen benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["unsharded", "sharded"])
+    parser.add_argument("mode", choices=["unsharded", "sharded", "cut"])
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--networks", type=Path, default=Path("/tmp/roadcover-scale"))
@@ -286,6 +319,8 @@ def main() -> None:
     args.networks.mkdir(parents=True, exist_ok=True)
     if args.mode == "unsharded":
         bench_unsharded(args.networks, args.factors, args.runs)
+    elif args.mode == "cut":
+        bench_cut(args.networks, args.factors, args.shard_resolution, args.runs)
     else:
         bench_sharded(
             args.networks, args.factors, args.shard_resolution, args.max_shards, not args.no_merge

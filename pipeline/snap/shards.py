@@ -1,13 +1,23 @@
 """Match a batch on a sharded region: each trip on the shard graph(s) it touches.
 
-A trip's fixes fall in H3 cells at the shards' resolution; the shards of those cells (for a
-cell without roads, the shards next to it) are the trip's shards. A trip inside one shard is
-matched on that shard's roads folder; a trip across shards on the union of their graphs,
-written once per set of shards into the run's staging folder. Every edge of a shard is an edge
-of the unsharded graph with its global id (:mod:`pipeline.roads.shards`), and a shard's
-buffer (``roads.shard_buffer_m``, at least one ring of cells) holds the roads around its cell,
-so a trip sees the candidates and routes an unsharded match sees, and its segments carry the
-global edge ids: on an edge owned by another shard, a segment is that shard's.
+A trip's fixes fall in H3 cells at the shards' resolution; the shards of those cells are the
+trip's shards, and for a fix in a cell without a shard (no road's sample falls in it) every
+shard within ``roads.shard_buffer_m`` plus half a sample spacing (an eighth of an edge
+length, :func:`pipeline.roads.shards.sample_spacing_m`) of that cell. A trip inside one shard
+is matched on that shard's roads folder; a trip across shards on the union of their graphs,
+written once per set of shards into the run's staging folder.
+
+Why a trip sees the roads an unsharded match sees. Every edge of a shard is an edge of the
+unsharded graph with its global id (:mod:`pipeline.roads.shards`), and a shard holds every
+way that passes within ``buffer_m`` of its hexagon. A fix's candidates lie within
+``snap.max_search_radius_m`` (``r``) of it: for a fix in a shard's cell, within ``r`` of that
+hexagon, so in the shard when ``r <= buffer_m``. For a fix in a cell without a shard, a
+candidate's way passes through the cell of one of its own samples at most ``r`` plus half a
+sample spacing from the fix, a shard of the trip, so that shard holds it. A route between
+two candidates of length ``L`` stays within ``r + L / 2`` of a fix, so the shortest routes
+the matcher compares are in the trip's shards when ``r + L / 2 <= buffer_m``: with the
+defaults (``r`` 400 m, 1,000 m), routes up to 1,200 m, far more than a 1 Hz trace's fixes
+are apart. Segments on edges owned elsewhere keep their global ids: they are the owner's.
 """
 
 from __future__ import annotations
@@ -22,7 +32,14 @@ import pandas as pd
 
 from pipeline.contracts import POINTS
 from pipeline.io import read_arrow
-from pipeline.roads.shards import SHARDS_DIR, cell_int, cells_of, grid_disk, read_plan
+from pipeline.roads.shards import (
+    SHARDS_DIR,
+    cell_int,
+    cells_of,
+    cells_within,
+    read_plan,
+    sample_spacing_m,
+)
 from pipeline.roads.store import read_edges, read_nodes, read_roads_meta, write_roads
 
 NETWORKS_DIR = "shard-networks"
@@ -49,7 +66,12 @@ def trip_shards(trip_files: pd.DataFrame, roads_dir: Path) -> pd.Series:
         cells = cells_of(fixes["lon"].to_numpy(), fixes["lat"].to_numpy(), plan["resolution"])
         parts.append(pd.DataFrame({"trip_id": fixes["trip_id"], "cell": cells}))
     pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
-    near = {cell: _shards_near(int(cell), shard_of) for cell in pairs["cell"].unique()}
+    reach = float(plan["buffer_m"]) + sample_spacing_m(plan["resolution"]) / 2
+    shards = np.sort(np.fromiter(shard_of, "int64", len(shard_of)))
+    near = {
+        cell: _shards_near(int(cell), shard_of, shards, reach, plan["resolution"])
+        for cell in pairs["cell"].unique()
+    }
     found: dict[str, set[str]] = {}
     for trip, cell in zip(pairs["trip_id"].tolist(), pairs["cell"].tolist(), strict=True):
         found.setdefault(trip, set()).update(near[cell])
@@ -58,11 +80,13 @@ def trip_shards(trip_files: pd.DataFrame, roads_dir: Path) -> pd.Series:
     return pd.Series([tuple(sorted(found.get(t) or default)) for t in trips], index=trips)
 
 
-def _shards_near(cell: int, shard_of: dict[int, str]) -> list[str]:
-    """Return the shard of ``cell``, or, for a cell without one, the shards around it."""
+def _shards_near(
+    cell: int, shard_of: dict[int, str], shards: np.ndarray, reach_m: float, resolution: int
+) -> list[str]:
+    """Return the shard of ``cell``, or, for a cell without one, the shards within ``reach_m``."""
     if cell in shard_of:
         return [shard_of[cell]]
-    return [shard_of[c] for c in grid_disk(cell, 1) if c in shard_of]
+    return [shard_of[c] for c in cells_within(cell, reach_m, resolution, among=shards).tolist()]
 
 
 def network_folder(roads_dir: Path, shards: tuple[str, ...], staging: Path) -> Path:

@@ -26,7 +26,7 @@ from tests.builders import drive_points, write_traces_batch
 SETTINGS = settings_from_mapping({"regions": [{"name": "t", "osm": "t.osm"}]})
 SNAP = replace(SETTINGS.snap, workers=1)
 COVERAGE = SETTINGS.coverage
-SEGMENT_COLUMNS = ["trip_id", "seq", "edge_id", "from_offset_m", "to_offset_m", "entered_at"]
+SEGMENT_COLUMNS = ["trip_id", "seq", "edge_id", "from_offset_m", "to_offset_m"]
 
 
 def kubicka_points(drive: Path) -> gpd.GeoDataFrame:
@@ -93,6 +93,11 @@ def test_a_batch_matched_on_shards_equals_the_unsharded_match_and_coverage(
         build_sharded_roads(osm, sharded, resolution)
         segments, fixes = matched(sharded, traces, tmp_path / f"m-{resolution}")
         pd.testing.assert_frame_equal(segments[SEGMENT_COLUMNS], expected_segments[SEGMENT_COLUMNS])
+        # the same times, but where a fix lies where two edges meet or share a line: the
+        # matcher breaks that tie by its candidates' order, which differs between networks
+        late = (segments["entered_at"] - expected_segments["entered_at"]).abs()
+        assert (late == pd.Timedelta(0)).mean() >= 0.99
+        assert late.max() <= pd.Timedelta(seconds=1)  # the fixes' interval
         # the same pieces of the same edges; lines within a centimetre (projected and back)
         apart = shapely.hausdorff_distance(
             segments.geometry.to_numpy(), expected_segments.geometry.to_numpy()
