@@ -104,6 +104,7 @@ class SnapSettings:
     max_outlier_points: int
     workers: int | None  # at most this many Dask workers; None: one per CPU
     min_fixes_near_roads: float
+    estimate_beta: bool = True
 
 
 @dataclass(frozen=True)

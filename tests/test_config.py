@@ -186,6 +186,16 @@ def test_priorities_settings_have_defaults_and_refuse_bad_values() -> None:
         settings_from_mapping({**MINIMAL, "priorities": {"class_weights": {"primary": -1}}})
 
 
+def test_the_per_trip_transition_scale_is_on_unless_the_config_turns_it_off() -> None:
+    from pipeline.snap.stage import match_params
+
+    assert match_params(settings_from_mapping(MINIMAL).snap).estimate_beta is True
+    fixed = settings_from_mapping({**MINIMAL, "snap": {"estimate_beta": False}})
+    assert match_params(fixed.snap).estimate_beta is False
+    with pytest.raises(ConfigError, match="'snap.estimate_beta' has value 'no'"):
+        settings_from_mapping({**MINIMAL, "snap": {"estimate_beta": "no"}})
+
+
 def test_the_schema_reads_as_the_pure_python_safe_loader_reads_it() -> None:
     import yaml
 

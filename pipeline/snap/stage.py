@@ -100,6 +100,7 @@ def match_params(settings: SnapSettings) -> MatchParams:
         max_route_m=settings.max_route_m,
         uturn_penalty=settings.uturn_penalty,
         max_outlier_points=settings.max_outlier_points,
+        estimate_beta=settings.estimate_beta,
     )
 
 
