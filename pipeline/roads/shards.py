@@ -466,9 +466,14 @@ def owner_cells(edges: gpd.GeoDataFrame, resolution: int, shard_cells: set[int])
 
     The cell of the midpoint of the edge's canonical line (the line :func:`road_ids` hashes,
     the same for both directions); if that cell is no shard, the cell of the canonical line's
-    first point (a node of the edge's way, so a cell the way touches, which is a shard).
+    first point (a node of the edge's way, so a cell the way touches, which is a shard). A
+    line of one point (a loop of zero length, as Kubicka's networks have) is its own canonical
+    line: rounded to the precision it would be empty.
     """
-    canonical = shapely.normalize(shapely.set_precision(edges.geometry.to_numpy(), 1e-7))
+    geometry = edges.geometry.to_numpy()
+    canonical = shapely.normalize(shapely.set_precision(geometry, 1e-7))
+    one_point = shapely.is_empty(canonical)
+    canonical[one_point] = shapely.normalize(geometry[one_point])
     middle = shapely.line_interpolate_point(canonical, 0.5, normalized=True)
     cells = cells_of(shapely.get_x(middle), shapely.get_y(middle), resolution)
     orphan = ~np.isin(cells, np.fromiter(shard_cells, "int64", len(shard_cells)))
