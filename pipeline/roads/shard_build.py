@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -44,6 +44,7 @@ from pipeline.roads.shards import (
     DEFAULT_BUFFER_M,
     DEFAULT_MAX_JOB_MEM_MB,
     OWNERS_FILE,
+    PLAN_FILE,
     SHARD_EXTRACT_FILE,
     SHARDS_DIR,
     cell_int,
@@ -60,12 +61,25 @@ from pipeline.roads.store import (
     read_roads_meta,
     write_roads,
 )
+from pipeline.storage import is_url, join
+
+if TYPE_CHECKING:
+    from pipeline.storage import Staging
 
 log = logging.getLogger(__name__)
 
 MAX_BUCKETS = 512
 """At most this many buckets (two spill files each) in a merge, whatever ``bucket_rows``."""
 _CONTRACTS = {EDGES_FILE: EDGES, NODES_FILE: NODES}
+REGION_FILES = (EDGES_FILE, NODES_FILE, META_FILE)
+"""The files of a sharded region's roads folder that the merge writes."""
+SHARD_TABLES = (META_FILE, EDGES_FILE, NODES_FILE)
+"""The files of a shard's folder that matching reads."""
+MERGE_INPUTS = (
+    f"{SHARDS_DIR}/{PLAN_FILE}",
+    *(f"{SHARDS_DIR}/*/{name}" for name in (*SHARD_TABLES, OWNERS_FILE)),
+)
+"""The files of a sharded region's roads folder that the merge reads."""
 
 
 def build_sharded_roads(
@@ -108,6 +122,63 @@ def build_sharded_roads(
     for cell in plan["cells"]:
         build_shard(roads_dir, cell, lock_timeout_s)
     return merge_shards(roads_dir, lock_timeout_s)
+
+
+def stage_shard(staging: Staging, roads_dir: str | Path, cell: str) -> Path:
+    """Return the local roads folder in which to build shard ``cell`` of ``roads_dir``.
+
+    ``roads_dir`` itself if it is a path. Of a URL, the plan and the shard's folder (its
+    extract and core ways) are downloaded, and the shard's folder is an output of ``staging``:
+    locked, and published when the build succeeds. Nothing else of the region is read.
+    """
+    if not is_url(roads_dir):
+        return Path(roads_dir)
+    local = staging.input_file(join(str(roads_dir), SHARDS_DIR, PLAN_FILE)).parent.parent
+    if cell in read_plan(local)["cells"]:  # else build_shard refuses it
+        staging.output_folder(join(str(roads_dir), SHARDS_DIR, cell), keep_existing=True)
+    return local
+
+
+def stage_merge(staging: Staging, roads_dir: str | Path) -> Path:
+    """Return the local roads folder in which to merge the shards of ``roads_dir``.
+
+    ``roads_dir`` itself if it is a path. Of a URL, the region's tables and ``meta.json`` are
+    an output of ``staging`` (locked, and published when the merge succeeds; the shards'
+    objects are left as they are), and the files the merge reads are downloaded (the plan,
+    and each shard's tables, owners and ``meta.json``; not the extracts).
+    """
+    if not is_url(roads_dir):
+        return Path(roads_dir)
+    local = staging.output_folder(roads_dir, keep_existing=False, include=REGION_FILES)
+    staging.input_folder(roads_dir, include=MERGE_INPUTS)
+    return local
+
+
+def stage_match_roads(
+    staging: Staging, roads_dir: str | Path, traces_dir: Path, batch_id: str | None
+) -> Path:
+    """Return the local roads folder on which to match a batch (``roadcover snap``).
+
+    ``roads_dir`` itself if it is a path. Of a URL, its objects are downloaded; of a sharded
+    region's, only what matching reads: the region's ``meta.json`` and ``edges.parquet`` (its
+    identity, hashed), the plan, and the tables of the shards that the batch's trips are
+    matched on (:func:`pipeline.snap.shards.trip_shards`), not every shard of the region.
+    """
+    if not is_url(roads_dir):
+        return Path(roads_dir)
+    local = staging.input_folder(roads_dir, include=(META_FILE, f"{SHARDS_DIR}/{PLAN_FILE}"))
+    if "shards" not in read_roads_meta(local):
+        return staging.input_folder(roads_dir)  # unsharded: the whole folder
+    from pipeline.snap.shards import trip_shards
+    from pipeline.snap.stage import batch_trip_files
+
+    needed = [EDGES_FILE]
+    trip_files = batch_trip_files(traces_dir, batch_id)
+    if len(trip_files):
+        cells = sorted({cell for cells in trip_shards(trip_files, local) for cell in cells})
+        needed += [f"{SHARDS_DIR}/{cell}/{name}" for cell in cells for name in SHARD_TABLES]
+    staging.input_folder(roads_dir, include=needed)
+    return local
 
 
 def build_shard(
