@@ -12,8 +12,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import h3
+import numpy as np
+import pandas as pd
 import pytest
+import shapely
 
 from pipeline.cli import main
 from pipeline.roads import build_roads
@@ -21,7 +25,7 @@ from pipeline.roads.shard_build import stage_match_roads
 from pipeline.roads.shards import SHARDS_DIR, read_plan
 from pipeline.storage import Staging
 from tests import objectstore
-from tests.builders import drive_points, write_traces_batch
+from tests.builders import write_traces_batch
 from tests.objectstore import sha256_objects, store
 
 s3_endpoint, bucket = objectstore.s3_endpoint, objectstore.bucket  # the fixtures
@@ -90,11 +94,26 @@ def test_a_cut_again_replaces_the_region_in_the_bucket(
     assert set(left) == expected
 
 
+def fixes_along_first_street(count: int) -> gpd.GeoDataFrame:
+    """One trip's fixes, 1 s apart, along the tiny network's way 100 (lat 60.17, lon 24.940-2)."""
+    lon = np.linspace(24.9400, 24.9420, count)
+    lat = np.full(count, 60.1700)
+    times = pd.date_range("2026-10-01", periods=count, freq="1s", tz="UTC").as_unit("ms")
+    frame = pd.DataFrame(
+        {
+            "trace_id": "t1", "trip_id": "t1-001", "contributor_id": "c1", "device_id": "d1",
+            "observed_at": times,
+            "lon": lon, "lat": lat, "hdop": 1.0, "speed_mps": 10.0, "heading_deg": 90.0,
+            "source_file": "t.csv", "source_row": np.arange(count) + 2,
+        }
+    )  # fmt: skip
+    return gpd.GeoDataFrame(frame, geometry=shapely.points(lon, lat), crs=4326)
+
+
 def test_a_match_downloads_only_the_shards_its_trips_are_in(
     bucket: str, tiny_osm: Path, tmp_path: Path
 ) -> None:
-    build_roads(tiny_osm, tmp_path / "whole")
-    points, _ = drive_points(tmp_path / "whole", trips=1, seed=3)
+    points = fixes_along_first_street(count=12)
     traces = write_traces_batch(tmp_path / "traces", points, "b1")
     roads = f"s3://{bucket}/run/roads"
     cells = build_in_jobs(tiny_osm, roads)
