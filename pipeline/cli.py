@@ -210,11 +210,13 @@ def roads_cut(
     if shard_resolution != "auto":
         check_resolution(shard_resolution)
     osm_path = resolve_extract(osm_file, settings.cache_dir, sha256)
-    plan = cut_extract(
-        osm_path, roads_dir, shard_resolution, network or settings.roads.network,
-        settings.roads.highway_include, settings.roads.shard_buffer_m,
-        settings.roads.shard_max_job_mem_mb, settings.lock_timeout_s,
-    )  # fmt: skip
+    with _staging(settings) as staging:  # a URL: the region's objects are replaced
+        plan = cut_extract(
+            osm_path, staging.output_folder(roads_dir, keep_existing=False), shard_resolution,
+            network or settings.roads.network, settings.roads.highway_include,
+            settings.roads.shard_buffer_m, settings.roads.shard_max_job_mem_mb,
+            settings.lock_timeout_s,
+        )  # fmt: skip
     click.echo(f"{roads_dir}: {len(plan['cells'])} shard(s) at resolution {plan['resolution']}")
 
 
@@ -222,13 +224,14 @@ def roads_cut(
 @click.argument("roads_dir", type=Location(file_okay=False, exists=True))
 @click.argument("cell")
 @CONFIG_OPTION
-def roads_build_shard(roads_dir: Path, cell: str, config_path: Path | None) -> None:
+def roads_build_shard(roads_dir: Path | str, cell: str, config_path: Path | None) -> None:
     """Build shard CELL of a region cut with `roadcover roads cut`."""
     from pipeline.config import load_config
-    from pipeline.roads.shard_build import build_shard
+    from pipeline.roads.shard_build import build_shard, stage_shard
 
     settings = load_config(config_path)
-    meta = build_shard(roads_dir, cell, settings.lock_timeout_s)
+    with _staging(settings) as staging:
+        meta = build_shard(stage_shard(staging, roads_dir, cell), cell, settings.lock_timeout_s)
     click.echo(f"{roads_dir}: shard {cell}: {meta['edge_count']} edges, "
                f"{meta['shard']['owned_edge_count']} owned")  # fmt: skip
 
@@ -236,13 +239,14 @@ def roads_build_shard(roads_dir: Path, cell: str, config_path: Path | None) -> N
 @roads.command("merge")
 @click.argument("roads_dir", type=Location(file_okay=False, exists=True))
 @CONFIG_OPTION
-def roads_merge(roads_dir: Path, config_path: Path | None) -> None:
+def roads_merge(roads_dir: Path | str, config_path: Path | None) -> None:
     """Write the region's tables of a sharded ROADS_DIR from its built shards' owned edges."""
     from pipeline.config import load_config
-    from pipeline.roads.shard_build import merge_shards
+    from pipeline.roads.shard_build import merge_shards, stage_merge
 
     settings = load_config(config_path)
-    meta = merge_shards(roads_dir, settings.lock_timeout_s)
+    with _staging(settings) as staging:
+        meta = merge_shards(stage_merge(staging, roads_dir), settings.lock_timeout_s)
     click.echo(
         f"{roads_dir}: {meta['node_count']} nodes, {meta['edge_count']} edges, "
         f"{meta['road_km']:.1f} road km ({meta['directed_km']:.1f} directed km), "
@@ -418,6 +422,7 @@ def _snap(
 ) -> dict[str, Any]:
     """Map-match a batch with staged locations; return the matched folder's ``meta.json``."""
     from pipeline.snap.stage import snap_traces
+    from pipeline.storage import is_url
 
     settings = config.snap
 
@@ -430,8 +435,14 @@ def _snap(
                 f"{batch_report}: the ingest found nothing new (its files are in earlier batches: "
                 f"{earlier}); match those with --batch ID"
             )
+    traces = staging.input_folder(traces_dir)
+    roads = Path(roads_dir)
+    if is_url(roads_dir):  # of a sharded region, only the shards the batch needs
+        from pipeline.roads.shard_build import stage_match_roads
+
+        roads = stage_match_roads(staging, roads_dir, traces, batch_id)
     meta: dict[str, Any] = snap_traces(
-        staging.input_folder(roads_dir), staging.input_folder(traces_dir),
+        roads, traces,
         staging.output_folder(matched_dir, keep_existing=False), settings, batch_id,
         scheduler_address=config.dask_scheduler_address, lock_timeout_s=config.lock_timeout_s,
     )  # fmt: skip

@@ -8,7 +8,8 @@ local files, so a URL is *staged*:
 * an **output** folder is locked (:class:`PrefixLock`), its current objects are downloaded (the
   incremental stages read their earlier state from it), the stage writes into the local copy,
   and when it succeeds the copy is **published**: new and changed files are uploaded, the
-  folder's commit records (a roads or matched ``meta.json``, ingest ``reports/*.json``, the
+  folder's commit records (a roads or matched ``meta.json``, a sharded region's
+  ``shards/plan.json``, ingest ``reports/*.json``, the
   coverage ``state/CURRENT.json`` and ``summary.json``, a releases folder's ``latest.json``)
   last, and files the stage removed are deleted after them. A commit record that names files
   being overwritten in place is deleted before they are uploaded. So a reader that follows the
@@ -66,6 +67,7 @@ POLL_S = 0.5
 # the commit records of every stage's output folder, as glob patterns of relative paths
 COMMIT_RECORDS = (
     "meta.json",
+    "shards/plan.json",
     "simulation.json",
     "reports/*.json",
     "state/CURRENT.json",
@@ -169,19 +171,34 @@ def local_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def remote_files(fs: AbstractFileSystem, prefix: str) -> list[str]:
-    """Return the relative paths of the objects under ``prefix`` (its lock object excluded)."""
+def remote_files(
+    fs: AbstractFileSystem, prefix: str, include: Sequence[str] | None = None
+) -> list[str]:
+    """Return the relative paths of the objects under ``prefix`` (its lock object excluded).
+
+    With ``include`` (glob patterns of relative paths; ``*`` matches ``/`` too), only the
+    objects that match one.
+    """
     try:
         found = fs.find(prefix)
     except FileNotFoundError:
         return []
     relative = [path[len(prefix) + 1 :] for path in found if path.startswith(prefix + "/")]
-    return sorted(path for path in relative if path and path != LOCK_FILE)
+    return sorted(
+        path
+        for path in relative
+        if path and path != LOCK_FILE and (include is None or _matches(path, include))
+    )
 
 
-def download_folder(fs: AbstractFileSystem, prefix: str, folder: Path) -> dict[str, str]:
-    """Download every object under ``prefix`` into ``folder``; return their sha256 by path."""
-    names = remote_files(fs, prefix)
+def download_folder(
+    fs: AbstractFileSystem, prefix: str, folder: Path, include: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Download the objects under ``prefix`` (those ``include`` matches) into ``folder``.
+
+    Returns their sha256 by relative path.
+    """
+    names = remote_files(fs, prefix, include)
     folder.mkdir(parents=True, exist_ok=True)
     if names:
         fs.get([f"{prefix}/{name}" for name in names], [str(folder / name) for name in names])
@@ -224,8 +241,12 @@ def publish_folder(
     before: dict[str, str],
     lock: PrefixLock | None = None,
     commit_records: Sequence[str] = COMMIT_RECORDS,
+    include: Sequence[str] | None = None,
 ) -> PublishPlan:
     """Upload ``folder`` to ``prefix``: data, then commit records, then delete removed files.
+
+    With ``include`` (glob patterns), only the files that match one are the folder's: the
+    others are neither uploaded nor, in ``before``, deleted.
 
     Raises
     ------
@@ -233,6 +254,9 @@ def publish_folder(
         If ``lock`` was taken over before the commit records went up (they are not uploaded).
     """
     files = local_files(folder)
+    if include is not None:
+        files = {name: path for name, path in files.items() if _matches(name, include)}
+        before = {name: digest for name, digest in before.items() if _matches(name, include)}
     plan = plan_publish(
         {name: _sha256(path) for name, path in files.items()}, before, commit_records
     )
@@ -416,6 +440,7 @@ class _Output:
     before: dict[str, str]
     lock: PrefixLock | None
     is_file: bool
+    include: Sequence[str] | None = None
 
 
 class Staging:
@@ -463,20 +488,29 @@ class Staging:
         parts = urlsplit(location)
         return self.root / parts.scheme / parts.netloc / parts.path.strip("/")
 
-    def input_folder(self, location: str | Path) -> Path:
+    def input_folder(self, location: str | Path, include: Sequence[str] | None = None) -> Path:
         """Return a local folder holding what ``location`` holds (downloaded if a URL).
+
+        With ``include`` (glob patterns of paths in the folder; ``*`` matches ``/`` too), only
+        the objects that match one are downloaded. Called again for the same URL, it adds to
+        the same local folder.
 
         Raises
         ------
         InputDataError
-            If the URL holds no object.
+            If the URL holds no object (that ``include`` matches).
         """
         if not is_url(location):
             return Path(location)
         fs, prefix = filesystem(str(location), self.settings)
         local = self._local_copy(str(location))
-        if not _storage_call(str(location), download_folder, fs, prefix, local):
-            raise InputDataError(f"{location}: no such folder (no object under this prefix)")
+        if not _storage_call(str(location), download_folder, fs, prefix, local, include):
+            if include is None:
+                raise InputDataError(f"{location}: no such folder (no object under this prefix)")
+            raise InputDataError(
+                f"{location}: none of {', '.join(include)} in this folder; run the stage that "
+                "writes it"
+            )
         return local
 
     def input_file(self, location: str | Path) -> Path:
@@ -501,12 +535,20 @@ class Staging:
             return self.input_folder(location)
         return self.input_file(location)
 
-    def output_folder(self, location: str | Path, keep_existing: bool = True) -> Path:
+    def output_folder(
+        self,
+        location: str | Path,
+        keep_existing: bool = True,
+        include: Sequence[str] | None = None,
+    ) -> Path:
         """Return the local folder a stage writes ``location`` through; lock it if a URL.
 
         With ``keep_existing`` the prefix's objects are downloaded first (the folder's earlier
         state, for stages that update in place); otherwise the stage starts from an empty
         folder and the objects it does not write again are deleted when it is published.
+        With ``include`` (glob patterns of paths in the folder), the stage's output is only
+        the files that match one: only they are downloaded, published or deleted (a merge
+        writes a region's tables and leaves its shards' folders as they are).
         """
         if not is_url(location):
             self._local_outputs.append(Path(location))
@@ -518,11 +560,14 @@ class Staging:
         self._stack.callback(lock.release)
         local = self._local_copy(location)
         if keep_existing:
-            before = _storage_call(location, download_folder, fs, prefix, local)
+            before = _storage_call(location, download_folder, fs, prefix, local, include)
         else:
             local.mkdir(parents=True, exist_ok=True)
-            before = {name: "" for name in _storage_call(location, remote_files, fs, prefix)}
-        self._outputs.append(_Output(location, local, fs, prefix, before, lock, is_file=False))
+            names = _storage_call(location, remote_files, fs, prefix, include)
+            before = {name: "" for name in names}
+        self._outputs.append(
+            _Output(location, local, fs, prefix, before, lock, is_file=False, include=include)
+        )
         return local
 
     def output_file(self, location: str | Path) -> Path:
@@ -544,7 +589,7 @@ class Staging:
             return
         _storage_call(
             output.location, publish_folder, output.local, output.fs, output.remote,
-            output.before, output.lock,
+            output.before, output.lock, COMMIT_RECORDS, output.include,
         )  # fmt: skip
 
     def _name_urls(self, output: Path) -> None:

@@ -99,22 +99,38 @@ def roads_meta(
             "road_km": round(class_road_km, 6),
             "directed_km": round(class_directed_km, 6),
         }
+    figures = {
+        "node_count": len(nodes),
+        "edge_count": len(edges),
+        "road_count": int(edges["road_id"].nunique()),
+        "bbox": [round(float(v), 7) for v in edges.total_bounds],
+        "road_km": round(road_km, 6),
+        "directed_km": round(directed_km, 6),
+        "by_highway": by_class,
+    }
+    return {**source_meta(osm_path, network, highway_include, ways, source_sha256), **figures}
+
+
+def source_meta(
+    osm_path: Path,
+    network: str,
+    highway_include: tuple[str, ...] | None,
+    ways: RoadWays,
+    source_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Return the part of ``meta.json`` that is not computed from the tables: source, versions.
+
+    :func:`roads_meta` adds the tables' figures (counts, bbox, road km, ``by_highway``).
+    """
     return {
         "source_file": str(osm_path),
         "source_sha256": source_sha256 or file_sha256(osm_path),
         "osm_timestamp": ways.osm_timestamp,
         "network": network,
         "highway_include": list(highway_include) if highway_include is not None else None,
-        "node_count": len(nodes),
-        "edge_count": len(edges),
-        "road_count": int(edges["road_id"].nunique()),
         "ways_kept": ways.ways_kept,
         "ways_clipped": ways.ways_clipped,
         "missing_node_refs": ways.missing_node_refs,
-        "bbox": [round(float(v), 7) for v in edges.total_bounds],
-        "road_km": round(road_km, 6),
-        "directed_km": round(directed_km, 6),
-        "by_highway": by_class,
         "crs": "EPSG:4326",
         "roadcover_version": __version__,
         "osmnx_version": package_version("osmnx"),

@@ -49,6 +49,16 @@ def data(*parts):
     return str(Path(DATA, *parts))
 
 
+def read_object(url):
+    """The content of an object in the bucket (the stages' credentials and endpoint)."""
+    from pipeline.config import StorageSettings
+    from pipeline.storage import filesystem
+
+    endpoint = (config.get("storage") or {}).get("endpoint_url")
+    fs, path = filesystem(url, StorageSettings(endpoint_url=endpoint))
+    return fs.cat_file(path)
+
+
 def record(*parts):
     """Under a storage plugin: the URL of a stage's commit record (DATA/parts), which the rule's
     shell then copies to its declared output with `roadcover storage get`. Else '' (no copy)."""
@@ -84,13 +94,6 @@ NO_REGION = "(?!)"  # a pattern nothing matches
 def names_pattern(names):
     """A wildcard constraint matching exactly these region names."""
     return "|".join(re.escape(name) for name in names) or NO_REGION
-
-
-if SHARDED and REMOTE:
-    raise WorkflowError(
-        f"regions {', '.join(SHARDED)} are sharded (shards:): sharded regions are built on a "
-        "local or shared file system, not through a storage plugin; set their shards to null"
-    )
 
 
 def region_settings(name):
@@ -140,7 +143,13 @@ def matched_batches(wildcards):
 
 
 def shard_metas(wildcards):
-    """The meta.json of every shard the region's cut made (known once cut_roads has run)."""
+    """The meta.json of every shard the region's cut made (known once cut_roads has run).
+
+    Under a storage plugin the plan is read from the bucket (DATA), where the cut wrote it."""
     plan = checkpoints.cut_roads.get(region=wildcards.region).output.plan
-    cells = json.loads(Path(plan).read_text())["cells"]
+    if REMOTE:
+        cells = json.loads(read_object(data(wildcards.region, "roads", "shards", "plan.json")))
+        cells = cells["cells"]
+    else:
+        cells = json.loads(Path(plan).read_text())["cells"]
     return [f"{OUT}/{wildcards.region}/roads/shards/{cell}/meta.json" for cell in cells]

@@ -25,6 +25,8 @@ rule build_roads:
 
 # A sharded region (its `shards:` set): cut the extract, build each shard in a job of its own,
 # then write the region's tables from the shards' owned edges (docs/workflow.md, "Sharded regions").
+# Under a storage plugin each job stages what it reads and writes (pipeline/roads/shard_build.py:
+# stage_shard, stage_merge) and the rule fetches its commit record, as for the other stages.
 checkpoint cut_roads:
     output:
         plan=f"{OUT}/{{region}}/roads/shards/plan.json",
@@ -35,6 +37,7 @@ checkpoint cut_roads:
         osm=lambda wildcards: region_settings(wildcards.region)["osm"],
         resolution=lambda wildcards: region_settings(wildcards.region)["shards"],
         folder=lambda wildcards: data(wildcards.region, "roads"),
+        record=lambda wildcards: record(wildcards.region, "roads", "shards", "plan.json"),
     log:
         f"{OUT}/logs/{{region}}/cut_roads.log",
     benchmark:
@@ -47,6 +50,7 @@ checkpoint cut_roads:
     shell:
         "roadcover roads cut -o {params.folder:q} --shard-resolution {params.resolution:q} "
         "--config {params.config_file:q} -- {params.osm:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.plan:q}; fi"
 
 
 rule build_road_shard:
@@ -60,6 +64,9 @@ rule build_road_shard:
     params:
         config_file=CONFIG_FILE,
         folder=lambda wildcards: data(wildcards.region, "roads"),
+        record=lambda wildcards: record(
+            wildcards.region, "roads", "shards", wildcards.cell, "meta.json"
+        ),
     log:
         f"{OUT}/logs/{{region}}/build_road_shard/{{cell}}.log",
     benchmark:
@@ -72,6 +79,7 @@ rule build_road_shard:
     shell:
         "roadcover roads build-shard --config {params.config_file:q} "
         "-- {params.folder:q} {wildcards.cell:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
 
 
 rule merge_road_shards:
@@ -84,6 +92,7 @@ rule merge_road_shards:
     params:
         config_file=CONFIG_FILE,
         folder=lambda wildcards: data(wildcards.region, "roads"),
+        record=lambda wildcards: record(wildcards.region, "roads", "meta.json"),
     log:
         f"{OUT}/logs/{{region}}/merge_road_shards.log",
     benchmark:
@@ -95,6 +104,7 @@ rule merge_road_shards:
         mem_mb=lambda wildcards: int(config["roads"]["shard_max_job_mem_mb"]),
     shell:
         "roadcover roads merge --config {params.config_file:q} -- {params.folder:q} > {log:q} 2>&1"
+        " && if [ x{params.record:q} != x ]; then roadcover storage get -- {params.record:q} {output.meta:q}; fi"
 
 
 rule simulate_fleet:
