@@ -576,14 +576,7 @@ def shard_ways(plan: CutPlan, core: Pairs) -> Pairs:
     A ring way shares a node with a core way of the shard without being one. Two passes over
     the chunks: the nodes of the core ways with their shards, then the ways of those nodes.
     """
-    nodes, node_shard = [], []
-    for path in plan.chunks:
-        refs = WayRefs.load(path)
-        way, row = core.rows_of(refs.way_ids)
-        nodes.append(refs.node_ids[_ref_indexes(refs.offsets, way)])
-        node_shard.append(np.repeat(core.shard[row], np.diff(refs.offsets)[way]))
-    core_nodes = Pairs.of(nodes, node_shard)
-    del nodes, node_shard
+    core_nodes = shard_nodes(plan, core)
     ids, shard = [], []
     for path in plan.chunks:
         refs = WayRefs.load(path)
