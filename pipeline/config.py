@@ -294,7 +294,27 @@ def settings_from_mapping(raw: Mapping[str, Any], source: str = "<config>") -> S
     problems = list(_describe_schema_errors(config))
     if problems:
         raise ConfigError(f"{source}: invalid config:\n  - " + "\n  - ".join(problems))
+    _check_shard_buffer(config, source)
     return _build_settings(config, source)
+
+
+def _check_shard_buffer(config: Mapping[str, Any], source: str) -> None:
+    """Refuse a shard buffer narrower than the matcher's search radius when a region is sharded.
+
+    A trip crossing a shard's seam is matched on the shards of its fixes' cells: it sees the
+    candidates an unsharded match sees only if each shard holds the roads within the widest
+    search radius of its cell (docs/workflow.md, "Sharded regions").
+    """
+    sharded = [r["name"] for r in config["regions"] if r.get("shards") is not None]
+    buffer_m = float(config["roads"]["shard_buffer_m"])
+    radius_m = float(config["snap"]["max_search_radius_m"])
+    if sharded and buffer_m < radius_m:
+        raise ConfigError(
+            f"{source}: key 'roads.shard_buffer_m' has value {buffer_m:g}, below "
+            f"snap.max_search_radius_m {radius_m:g} with sharded regions ({', '.join(sharded)}): "
+            "trips across a seam would miss roads; raise roads.shard_buffer_m to at least "
+            f"{radius_m:g} or lower snap.max_search_radius_m"
+        )
 
 
 def _describe_schema_errors(config: Any) -> Iterator[str]:

@@ -196,6 +196,16 @@ def test_the_per_trip_transition_scale_is_on_unless_the_config_turns_it_off() ->
         settings_from_mapping({**MINIMAL, "snap": {"estimate_beta": "no"}})
 
 
+def test_a_shard_buffer_narrower_than_the_search_radius_is_refused_for_sharded_regions() -> None:
+    sharded = {"regions": [{**MINIMAL["regions"][0], "shards": 7}]}
+    narrow = {"roads": {"shard_buffer_m": 300}, "snap": {"max_search_radius_m": 400}}
+    with pytest.raises(ConfigError, match=r"'roads.shard_buffer_m' has value 300, below snap"):
+        settings_from_mapping({**sharded, **narrow})
+    assert settings_from_mapping({**MINIMAL, **narrow}).roads.shard_buffer_m == 300
+    wide = {"roads": {"shard_buffer_m": 400}, "snap": {"max_search_radius_m": 400}}
+    assert settings_from_mapping({**sharded, **wide}).region("tiny").shards == 7
+
+
 def test_the_schema_reads_as_the_pure_python_safe_loader_reads_it() -> None:
     import yaml
 
