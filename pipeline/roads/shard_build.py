@@ -586,7 +586,6 @@ def _region_meta(
     meta["shards"] = {
         "resolution": plan["resolution"],
         "buffer_m": plan["buffer_m"],
-        "buffer_rings": plan["buffer_rings"],
         "folder": SHARDS_DIR,
         "cells": cells,
     }

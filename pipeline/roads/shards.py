@@ -695,7 +695,6 @@ def cut_extract(
     summary = {
         "resolution": resolution,
         "buffer_m": buffer_m,
-        "buffer_rings": None,  # read by the merge; the buffer is buffer_m, in metres
         "network": network,
         "highway_include": list(highway_include) if highway_include is not None else None,
         "source_file": str(osm_path),
