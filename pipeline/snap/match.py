@@ -44,8 +44,8 @@ _REASONS = np.array([UNMATCHED_REASONS[k] for k in sorted(UNMATCHED_REASONS)], d
 
 
 @dataclass(frozen=True, eq=False)
-class TripMatch:
-    """The result of matching one trip; per-fix arrays have the trip's length ``n``.
+class MatchedFixes:
+    """Per-fix results of matching, and the route pieces; arrays have one row per fix.
 
     Attributes
     ----------
@@ -66,11 +66,8 @@ class TripMatch:
         True at the first matched fix of every run after the first: the route is split there
         because no plausible route joins it to the previous run.
     route_columns
-        :attr:`route`'s columns as arrays (to join many trips' routes without a DataFrame
-        per trip).
-    beta_m
-        The transition scale the trip was decoded with (fitted to the trip when
-        :attr:`MatchParams.estimate_beta`).
+        The route pieces' columns as arrays (:attr:`TripMatch.route`; to join many trips'
+        routes without a DataFrame per trip).
     """
 
     edge: np.ndarray
@@ -82,6 +79,19 @@ class TripMatch:
     segment: np.ndarray
     is_break: np.ndarray
     route_columns: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class TripMatch(MatchedFixes):
+    """The result of matching one trip (:class:`MatchedFixes` of the trip's ``n`` fixes).
+
+    Attributes
+    ----------
+    beta_m
+        The transition scale the trip was decoded with (fitted to the trip when
+        :attr:`MatchParams.estimate_beta`).
+    """
+
     beta_m: float
 
     @property
@@ -167,28 +177,18 @@ def match_trip(
 
 
 @dataclass(frozen=True, eq=False)
-class TripsMatch:
+class TripsMatch(MatchedFixes):
     """The results of matching many trips (:func:`match_trips`), concatenated trip after trip.
+
+    ``segment`` counts each trip's runs from 0, and ``route_columns`` holds the trips' route
+    pieces one after the other.
 
     Attributes
     ----------
-    edge, offset_m, lon, lat, distance_m, reason, segment, is_break
-        Per fix, as in :class:`TripMatch` (``segment`` counts each trip's runs from 0).
-    route_columns
-        The trips' :attr:`TripMatch.route_columns`, one after the other.
     route_bounds
         Trip ``i``'s rows of ``route_columns`` are ``route_bounds[i]:route_bounds[i + 1]``.
     """
 
-    edge: np.ndarray
-    offset_m: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    distance_m: np.ndarray
-    reason: np.ndarray
-    segment: np.ndarray
-    is_break: np.ndarray
-    route_columns: dict[str, np.ndarray]
     route_bounds: np.ndarray
 
 
