@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,7 @@ from pipeline.io import remove_leftover_temporaries
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".roadcover.lock"
+SCRATCH_LOCK = ".scratch.lock"
 DEFAULT_TIMEOUT_S = 600.0
 POLL_S = 0.1
 
@@ -115,3 +119,65 @@ def _read_holder(descriptor: int) -> str:
         return f"pid {holder['pid']} on {holder['host']}"
     except (ValueError, KeyError, TypeError):
         return "pid unknown"
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """Hold a temporary folder for the block, which a killed holder does not leave for good.
+
+    The folder holds a lock file that its holder keeps locked (``flock``) for the block; the
+    kernel releases the lock when the holder exits, ``kill -9`` included. Entering the block
+    first removes the folders of ``prefix`` under ``parent`` whose lock nobody holds: those of
+    killed holders (:func:`remove_dead_scratch`). On a normal exit the folder is removed.
+
+    Parameters
+    ----------
+    prefix
+        Start of the folder's name (``roadcover-cut-``): the folders it sweeps share it.
+    parent
+        Where to make the folder; ``TMPDIR`` (:func:`tempfile.gettempdir`) if ``None``.
+    """
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    for folder in remove_dead_scratch(base, prefix):
+        log.info("removed %s, the scratch folder of a killed process", folder)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    # Lock a file under another name, then rename it: a sweeper never sees the lock file unlocked.
+    pending = folder / f"{SCRATCH_LOCK}.pending"
+    descriptor = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        pending.rename(folder / SCRATCH_LOCK)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(descriptor)
+
+
+def remove_dead_scratch(parent: Path, prefix: str) -> list[Path]:
+    """Remove the :func:`scratch_folder` folders of ``prefix`` under ``parent`` nobody holds.
+
+    A folder counts only if it holds the lock file (folders without one, or symbolic links,
+    are left alone); it is removed when its lock can be taken, i.e. its holder has exited.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    removed = []
+    for folder in sorted(parent.glob(f"{glob.escape(prefix)}*")):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            descriptor = os.open(folder / SCRATCH_LOCK, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:  # no lock file (not ours, or already gone), or not a regular file
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its holder is alive
+            os.close(descriptor)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(descriptor)
+        removed.append(folder)
+    return removed

@@ -93,6 +93,19 @@ def write_matched_batch(
     return folder
 
 
+def _long_path(graph: nx.MultiDiGraph, nodes: list[int], rng: np.random.Generator) -> list[int]:
+    """Return the shortest path, of more than 8 nodes, between two random ``nodes``.
+
+    Raises ``ValueError`` when 1,000 random pairs give none (a network too small to drive on).
+    """
+    for _ in range(1_000):
+        a, b = rng.choice(nodes, 2, replace=False)
+        path: list[int] = nx.shortest_path(graph, a, b, weight="length")
+        if len(path) > 8:
+            return path
+    raise ValueError(f"no shortest path of more than 8 nodes among {len(nodes)} nodes: too small")
+
+
 def drive_points(
     roads_dir: Path, trips: int, seed: int, first_trace: int = 0
 ) -> tuple[gpd.GeoDataFrame, list[list[int]]]:
@@ -106,10 +119,7 @@ def drive_points(
     nodes = sorted(max(nx.strongly_connected_components(graph), key=len))
     frames, routes = [], []
     for trip in range(first_trace, first_trace + trips):
-        path: list[int] = []
-        while len(path) <= 8:
-            a, b = rng.choice(nodes, 2, replace=False)
-            path = nx.shortest_path(graph, a, b, weight="length")
+        path = _long_path(graph, nodes, rng)
         hops = list(itertools.pairwise(path))
         keys = [min(graph[u][v], key=lambda k, u=u, v=v: graph[u][v][k]["length"]) for u, v in hops]
         route = [edges.loc[(u, v, k)] for (u, v), k in zip(hops, keys, strict=True)]

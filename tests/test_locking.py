@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.locking import LOCK_FILE, LockError, LockTimeoutError, folder_lock
+from pipeline.locking import (
+    LOCK_FILE,
+    SCRATCH_LOCK,
+    LockError,
+    LockTimeoutError,
+    folder_lock,
+    scratch_folder,
+)
 
 HOLD_SCRIPT = """
 import sys, time
@@ -111,3 +118,43 @@ def test_a_planted_symlink_lock_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LockError, match="regular file"), folder_lock(tmp_path, timeout_s=1):
         pass
     assert target.read_text() == "precious"
+
+
+SCRATCH_SCRIPT = """
+import sys, time
+from pathlib import Path
+from pipeline.locking import scratch_folder
+with scratch_folder("roadcover-test-", Path(sys.argv[1])) as folder:
+    (folder / "chunk").write_bytes(b"x" * 1000)
+    print(folder, flush=True)
+    time.sleep(60)
+"""
+
+
+def _scratch_holder(parent: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real process inside a scratch folder under ``parent``; returns it and its folder."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SCRATCH_SCRIPT, str(parent)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    return holder, Path(holder.stdout.readline().strip())
+
+
+def test_a_killed_holders_scratch_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    killed, killed_folder = _scratch_holder(tmp_path)
+    alive, alive_folder = _scratch_holder(tmp_path)
+    foreign = tmp_path / "roadcover-test-foreign"  # no lock file: not a scratch folder's
+    foreign.mkdir()
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert (killed_folder / "chunk").exists()  # SIGKILL ran no clean-up
+        with scratch_folder("roadcover-test-", tmp_path) as mine:
+            assert (mine / SCRATCH_LOCK).is_file()
+            assert not killed_folder.exists()
+            assert (alive_folder / "chunk").exists()
+            assert foreign.is_dir()
+        assert not mine.exists()
+    finally:
+        alive.kill()
+        alive.wait()

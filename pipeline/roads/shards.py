@@ -48,7 +48,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ import shapely
 
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import atomic_path, file_sha256, write_json
-from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
+from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock, scratch_folder
 from pipeline.roads.highways import HighwayFilter, highway_filter_for
 from pipeline.roads.osm import check_osm_path, header_timestamp
 from pipeline.roads.store import META_FILE
@@ -677,8 +676,8 @@ def cut_extract(
         If the extract is unreadable or has no road of the network.
     """
     highway_filter = highway_filter_for(network, highway_include)
-    with tempfile.TemporaryDirectory(prefix="roadcover-cut-") as scratch:
-        chunks, counts = read_chunks(osm_path, highway_filter, Path(scratch))
+    with scratch_folder("roadcover-cut-") as scratch:
+        chunks, counts = read_chunks(osm_path, highway_filter, scratch)
         plan = None
         if resolution == "auto":
             chosen, plan = auto_resolution(chunks, counts, max_job_mem_mb, buffer_m)
