@@ -94,15 +94,54 @@ def summary_of(
         is_road=canonical.loc[edge_ids, "canonical_id"].to_numpy() == edge_ids,
     )
     highway = edge_table.set_index("edge_id")["highway"]
-    roads = covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy())
-    trips = driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy())
-    parts = {"all": (edge_table, roads, trips)}
-    totals = _totals(*parts["all"], as_of_ms)
+    lengths = (
+        pd.DataFrame(
+            {
+                "road_mm": edge_table["length_mm"].where(edge_table["is_road"], 0),
+                "directed_mm": edge_table["length_mm"],
+                "covered_mm": edge_table["covered_mm"],
+            }
+        )
+        .groupby(edge_table["highway"].to_numpy(), sort=True)
+        .sum()
+    )
+    return summary_by_highway(
+        lengths,
+        covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy()),
+        driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy()),
+        as_of_ms, world_road_km, world_road_km_source,
+    )  # fmt: skip
+
+
+def summary_by_highway(
+    lengths: pd.DataFrame,
+    covered: pd.DataFrame,
+    driven: pd.DataFrame,
+    as_of_ms: int,
+    world_road_km: float = WORLD_ROAD_KM,
+    world_road_km_source: str = WORLD_ROAD_KM_SOURCE,
+) -> dict[str, Any]:
+    """Return :func:`coverage_summary` from lengths by highway class and covered, driven rows.
+
+    Parameters
+    ----------
+    lengths
+        Indexed by every ``highway`` class of the roads: ``road_mm``, ``directed_mm`` and
+        ``covered_mm`` (the edges' ``covered_m`` in integer mm, summed).
+    covered, driven
+        As for :func:`summary_of`, each row with its edge's ``highway``.
+    as_of_ms, world_road_km, world_road_km_source
+        As for :func:`coverage_summary`.
+    """
+    totals = _totals(lengths.sum(), covered, driven, as_of_ms)
     totals["by_highway"] = {
         str(name): _totals(
-            group, roads[roads["highway"] == name], trips[trips["highway"] == name], as_of_ms
+            lengths.loc[name],
+            covered[covered["highway"] == name],
+            driven[driven["highway"] == name],
+            as_of_ms,
         )
-        for name, group in edge_table.groupby("highway", sort=True)
+        for name in lengths.index
     }
     totals["percent_of_world"] = percent(totals["unique_km"], world_road_km)
     totals["world_road_km"] = world_road_km
@@ -158,15 +197,15 @@ def recorded_world_road_km(summaries: dict[str, dict[str, Any]]) -> float:
 
 
 def _totals(
-    edges: pd.DataFrame, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
+    lengths: pd.Series, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
 ) -> dict[str, Any]:
     covered_mm = roads["length_mm"]
     recent = trips["last_ms"] >= as_of_ms - 7 * MS_PER_DAY
     totals: dict[str, Any] = {
-        "road_km": int(edges.loc[edges["is_road"], "length_mm"].sum()) / MM_PER_KM,
-        "directed_km": int(edges["length_mm"].sum()) / MM_PER_KM,
+        "road_km": int(lengths["road_mm"]) / MM_PER_KM,
+        "directed_km": int(lengths["directed_mm"]) / MM_PER_KM,
         "unique_km": int(covered_mm.sum()) / MM_PER_KM,
-        "directed_covered_km": int(edges["covered_mm"].sum()) / MM_PER_KM,
+        "directed_covered_km": int(lengths["covered_mm"]) / MM_PER_KM,
         "total_km": int(trips["driven_mm"].sum()) / MM_PER_KM,
         "weekly_driven_km": int(trips.loc[recent, "driven_mm"].sum()) / MM_PER_KM,
     }
