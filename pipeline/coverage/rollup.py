@@ -48,6 +48,7 @@ def part_rows(
     canonical: pd.DataFrame,
     runs: pd.DataFrame,
     edges: pd.DataFrame,
+    totals: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Return the rows of :data:`PART_TABLES` of the edges of some whole partitions.
 
@@ -63,9 +64,12 @@ def part_rows(
         H3 runs of at least the partitions' edges.
     edges
         ``highway`` and ``length_m`` of at least the partitions' edges, indexed by ``edge_id``.
+    totals
+        :func:`~pipeline.coverage.tables.edge_totals` of ``state.edge_trips`` if computed
+        already.
     """
     parts = network.edge_parts
-    totals = edge_totals(state.edge_trips)
+    totals = edge_totals(state.edge_trips) if totals is None else totals
     covered_mm = (
         (state.edge_pieces["to_mm"] - state.edge_pieces["from_mm"])
         .groupby(state.edge_pieces["key"].to_numpy())

@@ -187,15 +187,16 @@ def _apply(
         empty = empty_state()
         merged = {key: merged.get(key, empty) for key in sorted({*network.part_keys(), *merged})}
     write_parts(state_root, version, merged)
-    edges = _write_part_edges(state_root, version, merged, network)
-    parts.update(dict.fromkeys(merged, version))
     edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
         pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
         pd.concat([part.edge_trips for part in merged.values()] or [batch.edge_trips]),
         batch.cell_trips,
     )
+    totals = edge_totals(edge_tables.edge_trips)
+    edges = _write_part_edges(state_root, version, merged, totals, network)
+    parts.update(dict.fromkeys(merged, version))
     runs = network.runs_of(set(merged))
-    rows = part_rows(edge_tables, network, canonical, runs, edges)
+    rows = part_rows(edge_tables, network, canonical, runs, edges, totals)
     trips = batch.edge_trips["trip_id"].unique()
     rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
     write_rollup(state_root, version, rollup)
@@ -203,9 +204,15 @@ def _apply(
 
 
 def _write_part_edges(
-    state_root: Path, generation: str, parts: dict[str, CoverageState], network: Network
+    state_root: Path,
+    generation: str,
+    parts: dict[str, CoverageState],
+    totals: pd.DataFrame,
+    network: Network,
 ) -> pd.DataFrame:
     """Write the edge coverage of ``parts`` beside their state tables.
+
+    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of (at least) their edges.
 
     Returns
     -------
@@ -216,7 +223,8 @@ def _write_part_edges(
     for key, part in parts.items():
         fixed = network.fixed_edges(key)
         path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
-        write_edge_coverage(fixed, part.edge_pieces, edge_totals(part.edge_trips), path)
+        driven = totals.loc[pd.unique(part.edge_trips["edge_id"].to_numpy())]
+        write_edge_coverage(fixed, part.edge_pieces, driven, path)
         fixed_tables.append(fixed.select(["edge_id", "highway", "length_m"]))
     return edge_info(fixed_tables)
 
