@@ -42,7 +42,7 @@ from h3ronpy import change_resolution
 
 from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
-from pipeline.coverage.intervals import to_mm
+from pipeline.coverage.summary import highway_lengths
 from pipeline.errors import ConfigError
 from pipeline.io import GEOPARQUET_VERSION, atomic_path, parquet_options, write_json
 
@@ -277,7 +277,7 @@ def _write_network(
     _write(cells, folder / "cells.parquet")
     _write(canonical.reset_index(), folder / "canonical.parquet")
     _write(_cell_polygons(cells), folder / "cell_polygons.parquet")
-    _write(_highway_lengths(edges, canonical), folder / "highways.parquet")
+    _write(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
     fixed = edges[[*FIXED_EDGE_COLUMNS, "geometry"]]
     of_edge = pd.Series(edge_part, index=canonical.index).loc[fixed["edge_id"].to_numpy()]
     rows_of = pd.Series(np.arange(len(fixed))).groupby(of_edge.to_numpy()).indices
@@ -292,21 +292,6 @@ def _write_network(
         "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT
     }  # fmt: skip
     write_json(meta, folder / NETWORK_META)  # last: the cache is complete
-
-
-def _highway_lengths(edges: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
-    """Return the road and directed length (integer mm) of every ``highway`` class."""
-    ids = edges["edge_id"].to_numpy()
-    length_mm = to_mm(edges["length_m"])
-    is_road = canonical.loc[ids, "canonical_id"].to_numpy() == ids
-    frame = pd.DataFrame(
-        {
-            "highway": edges["highway"].to_numpy(),
-            "road_mm": np.where(is_road, length_mm, 0),
-            "directed_mm": length_mm,
-        }
-    )
-    return frame.groupby("highway", sort=True, as_index=False).sum()
 
 
 def _midpoint_cells(runs: pd.DataFrame) -> pd.Series:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.coverage.edges import road_pieces
@@ -58,59 +59,30 @@ def coverage_summary(
         }
     )
     driven = state.edge_trips[["edge_id", "driven_mm", "last_ms"]]
-    return summary_of(
-        edge_table, covered, driven, canonical, as_of_ms, world_road_km, world_road_km_source
-    )
-
-
-def summary_of(
-    edge_table: pd.DataFrame,
-    covered: pd.DataFrame,
-    driven: pd.DataFrame,
-    canonical: pd.DataFrame,
-    as_of_ms: int,
-    world_road_km: float = WORLD_ROAD_KM,
-    world_road_km_source: str = WORLD_ROAD_KM_SOURCE,
-) -> dict[str, Any]:
-    """Return :func:`coverage_summary` from the roads' covered and the edges' driven mm.
-
-    Parameters
-    ----------
-    edge_table
-        The edge coverage table.
-    covered
-        Covered pieces of roads (any cut of them): ``key`` (canonical edge), ``length_mm``,
-        ``last_ms``.
-    driven
-        Driven length by edge and time: ``edge_id``, ``driven_mm``, ``last_ms`` (the rows of
-        ``edge_trips``, or their sums by edge and ``last_ms``).
-    canonical, as_of_ms, world_road_km, world_road_km_source
-        As for :func:`coverage_summary`.
-    """
-    edge_ids = edge_table["edge_id"].to_numpy()
-    edge_table = edge_table.assign(
-        length_mm=to_mm(edge_table["length_m"]),
-        covered_mm=to_mm(edge_table["covered_m"]),
-        is_road=canonical.loc[edge_ids, "canonical_id"].to_numpy() == edge_ids,
-    )
     highway = edge_table.set_index("edge_id")["highway"]
-    lengths = (
-        pd.DataFrame(
-            {
-                "road_mm": edge_table["length_mm"].where(edge_table["is_road"], 0),
-                "directed_mm": edge_table["length_mm"],
-                "covered_mm": edge_table["covered_mm"],
-            }
-        )
-        .groupby(edge_table["highway"].to_numpy(), sort=True)
-        .sum()
-    )
+    lengths = highway_lengths(edge_table, canonical)
     return summary_by_highway(
         lengths,
         covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy()),
         driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy()),
         as_of_ms, world_road_km, world_road_km_source,
     )  # fmt: skip
+
+
+def highway_lengths(edges: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
+    """Return the road and directed mm of every ``highway`` class of ``edges`` (the index).
+
+    Each edge's ``length_m`` in integer mm, a road's being its canonical edge's; with
+    ``covered_mm`` too (``covered_m`` in integer mm, summed) when ``edges`` has ``covered_m``.
+    """
+    ids = edges["edge_id"].to_numpy()
+    length_mm = to_mm(edges["length_m"])
+    is_road = canonical.loc[ids, "canonical_id"].to_numpy() == ids
+    lengths = {"road_mm": np.where(is_road, length_mm, 0), "directed_mm": length_mm}
+    if "covered_m" in edges.columns:
+        lengths["covered_mm"] = to_mm(edges["covered_m"])
+    frame = pd.DataFrame(lengths, index=pd.Index(edges["highway"].to_numpy(), name="highway"))
+    return frame.groupby(level=0, sort=True).sum()
 
 
 def summary_by_highway(
@@ -128,8 +100,12 @@ def summary_by_highway(
     lengths
         Indexed by every ``highway`` class of the roads: ``road_mm``, ``directed_mm`` and
         ``covered_mm`` (the edges' ``covered_m`` in integer mm, summed).
-    covered, driven
-        As for :func:`summary_of`, each row with its edge's ``highway``.
+    covered
+        Covered pieces of roads (any cut of them): ``key`` (canonical edge), ``length_mm``,
+        ``last_ms``, ``highway``.
+    driven
+        Driven length by edge and time: ``edge_id``, ``driven_mm``, ``last_ms`` (the rows of
+        ``edge_trips``, or their sums by edge and ``last_ms``), ``highway``.
     as_of_ms, world_road_km, world_road_km_source
         As for :func:`coverage_summary`.
     """
