@@ -34,7 +34,7 @@ from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, sta
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.coverage.update import counted_segments
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import read_arrow, write_table
 from pipeline.roads import build_roads, read_edges
 from pipeline.roads.identity import roads_identity
@@ -238,6 +238,28 @@ def test_an_unpartitioned_state_is_partitioned_on_its_next_update(
     current = json.loads((old / "CURRENT.json").read_text())
     assert current["format"] == 2 and current["partitioning"] == 8
     assert (old / version).is_dir()  # what the pointer named before is kept one update
+
+
+@pytest.mark.shared_data
+def test_a_state_with_a_region_edge_table_is_rewritten_per_partition_on_its_next_update(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+    current = out / "state" / "CURRENT.json"  # as the layout with a region-wide edges.parquet
+    pointer = json.loads(current.read_text())
+    del pointer["edge_layout"]
+    current.write_text(json.dumps(pointer))
+    for edge_file in (out / "state" / "parts").rglob("edge_coverage.parquet"):
+        edge_file.unlink()
+    (out / "edges.parquet").write_bytes(b"the region's edge table")
+    with pytest.raises(InputDataError, match="holds no edge coverage"):
+        read_edge_table(out)
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    assert json.loads(current.read_text())["edge_layout"] == 1
+    assert not (out / "edges.parquet").exists()
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
 
 
 def test_a_partition_resolution_finer_than_the_cells_is_refused(tmp_path: Path) -> None:
