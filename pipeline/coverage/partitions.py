@@ -208,14 +208,16 @@ def load_network(
             if other.is_dir() and other.name != name:
                 shutil.rmtree(other)
     meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
-    edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas()
+    edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas(
+        strings_to_categorical=True  # a few hundred keys: not a string object per edge
+    )
     cells = pq.read_table(folder / "cells.parquet").to_pandas().set_index("cell")
     canonical = pq.read_table(folder / "canonical.parquet").to_pandas().set_index("edge_id")
     return Network(
         folder,
         resolution,
         int(meta["partition_resolution"]),
-        pd.Series(edge_parts["part"].to_numpy(), index=pd.Index(edge_parts["edge_id"])),
+        pd.Series(edge_parts["part"].array, index=pd.Index(edge_parts["edge_id"])),
         cells,
         canonical,
     )
