@@ -9,7 +9,8 @@ batches of about 1 M fixes until the history holds each level (millions of fixes
 level a copy of the coverage folder gets the same 6-trip batch, ``--runs`` times, each in a
 new process: the update's wall and CPU time (inside the process, without Python's start and
 imports) and the process's peak RSS; then the same batch again ("nothing new"), inside the
-process and as a whole ``roadcover coverage`` command (Python's start and imports included).
+process and as a whole ``roadcover coverage`` command (Python's start and imports included;
+its wall and CPU seconds).
 Prints a Markdown table.
 For the update's cost against the network's size, run it on roads of networks 1, 2 and 8 times
 Kubicka 00000013 (``benchmarks/scale_network.py``) with ``--levels 0.7``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -104,15 +106,21 @@ def update(roads: Path, batch: Path, out: Path) -> dict[str, float]:
     return dict(json.loads(run.stdout.strip().splitlines()[-1]))
 
 
-def nothing_new_command(roads: Path, batch: Path, out: Path) -> float:
-    """Run ``roadcover coverage`` with a batch already applied; return its wall seconds."""
-    started = time.perf_counter()
+def nothing_new_command(roads: Path, batch: Path, out: Path) -> tuple[float, float]:
+    """Run ``roadcover coverage`` with a batch already applied; return its wall and CPU s."""
+    started, cpu_started = time.perf_counter(), _children_cpu()
     subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "coverage", "--roads", str(roads),
          "--matched", str(batch), "-o", str(out)],
         capture_output=True, check=True,
     )  # fmt: skip
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu() - cpu_started
+
+
+def _children_cpu() -> float:
+    """User and system CPU seconds of the finished child processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -131,8 +139,8 @@ def main() -> None:
     history, fixes, number = args.work / "history", 0, 0
     print(f"{len(edges):,} edges; ~{fixes_per_trip:,.0f} fixes a trip\n")
     print("| history fixes | history updates | small batch update s (median, runs) "
-          "| CPU s | peak MiB | nothing new s | nothing new, command s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "| CPU s | peak MiB | nothing new s | nothing new, command s | ... CPU s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for level in args.levels:
         target = int(level * 1_000_000)
         while fixes < target:
@@ -154,11 +162,13 @@ def main() -> None:
         again = [update(args.roads, small, copy)["seconds"] for _ in range(args.runs)]
         command = [nothing_new_command(args.roads, small, copy) for _ in range(args.runs)]
         runs = ", ".join(f"{s:.2f}" for s in seconds)
-        median, cpu, peak, nothing, whole = (
-            statistics.median(v) for v in (seconds, cpus, peaks, again, command)
+        median, cpu, peak, nothing, whole, whole_cpu = (
+            statistics.median(v)
+            for v in (seconds, cpus, peaks, again, [c[0] for c in command], [c[1] for c in command])
         )
         print(f"| {fixes / 1e6:.2f} M | {number} | {median:.2f} ({runs}) | {cpu:.2f} "
-              f"| {peak:,.0f} | {nothing:.2f} | {whole:.2f} |", flush=True)  # fmt: skip
+              f"| {peak:,.0f} | {nothing:.2f} | {whole:.2f} | {whole_cpu:.2f} |",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

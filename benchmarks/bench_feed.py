@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.contracts import EDGE_COVERAGE, FEED_SEGMENTS
+from pipeline.contracts import FEED_SEGMENTS
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.export.feeds import export_feed
 from pipeline.export.feeds.tables import covered_pieces, feed_segments
 from pipeline.export.feeds.writers import write_partitioned
-from pipeline.io import read_table
+from pipeline.export.inputs import edge_frame
 
 DEMO_REGION = Path(__file__).parents[1] / "results" / "demo" / "helsinki"
 DEFAULT_COVERAGE = DEMO_REGION / "coverage"
@@ -73,8 +73,8 @@ def time_segments_at_scale(
     """Build and write the segments of ``copies`` copies of the coverage's edges (distinct
     way ids), the part of the export that grows with the data; return its seconds, the
     seconds of writing the same table as one plain GeoParquet file (geopandas), and rows."""
-    edges = read_table(coverage / "edges.parquet", EDGE_COVERAGE)
-    intervals = pq.read_table(coverage / "edges.parquet", columns=["intervals"])["intervals"]
+    table = read_edge_table(coverage)
+    edges, intervals = edge_frame(table), table["intervals"]
     step = int(edges["osmid"].max()) + 1
     big = pd.concat(
         [edges.assign(osmid=edges["osmid"] + i * step) for i in range(copies)], ignore_index=True

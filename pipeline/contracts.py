@@ -290,6 +290,17 @@ EDGE_COVERAGE = Contract(
     ),
 )
 
+EDGE_COVERAGE_PART = Contract(
+    name="edge_coverage_part",
+    version=1,
+    key=("edge_id",),
+    schema=pa.schema([f for f in EDGE_COVERAGE.schema if f.name != "age_days"]),
+)
+"""The edge coverage of one partition as a coverage folder stores it: ``age_days`` is not
+stored (it moves with the time it is read at) but computed by the reader
+(:func:`pipeline.coverage.edge_reader.read_edge_table`) from ``last_seen`` and the
+summary's ``as_of``."""
+
 CELL_COVERAGE = Contract(
     name="cell_coverage",
     version=1,

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,66 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+SHA256_MEMO_SUFFIX = ".sha256.json"
+RACY_S = 2.0
+"""A file changed less than this long ago may change again within its timestamps' tick."""
+
+
+def memoized_sha256(path: str | Path, racy_s: float = RACY_S) -> str:
+    """Return the hex sha256 of a file, from a memo beside it when the file is unchanged.
+
+    The memo (``.<name>.sha256.json`` beside the file, written atomically) holds the sha256
+    with the file's size, ``mtime_ns``, ``ctime_ns``, inode and device, taken from the open
+    file that was hashed; it is trusted only when every one of them is the file's now (as git
+    trusts its index), so a file rewritten in place, replaced or touched is hashed again. A
+    file changed less than ``racy_s`` seconds before it is hashed could change again within
+    the same timestamp, so its sha256 is not memoized. A folder that cannot be written to
+    gets no memo.
+
+    Parameters
+    ----------
+    path
+        The file.
+    racy_s
+        How old (seconds, by its mtime and ctime) a file must be for its sha256 to be kept.
+    """
+    path = Path(path)
+    memo_path = path.with_name(f".{path.name}{SHA256_MEMO_SUFFIX}")
+    with path.open("rb") as handle:
+        keys = _stat_keys(os.fstat(handle.fileno()))
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            memo = None
+        if (
+            isinstance(memo, dict)
+            and memo.get("keys") == keys
+            and isinstance(memo.get("sha256"), str)
+        ):
+            return str(memo["sha256"])
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        after = os.fstat(handle.fileno())
+    sha256 = digest.hexdigest()
+    newest_ns = max(after.st_mtime_ns, after.st_ctime_ns)
+    if _stat_keys(after) == keys and time.time_ns() - newest_ns > racy_s * 1e9:
+        with contextlib.suppress(OSError):  # a read-only folder: hashed again next time
+            write_json({"keys": keys, "sha256": sha256}, memo_path)
+    return sha256
+
+
+def _stat_keys(status: os.stat_result) -> dict[str, int]:
+    """Return what a memo of a file's sha256 is keyed by: a change of the file changes one."""
+    return {
+        "size": status.st_size,
+        "mtime_ns": status.st_mtime_ns,
+        "ctime_ns": status.st_ctime_ns,
+        "inode": status.st_ino,
+        "device": status.st_dev,
+    }
 
 
 def batch_of_part(path: Path) -> str:

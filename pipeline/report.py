@@ -29,11 +29,13 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path as DrawingPath
 
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE, MATCH_QUALITY
+from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.state import read_state
 from pipeline.coverage.summary import combine_summaries
+from pipeline.export.inputs import edge_frame
 from pipeline.export.viewer import week_ends
 from pipeline.io import atomic_path, read_table, write_json
 from pipeline.process_tree import read_command_records, read_run_record, records_folder
@@ -75,7 +77,7 @@ def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
 
 def _region_section(name: str, folder: Path) -> str:
     summary = json.loads((folder / "coverage" / "summary.json").read_text())
-    edges = read_table(folder / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    edges = edge_frame(read_edge_table(folder / "coverage"))
     cells = read_table(folder / "coverage" / "cells.parquet", CELL_COVERAGE)
     figures = [
         ("Coverage map", _map_thumbnail(edges, cells)),

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.coverage.pointer import EDGE_TABLE, current_pointer
+from pipeline.errors import InputDataError
 from pipeline.parallel import SCHEDULER_ENV
 
 MIB = 1024 * 1024
@@ -184,7 +186,8 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
     ``trips`` an ingest batch report; one giving ``segments`` a matched batch's. A folder counts
     its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
     counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
-    the tables beside it (edges, cells; not the coverage state).
+    the tables beside it (cells) and of the edge coverage its state's pointer names (not the
+    rest of the coverage state).
 
     Raises
     ------
@@ -207,10 +210,23 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
             total, files = _add(_files(path.parent / "traces"), total, files)
         if "coverage_pct" in fields and path.is_file():  # the tables beside (not the state)
             tables = [p.stat().st_size for p in path.parent.iterdir() if p.is_file()]
-            total, files = _add(tables, total, files)
+            total, files = _add([*tables, *_edge_table_sizes(path.parent)], total, files)
         else:
             total, files = _add(_files(path), total, files)
     return InputSizes(edges, fixes, trips, segments, 0, total, files)
+
+
+def _edge_table_sizes(coverage_dir: Path) -> list[int]:
+    """Return the sizes of a coverage folder's edge coverage files, those its pointer names."""
+    try:
+        pointer = current_pointer(coverage_dir / "state")
+    except InputDataError:
+        return []
+    named = dict(pointer.get("parts") or {})
+    paths = [
+        coverage_dir / "state" / "parts" / key / gen / EDGE_TABLE for key, gen in named.items()
+    ]
+    return [path.stat().st_size for path in paths if path.is_file()]
 
 
 def _add(sizes: list[int], total: int, files: int) -> tuple[int, int]:

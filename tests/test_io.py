@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -27,6 +29,7 @@ from pipeline.io import (
     atomic_path,
     concat_tables,
     file_sha256,
+    memoized_sha256,
     numpy_values,
     read_table,
     wkb_linestrings,
@@ -441,3 +444,50 @@ def test_numpy_values_of_timestamps_are_their_int64s_and_other_types_are_refused
     assert numpy_values(stamps).tolist() == [0, 1_700_000_000_123]
     with pytest.raises(TypeError, match="not string"):
         numpy_values(pa.array(["a"]))
+
+
+def test_memoized_sha256_is_the_files_and_is_kept_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "edges.parquet"
+    path.write_bytes(b"the roads, version one")
+    expected = hashlib.sha256(b"the roads, version one").hexdigest()
+    assert memoized_sha256(path, racy_s=0) == expected
+    memo = json.loads((tmp_path / ".edges.parquet.sha256.json").read_text())
+    assert memo["sha256"] == expected
+    assert memo["keys"]["size"] == len(b"the roads, version one")
+
+
+def test_a_memo_is_trusted_only_while_every_key_is_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "edges.parquet"
+    path.write_bytes(b"the roads, version one")
+    memoized_sha256(path, racy_s=0)
+    memo_path = tmp_path / ".edges.parquet.sha256.json"
+    planted = {**json.loads(memo_path.read_text()), "sha256": "planted"}
+    memo_path.write_text(json.dumps(planted))
+    assert memoized_sha256(path, racy_s=0) == "planted"  # every key matches: the memo is used
+    status = path.stat()
+    time.sleep(0.05)  # past the tick of the file's timestamps
+    with path.open("r+b") as handle:  # rewritten in place, same size, mtime put back
+        handle.write(b"THE")
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_size == status.st_size
+    assert memoized_sha256(path, racy_s=0) == hashlib.sha256(b"THE roads, version one").hexdigest()
+
+
+def test_a_replaced_file_of_the_same_size_and_mtime_is_hashed_again(tmp_path: Path) -> None:
+    path = tmp_path / "edges.parquet"
+    path.write_bytes(b"aaaa")
+    memoized_sha256(path, racy_s=0)
+    status = path.stat()
+    time.sleep(0.05)
+    other = tmp_path / "other"
+    other.write_bytes(b"bbbb")
+    os.utime(other, ns=(status.st_atime_ns, status.st_mtime_ns))
+    os.replace(other, path)
+    assert memoized_sha256(path, racy_s=0) == hashlib.sha256(b"bbbb").hexdigest()
+
+
+def test_a_file_changed_just_now_gets_no_memo(tmp_path: Path) -> None:
+    path = tmp_path / "edges.parquet"
+    path.write_bytes(b"aaaa")
+    assert memoized_sha256(path) == hashlib.sha256(b"aaaa").hexdigest()
+    assert not (tmp_path / ".edges.parquet.sha256.json").exists()

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.state import read_state
+from pipeline.export.inputs import read_edge_coverage
 from pipeline.export.priorities import export_priorities
 from pipeline.io import read_table
 from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, weekly_history, write_report
@@ -61,7 +62,7 @@ def _plot_with_geopandas(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
 @pytest.mark.filterwarnings("ignore:The GeoDataFrame you are attempting to plot is empty")
 def test_map_is_the_picture_geopandas_draws(tmp_path_factory: pytest.TempPathFactory) -> None:
     coverage = helsinki_coverage(tmp_path_factory)
-    edges = read_table(coverage / "edges.parquet", EDGE_COVERAGE)
+    edges = read_edge_coverage(coverage)
     cells = read_table(coverage / "cells.parquet", CELL_COVERAGE)
     assert (edges["covered_m"] == 0).any() and (edges["covered_m"] > 0).any()
     assert _map_thumbnail(edges, cells) == _plot_with_geopandas(edges, cells)
@@ -109,7 +110,7 @@ def test_fresh_share_is_the_share_of_edges_with_a_trip_in_the_window() -> None:
 
 def test_shares_over_time_of_a_fully_covered_region_end_at_100_percent(tmp_path: Path) -> None:
     write_fully_covered_region(tmp_path)
-    edges = read_table(tmp_path / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    edges = read_edge_coverage(tmp_path / "coverage")
     state = read_state(tmp_path / "coverage" / "state")
     as_of = int(state.edge_trips["last_ms"].max())
     history = weekly_history(state.edge_pieces, state.edge_trips, edges, as_of)

@@ -16,10 +16,11 @@ edge table) and kept in ``COVERAGE_DIR/network/``: the H3 runs of every edge (so
 partition, so the runs of a few partitions are read alone), every edge's partition, every
 finest cell's road length, partition and parent cells, the polygon of each of these cells,
 every edge's canonical edge
-(:func:`~pipeline.coverage.edges.canonical_edges`), and the columns of the edge coverage table
-that the roads alone decide (:data:`FIXED_EDGE_COLUMNS`, with the geometry encoded as the edge
-table's GeoParquet holds it), so that an update reads neither the roads' edge table nor their
-geometry.
+(:func:`~pipeline.coverage.edges.canonical_edges`), the road and directed length of every
+``highway`` class, and, one file per partition (``edges/<key>.parquet``), the columns of the
+edge coverage table that the roads alone decide (:data:`FIXED_EDGE_COLUMNS`, with the geometry
+encoded as the edge table's GeoParquet holds it), so that an update reads neither the roads'
+edge table nor their geometry, and reads the edge columns of the partitions it touches alone.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from h3ronpy import change_resolution
 
 from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
+from pipeline.coverage.summary import highway_lengths
 from pipeline.errors import ConfigError
 from pipeline.io import GEOPARQUET_VERSION, atomic_path, parquet_options, write_json
 
@@ -52,7 +54,8 @@ TARGET_EDGES_PER_PART = 2_000
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
-NETWORK_FORMAT = 3  # 3: with canonical edges, fixed edge columns, cell polygons; older: rebuilt
+NETWORK_FORMAT = 4  # 4: fixed edge columns per partition, highway lengths; older: rebuilt
+FIXED_EDGES_DIR = "edges"
 FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
 """The columns of the edge coverage table that are the roads' own, in its order."""
 
@@ -86,13 +89,21 @@ class Network:
     cells: pd.DataFrame
     canonical: pd.DataFrame
 
-    def fixed_edges(self) -> pa.Table:
+    def fixed_edges(self, part: str) -> pa.Table:
         """Return the roads' :data:`FIXED_EDGE_COLUMNS`, ``geometry`` (WKB) and ``bbox``.
 
-        In the roads' edge order, with the GeoParquet ``geo`` metadata that geopandas writes
-        for the edge coverage table's geometry (every edge is in that table).
+        Of the edges of partition ``part``, in the roads' edge order, with the GeoParquet
+        ``geo`` metadata that geopandas writes for the edge coverage table's geometry.
         """
-        return pq.read_table(self.folder / "edges.parquet")
+        return pq.read_table(self.folder / FIXED_EDGES_DIR / f"{part}.parquet")
+
+    def part_keys(self) -> list[str]:
+        """Return the key of every partition of the network (of an edge or a cell), sorted."""
+        return sorted({*self.edge_parts.unique(), *self.cells["part"].unique()})
+
+    def highway_lengths(self) -> pd.DataFrame:
+        """Return ``road_mm`` and ``directed_mm`` of the roads by ``highway`` (the index)."""
+        return pq.read_table(self.folder / "highways.parquet").to_pandas().set_index("highway")
 
     def polygons(self, cells: np.ndarray) -> np.ndarray:
         """Return the polygons (shapely) of cells of the network, at any of its resolutions.
@@ -110,9 +121,21 @@ class Network:
         shapes[~found] = cell_polygons(np.asarray(cells)[~found])
         return shapes
 
-    def edge_lengths(self) -> pd.Series:
-        """Return every edge's ``length_m``, indexed by ``edge_id``."""
-        table = pq.read_table(self.folder / "edges.parquet", columns=["edge_id", "length_m"])
+    def edge_lengths(self, edge_ids: np.ndarray) -> pd.Series:
+        """Return the ``length_m`` of the edges of the partitions of ``edge_ids`` (by ``edge_id``).
+
+        An id that is not an edge of the network is not in the result.
+        """
+        parts = self.edge_parts.reindex(pd.unique(np.asarray(edge_ids))).dropna().unique()
+        tables = [
+            pq.read_table(
+                self.folder / FIXED_EDGES_DIR / f"{part}.parquet", columns=["edge_id", "length_m"]
+            )
+            for part in sorted(parts)
+        ]
+        table = pa.concat_tables(tables) if tables else pa.table(
+            {"edge_id": pa.array([], pa.int64()), "length_m": pa.array([], pa.float64())}
+        )  # fmt: skip
         return pd.Series(
             table.column("length_m").to_numpy(),
             index=pd.Index(table.column("edge_id").to_numpy(), name="edge_id"),
@@ -185,14 +208,16 @@ def load_network(
             if other.is_dir() and other.name != name:
                 shutil.rmtree(other)
     meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
-    edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas()
+    edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas(
+        strings_to_categorical=True  # a few hundred keys: not a string object per edge
+    )
     cells = pq.read_table(folder / "cells.parquet").to_pandas().set_index("cell")
     canonical = pq.read_table(folder / "canonical.parquet").to_pandas().set_index("edge_id")
     return Network(
         folder,
         resolution,
         int(meta["partition_resolution"]),
-        pd.Series(edge_parts["part"].to_numpy(), index=pd.Index(edge_parts["edge_id"])),
+        pd.Series(edge_parts["part"].array, index=pd.Index(edge_parts["edge_id"])),
         cells,
         canonical,
     )
@@ -254,11 +279,17 @@ def _write_network(
     _write(cells, folder / "cells.parquet")
     _write(canonical.reset_index(), folder / "canonical.parquet")
     _write(_cell_polygons(cells), folder / "cell_polygons.parquet")
-    with atomic_path(folder / "edges.parquet") as temp:  # as write_table encodes the geometry
-        edges[[*FIXED_EDGE_COLUMNS, "geometry"]].to_parquet(
-            temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
-            compression="zstd",
-        )  # fmt: skip
+    _write(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
+    fixed = edges[[*FIXED_EDGE_COLUMNS, "geometry"]]
+    of_edge = pd.Series(edge_part, index=canonical.index).loc[fixed["edge_id"].to_numpy()]
+    rows_of = pd.Series(np.arange(len(fixed))).groupby(of_edge.to_numpy()).indices
+    for part in sorted({*edge_part, *cells["part"]}):  # a partition may hold cells alone
+        rows = fixed.iloc[rows_of.get(part, np.empty(0, dtype="int64"))]
+        with atomic_path(folder / FIXED_EDGES_DIR / f"{part}.parquet") as temp:
+            rows.to_parquet(  # as write_table encodes the geometry
+                temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
+                compression="zstd",
+            )  # fmt: skip
     meta: dict[str, Any] = {
         "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT
     }  # fmt: skip

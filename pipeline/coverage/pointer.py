@@ -1,7 +1,8 @@
 """The pointer of a coverage state (``state/CURRENT.json``), read without pandas.
 
 ``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
-the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`). Reading
+the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
+whether every partition of the network is named with its edge coverage (``edge_layout``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -19,6 +20,8 @@ CURRENT_FILE = "CURRENT.json"
 VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version's name: a sha256 prefix
 PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (partitions.py)
 FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
+EDGE_TABLE = "edge_coverage.parquet"  # a partition's edge coverage, beside its state tables
+EDGE_LAYOUT = 1  # ``edge_layout`` of a pointer whose every partition has its EDGE_TABLE
 
 
 def current_pointer(state_root: Path) -> dict[str, Any]:

@@ -1,14 +1,15 @@
-"""The region's edge coverage table, built as Arrow columns from the rollup.
+"""The edge coverage of a partition, built as Arrow columns from its state.
 
-An update rewrites ``edges.parquet`` whole: it has a row per edge of the region, and every
-driven edge's ``age_days`` moves with the time the table is of. This module builds it without
+An update writes the edge coverage of the partitions it touches, one file each (contract
+``edge_coverage_part``: the ``edge_coverage`` columns but ``age_days``, which the reader
+computes, :mod:`pipeline.coverage.edge_reader`), and no other. This module builds it without
 a Python object per row or per covered piece: the roads' own columns, geometry (WKB) and
 covering bbox come from the network's cache (:meth:`Network.fixed_edges
 <pipeline.coverage.partitions.Network.fixed_edges>`, encoded once per roads version), the
 figures of the driven edges are scattered into arrays, and the covered intervals are an Arrow
-list column cut from the pieces sorted by edge. The file written is byte for byte the one
-:func:`pipeline.io.write_table` writes for :func:`pipeline.coverage.tables.edge_table`'s
-GeoDataFrame (tests/coverage/test_partitions.py compares them).
+list column cut from the pieces sorted by edge. Read back, the table is the one
+:func:`pipeline.coverage.tables.edge_table` computes (tests/coverage/test_partitions.py
+compares them).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.contracts import EDGE_COVERAGE, INTERVAL, UTC_MS
-from pipeline.coverage.tables import MS_PER_DAY
+from pipeline.contracts import EDGE_COVERAGE_PART, INTERVAL, UTC_MS
 from pipeline.io import write_arrow
 
 GEOMETRY = "geometry"
@@ -28,40 +28,31 @@ INTERVALS = pa.list_(pa.field("item", INTERVAL, nullable=False))
 
 
 def write_edge_coverage(
-    fixed: pa.Table, pieces: pd.DataFrame, totals: pd.DataFrame, as_of_ms: int, path: Path
-) -> pd.DataFrame:
-    """Write the edge coverage table; return the columns the summary needs of it.
+    fixed: pa.Table, pieces: pd.DataFrame, totals: pd.DataFrame, path: Path
+) -> None:
+    """Write the edge coverage of some edges (contract ``edge_coverage_part``).
 
     Parameters
     ----------
     fixed
-        The roads' fixed columns, geometry and bbox (:meth:`Network.fixed_edges
+        The roads' fixed columns, geometry and bbox of the edges (:meth:`Network.fixed_edges
         <pipeline.coverage.partitions.Network.fixed_edges>`), one row per edge.
     pieces
-        The covered pieces of the edges (``key`` = ``edge_id``, ``from_mm``, ``to_mm``,
+        The covered pieces of these edges (``key`` = ``edge_id``, ``from_mm``, ``to_mm``,
         ``first_ms``, ``last_ms``), disjoint per edge, in any order of edges.
     totals
-        :func:`pipeline.coverage.tables.edge_totals` of the driven edges.
-    as_of_ms
-        The time ``age_days`` is measured from.
+        :func:`pipeline.coverage.tables.edge_totals` of the driven edges among them.
     path
-        Where to write (atomically, contract ``edge_coverage``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``edge_id``, ``highway``, ``length_m`` and ``covered_m`` of every edge.
+        Where to write (atomically).
     """
     ids = pd.Index(fixed.column("edge_id").to_numpy())
     length_m = fixed.column("length_m").to_numpy()
     at = ids.get_indexer(pieces["key"].to_numpy())
     covered_mm = np.zeros(len(ids), dtype="int64")
     np.add.at(covered_mm, at, (pieces["to_mm"] - pieces["from_mm"]).to_numpy(dtype="int64"))
-    covered_m = np.minimum(covered_mm / 1000.0, length_m)  # its pieces end at its length in mm
-    driven = _driven_columns(ids, totals, as_of_ms)
     columns = {
-        "covered_m": pa.array(covered_m),
-        **driven,
+        "covered_m": pa.array(covered_metres(covered_mm, length_m)),
+        **_driven_columns(ids, totals),
         "intervals": _interval_lists(pieces, at, len(ids)),
     }
     table = fixed.drop_columns([GEOMETRY, "bbox"])
@@ -70,19 +61,20 @@ def write_edge_coverage(
     table = table.append_column(GEOMETRY, fixed.column(GEOMETRY))
     table = table.append_column("bbox", fixed.column("bbox"))
     geo = (fixed.schema.metadata or {})[b"geo"]
-    write_arrow(table.replace_schema_metadata({b"geo": geo}).combine_chunks(), path, EDGE_COVERAGE)
-    return pd.DataFrame(
-        {
-            "edge_id": ids.to_numpy(),
-            "highway": fixed.column("highway").to_pandas(),
-            "length_m": length_m,
-            "covered_m": covered_m,
-        }
-    )
+    table = table.replace_schema_metadata({b"geo": geo}).combine_chunks()
+    write_arrow(table, path, EDGE_COVERAGE_PART)
 
 
-def _driven_columns(ids: pd.Index, totals: pd.DataFrame, as_of_ms: int) -> dict[str, pa.Array]:
-    """Return the passes, contributors, driven metres, first and last time and age of each edge."""
+def covered_metres(covered_mm: np.ndarray, length_m: np.ndarray) -> np.ndarray:
+    """Return edges' ``covered_m``: their covered mm in metres, never above their length.
+
+    An edge's pieces end at its length rounded to the millimetre, a little past it at most.
+    """
+    return np.minimum(np.asarray(covered_mm) / 1000.0, length_m)
+
+
+def _driven_columns(ids: pd.Index, totals: pd.DataFrame) -> dict[str, pa.Array]:
+    """Return the passes, contributors, driven metres, first and last time of each edge."""
     at = ids.get_indexer(totals.index)
     figures = {}
     for name in ("passes", "contributors", "driven_mm"):
@@ -96,15 +88,12 @@ def _driven_columns(ids: pd.Index, totals: pd.DataFrame, as_of_ms: int) -> dict[
         values = np.zeros(len(ids), dtype="int64")
         values[at] = totals[name].to_numpy(dtype="int64")
         times[name] = values
-    age_days = np.full(len(ids), np.nan)
-    age_days[at] = (as_of_ms - times["last_ms"][at].astype("float64")) / MS_PER_DAY
     return {
         "passes": pa.array(figures["passes"]),
         "contributors": pa.array(figures["contributors"]),
         "total_m": pa.array(figures["driven_mm"] / 1000.0),
         "first_seen": pa.array(times["first_ms"], UTC_MS, mask=~driven),
         "last_seen": pa.array(times["last_ms"], UTC_MS, mask=~driven),
-        "age_days": pa.array(age_days, from_pandas=True),
     }
 
 

@@ -6,12 +6,14 @@ region-level tables, each of them small beside the state (they grow with the roa
 the cells and the contributors, not with the number of trips):
 
 ``edge_totals``, ``edge_pieces``, ``road_cover``, ``driven``
-    One row per driven edge (its :func:`~pipeline.coverage.tables.edge_totals`), per covered
-    piece of an edge, per covered piece of a road cut at H3 cell boundaries (``key``, ``cell``,
-    ``length_mm``, ``last_ms``) and per (edge, ``last_ms``) with the driven mm; each row has
-    the ``part`` of its edge. They are recomputed from the partitions an update touches and
-    replace those partitions' rows: every figure in them is of one edge or one road, and a
-    road's edges are in one partition, so this gives the rows of the whole state exactly.
+    One row per driven edge (its :func:`~pipeline.coverage.tables.edge_totals`, with
+    ``covered_mm``, its ``covered_m`` in integer mm), per covered piece of an edge, per covered
+    piece of a road cut at H3 cell boundaries (``key``, ``cell``, ``length_mm``, ``last_ms``)
+    and per (edge, ``last_ms``) with the driven mm; each row has the ``part`` of its edge, and
+    (but the pieces) its ``highway``, so that the summary needs no table of every edge. They
+    are recomputed from the partitions an update touches and replace those partitions' rows:
+    every figure in them is of one edge or one road, and a road's edges are in one partition,
+    so this gives the rows of the whole state exactly.
 ``cell_total``, ``cell_passes``, ``cell_contributors``
     Driven mm per finest cell, distinct trips per cell at every resolution, distinct
     (finest cell, contributor) pairs (:class:`~pipeline.coverage.tables.CellTrips`). A trip
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.grouping import aggregate_groups
-from pipeline.coverage.intervals import PIECE_COLUMNS, overlap_with_runs
+from pipeline.coverage.intervals import PIECE_COLUMNS, overlap_with_runs, to_mm
 from pipeline.coverage.partitions import Network
+from pipeline.coverage.region_tables import covered_metres
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
 
@@ -39,7 +43,12 @@ ROLLUP_TABLES = (*PART_TABLES, *CELL_TABLES, "trips")
 
 
 def part_rows(
-    state: CoverageState, network: Network, canonical: pd.DataFrame, runs: pd.DataFrame
+    state: CoverageState,
+    network: Network,
+    canonical: pd.DataFrame,
+    runs: pd.DataFrame,
+    edges: pd.DataFrame,
+    totals: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Return the rows of :data:`PART_TABLES` of the edges of some whole partitions.
 
@@ -53,9 +62,22 @@ def part_rows(
         :func:`pipeline.coverage.edges.canonical_edges` of the roads.
     runs
         H3 runs of at least the partitions' edges.
+    edges
+        ``highway`` and ``length_m`` of at least the partitions' edges, indexed by ``edge_id``.
+    totals
+        :func:`~pipeline.coverage.tables.edge_totals` of ``state.edge_trips`` if computed
+        already.
     """
     parts = network.edge_parts
-    totals = edge_totals(state.edge_trips).reset_index()
+    totals = edge_totals(state.edge_trips) if totals is None else totals
+    covered_mm = (
+        (state.edge_pieces["to_mm"] - state.edge_pieces["from_mm"])
+        .groupby(state.edge_pieces["key"].to_numpy())
+        .sum()
+    )
+    length_m = edges["length_m"].loc[totals.index].to_numpy()
+    covered = covered_metres(covered_mm.reindex(totals.index, fill_value=0).to_numpy(), length_m)
+    totals = totals.assign(covered_mm=to_mm(covered)).reset_index()
     roads = road_pieces(state.edge_pieces, canonical)
     cover = overlap_with_runs(roads, runs)[["key", "cell", "length_mm", "last_ms"]]
     driven = aggregate_groups(
@@ -69,10 +91,29 @@ def part_rows(
         "road_cover": (cover, "key"),
         "driven": (driven, "edge_id"),
     }
-    return {
-        name: frame.assign(part=parts.loc[frame[edge].to_numpy()].to_numpy().astype(str))
-        for name, (frame, edge) in rows.items()
-    }
+    highway = edges["highway"]
+    tables = {}
+    for name, (frame, edge) in rows.items():
+        ids = frame[edge].to_numpy()
+        tables[name] = frame.assign(part=parts.loc[ids].to_numpy().astype(str))
+        if name != "edge_pieces":
+            tables[name] = tables[name].assign(highway=highway.loc[ids].to_numpy().astype(str))
+    return tables
+
+
+def edge_info(fixed: list[pa.Table]) -> pd.DataFrame:
+    """Return ``highway`` and ``length_m`` by ``edge_id`` of the edges of fixed edge tables.
+
+    ``fixed``: tables of :meth:`Network.fixed_edges
+    <pipeline.coverage.partitions.Network.fixed_edges>`, as :func:`part_rows` takes them.
+    """
+    columns = ["edge_id", "highway", "length_m"]
+    if not fixed:
+        return pd.DataFrame(
+            {"highway": pd.Series(dtype=str), "length_m": pd.Series(dtype="float64")},
+            index=pd.Index([], dtype="int64", name="edge_id"),
+        )
+    return pd.concat([table.select(columns).to_pandas() for table in fixed]).set_index("edge_id")
 
 
 def cell_rows(cell_trips: pd.DataFrame, network: Network) -> dict[str, pd.DataFrame]:
@@ -130,7 +171,7 @@ def empty_rollup(network: Network, canonical: pd.DataFrame) -> dict[str, pd.Data
     from pipeline.coverage.state import empty_state
 
     empty = empty_state()
-    rows = part_rows(empty, network, canonical, network.runs_of(set()))
+    rows = part_rows(empty, network, canonical, network.runs_of(set()), edge_info([]))
     return {
         **rows,
         **cell_rows(empty.cell_trips, network),

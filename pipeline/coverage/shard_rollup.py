@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.contracts import EDGE_COVERAGE
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.tables import MM_PER_KM
-from pipeline.io import read_table
 from pipeline.roads.shards import cell_hex, read_owners, shard_dirs
 
 ROLLED_UP = ("road_km", "directed_km", "directed_covered_km")
@@ -38,8 +37,7 @@ def coverage_by_shard(coverage_dir: str | Path, roads_dir: str | Path) -> pd.Dat
     one owner), ``directed_km`` and ``directed_covered_km``.
     """
     columns = ["edge_id", "road_id", "length_m", "covered_m"]
-    edges = pd.DataFrame(read_table(Path(coverage_dir) / "edges.parquet", EDGE_COVERAGE,
-                                    columns=columns, decode_geometry=False))  # fmt: skip
+    edges = read_edge_table(coverage_dir, columns).to_pandas()
     edges = edges.merge(edge_owners(roads_dir), on="edge_id", how="left", validate="1:1")
     edges = edges.assign(length_mm=to_mm(edges["length_m"]), covered_mm=to_mm(edges["covered_m"]))
     roads = edges.sort_values("edge_id").drop_duplicates("road_id")

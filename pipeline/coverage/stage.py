@@ -1,9 +1,10 @@
 """The coverage stage: matched batches -> coverage state, edge and cell tables, and summary.
 
 ``COVERAGE_DIR`` holds ``state/`` (partitioned, with the region's rollup: see
-:mod:`pipeline.coverage.state` and :mod:`pipeline.coverage.rollup`), ``network/`` (what the
-roads alone decide, computed once per roads version: :mod:`pipeline.coverage.partitions`),
-``edges.parquet`` and ``cells.parquet`` (contracts ``edge_coverage`` and ``cell_coverage``),
+:mod:`pipeline.coverage.state` and :mod:`pipeline.coverage.rollup`; each partition with its
+edge coverage, read with :func:`pipeline.coverage.edge_reader.read_edge_table`, contract
+``edge_coverage``), ``network/`` (what the roads alone decide, computed once per roads
+version: :mod:`pipeline.coverage.partitions`), ``cells.parquet`` (contract ``cell_coverage``),
 ``summary.json`` and ``outputs.json`` (the state version and settings the outputs are of).
 An update reads and rewrites only the partitions its batches touch; a run with no new batch
 and the same settings finds its outputs current from ``CURRENT.json`` and ``outputs.json``
@@ -29,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.coverage.pointer import FORMAT, current_pointer
+from pipeline.coverage.pointer import EDGE_LAYOUT, FORMAT, current_pointer
 from pipeline.coverage.world import check_world_road_km
 from pipeline.errors import InputDataError
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
@@ -59,7 +60,7 @@ QUALITY_FILE = "match_quality.parquet"
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
-OUTPUT_FILES = ("edges.parquet", "cells.parquet", SUMMARY_FILE)
+OUTPUT_FILES = ("cells.parquet", SUMMARY_FILE)  # and the edge coverage the pointer names
 
 
 def compute_coverage(
@@ -208,6 +209,7 @@ def _outputs_current(coverage_dir: Path, pointer: dict[str, Any], outputs_key: s
     return (
         isinstance(record, dict)
         and pointer.get("format") == FORMAT
+        and pointer.get("edge_layout") == EDGE_LAYOUT
         and record.get("version") == pointer.get("version")
         and record.get("outputs") == outputs_key
         and all((coverage_dir / name).is_file() for name in OUTPUT_FILES)

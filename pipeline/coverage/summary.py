@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.coverage.edges import road_pieces
@@ -58,51 +59,65 @@ def coverage_summary(
         }
     )
     driven = state.edge_trips[["edge_id", "driven_mm", "last_ms"]]
-    return summary_of(
-        edge_table, covered, driven, canonical, as_of_ms, world_road_km, world_road_km_source
-    )
+    highway = edge_table.set_index("edge_id")["highway"]
+    lengths = highway_lengths(edge_table, canonical)
+    return summary_by_highway(
+        lengths,
+        covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy()),
+        driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy()),
+        as_of_ms, world_road_km, world_road_km_source,
+    )  # fmt: skip
 
 
-def summary_of(
-    edge_table: pd.DataFrame,
+def highway_lengths(edges: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
+    """Return the road and directed mm of every ``highway`` class of ``edges`` (the index).
+
+    Each edge's ``length_m`` in integer mm, a road's being its canonical edge's; with
+    ``covered_mm`` too (``covered_m`` in integer mm, summed) when ``edges`` has ``covered_m``.
+    """
+    ids = edges["edge_id"].to_numpy()
+    length_mm = to_mm(edges["length_m"])
+    is_road = canonical.loc[ids, "canonical_id"].to_numpy() == ids
+    lengths = {"road_mm": np.where(is_road, length_mm, 0), "directed_mm": length_mm}
+    if "covered_m" in edges.columns:
+        lengths["covered_mm"] = to_mm(edges["covered_m"])
+    frame = pd.DataFrame(lengths, index=pd.Index(edges["highway"].to_numpy(), name="highway"))
+    return frame.groupby(level=0, sort=True).sum()
+
+
+def summary_by_highway(
+    lengths: pd.DataFrame,
     covered: pd.DataFrame,
     driven: pd.DataFrame,
-    canonical: pd.DataFrame,
     as_of_ms: int,
     world_road_km: float = WORLD_ROAD_KM,
     world_road_km_source: str = WORLD_ROAD_KM_SOURCE,
 ) -> dict[str, Any]:
-    """Return :func:`coverage_summary` from the roads' covered and the edges' driven mm.
+    """Return :func:`coverage_summary` from lengths by highway class and covered, driven rows.
 
     Parameters
     ----------
-    edge_table
-        The edge coverage table.
+    lengths
+        Indexed by every ``highway`` class of the roads: ``road_mm``, ``directed_mm`` and
+        ``covered_mm`` (the edges' ``covered_m`` in integer mm, summed).
     covered
         Covered pieces of roads (any cut of them): ``key`` (canonical edge), ``length_mm``,
-        ``last_ms``.
+        ``last_ms``, ``highway``.
     driven
         Driven length by edge and time: ``edge_id``, ``driven_mm``, ``last_ms`` (the rows of
-        ``edge_trips``, or their sums by edge and ``last_ms``).
-    canonical, as_of_ms, world_road_km, world_road_km_source
+        ``edge_trips``, or their sums by edge and ``last_ms``), ``highway``.
+    as_of_ms, world_road_km, world_road_km_source
         As for :func:`coverage_summary`.
     """
-    edge_ids = edge_table["edge_id"].to_numpy()
-    edge_table = edge_table.assign(
-        length_mm=to_mm(edge_table["length_m"]),
-        covered_mm=to_mm(edge_table["covered_m"]),
-        is_road=canonical.loc[edge_ids, "canonical_id"].to_numpy() == edge_ids,
-    )
-    highway = edge_table.set_index("edge_id")["highway"]
-    roads = covered.assign(highway=highway.loc[covered["key"].to_numpy()].to_numpy())
-    trips = driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy())
-    parts = {"all": (edge_table, roads, trips)}
-    totals = _totals(*parts["all"], as_of_ms)
+    totals = _totals(lengths.sum(), covered, driven, as_of_ms)
     totals["by_highway"] = {
         str(name): _totals(
-            group, roads[roads["highway"] == name], trips[trips["highway"] == name], as_of_ms
+            lengths.loc[name],
+            covered[covered["highway"] == name],
+            driven[driven["highway"] == name],
+            as_of_ms,
         )
-        for name, group in edge_table.groupby("highway", sort=True)
+        for name in lengths.index
     }
     totals["percent_of_world"] = percent(totals["unique_km"], world_road_km)
     totals["world_road_km"] = world_road_km
@@ -158,15 +173,15 @@ def recorded_world_road_km(summaries: dict[str, dict[str, Any]]) -> float:
 
 
 def _totals(
-    edges: pd.DataFrame, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
+    lengths: pd.Series, roads: pd.DataFrame, trips: pd.DataFrame, as_of_ms: int
 ) -> dict[str, Any]:
     covered_mm = roads["length_mm"]
     recent = trips["last_ms"] >= as_of_ms - 7 * MS_PER_DAY
     totals: dict[str, Any] = {
-        "road_km": int(edges.loc[edges["is_road"], "length_mm"].sum()) / MM_PER_KM,
-        "directed_km": int(edges["length_mm"].sum()) / MM_PER_KM,
+        "road_km": int(lengths["road_mm"]) / MM_PER_KM,
+        "directed_km": int(lengths["directed_mm"]) / MM_PER_KM,
         "unique_km": int(covered_mm.sum()) / MM_PER_KM,
-        "directed_covered_km": int(edges["covered_mm"].sum()) / MM_PER_KM,
+        "directed_covered_km": int(lengths["covered_mm"]) / MM_PER_KM,
         "total_km": int(trips["driven_mm"].sum()) / MM_PER_KM,
         "weekly_driven_km": int(trips.loc[recent, "driven_mm"].sum()) / MM_PER_KM,
     }

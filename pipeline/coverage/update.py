@@ -2,10 +2,13 @@
 
 :func:`pipeline.coverage.stage.compute_coverage` checks the inputs and whether anything is new
 without importing pandas; it imports this module only when there is work to do. An update reads
-and rewrites only the partitions its batches touch, updates the region's rollup
-(:mod:`pipeline.coverage.rollup`), and writes the edge and cell tables and the summary from the
-rollup and the network's cache (:mod:`pipeline.coverage.partitions`), never from the roads'
-edge table or the whole state.
+and rewrites only the partitions its batches touch, with their edge coverage
+(:mod:`pipeline.coverage.region_tables`, read back through
+:mod:`pipeline.coverage.edge_reader`), updates the region's rollup
+(:mod:`pipeline.coverage.rollup`), and writes the cell table and the summary from the rollup
+and the network's cache (:mod:`pipeline.coverage.partitions`), never from the roads' edge
+table, a table of every edge, or the whole state. The first update of a folder, and the first
+after the roads' partitioning changes, writes every partition.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
 from pipeline.coverage.partitions import Network, load_network
+from pipeline.coverage.pointer import EDGE_LAYOUT, EDGE_TABLE
 from pipeline.coverage.region_tables import write_edge_coverage
 from pipeline.coverage.rollup import (
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
+    edge_info,
     empty_rollup,
     part_rows,
     updated_rollup,
@@ -40,6 +46,7 @@ from pipeline.coverage.stage import (
 )
 from pipeline.coverage.state import (
     FORMAT,
+    PARTS_DIR,
     CoverageState,
     commit_pointer,
     current_pointer,
@@ -54,8 +61,8 @@ from pipeline.coverage.state import (
     write_parts,
     write_rollup,
 )
-from pipeline.coverage.summary import summary_of
-from pipeline.coverage.tables import cells_table
+from pipeline.coverage.summary import summary_by_highway
+from pipeline.coverage.tables import cells_table, edge_totals
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json, write_table
 from pipeline.roads import read_edges
@@ -111,14 +118,16 @@ def update_coverage(
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
         batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
         pointer = {**pointer, "parts": {}}  # nothing of it is read again
-        for old_cache in coverage_dir.glob("runs_r*.parquet"):  # the unpartitioned format's
-            old_cache.unlink()
+        # the unpartitioned format's caches, and an edge table of the region's
+        for old_file in [*coverage_dir.glob("runs_r*.parquet"), coverage_dir / "edges.parquet"]:
+            old_file.unlink(missing_ok=True)
     if new_batches or rebuild:
         rollup = _apply(state_root, pointer, batch, rollup, parts, network, canonical, version)
         commit_pointer(
             state_root,
             {"version": version, "batches": batches, "roads": roads, "parts": parts,
-             "partitioning": network.partition_resolution, "rollup": version},
+             "partitioning": network.partition_resolution, "rollup": version,
+             "edge_layout": EDGE_LAYOUT},
             current_pointer(state_root),
         )  # fmt: skip
     summary = _write_outputs(network, rollup, coverage_dir, settings, as_of)
@@ -137,10 +146,11 @@ def _batch_state(
     settings: CoverageSettings,
 ) -> CoverageState:
     """Return the state of the new batches alone, without the trips ``applied`` before."""
-    lengths = network.edge_lengths()
     applied = set(applied)
     batch = empty_state()
     for matched_dir, batch_id in new_batches:
+        edge_ids = pq.read_table(matched_dir / SEGMENTS_FILE, columns=["edge_id"])["edge_id"]
+        lengths = network.edge_lengths(edge_ids.to_numpy())
         counted = counted_segments(matched_dir, lengths, settings)
         counted = unapplied_segments(counted, applied, f"batch {batch_id} ({matched_dir})")
         applied |= set(counted["trip_id"])
@@ -162,7 +172,9 @@ def _apply(
 ) -> dict[str, pd.DataFrame]:
     """Merge the batch into the partitions it touches; write them and the new rollup.
 
-    ``parts`` (partition -> generation) is updated in place with the partitions written.
+    ``parts`` (partition -> generation) is updated in place with the partitions written; when
+    it names none (a first update, or a state partitioned again), every partition of the
+    network is written, so that each has its edge coverage.
     """
     cell_parts = network.cells["part"]
     new_parts = split_state(batch, network.edge_parts, cell_parts)
@@ -171,19 +183,50 @@ def _apply(
         key: merge_states(old_parts[key], part) if key in old_parts else part
         for key, part in new_parts.items()
     }
+    if not parts:
+        empty = empty_state()
+        merged = {key: merged.get(key, empty) for key in sorted({*network.part_keys(), *merged})}
     write_parts(state_root, version, merged)
-    parts.update(dict.fromkeys(merged, version))
     edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
         pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
         pd.concat([part.edge_trips for part in merged.values()] or [batch.edge_trips]),
         batch.cell_trips,
     )
+    totals = edge_totals(edge_tables.edge_trips)
+    edges = _write_part_edges(state_root, version, merged, totals, network)
+    parts.update(dict.fromkeys(merged, version))
     runs = network.runs_of(set(merged))
-    rows = part_rows(edge_tables, network, canonical, runs)
+    rows = part_rows(edge_tables, network, canonical, runs, edges, totals)
     trips = batch.edge_trips["trip_id"].unique()
     rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
     write_rollup(state_root, version, rollup)
     return rollup
+
+
+def _write_part_edges(
+    state_root: Path,
+    generation: str,
+    parts: dict[str, CoverageState],
+    totals: pd.DataFrame,
+    network: Network,
+) -> pd.DataFrame:
+    """Write the edge coverage of ``parts`` beside their state tables.
+
+    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of (at least) their edges.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``highway`` and ``length_m`` of the partitions' edges, indexed by ``edge_id``.
+    """
+    fixed_tables = []
+    for key, part in parts.items():
+        fixed = network.fixed_edges(key)
+        path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
+        driven = totals.loc[pd.unique(part.edge_trips["edge_id"].to_numpy())]
+        write_edge_coverage(fixed, part.edge_pieces, driven, path)
+        fixed_tables.append(fixed.select(["edge_id", "highway", "length_m"]))
+    return edge_info(fixed_tables)
 
 
 def counted_segments(
@@ -238,11 +281,12 @@ def unapplied_segments(segments: pd.DataFrame, applied: set[str], batch: str) ->
 
 
 def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
-    """Whether the state is partitioned as the network's cache, with its rollup."""
+    """Whether the state is partitioned as the network's cache, with its rollup and edges."""
     return (
         pointer.get("format") == FORMAT
         and pointer.get("partitioning") == network.partition_resolution
         and pointer.get("rollup") is not None
+        and pointer.get("edge_layout") == EDGE_LAYOUT
     )
 
 
@@ -253,22 +297,20 @@ def _write_outputs(
     settings: CoverageSettings,
     as_of: pd.Timestamp | None,
 ) -> dict[str, Any]:
-    """Write the edge and cell tables from the rollup; return the summary (not written)."""
-    totals = rollup["edge_totals"].set_index("edge_id")
+    """Write the cell table from the rollup; return the summary (not written)."""
+    totals = rollup["edge_totals"]
     as_of_ms = _as_of_ms(as_of, totals["last_ms"])
-    edge_table_ = write_edge_coverage(
-        network.fixed_edges(), rollup["edge_pieces"], totals, as_of_ms,
-        coverage_dir / "edges.parquet",
-    )  # fmt: skip
     road_mm = network.cells["road_mm"].dropna().astype("int64")
     cells = cells_table(
         road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
         settings.h3_resolution, network.parents, network.polygons,
     )  # fmt: skip
     write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
-    summary = summary_of(
-        edge_table_, rollup["road_cover"], rollup["driven"], network.canonical, as_of_ms,
-        settings.world_road_km, settings.world_road_km_source,
+    lengths = network.highway_lengths()
+    lengths["covered_mm"] = totals.groupby("highway")["covered_mm"].sum()
+    summary = summary_by_highway(
+        lengths.fillna({"covered_mm": 0}).astype("int64"), rollup["road_cover"],
+        rollup["driven"], as_of_ms, settings.world_road_km, settings.world_road_km_source,
     )  # fmt: skip
     summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
     summary["criteria"] = {

@@ -1,5 +1,8 @@
 """Reading a coverage folder for export: the edge and cell tables and the summary.
 
+The edge table is read through :func:`pipeline.coverage.edge_reader.read_edge_table` (the
+folder stores it per partition, without ``age_days``).
+
 pandas and geopandas are imported by the functions that make their objects, so that an export
 that needs the cells as Arrow alone (:func:`read_cell_table`, the web viewer) does without them.
 """
@@ -12,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.contracts import CELL_COVERAGE
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.errors import InputDataError
-from pipeline.io import arrow_to_geodataframe, read_arrow, read_table
+from pipeline.io import arrow_to_geodataframe, read_arrow
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-EDGES_FILE = "edges.parquet"
 CELLS_FILE = "cells.parquet"
 SUMMARY_FILE = "summary.json"
 
@@ -64,10 +67,18 @@ def read_cell_table(coverage_dir: Path) -> pa.Table:
 
 
 def read_edge_coverage(coverage_dir: Path) -> gpd.GeoDataFrame:
-    """Return the ``edge_coverage`` table of a coverage folder (contract-checked)."""
+    """Return the ``edge_coverage`` table of a coverage folder (contract-checked).
+
+    As :func:`pipeline.coverage.edge_reader.read_edge_table` returns it, as a GeoDataFrame.
+    """
+    return edge_frame(read_edge_table(coverage_dir))
+
+
+def edge_frame(table: pa.Table) -> gpd.GeoDataFrame:
+    """Return an edge coverage table (Arrow, geometry as WKB) as a GeoDataFrame."""
     import geopandas as gpd
 
-    edges = read_table(Path(coverage_dir) / EDGES_FILE, EDGE_COVERAGE)
+    edges = arrow_to_geodataframe(table)
     return gpd.GeoDataFrame(edges, geometry="geometry", crs="EPSG:4326")
 
 

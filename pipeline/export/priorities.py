@@ -41,11 +41,12 @@ import pyarrow.compute as pc
 import shapely
 
 from pipeline.config import PrioritySettings
-from pipeline.contracts import EDGE_COVERAGE, PRIORITY_ROADS
+from pipeline.contracts import PRIORITY_ROADS
 from pipeline.coverage.cells import cell_polygons, cells_of
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.intervals import to_mm
-from pipeline.export.inputs import EDGES_FILE, as_of_of, read_summary
+from pipeline.export.inputs import as_of_of, read_summary
 from pipeline.export.tours import (
     EdgeKey,
     RouteFinder,
@@ -55,7 +56,7 @@ from pipeline.export.tours import (
     reachable_roads,
 )
 from pipeline.ingest.privacy import end_radius_m
-from pipeline.io import atomic_path, read_arrow, write_json, write_table
+from pipeline.io import atomic_path, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
 from pipeline.roads.identity import refuse_other_roads, roads_identity
@@ -156,7 +157,7 @@ def _road_gains(
     coverage_dir: Path, edges: gpd.GeoDataFrame, as_of: pd.Timestamp, settings: PrioritySettings
 ) -> gpd.GeoDataFrame:
     """One row per road: its canonical edge, length, new and stale metres, age in days."""
-    coverage = read_arrow(coverage_dir / EDGES_FILE, EDGE_COVERAGE)
+    coverage = read_edge_table(coverage_dir)
     canonical = canonical_edges(edges)
     cutoff_ms = int(as_of.value // 1_000_000) - round(settings.freshness_target_days * MS_PER_DAY)
     pieces = road_pieces(_interval_pieces(coverage), canonical)

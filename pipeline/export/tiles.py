@@ -9,7 +9,7 @@ Two layers:
     ``total_km``, ``fresh_28d_km``, ``passes``, ``contributors``, ``last_seen`` (ISO 8601 UTC,
     absent if never seen) and ``age_days`` (absent if never seen).
 ``segments``
-    The covered intervals of the road edges of ``edges.parquet`` (each interval's own piece of
+    The covered intervals of the road edges of the edge coverage (each interval's own piece of
     the edge geometry), from ``segments_min_zoom`` (default 10) up. Attributes: ``edge_id``
     (a string: it does not fit a JavaScript number), ``highway``, ``from_m``, ``to_m``,
     ``passes``, ``contributors``, ``first_seen``, ``last_seen``, ``first_seen_s`` (the
@@ -396,7 +396,8 @@ def write_coverage_tiles(
     Parameters
     ----------
     coverage_dir
-        A coverage folder (``edges.parquet``, ``cells.parquet``, ``summary.json``).
+        A coverage folder (``state/`` with the edge coverage, ``cells.parquet``,
+        ``summary.json``).
     out_path
         The ``.pmtiles`` file to write (atomically).
     min_zoom, max_zoom

@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from pipeline.contracts import EDGE_COVERAGE
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.errors import InputDataError
-from pipeline.export.inputs import EDGES_FILE, read_cell_table, read_summary
-from pipeline.io import atomic_path, read_arrow
+from pipeline.export.inputs import read_cell_table, read_summary
+from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def week_ends(first_s: int, as_of_s: int) -> list[int]:
 
 def _weeks_of(coverage_dir: Path, summary: dict[str, Any]) -> list[int]:
     """Return :func:`week_ends` of a coverage folder; empty if nothing was ever seen."""
-    first_seen = read_arrow(coverage_dir / EDGES_FILE, EDGE_COVERAGE, columns=["first_seen"])
+    first_seen = read_edge_table(coverage_dir, columns=["first_seen"])
     first = pc.min(first_seen.column("first_seen").cast(pa.int64())).as_py()
     as_of = summary.get("as_of")
     if first is None or as_of is None:

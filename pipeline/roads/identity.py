@@ -6,7 +6,9 @@ writes anything, with one line naming both. Two roads folders are the same roads
 ``edges.parquet`` files are byte for byte the same (their sha256: the edge ids, lengths and
 shapes every later number is computed from) and were built from the same extract (its
 sha256). The edges' extent (``bbox``) is recorded too, so that the message says where. An
-output written before it recorded an identity is checked by the extract's sha256 alone.
+output written before it recorded an identity is checked by the extract's sha256 alone. The
+edges' sha256 is memoized beside the file (:func:`pipeline.io.memoized_sha256`), so that a
+run that finds nothing new does not read the whole edge table again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputDataError
-from pipeline.io import file_sha256
+from pipeline.io import memoized_sha256
 from pipeline.roads.store import EDGES_FILE, read_roads_meta
 
 
@@ -29,7 +31,7 @@ def roads_identity(roads_dir: Path) -> dict[str, Any]:
     """
     meta = read_roads_meta(roads_dir)
     return {
-        "edges_sha256": file_sha256(Path(roads_dir) / EDGES_FILE),
+        "edges_sha256": memoized_sha256(Path(roads_dir) / EDGES_FILE),
         "source_sha256": meta["source_sha256"],
         "bbox": meta["bbox"],
     }

@@ -26,6 +26,7 @@ import shapely
 from pipeline.config import load_config
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
 from pipeline.coverage.cells import edge_cell_runs
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges
 from pipeline.coverage.partitions import NETWORK_FORMAT
 from pipeline.coverage.stage import _batch_id, compute_coverage
@@ -33,8 +34,8 @@ from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, sta
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.coverage.update import counted_segments
-from pipeline.errors import ConfigError
-from pipeline.io import write_table
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.io import read_arrow, write_table
 from pipeline.roads import build_roads, read_edges
 from pipeline.roads.identity import roads_identity
 from tests.builders import write_matched_batch
@@ -104,8 +105,10 @@ def expected_folder(roads: Path, batches: list[Path], folder: Path) -> dict:
 
 
 def assert_same_outputs(folder: Path, expected: Path, totals: dict) -> None:
-    for name in ("edges.parquet", "cells.parquet"):
-        assert (folder / name).read_bytes() == (expected / name).read_bytes(), name
+    edges = read_edge_table(folder)
+    assert edges.equals(read_arrow(expected / "edges.parquet", EDGE_COVERAGE))
+    assert edges.schema.names == EDGE_COVERAGE.schema.names
+    assert (folder / "cells.parquet").read_bytes() == (expected / "cells.parquet").read_bytes()
     summary = json.loads((folder / "summary.json").read_text())
     assert {key: summary[key] for key in totals} == json.loads(json.dumps(totals))
 
@@ -143,10 +146,13 @@ def test_batch_order_and_repartitioning_do_not_change_the_answer(
     assert all(key.startswith("r9-") for key in pointer["parts"])
 
 
-def part_files(out: Path) -> dict[str, tuple[int, bytes]]:
-    """Every partition file: its modification time (ns) and bytes."""
+def part_files(out: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every partition file: its modification time (ns), inode and bytes."""
     files = (out / "state" / "parts").rglob("*.parquet")
-    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_ino, p.read_bytes())
+        for p in files
+    }
 
 
 @pytest.mark.shared_data
@@ -175,10 +181,15 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
     after = json.loads((out / "state" / "CURRENT.json").read_text())["parts"]
     changed = {key for key in after if before.get(key) != after[key]}
     assert 1 <= len(changed) <= 3 < len(after)
-    for path, (mtime, content) in files.items():  # what the update did not touch is untouched
+    assert set(after) == set(before)  # every partition has its edges from the first update
+    edge_files = [path for path in files if path.endswith("/edge_coverage.parquet")]
+    assert len(edge_files) == len(after)
+    for path, (mtime, inode, content) in files.items():  # what it did not touch is untouched
         if path.split("/")[2] not in changed:
             assert (out / path).stat().st_mtime_ns == mtime
+            assert (out / path).stat().st_ino == inode
             assert (out / path).read_bytes() == content
+    assert not (out / "edges.parquet").exists()  # no table of every edge
     totals = expected_folder(roads, [*batches[:3], small], tmp_path / "expected")
     assert_same_outputs(out, tmp_path / "expected", totals)
 
@@ -229,6 +240,28 @@ def test_an_unpartitioned_state_is_partitioned_on_its_next_update(
     assert (old / version).is_dir()  # what the pointer named before is kept one update
 
 
+@pytest.mark.shared_data
+def test_a_state_with_a_region_edge_table_is_rewritten_per_partition_on_its_next_update(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:2], out, with_parts(8))
+    current = out / "state" / "CURRENT.json"  # as the layout with a region-wide edges.parquet
+    pointer = json.loads(current.read_text())
+    del pointer["edge_layout"]
+    current.write_text(json.dumps(pointer))
+    for edge_file in (out / "state" / "parts").rglob("edge_coverage.parquet"):
+        edge_file.unlink()
+    (out / "edges.parquet").write_bytes(b"the region's edge table")
+    with pytest.raises(InputDataError, match="holds no edge coverage"):
+        read_edge_table(out)
+    compute_coverage(roads, batches[2:], out, with_parts(8))
+    assert json.loads(current.read_text())["edge_layout"] == 1
+    assert not (out / "edges.parquet").exists()
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
 def test_a_partition_resolution_finer_than_the_cells_is_refused(tmp_path: Path) -> None:
     from pipeline.coverage.partitions import load_network
 
@@ -261,8 +294,9 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     (cache,) = (out / "network").iterdir()
     meta = json.loads((cache / "network.json").read_text())
     (cache / "network.json").write_text(json.dumps({k: meta[k] for k in meta if k != "format"}))
-    for name in ("canonical", "edges", "cell_polygons"):  # the first format had none of these
+    for name in ("canonical", "cell_polygons"):  # the first format had none of these
         (cache / f"{name}.parquet").unlink()
+    shutil.rmtree(cache / "edges")
     compute_coverage(roads, batches[2:], out, with_parts(8))
     assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
     totals = expected_folder(roads, batches, tmp_path / "expected")

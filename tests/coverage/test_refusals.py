@@ -21,9 +21,8 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.contracts import EDGE_COVERAGE
 from pipeline.coverage.stage import compute_coverage
-from pipeline.io import read_table
+from pipeline.export.inputs import read_edge_coverage
 from pipeline.locking import LOCK_FILE
 from pipeline.roads import build_roads, read_edges, resolve_extract
 from pipeline.snap.stage import snap_traces
@@ -161,10 +160,7 @@ def test_trips_matched_again_in_another_batch_count_once(
     assert {k: v for k, v in summary.items() if k != "batches"} == {
         k: v for k, v in once.items() if k != "batches"
     }
-    pd.testing.assert_frame_equal(
-        read_table(both / "edges.parquet", EDGE_COVERAGE),
-        read_table(tmp_path / "once" / "edges.parquet", EDGE_COVERAGE),
-    )
+    pd.testing.assert_frame_equal(read_edge_coverage(both), read_edge_coverage(tmp_path / "once"))
     state = json.loads((both / "state" / "CURRENT.json").read_text())
     assert state["batches"] == summary["batches"]
 

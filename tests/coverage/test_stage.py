@@ -10,8 +10,9 @@ import pytest
 import shapely
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.stage import compute_coverage
+from pipeline.export.inputs import read_edge_coverage
 from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_matched_batch
@@ -63,7 +64,7 @@ def test_stage_counts_confident_plausible_trips_and_is_idempotent(
     )
     out = tmp_path / "coverage"
     summary = compute_coverage(roads_dir, [batch], out, SETTINGS)
-    edges = read_table(out / "edges.parquet", EDGE_COVERAGE).set_index(["u", "v"])
+    edges = read_edge_coverage(out).set_index(["u", "v"])
     assert edges.loc[(1, 2), "covered_m"] == pytest.approx(edges.loc[(1, 2), "length_m"], abs=1e-3)
     assert edges.loc[(2, 3), "covered_m"] == 0 and edges.loc[(5, 9), "covered_m"] == 0
     assert summary["unique_km"] == pytest.approx(edges.loc[(1, 2), "length_m"] / 1000, abs=1e-5)

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.summary import combine_summaries, coverage_summary, percent
 from pipeline.coverage.tables import MM_PER_KM
 from pipeline.errors import ConfigError
+from pipeline.export.inputs import read_edge_coverage
 from pipeline.io import read_table
 from tests.builders import ROUNDING_UP_STEP_DEG, write_fully_covered_region
 
@@ -184,7 +185,7 @@ SHARES = (
 
 def test_a_fully_covered_region_reads_exactly_100_percent_everywhere(tmp_path: Path) -> None:
     write_fully_covered_region(tmp_path)
-    edges = read_table(tmp_path / "coverage" / "edges.parquet", EDGE_COVERAGE)
+    edges = read_edge_coverage(tmp_path / "coverage")
     exact_mm = edges["length_m"].to_numpy() * 1000
     assert (np.rint(exact_mm) > exact_mm).all()  # the case: every length rounds up
     summary = json.loads((tmp_path / "coverage" / "summary.json").read_text())

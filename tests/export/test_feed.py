@@ -41,6 +41,7 @@ from pipeline.export.feeds import (
     verify_release,
 )
 from pipeline.export.feeds.tables import cut_lines
+from pipeline.export.inputs import read_edge_coverage
 from pipeline.io import read_table
 from pipeline.roads import build_roads, read_edges, read_roads_meta, resolve_extract
 from tests.builders import write_fully_covered_region, write_matched_batch
@@ -165,7 +166,7 @@ def test_release_layout_and_geoparquet(world: dict) -> None:
 
 
 def test_segment_geometry_is_the_covered_interval(world: dict) -> None:
-    coverage = read_table(world["cov2"] / "edges.parquet", pipeline.contracts.EDGE_COVERAGE)
+    coverage = read_edge_coverage(world["cov2"])
     by_key = coverage.set_index(["osmid", "u", "v", "key"])
     segments = read_release(world["r2"])["segments"]
     for row in segments.sample(40, random_state=1).itertuples():

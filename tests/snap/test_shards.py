@@ -9,12 +9,12 @@ import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import shapely
 
 from pipeline.config import settings_from_mapping
 from pipeline.contracts import MATCH_QUALITY, MATCHED_POINTS, MATCHED_SEGMENTS
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.shard_rollup import ROLLED_UP, coverage_by_shard, roll_up
 from pipeline.coverage.stage import compute_coverage
 from pipeline.io import read_table
@@ -58,7 +58,7 @@ def matched(roads: Path, traces: Path, out: Path) -> tuple[pd.DataFrame, pd.Data
 
 def summary_edges(coverage_dir: Path) -> int:
     """Rows of a coverage folder's edge table (every edge of the region once)."""
-    return pq.ParquetFile(coverage_dir / "edges.parquet").metadata.num_rows
+    return read_edge_table(coverage_dir, columns=["edge_id"]).num_rows
 
 
 def cells_crossed(points: pd.DataFrame, resolution: int) -> int:

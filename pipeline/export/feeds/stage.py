@@ -32,19 +32,18 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
-import pyarrow.parquet as pq
 import shapely
 from shapely.geometry import shape
 
 import pipeline
 from pipeline.contracts import (
     CELL_COVERAGE,
-    EDGE_COVERAGE,
     FEED_CELLS,
     FEED_CELLS_DELTA,
     FEED_SEGMENTS,
     FEED_SEGMENTS_DELTA,
 )
+from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.export.feeds.delta import CHANGE_TYPES, read_release, table_delta
 from pipeline.export.feeds.stac import STAC_DIR, write_stac
@@ -67,6 +66,7 @@ from pipeline.export.feeds.writers import (
     write_formats,
     write_partitioned,
 )
+from pipeline.export.inputs import edge_frame
 from pipeline.io import read_table, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_roads_meta
@@ -197,10 +197,9 @@ def write_release(
         )
     aoi_geometry, aoi_sha256 = _load_aoi(aoi)
 
-    edges = _read_edges(coverage_dir)
-    pieces = covered_pieces(
-        edges, pq.read_table(coverage_dir / "edges.parquet", columns=["intervals"])["intervals"]
-    )
+    edge_table = read_edge_table(coverage_dir)
+    edges = edge_frame(edge_table)
+    pieces = covered_pieces(edges, edge_table["intervals"])
     if aoi_geometry is not None:
         pieces = clip_pieces(pieces, edges, aoi_geometry)
     min_confidence = float(criteria.get("min_match_confidence", 0.0))
@@ -405,10 +404,6 @@ def _write_release(
     }
     write_json(manifest, root / MANIFEST_FILE)
     return json.loads(json.dumps(manifest, default=str))
-
-
-def _read_edges(coverage_dir: Path) -> gpd.GeoDataFrame:
-    return read_table(coverage_dir / "edges.parquet", EDGE_COVERAGE)
 
 
 def _read_cells(coverage_dir: Path) -> gpd.GeoDataFrame:
