@@ -8,12 +8,6 @@ more than ``backward_tolerance_m`` behind), or a penalised mid-edge U-turn onto 
 twin. All in log space. The route distances ``d(v1, u2)`` of one step come from one
 bounded Dijkstra (or UBODT lookups) per distinct end node ``v1`` of the previous fix's
 candidates, to the distinct start nodes ``u2`` of the current fix's candidates.
-
-:func:`decode_with_fitted_beta` decodes a trip twice, the second time with the transition scale
-fitted to the first decoding: the second decoding takes its route distances from a memo the
-first one filled (a search's row is the same whatever the scale), and searches only for what
-the memo lacks (a source node whose candidates the beam kept in one decoding only, or that
-needs a longer budget), so it gives exactly what a second full decoding gives.
 """
 
 from __future__ import annotations
@@ -33,13 +27,9 @@ SAME_EDGE = 0
 UTURN = 1
 VIA_GRAPH = 2
 
-# what a decoding does with the route memo (decode_with_fitted_beta)
-NO_MEMO = 0
-RECORD = 1
-REPLAY = 2
-
 # indices into MatchParams.kernel_array()
 _SIGMA, _BETA, _VMAX, _SLACK, _MAX_ROUTE, _UTURN, _TOL, _MAX_OUT, _BEAM = range(9)
+BETA_INDEX = _BETA  # where the transition scale is, for the callers that fit it
 
 
 @cached_njit
@@ -97,90 +87,13 @@ def _plan_sources(
 
 
 @cached_njit
-def new_route_memo(n_fixes: int, kmax: int, capacity: int) -> tuple:
-    """Return an empty route memo of a trip of ``n_fixes`` fixes (at most ``kmax`` candidates each).
-
-    ``(head, next, source, budget, by_table, rows, used)``: entry ``e`` holds the route
-    distances ``rows[e, :n_targets]`` from node ``source[e]`` to the start nodes of a fix's
-    candidates (in the order :func:`_mark_targets` gives them), searched within ``budget[e]``
-    metres, from the UBODT if ``by_table[e]``; a fix ``t``'s entries are ``head[t]``,
-    ``next[head[t]]``, ... (-1 ends). ``used[0]`` entries are filled.
-    """
-    capacity = max(capacity, 1)
-    return (
-        np.full(n_fixes, -1, dtype=np.int64), np.empty(capacity, dtype=np.int64),
-        np.empty(capacity, dtype=np.int64), np.empty(capacity), np.empty(capacity, np.bool_),
-        np.empty((capacity, kmax)), np.zeros(1, dtype=np.int64),
-    )  # fmt: skip
-
-
-@cached_njit
-def _memo_with_room(memo: tuple, extra: int) -> tuple:
-    """Return ``memo``, or a copy of it twice as large when it has no room for ``extra`` more."""
-    head, nxt, source, budget, by_table, rows, used = memo
-    n = used[0]
-    if n + extra <= len(nxt):
-        return memo
-    bigger = new_route_memo(0, rows.shape[1], max(2 * len(nxt), n + extra))
-    bigger[1][:n] = nxt[:n]
-    bigger[2][:n] = source[:n]
-    bigger[3][:n] = budget[:n]
-    bigger[4][:n] = by_table[:n]
-    bigger[5][:n] = rows[:n]
-    bigger[6][0] = n
-    return (head, bigger[1], bigger[2], bigger[3], bigger[4], bigger[5], bigger[6])
-
-
-@cached_njit
-def _record_row(
-    memo: tuple, t: int, src: int, budget: float, by_table: bool, n_targets: int, row: np.ndarray
-) -> None:
-    """Add the route distances ``row`` from ``src`` to fix ``t``'s targets to the memo."""
-    head, nxt, source, budgets, tables, rows, used = memo
-    e = used[0]
-    used[0] = e + 1
-    source[e] = src
-    budgets[e] = budget
-    tables[e] = by_table
-    rows[e, :n_targets] = row[:n_targets]
-    nxt[e] = head[t]
-    head[t] = e
-
-
-@cached_njit
-def _replay_row(
-    memo: tuple, t: int, src: int, budget: float, by_table: bool, n_targets: int, row: np.ndarray
-) -> bool:
-    """Fill ``row`` from the memo as a search from ``src`` within ``budget`` fills it.
-
-    An entry serves when it was searched the same way (UBODT or Dijkstra: their distances
-    differ in rounding) within at least ``budget``: both give each target's shortest
-    distance when it is within the budget, so the distances beyond ``budget`` are dropped.
-    Returns False (``row`` untouched) when no entry serves.
-    """
-    head, nxt, source, budgets, tables, rows, _used = memo
-    e = head[t]
-    while e >= 0:
-        if source[e] == src and tables[e] == by_table and budgets[e] >= budget:
-            for k in range(n_targets):
-                d = rows[e, k]
-                row[k] = d if d <= budget else INF
-            return True
-        e = nxt[e]
-    return False
-
-
-@cached_njit
 def _source_distances(
-    n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_node: np.ndarray,
-    t: int, memo: tuple, mode: int,
-) -> None:  # fmt: skip
-    """Fill ``ws``' distance rows: each source node to each marked target (of fix ``t``).
+    n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_node: np.ndarray
+) -> None:
+    """Fill ``ws``' distance rows: each source node to each marked target within its budget.
 
     A distance beyond a smaller budget that shares the row is filtered by the caller's
-    ``rem + d + ob <= limit``, so sharing one search per node changes no result. With
-    ``mode`` RECORD each row is added to ``memo``; with REPLAY a row is taken from it when
-    one serves (:func:`_replay_row`).
+    ``rem + d + ob <= limit``, so sharing one search per node changes no result.
     """
     out_ptr, out_edge, _edge_u, edge_v, edge_len, _edge_twin = net
     ub_keys, ub_dist, _ub_first, ub_delta = ub
@@ -190,20 +103,15 @@ def _source_distances(
         src = source_node[s]
         source_mark[src] = -1
         budget = source_budget[s]
-        by_table = len(ub_keys) > 0 and 0.0 <= budget <= ub_delta
-        if mode == REPLAY and _replay_row(memo, t, src, budget, by_table, n_targets, distances[s]):
-            continue
-        if by_table:
+        if len(ub_keys) > 0 and 0.0 <= budget <= ub_delta:
             for k in range(n_targets):
                 d, _ = ubodt_lookup(ub_keys, ub_dist, src, target_node[k], n_nodes)
                 distances[s, k] = d if d <= budget else INF
-        else:
-            n_touched = dijkstra_to_marked(
-                src, budget, n_targets, out_ptr, out_edge, edge_v, edge_len, search, distances[s]
-            )
-            reset_workspace(search, n_touched)
-        if mode == RECORD:
-            _record_row(memo, t, src, budget, by_table, n_targets, distances[s])
+            continue
+        n_touched = dijkstra_to_marked(
+            src, budget, n_targets, out_ptr, out_edge, edge_v, edge_len, search, distances[s]
+        )
+        reset_workspace(search, n_touched)
 
 
 @cached_njit
@@ -224,14 +132,11 @@ def _step(
     deviation: np.ndarray,
     column: np.ndarray,
     target_node: np.ndarray,
-    memo: tuple,
-    mode: int,
 ) -> bool:
     """Fill the Viterbi column of fix ``t`` from the column of ``prev``; False if unreachable.
 
     Route distances come from one bounded search per distinct node the previous candidates'
-    edges end at, to the distinct nodes the current candidates' edges start from (or from
-    the route memo, as ``mode`` says: :func:`_source_distances`).
+    edges end at, to the distinct nodes the current candidates' edges start from.
     """
     cand_ptr, cand_edge, cand_off, cand_dist = cand
     edge_u, edge_len, edge_twin = net[2], net[4], net[5]
@@ -249,7 +154,7 @@ def _step(
         score[b0 + k] = -INF
         back[b0 + k] = -1
     n_sources = _plan_sources(a0, a1, limit, score, cand_edge, cand_off, net, prm, ws)
-    _source_distances(n_sources, n_targets, net, ub, ws, target_node, t, memo, mode)
+    _source_distances(n_sources, n_targets, net, ub, ws, target_node)
     for k in range(n_targets):
         target_mark[target_node[k]] = -1
     for a in range(a0, a1):
@@ -444,80 +349,12 @@ def decode_viterbi(
         step back, its log-probability being ``-deviation / beta``, less the U-turn
         penalty; meaningful for the candidates chosen after a run's first fix).
     """
-    no_memo = new_route_memo(0, 1, 1)
-    chosen, status, segment, kind, deviation, _ = _decode(
-        px, py, ts, cand, cand_point, net, ub, prm, network_ws, no_memo, NO_MEMO
-    )
-    return chosen, status, segment, kind, deviation
-
-
-@cached_njit
-def decode_with_fitted_beta(
-    px: np.ndarray,
-    py: np.ndarray,
-    ts: np.ndarray,
-    cand: tuple,
-    cand_point: np.ndarray,
-    net: tuple,
-    ub: tuple,
-    prm: np.ndarray,
-    network_ws: tuple,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Decode twice, the second time with the transition scale fitted to the first decoding.
-
-    The result is :func:`decode_viterbi`'s with ``with_beta(prm, fitted_beta_m(...))`` after
-    a first :func:`decode_viterbi` with ``prm``; the second decoding reads the first one's
-    route distances from a memo instead of searching them again (the module's docstring).
-
-    Returns
-    -------
-    tuple
-        ``(chosen, status, segment, kind)`` of the second decoding, as :func:`decode_viterbi`
-        gives them, and the fitted scale (m).
-    """
-    memo = new_route_memo(len(px), _most_candidates(cand[0]), 4 * len(px))
-    chosen, _, segment, _, deviation, memo = _decode(
-        px, py, ts, cand, cand_point, net, ub, prm, network_ws, memo, RECORD
-    )
-    beta_m = fitted_beta_m(prm[_BETA], chosen, segment, deviation)
-    chosen, status, segment, kind, _, _ = _decode(
-        px, py, ts, cand, cand_point, net, ub, with_beta(prm, beta_m), network_ws, memo, REPLAY
-    )
-    return chosen, status, segment, kind, beta_m
-
-
-@cached_njit
-def _most_candidates(cand_ptr: np.ndarray) -> int:
-    """Return the most candidates of any fix (at least 1)."""
-    kmax = 1
-    for i in range(len(cand_ptr) - 1):
-        kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
-    return kmax
-
-
-@cached_njit
-def _decode(
-    px: np.ndarray,
-    py: np.ndarray,
-    ts: np.ndarray,
-    cand: tuple,
-    cand_point: np.ndarray,
-    net: tuple,
-    ub: tuple,
-    prm: np.ndarray,
-    network_ws: tuple,
-    memo: tuple,
-    mode: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
-    """:func:`decode_viterbi`, recording route distances in ``memo`` or replaying them.
-
-    ``mode`` is NO_MEMO, RECORD or REPLAY (:func:`_source_distances`). Returns
-    :func:`decode_viterbi`'s tuple and the memo (grown when RECORD needed room).
-    """
     cand_ptr = cand[0]
     n = len(px)
     ncand = cand_ptr[n]
-    kmax = _most_candidates(cand_ptr)
+    kmax = 1
+    for i in range(n):
+        kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
     ws = _workspace(network_ws, kmax)
     column = np.empty(kmax, dtype=np.int64)
     target_node = np.empty(kmax, dtype=np.int64)
@@ -550,11 +387,9 @@ def _decode(
             pending = 0
             t += 1
             continue
-        if mode == RECORD:
-            memo = _memo_with_room(memo, cand_ptr[prev + 1] - cand_ptr[prev])
         if _step(
             prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, deviation, column,
-            target_node, memo, mode,
+            target_node,
         ):  # fmt: skip
             status[t] = MATCHED
             segment[t] = seg
@@ -580,4 +415,4 @@ def _decode(
             segment[i] = -1
             if status[i] == MATCHED:
                 status[i] = OUTLIER
-    return chosen, status, segment, kind, deviation, memo
+    return chosen, status, segment, kind, deviation

@@ -18,8 +18,9 @@ from pipeline.snap.hmm_kernels import (
     NO_CANDIDATE,
     OUTLIER,
     decode_viterbi,
-    decode_with_fitted_beta,
+    fitted_beta_m,
     new_network_workspace,
+    with_beta,
 )
 from pipeline.snap.network import MatchNetwork
 from pipeline.snap.params import MatchParams
@@ -122,8 +123,8 @@ def match_trip(
     """Match a trip's fixes (time-ordered) to the road graph with the Newson & Krumm HMM.
 
     With ``params.estimate_beta`` the trip is decoded twice, the second time with the
-    transition scale fitted to the first decoding
-    (:func:`~pipeline.snap.hmm_kernels.decode_with_fitted_beta`).
+    transition scale fitted to the first decoding (:func:`~pipeline.snap.hmm_kernels.fitted_beta_m`
+    and :func:`~pipeline.snap.hmm_kernels.with_beta`).
 
     Parameters
     ----------
@@ -160,11 +161,14 @@ def match_trip(
     routing, ubodt = net.routing_arrays(), net.ubodt_arrays()
     prm, beta_m = params.kernel_array(), params.beta_m
     with _network_workspace(net) as workspace:
-        arguments = (x, y, t_s, cand, cand_point, routing, ubodt, prm, workspace)
+
+        def decode(prm: np.ndarray) -> tuple[np.ndarray, ...]:
+            return decode_viterbi(x, y, t_s, cand, cand_point, routing, ubodt, prm, workspace)
+
+        chosen, status, segment, kind, deviation = decode(prm)
         if params.estimate_beta:
-            chosen, status, segment, kind, beta_m = decode_with_fitted_beta(*arguments)
-        else:
-            chosen, status, segment, kind, _ = decode_viterbi(*arguments)
+            beta_m = fitted_beta_m(params.beta_m, chosen, segment, deviation)
+            chosen, status, segment, kind, _ = decode(with_beta(prm, beta_m))
         pieces = build_route_pieces(
             chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
             workspace[0],

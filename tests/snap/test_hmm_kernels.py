@@ -27,15 +27,8 @@ from pipeline.snap.hmm_kernels import (
     SAME_EDGE,
     UTURN,
     VIA_GRAPH,
-    _memo_with_room,
-    _record_row,
-    _replay_row,
     decode_viterbi,
-    decode_with_fitted_beta,
-    fitted_beta_m,
     new_network_workspace,
-    new_route_memo,
-    with_beta,
 )
 from pipeline.snap.ubodt_kernels import build_ubodt_table
 
@@ -539,66 +532,3 @@ def test_a_loop_back_onto_the_same_edge_beats_standing_still_when_it_fits_the_fi
     assert chosen.tolist() == [0, 1] and status.tolist() == [MATCHED, MATCHED]
     assert kind[1] == VIA_GRAPH
     check_against_reference(ring, trace, prm)
-
-
-# ---------------------------------------------------------------- the fitted scale's decoding
-
-
-def decode_twice_in_full(
-    graph: Graph, trace: Trace, prm: np.ndarray, ub: tuple
-) -> tuple[tuple[np.ndarray, ...], float]:
-    """Two full decodings: the second with the scale fitted to the first (no route memo)."""
-    cand, cand_point = trace.kernel_arrays()
-    workspace = new_network_workspace(graph.n_nodes, len(graph.u))
-    fixes = (np.array(trace.x), np.array(trace.y), np.array(trace.t))
-    chosen, _, segment, _, charged = decode_viterbi(
-        *fixes, cand, cand_point, graph.routing_arrays(), ub, prm, workspace
-    )
-    beta_m = fitted_beta_m(float(prm[1]), chosen, segment, charged)
-    second = decode_viterbi(
-        *fixes, cand, cand_point, graph.routing_arrays(), ub, with_beta(prm, beta_m), workspace
-    )
-    return second[:4], beta_m
-
-
-@pytest.mark.parametrize("table", [False, True], ids=["dijkstra", "ubodt"])
-def test_the_fitted_decoding_from_the_route_memo_is_a_second_full_decoding(table: bool) -> None:
-    # narrow beams, so that the two scales keep different candidates (a source node searched
-    # in one decoding only, or with another budget); with a small UBODT, budgets on both
-    # sides of its delta. Any numbers: the table's float32 distances differ from Dijkstra's.
-    # Among these cases (seed 1), case 189 needs a row the first decoding searched within a
-    # smaller budget: replaying it anyway changes the decoding
-    rng = np.random.default_rng(1 + table)
-    for _ in range(300):
-        graph = random_graph(rng, whole=False)
-        trace = random_trace(rng, graph, whole=False)
-        prm = random_params(rng, whole=False)
-        prm[8] = rng.uniform(0.2, 6.0)  # beam_log
-        ub = graph.ubodt_arrays(float(rng.uniform(40, 300))) if table else NO_UBODT
-        want, want_beta = decode_twice_in_full(graph, trace, prm, ub)
-        cand, cand_point = trace.kernel_arrays()
-        workspace = new_network_workspace(graph.n_nodes, len(graph.u))
-        *got, beta_m = decode_with_fitted_beta(
-            np.array(trace.x), np.array(trace.y), np.array(trace.t), cand, cand_point,
-            graph.routing_arrays(), ub, prm, workspace,
-        )  # fmt: skip
-        assert beta_m == want_beta
-        for mine, full in zip(got, want, strict=True):
-            np.testing.assert_array_equal(mine, full)
-        assert_workspace_is_clean(workspace)
-
-
-def test_a_memo_row_serves_only_a_search_of_the_same_kind_within_its_budget() -> None:
-    # node 7's row to fix 0's two targets, 30 m and 80 m away, searched by Dijkstra within
-    # 100 m: it serves a Dijkstra search within 50 m (80 m is then beyond), not one within
-    # 120 m (a target between 100 and 120 m would be missing) nor a UBODT look-up (whose
-    # float32 distances round otherwise), nor a search from another node or for another fix
-    memo = new_route_memo(2, 2, 1)
-    _record_row(memo, 0, 7, 100.0, False, 2, np.array([30.0, 80.0]))
-    memo = _memo_with_room(memo, 1)  # grown: the entry is kept
-    row = np.full(2, -1.0)
-    assert _replay_row(memo, 0, 7, 50.0, False, 2, row)
-    assert row.tolist() == [30.0, math.inf]
-    others = [(0, 7, 120.0, False), (0, 7, 50.0, True), (0, 8, 50.0, False), (1, 7, 50.0, False)]
-    for fix, node, budget, by_table in others:
-        assert not _replay_row(memo, fix, node, budget, by_table, 2, row)
