@@ -174,7 +174,7 @@ def search_candidates(
     return ptr, out_edge[:k_out], out_off[:k_out], out_dist[:k_out]
 
 
-@cached_njit
+@cached_njit(inline="always")
 def heap_push(heap_d: np.ndarray, heap_n: np.ndarray, size: int, d: float, node: int) -> int:
     """Push ``(d, node)`` on a binary min-heap stored in two arrays; return the new size."""
     i = size
@@ -190,7 +190,7 @@ def heap_push(heap_d: np.ndarray, heap_n: np.ndarray, size: int, d: float, node:
     return size + 1
 
 
-@cached_njit
+@cached_njit(inline="always")
 def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, int, int]:
     """Pop the smallest entry; return ``(d, node, new size)``."""
     d = heap_d[0]
@@ -230,7 +230,7 @@ def new_workspace(n_nodes: int, n_edges: int) -> tuple:
     return dist, pred, touched, heap_d, heap_n, mark
 
 
-@cached_njit
+@cached_njit(inline="always")
 def dijkstra_to_marked(
     src: int,
     limit: float,
@@ -324,7 +324,7 @@ def shortest_path_tree(
     return dist, pred
 
 
-@cached_njit
+@cached_njit(inline="always")
 def reset_workspace(workspace: tuple, n: int) -> None:
     """Set the ``n`` nodes a search touched back to unvisited."""
     dist, pred, touched = workspace[0], workspace[1], workspace[2]

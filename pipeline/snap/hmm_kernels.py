@@ -32,7 +32,7 @@ _SIGMA, _BETA, _VMAX, _SLACK, _MAX_ROUTE, _UTURN, _TOL, _MAX_OUT, _BEAM = range(
 BETA_INDEX = _BETA  # where the transition scale is, for the callers that fit it
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _mark_targets(
     b0: int, nb: int, cand_edge: np.ndarray, edge_u: np.ndarray, mark: np.ndarray,
     column: np.ndarray,
@@ -52,7 +52,7 @@ def _mark_targets(
     return n_targets
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _plan_sources(
     a0: int, a1: int, limit: float, score: np.ndarray, cand_edge: np.ndarray,
     cand_off: np.ndarray, net: tuple, prm: np.ndarray, ws: tuple,
@@ -86,7 +86,7 @@ def _plan_sources(
     return n_sources
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _source_distances(
     n_sources: int, n_targets: int, net: tuple, ub: tuple, ws: tuple, target_node: np.ndarray
 ) -> None:
@@ -114,7 +114,7 @@ def _source_distances(
         reset_workspace(search, n_touched)
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _step(
     prev: int,
     t: int,

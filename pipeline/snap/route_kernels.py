@@ -14,7 +14,7 @@ INF = np.inf
 EDGE, FROM, TO, T0, T1, SEG = range(6)
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _append(
     buf: np.ndarray, m: int, edge: int, lo: float, hi: float, t0: float, t1: float, seg: int
 ) -> np.ndarray:
@@ -194,7 +194,7 @@ def substring_coords(
     return coords[:k], index[:k]
 
 
-@cached_njit
+@cached_njit(inline="always")
 def _interpolate(
     v0: int, v1: int, off: float, vert_off: np.ndarray, vert_lon: np.ndarray,
     vert_lat: np.ndarray,
