@@ -217,18 +217,20 @@ def bench_sharded(
     sample: tuple[int, int] | None,
     merge: bool,
     jobs: int = 2,
+    then_all: bool = False,
 ) -> None:
     """Cut each factor's network into shards, build the shards ``jobs`` at a time, merge them.
 
     Every job (the cut, each shard, the merge) is its own process, measured alone. With
     ``sample`` = ``(largest, randomly)`` only that many shards are built (those with the most
-    core ways, and that many more chosen at random with a fixed seed) and the merge is skipped.
+    core ways, and that many more chosen at random with a fixed seed) and the merge is skipped;
+    with ``then_all`` too, the sample is built first and then every other shard, and merged.
     """
     runs = []
     for factor in factors:
         osm = network_file(networks, factor)
         with LoadSampler() as load:
-            run = run_sharded(networks, osm, factor, resolution, sample, merge, jobs)
+            run = run_sharded(networks, osm, factor, resolution, sample, merge, jobs, then_all)
         run.load = load.samples
         if run.merged is not None:
             run.check = check_region(networks / f"sharded-x{factor}-r{resolution}", osm)
@@ -249,6 +251,7 @@ def run_sharded(
     sample: tuple[int, int] | None,
     merge: bool,
     jobs: int,
+    then_all: bool = False,
 ) -> ShardedRun:
     """Cut ``osm``, build its shards (or a sample of them) ``jobs`` at a time, merge them."""
     out = networks / f"sharded-x{factor}-r{resolution}"
@@ -263,6 +266,8 @@ def run_sharded(
     plan = json.loads((out / "shards" / "plan.json").read_text())
     cells = plan["cells"]
     chosen = sample_shards(out, cells, *sample) if sample else cells
+    if sample and then_all:  # the sample first, so that a run cut short has measured it
+        chosen += [cell for cell in cells if cell not in set(chosen)]
     report("plan", factor, cut, cells=len(cells), core_ways=core_way_total(out, cells),
            ways=plan["ways_kept"])  # fmt: skip
     shards_started = time.perf_counter()
@@ -491,6 +496,9 @@ def main() -> None:
     )
     parser.add_argument("--no-merge", action="store_true", help="skip the merge job")
     parser.add_argument("--jobs", type=int, default=2, help="shard jobs at a time")
+    parser.add_argument(
+        "--then-all", action="store_true", help="build the sample first, then all other shards"
+    )
     args = parser.parse_args()
     args.networks.mkdir(parents=True, exist_ok=True)
     if args.mode == "unsharded":
@@ -501,7 +509,7 @@ def main() -> None:
         sample = (args.max_shards, args.random_shards) if args.max_shards else None
         bench_sharded(
             args.networks, args.factors, args.shard_resolution, sample, not args.no_merge,
-            args.jobs,
+            args.jobs, args.then_all,
         )  # fmt: skip
 
 
