@@ -76,21 +76,10 @@ def test_coverage_and_the_exports_fetch_only_the_roads_meta_and_edges(
         "feed": ["export", "feed", coverage, "--roads", roads, "-o", str(tmp_path / "releases")],
         "priorities": ["export", "priorities", coverage, "--roads", roads,
                        "-o", str(tmp_path / "priorities"), "--tours", "0"],
+        "tiles": ["export", "tiles", coverage, str(tmp_path / "coverage.pmtiles"),
+                  "--max-zoom", "12", "--roads", roads],
     }  # fmt: skip
     for name, argv in commands.items():
         fetched.clear()
         assert main(argv) == 0, name
         assert {key: sorted(names) for key, names in fetched.items()} == {prefix: READ}, name
-
-
-def test_the_tiles_fetch_only_the_roads_meta_and_edges(
-    region_in_bucket: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    region, roads = region_in_bucket
-    fetched = record_downloads(monkeypatch)
-    argv = ["export", "tiles", str(region / "coverage"), str(tmp_path / "coverage.pmtiles"),
-            "--max-zoom", "12", "--roads", roads]  # fmt: skip
-    assert main(argv) == 0
-    assert {key: sorted(names) for key, names in fetched.items()} == {
-        roads.removeprefix("s3://"): READ
-    }
