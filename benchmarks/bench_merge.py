@@ -2,16 +2,16 @@
 
 Usage::
 
-    python benchmarks/bench_merge.py SHARDED_X1 --factors 1 2 4 --runs 3 [--work DIR]
+    python benchmarks/bench_merge.py SHARDED_X1 --factors 1 4 8 32 --runs 3 [--work DIR]
 
-``SHARDED_X1`` is a roads folder of Kubicka 00000013 cut and built in shards
-(``benchmarks/bench_scale.py sharded --factors 1 --shard-resolution 6`` leaves it as
-``/tmp/roadcover-scale/sharded-x1-r6``). A region of ``N`` times its size is made of ``N``
-copies of every built shard, as ``benchmarks/scale_network.py`` copies the network: copy ``k``
-has its node, way and edge ids moved by ``k`` times a constant (so no id repeats), its rows
-and lines otherwise the same (a merge does not look at where the lines are). Building the
-shards of the 2x and 4x networks themselves costs 145 and 281 shard jobs (about 40 and 80
-minutes of the two cores); the merge reads the same tables either way.
+``SHARDED_X1`` is a roads folder of Kubicka 00000013 cut and built in shards with the default
+1,000 m buffer (``benchmarks/bench_scale.py sharded --factors 1 --shard-resolution 5`` leaves
+it as ``/tmp/roadcover-scale/sharded-x1-r5``). A region of ``N`` times its size is made of
+``N`` copies of every built shard, as ``benchmarks/scale_network.py`` copies the network: copy
+``k`` has its node, way and edge ids moved by ``k`` times a constant (so no id repeats), its
+rows and lines otherwise the same (a merge does not look at where the lines are), so the merge
+of any factor is measured without building that factor's shards (``bench_scale.py sharded``
+measures the merge of the shards really built).
 
 Each merge is ``roadcover roads merge`` in a fresh process, measured as
 ``bench_scale.measure_command`` measures a job: wall and CPU seconds (its own and its
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("sharded", type=Path, help="a built sharded roads folder (1x)")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/roadcover-scale"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/roadcover-merge"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     bench(args.sharded, args.factors, args.runs, args.work)

@@ -478,7 +478,7 @@ def coverage(
 ) -> None:
     """Merge matched batches into the coverage state; write edge, H3 cell and region coverage."""
     from pipeline.config import load_config
-    from pipeline.coverage.stage import compute_coverage
+    from pipeline.coverage.stage import ROADS_INPUTS, compute_coverage
     from pipeline.coverage.text import format_summary
 
     config = load_config(config_path)
@@ -488,7 +488,7 @@ def coverage(
     when = _parse_as_of(as_of) if as_of else None
     with _staging(config) as staging:
         summary = compute_coverage(
-            staging.input_folder(roads_dir),
+            staging.input_folder(roads_dir, include=ROADS_INPUTS),
             [staging.input_folder(folder) for folder in matched_dirs],
             staging.output_folder(coverage_dir), settings, when, config.lock_timeout_s,
         )  # fmt: skip
@@ -611,7 +611,7 @@ def export_tiles_command(
     roads_dir: Path | None,
 ) -> None:
     """Write a PMTiles v3 archive of MVT tiles (layers cells, segments, roads) with tippecanoe."""
-    from pipeline.export.tiles import write_coverage_tiles
+    from pipeline.export.tiles import ROADS_INPUTS, write_coverage_tiles
 
     if min_zoom > max_zoom:
         raise click.BadParameter(f"--min-zoom {min_zoom} is above --max-zoom {max_zoom}")
@@ -619,7 +619,8 @@ def export_tiles_command(
         result = write_coverage_tiles(
             staging.input_folder(coverage_dir), staging.output_file(out_path),
             min_zoom, max_zoom, segments_min_zoom,
-            roads_dir=staging.input_folder(roads_dir) if roads_dir is not None else None,
+            roads_dir=None if roads_dir is None
+            else staging.input_folder(roads_dir, include=ROADS_INPUTS),
         )  # fmt: skip
     click.echo(f"{out_path}: {result['tiles']} tiles, {result['bytes']:,} bytes", err=True)
 
@@ -739,6 +740,7 @@ def export_feed_command(
     """Write a B2B data feed release (segments, cells, manifest, STAC, delta)."""
     from pipeline.config import load_config
     from pipeline.export.feeds import export_feed, publish_release
+    from pipeline.export.feeds.stage import ROADS_INPUTS
 
     config = load_config(config_path)
     with _staging(config) as staging:
@@ -749,7 +751,7 @@ def export_feed_command(
             "lock_timeout_s": config.lock_timeout_s,
         }  # fmt: skip
         coverage_dir = staging.input_folder(coverage_dir)
-        roads_dir = staging.input_folder(roads_dir)
+        roads_dir = staging.input_folder(roads_dir, include=ROADS_INPUTS)
         local_releases = staging.output_folder(releases_dir)
         if latest_path is None:
             manifest = export_feed(coverage_dir, roads_dir, local_releases, **options)
@@ -844,14 +846,14 @@ def export_priorities_command(
 ) -> None:
     """Rank roads and H3 cells by the value of driving them now; plan tours (GeoJSON, GPX)."""
     from pipeline.config import load_config
-    from pipeline.export.priorities import export_priorities
+    from pipeline.export.priorities import ROADS_INPUTS, export_priorities
     from pipeline.storage import join
 
     settings = load_config(config_path)
     priorities = settings.priorities if tours is None else replace(settings.priorities, tours=tours)
     with _staging(settings) as staging:
         result = export_priorities(
-            staging.input_folder(coverage_dir), staging.input_folder(roads_dir),
+            staging.input_folder(coverage_dir), staging.input_folder(roads_dir, ROADS_INPUTS),
             staging.output_folder(out_dir, keep_existing=False), priorities,
             privacy_trim_m=settings.ingest.privacy_trim_m, lock_timeout_s=settings.lock_timeout_s,
         )  # fmt: skip

@@ -35,7 +35,8 @@ from pipeline.coverage.world import check_world_road_km
 from pipeline.errors import InputDataError
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads.identity import refuse_other_roads, roads_identity
-from pipeline.roads.store import read_roads_meta
+from pipeline.roads.store import EDGES_FILE, read_roads_meta
+from pipeline.roads.store import META_FILE as ROADS_META_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,6 +62,9 @@ META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
 OUTPUT_FILES = ("cells.parquet", SUMMARY_FILE)  # and the edge coverage the pointer names
+ROADS_INPUTS = (ROADS_META_FILE, EDGES_FILE)
+"""What coverage reads of the roads folder: all a stage-in from object storage downloads (its
+network cache is built from the edges table; never the shard folders or the match network)."""
 
 
 def compute_coverage(

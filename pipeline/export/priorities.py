@@ -60,8 +60,13 @@ from pipeline.io import atomic_path, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_edges
 from pipeline.roads.identity import refuse_other_roads, roads_identity
+from pipeline.roads.store import EDGES_FILE as ROADS_EDGES_FILE
+from pipeline.roads.store import META_FILE
 
 log = logging.getLogger(__name__)
+
+ROADS_INPUTS = (META_FILE, ROADS_EDGES_FILE)
+"""What priorities read of the roads folder (its identity, edges): all a stage-in downloads."""
 
 DEFAULT_CLASS_WEIGHT = 0.5
 """Weight of a highway class that ``priorities.class_weights`` does not list."""

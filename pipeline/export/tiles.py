@@ -84,8 +84,12 @@ from pipeline.export.inputs import (
     read_summary,
 )
 from pipeline.io import atomic_path, read_table
+from pipeline.roads.store import EDGES_FILE, META_FILE
 
 log = logging.getLogger(__name__)
+
+ROADS_INPUTS = (META_FILE, EDGES_FILE)
+"""What the tiles read of the roads folder (its identity, road names): all a stage-in downloads."""
 
 TILE_PIXELS = 512
 """CSS pixels one vector tile is drawn at (MapLibre's convention)."""

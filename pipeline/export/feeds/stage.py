@@ -71,6 +71,7 @@ from pipeline.io import read_table, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_roads_meta
 from pipeline.roads.identity import refuse_other_roads, roads_identity
+from pipeline.roads.store import EDGES_FILE, META_FILE
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ ATTRIBUTION = "© OpenStreetMap contributors, ODbL 1.0"
 DATA_LICENSE = "ODbL 1.0 (derived database)"
 DEFAULT_PARTITION_RES = 4
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ROADS_INPUTS = (META_FILE, EDGES_FILE)
+"""What a feed reads of the roads folder (its identity and extract): all a stage-in downloads."""
 CONFIDENCE_PROXY = (
     "1 - (1 - min_match_confidence) ** passes: coverage counts only trips whose match "
     "confidence reached min_match_confidence, and keeps no per-segment confidence"
