@@ -38,11 +38,13 @@ MEASURED = [
     # cluster of 2 workers (python benchmarks/bench_fleet.py, 2026-12-07, docs/benchmarks.md
     # "End to end: 0.4 M to 30 M-fix fleets"): the simulate record's own process (the job on a
     # shared cluster: 1 thread) and its whole tree with the 2 workers and their nannies (the job
-    # with 2 workers of its own); 16, 135 and 1,330 devices x 21 days
+    # with 2 workers of its own); 16, 135, 450 and 1,330 devices x 21 days
     ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 1, 639.4),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 2, 1813.8),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 645.3),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 2, 1831.5),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1021.6),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 2, 1959.6),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 1, 2142.5),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 2, 3222.6),
     # the same network unsharded, the stage's own process (records of the runs of commit
