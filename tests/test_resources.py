@@ -44,7 +44,6 @@ MEASURED = [
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 645.3),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 2, 1831.5),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1021.6),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 2, 1959.6),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 1, 2142.5),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 2, 3222.6),
     # the same network unsharded, the stage's own process (records of the runs of commit
@@ -84,6 +83,9 @@ MEASURED = [
 # imported); declared, they still fit
 OVERESTIMATED = [
     ("ingest_traces", InputSizes(input_bytes=round(0.1 * MIB)), 1, 170.2),
+    # the 450-device sharded run's simulate tree (above): its workers drop their network before
+    # the stage process peaks writing the truth, so the tree holds less than both peaks at once
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 2, 1959.6),
 ]
 
 
