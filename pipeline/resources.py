@@ -106,15 +106,18 @@ class Cost:
 COSTS: dict[str, Cost] = {
     # 248 MiB at 1,761 edges, 438 at 76,425, 1,000 at 307,392: 2.6 KiB per edge
     "build_roads": Cost(base_mb=243.0, mb_per_edge=0.0026),
-    # in-process 411 MiB at 840 device-days, 434 at 3,360 (+ 2 workers of 448 each); the
-    # workers' graph grows with the edges as the build's does (measured on Helsinki only)
+    # the stage process: 411 MiB in-process at 1,761 edges and 840 device-days (Helsinki); at
+    # 307,392 edges (Kubicka 00000013, on roadcover run's shared cluster) 639 MiB at 336
+    # device-days (loading the network), 2,143 at 27,930: the trips' routes it gathers for the
+    # truth, about 50 KiB per device-day there (Helsinki's shorter trips gather less). A worker
+    # with its nanny: 448 MiB at 1,761 edges, 662-804 at 307,392 (the driving network)
     "simulate_fleet": Cost(
         base_mb=403.0,
-        mb_per_edge=0.0026,
-        mb_per_unit=0.009,
+        mb_per_edge=0.0005,
+        mb_per_unit=0.049,
         unit="device_day",
         worker_mb=448.0,
-        worker_mb_per_edge=0.0026,
+        worker_mb_per_edge=0.00093,
     ),
     # in-process 334 MiB for 31.7 MB of traces, 403 for 128.7 MB; a worker as simulate's, with
     # a 32 MiB chunk

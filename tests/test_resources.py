@@ -34,6 +34,23 @@ MEASURED = [
     ("build_roads", InputSizes(edges=307_392), 1, 1000.1),
     ("simulate_fleet", InputSizes(edges=1_761, device_days=840), 1, 411.0),
     ("simulate_fleet", InputSizes(edges=1_761, device_days=3_360), 2, 1235.7),
+    # Kubicka 00000013 (307,392 edges), sharded at resolution 5, `roadcover run` with its shared
+    # cluster of 2 workers (python benchmarks/bench_fleet.py, 2026-12-07, docs/benchmarks.md
+    # "End to end: 0.4 M to 30 M-fix fleets"): the simulate record's own process (the job on a
+    # shared cluster: 1 thread) and its whole tree with the 2 workers and their nannies (the job
+    # with 2 workers of its own); 16, 135, 450 and 1,330 devices x 21 days
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 1, 639.4),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 2, 1813.8),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 645.3),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 2, 1831.5),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1021.6),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 1, 2142.5),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 2, 3222.6),
+    # the same network unsharded, the stage's own process (records of the runs of commit
+    # 4267af5, 2026-12-07): 135, 300 and 450 devices x 21 days
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 631.0),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=6_300), 1, 848.0),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1064.0),
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
     ("match_traces", InputSizes(edges=1_761, fixes=199_955, trips=1_242), 2, 1072.7),
@@ -66,6 +83,9 @@ MEASURED = [
 # imported); declared, they still fit
 OVERESTIMATED = [
     ("ingest_traces", InputSizes(input_bytes=round(0.1 * MIB)), 1, 170.2),
+    # the 450-device sharded run's simulate tree (above): its workers drop their network before
+    # the stage process peaks writing the truth, so the tree holds less than both peaks at once
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 2, 1959.6),
 ]
 
 
@@ -267,10 +287,10 @@ def test_on_an_existing_cluster_two_tasks_are_enough_and_workers_are_not_the_job
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
     assert rule_threads("simulate_fleet", [], config) == 5  # one per task on the cluster
     on_cluster = rule_mem_mb("simulate_fleet", [str(roads)], 2, config)
-    # 1.25 x (403 + 0.0026 x 1,761 + 0.009 x 840) MiB: the stage process, no workers
-    assert on_cluster == math.ceil(1.25 * (403 + 0.0026 * 1761 + 0.009 * 840))
+    # 1.25 x (403 + 0.0005 x 1,761 + 0.049 x 840) MiB: the stage process, no workers
+    assert on_cluster == math.ceil(1.25 * (403 + 0.0005 * 1761 + 0.049 * 840))
     assert alone == math.ceil(
-        1.25 * (403 + 0.0026 * 1761 + 0.009 * 840 + 2 * (448 + 0.0026 * 1761))
+        1.25 * (403 + 0.0005 * 1761 + 0.049 * 840 + 2 * (448 + 0.00093 * 1761))
     )
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
     config["dask"] = {"scheduler_address": "tcp://10.0.0.1:8786"}
