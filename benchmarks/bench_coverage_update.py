@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.coverage.cells import cells_of
+from pipeline.geodesy import cells_of
 from pipeline.roads import read_edges
 from tests.builders import write_matched_batch
 

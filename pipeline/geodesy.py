@@ -58,3 +58,11 @@ def distances_m(
 ) -> np.ndarray:
     """Great-circle distance (m) between paired points, elementwise."""
     return np.asarray(great_circle(lat1, lon1, lat2, lon2), dtype="float64")
+
+
+def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
+    """Return the H3 cells (int64) of points at ``resolution``, vectorized with h3ronpy."""
+    from h3ronpy.vector import coordinates_to_cells  # imports pyarrow: only where cells are needed
+
+    cells = coordinates_to_cells(np.asarray(lat, "float64"), np.asarray(lon, "float64"), resolution)
+    return np.asarray(cells).astype("int64")

@@ -1,12 +1,14 @@
-"""Geodesy helpers: the haversine written out agrees with OSMnx's, which builds the graph."""
+"""Geodesy helpers: the haversine agrees with OSMnx's (which builds the graph), cells with h3-py."""
 
 from __future__ import annotations
 
+import h3
 import numpy as np
 import pytest
 from osmnx.distance import great_circle as osmnx_great_circle
 
 from pipeline.geodesy import (
+    cells_of,
     distances_m,
     great_circle,
     step_distances_m,
@@ -38,3 +40,12 @@ def test_steps_are_the_great_circle_of_each_pair_exactly() -> None:
     steps = step_distances_m(lon, lat)
     np.testing.assert_array_equal(steps[:-1], great_circle(lat[:-1], lon[:-1], lat[1:], lon[1:]))
     assert steps[-1] == 0.0 and step_distances_m(lon[:1], lat[:1]).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("resolution", [0, 5, 9, 15])
+def test_cells_of_agrees_with_h3_point_by_point(resolution: int) -> None:
+    rng = np.random.default_rng(resolution)
+    lon, lat = rng.uniform(-180, 180, 2000), rng.uniform(-89.9, 89.9, 2000)
+    pairs = zip(lon, lat, strict=True)
+    expected = [h3.str_to_int(h3.latlng_to_cell(y, x, resolution)) for x, y in pairs]
+    assert cells_of(lon, lat, resolution).view("uint64").tolist() == expected

@@ -18,9 +18,9 @@ import h3.api.numpy_int as h3int
 import numpy as np
 import pandas as pd
 import shapely
-from h3ronpy.vector import coordinates_to_cells
 
 from pipeline.coverage.intervals import to_mm
+from pipeline.geodesy import cells_of
 
 STEP_M = 2.0
 SAMPLE_EVERY = 8  # steps between the points whose cell is looked up first
@@ -179,12 +179,6 @@ class Polylines:
         t = np.clip((target - travelled[vertex]) / span, 0.0, 1.0)[:, None]
         xy = self.coords[vertex] * (1 - t) + self.coords[vertex + 1] * t
         return xy[:, 0], xy[:, 1], vertex
-
-
-def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
-    """H3 cells (int64) of points, vectorized with h3ronpy."""
-    cells = coordinates_to_cells(np.asarray(lat, "float64"), np.asarray(lon, "float64"), resolution)
-    return np.asarray(cells).astype("int64")
 
 
 def parent_cells(cells: np.ndarray, resolution: int) -> np.ndarray:

@@ -42,7 +42,7 @@ import shapely
 
 from pipeline.config import PrioritySettings
 from pipeline.contracts import PRIORITY_ROADS
-from pipeline.coverage.cells import cell_polygons, cells_of
+from pipeline.coverage.cells import cell_polygons
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges, road_pieces
 from pipeline.coverage.intervals import to_mm
@@ -55,6 +55,7 @@ from pipeline.export.tours import (
     plan_tour,
     reachable_roads,
 )
+from pipeline.geodesy import cells_of
 from pipeline.ingest.privacy import end_radius_m
 from pipeline.io import atomic_path, write_json, write_table
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock

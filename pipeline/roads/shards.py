@@ -64,6 +64,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.geodesy import cells_of
 from pipeline.io import atomic_path, file_sha256, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock, scratch_folder
 from pipeline.roads.highways import HighwayFilter, highway_filter_for
@@ -262,12 +263,6 @@ def _haversine_m(lon0: np.ndarray, lat0: np.ndarray, lon1: np.ndarray, lat1: np.
     dphi, dlmb = phi1 - phi0, np.radians(lon1 - lon0)
     a = np.sin(dphi / 2) ** 2 + np.cos(phi0) * np.cos(phi1) * np.sin(dlmb / 2) ** 2
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
-
-
-def cells_of(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
-    """H3 cells (int64) of points at ``resolution``."""
-    cells = [h3.latlng_to_cell(y, x, resolution) for x, y in zip(lon, lat, strict=True)]
-    return np.array([h3.str_to_int(c) for c in cells], dtype="uint64").view("int64")
 
 
 def sample_spacing_m(resolution: int) -> float:

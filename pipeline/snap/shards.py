@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts import POINTS
+from pipeline.geodesy import cells_of
 from pipeline.io import read_arrow
 from pipeline.roads.shards import (
     SHARDS_DIR,
     cell_int,
-    cells_of,
     cells_within,
     read_plan,
     sample_spacing_m,
@@ -64,7 +64,8 @@ def trip_shards(trip_files: pd.DataFrame, roads_dir: Path) -> pd.Series:
         fixes = read_arrow(Path(str(file)), POINTS, columns=["trip_id", "lon", "lat"],
                            filters=[("trip_id", "in", ids)]).to_pandas()  # fmt: skip
         cells = cells_of(fixes["lon"].to_numpy(), fixes["lat"].to_numpy(), plan["resolution"])
-        parts.append(pd.DataFrame({"trip_id": fixes["trip_id"], "cell": cells}))
+        # each file's distinct (trip, cell) pairs only: a batch's fixes are never held at once
+        parts.append(pd.DataFrame({"trip_id": fixes["trip_id"], "cell": cells}).drop_duplicates())
     pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
     reach = float(plan["buffer_m"]) + sample_spacing_m(plan["resolution"]) / 2
     shards = np.sort(np.fromiter(shard_of, "int64", len(shard_of)))
