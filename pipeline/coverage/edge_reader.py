@@ -113,12 +113,12 @@ def _empty(columns: list[str]) -> pa.Table:
 
 def _age_days(last_seen: pa.ChunkedArray, coverage_dir: Path) -> pa.ChunkedArray:
     """Days from ``last_seen`` to the summary's ``as_of`` (float64; null where not seen)."""
-    as_of_ms = _as_of_ms(coverage_dir / SUMMARY_FILE)
+    as_of = as_of_ms(coverage_dir / SUMMARY_FILE)
     last_ms = pc.cast(last_seen, pa.int64())
-    return pc.divide(pc.cast(pc.subtract(as_of_ms, last_ms), pa.float64()), float(MS_PER_DAY))
+    return pc.divide(pc.cast(pc.subtract(as_of, last_ms), pa.float64()), float(MS_PER_DAY))
 
 
-def _as_of_ms(path: Path) -> int:
+def as_of_ms(path: Path) -> int:
     """Return the summary's ``as_of`` in ms since the epoch (UTC)."""
     try:
         as_of = json.loads(path.read_text(encoding="utf-8"))["as_of"]

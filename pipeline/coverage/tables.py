@@ -10,15 +10,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from pipeline.coverage.cell_reader import FRESHNESS_DAYS, MM_PER_KM
 from pipeline.coverage.cells import cell_polygons, parent_cells
+from pipeline.coverage.edge_reader import MS_PER_DAY
 from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.grouping import count_distinct
 from pipeline.coverage.intervals import overlap_with_runs
 from pipeline.coverage.state import CoverageState
-
-FRESHNESS_DAYS = (7, 28, 90, 365)
-MS_PER_DAY = 86_400_000
-MM_PER_KM = 1_000_000
 
 
 def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) -> gpd.GeoDataFrame:
