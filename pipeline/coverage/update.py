@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.partitions import Network, load_network
+from pipeline.coverage.partitions import Network, load_network, parent_array
 from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, EDGE_TABLE
 from pipeline.coverage.region_tables import (
     write_cell_parts,
@@ -67,7 +67,7 @@ from pipeline.coverage.state import (
     write_rollup,
 )
 from pipeline.coverage.summary import summary_by_highway
-from pipeline.coverage.tables import cells_table, edge_totals
+from pipeline.coverage.tables import CellTrips, cells_table, edge_totals
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
@@ -136,13 +136,15 @@ def update_coverage(
         rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, canonical,
                                  version)  # fmt: skip
     as_of_ms = _as_of_ms(as_of, rollup["edge_totals"]["last_ms"])
-    cells = _cell_table(network, rollup, settings, as_of_ms)
+    keys = None
     if changed:  # the cells of every partition on a first update (none named yet)
         keys = touched if cell_parts else set(network.cells["part"].unique())
-        write_cell_parts(state_root / PARTS_DIR, version, cells, rollup["road_cover"], keys,
+    fine, coarse = _cell_tables(network, rollup, as_of_ms, keys)
+    if keys:
+        write_cell_parts(state_root / PARTS_DIR, version, fine, rollup["road_cover"], keys,
                          network)  # fmt: skip
         cell_parts.update(dict.fromkeys(keys, version))
-    write_coarse_cells(state_root / ROLLUP_DIR / version, cells, network.partition_resolution)
+    write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed:
         commit_pointer(
             state_root,
@@ -329,15 +331,42 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
     )
 
 
-def _cell_table(
-    network: Network, rollup: dict[str, pd.DataFrame], settings: CoverageSettings, as_of_ms: int
-) -> gpd.GeoDataFrame:
-    """Return the cell coverage table of every resolution (contract ``cell_coverage``)."""
+def _cell_tables(
+    network: Network,
+    rollup: dict[str, pd.DataFrame],
+    as_of_ms: int,
+    keys: set[str] | None,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Return the cells of partitions ``keys`` (None: none) and the cells coarser than them.
+
+    The first are the rows of the resolutions no coarser than the partitions', computed from
+    the figures of the partitions' finest cells alone; the second the rows of every coarser
+    resolution (contract ``cell_coverage`` both).
+    """
+    level = network.partition_resolution
     road_mm = network.cells["road_mm"].dropna().astype("int64")
-    return cells_table(
-        road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
-        settings.h3_resolution, network.parents, network.polygons,
+    trips = cell_trips_of(rollup)
+    args = (as_of_ms, network.resolution, network.parents, network.polygons)
+    coarse_levels = range(level - 1, -1, -1) or range(network.resolution, level - 1, -1)
+    coarse = cells_table(road_mm, rollup["road_cover"], trips, *args, coarse_levels)
+    coarse = coarse[coarse["resolution"].to_numpy() < level]  # none at partition resolution 0
+    if not keys:
+        return coarse.iloc[:0], coarse
+    parts = network.cells["part"]
+    in_keys = parts.index[parts.isin(list(keys)).to_numpy()]
+    cover = rollup["road_cover"]
+    passes = trips.passes[trips.passes["resolution"] >= level]
+    parents = parent_array(passes["cell"].to_numpy(), level)
+    fine_trips = CellTrips(
+        trips.total_mm[trips.total_mm["cell"].isin(in_keys)],
+        passes[np.isin(parents, network.parents(in_keys.to_numpy(), level))],
+        trips.contributors[trips.contributors["cell"].isin(in_keys)],
+    )
+    fine = cells_table(
+        road_mm[road_mm.index.isin(in_keys)], cover[cover["cell"].isin(in_keys)], fine_trips,
+        *args, range(network.resolution, level - 1, -1),
     )  # fmt: skip
+    return fine, coarse
 
 
 def _summary(
