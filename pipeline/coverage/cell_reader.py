@@ -27,7 +27,7 @@ from pipeline.contracts import (
     CELL_COVERAGE_PART,
     CELL_FRESHNESS,
 )
-from pipeline.coverage.edge_reader import AGE, MS_PER_DAY, SUMMARY_FILE, as_of_ms
+from pipeline.coverage.edge_reader import AGE, MS_PER_DAY, SUMMARY_FILE, age_days, as_of_ms
 from pipeline.coverage.pointer import (
     CELL_LAYOUT,
     CELL_TABLE,
@@ -71,9 +71,8 @@ def read_cell_table(coverage_dir: str | Path) -> pa.Table:
         table = _read_stored(coverage_dir, as_of)
     except InputDataError:  # an update committed twice while it read: read what is now in force
         table = _read_stored(coverage_dir, as_of)
-    last_ms = pc.cast(table.column("last_seen"), pa.int64())
-    ages = pc.divide(pc.cast(pc.subtract(as_of, last_ms), pa.float64()), float(MS_PER_DAY))
-    table = table.append_column(AGE, ages).sort_by(CELL_ORDER)
+    table = table.append_column(AGE, age_days(table.column("last_seen"), as_of))
+    table = table.sort_by(CELL_ORDER)
     return table.select(CELL_COVERAGE.schema.names)
 
 
