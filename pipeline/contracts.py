@@ -326,6 +326,49 @@ CELL_COVERAGE = Contract(
     ),
 )
 
+CELL_COVERAGE_PART = Contract(
+    name="cell_coverage_part",
+    version=1,
+    key=("resolution", "cell"),
+    schema=pa.schema(
+        [
+            f
+            for f in CELL_COVERAGE.schema
+            if f.name != "age_days" and not f.name.startswith("fresh_")
+        ]
+    ),
+)
+"""The cells of one partition at the resolutions no coarser than the partition resolution, as
+a coverage folder stores them: no ``age_days`` and no ``fresh_*_km``, which move with the time
+they are read at; the reader (:func:`pipeline.coverage.cell_reader.read_cell_table`) computes
+them from ``last_seen``, the partition's :data:`CELL_FRESHNESS` rows and the summary's
+``as_of``."""
+
+CELL_FRESHNESS = Contract(
+    name="cell_freshness",
+    version=1,
+    key=("cell", "last_seen"),
+    schema=pa.schema(
+        [
+            _field("cell", pa.int64()),
+            _field("last_seen", UTC_MS),
+            _field("length_mm", pa.int64()),
+        ]
+    ),
+    geometry_column=None,
+)
+"""The covered road of a partition's cells (:data:`CELL_COVERAGE_PART`) by the time it was
+last seen: the millimetres of road in ``cell`` last seen at ``last_seen``."""
+
+CELL_COVERAGE_COARSE = Contract(
+    name="cell_coverage_coarse",
+    version=1,
+    key=("resolution", "cell"),
+    schema=pa.schema([f for f in CELL_COVERAGE.schema if f.name != "age_days"]),
+)
+"""The cells coarser than the partition resolution (a few rows a partition), as a coverage
+folder stores them with its rollup, rewritten by every update: no ``age_days``."""
+
 # B2B feed tables: what data buyers receive. H3 cells are hex strings, contributor counts only
 # buckets, segments carry a stable id. In the partitioned files h3_parent lives in the path.
 PRIORITY_ROADS = Contract(

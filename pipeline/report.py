@@ -29,7 +29,8 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path as DrawingPath
 
-from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY
+from pipeline.contracts import MATCH_QUALITY
+from pipeline.coverage.cell_reader import read_cell_table
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges, road_lengths_mm, road_pieces
 from pipeline.coverage.intervals import to_mm
@@ -37,7 +38,7 @@ from pipeline.coverage.state import read_state
 from pipeline.coverage.summary import combine_summaries
 from pipeline.export.inputs import edge_frame
 from pipeline.export.viewer import week_ends
-from pipeline.io import atomic_path, read_table, write_json
+from pipeline.io import arrow_to_geodataframe, atomic_path, read_table, write_json
 from pipeline.process_tree import read_command_records, read_run_record, records_folder
 
 MS_PER_DAY = 86_400_000
@@ -78,7 +79,7 @@ def write_report(region_dirs: dict[str, Path], out_path: Path) -> Path:
 def _region_section(name: str, folder: Path) -> str:
     summary = json.loads((folder / "coverage" / "summary.json").read_text())
     edges = edge_frame(read_edge_table(folder / "coverage"))
-    cells = read_table(folder / "coverage" / "cells.parquet", CELL_COVERAGE)
+    cells = arrow_to_geodataframe(read_cell_table(folder / "coverage"))
     figures = [
         ("Coverage map", _map_thumbnail(edges, cells)),
         (

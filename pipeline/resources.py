@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.coverage.pointer import EDGE_TABLE, current_pointer
+from pipeline.coverage.pointer import (
+    CELL_TABLE,
+    COARSE_CELLS,
+    EDGE_TABLE,
+    FRESHNESS_TABLE,
+    current_pointer,
+)
 from pipeline.errors import InputDataError
 from pipeline.parallel import SCHEDULER_ENV
 
@@ -189,7 +195,7 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
     ``trips`` an ingest batch report; one giving ``segments`` a matched batch's. A folder counts
     its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
     counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
-    the tables beside it (cells) and of the edge coverage its state's pointer names (not the
+    the tables beside it and of the edge and cell coverage its state's pointer names (not the
     rest of the coverage state).
 
     Raises
@@ -213,22 +219,29 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
             total, files = _add(_files(path.parent / "traces"), total, files)
         if "coverage_pct" in fields and path.is_file():  # the tables beside (not the state)
             tables = [p.stat().st_size for p in path.parent.iterdir() if p.is_file()]
-            total, files = _add([*tables, *_edge_table_sizes(path.parent)], total, files)
+            total, files = _add([*tables, *_coverage_table_sizes(path.parent)], total, files)
         else:
             total, files = _add(_files(path), total, files)
     return InputSizes(edges, fixes, trips, segments, 0, total, files)
 
 
-def _edge_table_sizes(coverage_dir: Path) -> list[int]:
-    """Return the sizes of a coverage folder's edge coverage files, those its pointer names."""
+def _coverage_table_sizes(coverage_dir: Path) -> list[int]:
+    """Return the sizes of a coverage folder's edge and cell coverage files (its pointer's)."""
+    state_root = coverage_dir / "state"
     try:
-        pointer = current_pointer(coverage_dir / "state")
+        pointer = current_pointer(state_root)
     except InputDataError:
         return []
-    named = dict(pointer.get("parts") or {})
+    parts = state_root / "parts"
     paths = [
-        coverage_dir / "state" / "parts" / key / gen / EDGE_TABLE for key, gen in named.items()
+        parts / key / gen / EDGE_TABLE for key, gen in dict(pointer.get("parts") or {}).items()
     ]
+    paths += [
+        parts / key / gen / name
+        for key, gen in dict(pointer.get("cell_parts") or {}).items()
+        for name in (CELL_TABLE, FRESHNESS_TABLE)
+    ]
+    paths.append(state_root / "rollup" / str(pointer.get("rollup")) / COARSE_CELLS)
     return [path.stat().st_size for path in paths if path.is_file()]
 
 

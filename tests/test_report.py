@@ -13,11 +13,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.state import read_state
-from pipeline.export.inputs import read_edge_coverage
+from pipeline.export.inputs import read_cells, read_edge_coverage
 from pipeline.export.priorities import export_priorities
-from pipeline.io import read_table
 from pipeline.report import _edge_fresh_pct, _map_thumbnail, _png, weekly_history, write_report
 from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
@@ -63,7 +61,7 @@ def _plot_with_geopandas(edges: pd.DataFrame, cells: pd.DataFrame) -> str:
 def test_map_is_the_picture_geopandas_draws(tmp_path_factory: pytest.TempPathFactory) -> None:
     coverage = helsinki_coverage(tmp_path_factory)
     edges = read_edge_coverage(coverage)
-    cells = read_table(coverage / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(coverage)
     assert (edges["covered_m"] == 0).any() and (edges["covered_m"] > 0).any()
     assert _map_thumbnail(edges, cells) == _plot_with_geopandas(edges, cells)
     undriven = edges[edges["covered_m"] == 0]

@@ -73,7 +73,9 @@ def read_edge_table(
     except InputDataError:  # an update committed twice while it read: read what is now in force
         table = _read_parts(coverage_dir, stored, parts)
     if AGE in names:
-        table = table.append_column(AGE, _age_days(table.column("last_seen"), coverage_dir))
+        table = table.append_column(
+            AGE, age_days(table.column("last_seen"), as_of_ms(coverage_dir / SUMMARY_FILE))
+        )
     return table.select(names)
 
 
@@ -111,14 +113,13 @@ def _empty(columns: list[str]) -> pa.Table:
     return pa.schema([schema.field(name) for name in columns]).empty_table()
 
 
-def _age_days(last_seen: pa.ChunkedArray, coverage_dir: Path) -> pa.ChunkedArray:
-    """Days from ``last_seen`` to the summary's ``as_of`` (float64; null where not seen)."""
-    as_of_ms = _as_of_ms(coverage_dir / SUMMARY_FILE)
+def age_days(last_seen: pa.ChunkedArray, as_of: int) -> pa.ChunkedArray:
+    """Return the days from ``last_seen`` to ``as_of`` (ms; float64, null where not seen)."""
     last_ms = pc.cast(last_seen, pa.int64())
-    return pc.divide(pc.cast(pc.subtract(as_of_ms, last_ms), pa.float64()), float(MS_PER_DAY))
+    return pc.divide(pc.cast(pc.subtract(as_of, last_ms), pa.float64()), float(MS_PER_DAY))
 
 
-def _as_of_ms(path: Path) -> int:
+def as_of_ms(path: Path) -> int:
     """Return the summary's ``as_of`` in ms since the epoch (UTC)."""
     try:
         as_of = json.loads(path.read_text(encoding="utf-8"))["as_of"]

@@ -2,7 +2,8 @@
 
 ``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
 the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
-whether every partition of the network is named with its edge coverage (``edge_layout``). Reading
+whether every partition of the network is named with its edge coverage (``edge_layout``), and
+the generation of every partition's cells (``cell_parts``, ``cell_layout``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -22,6 +23,10 @@ PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (par
 FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
 EDGE_TABLE = "edge_coverage.parquet"  # a partition's edge coverage, beside its state tables
 EDGE_LAYOUT = 1  # ``edge_layout`` of a pointer whose every partition has its EDGE_TABLE
+CELL_TABLE = "cell_coverage.parquet"  # a partition's cells (pipeline.coverage.cell_reader)
+FRESHNESS_TABLE = "cell_freshness.parquet"  # their covered road by the time last seen
+COARSE_CELLS = "coarse_cells.parquet"  # the cells coarser than the partitions, in the rollup
+CELL_LAYOUT = 1  # ``cell_layout`` of a pointer whose ``cell_parts`` name every cells' partition
 
 
 def current_pointer(state_root: Path) -> dict[str, Any]:
@@ -57,17 +62,20 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
 
 
 def _valid_parts(current: Mapping[str, Any]) -> bool:
-    parts = current["parts"]
     rollup = current["rollup"]
     return (
-        isinstance(parts, dict)
-        and all(
-            isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None
-            and _is_version(gen)
-            for key, gen in parts.items()
-        )
+        _valid_generations(current["parts"])
+        and _valid_generations(current.get("cell_parts", {}))
         and (rollup is None or (isinstance(rollup, str) and _is_version(rollup)))
-    )  # fmt: skip
+    )
+
+
+def _valid_generations(parts: object) -> bool:
+    """Whether ``parts`` maps partition keys to generations (a dict of valid names)."""
+    return isinstance(parts, dict) and all(
+        isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None and _is_version(gen)
+        for key, gen in parts.items()
+    )
 
 
 def _is_version(name: object) -> bool:

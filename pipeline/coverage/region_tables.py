@@ -1,4 +1,4 @@
-"""The edge coverage of a partition, built as Arrow columns from its state.
+"""The edge and cell coverage of partitions, written from their state and the rollup.
 
 An update writes the edge coverage of the partitions it touches, one file each (contract
 ``edge_coverage_part``: the ``edge_coverage`` columns but ``age_days``, which the reader
@@ -9,19 +9,36 @@ covering bbox come from the network's cache (:meth:`Network.fixed_edges
 figures of the driven edges are scattered into arrays, and the covered intervals are an Arrow
 list column cut from the pieces sorted by edge. Read back, the table is the one
 :func:`pipeline.coverage.tables.edge_table` computes (tests/coverage/test_partitions.py
-compares them).
+compares them). The cells are written per partition too, at the resolutions no coarser than
+the partitions' (:func:`write_cell_parts`), and the coarser ones as one small table of the
+rollup (:func:`write_coarse_cells`); :mod:`pipeline.coverage.cell_reader` reads them back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.contracts import EDGE_COVERAGE_PART, INTERVAL, UTC_MS
-from pipeline.io import write_arrow
+from pipeline.contracts import (
+    CELL_COVERAGE_COARSE,
+    CELL_COVERAGE_PART,
+    CELL_FRESHNESS,
+    EDGE_COVERAGE_PART,
+    INTERVAL,
+    UTC_MS,
+)
+from pipeline.coverage.partitions import parent_array
+from pipeline.coverage.pointer import CELL_TABLE, COARSE_CELLS, FRESHNESS_TABLE
+from pipeline.io import write_arrow, write_table
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from pipeline.coverage.partitions import Network
 
 GEOMETRY = "geometry"
 INTERVALS = pa.list_(pa.field("item", INTERVAL, nullable=False))
@@ -117,3 +134,65 @@ def _interval_lists(pieces: pd.DataFrame, at: np.ndarray, edges: int) -> pa.List
         fields=list(INTERVAL),
     )
     return pa.ListArray.from_arrays(pa.array(offsets), intervals, type=INTERVALS)
+
+
+def write_cell_parts(
+    parts_root: Path,
+    generation: str,
+    cells: gpd.GeoDataFrame,
+    road_cover: pd.DataFrame,
+    keys: set[str],
+    network: Network,
+) -> None:
+    """Write the cells of partitions ``keys`` (``cell_coverage_part``, ``cell_freshness``).
+
+    Each into ``parts_root/<key>/<generation>/``: the rows of ``cells`` (the table of every
+    resolution, :func:`pipeline.coverage.tables.cells_table`) at the resolutions no coarser
+    than the partitions', without ``age_days`` and ``fresh_*_km``, and their covered road
+    (``road_cover``: the rollup's, ``cell`` finest, ``length_mm``, ``last_ms``) summed by
+    cell and ``last_ms`` at each of these resolutions.
+    """
+    level = network.partition_resolution
+    fine = cells[cells["resolution"].to_numpy() >= level]
+    fine = fine.assign(part=parent_array(fine["cell"].to_numpy(), level))
+    covered = road_cover.assign(part=parent_array(road_cover["cell"].to_numpy(), level))
+    stored = [c for c in CELL_COVERAGE_PART.schema.names if c != GEOMETRY] + [GEOMETRY]
+    for key in sorted(keys):
+        parent = int(key.rsplit("-", 1)[1], 16)  # the key of an H3 parent (part_key)
+        folder = parts_root / key / generation
+        rows = fine.loc[fine["part"].to_numpy() == parent, stored]
+        write_table(rows, folder / CELL_TABLE, CELL_COVERAGE_PART)
+        freshness = _freshness_rows(covered[covered["part"].to_numpy() == parent], network)
+        write_table(freshness, folder / FRESHNESS_TABLE, CELL_FRESHNESS)
+
+
+def _freshness_rows(road_cover: pd.DataFrame, network: Network) -> pa.Table:
+    """Return covered mm by ``cell`` and ``last_seen`` at each resolution of a partition's cells.
+
+    ``road_cover``: rows of the rollup's (finest ``cell``, ``length_mm``, ``last_ms``).
+    """
+    finest = road_cover["cell"].to_numpy(dtype="int64")
+    levels = []
+    for level in range(network.resolution, network.partition_resolution - 1, -1):
+        cell = finest if level == network.resolution else parent_array(finest, level)
+        frame = pd.DataFrame(
+            {"cell": cell, "last_ms": road_cover["last_ms"].to_numpy(dtype="int64"),
+             "length_mm": road_cover["length_mm"].to_numpy(dtype="int64")}
+        )  # fmt: skip
+        levels.append(frame.groupby(["cell", "last_ms"], as_index=False, sort=True).sum())
+    rows = pd.concat(levels, ignore_index=True)
+    return pa.table(
+        {
+            "cell": pa.array(rows["cell"].to_numpy(dtype="int64")),
+            "last_seen": pa.array(rows["last_ms"].to_numpy(dtype="int64"), UTC_MS),
+            "length_mm": pa.array(rows["length_mm"].to_numpy(dtype="int64")),
+        }
+    )
+
+
+def write_coarse_cells(
+    rollup_dir: Path, cells: gpd.GeoDataFrame, partition_resolution: int
+) -> None:
+    """Write the cells coarser than the partitions (contract ``cell_coverage_coarse``)."""
+    coarse = cells[cells["resolution"] < partition_resolution].drop(columns="age_days")
+    write_table(coarse, rollup_dir / COARSE_CELLS, CELL_COVERAGE_COARSE)

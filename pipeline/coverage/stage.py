@@ -4,8 +4,10 @@
 :mod:`pipeline.coverage.state` and :mod:`pipeline.coverage.rollup`; each partition with its
 edge coverage, read with :func:`pipeline.coverage.edge_reader.read_edge_table`, contract
 ``edge_coverage``), ``network/`` (what the roads alone decide, computed once per roads
-version: :mod:`pipeline.coverage.partitions`), ``cells.parquet`` (contract ``cell_coverage``),
-``summary.json`` and ``outputs.json`` (the state version and settings the outputs are of).
+version: :mod:`pipeline.coverage.partitions`), the cell coverage (per partition and in the
+rollup, read with :func:`pipeline.coverage.cell_reader.read_cell_table`, contract
+``cell_coverage``), ``summary.json`` and ``outputs.json`` (the state version and settings the
+outputs are of).
 An update reads and rewrites only the partitions its batches touch; a run with no new batch
 and the same settings finds its outputs current from ``CURRENT.json`` and ``outputs.json``
 alone and returns at once, without importing pandas or reading any table (the update
@@ -30,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.coverage.pointer import EDGE_LAYOUT, FORMAT, current_pointer
+from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, FORMAT, current_pointer
 from pipeline.coverage.world import check_world_road_km
 from pipeline.errors import InputDataError
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
@@ -61,7 +63,7 @@ QUALITY_FILE = "match_quality.parquet"
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
-OUTPUT_FILES = ("cells.parquet", SUMMARY_FILE)  # and the edge coverage the pointer names
+OUTPUT_FILES = (SUMMARY_FILE,)  # and the edge and cell coverage the pointer names
 ROADS_INPUTS = (ROADS_META_FILE, EDGES_FILE)
 """What coverage reads of the roads folder: all a stage-in from object storage downloads (its
 network cache is built from the edges table; never the shard folders or the match network)."""
@@ -214,6 +216,7 @@ def _outputs_current(coverage_dir: Path, pointer: dict[str, Any], outputs_key: s
         isinstance(record, dict)
         and pointer.get("format") == FORMAT
         and pointer.get("edge_layout") == EDGE_LAYOUT
+        and pointer.get("cell_layout") == CELL_LAYOUT
         and record.get("version") == pointer.get("version")
         and record.get("outputs") == outputs_key
         and all((coverage_dir / name).is_file() for name in OUTPUT_FILES)

@@ -202,7 +202,8 @@ def commit_pointer(state_root: Path, pointer: dict[str, Any], previous: Mapping[
     kept_parts = {
         (key, generation)
         for named in (pointer, previous)
-        for key, generation in dict(named.get("parts") or {}).items()
+        for table in ("parts", "cell_parts")
+        for key, generation in dict(named.get(table) or {}).items()
     }
     parts_root = state_root / PARTS_DIR
     for key_folder in parts_root.iterdir() if parts_root.is_dir() else []:

@@ -10,15 +10,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from pipeline.coverage.cell_reader import FRESHNESS_DAYS, MM_PER_KM
 from pipeline.coverage.cells import cell_polygons, parent_cells
+from pipeline.coverage.edge_reader import MS_PER_DAY
 from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.grouping import count_distinct
 from pipeline.coverage.intervals import overlap_with_runs
 from pipeline.coverage.state import CoverageState
-
-FRESHNESS_DAYS = (7, 28, 90, 365)
-MS_PER_DAY = 86_400_000
-MM_PER_KM = 1_000_000
 
 
 def edge_coverage(edges: gpd.GeoDataFrame, state: CoverageState, as_of_ms: int) -> gpd.GeoDataFrame:
@@ -146,6 +144,7 @@ def cells_table(
     resolution: int,
     parents: ParentsOf,
     polygons: PolygonsOf = cell_polygons,
+    levels: range | None = None,
 ) -> gpd.GeoDataFrame:
     """Return the cell coverage table of every resolution from finest-cell figures.
 
@@ -165,6 +164,9 @@ def cells_table(
         Maps finest cells to their parents.
     polygons
         Maps cells (of any resolution) to their polygons.
+    levels
+        The resolutions of the rows returned (default: ``resolution`` down to 0). A resolution
+        finer than 0 needs the figures of the finest cells under its cells alone.
     """
     finest = road_mm.rename("road_mm").to_frame()
     finest.index.name = "cell"
@@ -179,11 +181,11 @@ def cells_table(
     finest = finest.join(covered.groupby("cell")["last_ms"].max(), how="outer")
     finest = finest.fillna({c: 0 for c in finest.columns if c.endswith("_mm")}).reset_index()
     contributors = _contributors_by_level(trips.contributors, resolution, parents)
-    levels = [
+    rows = [
         _rollup(finest, trips, contributors[level], resolution, level, parents)
-        for level in range(resolution, -1, -1)
+        for level in (range(resolution, -1, -1) if levels is None else levels)
     ]
-    cells = pd.concat(levels, ignore_index=True)
+    cells = pd.concat(rows, ignore_index=True)
     return _finish_cells(cells, as_of_ms, polygons)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,10 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
-from pipeline.contracts import CELL_COVERAGE, MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.partitions import Network, load_network
-from pipeline.coverage.pointer import EDGE_LAYOUT, EDGE_TABLE
-from pipeline.coverage.region_tables import write_edge_coverage
+from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.coverage.partitions import Network, load_network, parent_array
+from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, EDGE_TABLE
+from pipeline.coverage.region_tables import (
+    write_cell_parts,
+    write_coarse_cells,
+    write_edge_coverage,
+)
 from pipeline.coverage.rollup import (
     ROLLUP_TABLES,
     cell_rows,
@@ -47,6 +51,7 @@ from pipeline.coverage.stage import (
 from pipeline.coverage.state import (
     FORMAT,
     PARTS_DIR,
+    ROLLUP_DIR,
     CoverageState,
     commit_pointer,
     current_pointer,
@@ -62,10 +67,13 @@ from pipeline.coverage.state import (
     write_rollup,
 )
 from pipeline.coverage.summary import summary_by_highway
-from pipeline.coverage.tables import cells_table, edge_totals
+from pipeline.coverage.tables import CellTrips, cells_table, edge_totals
 from pipeline.errors import InputDataError
-from pipeline.io import read_arrow, read_table, write_json, write_table
+from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,7 @@ def update_coverage(
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
     rebuild = not _partitioned_as(pointer, network)
+    cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     if not rebuild:
         rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
         applied = set(rollup["trips"]["trip_id"])
@@ -118,19 +127,33 @@ def update_coverage(
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
         batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
         pointer = {**pointer, "parts": {}}  # nothing of it is read again
-        # the unpartitioned format's caches, and an edge table of the region's
-        for old_file in [*coverage_dir.glob("runs_r*.parquet"), coverage_dir / "edges.parquet"]:
+        # the unpartitioned format's caches, and the edge and cell tables of the region's
+        for old_file in [*coverage_dir.glob("runs_r*.parquet"), *map(coverage_dir.joinpath,
+                         ["edges.parquet", "cells.parquet"])]:  # fmt: skip
             old_file.unlink(missing_ok=True)
-    if new_batches or rebuild:
-        rollup = _apply(state_root, pointer, batch, rollup, parts, network, canonical, version)
+    changed = bool(new_batches) or rebuild
+    if changed:
+        rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, canonical,
+                                 version)  # fmt: skip
+    as_of_ms = _as_of_ms(as_of, rollup["edge_totals"]["last_ms"])
+    keys = None
+    if changed:  # the cells of every partition on a first update (none named yet)
+        keys = touched if cell_parts else set(network.cells["part"].unique())
+    fine, coarse = _cell_tables(network, rollup, as_of_ms, keys)
+    if keys:
+        write_cell_parts(state_root / PARTS_DIR, version, fine, rollup["road_cover"], keys,
+                         network)  # fmt: skip
+        cell_parts.update(dict.fromkeys(keys, version))
+    write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
+    if changed:
         commit_pointer(
             state_root,
             {"version": version, "batches": batches, "roads": roads, "parts": parts,
              "partitioning": network.partition_resolution, "rollup": version,
-             "edge_layout": EDGE_LAYOUT},
+             "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT},
             current_pointer(state_root),
         )  # fmt: skip
-    summary = _write_outputs(network, rollup, coverage_dir, settings, as_of)
+    summary = _summary(network, rollup, settings, as_of_ms)
     summary["batches"] = batches
     summary["roads_sha256"] = roads["source_sha256"]
     summary["roads"] = roads
@@ -169,12 +192,13 @@ def _apply(
     network: Network,
     canonical: pd.DataFrame,
     version: str,
-) -> dict[str, pd.DataFrame]:
+) -> tuple[dict[str, pd.DataFrame], set[str]]:
     """Merge the batch into the partitions it touches; write them and the new rollup.
 
     ``parts`` (partition -> generation) is updated in place with the partitions written; when
     it names none (a first update, or a state partitioned again), every partition of the
-    network is written, so that each has its edge coverage.
+    network is written, so that each has its edge coverage. Returns the new rollup and the
+    partitions of the cells whose figures changed.
     """
     cell_parts = network.cells["part"]
     new_parts = split_state(batch, network.edge_parts, cell_parts)
@@ -200,7 +224,23 @@ def _apply(
     trips = batch.edge_trips["trip_id"].unique()
     rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
     write_rollup(state_root, version, rollup)
-    return rollup
+    return rollup, _changed_cell_parts(rows["road_cover"], batch, canonical, network)
+
+
+def _changed_cell_parts(
+    road_cover: pd.DataFrame, batch: CoverageState, canonical: pd.DataFrame, network: Network
+) -> set[str]:
+    """Return the partitions of the cells whose figures an update changed.
+
+    A cell's covered road changes with the roads the batch drove (their new ``road_cover``
+    rows, which cover every cell their rows covered before), its passes, driven length and
+    contributors with the batch's ``cell_trips``; a road may run into the cells of another
+    partition than its own.
+    """
+    roads = canonical["canonical_id"].reindex(batch.edge_trips["edge_id"].unique())
+    driven = road_cover[road_cover["key"].isin(roads.to_numpy())]
+    cells = np.concatenate([driven["cell"].to_numpy(), batch.cell_trips["cell"].to_numpy()])
+    return set(network.cells["part"].reindex(pd.unique(cells)).dropna().unique())
 
 
 def _write_part_edges(
@@ -281,31 +321,59 @@ def unapplied_segments(segments: pd.DataFrame, applied: set[str], batch: str) ->
 
 
 def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
-    """Whether the state is partitioned as the network's cache, with its rollup and edges."""
+    """Whether the state is partitioned as the network's cache, with its rollup, edges, cells."""
     return (
         pointer.get("format") == FORMAT
         and pointer.get("partitioning") == network.partition_resolution
         and pointer.get("rollup") is not None
         and pointer.get("edge_layout") == EDGE_LAYOUT
+        and pointer.get("cell_layout") == CELL_LAYOUT
     )
 
 
-def _write_outputs(
+def _cell_tables(
     network: Network,
     rollup: dict[str, pd.DataFrame],
-    coverage_dir: Path,
-    settings: CoverageSettings,
-    as_of: pd.Timestamp | None,
-) -> dict[str, Any]:
-    """Write the cell table from the rollup; return the summary (not written)."""
-    totals = rollup["edge_totals"]
-    as_of_ms = _as_of_ms(as_of, totals["last_ms"])
+    as_of_ms: int,
+    keys: set[str] | None,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Return the cells of partitions ``keys`` (None: none) and the cells coarser than them.
+
+    The first are the rows of the resolutions no coarser than the partitions', computed from
+    the figures of the partitions' finest cells alone; the second the rows of every coarser
+    resolution (contract ``cell_coverage`` both).
+    """
+    level = network.partition_resolution
     road_mm = network.cells["road_mm"].dropna().astype("int64")
-    cells = cells_table(
-        road_mm, rollup["road_cover"], cell_trips_of(rollup), as_of_ms,
-        settings.h3_resolution, network.parents, network.polygons,
+    trips = cell_trips_of(rollup)
+    args = (as_of_ms, network.resolution, network.parents, network.polygons)
+    coarse_levels = range(level - 1, -1, -1) or range(network.resolution, level - 1, -1)
+    coarse = cells_table(road_mm, rollup["road_cover"], trips, *args, coarse_levels)
+    coarse = coarse[coarse["resolution"].to_numpy() < level]  # none at partition resolution 0
+    if not keys:
+        return coarse.iloc[:0], coarse
+    parts = network.cells["part"]
+    in_keys = parts.index[parts.isin(list(keys)).to_numpy()]
+    cover = rollup["road_cover"]
+    passes = trips.passes[trips.passes["resolution"] >= level]
+    parents = parent_array(passes["cell"].to_numpy(), level)
+    fine_trips = CellTrips(
+        trips.total_mm[trips.total_mm["cell"].isin(in_keys)],
+        passes[np.isin(parents, network.parents(in_keys.to_numpy(), level))],
+        trips.contributors[trips.contributors["cell"].isin(in_keys)],
+    )
+    fine = cells_table(
+        road_mm[road_mm.index.isin(in_keys)], cover[cover["cell"].isin(in_keys)], fine_trips,
+        *args, range(network.resolution, level - 1, -1),
     )  # fmt: skip
-    write_table(cells, coverage_dir / "cells.parquet", CELL_COVERAGE)
+    return fine, coarse
+
+
+def _summary(
+    network: Network, rollup: dict[str, pd.DataFrame], settings: CoverageSettings, as_of_ms: int
+) -> dict[str, Any]:
+    """Return the summary of the rollup (not written)."""
+    totals = rollup["edge_totals"]
     lengths = network.highway_lengths()
     lengths["covered_mm"] = totals.groupby("highway")["covered_mm"].sum()
     summary = summary_by_highway(

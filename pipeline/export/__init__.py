@@ -1,8 +1,9 @@
 """The export stage: products made from a coverage folder, for people to look at and to buy.
 
-Map products (each reads only the coverage folder's edge coverage, through
-:func:`pipeline.coverage.edge_reader.read_edge_table`, ``cells.parquet`` and ``summary.json``,
-and writes atomically):
+Map products (each reads only the coverage folder's edge and cell coverage, through
+:func:`pipeline.coverage.edge_reader.read_edge_table` and
+:func:`pipeline.coverage.cell_reader.read_cell_table`, and ``summary.json``, and writes
+atomically):
 
 - :func:`pipeline.export.tiles.write_coverage_tiles`: a PMTiles v3 archive of Mapbox Vector
   Tiles with layers ``cells`` (H3 coverage, resolution chosen per zoom) and ``segments``

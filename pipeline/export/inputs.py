@@ -1,7 +1,8 @@
 """Reading a coverage folder for export: the edge and cell tables and the summary.
 
-The edge table is read through :func:`pipeline.coverage.edge_reader.read_edge_table` (the
-folder stores it per partition, without ``age_days``).
+The edge and cell tables are read through :func:`pipeline.coverage.edge_reader.read_edge_table`
+and :func:`pipeline.coverage.cell_reader.read_cell_table` (the folder stores them per
+partition, without ``age_days``).
 
 pandas and geopandas are imported by the functions that make their objects, so that an export
 that needs the cells as Arrow alone (:func:`read_cell_table`, the web viewer) does without them.
@@ -15,16 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.contracts import CELL_COVERAGE
+from pipeline.coverage import cell_reader
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.errors import InputDataError
-from pipeline.io import arrow_to_geodataframe, read_arrow
+from pipeline.io import arrow_to_geodataframe
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
-CELLS_FILE = "cells.parquet"
 SUMMARY_FILE = "summary.json"
 
 AGE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -48,19 +48,20 @@ def read_cells(coverage_dir: Path) -> gpd.GeoDataFrame:
 def read_cell_table(coverage_dir: Path) -> pa.Table:
     """Return the ``cell_coverage`` table of a coverage folder as Arrow, geometry as WKB.
 
-    Contract-checked as :func:`read_cells`' table is, without making pandas or shapely objects.
+    As :func:`pipeline.coverage.cell_reader.read_cell_table` returns it, without making pandas
+    or shapely objects.
 
     Raises
     ------
     InputDataError
-        If the file is missing or holds no cells.
+        If the folder holds no cell coverage, or no cells.
     ContractError
-        If it breaks its contract.
+        If a stored table breaks its contract.
     """
-    cells = read_arrow(Path(coverage_dir) / CELLS_FILE, CELL_COVERAGE)
+    cells = cell_reader.read_cell_table(coverage_dir)
     if cells.num_rows == 0:
         raise InputDataError(
-            f"{Path(coverage_dir) / CELLS_FILE}: holds no cells; the roads folder the coverage "
+            f"{Path(coverage_dir)}: holds no cells; the roads folder the coverage "
             "was computed on has no roads. Check the extract and re-run `roadcover coverage`."
         )
     return cells

@@ -1,6 +1,6 @@
 """Raster coverage: Cloud-Optimized GeoTIFFs of coverage % and age, in Web Mercator.
 
-The finest-resolution cells of ``cells.parquet`` are burnt into a float32 grid in EPSG:3857
+The finest-resolution cells of the cell coverage are burnt into a float32 grid in EPSG:3857
 whose pixels are the pixels of a Web Mercator zoom level (256-pixel tiles), so the raster
 lines up with XYZ tiles. Pixels whose centre falls in no cell (no road there) are nodata
 (:data:`NODATA`); so are ``age_days`` pixels of cells with roads that were never driven.
@@ -71,7 +71,7 @@ def write_coverage_rasters(
     Parameters
     ----------
     coverage_dir
-        A coverage folder (``cells.parquet``, ``summary.json``).
+        A coverage folder (its cell coverage, ``summary.json``).
     out_dir
         Where to write the two files (atomically each).
     zoom

@@ -3,7 +3,7 @@
 Two layers:
 
 ``cells``
-    H3 cells of ``cells.parquet``; each zoom shows one resolution, chosen by
+    H3 cells of the cell coverage; each zoom shows one resolution, chosen by
     :func:`cell_resolution_for_zoom` so a hexagon is a few pixels wide or more. Attributes:
     ``cell`` (H3 hex string), ``resolution``, ``coverage_pct``, ``unique_km``, ``road_km``,
     ``total_km``, ``fresh_28d_km``, ``passes``, ``contributors``, ``last_seen`` (ISO 8601 UTC,
@@ -400,7 +400,7 @@ def write_coverage_tiles(
     Parameters
     ----------
     coverage_dir
-        A coverage folder (``state/`` with the edge coverage, ``cells.parquet``,
+        A coverage folder (``state/`` with the edge and cell coverage,
         ``summary.json``).
     out_path
         The ``.pmtiles`` file to write (atomically).

@@ -76,7 +76,7 @@ def write_viewer(
     Parameters
     ----------
     coverage_dir
-        The coverage folder the tiles were made from (``summary.json``, ``cells.parquet``).
+        The coverage folder the tiles were made from (``summary.json``, the cell coverage).
     tiles_path
         The PMTiles archive of :func:`pipeline.export.tiles.write_coverage_tiles`; copied into
         ``out_dir`` unless it is already there.

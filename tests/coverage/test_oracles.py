@@ -29,6 +29,7 @@ from pipeline.coverage.stage import compute_coverage
 from pipeline.coverage.state import state_of_batch
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import edge_coverage
+from pipeline.export.inputs import read_cells
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_matched_batch, write_osm_network
 
@@ -149,9 +150,7 @@ def test_two_way_road_coverage_is_the_union_of_both_directions(
     directed_m = (union_length(forward) + union_length(backward)) * road_m
     assert summary["unique_km"] * 1000 == pytest.approx(unique_m, abs=0.01)
     assert summary["directed_covered_km"] * 1000 == pytest.approx(directed_m, abs=0.01)
-    finest = pd.read_parquet(
-        tmp_path / "coverage/cells.parquet", columns=["resolution", "unique_km"]
-    )
+    finest = read_cells(tmp_path / "coverage")[["resolution", "unique_km"]]
     finest = finest[finest["resolution"] == SETTINGS.h3_resolution]
     assert finest["unique_km"].sum() * 1000 == pytest.approx(unique_m, abs=0.01)
 

@@ -16,15 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h3
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from shapely.geometry import LineString
 
 from pipeline.config import load_config
 from pipeline.contracts import CELL_COVERAGE, EDGE_COVERAGE
+from pipeline.coverage.cell_reader import read_cell_table
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges
@@ -85,7 +88,7 @@ def batches(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]
 
 
 def expected_folder(roads: Path, batches: list[Path], folder: Path) -> dict:
-    """Write edges.parquet and cells.parquet of the whole state; return the summary's totals."""
+    """Write the edge and cell tables of the whole state; return the summary's totals."""
     edges = read_edges(roads)
     runs = edge_cell_runs(edges, SETTINGS.h3_resolution)
     lengths = edges.set_index("edge_id")["length_m"]
@@ -108,7 +111,9 @@ def assert_same_outputs(folder: Path, expected: Path, totals: dict) -> None:
     edges = read_edge_table(folder)
     assert edges.equals(read_arrow(expected / "edges.parquet", EDGE_COVERAGE))
     assert edges.schema.names == EDGE_COVERAGE.schema.names
-    assert (folder / "cells.parquet").read_bytes() == (expected / "cells.parquet").read_bytes()
+    cells = read_cell_table(folder)
+    assert cells.equals(read_arrow(expected / "cells.parquet", CELL_COVERAGE))
+    assert cells.schema.names == CELL_COVERAGE.schema.names
     summary = json.loads((folder / "summary.json").read_text())
     assert {key: summary[key] for key in totals} == json.loads(json.dumps(totals))
 
@@ -146,6 +151,14 @@ def test_batch_order_and_repartitioning_do_not_change_the_answer(
     assert all(key.startswith("r9-") for key in pointer["parts"])
 
 
+def cell_parts_along(line: LineString, resolution: int, part_resolution: int) -> set[str]:
+    """The partition keys of the H3 cells a line runs through, by h3 at points 0.1 m apart."""
+    metres = line.length * 111_000  # degrees to metres, roughly: more points than needed
+    points = [line.interpolate(f, normalized=True) for f in np.linspace(0, 1, int(metres * 10) + 2)]
+    cells = {h3.latlng_to_cell(point.y, point.x, resolution) for point in points}
+    return {f"r{part_resolution}-{h3.cell_to_parent(cell, part_resolution)}" for cell in cells}
+
+
 def part_files(out: Path) -> dict[str, tuple[int, int, bytes]]:
     """Every partition file: its modification time (ns), inode and bytes."""
     files = (out / "state" / "parts").rglob("*.parquet")
@@ -161,7 +174,8 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
 ) -> None:
     out = tmp_path / "coverage"
     compute_coverage(roads, batches[:3], out, with_parts(9))
-    before = json.loads((out / "state" / "CURRENT.json").read_text())["parts"]
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    before, cells_before = pointer["parts"], pointer["cell_parts"]
     files = part_files(out)
     edges = read_edges(roads)
     road = edges[edges["length_m"] < 30].iloc[0]  # one short edge: one or two partitions
@@ -178,9 +192,15 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
     )
     small = write_matched_batch(tmp_path / "small", edges, drive, roads_dir=roads)
     compute_coverage(roads, [small], out, with_parts(9))
-    after = json.loads((out / "state" / "CURRENT.json").read_text())["parts"]
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    after, cells_after = pointer["parts"], pointer["cell_parts"]
     changed = {key for key in after if before.get(key) != after[key]}
     assert 1 <= len(changed) <= 3 < len(after)
+    changed_cells = {key for key in cells_after if cells_before.get(key) != cells_after[key]}
+    assert set(cells_after) == set(cells_before)
+    assert 1 <= len(changed_cells) < len(cells_after)
+    assert changed_cells <= cell_parts_along(road["geometry"], SETTINGS.h3_resolution, 9)
+    changed |= changed_cells
     assert set(after) == set(before)  # every partition has its edges from the first update
     edge_files = [path for path in files if path.endswith("/edge_coverage.parquet")]
     assert len(edge_files) == len(after)

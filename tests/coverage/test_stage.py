@@ -10,10 +10,8 @@ import pytest
 import shapely
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.stage import compute_coverage
-from pipeline.export.inputs import read_edge_coverage
-from pipeline.io import read_table
+from pipeline.export.inputs import read_cells, read_edge_coverage
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_matched_batch
 
@@ -74,7 +72,7 @@ def test_stage_counts_confident_plausible_trips_and_is_idempotent(
         "h3_resolution": 9,
     }
     assert summary["as_of"] == "2026-10-10T10:00:09+00:00"
-    cells = read_table(out / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(out)
     assert shapely.contains(cells.geometry, shapely.Point(24.9405, 60.17)).any()
     before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
     again = compute_coverage(roads_dir, [batch], out, SETTINGS)

@@ -17,13 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.summary import combine_summaries, coverage_summary, percent
 from pipeline.coverage.tables import MM_PER_KM
 from pipeline.errors import ConfigError
-from pipeline.export.inputs import read_edge_coverage
-from pipeline.io import read_table
+from pipeline.export.inputs import read_cells, read_edge_coverage
 from tests.builders import ROUNDING_UP_STEP_DEG, write_fully_covered_region
 
 DAY_MS = 86_400_000
@@ -202,7 +200,7 @@ def test_a_fully_covered_region_reads_exactly_100_percent_everywhere(tmp_path: P
     assert [combined[share] for share in SHARES] == [100.0] * len(SHARES)
     assert (edges["covered_m"] <= edges["length_m"]).all()
     assert edges["covered_m"].to_numpy() == pytest.approx(edges["length_m"].to_numpy(), abs=5e-4)
-    cells = read_table(tmp_path / "coverage" / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(tmp_path / "coverage")
     assert (cells["coverage_pct"] == 100.0).all()
 
 

@@ -19,11 +19,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from pipeline.contracts import CELL_COVERAGE
 from pipeline.coverage.stage import compute_coverage
 from pipeline.coverage.state import STATE_TABLES, read_state
-from pipeline.export.inputs import read_edge_coverage
-from pipeline.io import read_table
+from pipeline.export.inputs import read_cells, read_edge_coverage
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_matched_batch
 
@@ -99,8 +97,8 @@ def assert_same_coverage(folder: Path, expected: Path) -> None:
         )
     pd.testing.assert_frame_equal(read_edge_coverage(folder), read_edge_coverage(expected))
     pd.testing.assert_frame_equal(
-        read_table(folder / "cells.parquet", CELL_COVERAGE),
-        read_table(expected / "cells.parquet", CELL_COVERAGE),
+        read_cells(folder),
+        read_cells(expected),
     )
     assert not list(folder.rglob(".*.tmp"))
 

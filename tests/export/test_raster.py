@@ -11,9 +11,8 @@ import rasterio
 from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 
-from pipeline.contracts import CELL_COVERAGE
+from pipeline.export.inputs import read_cells
 from pipeline.export.raster import NODATA, raster_zoom_for_resolution, write_coverage_rasters
-from pipeline.io import read_table
 from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import helsinki_coverage
 
@@ -57,7 +56,7 @@ def test_cogs_are_valid_tiled_web_mercator_with_overviews(rasters: dict, value: 
 
 
 def test_pixel_under_a_cell_centroid_has_its_values(rasters: dict, coverage_dir: Path) -> None:
-    cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(coverage_dir)
     finest = cells[cells["resolution"] == rasters["resolution"]]
     checked = 0
     for cell in finest.itertuples():

@@ -23,16 +23,14 @@ from pmtiles.reader import MmapSource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
 from pyproj import Geod
 
-from pipeline.contracts import CELL_COVERAGE
 from pipeline.errors import InputDataError
-from pipeline.export.inputs import as_of_of, read_edge_coverage, read_summary
+from pipeline.export.inputs import as_of_of, read_cells, read_edge_coverage, read_summary
 from pipeline.export.tiles import (
     cell_resolution_for_zoom,
     cell_zoom_ranges,
     covered_segments,
     write_coverage_tiles,
 )
-from pipeline.io import read_table
 from pipeline.roads import build_roads, resolve_extract
 from tests.builders import write_fully_covered_region
 from tests.export.coverage_builder import HELSINKI, helsinki_coverage
@@ -103,7 +101,7 @@ def test_a_known_cell_is_in_the_tile_of_its_centroid_with_its_attributes(
     tiles: tuple[Path, dict], coverage_dir: Path
 ) -> None:
     path, _ = tiles
-    cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(coverage_dir)
     for zoom in (12, 10):
         resolution = cell_resolution_for_zoom(zoom)
         cell = cells[cells["resolution"] == resolution].sort_values("cell").iloc[0]

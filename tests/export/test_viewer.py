@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import settings_from_mapping
-from pipeline.contracts import CELL_COVERAGE
+from pipeline.contracts import CELL_COVERAGE_COARSE
+from pipeline.coverage.pointer import COARSE_CELLS
 from pipeline.errors import InputDataError
 from pipeline.export.inputs import read_cell_table, read_cells, read_edge_coverage
 from pipeline.export.priorities import export_priorities
@@ -31,7 +33,7 @@ from pipeline.export.viewer import (
     week_ends,
     write_viewer,
 )
-from pipeline.io import read_table, write_table
+from pipeline.io import write_table
 from tests.builders import write_fully_covered_region
 from tests.export.browser import Browser, find_chromium
 from tests.export.coverage_builder import helsinki_coverage
@@ -100,10 +102,15 @@ def test_bounds_are_those_of_the_finest_cells(coverage_dir: Path) -> None:
 
 
 def test_a_coverage_without_cells_is_refused(coverage_dir: Path, tmp_path: Path) -> None:
-    empty = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE).iloc[:0]
-    write_table(empty, tmp_path / "cells.parquet", CELL_COVERAGE)
+    folder = tmp_path / "coverage"
+    shutil.copytree(coverage_dir, folder)
+    pointer = json.loads((folder / "state" / "CURRENT.json").read_text())
+    (folder / "state" / "CURRENT.json").write_text(json.dumps({**pointer, "cell_parts": {}}))
+    coarse = folder / "state" / "rollup" / pointer["rollup"] / COARSE_CELLS
+    write_table(read_cells(coverage_dir).iloc[:0].drop(columns="age_days"), coarse,
+                CELL_COVERAGE_COARSE)  # fmt: skip
     with pytest.raises(InputDataError, match="holds no cells"):
-        read_cell_table(tmp_path)
+        read_cell_table(folder)
 
 
 def test_the_viewer_does_without_geopandas(coverage_dir: Path, tmp_path: Path) -> None:
@@ -185,7 +192,7 @@ def test_viewer_renders_coverage_in_headless_chromium(
         segment_like = (blue > 200) & (blue > red + 60)  # the 7d / 28d / 90d blues and violet
         assert segment_like.sum() > 500
 
-        cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+        cells = read_cells(coverage_dir)
         cell = cells[cells["resolution"] == 9].sort_values("coverage_pct").iloc[len(cells) // 4]
         hex_id = h3.int_to_str(int(cell["cell"]))
         lat, lng = h3.cell_to_latlng(hex_id)
@@ -414,7 +421,7 @@ def window_colour(image: np.ndarray, x: float, y: float, radius: int = 6) -> np.
 def test_the_cell_switch_colours_cells_by_fresh_share(
     site: Path, coverage_dir: Path, browser: Browser
 ) -> None:
-    cells = read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+    cells = read_cells(coverage_dir)
     finest = cells[cells["resolution"] == 9]
     stale = finest[(finest["coverage_pct"] >= 90) & (finest["fresh_28d_km"] == 0)]
     cell = stale.sort_values("road_km").iloc[-1]  # fully driven, but not in the last 28 days

@@ -37,12 +37,12 @@ from shapely.geometry import shape
 
 import pipeline
 from pipeline.contracts import (
-    CELL_COVERAGE,
     FEED_CELLS,
     FEED_CELLS_DELTA,
     FEED_SEGMENTS,
     FEED_SEGMENTS_DELTA,
 )
+from pipeline.coverage.cell_reader import read_cell_table
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.export.feeds.delta import CHANGE_TYPES, read_release, table_delta
@@ -67,7 +67,7 @@ from pipeline.export.feeds.writers import (
     write_partitioned,
 )
 from pipeline.export.inputs import edge_frame
-from pipeline.io import read_table, write_json
+from pipeline.io import arrow_to_geodataframe, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads import read_roads_meta
 from pipeline.roads.identity import refuse_other_roads, roads_identity
@@ -138,8 +138,7 @@ def write_release(
     Parameters
     ----------
     coverage_dir
-        Output of ``roadcover coverage`` (``edges.parquet``, ``cells.parquet``,
-        ``summary.json``).
+        Output of ``roadcover coverage`` (its edge and cell coverage, ``summary.json``).
     roads_dir
         The roads folder the coverage was computed on (for the OSM extract's name and sha256).
     releases_dir
@@ -410,7 +409,7 @@ def _write_release(
 
 
 def _read_cells(coverage_dir: Path) -> gpd.GeoDataFrame:
-    return read_table(coverage_dir / "cells.parquet", CELL_COVERAGE)
+    return arrow_to_geodataframe(read_cell_table(coverage_dir))
 
 
 def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
