@@ -34,7 +34,7 @@ lint: install
 
 # pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
 pytest: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile; status=$$?; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 test: lint pytest

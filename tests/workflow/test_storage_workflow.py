@@ -43,7 +43,12 @@ CONFIG = {
     "simulate": {"seed": 7, "devices": 4, "days": 2},
 }
 NOT_COMPARED = ("logs/", "benchmarks/", "report.html")
-LOCAL_ONLY = (f"{REGION}/roads/match_network.json", f"{REGION}/roads/match_network.npz")
+# caches the stages write beside their inputs, kept in a bucket run's staged copy only
+LOCAL_ONLY = (
+    f"{REGION}/roads/match_network.json",
+    f"{REGION}/roads/match_network.npz",
+    f"{REGION}/roads/.edges.parquet.sha256.json",
+)
 PROCESS_RECORDS = "benchmarks/_process_tree/"  # kept on the machine that ran
 LATEST = f"{REGION}/export/releases/latest.json"
 
