@@ -611,6 +611,17 @@ def _part_row_groups(part: Path) -> Iterator[pa.Table]:
             yield table.slice(start, ROW_GROUP_ROWS)
 
 
+def concat_geo_tables(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables of one schema read from GeoParquet parts, their ``geo`` metadata merged.
+
+    The result's GeoParquet metadata has the bounding box and geometry types of all the parts
+    (:func:`_merged_geo_metadata`); none if no part has any. ``tables`` must not be empty.
+    """
+    geo = [t.schema.metadata[b"geo"] for t in tables if b"geo" in (t.schema.metadata or {})]
+    joined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    return joined.replace_schema_metadata({b"geo": _merged_geo_metadata(geo)} if geo else None)
+
+
 def _merged_geo_metadata(documents: list[bytes]) -> bytes:
     """GeoParquet ``geo`` metadata covering every part: union of bounding boxes and types."""
     geo = json.loads(documents[0])

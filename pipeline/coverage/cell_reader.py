@@ -36,7 +36,7 @@ from pipeline.coverage.pointer import (
     current_pointer,
 )
 from pipeline.errors import InputDataError
-from pipeline.io import _merged_geo_metadata, read_arrow
+from pipeline.io import concat_geo_tables, read_arrow
 
 FRESHNESS_DAYS = (7, 28, 90, 365)
 MM_PER_KM = 1_000_000
@@ -93,20 +93,11 @@ def _read_stored(coverage_dir: Path, as_of: int) -> pa.Table:
         folder = state_root / "parts" / key / generation
         fine.append(read_arrow(folder / CELL_TABLE, CELL_COVERAGE_PART))
         freshness.append(read_arrow(folder / FRESHNESS_TABLE, CELL_FRESHNESS))
-    tables = [coarse, *(_with_freshness(cells, freshness, as_of) for cells in _joined(fine))]
-    geo = [t.schema.metadata[b"geo"] for t in tables if b"geo" in (t.schema.metadata or {})]
+    tables = [coarse]
+    if fine:  # the partitions' cells as one table, with their freshness
+        tables.append(_with_freshness(concat_geo_tables(fine), freshness, as_of))
     names = CELL_COVERAGE_COARSE.schema.names
-    table = pa.concat_tables([t.select(names).replace_schema_metadata(None) for t in tables])
-    return table.replace_schema_metadata({b"geo": _merged_geo_metadata(geo)} if geo else None)
-
-
-def _joined(tables: list[pa.Table]) -> list[pa.Table]:
-    """Return the partitions' cell tables as one (none when there is no partition)."""
-    if not tables:
-        return []
-    geo = [t.schema.metadata[b"geo"] for t in tables if b"geo" in (t.schema.metadata or {})]
-    joined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    return [joined.replace_schema_metadata({b"geo": _merged_geo_metadata(geo)} if geo else None)]
+    return concat_geo_tables([table.select(names) for table in tables])
 
 
 def _with_freshness(cells: pa.Table, freshness: list[pa.Table], as_of: int) -> pa.Table:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from pipeline.contracts import EDGE_COVERAGE, EDGE_COVERAGE_PART
 from pipeline.coverage.pointer import EDGE_LAYOUT, EDGE_TABLE, current_pointer
 from pipeline.errors import InputDataError
-from pipeline.io import _merged_geo_metadata, read_arrow
+from pipeline.io import concat_geo_tables, read_arrow
 
 AGE = "age_days"
 ROADS_ORDER = ("u", "v", "key")  # the roads' edge table is in this order
@@ -101,11 +101,8 @@ def _read_parts(coverage_dir: Path, columns: list[str], parts: Iterable[str] | N
     ]
     if not tables:
         return _empty(wanted)
-    geo = [t.schema.metadata[b"geo"] for t in tables if b"geo" in (t.schema.metadata or {})]
-    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    table = table.sort_by([(name, "ascending") for name in ROADS_ORDER])
-    table = table.select(columns).combine_chunks()
-    return table.replace_schema_metadata({b"geo": _merged_geo_metadata(geo)} if geo else None)
+    table = concat_geo_tables(tables).sort_by([(name, "ascending") for name in ROADS_ORDER])
+    return table.select(columns).combine_chunks()
 
 
 def _empty(columns: list[str]) -> pa.Table:
