@@ -77,12 +77,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Return the hex sha256 of a file, read in blocks (:func:`hashlib.file_digest`)."""
     with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 SHA256_MEMO_SUFFIX = ".sha256.json"
@@ -122,9 +119,7 @@ def memoized_sha256(path: str | Path, racy_s: float = RACY_S) -> str:
             and isinstance(memo.get("sha256"), str)
         ):
             return str(memo["sha256"])
-        digest = hashlib.sha256()
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        digest = hashlib.file_digest(handle, "sha256")
         after = os.fstat(handle.fileno())
     sha256 = digest.hexdigest()
     newest_ns = max(after.st_mtime_ns, after.st_ctime_ns)

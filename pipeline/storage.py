@@ -154,11 +154,9 @@ def _matches(relative: str, patterns: Iterable[str]) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    # as pipeline.io.file_sha256, without importing pipeline.io (NumPy, Arrow) here
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def local_files(folder: Path) -> dict[str, Path]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, FORMAT, current_pointer
 from pipeline.coverage.world import check_world_road_km
 from pipeline.errors import InputDataError
+from pipeline.io import file_sha256
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.roads.identity import refuse_other_roads, roads_identity
 from pipeline.roads.store import EDGES_FILE, read_roads_meta
@@ -226,6 +227,5 @@ def _outputs_current(coverage_dir: Path, pointer: dict[str, Any], outputs_key: s
 def _batch_id(matched_dir: Path) -> str:
     digest = hashlib.sha256()
     for name in (SEGMENTS_FILE, QUALITY_FILE):
-        with (matched_dir / name).open("rb") as handle:
-            digest.update(hashlib.sha256(handle.read()).digest())
+        digest.update(bytes.fromhex(file_sha256(matched_dir / name)))
     return digest.hexdigest()[:16]

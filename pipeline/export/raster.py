@@ -40,6 +40,8 @@ MAX_PIXELS = 400_000_000
 """Larger rasters are refused (the grid is built in memory); pass a coarser ``zoom``."""
 HALF_WORLD_M = math.pi * 6_378_137.0
 VALUES = ("coverage_pct", "age_days")
+RASTER_SOURCE = "roadcover cell coverage (contract cell_coverage)"
+"""The ``source`` tag of the rasters: what their pixels are read from."""
 
 
 def pixel_size_m(zoom: int) -> float:
@@ -184,7 +186,7 @@ def _write_cog(
         mem.update_tags(
             1, units="percent" if value == "coverage_pct" else "days", h3_resolution=resolution
         )
-        mem.update_tags(as_of=str(summary.get("as_of")), source="roadcover cells.parquet")
+        mem.update_tags(as_of=str(summary.get("as_of")), source=RASTER_SOURCE)
         with atomic_path(path) as temp:
             rasterio.shutil.copy(
                 mem,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h3
@@ -36,7 +37,9 @@ def test_default_zoom_matches_the_hexagon_size() -> None:
 
 
 @pytest.mark.parametrize("value", ["coverage_pct", "age_days"])
-def test_cogs_are_valid_tiled_web_mercator_with_overviews(rasters: dict, value: str) -> None:
+def test_cogs_are_valid_tiled_web_mercator_with_overviews(
+    rasters: dict, coverage_dir: Path, value: str
+) -> None:
     path = rasters["files"][value]
     valid, errors, _warnings = cog_validate(path)
     assert valid, errors
@@ -53,6 +56,9 @@ def test_cogs_are_valid_tiled_web_mercator_with_overviews(rasters: dict, value: 
         )
         band = dataset.read(1)
         assert (band == NODATA).any() and (band != NODATA).any()
+        summary = json.loads((coverage_dir / "summary.json").read_text(encoding="utf-8"))
+        assert dataset.tags()["as_of"] == str(summary["as_of"])
+        assert dataset.tags(1)["units"] == ("percent" if value == "coverage_pct" else "days")
 
 
 def test_pixel_under_a_cell_centroid_has_its_values(rasters: dict, coverage_dir: Path) -> None:

@@ -8,7 +8,6 @@ milliseconds, full double precision coordinates), and no wall-clock time is writ
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from pipeline.contracts import Contract
-from pipeline.io import atomic_path, read_table, write_table
+from pipeline.io import atomic_path, file_sha256, read_table, write_table
 
 PARTITION_COLUMN = "h3_parent"
 PART_STEM = "part-0"
@@ -37,14 +36,10 @@ MEDIA_TYPES: dict[str, str] = {
 
 def file_record(root: Path, path: Path, **extra: Any) -> dict[str, Any]:
     """Return the manifest entry of one file: relative path, size, sha256, plus ``extra``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return {
         "path": path.relative_to(root).as_posix(),
         "size_bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "sha256": file_sha256(path),
         **extra,
     }
 
