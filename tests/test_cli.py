@@ -98,3 +98,22 @@ def test_help_imports_no_data_library() -> None:
     heavy = ("pandas", "geopandas", "pyarrow", "shapely", "jsonschema", "yaml")
     code = "from pipeline.cli import main\nassert main(['--help']) == 0"
     assert modules_imported_by(code, heavy) == []
+
+
+def test_the_process_command_leaves_its_objects_to_the_exit_a_call_does_not() -> None:
+    """``main()`` of the process's command line freezes the objects left out of the garbage
+    collector (the exit would go through them all); ``main(args)``, a call, changes nothing."""
+    import gc
+    import json
+
+    code = (
+        "import gc, json, sys\nfrom pipeline.cli import main\n"
+        "sys.argv = ['roadcover', '--version']\nbefore = gc.get_freeze_count()\n"
+        "status = main()\nprint(json.dumps([status, before, gc.get_freeze_count()]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    status, before, after = json.loads(done.stdout.splitlines()[-1])
+    assert status == 0 and before == 0 and after > 1000  # the modules' objects, at least
+    frozen = gc.get_freeze_count()
+    assert main(["--version"]) == 0
+    assert gc.get_freeze_count() == frozen

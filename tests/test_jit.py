@@ -1,4 +1,4 @@
-"""Cached kernels: a kernel's cache is renewed when a kernel it calls from another file changes."""
+"""Cached kernels: renewed when a kernel they call from another file changes; loaded cheaply."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,15 +29,40 @@ if __name__ == "__main__":
 """
 
 
-def run_caller(folder: Path) -> tuple[int, int]:
-    """Run the caller in a fresh process; return ``g()`` and whether it was loaded from cache."""
+ALLOCATING = """import json, sys
+import numpy as np
+from pipeline.jit import cached_njit
+
+
+@cached_njit
+def total(n):
+    return np.arange(n).sum()
+
+
+if __name__ == "__main__":
+    value = int(total(10))
+    hits = total.stats.cache_hits.popitem()[1] if total.stats.cache_hits else 0
+    print(json.dumps([value, hits, sorted(sys.modules)]))
+"""
+# modules numba imports only to load its compiler's registries (target_context.refresh())
+REGISTRY_MODULES = ("numba.np.npyimpl", "numba.cpython.printimpl", "numba.typed.typedlist")
+
+
+def run_script(folder: Path, script: str) -> list[Any]:
+    """Run a script of ``folder`` in a fresh process; return its last line of JSON."""
     env = {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{ROOT}",
            "NUMBA_CACHE_DIR": str(folder / "cache")}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, str(folder / "caller.py")], env=env, capture_output=True, text=True,
+        [sys.executable, str(folder / script)], env=env, capture_output=True, text=True,
         timeout=300, check=True,
     )  # fmt: skip
-    value, hits = json.loads(done.stdout.splitlines()[-1])
+    result: list[Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def run_caller(folder: Path) -> tuple[int, int]:
+    """Run the caller in a fresh process; return ``g()`` and whether it was loaded from cache."""
+    value, hits = run_script(folder, "caller.py")
     return value, hits
 
 
@@ -53,3 +79,19 @@ def test_a_kernel_naming_the_module_it_calls_is_compiled_anew_when_that_module_c
     assert run_caller(tmp_path) == ((2, 0) if renewed else (1, 1))
     if renewed:
         assert run_caller(tmp_path) == (2, 1)  # the renewed code is cached in turn
+
+
+def test_a_kernel_loaded_from_the_cache_runs_without_the_compilers_registries(
+    tmp_path: Path,
+) -> None:
+    """Numba's runtime is started (the kernel allocates an array); its registries are not loaded.
+
+    The registries (of every type and function numba can compile) are what numba's own cache
+    loads first; compiling loads them.
+    """
+    (tmp_path / "allocating.py").write_text(ALLOCATING)
+    value, hits, modules = run_script(tmp_path, "allocating.py")
+    assert (value, hits) == (45, 0) and set(REGISTRY_MODULES) <= set(modules)  # compiled
+    value, hits, modules = run_script(tmp_path, "allocating.py")
+    assert (value, hits) == (45, 1)  # 0 + 1 + ... + 9, from the cache
+    assert sorted(set(REGISTRY_MODULES) & set(modules)) == []

@@ -114,7 +114,8 @@ try:
     main()
 except SystemExit as done:
     assert not done.code, done.code
-print(json.dumps(sorted(sys.modules)))
+import pyarrow
+print(json.dumps([sorted(sys.modules), pyarrow.default_memory_pool().backend_name]))
 """
 
 
@@ -122,21 +123,26 @@ def test_the_snap_command_imports_no_heavy_module_it_does_not_use(
     roads_dir: Path, traces: tuple[Path, list[list[int]]], tmp_path: Path
 ) -> None:
     import json
+    import os
     import subprocess
     import sys
 
+    from pipeline.cli import ARROW_POOL_ENV
     from pipeline.snap import prepare_match_network
 
     prepare_match_network(roads_dir)  # cached, as after a first run (building it needs them)
     args = ["--roads", str(roads_dir), "--traces", str(traces[0]), "-o", str(tmp_path / "m"),
             "--workers", "1"]  # fmt: skip
+    env = {name: value for name, value in os.environ.items() if name != ARROW_POOL_ENV}
     done = subprocess.run(
         [sys.executable, "-c", _RUN_AND_LIST_MODULES, *args],
-        capture_output=True, text=True, timeout=600, check=True,
+        capture_output=True, text=True, timeout=600, check=True, env=env,
     )  # fmt: skip
-    modules = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    imported, arrow_allocator = json.loads(done.stdout.splitlines()[-1])
+    modules = {name.split(".")[0] for name in imported}
     assert "pipeline" in modules and (tmp_path / "m" / "meta.json").exists()
     assert sorted(modules & set(HEAVY_MODULES)) == []
+    assert arrow_allocator == "system"  # not Arrow's mimalloc: cheaper for the stage
 
 
 def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Path) -> None:
