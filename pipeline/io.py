@@ -586,6 +586,7 @@ def write_in_row_groups(
     path: str | Path,
     contract: Contract,
     metadata: dict[bytes, bytes] | None = None,
+    group_bytes: int | None = None,
 ) -> None:
     """Write ``tables``, one after the other, as :func:`write_table` writes their concatenation.
 
@@ -595,6 +596,11 @@ def write_in_row_groups(
     covering bbox column if it has a geometry) and must not be empty; ``metadata`` is the
     file's schema metadata besides the contract's (e.g. the GeoParquet ``geo`` metadata of
     all the rows).
+
+    ``group_bytes`` bounds a row group of large rows (e.g. long lines) in bytes too: a group
+    also ends before a table that would take it over ``group_bytes`` (a table over it alone is
+    a group of its own, or several of :data:`ROW_GROUP_ROWS` rows). Files with no group over
+    ``group_bytes`` are those of :func:`write_table`.
 
     Raises
     ------
@@ -610,7 +616,7 @@ def write_in_row_groups(
     with atomic_path(path) as temp:
         writer: pq.ParquetWriter | None = None
         try:
-            for group in _row_groups(conformed):
+            for group in _row_groups(conformed, group_bytes):
                 if writer is None:
                     writer = pq.ParquetWriter(temp, group.schema, **parquet_options(group.schema))
                 writer.write_table(group)
@@ -619,17 +625,22 @@ def write_in_row_groups(
                 writer.close()
 
 
-def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+def _row_groups(tables: Iterable[pa.Table], group_bytes: int | None = None) -> Iterator[pa.Table]:
     """Yield the rows of ``tables`` (of one schema) cut into :data:`ROW_GROUP_ROWS`.
 
     Each group is one Arrow chunk with the first table's schema; tables with no rows at all
-    give one empty group.
+    give one empty group. With ``group_bytes``, a group also ends before a table that would
+    take it over that size.
     """
     pending: list[pa.Table] = []
     rows, groups = 0, 0
     first: pa.Table | None = None
     for table in tables:
         first = table if first is None else first
+        too_large = group_bytes is not None and pending
+        if too_large and sum(t.nbytes for t in pending) + table.nbytes > group_bytes:
+            yield _joined(pending, first.schema)
+            pending, rows, groups = [], 0, groups + 1
         while table.num_rows:
             take = min(ROW_GROUP_ROWS - rows, table.num_rows)
             pending.append(table.slice(0, take))

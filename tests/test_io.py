@@ -300,8 +300,20 @@ def test_long_lines_written_in_row_groups_are_the_bytes_of_the_whole_geoparquet(
         for piece in pieces
     ]
     geo = pq.read_schema(tmp_path / "whole.parquet").metadata[b"geo"]
-    write_in_row_groups(tables, tmp_path / "pieces.parquet", contract, {b"geo": geo})
-    assert (tmp_path / "pieces.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    for group_bytes in (None, 2**30):  # no group over the bound: the same file
+        write_in_row_groups(
+            tables, tmp_path / "pieces.parquet", contract, {b"geo": geo}, group_bytes
+        )
+        assert (tmp_path / "pieces.parquet").read_bytes() == whole
+    # groups of at most 1 MB of lines: 7, then 56 (a piece over it: cut at 40 rows), 37
+    write_in_row_groups(tables, tmp_path / "small.parquet", contract, {b"geo": geo}, 2**20)
+    groups = pq.ParquetFile(tmp_path / "small.parquet").metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [7, 40, 16, 37]
+    pd.testing.assert_frame_equal(
+        read_table(tmp_path / "small.parquet", contract),
+        read_table(tmp_path / "whole.parquet", contract),
+    )
 
 
 def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:

@@ -51,6 +51,8 @@ PARTS_DIR = "parts"
 KEY_BUCKET_BYTES = 32 * 2**20
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads nearby keys
 FLAG_COLUMNS = ["flags", "trust_score", "plausible", "batch_id"]
+# a row group of the trips table holds up to this many bytes (with the lines of its trips)
+TRIPS_GROUP_BYTES = 64 * 2**20
 
 
 def part_path(staging: Path, table: str, chunk: int) -> Path:
@@ -133,7 +135,9 @@ def write_trips(parts: list[Path], flagged: pd.DataFrame, path: Path) -> None:
     """Write the batch's ``trips`` table: the parts' trips in order, with their flags.
 
     ``flagged`` holds the trips of all the parts, in the same order, with
-    :data:`FLAG_COLUMNS`.
+    :data:`FLAG_COLUMNS`. A row group holds up to :data:`~pipeline.io.ROW_GROUP_ROWS` trips
+    and about :data:`TRIPS_GROUP_BYTES` (their lines): the group of a batch's trips in
+    memory at a time is bounded whatever the batch's size.
     """
     geo = merged_geo_metadata([_part_geo(part) for part in parts])
 
@@ -150,7 +154,7 @@ def write_trips(parts: list[Path], flagged: pd.DataFrame, path: Path) -> None:
                 table = table.append_column(name, flags.column(name))
             yield table
 
-    write_in_row_groups(tables(), path, TRIPS, {b"geo": geo})
+    write_in_row_groups(tables(), path, TRIPS, {b"geo": geo}, TRIPS_GROUP_BYTES)
 
 
 def _part_geo(part: Path) -> bytes:
