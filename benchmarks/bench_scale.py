@@ -60,19 +60,26 @@ class Measure:
     peak_rss_mb: float
     peak_pss_mb: float | None
     exit_status: int
+    own_peak_rss_mb: float = 0.0  # the command's own process
 
 
-def measure_command(argv: list[str], log_path: Path) -> Measure:
+def measure_command(
+    argv: list[str],
+    log_path: Path,
+    interval_s: float = SAMPLE_INTERVAL_S,
+    env: dict[str, str] | None = None,
+) -> Measure:
     """Run ``argv`` to its end, sampling its process tree's memory; stderr/stdout to the log.
 
     CPU seconds are the process's own and its waited-for children's (``os.wait4``), so jobs
-    measured side by side in threads do not count each other's.
+    measured side by side in threads do not count each other's. ``env``: the command's
+    environment (default: this process's).
     """
     started = time.perf_counter()
     with log_path.open("w") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         with TreeMemorySampler(
-            process.pid, interval_s=SAMPLE_INTERVAL_S, include_shared_cluster=False
+            process.pid, interval_s=interval_s, include_shared_cluster=False
         ) as sampler:
             _, wait_status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(wait_status)
@@ -83,6 +90,7 @@ def measure_command(argv: list[str], log_path: Path) -> Measure:
         peak_rss_mb=memory.peak_rss_mb,
         peak_pss_mb=memory.peak_pss_mb,
         exit_status=process.returncode,
+        own_peak_rss_mb=memory.own_peak_rss_mb,
     )
 
 

@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -572,13 +572,113 @@ def concat_tables(parts: list[Path], path: str | Path, contract: Contract) -> No
             raise ContractError(f"{part}: its columns differ from those of {parts[0]}")
     metadata = dict(schema.metadata or {})
     if b"geo" in metadata:
-        metadata[b"geo"] = _merged_geo_metadata([s.metadata[b"geo"] for s in schemas])
+        metadata[b"geo"] = merged_geo_metadata([s.metadata[b"geo"] for s in schemas])
     schema = schema.with_metadata(metadata)
     options = parquet_options(schema)  # the parts' row groups are copied as they are
     with atomic_path(path) as temp, pq.ParquetWriter(temp, schema, **options) as writer:
         for part in parts:
             for row_group in _part_row_groups(part):
                 writer.write_table(row_group.cast(schema))
+
+
+def write_in_row_groups(
+    tables: Iterable[pa.Table],
+    path: str | Path,
+    contract: Contract,
+    metadata: dict[bytes, bytes] | None = None,
+    group_bytes: int | None = None,
+) -> None:
+    """Write ``tables``, one after the other, as :func:`write_table` writes their concatenation.
+
+    The same file, holding one row group (:data:`ROW_GROUP_ROWS` rows) in memory at a time:
+    the rows are cut into row groups where the whole table would be cut, each conformed to
+    ``contract`` (and checked) on its own. ``tables`` hold the contract's columns (with the
+    covering bbox column if it has a geometry) and must not be empty; ``metadata`` is the
+    file's schema metadata besides the contract's (e.g. the GeoParquet ``geo`` metadata of
+    all the rows).
+
+    ``group_bytes`` bounds a row group of large rows (e.g. long lines) in bytes too: a group
+    also ends before a table that would take it over ``group_bytes`` (a table over it alone is
+    a group of its own, or several of :data:`ROW_GROUP_ROWS` rows). Files with no group over
+    ``group_bytes`` are those of :func:`write_table`.
+
+    Raises
+    ------
+    ContractError
+        If a row group does not satisfy ``contract``.
+    ValueError
+        If ``tables`` is empty.
+    """
+    conformed = (
+        _conform_to_contract(table.replace_schema_metadata(metadata), contract, str(path))
+        for table in tables
+    )
+    with atomic_path(path) as temp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for group in _row_groups(conformed, group_bytes):
+                if writer is None:
+                    writer = pq.ParquetWriter(temp, group.schema, **parquet_options(group.schema))
+                writer.write_table(group)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def _row_groups(tables: Iterable[pa.Table], group_bytes: int | None = None) -> Iterator[pa.Table]:
+    """Yield the rows of ``tables`` (of one schema) cut into :data:`ROW_GROUP_ROWS`.
+
+    Each group is one Arrow chunk with the first table's schema; tables with no rows at all
+    give one empty group. With ``group_bytes``, a group also ends before a table that would
+    take it over that size.
+    """
+    pending: list[pa.Table] = []
+    rows, groups = 0, 0
+    first: pa.Table | None = None
+    for table in tables:
+        first = table if first is None else first
+        too_large = group_bytes is not None and pending
+        if too_large and sum(t.nbytes for t in pending) + table.nbytes > group_bytes:
+            yield _joined(pending, first.schema)
+            pending, rows, groups = [], 0, groups + 1
+        while table.num_rows:
+            take = min(ROW_GROUP_ROWS - rows, table.num_rows)
+            pending.append(table.slice(0, take))
+            rows += take
+            table = table.slice(take)
+            if rows == ROW_GROUP_ROWS:
+                yield _joined(pending, first.schema)
+                pending, rows, groups = [], 0, groups + 1
+    if first is None:
+        raise ValueError("write_in_row_groups: no tables to write")
+    if pending or not groups:
+        yield _joined(pending or [first], first.schema)
+
+
+def _joined(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    plain = [table.replace_schema_metadata(None) for table in tables]
+    return pa.concat_tables(plain).combine_chunks().replace_schema_metadata(schema.metadata)
+
+
+def write_staged(batches: list[pa.RecordBatch], path: str | Path) -> None:
+    """Write record batches of one schema as an uncompressed Arrow IPC file, atomically.
+
+    A worker's staged part, for the stage process to read back one batch at a time
+    (:func:`read_staged_batch`) without holding the rest.
+    """
+    with (
+        atomic_path(path) as temp,
+        pa.OSFile(str(temp), "wb") as sink,
+        pa.ipc.new_file(sink, batches[0].schema) as ipc,
+    ):
+        for batch in batches:
+            ipc.write_batch(batch)
+
+
+def read_staged_batch(path: str | Path, index: int) -> pa.RecordBatch:
+    """Return record batch ``index`` of a staged Arrow IPC file, read into memory alone."""
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).get_batch(index)
 
 
 def _part_schema(part: Path) -> pa.Schema:
@@ -610,14 +710,14 @@ def concat_geo_tables(tables: list[pa.Table]) -> pa.Table:
     """Concatenate tables of one schema read from GeoParquet parts, their ``geo`` metadata merged.
 
     The result's GeoParquet metadata has the bounding box and geometry types of all the parts
-    (:func:`_merged_geo_metadata`); none if no part has any. ``tables`` must not be empty.
+    (:func:`merged_geo_metadata`); none if no part has any. ``tables`` must not be empty.
     """
     geo = [t.schema.metadata[b"geo"] for t in tables if b"geo" in (t.schema.metadata or {})]
     joined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    return joined.replace_schema_metadata({b"geo": _merged_geo_metadata(geo)} if geo else None)
+    return joined.replace_schema_metadata({b"geo": merged_geo_metadata(geo)} if geo else None)
 
 
-def _merged_geo_metadata(documents: list[bytes]) -> bytes:
+def merged_geo_metadata(documents: list[bytes]) -> bytes:
     """GeoParquet ``geo`` metadata covering every part: union of bounding boxes and types."""
     geo = json.loads(documents[0])
     for name, column in geo["columns"].items():

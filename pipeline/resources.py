@@ -125,9 +125,11 @@ COSTS: dict[str, Cost] = {
         worker_mb=448.0,
         worker_mb_per_edge=0.00093,
     ),
-    # in-process 334 MiB for 31.7 MB of traces, 403 for 128.7 MB; a worker as simulate's, with
-    # a 32 MiB chunk
-    "ingest_traces": Cost(base_mb=311.0, mb_per_unit=0.72, unit="input_mb", worker_mb=471.0),
+    # in-process 334 MiB for 31.7 MB of traces, 403 for 128.7 MB; with 2 workers (Kubicka 13
+    # fleets, docs/benchmarks.md "Ingest: the stage's memory against the batch's size") the
+    # stage process 310 MiB at 357 MiB of traces and 458 at 1,202 (a chunk, key bucket and
+    # trips row group of at most 64 MiB: it levels off), a worker with its nanny about 305
+    "ingest_traces": Cost(base_mb=330.0, mb_per_unit=0.1, unit="input_mb", worker_mb=305.0),
     # 348 MiB in-process at 76,425 edges, 558 at 307,392: the match network and the candidate
     # search's index, in the stage process and in every worker; 2 workers of 380-388 MiB
     "match_traces": Cost(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point
 
-from pipeline.contracts import EDGES, NODES, Contract, validate_table
+from pipeline.contracts import EDGES, NODES, REJECTS, TRIPS, Contract, validate_table
 from pipeline.errors import ContractError, InputDataError
 from pipeline.io import (
     _parsed_crs,
@@ -33,6 +34,7 @@ from pipeline.io import (
     numpy_values,
     read_table,
     wkb_linestrings,
+    write_in_row_groups,
     write_lines,
     write_points,
     write_table,
@@ -231,6 +233,87 @@ def test_staged_arrow_parts_concatenate_to_the_bytes_of_parquet_parts(
     assert read_table(tmp_path / "all.arrow.parquet", NODES)["node_id"].tolist() == [
         1, 2, 3, 4, 9, 30, 7, 5, 6
     ]  # fmt: skip
+
+
+def rejects_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "source_file": [f"uploads/dev-{i // 97:03d}.csv" for i in range(rows)],
+            "source_row": np.arange(rows, dtype="int64"),
+            "reason": rng.choice(["privacy", "impossible_speed", "hdop_too_high"], rows),
+            "detail": [f"hdop={value:.1f}" for value in rng.uniform(0, 99, rows)],
+            "batch_id": "b0",
+        }
+    )
+
+
+@pytest.mark.parametrize("cuts", [[0, 5, 5, 1200, 3001], [3001], [0]])
+def test_tables_written_in_row_groups_are_the_bytes_of_their_concatenation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuts: list[int]
+) -> None:
+    monkeypatch.setattr("pipeline.io.ROW_GROUP_ROWS", 1000)  # groups across the pieces
+    whole = rejects_frame(cuts[-1])
+    write_table(whole, tmp_path / "whole.parquet", REJECTS)
+    bounds = [0, *cuts]
+    pieces = [
+        pa.Table.from_pandas(whole.iloc[start:stop], preserve_index=False)
+        for start, stop in itertools.pairwise(bounds)
+    ]
+    write_in_row_groups(pieces, tmp_path / "pieces.parquet", REJECTS)
+    expected = (tmp_path / "whole.parquet").read_bytes()
+    assert (tmp_path / "pieces.parquet").read_bytes() == expected
+    assert pq.ParquetFile(tmp_path / "pieces.parquet").num_row_groups == max(
+        1, -(-cuts[-1] // 1000)
+    )
+
+
+def test_long_lines_written_in_row_groups_are_the_bytes_of_the_whole_geoparquet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    monkeypatch.setattr("pipeline.io.ROW_GROUP_ROWS", 40)
+    rng = np.random.default_rng(5)
+    lines = [
+        shapely.LineString(rng.uniform(0, 1, (3000, 2)) + np.array([24.0, 60.0]))
+        for _ in range(100)
+    ]
+    trips = gpd.GeoDataFrame(
+        {
+            "trip_id": [f"t-{i:03d}" for i in range(100)],
+            "flags": [["replay"] if i % 7 == 0 else [] for i in range(100)],
+            "trust_score": 1.0,
+            "plausible": [i % 7 != 0 for i in range(100)],
+        },
+        geometry=lines,
+        crs="EPSG:4326",
+    )  # 48 kB of WKB a line: pages of 1 MB are cut within each row group
+    columns = ["trip_id", "flags", "trust_score", "plausible", "geometry"]
+    contract = Contract(
+        "trips", 1, pa.schema([TRIPS.schema.field(c) for c in columns]), ("trip_id",)
+    )
+    write_table(trips, tmp_path / "whole.parquet", contract)
+    pieces = [trips.iloc[a:b] for a, b in ((0, 7), (7, 7), (7, 63), (63, 100))]
+    tables = [
+        _geopandas_to_arrow(piece, index=False, schema_version="1.1.0", write_covering_bbox=True)
+        for piece in pieces
+    ]
+    geo = pq.read_schema(tmp_path / "whole.parquet").metadata[b"geo"]
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    for group_bytes in (None, 2**30):  # no group over the bound: the same file
+        write_in_row_groups(
+            tables, tmp_path / "pieces.parquet", contract, {b"geo": geo}, group_bytes
+        )
+        assert (tmp_path / "pieces.parquet").read_bytes() == whole
+    # groups of at most 1 MB of lines: 7, then 56 (a piece over it: cut at 40 rows), 37
+    write_in_row_groups(tables, tmp_path / "small.parquet", contract, {b"geo": geo}, 2**20)
+    groups = pq.ParquetFile(tmp_path / "small.parquet").metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [7, 40, 16, 37]
+    pd.testing.assert_frame_equal(
+        read_table(tmp_path / "small.parquet", contract),
+        read_table(tmp_path / "whole.parquet", contract),
+    )
 
 
 def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:

@@ -53,6 +53,15 @@ MEASURED = [
     ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1064.0),
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
+    # the demo's 40 devices in-process, and `roadcover ingest --workers 2` of the 135- and
+    # 450-device Kubicka 00000013 fleets (3.05 M and 10.35 M fixes): the stage process (the job
+    # on a shared cluster: 1 thread) and the whole tree (2 workers of its own); 2026-12-07,
+    # docs/benchmarks.md "Ingest: the stage's memory against the batch's size"
+    ("ingest_traces", InputSizes(input_bytes=33_213_056), 1, 333.0),
+    ("ingest_traces", InputSizes(input_bytes=374_156_009), 1, 310.0),
+    ("ingest_traces", InputSizes(input_bytes=374_156_009), 2, 980.0),
+    ("ingest_traces", InputSizes(input_bytes=1_260_632_853), 1, 458.0),
+    ("ingest_traces", InputSizes(input_bytes=1_260_632_853), 2, 1046.0),
     ("match_traces", InputSizes(edges=1_761, fixes=199_955, trips=1_242), 2, 1072.7),
     ("match_traces", InputSizes(edges=1_761, fixes=829_999, trips=5_068), 2, 1092.6),
     ("match_traces", InputSizes(edges=76_425, fixes=1_297, trips=1), 1, 347.8),

@@ -23,6 +23,7 @@ Flagged trips are kept, marked ``plausible = False``, and excluded from coverage
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -215,14 +216,19 @@ def shared_keys(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """
     if not parts:
         return empty_keys()
-    keys = np.concatenate([part["key"].to_numpy() for part in parts])
-    repeated = _repeated(keys)
-    bounds = np.cumsum([0, *(len(part) for part in parts)])
-    kept = [
-        part[repeated[start:stop]]
-        for part, start, stop in zip(parts, bounds[:-1], bounds[1:], strict=True)
-    ]
-    return pd.concat(kept, ignore_index=True)
+    marks = repeated_keys([part["key"].to_numpy() for part in parts])
+    return pd.concat(
+        [part[mark] for part, mark in zip(parts, marks, strict=True)], ignore_index=True
+    )
+
+
+def repeated_keys(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Mark, in each of several arrays of keys, the keys found twice or more in all of them."""
+    if not parts:
+        return []
+    repeated = _repeated(np.concatenate(parts))
+    bounds = np.cumsum([0, *(len(part) for part in parts)]).tolist()
+    return [repeated[start:stop] for start, stop in itertools.pairwise(bounds)]
 
 
 def _repeated(values: np.ndarray) -> np.ndarray:

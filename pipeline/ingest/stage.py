@@ -3,13 +3,15 @@
 Files are ingested in chunks (up to ``CHUNK_FILES`` files or about ``CHUNK_BYTES`` bytes; one
 Dask task per chunk when the batch has enough of them). A chunk's files are read, then all its
 fixes are cleaned, split into trips and trimmed for privacy together (every step is per trace,
-and a trace never spans files), and written to the batch's staging folder by the worker. What
-comes back to the stage process is small: per-file counts, rejects, one summary row (and line)
-per trip and a compact key per fix for the shared-coordinates check, so memory is bounded by
-the chunk, not the batch. Copies of fixes counted before (in the dataset, or in an earlier file
-of the batch) are rejected before trips are split (:mod:`pipeline.ingest.duplicates`). The
-plausibility checks that compare trips across the batch then run on those summaries, and the
-staged files are moved into place.
+and a trace never spans files), and written to the batch's staging folder by the worker, with
+the chunk's rejects, trip lines and coordinate keys (:mod:`pipeline.ingest.parts`). What comes
+back to the stage process is small: per-file counts, rejects by reason and one summary row per
+trip, so its memory is bounded by the chunk, not the batch. Copies of fixes counted before (in
+the dataset, or in an earlier file of the batch) are rejected before trips are split
+(:mod:`pipeline.ingest.duplicates`). The plausibility checks that compare trips across the
+batch then run on those summaries and on the coordinate keys shared by several trips (found
+one bucket of keys at a time), the trips and rejects tables are written from the staged parts,
+and the staged points files are moved into place.
 
 ``TRACES_DIR`` layout (every file written atomically; see docs/data-contracts.md)::
 
@@ -50,7 +52,7 @@ import pyarrow as pa
 import shapely
 
 from pipeline.config import IngestSettings
-from pipeline.contracts import POINTS, REJECTS, TRIPS
+from pipeline.contracts import POINTS, TRIPS
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.ingest.clean import (
     check_values,
@@ -64,15 +66,23 @@ from pipeline.ingest.duplicates import (
     valid_fixes,
 )
 from pipeline.ingest.identity import SIDECAR_SUFFIX, assign_identities, log_date
+from pipeline.ingest.parts import (
+    BatchTables,
+    RejectsPart,
+    key_buckets,
+    part_path,
+    shared_keys_of_parts,
+    stage_keys,
+    stage_rejects,
+    stage_trips,
+)
 from pipeline.ingest.plausibility import (
     Positions,
     TripFixes,
     batch_flags,
     coordinate_keys,
-    empty_keys,
     positions_in,
     score,
-    shared_keys,
     summarize_trips,
     trace_flags,
 )
@@ -97,7 +107,6 @@ from pipeline.io import (
     read_table,
     write_json,
     write_points,
-    write_table,
 )
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
 from pipeline.parallel import run_tasks
@@ -123,7 +132,10 @@ POSITION_COLUMNS = ["observed_at", "lon", "lat"]
 
 @dataclass
 class FileOutcome:
-    """What reading one file produced, besides its rows: counts and the reader's rejects."""
+    """What reading one file produced, besides its rows: counts and the reader's rejects.
+
+    In a :class:`ChunkOutcome` the reader's rejects are left out (empty): they are staged.
+    """
 
     path: str
     sha256: str
@@ -141,17 +153,20 @@ class ChunkOutcome:
     Attributes
     ----------
     files
-        What reading each file produced.
+        What reading each file produced (without the reader's rejects, staged).
     accepted_by_file
         Accepted fixes per file (``source_file`` -> count).
     rejects
-        The rows rejected by cleaning, splitting and privacy (:data:`REJECT_COLUMNS`).
+        The staged part of every row rejected, by reader, cleaning, splitting and privacy.
     trips
-        One row per trip: :func:`summarize_trips` with the trip's line as ``geometry``.
+        One row per trip: :func:`summarize_trips` (the trips' lines are staged).
+    trips_part
+        The staged trips with their lines (None: no trip).
     flags
         The flags found within traces (flag -> trip ids).
-    keys
-        :func:`coordinate_keys` of the chunk's accepted fixes.
+    keys_part
+        The staged :func:`coordinate_keys` of the chunk's accepted fixes, by bucket (None:
+        no accepted fix).
     points_files
         Trip id -> the staged points file holding its fixes (relative to the staging folder).
     spans
@@ -161,22 +176,24 @@ class ChunkOutcome:
 
     files: list[FileOutcome]
     accepted_by_file: dict[str, int]
-    rejects: pd.DataFrame
-    trips: gpd.GeoDataFrame
+    rejects: RejectsPart
+    trips: pd.DataFrame
+    trips_part: Path | None
     flags: dict[str, set[str]]
-    keys: pd.DataFrame
+    keys_part: Path | None
     points_files: dict[str, str]
     spans: pd.DataFrame
 
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk of a batch to ingest: its files, and where the worker stages its points.
+    """One chunk of a batch to ingest: its files, and where the worker stages its outputs.
 
     ``paths`` are as given (they name the rows' ``source_file``); relative ones are opened
     from ``base_dir``, the stage's working folder, since a shared worker may run elsewhere.
     Copies of fixes already in ``traces_dir`` (absolute) or read from ``earlier_paths``
-    (earlier files of the batch, in other chunks) are rejected.
+    (earlier files of the batch, in other chunks) are rejected. The coordinate keys are
+    staged in ``key_buckets`` buckets, as many in every chunk of the batch.
     """
 
     index: int
@@ -186,6 +203,7 @@ class ChunkTask:
     staging_dir: Path
     base_dir: Path
     traces_dir: Path
+    key_buckets: int = 1
     earlier_paths: tuple[Path, ...] = ()
     earlier_sha256s: tuple[str, ...] = ()
 
@@ -317,15 +335,15 @@ def ingest_traces(
         batch_name = batch_id.hexdigest()[:16]
         batch = _BatchRun(batch_name, traces_dir.absolute(), settings, key, now, base)
         _withdraw_refused_batch(traces_dir, batch.batch_id)
-        trips, rejects, report = batch.ingest(new_files, hashes, scheduler_address)
+        tables, report = batch.ingest(new_files, hashes, scheduler_address)
         report.update(files_skipped=skipped, symlinks_not_followed=not_followed)
-        if strict and len(rejects):
+        if strict and report["rejected"]:
             shutil.rmtree(batch.staging, ignore_errors=True)
             raise InputDataError(
-                f"--strict: {len(rejects)} row(s) rejected ({report['rejected_by_reason']}); "
-                "nothing was written"
+                f"--strict: {report['rejected']} row(s) rejected "
+                f"({report['rejected_by_reason']}); nothing was written"
             )
-        commit_batch(traces_dir, batch.staging, trips, rejects, report, key)
+        commit_batch(traces_dir, batch.staging, tables, report, key)
     return report
 
 
@@ -346,12 +364,13 @@ class _BatchRun:
 
     def ingest(
         self, files: list[Path], hashes: dict[Path, str], scheduler_address: str | None
-    ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, Any]]:
-        """Ingest and stage the batch's chunks; return its trips, rejects and report."""
+    ) -> tuple[BatchTables, dict[str, Any]]:
+        """Ingest and stage the batch's chunks; return its staged tables and its report."""
+        buckets = key_buckets(sum((self.base_dir / path).stat().st_size for path in files))
         tasks = [
             ChunkTask(
                 i, chunk, [hashes[p] for p in chunk], self.batch_id, self.staging, self.base_dir,
-                self.traces_dir,
+                self.traces_dir, buckets,
             )
             for i, chunk in enumerate(file_chunks(files, self.base_dir))
         ]  # fmt: skip
@@ -363,10 +382,15 @@ class _BatchRun:
             for task, chunk in zip(rechecks, self.run(rechecks, scheduler_address), strict=True):
                 chunks[task.index] = chunk
         outcomes = [file for chunk in chunks for file in chunk.files]
-        trips = _flag_batch_trips(chunks, self.traces_dir, self.staging, self.settings)
-        rejects = _rejects_table(outcomes, chunks, self.batch_id)
-        report = _batch_report(self.batch_id, outcomes, chunks, rejects, trips)
-        return trips.assign(batch_id=self.batch_id), rejects, report
+        trips = _flag_batch_trips(chunks, self.traces_dir, self.staging, self.settings, buckets)
+        report = _batch_report(self.batch_id, outcomes, chunks, trips)
+        tables = BatchTables(
+            trips.assign(batch_id=self.batch_id),
+            [chunk.trips_part for chunk in chunks if chunk.trips_part is not None],
+            [chunk.rejects for chunk in chunks],
+            self.batch_id,
+        )
+        return tables, report
 
     def run(self, tasks: list[ChunkTask], scheduler_address: str | None) -> list[ChunkOutcome]:
         chunks: list[ChunkOutcome] = run_tasks(
@@ -419,13 +443,15 @@ def _rechecks(
 def _remove_staged(staging: Path, chunk: ChunkOutcome) -> None:
     for relative in set(chunk.points_files.values()):
         (staging / relative).unlink(missing_ok=True)
+    for part in (chunk.rejects.path, chunk.trips_part, chunk.keys_part):
+        if part is not None:
+            part.unlink(missing_ok=True)
 
 
 def commit_batch(
     traces_dir: Path,
     staging: Path,
-    trips: gpd.GeoDataFrame,
-    rejects: pd.DataFrame,
+    tables: BatchTables,
     report: dict[str, Any],
     key: bytes,
 ) -> None:
@@ -437,8 +463,10 @@ def commit_batch(
     batch_id = report["batch_id"]
     record_pseudonym_key(traces_dir, key)
     _publish_points(staging, traces_dir)
-    write_table(trips, traces_dir / "trips" / f"part-{batch_id}.parquet", TRIPS)
-    write_table(rejects, traces_dir / "rejects" / f"part-{batch_id}.parquet", REJECTS)
+    tables.write(
+        traces_dir / "trips" / f"part-{batch_id}.parquet",
+        traces_dir / "rejects" / f"part-{batch_id}.parquet",
+    )
     write_json(report, traces_dir / REPORTS_DIR / f"{batch_id}.json")
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -647,23 +675,40 @@ def ingest_chunk(
         task.traces_dir, earlier,
     )  # fmt: skip
     rejected = rows["reason"].notna().to_numpy()
-    rejects = rows.loc[rejected, REJECT_COLUMNS].reset_index(drop=True)
+    rejects = _stage_chunk_rejects(task, files, rows.loc[rejected, REJECT_COLUMNS])
+    files = [replace(file, reader_rejects=file.reader_rejects.iloc[:0]) for file in files]
     accepted = rows[~rejected].reset_index(drop=True)
     spans = _time_spans(rows)
+    del rows
     if accepted.empty:
-        return ChunkOutcome(files, {}, rejects, _empty_trips(), {}, empty_keys(), {}, spans)
+        return ChunkOutcome(files, {}, rejects, _empty_trips(), None, {}, None, {}, spans)
+    keys_part = part_path(task.staging_dir, "keys", task.index)
+    stage_keys(coordinate_keys(accepted), keys_part, task.key_buckets)
+    trips_part = part_path(task.staging_dir, "trips", task.index)
     return ChunkOutcome(
         files=files,
         accepted_by_file={
             str(path): int(count) for path, count in accepted["source_file"].value_counts().items()
         },
         rejects=rejects,
-        trips=_trip_lines(accepted, summarize_trips(accepted)),
+        trips=stage_trips(_trip_lines(accepted, summarize_trips(accepted)), trips_part),
+        trips_part=trips_part,
         flags=trace_flags(accepted),
-        keys=coordinate_keys(accepted),
+        keys_part=keys_part,
         points_files=_stage_points(task, accepted, settings.partition_h3_res),
         spans=spans,
     )
+
+
+def _stage_chunk_rejects(
+    task: ChunkTask, files: list[FileOutcome], cleaned: pd.DataFrame
+) -> RejectsPart:
+    """Stage the chunk's rejects: its files' readers' rejects, in file order, then cleaning's."""
+    parts = [file.reader_rejects for file in files if len(file.reader_rejects)]
+    if len(cleaned):
+        parts.append(cleaned)
+    rejects = pd.concat(parts, ignore_index=True) if parts else _empty_rows()[REJECT_COLUMNS]
+    return stage_rejects(rejects, part_path(task.staging_dir, "rejects", task.index), task.batch_id)
 
 
 def _time_spans(rows: pd.DataFrame) -> pd.DataFrame:
@@ -834,38 +879,18 @@ def _empty_rows() -> pd.DataFrame:
     return pd.DataFrame(columns=["source_file", "source_row", "reason", "detail", "trip_id"])
 
 
-def _rejects_table(
-    outcomes: list[FileOutcome], chunks: list[ChunkOutcome], batch_id: str
-) -> pd.DataFrame:
-    read_failures = [o.reader_rejects for o in outcomes if len(o.reader_rejects)]
-    cleaned = [chunk.rejects for chunk in chunks if len(chunk.rejects)]
-    parts = [*read_failures, *cleaned]
-    rejects = pd.concat(parts, ignore_index=True) if parts else _empty_rows()[REJECT_COLUMNS]
-    rejects["detail"] = rejects["detail"].fillna("").astype(str)
-    rejects["source_row"] = rejects["source_row"].astype("int64")
-    rejects["batch_id"] = batch_id
-    return rejects.sort_values(["source_file", "source_row"], kind="stable", ignore_index=True)
-
-
 def _batch_report(
     batch_id: str,
     outcomes: list[FileOutcome],
     chunks: list[ChunkOutcome],
-    rejects: pd.DataFrame,
     trips: pd.DataFrame,
 ) -> dict[str, Any]:
     per_file: list[dict[str, Any]] = []
     accepted_by_file: Counter[str] = Counter()
     for chunk in chunks:
         accepted_by_file.update(chunk.accepted_by_file)
-    # counted once, not filtered per file (which is quadratic in the number of files); a
-    # file's reasons in the order they first appear in its rows
-    reasons_by_file: dict[str, dict[str, int]] = {}
-    counts = rejects.groupby(["source_file", "reason"], sort=False).size()
-    for path, reason, count in zip(
-        counts.index.get_level_values(0), counts.index.get_level_values(1), counts, strict=True
-    ):
-        reasons_by_file.setdefault(str(path), {})[str(reason)] = int(count)
+    # a file's reasons in the order they first appear in its rows (a file is in one chunk)
+    reasons_by_file = {file: r for chunk in chunks for file, r in chunk.rejects.reasons.items()}
     for outcome in outcomes:
         file_reasons = reasons_by_file.get(outcome.path, {})
         per_file.append(
@@ -885,16 +910,17 @@ def _batch_report(
     if unbalanced:  # a bug, never bad input: every row must be accepted or rejected
         raise AssertionError(f"rows read != accepted + rejected for {unbalanced}")
     flags = Counter(flag for names in trips["flags"] for flag in names)
+    rejected: Counter[str] = Counter()
+    for file in per_file:
+        rejected.update(file["rejected_by_reason"])
     return {
         "batch_id": batch_id,
         "files": per_file,
         "files_unreadable": [f["file"] for f in per_file if f["format"] is None],
         "rows_read": sum(f["rows_read"] for f in per_file),
         "accepted": sum(f["accepted"] for f in per_file),
-        "rejected": len(rejects),
-        "rejected_by_reason": {
-            str(k): int(v) for k, v in sorted(rejects["reason"].value_counts().items())
-        },
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(sorted(rejected.items())),
         "trips": len(trips),
         "trips_flagged": int((~trips["plausible"]).sum()) if len(trips) else 0,
         "flags": dict(sorted(flags.items())),
@@ -936,16 +962,22 @@ def _publish_points(staging: Path, traces_dir: Path) -> None:
 
 
 def _flag_batch_trips(
-    chunks: list[ChunkOutcome], traces_dir: Path, staging: Path, settings: IngestSettings
-) -> gpd.GeoDataFrame:
-    """Trips of the batch with their flags, trust score and plausibility.
+    chunks: list[ChunkOutcome],
+    traces_dir: Path,
+    staging: Path,
+    settings: IngestSettings,
+    key_buckets: int,
+) -> pd.DataFrame:
+    """Trips of the batch with their flags, trust score and plausibility, without their lines.
 
-    The batch-wide checks see trip summaries and coordinate keys; the fixes of a trip are read
-    back from its staged file only when a device has trips overlapping in time.
+    The batch-wide checks see trip summaries and the coordinate keys shared by several trips;
+    the fixes of a trip are read back from its staged file only when a device has trips
+    overlapping in time. With no trip, an empty table with a geometry column.
     """
     found = [c.trips for c in chunks if len(c.trips)]
     trips = pd.concat(found, ignore_index=True) if found else _empty_trips()
-    keys = shared_keys([c.keys for c in chunks])
+    parts = [c.keys_part for c in chunks if c.keys_part is not None]
+    keys = shared_keys_of_parts(parts, key_buckets)
     points_files = {trip: f for chunk in chunks for trip, f in chunk.points_files.items()}
 
     @functools.lru_cache(maxsize=16)
@@ -958,8 +990,7 @@ def _flag_batch_trips(
         return staged(points_files[trip])(trip)
 
     later = batch_flags(trips, _earlier_trips(traces_dir), keys, positions, settings)
-    flagged = score(trips, *(c.flags for c in chunks), later)
-    return gpd.GeoDataFrame(flagged, geometry="geometry", crs="EPSG:4326")
+    return score(trips, *(c.flags for c in chunks), later)
 
 
 def _trip_partitions(accepted: pd.DataFrame, resolution: int) -> dict[str, tuple[str, str]]:
