@@ -4,8 +4,9 @@ A trip's fixes fall in H3 cells at the shards' resolution; the shards of those c
 trip's shards, and for a fix in a cell without a shard (no road's sample falls in it) every
 shard within ``roads.shard_buffer_m`` plus half a sample spacing (an eighth of an edge
 length, :func:`pipeline.roads.shards.sample_spacing_m`) of that cell. A trip inside one shard
-is matched on that shard's roads folder; a trip across shards on the union of their graphs,
-written once per set of shards into the run's staging folder.
+is matched on that shard's roads folder; a trip across shards on the union of their graphs.
+Each match task builds (or loads) its network on its worker (:func:`shard_network`); a
+union's is cached in ``ROADS/shard-networks/``, across batches and runs.
 
 Why a trip sees the roads an unsharded match sees. Every edge of a shard is an edge of the
 unsharded graph with its global id (:mod:`pipeline.roads.shards`), and a shard holds every
