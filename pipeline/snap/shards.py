@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -169,7 +170,7 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
     used = {folder: _folder_bytes(folder) for folder in networks.iterdir() if folder.is_dir()}
     excess = sum(used.values()) - cache_mb * 2**20
     emptied = []
-    for folder in sorted(used, key=lambda f: ((f / LOCK_FILE).stat().st_mtime_ns, f.name)):
+    for folder in sorted(used, key=lambda f: (_stat(f / LOCK_FILE).st_mtime_ns, f.name)):
         if excess <= 0:
             break
         if folder == keep or used[folder] == 0:
@@ -189,7 +190,18 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
 
 def _folder_bytes(folder: Path) -> int:
     """Bytes of the files in a network folder but its lock file."""
-    return sum(p.stat().st_size for p in folder.iterdir() if p.name != LOCK_FILE)
+    return sum(_stat(path).st_size for path in folder.iterdir() if path.name != LOCK_FILE)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """Return the file's status, all zeros if it is gone or not there yet.
+
+    Another process may remove a network's files, or make a folder before its lock file.
+    """
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return os.stat_result((0,) * 10)
 
 
 def group_trips(
