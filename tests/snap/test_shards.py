@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -179,11 +180,15 @@ def assert_same_network(got: MatchNetwork, expected: MatchNetwork) -> None:
             assert a == b, field.name
 
 
+BUILD_DELAY_S = 0.0
+
+
 @pytest.fixture
 def build_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A file with a line per match network built, by this process or one it forks.
 
-    Each build is half a second longer, so that two processes asking at once overlap.
+    Each build takes ``BUILD_DELAY_S`` longer (a test sets it so that two processes asking at
+    once overlap).
     """
     log_path = tmp_path / "builds.log"
     log_path.touch()
@@ -192,7 +197,7 @@ def build_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def logged(*args: Any, **kwargs: Any) -> MatchNetwork:
         with log_path.open("a") as handle:
             handle.write(f"{os.getpid()}\n")
-        time.sleep(0.5)  # a build long enough for a second process to ask meanwhile
+        time.sleep(BUILD_DELAY_S)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(snap_network, "build_match_network", logged)
@@ -209,8 +214,9 @@ def _union_in_child(roads: Path, cells: tuple[str, ...], start: Any, out: Path) 
 
 
 def test_two_processes_build_a_union_once_a_second_batch_reuses_it_a_changed_shard_rebuilds(
-    small_shards: Path, tmp_path: Path, build_log: Path
+    small_shards: Path, tmp_path: Path, build_log: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "BUILD_DELAY_S", 0.5)  # past the other's start
     roads = tmp_path / "roads"
     shutil.copytree(small_shards, roads)
     cells = two_overlapping_shards(roads)
