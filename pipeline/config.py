@@ -105,6 +105,7 @@ class SnapSettings:
     workers: int | None  # at most this many Dask workers; None: one per CPU
     min_fixes_near_roads: float
     estimate_beta: bool = True
+    shard_network_cache_mb: float = 4096.0  # the union networks of a sharded region, together
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,11 @@ COMMIT_RECORDS = (
     "latest.json",
     "index.html",
 )
-# never published: the local lock file, staging folders and temporaries of a killed write
-NOT_PUBLISHED = (LOCK_FILE, ".staging/*", "*/.staging/*", "*.tmp", ".*.tmp*", "*/.*.tmp*")
+# never published: the local lock file, staging folders, temporaries of a killed write, and the
+# match networks that snap caches in a sharded region's roads (pipeline.snap.shards.NETWORKS_DIR)
+NOT_PUBLISHED = (
+    LOCK_FILE, ".staging/*", "*/.staging/*", "*.tmp", ".*.tmp*", "*/.*.tmp*", "shard-networks/*",
+)  # fmt: skip
 
 
 class StorageError(PipelineError, OSError):

@@ -29,6 +29,7 @@ from pipeline.storage import (
     filesystem,
     is_url,
     join,
+    local_files,
     plan_publish,
     prefix_lock,
 )
@@ -96,6 +97,18 @@ def test_publish_plan_of_new_files_keeps_the_commit_record_until_the_new_one() -
     plan = plan_publish(now, before)
     assert plan.retract == [] and plan.data == ["state/v2/edges.parquet"]
     assert plan.commits == ["state/CURRENT.json"] and plan.removed == []
+
+
+def test_caches_locks_and_temporaries_are_not_published(tmp_path: Path) -> None:
+    names = [
+        "meta.json", "shards/c1/edges.parquet", ".roadcover.lock",
+        ".staging/x", ".edges.parquet.x1y2.tmp", "shard-networks/0a1b/match_network.npz",
+        "shard-networks/0a1b/.roadcover.lock",
+    ]  # fmt: skip
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    assert sorted(local_files(tmp_path)) == ["meta.json", "shards/c1/edges.parquet"]
 
 
 # --- stages on URLs ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -297,21 +298,47 @@ def prepare_match_network(
     from pipeline.roads import read_edges, read_roads_meta
 
     roads_dir = Path(roads_dir)
+    meta = read_roads_meta(roads_dir)
+    roads = {"source_sha256": meta.get("source_sha256"), "edge_count": meta.get("edge_count")}
+    return cached_match_network(
+        roads_dir / MATCH_NETWORK_FILE, roads, lambda: read_edges(roads_dir), ubodt_delta_m, cell_m
+    )
+
+
+def cached_match_network(
+    cache: Path,
+    roads: dict[str, Any],
+    read_roads: Callable[[], gpd.GeoDataFrame],
+    ubodt_delta_m: float | None = None,
+    cell_m: float = DEFAULT_CELL_M,
+) -> MatchNetwork:
+    """Load the match network cached at ``cache``, or build it from ``read_roads()`` and cache it.
+
+    Parameters
+    ----------
+    cache
+        The ``.npz`` file; its stamp (the format, ``roads`` and the build settings) is the
+        ``.json`` beside it, written after it: the cache is used only when the stamp is equal.
+    roads
+        What identifies the edges the network is built from (JSON values).
+    read_roads
+        Returns the edge table (:func:`pipeline.roads.read_edges`); called only to build.
+    ubodt_delta_m, cell_m
+        As :func:`build_match_network`'s.
+    """
     stamp = {
-        "format_version": FORMAT_VERSION,
-        "source_sha256": read_roads_meta(roads_dir).get("source_sha256"),
-        "edge_count": read_roads_meta(roads_dir).get("edge_count"),
-        "ubodt_delta_m": ubodt_delta_m,
+        "format_version": FORMAT_VERSION, **roads, "ubodt_delta_m": ubodt_delta_m,
         "cell_m": cell_m,
-    }
-    cache = roads_dir / MATCH_NETWORK_FILE
+    }  # fmt: skip
     stamp_path = cache.with_suffix(".json")
     if cache.exists() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         return load_match_network(cache)
-    net = build_match_network(read_edges(roads_dir), ubodt_delta_m, cell_m)
+    started = time.perf_counter()
+    net = build_match_network(read_roads(), ubodt_delta_m, cell_m)
     save_match_network(net, cache)
     with atomic_path(stamp_path) as temp:
         temp.write_text(json.dumps(stamp, sort_keys=True))
+    log.info("%s: built, %d edges, in %.1f s", cache, net.n_edges, time.perf_counter() - started)
     return net
 
 

@@ -4,8 +4,9 @@ A trip's fixes fall in H3 cells at the shards' resolution; the shards of those c
 trip's shards, and for a fix in a cell without a shard (no road's sample falls in it) every
 shard within ``roads.shard_buffer_m`` plus half a sample spacing (an eighth of an edge
 length, :func:`pipeline.roads.shards.sample_spacing_m`) of that cell. A trip inside one shard
-is matched on that shard's roads folder; a trip across shards on the union of their graphs,
-written once per set of shards into the run's staging folder.
+is matched on that shard's roads folder; a trip across shards on the union of their graphs.
+Each match task builds (or loads) its network on its worker (:func:`shard_network`); a
+union's is cached in ``ROADS/shard-networks/``, across batches and runs.
 
 Why a trip sees the roads an unsharded match sees. Every edge of a shard is an edge of the
 unsharded graph with its global id (:mod:`pipeline.roads.shards`), and a shard holds every
@@ -23,8 +24,9 @@ are apart. Segments on edges owned elsewhere keep their global ids: they are the
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -32,7 +34,8 @@ import pandas as pd
 
 from pipeline.contracts import POINTS
 from pipeline.geodesy import cells_of
-from pipeline.io import read_arrow
+from pipeline.io import memoized_sha256, read_arrow
+from pipeline.locking import DEFAULT_TIMEOUT_S, LOCK_FILE, LockTimeoutError, folder_lock
 from pipeline.roads.shards import (
     SHARDS_DIR,
     cell_int,
@@ -40,7 +43,15 @@ from pipeline.roads.shards import (
     read_plan,
     sample_spacing_m,
 )
-from pipeline.roads.store import read_edges, read_nodes, read_roads_meta, write_roads
+from pipeline.roads.store import EDGES_FILE, read_edges
+from pipeline.snap.network import (
+    MATCH_NETWORK_FILE,
+    MatchNetwork,
+    cached_match_network,
+    prepare_match_network,
+)
+
+log = logging.getLogger(__name__)
 
 NETWORKS_DIR = "shard-networks"
 
@@ -90,47 +101,113 @@ def _shards_near(
     return [shard_of[c] for c in cells_within(cell, reach_m, resolution, among=shards).tolist()]
 
 
-def network_folder(roads_dir: Path, shards: tuple[str, ...], staging: Path) -> Path:
-    """Return the roads folder to match on: the shard's own, or the union of several shards.
+def shard_network(
+    roads_dir: Path,
+    shards: tuple[str, ...],
+    cache_mb: float,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> MatchNetwork:
+    """Return the match network of a shard, or of the union of several shards' roads.
 
-    A union is written into ``staging`` once per set of shards (its name is a hash of the
-    cells): the edges of every shard, each edge once, and their nodes.
+    Called by each match task, on its worker, so the networks a batch needs are built in
+    parallel. A shard's network is cached in its own folder (``match_network.npz``); a union's
+    in ``ROADS/shard-networks/<hash of the cells>/``, kept across batches and runs, and rebuilt
+    when the sha256 of a shard's edges changed (:func:`pipeline.io.memoized_sha256`). Each
+    network is built under the lock of its folder in ``shard-networks`` (one per set of
+    cells), so two tasks asking for the same one at once build it once: the second waits and
+    loads it. After a union is used, the least recently used others are emptied until all
+    together take at most ``cache_mb`` (:func:`evict_networks`).
+
+    Parameters
+    ----------
+    roads_dir
+        A sharded roads folder.
+    shards
+        The sorted cells (hex) of the shards, as :func:`trip_shards` gives them.
+    cache_mb
+        The disk the unions' networks may take together (config
+        ``snap.shard_network_cache_mb``).
+    lock_timeout_s
+        How long to wait for another process building the same network.
     """
-    if len(shards) == 1:
-        return roads_dir / SHARDS_DIR / shards[0]
-    name = hashlib.blake2b(",".join(shards).encode(), digest_size=8).hexdigest()
-    folder = staging / NETWORKS_DIR / name
-    if (folder / "meta.json").exists():
-        return folder
+    networks = roads_dir / NETWORKS_DIR
+    folder = networks / hashlib.blake2b(",".join(shards).encode(), digest_size=8).hexdigest()
+    with folder_lock(folder, lock_timeout_s):
+        if len(shards) == 1:
+            return prepare_match_network(roads_dir / SHARDS_DIR / shards[0])
+        identity = {
+            cell: memoized_sha256(roads_dir / SHARDS_DIR / cell / EDGES_FILE) for cell in shards
+        }
+        net = cached_match_network(
+            folder / MATCH_NETWORK_FILE, {"union_of_shards": identity},
+            lambda: union_edges(roads_dir, shards),
+        )  # fmt: skip
+    evict_networks(networks, cache_mb, keep=folder)
+    return net
+
+
+def union_edges(roads_dir: Path, shards: tuple[str, ...]) -> gpd.GeoDataFrame:
+    """Return the edges of every one of the shards, each edge once, in ``u, v, key`` order."""
     folders = [roads_dir / SHARDS_DIR / cell for cell in shards]
-    edges = _concat([read_edges(f) for f in folders]).drop_duplicates("edge_id")
-    nodes = _concat([read_nodes(f) for f in folders]).drop_duplicates("node_id")
-    edges = edges.sort_values(["u", "v", "key"], ignore_index=True)
-    nodes = nodes.sort_values("node_id", ignore_index=True)
-    write_roads(folder, None, edges, nodes, _union_meta(roads_dir, shards, edges))
-    return folder
+    parts = [read_edges(folder) for folder in folders]
+    edges = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
+    return edges.drop_duplicates("edge_id").sort_values(["u", "v", "key"], ignore_index=True)
 
 
-def _concat(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
+def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
+    """Empty the least recently used network folders until all take at most ``cache_mb``.
+
+    A folder's last use is the time its lock was last taken (the holder is written into the
+    lock file then). A folder whose lock another process holds is left alone; an emptied one
+    keeps its lock file, so a process waiting for it never builds in a folder being removed.
+    ``keep`` (the folder just used) is never emptied.
+
+    Returns
+    -------
+    list of Path
+        The folders emptied, oldest first.
+    """
+    used = {folder: _folder_bytes(folder) for folder in networks.iterdir() if folder.is_dir()}
+    excess = sum(used.values()) - cache_mb * 2**20
+    emptied = []
+    for folder in sorted(used, key=lambda f: (_stat(f / LOCK_FILE).st_mtime_ns, f.name)):
+        if excess <= 0:
+            break
+        if folder == keep or used[folder] == 0:
+            continue
+        try:
+            with folder_lock(folder, timeout_s=0):
+                for path in folder.iterdir():
+                    if path.name != LOCK_FILE:
+                        path.unlink()
+        except LockTimeoutError:
+            continue  # in use
+        excess -= used[folder]
+        emptied.append(folder)
+        log.info("%s: emptied, the least recently used shard network over %g MB", folder, cache_mb)
+    return emptied
 
 
-def _union_meta(
-    roads_dir: Path, shards: tuple[str, ...], edges: gpd.GeoDataFrame
-) -> dict[str, Any]:
-    region = read_roads_meta(roads_dir)
-    return {
-        "source_sha256": region["source_sha256"],
-        "edge_count": len(edges),
-        "bbox": [round(float(v), 7) for v in edges.total_bounds],
-        "union_of_shards": list(shards),
-    }
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files in a network folder but its lock file."""
+    return sum(_stat(path).st_size for path in folder.iterdir() if path.name != LOCK_FILE)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """Return the file's status, all zeros if it is gone or not there yet.
+
+    Another process may remove a network's files, or make a folder before its lock file.
+    """
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return os.stat_result((0,) * 10)
 
 
 def group_trips(
-    trip_files: pd.DataFrame, roads_dir: Path, staging: Path
-) -> list[tuple[Path, pd.DataFrame]]:
-    """Split a batch's trips by the network each is matched on: ``(roads folder, trips)``.
+    trip_files: pd.DataFrame, roads_dir: Path
+) -> list[tuple[tuple[str, ...], pd.DataFrame]]:
+    """Split a batch's trips by the shards each is matched on: ``(shard cells, trips)``.
 
     Groups are in the order of their first trip (by file, then trip id).
     """
@@ -140,5 +217,5 @@ def group_trips(
     groups = []
     for key in pd.unique(with_shards["shards"]):
         trips = with_shards[np.array([s == key for s in with_shards["shards"]])]
-        groups.append((network_folder(roads_dir, key, staging), trips[["trip_id", "file"]]))
+        groups.append((key, trips[["trip_id", "file"]]))
     return groups

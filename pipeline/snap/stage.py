@@ -158,8 +158,11 @@ def snap_traces(
         shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
         tasks = _tasks_on_networks(roads_dir, trip_files, staging)
         try:
+            networks = Networks(
+                str(roads_dir.absolute()), settings.shard_network_cache_mb, lock_timeout_s
+            )  # absolute: a shared worker may run in another folder
             quality = _match_batch(
-                tasks, trips, roads_dir, params, settings.workers, scheduler_address
+                tasks, trips, networks, params, settings.workers, scheduler_address
             )
             check_near_roads(
                 numpy_values(quality.column("far_points")),
@@ -189,7 +192,7 @@ def snap_traces(
 def _match_batch(
     tasks: list[MatchTask],
     trips: pa.Table,
-    roads_dir: Path,
+    networks: Networks,
     params: MatchParams,
     workers: int | None,
     scheduler_address: str | None,
@@ -198,10 +201,9 @@ def _match_batch(
 
     A trip the trips table lacks (or whose verdict is null) is implausible, of trust 0.
     """
-    roads = str(roads_dir.absolute())  # a shared worker may run in another folder
     results = run_tasks(
         match_task, tasks, "match chunks", workers, scheduler_address,
-        roads_dir=roads, params=params,
+        networks=networks, params=params,
     )  # fmt: skip
     quality = pa.concat_tables(results)
     verdicts = {
@@ -331,8 +333,8 @@ class MatchTask:
     index: int
     trips_by_file: dict[str, list[str] | None]
     staging_dir: Path
-    roads_dir: str | None = None
-    """The roads folder to match on, if not the stage's (a shard's, in a sharded region)."""
+    shards: tuple[str, ...] | None = None
+    """The shards whose roads to match on, in a sharded region (their cells, sorted)."""
 
     def part(self, output: str) -> Path:
         """Return where the task stages its part of ``output`` (``matched_points.parquet``)."""
@@ -341,11 +343,12 @@ class MatchTask:
 
 
 def _tasks_on_networks(roads_dir: Path, trip_files: TripFiles, staging: Path) -> list[MatchTask]:
-    """Cut the batch into match tasks, and build (and cache) each task's match network first.
+    """Cut the batch into match tasks; in an unsharded region, build its match network first.
 
     In a sharded region (:mod:`pipeline.snap.shards`) each task's trips share the shards they
-    are matched on, and the task names that roads folder. The shards' modules (which import
-    geopandas, osmium and OSMnx) are imported only for a sharded region.
+    are matched on, and the task names those shards: the task builds (or loads) their network
+    itself, on its worker (:func:`pipeline.snap.shards.shard_network`). The shards' modules
+    (which import geopandas, osmium and OSMnx) are imported only for a sharded region.
     """
     trips_in_file = dict(Counter(str(file) for file in trip_files["file"]))
     if "shards" not in read_roads_meta(roads_dir):  # as pipeline.roads.shards.is_sharded
@@ -356,11 +359,9 @@ def _tasks_on_networks(roads_dir: Path, trip_files: TripFiles, staging: Path) ->
     from pipeline.snap.shards import group_trips
 
     tasks: list[MatchTask] = []
-    for network, trips in group_trips(pd.DataFrame(trip_files), roads_dir, staging):
-        prepare_match_network(network)
-        folder = str(network.absolute())
+    for shards, trips in group_trips(pd.DataFrame(trip_files), roads_dir):
         for task in _match_tasks(trips, staging, trips_in_file, first_index=len(tasks)):
-            tasks.append(replace(task, roads_dir=folder))
+            tasks.append(replace(task, shards=shards))
     return tasks
 
 
@@ -393,15 +394,29 @@ def _match_tasks(
     return tasks
 
 
-def match_task(task: MatchTask, roads_dir: str, params: MatchParams) -> pa.Table:
+@dataclass(frozen=True)
+class Networks:
+    """Where the match tasks find their networks, and the settings of the shards' cache."""
+
+    roads_dir: str
+    """The roads folder, absolute."""
+    shard_network_cache_mb: float
+    """The disk a sharded region's cached union networks may take (``shard_network``)."""
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S
+    """How long a task waits for another building the network it needs."""
+
+
+def match_task(task: MatchTask, networks: Networks, params: MatchParams) -> pa.Table:
     """Read, match and stage a task's trips; return their quality rows.
 
     Run on a Dask worker (or in-process): the fixes are read here, from the partitions, and
-    the matched points and segments are written here, to the task's staged parts.
+    the matched points and segments are written here, to the task's staged parts. The match
+    network is loaded (or, for shards, built) here too, once per worker.
     """
     tables = [_read_trips(Path(f), ids) for f, ids in task.trips_by_file.items()]
     points = sort_rows(pa.concat_tables(tables).combine_chunks(), ["trip_id", "observed_at"])
-    matched, segments, quality = match_chunk(points, task.roads_dir or roads_dir, params)
+    net = _worker_network(networks, task.shards)
+    matched, segments, quality = match_chunk(points, net, params)
     matched = sort_rows(matched, ["trace_id", "observed_at"])
     lon, lat = (numpy_values(matched.column(c)) for c in ("lon", "lat"))
     write_points(
@@ -447,7 +462,7 @@ class Segments:
 
 
 def match_chunk(
-    points: pa.Table, roads_dir: str, params: MatchParams
+    points: pa.Table, net: MatchNetwork, params: MatchParams
 ) -> tuple[pa.Table, Segments, pa.Table]:
     """Match the trips of a chunk; return matched points, segments and per-trip quality.
 
@@ -456,7 +471,6 @@ def match_chunk(
     matching itself runs per trip; the output tables are assembled once per chunk from the
     concatenated arrays.
     """
-    net = _worker_network(roads_dir)
     bounds = _run_bounds(points.column("trip_id"))
     seconds = numpy_values(points.column("observed_at").cast(pa.int64())) / 1000.0
     lon, lat = (numpy_values(points.column(c)) for c in ("lon", "lat"))
@@ -478,9 +492,19 @@ def _run_bounds(ids: pa.ChunkedArray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_network(roads_dir: str) -> MatchNetwork:
-    """Return the match network, loaded once per worker process (a cache keyed by folder)."""
-    return prepare_match_network(roads_dir)
+def _worker_network(networks: Networks, shards: tuple[str, ...] | None) -> MatchNetwork:
+    """Return the match network, loaded once per worker process.
+
+    The roads folder's, or in a sharded region the ``shards``'
+    (:func:`pipeline.snap.shards.shard_network`).
+    """
+    if shards is None:
+        return prepare_match_network(networks.roads_dir)
+    from pipeline.snap.shards import shard_network
+
+    return shard_network(
+        Path(networks.roads_dir), shards, networks.shard_network_cache_mb, networks.lock_timeout_s
+    )
 
 
 def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.ndarray]) -> pa.Table:

@@ -8,7 +8,8 @@ location, which are the same with it swapped (``results/...`` on disk; ``s3://BU
 or the staging folder's ``s3/BUCKET/run/...`` in the bucket): the shards' ``meta.json`` (their
 extract's path), and the files of the unsharded model test. Left out as there: logs,
 benchmarks, the report; and the caches of the map matching's networks that ``snap`` writes
-beside local roads folders (the region's and each shard's ``match_network.*``).
+beside local roads folders (the region's and each shard's ``match_network.*``, and the unions' in
+``shard-networks/``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ s3_endpoint, bucket = objectstore.s3_endpoint, objectstore.bucket  # the fixture
 REGION = "monaco"
 RESOLUTION = 6
 NOT_COMPARED = ("logs/", "benchmarks/", "report.html")
-MATCH_NETWORK = re.compile(rf"{REGION}/roads/(shards/[0-9a-f]+/)?match_network\.(json|npz)")
+MATCH_NETWORK = re.compile(
+    rf"{REGION}/roads/(shards/[0-9a-f]+/|shard-networks/[0-9a-f]+/)?match_network\.(json|npz)"
+)
 PROCESS_RECORDS = "benchmarks/_process_tree/"  # kept on the machine that ran
 
 
