@@ -19,13 +19,13 @@ partition, so the runs of a few partitions are read alone); every edge's partiti
 edge (:func:`~pipeline.coverage.edges.canonical_edges`) and length, as arrays sorted by
 ``edge_id`` (``edge_index/<column>.npy``, read memory-mapped: looking up a batch's edges reads
 a few pages of them); per partition, its finest cells' road length (``cells/<key>.parquet``),
-the polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``)
-and the columns of the edge coverage table that the roads alone decide
-(``edges/<key>.parquet``: :data:`FIXED_EDGE_COLUMNS`, with the geometry encoded as the edge
-table's GeoParquet holds it); the road length of every partition (``part_road.parquet``), the
-polygons of the cells coarser than the partitions (``coarse_polygons.parquet``), and the road
-and directed length of every ``highway`` class. An update reads neither the roads' edge table
-nor their geometry.
+the polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``),
+its edges' canonical edges (``canonical/<key>.parquet``) and the columns of the edge coverage
+table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_COLUMNS`, with
+the geometry encoded as the edge table's GeoParquet holds it); the road length of every
+partition (``part_road.parquet``), the polygons of the cells coarser than the partitions
+(``coarse_polygons.parquet``), and the road and directed length of every ``highway`` class. An
+update reads neither the roads' edge table nor their geometry.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ TARGET_EDGES_PER_PART = 2_000
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
-NETWORK_FORMAT = (
-    5  # 5: per-edge arrays by edge_id, cells and polygons per partition; older: rebuilt
-)
+NETWORK_FORMAT = 6  # 6: edge arrays by edge_id; canonical, cells, polygons per partition
 FIXED_EDGES_DIR = "edges"
 EDGE_INDEX_DIR = "edge_index"
 EDGE_INDEX_COLUMNS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
+CANONICAL_COLUMNS = ["edge_id", "canonical_id", "flip", "length_mm"]
 """Every edge's figures, one ``.npy`` array each, sorted by ``edge_id`` (``part``: a code)."""
 CELLS_DIR = "cells"
+CANONICAL_DIR = "canonical"
 POLYGONS_DIR = "polygons"
 COARSE_POLYGONS = "coarse_polygons.parquet"
 PART_ROAD = "part_road.parquet"
@@ -165,6 +165,21 @@ class Network:
             {name: np.asarray(index[name][rows]) for name in ("canonical_id", "flip", "length_mm")},
             index=pd.Index(np.asarray(index["edge_id"][rows]), name="edge_id"),
         )
+
+    def canonical_of(self, parts: set[str]) -> pd.DataFrame:
+        """Return :func:`~pipeline.coverage.edges.canonical_edges` rows of partitions' edges.
+
+        Of every edge of partitions ``parts`` (``canonical_id``, ``flip``, ``length_mm``,
+        indexed by ``edge_id``); a road's edges are all in its partition.
+        """
+        tables = [
+            pq.read_table(self.folder / CANONICAL_DIR / f"{key}.parquet")
+            for key in sorted(parts)
+            if key in self.parts
+        ]
+        if not tables:
+            return self.canonical(np.empty(0, dtype="int64"))
+        return pa.concat_tables(tables).to_pandas().set_index("edge_id")
 
     def edge_lengths(self, edge_ids: np.ndarray) -> pd.Series:
         """Return the ``length_m`` of the distinct ``edge_ids`` (by ``edge_id``).
@@ -410,6 +425,13 @@ def _write_edge_index(
     for name in EDGE_INDEX_COLUMNS:
         with atomic_path(folder / f"{name}.npy") as temp, temp.open("wb") as file:
             np.save(file, np.ascontiguousarray(columns[name][order]), allow_pickle=False)
+    frame = pd.DataFrame({name: columns[name][order] for name in CANONICAL_COLUMNS})
+    keys = np.asarray(parts, dtype=object)[columns["part"][order]]
+    for part, rows in frame.groupby(keys, sort=True).indices.items():
+        _write(
+            frame.iloc[rows].reset_index(drop=True),
+            folder.parent / CANONICAL_DIR / f"{part}.parquet",
+        )
 
 
 def _write_cells(cells: pd.DataFrame, resolution: int, level: int, folder: Path) -> None:

@@ -65,11 +65,12 @@ def part_rows(
     state
         The edge tables of whole partitions (``cell_trips`` is not used).
     network
-        The network's cache (the edges' partitions and canonical edges).
+        The network's cache (the partitions' canonical edges).
     runs
         H3 runs of at least the partitions' edges.
     edges
-        ``highway`` and ``length_m`` of at least the partitions' edges, indexed by ``edge_id``.
+        :func:`edge_info` of the partitions (``highway``, ``length_m``, ``part`` of their
+        edges, indexed by ``edge_id``).
     totals
         :func:`~pipeline.coverage.tables.edge_totals` of ``state.edge_trips`` if computed
         already.
@@ -83,7 +84,7 @@ def part_rows(
     length_m = edges["length_m"].loc[totals.index].to_numpy()
     covered = covered_metres(covered_mm.reindex(totals.index, fill_value=0).to_numpy(), length_m)
     totals = totals.assign(covered_mm=to_mm(covered)).reset_index()
-    roads = road_pieces(state.edge_pieces, network.canonical(state.edge_pieces["key"].to_numpy()))
+    roads = road_pieces(state.edge_pieces, network.canonical_of(set(edges["part"])))
     cover = overlap_with_runs(roads, runs)[["key", "cell", "length_mm", "last_ms"]]
     driven = aggregate_groups(
         state.edge_trips[["edge_id", "last_ms", "driven_mm"]],
@@ -100,25 +101,27 @@ def part_rows(
     tables = {}
     for name, (frame, edge) in rows.items():
         ids = frame[edge].to_numpy()
-        tables[name] = frame.assign(part=network.edge_parts(ids).astype(str))
+        tables[name] = frame.assign(part=edges["part"].loc[ids].to_numpy().astype(str))
         if name != "edge_pieces":
             tables[name] = tables[name].assign(highway=highway.loc[ids].to_numpy().astype(str))
     return tables
 
 
-def edge_info(fixed: list[pa.Table]) -> pd.DataFrame:
-    """Return ``highway`` and ``length_m`` by ``edge_id`` of the edges of fixed edge tables.
+def edge_info(fixed: dict[str, pa.Table]) -> pd.DataFrame:
+    """Return ``highway``, ``length_m`` and ``part`` by ``edge_id`` of partitions' edges.
 
-    ``fixed``: tables of :meth:`Network.fixed_edges
+    ``fixed``: by partition key, its table of :meth:`Network.fixed_edges
     <pipeline.coverage.partitions.Network.fixed_edges>`, as :func:`part_rows` takes them.
     """
     columns = ["edge_id", "highway", "length_m"]
     if not fixed:
         return pd.DataFrame(
-            {"highway": pd.Series(dtype=str), "length_m": pd.Series(dtype="float64")},
+            {"highway": pd.Series(dtype=str), "length_m": pd.Series(dtype="float64"),
+             "part": pd.Series(dtype=str)},
             index=pd.Index([], dtype="int64", name="edge_id"),
-        )
-    return pd.concat([table.select(columns).to_pandas() for table in fixed]).set_index("edge_id")
+        )  # fmt: skip
+    frames = [table.select(columns).to_pandas().assign(part=key) for key, table in fixed.items()]
+    return pd.concat(frames).set_index("edge_id")
 
 
 def cell_rows(cell_trips: pd.DataFrame, network: Network) -> dict[str, pd.DataFrame]:
@@ -176,7 +179,7 @@ def empty_rollup(network: Network) -> dict[str, pd.DataFrame]:
     from pipeline.coverage.state import empty_state
 
     empty = empty_state()
-    rows = part_rows(empty, network, network.runs_of(set()), edge_info([]))
+    rows = part_rows(empty, network, network.runs_of(set()), edge_info({}))
     rollup = {
         **rows,
         **cell_rows(empty.cell_trips, network),

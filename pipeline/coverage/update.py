@@ -267,15 +267,15 @@ def _write_part_edges(
     Returns
     -------
     pandas.DataFrame
-        ``highway`` and ``length_m`` of the partitions' edges, indexed by ``edge_id``.
+        ``highway``, ``length_m`` and ``part`` of the partitions' edges, by ``edge_id``.
     """
-    fixed_tables = []
+    fixed_tables = {}
     for key, part in parts.items():
         fixed = network.fixed_edges(key)
         path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
         driven = totals.loc[pd.unique(part.edge_trips["edge_id"].to_numpy())]
         write_edge_coverage(fixed, part.edge_pieces, driven, path)
-        fixed_tables.append(fixed.select(["edge_id", "highway", "length_m"]))
+        fixed_tables[key] = fixed.select(["edge_id", "highway", "length_m"])
     return edge_info(fixed_tables)
 
 
