@@ -8,9 +8,10 @@ second (a trip of L metres stands for L / 12 fixes), applied with ``roadcover co
 batches of about 1 M fixes until the history holds each level (millions of fixes). At every
 level a copy of the coverage folder gets the same 6-trip batch, ``--runs`` times, each in a
 new process: the update's wall and CPU time (inside the process, without Python's start and
-imports) and the process's peak RSS; then the same batch again ("nothing new"), inside the
-process and as a whole ``roadcover coverage`` command (Python's start and imports included;
-its wall and CPU seconds).
+imports) and the process's peak RSS (its ``VmHWM``: ``ru_maxrss`` of a child process counts
+the RSS of the process that started it, here the bench's, which holds the roads' edge table);
+then the same batch again ("nothing new"), inside the process and as a whole ``roadcover
+coverage`` command (Python's start and imports included; its wall and CPU seconds).
 Prints a Markdown table.
 For the update's cost against the network's size, run it on roads of networks 1, 2 and 8 times
 Kubicka 00000013 (``benchmarks/scale_network.py``) with ``--levels 0.7``.
@@ -53,7 +54,10 @@ def cpu():
 started, cpu_started = time.perf_counter(), cpu()
 compute_coverage(roads, [batch], out, load_config().coverage)
 seconds, cpu_seconds = time.perf_counter() - started, cpu() - cpu_started
-peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# the peak RSS of this process's own memory (VmHWM): ru_maxrss would count the bench's own RSS,
+# which a child started by fork and exec inherits as its maximum
+status = Path("/proc/self/status").read_text().splitlines()
+peak_mib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
 """
 

@@ -12,15 +12,20 @@ finest resolution (never finer than ``coverage.h3_resolution``) whose partitions
 average at least :data:`TARGET_EDGES_PER_PART` edges.
 
 What depends on the network only is computed once per roads version (the sha256 of the roads'
-edge table) and kept in ``COVERAGE_DIR/network/``: the H3 runs of every edge (sorted by
-partition, so the runs of a few partitions are read alone), every edge's partition, every
-finest cell's road length, partition and parent cells, the polygon of each of these cells,
-every edge's canonical edge
-(:func:`~pipeline.coverage.edges.canonical_edges`), the road and directed length of every
-``highway`` class, and, one file per partition (``edges/<key>.parquet``), the columns of the
-edge coverage table that the roads alone decide (:data:`FIXED_EDGE_COLUMNS`, with the geometry
-encoded as the edge table's GeoParquet holds it), so that an update reads neither the roads'
-edge table nor their geometry, and reads the edge columns of the partitions it touches alone.
+edge table) and kept in ``COVERAGE_DIR/network/``, laid out so that an update reads what the
+partitions it touches need and small tables of a row per partition or coarse cell, never a
+table of every edge or every cell: the H3 runs of every edge (``runs.parquet``, sorted by
+partition, so the runs of a few partitions are read alone); every edge's partition, canonical
+edge (:func:`~pipeline.coverage.edges.canonical_edges`) and length, as arrays sorted by
+``edge_id`` (``edge_index/<column>.npy``, read memory-mapped: looking up a batch's edges reads
+a few pages of them); per partition, its finest cells' road length (``cells/<key>.parquet``),
+the polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``),
+its edges' canonical edges (``canonical/<key>.parquet``) and the columns of the edge coverage
+table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_COLUMNS`, with
+the geometry encoded as the edge table's GeoParquet holds it); the road length of every
+partition (``part_road.parquet``), the polygons of the cells coarser than the partitions
+(``coarse_polygons.parquet``), and the road and directed length of every ``highway`` class. An
+update reads neither the roads' edge table nor their geometry.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +60,17 @@ TARGET_EDGES_PER_PART = 2_000
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
-NETWORK_FORMAT = 4  # 4: fixed edge columns per partition, highway lengths; older: rebuilt
+NETWORK_FORMAT = 6  # 6: edge arrays by edge_id; canonical, cells, polygons per partition
 FIXED_EDGES_DIR = "edges"
+EDGE_INDEX_DIR = "edge_index"
+EDGE_INDEX_COLUMNS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
+CANONICAL_COLUMNS = ["edge_id", "canonical_id", "flip", "length_mm"]
+"""Every edge's figures, one ``.npy`` array each, sorted by ``edge_id`` (``part``: a code)."""
+CELLS_DIR = "cells"
+CANONICAL_DIR = "canonical"
+POLYGONS_DIR = "polygons"
+COARSE_POLYGONS = "coarse_polygons.parquet"
+PART_ROAD = "part_road.parquet"
 FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
 """The columns of the edge coverage table that are the roads' own, in its order."""
 
@@ -63,6 +78,10 @@ FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway",
 @dataclass(frozen=True)
 class Network:
     """What the coverage of one roads version needs to know of its network, from the cache.
+
+    Nothing of the size of the network is read whole: the per-edge figures are looked up in
+    arrays sorted by ``edge_id`` and read memory-mapped (a lookup reads a few pages), and the
+    per-cell figures and polygons are read for the partitions asked about alone.
 
     Attributes
     ----------
@@ -72,22 +91,14 @@ class Network:
         The finest H3 resolution of the coverage.
     partition_resolution
         The H3 resolution of the partitions.
-    edge_parts
-        Every edge's partition key, indexed by ``edge_id``.
-    cells
-        Indexed by every finest cell an edge runs through: ``part``, ``road_mm`` (length of
-        the roads' canonical edges in the cell; missing where none runs through it), and
-        ``p0`` .. ``p{resolution}``, the cell's parent at each resolution.
-    canonical
-        :func:`~pipeline.coverage.edges.canonical_edges` of the roads.
+    parts
+        The key of every partition of the network (of an edge or a cell), sorted.
     """
 
     folder: Path
     resolution: int
     partition_resolution: int
-    edge_parts: pd.Series
-    cells: pd.DataFrame
-    canonical: pd.DataFrame
+    parts: tuple[str, ...]
 
     def fixed_edges(self, part: str) -> pa.Table:
         """Return the roads' :data:`FIXED_EDGE_COLUMNS`, ``geometry`` (WKB) and ``bbox``.
@@ -99,48 +110,146 @@ class Network:
 
     def part_keys(self) -> list[str]:
         """Return the key of every partition of the network (of an edge or a cell), sorted."""
-        return sorted({*self.edge_parts.unique(), *self.cells["part"].unique()})
+        return list(self.parts)
 
     def highway_lengths(self) -> pd.DataFrame:
         """Return ``road_mm`` and ``directed_mm`` of the roads by ``highway`` (the index)."""
         return pq.read_table(self.folder / "highways.parquet").to_pandas().set_index("highway")
 
-    def polygons(self, cells: np.ndarray) -> np.ndarray:
-        """Return the polygons (shapely) of cells of the network, at any of its resolutions.
+    @cached_property
+    def _edge_index(self) -> dict[str, np.ndarray]:
+        """The per-edge arrays of :data:`EDGE_INDEX_COLUMNS`, memory-mapped, by ``edge_id``."""
+        return {
+            name: np.load(self.folder / EDGE_INDEX_DIR / f"{name}.npy", mmap_mode="r")
+            for name in EDGE_INDEX_COLUMNS
+        }
 
-        A cell that is not the network's (no edge runs through it or its children) is made
-        with :func:`~pipeline.coverage.cells.cell_polygons`.
+    def _edge_rows(self, edge_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the index rows of ``edge_ids`` and which of them are edges of the network."""
+        ids = np.asarray(edge_ids, dtype="int64")
+        known = self._edge_index["edge_id"]
+        at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
+        found = known[at] == ids if len(known) else np.zeros(len(ids), dtype=bool)
+        return at, found
+
+    def edge_parts(self, edge_ids: np.ndarray) -> np.ndarray:
+        """Return the partition key of each edge of ``edge_ids`` (object array, same order).
+
+        Raises
+        ------
+        KeyError
+            If an id is not an edge of the network.
         """
-        table = pq.read_table(self.folder / "cell_polygons.parquet")
-        known = pd.Index(table.column("cell").to_numpy())
-        at = known.get_indexer(pd.Index(cells))
-        shapes = np.empty(len(at), dtype=object)
-        found = at >= 0
-        wkb = table.column("wkb").take(pa.array(at[found])).to_numpy(zero_copy_only=False)
-        shapes[found] = shapely.from_wkb(wkb)
-        shapes[~found] = cell_polygons(np.asarray(cells)[~found])
-        return shapes
+        at, found = self._edge_rows(edge_ids)
+        if not found.all():
+            raise KeyError(f"edge_id {np.asarray(edge_ids)[~found][0]} is not an edge of the roads")
+        codes = self._edge_index["part"][at]
+        return np.asarray(self.parts, dtype=object)[codes] if len(at) else np.empty(0, object)
+
+    def edge_part_series(self, edge_ids: np.ndarray) -> pd.Series:
+        """Return the partition key of the distinct ``edge_ids``, indexed by ``edge_id``."""
+        ids = pd.unique(np.asarray(edge_ids, dtype="int64"))
+        return pd.Series(self.edge_parts(ids), index=pd.Index(ids, name="edge_id"), dtype=object)
+
+    def canonical(self, edge_ids: np.ndarray) -> pd.DataFrame:
+        """Return :func:`~pipeline.coverage.edges.canonical_edges` rows of edges and their roads'.
+
+        The rows of the edges of ``edge_ids`` that the network has and of their canonical
+        edges (``canonical_id``, ``flip``, ``length_mm``, indexed by ``edge_id``, sorted).
+        """
+        at, found = self._edge_rows(pd.unique(np.asarray(edge_ids, dtype="int64")))
+        index = self._edge_index
+        roads, _ = self._edge_rows(index["canonical_id"][at[found]])
+        rows = np.union1d(at[found], roads)
+        return pd.DataFrame(
+            {name: np.asarray(index[name][rows]) for name in ("canonical_id", "flip", "length_mm")},
+            index=pd.Index(np.asarray(index["edge_id"][rows]), name="edge_id"),
+        )
+
+    def canonical_of(self, parts: set[str]) -> pd.DataFrame:
+        """Return :func:`~pipeline.coverage.edges.canonical_edges` rows of partitions' edges.
+
+        Of every edge of partitions ``parts`` (``canonical_id``, ``flip``, ``length_mm``,
+        indexed by ``edge_id``); a road's edges are all in its partition.
+        """
+        tables = [
+            pq.read_table(self.folder / CANONICAL_DIR / f"{key}.parquet")
+            for key in sorted(parts)
+            if key in self.parts
+        ]
+        if not tables:
+            return self.canonical(np.empty(0, dtype="int64"))
+        return pa.concat_tables(tables).to_pandas().set_index("edge_id")
 
     def edge_lengths(self, edge_ids: np.ndarray) -> pd.Series:
-        """Return the ``length_m`` of the edges of the partitions of ``edge_ids`` (by ``edge_id``).
+        """Return the ``length_m`` of the distinct ``edge_ids`` (by ``edge_id``).
 
         An id that is not an edge of the network is not in the result.
         """
-        parts = self.edge_parts.reindex(pd.unique(np.asarray(edge_ids))).dropna().unique()
-        tables = [
-            pq.read_table(
-                self.folder / FIXED_EDGES_DIR / f"{part}.parquet", columns=["edge_id", "length_m"]
-            )
-            for part in sorted(parts)
-        ]
-        table = pa.concat_tables(tables) if tables else pa.table(
-            {"edge_id": pa.array([], pa.int64()), "length_m": pa.array([], pa.float64())}
-        )  # fmt: skip
+        ids = pd.unique(np.asarray(edge_ids, dtype="int64"))
+        at, found = self._edge_rows(ids)
         return pd.Series(
-            table.column("length_m").to_numpy(),
-            index=pd.Index(table.column("edge_id").to_numpy(), name="edge_id"),
+            np.asarray(self._edge_index["length_m"][at[found]]),
+            index=pd.Index(ids[found], name="edge_id"),
             name="length_m",
         )
+
+    def cell_parts(self, cells: np.ndarray) -> np.ndarray:
+        """Return the partition key of each finest cell of ``cells`` (object array of str)."""
+        level = self.partition_resolution
+        return part_key(level, parent_array(np.asarray(cells, dtype="int64"), level))
+
+    def cells_of(self, parts: set[str]) -> pd.DataFrame:
+        """Return the finest cells of partitions ``parts`` with their ``road_mm``.
+
+        Indexed by ``cell``: ``road_mm``, the length of the roads' canonical edges in the cell
+        (missing where none runs through it), by partition and cell.
+        """
+        frames = [
+            pq.read_table(self.folder / CELLS_DIR / f"{key}.parquet").to_pandas()
+            for key in sorted(parts)
+            if key in self.parts
+        ]
+        empty = pd.DataFrame({"cell": pd.Series(dtype="int64"), "road_mm": pd.Series(dtype=float)})
+        return pd.concat(frames or [empty], ignore_index=True).set_index("cell")
+
+    def part_road_mm(self) -> pd.Series:
+        """Return the ``road_mm`` of the roads in every partition that has some, by its cell.
+
+        The cell is the partition's H3 cell (at the partition resolution); the sum of the
+        ``road_mm`` of its finest cells (:meth:`cells_of`).
+        """
+        table = pq.read_table(self.folder / PART_ROAD)
+        return pd.Series(
+            table.column("road_mm").to_numpy(),
+            index=pd.Index(table.column("cell").to_numpy(), name="cell"),
+            name="road_mm",
+        )
+
+    def polygons(self, cells: np.ndarray) -> np.ndarray:
+        """Return the polygons (shapely) of cells of the network, at any of its resolutions.
+
+        Cells no coarser than the partitions are read from their partitions' files, coarser
+        ones from a table of their own. A cell that is not the network's (no edge runs
+        through it or its children) is made with :func:`~pipeline.coverage.cells.cell_polygons`.
+        """
+        cells = np.asarray(cells, dtype="int64")
+        level = self.partition_resolution
+        fine = cell_resolutions(cells) >= level
+        keys = set(part_key(level, parent_array(cells[fine], level))) & set(self.parts)
+        tables = [pq.read_table(self.folder / POLYGONS_DIR / f"{k}.parquet") for k in sorted(keys)]
+        if not fine.all():
+            tables.append(pq.read_table(self.folder / COARSE_POLYGONS))
+        table = pa.concat_tables(tables) if tables else None
+        known = pd.Index(table.column("cell").to_numpy() if table is not None else [])
+        at = known.get_indexer(pd.Index(cells))
+        shapes = np.empty(len(at), dtype=object)
+        found = at >= 0
+        if table is not None:
+            wkb = table.column("wkb").take(pa.array(at[found])).to_numpy(zero_copy_only=False)
+            shapes[found] = shapely.from_wkb(wkb)
+        shapes[~found] = cell_polygons(cells[~found])
+        return shapes
 
     def runs_of(self, parts: set[str] | None = None) -> pd.DataFrame:
         """Return the H3 runs (key, from_mm, to_mm, cell) of the edges of ``parts``; None: all."""
@@ -157,7 +266,12 @@ class Network:
 
     def parents(self, cells: np.ndarray, level: int) -> np.ndarray:
         """Return the parents (int64) at ``level`` of finest cells of the network."""
-        return self.cells[f"p{level}"].to_numpy()[self.cells.index.get_indexer(pd.Index(cells))]
+        return parent_array(np.asarray(cells, dtype="int64"), level)
+
+
+def cell_resolutions(cells: np.ndarray) -> np.ndarray:
+    """Return the H3 resolution of int64 H3 cells (bits 52-55 of the index)."""
+    return (np.asarray(cells, dtype="int64") >> 52) & 0xF
 
 
 def part_key(resolution: int, cells: np.ndarray) -> np.ndarray:
@@ -208,19 +322,9 @@ def load_network(
             if other.is_dir() and other.name != name:
                 shutil.rmtree(other)
     meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
-    edge_parts = pq.read_table(folder / "edge_parts.parquet").to_pandas(
-        strings_to_categorical=True  # a few hundred keys: not a string object per edge
-    )
-    cells = pq.read_table(folder / "cells.parquet").to_pandas().set_index("cell")
-    canonical = pq.read_table(folder / "canonical.parquet").to_pandas().set_index("edge_id")
     return Network(
-        folder,
-        resolution,
-        int(meta["partition_resolution"]),
-        pd.Series(edge_parts["part"].array, index=pd.Index(edge_parts["edge_id"])),
-        cells,
-        canonical,
-    )
+        folder, resolution, int(meta["partition_resolution"]), tuple(meta["parts"])
+    )  # fmt: skip
 
 
 def _network_format(folder: Path) -> int | None:
@@ -270,20 +374,18 @@ def _write_network(
     else:
         level = int(partition_resolution)
     edge_part = part_key(level, parent_array(midpoint.to_numpy(), level))
-    edge_parts = pd.DataFrame({"edge_id": canonical.index.to_numpy(), "part": edge_part})
     runs["part"] = pd.Series(edge_part, index=canonical.index).loc[runs["key"]].to_numpy()
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
-    _write(edge_parts, folder / "edge_parts.parquet")
     _write(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
     cells = _network_cells(runs, canonical, resolution, level)
-    _write(cells, folder / "cells.parquet")
-    _write(canonical.reset_index(), folder / "canonical.parquet")
-    _write(_cell_polygons(cells), folder / "cell_polygons.parquet")
+    parts = sorted({*edge_part, *cells["part"]})  # a partition may hold cells alone
+    _write_edge_index(canonical, edges["length_m"], edge_part, parts, folder / EDGE_INDEX_DIR)
+    _write_cells(cells, resolution, level, folder)
     _write(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
     fixed = edges[[*FIXED_EDGE_COLUMNS, "geometry"]]
     of_edge = pd.Series(edge_part, index=canonical.index).loc[fixed["edge_id"].to_numpy()]
     rows_of = pd.Series(np.arange(len(fixed))).groupby(of_edge.to_numpy()).indices
-    for part in sorted({*edge_part, *cells["part"]}):  # a partition may hold cells alone
+    for part in parts:
         rows = fixed.iloc[rows_of.get(part, np.empty(0, dtype="int64"))]
         with atomic_path(folder / FIXED_EDGES_DIR / f"{part}.parquet") as temp:
             rows.to_parquet(  # as write_table encodes the geometry
@@ -291,9 +393,62 @@ def _write_network(
                 compression="zstd",
             )  # fmt: skip
     meta: dict[str, Any] = {
-        "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT
+        "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT,
+        "parts": parts,
     }  # fmt: skip
     write_json(meta, folder / NETWORK_META)  # last: the cache is complete
+
+
+def _write_edge_index(
+    canonical: pd.DataFrame,
+    length_m: pd.Series,
+    edge_part: np.ndarray,
+    parts: list[str],
+    folder: Path,
+) -> None:
+    """Write every edge's :data:`EDGE_INDEX_COLUMNS`, sorted by ``edge_id``, one ``.npy`` each.
+
+    ``canonical`` (:func:`~pipeline.coverage.edges.canonical_edges`), ``length_m`` and
+    ``edge_part`` are in the roads' edge order; ``part`` is stored as the index of the key in
+    ``parts``.
+    """
+    order = np.argsort(canonical.index.to_numpy(), kind="stable")
+    code = pd.Index(parts).get_indexer(pd.Index(edge_part)).astype("int32")
+    columns = {
+        "edge_id": canonical.index.to_numpy(dtype="int64"),
+        "part": code,
+        "canonical_id": canonical["canonical_id"].to_numpy(dtype="int64"),
+        "flip": canonical["flip"].to_numpy(dtype=bool),
+        "length_mm": canonical["length_mm"].to_numpy(dtype="int64"),
+        "length_m": length_m.to_numpy(dtype="float64"),
+    }
+    for name in EDGE_INDEX_COLUMNS:
+        with atomic_path(folder / f"{name}.npy") as temp, temp.open("wb") as file:
+            np.save(file, np.ascontiguousarray(columns[name][order]), allow_pickle=False)
+    frame = pd.DataFrame({name: columns[name][order] for name in CANONICAL_COLUMNS})
+    keys = np.asarray(parts, dtype=object)[columns["part"][order]]
+    for part, rows in frame.groupby(keys, sort=True).indices.items():
+        _write(
+            frame.iloc[rows].reset_index(drop=True),
+            folder.parent / CANONICAL_DIR / f"{part}.parquet",
+        )
+
+
+def _write_cells(cells: pd.DataFrame, resolution: int, level: int, folder: Path) -> None:
+    """Write each partition's cells and polygons, the partitions' road and coarser polygons.
+
+    ``cells``: :func:`_network_cells`; ``level``: the partition resolution.
+    """
+    for key, rows in cells.groupby("part", sort=True):
+        _write(rows[["cell", "road_mm"]], folder / CELLS_DIR / f"{key}.parquet")
+        fine = rows[[f"p{r}" for r in range(level, resolution + 1)]].to_numpy(dtype="int64")
+        _write(_polygon_rows(np.unique(fine.ravel())), folder / POLYGONS_DIR / f"{key}.parquet")
+    coarse = cells[[f"p{r}" for r in range(level)]].to_numpy(dtype="int64")
+    _write(_polygon_rows(np.unique(coarse.ravel())), folder / COARSE_POLYGONS)
+    road = cells[cells["road_mm"].notna()]
+    road_mm = road["road_mm"].astype("int64").groupby(road[f"p{level}"].to_numpy()).sum()
+    frame = pd.DataFrame({"cell": road_mm.index.to_numpy(dtype="int64"), "road_mm": road_mm})
+    _write(frame.reset_index(drop=True), folder / PART_ROAD)
 
 
 def _midpoint_cells(runs: pd.DataFrame) -> pd.Series:
@@ -321,11 +476,9 @@ def _network_cells(
     return frame
 
 
-def _cell_polygons(cells: pd.DataFrame) -> pd.DataFrame:
-    """Return the WKB polygon of every cell of the network's and their parents (sorted)."""
-    levels = [column for column in cells.columns if column[1:].isdigit()]  # p0 .. p<res>
-    every = np.unique(cells[levels].to_numpy(dtype="int64").ravel())
-    return pd.DataFrame({"cell": every, "wkb": shapely.to_wkb(cell_polygons(every))})
+def _polygon_rows(cells: np.ndarray) -> pd.DataFrame:
+    """Return the WKB polygon of each of ``cells`` (sorted, distinct int64 H3 cells)."""
+    return pd.DataFrame({"cell": cells, "wkb": shapely.to_wkb(cell_polygons(cells))})
 
 
 def _write(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:

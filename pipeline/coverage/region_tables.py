@@ -149,8 +149,8 @@ def write_cell_parts(
     Each into ``parts_root/<key>/<generation>/``: the rows of ``cells`` (the table of every
     resolution, :func:`pipeline.coverage.tables.cells_table`) at the resolutions no coarser
     than the partitions', without ``age_days`` and ``fresh_*_km``, and their covered road
-    (``road_cover``: the rollup's, ``cell`` finest, ``length_mm``, ``last_ms``) summed by
-    cell and ``last_ms`` at each of these resolutions.
+    (``road_cover``: rows of the rollup's, ``cell`` finest, ``length_mm``, ``last_ms``, of at
+    least the partitions' cells) summed by cell and ``last_ms`` at each of these resolutions.
     """
     level = network.partition_resolution
     fine = cells[cells["resolution"].to_numpy() >= level]

@@ -21,6 +21,14 @@ the cells and the contributors, not with the number of trips):
     union. A batch's figures are added to them; no partition is read.
 ``trips``
     The id of every trip applied, so that a trip matched again in another batch counts once.
+``part_covered``, ``part_total``, ``part_contributors``
+    What each partition contributes to the cells coarser than the partitions, by the
+    partition's H3 cell (``cell``, at the partition resolution): its covered road mm by
+    ``last_ms``, its driven mm, its distinct contributors (:func:`part_cell_rows`). The coarse
+    cells are summed from them (and from ``cell_passes`` at their resolutions), so an update
+    recomputes the rows of the partitions whose cells it changed and no finest cell of the
+    others. Sums in integer mm and the union of contributor sets make them exactly the figures
+    of the whole region's finest cells.
 """
 
 from __future__ import annotations
@@ -32,20 +40,20 @@ import pyarrow as pa
 from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import PIECE_COLUMNS, overlap_with_runs, to_mm
-from pipeline.coverage.partitions import Network
+from pipeline.coverage.partitions import Network, parent_array
 from pipeline.coverage.region_tables import covered_metres
 from pipeline.coverage.state import CoverageState
 from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
 
 PART_TABLES = ("edge_totals", "edge_pieces", "road_cover", "driven")
 CELL_TABLES = ("cell_total", "cell_passes", "cell_contributors")
+PART_CELL_TABLES = ("part_covered", "part_total", "part_contributors")
 ROLLUP_TABLES = (*PART_TABLES, *CELL_TABLES, "trips")
 
 
 def part_rows(
     state: CoverageState,
     network: Network,
-    canonical: pd.DataFrame,
     runs: pd.DataFrame,
     edges: pd.DataFrame,
     totals: pd.DataFrame | None = None,
@@ -57,18 +65,16 @@ def part_rows(
     state
         The edge tables of whole partitions (``cell_trips`` is not used).
     network
-        The network's cache (every edge's partition).
-    canonical
-        :func:`pipeline.coverage.edges.canonical_edges` of the roads.
+        The network's cache (the partitions' canonical edges).
     runs
         H3 runs of at least the partitions' edges.
     edges
-        ``highway`` and ``length_m`` of at least the partitions' edges, indexed by ``edge_id``.
+        :func:`edge_info` of the partitions (``highway``, ``length_m``, ``part`` of their
+        edges, indexed by ``edge_id``).
     totals
         :func:`~pipeline.coverage.tables.edge_totals` of ``state.edge_trips`` if computed
         already.
     """
-    parts = network.edge_parts
     totals = edge_totals(state.edge_trips) if totals is None else totals
     covered_mm = (
         (state.edge_pieces["to_mm"] - state.edge_pieces["from_mm"])
@@ -78,7 +84,7 @@ def part_rows(
     length_m = edges["length_m"].loc[totals.index].to_numpy()
     covered = covered_metres(covered_mm.reindex(totals.index, fill_value=0).to_numpy(), length_m)
     totals = totals.assign(covered_mm=to_mm(covered)).reset_index()
-    roads = road_pieces(state.edge_pieces, canonical)
+    roads = road_pieces(state.edge_pieces, network.canonical_of(set(edges["part"])))
     cover = overlap_with_runs(roads, runs)[["key", "cell", "length_mm", "last_ms"]]
     driven = aggregate_groups(
         state.edge_trips[["edge_id", "last_ms", "driven_mm"]],
@@ -95,25 +101,27 @@ def part_rows(
     tables = {}
     for name, (frame, edge) in rows.items():
         ids = frame[edge].to_numpy()
-        tables[name] = frame.assign(part=parts.loc[ids].to_numpy().astype(str))
+        tables[name] = frame.assign(part=edges["part"].loc[ids].to_numpy().astype(str))
         if name != "edge_pieces":
             tables[name] = tables[name].assign(highway=highway.loc[ids].to_numpy().astype(str))
     return tables
 
 
-def edge_info(fixed: list[pa.Table]) -> pd.DataFrame:
-    """Return ``highway`` and ``length_m`` by ``edge_id`` of the edges of fixed edge tables.
+def edge_info(fixed: dict[str, pa.Table]) -> pd.DataFrame:
+    """Return ``highway``, ``length_m`` and ``part`` by ``edge_id`` of partitions' edges.
 
-    ``fixed``: tables of :meth:`Network.fixed_edges
+    ``fixed``: by partition key, its table of :meth:`Network.fixed_edges
     <pipeline.coverage.partitions.Network.fixed_edges>`, as :func:`part_rows` takes them.
     """
     columns = ["edge_id", "highway", "length_m"]
     if not fixed:
         return pd.DataFrame(
-            {"highway": pd.Series(dtype=str), "length_m": pd.Series(dtype="float64")},
+            {"highway": pd.Series(dtype=str), "length_m": pd.Series(dtype="float64"),
+             "part": pd.Series(dtype=str)},
             index=pd.Index([], dtype="int64", name="edge_id"),
-        )
-    return pd.concat([table.select(columns).to_pandas() for table in fixed]).set_index("edge_id")
+        )  # fmt: skip
+    frames = [table.select(columns).to_pandas().assign(part=key) for key, table in fixed.items()]
+    return pd.concat(frames).set_index("edge_id")
 
 
 def cell_rows(cell_trips: pd.DataFrame, network: Network) -> dict[str, pd.DataFrame]:
@@ -166,17 +174,84 @@ def updated_rollup(
     return updated
 
 
-def empty_rollup(network: Network, canonical: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def empty_rollup(network: Network) -> dict[str, pd.DataFrame]:
     """Return the rollup of the empty state."""
     from pipeline.coverage.state import empty_state
 
     empty = empty_state()
-    rows = part_rows(empty, network, canonical, network.runs_of(set()), edge_info([]))
-    return {
+    rows = part_rows(empty, network, network.runs_of(set()), edge_info({}))
+    rollup = {
         **rows,
         **cell_rows(empty.cell_trips, network),
         "trips": pd.DataFrame({"trip_id": pd.Series(dtype=str)}),
     }
+    return {**rollup, **part_cell_rows(rollup, network.partition_resolution, np.empty(0, "int64"))}
+
+
+def part_cell_rows(
+    rollup: dict[str, pd.DataFrame], level: int, part_cells: np.ndarray
+) -> dict[str, pd.DataFrame]:
+    """Return the rows of :data:`PART_CELL_TABLES` of the partitions of cells ``part_cells``.
+
+    What each partition (its H3 cell at the partition resolution ``level``) contributes to
+    the cells coarser than it, from the rollup's finest-cell tables: its covered road by the
+    time it was last seen, its driven mm, its distinct contributors.
+    """
+
+    def in_parts(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        parents = parent_array(cells.to_numpy(dtype="int64"), level)
+        keep = np.isin(parents, part_cells)
+        return parents[keep], keep
+
+    cover = rollup["road_cover"]
+    cell, keep = in_parts(cover["cell"])
+    covered = pd.DataFrame(
+        {"cell": cell, "last_ms": cover["last_ms"].to_numpy(dtype="int64")[keep],
+         "length_mm": cover["length_mm"].to_numpy(dtype="int64")[keep]}
+    ).groupby(["cell", "last_ms"], as_index=False, sort=True).sum()  # fmt: skip
+    total = rollup["cell_total"]
+    cell, keep = in_parts(total["cell"])
+    driven = pd.DataFrame(
+        {"cell": cell, "total_mm": total["total_mm"].to_numpy(dtype="int64")[keep]}
+    )
+    pairs = rollup["cell_contributors"]
+    cell, keep = in_parts(pairs["cell"])
+    who = pd.DataFrame({"cell": cell, "contributor_id": pairs["contributor_id"].to_numpy()[keep]})
+    return {
+        "part_covered": covered,
+        "part_total": driven.groupby("cell", as_index=False, sort=True).sum(),
+        "part_contributors": who.drop_duplicates(ignore_index=True).astype({"contributor_id": str}),
+    }
+
+
+def updated_part_cells(
+    rollup: dict[str, pd.DataFrame], level: int, part_cells: np.ndarray
+) -> dict[str, pd.DataFrame]:
+    """Return the rollup with the :data:`PART_CELL_TABLES` rows of ``part_cells`` recomputed.
+
+    The rows of the other partitions are kept (a rollup without these tables gets them of
+    ``part_cells`` alone: pass every partition's cell): a partition's rows are computed from its own
+    finest cells alone (:func:`part_cell_rows`), so after an update they change only for
+    the partitions of the cells it changed.
+    """
+    new_rows = part_cell_rows(rollup, level, part_cells)
+    updated = dict(rollup)
+    for name in PART_CELL_TABLES:
+        if name not in rollup:  # a rollup written before they were kept: all of them anew
+            updated[name] = new_rows[name]
+            continue
+        old = rollup[name]
+        kept = old[~np.isin(old["cell"].to_numpy(dtype="int64"), part_cells)]
+        updated[name] = _concat(kept, new_rows[name])
+    return updated
+
+
+def coarse_cell_trips(rollup: dict[str, pd.DataFrame]) -> CellTrips:
+    """Return the :class:`CellTrips` of the partitions' cells (:data:`PART_CELL_TABLES`).
+
+    ``passes`` are the rollup's (they are kept at every resolution).
+    """
+    return CellTrips(rollup["part_total"], rollup["cell_passes"], rollup["part_contributors"])
 
 
 def cell_trips_of(rollup: dict[str, pd.DataFrame]) -> CellTrips:

@@ -189,6 +189,19 @@ def read_rollup(
     return {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in names}
 
 
+def read_rollup_if_any(
+    state_root: Path, pointer: Mapping[str, Any], names: list[str]
+) -> dict[str, pd.DataFrame] | None:
+    """Read the rollup tables ``names`` of the version ``pointer`` names; None if one is missing.
+
+    For tables that a rollup written by an earlier layout does not have.
+    """
+    folder = state_root / ROLLUP_DIR / str(pointer["rollup"])
+    if not all((folder / f"{name}.parquet").is_file() for name in names):
+        return None
+    return read_rollup(state_root, pointer, names)
+
+
 def commit_pointer(state_root: Path, pointer: dict[str, Any], previous: Mapping[str, Any]) -> None:
     """Point ``CURRENT.json`` at a new version, then delete what neither it nor ``previous`` names.
 

@@ -33,12 +33,15 @@ from pipeline.coverage.region_tables import (
     write_edge_coverage,
 )
 from pipeline.coverage.rollup import (
+    PART_CELL_TABLES,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
+    coarse_cell_trips,
     edge_info,
     empty_rollup,
     part_rows,
+    updated_part_cells,
     updated_rollup,
 )
 from pipeline.coverage.stage import (
@@ -59,6 +62,7 @@ from pipeline.coverage.state import (
     merge_states,
     read_parts,
     read_rollup,
+    read_rollup_if_any,
     read_state,
     split_state,
     state_of_batch,
@@ -111,19 +115,19 @@ def update_coverage(
         lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
         settings.h3_resolution, settings.partition_resolution,
     )  # fmt: skip
-    canonical = network.canonical
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
     rebuild = not _partitioned_as(pointer, network)
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     if not rebuild:
         rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
+        rollup.update(read_rollup_if_any(state_root, pointer, list(PART_CELL_TABLES)) or {})
         applied = set(rollup["trips"]["trip_id"])
         batch = _batch_state(new_batches, applied, network, settings)
         parts = dict(pointer["parts"])
     else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
         whole = read_state(state_root)
-        rollup, parts = empty_rollup(network, canonical), {}
+        rollup, parts = empty_rollup(network), {}
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
         batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
         pointer = {**pointer, "parts": {}}  # nothing of it is read again
@@ -133,17 +137,20 @@ def update_coverage(
             old_file.unlink(missing_ok=True)
     changed = bool(new_batches) or rebuild
     if changed:
-        rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, canonical,
-                                 version)  # fmt: skip
+        rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, version)
     as_of_ms = _as_of_ms(as_of, rollup["edge_totals"]["last_ms"])
     keys = None
     if changed:  # the cells of every partition on a first update (none named yet)
-        keys = touched if cell_parts else set(network.cells["part"].unique())
-    fine, coarse = _cell_tables(network, rollup, as_of_ms, keys)
+        keys = touched if cell_parts else set(network.part_keys())
+    if changed or PART_CELL_TABLES[0] not in rollup:  # none yet: of every partition
+        part_cells = _part_cells(keys if PART_CELL_TABLES[0] in rollup else None, network)
+        rollup = updated_part_cells(rollup, network.partition_resolution, part_cells)
+        write_rollup(state_root, version, rollup)
     if keys:
-        write_cell_parts(state_root / PARTS_DIR, version, fine, rollup["road_cover"], keys,
-                         network)  # fmt: skip
+        fine, covered = _fine_cells(network, rollup, as_of_ms, keys)
+        write_cell_parts(state_root / PARTS_DIR, version, fine, covered, keys, network)
         cell_parts.update(dict.fromkeys(keys, version))
+    coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed:
         commit_pointer(
@@ -177,7 +184,7 @@ def _batch_state(
         counted = counted_segments(matched_dir, lengths, settings)
         counted = unapplied_segments(counted, applied, f"batch {batch_id} ({matched_dir})")
         applied |= set(counted["trip_id"])
-        touched = set(network.edge_parts.loc[counted["edge_id"].to_numpy()])
+        touched = set(network.edge_parts(counted["edge_id"].to_numpy()))
         runs = network.runs_of(touched)
         batch = merge_states(batch, state_of_batch(counted, runs, batch_id))
     return batch
@@ -190,18 +197,21 @@ def _apply(
     rollup: dict[str, pd.DataFrame],
     parts: dict[str, str],
     network: Network,
-    canonical: pd.DataFrame,
     version: str,
 ) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    """Merge the batch into the partitions it touches; write them and the new rollup.
+    """Merge the batch into the partitions it touches; write them; return the new rollup.
 
     ``parts`` (partition -> generation) is updated in place with the partitions written; when
     it names none (a first update, or a state partitioned again), every partition of the
     network is written, so that each has its edge coverage. Returns the new rollup and the
     partitions of the cells whose figures changed.
     """
-    cell_parts = network.cells["part"]
-    new_parts = split_state(batch, network.edge_parts, cell_parts)
+    edge_ids = np.concatenate(
+        [batch.edge_pieces["key"].to_numpy(), batch.edge_trips["edge_id"].to_numpy()]
+    )
+    cells = pd.unique(batch.cell_trips["cell"].to_numpy())
+    cell_parts = pd.Series(network.cell_parts(cells), index=cells, dtype=object)
+    new_parts = split_state(batch, network.edge_part_series(edge_ids), cell_parts)
     old_parts = read_parts(state_root, pointer, set(new_parts)) if parts else {}
     merged = {
         key: merge_states(old_parts[key], part) if key in old_parts else part
@@ -220,15 +230,15 @@ def _apply(
     edges = _write_part_edges(state_root, version, merged, totals, network)
     parts.update(dict.fromkeys(merged, version))
     runs = network.runs_of(set(merged))
-    rows = part_rows(edge_tables, network, canonical, runs, edges, totals)
+    rows = part_rows(edge_tables, network, runs, edges, totals)
     trips = batch.edge_trips["trip_id"].unique()
-    rollup = updated_rollup(rollup, set(merged), rows, cell_rows(batch.cell_trips, network), trips)
-    write_rollup(state_root, version, rollup)
-    return rollup, _changed_cell_parts(rows["road_cover"], batch, canonical, network)
+    new_cells = cell_rows(batch.cell_trips, network)
+    rollup = {**rollup, **updated_rollup(rollup, set(merged), rows, new_cells, trips)}
+    return rollup, _changed_cell_parts(rows["road_cover"], batch, network)
 
 
 def _changed_cell_parts(
-    road_cover: pd.DataFrame, batch: CoverageState, canonical: pd.DataFrame, network: Network
+    road_cover: pd.DataFrame, batch: CoverageState, network: Network
 ) -> set[str]:
     """Return the partitions of the cells whose figures an update changed.
 
@@ -237,10 +247,10 @@ def _changed_cell_parts(
     contributors with the batch's ``cell_trips``; a road may run into the cells of another
     partition than its own.
     """
-    roads = canonical["canonical_id"].reindex(batch.edge_trips["edge_id"].unique())
+    roads = network.canonical(batch.edge_trips["edge_id"].to_numpy())["canonical_id"]
     driven = road_cover[road_cover["key"].isin(roads.to_numpy())]
     cells = np.concatenate([driven["cell"].to_numpy(), batch.cell_trips["cell"].to_numpy()])
-    return set(network.cells["part"].reindex(pd.unique(cells)).dropna().unique())
+    return set(network.cell_parts(pd.unique(cells)))
 
 
 def _write_part_edges(
@@ -257,15 +267,15 @@ def _write_part_edges(
     Returns
     -------
     pandas.DataFrame
-        ``highway`` and ``length_m`` of the partitions' edges, indexed by ``edge_id``.
+        ``highway``, ``length_m`` and ``part`` of the partitions' edges, by ``edge_id``.
     """
-    fixed_tables = []
+    fixed_tables = {}
     for key, part in parts.items():
         fixed = network.fixed_edges(key)
         path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
         driven = totals.loc[pd.unique(part.edge_trips["edge_id"].to_numpy())]
         write_edge_coverage(fixed, part.edge_pieces, driven, path)
-        fixed_tables.append(fixed.select(["edge_id", "highway", "length_m"]))
+        fixed_tables[key] = fixed.select(["edge_id", "highway", "length_m"])
     return edge_info(fixed_tables)
 
 
@@ -331,30 +341,27 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
     )
 
 
-def _cell_tables(
-    network: Network,
-    rollup: dict[str, pd.DataFrame],
-    as_of_ms: int,
-    keys: set[str] | None,
-) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Return the cells of partitions ``keys`` (None: none) and the cells coarser than them.
+def _part_cells(keys: set[str] | None, network: Network) -> np.ndarray:
+    """Return the H3 cells of partitions ``keys`` (None: of every partition of the network)."""
+    names = network.part_keys() if keys is None else sorted(keys)
+    return np.array([int(key.rsplit("-", 1)[1], 16) for key in names], dtype="int64")
 
-    The first are the rows of the resolutions no coarser than the partitions', computed from
-    the figures of the partitions' finest cells alone; the second the rows of every coarser
-    resolution (contract ``cell_coverage`` both).
+
+def _fine_cells(
+    network: Network, rollup: dict[str, pd.DataFrame], as_of_ms: int, keys: set[str]
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Return the cells of partitions ``keys`` and the rollup's covered road in them.
+
+    The cells are the rows of the resolutions no coarser than the partitions' (contract
+    ``cell_coverage``), computed from the figures of the partitions' finest cells alone; the
+    covered road the rollup's ``road_cover`` rows of these cells.
     """
     level = network.partition_resolution
-    road_mm = network.cells["road_mm"].dropna().astype("int64")
-    trips = cell_trips_of(rollup)
-    args = (as_of_ms, network.resolution, network.parents, network.polygons)
-    coarse_levels = range(level - 1, -1, -1) or range(network.resolution, level - 1, -1)
-    coarse = cells_table(road_mm, rollup["road_cover"], trips, *args, coarse_levels)
-    coarse = coarse[coarse["resolution"].to_numpy() < level]  # none at partition resolution 0
-    if not keys:
-        return coarse.iloc[:0], coarse
-    parts = network.cells["part"]
-    in_keys = parts.index[parts.isin(list(keys)).to_numpy()]
+    cells = network.cells_of(keys)
+    in_keys = cells.index
     cover = rollup["road_cover"]
+    cover = cover[cover["cell"].isin(in_keys)]
+    trips = cell_trips_of(rollup)
     passes = trips.passes[trips.passes["resolution"] >= level]
     parents = parent_array(passes["cell"].to_numpy(), level)
     fine_trips = CellTrips(
@@ -362,11 +369,28 @@ def _cell_tables(
         passes[np.isin(parents, network.parents(in_keys.to_numpy(), level))],
         trips.contributors[trips.contributors["cell"].isin(in_keys)],
     )
+    road_mm = cells["road_mm"].dropna().astype("int64")
     fine = cells_table(
-        road_mm[road_mm.index.isin(in_keys)], cover[cover["cell"].isin(in_keys)], fine_trips,
-        *args, range(network.resolution, level - 1, -1),
+        road_mm, cover, fine_trips, as_of_ms, network.resolution, network.parents,
+        network.polygons, range(network.resolution, level - 1, -1),
     )  # fmt: skip
-    return fine, coarse
+    return fine, cover
+
+
+def _coarse_cells(
+    network: Network, rollup: dict[str, pd.DataFrame], as_of_ms: int
+) -> gpd.GeoDataFrame:
+    """Return the cells coarser than the partitions (contract ``cell_coverage``).
+
+    Summed from what each partition contributes (:data:`~pipeline.coverage.rollup.PART_CELL_TABLES`
+    and the partitions' road, :meth:`Network.part_road_mm`), never from the finest cells.
+    """
+    level = network.partition_resolution
+    coarse = cells_table(
+        network.part_road_mm(), rollup["part_covered"], coarse_cell_trips(rollup), as_of_ms,
+        level, network.parents, network.polygons, range(level - 1, -1, -1) or range(0, -1, -1),
+    )  # fmt: skip
+    return coarse[coarse["resolution"].to_numpy() < level]  # none at partition resolution 0
 
 
 def _summary(

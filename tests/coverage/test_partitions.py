@@ -168,15 +168,8 @@ def part_files(out: Path) -> dict[str, tuple[int, int, bytes]]:
     }
 
 
-@pytest.mark.shared_data
-def test_an_update_rewrites_only_the_partitions_it_touches(
-    roads: Path, batches: list[Path], tmp_path: Path
-) -> None:
-    out = tmp_path / "coverage"
-    compute_coverage(roads, batches[:3], out, with_parts(9))
-    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
-    before, cells_before = pointer["parts"], pointer["cell_parts"]
-    files = part_files(out)
+def one_drive_batch(roads: Path, folder: Path) -> tuple[Path, LineString]:
+    """A matched batch of one trip over one short edge; the batch and the edge's line."""
     edges = read_edges(roads)
     road = edges[edges["length_m"] < 30].iloc[0]  # one short edge: one or two partitions
     drive = pd.DataFrame(
@@ -190,7 +183,19 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
             "exited_at": [pd.Timestamp("2026-11-01T08:00:05Z")],
         }
     )
-    small = write_matched_batch(tmp_path / "small", edges, drive, roads_dir=roads)
+    return write_matched_batch(folder, edges, drive, roads_dir=roads), road["geometry"]
+
+
+@pytest.mark.shared_data
+def test_an_update_rewrites_only_the_partitions_it_touches(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:3], out, with_parts(9))
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    before, cells_before = pointer["parts"], pointer["cell_parts"]
+    files = part_files(out)
+    small, line = one_drive_batch(roads, tmp_path / "small")
     compute_coverage(roads, [small], out, with_parts(9))
     pointer = json.loads((out / "state" / "CURRENT.json").read_text())
     after, cells_after = pointer["parts"], pointer["cell_parts"]
@@ -199,7 +204,7 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
     changed_cells = {key for key in cells_after if cells_before.get(key) != cells_after[key]}
     assert set(cells_after) == set(cells_before)
     assert 1 <= len(changed_cells) < len(cells_after)
-    assert changed_cells <= cell_parts_along(road["geometry"], SETTINGS.h3_resolution, 9)
+    assert changed_cells <= cell_parts_along(line, SETTINGS.h3_resolution, 9)
     changed |= changed_cells
     assert set(after) == set(before)  # every partition has its edges from the first update
     edge_files = [path for path in files if path.endswith("/edge_coverage.parquet")]
@@ -210,6 +215,43 @@ def test_an_update_rewrites_only_the_partitions_it_touches(
             assert (out / path).stat().st_ino == inode
             assert (out / path).read_bytes() == content
     assert not (out / "edges.parquet").exists()  # no table of every edge
+    totals = expected_folder(roads, [*batches[:3], small], tmp_path / "expected")
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
+def test_an_update_reads_only_the_partitions_it_touches(
+    roads: Path, batches: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "coverage"
+    compute_coverage(roads, batches[:3], out, with_parts(9))
+    small, line = one_drive_batch(roads, tmp_path / "small")
+    read: list[Path] = []
+    read_table, load = pq.read_table, np.load
+
+    def recorded_read(source: object, *args: object, **kwargs: object) -> pa.Table:
+        read.append(Path(str(source)))
+        return read_table(source, *args, **kwargs)
+
+    def recorded_load(file: object, *args: object, **kwargs: object) -> object:
+        assert kwargs.get("mmap_mode") == "r", "an array of every edge read whole"
+        read.append(Path(str(file)))
+        return load(file, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", recorded_read)
+    monkeypatch.setattr(np, "load", recorded_load)
+    compute_coverage(roads, [small], out, with_parts(9))
+    monkeypatch.undo()
+    (cache,) = (out / "network").iterdir()
+    touched = cell_parts_along(line, SETTINGS.h3_resolution, 9)  # h3, not the cache
+    parts = json.loads((cache / "network.json").read_text())["parts"]
+    assert len(touched) < len(parts)
+    per_part = [p for p in read if p.parent.name in ("cells", "polygons", "edges")]
+    per_part += [p.parents[1] for p in read if "parts" in p.parts]  # parts/<key>/<gen>/x
+    assert per_part and {p.stem if p.suffix else p.name for p in per_part} <= touched
+    region = {p.name for p in read if p.parent == cache}
+    assert region <= {"runs.parquet", "highways.parquet", "part_road.parquet",
+                      "coarse_polygons.parquet"}  # fmt: skip
     totals = expected_folder(roads, [*batches[:3], small], tmp_path / "expected")
     assert_same_outputs(out, tmp_path / "expected", totals)
 
@@ -313,10 +355,13 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     compute_coverage(roads, batches[:2], out, with_parts(8))
     (cache,) = (out / "network").iterdir()
     meta = json.loads((cache / "network.json").read_text())
-    (cache / "network.json").write_text(json.dumps({k: meta[k] for k in meta if k != "format"}))
-    for name in ("canonical", "cell_polygons"):  # the first format had none of these
-        (cache / f"{name}.parquet").unlink()
-    shutil.rmtree(cache / "edges")
+    (cache / "network.json").write_text(json.dumps({**meta, "format": NETWORK_FORMAT - 1}))
+    for name in ("edges", "edge_index", "cells", "polygons"):  # older formats had not all
+        shutil.rmtree(cache / name)
+    (cache / "part_road.parquet").unlink()
+    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
+    for table in (out / "state" / "rollup" / pointer["rollup"]).glob("part_*.parquet"):
+        table.unlink()  # a rollup of the older layout: without the partitions' contributions
     compute_coverage(roads, batches[2:], out, with_parts(8))
     assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
     totals = expected_folder(roads, batches, tmp_path / "expected")
@@ -332,9 +377,10 @@ def test_the_network_gives_each_cells_polygon_its_own_or_a_new_one(
 
     sha256 = roads_identity(roads)["edges_sha256"]
     network = load_network(lambda: read_edges(roads), sha256, tmp_path, 9, "auto")
-    ours = network.cells.index.to_numpy()[[0, -1]]
+    known = network.cells_of(set(network.part_keys())).index
+    ours = known.to_numpy()[[0, -1]]
     cells = np.array([*ours, network.parents(ours, 4)[0], 0x89283082803FFFF], dtype="int64")
-    assert cells[-1] not in network.cells.index  # a cell in California, not in Monaco
+    assert cells[-1] not in known  # a cell in California, not in Monaco
     expected = shapely.to_wkb(cell_polygons(cells))
     assert shapely.to_wkb(network.polygons(cells)).tolist() == expected.tolist()
 
