@@ -358,7 +358,7 @@ def owned_nodes(network: DrivingNetwork, shard_dir: str) -> np.ndarray:
     owned = np.isin(network.edge_id, owners.loc[owners["owned"], "edge_id"].to_numpy("int64"))
     nodes = np.unique(np.concatenate([network.edge_u[owned], network.edge_v[owned]]))
     if len(nodes) == 0:
-        log.warning("%s: no owned edge is drivable; homes anywhere in the shard", shard_dir)
+        log.info("%s: no owned edge is drivable; homes anywhere in the shard", shard_dir)
         return np.arange(len(network.node_ids))
     return nodes
 
