@@ -52,12 +52,14 @@ MEASURED = [
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 631.0),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=6_300), 1, 848.0),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1064.0),
-    # the whole tree with 2 workers of its own, 100 devices x 7 days (python
+    # the whole tree with 2 workers of its own, 100 devices x 7 days, medians of 3 (python
     # benchmarks/bench_simulate_shards.py, 2026-12-07, docs/benchmarks.md "Simulate: a fleet on
-    # a sharded region"): Kubicka 00000013 unsharded, and sharded at resolution 5, whose
-    # processes hold shards (the largest: 57,756 edges), never the region
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=700), 2, 1995.2),
-    ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 2, 1513.4),
+    # a sharded region"): Kubicka 00000013 unsharded; sharded at resolution 5, whose processes
+    # hold shards (the largest: 57,756 edges), never the region; and 222 shards of its 32x
+    # replica (5.94 M edges owned; the largest 74,020)
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=700), 2, 1976.4),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 2, 1518.4),
+    ("simulate_fleet", InputSizes(edges=74_020, device_days=700), 2, 1553.0),
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
     ("match_traces", InputSizes(edges=1_761, fixes=199_955, trips=1_242), 2, 1072.7),
