@@ -67,7 +67,6 @@ from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.errors import OutputExistsError
 from pipeline.io import write_json, write_lines
 from pipeline.parallel import SCHEDULER_ENV, dask_client, run_tasks
-from pipeline.roads.shards import SHARDS_DIR, read_owners
 from pipeline.roads.store import read_roads_meta
 from pipeline.simulate.drive import TripDrive, drive_route
 from pipeline.simulate.network import DrivingNetwork
@@ -299,13 +298,23 @@ def device_tasks(roads_dir: str, traces_dir: Path, devices: list[Device]) -> lis
         by_shard.setdefault(device.shard, []).append(device)
     tasks = []
     for shard in sorted(by_shard, key=lambda cell: cell or ""):
-        folder = roads_dir if shard is None else str(Path(roads_dir) / SHARDS_DIR / shard)
+        folder = roads_dir if shard is None else str(shard_folder(roads_dir, shard))
         group = by_shard[shard]
         tasks += [
             DeviceTask(folder, traces_dir, group[start : start + DEVICES_PER_TASK])
             for start in range(0, len(group), DEVICES_PER_TASK)
         ]
     return tasks
+
+
+def shard_folder(roads_dir: str, cell: str) -> Path:
+    """Return the folder of shard ``cell`` of a sharded roads folder.
+
+    The shards' module (which imports osmium and OSMnx) is imported only for a sharded region.
+    """
+    from pipeline.roads.shards import SHARDS_DIR
+
+    return Path(roads_dir) / SHARDS_DIR / cell
 
 
 def drive_devices(task: DeviceTask, params: SimulateSettings) -> TaskDrive:
@@ -354,6 +363,8 @@ def owned_nodes(network: DrivingNetwork, shard_dir: str) -> np.ndarray:
     A shard whose owned edges all lie outside its network's largest strongly connected
     component (a few short roads at the region's edge) gives every node of its network.
     """
+    from pipeline.roads.shards import read_owners
+
     owners = read_owners(shard_dir)
     owned = np.isin(network.edge_id, owners.loc[owners["owned"], "edge_id"].to_numpy("int64"))
     nodes = np.unique(np.concatenate([network.edge_u[owned], network.edge_v[owned]]))
