@@ -208,8 +208,9 @@ def simulate_fleet(
     )  # fmt: skip
     release_network_on_workers(workers, scheduler_address)
     order = np.argsort([index for task in driven for index in task.indexes], kind="stable")
-    records = [[record for task in driven for record in task.records][i] for i in order]
-    routes = [[route for task in driven for route in task.routes][i] for i in order]
+    records = [record for task in driven for record in task.records]
+    routes = [route for task in driven for route in task.routes]
+    records, routes = [records[i] for i in order], [routes[i] for i in order]  # device order
     edges = DrivenEdges.union([task.edges for task in driven])
     write_truth(edges, routes, records, out_dir / TRUTH_FILE)
     summary = _summary(params, roads_meta, records)
