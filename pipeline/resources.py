@@ -121,7 +121,7 @@ COSTS: dict[str, Cost] = {
     # with its nanny: 448 MiB at 1,761 edges, 662-804 at 307,392 (the driving network). On a
     # sharded region, edges are the largest shard's (simulated_edges): 100 devices x 7 days,
     # the whole tree with 2 workers, 1,518 MiB on Kubicka 00000013 at resolution 5 (largest
-    # shard 57,756 edges) and 1,553 on 222 shards of its 32x replica (74,020), 1,976 unsharded
+    # shard 57,756 edges) and 1,553-1,581 on its 32x replica (74,020), 1,976 unsharded
     "simulate_fleet": Cost(
         base_mb=403.0,
         mb_per_edge=0.0005,

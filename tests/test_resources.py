@@ -56,10 +56,11 @@ MEASURED = [
     # benchmarks/bench_simulate_shards.py, 2026-12-07, docs/benchmarks.md "Simulate: a fleet on
     # a sharded region"): Kubicka 00000013 unsharded; sharded at resolution 5, whose processes
     # hold shards (the largest: 57,756 edges), never the region; and 222 shards of its 32x
-    # replica (5.94 M edges owned; the largest 74,020)
+    # replica (5.94 M edges owned; the largest 74,020); then one run on all 377 (9.84 M)
     ("simulate_fleet", InputSizes(edges=307_392, device_days=700), 2, 1976.4),
     ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 2, 1518.4),
     ("simulate_fleet", InputSizes(edges=74_020, device_days=700), 2, 1553.0),
+    ("simulate_fleet", InputSizes(edges=74_020, device_days=700), 2, 1581.3),
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
     ("match_traces", InputSizes(edges=1_761, fixes=199_955, trips=1_242), 2, 1072.7),
