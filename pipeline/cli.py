@@ -306,6 +306,7 @@ def simulate(
     """Simulate a dashcam fleet driving on a road graph, with its ground-truth routes."""
     from pipeline.config import load_config
     from pipeline.simulate.fleet import simulate_fleet
+    from pipeline.storage import is_url
 
     config = load_config(config_path)
     params = config.simulate
@@ -317,8 +318,13 @@ def simulate(
     }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
     with _staging(config) as staging:
+        roads = Path(roads_dir)
+        if is_url(roads_dir):  # of a sharded region, only the shards' files
+            from pipeline.roads.shard_build import stage_simulate_roads
+
+            roads = stage_simulate_roads(staging, roads_dir)
         summary = simulate_fleet(
-            staging.input_folder(roads_dir), staging.output_folder(out_dir), params, workers,
+            roads, staging.output_folder(out_dir), params, workers,
             scheduler_address=config.dask_scheduler_address, overwrite=overwrite,
         )  # fmt: skip
     click.echo(json.dumps(summary, indent=2, default=str))

@@ -14,7 +14,9 @@ workers and their nannies, the tools it starts; :mod:`pipeline.process_tree` mea
                          + workers * (worker_mb + worker_mb_per_edge * edges))
 
 ``edges`` is the road graph's edge count (``roads/meta.json``; for ``build_roads``, estimated
-from the OSM extract's size and format, :data:`EDGES_PER_BYTE`), ``units`` the stage's own
+from the OSM extract's size and format, :data:`EDGES_PER_BYTE`; for ``simulate_fleet`` on a
+sharded region, the largest shard's, since its processes load shards, never the region:
+:func:`simulated_edges`), ``units`` the stage's own
 measure of its batch (fixes, input bytes, matched segments; :data:`COSTS`), ``workers`` the
 Dask workers the job starts (its threads, when more than one). The figures are peaks measured
 with ``python benchmarks/bench_resources.py`` (docs/benchmarks.md, "Memory model"); the
@@ -116,7 +118,10 @@ COSTS: dict[str, Cost] = {
     # 307,392 edges (Kubicka 00000013, on roadcover run's shared cluster) 639 MiB at 336
     # device-days (loading the network), 2,143 at 27,930: the trips' routes it gathers for the
     # truth, about 50 KiB per device-day there (Helsinki's shorter trips gather less). A worker
-    # with its nanny: 448 MiB at 1,761 edges, 662-804 at 307,392 (the driving network)
+    # with its nanny: 448 MiB at 1,761 edges, 662-804 at 307,392 (the driving network). On a
+    # sharded region, edges are the largest shard's (simulated_edges): 100 devices x 7 days,
+    # the whole tree with 2 workers, 1,518 MiB on Kubicka 00000013 at resolution 5 (largest
+    # shard 57,756 edges) and 1,553-1,581 on its 32x replica (74,020), 1,976 unsharded
     "simulate_fleet": Cost(
         base_mb=403.0,
         mb_per_edge=0.0005,
@@ -320,8 +325,32 @@ def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[
         threads = 1
     if rule == "simulate_fleet":
         fleet = config["simulate"]
-        sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
+        sizes = dataclasses.replace(
+            sizes, edges=simulated_edges(inputs, sizes.edges),
+            device_days=fleet["devices"] * fleet["days"],
+        )  # fmt: skip
     return job_mem_mb(rule, sizes, threads, config.get("resources", {}))
+
+
+def simulated_edges(paths: Iterable[str | Path], region_edges: int) -> int:
+    """Return the edges of the network a simulator's process holds: its largest shard's.
+
+    On a sharded roads folder (its ``meta.json`` lists ``shards``) every process of the
+    simulator loads shards, one or two at a time, never the region; the edges are then the
+    largest shard's (each shard's ``meta.json``). ``region_edges`` when no input is a sharded
+    region's, or a shard's ``meta.json`` is not on this disk.
+    """
+    largest = 0
+    for path in map(Path, paths):
+        meta_path = path / "meta.json" if path.is_dir() else path
+        shards = _json_fields(meta_path).get("shards", {})
+        for cell in shards.get("cells", []):
+            folder = meta_path.parent / shards.get("folder", "shards") / str(cell["cell"])
+            shard = _json_fields(folder / "meta.json")
+            if "edge_count" not in shard:
+                return region_edges
+            largest = max(largest, int(shard["edge_count"]))
+    return largest or region_edges
 
 
 def build_roads_mem_mb(osm: str, config: Mapping[str, Any]) -> int:

@@ -22,6 +22,7 @@ from pipeline.resources import (
     osm_edges,
     rule_mem_mb,
     rule_threads,
+    simulated_edges,
 )
 
 MB = 1_000_000
@@ -51,6 +52,15 @@ MEASURED = [
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 631.0),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=6_300), 1, 848.0),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1064.0),
+    # the whole tree with 2 workers of its own, 100 devices x 7 days, medians of 3 (python
+    # benchmarks/bench_simulate_shards.py, 2026-12-07, docs/benchmarks.md "Simulate: a fleet on
+    # a sharded region"): Kubicka 00000013 unsharded; sharded at resolution 5, whose processes
+    # hold shards (the largest: 57,756 edges), never the region; and 222 shards of its 32x
+    # replica (5.94 M edges owned; the largest 74,020); then one run on all 377 (9.84 M)
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=700), 2, 1976.4),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 2, 1518.4),
+    ("simulate_fleet", InputSizes(edges=74_020, device_days=700), 2, 1553.0),
+    ("simulate_fleet", InputSizes(edges=74_020, device_days=700), 2, 1581.3),
     ("ingest_traces", InputSizes(input_bytes=round(31.7 * MIB)), 1, 333.6),
     ("ingest_traces", InputSizes(input_bytes=round(128.7 * MIB)), 1, 402.8),
     # the demo's 40 devices in-process, and `roadcover ingest --workers 2` of the 135- and
@@ -304,3 +314,27 @@ def test_on_an_existing_cluster_two_tasks_are_enough_and_workers_are_not_the_job
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
     config["dask"] = {"scheduler_address": "tcp://10.0.0.1:8786"}
     assert rule_threads("simulate_fleet", [], config) == 5
+
+
+def test_a_sharded_regions_simulator_is_sized_by_its_largest_shard(tmp_path: Path) -> None:
+    roads = tmp_path / "roads"
+    cells = {"85a": 40_000, "85b": 90_000, "85c": 10_000}
+    meta = {"edge_count": 120_000, "shards": {"folder": "shards", "cells": [
+        {"cell": cell, "owned_edge_count": 1} for cell in cells]}}  # fmt: skip
+    roads.mkdir()
+    (roads / "meta.json").write_text(json.dumps(meta))
+    for cell, edges in cells.items():
+        (roads / "shards" / cell).mkdir(parents=True)
+        (roads / "shards" / cell / "meta.json").write_text(json.dumps({"edge_count": edges}))
+    inputs = [str(roads / "meta.json")]
+    assert simulated_edges(inputs, 120_000) == 90_000
+    config: dict[str, Any] = {"simulate": {"devices": 100, "days": 7}, "resources": {}}
+    # 1.25 x (403 + 0.0005 x 90,000 + 0.049 x 700 + 2 x (448 + 0.00093 x 90,000)) MiB
+    expected = 1.25 * (403 + 45 + 34.3 + 2 * (448 + 83.7))
+    assert rule_mem_mb("simulate_fleet", inputs, 2, config) == math.ceil(expected)
+    (roads / "shards" / "85c" / "meta.json").unlink()  # a shard not on this disk: the region's
+    assert simulated_edges(inputs, 120_000) == 120_000
+    unsharded = tmp_path / "whole"
+    unsharded.mkdir()
+    (unsharded / "meta.json").write_text(json.dumps({"edge_count": 5_000}))
+    assert simulated_edges([str(unsharded / "meta.json")], 5_000) == 5_000

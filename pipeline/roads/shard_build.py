@@ -76,6 +76,8 @@ REGION_FILES = (EDGES_FILE, NODES_FILE, META_FILE)
 """The files of a sharded region's roads folder that the merge writes."""
 SHARD_TABLES = (META_FILE, EDGES_FILE, NODES_FILE)
 """The files of a shard's folder that matching reads."""
+SIMULATED_SHARD_FILES = (*SHARD_TABLES, OWNERS_FILE)
+"""The files of a shard's folder that the fleet simulator reads."""
 MERGE_INPUTS = (
     f"{SHARDS_DIR}/{PLAN_FILE}",
     *(f"{SHARDS_DIR}/*/{name}" for name in (*SHARD_TABLES, OWNERS_FILE)),
@@ -178,6 +180,23 @@ def stage_match_roads(
     if len(trip_files):
         cells = sorted({cell for cells in trip_shards(trip_files, local) for cell in cells})
         needed += [f"{SHARDS_DIR}/{cell}/{name}" for cell in cells for name in SHARD_TABLES]
+    staging.input_folder(roads_dir, include=needed)
+    return local
+
+
+def stage_simulate_roads(staging: Staging, roads_dir: str | Path) -> Path:
+    """Return the local roads folder on which to simulate a fleet (``roadcover simulate``).
+
+    ``roads_dir`` itself if it is a path. Of a URL, its objects are downloaded; of a sharded
+    region's, only what the simulator reads: the region's ``meta.json`` and every shard's
+    tables, ``meta.json`` and owners, not the region's tables nor the shards' extracts.
+    """
+    if not is_url(roads_dir):
+        return Path(roads_dir)
+    local = staging.input_folder(roads_dir, include=(META_FILE,))
+    if "shards" not in read_roads_meta(local):
+        return staging.input_folder(roads_dir)  # unsharded: the whole folder
+    needed = [f"{SHARDS_DIR}/*/{name}" for name in SIMULATED_SHARD_FILES]
     staging.input_folder(roads_dir, include=needed)
     return local
 

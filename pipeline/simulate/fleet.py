@@ -21,6 +21,15 @@ later tasks; when the stage ran on an existing cluster (the one ``roadcover run`
 between stages), its workers drop it at the end (:func:`release_network`), so that the later
 stages' tasks do not run beside it.
 
+On a sharded roads folder (``roadcover roads build --shard-resolution N``) each device lives
+in one shard and drives on that shard's graph (its buffer included), never on the region's:
+contributors are drawn to shards in proportion to the road km each shard owns (``meta.json``'s
+shard list), a contributor's home is a node of an edge its shard owns, and the tasks are the
+devices of one shard each, so that a process holds one shard's network at a time (two at
+most, :func:`_network`). The stage process plans from the region's ``meta.json`` alone and
+writes the truth from the edges the tasks drove: it never loads the region's graph. Edge ids
+are global, so the truth names the region's edges.
+
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same seed on the same roads
 folder gives byte-identical files.
 
@@ -41,7 +50,8 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -79,6 +89,8 @@ MIN_PARKED_S = 600.0  # a vehicle is parked at least this long between trips
 DEVICES_PER_TASK = 8
 # a LocalCluster started for the stage pays off from this many tasks per worker
 DASK_MIN_TASKS_PER_WORKER = 4
+HOME_DRAWS = 2**53
+"""A home in a shard is drawn from this many values, turned into a node by the shard's task."""
 _ROUTE_COLUMNS: dict[str, Any] = {
     "trip_id": object,
     "seq": "int32",
@@ -91,7 +103,17 @@ _STALE_TRACE = re.compile(r"^dev-\d+\.(" + "|".join(FORMAT_EXTENSIONS.values()) 
 
 @dataclass(frozen=True)
 class Device:
-    """One simulated dashcam."""
+    """One simulated dashcam.
+
+    Attributes
+    ----------
+    home_node
+        The node index (in the network it drives on) of its contributor's home. Of a device in
+        a shard, as planned, a draw below :data:`HOME_DRAWS` that the shard's task turns into
+        a node of the shard's owned edges (:func:`settle_in_shard`).
+    shard
+        The shard cell it lives and drives in (a sharded roads folder); None: the region.
+    """
 
     index: int
     device_id: str
@@ -99,6 +121,7 @@ class Device:
     fmt: str
     home_node: int
     noise_sigma_m: float
+    shard: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -176,21 +199,20 @@ def simulate_fleet(
     out_dir = Path(out_dir)
     roads_meta = read_roads_meta(roads_dir)
     roads = str(Path(roads_dir).absolute())  # a shared worker may run in another folder
-    devices = plan_fleet(_network(roads), params)
+    devices = plan_devices(roads, roads_meta, params)
     traces_dir = _claim_output(out_dir, overwrite)
     _remove_stale_traces(traces_dir, {device.file_name for device in devices})
-    tasks = [
-        DeviceTask(roads, traces_dir, devices[start : start + DEVICES_PER_TASK])
-        for start in range(0, len(devices), DEVICES_PER_TASK)
-    ]
     driven = run_tasks(
-        drive_devices, tasks, "simulate devices", workers, scheduler_address,
-        min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
+        drive_devices, device_tasks(roads, traces_dir, devices), "simulate devices", workers,
+        scheduler_address, min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
     )  # fmt: skip
     release_network_on_workers(workers, scheduler_address)
-    records = [record for task_records, _ in driven for record in task_records]
-    routes = [route for _, task_routes in driven for route in task_routes]
-    write_truth(_network(roads), routes, records, out_dir / TRUTH_FILE)
+    order = np.argsort([index for task in driven for index in task.indexes], kind="stable")
+    records = [record for task in driven for record in task.records]
+    routes = [route for task in driven for route in task.routes]
+    records, routes = [records[i] for i in order], [routes[i] for i in order]  # device order
+    edges = DrivenEdges.union([task.edges for task in driven])
+    write_truth(edges, routes, records, out_dir / TRUTH_FILE)
     summary = _summary(params, roads_meta, records)
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
@@ -204,24 +226,107 @@ def simulate_fleet(
 
 @dataclass(frozen=True)
 class DeviceTask:
-    """Devices to drive in one task, and where to write their traces."""
+    """Devices to drive in one task, the roads folder they drive on, where their traces go."""
 
     roads_dir: str
     traces_dir: Path
     devices: list[Device]
 
 
-def drive_devices(
-    task: DeviceTask, params: SimulateSettings
-) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+@dataclass(frozen=True)
+class DrivenEdges:
+    """Edges that devices drove: global ids (sorted, each once) and what the truth takes of them.
+
+    ``u`` and ``v`` are node ids; ``geometry`` the edges' lines (shapely, degrees).
+    """
+
+    edge_id: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    key: np.ndarray
+    length_m: np.ndarray
+    geometry: np.ndarray
+
+    @classmethod
+    def of(cls, network: DrivingNetwork, rows: np.ndarray) -> DrivenEdges:
+        """Return the edges of a network's rows ``rows``."""
+        rows = np.unique(np.asarray(rows, dtype="int64"))
+        rows = rows[np.argsort(network.edge_id[rows], kind="stable")]
+        return cls(
+            edge_id=network.edge_id[rows],
+            u=network.node_ids[network.edge_u[rows]],
+            v=network.node_ids[network.edge_v[rows]],
+            key=network.edge_key[rows],
+            length_m=network.edge_length_m[rows],
+            geometry=network.edge_geometry[rows],
+        )
+
+    @classmethod
+    def union(cls, parts: list[DrivenEdges]) -> DrivenEdges:
+        """Return the edges of every part, each once (an edge is the same in every shard)."""
+        edge_id, first = np.unique(np.concatenate([p.edge_id for p in parts]), return_index=True)
+        columns = ("u", "v", "key", "length_m", "geometry")
+        taken = (np.concatenate([getattr(p, name) for p in parts])[first] for name in columns)
+        return cls(edge_id, *taken)
+
+    def rows_of(self, edge_id: np.ndarray) -> np.ndarray:
+        """Return the row of each of ``edge_id`` (every one an edge of these)."""
+        return np.searchsorted(self.edge_id, edge_id)
+
+
+@dataclass(frozen=True)
+class TaskDrive:
+    """What a task's devices did: their indexes, summary records, route tables and edges.
+
+    A route table (``DeviceDrive.routes``) names its edges by global id (``edge_id``).
+    """
+
+    indexes: list[int]
+    records: list[dict[str, Any]]
+    routes: list[pd.DataFrame]
+    edges: DrivenEdges
+
+
+def device_tasks(roads_dir: str, traces_dir: Path, devices: list[Device]) -> list[DeviceTask]:
+    """Cut the fleet into tasks of at most ``DEVICES_PER_TASK`` devices of one network each.
+
+    In a region, the devices in order; in a sharded region, shard after shard (cells in
+    order), each task's roads folder its shard's, so that a process loads one shard's network
+    for consecutive tasks.
+    """
+    by_shard: dict[str | None, list[Device]] = {}
+    for device in devices:
+        by_shard.setdefault(device.shard, []).append(device)
+    tasks = []
+    for shard in sorted(by_shard, key=lambda cell: cell or ""):
+        folder = roads_dir if shard is None else str(shard_folder(roads_dir, shard))
+        group = by_shard[shard]
+        tasks += [
+            DeviceTask(folder, traces_dir, group[start : start + DEVICES_PER_TASK])
+            for start in range(0, len(group), DEVICES_PER_TASK)
+        ]
+    return tasks
+
+
+def shard_folder(roads_dir: str, cell: str) -> Path:
+    """Return the folder of shard ``cell`` of a sharded roads folder.
+
+    The shards' module (which imports osmium and OSMnx) is imported only for a sharded region.
+    """
+    from pipeline.roads.shards import SHARDS_DIR
+
+    return Path(roads_dir) / SHARDS_DIR / cell
+
+
+def drive_devices(task: DeviceTask, params: SimulateSettings) -> TaskDrive:
     """Drive a task's devices and write their traces (in a Dask worker or in-process).
 
-    Returns each device's summary record and ground-truth route table (``DeviceDrive.routes``).
+    Returns each device's summary record and ground-truth route table, and the edges driven.
     """
     network = _network(task.roads_dir)
     records: list[dict[str, Any]] = []
     routes: list[pd.DataFrame] = []
-    for device in task.devices:
+    for device in settle_in_shard(network, task.roads_dir, task.devices):
         drive = drive_device(network, device, params, truth=False)  # the files have none
         write_trace(
             drive.fixes, task.traces_dir / device.file_name, device.fmt,
@@ -230,12 +335,53 @@ def drive_devices(
         records.append(_device_record(drive))
         routes.append(drive.routes)
         log.debug("%s: %d trips, %d fixes", device.device_id, drive.trips, len(drive.fixes))
-    return records, routes
+    rows = np.concatenate([route["edge"].to_numpy("int64") for route in routes])
+    global_routes = [
+        route.assign(edge=network.edge_id[route["edge"].to_numpy("int64")]).rename(
+            columns={"edge": "edge_id"}
+        )
+        for route in routes
+    ]
+    indexes = [device.index for device in task.devices]
+    return TaskDrive(indexes, records, global_routes, DrivenEdges.of(network, rows))
+
+
+def settle_in_shard(network: DrivingNetwork, shard_dir: str, devices: list[Device]) -> list[Device]:
+    """Give devices planned in a shard their homes: nodes of the edges the shard owns.
+
+    A device's draw (``home_node`` as planned) picks one of the shard network's nodes that
+    end an owned edge; devices of a region are returned as they are.
+    """
+    if not devices or devices[0].shard is None:
+        return devices
+    homes = owned_nodes(network, shard_dir)
+    return [replace(d, home_node=int(homes[d.home_node % len(homes)])) for d in devices]
+
+
+def owned_nodes(network: DrivingNetwork, shard_dir: str) -> np.ndarray:
+    """Return the node indexes of a shard's network that end an edge the shard owns.
+
+    A shard whose owned edges all lie outside its network's largest strongly connected
+    component (a few short roads at the region's edge) gives every node of its network.
+    """
+    from pipeline.roads.shards import read_owners
+
+    owners = read_owners(shard_dir)
+    owned = np.isin(network.edge_id, owners.loc[owners["owned"], "edge_id"].to_numpy("int64"))
+    nodes = np.unique(np.concatenate([network.edge_u[owned], network.edge_v[owned]]))
+    if len(nodes) == 0:
+        log.info("%s: no owned edge is drivable; homes anywhere in the shard", shard_dir)
+        return np.arange(len(network.node_ids))
+    return nodes
 
 
 @functools.lru_cache(maxsize=2)
 def _network(roads_dir: str) -> DrivingNetwork:
-    """Return the driving network of a roads folder, loaded once per process."""
+    """Return the driving network of a roads folder (a region's, or a shard's), loaded once.
+
+    A process keeps the last two it loaded: the tasks of a sharded region come shard after
+    shard, so it holds one shard's network, and the next one's while it moves on.
+    """
     return DrivingNetwork.from_roads_dir(roads_dir)
 
 
@@ -270,8 +416,49 @@ def release_network_on_workers(workers: int | None, scheduler_address: str | Non
     log.info("simulate: %d worker(s) released the driving network", sum(released.values()))
 
 
+def plan_devices(
+    roads_dir: str, roads_meta: dict[str, Any], params: SimulateSettings
+) -> list[Device]:
+    """Draw the fleet of a roads folder: on its network, or, sharded, from its shard list."""
+    if "shards" in roads_meta:
+        return plan_sharded_fleet(roads_meta["shards"]["cells"], params)
+    return plan_fleet(_network(roads_dir), params)
+
+
 def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device]:
     """Draw the fleet: contributors, their homes, devices, formats and noise levels."""
+
+    def homes(rng: np.random.Generator, contributors: int) -> tuple[np.ndarray, list[None]]:
+        return rng.integers(0, len(network.node_ids), size=contributors), [None] * contributors
+
+    return _draw_fleet(params, homes)
+
+
+def plan_sharded_fleet(cells: list[dict[str, Any]], params: SimulateSettings) -> list[Device]:
+    """Draw the fleet of a sharded region from its shard list (``meta.json``'s ``cells``).
+
+    Each contributor, and so each of its devices, lives in one shard, drawn in proportion to
+    the road km the shard owns (``owned_road_km``); its home is a draw that the shard's task
+    turns into a node of the shard (:func:`settle_in_shard`).
+    """
+    owned_km = np.array([cell["owned_road_km"] for cell in cells], dtype="float64")
+
+    def homes(rng: np.random.Generator, contributors: int) -> tuple[np.ndarray, list[str]]:
+        shard = rng.choice(len(cells), size=contributors, p=owned_km / owned_km.sum())
+        draws = rng.integers(0, HOME_DRAWS, size=contributors)
+        return draws, [str(cells[i]["cell"]) for i in shard.tolist()]
+
+    return _draw_fleet(params, homes)
+
+
+def _draw_fleet(
+    params: SimulateSettings,
+    draw_homes: Callable[[np.random.Generator, int], tuple[np.ndarray, list[Any]]],
+) -> list[Device]:
+    """Draw contributors, devices, formats and noise; ``draw_homes`` each contributor's home.
+
+    ``draw_homes(rng, contributors)`` returns each contributor's home node and shard.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(0,)))
     contributors = max(1, math.ceil(params.devices * CONTRIBUTOR_SHARE))
     second = rng.choice(contributors, size=params.devices - contributors, replace=False)
@@ -279,7 +466,7 @@ def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device
     numbering: dict[int, int] = {}
     for owner in owners.tolist():  # contributors numbered in order of their first device
         numbering.setdefault(owner, len(numbering) + 1)
-    homes = rng.integers(0, len(network.node_ids), size=contributors)
+    homes, shards = draw_homes(rng, contributors)
     low, high = sorted(params.noise_sigma_m)
     sigmas = rng.uniform(low, high, size=params.devices)
     return [
@@ -290,6 +477,7 @@ def plan_fleet(network: DrivingNetwork, params: SimulateSettings) -> list[Device
             fmt=params.formats[i % len(params.formats)],
             home_node=int(homes[owner]),
             noise_sigma_m=float(sigmas[i]),
+            shard=shards[owner],
         )
         for i, owner in enumerate(owners.tolist())
     ]
@@ -461,6 +649,7 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
         "contributor_id": device.contributor_id,
         "format": device.fmt,
         "file": f"{TRACES_DIR}/{device.file_name}",
+        **({"shard": device.shard} if device.shard is not None else {}),
         "noise_sigma_m": round(device.noise_sigma_m, 3),
         "fixes": len(drive.fixes),
         "trips": drive.trips,
@@ -472,7 +661,7 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
 
 
 def write_truth(
-    network: DrivingNetwork,
+    edges: DrivenEdges,
     routes: list[pd.DataFrame],
     records: list[dict[str, Any]],
     path: Path,
@@ -484,17 +673,17 @@ def write_truth(
 
     Parameters
     ----------
-    network
-        The driving network.
+    edges
+        The edges driven (those of every route).
     routes
-        Each device's route table (``DeviceDrive.routes``).
+        Each device's route table, edges by global id (:class:`TaskDrive`).
     records
         Each device's summary record (its ``device_id`` and ``contributor_id``).
     path
         The file to write.
     """
     frame = pd.concat(routes, ignore_index=True)
-    edge = frame["edge"].to_numpy("int64")
+    edge = edges.rows_of(frame["edge_id"].to_numpy("int64"))
     rows = [len(table) for table in routes]
     device_id, contributor_id = (
         pa.array(np.repeat(np.array([record[key] for record in records], dtype=object), rows))
@@ -507,17 +696,17 @@ def write_truth(
             "seq": pa.array(frame["seq"], pa.int32()),
             "device_id": device_id,
             "contributor_id": contributor_id,
-            "edge_id": network.edge_id[edge],
-            "u": network.node_ids[network.edge_u[edge]],
-            "v": network.node_ids[network.edge_v[edge]],
-            "key": network.edge_key[edge],
-            "length_m": network.edge_length_m[edge],
+            "edge_id": edges.edge_id[edge],
+            "u": edges.u[edge],
+            "v": edges.v[edge],
+            "key": edges.key[edge],
+            "length_m": edges.length_m[edge],
             "entered_at": _utc_ms(frame["entered_ms"]),
             "exited_at": _utc_ms(frame["exited_ms"]),
         }
     )
-    edge_coords, owner = shapely.get_coordinates(network.edge_geometry, return_index=True)
-    edge_start = np.searchsorted(owner, np.arange(len(network.edge_geometry) + 1))
+    edge_coords, owner = shapely.get_coordinates(edges.geometry, return_index=True)
+    edge_start = np.searchsorted(owner, np.arange(len(edges.geometry) + 1))
     write_lines(table, edge_coords, edge_start, path, SIMULATED_ROUTES, index=edge)
 
 

@@ -21,7 +21,7 @@ import shapely
 
 from pipeline.cli import main
 from pipeline.roads import build_roads
-from pipeline.roads.shard_build import stage_match_roads
+from pipeline.roads.shard_build import stage_match_roads, stage_simulate_roads
 from pipeline.roads.shards import SHARDS_DIR, read_plan
 from pipeline.storage import Staging
 from tests import objectstore
@@ -139,6 +139,28 @@ def test_a_match_downloads_only_the_shards_its_trips_are_in(
         for name in ("edges.parquet", "meta.json", "nodes.parquet")
     ]
     assert got == sorted(expected)  # no extract, owners or core ways; no region nodes
+
+
+def test_a_simulation_downloads_the_shards_files_not_the_regions_tables(
+    bucket: str, tiny_osm: Path, tmp_path: Path
+) -> None:
+    roads = f"s3://{bucket}/run/roads"
+    cells = build_in_jobs(tiny_osm, roads)
+    with Staging() as staging:
+        local = stage_simulate_roads(staging, roads)
+        got = sorted(
+            path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file()
+        )
+    out = tmp_path / "fleet"  # the command on the bucket's roads
+    assert main(["simulate", "--roads", roads, "-o", str(out), "--devices", "2", "--days", "1",
+                 "--workers", "1"]) == 0  # fmt: skip
+    expected = ["meta.json"] + [
+        f"shards/{cell}/{name}"
+        for cell in cells
+        for name in ("edges.parquet", "meta.json", "nodes.parquet", "owners.parquet")
+    ]
+    assert got == sorted(expected)  # no region tables, plan, extracts or core ways
+    assert (out / "truth.parquet").exists()
 
 
 def test_a_merge_of_a_bucket_with_a_shard_not_built_is_one_line(

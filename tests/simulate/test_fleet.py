@@ -565,3 +565,126 @@ def test_a_shared_clusters_workers_drop_the_network_after_the_stage(
     released = re.search(r"simulate: (\d) worker\(s\) released", caplog.text)
     assert released is not None and int(released.group(1)) >= 1  # they had loaded it
     assert file_hashes(tmp_path / "alone") == file_hashes(tmp_path / "shared")
+
+
+# --- a sharded region --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded_monaco(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Monaco in 5 shards at resolution 6 (one owns nothing), a 200 m buffer: small shards.
+
+    The region's own tables are replaced by bytes that are no Parquet: a sharded simulation
+    must not need them.
+    """
+    from pipeline.roads.shard_build import build_sharded_roads
+
+    roads = tmp_path_factory.mktemp("sharded") / "roads"
+    build_sharded_roads(shared_data / "osm" / "monaco-2016.osm.pbf", roads, 6, buffer_m=200.0)
+    for name in ("edges.parquet", "nodes.parquet"):
+        (roads / name).write_bytes(b"not the region's table: a sharded simulation reads shards")
+    return roads
+
+
+@pytest.fixture(scope="module")
+def sharded_params(params: Any) -> Any:
+    return replace(params, devices=24, days=1, min_trip_m=500.0, max_trip_m=3000.0)
+
+
+@pytest.fixture(scope="module")
+def sharded_fleet(
+    sharded_monaco: Path, sharded_params: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """The fleet simulated in this process; and the roads folders whose networks it loaded."""
+    loaded: list[str] = []
+    original = DrivingNetwork.from_roads_dir.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[DrivingNetwork], roads_dir: str | Path) -> DrivingNetwork:
+        loaded.append(str(roads_dir))
+        network: DrivingNetwork = original(cls, roads_dir)
+        return network
+
+    fleet_module.release_network()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DrivingNetwork, "from_roads_dir", classmethod(counting))
+        out = tmp_path_factory.mktemp("sharded-fleet")
+        simulate_fleet(sharded_monaco, out, sharded_params, workers=1)
+    fleet_module.release_network()
+    return out, loaded
+
+
+@pytest.mark.shared_data
+def test_a_sharded_fleet_loads_each_shards_network_once_and_never_the_regions(
+    sharded_fleet: tuple[Path, list[str]], sharded_monaco: Path
+) -> None:
+    out, loaded = sharded_fleet
+    shards = {record["shard"] for record in summary_of(out)["devices"]}
+    expected = sorted(str(sharded_monaco.absolute() / "shards" / cell) for cell in shards)
+    assert sorted(loaded) == expected  # tasks shard after shard: one load each
+
+
+@pytest.mark.shared_data
+def test_every_device_drives_on_its_shards_roads_and_lives_on_its_owned_edges(
+    sharded_fleet: tuple[Path, list[str]], sharded_monaco: Path, sharded_params: Any
+) -> None:
+    out, _ = sharded_fleet
+    devices = summary_of(out)["devices"]
+    truth = read_table(out / "truth.parquet", SIMULATED_ROUTES)
+    assert len(truth) > 100
+    assert len({record["shard"] for record in devices}) >= 3  # spread over the shards
+    for record in devices:
+        shard = sharded_monaco / "shards" / record["shard"]
+        edges = read_edges(shard).set_index("edge_id")
+        routes = truth[truth["device_id"] == record["device_id"]]
+        assert routes["edge_id"].isin(edges.index).all(), record["device_id"]
+        # global ids: the shard's edge of that id (u, v, key, length and line)
+        same = edges.loc[routes["edge_id"]]
+        for column in ("u", "v", "key", "length_m"):
+            assert (same[column].to_numpy() == routes[column].to_numpy()).all(), column
+        assert shapely.equals_exact(same.geometry.values, routes.geometry.values, 0).all()
+    sizes = {cell: len(read_edges(sharded_monaco / "shards" / cell)) for cell in
+             {r["shard"] for r in devices}}  # fmt: skip
+    assert min(sizes.values()) < 3160 / 2  # shards are far smaller than the region
+
+
+@pytest.mark.shared_data
+def test_a_rerun_on_a_sharded_region_gives_the_same_files(
+    sharded_fleet: tuple[Path, list[str]], sharded_monaco: Path, sharded_params: Any, tmp_path: Path
+) -> None:
+    out, _ = sharded_fleet
+    simulate_fleet(sharded_monaco, tmp_path / "again", sharded_params, workers=1)
+    assert file_hashes(tmp_path / "again") == file_hashes(out)
+    assert len(file_hashes(out)) == sharded_params.devices + 2
+
+
+@pytest.mark.shared_data
+def test_devices_are_drawn_to_shards_by_owned_road_km_with_homes_on_owned_edges(
+    sharded_monaco: Path, sharded_params: Any
+) -> None:
+    from pipeline.roads.shards import read_owners
+
+    cells = json.loads((sharded_monaco / "meta.json").read_text())["shards"]["cells"]
+    many = fleet_module.plan_sharded_fleet(cells, replace(sharded_params, devices=5000))
+    contributors = {d.contributor_id: d.shard for d in many}
+    counts = pd.Series(list(contributors.values())).value_counts()
+    km = pd.Series({c["cell"]: c["owned_road_km"] for c in cells})
+    share = (counts.reindex(km.index, fill_value=0) / len(contributors)).to_numpy()
+    expected = (km / km.sum()).to_numpy()
+    # binomial: 4 sigma of 4,000 draws is under 0.032 at any share
+    assert np.abs(share - expected).max() < 0.032
+    assert counts.get(km.index[km == 0].tolist()[0], 0) == 0  # a shard owning nothing: nobody
+    assert all(d.shard == contributors[d.contributor_id] for d in many)  # devices live with owners
+    cell = counts.index[0]
+    folder = str(sharded_monaco / "shards" / cell)
+    network = DrivingNetwork.from_roads_dir(folder)
+    settled = fleet_module.settle_in_shard(network, folder, [d for d in many if d.shard == cell])
+    owners = read_owners(folder)
+    owned = set(owners.loc[owners["owned"], "edge_id"])
+    ends = {
+        int(n)
+        for e, u, v in zip(network.edge_id, network.edge_u, network.edge_v, strict=True)
+        if int(e) in owned
+        for n in (u, v)
+    }
+    homes = {d.home_node for d in settled}
+    assert homes <= ends and len(homes) > 10
