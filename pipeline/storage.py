@@ -506,7 +506,7 @@ class Staging:
         fs, prefix = filesystem(str(location), self.settings)
         local = self._local_copy(str(location))
         if not _storage_call(str(location), download_folder, fs, prefix, local, include):
-            if include is None:
+            if include is None or not _storage_call(str(location), remote_files, fs, prefix):
                 raise InputDataError(f"{location}: no such folder (no object under this prefix)")
             raise InputDataError(
                 f"{location}: none of {', '.join(include)} in this folder; run the stage that "

@@ -139,6 +139,17 @@ def test_a_missing_input_prefix_is_one_line(
     assert err == f"roadcover: error: {expected}"
 
 
+def test_a_folder_without_the_file_a_stage_reads_names_it(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store().pipe_file(f"{bucket}/half/nodes.parquet", b"not the roads' meta.json")
+    status = main(["simulate", "--roads", f"s3://{bucket}/half", "-o", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    expected = f"s3://{bucket}/half: none of meta.json in this folder; run the stage that writes it"
+    assert err == f"roadcover: error: {expected}"
+
+
 def test_storage_get_copies_an_object(bucket: str, tmp_path: Path) -> None:
     store().pipe_file(f"{bucket}/a/meta.json", b'{"x": 1}')
     target = tmp_path / "deep" / "meta.json"
