@@ -33,9 +33,9 @@ from pipeline.coverage.pointer import (
     CELL_TABLE,
     COARSE_CELLS,
     FRESHNESS_TABLE,
-    current_pointer,
+    pointer_with,
+    read_in_force,
 )
-from pipeline.errors import InputDataError
 from pipeline.io import concat_geo_tables, read_arrow
 
 FRESHNESS_DAYS = (7, 28, 90, 365)
@@ -67,10 +67,7 @@ def read_cell_table(coverage_dir: str | Path) -> pa.Table:
     """
     coverage_dir = Path(coverage_dir)
     as_of = as_of_ms(coverage_dir / SUMMARY_FILE)
-    try:
-        table = _read_stored(coverage_dir, as_of)
-    except InputDataError:  # an update committed twice while it read: read what is now in force
-        table = _read_stored(coverage_dir, as_of)
+    table = read_in_force(lambda: _read_stored(coverage_dir, as_of))
     table = table.append_column(AGE, age_days(table.column("last_seen"), as_of))
     table = table.sort_by(CELL_ORDER)
     return table.select(CELL_COVERAGE.schema.names)
@@ -79,12 +76,7 @@ def read_cell_table(coverage_dir: str | Path) -> pa.Table:
 def _read_stored(coverage_dir: Path, as_of: int) -> pa.Table:
     """Read the coarse table and the partitions' cells the pointer in force names."""
     state_root = coverage_dir / "state"
-    pointer = current_pointer(state_root)
-    if pointer.get("cell_layout") != CELL_LAYOUT:
-        raise InputDataError(
-            f"{coverage_dir}: holds no cell coverage (no {state_root / 'CURRENT.json'} of an "
-            "update that wrote it); run `roadcover coverage` into this folder"
-        )
+    pointer = pointer_with(coverage_dir, "cell_layout", CELL_LAYOUT, "cell coverage")
     coarse = read_arrow(
         state_root / "rollup" / str(pointer["rollup"]) / COARSE_CELLS, CELL_COVERAGE_COARSE
     )

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.contracts import EDGE_COVERAGE, EDGE_COVERAGE_PART
-from pipeline.coverage.pointer import EDGE_LAYOUT, EDGE_TABLE, current_pointer
+from pipeline.coverage.pointer import EDGE_LAYOUT, EDGE_TABLE, pointer_with, read_in_force
 from pipeline.errors import InputDataError
 from pipeline.io import concat_geo_tables, read_arrow
 
@@ -68,10 +68,7 @@ def read_edge_table(
     stored = [name for name in names if name != AGE]
     if AGE in names and "last_seen" not in stored:
         stored.append("last_seen")
-    try:
-        table = _read_parts(coverage_dir, stored, parts)
-    except InputDataError:  # an update committed twice while it read: read what is now in force
-        table = _read_parts(coverage_dir, stored, parts)
+    table = read_in_force(lambda: _read_parts(coverage_dir, stored, parts))
     if AGE in names:
         table = table.append_column(
             AGE, age_days(table.column("last_seen"), as_of_ms(coverage_dir / SUMMARY_FILE))
@@ -82,12 +79,7 @@ def read_edge_table(
 def _read_parts(coverage_dir: Path, columns: list[str], parts: Iterable[str] | None) -> pa.Table:
     """Read and join the stored tables of the partitions the pointer in force names."""
     state_root = coverage_dir / "state"
-    pointer = current_pointer(state_root)
-    if pointer.get("edge_layout") != EDGE_LAYOUT:
-        raise InputDataError(
-            f"{coverage_dir}: holds no edge coverage (no {state_root / 'CURRENT.json'} of an "
-            "update that wrote it); run `roadcover coverage` into this folder"
-        )
+    pointer = pointer_with(coverage_dir, "edge_layout", EDGE_LAYOUT, "edge coverage")
     named = dict(pointer["parts"])
     keys = sorted(named if parts is None else set(parts) & set(named))
     wanted = list(dict.fromkeys([*columns, *ROADS_ORDER]))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import InputDataError
 
@@ -27,6 +27,38 @@ CELL_TABLE = "cell_coverage.parquet"  # a partition's cells (pipeline.coverage.c
 FRESHNESS_TABLE = "cell_freshness.parquet"  # their covered road by the time last seen
 COARSE_CELLS = "coarse_cells.parquet"  # the cells coarser than the partitions, in the rollup
 CELL_LAYOUT = 1  # ``cell_layout`` of a pointer whose ``cell_parts`` name every cells' partition
+
+Read = TypeVar("Read")
+
+
+def pointer_with(coverage_dir: Path, layout_key: str, layout: int, what: str) -> dict[str, Any]:
+    """Return the pointer in force of a coverage folder whose ``layout_key`` is ``layout``.
+
+    Raises
+    ------
+    InputDataError
+        If the folder's state has no such pointer: no update wrote its ``what`` there.
+    """
+    state_root = coverage_dir / "state"
+    pointer = current_pointer(state_root)
+    if pointer.get(layout_key) != layout:
+        raise InputDataError(
+            f"{coverage_dir}: holds no {what} (no {state_root / CURRENT_FILE} of an update "
+            "that wrote it); run `roadcover coverage` into this folder"
+        )
+    return pointer
+
+
+def read_in_force(read: Callable[[], Read]) -> Read:
+    """Return ``read()``, called once more if it failed on files an update removed meanwhile.
+
+    An update that commits twice while a reader follows the pointer it read removes the files
+    that pointer named; the second call follows the pointer now in force.
+    """
+    try:
+        return read()
+    except InputDataError:
+        return read()
 
 
 def current_pointer(state_root: Path) -> dict[str, Any]:
