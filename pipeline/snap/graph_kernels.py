@@ -54,7 +54,7 @@ def grid_cells_of_segments(
 def _project(
     px: float, py: float, ax: float, ay: float, bx: float, by: float
 ) -> tuple[float, float]:
-    """Return (distance, fraction along a->b) of the closest point of segment a-b to p."""
+    """Return (squared distance, fraction along a->b) of the closest point of segment a-b to p."""
     dx = bx - ax
     dy = by - ay
     den = dx * dx + dy * dy
@@ -64,7 +64,7 @@ def _project(
         f = min(max(f, 0.0), 1.0)
     cx = ax + f * dx - px
     cy = ay + f * dy - py
-    return np.sqrt(cx * cx + cy * cy), f
+    return cx * cx + cy * cy, f
 
 
 @cached_njit(inline="always")
@@ -127,24 +127,30 @@ def search_candidates(
         r = radius_m[i]
         nb = 0
         while nb == 0 and r <= max_radius_m and np.isfinite(px[i]) and np.isfinite(py[i]):
-            ix0 = int((px[i] - r - origin_x) // cell_m)
-            ix1 = int((px[i] + r - origin_x) // cell_m)
-            iy0 = int((py[i] - r - origin_y) // cell_m)
+            ix0 = max(int((px[i] - r - origin_x) // cell_m), 0)
+            ix1 = min(int((px[i] + r - origin_x) // cell_m), ncols - 1)
+            iy0 = max(int((py[i] - r - origin_y) // cell_m), 0)
             iy1 = int((py[i] + r - origin_y) // cell_m)
+            # a segment whose squared distance passes r2 (a hair above r * r) is out of range;
+            # the distance, rooted only for the others, decides those
+            r2 = r * r * (1.0 + 1e-9)
             for iy in range(iy0, iy1 + 1):
-                for ix in range(ix0, ix1 + 1):
-                    if ix < 0 or iy < 0 or ix >= ncols:
-                        continue
-                    key = np.int64(iy) * ncols + ix
-                    c = np.searchsorted(grid_keys, key)
-                    if c >= len(grid_keys) or grid_keys[c] != key:
-                        continue
-                    for j in range(grid_ptr[c], grid_ptr[c + 1]):
+                if ix0 > ix1:  # no column of the grid in range
+                    break
+                # the cells ix0..ix1 of the row are the keys first..last: one search per row
+                first, last = np.int64(iy) * ncols + ix0, np.int64(iy) * ncols + ix1
+                c = np.searchsorted(grid_keys, first)
+                while c < len(grid_keys) and grid_keys[c] <= last:
+                    c += 1
+                    for j in range(grid_ptr[c - 1], grid_ptr[c]):
                         s = grid_seg[j]
                         a = seg_vert[s]
-                        d, f = _project(
+                        d2, f = _project(
                             px[i], py[i], vert_x[a], vert_y[a], vert_x[a + 1], vert_y[a + 1]
                         )
+                        if d2 > r2:
+                            continue
+                        d = np.sqrt(d2)
                         if d > r:
                             continue
                         e = seg_edge[s]

@@ -176,3 +176,19 @@ def test_candidates_over_many_grid_cells_are_the_nearest_edges(
         edges, distances = expected_candidates(px[i], py[i], ends, k)
         assert list(edge[ptr[i] : ptr[i + 1]]) == edges
         assert np.allclose(dist[ptr[i] : ptr[i + 1]], distances, atol=1e-9)
+
+
+def test_an_edge_exactly_at_the_search_radius_is_a_candidate_and_one_beyond_it_is_not() -> None:
+    """A fix 20 m below a road at y = 20 (radius 20 m): the road, not the one 1 um farther.
+
+    By hand: the fix (50, 0) projects onto both horizontal roads at x = 50, at 20 m and at
+    20.000001 m; only the first is within the radius (the widened search is not needed).
+    """
+    ends = (np.array([0.0, 0.0]), np.array([20.0, 20.000001]), np.array([100.0, 100.0]),
+            np.array([20.0, 20.000001]))  # fmt: skip
+    for cell_m in (15.0, 1000.0):
+        ptr, edge, off, dist = candidates(np.array([50.0]), np.array([0.0]), ends, cell_m, 2)
+        assert list(ptr) == [0, 1]
+        assert list(edge) == [0]
+        assert list(off) == [50.0]
+        assert list(dist) == [20.0]
