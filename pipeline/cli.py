@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,8 @@ Also:
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 # commands whose process tree is not recorded: the workflow records its own, the rest is light
 UNRECORDED = ("run", "warmup", "--version", "--help", "-h")
+_OWN_PROCESS = False
+"""Whether :func:`main` runs the command line of its process (see :func:`main`)."""
 
 
 class Location(click.ParamType):
@@ -406,9 +408,11 @@ def snap(
     config_path: Path | None,
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
-    from pipeline.config import load_config
-
     _use_system_allocator()
+    with _imports_out_of_collection():
+        import pipeline.snap.stage  # noqa: F401  (the stage that _snap runs)
+        from pipeline.config import load_config
+
     config = load_config(config_path)
     if workers is not None:
         config = replace(config, snap=replace(config.snap, workers=workers))
@@ -432,6 +436,29 @@ def _use_system_allocator() -> None:
     """
     if "pyarrow" not in sys.modules:
         os.environ.setdefault(ARROW_POOL_ENV, "system")
+
+
+@contextlib.contextmanager
+def _imports_out_of_collection() -> Iterator[None]:
+    """Import a command's modules with the garbage collector paused, then freeze what they made.
+
+    A module's objects live as long as the process; the collections that Python would run
+    while numba and the stage's modules are imported go through all the objects made so far,
+    again and again: about 0.06 s of CPU of a ``roadcover snap`` (docs/benchmarks.md, "Snap:
+    speed side by side on Monaco"). Only in the command's own process (:func:`main` without
+    ``argv``); a call of :func:`main` imports with the collector as it is.
+    """
+    if not _OWN_PROCESS:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _snap(
@@ -1059,7 +1086,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torn down and what they alone hold is released; only objects in reference cycles at exit
     are not collected (Python does not promise to finalize those anyway).
     """
+    global _OWN_PROCESS
     args = list(argv) if argv is not None else sys.argv[1:]
+    _OWN_PROCESS = argv is None
     status = _main_recorded(args)
     if argv is None:
         gc.freeze()

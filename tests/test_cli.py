@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,34 @@ def test_help_imports_no_data_library() -> None:
     heavy = ("pandas", "geopandas", "pyarrow", "shapely", "jsonschema", "yaml")
     code = "from pipeline.cli import main\nassert main(['--help']) == 0"
     assert modules_imported_by(code, heavy) == []
+
+
+def test_the_process_command_imports_its_stage_with_the_collector_paused() -> None:
+    """In its own process, ``roadcover snap`` imports its modules with no collection running
+    and freezes what they made (then collects again, as before); a call of ``main`` does not.
+
+    Checked in fresh interpreters, around modules not imported yet (whose import runs
+    collections as a call's does): in the command's process their objects end frozen with no
+    collection during the import, and the collector is on after; as a call, nothing is frozen.
+    """
+    code = (
+        "import gc, json\nimport pipeline.cli as cli\ncli._OWN_PROCESS = {own}\n"
+        "counts = []\ngc.callbacks.append(lambda phase, info: counts.append(phase))\n"
+        "before = gc.get_freeze_count()\n"
+        "with cli._imports_out_of_collection():\n"
+        "    import difflib, email.message, fractions, ipaddress, statistics\n"
+        "print(json.dumps([gc.get_freeze_count() - before, len(counts), gc.isenabled()]))"
+    )
+    found = {}
+    for own in (True, False):
+        done = subprocess.run(
+            [sys.executable, "-c", code.format(own=own)], capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+        found[own] = json.loads(done.stdout.splitlines()[-1])
+    frozen, collections, enabled = found[True]
+    assert frozen > 100 and collections == 0 and enabled
+    assert found[False][0] == 0 and found[False][1] > 0 and found[False][2]
 
 
 def test_the_process_command_leaves_its_objects_to_the_exit_a_call_does_not() -> None:
