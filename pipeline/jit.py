@@ -22,7 +22,7 @@ snap stage's :func:`~pipeline.snap.batch_kernels.match_trips_kernel`) names thos
 
 A kernel's machine code is loaded from the cache with numba's runtime only, not with the
 registries of everything numba can compile, which numba's own cache loads first and which
-only compiling needs (:class:`_KernelCache`): a process loads the four kernels of the snap
+only compiling needs (:class:`_KernelCache`): a process loads the three kernels of the snap
 stage in about 0.1 s of CPU instead of 0.23 s.
 
 A small kernel called in an inner loop of another (once per Viterbi step, per heap

@@ -220,20 +220,22 @@ def heap_pop(heap_d: np.ndarray, heap_n: np.ndarray, size: int) -> tuple[float, 
     return d, node, size
 
 
-@cached_njit
-def new_workspace(n_nodes: int, n_edges: int) -> tuple:
+def new_workspace(n_nodes: int, n_edges: int) -> tuple[np.ndarray, ...]:
     """Return the arrays of :func:`dijkstra_to_marked`, reused from search to search.
 
     ``(dist, pred_edge, touched, heap_d, heap_n, mark)``: distances all inf, predecessors
-    and marks all -1 between searches.
+    and marks all -1 between searches. Made with numpy, the types the kernels are compiled
+    for: it is called from Python, once per worker, and a kernel of its own would cost a load
+    from numba's cache (about 0.01 s of CPU) in every process.
     """
-    dist = np.full(n_nodes, INF)
-    pred = np.full(n_nodes, -1, dtype=np.int32)
-    touched = np.empty(n_nodes, dtype=np.int32)
-    heap_d = np.empty(n_edges + 1)
-    heap_n = np.empty(n_edges + 1, dtype=np.int64)
-    mark = np.full(n_nodes, -1, dtype=np.int64)
-    return dist, pred, touched, heap_d, heap_n, mark
+    return (
+        np.full(n_nodes, INF),
+        np.full(n_nodes, -1, dtype=np.int32),
+        np.empty(n_nodes, dtype=np.int32),
+        np.empty(n_edges + 1),
+        np.empty(n_edges + 1, dtype=np.int64),
+        np.full(n_nodes, -1, dtype=np.int64),
+    )
 
 
 @cached_njit(inline="always")

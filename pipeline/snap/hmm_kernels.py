@@ -246,8 +246,7 @@ def _backtrack(
         c = back[c]
 
 
-@cached_njit
-def new_network_workspace(n_nodes: int, n_edges: int) -> tuple:
+def new_network_workspace(n_nodes: int, n_edges: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Return the network-sized arrays of :func:`decode_viterbi`, allocated once per worker.
 
     ``(search, source_mark)``: the Dijkstra workspace of
@@ -255,7 +254,7 @@ def new_network_workspace(n_nodes: int, n_edges: int) -> tuple:
     nodes. Every kernel that uses them sets back only what it touched, so they are found as
     they were made (distances inf, predecessors and marks -1) at the start of every trip, and a
     trip costs what its own searches visit, whatever the network's size. Not to be shared by
-    two threads at once.
+    two threads at once. Made with numpy, as :func:`~pipeline.snap.graph_kernels.new_workspace`.
     """
     return new_workspace(n_nodes, n_edges), np.full(n_nodes, -1, dtype=np.int64)
 
