@@ -3,7 +3,8 @@
 ``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
 the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
 whether every partition of the network is named with its edge coverage (``edge_layout``), and
-the generation of every partition's cells (``cell_parts``, ``cell_layout``). Reading
+the generation of every partition's cells (``cell_parts``, ``cell_layout``), and every update's
+trips with their latest time (``trips``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -66,8 +67,9 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
     """Return ``CURRENT.json`` of a state folder (version, batches, roads, ...); ``{}`` if none.
 
     A pointer of the unpartitioned format (one version folder of three tables) has no
-    ``format``; :func:`pipeline.coverage.state.read_state` reads it and ``roadcover coverage``
-    migrates it.
+    ``format``; one of format 2 names partitions holding every table, the per-trip ones too;
+    :func:`pipeline.coverage.state.read_state` reads both and ``roadcover coverage`` writes
+    them again in this format.
 
     Raises
     ------

@@ -264,6 +264,26 @@ def test_an_update_reads_only_the_partitions_it_touches(
 
 
 @pytest.mark.shared_data
+def test_the_summary_reads_the_driven_rows_of_the_last_weeks_updates_alone(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    for batch in batches:  # four updates 15 days apart
+        compute_coverage(roads, [batch], out, with_parts(8))
+    latest = json.loads((out / "state" / "CURRENT.json").read_text())["trips"]
+    as_of = max(latest.values())
+    old = [gen for gen, last in latest.items() if last < as_of - 7 * 86_400_000]
+    assert len(old) == 3
+    for generation in old:  # an update that read them would stop: a damaged folder
+        (out / "state" / "trips" / generation / "driven.parquet").unlink()
+    asked = pd.Timestamp(as_of, unit="ms", tz="UTC")  # the default as_of, asked: all written anew
+    compute_coverage(roads, [], out, with_parts(8), as_of=asked)
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert 0 < totals["weekly_driven_km"] < totals["total_km"]  # the last week's alone
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
 def test_a_rerun_with_nothing_new_reads_no_state(
     roads: Path, batches: list[Path], tmp_path: Path
 ) -> None:
