@@ -18,11 +18,14 @@ the cells and the contributors, not with the number of trips):
     summary's driven km of the last week are the rows of the updates' ``driven`` tables
     (:data:`~pipeline.coverage.state.TRIP_TABLES`) of that week alone
     (:func:`summary_driven`).
-``cell_total``, ``cell_passes``, ``cell_contributors``
-    Driven mm per finest cell, distinct trips per cell at every resolution, distinct
-    (finest cell, contributor) pairs (:class:`~pipeline.coverage.tables.CellTrips`). A trip
-    is applied with one batch only, so the first two are sums over batches; the pairs are a
-    union. A batch's figures are added to them; no partition is read.
+``cell_total``, ``cell_passes``
+    Driven mm per finest cell, distinct trips per cell at every resolution
+    (:class:`~pipeline.coverage.tables.CellTrips`). A trip is applied with one batch only, so
+    they are sums over batches: a batch's figures are added to them; no partition is read.
+    The distinct (finest cell, ``contributor_id``) pairs, the union over batches, are kept per
+    partition of their cell (:func:`~pipeline.coverage.state.write_cell_pairs`): an update
+    reads those of the partitions whose cells it changes, and ``cell_contributors`` in the
+    rollup it computes holds these pairs alone.
 ``trips``
     The id of every trip applied, so that a trip matched again in another batch counts once.
 ``part_covered``, ``part_total``, ``part_contributors``
@@ -51,7 +54,7 @@ from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
 PART_ROW_TABLES = ("edge_totals", "road_cover")
 CELL_TABLES = ("cell_total", "cell_passes", "cell_contributors")
 PART_CELL_TABLES = ("part_covered", "part_total", "part_contributors")
-ROLLUP_TABLES = (*PART_ROW_TABLES, *CELL_TABLES, "trips", "driven_total")
+ROLLUP_TABLES = (*PART_ROW_TABLES, *CELL_TABLES[:2], "trips", "driven_total", *PART_CELL_TABLES)
 OLDEST_MS = np.iinfo("int64").min  # the ``last_ms`` of the driven mm summed before a week
 
 
@@ -175,6 +178,8 @@ def updated_rollup(
 ) -> dict[str, pd.DataFrame]:
     """Return the rollup with the rows of partitions ``touched`` replaced and a batch added.
 
+    Its ``cell_contributors`` are the batch's pairs alone (see :data:`CELL_TABLES`).
+
     Parameters
     ----------
     rollup
@@ -201,8 +206,7 @@ def updated_rollup(
     passes = _concat(rollup["cell_passes"], new_cell_rows["cell_passes"])
     by_cell = passes.groupby(["resolution", "cell"], as_index=False, sort=True)
     updated["cell_passes"] = by_cell.agg(passes=("passes", "sum"))
-    pairs = _concat(rollup["cell_contributors"], new_cell_rows["cell_contributors"])
-    updated["cell_contributors"] = pairs.drop_duplicates(ignore_index=True)
+    updated["cell_contributors"] = new_cell_rows["cell_contributors"]  # the batch's alone
     trips = pd.DataFrame({"trip_id": np.asarray(new_trips, dtype=object).astype(str)})
     updated["trips"] = _concat(rollup["trips"], trips)
     driven = _concat(rollup["driven_total"], new_driven[["highway", "driven_mm"]])

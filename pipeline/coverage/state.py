@@ -16,7 +16,8 @@ On disk (``COVERAGE_DIR/state``) the state is split in two (format 3):
 - per partition (:mod:`pipeline.coverage.partitions`), ``parts/<key>/<generation>/``, what an
   update merges its batch into: ``edge_pieces`` and ``edge_contributors`` (one row per edge and
   contributor: passes and driven millimetres summed, first and last observation, so that the
-  edge's figures need no row per trip), by their edge's partition;
+  edge's figures need no row per trip), by their edge's partition, and the distinct
+  ``cell_contributors`` pairs of the partition's cells (:func:`write_cell_pairs`);
 - per update, ``trips/<generation>/``, the rows of the trips it applied (``edge_trips``,
   ``cell_trips``, and ``driven``: driven mm by edge and ``last_ms``, with ``highway``),
   written once and never rewritten: a trip is applied with one batch only, so the state's
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,6 +68,7 @@ from pipeline.io import atomic_path, parquet_options, write_json
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of formats 1 and 2
 PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's files
 TRIP_TABLES = ("edge_trips", "cell_trips", "driven")  # an update's trips' files
+CELL_PAIRS = "cell_contributors"  # a partition's cells' distinct (cell, contributor) pairs
 PARTS_DIR = "parts"
 TRIPS_DIR = "trips"
 ROLLUP_DIR = "rollup"
@@ -201,6 +204,39 @@ def write_trips(state_root: Path, generation: str, tables: Mapping[str, pd.DataF
     """Write an update's trips' tables (:data:`TRIP_TABLES`) into ``trips/<generation>/``."""
     for name in TRIP_TABLES:
         _write_parquet(tables[name], state_root / TRIPS_DIR / generation / f"{name}.parquet")
+
+
+def write_cell_pairs(
+    state_root: Path, generation: str, pairs: pd.DataFrame, pair_parts: np.ndarray, keys: set[str]
+) -> None:
+    """Write the (cell, contributor) pairs of partitions ``keys``, each with its cells' files.
+
+    ``pair_parts``: the partition key of each row's cell. Into
+    ``state_root/parts/<key>/<generation>/``, beside the partition's cell table.
+    """
+    for key in sorted(keys):
+        rows = pairs[pair_parts == key].reset_index(drop=True)
+        _write_parquet(rows, state_root / PARTS_DIR / key / generation / f"{CELL_PAIRS}.parquet")
+
+
+def read_cell_pairs(
+    state_root: Path, pointer: Mapping[str, Any], keys: set[str]
+) -> list[pd.DataFrame]:
+    """Read the (cell, contributor) pairs of the partitions of ``keys`` whose cells it names.
+
+    Raises
+    ------
+    InputDataError
+        If a table the pointer names is missing (a damaged folder).
+    """
+    named = dict(pointer.get("cell_parts") or {})
+    frames = []
+    for key in sorted(set(keys) & set(named)):
+        path = state_root / PARTS_DIR / key / named[key] / f"{CELL_PAIRS}.parquet"
+        if not path.is_file():
+            raise _damaged(state_root, pointer, f"partition {key}'s {CELL_PAIRS} table")
+        frames.append(pq.read_table(path).to_pandas())
+    return frames
 
 
 def write_rollup(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:

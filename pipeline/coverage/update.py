@@ -35,7 +35,6 @@ from pipeline.coverage.region_tables import (
     write_edge_coverage,
 )
 from pipeline.coverage.rollup import (
-    PART_CELL_TABLES,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
@@ -66,14 +65,15 @@ from pipeline.coverage.state import (
     empty_state,
     latest_ms,
     merge_states,
+    read_cell_pairs,
     read_parts,
     read_rollup,
-    read_rollup_if_any,
     read_state,
     read_trips,
     split_parts,
     state_of_batch,
     state_version,
+    write_cell_pairs,
     write_parts,
     write_rollup,
     write_trips,
@@ -129,7 +129,6 @@ def update_coverage(
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     if not rebuild:
         rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
-        rollup.update(read_rollup_if_any(state_root, pointer, list(PART_CELL_TABLES)) or {})
         applied = set(rollup["trips"]["trip_id"])
         batch = _batch_state(new_batches, applied, network, settings)
         parts, trips = dict(pointer["parts"]), dict(pointer.get("trips") or {})
@@ -151,10 +150,11 @@ def update_coverage(
     keys = None
     if changed:  # the cells of every partition on a first update (none named yet)
         keys = touched if cell_parts else set(network.part_keys())
-    if changed or PART_CELL_TABLES[0] not in rollup:  # none yet: of every partition
-        part_cells = _part_cells(keys if PART_CELL_TABLES[0] in rollup else None, network)
-        rollup = updated_part_cells(rollup, network.partition_resolution, part_cells)
-        write_rollup(state_root, version, rollup)
+        rollup = _with_cell_pairs(
+            state_root, version, {"cell_parts": cell_parts}, rollup, keys, network
+        )
+        rollup = updated_part_cells(rollup, network.partition_resolution, _part_cells(keys))
+        write_rollup(state_root, version, {name: rollup[name] for name in ROLLUP_TABLES})
     if keys:
         fine, covered = _fine_cells(network, rollup, as_of_ms, keys)
         write_cell_parts(state_root / PARTS_DIR, version, fine, covered, keys, network)
@@ -362,10 +362,29 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
     )
 
 
-def _part_cells(keys: set[str] | None, network: Network) -> np.ndarray:
-    """Return the H3 cells of partitions ``keys`` (None: of every partition of the network)."""
-    names = network.part_keys() if keys is None else sorted(keys)
-    return np.array([int(key.rsplit("-", 1)[1], 16) for key in names], dtype="int64")
+def _part_cells(keys: set[str]) -> np.ndarray:
+    """Return the H3 cells of partitions ``keys``."""
+    return np.array([int(key.rsplit("-", 1)[1], 16) for key in sorted(keys)], dtype="int64")
+
+
+def _with_cell_pairs(
+    state_root: Path,
+    version: str,
+    pointer: dict[str, Any],
+    rollup: dict[str, pd.DataFrame],
+    keys: set[str],
+    network: Network,
+) -> dict[str, pd.DataFrame]:
+    """Return the rollup with the (cell, contributor) pairs of partitions ``keys``; write them.
+
+    The rollup's ``cell_contributors`` are the batch's pairs (their cells are in ``keys``);
+    ``pointer`` names the partitions' cells before the update, whose pairs are read.
+    """
+    old = read_cell_pairs(state_root, pointer, keys)
+    pairs = pd.concat([*old, rollup["cell_contributors"]], ignore_index=True)
+    pairs = pairs.drop_duplicates(ignore_index=True).astype({"contributor_id": str})
+    write_cell_pairs(state_root, version, pairs, network.cell_parts(pairs["cell"].to_numpy()), keys)
+    return {**rollup, "cell_contributors": pairs}
 
 
 def _fine_cells(

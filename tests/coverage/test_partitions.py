@@ -405,9 +405,6 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     for name in ("edges", "edge_index", "cells", "polygons"):  # older formats had not all
         shutil.rmtree(cache / name)
     (cache / "part_road.parquet").unlink()
-    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
-    for table in (out / "state" / "rollup" / pointer["rollup"]).glob("part_*.parquet"):
-        table.unlink()  # a rollup of the older layout: without the partitions' contributions
     compute_coverage(roads, batches[2:], out, with_parts(8))
     assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
     totals = expected_folder(roads, batches, tmp_path / "expected")
