@@ -60,6 +60,22 @@ def merge_edge_trips(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def merge_edge_contributors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Combine (edge, trip) or (edge, contributor) rows into one row per (edge, contributor).
+
+    Passes and driven millimetres summed, earliest and latest times: every figure of
+    :func:`~pipeline.coverage.tables.edge_totals` but a trip's own, and the same totals.
+    """
+    return aggregate_groups(
+        rows,
+        ["edge_id", "contributor_id"],
+        passes=("passes", "sum"),
+        driven_mm=("driven_mm", "sum"),
+        first_ms=("first_ms", "min"),
+        last_ms=("last_ms", "max"),
+    )
+
+
 def canonical_edges(edges: pd.DataFrame) -> pd.DataFrame:
     """For every edge, its road's canonical edge (lowest edge_id) and whether it runs reversed.
 

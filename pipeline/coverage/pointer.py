@@ -3,7 +3,8 @@
 ``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
 the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
 whether every partition of the network is named with its edge coverage (``edge_layout``), and
-the generation of every partition's cells (``cell_parts``, ``cell_layout``). Reading
+the generation of every partition's cells (``cell_parts``, ``cell_layout``), and every update's
+trips with their latest time (``trips``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -20,7 +21,8 @@ from pipeline.errors import InputDataError
 CURRENT_FILE = "CURRENT.json"
 VERSION_PATTERN = re.compile(r"[0-9a-f]{16}")  # a version's name: a sha256 prefix
 PART_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a partition's key (partitions.py)
-FORMAT = 2  # partitioned; a pointer without ``format`` is of the unpartitioned format (1)
+FORMAT = 3  # partitioned, trips per update; a pointer without ``format`` is unpartitioned (1)
+FORMAT_WITH_TRIPS_PER_PART = 2  # partitioned, the trips' rows in every partition
 EDGE_TABLE = "edge_coverage.parquet"  # a partition's edge coverage, beside its state tables
 EDGE_LAYOUT = 1  # ``edge_layout`` of a pointer whose every partition has its EDGE_TABLE
 CELL_TABLE = "cell_coverage.parquet"  # a partition's cells (pipeline.coverage.cell_reader)
@@ -65,8 +67,9 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
     """Return ``CURRENT.json`` of a state folder (version, batches, roads, ...); ``{}`` if none.
 
     A pointer of the unpartitioned format (one version folder of three tables) has no
-    ``format``; :func:`pipeline.coverage.state.read_state` reads it and ``roadcover coverage``
-    migrates it.
+    ``format``; one of format 2 names partitions holding every table, the per-trip ones too;
+    :func:`pipeline.coverage.state.read_state` reads both and ``roadcover coverage`` writes
+    them again in this format.
 
     Raises
     ------
@@ -82,7 +85,8 @@ def current_pointer(state_root: Path) -> dict[str, Any]:
         valid = VERSION_PATTERN.fullmatch(current["version"]) is not None
         valid &= isinstance(current["batches"], list)
         if "format" in current:
-            valid &= current["format"] == FORMAT and _valid_parts(current)
+            valid &= current["format"] in (FORMAT, FORMAT_WITH_TRIPS_PER_PART)
+            valid &= _valid_parts(current) and _valid_trips(current.get("trips", {}))
     except (ValueError, KeyError, TypeError):
         valid = False
     if not valid:
@@ -107,6 +111,14 @@ def _valid_generations(parts: object) -> bool:
     return isinstance(parts, dict) and all(
         isinstance(key, str) and PART_PATTERN.fullmatch(key) is not None and _is_version(gen)
         for key, gen in parts.items()
+    )
+
+
+def _valid_trips(trips: object) -> bool:
+    """Whether ``trips`` maps generations to their latest time (epoch ms) or None."""
+    return isinstance(trips, dict) and all(
+        _is_version(gen) and (latest is None or type(latest) is int)
+        for gen, latest in trips.items()
     )
 
 

@@ -5,20 +5,27 @@ the state's partitions hold. Rather than reading every partition, an update keep
 region-level tables, each of them small beside the state (they grow with the roads driven,
 the cells and the contributors, not with the number of trips):
 
-``edge_totals``, ``edge_pieces``, ``road_cover``, ``driven``
+``edge_totals``, ``road_cover``
     One row per driven edge (its :func:`~pipeline.coverage.tables.edge_totals`, with
-    ``covered_mm``, its ``covered_m`` in integer mm), per covered piece of an edge, per covered
-    piece of a road cut at H3 cell boundaries (``key``, ``cell``, ``length_mm``, ``last_ms``)
-    and per (edge, ``last_ms``) with the driven mm; each row has the ``part`` of its edge, and
-    (but the pieces) its ``highway``, so that the summary needs no table of every edge. They
-    are recomputed from the partitions an update touches and replace those partitions' rows:
-    every figure in them is of one edge or one road, and a road's edges are in one partition,
-    so this gives the rows of the whole state exactly.
-``cell_total``, ``cell_passes``, ``cell_contributors``
-    Driven mm per finest cell, distinct trips per cell at every resolution, distinct
-    (finest cell, contributor) pairs (:class:`~pipeline.coverage.tables.CellTrips`). A trip
-    is applied with one batch only, so the first two are sums over batches; the pairs are a
-    union. A batch's figures are added to them; no partition is read.
+    ``covered_mm``, its ``covered_m`` in integer mm) and per covered piece of a road cut at H3
+    cell boundaries (``key``, ``cell``, ``length_mm``, ``last_ms``); each row has the
+    ``part`` of its edge and its ``highway``, so that the summary needs no table of every
+    edge. They are recomputed from the partitions an update touches and replace those
+    partitions' rows: every figure in them is of one edge or one road, and a road's edges are
+    in one partition, so this gives the rows of the whole state exactly.
+``driven_total``
+    Driven mm by ``highway``, summed over batches (a trip is applied with one batch only). The
+    summary's driven km of the last week are the rows of the updates' ``driven`` tables
+    (:data:`~pipeline.coverage.state.TRIP_TABLES`) of that week alone
+    (:func:`summary_driven`).
+``cell_total``, ``cell_passes``
+    Driven mm per finest cell, distinct trips per cell at every resolution
+    (:class:`~pipeline.coverage.tables.CellTrips`). A trip is applied with one batch only, so
+    they are sums over batches: a batch's figures are added to them; no partition is read.
+    The distinct (finest cell, ``contributor_id``) pairs, the union over batches, are kept per
+    partition of their cell (:func:`~pipeline.coverage.state.write_cell_pairs`): an update
+    reads those of the partitions whose cells it changes, and ``cell_contributors`` in the
+    rollup it computes holds these pairs alone.
 ``trips``
     The id of every trip applied, so that a trip matched again in another batch counts once.
 ``part_covered``, ``part_total``, ``part_contributors``
@@ -39,31 +46,33 @@ import pyarrow as pa
 
 from pipeline.coverage.edges import road_pieces
 from pipeline.coverage.grouping import aggregate_groups
-from pipeline.coverage.intervals import PIECE_COLUMNS, overlap_with_runs, to_mm
+from pipeline.coverage.intervals import overlap_with_runs, to_mm
 from pipeline.coverage.partitions import Network, parent_array
 from pipeline.coverage.region_tables import covered_metres
-from pipeline.coverage.state import CoverageState
 from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
 
-PART_TABLES = ("edge_totals", "edge_pieces", "road_cover", "driven")
+PART_ROW_TABLES = ("edge_totals", "road_cover")
 CELL_TABLES = ("cell_total", "cell_passes", "cell_contributors")
 PART_CELL_TABLES = ("part_covered", "part_total", "part_contributors")
-ROLLUP_TABLES = (*PART_TABLES, *CELL_TABLES, "trips")
+ROLLUP_TABLES = (*PART_ROW_TABLES, *CELL_TABLES[:2], "trips", "driven_total", *PART_CELL_TABLES)
+OLDEST_MS = np.iinfo("int64").min  # the ``last_ms`` of the driven mm summed before a week
 
 
 def part_rows(
-    state: CoverageState,
+    edge_pieces: pd.DataFrame,
+    totals: pd.DataFrame,
     network: Network,
     runs: pd.DataFrame,
     edges: pd.DataFrame,
-    totals: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Return the rows of :data:`PART_TABLES` of the edges of some whole partitions.
+    """Return the rows of :data:`PART_ROW_TABLES` of the edges of some whole partitions.
 
     Parameters
     ----------
-    state
-        The edge tables of whole partitions (``cell_trips`` is not used).
+    edge_pieces
+        The covered pieces of the partitions' edges.
+    totals
+        :func:`~pipeline.coverage.tables.edge_totals` of the partitions' edges.
     network
         The network's cache (the partitions' canonical edges).
     runs
@@ -71,40 +80,65 @@ def part_rows(
     edges
         :func:`edge_info` of the partitions (``highway``, ``length_m``, ``part`` of their
         edges, indexed by ``edge_id``).
-    totals
-        :func:`~pipeline.coverage.tables.edge_totals` of ``state.edge_trips`` if computed
-        already.
     """
-    totals = edge_totals(state.edge_trips) if totals is None else totals
     covered_mm = (
-        (state.edge_pieces["to_mm"] - state.edge_pieces["from_mm"])
-        .groupby(state.edge_pieces["key"].to_numpy())
-        .sum()
+        (edge_pieces["to_mm"] - edge_pieces["from_mm"]).groupby(edge_pieces["key"].to_numpy()).sum()
     )
     length_m = edges["length_m"].loc[totals.index].to_numpy()
     covered = covered_metres(covered_mm.reindex(totals.index, fill_value=0).to_numpy(), length_m)
     totals = totals.assign(covered_mm=to_mm(covered)).reset_index()
-    roads = road_pieces(state.edge_pieces, network.canonical_of(set(edges["part"])))
+    roads = road_pieces(edge_pieces, network.canonical_of(set(edges["part"])))
     cover = overlap_with_runs(roads, runs)[["key", "cell", "length_mm", "last_ms"]]
+    tables = {}
+    for name, frame, edge in (("edge_totals", totals, "edge_id"), ("road_cover", cover, "key")):
+        ids = frame[edge].to_numpy()
+        tables[name] = frame.assign(
+            part=edges["part"].loc[ids].to_numpy().astype(str),
+            highway=edges["highway"].loc[ids].to_numpy().astype(str),
+        )
+    return tables
+
+
+def driven_rows(edge_trips: pd.DataFrame, highway: pd.Series) -> pd.DataFrame:
+    """Return driven mm by edge and ``last_ms`` of ``edge_trips`` rows, with the edge's ``highway``.
+
+    ``highway``: by ``edge_id``, of at least the rows' edges.
+    """
     driven = aggregate_groups(
-        state.edge_trips[["edge_id", "last_ms", "driven_mm"]],
+        edge_trips[["edge_id", "last_ms", "driven_mm"]],
         ["edge_id", "last_ms"],
         driven_mm=("driven_mm", "sum"),
     )
-    rows = {
-        "edge_totals": (totals, "edge_id"),
-        "edge_pieces": (state.edge_pieces[PIECE_COLUMNS].reset_index(drop=True), "key"),
-        "road_cover": (cover, "key"),
-        "driven": (driven, "edge_id"),
-    }
-    highway = edges["highway"]
-    tables = {}
-    for name, (frame, edge) in rows.items():
-        ids = frame[edge].to_numpy()
-        tables[name] = frame.assign(part=edges["part"].loc[ids].to_numpy().astype(str))
-        if name != "edge_pieces":
-            tables[name] = tables[name].assign(highway=highway.loc[ids].to_numpy().astype(str))
-    return tables
+    return driven.assign(highway=highway.loc[driven["edge_id"].to_numpy()].to_numpy().astype(str))
+
+
+def summary_driven(driven_total: pd.DataFrame, recent: pd.DataFrame) -> pd.DataFrame:
+    """Return driven rows for the summary: ``recent`` rows, and the rest summed by highway.
+
+    Parameters
+    ----------
+    driven_total
+        The rollup's ``driven_total`` (driven mm of every batch by ``highway``).
+    recent
+        :func:`driven_rows` of the updates of the week before the summary's ``as_of`` (and of
+        any other).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``highway``, ``last_ms``, ``driven_mm``: ``recent``'s rows, and per highway the mm
+        not in them at ``last_ms`` :data:`OLDEST_MS`, so that the sums of every row and of
+        those of the last week are those of every trip's rows, in integer mm.
+    """
+    recent_mm = recent.groupby("highway")["driven_mm"].sum()
+    total = driven_total.set_index("highway")["driven_mm"]
+    older = total.sub(recent_mm.reindex(total.index, fill_value=0))
+    columns = ["highway", "last_ms", "driven_mm"]
+    rows = pd.DataFrame(
+        {"highway": older.index.to_numpy().astype(str), "last_ms": OLDEST_MS,
+         "driven_mm": older.to_numpy(dtype="int64")}
+    )  # fmt: skip
+    return _concat(rows, recent[columns].astype({"last_ms": "int64", "driven_mm": "int64"}))
 
 
 def edge_info(fixed: dict[str, pa.Table]) -> pd.DataFrame:
@@ -140,8 +174,11 @@ def updated_rollup(
     new_part_rows: dict[str, pd.DataFrame],
     new_cell_rows: dict[str, pd.DataFrame],
     new_trips: np.ndarray,
+    new_driven: pd.DataFrame,
 ) -> dict[str, pd.DataFrame]:
     """Return the rollup with the rows of partitions ``touched`` replaced and a batch added.
+
+    Its ``cell_contributors`` are the batch's pairs alone (see :data:`CELL_TABLES`).
 
     Parameters
     ----------
@@ -155,9 +192,11 @@ def updated_rollup(
         :func:`cell_rows` of the batch's trips.
     new_trips
         The ids of the batch's trips.
+    new_driven
+        :func:`driven_rows` of the batch's trips.
     """
     updated: dict[str, pd.DataFrame] = {}
-    for name in PART_TABLES:
+    for name in PART_ROW_TABLES:
         kept = rollup[name][~rollup[name]["part"].isin(list(touched))]
         updated[name] = _concat(kept, new_part_rows[name])
     total = _concat(rollup["cell_total"], new_cell_rows["cell_total"])
@@ -167,10 +206,13 @@ def updated_rollup(
     passes = _concat(rollup["cell_passes"], new_cell_rows["cell_passes"])
     by_cell = passes.groupby(["resolution", "cell"], as_index=False, sort=True)
     updated["cell_passes"] = by_cell.agg(passes=("passes", "sum"))
-    pairs = _concat(rollup["cell_contributors"], new_cell_rows["cell_contributors"])
-    updated["cell_contributors"] = pairs.drop_duplicates(ignore_index=True)
+    updated["cell_contributors"] = new_cell_rows["cell_contributors"]  # the batch's alone
     trips = pd.DataFrame({"trip_id": np.asarray(new_trips, dtype=object).astype(str)})
     updated["trips"] = _concat(rollup["trips"], trips)
+    driven = _concat(rollup["driven_total"], new_driven[["highway", "driven_mm"]])
+    updated["driven_total"] = driven.groupby("highway", as_index=False, sort=True).agg(
+        driven_mm=("driven_mm", "sum")
+    )
     return updated
 
 
@@ -179,11 +221,15 @@ def empty_rollup(network: Network) -> dict[str, pd.DataFrame]:
     from pipeline.coverage.state import empty_state
 
     empty = empty_state()
-    rows = part_rows(empty, network, network.runs_of(set()), edge_info({}))
+    totals = edge_totals(empty.edge_trips)
+    rows = part_rows(empty.edge_pieces, totals, network, network.runs_of(set()), edge_info({}))
     rollup = {
         **rows,
         **cell_rows(empty.cell_trips, network),
         "trips": pd.DataFrame({"trip_id": pd.Series(dtype=str)}),
+        "driven_total": pd.DataFrame(
+            {"highway": pd.Series(dtype=str), "driven_mm": pd.Series(dtype="int64")}
+        ),
     }
     return {**rollup, **part_cell_rows(rollup, network.partition_resolution, np.empty(0, "int64"))}
 

@@ -11,12 +11,25 @@ gives exactly the state of one computation over all of them:
 ``cell_trips``
     One row per (finest H3 cell, trip): driven millimetres and last observation.
 
-On disk (``COVERAGE_DIR/state``) the tables are split into partitions
-(:mod:`pipeline.coverage.partitions`): ``parts/<key>/<generation>/<table>.parquet``, the edge
-tables by their edge's partition, ``cell_trips`` by its cell's. ``rollup/<generation>/`` holds
-the region's tables computed from them (:mod:`pipeline.coverage.rollup`). ``CURRENT.json``
-names the generation in force of every partition and of the rollup, with the batches applied
-and the roads; replacing it commits an update, which writes only the partitions it touches.
+On disk (``COVERAGE_DIR/state``) the state is split in two (format 3):
+
+- per partition (:mod:`pipeline.coverage.partitions`), ``parts/<key>/<generation>/``, what an
+  update merges its batch into: ``edge_pieces`` and ``edge_contributors`` (one row per edge and
+  contributor: passes and driven millimetres summed, first and last observation, so that the
+  edge's figures need no row per trip), by their edge's partition, and the distinct
+  ``cell_contributors`` pairs of the partition's cells (:func:`write_cell_pairs`);
+- per update, ``trips/<generation>/``, the rows of the trips it applied (``edge_trips``,
+  ``cell_trips``, and ``driven``: driven mm by edge and ``last_ms``, with ``highway``),
+  written once and never rewritten: a trip is applied with one batch only, so the state's
+  ``edge_trips`` and ``cell_trips`` are these updates' rows together.
+
+``rollup/<generation>/`` holds the region's tables computed from them
+(:mod:`pipeline.coverage.rollup`). ``CURRENT.json`` names the generation in force of every
+partition and of the rollup, every update's trips (with their latest ``last_ms``), the batches
+applied and the roads; replacing it commits an update, which writes only the partitions it
+touches and its own trips. A state of format 2 (``edge_trips`` and ``cell_trips`` in every
+partition) or of the unpartitioned format is read whole and written again in this format by
+the next ``roadcover coverage``.
 """
 
 from __future__ import annotations
@@ -28,16 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.coverage.edges import edge_trip_rows, merge_edge_trips, segment_pieces
+from pipeline.coverage.edges import (
+    edge_trip_rows,
+    merge_edge_contributors,
+    merge_edge_trips,
+    segment_pieces,
+)
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
 from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTERN: theirs, named here)
     CURRENT_FILE,
     FORMAT,
+    FORMAT_WITH_TRIPS_PER_PART,
     PART_PATTERN,
     VERSION_PATTERN,
     current_pointer,
@@ -45,8 +65,12 @@ from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTER
 from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, parquet_options, write_json
 
-STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")
+STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of formats 1 and 2
+PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's files
+TRIP_TABLES = ("edge_trips", "cell_trips", "driven")  # an update's trips' files
+CELL_PAIRS = "cell_contributors"  # a partition's cells' distinct (cell, contributor) pairs
 PARTS_DIR = "parts"
+TRIPS_DIR = "trips"
 ROLLUP_DIR = "rollup"
 WHOLE = "all"  # the one partition of a state written whole
 
@@ -59,6 +83,14 @@ class CoverageState:
     edge_trips: pd.DataFrame
     cell_trips: pd.DataFrame
     batches: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StatePart:
+    """A partition's tables: its edges' covered pieces, figures by edge and contributor."""
+
+    edge_pieces: pd.DataFrame
+    edge_contributors: pd.DataFrame
 
 
 def state_of_batch(segments: pd.DataFrame, runs: pd.DataFrame, batch_id: str) -> CoverageState:
@@ -134,48 +166,111 @@ def empty_state() -> CoverageState:
     return CoverageState(state.edge_pieces, state.edge_trips, state.cell_trips, [])
 
 
-def split_state(
-    state: CoverageState, edge_parts: pd.Series, cell_parts: pd.Series
-) -> dict[str, CoverageState]:
-    """Split a state into partitions: edge tables by their edge's, cell rows by their cell's.
+def split_parts(
+    edge_pieces: pd.DataFrame, edge_contributors: pd.DataFrame, edge_parts: pd.Series
+) -> dict[str, StatePart]:
+    """Split a state's edge tables into partitions, by their edge's partition.
 
     Parameters
     ----------
-    state
-        The state to split.
-    edge_parts, cell_parts
-        The partition key of every edge (indexed by ``edge_id``) and finest cell.
+    edge_pieces, edge_contributors
+        The tables (``key`` and ``edge_id`` the edge).
+    edge_parts
+        The partition key of every edge (indexed by ``edge_id``).
     """
-    keys = {
-        "edge_pieces": edge_parts.loc[state.edge_pieces["key"].to_numpy()].to_numpy(),
-        "edge_trips": edge_parts.loc[state.edge_trips["edge_id"].to_numpy()].to_numpy(),
-        "cell_trips": cell_parts.loc[state.cell_trips["cell"].to_numpy()].to_numpy(),
-    }
-    parts: dict[str, CoverageState] = {}
-    for key in sorted(set().union(*(set(k) for k in keys.values()))):
-        tables = {name: getattr(state, name)[keys[name] == key] for name in STATE_TABLES}
-        parts[str(key)] = CoverageState(
-            **{name: table.reset_index(drop=True) for name, table in tables.items()},
-            batches=list(state.batches),
+    pieces_at = edge_parts.loc[edge_pieces["key"].to_numpy()].to_numpy()
+    pairs_at = edge_parts.loc[edge_contributors["edge_id"].to_numpy()].to_numpy()
+    return {
+        str(key): StatePart(
+            edge_pieces[pieces_at == key].reset_index(drop=True),
+            edge_contributors[pairs_at == key].reset_index(drop=True),
         )
-    return parts
+        for key in sorted(set(pieces_at) | set(pairs_at))
+    }
 
 
-def write_parts(state_root: Path, generation: str, parts: Mapping[str, CoverageState]) -> None:
+def write_parts(state_root: Path, generation: str, parts: Mapping[str, StatePart]) -> None:
     """Write partitions' tables into ``state_root/parts/<key>/<generation>/``.
 
     Nothing reads them before :func:`commit_pointer` names them.
     """
     for key, part in parts.items():
         folder = state_root / PARTS_DIR / key / generation
-        for name in STATE_TABLES:
+        for name in PART_TABLES:
             _write_parquet(getattr(part, name), folder / f"{name}.parquet")
+
+
+def write_trips(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
+    """Write an update's trips' tables (:data:`TRIP_TABLES`) into ``trips/<generation>/``."""
+    for name in TRIP_TABLES:
+        _write_parquet(tables[name], state_root / TRIPS_DIR / generation / f"{name}.parquet")
+
+
+def write_cell_pairs(
+    state_root: Path, generation: str, pairs: pd.DataFrame, pair_parts: np.ndarray, keys: set[str]
+) -> None:
+    """Write the (cell, contributor) pairs of partitions ``keys``, each with its cells' files.
+
+    ``pair_parts``: the partition key of each row's cell. Into
+    ``state_root/parts/<key>/<generation>/``, beside the partition's cell table.
+    """
+    for key in sorted(keys):
+        rows = pairs[pair_parts == key].reset_index(drop=True)
+        _write_parquet(rows, state_root / PARTS_DIR / key / generation / f"{CELL_PAIRS}.parquet")
+
+
+def read_cell_pairs(
+    state_root: Path, pointer: Mapping[str, Any], keys: set[str]
+) -> list[pd.DataFrame]:
+    """Read the (cell, contributor) pairs of the partitions of ``keys`` whose cells it names.
+
+    Raises
+    ------
+    InputDataError
+        If a table the pointer names is missing (a damaged folder).
+    """
+    named = dict(pointer.get("cell_parts") or {})
+    frames = []
+    for key in sorted(set(keys) & set(named)):
+        path = state_root / PARTS_DIR / key / named[key] / f"{CELL_PAIRS}.parquet"
+        if not path.is_file():
+            raise _damaged(state_root, pointer, f"partition {key}'s {CELL_PAIRS} table")
+        frames.append(pq.read_table(path).to_pandas())
+    return frames
 
 
 def write_rollup(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
     """Write the region's rollup tables into ``state_root/rollup/<generation>/``."""
     for name, table in tables.items():
         _write_parquet(table, state_root / ROLLUP_DIR / generation / f"{name}.parquet")
+
+
+def read_trips(
+    state_root: Path,
+    pointer: Mapping[str, Any],
+    name: str,
+    generations: list[str] | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame | None:
+    """Return the rows of trips' table ``name`` of updates ``generations`` (default: all).
+
+    None when no update is named (the caller knows the table's empty form).
+
+    Raises
+    ------
+    InputDataError
+        If a table the pointer names is missing (a damaged folder).
+    """
+    named = sorted(dict(pointer.get("trips") or {}) if generations is None else generations)
+    frames = []
+    for generation in named:
+        path = state_root / TRIPS_DIR / generation / f"{name}.parquet"
+        if not path.is_file():
+            raise _damaged(state_root, pointer, f"trips {generation}'s {name} table")
+        frames.append(pq.read_table(path, columns=columns).to_pandas())
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def read_rollup(
@@ -225,12 +320,17 @@ def commit_pointer(state_root: Path, pointer: dict[str, Any], previous: Mapping[
                 shutil.rmtree(folder)
         if not any(key_folder.iterdir()):
             key_folder.rmdir()
+    kept_trips = {gen for named in (pointer, previous) for gen in dict(named.get("trips") or {})}
+    trips_root = state_root / TRIPS_DIR
+    for folder in trips_root.iterdir() if trips_root.is_dir() else []:
+        if folder.name not in kept_trips:
+            shutil.rmtree(folder)
     kept_rollups = {named.get("rollup") for named in (pointer, previous)}
     rollup_root = state_root / ROLLUP_DIR
     for folder in rollup_root.iterdir() if rollup_root.is_dir() else []:
         if folder.name not in kept_rollups:
             shutil.rmtree(folder)
-    old_version = previous.get("version") if previous.get("format") != FORMAT else None
+    old_version = previous.get("version") if "format" not in previous else None
     for folder in state_root.iterdir():  # version folders of the unpartitioned format
         if VERSION_PATTERN.fullmatch(folder.name) and folder.name != old_version:
             shutil.rmtree(folder)
@@ -245,9 +345,8 @@ def write_state(
     state: CoverageState,
     state_root: Path,
     roads: Mapping[str, Any] | None = None,
-    parts: Mapping[str, CoverageState] | None = None,
 ) -> None:
-    """Write a whole state as a new version (one partition, ``all``, unless ``parts`` is given).
+    """Write a whole state as a new version: one partition, ``all``, and its trips.
 
     A state of the same batches as the one in force is not written again. The state has no
     rollup tables: ``roadcover coverage`` computes them (and repartitions the state) the next
@@ -258,36 +357,39 @@ def write_state(
     state
         The state to write.
     state_root
-        The state folder (``CURRENT.json``, ``parts/``, ``rollup/``).
+        The state folder (``CURRENT.json``, ``parts/``, ``trips/``, ``rollup/``).
     roads
         The identity of the roads the state was computed on
         (:func:`pipeline.roads.identity.roads_identity`), recorded in the pointer.
-    parts
-        The state split into partitions (:func:`split_state`).
     """
     previous = current_pointer(state_root)
     version = state_version(state.batches)
     if version == previous.get("version") and previous.get("roads") == dict(roads or {}):
         return  # no batch applied: the version in force stays, and so do the ones kept with it
-    parts = dict(parts or {WHOLE: state})
-    write_parts(state_root, version, parts)
+    contributors = merge_edge_contributors(state.edge_trips)
+    write_parts(state_root, version, {WHOLE: StatePart(state.edge_pieces, contributors)})
+    for name in ("edge_trips", "cell_trips"):  # no ``driven``: the next update computes it
+        _write_parquet(getattr(state, name), state_root / TRIPS_DIR / version / f"{name}.parquet")
     pointer = {
         "version": version,
         "batches": sorted(state.batches),
         "roads": dict(roads or {}),
-        "parts": {key: version for key in parts},
+        "parts": {WHOLE: version},
+        "trips": {version: latest_ms(state.edge_trips)},
         "partitioning": WHOLE,
         "rollup": None,
     }
     commit_pointer(state_root, pointer, previous)
 
 
+def latest_ms(edge_trips: pd.DataFrame) -> int | None:
+    """Return the latest ``last_ms`` of ``edge_trips`` rows (None when there are none)."""
+    return int(edge_trips["last_ms"].max()) if len(edge_trips) else None
+
+
 def read_parts(
-    state_root: Path,
-    pointer: Mapping[str, Any],
-    keys: set[str] | list[str],
-    columns: Mapping[str, list[str]] | None = None,
-) -> dict[str, CoverageState]:
+    state_root: Path, pointer: Mapping[str, Any], keys: set[str] | list[str]
+) -> dict[str, StatePart]:
     """Read partitions ``keys`` of the version ``pointer`` names (those it names, of ``keys``).
 
     Raises
@@ -295,20 +397,10 @@ def read_parts(
     InputDataError
         If a table of a partition is missing (a damaged folder).
     """
-    wanted = dict(columns or {})
-    named = dict(pointer.get("parts") or {})
-    parts = {}
-    for key in sorted(set(keys) & set(named)):
-        folder = state_root / PARTS_DIR / key / named[key]
-        missing = [name for name in STATE_TABLES if not (folder / f"{name}.parquet").is_file()]
-        if missing:
-            raise _damaged(state_root, pointer, f"partition {key}'s {', '.join(missing)} table")
-        tables = {
-            name: pq.read_table(folder / f"{name}.parquet", columns=wanted.get(name)).to_pandas()
-            for name in STATE_TABLES
-        }
-        parts[key] = CoverageState(**tables, batches=list(pointer["batches"]))
-    return parts
+    return {
+        key: StatePart(**tables)
+        for key, tables in _read_part_tables(state_root, pointer, keys, PART_TABLES).items()
+    }
 
 
 def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:
@@ -317,8 +409,8 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
     Parameters
     ----------
     state_root
-        The state folder (``CURRENT.json``, ``parts/`` and ``rollup/``, or the version folders
-        of the unpartitioned format).
+        The state folder (``CURRENT.json``, ``parts/``, ``trips/`` and ``rollup/``, or the
+        partitions of format 2, or the version folders of the unpartitioned format).
     columns
         Return only these columns of the tables named (``[]``: none, the rows alone).
 
@@ -331,11 +423,17 @@ def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None)
     current = current_pointer(state_root)
     if not current:
         state = empty_state()
-    elif current.get("format") != FORMAT:
+    elif "format" not in current:
         state = _read_unpartitioned(state_root, current)
+    elif current["format"] == FORMAT_WITH_TRIPS_PER_PART:
+        parts = _read_part_tables(state_root, current, set(current["parts"]), STATE_TABLES)
+        whole = [
+            CoverageState(t["edge_pieces"], t["edge_trips"], t["cell_trips"])
+            for t in parts.values()
+        ]
+        state = merge_parts(whole, list(current["batches"]))
     else:
-        parts = read_parts(state_root, current, set(current["parts"])).values()
-        state = merge_parts(list(parts), list(current["batches"]))
+        state = _read_with_trips(state_root, current)
     for name, names in wanted.items():
         setattr(state, name, getattr(state, name)[names])
     return state
@@ -353,6 +451,36 @@ def merge_parts(parts: list[CoverageState], batches: list[str]) -> CoverageState
         batches=batches,
     )
     return merged
+
+
+def _read_with_trips(state_root: Path, current: Mapping[str, Any]) -> CoverageState:
+    """Read a state of this format: the partitions' pieces and every update's trips."""
+    empty = empty_state()
+    parts = _read_part_tables(state_root, current, set(current["parts"]), ("edge_pieces",))
+    pieces = [tables["edge_pieces"] for tables in parts.values()]
+    edge_trips = read_trips(state_root, current, "edge_trips")
+    cell_trips = read_trips(state_root, current, "cell_trips")
+    return CoverageState(
+        edge_pieces=union_pieces(pd.concat(pieces)) if pieces else empty.edge_pieces,
+        edge_trips=empty.edge_trips if edge_trips is None else merge_edge_trips(edge_trips),
+        cell_trips=empty.cell_trips if cell_trips is None else merge_cell_trips(cell_trips),
+        batches=list(current["batches"]),
+    )
+
+
+def _read_part_tables(
+    state_root: Path, pointer: Mapping[str, Any], keys: set[str] | list[str], names: tuple[str, ...]
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """Read tables ``names`` of partitions ``keys`` of the version ``pointer`` names."""
+    named = dict(pointer.get("parts") or {})
+    parts = {}
+    for key in sorted(set(keys) & set(named)):
+        folder = state_root / PARTS_DIR / key / named[key]
+        missing = [name for name in names if not (folder / f"{name}.parquet").is_file()]
+        if missing:
+            raise _damaged(state_root, pointer, f"partition {key}'s {', '.join(missing)} table")
+        parts[key] = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in names}
+    return parts
 
 
 def _read_unpartitioned(state_root: Path, current: Mapping[str, Any]) -> CoverageState:

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.coverage.edges import merge_edge_contributors
+from pipeline.coverage.intervals import union_pieces
 from pipeline.coverage.partitions import Network, load_network, parent_array
 from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, EDGE_TABLE
 from pipeline.coverage.region_tables import (
@@ -33,14 +35,15 @@ from pipeline.coverage.region_tables import (
     write_edge_coverage,
 )
 from pipeline.coverage.rollup import (
-    PART_CELL_TABLES,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
     coarse_cell_trips,
+    driven_rows,
     edge_info,
     empty_rollup,
     part_rows,
+    summary_driven,
     updated_part_cells,
     updated_rollup,
 )
@@ -56,22 +59,27 @@ from pipeline.coverage.state import (
     PARTS_DIR,
     ROLLUP_DIR,
     CoverageState,
+    StatePart,
     commit_pointer,
     current_pointer,
     empty_state,
+    latest_ms,
     merge_states,
+    read_cell_pairs,
     read_parts,
     read_rollup,
-    read_rollup_if_any,
     read_state,
-    split_state,
+    read_trips,
+    split_parts,
     state_of_batch,
     state_version,
+    write_cell_pairs,
     write_parts,
     write_rollup,
+    write_trips,
 )
 from pipeline.coverage.summary import summary_by_highway
-from pipeline.coverage.tables import CellTrips, cells_table, edge_totals
+from pipeline.coverage.tables import MS_PER_DAY, CellTrips, cells_table, edge_totals
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
@@ -121,13 +129,12 @@ def update_coverage(
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     if not rebuild:
         rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
-        rollup.update(read_rollup_if_any(state_root, pointer, list(PART_CELL_TABLES)) or {})
         applied = set(rollup["trips"]["trip_id"])
         batch = _batch_state(new_batches, applied, network, settings)
-        parts = dict(pointer["parts"])
+        parts, trips = dict(pointer["parts"]), dict(pointer.get("trips") or {})
     else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
         whole = read_state(state_root)
-        rollup, parts = empty_rollup(network), {}
+        rollup, parts, trips = empty_rollup(network), {}, {}
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
         batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
         pointer = {**pointer, "parts": {}}  # nothing of it is read again
@@ -138,14 +145,16 @@ def update_coverage(
     changed = bool(new_batches) or rebuild
     if changed:
         rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, version)
-    as_of_ms = _as_of_ms(as_of, rollup["edge_totals"]["last_ms"])
+        trips[version] = latest_ms(batch.edge_trips)
+    as_of_ms = _as_of_ms(as_of, trips)
     keys = None
     if changed:  # the cells of every partition on a first update (none named yet)
         keys = touched if cell_parts else set(network.part_keys())
-    if changed or PART_CELL_TABLES[0] not in rollup:  # none yet: of every partition
-        part_cells = _part_cells(keys if PART_CELL_TABLES[0] in rollup else None, network)
-        rollup = updated_part_cells(rollup, network.partition_resolution, part_cells)
-        write_rollup(state_root, version, rollup)
+        rollup = _with_cell_pairs(
+            state_root, version, {"cell_parts": cell_parts}, rollup, keys, network
+        )
+        rollup = updated_part_cells(rollup, network.partition_resolution, _part_cells(keys))
+        write_rollup(state_root, version, {name: rollup[name] for name in ROLLUP_TABLES})
     if keys:
         fine, covered = _fine_cells(network, rollup, as_of_ms, keys)
         write_cell_parts(state_root / PARTS_DIR, version, fine, covered, keys, network)
@@ -156,11 +165,12 @@ def update_coverage(
         commit_pointer(
             state_root,
             {"version": version, "batches": batches, "roads": roads, "parts": parts,
-             "partitioning": network.partition_resolution, "rollup": version,
+             "trips": trips, "partitioning": network.partition_resolution, "rollup": version,
              "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT},
             current_pointer(state_root),
         )  # fmt: skip
-    summary = _summary(network, rollup, settings, as_of_ms)
+    driven = _summary_driven(state_root, trips, rollup, as_of_ms)
+    summary = _summary(network, rollup, driven, settings, as_of_ms)
     summary["batches"] = batches
     summary["roads_sha256"] = roads["source_sha256"]
     summary["roads"] = roads
@@ -199,42 +209,53 @@ def _apply(
     network: Network,
     version: str,
 ) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    """Merge the batch into the partitions it touches; write them; return the new rollup.
+    """Merge the batch into the partitions it touches; write them and its trips; return the rollup.
 
     ``parts`` (partition -> generation) is updated in place with the partitions written; when
     it names none (a first update, or a state partitioned again), every partition of the
-    network is written, so that each has its edge coverage. Returns the new rollup and the
-    partitions of the cells whose figures changed.
+    network is written, so that each has its edge coverage. The batch's trips are written as
+    this version's (:func:`~pipeline.coverage.state.write_trips`). Returns the new rollup and
+    the partitions of the cells whose figures changed.
     """
     edge_ids = np.concatenate(
         [batch.edge_pieces["key"].to_numpy(), batch.edge_trips["edge_id"].to_numpy()]
     )
-    cells = pd.unique(batch.cell_trips["cell"].to_numpy())
-    cell_parts = pd.Series(network.cell_parts(cells), index=cells, dtype=object)
-    new_parts = split_state(batch, network.edge_part_series(edge_ids), cell_parts)
+    contributors = merge_edge_contributors(batch.edge_trips)
+    new_parts = split_parts(batch.edge_pieces, contributors, network.edge_part_series(edge_ids))
     old_parts = read_parts(state_root, pointer, set(new_parts)) if parts else {}
     merged = {
-        key: merge_states(old_parts[key], part) if key in old_parts else part
+        key: _merge_parts(old_parts[key], part) if key in old_parts else part
         for key, part in new_parts.items()
     }
     if not parts:
-        empty = empty_state()
+        empty = StatePart(batch.edge_pieces.iloc[:0], contributors.iloc[:0])
         merged = {key: merged.get(key, empty) for key in sorted({*network.part_keys(), *merged})}
     write_parts(state_root, version, merged)
-    edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
-        pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
-        pd.concat([part.edge_trips for part in merged.values()] or [batch.edge_trips]),
-        batch.cell_trips,
+    # a partition's edges are its own: the rows are disjoint
+    pieces = pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces])
+    totals = edge_totals(
+        pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
     )
-    totals = edge_totals(edge_tables.edge_trips)
     edges = _write_part_edges(state_root, version, merged, totals, network)
     parts.update(dict.fromkeys(merged, version))
-    runs = network.runs_of(set(merged))
-    rows = part_rows(edge_tables, network, runs, edges, totals)
-    trips = batch.edge_trips["trip_id"].unique()
+    rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
+    driven = driven_rows(batch.edge_trips, edges["highway"])
+    write_trips(
+        state_root, version,
+        {"edge_trips": batch.edge_trips, "cell_trips": batch.cell_trips, "driven": driven},
+    )  # fmt: skip
+    trip_ids = batch.edge_trips["trip_id"].unique()
     new_cells = cell_rows(batch.cell_trips, network)
-    rollup = {**rollup, **updated_rollup(rollup, set(merged), rows, new_cells, trips)}
-    return rollup, _changed_cell_parts(rows["road_cover"], batch, network)
+    updated = updated_rollup(rollup, set(merged), rows, new_cells, trip_ids, driven)
+    return {**rollup, **updated}, _changed_cell_parts(rows["road_cover"], batch, network)
+
+
+def _merge_parts(first: StatePart, second: StatePart) -> StatePart:
+    """Merge two versions of a partition's tables (of disjoint batches)."""
+    return StatePart(
+        union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
+        merge_edge_contributors(pd.concat([first.edge_contributors, second.edge_contributors])),
+    )
 
 
 def _changed_cell_parts(
@@ -256,7 +277,7 @@ def _changed_cell_parts(
 def _write_part_edges(
     state_root: Path,
     generation: str,
-    parts: dict[str, CoverageState],
+    parts: dict[str, StatePart],
     totals: pd.DataFrame,
     network: Network,
 ) -> pd.DataFrame:
@@ -273,7 +294,7 @@ def _write_part_edges(
     for key, part in parts.items():
         fixed = network.fixed_edges(key)
         path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
-        driven = totals.loc[pd.unique(part.edge_trips["edge_id"].to_numpy())]
+        driven = totals.loc[pd.unique(part.edge_contributors["edge_id"].to_numpy())]
         write_edge_coverage(fixed, part.edge_pieces, driven, path)
         fixed_tables[key] = fixed.select(["edge_id", "highway", "length_m"])
     return edge_info(fixed_tables)
@@ -341,10 +362,29 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
     )
 
 
-def _part_cells(keys: set[str] | None, network: Network) -> np.ndarray:
-    """Return the H3 cells of partitions ``keys`` (None: of every partition of the network)."""
-    names = network.part_keys() if keys is None else sorted(keys)
-    return np.array([int(key.rsplit("-", 1)[1], 16) for key in names], dtype="int64")
+def _part_cells(keys: set[str]) -> np.ndarray:
+    """Return the H3 cells of partitions ``keys``."""
+    return np.array([int(key.rsplit("-", 1)[1], 16) for key in sorted(keys)], dtype="int64")
+
+
+def _with_cell_pairs(
+    state_root: Path,
+    version: str,
+    pointer: dict[str, Any],
+    rollup: dict[str, pd.DataFrame],
+    keys: set[str],
+    network: Network,
+) -> dict[str, pd.DataFrame]:
+    """Return the rollup with the (cell, contributor) pairs of partitions ``keys``; write them.
+
+    The rollup's ``cell_contributors`` are the batch's pairs (their cells are in ``keys``);
+    ``pointer`` names the partitions' cells before the update, whose pairs are read.
+    """
+    old = read_cell_pairs(state_root, pointer, keys)
+    pairs = pd.concat([*old, rollup["cell_contributors"]], ignore_index=True)
+    pairs = pairs.drop_duplicates(ignore_index=True).astype({"contributor_id": str})
+    write_cell_pairs(state_root, version, pairs, network.cell_parts(pairs["cell"].to_numpy()), keys)
+    return {**rollup, "cell_contributors": pairs}
 
 
 def _fine_cells(
@@ -393,16 +433,42 @@ def _coarse_cells(
     return coarse[coarse["resolution"].to_numpy() < level]  # none at partition resolution 0
 
 
+def _summary_driven(
+    state_root: Path,
+    trips: dict[str, int | None],
+    rollup: dict[str, pd.DataFrame],
+    as_of_ms: int,
+) -> pd.DataFrame:
+    """Return the driven rows the summary sums (:func:`~pipeline.coverage.rollup.summary_driven`).
+
+    Of the updates' ``driven`` tables only those of updates whose latest trip ends in the week
+    before ``as_of_ms`` are read.
+    """
+    week_start = as_of_ms - 7 * MS_PER_DAY
+    recent = [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
+    rows = read_trips(state_root, {"trips": trips, "version": "-"}, "driven", recent)
+    if rows is None:
+        rows = pd.DataFrame(
+            {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
+             "driven_mm": pd.Series(dtype="int64")}
+        )  # fmt: skip
+    return summary_driven(rollup["driven_total"], rows)
+
+
 def _summary(
-    network: Network, rollup: dict[str, pd.DataFrame], settings: CoverageSettings, as_of_ms: int
+    network: Network,
+    rollup: dict[str, pd.DataFrame],
+    driven: pd.DataFrame,
+    settings: CoverageSettings,
+    as_of_ms: int,
 ) -> dict[str, Any]:
-    """Return the summary of the rollup (not written)."""
+    """Return the summary of the rollup and the driven rows (not written)."""
     totals = rollup["edge_totals"]
     lengths = network.highway_lengths()
     lengths["covered_mm"] = totals.groupby("highway")["covered_mm"].sum()
     summary = summary_by_highway(
-        lengths.fillna({"covered_mm": 0}).astype("int64"), rollup["road_cover"],
-        rollup["driven"], as_of_ms, settings.world_road_km, settings.world_road_km_source,
+        lengths.fillna({"covered_mm": 0}).astype("int64"), rollup["road_cover"], driven,
+        as_of_ms, settings.world_road_km, settings.world_road_km_source,
     )  # fmt: skip
     summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
     summary["criteria"] = {
@@ -413,9 +479,8 @@ def _summary(
     return summary
 
 
-def _as_of_ms(as_of: pd.Timestamp | None, last_ms: pd.Series) -> int:
+def _as_of_ms(as_of: pd.Timestamp | None, trips: dict[str, int | None]) -> int:
+    """Return ``as_of`` in epoch ms; by default the latest time of every update's trips."""
     if as_of is not None:
         return int(pd.Timestamp(as_of).tz_convert("UTC").value // 1_000_000)
-    if len(last_ms):
-        return int(last_ms.max())
-    return 0
+    return max((latest for latest in trips.values() if latest is not None), default=0)

@@ -13,11 +13,13 @@ import pytest
 from pipeline.coverage.edges import (
     canonical_edges,
     edge_trip_rows,
+    merge_edge_contributors,
     road_lengths_mm,
     road_pieces,
     segment_pieces,
 )
 from pipeline.coverage.intervals import union_pieces
+from pipeline.coverage.tables import edge_totals
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_osm_network
 
@@ -126,3 +128,20 @@ def test_a_reverse_edge_longer_than_its_road_covers_the_road_once_and_no_more() 
         {"key": 1, "from_mm": 0, "to_mm": 100_000, "first_ms": 5, "last_ms": 9}
     ]
     assert road_lengths_mm(canonical).to_dict() == {1: 100_000}
+
+
+def test_an_edges_totals_from_its_contributors_rows_are_those_of_its_trips() -> None:
+    trips = pd.DataFrame(
+        {"edge_id": [1, 1, 1, 2], "trip_id": ["t1", "t2", "t3", "t1"],
+         "contributor_id": ["x", "x", "y", "x"], "passes": [1, 2, 1, 1],
+         "driven_mm": [100, 50, 70, 9], "first_ms": [10, 30, 5, 12], "last_ms": [20, 40, 15, 13]}
+    )  # fmt: skip
+    pairs = merge_edge_contributors(trips)
+    assert list(pairs.itertuples(index=False, name=None)) == [
+        (1, "x", 3, 150, 10, 40), (1, "y", 1, 70, 5, 15), (2, "x", 1, 9, 12, 13),
+    ]  # fmt: skip
+    totals = edge_totals(pairs)
+    assert totals.loc[1].to_dict() == {
+        "passes": 4, "contributors": 2, "driven_mm": 220, "first_ms": 5, "last_ms": 40,
+    }  # fmt: skip
+    assert totals.equals(edge_totals(trips))

@@ -33,7 +33,14 @@ from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges
 from pipeline.coverage.partitions import NETWORK_FORMAT
 from pipeline.coverage.stage import _batch_id, compute_coverage
-from pipeline.coverage.state import STATE_TABLES, empty_state, merge_states, state_of_batch
+from pipeline.coverage.state import (
+    STATE_TABLES,
+    CoverageState,
+    empty_state,
+    merge_states,
+    read_state,
+    state_of_batch,
+)
 from pipeline.coverage.summary import coverage_summary
 from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.coverage.update import counted_segments
@@ -257,6 +264,26 @@ def test_an_update_reads_only_the_partitions_it_touches(
 
 
 @pytest.mark.shared_data
+def test_the_summary_reads_the_driven_rows_of_the_last_weeks_updates_alone(
+    roads: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "coverage"
+    for batch in batches:  # four updates 15 days apart
+        compute_coverage(roads, [batch], out, with_parts(8))
+    latest = json.loads((out / "state" / "CURRENT.json").read_text())["trips"]
+    as_of = max(latest.values())
+    old = [gen for gen, last in latest.items() if last < as_of - 7 * 86_400_000]
+    assert len(old) == 3
+    for generation in old:  # an update that read them would stop: a damaged folder
+        (out / "state" / "trips" / generation / "driven.parquet").unlink()
+    asked = pd.Timestamp(as_of, unit="ms", tz="UTC")  # the default as_of, asked: all written anew
+    compute_coverage(roads, [], out, with_parts(8), as_of=asked)
+    totals = expected_folder(roads, batches, tmp_path / "expected")
+    assert 0 < totals["weekly_driven_km"] < totals["total_km"]  # the last week's alone
+    assert_same_outputs(out, tmp_path / "expected", totals)
+
+
+@pytest.mark.shared_data
 def test_a_rerun_with_nothing_new_reads_no_state(
     roads: Path, batches: list[Path], tmp_path: Path
 ) -> None:
@@ -274,32 +301,51 @@ def test_a_rerun_with_nothing_new_reads_no_state(
     assert later["as_of"] == as_of.isoformat() and later["unique_km"] == summary["unique_km"]
 
 
+def write_old_state(state: CoverageState, old: Path, pointer: dict, layout: str) -> Path:
+    """Write ``state`` as the unpartitioned format or format 2 (every table per partition)."""
+    version = pointer["version"]
+    if layout == "format 2":  # one partition, as format 2's whole-state writer wrote it
+        pointer = {**pointer, "format": 2, "parts": {"all": version}, "partitioning": "all",
+                   "rollup": None}  # fmt: skip
+    folder = old / version if layout == "unpartitioned" else old / "parts" / "all" / version
+    folder.mkdir(parents=True)
+    for name in STATE_TABLES:  # the three tables of the state, trips and all
+        table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
+        pq.write_table(table, folder / f"{name}.parquet")
+    (old / "CURRENT.json").write_text(json.dumps(pointer))
+    return folder
+
+
 @pytest.mark.shared_data
-def test_an_unpartitioned_state_is_partitioned_on_its_next_update(
-    roads: Path, batches: list[Path], tmp_path: Path
+@pytest.mark.parametrize("layout", ["unpartitioned", "format 2"])
+def test_a_state_of_an_older_format_is_written_again_on_its_next_update(
+    roads: Path, batches: list[Path], tmp_path: Path, layout: str
 ) -> None:
     edges = read_edges(roads)
     runs = edge_cell_runs(edges, SETTINGS.h3_resolution)
     lengths = edges.set_index("edge_id")["length_m"]
-    state = empty_state()
-    ids = [_batch_id(batch) for batch in batches[:2]]
-    for batch, batch_id in zip(batches[:2], ids, strict=True):
+    states = [empty_state()]
+    ids = [_batch_id(batch) for batch in batches]
+    for batch, batch_id in zip(batches, ids, strict=True):
         counted = counted_segments(batch, lengths, SETTINGS)
-        state = merge_states(state, state_of_batch(counted, runs, batch_id))
+        states.append(merge_states(states[-1], state_of_batch(counted, runs, batch_id)))
     old = tmp_path / "coverage" / "state"
-    version = "0123456789abcdef"
-    for name in STATE_TABLES:  # the unpartitioned format: one version folder, a pointer
-        (old / version).mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(getattr(state, name), preserve_index=False)
-        pq.write_table(table, old / version / f"{name}.parquet")
-    pointer = {"version": version, "batches": sorted(ids), "roads": roads_identity(roads)}
-    (old / "CURRENT.json").write_text(json.dumps(pointer))
+    pointer = {
+        "version": "0123456789abcdef",
+        "batches": sorted(ids[:2]),
+        "roads": roads_identity(roads),
+    }
+    folder = write_old_state(states[2], old, pointer, layout)
     compute_coverage(roads, batches[2:], tmp_path / "coverage", with_parts(8))
     totals = expected_folder(roads, batches, tmp_path / "expected")
     assert_same_outputs(tmp_path / "coverage", tmp_path / "expected", totals)
     current = json.loads((old / "CURRENT.json").read_text())
-    assert current["format"] == 2 and current["partitioning"] == 8
-    assert (old / version).is_dir()  # what the pointer named before is kept one update
+    assert current["format"] == 3 and current["partitioning"] == 8
+    assert len(current["trips"]) == 1  # the old state's trips and the new batches', together
+    assert folder.is_dir()  # what the pointer named before is kept one update
+    whole = read_state(old)  # the state of every batch, as the report reads it
+    for name in STATE_TABLES:
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(states[-1], name))
 
 
 @pytest.mark.shared_data
@@ -359,9 +405,6 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     for name in ("edges", "edge_index", "cells", "polygons"):  # older formats had not all
         shutil.rmtree(cache / name)
     (cache / "part_road.parquet").unlink()
-    pointer = json.loads((out / "state" / "CURRENT.json").read_text())
-    for table in (out / "state" / "rollup" / pointer["rollup"]).glob("part_*.parquet"):
-        table.unlink()  # a rollup of the older layout: without the partitions' contributions
     compute_coverage(roads, batches[2:], out, with_parts(8))
     assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
     totals = expected_folder(roads, batches, tmp_path / "expected")

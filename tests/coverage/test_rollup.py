@@ -14,9 +14,11 @@ import pandas as pd
 
 from pipeline.coverage.cells import parent_cells
 from pipeline.coverage.rollup import (
+    OLDEST_MS,
     PART_CELL_TABLES,
     coarse_cell_trips,
     part_cell_rows,
+    summary_driven,
     updated_part_cells,
 )
 from pipeline.coverage.tables import cells_table
@@ -92,3 +94,19 @@ def test_replacing_the_changed_partitions_rows_gives_the_rows_anew() -> None:
     assert (p2, "z") in as_sets(both)["part_contributors"]
     first = {name: table for name, table in after.items() if name not in PART_CELL_TABLES}
     assert as_sets(updated_part_cells(first, 5, np.array([p1, p2]))) == as_sets(both)
+
+
+def test_the_summarys_driven_rows_are_the_last_weeks_and_the_rest_by_highway() -> None:
+    totals = pd.DataFrame({"highway": ["primary", "residential"], "driven_mm": [1000, 300]})
+    recent = pd.DataFrame(
+        {"edge_id": [7, 8, 9], "last_ms": [T3, T2, T3], "driven_mm": [200, 50, 100],
+         "highway": ["primary", "primary", "residential"]}
+    )  # fmt: skip
+    rows = summary_driven(totals, recent)
+    assert set(rows.itertuples(index=False, name=None)) == {
+        ("primary", OLDEST_MS, 750),  # 1000 - 200 - 50
+        ("residential", OLDEST_MS, 200),  # 300 - 100
+        ("primary", T3, 200),
+        ("primary", T2, 50),
+        ("residential", T3, 100),
+    }

@@ -176,7 +176,9 @@ def test_the_version_a_pointer_named_before_is_kept(tiny_roads: Path, tmp_path: 
         pointers.append(json.loads((out / "state" / "CURRENT.json").read_text()))
     assert len({pointer["version"] for pointer in pointers}) == 3
     state = out / "state"
-    assert sorted(p.name for p in state.iterdir() if p.is_dir()) == ["parts", "rollup"]
+    assert sorted(p.name for p in state.iterdir() if p.is_dir()) == ["parts", "rollup", "trips"]
+    trips = sorted(p.name for p in (state / "trips").iterdir())
+    assert trips == sorted(p["version"] for p in pointers)  # every update's, written once
     rollups = sorted(p.name for p in (state / "rollup").iterdir())
     assert rollups == sorted(p["version"] for p in pointers[1:])  # not older ones
     parts = {(p.parent.name, p.name) for p in (state / "parts").glob("*/*")}
