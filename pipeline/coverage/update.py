@@ -75,11 +75,15 @@ from pipeline.coverage.tables import CellTrips, cells_table, edge_totals
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
+from pipeline.roads.shards import is_sharded, shard_dirs
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
 log = logging.getLogger(__name__)
+
+CELL_PARTS_AT_ONCE = 64
+"""Partitions whose cells are computed together (a first update computes every partition's)."""
 
 
 def update_coverage(
@@ -114,6 +118,7 @@ def update_coverage(
     network = load_network(
         lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
         settings.h3_resolution, settings.partition_resolution,
+        shard_dirs(roads_dir) if is_sharded(roads_dir) else None,
     )  # fmt: skip
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
@@ -146,10 +151,10 @@ def update_coverage(
         part_cells = _part_cells(keys if PART_CELL_TABLES[0] in rollup else None, network)
         rollup = updated_part_cells(rollup, network.partition_resolution, part_cells)
         write_rollup(state_root, version, rollup)
-    if keys:
-        fine, covered = _fine_cells(network, rollup, as_of_ms, keys)
-        write_cell_parts(state_root / PARTS_DIR, version, fine, covered, keys, network)
-        cell_parts.update(dict.fromkeys(keys, version))
+    for chunk in _chunks(sorted(keys or ()), CELL_PARTS_AT_ONCE):  # a partition's own cells
+        fine, covered = _fine_cells(network, rollup, as_of_ms, set(chunk))
+        write_cell_parts(state_root / PARTS_DIR, version, fine, covered, set(chunk), network)
+        cell_parts.update(dict.fromkeys(chunk, version))
     coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed:
@@ -203,8 +208,9 @@ def _apply(
 
     ``parts`` (partition -> generation) is updated in place with the partitions written; when
     it names none (a first update, or a state partitioned again), every partition of the
-    network is written, so that each has its edge coverage. Returns the new rollup and the
-    partitions of the cells whose figures changed.
+    network is written, so that each has its edge coverage: those the batch leaves empty one
+    by one, adding nothing to the rollup. Returns the new rollup and the partitions of the
+    cells whose figures changed.
     """
     edge_ids = np.concatenate(
         [batch.edge_pieces["key"].to_numpy(), batch.edge_trips["edge_id"].to_numpy()]
@@ -217,9 +223,6 @@ def _apply(
         key: merge_states(old_parts[key], part) if key in old_parts else part
         for key, part in new_parts.items()
     }
-    if not parts:
-        empty = empty_state()
-        merged = {key: merged.get(key, empty) for key in sorted({*network.part_keys(), *merged})}
     write_parts(state_root, version, merged)
     edge_tables = CoverageState(  # a partition's edges are its own: the rows are disjoint
         pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces]),
@@ -228,6 +231,10 @@ def _apply(
     )
     totals = edge_totals(edge_tables.edge_trips)
     edges = _write_part_edges(state_root, version, merged, totals, network)
+    if not parts:  # every other partition of the network: empty, one at a time
+        for key in sorted(set(network.part_keys()) - set(merged)):
+            _write_empty_part(state_root, version, key, totals, network)
+            parts[key] = version
     parts.update(dict.fromkeys(merged, version))
     runs = network.runs_of(set(merged))
     rows = part_rows(edge_tables, network, runs, edges, totals)
@@ -251,6 +258,17 @@ def _changed_cell_parts(
     driven = road_cover[road_cover["key"].isin(roads.to_numpy())]
     cells = np.concatenate([driven["cell"].to_numpy(), batch.cell_trips["cell"].to_numpy()])
     return set(network.cell_parts(pd.unique(cells)))
+
+
+def _write_empty_part(
+    state_root: Path, generation: str, key: str, totals: pd.DataFrame, network: Network
+) -> None:
+    """Write the empty state of partition ``key`` and its edge coverage (no edge driven).
+
+    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of the update's partitions.
+    """
+    write_parts(state_root, generation, {key: empty_state()})
+    _write_part_edges(state_root, generation, {key: empty_state()}, totals, network)
 
 
 def _write_part_edges(
@@ -339,6 +357,11 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
         and pointer.get("edge_layout") == EDGE_LAYOUT
         and pointer.get("cell_layout") == CELL_LAYOUT
     )
+
+
+def _chunks(keys: list[str], size: int) -> list[list[str]]:
+    """Return ``keys`` in consecutive lists of ``size`` (the last fewer)."""
+    return [keys[start : start + size] for start in range(0, len(keys), size)]
 
 
 def _part_cells(keys: set[str] | None, network: Network) -> np.ndarray:
