@@ -29,12 +29,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import shapely
 
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
@@ -86,11 +88,14 @@ class SpilledShard:
         The edges the shard owns.
     highways
         :func:`~pipeline.coverage.summary.highway_lengths` of its owned edges.
+    crs
+        The CRS of their geometry (kept apart: the scratch files hold it as WKB).
     """
 
     stem: Path
     edges: int
     highways: pd.DataFrame
+    crs: Any
 
     def path(self, name: str) -> Path:
         """Return the path of scratch file ``name``."""
@@ -99,8 +104,6 @@ class SpilledShard:
     def rows_in(self, name: str, column: str, low: int, high: int) -> pd.DataFrame:
         """Return the rows of scratch table ``name`` whose ``column`` is in ``[low, high]``."""
         filters = [(column, ">=", low), (column, "<=", high)]
-        if name == "edges.parquet":
-            return gpd.read_parquet(self.path(name), filters=filters)
         return pq.read_table(self.path(name), filters=filters).to_pandas()
 
 
@@ -154,17 +157,16 @@ def spill_shard(shard: Path, resolution: int, stem: Path) -> SpilledShard:
     mid = midpoint_cells(runs).reindex(canonical["canonical_id"].to_numpy()).to_numpy("int64")
     runs = runs[runs["key"].isin(mine["edge_id"])]
     runs["mid"] = pd.Series(mid, index=canonical.index).loc[runs["key"].to_numpy()].to_numpy()
-    shard_files = SpilledShard(stem, len(mine), highway_lengths(mine, canonical))
+    shard_files = SpilledShard(stem, len(mine), highway_lengths(mine, canonical), edges.crs)
     order = np.argsort(runs["mid"].to_numpy(), kind="stable")
     _write_scratch(runs.iloc[order], shard_files.path("runs.parquet"))
     is_road = canonical["canonical_id"].to_numpy() == canonical.index.to_numpy()
     _write_scratch(_cell_shares(runs, canonical.index[is_road]), shard_files.path("cells.parquet"))
-    rows = mine[[*FIXED_EDGE_COLUMNS, "geometry"]].assign(
-        mid=mid, **{name: canonical[name].to_numpy() for name in CANONICAL_COLUMNS[1:]}
-    )
-    rows.iloc[np.argsort(mid, kind="stable")].to_parquet(
-        shard_files.path("edges.parquet"), index=False, row_group_size=SCRATCH_ROW_GROUP
-    )
+    rows = pd.DataFrame(mine[FIXED_EDGE_COLUMNS]).assign(
+        geometry=shapely.to_wkb(mine.geometry.to_numpy()), mid=mid,
+        **{name: canonical[name].to_numpy() for name in CANONICAL_COLUMNS[1:]},
+    )  # fmt: skip
+    _write_scratch(rows.iloc[np.argsort(mid, kind="stable")], shard_files.path("edges.parquet"))
     by_id = np.argsort(canonical.index.to_numpy(), kind="stable")
     index = {"edge_id": canonical.index.to_numpy(), "mid": mid,
              "length_m": mine["length_m"].to_numpy("float64"),
@@ -300,7 +302,9 @@ def _write_groups(
                 runs_out.write(table)
             in_group = parts[parent_array(parts, group_level) == group]
             road_rows += _write_part_cells(cells, road_dtype, in_group, levels, folder)
-            _write_part_edges(edges, in_group, level, folder)
+            geometry = gpd.GeoSeries.from_wkb(edges["geometry"], crs=shards[0].crs)
+            _write_part_edges(gpd.GeoDataFrame(edges.assign(geometry=geometry)), in_group, level,
+                              folder)  # fmt: skip
         if runs_out is None:
             write_frame(_sorted_runs(_empty_runs(), level), folder / "runs.parquet",
                         row_group_size=RUNS_ROW_GROUP)  # fmt: skip
@@ -311,7 +315,8 @@ def _rows_of(
     shards: list[SpilledShard], name: str, column: str, low: int, high: int
 ) -> pd.DataFrame:
     """Return the rows of scratch table ``name`` of ``shards`` whose ``column`` is in range."""
-    return pd.concat([shard.rows_in(name, column, low, high) for shard in shards])
+    frames = [shard.rows_in(name, column, low, high) for shard in shards]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _empty_runs() -> pd.DataFrame:
