@@ -232,8 +232,10 @@ def _apply(
     totals = edge_totals(edge_tables.edge_trips)
     edges = _write_part_edges(state_root, version, merged, totals, network)
     if not parts:  # every other partition of the network: empty, one at a time
+        empty = empty_state()
         for key in sorted(set(network.part_keys()) - set(merged)):
-            _write_empty_part(state_root, version, key, totals, network)
+            write_parts(state_root, version, {key: empty})
+            _write_part_edges(state_root, version, {key: empty}, totals, network)
             parts[key] = version
     parts.update(dict.fromkeys(merged, version))
     runs = network.runs_of(set(merged))
@@ -258,17 +260,6 @@ def _changed_cell_parts(
     driven = road_cover[road_cover["key"].isin(roads.to_numpy())]
     cells = np.concatenate([driven["cell"].to_numpy(), batch.cell_trips["cell"].to_numpy()])
     return set(network.cell_parts(pd.unique(cells)))
-
-
-def _write_empty_part(
-    state_root: Path, generation: str, key: str, totals: pd.DataFrame, network: Network
-) -> None:
-    """Write the empty state of partition ``key`` and its edge coverage (no edge driven).
-
-    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of the update's partitions.
-    """
-    write_parts(state_root, generation, {key: empty_state()})
-    _write_part_edges(state_root, generation, {key: empty_state()}, totals, network)
 
 
 def _write_part_edges(
