@@ -25,7 +25,9 @@ table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_CO
 the geometry encoded as the edge table's GeoParquet holds it); the road length of every
 partition (``part_road.parquet``), the polygons of the cells coarser than the partitions
 (``coarse_polygons.parquet``), and the road and directed length of every ``highway`` class. An
-update reads neither the roads' edge table nor their geometry.
+update reads neither the roads' edge table nor their geometry. On a sharded roads folder the
+cache is computed shard by shard (:mod:`pipeline.coverage.network_shards`), the same files
+byte for byte, never holding the region's edges.
 """
 
 from __future__ import annotations
