@@ -391,7 +391,11 @@ def _merge_edge_index(
     index of the edge's partition in the sorted keys (that of its cell in ``parts``: keys of
     one resolution sort as their cells).
     """
-    ids = [np.load(shard.path("edge_id.npy"), mmap_mode="r") for shard in spilled]
+    arrays = [
+        {name: np.load(shard.path(f"{name}.npy"), mmap_mode="r") for name in SCRATCH_INDEX}
+        for shard in spilled
+    ]
+    ids = [shard_arrays["edge_id"] for shard_arrays in arrays]
     total = sum(len(shard_ids) for shard_ids in ids)
     dtypes = {"edge_id": "int64", "part": "int32", "canonical_id": "int64", "flip": "bool",
               "length_mm": "int64", "length_m": "float64"}  # fmt: skip
@@ -402,7 +406,7 @@ def _merge_edge_index(
             out[name] = np.lib.format.open_memmap(temp, "w+", np.dtype(dtypes[name]), (total,))
         at = 0
         for low, high in _id_ranges(ids):
-            chunk = _index_chunk(spilled, ids, low, high)
+            chunk = _index_chunk(arrays, low, high)
             order = np.argsort(chunk["edge_id"], kind="stable")
             chunk["part"] = np.searchsorted(parts, parent_array(chunk.pop("mid"), level))
             for name in EDGE_INDEX_COLUMNS:
@@ -425,14 +429,14 @@ def _id_ranges(ids: list[np.ndarray]) -> Iterator[tuple[int | None, int | None]]
 
 
 def _index_chunk(
-    spilled: list[SpilledShard], ids: list[np.ndarray], low: int | None, high: int | None
+    arrays: list[dict[str, np.ndarray]], low: int | None, high: int | None
 ) -> dict[str, np.ndarray]:
-    """Return the scratch index columns of the shards' edges with ids in ``[low, high)``."""
+    """Return the shards' scratch index columns (memory-mapped) of the ids in ``[low, high)``."""
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in SCRATCH_INDEX}
-    for shard, shard_ids in zip(spilled, ids, strict=True):
+    for shard_arrays in arrays:
+        shard_ids = shard_arrays["edge_id"]
         start = 0 if low is None else int(np.searchsorted(shard_ids, low))
         stop = len(shard_ids) if high is None else int(np.searchsorted(shard_ids, high))
         for name in SCRATCH_INDEX:
-            array = np.load(shard.path(f"{name}.npy"), mmap_mode="r")
-            pieces[name].append(np.asarray(array[start:stop]))
+            pieces[name].append(np.asarray(shard_arrays[name][start:stop]))
     return {name: np.concatenate(arrays) for name, arrays in pieces.items()}

@@ -109,9 +109,17 @@ def refuse_edges() -> pd.DataFrame:
     raise AssertionError("the sharded cache read the region's edge table")
 
 
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scratch row groups of 3 rows, edge arrays merged 5 ids at a time: as on a country."""
+    monkeypatch.setattr(network_shards, "SCRATCH_ROW_GROUP", 3)
+    monkeypatch.setattr(network_shards, "INDEX_SAMPLE_EVERY", 2)
+    monkeypatch.setattr(network_shards, "INDEX_RANGE_ROWS", 5)
+
+
 @pytest.mark.parametrize("partition_resolution", [8, 9, 10, "auto"])
 def test_a_cache_built_shard_by_shard_is_the_cache_of_the_region_edges(
-    region: tuple[Path, Path], tmp_path: Path, partition_resolution: int | str
+    region: tuple[Path, Path], tmp_path: Path, partition_resolution: int | str, small_chunks: None
 ) -> None:
     roads, _ = region
     sha256 = roads_identity(roads)["edges_sha256"]
