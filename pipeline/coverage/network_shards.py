@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +73,9 @@ INDEX_SAMPLE_EVERY = 1_024
 INDEX_RANGE_ROWS = 500_000
 """Edges per range of ids merged at a time into the edge arrays."""
 SCRATCH_INDEX = ("edge_id", "mid", "canonical_id", "flip", "length_mm", "length_m")
+INDEX_DTYPES = {"edge_id": "int64", "part": "int32", "canonical_id": "int64", "flip": "bool",
+                "length_mm": "int64", "length_m": "float64"}  # fmt: skip
+"""The dtypes of :data:`~pipeline.coverage.partitions.EDGE_INDEX_COLUMNS`, as the cache has them."""
 
 
 @dataclass(frozen=True)
@@ -387,56 +389,61 @@ def _merge_edge_index(
     """Write :data:`~pipeline.coverage.partitions.EDGE_INDEX_COLUMNS` sorted by ``edge_id``.
 
     The shards' arrays, each sorted by ``edge_id``, are merged range of ids by range
-    (:data:`INDEX_RANGE_ROWS` edges each) into memory-mapped ``.npy`` files; ``part`` is the
-    index of the edge's partition in the sorted keys (that of its cell in ``parts``: keys of
-    one resolution sort as their cells).
+    (:data:`INDEX_RANGE_ROWS` edges each), read and appended to the ``.npy`` files with file
+    reads and writes (a memory map would keep what it read and wrote resident: 80 bytes an
+    edge). ``part`` is the index of the edge's partition in the sorted keys (that of its cell
+    in ``parts``: keys of one resolution sort as their cells).
     """
-    arrays = [
-        {name: np.load(shard.path(f"{name}.npy"), mmap_mode="r") for name in SCRATCH_INDEX}
-        for shard in spilled
-    ]
-    ids = [shard_arrays["edge_id"] for shard_arrays in arrays]
-    total = sum(len(shard_ids) for shard_ids in ids)
-    dtypes = {"edge_id": "int64", "part": "int32", "canonical_id": "int64", "flip": "bool",
-              "length_mm": "int64", "length_m": "float64"}  # fmt: skip
+    bounds = _id_bounds(spilled)
+    starts = [_range_starts(shard, bounds) for shard in spilled]
+    total = sum(int(shard_starts[-1]) for shard_starts in starts)
     with ExitStack() as stack:
         out = {}
         for name in EDGE_INDEX_COLUMNS:
             temp = stack.enter_context(atomic_path(folder / f"{name}.npy"))
-            out[name] = np.lib.format.open_memmap(temp, "w+", np.dtype(dtypes[name]), (total,))
-        at = 0
-        for low, high in _id_ranges(ids):
-            chunk = _index_chunk(arrays, low, high)
+            out[name] = stack.enter_context(temp.open("wb"))
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(INDEX_DTYPES[name])),
+                      "fortran_order": False, "shape": (total,)}  # fmt: skip
+            np.lib.format.write_array_header_1_0(out[name], header)  # as np.save writes it
+        for at in range(len(bounds) + 1):
+            chunk = {
+                name: np.concatenate([np.empty(0, INDEX_DTYPES.get(name, "int64"))] + [
+                    _index_rows(shard, name, int(rows[at]), int(rows[at + 1]))
+                    for shard, rows in zip(spilled, starts, strict=True)
+                ])
+                for name in SCRATCH_INDEX
+            }  # fmt: skip
             order = np.argsort(chunk["edge_id"], kind="stable")
             chunk["part"] = np.searchsorted(parts, parent_array(chunk.pop("mid"), level))
             for name in EDGE_INDEX_COLUMNS:
-                out[name][at : at + len(order)] = chunk[name][order]
-            at += len(order)
-        for array in out.values():
-            array.flush()
-        out.clear()
+                out[name].write(chunk[name][order].astype(INDEX_DTYPES[name]).tobytes())
 
 
-def _id_ranges(ids: list[np.ndarray]) -> Iterator[tuple[int | None, int | None]]:
-    """Yield ``[low, high)`` ranges of edge ids of about :data:`INDEX_RANGE_ROWS` edges each.
+def _id_bounds(spilled: list[SpilledShard]) -> list[int]:
+    """Return the ids that cut the edges into ranges of about :data:`INDEX_RANGE_ROWS` edges.
 
-    None: no bound. The bounds are every so many of every shard's sorted ids, sampled.
+    Every so many of every shard's sorted ids are sampled, and every so many samples kept.
     """
-    sampled = [np.empty(0, "int64"), *(shard_ids[::INDEX_SAMPLE_EVERY] for shard_ids in ids)]
+    sampled = [np.empty(0, "int64")]
+    for shard in spilled:
+        sampled.append(np.load(shard.path("edge_id.npy"))[::INDEX_SAMPLE_EVERY].copy())
     samples = np.sort(np.concatenate(sampled))
-    bounds = np.unique(samples[:: max(INDEX_RANGE_ROWS // INDEX_SAMPLE_EVERY, 1)][1:]).tolist()
-    yield from zip([None, *bounds], [*bounds, None], strict=True)
+    bounds: list[int] = np.unique(
+        samples[:: max(INDEX_RANGE_ROWS // INDEX_SAMPLE_EVERY, 1)][1:]
+    ).tolist()
+    return bounds
 
 
-def _index_chunk(
-    arrays: list[dict[str, np.ndarray]], low: int | None, high: int | None
-) -> dict[str, np.ndarray]:
-    """Return the shards' scratch index columns (memory-mapped) of the ids in ``[low, high)``."""
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in SCRATCH_INDEX}
-    for shard_arrays in arrays:
-        shard_ids = shard_arrays["edge_id"]
-        start = 0 if low is None else int(np.searchsorted(shard_ids, low))
-        stop = len(shard_ids) if high is None else int(np.searchsorted(shard_ids, high))
-        for name in SCRATCH_INDEX:
-            pieces[name].append(np.asarray(shard_arrays[name][start:stop]))
-    return {name: np.concatenate(arrays) for name, arrays in pieces.items()}
+def _range_starts(shard: SpilledShard, bounds: list[int]) -> np.ndarray:
+    """Return where each range of ids starts in a shard's sorted ids, and their count last."""
+    ids = np.load(shard.path("edge_id.npy"))
+    return np.r_[0, np.searchsorted(ids, bounds), len(ids)]
+
+
+def _index_rows(shard: SpilledShard, name: str, start: int, stop: int) -> np.ndarray:
+    """Return rows ``start:stop`` of a shard's scratch index array ``name`` (a file read)."""
+    with shard.path(f"{name}.npy").open("rb") as file:
+        np.lib.format.read_magic(file)
+        _, _, dtype = np.lib.format.read_array_header_1_0(file)
+        file.seek(start * dtype.itemsize, 1)
+        return np.fromfile(file, dtype=dtype, count=stop - start)
