@@ -532,6 +532,48 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": text}
 
 
+class RowGroupWriter:
+    """A Parquet file of ``schema`` in row groups of ``rows`` rows (the last fewer).
+
+    As :func:`~pipeline.io.write_table` cuts a table into row groups, whatever the sizes of the
+    tables given to :meth:`write`; each row group is one chunk per column, as there.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, rows: int = ROW_GROUP_ROWS) -> None:
+        self.rows = rows
+        self.schema = schema
+        self._writer = pq.ParquetWriter(path, schema, **parquet_options(schema))
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._groups = 0
+
+    def __enter__(self) -> RowGroupWriter:
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        """Queue ``table``'s rows; write every full row group."""
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.rows:
+            self._flush(self.rows)
+
+    def _flush(self, rows: int) -> None:
+        queued = pa.concat_tables(self._pending).replace_schema_metadata(self.schema.metadata)
+        group = queued.slice(0, rows).combine_chunks()
+        self._writer.write_table(group, row_group_size=self.rows)
+        self._groups += 1
+        rest = queued.slice(rows)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            if error is None and (self._pending_rows or not self._groups):
+                self._pending = self._pending or [self.schema.empty_table()]
+                self._flush(self._pending_rows)
+        finally:
+            self._writer.close()
+
+
 def _write_conformed(table: pa.Table, path: str | Path, contract: Contract) -> None:
     """Write a table after conforming it to its contract: as Parquet, or as Arrow IPC.
 

@@ -25,7 +25,9 @@ table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_CO
 the geometry encoded as the edge table's GeoParquet holds it); the road length of every
 partition (``part_road.parquet``), the polygons of the cells coarser than the partitions
 (``coarse_polygons.parquet``), and the road and directed length of every ``highway`` class. An
-update reads neither the roads' edge table nor their geometry.
+update reads neither the roads' edge table nor their geometry. On a sharded roads folder the
+cache is computed shard by shard (:mod:`pipeline.coverage.network_shards`), the same files
+byte for byte, never holding the region's edges.
 """
 
 from __future__ import annotations
@@ -285,6 +287,7 @@ def load_network(
     coverage_dir: Path,
     resolution: int,
     partition_resolution: int | str,
+    shards: list[Path] | None = None,
 ) -> Network:
     """Return the network's cache in ``coverage_dir``, computing it first if it is missing.
 
@@ -303,6 +306,11 @@ def load_network(
         The finest H3 resolution (``coverage.h3_resolution``).
     partition_resolution
         ``coverage.partition_resolution``: a resolution, or ``"auto"``.
+    shards
+        The shard folders of a sharded region (:func:`~pipeline.roads.shards.shard_dirs`):
+        the cache is then computed shard by shard
+        (:func:`~pipeline.coverage.network_shards.write_sharded_network`), and ``edges_of``
+        is not called.
 
     Raises
     ------
@@ -317,7 +325,12 @@ def load_network(
     name = f"{edges_sha256[:16]}-r{resolution}-p{partition_resolution}"
     folder = coverage_dir / NETWORK_DIR / name
     if _network_format(folder) != NETWORK_FORMAT:
-        _write_network(edges_of(), folder, resolution, partition_resolution)
+        if shards is not None:
+            from pipeline.coverage.network_shards import write_sharded_network  # (imports this)
+
+            write_sharded_network(shards, folder, resolution, partition_resolution)
+        else:
+            _write_network(edges_of(), folder, resolution, partition_resolution)
         for other in (coverage_dir / NETWORK_DIR).iterdir():
             if other.is_dir() and other.name != name:
                 shutil.rmtree(other)
@@ -368,7 +381,7 @@ def _write_network(
 ) -> None:
     runs = edge_cell_runs(edges, resolution)
     canonical = canonical_edges(edges)
-    midpoint = _midpoint_cells(runs).reindex(canonical["canonical_id"].to_numpy())
+    midpoint = midpoint_cells(runs).reindex(canonical["canonical_id"].to_numpy())
     if partition_resolution == AUTO:
         level = choose_partition_resolution(midpoint.to_numpy(), resolution)
     else:
@@ -376,27 +389,37 @@ def _write_network(
     edge_part = part_key(level, parent_array(midpoint.to_numpy(), level))
     runs["part"] = pd.Series(edge_part, index=canonical.index).loc[runs["key"]].to_numpy()
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
-    _write(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
+    write_frame(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
     cells = _network_cells(runs, canonical, resolution, level)
     parts = sorted({*edge_part, *cells["part"]})  # a partition may hold cells alone
     _write_edge_index(canonical, edges["length_m"], edge_part, parts, folder / EDGE_INDEX_DIR)
     _write_cells(cells, resolution, level, folder)
-    _write(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
+    write_frame(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
     fixed = edges[[*FIXED_EDGE_COLUMNS, "geometry"]]
     of_edge = pd.Series(edge_part, index=canonical.index).loc[fixed["edge_id"].to_numpy()]
     rows_of = pd.Series(np.arange(len(fixed))).groupby(of_edge.to_numpy()).indices
     for part in parts:
         rows = fixed.iloc[rows_of.get(part, np.empty(0, dtype="int64"))]
-        with atomic_path(folder / FIXED_EDGES_DIR / f"{part}.parquet") as temp:
-            rows.to_parquet(  # as write_table encodes the geometry
-                temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
-                compression="zstd",
-            )  # fmt: skip
+        write_fixed_edges(rows, folder / FIXED_EDGES_DIR / f"{part}.parquet")
+    write_network_meta(folder, resolution, level, parts)  # last: the cache is complete
+
+
+def write_fixed_edges(rows: gpd.GeoDataFrame, path: Path) -> None:
+    """Write a partition's :data:`FIXED_EDGE_COLUMNS` and ``geometry`` as GeoParquet."""
+    with atomic_path(path) as temp:
+        rows.to_parquet(  # as write_table encodes the geometry
+            temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
+            compression="zstd",
+        )  # fmt: skip
+
+
+def write_network_meta(folder: Path, resolution: int, level: int, parts: list[str]) -> None:
+    """Write the cache's ``network.json``: written last, it says the cache is complete."""
     meta: dict[str, Any] = {
         "resolution": resolution, "partition_resolution": level, "format": NETWORK_FORMAT,
         "parts": parts,
     }  # fmt: skip
-    write_json(meta, folder / NETWORK_META)  # last: the cache is complete
+    write_json(meta, folder / NETWORK_META)
 
 
 def _write_edge_index(
@@ -428,7 +451,7 @@ def _write_edge_index(
     frame = pd.DataFrame({name: columns[name][order] for name in CANONICAL_COLUMNS})
     keys = np.asarray(parts, dtype=object)[columns["part"][order]]
     for part, rows in frame.groupby(keys, sort=True).indices.items():
-        _write(
+        write_frame(
             frame.iloc[rows].reset_index(drop=True),
             folder.parent / CANONICAL_DIR / f"{part}.parquet",
         )
@@ -440,18 +463,18 @@ def _write_cells(cells: pd.DataFrame, resolution: int, level: int, folder: Path)
     ``cells``: :func:`_network_cells`; ``level``: the partition resolution.
     """
     for key, rows in cells.groupby("part", sort=True):
-        _write(rows[["cell", "road_mm"]], folder / CELLS_DIR / f"{key}.parquet")
+        write_frame(rows[["cell", "road_mm"]], folder / CELLS_DIR / f"{key}.parquet")
         fine = rows[[f"p{r}" for r in range(level, resolution + 1)]].to_numpy(dtype="int64")
-        _write(_polygon_rows(np.unique(fine.ravel())), folder / POLYGONS_DIR / f"{key}.parquet")
+        write_frame(polygon_rows(np.unique(fine.ravel())), folder / POLYGONS_DIR / f"{key}.parquet")
     coarse = cells[[f"p{r}" for r in range(level)]].to_numpy(dtype="int64")
-    _write(_polygon_rows(np.unique(coarse.ravel())), folder / COARSE_POLYGONS)
+    write_frame(polygon_rows(np.unique(coarse.ravel())), folder / COARSE_POLYGONS)
     road = cells[cells["road_mm"].notna()]
     road_mm = road["road_mm"].astype("int64").groupby(road[f"p{level}"].to_numpy()).sum()
     frame = pd.DataFrame({"cell": road_mm.index.to_numpy(dtype="int64"), "road_mm": road_mm})
-    _write(frame.reset_index(drop=True), folder / PART_ROAD)
+    write_frame(frame.reset_index(drop=True), folder / PART_ROAD)
 
 
-def _midpoint_cells(runs: pd.DataFrame) -> pd.Series:
+def midpoint_cells(runs: pd.DataFrame) -> pd.Series:
     """Return the cell of each edge's midpoint (of its first run for an edge of no length)."""
     length = runs.groupby("key")["to_mm"].transform("max").to_numpy()
     middle = length // 2
@@ -476,12 +499,13 @@ def _network_cells(
     return frame
 
 
-def _polygon_rows(cells: np.ndarray) -> pd.DataFrame:
+def polygon_rows(cells: np.ndarray) -> pd.DataFrame:
     """Return the WKB polygon of each of ``cells`` (sorted, distinct int64 H3 cells)."""
     return pd.DataFrame({"cell": cells, "wkb": shapely.to_wkb(cell_polygons(cells))})
 
 
-def _write(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:
+def write_frame(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:
+    """Write a table of the cache (Parquet, as roadcover writes it), atomically."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     with atomic_path(path) as temp:
         pq.write_table(table, temp, row_group_size=row_group_size, **parquet_options(table.schema))

@@ -83,11 +83,15 @@ from pipeline.coverage.tables import MS_PER_DAY, CellTrips, cells_table, edge_to
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
+from pipeline.roads.shards import is_sharded, shard_dirs
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
 log = logging.getLogger(__name__)
+
+CELL_PARTS_AT_ONCE = 64
+"""Partitions whose cells are computed together (a first update computes every partition's)."""
 
 
 def update_coverage(
@@ -122,6 +126,7 @@ def update_coverage(
     network = load_network(
         lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
         settings.h3_resolution, settings.partition_resolution,
+        shard_dirs(roads_dir) if is_sharded(roads_dir) else None,
     )  # fmt: skip
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
@@ -155,10 +160,10 @@ def update_coverage(
         )
         rollup = updated_part_cells(rollup, network.partition_resolution, _part_cells(keys))
         write_rollup(state_root, version, {name: rollup[name] for name in ROLLUP_TABLES})
-    if keys:
-        fine, covered = _fine_cells(network, rollup, as_of_ms, keys)
-        write_cell_parts(state_root / PARTS_DIR, version, fine, covered, keys, network)
-        cell_parts.update(dict.fromkeys(keys, version))
+    for chunk in _chunks(sorted(keys or ()), CELL_PARTS_AT_ONCE):  # a partition's own cells
+        fine, covered = _fine_cells(network, rollup, as_of_ms, set(chunk))
+        write_cell_parts(state_root / PARTS_DIR, version, fine, covered, set(chunk), network)
+        cell_parts.update(dict.fromkeys(chunk, version))
     coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed:
@@ -213,9 +218,10 @@ def _apply(
 
     ``parts`` (partition -> generation) is updated in place with the partitions written; when
     it names none (a first update, or a state partitioned again), every partition of the
-    network is written, so that each has its edge coverage. The batch's trips are written as
-    this version's (:func:`~pipeline.coverage.state.write_trips`). Returns the new rollup and
-    the partitions of the cells whose figures changed.
+    network is written, so that each has its edge coverage: those the batch leaves empty one
+    by one, adding nothing to the rollup. The batch's trips are written as this version's
+    (:func:`~pipeline.coverage.state.write_trips`). Returns the new rollup and the partitions
+    of the cells whose figures changed.
     """
     edge_ids = np.concatenate(
         [batch.edge_pieces["key"].to_numpy(), batch.edge_trips["edge_id"].to_numpy()]
@@ -227,9 +233,6 @@ def _apply(
         key: _merge_parts(old_parts[key], part) if key in old_parts else part
         for key, part in new_parts.items()
     }
-    if not parts:
-        empty = StatePart(batch.edge_pieces.iloc[:0], contributors.iloc[:0])
-        merged = {key: merged.get(key, empty) for key in sorted({*network.part_keys(), *merged})}
     write_parts(state_root, version, merged)
     # a partition's edges are its own: the rows are disjoint
     pieces = pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces])
@@ -237,6 +240,12 @@ def _apply(
         pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
     )
     edges = _write_part_edges(state_root, version, merged, totals, network)
+    if not parts:  # every other partition of the network: empty, one at a time
+        empty = StatePart(batch.edge_pieces.iloc[:0], contributors.iloc[:0])
+        for key in sorted(set(network.part_keys()) - set(merged)):
+            write_parts(state_root, version, {key: empty})
+            _write_part_edges(state_root, version, {key: empty}, totals, network)
+            parts[key] = version
     parts.update(dict.fromkeys(merged, version))
     rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
     driven = driven_rows(batch.edge_trips, edges["highway"])
@@ -360,6 +369,11 @@ def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
         and pointer.get("edge_layout") == EDGE_LAYOUT
         and pointer.get("cell_layout") == CELL_LAYOUT
     )
+
+
+def _chunks(keys: list[str], size: int) -> list[list[str]]:
+    """Return ``keys`` in consecutive lists of ``size`` (the last fewer)."""
+    return [keys[start : start + size] for start in range(0, len(keys), size)]
 
 
 def _part_cells(keys: set[str]) -> np.ndarray:

@@ -31,8 +31,8 @@ from pipeline.io import (
     COVERING_BBOX_COLUMN,
     ROW_GROUP_ROWS,
     STAGING_DIR,
+    RowGroupWriter,
     atomic_path,
-    parquet_options,
     write_json,
 )
 from pipeline.locking import DEFAULT_TIMEOUT_S, folder_lock
@@ -518,7 +518,7 @@ def _write_buckets(buckets: _Buckets, path: Path, sample: Path, figures: _Figure
     schema = pq.read_schema(sample)
     schema = schema.with_metadata(_with_bbox(schema.metadata, figures.bbox(path.name)))
     written = 0
-    with atomic_path(path) as temp, _RowGroupWriter(temp, schema) as out:
+    with atomic_path(path) as temp, RowGroupWriter(temp, schema, ROW_GROUP_ROWS) as out:
         for bucket in range(buckets.count()):
             rows = buckets.read(path.name, bucket)
             if rows is None:
@@ -540,47 +540,6 @@ def _with_bbox(metadata: dict[bytes, bytes] | None, bbox: list[float]) -> dict[b
     geo["columns"][geo["primary_column"]]["bbox"] = bbox
     metadata[b"geo"] = json.dumps(geo).encode()
     return metadata
-
-
-class _RowGroupWriter:
-    """A Parquet file of ``schema`` in row groups of ``ROW_GROUP_ROWS`` rows (the last fewer).
-
-    As :func:`~pipeline.io.write_table` cuts a table into row groups, whatever the sizes of the
-    tables given to :meth:`write`; each row group is one chunk per column, as there.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.schema = schema
-        self._writer = pq.ParquetWriter(path, schema, **parquet_options(schema))
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._groups = 0
-
-    def __enter__(self) -> _RowGroupWriter:
-        return self
-
-    def write(self, table: pa.Table) -> None:
-        """Queue ``table``'s rows; write every full row group."""
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        while self._pending_rows >= ROW_GROUP_ROWS:
-            self._flush(ROW_GROUP_ROWS)
-
-    def _flush(self, rows: int) -> None:
-        queued = pa.concat_tables(self._pending).replace_schema_metadata(self.schema.metadata)
-        group = queued.slice(0, rows).combine_chunks()
-        self._writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-        self._groups += 1
-        rest = queued.slice(rows)
-        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
-
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        try:
-            if error is None and (self._pending_rows or not self._groups):
-                self._pending = self._pending or [self.schema.empty_table()]
-                self._flush(self._pending_rows)
-        finally:
-            self._writer.close()
 
 
 def _region_meta(
