@@ -37,12 +37,14 @@ HERE = Path(__file__).parent
 SEED = 20261207
 HWM_ENV = "ROADCOVER_BENCH_HWM_FILE"
 # runs roadcover's command line; as the process exits, writes its VmHWM (MiB) to HWM_ENV's file
+# (read here, not with pipeline.process_tree.own_peak_rss_mb: the other code may not have it)
 WITH_HWM = """
 import atexit, os, sys
 from pathlib import Path
-from pipeline.process_tree import own_peak_rss_mb
 def write_hwm():
-    Path(os.environ["ROADCOVER_BENCH_HWM_FILE"]).write_text(str(own_peak_rss_mb()))
+    status = Path("/proc/self/status").read_text().splitlines()
+    kib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+    Path(os.environ["ROADCOVER_BENCH_HWM_FILE"]).write_text(str(kib / 1024))
 atexit.register(write_hwm)
 from pipeline.cli import main
 sys.argv[0] = "roadcover"
