@@ -46,6 +46,7 @@ import json, resource, sys, time
 from pathlib import Path
 from pipeline.config import load_config
 from pipeline.coverage.stage import compute_coverage
+from pipeline.process_tree import own_peak_rss_mb
 import pipeline.coverage.update  # imported before the clock starts, as before it was lazy
 roads, batch, out = (Path(a) for a in sys.argv[1:4])
 def cpu():
@@ -54,11 +55,8 @@ def cpu():
 started, cpu_started = time.perf_counter(), cpu()
 compute_coverage(roads, [batch], out, load_config().coverage)
 seconds, cpu_seconds = time.perf_counter() - started, cpu() - cpu_started
-# the peak RSS of this process's own memory (VmHWM): ru_maxrss would count the bench's own RSS,
-# which a child started by fork and exec inherits as its maximum
-status = Path("/proc/self/status").read_text().splitlines()
-peak_mib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
-print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
+# the peak RSS of this process's own memory (VmHWM), not ru_maxrss (the bench's, inherited)
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": own_peak_rss_mb()}))
 """
 
 

@@ -2,7 +2,8 @@
 
 Usage: ``python benchmarks/bench_roads.py [OSM_FILE] [--runs N] [--loads-only]`` (default:
 Monaco 2016 PBF from ../shared/data). Each build runs in a fresh process so peak RSS is that
-build's own. Prints a Markdown table for docs/benchmarks.md.
+build's own (its ``VmHWM``: :func:`pipeline.process_tree.own_peak_rss_mb`). Prints a Markdown
+table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ DEFAULT_OSM = (
 )
 
 BUILD_ONE = """
-import resource, sys, time
+import sys, time
+from pipeline.process_tree import own_peak_rss_mb
 from pipeline.roads import build_roads
 started = time.perf_counter()
 build_roads(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - started
-peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{seconds:.4f} {peak_mib:.1f}")
+print(f"{seconds:.4f} {own_peak_rss_mb():.1f}")
 """
 
 

@@ -53,6 +53,7 @@ from bench_snap_kubicka import (
     route_mismatch_fraction,
 )
 
+from pipeline.process_tree import own_peak_rss_mb
 from pipeline.roads import build_roads, read_edges
 from pipeline.snap import (
     MatchParams,
@@ -84,8 +85,8 @@ def rmf_stats(values: list[float]) -> str:
 
 
 def rss_mib() -> float:
-    """Peak resident set size of this process (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process (MiB): its own, not its parent's (VmHWM)."""
+    return own_peak_rss_mb()
 
 
 def run_peer(

@@ -274,18 +274,8 @@ def write_lines(
 
     The file is the same GeoParquet 1.1 as :func:`write_table` writes for a GeoDataFrame of
     those lines, without making a shapely object per line (see :func:`write_points`, whose
-    ``frame``, ``path``, ``contract`` and ``crs`` these are).
-
-    Parameters
-    ----------
-    coords
-        The vertices of all the lines, ``(n, 2)`` x/y, line after line.
-    offsets
-        Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are lines.
-    index
-        Row ``i`` has line ``index[i]``, for tables that repeat a few lines over many rows
-        (one row per driven edge): each line is encoded once. Default: row ``i`` has line
-        ``i``.
+    ``frame``, ``path``, ``contract`` and ``crs`` these are; :func:`lines_table` for
+    ``coords``, ``offsets`` and ``index``).
 
     Raises
     ------
@@ -295,18 +285,63 @@ def write_lines(
         If ``offsets`` does not describe lines of at least two vertices each, or the lines
         (by ``index``) do not give one per row.
     """
+    table = lines_table(frame, coords, offsets, contract, crs, index, source=str(path))
+    _write_conformed(table, path, contract)
+
+
+def lines_table(
+    frame: pd.DataFrame | pa.Table,
+    coords: np.ndarray,
+    offsets: np.ndarray,
+    contract: Contract,
+    crs: str = "EPSG:4326",
+    index: np.ndarray | None = None,
+    source: str = "<table>",
+) -> pa.Table:
+    """Return a table of LineStrings as :func:`write_lines` writes it, not yet conformed.
+
+    ``frame`` with the WKB geometry column, its covering bbox column and the GeoParquet
+    ``geo`` schema metadata: a part that :func:`write_in_row_groups` can write with others
+    (their ``geo`` metadata merged by :func:`merged_geo_metadata`).
+
+    Parameters
+    ----------
+    frame
+        Every column of ``contract`` but its geometry (a DataFrame, or an Arrow table).
+    coords
+        The vertices of all the lines, ``(n, 2)`` x/y, line after line.
+    offsets
+        Line ``i`` is ``coords[offsets[i]:offsets[i + 1]]``; one more than there are lines.
+    contract
+        The table's contract; it must have a geometry column.
+    crs
+        The coordinates' reference system.
+    index
+        Row ``i`` has line ``index[i]``, for tables that repeat a few lines over many rows
+        (one row per driven edge): each line is encoded once. Default: row ``i`` has line
+        ``i``.
+    source
+        What the table is (a path), for error messages.
+
+    Raises
+    ------
+    ContractError
+        If ``contract`` has no geometry column.
+    ValueError
+        As :func:`write_lines`.
+    """
     coords = np.ascontiguousarray(coords, dtype="<f8").reshape(-1, 2)
     offsets = np.asarray(offsets, dtype="int64")
     rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
     lines = len(offsets) - 1
     if (lines if index is None else len(index)) != rows:
-        raise ValueError(f"{path}: give one line per row ({rows}), or an index of one per row")
+        raise ValueError(f"{source}: give one line per row ({rows}), or an index of one per row")
     if lines < 0 or offsets[-1] != len(coords) or (np.diff(offsets) < 2).any():
         raise ValueError(
-            f"{path}: offsets must give lines of 2 or more of the {len(coords)} vertices"
+            f"{source}: offsets must give lines of 2 or more of the {len(coords)} vertices"
         )
     if index is not None and len(index) and not 0 <= index.min() <= index.max() < lines:
-        raise ValueError(f"{path}: the index must name lines 0 to {lines - 1}")
+        raise ValueError(f"{source}: the index must name lines 0 to {lines - 1}")
     low = np.minimum.reduceat(coords, offsets[:-1]) if lines else np.empty((0, 2))
     high = np.maximum.reduceat(coords, offsets[:-1]) if lines else np.empty((0, 2))
     geometry = wkb_linestrings(coords, offsets)
@@ -314,7 +349,7 @@ def write_lines(
         geometry, low, high = geometry.take(arrow_array(index)), low[index], high[index]
     bounds = (low[:, 0], low[:, 1], high[:, 0], high[:, 1])
     corners = np.concatenate([low, high])  # the file's bbox: that of all the vertices
-    _write_geometry(frame, geometry, bounds, "LineString", path, contract, crs, corners)
+    return _with_geometry(frame, geometry, bounds, "LineString", source, contract, crs, corners)
 
 
 def _write_geometry(
@@ -325,15 +360,33 @@ def _write_geometry(
     path: str | Path,
     contract: Contract,
     crs: str,
-    vertices: np.ndarray | None = None,
 ) -> None:
     """Write ``frame`` with a WKB ``geometry`` column of one type and its covering bbox.
 
+    ``bounds`` are the rows' xmin, ymin, xmax, ymax, whose lower corners (the points
+    themselves) give the file's bbox.
+    """
+    table = _with_geometry(frame, geometry, bounds, geometry_type, str(path), contract, crs)
+    _write_conformed(table, path, contract)
+
+
+def _with_geometry(
+    frame: pd.DataFrame | pa.Table,
+    geometry: pa.BinaryArray,
+    bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    geometry_type: str,
+    source: str,
+    contract: Contract,
+    crs: str,
+    vertices: np.ndarray | None = None,
+) -> pa.Table:
+    """Return ``frame`` with a WKB ``geometry`` column, its covering bbox and ``geo`` metadata.
+
     ``bounds`` are the rows' xmin, ymin, xmax, ymax; ``vertices`` (default: the bounds' lower
-    corners, which are the points themselves) give the file's bbox.
+    corners, which are the points themselves) give the table's bbox.
     """
     if contract.geometry_column is None:
-        raise ContractError(f"{path}: {contract.name!r} has no geometry column to write to")
+        raise ContractError(f"{source}: {contract.name!r} has no geometry column to write to")
     table = (
         frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     )
@@ -348,7 +401,7 @@ def _write_geometry(
     x, y = (vertices[:, 0], vertices[:, 1]) if vertices is not None else bounds[:2]
     geo = _geo_metadata(contract.geometry_column, geometry_type, x, y, crs)
     metadata = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
-    _write_conformed(table.replace_schema_metadata(metadata), path, contract)
+    return table.replace_schema_metadata(metadata)
 
 
 def arrow_array(

@@ -173,6 +173,17 @@ class TreeMemorySampler:
         return list(found.values())
 
 
+def own_peak_rss_mb() -> float:
+    """Return this process's peak RSS (its ``VmHWM``), in MiB.
+
+    Not ``resource.getrusage(RUSAGE_SELF).ru_maxrss``: Linux keeps that maximum across
+    ``exec``, so a child started by fork and exec from a large process (a benchmark) counts
+    its parent's RSS at the fork as its own.
+    """
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
 def _memory(process: psutil.Process) -> tuple[float, float | None, float | None] | None:
     """RSS, PSS and USS of a process in bytes (PSS/USS None where unavailable), or None."""
     try:

@@ -116,16 +116,18 @@ COSTS: dict[str, Cost] = {
     "build_roads": Cost(base_mb=243.0, mb_per_edge=0.0026),
     # the stage process: 411 MiB in-process at 1,761 edges and 840 device-days (Helsinki); at
     # 307,392 edges (Kubicka 00000013, on roadcover run's shared cluster) 639 MiB at 336
-    # device-days (loading the network), 2,143 at 27,930: the trips' routes it gathers for the
-    # truth, about 50 KiB per device-day there (Helsinki's shorter trips gather less). A worker
-    # with its nanny: 448 MiB at 1,761 edges, 662-804 at 307,392 (the driving network). On a
-    # sharded region, edges are the largest shard's (simulated_edges): 100 devices x 7 days,
-    # the whole tree with 2 workers, 1,518 MiB on Kubicka 00000013 at resolution 5 (largest
-    # shard 57,756 edges) and 1,553-1,581 on its 32x replica (74,020), 1,976 unsharded
+    # device-days (loading the network to plan). The tasks stage the truth and the stage
+    # process writes it a device at a time: on Kubicka 00000013 at resolution 5 it peaks at
+    # 379-392 MiB from 700 to 9,800 device-days (0.74 M to 10.3 M fixes; its libraries, the
+    # Dask scheduler, the records). A worker with its nanny: 448 MiB at 1,761 edges, 662-804 at
+    # 307,392 (the driving network). On a sharded region, edges are the largest shard's
+    # (simulated_edges): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
+    # Kubicka 00000013 at resolution 5 (largest shard 57,756 edges) and 1,553-1,581 on its 32x
+    # replica (74,020), 1,976 unsharded
     "simulate_fleet": Cost(
         base_mb=403.0,
         mb_per_edge=0.0005,
-        mb_per_unit=0.049,
+        mb_per_unit=0.002,
         unit="device_day",
         worker_mb=448.0,
         worker_mb_per_edge=0.00093,

@@ -30,7 +30,9 @@ from pipeline.io import (
     atomic_path,
     concat_tables,
     file_sha256,
+    lines_table,
     memoized_sha256,
+    merged_geo_metadata,
     numpy_values,
     read_table,
     wkb_linestrings,
@@ -314,6 +316,33 @@ def test_long_lines_written_in_row_groups_are_the_bytes_of_the_whole_geoparquet(
         read_table(tmp_path / "small.parquet", contract),
         read_table(tmp_path / "whole.parquet", contract),
     )
+
+
+def test_tables_of_lines_written_in_row_groups_are_the_bytes_of_the_whole_lines_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts made apart, each with its lines' bbox: their merged ``geo`` is the whole's."""
+    monkeypatch.setattr("pipeline.io.ROW_GROUP_ROWS", 16)  # groups across the parts
+    rng = np.random.default_rng(3)
+    counts = rng.integers(2, 5, 12)
+    offsets = np.r_[0, np.cumsum(counts)]
+    coords = rng.uniform(0, 1, (int(offsets[-1]), 2)) + np.array([2.0, 43.0])
+    index = rng.integers(0, len(counts), 70)  # rows repeat lines, as driven edges do
+    frame = pa.table({"line_id": pa.array(np.arange(len(index)))})
+    write_lines(frame, coords, offsets, tmp_path / "whole.parquet", LINES, index=index)
+    parts = []
+    for start, stop in itertools.pairwise([0, 9, 9, 40, 70]):  # one part without rows
+        used = np.unique(index[start:stop])  # a part's own lines: those of its rows
+        part_offsets = np.r_[0, np.cumsum(counts[used])]
+        part_coords = np.concatenate([coords[offsets[i] : offsets[i + 1]] for i in used] or [[]])
+        part_index = np.searchsorted(used, index[start:stop])
+        part = frame.slice(start, stop - start)
+        parts.append(lines_table(part, part_coords, part_offsets, LINES, index=part_index))
+    geo = merged_geo_metadata([part.schema.metadata[b"geo"] for part in parts])
+    write_in_row_groups(parts, tmp_path / "parts.parquet", LINES, {b"geo": geo})
+    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    boxes = [json.loads(p.schema.metadata[b"geo"])["columns"]["geometry"] for p in parts]
+    assert "bbox" not in boxes[1] and len({tuple(b["bbox"]) for b in boxes if "bbox" in b}) > 1
 
 
 def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pipeline.process_tree import (
     RECORDS_ENV,
     TreeMemorySampler,
     command_output,
+    own_peak_rss_mb,
     read_command_records,
     record_path,
 )
@@ -178,3 +179,19 @@ def test_a_record_that_cannot_be_written_does_not_fail_the_stage(
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "roads" / "meta.json").is_file()
     assert f"process record not written: {blocker / 'records'}" in done.stderr
+
+
+def test_own_peak_is_the_childs_not_what_it_inherits_from_a_large_parent() -> None:
+    """A child of a process holding 300 MB: its VmHWM is its own; ru_maxrss counts the parent's."""
+    array = np.ones(HELD_BYTES // 8, dtype=np.float64)  # the parent's RSS, at the fork
+    child = (
+        "import resource; from pipeline.process_tree import own_peak_rss_mb; "
+        "print(own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env)
+    own, inherited = (float(value) for value in done.stdout.split())
+    assert inherited > HELD_MIB  # the maximum Linux keeps across exec: the parent's
+    assert 5 < own < HELD_MIB / 3  # a Python with psutil: tens of MiB
+    assert own_peak_rss_mb() > HELD_MIB  # the parent's own peak holds the array
+    del array

@@ -39,19 +39,25 @@ MEASURED = [
     # cluster of 2 workers (python benchmarks/bench_fleet.py, 2026-12-07, docs/benchmarks.md
     # "End to end: 0.4 M to 30 M-fix fleets"): the simulate record's own process (the job on a
     # shared cluster: 1 thread) and its whole tree with the 2 workers and their nannies (the job
-    # with 2 workers of its own); 16, 135, 450 and 1,330 devices x 21 days
+    # with 2 workers of its own); 16 and 135 devices x 21 days, whose stage process gathered
+    # the trips' routes for the truth (about 49 KiB a device-day; it no longer does: below)
     ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 1, 639.4),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=336), 2, 1813.8),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 645.3),
     ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 2, 1831.5),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1021.6),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 1, 2142.5),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=27_930), 2, 3222.6),
-    # the same network unsharded, the stage's own process (records of the runs of commit
-    # 4267af5, 2026-12-07): 135, 300 and 450 devices x 21 days
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_835), 1, 631.0),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=6_300), 1, 848.0),
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 1, 1064.0),
+    # the tasks stage the truth, the stage process writes it a device at a time (python
+    # benchmarks/bench_simulate_memory.py, 2026-12-07, docs/benchmarks.md "The stage process
+    # against the fleet's size"): 100, 400 and 1,400 devices x 7 days on Kubicka 00000013 at
+    # resolution 5 (largest shard 57,756 edges), and 400 x 7 unsharded; the stage process's
+    # VmHWM (the job on a shared cluster: 1 thread) and the whole tree with 2 workers, medians
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 1, 379.5),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=700), 2, 1481.2),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=2_800), 1, 382.4),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=2_800), 2, 1628.9),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=9_800), 1, 391.8),
+    ("simulate_fleet", InputSizes(edges=57_756, device_days=9_800), 2, 1694.3),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_800), 1, 636.7),
+    ("simulate_fleet", InputSizes(edges=307_392, device_days=2_800), 2, 1789.5),
     # the whole tree with 2 workers of its own, 100 devices x 7 days, medians of 3 (python
     # benchmarks/bench_simulate_shards.py, 2026-12-07, docs/benchmarks.md "Simulate: a fleet on
     # a sharded region"): Kubicka 00000013 unsharded; sharded at resolution 5, whose processes
@@ -102,9 +108,6 @@ MEASURED = [
 # imported); declared, they still fit
 OVERESTIMATED = [
     ("ingest_traces", InputSizes(input_bytes=round(0.1 * MIB)), 1, 170.2),
-    # the 450-device sharded run's simulate tree (above): its workers drop their network before
-    # the stage process peaks writing the truth, so the tree holds less than both peaks at once
-    ("simulate_fleet", InputSizes(edges=307_392, device_days=9_450), 2, 1959.6),
 ]
 
 
@@ -306,10 +309,10 @@ def test_on_an_existing_cluster_two_tasks_are_enough_and_workers_are_not_the_job
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
     assert rule_threads("simulate_fleet", [], config) == 5  # one per task on the cluster
     on_cluster = rule_mem_mb("simulate_fleet", [str(roads)], 2, config)
-    # 1.25 x (403 + 0.0005 x 1,761 + 0.049 x 840) MiB: the stage process, no workers
-    assert on_cluster == math.ceil(1.25 * (403 + 0.0005 * 1761 + 0.049 * 840))
+    # 1.25 x (403 + 0.0005 x 1,761 + 0.002 x 840) MiB: the stage process, no workers
+    assert on_cluster == math.ceil(1.25 * (403 + 0.0005 * 1761 + 0.002 * 840))
     assert alone == math.ceil(
-        1.25 * (403 + 0.0005 * 1761 + 0.049 * 840 + 2 * (448 + 0.00093 * 1761))
+        1.25 * (403 + 0.0005 * 1761 + 0.002 * 840 + 2 * (448 + 0.00093 * 1761))
     )
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
     config["dask"] = {"scheduler_address": "tcp://10.0.0.1:8786"}
@@ -329,8 +332,8 @@ def test_a_sharded_regions_simulator_is_sized_by_its_largest_shard(tmp_path: Pat
     inputs = [str(roads / "meta.json")]
     assert simulated_edges(inputs, 120_000) == 90_000
     config: dict[str, Any] = {"simulate": {"devices": 100, "days": 7}, "resources": {}}
-    # 1.25 x (403 + 0.0005 x 90,000 + 0.049 x 700 + 2 x (448 + 0.00093 x 90,000)) MiB
-    expected = 1.25 * (403 + 45 + 34.3 + 2 * (448 + 83.7))
+    # 1.25 x (403 + 0.0005 x 90,000 + 0.002 x 700 + 2 x (448 + 0.00093 x 90,000)) MiB
+    expected = 1.25 * (403 + 45 + 1.4 + 2 * (448 + 83.7))
     assert rule_mem_mb("simulate_fleet", inputs, 2, config) == math.ceil(expected)
     (roads / "shards" / "85c" / "meta.json").unlink()  # a shard not on this disk: the region's
     assert simulated_edges(inputs, 120_000) == 120_000

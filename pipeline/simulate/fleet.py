@@ -26,9 +26,13 @@ in one shard and drives on that shard's graph (its buffer included), never on th
 contributors are drawn to shards in proportion to the road km each shard owns (``meta.json``'s
 shard list), a contributor's home is a node of an edge its shard owns, and the tasks are the
 devices of one shard each, so that a process holds one shard's network at a time (two at
-most, :func:`_network`). The stage process plans from the region's ``meta.json`` alone and
-writes the truth from the edges the tasks drove: it never loads the region's graph. Edge ids
-are global, so the truth names the region's edges.
+most, :func:`_network`). The stage process plans from the region's ``meta.json`` alone: it
+never loads the region's graph. Edge ids are global, so the truth names the region's edges.
+
+The stage process holds no fleet-sized table: each task writes its devices' traces and stages
+their truth rows (``OUT_DIR/.staging/truth/``, one Arrow record batch per device) and returns
+only their summary records; the stage process then writes ``truth.parquet`` device after
+device, one row group at a time (:func:`write_truth`), and removes the staging folder.
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same seed on the same roads
 folder gives byte-identical files.
@@ -49,6 +53,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -65,7 +70,16 @@ from pipeline import __version__
 from pipeline.config import SimulateSettings
 from pipeline.contracts import SIMULATED_ROUTES
 from pipeline.errors import OutputExistsError
-from pipeline.io import write_json, write_lines
+from pipeline.io import (
+    STAGED_SUFFIX,
+    STAGING_DIR,
+    lines_table,
+    merged_geo_metadata,
+    read_staged_batch,
+    write_in_row_groups,
+    write_json,
+    write_staged,
+)
 from pipeline.parallel import SCHEDULER_ENV, dask_client, run_tasks
 from pipeline.roads.store import read_roads_meta
 from pipeline.simulate.drive import TripDrive, drive_route
@@ -202,18 +216,19 @@ def simulate_fleet(
     devices = plan_devices(roads, roads_meta, params)
     traces_dir = _claim_output(out_dir, overwrite)
     _remove_stale_traces(traces_dir, {device.file_name for device in devices})
+    staging = out_dir.absolute() / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)  # an interrupted simulation's, when overwriting
+    tasks = device_tasks(roads, traces_dir, devices, staging / "truth")
     driven = run_tasks(
-        drive_devices, device_tasks(roads, traces_dir, devices), "simulate devices", workers,
-        scheduler_address, min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
+        drive_devices, tasks, "simulate devices", workers, scheduler_address,
+        min_tasks_per_worker=DASK_MIN_TASKS_PER_WORKER, params=params,
     )  # fmt: skip
     release_network_on_workers(workers, scheduler_address)
+    write_truth(driven, out_dir / TRUTH_FILE)
+    shutil.rmtree(staging)
     order = np.argsort([index for task in driven for index in task.indexes], kind="stable")
     records = [record for task in driven for record in task.records]
-    routes = [route for task in driven for route in task.routes]
-    records, routes = [records[i] for i in order], [routes[i] for i in order]  # device order
-    edges = DrivenEdges.union([task.edges for task in driven])
-    write_truth(edges, routes, records, out_dir / TRUTH_FILE)
-    summary = _summary(params, roads_meta, records)
+    summary = _summary(params, roads_meta, [records[i] for i in order])  # device order
     write_json(summary, out_dir / SUMMARY_FILE)
     totals = summary["totals"]
     log.info(
@@ -226,11 +241,16 @@ def simulate_fleet(
 
 @dataclass(frozen=True)
 class DeviceTask:
-    """Devices to drive in one task, the roads folder they drive on, where their traces go."""
+    """Devices to drive in one task, the roads folder they drive on, where their files go.
+
+    The task's traces go to ``traces_dir``, its devices' truth rows to ``truth_part`` (a
+    staged Arrow IPC file, one record batch per device).
+    """
 
     roads_dir: str
     traces_dir: Path
     devices: list[Device]
+    truth_part: Path
 
 
 @dataclass(frozen=True)
@@ -261,14 +281,6 @@ class DrivenEdges:
             geometry=network.edge_geometry[rows],
         )
 
-    @classmethod
-    def union(cls, parts: list[DrivenEdges]) -> DrivenEdges:
-        """Return the edges of every part, each once (an edge is the same in every shard)."""
-        edge_id, first = np.unique(np.concatenate([p.edge_id for p in parts]), return_index=True)
-        columns = ("u", "v", "key", "length_m", "geometry")
-        taken = (np.concatenate([getattr(p, name) for p in parts])[first] for name in columns)
-        return cls(edge_id, *taken)
-
     def rows_of(self, edge_id: np.ndarray) -> np.ndarray:
         """Return the row of each of ``edge_id`` (every one an edge of these)."""
         return np.searchsorted(self.edge_id, edge_id)
@@ -276,23 +288,27 @@ class DrivenEdges:
 
 @dataclass(frozen=True)
 class TaskDrive:
-    """What a task's devices did: their indexes, summary records, route tables and edges.
+    """What a task's devices did: their indexes, summary records, and where their truth is.
 
-    A route table (``DeviceDrive.routes``) names its edges by global id (``edge_id``).
+    ``truth_part`` holds one record batch of truth rows per device, in the order of
+    ``indexes``; ``geo`` is the GeoParquet ``geo`` metadata of all of them.
     """
 
     indexes: list[int]
     records: list[dict[str, Any]]
-    routes: list[pd.DataFrame]
-    edges: DrivenEdges
+    truth_part: Path
+    geo: bytes
 
 
-def device_tasks(roads_dir: str, traces_dir: Path, devices: list[Device]) -> list[DeviceTask]:
+def device_tasks(
+    roads_dir: str, traces_dir: Path, devices: list[Device], truth_dir: Path
+) -> list[DeviceTask]:
     """Cut the fleet into tasks of at most ``DEVICES_PER_TASK`` devices of one network each.
 
     In a region, the devices in order; in a sharded region, shard after shard (cells in
     order), each task's roads folder its shard's, so that a process loads one shard's network
-    for consecutive tasks.
+    for consecutive tasks. A task stages its truth in ``truth_dir``, in a file named after its
+    first device.
     """
     by_shard: dict[str | None, list[Device]] = {}
     for device in devices:
@@ -302,8 +318,11 @@ def device_tasks(roads_dir: str, traces_dir: Path, devices: list[Device]) -> lis
         folder = roads_dir if shard is None else str(shard_folder(roads_dir, shard))
         group = by_shard[shard]
         tasks += [
-            DeviceTask(folder, traces_dir, group[start : start + DEVICES_PER_TASK])
-            for start in range(0, len(group), DEVICES_PER_TASK)
+            DeviceTask(folder, traces_dir, part, truth_dir / f"{part[0].index:06d}{STAGED_SUFFIX}")
+            for part in (
+                group[start : start + DEVICES_PER_TASK]
+                for start in range(0, len(group), DEVICES_PER_TASK)
+            )
         ]
     return tasks
 
@@ -319,9 +338,9 @@ def shard_folder(roads_dir: str, cell: str) -> Path:
 
 
 def drive_devices(task: DeviceTask, params: SimulateSettings) -> TaskDrive:
-    """Drive a task's devices and write their traces (in a Dask worker or in-process).
+    """Drive a task's devices, write their traces and stage their truth (in a worker or here).
 
-    Returns each device's summary record and ground-truth route table, and the edges driven.
+    Returns each device's summary record, and where its truth rows are.
     """
     network = _network(task.roads_dir)
     records: list[dict[str, Any]] = []
@@ -342,8 +361,23 @@ def drive_devices(task: DeviceTask, params: SimulateSettings) -> TaskDrive:
         )
         for route in routes
     ]
-    indexes = [device.index for device in task.devices]
-    return TaskDrive(indexes, records, global_routes, DrivenEdges.of(network, rows))
+    truth = truth_table(DrivenEdges.of(network, rows), global_routes, records)
+    geo = truth.schema.metadata[b"geo"]
+    stage_by_device(truth, [len(route) for route in routes], task.truth_part)
+    return TaskDrive([device.index for device in task.devices], records, task.truth_part, geo)
+
+
+def stage_by_device(truth: pa.Table, rows: list[int], path: Path) -> None:
+    """Write a task's truth rows as a staged Arrow IPC file, one record batch per device.
+
+    ``rows`` are the rows of each device, which come one device after the other.
+    """
+    plain = truth.replace_schema_metadata(None).combine_chunks()
+    whole = (
+        plain.to_batches()[0] if plain.num_rows else pa.RecordBatch.from_pylist([], plain.schema)
+    )
+    starts = np.cumsum([0, *rows[:-1]]).tolist()
+    write_staged([whole.slice(at, count) for at, count in zip(starts, rows, strict=True)], path)
 
 
 def settle_in_shard(network: DrivingNetwork, shard_dir: str, devices: list[Device]) -> list[Device]:
@@ -660,27 +694,39 @@ def _device_record(drive: DeviceDrive) -> dict[str, Any]:
     }
 
 
-def write_truth(
-    edges: DrivenEdges,
-    routes: list[pd.DataFrame],
-    records: list[dict[str, Any]],
-    path: Path,
-) -> None:
-    """Write the ``simulated_routes`` table: one row per driven edge, in driving order.
+def write_truth(driven: list[TaskDrive], path: Path) -> None:
+    """Write the ``simulated_routes`` table from the tasks' staged truth, devices in order.
+
+    One device's rows are in memory at a time, and one row group
+    (:func:`pipeline.io.write_in_row_groups`): the file is that of the whole table, whatever
+    the fleet's size.
+    """
+    blocks = sorted(
+        (index, task.truth_part, batch)
+        for task in driven
+        for batch, index in enumerate(task.indexes)
+    )
+    geo = merged_geo_metadata([task.geo for task in driven])
+    tables = (pa.Table.from_batches([read_staged_batch(part, batch)]) for _, part, batch in blocks)
+    write_in_row_groups(tables, path, SIMULATED_ROUTES, {b"geo": geo})
+
+
+def truth_table(
+    edges: DrivenEdges, routes: list[pd.DataFrame], records: list[dict[str, Any]]
+) -> pa.Table:
+    """Return devices' rows of the ``simulated_routes`` table: one per driven edge, in order.
 
     Each row's geometry is its edge's: every edge is encoded once and taken by the rows
-    (:func:`pipeline.io.write_lines`), not encoded again for every row from a shapely object.
+    (:func:`pipeline.io.lines_table`), not encoded again for every row from a shapely object.
 
     Parameters
     ----------
     edges
         The edges driven (those of every route).
     routes
-        Each device's route table, edges by global id (:class:`TaskDrive`).
+        Each device's route table, edges by global id.
     records
         Each device's summary record (its ``device_id`` and ``contributor_id``).
-    path
-        The file to write.
     """
     frame = pd.concat(routes, ignore_index=True)
     edge = edges.rows_of(frame["edge_id"].to_numpy("int64"))
@@ -707,7 +753,7 @@ def write_truth(
     )
     edge_coords, owner = shapely.get_coordinates(edges.geometry, return_index=True)
     edge_start = np.searchsorted(owner, np.arange(len(edges.geometry) + 1))
-    write_lines(table, edge_coords, edge_start, path, SIMULATED_ROUTES, index=edge)
+    return lines_table(table, edge_coords, edge_start, SIMULATED_ROUTES, index=edge)
 
 
 def _utc_ms(ms: pd.Series) -> pa.Array:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -15,6 +16,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -322,6 +324,38 @@ def test_a_path_cache_of_one_tree_gives_the_same_files(
     assert fleet_module._network(str(roads_dir.absolute())).path_cache_size == 1
     fleet_module._network.cache_clear()
     assert file_hashes(tmp_path / "cached") == file_hashes(tmp_path / "one")
+
+
+def test_a_tasks_result_does_not_grow_with_its_days(
+    roads_dir: Path, params: Any, tmp_path: Path
+) -> None:
+    """A task stages its truth rows and returns records: the stage process gathers no routes."""
+    devices = plan_fleet(fleet_module._network(str(roads_dir.absolute())), params)[:2]
+    returned, staged, rows = [], [], []
+    for days in (1, 4):
+        folder = tmp_path / f"days-{days}"
+        (folder / "traces").mkdir(parents=True)
+        task = fleet_module.DeviceTask(
+            str(roads_dir.absolute()), folder / "traces", devices, folder / "truth.arrow"
+        )
+        driven = fleet_module.drive_devices(task, replace(params, days=days))
+        returned.append(len(pickle.dumps(driven)))
+        staged.append(task.truth_part.stat().st_size)
+        with pa.OSFile(str(task.truth_part)) as source:
+            rows.append(pa.ipc.open_file(source).read_all().num_rows)
+    assert rows[1] > 2.5 * rows[0] > 0 and staged[1] > 2.5 * staged[0]  # 4 days' truth, staged
+    assert returned[1] < 1.1 * returned[0] < 4000  # records and a path, not the routes
+
+
+def test_overwriting_an_interrupted_simulation_replaces_its_staged_truth(
+    roads_dir: Path, params: Any, fleet: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    stale = out / ".staging" / "truth" / "000000.arrow"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"a part of a simulation killed before it wrote its truth")
+    simulate_fleet(roads_dir, out, params, overwrite=True)
+    assert file_hashes(out) == file_hashes(fleet)  # no staging folder left, the same files
 
 
 # --- file formats ------------------------------------------------------------------------
@@ -645,6 +679,24 @@ def test_every_device_drives_on_its_shards_roads_and_lives_on_its_owned_edges(
     sizes = {cell: len(read_edges(sharded_monaco / "shards" / cell)) for cell in
              {r["shard"] for r in devices}}  # fmt: skip
     assert min(sizes.values()) < 3160 / 2  # shards are far smaller than the region
+
+
+@pytest.mark.shared_data
+def test_a_sharded_fleets_truth_comes_device_after_device(
+    sharded_fleet: tuple[Path, list[str]],
+) -> None:
+    """Tasks go shard after shard; the truth goes device after device, each trip in order."""
+    out, _ = sharded_fleet
+    devices = summary_of(out)["devices"]
+    shards = [record["shard"] for record in devices]
+    assert shards != sorted(shards)  # the tasks' order is not the devices'
+    truth = read_table(out / "truth.parquet", SIMULATED_ROUTES, columns=["device_id", "trip_id"])
+    driving = [d for d in devices if d["trips"]]
+    assert truth["device_id"].unique().tolist() == [d["device_id"] for d in driving]
+    trips = truth["trip_id"].drop_duplicates()
+    assert trips.tolist() == sorted(trips)  # dev-0001-t0001, ...: devices and trips in order
+    seq = pq.read_table(out / "truth.parquet", columns=["trip_id", "seq"]).to_pandas()
+    assert (seq.groupby("trip_id", sort=False)["seq"].diff().dropna() == 1).all()
 
 
 @pytest.mark.shared_data
