@@ -65,9 +65,15 @@ META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
 OUTPUT_FILES = (SUMMARY_FILE,)  # and the edge and cell coverage the pointer names
-ROADS_INPUTS = (ROADS_META_FILE, EDGES_FILE)
-"""What coverage reads of the roads folder: all a stage-in from object storage downloads (its
-network cache is built from the edges table; never the shard folders or the match network)."""
+ROADS_INPUTS = (
+    ROADS_META_FILE,
+    EDGES_FILE,
+    "shards/plan.json",  # pipeline.roads.shards' SHARDS_DIR, PLAN_FILE and OWNERS_FILE
+    *(f"shards/*/{name}" for name in (ROADS_META_FILE, EDGES_FILE, "owners.parquet")),
+)
+"""What coverage reads of the roads folder: all a stage-in from object storage downloads. Its
+network cache is built from the edges table, or on a sharded region from each shard's edges
+and owners (:mod:`pipeline.coverage.network_shards`); never the match networks."""
 
 
 def compute_coverage(

@@ -101,3 +101,20 @@ def test_a_second_batch_adds_to_the_first(roads_dir: Path, tmp_path: Path) -> No
     together = compute_coverage(roads_dir, [first, second], tmp_path / "together", SETTINGS)
     assert incremental == together
     assert incremental["directed_covered_km"] > incremental["unique_km"]  # 1-2 both ways
+
+
+def test_a_stage_in_from_storage_downloads_what_a_sharded_network_cache_reads() -> None:
+    """The roads files coverage downloads name the shards' plan, edges, owners and metadata."""
+    from fnmatch import fnmatchcase
+
+    from pipeline.coverage.stage import ROADS_INPUTS
+    from pipeline.roads.shards import OWNERS_FILE, PLAN_FILE, SHARDS_DIR
+
+    cell = "863969a47ffffff"
+    wanted = [
+        "meta.json", "edges.parquet", f"{SHARDS_DIR}/{PLAN_FILE}",
+        *(f"{SHARDS_DIR}/{cell}/{name}" for name in ("meta.json", "edges.parquet", OWNERS_FILE)),
+    ]  # fmt: skip
+    not_wanted = ["nodes.parquet", f"{SHARDS_DIR}/{cell}/match_network.npz", "shard-networks/a/b"]
+    assert all(any(fnmatchcase(path, pattern) for pattern in ROADS_INPUTS) for path in wanted)
+    assert not any(fnmatchcase(path, pattern) for pattern in ROADS_INPUTS for path in not_wanted)
