@@ -18,7 +18,8 @@ per shard, partition or coarse cell:
    midpoint lies across a shard's border belongs to a partition of the next shard) and the
    partitions' files written, ``runs.parquet`` appended to in row groups;
 4. the edge arrays sorted by ``edge_id`` are merged from the shards' sorted arrays, range of
-   ids by range, into memory-mapped ``.npy`` files.
+   ids by range, read and appended to the ``.npy`` files with file reads and writes (memory maps
+   would keep the pages of every array resident).
 """
 
 from __future__ import annotations
