@@ -49,7 +49,8 @@ _CHILD = textwrap.dedent(
         out["unreadable"] = str(exc)
     except BaseException as exc:
         out["crash"] = type(exc).__name__ + ": " + str(exc)[:200]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from pipeline.process_tree import own_peak_rss_mb  # VmHWM: ru_maxrss counts the parent's
+    out["peak_rss_mb"] = own_peak_rss_mb()
     print(json.dumps(out))
     """
 )
