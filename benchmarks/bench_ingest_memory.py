@@ -24,14 +24,13 @@ import os
 import shutil
 import statistics
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_scale import ROADCOVER, machine, measure_command
+from bench_scale import ROADCOVER, at_once, machine, measure_command
 
 from pipeline.contracts import TRIPS
 from pipeline.io import read_table
@@ -61,11 +60,7 @@ def run_pair(folder: Path, codes: dict[str, Path], work: Path) -> dict[str, dict
             raise RuntimeError(f"{label}: roadcover ingest failed; see {work / label}.log")
         results[label] = {"folder": str(folder), "code": label, **measure.__dict__}
 
-    threads = [threading.Thread(target=one, args=item) for item in codes.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(one, codes.items())
     return results
 
 

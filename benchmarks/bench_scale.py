@@ -39,8 +39,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.process_tree import TreeMemorySampler
 
@@ -61,6 +63,18 @@ class Measure:
     peak_pss_mb: float | None
     exit_status: int
     own_peak_rss_mb: float = 0.0  # the command's own process
+
+
+def at_once(run: Callable[..., None], calls: Iterable[tuple[Any, ...]]) -> None:
+    """Call ``run(*args)`` for every ``args`` of ``calls`` at the same time, one thread each.
+
+    For commands measured side by side; returns once every call has.
+    """
+    threads = [threading.Thread(target=run, args=args) for args in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def measure_command(
@@ -151,6 +165,7 @@ def print_unsharded(rows: list[tuple[int, dict[str, object], list[Measure]]], ru
 CUT = """
 import sys
 from pathlib import Path
+from typing import Any
 from pipeline.roads.shards import cut_extract
 plan = cut_extract(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
 print(len(plan["cells"]))

@@ -25,13 +25,12 @@ import os
 import shutil
 import statistics
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest_memory import digests
-from bench_scale import machine, measure_command
+from bench_scale import at_once, machine, measure_command
 
 HERE = Path(__file__).parent
 SEED = 20261207
@@ -80,11 +79,7 @@ def run_pair(
             "stage_vmhwm_mb": float(hwm.read_text()), **measure.__dict__,
         }  # fmt: skip
 
-    threads = [threading.Thread(target=one, args=item) for item in codes.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(one, codes.items())
     return results
 
 

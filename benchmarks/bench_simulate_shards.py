@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+from bench_scale import at_once
 
 from pipeline.process_tree import TreeMemorySampler
 
@@ -140,11 +141,7 @@ def side_by_side(roads_dirs: list[Path], number: int, args: argparse.Namespace) 
     def one(index: int, roads: Path) -> None:
         results[index] = simulate(roads, args.out / f"fleet-{index}-run{number}", args)
 
-    threads = [threading.Thread(target=one, args=item) for item in enumerate(roads_dirs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(one, enumerate(roads_dirs))
     return [results[index] for index in range(len(roads_dirs))]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -585,16 +586,36 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": text}
 
 
+def write_frame(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:
+    """Write a DataFrame with no contract (a cache's or a state's table) as Parquet, atomically.
+
+    With :func:`parquet_options`, in row groups of ``row_group_size`` rows (default: one).
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp, row_group_size=row_group_size, **parquet_options(table.schema))
+
+
 class RowGroupWriter:
     """A Parquet file of ``schema`` in row groups of ``rows`` rows (the last fewer).
 
     As :func:`~pipeline.io.write_table` cuts a table into row groups, whatever the sizes of the
-    tables given to :meth:`write`; each row group is one chunk per column, as there.
+    tables given to :meth:`write`; each row group is one chunk per column, as there. With
+    ``group_bytes``, a group also ends before a table that would take it over that many bytes
+    (a table over it alone is a group of its own, or several of ``rows`` rows). A file of no
+    rows holds one empty row group, as :func:`write_table` writes it.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema, rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        rows: int = ROW_GROUP_ROWS,
+        group_bytes: int | None = None,
+    ) -> None:
         self.rows = rows
         self.schema = schema
+        self.group_bytes = group_bytes
         self._writer = pq.ParquetWriter(path, schema, **parquet_options(schema))
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -605,13 +626,21 @@ class RowGroupWriter:
 
     def write(self, table: pa.Table) -> None:
         """Queue ``table``'s rows; write every full row group."""
+        if self._pending_rows and self._over_group_bytes(table):
+            self._flush(self._pending_rows)
         self._pending.append(table)
         self._pending_rows += table.num_rows
         while self._pending_rows >= self.rows:
             self._flush(self.rows)
 
+    def _over_group_bytes(self, table: pa.Table) -> bool:
+        """Whether ``table`` would take the rows queued over ``group_bytes``."""
+        queued = sum(pending.nbytes for pending in self._pending)
+        return self.group_bytes is not None and queued + table.nbytes > self.group_bytes
+
     def _flush(self, rows: int) -> None:
-        queued = pa.concat_tables(self._pending).replace_schema_metadata(self.schema.metadata)
+        plain = [table.replace_schema_metadata(None) for table in self._pending]
+        queued = pa.concat_tables(plain).replace_schema_metadata(self.schema.metadata)
         group = queued.slice(0, rows).combine_chunks()
         self._writer.write_table(group, row_group_size=self.rows)
         self._groups += 1
@@ -708,51 +737,15 @@ def write_in_row_groups(
         _conform_to_contract(table.replace_schema_metadata(metadata), contract, str(path))
         for table in tables
     )
-    with atomic_path(path) as temp:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for group in _row_groups(conformed, group_bytes):
-                if writer is None:
-                    writer = pq.ParquetWriter(temp, group.schema, **parquet_options(group.schema))
-                writer.write_table(group)
-        finally:
-            if writer is not None:
-                writer.close()
-
-
-def _row_groups(tables: Iterable[pa.Table], group_bytes: int | None = None) -> Iterator[pa.Table]:
-    """Yield the rows of ``tables`` (of one schema) cut into :data:`ROW_GROUP_ROWS`.
-
-    Each group is one Arrow chunk with the first table's schema; tables with no rows at all
-    give one empty group. With ``group_bytes``, a group also ends before a table that would
-    take it over that size.
-    """
-    pending: list[pa.Table] = []
-    rows, groups = 0, 0
-    first: pa.Table | None = None
-    for table in tables:
-        first = table if first is None else first
-        too_large = group_bytes is not None and pending
-        if too_large and sum(t.nbytes for t in pending) + table.nbytes > group_bytes:
-            yield _joined(pending, first.schema)
-            pending, rows, groups = [], 0, groups + 1
-        while table.num_rows:
-            take = min(ROW_GROUP_ROWS - rows, table.num_rows)
-            pending.append(table.slice(0, take))
-            rows += take
-            table = table.slice(take)
-            if rows == ROW_GROUP_ROWS:
-                yield _joined(pending, first.schema)
-                pending, rows, groups = [], 0, groups + 1
+    first = next(conformed, None)
     if first is None:
         raise ValueError("write_in_row_groups: no tables to write")
-    if pending or not groups:
-        yield _joined(pending or [first], first.schema)
-
-
-def _joined(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    plain = [table.replace_schema_metadata(None) for table in tables]
-    return pa.concat_tables(plain).combine_chunks().replace_schema_metadata(schema.metadata)
+    with (
+        atomic_path(path) as temp,
+        RowGroupWriter(temp, first.schema, ROW_GROUP_ROWS, group_bytes) as out,
+    ):
+        for table in itertools.chain([first], conformed):
+            out.write(table)
 
 
 def write_staged(batches: list[pa.RecordBatch], path: str | Path) -> None:

@@ -59,11 +59,10 @@ from pipeline.coverage.partitions import (
     part_key,
     polygon_rows,
     write_fixed_edges,
-    write_frame,
     write_network_meta,
 )
 from pipeline.coverage.summary import highway_lengths
-from pipeline.io import RowGroupWriter, atomic_path
+from pipeline.io import RowGroupWriter, atomic_path, write_frame
 from pipeline.roads.shards import read_owners
 from pipeline.roads.store import read_edges, read_roads_meta
 

@@ -52,7 +52,7 @@ from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
 from pipeline.coverage.summary import highway_lengths
 from pipeline.errors import ConfigError
-from pipeline.io import GEOPARQUET_VERSION, atomic_path, parquet_options, write_json
+from pipeline.io import GEOPARQUET_VERSION, atomic_path, write_frame, write_json
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -502,10 +502,3 @@ def _network_cells(
 def polygon_rows(cells: np.ndarray) -> pd.DataFrame:
     """Return the WKB polygon of each of ``cells`` (sorted, distinct int64 H3 cells)."""
     return pd.DataFrame({"cell": cells, "wkb": shapely.to_wkb(cell_polygons(cells))})
-
-
-def write_frame(frame: pd.DataFrame, path: Path, row_group_size: int | None = None) -> None:
-    """Write a table of the cache (Parquet, as roadcover writes it), atomically."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, row_group_size=row_group_size, **parquet_options(table.schema))

@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.coverage.edges import (
@@ -63,7 +62,7 @@ from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTER
     current_pointer,
 )
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_path, parquet_options, write_json
+from pipeline.io import write_frame, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of formats 1 and 2
 PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's files
@@ -197,13 +196,13 @@ def write_parts(state_root: Path, generation: str, parts: Mapping[str, StatePart
     for key, part in parts.items():
         folder = state_root / PARTS_DIR / key / generation
         for name in PART_TABLES:
-            _write_parquet(getattr(part, name), folder / f"{name}.parquet")
+            write_frame(getattr(part, name), folder / f"{name}.parquet")
 
 
 def write_trips(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
-    """Write an update's trips' tables (:data:`TRIP_TABLES`) into ``trips/<generation>/``."""
-    for name in TRIP_TABLES:
-        _write_parquet(tables[name], state_root / TRIPS_DIR / generation / f"{name}.parquet")
+    """Write an update's trips' tables (of :data:`TRIP_TABLES`) into ``trips/<generation>/``."""
+    for name, table in tables.items():
+        write_frame(table, state_root / TRIPS_DIR / generation / f"{name}.parquet")
 
 
 def write_cell_pairs(
@@ -216,7 +215,7 @@ def write_cell_pairs(
     """
     for key in sorted(keys):
         rows = pairs[pair_parts == key].reset_index(drop=True)
-        _write_parquet(rows, state_root / PARTS_DIR / key / generation / f"{CELL_PAIRS}.parquet")
+        write_frame(rows, state_root / PARTS_DIR / key / generation / f"{CELL_PAIRS}.parquet")
 
 
 def read_cell_pairs(
@@ -242,7 +241,7 @@ def read_cell_pairs(
 def write_rollup(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
     """Write the region's rollup tables into ``state_root/rollup/<generation>/``."""
     for name, table in tables.items():
-        _write_parquet(table, state_root / ROLLUP_DIR / generation / f"{name}.parquet")
+        write_frame(table, state_root / ROLLUP_DIR / generation / f"{name}.parquet")
 
 
 def read_trips(
@@ -368,8 +367,8 @@ def write_state(
         return  # no batch applied: the version in force stays, and so do the ones kept with it
     contributors = merge_edge_contributors(state.edge_trips)
     write_parts(state_root, version, {WHOLE: StatePart(state.edge_pieces, contributors)})
-    for name in ("edge_trips", "cell_trips"):  # no ``driven``: the next update computes it
-        _write_parquet(getattr(state, name), state_root / TRIPS_DIR / version / f"{name}.parquet")
+    trip_tables = {name: getattr(state, name) for name in ("edge_trips", "cell_trips")}
+    write_trips(state_root, version, trip_tables)  # no ``driven``: the next update computes it
     pointer = {
         "version": version,
         "batches": sorted(state.batches),
@@ -498,9 +497,3 @@ def _damaged(state_root: Path, pointer: Mapping[str, Any], what: str) -> InputDa
         "missing: the coverage folder is damaged; compute the coverage again into a new folder "
         "from all the matched batches"
     )
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, **parquet_options(table.schema))
