@@ -156,7 +156,7 @@ def update_coverage(
     if changed:  # the cells of every partition on a first update (none named yet)
         keys = touched if cell_parts else set(network.part_keys())
         rollup = _with_cell_pairs(
-            state_root, version, {"cell_parts": cell_parts}, rollup, keys, network
+            state_root, version, {**pointer, "cell_parts": cell_parts}, rollup, keys, network
         )
         rollup = updated_part_cells(rollup, network.partition_resolution, _part_cells(keys))
         write_rollup(state_root, version, {name: rollup[name] for name in ROLLUP_TABLES})
@@ -167,14 +167,13 @@ def update_coverage(
     coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed:
-        commit_pointer(
-            state_root,
-            {"version": version, "batches": batches, "roads": roads, "parts": parts,
-             "trips": trips, "partitioning": network.partition_resolution, "rollup": version,
-             "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT},
-            current_pointer(state_root),
-        )  # fmt: skip
-    driven = _summary_driven(state_root, trips, rollup, as_of_ms)
+        pointer = {
+            "version": version, "batches": batches, "roads": roads, "parts": parts,
+            "trips": trips, "partitioning": network.partition_resolution, "rollup": version,
+            "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT,
+        }  # fmt: skip
+        commit_pointer(state_root, pointer, current_pointer(state_root))
+    driven = _summary_driven(state_root, pointer, rollup, as_of_ms)
     summary = _summary(network, rollup, driven, settings, as_of_ms)
     summary["batches"] = batches
     summary["roads_sha256"] = roads["source_sha256"]
@@ -448,19 +447,17 @@ def _coarse_cells(
 
 
 def _summary_driven(
-    state_root: Path,
-    trips: dict[str, int | None],
-    rollup: dict[str, pd.DataFrame],
-    as_of_ms: int,
+    state_root: Path, pointer: dict[str, Any], rollup: dict[str, pd.DataFrame], as_of_ms: int
 ) -> pd.DataFrame:
     """Return the driven rows the summary sums (:func:`~pipeline.coverage.rollup.summary_driven`).
 
-    Of the updates' ``driven`` tables only those of updates whose latest trip ends in the week
-    before ``as_of_ms`` are read.
+    Of the ``driven`` tables of the updates ``pointer`` (the pointer in force) names, only
+    those of updates whose latest trip ends in the week before ``as_of_ms`` are read.
     """
     week_start = as_of_ms - 7 * MS_PER_DAY
+    trips = dict(pointer.get("trips") or {})
     recent = [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
-    rows = read_trips(state_root, {"trips": trips, "version": "-"}, "driven", recent)
+    rows = read_trips(state_root, pointer, "driven", recent)
     if rows is None:
         rows = pd.DataFrame(
             {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),

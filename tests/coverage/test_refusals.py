@@ -102,7 +102,7 @@ def test_a_folder_that_is_not_a_snap_output_is_refused_in_one_line(
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("removed", ["rollup", "partition"])
+@pytest.mark.parametrize("removed", ["rollup", "partition", "cell_contributors"])
 def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
     two_roads: Path, tmp_path: Path, removed: str
 ) -> None:
@@ -113,9 +113,12 @@ def test_a_pointer_to_a_missing_version_is_reported_in_one_line(
     version = pointer["version"]
     if removed == "rollup":
         shutil.rmtree(out / "state" / "rollup" / version)
-    else:  # every partition: the next batch touches one of them
+    elif removed == "partition":  # every partition: the next batch touches one of them
         for key, generation in pointer["parts"].items():
             shutil.rmtree(out / "state" / "parts" / key / generation)
+    else:  # every partition's cell pairs, read by an update that changes its cells
+        for key, generation in pointer["cell_parts"].items():
+            (out / "state" / "parts" / key / generation / f"{removed}.parquet").unlink()
     again = write_batch(drive, tmp_path / "m1", 1, 4)
     line = assert_refused(run_coverage(coverage_command(drive, [again], out)), version, removed)
     assert "the coverage folder is damaged" in line
