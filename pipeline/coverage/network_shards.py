@@ -54,6 +54,7 @@ from pipeline.coverage.partitions import (
     POLYGONS_DIR,
     RUNS_ROW_GROUP,
     TARGET_EDGES_PER_PART,
+    cell_road_mm,
     midpoint_cells,
     parent_array,
     part_key,
@@ -162,8 +163,8 @@ def spill_shard(shard: Path, resolution: int, stem: Path) -> SpilledShard:
     shard_files = SpilledShard(stem, len(mine), highway_lengths(mine, canonical), edges.crs)
     order = np.argsort(runs["mid"].to_numpy(), kind="stable")
     _write_scratch(runs.iloc[order], shard_files.path("runs.parquet"))
-    is_road = canonical["canonical_id"].to_numpy() == canonical.index.to_numpy()
-    _write_scratch(_cell_shares(runs, canonical.index[is_road]), shard_files.path("cells.parquet"))
+    shares = cell_road_mm(runs, canonical).astype({"road_mm": "float64"})  # NaN: no road
+    _write_scratch(shares, shard_files.path("cells.parquet"))
     rows = pd.DataFrame(mine[FIXED_EDGE_COLUMNS]).assign(
         geometry=shapely.to_wkb(mine.geometry.to_numpy()), mid=mid,
         **{name: canonical[name].to_numpy() for name in CANONICAL_COLUMNS[1:]},
@@ -177,14 +178,6 @@ def spill_shard(shard: Path, resolution: int, stem: Path) -> SpilledShard:
         np.save(shard_files.path(f"{name}.npy"), np.ascontiguousarray(index[name][by_id]))
     np.save(shard_files.path("mids.npy"), np.unique(mid))
     return shard_files
-
-
-def _cell_shares(runs: pd.DataFrame, roads: pd.Index) -> pd.DataFrame:
-    """Return the cells of ``runs`` with the length of the runs of ``roads`` in them (NaN: none)."""
-    road_runs = runs[runs["key"].isin(roads)]
-    road_mm = (road_runs["to_mm"] - road_runs["from_mm"]).groupby(road_runs["cell"]).sum()
-    cells = np.unique(runs["cell"].to_numpy())
-    return pd.DataFrame({"cell": cells, "road_mm": road_mm.reindex(cells).to_numpy("float64")})
 
 
 def _write_scratch(frame: pd.DataFrame, path: Path) -> None:

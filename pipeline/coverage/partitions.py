@@ -484,15 +484,25 @@ def midpoint_cells(runs: pd.DataFrame) -> pd.Series:
     return middle_cells.combine_first(first).astype("int64")
 
 
-def _network_cells(
-    runs: pd.DataFrame, canonical: pd.DataFrame, resolution: int, part_resolution: int
-) -> pd.DataFrame:
+def cell_road_mm(runs: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
+    """Return the cells of ``runs`` (sorted) with the ``road_mm`` of the roads' runs in them.
+
+    ``canonical``: :func:`~pipeline.coverage.edges.canonical_edges` rows of the runs' edges;
+    a road's runs are its canonical edge's. ``road_mm`` is NaN where no road runs (float64
+    then, else int64).
+    """
     is_canonical = canonical["canonical_id"].to_numpy() == canonical.index.to_numpy()
     road_runs = runs[runs["key"].isin(canonical.index[is_canonical])]
     road_mm = (road_runs["to_mm"] - road_runs["from_mm"]).groupby(road_runs["cell"]).sum()
     cells = np.unique(runs["cell"].to_numpy())
-    frame = pd.DataFrame({"cell": cells})
-    frame["road_mm"] = road_mm.reindex(cells).to_numpy()  # NaN: no canonical edge runs there
+    return pd.DataFrame({"cell": cells, "road_mm": road_mm.reindex(cells).to_numpy()})
+
+
+def _network_cells(
+    runs: pd.DataFrame, canonical: pd.DataFrame, resolution: int, part_resolution: int
+) -> pd.DataFrame:
+    frame = cell_road_mm(runs, canonical)
+    cells = frame["cell"].to_numpy()
     for level in range(resolution, -1, -1):
         frame[f"p{level}"] = cells if level == resolution else parent_array(cells, level)
     frame["part"] = part_key(part_resolution, frame[f"p{part_resolution}"].to_numpy())
