@@ -47,10 +47,13 @@ from tests.workflow.running import (
 SNAKEFILE = REPO_ROOT / "Snakefile"
 PROFILES = REPO_ROOT / "configs" / "profiles"
 REGION = "helsinki"
-# the map-matching stage writes its progress bar to its rule's log when matching starts, and
-# its outputs only at the end: kill the run as soon as the bar shows up
+# the map-matching job's log is created when the job starts (a shell redirect), its stage writes
+# its progress bar there when matching starts, and its outputs only at the end: kill the run
+# as soon as the bar shows up
 MATCH_LOG = f"results/logs/{REGION}/match_traces/fleet.log"
 MATCH_STARTED = "match chunks"
+STEP_S = 0.005
+"""While the matching job runs, the run is let go this long between two looks at its log."""
 RUN_TIMEOUT_S = 600
 
 TINY_CONFIG = {
@@ -111,20 +114,38 @@ class Interrupted:
         self.thread.start()
 
     def _kill_when_matching(self) -> None:
-        """SIGKILL the run's process group once map matching has started."""
+        """SIGKILL the run's process group once map matching has started.
+
+        A tiny fleet is matched in a fraction of a second: polling the log while the run goes on
+        could see the bar only after the outputs were written. So once the matching job has
+        started (its log exists), the run is stopped (SIGSTOP) at each look and continued for
+        :data:`STEP_S` between looks: it cannot get further than one step past the bar.
+        """
         started = time.monotonic()
         log = self.workdir / MATCH_LOG
-        while time.monotonic() - started < RUN_TIMEOUT_S:
+        while not log.exists():
             if self.process.poll() is not None:
                 self.error = f"the run ended (status {self.process.returncode}) before matching"
                 return
-            if log.exists() and MATCH_STARTED in log.read_text(errors="replace"):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            if time.monotonic() - started > RUN_TIMEOUT_S:
+                self.error = f"map matching did not start within {RUN_TIMEOUT_S} s"
+                return
+            time.sleep(0.05)
+        group = self.process.pid
+        while time.monotonic() - started < RUN_TIMEOUT_S and self.process.poll() is None:
+            os.killpg(group, signal.SIGSTOP)
+            if MATCH_STARTED in log.read_text(errors="replace"):
+                os.killpg(group, signal.SIGKILL)
                 self.process.wait()
                 self.killed_at_s = time.monotonic() - started
                 return
-            time.sleep(0.05)
-        self.error = f"map matching did not start within {RUN_TIMEOUT_S} s"
+            os.killpg(group, signal.SIGCONT)
+            time.sleep(STEP_S)
+        if self.process.poll() is not None:
+            self.error = f"the run ended (status {self.process.returncode}) before matching"
+            return
+        os.killpg(group, signal.SIGCONT)
+        self.error = f"map matching did not show its progress within {RUN_TIMEOUT_S} s"
 
 
 @dataclass
