@@ -14,15 +14,17 @@ from pipeline.resources import (
     COSTS,
     MIB,
     MIN_MEM_MB,
+    SHARDED_COSTS,
     UNKNOWN_SIZE_MB,
     InputSizes,
     build_roads_mem_mb,
     job_mem_mb,
+    largest_shard_edges,
     measure_inputs,
     osm_edges,
     rule_mem_mb,
     rule_threads,
-    simulated_edges,
+    sharded_sizes,
 )
 
 MB = 1_000_000
@@ -125,7 +127,10 @@ def units_of(rule: str, sizes: InputSizes) -> float:
 def test_the_model_is_near_the_measured_peak_and_declares_at_least_it(
     rule: str, sizes: InputSizes, threads: int, measured_mb: float
 ) -> None:
-    modelled = COSTS[rule].peak_mb(sizes.edges, units_of(rule, sizes), threads)
+    sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
+    cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
+    units = units_of(rule, sizes)
+    modelled = cost.peak_mb(sizes.edges, units, threads, sizes.region_edges or 0)
     assert modelled == pytest.approx(measured_mb, rel=0.2)
     assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= max(MIN_MEM_MB, 1.6 * measured_mb)
 
@@ -330,14 +335,66 @@ def test_a_sharded_regions_simulator_is_sized_by_its_largest_shard(tmp_path: Pat
         (roads / "shards" / cell).mkdir(parents=True)
         (roads / "shards" / cell / "meta.json").write_text(json.dumps({"edge_count": edges}))
     inputs = [str(roads / "meta.json")]
-    assert simulated_edges(inputs, 120_000) == 90_000
+    assert largest_shard_edges(inputs) == 90_000
+    assert sharded_sizes("simulate_fleet", inputs, InputSizes(edges=120_000)).edges == 90_000
     config: dict[str, Any] = {"simulate": {"devices": 100, "days": 7}, "resources": {}}
     # 1.25 x (403 + 0.0005 x 90,000 + 0.002 x 700 + 2 x (448 + 0.00093 x 90,000)) MiB
     expected = 1.25 * (403 + 45 + 1.4 + 2 * (448 + 83.7))
     assert rule_mem_mb("simulate_fleet", inputs, 2, config) == math.ceil(expected)
     (roads / "shards" / "85c" / "meta.json").unlink()  # a shard not on this disk: the region's
-    assert simulated_edges(inputs, 120_000) == 120_000
+    assert largest_shard_edges(inputs) is None
+    assert sharded_sizes("simulate_fleet", inputs, InputSizes(edges=120_000)).edges == 120_000
     unsharded = tmp_path / "whole"
     unsharded.mkdir()
     (unsharded / "meta.json").write_text(json.dumps({"edge_count": 5_000}))
-    assert simulated_edges([str(unsharded / "meta.json")], 5_000) == 5_000
+    assert largest_shard_edges([str(unsharded / "meta.json")]) is None
+
+
+def sharded_roads(folder: Path, region_edges: int, shard_edges: dict[str, int]) -> Path:
+    """A hand-made sharded roads folder: the region's meta.json and each shard's."""
+    meta = {"edge_count": region_edges, "shards": {"folder": "shards", "cells": [
+        {"cell": cell, "owned_edge_count": 1} for cell in shard_edges]}}  # fmt: skip
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for cell, edges in shard_edges.items():
+        (folder / "shards" / cell).mkdir(parents=True)
+        (folder / "shards" / cell / "meta.json").write_text(json.dumps({"edge_count": edges}))
+    return folder / "meta.json"
+
+
+def test_a_sharded_regions_matching_and_coverage_are_sized_by_its_largest_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    roads = sharded_roads(tmp_path / "roads", 3_000_000, {"85a": 40_000, "85b": 60_000})
+    report = tmp_path / "batch.json"
+    report.write_text(json.dumps({"accepted": 500_000, "trips": 900}))
+    matched = tmp_path / "matched" / "meta.json"
+    matched.parent.mkdir()
+    matched.write_text(json.dumps({"segments": 100_000, "matched_points": 1, "trips": 900}))
+    # a match worker holds a union of shards: 3 x 60,000 edges; the stage process as much
+    # 1.25 x (335 + 0.0007 x 180,000 + 0.00002 x 500,000 + 2 x (385 + 0.0007 x 180,000)) MiB
+    match = 1.25 * (335 + 126 + 10 + 2 * (385 + 126))
+    assert rule_mem_mb("match_traces", [str(roads), str(report)], 2, {}) == math.ceil(match)
+    # the coverage: its largest shard (60,000 edges), the region's tables (3 M edges), the batch
+    # (100,000 segments) in 750 partitions (3 M edges / 4,000, fewer than the segments)
+    # 1.25 x (277 + 0.0028 x 60,000 + 0.000019 x 3 M + 0.00052 x 100,000 + 0.8 x 750) MiB
+    coverage = 1.25 * (277 + 168 + 57 + 52 + 600)
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(coverage)
+    # a batch of 300 segments touches 300 partitions at most
+    matched.write_text(json.dumps({"segments": 300, "matched_points": 1, "trips": 2}))
+    small = 1.25 * (277 + 168 + 57 + 0.00052 * 300 + 0.8 * 300)
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(small)
+
+
+def test_an_unsharded_regions_matching_and_coverage_are_sized_by_the_region(
+    tmp_path: Path,
+) -> None:
+    roads = tmp_path / "meta.json"
+    roads.write_text(json.dumps({"edge_count": 200_000}))
+    matched = tmp_path / "matched" / "meta.json"
+    matched.parent.mkdir()
+    matched.write_text(json.dumps({"segments": 10_000, "matched_points": 1, "trips": 9}))
+    # 1.25 x (215 + 0.0028 x 200,000 + 0.00055 x 10,000) MiB: today's figures
+    expected = math.ceil(1.25 * (215 + 560 + 5.5))
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == expected
