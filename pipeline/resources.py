@@ -57,6 +57,9 @@ UNKNOWN_SIZE_MB = 8000
 EDGES_PER_PARTITION = 4_000
 """Road edges per coverage partition (``coverage.partition_resolution: auto``), the fewest
 measured: 3,992, 4,504 and 4,850 on Kubicka 00000013 and its 8x and 32x replicas."""
+PARTITIONS_PER_TRIP = 4
+"""The coverage partitions a matched trip touches at most: 2 (median), at most 4, for 1,059
+and 1,056 simulated trips on Kubicka 00000013 and its 8x replica sharded at resolution 5."""
 """A job's memory when its inputs' sizes are not known here and nothing caps it."""
 DEFAULT_HEADROOM = 1.25
 DEFAULT_MAX_THREADS = 16
@@ -104,9 +107,8 @@ class Cost:
         On a sharded region, growth with the region's edges of a job holding shards (its tables
         of a row per shard, partition or coarse cell).
     mb_per_partition
-        On a sharded region, growth with the coverage partitions the batch touches: one per
-        unit (a matched segment) at most, and at most the region's
-        (:data:`EDGES_PER_PARTITION`).
+        On a sharded region, growth with the coverage partitions the batch touches
+        (:func:`touched_partitions`).
     """
 
     base_mb: float
@@ -118,14 +120,21 @@ class Cost:
     mb_per_region_edge: float = 0.0
     mb_per_partition: float = 0.0
 
-    def peak_mb(self, edges: float, units: float, workers: int, region_edges: float = 0.0) -> float:
+    def peak_mb(
+        self,
+        edges: float,
+        units: float,
+        workers: int,
+        region_edges: float = 0.0,
+        partitions: float = 0.0,
+    ) -> float:
         """Return the modelled peak of the job's process tree, before headroom and caps.
 
         ``region_edges``: the sharded region's edges when ``edges`` are those a job holding
-        shards holds (:func:`sharded_sizes`), else 0.
+        shards holds (:func:`sharded_sizes`), else 0; ``partitions``: the coverage partitions
+        its batch touches (:func:`touched_partitions`).
         """
         own = self.base_mb + self.mb_per_edge * edges + self.mb_per_unit * units
-        partitions = min(units, region_edges / EDGES_PER_PARTITION)
         own += self.mb_per_region_edge * region_edges + self.mb_per_partition * partitions
         per_worker = self.worker_mb + self.worker_mb_per_edge * edges
         return own + (workers if workers > 1 else 0) * per_worker
@@ -195,18 +204,19 @@ test network, 628 unions of two shards and 174 of three, the largest 2.2 times t
 shard's edges)."""
 
 SHARDED_COSTS: dict[str, Cost] = {
-    # first runs on Kubicka 00000013 sharded at resolution 5 and its 8x replica (largest shard
-    # 57,756 / 69,673 edges; 17 / 102 shards; 77 / 546 partitions): a 6-trip batch 444 / 518
-    # MiB (the network cache computed shard by shard), 0.13 M matched segments 590 / 1,055;
-    # at 5.2 M segments 3,208 on the 1x, 4,874 on the 32x (9.84 M edges, 2,028 partitions).
-    # The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest shards differ
-    # little); the batch's: 0.53 KiB per segment and 0.8 MiB per partition it touches
+    # first runs (each computes the network cache shard by shard) on Kubicka 00000013 sharded
+    # at resolution 5 and its 8x replica (largest shard 57,756 / 69,673 edges; 17 / 102
+    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB, of 1,059
+    # / 1,056 trips (0.13 M segments) 582 / 1,066; 5.2 M segments 3,208 on the 1x and 4,874
+    # on the 32x (9.84 M edges, 2,028 partitions). The shard term is the unsharded 2.8 KiB per
+    # edge (not fitted: the largest shards differ little); the region's 19 B per edge; the
+    # batch's 0.53 KiB per segment and 0.8 MiB per partition it touches
     "compute_coverage": Cost(
-        base_mb=277.0,
+        base_mb=258.0,
         mb_per_edge=0.0028,
         mb_per_unit=0.00052,
         unit="segment",
-        mb_per_region_edge=0.000019,
+        mb_per_region_edge=0.0000185,
         mb_per_partition=0.8,
     ),
 }
@@ -229,7 +239,7 @@ class InputSizes:
     fixes
         Fixes a batch accepted (from an ingest batch report); None when no report was given.
     trips
-        Trips of the batch (same source).
+        Trips of the batch (same source, or the matched batches' ``meta.json``).
     segments
         Matched segments (from the matched batches' ``meta.json``).
     device_days
@@ -253,7 +263,8 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
     """Read the sizes the model needs from a job's input files.
 
     A ``meta.json`` giving ``edge_count`` is a roads folder's; one giving ``accepted`` and
-    ``trips`` an ingest batch report; one giving ``segments`` a matched batch's. A folder counts
+    ``trips`` an ingest batch report; one giving ``matched_points`` a matched batch's (its
+    ``segments`` and ``trips``). A folder counts
     its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
     counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
     the tables beside it and of the edge and cell coverage its state's pointer names (not the
@@ -272,7 +283,9 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
             raise FileNotFoundError(2, "input not written yet", str(path))
         fields = _json_fields(path / "meta.json" if path.is_dir() else path)
         edges += int(fields.get("edge_count", 0))
-        segments += int(fields.get("segments", 0)) if "matched_points" in fields else 0
+        if "matched_points" in fields:  # a matched batch's
+            segments += int(fields.get("segments", 0))
+            trips = (trips or 0) + int(fields.get("trips", 0))
         if "accepted" in fields and "trips" in fields:
             fixes = (fixes or 0) + int(fields["accepted"])
             trips = (trips or 0) + int(fields["trips"])
@@ -358,10 +371,22 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
         "device_day": float(sizes.device_days),
         "": 0.0,
     }[cost.unit]
-    peak = cost.peak_mb(sizes.edges, units, threads, sizes.region_edges or 0)
+    region_edges = sizes.region_edges or 0
+    partitions = touched_partitions(region_edges, sizes.trips)
+    peak = cost.peak_mb(sizes.edges, units, threads, region_edges, partitions)
     declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
     cap = settings.get("max_mem_mb")
     return min(declared, int(cap)) if cap else declared
+
+
+def touched_partitions(region_edges: float, trips: int | None) -> float:
+    """Return the coverage partitions a batch of ``trips`` touches at most in a sharded region.
+
+    :data:`PARTITIONS_PER_TRIP` per trip, at most the region's (:data:`EDGES_PER_PARTITION`);
+    the region's when the trips are not known.
+    """
+    region = region_edges / EDGES_PER_PARTITION
+    return region if trips is None else min(region, PARTITIONS_PER_TRIP * trips)
 
 
 def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[str, Any]) -> int:

@@ -25,6 +25,7 @@ from pipeline.resources import (
     rule_mem_mb,
     rule_threads,
     sharded_sizes,
+    touched_partitions,
 )
 
 MB = 1_000_000
@@ -84,6 +85,74 @@ MEASURED = [
     ("match_traces", InputSizes(edges=1_761, fixes=829_999, trips=5_068), 2, 1092.6),
     ("match_traces", InputSizes(edges=76_425, fixes=1_297, trips=1), 1, 347.8),
     ("match_traces", InputSizes(edges=307_392, fixes=1_000, trips=1), 1, 558.4),
+    # a sharded region (Kubicka 00000013 at resolution 5, and its 8x replica): a worker holds a
+    # union of shards (edges: 3 x the largest shard's, 57,756 / 69,673), the 100-device fleet
+    # matched with 2 workers of its own, medians of 3 (python benchmarks/bench_sharded_jobs.py,
+    # 2026-12-07, docs/benchmarks.md "Memory model"); the 29 M-fix fleets' records on 1x and 32x
+    # (largest shard 74,020), their 2 workers shared with the run's earlier stages
+    (
+        "match_traces",
+        InputSizes(edges=173_268, fixes=643_771, trips=1_059, region_edges=307_392),
+        2,
+        1371.4,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=209_019, fixes=630_757, trips=1_056, region_edges=2_459_136),
+        2,
+        1414.2,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=173_268, fixes=25_388_648, trips=41_756, region_edges=307_392),
+        2,
+        2434.0,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=222_060, fixes=25_532_248, trips=41_700, region_edges=9_836_544),
+        2,
+        2443.0,
+    ),
+    # its coverage, first runs: the largest shard, the region's edges and the batch's trips and
+    # segments (same benchmark; the 6-trip batches of docs/benchmarks.md "Coverage: an update's
+    # cost"; the 29 M-fix fleets' records)
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=600, trips=6, region_edges=307_392),
+        1,
+        444.8,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=69_673, segments=600, trips=6, region_edges=2_459_136),
+        1,
+        518.5,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=125_708, trips=1_059, region_edges=307_392),
+        1,
+        581.7,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=69_673, segments=128_851, trips=1_056, region_edges=2_459_136),
+        1,
+        1055.2,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=5_192_553, trips=41_738, region_edges=307_392),
+        1,
+        3208.0,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=74_020, segments=5_173_314, trips=41_700, region_edges=9_836_544),
+        1,
+        4874.3,
+    ),
     ("compute_coverage", InputSizes(edges=1_761, segments=56_344), 1, 230.2),
     ("compute_coverage", InputSizes(edges=1_761, segments=237_968), 1, 330.2),
     ("compute_coverage", InputSizes(edges=76_425, segments=794), 1, 388.1),
@@ -130,7 +199,8 @@ def test_the_model_is_near_the_measured_peak_and_declares_at_least_it(
     sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
     cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
     units = units_of(rule, sizes)
-    modelled = cost.peak_mb(sizes.edges, units, threads, sizes.region_edges or 0)
+    partitions = touched_partitions(sizes.region_edges or 0, sizes.trips)
+    modelled = cost.peak_mb(sizes.edges, units, threads, sizes.region_edges or 0, partitions)
     assert modelled == pytest.approx(measured_mb, rel=0.2)
     assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= max(MIN_MEM_MB, 1.6 * measured_mb)
 
@@ -191,7 +261,8 @@ def test_inputs_are_read_from_the_stages_files(tmp_path: Path) -> None:
     matched.parent.mkdir()
     matched.write_text(json.dumps({"segments": 300, "matched_points": 10, "trips": 12}))
     sizes = measure_inputs([str(roads / "meta.json"), str(report), str(matched)])
-    assert (sizes.edges, sizes.fixes, sizes.trips, sizes.segments) == (1761, 900, 12, 300)
+    # the trips of the report and of the matched batch (no rule's job has both)
+    assert (sizes.edges, sizes.fixes, sizes.trips, sizes.segments) == (1761, 900, 24, 300)
     on_disk = [p for p in (roads / "meta.json", report, matched)]
     assert sizes.input_bytes == sum(p.stat().st_size for p in on_disk)
     assert sizes.input_files == 3
@@ -377,13 +448,13 @@ def test_a_sharded_regions_matching_and_coverage_are_sized_by_its_largest_shard(
     match = 1.25 * (335 + 126 + 10 + 2 * (385 + 126))
     assert rule_mem_mb("match_traces", [str(roads), str(report)], 2, {}) == math.ceil(match)
     # the coverage: its largest shard (60,000 edges), the region's tables (3 M edges), the batch
-    # (100,000 segments) in 750 partitions (3 M edges / 4,000, fewer than the segments)
-    # 1.25 x (277 + 0.0028 x 60,000 + 0.000019 x 3 M + 0.00052 x 100,000 + 0.8 x 750) MiB
-    coverage = 1.25 * (277 + 168 + 57 + 52 + 600)
+    # (100,000 segments of 900 trips) in 750 partitions (3 M edges / 4,000, fewer than 4 a trip)
+    # 1.25 x (258 + 0.0028 x 60,000 + 0.0000185 x 3 M + 0.00052 x 100,000 + 0.8 x 750) MiB
+    coverage = 1.25 * (258 + 168 + 55.5 + 52 + 600)
     assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(coverage)
-    # a batch of 300 segments touches 300 partitions at most
+    # a batch of 2 trips touches 8 partitions at most
     matched.write_text(json.dumps({"segments": 300, "matched_points": 1, "trips": 2}))
-    small = 1.25 * (277 + 168 + 57 + 0.00052 * 300 + 0.8 * 300)
+    small = 1.25 * (258 + 168 + 55.5 + 0.00052 * 300 + 0.8 * 8)
     assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(small)
 
 
