@@ -54,13 +54,13 @@ from pipeline.parallel import SCHEDULER_ENV
 MIB = 1024 * 1024
 MIN_MEM_MB = 256
 UNKNOWN_SIZE_MB = 8000
+"""A job's memory when its inputs' sizes are not known here and nothing caps it."""
 EDGES_PER_PARTITION = 4_000
 """Road edges per coverage partition (``coverage.partition_resolution: auto``), the fewest
 measured: 3,992, 4,504 and 4,850 on Kubicka 00000013 and its 8x and 32x replicas."""
 PARTITIONS_PER_TRIP = 4
 """The coverage partitions a matched trip touches at most: 2 (median), at most 4, for 1,059
 and 1,056 simulated trips on Kubicka 00000013 and its 8x replica sharded at resolution 5."""
-"""A job's memory when its inputs' sizes are not known here and nothing caps it."""
 DEFAULT_HEADROOM = 1.25
 DEFAULT_MAX_THREADS = 16
 
@@ -264,8 +264,8 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
 
     A ``meta.json`` giving ``edge_count`` is a roads folder's; one giving ``accepted`` and
     ``trips`` an ingest batch report; one giving ``matched_points`` a matched batch's (its
-    ``segments`` and ``trips``). A folder counts
-    its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
+    ``segments`` and ``trips``). A folder counts its own ``meta.json`` and the bytes of
+    everything in it. A fleet's ``simulation.json``
     counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
     the tables beside it and of the edge and cell coverage its state's pointer names (not the
     rest of the coverage state).
