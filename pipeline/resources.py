@@ -206,11 +206,12 @@ shard's edges)."""
 SHARDED_COSTS: dict[str, Cost] = {
     # first runs (each computes the network cache shard by shard) on Kubicka 00000013 sharded
     # at resolution 5 and its 8x replica (largest shard 57,756 / 69,673 edges; 17 / 102
-    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB, of 1,059
-    # / 1,056 trips (0.13 M segments) 582 / 1,066; 5.2 M segments 3,208 on the 1x and 4,874
-    # on the 32x (9.84 M edges, 2,028 partitions). The shard term is the unsharded 2.8 KiB per
-    # edge (not fitted: the largest shards differ little); the region's 19 B per edge; the
-    # batch's 0.53 KiB per segment and 0.8 MiB per partition it touches
+    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB (688 on
+    # the 32x: 9.84 M edges, largest shard 74,020, 2,028 partitions), of 1,059 / 1,056 trips
+    # (0.13 M segments) 582 / 1,055; 5.2 M segments 3,208 on the 1x and 4,874 on the 32x.
+    # The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest shards differ
+    # little); the region's 19 B per edge; the batch's 0.53 KiB per segment and 0.8 MiB per
+    # partition it touches
     "compute_coverage": Cost(
         base_mb=258.0,
         mb_per_edge=0.0028,

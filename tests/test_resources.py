@@ -131,6 +131,12 @@ MEASURED = [
     ),
     (
         "compute_coverage",
+        InputSizes(edges=74_020, segments=600, trips=6, region_edges=9_836_544),
+        1,
+        687.7,
+    ),
+    (
+        "compute_coverage",
         InputSizes(edges=57_756, segments=125_708, trips=1_059, region_edges=307_392),
         1,
         581.7,
