@@ -150,7 +150,7 @@ COSTS: dict[str, Cost] = {
     # 379-392 MiB from 700 to 9,800 device-days (0.74 M to 10.3 M fixes; its libraries, the
     # Dask scheduler, the records). A worker with its nanny: 448 MiB at 1,761 edges, 662-804 at
     # 307,392 (the driving network). On a sharded region, edges are the largest shard's
-    # (simulated_edges): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
+    # (sharded_sizes): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
     # Kubicka 00000013 at resolution 5 (largest shard 57,756 edges) and 1,553-1,581 on its 32x
     # replica (74,020), 1,976 unsharded
     "simulate_fleet": Cost(
