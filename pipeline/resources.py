@@ -363,8 +363,20 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
     settings
         The config's ``resources`` section (``max_mem_mb``, ``headroom``).
     """
-    sharded = sizes.region_edges is not None
-    cost = SHARDED_COSTS[rule] if sharded and rule in SHARDED_COSTS else COSTS[rule]
+    peak = model_peak_mb(rule, sizes, threads)
+    declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
+    cap = settings.get("max_mem_mb")
+    return min(declared, int(cap)) if cap else declared
+
+
+def model_peak_mb(rule: str, sizes: InputSizes, threads: int) -> float:
+    """Return the modelled peak (MiB) of a job of ``rule``, before headroom and caps.
+
+    Its cost is :data:`SHARDED_COSTS`' on a sharded region (``sizes.region_edges`` set), else
+    :data:`COSTS`'; ``threads`` are the Dask workers it starts when more than one.
+    """
+    sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
+    cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
     units = {
         "fix": float(sizes.fixes or 0),
         "input_mb": sizes.input_bytes / MIB,
@@ -374,10 +386,7 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
     }[cost.unit]
     region_edges = sizes.region_edges or 0
     partitions = touched_partitions(region_edges, sizes.trips)
-    peak = cost.peak_mb(sizes.edges, units, threads, region_edges, partitions)
-    declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
-    cap = settings.get("max_mem_mb")
-    return min(declared, int(cap)) if cap else declared
+    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions)
 
 
 def touched_partitions(region_edges: float, trips: int | None) -> float:

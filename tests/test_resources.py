@@ -14,18 +14,17 @@ from pipeline.resources import (
     COSTS,
     MIB,
     MIN_MEM_MB,
-    SHARDED_COSTS,
     UNKNOWN_SIZE_MB,
     InputSizes,
     build_roads_mem_mb,
     job_mem_mb,
     largest_shard_edges,
     measure_inputs,
+    model_peak_mb,
     osm_edges,
     rule_mem_mb,
     rule_threads,
     sharded_sizes,
-    touched_partitions,
 )
 
 MB = 1_000_000
@@ -188,25 +187,11 @@ OVERESTIMATED = [
 ]
 
 
-def units_of(rule: str, sizes: InputSizes) -> float:
-    return {
-        "fix": float(sizes.fixes or 0),
-        "input_mb": sizes.input_bytes / MIB,
-        "segment": float(sizes.segments),
-        "device_day": float(sizes.device_days),
-        "": 0.0,
-    }[COSTS[rule].unit]
-
-
 @pytest.mark.parametrize(("rule", "sizes", "threads", "measured_mb"), MEASURED)
 def test_the_model_is_near_the_measured_peak_and_declares_at_least_it(
     rule: str, sizes: InputSizes, threads: int, measured_mb: float
 ) -> None:
-    sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
-    cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
-    units = units_of(rule, sizes)
-    partitions = touched_partitions(sizes.region_edges or 0, sizes.trips)
-    modelled = cost.peak_mb(sizes.edges, units, threads, sizes.region_edges or 0, partitions)
+    modelled = model_peak_mb(rule, sizes, threads)
     assert modelled == pytest.approx(measured_mb, rel=0.2)
     assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= max(MIN_MEM_MB, 1.6 * measured_mb)
 
