@@ -37,7 +37,7 @@ from pathlib import Path
 from bench_fleet import link_roads
 from bench_scale import ROADCOVER, at_once, measure_command
 
-from pipeline.resources import COSTS, measure_inputs, rule_mem_mb, sharded_sizes
+from pipeline.resources import COSTS, measure_inputs, model_peak_mb, rule_mem_mb, sharded_sizes
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Job:
     wall_s: float
     peak_rss_mb: float
     own_peak_rss_mb: float
+    model_mb: float
     declared_mb: int
     exit_status: int
 
@@ -85,7 +86,8 @@ def run_region(index: int, region: tuple[Path, Path], number: int, args: argpars
         unit = {"fix": sizes.fixes, "segment": sizes.segments}[COSTS[rule].unit]
         job = Job(f"{roads} {batch.name}", rule, number, sizes.region_edges or sizes.edges,
                   sizes.edges, int(unit or 0), measure.cpu_s, measure.wall_s,
-                  measure.peak_rss_mb, measure.own_peak_rss_mb, declared,
+                  measure.peak_rss_mb, measure.own_peak_rss_mb,
+                  round(model_peak_mb(rule, sizes, threads)), declared,
                   measure.exit_status)  # fmt: skip
         jobs.append(job)
         print(json.dumps(asdict(job)), flush=True)
@@ -102,8 +104,8 @@ def table(jobs: list[Job], args: argparse.Namespace) -> None:
     """Print the medians of each region's jobs beside the model's sizes and declared memory."""
     print(f"\n{args.workers} workers for the matching; medians of {args.runs} runs side by side\n")
     print("| roads, batch | job | region edges | edges held | fixes or segments | CPU s "
-          "| tree peak MiB | own process MiB | declared mem_mb |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| tree peak MiB | own process MiB | model MiB | declared mem_mb |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in dict.fromkeys((job.region, job.rule) for job in jobs):
         done = [job for job in jobs if (job.region, job.rule) == key]
 
@@ -113,7 +115,8 @@ def table(jobs: list[Job], args: argparse.Namespace) -> None:
         print(
             f"| {key[0]} | {key[1]} | {done[0].region_edges:,} | {done[0].held_edges:,} "
             f"| {done[0].units:,} | {median('cpu_s'):.1f} | {median('peak_rss_mb'):,.0f} "
-            f"| {median('own_peak_rss_mb'):,.0f} | {median('declared_mb'):,.0f} |"
+            f"| {median('own_peak_rss_mb'):,.0f} | {median('model_mb'):,.0f} "
+            f"| {median('declared_mb'):,.0f} |"
         )
 
 
