@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ from pipeline.resources import (
     job_mem_mb,
     local_extract,
     measure_inputs,
+    model_peak_mb,
     osm_edges,
     rule_threads,
+    sharded_sizes,
 )
 from pipeline.workflow import SNAKEFILE
 
@@ -145,12 +148,12 @@ def model_row(record: dict[str, Any], cores: int) -> dict[str, Any]:
         actual = f"{edges['edge_count']:,} (estimated {sizes.edges:,})"
         threads = 1
     else:
-        sizes = measure_inputs(inputs)
+        sizes = sharded_sizes(rule, inputs, measure_inputs(inputs))
         if rule == "simulate_fleet":
             out = cwd / command[command.index("-o") + 1]
             params = json.loads((out / "simulation.json").read_text())["params"]
             config["simulate"] = {"devices": params["devices"], "days": params["days"]}
-            sizes = InputSizes(edges=sizes.edges, device_days=params["devices"] * params["days"])
+            sizes = replace(sizes, device_days=params["devices"] * params["days"])
         actual = f"{sizes.edges:,}"
         threads = min(cores, rule_threads(rule, inputs, config))
     cost = COSTS[rule]
@@ -166,7 +169,7 @@ def model_row(record: dict[str, Any], cores: int) -> dict[str, Any]:
         "edges": actual,
         "units": f"{units:,.1f} {cost.unit}".strip(),
         "threads": threads,
-        "model_mb": round(cost.peak_mb(sizes.edges, float(units), threads)),
+        "model_mb": round(model_peak_mb(rule, sizes, threads)),
         "declared_mb": job_mem_mb(rule, sizes, threads, config["resources"]),
         "rss_mb": record["peak_rss_mb"],
         "pss_mb": record["peak_pss_mb"],

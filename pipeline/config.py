@@ -105,7 +105,7 @@ class SnapSettings:
     workers: int | None  # at most this many Dask workers; None: one per CPU
     min_fixes_near_roads: float
     estimate_beta: bool = True
-    shard_network_cache_mb: float = 4096.0  # the union networks of a sharded region, together
+    shard_network_cache_mb: float | None = None  # the unions' disk; None: per shard
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,16 @@ workers and their nannies, the tools it starts; :mod:`pipeline.process_tree` mea
                          + workers * (worker_mb + worker_mb_per_edge * edges))
 
 ``edges`` is the road graph's edge count (``roads/meta.json``; for ``build_roads``, estimated
-from the OSM extract's size and format, :data:`EDGES_PER_BYTE`; for ``simulate_fleet`` on a
-sharded region, the largest shard's, since its processes load shards, never the region:
-:func:`simulated_edges`), ``units`` the stage's own
+from the OSM extract's size and format, :data:`EDGES_PER_BYTE`), ``units`` the stage's own
 measure of its batch (fixes, input bytes, matched segments; :data:`COSTS`), ``workers`` the
-Dask workers the job starts (its threads, when more than one). The figures are peaks measured
-with ``python benchmarks/bench_resources.py`` (docs/benchmarks.md, "Memory model"); the
-result is capped by the config's ``resources.max_mem_mb`` and floored at
-:data:`MIN_MEM_MB`.
+Dask workers the job starts (its threads, when more than one). On a sharded region, the jobs
+of ``simulate_fleet``, ``match_traces`` and ``compute_coverage`` hold shards, never the region:
+their ``edges`` are those of the largest shard, or of a union of shards for a match worker
+(:data:`SHARD_NETWORKS`, :func:`sharded_sizes`), and the coverage's cost
+(:data:`SHARDED_COSTS`) adds terms in the region's edges and in the partitions its batch
+touches. The figures are peaks measured with ``python benchmarks/bench_resources.py`` and
+``python benchmarks/bench_sharded_jobs.py`` (docs/benchmarks.md, "Memory model"); the result
+is capped by the config's ``resources.max_mem_mb`` and floored at :data:`MIN_MEM_MB`.
 
 Threads: a stage starts as many Dask workers as it has tasks for (8 devices, 32 files or
 32 MiB, 64 trips per task; the simulator and ingest want 4 tasks per worker), at most
@@ -53,6 +55,12 @@ MIB = 1024 * 1024
 MIN_MEM_MB = 256
 UNKNOWN_SIZE_MB = 8000
 """A job's memory when its inputs' sizes are not known here and nothing caps it."""
+EDGES_PER_PARTITION = 4_000
+"""Road edges per coverage partition (``coverage.partition_resolution: auto``), the fewest
+measured: 3,992, 4,504 and 4,850 on Kubicka 00000013 and its 8x and 32x replicas."""
+PARTITIONS_PER_TRIP = 4
+"""The coverage partitions a matched trip touches at most: 2 (median), at most 4, for 1,059
+and 1,056 simulated trips on Kubicka 00000013 and its 8x replica sharded at resolution 5."""
 DEFAULT_HEADROOM = 1.25
 DEFAULT_MAX_THREADS = 16
 
@@ -95,6 +103,12 @@ class Cost:
         One Dask worker process and its nanny, with the stage's modules and a task.
     worker_mb_per_edge
         A worker's growth with the edges (each worker holds the road graph or match network).
+    mb_per_region_edge
+        On a sharded region, growth with the region's edges of a job holding shards (its tables
+        of a row per shard, partition or coarse cell).
+    mb_per_partition
+        On a sharded region, growth with the coverage partitions the batch touches
+        (:func:`touched_partitions`).
     """
 
     base_mb: float
@@ -103,10 +117,25 @@ class Cost:
     unit: str = ""
     worker_mb: float = 0.0
     worker_mb_per_edge: float = 0.0
+    mb_per_region_edge: float = 0.0
+    mb_per_partition: float = 0.0
 
-    def peak_mb(self, edges: float, units: float, workers: int) -> float:
-        """Return the modelled peak of the job's process tree, before headroom and caps."""
+    def peak_mb(
+        self,
+        edges: float,
+        units: float,
+        workers: int,
+        region_edges: float = 0.0,
+        partitions: float = 0.0,
+    ) -> float:
+        """Return the modelled peak of the job's process tree, before headroom and caps.
+
+        ``region_edges``: the sharded region's edges when ``edges`` are those a job holding
+        shards holds (:func:`sharded_sizes`), else 0; ``partitions``: the coverage partitions
+        its batch touches (:func:`touched_partitions`).
+        """
         own = self.base_mb + self.mb_per_edge * edges + self.mb_per_unit * units
+        own += self.mb_per_region_edge * region_edges + self.mb_per_partition * partitions
         per_worker = self.worker_mb + self.worker_mb_per_edge * edges
         return own + (workers if workers > 1 else 0) * per_worker
 
@@ -121,7 +150,7 @@ COSTS: dict[str, Cost] = {
     # 379-392 MiB from 700 to 9,800 device-days (0.74 M to 10.3 M fixes; its libraries, the
     # Dask scheduler, the records). A worker with its nanny: 448 MiB at 1,761 edges, 662-804 at
     # 307,392 (the driving network). On a sharded region, edges are the largest shard's
-    # (simulated_edges): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
+    # (sharded_sizes): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
     # Kubicka 00000013 at resolution 5 (largest shard 57,756 edges) and 1,553-1,581 on its 32x
     # replica (74,020), 1,976 unsharded
     "simulate_fleet": Cost(
@@ -166,6 +195,35 @@ COSTS: dict[str, Cost] = {
 }
 """Each rule's cost, fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
 
+SHARD_NETWORKS = {"simulate_fleet": 1, "match_traces": 3, "compute_coverage": 1}
+"""On a sharded region, the edges a job of each rule holds at once, in largest shards.
+
+The simulator's and the coverage's processes hold one shard at a time; a match worker the
+network of a shard or of the union of the shards a trip crosses (two or three: on the 32x
+test network, 628 unions of two shards and 174 of three, the largest 2.2 times the largest
+shard's edges)."""
+
+SHARDED_COSTS: dict[str, Cost] = {
+    # first runs (each computes the network cache shard by shard) on Kubicka 00000013 sharded
+    # at resolution 5 and its 8x replica (largest shard 57,756 / 69,673 edges; 17 / 102
+    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB (688 on
+    # the 32x: 9.84 M edges, largest shard 74,020, 2,028 partitions), of 1,059 / 1,056 trips
+    # (0.13 M segments) 582 / 1,055; 5.2 M segments 3,208 on the 1x and 4,874 on the 32x.
+    # The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest shards differ
+    # little); the region's 19 B per edge; the batch's 0.53 KiB per segment and 0.8 MiB per
+    # partition it touches
+    "compute_coverage": Cost(
+        base_mb=258.0,
+        mb_per_edge=0.0028,
+        mb_per_unit=0.00052,
+        unit="segment",
+        mb_per_region_edge=0.0000185,
+        mb_per_partition=0.8,
+    ),
+}
+"""The rules whose cost on a sharded region is not :data:`COSTS`' with the edges they hold
+(:func:`sharded_sizes`), fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
+
 
 @dataclass(frozen=True)
 class InputSizes:
@@ -174,11 +232,15 @@ class InputSizes:
     Attributes
     ----------
     edges
-        Road-graph edges (from ``meta.json`` of a roads folder).
+        Road-graph edges (from ``meta.json`` of a roads folder); on a sharded region, those
+        the job holds at once (:func:`sharded_sizes`).
+    region_edges
+        The sharded region's edges when ``edges`` are its shards' (:func:`sharded_sizes`), else
+        None.
     fixes
         Fixes a batch accepted (from an ingest batch report); None when no report was given.
     trips
-        Trips of the batch (same source).
+        Trips of the batch (same source, or the matched batches' ``meta.json``).
     segments
         Matched segments (from the matched batches' ``meta.json``).
     device_days
@@ -195,14 +257,16 @@ class InputSizes:
     device_days: int = 0
     input_bytes: int = 0
     input_files: int = 0
+    region_edges: int | None = None
 
 
 def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
     """Read the sizes the model needs from a job's input files.
 
     A ``meta.json`` giving ``edge_count`` is a roads folder's; one giving ``accepted`` and
-    ``trips`` an ingest batch report; one giving ``segments`` a matched batch's. A folder counts
-    its own ``meta.json`` and the bytes of everything in it. A fleet's ``simulation.json``
+    ``trips`` an ingest batch report; one giving ``matched_points`` a matched batch's (its
+    ``segments`` and ``trips``). A folder counts its own ``meta.json`` and the bytes of
+    everything in it. A fleet's ``simulation.json``
     counts the bytes of its ``traces`` folder beside it, a coverage ``summary.json`` those of
     the tables beside it and of the edge and cell coverage its state's pointer names (not the
     rest of the coverage state).
@@ -220,7 +284,9 @@ def measure_inputs(paths: Iterable[str | Path]) -> InputSizes:
             raise FileNotFoundError(2, "input not written yet", str(path))
         fields = _json_fields(path / "meta.json" if path.is_dir() else path)
         edges += int(fields.get("edge_count", 0))
-        segments += int(fields.get("segments", 0)) if "matched_points" in fields else 0
+        if "matched_points" in fields:  # a matched batch's
+            segments += int(fields.get("segments", 0))
+            trips = (trips or 0) + int(fields.get("trips", 0))
         if "accepted" in fields and "trips" in fields:
             fixes = (fixes or 0) + int(fields["accepted"])
             trips = (trips or 0) + int(fields["trips"])
@@ -297,7 +363,20 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
     settings
         The config's ``resources`` section (``max_mem_mb``, ``headroom``).
     """
-    cost = COSTS[rule]
+    peak = model_peak_mb(rule, sizes, threads)
+    declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
+    cap = settings.get("max_mem_mb")
+    return min(declared, int(cap)) if cap else declared
+
+
+def model_peak_mb(rule: str, sizes: InputSizes, threads: int) -> float:
+    """Return the modelled peak (MiB) of a job of ``rule``, before headroom and caps.
+
+    Its cost is :data:`SHARDED_COSTS`' on a sharded region (``sizes.region_edges`` set), else
+    :data:`COSTS`'; ``threads`` are the Dask workers it starts when more than one.
+    """
+    sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
+    cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
     units = {
         "fix": float(sizes.fixes or 0),
         "input_mb": sizes.input_bytes / MIB,
@@ -305,10 +384,19 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
         "device_day": float(sizes.device_days),
         "": 0.0,
     }[cost.unit]
-    peak = cost.peak_mb(sizes.edges, units, threads)
-    declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
-    cap = settings.get("max_mem_mb")
-    return min(declared, int(cap)) if cap else declared
+    region_edges = sizes.region_edges or 0
+    partitions = touched_partitions(region_edges, sizes.trips)
+    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions)
+
+
+def touched_partitions(region_edges: float, trips: int | None) -> float:
+    """Return the coverage partitions a batch of ``trips`` touches at most in a sharded region.
+
+    :data:`PARTITIONS_PER_TRIP` per trip, at most the region's (:data:`EDGES_PER_PARTITION`);
+    the region's when the trips are not known.
+    """
+    region = region_edges / EDGES_PER_PARTITION
+    return region if trips is None else min(region, PARTITIONS_PER_TRIP * trips)
 
 
 def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[str, Any]) -> int:
@@ -325,24 +413,36 @@ def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[
         return int(config.get("resources", {}).get("max_mem_mb") or UNKNOWN_SIZE_MB)
     if uses_a_scheduler(config):  # the workers are the cluster's, not the job's
         threads = 1
+    sizes = sharded_sizes(rule, inputs, sizes)
     if rule == "simulate_fleet":
         fleet = config["simulate"]
-        sizes = dataclasses.replace(
-            sizes, edges=simulated_edges(inputs, sizes.edges),
-            device_days=fleet["devices"] * fleet["days"],
-        )  # fmt: skip
+        sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
     return job_mem_mb(rule, sizes, threads, config.get("resources", {}))
 
 
-def simulated_edges(paths: Iterable[str | Path], region_edges: int) -> int:
-    """Return the edges of the network a simulator's process holds: its largest shard's.
+def sharded_sizes(rule: str, paths: Iterable[str | Path], sizes: InputSizes) -> InputSizes:
+    """Return ``sizes`` with the edges a job of ``rule`` holds at once on a sharded region.
 
-    On a sharded roads folder (its ``meta.json`` lists ``shards``) every process of the
-    simulator loads shards, one or two at a time, never the region; the edges are then the
-    largest shard's (each shard's ``meta.json``). ``region_edges`` when no input is a sharded
-    region's, or a shard's ``meta.json`` is not on this disk.
+    On a sharded roads folder (its ``meta.json`` lists ``shards``), the simulator's and the
+    coverage's processes hold one shard at a time, and a match worker the network of a shard or
+    of the union of the shards a trip crosses: the edges are :data:`SHARD_NETWORKS` times the
+    largest shard's (each shard's ``meta.json``), at most the region's, which become
+    ``region_edges``. ``sizes`` unchanged for other rules, when no input is a sharded
+    region's, or when a shard's ``meta.json`` is not on this disk.
     """
-    largest = 0
+    largest = largest_shard_edges(paths)
+    if largest is None or rule not in SHARD_NETWORKS:
+        return sizes
+    held = min(sizes.edges, SHARD_NETWORKS[rule] * largest)
+    return dataclasses.replace(sizes, edges=held, region_edges=sizes.edges)
+
+
+def largest_shard_edges(paths: Iterable[str | Path]) -> int | None:
+    """Return the largest shard's edges of the sharded roads folder among ``paths``, else None.
+
+    None too when a shard's ``meta.json`` is not on this disk.
+    """
+    largest = None
     for path in map(Path, paths):
         meta_path = path / "meta.json" if path.is_dir() else path
         shards = _json_fields(meta_path).get("shards", {})
@@ -350,9 +450,9 @@ def simulated_edges(paths: Iterable[str | Path], region_edges: int) -> int:
             folder = meta_path.parent / shards.get("folder", "shards") / str(cell["cell"])
             shard = _json_fields(folder / "meta.json")
             if "edge_count" not in shard:
-                return region_edges
-            largest = max(largest, int(shard["edge_count"]))
-    return largest or region_edges
+                return None
+            largest = max(largest or 0, int(shard["edge_count"]))
+    return largest
 
 
 def build_roads_mem_mb(osm: str, config: Mapping[str, Any]) -> int:

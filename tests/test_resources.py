@@ -18,11 +18,13 @@ from pipeline.resources import (
     InputSizes,
     build_roads_mem_mb,
     job_mem_mb,
+    largest_shard_edges,
     measure_inputs,
+    model_peak_mb,
     osm_edges,
     rule_mem_mb,
     rule_threads,
-    simulated_edges,
+    sharded_sizes,
 )
 
 MB = 1_000_000
@@ -82,6 +84,80 @@ MEASURED = [
     ("match_traces", InputSizes(edges=1_761, fixes=829_999, trips=5_068), 2, 1092.6),
     ("match_traces", InputSizes(edges=76_425, fixes=1_297, trips=1), 1, 347.8),
     ("match_traces", InputSizes(edges=307_392, fixes=1_000, trips=1), 1, 558.4),
+    # a sharded region (Kubicka 00000013 at resolution 5, and its 8x replica): a worker holds a
+    # union of shards (edges: 3 x the largest shard's, 57,756 / 69,673), the 100-device fleet
+    # matched with 2 workers of its own, medians of 3 (python benchmarks/bench_sharded_jobs.py,
+    # 2026-12-07, docs/benchmarks.md "Memory model"); the 29 M-fix fleets' records on 1x and 32x
+    # (largest shard 74,020), their 2 workers shared with the run's earlier stages
+    (
+        "match_traces",
+        InputSizes(edges=173_268, fixes=643_771, trips=1_059, region_edges=307_392),
+        2,
+        1371.4,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=209_019, fixes=630_757, trips=1_056, region_edges=2_459_136),
+        2,
+        1414.2,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=173_268, fixes=25_388_648, trips=41_756, region_edges=307_392),
+        2,
+        2434.0,
+    ),
+    (
+        "match_traces",
+        InputSizes(edges=222_060, fixes=25_532_248, trips=41_700, region_edges=9_836_544),
+        2,
+        2443.0,
+    ),
+    # its coverage, first runs: the largest shard, the region's edges and the batch's trips and
+    # segments (same benchmark; the 6-trip batches of docs/benchmarks.md "Coverage: an update's
+    # cost"; the 29 M-fix fleets' records)
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=600, trips=6, region_edges=307_392),
+        1,
+        444.8,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=69_673, segments=600, trips=6, region_edges=2_459_136),
+        1,
+        518.5,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=74_020, segments=600, trips=6, region_edges=9_836_544),
+        1,
+        687.7,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=125_708, trips=1_059, region_edges=307_392),
+        1,
+        581.7,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=69_673, segments=128_851, trips=1_056, region_edges=2_459_136),
+        1,
+        1055.2,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=5_192_553, trips=41_738, region_edges=307_392),
+        1,
+        3208.0,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=74_020, segments=5_173_314, trips=41_700, region_edges=9_836_544),
+        1,
+        4874.3,
+    ),
     ("compute_coverage", InputSizes(edges=1_761, segments=56_344), 1, 230.2),
     ("compute_coverage", InputSizes(edges=1_761, segments=237_968), 1, 330.2),
     ("compute_coverage", InputSizes(edges=76_425, segments=794), 1, 388.1),
@@ -111,21 +187,11 @@ OVERESTIMATED = [
 ]
 
 
-def units_of(rule: str, sizes: InputSizes) -> float:
-    return {
-        "fix": float(sizes.fixes or 0),
-        "input_mb": sizes.input_bytes / MIB,
-        "segment": float(sizes.segments),
-        "device_day": float(sizes.device_days),
-        "": 0.0,
-    }[COSTS[rule].unit]
-
-
 @pytest.mark.parametrize(("rule", "sizes", "threads", "measured_mb"), MEASURED)
 def test_the_model_is_near_the_measured_peak_and_declares_at_least_it(
     rule: str, sizes: InputSizes, threads: int, measured_mb: float
 ) -> None:
-    modelled = COSTS[rule].peak_mb(sizes.edges, units_of(rule, sizes), threads)
+    modelled = model_peak_mb(rule, sizes, threads)
     assert modelled == pytest.approx(measured_mb, rel=0.2)
     assert measured_mb <= job_mem_mb(rule, sizes, threads, {}) <= max(MIN_MEM_MB, 1.6 * measured_mb)
 
@@ -186,7 +252,8 @@ def test_inputs_are_read_from_the_stages_files(tmp_path: Path) -> None:
     matched.parent.mkdir()
     matched.write_text(json.dumps({"segments": 300, "matched_points": 10, "trips": 12}))
     sizes = measure_inputs([str(roads / "meta.json"), str(report), str(matched)])
-    assert (sizes.edges, sizes.fixes, sizes.trips, sizes.segments) == (1761, 900, 12, 300)
+    # the trips of the report and of the matched batch (no rule's job has both)
+    assert (sizes.edges, sizes.fixes, sizes.trips, sizes.segments) == (1761, 900, 24, 300)
     on_disk = [p for p in (roads / "meta.json", report, matched)]
     assert sizes.input_bytes == sum(p.stat().st_size for p in on_disk)
     assert sizes.input_files == 3
@@ -330,14 +397,66 @@ def test_a_sharded_regions_simulator_is_sized_by_its_largest_shard(tmp_path: Pat
         (roads / "shards" / cell).mkdir(parents=True)
         (roads / "shards" / cell / "meta.json").write_text(json.dumps({"edge_count": edges}))
     inputs = [str(roads / "meta.json")]
-    assert simulated_edges(inputs, 120_000) == 90_000
+    assert largest_shard_edges(inputs) == 90_000
+    assert sharded_sizes("simulate_fleet", inputs, InputSizes(edges=120_000)).edges == 90_000
     config: dict[str, Any] = {"simulate": {"devices": 100, "days": 7}, "resources": {}}
     # 1.25 x (403 + 0.0005 x 90,000 + 0.002 x 700 + 2 x (448 + 0.00093 x 90,000)) MiB
     expected = 1.25 * (403 + 45 + 1.4 + 2 * (448 + 83.7))
     assert rule_mem_mb("simulate_fleet", inputs, 2, config) == math.ceil(expected)
     (roads / "shards" / "85c" / "meta.json").unlink()  # a shard not on this disk: the region's
-    assert simulated_edges(inputs, 120_000) == 120_000
+    assert largest_shard_edges(inputs) is None
+    assert sharded_sizes("simulate_fleet", inputs, InputSizes(edges=120_000)).edges == 120_000
     unsharded = tmp_path / "whole"
     unsharded.mkdir()
     (unsharded / "meta.json").write_text(json.dumps({"edge_count": 5_000}))
-    assert simulated_edges([str(unsharded / "meta.json")], 5_000) == 5_000
+    assert largest_shard_edges([str(unsharded / "meta.json")]) is None
+
+
+def sharded_roads(folder: Path, region_edges: int, shard_edges: dict[str, int]) -> Path:
+    """A hand-made sharded roads folder: the region's meta.json and each shard's."""
+    meta = {"edge_count": region_edges, "shards": {"folder": "shards", "cells": [
+        {"cell": cell, "owned_edge_count": 1} for cell in shard_edges]}}  # fmt: skip
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for cell, edges in shard_edges.items():
+        (folder / "shards" / cell).mkdir(parents=True)
+        (folder / "shards" / cell / "meta.json").write_text(json.dumps({"edge_count": edges}))
+    return folder / "meta.json"
+
+
+def test_a_sharded_regions_matching_and_coverage_are_sized_by_its_largest_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    roads = sharded_roads(tmp_path / "roads", 3_000_000, {"85a": 40_000, "85b": 60_000})
+    report = tmp_path / "batch.json"
+    report.write_text(json.dumps({"accepted": 500_000, "trips": 900}))
+    matched = tmp_path / "matched" / "meta.json"
+    matched.parent.mkdir()
+    matched.write_text(json.dumps({"segments": 100_000, "matched_points": 1, "trips": 900}))
+    # a match worker holds a union of shards: 3 x 60,000 edges; the stage process as much
+    # 1.25 x (335 + 0.0007 x 180,000 + 0.00002 x 500,000 + 2 x (385 + 0.0007 x 180,000)) MiB
+    match = 1.25 * (335 + 126 + 10 + 2 * (385 + 126))
+    assert rule_mem_mb("match_traces", [str(roads), str(report)], 2, {}) == math.ceil(match)
+    # the coverage: its largest shard (60,000 edges), the region's tables (3 M edges), the batch
+    # (100,000 segments of 900 trips) in 750 partitions (3 M edges / 4,000, fewer than 4 a trip)
+    # 1.25 x (258 + 0.0028 x 60,000 + 0.0000185 x 3 M + 0.00052 x 100,000 + 0.8 x 750) MiB
+    coverage = 1.25 * (258 + 168 + 55.5 + 52 + 600)
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(coverage)
+    # a batch of 2 trips touches 8 partitions at most
+    matched.write_text(json.dumps({"segments": 300, "matched_points": 1, "trips": 2}))
+    small = 1.25 * (258 + 168 + 55.5 + 0.00052 * 300 + 0.8 * 8)
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(small)
+
+
+def test_an_unsharded_regions_matching_and_coverage_are_sized_by_the_region(
+    tmp_path: Path,
+) -> None:
+    roads = tmp_path / "meta.json"
+    roads.write_text(json.dumps({"edge_count": 200_000}))
+    matched = tmp_path / "matched" / "meta.json"
+    matched.parent.mkdir()
+    matched.write_text(json.dumps({"segments": 10_000, "matched_points": 1, "trips": 9}))
+    # 1.25 x (215 + 0.0028 x 200,000 + 0.00055 x 10,000) MiB: today's figures
+    expected = math.ceil(1.25 * (215 + 560 + 5.5))
+    assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == expected

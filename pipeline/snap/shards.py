@@ -24,8 +24,10 @@ are apart. Segments on edges owned elsewhere keep their global ids: they are the
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -34,7 +36,7 @@ import pandas as pd
 
 from pipeline.contracts import POINTS
 from pipeline.geodesy import cells_of
-from pipeline.io import memoized_sha256, read_arrow
+from pipeline.io import memoized_sha256, read_arrow, write_json
 from pipeline.locking import DEFAULT_TIMEOUT_S, LOCK_FILE, LockTimeoutError, folder_lock
 from pipeline.roads.shards import (
     SHARDS_DIR,
@@ -54,6 +56,9 @@ from pipeline.snap.network import (
 log = logging.getLogger(__name__)
 
 NETWORKS_DIR = "shard-networks"
+EVICTIONS_FILE = "evictions.json"
+"""In a union's folder: when its network was emptied (``evicted``) and built again
+(``rebuilt``), as lists of Unix times; kept when the folder is emptied."""
 
 
 def trip_shards(trip_files: pd.DataFrame, roads_dir: Path) -> pd.Series:
@@ -116,7 +121,8 @@ def shard_network(
     network is built under the lock of its folder in ``shard-networks`` (one per set of
     cells), so two tasks asking for the same one at once build it once: the second waits and
     loads it. After a union is used, the least recently used others are emptied until all
-    together take at most ``cache_mb`` (:func:`evict_networks`).
+    together take at most ``cache_mb`` (:func:`evict_networks`); a union built again after
+    that is logged and recorded (:func:`rebuilds_since`).
 
     Parameters
     ----------
@@ -138,10 +144,17 @@ def shard_network(
         identity = {
             cell: memoized_sha256(roads_dir / SHARDS_DIR / cell / EDGES_FILE) for cell in shards
         }
+        emptied = _was_emptied(folder)
         net = cached_match_network(
             folder / MATCH_NETWORK_FILE, {"union_of_shards": identity},
             lambda: union_edges(roads_dir, shards),
         )  # fmt: skip
+        if emptied:
+            _record(folder, "rebuilt")
+            log.warning(
+                "%s: built again, emptied earlier to keep the unions under "
+                "snap.shard_network_cache_mb (%g MB): raise it", folder, cache_mb,
+            )  # fmt: skip
     evict_networks(networks, cache_mb, keep=folder)
     return net
 
@@ -159,7 +172,9 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
 
     A folder's last use is the time its lock was last taken (the holder is written into the
     lock file then). A folder whose lock another process holds is left alone; an emptied one
-    keeps its lock file, so a process waiting for it never builds in a folder being removed.
+    keeps its lock file, so a process waiting for it never builds in a folder being removed,
+    and its evictions record (:data:`EVICTIONS_FILE`), so that building it again is counted
+    (:func:`rebuilds_since`).
     ``keep`` (the folder just used) is never emptied.
 
     Returns
@@ -178,8 +193,9 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
         try:
             with folder_lock(folder, timeout_s=0):
                 for path in folder.iterdir():
-                    if path.name != LOCK_FILE:
+                    if path.name not in (LOCK_FILE, EVICTIONS_FILE):
                         path.unlink()
+                _record(folder, "evicted")
         except LockTimeoutError:
             continue  # in use
         excess -= used[folder]
@@ -189,8 +205,45 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
 
 
 def _folder_bytes(folder: Path) -> int:
-    """Bytes of the files in a network folder but its lock file."""
-    return sum(_stat(path).st_size for path in folder.iterdir() if path.name != LOCK_FILE)
+    """Bytes of the files in a network folder but its lock file and evictions record."""
+    return sum(
+        _stat(path).st_size
+        for path in folder.iterdir()
+        if path.name not in (LOCK_FILE, EVICTIONS_FILE)
+    )
+
+
+def rebuilds_since(networks: Path, since: float) -> int:
+    """Return how many unions were built again after being emptied, from ``since`` (Unix s) on.
+
+    A union emptied by :func:`evict_networks` and needed again is built again; a count above 0
+    in one batch means ``snap.shard_network_cache_mb`` is smaller than the unions it needs.
+    """
+    records = (_evictions(path.parent) for path in networks.glob(f"*/{EVICTIONS_FILE}"))
+    return sum(t >= since for record in records for t in record.get("rebuilt", []))
+
+
+def _was_emptied(folder: Path) -> bool:
+    """Whether the folder's network was emptied and not built since (under its lock)."""
+    record = _evictions(folder)
+    emptied = len(record.get("evicted", [])) > len(record.get("rebuilt", []))
+    return emptied and not (folder / MATCH_NETWORK_FILE).exists()
+
+
+def _evictions(folder: Path) -> dict[str, list[float]]:
+    """Return the folder's evictions record; {} when it has none (or it is unreadable)."""
+    try:
+        record = json.loads((folder / EVICTIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _record(folder: Path, event: str) -> None:
+    """Add now to the folder's ``event`` times (``evicted`` or ``rebuilt``; under its lock)."""
+    record = _evictions(folder)
+    record[event] = [*record.get(event, []), time.time()]
+    write_json(record, folder / EVICTIONS_FILE)
 
 
 def _stat(path: Path) -> os.stat_result:

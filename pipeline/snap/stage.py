@@ -148,7 +148,7 @@ def snap_traces(
         If the batch has no points, or fewer than ``settings.min_fixes_near_roads`` of its
         fixes lie within ``settings.max_search_radius_m`` of a road (then nothing is written).
     """
-    started = time.perf_counter()
+    started, since = time.perf_counter(), time.time()
     trip_files = batch_trip_files(traces_dir, batch_id)
     trips = read_batch_trips(traces_dir, batch_id)
     roads = roads_identity(roads_dir)
@@ -159,7 +159,7 @@ def snap_traces(
         tasks = _tasks_on_networks(roads_dir, trip_files, staging)
         try:
             networks = Networks(
-                str(roads_dir.absolute()), settings.shard_network_cache_mb, lock_timeout_s
+                str(roads_dir.absolute()), union_cache_mb(roads_dir, settings), lock_timeout_s
             )  # absolute: a shared worker may run in another folder
             quality = _match_batch(
                 tasks, trips, networks, params, settings.workers, scheduler_address
@@ -185,8 +185,36 @@ def snap_traces(
             "params": params.__dict__,
             "roads": roads,
         }
+        if any(task.shards for task in tasks):
+            meta["shard_network_rebuilds"] = _union_rebuilds(roads_dir, since, networks)
         write_json(meta, matched_dir / META_FILE)
     return meta
+
+
+def union_cache_mb(roads_dir: Path, settings: SnapSettings) -> float:
+    """Return the disk (MB) a sharded region's union networks may take together.
+
+    ``snap.shard_network_cache_mb``, else :data:`UNION_CACHE_MB_PER_SHARD` per shard of the
+    region (0 for an unsharded region, which has no unions).
+    """
+    if settings.shard_network_cache_mb is not None:
+        return settings.shard_network_cache_mb
+    shards = read_roads_meta(roads_dir).get("shards", {}).get("cells", [])
+    return UNION_CACHE_MB_PER_SHARD * len(shards)
+
+
+def _union_rebuilds(roads_dir: Path, since: float, networks: Networks) -> int:
+    """Return how many union networks were built again after being emptied since ``since``."""
+    from pipeline.snap.shards import NETWORKS_DIR, rebuilds_since
+
+    rebuilds = rebuilds_since(roads_dir / NETWORKS_DIR, since)
+    if rebuilds:
+        log.warning(
+            "snap: %d union networks were built again after being emptied: the unions this batch "
+            "needs take more than the %g MB of snap.shard_network_cache_mb; raise it",
+            rebuilds, networks.shard_network_cache_mb,
+        )  # fmt: skip
+    return rebuilds
 
 
 def _match_batch(
@@ -392,6 +420,12 @@ def _match_tasks(
         }
         tasks.append(MatchTask(first_index + index, by_file, staging))
     return tasks
+
+
+UNION_CACHE_MB_PER_SHARD = 64.0
+"""The default disk of a sharded region's union networks, per shard: the 32x test network's
+batch of 29 M fixes needed 802 unions (628 of two shards, 174 of three), 14.1 GB for 377
+shards, 37 MB a shard (docs/workflow.md, "Match networks of shards")."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,13 @@ from pipeline.snap.network import (
     load_match_network,
     save_match_network,
 )
-from pipeline.snap.shards import NETWORKS_DIR, evict_networks, shard_network
+from pipeline.snap.shards import (
+    EVICTIONS_FILE,
+    NETWORKS_DIR,
+    evict_networks,
+    rebuilds_since,
+    shard_network,
+)
 from pipeline.snap.stage import snap_traces
 from tests.builders import drive_points, write_traces_batch
 
@@ -284,10 +290,45 @@ def test_the_least_recently_used_unions_are_emptied_beyond_the_cache_size(
     budget_mb = (size[unions[0]] + size[unions[2]]) / 2**20
     emptied = evict_networks(roads / NETWORKS_DIR, budget_mb, keep=folders[unions[2]])
     assert emptied == [folders[unions[1]]]
-    assert [p.name for p in folders[unions[1]].iterdir()] == [LOCK_FILE]
+    assert sorted(p.name for p in folders[unions[1]].iterdir()) == [LOCK_FILE, EVICTIONS_FILE]
     assert (folders[unions[0]] / "match_network.npz").exists()
     assert evict_networks(roads / NETWORKS_DIR, 0, keep=folders[unions[2]]) == [folders[unions[0]]]
     assert (folders[unions[2]] / "match_network.npz").exists()
+
+
+def test_a_union_built_again_after_it_was_emptied_is_counted(
+    small_shards: Path, tmp_path: Path, build_log: Path
+) -> None:
+    roads = tmp_path / "roads"
+    shutil.copytree(small_shards, roads)
+    cells = read_plan(roads)["cells"]
+    first, second = (cells[0], cells[1]), (cells[1], cells[2])
+    started = time.time()
+    shard_network(roads, first, cache_mb=0)  # a cache of 0 MB: every other union is emptied
+    shard_network(roads, second, cache_mb=0)  # empties the first
+    assert builds(build_log) == 2
+    assert rebuilds_since(roads / NETWORKS_DIR, started) == 0  # built once each: no rebuild
+    shard_network(roads, first, cache_mb=0)  # emptied, so built again (and the second emptied)
+    assert builds(build_log) == 3
+    assert rebuilds_since(roads / NETWORKS_DIR, started) == 1
+    assert rebuilds_since(roads / NETWORKS_DIR, time.time() + 1) == 0  # before `since`: not counted
+    shard_network(roads, first, cache_mb=0)  # still there: loaded
+    shard_network(roads, second, cache_mb=100)  # emptied before: built again, kept this time
+    shard_network(roads, second, cache_mb=100)
+    assert builds(build_log) == 4
+    assert rebuilds_since(roads / NETWORKS_DIR, started) == 2
+
+
+def test_the_unions_disk_is_64_mb_a_shard_unless_set(small_shards: Path, tmp_path: Path) -> None:
+    shards = len(json.loads((small_shards / "meta.json").read_text())["shards"]["cells"])
+    assert shards == 6  # the fixture's
+    assert SNAP.shard_network_cache_mb is None  # the default
+    assert snap_stage.union_cache_mb(small_shards, SNAP) == 64 * 6
+    assert snap_stage.union_cache_mb(small_shards, replace(SNAP, shard_network_cache_mb=10)) == 10
+    unsharded = tmp_path / "roads"
+    unsharded.mkdir()
+    (unsharded / "meta.json").write_text(json.dumps({"edge_count": 12}))
+    assert snap_stage.union_cache_mb(unsharded, SNAP) == 0
 
 
 def _holds(folder: Path, cells: tuple[str, ...]) -> bool:
@@ -336,5 +377,19 @@ def test_a_second_batch_on_a_sharded_region_builds_no_network(
     snap_stage._worker_network.cache_clear()  # as a new worker process
     snap_traces(roads, traces, tmp_path / "m2", SNAP, "b1")
     assert builds(build_log) == first
+    assert json.loads((tmp_path / "m2" / "meta.json").read_text())["shard_network_rebuilds"] == 0
     for name in ("matched_points.parquet", "matched_segments.parquet", "match_quality.parquet"):
         assert file_sha256(tmp_path / "m1" / name) == file_sha256(tmp_path / "m2" / name)
+    unions = len(list((roads / NETWORKS_DIR).glob("*/match_network.npz")))
+    assert unions >= 2
+    # a cache of 0 MB keeps only the union just used: the next batch builds every union again
+    tight = replace(SNAP, shard_network_cache_mb=0)
+    snap_traces(roads, traces, tmp_path / "m3", tight, "b1")
+    snap_stage._worker_network.cache_clear()
+    snap_traces(roads, traces, tmp_path / "m4", tight, "b1")
+    rebuilds = [
+        json.loads((tmp_path / name / "meta.json").read_text())["shard_network_rebuilds"]
+        for name in ("m3", "m4")
+    ]
+    assert rebuilds[1] == unions
+    assert rebuilds[0] == builds(build_log) - first - unions  # each of m3's builds was a rebuild
