@@ -64,7 +64,7 @@ from pipeline.parallel import run_tasks
 from pipeline.roads.identity import describe_roads, roads_identity
 from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
-from pipeline.snap.hmm_kernels import NO_CANDIDATE
+from pipeline.snap.hmm_kernels import MATCHED, NO_CANDIDATE
 from pipeline.snap.match import UNMATCHED_REASONS, TripsMatch, match_trips, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
@@ -482,7 +482,7 @@ def match_chunk(
     return _matched_points(net, points, fixes), segments, quality
 
 
-_FIX_FIELDS = ("edge", "offset_m", "lon", "lat", "distance_m", "reason", "segment", "is_break")
+_FIX_FIELDS = ("edge", "offset_m", "lon", "lat", "distance_m", "status", "segment", "is_break")
 
 
 def _run_bounds(ids: pa.ChunkedArray) -> np.ndarray:
@@ -524,7 +524,7 @@ def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.nda
         "distance_m": _float_array(fixes["distance_m"]),
         "run": arrow_array(fixes["segment"].astype("int64")),
         "is_break": arrow_array(fixes["is_break"].astype(bool)),
-        "unmatched_reason": _reasons(fixes["reason"]),
+        "unmatched_reason": _reasons(fixes["status"]),
         "source_row": points.column("source_row"),
         "lon": arrow_array(np.where(matched, fixes["lon"], raw_lon)),
         "lat": arrow_array(np.where(matched, fixes["lat"], raw_lat)),
@@ -543,13 +543,12 @@ def _float_array(values: np.ndarray) -> pa.Array:
     return arrow_array(values, valid=~np.isnan(values))
 
 
-def _reasons(reasons: np.ndarray) -> pa.Array:
-    """Return the fixes' unmatched reasons as strings, null where matched (reason None)."""
-    names = [name for name in UNMATCHED_REASONS.values() if name is not None]
-    codes = np.zeros(len(reasons), dtype=np.int32)
-    for code, name in enumerate(names):
-        codes[reasons == name] = code
-    return arrow_strings(names).take(arrow_array(codes, valid=np.isin(reasons, names)))
+def _reasons(status: np.ndarray) -> pa.Array:
+    """Return the fixes' unmatched reasons as strings, null where matched (status codes)."""
+    names = [name for _, name in sorted(UNMATCHED_REASONS.items()) if name is not None]
+    unmatched = status != MATCHED
+    codes = np.where(unmatched, status.astype(np.int32) - 1, 0)  # the codes after MATCHED (0)
+    return arrow_strings(names).take(arrow_array(codes, valid=unmatched))
 
 
 def _segments(net: MatchNetwork, trips: TripsMatch, firsts: pa.Table) -> Segments:
@@ -626,7 +625,7 @@ def _trip_quality(
             strict=True,
         )
     ]  # fmt: skip
-    far_points = (fixes["reason"] == UNMATCHED_REASONS[NO_CANDIDATE]).astype("int64")
+    far_points = (fixes["status"] == NO_CANDIDATE).astype("int64")
     columns = {
         "trace_id": firsts.column("trace_id"),
         "trip_id": firsts.column("trip_id"),

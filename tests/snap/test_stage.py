@@ -102,6 +102,14 @@ def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> No
         assert result is table  # already sorted: taken as it is
 
 
+def test_the_unmatched_reason_column_names_each_fix_s_status() -> None:
+    # hmm_kernels' codes: 0 matched, 1 no road within the radius, 2 no plausible route
+    status = np.array([0, 1, 2, 0, 2, 1], dtype=np.int8)
+    reasons = snap_stage._reasons(status)
+    assert reasons.type == pa.string()
+    assert reasons.to_pylist() == [None, "no_candidate", "outlier", None, "outlier", "no_candidate"]
+
+
 # what `roadcover snap` must not import: it matches on the cached network's arrays and writes
 # GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's)
 HEAVY_MODULES = ("geopandas", "shapely", "osmnx", "networkx", "matplotlib", "osmium", "h3",
