@@ -297,9 +297,14 @@ def ingest_monaco(cache: Path, devices: int, days: int) -> tuple[Path, Path, Pat
 
 
 def bench_env() -> dict[str, str]:
-    """This environment with one numba thread (as the peers' one thread) and a pseudonym key."""
+    """This environment with one numba thread (as the peers' one thread) and a pseudonym key.
+
+    Without ``PYTHONDONTWRITEBYTECODE``: the modules' bytecode is cached by the first run, as
+    in an installed package, not compiled from source again by every timed run.
+    """
     key = os.environ.get("ROADCOVER_PSEUDONYM_KEY", "bench-key-not-a-secret-0123456789abcdef")
-    return {**os.environ, "NUMBA_NUM_THREADS": "1", "ROADCOVER_PSEUDONYM_KEY": key}
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "NUMBA_NUM_THREADS": "1", "ROADCOVER_PSEUDONYM_KEY": key}
 
 
 def time_snap_process(roads: Path, traces: Path, out: Path) -> dict[str, float]:
