@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -205,6 +206,7 @@ def _match_batch(
         match_task, tasks, "match chunks", workers, scheduler_address,
         networks=networks, params=params,
     )  # fmt: skip
+    _partition_fixes.cache_clear()  # the last file read, kept for a next task in this process
     quality = pa.concat_tables(results)
     verdicts = {
         trip: (plausible or False, trust or 0.0)
@@ -435,10 +437,24 @@ def _read_trips(path: Path, trip_ids: list[str] | None) -> pa.Table:
     The file is read whole and filtered in Arrow (as a row filter on the read would, whose
     expression would import pandas).
     """
-    table = read_arrow(path, POINTS, columns=POINT_COLUMNS)
+    status = os.stat(path)
+    table = _partition_fixes(str(path), (status.st_dev, status.st_ino, status.st_size,
+                                         status.st_mtime_ns))  # fmt: skip
     if trip_ids is None:
         return table
     return table.filter(pc.is_in(table.column("trip_id"), value_set=arrow_strings(trip_ids)))
+
+
+@functools.lru_cache(maxsize=1)
+def _partition_fixes(path: str, stamp: tuple[int, int, int, int]) -> pa.Table:
+    """Read a partition file's fixes; the last file read is kept, by its path and ``stamp``.
+
+    The tasks take a file's trips in turn, so a file whose trips are cut between two tasks is
+    read by both, one after the other: the second (on the same worker) takes the table the
+    first read. ``stamp`` (device, inode, size, modification time) is part of the key, so a
+    file written anew since is read anew.
+    """
+    return read_arrow(Path(path), POINTS, columns=POINT_COLUMNS)
 
 
 def sort_rows(table: pa.Table, keys: list[str]) -> pa.Table:

@@ -167,6 +167,23 @@ def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Pa
     ]
 
 
+def test_a_partition_file_read_again_is_taken_from_the_last_read_unless_rewritten(
+    traces: tuple[Path, list[list[int]]], tmp_path: Path
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "part-b1.parquet"  # a copy: the traces are the module's
+    shutil.copyfile(snap_stage.batch_point_files(traces[0], None)[0], path)
+    whole = pq.read_table(path)
+    first = snap_stage._read_trips(path, None)
+    assert first.num_rows == whole.num_rows
+    assert snap_stage._read_trips(path, None) is first  # the next task's read of the same file
+    pq.write_table(whole.slice(0, 5), path)  # the file written anew, at the same path
+    assert snap_stage._read_trips(path, None).num_rows == 5
+
+
 def test_interpolated_times_are_rounded_to_the_millisecond_as_pandas_rounds_them() -> None:
     """pandas' to_datetime(unit="s").round("ms") is the reference, halves and NaN included."""
     rng = np.random.default_rng(7)
