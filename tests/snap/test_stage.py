@@ -102,6 +102,29 @@ def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> No
         assert result is table  # already sorted: taken as it is
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(  # runs of rows of one trip each, as a task's files give them; a trip may recur
+        st.tuples(
+            st.sampled_from(["a", "b", "b-1", "é", "ab", "c"]),
+            st.lists(st.integers(0, 5), min_size=1, max_size=6),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_trips_are_sorted_as_pandas_sorts_them(
+    runs: list[tuple[str, list[int]]], times_in_order: bool
+) -> None:
+    rows = [(trip, t) for trip, times in runs for t in (sorted(times) if times_in_order else times)]
+    frame = pd.DataFrame(rows, columns=["trip_id", "observed_at"]).astype({"observed_at": "int64"})
+    frame["row"] = np.arange(len(frame))  # where each row was: ties keep their order
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = snap_stage.sort_trips(table)
+    expected = frame.sort_values(["trip_id", "observed_at"], kind="stable", ignore_index=True)
+    assert result.to_pandas().equals(expected)
+
+
 def test_the_unmatched_reason_column_names_each_fix_s_status() -> None:
     # hmm_kernels' codes: 0 matched, 1 no road within the radius, 2 no plausible route
     status = np.array([0, 1, 2, 0, 2, 1], dtype=np.int8)
