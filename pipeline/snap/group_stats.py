@@ -67,27 +67,31 @@ def group_quantiles(values: np.ndarray, bounds: np.ndarray, q: float) -> np.ndar
     """Return each group's ``q`` quantile of its non-NaN values (NaN if none).
 
     Linear interpolation between the two nearest ranks, computed as pandas'
-    ``groupby(...).quantile(q)`` computes it.
+    ``groupby(...).quantile(q)`` computes it. Each group is sorted on its own (a stable sort,
+    equal values in their order), a third of the cost of one sort of all the values by group
+    and value for groups of hundreds of values (a snap task's trips).
     """
     values = np.asarray(values, dtype="float64")
     bounds = _bounds(bounds)
-    groups = len(bounds) - 1
-    group = np.repeat(np.arange(groups), np.diff(bounds))
-    valid = ~np.isnan(values)
-    group = group[valid]
-    ordered = values[valid][np.lexsort((values[valid], group))]
-    counts = np.bincount(group, minlength=groups)
-    starts = np.cumsum(counts) - counts
-    position = q * (counts - 1).astype("float64")
-    low = starts + position.astype(np.int64)  # truncated, as pandas does
+    quantiles = np.full(len(bounds) - 1, np.nan)
+    for g in range(len(bounds) - 1):
+        run = values[bounds[g] : bounds[g + 1]]
+        ordered = np.sort(run[~np.isnan(run)], kind="stable")
+        if len(ordered):
+            quantiles[g] = _interpolated(ordered, q * (len(ordered) - 1.0))
+    return quantiles
+
+
+def _interpolated(ordered: np.ndarray, position: float) -> float:
+    """Return the value at a fractional ``position`` of sorted values, as pandas interpolates."""
+    low = int(position)  # truncated, as pandas does
     frac = position % 1
-    has = counts > 0
-    last = np.maximum(starts + counts - 1, 0)
-    below = ordered[np.where(has, low, 0)] if len(ordered) else np.zeros(groups)
-    above = ordered[np.where(has, np.minimum(low + 1, last), 0)] if len(ordered) else below
+    below = ordered[low]
+    if frac == 0.0:
+        return float(below)
+    above = ordered[min(low + 1, len(ordered) - 1)]
     with np.errstate(invalid="ignore"):
-        value = np.where(frac == 0.0, below, below + (above - below) * frac)
-    return np.where(has, value, np.nan)
+        return float(below + (above - below) * frac)
 
 
 def _bounds(bounds: np.ndarray) -> np.ndarray:

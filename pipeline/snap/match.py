@@ -57,9 +57,10 @@ class MatchedFixes:
         The snapped position (NaN when unmatched).
     distance_m
         Distance from the raw fix to the snapped position (NaN when unmatched).
-    reason
-        ``None`` if matched, else ``"no_candidate"`` (no road within the search radius) or
-        ``"outlier"`` (no plausible route reaches it).
+    status
+        How each fix ended, as a code of :data:`UNMATCHED_REASONS`: matched (0), no road
+        within the search radius (1) or no plausible route reaching it (2); its name is
+        :attr:`reason`.
     segment
         Index of the HMM run the fix belongs to (``-1`` when unmatched).
     is_break
@@ -75,10 +76,15 @@ class MatchedFixes:
     lon: np.ndarray
     lat: np.ndarray
     distance_m: np.ndarray
-    reason: np.ndarray
+    status: np.ndarray
     segment: np.ndarray
     is_break: np.ndarray
     route_columns: dict[str, np.ndarray]
+
+    @property
+    def reason(self) -> np.ndarray:
+        """``None`` if matched, else ``"no_candidate"`` or ``"outlier"``, per fix."""
+        return _REASONS[self.status]
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,7 +261,7 @@ def match_trips(
         lon=snapped_lon,
         lat=snapped_lat,
         distance_m=dist,
-        reason=_REASONS[status],
+        status=status,
         segment=segment.astype(np.int64),
         is_break=is_break,
         route_columns=_route_columns(net, pieces),
@@ -354,7 +360,7 @@ def _trip_match(
         lon=lon,
         lat=lat,
         distance_m=dist,
-        reason=_REASONS[status],
+        status=status,
         segment=segment.astype(np.int64),
         is_break=is_break,
         route_columns=_route_columns(net, pieces),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -64,7 +65,7 @@ from pipeline.parallel import run_tasks
 from pipeline.roads.identity import describe_roads, roads_identity
 from pipeline.roads.store import read_roads_meta
 from pipeline.snap.group_stats import group_means, group_quantiles, group_sums
-from pipeline.snap.hmm_kernels import NO_CANDIDATE
+from pipeline.snap.hmm_kernels import MATCHED, NO_CANDIDATE
 from pipeline.snap.match import UNMATCHED_REASONS, TripsMatch, match_trips, substring_lines
 from pipeline.snap.network import MatchNetwork, prepare_match_network
 from pipeline.snap.params import MatchParams
@@ -233,6 +234,7 @@ def _match_batch(
         match_task, tasks, "match chunks", workers, scheduler_address,
         networks=networks, params=params,
     )  # fmt: skip
+    _partition_fixes.cache_clear()  # the last file read, kept for a next task in this process
     quality = pa.concat_tables(results)
     verdicts = {
         trip: (plausible or False, trust or 0.0)
@@ -448,7 +450,7 @@ def match_task(task: MatchTask, networks: Networks, params: MatchParams) -> pa.T
     network is loaded (or, for shards, built) here too, once per worker.
     """
     tables = [_read_trips(Path(f), ids) for f, ids in task.trips_by_file.items()]
-    points = sort_rows(pa.concat_tables(tables).combine_chunks(), ["trip_id", "observed_at"])
+    points = sort_trips(pa.concat_tables(tables).combine_chunks())
     net = _worker_network(networks, task.shards)
     matched, segments, quality = match_chunk(points, net, params)
     matched = sort_rows(matched, ["trace_id", "observed_at"])
@@ -469,10 +471,24 @@ def _read_trips(path: Path, trip_ids: list[str] | None) -> pa.Table:
     The file is read whole and filtered in Arrow (as a row filter on the read would, whose
     expression would import pandas).
     """
-    table = read_arrow(path, POINTS, columns=POINT_COLUMNS)
+    status = os.stat(path)
+    table = _partition_fixes(str(path), (status.st_dev, status.st_ino, status.st_size,
+                                         status.st_mtime_ns))  # fmt: skip
     if trip_ids is None:
         return table
     return table.filter(pc.is_in(table.column("trip_id"), value_set=arrow_strings(trip_ids)))
+
+
+@functools.lru_cache(maxsize=1)
+def _partition_fixes(path: str, stamp: tuple[int, int, int, int]) -> pa.Table:
+    """Read a partition file's fixes; the last file read is kept, by its path and ``stamp``.
+
+    The tasks take a file's trips in turn, so a file whose trips are cut between two tasks is
+    read by both, one after the other: the second (on the same worker) takes the table the
+    first read. ``stamp`` (device, inode, size, modification time) is part of the key, so a
+    file written anew since is read anew.
+    """
+    return read_arrow(Path(path), POINTS, columns=POINT_COLUMNS)
 
 
 def sort_rows(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -480,6 +496,27 @@ def sort_rows(table: pa.Table, keys: list[str]) -> pa.Table:
     if in_key_order(table, keys):
         return table
     return table.take(pc.sort_indices(table, [(key, "ascending") for key in keys]))
+
+
+def sort_trips(fixes: pa.Table) -> pa.Table:
+    """Return fixes sorted by ``trip_id``, then ``observed_at``, as :func:`sort_rows` sorts them.
+
+    A task's fixes come file after file, each trip's fixes a run of rows in time order (a trip
+    never spans partition files): the runs are put in the order of their trips (a stable sort
+    of a few dozen ids, not of every row). That is the rows' stable sort when the result is in
+    key order, which is checked: otherwise the rows are sorted.
+    """
+    keys = ["trip_id", "observed_at"]
+    if in_key_order(fixes, keys):
+        return fixes
+    bounds = _run_bounds(fixes.column("trip_id"))
+    firsts = fixes.column("trip_id").take(arrow_array(bounds[:-1]))
+    order = numpy_values(pc.sort_indices(firsts).cast(pa.int64()))
+    sizes = np.diff(bounds)[order]
+    ends = np.cumsum(sizes)
+    rows = np.arange(ends[-1]) + np.repeat(bounds[:-1][order] - (ends - sizes), sizes)
+    runs_sorted = fixes.take(arrow_array(rows))
+    return runs_sorted if in_key_order(runs_sorted, keys) else sort_rows(fixes, keys)
 
 
 @dataclass
@@ -516,7 +553,7 @@ def match_chunk(
     return _matched_points(net, points, fixes), segments, quality
 
 
-_FIX_FIELDS = ("edge", "offset_m", "lon", "lat", "distance_m", "reason", "segment", "is_break")
+_FIX_FIELDS = ("edge", "offset_m", "lon", "lat", "distance_m", "status", "segment", "is_break")
 
 
 def _run_bounds(ids: pa.ChunkedArray) -> np.ndarray:
@@ -558,7 +595,7 @@ def _matched_points(net: MatchNetwork, points: pa.Table, fixes: dict[str, np.nda
         "distance_m": _float_array(fixes["distance_m"]),
         "run": arrow_array(fixes["segment"].astype("int64")),
         "is_break": arrow_array(fixes["is_break"].astype(bool)),
-        "unmatched_reason": _reasons(fixes["reason"]),
+        "unmatched_reason": _reasons(fixes["status"]),
         "source_row": points.column("source_row"),
         "lon": arrow_array(np.where(matched, fixes["lon"], raw_lon)),
         "lat": arrow_array(np.where(matched, fixes["lat"], raw_lat)),
@@ -577,13 +614,12 @@ def _float_array(values: np.ndarray) -> pa.Array:
     return arrow_array(values, valid=~np.isnan(values))
 
 
-def _reasons(reasons: np.ndarray) -> pa.Array:
-    """Return the fixes' unmatched reasons as strings, null where matched (reason None)."""
-    names = [name for name in UNMATCHED_REASONS.values() if name is not None]
-    codes = np.zeros(len(reasons), dtype=np.int32)
-    for code, name in enumerate(names):
-        codes[reasons == name] = code
-    return arrow_strings(names).take(arrow_array(codes, valid=np.isin(reasons, names)))
+def _reasons(status: np.ndarray) -> pa.Array:
+    """Return the fixes' unmatched reasons as strings, null where matched (status codes)."""
+    names = [name for _, name in sorted(UNMATCHED_REASONS.items()) if name is not None]
+    unmatched = status != MATCHED
+    codes = np.where(unmatched, status.astype(np.int32) - 1, 0)  # the codes after MATCHED (0)
+    return arrow_strings(names).take(arrow_array(codes, valid=unmatched))
 
 
 def _segments(net: MatchNetwork, trips: TripsMatch, firsts: pa.Table) -> Segments:
@@ -660,7 +696,7 @@ def _trip_quality(
             strict=True,
         )
     ]  # fmt: skip
-    far_points = (fixes["reason"] == UNMATCHED_REASONS[NO_CANDIDATE]).astype("int64")
+    far_points = (fixes["status"] == NO_CANDIDATE).astype("int64")
     columns = {
         "trace_id": firsts.column("trace_id"),
         "trip_id": firsts.column("trip_id"),

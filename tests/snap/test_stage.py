@@ -102,6 +102,37 @@ def test_rows_are_sorted_as_pandas_sorts_them(rows: list[tuple[str, int]]) -> No
         assert result is table  # already sorted: taken as it is
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(  # runs of rows of one trip each, as a task's files give them; a trip may recur
+        st.tuples(
+            st.sampled_from(["a", "b", "b-1", "é", "ab", "c"]),
+            st.lists(st.integers(0, 5), min_size=1, max_size=6),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_trips_are_sorted_as_pandas_sorts_them(
+    runs: list[tuple[str, list[int]]], times_in_order: bool
+) -> None:
+    rows = [(trip, t) for trip, times in runs for t in (sorted(times) if times_in_order else times)]
+    frame = pd.DataFrame(rows, columns=["trip_id", "observed_at"]).astype({"observed_at": "int64"})
+    frame["row"] = np.arange(len(frame))  # where each row was: ties keep their order
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = snap_stage.sort_trips(table)
+    expected = frame.sort_values(["trip_id", "observed_at"], kind="stable", ignore_index=True)
+    assert result.to_pandas().equals(expected)
+
+
+def test_the_unmatched_reason_column_names_each_fix_s_status() -> None:
+    # hmm_kernels' codes: 0 matched, 1 no road within the radius, 2 no plausible route
+    status = np.array([0, 1, 2, 0, 2, 1], dtype=np.int8)
+    reasons = snap_stage._reasons(status)
+    assert reasons.type == pa.string()
+    assert reasons.to_pylist() == [None, "no_candidate", "outlier", None, "outlier", "no_candidate"]
+
+
 # what `roadcover snap` must not import: it matches on the cached network's arrays and writes
 # GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's)
 HEAVY_MODULES = ("geopandas", "shapely", "osmnx", "networkx", "matplotlib", "osmium", "h3",
@@ -157,6 +188,23 @@ def test_a_task_reads_a_file_whole_only_when_it_takes_all_its_trips(tmp_path: Pa
         {"A": a_ids[:per_task]},
         {"A": a_ids[per_task:], "B": None, "C": ["c0"]},
     ]
+
+
+def test_a_partition_file_read_again_is_taken_from_the_last_read_unless_rewritten(
+    traces: tuple[Path, list[list[int]]], tmp_path: Path
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "part-b1.parquet"  # a copy: the traces are the module's
+    shutil.copyfile(snap_stage.batch_point_files(traces[0], None)[0], path)
+    whole = pq.read_table(path)
+    first = snap_stage._read_trips(path, None)
+    assert first.num_rows == whole.num_rows
+    assert snap_stage._read_trips(path, None) is first  # the next task's read of the same file
+    pq.write_table(whole.slice(0, 5), path)  # the file written anew, at the same path
+    assert snap_stage._read_trips(path, None).num_rows == 5
 
 
 def test_interpolated_times_are_rounded_to_the_millisecond_as_pandas_rounds_them() -> None:
