@@ -78,7 +78,8 @@ log = logging.getLogger(__name__)
 BYTES_PER_SEGMENT = 2048
 """What a step holds per segment at its peak (its segments, state, partitions and spills)."""
 READ_ROWS = 65_536
-"""Segments read at a time (fewer when a step holds fewer)."""
+"""Segments read at a time (fewer when a step holds fewer, but at least :data:`MIN_READ_ROWS`)."""
+MIN_READ_ROWS = 64
 FILE_ROW_GROUP = 1024 * 1024
 """Rows per row group of the trips' tables: pyarrow's default, as one write of the table."""
 EDGE_SAMPLE = 16
@@ -331,7 +332,8 @@ def _plan_steps(
     InputDataError
         If a segment that counts lies on an edge the roads do not have.
     """
-    plan, per_part, sample = _Plan(rows=min(READ_ROWS, step)), Counter[str](), []
+    plan = _Plan(rows=min(READ_ROWS, max(step, MIN_READ_ROWS)))
+    per_part, sample = Counter[str](), []
     seen = set(applied)
     for matched_dir, batch_id in new_batches:
         counted = _counted_trips(matched_dir, settings)
