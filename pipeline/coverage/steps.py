@@ -33,7 +33,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +147,13 @@ def apply_partitions(
     )
     edges = write_part_edges(state_root, version, merged, totals, network)
     rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
-    empty = StatePart(state.edge_pieces.iloc[:0], contributors.iloc[:0])
+    empty = StatePart(state.edge_pieces.iloc[:0].copy(), contributors.iloc[:0].copy())
     return PartsApplied(
         set(merged),
         rows,
         driven_rows(state.edge_trips, edges["highway"]),
         _changed_cell_parts(rows["road_cover"], state, network),
-        (empty, totals.iloc[:0]),
+        (empty, totals.iloc[:0].copy()),  # copies: a slice would hold the whole tables
     )
 
 
@@ -308,9 +308,10 @@ def apply_in_steps(
             state = state_of_batch(segments.to_pandas(), network.runs_of(touched), "")
             del segments
             done = apply_partitions(state_root, pointer, state, merge_old, network, version)
-            applied_parts.append(done)
             _spill_trips(state, done.driven, plan, network, scratch, index)
-            no_cells = state.cell_trips.iloc[:0]
+            applied_parts.append(replace(done, driven=_by_highway(done.driven)))
+            no_cells = state.cell_trips.iloc[:0].copy()
+            del state, done
         trip_ids, latest = _write_edge_trips(scratch, state_root / TRIPS_DIR / version)
         cells = _write_cell_trips(scratch, state_root / TRIPS_DIR / version, network, no_cells)
     return BatchApplied(_joined(applied_parts), cells, trip_ids, latest)
@@ -575,13 +576,15 @@ def _joined(steps: list[PartsApplied]) -> PartsApplied:
         order = np.argsort(frame[key].to_numpy(), kind="stable")
         rows[name] = frame.iloc[order].reset_index(drop=True)
     driven = pd.concat([done.driven for done in steps], ignore_index=True)
-    by_highway = driven.groupby("highway", as_index=False, sort=True).agg(
-        driven_mm=("driven_mm", "sum")
-    )
     return PartsApplied(
         set().union(*(done.keys for done in steps)),
         rows,
-        by_highway,
+        _by_highway(driven),
         set().union(*(done.cell_parts for done in steps)),
         steps[0].empty,
     )
+
+
+def _by_highway(driven: pd.DataFrame) -> pd.DataFrame:
+    """Return driven rows' ``driven_mm`` summed by ``highway`` (all the rollup takes of them)."""
+    return driven.groupby("highway", as_index=False, sort=True).agg(driven_mm=("driven_mm", "sum"))
