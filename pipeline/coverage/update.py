@@ -32,6 +32,7 @@ from pipeline.coverage.region_tables import (
     write_coarse_cells,
 )
 from pipeline.coverage.rollup import (
+    OLDEST_MS,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
@@ -61,9 +62,9 @@ from pipeline.coverage.state import (
     read_cell_pairs,
     read_rollup,
     read_state,
-    read_trips,
     state_of_batch,
     state_version,
+    trips_row_groups,
     write_cell_pairs,
     write_rollup,
     write_trips,
@@ -401,17 +402,27 @@ def _summary_driven(
     """Return the driven rows the summary sums (:func:`~pipeline.coverage.rollup.summary_driven`).
 
     Of the ``driven`` tables of the updates ``pointer`` (the pointer in force) names, only
-    those of updates whose latest trip ends in the week before ``as_of_ms`` are read.
+    those of updates whose latest trip ends in the week before ``as_of_ms`` are read, a row
+    group at a time, summed by highway and whether in that week (``last_ms`` the week's start,
+    or :data:`~pipeline.coverage.rollup.OLDEST_MS`): the summary's sums of them are those
+    of their rows, in integer mm.
     """
     week_start = as_of_ms - 7 * MS_PER_DAY
     trips = dict(pointer.get("trips") or {})
     recent = [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
-    rows = read_trips(state_root, pointer, "driven", recent)
-    if rows is None:
-        rows = pd.DataFrame(
-            {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
-             "driven_mm": pd.Series(dtype="int64")}
-        )  # fmt: skip
+    columns = ["highway", "last_ms", "driven_mm"]
+    rows = pd.DataFrame(
+        {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
+         "driven_mm": pd.Series(dtype="int64")}
+    )  # fmt: skip
+    for group in trips_row_groups(state_root, pointer, "driven", recent, columns):
+        in_week = group["last_ms"].to_numpy() >= week_start
+        group = group.assign(last_ms=np.where(in_week, week_start, OLDEST_MS))
+        rows = (
+            pd.concat([rows, group], ignore_index=True)
+            .groupby(["highway", "last_ms"], as_index=False, sort=True)
+            .agg(driven_mm=("driven_mm", "sum"))
+        )
     return summary_driven(rollup["driven_total"], rows)
 
 
