@@ -7,8 +7,10 @@ and rewrites only the partitions its batches touch, with their edge coverage
 :mod:`pipeline.coverage.edge_reader`), updates the region's rollup
 (:mod:`pipeline.coverage.rollup`), and writes the cell table and the summary from the rollup
 and the network's cache (:mod:`pipeline.coverage.partitions`), never from the roads' edge
-table, a table of every edge, or the whole state. The first update of a folder, and the first
-after the roads' partitioning changes, writes every partition.
+table, a table of every edge, or the whole state. The batch is applied in steps of
+partitions, so that its memory is bounded by ``coverage.batch_max_mb`` whatever its size
+(:mod:`pipeline.coverage.steps`). The first update of a folder, and the first after the
+roads' partitioning changes, writes every partition.
 """
 
 from __future__ import annotations
