@@ -907,14 +907,8 @@ def read_arrow(
         If it was not written for ``contract`` or does not satisfy it.
     """
     source = str(path)
-    try:
-        parquet_file = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise InputDataError(f"{source}: file not found; run the stage that writes it") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(f"{source}: not a readable Parquet file ({exc})") from None
+    parquet_file = _opened_output(path, contract)
     schema = parquet_file.schema_arrow
-    check_contract_metadata(schema, contract, source)
     if check_all and columns is not None and filters is None:
         return _read_checked_columns(parquet_file, contract, columns, source)
     if filters is None:
@@ -948,6 +942,26 @@ def _read_checked_columns(
     return table.select(columns)
 
 
+def _opened_output(path: str | Path, contract: Contract) -> pq.ParquetFile:
+    """Open a stage output's Parquet file, checking its contract metadata.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract``.
+    """
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: file not found; run the stage that writes it") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{path}: not a readable Parquet file ({exc})") from None
+    check_contract_metadata(parquet_file.schema_arrow, contract, str(path))
+    return parquet_file
+
+
 def read_checked_chunks(
     path: str | Path, contract: Contract, columns: list[str], rows: int
 ) -> Iterator[pa.Table]:
@@ -967,14 +981,8 @@ def read_checked_chunks(
         every chunk is read).
     """
     source = str(path)
-    try:
-        parquet_file = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise InputDataError(f"{source}: file not found; run the stage that writes it") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(f"{source}: not a readable Parquet file ({exc})") from None
+    parquet_file = _opened_output(path, contract)
     schema = parquet_file.schema_arrow
-    check_contract_metadata(schema, contract, source)
     if COVERING_BBOX_COLUMN in schema.names:
         schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
     null_counts = _statistics_null_counts(parquet_file, schema.names)
