@@ -118,6 +118,7 @@ class CoverageSettings:
     world_road_km: float
     world_road_km_source: str
     partition_resolution: int | str = "auto"
+    batch_max_mb: float = 1024.0
 
 
 @dataclass(frozen=True)

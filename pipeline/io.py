@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
-from pipeline.contracts import Contract, check_contract_metadata, validate_parts, validate_table
+from pipeline.contracts import (
+    Contract,
+    check_contract_metadata,
+    in_key_order,
+    validate_parts,
+    validate_table,
+)
 from pipeline.errors import ContractError, InputDataError
 
 if TYPE_CHECKING:
@@ -901,14 +907,8 @@ def read_arrow(
         If it was not written for ``contract`` or does not satisfy it.
     """
     source = str(path)
-    try:
-        parquet_file = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise InputDataError(f"{source}: file not found; run the stage that writes it") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(f"{source}: not a readable Parquet file ({exc})") from None
+    parquet_file = _opened_output(path, contract)
     schema = parquet_file.schema_arrow
-    check_contract_metadata(schema, contract, source)
     if check_all and columns is not None and filters is None:
         return _read_checked_columns(parquet_file, contract, columns, source)
     if filters is None:
@@ -940,6 +940,69 @@ def _read_checked_columns(
             null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
     validate_parts(schema, null_counts, table, contract, source)
     return table.select(columns)
+
+
+def _opened_output(path: str | Path, contract: Contract) -> pq.ParquetFile:
+    """Open a stage output's Parquet file, checking its contract metadata.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract``.
+    """
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: file not found; run the stage that writes it") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{path}: not a readable Parquet file ({exc})") from None
+    check_contract_metadata(parquet_file.schema_arrow, contract, str(path))
+    return parquet_file
+
+
+def read_checked_chunks(
+    path: str | Path, contract: Contract, columns: list[str], rows: int
+) -> Iterator[pa.Table]:
+    """Read ``columns`` of a stage output about ``rows`` rows at a time, checking it whole.
+
+    The checks of :func:`read_arrow` with ``check_all``, holding one chunk at a time: the
+    schema and the nulls (from the row groups' statistics) before the first chunk, the key
+    after the last. Rows in strict key order across the chunks settle the key's uniqueness
+    (stages write their tables so); otherwise the key columns are read whole and grouped.
+
+    Raises
+    ------
+    InputDataError
+        If the file is missing or not Parquet.
+    ContractError
+        If it was not written for ``contract`` or does not satisfy it (a repeated key: once
+        every chunk is read).
+    """
+    source = str(path)
+    parquet_file = _opened_output(path, contract)
+    schema = parquet_file.schema_arrow
+    if COVERING_BBOX_COLUMN in schema.names:
+        schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
+    null_counts = _statistics_null_counts(parquet_file, schema.names)
+    for name in schema.names:
+        if name not in null_counts:  # no statistics to count them in
+            null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
+    key = list(contract.key)
+    validate_parts(schema, null_counts, schema.empty_table().select(key), contract, source)
+    wanted = list(dict.fromkeys([*columns, *key]))
+    ordered, last = True, None
+    for batch in parquet_file.iter_batches(batch_size=rows, columns=wanted):
+        chunk = pa.Table.from_batches([batch])
+        keys = chunk.select(key)
+        if ordered and chunk.num_rows:
+            ahead = keys if last is None else pa.concat_tables([last, keys.slice(0, 1)])
+            ordered = in_key_order(ahead, key, strict=True) and in_key_order(keys, key, True)
+            last = keys.slice(chunk.num_rows - 1)
+        yield chunk.select(columns)
+    if not ordered:
+        validate_parts(schema, null_counts, parquet_file.read(columns=key), contract, source)
 
 
 def _statistics_null_counts(parquet_file: pq.ParquetFile, names: list[str]) -> dict[str, int]:

@@ -478,6 +478,37 @@ def test_reading_some_columns_checked_whole_finds_what_a_whole_read_finds(
     read_arrow(path, NODES, columns=["lat"])  # unchecked, as before
 
 
+@pytest.mark.parametrize("statistics", [True, False])
+@pytest.mark.parametrize(
+    ("ids", "lons"),
+    [
+        ([1, 2, 3, 4, 5], [1.0, 2.0, 3.0, 4.0, 5.0]),  # in key order, across chunks
+        ([3, 1, 2], [1.0, 2.0, 3.0]),  # unsorted, valid
+        ([1, 2, 2, 3], [1.0, 2.0, 3.0, 4.0]),  # a repeated key at a chunk's border
+        ([3, 1, 3], [1.0, 2.0, 3.0]),  # a repeated key, not neighbours
+        ([1, 2, 3, 4], [1.0, 2.0, None, 4.0]),  # a null in a column not read
+    ],
+)
+def test_reading_in_chunks_finds_what_a_whole_read_finds(
+    tmp_path: Path, statistics: bool, ids: list[int], lons: list[float | None]
+) -> None:
+    from pipeline.io import read_arrow, read_checked_chunks
+
+    path = tmp_path / "nodes.parquet"
+    raw_nodes(path, ids, lons, statistics)
+    chunks: list[pa.Table] = []
+    try:
+        whole = read_arrow(path, NODES)
+    except ContractError as error:
+        with pytest.raises(ContractError) as chunk_error:
+            chunks.extend(read_checked_chunks(path, NODES, ["lat"], 2))
+        assert str(chunk_error.value) == str(error)
+    else:
+        chunks.extend(read_checked_chunks(path, NODES, ["lat", "street_count"], 2))
+        assert [chunk.num_rows for chunk in chunks] == [2] * (len(ids) // 2) + [1] * (len(ids) % 2)
+        assert pa.concat_tables(chunks).equals(whole.select(["lat", "street_count"]))
+
+
 @pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (5 << 19) + 3])
 def test_file_sha256_is_hashlib_of_the_whole_file(tmp_path: Path, size: int) -> None:
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()

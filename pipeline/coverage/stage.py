@@ -65,6 +65,8 @@ META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were written from
 OUTPUT_FILES = (SUMMARY_FILE,)  # and the edge and cell coverage the pointer names
+STEP_SETTINGS = ("batch_max_mb",)
+"""Coverage settings of how an update works, not of its outputs (left out of their key)."""
 ROADS_INPUTS = (
     ROADS_META_FILE,
     EDGES_FILE,
@@ -209,7 +211,10 @@ def _outputs_key(settings: CoverageSettings, as_of: pd.Timestamp | None) -> str:
         import pandas as pd
 
         asked = pd.Timestamp(as_of).tz_convert("UTC").isoformat()
-    record = json.dumps({"settings": asdict(settings), "as_of": asked}, sort_keys=True)
+    outputs_settings = {
+        name: value for name, value in asdict(settings).items() if name not in STEP_SETTINGS
+    }
+    record = json.dumps({"settings": outputs_settings, "as_of": asked}, sort_keys=True)
     return hashlib.sha256(record.encode()).hexdigest()[:16]
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,16 +260,45 @@ def read_trips(
     InputDataError
         If a table the pointer names is missing (a damaged folder).
     """
-    named = sorted(dict(pointer.get("trips") or {}) if generations is None else generations)
-    frames = []
-    for generation in named:
-        path = state_root / TRIPS_DIR / generation / f"{name}.parquet"
-        if not path.is_file():
-            raise _damaged(state_root, pointer, f"trips {generation}'s {name} table")
-        frames.append(pq.read_table(path, columns=columns).to_pandas())
+    frames = [
+        pq.read_table(path, columns=columns).to_pandas()
+        for path in _trips_paths(state_root, pointer, name, generations)
+    ]
     if not frames:
         return None
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def trips_row_groups(
+    state_root: Path,
+    pointer: Mapping[str, Any],
+    name: str,
+    generations: list[str],
+    columns: list[str],
+) -> Iterator[pd.DataFrame]:
+    """Yield the rows of trips' table ``name`` of updates ``generations``, a row group at a time.
+
+    Raises
+    ------
+    InputDataError
+        If a table the pointer names is missing (a damaged folder).
+    """
+    for path in _trips_paths(state_root, pointer, name, generations):
+        parquet_file = pq.ParquetFile(path)
+        for group in range(parquet_file.num_row_groups):
+            yield parquet_file.read_row_group(group, columns=columns).to_pandas()
+
+
+def _trips_paths(
+    state_root: Path, pointer: Mapping[str, Any], name: str, generations: list[str] | None
+) -> list[Path]:
+    """Return the files of trips' table ``name`` of updates ``generations`` (default: all)."""
+    named = sorted(dict(pointer.get("trips") or {}) if generations is None else generations)
+    paths = [state_root / TRIPS_DIR / generation / f"{name}.parquet" for generation in named]
+    for generation, path in zip(named, paths, strict=True):
+        if not path.is_file():
+            raise _damaged(state_root, pointer, f"trips {generation}'s {name} table")
+    return paths
 
 
 def read_rollup(

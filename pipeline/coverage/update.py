@@ -7,8 +7,10 @@ and rewrites only the partitions its batches touch, with their edge coverage
 :mod:`pipeline.coverage.edge_reader`), updates the region's rollup
 (:mod:`pipeline.coverage.rollup`), and writes the cell table and the summary from the rollup
 and the network's cache (:mod:`pipeline.coverage.partitions`), never from the roads' edge
-table, a table of every edge, or the whole state. The first update of a folder, and the first
-after the roads' partitioning changes, writes every partition.
+table, a table of every edge, or the whole state. The batch is applied in steps of
+partitions, so that its memory is bounded by ``coverage.batch_max_mb`` whatever its size
+(:mod:`pipeline.coverage.steps`). The first update of a folder, and the first after the
+roads' partitioning changes, writes every partition.
 """
 
 from __future__ import annotations
@@ -25,24 +27,19 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.edges import merge_edge_contributors
-from pipeline.coverage.intervals import union_pieces
 from pipeline.coverage.partitions import Network, load_network, parent_array
-from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, EDGE_TABLE
+from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT
 from pipeline.coverage.region_tables import (
     write_cell_parts,
     write_coarse_cells,
-    write_edge_coverage,
 )
 from pipeline.coverage.rollup import (
+    OLDEST_MS,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
     coarse_cell_trips,
-    driven_rows,
-    edge_info,
     empty_rollup,
-    part_rows,
     summary_driven,
     updated_part_cells,
     updated_rollup,
@@ -59,27 +56,29 @@ from pipeline.coverage.state import (
     PARTS_DIR,
     ROLLUP_DIR,
     CoverageState,
-    StatePart,
     commit_pointer,
     current_pointer,
     empty_state,
     latest_ms,
     merge_states,
     read_cell_pairs,
-    read_parts,
     read_rollup,
     read_state,
-    read_trips,
-    split_parts,
     state_of_batch,
     state_version,
+    trips_row_groups,
     write_cell_pairs,
-    write_parts,
     write_rollup,
     write_trips,
 )
+from pipeline.coverage.steps import (
+    BatchApplied,
+    apply_in_steps,
+    apply_partitions,
+    write_empty_parts,
+)
 from pipeline.coverage.summary import summary_by_highway
-from pipeline.coverage.tables import MS_PER_DAY, CellTrips, cells_table, edge_totals
+from pipeline.coverage.tables import MS_PER_DAY, CellTrips, cells_table
 from pipeline.errors import InputDataError
 from pipeline.io import read_arrow, read_table, write_json
 from pipeline.roads import read_edges
@@ -132,25 +131,33 @@ def update_coverage(
     version = state_version(batches)
     rebuild = not _partitioned_as(pointer, network)
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
-    if not rebuild:
-        rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES))
+    batch, stepped = None, None
+    if not rebuild or not pointer:  # a partitioned state, or none yet
+        rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES)) if pointer else None
+        rollup = empty_rollup(network) if rollup is None else rollup
+        parts, trips = dict(pointer.get("parts") or {}), dict(pointer.get("trips") or {})
         applied = set(rollup["trips"]["trip_id"])
-        batch = _batch_state(new_batches, applied, network, settings)
-        parts, trips = dict(pointer["parts"]), dict(pointer.get("trips") or {})
+        if new_batches:
+            stepped = apply_in_steps(
+                state_root, pointer, new_batches, applied, bool(parts), network, settings, version
+            )
     else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
         whole = read_state(state_root)
         rollup, parts, trips = empty_rollup(network), {}, {}
         applied = set(whole.edge_trips["trip_id"]) | set(whole.cell_trips["trip_id"])
         batch = merge_states(whole, _batch_state(new_batches, applied, network, settings))
-        pointer = {**pointer, "parts": {}}  # nothing of it is read again
         # the unpartitioned format's caches, and the edge and cell tables of the region's
         for old_file in [*coverage_dir.glob("runs_r*.parquet"), *map(coverage_dir.joinpath,
                          ["edges.parquet", "cells.parquet"])]:  # fmt: skip
             old_file.unlink(missing_ok=True)
     changed = bool(new_batches) or rebuild
     if changed:
-        rollup, touched = _apply(state_root, pointer, batch, rollup, parts, network, version)
-        trips[version] = latest_ms(batch.edge_trips)
+        if stepped is None:  # at once: a state partitioned again, or a batch of which none counts
+            if batch is None:
+                batch = _batch_state(new_batches, applied, network, settings)
+            stepped = _apply(state_root, pointer, batch, parts, network, version)
+        rollup, touched = _updated(rollup, stepped, parts, state_root, network, version)
+        trips[version] = stepped.latest_ms
     as_of_ms = _as_of_ms(as_of, trips)
     keys = None
     if changed:  # the cells of every partition on a first update (none named yet)
@@ -208,104 +215,49 @@ def _apply(
     state_root: Path,
     pointer: dict[str, Any],
     batch: CoverageState,
-    rollup: dict[str, pd.DataFrame],
     parts: dict[str, str],
     network: Network,
     version: str,
-) -> tuple[dict[str, pd.DataFrame], set[str]]:
-    """Merge the batch into the partitions it touches; write them and its trips; return the rollup.
+) -> BatchApplied:
+    """Merge a whole batch's state into the partitions it touches; write them and its trips.
 
-    ``parts`` (partition -> generation) is updated in place with the partitions written; when
-    it names none (a first update, or a state partitioned again), every partition of the
-    network is written, so that each has its edge coverage: those the batch leaves empty one
-    by one, adding nothing to the rollup. The batch's trips are written as this version's
-    (:func:`~pipeline.coverage.state.write_trips`). Returns the new rollup and the partitions
-    of the cells whose figures changed.
+    As :func:`~pipeline.coverage.steps.apply_in_steps` does step by step, for a state at hand
+    (a state partitioned again, or a batch of which no segment counts); the partitions
+    ``parts`` names are merged with their tables as ``pointer`` names them.
     """
-    edge_ids = np.concatenate(
-        [batch.edge_pieces["key"].to_numpy(), batch.edge_trips["edge_id"].to_numpy()]
-    )
-    contributors = merge_edge_contributors(batch.edge_trips)
-    new_parts = split_parts(batch.edge_pieces, contributors, network.edge_part_series(edge_ids))
-    old_parts = read_parts(state_root, pointer, set(new_parts)) if parts else {}
-    merged = {
-        key: _merge_parts(old_parts[key], part) if key in old_parts else part
-        for key, part in new_parts.items()
-    }
-    write_parts(state_root, version, merged)
-    # a partition's edges are its own: the rows are disjoint
-    pieces = pd.concat([part.edge_pieces for part in merged.values()] or [batch.edge_pieces])
-    totals = edge_totals(
-        pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
-    )
-    edges = _write_part_edges(state_root, version, merged, totals, network)
-    if not parts:  # every other partition of the network: empty, one at a time
-        empty = StatePart(batch.edge_pieces.iloc[:0], contributors.iloc[:0])
-        for key in sorted(set(network.part_keys()) - set(merged)):
-            write_parts(state_root, version, {key: empty})
-            _write_part_edges(state_root, version, {key: empty}, totals, network)
-            parts[key] = version
-    parts.update(dict.fromkeys(merged, version))
-    rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
-    driven = driven_rows(batch.edge_trips, edges["highway"])
+    done = apply_partitions(state_root, pointer, batch, bool(parts), network, version)
     write_trips(
         state_root, version,
-        {"edge_trips": batch.edge_trips, "cell_trips": batch.cell_trips, "driven": driven},
+        {"edge_trips": batch.edge_trips, "cell_trips": batch.cell_trips, "driven": done.driven},
     )  # fmt: skip
     trip_ids = batch.edge_trips["trip_id"].unique()
-    new_cells = cell_rows(batch.cell_trips, network)
-    updated = updated_rollup(rollup, set(merged), rows, new_cells, trip_ids, driven)
-    return {**rollup, **updated}, _changed_cell_parts(rows["road_cover"], batch, network)
+    cells = cell_rows(batch.cell_trips, network)
+    return BatchApplied(done, cells, np.asarray(trip_ids), latest_ms(batch.edge_trips))
 
 
-def _merge_parts(first: StatePart, second: StatePart) -> StatePart:
-    """Merge two versions of a partition's tables (of disjoint batches)."""
-    return StatePart(
-        union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
-        merge_edge_contributors(pd.concat([first.edge_contributors, second.edge_contributors])),
-    )
-
-
-def _changed_cell_parts(
-    road_cover: pd.DataFrame, batch: CoverageState, network: Network
-) -> set[str]:
-    """Return the partitions of the cells whose figures an update changed.
-
-    A cell's covered road changes with the roads the batch drove (their new ``road_cover``
-    rows, which cover every cell their rows covered before), its passes, driven length and
-    contributors with the batch's ``cell_trips``; a road may run into the cells of another
-    partition than its own.
-    """
-    roads = network.canonical(batch.edge_trips["edge_id"].to_numpy())["canonical_id"]
-    driven = road_cover[road_cover["key"].isin(roads.to_numpy())]
-    cells = np.concatenate([driven["cell"].to_numpy(), batch.cell_trips["cell"].to_numpy()])
-    return set(network.cell_parts(pd.unique(cells)))
-
-
-def _write_part_edges(
+def _updated(
+    rollup: dict[str, pd.DataFrame],
+    batch: BatchApplied,
+    parts: dict[str, str],
     state_root: Path,
-    generation: str,
-    parts: dict[str, StatePart],
-    totals: pd.DataFrame,
     network: Network,
-) -> pd.DataFrame:
-    """Write the edge coverage of ``parts`` beside their state tables.
+    version: str,
+) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    """Return the rollup with an applied batch, and the partitions of the cells it changed.
 
-    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of (at least) their edges.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``highway``, ``length_m`` and ``part`` of the partitions' edges, by ``edge_id``.
+    ``parts`` (partition -> generation) is updated in place with the partitions written; when
+    it names none (a first update, or a state partitioned again), every other partition of the
+    network is written too, empty, so that each has its edge coverage; they add nothing to
+    the rollup.
     """
-    fixed_tables = {}
-    for key, part in parts.items():
-        fixed = network.fixed_edges(key)
-        path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
-        driven = totals.loc[pd.unique(part.edge_contributors["edge_id"].to_numpy())]
-        write_edge_coverage(fixed, part.edge_pieces, driven, path)
-        fixed_tables[key] = fixed.select(["edge_id", "highway", "length_m"])
-    return edge_info(fixed_tables)
+    done = batch.parts
+    if not parts:
+        others = sorted(set(network.part_keys()) - done.keys)
+        write_empty_parts(state_root, version, others, done.empty, network)
+        parts.update(dict.fromkeys(others, version))
+    parts.update(dict.fromkeys(done.keys, version))
+    updated = updated_rollup(rollup, done.keys, done.rows, batch.cells, batch.trip_ids, done.driven)
+    return {**rollup, **updated}, done.cell_parts
 
 
 def counted_segments(
@@ -452,17 +404,27 @@ def _summary_driven(
     """Return the driven rows the summary sums (:func:`~pipeline.coverage.rollup.summary_driven`).
 
     Of the ``driven`` tables of the updates ``pointer`` (the pointer in force) names, only
-    those of updates whose latest trip ends in the week before ``as_of_ms`` are read.
+    those of updates whose latest trip ends in the week before ``as_of_ms`` are read, a row
+    group at a time, summed by highway and whether in that week (``last_ms`` the week's start,
+    or :data:`~pipeline.coverage.rollup.OLDEST_MS`): the summary's sums of them are those
+    of their rows, in integer mm.
     """
     week_start = as_of_ms - 7 * MS_PER_DAY
     trips = dict(pointer.get("trips") or {})
     recent = [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
-    rows = read_trips(state_root, pointer, "driven", recent)
-    if rows is None:
-        rows = pd.DataFrame(
-            {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
-             "driven_mm": pd.Series(dtype="int64")}
-        )  # fmt: skip
+    columns = ["highway", "last_ms", "driven_mm"]
+    rows = pd.DataFrame(
+        {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
+         "driven_mm": pd.Series(dtype="int64")}
+    )  # fmt: skip
+    for group in trips_row_groups(state_root, pointer, "driven", recent, columns):
+        in_week = group["last_ms"].to_numpy() >= week_start
+        group = group.assign(last_ms=np.where(in_week, week_start, OLDEST_MS))
+        rows = (
+            pd.concat([rows, group], ignore_index=True)
+            .groupby(["highway", "last_ms"], as_index=False, sort=True)
+            .agg(driven_mm=("driven_mm", "sum"))
+        )
     return summary_driven(rollup["driven_total"], rows)
 
 

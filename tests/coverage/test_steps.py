@@ -1,0 +1,156 @@
+"""A batch applied in steps of partitions gives the files of applying it at once, byte for byte.
+
+The one-step run is the update as it is with a batch below ``coverage.batch_max_mb``; the
+stepped run forces steps of a segment or two (``batch_max_mb`` tiny), so that a trip's
+segments, and the roads around an edge, fall in several steps. The figures at the step
+borders are checked against counts made by hand from the drives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import load_config
+from pipeline.coverage.edge_reader import read_edge_table
+from pipeline.coverage.stage import compute_coverage
+from pipeline.coverage.steps import BYTES_PER_SEGMENT, step_segments
+from pipeline.roads import build_roads, read_edges
+from tests.builders import write_matched_batch
+
+ONE_STEP = dataclasses.replace(load_config().coverage, partition_resolution=8)
+TINY = dataclasses.replace(ONE_STEP, batch_max_mb=1.5 * BYTES_PER_SEGMENT / 2**20)  # 1 segment
+WHEN = pd.Timestamp("2026-09-01T08:00Z")
+
+
+@pytest.fixture(scope="module")
+def roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("monaco") / "roads"
+    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def network(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A coverage folder's network cache, copied into the others (computed once)."""
+    folder = tmp_path_factory.mktemp("cache")
+    edges = read_edges(roads)
+    drives = drives_of(edges.iloc[:1], ["warm"], [0])
+    compute_coverage(roads, [write_matched_batch(folder / "m", edges, drives, roads_dir=roads)],
+                     folder / "coverage", ONE_STEP)  # fmt: skip
+    return folder / "coverage" / "network"
+
+
+def drives_of(picked: pd.DataFrame, trips: list[str], minutes: list[int]) -> pd.DataFrame:
+    """Drives of the ``picked`` edges, fully, by ``trips`` (one per row), ``minutes`` apart."""
+    when = WHEN + pd.to_timedelta(np.asarray(minutes), "min")
+    return pd.DataFrame(
+        {
+            "edge_id": picked["edge_id"].to_numpy(),
+            "trip_id": trips,
+            "contributor_id": [f"c-{trip[-1]}" for trip in trips],
+            "from_offset_m": 0.0,
+            "to_offset_m": picked["length_m"].to_numpy(),
+            "entered_at": when,
+            "exited_at": when + pd.Timedelta(seconds=20),
+        }
+    )
+
+
+def run(roads: Path, network: Path, batches: list[list[Path]], folder: Path, settings) -> Path:
+    """Apply each list of matched folders as one update into ``folder``; return it."""
+    shutil.copytree(network, folder / "network")
+    for matched in batches:
+        compute_coverage(roads, matched, folder, settings)
+    return folder
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*.*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
+
+
+def current_rollup(folder: Path) -> Path:
+    pointer = json.loads((folder / "state" / "CURRENT.json").read_text())
+    return folder / "state" / "rollup" / pointer["rollup"]
+
+
+@pytest.fixture(scope="module")
+def batches(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two batches of trips of 8 random edges each over Monaco; the second repeats trips."""
+    edges = read_edges(roads)
+    rng = np.random.default_rng(7)
+    folders = []
+    for number in range(2):
+        picked = edges.iloc[rng.choice(len(edges), 96, replace=True)]
+        trips = [f"b{number}-trip{i // 8}-{i // 8 % 3}" for i in range(len(picked))]
+        drives = drives_of(picked, trips, list(range(len(picked))))
+        if number:  # two trips of the first batch again: skipped, counted once
+            drives = pd.concat([pd.read_parquet(folders[0] / "drives.parquet")[:16], drives])
+        folder = tmp_path_factory.mktemp(f"batch{number}")
+        write_matched_batch(folder, edges, drives, roads_dir=roads)
+        drives.to_parquet(folder / "drives.parquet")
+        folders.append(folder)
+    return folders
+
+
+@pytest.mark.shared_data
+def test_a_batch_in_steps_writes_the_files_of_one_step(
+    roads: Path, network: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    updates = [[batches[0]], [batches[1]]]
+    one = run(roads, network, updates, tmp_path / "one", ONE_STEP)
+    stepped = run(roads, network, updates, tmp_path / "stepped", TINY)
+    assert file_hashes(stepped) == file_hashes(one)
+    # 12 trips a batch (of 8 edges, on roads of several partitions); two of the first repeated
+    rollup = current_rollup(stepped)
+    trips = pq.read_table(rollup / "trips.parquet")
+    assert trips.num_rows == 24 and len(set(trips["trip_id"].to_pylist())) == 24
+    passes = pd.read_parquet(rollup / "cell_passes.parquet")
+    coarsest = passes.query("resolution == 0")  # Monaco: one cell at resolution 0
+    assert coarsest["passes"].tolist() == [24]
+
+
+@pytest.mark.shared_data
+def test_rows_at_a_step_border_are_neither_dropped_nor_doubled(
+    roads: Path, network: Path, tmp_path: Path
+) -> None:
+    """Trip A drives edges of two partitions; trips A and B the same edge, in one batch."""
+    edges = read_edges(roads)
+    parts = pd.read_parquet(network / next(network.iterdir()).name / "runs.parquet")
+    part_of = parts.groupby("key")["part"].first()
+    first, second = sorted(part_of.unique())[:2]
+    a = int(part_of[part_of == first].index[0])
+    b = int(part_of[part_of == second].index[0])
+    picked = edges.set_index("edge_id").loc[[a, b, b]].reset_index()
+    drives = drives_of(picked, ["trip-a", "trip-a", "trip-b"], [0, 1, 2])
+    batch = write_matched_batch(tmp_path / "m", edges, drives, roads_dir=roads)
+    one = run(roads, network, [[batch]], tmp_path / "one", ONE_STEP)
+    stepped = run(roads, network, [[batch]], tmp_path / "stepped", TINY)
+    assert file_hashes(stepped) == file_hashes(one)
+    assert step_segments(TINY.batch_max_mb) == 1
+    generation = json.loads((stepped / "state" / "CURRENT.json").read_text())["version"]
+    edge_trips = pd.read_parquet(stepped / "state" / "trips" / generation / "edge_trips.parquet")
+    assert sorted(zip(edge_trips["edge_id"], edge_trips["trip_id"], strict=True)) == sorted(
+        [(a, "trip-a"), (b, "trip-a"), (b, "trip-b")]
+    )
+    table = read_edge_table(stepped).to_pandas().set_index("edge_id")
+    assert table.loc[b, "passes"] == 2 and table.loc[a, "passes"] == 1
+    summary = json.loads((stepped / "summary.json").read_text())
+    length_km = edges.set_index("edge_id").loc[[a, b, b], "length_m"].sum() / 1000
+    assert summary["total_km"] == pytest.approx(length_km, abs=1e-5)
+    rollup = current_rollup(stepped)
+    assert sorted(pd.read_parquet(rollup / "trips.parquet")["trip_id"]) == ["trip-a", "trip-b"]
+    passes = pd.read_parquet(rollup / "cell_passes.parquet").query("resolution == 0")
+    assert passes["passes"].tolist() == [2]
