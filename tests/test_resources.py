@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -146,17 +147,25 @@ MEASURED = [
         1,
         1055.2,
     ),
+    # updates in steps (coverage.batch_max_mb 1024) into a folder holding the network cache
+    # (docs/benchmarks.md, "Coverage: an update's memory against the batch's size")
     (
         "compute_coverage",
-        InputSizes(edges=57_756, segments=5_192_553, trips=41_738, region_edges=307_392),
+        InputSizes(edges=57_756, segments=213_800, trips=2_138, region_edges=307_392),
         1,
-        3208.0,
+        575.0,
     ),
     (
         "compute_coverage",
-        InputSizes(edges=74_020, segments=5_173_314, trips=41_700, region_edges=9_836_544),
+        InputSizes(edges=57_756, segments=916_300, trips=9_163, region_edges=307_392),
         1,
-        4874.3,
+        689.0,
+    ),
+    (
+        "compute_coverage",
+        InputSizes(edges=57_756, segments=3_054_600, trips=30_546, region_edges=307_392),
+        1,
+        815.0,
     ),
     ("compute_coverage", InputSizes(edges=1_761, segments=56_344), 1, 230.2),
     ("compute_coverage", InputSizes(edges=1_761, segments=237_968), 1, 330.2),
@@ -184,6 +193,14 @@ MEASURED = [
 # imported); declared, they still fit
 OVERESTIMATED = [
     ("ingest_traces", InputSizes(input_bytes=round(0.1 * MIB)), 1, 170.2),
+    # the 29 M-fix fleet's batch on the 32x network in steps: the partition term counts all
+    # 2,459 partitions the batch touches, a step holds about 200
+    (
+        "compute_coverage",
+        InputSizes(edges=74_020, segments=5_169_795, trips=41_682, region_edges=9_836_544),
+        1,
+        1906.0,
+    ),
 ]
 
 
@@ -321,6 +338,8 @@ def test_threads_are_the_workers_the_tasks_keep_busy(
 
 
 def test_the_task_sizes_are_the_stages() -> None:
+    from pipeline.config import CoverageSettings
+    from pipeline.coverage import steps as coverage_steps
     from pipeline.ingest import stage
     from pipeline.simulate import fleet as simulate
     from pipeline.snap import stage as snap_stage
@@ -331,6 +350,9 @@ def test_the_task_sizes_are_the_stages() -> None:
     assert resources.CHUNK_BYTES == stage.CHUNK_BYTES
     assert resources.INGEST_MIN_CHUNKS_PER_WORKER == stage.DASK_MIN_CHUNKS_PER_WORKER
     assert resources.TRIPS_PER_TASK == snap_stage.TRIPS_PER_TASK
+    assert resources.COVERAGE_BYTES_PER_SEGMENT == coverage_steps.BYTES_PER_SEGMENT
+    defaults = {f.name: f.default for f in dataclasses.fields(CoverageSettings)}
+    assert defaults["batch_max_mb"] == resources.DEFAULT_BATCH_MAX_MB
 
 
 def test_the_edges_of_an_extract_are_not_underestimated(tmp_path: Path, tiny_osm: Path) -> None:
@@ -440,13 +462,31 @@ def test_a_sharded_regions_matching_and_coverage_are_sized_by_its_largest_shard(
     assert rule_mem_mb("match_traces", [str(roads), str(report)], 2, {}) == math.ceil(match)
     # the coverage: its largest shard (60,000 edges), the region's tables (3 M edges), the batch
     # (100,000 segments of 900 trips) in 750 partitions (3 M edges / 4,000, fewer than 4 a trip)
-    # 1.25 x (258 + 0.0028 x 60,000 + 0.0000185 x 3 M + 0.00052 x 100,000 + 0.8 x 750) MiB
-    coverage = 1.25 * (258 + 168 + 55.5 + 52 + 600)
+    # 1.25 x (258 + 0.0028 x 60,000 + 0.0000185 x 3 M + (0.0000589 + 0.000283) x 100,000
+    # + 0.8 x 750) MiB
+    coverage = 1.25 * (258 + 168 + 55.5 + 5.89 + 28.3 + 600)
     assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(coverage)
     # a batch of 2 trips touches 8 partitions at most
     matched.write_text(json.dumps({"segments": 300, "matched_points": 1, "trips": 2}))
-    small = 1.25 * (258 + 168 + 55.5 + 0.00052 * 300 + 0.8 * 8)
+    small = 1.25 * (258 + 168 + 55.5 + (0.0000589 + 0.000283) * 300 + 0.8 * 8)
     assert rule_mem_mb("compute_coverage", [str(roads), str(matched)], 1, {}) == math.ceil(small)
+
+
+def test_a_coverage_update_is_sized_by_the_segments_of_a_step(tmp_path: Path) -> None:
+    roads = tmp_path / "meta.json"
+    roads.write_text(json.dumps({"edge_count": 200_000}))
+    matched = tmp_path / "matched" / "meta.json"
+    matched.parent.mkdir()
+    matched.write_text(json.dumps({"segments": 2_000_000, "matched_points": 1, "trips": 9}))
+    inputs = [str(roads), str(matched)]
+    # a step of the default 1,024 MB holds 524,288 segments (2 KiB each): 1.25 x (215 +
+    # 0.0028 x 200,000 + 0.0000589 x 2 M + 0.000491 x 524,288) MiB
+    default = 1.25 * (215 + 560 + 117.8 + 0.000491 * 524_288)
+    assert rule_mem_mb("compute_coverage", inputs, 1, {}) == math.ceil(default)
+    # 256 MB: a step of 131,072 segments
+    config = {"coverage": {"batch_max_mb": 256}}
+    small_steps = 1.25 * (215 + 560 + 117.8 + 0.000491 * 131_072)
+    assert rule_mem_mb("compute_coverage", inputs, 1, config) == math.ceil(small_steps)
 
 
 def test_an_unsharded_regions_matching_and_coverage_are_sized_by_the_region(
