@@ -30,6 +30,7 @@ piece, the trips' ids) and the (cell, contributor) pairs of the partitions whose
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -77,6 +78,8 @@ log = logging.getLogger(__name__)
 
 BYTES_PER_SEGMENT = 2048
 """What a step holds per segment at its peak (its segments, state, partitions and spills)."""
+SCRATCH_PREFIX = ".batch-steps-"
+"""The scratch folders (in ``state/``) where an update spills its batch's steps."""
 READ_ROWS = 65_536
 """Segments read at a time (fewer when a step holds fewer, but at least :data:`MIN_READ_ROWS`)."""
 MIN_READ_ROWS = 64
@@ -84,6 +87,18 @@ FILE_ROW_GROUP = 1024 * 1024
 """Rows per row group of the trips' tables: pyarrow's default, as one write of the table."""
 EDGE_SAMPLE = 16
 """One counted segment's edge in this many is kept to cut the edges into ranges."""
+
+
+def remove_killed_steps(state_root: Path) -> None:
+    """Remove the scratch folders of updates killed while applying their steps.
+
+    The caller holds the coverage folder's lock: no other update is under way, so every
+    scratch folder is a dead update's (a killed process leaves its temporary folder behind).
+    """
+    for scratch in sorted(state_root.glob(f"{SCRATCH_PREFIX}*")):
+        if scratch.is_dir() and not scratch.is_symlink():
+            shutil.rmtree(scratch)
+            log.info("%s: removed %s, left by a killed update", state_root, scratch.name)
 
 
 def step_segments(batch_max_mb: float) -> int:
@@ -296,7 +311,8 @@ def apply_in_steps(
     if total == 0:
         return None
     state_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".batch-steps-", dir=state_root) as name:
+    remove_killed_steps(state_root)
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=state_root) as name:
         scratch = Path(name)
         _spill_segments(new_batches, plan, network, scratch)
         applied_parts = []

@@ -22,7 +22,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.stage import compute_coverage
-from pipeline.coverage.steps import BYTES_PER_SEGMENT, step_segments
+from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, step_segments
 from pipeline.roads import build_roads, read_edges
 from tests.builders import write_matched_batch
 
@@ -154,3 +154,15 @@ def test_rows_at_a_step_border_are_neither_dropped_nor_doubled(
     assert sorted(pd.read_parquet(rollup / "trips.parquet")["trip_id"]) == ["trip-a", "trip-b"]
     passes = pd.read_parquet(rollup / "cell_passes.parquet").query("resolution == 0")
     assert passes["passes"].tolist() == [2]
+
+
+@pytest.mark.shared_data
+def test_the_scratch_of_a_killed_update_is_removed_by_the_next(
+    roads: Path, network: Path, batches: list[Path], tmp_path: Path
+) -> None:
+    folder = run(roads, network, [[batches[0]]], tmp_path / "coverage", TINY)
+    killed = folder / "state" / f"{SCRATCH_PREFIX}dead"  # as a SIGKILLed update leaves it
+    (killed / "segments").mkdir(parents=True)
+    (killed / "segments" / "000000-0.arrow").write_bytes(b"spilled")
+    compute_coverage(roads, [batches[1]], folder, TINY)
+    assert sorted(p.name for p in (folder / "state").iterdir() if p.name.startswith(".b")) == []
