@@ -51,6 +51,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def monaco_roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The roads of the Monaco 2012 extract (../shared/data), built once; read them only."""
+    from pipeline.roads import build_roads
+
+    folder = tmp_path_factory.mktemp("monaco") / "roads"
+    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_osm() -> Path:
     """A hand-written OSM XML network (tests/data/tiny_network.osm)."""
     return TEST_DATA / "tiny_network.osm"

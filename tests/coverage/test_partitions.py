@@ -46,7 +46,7 @@ from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.coverage.update import counted_segments
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import read_arrow, write_table
-from pipeline.roads import build_roads, read_edges
+from pipeline.roads import read_edges
 from pipeline.roads.identity import roads_identity
 from tests.builders import write_matched_batch
 
@@ -60,10 +60,8 @@ def with_parts(resolution: int | str) -> object:
 
 
 @pytest.fixture(scope="module")
-def roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("monaco") / "roads"
-    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
-    return folder
+def roads(monaco_roads: Path) -> Path:
+    return monaco_roads
 
 
 @pytest.fixture(scope="module")

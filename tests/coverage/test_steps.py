@@ -23,7 +23,7 @@ from pipeline.config import load_config
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.stage import compute_coverage
 from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, step_segments
-from pipeline.roads import build_roads, read_edges
+from pipeline.roads import read_edges
 from tests.builders import write_matched_batch
 
 ONE_STEP = dataclasses.replace(load_config().coverage, partition_resolution=8)
@@ -32,10 +32,8 @@ WHEN = pd.Timestamp("2026-09-01T08:00Z")
 
 
 @pytest.fixture(scope="module")
-def roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("monaco") / "roads"
-    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
-    return folder
+def roads(monaco_roads: Path) -> Path:
+    return monaco_roads
 
 
 @pytest.fixture(scope="module")

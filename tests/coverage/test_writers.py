@@ -104,13 +104,6 @@ def assert_same_coverage(folder: Path, expected: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def monaco_roads(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("monaco") / "roads"
-    build_roads(shared_data / "osm/monaco-2012.osm.gz", folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tiny_roads(tiny_osm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny") / "roads"
     build_roads(tiny_osm, folder)
