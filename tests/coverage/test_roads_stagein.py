@@ -82,6 +82,21 @@ def stored_outputs(prefix: str) -> dict[str, str]:
     }
 
 
+def run_twice(
+    root: Path, roads: str, out: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, list[str]]:
+    """Run coverage of the first batch twice; the second downloads only the roads' meta.json.
+
+    Returns the record of downloads (:func:`record_downloads`), cleared.
+    """
+    assert run_coverage(root, roads, out, ["matched"]) == 0
+    fetched = record_downloads(monkeypatch)
+    assert run_coverage(root, roads, out, ["matched"]) == 0  # nothing new: no table
+    assert fetched[roads.removeprefix("s3://")] == ["meta.json"]
+    fetched.clear()
+    return fetched
+
+
 def test_a_second_run_reads_the_cache_and_downloads_only_the_roads_meta(
     region: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,14 +116,10 @@ def test_a_damaged_cache_downloads_the_tables_and_is_computed_again(
 ) -> None:
     root, bucket = region
     roads, out = f"s3://{bucket}/roads", f"s3://{bucket}/coverage"
-    assert run_coverage(root, roads, out, ["matched"]) == 0
-    fetched = record_downloads(monkeypatch)
-    assert run_coverage(root, roads, out, ["matched"]) == 0  # nothing new: no table
-    assert fetched[f"{bucket}/roads"] == ["meta.json"]
+    fetched = run_twice(root, roads, out, monkeypatch)
     fs = store()
     (network_json,) = fs.glob(f"{bucket}/coverage/network/*/network.json")
     fs.rm(network_json)  # the cache is incomplete
-    fetched.clear()
     assert run_coverage(root, roads, out, ["matched", "matched2"]) == 0
     assert sorted(fetched[f"{bucket}/roads"]) == ["edges.parquet", "meta.json"]
     assert stored_outputs(f"{bucket}/coverage") == local_outputs(root / "local")
@@ -119,14 +130,10 @@ def test_roads_changed_in_the_bucket_are_downloaded_and_refused(
 ) -> None:
     root, bucket = region
     roads, out = f"s3://{bucket}/roads", f"s3://{bucket}/coverage"
-    assert run_coverage(root, roads, out, ["matched"]) == 0
-    fetched = record_downloads(monkeypatch)
-    assert run_coverage(root, roads, out, ["matched"]) == 0  # nothing new: no table
-    assert fetched[f"{bucket}/roads"] == ["meta.json"]
+    fetched = run_twice(root, roads, out, monkeypatch)
     before = stored_outputs(f"{bucket}/coverage")
     edges = (root / "roads" / "edges.parquet").read_bytes()
     store().pipe(f"{bucket}/roads/edges.parquet", edges + b"\0")  # other bytes: other roads
-    fetched.clear()
     capsys.readouterr()
     assert run_coverage(root, roads, out, ["matched", "matched2"]) != 0
     assert sorted(fetched[f"{bucket}/roads"]) == ["edges.parquet", "meta.json"]
