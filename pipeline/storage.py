@@ -527,6 +527,25 @@ class Staging:
             raise InputDataError(f"{location}: no such object") from None
         return local
 
+    def object_tag(self, location: str | Path) -> str | None:
+        """Return what names the content of the object ``location``: its ETag and size.
+
+        The store computes the ETag from the bytes (S3: their MD5, or of a multipart upload its
+        parts' MD5s; GCS: changes with every write), so an object with the tag of another has
+        its bytes. None for a local path, an object that does not exist or a store that gives
+        no ETag.
+        """
+        if not is_url(location):
+            return None
+        fs, path = filesystem(str(location), self.settings)
+        fs.invalidate_cache(path)  # what the store holds now, not a listing of earlier
+        try:
+            info = _storage_call(str(location), fs.info, path)
+        except FileNotFoundError:
+            return None
+        tag = info.get("ETag") or info.get("etag")
+        return f"{tag}:{info.get('size')}" if tag else None
+
     def input_any(self, location: str | Path) -> Path:
         """Return a local copy of a file or folder (a URL's objects, or the object itself)."""
         if not is_url(location):

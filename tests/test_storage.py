@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.locking import LockTimeoutError
 from pipeline.storage import (
     PrefixLock,
+    Staging,
     check_location,
     filesystem,
     is_url,
@@ -298,3 +299,19 @@ def test_a_killed_upload_leaves_no_half_committed_folder(bucket: str, tmp_path: 
     third = publish(location, tmp_path / "v3", "v2", 200)
     assert third.wait(timeout=WAIT_S * 2) == 0
     assert committed_and_consistent(prefix) == "v2"
+
+
+def test_an_object_tag_names_its_bytes(bucket: str, tmp_path: Path) -> None:
+    """Two objects of the same bytes have one tag; other bytes (even as long) another."""
+    fs = store()
+    fs.pipe(f"{bucket}/a/edges.parquet", b"0123456789")
+    fs.pipe(f"{bucket}/b/edges.parquet", b"0123456789")
+    with Staging() as staging:
+        first = staging.object_tag(f"s3://{bucket}/a/edges.parquet")
+        assert first is not None and first.endswith(":10")
+        assert staging.object_tag(f"s3://{bucket}/b/edges.parquet") == first
+        staging.input_folder(f"s3://{bucket}/b")  # listed: s3fs caches the listing
+        fs.pipe(f"{bucket}/b/edges.parquet", b"0123456780")  # rewritten: not the cached answer
+        assert staging.object_tag(f"s3://{bucket}/b/edges.parquet") not in (first, None)
+        assert staging.object_tag(f"s3://{bucket}/c/edges.parquet") is None  # no such object
+        assert staging.object_tag(tmp_path / "edges.parquet") is None  # a path: no tag

@@ -50,6 +50,13 @@ from h3ronpy import change_resolution
 
 from pipeline.coverage.cells import cell_polygons, edge_cell_runs
 from pipeline.coverage.edges import canonical_edges
+from pipeline.coverage.network_cache import (
+    NETWORK_DIR,
+    NETWORK_FORMAT,
+    NETWORK_META,
+    network_current,
+    network_folder,
+)
 from pipeline.coverage.summary import highway_lengths
 from pipeline.errors import ConfigError
 from pipeline.io import GEOPARQUET_VERSION, atomic_path, write_frame, write_json
@@ -59,10 +66,7 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 TARGET_EDGES_PER_PART = 2_000
-NETWORK_DIR = "network"
-NETWORK_META = "network.json"
 RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
-NETWORK_FORMAT = 6  # 6: edge arrays by edge_id; canonical, cells, polygons per partition
 FIXED_EDGES_DIR = "edges"
 EDGE_INDEX_DIR = "edge_index"
 EDGE_INDEX_COLUMNS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
@@ -322,9 +326,8 @@ def load_network(
             f"coverage.partition_resolution is {partition_resolution}, finer than "
             f"coverage.h3_resolution {resolution}: set it to {resolution} or less, or to auto"
         )
-    name = f"{edges_sha256[:16]}-r{resolution}-p{partition_resolution}"
-    folder = coverage_dir / NETWORK_DIR / name
-    if _network_format(folder) != NETWORK_FORMAT:
+    folder = network_folder(coverage_dir, edges_sha256, resolution, partition_resolution)
+    if not network_current(coverage_dir, edges_sha256, resolution, partition_resolution):
         if shards is not None:
             from pipeline.coverage.network_shards import write_sharded_network  # (imports this)
 
@@ -332,21 +335,12 @@ def load_network(
         else:
             _write_network(edges_of(), folder, resolution, partition_resolution)
         for other in (coverage_dir / NETWORK_DIR).iterdir():
-            if other.is_dir() and other.name != name:
+            if other.is_dir() and other.name != folder.name:
                 shutil.rmtree(other)
     meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
     return Network(
         folder, resolution, int(meta["partition_resolution"]), tuple(meta["parts"])
     )  # fmt: skip
-
-
-def _network_format(folder: Path) -> int | None:
-    """Return the format of the cache in ``folder``; None if there is none, or not complete."""
-    try:
-        meta = json.loads((folder / NETWORK_META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta.get("format") if isinstance(meta, dict) else None
 
 
 def choose_partition_resolution(midpoint_cells: np.ndarray, resolution: int) -> int:

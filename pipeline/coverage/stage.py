@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.coverage.network_cache import network_current
 from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT, FORMAT, current_pointer
 from pipeline.coverage.world import check_world_road_km
 from pipeline.errors import InputDataError
@@ -67,15 +68,17 @@ OUTPUTS_FILE = "outputs.json"  # the state version and settings the outputs were
 OUTPUT_FILES = (SUMMARY_FILE,)  # and the edge and cell coverage the pointer names
 STEP_SETTINGS = ("batch_max_mb",)
 """Coverage settings of how an update works, not of its outputs (left out of their key)."""
-ROADS_INPUTS = (
-    ROADS_META_FILE,
+ROADS_RECORDS = (ROADS_META_FILE, "shards/plan.json")  # pipeline.roads.shards' PLAN_FILE
+"""What coverage reads of the roads folder on every run."""
+ROADS_TABLES = (
     EDGES_FILE,
-    "shards/plan.json",  # pipeline.roads.shards' SHARDS_DIR, PLAN_FILE and OWNERS_FILE
     *(f"shards/*/{name}" for name in (ROADS_META_FILE, EDGES_FILE, "owners.parquet")),
 )
-"""What coverage reads of the roads folder: all a stage-in from object storage downloads. Its
-network cache is built from the edges table, or on a sharded region from each shard's edges
-and owners (:mod:`pipeline.coverage.network_shards`); never the match networks."""
+"""What coverage reads of the roads folder to compute its network cache: the edges table, or
+on a sharded region each shard's edges and owners (:mod:`pipeline.coverage.network_shards`);
+and the edges table's sha256, the roads' identity, when it does not know it."""
+ROADS_INPUTS = (*ROADS_RECORDS, *ROADS_TABLES)
+"""All coverage reads of the roads folder; never the match networks."""
 
 
 def compute_coverage(
@@ -85,6 +88,7 @@ def compute_coverage(
     settings: CoverageSettings,
     as_of: pd.Timestamp | None = None,
     lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+    roads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Apply new matched batches to the coverage state and write every coverage output.
 
@@ -109,6 +113,11 @@ def compute_coverage(
         that re-running gives the same numbers.
     lock_timeout_s
         How long to wait for another writer of ``coverage_dir`` (config ``lock_timeout_s``).
+    roads
+        The identity of ``roads_dir`` (:func:`~pipeline.roads.identity.roads_identity`) when
+        its tables were not staged in because the network cache is current
+        (:func:`pipeline.coverage.roads_stagein.stage_roads`); default: computed from the
+        folder.
 
     Returns
     -------
@@ -119,14 +128,15 @@ def compute_coverage(
     ------
     InputDataError
         If a matched folder is not a snap output, or it or the coverage folder was made with
-        other roads.
+        other roads, or ``roads`` is given without the roads' tables and the network cache is
+        not current.
     ConfigError
         If ``settings.world_road_km`` is less than the region's road km (a share of the world
         above 100 %).
     LockTimeoutError
         If another writer held the coverage folder for longer than ``lock_timeout_s``.
     """
-    roads = roads_identity(roads_dir)
+    roads = roads or roads_identity(roads_dir)
     for matched_dir in matched_dirs:
         check_matched_dir(matched_dir, roads_dir, roads)
     check_coverage_roads(coverage_dir, roads_dir, roads)  # a refusal needs no lock
@@ -134,6 +144,7 @@ def compute_coverage(
     check_world_road_km(road_km, settings.world_road_km, roads_dir)
     with folder_lock(coverage_dir, lock_timeout_s):
         check_coverage_roads(coverage_dir, roads_dir, roads)  # what the last writer left
+        _check_network_without_tables(roads_dir, coverage_dir, roads, settings)
         pointer = current_pointer(coverage_dir / "state")
         new_batches = _new_batches(matched_dirs, list(pointer.get("batches", [])))
         outputs_key = _outputs_key(settings, as_of)
@@ -145,6 +156,27 @@ def compute_coverage(
         return update_coverage(
             roads_dir, roads, new_batches, coverage_dir, settings, as_of, outputs_key
         )
+
+
+def _check_network_without_tables(
+    roads_dir: Path, coverage_dir: Path, roads: dict[str, Any], settings: CoverageSettings
+) -> None:
+    """Refuse to go on without the roads' edge table when the network cache must be computed.
+
+    Raises
+    ------
+    InputDataError
+        If ``roads_dir`` has no edge table and the cache of ``roads`` is not complete (another
+        writer changed the coverage folder after the roads were staged in).
+    """
+    if (roads_dir / EDGES_FILE).is_file() or network_current(
+        coverage_dir, roads["edges_sha256"], settings.h3_resolution, settings.partition_resolution
+    ):
+        return
+    raise InputDataError(
+        f"{coverage_dir}: its network cache of the roads {roads_dir} changed while they were "
+        "staged in without their tables; run the coverage again"
+    )
 
 
 def _new_batches(matched_dirs: list[Path], applied: list[str]) -> list[tuple[Path, str]]:

@@ -12,7 +12,9 @@ timings). The map matching's cache of the road network (``roads/match_network.*`
 ``snap`` keeps beside a local roads folder, is not written back to roads at a URL (an input of
 ``snap``), and the process-tree memory records (``benchmarks/_process_tree/``) stay on the
 machine that ran (``.roadcover/`` in the working folder): the files a local run has and the
-bucket has not.
+bucket has not. The bucket alone has the coverage folder's record of the roads' edge table
+object it downloaded (``network/roads-edges.json``: its tag and sha256, which a later run
+from the bucket reads instead of downloading the table).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
+from pipeline.coverage.roads_stagein import ROADS_MEMO
 from tests import objectstore
 from tests.objectstore import sha256_objects, store
 from tests.workflow.running import capture_fd2, job_counts, run_args
@@ -49,6 +52,7 @@ LOCAL_ONLY = (
     f"{REGION}/roads/match_network.npz",
     f"{REGION}/roads/.edges.parquet.sha256.json",
 )
+BUCKET_ONLY = (f"{REGION}/coverage/{ROADS_MEMO}",)  # roads in a bucket: their tag's record
 PROCESS_RECORDS = "benchmarks/_process_tree/"  # kept on the machine that ran
 LATEST = f"{REGION}/export/releases/latest.json"
 
@@ -127,6 +131,7 @@ def test_a_run_into_a_bucket_writes_the_files_of_a_local_run(bucket: str, tmp_pa
     records = [name for name in local_files if name.startswith(PROCESS_RECORDS)]
     assert records and all(local_files.pop(name) for name in records)
     in_bucket = sha256_objects(f"{bucket}/run")
+    assert all(in_bucket.pop(name) for name in BUCKET_ONLY)
     assert in_bucket.keys() == local_files.keys()  # logs, benchmarks and report included
     differ = sorted(k for k, v in compared(local_files).items() if in_bucket[k] != v)
     # only files naming a location differ, and they are the same with it swapped
