@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import osmium
-import osmnx as ox
 
 from pipeline.errors import InputDataError
 from pipeline.roads.highways import HighwayFilter
@@ -57,6 +56,9 @@ def read_road_ways(osm_path: Path, highway_filter: HighwayFilter) -> RoadWays:
     InputDataError
         If the file is missing, has an unknown extension, or is not a readable OSM file.
     """
+    import osmnx as ox  # here: its import (matplotlib, rasterio) costs a second, and the
+    # readers of roads folders (coverage, exports) import this module for its checks
+
     check_osm_path(osm_path)
     useful_tags = tuple(ox.settings.useful_tags_way)
     ways = RoadWays(osm_timestamp=header_timestamp(osm_path))
