@@ -926,20 +926,31 @@ def _read_checked_columns(
     parquet_file: pq.ParquetFile, contract: Contract, columns: list[str], source: str
 ) -> pa.Table:
     """Read some columns of a file and check the whole file against its contract."""
-    schema = parquet_file.schema_arrow
-    if COVERING_BBOX_COLUMN in schema.names:
-        schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
+    schema = _contract_schema(parquet_file)
     names = schema.names
     wanted = [name for name in dict.fromkeys([*columns, *contract.key]) if name in names]
     table = parquet_file.read(columns=wanted)
-    null_counts = _statistics_null_counts(parquet_file, [n for n in names if n not in wanted])
-    for name in names:
-        if name in wanted:
-            null_counts[name] = table.column(name).null_count
-        elif name not in null_counts:  # no statistics to count them in
-            null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
+    null_counts = _null_counts(parquet_file, [n for n in names if n not in wanted])
+    null_counts.update({name: table.column(name).null_count for name in wanted})
     validate_parts(schema, null_counts, table, contract, source)
     return table.select(columns)
+
+
+def _contract_schema(parquet_file: pq.ParquetFile) -> pa.Schema:
+    """Return a file's schema without the GeoParquet covering column (not in contracts)."""
+    schema = parquet_file.schema_arrow
+    if COVERING_BBOX_COLUMN in schema.names:
+        schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
+    return schema
+
+
+def _null_counts(parquet_file: pq.ParquetFile, names: list[str]) -> dict[str, int]:
+    """Return the nulls of columns ``names``: from the row groups' statistics, else read."""
+    null_counts = _statistics_null_counts(parquet_file, names)
+    for name in names:
+        if name not in null_counts:  # no statistics to count them in
+            null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
+    return null_counts
 
 
 def _opened_output(path: str | Path, contract: Contract) -> pq.ParquetFile:
@@ -982,13 +993,8 @@ def read_checked_chunks(
     """
     source = str(path)
     parquet_file = _opened_output(path, contract)
-    schema = parquet_file.schema_arrow
-    if COVERING_BBOX_COLUMN in schema.names:
-        schema = schema.remove(schema.get_field_index(COVERING_BBOX_COLUMN))
-    null_counts = _statistics_null_counts(parquet_file, schema.names)
-    for name in schema.names:
-        if name not in null_counts:  # no statistics to count them in
-            null_counts[name] = parquet_file.read(columns=[name]).column(name).null_count
+    schema = _contract_schema(parquet_file)
+    null_counts = _null_counts(parquet_file, schema.names)
     key = list(contract.key)
     validate_parts(schema, null_counts, schema.empty_table().select(key), contract, source)
     wanted = list(dict.fromkeys([*columns, *key]))

@@ -353,7 +353,7 @@ def _plan_steps(
     per_part, sample = Counter[str](), []
     seen = set(applied)
     for matched_dir, batch_id in new_batches:
-        counted = _counted_trips(matched_dir, settings)
+        counted = counted_trips(matched_dir, settings)
         skipped = pa.array(sorted(seen), pa.string())
         unknown, example, again, trips = 0, None, set(), set()
         for chunk in _counted_chunks(matched_dir, counted, ["trip_id", "edge_id"], plan.rows):
@@ -400,7 +400,7 @@ def _plan_steps(
     return plan, total
 
 
-def _counted_trips(matched_dir: Path, settings: CoverageSettings) -> pa.Array:
+def counted_trips(matched_dir: Path, settings: CoverageSettings) -> pa.Array:
     """Return the ids of a batch's trips that count: confident, plausible matches."""
     quality = read_table(matched_dir / QUALITY_FILE, MATCH_QUALITY)
     counts = quality["confidence"] >= settings.min_match_confidence

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import CoverageSettings
-from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
+from pipeline.contracts import MATCHED_SEGMENTS
 from pipeline.coverage.partitions import Network, load_network, parent_array
 from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT
 from pipeline.coverage.region_tables import (
@@ -46,7 +45,6 @@ from pipeline.coverage.rollup import (
 )
 from pipeline.coverage.stage import (
     OUTPUTS_FILE,
-    QUALITY_FILE,
     SEGMENT_COLUMNS,
     SEGMENTS_FILE,
     SUMMARY_FILE,
@@ -75,12 +73,13 @@ from pipeline.coverage.steps import (
     BatchApplied,
     apply_in_steps,
     apply_partitions,
+    counted_trips,
     write_empty_parts,
 )
 from pipeline.coverage.summary import summary_by_highway
 from pipeline.coverage.tables import MS_PER_DAY, CellTrips, cells_table
 from pipeline.errors import InputDataError
-from pipeline.io import read_arrow, read_table, write_json
+from pipeline.io import read_arrow, write_json
 from pipeline.roads import read_edges
 from pipeline.roads.shards import is_sharded, shard_dirs
 
@@ -275,12 +274,8 @@ def counted_segments(
     segments = read_arrow(
         matched_dir / SEGMENTS_FILE, MATCHED_SEGMENTS, SEGMENT_COLUMNS, check_all=True
     )
-    quality = read_table(matched_dir / QUALITY_FILE, MATCH_QUALITY)
-    counts = quality["confidence"] >= settings.min_match_confidence
-    if not settings.include_flagged_trips:
-        counts &= quality["plausible"]
-    counted_trips = pa.array(quality.loc[counts, "trip_id"], pa.string())
-    kept = segments.filter(pc.is_in(segments["trip_id"], value_set=counted_trips)).to_pandas()
+    counted = counted_trips(matched_dir, settings)
+    kept = segments.filter(pc.is_in(segments["trip_id"], value_set=counted)).to_pandas()
     unknown = ~kept["edge_id"].isin(lengths.index)
     if unknown.any():
         raise InputDataError(
@@ -291,7 +286,6 @@ def counted_segments(
     length = lengths.loc[kept["edge_id"].to_numpy()].to_numpy()
     for column in ("from_offset_m", "to_offset_m"):
         kept[column] = np.clip(kept[column].to_numpy(), 0.0, length)
-    log.info("coverage: %s: %d of %d trips count", matched_dir, int(counts.sum()), len(quality))
     return kept
 
 
