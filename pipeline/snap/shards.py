@@ -59,6 +59,8 @@ NETWORKS_DIR = "shard-networks"
 EVICTIONS_FILE = "evictions.json"
 """In a union's folder: when its network was emptied (``evicted``) and built again
 (``rebuilt``), as lists of Unix times; kept when the folder is emptied."""
+KEPT_WHEN_EMPTIED = (LOCK_FILE, EVICTIONS_FILE)
+"""What an emptied network folder keeps (and what its size leaves out)."""
 
 
 def trip_shards(trip_files: pd.DataFrame, roads_dir: Path) -> pd.Series:
@@ -193,7 +195,7 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
         try:
             with folder_lock(folder, timeout_s=0):
                 for path in folder.iterdir():
-                    if path.name not in (LOCK_FILE, EVICTIONS_FILE):
+                    if path.name not in KEPT_WHEN_EMPTIED:
                         path.unlink()
                 _record(folder, "evicted")
         except LockTimeoutError:
@@ -207,9 +209,7 @@ def evict_networks(networks: Path, cache_mb: float, keep: Path) -> list[Path]:
 def _folder_bytes(folder: Path) -> int:
     """Bytes of the files in a network folder but its lock file and evictions record."""
     return sum(
-        _stat(path).st_size
-        for path in folder.iterdir()
-        if path.name not in (LOCK_FILE, EVICTIONS_FILE)
+        _stat(path).st_size for path in folder.iterdir() if path.name not in KEPT_WHEN_EMPTIED
     )
 
 
