@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import __version__
@@ -922,6 +923,23 @@ def read_arrow(
     return table
 
 
+def distinct_texts(path: str | Path, contract: Contract, column: str) -> pa.Array:
+    """Return the distinct values of a text column of a stage output, in order of appearance.
+
+    The column is read as the dictionary it is written with (:func:`parquet_options`): no
+    string is made per row, only per distinct value (a third of the CPU of reading the strings
+    and taking their distinct values, on the ``trip_id`` of a points partition).
+
+    Raises
+    ------
+    InputDataError, ContractError
+        As :func:`read_arrow`.
+    """
+    values = _opened_output(path, contract, dictionary=[column]).read(columns=[column])[column]
+    distinct = pc.unique(values)
+    return distinct.dictionary_decode() if pa.types.is_dictionary(distinct.type) else distinct
+
+
 def _read_checked_columns(
     parquet_file: pq.ParquetFile, contract: Contract, columns: list[str], source: str
 ) -> pa.Table:
@@ -953,8 +971,12 @@ def _null_counts(parquet_file: pq.ParquetFile, names: list[str]) -> dict[str, in
     return null_counts
 
 
-def _opened_output(path: str | Path, contract: Contract) -> pq.ParquetFile:
+def _opened_output(
+    path: str | Path, contract: Contract, dictionary: list[str] | None = None
+) -> pq.ParquetFile:
     """Open a stage output's Parquet file, checking its contract metadata.
+
+    The columns named in ``dictionary`` are read as dictionary arrays.
 
     Raises
     ------
@@ -964,7 +986,7 @@ def _opened_output(path: str | Path, contract: Contract) -> pq.ParquetFile:
         If it was not written for ``contract``.
     """
     try:
-        parquet_file = pq.ParquetFile(path)
+        parquet_file = pq.ParquetFile(path, read_dictionary=dictionary)
     except FileNotFoundError:
         raise InputDataError(f"{path}: file not found; run the stage that writes it") from None
     except (pa.ArrowInvalid, OSError) as exc:

@@ -15,6 +15,10 @@ When :data:`RECORDS_ENV` names a folder (``roadcover run`` sets it to
 ``OUTPUT_DIR/benchmarks/_process_tree``), every stage command writes such a record there, one
 JSON file per command line (:func:`record_path`), and ``roadcover run`` writes ``run.json``
 for the whole run; the HTML report shows them.
+
+psutil is imported where processes are sampled, not with this module: every command reads
+:data:`RECORDS_ENV` from here, and a ``roadcover snap`` that records nothing would pay psutil's
+import (about 0.01 s of CPU) for a name.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,8 @@ class TreeMemorySampler:
         interval_s: float = DEFAULT_INTERVAL_S,
         include_shared_cluster: bool = True,
     ) -> None:
+        import psutil
+
         self.root = psutil.Process(pid)
         self.memory = TreeMemory(interval_s=interval_s)
         self._owner = _cluster_owner() if include_shared_cluster else None
@@ -165,6 +172,8 @@ class TreeMemorySampler:
 
     def _processes(self) -> list[psutil.Process]:
         """Return the root, its descendants and the shared cluster's processes, each once."""
+        import psutil
+
         found = {self.root.pid: self.root}
         with contextlib.suppress(psutil.Error):
             found.update((p.pid, p) for p in self.root.children(recursive=True))
@@ -186,6 +195,8 @@ def own_peak_rss_mb() -> float:
 
 def _memory(process: psutil.Process) -> tuple[float, float | None, float | None] | None:
     """RSS, PSS and USS of a process in bytes (PSS/USS None where unavailable), or None."""
+    import psutil
+
     try:
         full = process.memory_full_info()
     except psutil.AccessDenied:
@@ -206,6 +217,8 @@ def _memory(process: psutil.Process) -> tuple[float, float | None, float | None]
 
 def _cluster_owner() -> psutil.Process | None:
     """Return the ``roadcover run`` process named by :data:`CLUSTER_OWNER_ENV`, if it runs."""
+    import psutil
+
     text = os.environ.get(CLUSTER_OWNER_ENV, "")
     if not text.isdigit():
         return None
@@ -223,6 +236,8 @@ def _cluster_processes(owner: psutil.Process, root: psutil.Process) -> list[psut
     cluster's nannies with their workers. The child that is an ancestor of the root is
     Snakemake; every other child's subtree is the cluster's.
     """
+    import psutil
+
     try:
         line = {process.pid for process in root.parents()}
         children = owner.children()

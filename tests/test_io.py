@@ -29,6 +29,7 @@ from pipeline.io import (
     arrow_to_geodataframe,
     atomic_path,
     concat_tables,
+    distinct_texts,
     file_sha256,
     lines_table,
     memoized_sha256,
@@ -343,6 +344,20 @@ def test_tables_of_lines_written_in_row_groups_are_the_bytes_of_the_whole_lines_
     assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     boxes = [json.loads(p.schema.metadata[b"geo"])["columns"]["geometry"] for p in parts]
     assert "bbox" not in boxes[1] and len({tuple(b["bbox"]) for b in boxes if "bbox" in b}) > 1
+
+
+@pytest.mark.parametrize("column", ["source_file", "reason"])
+def test_distinct_texts_are_pandas_distinct_values_in_order_across_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str
+) -> None:
+    monkeypatch.setattr("pipeline.io.ROW_GROUP_ROWS", 1000)  # a dictionary per row group
+    frame = rejects_frame(3001, seed=3)
+    write_table(frame, tmp_path / "rejects.parquet", REJECTS)
+    distinct = distinct_texts(tmp_path / "rejects.parquet", REJECTS, column)
+    assert distinct.type == pa.string()
+    assert distinct.to_pylist() == frame[column].drop_duplicates().tolist()
+    with pytest.raises(ContractError, match="expected 'trips'"):
+        distinct_texts(tmp_path / "rejects.parquet", TRIPS, column)
 
 
 def test_concatenating_a_part_that_is_not_of_the_contract_is_an_error(tmp_path: Path) -> None:

@@ -195,3 +195,12 @@ def test_own_peak_is_the_childs_not_what_it_inherits_from_a_large_parent() -> No
     assert 5 < own < HELD_MIB / 3  # a Python with psutil: tens of MiB
     assert own_peak_rss_mb() > HELD_MIB  # the parent's own peak holds the array
     del array
+
+
+def test_importing_the_module_loads_no_psutil() -> None:
+    # every command imports it for RECORDS_ENV; psutil is for the sampling, when it is asked for
+    from tests.imports import modules_imported_by
+
+    loaded = modules_imported_by("import pipeline.process_tree", ("pipeline", "psutil"))
+    assert "pipeline.process_tree" in loaded
+    assert [name for name in loaded if name.split(".")[0] == "psutil"] == []

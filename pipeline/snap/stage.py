@@ -53,6 +53,7 @@ from pipeline.io import (
     batch_of_part,
     committed_batches,
     concat_tables,
+    distinct_texts,
     numpy_values,
     read_arrow,
     write_json,
@@ -334,7 +335,7 @@ def batch_trip_files(traces_dir: Path, batch_id: str | None) -> TripFiles:
     Reads only the ``trip_id`` column of each file (a trip never spans partitions).
     """
     files = [str(path.absolute()) for path in batch_point_files(traces_dir, batch_id)]
-    ids = [pc.unique(read_arrow(f, POINTS, columns=["trip_id"])["trip_id"]) for f in files]
+    ids = [distinct_texts(f, POINTS, "trip_id") for f in files]
     return {
         "trip_id": np.array(pa.chunked_array(ids, type=pa.string()).to_pylist(), dtype=object),
         "file": np.repeat(np.array(files, dtype=object), [len(i) for i in ids]),

@@ -134,9 +134,11 @@ def test_the_unmatched_reason_column_names_each_fix_s_status() -> None:
 
 
 # what `roadcover snap` must not import: it matches on the cached network's arrays and writes
-# GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's)
+# GeoParquet with pyarrow (these are the network build's, the shards', Dask's, the workflow's;
+# psutil only samples the process tree when its records are asked for)
 HEAVY_MODULES = ("geopandas", "shapely", "osmnx", "networkx", "matplotlib", "osmium", "h3",
-                 "rasterio", "dask", "distributed", "snakemake", "fastapi", "pandas")  # fmt: skip
+                 "rasterio", "dask", "distributed", "snakemake", "fastapi", "pandas",
+                 "psutil")  # fmt: skip
 _RUN_AND_LIST_MODULES = """
 import json, sys
 from pipeline.cli import main
