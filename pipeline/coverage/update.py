@@ -346,7 +346,11 @@ def _read_rollup(
         return read_rollup(state_root, pointer, list(ROLLUP_TABLES))
     kept = [name for name in ROLLUP_TABLES if name != "part_highway"]
     old = read_rollup(state_root, pointer, [*OLD_ROLLUP_TABLES, *kept])
-    return {**{name: old[name] for name in kept}, **migrated_rollup(old)}
+    no_pairs = pd.DataFrame(
+        {"cell": pd.Series(dtype="int64"), "contributor_id": pd.Series(dtype=str)}
+    )
+    rollup = {name: old[name] for name in kept}  # and no batch's (cell, contributor) pairs yet
+    return {**rollup, **migrated_rollup(old), "cell_contributors": no_pairs}
 
 
 def _with_road_cover(
