@@ -27,7 +27,8 @@ from pipeline.coverage.stage import compute_coverage
 from pipeline.roads import read_edges
 from tests.builders import write_matched_batch
 
-SETTINGS = dataclasses.replace(load_config().coverage, partition_resolution=7)
+LEVEL = 7  # the partition resolution
+SETTINGS = dataclasses.replace(load_config().coverage, partition_resolution=LEVEL)
 WHEN = pd.Timestamp("2026-09-01T08:00Z")
 OUTPUTS = ("edge_coverage", "cell_coverage", "cell_freshness", "coarse_cells")
 
@@ -39,11 +40,19 @@ def edges(monaco_roads: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def batches(monaco_roads: Path, edges: pd.DataFrame, tmp_path_factory) -> list[Path]:
-    """Two batches of 10 trips of 6 random edges each (one edge may be driven again)."""
+    """Two batches of 10 trips of 6 random edges each (one edge may be driven again).
+
+    The first over all Monaco, the second over the edges that start in one H3 cell at the
+    partition resolution (so that it leaves some of the first's partitions untouched).
+    """
     rng = np.random.default_rng(11)
+    start = [
+        h3.latlng_to_cell(lat, lng, LEVEL) for lng, lat in (g.coords[0] for g in edges.geometry)
+    ]
+    one_cell = edges[np.asarray(start) == pd.Series(start).mode()[0]]
     folders = []
-    for number in range(2):
-        picked = edges.iloc[rng.choice(len(edges), 60)]
+    for number, pool in enumerate([edges, one_cell]):
+        picked = pool.iloc[rng.choice(len(pool), 60)]
         trips = [f"b{number}-t{i // 6}" for i in range(len(picked))]
         folder = tmp_path_factory.mktemp(f"batch{number}")
         minutes = [number * 24 * 60 + i for i in range(len(picked))]  # a day apart
@@ -125,7 +134,10 @@ def test_updates_one_by_one_give_the_outputs_of_one_update_of_every_batch(
     monaco_roads: Path, batches: list[Path], at_once: Path, edges: pd.DataFrame, tmp_path: Path
 ) -> None:
     one_by_one = run(monaco_roads, at_once, [[b] for b in batches], tmp_path / "each")
-    assert len(pointer(at_once)["parts"]) > 3  # partitions enough to touch a few of them
+    second = pointer(one_by_one)["version"]
+    left = [key for key, gen in pointer(one_by_one)["parts"].items() if gen != second]
+    covered = read_edge_table(one_by_one, ["covered_m"], left)["covered_m"].to_numpy()
+    assert covered.sum() > 0  # the second update left partitions of the first's untouched
     assert output_hashes(one_by_one) == output_hashes(at_once)
     summary = json.loads((one_by_one / "summary.json").read_text())
     segments = driven_edges(batches)
@@ -142,15 +154,15 @@ def test_an_update_rewrites_the_files_of_the_partitions_it_touches_alone(
     folder = tmp_path / "coverage"
     shutil.copytree(at_once, folder)
     before, named = state_hashes(folder), pointer(folder)
-    edge = _edge_in_one_cell(edges, 7, set(named["parts"]))
+    edge = _edge_in_one_cell(edges, LEVEL, set(named["parts"]))
     matched = write_matched_batch(
         tmp_path / "one", edges, drives_of(edge, ["late-trip"], [5 * 24 * 60]),
         roads_dir=monaco_roads,
     )  # fmt: skip
     compute_coverage(monaco_roads, [matched], folder, SETTINGS)
     after = pointer(folder)
-    cell = h3.latlng_to_cell(*reversed(edge.geometry.iloc[0].coords[0]), 7)
-    key = f"r7-{cell}"
+    cell = h3.latlng_to_cell(*reversed(edge.geometry.iloc[0].coords[0]), LEVEL)
+    key = f"r{LEVEL}-{cell}"
     changed = {k for k, gen in after["parts"].items() if gen != named["parts"][k]}
     changed_cells = {k for k, gen in after["cell_parts"].items() if gen != named["cell_parts"][k]}
     assert changed == changed_cells == {key}
