@@ -23,8 +23,9 @@ trip). :func:`apply_in_steps` holds about ``coverage.batch_max_mb`` of them at a
    into the same row groups. The distinct trips of the cells coarser than the partitions
    (which span steps) are counted from the (cell, trip) pairs of every step.
 
-Not bounded by the setting: the region's rollup (a row per driven edge and covered road
-piece, the trips' ids) and the (cell, contributor) pairs of the partitions whose cells change.
+Not bounded by the setting: the region's rollup (rows per partition and highway, per
+partition cell and time last seen, the trips' ids), and the covered road pieces and (cell,
+contributor) pairs of the partitions whose cells change.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from pipeline.coverage.state import (
     state_of_batch,
     write_parts,
 )
-from pipeline.coverage.tables import cell_trip_counts, edge_totals
+from pipeline.coverage.tables import cell_trip_counts, pair_totals
 from pipeline.errors import InputDataError
 from pipeline.io import (
     RowGroupWriter,
@@ -157,7 +158,7 @@ def apply_partitions(
     write_parts(state_root, version, merged)
     # a partition's edges are its own: the rows are disjoint
     pieces = pd.concat([part.edge_pieces for part in merged.values()] or [state.edge_pieces])
-    totals = edge_totals(
+    totals = pair_totals(
         pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
     )
     edges = write_part_edges(state_root, version, merged, totals, network)
@@ -210,10 +211,21 @@ def write_empty_parts(
 
 
 def _merge_parts(first: StatePart, second: StatePart) -> StatePart:
-    """Merge two versions of a partition's tables (of disjoint batches)."""
+    """Merge two versions of a partition's tables (of disjoint batches).
+
+    The ``edge_contributors`` rows of edges that ``second`` has none of are ``first``'s as
+    they are (both sorted by edge and contributor, as
+    :func:`~pipeline.coverage.edges.merge_edge_contributors` returns them): only the rows of
+    ``second``'s edges are merged, and the result is the merge of every row.
+    """
+    old = first.edge_contributors
+    again = np.isin(old["edge_id"].to_numpy(), second.edge_contributors["edge_id"].to_numpy())
+    merged = merge_edge_contributors(pd.concat([old[again], second.edge_contributors]))
+    rows = pd.concat([old[~again], merged], ignore_index=True)
+    order = np.argsort(rows["edge_id"].to_numpy(), kind="stable")
     return StatePart(
         union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
-        merge_edge_contributors(pd.concat([first.edge_contributors, second.edge_contributors])),
+        rows.iloc[order].reset_index(drop=True),
     )
 
 

@@ -10,7 +10,18 @@ and the network's cache (:mod:`pipeline.coverage.partitions`), never from the ro
 table, a table of every edge, or the whole state. The batch is applied in steps of
 partitions, so that its memory is bounded by ``coverage.batch_max_mb`` whatever its size
 (:mod:`pipeline.coverage.steps`). The first update of a folder, and the first after the
-roads' partitioning changes, writes every partition.
+roads' partitioning changes, writes every partition; so does the first of a state whose
+rollup held the region's covered road pieces and driven edges whole (its ``road_cover`` is
+then kept by partition, see :mod:`pipeline.coverage.rollup`).
+
+What an update reads of ``state/``: ``CURRENT.json``; the rollup's tables
+(:data:`~pipeline.coverage.rollup.ROLLUP_TABLES`, ``rollup/<rollup>/``); the ``edge_pieces``
+and ``edge_contributors`` of the partitions its batch touches (``parts/<key>/<parts[key]>/``);
+the ``road_cover`` and ``cell_contributors`` of the partitions whose cells it changes
+(``parts/<key>/<cell_parts[key]>/``); the ``driven`` table of the updates of the week before
+its as-of time (``trips/<generation>/``). It writes the same files of these partitions, and
+their edge and cell coverage, as its own version, a new rollup, its trips' tables and the
+pointer.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.stage import compute_coverage
-from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, step_segments
+from pipeline.coverage.state import StatePart, empty_state
+from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, _merge_parts, step_segments
 from pipeline.roads import read_edges
 from tests.builders import write_matched_batch
 
@@ -164,3 +165,29 @@ def test_the_scratch_of_a_killed_update_is_removed_by_the_next(
     (killed / "segments" / "000000-0.arrow").write_bytes(b"spilled")
     compute_coverage(roads, [batches[1]], folder, TINY)
     assert sorted(p.name for p in (folder / "state").iterdir() if p.name.startswith(".b")) == []
+
+
+PAIRS = ["edge_id", "contributor_id", "passes", "driven_mm", "first_ms", "last_ms"]
+
+
+def test_a_partitions_contributors_merged_edge_by_edge_are_every_rows_merge() -> None:
+    """Only the batch's edges' rows are merged; the others are kept, in edge order."""
+    old = pd.DataFrame(
+        [
+            (1, "a", 1, 10, 5, 9),
+            (1, "b", 2, 20, 6, 9),
+            (2, "a", 3, 30, 7, 9),
+            (3, "c", 4, 40, 8, 9),
+        ],
+        columns=PAIRS,
+    )
+    new = pd.DataFrame([(1, "a", 1, 5, 1, 30), (3, "d", 1, 5, 20, 30)], columns=PAIRS)
+    no_pieces = empty_state().edge_pieces
+    merged = _merge_parts(StatePart(no_pieces, old), StatePart(no_pieces, new))
+    assert list(merged.edge_contributors.itertuples(index=False, name=None)) == [
+        (1, "a", 2, 15, 1, 30),  # a's passes and mm summed, first and last times of both
+        (1, "b", 2, 20, 6, 9),
+        (2, "a", 3, 30, 7, 9),
+        (3, "c", 4, 40, 8, 9),
+        (3, "d", 1, 5, 20, 30),
+    ]
