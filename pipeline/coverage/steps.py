@@ -143,29 +143,37 @@ def apply_partitions(
     """Merge a state's rows into the partitions of their edges; write them as ``version``.
 
     Each partition's tables, read as ``pointer`` names them when ``merge_old``, are merged
-    with the state's rows of its edges and written with its edge coverage.
+    with the state's rows of its edges and written with its edge coverage, one partition at a
+    time: its ``edge_contributors`` (a row per edge and contributor, which grow with the
+    history) are let go once its edge totals are counted.
     """
     edge_ids = np.concatenate(
         [state.edge_pieces["key"].to_numpy(), state.edge_trips["edge_id"].to_numpy()]
     )
     contributors = merge_edge_contributors(state.edge_trips)
     new_parts = split_parts(state.edge_pieces, contributors, network.edge_part_series(edge_ids))
-    old_parts = read_parts(state_root, pointer, set(new_parts)) if merge_old else {}
-    merged = {
-        key: _merge_parts(old_parts[key], part) if key in old_parts else part
-        for key, part in new_parts.items()
-    }
-    write_parts(state_root, version, merged)
+    part_pieces, part_totals, part_edges = [], [], []
+    for key, new_part in new_parts.items():
+        old = read_parts(state_root, pointer, {key}) if merge_old else {}
+        part = _merge_parts(old.pop(key), new_part) if key in old else new_part
+        write_parts(state_root, version, {key: part})
+        part_totals.append(pair_totals(part.edge_contributors))
+        part_edges.append(
+            write_part_edges(state_root, version, {key: part}, part_totals[-1], network)
+        )
+        part_pieces.append(part.edge_pieces)
+        del part
     # a partition's edges are its own: the rows are disjoint
-    pieces = pd.concat([part.edge_pieces for part in merged.values()] or [state.edge_pieces])
-    totals = pair_totals(
-        pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
-    )
-    edges = write_part_edges(state_root, version, merged, totals, network)
-    rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
+    pieces = pd.concat(part_pieces or [state.edge_pieces])
+    totals = (
+        pd.concat(part_totals).sort_index(kind="stable") if part_totals
+        else pair_totals(contributors)
+    )  # fmt: skip
+    edges = pd.concat(part_edges) if part_edges else edge_info({})
+    rows = part_rows(pieces, totals, network, network.runs_of(set(new_parts)), edges)
     empty = StatePart(state.edge_pieces.iloc[:0].copy(), contributors.iloc[:0].copy())
     return PartsApplied(
-        set(merged),
+        set(new_parts),
         rows,
         driven_rows(state.edge_trips, edges["highway"]),
         _changed_cell_parts(rows["road_cover"], state, network),
