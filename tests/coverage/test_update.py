@@ -25,7 +25,7 @@ from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.intervals import to_mm
 from pipeline.coverage.stage import compute_coverage
 from pipeline.roads import read_edges
-from tests.builders import write_matched_batch
+from tests.builders import full_drives, write_matched_batch
 
 LEVEL = 7  # the partition resolution
 SETTINGS = dataclasses.replace(load_config().coverage, partition_resolution=LEVEL)
@@ -57,7 +57,7 @@ def batches(monaco_roads: Path, edges: pd.DataFrame, tmp_path_factory) -> list[P
         folder = tmp_path_factory.mktemp(f"batch{number}")
         minutes = [number * 24 * 60 + i for i in range(len(picked))]  # a day apart
         write_matched_batch(
-            folder, edges, drives_of(picked, trips, minutes), roads_dir=monaco_roads
+            folder, edges, full_drives(picked, trips, minutes, WHEN), roads_dir=monaco_roads
         )
         folders.append(folder)
     return folders
@@ -69,22 +69,6 @@ def at_once(monaco_roads: Path, batches: list[Path], tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("once")
     compute_coverage(monaco_roads, batches, folder, SETTINGS)
     return folder
-
-
-def drives_of(picked: pd.DataFrame, trips: list[str], minutes: list[int]) -> pd.DataFrame:
-    """Drives of the ``picked`` edges, fully, by ``trips`` (one per row), ``minutes`` apart."""
-    when = WHEN + pd.to_timedelta(np.asarray(minutes), "min")
-    return pd.DataFrame(
-        {
-            "edge_id": picked["edge_id"].to_numpy(),
-            "trip_id": trips,
-            "contributor_id": [f"c-{trip[-1]}" for trip in trips],
-            "from_offset_m": 0.0,
-            "to_offset_m": picked["length_m"].to_numpy(),
-            "entered_at": when,
-            "exited_at": when + pd.Timedelta(seconds=20),
-        }
-    )
 
 
 def run(roads: Path, at_once: Path, updates: list[list[Path]], folder: Path) -> Path:
@@ -156,7 +140,7 @@ def test_an_update_rewrites_the_files_of_the_partitions_it_touches_alone(
     before, named = state_hashes(folder), pointer(folder)
     edge = _edge_in_one_cell(edges, LEVEL, set(named["parts"]))
     matched = write_matched_batch(
-        tmp_path / "one", edges, drives_of(edge, ["late-trip"], [5 * 24 * 60]),
+        tmp_path / "one", edges, full_drives(edge, ["late-trip"], [5 * 24 * 60], WHEN),
         roads_dir=monaco_roads,
     )  # fmt: skip
     compute_coverage(monaco_roads, [matched], folder, SETTINGS)
