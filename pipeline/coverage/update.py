@@ -420,7 +420,7 @@ def _fine_cells(
 
     The cells are the rows of the resolutions no coarser than the partitions' (contract
     ``cell_coverage``), computed from the figures of the partitions' finest cells alone; the
-    covered road the rollup's ``road_cover`` rows of these cells.
+    covered road the ``road_cover`` rows of these cells (of the rollup as updated).
     """
     level = network.partition_resolution
     cells = network.cells_of(keys)
