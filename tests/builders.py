@@ -242,3 +242,23 @@ def write_fully_covered_region(root: Path) -> tuple[Path, Path]:
     settings = settings_from_mapping({"regions": [{"name": "region", "osm": "region.osm"}]})
     compute_coverage(roads, [matched], root / "coverage", settings.coverage)
     return roads, root / "coverage"
+
+
+def full_drives(
+    picked: pd.DataFrame, trips: list[str], minutes: Sequence[int], start: pd.Timestamp
+) -> pd.DataFrame:
+    """Drives of the ``picked`` edges, each whole, by ``trips`` (one per row), for
+    :func:`write_matched_batch`: entered ``minutes`` after ``start``, 20 s on the edge; the
+    contributor of a trip is ``c-`` and its id's last character."""
+    when = start + pd.to_timedelta(np.asarray(minutes), "min")
+    return pd.DataFrame(
+        {
+            "edge_id": picked["edge_id"].to_numpy(),
+            "trip_id": trips,
+            "contributor_id": [f"c-{trip[-1]}" for trip in trips],
+            "from_offset_m": 0.0,
+            "to_offset_m": picked["length_m"].to_numpy(),
+            "entered_at": when,
+            "exited_at": when + pd.Timedelta(seconds=20),
+        }
+    )

@@ -281,8 +281,13 @@ def cell_resolutions(cells: np.ndarray) -> np.ndarray:
 
 
 def part_key(resolution: int, cells: np.ndarray) -> np.ndarray:
-    """Return the partition keys of H3 parent cells at ``resolution`` (object array of str)."""
-    return np.array([f"r{resolution}-{int(c):x}" for c in cells], dtype=object)
+    """Return the partition keys of H3 parent cells at ``resolution`` (object array of str).
+
+    Each distinct cell's key is formatted once (a partition holds many rows' cells).
+    """
+    distinct, at = np.unique(np.asarray(cells, dtype="int64"), return_inverse=True)
+    keys = np.array([f"r{resolution}-{int(c):x}" for c in distinct], dtype=object)
+    return keys[at.reshape(-1)] if len(keys) else np.empty(0, dtype=object)
 
 
 def load_network(

@@ -3,8 +3,9 @@
 ``CURRENT.json`` names the version of the state in force, the batches applied, the roads, and
 the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
 whether every partition of the network is named with its edge coverage (``edge_layout``), and
-the generation of every partition's cells (``cell_parts``, ``cell_layout``), and every update's
-trips with their latest time (``trips``). Reading
+the generation of every partition's cells (``cell_parts``, ``cell_layout``; with their covered
+road pieces when ``cover_layout`` is set), and every update's trips with their latest time
+(``trips``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -29,6 +30,7 @@ CELL_TABLE = "cell_coverage.parquet"  # a partition's cells (pipeline.coverage.c
 FRESHNESS_TABLE = "cell_freshness.parquet"  # their covered road by the time last seen
 COARSE_CELLS = "coarse_cells.parquet"  # the cells coarser than the partitions, in the rollup
 CELL_LAYOUT = 1  # ``cell_layout`` of a pointer whose ``cell_parts`` name every cells' partition
+COVER_LAYOUT = 1  # ``cover_layout`` of a pointer whose ``cell_parts`` hold their road_cover rows
 
 Read = TypeVar("Read")
 

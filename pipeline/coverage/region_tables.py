@@ -149,8 +149,9 @@ def write_cell_parts(
     Each into ``parts_root/<key>/<generation>/``: the rows of ``cells`` (the table of every
     resolution, :func:`pipeline.coverage.tables.cells_table`) at the resolutions no coarser
     than the partitions', without ``age_days`` and ``fresh_*_km``, and their covered road
-    (``road_cover``: rows of the rollup's, ``cell`` finest, ``length_mm``, ``last_ms``, of at
-    least the partitions' cells) summed by cell and ``last_ms`` at each of these resolutions.
+    (``road_cover``: covered road pieces, :mod:`pipeline.coverage.rollup`, ``cell`` finest,
+    ``length_mm``, ``last_ms``, of at least the partitions' cells) summed by cell and
+    ``last_ms`` at each of these resolutions.
     """
     level = network.partition_resolution
     fine = cells[cells["resolution"].to_numpy() >= level]
@@ -169,7 +170,7 @@ def write_cell_parts(
 def _freshness_rows(road_cover: pd.DataFrame, network: Network) -> pa.Table:
     """Return covered mm by ``cell`` and ``last_seen`` at each resolution of a partition's cells.
 
-    ``road_cover``: rows of the rollup's (finest ``cell``, ``length_mm``, ``last_ms``).
+    ``road_cover``: covered road pieces (finest ``cell``, ``length_mm``, ``last_ms``).
     """
     finest = road_cover["cell"].to_numpy(dtype="int64")
     levels = []

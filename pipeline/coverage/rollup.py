@@ -5,14 +5,19 @@ the state's partitions hold. Rather than reading every partition, an update keep
 region-level tables, each of them small beside the state (they grow with the roads driven,
 the cells and the contributors, not with the number of trips):
 
-``edge_totals``, ``road_cover``
-    One row per driven edge (its :func:`~pipeline.coverage.tables.edge_totals`, with
-    ``covered_mm``, its ``covered_m`` in integer mm) and per covered piece of a road cut at H3
-    cell boundaries (``key``, ``cell``, ``length_mm``, ``last_ms``); each row has the
-    ``part`` of its edge and its ``highway``, so that the summary needs no table of every
-    edge. They are recomputed from the partitions an update touches and replace those
-    partitions' rows: every figure in them is of one edge or one road, and a road's edges are
-    in one partition, so this gives the rows of the whole state exactly.
+``part_highway``
+    Per partition (``part``) and ``highway``, the ``covered_m`` of its edges in integer mm
+    (``covered_mm``), summed: what the summary's directed covered km are summed from. An
+    update recomputes the rows of the partitions it touches from their edges
+    (:func:`part_rows`' ``edge_totals``, one row per driven edge of these partitions alone).
+``road_cover`` (not in the rollup)
+    One row per covered piece of a road cut at H3 cell boundaries (``key``, ``cell``,
+    ``length_mm``, ``last_ms``, with the ``part`` of its edge and its ``highway``), kept per
+    partition of its *cell* (:func:`~pipeline.coverage.state.write_road_cover`), beside that
+    partition's cells: an update reads and rewrites those of the partitions whose cells it
+    changes, replacing the rows of the edges' partitions it touched (a road's edges are in
+    one partition, and a road's covered pieces only grow, so the rows of a road the batch did
+    not drive are the same before and after).
 ``driven_total``
     Driven mm by ``highway``, summed over batches (a trip is applied with one batch only). The
     summary's driven km of the last week are the rows of the updates' ``driven`` tables
@@ -23,7 +28,7 @@ the cells and the contributors, not with the number of trips):
     (:class:`~pipeline.coverage.tables.CellTrips`). A trip is applied with one batch only, so
     they are sums over batches: a batch's figures are added to them; no partition is read.
     The distinct (finest cell, ``contributor_id``) pairs, the union over batches, are kept per
-    partition of their cell (:func:`~pipeline.coverage.state.write_cell_pairs`): an update
+    partition of their cell (:func:`~pipeline.coverage.state.write_cell_rows`): an update
     reads those of the partitions whose cells it changes, and ``cell_contributors`` in the
     rollup it computes holds these pairs alone.
 ``trips``
@@ -31,8 +36,9 @@ the cells and the contributors, not with the number of trips):
 ``part_covered``, ``part_total``, ``part_contributors``
     What each partition contributes to the cells coarser than the partitions, by the
     partition's H3 cell (``cell``, at the partition resolution): its covered road mm by
-    ``last_ms``, its driven mm, its distinct contributors (:func:`part_cell_rows`). The coarse
-    cells are summed from them (and from ``cell_passes`` at their resolutions), so an update
+    ``highway`` and ``last_ms`` (the summary's unique and fresh km are their sums too), its
+    driven mm, its distinct contributors (:func:`part_cell_rows`). The coarse cells are
+    summed from them (and from ``cell_passes`` at their resolutions), so an update
     recomputes the rows of the partitions whose cells it changed and no finest cell of the
     others. Sums in integer mm and the union of contributor sets make them exactly the figures
     of the whole region's finest cells.
@@ -51,10 +57,13 @@ from pipeline.coverage.partitions import Network, parent_array
 from pipeline.coverage.region_tables import covered_metres
 from pipeline.coverage.tables import CellTrips, cell_trip_counts, edge_totals
 
-PART_ROW_TABLES = ("edge_totals", "road_cover")
+PART_ROW_TABLES = ("edge_totals", "road_cover")  # of the edges of the partitions an update touches
 CELL_TABLES = ("cell_total", "cell_passes", "cell_contributors")
 PART_CELL_TABLES = ("part_covered", "part_total", "part_contributors")
-ROLLUP_TABLES = (*PART_ROW_TABLES, *CELL_TABLES[:2], "trips", "driven_total", *PART_CELL_TABLES)
+ROLLUP_TABLES = ("part_highway", *CELL_TABLES[:2], "trips", "driven_total", *PART_CELL_TABLES)
+OLD_ROLLUP_TABLES = PART_ROW_TABLES
+"""The rollup tables of a state written before ``road_cover`` was kept by partition (read once,
+by the update that migrates it, :func:`migrated_rollup`)."""
 OLDEST_MS = np.iinfo("int64").min  # the ``last_ms`` of the driven mm summed before a week
 
 
@@ -185,7 +194,7 @@ def updated_rollup(
     rollup
         The rollup before the update (every table of :data:`ROLLUP_TABLES`).
     touched
-        The partitions whose rows ``new_part_rows`` replaces.
+        The partitions whose ``part_highway`` rows ``new_part_rows`` replaces.
     new_part_rows
         :func:`part_rows` of the partitions ``touched``, as they are after the update.
     new_cell_rows
@@ -196,9 +205,8 @@ def updated_rollup(
         :func:`driven_rows` of the batch's trips.
     """
     updated: dict[str, pd.DataFrame] = {}
-    for name in PART_ROW_TABLES:
-        kept = rollup[name][~rollup[name]["part"].isin(list(touched))]
-        updated[name] = _concat(kept, new_part_rows[name])
+    kept = rollup["part_highway"][~rollup["part_highway"]["part"].isin(list(touched))]
+    updated["part_highway"] = _concat(kept, highway_rows(new_part_rows["edge_totals"]))
     total = _concat(rollup["cell_total"], new_cell_rows["cell_total"])
     updated["cell_total"] = total.groupby("cell", as_index=False, sort=True).agg(
         total_mm=("total_mm", "sum")
@@ -216,15 +224,56 @@ def updated_rollup(
     return updated
 
 
+def highway_rows(totals: pd.DataFrame) -> pd.DataFrame:
+    """Return ``covered_mm`` by ``part`` and ``highway`` of :func:`part_rows`' ``edge_totals``."""
+    return totals.groupby(["part", "highway"], as_index=False, sort=True).agg(
+        covered_mm=("covered_mm", "sum")
+    )
+
+
+def updated_road_cover(
+    old: list[pd.DataFrame], touched: set[str], new_rows: pd.DataFrame, level: int,
+    part_cells: np.ndarray,
+) -> pd.DataFrame:  # fmt: skip
+    """Return the ``road_cover`` rows of the cells of partitions ``part_cells`` after an update.
+
+    Parameters
+    ----------
+    old
+        The rows of these partitions' cells before the update (of any partitions' edges).
+    touched
+        The partitions of the edges whose rows ``new_rows`` replaces.
+    new_rows
+        :func:`part_rows`' ``road_cover`` of the partitions ``touched`` (of every cell).
+    level
+        The partition resolution.
+    part_cells
+        The H3 cells (at ``level``) of the partitions whose cells' rows are returned.
+    """
+    kept = [frame[~frame["part"].isin(list(touched))] for frame in old]
+    in_parts = np.isin(parent_array(new_rows["cell"].to_numpy(dtype="int64"), level), part_cells)
+    rows = pd.concat([*kept, new_rows[in_parts]], ignore_index=True)
+    return rows.sort_values(["key", "cell", "last_ms"], ignore_index=True, kind="stable")
+
+
+def migrated_rollup(old: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Return ``part_highway`` and ``road_cover`` (of every cell) of a rollup of the old layout.
+
+    ``old``: its :data:`OLD_ROLLUP_TABLES` (one row per driven edge, per covered road piece).
+    """
+    return {"part_highway": highway_rows(old["edge_totals"]), "road_cover": old["road_cover"]}
+
+
 def empty_rollup(network: Network) -> dict[str, pd.DataFrame]:
-    """Return the rollup of the empty state."""
+    """Return the rollup of the empty state (with the empty ``road_cover``)."""
     from pipeline.coverage.state import empty_state
 
     empty = empty_state()
     totals = edge_totals(empty.edge_trips)
     rows = part_rows(empty.edge_pieces, totals, network, network.runs_of(set()), edge_info({}))
     rollup = {
-        **rows,
+        "part_highway": highway_rows(rows["edge_totals"]),
+        "road_cover": rows["road_cover"],
         **cell_rows(empty.cell_trips, network),
         "trips": pd.DataFrame({"trip_id": pd.Series(dtype=str)}),
         "driven_total": pd.DataFrame(
@@ -240,8 +289,9 @@ def part_cell_rows(
     """Return the rows of :data:`PART_CELL_TABLES` of the partitions of cells ``part_cells``.
 
     What each partition (its H3 cell at the partition resolution ``level``) contributes to
-    the cells coarser than it, from the rollup's finest-cell tables: its covered road by the
-    time it was last seen, its driven mm, its distinct contributors.
+    the cells coarser than it, from the rollup's finest-cell tables (``road_cover`` of at
+    least these partitions' cells): its covered road by highway and the time it was last
+    seen, its driven mm, its distinct contributors.
     """
 
     def in_parts(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -252,9 +302,10 @@ def part_cell_rows(
     cover = rollup["road_cover"]
     cell, keep = in_parts(cover["cell"])
     covered = pd.DataFrame(
-        {"cell": cell, "last_ms": cover["last_ms"].to_numpy(dtype="int64")[keep],
+        {"cell": cell, "highway": cover["highway"].to_numpy()[keep].astype(str),
+         "last_ms": cover["last_ms"].to_numpy(dtype="int64")[keep],
          "length_mm": cover["length_mm"].to_numpy(dtype="int64")[keep]}
-    ).groupby(["cell", "last_ms"], as_index=False, sort=True).sum()  # fmt: skip
+    ).groupby(["cell", "highway", "last_ms"], as_index=False, sort=True).sum()  # fmt: skip
     total = rollup["cell_total"]
     cell, keep = in_parts(total["cell"])
     driven = pd.DataFrame(
@@ -285,6 +336,9 @@ def updated_part_cells(
     for name in PART_CELL_TABLES:
         if name not in rollup:  # a rollup written before they were kept: all of them anew
             updated[name] = new_rows[name]
+            continue
+        if name == "part_covered" and "highway" not in rollup[name]:  # kept without highway
+            updated[name] = new_rows[name]  # (then ``part_cells`` is every partition's)
             continue
         old = rollup[name]
         kept = old[~np.isin(old["cell"].to_numpy(dtype="int64"), part_cells)]

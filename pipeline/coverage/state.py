@@ -17,7 +17,8 @@ On disk (``COVERAGE_DIR/state``) the state is split in two (format 3):
   update merges its batch into: ``edge_pieces`` and ``edge_contributors`` (one row per edge and
   contributor: passes and driven millimetres summed, first and last observation, so that the
   edge's figures need no row per trip), by their edge's partition, and the distinct
-  ``cell_contributors`` pairs of the partition's cells (:func:`write_cell_pairs`);
+  ``cell_contributors`` pairs and the ``road_cover`` rows of the partition's cells
+  (:func:`write_cell_rows`), in the generation ``cell_parts`` names;
 - per update, ``trips/<generation>/``, the rows of the trips it applied (``edge_trips``,
   ``cell_trips``, and ``driven``: driven mm by edge and ``last_ms``, with ``highway``),
   written once and never rewritten: a trip is applied with one batch only, so the state's
@@ -68,6 +69,8 @@ STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of f
 PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's files
 TRIP_TABLES = ("edge_trips", "cell_trips", "driven")  # an update's trips' files
 CELL_PAIRS = "cell_contributors"  # a partition's cells' distinct (cell, contributor) pairs
+ROAD_COVER = "road_cover"  # the covered road pieces in a partition's cells (rollup.py)
+CELL_ROW_TABLES = (CELL_PAIRS, ROAD_COVER)  # a partition's cells' rows, beside its cell table
 PARTS_DIR = "parts"
 TRIPS_DIR = "trips"
 ROLLUP_DIR = "rollup"
@@ -205,23 +208,30 @@ def write_trips(state_root: Path, generation: str, tables: Mapping[str, pd.DataF
         write_frame(table, state_root / TRIPS_DIR / generation / f"{name}.parquet")
 
 
-def write_cell_pairs(
-    state_root: Path, generation: str, pairs: pd.DataFrame, pair_parts: np.ndarray, keys: set[str]
+def write_cell_rows(
+    state_root: Path,
+    generation: str,
+    name: str,
+    rows: pd.DataFrame,
+    row_parts: np.ndarray,
+    keys: set[str],
 ) -> None:
-    """Write the (cell, contributor) pairs of partitions ``keys``, each with its cells' files.
+    """Write table ``name`` (of :data:`CELL_ROW_TABLES`) of partitions ``keys``' cells.
 
-    ``pair_parts``: the partition key of each row's cell. Into
+    ``row_parts``: the partition key of each row's cell. Into
     ``state_root/parts/<key>/<generation>/``, beside the partition's cell table.
     """
     for key in sorted(keys):
-        rows = pairs[pair_parts == key].reset_index(drop=True)
-        write_frame(rows, state_root / PARTS_DIR / key / generation / f"{CELL_PAIRS}.parquet")
+        part_rows = rows[row_parts == key].reset_index(drop=True)
+        write_frame(part_rows, state_root / PARTS_DIR / key / generation / f"{name}.parquet")
 
 
-def read_cell_pairs(
-    state_root: Path, pointer: Mapping[str, Any], keys: set[str]
+def read_cell_rows(
+    state_root: Path, pointer: Mapping[str, Any], keys: set[str], name: str
 ) -> list[pd.DataFrame]:
-    """Read the (cell, contributor) pairs of the partitions of ``keys`` whose cells it names.
+    """Read table ``name`` (of :data:`CELL_ROW_TABLES`) of the partitions of ``keys`` it names.
+
+    ``pointer``'s ``cell_parts`` name the partitions' cells' generations.
 
     Raises
     ------
@@ -231,9 +241,9 @@ def read_cell_pairs(
     named = dict(pointer.get("cell_parts") or {})
     frames = []
     for key in sorted(set(keys) & set(named)):
-        path = state_root / PARTS_DIR / key / named[key] / f"{CELL_PAIRS}.parquet"
+        path = state_root / PARTS_DIR / key / named[key] / f"{name}.parquet"
         if not path.is_file():
-            raise _damaged(state_root, pointer, f"partition {key}'s {CELL_PAIRS} table")
+            raise _damaged(state_root, pointer, f"partition {key}'s {name} table")
         frames.append(pq.read_table(path).to_pandas())
     return frames
 

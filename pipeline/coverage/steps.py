@@ -23,8 +23,9 @@ trip). :func:`apply_in_steps` holds about ``coverage.batch_max_mb`` of them at a
    into the same row groups. The distinct trips of the cells coarser than the partitions
    (which span steps) are counted from the (cell, trip) pairs of every step.
 
-Not bounded by the setting: the region's rollup (a row per driven edge and covered road
-piece, the trips' ids) and the (cell, contributor) pairs of the partitions whose cells change.
+Not bounded by the setting: the region's rollup (rows per partition and highway, per
+partition cell and time last seen, the trips' ids), and the covered road pieces and (cell,
+contributor) pairs of the partitions whose cells change.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from pipeline.coverage.state import (
     state_of_batch,
     write_parts,
 )
-from pipeline.coverage.tables import cell_trip_counts, edge_totals
+from pipeline.coverage.tables import cell_trip_counts, pair_totals
 from pipeline.errors import InputDataError
 from pipeline.io import (
     RowGroupWriter,
@@ -142,29 +143,37 @@ def apply_partitions(
     """Merge a state's rows into the partitions of their edges; write them as ``version``.
 
     Each partition's tables, read as ``pointer`` names them when ``merge_old``, are merged
-    with the state's rows of its edges and written with its edge coverage.
+    with the state's rows of its edges and written with its edge coverage, one partition at a
+    time: its ``edge_contributors`` (a row per edge and contributor, which grow with the
+    history) are let go once its edge totals are counted.
     """
     edge_ids = np.concatenate(
         [state.edge_pieces["key"].to_numpy(), state.edge_trips["edge_id"].to_numpy()]
     )
     contributors = merge_edge_contributors(state.edge_trips)
     new_parts = split_parts(state.edge_pieces, contributors, network.edge_part_series(edge_ids))
-    old_parts = read_parts(state_root, pointer, set(new_parts)) if merge_old else {}
-    merged = {
-        key: _merge_parts(old_parts[key], part) if key in old_parts else part
-        for key, part in new_parts.items()
-    }
-    write_parts(state_root, version, merged)
+    part_pieces, part_totals, part_edges = [], [], []
+    for key, new_part in new_parts.items():
+        old = read_parts(state_root, pointer, {key}) if merge_old else {}
+        part = _merge_parts(old.pop(key), new_part) if key in old else new_part
+        write_parts(state_root, version, {key: part})
+        part_totals.append(pair_totals(part.edge_contributors))
+        part_edges.append(
+            write_part_edges(state_root, version, {key: part}, part_totals[-1], network)
+        )
+        part_pieces.append(part.edge_pieces)
+        del part
     # a partition's edges are its own: the rows are disjoint
-    pieces = pd.concat([part.edge_pieces for part in merged.values()] or [state.edge_pieces])
-    totals = edge_totals(
-        pd.concat([part.edge_contributors for part in merged.values()] or [contributors])
-    )
-    edges = write_part_edges(state_root, version, merged, totals, network)
-    rows = part_rows(pieces, totals, network, network.runs_of(set(merged)), edges)
+    pieces = pd.concat(part_pieces or [state.edge_pieces])
+    totals = (
+        pd.concat(part_totals).sort_index(kind="stable") if part_totals
+        else pair_totals(contributors)
+    )  # fmt: skip
+    edges = pd.concat(part_edges) if part_edges else edge_info({})
+    rows = part_rows(pieces, totals, network, network.runs_of(set(new_parts)), edges)
     empty = StatePart(state.edge_pieces.iloc[:0].copy(), contributors.iloc[:0].copy())
     return PartsApplied(
-        set(merged),
+        set(new_parts),
         rows,
         driven_rows(state.edge_trips, edges["highway"]),
         _changed_cell_parts(rows["road_cover"], state, network),
@@ -210,10 +219,21 @@ def write_empty_parts(
 
 
 def _merge_parts(first: StatePart, second: StatePart) -> StatePart:
-    """Merge two versions of a partition's tables (of disjoint batches)."""
+    """Merge two versions of a partition's tables (of disjoint batches).
+
+    The ``edge_contributors`` rows of edges that ``second`` has none of are ``first``'s as
+    they are (both sorted by edge and contributor, as
+    :func:`~pipeline.coverage.edges.merge_edge_contributors` returns them): only the rows of
+    ``second``'s edges are merged, and the result is the merge of every row.
+    """
+    old = first.edge_contributors
+    again = np.isin(old["edge_id"].to_numpy(), second.edge_contributors["edge_id"].to_numpy())
+    merged = merge_edge_contributors(pd.concat([old[again], second.edge_contributors]))
+    rows = pd.concat([old[~again], merged], ignore_index=True)
+    order = np.argsort(rows["edge_id"].to_numpy(), kind="stable")
     return StatePart(
         union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
-        merge_edge_contributors(pd.concat([first.edge_contributors, second.edge_contributors])),
+        rows.iloc[order].reset_index(drop=True),
     )
 
 

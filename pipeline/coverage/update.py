@@ -10,7 +10,18 @@ and the network's cache (:mod:`pipeline.coverage.partitions`), never from the ro
 table, a table of every edge, or the whole state. The batch is applied in steps of
 partitions, so that its memory is bounded by ``coverage.batch_max_mb`` whatever its size
 (:mod:`pipeline.coverage.steps`). The first update of a folder, and the first after the
-roads' partitioning changes, writes every partition.
+roads' partitioning changes, writes every partition; so does the first of a state whose
+rollup held the region's covered road pieces and driven edges whole (its ``road_cover`` is
+then kept by partition, see :mod:`pipeline.coverage.rollup`).
+
+What an update reads of ``state/``: ``CURRENT.json``; the rollup's tables
+(:data:`~pipeline.coverage.rollup.ROLLUP_TABLES`, ``rollup/<rollup>/``); the ``edge_pieces``
+and ``edge_contributors`` of the partitions its batch touches (``parts/<key>/<parts[key]>/``);
+the ``road_cover`` and ``cell_contributors`` of the partitions whose cells it changes
+(``parts/<key>/<cell_parts[key]>/``); the ``driven`` table of the updates of the week before
+its as-of time (``trips/<generation>/``). It writes the same files of these partitions, and
+their edge and cell coverage, as its own version, a new rollup, its trips' tables and the
+pointer.
 """
 
 from __future__ import annotations
@@ -27,20 +38,23 @@ import pyarrow.parquet as pq
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCHED_SEGMENTS
 from pipeline.coverage.partitions import Network, load_network, parent_array
-from pipeline.coverage.pointer import CELL_LAYOUT, EDGE_LAYOUT
+from pipeline.coverage.pointer import CELL_LAYOUT, COVER_LAYOUT, EDGE_LAYOUT
 from pipeline.coverage.region_tables import (
     write_cell_parts,
     write_coarse_cells,
 )
 from pipeline.coverage.rollup import (
+    OLD_ROLLUP_TABLES,
     OLDEST_MS,
     ROLLUP_TABLES,
     cell_rows,
     cell_trips_of,
     coarse_cell_trips,
     empty_rollup,
+    migrated_rollup,
     summary_driven,
     updated_part_cells,
+    updated_road_cover,
     updated_rollup,
 )
 from pipeline.coverage.stage import (
@@ -50,8 +64,10 @@ from pipeline.coverage.stage import (
     SUMMARY_FILE,
 )
 from pipeline.coverage.state import (
+    CELL_PAIRS,
     FORMAT,
     PARTS_DIR,
+    ROAD_COVER,
     ROLLUP_DIR,
     CoverageState,
     commit_pointer,
@@ -59,13 +75,13 @@ from pipeline.coverage.state import (
     empty_state,
     latest_ms,
     merge_states,
-    read_cell_pairs,
+    read_cell_rows,
     read_rollup,
     read_state,
     state_of_batch,
     state_version,
     trips_row_groups,
-    write_cell_pairs,
+    write_cell_rows,
     write_rollup,
     write_trips,
 )
@@ -129,11 +145,11 @@ def update_coverage(
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
     rebuild = not _partitioned_as(pointer, network)
+    migrate = not rebuild and pointer.get("cover_layout") != COVER_LAYOUT  # road_cover whole
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     batch, stepped = None, None
     if not rebuild or not pointer:  # a partitioned state, or none yet
-        rollup = read_rollup(state_root, pointer, list(ROLLUP_TABLES)) if pointer else None
-        rollup = empty_rollup(network) if rollup is None else rollup
+        rollup = _read_rollup(state_root, pointer, migrate) if pointer else empty_rollup(network)
         parts, trips = dict(pointer.get("parts") or {}), dict(pointer.get("trips") or {})
         applied = set(rollup["trips"]["trip_id"])
         if new_batches:
@@ -150,6 +166,7 @@ def update_coverage(
                          ["edges.parquet", "cells.parquet"])]:  # fmt: skip
             old_file.unlink(missing_ok=True)
     changed = bool(new_batches) or rebuild
+    touched: set[str] = set()
     if changed:
         if stepped is None:  # at once: a state partitioned again, or a batch of which none counts
             if batch is None:
@@ -159,11 +176,11 @@ def update_coverage(
         trips[version] = stepped.latest_ms
     as_of_ms = _as_of_ms(as_of, trips)
     keys = None
-    if changed:  # the cells of every partition on a first update (none named yet)
-        keys = touched if cell_parts else set(network.part_keys())
-        rollup = _with_cell_pairs(
-            state_root, version, {**pointer, "cell_parts": cell_parts}, rollup, keys, network
-        )
+    if changed or migrate:  # the cells of every partition on a first update (none named yet)
+        keys = touched if cell_parts and not migrate else set(network.part_keys())
+        named = {**pointer, "cell_parts": cell_parts}  # the cells' files before the update
+        rollup = _with_road_cover(state_root, version, named, rollup, stepped, keys, network)
+        rollup = _with_cell_pairs(state_root, version, named, rollup, keys, network)
         rollup = updated_part_cells(rollup, network.partition_resolution, _part_cells(keys))
         write_rollup(state_root, version, {name: rollup[name] for name in ROLLUP_TABLES})
     for chunk in _chunks(sorted(keys or ()), CELL_PARTS_AT_ONCE):  # a partition's own cells
@@ -172,11 +189,12 @@ def update_coverage(
         cell_parts.update(dict.fromkeys(chunk, version))
     coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
-    if changed:
+    if changed or migrate:
         pointer = {
             "version": version, "batches": batches, "roads": roads, "parts": parts,
             "trips": trips, "partitioning": network.partition_resolution, "rollup": version,
             "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT,
+            "cover_layout": COVER_LAYOUT,
         }  # fmt: skip
         commit_pointer(state_root, pointer, current_pointer(state_root))
     driven = _summary_driven(state_root, pointer, rollup, as_of_ms)
@@ -326,6 +344,54 @@ def _part_cells(keys: set[str]) -> np.ndarray:
     return np.array([int(key.rsplit("-", 1)[1], 16) for key in sorted(keys)], dtype="int64")
 
 
+def _read_rollup(
+    state_root: Path, pointer: dict[str, Any], migrate: bool
+) -> dict[str, pd.DataFrame]:
+    """Read the rollup ``pointer`` names; of the old layout (``migrate``), with its ``road_cover``.
+
+    A rollup of the old layout holds ``road_cover`` and ``edge_totals`` of the whole region
+    (:data:`~pipeline.coverage.rollup.OLD_ROLLUP_TABLES`); they are read once, to be kept by
+    partition (:func:`_with_road_cover`) and summed by partition and highway.
+    """
+    if not migrate:
+        return read_rollup(state_root, pointer, list(ROLLUP_TABLES))
+    kept = [name for name in ROLLUP_TABLES if name != "part_highway"]
+    old = read_rollup(state_root, pointer, [*OLD_ROLLUP_TABLES, *kept])
+    no_pairs = pd.DataFrame(
+        {"cell": pd.Series(dtype="int64"), "contributor_id": pd.Series(dtype=str)}
+    )
+    rollup = {name: old[name] for name in kept}  # and no batch's (cell, contributor) pairs yet
+    return {**rollup, **migrated_rollup(old), "cell_contributors": no_pairs}
+
+
+def _with_road_cover(
+    state_root: Path,
+    version: str,
+    pointer: dict[str, Any],
+    rollup: dict[str, pd.DataFrame],
+    applied: BatchApplied | None,
+    keys: set[str],
+    network: Network,
+) -> dict[str, pd.DataFrame]:
+    """Return the rollup with the ``road_cover`` rows of partitions ``keys``' cells; write them.
+
+    The rows before the update are the rollup's ``road_cover`` when it has one (a first
+    update, or a state of the old layout: of every cell), else those ``pointer`` names of
+    these partitions; the rows of the partitions ``applied`` wrote replace theirs.
+    """
+    old = [rollup["road_cover"]] if "road_cover" in rollup else []
+    old = old or read_cell_rows(state_root, pointer, keys, ROAD_COVER)
+    if applied is None:  # a state of the old layout, no batch applied: its rows are read whole
+        touched, new_rows = set(), old[0].iloc[:0]
+    else:
+        touched, new_rows = applied.parts.keys, applied.parts.rows["road_cover"]
+    level = network.partition_resolution
+    cover = updated_road_cover(old, touched, new_rows, level, _part_cells(keys))
+    cover_parts = network.cell_parts(cover["cell"].to_numpy())
+    write_cell_rows(state_root, version, ROAD_COVER, cover, cover_parts, keys)
+    return {**rollup, "road_cover": cover}
+
+
 def _with_cell_pairs(
     state_root: Path,
     version: str,
@@ -339,10 +405,11 @@ def _with_cell_pairs(
     The rollup's ``cell_contributors`` are the batch's pairs (their cells are in ``keys``);
     ``pointer`` names the partitions' cells before the update, whose pairs are read.
     """
-    old = read_cell_pairs(state_root, pointer, keys)
+    old = read_cell_rows(state_root, pointer, keys, CELL_PAIRS)
     pairs = pd.concat([*old, rollup["cell_contributors"]], ignore_index=True)
     pairs = pairs.drop_duplicates(ignore_index=True).astype({"contributor_id": str})
-    write_cell_pairs(state_root, version, pairs, network.cell_parts(pairs["cell"].to_numpy()), keys)
+    pair_parts = network.cell_parts(pairs["cell"].to_numpy())
+    write_cell_rows(state_root, version, CELL_PAIRS, pairs, pair_parts, keys)
     return {**rollup, "cell_contributors": pairs}
 
 
@@ -353,7 +420,7 @@ def _fine_cells(
 
     The cells are the rows of the resolutions no coarser than the partitions' (contract
     ``cell_coverage``), computed from the figures of the partitions' finest cells alone; the
-    covered road the rollup's ``road_cover`` rows of these cells.
+    covered road the ``road_cover`` rows of these cells (of the rollup as updated).
     """
     level = network.partition_resolution
     cells = network.cells_of(keys)
@@ -429,12 +496,16 @@ def _summary(
     settings: CoverageSettings,
     as_of_ms: int,
 ) -> dict[str, Any]:
-    """Return the summary of the rollup and the driven rows (not written)."""
-    totals = rollup["edge_totals"]
+    """Return the summary of the rollup and the driven rows (not written).
+
+    The covered road is the partitions' (``part_covered``: by cell, highway and time last
+    seen), the directed covered mm summed by partition and highway (``part_highway``).
+    """
+    by_part = rollup["part_highway"]
     lengths = network.highway_lengths()
-    lengths["covered_mm"] = totals.groupby("highway")["covered_mm"].sum()
+    lengths["covered_mm"] = by_part.groupby("highway")["covered_mm"].sum()
     summary = summary_by_highway(
-        lengths.fillna({"covered_mm": 0}).astype("int64"), rollup["road_cover"], driven,
+        lengths.fillna({"covered_mm": 0}).astype("int64"), rollup["part_covered"], driven,
         as_of_ms, settings.world_road_km, settings.world_road_km_source,
     )  # fmt: skip
     summary["as_of"] = pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()

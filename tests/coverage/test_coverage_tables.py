@@ -20,7 +20,7 @@ from pipeline.coverage.state import (
     write_state,
 )
 from pipeline.coverage.summary import coverage_summary
-from pipeline.coverage.tables import cell_coverage, edge_coverage
+from pipeline.coverage.tables import cell_coverage, edge_coverage, pair_totals
 from pipeline.roads import build_roads, read_edges
 
 AS_OF = pd.Timestamp("2026-11-01T00:00:00Z")
@@ -195,3 +195,18 @@ def test_reading_some_columns_of_the_state(computed: dict, tmp_path: Path) -> No
     expected = full.edge_trips[["edge_id", "last_ms"]].reset_index(drop=True)
     assert state.edge_trips.equals(expected)
     assert state.edge_pieces.equals(full.edge_pieces.reset_index(drop=True))
+
+
+def test_the_totals_of_edge_contributor_pairs_count_an_edges_rows() -> None:
+    columns = ["edge_id", "contributor_id", "passes", "driven_mm", "first_ms", "last_ms"]
+    pairs = pd.DataFrame(
+        [(1, "a", 2, 15, 1, 30), (1, "b", 2, 20, 6, 9), (2, "a", 3, 30, 7, 9),
+         (3, "c", 4, 40, 8, 9), (3, "d", 1, 5, 20, 30)],
+        columns=columns,
+    )  # fmt: skip
+    totals = pair_totals(pairs)
+    assert totals.index.name == "edge_id"
+    assert list(totals.reset_index().itertuples(index=False, name=None)) == [
+        (1, 4, 2, 35, 1, 30), (2, 3, 1, 30, 7, 9), (3, 5, 2, 45, 8, 30)
+    ]  # fmt: skip
+    assert list(totals.columns) == ["passes", "contributors", "driven_mm", "first_ms", "last_ms"]

@@ -17,9 +17,11 @@ from pipeline.coverage.rollup import (
     OLDEST_MS,
     PART_CELL_TABLES,
     coarse_cell_trips,
+    highway_rows,
     part_cell_rows,
     summary_driven,
     updated_part_cells,
+    updated_road_cover,
 )
 from pipeline.coverage.tables import cells_table
 
@@ -41,6 +43,7 @@ def rollup(b_last_ms: int, c_contributors: list[str]) -> dict[str, pd.DataFrame]
                 "cell": [a, b, c],
                 "length_mm": [100, 50, 30],
                 "last_ms": [T1, b_last_ms, T1],
+                "highway": ["primary", "primary", "residential"],
             }
         ),
         "cell_total": pd.DataFrame({"cell": [a, c], "total_mm": [500, 70]}),
@@ -56,13 +59,18 @@ def as_sets(rows: dict[str, pd.DataFrame]) -> dict[str, set[tuple[object, ...]]]
 def test_a_partitions_rows_are_of_its_own_finest_cells() -> None:
     rows = part_cell_rows(rollup(T2, ["x"]), 5, np.array([p1, p2]))
     assert as_sets(rows) == {
-        "part_covered": {(p1, T1, 100), (p1, T2, 50), (p2, T1, 30)},
+        "part_covered": {
+            (p1, "primary", T1, 100),
+            (p1, "primary", T2, 50),
+            (p2, "residential", T1, 30),
+        },
         "part_total": {(p1, 500), (p2, 70)},
         "part_contributors": {(p1, "x"), (p1, "y"), (p2, "x")},
     }
     only_p2 = part_cell_rows(rollup(T2, ["x"]), 5, np.array([p2]))
     assert as_sets(only_p2) == {
-        "part_covered": {(p2, T1, 30)}, "part_total": {(p2, 70)}, "part_contributors": {(p2, "x")}
+        "part_covered": {(p2, "residential", T1, 30)}, "part_total": {(p2, 70)},
+        "part_contributors": {(p2, "x")},
     }  # fmt: skip
 
 
@@ -88,7 +96,7 @@ def test_replacing_the_changed_partitions_rows_gives_the_rows_anew() -> None:
     after = {**rollup(T3, ["x", "z"]), **{name: before[name] for name in PART_CELL_TABLES}}
     stale = updated_part_cells(after, 5, np.array([p1]))  # z's cell (in p2) left out
     assert (p2, "z") not in as_sets(stale)["part_contributors"]
-    assert (p1, T3, 50) in as_sets(stale)["part_covered"]
+    assert (p1, "primary", T3, 50) in as_sets(stale)["part_covered"]
     both = updated_part_cells(stale, 5, np.array([p2]))
     assert as_sets(both) == as_sets(part_cell_rows(after, 5, np.array([p1, p2])))
     assert (p2, "z") in as_sets(both)["part_contributors"]
@@ -110,3 +118,32 @@ def test_the_summarys_driven_rows_are_the_last_weeks_and_the_rest_by_highway() -
         ("primary", T2, 50),
         ("residential", T3, 100),
     }
+
+
+def test_an_update_replaces_the_road_cover_rows_of_the_edges_partitions_it_touched() -> None:
+    """Rows kept by the partition of their cell; ``part`` is their edge's partition."""
+    old = pd.DataFrame(
+        {"key": [1, 2, 3], "cell": [a, b, c], "length_mm": [100, 50, 30],
+         "last_ms": [T1, T1, T1], "part": ["e1", "e2", "e1"], "highway": "primary"}
+    )  # fmt: skip
+    new = pd.DataFrame(  # e1's rows after the update: road 1 longer, road 3 unchanged
+        {"key": [1, 1, 3], "cell": [a, c, c], "length_mm": [120, 10, 30],
+         "last_ms": [T2, T2, T1], "part": "e1", "highway": "primary"}
+    )  # fmt: skip
+    in_p1 = updated_road_cover([old.iloc[:2]], {"e1"}, new, 5, np.array([p1]))
+    assert set(in_p1[["key", "cell", "length_mm", "last_ms"]].itertuples(index=False)) == {
+        (1, a, 120, T2), (2, b, 50, T1)  # e2's row kept; e1's of c (in p2) not in p1's
+    }  # fmt: skip
+    in_p2 = updated_road_cover([old.iloc[2:]], {"e1"}, new, 5, np.array([p2]))
+    assert sorted(in_p2["length_mm"]) == [10, 30]  # replaced, not added to the old 30
+
+
+def test_the_covered_mm_by_partition_and_highway_are_the_edges_sums() -> None:
+    totals = pd.DataFrame(
+        {"edge_id": [1, 2, 3, 4], "covered_mm": [5, 7, 11, 13],
+         "part": ["e1", "e1", "e1", "e2"],
+         "highway": ["primary", "residential", "primary", "primary"]}
+    )  # fmt: skip
+    assert set(highway_rows(totals).itertuples(index=False, name=None)) == {
+        ("e1", "primary", 16), ("e1", "residential", 7), ("e2", "primary", 13)
+    }  # fmt: skip

@@ -22,9 +22,10 @@ import pytest
 from pipeline.config import load_config
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.stage import compute_coverage
-from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, step_segments
+from pipeline.coverage.state import StatePart, empty_state
+from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, _merge_parts, step_segments
 from pipeline.roads import read_edges
-from tests.builders import write_matched_batch
+from tests.builders import full_drives, write_matched_batch
 
 ONE_STEP = dataclasses.replace(load_config().coverage, partition_resolution=8)
 TINY = dataclasses.replace(ONE_STEP, batch_max_mb=1.5 * BYTES_PER_SEGMENT / 2**20)  # 1 segment
@@ -41,26 +42,10 @@ def network(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A coverage folder's network cache, copied into the others (computed once)."""
     folder = tmp_path_factory.mktemp("cache")
     edges = read_edges(roads)
-    drives = drives_of(edges.iloc[:1], ["warm"], [0])
+    drives = full_drives(edges.iloc[:1], ["warm"], [0], WHEN)
     compute_coverage(roads, [write_matched_batch(folder / "m", edges, drives, roads_dir=roads)],
                      folder / "coverage", ONE_STEP)  # fmt: skip
     return folder / "coverage" / "network"
-
-
-def drives_of(picked: pd.DataFrame, trips: list[str], minutes: list[int]) -> pd.DataFrame:
-    """Drives of the ``picked`` edges, fully, by ``trips`` (one per row), ``minutes`` apart."""
-    when = WHEN + pd.to_timedelta(np.asarray(minutes), "min")
-    return pd.DataFrame(
-        {
-            "edge_id": picked["edge_id"].to_numpy(),
-            "trip_id": trips,
-            "contributor_id": [f"c-{trip[-1]}" for trip in trips],
-            "from_offset_m": 0.0,
-            "to_offset_m": picked["length_m"].to_numpy(),
-            "entered_at": when,
-            "exited_at": when + pd.Timedelta(seconds=20),
-        }
-    )
 
 
 def run(roads: Path, network: Path, batches: list[list[Path]], folder: Path, settings) -> Path:
@@ -93,7 +78,7 @@ def batches(roads: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]
     for number in range(2):
         picked = edges.iloc[rng.choice(len(edges), 96, replace=True)]
         trips = [f"b{number}-trip{i // 8}-{i // 8 % 3}" for i in range(len(picked))]
-        drives = drives_of(picked, trips, list(range(len(picked))))
+        drives = full_drives(picked, trips, list(range(len(picked))), WHEN)
         if number:  # two trips of the first batch again: skipped, counted once
             drives = pd.concat([pd.read_parquet(folders[0] / "drives.parquet")[:16], drives])
         folder = tmp_path_factory.mktemp(f"batch{number}")
@@ -132,7 +117,7 @@ def test_rows_at_a_step_border_are_neither_dropped_nor_doubled(
     a = int(part_of[part_of == first].index[0])
     b = int(part_of[part_of == second].index[0])
     picked = edges.set_index("edge_id").loc[[a, b, b]].reset_index()
-    drives = drives_of(picked, ["trip-a", "trip-a", "trip-b"], [0, 1, 2])
+    drives = full_drives(picked, ["trip-a", "trip-a", "trip-b"], [0, 1, 2], WHEN)
     batch = write_matched_batch(tmp_path / "m", edges, drives, roads_dir=roads)
     one = run(roads, network, [[batch]], tmp_path / "one", ONE_STEP)
     stepped = run(roads, network, [[batch]], tmp_path / "stepped", TINY)
@@ -164,3 +149,29 @@ def test_the_scratch_of_a_killed_update_is_removed_by_the_next(
     (killed / "segments" / "000000-0.arrow").write_bytes(b"spilled")
     compute_coverage(roads, [batches[1]], folder, TINY)
     assert sorted(p.name for p in (folder / "state").iterdir() if p.name.startswith(".b")) == []
+
+
+PAIRS = ["edge_id", "contributor_id", "passes", "driven_mm", "first_ms", "last_ms"]
+
+
+def test_a_partitions_contributors_merged_edge_by_edge_are_every_rows_merge() -> None:
+    """Only the batch's edges' rows are merged; the others are kept, in edge order."""
+    old = pd.DataFrame(
+        [
+            (1, "a", 1, 10, 5, 9),
+            (1, "b", 2, 20, 6, 9),
+            (2, "a", 3, 30, 7, 9),
+            (3, "c", 4, 40, 8, 9),
+        ],
+        columns=PAIRS,
+    )
+    new = pd.DataFrame([(1, "a", 1, 5, 1, 30), (3, "d", 1, 5, 20, 30)], columns=PAIRS)
+    no_pieces = empty_state().edge_pieces
+    merged = _merge_parts(StatePart(no_pieces, old), StatePart(no_pieces, new))
+    assert list(merged.edge_contributors.itertuples(index=False, name=None)) == [
+        (1, "a", 2, 15, 1, 30),  # a's passes and mm summed, first and last times of both
+        (1, "b", 2, 20, 6, 9),
+        (2, "a", 3, 30, 7, 9),
+        (3, "c", 4, 40, 8, 9),
+        (3, "d", 1, 5, 20, 30),
+    ]
