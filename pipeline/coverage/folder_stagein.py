@@ -70,6 +70,8 @@ def stage_coverage(staging: Staging, location: str | Path) -> tuple[Path, Fetch 
 
     def stale(names: list[str]) -> list[str]:
         pointer = current_pointer(local / STATE_DIR)
+        if pointer == previous:
+            return []  # nothing committed: nothing removed
         in_state = [name.removeprefix(f"{STATE_DIR}/") for name in names
                     if name.startswith(f"{STATE_DIR}/")]  # fmt: skip
         return [f"{STATE_DIR}/{name}" for name in stale_state_files(in_state, pointer, previous)]
