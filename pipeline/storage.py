@@ -6,7 +6,9 @@ local files, so a URL is *staged*:
 
 * an **input** folder or file is downloaded into a local scratch folder first;
 * an **output** folder is locked (:class:`PrefixLock`), its current objects are downloaded (the
-  incremental stages read their earlier state from it), the stage writes into the local copy,
+  incremental stages read their earlier state from it; or, with ``records``, those alone, and
+  the others as the stage asks for them: :meth:`Staging.fetch`), the stage writes into the
+  local copy,
   and when it succeeds the copy is **published**: new and changed files are uploaded, the
   folder's commit records (a roads or matched ``meta.json``, a sharded region's
   ``shards/plan.json``, ingest ``reports/*.json``, the
