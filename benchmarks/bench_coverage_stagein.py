@@ -6,10 +6,11 @@ Starts moto's S3 server (``moto[server]``) on 127.0.0.1 in this process, with a 
 bytes of every object it sends (GET bodies) and receives (PUT and POST bodies), by key,
 uploads the roads folder ``ROADS_DIR`` (a sharded region: its tables, shards and extracts; not
 its hidden memos or lock) to a new bucket, and writes matched batches of synthetic trips on its
-edges (:func:`tests.builders.write_matched_batch`): two of 200 trips of 20 edges each, one of 6
-such trips. Then, for ``--runs`` rounds, with the code of this checkout (``after``) and of
-``CODE_DIR`` (``before``, e.g. ``git archive`` of an earlier commit) taking turns, into a new
-coverage prefix, ``roadcover coverage`` of:
+edges (:func:`tests.builders.write_matched_batch`): two of 200 trips of 20 edges each drawn at
+random over the region, one of 6 such trips on the 120 edges nearest a random one (a
+neighbourhood's drives). Then, for ``--runs`` rounds, with the code of this checkout
+(``after``) and of ``CODE_DIR`` (``before``, e.g. ``git archive`` of an earlier commit) taking
+turns, into a new coverage prefix, ``roadcover coverage`` of:
 
 * ``first``: the first 200-trip batch (the first update: it computes the network cache);
 * ``second``: both 200-trip batches;
@@ -44,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import shapely
 
 from pipeline.process_tree import TreeMemorySampler
 from pipeline.roads import read_edges
@@ -115,13 +117,24 @@ def upload_roads(roads: Path, prefix: str) -> None:
     fs.put([str(roads / name) for name in names], [f"{prefix}/{name}" for name in names])
 
 
-def write_batches(roads: Path, folder: Path, trips: list[int], edges_per_trip: int) -> list[Path]:
-    """Write matched batches of ``trips`` trips each, each trip driving ``edges_per_trip`` edges."""
+def write_batches(
+    roads: Path, folder: Path, trips: list[int], edges_per_trip: int, nearby: int = 0
+) -> list[Path]:
+    """Write matched batches of ``trips`` trips each, each trip driving ``edges_per_trip`` edges.
+
+    The edges of the last ``nearby`` batches are those nearest one edge drawn at random (a
+    neighbourhood's drives), the others' drawn at random over the region.
+    """
     edges = read_edges(roads)
     rng = np.random.default_rng(7)
+    middle = shapely.centroid(edges.geometry.to_numpy())
+    x, y = shapely.get_x(middle), shapely.get_y(middle)
     batches = []
     for number, count in enumerate(trips, start=1):
         rows = rng.choice(len(edges), size=count * edges_per_trip, replace=False)
+        if number > len(trips) - nearby:
+            near = np.hypot(x - x[rows[0]], y - y[rows[0]])  # degrees: near enough
+            rows = np.argsort(near, kind="stable")[: count * edges_per_trip]
         when = pd.Timestamp(f"2026-10-0{number}T08:00Z")
         drives = pd.DataFrame({
             "edge_id": edges["edge_id"].to_numpy()[rows],
@@ -209,7 +222,7 @@ def main() -> None:
         shutil.copytree(args.roads, roads_copy, ignore=shutil.ignore_patterns(".*"))
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         upload_roads(roads_copy, f"{bucket}/roads")
-        batches = write_batches(roads_copy, scratch, trips=[200, 200, 6], edges_per_trip=20)
+        batches = write_batches(roads_copy, scratch, [200, 200, 6], edges_per_trip=20, nearby=1)
         results: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
         for round_ in range(args.runs):
             for name, code in (("before", args.before), ("after", HERE)):
