@@ -13,7 +13,6 @@ so runs in other processes count too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -35,10 +34,11 @@ from pipeline.coverage.roads_stagein import ROADS_MEMO
 from pipeline.roads import read_edges
 from tests import objectstore
 from tests.builders import write_fully_covered_region, write_matched_batch
+from tests.coverage.test_roads_stagein import local_outputs, region, stored_outputs
 from tests.objectstore import sha256_objects, store
 
-bucket = objectstore.bucket  # the fixture (with this module's server, below)
-NOT_OUTPUTS = (ROADS_MEMO, ".roadcover.lock")  # what a local run does not write
+# the fixtures: a bucket (of this module's server, below) holding the roads of local_region
+bucket, region = objectstore.bucket, region
 RESOLUTION, PARTS_AT = 11, 10
 CONFIG = f"""regions:
   - name: region
@@ -109,16 +109,6 @@ def local_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def region(local_region: Path, bucket: str) -> tuple[Path, str]:
-    """The local region, and a bucket holding its roads folder."""
-    fs = store()
-    for path in sorted((local_region / "roads").glob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            fs.put_file(str(path), f"{bucket}/roads/{path.name}")
-    return local_region, bucket
-
-
 def one_edge_drive(edges: pd.DataFrame, row: int, trip: str, day: str) -> pd.DataFrame:
     """A trip over the first 80 % of edge ``row``."""
     when = pd.Timestamp(f"{day}T08:00Z")
@@ -185,29 +175,24 @@ def records(prefix: str) -> set[str]:
     }
 
 
-def local_outputs(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name not in NOT_OUTPUTS
-    }
+def first_update(region: tuple[Path, str], recorder: SentObjects) -> tuple[Path, str, str, str]:
+    """Run the first update (the batch of every edge) into the bucket; forget its downloads.
 
-
-def stored_outputs(prefix: str) -> dict[str, str]:
-    return {
-        name: digest
-        for name, digest in sha256_objects(prefix).items()
-        if name not in NOT_OUTPUTS and Path(name).name not in NOT_OUTPUTS
-    }
+    Returns the local region, the roads' and the coverage folder's URLs, and the latter's
+    prefix.
+    """
+    root, bucket = region
+    roads, out, prefix = f"s3://{bucket}/roads", f"s3://{bucket}/coverage", f"{bucket}/coverage"
+    assert run_coverage(root, roads, out, ["matched"]) == 0
+    recorder.under(prefix)
+    return root, roads, out, prefix
 
 
 def test_an_update_downloads_the_partitions_it_touches_and_nothing_new_the_records(
     region: tuple[Path, str], sent: tuple[str, SentObjects]
 ) -> None:
-    root, bucket = region
     recorder = sent[1]
-    roads, out, prefix = f"s3://{bucket}/roads", f"s3://{bucket}/coverage", f"{bucket}/coverage"
-    assert run_coverage(root, roads, out, ["matched"]) == 0
+    root, roads, out, prefix = first_update(region, recorder)
     every_part = set(current_pointer(root / "local" / "state")["parts"])
     assert len(every_part) == 13
     before = set(sha256_objects(prefix))
@@ -229,11 +214,9 @@ def test_an_update_downloads_the_partitions_it_touches_and_nothing_new_the_recor
 
 
 def test_a_missing_object_the_pointer_names_is_an_error_naming_it(
-    region: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    region: tuple[Path, str], sent: tuple[str, SentObjects], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, bucket = region
-    roads, out, prefix = f"s3://{bucket}/roads", f"s3://{bucket}/coverage", f"{bucket}/coverage"
-    assert run_coverage(root, roads, out, ["matched"]) == 0
+    root, roads, out, prefix = first_update(region, sent[1])
     pointer = current_pointer_of(prefix)
     key = sorted(partitions_of_edges(root / "roads", [2]) & set(pointer["parts"]))[0]
     first = pointer["parts"][key]
@@ -252,11 +235,8 @@ def current_pointer_of(prefix: str) -> dict[str, Any]:
 def test_two_concurrent_updates_into_one_folder_apply_both_batches_once(
     region: tuple[Path, str], sent: tuple[str, SentObjects]
 ) -> None:
-    root, bucket = region
     recorder = sent[1]
-    roads, out, prefix = f"s3://{bucket}/roads", f"s3://{bucket}/coverage", f"{bucket}/coverage"
-    assert run_coverage(root, roads, out, ["matched"]) == 0
-    recorder.under(prefix)
+    root, roads, out, prefix = first_update(region, recorder)
     commands = [coverage_command(root, roads, out, ["matched", n]) for n in ("small", "small2")]
     runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for command in commands]
     for run in runs:
