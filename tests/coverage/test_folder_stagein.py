@@ -7,8 +7,10 @@ tables of the whole network, the rollup and the trips' ``driven`` tables, and of
 partitions only those of the cells the edge runs through (computed here with h3 from the
 edge's geometry, sampled every 0.2 m); a run with nothing new downloads the records alone.
 The files in the bucket are then those of the same updates into a local folder, byte for
-byte. What was downloaded is the server's own record of the objects it sent (GET requests),
-so runs in other processes count too.
+byte. An object the pointer names that the bucket lacks stops the update, naming it; an update
+with another partitioning downloads the whole folder; two updates started together into one
+folder apply both batches. What was downloaded is the server's own record of the objects it
+sent (GET requests), so runs in other processes count too.
 """
 
 from __future__ import annotations
@@ -94,11 +96,13 @@ def local_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Roads, a batch of every edge, two batches of one edge each, and local coverage runs.
 
     ``local`` holds the coverage of the batch of every edge, then of it and ``small``;
-    ``all`` of the three batches.
+    ``all`` of the three batches; ``coarser.yaml`` sets partitions at resolution 9.
     """
     root = tmp_path_factory.mktemp("region")
     roads, _ = write_fully_covered_region(root)
     (root / "config.yaml").write_text(CONFIG)
+    coarser = CONFIG.replace(f"partition_resolution: {PARTS_AT}", "partition_resolution: 9")
+    (root / "coarser.yaml").write_text(coarser)
     edges = read_edges(roads)
     for name, row, day in (("small", 2, "2026-10-03"), ("small2", 8, "2026-10-04")):
         drive = one_edge_drive(edges, row, name, day)
@@ -125,10 +129,11 @@ def one_edge_drive(edges: pd.DataFrame, row: int, trip: str, day: str) -> pd.Dat
     )
 
 
-def run_coverage(root: Path, roads: str, out: str, batches: list[str]) -> int:
+def run_coverage(
+    root: Path, roads: str, out: str, batches: list[str], config: str = "config.yaml"
+) -> int:
     matched = [arg for name in batches for arg in ("--matched", str(root / name))]
-    config = ["--config", str(root / "config.yaml")]
-    return main(["coverage", "--roads", roads, *matched, "-o", out, *config])
+    return main(["coverage", "--roads", roads, *matched, "-o", out, "--config", str(root / config)])
 
 
 def coverage_command(root: Path, roads: str, out: str, batches: list[str]) -> list[str]:
@@ -256,3 +261,19 @@ def test_two_concurrent_updates_into_one_folder_apply_both_batches_once(
         assert f"state/parts/{key}/{generation}/edge_pieces.parquet" in stored
     for generation in pointer["trips"]:
         assert f"state/trips/{generation}/driven.parquet" in stored
+
+
+def test_another_partitioning_downloads_the_whole_folder_and_writes_a_local_runs_files(
+    region: tuple[Path, str], sent: tuple[str, SentObjects], tmp_path: Path
+) -> None:
+    recorder = sent[1]
+    root, roads, out, prefix = first_update(region, recorder)
+    every_object = {path[len(prefix) + 1 :] for path in store().find(prefix)}
+    recorder.under(prefix)
+    assert run_coverage(root, roads, out, ["matched", "small"], "coarser.yaml") == 0
+    assert recorder.under(prefix) == every_object - {".roadcover.lock"}
+    local, local_roads = str(tmp_path / "local"), str(root / "roads")
+    assert run_coverage(root, local_roads, local, ["matched"]) == 0
+    assert run_coverage(root, local_roads, local, ["matched", "small"], "coarser.yaml") == 0
+    assert stored_outputs(prefix) == local_outputs(tmp_path / "local")
+    assert current_pointer_of(prefix)["partitioning"] == 9
