@@ -636,7 +636,7 @@ class Staging:
         Returns
         -------
         list of str
-            The objects downloaded now.
+            The objects downloaded now (never one the stage wrote meanwhile).
 
         Raises
         ------
@@ -650,17 +650,19 @@ class Staging:
         if required and names is not None:
             missing = sorted(set(names) - listed)
             if missing:
-                raise InputDataError(
-                    f"{output.location}: no object {missing[0]} (of {len(missing)} missing), "
-                    "which the folder's records name: the folder is damaged; write it again "
-                    "into a new folder"
-                )
+                raise _damaged_folder(output.location, missing)
             wanted = sorted(set(names) & output.unfetched)
         elif names is None:
             wanted = sorted(output.unfetched)
         else:
             wanted = sorted(name for name in output.unfetched if _matches(name, names))
-        got = _storage_call(output.location, _download, output.fs, output.remote, local, wanted)
+        wanted = [name for name in wanted if not (local / name).exists()]  # not the stage's own
+        try:
+            got = _storage_call(output.location, _download, output.fs, output.remote, local, wanted)
+        except FileNotFoundError:  # deleted since it was listed
+            output.fs.invalidate_cache(output.remote)
+            now = set(_storage_call(output.location, remote_files, output.fs, output.remote))
+            raise _damaged_folder(output.location, sorted(set(wanted) - now)) from None
         output.before.update(got)
         output.unfetched -= set(got)
         return wanted
@@ -718,6 +720,14 @@ class Staging:
 
             with atomic_path(path) as temporary:
                 temporary.write_text(text, encoding="utf-8")
+
+
+def _damaged_folder(location: str, missing: list[str]) -> InputDataError:
+    """Return the error of objects a folder's records name that it does not hold."""
+    return InputDataError(
+        f"{location}: no object {', '.join(missing[:3])} ({len(missing)} missing), which the "
+        "folder's records name: the folder is damaged; write it again into a new folder"
+    )
 
 
 def _storage_call(location: str, function: Any, *args: Any) -> Any:
