@@ -528,6 +528,7 @@ def coverage(
 ) -> None:
     """Merge matched batches into the coverage state; write edge, H3 cell and region coverage."""
     from pipeline.config import load_config
+    from pipeline.coverage.folder_stagein import stage_coverage
     from pipeline.coverage.roads_stagein import stage_roads
     from pipeline.coverage.stage import compute_coverage
     from pipeline.coverage.text import format_summary
@@ -538,11 +539,11 @@ def coverage(
         settings = replace(settings, h3_resolution=h3_res)
     when = _parse_as_of(as_of) if as_of else None
     with _staging(config) as staging:
-        local_coverage = staging.output_folder(coverage_dir)  # locked first: then the roads
+        local_coverage, fetch = stage_coverage(staging, coverage_dir)  # locked: then the roads
         local_roads, roads = stage_roads(staging, roads_dir, local_coverage, settings)
         summary = compute_coverage(
             local_roads, [staging.input_folder(folder) for folder in matched_dirs],
-            local_coverage, settings, when, config.lock_timeout_s, roads,
+            local_coverage, settings, when, config.lock_timeout_s, roads, fetch,
         )  # fmt: skip
     click.echo(format_summary(summary), err=True)
 

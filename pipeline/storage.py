@@ -6,7 +6,9 @@ local files, so a URL is *staged*:
 
 * an **input** folder or file is downloaded into a local scratch folder first;
 * an **output** folder is locked (:class:`PrefixLock`), its current objects are downloaded (the
-  incremental stages read their earlier state from it), the stage writes into the local copy,
+  incremental stages read their earlier state from it; or, with ``records``, those alone, and
+  the others as the stage asks for them: :meth:`Staging.fetch`), the stage writes into the
+  local copy,
   and when it succeeds the copy is **published**: new and changed files are uploaded, the
   folder's commit records (a roads or matched ``meta.json``, a sharded region's
   ``shards/plan.json``, ingest ``reports/*.json``, the
@@ -45,7 +47,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,9 +201,16 @@ def download_folder(
 
     Returns their sha256 by relative path.
     """
-    names = remote_files(fs, prefix, include)
     folder.mkdir(parents=True, exist_ok=True)
+    return _download(fs, prefix, folder, remote_files(fs, prefix, include))
+
+
+def _download(
+    fs: AbstractFileSystem, prefix: str, folder: Path, names: Sequence[str]
+) -> dict[str, str]:
+    """Download the objects ``names`` under ``prefix`` into ``folder``; their sha256 by name."""
     if names:
+        folder.mkdir(parents=True, exist_ok=True)
         fs.get([f"{prefix}/{name}" for name in names], [str(folder / name) for name in names])
     return {name: _sha256(folder / name) for name in names}
 
@@ -243,11 +252,15 @@ def publish_folder(
     lock: PrefixLock | None = None,
     commit_records: Sequence[str] = COMMIT_RECORDS,
     include: Sequence[str] | None = None,
+    unfetched: Collection[str] = (),
+    stale: Sequence[str] = (),
 ) -> PublishPlan:
     """Upload ``folder`` to ``prefix``: data, then commit records, then delete removed files.
 
     With ``include`` (glob patterns), only the files that match one are the folder's: the
-    others are neither uploaded nor, in ``before``, deleted.
+    others are neither uploaded nor, in ``before``, deleted. ``unfetched``: objects of the
+    prefix that were not downloaded (not in ``before``); one the stage wrote is uploaded as an
+    overwrite, the others are kept but for those of ``stale``, deleted with the removed files.
 
     Raises
     ------
@@ -258,9 +271,11 @@ def publish_folder(
     if include is not None:
         files = {name: path for name, path in files.items() if _matches(name, include)}
         before = {name: digest for name, digest in before.items() if _matches(name, include)}
+    before = {**before, **{name: "" for name in unfetched if name in files}}
     plan = plan_publish(
         {name: _sha256(path) for name, path in files.items()}, before, commit_records
     )
+    plan.removed = sorted({*plan.removed, *(name for name in stale if name not in files)})
     if plan.retract:
         fs.rm([f"{prefix}/{name}" for name in plan.retract])
     if plan.data:
@@ -442,6 +457,8 @@ class _Output:
     lock: PrefixLock | None
     is_file: bool
     include: Sequence[str] | None = None
+    unfetched: set[str] = field(default_factory=set)  # objects not downloaded (yet)
+    stale: Callable[[list[str]], list[str]] | None = None  # which of them the stage removed
 
 
 class Staging:
@@ -560,6 +577,7 @@ class Staging:
         location: str | Path,
         keep_existing: bool = True,
         include: Sequence[str] | None = None,
+        records: Sequence[str] | None = None,
     ) -> Path:
         """Return the local folder a stage writes ``location`` through; lock it if a URL.
 
@@ -569,6 +587,9 @@ class Staging:
         With ``include`` (glob patterns of paths in the folder), the stage's output is only
         the files that match one: only they are downloaded, published or deleted (a merge
         writes a region's tables and leaves its shards' folders as they are).
+        With ``records`` (glob patterns), only the objects that match one are downloaded
+        first; the stage asks for more with :meth:`fetch`, and tells which of the others it
+        removed with :meth:`prune_with`. An object it neither fetched nor wrote stays as it is.
         """
         if not is_url(location):
             self._local_outputs.append(Path(location))
@@ -579,6 +600,15 @@ class Staging:
         _storage_call(location, lock.acquire, self.lock_timeout_s)
         self._stack.callback(lock.release)
         local = self._local_copy(location)
+        if records is not None:
+            listed = set(_storage_call(location, remote_files, fs, prefix))
+            wanted = sorted(name for name in listed if _matches(name, records))
+            before = _storage_call(location, _download, fs, prefix, local, wanted)
+            unfetched = listed - set(wanted)
+            self._outputs.append(
+                _Output(location, local, fs, prefix, before, lock, False, unfetched=unfetched)
+            )
+            return local
         if keep_existing:
             before = _storage_call(location, download_folder, fs, prefix, local, include)
         else:
@@ -589,6 +619,63 @@ class Staging:
             _Output(location, local, fs, prefix, before, lock, is_file=False, include=include)
         )
         return local
+
+    def fetch(self, local: Path, names: Sequence[str] | None, required: bool = True) -> list[str]:
+        """Download more objects of a folder staged with ``records`` into ``local``.
+
+        Parameters
+        ----------
+        local
+            The local folder :meth:`output_folder` returned (a local output: nothing to do).
+        names
+            Paths in the folder; with ``required`` False, glob patterns (the objects that match
+            one); None: every object not downloaded yet.
+        required
+            Whether each of ``names`` must be an object of the folder.
+
+        Returns
+        -------
+        list of str
+            The objects downloaded now (never one the stage wrote meanwhile).
+
+        Raises
+        ------
+        InputDataError
+            If a required name is not an object of the folder (a damaged folder).
+        """
+        output = next((out for out in self._outputs if out.local == local), None)
+        if output is None or output.is_file:
+            return []
+        listed = output.unfetched | set(output.before)
+        if required and names is not None:
+            missing = sorted(set(names) - listed)
+            if missing:
+                raise _damaged_folder(output.location, missing)
+            wanted = sorted(set(names) & output.unfetched)
+        elif names is None:
+            wanted = sorted(output.unfetched)
+        else:
+            wanted = sorted(name for name in output.unfetched if _matches(name, names))
+        wanted = [name for name in wanted if not (local / name).exists()]  # not the stage's own
+        try:
+            got = _storage_call(output.location, _download, output.fs, output.remote, local, wanted)
+        except FileNotFoundError:  # deleted since it was listed
+            output.fs.invalidate_cache(output.remote)
+            now = set(_storage_call(output.location, remote_files, output.fs, output.remote))
+            raise _damaged_folder(output.location, sorted(set(wanted) - now)) from None
+        output.before.update(got)
+        output.unfetched -= set(got)
+        return wanted
+
+    def prune_with(self, local: Path, stale: Callable[[list[str]], list[str]]) -> None:
+        """Say which objects not downloaded of the folder at ``local`` to delete on publishing.
+
+        ``stale`` is called at publishing with the objects neither downloaded nor written, and
+        returns those the stage removed (that a local run would have deleted).
+        """
+        for output in self._outputs:
+            if output.local == local:
+                output.stale = stale
 
     def output_file(self, location: str | Path) -> Path:
         """Return the local path a stage writes the file ``location`` to (uploaded at the end)."""
@@ -607,9 +694,12 @@ class Staging:
             if output.local.exists():  # one PUT: atomic
                 _storage_call(output.location, output.fs.put_file, str(output.local), output.remote)
             return
+        files = local_files(output.local) if output.unfetched else {}
+        left = sorted(name for name in output.unfetched if name not in files)
+        stale = output.stale(left) if output.stale is not None and left else []
         _storage_call(
             output.location, publish_folder, output.local, output.fs, output.remote,
-            output.before, output.lock, COMMIT_RECORDS, output.include,
+            output.before, output.lock, COMMIT_RECORDS, output.include, output.unfetched, stale,
         )  # fmt: skip
 
     def _name_urls(self, output: Path) -> None:
@@ -630,6 +720,14 @@ class Staging:
 
             with atomic_path(path) as temporary:
                 temporary.write_text(text, encoding="utf-8")
+
+
+def _damaged_folder(location: str, missing: list[str]) -> InputDataError:
+    """Return the error of objects a folder's records name that it does not hold."""
+    return InputDataError(
+        f"{location}: no object {', '.join(missing[:3])} ({len(missing)} missing), which the "
+        "folder's records name: the folder is damaged; write it again into a new folder"
+    )
 
 
 def _storage_call(location: str, function: Any, *args: Any) -> Any:

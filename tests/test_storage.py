@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import StorageSettings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.locking import LockTimeoutError
 from pipeline.storage import (
     PrefixLock,
@@ -156,6 +156,32 @@ def test_storage_get_copies_an_object(bucket: str, tmp_path: Path) -> None:
     target = tmp_path / "deep" / "meta.json"
     assert main(["storage", "get", "--", f"s3://{bucket}/a/meta.json", str(target)]) == 0
     assert target.read_bytes() == b'{"x": 1}'
+
+
+def test_a_folder_staged_by_its_records_publishes_what_the_stage_wrote_and_removed(
+    bucket: str,
+) -> None:
+    fs, prefix = store(), f"{bucket}/partial"
+    objects = {"CURRENT.json": b"1", "a/read.txt": b"a", "b/kept.txt": b"b", "c/old.txt": b"c",
+               "d/rewritten.txt": b"d", "e/missing.txt": b"e"}  # fmt: skip
+    for name, body in objects.items():
+        fs.pipe_file(f"{prefix}/{name}", body)
+    with Staging() as staging:
+        local = staging.output_folder(f"s3://{prefix}", records=["CURRENT.json"])
+        assert sorted(local_files(local)) == ["CURRENT.json"]
+        assert staging.fetch(local, ["a/read.txt"]) == ["a/read.txt"]
+        with pytest.raises(InputDataError, match="no object f/never.txt"):
+            staging.fetch(local, ["f/never.txt"])
+        fs.rm(f"{prefix}/e/missing.txt")  # listed, then gone
+        with pytest.raises(InputDataError, match="no object e/missing.txt"):
+            staging.fetch(local, ["e/missing.txt"])
+        (local / "a" / "read.txt").unlink()  # removed by the stage: deleted
+        (local / "d").mkdir()
+        (local / "d" / "rewritten.txt").write_bytes(b"D")  # written without reading: uploaded
+        (local / "CURRENT.json").write_bytes(b"2")
+        staging.prune_with(local, lambda names: [name for name in names if name.startswith("c/")])
+    kept = {"CURRENT.json": b"2", "b/kept.txt": b"b", "d/rewritten.txt": b"D"}  # not c/old.txt
+    assert sha256_objects(prefix) == {n: hashlib.sha256(b).hexdigest() for n, b in kept.items()}
 
 
 # --- one writer per prefix ---------------------------------------------------------------------

@@ -77,6 +77,8 @@ CANONICAL_DIR = "canonical"
 POLYGONS_DIR = "polygons"
 COARSE_POLYGONS = "coarse_polygons.parquet"
 PART_ROAD = "part_road.parquet"
+RUNS_FILE = "runs.parquet"
+HIGHWAYS_FILE = "highways.parquet"
 FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
 """The columns of the edge coverage table that are the roads' own, in its order."""
 
@@ -120,7 +122,7 @@ class Network:
 
     def highway_lengths(self) -> pd.DataFrame:
         """Return ``road_mm`` and ``directed_mm`` of the roads by ``highway`` (the index)."""
-        return pq.read_table(self.folder / "highways.parquet").to_pandas().set_index("highway")
+        return pq.read_table(self.folder / HIGHWAYS_FILE).to_pandas().set_index("highway")
 
     @cached_property
     def _edge_index(self) -> dict[str, np.ndarray]:
@@ -261,10 +263,10 @@ class Network:
         """Return the H3 runs (key, from_mm, to_mm, cell) of the edges of ``parts``; None: all."""
         columns = ["key", "from_mm", "to_mm", "cell"]
         if parts is None:
-            return pq.read_table(self.folder / "runs.parquet", columns=columns).to_pandas()
+            return pq.read_table(self.folder / RUNS_FILE, columns=columns).to_pandas()
         wanted = pa.array(sorted(parts), pa.string())
         table = pq.read_table(
-            self.folder / "runs.parquet",
+            self.folder / RUNS_FILE,
             columns=columns,
             filters=pc.is_in(pc.field("part"), value_set=wanted),
         )
@@ -388,12 +390,12 @@ def _write_network(
     edge_part = part_key(level, parent_array(midpoint.to_numpy(), level))
     runs["part"] = pd.Series(edge_part, index=canonical.index).loc[runs["key"]].to_numpy()
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
-    write_frame(runs, folder / "runs.parquet", row_group_size=RUNS_ROW_GROUP)
+    write_frame(runs, folder / RUNS_FILE, row_group_size=RUNS_ROW_GROUP)
     cells = _network_cells(runs, canonical, resolution, level)
     parts = sorted({*edge_part, *cells["part"]})  # a partition may hold cells alone
     _write_edge_index(canonical, edges["length_m"], edge_part, parts, folder / EDGE_INDEX_DIR)
     _write_cells(cells, resolution, level, folder)
-    write_frame(highway_lengths(edges, canonical).reset_index(), folder / "highways.parquet")
+    write_frame(highway_lengths(edges, canonical).reset_index(), folder / HIGHWAYS_FILE)
     fixed = edges[[*FIXED_EDGE_COLUMNS, "geometry"]]
     of_edge = pd.Series(edge_part, index=canonical.index).loc[fixed["edge_id"].to_numpy()]
     rows_of = pd.Series(np.arange(len(fixed))).groupby(of_edge.to_numpy()).indices

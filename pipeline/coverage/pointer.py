@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,9 @@ FRESHNESS_TABLE = "cell_freshness.parquet"  # their covered road by the time las
 COARSE_CELLS = "coarse_cells.parquet"  # the cells coarser than the partitions, in the rollup
 CELL_LAYOUT = 1  # ``cell_layout`` of a pointer whose ``cell_parts`` name every cells' partition
 COVER_LAYOUT = 1  # ``cover_layout`` of a pointer whose ``cell_parts`` hold their road_cover rows
+PARTS_DIR = "parts"  # parts/<key>/<generation>/: a partition's tables
+TRIPS_DIR = "trips"  # trips/<generation>/: an update's trips' tables
+ROLLUP_DIR = "rollup"  # rollup/<generation>/: the region's tables
 
 Read = TypeVar("Read")
 
@@ -126,3 +129,34 @@ def _valid_trips(trips: object) -> bool:
 
 def _is_version(name: object) -> bool:
     return isinstance(name, str) and VERSION_PATTERN.fullmatch(name) is not None
+
+
+def kept_in_state(parts: Sequence[str], pointers: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a commit keeps the state's file or folder at ``parts`` (path parts in ``state/``).
+
+    What one of ``pointers`` (the new pointer and the one it replaces) names is kept: a
+    partition's generation (``parts/<key>/<gen>``), an update's trips (``trips/<gen>``), a
+    rollup (``rollup/<gen>``), the version folder of a replaced pointer of the unpartitioned
+    format (``<version>/``); and whatever is not of these (``CURRENT.json``).
+    """
+    head = parts[0] if parts else ""
+    if head == PARTS_DIR and len(parts) >= 3:
+        return any(
+            dict(named.get(table) or {}).get(parts[1]) == parts[2]
+            for named in pointers
+            for table in ("parts", "cell_parts")
+        )
+    if head == TRIPS_DIR and len(parts) >= 2:
+        return any(parts[1] in dict(named.get("trips") or {}) for named in pointers)
+    if head == ROLLUP_DIR and len(parts) >= 2:
+        return any(parts[1] == named.get("rollup") for named in pointers)
+    if VERSION_PATTERN.fullmatch(head):
+        return any(head == named.get("version") and "format" not in named for named in pointers[1:])
+    return True
+
+
+def stale_state_files(
+    names: Iterable[str], pointer: Mapping[str, Any], previous: Mapping[str, Any]
+) -> list[str]:
+    """Return the files of ``names`` (paths in ``state/``) that committing ``pointer`` removes."""
+    return sorted(name for name in names if not kept_in_state(name.split("/"), [pointer, previous]))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,7 @@ def compute_coverage(
     as_of: pd.Timestamp | None = None,
     lock_timeout_s: float = DEFAULT_TIMEOUT_S,
     roads: dict[str, Any] | None = None,
+    fetch: Callable[[Sequence[str] | None, bool], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Apply new matched batches to the coverage state and write every coverage output.
 
@@ -118,6 +120,10 @@ def compute_coverage(
         its tables were not staged in because the network cache is current
         (:func:`pipeline.coverage.roads_stagein.stage_roads`); default: computed from the
         folder.
+    fetch
+        Downloads more of a coverage folder staged from object storage with its records alone
+        (:func:`pipeline.coverage.folder_stagein.stage_coverage`): called, when there is work
+        to do, for what the update reads (:func:`~pipeline.coverage.folder_stagein.stage_update`).
 
     Returns
     -------
@@ -153,6 +159,10 @@ def compute_coverage(
             return dict(json.loads((coverage_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
         from pipeline.coverage.update import update_coverage  # work to do: the data libraries
 
+        if fetch is not None:
+            from pipeline.coverage.folder_stagein import stage_update
+
+            stage_update(coverage_dir, new_batches, roads, settings, as_of, fetch)
         return update_coverage(
             roads_dir, roads, new_batches, coverage_dir, settings, as_of, outputs_key
         )

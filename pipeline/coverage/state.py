@@ -59,8 +59,12 @@ from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTER
     FORMAT,
     FORMAT_WITH_TRIPS_PER_PART,
     PART_PATTERN,
+    PARTS_DIR,
+    ROLLUP_DIR,
+    TRIPS_DIR,
     VERSION_PATTERN,
     current_pointer,
+    kept_in_state,
 )
 from pipeline.errors import InputDataError
 from pipeline.io import write_frame, write_json
@@ -71,9 +75,6 @@ TRIP_TABLES = ("edge_trips", "cell_trips", "driven")  # an update's trips' files
 CELL_PAIRS = "cell_contributors"  # a partition's cells' distinct (cell, contributor) pairs
 ROAD_COVER = "road_cover"  # the covered road pieces in a partition's cells (rollup.py)
 CELL_ROW_TABLES = (CELL_PAIRS, ROAD_COVER)  # a partition's cells' rows, beside its cell table
-PARTS_DIR = "parts"
-TRIPS_DIR = "trips"
-ROLLUP_DIR = "rollup"
 WHOLE = "all"  # the one partition of a state written whole
 
 
@@ -345,33 +346,23 @@ def commit_pointer(state_root: Path, pointer: dict[str, Any], previous: Mapping[
     coverage folder's lock (:func:`pipeline.locking.folder_lock`).
     """
     write_json({**pointer, "format": FORMAT}, state_root / CURRENT_FILE)
-    kept_parts = {
-        (key, generation)
-        for named in (pointer, previous)
-        for table in ("parts", "cell_parts")
-        for key, generation in dict(named.get(table) or {}).items()
-    }
+    named = [pointer, previous]
+    for folder in _generation_folders(state_root):
+        if not kept_in_state(folder.relative_to(state_root).parts, named):
+            shutil.rmtree(folder)
     parts_root = state_root / PARTS_DIR
     for key_folder in parts_root.iterdir() if parts_root.is_dir() else []:
-        for folder in key_folder.iterdir():
-            if (key_folder.name, folder.name) not in kept_parts:
-                shutil.rmtree(folder)
         if not any(key_folder.iterdir()):
             key_folder.rmdir()
-    kept_trips = {gen for named in (pointer, previous) for gen in dict(named.get("trips") or {})}
-    trips_root = state_root / TRIPS_DIR
-    for folder in trips_root.iterdir() if trips_root.is_dir() else []:
-        if folder.name not in kept_trips:
-            shutil.rmtree(folder)
-    kept_rollups = {named.get("rollup") for named in (pointer, previous)}
-    rollup_root = state_root / ROLLUP_DIR
-    for folder in rollup_root.iterdir() if rollup_root.is_dir() else []:
-        if folder.name not in kept_rollups:
-            shutil.rmtree(folder)
-    old_version = previous.get("version") if "format" not in previous else None
-    for folder in state_root.iterdir():  # version folders of the unpartitioned format
-        if VERSION_PATTERN.fullmatch(folder.name) and folder.name != old_version:
-            shutil.rmtree(folder)
+
+
+def _generation_folders(state_root: Path) -> list[Path]:
+    """Return the folders of generations in ``state_root``: each kept or removed whole."""
+    found = [path for path in state_root.iterdir() if path.is_dir()]
+    for name, depth in ((PARTS_DIR, 2), (TRIPS_DIR, 1), (ROLLUP_DIR, 1)):
+        root = state_root / name
+        found += [path for path in root.glob("/".join("*" * depth)) if path.is_dir()]
+    return sorted(found)
 
 
 def state_version(batches: list[str]) -> str:

@@ -144,7 +144,7 @@ def update_coverage(
     )  # fmt: skip
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
-    rebuild = not _partitioned_as(pointer, network)
+    rebuild = not partitioned_as(pointer, network)
     migrate = not rebuild and pointer.get("cover_layout") != COVER_LAYOUT  # road_cover whole
     cell_parts = dict(pointer.get("cell_parts") or {}) if not rebuild else {}
     batch, stepped = None, None
@@ -174,7 +174,7 @@ def update_coverage(
             stepped = _apply(state_root, pointer, batch, parts, network, version)
         rollup, touched = _updated(rollup, stepped, parts, state_root, network, version)
         trips[version] = stepped.latest_ms
-    as_of_ms = _as_of_ms(as_of, trips)
+    as_of_ms = as_of_ms_of(as_of, trips)
     keys = None
     if changed or migrate:  # the cells of every partition on a first update (none named yet)
         keys = touched if cell_parts and not migrate else set(network.part_keys())
@@ -323,7 +323,7 @@ def unapplied_segments(segments: pd.DataFrame, applied: set[str], batch: str) ->
     return segments.loc[~again].reset_index(drop=True)
 
 
-def _partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
+def partitioned_as(pointer: dict[str, Any], network: Network) -> bool:
     """Whether the state is partitioned as the network's cache, with its rollup, edges, cells."""
     return (
         pointer.get("format") == FORMAT
@@ -471,8 +471,7 @@ def _summary_driven(
     of their rows, in integer mm.
     """
     week_start = as_of_ms - 7 * MS_PER_DAY
-    trips = dict(pointer.get("trips") or {})
-    recent = [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
+    recent = recent_trips(dict(pointer.get("trips") or {}), as_of_ms)
     columns = ["highway", "last_ms", "driven_mm"]
     rows = pd.DataFrame(
         {"highway": pd.Series(dtype=str), "last_ms": pd.Series(dtype="int64"),
@@ -517,7 +516,13 @@ def _summary(
     return summary
 
 
-def _as_of_ms(as_of: pd.Timestamp | None, trips: dict[str, int | None]) -> int:
+def recent_trips(trips: dict[str, int | None], as_of_ms: int) -> list[str]:
+    """Return the updates of ``trips`` whose latest trip ends in the week before ``as_of_ms``."""
+    week_start = as_of_ms - 7 * MS_PER_DAY
+    return [gen for gen, latest in trips.items() if latest is not None and latest >= week_start]
+
+
+def as_of_ms_of(as_of: pd.Timestamp | None, trips: dict[str, int | None]) -> int:
     """Return ``as_of`` in epoch ms; by default the latest time of every update's trips."""
     if as_of is not None:
         return int(pd.Timestamp(as_of).tz_convert("UTC").value // 1_000_000)

@@ -1,0 +1,217 @@
+"""Stage a coverage folder in from object storage: what a run reads of it, and only that.
+
+A coverage folder in storage (``roadcover coverage -o s3://...``) is locked, and its records
+(:data:`COVERAGE_RECORDS`: the state's ``CURRENT.json``, ``outputs.json``, ``summary.json``
+and the network cache's ``network.json`` files and roads memo) are downloaded; they are all a
+run with nothing new reads. A run with work to do downloads, before the update
+(:func:`stage_update`), the files that :func:`update_reads` names: the network cache's tables
+of the whole network (the per-edge arrays, the runs, the per-partition road, the coarse
+polygons, the highway lengths), the rollup in force, the trips' ``driven`` tables the summary
+sums, and, of the partitions the new batches may touch (:func:`touched_parts`), their state
+tables and network files. A state of an older layout, of another partitioning, without a
+complete network cache of these roads, or the first update of the folder, downloads the whole
+folder (the update reads or rewrites all of it).
+
+Publishing uploads the files the run wrote, new or changed, and deletes those it removed: the
+downloaded ones it deleted, and of the others the state's files that neither the new pointer
+nor the one it replaced names (:func:`~pipeline.coverage.pointer.stale_state_files`, the rule
+of :func:`~pipeline.coverage.state.commit_pointer`). A file the pointer names that is not in
+storage is an error naming it, never an empty partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.coverage.network_cache import NETWORK_DIR, NETWORK_META, network_current
+from pipeline.coverage.network_cache import network_folder as network_cache_folder
+from pipeline.coverage.pointer import (
+    COVER_LAYOUT,
+    CURRENT_FILE,
+    PARTS_DIR,
+    ROLLUP_DIR,
+    TRIPS_DIR,
+    current_pointer,
+    stale_state_files,
+)
+from pipeline.coverage.stage import OUTPUTS_FILE, SEGMENTS_FILE, SUMMARY_FILE
+from pipeline.storage import is_url
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.config import CoverageSettings
+    from pipeline.coverage.partitions import Network
+    from pipeline.storage import Staging
+
+STATE_DIR = "state"
+COVERAGE_RECORDS = (
+    f"{STATE_DIR}/{CURRENT_FILE}", OUTPUTS_FILE, SUMMARY_FILE, f"{NETWORK_DIR}/*.json",
+)  # fmt: skip
+"""What every run reads of a coverage folder (glob patterns; ``*`` matches ``/`` too)."""
+
+Fetch = Callable[[Sequence[str] | None, bool], list[str]]
+"""Download files of the staged folder: names (required) or glob patterns; None: the rest."""
+
+
+def stage_coverage(staging: Staging, location: str | Path) -> tuple[Path, Fetch | None]:
+    """Stage the coverage folder ``location``: lock it and download its records if a URL.
+
+    Returns
+    -------
+    tuple
+        The local folder, and what downloads more of it (None for a local folder).
+    """
+    local = staging.output_folder(location, records=COVERAGE_RECORDS)
+    if not is_url(location):
+        return local, None
+    previous = current_pointer(local / STATE_DIR)
+
+    def stale(names: list[str]) -> list[str]:
+        pointer = current_pointer(local / STATE_DIR)
+        if pointer == previous:
+            return []  # nothing committed: nothing removed
+        in_state = [name.removeprefix(f"{STATE_DIR}/") for name in names
+                    if name.startswith(f"{STATE_DIR}/")]  # fmt: skip
+        return [f"{STATE_DIR}/{name}" for name in stale_state_files(in_state, pointer, previous)]
+
+    staging.prune_with(local, stale)
+
+    def fetch(names: Sequence[str] | None, required: bool = True) -> list[str]:
+        return staging.fetch(local, names, required)
+
+    return local, fetch
+
+
+def stage_update(
+    coverage_dir: Path,
+    new_batches: list[tuple[Path, str]],
+    roads: dict[str, Any],
+    settings: CoverageSettings,
+    as_of: pd.Timestamp | None,
+    fetch: Fetch,
+) -> None:
+    """Download what the update of ``new_batches`` reads of the coverage folder.
+
+    Call it holding the folder's lock, after the records are downloaded.
+    """
+    from pipeline.coverage.partitions import load_network
+    from pipeline.coverage.update import as_of_ms_of, partitioned_as
+
+    pointer = current_pointer(coverage_dir / STATE_DIR)
+    edges_sha256 = roads["edges_sha256"]
+    resolutions = (settings.h3_resolution, settings.partition_resolution)
+    complete = network_current(coverage_dir, edges_sha256, *resolutions)
+    if not pointer.get("cell_parts") or not complete:
+        fetch(None, True)  # a first update, or a cache to compute: all of it
+        return
+    folder = network_cache_folder(coverage_dir, edges_sha256, *resolutions)
+    cache = folder.relative_to(coverage_dir).as_posix()
+    as_of_ms = as_of_ms_of(as_of, dict(pointer.get("trips") or {}))
+    network = load_network(_no_edges, edges_sha256, coverage_dir, *resolutions)
+    if not partitioned_as(pointer, network) or pointer.get("cover_layout") != COVER_LAYOUT:
+        fetch(None, True)  # an older layout, or partitioned otherwise: read whole
+        return
+    required, _ = update_reads(pointer, cache, set(), as_of_ms)
+    fetch(required, True)
+    parts = touched_parts(network, [matched_dir for matched_dir, _ in new_batches])
+    required, optional = update_reads(pointer, cache, parts, as_of_ms)
+    fetch(required, True)
+    fetch(optional, False)
+
+
+def update_reads(
+    pointer: dict[str, Any], cache: str, parts: set[str], as_of_ms: int
+) -> tuple[list[str], list[str]]:
+    """Return the files of a coverage folder an update of partitions ``parts`` reads.
+
+    The one place that knows which files of the state and the network cache an update
+    (:func:`pipeline.coverage.update.update_coverage`) reads, besides :data:`COVERAGE_RECORDS`.
+
+    Parameters
+    ----------
+    pointer
+        The state's pointer in force (of the current layout).
+    cache
+        The network cache's folder, relative to the coverage folder.
+    parts
+        The partitions whose tables the update may read or rewrite (:func:`touched_parts`).
+    as_of_ms
+        The time freshness is measured from, or an earlier one (the summary reads the trips
+        of the week before it).
+
+    Returns
+    -------
+    tuple of list of str
+        The paths in the folder that must be there, and glob patterns of the network cache's
+        files of the partitions (a partition has some of them only).
+    """
+    from pipeline.coverage.partitions import (
+        CANONICAL_DIR,
+        CELLS_DIR,
+        COARSE_POLYGONS,
+        EDGE_INDEX_COLUMNS,
+        EDGE_INDEX_DIR,
+        FIXED_EDGES_DIR,
+        HIGHWAYS_FILE,
+        PART_ROAD,
+        POLYGONS_DIR,
+        RUNS_FILE,
+    )
+    from pipeline.coverage.rollup import ROLLUP_TABLES
+    from pipeline.coverage.state import CELL_ROW_TABLES, PART_TABLES
+    from pipeline.coverage.update import recent_trips
+
+    state = STATE_DIR
+    required = [
+        f"{cache}/{NETWORK_META}", f"{cache}/{RUNS_FILE}", f"{cache}/{PART_ROAD}",
+        f"{cache}/{COARSE_POLYGONS}", f"{cache}/{HIGHWAYS_FILE}",
+        *(f"{cache}/{EDGE_INDEX_DIR}/{name}.npy" for name in EDGE_INDEX_COLUMNS),
+        *(f"{state}/{ROLLUP_DIR}/{pointer['rollup']}/{name}.parquet" for name in ROLLUP_TABLES),
+        *(f"{state}/{TRIPS_DIR}/{gen}/driven.parquet"
+          for gen in recent_trips(dict(pointer.get("trips") or {}), as_of_ms)),
+    ]  # fmt: skip
+    named_parts, cell_parts = dict(pointer["parts"]), dict(pointer["cell_parts"])
+    for key in sorted(parts):
+        if key in named_parts:
+            folder = f"{state}/{PARTS_DIR}/{key}/{named_parts[key]}"
+            required += [f"{folder}/{name}.parquet" for name in PART_TABLES]
+        if key in cell_parts:
+            folder = f"{state}/{PARTS_DIR}/{key}/{cell_parts[key]}"
+            required += [f"{folder}/{name}.parquet" for name in CELL_ROW_TABLES]
+    optional = [
+        f"{cache}/{kind}/{key}.parquet"
+        for key in sorted(parts)
+        for kind in (CELLS_DIR, POLYGONS_DIR, CANONICAL_DIR, FIXED_EDGES_DIR)
+    ]
+    return required, optional
+
+
+def touched_parts(network: Network, matched_dirs: list[Path]) -> set[str]:
+    """Return the partitions whose tables an update of the batches in ``matched_dirs`` may read.
+
+    The partitions of the batches' edges (their state, edge coverage and canonical edges), and
+    of the cells their roads run through (a road's cells may lie in other partitions than its
+    own: the cells' figures and (cell, contributor) pairs). Of every segment, counted or not:
+    a superset of what the update touches.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    ids = [
+        pq.read_table(matched_dir / SEGMENTS_FILE, columns=["edge_id"])["edge_id"].to_numpy()
+        for matched_dir in matched_dirs
+    ]
+    known = network.edge_lengths(np.concatenate(ids) if ids else np.empty(0, "int64")).index
+    edge_parts = set(network.edge_parts(known.to_numpy()))
+    roads = network.canonical(known.to_numpy()).index  # the edges and their roads' edges
+    runs = network.runs_of(edge_parts)
+    cells = pd.unique(runs.loc[runs["key"].isin(roads), "cell"].to_numpy())
+    return edge_parts | set(network.cell_parts(cells))
+
+
+def _no_edges() -> Any:
+    raise AssertionError("the network cache is current: the roads' edges are not read")
