@@ -8,7 +8,8 @@ partitions only those of the cells the edge runs through (computed here with h3 
 edge's geometry, sampled every 0.2 m); a run with nothing new downloads the records alone.
 The files in the bucket are then those of the same updates into a local folder, byte for
 byte. An object the pointer names that the bucket lacks stops the update, naming it; an update
-with another partitioning downloads the whole folder; two updates started together into one
+with another partitioning, or of a state whose rollup holds the region's road pieces (the old
+layout, migrated by that update), downloads the whole folder; two updates started together into one
 folder apply both batches. What was downloaded is the server's own record of the objects it
 sent (GET requests), so runs in other processes count too.
 """
@@ -37,6 +38,7 @@ from pipeline.roads import read_edges
 from tests import objectstore
 from tests.builders import write_fully_covered_region, write_matched_batch
 from tests.coverage.test_roads_stagein import local_outputs, region, stored_outputs
+from tests.coverage.test_update import to_old_layout
 from tests.objectstore import sha256_objects, store
 
 # the fixtures: a bucket (of this module's server, below) holding the roads of local_region
@@ -277,3 +279,26 @@ def test_another_partitioning_downloads_the_whole_folder_and_writes_a_local_runs
     assert run_coverage(root, local_roads, local, ["matched", "small"], "coarser.yaml") == 0
     assert stored_outputs(prefix) == local_outputs(tmp_path / "local")
     assert current_pointer_of(prefix)["partitioning"] == 9
+
+
+def test_a_state_of_the_old_layout_downloads_the_whole_folder_and_is_migrated(
+    region: tuple[Path, str], sent: tuple[str, SentObjects], tmp_path: Path
+) -> None:
+    """Its files are then those of the same migration of a local folder."""
+    recorder = sent[1]
+    root, roads, out, prefix = first_update(region, recorder)
+    old = tmp_path / "old"
+    store().get(prefix, str(old), recursive=True)
+    (old / ".roadcover.lock").unlink(missing_ok=True)
+    to_old_layout(old)
+    store().rm(prefix, recursive=True)
+    store().put(str(old), prefix, recursive=True)
+    (old / ROADS_MEMO).unlink()  # a bucket's record of its roads (stored_outputs leaves it out)
+    assert run_coverage(root, str(root / "roads"), str(old), ["matched", "small"]) == 0
+    every_object = {path[len(prefix) + 1 :] for path in store().find(prefix)}
+    assert "state/CURRENT.json" in every_object
+    recorder.under(prefix)
+    assert run_coverage(root, roads, out, ["matched", "small"]) == 0
+    assert recorder.under(prefix) == every_object
+    assert current_pointer_of(prefix)["cover_layout"] == 1
+    assert stored_outputs(prefix) == local_outputs(old)

@@ -182,13 +182,13 @@ def test_a_state_of_the_old_layout_is_migrated_by_its_next_update(
 ) -> None:
     """Its outputs are those of a state never of the old layout (of one update of all)."""
     old = run(monaco_roads, at_once, [[batches[0]]], tmp_path / "old")
-    _to_old_layout(old)
+    to_old_layout(old)
     compute_coverage(monaco_roads, batches[1:], old, SETTINGS)
     assert pointer(old).get("cover_layout") == 1
     assert output_hashes(old) == output_hashes(at_once)
 
 
-def _to_old_layout(folder: Path) -> None:
+def to_old_layout(folder: Path) -> None:
     """Write the rollup as the old layout had it: the region's road pieces and driven edges."""
     state = folder / "state"
     named = pointer(folder)
