@@ -92,10 +92,16 @@ def stage_update(
     settings: CoverageSettings,
     as_of: pd.Timestamp | None,
     fetch: Fetch,
-) -> None:
+) -> Network | None:
     """Download what the update of ``new_batches`` reads of the coverage folder.
 
     Call it holding the folder's lock, after the records are downloaded.
+
+    Returns
+    -------
+    Network or None
+        The network's cache, loaded to find the partitions the batches touch (for the update
+        to use, not to load again), or None when the whole folder was downloaded.
     """
     from pipeline.coverage.partitions import load_network
     from pipeline.coverage.update import as_of_ms_of, partitioned_as
@@ -106,20 +112,21 @@ def stage_update(
     complete = network_current(coverage_dir, edges_sha256, *resolutions)
     if not pointer.get("cell_parts") or not complete:
         fetch(None, True)  # a first update, or a cache to compute: all of it
-        return
+        return None
     folder = network_cache_folder(coverage_dir, edges_sha256, *resolutions)
     cache = folder.relative_to(coverage_dir).as_posix()
     as_of_ms = as_of_ms_of(as_of, dict(pointer.get("trips") or {}))
     network = load_network(_no_edges, edges_sha256, coverage_dir, *resolutions)
     if not partitioned_as(pointer, network) or pointer.get("cover_layout") != COVER_LAYOUT:
         fetch(None, True)  # an older layout, or partitioned otherwise: read whole
-        return
+        return None
     required, _ = update_reads(pointer, cache, set(), as_of_ms)
     fetch(required, True)
     parts = touched_parts(network, [matched_dir for matched_dir, _ in new_batches])
     required, optional = update_reads(pointer, cache, parts, as_of_ms)
     fetch(required, True)
     fetch(optional, False)
+    return network
 
 
 def update_reads(

@@ -159,12 +159,13 @@ def compute_coverage(
             return dict(json.loads((coverage_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
         from pipeline.coverage.update import update_coverage  # work to do: the data libraries
 
+        network = None
         if fetch is not None:
             from pipeline.coverage.folder_stagein import stage_update
 
-            stage_update(coverage_dir, new_batches, roads, settings, as_of, fetch)
+            network = stage_update(coverage_dir, new_batches, roads, settings, as_of, fetch)
         return update_coverage(
-            roads_dir, roads, new_batches, coverage_dir, settings, as_of, outputs_key
+            roads_dir, roads, new_batches, coverage_dir, settings, as_of, outputs_key, network
         )
 
 

@@ -116,6 +116,7 @@ def update_coverage(
     settings: CoverageSettings,
     as_of: pd.Timestamp | None,
     outputs_key: str,
+    network: Network | None = None,
 ) -> dict[str, Any]:
     """Apply the new batches and write every output; the caller holds the folder's lock.
 
@@ -129,6 +130,9 @@ def update_coverage(
         As for :func:`pipeline.coverage.stage.compute_coverage`.
     outputs_key
         What the outputs depend on besides the state, recorded in ``outputs.json``.
+    network
+        The network's cache of these roads and settings when the caller has loaded it
+        (:func:`pipeline.coverage.folder_stagein.stage_update`); default: loaded here.
 
     Returns
     -------
@@ -137,11 +141,12 @@ def update_coverage(
     """
     state_root = coverage_dir / "state"
     pointer = current_pointer(state_root)
-    network = load_network(
-        lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
-        settings.h3_resolution, settings.partition_resolution,
-        shard_dirs(roads_dir) if is_sharded(roads_dir) else None,
-    )  # fmt: skip
+    if network is None:
+        network = load_network(
+            lambda: read_edges(roads_dir), roads["edges_sha256"], coverage_dir,
+            settings.h3_resolution, settings.partition_resolution,
+            shard_dirs(roads_dir) if is_sharded(roads_dir) else None,
+        )  # fmt: skip
     batches = sorted(set(pointer.get("batches", [])) | {batch for _, batch in new_batches})
     version = state_version(batches)
     rebuild = not partitioned_as(pointer, network)
