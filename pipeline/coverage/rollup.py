@@ -13,7 +13,7 @@ the cells and the contributors, not with the number of trips):
 ``road_cover`` (not in the rollup)
     One row per covered piece of a road cut at H3 cell boundaries (``key``, ``cell``,
     ``length_mm``, ``last_ms``, with the ``part`` of its edge and its ``highway``), kept per
-    partition of its *cell* (:func:`~pipeline.coverage.state.write_road_cover`), beside that
+    partition of its *cell* (:func:`~pipeline.coverage.state.write_cell_rows`), beside that
     partition's cells: an update reads and rewrites those of the partitions whose cells it
     changes, replacing the rows of the edges' partitions it touched (a road's edges are in
     one partition, and a road's covered pieces only grow, so the rows of a road the batch did
