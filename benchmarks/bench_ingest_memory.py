@@ -1,18 +1,19 @@
-"""The ingest stage's memory against the batch's size: two versions of the code side by side.
+"""The ingest stage's memory against the batch's size (and, optionally, another code's).
 
 Usage::
 
-    python benchmarks/bench_ingest_memory.py FOLDER [FOLDER ...] --other-code TREE [--runs N]
+    python benchmarks/bench_ingest_memory.py FOLDER [FOLDER ...] [--other-code TREE] [--runs N]
 
 Every run is ``roadcover ingest -o OUT --workers 2 -- FOLDER`` in a fresh process (its own
-LocalCluster of 2 workers), of this checkout's code and, at the same time in another thread,
-of the source tree ``TREE`` (e.g. ``git archive BASE | tar -x -C TREE``; it comes first on the
-other command's ``PYTHONPATH``). ``bench_scale.measure_command`` measures each: CPU seconds of
-the whole tree (``os.wait4``), its peak RSS and the stage process's own (sampled every 0.1 s).
-After the runs of a folder, every file the two wrote (points, trips, rejects, reports, the key's
-fingerprint; not the lock) is compared by sha256, and a trips table whose bytes differ by its
-row groups alone is compared by content. Prints one JSON line per run and a Markdown table of
-the medians for docs/benchmarks.md ("Ingest: the stage's memory against the batch's size").
+LocalCluster of 2 workers), of this checkout's code and, with ``--other-code``, at the same
+time in another thread, of the source tree ``TREE`` (e.g. ``git archive BASE | tar -x -C
+TREE``; it comes first on the other command's ``PYTHONPATH``). ``bench_scale.measure_command``
+measures each: CPU seconds of the whole tree (``os.wait4``), its peak RSS and the stage
+process's own (sampled every 0.1 s). With two codes, after the runs of a folder, every file the
+two wrote (points, trips, rejects, reports, the key's fingerprint; not the lock) is compared by
+sha256, and a trips table whose bytes differ by its row groups alone is compared by content.
+Prints one JSON line per run and a Markdown table of the medians for docs/benchmarks.md
+("Ingest: the stage's memory against the batch's size").
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ def main() -> None:
     """Parse the command line, run the pairs and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", type=Path, nargs="+")
-    parser.add_argument("--other-code", type=Path, required=True)
+    parser.add_argument("--other-code", type=Path, help="a source tree to run side by side")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-ingest-memory"))
     args = parser.parse_args()
-    codes = {"this": HERE.parent.absolute(), "other": args.other_code.absolute()}
+    codes = {"this": HERE.parent.absolute()}
+    if args.other_code:
+        codes["other"] = args.other_code.absolute()
     print("| folder | code | CPU s (tree) | tree peak RSS MiB | stage process peak RSS MiB |")
     print("|---|---|---:|---:|---:|")
     for folder in args.folders:
@@ -118,7 +121,8 @@ def main() -> None:
                 f"| {folder} | {label} | {med['cpu_s']:.1f} | {med['peak_rss_mb']:,.0f} | "
                 f"{med['own_peak_rss_mb']:,.0f} |"
             )
-        print(f"outputs: {compare_outputs(work / 'this', work / 'other')}", file=sys.stderr)
+        if "other" in codes:
+            print(f"outputs: {compare_outputs(work / 'this', work / 'other')}", file=sys.stderr)
     print(machine(), file=sys.stderr)
 
 

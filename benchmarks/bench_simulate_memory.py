@@ -1,20 +1,20 @@
-"""The simulate stage process's memory against the fleet's size: two versions of the code.
+"""The simulate stage process's memory against the fleet's size (and, optionally, another code's).
 
 Usage::
 
-    python benchmarks/bench_simulate_memory.py ROADS --other-code TREE --devices 100 400 1400
+    python benchmarks/bench_simulate_memory.py ROADS --devices 100 400 1400 [--other-code TREE]
         [--days 7] [--runs 3] [--work DIR]
 
 Every run is ``roadcover simulate --roads ROADS --devices N --days D --seed S --format csv
 --workers 2`` in a fresh process (its own LocalCluster of 2 workers), of this checkout's code
-and, at the same time in another thread, of the source tree ``TREE`` (e.g. ``git archive BASE
-pipeline | tar -x -C TREE``; it comes first on the other command's ``PYTHONPATH``).
-``bench_scale.measure_command`` measures each: CPU seconds of the whole tree (``os.wait4``:
-the stage process, the nannies and workers), its peak RSS and the stage process's own (sampled
-every 0.2 s); the stage process also reports its ``VmHWM`` as it exits (the true peak of its
-own RSS, which a sample can miss). After the runs of a size, every file the two wrote is
-compared by sha256. Prints one JSON line per run and a Markdown table of the medians for
-docs/benchmarks.md ("Simulate: a fleet on a sharded region").
+and, with ``--other-code``, at the same time in another thread, of the source tree ``TREE``
+(e.g. ``git archive BASE pipeline | tar -x -C TREE``; it comes first on the other command's
+``PYTHONPATH``). ``bench_scale.measure_command`` measures each: CPU seconds of the whole tree
+(``os.wait4``: the stage process, the nannies and workers), its peak RSS and the stage
+process's own (sampled every 0.2 s); the stage process also reports its ``VmHWM`` as it exits
+(the true peak of its own RSS, which a sample can miss). With two codes, after the runs of a
+size, every file the two wrote is compared by sha256. Prints one JSON line per run and a
+Markdown table of the medians for docs/benchmarks.md ("Simulate: a fleet on a sharded region").
 """
 
 from __future__ import annotations
@@ -87,13 +87,15 @@ def main() -> None:
     """Parse the command line, run the pairs and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roads", type=Path)
-    parser.add_argument("--other-code", type=Path, required=True)
+    parser.add_argument("--other-code", type=Path, help="a source tree to run side by side")
     parser.add_argument("--devices", type=int, nargs="+", required=True)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-simulate-memory"))
     args = parser.parse_args()
-    codes = {"this": HERE.parent.absolute(), "other": args.other_code.absolute()}
+    codes = {"this": HERE.parent.absolute()}
+    if args.other_code:
+        codes["other"] = args.other_code.absolute()
     print("| devices x days | fixes | code | CPU s (tree) | tree peak RSS MiB "
           "| stage process VmHWM MiB (sampled peak) |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|")
@@ -115,8 +117,10 @@ def main() -> None:
                 f"| {med['stage_vmhwm_mb']:,.0f} ({med['own_peak_rss_mb']:,.0f}) |",
                 flush=True,
             )
-        same = digests(work / "this") == digests(work / "other")
-        print(f"{devices} devices: outputs {'byte-identical' if same else 'DIFFER'}", flush=True)
+        if "other" in codes:
+            same = digests(work / "this") == digests(work / "other")
+            verdict = "byte-identical" if same else "DIFFER"
+            print(f"{devices} devices: outputs {verdict}", flush=True)
     print(machine(), file=sys.stderr)
 
 
