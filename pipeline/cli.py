@@ -11,6 +11,7 @@ A command imports what it uses (its stage, the config loader, I/O) when it runs,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import json
@@ -65,6 +66,8 @@ ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 UNRECORDED = ("run", "warmup", "--version", "--help", "-h")
 _OWN_PROCESS = False
 """Whether :func:`main` runs the command line of its process (see :func:`main`)."""
+_EXIT_AT_ONCE = False
+"""Whether the command run closed all it wrote, so its process may end at once (:func:`main`)."""
 
 
 class Location(click.ParamType):
@@ -76,10 +79,15 @@ class Location(click.ParamType):
         self.path = click.Path(path_type=Path, **path_options)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """Return a URL as it is (its scheme checked), anything else as ``click.Path`` would."""
-        from pipeline.storage import check_location, is_url
+        """Return a URL as it is (its scheme checked), anything else as ``click.Path`` would.
 
+        :mod:`pipeline.storage` (and the config loader it imports) is imported for a
+        ``scheme://`` value only: a command imports its modules when it runs
+        (:func:`_imports_out_of_collection`), not while its arguments are parsed.
+        """
         if isinstance(value, str) and "://" in value:
+            from pipeline.storage import check_location, is_url
+
             check_location(value)
             if is_url(value):
                 return value
@@ -409,8 +417,9 @@ def snap(
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
     _use_system_allocator()
-    with _imports_out_of_collection():
-        import pipeline.snap.stage  # noqa: F401  (the stage that _snap runs)
+    with _imports_out_of_collection(), _coverage_hidden_from_numba():
+        import pipeline.snap.stage  # the stage that _snap runs
+        import pipeline.storage  # noqa: F401  (the staging of the command's locations)
         from pipeline.config import load_config
 
     config = load_config(config_path)
@@ -423,6 +432,16 @@ def snap(
         f"matched, {meta['matched_km']:.1f} km in {meta['seconds']:.1f} s",
         err=True,
     )
+    _may_exit_at_once()  # its outputs are written and closed, its lock released
+
+
+def _may_exit_at_once() -> None:
+    """Let the process end at once after this command (:func:`main`), in its own process only.
+
+    For a command that has closed every file it wrote and released its locks when it returns.
+    """
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = _OWN_PROCESS
 
 
 def _use_system_allocator() -> None:
@@ -459,6 +478,27 @@ def _imports_out_of_collection() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def _coverage_hidden_from_numba() -> Iterator[None]:
+    """Import numba (and what else is imported here) as if coverage.py were not installed.
+
+    Numba imports coverage.py whenever it is installed (41 modules, about 0.04 s of CPU), to
+    report the lines of the kernels it compiles to a coverage measurement running in the
+    process. In the command's own process (:func:`main` without ``argv``) that measures none,
+    coverage.py is hidden while the command's modules are imported: a measurement of the
+    process starts before the command does (coverage.py's ``COVERAGE_PROCESS_START``), and
+    coverage.py, imported then, is left as it is.
+    """
+    hidden = _OWN_PROCESS and "coverage" not in sys.modules
+    if hidden:
+        sys.modules["coverage"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        yield
+    finally:
+        if hidden and sys.modules.get("coverage", 0) is None:
+            del sys.modules["coverage"]
 
 
 def _snap(
@@ -1087,7 +1127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     more at exit, numba's and the stages' modules included (about 0.3 s of CPU after a
     ``roadcover snap``). The exit is otherwise unchanged: ``atexit`` handlers run, modules are
     torn down and what they alone hold is released; only objects in reference cycles at exit
-    are not collected (Python does not promise to finalize those anyway).
+    are not collected (Python does not promise to finalize those anyway). After a command
+    that succeeded and closed all it wrote (``roadcover snap``), the process ends here
+    (:func:`_exit_at_once`).
     """
     global _OWN_PROCESS
     args = list(argv) if argv is not None else sys.argv[1:]
@@ -1095,7 +1137,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _main_recorded(args)
     if argv is None:
         gc.freeze()
+        if _EXIT_AT_ONCE and status == 0:
+            _exit_at_once(status)
     return status
+
+
+def _exit_at_once(status: int) -> None:
+    """End the process with ``status`` now: exit handlers run, modules are not torn down.
+
+    What Python's exit does besides (destroying every module and object left, one by one,
+    numba's compiled code included) costs about 0.03 s of CPU after a ``roadcover snap``
+    (docs/benchmarks.md, "`roadcover snap --workers 1` as a whole process"), and the command
+    has closed what it wrote. The ``atexit`` handlers run (logging's flushes and closes its
+    handlers, multiprocessing's ends its children), the standard streams are flushed, then
+    :func:`os._exit`. Returns, and leaves the exit to Python, while a thread that Python
+    would wait for still runs or when a standard stream cannot be flushed.
+    """
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if any(not thread.daemon for thread in others):
+        return
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except (OSError, ValueError):  # a closed pipe, a closed stream: Python reports it at exit
+        return
+    os._exit(status)
 
 
 def _main_recorded(args: list[str]) -> int:

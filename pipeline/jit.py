@@ -23,7 +23,8 @@ snap stage's :func:`~pipeline.snap.batch_kernels.match_trips_kernel`) names thos
 A kernel's machine code is loaded from the cache with numba's runtime only, not with the
 registries of everything numba can compile, which numba's own cache loads first and which
 only compiling needs (:class:`_KernelCache`): a process loads the three kernels of the snap
-stage in about 0.1 s of CPU instead of 0.23 s.
+stage in about 0.1 s of CPU instead of 0.23 s. Numba's extensions, also needed only to
+compile, are likewise loaded by its compiler only (:func:`_extensions_when_compiling`).
 
 A small kernel called in an inner loop of another (once per Viterbi step, per heap
 operation) is compiled ``inline="always"``: numba then inlines it where it is called instead
@@ -79,6 +80,7 @@ def cached_njit(
 
     def decorate(py_func: Function) -> Any:
         dispatcher = njit(cache=False, **options)(py_func)
+        dispatcher._compilation_chain_init_hook = _extensions_when_compiling
         try:
             dispatcher._cache = _kernel_cache(py_func, depends_on)  # as cache=True, see there
         except RuntimeError as exc:
@@ -88,6 +90,18 @@ def cached_njit(
         return dispatcher
 
     return decorate if function is None else decorate(function)
+
+
+def _extensions_when_compiling() -> None:
+    """Stand in for numba's hook before a kernel's call with new argument types: do nothing.
+
+    Numba's own hook loads numba's extensions (the ``numba_extensions`` entry points), for
+    which it reads the entry points of every installed package: about 0.01 s of CPU at a
+    process's first kernel call, which only compiling needs. Numba's compiler loads them
+    itself before it compiles anything (``CPUContext.refresh``); a kernel loaded from the
+    cache runs without them (the kernels take numbers and numpy arrays, and tuples of them,
+    which no extension types).
+    """
 
 
 class _KernelCache(caching.FunctionCache):

@@ -146,3 +146,78 @@ def test_the_process_command_leaves_its_objects_to_the_exit_a_call_does_not() ->
     frozen = gc.get_freeze_count()
     assert main(["--version"]) == 0
     assert gc.get_freeze_count() == frozen
+
+
+def test_a_local_path_argument_is_parsed_without_the_config_loader(tmp_path: Path) -> None:
+    """A command's path arguments are checked without importing storage or the config loader
+    (a command imports those when it runs, with the collector paused); a URL's scheme is."""
+    code = (
+        "from pipeline.cli import Location\n"
+        f"assert Location(file_okay=False).convert({str(tmp_path)!r}, None, None).is_dir()"
+    )
+    loaders = {"pipeline.storage", "pipeline.config", "jsonschema", "yaml"}
+    packages = ("pipeline", "jsonschema", "yaml")
+    assert sorted(loaders & set(modules_imported_by(code, packages))) == []
+    url = "from pipeline.cli import Location\nLocation().convert('s3://bucket/x', None, None)"
+    assert "pipeline.storage" in modules_imported_by(url, packages)
+
+
+def test_the_process_command_imports_numba_with_coverage_hidden_unless_it_measures() -> None:
+    """In its own process, ``roadcover snap``'s imports do not see coverage.py (numba would
+    import its 41 modules); as a call, or under a coverage measurement started with the
+    process (coverage.py already imported), they do, and coverage.py stays importable."""
+    code = (
+        "import json, sys\nimport pipeline.cli as cli\ncli._OWN_PROCESS = {own}\n"
+        "{measured}"
+        "with cli._coverage_hidden_from_numba():\n"
+        "    import numba.misc.coverage_support as support\n"
+        "seen = support.coverage_available\nimport coverage\n"
+        "print(json.dumps([seen, coverage.Coverage is not None]))"
+    )
+    found = {}
+    for own, measured in ((True, ""), (False, ""), (True, "import coverage\n")):
+        script = code.format(own=own, measured=measured)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        found[own, measured != ""] = json.loads(done.stdout.splitlines()[-1])
+    assert found == {(True, False): [False, True], (False, False): [True, True],
+                     (True, True): [True, True]}  # fmt: skip
+
+
+_EXIT_SCRIPT = """
+import atexit, logging, sys, threading, time
+import pipeline.cli as cli
+
+class TornDown:
+    def __del__(self):
+        print("torn down", flush=True)
+
+left = TornDown()  # a module's object: finalized when Python tears the modules down
+atexit.register(print, "exit handler")
+logging.basicConfig(stream=sys.stderr)
+logging.getLogger("probe").warning("logged")
+sys.stdout.write("unflushed ")  # buffered: stdout is a pipe
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread done"))).start()
+cli._exit_at_once(3)
+print("returned")
+"""
+
+
+@pytest.mark.parametrize("case", ["alone", "thread"])
+def test_the_exit_at_once_runs_the_exit_handlers_and_flushes_unless_a_thread_runs(
+    case: str,
+) -> None:
+    """Alone, the process ends with the status given: exit handlers run, output flushed,
+    modules not torn down. With a (non-daemon) thread running, Python's exit waits for it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, case], capture_output=True, text=True, timeout=60
+    )
+    assert "logged" in done.stderr
+    if case == "alone":
+        assert (done.returncode, done.stdout.split()) == (3, ["unflushed", "exit", "handler"])
+    else:
+        assert done.returncode == 0
+        assert done.stdout.split() == ["unflushed", "returned", "thread", "done", "exit",
+                                       "handler", "torn", "down"]  # fmt: skip

@@ -44,6 +44,10 @@ if __name__ == "__main__":
     hits = total.stats.cache_hits.popitem()[1] if total.stats.cache_hits else 0
     print(json.dumps([value, hits, sorted(sys.modules)]))
 """
+# a numba extension, installed as a distribution of the folder (its entry point is what numba
+# loads before compiling): imported when numba loads it
+EXTENSION = "def init():\n    pass\n"
+EXTENSION_ENTRY_POINTS = "[numba_extensions]\ninit = probe_extension:init\n"
 # modules numba imports only to load its compiler's registries (target_context.refresh())
 REGISTRY_MODULES = ("numba.np.npyimpl", "numba.cpython.printimpl", "numba.typed.typedlist")
 
@@ -81,17 +85,27 @@ def test_a_kernel_naming_the_module_it_calls_is_compiled_anew_when_that_module_c
         assert run_caller(tmp_path) == (2, 1)  # the renewed code is cached in turn
 
 
-def test_a_kernel_loaded_from_the_cache_runs_without_the_compilers_registries(
+def test_a_kernel_loaded_from_the_cache_runs_without_the_compilers_registries_or_extensions(
     tmp_path: Path,
 ) -> None:
-    """Numba's runtime is started (the kernel allocates an array); its registries are not loaded.
+    """Numba's runtime is started (the kernel allocates an array); its registries are not loaded,
+    nor are numba's extensions (a distribution's ``numba_extensions`` entry point).
 
     The registries (of every type and function numba can compile) are what numba's own cache
-    loads first; compiling loads them.
+    loads first; numba reads every installed package's entry points for its extensions before
+    a call with new argument types (pipeline.jit does without); compiling loads both.
     """
     (tmp_path / "allocating.py").write_text(ALLOCATING)
+    (tmp_path / "probe_extension.py").write_text(EXTENSION)
+    dist_info = tmp_path / "probe_extension-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: probe-extension\n"
+                                        "Version: 1.0\n")  # fmt: skip
+    (dist_info / "entry_points.txt").write_text(EXTENSION_ENTRY_POINTS)
     value, hits, modules = run_script(tmp_path, "allocating.py")
     assert (value, hits) == (45, 0) and set(REGISTRY_MODULES) <= set(modules)  # compiled
+    assert "probe_extension" in modules  # loaded before compiling
     value, hits, modules = run_script(tmp_path, "allocating.py")
     assert (value, hits) == (45, 1)  # 0 + 1 + ... + 9, from the cache
     assert sorted(set(REGISTRY_MODULES) & set(modules)) == []
+    assert "probe_extension" not in modules
