@@ -435,9 +435,7 @@ def decode_viterbi(
         step back, its log-probability being ``-deviation / beta``, less the U-turn
         penalty; meaningful for the candidates chosen after a run's first fix).
     """
-    kmax = _most_candidates(cand[0])
-    routes = _route_cache(cand[0], kmax, False)
-    return _decode(px, py, ts, cand, cand_point, net, ub, prm, network_ws, kmax, routes, False)
+    return decode_trip(px, py, ts, cand, cand_point, net, ub, prm, network_ws, False)[0]
 
 
 @cached_njit
