@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.jit import cached_njit
 from pipeline.snap.graph_kernels import search_candidates
-from pipeline.snap.hmm_kernels import BETA_INDEX, decode_viterbi, fitted_beta_m, with_beta
+from pipeline.snap.hmm_kernels import decode_trip
 from pipeline.snap.route_kernels import build_route_pieces, matched_fixes
 
 # the modules whose kernels match_trips_kernel compiles into its own machine code: its cache is
@@ -119,14 +119,9 @@ def match_trips_kernel(
             seg_edge, grid_keys, grid_ptr, grid_seg, origin_x, origin_y, cell_m, ncols,
         )  # fmt: skip
         cand_point = _candidate_points(cand[0])
-        chosen, status, segment, kind, deviation = decode_viterbi(
-            px, py, pt, cand, cand_point, net, ub, prm, network_ws
+        (chosen, status, segment, kind, _), _ = decode_trip(
+            px, py, pt, cand, cand_point, net, ub, prm, network_ws, estimate_beta
         )
-        if estimate_beta:
-            fitted = with_beta(prm, fitted_beta_m(prm[BETA_INDEX], chosen, segment, deviation))
-            chosen, status, segment, kind, _ = decode_viterbi(
-                px, py, pt, cand, cand_point, net, ub, fitted, network_ws
-            )
         trip_pieces = build_route_pieces(
             chosen, segment, pt, cand[1], cand[2], kind, net, ub, max_route, network_ws[0]
         )

@@ -114,6 +114,78 @@ def _source_distances(
         reset_workspace(search, n_touched)
 
 
+@cached_njit
+def _route_cache(
+    cand_ptr: np.ndarray, kmax: int, keep: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the arrays in which :func:`_step` keeps each step's route distances.
+
+    ``(kept_prev, kept_live, kept_route)``: the fix each fix's step came from (-1: none
+    kept), whether each of that fix's candidates was searched from (``kept_live[t * kmax + a
+    - a0]``), and the route distance ``d(v1, u2)`` from candidate ``a`` to candidate ``b`` the
+    transition uses (``kept_route[b0 * kmax + (a - a0) * nb + b - b0]``, inf when beyond the
+    step's limit). Empty unless ``keep``.
+    """
+    n = len(cand_ptr) - 1 if keep else 0
+    return (
+        np.full(n, -1, dtype=np.int64), np.empty(n * kmax, dtype=np.bool_),
+        np.empty(cand_ptr[n] * kmax),
+    )  # fmt: skip
+
+
+@cached_njit(inline="always")
+def _kept_routes_apply(
+    prev: int, t: int, a0: int, a1: int, score: np.ndarray, prm: np.ndarray, routes: tuple,
+    row: np.ndarray,
+) -> bool:  # fmt: skip
+    """Whether ``routes`` holds step ``prev -> t`` for the candidates now live; fill ``row``.
+
+    A route distance depends on the step (its limit) and, through the search budgets of the
+    nodes the live candidates share, on which candidates are live (beam-pruned ones are not
+    searched from): the kept ones apply when both are the same.
+    """
+    kept_prev, kept_live = routes[0], routes[1]
+    if kept_prev[t] != prev:
+        return False
+    kmax = len(row)
+    for a in range(a0, a1):
+        live = score[a] >= -prm[_BEAM]
+        if live != kept_live[t * kmax + a - a0]:
+            return False
+        row[a - a0] = 0 if live else -1
+    return True
+
+
+@cached_njit(inline="always")
+def _search_routes(
+    prev: int, t: int, a0: int, a1: int, b0: int, nb: int, limit: float, cand: tuple,
+    net: tuple, ub: tuple, ws: tuple, prm: np.ndarray, score: np.ndarray, column: np.ndarray,
+    target_node: np.ndarray, routes: tuple, keep: bool,
+) -> None:  # fmt: skip
+    """Search step ``prev -> t``'s route distances into ``ws``' distance rows.
+
+    Sets ``ws``' ``row`` of every previous candidate (-1 when beam-pruned, as
+    :func:`_plan_sources`) and, with ``keep``, notes the step and its live candidates in
+    ``routes`` (whose distances :func:`_step` keeps as it reads them).
+    """
+    cand_edge, cand_off = cand[1], cand[2]
+    edge_u = net[2]
+    target_mark, row = ws[0][5], ws[5]
+    n_targets = _mark_targets(b0, nb, cand_edge, edge_u, target_mark, column)
+    for k in range(nb):
+        target_node[column[k]] = edge_u[cand_edge[b0 + k]]
+    n_sources = _plan_sources(a0, a1, limit, score, cand_edge, cand_off, net, prm, ws)
+    _source_distances(n_sources, n_targets, net, ub, ws, target_node)
+    for k in range(n_targets):
+        target_mark[target_node[k]] = -1
+    if keep:
+        kept_prev, kept_live = routes[0], routes[1]
+        kmax = len(row)
+        kept_prev[t] = prev
+        for a in range(a0, a1):
+            kept_live[t * kmax + a - a0] = row[a - a0] >= 0
+
+
 @cached_njit(inline="always")
 def _step(
     prev: int,
@@ -132,15 +204,22 @@ def _step(
     deviation: np.ndarray,
     column: np.ndarray,
     target_node: np.ndarray,
+    routes: tuple,
+    keep: bool,
+    reuse: bool,
 ) -> bool:
     """Fill the Viterbi column of fix ``t`` from the column of ``prev``; False if unreachable.
 
     Route distances come from one bounded search per distinct node the previous candidates'
-    edges end at, to the distinct nodes the current candidates' edges start from.
+    edges end at, to the distinct nodes the current candidates' edges start from; with
+    ``keep`` they are kept in ``routes`` (:func:`_route_cache`). With ``reuse``, those an
+    earlier decoding kept for the same step (the same ``prev``, the same live candidates,
+    hence the same searches) are read instead of searched again.
     """
     cand_ptr, cand_edge, cand_off, cand_dist = cand
-    edge_u, edge_len, edge_twin = net[2], net[4], net[5]
-    target_mark, distances, row = ws[0][5], ws[1], ws[5]
+    edge_len, edge_twin = net[4], net[5]
+    distances, row = ws[1], ws[5]
+    kept_route = routes[2]
     a0, a1 = cand_ptr[prev], cand_ptr[prev + 1]
     b0, b1 = cand_ptr[t], cand_ptr[t + 1]
     nb = b1 - b0
@@ -148,15 +227,16 @@ def _step(
     dt = max(ts[t] - ts[prev], 0.0)
     limit = min(prm[_MAX_ROUTE], max(prm[_VMAX] * dt, gc) + prm[_SLACK])
     beta, tol, uturn = prm[_BETA], prm[_TOL], prm[_UTURN]
-    n_targets = _mark_targets(b0, nb, cand_edge, edge_u, target_mark, column)
     for k in range(nb):
-        target_node[column[k]] = edge_u[cand_edge[b0 + k]]
         score[b0 + k] = -INF
         back[b0 + k] = -1
-    n_sources = _plan_sources(a0, a1, limit, score, cand_edge, cand_off, net, prm, ws)
-    _source_distances(n_sources, n_targets, net, ub, ws, target_node)
-    for k in range(n_targets):
-        target_mark[target_node[k]] = -1
+    reused = reuse and _kept_routes_apply(prev, t, a0, a1, score, prm, routes, row)
+    if not reused:
+        _search_routes(
+            prev, t, a0, a1, b0, nb, limit, cand, net, ub, ws, prm, score, column, target_node,
+            routes, keep,
+        )  # fmt: skip
+    kept = b0 * len(row)
     for a in range(a0, a1):
         s = row[a - a0]
         if s < 0:
@@ -179,8 +259,15 @@ def _step(
                 kd = SAME_EDGE
             if eb != ea or ob < oa - tol:
                 # farther back than the tolerance, a loop through the graph may explain it better
-                gd = distances[s, column[k]]
-                if gd < INF and rem + gd + ob <= limit:
+                if reused:
+                    gd = kept_route[kept + (a - a0) * nb + k]
+                else:
+                    gd = distances[s, column[k]]
+                    if not rem + gd + ob <= limit:  # inf fails too
+                        gd = INF
+                    if keep:
+                        kept_route[kept + (a - a0) * nb + k] = gd
+                if gd < INF:
                     dg = abs(rem + gd + ob - gc)
                     if -dg / beta > lp:
                         lp = -dg / beta
@@ -348,12 +435,82 @@ def decode_viterbi(
         step back, its log-probability being ``-deviation / beta``, less the U-turn
         penalty; meaningful for the candidates chosen after a run's first fix).
     """
+    return decode_trip(px, py, ts, cand, cand_point, net, ub, prm, network_ws, False)[0]
+
+
+@cached_njit
+def decode_trip(
+    px: np.ndarray,
+    py: np.ndarray,
+    ts: np.ndarray,
+    cand: tuple,
+    cand_point: np.ndarray,
+    net: tuple,
+    ub: tuple,
+    prm: np.ndarray,
+    network_ws: tuple,
+    estimate_beta: bool,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]:
+    """Decode a trip as :func:`decode_viterbi`, twice with ``estimate_beta``.
+
+    With ``estimate_beta`` the trip is decoded again with the transition scale fitted to its
+    first decoding (:func:`fitted_beta_m`, :func:`with_beta`); the second decoding reads the
+    route distances the first one searched wherever its step and live candidates are the same
+    (the scale changes the scores, not the routes), so it gives what a decoding of its own
+    gives.
+
+    Returns
+    -------
+    tuple
+        The last decoding's :func:`decode_viterbi` outputs, and the transition scale it used.
+    """
+    kmax = _most_candidates(cand[0])
+    routes = _route_cache(cand[0], kmax, estimate_beta)
+    first = _decode(
+        px, py, ts, cand, cand_point, net, ub, prm, network_ws, kmax, routes, estimate_beta
+    )
+    if not estimate_beta:
+        return first, prm[_BETA]
+    beta_m = fitted_beta_m(prm[_BETA], first[0], first[2], first[4])
+    fitted = with_beta(prm, beta_m)
+    return _decode(
+        px, py, ts, cand, cand_point, net, ub, fitted, network_ws, kmax, routes, False, True
+    ), beta_m
+
+
+@cached_njit
+def _most_candidates(cand_ptr: np.ndarray) -> int:
+    """Return the most candidates a fix has (at least 1)."""
+    kmax = 1
+    for i in range(len(cand_ptr) - 1):
+        kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
+    return kmax
+
+
+@cached_njit
+def _decode(
+    px: np.ndarray,
+    py: np.ndarray,
+    ts: np.ndarray,
+    cand: tuple,
+    cand_point: np.ndarray,
+    net: tuple,
+    ub: tuple,
+    prm: np.ndarray,
+    network_ws: tuple,
+    kmax: int,
+    routes: tuple,
+    keep: bool,
+    reuse: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode as :func:`decode_viterbi` (``kmax``: the most candidates of a fix).
+
+    With ``keep``, the route distances are kept in ``routes`` (:func:`_route_cache`); with
+    ``reuse``, ``routes`` holds an earlier decoding's of the same trip (see :func:`_step`).
+    """
     cand_ptr = cand[0]
     n = len(px)
     ncand = cand_ptr[n]
-    kmax = 1
-    for i in range(n):
-        kmax = max(kmax, cand_ptr[i + 1] - cand_ptr[i])
     ws = _workspace(network_ws, kmax)
     column = np.empty(kmax, dtype=np.int64)
     target_node = np.empty(kmax, dtype=np.int64)
@@ -388,7 +545,7 @@ def decode_viterbi(
             continue
         if _step(
             prev, t, px, py, ts, cand, net, ub, ws, prm, score, back, kind, deviation, column,
-            target_node,
+            target_node, routes, keep, reuse,
         ):  # fmt: skip
             status[t] = MATCHED
             segment[t] = seg

@@ -17,10 +17,8 @@ from pipeline.snap.hmm_kernels import (
     MATCHED,
     NO_CANDIDATE,
     OUTLIER,
-    decode_viterbi,
-    fitted_beta_m,
+    decode_trip,
     new_network_workspace,
-    with_beta,
 )
 from pipeline.snap.network import MatchNetwork
 from pipeline.snap.params import MatchParams
@@ -165,16 +163,11 @@ def match_trip(
     )  # fmt: skip
     cand_point = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(cand[0]))
     routing, ubodt = net.routing_arrays(), net.ubodt_arrays()
-    prm, beta_m = params.kernel_array(), params.beta_m
     with _network_workspace(net) as workspace:
-
-        def decode(prm: np.ndarray) -> tuple[np.ndarray, ...]:
-            return decode_viterbi(x, y, t_s, cand, cand_point, routing, ubodt, prm, workspace)
-
-        chosen, status, segment, kind, deviation = decode(prm)
-        if params.estimate_beta:
-            beta_m = fitted_beta_m(params.beta_m, chosen, segment, deviation)
-            chosen, status, segment, kind, _ = decode(with_beta(prm, beta_m))
+        (chosen, status, segment, kind, _), beta_m = decode_trip(
+            x, y, t_s, cand, cand_point, routing, ubodt, params.kernel_array(), workspace,
+            params.estimate_beta,
+        )  # fmt: skip
         pieces = build_route_pieces(
             chosen, segment, t_s, cand[1], cand[2], kind, routing, ubodt, params.max_route_m,
             workspace[0],
