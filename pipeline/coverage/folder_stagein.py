@@ -4,13 +4,16 @@ A coverage folder in storage (``roadcover coverage -o s3://...``) is locked, and
 (:data:`COVERAGE_RECORDS`: the state's ``CURRENT.json``, ``outputs.json``, ``summary.json``
 and the network cache's ``network.json`` files and roads memo) are downloaded; they are all a
 run with nothing new reads. A run with work to do downloads, before the update
-(:func:`stage_update`), the files that :func:`update_reads` names: the network cache's tables
-of the whole network (the per-edge arrays, the runs, the per-partition road, the coarse
-polygons, the highway lengths), the rollup in force, the trips' ``driven`` tables the summary
-sums, and, of the partitions the new batches may touch (:func:`touched_parts`), their state
-tables and network files. A state of an older layout, of another partitioning, without a
-complete network cache of these roads, or the first update of the folder, downloads the whole
-folder (the update reads or rewrites all of it).
+(:func:`stage_update`), the files that :func:`update_reads` names: the network cache's small
+tables of a row per partition or coarse cell (the per-partition road, the coarse polygons, the
+highway lengths) and its fence of edge ids, the rollup in force, the trips' ``driven`` tables
+the summary sums, and, of the partitions the new batches may touch (:func:`touched_parts`),
+their state tables and network files (their runs among them). Of the cache's arrays of every
+edge it reads the rows of the batches' edges and their roads' alone, by byte ranges
+(:func:`~pipeline.coverage.partitions.edge_rows_by_ranges`), never the files. A state of an
+older layout, of another partitioning, without a complete network cache of these roads (or
+with one of an older format), or the first update of the folder, downloads the whole folder
+(the update reads or rewrites all of it).
 
 Publishing uploads the files the run wrote, new or changed, and deletes those it removed: the
 downloaded ones it deleted, and of the others the state's files that neither the new pointer
