@@ -38,7 +38,7 @@ import io
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,7 +118,7 @@ class Network:
     resolution: int
     partition_resolution: int
     parts: tuple[str, ...]
-    rows: EdgeRows | None = None
+    rows: EdgeRows | None = field(default=None, compare=False)  # arrays: neither eq nor hash
 
     def fixed_edges(self, part: str) -> pa.Table:
         """Return the roads' :data:`FIXED_EDGE_COLUMNS`, ``geometry`` (WKB) and ``bbox``.
