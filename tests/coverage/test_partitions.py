@@ -462,8 +462,9 @@ def test_a_rerun_with_nothing_new_imports_no_data_library(
     assert answer == {"unique_km": summary["unique_km"], "imported": []}
 
 
+@pytest.mark.parametrize("request_bytes", [0, 10**9])  # blocks and rows; arrays whole
 def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
-    tmp_path: Path,
+    request_bytes: int, tmp_path: Path
 ) -> None:
     """1,300 edges (6 blocks of the fence); ids at block borders, absent, outside.
 
@@ -481,13 +482,17 @@ def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
     for name in EDGE_INDEX_COLUMNS:
         np.save(folder / f"{name}.npy", table[name].to_numpy())
 
+    counts = []
+
     def read(name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        counts.append(len(ranges))
         data = (tmp_path / name).read_bytes()
         return [data[start:stop] for start, stop in ranges]
 
     borders = ids[[0, 255, 256, 511, 512, 768]].tolist()  # 768: alone in its block
     asked = np.array([*borders, ids[700], ids[700] + 1, 5, 10**7, ids[300]], dtype="int64")
-    rows = edge_rows_by_ranges(read, ids[::256], asked)
+    rows = edge_rows_by_ranges(read, ids[::256], asked, request_bytes)
+    assert (max(counts) == 1) == (request_bytes > 0)  # a request an array, or many
     edges = table[table["edge_id"].isin(asked)]
     roads = table[table["edge_id"].isin(edges["canonical_id"])]
     expected = pd.concat([edges, roads]).drop_duplicates("edge_id").sort_values("edge_id")
