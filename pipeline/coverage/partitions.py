@@ -427,9 +427,10 @@ def edge_rows_by_ranges(
     """
     offsets, edges = _array_offsets(read)
     asked = np.unique(np.asarray(edge_ids, dtype="int64"))
-    columns = _rows_of_ids(read, offsets, (edges, request_bytes), fence, asked)
+    whole: dict[str, np.ndarray] = {}  # the arrays, once read whole
+    columns = _rows_of_ids(read, offsets, (edges, request_bytes), fence, asked, whole)
     roads = np.setdiff1d(columns["canonical_id"], asked)
-    more = _rows_of_ids(read, offsets, (edges, request_bytes), fence, roads)
+    more = _rows_of_ids(read, offsets, (edges, request_bytes), fence, roads, whole)
     order = np.argsort(np.concatenate([columns["edge_id"], more["edge_id"]]), kind="stable")
     joined = {
         name: np.concatenate([columns[name], more[name]])[order] for name in EDGE_INDEX_COLUMNS
@@ -464,10 +465,12 @@ def _rows_of_ids(
     sizes: tuple[int, int],
     fence: np.ndarray,
     ids: np.ndarray,
+    whole: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Return the arrays' rows of the sorted distinct ``ids`` that are edges (by ``edge_id``).
 
-    ``sizes``: the number of edges, and what a request costs in bytes.
+    ``sizes``: the number of edges, and what a request costs in bytes; ``whole``: the arrays
+    if read whole (filled here when that is cheaper).
     """
     edges, request_bytes = sizes
     blocks = np.unique(np.searchsorted(fence, ids, side="right") - 1)
@@ -475,8 +478,9 @@ def _rows_of_ids(
     spans = [(low, high) for low, high in spans if low >= 0]  # an id below the first: no edge
     requests = len(spans) + len(ids) * (len(EDGE_INDEX_COLUMNS) - 1)
     whole_bytes = edges * sum(dtype.itemsize for _, dtype in offsets.values())
-    if spans and whole_bytes <= requests * request_bytes:  # cheaper: every array, one request
-        whole = {name: _read_rows(read, offsets, name, [(0, edges)])[0] for name in offsets}
+    if spans and not whole and whole_bytes <= requests * request_bytes:  # one request an array
+        whole.update({name: _read_rows(read, offsets, name, [(0, edges)])[0] for name in offsets})
+    if whole:
         at = np.flatnonzero(np.isin(whole["edge_id"], ids))
         return {name: whole[name][at] for name in EDGE_INDEX_COLUMNS}
     rows, found = [np.empty(0, "int64")], [np.empty(0, "int64")]

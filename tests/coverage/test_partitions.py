@@ -493,6 +493,8 @@ def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
     asked = np.array([*borders, ids[700], ids[700] + 1, 5, 10**7, ids[300]], dtype="int64")
     rows = edge_rows_by_ranges(read, ids[::256], asked, request_bytes)
     assert (max(counts) == 1) == (request_bytes > 0)  # a request an array, or many
+    if request_bytes:  # the headers, then each array once (the roads' rows from it too)
+        assert len(counts) == 2 * len(EDGE_INDEX_COLUMNS)
     edges = table[table["edge_id"].isin(asked)]
     roads = table[table["edge_id"].isin(edges["canonical_id"])]
     expected = pd.concat([edges, roads]).drop_duplicates("edge_id").sort_values("edge_id")
