@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -50,7 +51,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from pipeline.config import StorageSettings
@@ -667,6 +668,31 @@ class Staging:
         output.unfetched -= set(got)
         return wanted
 
+    def read_ranges(self, local: Path, name: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read byte ranges ``[start, stop)`` of object ``name`` of the folder staged at ``local``.
+
+        Of the object in storage (concurrent requests), not downloaded; of the local file if
+        the folder is local or the file was downloaded.
+
+        Raises
+        ------
+        InputDataError
+            If ``name`` is not an object of the folder (a damaged folder).
+        """
+        output = next((out for out in self._outputs if out.local == local), None)
+        if output is None or (local / name).exists():
+            with (local / name).open("rb") as file:
+                return [_read_range(file, start, stop) for start, stop in ranges]
+        if name not in output.unfetched | set(output.before):
+            raise _damaged_folder(output.location, [name])
+        if not ranges:
+            return []
+        path = f"{output.remote}/{name}"
+        starts, stops = [start for start, _ in ranges], [stop for _, stop in ranges]
+        paths = [path] * len(ranges)
+        read = functools.partial(output.fs.cat_ranges, on_error="raise")
+        return list(_storage_call(output.location, read, paths, starts, stops))
+
     def prune_with(self, local: Path, stale: Callable[[list[str]], list[str]]) -> None:
         """Say which objects not downloaded of the folder at ``local`` to delete on publishing.
 
@@ -746,3 +772,9 @@ def _storage_call(location: str, function: Any, *args: Any) -> Any:
             f"{location}: the object store failed ({error}); check the bucket, the endpoint "
             "(storage.endpoint_url, AWS_ENDPOINT_URL) and the network"
         ) from None
+
+
+def _read_range(file: BinaryIO, start: int, stop: int) -> bytes:
+    """Return bytes ``[start, stop)`` of an open file."""
+    file.seek(start)
+    return file.read(stop - start)

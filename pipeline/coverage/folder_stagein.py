@@ -4,13 +4,16 @@ A coverage folder in storage (``roadcover coverage -o s3://...``) is locked, and
 (:data:`COVERAGE_RECORDS`: the state's ``CURRENT.json``, ``outputs.json``, ``summary.json``
 and the network cache's ``network.json`` files and roads memo) are downloaded; they are all a
 run with nothing new reads. A run with work to do downloads, before the update
-(:func:`stage_update`), the files that :func:`update_reads` names: the network cache's tables
-of the whole network (the per-edge arrays, the runs, the per-partition road, the coarse
-polygons, the highway lengths), the rollup in force, the trips' ``driven`` tables the summary
-sums, and, of the partitions the new batches may touch (:func:`touched_parts`), their state
-tables and network files. A state of an older layout, of another partitioning, without a
-complete network cache of these roads, or the first update of the folder, downloads the whole
-folder (the update reads or rewrites all of it).
+(:func:`stage_update`), the files that :func:`update_reads` names: the network cache's small
+tables of a row per partition or coarse cell (the per-partition road, the coarse polygons, the
+highway lengths) and its fence of edge ids, the rollup in force, the trips' ``driven`` tables
+the summary sums, and, of the partitions the new batches may touch (:func:`touched_parts`),
+their state tables and network files (their runs among them). Of the cache's arrays of every
+edge it reads the rows of the batches' edges and their roads' alone, by byte ranges
+(:func:`~pipeline.coverage.partitions.edge_rows_by_ranges`), never the files. A state of an
+older layout, of another partitioning, without a complete network cache of these roads (or
+with one of an older format), or the first update of the folder, downloads the whole folder
+(the update reads or rewrites all of it).
 
 Publishing uploads the files the run wrote, new or changed, and deletes those it removed: the
 downloaded ones it deleted, and of the others the state's files that neither the new pointer
@@ -21,9 +24,10 @@ storage is an error naming it, never an empty partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.coverage.network_cache import NETWORK_DIR, NETWORK_META, network_current
 from pipeline.coverage.network_cache import network_folder as network_cache_folder
@@ -40,10 +44,11 @@ from pipeline.coverage.stage import OUTPUTS_FILE, SEGMENTS_FILE, SUMMARY_FILE
 from pipeline.storage import is_url
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from pipeline.config import CoverageSettings
-    from pipeline.coverage.partitions import Network
+    from pipeline.coverage.partitions import EdgeRows, Network
     from pipeline.storage import Staging
 
 STATE_DIR = "state"
@@ -52,8 +57,29 @@ COVERAGE_RECORDS = (
 )  # fmt: skip
 """What every run reads of a coverage folder (glob patterns; ``*`` matches ``/`` too)."""
 
-Fetch = Callable[[Sequence[str] | None, bool], list[str]]
-"""Download files of the staged folder: names (required) or glob patterns; None: the rest."""
+
+class Fetch(Protocol):
+    """What reads more of a staged coverage folder (:func:`stage_coverage`)."""
+
+    def __call__(self, names: Sequence[str] | None, required: bool = True) -> list[str]:
+        """Download files of the folder: names (required) or glob patterns; None: the rest."""
+
+    def read_ranges(self, name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Read byte ranges ``[start, stop)`` of a file of the folder, without downloading it."""
+
+
+@dataclass(frozen=True)
+class _FolderFetch:
+    """:class:`Fetch` of the folder a :class:`~pipeline.storage.Staging` staged at ``local``."""
+
+    staging: Staging
+    local: Path
+
+    def __call__(self, names: Sequence[str] | None, required: bool = True) -> list[str]:
+        return self.staging.fetch(self.local, names, required)
+
+    def read_ranges(self, name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        return self.staging.read_ranges(self.local, name, ranges)
 
 
 def stage_coverage(staging: Staging, location: str | Path) -> tuple[Path, Fetch | None]:
@@ -78,11 +104,7 @@ def stage_coverage(staging: Staging, location: str | Path) -> tuple[Path, Fetch 
         return [f"{STATE_DIR}/{name}" for name in stale_state_files(in_state, pointer, previous)]
 
     staging.prune_with(local, stale)
-
-    def fetch(names: Sequence[str] | None, required: bool = True) -> list[str]:
-        return staging.fetch(local, names, required)
-
-    return local, fetch
+    return local, _FolderFetch(staging, local)
 
 
 def stage_update(
@@ -103,7 +125,7 @@ def stage_update(
         The network's cache, loaded to find the partitions the batches touch (for the update
         to use, not to load again), or None when the whole folder was downloaded.
     """
-    from pipeline.coverage.partitions import load_network
+    from pipeline.coverage.partitions import RUNS_DIR, load_network
     from pipeline.coverage.update import as_of_ms_of, partitioned_as
 
     pointer = current_pointer(coverage_dir / STATE_DIR)
@@ -122,7 +144,11 @@ def stage_update(
         return None
     required, _ = update_reads(pointer, cache, set(), as_of_ms)
     fetch(required, True)
-    parts = touched_parts(network, [matched_dir for matched_dir, _ in new_batches])
+    matched_dirs = [matched_dir for matched_dir, _ in new_batches]
+    ids = batch_edge_ids(matched_dirs)
+    network = replace(network, rows=_edge_rows(fetch, cache, folder, ids))
+    fetch([f"{cache}/{RUNS_DIR}/{key}.parquet" for key in sorted(edge_parts_of(network, ids))])
+    parts = touched_parts(network, matched_dirs)
     required, optional = update_reads(pointer, cache, parts, as_of_ms)
     fetch(required, True)
     fetch(optional, False)
@@ -159,13 +185,13 @@ def update_reads(
         CANONICAL_DIR,
         CELLS_DIR,
         COARSE_POLYGONS,
-        EDGE_INDEX_COLUMNS,
         EDGE_INDEX_DIR,
+        FENCE_FILE,
         FIXED_EDGES_DIR,
         HIGHWAYS_FILE,
         PART_ROAD,
         POLYGONS_DIR,
-        RUNS_FILE,
+        RUNS_DIR,
     )
     from pipeline.coverage.rollup import ROLLUP_TABLES
     from pipeline.coverage.state import CELL_ROW_TABLES, PART_TABLES
@@ -173,9 +199,8 @@ def update_reads(
 
     state = STATE_DIR
     required = [
-        f"{cache}/{NETWORK_META}", f"{cache}/{RUNS_FILE}", f"{cache}/{PART_ROAD}",
-        f"{cache}/{COARSE_POLYGONS}", f"{cache}/{HIGHWAYS_FILE}",
-        *(f"{cache}/{EDGE_INDEX_DIR}/{name}.npy" for name in EDGE_INDEX_COLUMNS),
+        f"{cache}/{NETWORK_META}", f"{cache}/{PART_ROAD}", f"{cache}/{COARSE_POLYGONS}",
+        f"{cache}/{HIGHWAYS_FILE}", f"{cache}/{EDGE_INDEX_DIR}/{FENCE_FILE}",
         *(f"{state}/{ROLLUP_DIR}/{pointer['rollup']}/{name}.parquet" for name in ROLLUP_TABLES),
         *(f"{state}/{TRIPS_DIR}/{gen}/driven.parquet"
           for gen in recent_trips(dict(pointer.get("trips") or {}), as_of_ms)),
@@ -191,7 +216,7 @@ def update_reads(
     optional = [
         f"{cache}/{kind}/{key}.parquet"
         for key in sorted(parts)
-        for kind in (CELLS_DIR, POLYGONS_DIR, CANONICAL_DIR, FIXED_EDGES_DIR)
+        for kind in (RUNS_DIR, CELLS_DIR, POLYGONS_DIR, CANONICAL_DIR, FIXED_EDGES_DIR)
     ]
     return required, optional
 
@@ -204,20 +229,45 @@ def touched_parts(network: Network, matched_dirs: list[Path]) -> set[str]:
     own: the cells' figures and (cell, contributor) pairs). Of every segment, counted or not:
     a superset of what the update touches.
     """
-    import numpy as np
     import pandas as pd
+
+    ids = batch_edge_ids(matched_dirs)
+    edge_parts = edge_parts_of(network, ids)
+    roads = network.canonical(ids).index  # the edges and their roads' edges
+    runs = network.runs_of(edge_parts)
+    cells = pd.unique(runs.loc[runs["key"].isin(roads), "cell"].to_numpy())
+    return edge_parts | set(network.cell_parts(cells))
+
+
+def edge_parts_of(network: Network, edge_ids: np.ndarray) -> set[str]:
+    """Return the partitions of the edges of ``edge_ids`` (an id of no edge has none)."""
+    known = network.edge_lengths(edge_ids).index
+    return set(network.edge_parts(known.to_numpy()))
+
+
+def batch_edge_ids(matched_dirs: list[Path]) -> np.ndarray:
+    """Return the ``edge_id`` of every segment of the matched batches in ``matched_dirs``."""
+    import numpy as np
     import pyarrow.parquet as pq
 
     ids = [
         pq.read_table(matched_dir / SEGMENTS_FILE, columns=["edge_id"])["edge_id"].to_numpy()
         for matched_dir in matched_dirs
     ]
-    known = network.edge_lengths(np.concatenate(ids) if ids else np.empty(0, "int64")).index
-    edge_parts = set(network.edge_parts(known.to_numpy()))
-    roads = network.canonical(known.to_numpy()).index  # the edges and their roads' edges
-    runs = network.runs_of(edge_parts)
-    cells = pd.unique(runs.loc[runs["key"].isin(roads), "cell"].to_numpy())
-    return edge_parts | set(network.cell_parts(cells))
+    return np.concatenate([np.empty(0, "int64"), *ids])
+
+
+def _edge_rows(fetch: Fetch, cache: str, folder: Path, edge_ids: np.ndarray) -> EdgeRows:
+    """Look up edges and their roads' in the cache's edge index, by byte ranges."""
+    import numpy as np
+
+    from pipeline.coverage.partitions import EDGE_INDEX_DIR, FENCE_FILE, edge_rows_by_ranges
+
+    def read(name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        return fetch.read_ranges(f"{cache}/{name}", ranges)
+
+    fence = np.load(folder / EDGE_INDEX_DIR / FENCE_FILE)
+    return edge_rows_by_ranges(read, fence, edge_ids)
 
 
 def _no_edges() -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
-NETWORK_FORMAT = 6  # 6: edge arrays by edge_id; canonical, cells, polygons per partition
+NETWORK_FORMAT = 7  # 7: runs per partition, a fence of the edge ids; 6: edge arrays by edge_id
 
 
 def network_folder(

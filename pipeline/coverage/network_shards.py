@@ -16,10 +16,10 @@ per shard, partition or coarse cell:
    partition when partitions are coarser than shards), in the order of their keys, the rows of
    the group are read from the scratch files of the shards that have some (an edge whose
    midpoint lies across a shard's border belongs to a partition of the next shard) and the
-   partitions' files written, ``runs.parquet`` appended to in row groups;
+   partitions' files written (their runs among them);
 4. the edge arrays sorted by ``edge_id`` are merged from the shards' sorted arrays, range of
    ids by range, read and appended to the ``.npy`` files with file reads and writes (memory maps
-   would keep the pages of every array resident).
+   would keep the pages of every array resident), every so many ids kept for the fence.
 """
 
 from __future__ import annotations
@@ -48,22 +48,24 @@ from pipeline.coverage.partitions import (
     COARSE_POLYGONS,
     EDGE_INDEX_COLUMNS,
     EDGE_INDEX_DIR,
+    FENCE_EVERY,
     FIXED_EDGE_COLUMNS,
     FIXED_EDGES_DIR,
     PART_ROAD,
     POLYGONS_DIR,
-    RUNS_ROW_GROUP,
     TARGET_EDGES_PER_PART,
     cell_road_mm,
     midpoint_cells,
     parent_array,
     part_key,
     polygon_rows,
+    write_fence,
     write_fixed_edges,
     write_network_meta,
+    write_part_runs,
 )
 from pipeline.coverage.summary import highway_lengths
-from pipeline.io import RowGroupWriter, atomic_path, write_frame
+from pipeline.io import atomic_path, write_frame
 from pipeline.roads.shards import read_owners
 from pipeline.roads.store import read_edges, read_roads_meta
 
@@ -273,36 +275,24 @@ def _write_groups(
     road_dtype: str,
     folder: Path,
 ) -> pd.DataFrame:
-    """Write the partitions' files and ``runs.parquet``; return the partitions' road length.
+    """Write the partitions' files (their runs too); return the partitions' road length.
 
     ``levels``: the resolutions of the partitions, their groups and the finest cells;
     ``road_dtype``: that of the cells' ``road_mm`` (float64 where a cell may have none).
     """
     level, group_level, resolution = levels
     road_rows = []
-    with ExitStack() as stack:
-        runs_out: RowGroupWriter | None = None
-        for group, shards in sorted(groups_of.items()):
-            low, high = descendant_range(group, group_level, resolution)
-            runs = _rows_of(shards, "runs.parquet", "mid", low, high)
-            cells = _rows_of(shards, "cells.parquet", "cell", low, high)
-            edges = _rows_of(shards, "edges.parquet", "mid", low, high)
-            table = pa.Table.from_pandas(_sorted_runs(runs, level), preserve_index=False)
-            if table.num_rows:
-                if runs_out is None:
-                    temp = stack.enter_context(atomic_path(folder / "runs.parquet"))
-                    runs_out = stack.enter_context(
-                        RowGroupWriter(temp, table.schema, RUNS_ROW_GROUP)
-                    )
-                runs_out.write(table)
-            in_group = parts[parent_array(parts, group_level) == group]
-            road_rows += _write_part_cells(cells, road_dtype, in_group, levels, folder)
-            geometry = gpd.GeoSeries.from_wkb(edges["geometry"], crs=shards[0].crs)
-            _write_part_edges(gpd.GeoDataFrame(edges.assign(geometry=geometry)), in_group, level,
-                              folder)  # fmt: skip
-        if runs_out is None:
-            write_frame(_sorted_runs(_empty_runs(), level), folder / "runs.parquet",
-                        row_group_size=RUNS_ROW_GROUP)  # fmt: skip
+    for group, shards in sorted(groups_of.items()):
+        low, high = descendant_range(group, group_level, resolution)
+        runs = _rows_of(shards, "runs.parquet", "mid", low, high)
+        cells = _rows_of(shards, "cells.parquet", "cell", low, high)
+        edges = _rows_of(shards, "edges.parquet", "mid", low, high)
+        in_group = parts[parent_array(parts, group_level) == group]
+        write_part_runs(_sorted_runs(runs, level), list(part_key(level, in_group)), folder)
+        road_rows += _write_part_cells(cells, road_dtype, in_group, levels, folder)
+        geometry = gpd.GeoSeries.from_wkb(edges["geometry"], crs=shards[0].crs)
+        _write_part_edges(gpd.GeoDataFrame(edges.assign(geometry=geometry)), in_group, level,
+                          folder)  # fmt: skip
     return pd.DataFrame(road_rows, columns=["cell", "road_mm"]).astype("int64")
 
 
@@ -312,11 +302,6 @@ def _rows_of(
     """Return the rows of scratch table ``name`` of ``shards`` whose ``column`` is in range."""
     frames = [shard.rows_in(name, column, low, high) for shard in shards]
     return pd.concat(frames, ignore_index=True)
-
-
-def _empty_runs() -> pd.DataFrame:
-    names = ["key", "from_mm", "to_mm", "cell", "mid"]
-    return pd.DataFrame({name: np.empty(0, dtype="int64") for name in names})
 
 
 def _sorted_runs(runs: pd.DataFrame, level: int) -> pd.DataFrame:
@@ -385,11 +370,13 @@ def _merge_edge_index(
     (:data:`INDEX_RANGE_ROWS` edges each), read and appended to the ``.npy`` files with file
     reads and writes (a memory map would keep what it read and wrote resident: 80 bytes an
     edge). ``part`` is the index of the edge's partition in the sorted keys (that of its cell
-    in ``parts``: keys of one resolution sort as their cells).
+    in ``parts``: keys of one resolution sort as their cells). Every
+    :data:`~pipeline.coverage.partitions.FENCE_EVERY`-th id goes to the fence.
     """
     bounds = _id_bounds(spilled)
     starts = [_range_starts(shard, bounds) for shard in spilled]
     total = sum(int(shard_starts[-1]) for shard_starts in starts)
+    fence, written = [np.empty(0, "int64")], 0
     with ExitStack() as stack:
         out = {}
         for name in EDGE_INDEX_COLUMNS:
@@ -410,6 +397,9 @@ def _merge_edge_index(
             chunk["part"] = np.searchsorted(parts, parent_array(chunk.pop("mid"), level))
             for name in EDGE_INDEX_COLUMNS:
                 out[name].write(chunk[name][order].astype(INDEX_DTYPES[name]).tobytes())
+            fence.append(chunk["edge_id"][order][(-written) % FENCE_EVERY :: FENCE_EVERY])
+            written += len(order)
+    write_fence(np.concatenate(fence), folder)
 
 
 def _id_bounds(spilled: list[SpilledShard]) -> list[int]:

@@ -14,11 +14,13 @@ average at least :data:`TARGET_EDGES_PER_PART` edges.
 What depends on the network only is computed once per roads version (the sha256 of the roads'
 edge table) and kept in ``COVERAGE_DIR/network/``, laid out so that an update reads what the
 partitions it touches need and small tables of a row per partition or coarse cell, never a
-table of every edge or every cell: the H3 runs of every edge (``runs.parquet``, sorted by
-partition, so the runs of a few partitions are read alone); every edge's partition, canonical
-edge (:func:`~pipeline.coverage.edges.canonical_edges`) and length, as arrays sorted by
-``edge_id`` (``edge_index/<column>.npy``, read memory-mapped: looking up a batch's edges reads
-a few pages of them); per partition, its finest cells' road length (``cells/<key>.parquet``),
+table of every edge or every cell: every edge's partition, canonical edge
+(:func:`~pipeline.coverage.edges.canonical_edges`) and length, as arrays sorted by ``edge_id``
+(``edge_index/<column>.npy``, read memory-mapped: looking up a batch's edges reads a few pages
+of them), with every :data:`FENCE_EVERY`-th id (``edge_index/fence.npy``), so that an update
+from object storage reads the rows of its batch's edges alone, by byte ranges
+(:func:`edge_rows_by_ranges`); per partition, the H3 runs of its edges (``runs/<key>.parquet``),
+its finest cells' road length (``cells/<key>.parquet``),
 the polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``),
 its edges' canonical edges (``canonical/<key>.parquet``) and the columns of the edge coverage
 table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_COLUMNS`, with
@@ -32,10 +34,11 @@ byte for byte, never holding the region's edges.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 from h3ronpy import change_resolution
@@ -66,18 +68,26 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 TARGET_EDGES_PER_PART = 2_000
-RUNS_ROW_GROUP = 16_384  # rows per Parquet row group of the runs: a few partitions read alone
 FIXED_EDGES_DIR = "edges"
 EDGE_INDEX_DIR = "edge_index"
 EDGE_INDEX_COLUMNS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
-CANONICAL_COLUMNS = ["edge_id", "canonical_id", "flip", "length_mm"]
 """Every edge's figures, one ``.npy`` array each, sorted by ``edge_id`` (``part``: a code)."""
+FENCE_FILE = "fence.npy"
+FENCE_EVERY = 256
+"""Every how many sorted edge ids one is kept in ``edge_index/fence.npy`` (its rows' block)."""
+REQUEST_BYTES = 16_384
+"""What a request of byte ranges costs, in bytes read (measured: about 1 ms of CPU each)."""
+NPY_HEADER_BYTES = 128
+"""The bytes of an ``.npy`` file's header (version 1.0) an edge array's reader is sure to hold."""
+CANONICAL_COLUMNS = ["edge_id", "canonical_id", "flip", "length_mm"]
+RUNS_DIR = "runs"
+RUN_COLUMNS = ["key", "from_mm", "to_mm", "cell"]
+"""The columns of a partition's runs (``runs/<key>.parquet``), sorted by ``key``, ``from_mm``."""
 CELLS_DIR = "cells"
 CANONICAL_DIR = "canonical"
 POLYGONS_DIR = "polygons"
 COARSE_POLYGONS = "coarse_polygons.parquet"
 PART_ROAD = "part_road.parquet"
-RUNS_FILE = "runs.parquet"
 HIGHWAYS_FILE = "highways.parquet"
 FIXED_EDGE_COLUMNS = ["edge_id", "u", "v", "key", "osmid", "road_id", "highway", "length_m"]
 """The columns of the edge coverage table that are the roads' own, in its order."""
@@ -101,12 +111,16 @@ class Network:
         The H3 resolution of the partitions.
     parts
         The key of every partition of the network (of an edge or a cell), sorted.
+    rows
+        The rows of the edges an update asks about (:func:`edge_rows_by_ranges`), instead of
+        the arrays of every edge; None: the arrays in ``folder``.
     """
 
     folder: Path
     resolution: int
     partition_resolution: int
     parts: tuple[str, ...]
+    rows: EdgeRows | None = field(default=None, compare=False)  # arrays: neither eq nor hash
 
     def fixed_edges(self, part: str) -> pa.Table:
         """Return the roads' :data:`FIXED_EDGE_COLUMNS`, ``geometry`` (WKB) and ``bbox``.
@@ -126,15 +140,30 @@ class Network:
 
     @cached_property
     def _edge_index(self) -> dict[str, np.ndarray]:
-        """The per-edge arrays of :data:`EDGE_INDEX_COLUMNS`, memory-mapped, by ``edge_id``."""
+        """The per-edge arrays of :data:`EDGE_INDEX_COLUMNS`, memory-mapped, by ``edge_id``.
+
+        Of the edges looked up alone when the network has ``rows``.
+        """
+        if self.rows is not None:
+            return self.rows.columns
         return {
             name: np.load(self.folder / EDGE_INDEX_DIR / f"{name}.npy", mmap_mode="r")
             for name in EDGE_INDEX_COLUMNS
         }
 
     def _edge_rows(self, edge_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return the index rows of ``edge_ids`` and which of them are edges of the network."""
+        """Return the index rows of ``edge_ids`` and which of them are edges of the network.
+
+        Raises
+        ------
+        LookupError
+            If the network holds the rows of some edges alone and an id is not one it
+            looked up (whether it is an edge of the network is then unknown).
+        """
         ids = np.asarray(edge_ids, dtype="int64")
+        if self.rows is not None and not np.isin(ids, self.rows.asked).all():
+            missed = ids[~np.isin(ids, self.rows.asked)][0]
+            raise LookupError(f"edge_id {missed} was not looked up in the network cache")
         known = self._edge_index["edge_id"]
         at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
         found = known[at] == ids if len(known) else np.zeros(len(ids), dtype=bool)
@@ -259,18 +288,16 @@ class Network:
         shapes[~found] = cell_polygons(cells[~found])
         return shapes
 
-    def runs_of(self, parts: set[str] | None = None) -> pd.DataFrame:
-        """Return the H3 runs (key, from_mm, to_mm, cell) of the edges of ``parts``; None: all."""
-        columns = ["key", "from_mm", "to_mm", "cell"]
-        if parts is None:
-            return pq.read_table(self.folder / RUNS_FILE, columns=columns).to_pandas()
-        wanted = pa.array(sorted(parts), pa.string())
-        table = pq.read_table(
-            self.folder / RUNS_FILE,
-            columns=columns,
-            filters=pc.is_in(pc.field("part"), value_set=wanted),
-        )
-        return table.to_pandas()
+    def runs_of(self, parts: set[str]) -> pd.DataFrame:
+        """Return the H3 runs (:data:`RUN_COLUMNS`) of the edges of partitions ``parts``.
+
+        By partition (in key order), ``key`` and ``from_mm``.
+        """
+        keys = [key for key in sorted(parts) if key in self.parts]
+        tables = [pq.read_table(self.folder / RUNS_DIR / f"{key}.parquet") for key in keys]
+        if not tables:
+            return empty_runs()
+        return pa.concat_tables(tables).to_pandas()
 
     def parents(self, cells: np.ndarray, level: int) -> np.ndarray:
         """Return the parents (int64) at ``level`` of finest cells of the network."""
@@ -350,6 +377,140 @@ def load_network(
     )  # fmt: skip
 
 
+def write_fence(fence: np.ndarray, folder: Path) -> None:
+    """Write ``edge_index/fence.npy``: every :data:`FENCE_EVERY`-th sorted ``edge_id``."""
+    with atomic_path(folder / FENCE_FILE) as temp, temp.open("wb") as file:
+        np.save(file, np.ascontiguousarray(fence, dtype="int64"), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class EdgeRows:
+    """The edge index's rows of some edges (:func:`edge_rows_by_ranges`).
+
+    Attributes
+    ----------
+    columns
+        The arrays of :data:`EDGE_INDEX_COLUMNS` of the ids that are edges, by ``edge_id``.
+    asked
+        Every id looked up, an edge of the network or not (sorted, distinct).
+    """
+
+    columns: dict[str, np.ndarray]
+    asked: np.ndarray
+
+
+ReadRanges = Callable[[str, list[tuple[int, int]]], list[bytes]]
+"""Read byte ranges ``[start, stop)`` of a file of the network cache (a path in its folder)."""
+
+
+def edge_rows_by_ranges(
+    read: ReadRanges, fence: np.ndarray, edge_ids: np.ndarray, request_bytes: int = REQUEST_BYTES
+) -> EdgeRows:
+    """Look up edges and their canonical edges in the edge index by byte ranges of its arrays.
+
+    Reads the headers of the ``.npy`` arrays, the block of :data:`FENCE_EVERY` sorted ids that
+    may hold each id, and of the other arrays the rows of the ids found: a few kilobytes an
+    edge, whatever the size of the network. When so many requests would cost more than the
+    arrays' bytes (a request costing ``request_bytes``), each array is read whole instead, in
+    one request.
+
+    Parameters
+    ----------
+    read
+        Reads byte ranges of the cache's files.
+    fence
+        ``edge_index/fence.npy``.
+    edge_ids
+        The ids to look up.
+    request_bytes
+        What a request costs, in bytes read.
+    """
+    offsets, edges = _array_offsets(read)
+    asked = np.unique(np.asarray(edge_ids, dtype="int64"))
+    whole: dict[str, np.ndarray] = {}  # the arrays, once read whole
+    columns = _rows_of_ids(read, offsets, (edges, request_bytes), fence, asked, whole)
+    roads = np.setdiff1d(columns["canonical_id"], asked)
+    more = _rows_of_ids(read, offsets, (edges, request_bytes), fence, roads, whole)
+    order = np.argsort(np.concatenate([columns["edge_id"], more["edge_id"]]), kind="stable")
+    joined = {
+        name: np.concatenate([columns[name], more[name]])[order] for name in EDGE_INDEX_COLUMNS
+    }
+    return EdgeRows(joined, np.union1d(asked, roads))
+
+
+def _array_offsets(read: ReadRanges) -> tuple[dict[str, tuple[int, np.dtype[Any]]], int]:
+    """Return where each edge array's data starts and its dtype, and the number of edges.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not one-dimensional arrays of one length.
+    """
+    offsets: dict[str, tuple[int, np.dtype[Any]]] = {}
+    lengths: set[tuple[int, ...]] = set()
+    for name in EDGE_INDEX_COLUMNS:
+        (head,) = read(f"{EDGE_INDEX_DIR}/{name}.npy", [(0, NPY_HEADER_BYTES)])
+        file = io.BytesIO(head)
+        np.lib.format.read_magic(file)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+        offsets[name], lengths = (file.tell(), dtype), lengths | {shape}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"the edge arrays of the network cache have shapes {sorted(lengths)}")
+    return offsets, int(next(iter(lengths))[0])
+
+
+def _rows_of_ids(
+    read: ReadRanges,
+    offsets: dict[str, tuple[int, np.dtype[Any]]],
+    sizes: tuple[int, int],
+    fence: np.ndarray,
+    ids: np.ndarray,
+    whole: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Return the arrays' rows of the sorted distinct ``ids`` that are edges (by ``edge_id``).
+
+    ``sizes``: the number of edges, and what a request costs in bytes; ``whole``: the arrays
+    if read whole (filled here when that is cheaper).
+    """
+    edges, request_bytes = sizes
+    blocks = np.unique(np.searchsorted(fence, ids, side="right") - 1)
+    spans = [(int(b) * FENCE_EVERY, min((int(b) + 1) * FENCE_EVERY, edges)) for b in blocks]
+    spans = [(low, high) for low, high in spans if low >= 0]  # an id below the first: no edge
+    requests = len(spans) + len(ids) * (len(EDGE_INDEX_COLUMNS) - 1)
+    whole_bytes = edges * sum(dtype.itemsize for _, dtype in offsets.values())
+    if spans and not whole and whole_bytes <= requests * request_bytes:  # one request an array
+        whole.update({name: _read_rows(read, offsets, name, [(0, edges)])[0] for name in offsets})
+    if whole:
+        at = np.flatnonzero(np.isin(whole["edge_id"], ids))
+        return {name: whole[name][at] for name in EDGE_INDEX_COLUMNS}
+    rows, found = [np.empty(0, "int64")], [np.empty(0, "int64")]
+    for (low, _), known in zip(spans, _read_rows(read, offsets, "edge_id", spans), strict=True):
+        hit = np.flatnonzero(np.isin(known, ids))
+        rows.append(low + hit)
+        found.append(known[hit])
+    at = np.concatenate(rows)
+    columns = {"edge_id": np.concatenate(found)}
+    for name in EDGE_INDEX_COLUMNS[1:]:
+        one_each = [(int(row), int(row) + 1) for row in at]
+        values = _read_rows(read, offsets, name, one_each)
+        columns[name] = np.concatenate([np.empty(0, offsets[name][1]), *values])
+    return columns
+
+
+def _read_rows(
+    read: ReadRanges,
+    offsets: dict[str, tuple[int, np.dtype[Any]]],
+    name: str,
+    spans: list[tuple[int, int]],
+) -> list[np.ndarray]:
+    """Return rows ``[low, high)`` of edge array ``name``, one array a span."""
+    start, dtype = offsets[name]
+    size = dtype.itemsize
+    ranges = [(start + low * size, start + high * size) for low, high in spans]
+    chunks = read(f"{EDGE_INDEX_DIR}/{name}.npy", ranges) if ranges else []
+    return [np.frombuffer(chunk, dtype=dtype) for chunk in chunks]
+
+
 def choose_partition_resolution(midpoint_cells: np.ndarray, resolution: int) -> int:
     """Return the finest resolution with TARGET_EDGES_PER_PART edges a partition or more.
 
@@ -390,9 +551,9 @@ def _write_network(
     edge_part = part_key(level, parent_array(midpoint.to_numpy(), level))
     runs["part"] = pd.Series(edge_part, index=canonical.index).loc[runs["key"]].to_numpy()
     runs = runs.sort_values(["part", "key", "from_mm"], ignore_index=True)
-    write_frame(runs, folder / RUNS_FILE, row_group_size=RUNS_ROW_GROUP)
     cells = _network_cells(runs, canonical, resolution, level)
     parts = sorted({*edge_part, *cells["part"]})  # a partition may hold cells alone
+    write_part_runs(runs, parts, folder)
     _write_edge_index(canonical, edges["length_m"], edge_part, parts, folder / EDGE_INDEX_DIR)
     _write_cells(cells, resolution, level, folder)
     write_frame(highway_lengths(edges, canonical).reset_index(), folder / HIGHWAYS_FILE)
@@ -412,6 +573,23 @@ def write_fixed_edges(rows: gpd.GeoDataFrame, path: Path) -> None:
             temp, index=False, schema_version=GEOPARQUET_VERSION, write_covering_bbox=True,
             compression="zstd",
         )  # fmt: skip
+
+
+def empty_runs() -> pd.DataFrame:
+    """Return a table of runs (:data:`RUN_COLUMNS`) without rows."""
+    return pd.DataFrame({name: np.empty(0, dtype="int64") for name in RUN_COLUMNS})
+
+
+def write_part_runs(runs: pd.DataFrame, parts: list[str], folder: Path) -> None:
+    """Write the runs of each partition of ``parts`` (none for some) to ``runs/<key>.parquet``.
+
+    ``runs``: :data:`RUN_COLUMNS` and the edges' ``part``, sorted by ``part``, ``key``,
+    ``from_mm``.
+    """
+    rows_of = pd.Series(np.arange(len(runs))).groupby(runs["part"].to_numpy()).indices
+    for key in parts:
+        rows = runs.iloc[rows_of.get(key, np.empty(0, dtype="int64"))]
+        write_frame(rows[RUN_COLUMNS].reset_index(drop=True), folder / RUNS_DIR / f"{key}.parquet")
 
 
 def write_network_meta(folder: Path, resolution: int, level: int, parts: list[str]) -> None:
@@ -449,6 +627,7 @@ def _write_edge_index(
     for name in EDGE_INDEX_COLUMNS:
         with atomic_path(folder / f"{name}.npy") as temp, temp.open("wb") as file:
             np.save(file, np.ascontiguousarray(columns[name][order]), allow_pickle=False)
+    write_fence(columns["edge_id"][order][::FENCE_EVERY], folder)
     frame = pd.DataFrame({name: columns[name][order] for name in CANONICAL_COLUMNS})
     keys = np.asarray(parts, dtype=object)[columns["part"][order]]
     for part, rows in frame.groupby(keys, sort=True).indices.items():

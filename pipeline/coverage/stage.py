@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pipeline.config import CoverageSettings
+    from pipeline.coverage.folder_stagein import Fetch
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def compute_coverage(
     as_of: pd.Timestamp | None = None,
     lock_timeout_s: float = DEFAULT_TIMEOUT_S,
     roads: dict[str, Any] | None = None,
-    fetch: Callable[[Sequence[str] | None, bool], list[str]] | None = None,
+    fetch: Fetch | None = None,
 ) -> dict[str, Any]:
     """Apply new matched batches to the coverage state and write every coverage output.
 

@@ -3,13 +3,15 @@
 A region of 10 edges (two chains of five, :func:`tests.builders.write_fully_covered_region`)
 with 13 partitions (H3 resolution 11, partitions at 10). After a first update into a bucket,
 an update of a batch that drives one edge downloads the folder's records, the network cache's
-tables of the whole network, the rollup and the trips' ``driven`` tables, and of the
-partitions only those of the cells the edge runs through (computed here with h3 from the
-edge's geometry, sampled every 0.2 m); a run with nothing new downloads the records alone.
+small tables of a row per partition or coarse cell and its fence of edge ids, the rollup and
+the trips' ``driven`` tables, and of the partitions only those of the cells the edge runs
+through (computed here with h3 from the edge's geometry, sampled every 0.2 m); of the arrays of
+every edge it reads byte ranges alone. A run with nothing new downloads the records alone.
 The files in the bucket are then those of the same updates into a local folder, byte for
 byte. An object the pointer names that the bucket lacks stops the update, naming it; an update
-with another partitioning, or of a state whose rollup holds the region's road pieces (the old
-layout, migrated by that update), downloads the whole folder; two updates started together into one
+with another partitioning, of a network cache of an older format (computed again), or of a
+state whose rollup holds the region's road pieces (the old layout, migrated by that update),
+downloads the whole folder; two updates started together into one
 folder apply both batches. What was downloaded is the server's own record of the objects it
 sent (GET requests), so runs in other processes count too.
 """
@@ -32,6 +34,7 @@ import pytest
 import shapely
 
 from pipeline.cli import main
+from pipeline.coverage.network_cache import NETWORK_FORMAT
 from pipeline.coverage.pointer import current_pointer
 from pipeline.coverage.roads_stagein import ROADS_MEMO
 from pipeline.roads import read_edges
@@ -54,21 +57,32 @@ coverage:
 
 
 class SentObjects:
-    """A WSGI middleware that records the path of every object a GET request fetched."""
+    """A WSGI middleware that records the path of every object a GET request fetched.
+
+    Whole (``paths``), or byte ranges of it (``ranged``: a ``Range`` header).
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app, self.paths, self.lock = app, list[str](), threading.Lock()
+        self.app, self.lock = app, threading.Lock()
+        self.paths, self.ranged = list[str](), list[str]()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
             with self.lock:
-                self.paths.append(environ.get("PATH_INFO", "").lstrip("/"))
+                path = environ.get("PATH_INFO", "").lstrip("/")
+                (self.ranged if environ.get("HTTP_RANGE") else self.paths).append(path)
         return self.app(environ, start_response)
 
     def under(self, prefix: str) -> set[str]:
-        """Return the objects under ``prefix`` fetched since the last call, and forget all."""
+        """Return the objects under ``prefix`` fetched whole since the last call; forget all."""
         with self.lock:
-            paths, self.paths = self.paths, []
+            paths, self.paths, self.ranged = self.paths, [], []
+        return {path[len(prefix) + 1 :] for path in paths if path.startswith(prefix + "/")}
+
+    def ranged_under(self, prefix: str) -> set[str]:
+        """Return the objects under ``prefix`` read by byte ranges since the last call."""
+        with self.lock:
+            paths = list(self.ranged)
         return {path[len(prefix) + 1 :] for path in paths if path.startswith(prefix + "/")}
 
 
@@ -163,14 +177,18 @@ def partitions_of_edges(roads: Path, rows: list[int]) -> set[str]:
     return keys
 
 
+PER_PART = ("runs", "cells", "polygons", "canonical", "edges")
+"""The network cache's folders of a file per partition."""
+INDEX_ARRAYS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
+
+
 def fetched_parts(names: set[str]) -> set[str]:
     """The partitions whose state or network cache files are among ``names``."""
     keys = {name.split("/")[2] for name in names if name.startswith("state/parts/")}
-    per_part = ("cells", "polygons", "canonical", "edges")
     return keys | {
         Path(name).stem
         for name in names
-        if name.startswith("network/") and name.split("/")[-2] in per_part
+        if name.startswith("network/") and name.split("/")[-2] in PER_PART
     }
 
 
@@ -206,16 +224,29 @@ def test_an_update_downloads_the_partitions_it_touches_and_nothing_new_the_recor
     recorder.under(prefix)
 
     assert run_coverage(root, roads, out, ["matched", "small"]) == 0
+    ranged = recorder.ranged_under(prefix)
     fetched = recorder.under(prefix)
     expected = partitions_of_edges(root / "roads", [2])
     assert 1 <= len(expected) < len(every_part)
     assert records(prefix) & before <= fetched
     assert fetched_parts(fetched) <= expected
     assert any(name.startswith("state/parts/") for name in fetched)  # the edge's own
+    assert any(Path(name).parent.name == "runs" for name in fetched)
+    (cache,) = {name.split("/")[1] for name in before if name.endswith("/network.json")}
+    of_region = {
+        name.removeprefix(f"network/{cache}/")
+        for name in fetched
+        if name.startswith(f"network/{cache}/") and Path(name).parent.name not in PER_PART
+    }
+    assert of_region == {"network.json", "part_road.parquet", "coarse_polygons.parquet",
+                         "highways.parquet", "edge_index/fence.npy"}  # fmt: skip
+    arrays = {f"network/{cache}/edge_index/{name}.npy" for name in INDEX_ARRAYS}
+    assert ranged == arrays  # the batch's edges' rows, of every array
     assert stored_outputs(prefix) == local_outputs(root / "local")
 
     recorder.under(prefix)
     assert run_coverage(root, roads, out, ["matched", "small"]) == 0  # nothing new
+    assert recorder.ranged_under(prefix) == set()
     assert recorder.under(prefix) == records(prefix)
     assert stored_outputs(prefix) == local_outputs(root / "local")
 
@@ -302,3 +333,20 @@ def test_a_state_of_the_old_layout_downloads_the_whole_folder_and_is_migrated(
     assert recorder.under(prefix) == every_object
     assert current_pointer_of(prefix)["cover_layout"] == 1
     assert stored_outputs(prefix) == local_outputs(old)
+
+
+def test_a_network_cache_of_an_older_format_is_downloaded_whole_and_computed_again(
+    region: tuple[Path, str], sent: tuple[str, SentObjects]
+) -> None:
+    """Its files are then those of the local run's cache (of the current format)."""
+    recorder = sent[1]
+    root, roads, out, prefix = first_update(region, recorder)
+    (meta,) = [name for name in store().find(prefix) if name.endswith("/network.json")]
+    older = {**json.loads(store().cat_file(meta)), "format": NETWORK_FORMAT - 1}
+    store().pipe_file(meta, json.dumps(older).encode())
+    every_object = {path[len(prefix) + 1 :] for path in store().find(prefix)}
+    recorder.under(prefix)
+    assert run_coverage(root, roads, out, ["matched", "small"]) == 0
+    assert recorder.under(prefix) == every_object - {".roadcover.lock"}
+    assert json.loads(store().cat_file(meta))["format"] == NETWORK_FORMAT
+    assert stored_outputs(prefix) == local_outputs(root / "local")

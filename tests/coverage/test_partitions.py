@@ -31,7 +31,13 @@ from pipeline.coverage.cell_reader import read_cell_table
 from pipeline.coverage.cells import edge_cell_runs
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.edges import canonical_edges
-from pipeline.coverage.partitions import NETWORK_FORMAT
+from pipeline.coverage.partitions import (
+    EDGE_INDEX_COLUMNS,
+    EDGE_INDEX_DIR,
+    NETWORK_FORMAT,
+    Network,
+    edge_rows_by_ranges,
+)
 from pipeline.coverage.stage import _batch_id, compute_coverage
 from pipeline.coverage.state import (
     STATE_TABLES,
@@ -454,3 +460,49 @@ def test_a_rerun_with_nothing_new_imports_no_data_library(
     )  # fmt: skip
     answer = json.loads(run.stdout.strip().splitlines()[-1])
     assert answer == {"unique_km": summary["unique_km"], "imported": []}
+
+
+@pytest.mark.parametrize("request_bytes", [0, 10**9])  # blocks and rows; arrays whole
+def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
+    request_bytes: int, tmp_path: Path
+) -> None:
+    """1,300 edges (6 blocks of the fence); ids at block borders, absent, outside.
+
+    The expected rows are a pandas join of the arrays written here with ``np.save``.
+    """
+    rng = np.random.default_rng(3)
+    ids = np.sort(rng.choice(np.arange(10, 10**6, 3), size=1_300, replace=False))
+    table = pd.DataFrame({
+        "edge_id": ids, "part": rng.integers(0, 7, len(ids)).astype("int32"),
+        "canonical_id": rng.choice(ids, len(ids)), "flip": rng.random(len(ids)) < 0.5,
+        "length_mm": rng.integers(1, 10**6, len(ids)), "length_m": rng.random(len(ids)),
+    })  # fmt: skip
+    folder = tmp_path / EDGE_INDEX_DIR
+    folder.mkdir()
+    for name in EDGE_INDEX_COLUMNS:
+        np.save(folder / f"{name}.npy", table[name].to_numpy())
+
+    counts = []
+
+    def read(name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        counts.append(len(ranges))
+        data = (tmp_path / name).read_bytes()
+        return [data[start:stop] for start, stop in ranges]
+
+    borders = ids[[0, 255, 256, 511, 512, 768]].tolist()  # 768: alone in its block
+    asked = np.array([*borders, ids[700], ids[700] + 1, 5, 10**7, ids[300]], dtype="int64")
+    rows = edge_rows_by_ranges(read, ids[::256], asked, request_bytes)
+    assert (max(counts) == 1) == (request_bytes > 0)  # a request an array, or many
+    if request_bytes:  # the headers, then each array once (the roads' rows from it too)
+        assert len(counts) == 2 * len(EDGE_INDEX_COLUMNS)
+    edges = table[table["edge_id"].isin(asked)]
+    roads = table[table["edge_id"].isin(edges["canonical_id"])]
+    expected = pd.concat([edges, roads]).drop_duplicates("edge_id").sort_values("edge_id")
+    got = pd.DataFrame(rows.columns)[list(EDGE_INDEX_COLUMNS)]
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    assert set(rows.asked) == set(asked) | set(edges["canonical_id"])
+    network = Network(tmp_path, 11, 9, tuple(f"p{n}" for n in range(7)), rows)
+    lengths = network.edge_lengths(asked)
+    assert lengths.to_dict() == edges.set_index("edge_id")["length_m"].to_dict()
+    with pytest.raises(LookupError, match="was not looked up"):
+        network.edge_parts(np.setdiff1d(ids, rows.asked)[:1])

@@ -111,7 +111,8 @@ def test_rows_at_a_step_border_are_neither_dropped_nor_doubled(
 ) -> None:
     """Trip A drives edges of two partitions; trips A and B the same edge, in one batch."""
     edges = read_edges(roads)
-    parts = pd.read_parquet(network / next(network.iterdir()).name / "runs.parquet")
+    runs = sorted((network / next(network.iterdir()).name / "runs").glob("*.parquet"))
+    parts = pd.concat([pd.read_parquet(path).assign(part=path.stem) for path in runs])
     part_of = parts.groupby("key")["part"].first()
     first, second = sorted(part_of.unique())[:2]
     a = int(part_of[part_of == first].index[0])
