@@ -147,8 +147,9 @@ def stage_update(
     matched_dirs = [matched_dir for matched_dir, _ in new_batches]
     ids = batch_edge_ids(matched_dirs)
     network = replace(network, rows=_edge_rows(fetch, cache, folder, ids))
-    fetch([f"{cache}/{RUNS_DIR}/{key}.parquet" for key in sorted(edge_parts_of(network, ids))])
-    parts = touched_parts(network, matched_dirs)
+    edge_parts = edge_parts_of(network, ids)
+    fetch([f"{cache}/{RUNS_DIR}/{key}.parquet" for key in sorted(edge_parts)])
+    parts = touched_parts(network, ids, edge_parts)
     required, optional = update_reads(pointer, cache, parts, as_of_ms)
     fetch(required, True)
     fetch(optional, False)
@@ -221,19 +222,18 @@ def update_reads(
     return required, optional
 
 
-def touched_parts(network: Network, matched_dirs: list[Path]) -> set[str]:
-    """Return the partitions whose tables an update of the batches in ``matched_dirs`` may read.
+def touched_parts(network: Network, edge_ids: np.ndarray, edge_parts: set[str]) -> set[str]:
+    """Return the partitions whose tables an update of batches of edges ``edge_ids`` may read.
 
-    The partitions of the batches' edges (their state, edge coverage and canonical edges), and
-    of the cells their roads run through (a road's cells may lie in other partitions than its
-    own: the cells' figures and (cell, contributor) pairs). Of every segment, counted or not:
-    a superset of what the update touches.
+    The partitions of the batches' edges, ``edge_parts`` (:func:`edge_parts_of`: their state,
+    edge coverage and canonical edges), and of the cells their roads run through (a road's
+    cells may lie in other partitions than its own: the cells' figures and (cell, contributor)
+    pairs). ``edge_ids``: of every segment (:func:`batch_edge_ids`), counted or not: a superset
+    of what the update touches.
     """
     import pandas as pd
 
-    ids = batch_edge_ids(matched_dirs)
-    edge_parts = edge_parts_of(network, ids)
-    roads = network.canonical(ids).index  # the edges and their roads' edges
+    roads = network.canonical(edge_ids).index  # the edges and their roads' edges
     runs = network.runs_of(edge_parts)
     cells = pd.unique(runs.loc[runs["key"].isin(roads), "cell"].to_numpy())
     return edge_parts | set(network.cell_parts(cells))

@@ -161,9 +161,10 @@ class Network:
             looked up (whether it is an edge of the network is then unknown).
         """
         ids = np.asarray(edge_ids, dtype="int64")
-        if self.rows is not None and not np.isin(ids, self.rows.asked).all():
-            missed = ids[~np.isin(ids, self.rows.asked)][0]
-            raise LookupError(f"edge_id {missed} was not looked up in the network cache")
+        if self.rows is not None:
+            missed = ids[~np.isin(ids, self.rows.asked)]
+            if len(missed):
+                raise LookupError(f"edge_id {missed[0]} was not looked up in the network cache")
         known = self._edge_index["edge_id"]
         at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
         found = known[at] == ids if len(known) else np.zeros(len(ids), dtype=bool)
