@@ -303,7 +303,9 @@ def plan_cell_tours(
         wanted = [int(r) for r in in_cell["road_id"]]
         local = _area_graph(graph, edges, area_of_edge, int(cell))
         required, left_out = reachable_roads(
-            local, {r: options[r] for r in wanted[: settings.max_tour_roads]}
+            local,
+            {r: options[r] for r in wanted[: settings.max_tour_roads]},
+            dict(zip(wanted, in_cell["value"], strict=True)),
         )
         ordered = [r for r in wanted if r in required]
         routes = RouteFinder(local)

@@ -320,12 +320,16 @@ def _expand(services: list[tuple[int, EdgeKey]], routes: RouteFinder) -> list[Ed
 
 
 def reachable_roads(
-    graph: nx.MultiDiGraph, required: Mapping[int, Sequence[EdgeKey]]
+    graph: nx.MultiDiGraph,
+    required: Mapping[int, Sequence[EdgeKey]],
+    values: Mapping[int, float] | None = None,
 ) -> tuple[dict[int, tuple[EdgeKey, ...]], list[int]]:
     """Split required roads into those one tour can drive and those it cannot.
 
     A tour is closed, so it stays inside one strongly connected component of the graph: the
-    one holding the most required roads is kept, and each road keeps the edges inside it.
+    one holding the most value of required roads is kept (``values``: road id -> its value;
+    each road counts 1 without them; the first component found wins a tie), and each road
+    keeps the edges inside it.
 
     Returns
     -------
@@ -337,12 +341,14 @@ def reachable_roads(
     component_of: dict[int, int] = {}
     for index, nodes in enumerate(nx.strongly_connected_components(graph)):
         component_of.update(dict.fromkeys(nodes, index))
-    votes: Counter[int] = Counter()
-    for options in required.values():
-        votes.update({component_of[u] for u, v, _ in options if component_of[u] == component_of[v]})
-    if not votes:
+    worth: dict[int, float] = {}
+    for road, options in required.items():
+        holding = {component_of[u] for u, v, _ in options if component_of[u] == component_of[v]}
+        for component in holding:
+            worth[component] = worth.get(component, 0.0) + (values or {}).get(road, 1.0)
+    if not worth:
         return {}, sorted(required)
-    best = votes.most_common(1)[0][0]
+    best = max(worth, key=worth.__getitem__)  # the first of equal worth, in order found
     kept: dict[int, tuple[EdgeKey, ...]] = {}
     for road, options in required.items():
         inside = tuple(e for e in options if component_of[e[0]] == component_of[e[1]] == best)

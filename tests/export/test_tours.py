@@ -188,6 +188,22 @@ def test_roads_outside_the_main_component_are_left_out() -> None:
     assert sorted(kept) == [0, 1] and left_out == [2]
 
 
+def test_the_component_with_the_most_value_is_kept_not_the_most_roads() -> None:
+    """Two blocks no closed drive joins: three cheap streets against two valuable ones."""
+    cheap = [(0, 1, 50.0, False), (1, 2, 50.0, False), (2, 3, 50.0, False)]
+    valuable = [(10, 11, 400.0, False), (11, 12, 400.0, False)]
+    link = [(3, 10, 500.0, True)]  # one way only: the blocks are two components
+    streets = cheap + valuable + link
+    graph = street_graph(streets)
+    required = {road: options for road, options in road_options(graph, streets).items() if road < 5}
+    values = {0: 1.0, 1: 1.0, 2: 1.0, 3: 8.0, 4: 8.0}
+
+    kept, left_out = reachable_roads(graph, required, values)
+    assert sorted(kept) == [3, 4] and left_out == [0, 1, 2]
+    by_count, left_by_count = reachable_roads(graph, required)
+    assert sorted(by_count) == [0, 1, 2] and left_by_count == [3, 4]
+
+
 def test_a_tour_is_driven_from_and_back_to_the_nearest_node_clear_of_its_roads() -> None:
     """A 100 m grid (0.0009 degrees of latitude at the equator) with a road running west.
 
