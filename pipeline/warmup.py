@@ -100,10 +100,19 @@ def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:
 
 
 def compile_rare_paths() -> None:
-    """Call the kernels that only some data reach (a sample may miss them) as the stages do."""
+    """Call the kernels that only some data reach (a sample may miss them) as the stages do.
+
+    Also the export's: where-to-drive-next routes its tours with the matcher's shortest-path
+    kernel, called with arrays of its own (another signature than the simulator's).
+    """
+    import networkx as nx
+
+    from pipeline.export.tours import RouteFinder
     from pipeline.snap.group_stats import group_sums
 
     group_sums(np.array([1.0, np.nan, 2.0]), np.array([0, 2, 3]))  # a fix left unmatched
+    street = nx.MultiDiGraph([(1, 2, {"length_m": 100.0}), (2, 1, {"length_m": 100.0})])
+    RouteFinder(street).distance(1, 2)
 
 
 def write_grid_osm(path: Path) -> Path:

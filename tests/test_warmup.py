@@ -20,6 +20,7 @@ from dask.distributed import Client
 
 import pipeline
 from pipeline.config import load_config
+from pipeline.coverage.stage import compute_coverage
 from pipeline.parallel import shared_local_cluster
 from pipeline.simulate.fleet import simulate_fleet
 from pipeline.warmup import kernel_signatures, run_sample_stages
@@ -35,8 +36,12 @@ MAKE_READ_ONLY = (
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Roads, an ingested traces batch and its matched output of the warm-up's street grid."""
-    return run_sample_stages(tmp_path_factory.mktemp("sample"), load_config())
+    """Roads, an ingested traces batch, its matched output and coverage of the warm-up's grid."""
+    folder, config = tmp_path_factory.mktemp("sample"), load_config()
+    sample = run_sample_stages(folder, config)
+    sample["coverage"] = folder / "coverage"
+    compute_coverage(sample["roads"], [sample["matched"]], sample["coverage"], config.coverage)
+    return sample
 
 
 def _environment(**variables: str) -> dict[str, str]:
@@ -118,10 +123,14 @@ def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def test_after_warmup_first_snap_and_simulate_compile_nothing(
+def test_after_warmup_first_stages_compile_nothing(
     sample: dict[str, Path], warm_cache: Path, tmp_path: Path
 ) -> None:
-    """`roadcover warmup` into NUMBA_CACHE_DIR: fresh processes only load kernels from it."""
+    """`roadcover warmup` into NUMBA_CACHE_DIR: fresh processes only load kernels from it.
+
+    The stages with kernels: snap, simulate, and the export of where to drive next (its tours'
+    routes), on the coverage of the sample's matched batch.
+    """
     env = _environment(NUMBA_CACHE_DIR=str(warm_cache))
     warmed = _cache_files(warm_cache)
     assert any(name.endswith(".nbc") for name in warmed)
@@ -132,6 +141,11 @@ def test_after_warmup_first_snap_and_simulate_compile_nothing(
             *ROADCOVER,
             *("simulate", "--roads", str(sample["roads"]), "-o", str(tmp_path / "simulated")),
             *("--devices", "3", "--days", "1"),
+        ],
+        "priorities": [
+            *ROADCOVER,
+            *("export", "priorities", "--roads", str(sample["roads"])),
+            *("-o", str(tmp_path / "priorities"), "--", str(sample["coverage"])),
         ],
     }
     for stage, command in commands.items():
