@@ -417,7 +417,7 @@ def snap(
 ) -> None:
     """Map-match the trips of a traces batch to the road graph (HMM, Newson & Krumm)."""
     _use_system_allocator()
-    with _imports_out_of_collection(), _coverage_hidden_from_numba():
+    with _imports_out_of_collection(), _hidden_from_numba():
         import pipeline.snap.stage  # the stage that _snap runs
         import pipeline.storage  # noqa: F401  (the staging of the command's locations)
         from pipeline.config import load_config
@@ -480,25 +480,36 @@ def _imports_out_of_collection() -> Iterator[None]:
             gc.enable()
 
 
+NUMBA_CONFIG_FILE = ".numba_config.yaml"  # numba's own config file, read from the working folder
+
+
 @contextlib.contextmanager
-def _coverage_hidden_from_numba() -> Iterator[None]:
-    """Import numba (and what else is imported here) as if coverage.py were not installed.
+def _hidden_from_numba() -> Iterator[None]:
+    """Import numba (and what else is imported here) as if coverage.py and PyYAML were absent.
 
     Numba imports coverage.py whenever it is installed (41 modules, about 0.04 s of CPU), to
     report the lines of the kernels it compiles to a coverage measurement running in the
-    process. In the command's own process (:func:`main` without ``argv``) that measures none,
-    coverage.py is hidden while the command's modules are imported: a measurement of the
-    process starts before the command does (coverage.py's ``COVERAGE_PROCESS_START``), and
-    coverage.py, imported then, is left as it is.
+    process; and PyYAML (about 0.01 s), to read its own config file, ``.numba_config.yaml`` in
+    the working folder, if there is one. In the command's own process (:func:`main` without
+    ``argv``) that measures none, coverage.py is hidden while the command's modules are
+    imported: a measurement of the process starts before the command does (coverage.py's
+    ``COVERAGE_PROCESS_START``), and coverage.py, imported then, is left as it is. PyYAML is
+    hidden there too unless that file is there (or PyYAML was imported before); the config
+    loader imports it when it parses a config (:func:`pipeline.config.load_config`).
     """
-    hidden = _OWN_PROCESS and "coverage" not in sys.modules
-    if hidden:
-        sys.modules["coverage"] = None  # type: ignore[assignment]  # import raises ImportError
+    hidden = []
+    if _OWN_PROCESS:
+        hidden = [name for name in ("coverage", "yaml") if name not in sys.modules]
+        if os.path.exists(NUMBA_CONFIG_FILE):
+            hidden = [name for name in hidden if name != "yaml"]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
         yield
     finally:
-        if hidden and sys.modules.get("coverage", 0) is None:
-            del sys.modules["coverage"]
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
 
 def _snap(

@@ -1,9 +1,9 @@
 """Shared fixtures: the real data beside the checkout, and small roads folders.
 
-Tests write only under pytest's temporary folders: hypothesis' example database and numba's
-compiled-function cache are pointed into this session's temporary folder before any test
-module (and so numba) is imported, through environment variables that the processes tests
-start inherit too.
+Tests write only under pytest's temporary folders: hypothesis' example database, numba's
+compiled-function cache and the validated configs' memos are pointed into this session's
+temporary folder before any test module (and so numba) is imported, through environment
+variables that the processes tests start inherit too.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ TEST_DATA = TESTS_DIR / "data"
 
 @pytest.hookimpl(trylast=True)  # after pytest's own tmp_path set-up
 def pytest_configure(config: pytest.Config) -> None:
-    """Send hypothesis' files and numba's cache to this session's temporary folder.
+    """Send hypothesis' files, numba's cache and the config memos to this session's tmp folder.
 
     An ``NUMBA_CACHE_DIR`` already set is kept (a persistent one saves compiling the kernels,
     about 30 s, in every session); pytest-xdist's workers inherit the controller's.
     """
     session_dir = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     os.environ.setdefault("NUMBA_CACHE_DIR", str(session_dir / "numba-cache"))
+    os.environ["ROADCOVER_CONFIG_MEMO_DIR"] = str(session_dir / "config-memos")
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(session_dir / "hypothesis")
     database = DirectoryBasedExampleDatabase(session_dir / "hypothesis" / "examples")
     settings.register_profile("session-tmp", database=database)

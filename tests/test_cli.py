@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_the_process_command_imports_numba_with_coverage_hidden_unless_it_measur
     code = (
         "import json, sys\nimport pipeline.cli as cli\ncli._OWN_PROCESS = {own}\n"
         "{measured}"
-        "with cli._coverage_hidden_from_numba():\n"
+        "with cli._hidden_from_numba():\n"
         "    import numba.misc.coverage_support as support\n"
         "seen = support.coverage_available\nimport coverage\n"
         "print(json.dumps([seen, coverage.Coverage is not None]))"
@@ -183,6 +184,32 @@ def test_the_process_command_imports_numba_with_coverage_hidden_unless_it_measur
         found[own, measured != ""] = json.loads(done.stdout.splitlines()[-1])
     assert found == {(True, False): [False, True], (False, False): [True, True],
                      (True, True): [True, True]}  # fmt: skip
+
+
+def test_the_process_command_hides_yaml_from_numba_unless_numba_has_its_config_file(
+    tmp_path: Path,
+) -> None:
+    """In its own process, ``roadcover snap``'s imports do not see PyYAML, which numba imports
+    to read ``.numba_config.yaml`` in the working folder; with that file there they do, and
+    numba takes its settings from it."""
+    code = (
+        "import json, sys\nimport pipeline.cli as cli\ncli._OWN_PROCESS = True\n"
+        "with cli._hidden_from_numba():\n    import numba\n"
+        "print(json.dumps([numba.config.BOUNDSCHECK, 'yaml' in sys.modules]))"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "NUMBA_BOUNDSCHECK"}
+    found = {}
+    for name, numba_config in (("plain", None), ("configured", "boundscheck: 1\n")):
+        folder = tmp_path / name
+        folder.mkdir()
+        if numba_config is not None:
+            (folder / ".numba_config.yaml").write_text(numba_config, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            cwd=folder, env=env,
+        )  # fmt: skip
+        found[name] = json.loads(done.stdout.splitlines()[-1])
+    assert found == {"plain": [None, False], "configured": [1, True]}
 
 
 _EXIT_SCRIPT = """

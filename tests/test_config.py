@@ -213,3 +213,120 @@ def test_the_schema_reads_as_the_pure_python_safe_loader_reads_it() -> None:
 
     text = CONFIG_SCHEMA_PATH.read_text(encoding="utf-8")
     assert load_config_schema() == yaml.load(text, Loader=yaml.SafeLoader)
+
+
+# --------------------------------------------------------------------------- validated once
+
+
+@pytest.fixture
+def memo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder of config memos of this test's own."""
+    from pipeline.config import CONFIG_MEMO_DIR_ENV
+
+    folder = tmp_path / "memos"
+    monkeypatch.setenv(CONFIG_MEMO_DIR_ENV, str(folder))
+    return folder
+
+
+def _no_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any validation against the schema fail the test."""
+
+    def refuse(config: object) -> None:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr("pipeline.config._describe_schema_errors", refuse)
+
+
+CONFIG_TEXT = """\
+regions:
+  - {name: tiny, osm: tests/data/tiny_network.osm, batches: {b2: [x.csv], b1: [y.gpx]}}
+snap: {sigma_m: 7.5}
+"""
+
+
+def test_a_config_is_validated_once_then_read_from_its_memo(
+    tmp_path: Path, memo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    expected = settings_from_mapping(yaml.safe_load(CONFIG_TEXT), source=str(path))
+    assert load_config(path) == expected
+    assert len(list(memo_dir.glob("*.json"))) == 1
+    _no_validation(monkeypatch)
+    again = load_config(path)
+    assert again == expected  # the batches in the file's order, the defaults filled
+    assert again.region("tiny").batches == (("b2", ("x.csv",)), ("b1", ("y.gpx",)))
+
+
+def test_a_changed_or_invalid_config_is_validated_again_and_never_memoized(
+    tmp_path: Path, memo_dir: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    load_config(path)
+    path.write_text(CONFIG_TEXT.replace("sigma_m: 7.5", "sigma_m: -1"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'snap.sigma_m' has value -1: -1 is less than or"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="sigma_m"):  # not memoized: refused again
+        load_config(path)
+    assert len(list(memo_dir.glob("*.json"))) == 1  # the valid text's only
+
+
+def test_a_changed_schema_is_validated_against_again(
+    tmp_path: Path, memo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import config as config_module
+
+    schema = tmp_path / "config.schema.yaml"
+    schema.write_bytes(config_module.CONFIG_SCHEMA_PATH.read_bytes())
+    monkeypatch.setattr(config_module, "CONFIG_SCHEMA_PATH", schema)
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    assert load_config(path).snap.beta_m == 10.0  # the schema's default
+    text = schema.read_text(encoding="utf-8")
+    old = "beta_m: {type: number, exclusiveMinimum: 0, default: 10.0,"
+    assert text.count(old) == 1
+    schema.write_text(text.replace(old, old.replace("10.0", "12.5")), encoding="utf-8")
+    assert load_config(path).snap.beta_m == 12.5  # the new schema's default, not the memo's
+
+
+def test_a_memo_that_is_not_whole_or_not_its_own_is_not_read(
+    tmp_path: Path, memo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    expected = load_config(path)
+    (memo,) = memo_dir.glob("*.json")
+    good = memo.read_text(encoding="utf-8")
+    memo.write_text(good[: len(good) // 2], encoding="utf-8")  # cut short
+    assert load_config(path) == expected  # validated again, and memoized again
+    assert memo.read_text(encoding="utf-8") == good
+    other = json.loads(good) | {"memo": "0" * 64}  # another text's memo under this name
+    other["config"]["snap"]["sigma_m"] = 99.0
+    memo.write_text(json.dumps(other), encoding="utf-8")
+    assert load_config(path).snap.sigma_m == 7.5
+    _no_validation(monkeypatch)  # the memo, written again, is read
+    assert load_config(path) == expected
+
+
+def test_configs_are_validated_every_time_where_memos_are_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.config import CONFIG_MEMO_DIR_ENV, config_memo_path
+
+    monkeypatch.setenv(CONFIG_MEMO_DIR_ENV, "")
+    assert config_memo_path(CONFIG_TEXT) is None
+    monkeypatch.delenv(CONFIG_MEMO_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    memo = config_memo_path(CONFIG_TEXT)
+    assert memo is not None and memo.parent == tmp_path / "cache" / "roadcover" / "configs"
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("", encoding="utf-8")  # (as root, a read-only folder is writable)
+    monkeypatch.setenv(CONFIG_MEMO_DIR_ENV, str(not_a_folder / "memos"))
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    assert load_config(path).snap.sigma_m == 7.5  # no memo written, no error

@@ -163,19 +163,24 @@ def test_the_snap_command_imports_no_heavy_module_it_does_not_use(
     import sys
 
     from pipeline.cli import ARROW_POOL_ENV
+    from pipeline.config import CONFIG_MEMO_DIR_ENV
     from pipeline.snap import prepare_match_network
 
     prepare_match_network(roads_dir)  # cached, as after a first run (building it needs them)
     args = ["--roads", str(roads_dir), "--traces", str(traces[0]), "-o", str(tmp_path / "m"),
             "--workers", "1"]  # fmt: skip
     env = {name: value for name, value in os.environ.items() if name != ARROW_POOL_ENV}
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *args],
-        capture_output=True, text=True, timeout=600, check=True, env=env,
-    )  # fmt: skip
+    env[CONFIG_MEMO_DIR_ENV] = str(tmp_path / "memos")  # empty: the first run validates
+    command = [sys.executable, "-c", _RUN_AND_LIST_MODULES, *args]
+    runs = [subprocess.run(command, capture_output=True, text=True, timeout=600, check=True,
+                           env=env) for _ in range(2)]  # fmt: skip
+    first = {name.split(".")[0] for name in json.loads(runs[0].stdout.splitlines()[-1])[0]}
+    assert {"jsonschema", "yaml"} <= first  # the config validated, then memoized
+    done = runs[1]
     imported, arrow_allocator = json.loads(done.stdout.splitlines()[-1])
     modules = {name.split(".")[0] for name in imported}
     assert "pipeline" in modules and (tmp_path / "m" / "meta.json").exists()
+    assert sorted(modules & {"jsonschema", "yaml"}) == []  # read from its memo; numba's yaml
     assert sorted(modules & set(HEAVY_MODULES)) == []
     assert "main returned" not in done.stdout  # ended at once, its exit handlers run
     assert "fixes matched" in done.stderr  # the command's last line, flushed
