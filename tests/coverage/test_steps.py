@@ -176,3 +176,65 @@ def test_a_partitions_contributors_merged_edge_by_edge_are_every_rows_merge() ->
         (3, "c", 4, 40, 8, 9),
         (3, "d", 1, 5, 20, 30),
     ]
+
+
+def _shared_edge_batches(roads: Path, folder: Path, count: int) -> list[tuple[Path, pd.DataFrame]]:
+    """``count`` batches of 20 trips of 3 edges each, over 25 Monaco edges they all share.
+
+    Trip ``b<n>-t<i>-<k>`` is contributor ``c-<k>`` (of 4), in every batch: an edge's
+    contributors in one batch are often some of those of another.
+    """
+    edges = read_edges(roads)
+    rng = np.random.default_rng(22)
+    pool = edges.iloc[rng.choice(len(edges), 25, replace=False)]
+    made = []
+    for number in range(count):
+        picked = pool.iloc[rng.choice(len(pool), 60, replace=True)]
+        trips = [f"b{number}-t{i // 3}-{i // 3 % 4}" for i in range(len(picked))]
+        minutes = rng.integers(0, 10_000, len(picked)).tolist()
+        drives = full_drives(picked, trips, minutes, WHEN).assign(
+            length_m=picked["length_m"].to_numpy()
+        )
+        batch = write_matched_batch(folder / f"m{number}", edges, drives, roads_dir=roads)
+        made.append((batch, drives))
+    return made
+
+
+def _expected_totals(drives: pd.DataFrame) -> pd.DataFrame:
+    """Per edge, from every drive's row (pandas groupby, not the pipeline's grouping)."""
+    return drives.groupby("edge_id").agg(
+        passes=("trip_id", "size"),
+        contributors=("contributor_id", "nunique"),
+        total_m=("length_m", "sum"),
+        first_seen=("entered_at", "min"),
+        last_seen=("exited_at", "max"),
+    )
+
+
+def _check_totals(folder: Path, expected: pd.DataFrame) -> None:
+    """The edge coverage of ``folder``'s driven edges is ``expected``'s."""
+    table = read_edge_table(folder).to_pandas().set_index("edge_id")
+    driven = table[table["passes"] > 0].sort_index()
+    assert driven.index.tolist() == expected.index.tolist()
+    assert driven["passes"].tolist() == expected["passes"].tolist()
+    assert driven["contributors"].tolist() == expected["contributors"].tolist()
+    assert np.allclose(driven["total_m"], expected["total_m"], atol=1e-3 * 12)
+    assert (driven["first_seen"] == expected["first_seen"]).all()
+    assert (driven["last_seen"] == expected["last_seen"]).all()
+
+
+@pytest.mark.shared_data
+def test_an_update_in_batches_keeps_the_edge_totals_of_every_batch(
+    roads: Path, network: Path, tmp_path: Path
+) -> None:
+    """Three updates give the totals counted from all the drives' rows, as one update does."""
+    made = _shared_edge_batches(roads, tmp_path, 3)
+    folders = [batch for batch, _ in made]
+    expected = _expected_totals(pd.concat([drives for _, drives in made], ignore_index=True))
+    apart = run(roads, network, [[batch] for batch in folders], tmp_path / "apart", ONE_STEP)
+    at_once = run(roads, network, [folders], tmp_path / "at-once", ONE_STEP)
+    _check_totals(apart, expected)
+    _check_totals(at_once, expected)
+    by_three = read_edge_table(apart).to_pandas().drop(columns="age_days")
+    by_one = read_edge_table(at_once).to_pandas().drop(columns="age_days")
+    pd.testing.assert_frame_equal(by_three, by_one)
