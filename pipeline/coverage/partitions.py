@@ -153,7 +153,7 @@ class Network:
         """
         if self.rows is not None:
             return self.rows.rows
-        return np.load(self.folder / EDGE_INDEX_DIR / EDGE_ROWS_FILE, mmap_mode="r")
+        return np.asarray(np.load(self.folder / EDGE_INDEX_DIR / EDGE_ROWS_FILE, mmap_mode="r"))
 
     @cached_property
     def _fence(self) -> np.ndarray:
@@ -406,8 +406,8 @@ def rows_by_fence(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the rows of ``edge_ids`` in the edge index and which of them are edges.
 
-    Reads the ``edge_id`` of the blocks of :data:`FENCE_EVERY` rows that may hold the ids
-    alone (of a memory map: their pages).
+    Each id is searched for by bisection in the block of :data:`FENCE_EVERY` rows that may
+    hold it, all ids at once: a few ``edge_id`` of a block each (of a memory map: their pages).
 
     Parameters
     ----------
@@ -418,11 +418,20 @@ def rows_by_fence(
     edge_ids
         The ids to look up (int64, any order).
     """
-    blocks = blocks_of_ids(fence, edge_ids)
-    spans = (blocks[:, None] * FENCE_EVERY + np.arange(FENCE_EVERY)).ravel()
-    rows = spans[spans < len(table)]
-    at, found = rows_of_sorted_ids(np.asarray(table["edge_id"][rows]), edge_ids)
-    return rows[at] if len(rows) else at, found
+    ids = np.asarray(edge_ids, dtype="int64")
+    if not len(table):
+        return np.zeros(len(ids), dtype="int64"), np.zeros(len(ids), dtype=bool)
+    known = table["edge_id"]
+    block = np.searchsorted(fence, ids, side="right") - 1
+    low = np.maximum(block, 0) * FENCE_EVERY
+    high = np.minimum(low + FENCE_EVERY, len(table))
+    while (open_ := low < high).any():  # the first row of the block not below the id
+        middle = (low + high) // 2
+        below = known[np.minimum(middle, len(table) - 1)] < ids
+        low = np.where(open_ & below, middle + 1, low)
+        high = np.where(open_ & ~below, middle, high)
+    at = np.minimum(low, len(table) - 1)
+    return at, known[at] == ids
 
 
 def blocks_of_ids(fence: np.ndarray, edge_ids: np.ndarray) -> np.ndarray:
