@@ -12,7 +12,7 @@ from pathlib import Path
 
 NETWORK_DIR = "network"
 NETWORK_META = "network.json"
-NETWORK_FORMAT = 7  # 7: runs per partition, a fence of the edge ids; 6: edge arrays by edge_id
+NETWORK_FORMAT = 8  # 8: a record an edge; 7: runs per partition, a fence; 6: edge arrays
 
 
 def network_folder(

@@ -17,16 +17,16 @@ per shard, partition or coarse cell:
    the group are read from the scratch files of the shards that have some (an edge whose
    midpoint lies across a shard's border belongs to a partition of the next shard) and the
    partitions' files written (their runs among them);
-4. the edge arrays sorted by ``edge_id`` are merged from the shards' sorted arrays, range of
-   ids by range, read and appended to the ``.npy`` files with file reads and writes (memory maps
-   would keep the pages of every array resident), every so many ids kept for the fence.
+4. the edge index's records sorted by ``edge_id`` are merged from the shards' sorted arrays,
+   range of ids by range, read and appended to the ``.npy`` file with file reads and writes
+   (memory maps would keep the pages of every array resident), every so many ids kept for the
+   fence.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ from pipeline.coverage.partitions import (
     COARSE_POLYGONS,
     EDGE_INDEX_COLUMNS,
     EDGE_INDEX_DIR,
+    EDGE_ROW,
+    EDGE_ROWS_FILE,
     FENCE_EVERY,
     FIXED_EDGE_COLUMNS,
     FIXED_EDGES_DIR,
@@ -55,6 +57,7 @@ from pipeline.coverage.partitions import (
     POLYGONS_DIR,
     TARGET_EDGES_PER_PART,
     cell_road_mm,
+    edge_records,
     midpoint_cells,
     parent_array,
     part_key,
@@ -74,10 +77,9 @@ SCRATCH_ROW_GROUP = 4_096
 INDEX_SAMPLE_EVERY = 1_024
 """Every how many sorted edge ids of a shard one is kept to cut the ids into ranges."""
 INDEX_RANGE_ROWS = 500_000
-"""Edges per range of ids merged at a time into the edge arrays."""
+"""Edges per range of ids merged at a time into the edge index."""
 SCRATCH_INDEX = ("edge_id", "mid", "canonical_id", "flip", "length_mm", "length_m")
-INDEX_DTYPES = {"edge_id": "int64", "part": "int32", "canonical_id": "int64", "flip": "bool",
-                "length_mm": "int64", "length_m": "float64"}  # fmt: skip
+INDEX_DTYPES = {name: EDGE_ROW[name] for name in EDGE_INDEX_COLUMNS}
 """The dtypes of :data:`~pipeline.coverage.partitions.EDGE_INDEX_COLUMNS`, as the cache has them."""
 
 
@@ -364,27 +366,24 @@ def _write_part_edges(edges: gpd.GeoDataFrame, parts: np.ndarray, level: int, fo
 def _merge_edge_index(
     spilled: list[SpilledShard], level: int, parts: np.ndarray, folder: Path
 ) -> None:
-    """Write :data:`~pipeline.coverage.partitions.EDGE_INDEX_COLUMNS` sorted by ``edge_id``.
+    """Write the edge index's records (``rows.npy``) sorted by ``edge_id``, and the fence.
 
     The shards' arrays, each sorted by ``edge_id``, are merged range of ids by range
-    (:data:`INDEX_RANGE_ROWS` edges each), read and appended to the ``.npy`` files with file
-    reads and writes (a memory map would keep what it read and wrote resident: 80 bytes an
-    edge). ``part`` is the index of the edge's partition in the sorted keys (that of its cell
-    in ``parts``: keys of one resolution sort as their cells). Every
-    :data:`~pipeline.coverage.partitions.FENCE_EVERY`-th id goes to the fence.
+    (:data:`INDEX_RANGE_ROWS` edges each), read and appended to the ``.npy`` file as records of
+    :data:`~pipeline.coverage.partitions.EDGE_ROW` with file reads and writes (a memory map
+    would keep what it read and wrote resident: 80 bytes an edge). ``part`` is the index of the
+    edge's partition in the sorted keys (that of its cell in ``parts``: keys of one resolution
+    sort as their cells). Every :data:`~pipeline.coverage.partitions.FENCE_EVERY`-th id goes to
+    the fence.
     """
     bounds = _id_bounds(spilled)
     starts = [_range_starts(shard, bounds) for shard in spilled]
     total = sum(int(shard_starts[-1]) for shard_starts in starts)
     fence, written = [np.empty(0, "int64")], 0
-    with ExitStack() as stack:
-        out = {}
-        for name in EDGE_INDEX_COLUMNS:
-            temp = stack.enter_context(atomic_path(folder / f"{name}.npy"))
-            out[name] = stack.enter_context(temp.open("wb"))
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(INDEX_DTYPES[name])),
-                      "fortran_order": False, "shape": (total,)}  # fmt: skip
-            np.lib.format.write_array_header_1_0(out[name], header)  # as np.save writes it
+    with atomic_path(folder / EDGE_ROWS_FILE) as temp, temp.open("wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(EDGE_ROW), "fortran_order": False,
+                  "shape": (total,)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(out, header)  # as np.save writes it
         for at in range(len(bounds) + 1):
             chunk = {
                 name: np.concatenate([np.empty(0, INDEX_DTYPES.get(name, "int64"))] + [
@@ -395,8 +394,7 @@ def _merge_edge_index(
             }  # fmt: skip
             order = np.argsort(chunk["edge_id"], kind="stable")
             chunk["part"] = np.searchsorted(parts, parent_array(chunk.pop("mid"), level))
-            for name in EDGE_INDEX_COLUMNS:
-                out[name].write(chunk[name][order].astype(INDEX_DTYPES[name]).tobytes())
+            out.write(edge_records({name: chunk[name][order] for name in chunk}).tobytes())
             fence.append(chunk["edge_id"][order][(-written) % FENCE_EVERY :: FENCE_EVERY])
             written += len(order)
     write_fence(np.concatenate(fence), folder)

@@ -15,13 +15,14 @@ What depends on the network only is computed once per roads version (the sha256 
 edge table) and kept in ``COVERAGE_DIR/network/``, laid out so that an update reads what the
 partitions it touches need and small tables of a row per partition or coarse cell, never a
 table of every edge or every cell: every edge's partition, canonical edge
-(:func:`~pipeline.coverage.edges.canonical_edges`) and length, as arrays sorted by ``edge_id``
-(``edge_index/<column>.npy``, read memory-mapped: looking up a batch's edges reads a few pages
-of them), with every :data:`FENCE_EVERY`-th id (``edge_index/fence.npy``), so that an update
-from object storage reads the rows of its batch's edges alone, by byte ranges
-(:func:`edge_rows_by_ranges`); per partition, the H3 runs of its edges (``runs/<key>.parquet``),
-its finest cells' road length (``cells/<key>.parquet``),
-the polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``),
+(:func:`~pipeline.coverage.edges.canonical_edges`) and length, a record of
+:data:`EDGE_ROW` each, sorted by ``edge_id`` (``edge_index/rows.npy``, read memory-mapped:
+looking up a batch's edges reads a few pages of it), with every :data:`FENCE_EVERY`-th id
+(``edge_index/fence.npy``): a block of that many rows is one run of bytes holding every field
+of its edges, so that an update from object storage reads the blocks of its batch's edges
+alone, a byte range each (:func:`edge_rows_by_ranges`); per partition, the H3 runs of its
+edges (``runs/<key>.parquet``), its finest cells' road length (``cells/<key>.parquet``), the
+polygons of its cells at the partition resolution and finer (``polygons/<key>.parquet``),
 its edges' canonical edges (``canonical/<key>.parquet``) and the columns of the edge coverage
 table that the roads alone decide (``edges/<key>.parquet``: :data:`FIXED_EDGE_COLUMNS`, with
 the geometry encoded as the edge table's GeoParquet holds it); the road length of every
@@ -70,15 +71,21 @@ AUTO = "auto"
 TARGET_EDGES_PER_PART = 2_000
 FIXED_EDGES_DIR = "edges"
 EDGE_INDEX_DIR = "edge_index"
-EDGE_INDEX_COLUMNS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
-"""Every edge's figures, one ``.npy`` array each, sorted by ``edge_id`` (``part``: a code)."""
+EDGE_ROWS_FILE = "rows.npy"
+EDGE_ROW = np.dtype(
+    [("edge_id", "<i8"), ("part", "<i4"), ("canonical_id", "<i8"), ("flip", "?"),
+     ("length_mm", "<i8"), ("length_m", "<f8")]
+)  # fmt: skip
+"""A record of ``edge_index/rows.npy``: an edge's figures, packed (37 bytes; ``part``: a code)."""
+EDGE_INDEX_COLUMNS: tuple[str, ...] = tuple(EDGE_ROW.names or ())
+"""The fields of :data:`EDGE_ROW`, in its order."""
 FENCE_FILE = "fence.npy"
 FENCE_EVERY = 256
 """Every how many sorted edge ids one is kept in ``edge_index/fence.npy`` (its rows' block)."""
 REQUEST_BYTES = 16_384
 """What a request of byte ranges costs, in bytes read (measured: about 1 ms of CPU each)."""
-NPY_HEADER_BYTES = 128
-"""The bytes of an ``.npy`` file's header (version 1.0) an edge array's reader is sure to hold."""
+NPY_HEADER_BYTES = 512
+"""The bytes of an ``.npy`` file's header (version 1.0) the edge index's reader reads first."""
 CANONICAL_COLUMNS = ["edge_id", "canonical_id", "flip", "length_mm"]
 RUNS_DIR = "runs"
 RUN_COLUMNS = ["key", "from_mm", "to_mm", "cell"]
@@ -139,17 +146,19 @@ class Network:
         return pq.read_table(self.folder / HIGHWAYS_FILE).to_pandas().set_index("highway")
 
     @cached_property
-    def _edge_index(self) -> dict[str, np.ndarray]:
-        """The per-edge arrays of :data:`EDGE_INDEX_COLUMNS`, memory-mapped, by ``edge_id``.
+    def _edge_table(self) -> np.ndarray:
+        """The edge index's records (:data:`EDGE_ROW`), by ``edge_id``: memory-mapped.
 
         Of the edges looked up alone when the network has ``rows``.
         """
         if self.rows is not None:
-            return self.rows.columns
-        return {
-            name: np.load(self.folder / EDGE_INDEX_DIR / f"{name}.npy", mmap_mode="r")
-            for name in EDGE_INDEX_COLUMNS
-        }
+            return self.rows.rows
+        return np.asarray(np.load(self.folder / EDGE_INDEX_DIR / EDGE_ROWS_FILE, mmap_mode="r"))
+
+    @cached_property
+    def _fence(self) -> np.ndarray:
+        """Every :data:`FENCE_EVERY`-th ``edge_id`` of the edge index, memory-mapped."""
+        return np.load(self.folder / EDGE_INDEX_DIR / FENCE_FILE, mmap_mode="r")
 
     def _edge_rows(self, edge_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return the index rows of ``edge_ids`` and which of them are edges of the network.
@@ -161,14 +170,12 @@ class Network:
             looked up (whether it is an edge of the network is then unknown).
         """
         ids = np.asarray(edge_ids, dtype="int64")
-        if self.rows is not None:
-            missed = ids[~np.isin(ids, self.rows.asked)]
-            if len(missed):
-                raise LookupError(f"edge_id {missed[0]} was not looked up in the network cache")
-        known = self._edge_index["edge_id"]
-        at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
-        found = known[at] == ids if len(known) else np.zeros(len(ids), dtype=bool)
-        return at, found
+        if self.rows is None:
+            return rows_by_fence(self._edge_table, self._fence, ids)
+        missed = ids[~np.isin(ids, self.rows.asked)]
+        if len(missed):
+            raise LookupError(f"edge_id {missed[0]} was not looked up in the network cache")
+        return rows_of_sorted_ids(self._edge_table["edge_id"], ids)
 
     def edge_parts(self, edge_ids: np.ndarray) -> np.ndarray:
         """Return the partition key of each edge of ``edge_ids`` (object array, same order).
@@ -181,7 +188,7 @@ class Network:
         at, found = self._edge_rows(edge_ids)
         if not found.all():
             raise KeyError(f"edge_id {np.asarray(edge_ids)[~found][0]} is not an edge of the roads")
-        codes = self._edge_index["part"][at]
+        codes = self._edge_table["part"][at]
         return np.asarray(self.parts, dtype=object)[codes] if len(at) else np.empty(0, object)
 
     def edge_part_series(self, edge_ids: np.ndarray) -> pd.Series:
@@ -196,12 +203,12 @@ class Network:
         edges (``canonical_id``, ``flip``, ``length_mm``, indexed by ``edge_id``, sorted).
         """
         at, found = self._edge_rows(pd.unique(np.asarray(edge_ids, dtype="int64")))
-        index = self._edge_index
-        roads, _ = self._edge_rows(index["canonical_id"][at[found]])
-        rows = np.union1d(at[found], roads)
+        table = self._edge_table
+        roads, _ = self._edge_rows(table["canonical_id"][at[found]])
+        rows = np.asarray(table[np.union1d(at[found], roads)])
         return pd.DataFrame(
-            {name: np.asarray(index[name][rows]) for name in ("canonical_id", "flip", "length_mm")},
-            index=pd.Index(np.asarray(index["edge_id"][rows]), name="edge_id"),
+            {name: rows[name] for name in ("canonical_id", "flip", "length_mm")},
+            index=pd.Index(rows["edge_id"], name="edge_id"),
         )
 
     def canonical_of(self, parts: set[str]) -> pd.DataFrame:
@@ -227,7 +234,7 @@ class Network:
         ids = pd.unique(np.asarray(edge_ids, dtype="int64"))
         at, found = self._edge_rows(ids)
         return pd.Series(
-            np.asarray(self._edge_index["length_m"][at[found]]),
+            np.asarray(self._edge_table["length_m"][at[found]]),
             index=pd.Index(ids[found], name="edge_id"),
             name="length_m",
         )
@@ -331,7 +338,8 @@ def load_network(
     """Return the network's cache in ``coverage_dir``, computing it first if it is missing.
 
     Call it holding the coverage folder's lock. A cache of other roads or resolutions is
-    removed when this one is written.
+    removed when this one is written, and an incomplete one or one of an older format (of
+    other files) before.
 
     Parameters
     ----------
@@ -363,6 +371,7 @@ def load_network(
         )
     folder = network_folder(coverage_dir, edges_sha256, resolution, partition_resolution)
     if not network_current(coverage_dir, edges_sha256, resolution, partition_resolution):
+        shutil.rmtree(folder, ignore_errors=True)  # incomplete, or of an older format
         if shards is not None:
             from pipeline.coverage.network_shards import write_sharded_network  # (imports this)
 
@@ -378,10 +387,69 @@ def load_network(
     )  # fmt: skip
 
 
+def edge_records(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Return the records (:data:`EDGE_ROW`) of the arrays of :data:`EDGE_INDEX_COLUMNS`."""
+    table = np.empty(len(columns["edge_id"]), dtype=EDGE_ROW)
+    for name in EDGE_INDEX_COLUMNS:
+        table[name] = columns[name]
+    return table
+
+
 def write_fence(fence: np.ndarray, folder: Path) -> None:
     """Write ``edge_index/fence.npy``: every :data:`FENCE_EVERY`-th sorted ``edge_id``."""
     with atomic_path(folder / FENCE_FILE) as temp, temp.open("wb") as file:
         np.save(file, np.ascontiguousarray(fence, dtype="int64"), allow_pickle=False)
+
+
+def rows_by_fence(
+    table: np.ndarray, fence: np.ndarray, edge_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the rows of ``edge_ids`` in the edge index and which of them are edges.
+
+    Each id is searched for by bisection in the block of :data:`FENCE_EVERY` rows that may
+    hold it, all ids at once: a few ``edge_id`` of a block each (of a memory map: their pages).
+
+    Parameters
+    ----------
+    table
+        The edge index's records (:data:`EDGE_ROW`), sorted by ``edge_id``.
+    fence
+        Every :data:`FENCE_EVERY`-th ``edge_id`` of ``table``.
+    edge_ids
+        The ids to look up (int64, any order).
+    """
+    ids = np.asarray(edge_ids, dtype="int64")
+    if not len(table):
+        return np.zeros(len(ids), dtype="int64"), np.zeros(len(ids), dtype=bool)
+    known = table["edge_id"]
+    block = np.searchsorted(fence, ids, side="right") - 1
+    low = np.maximum(block, 0) * FENCE_EVERY
+    high = np.minimum(low + FENCE_EVERY, len(table))
+    while (open_ := low < high).any():  # the first row of the block not below the id
+        middle = (low + high) // 2
+        below = known[np.minimum(middle, len(table) - 1)] < ids
+        low = np.where(open_ & below, middle + 1, low)
+        high = np.where(open_ & ~below, middle, high)
+    at = np.minimum(low, len(table) - 1)
+    return at, known[at] == ids
+
+
+def blocks_of_ids(fence: np.ndarray, edge_ids: np.ndarray) -> np.ndarray:
+    """Return the blocks of the edge index (sorted, distinct) that may hold ``edge_ids``.
+
+    An id below the first of the fence is in none.
+    """
+    blocks = np.searchsorted(fence, np.asarray(edge_ids, dtype="int64"), side="right") - 1
+    return np.unique(blocks[blocks >= 0])
+
+
+def rows_of_sorted_ids(known: np.ndarray, edge_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return where ``edge_ids`` are in ``known`` (sorted ids) and whether they are there."""
+    ids = np.asarray(edge_ids, dtype="int64")
+    if not len(known):
+        return np.zeros(len(ids), dtype="int64"), np.zeros(len(ids), dtype=bool)
+    at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    return at, known[at] == ids
 
 
 @dataclass(frozen=True)
@@ -390,13 +458,13 @@ class EdgeRows:
 
     Attributes
     ----------
-    columns
-        The arrays of :data:`EDGE_INDEX_COLUMNS` of the ids that are edges, by ``edge_id``.
+    rows
+        The records (:data:`EDGE_ROW`) of the ids that are edges, sorted by ``edge_id``.
     asked
         Every id looked up, an edge of the network or not (sorted, distinct).
     """
 
-    columns: dict[str, np.ndarray]
+    rows: np.ndarray
     asked: np.ndarray
 
 
@@ -404,16 +472,88 @@ ReadRanges = Callable[[str, list[tuple[int, int]]], list[bytes]]
 """Read byte ranges ``[start, stop)`` of a file of the network cache (a path in its folder)."""
 
 
+@dataclass
+class _BlockReader:
+    """Reads blocks of ``edge_index/rows.npy`` by byte ranges, each block once.
+
+    Attributes
+    ----------
+    read
+        Reads byte ranges of the cache's files.
+    fence
+        Every :data:`FENCE_EVERY`-th ``edge_id`` of the file.
+    data_start
+        Where the file's records start (after its header).
+    edges
+        The number of records.
+    request_bytes
+        What a request costs, in bytes read.
+    held
+        The records of the blocks read so far, sorted by ``edge_id``.
+    blocks
+        The blocks read so far (sorted).
+    """
+
+    read: ReadRanges
+    fence: np.ndarray
+    data_start: int
+    edges: int
+    request_bytes: int
+    held: np.ndarray = field(default_factory=lambda: np.empty(0, EDGE_ROW))
+    blocks: np.ndarray = field(default_factory=lambda: np.empty(0, "int64"))
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Return the records of the ``ids`` that are edges, reading the blocks not held yet."""
+        missing = np.setdiff1d(blocks_of_ids(self.fence, ids), self.blocks)
+        if len(missing):
+            self._read_blocks(missing)
+        at, found = rows_of_sorted_ids(self.held["edge_id"], ids)
+        return self.held[at[found]]
+
+    def _read_blocks(self, blocks: np.ndarray) -> None:
+        """Read ``blocks``, a byte range each run of near ones, or the whole file if cheaper."""
+        size = EDGE_ROW.itemsize
+        spans = coalesced_spans(blocks, FENCE_EVERY * size, self.request_bytes)
+        spans = [(low * FENCE_EVERY, min(high * FENCE_EVERY, self.edges)) for low, high in spans]
+        span_bytes = sum(high - low for low, high in spans) * size
+        if self.edges * size <= span_bytes + len(spans) * self.request_bytes:
+            spans, self.held = [(0, self.edges)], self.held[:0]  # one request of every record
+        ranges = [(self.data_start + low * size, self.data_start + high * size)
+                  for low, high in spans]  # fmt: skip
+        chunks = self.read(f"{EDGE_INDEX_DIR}/{EDGE_ROWS_FILE}", ranges)
+        held = np.concatenate([self.held, *(np.frombuffer(c, dtype=EDGE_ROW) for c in chunks)])
+        self.held = held[np.argsort(held["edge_id"], kind="stable")]
+        covered = [np.arange(low // FENCE_EVERY, -(-high // FENCE_EVERY)) for low, high in spans]
+        self.blocks = np.union1d(self.blocks, np.concatenate(covered))
+
+
+def coalesced_spans(
+    blocks: np.ndarray, block_bytes: int, request_bytes: int
+) -> list[tuple[int, int]]:
+    """Return runs ``[first, stop)`` of ``blocks`` (sorted, distinct) to read a request each.
+
+    Blocks are joined into one run when the blocks between them cost fewer bytes than a
+    request.
+    """
+    if not len(blocks):
+        return []
+    gaps = np.diff(blocks) - 1
+    breaks = np.flatnonzero(gaps * block_bytes >= max(request_bytes, 1))
+    firsts = np.r_[blocks[0], blocks[breaks + 1]]
+    lasts = np.r_[blocks[breaks], blocks[-1]]
+    return [(int(first), int(last) + 1) for first, last in zip(firsts, lasts, strict=True)]
+
+
 def edge_rows_by_ranges(
     read: ReadRanges, fence: np.ndarray, edge_ids: np.ndarray, request_bytes: int = REQUEST_BYTES
 ) -> EdgeRows:
-    """Look up edges and their canonical edges in the edge index by byte ranges of its arrays.
+    """Look up edges and their canonical edges in the edge index by byte ranges of its file.
 
-    Reads the headers of the ``.npy`` arrays, the block of :data:`FENCE_EVERY` sorted ids that
-    may hold each id, and of the other arrays the rows of the ids found: a few kilobytes an
-    edge, whatever the size of the network. When so many requests would cost more than the
-    arrays' bytes (a request costing ``request_bytes``), each array is read whole instead, in
-    one request.
+    Reads the header of ``edge_index/rows.npy``, then the blocks of :data:`FENCE_EVERY`
+    records that may hold the ids, a byte range each run of blocks (near ones joined), then
+    the blocks of their canonical edges not read yet: a block of 9 KiB an edge at most,
+    whatever the size of the network. When the ranges would cost more than the file's bytes
+    (a request costing ``request_bytes``), the file is read whole instead, in one request.
 
     Parameters
     ----------
@@ -426,90 +566,33 @@ def edge_rows_by_ranges(
     request_bytes
         What a request costs, in bytes read.
     """
-    offsets, edges = _array_offsets(read)
+    data_start, edges = _rows_file_header(read)
+    blocks = _BlockReader(read, fence, data_start, edges, request_bytes)
     asked = np.unique(np.asarray(edge_ids, dtype="int64"))
-    whole: dict[str, np.ndarray] = {}  # the arrays, once read whole
-    columns = _rows_of_ids(read, offsets, (edges, request_bytes), fence, asked, whole)
-    roads = np.setdiff1d(columns["canonical_id"], asked)
-    more = _rows_of_ids(read, offsets, (edges, request_bytes), fence, roads, whole)
-    order = np.argsort(np.concatenate([columns["edge_id"], more["edge_id"]]), kind="stable")
-    joined = {
-        name: np.concatenate([columns[name], more[name]])[order] for name in EDGE_INDEX_COLUMNS
-    }
-    return EdgeRows(joined, np.union1d(asked, roads))
+    found = blocks.rows_of(asked)
+    roads = np.setdiff1d(found["canonical_id"], asked)
+    both = np.concatenate([found, blocks.rows_of(roads)])
+    return EdgeRows(both[np.argsort(both["edge_id"], kind="stable")], np.union1d(asked, roads))
 
 
-def _array_offsets(read: ReadRanges) -> tuple[dict[str, tuple[int, np.dtype[Any]]], int]:
-    """Return where each edge array's data starts and its dtype, and the number of edges.
+def _rows_file_header(read: ReadRanges) -> tuple[int, int]:
+    """Return where the records of ``edge_index/rows.npy`` start, and how many there are.
 
     Raises
     ------
     ValueError
-        If the arrays are not one-dimensional arrays of one length.
+        If the file does not hold a one-dimensional array of :data:`EDGE_ROW`.
     """
-    offsets: dict[str, tuple[int, np.dtype[Any]]] = {}
-    lengths: set[tuple[int, ...]] = set()
-    for name in EDGE_INDEX_COLUMNS:
-        (head,) = read(f"{EDGE_INDEX_DIR}/{name}.npy", [(0, NPY_HEADER_BYTES)])
-        file = io.BytesIO(head)
-        np.lib.format.read_magic(file)
-        shape, _, dtype = np.lib.format.read_array_header_1_0(file)
-        offsets[name], lengths = (file.tell(), dtype), lengths | {shape}
-    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
-        raise ValueError(f"the edge arrays of the network cache have shapes {sorted(lengths)}")
-    return offsets, int(next(iter(lengths))[0])
-
-
-def _rows_of_ids(
-    read: ReadRanges,
-    offsets: dict[str, tuple[int, np.dtype[Any]]],
-    sizes: tuple[int, int],
-    fence: np.ndarray,
-    ids: np.ndarray,
-    whole: dict[str, np.ndarray],
-) -> dict[str, np.ndarray]:
-    """Return the arrays' rows of the sorted distinct ``ids`` that are edges (by ``edge_id``).
-
-    ``sizes``: the number of edges, and what a request costs in bytes; ``whole``: the arrays
-    if read whole (filled here when that is cheaper).
-    """
-    edges, request_bytes = sizes
-    blocks = np.unique(np.searchsorted(fence, ids, side="right") - 1)
-    spans = [(int(b) * FENCE_EVERY, min((int(b) + 1) * FENCE_EVERY, edges)) for b in blocks]
-    spans = [(low, high) for low, high in spans if low >= 0]  # an id below the first: no edge
-    requests = len(spans) + len(ids) * (len(EDGE_INDEX_COLUMNS) - 1)
-    whole_bytes = edges * sum(dtype.itemsize for _, dtype in offsets.values())
-    if spans and not whole and whole_bytes <= requests * request_bytes:  # one request an array
-        whole.update({name: _read_rows(read, offsets, name, [(0, edges)])[0] for name in offsets})
-    if whole:
-        at = np.flatnonzero(np.isin(whole["edge_id"], ids))
-        return {name: whole[name][at] for name in EDGE_INDEX_COLUMNS}
-    rows, found = [np.empty(0, "int64")], [np.empty(0, "int64")]
-    for (low, _), known in zip(spans, _read_rows(read, offsets, "edge_id", spans), strict=True):
-        hit = np.flatnonzero(np.isin(known, ids))
-        rows.append(low + hit)
-        found.append(known[hit])
-    at = np.concatenate(rows)
-    columns = {"edge_id": np.concatenate(found)}
-    for name in EDGE_INDEX_COLUMNS[1:]:
-        one_each = [(int(row), int(row) + 1) for row in at]
-        values = _read_rows(read, offsets, name, one_each)
-        columns[name] = np.concatenate([np.empty(0, offsets[name][1]), *values])
-    return columns
-
-
-def _read_rows(
-    read: ReadRanges,
-    offsets: dict[str, tuple[int, np.dtype[Any]]],
-    name: str,
-    spans: list[tuple[int, int]],
-) -> list[np.ndarray]:
-    """Return rows ``[low, high)`` of edge array ``name``, one array a span."""
-    start, dtype = offsets[name]
-    size = dtype.itemsize
-    ranges = [(start + low * size, start + high * size) for low, high in spans]
-    chunks = read(f"{EDGE_INDEX_DIR}/{name}.npy", ranges) if ranges else []
-    return [np.frombuffer(chunk, dtype=dtype) for chunk in chunks]
+    (head,) = read(f"{EDGE_INDEX_DIR}/{EDGE_ROWS_FILE}", [(0, NPY_HEADER_BYTES)])
+    file = io.BytesIO(head)
+    np.lib.format.read_magic(file)
+    shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+    if dtype != EDGE_ROW or len(shape) != 1:
+        raise ValueError(
+            f"the edge index of the network cache holds {dtype} of shape {shape}, "
+            f"not a row of {EDGE_ROW} an edge: remove the cache folder to compute it again"
+        )
+    return file.tell(), int(shape[0])
 
 
 def choose_partition_resolution(midpoint_cells: np.ndarray, resolution: int) -> int:
@@ -609,7 +692,7 @@ def _write_edge_index(
     parts: list[str],
     folder: Path,
 ) -> None:
-    """Write every edge's :data:`EDGE_INDEX_COLUMNS`, sorted by ``edge_id``, one ``.npy`` each.
+    """Write every edge's record (:data:`EDGE_ROW`), sorted by ``edge_id``, and the fence.
 
     ``canonical`` (:func:`~pipeline.coverage.edges.canonical_edges`), ``length_m`` and
     ``edge_part`` are in the roads' edge order; ``part`` is stored as the index of the key in
@@ -625,10 +708,10 @@ def _write_edge_index(
         "length_mm": canonical["length_mm"].to_numpy(dtype="int64"),
         "length_m": length_m.to_numpy(dtype="float64"),
     }
-    for name in EDGE_INDEX_COLUMNS:
-        with atomic_path(folder / f"{name}.npy") as temp, temp.open("wb") as file:
-            np.save(file, np.ascontiguousarray(columns[name][order]), allow_pickle=False)
-    write_fence(columns["edge_id"][order][::FENCE_EVERY], folder)
+    table = edge_records({name: values[order] for name, values in columns.items()})
+    with atomic_path(folder / EDGE_ROWS_FILE) as temp, temp.open("wb") as file:
+        np.save(file, table, allow_pickle=False)
+    write_fence(table["edge_id"][::FENCE_EVERY], folder)
     frame = pd.DataFrame({name: columns[name][order] for name in CANONICAL_COLUMNS})
     keys = np.asarray(parts, dtype=object)[columns["part"][order]]
     for part, rows in frame.groupby(keys, sort=True).indices.items():

@@ -1,19 +1,19 @@
 """A coverage folder in object storage (moto's S3 server): a run downloads what it reads.
 
 A region of 10 edges (two chains of five, :func:`tests.builders.write_fully_covered_region`)
-with 13 partitions (H3 resolution 11, partitions at 10). After a first update into a bucket,
-an update of a batch that drives one edge downloads the folder's records, the network cache's
-small tables of a row per partition or coarse cell and its fence of edge ids, the rollup and
-the trips' ``driven`` tables, and of the partitions only those of the cells the edge runs
-through (computed here with h3 from the edge's geometry, sampled every 0.2 m); of the arrays of
-every edge it reads byte ranges alone. A run with nothing new downloads the records alone.
-The files in the bucket are then those of the same updates into a local folder, byte for
-byte. An object the pointer names that the bucket lacks stops the update, naming it; an update
-with another partitioning, of a network cache of an older format (computed again), or of a
-state whose rollup holds the region's road pieces (the old layout, migrated by that update),
-downloads the whole folder; two updates started together into one
-folder apply both batches. What was downloaded is the server's own record of the objects it
-sent (GET requests), so runs in other processes count too.
+with 13 partitions (H3 resolution 11, partitions at 10). After a first update into a bucket, an
+update of a batch that drives one edge downloads the folder's records, the network cache's small
+tables of a row per partition or coarse cell and its fence of edge ids, the rollup and the
+trips' ``driven`` tables, and of the partitions only those of the cells the edge runs through
+(computed here with h3 from the edge's geometry, sampled every 0.2 m); of the edge index it
+reads two byte ranges alone: its header and its one block. A run with nothing new downloads the
+records alone. The files in the bucket are then those of the same updates into a local folder,
+byte for byte. An object the pointer names that the bucket lacks stops the update, naming it; an
+update with another partitioning, of a network cache of an older format (computed again), or of
+a state whose rollup holds the region's road pieces (the old layout, migrated by that update),
+downloads the whole folder; two updates started together into one folder apply both batches.
+What was downloaded is the server's own record of the objects it sent (GET requests), so runs in
+other processes count too.
 """
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ class SentObjects:
             paths, self.paths, self.ranged = self.paths, [], []
         return {path[len(prefix) + 1 :] for path in paths if path.startswith(prefix + "/")}
 
-    def ranged_under(self, prefix: str) -> set[str]:
-        """Return the objects under ``prefix`` read by byte ranges since the last call."""
+    def ranged_under(self, prefix: str) -> list[str]:
+        """Return the object under ``prefix`` of each range request since the last call."""
         with self.lock:
             paths = list(self.ranged)
-        return {path[len(prefix) + 1 :] for path in paths if path.startswith(prefix + "/")}
+        return [path[len(prefix) + 1 :] for path in paths if path.startswith(prefix + "/")]
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,6 @@ def partitions_of_edges(roads: Path, rows: list[int]) -> set[str]:
 
 PER_PART = ("runs", "cells", "polygons", "canonical", "edges")
 """The network cache's folders of a file per partition."""
-INDEX_ARRAYS = ("edge_id", "part", "canonical_id", "flip", "length_mm", "length_m")
 
 
 def fetched_parts(names: set[str]) -> set[str]:
@@ -240,13 +239,13 @@ def test_an_update_downloads_the_partitions_it_touches_and_nothing_new_the_recor
     }
     assert of_region == {"network.json", "part_road.parquet", "coarse_polygons.parquet",
                          "highways.parquet", "edge_index/fence.npy"}  # fmt: skip
-    arrays = {f"network/{cache}/edge_index/{name}.npy" for name in INDEX_ARRAYS}
-    assert ranged == arrays  # the batch's edges' rows, of every array
+    # the edge index's header, then its one block (the edge's row; it is its road's canonical)
+    assert ranged == [f"network/{cache}/edge_index/rows.npy"] * 2
     assert stored_outputs(prefix) == local_outputs(root / "local")
 
     recorder.under(prefix)
     assert run_coverage(root, roads, out, ["matched", "small"]) == 0  # nothing new
-    assert recorder.ranged_under(prefix) == set()
+    assert recorder.ranged_under(prefix) == []
     assert recorder.under(prefix) == records(prefix)
     assert stored_outputs(prefix) == local_outputs(root / "local")
 
@@ -344,6 +343,8 @@ def test_a_network_cache_of_an_older_format_is_downloaded_whole_and_computed_aga
     (meta,) = [name for name in store().find(prefix) if name.endswith("/network.json")]
     older = {**json.loads(store().cat_file(meta)), "format": NETWORK_FORMAT - 1}
     store().pipe_file(meta, json.dumps(older).encode())
+    index = meta.replace("network.json", "edge_index")
+    store().pipe_file(f"{index}/edge_id.npy", store().cat_file(f"{index}/rows.npy"))  # format 7's
     every_object = {path[len(prefix) + 1 :] for path in store().find(prefix)}
     recorder.under(prefix)
     assert run_coverage(root, roads, out, ["matched", "small"]) == 0

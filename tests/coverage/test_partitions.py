@@ -406,11 +406,16 @@ def test_a_network_cache_of_the_older_format_is_computed_again(
     (cache,) = (out / "network").iterdir()
     meta = json.loads((cache / "network.json").read_text())
     (cache / "network.json").write_text(json.dumps({**meta, "format": NETWORK_FORMAT - 1}))
+    records = np.load(cache / "edge_index" / "rows.npy")
     for name in ("edges", "edge_index", "cells", "polygons"):  # older formats had not all
         shutil.rmtree(cache / name)
     (cache / "part_road.parquet").unlink()
+    (cache / "edge_index").mkdir()
+    for name in EDGE_INDEX_COLUMNS:  # format 7: an array a column
+        np.save(cache / "edge_index" / f"{name}.npy", records[name])
     compute_coverage(roads, batches[2:], out, with_parts(8))
     assert json.loads((cache / "network.json").read_text())["format"] == NETWORK_FORMAT
+    assert {path.name for path in (cache / "edge_index").iterdir()} == {"rows.npy", "fence.npy"}
     totals = expected_folder(roads, batches, tmp_path / "expected")
     assert_same_outputs(out, tmp_path / "expected", totals)
 
@@ -462,47 +467,130 @@ def test_a_rerun_with_nothing_new_imports_no_data_library(
     assert answer == {"unique_km": summary["unique_km"], "imported": []}
 
 
-@pytest.mark.parametrize("request_bytes", [0, 10**9])  # blocks and rows; arrays whole
-def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
-    request_bytes: int, tmp_path: Path
-) -> None:
-    """1,300 edges (6 blocks of the fence); ids at block borders, absent, outside.
+BLOCK_BYTES = 256 * 37
+"""The bytes of a block of the fence: 256 packed records of 8 + 4 + 8 + 1 + 8 + 8 bytes."""
 
-    The expected rows are a pandas join of the arrays written here with ``np.save``.
+
+def write_edge_index(tmp_path: Path, table: pd.DataFrame) -> int:
+    """Write ``table`` (sorted by ``edge_id``) as ``edge_index/rows.npy`` and its fence.
+
+    Returns where the records start in the file.
     """
+    folder = tmp_path / EDGE_INDEX_DIR
+    folder.mkdir()
+    packed = np.dtype([(name, table[name].dtype) for name in EDGE_INDEX_COLUMNS])
+    assert packed.itemsize == 37  # no padding
+    records = np.empty(len(table), dtype=packed)
+    for name in EDGE_INDEX_COLUMNS:
+        records[name] = table[name].to_numpy()
+    np.save(folder / "rows.npy", records)
+    np.save(folder / "fence.npy", table["edge_id"].to_numpy()[::256])
+    return (folder / "rows.npy").stat().st_size - 37 * len(table)
+
+
+def random_edge_table(count: int) -> pd.DataFrame:
+    """``count`` edges with random figures, sorted by ``edge_id`` (every third id from 10)."""
     rng = np.random.default_rng(3)
-    ids = np.sort(rng.choice(np.arange(10, 10**6, 3), size=1_300, replace=False))
-    table = pd.DataFrame({
+    ids = np.sort(rng.choice(np.arange(10, 10**6, 3), size=count, replace=False))
+    return pd.DataFrame({
         "edge_id": ids, "part": rng.integers(0, 7, len(ids)).astype("int32"),
         "canonical_id": rng.choice(ids, len(ids)), "flip": rng.random(len(ids)) < 0.5,
         "length_mm": rng.integers(1, 10**6, len(ids)), "length_m": rng.random(len(ids)),
     })  # fmt: skip
-    folder = tmp_path / EDGE_INDEX_DIR
-    folder.mkdir()
-    for name in EDGE_INDEX_COLUMNS:
-        np.save(folder / f"{name}.npy", table[name].to_numpy())
 
-    counts = []
+
+def asked_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids at block borders (blocks 0-3), one alone in block 10 and in 12, absent, outside.
+
+    Their blocks: 0, 1, 2, 3, 10, 12 and 19 (the last, of 136 rows: its last id, and ``10**7``,
+    above every id).
+    """
+    borders = ids[[0, 255, 256, 511, 512, 768]].tolist()
+    return np.array([*borders, ids[700], ids[700] + 1, 5, 10**7, ids[300], ids[2600],
+                     ids[3100], ids[-1]], dtype="int64")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "first_blocks"),
+    [
+        (0, [(0, 4), (10, 11), (12, 13), (19, 20)]),  # adjacent blocks joined alone
+        (10_000, [(0, 4), (10, 13), (19, 20)]),  # and those a block apart (9,472 B < 10,000)
+        (50_000, [(0, 20)]),  # the whole file: 185,000 B, less than 3 ranges' 221,336
+        (10**9, [(0, 20)]),  # the whole file
+    ],
+)
+def test_looking_up_edges_by_byte_ranges_gives_their_rows_and_their_roads_rows(
+    request_bytes: int, first_blocks: list[tuple[int, int]], tmp_path: Path
+) -> None:
+    """5,000 edges (20 blocks of the fence); ids at block borders, absent, outside.
+
+    The expected rows are a pandas join of the table written here with ``np.save``; the
+    blocks each read reads are worked out by hand from the ids' rows.
+    """
+    table = random_edge_table(5_000)
+    start = write_edge_index(tmp_path, table)
+    calls: list[list[tuple[int, int]]] = []
 
     def read(name: str, ranges: list[tuple[int, int]]) -> list[bytes]:
-        counts.append(len(ranges))
+        assert name == "edge_index/rows.npy"
+        calls.append(ranges)
         data = (tmp_path / name).read_bytes()
-        return [data[start:stop] for start, stop in ranges]
+        return [data[low:high] for low, high in ranges]
 
-    borders = ids[[0, 255, 256, 511, 512, 768]].tolist()  # 768: alone in its block
-    asked = np.array([*borders, ids[700], ids[700] + 1, 5, 10**7, ids[300]], dtype="int64")
-    rows = edge_rows_by_ranges(read, ids[::256], asked, request_bytes)
-    assert (max(counts) == 1) == (request_bytes > 0)  # a request an array, or many
-    if request_bytes:  # the headers, then each array once (the roads' rows from it too)
-        assert len(counts) == 2 * len(EDGE_INDEX_COLUMNS)
+    ids = table["edge_id"].to_numpy()
+    asked = asked_ids(ids)
+    fence = np.load(tmp_path / EDGE_INDEX_DIR / "fence.npy")
+    rows = edge_rows_by_ranges(read, fence, asked, request_bytes)
+
     edges = table[table["edge_id"].isin(asked)]
     roads = table[table["edge_id"].isin(edges["canonical_id"])]
     expected = pd.concat([edges, roads]).drop_duplicates("edge_id").sort_values("edge_id")
-    got = pd.DataFrame(rows.columns)[list(EDGE_INDEX_COLUMNS)]
+    got = pd.DataFrame({name: rows.rows[name] for name in EDGE_INDEX_COLUMNS})
     pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
     assert set(rows.asked) == set(asked) | set(edges["canonical_id"])
+
+    assert calls[0] == [(0, 512)]  # the header
+    size = (tmp_path / EDGE_INDEX_DIR / "rows.npy").stat().st_size
+    blocks = [[((low - start) // BLOCK_BYTES, -(-(high - start) // BLOCK_BYTES))
+               for low, high in call] for call in calls[1:]]  # fmt: skip
+    assert all(
+        (low - start) % BLOCK_BYTES == 0 and ((high - start) % BLOCK_BYTES == 0 or high == size)
+        for call in calls[1:] for low, high in call
+    )  # whole blocks  # fmt: skip
+    assert blocks[0] == first_blocks
+    read_blocks = [b for call in blocks for low, high in call for b in range(low, high)]
+    assert len(read_blocks) == len(set(read_blocks))  # none read twice
+    road_blocks = set(np.flatnonzero(table["edge_id"].isin(roads["edge_id"])) // 256)
+    assert road_blocks <= set(read_blocks)
+    if request_bytes == 0:  # the blocks of the roads not read yet, and no other
+        assert set(read_blocks) == road_blocks | {b for low, high in first_blocks
+                                                  for b in range(low, high)}  # fmt: skip
+
     network = Network(tmp_path, 11, 9, tuple(f"p{n}" for n in range(7)), rows)
     lengths = network.edge_lengths(asked)
     assert lengths.to_dict() == edges.set_index("edge_id")["length_m"].to_dict()
     with pytest.raises(LookupError, match="was not looked up"):
         network.edge_parts(np.setdiff1d(ids, rows.asked)[:1])
+
+
+def test_the_local_edge_index_gives_the_rows_of_ids_at_block_borders_absent_and_outside(
+    tmp_path: Path,
+) -> None:
+    """The memory-mapped file, looked up through its fence, against a pandas join."""
+    table = random_edge_table(5_000)
+    write_edge_index(tmp_path, table)
+    parts = tuple(f"p{n}" for n in range(7))
+    network = Network(tmp_path, 11, 9, parts)
+    asked = asked_ids(table["edge_id"].to_numpy())
+    edges = table[table["edge_id"].isin(asked)].set_index("edge_id")
+    lengths = network.edge_lengths(asked)
+    assert lengths.to_dict() == edges["length_m"].to_dict()
+    known = asked[np.isin(asked, table["edge_id"])]
+    expected_parts = [parts[code] for code in edges.loc[known, "part"]]
+    assert network.edge_parts(known).tolist() == expected_parts
+    with pytest.raises(KeyError, match=f"edge_id {asked[7]} is not an edge"):
+        network.edge_parts(asked)
+    roads = table[table["edge_id"].isin(edges["canonical_id"])].set_index("edge_id")
+    expected = pd.concat([edges, roads])[["canonical_id", "flip", "length_mm"]]
+    expected = expected[~expected.index.duplicated()].sort_index()
+    pd.testing.assert_frame_equal(network.canonical(asked), expected)
