@@ -202,11 +202,14 @@ COSTS: dict[str, Cost] = {
     "export_viewer": Cost(base_mb=127.0, mb_per_unit=0.85, unit="input_mb"),
     # 180 / 253 / 442 MiB at 1,761 / 76,425 / 307,392 edges
     "export_feed": Cost(base_mb=178.0, mb_per_edge=0.00086),
-    # 307 MiB at 1,761 edges (the demo), 630 at 76,425 (Kubicka 17; its tours bounded by
-    # priorities.max_tour_roads): 4.4 KiB per edge
-    "export_priorities": Cost(base_mb=299.3, mb_per_edge=0.00432),
-    # every region's coverage tables: 219 MiB at 0.2 MB, 703 at 25.1 MB
-    "write_report": Cost(base_mb=220.0, mb_per_unit=19.3, unit="input_mb"),
+    # in a fresh install (its libraries' pages wholly in the page cache, mapped in larger
+    # pieces: up to ~80 MiB more than in a long-lived venv): 380 MiB at 1,761 edges (the
+    # demo's stage process), 661 at 76,425 (Kubicka 17; its tours bounded by
+    # priorities.max_tour_roads): 3.8 KiB per edge
+    "export_priorities": Cost(base_mb=373.7, mb_per_edge=0.00376),
+    # every region's coverage tables: 278 MiB at 0.2 MB (the demo, fresh install), 703 at
+    # 25.1 MB
+    "write_report": Cost(base_mb=273.5, mb_per_unit=19.3, unit="input_mb"),
 }
 """Each rule's cost, fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
 

@@ -180,13 +180,12 @@ MEASURED = [
     ("export_feed", InputSizes(edges=1_761), 1, 180.2),
     ("export_feed", InputSizes(edges=76_425), 1, 253.0),
     ("export_feed", InputSizes(edges=307_392), 1, 442.2),
-    # the stage process of the demo's export (roadcover run's shared workers not counted);
-    # docs/benchmarks.md, "Export: where to drive next in the workflow"
-    ("export_priorities", InputSizes(edges=1_761), 1, 306.9),
-    # the Kubicka 17 export by hand (/usr/bin/time -v), docs/benchmarks.md "Export: where to
-    # drive next"
-    ("export_priorities", InputSizes(edges=76_425), 1, 629.6),
-    ("write_report", InputSizes(input_bytes=round(0.2 * MIB)), 1, 219.4),
+    # in a fresh clone's venv (docs/benchmarks.md, "Memory model"): the stage process of the
+    # demo's export in `make demo` (roadcover run's shared workers not counted), and the
+    # Kubicka 17 export by hand (/usr/bin/time)
+    ("export_priorities", InputSizes(edges=1_761), 1, 380.3),
+    ("export_priorities", InputSizes(edges=76_425), 1, 661.0),
+    ("write_report", InputSizes(input_bytes=round(0.2 * MIB)), 1, 277.5),
     ("write_report", InputSizes(input_bytes=round(25.1 * MIB)), 1, 702.9),
 ]
 # jobs the model overestimates: ingest of one small CSV (the readers of other formats are not
