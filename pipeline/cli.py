@@ -766,7 +766,7 @@ def export_viewer_command(
     priorities_dir: Path | None,
 ) -> None:
     """Write the offline web coverage map (MapLibre GL + PMTiles) next to the tiles."""
-    from pipeline.export.server import serve_directory
+    from pipeline.export.server import serve_directory, serve_until_interrupted
     from pipeline.export.viewer import viewer_files, write_viewer
     from pipeline.storage import is_url, join
 
@@ -792,7 +792,7 @@ def export_viewer_command(
             files=viewer_files(tiles_path, priorities=priorities_dir is not None),
         ) as url:
             click.echo(f"serving {url} - press Ctrl-C to stop", err=True)
-            threading.Event().wait()
+            serve_until_interrupted()
 
 
 @export.command("feed")

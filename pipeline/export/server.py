@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.html"
 REQUEST_TIMEOUT_S = 30
+SIGNAL_CHECK_S = 0.5  # how often a serving main thread wakes for signal handlers
 MAX_POSITION_DIGITS = 18  # 10**18 bytes is far past any file; longer numbers are "beyond the end"
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -337,6 +338,20 @@ def serve_directory(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def serve_until_interrupted() -> None:
+    """Block the main thread until Ctrl-C (``KeyboardInterrupt``), waking every half second.
+
+    A signal sent to the process is delivered to one of its threads, not always the main one
+    (the server's, or a library's); Python's handlers run only in the main thread, when it
+    next runs bytecode. A main thread blocked for good (``threading.Event().wait()``) would
+    then never see the interrupt, and the server would outlive its Ctrl-C: each wake-up
+    (:data:`SIGNAL_CHECK_S`) runs the handlers of the signals received meanwhile.
+    """
+    never_set = threading.Event()
+    while not never_set.wait(SIGNAL_CHECK_S):
+        pass
 
 
 def _bind(host: str, port: int, root: Path, files: frozenset[str]) -> SiteServer:

@@ -6,6 +6,7 @@ written (HTTP clients would normalise ``..`` away). The expected answers are RFC
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -60,23 +61,26 @@ def served(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
     """The server of a real ``roadcover export viewer --serve --port 0`` process."""
     base = tmp_path_factory.mktemp("served")
     site = base / "site"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    process = subprocess.Popen(
-        viewer_command(inputs, site, 0), env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    port = None
-    for line in process.stderr:  # until "serving http://127.0.0.1:<port>/ ..."
-        if line.startswith("serving http://"):
-            port = int(line.split(":")[2].split("/")[0])
-            break
-    assert port is not None, "the server did not start"
+    process, port = start_viewer(inputs, site)
     plant_links(base, site)
     yield Served(site, port, process)
     # after every test of the module: no request made the server log a traceback
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=TIMEOUT_S)
     assert "Traceback" not in rest and "Error" not in rest.replace("roadcover: aborted", "")
+
+
+def start_viewer(inputs: tuple[Path, Path], site: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start ``roadcover export viewer --serve --port 0``; return it serving, and its port."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        viewer_command(inputs, site, 0), env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # until "serving http://127.0.0.1:<port>/ ..."
+        if line.startswith("serving http://"):
+            return process, int(line.split(":")[2].split("/")[0])
+    raise AssertionError("the server did not start")
 
 
 def plant_links(base: Path, site: Path) -> None:
@@ -240,3 +244,29 @@ def test_a_busy_port_is_one_line_naming_it_and_the_fix(
         "with --port (--port 0 picks a free one)"
     )
     shutil.rmtree(tmp_path / "site")
+
+
+def test_an_interrupt_that_lands_on_the_server_thread_stops_the_server(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Ctrl-C stops the server whichever of its threads the system delivers the signal to.
+
+    A signal sent to a process goes to one of its threads; if it is not the main thread, a main
+    thread blocked for good (``threading.Event().wait()``) never runs Python's handler. Here the
+    interrupt is sent to the server's own thread (``tgkill``), as the system may do (and did,
+    under load: the module's server then outlived its 120 s teardown).
+    """
+    process, _ = start_viewer(inputs, tmp_path / "site")
+    threads = sorted(int(tid) for tid in os.listdir(f"/proc/{process.pid}/task"))
+    newest = threads[-1]  # the server's (started last); Linux numbers threads in order
+    assert newest != process.pid
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(process.pid, newest, signal.SIGINT) == 0
+    try:
+        _, rest = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the server did not stop within 20 s of the interrupt")
+    assert process.returncode == EXIT_ERROR
+    assert rest.strip().splitlines()[-1] == "roadcover: aborted"
