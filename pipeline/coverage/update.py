@@ -297,10 +297,15 @@ def _migrate_parts(
     Once, by the first update of a state of that layout: the partitions it wrote are of
     this layout already; ``parts`` is updated in place with those written.
     """
-    for key in sorted(key for key, generation in parts.items() if generation != version):
-        if migrate_part(state_root, pointer, key, version):
-            parts[key] = version
-    log.info("coverage: %s: partitions' edge_contributors kept as runs", state_root)
+    migrated = [
+        key
+        for key in sorted(key for key, generation in parts.items() if generation != version)
+        if migrate_part(state_root, pointer, key, version)
+    ]
+    parts.update(dict.fromkeys(migrated, version))
+    if migrated:
+        log.info("coverage: %s: %d partitions' edge_contributors written as runs", state_root,
+                 len(migrated))  # fmt: skip
 
 
 def counted_segments(
