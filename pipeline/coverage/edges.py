@@ -76,6 +76,24 @@ def merge_edge_contributors(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def pair_totals(edge_contributors: pd.DataFrame) -> pd.DataFrame:
+    """Return :func:`~pipeline.coverage.tables.edge_totals` of distinct (edge, contributor) rows.
+
+    The rows of a partition's ``edge_contributors``, one per edge and contributor: the same
+    figures as :func:`~pipeline.coverage.tables.edge_totals`, without counting distinct strings.
+    """
+    totals = aggregate_groups(
+        edge_contributors.assign(contributors=np.ones(len(edge_contributors), dtype="int64")),
+        ["edge_id"],
+        passes=("passes", "sum"),
+        contributors=("contributors", "sum"),
+        driven_mm=("driven_mm", "sum"),
+        first_ms=("first_ms", "min"),
+        last_ms=("last_ms", "max"),
+    )
+    return totals.set_index("edge_id")
+
+
 def canonical_edges(edges: pd.DataFrame) -> pd.DataFrame:
     """For every edge, its road's canonical edge (lowest edge_id) and whether it runs reversed.
 

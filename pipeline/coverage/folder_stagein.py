@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pipeline.coverage.network_cache import NETWORK_DIR, NETWORK_META, network_current
 from pipeline.coverage.network_cache import network_folder as network_cache_folder
 from pipeline.coverage.pointer import (
+    CONTRIBUTOR_LAYOUT,
     COVER_LAYOUT,
     CURRENT_FILE,
     PARTS_DIR,
@@ -139,7 +140,8 @@ def stage_update(
     cache = folder.relative_to(coverage_dir).as_posix()
     as_of_ms = as_of_ms_of(as_of, dict(pointer.get("trips") or {}))
     network = load_network(_no_edges, edges_sha256, coverage_dir, *resolutions)
-    if not partitioned_as(pointer, network) or pointer.get("cover_layout") != COVER_LAYOUT:
+    layouts = (pointer.get("cover_layout"), pointer.get("contributor_layout"))
+    if not partitioned_as(pointer, network) or layouts != (COVER_LAYOUT, CONTRIBUTOR_LAYOUT):
         fetch(None, True)  # an older layout, or partitioned otherwise: read whole
         return None
     required, _ = update_reads(pointer, cache, set(), as_of_ms)
@@ -182,6 +184,7 @@ def update_reads(
         The paths in the folder that must be there, and glob patterns of the network cache's
         files of the partitions (a partition has some of them only).
     """
+    from pipeline.coverage.contributor_runs import RUN_PREFIX
     from pipeline.coverage.partitions import (
         CANONICAL_DIR,
         CELLS_DIR,
@@ -195,7 +198,7 @@ def update_reads(
         RUNS_DIR,
     )
     from pipeline.coverage.rollup import ROLLUP_TABLES
-    from pipeline.coverage.state import CELL_ROW_TABLES, PART_TABLES
+    from pipeline.coverage.state import CELL_ROW_TABLES, PART_FILES
     from pipeline.coverage.update import recent_trips
 
     state = STATE_DIR
@@ -207,14 +210,16 @@ def update_reads(
           for gen in recent_trips(dict(pointer.get("trips") or {}), as_of_ms)),
     ]  # fmt: skip
     named_parts, cell_parts = dict(pointer["parts"]), dict(pointer["cell_parts"])
+    runs: list[str] = []  # the runs a partition's RUNS_FILE lists (checked when read)
     for key in sorted(parts):
         if key in named_parts:
             folder = f"{state}/{PARTS_DIR}/{key}/{named_parts[key]}"
-            required += [f"{folder}/{name}.parquet" for name in PART_TABLES]
+            required += [f"{folder}/{name}" for name in PART_FILES]
+            runs.append(f"{folder}/{RUN_PREFIX}*")
         if key in cell_parts:
             folder = f"{state}/{PARTS_DIR}/{key}/{cell_parts[key]}"
             required += [f"{folder}/{name}.parquet" for name in CELL_ROW_TABLES]
-    optional = [
+    optional = runs + [
         f"{cache}/{kind}/{key}.parquet"
         for key in sorted(parts)
         for kind in (RUNS_DIR, CELLS_DIR, POLYGONS_DIR, CANONICAL_DIR, FIXED_EDGES_DIR)

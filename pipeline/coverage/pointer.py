@@ -4,8 +4,9 @@
 the generation of every partition and of the rollup (:mod:`pipeline.coverage.state`), and
 whether every partition of the network is named with its edge coverage (``edge_layout``), and
 the generation of every partition's cells (``cell_parts``, ``cell_layout``; with their covered
-road pieces when ``cover_layout`` is set), and every update's trips with their latest time
-(``trips``). Reading
+road pieces when ``cover_layout`` is set), whether every partition keeps its
+``edge_contributors`` as runs (``contributor_layout``), and every update's trips with their
+latest time (``trips``). Reading
 it is all a run with nothing new needs of the state, so this module imports no data library.
 """
 
@@ -31,6 +32,7 @@ FRESHNESS_TABLE = "cell_freshness.parquet"  # their covered road by the time las
 COARSE_CELLS = "coarse_cells.parquet"  # the cells coarser than the partitions, in the rollup
 CELL_LAYOUT = 1  # ``cell_layout`` of a pointer whose ``cell_parts`` name every cells' partition
 COVER_LAYOUT = 1  # ``cover_layout`` of a pointer whose ``cell_parts`` hold their road_cover rows
+CONTRIBUTOR_LAYOUT = 1  # ``contributor_layout`` of a pointer whose ``parts`` keep runs (state.py)
 PARTS_DIR = "parts"  # parts/<key>/<generation>/: a partition's tables
 TRIPS_DIR = "trips"  # trips/<generation>/: an update's trips' tables
 ROLLUP_DIR = "rollup"  # rollup/<generation>/: the region's tables

@@ -16,9 +16,12 @@ On disk (``COVERAGE_DIR/state``) the state is split in two (format 3):
 - per partition (:mod:`pipeline.coverage.partitions`), ``parts/<key>/<generation>/``, what an
   update merges its batch into: ``edge_pieces`` and ``edge_contributors`` (one row per edge and
   contributor: passes and driven millimetres summed, first and last observation, so that the
-  edge's figures need no row per trip), by their edge's partition, and the distinct
-  ``cell_contributors`` pairs and the ``road_cover`` rows of the partition's cells
-  (:func:`write_cell_rows`), in the generation ``cell_parts`` names;
+  edge's figures need no row per trip), by their edge's partition, the latter kept as sorted
+  runs with the partition's edge totals (:mod:`pipeline.coverage.contributor_runs`: an update
+  reads the rows of its batch's edges alone and writes its batch's rows beside the runs
+  before, hard-linked), and the distinct ``cell_contributors`` pairs and the ``road_cover``
+  rows of the partition's cells (:func:`write_cell_rows`), in the generation ``cell_parts``
+  names;
 - per update, ``trips/<generation>/``, the rows of the trips it applied (``edge_trips``,
   ``cell_trips``, and ``driven``: driven mm by edge and ``last_ms``, with ``highway``),
   written once and never rewritten: a trip is applied with one batch only, so the state's
@@ -30,12 +33,15 @@ partition and of the rollup, every update's trips (with their latest ``last_ms``
 applied and the roads; replacing it commits an update, which writes only the partitions it
 touches and its own trips. A state of format 2 (``edge_trips`` and ``cell_trips`` in every
 partition) or of the unpartitioned format is read whole and written again in this format by
-the next ``roadcover coverage``.
+the next ``roadcover coverage``; one whose partitions keep ``edge_contributors`` in one file
+(a pointer without ``contributor_layout``) has them written as runs by its next update, every
+partition once (:func:`migrate_part`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,16 +52,30 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipeline.coverage.contributor_runs import (
+    LEGACY_FILE,
+    RUNS_FILE,
+    TOTALS_FILE,
+    has_runs,
+    list_runs,
+    read_rows,
+    read_totals,
+    rows_of_edges,
+    write_runs,
+    write_totals,
+)
 from pipeline.coverage.edges import (
     edge_trip_rows,
     merge_edge_contributors,
     merge_edge_trips,
+    pair_totals,
     segment_pieces,
 )
 from pipeline.coverage.grouping import aggregate_groups
 from pipeline.coverage.intervals import overlap_with_runs, union_pieces
 from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTERN: theirs, named here)
     CURRENT_FILE,
+    EDGE_TABLE,
     FORMAT,
     FORMAT_WITH_TRIPS_PER_PART,
     PART_PATTERN,
@@ -70,7 +90,9 @@ from pipeline.errors import InputDataError
 from pipeline.io import write_frame, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of formats 1 and 2
-PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's files
+PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's tables (StatePart)
+PIECES_FILE = "edge_pieces.parquet"
+PART_FILES = (PIECES_FILE, TOTALS_FILE, RUNS_FILE)  # and the runs RUNS_FILE lists
 TRIP_TABLES = ("edge_trips", "cell_trips", "driven")  # an update's trips' files
 CELL_PAIRS = "cell_contributors"  # a partition's cells' distinct (cell, contributor) pairs
 ROAD_COVER = "road_cover"  # the covered road pieces in a partition's cells (rollup.py)
@@ -193,14 +215,105 @@ def split_parts(
 
 
 def write_parts(state_root: Path, generation: str, parts: Mapping[str, StatePart]) -> None:
-    """Write partitions' tables into ``state_root/parts/<key>/<generation>/``.
+    """Write partitions' tables whole into ``state_root/parts/<key>/<generation>/``.
 
-    Nothing reads them before :func:`commit_pointer` names them.
+    Their pieces, their edges' totals and their ``edge_contributors`` as one run
+    (:mod:`pipeline.coverage.contributor_runs`). Nothing reads them before
+    :func:`commit_pointer` names them.
     """
     for key, part in parts.items():
         folder = state_root / PARTS_DIR / key / generation
-        for name in PART_TABLES:
-            write_frame(getattr(part, name), folder / f"{name}.parquet")
+        _write_part(folder, part.edge_pieces, pair_totals(part.edge_contributors))
+        write_runs(folder, None, [], part.edge_contributors, generation)
+
+
+def update_part(
+    state_root: Path,
+    pointer: Mapping[str, Any],
+    key: str,
+    batch: StatePart,
+    generation: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge a batch's rows into partition ``key`` as ``pointer`` names it; write ``generation``.
+
+    Of the partition's ``edge_contributors`` only the rows of the batch's edges are read; the
+    batch's rows are written as a new run beside the runs before (hard-linked), and the edge
+    totals of the batch's edges replace theirs. A partition of the layout before runs is read
+    and written whole, once.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        The partition's covered pieces and its edges' totals
+        (:func:`~pipeline.coverage.edges.pair_totals`, by ``edge_id``).
+
+    Raises
+    ------
+    InputDataError
+        If a file of the partition the pointer names is missing (a damaged folder).
+    """
+    named = dict(pointer.get("parts") or {})
+    if key not in named:
+        write_parts(state_root, generation, {key: batch})
+        return batch.edge_pieces, pair_totals(batch.edge_contributors)
+    before = state_root / PARTS_DIR / key / named[key]
+    folder = state_root / PARTS_DIR / key / generation
+    try:
+        pieces = union_pieces(pd.concat([pq.read_table(before / PIECES_FILE).to_pandas(),
+                                         batch.edge_pieces]))  # fmt: skip
+        if not has_runs(before):  # the layout before runs: merged whole, written as one run
+            old = pq.read_table(before / LEGACY_FILE).to_pandas()
+            rows = merge_edge_contributors(pd.concat([old, batch.edge_contributors]))
+            write_parts(state_root, generation, {key: StatePart(pieces, rows)})
+            return pieces, pair_totals(rows)
+        totals = _updated_totals(before, batch.edge_contributors)
+        write_runs(folder, before, list_runs(before), batch.edge_contributors, generation)
+    except FileNotFoundError as error:
+        what = Path(str(error.filename)).name
+        raise _damaged(state_root, pointer, f"partition {key}'s {what}") from error
+    _write_part(folder, pieces, totals)
+    return pieces, totals
+
+
+def _updated_totals(before: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Return the edge totals of partition generation ``before`` with new (edge, contributor) rows.
+
+    The totals of the rows' edges are counted from their rows in the runs and the new rows,
+    merged; the other edges' are ``before``'s.
+    """
+    old_rows = rows_of_edges(before, list_runs(before), rows["edge_id"].to_numpy())
+    merged = pair_totals(merge_edge_contributors(pd.concat([old_rows, rows])))
+    old_totals = read_totals(before / TOTALS_FILE)
+    kept = old_totals[~old_totals.index.isin(merged.index)]
+    return pd.concat([kept, merged]).sort_index(kind="stable")
+
+
+def migrate_part(state_root: Path, pointer: Mapping[str, Any], key: str, generation: str) -> bool:
+    """Write partition ``key`` of the layout before runs again in this one, as ``generation``.
+
+    Its pieces and edge coverage are hard-linked; its ``edge_contributors`` written as one
+    run, with its edges' totals. Returns whether it was of that layout (else nothing is done).
+    """
+    before = state_root / PARTS_DIR / key / str(dict(pointer["parts"])[key])
+    if has_runs(before):
+        return False
+    folder = state_root / PARTS_DIR / key / generation
+    if not (before / LEGACY_FILE).is_file():
+        raise _damaged(state_root, pointer, f"partition {key}'s {LEGACY_FILE}")
+    rows = pq.read_table(before / LEGACY_FILE).to_pandas()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (PIECES_FILE, EDGE_TABLE):
+        (folder / name).unlink(missing_ok=True)
+        os.link(before / name, folder / name)
+    write_totals(pair_totals(rows), folder / TOTALS_FILE)
+    write_runs(folder, None, [], rows, generation)
+    return True
+
+
+def _write_part(folder: Path, pieces: pd.DataFrame, totals: pd.DataFrame) -> None:
+    """Write a partition's covered pieces and its edges' totals into ``folder``."""
+    write_frame(pieces, folder / PIECES_FILE)
+    write_totals(totals, folder / TOTALS_FILE)
 
 
 def write_trips(state_root: Path, generation: str, tables: Mapping[str, pd.DataFrame]) -> None:
@@ -421,15 +534,24 @@ def read_parts(
 ) -> dict[str, StatePart]:
     """Read partitions ``keys`` of the version ``pointer`` names (those it names, of ``keys``).
 
+    Their ``edge_contributors`` are their runs' rows merged (or the file of the layout before).
+
     Raises
     ------
     InputDataError
         If a table of a partition is missing (a damaged folder).
     """
-    return {
-        key: StatePart(**tables)
-        for key, tables in _read_part_tables(state_root, pointer, keys, PART_TABLES).items()
-    }
+    named = dict(pointer.get("parts") or {})
+    parts = {}
+    for key in sorted(set(keys) & set(named)):
+        folder = state_root / PARTS_DIR / key / named[key]
+        try:
+            pieces = pq.read_table(folder / PIECES_FILE).to_pandas()
+            parts[key] = StatePart(pieces, read_rows(folder))
+        except FileNotFoundError as error:
+            what = Path(str(error.filename)).name
+            raise _damaged(state_root, pointer, f"partition {key}'s {what}") from error
+    return parts
 
 
 def read_state(state_root: Path, columns: Mapping[str, list[str]] | None = None) -> CoverageState:

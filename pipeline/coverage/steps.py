@@ -47,8 +47,7 @@ import pyarrow.feather as feather
 
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCH_QUALITY, MATCHED_SEGMENTS
-from pipeline.coverage.edges import merge_edge_contributors
-from pipeline.coverage.intervals import union_pieces
+from pipeline.coverage.edges import merge_edge_contributors, pair_totals
 from pipeline.coverage.partitions import Network
 from pipeline.coverage.pointer import EDGE_TABLE
 from pipeline.coverage.region_tables import write_edge_coverage
@@ -60,12 +59,12 @@ from pipeline.coverage.state import (
     CoverageState,
     StatePart,
     merge_cell_trips,
-    read_parts,
     split_parts,
     state_of_batch,
+    update_part,
     write_parts,
 )
-from pipeline.coverage.tables import cell_trip_counts, pair_totals
+from pipeline.coverage.tables import cell_trip_counts
 from pipeline.errors import InputDataError
 from pipeline.io import (
     RowGroupWriter,
@@ -142,10 +141,11 @@ def apply_partitions(
 ) -> PartsApplied:
     """Merge a state's rows into the partitions of their edges; write them as ``version``.
 
-    Each partition's tables, read as ``pointer`` names them when ``merge_old``, are merged
-    with the state's rows of its edges and written with its edge coverage, one partition at a
-    time: its ``edge_contributors`` (a row per edge and contributor, which grow with the
-    history) are let go once its edge totals are counted.
+    Each partition's tables, as ``pointer`` names them when ``merge_old``, are merged with
+    the state's rows of its edges (:func:`~pipeline.coverage.state.update_part`: of its
+    ``edge_contributors``, which grow with the history, only the rows of these edges are
+    read, and the state's rows written beside them) and written with its edge coverage, one
+    partition at a time.
     """
     edge_ids = np.concatenate(
         [state.edge_pieces["key"].to_numpy(), state.edge_trips["edge_id"].to_numpy()]
@@ -154,15 +154,11 @@ def apply_partitions(
     new_parts = split_parts(state.edge_pieces, contributors, network.edge_part_series(edge_ids))
     part_pieces, part_totals, part_edges = [], [], []
     for key, new_part in new_parts.items():
-        old = read_parts(state_root, pointer, {key}) if merge_old else {}
-        part = _merge_parts(old.pop(key), new_part) if key in old else new_part
-        write_parts(state_root, version, {key: part})
-        part_totals.append(pair_totals(part.edge_contributors))
-        part_edges.append(
-            write_part_edges(state_root, version, {key: part}, part_totals[-1], network)
-        )
-        part_pieces.append(part.edge_pieces)
-        del part
+        named = pointer if merge_old else {}
+        pieces, totals = update_part(state_root, named, key, new_part, version)
+        part_totals.append(totals)
+        part_edges.append(write_part_edges(state_root, version, key, pieces, totals, network))
+        part_pieces.append(pieces)
     # a partition's edges are its own: the rows are disjoint
     pieces = pd.concat(part_pieces or [state.edge_pieces])
     totals = (
@@ -184,27 +180,26 @@ def apply_partitions(
 def write_part_edges(
     state_root: Path,
     generation: str,
-    parts: dict[str, StatePart],
+    key: str,
+    pieces: pd.DataFrame,
     totals: pd.DataFrame,
     network: Network,
 ) -> pd.DataFrame:
-    """Write the edge coverage of ``parts`` beside their state tables.
+    """Write the edge coverage of partition ``key`` beside its state tables.
 
-    ``totals``: :func:`~pipeline.coverage.tables.edge_totals` of (at least) their edges.
+    ``pieces`` and ``totals``: its covered pieces and its driven edges' totals
+    (:func:`~pipeline.coverage.edges.pair_totals`, by ``edge_id``).
 
     Returns
     -------
     pandas.DataFrame
-        ``highway``, ``length_m`` and ``part`` of the partitions' edges, by ``edge_id``.
+        ``highway``, ``length_m`` and ``part`` of the partition's edges, by ``edge_id``.
     """
-    fixed_tables = {}
-    for key, part in parts.items():
-        fixed = network.fixed_edges(key)
-        path = state_root / PARTS_DIR / key / generation / EDGE_TABLE
-        driven = totals.loc[pd.unique(part.edge_contributors["edge_id"].to_numpy())]
-        write_edge_coverage(fixed, part.edge_pieces, driven, path)
-        fixed_tables[key] = fixed.select(["edge_id", "highway", "length_m"])
-    return edge_info(fixed_tables)
+    fixed = network.fixed_edges(key)
+    write_edge_coverage(
+        fixed, pieces, totals, state_root / PARTS_DIR / key / generation / EDGE_TABLE
+    )
+    return edge_info({key: fixed.select(["edge_id", "highway", "length_m"])})
 
 
 def write_empty_parts(
@@ -215,26 +210,7 @@ def write_empty_parts(
     part, totals = empty
     for key in keys:
         write_parts(state_root, version, {key: part})
-        write_part_edges(state_root, version, {key: part}, totals, network)
-
-
-def _merge_parts(first: StatePart, second: StatePart) -> StatePart:
-    """Merge two versions of a partition's tables (of disjoint batches).
-
-    The ``edge_contributors`` rows of edges that ``second`` has none of are ``first``'s as
-    they are (both sorted by edge and contributor, as
-    :func:`~pipeline.coverage.edges.merge_edge_contributors` returns them): only the rows of
-    ``second``'s edges are merged, and the result is the merge of every row.
-    """
-    old = first.edge_contributors
-    again = np.isin(old["edge_id"].to_numpy(), second.edge_contributors["edge_id"].to_numpy())
-    merged = merge_edge_contributors(pd.concat([old[again], second.edge_contributors]))
-    rows = pd.concat([old[~again], merged], ignore_index=True)
-    order = np.argsort(rows["edge_id"].to_numpy(), kind="stable")
-    return StatePart(
-        union_pieces(pd.concat([first.edge_pieces, second.edge_pieces])),
-        rows.iloc[order].reset_index(drop=True),
-    )
+        write_part_edges(state_root, version, key, part.edge_pieces, totals, network)
 
 
 def _changed_cell_parts(
@@ -300,7 +276,7 @@ def apply_in_steps(
     state_root: Path,
     pointer: dict[str, Any],
     new_batches: list[tuple[Path, str]],
-    applied: set[str],
+    applied: pd.Series,
     merge_old: bool,
     network: Network,
     settings: CoverageSettings,
@@ -315,7 +291,7 @@ def apply_in_steps(
     new_batches
         The matched folders to apply, with their ids.
     applied
-        The ids of the trips applied before (skipped, so that they count once).
+        The ids of the trips applied before (skipped, so that they count once), in any order.
     merge_old
         Whether the partitions have tables to merge with (False on a first update).
     network, settings, version
@@ -355,7 +331,7 @@ def apply_in_steps(
 
 def _plan_steps(
     new_batches: list[tuple[Path, str]],
-    applied: set[str],
+    applied: pd.Series,
     network: Network,
     settings: CoverageSettings,
     step: int,
@@ -371,10 +347,10 @@ def _plan_steps(
     """
     plan = _Plan(rows=min(READ_ROWS, max(step, MIN_READ_ROWS)))
     per_part, sample = Counter[str](), []
-    seen = set(applied)
+    seen = [pa.array(applied, pa.string())]  # the trips applied before, and each batch's
     for matched_dir, batch_id in new_batches:
         counted = counted_trips(matched_dir, settings)
-        skipped = pa.array(sorted(seen), pa.string())
+        skipped = pa.concat_arrays(seen)
         unknown, example, again, trips = 0, None, set(), set()
         for chunk in _counted_chunks(matched_dir, counted, ["trip_id", "edge_id"], plan.rows):
             edge_ids = chunk.column("edge_id").to_numpy()
@@ -402,7 +378,7 @@ def _plan_steps(
                 f"batch {batch_id} ({matched_dir})", len(again), len(again | trips),
             )  # fmt: skip
         plan.counted[str(matched_dir)], plan.skipped[str(matched_dir)] = counted, skipped
-        seen |= trips
+        seen.append(pa.array(sorted(trips), pa.string()))
     total = sum(per_part.values())
     size = 0
     for key in sorted(per_part):

@@ -14,7 +14,7 @@ from pipeline.coverage.cell_reader import FRESHNESS_DAYS, MM_PER_KM
 from pipeline.coverage.cells import cell_polygons, parent_cells
 from pipeline.coverage.edge_reader import MS_PER_DAY
 from pipeline.coverage.edges import road_pieces
-from pipeline.coverage.grouping import aggregate_groups, count_distinct
+from pipeline.coverage.grouping import count_distinct
 from pipeline.coverage.intervals import overlap_with_runs
 from pipeline.coverage.state import CoverageState
 
@@ -40,24 +40,6 @@ def edge_totals(edge_trips: pd.DataFrame) -> pd.DataFrame:
         first_ms=("first_ms", "min"),
         last_ms=("last_ms", "max"),
     )
-
-
-def pair_totals(edge_contributors: pd.DataFrame) -> pd.DataFrame:
-    """Return :func:`edge_totals` of distinct (edge, contributor) rows (an edge's are counted).
-
-    The rows of a partition's ``edge_contributors``, one per edge and contributor: the same
-    figures as :func:`edge_totals`, without counting distinct strings.
-    """
-    totals = aggregate_groups(
-        edge_contributors.assign(contributors=np.ones(len(edge_contributors), dtype="int64")),
-        ["edge_id"],
-        passes=("passes", "sum"),
-        contributors=("contributors", "sum"),
-        driven_mm=("driven_mm", "sum"),
-        first_ms=("first_ms", "min"),
-        last_ms=("last_ms", "max"),
-    )
-    return totals.set_index("edge_id")
 
 
 def edge_table(

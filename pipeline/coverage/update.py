@@ -16,12 +16,15 @@ then kept by partition, see :mod:`pipeline.coverage.rollup`).
 
 What an update reads of ``state/``: ``CURRENT.json``; the rollup's tables
 (:data:`~pipeline.coverage.rollup.ROLLUP_TABLES`, ``rollup/<rollup>/``); the ``edge_pieces``
-and ``edge_contributors`` of the partitions its batch touches (``parts/<key>/<parts[key]>/``);
+and edge totals of the partitions its batch touches (``parts/<key>/<parts[key]>/``), and of
+their ``edge_contributors`` runs the rows of its batch's edges alone
+(:mod:`pipeline.coverage.contributor_runs`);
 the ``road_cover`` and ``cell_contributors`` of the partitions whose cells it changes
 (``parts/<key>/<cell_parts[key]>/``); the ``driven`` table of the updates of the week before
 its as-of time (``trips/<generation>/``). It writes the same files of these partitions, and
 their edge and cell coverage, as its own version, a new rollup, its trips' tables and the
-pointer.
+pointer. The first update of a state whose partitions keep their ``edge_contributors`` in
+one file writes every partition again with runs (:func:`_migrate_parts`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import pyarrow.parquet as pq
 from pipeline.config import CoverageSettings
 from pipeline.contracts import MATCHED_SEGMENTS
 from pipeline.coverage.partitions import Network, load_network, parent_array
-from pipeline.coverage.pointer import CELL_LAYOUT, COVER_LAYOUT, EDGE_LAYOUT
+from pipeline.coverage.pointer import CELL_LAYOUT, CONTRIBUTOR_LAYOUT, COVER_LAYOUT, EDGE_LAYOUT
 from pipeline.coverage.region_tables import (
     write_cell_parts,
     write_coarse_cells,
@@ -75,6 +78,7 @@ from pipeline.coverage.state import (
     empty_state,
     latest_ms,
     merge_states,
+    migrate_part,
     read_cell_rows,
     read_rollup,
     read_state,
@@ -156,11 +160,12 @@ def update_coverage(
     if not rebuild or not pointer:  # a partitioned state, or none yet
         rollup = _read_rollup(state_root, pointer, migrate) if pointer else empty_rollup(network)
         parts, trips = dict(pointer.get("parts") or {}), dict(pointer.get("trips") or {})
-        applied = set(rollup["trips"]["trip_id"])
+        applied_ids = rollup["trips"]["trip_id"]
         if new_batches:
             stepped = apply_in_steps(
-                state_root, pointer, new_batches, applied, bool(parts), network, settings, version
-            )
+                state_root, pointer, new_batches, applied_ids, bool(parts), network, settings,
+                version,
+            )  # fmt: skip
     else:  # unpartitioned, or partitioned otherwise: all of it is applied again, partitioned
         whole = read_state(state_root)
         rollup, parts, trips = empty_rollup(network), {}, {}
@@ -175,7 +180,7 @@ def update_coverage(
     if changed:
         if stepped is None:  # at once: a state partitioned again, or a batch of which none counts
             if batch is None:
-                batch = _batch_state(new_batches, applied, network, settings)
+                batch = _batch_state(new_batches, set(applied_ids), network, settings)
             stepped = _apply(state_root, pointer, batch, parts, network, version)
         rollup, touched = _updated(rollup, stepped, parts, state_root, network, version)
         trips[version] = stepped.latest_ms
@@ -195,11 +200,13 @@ def update_coverage(
     coarse = _coarse_cells(network, rollup, as_of_ms)
     write_coarse_cells(state_root / ROLLUP_DIR / version, coarse, network.partition_resolution)
     if changed or migrate:
+        if pointer.get("contributor_layout") != CONTRIBUTOR_LAYOUT:
+            _migrate_parts(state_root, pointer, parts, version)
         pointer = {
             "version": version, "batches": batches, "roads": roads, "parts": parts,
             "trips": trips, "partitioning": network.partition_resolution, "rollup": version,
             "edge_layout": EDGE_LAYOUT, "cell_parts": cell_parts, "cell_layout": CELL_LAYOUT,
-            "cover_layout": COVER_LAYOUT,
+            "cover_layout": COVER_LAYOUT, "contributor_layout": CONTRIBUTOR_LAYOUT,
         }  # fmt: skip
         commit_pointer(state_root, pointer, current_pointer(state_root))
     driven = _summary_driven(state_root, pointer, rollup, as_of_ms)
@@ -280,6 +287,25 @@ def _updated(
     parts.update(dict.fromkeys(done.keys, version))
     updated = updated_rollup(rollup, done.keys, done.rows, batch.cells, batch.trip_ids, done.driven)
     return {**rollup, **updated}, done.cell_parts
+
+
+def _migrate_parts(
+    state_root: Path, pointer: dict[str, Any], parts: dict[str, str], version: str
+) -> None:
+    """Write the partitions ``parts`` names of the layout before runs in this one, as ``version``.
+
+    Once, by the first update of a state of that layout: the partitions it wrote are of
+    this layout already; ``parts`` is updated in place with those written.
+    """
+    migrated = [
+        key
+        for key in sorted(key for key, generation in parts.items() if generation != version)
+        if migrate_part(state_root, pointer, key, version)
+    ]
+    parts.update(dict.fromkeys(migrated, version))
+    if migrated:
+        log.info("coverage: %s: %d partitions' edge_contributors written as runs", state_root,
+                 len(migrated))  # fmt: skip
 
 
 def counted_segments(

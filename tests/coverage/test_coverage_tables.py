@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.coverage.cells import edge_cell_runs
-from pipeline.coverage.edges import canonical_edges, merge_edge_trips
+from pipeline.coverage.edges import canonical_edges, merge_edge_trips, pair_totals
 from pipeline.coverage.intervals import union_pieces
 from pipeline.coverage.state import (
     empty_state,
@@ -20,7 +20,7 @@ from pipeline.coverage.state import (
     write_state,
 )
 from pipeline.coverage.summary import coverage_summary
-from pipeline.coverage.tables import cell_coverage, edge_coverage, pair_totals
+from pipeline.coverage.tables import cell_coverage, edge_coverage
 from pipeline.roads import build_roads, read_edges
 
 AS_OF = pd.Timestamp("2026-11-01T00:00:00Z")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -20,10 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import load_config
+from pipeline.coverage.contributor_runs import has_runs, list_runs
 from pipeline.coverage.edge_reader import read_edge_table
 from pipeline.coverage.stage import compute_coverage
-from pipeline.coverage.state import StatePart, empty_state
-from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, _merge_parts, step_segments
+from pipeline.coverage.state import read_parts
+from pipeline.coverage.steps import BYTES_PER_SEGMENT, SCRATCH_PREFIX, step_segments
+from pipeline.io import write_frame
 from pipeline.roads import read_edges
 from tests.builders import full_drives, write_matched_batch
 
@@ -155,29 +158,6 @@ def test_the_scratch_of_a_killed_update_is_removed_by_the_next(
 PAIRS = ["edge_id", "contributor_id", "passes", "driven_mm", "first_ms", "last_ms"]
 
 
-def test_a_partitions_contributors_merged_edge_by_edge_are_every_rows_merge() -> None:
-    """Only the batch's edges' rows are merged; the others are kept, in edge order."""
-    old = pd.DataFrame(
-        [
-            (1, "a", 1, 10, 5, 9),
-            (1, "b", 2, 20, 6, 9),
-            (2, "a", 3, 30, 7, 9),
-            (3, "c", 4, 40, 8, 9),
-        ],
-        columns=PAIRS,
-    )
-    new = pd.DataFrame([(1, "a", 1, 5, 1, 30), (3, "d", 1, 5, 20, 30)], columns=PAIRS)
-    no_pieces = empty_state().edge_pieces
-    merged = _merge_parts(StatePart(no_pieces, old), StatePart(no_pieces, new))
-    assert list(merged.edge_contributors.itertuples(index=False, name=None)) == [
-        (1, "a", 2, 15, 1, 30),  # a's passes and mm summed, first and last times of both
-        (1, "b", 2, 20, 6, 9),
-        (2, "a", 3, 30, 7, 9),
-        (3, "c", 4, 40, 8, 9),
-        (3, "d", 1, 5, 20, 30),
-    ]
-
-
 def _shared_edge_batches(roads: Path, folder: Path, count: int) -> list[tuple[Path, pd.DataFrame]]:
     """``count`` batches of 20 trips of 3 edges each, over 25 Monaco edges they all share.
 
@@ -238,3 +218,114 @@ def test_an_update_in_batches_keeps_the_edge_totals_of_every_batch(
     by_three = read_edge_table(apart).to_pandas().drop(columns="age_days")
     by_one = read_edge_table(at_once).to_pandas().drop(columns="age_days")
     pd.testing.assert_frame_equal(by_three, by_one)
+    drives = pd.concat([drives for _, drives in made], ignore_index=True)
+    for folder in (apart, at_once):
+        _check_contributor_rows(folder, drives)
+
+
+def _check_contributor_rows(folder: Path, drives: pd.DataFrame) -> None:
+    """The partitions' ``edge_contributors`` are the drives' rows by (edge, contributor).
+
+    Their runs are merged on the way: each run at least twice as long as the next.
+    """
+    state = folder / "state"
+    pointer = json.loads((state / "CURRENT.json").read_text())
+    assert pointer["contributor_layout"] == 1
+    for key, generation in pointer["parts"].items():
+        lengths = [run.rows for run in list_runs(state / "parts" / key / generation)]
+        assert all(older >= 2 * newer for older, newer in itertools.pairwise(lengths))
+    parts = read_parts(state, pointer, set(pointer["parts"]))
+    rows = pd.concat([part.edge_contributors for part in parts.values()], ignore_index=True)
+    rows = rows.sort_values(["edge_id", "contributor_id"], ignore_index=True)
+    expected = (
+        drives.groupby(["edge_id", "contributor_id"], as_index=False)
+        .agg(passes=("trip_id", "size"), driven_m=("length_m", "sum"),
+             first_seen=("entered_at", "min"), last_seen=("exited_at", "max"))
+        .sort_values(["edge_id", "contributor_id"], ignore_index=True)
+    )  # fmt: skip
+    assert rows[["edge_id", "contributor_id"]].values.tolist() == (
+        expected[["edge_id", "contributor_id"]].values.tolist()
+    )
+    assert rows["passes"].tolist() == expected["passes"].tolist()
+    assert np.allclose(rows["driven_mm"] / 1000, expected["driven_m"], atol=1e-3 * 12)
+    first = expected["first_seen"].dt.as_unit("ms").astype("int64")
+    last = expected["last_seen"].dt.as_unit("ms").astype("int64")
+    assert rows["first_ms"].tolist() == first.tolist()
+    assert rows["last_ms"].tolist() == last.tolist()
+
+
+def _part_folder(folder: Path, key: str) -> Path:
+    pointer = json.loads((folder / "state" / "CURRENT.json").read_text())
+    return folder / "state" / "parts" / key / pointer["parts"][key]
+
+
+@pytest.mark.shared_data
+def test_an_update_of_new_edges_keeps_the_partitions_runs_before(
+    roads: Path, network: Path, tmp_path: Path
+) -> None:
+    """A small batch on edges no one drove writes their rows alone; the runs before are links.
+
+    The partition's run before (the first update's rows) is the same file (inode) in the new
+    generation, and the edges' totals are the first update's and the second's.
+    """
+    made = _shared_edge_batches(roads, tmp_path, 1)
+    folder = run(roads, network, [[made[0][0]]], tmp_path / "coverage", ONE_STEP)
+    state = folder / "state"
+    pointer = json.loads((state / "CURRENT.json").read_text())
+    sizes = {key: list_runs(_part_folder(folder, key)) for key in pointer["parts"]}
+    key = max(sizes, key=lambda name: sum(run.rows for run in sizes[name]))
+    before = _part_folder(folder, key)
+    table = pd.read_parquet(before / "edge_coverage.parquet")
+    undriven = table.loc[table["passes"] == 0, "edge_id"].to_numpy()[:1]
+    edges = read_edges(roads)
+    picked = edges.set_index("edge_id").loc[undriven].reset_index()
+    drives = full_drives(picked, ["new-trip"], [5], WHEN).assign(
+        length_m=picked["length_m"].to_numpy()
+    )
+    batch = write_matched_batch(tmp_path / "m-new", edges, drives, roads_dir=roads)
+    compute_coverage(roads, [batch], folder, ONE_STEP)
+    after = _part_folder(folder, key)
+    assert after != before
+    runs = list_runs(after)
+    assert runs[:-1] == sizes[key] and runs[-1].rows == 1
+    for old in sizes[key]:
+        assert (after / old.name).stat().st_ino == (before / old.name).stat().st_ino
+    _check_totals(folder, _expected_totals(pd.concat([made[0][1], drives], ignore_index=True)))
+
+
+def _as_layout_before_runs(folder: Path) -> None:
+    """Rewrite a coverage folder's partitions as the layout before runs wrote them."""
+    state = folder / "state"
+    pointer = json.loads((state / "CURRENT.json").read_text())
+    for key, part in read_parts(state, pointer, set(pointer["parts"])).items():
+        generation = state / "parts" / key / pointer["parts"][key]
+        write_frame(part.edge_contributors, generation / "edge_contributors.parquet")
+        for name in ("edge_contributors.json", "edge_totals.parquet"):
+            (generation / name).unlink()
+        for path in generation.glob("edge_contributors-*.arrow"):
+            path.unlink()
+    del pointer["contributor_layout"]
+    (state / "CURRENT.json").write_text(json.dumps(pointer))
+
+
+@pytest.mark.shared_data
+def test_a_state_of_the_layout_before_runs_is_migrated_once(
+    roads: Path, network: Path, tmp_path: Path
+) -> None:
+    """Its next update writes every partition with runs: the outputs of a state of runs."""
+    made = _shared_edge_batches(roads, tmp_path, 2)
+    old = run(roads, network, [[made[0][0]]], tmp_path / "old", ONE_STEP)
+    _as_layout_before_runs(old)
+    compute_coverage(roads, [made[1][0]], old, ONE_STEP)
+    new = run(roads, network, [[made[0][0]], [made[1][0]]], tmp_path / "new", ONE_STEP)
+    pointer = json.loads((old / "state" / "CURRENT.json").read_text())
+    assert pointer["contributor_layout"] == 1
+    for key in pointer["parts"]:
+        assert not (_part_folder(old, key) / "edge_contributors.parquet").exists()
+        assert has_runs(_part_folder(old, key))
+    pd.testing.assert_frame_equal(
+        read_edge_table(old).to_pandas(), read_edge_table(new).to_pandas()
+    )
+    assert (old / "summary.json").read_bytes() == (new / "summary.json").read_bytes()
+    drives = pd.concat([drives for _, drives in made], ignore_index=True)
+    _check_contributor_rows(old, drives)
