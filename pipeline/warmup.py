@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import aot
 from pipeline.config import Settings, load_config
+from pipeline.jit import dispatcher_of
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +58,41 @@ def warm_up(config: Settings | None = None, work_dir: Path | None = None) -> dic
     """
     config = config or load_config()
     start = time.perf_counter()
-    if work_dir is None:
-        with tempfile.TemporaryDirectory(prefix="roadcover-warmup-") as folder:
-            run_sample_stages(Path(folder), config)
-    else:
-        run_sample_stages(work_dir, config)
-    summary = {**kernel_signatures(), "seconds": round(time.perf_counter() - start, 1)}
+    with aot.disabled():  # every kernel through numba, compiled for the stages' argument types
+        if work_dir is None:
+            with tempfile.TemporaryDirectory(prefix="roadcover-warmup-") as folder:
+                run_sample_stages(Path(folder), config)
+        else:
+            run_sample_stages(work_dir, config)
+    module = build_aot_module()
+    summary = {
+        **kernel_signatures(),
+        "aot_module": str(module) if module else None,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     log.info(
-        "warmup: %d kernels, %d signatures, cached in %s, %.1f s",
+        "warmup: %d kernels, %d signatures, cached in %s, ahead-of-time module %s, %.1f s",
         summary["kernels"],
         summary["signatures"],
         ", ".join(summary["cache_dirs"]) or "nothing (no writable cache folder)",
+        summary["aot_module"] or "not built",
         summary["seconds"],
     )
     return summary
+
+
+def build_aot_module() -> Path | None:
+    """Compile the snap stage's kernels ahead of time (:mod:`pipeline.aot`); the module's path.
+
+    For the argument types the sample's stages called them with (run before this).
+    """
+    import importlib
+
+    dispatchers = {
+        name: dispatcher_of(getattr(importlib.import_module(module), name))
+        for module, name in aot.AOT_KERNELS
+    }
+    return aot.build(dispatchers)
 
 
 def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:
