@@ -665,7 +665,9 @@ def run(config_path: Path | None, cores: int, snakemake_args: tuple[str, ...]) -
 def warmup(config_path: Path | None) -> None:
     """Compile the stages' kernels into numba's cache (NUMBA_CACHE_DIR), so no stage compiles.
 
-    Runs the simulator and the matcher on a small street grid in a temporary folder.
+    Runs the simulator and the matcher on a small street grid in a temporary folder, then
+    compiles the snap stage's kernels ahead of time into the same folder (``roadcover snap``
+    then runs without numba).
     """
     from pipeline.config import load_config
     from pipeline.warmup import warm_up

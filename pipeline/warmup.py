@@ -5,7 +5,9 @@ all the signatures the stages use is to run the stages: the warm-up builds a sma
 (:func:`write_grid_osm`), simulates a fleet on it, ingests and matches the traces, in a
 temporary folder and in this process. Afterwards a fresh process (a stage, a Dask worker)
 loads the machine code from the cache instead of compiling it (see :mod:`pipeline.jit` for
-where the cache is). ``make install`` and the container image run it.
+where the cache is). Then it compiles the snap stage's kernels ahead of time, for the
+argument types the sample's stage called them with, into an extension module beside the
+cache (:mod:`pipeline.aot`). ``make install`` and the container image run it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,7 @@ from pipeline.jit import dispatcher_of
 log = logging.getLogger(__name__)
 
 # the modules holding the stages' kernels (the UBODT builder is not used by the stages)
-KERNEL_MODULES = (
-    "pipeline.simulate.drive_kernels",
-    "pipeline.snap.batch_kernels",
-    "pipeline.snap.graph_kernels",
-    "pipeline.snap.group_stats",
-    "pipeline.snap.hmm_kernels",
-    "pipeline.snap.route_kernels",
-    "pipeline.snap.ubodt_kernels",
-)
+KERNEL_MODULES = ("pipeline.simulate.drive_kernels", *aot.SOURCE_MODULES)
 GRID_SIZE = 8  # streets each way
 GRID_STEP_DEG = (0.0015, 0.003)  # (lat, lon): about 167 m each way at 60° N
 GRID_ORIGIN = (60.17, 24.94)
