@@ -18,7 +18,7 @@ import pytest
 
 import pipeline
 from pipeline import aot
-from pipeline.jit import cached_njit
+from pipeline.jit import cached_njit, dispatcher_of
 
 REPO = Path(pipeline.__file__).resolve().parent.parent
 F8_C = ["array", "<f8", 1, "C", True]  # float64, one dimension, C-contiguous, writable
@@ -118,7 +118,7 @@ def test_a_kernel_of_more_than_one_signature_is_not_built(
     assert twice(2) == 4 and twice(2.5) == 5.0  # two signatures
     monkeypatch.setattr(aot, "module_dirs", lambda: [tmp_path / aot.FOLDER])
     with caplog.at_level(logging.WARNING, logger=aot.__name__):
-        assert aot.build({"twice": twice.dispatcher}) is None
+        assert aot.build({"twice": dispatcher_of(twice)}) is None
     assert "not compiled ahead of time" in caplog.text
     assert not list((tmp_path / aot.FOLDER).glob(f"{aot.MODULE_PREFIX}*"))
 
