@@ -46,6 +46,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class LazyKernel:
     @property
     def dispatcher(self) -> Any:
         """The numba dispatcher (numba imported and every lazy kernel's made, the first time)."""
-        if self.made is None:
+        if not _NUMBA_LOADED:  # set once every dispatcher is made and in place
             load_numba()
         return self.made
 
@@ -108,6 +109,7 @@ def dispatcher_of(kernel: Any) -> Any:
 
 _LAZY: list[LazyKernel] = []  # the kernels declared while numba was not loaded
 _NUMBA_LOADED = False
+_LOADING = threading.Lock()
 
 
 def load_numba() -> None:
@@ -118,11 +120,16 @@ def load_numba() -> None:
     not); kernels declared from then on are dispatchers at once.
     """
     global _NUMBA_LOADED
-    if _NUMBA_LOADED:
-        return
+    with _LOADING:  # the first calls of two threads (a Dask worker's) make them once
+        if not _NUMBA_LOADED:
+            _make_dispatchers()
+            _NUMBA_LOADED = True
+
+
+def _make_dispatchers() -> None:
+    """Make the lazy kernels' dispatchers and put them in their modules in their place."""
     for kernel in _LAZY:
         kernel.made = _dispatcher(kernel.py_func, kernel.depends_on, kernel.options)
-    _NUMBA_LOADED = True
     made = {id(kernel): kernel.made for kernel in _LAZY}
     for namespace in {id(k.py_func.__globals__): k.py_func.__globals__ for k in _LAZY}.values():
         for name, value in list(namespace.items()):
