@@ -23,6 +23,9 @@ RUN python -m pip install --no-cache-dir "$(ls /tmp/dist/roadcover-*.whl)[cluste
 # the kernels compiled once, into a cache every container (and Dask worker) of the image reads:
 # a fresh process compiles nothing (docs/workflow.md). numba reads only a cache folder it may
 # write to, so it is writable by whatever user the containers run as
+# (the snap stage's kernels compiled ahead of time need a C compiler, which this slim image
+# lacks, and the build machine's CPU model: without them the warm-up says so and `snap` loads
+# its kernels from numba's cache, pipeline/aot.py)
 ENV NUMBA_CACHE_DIR=/opt/roadcover/numba-cache
 RUN mkdir -p "$NUMBA_CACHE_DIR" && roadcover warmup && chmod -R a+rwX "$NUMBA_CACHE_DIR"
 RUN mkdir /tmp/empty && cd /tmp/empty \

@@ -422,6 +422,8 @@ def snap(
         import pipeline.storage  # noqa: F401  (the staging of the command's locations)
         from pipeline.config import load_config
 
+        _numba_unless_compiled_ahead()
+
     config = load_config(config_path)
     if workers is not None:
         config = replace(config, snap=replace(config.snap, workers=workers))
@@ -478,6 +480,19 @@ def _imports_out_of_collection() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def _numba_unless_compiled_ahead() -> None:
+    """Import numba now (with what it hides), unless the stage's kernels are compiled ahead.
+
+    With the ahead-of-time module of the snap stage's kernels (:mod:`pipeline.aot`) the
+    command never imports numba; without it, numba is imported here rather than at the first
+    kernel call, so as the command's other modules are (:func:`_hidden_from_numba`).
+    """
+    from pipeline import aot, jit
+
+    if aot.loaded_module() is None:
+        jit.load_numba()
 
 
 NUMBA_CONFIG_FILE = ".numba_config.yaml"  # numba's own config file, read from the working folder
@@ -650,7 +665,9 @@ def run(config_path: Path | None, cores: int, snakemake_args: tuple[str, ...]) -
 def warmup(config_path: Path | None) -> None:
     """Compile the stages' kernels into numba's cache (NUMBA_CACHE_DIR), so no stage compiles.
 
-    Runs the simulator and the matcher on a small street grid in a temporary folder.
+    Runs the simulator and the matcher on a small street grid in a temporary folder, then
+    compiles the snap stage's kernels ahead of time into the same folder (``roadcover snap``
+    then runs without numba).
     """
     from pipeline.config import load_config
     from pipeline.warmup import warm_up

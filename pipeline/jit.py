@@ -26,6 +26,14 @@ only compiling needs (:class:`_KernelCache`): a process loads the three kernels 
 stage in about 0.1 s of CPU instead of 0.23 s. Numba's extensions, also needed only to
 compile, are likewise loaded by its compiler only (:func:`_extensions_when_compiling`).
 
+Numba itself (about 0.1 s of CPU to import) is imported only when a kernel is first called, or
+its dispatcher asked for: :func:`cached_njit` gives a :class:`LazyKernel`, and the first one
+called makes the numba dispatchers of all of them (:func:`load_numba`). A kernel marked
+``aot=True`` is called from the ahead-of-time compiled module that ``roadcover warmup`` builds
+(:mod:`pipeline.aot`) when there is one for these sources and its arguments are of the types
+it was compiled for, so a process that calls only such kernels (``roadcover snap``) never
+imports numba.
+
 A small kernel called in an inner loop of another (once per Viterbi step, per heap
 operation) is compiled ``inline="always"``: numba then inlines it where it is called instead
 of calling it with every array of its arguments, which makes the snap stage's matching about a
@@ -38,13 +46,12 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from numba import njit
-from numba.core import caching
-from numba.core.runtime import rtsys
+from pipeline import aot
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +62,94 @@ NO_LOCATOR = "no locator available"
 Function = Callable[..., Any]
 
 
+class LazyKernel:
+    """A kernel whose numba dispatcher is made when first needed (numba imported then).
+
+    Called, it runs the ahead-of-time compiled kernel when it is marked ``aot`` and
+    :func:`pipeline.aot.aot_kernel` has one for its arguments, else its dispatcher. Any other
+    attribute is the dispatcher's.
+    """
+
+    def __init__(
+        self, py_func: Function, depends_on: tuple[str, ...], options: dict[str, Any], aot: bool
+    ) -> None:
+        self.py_func = py_func
+        self.depends_on = depends_on
+        self.options = options
+        self.aot = aot
+        self.made: Any = None  # the numba dispatcher, once made
+        functools.update_wrapper(self, py_func)
+
+    def __call__(self, *args: Any) -> Any:
+        """Run the kernel: compiled ahead of time if it can be, else with numba."""
+        if self.aot:
+            compiled = aot.aot_kernel(self.py_func.__name__, args)
+            if compiled is not None:
+                return compiled(*args)
+        return self.dispatcher(*args)
+
+    @property
+    def dispatcher(self) -> Any:
+        """The numba dispatcher (numba imported and every lazy kernel's made, the first time)."""
+        if not _NUMBA_LOADED:  # set once every dispatcher is made and in place
+            load_numba()
+        return self.made
+
+    def __getattr__(self, name: str) -> Any:
+        """Return the dispatcher's attribute (``signatures``, ``stats``, ``py_func``...)."""
+        if name == "made":  # not set yet (copies, pickles): no dispatcher
+            raise AttributeError(name)
+        return getattr(self.dispatcher, name)
+
+
+def dispatcher_of(kernel: Any) -> Any:
+    """Return the numba dispatcher of a kernel of :func:`cached_njit` (numba loaded)."""
+    return kernel.dispatcher if isinstance(kernel, LazyKernel) else kernel
+
+
+_LAZY: list[LazyKernel] = []  # the kernels declared while numba was not loaded
+_NUMBA_LOADED = False
+_LOADING = threading.Lock()
+
+
+def load_numba() -> None:
+    """Make the dispatchers of every :class:`LazyKernel` declared so far (numba imported).
+
+    The kernels' modules then hold the dispatchers in place of the lazy kernels, so numba finds
+    dispatchers among the globals of a kernel it compiles (a kernel calling another, inlined or
+    not); kernels declared from then on are dispatchers at once.
+    """
+    global _NUMBA_LOADED
+    with _LOADING:  # the first calls of two threads (a Dask worker's) make them once
+        if not _NUMBA_LOADED:
+            _make_dispatchers()
+            _NUMBA_LOADED = True
+
+
+def _make_dispatchers() -> None:
+    """Make the lazy kernels' dispatchers and put them in their modules in their place."""
+    for kernel in _LAZY:
+        kernel.made = _dispatcher(kernel.py_func, kernel.depends_on, kernel.options)
+    made = {id(kernel): kernel.made for kernel in _LAZY}
+    for namespace in {id(k.py_func.__globals__): k.py_func.__globals__ for k in _LAZY}.values():
+        for name, value in list(namespace.items()):
+            if isinstance(value, LazyKernel) and id(value) in made:
+                namespace[name] = made[id(value)]
+    _LAZY.clear()
+
+
 def cached_njit(
-    function: Function | None = None, /, depends_on: tuple[str, ...] = (), **options: Any
+    function: Function | None = None,
+    /,
+    depends_on: tuple[str, ...] = (),
+    aot: bool = False,
+    **options: Any,
 ) -> Any:
     """``numba.njit(cache=True, **options)``, or without the cache where none can be written.
 
     Use as ``@cached_njit``, ``@cached_njit(inline="always")`` or
-    ``@cached_njit(depends_on=("pipeline.snap.hmm_kernels",))``.
+    ``@cached_njit(depends_on=("pipeline.snap.hmm_kernels",))``. The dispatcher is made when
+    the kernel is first used (:class:`LazyKernel`), at once if numba is loaded already.
 
     Parameters
     ----------
@@ -70,26 +158,43 @@ def cached_njit(
     depends_on
         Modules (dotted names) whose kernels this one calls: the cached machine code is
         renewed when their source changes too, not only the function's own file.
+    aot
+        Call the kernel from the ahead-of-time compiled module when there is one
+        (:mod:`pipeline.aot`; only for kernels listed in :data:`pipeline.aot.AOT_KERNELS`).
     **options
         Further options of :func:`numba.njit`.
 
     Returns
     -------
-    The numba dispatcher, or a decorator making one.
+    The kernel (a :class:`LazyKernel` or numba's dispatcher), or a decorator making one.
     """
 
     def decorate(py_func: Function) -> Any:
-        dispatcher = njit(cache=False, **options)(py_func)
-        dispatcher._compilation_chain_init_hook = _extensions_when_compiling
-        try:
-            dispatcher._cache = _kernel_cache(py_func, depends_on)  # as cache=True, see there
-        except RuntimeError as exc:
-            if NO_LOCATOR not in str(exc):
-                raise
-            _warn_uncached()
-        return dispatcher
+        if _NUMBA_LOADED and not aot:
+            return _dispatcher(py_func, depends_on, options)
+        kernel = LazyKernel(py_func, depends_on, options, aot)
+        if _NUMBA_LOADED:
+            kernel.made = _dispatcher(py_func, depends_on, options)
+        else:
+            _LAZY.append(kernel)
+        return kernel
 
     return decorate if function is None else decorate(function)
+
+
+def _dispatcher(py_func: Function, depends_on: tuple[str, ...], options: dict[str, Any]) -> Any:
+    """Return numba's dispatcher of ``py_func``, with its on-disk cache where one can be written."""
+    from numba import njit
+
+    dispatcher = njit(cache=False, **options)(py_func)
+    dispatcher._compilation_chain_init_hook = _extensions_when_compiling
+    try:
+        dispatcher._cache = _kernel_cache(py_func, depends_on)  # as cache=True, see there
+    except RuntimeError as exc:
+        if NO_LOCATOR not in str(exc):
+            raise
+        _warn_uncached()
+    return dispatcher
 
 
 def _extensions_when_compiling() -> None:
@@ -104,27 +209,35 @@ def _extensions_when_compiling() -> None:
     """
 
 
-class _KernelCache(caching.FunctionCache):
-    """Numba's on-disk cache of a kernel (what ``cache=True`` gives), loaded at less cost.
+@functools.cache
+def _kernel_cache_class() -> type[Any]:
+    """Return the class of the kernels' on-disk cache (numba imported)."""
+    from numba.core import caching
+    from numba.core.runtime import rtsys
 
-    Loading a kernel's machine code from the cache needs numba's runtime (the kernels
-    allocate arrays through it), not the compiler's registries of every type and function
-    numba knows, which numba's own cache loads first (``target_context.refresh()``: about
-    0.2 s of CPU at a process's first cached kernel, of which the modules that the cached code
-    refers to, imported all the same, are a third). Here the runtime alone is started before a
-    load; a kernel that is not in the cache is compiled as before, and numba's compiler loads
-    the registries then.
-    """
+    class KernelCache(caching.FunctionCache):
+        """Numba's on-disk cache of a kernel (what ``cache=True`` gives), loaded at less cost.
 
-    def load_overload(self, sig: Any, target_context: Any) -> Any:
-        """Return the cached compile result of ``sig``, or None if there is none."""
-        rtsys.initialize(target_context)  # what refresh() starts before the registries
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
-        return None  # the guard swallowed an I/O error (on Windows): a miss, compiled anew
+        Loading a kernel's machine code from the cache needs numba's runtime (the kernels
+        allocate arrays through it), not the compiler's registries of every type and function
+        numba knows, which numba's own cache loads first (``target_context.refresh()``: about
+        0.2 s of CPU at a process's first cached kernel, of which the modules that the cached
+        code refers to, imported all the same, are a third). Here the runtime alone is started
+        before a load; a kernel that is not in the cache is compiled as before, and numba's
+        compiler loads the registries then.
+        """
+
+        def load_overload(self, sig: Any, target_context: Any) -> Any:
+            """Return the cached compile result of ``sig``, or None if there is none."""
+            rtsys.initialize(target_context)  # what refresh() starts before the registries
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+            return None  # the guard swallowed an I/O error (on Windows): a miss, compiled anew
+
+    return KernelCache
 
 
-def _kernel_cache(py_func: Function, modules: tuple[str, ...]) -> caching.FunctionCache:
+def _kernel_cache(py_func: Function, modules: tuple[str, ...]) -> Any:
     """Return the cache of ``py_func``, whose source stamp also covers the modules' sources.
 
     Numba stamps a kernel's cache index with a hash of the kernel's own source file and
@@ -137,8 +250,11 @@ def _kernel_cache(py_func: Function, modules: tuple[str, ...]) -> caching.Functi
     RuntimeError
         Numba's, when no cache folder can be written (its message holds :data:`NO_LOCATOR`).
     """
+    from numba.core import caching
+
+    kernel_cache = _kernel_cache_class()
     if not modules:
-        return _KernelCache(py_func)
+        return kernel_cache(py_func)
     files = tuple(_module_file(name) for name in modules)
 
     def stamped(locator: type[object]) -> type[object]:
@@ -153,8 +269,8 @@ def _kernel_cache(py_func: Function, modules: tuple[str, ...]) -> caching.Functi
             stamped(c) for c in caching.CompileResultCacheImpl._locator_classes
         ]
 
-    class Cache(_KernelCache):
-        _impl_class = Impl  # type: ignore[assignment]  # numba declares None, then a class
+    class Cache(kernel_cache):  # type: ignore[valid-type, misc]
+        _impl_class = Impl
 
     return Cache(py_func)
 

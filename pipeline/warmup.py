@@ -5,7 +5,9 @@ all the signatures the stages use is to run the stages: the warm-up builds a sma
 (:func:`write_grid_osm`), simulates a fleet on it, ingests and matches the traces, in a
 temporary folder and in this process. Afterwards a fresh process (a stage, a Dask worker)
 loads the machine code from the cache instead of compiling it (see :mod:`pipeline.jit` for
-where the cache is). ``make install`` and the container image run it.
+where the cache is). Then it compiles the snap stage's kernels ahead of time, for the
+argument types the sample's stage called them with, into an extension module beside the
+cache (:mod:`pipeline.aot`). ``make install`` and the container image run it.
 """
 
 from __future__ import annotations
@@ -19,20 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import aot
 from pipeline.config import Settings, load_config
+from pipeline.jit import dispatcher_of
 
 log = logging.getLogger(__name__)
 
 # the modules holding the stages' kernels (the UBODT builder is not used by the stages)
-KERNEL_MODULES = (
-    "pipeline.simulate.drive_kernels",
-    "pipeline.snap.batch_kernels",
-    "pipeline.snap.graph_kernels",
-    "pipeline.snap.group_stats",
-    "pipeline.snap.hmm_kernels",
-    "pipeline.snap.route_kernels",
-    "pipeline.snap.ubodt_kernels",
-)
+KERNEL_MODULES = ("pipeline.simulate.drive_kernels", *aot.SOURCE_MODULES)
 GRID_SIZE = 8  # streets each way
 GRID_STEP_DEG = (0.0015, 0.003)  # (lat, lon): about 167 m each way at 60° N
 GRID_ORIGIN = (60.17, 24.94)
@@ -56,20 +52,41 @@ def warm_up(config: Settings | None = None, work_dir: Path | None = None) -> dic
     """
     config = config or load_config()
     start = time.perf_counter()
-    if work_dir is None:
-        with tempfile.TemporaryDirectory(prefix="roadcover-warmup-") as folder:
-            run_sample_stages(Path(folder), config)
-    else:
-        run_sample_stages(work_dir, config)
-    summary = {**kernel_signatures(), "seconds": round(time.perf_counter() - start, 1)}
+    with aot.disabled():  # every kernel through numba, compiled for the stages' argument types
+        if work_dir is None:
+            with tempfile.TemporaryDirectory(prefix="roadcover-warmup-") as folder:
+                run_sample_stages(Path(folder), config)
+        else:
+            run_sample_stages(work_dir, config)
+    module = build_aot_module()
+    summary = {
+        **kernel_signatures(),
+        "aot_module": str(module) if module else None,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     log.info(
-        "warmup: %d kernels, %d signatures, cached in %s, %.1f s",
+        "warmup: %d kernels, %d signatures, cached in %s, ahead-of-time module %s, %.1f s",
         summary["kernels"],
         summary["signatures"],
         ", ".join(summary["cache_dirs"]) or "nothing (no writable cache folder)",
+        summary["aot_module"] or "not built",
         summary["seconds"],
     )
     return summary
+
+
+def build_aot_module() -> Path | None:
+    """Compile the snap stage's kernels ahead of time (:mod:`pipeline.aot`); the module's path.
+
+    For the argument types the sample's stages called them with (run before this).
+    """
+    import importlib
+
+    dispatchers = {
+        name: dispatcher_of(getattr(importlib.import_module(module), name))
+        for module, name in aot.AOT_KERNELS
+    }
+    return aot.build(dispatchers)
 
 
 def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:

@@ -19,6 +19,7 @@ import pytest
 from dask.distributed import Client
 
 import pipeline
+from pipeline import aot
 from pipeline.config import load_config
 from pipeline.coverage.stage import compute_coverage
 from pipeline.parallel import shared_local_cluster
@@ -38,7 +39,8 @@ MAKE_READ_ONLY = (
 def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Roads, an ingested traces batch, its matched output and coverage of the warm-up's grid."""
     folder, config = tmp_path_factory.mktemp("sample"), load_config()
-    sample = run_sample_stages(folder, config)
+    with aot.disabled():  # numba's kernels, to compare the ahead-of-time ones with
+        sample = run_sample_stages(folder, config)
     sample["coverage"] = folder / "coverage"
     compute_coverage(sample["roads"], [sample["matched"]], sample["coverage"], config.coverage)
     return sample
@@ -118,8 +120,10 @@ def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True, text=True, timeout=TIMEOUT_S,
     )  # fmt: skip
     assert warm.returncode == 0, warm.stderr[-3000:]
-    cache_dirs = json.loads(warm.stdout)["cache_dirs"]
+    summary = json.loads(warm.stdout)
+    cache_dirs = summary["cache_dirs"]
     assert cache_dirs and all(Path(folder).is_relative_to(cache) for folder in cache_dirs)
+    assert Path(summary["aot_module"]).parent == cache / aot.FOLDER
     return cache
 
 
@@ -154,9 +158,43 @@ def test_after_warmup_first_stages_compile_nothing(
         )
         assert result.returncode == 0, result.stderr[-3000:]
         output = result.stdout + result.stderr
-        assert "data loaded from" in output, f"{stage} loaded nothing from the cache"
+        if stage != "snap":  # snap calls its kernels compiled ahead of time (the next test)
+            assert "data loaded from" in output, f"{stage} loaded nothing from the cache"
         assert "data saved to" not in output, f"{stage} compiled a kernel the warm-up did not"
     assert _cache_files(warm_cache) == warmed
+
+
+_SNAP_LISTING_MODULES = """
+import atexit, json, sys
+from pipeline.cli import main
+
+atexit.register(lambda: print(json.dumps(sorted(sys.modules))))  # the command exits at once
+sys.argv = ["roadcover", "snap", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("ahead_of_time", [True, False])
+def test_after_warmup_snap_imports_no_numba_and_matches_byte_for_byte(
+    sample: dict[str, Path], warm_cache: Path, tmp_path: Path, ahead_of_time: bool
+) -> None:
+    """With the module `roadcover warmup` built, snap never imports numba, and writes the same
+    files as the kernels of numba's cache (the sample's own matched batch, run in-process).
+    """
+    env = _environment(NUMBA_CACHE_DIR=str(warm_cache))
+    if not ahead_of_time:
+        env[aot.AOT_ENV] = "0"  # numba's kernels, as without the module
+    command = _snap_command(sample, tmp_path / "matched")
+    done = subprocess.run(
+        [sys.executable, "-c", _SNAP_LISTING_MODULES, *command[len(ROADCOVER) + 1 :]],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    assert ("numba" in modules, "llvmlite" in modules) == (not ahead_of_time,) * 2
+    for name in ("matched_points.parquet", "matched_segments.parquet", "match_quality.parquet"):
+        written = (tmp_path / "matched" / name).read_bytes()
+        assert written == (sample["matched"] / name).read_bytes(), name
 
 
 def test_a_fresh_dask_worker_loads_its_kernels_from_the_shared_cache(

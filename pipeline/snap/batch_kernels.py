@@ -46,7 +46,7 @@ def _grow(pieces: np.ndarray, used: int, extra: int) -> np.ndarray:
     return bigger
 
 
-@cached_njit(depends_on=KERNELS_CALLED)
+@cached_njit(depends_on=KERNELS_CALLED, aot=True)
 def match_trips_kernel(
     x: np.ndarray,
     y: np.ndarray,

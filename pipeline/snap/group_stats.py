@@ -31,7 +31,7 @@ def group_sums(values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.n
     return sums, counts
 
 
-@cached_njit
+@cached_njit(aot=True)
 def _kahan_sums(values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum the non-NaN values of each group, in order, with Kahan compensation."""
     groups = len(bounds) - 1

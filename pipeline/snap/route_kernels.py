@@ -153,7 +153,7 @@ def build_route_pieces(
     return buf[:m]
 
 
-@cached_njit
+@cached_njit(aot=True)
 def substring_coords(
     piece_edge: np.ndarray,
     piece_from: np.ndarray,
