@@ -39,6 +39,7 @@ COVERAGE_8X_6_TRIPS = InputSizes(edges=69_673, segments=600, trips=6, region_edg
 COVERAGE_8X_3000_TRIPS = InputSizes(
     edges=69_673, segments=300_000, trips=3_000, region_edges=2_459_136
 )
+COVERAGE_8X_300_TRIPS = InputSizes(edges=69_673, segments=30_000, trips=300, region_edges=2_459_136)
 COVERAGE_32X_FLEET = InputSizes(
     edges=74_020, segments=5_169_795, trips=41_682, region_edges=9_836_544
 )
@@ -235,7 +236,9 @@ OVERESTIMATED = [
     ("match_traces", InputSizes(edges=1_761, fixes=493_285, trips=4_867), 2, 781.2),
     ("simulate_fleet", InputSizes(edges=1_761, device_days=3_360), 2, 975.1),
     # the 100-device fleet's coverage on the 8x (first run): its 1,056 trips touched 283 of the
-    # 546 partitions, the model counts all 615 (the region's edges / 4,000)
+    # 546 partitions, the model counts all 615 (the region's edges / 4,000); likewise 300 random
+    # trips (30,000 segments in 334 partitions) in one step (bench_coverage_steps.py)
+    ("compute_coverage", COVERAGE_8X_300_TRIPS, 1, 949.0),
     (
         "compute_coverage",
         InputSizes(edges=69_673, segments=128_851, trips=1_056, region_edges=2_459_136),
@@ -250,12 +253,13 @@ MEASURED_IN_STEPS = [
     (InputSizes(edges=57_756, segments=916_300, trips=9_163, region_edges=307_392), 256, 623.0),
     (InputSizes(edges=57_756, segments=3_054_600, trips=30_546, region_edges=307_392), 256, 770.0),
 ]
-# and on the 8x, the 3,000 trips in 10 and 39 steps (65 and 20 partitions at most): the model
-# counts the partitions the batch touches at 0.25 MiB each, fitted to the 32x fleet, which
-# drove about 1,400 edges a partition where these random trips drove about 560
+# and on the 8x, 3,000 random trips in 10 and 39 steps (65 and 20 partitions at most), 300 in
+# 4: the model counts 615 partitions touched (they touched 537 and 334) at 0.25 MiB each,
+# fitted to the 32x fleet, which drove about 1,400 edges a partition where these drove 560
 OVERESTIMATED_IN_STEPS = [
     (COVERAGE_8X_3000_TRIPS, 64, 578.0),
     (COVERAGE_8X_3000_TRIPS, 16, 556.0),
+    (COVERAGE_8X_300_TRIPS, 16, 537.0),  # 4 steps of at most 97 of its 334 partitions
 ]
 
 
