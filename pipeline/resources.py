@@ -110,11 +110,15 @@ class Cost:
         of a row per shard, partition or coarse cell).
     mb_per_partition
         On a sharded region, growth with the coverage partitions the batch touches
-        (:func:`touched_partitions`).
+        (:func:`touched_partitions`): what the update keeps of each until its end.
     mb_per_step_unit
         Growth with the units the stage holds at once when it applies its batch in steps (the
         coverage: at most a step's segments, :func:`coverage_step_segments`), beside
         ``mb_per_unit``'s growth with the whole batch.
+    mb_per_step_partition
+        On a sharded region, growth with the coverage partitions a step holds at once
+        (:func:`step_partitions`), beside ``mb_per_partition``'s growth with those the whole
+        batch touches.
     """
 
     base_mb: float
@@ -126,6 +130,7 @@ class Cost:
     mb_per_region_edge: float = 0.0
     mb_per_partition: float = 0.0
     mb_per_step_unit: float = 0.0
+    mb_per_step_partition: float = 0.0
 
     def peak_mb(
         self,
@@ -135,24 +140,31 @@ class Cost:
         region_edges: float = 0.0,
         partitions: float = 0.0,
         step_units: float = 0.0,
+        step_partitions: float = 0.0,
     ) -> float:
         """Return the modelled peak of the job's process tree, before headroom and caps.
 
         ``region_edges``: the sharded region's edges when ``edges`` are those a job holding
         shards holds (:func:`sharded_sizes`), else 0; ``partitions``: the coverage partitions
-        its batch touches (:func:`touched_partitions`); ``step_units``: the units it holds at
-        once when it applies its batch in steps.
+        its batch touches (:func:`touched_partitions`); ``step_units`` and
+        ``step_partitions``: the units and partitions it holds at once when it applies its
+        batch in steps.
         """
         own = self.base_mb + self.mb_per_edge * edges + self.mb_per_unit * units
         own += self.mb_per_region_edge * region_edges + self.mb_per_partition * partitions
         own += self.mb_per_step_unit * step_units
+        own += self.mb_per_step_partition * step_partitions
         per_worker = self.worker_mb + self.worker_mb_per_edge * edges
         return own + (workers if workers > 1 else 0) * per_worker
 
 
 COSTS: dict[str, Cost] = {
-    # 248 MiB at 1,761 edges, 438 at 76,425, 1,000 at 307,392: 2.6 KiB per edge
-    "build_roads": Cost(base_mb=243.0, mb_per_edge=0.0026),
+    # peaks in a freshly installed venv (its libraries' pages wholly in the page cache, mapped
+    # in larger pieces: up to ~80 MiB more a process than in a long-lived venv), 2026-12-08:
+    # 293 MiB at 1,761 edges (the demo's stage process in a fresh clone's make demo, beside
+    # roadcover run's shared cluster; 255 alone), 453 at 76,425, 1,011 at 307,392: 2.6 KiB
+    # per edge
+    "build_roads": Cost(base_mb=292.0, mb_per_edge=0.0026),
     # the stage process: 411 MiB in-process at 1,761 edges and 840 device-days (Helsinki); at
     # 307,392 edges (Kubicka 00000013, on roadcover run's shared cluster) 639 MiB at 336
     # device-days (loading the network to plan). The tasks stage the truth and the stage
@@ -162,9 +174,10 @@ COSTS: dict[str, Cost] = {
     # 307,392 (the driving network). On a sharded region, edges are the largest shard's
     # (sharded_sizes): 100 devices x 7 days, the whole tree with 2 workers, 1,518 MiB on
     # Kubicka 00000013 at resolution 5 (largest shard 57,756 edges) and 1,553-1,581 on its 32x
-    # replica (74,020), 1,976 unsharded
+    # replica (74,020), 1,976 unsharded; the demo's stage process in a fresh clone's make demo
+    # (on roadcover run's shared cluster) 404 MiB at 840 device-days
     "simulate_fleet": Cost(
-        base_mb=403.0,
+        base_mb=410.0,
         mb_per_edge=0.0005,
         mb_per_unit=0.002,
         unit="device_day",
@@ -176,40 +189,48 @@ COSTS: dict[str, Cost] = {
     # stage process 310 MiB at 357 MiB of traces and 458 at 1,202 (a chunk, key bucket and
     # trips row group of at most 64 MiB: it levels off), a worker with its nanny about 305
     "ingest_traces": Cost(base_mb=330.0, mb_per_unit=0.1, unit="input_mb", worker_mb=305.0),
-    # 348 MiB in-process at 76,425 edges, 558 at 307,392: the match network and the candidate
-    # search's index, in the stage process and in every worker; 2 workers of 380-388 MiB
+    # 348 MiB in-process at 76,425 edges, 558 at 307,392 (308 and 476 in a fresh venv with
+    # today's imports): the match network and the candidate search's index, in the stage
+    # process and in every worker; 2 workers of 380-388 MiB (210 each on the demo's fleets in
+    # a fresh venv); the demo's stage process in a fresh clone's make demo (on roadcover
+    # run's shared cluster) 344 MiB at 1,761 edges
     "match_traces": Cost(
-        base_mb=335.0,
+        base_mb=346.0,
         mb_per_edge=0.0007,
         mb_per_unit=0.00002,
         unit="fix",
         worker_mb=385.0,
         worker_mb_per_edge=0.0007,
     ),
-    # 230 / 330 MiB at 56,344 / 237,968 segments (Helsinki), 388 / 1,085 at 76,425 / 307,392
-    # edges (Kubicka, a drive each): 0.55 KiB per segment, of which the growth with the whole
-    # batch past a step is the sharded region's (SHARDED_COSTS)
+    # in a fresh venv: 275 MiB at 32,793 segments (the demo's stage process in a fresh
+    # clone's make demo, on roadcover run's shared cluster; 234 alone), 297 at 135,361
+    # (Helsinki), 389 / 1,060 at 76,425 / 307,392 edges (Kubicka, a drive each): 2.7 KiB per
+    # edge, 0.55 KiB per segment, of which the growth with the whole batch past a step is the
+    # sharded region's (SHARDED_COSTS)
     "compute_coverage": Cost(
-        base_mb=215.0,
-        mb_per_edge=0.0028,
+        base_mb=255.0,
+        mb_per_edge=0.0027,
         mb_per_unit=0.0000589,
         mb_per_step_unit=0.000491,
         unit="segment",
     ),
-    # per MB of the coverage tables beside the summary (edges, cells, runs): 243 MiB at 0.19
-    # MB, 290 at 5.0, 457 at 20.1; tippecanoe (about 77 MiB) included
-    "export_tiles": Cost(base_mb=241.0, mb_per_unit=10.7, unit="input_mb"),
-    "export_viewer": Cost(base_mb=127.0, mb_per_unit=0.85, unit="input_mb"),
-    # 180 / 253 / 442 MiB at 1,761 / 76,425 / 307,392 edges
-    "export_feed": Cost(base_mb=178.0, mb_per_edge=0.00086),
+    # per MB of the coverage tables the summary names (edge and cell coverage), in a fresh
+    # venv: 255 MiB at 0.2 MB, 372 at 3.9, 630 at 16.7; tippecanoe included
+    "export_tiles": Cost(base_mb=300.0, mb_per_unit=20.5, unit="input_mb"),
+    # in a fresh venv: 168 MiB at 0.2 MB (the demo's stage process in a fresh clone's make
+    # demo, on roadcover run's shared cluster; 135 alone), 160 at 3.9, 188 at 16.7
+    "export_viewer": Cost(base_mb=170.0, mb_per_unit=1.3, unit="input_mb"),
+    # in a fresh venv: 215 MiB at 1,761 edges (the demo's stage process in a fresh clone's
+    # make demo, on roadcover run's shared cluster; 178 alone), 264 at 76,425, 474 at 307,392
+    "export_feed": Cost(base_mb=216.0, mb_per_edge=0.00087),
     # in a fresh install (its libraries' pages wholly in the page cache, mapped in larger
     # pieces: up to ~80 MiB more than in a long-lived venv): 380 MiB at 1,761 edges (the
     # demo's stage process), 661 at 76,425 (Kubicka 17; its tours bounded by
-    # priorities.max_tour_roads): 3.8 KiB per edge
-    "export_priorities": Cost(base_mb=373.7, mb_per_edge=0.00376),
-    # every region's coverage tables: 278 MiB at 0.2 MB (the demo, fresh install), 703 at
-    # 25.1 MB
-    "write_report": Cost(base_mb=273.5, mb_per_unit=19.3, unit="input_mb"),
+    # priorities.max_tour_roads): 3.8 KiB per edge (1,033 at 307,392: it grows less there)
+    "export_priorities": Cost(base_mb=376.0, mb_per_edge=0.00376),
+    # every region's coverage tables, in a fresh venv: 278 MiB at 0.2 MB (the demo's stage
+    # process in a fresh clone's make demo; 242-259 alone), 716 at 20.6 MB
+    "write_report": Cost(base_mb=280.0, mb_per_unit=21.5, unit="input_mb"),
 }
 """Each rule's cost, fitted to measured peaks (docs/benchmarks.md, "Memory model")."""
 
@@ -224,23 +245,28 @@ shard's edges)."""
 SHARDED_COSTS: dict[str, Cost] = {
     # first runs (each computes the network cache shard by shard) on Kubicka 00000013 sharded
     # at resolution 5 and its 8x replica (largest shard 57,756 / 69,673 edges; 17 / 102
-    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 518 MiB (688 on
-    # the 32x: 9.84 M edges, largest shard 74,020, 2,028 partitions), of 1,059 / 1,056 trips
-    # (0.13 M segments) 582 / 1,055. Updates in steps of the default batch_max_mb (a folder
-    # holding the network cache) on the 1x: 575 / 689 / 815 MiB at 0.21 / 0.92 / 3.05 M
-    # segments; 1,906 on the 32x at 5.17 M (the model's partition term declares twice that).
-    # The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest shards differ
-    # little); the region's 19 B per edge; 0.8 MiB per partition the batch touches; 0.28 KiB
-    # per segment a step holds and 0.06 KiB per segment of the batch (its trips' tables' row
-    # groups, its (cell, contributor) pairs and trip ids)
+    # shards; 77 / 546 partitions): a batch of 6 trips (600 segments) 445 / 528 MiB (the 8x
+    # in a fresh venv; 688 on the 32x: 9.84 M edges, largest shard 74,020, 2,028 partitions),
+    # of 1,059 / 1,056 trips (0.13 M segments) 582 / 1,055. Updates alone (a folder holding
+    # the network cache): on the 1x in steps of the default batch_max_mb 575 / 689 / 815 MiB
+    # at 0.21 / 0.92 / 3.05 M segments; on the 8x, 0.3 M segments of 3,000 trips in 537
+    # partitions, 1,286 MiB in one step, 578 in 10 steps of 32,768 segments (65 partitions at
+    # most), 556 in 39 of 8,192 (20); the 29 M-fix fleet on the 32x, 5.17 M segments in 10
+    # steps, 1,906. The shard term is the unsharded 2.8 KiB per edge (not fitted: the largest
+    # shards differ little); the region's 19 B per edge; 1.0 MiB per partition a step holds
+    # (their runs, canonical edges and tables) and 0.25 MiB per partition the batch touches;
+    # 0.28 KiB per segment a step holds and 0.1 KiB per segment of the batch (the rows kept
+    # of every step: its driven edges and covered pieces, its trips' tables' row groups, its
+    # (cell, contributor) pairs and trip ids)
     "compute_coverage": Cost(
-        base_mb=258.0,
+        base_mb=265.0,
         mb_per_edge=0.0028,
-        mb_per_unit=0.0000589,
+        mb_per_unit=0.0001,
         mb_per_step_unit=0.000283,
         unit="segment",
         mb_per_region_edge=0.0000185,
-        mb_per_partition=0.8,
+        mb_per_partition=0.25,
+        mb_per_step_partition=1.0,
     ),
 }
 """The rules whose cost on a sharded region is not :data:`COSTS`' with the edges they hold
@@ -419,13 +445,28 @@ def model_peak_mb(
     }[cost.unit]
     region_edges = sizes.region_edges or 0
     partitions = touched_partitions(region_edges, sizes.trips)
-    step_units = min(units, coverage_step_segments(batch_max_mb)) if cost.mb_per_step_unit else 0
-    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions, step_units)
+    step = coverage_step_segments(batch_max_mb)
+    step_units = min(units, step) if cost.mb_per_step_unit else 0
+    held = step_partitions(partitions, units, step)
+    return cost.peak_mb(sizes.edges, units, threads, region_edges, partitions, step_units, held)
 
 
 def coverage_step_segments(batch_max_mb: float) -> int:
     """Return the segments a coverage update holds at once with ``coverage.batch_max_mb``."""
     return max(1, int(batch_max_mb * MIB // COVERAGE_BYTES_PER_SEGMENT))
+
+
+def step_partitions(partitions: float, segments: float, step_segments: int) -> float:
+    """Return the partitions a coverage update in steps holds at once.
+
+    The update cuts the partitions its batch touches, in key order, into steps of at most
+    ``step_segments`` segments (:mod:`pipeline.coverage.steps`): all of them when the batch is
+    one step, else a step's share of the batch's segments, ``partitions * step_segments /
+    segments`` (a fleet's segments spread over the partitions it drives).
+    """
+    if segments <= step_segments:
+        return partitions
+    return partitions * step_segments / segments
 
 
 def touched_partitions(region_edges: float, trips: int | None) -> float:
