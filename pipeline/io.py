@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -82,6 +83,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` as ``target`` (replacing it); a copy where links are not supported."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def file_sha256(path: str | Path) -> str:

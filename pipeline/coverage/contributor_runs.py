@@ -28,8 +28,6 @@ read whole and written as a run the first time an update rewrites the partition.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.coverage.edges import merge_edge_contributors
-from pipeline.io import atomic_path, write_frame, write_json
+from pipeline.io import atomic_path, link_or_copy, write_frame, write_json
 
 RUNS_FILE = "edge_contributors.json"
 """The runs of a partition's generation, oldest first, with their row counts."""
@@ -148,7 +146,7 @@ def write_runs(
         pending = merge_edge_contributors(pd.concat([older, pending], ignore_index=True))
     folder.mkdir(parents=True, exist_ok=True)
     for run in kept:
-        _link(Path(str(before)) / run.name, folder / run.name)
+        link_or_copy(Path(str(before)) / run.name, folder / run.name)
     if len(pending):
         kept.append(Run(f"{RUN_PREFIX}{generation}.arrow", len(pending)))
         _write_run(pending, folder / kept[-1].name)
@@ -192,12 +190,3 @@ def _write_run(rows: pd.DataFrame, path: Path) -> None:
     table = table.sort_by([("edge_id", "ascending"), ("contributor_id", "ascending")])
     with atomic_path(path) as temp, pa.ipc.new_file(str(temp), RUN_SCHEMA) as writer:
         writer.write_table(table.combine_chunks(), max_chunksize=max(len(table), 1))
-
-
-def _link(source: Path, target: Path) -> None:
-    """Hard-link a run into a new generation folder (a copy where links are not supported)."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

@@ -41,7 +41,6 @@ partition once (:func:`migrate_part`).
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from pipeline.coverage.contributor_runs import (
     LEGACY_FILE,
     RUNS_FILE,
     TOTALS_FILE,
+    Run,
     has_runs,
     list_runs,
     read_rows,
@@ -87,7 +87,7 @@ from pipeline.coverage.pointer import (  # noqa: F401 (CURRENT_FILE, PART_PATTER
     kept_in_state,
 )
 from pipeline.errors import InputDataError
-from pipeline.io import write_frame, write_json
+from pipeline.io import link_or_copy, write_frame, write_json
 
 STATE_TABLES = ("edge_pieces", "edge_trips", "cell_trips")  # and the files of formats 1 and 2
 PART_TABLES = ("edge_pieces", "edge_contributors")  # a partition's tables (StatePart)
@@ -266,8 +266,9 @@ def update_part(
             rows = merge_edge_contributors(pd.concat([old, batch.edge_contributors]))
             write_parts(state_root, generation, {key: StatePart(pieces, rows)})
             return pieces, pair_totals(rows)
-        totals = _updated_totals(before, batch.edge_contributors)
-        write_runs(folder, before, list_runs(before), batch.edge_contributors, generation)
+        runs = list_runs(before)
+        totals = _updated_totals(before, runs, batch.edge_contributors)
+        write_runs(folder, before, runs, batch.edge_contributors, generation)
     except FileNotFoundError as error:
         what = Path(str(error.filename)).name
         raise _damaged(state_root, pointer, f"partition {key}'s {what}") from error
@@ -275,13 +276,13 @@ def update_part(
     return pieces, totals
 
 
-def _updated_totals(before: Path, rows: pd.DataFrame) -> pd.DataFrame:
+def _updated_totals(before: Path, runs: list[Run], rows: pd.DataFrame) -> pd.DataFrame:
     """Return the edge totals of partition generation ``before`` with new (edge, contributor) rows.
 
-    The totals of the rows' edges are counted from their rows in the runs and the new rows,
-    merged; the other edges' are ``before``'s.
+    The totals of the rows' edges are counted from their rows in ``runs`` (``before``'s) and
+    the new rows, merged; the other edges' are ``before``'s.
     """
-    old_rows = rows_of_edges(before, list_runs(before), rows["edge_id"].to_numpy())
+    old_rows = rows_of_edges(before, runs, rows["edge_id"].to_numpy())
     merged = pair_totals(merge_edge_contributors(pd.concat([old_rows, rows])))
     old_totals = read_totals(before / TOTALS_FILE)
     kept = old_totals[~old_totals.index.isin(merged.index)]
@@ -303,8 +304,7 @@ def migrate_part(state_root: Path, pointer: Mapping[str, Any], key: str, generat
     rows = pq.read_table(before / LEGACY_FILE).to_pandas()
     folder.mkdir(parents=True, exist_ok=True)
     for name in (PIECES_FILE, EDGE_TABLE):
-        (folder / name).unlink(missing_ok=True)
-        os.link(before / name, folder / name)
+        link_or_copy(before / name, folder / name)
     write_totals(pair_totals(rows), folder / TOTALS_FILE)
     write_runs(folder, None, [], rows, generation)
     return True

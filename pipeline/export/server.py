@@ -34,6 +34,7 @@ import re
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -349,9 +350,8 @@ def serve_until_interrupted() -> None:
     then never see the interrupt, and the server would outlive its Ctrl-C: each wake-up
     (:data:`SIGNAL_CHECK_S`) runs the handlers of the signals received meanwhile.
     """
-    never_set = threading.Event()
-    while not never_set.wait(SIGNAL_CHECK_S):
-        pass
+    while True:
+        time.sleep(SIGNAL_CHECK_S)
 
 
 def _bind(host: str, port: int, root: Path, files: frozenset[str]) -> SiteServer:
