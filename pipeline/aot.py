@@ -1,11 +1,12 @@
 """Kernels compiled ahead of time: the snap stage's three, in an extension module of their own.
 
-``roadcover warmup`` (:mod:`pipeline.warmup`) compiles the kernels the snap stage calls
-(:data:`AOT_KERNELS`) once more, with numba's ahead-of-time compiler (``numba.pycc``), into an
-extension module, for the argument types the warm-up's own run of the stage called them
-with. A process then calls them from that module (:class:`pipeline.jit.LazyKernel`) without
-importing numba or loading the kernels from numba's cache, which costs a ``roadcover snap``
-about 0.2 s of CPU (docs/benchmarks.md, "Snap: speed side by side on Monaco").
+``roadcover warmup`` (:mod:`pipeline.warmup`) compiles the kernels the snap stage calls (those
+declared ``cached_njit(aot=True)``) once more, with numba's ahead-of-time compiler
+(``numba.pycc``), into an extension module, for the argument types the warm-up's own run of the
+stage called them with. A process then calls them from that module
+(:class:`pipeline.jit.LazyKernel`) without importing numba or loading the kernels from numba's
+cache, which costs a ``roadcover snap`` about 0.2 s of CPU (docs/benchmarks.md, "Snap: speed
+side by side on Monaco").
 
 The module is named by a key (:func:`module_key`) of the kernels' sources, the versions of
 Python, numba and numpy, and the CPU (it is compiled for this CPU, as numba's JIT compiles),
@@ -41,13 +42,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# the kernels compiled ahead of time (module, name): those the snap stage calls
-AOT_KERNELS = (
-    ("pipeline.snap.batch_kernels", "match_trips_kernel"),
-    ("pipeline.snap.route_kernels", "substring_coords"),
-    ("pipeline.snap.group_stats", "_kahan_sums"),
-)
-# the source files compiled into them: theirs and those of the kernels they call
+# the source files of the kernels compiled ahead of time (those declared with
+# ``cached_njit(aot=True)``: the snap stage's three) and of the kernels they call
 SOURCE_MODULES = (
     "pipeline.snap.batch_kernels",
     "pipeline.snap.graph_kernels",

@@ -108,6 +108,14 @@ def dispatcher_of(kernel: Any) -> Any:
 
 
 _LAZY: list[LazyKernel] = []  # the kernels declared while numba was not loaded
+_AOT: list[LazyKernel] = []  # the kernels declared with aot=True
+
+
+def aot_kernels() -> list[LazyKernel]:
+    """Return the kernels declared with ``aot=True`` so far (their modules imported)."""
+    return list(_AOT)
+
+
 _NUMBA_LOADED = False
 _LOADING = threading.Lock()
 
@@ -160,7 +168,7 @@ def cached_njit(
         renewed when their source changes too, not only the function's own file.
     aot
         Call the kernel from the ahead-of-time compiled module when there is one
-        (:mod:`pipeline.aot`; only for kernels listed in :data:`pipeline.aot.AOT_KERNELS`).
+        (:mod:`pipeline.aot`; a kernel of the modules of :data:`pipeline.aot.SOURCE_MODULES`).
     **options
         Further options of :func:`numba.njit`.
 
@@ -173,6 +181,8 @@ def cached_njit(
         if _NUMBA_LOADED and not aot:
             return _dispatcher(py_func, depends_on, options)
         kernel = LazyKernel(py_func, depends_on, options, aot)
+        if aot:
+            _AOT.append(kernel)
         if _NUMBA_LOADED:
             kernel.made = _dispatcher(py_func, depends_on, options)
         else:

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline import aot
 from pipeline.config import Settings, load_config
-from pipeline.jit import dispatcher_of
+from pipeline.jit import aot_kernels, dispatcher_of
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,9 @@ def build_aot_module() -> Path | None:
     """
     import importlib
 
-    dispatchers = {
-        name: dispatcher_of(getattr(importlib.import_module(module), name))
-        for module, name in aot.AOT_KERNELS
-    }
-    return aot.build(dispatchers)
+    for module in aot.SOURCE_MODULES:  # imported: their aot=True kernels declared
+        importlib.import_module(module)
+    return aot.build({kernel.__name__: dispatcher_of(kernel) for kernel in aot_kernels()})
 
 
 def run_sample_stages(work_dir: Path, config: Settings) -> dict[str, Path]:
